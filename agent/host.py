@@ -1,0 +1,81 @@
+"""Host CPU and memory from /proc (root injectable), the spine's reference sampler."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict
+
+from c4.agent.registry import SamplerContext
+from c4.agent.sampler import Rows, SourceUnavailable
+
+
+class HostSampler:
+    """Reads /proc/stat, /proc/meminfo and /proc/loadavg."""
+
+    name = "host"
+    tables = ("host_cpu", "host_memory")
+
+    class Options(BaseModel):
+        """Config keys of ``[agent.samplers.host]``."""
+
+        model_config = ConfigDict(extra="forbid")
+        proc_root: Path = Path("/proc")
+
+    def __init__(self, proc_root: Path | str = "/proc") -> None:
+        self.proc_root = Path(proc_root)
+        self._ticks_per_s = float(os.sysconf("SC_CLK_TCK")) if hasattr(os, "sysconf") else 100.0
+
+    @classmethod
+    def from_options(cls, opts: HostSampler.Options, ctx: SamplerContext) -> HostSampler:
+        """Build from validated options."""
+        return cls(opts.proc_root)
+
+    def probe(self) -> None:
+        """The proc root must hold a readable stat file."""
+        if not (self.proc_root / "stat").is_file():
+            raise SourceUnavailable(f"{self.proc_root / 'stat'} not found")
+
+    def sample(self, now_ns: int) -> Rows:
+        """One row per CPU plus one memory row."""
+        cpu_rows = []
+        procs_running = 0
+        hz = self._ticks_per_s
+        for line in (self.proc_root / "stat").read_text().splitlines():
+            parts = line.split()
+            if not parts:
+                continue
+            if parts[0].startswith("cpu"):
+                v = [int(x) for x in parts[1:9]] + [0] * max(0, 8 - len(parts[1:9]))
+                user, nice, system, idle, iowait, irq, softirq, steal = v[:8]
+                cpu_rows.append(
+                    {
+                        "cpu": "all" if parts[0] == "cpu" else parts[0][3:],
+                        "user_s": (user + nice) / hz,
+                        "system_s": (system + irq + softirq) / hz,
+                        "idle_s": idle / hz,
+                        "iowait_s": iowait / hz,
+                        "steal_s": steal / hz,
+                    }
+                )
+            elif parts[0] == "procs_running":
+                procs_running = int(parts[1])
+        mem: dict[str, int] = {}
+        for line in (self.proc_root / "meminfo").read_text().splitlines():
+            key, _, rest = line.partition(":")
+            fields = rest.split()
+            if fields:
+                mem[key] = int(fields[0]) * (1024 if len(fields) > 1 and fields[1] == "kB" else 1)
+        load1 = float((self.proc_root / "loadavg").read_text().split()[0])
+        memory_row = {
+            "mem_total_bytes": mem.get("MemTotal"),
+            "mem_available_bytes": mem.get("MemAvailable"),
+            "swap_used_bytes": max(0, mem.get("SwapTotal", 0) - mem.get("SwapFree", 0)),
+            "load1": load1,
+            "procs_running": procs_running,
+        }
+        return {"host_cpu": cpu_rows, "host_memory": [memory_row]}
+
+    def close(self) -> None:
+        """Nothing to release."""

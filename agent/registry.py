@@ -1,0 +1,59 @@
+"""Sampler registry as data: config name -> class path, built lazily from options."""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from c4.agent.sampler import Sampler, StartupPolicy
+
+#: sampler name -> "module:Class". The class has an ``Options`` pydantic model
+#: (extra keys forbidden) and ``from_options(options, ctx) -> Sampler``.
+SAMPLERS: dict[str, str] = {
+    "host": "c4.agent.host:HostSampler",
+    "gpu": "c4.agent.gpu:GpuSampler",
+    "xid_kmsg": "c4.agent.xid_kmsg:KmsgXidSampler",
+    "nic": "c4.agent.nic:NicSampler",
+    "nccl_inspector": "c4.agent.nccl_inspector:InspectorSampler",
+    "nccl_ras": "c4.agent.nccl_ras:RasSampler",
+    "nccl_debug_log": "c4.agent.nccl_debug_log:DebugLogSampler",
+}
+
+
+@dataclass(frozen=True)
+class SamplerContext:
+    """What every sampler may need besides its own options."""
+
+    node: str
+    job: str
+    labels: dict[str, str]
+
+
+class SamplerSettings(BaseModel):
+    """Options every sampler accepts, besides its own."""
+
+    model_config = ConfigDict(extra="allow")
+    enabled: bool = True
+    interval_s: float | None = None
+    startup: StartupPolicy = StartupPolicy.IGNORE
+
+
+class SamplerConfigError(ValueError):
+    """A sampler section of the config is wrong; the message names the sampler and key."""
+
+
+def build_sampler(name: str, options: dict[str, Any], ctx: SamplerContext) -> Sampler:
+    """Instantiate sampler ``name`` from its own options (common keys already removed)."""
+    if name not in SAMPLERS:
+        raise SamplerConfigError(f"unknown sampler {name!r}; known: {', '.join(sorted(SAMPLERS))}")
+    module_name, _, cls_name = SAMPLERS[name].partition(":")
+    cls = getattr(importlib.import_module(module_name), cls_name)
+    try:
+        opts = cls.Options.model_validate(options)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise SamplerConfigError(f"[agent.samplers.{name}] {problems}") from None
+    return cls.from_options(opts, ctx)

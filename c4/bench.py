@@ -1,0 +1,36 @@
+"""``c4 bench NAME``: benchmarks declared as data; each prints a table and, with --json, one JSON line."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+
+HELP = "Run a benchmark (ingest, agent, plan, sim, diagnose, ui, plugin, load); side-by-side ratios."
+
+#: benchmark -> module with ``HELP``, ``configure(parser)`` and ``run(args) -> int``.
+BENCHES: dict[str, str] = {
+    "ingest": "c4.collector.bench_ingest",
+    "agent": "c4.agent.bench",
+    "plan": "c4.traffic.bench",
+}
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Add one sub-parser per benchmark."""
+    sub = parser.add_subparsers(dest="bench", metavar="NAME", required=True)
+    for name, module_name in BENCHES.items():
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name and module_name.startswith(exc.name):
+                continue
+            raise
+        p = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        p.add_argument("--json", action="store_true", help="print one JSON object on the last line")
+        module.configure(p)
+        p.set_defaults(_bench_run=module.run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Dispatch to the chosen benchmark."""
+    return int(args._bench_run(args) or 0)

@@ -1,0 +1,229 @@
+"""The table catalogue: every table, column, type, unit and kind, declared once as data.
+
+Each ``tables/*.toml`` file declares tables of one source. DuckDB DDL, Arrow
+schemas, rate views and the schema docs are all generated from it.
+"""
+
+from __future__ import annotations
+
+import functools
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+
+TABLES_DIR = Path(__file__).parent / "tables"
+
+#: DuckDB type -> Arrow type. The only types a catalogue may use.
+ARROW_TYPES: dict[str, pa.DataType] = {
+    "VARCHAR": pa.string(),
+    "BOOLEAN": pa.bool_(),
+    "INTEGER": pa.int32(),
+    "BIGINT": pa.int64(),
+    "UBIGINT": pa.uint64(),
+    "DOUBLE": pa.float64(),
+    "TIMESTAMP": pa.timestamp("us"),
+}
+
+KINDS = ("label", "gauge", "counter", "time")
+
+#: Columns every table starts with unless it sets ``common = false``.
+COMMON_COLUMNS: tuple[dict, ...] = (
+    {"name": "ts", "type": "TIMESTAMP", "unit": "UTC", "kind": "time", "help": "Sample time (UTC)."},
+    {"name": "node", "type": "VARCHAR", "unit": "", "kind": "label", "help": "Host name of the node."},
+    {"name": "job", "type": "VARCHAR", "unit": "", "kind": "label", "help": "Training job id ('' if none)."},
+)
+
+
+class CatalogueError(ValueError):
+    """A catalogue file is malformed; the message names the file, table and column."""
+
+
+@dataclass(frozen=True)
+class ColumnSpec:
+    """One typed column with its unit and kind."""
+
+    name: str
+    type: str
+    unit: str
+    kind: str
+    help: str
+    wrap_bits: int = 0
+
+    @property
+    def arrow_type(self) -> pa.DataType:
+        """The Arrow type rows of this column are sent as."""
+        return ARROW_TYPES[self.type]
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """One table: its columns, entity keys and schema version."""
+
+    name: str
+    help: str
+    version: int
+    keys: tuple[str, ...]
+    columns: tuple[ColumnSpec, ...]
+    source: str
+    retention: bool = True
+    time_column: str | None = "ts"
+    extra: dict = field(default_factory=dict, compare=False, hash=False)
+
+    @functools.cached_property
+    def arrow_schema(self) -> pa.Schema:
+        """The Arrow schema a batch for this table must have."""
+        return pa.schema([pa.field(c.name, c.arrow_type) for c in self.columns])
+
+    @property
+    def column_names(self) -> list[str]:
+        """Column names in declaration order."""
+        return [c.name for c in self.columns]
+
+    @property
+    def counters(self) -> list[ColumnSpec]:
+        """The monotonic counter columns."""
+        return [c for c in self.columns if c.kind == "counter"]
+
+    def ddl(self) -> str:
+        """CREATE TABLE statement for DuckDB."""
+        cols = ",\n  ".join(f'"{c.name}" {c.type}' for c in self.columns)
+        return f'CREATE TABLE IF NOT EXISTS "{self.name}" (\n  {cols}\n)'
+
+    def rate_view_ddl(self) -> str | None:
+        """A ``<table>_rate`` view turning counters into per-second rates.
+
+        A counter that goes down either wrapped (when it declares ``wrap_bits``
+        and the previous value sat in the top quarter of its range) or was reset
+        (the new value is the increase since the reset).
+        """
+        counters = self.counters
+        if not counters or not self.time_column:
+            return None
+        part = ", ".join(f'"{k}"' for k in self.keys) or "1"
+        win = f'(PARTITION BY {part} ORDER BY "{self.time_column}")'
+        dt = f'(epoch_us("{self.time_column}") - epoch_us(lag("{self.time_column}") OVER w)) / 1e6'
+        labels = [c for c in self.columns if c.kind == "label"]
+        select = [f'"{self.time_column}"'] + [f'"{c.name}"' for c in labels]
+        select.append(f"{dt} AS interval_s")
+        for c in counters:
+            wide = "DOUBLE" if c.type == "DOUBLE" else "HUGEINT"
+            cur = f'CAST("{c.name}" AS {wide})'
+            prev = f'CAST(lag("{c.name}") OVER w AS {wide})'
+            if c.wrap_bits:
+                mod = 2**c.wrap_bits
+                down = f"CASE WHEN {prev} >= {mod * 3 // 4} THEN {cur} + {mod} - {prev} ELSE {cur} END"
+            else:
+                down = cur
+            delta = f"CASE WHEN {prev} IS NULL THEN NULL WHEN {cur} >= {prev} THEN {cur} - {prev} ELSE {down} END"
+            unit = c.unit or "units"
+            rate_name = f"{c.name}_per_s"
+            select.append(f"CAST({delta} AS DOUBLE) / nullif({dt}, 0) AS \"{rate_name}\" /* {unit}/s */")
+        body = ",\n  ".join(select)
+        return f'CREATE OR REPLACE VIEW "{self.name}_rate" AS SELECT\n  {body}\nFROM "{self.name}"\nWINDOW w AS {win}'
+
+
+def _parse_table(source: str, name: str, raw: dict) -> TableSpec:
+    where = f"{source}: table {name!r}"
+    unknown = set(raw) - {"help", "version", "keys", "columns", "common", "retention", "time_column", "extra"}
+    if unknown:
+        raise CatalogueError(f"{where}: unknown keys {sorted(unknown)}")
+    if not raw.get("help"):
+        raise CatalogueError(f"{where}: missing 'help'")
+    cols_raw = list(COMMON_COLUMNS) if raw.get("common", True) else []
+    cols_raw += raw.get("columns", [])
+    columns: list[ColumnSpec] = []
+    seen: set[str] = set()
+    for col in cols_raw:
+        cname = col.get("name")
+        if not cname:
+            raise CatalogueError(f"{where}: a column without 'name'")
+        if cname in seen:
+            raise CatalogueError(f"{where}: column {cname!r} declared twice")
+        seen.add(cname)
+        ctype = col.get("type", "")
+        if ctype not in ARROW_TYPES:
+            raise CatalogueError(f"{where}: column {cname!r} has unknown type {ctype!r}")
+        kind = col.get("kind", "")
+        if kind not in KINDS:
+            raise CatalogueError(f"{where}: column {cname!r} has kind {kind!r}, expected one of {KINDS}")
+        if not col.get("help"):
+            raise CatalogueError(f"{where}: column {cname!r} has no 'help'")
+        columns.append(
+            ColumnSpec(cname, ctype, col.get("unit", ""), kind, col["help"], int(col.get("wrap_bits", 0)))
+        )
+    keys = tuple(raw.get("keys", ["node"]))
+    for k in keys:
+        if k not in seen:
+            raise CatalogueError(f"{where}: key {k!r} is not a column")
+    time_column = raw.get("time_column", "ts" if "ts" in seen else None)
+    return TableSpec(
+        name=name,
+        help=raw["help"],
+        version=int(raw.get("version", 1)),
+        keys=keys,
+        columns=tuple(columns),
+        source=source,
+        retention=bool(raw.get("retention", True)),
+        time_column=time_column,
+        extra=dict(raw.get("extra", {})),
+    )
+
+
+@dataclass(frozen=True)
+class Catalogue:
+    """All tables, by name."""
+
+    tables: dict[str, TableSpec]
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.tables
+
+    def __getitem__(self, name: str) -> TableSpec:
+        return self.tables[name]
+
+    def __iter__(self):
+        return iter(self.tables.values())
+
+    @classmethod
+    def from_dir(cls, directory: Path = TABLES_DIR) -> Catalogue:
+        """Load every ``*.toml`` file in a directory."""
+        tables: dict[str, TableSpec] = {}
+        for path in sorted(Path(directory).glob("*.toml")):
+            try:
+                doc = tomllib.loads(path.read_text())
+            except tomllib.TOMLDecodeError as exc:
+                raise CatalogueError(f"{path.name}: {exc}") from exc
+            for name, raw in doc.get("tables", {}).items():
+                if name in tables:
+                    raise CatalogueError(f"{path.name}: table {name!r} also declared in {tables[name].source}")
+                tables[name] = _parse_table(path.name, name, raw)
+        return cls(tables)
+
+    def docs_markdown(self) -> str:
+        """The schema reference (docs/schema.md), generated from the catalogue."""
+        out = [
+            "# C4 table schema",
+            "",
+            "Generated from `c4/catalogue/tables/*.toml` by `c4 catalogue docs`; do not edit by hand.",
+            "Counters are stored raw; each table with counters has a `<table>_rate` view with",
+            "per-second rates that treats a decrease as a reset (or a wrap, for fixed-width counters).",
+            "",
+        ]
+        for t in sorted(self.tables.values(), key=lambda t: (t.source, t.name)):
+            out += [f"## `{t.name}` (v{t.version}, {t.source})", "", t.help, ""]
+            if t.keys:
+                out += [f"Entity key: {', '.join(f'`{k}`' for k in t.keys)}.", ""]
+            out += ["| column | type | unit | kind | meaning |", "|---|---|---|---|---|"]
+            for c in t.columns:
+                kind = c.kind + (f" (wraps at 2^{c.wrap_bits})" if c.wrap_bits else "")
+                out.append(f"| `{c.name}` | {c.type} | {c.unit} | {kind} | {c.help} |")
+            out.append("")
+        return "\n".join(out)
+
+
+@functools.cache
+def load() -> Catalogue:
+    """The catalogue shipped with this package (cached)."""
+    return Catalogue.from_dir(TABLES_DIR)

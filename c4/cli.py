@@ -1,0 +1,67 @@
+"""The ``c4`` command: one entry point, subcommands declared as data and imported lazily."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from c4 import __version__
+
+#: subcommand -> module. Each module has ``HELP`` (one line), ``configure(parser)``
+#: and ``run(args) -> int``; heavy imports stay inside ``run``.
+COMMANDS: dict[str, str] = {
+    "agent": "c4.agent.cli",
+    "collector": "c4.collector.cli",
+    "sql": "c4.collector.sql_cli",
+    "demo": "c4.demo",
+    "plan": "c4.traffic.cli",
+    "sim": "c4.sim_cli",
+    "diagnose": "c4.analytics.cli",
+    "ui": "c4.ui_cli",
+    "catalogue": "c4.catalogue.cli",
+    "bench": "c4.bench",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser (imports each subcommand's light cli module)."""
+    parser = argparse.ArgumentParser(
+        prog="c4",
+        description="C4: communication-driven observability, fault diagnosis and traffic planning "
+        "for GPU training clusters.",
+    )
+    parser.add_argument("--version", action="version", version=f"c4 {__version__}")
+    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, module_name in COMMANDS.items():
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name and module_name.startswith(exc.name):
+                continue  # subcommand not built yet
+            raise
+        p = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        module.configure(p)
+        p.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``c4`` console script."""
+    from c4.logs import setup_logging
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    setup_logging(args.log_level)
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args._run(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
