@@ -1,0 +1,24 @@
+"""Shared test paths and helpers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+#: Real captured data beside the project (see ../shared/fixtures/README.md).
+SHARED_FIXTURES = (REPO_ROOT / ".." / "shared" / "fixtures").resolve()
+
+
+@pytest.fixture(scope="session")
+def shared_fixtures() -> Path:
+    """Path to ../shared/fixtures; the tests need it, so its absence is an error, not a skip."""
+    assert SHARED_FIXTURES.is_dir(), f"{SHARED_FIXTURES} missing: clone the project beside shared/"
+    return SHARED_FIXTURES
+
+
+@pytest.fixture(scope="session")
+def sysfs_fixture(shared_fixtures: Path) -> Path:
+    """The captured /sys tree (mlx5, mlx4, hfi1, netdevs)."""
+    return shared_fixtures / "sysfs-procfs" / "sys"
