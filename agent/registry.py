@@ -6,9 +6,8 @@ import importlib
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
-
 from c4.agent.sampler import Sampler, StartupPolicy
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 #: sampler name -> "module:Class". The class has an ``Options`` pydantic model
 #: (extra keys forbidden) and ``from_options(options, ctx) -> Sampler``.

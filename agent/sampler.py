@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Any, Protocol, runtime_checkable
 
 #: Rows a sampler returns from one tick: table name -> list of row dicts.
@@ -16,7 +16,7 @@ class SourceUnavailable(Exception):
     """The source does not exist on this node (no GPU, no RDMA device, no log file)."""
 
 
-class StartupPolicy(str, Enum):
+class StartupPolicy(StrEnum):
     """What the agent does when a sampler's probe fails (after Telegraf)."""
 
     ERROR = "error"  # refuse to start the agent

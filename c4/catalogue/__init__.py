@@ -116,10 +116,12 @@ class TableSpec:
                 down = f"CASE WHEN {prev} >= {mod * 3 // 4} THEN {cur} + {mod} - {prev} ELSE {cur} END"
             else:
                 down = cur
-            delta = f"CASE WHEN {prev} IS NULL THEN NULL WHEN {cur} >= {prev} THEN {cur} - {prev} ELSE {down} END"
+            delta = (
+                f"CASE WHEN {prev} IS NULL THEN NULL WHEN {cur} >= {prev} THEN {cur} - {prev} ELSE {down} END"
+            )
             unit = c.unit or "units"
             rate_name = f"{c.name}_per_s"
-            select.append(f"CAST({delta} AS DOUBLE) / nullif({dt}, 0) AS \"{rate_name}\" /* {unit}/s */")
+            select.append(f'CAST({delta} AS DOUBLE) / nullif({dt}, 0) AS "{rate_name}" /* {unit}/s */')
         body = ",\n  ".join(select)
         return f'CREATE OR REPLACE VIEW "{self.name}_rate" AS SELECT\n  {body}\nFROM "{self.name}"\nWINDOW w AS {win}'
 
@@ -197,7 +199,9 @@ class Catalogue:
                 raise CatalogueError(f"{path.name}: {exc}") from exc
             for name, raw in doc.get("tables", {}).items():
                 if name in tables:
-                    raise CatalogueError(f"{path.name}: table {name!r} also declared in {tables[name].source}")
+                    raise CatalogueError(
+                        f"{path.name}: table {name!r} also declared in {tables[name].source}"
+                    )
                 tables[name] = _parse_table(path.name, name, raw)
         return cls(tables)
 

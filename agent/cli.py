@@ -1,0 +1,96 @@
+"""``c4 agent``: run the node agent, or sample once and print with ``--test``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+HELP = "Run the node agent (samplers -> spool -> collector), or --test to sample once and print."
+
+#: convenience flags -> (sampler, option); giving one also enables that sampler.
+ROOT_FLAGS = {
+    "proc_root": ("host", "proc_root"),
+    "sysfs_root": ("nic", "sysfs_root"),
+    "fake_nvml": ("gpu", "fake_scenario"),
+    "kmsg_path": ("xid_kmsg", "kmsg_path"),
+}
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Agent flags; each overrides the [agent] section of the config file."""
+    parser.add_argument("--config", help="TOML config file ([agent] section); C4_AGENT_* env vars apply")
+    parser.add_argument("--collector", help="collector HOST:PORT (default 127.0.0.1:7070)")
+    parser.add_argument("--node", help="node name (default: host name)")
+    parser.add_argument("--agent-id", help="stable agent id (default: node name)")
+    parser.add_argument("--job", help="training job id attached to every row")
+    parser.add_argument("--spool-dir", help="on-disk spool directory (default /var/lib/c4/spool)")
+    parser.add_argument("--interval-s", type=float, help="default sampling interval in seconds")
+    parser.add_argument("--samplers", help="comma-separated samplers to run (default: from config)")
+    parser.add_argument("--proc-root", help="root of /proc for the host sampler")
+    parser.add_argument(
+        "--sysfs-root", help="root of /sys for the NIC sampler (a dir holding class/ or sys/class/)"
+    )
+    parser.add_argument(
+        "--fake-nvml", help="drive the GPU sampler from this fake-NVML scenario JSON (tests, demo)"
+    )
+    parser.add_argument("--kmsg-path", help="kernel log for Xid lines (default /dev/kmsg; a file works)")
+    parser.add_argument("--test", action="store_true", help="sample every source once, print the rows, exit")
+
+
+def agent_config(args: argparse.Namespace):
+    """Config file + env + flags -> validated AgentConfig; exits 2 with the problem named."""
+    from c4.config import ConfigError, load_config
+
+    try:
+        cfg = load_config(args.config).agent
+        data = cfg.model_dump()
+        for flag in ("collector", "node", "agent_id", "job", "spool_dir", "interval_s"):
+            if getattr(args, flag) is not None:
+                data[flag] = getattr(args, flag)
+        samplers = {k: dict(v) for k, v in data["samplers"].items()}
+        if args.samplers:
+            wanted = [s.strip() for s in args.samplers.split(",") if s.strip()]
+            samplers = {name: samplers.get(name, {}) for name in wanted}
+        for flag, (sampler, option) in ROOT_FLAGS.items():
+            value = getattr(args, flag)
+            if value is not None:
+                samplers.setdefault(sampler, {})[option] = value
+        data["samplers"] = samplers
+        return cfg.model_validate(data)
+    except (ConfigError, ValueError) as exc:
+        print(f"c4 agent: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run until SIGINT/SIGTERM, or sample once with --test."""
+    import signal
+    import threading
+
+    from c4.agent.labels import context_from
+    from c4.agent.registry import SamplerConfigError
+    from c4.agent.runner import Agent, AgentStartError, build_samplers
+
+    cfg = agent_config(args)
+    ctx = context_from(cfg)
+    try:
+        samplers = build_samplers(cfg, ctx)
+    except (SamplerConfigError, ValueError) as exc:
+        print(f"c4 agent: {exc}", file=sys.stderr)
+        return 2
+    if args.test:
+        from c4.agent.testprint import print_test_sample
+
+        return print_test_sample(cfg, ctx, samplers)
+    agent = Agent(cfg, samplers, ctx)
+    try:
+        agent.start()
+    except AgentStartError as exc:
+        print(f"c4 agent: {exc}", file=sys.stderr)
+        return 1
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+    agent.stop()
+    return 0

@@ -1,0 +1,170 @@
+"""The agent's gRPC side: Hello, then a Push stream fed from the spool, with reconnect and backoff."""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import grpc
+from c4.agent.spool import Spool
+
+from c4.telemetry.v1 import telemetry_pb2 as pb
+from c4.telemetry.v1 import telemetry_pb2_grpc as pb_grpc
+
+log = logging.getLogger("c4.agent.client")
+
+#: Ack codes after which the batch stays spooled and is sent again later.
+RETRYABLE_CODES = {grpc.StatusCode.UNAVAILABLE.value[0], grpc.StatusCode.INTERNAL.value[0]}
+
+
+@dataclass
+class SendStats:
+    """Counters of the sending side (read by the agent's health rows)."""
+
+    batches_sent: int = 0
+    batches_acked: int = 0
+    batches_duplicate: int = 0
+    batches_refused: int = 0
+    reconnects: int = 0
+    connected: bool = False
+
+
+class _Reconnect(Exception):
+    """The collector asked us to retry later."""
+
+
+def channel_options(max_message_bytes: int) -> list[tuple[str, int]]:
+    """gRPC channel options sized for our batches."""
+    return [
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.max_receive_message_length", 64 << 20),
+        ("grpc.keepalive_time_ms", 20000),
+        ("grpc.keepalive_timeout_ms", 10000),
+    ]
+
+
+class Sender:
+    """Sends spooled batches in order; deletes each once acknowledged (committed or refused)."""
+
+    def __init__(
+        self,
+        address: str,
+        agent_id: str,
+        spool: Spool,
+        hello: Callable[[], pb.HelloRequest],
+        *,
+        max_in_flight: int = 64,
+        max_message_bytes: int = 8 << 20,
+        backoff_initial_s: float = 0.2,
+        backoff_max_s: float = 10.0,
+    ) -> None:
+        self.address = address
+        self.agent_id = agent_id
+        self.spool = spool
+        self.hello = hello
+        self.max_in_flight = max_in_flight
+        self.max_message_bytes = max_message_bytes
+        self.backoff_initial_s = backoff_initial_s
+        self.backoff_max_s = backoff_max_s
+        self.stats = SendStats()
+
+    def run(self, stop: threading.Event) -> None:
+        """Connect, stream and reconnect with exponential backoff until ``stop`` is set."""
+        backoff = self.backoff_initial_s
+        while not stop.is_set():
+            channel = grpc.insecure_channel(self.address, options=channel_options(self.max_message_bytes))
+            try:
+                stub = pb_grpc.TelemetryStub(channel)
+                reply = stub.Hello(self.hello(), timeout=10)
+                skipped = self.spool.ack_through(reply.last_committed_seq)
+                self.stats.reconnects += 1
+                self.stats.connected = True
+                log.info(
+                    "connected collector=%s agent=%s last_committed_seq=%d already_committed=%d",
+                    self.address,
+                    self.agent_id,
+                    reply.last_committed_seq,
+                    skipped,
+                )
+                backoff = self.backoff_initial_s
+                self._stream(stub, stop)
+            except grpc.RpcError as exc:
+                log.warning(
+                    "collector unavailable collector=%s agent=%s code=%s detail=%s retry_in_s=%.1f",
+                    self.address,
+                    self.agent_id,
+                    exc.code().name,
+                    exc.details(),
+                    backoff,
+                )
+            except _Reconnect as exc:
+                log.warning("collector asked to retry agent=%s reason=%s", self.agent_id, exc)
+            finally:
+                self.stats.connected = False
+                channel.close()
+            if stop.wait(backoff * (0.8 + 0.4 * random.random())):
+                return
+            backoff = min(backoff * 2, self.backoff_max_s)
+
+    def _stream(self, stub: pb_grpc.TelemetryStub, stop: threading.Event) -> None:
+        window = threading.Semaphore(self.max_in_flight)
+        done = threading.Event()
+
+        def requests():
+            last_sent = 0
+            while not (done.is_set() or stop.is_set()):
+                seqs = self.spool.pending(after=last_sent)
+                if not seqs:
+                    self.spool.wait_for_more(last_sent, 0.2)
+                    continue
+                for seq in seqs:
+                    while not window.acquire(timeout=0.2):
+                        if done.is_set() or stop.is_set():
+                            return
+                    batch = self.spool.read(seq)
+                    last_sent = seq
+                    if batch is None:  # dropped by a full spool meanwhile
+                        window.release()
+                        continue
+                    self.stats.batches_sent += 1
+                    yield pb.Batch(
+                        agent_id=self.agent_id,
+                        seq=seq,
+                        table=batch.table,
+                        schema_version=batch.schema_version,
+                        arrow_ipc=batch.payload,
+                    )
+
+        call = stub.Push(requests())
+        try:
+            for ack in call:
+                window.release()
+                if ack.code == 0:
+                    self.spool.ack(ack.seq)
+                    self.stats.batches_acked += 1
+                    self.stats.batches_duplicate += int(ack.duplicate)
+                elif ack.code in RETRYABLE_CODES:
+                    raise _Reconnect(f"seq={ack.seq} {ack.message}")
+                else:
+                    self.spool.ack(ack.seq)
+                    self.stats.batches_refused += 1
+                    log.error(
+                        "batch refused by collector agent=%s seq=%d code=%s reason=%s",
+                        self.agent_id,
+                        ack.seq,
+                        grpc.StatusCode(_code(ack.code)).name,
+                        ack.message,
+                    )
+        finally:
+            done.set()
+            call.cancel()
+
+
+def _code(value: int) -> tuple[int, str]:
+    for code in grpc.StatusCode:
+        if code.value[0] == value:
+            return code.value
+    return grpc.StatusCode.UNKNOWN.value

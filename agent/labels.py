@@ -1,0 +1,22 @@
+"""Node, job and rank labels for every row: from config, then the scheduler's environment."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+from c4.agent.registry import SamplerContext
+
+from c4.config import AgentConfig
+
+
+def context_from(cfg: AgentConfig, env: Mapping[str, str] | None = None) -> SamplerContext:
+    """The sampler context: config wins over SLURM/Kubernetes/torchrun environment variables."""
+    env = os.environ if env is None else env
+    try:
+        from c4.agent.nccl_labels import job_from_env, labels_from_env
+    except ImportError:  # pragma: no cover - the NCCL label reader ships with the samplers
+        labels, job = {}, ""
+    else:
+        labels, job = labels_from_env(env), job_from_env(env)
+    return SamplerContext(node=cfg.node, job=cfg.job or job, labels={**labels, **cfg.labels})

@@ -1,0 +1,47 @@
+"""``c4 agent --test``: probe and sample every source once and print the rows it would send."""
+
+from __future__ import annotations
+
+import time
+
+import polars as pl
+from c4.agent.batcher import RowError, rows_to_table, utc_from_ns
+from c4.agent.registry import SamplerContext
+from c4.agent.runner import AgentStartError, ScheduledSampler
+
+from c4.catalogue import load
+from c4.config import AgentConfig
+
+
+def print_test_sample(cfg: AgentConfig, ctx: SamplerContext, samplers: list[ScheduledSampler]) -> int:
+    """Print one tick of every sampler as typed tables; exit code 1 if any sampler failed."""
+    catalogue = load()
+    failed = 0
+    now_ns = time.time_ns()
+    defaults = {"ts": utc_from_ns(now_ns), "node": ctx.node, "job": ctx.job}
+    print(f"# c4 agent --test node={ctx.node} job={ctx.job or '-'} labels={ctx.labels}")
+    for s in samplers:
+        try:
+            ok = s.probe()
+        except AgentStartError as exc:
+            print(f"## sampler {s.sampler.name}: FAILED to start: {exc}")
+            failed += 1
+            continue
+        if not ok:
+            print(f"## sampler {s.sampler.name}: unavailable ({s.last_error})")
+            continue
+        try:
+            out = s.sampler.sample(now_ns)
+            tables = {t: rows_to_table(catalogue, t, rows, defaults) for t, rows in out.items()}
+        except (RowError, Exception) as exc:
+            print(f"## sampler {s.sampler.name}: ERROR {exc}")
+            failed += 1
+            continue
+        finally:
+            s.sampler.close()
+        print(f"## sampler {s.sampler.name}: {sum(t.num_rows for t in tables.values())} rows")
+        for name, table in tables.items():
+            print(f"### table {name} ({table.num_rows} rows)")
+            with pl.Config(tbl_rows=50, tbl_cols=-1, fmt_str_lengths=40, tbl_width_chars=240):
+                print(pl.from_arrow(table))
+    return 1 if failed else 0

@@ -1,0 +1,122 @@
+"""Configuration: a TOML file overlaid by C4_<SECTION>_<KEY> environment variables, validated at start."""
+
+from __future__ import annotations
+
+import os
+import socket
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+DEFAULT_COLLECTOR = "127.0.0.1:7070"
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message names the file/variable and the key."""
+
+
+def _check_address(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{value!r} is not HOST:PORT")
+    return value
+
+
+class AgentConfig(BaseModel):
+    """``[agent]``: where to send, how often to sample, where to spool."""
+
+    model_config = ConfigDict(extra="forbid")
+    collector: str = DEFAULT_COLLECTOR
+    node: str = Field(default_factory=socket.gethostname)
+    agent_id: str = ""
+    job: str = ""
+    labels: dict[str, str] = Field(default_factory=dict)
+    interval_s: float = Field(1.0, gt=0)
+    flush_interval_s: float = Field(1.0, gt=0)
+    health_interval_s: float = Field(10.0, gt=0)
+    spool_dir: Path = Path("/var/lib/c4/spool")
+    spool_max_bytes: int = Field(256 << 20, ge=1 << 16)
+    max_batch_bytes: int = Field(4 << 20, ge=1 << 12)
+    max_in_flight: int = Field(64, ge=1)
+    backoff_initial_s: float = Field(0.2, gt=0)
+    backoff_max_s: float = Field(10.0, gt=0)
+    samplers: dict[str, dict[str, Any]] = Field(default_factory=lambda: {"host": {}})
+
+    _addr = field_validator("collector")(classmethod(lambda cls, v: _check_address(v)))
+
+    @property
+    def effective_agent_id(self) -> str:
+        """The agent id: configured, or the node name."""
+        return self.agent_id or self.node
+
+
+class CollectorConfig(BaseModel):
+    """``[collector]``: listen address, database file, retention and query limits."""
+
+    model_config = ConfigDict(extra="forbid")
+    listen: str = DEFAULT_COLLECTOR
+    db: Path = Path("/var/lib/c4/c4.duckdb")
+    retention_s: float = Field(7 * 86400, gt=0)
+    retention_interval_s: float = Field(300, gt=0)
+    query_max_rows: int = Field(1_000_000, ge=1)
+    query_timeout_s: float = Field(30.0, gt=0)
+    max_batch_bytes: int = Field(16 << 20, ge=1 << 12)
+    metrics_interval_s: float = Field(10.0, gt=0)
+    group_commit_max_batches: int = Field(256, ge=1)
+
+    _addr = field_validator("listen")(classmethod(lambda cls, v: _check_address(v)))
+
+
+class Config(BaseModel):
+    """The whole file."""
+
+    model_config = ConfigDict(extra="forbid")
+    agent: AgentConfig = Field(default_factory=AgentConfig)
+    collector: CollectorConfig = Field(default_factory=CollectorConfig)
+
+
+SECTIONS = {"agent": AgentConfig, "collector": CollectorConfig}
+
+
+def env_overrides(env: Mapping[str, str]) -> dict[str, dict[str, str]]:
+    """C4_AGENT_SPOOL_DIR=/x -> {"agent": {"spool_dir": "/x"}}; unknown keys are errors."""
+    out: dict[str, dict[str, str]] = {}
+    for name, value in env.items():
+        if not name.startswith("C4_"):
+            continue
+        rest = name[3:].lower()
+        for section, model in SECTIONS.items():
+            if rest.startswith(section + "_"):
+                key = rest[len(section) + 1 :]
+                if key not in model.model_fields or key == "samplers":
+                    raise ConfigError(f"environment variable {name}: {section} has no key {key!r}")
+                out.setdefault(section, {})[key] = value
+                break
+    return out
+
+
+def load_config(path: Path | str | None = None, env: Mapping[str, str] | None = None) -> Config:
+    """Read the TOML file (if any), overlay C4_* variables, validate; raise ConfigError naming the problem."""
+    env = os.environ if env is None else env
+    raw: dict[str, Any] = {}
+    where = "defaults"
+    if path is not None:
+        p = Path(path)
+        where = str(p)
+        try:
+            raw = tomllib.loads(p.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"config file {p} not found") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {p}: {exc}") from None
+    for section, values in env_overrides(env).items():
+        raw.setdefault(section, {}).update(values)
+        where += " + environment"
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(f"[{'.'.join(map(str, e['loc']))}] {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"invalid configuration ({where}): {problems}") from None

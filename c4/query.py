@@ -1,0 +1,57 @@
+"""Client side of the Query RPC: SQL in, a pyarrow Table out (used by `c4 sql`, the UI and tests)."""
+
+from __future__ import annotations
+
+import grpc
+import pyarrow as pa
+import pyarrow.ipc as ipc
+
+from c4.telemetry.v1 import telemetry_pb2 as pb
+from c4.telemetry.v1 import telemetry_pb2_grpc as pb_grpc
+
+
+class QueryError(RuntimeError):
+    """The collector refused or failed the query, or could not be reached."""
+
+    def __init__(self, message: str, code: grpc.StatusCode | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def open_channel(address: str) -> grpc.Channel:
+    """A channel to a collector with message limits that fit query results."""
+    return grpc.insecure_channel(address, options=[("grpc.max_receive_message_length", 256 << 20)])
+
+
+def query_arrow(
+    address_or_channel: str | grpc.Channel, sql: str, max_rows: int = 0, timeout_s: float = 0.0
+) -> tuple[pa.Table, bool]:
+    """Run read-only SQL on a collector; returns (table, truncated)."""
+    own = isinstance(address_or_channel, str)
+    channel = open_channel(address_or_channel) if own else address_or_channel
+    try:
+        stub = pb_grpc.TelemetryStub(channel)
+        batches: list[pa.RecordBatch] = []
+        schema = None
+        truncated = False
+        deadline = (timeout_s + 30.0) if timeout_s else None
+        try:
+            for chunk in stub.Query(
+                pb.QueryRequest(sql=sql, max_rows=max_rows, timeout_s=timeout_s), timeout=deadline
+            ):
+                reader = ipc.open_stream(pa.py_buffer(chunk.arrow_ipc))
+                schema = reader.schema
+                batches.extend(reader)
+                truncated = truncated or chunk.truncated
+        except grpc.RpcError as exc:
+            code = exc.code()
+            detail = exc.details() or str(code)
+            if code == grpc.StatusCode.UNAVAILABLE:
+                detail = f"collector unreachable: {detail}"
+            raise QueryError(detail, code) from None
+        if schema is None:
+            raise QueryError("collector returned no result")
+        return pa.Table.from_batches(batches, schema=schema), truncated
+    finally:
+        if own:
+            channel.close()

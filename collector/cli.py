@@ -1,0 +1,54 @@
+"""``c4 collector``: run the collector (gRPC server owning the DuckDB file)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+HELP = "Run the collector: receives agent batches over gRPC, stores them in DuckDB, serves SQL."
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Collector flags; each overrides the [collector] section of the config file."""
+    parser.add_argument(
+        "--config", help="TOML config file ([collector] section); C4_COLLECTOR_* env vars apply"
+    )
+    parser.add_argument("--listen", help="HOST:PORT to serve on (default 127.0.0.1:7070)")
+    parser.add_argument("--db", help="DuckDB file this collector owns (default /var/lib/c4/c4.duckdb)")
+    parser.add_argument("--retention-s", type=float, help="drop rows older than this many seconds")
+
+
+def collector_config(args: argparse.Namespace):
+    """Load config and apply flags; exits with a clear message on invalid config."""
+    from c4.config import ConfigError, load_config
+
+    try:
+        cfg = load_config(args.config).collector
+        updates = {
+            k: v
+            for k, v in {"listen": args.listen, "db": args.db, "retention_s": args.retention_s}.items()
+            if v is not None
+        }
+        return cfg.model_validate({**cfg.model_dump(), **updates})
+    except (ConfigError, ValueError) as exc:
+        print(f"c4 collector: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def run(args: argparse.Namespace) -> int:
+    """Serve until SIGINT/SIGTERM."""
+    import asyncio
+
+    import duckdb
+    from c4.collector.server import serve
+
+    cfg = collector_config(args)
+    try:
+        asyncio.run(serve(cfg))
+    except duckdb.IOException as exc:
+        print(f"c4 collector: cannot open {cfg.db}: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"c4 collector: {exc}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,367 @@
+"""The collector's asyncio gRPC server: Hello, Push (ack after commit), Query, Stats, health."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import socket
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+
+import duckdb
+import grpc
+import pyarrow as pa
+from c4.collector.readonly import QueryRefused, check_read_only
+from c4.collector.store import PendingBatch, Store
+from c4.collector.validate import Refusal, validate_batch
+from c4.collector.writer import Writer
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from c4 import __version__
+from c4.arrow_ipc import encode_ipc
+from c4.catalogue import Catalogue, load
+from c4.config import CollectorConfig
+from c4.telemetry.v1 import telemetry_pb2 as pb
+from c4.telemetry.v1 import telemetry_pb2_grpc as pb_grpc
+
+log = logging.getLogger("c4.collector")
+
+SERVICE_NAME = "c4.telemetry.v1.Telemetry"
+#: Codes an agent should retry later (the batch is kept); any other non-zero code is final.
+RETRYABLE_CODES = {grpc.StatusCode.UNAVAILABLE.value[0], grpc.StatusCode.INTERNAL.value[0]}
+QUERY_CHUNK_ROWS = 65536
+
+
+class Metrics:
+    """The collector's own counters (thread-safe)."""
+
+    def __init__(self) -> None:
+        self._c: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    def inc(self, name: str, n: int = 1) -> None:
+        """Add n to a counter."""
+        with self._lock:
+            self._c[name] += n
+
+    def snapshot(self) -> dict[str, int]:
+        """A copy of every counter."""
+        with self._lock:
+            return dict(self._c)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+class TelemetryService(pb_grpc.TelemetryServicer):
+    """Implements the wire contract over one Store."""
+
+    def __init__(self, cfg: CollectorConfig, store: Store, writer: Writer, metrics: Metrics) -> None:
+        self.cfg = cfg
+        self.store = store
+        self.writer = writer
+        self.metrics = metrics
+        self.catalogue: Catalogue = store.catalogue
+        self.node = socket.gethostname()
+        self.query_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="c4-query")
+
+    def _internal_batch(self, table: str, rows: list[dict]) -> PendingBatch:
+        spec = self.catalogue[table]
+        return PendingBatch("", 0, spec, pa.Table.from_pylist(rows, schema=spec.arrow_schema))
+
+    async def Hello(self, request: pb.HelloRequest, context: grpc.aio.ServicerContext) -> pb.HelloReply:
+        """Record the node inventory and tell the agent where its committed sequence stands."""
+        if not request.agent_id:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "Hello: agent_id is empty")
+        for table, version in request.table_versions.items():
+            if table in self.catalogue and self.catalogue[table].version != version:
+                log.warning(
+                    "agent schema differs agent=%s table=%s agent_version=%d collector_version=%d",
+                    request.agent_id,
+                    table,
+                    version,
+                    self.catalogue[table].version,
+                )
+        row = {
+            "ts": _now(),
+            "node": request.hostname or request.agent_id,
+            "job": request.job,
+            "agent_id": request.agent_id,
+            "agent_version": request.agent_version,
+            "gpu_count": len(request.gpus),
+            "nic_port_count": len(request.nics),
+            "gpus_json": json.dumps([_msg_dict(g) for g in request.gpus]),
+            "nics_json": json.dumps([_msg_dict(n) for n in request.nics]),
+            "labels_json": json.dumps(dict(request.labels), sort_keys=True),
+        }
+        result = await self.writer.submit_async(self._internal_batch("nodes", [row]))
+        if result.error:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"Hello: could not record node: {result.error}")
+        self.metrics.inc("hellos")
+        log.info(
+            "agent registered agent=%s node=%s gpus=%d nics=%d",
+            request.agent_id,
+            row["node"],
+            len(request.gpus),
+            len(request.nics),
+        )
+        return pb.HelloReply(
+            last_committed_seq=self.store.last_seq.get(request.agent_id, 0),
+            collector_version=__version__,
+            max_batch_bytes=self.cfg.max_batch_bytes,
+        )
+
+    async def Push(self, request_iterator, context: grpc.aio.ServicerContext):
+        """Validate each batch, hand it to the writer, and ack it once committed (in order)."""
+        pending: asyncio.Queue = asyncio.Queue(maxsize=512)
+        self.metrics.inc("push_streams")
+
+        async def read() -> None:
+            try:
+                async for batch in request_iterator:
+                    self.metrics.inc("batches_received")
+                    self.metrics.inc("bytes_received", len(batch.arrow_ipc))
+                    try:
+                        if not batch.agent_id or batch.seq == 0:
+                            raise Refusal(
+                                grpc.StatusCode.INVALID_ARGUMENT,
+                                "batch needs a non-empty agent_id and a seq >= 1",
+                                "refused_header",
+                            )
+                        spec, table = validate_batch(
+                            self.catalogue,
+                            batch.table,
+                            batch.schema_version,
+                            batch.arrow_ipc,
+                            self.cfg.max_batch_bytes,
+                        )
+                        fut = self.writer.submit_async(PendingBatch(batch.agent_id, batch.seq, spec, table))
+                        await pending.put((batch, fut))
+                    except Refusal as refusal:
+                        self.metrics.inc("batches_refused")
+                        self.metrics.inc(refusal.counter)
+                        log.warning(
+                            "batch refused agent=%s seq=%d table=%s reason=%s",
+                            batch.agent_id,
+                            batch.seq,
+                            batch.table,
+                            refusal.message,
+                        )
+                        await pending.put((batch, refusal))
+            finally:
+                await pending.put(None)
+
+        reader = asyncio.create_task(read())
+        try:
+            while True:
+                item = await pending.get()
+                if item is None:
+                    break
+                batch, outcome = item
+                if isinstance(outcome, Refusal):
+                    yield pb.Ack(
+                        agent_id=batch.agent_id,
+                        seq=batch.seq,
+                        code=outcome.code.value[0],
+                        message=outcome.message,
+                    )
+                    continue
+                result = await outcome
+                if result.error:
+                    self.metrics.inc("commit_errors")
+                    yield pb.Ack(
+                        agent_id=batch.agent_id,
+                        seq=batch.seq,
+                        code=grpc.StatusCode.UNAVAILABLE.value[0],
+                        message=result.error,
+                    )
+                elif result.duplicate:
+                    self.metrics.inc("batches_duplicate")
+                    yield pb.Ack(agent_id=batch.agent_id, seq=batch.seq, duplicate=True)
+                else:
+                    self.metrics.inc("batches_committed")
+                    self.metrics.inc("rows_committed", result.rows)
+                    yield pb.Ack(agent_id=batch.agent_id, seq=batch.seq, rows=result.rows)
+            await reader  # surfaces a broken stream as an error
+        finally:
+            reader.cancel()
+
+    async def Query(self, request: pb.QueryRequest, context: grpc.aio.ServicerContext):
+        """Run one read-only statement in a worker thread and stream Arrow IPC chunks."""
+        self.metrics.inc("queries")
+        try:
+            check_read_only(request.sql)
+        except QueryRefused as exc:
+            self.metrics.inc("queries_refused")
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        max_rows = min(request.max_rows or self.cfg.query_max_rows, self.cfg.query_max_rows)
+        timeout_s = min(request.timeout_s or self.cfg.query_timeout_s, self.cfg.query_timeout_s)
+        loop = asyncio.get_running_loop()
+        chunks: asyncio.Queue = asyncio.Queue()
+        cancelled = threading.Event()
+
+        def put(item: object) -> None:
+            loop.call_soon_threadsafe(chunks.put_nowait, item)
+
+        def work() -> None:
+            cur = self.store.cursor()
+            timer = threading.Timer(timeout_s, cur.interrupt)
+            timer.start()
+            started = time.monotonic()
+            try:
+                cur.execute(request.sql)
+                reader = cur.fetch_record_batch(QUERY_CHUNK_ROWS)
+                sent, emitted = 0, False
+                for rb in reader:
+                    if cancelled.is_set():
+                        return
+                    truncated = sent + rb.num_rows > max_rows
+                    if truncated:
+                        rb = rb.slice(0, max_rows - sent)
+                    sent += rb.num_rows
+                    put(pb.QueryChunk(arrow_ipc=encode_ipc(rb), truncated=truncated))
+                    emitted = True
+                    if truncated:
+                        break
+                if not emitted:
+                    put(pb.QueryChunk(arrow_ipc=encode_ipc(reader.schema.empty_table())))
+                put(None)
+            except duckdb.InterruptException:
+                put((grpc.StatusCode.DEADLINE_EXCEEDED, f"query timed out after {timeout_s:g} s"))
+            except duckdb.Error as exc:
+                elapsed = time.monotonic() - started
+                if elapsed >= timeout_s:
+                    put((grpc.StatusCode.DEADLINE_EXCEEDED, f"query timed out after {timeout_s:g} s"))
+                else:
+                    put((grpc.StatusCode.INVALID_ARGUMENT, f"query failed: {exc}"))
+            except Exception as exc:  # never let one query take the server down
+                log.exception("query crashed")
+                put((grpc.StatusCode.INTERNAL, f"query failed: {exc}"))
+            finally:
+                timer.cancel()
+                cur.close()
+
+        loop.run_in_executor(self.query_pool, work)
+        try:
+            while True:
+                item = await chunks.get()
+                if item is None:
+                    return
+                if isinstance(item, tuple):
+                    self.metrics.inc("queries_failed")
+                    await context.abort(item[0], item[1])
+                yield item
+        finally:
+            cancelled.set()
+
+    async def Stats(self, request: pb.StatsRequest, context: grpc.aio.ServicerContext) -> pb.StatsReply:
+        """The collector's own counters."""
+        return pb.StatsReply(counters=self.metrics.snapshot())
+
+
+def _msg_dict(msg) -> dict:
+    return {f.name: getattr(msg, f.name) for f in msg.DESCRIPTOR.fields}
+
+
+class Collector:
+    """A running collector: store, writer thread, gRPC server and maintenance tasks."""
+
+    def __init__(self, cfg: CollectorConfig, catalogue: Catalogue | None = None) -> None:
+        self.cfg = cfg
+        self.metrics = Metrics()
+        self.store = Store(cfg.db, catalogue or load())
+        self.writer = Writer(self.store, cfg.group_commit_max_batches)
+        self.service = TelemetryService(cfg, self.store, self.writer, self.metrics)
+        self.server: grpc.aio.Server | None = None
+        self.port = 0
+        self._tasks: list[asyncio.Task] = []
+
+    async def start(self) -> int:
+        """Bind and start serving; returns the bound port."""
+        limit = self.cfg.max_batch_bytes * 4 + (1 << 20)
+        self.server = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", limit),
+                ("grpc.max_send_message_length", 64 << 20),
+            ]
+        )
+        pb_grpc.add_TelemetryServicer_to_server(self.service, self.server)
+        health_servicer = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, self.server)
+        self.port = self.server.add_insecure_port(self.cfg.listen)
+        if not self.port:
+            raise OSError(f"cannot listen on {self.cfg.listen}")
+        await self.server.start()
+        for name in ("", SERVICE_NAME):
+            await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+        self._tasks = [
+            asyncio.create_task(self._every(self.cfg.retention_interval_s, self.retain)),
+            asyncio.create_task(self._every(self.cfg.metrics_interval_s, self.snapshot_metrics)),
+        ]
+        log.info("collector serving listen=%s port=%d db=%s", self.cfg.listen, self.port, self.cfg.db)
+        return self.port
+
+    async def _every(self, period_s: float, fn) -> None:
+        while True:
+            await asyncio.sleep(period_s)
+            try:
+                await fn()
+            except Exception:
+                log.exception("periodic job failed job=%s", fn.__name__)
+
+    async def retain(self) -> dict[str, int]:
+        """Drop rows older than the retention age."""
+        cutoff_dt = _now() - timedelta(seconds=self.cfg.retention_s)
+        cutoff = f"TIMESTAMP '{cutoff_dt.isoformat(sep=' ')}'"
+        deleted = await self.writer.call_async(lambda store: store.delete_older_than(cutoff))
+        if isinstance(deleted, dict) and deleted:
+            log.info("retention deleted %s", " ".join(f"{t}={n}" for t, n in deleted.items()))
+            self.metrics.inc("retention_rows_deleted", sum(deleted.values()))
+        return deleted
+
+    async def snapshot_metrics(self) -> None:
+        """Write the counters into the collector_metrics table."""
+        ts = _now()
+        rows = [
+            {"ts": ts, "node": self.service.node, "job": "", "metric": k, "value": v}
+            for k, v in sorted(self.metrics.snapshot().items())
+        ]
+        if rows:
+            await self.writer.submit_async(self.service._internal_batch("collector_metrics", rows))
+
+    async def stop(self, grace_s: float = 2.0) -> None:
+        """Stop serving, finish queued commits, checkpoint and close the file."""
+        for t in self._tasks:
+            t.cancel()
+        if self.server is not None:
+            await self.server.stop(grace_s)
+        await asyncio.get_running_loop().run_in_executor(None, self.writer.close)
+        self.store.close()
+        self.service.query_pool.shutdown(wait=False, cancel_futures=True)
+        log.info("collector stopped")
+
+
+async def serve(cfg: CollectorConfig, ready: asyncio.Event | None = None) -> None:
+    """Run a collector until cancelled or signalled."""
+    import signal
+
+    collector = Collector(cfg)
+    await collector.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):
+            pass
+    if ready is not None:
+        ready.set()
+    try:
+        await stop.wait()
+    finally:
+        await collector.stop()

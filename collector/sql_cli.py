@@ -1,0 +1,79 @@
+"""``c4 sql``: run read-only SQL on a collector over the Query RPC and print the result."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+HELP = "Run read-only SQL on a collector (Query RPC) and print a table, CSV, JSON or Parquet."
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """SQL flags."""
+    parser.add_argument(
+        "sql", help='one SELECT statement, e.g. "SELECT node, count(*) FROM host_cpu GROUP BY 1"'
+    )
+    parser.add_argument(
+        "--collector",
+        default=None,
+        help="collector HOST:PORT (default: C4_AGENT_COLLECTOR or 127.0.0.1:7070)",
+    )
+    parser.add_argument("--format", choices=["table", "csv", "json", "parquet"], default="table")
+    parser.add_argument(
+        "--output",
+        "-o",
+        help="write to this file instead of stdout (required for parquet unless stdout is redirected)",
+    )
+    parser.add_argument("--max-rows", type=int, default=0, help="row limit (default: the collector's)")
+    parser.add_argument(
+        "--timeout-s", type=float, default=0.0, help="query timeout (default: the collector's)"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Query and print."""
+    import io
+    import os
+
+    import polars as pl
+    import pyarrow.parquet as pq
+
+    from c4.config import DEFAULT_COLLECTOR
+    from c4.query import QueryError, query_arrow
+
+    address = args.collector or os.environ.get("C4_AGENT_COLLECTOR") or DEFAULT_COLLECTOR
+    try:
+        table, truncated = query_arrow(address, args.sql, args.max_rows, args.timeout_s)
+    except QueryError as exc:
+        print(f"c4 sql: {exc}", file=sys.stderr)
+        return 1
+    if args.format == "parquet":
+        if not args.output and sys.stdout.isatty():
+            print("c4 sql: --format parquet needs --output FILE (or redirect stdout)", file=sys.stderr)
+            return 2
+        buf = io.BytesIO()
+        pq.write_table(table, buf)
+        data = buf.getvalue()
+        if args.output:
+            with open(args.output, "wb") as f:
+                f.write(data)
+        else:
+            sys.stdout.buffer.write(data)
+        return 0
+    df = pl.from_arrow(table)
+    assert isinstance(df, pl.DataFrame)
+    if args.format == "csv":
+        text = df.write_csv()
+    elif args.format == "json":
+        text = df.write_ndjson()
+    else:
+        with pl.Config(tbl_rows=-1, tbl_cols=-1, fmt_str_lengths=80, tbl_width_chars=200):
+            text = str(df) + "\n"
+    if args.output:
+        with open(args.output, "w") as f:
+            f.write(text)
+    else:
+        sys.stdout.write(text)
+    if truncated:
+        print(f"c4 sql: result cut at {table.num_rows} rows (--max-rows)", file=sys.stderr)
+    return 0

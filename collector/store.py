@@ -1,0 +1,156 @@
+"""The DuckDB store: the one owner of the file, exactly-once commits of Arrow batches."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+
+from c4.catalogue import Catalogue, TableSpec
+
+log = logging.getLogger("c4.collector.store")
+
+SEQ_TABLE = "_c4_agent_seq"
+
+
+@dataclass
+class PendingBatch:
+    """A validated batch waiting to be committed. ``seq`` 0 means unsequenced (internal rows)."""
+
+    agent_id: str
+    seq: int
+    spec: TableSpec
+    table: pa.Table
+
+
+@dataclass(frozen=True)
+class CommitResult:
+    """Outcome of one batch: committed, duplicate, or failed with an error message."""
+
+    rows: int = 0
+    duplicate: bool = False
+    error: str = ""
+
+
+class Store:
+    """Owns the DuckDB file. Writes come from one thread; reads use per-thread cursors."""
+
+    def __init__(self, path: Path | str, catalogue: Catalogue) -> None:
+        self.path = Path(path)
+        self.catalogue = catalogue
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.con = duckdb.connect(str(self.path))
+        self._lock = threading.Lock()
+        self._create_schema()
+        self.last_seq: dict[str, int] = dict(
+            self.con.execute(f"SELECT agent_id, last_seq FROM {SEQ_TABLE}").fetchall()
+        )
+        # From here on nothing may touch the file system through SQL: ingest uses
+        # registered Arrow tables only, and Query runs untrusted read-only SQL.
+        self.con.execute("SET enable_external_access = false")
+        self.con.execute("SET lock_configuration = true")
+
+    def _create_schema(self) -> None:
+        con = self.con
+        con.execute(
+            f"CREATE TABLE IF NOT EXISTS {SEQ_TABLE} (agent_id VARCHAR PRIMARY KEY, last_seq UBIGINT NOT NULL, "
+            "updated TIMESTAMP NOT NULL)"
+        )
+        for spec in self.catalogue:
+            con.execute(spec.ddl())
+            existing = {r[0] for r in con.execute(f'DESCRIBE "{spec.name}"').fetchall()}
+            for col in spec.columns:  # additive schema evolution: new catalogue columns appear
+                if col.name not in existing:
+                    con.execute(f'ALTER TABLE "{spec.name}" ADD COLUMN "{col.name}" {col.type}')
+                    log.info("column added table=%s column=%s", spec.name, col.name)
+            view = spec.rate_view_ddl()
+            if view:
+                con.execute(view)
+
+    def cursor(self) -> duckdb.DuckDBPyConnection:
+        """A new cursor for a reader thread."""
+        return self.con.cursor()
+
+    def commit(self, batches: Sequence[PendingBatch]) -> list[CommitResult]:
+        """Commit batches in one transaction; on failure fall back to one transaction each.
+
+        A sequenced batch whose seq is not above the agent's last committed seq is a
+        duplicate: acknowledged, not inserted.
+        """
+        with self._lock:
+            try:
+                return self._commit_group(batches)
+            except duckdb.Error as exc:
+                log.warning("group commit failed, retrying batches one by one error=%s", exc)
+                results = []
+                for b in batches:
+                    try:
+                        results += self._commit_group([b])
+                    except duckdb.Error as one_exc:
+                        results.append(CommitResult(error=f"commit failed: {one_exc}"))
+                return results
+
+    def _commit_group(self, batches: Sequence[PendingBatch]) -> list[CommitResult]:
+        con = self.con
+        planned = dict(self.last_seq)
+        results: list[CommitResult] = []
+        con.execute("BEGIN TRANSACTION")
+        try:
+            for i, b in enumerate(batches):
+                if b.seq:
+                    if b.seq <= planned.get(b.agent_id, 0):
+                        results.append(CommitResult(duplicate=True))
+                        continue
+                    planned[b.agent_id] = b.seq
+                if b.table.num_rows:
+                    name = f"_c4_in_{i}"
+                    con.register(name, b.table)
+                    cols = ", ".join(f'"{c}"' for c in b.spec.column_names)
+                    con.execute(f'INSERT INTO "{b.spec.name}" ({cols}) SELECT {cols} FROM {name}')
+                    con.unregister(name)
+                results.append(CommitResult(rows=b.table.num_rows))
+            changed = [(a, s) for a, s in planned.items() if self.last_seq.get(a) != s]
+            if changed:
+                now = datetime.now(UTC).replace(tzinfo=None)
+                con.executemany(
+                    f"INSERT OR REPLACE INTO {SEQ_TABLE} VALUES (?, ?, ?)", [(a, s, now) for a, s in changed]
+                )
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        self.last_seq = planned
+        return results
+
+    def delete_older_than(self, cutoff_expr: str) -> dict[str, int]:
+        """Retention: delete rows whose time column is older than a SQL timestamp expression."""
+        deleted: dict[str, int] = {}
+        with self._lock:
+            for spec in self.catalogue:
+                if not spec.retention or not spec.time_column:
+                    continue
+                n = self.con.execute(
+                    f'DELETE FROM "{spec.name}" WHERE "{spec.time_column}" < {cutoff_expr}'
+                ).fetchone()
+                if n and n[0]:
+                    deleted[spec.name] = int(n[0])
+        return deleted
+
+    def checkpoint(self) -> None:
+        """Flush the WAL into the database file."""
+        with self._lock:
+            self.con.execute("CHECKPOINT")
+
+    def close(self) -> None:
+        """Checkpoint and close the file."""
+        with self._lock:
+            try:
+                self.con.execute("CHECKPOINT")
+            finally:
+                self.con.close()

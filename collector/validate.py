@@ -1,0 +1,75 @@
+"""Checks a pushed batch against the catalogue; every refusal names what was wrong."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import grpc
+import pyarrow as pa
+
+from c4.arrow_ipc import decode_ipc
+from c4.catalogue import Catalogue, TableSpec
+
+
+@dataclass
+class Refusal(Exception):
+    """A batch refused for good: a gRPC status code, a message and a metrics counter name."""
+
+    code: grpc.StatusCode
+    message: str
+    counter: str
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def decode_checked(payload: bytes) -> pa.Table:
+    """Arrow IPC stream bytes -> table; raises Refusal on corrupt data."""
+    try:
+        return decode_ipc(payload)
+    except (pa.ArrowInvalid, pa.ArrowIOError, OSError, ValueError) as exc:
+        raise Refusal(
+            grpc.StatusCode.INVALID_ARGUMENT, f"corrupt Arrow IPC payload: {exc}", "refused_corrupt"
+        ) from None
+
+
+def validate_batch(
+    catalogue: Catalogue, table_name: str, schema_version: int, payload: bytes, max_bytes: int
+) -> tuple[TableSpec, pa.Table]:
+    """Validate one batch; return its table spec and decoded rows, or raise Refusal."""
+    if len(payload) > max_bytes:
+        raise Refusal(
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            f"batch payload is {len(payload)} bytes, over the limit of {max_bytes} bytes: split it",
+            "refused_oversized",
+        )
+    if table_name not in catalogue:
+        raise Refusal(grpc.StatusCode.NOT_FOUND, f"unknown table {table_name!r}", "refused_unknown_table")
+    spec = catalogue[table_name]
+    if schema_version != spec.version:
+        raise Refusal(
+            grpc.StatusCode.FAILED_PRECONDITION,
+            f"table {table_name!r}: schema version {schema_version} sent, collector has version {spec.version}",
+            "refused_schema_version",
+        )
+    table = decode_checked(payload)
+    expected = spec.arrow_schema
+    got = {f.name: f.type for f in table.schema}
+    want = {f.name: f.type for f in expected}
+    missing = [n for n in want if n not in got]
+    extra = [n for n in got if n not in want]
+    wrong = [f"{n} is {got[n]}, expected {want[n]}" for n in want if n in got and got[n] != want[n]]
+    if missing or extra or wrong:
+        parts = []
+        if missing:
+            parts.append(f"missing columns {missing}")
+        if extra:
+            parts.append(f"unknown columns {extra}")
+        if wrong:
+            parts.append("wrong types: " + "; ".join(wrong))
+        raise Refusal(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"table {table_name!r}: columns do not match the catalogue: {', '.join(parts)}",
+            "refused_columns",
+        )
+    return spec, table

@@ -1,0 +1,100 @@
+"""The single writer thread: groups queued batches into one transaction, then resolves their futures."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from c4.collector.store import CommitResult, PendingBatch, Store
+
+log = logging.getLogger("c4.collector.writer")
+
+
+class Writer:
+    """Owns all writes to the store. Other threads and the event loop submit work to it."""
+
+    def __init__(self, store: Store, max_group: int = 256) -> None:
+        self.store = store
+        self.max_group = max_group
+        self._q: queue.Queue[tuple[Any, Callable[[Any], None]] | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name="c4-writer", daemon=True)
+        self.commits = 0
+        self._thread.start()
+
+    def submit(self, batch: PendingBatch, done: Callable[[CommitResult], None]) -> None:
+        """Queue a batch; ``done`` is called from the writer thread with its result."""
+        self._q.put((batch, done))
+
+    def submit_async(self, batch: PendingBatch) -> asyncio.Future[CommitResult]:
+        """Queue a batch from the event loop; await the returned future for its result."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[CommitResult] = loop.create_future()
+
+        def done(result: CommitResult) -> None:
+            loop.call_soon_threadsafe(_set_if_pending, fut, result)
+
+        self.submit(batch, done)
+        return fut
+
+    def call_async(self, fn: Callable[[Store], Any]) -> asyncio.Future[Any]:
+        """Run ``fn(store)`` on the writer thread (retention, checkpoints) and await its result."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Any] = loop.create_future()
+
+        def done(result: Any) -> None:
+            loop.call_soon_threadsafe(_set_if_pending, fut, result)
+
+        self._q.put((fn, done))
+        return fut
+
+    def _run(self) -> None:
+        while True:
+            item = self._q.get()
+            if item is None:
+                return
+            work, done = item
+            if callable(work):
+                try:
+                    done(work(self.store))
+                except Exception as exc:  # a maintenance job must not kill the writer
+                    log.exception("writer job failed error=%s", exc)
+                    done(exc)
+                continue
+            group = [(work, done)]
+            stop = False
+            while len(group) < self.max_group:
+                try:
+                    nxt = self._q.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    stop = True
+                    break
+                if callable(nxt[0]):
+                    self._q.put(nxt)  # keep order loosely: run it after this group
+                    break
+                group.append(nxt)
+            try:
+                results = self.store.commit([b for b, _ in group])
+            except Exception as exc:
+                log.exception("commit failed batches=%d error=%s", len(group), exc)
+                results = [CommitResult(error=f"commit failed: {exc}")] * len(group)
+            self.commits += 1
+            for (_, cb), res in zip(group, results, strict=True):
+                cb(res)
+            if stop:
+                return
+
+    def close(self) -> None:
+        """Finish queued work and stop the thread."""
+        self._q.put(None)
+        self._thread.join()
+
+
+def _set_if_pending(fut: asyncio.Future, result: Any) -> None:
+    if not fut.done():
+        fut.set_result(result)
