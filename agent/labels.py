@@ -19,4 +19,5 @@ def context_from(cfg: AgentConfig, env: Mapping[str, str] | None = None) -> Samp
         labels, job = {}, ""
     else:
         labels, job = labels_from_env(env), job_from_env(env)
-    return SamplerContext(node=cfg.node, job=cfg.job or job, labels={**labels, **cfg.labels})
+    labels = {**labels, **cfg.labels, "agent_id": cfg.effective_agent_id}
+    return SamplerContext(node=cfg.node, job=cfg.job or job, labels=labels)

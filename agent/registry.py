@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 #: (extra keys forbidden) and ``from_options(options, ctx) -> Sampler``.
 SAMPLERS: dict[str, str] = {
     "host": "c4.agent.host:HostSampler",
+    "heartbeat": "c4.agent.heartbeat:HeartbeatSampler",
     "gpu": "c4.agent.gpu:GpuSampler",
     "xid_kmsg": "c4.agent.xid_kmsg:KmsgXidSampler",
     "nic": "c4.agent.nic:NicSampler",

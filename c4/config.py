@@ -43,7 +43,7 @@ class AgentConfig(BaseModel):
     max_in_flight: int = Field(64, ge=1)
     backoff_initial_s: float = Field(0.2, gt=0)
     backoff_max_s: float = Field(10.0, gt=0)
-    samplers: dict[str, dict[str, Any]] = Field(default_factory=lambda: {"host": {}})
+    samplers: dict[str, dict[str, Any]] = Field(default_factory=lambda: {"host": {}, "heartbeat": {}})
 
     _addr = field_validator("collector")(classmethod(lambda cls, v: _check_address(v)))
 

@@ -1,0 +1,1 @@
+"""Helpers for tests that run real c4 processes on loopback."""

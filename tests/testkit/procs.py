@@ -1,0 +1,118 @@
+"""Start, stop and kill real `c4 collector` / `c4 agent` processes on loopback ports."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+C4 = [sys.executable, "-m", "c4.cli"]
+
+
+def free_port() -> int:
+    """An unused TCP port on 127.0.0.1."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_healthy(address: str, timeout_s: float = 20.0) -> None:
+    """Block until the collector's gRPC health service says SERVING."""
+    deadline = time.monotonic() + timeout_s
+    last = None
+    while time.monotonic() < deadline:
+        with grpc.insecure_channel(address) as ch:
+            try:
+                resp = health_pb2_grpc.HealthStub(ch).Check(
+                    health_pb2.HealthCheckRequest(service=""), timeout=1
+                )
+                if resp.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError as exc:
+                last = exc
+        time.sleep(0.1)
+    raise TimeoutError(f"collector at {address} not healthy: {last}")
+
+
+class Proc:
+    """A c4 subprocess with its log file."""
+
+    def __init__(self, args: list[str], log_path: Path, env: dict[str, str] | None = None) -> None:
+        self.args = args
+        self.log_path = log_path
+        self.env = {**os.environ, **(env or {})}
+        self.p: subprocess.Popen | None = None
+
+    def start(self) -> Proc:
+        """Launch (appending to the log)."""
+        self._log = open(self.log_path, "ab")  # noqa: SIM115
+        self.p = subprocess.Popen(C4 + self.args, stdout=self._log, stderr=subprocess.STDOUT, env=self.env)
+        return self
+
+    def kill9(self) -> None:
+        """SIGKILL: no cleanup at all."""
+        assert self.p is not None
+        self.p.send_signal(signal.SIGKILL)
+        self.p.wait(10)
+
+    def stop(self, timeout_s: float = 30.0) -> int:
+        """SIGTERM and wait for a clean exit; returns the exit code."""
+        assert self.p is not None
+        if self.p.poll() is None:
+            self.p.send_signal(signal.SIGTERM)
+        try:
+            return self.p.wait(timeout_s)
+        finally:
+            self._log.close()
+
+    def log(self) -> str:
+        """The process output so far."""
+        return self.log_path.read_text(errors="replace")
+
+
+class CollectorProc(Proc):
+    """A real collector on a loopback port owning a DuckDB file."""
+
+    def __init__(self, tmp: Path, port: int | None = None, extra: list[str] | None = None) -> None:
+        self.port = port or free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self.db = tmp / "c4.duckdb"
+        super().__init__(
+            ["collector", "--listen", self.address, "--db", str(self.db), *(extra or [])],
+            tmp / "collector.log",
+        )
+
+    def start(self) -> CollectorProc:
+        """Launch and wait until healthy."""
+        super().start()
+        try:
+            wait_healthy(self.address)
+        except TimeoutError:
+            raise TimeoutError(f"collector did not come up:\n{self.log()}") from None
+        return self
+
+
+class AgentProc(Proc):
+    """A real agent streaming to a collector address, spooling under tmp."""
+
+    def __init__(
+        self,
+        tmp: Path,
+        address: str,
+        name: str = "agent",
+        extra: list[str] | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.spool = tmp / f"{name}-spool"
+        super().__init__(
+            ["agent", "--collector", address, "--spool-dir", str(self.spool), "--node", name, *(extra or [])],
+            tmp / f"{name}.log",
+            env,
+        )
