@@ -261,7 +261,7 @@ class TelemetryService(pb_grpc.TelemetryServicer):
 
     async def Stats(self, request: pb.StatsRequest, context: grpc.aio.ServicerContext) -> pb.StatsReply:
         """The collector's own counters."""
-        return pb.StatsReply(counters=self.metrics.snapshot())
+        return pb.StatsReply(counters={**self.metrics.snapshot(), "commit_transactions": self.writer.commits})
 
 
 def _msg_dict(msg) -> dict:

@@ -100,21 +100,28 @@ class Store:
         con = self.con
         planned = dict(self.last_seq)
         results: list[CommitResult] = []
+        by_table: dict[str, list[PendingBatch]] = {}
+        for b in batches:
+            if b.seq:
+                if b.seq <= planned.get(b.agent_id, 0):
+                    results.append(CommitResult(duplicate=True))
+                    continue
+                planned[b.agent_id] = b.seq
+            by_table.setdefault(b.spec.name, []).append(b)
+            results.append(CommitResult(rows=b.table.num_rows))
         con.execute("BEGIN TRANSACTION")
         try:
-            for i, b in enumerate(batches):
-                if b.seq:
-                    if b.seq <= planned.get(b.agent_id, 0):
-                        results.append(CommitResult(duplicate=True))
-                        continue
-                    planned[b.agent_id] = b.seq
-                if b.table.num_rows:
-                    name = f"_c4_in_{i}"
-                    con.register(name, b.table)
-                    cols = ", ".join(f'"{c}"' for c in b.spec.column_names)
-                    con.execute(f'INSERT INTO "{b.spec.name}" ({cols}) SELECT {cols} FROM {name}')
-                    con.unregister(name)
-                results.append(CommitResult(rows=b.table.num_rows))
+            # one INSERT per target table: DuckDB appends a large Arrow table in parallel
+            for i, group in enumerate(by_table.values()):
+                spec = group[0].spec
+                data = pa.concat_tables([b.table for b in group]) if len(group) > 1 else group[0].table
+                if not data.num_rows:
+                    continue
+                name = f"_c4_in_{i}"
+                con.register(name, data)
+                cols = ", ".join(f'"{c}"' for c in spec.column_names)
+                con.execute(f'INSERT INTO "{spec.name}" ({cols}) SELECT {cols} FROM {name}')
+                con.unregister(name)
             changed = [(a, s) for a, s in planned.items() if self.last_seq.get(a) != s]
             if changed:
                 now = datetime.now(UTC).replace(tzinfo=None)

@@ -72,4 +72,5 @@ def validate_batch(
             f"table {table_name!r}: columns do not match the catalogue: {', '.join(parts)}",
             "refused_columns",
         )
-    return spec, table
+    # same order, same schema object: batches of one table concatenate for a single append
+    return spec, table.select(spec.column_names).cast(expected)

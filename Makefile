@@ -1,0 +1,44 @@
+# C4: `make demo` runs the appliance on the embedded default, `make test` runs the suite.
+# Both create .venv from a clean checkout when it is missing or stale.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+C4 := $(VENV)/bin/c4
+STAMP := $(VENV)/.c4-installed
+PYTEST_ARGS ?=
+
+.PHONY: demo test venv lint proto docs bench clean
+
+$(STAMP): pyproject.toml setup.py
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(C4) demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test: no tests were collected" >&2; exit 1; fi; exit $$rc
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+# Regenerate the committed gRPC code after editing the .proto.
+proto: $(STAMP)
+	$(PY) -m grpc_tools.protoc -I. --python_out=. --pyi_out=. --grpc_python_out=. c4/telemetry/v1/telemetry.proto
+
+# Regenerate the schema reference after editing the catalogue.
+docs: $(STAMP)
+	$(C4) catalogue docs > docs/schema.md
+
+bench: $(STAMP)
+	$(C4) bench ingest
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache var

@@ -1,0 +1,77 @@
+"""A real collector subprocess on a free loopback port, for benchmarks and the demo."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+
+def free_port() -> int:
+    """An unused TCP port on 127.0.0.1."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_serving(address: str, timeout_s: float = 30.0) -> None:
+    """Block until the gRPC health service reports SERVING."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with grpc.insecure_channel(address) as ch:
+            try:
+                r = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=1)
+                if r.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+        time.sleep(0.1)
+    raise TimeoutError(f"collector at {address} did not become healthy")
+
+
+@dataclass
+class CollectorProcess:
+    """Handle on a collector subprocess."""
+
+    proc: subprocess.Popen
+    address: str
+    db: Path
+
+    def stop(self) -> None:
+        """SIGTERM and wait."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+def start_collector(
+    workdir: Path, listen: str | None = None, extra: list[str] | None = None, log_path: Path | None = None
+) -> CollectorProcess:
+    """Start ``c4 collector`` with its DuckDB under workdir and wait until it serves."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    address = listen or f"127.0.0.1:{free_port()}"
+    db = workdir / "c4.duckdb"
+    log = open(log_path or workdir / "collector.log", "ab")  # noqa: SIM115 - owned by the child
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "c4.cli", "collector", "--listen", address, "--db", str(db), *(extra or [])],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ},
+    )
+    try:
+        wait_serving(address)
+    except TimeoutError:
+        proc.kill()
+        raise
+    return CollectorProcess(proc, address, db)

@@ -1,0 +1,255 @@
+"""Every kind of bad batch is refused by name, counted, and harms no other stream or committed data."""
+
+from __future__ import annotations
+
+import threading
+from datetime import datetime
+
+import grpc
+import pyarrow as pa
+import pytest
+from testkit.procs import CollectorProc
+
+from c4.arrow_ipc import encode_ipc
+from c4.catalogue import load
+from c4.query import query_arrow
+from c4.telemetry.v1 import telemetry_pb2 as pb
+from c4.telemetry.v1 import telemetry_pb2_grpc as pb_grpc
+
+MAX_BATCH = 64 << 10
+
+
+def heartbeat_payload(node: str, ticks: range) -> bytes:
+    spec = load()["agent_heartbeat"]
+    rows = [
+        {
+            "ts": datetime(2026, 1, 1),
+            "node": node,
+            "job": "",
+            "agent_id": node,
+            "boot_ns": 1,
+            "tick": t,
+            "uptime_s": 0.0,
+        }
+        for t in ticks
+    ]
+    return encode_ipc(pa.Table.from_pylist(rows, schema=spec.arrow_schema))
+
+
+def good(node: str, seq: int, ticks: range) -> pb.Batch:
+    return pb.Batch(
+        agent_id=node,
+        seq=seq,
+        table="agent_heartbeat",
+        schema_version=1,
+        arrow_ipc=heartbeat_payload(node, ticks),
+    )
+
+
+def bad_batches(node: str) -> list[tuple[str, pb.Batch, grpc.StatusCode, str]]:
+    wrong_cols = pa.table({"ts": pa.array([datetime(2026, 1, 1)], pa.timestamp("us")), "tick": ["x"]})
+    big = heartbeat_payload(node, range(1, 1 + 4000))
+    assert len(big) > MAX_BATCH
+    return [
+        (
+            "unknown table",
+            pb.Batch(
+                agent_id=node,
+                seq=2,
+                table="no_such_table",
+                schema_version=1,
+                arrow_ipc=heartbeat_payload(node, range(1, 2)),
+            ),
+            grpc.StatusCode.NOT_FOUND,
+            "unknown table 'no_such_table'",
+        ),
+        (
+            "schema version",
+            pb.Batch(
+                agent_id=node,
+                seq=3,
+                table="agent_heartbeat",
+                schema_version=99,
+                arrow_ipc=heartbeat_payload(node, range(1, 2)),
+            ),
+            grpc.StatusCode.FAILED_PRECONDITION,
+            "schema version 99",
+        ),
+        (
+            "columns",
+            pb.Batch(
+                agent_id=node,
+                seq=4,
+                table="agent_heartbeat",
+                schema_version=1,
+                arrow_ipc=encode_ipc(wrong_cols),
+            ),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "missing columns",
+        ),
+        (
+            "corrupt",
+            pb.Batch(
+                agent_id=node,
+                seq=5,
+                table="agent_heartbeat",
+                schema_version=1,
+                arrow_ipc=b"\xff\xff\xff\xffnot arrow at all",
+            ),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "corrupt Arrow IPC",
+        ),
+        (
+            "oversized",
+            pb.Batch(agent_id=node, seq=6, table="agent_heartbeat", schema_version=1, arrow_ipc=big),
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            "over the limit",
+        ),
+        (
+            "no seq",
+            pb.Batch(
+                agent_id=node,
+                seq=0,
+                table="agent_heartbeat",
+                schema_version=1,
+                arrow_ipc=heartbeat_payload(node, range(1, 2)),
+            ),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "seq >= 1",
+        ),
+    ]
+
+
+@pytest.fixture(scope="module")
+def collector(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("bad")
+    (tmp / "c.toml").write_text(f"[collector]\nmax_batch_bytes = {MAX_BATCH}\n")
+    col = CollectorProc(tmp, extra=["--config", str(tmp / "c.toml")]).start()
+    yield col
+    col.stop()
+
+
+def stats(address: str) -> dict[str, int]:
+    with grpc.insecure_channel(address) as ch:
+        return dict(pb_grpc.TelemetryStub(ch).Stats(pb.StatsRequest(), timeout=10).counters)
+
+
+def test_each_bad_batch_is_refused_by_name_while_other_streams_flow(collector):
+    address = collector.address
+    before = stats(address)
+    # a healthy agent streams 200 batches concurrently on its own connection
+    healthy_acks: list[pb.Ack] = []
+
+    def healthy() -> None:
+        with grpc.insecure_channel(address) as ch:
+            reqs = (good("healthy", s, range(s * 10 + 1, s * 10 + 11)) for s in range(1, 201))
+            healthy_acks.extend(pb_grpc.TelemetryStub(ch).Push(reqs, timeout=60))
+
+    t = threading.Thread(target=healthy)
+    t.start()
+    cases = bad_batches("bad-agent")
+    with grpc.insecure_channel(address, options=[("grpc.max_send_message_length", 1 << 24)]) as ch:
+        stream = (
+            [good("bad-agent", 1, range(1, 11))]
+            + [c[1] for c in cases]
+            + [good("bad-agent", 7, range(11, 21))]
+        )
+        acks = list(pb_grpc.TelemetryStub(ch).Push(iter(stream), timeout=60))
+    t.join()
+    # the same stream goes on after each refusal: first and last batches are committed
+    assert [a.seq for a in acks] == [b.seq for b in stream]
+    assert acks[0].code == 0 and acks[0].rows == 10 and acks[-1].code == 0 and acks[-1].rows == 10
+    for (what, _, code, text), ack in zip(cases, acks[1:-1], strict=True):
+        assert ack.code == code.value[0], f"{what}: got code {ack.code} ({ack.message})"
+        assert text in ack.message, f"{what}: message {ack.message!r} does not say {text!r}"
+    assert all(a.code == 0 for a in healthy_acks) and len(healthy_acks) == 200
+    t_, _ = query_arrow(
+        address, "SELECT node, count(*), count(DISTINCT tick) FROM agent_heartbeat GROUP BY 1 ORDER BY 1"
+    )
+    counts = {r["node"]: r for r in t_.to_pylist()}
+    assert counts["healthy"]["count_star()"] == 2000 and counts["healthy"]["count(DISTINCT tick)"] == 2000
+    assert counts["bad-agent"]["count_star()"] == 20
+    after = stats(address)
+    for counter in (
+        "refused_unknown_table",
+        "refused_schema_version",
+        "refused_columns",
+        "refused_corrupt",
+        "refused_oversized",
+        "refused_header",
+    ):
+        assert after.get(counter, 0) - before.get(counter, 0) == 1, counter
+    assert after["batches_refused"] - before.get("batches_refused", 0) == len(cases)
+
+
+def test_resent_committed_sequence_is_acked_as_duplicate(collector):
+    with grpc.insecure_channel(collector.address) as ch:
+        stub = pb_grpc.TelemetryStub(ch)
+        first = list(stub.Push(iter([good("dup", 1, range(1, 6)), good("dup", 2, range(6, 11))]), timeout=30))
+        again = list(
+            stub.Push(iter([good("dup", 2, range(6, 11)), good("dup", 3, range(11, 16))]), timeout=30)
+        )
+        reply = stub.Hello(pb.HelloRequest(agent_id="dup", hostname="dup"), timeout=10)
+    assert [a.duplicate for a in first] == [False, False]
+    assert [(a.duplicate, a.rows) for a in again] == [(True, 0), (False, 5)]
+    assert reply.last_committed_seq == 3
+    t, _ = query_arrow(
+        collector.address, "SELECT count(*), count(DISTINCT tick) FROM agent_heartbeat WHERE node='dup'"
+    )
+    assert t.to_pylist()[0] == {"count_star()": 15, "count(DISTINCT tick)": 15}
+
+
+def test_message_over_the_grpc_limit_ends_only_that_stream(collector):
+    huge = pb.Batch(
+        agent_id="huge",
+        seq=1,
+        table="agent_heartbeat",
+        schema_version=1,
+        arrow_ipc=b"x" * (MAX_BATCH * 4 + (2 << 20)),
+    )
+    with grpc.insecure_channel(collector.address, options=[("grpc.max_send_message_length", 1 << 26)]) as ch:
+        with pytest.raises(grpc.RpcError) as err:
+            list(pb_grpc.TelemetryStub(ch).Push(iter([huge]), timeout=30))
+    assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    with grpc.insecure_channel(collector.address) as ch:
+        acks = list(pb_grpc.TelemetryStub(ch).Push(iter([good("after-huge", 1, range(1, 4))]), timeout=30))
+    assert acks[0].code == 0 and acks[0].rows == 3
+
+
+@pytest.mark.parametrize(
+    ("sql", "code", "text"),
+    [
+        ("DELETE FROM agent_heartbeat", grpc.StatusCode.INVALID_ARGUMENT, "only SELECT and EXPLAIN"),
+        ("CREATE TABLE x (a INT)", grpc.StatusCode.INVALID_ARGUMENT, "only SELECT and EXPLAIN"),
+        ("ATTACH '/tmp/other.duckdb'", grpc.StatusCode.INVALID_ARGUMENT, "only SELECT and EXPLAIN"),
+        ("INSTALL httpfs", grpc.StatusCode.INVALID_ARGUMENT, "only SELECT and EXPLAIN"),
+        ("SET threads = 1", grpc.StatusCode.INVALID_ARGUMENT, "only SELECT and EXPLAIN"),
+        ("SELECT 1; DROP TABLE nodes", grpc.StatusCode.INVALID_ARGUMENT, "exactly one statement"),
+        ("SELECT * FROM read_csv('/etc/passwd')", grpc.StatusCode.INVALID_ARGUMENT, "disabled"),
+        ("SELECT * FROM read_parquet('/etc/hostname')", grpc.StatusCode.INVALID_ARGUMENT, "disabled"),
+        ("SELEKT 1", grpc.StatusCode.INVALID_ARGUMENT, "does not parse"),
+        ("SELECT * FROM no_such_table", grpc.StatusCode.INVALID_ARGUMENT, "no_such_table"),
+    ],
+)
+def test_query_refuses_writes_files_and_garbage(collector, sql, code, text):
+    from c4.query import QueryError
+
+    with pytest.raises(QueryError) as err:
+        query_arrow(collector.address, sql)
+    assert err.value.code == code and text in str(err.value)
+
+
+def test_query_row_limit_and_timeout(collector):
+    from c4.query import QueryError
+
+    table, truncated = query_arrow(collector.address, "SELECT * FROM range(100000)", max_rows=1234)
+    assert table.num_rows == 1234 and truncated
+    table, truncated = query_arrow(collector.address, "SELECT * FROM range(10)")
+    assert table.num_rows == 10 and not truncated
+    empty, _ = query_arrow(collector.address, "SELECT tick FROM agent_heartbeat WHERE false")
+    assert empty.num_rows == 0 and empty.column_names == ["tick"]
+    with pytest.raises(QueryError) as err:
+        query_arrow(collector.address, "SELECT count(*) FROM range(100000000000) a", timeout_s=0.5)
+    assert err.value.code == grpc.StatusCode.DEADLINE_EXCEEDED and "timed out" in str(err.value)
+    # the collector still serves afterwards
+    assert query_arrow(collector.address, "SELECT 42")[0].column(0)[0].as_py() == 42
