@@ -1,6 +1,6 @@
 """Map the source rooms onto the c4 namespace: agent/ -> c4.agent, and so on."""
 
-from setuptools import find_packages, setup
+from setuptools import find_namespace_packages, setup
 
 ROOMS = {
     "c4": "c4",
@@ -16,7 +16,8 @@ package_dir: dict[str, str] = {}
 for package, folder in ROOMS.items():
     package_dir[package] = folder
     packages.append(package)
-    for sub in find_packages(folder):
+    # namespace discovery, so data folders such as c4/catalogue/tables ship too
+    for sub in find_namespace_packages(folder, exclude=["*__pycache__*"]):
         packages.append(f"{package}.{sub}")
         package_dir[f"{package}.{sub}"] = f"{folder}/{sub.replace('.', '/')}"
 
