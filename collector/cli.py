@@ -40,6 +40,7 @@ def run(args: argparse.Namespace) -> int:
     import asyncio
 
     import duckdb
+
     from c4.collector.server import serve
 
     cfg = collector_config(args)

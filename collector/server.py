@@ -15,15 +15,15 @@ from datetime import UTC, datetime, timedelta
 import duckdb
 import grpc
 import pyarrow as pa
-from c4.collector.readonly import QueryRefused, check_read_only
-from c4.collector.store import PendingBatch, Store
-from c4.collector.validate import Refusal, validate_batch
-from c4.collector.writer import Writer
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from c4 import __version__
 from c4.arrow_ipc import encode_ipc
 from c4.catalogue import Catalogue, load
+from c4.collector.readonly import QueryRefused, check_read_only
+from c4.collector.store import PendingBatch, Store
+from c4.collector.validate import Refusal, validate_batch
+from c4.collector.writer import Writer
 from c4.config import CollectorConfig
 from c4.telemetry.v1 import telemetry_pb2 as pb
 from c4.telemetry.v1 import telemetry_pb2_grpc as pb_grpc

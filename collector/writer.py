@@ -6,6 +6,7 @@ import asyncio
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -17,9 +18,13 @@ log = logging.getLogger("c4.collector.writer")
 class Writer:
     """Owns all writes to the store. Other threads and the event loop submit work to it."""
 
-    def __init__(self, store: Store, max_group: int = 256) -> None:
+    def __init__(
+        self, store: Store, max_group: int = 256, linger_s: float = 0.005, target_rows: int = 256_000
+    ) -> None:
         self.store = store
         self.max_group = max_group
+        self.linger_s = linger_s
+        self.target_rows = target_rows
         self._q: queue.Queue[tuple[Any, Callable[[Any], None]] | None] = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="c4-writer", daemon=True)
         self.commits = 0
@@ -65,10 +70,17 @@ class Writer:
                     done(exc)
                 continue
             group = [(work, done)]
+            rows = work.table.num_rows
             stop = False
+            # linger a few ms for more batches: DuckDB appends one large Arrow table far faster
+            # (in parallel) than many small ones, at a latency cost no agent notices
+            deadline = time.monotonic() + self.linger_s
             while len(group) < self.max_group:
                 try:
-                    nxt = self._q.get_nowait()
+                    if rows >= self.target_rows:
+                        nxt = self._q.get_nowait()
+                    else:
+                        nxt = self._q.get(timeout=max(0.0, deadline - time.monotonic()))
                 except queue.Empty:
                     break
                 if nxt is None:
@@ -78,6 +90,7 @@ class Writer:
                     self._q.put(nxt)  # keep order loosely: run it after this group
                     break
                 group.append(nxt)
+                rows += nxt[0].table.num_rows
             try:
                 results = self.store.commit([b for b, _ in group])
             except Exception as exc:

@@ -20,8 +20,15 @@ def test_retention_deletes_only_old_rows(tmp_path):
             spec = col.store.catalogue["agent_heartbeat"]
             now = datetime.now(UTC).replace(tzinfo=None)
             rows = [
-                {"ts": now - timedelta(hours=h), "node": "n", "job": "", "agent_id": "n", "boot_ns": 1, "tick": h,
-                 "uptime_s": 0.0}
+                {
+                    "ts": now - timedelta(hours=h),
+                    "node": "n",
+                    "job": "",
+                    "agent_id": "n",
+                    "boot_ns": 1,
+                    "tick": h,
+                    "uptime_s": 0.0,
+                }
                 for h in (0, 2, 5)
             ]
             batch = PendingBatch("n", 1, spec, pa.Table.from_pylist(rows, schema=spec.arrow_schema))
