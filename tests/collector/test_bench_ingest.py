@@ -30,8 +30,5 @@ def test_bench_ingest_reports_json():
     result = json.loads(out.strip().splitlines()[-1])
     assert {"e2e_rows_per_s", "ceiling_rows_per_s", "ratio", "streams"} <= set(result)
     assert result["streams"] == 2 and result["rows"] == 40000
-    assert (
-        result["e2e_rows_per_s"] > 0
-        and result["ratio"] == round(result["e2e_rows_per_s"] / result["ceiling_rows_per_s"], 3)
-        or abs(result["ratio"] - result["e2e_rows_per_s"] / result["ceiling_rows_per_s"]) < 0.01
-    )
+    assert result["e2e_rows_per_s"] > 0
+    assert abs(result["ratio"] - result["e2e_rows_per_s"] / result["ceiling_rows_per_s"]) < 0.01
