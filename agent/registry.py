@@ -20,6 +20,7 @@ SAMPLERS: dict[str, str] = {
     "nccl_inspector": "c4.agent.nccl_inspector:InspectorSampler",
     "nccl_ras": "c4.agent.nccl_ras:RasSampler",
     "nccl_debug_log": "c4.agent.nccl_debug_log:DebugLogSampler",
+    "nccl_conn": "c4.agent.nccl_conn:ConnRecordSampler",
 }
 
 

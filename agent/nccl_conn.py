@@ -1,0 +1,129 @@
+"""Per-connection timing records (JSON lines from the C4 NCCL profiler plugin or the twin)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from c4.agent.registry import SamplerContext
+from c4.agent.sampler import Rows, SourceUnavailable
+from c4.agent.tail import DirectoryTailer
+
+log = logging.getLogger("c4.agent.nccl_conn")
+
+#: JSON key -> (column, type). Every key is required; see docs/connection-records.md.
+FIELDS: dict[str, tuple[str, type]] = {
+    "pid": ("pid", int),
+    "comm": ("comm_hash", str),
+    "rank": ("rank", int),
+    "peer": ("peer_rank", int),
+    "channel": ("channel", int),
+    "dir": ("direction", str),
+    "dev": ("nic_device", str),
+    "port": ("nic_port", int),
+    "ops": ("ops", int),
+    "steps": ("steps", int),
+    "bytes": ("bytes", int),
+    "net_us": ("transfer_us", float),
+    "wait_peer_us": ("wait_peer_us", float),
+    "wait_gpu_us": ("wait_gpu_us", float),
+}
+
+
+class RecordError(ValueError):
+    """A record line is malformed; the message names the key."""
+
+
+def parse_record(line: str) -> dict[str, Any]:
+    """One JSON line -> one nccl_connections row (raises RecordError)."""
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise RecordError(f"not JSON: {exc.msg}") from None
+    if not isinstance(obj, dict):
+        raise RecordError("not a JSON object")
+    row: dict[str, Any] = {}
+    for key, (column, kind) in FIELDS.items():
+        value = obj.get(key)
+        if value is None:
+            raise RecordError(f"missing key {key!r}")
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise RecordError(f"key {key!r} should be {kind.__name__}, got {type(value).__name__}")
+        row[column] = value
+    if row["direction"] not in ("send", "recv"):
+        raise RecordError(f"key 'dir' must be 'send' or 'recv', got {row['direction']!r}")
+    for key in ("ts_ns", "window_ns"):
+        if not isinstance(obj.get(key), int):
+            raise RecordError(f"key {key!r} should be int")
+    row["ts"] = datetime.fromtimestamp(obj["ts_ns"] / 1e9, UTC).replace(tzinfo=None)
+    row["window_s"] = obj["window_ns"] / 1e9
+    us = row["transfer_us"]
+    row["throughput_gbps"] = row["bytes"] * 8 / (us * 1e3) if us > 0 else None
+    return row
+
+
+class ConnRecordSampler:
+    """Tails a directory of per-process JSON-lines files written by the C4 NCCL profiler plugin."""
+
+    name = "nccl_conn"
+    tables = ("nccl_connections",)
+
+    class Options(BaseModel):
+        """Config keys of ``[agent.samplers.nccl_conn]``."""
+
+        model_config = ConfigDict(extra="forbid")
+        record_dir: Path | None = None
+        pattern: str = "*.jsonl"
+        start_at_end: bool = False
+
+    def __init__(self, record_dir: Path | None, pattern: str = "*.jsonl", start_at_end: bool = False) -> None:
+        self.record_dir = record_dir
+        self.tailer = DirectoryTailer(record_dir, pattern, start_at_end) if record_dir else None
+        self.bad_lines = 0
+        self._warned: set[str] = set()
+
+    @classmethod
+    def from_options(cls, opts: ConnRecordSampler.Options, ctx: SamplerContext) -> ConnRecordSampler:
+        """Build from validated options."""
+        return cls(opts.record_dir, opts.pattern, opts.start_at_end)
+
+    def probe(self) -> None:
+        """The record directory must be configured and exist."""
+        if self.record_dir is None:
+            raise SourceUnavailable("no record_dir configured")
+        if not self.record_dir.is_dir():
+            raise SourceUnavailable(f"{self.record_dir} is not a directory")
+
+    def sample(self, now_ns: int) -> Rows:
+        """Every complete new record line, one row each; bad lines are counted and skipped."""
+        rows = []
+        assert self.tailer is not None
+        for path, line in self.tailer.read_lines():
+            if not line.strip():
+                continue
+            try:
+                rows.append(parse_record(line))
+            except RecordError as exc:
+                self.bad_lines += 1
+                reason = str(exc).split(":")[0]
+                if reason not in self._warned:  # one line per kind of problem
+                    self._warned.add(reason)
+                    log.warning(
+                        "bad connection record skipped file=%s reason=%s bad_total=%d",
+                        path.name,
+                        exc,
+                        self.bad_lines,
+                    )
+        return {"nccl_connections": rows}
+
+    def close(self) -> None:
+        """Close the files."""
+        if self.tailer:
+            self.tailer.close()
