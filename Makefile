@@ -8,7 +8,7 @@ C4 := $(VENV)/bin/c4
 STAMP := $(VENV)/.c4-installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test venv lint proto docs bench clean
+.PHONY: demo test venv lint proto docs bench clean plugin sysdeps
 
 $(STAMP): pyproject.toml setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,7 +21,17 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(C4) demo
 
-test: $(STAMP)
+# System packages the tests drive for real (C compiler for the NCCL plugin, valgrind).
+sysdeps:
+	@missing=""; for tool in cc valgrind; do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; apt-get update -qq && apt-get install -y -qq gcc valgrind >/dev/null; fi
+
+# The C4 NCCL profiler plugin, built with the system compiler.
+plugin: $(STAMP)
+	$(C4) agent build-plugin --out build/plugin
+
+test: $(STAMP) sysdeps plugin
 	@$(PY) -m pytest -q $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: no tests were collected" >&2; exit 1; fi; exit $$rc
 

@@ -18,6 +18,14 @@ ROOT_FLAGS = {
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """Agent flags; each overrides the [agent] section of the config file."""
+    parser.add_argument(
+        "action",
+        nargs="?",
+        choices=["run", "build-plugin"],
+        default="run",
+        help="run (default): the agent; build-plugin: compile the C4 NCCL profiler plugin into --out",
+    )
+    parser.add_argument("--out", default=".", help="build-plugin: directory for libnccl-profiler-c4.so")
     parser.add_argument("--config", help="TOML config file ([agent] section); C4_AGENT_* env vars apply")
     parser.add_argument("--collector", help="collector HOST:PORT (default 127.0.0.1:7070)")
     parser.add_argument("--node", help="node name (default: host name)")
@@ -71,6 +79,19 @@ def run(args: argparse.Namespace) -> int:
     from c4.agent.registry import SamplerConfigError
     from c4.agent.runner import Agent, AgentStartError, build_samplers
 
+    if args.action == "build-plugin":
+        from c4.agent.plugin_build import BuildError, build_plugin
+
+        try:
+            path = build_plugin(args.out)
+        except BuildError as exc:
+            print(f"c4 agent build-plugin: {exc}", file=sys.stderr)
+            return 1
+        print(
+            f"built {path}\nenable it in a training job with: NCCL_PROFILER_PLUGIN={path.resolve()} "
+            "C4_NCCL_PROFILER_DIR=/var/lib/c4/nccl-conn"
+        )
+        return 0
     cfg = agent_config(args)
     ctx = context_from(cfg)
     try:

@@ -39,14 +39,16 @@ class RecordError(ValueError):
     """A record line is malformed; the message names the key."""
 
 
-def parse_record(line: str) -> dict[str, Any]:
-    """One JSON line -> one nccl_connections row (raises RecordError)."""
+def parse_record(line: str) -> dict[str, Any] | None:
+    """One JSON line -> one nccl_connections row; None for other record kinds (raises RecordError)."""
     try:
         obj = json.loads(line)
     except json.JSONDecodeError as exc:
         raise RecordError(f"not JSON: {exc.msg}") from None
     if not isinstance(obj, dict):
         raise RecordError("not a JSON object")
+    if obj.get("kind", "conn") != "conn":
+        return None  # per-collective and bookkeeping lines of the plugin: not connection rows
     row: dict[str, Any] = {}
     for key, (column, kind) in FIELDS.items():
         value = obj.get(key)
@@ -109,7 +111,7 @@ class ConnRecordSampler:
             if not line.strip():
                 continue
             try:
-                rows.append(parse_record(line))
+                row = parse_record(line)
             except RecordError as exc:
                 self.bad_lines += 1
                 reason = str(exc).split(":")[0]
@@ -121,6 +123,9 @@ class ConnRecordSampler:
                         exc,
                         self.bad_lines,
                     )
+                continue
+            if row is not None:
+                rows.append(row)
         return {"nccl_connections": rows}
 
     def close(self) -> None:

@@ -12,6 +12,7 @@ BENCHES: dict[str, str] = {
     "ingest": "c4.collector.bench_ingest",
     "agent": "c4.agent.bench",
     "plan": "c4.traffic.bench",
+    "plugin": "c4.agent.bench_plugin",
 }
 
 
