@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import time
 
+from pydantic import BaseModel, ConfigDict
+
 from c4.agent.registry import SamplerContext
 from c4.agent.sampler import Rows
-from pydantic import BaseModel, ConfigDict
 
 
 class HeartbeatSampler:

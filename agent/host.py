@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from pydantic import BaseModel, ConfigDict
+
 from c4.agent.registry import SamplerContext
 from c4.agent.sampler import Rows, SourceUnavailable
-from pydantic import BaseModel, ConfigDict
 
 
 class HostSampler:

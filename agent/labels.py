@@ -6,7 +6,6 @@ import os
 from collections.abc import Mapping
 
 from c4.agent.registry import SamplerContext
-
 from c4.config import AgentConfig
 
 

@@ -6,8 +6,9 @@ import importlib
 from dataclasses import dataclass
 from typing import Any
 
-from c4.agent.sampler import Sampler, StartupPolicy
 from pydantic import BaseModel, ConfigDict, ValidationError
+
+from c4.agent.sampler import Sampler, StartupPolicy
 
 #: sampler name -> "module:Class". The class has an ``Options`` pydantic model
 #: (extra keys forbidden) and ``from_options(options, ctx) -> Sampler``.

@@ -8,13 +8,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from c4 import __version__
 from c4.agent.batcher import RowError, TableBuffer, rows_to_table, split_ipc, utc_from_ns
 from c4.agent.client import Sender
 from c4.agent.registry import SamplerContext, SamplerSettings, build_sampler
 from c4.agent.sampler import Inventory, InventoryProvider, Sampler, StartupPolicy
 from c4.agent.spool import Spool
-
-from c4 import __version__
 from c4.catalogue import Catalogue, load
 from c4.config import AgentConfig
 from c4.telemetry.v1 import telemetry_pb2 as pb

@@ -5,10 +5,10 @@ from __future__ import annotations
 import time
 
 import polars as pl
+
 from c4.agent.batcher import RowError, rows_to_table, utc_from_ns
 from c4.agent.registry import SamplerContext
 from c4.agent.runner import AgentStartError, ScheduledSampler
-
 from c4.catalogue import load
 from c4.config import AgentConfig
 

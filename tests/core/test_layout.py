@@ -59,3 +59,4 @@ def test_wheel_holds_only_the_c4_namespace(tmp_path):
     for room in ("agent", "collector", "analytics", "traffic", "ui"):
         assert f"c4/{room}/__init__.py" in names
     assert "c4/catalogue/tables/core.toml" in names and "c4/telemetry/v1/telemetry.proto" in names
+    assert "c4/agent/plugin/c4_profiler.c" in names and "c4/agent/plugin/nccl_profiler_api.h" in names
