@@ -1,0 +1,218 @@
+"""GPU sampler: NVML through the facade, per GPU per tick, plus NVML Xid events."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from c4.agent.nvml import Device, GpuLost, Nvml, NvmlUnavailable, Reading
+from c4.agent.registry import SamplerContext
+from c4.agent.sampler import Inventory, Rows, SourceUnavailable
+from c4.agent.xid import describe, event_row
+
+log = logging.getLogger("c4.agent.gpu")
+
+#: non-field device queries: column -> (facade call, args)
+QUERIES: dict[str, tuple[str, tuple]] = {
+    "temp_gpu_c": ("nvmlDeviceGetTemperature", (0,)),
+    "clock_sm_mhz": ("nvmlDeviceGetClockInfo", (1,)),
+    "clock_mem_mhz": ("nvmlDeviceGetClockInfo", (2,)),
+    "clocks_event_reasons": ("nvmlDeviceGetCurrentClocksEventReasons", ()),
+    "pcie_gen_cur": ("nvmlDeviceGetCurrPcieLinkGeneration", ()),
+    "pcie_gen_max": ("nvmlDeviceGetMaxPcieLinkGeneration", ()),
+    "pcie_width_cur": ("nvmlDeviceGetCurrPcieLinkWidth", ()),
+    "pcie_width_max": ("nvmlDeviceGetMaxPcieLinkWidth", ()),
+}
+
+
+def rate_per_s(prev: Reading | None, cur: Reading) -> float | None:
+    """Counter increase per second between two readings, by NVML's own timestamps (None on reset)."""
+    if prev is None or prev.value is None or cur.value is None or cur.timestamp_us <= prev.timestamp_us:
+        return None
+    if cur.value < prev.value:
+        return None  # counter reset (driver reload): no rate this tick
+    return (cur.value - prev.value) * 1e6 / (cur.timestamp_us - prev.timestamp_us)
+
+
+class GpuSampler:
+    """Samples every GPU through the NVML facade; a lost GPU becomes an event and is skipped after."""
+
+    name = "gpu"
+    tables = ("gpu_samples", "nvlink_samples", "gpu_events")
+
+    class Options(BaseModel):
+        """Config keys of ``[agent.samplers.gpu]``."""
+
+        model_config = ConfigDict(extra="forbid")
+        fake_scenario: Path | None = None  # drive the fake NVML from this JSON (tests, demo, twin)
+        xid_events: bool = True
+
+    def __init__(
+        self, nvml: Nvml, xid_events: bool = True, rank_of_gpu: dict[int, int] | None = None
+    ) -> None:
+        self.nvml = nvml
+        self.xid_events = xid_events
+        self.rank_of_gpu = rank_of_gpu or {}
+        self.devices: list[Device] = []
+        self.lost: set[int] = set()
+        self._prev: dict[tuple, Reading] = {}
+        self._gpu_request = [(col, fid, 0) for col, fid in nvml.fields.gpu.items()]
+        self._link_plans: dict[int, tuple[list[tuple[str, int, int]], list[int]]] = {}
+
+    @classmethod
+    def from_options(cls, opts: GpuSampler.Options, ctx: SamplerContext) -> GpuSampler:
+        """Build from validated options (real NVML unless a fake scenario is given)."""
+        lib = None
+        if opts.fake_scenario is not None:
+            from c4.agent.fake_nvml import FakeNvml
+
+            lib = FakeNvml(opts.fake_scenario)
+        ranks = {
+            int(k[len("rank_of_gpu") :]): int(v)
+            for k, v in ctx.labels.items()
+            if k.startswith("rank_of_gpu") and v.isdigit() and k[len("rank_of_gpu") :].isdigit()
+        }
+        return cls(Nvml(lib), opts.xid_events, ranks)
+
+    def probe(self) -> None:
+        """Start NVML and enumerate GPUs; SourceUnavailable on a node without a driver or GPUs."""
+        try:
+            self.nvml.init()
+            self.devices = self.nvml.devices()
+        except NvmlUnavailable as exc:
+            raise SourceUnavailable(str(exc)) from None
+        if not self.devices:
+            raise SourceUnavailable("NVML found no GPUs")
+        for d in self.devices:
+            request, links = [], []
+            for link in range(d.nvlinks):
+                items = self.nvml.fields.nvlink_request(link)
+                request += items
+                links += [link] * len(items)
+            self._link_plans[d.index] = (request, links)
+        if self.xid_events:
+            self.nvml.watch_xids(self.devices)
+
+    def inventory(self, into: Inventory) -> None:
+        """GPUs for Hello."""
+        for d in self.devices:
+            into.gpus.append(
+                {
+                    "index": d.index,
+                    "uuid": d.uuid,
+                    "pci_bus_id": d.pci_bus_id,
+                    "name": d.name,
+                    "memory_total_bytes": d.memory_total_bytes,
+                }
+            )
+
+    def sample(self, now_ns: int) -> Rows:
+        """One row per GPU, one per NVLink, and events (Xid, GPU lost)."""
+        gpu_rows: list[dict[str, Any]] = []
+        link_rows: list[dict[str, Any]] = []
+        events: list[dict[str, Any]] = []
+        for d in self.devices:
+            if d.index in self.lost:
+                continue
+            try:
+                gpu_rows.append(self._sample_gpu(d))
+                link_rows += self._sample_links(d)
+            except GpuLost as exc:
+                self.lost.add(d.index)
+                log.error("GPU lost gpu=%d uuid=%s bus=%s", d.index, d.uuid, d.pci_bus_id)
+                info = describe(79)
+                events.append(
+                    {
+                        "kind": "gpu_lost",
+                        "source": "nvml",
+                        "gpu_index": d.index,
+                        "gpu_uuid": d.uuid,
+                        "pci_bus_id": d.pci_bus_id,
+                        "xid": None,
+                        "xid_name": info.name,
+                        "category": info.category,
+                        "meaning": info.meaning,
+                        "action": info.action,
+                        "message": str(exc),
+                    }
+                )
+        by_handle = {id(d.handle): d for d in self.devices}
+        for handle, xid in self.nvml.poll_xids():
+            d = by_handle.get(id(handle)) or next(
+                (x for x in self.devices if repr(x.handle) == repr(handle)), None
+            )
+            events.append(
+                event_row(
+                    xid,
+                    "nvml",
+                    f"NVML Xid critical error event {xid}",
+                    d.pci_bus_id if d else "",
+                    d.index if d else None,
+                    d.uuid if d else "",
+                )
+            )
+        return {"gpu_samples": gpu_rows, "nvlink_samples": link_rows, "gpu_events": events}
+
+    def _sample_gpu(self, d: Device) -> dict[str, Any]:
+        nv = self.nvml
+        readings = nv.read_fields(d, self._gpu_request)
+        row: dict[str, Any] = {
+            "gpu_index": d.index,
+            "gpu_uuid": d.uuid,
+            "pci_bus_id": d.pci_bus_id,
+            "gpu_name": d.name,
+            "rank": self.rank_of_gpu.get(d.index),
+            "mem_total_bytes": d.memory_total_bytes,
+        }
+        row["nvml_ts_us"] = max((r.timestamp_us for r in readings), default=None) or None
+        fields = {}
+        for (col, _fid, _scope), reading in zip(self._gpu_request, readings, strict=True):
+            fields[col] = reading
+            row[col] = reading.value
+        power_mw = row.pop("power_mw", None)
+        row["power_w"] = power_mw / 1000.0 if power_mw is not None else None
+        energy = fields.get("energy_mj")
+        if energy is not None:
+            rate = rate_per_s(self._prev.get((d.index, "energy_mj")), energy)
+            row["power_from_energy_w"] = rate / 1000.0 if rate is not None else None
+            self._prev[(d.index, "energy_mj")] = energy
+        for col in ("pcie_tx_bytes", "pcie_rx_bytes"):
+            cur = fields.get(col)
+            if cur is not None:
+                row[f"{col}_per_s"] = rate_per_s(self._prev.get((d.index, col)), cur)
+                self._prev[(d.index, col)] = cur
+        util = nv.call(d, "nvmlDeviceGetUtilizationRates")
+        row["util_gpu_pct"] = float(util.gpu) if util is not None else None
+        row["util_mem_pct"] = float(util.memory) if util is not None else None
+        mem = nv.call(d, "nvmlDeviceGetMemoryInfo")
+        if mem is not None:
+            row["mem_used_bytes"] = int(mem.used)
+        for col, (fn, args) in QUERIES.items():
+            row[col] = nv.call(d, fn, *args)
+        return row
+
+    def _sample_links(self, d: Device) -> list[dict[str, Any]]:
+        plan = self._link_plans.get(d.index)
+        if not plan:
+            return []
+        request, links = plan
+        readings = self.nvml.read_fields(d, request)
+        rows = {link: {"gpu_index": d.index, "gpu_uuid": d.uuid, "link": link} for link in sorted(set(links))}
+        prev = self._prev
+        for (col, _fid, _scope), link, reading in zip(request, links, readings, strict=True):
+            row = rows[link]
+            row[col] = reading.value
+            if reading.value is not None and reading.timestamp_us > row.get("nvml_ts_us", 0):
+                row["nvml_ts_us"] = reading.timestamp_us
+            if col == "tx_bytes" or col == "rx_bytes":
+                key = (d.index, link, col)
+                row[col + "_per_s"] = rate_per_s(prev.get(key), reading)
+                prev[key] = reading
+        return list(rows.values())
+
+    def close(self) -> None:
+        """Shut NVML down."""
+        self.nvml.shutdown()
