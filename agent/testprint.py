@@ -13,6 +13,15 @@ from c4.catalogue import load
 from c4.config import AgentConfig
 
 
+def print_records(rows: list[dict]) -> None:
+    """Each row as `column=value` pairs, four to a line."""
+    for i, row in enumerate(rows):
+        print(f"-- row {i}")
+        pairs = [f"{k}={v}" for k, v in row.items()]
+        for j in range(0, len(pairs), 4):
+            print("   " + "  ".join(f"{p:<38}" for p in pairs[j : j + 4]).rstrip())
+
+
 def print_test_sample(cfg: AgentConfig, ctx: SamplerContext, samplers: list[ScheduledSampler]) -> int:
     """Print one tick of every sampler as typed tables; exit code 1 if any sampler failed."""
     catalogue = load()
@@ -42,6 +51,9 @@ def print_test_sample(cfg: AgentConfig, ctx: SamplerContext, samplers: list[Sche
         print(f"## sampler {s.sampler.name}: {sum(t.num_rows for t in tables.values())} rows")
         for name, table in tables.items():
             print(f"### table {name} ({table.num_rows} rows)")
-            with pl.Config(tbl_rows=50, tbl_cols=-1, fmt_str_lengths=40, tbl_width_chars=240):
-                print(pl.from_arrow(table))
+            if table.num_columns <= 12:
+                with pl.Config(tbl_rows=50, tbl_cols=-1, fmt_str_lengths=40, tbl_width_chars=240):
+                    print(pl.from_arrow(table))
+            else:  # wide tables read better one record at a time
+                print_records(table.to_pylist()[:50])
     return 1 if failed else 0

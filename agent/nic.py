@@ -1,0 +1,341 @@
+"""NIC sampler: RDMA port counters and netdev statistics from sysfs (root injectable)."""
+
+from __future__ import annotations
+
+import fnmatch
+import functools
+import logging
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from c4.agent.registry import SamplerContext
+from c4.agent.sampler import Inventory, Rows, SourceUnavailable
+from c4.agent.sysfs import parse_rate_bps, parse_state, read_counter, read_text, resolve_entry
+
+log = logging.getLogger("c4.agent.nic")
+COUNTERS_FILE = Path(__file__).parent / "nic_counters.toml"
+
+
+@functools.cache
+def counter_spec() -> dict[str, Any]:
+    """nic_counters.toml."""
+    return tomllib.loads(COUNTERS_FILE.read_text())
+
+
+def sysfs_base(root: Path) -> Path:
+    """Accept a root holding class/ (like /sys) or one holding sys/class/ (a captured tree)."""
+    root = Path(root)
+    if (root / "class").is_dir():
+        return root
+    if (root / "sys" / "class").is_dir():
+        return root / "sys"
+    return root
+
+
+@dataclass
+class IbPort:
+    """One RDMA device port and the files to read each tick."""
+
+    device: str
+    port: int
+    path: Path
+    netdev: str
+    fw_ver: str
+    board_id: str
+    hca_type: str
+    node_guid: str
+    files: dict[str, tuple[str, int]] = field(default_factory=dict)  # column -> (file, multiplier)
+
+    @property
+    def base(self) -> str:
+        """The port directory as a string ending in '/' (cheap path joins per tick)."""
+        return f"{self.path}/"
+
+
+@dataclass
+class Netdev:
+    """One network interface and its statistics files."""
+
+    name: str
+    path: Path
+    stats: dict[str, str] = field(default_factory=dict)
+
+
+class NicSampler:
+    """Reads /sys/class/infiniband and /sys/class/net; missing or odd files are skipped and counted."""
+
+    name = "nic"
+    tables = ("ib_port_samples", "netdev_samples", "nic_events")
+
+    class Options(BaseModel):
+        """Config keys of ``[agent.samplers.nic]``. sysfs_root holds class/ (as /sys does) or sys/class/."""
+
+        model_config = ConfigDict(extra="forbid")
+        sysfs_root: Path = Path("/sys")
+        include: list[str] | None = None  # RDMA device globs, e.g. ["mlx5_*"]; default all
+        netdevs: list[str] | None = None  # netdev globs; default: all except lo
+        rediscover_every_ticks: int = 60
+
+    def __init__(
+        self,
+        sysfs_root: Path | str = "/sys",
+        include: list[str] | None = None,
+        netdevs: list[str] | None = None,
+        rediscover_every_ticks: int = 60,
+    ) -> None:
+        self.base = sysfs_base(Path(sysfs_root))
+        self.include = include
+        self.netdev_globs = netdevs
+        self.rediscover_every_ticks = max(1, rediscover_every_ticks)
+        self.ports: list[IbPort] = []
+        self.netdevs: list[Netdev] = []
+        self.warnings = 0
+        self._warned: set[str] = set()
+        self._ticks = 0
+        self._prev_state: dict[tuple[str, int], tuple[str, str, int | None]] = {}
+        self._prev_counters: dict[tuple[str, int], dict[str, int]] = {}
+        self._prev_carrier: dict[str, tuple[str, int | None]] = {}
+
+    @classmethod
+    def from_options(cls, opts: NicSampler.Options, ctx: SamplerContext) -> NicSampler:
+        """Build from validated options."""
+        return cls(opts.sysfs_root, opts.include, opts.netdevs, opts.rediscover_every_ticks)
+
+    def _warn(self, key: str, message: str) -> None:
+        self.warnings += 1
+        if key not in self._warned:
+            self._warned.add(key)
+            log.warning("%s (warnings_total=%d)", message, self.warnings)
+
+    # --- discovery ------------------------------------------------------------
+    def discover(self) -> None:
+        """Find RDMA ports and netdevs and the files each has."""
+        spec = counter_spec()
+        ports: list[IbPort] = []
+        ib_dir = self.base / "class" / "infiniband"
+        for dev in sorted(p.name for p in ib_dir.iterdir()) if ib_dir.is_dir() else []:
+            if self.include and not any(fnmatch.fnmatch(dev, g) for g in self.include):
+                continue
+            dpath = resolve_entry(ib_dir, dev)
+            if dpath is None or not (dpath / "ports").is_dir():
+                self._warn(f"noports:{dev}", f"RDMA device without ports/ skipped device={dev}")
+                continue
+            attrs = {a: read_text(dpath / a) or "" for a in ("fw_ver", "board_id", "hca_type", "node_guid")}
+            for port_dir in sorted((dpath / "ports").iterdir(), key=lambda p: p.name):
+                if not port_dir.name.isdigit():
+                    continue
+                port = IbPort(dev, int(port_dir.name), port_dir, self._netdev_of(dpath, port_dir), **attrs)
+                if not (port_dir / "counters").is_dir():
+                    self._warn(
+                        f"nocounters:{dev}", f"RDMA port without counters/ device={dev} port={port.port}"
+                    )
+                for column, (sub, fname, mult) in spec["ib"].items():
+                    ext = spec["ib_ext"].get(column)
+                    if ext and (port_dir / "counters_ext" / ext).is_file():
+                        port.files[column] = (str(port_dir / "counters_ext" / ext), 4 if mult == 4 else 1)
+                    elif (port_dir / sub / fname).is_file():
+                        port.files[column] = (str(port_dir / sub / fname), mult)
+                    elif (port_dir / sub / fname).exists():
+                        self._warn(
+                            f"notfile:{port_dir / sub / fname}",
+                            f"counter is not a readable file, skipped path={port_dir / sub / fname}",
+                        )
+                ports.append(port)
+        netdevs: list[Netdev] = []
+        net_dir = self.base / "class" / "net"
+        for name in sorted(p.name for p in net_dir.iterdir()) if net_dir.is_dir() else []:
+            if name == "lo" or (
+                self.netdev_globs and not any(fnmatch.fnmatch(name, g) for g in self.netdev_globs)
+            ):
+                continue
+            npath = resolve_entry(net_dir, name)
+            if npath is None:
+                self._warn(f"netdev:{name}", f"netdev entry not resolvable skipped netdev={name}")
+                continue
+            nd = Netdev(name, npath)
+            for column, fname in spec["netdev"].items():
+                if (npath / "statistics" / fname).is_file():
+                    nd.stats[column] = str(npath / "statistics" / fname)
+            netdevs.append(nd)
+        old = {(p.device, p.port) for p in self.ports}
+        new = {(p.device, p.port) for p in ports}
+        self._changes = (sorted(new - old) if self._ticks else [], sorted(old - new))
+        self.ports, self.netdevs = ports, netdevs
+
+    def _netdev_of(self, dev_path: Path, port_dir: Path) -> str:
+        ndevs = port_dir / "gid_attrs" / "ndevs"
+        if ndevs.is_dir():
+            for f in sorted(ndevs.iterdir(), key=lambda p: p.name):
+                name = read_text(f)
+                if name:
+                    return name
+        net = dev_path / "device" / "net"
+        if net.is_dir():
+            names = sorted(p.name for p in net.iterdir())
+            port_index = int(port_dir.name) - 1
+            if names:
+                return names[port_index] if port_index < len(names) else names[0]
+        return ""
+
+    def probe(self) -> None:
+        """There must be at least one RDMA port or netdev under the root."""
+        if not (self.base / "class").is_dir():
+            raise SourceUnavailable(f"{self.base / 'class'} not found")
+        self.discover()
+        if not self.ports and not self.netdevs:
+            raise SourceUnavailable(f"no RDMA ports or netdevs under {self.base / 'class'}")
+
+    def inventory(self, into: Inventory) -> None:
+        """NIC ports for Hello."""
+        for p in self.ports:
+            into.nics.append(
+                {
+                    "device": p.device,
+                    "port": p.port,
+                    "netdev": p.netdev,
+                    "rate_bps": parse_rate_bps(read_text(p.path / "rate")) or 0,
+                    "link_layer": read_text(p.path / "link_layer") or "",
+                }
+            )
+
+    # --- sampling ---------------------------------------------------------------
+    def sample(self, now_ns: int) -> Rows:
+        """One row per RDMA port and per netdev; events for state, rate, carrier and resets."""
+        if self._ticks % self.rediscover_every_ticks == 0 and self._ticks:
+            self.discover()
+        elif not self._ticks and not self.ports and not self.netdevs:
+            self.discover()
+        self._ticks += 1
+        events: list[dict[str, Any]] = []
+        added, removed = getattr(self, "_changes", ([], []))
+        for dev, port in added:
+            events.append(self._event("device_added", dev, port, "", "", "", "", "RDMA port appeared"))
+        for dev, port in removed:
+            events.append(self._event("device_removed", dev, port, "", "", "", "", "RDMA port disappeared"))
+        self._changes = ([], [])
+        ib_rows = [self._sample_port(p, events) for p in self.ports]
+        nd_rows = [self._sample_netdev(n, events) for n in self.netdevs]
+        return {"ib_port_samples": ib_rows, "netdev_samples": nd_rows, "nic_events": events}
+
+    @staticmethod
+    def _event(
+        kind: str, device: str, port: int | None, netdev: str, counter: str, old: str, new: str, message: str
+    ) -> dict[str, Any]:
+        return {
+            "kind": kind,
+            "device": device,
+            "port": port,
+            "netdev": netdev,
+            "counter": counter,
+            "old": old,
+            "new": new,
+            "message": message,
+        }
+
+    def _sample_port(self, p: IbPort, events: list[dict[str, Any]]) -> dict[str, Any]:
+        base = p.base
+        code, state = parse_state(read_text(base + "state"))
+        _, phys = parse_state(read_text(base + "phys_state"))
+        rate = parse_rate_bps(read_text(base + "rate"))
+        row: dict[str, Any] = dict.fromkeys(counter_spec()["ib"])  # a column the driver lacks stays NULL
+        row |= {
+            "device": p.device,
+            "port": p.port,
+            "netdev": p.netdev,
+            "link_layer": read_text(base + "link_layer") or "",
+            "state": state,
+            "state_code": code,
+            "phys_state": phys,
+            "rate_bps": rate,
+            "fw_ver": p.fw_ver,
+            "board_id": p.board_id,
+        }
+        key = (p.device, p.port)
+        prev_state = self._prev_state.get(key)
+        if prev_state is not None:
+            for kind, old, new in (
+                ("link_state", prev_state[0], state),
+                ("phys_state", prev_state[1], phys),
+                ("rate", prev_state[2], rate),
+            ):
+                if old != new:
+                    events.append(
+                        self._event(
+                            kind,
+                            p.device,
+                            p.port,
+                            p.netdev,
+                            "",
+                            str(old),
+                            str(new),
+                            f"{kind} changed from {old} to {new}",
+                        )
+                    )
+        self._prev_state[key] = (state, phys, rate)
+        prev = self._prev_counters.setdefault(key, {})
+        reset = []
+        for column, (path, mult) in p.files.items():
+            value = read_counter(path)
+            if value is None:
+                self._warn(f"val:{path}", f"counter unreadable or N/A, stored as missing file={path}")
+                row[column] = None
+                continue
+            value *= mult
+            row[column] = value
+            if column in prev and value < prev[column]:
+                reset.append(column)
+            prev[column] = value
+        if reset:
+            events.append(
+                self._event(
+                    "counter_reset",
+                    p.device,
+                    p.port,
+                    p.netdev,
+                    ",".join(reset),
+                    "",
+                    "",
+                    f"counters went backwards (reset): {', '.join(reset)}",
+                )
+            )
+        return row
+
+    def _sample_netdev(self, n: Netdev, events: list[dict[str, Any]]) -> dict[str, Any]:
+        base = f"{n.path}/"
+        speed = read_counter(base + "speed")  # -1 (unknown) is not a counter: NULL
+        speed = speed if speed is not None and speed >= 0 else None
+        operstate = read_text(base + "operstate") or ""
+        row: dict[str, Any] = dict.fromkeys(counter_spec()["netdev"])
+        row |= {
+            "netdev": n.name,
+            "operstate": operstate,
+            "carrier": read_counter(base + "carrier"),
+            "speed_mbps": speed,
+            "mtu": read_counter(base + "mtu"),
+            "carrier_changes": read_counter(base + "carrier_changes"),
+        }
+        for column, path in n.stats.items():
+            row[column] = read_counter(path)
+        prev = self._prev_carrier.get(n.name)
+        if prev is not None and prev != (operstate, speed):
+            events.append(
+                self._event(
+                    "netdev_state",
+                    "",
+                    None,
+                    n.name,
+                    "",
+                    f"{prev[0]} {prev[1]}",
+                    f"{operstate} {speed}",
+                    f"netdev {n.name} operstate/speed changed",
+                )
+            )
+        self._prev_carrier[n.name] = (operstate, speed)
+        return row
+
+    def close(self) -> None:
+        """Nothing held open."""
