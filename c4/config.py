@@ -13,6 +13,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 DEFAULT_COLLECTOR = "127.0.0.1:7070"
 
+#: Samplers an agent runs when the config names none. Each starts with policy "ignore": a node
+#: without GPUs, RDMA devices or NCCL jobs runs the others and reports that source unavailable.
+DEFAULT_SAMPLERS: dict[str, dict[str, Any]] = {
+    "host": {}, "heartbeat": {}, "gpu": {}, "xid_kmsg": {}, "nic": {},
+    "nccl_inspector": {}, "nccl_ras": {}, "nccl_debug_log": {}, "nccl_conn": {},
+}
+
 
 class ConfigError(ValueError):
     """The configuration is invalid; the message names the file/variable and the key."""
@@ -43,7 +50,7 @@ class AgentConfig(BaseModel):
     max_in_flight: int = Field(64, ge=1)
     backoff_initial_s: float = Field(0.2, gt=0)
     backoff_max_s: float = Field(10.0, gt=0)
-    samplers: dict[str, dict[str, Any]] = Field(default_factory=lambda: {"host": {}, "heartbeat": {}})
+    samplers: dict[str, dict[str, Any]] = Field(default_factory=lambda: dict(DEFAULT_SAMPLERS))
 
     _addr = field_validator("collector")(classmethod(lambda cls, v: _check_address(v)))
 

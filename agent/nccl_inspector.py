@@ -1,0 +1,173 @@
+"""NCCL Inspector output: one row per rank per completed collective or p2p, from a tailed directory."""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from c4.agent.registry import SamplerContext
+from c4.agent.sampler import Rows, SourceUnavailable
+from c4.agent.tail import DirectoryTailer
+
+log = logging.getLogger("c4.agent.nccl_inspector")
+MAX_OBJECT_BYTES = 1 << 20
+
+
+def _ts(us: Any) -> datetime | None:
+    if not isinstance(us, (int, float)) or us <= 0:
+        return None
+    return datetime.fromtimestamp(us / 1e6, UTC).replace(tzinfo=None)
+
+
+def _num(v: Any, kind: type) -> Any:
+    if isinstance(v, bool) or v is None:
+        return None
+    try:
+        return kind(v)
+    except (TypeError, ValueError):
+        return None
+
+
+def inspector_row(obj: dict) -> dict[str, Any] | None:
+    """One Inspector object -> an nccl_collectives row (None if it has no coll_perf/p2p_perf)."""
+    header = obj.get("header") or {}
+    meta = obj.get("metadata") or {}
+    perf, prefix, kind = obj.get("coll_perf"), "coll", "coll"
+    if not isinstance(perf, dict):
+        perf, prefix, kind = obj.get("p2p_perf"), "p2p", "p2p"
+    if not isinstance(perf, dict) or not isinstance(header, dict):
+        return None
+    trace = perf.get("event_trace_ts") or {}
+    start_us = trace.get(f"{prefix}_start_ts") if isinstance(trace, dict) else None
+    row = {
+        "comm_id": str(header.get("id", "")),
+        "comm_name": str(header.get("comm_name", "") or ""),
+        "rank": _num(header.get("rank"), int),
+        "n_ranks": _num(header.get("n_ranks"), int),
+        "nnodes": _num(header.get("nnodes"), int),
+        "kind": kind,
+        "coll": str(perf.get(prefix) or perf.get("coll") or perf.get("p2p") or ""),
+        "coll_sn": _num(perf.get(f"{prefix}_sn"), int),
+        "peer": _num(perf.get("peer", perf.get("p2p_peer")), int),
+        "msg_size_bytes": _num(perf.get(f"{prefix}_msg_size_bytes"), int),
+        "exec_time_us": _num(perf.get(f"{prefix}_exec_time_us"), float),
+        "timing_source": str(perf.get(f"{prefix}_timing_source", "") or ""),
+        "algobw_gbs": _num(perf.get(f"{prefix}_algobw_gbs"), float),
+        "busbw_gbs": _num(perf.get(f"{prefix}_busbw_gbs"), float),
+        "start_ts": _ts(start_us),
+        "hostname": str(meta.get("hostname", "") or ""),
+        "pid": _num(meta.get("pid"), int),
+        "format_version": str(meta.get("inspector_output_format_version", "") or ""),
+    }
+    if row["rank"] is None or row["coll_sn"] is None:
+        return None
+    ts = _ts(meta.get("dump_timestamp_us"))
+    if ts is not None:
+        row["ts"] = ts
+    return row
+
+
+class ObjectAssembler:
+    """Reassembles JSON objects from lines: one per line (JSON lines) or pretty-printed over several."""
+
+    def __init__(self) -> None:
+        self.buf: list[str] = []
+        self.depth = 0
+        self.size = 0
+
+    def feed(self, line: str) -> tuple[dict | None, bool]:
+        """(object, garbage): an object when one completes; garbage=True for text that is not an object.
+
+        A line starting with ``{`` and holding more is one JSON line and must parse by itself; a bare
+        ``{`` starts a pretty-printed object that ends when its braces balance. A new object at column 0
+        abandons an unfinished one (a writer that died mid-object) as garbage.
+        """
+        stripped = line.strip()
+        garbage = False
+        if self.buf and line.startswith("{"):
+            self.buf, self.depth, self.size = [], 0, 0
+            garbage = True
+        if not self.buf:
+            if not stripped:
+                return None, garbage
+            if not stripped.startswith("{"):
+                return None, True
+            if stripped != "{":
+                try:
+                    obj = json.loads(stripped)
+                except json.JSONDecodeError:
+                    return None, True
+                return (obj, garbage) if isinstance(obj, dict) else (None, True)
+        self.buf.append(line)
+        self.size += len(line)
+        self.depth += line.count("{") - line.count("}")
+        if self.depth > 0 and self.size < MAX_OBJECT_BYTES:
+            return None, garbage
+        text = "\n".join(self.buf)
+        self.buf, self.depth, self.size = [], 0, 0
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError:
+            return None, True
+        return (obj, garbage) if isinstance(obj, dict) else (None, True)
+
+
+class InspectorSampler:
+    """Tails NCCL_INSPECTOR_DUMP_DIR; garbage and partial lines are counted and skipped."""
+
+    name = "nccl_inspector"
+    tables = ("nccl_collectives",)
+
+    class Options(BaseModel):
+        """Config keys of ``[agent.samplers.nccl_inspector]``."""
+
+        model_config = ConfigDict(extra="forbid")
+        dump_dir: Path | None = None  # NCCL_INSPECTOR_DUMP_DIR of the jobs on this node
+        pattern: str = "**/*"
+        start_at_end: bool = False
+
+    def __init__(self, dump_dir: Path | None, pattern: str = "**/*", start_at_end: bool = False) -> None:
+        self.dump_dir = dump_dir
+        self.tailer = DirectoryTailer(dump_dir, pattern, start_at_end) if dump_dir else None
+        self.assemblers: dict[Path, ObjectAssembler] = {}
+        self.garbage = 0
+
+    @classmethod
+    def from_options(cls, opts: InspectorSampler.Options, ctx: SamplerContext) -> InspectorSampler:
+        """Build from validated options."""
+        return cls(opts.dump_dir, opts.pattern, opts.start_at_end)
+
+    def probe(self) -> None:
+        """The dump directory must be configured and exist."""
+        if self.dump_dir is None or not self.dump_dir.is_dir():
+            raise SourceUnavailable(f"Inspector dump dir {self.dump_dir} not found (set dump_dir)")
+
+    def sample(self, now_ns: int) -> Rows:
+        """Rows for every object completed since the last tick."""
+        assert self.tailer is not None
+        rows = []
+        for path, line in self.tailer.read_lines():
+            obj, garbage = self.assemblers.setdefault(path, ObjectAssembler()).feed(line)
+            if garbage:
+                self.garbage += 1
+                if self.garbage in (1, 10, 100, 1000) or self.garbage % 10000 == 0:
+                    log.warning(
+                        "non-Inspector line skipped file=%s garbage_total=%d", path.name, self.garbage
+                    )
+            if obj is not None:
+                row = inspector_row(obj)
+                if row is None:
+                    self.garbage += 1
+                else:
+                    rows.append(row)
+        return {"nccl_collectives": rows}
+
+    def close(self) -> None:
+        """Close the files."""
+        if self.tailer:
+            self.tailer.close()

@@ -1,0 +1,115 @@
+"""PyTorch Flight Recorder dumps (pickle or JSON): which ranks are missing from the last collective."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class DumpError(ValueError):
+    """A dump file cannot be read; the message names the file."""
+
+
+@dataclass
+class RankDump:
+    """What one rank's recorder held."""
+
+    rank: int
+    path: Path
+    entries: list[dict[str, Any]]
+    pg_config: dict[str, Any] = field(default_factory=dict)
+
+
+class _SafeUnpickler(pickle.Unpickler):
+    """Dumps hold only builtin containers; refuse anything that would run code."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a dump")
+
+
+def load_dump(path: Path) -> RankDump:
+    """Read one dump (pickle or JSON). Rank from the dump, else the trailing digits of the file name."""
+    raw = path.read_bytes()
+    try:
+        data = (
+            json.loads(raw)
+            if raw[:1] in (b"{", b"[")
+            else _SafeUnpickler(__import__("io").BytesIO(raw)).load()
+        )
+    except (json.JSONDecodeError, pickle.UnpicklingError, EOFError, ValueError, TypeError) as exc:
+        raise DumpError(f"{path.name}: not a Flight Recorder dump ({exc})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("entries", []), list):
+        raise DumpError(f"{path.name}: no 'entries' list")
+    rank = data.get("rank")
+    if not isinstance(rank, int):
+        m = re.search(r"(\d+)(?:\.\w+)?$", path.name)
+        if not m:
+            raise DumpError(f"{path.name}: no rank in the dump or the file name")
+        rank = int(m.group(1))
+    entries = [e for e in data.get("entries", []) if isinstance(e, dict)]
+    return RankDump(rank, path, entries, data.get("pg_config") or {})
+
+
+def load_dir(directory: Path) -> tuple[list[RankDump], list[str]]:
+    """Every dump in a directory; unreadable files are reported, not fatal."""
+    dumps, problems = [], []
+    for path in sorted(p for p in Path(directory).iterdir() if p.is_file()):
+        try:
+            dumps.append(load_dump(path))
+        except (DumpError, OSError) as exc:
+            problems.append(str(exc))
+    return dumps, problems
+
+
+def _pg(entry: dict[str, Any]) -> str:
+    pg = entry.get("process_group")
+    if isinstance(pg, (list, tuple)) and pg:
+        return str(pg[0])
+    return str(entry.get("pg_id", pg if pg is not None else "default"))
+
+
+@dataclass
+class GroupVerdict:
+    """Hang localization for one process group."""
+
+    process_group: str
+    last_seq: int
+    op: str
+    ranks: list[int]
+    missing: list[int]  # never entered the last collective
+    stuck: list[int]  # entered it but did not complete
+    last_seq_by_rank: dict[int, int]
+
+
+def find_missing_ranks(dumps: list[RankDump]) -> list[GroupVerdict]:
+    """Per process group: the latest collective any rank entered, and who never entered / never finished it."""
+    by_pg: dict[str, dict[int, list[dict[str, Any]]]] = {}
+    for d in dumps:
+        for e in d.entries:
+            if isinstance(e.get("collective_seq_id"), int):
+                by_pg.setdefault(_pg(e), {}).setdefault(d.rank, []).append(e)
+        for pg in d.pg_config:
+            by_pg.setdefault(str(pg), {}).setdefault(d.rank, [])
+    verdicts = []
+    for pg, ranks in sorted(by_pg.items()):
+        last_by_rank = {r: max((e["collective_seq_id"] for e in es), default=0) for r, es in ranks.items()}
+        if not last_by_rank:
+            continue
+        last = max(last_by_rank.values())
+        if last == 0:
+            continue
+        op = ""
+        stuck = []
+        for r, es in ranks.items():
+            for e in es:
+                if e["collective_seq_id"] == last:
+                    op = op or str(e.get("profiling_name", ""))
+                    if e.get("state") != "completed":
+                        stuck.append(r)
+        missing = sorted(r for r, s in last_by_rank.items() if s < last)
+        verdicts.append(GroupVerdict(pg, last, op, sorted(ranks), missing, sorted(set(stuck)), last_by_rank))
+    return verdicts

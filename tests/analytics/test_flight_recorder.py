@@ -1,0 +1,94 @@
+"""Flight Recorder dumps: the rank that never entered the last collective is named."""
+
+import json
+import pickle
+import subprocess
+import sys
+
+from c4.analytics.flight_recorder import DumpError, find_missing_ranks, load_dump
+
+
+def entry(seq: int, state: str, op: str = "nccl:all_reduce", pg: str = "0") -> dict:
+    return {
+        "record_id": seq,
+        "pg_id": int(pg),
+        "process_group": (pg, "default_pg"),
+        "collective_seq_id": seq,
+        "p2p_seq_id": 0,
+        "op_id": seq,
+        "profiling_name": op,
+        "time_created_ns": 1_000_000 * seq,
+        "state": state,
+        "time_discovered_started_ns": 1_000_100 * seq,
+        "duration_ms": 1.5,
+        "input_sizes": [[1024]],
+    }
+
+
+def write_dumps(tmp_path, fmt: str):
+    d = tmp_path / fmt
+    d.mkdir()
+    for rank in range(4):
+        last = 41 if rank == 2 else 42  # rank 2 never entered collective #42
+        entries = [entry(s, "completed") for s in range(30, last)] + (
+            [entry(42, "started")] if rank != 2 else []
+        )
+        dump = {
+            "version": "2.4",
+            "pg_config": {"0": {"name": "0", "desc": "default_pg", "ranks": "[0, 1, 2, 3]"}},
+            "pg_status": {},
+            "entries": entries,
+        }
+        path = d / f"nccl_trace_rank_{rank}"
+        if fmt == "pickle":
+            path.write_bytes(pickle.dumps(dump))
+        else:
+            path.write_text(json.dumps(dump))
+    return d
+
+
+def test_pickle_and_json_dumps_name_the_missing_rank(tmp_path):
+    for fmt in ("pickle", "json"):
+        d = write_dumps(tmp_path, fmt)
+        dumps = [load_dump(p) for p in sorted(d.iterdir())]
+        (v,) = find_missing_ranks(dumps)
+        assert v.last_seq == 42 and v.missing == [2] and v.stuck == [0, 1, 3] and v.op == "nccl:all_reduce"
+
+
+def test_cli_reports_and_skips_malformed(tmp_path):
+    d = write_dumps(tmp_path, "pickle")
+    (d / "nccl_trace_rank_9").write_bytes(b"\x80\x04garbage")
+    (d / "notes.txt").write_text("hello")
+    out = subprocess.run(
+        [sys.executable, "-m", "c4.cli", "diagnose", "--flight-recorder", str(d)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "ranks [2] never entered collective #42" in out.stdout
+    assert "skipped nccl_trace_rank_9" in out.stderr and "skipped notes.txt" in out.stderr
+    js = subprocess.run(
+        [sys.executable, "-m", "c4.cli", "diagnose", "--flight-recorder", str(d), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert json.loads(js.stdout)[0]["missing"] == [2]
+
+
+def test_malicious_pickle_is_refused(tmp_path):
+    import os
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("true",))
+
+    p = tmp_path / "nccl_trace_rank_0"
+    p.write_bytes(pickle.dumps({"entries": [Evil()]}))
+    try:
+        load_dump(p)
+    except DumpError as exc:
+        assert "refusing" in str(exc)
+    else:
+        raise AssertionError("a pickle that runs code must be refused")
