@@ -87,13 +87,15 @@ class Agent:
         samplers: list[ScheduledSampler],
         ctx: SamplerContext,
         catalogue: Catalogue | None = None,
-        spool_fsync: bool = True,
+        spool_fsync: bool | None = None,
     ) -> None:
         self.cfg = cfg
         self.ctx = ctx
         self.samplers = samplers
         self.catalogue = catalogue or load()
-        self.spool = Spool(cfg.spool_dir, cfg.spool_max_bytes, fsync=spool_fsync)
+        self.spool = Spool(
+            cfg.spool_dir, cfg.spool_max_bytes, fsync=cfg.spool_fsync if spool_fsync is None else spool_fsync
+        )
         self.buffer = TableBuffer()
         self.batches_made = 0
         self._stop = threading.Event()  # stops the sender
@@ -286,4 +288,5 @@ class Agent:
                 s.sampler.close()
             except Exception as exc:
                 log.warning("sampler close failed sampler=%s error=%s", s.sampler.name, exc)
+        self.spool.close()
         log.info("agent stopped agent=%s spooled=%d", self.cfg.effective_agent_id, len(self.spool))

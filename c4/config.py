@@ -46,6 +46,7 @@ class AgentConfig(BaseModel):
     health_interval_s: float = Field(10.0, gt=0)
     spool_dir: Path = Path("/var/lib/c4/spool")
     spool_max_bytes: int = Field(256 << 20, ge=1 << 16)
+    spool_fsync: bool = False
     max_batch_bytes: int = Field(4 << 20, ge=1 << 12)
     max_in_flight: int = Field(64, ge=1)
     backoff_initial_s: float = Field(0.2, gt=0)

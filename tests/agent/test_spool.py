@@ -9,13 +9,17 @@ def test_order_restart_and_no_seq_reuse(tmp_path):
     assert seqs == [1, 2, 3, 4, 5]
     s.ack(1)
     s.ack(2)
-    s2 = Spool(tmp_path, 1 << 20)  # restart
+    s2 = Spool(tmp_path, 1 << 20)  # restart: acks are not persisted, Hello's last committed seq is
+    assert s2.pending() == [1, 2, 3, 4, 5]
+    s2.ack_through(2)
     assert s2.pending() == [3, 4, 5]
     assert s2.read(4).payload == b"payload-3" and s2.read(4).table == "t"
     for q in (3, 4, 5):
         s2.ack(q)
-    s3 = Spool(tmp_path, 1 << 20)  # empty spool, but numbers continue
-    assert s3.append("t", 1, b"x") == 6
+    s2.close()
+    assert not list(tmp_path.glob("*.seg"))  # fully acknowledged segments are gone
+    s3 = Spool(tmp_path, 1 << 20)  # empty spool, but numbers continue past every one ever used
+    assert s3.append("t", 1, b"x") > 5
 
 
 def test_full_spool_drops_oldest_and_counts(tmp_path, caplog):
@@ -31,10 +35,37 @@ def test_ack_through_and_torn_write(tmp_path):
     s = Spool(tmp_path, 1 << 20)
     for i in range(4):
         s.append("t", 1, bytes([i]))
-    (tmp_path / "00000000000000000099.batch.tmp").write_bytes(b"torn")
+    (tmp_path / "state.json.tmp").write_bytes(b"torn")
     assert s.ack_through(2) == 2
     s2 = Spool(tmp_path, 1 << 20)
+    assert s2.pending() == [1, 2, 3, 4]  # acks are not persisted: the collector's Hello says what is stored
+    s2.ack_through(2)
     assert s2.pending() == [3, 4]
     assert not list(tmp_path.glob("*.tmp"))
     s2.ack_through(50)  # the collector knows of a later seq (state lost): continue past it
-    assert s2.append("t", 1, b"y") == 51
+    assert s2.append("t", 1, b"y") > 50
+
+
+def test_torn_record_is_cut_off_on_reopen(tmp_path):
+    s = Spool(tmp_path, 1 << 20)
+    for i in range(3):
+        s.append("t", 1, bytes([i]) * 100)
+    s.close()
+    (seg,) = tmp_path.glob("*.seg")
+    with open(seg, "ab") as f:
+        f.write(b'\x40\x00\x00\x00{"seq": 4, "tab')  # a crash in the middle of the next record
+    s2 = Spool(tmp_path, 1 << 20)
+    assert s2.pending() == [1, 2, 3] and s2.read(3).payload == bytes([2]) * 100
+    assert s2.append("t", 1, b"new") > 3
+
+
+def test_acknowledged_segments_are_deleted(tmp_path, monkeypatch):
+    import c4.agent.spool as spool_mod
+
+    monkeypatch.setattr(spool_mod, "SEGMENT_BYTES", 300)
+    s = Spool(tmp_path, 1 << 20)
+    seqs = [s.append("t", 1, b"x" * 200) for _ in range(6)]
+    assert len(list(tmp_path.glob("*.seg"))) >= 3
+    for q in seqs[:-1]:
+        s.ack(q)
+    assert len(list(tmp_path.glob("*.seg"))) == 1  # only the active segment remains

@@ -101,7 +101,7 @@ def test_round_trip_agent_collector_sql(tmp_path):
         assert agent.stop() == 0
         col.stop()
     # every row acknowledged, nothing left in the spool; and the file opens once the collector is gone
-    assert not list(agent.spool.glob("*.batch"))
+    assert not list(agent.spool.glob("*.seg"))
     import duckdb
 
     con = duckdb.connect(str(col.db), read_only=True)
@@ -119,18 +119,22 @@ def test_collector_killed_mid_stream_loses_and_duplicates_nothing(tmp_path):
         wait_for(lambda: scalar(col.address, "SELECT count(*) FROM agent_heartbeat") >= 100, what="catch-up")
     finally:
         assert agent.stop() == 0
-    assert not list(agent.spool.glob("*.batch")), "agent exited with unacknowledged batches"
+    assert not list(agent.spool.glob("*.seg")), "agent exited with unacknowledged batches"
     maxima = assert_exactly_once(heartbeat_ticks(col.address, "node-k"))
     assert len(maxima) == 1 and next(iter(maxima.values())) >= 100
     col.stop()
 
 
 def _spooled_ticks(spool_dir) -> set[int]:
+    from c4.agent.spool import Spool
+
+    spool = Spool(spool_dir, 1 << 30)
     ticks: set[int] = set()
-    for f in sorted(spool_dir.glob("*.batch")):
-        header, _, payload = f.read_bytes().partition(b"\n")
-        if b"agent_heartbeat" in header:
-            ticks |= set(ipc.open_stream(payload).read_all().column("tick").to_pylist())
+    for seq in spool.pending():
+        batch = spool.read(seq)
+        if batch.table == "agent_heartbeat":
+            ticks |= set(ipc.open_stream(batch.payload).read_all().column("tick").to_pylist())
+    spool.close()
     return ticks
 
 
@@ -149,7 +153,13 @@ def test_agent_killed_with_full_spool_then_restarted(tmp_path):
         wait_for(
             lambda: len({b for b, _, _ in heartbeat_ticks(col.address, "node-s")}) == 2, what="second boot"
         )
-        wait_for(lambda: not list(agent.spool.glob("*.batch")) or None, what="spool drained")
+
+        def first_boot_stored() -> set[int]:
+            ticks = heartbeat_ticks(col.address, "node-s")
+            first = min(b for b, _, _ in ticks)
+            return {t for b, t, _ in ticks if b == first}
+
+        wait_for(lambda: spooled <= first_boot_stored(), what="every spooled tick stored")
     finally:
         assert agent2.stop() == 0
     ticks = heartbeat_ticks(col.address, "node-s")

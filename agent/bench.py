@@ -1,0 +1,118 @@
+"""``c4 bench agent``: CPU per sampling tick of the full agent on an 8-GPU fake NVML and an 8-NIC sysfs tree."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "Agent overhead: CPU time per tick of every sampler (8-GPU fake NVML, 8-NIC tree) plus batching."
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Benchmark size."""
+    parser.add_argument("--ticks", type=int, default=300, help="ticks to measure (default 300)")
+
+
+def build_node(root) -> dict:
+    """A node's sources under root: fake NVML scenario, 8-NIC sysfs tree, kernel log, NCCL dirs."""
+    import json
+
+    from c4.agent.fake_nvml import eight_gpu_scenario
+    from c4.agent.sysfs_tree import eight_nic_node
+
+    (root / "nvml.json").write_text(json.dumps(eight_gpu_scenario()))
+    eight_nic_node(root / "sys")
+    (root / "kmsg.log").write_text("")
+    for d in ("inspector", "nccl-logs", "conn"):
+        (root / d).mkdir()
+    return {
+        "host": {},
+        "heartbeat": {},
+        "gpu": {"fake_scenario": str(root / "nvml.json")},
+        "nic": {"sysfs_root": str(root / "sys")},
+        "xid_kmsg": {"kmsg_path": str(root / "kmsg.log")},
+        "nccl_inspector": {"dump_dir": str(root / "inspector")},
+        "nccl_debug_log": {"log_dir": str(root / "nccl-logs")},
+        "nccl_conn": {"record_dir": str(root / "conn")},
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    """Measure CPU time (process time) of ticks, per sampler and for the whole tick with its flush."""
+    import tempfile
+    import time
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    from c4.agent.labels import context_from
+    from c4.agent.runner import Agent, build_samplers
+    from c4.config import AgentConfig
+    from c4.report import emit
+
+    with tempfile.TemporaryDirectory(prefix="c4-bench-agent-") as tmp:
+        root = Path(tmp)
+        cfg = AgentConfig(
+            node="bench-node", spool_dir=root / "spool", samplers=build_node(root), collector="127.0.0.1:1"
+        )
+        ctx = context_from(cfg, env={})
+        agent = Agent(cfg, build_samplers(cfg, ctx), ctx)
+        agent.start_samplers()
+        for _ in range(3):  # warm up: first reads, previous values for rates
+            for s in agent.samplers:
+                if s.state == "running":
+                    agent.sample_one(s, time.time_ns())
+            agent.flush()
+        per_sampler = {s.sampler.name: 0.0 for s in agent.samplers}
+        flush_s = 0.0
+        total0 = time.process_time()
+        for _ in tqdm(range(args.ticks), desc="ticks", disable=not __import__("sys").stdout.isatty()):
+            now_ns = time.time_ns()
+            for s in agent.samplers:
+                if s.state != "running":
+                    continue
+                t0 = time.process_time()
+                agent.sample_one(s, now_ns)
+                per_sampler[s.sampler.name] += time.process_time() - t0
+            t0 = time.process_time()
+            agent.flush()
+            flush_s += time.process_time() - t0
+            for seq in agent.spool.pending():  # a collector would ack: keep the spool small
+                agent.spool.ack(seq)
+        total_s = time.process_time() - total0
+        rows_per_tick = sum(s.rows for s in agent.samplers) / (args.ticks + 3)
+        states = {s.sampler.name: s.state for s in agent.samplers}
+        for s in agent.samplers:
+            s.sampler.close()
+    cpu_ms = total_s * 1e3 / args.ticks
+    table = [
+        {
+            "part": name,
+            "state": states[name],
+            "cpu_ms_per_tick": v * 1e3 / args.ticks,
+            "share_of_tick": v / total_s,
+        }
+        for name, v in per_sampler.items()
+    ]
+    table.append(
+        {
+            "part": "batching + Arrow IPC + spool",
+            "state": "",
+            "cpu_ms_per_tick": flush_s * 1e3 / args.ticks,
+            "share_of_tick": flush_s / total_s,
+        }
+    )
+    summary = {
+        "cpu_ms_per_tick": round(cpu_ms, 3),
+        "core_share_at_1hz": round(cpu_ms / 1000, 5),
+        "rows_per_tick": round(rows_per_tick, 1),
+        "ticks": args.ticks,
+        "gpus": 8,
+        "nics": 8,
+    }
+    emit(
+        f"c4 bench agent: {args.ticks} ticks, 8 GPUs (fake NVML) x 18 NVLinks, 8 x 400G NICs",
+        table,
+        summary,
+        args.json,
+    )
+    return 0
