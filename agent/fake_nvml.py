@@ -68,24 +68,28 @@ DEFAULT_GAUGES: dict[str, float] = {
 }
 
 
-class _Value:
-    """The value union of c_nvmlFieldValue_t (every member reads the same number)."""
-
-    __slots__ = ("ullVal", "uiVal", "ulVal", "sllVal", "siVal", "usVal", "dVal")
-
-    def __init__(self, v: int) -> None:
-        self.ullVal = self.uiVal = self.ulVal = self.sllVal = self.siVal = self.usVal = v
-        self.dVal = float(v)
-
-
 class FieldValue:
-    """Same attributes as pynvml's c_nvmlFieldValue_t."""
+    """Same attributes as pynvml's c_nvmlFieldValue_t; ``value`` (the union) is the object itself."""
 
-    __slots__ = ("fieldId", "scopeId", "timestamp", "latencyUsec", "valueType", "nvmlReturn", "value")
+    __slots__ = (
+        "fieldId",
+        "scopeId",
+        "timestamp",
+        "latencyUsec",
+        "valueType",
+        "nvmlReturn",
+        "value",
+        "ullVal",
+    )
 
     def __init__(self, field_id: int, scope: int, ts_us: int, ret: int, value: int) -> None:
         self.fieldId, self.scopeId, self.timestamp, self.latencyUsec = field_id, scope, ts_us, 0
-        self.valueType, self.nvmlReturn, self.value = NVML_VALUE_TYPE_UNSIGNED_LONG_LONG, ret, _Value(value)
+        self.valueType, self.nvmlReturn, self.value, self.ullVal = (
+            NVML_VALUE_TYPE_UNSIGNED_LONG_LONG,
+            ret,
+            self,
+            value,
+        )
 
 
 class FakeHandle:
@@ -113,6 +117,7 @@ class FakeNvml:
         self._initialized = False
         self.fields = load_fields()
         self._plans: dict[tuple[int, int], tuple[str, str, int]] = {}
+        self._plan_lists: dict[tuple, list[tuple]] = {}
         self._checked_at = -1.0
         self._reload(force=True)
 
@@ -243,9 +248,14 @@ class FakeNvml:
         link_counters = g.get("link_counters", {})
         nvlinks = int(g.get("nvlinks", 0))
         out = []
-        for item in field_ids:
-            fid, scope = item if isinstance(item, tuple) else (item, 0)
-            kind, column, link = self._plan(fid, scope)
+        key = tuple(field_ids)
+        plans = self._plan_lists.get(key)
+        if plans is None:
+            plans = self._plan_lists[key] = [
+                (fid, scope, *self._plan(fid, scope))
+                for fid, scope in (item if isinstance(item, tuple) else (item, 0) for item in field_ids)
+            ]
+        for fid, scope, kind, column, link in plans:
             ret, value = NVML_SUCCESS, 0
             if kind == "none" or column in unsupported:
                 ret = NVML_ERROR_NOT_SUPPORTED
@@ -258,7 +268,7 @@ class FakeNvml:
             elif link >= nvlinks:
                 ret = NVML_ERROR_NOT_SUPPORTED
             else:
-                per_link = link_counters.get(str(link))
+                per_link = link_counters.get(str(link)) if link_counters else None
                 if per_link and column in per_link:
                     value = int(per_link[column])
                 else:

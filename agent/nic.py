@@ -5,6 +5,7 @@ from __future__ import annotations
 import fnmatch
 import functools
 import logging
+import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +50,7 @@ class IbPort:
     hca_type: str
     node_guid: str
     files: dict[str, tuple[str, int]] = field(default_factory=dict)  # column -> (file, multiplier)
+    link_layer: str = ""  # fixed for a port: read at discovery
 
     @property
     def base(self) -> str:
@@ -128,7 +130,14 @@ class NicSampler:
             for port_dir in sorted((dpath / "ports").iterdir(), key=lambda p: p.name):
                 if not port_dir.name.isdigit():
                     continue
-                port = IbPort(dev, int(port_dir.name), port_dir, self._netdev_of(dpath, port_dir), **attrs)
+                port = IbPort(
+                    dev,
+                    int(port_dir.name),
+                    port_dir,
+                    self._netdev_of(dpath, port_dir),
+                    **attrs,
+                    link_layer=read_text(port_dir / "link_layer") or "",
+                )
                 if not (port_dir / "counters").is_dir():
                     self._warn(
                         f"nocounters:{dev}", f"RDMA port without counters/ device={dev} port={port.port}"
@@ -278,15 +287,30 @@ class NicSampler:
         self._prev_state[key] = (state, phys, rate)
         prev = self._prev_counters.setdefault(key, {})
         reset = []
+        _open, _read, _close, rdonly = os.open, os.read, os.close, os.O_RDONLY  # hot loop: ~40 files a port
         for column, (path, mult) in p.files.items():
-            value = read_counter(path)
+            try:
+                fd = _open(path, rdonly)
+            except OSError:
+                value = None
+            else:
+                try:
+                    data = _read(fd, 64)
+                except OSError:
+                    data = b""
+                finally:
+                    _close(fd)
+                try:
+                    value = int(data)
+                except ValueError:
+                    value = None
             if value is None:
                 self._warn(f"val:{path}", f"counter unreadable or N/A, stored as missing file={path}")
                 row[column] = None
                 continue
             value *= mult
             row[column] = value
-            if column in prev and value < prev[column]:
+            if value < prev.get(column, 0):
                 reset.append(column)
             prev[column] = value
         if reset:

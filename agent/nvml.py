@@ -74,6 +74,7 @@ class Nvml:
         self.codes = self.fields.codes
         self._unsupported: set[tuple[int, str]] = set()
         self._event_set: Any = None
+        self._id_lists: dict[int, list[tuple[int, int]]] = {}  # request list -> (field id, scope) list
 
     @property
     def lib(self) -> Any:
@@ -109,7 +110,7 @@ class Nvml:
             mem = lib.nvmlDeviceGetMemoryInfo(h)
             pci = lib.nvmlDeviceGetPciInfo(h)
             links = self._value(
-                lambda h=h: lib.nvmlDeviceGetFieldValues(h, [91])[0].value.uiVal, i, "nvlink_count"
+                lambda h=h: _nvlink_count(lib.nvmlDeviceGetFieldValues(h, [91])[0]), i, "nvlink_count"
             )
             out.append(
                 Device(
@@ -212,3 +213,8 @@ _VALUE_MEMBER = {0: "dVal", 1: "uiVal", 2: "ulVal", 3: "ullVal", 4: "sllVal", 5:
 def _field_value(fv: Any) -> float | int:
     """Decode a c_nvmlFieldValue_t by its valueType."""
     return getattr(fv.value, _VALUE_MEMBER.get(int(fv.valueType), "ullVal"))
+
+
+def _nvlink_count(fv: Any) -> int:
+    """NVML_FI_DEV_NVLINK_LINK_COUNT, 0 when the GPU has no NVLink."""
+    return int(_field_value(fv)) if int(fv.nvmlReturn) == 0 else 0
