@@ -16,8 +16,15 @@ DEFAULT_COLLECTOR = "127.0.0.1:7070"
 #: Samplers an agent runs when the config names none. Each starts with policy "ignore": a node
 #: without GPUs, RDMA devices or NCCL jobs runs the others and reports that source unavailable.
 DEFAULT_SAMPLERS: dict[str, dict[str, Any]] = {
-    "host": {}, "heartbeat": {}, "gpu": {}, "xid_kmsg": {}, "nic": {},
-    "nccl_inspector": {}, "nccl_ras": {}, "nccl_debug_log": {}, "nccl_conn": {},
+    "host": {},
+    "heartbeat": {},
+    "gpu": {},
+    "xid_kmsg": {},
+    "nic": {},
+    "nccl_inspector": {},
+    "nccl_ras": {},
+    "nccl_debug_log": {},
+    "nccl_conn": {},
 }
 
 

@@ -7,7 +7,10 @@ import argparse
 HELP = "Start a collector and agents on loopback and show their rows arriving (Ctrl-C to stop)."
 
 SUMMARY_SQL = (
-    "SELECT 'host_cpu' AS tbl, count(*) AS rows, max(ts) AS latest FROM host_cpu "
+    "SELECT 'gpu_samples' AS tbl, count(*) AS rows, max(ts) AS latest FROM gpu_samples "
+    "UNION ALL SELECT 'nvlink_samples', count(*), max(ts) FROM nvlink_samples "
+    "UNION ALL SELECT 'ib_port_samples', count(*), max(ts) FROM ib_port_samples "
+    "UNION ALL SELECT 'host_cpu', count(*), max(ts) FROM host_cpu "
     "UNION ALL SELECT 'host_memory', count(*), max(ts) FROM host_memory "
     "UNION ALL SELECT 'agent_heartbeat', count(*), max(ts) FROM agent_heartbeat "
     "UNION ALL SELECT 'agent_health', count(*), max(ts) FROM agent_health ORDER BY 1"
@@ -24,6 +27,46 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--duration-s", type=float, default=0.0, help="stop after this many seconds (0: run until Ctrl-C)"
     )
     parser.add_argument("--every-s", type=float, default=10.0, help="print the summary this often")
+
+
+def start_simulated_node(work, address: str, env: dict):
+    """An agent whose GPU and NIC sources are the fake NVML and a synthetic sysfs tree (same samplers as production)."""
+    import json
+    import shutil
+    import subprocess
+    import sys
+
+    from c4.agent.bench import build_node
+
+    node = work / "sim-gpu-0"
+    shutil.rmtree(node, ignore_errors=True)
+    node.mkdir(parents=True)
+    samplers = build_node(node)
+    lines = ["[agent]", 'node = "sim-gpu-0"', 'job = "demo"']
+    for name, opts in samplers.items():
+        if name == "host":
+            continue
+        lines.append(f"[agent.samplers.{name}]")
+        lines += [f"{k} = {json.dumps(v)}" for k, v in opts.items()]
+    (node / "agent.toml").write_text("\n".join(lines) + "\n")
+    log = open(work / "sim-gpu-0.log", "ab")  # noqa: SIM115 - owned by the child
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "c4.cli",
+            "agent",
+            "--config",
+            str(node / "agent.toml"),
+            "--collector",
+            address,
+            "--spool-dir",
+            str(node / "spool"),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -69,6 +112,12 @@ def run(args: argparse.Namespace) -> int:
         env=env,
     )
     print(f"c4 demo: agent running on this host (log: {work / 'agent.log'})", flush=True)
+    sim_agent = start_simulated_node(work, collector.address, env)
+    print(
+        "c4 demo: agent for simulated node sim-gpu-0 (8 GPUs on the fake NVML, 8 x 400G NICs in a "
+        f"synthetic sysfs tree; log: {work / 'sim-gpu-0.log'})",
+        flush=True,
+    )
     print("c4 demo: try it yourself in another terminal:", flush=True)
     print(
         f"  .venv/bin/c4 sql --collector {collector.address} \"SELECT * FROM host_cpu_rate WHERE cpu = 'all' "
@@ -95,11 +144,12 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         pass
     finally:
-        agent.send_signal(signal.SIGTERM)
-        try:
-            agent.wait(15)
-        except subprocess.TimeoutExpired:
-            agent.kill()
+        for proc in (agent, sim_agent):
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
         collector.stop()
         print(
             f"c4 demo: stopped; the store stays at {collector.db} (open it with the duckdb CLI)", flush=True

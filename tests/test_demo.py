@@ -33,4 +33,5 @@ def test_demo_runs_and_shows_rows(tmp_path):
         if "┆" in line and line.split("┆")[1].strip().isdigit()
     }
     assert counts["host_cpu"] > 0 and counts["agent_heartbeat"] > 0, counts
+    assert counts["gpu_samples"] > 0 and counts["ib_port_samples"] > 0, counts
     assert (tmp_path / "collector" / "c4.duckdb").exists()
