@@ -1,0 +1,111 @@
+"""``c4 plan``: plan jobs onto a fabric, print loads vs. the bound and ECMP, write the plan as JSON."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+HELP = "C4P: plan every connection's path, NIC port and UDP source port; compare with ECMP and the spraying bound."
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """plan flags."""
+    parser.add_argument("--topology", required=True, help="fabric YAML (see deploy/examples/topology-*.yaml)")
+    parser.add_argument("--job", required=True, help="jobs YAML (see deploy/examples/job-ring.yaml)")
+    parser.add_argument(
+        "--max-qps", type=int, default=8, help="most pieces (QPs) a connection may be split into"
+    )
+    parser.add_argument("--out", default="plan.json", help="where to write the plan (JSON)")
+    parser.add_argument("--links", type=int, default=10, help="busiest links to list")
+    parser.add_argument("--collector", help="also store the plan in the collector's plans table (HOST:PORT)")
+    parser.add_argument("--seeds", type=int, default=5, help="ECMP seeds to average")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Plan, compare, write."""
+    import json
+    import statistics
+    import time
+    import uuid
+
+    import numpy as np
+
+    from c4.report import format_table
+    from c4.traffic.collectives import job_flows, load_job_yaml
+    from c4.traffic.export import plan_rows, plan_table
+    from c4.traffic.planner import Planner
+    from c4.traffic.routing import (
+        capacities,
+        ecmp_subflows,
+        loads_from_subflows,
+        lower_bound,
+        max_utilization,
+    )
+    from c4.traffic.topology import TopologyError, load_yaml
+
+    try:
+        topo = load_yaml(args.topology)
+        jobs = load_job_yaml(args.job)
+        flows = [f for j in jobs for f in job_flows(j, topo)]
+        t0 = time.perf_counter()
+        plan = Planner(topo, max_qps=args.max_qps).plan(flows)
+        plan_s = time.perf_counter() - t0
+    except TopologyError as exc:
+        print(f"c4 plan: {exc}", file=sys.stderr)
+        return 2
+    cap = capacities(topo)
+    bound = lower_bound(topo, flows)
+    plan_over = plan.max_utilization() / bound
+    ecmp = statistics.mean(
+        max_utilization(loads_from_subflows(len(cap), ecmp_subflows(topo, flows, s)), cap) / bound
+        for s in range(args.seeds)
+    )
+    print(
+        f"fabric {topo.name}: {len(topo.hosts)} hosts, {len(topo.leaves)} leaves, {len(topo.spines)} spines; "
+        f"{len(jobs)} jobs, {len(flows)} connections -> {len(plan.pieces)} pieces (planned in {plan_s:.3f} s)"
+    )
+    print(
+        f"max link load / spraying bound: plan {plan_over:.3f}   ECMP {ecmp:.3f} (mean of {args.seeds} seeds)   "
+        f"bound {bound * 1e3:.3f} ms per collective"
+    )
+    util = plan.load / np.where(cap > 0, cap, np.inf)
+    top = np.argsort(-util)[: args.links]
+    print(
+        format_table(
+            [
+                {
+                    "link": topo.links[i].name,
+                    "load_gb": plan.load[i] / 1e9,
+                    "capacity_gbps": topo.links[i].usable_gbps,
+                    "busy_ms": util[i] * 1e3,
+                    "over_bound": util[i] / bound,
+                }
+                for i in top
+            ]
+        )
+    )
+    plan_id = f"plan-{uuid.uuid4().hex[:8]}"
+    rows = plan_rows(plan, plan_id, plan_over)
+    with open(args.out, "w") as f:
+        json.dump(
+            {
+                "plan_id": plan_id,
+                "topology": topo.name,
+                "plan_over_bound": plan_over,
+                "ecmp_over_bound": ecmp,
+                "pieces": [{k: v for k, v in r.items() if k not in ("ts", "node")} for r in rows],
+            },
+            f,
+            indent=1,
+        )
+    print(f"wrote {args.out} ({len(rows)} pieces, plan id {plan_id})")
+    if args.collector:
+        from c4.agent.push import PushError, push_table
+
+        try:
+            n = push_table(args.collector, "plans", plan_table(plan, plan_id, plan_over), agent_id="c4-plan")
+        except PushError as exc:
+            print(f"c4 plan: {exc}", file=sys.stderr)
+            return 1
+        print(f"stored {n} rows in the collector's plans table")
+    return 0

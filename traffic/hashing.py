@@ -1,0 +1,104 @@
+"""RoCEv2 ECMP model: the 5-tuple, per-switch hashes (CRC32, XOR), mlx5 source ports, LAG port hashing."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass
+
+ROCEV2_DPORT = 4791
+SPORT_MIN, SPORT_MAX = 0xC000, 0xFFFF
+
+
+@dataclass(frozen=True)
+class FiveTuple:
+    """Addresses and ports of a RoCEv2 packet (UDP)."""
+
+    src_ip: str
+    dst_ip: str
+    sport: int
+    dport: int = ROCEV2_DPORT
+    proto: int = 17
+
+    def key(self) -> bytes:
+        """Bytes the switch hashes."""
+
+        def ip(a: str) -> bytes:
+            return bytes(int(x) for x in a.split("."))
+
+        return ip(self.src_ip) + ip(self.dst_ip) + struct.pack("!HHB", self.sport, self.dport, self.proto)
+
+
+def _mix(h: int) -> int:
+    """A 32-bit avalanche (murmur3 finalizer)."""
+    h &= 0xFFFFFFFF
+    h ^= h >> 16
+    h = (h * 0x85EBCA6B) & 0xFFFFFFFF
+    h ^= h >> 13
+    h = (h * 0xC2B2AE35) & 0xFFFFFFFF
+    h ^= h >> 16
+    return h
+
+
+def mlx5_sport(lqpn: int, rqpn: int) -> int:
+    """UDP source port mlx5 derives from the QP numbers when the flow label is 0.
+
+    fl = (lqpn * rqpn) folded to 20 bits; sport = ((fl & 0x3FFF) ^ ((fl & 0xFC000) >> 14)) | 0xC000.
+    """
+    v = (lqpn * rqpn) & 0xFFFFFFFFFFFFFFFF
+    v ^= v >> 20
+    v ^= v >> 40
+    fl = v & 0xFFFFF
+    return ((fl & 0x3FFF) ^ ((fl & 0xFC000) >> 14)) | 0xC000
+
+
+@dataclass(frozen=True)
+class SwitchHash:
+    """A switch's ECMP hash: CRC32 or XOR over the 5-tuple, salted with a per-switch seed."""
+
+    kind: str = "crc32"  # crc32 | xor
+    seed: int = 0
+
+    def __call__(self, t: FiveTuple) -> int:
+        """32-bit hash value: the base function over the 5-tuple, then the switch's seeded mixing.
+
+        CRC and XOR are linear over GF(2): two switches that only XOR different seeds into them
+        would pick correlated next hops (hash polarization). Real switches avoid that with
+        per-switch hash-function selection; the model mixes the seed in non-linearly instead.
+        """
+        key = t.key()
+        if self.kind == "crc32":
+            h = zlib.crc32(key)
+        elif self.kind == "xor":
+            words = struct.unpack("!IIHHB", key)
+            h = words[0] ^ words[1] ^ ((words[2] << 16) | words[3]) ^ words[4]
+        else:
+            raise ValueError(f"unknown hash kind {self.kind!r}")
+        return _mix(h ^ self.seed)
+
+    def pick(self, t: FiveTuple, n: int) -> int:
+        """Index of the next hop among n equal-cost choices."""
+        return self(t) % n
+
+
+def switch_hash(switch: str, kind: str = "crc32", seed: int = 0) -> SwitchHash:
+    """Each switch salts its hash differently (as real switches do, to avoid polarization)."""
+    return SwitchHash(kind, (zlib.crc32(switch.encode()) ^ seed) & 0xFFFFFFFF)
+
+
+def lag_port(t: FiveTuple, ports: int, seed: int = 0) -> int:
+    """Which port of a dual-port NIC bond a flow uses (LAG hashing on the 5-tuple)."""
+    return SwitchHash("crc32", seed ^ 0x1A6)(t) % ports
+
+
+def find_sport(
+    src_ip: str, dst_ip: str, want: int, n: int, hasher: SwitchHash, start: int = SPORT_MIN
+) -> int:
+    """A source port in 0xC000-0xFFFF whose 5-tuple the hash maps to choice ``want`` of ``n``."""
+    for sport in range(start, SPORT_MAX + 1):
+        if hasher.pick(FiveTuple(src_ip, dst_ip, sport), n) == want:
+            return sport
+    for sport in range(SPORT_MIN, start):
+        if hasher.pick(FiveTuple(src_ip, dst_ip, sport), n) == want:
+            return sport
+    raise ValueError(f"no source port maps {src_ip}->{dst_ip} onto choice {want} of {n}")

@@ -1,0 +1,227 @@
+"""Fabric model: hosts with NIC ports, leaf/spine(/core) switches, directed links with capacity and state."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class TopologyError(ValueError):
+    """The fabric description is wrong; the message names the bad element."""
+
+
+@dataclass
+class Link:
+    """One direction of a physical link (full duplex = two Links)."""
+
+    id: int
+    src: str
+    dst: str
+    capacity_gbps: float
+    state: str = "up"  # up | down | degraded
+    rate_gbps: float | None = None  # the degraded rate
+
+    @property
+    def usable_gbps(self) -> float:
+        """Capacity now: 0 when down, the degraded rate when degraded."""
+        if self.state == "down":
+            return 0.0
+        if self.state == "degraded" and self.rate_gbps is not None:
+            return self.rate_gbps
+        return self.capacity_gbps
+
+    @property
+    def name(self) -> str:
+        """'a->b'."""
+        return f"{self.src}->{self.dst}"
+
+
+@dataclass
+class NicPort:
+    """A host NIC port and the leaf it is cabled to."""
+
+    host: str
+    nic: int
+    port: int
+    leaf: str
+    ip: str
+    rail: int = 0
+    plane: int = 0
+
+    @property
+    def name(self) -> str:
+        """'host/nic<i>p<j>'."""
+        return f"{self.host}/nic{self.nic}p{self.port}"
+
+
+@dataclass
+class Host:
+    """A server with GPUs and NICs."""
+
+    name: str
+    gpus: int
+    nics: list[list[NicPort]]  # nics[nic][port]
+
+
+@dataclass
+class Topology:
+    """A 2-tier (leaf/spine) or 3-tier (leaf/agg/core) Clos with hosts."""
+
+    name: str = "fabric"
+    tiers: int = 2
+    hosts: dict[str, Host] = field(default_factory=dict)
+    leaves: list[str] = field(default_factory=list)
+    spines: list[str] = field(default_factory=list)  # 2-tier spines, or 3-tier aggregation switches
+    cores: list[str] = field(default_factory=list)
+    pod_of: dict[str, int] = field(default_factory=dict)  # leaf/agg -> pod (3-tier)
+    links: list[Link] = field(default_factory=list)
+    _by_ends: dict[tuple[str, str], Link] = field(default_factory=dict)
+    _up: dict[str, list[Link]] = field(default_factory=lambda: defaultdict(list))
+
+    def add_link(self, a: str, b: str, gbps: float) -> None:
+        """A full-duplex cable between a and b."""
+        if gbps <= 0:
+            raise TopologyError(f"link {a}<->{b}: capacity must be positive, got {gbps}")
+        for s, d in ((a, b), (b, a)):
+            if (s, d) in self._by_ends:
+                raise TopologyError(f"link {s}->{d} declared twice")
+            link = Link(len(self.links), s, d, float(gbps))
+            self.links.append(link)
+            self._by_ends[(s, d)] = link
+            self._up[s].append(link)
+
+    def link(self, a: str, b: str) -> Link:
+        """The directed link a->b."""
+        try:
+            return self._by_ends[(a, b)]
+        except KeyError:
+            raise TopologyError(f"no link {a}->{b}") from None
+
+    def has_link(self, a: str, b: str) -> bool:
+        """Whether a->b exists."""
+        return (a, b) in self._by_ends
+
+    def set_state(self, a: str, b: str, state: str, rate_gbps: float | None = None) -> None:
+        """Change both directions of the cable a<->b."""
+        if state not in ("up", "down", "degraded"):
+            raise TopologyError(f"link {a}<->{b}: unknown state {state!r}")
+        for s, d in ((a, b), (b, a)):
+            link = self.link(s, d)
+            link.state, link.rate_gbps = state, rate_gbps
+
+    def ports(self) -> list[NicPort]:
+        """Every host NIC port."""
+        return [p for h in self.hosts.values() for nic in h.nics for p in nic]
+
+    def port(self, host: str, nic: int, port: int = 0) -> NicPort:
+        """One NIC port of a host."""
+        try:
+            return self.hosts[host].nics[nic][port]
+        except (KeyError, IndexError):
+            raise TopologyError(f"host {host!r} has no nic {nic} port {port}") from None
+
+    def live(self, a: str, b: str) -> bool:
+        """a->b exists and carries traffic."""
+        link = self._by_ends.get((a, b))
+        return link is not None and link.usable_gbps > 0
+
+    def spine_paths(self, src_leaf: str, dst_leaf: str) -> list[list[str]]:
+        """Switch paths between two leaves (through one spine, or agg/core/agg in 3 tiers)."""
+        if src_leaf == dst_leaf:
+            return [[src_leaf]]
+        if self.tiers == 2:
+            return [
+                [src_leaf, s, dst_leaf]
+                for s in self.spines
+                if self.has_link(src_leaf, s) and self.has_link(s, dst_leaf)
+            ]
+        src_aggs = [s for s in self.spines if self.has_link(src_leaf, s)]
+        dst_aggs = [s for s in self.spines if self.has_link(s, dst_leaf)]
+        if self.pod_of.get(src_leaf) == self.pod_of.get(dst_leaf):
+            return [[src_leaf, a, dst_leaf] for a in src_aggs if a in dst_aggs]
+        out = []
+        for a in src_aggs:
+            for c in self.cores:
+                if not self.has_link(a, c):
+                    continue
+                for b in dst_aggs:
+                    if self.has_link(c, b):
+                        out.append([src_leaf, a, c, b, dst_leaf])
+        return out
+
+    def next_hops(self, cur: str, dst_leaf: str) -> list[str]:
+        """Equal-cost next switches from ``cur`` toward ``dst_leaf`` (what an ECMP group holds), live ones only."""
+        if cur == dst_leaf:
+            return []
+        if self.tiers == 2:
+            if cur in self.spines:
+                return [dst_leaf] if self.live(cur, dst_leaf) else []
+            return [s for s in self.spines if self.live(cur, s) and self.live(s, dst_leaf)]
+        pod = self.pod_of.get(dst_leaf)
+        if cur in self.leaves:
+            aggs = [a for a in self.spines if self.live(cur, a)]
+            if self.pod_of.get(cur) == pod:
+                aggs = [a for a in aggs if self.live(a, dst_leaf)]
+            return aggs
+        if cur in self.spines:
+            if self.pod_of.get(cur) == pod:
+                return [dst_leaf] if self.live(cur, dst_leaf) else []
+            return [
+                c
+                for c in self.cores
+                if self.live(cur, c)
+                and any(
+                    self.live(c, a) and self.live(a, dst_leaf) for a in self.spines if self.pod_of[a] == pod
+                )
+            ]
+        if cur in self.cores:
+            return [
+                a
+                for a in self.spines
+                if self.pod_of[a] == pod and self.live(cur, a) and self.live(a, dst_leaf)
+            ]
+        return []
+
+    def validate(self) -> None:
+        """Every port's leaf exists and is cabled; raise TopologyError naming the element."""
+        leaves = set(self.leaves)
+        for p in self.ports():
+            if p.leaf not in leaves:
+                raise TopologyError(f"NIC port {p.name}: leaf {p.leaf!r} is not declared")
+            if not self.has_link(p.name, p.leaf):
+                raise TopologyError(f"NIC port {p.name}: no cable to leaf {p.leaf}")
+        for leaf in self.leaves:
+            if not any(self.has_link(leaf, s) for s in self.spines):
+                raise TopologyError(f"leaf {leaf!r} has no uplink")
+
+
+def load_yaml(path: Path | str) -> Topology:
+    """Load a topology spec (see deploy/examples/topology-*.yaml)."""
+    import yaml
+
+    from c4.traffic.generators import fat_tree, leaf_spine
+
+    try:
+        spec: dict[str, Any] = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise TopologyError(f"{path}: {exc}") from None
+    if not isinstance(spec, dict):
+        raise TopologyError(f"{path}: expected a mapping at the top")
+    kind = spec.get("generator")
+    args = {k: v for k, v in (spec.get("args") or {}).items()}
+    if kind == "leaf_spine":
+        topo = leaf_spine(**args)
+    elif kind == "fat_tree":
+        topo = fat_tree(**args)
+    else:
+        raise TopologyError(f"{path}: generator must be leaf_spine or fat_tree, got {kind!r}")
+    topo.name = str(spec.get("name", topo.name))
+    for f in spec.get("failures") or []:
+        a, b = f.get("link", [None, None])
+        if a is None or b is None:
+            raise TopologyError(f"{path}: failure entry {f} needs link: [a, b]")
+        topo.set_state(a, b, f.get("state", "down"), f.get("rate_gbps"))
+    topo.validate()
+    return topo
