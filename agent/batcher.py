@@ -24,9 +24,15 @@ def rows_to_table(
     if table not in catalogue:
         raise RowError(f"unknown table {table!r} (not in the catalogue)")
     schema = catalogue[table].arrow_schema
-    filled = [{**defaults, **r} for r in rows]
+    known = set(schema.names)
+    for r in rows[:1]:
+        unknown = set(r) - known
+        if unknown:
+            raise RowError(
+                f"table {table!r}: rows have columns the catalogue does not declare: {sorted(unknown)}"
+            )
     try:
-        return pa.Table.from_pylist(filled, schema=schema)
+        return pa.Table.from_pylist([{**defaults, **r} for r in rows], schema=schema)
     except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, TypeError) as exc:
         raise RowError(f"table {table!r}: rows do not match the catalogue: {exc}") from None
 

@@ -81,6 +81,9 @@ class NicSampler:
         include: list[str] | None = None  # RDMA device globs, e.g. ["mlx5_*"]; default all
         netdevs: list[str] | None = None  # netdev globs; default: all except lo
         rediscover_every_ticks: int = 60
+        slow_every_ticks: int = (
+            5  # rarely-moving error counters ([slow] in nic_counters.toml) are read this often
+        )
 
     def __init__(
         self,
@@ -88,11 +91,15 @@ class NicSampler:
         include: list[str] | None = None,
         netdevs: list[str] | None = None,
         rediscover_every_ticks: int = 60,
+        slow_every_ticks: int = 5,
     ) -> None:
         self.base = sysfs_base(Path(sysfs_root))
         self.include = include
         self.netdev_globs = netdevs
         self.rediscover_every_ticks = max(1, rediscover_every_ticks)
+        self.slow_every_ticks = max(1, slow_every_ticks)
+        spec = counter_spec().get("slow", {})
+        self._slow_ib, self._slow_netdev = set(spec.get("ib", ())), set(spec.get("netdev", ()))
         self.ports: list[IbPort] = []
         self.netdevs: list[Netdev] = []
         self.warnings = 0
@@ -105,7 +112,9 @@ class NicSampler:
     @classmethod
     def from_options(cls, opts: NicSampler.Options, ctx: SamplerContext) -> NicSampler:
         """Build from validated options."""
-        return cls(opts.sysfs_root, opts.include, opts.netdevs, opts.rediscover_every_ticks)
+        return cls(
+            opts.sysfs_root, opts.include, opts.netdevs, opts.rediscover_every_ticks, opts.slow_every_ticks
+        )
 
     def _warn(self, key: str, message: str) -> None:
         self.warnings += 1
@@ -218,6 +227,7 @@ class NicSampler:
             self.discover()
         elif not self._ticks and not self.ports and not self.netdevs:
             self.discover()
+        self._slow_tick = self._ticks % self.slow_every_ticks == 0
         self._ticks += 1
         events: list[dict[str, Any]] = []
         added, removed = getattr(self, "_changes", ([], []))
@@ -288,7 +298,10 @@ class NicSampler:
         prev = self._prev_counters.setdefault(key, {})
         reset = []
         _open, _read, _close, rdonly = os.open, os.read, os.close, os.O_RDONLY  # hot loop: ~40 files a port
+        skip = () if self._slow_tick else self._slow_ib
         for column, (path, mult) in p.files.items():
+            if column in skip:
+                continue
             try:
                 fd = _open(path, rdonly)
             except OSError:
@@ -342,8 +355,10 @@ class NicSampler:
             "mtu": read_counter(base + "mtu"),
             "carrier_changes": read_counter(base + "carrier_changes"),
         }
+        skip = () if self._slow_tick else self._slow_netdev
         for column, path in n.stats.items():
-            row[column] = read_counter(path)
+            if column not in skip:
+                row[column] = read_counter(path)
         prev = self._prev_carrier.get(n.name)
         if prev is not None and prev != (operstate, speed):
             events.append(

@@ -160,10 +160,13 @@ class Nvml:
             return [Reading(None, 0)] * len(request)
         ok, lost = self.codes["NVML_SUCCESS"], self.codes["NVML_ERROR_GPU_IS_LOST"]
         out = []
+        ull = 3  # NVML_VALUE_TYPE_UNSIGNED_LONG_LONG: almost every counter, decoded inline
         for (column, _fid, scope), fv in zip(request, values, strict=True):
             ret = fv.nvmlReturn
             if ret == ok:
-                out.append(Reading(_field_value(fv), fv.timestamp))
+                out.append(
+                    Reading(fv.value.ullVal if fv.valueType == ull else _field_value(fv), fv.timestamp)
+                )
                 continue
             if ret == lost:
                 raise GpuLost(dev.index, column)

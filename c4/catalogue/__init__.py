@@ -96,7 +96,8 @@ class TableSpec:
 
         A counter that goes down either wrapped (when it declares ``wrap_bits``
         and the previous value sat in the top quarter of its range) or was reset
-        (the new value is the increase since the reset).
+        (the new value is the increase since the reset). A NULL counter (not read
+        that tick) gets a NULL rate; the next value is compared with the last one read.
         """
         counters = self.counters
         if not counters or not self.time_column:
@@ -108,20 +109,26 @@ class TableSpec:
         select = [f'"{self.time_column}"'] + [f'"{c.name}"' for c in labels]
         select.append(f"{dt} AS interval_s")
         for c in counters:
+            # NULL means "not read this tick": compare with the last value that was read, over its own interval
             wide = "DOUBLE" if c.type == "DOUBLE" else "HUGEINT"
             cur = f'CAST("{c.name}" AS {wide})'
-            prev = f'CAST(lag("{c.name}") OVER w AS {wide})'
+            prev = f'CAST(lag("{c.name}" IGNORE NULLS) OVER w AS {wide})'
+            prev_ts = (
+                f'lag(CASE WHEN "{c.name}" IS NOT NULL THEN "{self.time_column}" END IGNORE NULLS) OVER w'
+            )
+            dt_c = f'(epoch_us("{self.time_column}") - epoch_us({prev_ts})) / 1e6'
             if c.wrap_bits:
                 mod = 2**c.wrap_bits
                 down = f"CASE WHEN {prev} >= {mod * 3 // 4} THEN {cur} + {mod} - {prev} ELSE {cur} END"
             else:
                 down = cur
             delta = (
-                f"CASE WHEN {prev} IS NULL THEN NULL WHEN {cur} >= {prev} THEN {cur} - {prev} ELSE {down} END"
+                f"CASE WHEN {cur} IS NULL OR {prev} IS NULL THEN NULL WHEN {cur} >= {prev} THEN {cur} - {prev} "
+                f"ELSE {down} END"
             )
             unit = c.unit or "units"
             rate_name = f"{c.name}_per_s"
-            select.append(f'CAST({delta} AS DOUBLE) / nullif({dt}, 0) AS "{rate_name}" /* {unit}/s */')
+            select.append(f'CAST({delta} AS DOUBLE) / nullif({dt_c}, 0) AS "{rate_name}" /* {unit}/s */')
         body = ",\n  ".join(select)
         return f'CREATE OR REPLACE VIEW "{self.name}_rate" AS SELECT\n  {body}\nFROM "{self.name}"\nWINDOW w AS {win}'
 

@@ -173,3 +173,16 @@ def test_eight_nic_node(tmp_path):
     out = s.sample(0)
     assert len(out["ib_port_samples"]) == 8 and len(out["netdev_samples"]) == 9
     assert all(r["rate_bps"] == 400 * 10**9 and r["np_cnp_sent"] == 0 for r in out["ib_port_samples"])
+
+
+def test_slow_counters_are_read_every_n_ticks(tmp_path):
+    write_ib_port(tmp_path, "mlx5_0", 1, counters={"VL15_dropped": 3, "symbol_error": 1})
+    write_netdev(tmp_path, "ens0np0", stats={"collisions": 2, "rx_bytes": 5})
+    s = NicSampler(tmp_path, slow_every_ticks=3)
+    s.probe()
+    ticks = [s.sample(0) for _ in range(4)]
+    vl15 = [t["ib_port_samples"][0]["vl15_dropped"] for t in ticks]
+    assert vl15 == [3, None, None, 3]  # NULL = not read this tick; fast counters every tick
+    assert [t["ib_port_samples"][0]["symbol_errors"] for t in ticks] == [1, 1, 1, 1]
+    assert [t["netdev_samples"][0]["collisions"] for t in ticks] == [2, None, None, 2]
+    assert [t["netdev_samples"][0]["rx_bytes"] for t in ticks] == [5, 5, 5, 5]

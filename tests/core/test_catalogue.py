@@ -48,7 +48,9 @@ columns = [
         ('2026-01-01 00:00:00', 'n', '', 1000, 4294967000),
         ('2026-01-01 00:00:02', 'n', '', 3000, 4294967200),
         ('2026-01-01 00:00:04', 'n', '', 500, 100),
-        ('2026-01-01 00:00:06', 'n', '', 700, 300)"""
+        ('2026-01-01 00:00:06', 'n', '', 700, 300),
+        ('2026-01-01 00:00:08', 'n', '', 900, NULL),
+        ('2026-01-01 00:00:10', 'n', '', 1100, 700)"""
     )
     rows = con.execute("SELECT plain_per_s, w32_per_s FROM ctr_rate ORDER BY ts").fetchall()
     assert rows[0] == (None, None)
@@ -56,6 +58,9 @@ columns = [
     # plain went 3000 -> 500: a reset, the 500 counted since; w32 wrapped: 2^32 - 4294967200 + 100 = 196
     assert rows[2] == (250.0, 98.0)
     assert rows[3] == (100.0, 100.0)
+    # a counter not read at 00:08 (NULL) has no rate there; at 00:10 it is compared with 00:06 over 4 s
+    assert rows[4] == (100.0, None)
+    assert rows[5] == (100.0, 100.0)
 
 
 @pytest.mark.parametrize(
