@@ -3,6 +3,7 @@
 Scenario (dict or JSON file, re-read when its mtime changes so a simulator can drive it)::
 
     {"start_s": 1764000000.0,                # t = 0 of rates/events (default: when loaded)
+     "clock_s": 1764000042.0,                # optional: "now" as a simulator sees it (default: wall clock)
      "gpus": [{"index": 0, "uuid": "GPU-...", "pci_bus_id": "00000000:18:00.0",
                "name": "NVIDIA H100 80GB HBM3", "memory_total_bytes": 85899345920, "nvlinks": 18,
                "gauges": {"util_gpu_pct": 97, "power_mw": 650000, ...},
@@ -142,8 +143,12 @@ class FakeNvml:
         """The scenario's GPUs."""
         return self._scenario.get("gpus", [])
 
+    def _now(self) -> float:
+        """Epoch seconds: the scenario's own clock when a simulator drives it (clock_s), else the real one."""
+        return float(self._scenario.get("clock_s") or self.clock())
+
     def _t(self) -> float:
-        return self.clock() - float(self._scenario.get("start_s") or self._loaded_at)
+        return self._now() - float(self._scenario.get("start_s") or self._loaded_at)
 
     def _gpu(self, h: FakeHandle) -> dict:
         if not self._initialized:
@@ -241,7 +246,7 @@ class FakeNvml:
     def nvmlDeviceGetFieldValues(self, h: FakeHandle, field_ids: list) -> list[FieldValue]:
         """Field values with NVML timestamps (microseconds), as c_nvmlFieldValue_t-like objects."""
         g = self._gpu(h)
-        ts_us = int(self.clock() * 1e6)
+        ts_us = int(self._now() * 1e6)
         t = max(0.0, self._t())
         unsupported = g.get("not_supported", ())
         gauges, counters, rates = g.get("gauges", {}), g.get("counters", {}), g.get("rates", {})

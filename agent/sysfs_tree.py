@@ -140,13 +140,30 @@ def set_link(
         write_file(p / "rate", rate_text(rate_gbps))
 
 
+COUNTER_WIDTH = 24  # counters are rewritten in place, space-padded to a fixed width
+
+
 def update_counters(
     root: Path, device: str, port: int, values: dict[str, int], sub: str = "counters"
 ) -> None:
-    """Set counter files (raw sysfs values: data counters in 4-byte words)."""
-    d = Path(root) / "class" / "infiniband" / device / "ports" / str(port) / sub
+    """Set counter files (raw sysfs values: data counters in 4-byte words).
+
+    An existing file is overwritten in place with one fixed-width pwrite (a reader sees the old
+    or the new number, padded with spaces as int() accepts); creating a new file per update
+    costs ~20x more on the simulator's hot path.
+    """
+    d = f"{root}/class/infiniband/{device}/ports/{port}/{sub}/"
     for name, value in values.items():
-        write_file(d / name, int(value))
+        data = str(int(value)).encode().ljust(COUNTER_WIDTH) + b"\n"
+        try:
+            fd = os.open(d + name, os.O_WRONLY)
+        except FileNotFoundError:
+            write_file(Path(d + name), int(value))
+            continue
+        try:
+            os.pwrite(fd, data, 0)
+        finally:
+            os.close(fd)
 
 
 def write_netdev(

@@ -13,6 +13,7 @@ BENCHES: dict[str, str] = {
     "agent": "c4.agent.bench",
     "plan": "c4.traffic.bench",
     "plugin": "c4.agent.bench_plugin",
+    "sim": "c4.bench_sim",
 }
 
 

@@ -13,7 +13,10 @@ SUMMARY_SQL = (
     "UNION ALL SELECT 'host_cpu', count(*), max(ts) FROM host_cpu "
     "UNION ALL SELECT 'host_memory', count(*), max(ts) FROM host_memory "
     "UNION ALL SELECT 'agent_heartbeat', count(*), max(ts) FROM agent_heartbeat "
-    "UNION ALL SELECT 'agent_health', count(*), max(ts) FROM agent_health ORDER BY 1"
+    "UNION ALL SELECT 'agent_health', count(*), max(ts) FROM agent_health "
+    "UNION ALL SELECT 'nccl_collectives', count(*), max(ts) FROM nccl_collectives "
+    "UNION ALL SELECT 'nccl_connections', count(*), max(ts) FROM nccl_connections "
+    "UNION ALL SELECT 'gpu_events', count(*), max(ts) FROM gpu_events ORDER BY 1"
 )
 
 
@@ -27,46 +30,30 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--duration-s", type=float, default=0.0, help="stop after this many seconds (0: run until Ctrl-C)"
     )
     parser.add_argument("--every-s", type=float, default=10.0, help="print the summary this often")
-
-
-def start_simulated_node(work, address: str, env: dict):
-    """An agent whose GPU and NIC sources are the fake NVML and a synthetic sysfs tree (same samplers as production)."""
-    import json
-    import shutil
-    import subprocess
-    import sys
-
-    from c4.agent.bench import build_node
-
-    node = work / "sim-gpu-0"
-    shutil.rmtree(node, ignore_errors=True)
-    node.mkdir(parents=True)
-    samplers = build_node(node)
-    lines = ["[agent]", 'node = "sim-gpu-0"', 'job = "demo"']
-    for name, opts in samplers.items():
-        if name == "host":
-            continue
-        lines.append(f"[agent.samplers.{name}]")
-        lines += [f"{k} = {json.dumps(v)}" for k, v in opts.items()]
-    (node / "agent.toml").write_text("\n".join(lines) + "\n")
-    log = open(work / "sim-gpu-0.log", "ab")  # noqa: SIM115 - owned by the child
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "c4.cli",
-            "agent",
-            "--config",
-            str(node / "agent.toml"),
-            "--collector",
-            address,
-            "--spool-dir",
-            str(node / "spool"),
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=env,
+    parser.add_argument(
+        "--nodes", type=int, default=16, help="simulated GPU nodes (8 GPUs, 8 x 400G NICs each)"
     )
+
+
+def demo_twin(nodes: int, loops: int = 20):
+    """The demo cluster: deploy/examples/scenarios/demo.yaml's faults, repeated every 10 minutes."""
+    from pathlib import Path
+
+    from c4.traffic.twin import ClusterTwin, Fault, load_scenario
+
+    scenario = Path(__file__).resolve().parents[1] / "deploy" / "examples" / "scenarios" / "demo.yaml"
+    if scenario.is_file():
+        spec = load_scenario(scenario)
+    else:  # an installed package without the repository's deploy/ folder
+        spec = {"cluster": {}, "faults": [Fault("nic_degraded", at_s=60, duration_s=90, node="host3", nic=2)]}
+    cluster = {**(spec.get("cluster") or {}), "nodes": nodes}
+    faults = []
+    for k in range(loops):
+        for f in spec["faults"]:
+            if f.node and int(f.node[4:]) >= nodes:
+                continue
+            faults.append(Fault(**{**f.__dict__, "at_s": f.at_s + 600 * k}))
+    return ClusterTwin(**cluster, faults=faults)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -112,10 +99,24 @@ def run(args: argparse.Namespace) -> int:
         env=env,
     )
     print(f"c4 demo: agent running on this host (log: {work / 'agent.log'})", flush=True)
-    sim_agent = start_simulated_node(work, collector.address, env)
+    import shutil
+    import threading
+
+    from c4.sim import SimRunner
+
+    shutil.rmtree(work / "sim" / "nodes", ignore_errors=True)
+    (work / "sim").mkdir(parents=True, exist_ok=True)
+    twin = demo_twin(args.nodes)
+    runner = SimRunner(work / "sim", twin, "demo")
+    runner.write_ground_truth(collector.address)
+    runner.start_agents(collector.address, env=env)
+    sim_stop = threading.Event()
+    sim_thread = threading.Thread(target=runner.run, args=(1e9, 1.0, sim_stop.is_set), daemon=True)
+    sim_thread.start()
     print(
-        "c4 demo: agent for simulated node sim-gpu-0 (8 GPUs on the fake NVML, 8 x 400G NICs in a "
-        f"synthetic sysfs tree; log: {work / 'sim-gpu-0.log'})",
+        f"c4 demo: simulated cluster of {args.nodes} nodes x 8 GPUs x 8 NICs on a leaf/spine fabric, one real "
+        f"agent per node (files under {work / 'sim' / 'nodes'}); scripted faults from "
+        "deploy/examples/scenarios/demo.yaml repeat every 10 minutes (table sim_ground_truth)",
         flush=True,
     )
     print("c4 demo: try it yourself in another terminal:", flush=True)
@@ -144,12 +145,13 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         pass
     finally:
-        for proc in (agent, sim_agent):
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        sim_stop.set()
+        runner.stop_agents()
+        agent.send_signal(signal.SIGTERM)
+        try:
+            agent.wait(15)
+        except subprocess.TimeoutExpired:
+            agent.kill()
         collector.stop()
         print(
             f"c4 demo: stopped; the store stays at {collector.db} (open it with the duckdb CLI)", flush=True

@@ -15,13 +15,15 @@ def test_demo_runs_and_shows_rows(tmp_path):
             "--listen",
             f"127.0.0.1:{free_port()}",
             "--duration-s",
-            "6",
+            "12",
+            "--nodes",
+            "2",
             "--every-s",
             "2",
         ],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=180,
     )
     assert out.returncode == 0, out.stderr
     assert "agent_heartbeat" in out.stdout and "host_cpu" in out.stdout
@@ -34,4 +36,5 @@ def test_demo_runs_and_shows_rows(tmp_path):
     }
     assert counts["host_cpu"] > 0 and counts["agent_heartbeat"] > 0, counts
     assert counts["gpu_samples"] > 0 and counts["ib_port_samples"] > 0, counts
+    assert counts["nccl_collectives"] > 0 and counts["nccl_connections"] > 0, counts
     assert (tmp_path / "collector" / "c4.duckdb").exists()

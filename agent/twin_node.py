@@ -1,0 +1,255 @@
+"""Writes what a simulated node exposes, where the unchanged production samplers read it.
+
+Per node root: ``sys/`` (RDMA and netdev sysfs tree), ``nvml.json`` (the fake NVML's scenario),
+``kmsg.log`` (NVRM Xid lines), ``inspector/`` (NCCL Inspector JSON lines per rank),
+``nccl-logs/`` (NCCL_DEBUG=INFO init and connection lines) and ``conn/`` (per-connection
+records in the C4 profiler plugin's format).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from c4.agent.fake_nvml import gpu_entry
+from c4.agent.sysfs_tree import set_link, update_counters, write_ib_port, write_netdev
+
+NODE_SAMPLERS = ("heartbeat", "gpu", "xid_kmsg", "nic", "nccl_inspector", "nccl_debug_log", "nccl_conn")
+
+
+def _atomic_json(path: Path, obj: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj))
+    os.replace(tmp, path)
+
+
+class NodeWriter:
+    """One simulated node's files, advanced from the twin's step outputs."""
+
+    def __init__(
+        self,
+        root: Path,
+        node: str,
+        node_index: int,
+        gpus: int,
+        nics: int,
+        epoch_s: float,
+        rate_gbps: float = 400,
+    ) -> None:
+        self.root = Path(root)
+        self.node = node
+        self.gpus = gpus
+        self.nics = nics
+        self.epoch_s = epoch_s  # wall-clock time of simulated t = 0
+        self.rate_gbps = rate_gbps
+        self.tx_words = [0] * nics
+        self.rx_words = [0] * nics
+        self.retrans = [0] * nics
+        self.link_downed = [0] * nics
+        self.carrier_changes = [1] * nics
+        self.energy_mj = [1e9] * gpus
+        self.pcie = [0.0] * gpus
+        self.nvlink = [0.0] * gpus
+        for d in ("inspector", "nccl-logs", "conn"):
+            (self.root / d).mkdir(parents=True, exist_ok=True)
+        for n in range(nics):
+            write_ib_port(self.root / "sys", f"mlx5_{n}", 1, rate_gbps=rate_gbps, netdev=f"ens{n}np0")
+            write_netdev(self.root / "sys", f"ens{n}np0", speed_mbps=int(rate_gbps * 1000))
+        self.scenario = {
+            "start_s": epoch_s,
+            "gpus": [gpu_entry(g, node_index) for g in range(gpus)],
+            "events": [],
+        }
+        for g in self.scenario["gpus"]:
+            g["rates"] = {}
+            g["counters"] = {}
+        _atomic_json(self.root / "nvml.json", self.scenario)
+        (self.root / "kmsg.log").touch()
+
+    def sampler_config(self) -> dict[str, dict[str, Any]]:
+        """[agent.samplers.*] for an agent reading this node."""
+        r = self.root
+        return {
+            "heartbeat": {},
+            "gpu": {"fake_scenario": str(r / "nvml.json")},
+            "xid_kmsg": {"kmsg_path": str(r / "kmsg.log"), "from_start": True},
+            "nic": {"sysfs_root": str(r / "sys")},
+            "nccl_inspector": {"dump_dir": str(r / "inspector")},
+            "nccl_debug_log": {"log_dir": str(r / "nccl-logs")},
+            "nccl_conn": {"record_dir": str(r / "conn")},
+        }
+
+    def wall(self, t: float) -> float:
+        """Wall-clock seconds of simulated time t."""
+        return self.epoch_s + t
+
+    def write_init_log(self, twin) -> None:
+        """NCCL_DEBUG=INFO lines: communicator init and the ring connections of this node's ranks."""
+        lines = []
+        pid = 1000 + twin.hosts.index(self.node)
+        for g in range(self.gpus):
+            rank = twin.rank_of(self.node, g)
+            lines.append(
+                f"{self.node}:{pid}:{pid} [{g}] NCCL INFO ncclCommInitRank comm 0x{0x55D0 + g:x} rank {rank} "
+                f"nranks {len(twin.hosts) * self.gpus} cudaDev {g} nvmlDev {g} busId {0x18 + g:x}000 "
+                f"commId 0x7c4c4c4c00000001 - Init START"
+            )
+        for f in twin.flows:
+            if f.src == self.node:
+                src_rank, dst_rank = twin.rank_of(f.src, f.src_nic), twin.rank_of(f.dst, f.dst_nic)
+                lines.append(
+                    f"{self.node}:{pid}:{pid} [{f.src_nic}] NCCL INFO Channel {f.channel:02d}/0 : "
+                    f"{src_rank}[{f.src_nic}] -> {dst_rank}[{f.dst_nic}] [send] via NET/IB/{f.src_nic}/GDRDMA"
+                )
+        (self.root / "nccl-logs" / f"{self.node}.log").write_text("\n".join(lines) + "\n")
+
+    def apply(self, twin, out) -> None:
+        """Write one step: counters advance with the step's traffic and faults; records per rank/connection."""
+        node = self.node
+        sysroot = self.root / "sys"
+        for ev in out.link_events:
+            if ev["node"] != node:
+                continue
+            n = ev["nic"]
+            state = "DOWN" if ev["state"] == "down" else "ACTIVE"
+            set_link(
+                sysroot,
+                f"mlx5_{n}",
+                1,
+                state=state,
+                phys_state="Polling" if state == "DOWN" else "LinkUp",
+                rate_gbps=ev["rate_gbps"] if ev["state"] != "down" else self.rate_gbps,
+            )
+            if ev["state"] == "down":
+                self.link_downed[n] += 1
+                self.carrier_changes[n] += 1
+            elif ev["kind"] == "link_flap":
+                self.carrier_changes[n] += 1
+            write_netdev(
+                sysroot,
+                f"ens{n}np0",
+                operstate="down" if ev["state"] == "down" else "up",
+                carrier=0 if ev["state"] == "down" else 1,
+                carrier_changes=self.carrier_changes[n],
+                speed_mbps=int((ev["rate_gbps"] if ev["state"] == "degraded" else self.rate_gbps) * 1000),
+            )
+        active = [f for f in twin.faults if f.active(out.t) and f.node == node]
+        for n in range(self.nics):
+            sent = out.nic_bytes.get((node, n), 0.0)
+            self.tx_words[n] += int(sent / 4)
+            self.rx_words[n] += int(sent / 4)  # ring: every NIC receives what its peer sends
+            if any(f.kind == "nic_degraded" and f.nic == n for f in active):
+                self.retrans[n] += 40
+            update_counters(
+                sysroot,
+                f"mlx5_{n}",
+                1,
+                {
+                    "port_xmit_data": self.tx_words[n],
+                    "port_rcv_data": self.rx_words[n],
+                    "link_downed": self.link_downed[n],
+                },
+            )
+            update_counters(
+                sysroot,
+                f"mlx5_{n}",
+                1,
+                {"roce_adp_retrans": self.retrans[n], "local_ack_timeout_err": self.retrans[n] // 4},
+                "hw_counters",
+            )
+        for g, gpu in enumerate(self.scenario["gpus"]):
+            st = out.gpu_state[(node, g)]
+            gauges = gpu["gauges"]
+            gauges.update(
+                util_gpu_pct=st["util_gpu_pct"],
+                power_mw=int(st["power_w"] * 1000),
+                temp_gpu_c=st["temp_gpu_c"],
+                clocks_event_reasons=st["clocks_event_reasons"],
+                clock_sm_mhz=st["clock_sm_mhz"],
+                pcie_gen_cur=st["pcie_gen_cur"],
+                remapped_rows_failure=st["remapped_rows_failure"],
+            )
+            self.energy_mj[g] += st["power_w"] * out.duration_s * 1000
+            self.nvlink[g] += 2.5e10 * out.duration_s
+            gpu["counters"] = {
+                "energy_mj": self.energy_mj[g],
+                "nvlink_tx_bytes": self.nvlink[g],
+                "nvlink_rx_bytes": self.nvlink[g],
+                "pcie_tx_bytes": self.pcie[g],
+                "pcie_rx_bytes": self.pcie[g],
+            }
+        for ev in out.events:
+            if ev["node"] != node:
+                continue
+            bus = f"0000:{[0x18, 0x2A, 0x3A, 0x5D, 0x9A, 0xAB, 0xBA, 0xDB][ev['gpu'] % 8]:02x}:00"
+            with open(self.root / "kmsg.log", "a") as f:
+                f.write(f"NVRM: Xid (PCI:{bus}): {ev['xid']}, pid=4242, name=python, simulated fault\n")
+            if ev["xid"] == 79:
+                self.scenario["gpus"][ev["gpu"]]["lost_at_s"] = ev["at_s"]
+            elif ev["xid"] not in (79, 119, 120):  # NVML cannot report these; the kernel log can
+                self.scenario["events"].append({"at_s": ev["at_s"], "gpu": ev["gpu"], "xid": ev["xid"]})
+        self.scenario["clock_s"] = self.wall(out.t + max(out.duration_s, 0.0))
+        _atomic_json(self.root / "nvml.json", self.scenario)
+        end_us = int(self.wall(out.t + out.duration_s) * 1e6)
+        for r in out.ranks:
+            if r.node != node or not r.issued or out.blocked:
+                continue
+            rec = {
+                "header": {
+                    "id": "0x7c4c4c4c00000001",
+                    "rank": r.rank,
+                    "n_ranks": len(twin.hosts) * self.gpus,
+                    "nnodes": len(twin.hosts),
+                },
+                "metadata": {
+                    "inspector_output_format_version": "v4.0",
+                    "dump_timestamp_us": end_us,
+                    "hostname": node,
+                    "pid": 1000 + twin.hosts.index(node),
+                },
+                "coll_perf": {
+                    "coll": "AllReduce",
+                    "coll_sn": out.seq,
+                    "coll_msg_size_bytes": int(twin.message_bytes),
+                    "coll_exec_time_us": r.exec_us,
+                    "coll_timing_source": "kernel_gpu",
+                    "coll_algobw_gbs": twin.message_bytes / max(r.exec_us, 1) / 1e3,
+                    "coll_busbw_gbs": twin.message_bytes / max(r.exec_us, 1) / 1e3 * 2,
+                    "event_trace_ts": {"coll_start_ts": int(self.wall(r.arrive_s) * 1e6)},
+                },
+            }
+            with open(self.root / "inspector" / f"rank{r.rank}.log", "a") as f:
+                f.write(json.dumps(rec) + "\n")
+        lines = []
+        for c in out.conns:
+            if c["src"] != node:
+                continue
+            lines.append(
+                json.dumps(
+                    {
+                        "v": 1,
+                        "kind": "conn",
+                        "ts_ns": end_us * 1000,
+                        "window_ns": int(max(out.duration_s, 1e-3) * 1e9),
+                        "pid": 1000 + twin.hosts.index(node),
+                        "comm": "0x7c4c4c4c00000001",
+                        "rank": twin.rank_of(c["src"], c["nic"]),
+                        "peer": twin.rank_of(c["dst"], c["nic"]),
+                        "channel": c["channel"],
+                        "dir": "send",
+                        "dev": f"mlx5_{c['nic']}",
+                        "port": 1,
+                        "ops": 1,
+                        "steps": max(1, int(c["bytes"] // (4 << 20))),
+                        "bytes": int(c["bytes"]),
+                        "net_us": c["net_us"],
+                        "wait_peer_us": c["wait_peer_us"],
+                        "wait_gpu_us": c["wait_gpu_us"],
+                    }
+                )
+            )
+        if lines:
+            with open(self.root / "conn" / f"c4-conn-{node}.jsonl", "a") as f:
+                f.write("\n".join(lines) + "\n")

@@ -1,0 +1,139 @@
+"""Digital twin: each fault leaves its signature in what the unchanged samplers read; negatives leave none."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from c4.agent.labels import context_from
+from c4.agent.runner import build_samplers
+from c4.config import AgentConfig
+from c4.sim import SimRunner
+from c4.traffic.twin import FAULT_KINDS, ClusterTwin, Fault, load_scenario
+
+SCENARIOS = Path(__file__).resolve().parents[2] / "deploy" / "examples" / "scenarios"
+
+
+def run_twin(tmp_path, faults, steps=30, nodes=4, seed=1):
+    twin = ClusterTwin(nodes=nodes, leaves=2, spines=2, seed=seed, faults=faults)
+    runner = SimRunner(tmp_path, twin, "t", epoch_s=1_800_000_000.0)
+    samplers = {}
+    for host, w in runner.writers.items():
+        cfg = AgentConfig(node=host, samplers=w.sampler_config(), spool_dir=tmp_path / "spool")
+        samplers[host] = build_samplers(cfg, context_from(cfg, env={}))
+        for s in samplers[host]:
+            s.probe()
+    rows: dict[str, list] = {}
+    for _ in range(steps):
+        runner.step()
+        for host, ss in samplers.items():
+            for s in ss:
+                for table, rs in s.sampler.sample(0).items():
+                    rows.setdefault(table, []).extend({**r, "node": host} for r in rs)
+    return twin, rows
+
+
+def test_every_fault_kind_has_a_scenario_file():
+    kinds = {f.kind for p in SCENARIOS.glob("*.yaml") for f in load_scenario(p)["faults"]}
+    assert kinds == set(FAULT_KINDS)
+
+
+def test_nic_degraded_rate_and_retransmits(tmp_path):
+    twin, rows = run_twin(tmp_path, [Fault("nic_degraded", at_s=10, node="host1", nic=2, factor=0.5)])
+    port = [r for r in rows["ib_port_samples"] if r["node"] == "host1" and r["device"] == "mlx5_2"]
+    assert port[0]["rate_bps"] == 400e9 and port[-1]["rate_bps"] == 200e9
+    assert port[-1]["roce_adp_retrans"] > port[0]["roce_adp_retrans"]
+    assert any(e["kind"] == "rate" and e["device"] == "mlx5_2" for e in rows["nic_events"])
+    other = [r for r in rows["ib_port_samples"] if r["node"] == "host0" and r["device"] == "mlx5_2"]
+    assert other[-1]["rate_bps"] == 400e9 and not other[-1]["roce_adp_retrans"]
+    # collectives slow down for everyone once the port is degraded
+    ex = {}
+    for r in rows["nccl_collectives"]:
+        ex.setdefault(r["coll_sn"], []).append(r["exec_time_us"])
+    early = sum(ex[1]) / len(ex[1])
+    late = sum(ex[max(ex)]) / len(ex[max(ex)])
+    assert late > early * 1.2
+
+
+def test_link_flap_counts_downs_and_carrier_changes(tmp_path):
+    _, rows = run_twin(tmp_path, [Fault("link_flap", at_s=5, duration_s=20, node="host0", nic=1)], steps=25)
+    port = [r for r in rows["ib_port_samples"] if r["node"] == "host0" and r["device"] == "mlx5_1"]
+    assert port[-1]["link_downed"] >= 3
+    nd = [r for r in rows["netdev_samples"] if r["node"] == "host0" and r["netdev"] == "ens1np0"]
+    assert nd[-1]["carrier_changes"] > nd[0]["carrier_changes"] + 3
+    assert sum(1 for e in rows["nic_events"] if e["kind"] == "link_state" and e["device"] == "mlx5_1") >= 3
+
+
+def test_xids_via_nvml_and_kernel_log(tmp_path):
+    _, rows = run_twin(
+        tmp_path,
+        [
+            Fault("xid", at_s=5, node="host2", gpu=1, xid=48),
+            Fault("xid", at_s=8, node="host3", gpu=5, xid=79),
+        ],
+    )
+    ev = rows["gpu_events"]
+    assert {(e["source"], e["xid"], e["node"]) for e in ev if e["kind"] == "xid"} >= {
+        ("nvml", 48, "host2"),
+        ("kmsg", 48, "host2"),
+        ("kmsg", 79, "host3"),
+    }
+    assert any(e["kind"] == "gpu_lost" and e["node"] == "host3" and e["gpu_index"] == 5 for e in ev)
+
+
+def test_rank_hang_stalls_every_rank_at_one_sequence(tmp_path):
+    _, rows = run_twin(tmp_path, [Fault("rank_hang", at_s=10, node="host1", gpu=4)], steps=30)
+    last = {}
+    for r in rows["nccl_collectives"]:
+        last[r["rank"]] = max(last.get(r["rank"], -1), r["coll_sn"])
+    assert len(set(last.values())) == 1  # everyone stopped after the same collective
+    assert max(last.values()) < 20
+
+
+def test_throttle_pcie_remap_signatures(tmp_path):
+    _, rows = run_twin(
+        tmp_path,
+        [
+            Fault("thermal_throttle", at_s=5, node="host0", gpu=3, factor=0.3),
+            Fault("pcie_downtrain", at_s=5, node="host1", gpu=2),
+            Fault("row_remap_failure", at_s=5, node="host2", gpu=6),
+        ],
+        steps=12,
+    )
+    g = {(r["node"], r["gpu_index"]): r for r in rows["gpu_samples"]}
+    assert g[("host0", 3)]["clocks_event_reasons"] & 0x40 and g[("host0", 3)]["temp_gpu_c"] > 85
+    assert g[("host0", 2)]["clocks_event_reasons"] == 0
+    assert g[("host1", 2)]["pcie_gen_cur"] < g[("host1", 2)]["pcie_gen_max"]
+    assert g[("host2", 6)]["remapped_rows_failure"] == 1
+
+
+@pytest.mark.parametrize("kind", ["uniform_slowdown", "transient_slowdown", "job_restart"])
+def test_negative_scenarios_show_no_hardware_signature(tmp_path, kind):
+    _, rows = run_twin(tmp_path, [Fault(kind, at_s=5, duration_s=4, node="host1", factor=0.3)], steps=15)
+    assert not rows.get("gpu_events") and not rows.get("nic_events")
+    assert {r["rate_bps"] for r in rows["ib_port_samples"]} == {400e9}
+    assert all(r["clocks_event_reasons"] == 0 for r in rows["gpu_samples"])
+
+
+def test_same_seed_same_data(tmp_path):
+    def digest(d: Path) -> str:
+        h = hashlib.sha256()
+        for p in sorted(d.rglob("*")):
+            if p.is_file() and p.suffix in (".log", ".jsonl", ".json"):
+                h.update(p.relative_to(d).as_posix().encode() + p.read_bytes())
+        return h.hexdigest()
+
+    faults = [Fault("nic_degraded", at_s=5, node="host1", nic=2)]
+    for sub in ("a", "b"):
+        twin = ClusterTwin(nodes=4, leaves=2, spines=2, seed=7, faults=list(faults))
+        runner = SimRunner(tmp_path / sub, twin, "t", epoch_s=1_800_000_000.0)
+        for _ in range(10):
+            runner.step()
+    assert digest(tmp_path / "a") == digest(tmp_path / "b")
+    twin = ClusterTwin(nodes=4, leaves=2, spines=2, seed=8, faults=list(faults))
+    runner = SimRunner(tmp_path / "c", twin, "t", epoch_s=1_800_000_000.0)
+    for _ in range(10):
+        runner.step()
+    assert digest(tmp_path / "c") != digest(tmp_path / "a")

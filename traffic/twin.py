@@ -1,0 +1,353 @@
+"""Digital twin of a training cluster: a job's iterations on the fabric model, with injected faults.
+
+Pure simulation (no files): every step of simulated time yields what each node's hardware and
+NCCL would show; `agent/twin_node.py` writes it where the real samplers read. Per-connection
+throughput comes from the max-min fluid model of the current routing (ECMP or a C4P plan) and
+link states, so congestion and degraded links slow collectives the way they would on a fabric.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from c4.traffic.collectives import Flow, Job, job_flows
+from c4.traffic.fluid import FluidSim
+from c4.traffic.generators import leaf_spine
+from c4.traffic.planner import Planner
+from c4.traffic.routing import capacities, ecmp_subflows
+from c4.traffic.topology import Topology
+
+FAULT_KINDS = {
+    # kind: (expected class, component type, recommended action)
+    "nic_degraded": ("hardware", "nic_port", "replace_cable"),
+    "link_flap": ("hardware", "nic_port", "replace_cable"),
+    "link_down": ("hardware", "nic_port", "replace_cable"),
+    "spine_link_degraded": ("hardware", "switch_link", "replace_cable"),
+    "ecmp_congestion": ("congestion", "switch_link", "replan_traffic"),
+    "xid": ("hardware", "gpu", "by_xid"),
+    "row_remap_failure": ("hardware", "gpu", "replace_gpu"),
+    "thermal_throttle": ("non_comm_slow", "gpu", "drain_node"),
+    "rank_hang": ("non_comm_hang", "gpu", "restart_job"),
+    "comm_hang": ("comm_hang", "nic_port", "restart_job"),
+    "pcie_downtrain": ("hardware", "gpu", "reset_gpu"),
+    # negatives: must raise nothing
+    "transient_slowdown": ("none", "none", "none"),
+    "uniform_slowdown": ("none", "none", "none"),
+    "job_restart": ("none", "none", "none"),
+}
+
+
+@dataclass
+class Fault:
+    """One injected fault with its ground truth."""
+
+    kind: str
+    at_s: float
+    duration_s: float = float("inf")
+    node: str = ""
+    gpu: int = 0
+    nic: int = 0
+    xid: int = 0
+    factor: float = 0.5  # slowdown / rate factor
+
+    def active(self, t: float) -> bool:
+        """Whether the fault is in effect at simulated time t."""
+        return self.at_s <= t < self.at_s + self.duration_s
+
+    def truth(self) -> dict[str, Any]:
+        """The ground-truth row of this fault."""
+        cls, comp, action = FAULT_KINDS[self.kind]
+        if self.kind == "xid":
+            from c4.agent.xid import describe
+
+            action = describe(self.xid).action
+        component = {
+            "gpu": f"{self.node}/gpu{self.gpu}",
+            "nic_port": f"{self.node}/nic{self.nic}",
+            "switch_link": f"{self.node}",
+            "none": "",
+        }.get(comp, self.node)
+        return {
+            "fault": self.kind,
+            "component_type": comp,
+            "component": component,
+            "onset_s": self.at_s,
+            "end_s": None if self.duration_s == float("inf") else self.at_s + self.duration_s,
+            "expected_class": cls,
+            "expected_action": action,
+            "xid": self.xid or None,
+        }
+
+
+def load_scenario(path: Path | str) -> dict[str, Any]:
+    """A scenario YAML: cluster size, job, routing and the faults to inject."""
+    import yaml
+
+    spec = yaml.safe_load(Path(path).read_text()) or {}
+    if not isinstance(spec, dict):
+        raise ValueError(f"{path}: expected a mapping")
+    faults = []
+    for i, f in enumerate(spec.get("faults") or []):
+        if f.get("kind") not in FAULT_KINDS:
+            raise ValueError(
+                f"{path}: fault #{i} has unknown kind {f.get('kind')!r}; known: {sorted(FAULT_KINDS)}"
+            )
+        faults.append(Fault(**{k: v for k, v in f.items() if k in Fault.__dataclass_fields__}))
+    spec["faults"] = faults
+    return spec
+
+
+@dataclass
+class RankStep:
+    """What one rank did in one iteration."""
+
+    rank: int
+    node: str
+    gpu: int
+    issued: bool
+    arrive_s: float  # when the rank entered the collective (sim time)
+    exec_us: float
+
+
+@dataclass
+class StepOutput:
+    """One iteration: per-rank collective records, per-connection timing, per-node hardware deltas."""
+
+    t: float
+    seq: int
+    ranks: list[RankStep]
+    conns: list[dict[str, Any]]
+    nic_bytes: dict[tuple[str, int], float]  # (node, nic) -> bytes sent this step
+    gpu_state: dict[tuple[str, int], dict[str, Any]]
+    events: list[dict[str, Any]]  # Xid lines etc.
+    link_events: list[dict[str, Any]]
+    duration_s: float
+    blocked: bool = False  # the collective did not complete (a hang): no rank finishes it
+
+
+@dataclass
+class ClusterTwin:
+    """N nodes x G GPUs x R NICs on a leaf/spine fabric running one data-parallel job."""
+
+    nodes: int = 16
+    gpus: int = 8
+    nics: int = 8
+    leaves: int = 4
+    spines: int = 4
+    compute_s: float = 1.0
+    jitter: float = 0.02
+    message_bytes: float = 16 << 30  # gradients of a ~8B-parameter model in bf16
+    routing: str = "ecmp"  # ecmp | plan
+    qps: int = 1
+    seed: int = 0
+    faults: list[Fault] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.rng = random.Random(self.seed)
+        self.topo: Topology = leaf_spine(
+            self.nodes,
+            min(self.leaves, self.nodes),
+            self.spines,
+            nics_per_host=self.nics,
+            gpus_per_host=self.gpus,
+        )
+        self.hosts = list(self.topo.hosts)
+        self.job = Job(
+            "train",
+            self.hosts,
+            channels=self.nics,
+            qps=self.qps,
+            message_bytes=self.message_bytes,
+            shuffle_seed=self.seed,
+            gpus_per_host=self.gpus,
+        )
+        self.flows: list[Flow] = job_flows(self.job, self.topo)
+        self.t = 0.0
+        self.seq = 0
+        self.hung_at_seq: int | None = None
+        self._sub: list | None = None
+
+    def rank_of(self, node: str, gpu: int) -> int:
+        """Global rank of a GPU (host-major)."""
+        return self.hosts.index(node) * self.gpus + gpu
+
+    def _routing(self) -> list[tuple[list[int], float]]:
+        if self.routing == "plan":
+            return Planner(self.topo, max_qps=max(self.qps, 4)).plan(self.flows).subflows()
+        return ecmp_subflows(self.topo, self.flows, self.seed)
+
+    def _apply_links(self, t: float) -> list[dict[str, Any]]:
+        """Set link states from the faults active at t; returns link change events."""
+        events = []
+        for f in self.faults:
+            if f.kind not in ("nic_degraded", "link_down", "link_flap", "spine_link_degraded"):
+                continue
+            port = self.topo.port(f.node, f.nic) if f.node else None
+            if f.kind == "spine_link_degraded":
+                a, b = self.topo.leaves[0], self.topo.spines[0]
+            else:
+                a, b = port.name, port.leaf
+            want = "up"
+            rate = None
+            if f.active(t):
+                if f.kind == "nic_degraded" or f.kind == "spine_link_degraded":
+                    want, rate = "degraded", self.topo.link(a, b).capacity_gbps * f.factor
+                elif f.kind == "link_down":
+                    want = "down"
+                elif f.kind == "link_flap":
+                    want = "down" if int((t - f.at_s) / 2) % 2 == 0 else "up"  # 2 s down, 2 s up
+            link = self.topo.link(a, b)
+            if link.state != want or link.rate_gbps != rate:
+                self.topo.set_state(a, b, want, rate)
+                events.append(
+                    {
+                        "node": f.node,
+                        "nic": f.nic,
+                        "state": want,
+                        "rate_gbps": rate or link.capacity_gbps,
+                        "kind": f.kind,
+                    }
+                )
+        return events
+
+    def step(self) -> StepOutput:
+        """Advance one iteration (compute phase, then the all-reduce)."""
+        t0 = self.t
+        link_events = self._apply_links(t0)
+        active = [f for f in self.faults if f.active(t0)]
+        compute = {}
+        for h in self.hosts:
+            for g in range(self.gpus):
+                c = self.compute_s * (1 + self.rng.uniform(-self.jitter, self.jitter))
+                for f in active:
+                    if f.kind == "thermal_throttle" and f.node == h and f.gpu == g:
+                        c *= 1 + f.factor
+                    if f.kind in ("uniform_slowdown",):
+                        c *= 1 + f.factor
+                    if f.kind == "transient_slowdown" and f.node == h:
+                        c *= 1 + f.factor
+                compute[(h, g)] = c
+        cap = capacities(self.topo)
+        if link_events or self._sub is None:  # routes only change when links do
+            self._sub = self._routing()
+        sub = self._sub
+        cong = [f for f in active if f.kind == "ecmp_congestion"]
+        if cong:  # a second job's traffic on the first spine uplinks
+            extra = np.zeros(len(cap))
+            for lid, link in enumerate(self.topo.links):
+                if link.src == self.topo.leaves[0] and link.dst in self.topo.spines[:1]:
+                    extra[lid] = cap[lid] * cong[0].factor
+            cap = np.maximum(cap - extra, 1.0)
+        sim = FluidSim(cap, sub)
+        rates = sim.rates(np.ones(len(sub), dtype=bool))
+        per_flow_time = np.array([b / r if r > 0 else np.inf for (_, b), r in zip(sub, rates, strict=True)])
+        finite = np.isfinite(per_flow_time)
+        comm_s = float(np.max(per_flow_time[finite])) if finite.any() else 0.0
+        link_stalled = not finite.all()  # a connection crosses a down link: the collective waits for it
+        hang_rank = next((f for f in active if f.kind == "rank_hang"), None)
+        comm_hang = next((f for f in active if f.kind == "comm_hang"), None)
+        lost = [f for f in self.faults if f.kind == "xid" and f.xid == 79 and f.at_s <= t0]
+        ranks = []
+        arrive_last = max(compute.values())
+        for h in self.hosts:
+            for g in range(self.gpus):
+                r = self.rank_of(h, g)
+                stuck = (hang_rank and hang_rank.node == h and hang_rank.gpu == g) or any(
+                    f.node == h and f.gpu == g for f in lost
+                )
+                ranks.append(
+                    RankStep(
+                        r,
+                        h,
+                        g,
+                        not stuck,
+                        t0 + compute[(h, g)],
+                        (arrive_last - compute[(h, g)] + comm_s) * 1e6,
+                    )
+                )
+        blocked = any(not r.issued for r in ranks) or comm_hang is not None or link_stalled
+        duration = arrive_last + (comm_s if not blocked else 0.0)
+        conns = []
+        nic_bytes: dict[tuple[str, int], float] = {}
+        if not blocked:
+            for f, (_links, b), r in zip(self.flows, sub, rates, strict=False):
+                net_s = b / r if r > 0 else comm_s
+                conns.append(
+                    {
+                        "src": f.src,
+                        "dst": f.dst,
+                        "nic": f.src_nic,
+                        "channel": f.channel,
+                        "bytes": b,
+                        "net_us": net_s * 1e6,
+                        "wait_peer_us": max(0.0, comm_s - net_s) * 1e6 * 0.5,
+                        "wait_gpu_us": 50.0,
+                    }
+                )
+                nic_bytes[(f.src, f.src_nic)] = nic_bytes.get((f.src, f.src_nic), 0) + b
+        elif comm_hang is not None:
+            # every rank issued the collective; one connection makes no progress, the rest wait
+            for f in self.flows:
+                stalled = f.src == comm_hang.node and f.src_nic == comm_hang.nic
+                conns.append(
+                    {
+                        "src": f.src,
+                        "dst": f.dst,
+                        "nic": f.src_nic,
+                        "channel": f.channel,
+                        "bytes": 0.0 if stalled else f.bytes * 0.1,
+                        "net_us": 0.0 if stalled else 1e3,
+                        "wait_peer_us": duration * 1e6,
+                        "wait_gpu_us": 0.0,
+                    }
+                )
+        gpu_state = {}
+        for h in self.hosts:
+            for g in range(self.gpus):
+                st = {
+                    "util_gpu_pct": 97.0,
+                    "power_w": 650.0,
+                    "temp_gpu_c": 62.0,
+                    "clocks_event_reasons": 0,
+                    "clock_sm_mhz": 1980,
+                    "pcie_gen_cur": 5,
+                    "remapped_rows_failure": 0,
+                }
+                for f in active:
+                    if f.node != h or f.gpu != g:
+                        continue
+                    if f.kind == "thermal_throttle":
+                        st.update(temp_gpu_c=89.0, clocks_event_reasons=0x40, clock_sm_mhz=1200)
+                    if f.kind == "pcie_downtrain":
+                        st.update(pcie_gen_cur=3)
+                    if f.kind == "row_remap_failure":
+                        st.update(remapped_rows_failure=1)
+                if blocked:
+                    st["util_gpu_pct"] = 100.0  # NCCL kernels spin while waiting
+                gpu_state[(h, g)] = st
+        events = [
+            {"node": f.node, "gpu": f.gpu, "xid": f.xid, "at_s": f.at_s}
+            for f in self.faults
+            if f.kind in ("xid", "row_remap_failure") and t0 <= f.at_s < t0 + max(duration, 1e-9)
+        ]
+        for e in events:
+            if e["xid"] == 0:
+                e["xid"] = 64
+        out = StepOutput(
+            t0, self.seq, ranks, conns, nic_bytes, gpu_state, events, link_events, duration, blocked
+        )
+        if blocked:
+            self.t += max(1.0, self.compute_s)  # the job is stuck: time passes, the collective never ends
+        else:
+            self.seq += 1
+            self.t += duration
+        return out
+
+    def ground_truth(self) -> list[dict[str, Any]]:
+        """Ground truth of every scripted fault."""
+        return [f.truth() for f in self.faults]
