@@ -32,53 +32,31 @@ def _run(args: list[str]) -> None:
         raise BuildError(f"{' '.join(args)}\n{proc.stderr.strip()}")
 
 
-def build_plugin(out_dir: Path | str, debug: bool = False) -> Path:
-    """Compile libnccl-profiler-c4.so into out_dir; returns its path."""
+def _compile(
+    out_dir: Path | str, name: str, source: str, flags: list[str], libs: tuple[str, ...] = ()
+) -> Path:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    target = out / PLUGIN_NAME
-    flags = ["-O1", "-g"] if debug else []
-    _run(
-        [
-            compiler(),
-            *CFLAGS,
-            *flags,
-            "-fPIC",
-            "-shared",
-            "-fvisibility=hidden",
-            "-pthread",
-            "-o",
-            str(target),
-            str(SOURCE_DIR / "c4_profiler.c"),
-        ]
-    )
+    target = out / name
+    _run([compiler(), *CFLAGS, *flags, "-o", str(target), str(SOURCE_DIR / source), *libs])
     return target
+
+
+SHARED = ["-fPIC", "-shared", "-fvisibility=hidden"]
+
+
+def build_plugin(out_dir: Path | str, debug: bool = False) -> Path:
+    """Compile libnccl-profiler-c4.so into out_dir; returns its path."""
+    return _compile(
+        out_dir, PLUGIN_NAME, "c4_profiler.c", [*(["-O1", "-g"] if debug else []), *SHARED, "-pthread"]
+    )
 
 
 def build_empty(out_dir: Path | str) -> Path:
     """Compile the do-nothing baseline plugin used by `c4 bench plugin`."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    target = out / EMPTY_NAME
-    _run(
-        [
-            compiler(),
-            *CFLAGS,
-            "-fPIC",
-            "-shared",
-            "-fvisibility=hidden",
-            "-o",
-            str(target),
-            str(SOURCE_DIR / "empty_profiler.c"),
-        ]
-    )
-    return target
+    return _compile(out_dir, EMPTY_NAME, "empty_profiler.c", SHARED)
 
 
 def build_driver(out_dir: Path | str) -> Path:
     """Compile the driver that calls a plugin the way NCCL does (tests and the benchmark)."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    target = out / DRIVER_NAME
-    _run([compiler(), *CFLAGS, "-o", str(target), str(SOURCE_DIR / "driver.c"), "-ldl"])
-    return target
+    return _compile(out_dir, DRIVER_NAME, "driver.c", [], ("-ldl",))

@@ -4,41 +4,18 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from c4.collector.bench_proc import free_port, wait_serving
 
 C4 = [sys.executable, "-m", "c4.cli"]
 
 
-def free_port() -> int:
-    """An unused TCP port on 127.0.0.1."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def wait_healthy(address: str, timeout_s: float = 20.0) -> None:
     """Block until the collector's gRPC health service says SERVING."""
-    deadline = time.monotonic() + timeout_s
-    last = None
-    while time.monotonic() < deadline:
-        with grpc.insecure_channel(address) as ch:
-            try:
-                resp = health_pb2_grpc.HealthStub(ch).Check(
-                    health_pb2.HealthCheckRequest(service=""), timeout=1
-                )
-                if resp.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.RpcError as exc:
-                last = exc
-        time.sleep(0.1)
-    raise TimeoutError(f"collector at {address} not healthy: {last}")
+    wait_serving(address, timeout_s)
 
 
 class Proc:
