@@ -48,6 +48,8 @@ class NodeWriter:
         self.rx_words = [0] * nics
         self.retrans = [0] * nics
         self.link_downed = [0] * nics
+        self.cnp = [0] * nics
+        self.nvlink_errors = [0] * gpus
         self.carrier_changes = [1] * nics
         self.energy_mj = [1e9] * gpus
         self.pcie = [0.0] * gpus
@@ -152,11 +154,19 @@ class NodeWriter:
                     "link_downed": self.link_downed[n],
                 },
             )
+            if (node, n) in out.congested_nics:  # ECN marks and CNPs, no errors: the signature of congestion
+                self.cnp[n] += 5000
             update_counters(
                 sysroot,
                 f"mlx5_{n}",
                 1,
-                {"roce_adp_retrans": self.retrans[n], "local_ack_timeout_err": self.retrans[n] // 4},
+                {
+                    "roce_adp_retrans": self.retrans[n],
+                    "local_ack_timeout_err": self.retrans[n] // 4,
+                    "np_cnp_sent": self.cnp[n],
+                    "rp_cnp_handled": self.cnp[n],
+                    "np_ecn_marked_roce_packets": self.cnp[n],
+                },
                 "hw_counters",
             )
         for g, gpu in enumerate(self.scenario["gpus"]):
@@ -173,6 +183,15 @@ class NodeWriter:
             )
             self.energy_mj[g] += st["power_w"] * out.duration_s * 1000
             self.nvlink[g] += 2.5e10 * out.duration_s
+            self.nvlink_errors[g] += out.nvlink_errors.get((node, g), 0)
+            if self.nvlink_errors[g]:  # Xid 74 comes with CRC/replay errors on the GPU's links
+                gpu["link_counters"] = {
+                    str(k): {
+                        "crc_data_errors": self.nvlink_errors[g],
+                        "replay_errors": self.nvlink_errors[g] * 2,
+                    }
+                    for k in range(4)
+                }
             gpu["counters"] = {
                 "energy_mj": self.energy_mj[g],
                 "nvlink_tx_bytes": self.nvlink[g],

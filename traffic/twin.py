@@ -128,6 +128,9 @@ class StepOutput:
     link_events: list[dict[str, Any]]
     duration_s: float
     blocked: bool = False  # the collective did not complete (a hang): no rank finishes it
+    congested_nics: set = field(default_factory=set)  # (node, nic) whose flows met ECN-marking congestion
+    nvlink_errors: dict = field(default_factory=dict)  # (node, gpu) -> NVLink errors added this step
+    restarted: bool = False  # the job restarted: collective sequence numbers begin again
 
 
 @dataclass
@@ -243,6 +246,17 @@ class ClusterTwin:
                 if link.src == self.topo.leaves[0] and link.dst in self.topo.spines[:1]:
                     extra[lid] = cap[lid] * cong[0].factor
             cap = np.maximum(cap - extra, 1.0)
+        congested_nics: set[tuple[str, int]] = set()
+        if cong:
+            hot = {
+                lid
+                for lid, link in enumerate(self.topo.links)
+                if link.src == self.topo.leaves[0] and link.dst in self.topo.spines[:1]
+            }
+            for f, (links, _b) in zip(self.flows, sub, strict=False):
+                if hot & set(links):
+                    congested_nics.add((f.src, f.src_nic))
+                    congested_nics.add((f.dst, f.dst_nic))
         sim = FluidSim(cap, sub)
         rates = sim.rates(np.ones(len(sub), dtype=bool))
         per_flow_time = np.array([b / r if r > 0 else np.inf for (_, b), r in zip(sub, rates, strict=True)])
@@ -338,9 +352,32 @@ class ClusterTwin:
         for e in events:
             if e["xid"] == 0:
                 e["xid"] = 64
-        out = StepOutput(
-            t0, self.seq, ranks, conns, nic_bytes, gpu_state, events, link_events, duration, blocked
+        nvlink_errors = {(e["node"], e["gpu"]): 25 for e in events if e["xid"] == 74}
+        restart = next(
+            (f for f in self.faults if f.kind == "job_restart" and t0 <= f.at_s < t0 + max(duration, 1e-9)),
+            None,
         )
+        out = StepOutput(
+            t0,
+            self.seq,
+            ranks,
+            conns,
+            nic_bytes,
+            gpu_state,
+            events,
+            link_events,
+            duration,
+            blocked,
+            congested_nics,
+            nvlink_errors,
+            restart is not None,
+        )
+        if (
+            restart is not None
+        ):  # the job is relaunched from its checkpoint: a pause, then sequence numbers anew
+            self.seq = 0
+            self.t += 5.0
+            return out
         if blocked:
             self.t += max(1.0, self.compute_s)  # the job is stuck: time passes, the collective never ends
         else:

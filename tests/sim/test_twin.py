@@ -137,3 +137,59 @@ def test_same_seed_same_data(tmp_path):
     for _ in range(10):
         runner.step()
     assert digest(tmp_path / "c") != digest(tmp_path / "a")
+
+
+def test_link_down_and_spine_degraded_and_congestion(tmp_path):
+    _, rows = run_twin(tmp_path / "down", [Fault("link_down", at_s=5, node="host2", nic=6)], steps=12)
+    port = [r for r in rows["ib_port_samples"] if r["node"] == "host2" and r["device"] == "mlx5_6"]
+    assert port[-1]["state"] == "DOWN" and port[-1]["link_downed"] == 1
+    last = {}
+    for r in rows["nccl_collectives"]:
+        last[r["rank"]] = max(last.get(r["rank"], -1), r["coll_sn"])
+    assert len(set(last.values())) == 1 and max(last.values()) < 8  # the ring waits on the dead link
+
+    twin, rows = run_twin(tmp_path / "spine", [Fault("spine_link_degraded", at_s=5, factor=0.25)], steps=12)
+    assert twin.topo.link(twin.topo.leaves[0], twin.topo.spines[0]).state == "degraded"
+    assert {r["rate_bps"] for r in rows["ib_port_samples"]} == {400e9}  # no host port changed
+
+    _, rows = run_twin(tmp_path / "cong", [Fault("ecmp_congestion", at_s=5, factor=0.7)], steps=12)
+    cnp = [r for r in rows["ib_port_samples"] if r["np_cnp_sent"]]
+    assert cnp, "congestion must show as CNPs/ECN marks"
+    assert all(not r["roce_adp_retrans"] and r["link_downed"] == 0 for r in rows["ib_port_samples"])
+    assert not rows.get("nic_events") and not rows.get("gpu_events")
+
+
+def test_xid74_comes_with_nvlink_errors_and_95_94_reach_the_log(tmp_path):
+    _, rows = run_twin(
+        tmp_path,
+        [
+            Fault("xid", at_s=3, node="host1", gpu=0, xid=74),
+            Fault("xid", at_s=3, node="host2", gpu=2, xid=94),
+            Fault("xid", at_s=3, node="host2", gpu=3, xid=95),
+        ],
+        steps=10,
+    )
+    xids = {(e["node"], e["xid"], e["action"]) for e in rows["gpu_events"] if e["kind"] == "xid"}
+    assert {("host1", 74, "check_link"), ("host2", 94, "restart_job"), ("host2", 95, "reset_gpu")} <= xids
+    links = [
+        r for r in rows["nvlink_samples"] if r["node"] == "host1" and r["gpu_index"] == 0 and r["link"] == 0
+    ]
+    assert links[-1]["crc_data_errors"] > 0 and links[0]["crc_data_errors"] == 0
+    healthy = [r for r in rows["nvlink_samples"] if r["node"] == "host0"]
+    assert all(r["crc_data_errors"] == 0 for r in healthy)
+
+
+def test_comm_hang_one_connection_stalls_while_all_ranks_wait(tmp_path):
+    _, rows = run_twin(tmp_path, [Fault("comm_hang", at_s=5, node="host3", nic=1)], steps=12)
+    conns = rows["nccl_connections"]
+    late = [c for c in conns if c["ts"] >= max(c2["ts"] for c2 in conns)]
+    stalled = [c for c in late if c["node"] == "host3" and c["nic_device"] == "mlx5_1"]
+    assert stalled and all(c["bytes"] == 0 for c in stalled)
+    assert any(c["bytes"] > 0 for c in late if c["node"] != "host3")
+    assert all(c["wait_peer_us"] > 0 for c in late)
+
+
+def test_job_restart_starts_sequence_numbers_again(tmp_path):
+    _, rows = run_twin(tmp_path, [Fault("job_restart", at_s=6)], steps=14)
+    seqs = [r["coll_sn"] for r in rows["nccl_collectives"] if r["rank"] == 0]
+    assert seqs != sorted(seqs) and seqs.count(0) == 2  # 0, 1, ... then 0 again
