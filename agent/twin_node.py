@@ -98,6 +98,12 @@ class NodeWriter:
                 f"nranks {len(twin.hosts) * self.gpus} cudaDev {g} nvmlDev {g} busId {0x18 + g:x}000 "
                 f"commId 0x7c4c4c4c00000001 - Init START"
             )
+        order = [
+            twin.rank_of(h, 0) for h in twin.job_hosts_in_ring()
+        ]  # ring of node-leader ranks, per channel
+        for c in range(self.nics):
+            ring = "".join(f"{r + c:4d}" for r in order)
+            lines.append(f"{self.node}:{pid}:{pid} [{c}] NCCL INFO Channel {c:02d}/{self.nics:02d} :{ring}")
         for f in twin.flows:
             if f.src == self.node:
                 src_rank, dst_rank = twin.rank_of(f.src, f.src_nic), twin.rank_of(f.dst, f.dst_nic)

@@ -175,6 +175,12 @@ class ClusterTwin:
         self.hung_at_seq: int | None = None
         self._sub: list | None = None
 
+    def job_hosts_in_ring(self) -> list[str]:
+        """The job's hosts in ring order."""
+        from c4.traffic.collectives import ordered_hosts
+
+        return ordered_hosts(self.job)
+
     def rank_of(self, node: str, gpu: int) -> int:
         """Global rank of a GPU (host-major)."""
         return self.hosts.index(node) * self.gpus + gpu
