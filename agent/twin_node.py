@@ -91,22 +91,22 @@ class NodeWriter:
         """NCCL_DEBUG=INFO lines: communicator init and the ring connections of this node's ranks."""
         lines = []
         pid = 1000 + twin.hosts.index(self.node)
+        comm, base, size = twin.comm_of(self.node)
         for g in range(self.gpus):
-            rank = twin.rank_of(self.node, g)
             lines.append(
-                f"{self.node}:{pid}:{pid} [{g}] NCCL INFO ncclCommInitRank comm 0x{0x55D0 + g:x} rank {rank} "
-                f"nranks {len(twin.hosts) * self.gpus} cudaDev {g} nvmlDev {g} busId {0x18 + g:x}000 "
-                f"commId 0x7c4c4c4c00000001 - Init START"
+                f"{self.node}:{pid}:{pid} [{g}] NCCL INFO ncclCommInitRank comm 0x{0x55D0 + g:x} rank {base + g} "
+                f"nranks {size} cudaDev {g} nvmlDev {g} busId {0x18 + g:x}000 commId {comm} - Init START"
             )
+        stage = twin.stage_of[self.node]
         order = [
-            twin.rank_of(h, 0) for h in twin.job_hosts_in_ring()
+            twin.comm_of(h)[1] for h in twin.job_hosts_in_ring(stage)
         ]  # ring of node-leader ranks, per channel
         for c in range(self.nics):
             ring = "".join(f"{r + c:4d}" for r in order)
             lines.append(f"{self.node}:{pid}:{pid} [{c}] NCCL INFO Channel {c:02d}/{self.nics:02d} :{ring}")
-        for f in twin.flows:
+        for f in twin.flows[: twin.dp_flows]:  # pipeline p2p communicators connect lazily, after init
             if f.src == self.node:
-                src_rank, dst_rank = twin.rank_of(f.src, f.src_nic), twin.rank_of(f.dst, f.dst_nic)
+                src_rank, dst_rank = twin.comm_of(f.src)[1] + f.src_nic, twin.comm_of(f.dst)[1] + f.dst_nic
                 lines.append(
                     f"{self.node}:{pid}:{pid} [{f.src_nic}] NCCL INFO Channel {f.channel:02d}/0 : "
                     f"{src_rank}[{f.src_nic}] -> {dst_rank}[{f.dst_nic}] [send] via NET/IB/{f.src_nic}/GDRDMA"
@@ -218,15 +218,16 @@ class NodeWriter:
         self.scenario["clock_s"] = self.wall(out.t + max(out.duration_s, 0.0))
         _atomic_json(self.root / "nvml.json", self.scenario)
         end_us = int(self.wall(out.t + out.duration_s) * 1e6)
+        comm, base, size = twin.comm_of(node)
         for r in out.ranks:
             if r.node != node or not r.issued or out.blocked:
                 continue
             rec = {
                 "header": {
-                    "id": "0x7c4c4c4c00000001",
-                    "rank": r.rank,
-                    "n_ranks": len(twin.hosts) * self.gpus,
-                    "nnodes": len(twin.hosts),
+                    "id": comm,
+                    "rank": base + r.gpu,
+                    "n_ranks": size,
+                    "nnodes": twin.dp,
                 },
                 "metadata": {
                     "inspector_output_format_version": "v4.0",
@@ -247,6 +248,31 @@ class NodeWriter:
             }
             with open(self.root / "inspector" / f"rank{r.rank}.log", "a") as f:
                 f.write(json.dumps(rec) + "\n")
+        for c in out.conns:  # pipeline sends: one p2p record per sending GPU
+            if c.get("kind") != "pp" or c["src"] != node or out.blocked:
+                continue
+            rank = twin.rank_of(node, c["nic"])
+            rec = {
+                "header": {"id": twin.pp_comm(c["src"], c["dst"]), "rank": rank, "n_ranks": 2, "nnodes": 2},
+                "metadata": {
+                    "inspector_output_format_version": "v4.0",
+                    "dump_timestamp_us": end_us,
+                    "hostname": node,
+                    "pid": 1000 + twin.hosts.index(node),
+                },
+                "p2p_perf": {
+                    "p2p": "Send",
+                    "p2p_sn": out.seq,
+                    "peer": twin.rank_of(c["dst"], c["nic"]),
+                    "p2p_msg_size_bytes": int(c["bytes"]),
+                    "p2p_exec_time_us": c["net_us"],
+                    "p2p_timing_source": "kernel_gpu",
+                    "p2p_algobw_gbs": c["bytes"] / max(c["net_us"], 1) / 1e3,
+                    "p2p_busbw_gbs": c["bytes"] / max(c["net_us"], 1) / 1e3,
+                },
+            }
+            with open(self.root / "inspector" / f"rank{rank}.log", "a") as f:
+                f.write(json.dumps(rec) + "\n")
         lines = []
         for c in out.conns:
             if c["src"] != node:
@@ -259,9 +285,13 @@ class NodeWriter:
                         "ts_ns": end_us * 1000,
                         "window_ns": int(max(out.duration_s, 1e-3) * 1e9),
                         "pid": 1000 + twin.hosts.index(node),
-                        "comm": "0x7c4c4c4c00000001",
-                        "rank": twin.rank_of(c["src"], c["nic"]),
-                        "peer": twin.rank_of(c["dst"], c["nic"]),
+                        "comm": twin.pp_comm(c["src"], c["dst"]) if c.get("kind") == "pp" else comm,
+                        "rank": twin.rank_of(c["src"], c["nic"])
+                        if c.get("kind") == "pp"
+                        else base + c["nic"],
+                        "peer": twin.rank_of(c["dst"], c["nic"])
+                        if c.get("kind") == "pp"
+                        else twin.comm_of(c["dst"])[1] + c["nic"],
                         "channel": c["channel"],
                         "dir": "send",
                         "dev": f"mlx5_{c['nic']}",

@@ -47,6 +47,8 @@ def demo_twin(nodes: int, loops: int = 20):
     else:  # an installed package without the repository's deploy/ folder
         spec = {"cluster": {}, "faults": [Fault("nic_degraded", at_s=60, duration_s=90, node="host3", nic=2)]}
     cluster = {**(spec.get("cluster") or {}), "nodes": nodes}
+    if nodes % int(cluster.get("pp", 1)):
+        cluster["pp"] = 1  # pipeline stages must split the nodes evenly
     faults = []
     for k in range(loops):
         for f in spec["faults"]:

@@ -148,6 +148,8 @@ class ClusterTwin:
     routing: str = "ecmp"  # ecmp | plan
     qps: int = 1
     seed: int = 0
+    pp: int = 1  # pipeline stages: stage s runs on nodes [s*dp, (s+1)*dp), dp = nodes / pp
+    activation_bytes: float = 512 << 20  # p2p bytes between adjacent stages per iteration (each way)
     faults: list[Fault] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -160,35 +162,68 @@ class ClusterTwin:
             gpus_per_host=self.gpus,
         )
         self.hosts = list(self.topo.hosts)
-        self.job = Job(
-            "train",
-            self.hosts,
-            channels=self.nics,
-            qps=self.qps,
-            message_bytes=self.message_bytes,
-            shuffle_seed=self.seed,
-            gpus_per_host=self.gpus,
-        )
-        self.flows: list[Flow] = job_flows(self.job, self.topo)
+        if self.pp < 1 or self.nodes % self.pp:
+            raise ValueError(f"pp={self.pp} must divide nodes={self.nodes}")
+        self.dp = self.nodes // self.pp
+        self.stages = [self.hosts[s * self.dp : (s + 1) * self.dp] for s in range(self.pp)]
+        self.stage_of = {h: s for s, hosts in enumerate(self.stages) for h in hosts}
+        # data parallel: a ring all-reduce within each stage (TP rides NVLink inside a node)
+        self.stage_jobs = [
+            Job(
+                f"dp{s}",
+                hosts,
+                channels=self.nics,
+                qps=self.qps,
+                message_bytes=self.message_bytes / self.pp,
+                shuffle_seed=self.seed + s,
+                gpus_per_host=self.gpus,
+            )
+            for s, hosts in enumerate(self.stages)
+        ]
+        self.job = self.stage_jobs[0] if self.pp == 1 else Job("train", self.hosts, gpus_per_host=self.gpus)
+        self.flows: list[Flow] = [f for j in self.stage_jobs for f in job_flows(j, self.topo)]
+        self.dp_flows = len(self.flows)
+        # pipeline parallel: activations forward and gradients backward between the same slot of adjacent stages
+        for s in range(self.pp - 1):
+            for k in range(self.dp):
+                a, b = self.stages[s][k], self.stages[s + 1][k]
+                for n in range(self.nics):
+                    per = self.activation_bytes / self.nics
+                    self.flows.append(Flow("pp", a, b, n, n, n, per, self.qps))
+                    self.flows.append(Flow("pp", b, a, n, n, n, per, self.qps))
         self.t = 0.0
         self.seq = 0
         self.hung_at_seq: int | None = None
         self._sub: list | None = None
 
-    def job_hosts_in_ring(self) -> list[str]:
-        """The job's hosts in ring order."""
+    def job_hosts_in_ring(self, stage: int = 0) -> list[str]:
+        """A stage's hosts in ring order."""
         from c4.traffic.collectives import ordered_hosts
 
-        return ordered_hosts(self.job)
+        return ordered_hosts(self.stage_jobs[stage])
+
+    def comm_of(self, node: str) -> tuple[str, int, int]:
+        """(communicator id, rank of GPU 0 of the node in it, size) of the node's data-parallel group."""
+        s = self.stage_of[node]
+        return f"0x7c4c4c4c{s + 1:08x}", self.stages[s].index(node) * self.gpus, self.dp * self.gpus
+
+    def pp_comm(self, a: str, b: str) -> str:
+        """Communicator id of the pipeline link between two adjacent stages' nodes."""
+        s = min(self.stage_of[a], self.stage_of[b])
+        return f"0x9e9e9e9e{s + 1:04x}{self.stages[s].index(a if self.stage_of[a] == s else b):04x}"
 
     def rank_of(self, node: str, gpu: int) -> int:
         """Global rank of a GPU (host-major)."""
         return self.hosts.index(node) * self.gpus + gpu
 
-    def _routing(self) -> list[tuple[list[int], float]]:
+    def _routing(self) -> tuple[list[tuple[list[int], float]], np.ndarray]:
+        """Sub-flows (one per QP or planned piece) and the flow each belongs to."""
         if self.routing == "plan":
-            return Planner(self.topo, max_qps=max(self.qps, 4)).plan(self.flows).subflows()
-        return ecmp_subflows(self.topo, self.flows, self.seed)
+            plan = Planner(self.topo, max_qps=max(self.qps, 4)).plan(self.flows)
+            return plan.subflows(), np.array([p.flow for p in plan.pieces])
+        return ecmp_subflows(self.topo, self.flows, self.seed), np.repeat(
+            np.arange(len(self.flows)), [f.qps for f in self.flows]
+        )
 
     def _apply_links(self, t: float) -> list[dict[str, Any]]:
         """Set link states from the faults active at t; returns link change events."""
@@ -244,7 +279,7 @@ class ClusterTwin:
         cap = capacities(self.topo)
         if link_events or self._sub is None:  # routes only change when links do
             self._sub = self._routing()
-        sub = self._sub
+        sub, flow_of = self._sub
         cong = [f for f in active if f.kind == "ecmp_congestion"]
         if cong:  # a second job's traffic on the first spine uplinks
             extra = np.zeros(len(cap))
@@ -259,13 +294,16 @@ class ClusterTwin:
                 for lid, link in enumerate(self.topo.links)
                 if link.src == self.topo.leaves[0] and link.dst in self.topo.spines[:1]
             }
-            for f, (links, _b) in zip(self.flows, sub, strict=False):
+            for (links, _b), fi in zip(sub, flow_of, strict=True):
+                f = self.flows[fi]
                 if hot & set(links):
                     congested_nics.add((f.src, f.src_nic))
                     congested_nics.add((f.dst, f.dst_nic))
         sim = FluidSim(cap, sub)
         rates = sim.rates(np.ones(len(sub), dtype=bool))
-        per_flow_time = np.array([b / r if r > 0 else np.inf for (_, b), r in zip(sub, rates, strict=True)])
+        sub_time = np.array([b / r if r > 0 else np.inf for (_, b), r in zip(sub, rates, strict=True)])
+        per_flow_time = np.zeros(len(self.flows))
+        np.maximum.at(per_flow_time, flow_of, sub_time)  # a connection is done when its last QP is
         finite = np.isfinite(per_flow_time)
         comm_s = float(np.max(per_flow_time[finite])) if finite.any() else 0.0
         link_stalled = not finite.all()  # a connection crosses a down link: the collective waits for it
@@ -295,10 +333,11 @@ class ClusterTwin:
         conns = []
         nic_bytes: dict[tuple[str, int], float] = {}
         if not blocked:
-            for f, (_links, b), r in zip(self.flows, sub, rates, strict=False):
-                net_s = b / r if r > 0 else comm_s
+            for f, net_s in zip(self.flows, per_flow_time, strict=True):
+                b = f.bytes
                 conns.append(
                     {
+                        "kind": "pp" if f.job == "pp" else "dp",
                         "src": f.src,
                         "dst": f.dst,
                         "nic": f.src_nic,
@@ -316,6 +355,7 @@ class ClusterTwin:
                 stalled = f.src == comm_hang.node and f.src_nic == comm_hang.nic
                 conns.append(
                     {
+                        "kind": "pp" if f.job == "pp" else "dp",
                         "src": f.src,
                         "dst": f.dst,
                         "nic": f.src_nic,

@@ -193,3 +193,30 @@ def test_job_restart_starts_sequence_numbers_again(tmp_path):
     _, rows = run_twin(tmp_path, [Fault("job_restart", at_s=6)], steps=14)
     seqs = [r["coll_sn"] for r in rows["nccl_collectives"] if r["rank"] == 0]
     assert seqs != sorted(seqs) and seqs.count(0) == 2  # 0, 1, ... then 0 again
+
+
+def test_pipeline_stages_have_their_own_groups_and_p2p(tmp_path):
+    twin = ClusterTwin(nodes=4, leaves=2, spines=2, seed=1, pp=2)
+    assert twin.stages == [["host0", "host1"], ["host2", "host3"]]
+    pp = [f for f in twin.flows if f.job == "pp"]
+    assert {(f.src, f.dst) for f in pp} == {
+        ("host0", "host2"),
+        ("host2", "host0"),
+        ("host1", "host3"),
+        ("host3", "host1"),
+    }
+    t2 = ClusterTwin(nodes=4, leaves=2, spines=2, seed=1, pp=2)
+    runner = SimRunner(tmp_path / "pp", t2, "pp", epoch_s=1_800_000_000.0)
+    from c4.agent.nccl_inspector import InspectorSampler
+
+    for _ in range(4):
+        runner.step()
+    s = InspectorSampler(runner.writers["host0"].root / "inspector")
+    s.probe()
+    recs = s.sample(0)["nccl_collectives"]
+    colls = [r for r in recs if r["kind"] == "coll"]
+    p2p = [r for r in recs if r["kind"] == "p2p"]
+    assert {r["n_ranks"] for r in colls} == {16} and {r["comm_id"] for r in colls} == {"0x7c4c4c4c00000001"}
+    assert p2p and all(r["peer"] >= 16 for r in p2p)  # host0 (stage 0) sends to stage 1 ranks
+    with pytest.raises(ValueError, match="pp=3"):
+        ClusterTwin(nodes=4, pp=3)
