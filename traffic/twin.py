@@ -154,6 +154,7 @@ class ClusterTwin:
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
+        # ECMP congestion needs a second job: its nodes share the fabric (and are not monitored here)
         self.topo: Topology = leaf_spine(
             self.nodes,
             min(self.leaves, self.nodes),
@@ -162,6 +163,10 @@ class ClusterTwin:
             gpus_per_host=self.gpus,
         )
         self.hosts = list(self.topo.hosts)
+        self.bg_hosts: list[str] = []
+        if any(f.kind == "ecmp_congestion" for f in self.faults):
+            for i in range(max(2, len(self.topo.leaves))):  # one per leaf, so its ring crosses the spines
+                self.bg_hosts.append(self._add_host(f"other{i}", self.topo.leaves[i % len(self.topo.leaves)]))
         if self.pp < 1 or self.nodes % self.pp:
             raise ValueError(f"pp={self.pp} must divide nodes={self.nodes}")
         self.dp = self.nodes // self.pp
@@ -195,6 +200,20 @@ class ClusterTwin:
         self.seq = 0
         self.hung_at_seq: int | None = None
         self._sub: list | None = None
+
+    def _add_host(self, name: str, leaf: str) -> str:
+        """A host of another job, cabled to ``leaf`` like ours."""
+        from c4.traffic.topology import Host, NicPort
+
+        i = len(self.topo.hosts)
+        nics = [[NicPort(name, n, 0, leaf, f"10.200.{i & 255}.{n + 1}", rail=n)] for n in range(self.nics)]
+        self.topo.hosts[name] = Host(name, self.gpus, nics)
+        gbps = self.topo.link(
+            self.topo.port(self.hosts[0], 0).name, self.topo.port(self.hosts[0], 0).leaf
+        ).capacity_gbps
+        for ports in nics:
+            self.topo.add_link(ports[0].name, leaf, gbps)
+        return name
 
     def job_hosts_in_ring(self, stage: int = 0) -> list[str]:
         """A stage's hosts in ring order."""
@@ -281,27 +300,30 @@ class ClusterTwin:
             self._sub = self._routing()
         sub, flow_of = self._sub
         cong = [f for f in active if f.kind == "ecmp_congestion"]
-        if cong:  # a second job's traffic on the first spine uplinks
-            extra = np.zeros(len(cap))
-            for lid, link in enumerate(self.topo.links):
-                if link.src == self.topo.leaves[0] and link.dst in self.topo.spines[:1]:
-                    extra[lid] = cap[lid] * cong[0].factor
-            cap = np.maximum(cap - extra, 1.0)
         congested_nics: set[tuple[str, int]] = set()
-        if cong:
-            hot = {
-                lid
-                for lid, link in enumerate(self.topo.links)
-                if link.src == self.topo.leaves[0] and link.dst in self.topo.spines[:1]
-            }
+        n_main = len(sub)
+        if cong and self.bg_hosts:  # the other job's ring runs now: ECMP puts some of its flows on our links
+            bg = Job(
+                "other-job",
+                self.bg_hosts,
+                channels=self.nics,
+                message_bytes=self.message_bytes * 4,
+                shuffle_seed=self.seed + 99,
+                gpus_per_host=self.gpus,
+            )
+            bg_sub = ecmp_subflows(self.topo, job_flows(bg, self.topo), self.seed + 99)
+            shared = {lid for links, _ in bg_sub for lid in links[1:-1]}  # switch links the other job uses
             for (links, _b), fi in zip(sub, flow_of, strict=True):
-                f = self.flows[fi]
-                if hot & set(links):
+                if shared & set(links[1:-1]):
+                    f = self.flows[fi]
                     congested_nics.add((f.src, f.src_nic))
                     congested_nics.add((f.dst, f.dst_nic))
+            sub = sub + bg_sub
         sim = FluidSim(cap, sub)
         rates = sim.rates(np.ones(len(sub), dtype=bool))
-        sub_time = np.array([b / r if r > 0 else np.inf for (_, b), r in zip(sub, rates, strict=True)])
+        sub_time = np.array(
+            [b / r if r > 0 else np.inf for (_, b), r in zip(sub[:n_main], rates[:n_main], strict=True)]
+        )
         per_flow_time = np.zeros(len(self.flows))
         np.maximum.at(per_flow_time, flow_of, sub_time)  # a connection is done when its last QP is
         finite = np.isfinite(per_flow_time)

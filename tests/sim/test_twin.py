@@ -220,3 +220,18 @@ def test_pipeline_stages_have_their_own_groups_and_p2p(tmp_path):
     assert p2p and all(r["peer"] >= 16 for r in p2p)  # host0 (stage 0) sends to stage 1 ranks
     with pytest.raises(ValueError, match="pp=3"):
         ClusterTwin(nodes=4, pp=3)
+
+
+@pytest.mark.parametrize("path", sorted(SCENARIOS.glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_shipped_scenario_runs(path):
+    spec = load_scenario(path)
+    cluster = {**spec.get("cluster", {}), "nodes": 8, "leaves": 2, "spines": 2}
+    cluster["pp"] = 2 if cluster.get("pp", 1) > 1 else 1
+    faults = [f for f in spec["faults"] if not f.node or int(f.node[4:]) < 8]
+    for f in faults:
+        f.at_s = min(f.at_s, 3)
+    twin = ClusterTwin(**cluster, faults=faults)
+    truth = twin.ground_truth()
+    assert len(truth) == len(faults) and all(t["expected_class"] for t in truth)
+    outs = [twin.step() for _ in range(8)]
+    assert twin.t > 3 and any(o.ranks for o in outs)
