@@ -6,22 +6,92 @@ import argparse
 import sys
 
 HELP = (
-    "Diagnose a training job offline: --flight-recorder DIR names the ranks missing from the last collective."
+    "Diagnose offline: --db FILE runs the hardware detectors over a stopped collector's store; "
+    "--flight-recorder DIR names the ranks missing from the last collective."
 )
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """diagnose flags."""
-    parser.add_argument(
+    what = parser.add_mutually_exclusive_group(required=True)
+    what.add_argument(
         "--flight-recorder",
         metavar="DIR",
-        required=True,
         help="directory of Flight Recorder dumps (one per rank, pickle or JSON)",
     )
+    what.add_argument("--db", metavar="FILE", help="a stopped collector's DuckDB file")
+    parser.add_argument("--window-s", type=float, default=300.0, help="--db: seconds of data to look at")
     parser.add_argument("--json", action="store_true", help="print the verdict as JSON")
 
 
 def run(args: argparse.Namespace) -> int:
+    """Dispatch to the store or the Flight Recorder diagnosis."""
+    if args.db:
+        return run_db(args)
+    return run_flight_recorder(args)
+
+
+def run_db(args: argparse.Namespace) -> int:
+    """Hardware detectors over the last window of a store; one line per fault."""
+    import json
+    from pathlib import Path
+
+    import duckdb
+
+    from c4.analytics.hardware import hardware_findings
+    from c4.analytics.window import load_from_db
+    from c4.report import format_table
+
+    if not Path(args.db).is_file():
+        print(f"c4 diagnose: {args.db} does not exist", file=sys.stderr)
+        return 2
+    try:
+        tables = load_from_db(args.db, args.window_s)
+    except duckdb.Error as exc:
+        print(f"c4 diagnose: cannot read {args.db}: {exc}", file=sys.stderr)
+        return 1
+    findings = sorted(hardware_findings(tables), key=lambda f: (-f.confidence, f.component))
+    if args.json:
+        print(
+            json.dumps(
+                [
+                    {
+                        "fault_id": f.fault_id,
+                        "class": f.fault_class,
+                        "component": f.component,
+                        "confidence": f.confidence,
+                        "action": f.action,
+                        "summary": f.summary,
+                        "evidence": f.evidence,
+                    }
+                    for f in findings
+                ],
+                default=str,
+            )
+        )
+        return 0
+    if not findings:
+        print("no faults found")
+        return 0
+    print(
+        format_table(
+            [
+                {
+                    "class": f.fault_class,
+                    "component": f.component,
+                    "detector": f.detector,
+                    "confidence": f.confidence,
+                    "action": f.action,
+                    "summary": f.summary,
+                }
+                for f in findings
+            ]
+        )
+    )
+    return 0
+
+
+def run_flight_recorder(args: argparse.Namespace) -> int:
     """Print, per process group, the last collective and the ranks that never entered or never finished it."""
     import json
     from pathlib import Path

@@ -6,33 +6,12 @@ import hashlib
 from pathlib import Path
 
 import pytest
+from testkit.twin import run_twin
 
-from c4.agent.labels import context_from
-from c4.agent.runner import build_samplers
-from c4.config import AgentConfig
 from c4.sim import SimRunner
 from c4.traffic.twin import FAULT_KINDS, ClusterTwin, Fault, load_scenario
 
 SCENARIOS = Path(__file__).resolve().parents[2] / "deploy" / "examples" / "scenarios"
-
-
-def run_twin(tmp_path, faults, steps=30, nodes=4, seed=1):
-    twin = ClusterTwin(nodes=nodes, leaves=2, spines=2, seed=seed, faults=faults)
-    runner = SimRunner(tmp_path, twin, "t", epoch_s=1_800_000_000.0)
-    samplers = {}
-    for host, w in runner.writers.items():
-        cfg = AgentConfig(node=host, samplers=w.sampler_config(), spool_dir=tmp_path / "spool")
-        samplers[host] = build_samplers(cfg, context_from(cfg, env={}))
-        for s in samplers[host]:
-            s.probe()
-    rows: dict[str, list] = {}
-    for _ in range(steps):
-        runner.step()
-        for host, ss in samplers.items():
-            for s in ss:
-                for table, rs in s.sampler.sample(0).items():
-                    rows.setdefault(table, []).extend({**r, "node": host} for r in rs)
-    return twin, rows
 
 
 def test_every_fault_kind_has_a_scenario_file():

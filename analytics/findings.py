@@ -1,0 +1,52 @@
+"""What a detector returns: a finding about one component, with its evidence."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+
+@dataclass
+class Finding:
+    """One suspected fault of one component."""
+
+    detector: str
+    fault_class: str
+    component_type: str
+    component: str
+    node: str
+    first_seen: datetime | None
+    last_seen: datetime | None
+    confidence: float
+    action: str
+    summary: str
+    evidence: dict[str, Any] = field(default_factory=dict)
+    evidence_sql: str = ""
+
+    @property
+    def fault_id(self) -> str:
+        """Stable across runs: the same detector on the same component is the same fault."""
+        return f"{self.detector}:{self.component}"
+
+    def row(self, now: datetime, state: str = "open") -> dict[str, Any]:
+        """A faults-table row."""
+        return {
+            "ts": now,
+            "node": self.node,
+            "job": "",
+            "fault_id": self.fault_id,
+            "detector": self.detector,
+            "fault_class": self.fault_class,
+            "component_type": self.component_type,
+            "component": self.component,
+            "first_seen": self.first_seen,
+            "last_seen": self.last_seen,
+            "confidence": self.confidence,
+            "action": self.action,
+            "state": state,
+            "summary": self.summary,
+            "evidence_json": json.dumps(self.evidence, default=str, sort_keys=True),
+            "evidence_sql": self.evidence_sql,
+        }

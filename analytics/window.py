@@ -1,0 +1,25 @@
+"""Load the recent window of the tables detectors need, as polars frames (from a DuckDB file or a collector)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+
+NEEDED = ("gpu_events", "ib_port_samples", "gpu_samples")
+
+
+def load_from_db(path: Path | str, window_s: float = 300.0) -> dict[str, pl.DataFrame]:
+    """The last window_s seconds (relative to each table's newest row) from a stopped collector's file."""
+    import duckdb
+
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        out = {}
+        for t in NEEDED:
+            out[t] = con.execute(
+                f'SELECT * FROM "{t}" WHERE ts >= (SELECT max(ts) FROM "{t}") - to_microseconds({int(window_s * 1e6)})'
+            ).pl()
+        return out
+    finally:
+        con.close()

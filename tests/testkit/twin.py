@@ -1,0 +1,32 @@
+"""Run the digital twin with the real samplers in-process and collect their rows (no network)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from c4.agent.labels import context_from
+from c4.agent.runner import build_samplers
+from c4.config import AgentConfig
+from c4.sim import SimRunner
+from c4.traffic.twin import ClusterTwin
+
+
+def run_twin(tmp_path, faults, steps=30, nodes=4, seed=1, **cluster):
+    """Step the twin and sample every node after each step; returns (twin, {table: rows with node})."""
+    twin = ClusterTwin(nodes=nodes, leaves=2, spines=2, seed=seed, faults=faults, **cluster)
+    runner = SimRunner(tmp_path, twin, "t", epoch_s=1_800_000_000.0)
+    samplers = {}
+    for host, w in runner.writers.items():
+        cfg = AgentConfig(node=host, samplers=w.sampler_config(), spool_dir=tmp_path / "spool")
+        samplers[host] = build_samplers(cfg, context_from(cfg, env={}))
+        for s in samplers[host]:
+            s.probe()
+    rows: dict[str, list] = {}
+    for step in range(steps):
+        runner.step()
+        for host, ss in samplers.items():
+            for s in ss:
+                for table, rs in s.sampler.sample(0).items():
+                    ts = datetime.fromtimestamp(twin.t + 1_800_000_000.0, UTC).replace(tzinfo=None)
+                    rows.setdefault(table, []).extend({"ts": ts, "tick": step, **r, "node": host} for r in rs)
+    return twin, rows
