@@ -38,7 +38,7 @@ def run_db(args: argparse.Namespace) -> int:
 
     import duckdb
 
-    from c4.analytics.hardware import hardware_findings
+    from c4.analytics.diagnose import diagnose
     from c4.analytics.window import load_from_db
     from c4.report import format_table
 
@@ -50,7 +50,7 @@ def run_db(args: argparse.Namespace) -> int:
     except duckdb.Error as exc:
         print(f"c4 diagnose: cannot read {args.db}: {exc}", file=sys.stderr)
         return 1
-    findings = sorted(hardware_findings(tables), key=lambda f: (-f.confidence, f.component))
+    findings = diagnose(tables)
     if args.json:
         print(
             json.dumps(

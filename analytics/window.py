@@ -6,7 +6,7 @@ from pathlib import Path
 
 import polars as pl
 
-NEEDED = ("gpu_events", "ib_port_samples", "gpu_samples")
+NEEDED = ("gpu_events", "ib_port_samples", "gpu_samples", "nccl_collectives", "nccl_connections")
 
 
 def load_from_db(path: Path | str, window_s: float = 300.0) -> dict[str, pl.DataFrame]:

@@ -411,6 +411,8 @@ class ClusterTwin:
                         st.update(remapped_rows_failure=1)
                 if blocked:
                     st["util_gpu_pct"] = 100.0  # NCCL kernels spin while waiting
+                    if hang_rank is not None and hang_rank.node == h and hang_rank.gpu == g:
+                        st["util_gpu_pct"] = 0.0  # the hung rank is stuck on the host: its GPU idles
                 gpu_state[(h, g)] = st
         events = [
             {"node": f.node, "gpu": f.gpu, "xid": f.xid, "at_s": f.at_s}

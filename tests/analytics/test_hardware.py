@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import polars as pl
 import pytest
-from testkit.twin import run_twin
+from testkit.twin import frames, run_twin
 
 from c4.analytics.hardware import hardware_findings
 from c4.catalogue import load
@@ -13,35 +12,11 @@ from c4.traffic.twin import Fault
 TABLES = ("gpu_events", "ib_port_samples", "gpu_samples")
 
 
-def frames(rows):
-    out = {}
-    for t in TABLES:
-        spec = load()[t]
-        data = [
-            {
-                **{c: None for c in spec.column_names},
-                **{k: v for k, v in r.items() if k in spec.column_names},
-                "job": "",
-            }
-            for r in rows.get(t, [])
-        ]
-        out[t] = (
-            pl.DataFrame(
-                data,
-                schema={
-                    c.name: pl.from_arrow(__import__("pyarrow").array([], c.arrow_type)).dtype
-                    for c in spec.columns
-                },
-            )
-            if data
-            else pl.DataFrame()
-        )
-    return out
-
-
 def found(tmp_path, faults, steps=20):
     _, rows = run_twin(tmp_path, faults, steps=steps)
-    return {(f.detector, f.component, f.fault_class, f.action) for f in hardware_findings(frames(rows))}
+    return {
+        (f.detector, f.component, f.fault_class, f.action) for f in hardware_findings(frames(rows, TABLES))
+    }
 
 
 @pytest.mark.parametrize(
@@ -122,7 +97,7 @@ def test_diagnose_db_on_a_store(tmp_path):
         steps=15,
     )
     store = Store(tmp_path / "c4.duckdb", load())
-    for t in TABLES:
+    for t in (*TABLES, "nccl_collectives", "nccl_connections"):
         spec = load()[t]
         data = [{**{k: v for k, v in r.items() if k in spec.column_names}, "job": ""} for r in rows[t]]
         store.commit([PendingBatch("", 0, spec, pa.Table.from_pylist(data, schema=spec.arrow_schema))])
@@ -136,6 +111,8 @@ def test_diagnose_db_on_a_store(tmp_path):
     assert out.returncode == 0, out.stderr
     got = {(f["component"], f["action"]) for f in json.loads(out.stdout)}
     assert {("host1/mlx5_2p1", "replace_cable"), ("host3/gpu4", "reset_gpu")} <= got
+    detectors = {f["fault_id"].split(":")[0] for f in json.loads(out.stdout)}
+    assert {"nic_rate", "slow_connection", "xid95"} <= detectors
     bad = subprocess.run(
         [sys.executable, "-m", "c4.cli", "diagnose", "--db", str(tmp_path / "nope.duckdb")],
         capture_output=True,

@@ -30,3 +30,22 @@ def run_twin(tmp_path, faults, steps=30, nodes=4, seed=1, **cluster):
                     ts = datetime.fromtimestamp(twin.t + 1_800_000_000.0, UTC).replace(tzinfo=None)
                     rows.setdefault(table, []).extend({"ts": ts, "tick": step, **r, "node": host} for r in rs)
     return twin, rows
+
+
+def frames(rows: dict[str, list], tables) -> dict:
+    """Sampler rows -> polars frames typed by the catalogue (what the collector would store)."""
+    import polars as pl
+    import pyarrow as pa
+
+    from c4.catalogue import load
+
+    out = {}
+    for t in tables:
+        spec = load()[t]
+        data = [
+            {**{k: v for k, v in r.items() if k in spec.column_names}, "job": ""} for r in rows.get(t, [])
+        ]
+        out[t] = (
+            pl.from_arrow(pa.Table.from_pylist(data, schema=spec.arrow_schema)) if data else pl.DataFrame()
+        )
+    return out
