@@ -81,6 +81,8 @@ class CollectorConfig(BaseModel):
     max_batch_bytes: int = Field(16 << 20, ge=1 << 12)
     metrics_interval_s: float = Field(10.0, gt=0)
     group_commit_max_batches: int = Field(256, ge=1)
+    diagnose_interval_s: float = Field(10.0, ge=0)  # 0 disables the in-collector diagnosis
+    diagnose_window_s: float = Field(120.0, gt=0)
 
     _addr = field_validator("listen")(classmethod(lambda cls, v: _check_address(v)))
 

@@ -303,6 +303,16 @@ class Collector:
             asyncio.create_task(self._every(self.cfg.retention_interval_s, self.retain)),
             asyncio.create_task(self._every(self.cfg.metrics_interval_s, self.snapshot_metrics)),
         ]
+        if self.cfg.diagnose_interval_s > 0:
+            from c4.analytics.runner import DiagnosisRunner
+
+            self.diagnosis = DiagnosisRunner(self.store.catalogue, self.cfg.diagnose_window_s)
+            cur = self.store.cursor()
+            try:
+                self.diagnosis.resume(cur)
+            finally:
+                cur.close()
+            self._tasks.append(asyncio.create_task(self._every(self.cfg.diagnose_interval_s, self.diagnose)))
         log.info("collector serving listen=%s port=%d db=%s", self.cfg.listen, self.port, self.cfg.db)
         return self.port
 
@@ -323,6 +333,23 @@ class Collector:
             log.info("retention deleted %s", " ".join(f"{t}={n}" for t, n in deleted.items()))
             self.metrics.inc("retention_rows_deleted", sum(deleted.values()))
         return deleted
+
+    async def diagnose(self) -> None:
+        """Run C4D over the recent window (in a worker thread) and store the faults it found."""
+        loop = asyncio.get_running_loop()
+
+        def work():
+            cur = self.store.cursor()
+            try:
+                return self.diagnosis.run_once(cur)
+            finally:
+                cur.close()
+
+        table = await loop.run_in_executor(self.service.query_pool, work)
+        if table.num_rows:
+            spec = self.store.catalogue["faults"]
+            await self.writer.submit_async(PendingBatch("", 0, spec, table))
+            self.metrics.inc("fault_rows_written", table.num_rows)
 
     async def snapshot_metrics(self) -> None:
         """Write the counters into the collector_metrics table."""

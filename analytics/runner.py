@@ -1,0 +1,57 @@
+"""Runs the diagnosis on a schedule inside the collector: read the recent window, detect, write faults."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+
+import pyarrow as pa
+
+from c4.analytics.diagnose import diagnose
+from c4.analytics.lifecycle import FaultBook
+from c4.analytics.window import NEEDED
+
+log = logging.getLogger("c4.analytics.runner")
+
+
+def window_from_cursor(cur, window_s: float) -> dict:
+    """The recent window of the tables the detectors need, through a DuckDB cursor of the live store."""
+    out = {}
+    for t in NEEDED:
+        out[t] = cur.execute(
+            f'SELECT * FROM "{t}" WHERE ts >= (SELECT max(ts) FROM "{t}") - to_microseconds({int(window_s * 1e6)})'
+        ).pl()
+    return out
+
+
+class DiagnosisRunner:
+    """One diagnosis pass per call; keeps the fault book between passes."""
+
+    def __init__(self, catalogue, window_s: float = 120.0, resolve_after_runs: int = 3) -> None:
+        self.catalogue = catalogue
+        self.window_s = window_s
+        self.book = FaultBook(resolve_after_runs)
+        self.runs = 0
+
+    def resume(self, cur) -> None:
+        """Pick up faults left open by a previous collector process."""
+        rows = (
+            cur.execute(
+                "SELECT * FROM faults QUALIFY row_number() OVER (PARTITION BY fault_id ORDER BY ts DESC) = 1"
+            )
+            .pl()
+            .to_dicts()
+        )
+        self.book.load(rows)
+
+    def run_once(self, cur) -> pa.Table:
+        """Detect over the window; returns the faults rows to store (possibly empty)."""
+        tables = window_from_cursor(cur, self.window_s)
+        findings = diagnose(tables)
+        rows = self.book.update(findings, datetime.now(UTC).replace(tzinfo=None))
+        self.runs += 1
+        if rows:
+            log.info(
+                "diagnosis run=%d findings=%d open_faults=%d", self.runs, len(findings), len(self.book.open)
+            )
+        return pa.Table.from_pylist(rows, schema=self.catalogue["faults"].arrow_schema)

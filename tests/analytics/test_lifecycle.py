@@ -1,0 +1,88 @@
+"""Fault lifecycle and the in-collector runner: one fault per component across runs, resolved when gone."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from datetime import datetime
+
+from testkit.procs import CollectorProc
+
+from c4.analytics.findings import Finding
+from c4.analytics.lifecycle import FaultBook
+from c4.query import query_arrow
+
+
+def finding(component="host1/mlx5_2p1", t=0):
+    ts = datetime(2026, 1, 1, 0, 0, t)
+    return Finding(
+        "nic_rate", "hardware", "nic_port", component, "host1", ts, ts, 0.9, "replace_cable", "slow"
+    )
+
+
+def test_redetection_updates_one_fault_and_absence_resolves_it():
+    book = FaultBook(resolve_after_runs=2)
+    now = datetime(2026, 1, 1, 0, 1)
+    first = book.update([finding(t=0)], now)
+    again = book.update([finding(t=5)], now)
+    assert first[0]["fault_id"] == again[0]["fault_id"] and again[0]["first_seen"] == first[0]["first_seen"]
+    assert again[0]["state"] == "open" and len(book.open) == 1
+    assert book.update([], now) == []  # missed once: still open
+    gone = book.update([], now)
+    assert [r["state"] for r in gone] == ["resolved"] and not book.open
+
+
+def test_collector_runs_the_diagnosis_on_simulated_faults(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[collector]\ndiagnose_interval_s = 1.0\ndiagnose_window_s = 60\n")
+    scenario = tmp_path / "s.yaml"
+    scenario.write_text(
+        "name: e2e\ncluster: {nodes: 4, gpus: 8, nics: 8, leaves: 2, spines: 2, seed: 3}\n"
+        "faults:\n  - {kind: nic_degraded, at_s: 4, duration_s: 100, node: host1, nic: 2}\n"
+        "  - {kind: xid, at_s: 4, node: host2, gpu: 3, xid: 48}\n"
+    )
+    col = CollectorProc(tmp_path, extra=["--config", str(cfg)]).start()
+    try:
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "c4.cli",
+                "sim",
+                "--scenario",
+                str(scenario),
+                "--collector",
+                col.address,
+                "--workdir",
+                str(tmp_path / "sim"),
+                "--duration-s",
+                "40",
+                "--speed",
+                "5",
+                "--agent-interval-s",
+                "0.25",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+        assert proc.returncode == 0, proc.stderr
+        deadline = time.monotonic() + 30
+        got = set()
+        while time.monotonic() < deadline:
+            t, _ = query_arrow(
+                col.address, "SELECT DISTINCT component, fault_class FROM faults WHERE state = 'open'"
+            )
+            got = {(r["component"], r["fault_class"]) for r in t.to_pylist()}
+            if {("host1/mlx5_2p1", "hardware"), ("host2/gpu3", "hardware")} <= got:
+                break
+            time.sleep(1)
+        assert {("host1/mlx5_2p1", "hardware"), ("host2/gpu3", "hardware")} <= got, got
+        ids, _ = query_arrow(
+            col.address, "SELECT count(DISTINCT fault_id) AS n, count(*) AS rows FROM faults"
+        )
+        row = ids.to_pylist()[0]
+        assert row["rows"] > row["n"]  # re-detections appended updates of the same faults, not new ones
+    finally:
+        col.stop()
