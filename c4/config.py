@@ -83,6 +83,11 @@ class CollectorConfig(BaseModel):
     group_commit_max_batches: int = Field(256, ge=1)
     diagnose_interval_s: float = Field(10.0, ge=0)  # 0 disables the in-collector diagnosis
     diagnose_window_s: float = Field(120.0, gt=0)
+    alertmanager_url: str = ""  # e.g. http://alertmanager:9093
+    alert_webhook_urls: list[str] = Field(default_factory=list)
+    slack_webhook_url: str = ""
+    isolation_command: str = ""  # e.g. "scontrol update NodeName={node} State=DRAIN Reason={reason}"
+    isolation_dry_run: bool = True
 
     _addr = field_validator("listen")(classmethod(lambda cls, v: _check_address(v)))
 

@@ -307,6 +307,7 @@ class Collector:
             from c4.analytics.runner import DiagnosisRunner
 
             self.diagnosis = DiagnosisRunner(self.store.catalogue, self.cfg.diagnose_window_s)
+            self.notifier, self.isolation = self._actions()
             cur = self.store.cursor()
             try:
                 self.diagnosis.resume(cur)
@@ -334,6 +335,22 @@ class Collector:
             self.metrics.inc("retention_rows_deleted", sum(deleted.values()))
         return deleted
 
+    def _actions(self):
+        """Alert sinks and the isolation hook from the config (None when not configured)."""
+        from c4.analytics.actions import AlertmanagerSink, IsolationHook, Notifier, SlackSink, WebhookSink
+
+        sinks = [WebhookSink(u) for u in self.cfg.alert_webhook_urls]
+        if self.cfg.alertmanager_url:
+            sinks.append(AlertmanagerSink(self.cfg.alertmanager_url))
+        if self.cfg.slack_webhook_url:
+            sinks.append(SlackSink(self.cfg.slack_webhook_url))
+        hook = (
+            IsolationHook(self.cfg.isolation_command, self.cfg.isolation_dry_run)
+            if self.cfg.isolation_command
+            else None
+        )
+        return (Notifier(sinks) if sinks else None), hook
+
     async def diagnose(self) -> None:
         """Run C4D over the recent window (in a worker thread) and store the faults it found."""
         loop = asyncio.get_running_loop()
@@ -350,6 +367,22 @@ class Collector:
             spec = self.store.catalogue["faults"]
             await self.writer.submit_async(PendingBatch("", 0, spec, table))
             self.metrics.inc("fault_rows_written", table.num_rows)
+            faults = table.to_pylist()
+
+            def act():  # network and commands off the event loop
+                rows = []
+                if self.notifier is not None:
+                    rows += self.notifier.notify(faults)
+                if self.isolation is not None:
+                    rows += self.isolation.apply(faults)
+                return rows
+
+            actions = await loop.run_in_executor(self.service.query_pool, act)
+            if actions:
+                spec = self.store.catalogue["actions"]
+                await self.writer.submit_async(
+                    PendingBatch("", 0, spec, pa.Table.from_pylist(actions, schema=spec.arrow_schema))
+                )
 
     async def snapshot_metrics(self) -> None:
         """Write the counters into the collector_metrics table."""

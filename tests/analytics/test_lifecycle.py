@@ -34,8 +34,29 @@ def test_redetection_updates_one_fault_and_absence_resolves_it():
 
 
 def test_collector_runs_the_diagnosis_on_simulated_faults(tmp_path):
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    posts = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            posts.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
     cfg = tmp_path / "c.toml"
-    cfg.write_text("[collector]\ndiagnose_interval_s = 1.0\ndiagnose_window_s = 60\n")
+    cfg.write_text(
+        "[collector]\ndiagnose_interval_s = 1.0\ndiagnose_window_s = 60\n"
+        f'alert_webhook_urls = ["http://127.0.0.1:{srv.server_address[1]}/c4"]\n'
+        'isolation_command = "scontrol update NodeName={node} State=DRAIN Reason={reason}"\n'
+    )
     scenario = tmp_path / "s.yaml"
     scenario.write_text(
         "name: e2e\ncluster: {nodes: 4, gpus: 8, nics: 8, leaves: 2, spines: 2, seed: 3}\n"
@@ -84,5 +105,14 @@ def test_collector_runs_the_diagnosis_on_simulated_faults(tmp_path):
         )
         row = ids.to_pylist()[0]
         assert row["rows"] > row["n"]  # re-detections appended updates of the same faults, not new ones
+        acts, _ = query_arrow(col.address, "SELECT sink, outcome, fault_id FROM actions")
+        acts = acts.to_pylist()
+        assert {"webhook", "isolation"} <= {a["sink"] for a in acts}
+        assert all(a["outcome"] in ("sent", "dry_run") for a in acts)
+        assert any(p["component"] == "host2/gpu3" and p["state"] == "open" for p in posts)
+        assert len({p["fault_id"] for p in posts if p["state"] == "open"}) == len(
+            [p for p in posts if p["state"] == "open"]
+        )  # each fault announced once
     finally:
         col.stop()
+        srv.shutdown()
