@@ -21,11 +21,14 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(C4) demo
 
-# System packages the tests drive for real (C compiler for the NCCL plugin, valgrind).
+# System packages the tests drive for real: a C compiler for the NCCL plugin, valgrind, and
+# Prometheus Alertmanager (Debian's package) for the alert sink test.
 sysdeps:
-	@missing=""; for tool in cc valgrind; do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
+	@missing=""; for tool in cc valgrind prometheus-alertmanager; do \
+	  command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
 	if [ -n "$$missing" ]; then \
-	  echo "installing:$$missing"; apt-get update -qq && apt-get install -y -qq gcc valgrind >/dev/null; fi
+	  echo "installing:$$missing"; apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc valgrind prometheus-alertmanager >/dev/null; fi
 
 # The C4 NCCL profiler plugin, built with the system compiler.
 plugin: $(STAMP)
