@@ -111,7 +111,7 @@ class FakeNvml:
     def __init__(self, scenario: dict | Path | str, clock: Callable[[], float] = time.time) -> None:
         self.clock = clock
         self._path = None if isinstance(scenario, dict) else Path(scenario)
-        self._mtime = 0.0
+        self._mtime: tuple | float = 0.0
         self._scenario: dict = scenario if isinstance(scenario, dict) else {}
         self._loaded_at = clock()
         self._delivered: set[int] = set()
@@ -131,12 +131,14 @@ class FakeNvml:
             return
         self._checked_at = now
         try:
-            mtime = os.stat(self._path).st_mtime
+            st = os.stat(self._path)
         except FileNotFoundError:
             raise NVMLError(NVML_ERROR_UNINITIALIZED) from None
-        if force or mtime != self._mtime:
+        # a writer that replaces the file atomically gives it a new inode, even within one mtime tick
+        version = (st.st_ino, st.st_mtime_ns, st.st_size)
+        if force or version != self._mtime:
             self._scenario = json.loads(self._path.read_text())
-            self._mtime = mtime
+            self._mtime = version
 
     @property
     def gpus(self) -> list[dict]:
@@ -245,6 +247,8 @@ class FakeNvml:
 
     def nvmlDeviceGetFieldValues(self, h: FakeHandle, field_ids: list) -> list[FieldValue]:
         """Field values with NVML timestamps (microseconds), as c_nvmlFieldValue_t-like objects."""
+        if h.index == 0:  # a sampler reads GPU 0 first each tick: look for a rewritten scenario once per tick
+            self._checked_at = -1.0
         g = self._gpu(h)
         ts_us = int(self._now() * 1e6)
         t = max(0.0, self._t())
