@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import struct
 import zlib
 from dataclasses import dataclass
@@ -23,10 +24,26 @@ class FiveTuple:
     def key(self) -> bytes:
         """Bytes the switch hashes."""
 
-        def ip(a: str) -> bytes:
-            return bytes(int(x) for x in a.split("."))
+        return _ip(self.src_ip) + _ip(self.dst_ip) + struct.pack("!HHB", self.sport, self.dport, self.proto)
 
-        return ip(self.src_ip) + ip(self.dst_ip) + struct.pack("!HHB", self.sport, self.dport, self.proto)
+
+@functools.lru_cache(maxsize=65536)
+def _ip(a: str) -> bytes:
+    """Dotted IPv4 as 4 bytes."""
+    try:
+        raw = bytes(int(x) for x in a.split("."))
+    except ValueError:
+        raw = b""
+    if len(raw) != 4:
+        raise ValueError(f"not an IPv4 address: {a!r}")
+    return raw
+
+
+@functools.lru_cache(maxsize=1)
+def _crc_sport_terms() -> tuple[int, ...]:
+    """crc32(key with sport s) ^ crc32(key with sport 0), the same for every other field (CRC is affine)."""
+    zero = zlib.crc32(bytes(13))
+    return tuple(zlib.crc32(bytes(8) + struct.pack("!H", s) + bytes(3)) ^ zero for s in range(1 << 16))
 
 
 def _mix(h: int) -> int:
@@ -79,6 +96,33 @@ class SwitchHash:
     def pick(self, t: FiveTuple, n: int) -> int:
         """Index of the next hop among n equal-cost choices."""
         return self(t) % n
+
+    def sport_picker(self, src_ip: str, dst_ip: str, n: int, dport: int = ROCEV2_DPORT, proto: int = 17):
+        """A fast ``sport -> choice of n`` for a fixed address pair (equal to ``pick``, per sport cheap).
+
+        Both base functions are affine in the source-port bits, so the hash of the 5-tuple is the
+        hash with sport 0 XOR a per-sport term: one table lookup and the mixing per candidate.
+        """
+        base_t = FiveTuple(src_ip, dst_ip, 0, dport, proto)
+        seed = self.seed
+        if self.kind == "crc32":
+            base = zlib.crc32(base_t.key())
+            terms = _crc_sport_terms()
+
+            def pick(sport: int) -> int:
+                return _mix(base ^ terms[sport] ^ seed) % n
+
+        elif self.kind == "xor":
+            base = self(base_t)  # only for validation of the addresses
+            words = struct.unpack("!IIHHB", base_t.key())
+            base = words[0] ^ words[1] ^ words[3] ^ words[4]
+
+            def pick(sport: int) -> int:
+                return _mix(base ^ (sport << 16) ^ seed) % n
+
+        else:
+            raise ValueError(f"unknown hash kind {self.kind!r}")
+        return pick
 
 
 def switch_hash(switch: str, kind: str = "crc32", seed: int = 0) -> SwitchHash:

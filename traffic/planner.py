@@ -42,7 +42,8 @@ class Plan:
     flows: list[Flow]
     pieces: list[Piece]
     load: np.ndarray  # bytes per link id
-    churn: int = 0
+    churn: int = 0  # pieces moved or created by the last replan
+    added: int = 0  # pieces created (splits) by the last replan
 
     def max_utilization(self) -> float:
         """Seconds to drain the busiest link (bytes / capacity)."""
@@ -56,47 +57,74 @@ class Plan:
         return [(p.links, p.bytes) for p in self.pieces]
 
 
+def _leaf_groups(topo: Topology, f: Flow) -> tuple[str, str]:
+    """The (source, destination) leaf of a flow's first NIC port."""
+    return topo.hosts[f.src].nics[f.src_nic][0].leaf, topo.hosts[f.dst].nics[f.dst_nic][0].leaf
+
+
 def split_counts(topo: Topology, flows: list[Flow], max_qps: int) -> list[int]:
     """Pieces per flow by the gcd rule: r flows over s live uplinks at the source leaf -> s / gcd(r, s).
 
     Splitting each of r equal flows into s/gcd(r, s) pieces lets every uplink carry exactly
-    r/gcd(r, s) pieces: the load of ideal spraying. Capped at max_qps; at least the flow's own QPs.
+    r/gcd(r, s) pieces: the load of ideal spraying. The same rule at the destination leaf (its
+    live downlinks) balances the downlinks; a flow takes the lcm of both when it fits under
+    max_qps, else the larger. At least the flow's own QPs and one piece per NIC port.
     """
-    r: dict[str, int] = defaultdict(int)
-    leaf_of = {}
-    for i, f in enumerate(flows):
-        sp, dp = topo.hosts[f.src].nics[f.src_nic][0], topo.hosts[f.dst].nics[f.dst_nic][0]
-        leaf_of[i] = (sp.leaf, dp.leaf)
-        if sp.leaf != dp.leaf:
-            r[sp.leaf] += 1
+    r_out: dict[str, int] = defaultdict(int)
+    r_in: dict[str, int] = defaultdict(int)
+    leaves = [_leaf_groups(topo, f) for f in flows]
+    for src_leaf, dst_leaf in leaves:
+        if src_leaf != dst_leaf:
+            r_out[src_leaf] += 1
+            r_in[dst_leaf] += 1
+    s_up: dict[str, int] = {}
+    s_down: dict[str, int] = {}
+    for leaf in topo.leaves:
+        s_up[leaf] = sum(1 for sp in topo.spines if topo.live(leaf, sp))
+        s_down[leaf] = sum(1 for sp in topo.spines if topo.live(sp, leaf))
     out = []
-    for i, f in enumerate(flows):
-        src_leaf, dst_leaf = leaf_of[i]
+    for f, (src_leaf, dst_leaf) in zip(flows, leaves, strict=True):
         ports = len(topo.hosts[f.src].nics[f.src_nic])
+        floor = max(f.qps, ports)
         if src_leaf == dst_leaf:
-            out.append(max(f.qps, ports))
+            out.append(floor)
             continue
-        s = sum(1 for sp in topo.spines if topo.live(src_leaf, sp))
-        k = s // math.gcd(r[src_leaf], s) if s else 1
+        su, sd = s_up[src_leaf], s_down[dst_leaf]
+        k_src = su // math.gcd(r_out[src_leaf], su) if su else 1
+        k_dst = sd // math.gcd(r_in[dst_leaf], sd) if sd else 1
+        k = math.lcm(k_src, k_dst)
+        cap = max(max_qps, ports)
+        if k > cap:
+            k = max(k_src, k_dst)
         if topo.tiers == 3:  # a second hashing stage (agg -> core): finer pieces let the greedy balance it
             k = max(k, max_qps)
-        k = max(k, f.qps, ports)
-        out.append(min(k, max(max_qps, ports)))
+        out.append(min(max(k, floor), cap))
     return out
+
+
+#: probed source ports: (src_ip, dst_ip) -> switch path (tuple of switch names) -> sports seen taking it
+SportTable = dict[tuple[str, str], dict[tuple[str, ...], list[int]]]
 
 
 class Planner:
     """Plans flows onto a topology with a global ledger (concurrent jobs share it)."""
 
     def __init__(
-        self, topo: Topology, max_qps: int = 8, hash_kind: str = "crc32", hash_seed: int = 0
+        self,
+        topo: Topology,
+        max_qps: int = 8,
+        hash_kind: str = "crc32",
+        hash_seed: int = 0,
+        sport_table: SportTable | None = None,
     ) -> None:
         self.topo = topo
         self.max_qps = max_qps
         self.hash_kind = hash_kind
         self.hash_seed = hash_seed
+        self.sport_table = sport_table
         self._hashers: dict[str, object] = {}
         self._choices: dict[tuple[str, str], list[str]] = {}
+        self._pickers: dict[tuple, object] = {}
 
     # --- planning ---------------------------------------------------------------
     def plan(self, flows: list[Flow]) -> Plan:
@@ -109,7 +137,7 @@ class Planner:
         for i, (f, k) in enumerate(zip(flows, counts, strict=True)):
             for q in range(k):
                 pieces.append(Piece(i, f.job, f.src, f.dst, f.channel, q, f.bytes / k))
-        self._assign_ports(pieces, flows, load)
+        self._assign_ports(pieces, flows, defaultdict(float))
         cross = [p for p in pieces if p.src_port.leaf != p.dst_port.leaf]
         local = [p for p in pieces if p.src_port.leaf == p.dst_port.leaf]
         for p in local:
@@ -124,23 +152,35 @@ class Planner:
             p.sport = self.sport_for(p)
         return plan
 
-    def _assign_ports(self, pieces: list[Piece], flows: list[Flow], load: np.ndarray) -> None:
-        """Balance pieces over the ports of each NIC (dual-port NICs), by bytes."""
+    def _port_pairs(self, f: Flow) -> list[tuple[NicPort, NicPort]]:
+        """Live (source port, destination port) pairs of a connection: same port index (plane) first."""
         topo = self.topo
-        port_bytes: dict[str, float] = defaultdict(float)
+        srcs = [x for x in topo.hosts[f.src].nics[f.src_nic] if topo.live(x.name, x.leaf)]
+        dsts = [x for x in topo.hosts[f.dst].nics[f.dst_nic] if topo.live(x.leaf, x.name)]
+        if not srcs or not dsts:
+            raise TopologyError(f"connection {f.src}->{f.dst} nic {f.src_nic}: no live NIC port")
+        same = [(a, b) for a in srcs for b in dsts if a.port == b.port]
+        if same:
+            return same
+        pairs = [(a, b) for a in srcs for b in dsts if topo.spine_paths(a.leaf, b.leaf)]
+        if not pairs:
+            raise TopologyError(f"connection {f.src}->{f.dst} nic {f.src_nic}: no live port pair with a path")
+        return pairs
+
+    def _assign_ports(self, pieces: list[Piece], flows: list[Flow], port_bytes: dict[str, float]) -> None:
+        """Balance pieces over the ports (planes) of each NIC, by bytes sent and received per port."""
+        pairs_of: dict[int, list[tuple[NicPort, NicPort]]] = {}
         for p in pieces:
-            f = flows[p.flow]
-            srcs = [x for x in topo.hosts[f.src].nics[f.src_nic] if topo.live(x.name, x.leaf)]
-            dsts = [x for x in topo.hosts[f.dst].nics[f.dst_nic] if topo.live(x.leaf, x.name)]
-            if not srcs or not dsts:
-                raise TopologyError(f"flow {f.src}->{f.dst} nic {f.src_nic}: no live NIC port")
-            best = min(
-                range(len(srcs)),
-                key=lambda j: port_bytes[srcs[j].name] + port_bytes[dsts[min(j, len(dsts) - 1)].name + "#rx"],
-            )
-            p.src_port, p.dst_port = srcs[best], dsts[min(best, len(dsts) - 1)]
-            port_bytes[p.src_port.name] += p.bytes
-            port_bytes[p.dst_port.name + "#rx"] += p.bytes
+            pairs = pairs_of.get(p.flow)
+            if pairs is None:
+                pairs = pairs_of[p.flow] = self._port_pairs(flows[p.flow])
+            if len(pairs) == 1:
+                a, b = pairs[0]
+            else:
+                a, b = min(pairs, key=lambda ab: port_bytes[ab[0].name] + port_bytes[ab[1].name + "#rx"])
+            p.src_port, p.dst_port = a, b
+            port_bytes[a.name] += p.bytes
+            port_bytes[b.name + "#rx"] += p.bytes
 
     def _uniform_spines(self, pieces: list[Piece]) -> bool:
         """Every leaf reaches every spine both ways (no failures): colouring applies."""
@@ -166,22 +206,39 @@ class Planner:
                 p, [p.src_port.name, p.src_port.leaf, spines[c], p.dst_port.leaf, p.dst_port.name], load
             )
 
+    def _options(self, p: Piece, cache: dict) -> list[tuple[list[str], list[int]]]:
+        """Live (node path, link ids) options of a piece, cached per port pair."""
+        key = (p.src_port.name, p.dst_port.name)
+        options = cache.get(key)
+        if options is None:
+            options = cache[key] = [
+                (n, path_links(self.topo, n)) for n in live_paths(self.topo, p.src_port, p.dst_port)
+            ]
+        if not options:
+            raise TopologyError(f"no live path {p.src_port.name} -> {p.dst_port.name}")
+        return options
+
+    @staticmethod
+    def _place(p: Piece, options: list, load: np.ndarray, inv: np.ndarray) -> None:
+        """Put a piece on the option with the lowest resulting peak (then the lowest summed load)."""
+        if len(options) == 1:
+            best = options[0]
+        else:
+
+            def cost(o):
+                u = (load[o[1]] + p.bytes) * inv[o[1]]
+                return (float(u.max()), float(u.sum()))
+
+            best = min(options, key=cost)
+        p.nodes, p.links = best[0], best[1]
+        load[p.links] += p.bytes
+
     def _greedy(self, pieces: list[Piece], load: np.ndarray, cap: np.ndarray) -> None:
         """Least-loaded path per piece (largest first), for failures, oversubscription and 3 tiers."""
-        topo = self.topo
         inv = np.where(cap > 0, 1.0 / np.where(cap > 0, cap, 1), np.inf)
-        path_cache: dict[tuple[str, str], list[tuple[list[str], list[int]]]] = {}
+        cache: dict = {}
         for p in pieces:
-            key = (p.src_port.name, p.dst_port.name)
-            options = path_cache.get(key)
-            if options is None:
-                options = [(n, path_links(topo, n)) for n in live_paths(topo, p.src_port, p.dst_port)]
-                path_cache[key] = options
-            if not options:
-                raise TopologyError(f"no live path {p.src_port.name} -> {p.dst_port.name}")
-            best = min(options, key=lambda o: float(((load[o[1]] + p.bytes) * inv[o[1]]).max()))
-            p.nodes, p.links = best[0], best[1]
-            load[p.links] += p.bytes
+            self._place(p, self._options(p, cache), load, inv)
 
     def _repair(self, plan: Plan, cap: np.ndarray, max_moves: int = 2000) -> None:
         """Move pieces off the busiest switch link while that lowers the max (unequal pieces, degraded links)."""
@@ -231,56 +288,112 @@ class Planner:
             h = self._hashers[switch] = switch_hash(switch, self.hash_kind, self.hash_seed)
         return h
 
-    def sport_for(self, p: Piece) -> int:
-        """A UDP source port the switches' hashes map onto the piece's chosen path."""
-        from c4.traffic.hashing import FiveTuple
+    def _next_choices(self, sw: str, dst_leaf: str) -> list[str]:
+        key = (sw, dst_leaf)
+        choices = self._choices.get(key)
+        if choices is None:
+            choices = self._choices[key] = sorted(self.topo.next_hops(sw, dst_leaf))
+        return choices
 
-        topo = self.topo
-        hops = []  # (switch, choices, wanted index)
+    def sport_for(self, p: Piece) -> int:
+        """A UDP source port the switches' hashes map onto the piece's path (or a probed one that took it)."""
+        src_ip, dst_ip = p.src_port.ip, p.dst_port.ip
+        span = SPORT_MAX - SPORT_MIN + 1
+        start = zlib.crc32(f"{p.job}/{p.flow}/{p.qp}".encode()) % span
+        if self.sport_table is not None:
+            probed = self.sport_table.get((src_ip, dst_ip), {}).get(tuple(p.nodes[1:-1]))
+            if probed:
+                return probed[start % len(probed)]
+        hops = []  # sport -> choice functions with the wanted choice
         nodes = p.nodes
         for i in range(1, len(nodes) - 2):
-            sw, nxt = nodes[i], nodes[i + 1]
-            dst_leaf = p.dst_port.leaf
-            key = (sw, dst_leaf)
-            choices = self._choices.get(key)
-            if choices is None:
-                choices = self._choices[key] = sorted(topo.next_hops(sw, dst_leaf))
+            choices = self._next_choices(nodes[i], p.dst_port.leaf)
             if len(choices) > 1:
-                hops.append((self._hasher(sw), len(choices), choices.index(nxt)))
+                key = (src_ip, dst_ip, nodes[i], len(choices))
+                picker = self._pickers.get(key)
+                if picker is None:
+                    picker = self._pickers[key] = self._hasher(nodes[i]).sport_picker(
+                        src_ip, dst_ip, len(choices)
+                    )
+                hops.append((picker, choices.index(nodes[i + 1])))
         if not hops:
-            return SPORT_MIN + (zlib.crc32(f"{p.flow}/{p.qp}".encode()) % (SPORT_MAX - SPORT_MIN + 1))
-        start = SPORT_MIN + (zlib.crc32(f"{p.flow}/{p.qp}".encode()) % (SPORT_MAX - SPORT_MIN + 1))
-        src_ip, dst_ip = p.src_port.ip, p.dst_port.ip
-        for off in range(SPORT_MAX - SPORT_MIN + 1):
-            sport = SPORT_MIN + (start - SPORT_MIN + off) % (SPORT_MAX - SPORT_MIN + 1)
-            t = FiveTuple(src_ip, dst_ip, sport)
-            if all(h.pick(t, n) == want for h, n, want in hops):
+            return SPORT_MIN + start
+        for off in range(span):
+            sport = SPORT_MIN + (start + off) % span
+            for picker, want in hops:
+                if picker(sport) != want:
+                    break
+            else:
                 return sport
-        raise TopologyError(f"no source port realizes path {p.nodes}")
+        raise TopologyError(f"no source port realizes path {'>'.join(p.nodes)}")
 
     # --- replanning -----------------------------------------------------------------
     def replan(self, plan: Plan) -> Plan:
-        """After links changed state: move only pieces whose path or port is no longer usable; churn counted."""
+        """After links changed state: move only the pieces on dead links; churn counted.
+
+        A moved piece goes whole onto the least-loaded live path when that keeps the busiest link
+        where it is; otherwise it is split (up to the connection's max QPs) over the least-loaded
+        live paths, as the gcd rule would have split it on the reduced fabric.
+        """
         topo = self.topo
         self._choices.clear()  # live next hops changed
+        self._pickers.clear()
         cap = capacities(topo)
-        moved = []
+        inv = np.where(cap > 0, 1.0 / np.where(cap > 0, cap, 1), np.inf)
+        dead = set(np.flatnonzero(cap <= 0).tolist())
+        affected = [p for p in plan.pieces if not dead.isdisjoint(p.links)]
+        if not affected:
+            plan.churn = 0
+            return plan
+        flows_hit = {p.flow for p in affected}
+        per_flow: dict[int, int] = defaultdict(int)
+        next_qp: dict[int, int] = defaultdict(int)
         for p in plan.pieces:
-            if any(cap[lid] <= 0 for lid in p.links):
-                plan.load[p.links] -= p.bytes
-                moved.append(p)
-        for p in moved:
-            if not topo.live(p.src_port.name, p.src_port.leaf) or not topo.live(
-                p.dst_port.leaf, p.dst_port.name
+            if p.flow in flows_hit:
+                per_flow[p.flow] += 1
+                next_qp[p.flow] = max(next_qp[p.flow], p.qp + 1)
+        for p in affected:
+            plan.load[p.links] -= p.bytes
+        with np.errstate(invalid="ignore"):
+            util = plan.load * inv
+        util[~np.isfinite(util)] = 0
+        target = float(util.max()) if len(util) else 0.0
+        port_bytes: dict[str, float] = defaultdict(float)
+        path_cache: dict[tuple[str, str], list[tuple[list[str], list[int]]]] = {}
+        added: list[Piece] = []
+        for p in sorted(affected, key=lambda x: -x.bytes):
+            f = plan.flows[p.flow]
+            if not (
+                topo.live(p.src_port.name, p.src_port.leaf) and topo.live(p.dst_port.leaf, p.dst_port.name)
             ):
-                f = plan.flows[p.flow]
-                srcs = [x for x in topo.hosts[f.src].nics[f.src_nic] if topo.live(x.name, x.leaf)]
-                dsts = [x for x in topo.hosts[f.dst].nics[f.dst_nic] if topo.live(x.leaf, x.name)]
-                if not srcs or not dsts:
-                    raise TopologyError(f"flow {f.src}->{f.dst}: every port of the NIC is down")
-                p.src_port, p.dst_port = srcs[0], dsts[0]
-        self._greedy(sorted(moved, key=lambda p: -p.bytes), plan.load, cap)
-        for p in moved:
+                self._assign_ports([p], plan.flows, port_bytes)
+            options = self._options(p, path_cache)
+            links = min(
+                (o[1] for o in options), key=lambda lk: float(((plan.load[lk] + p.bytes) * inv[lk]).max())
+            )
+            whole_peak = float(((plan.load[links] + p.bytes) * inv[links]).max())
+            budget = max(self.max_qps, f.qps) - per_flow[p.flow] + 1
+            m = min(budget, len(options))
+            if whole_peak <= target * (1 + 1e-9) or m <= 1:
+                self._place(p, options, plan.load, inv)
+                continue
+            p.bytes /= m
+            subs = [p]
+            for _ in range(m - 1):
+                q = Piece(
+                    p.flow, p.job, p.src, p.dst, p.channel, next_qp[p.flow], p.bytes, p.src_port, p.dst_port
+                )
+                next_qp[p.flow] += 1
+                subs.append(q)
+            per_flow[p.flow] += m - 1
+            added.extend(subs[1:])
+            for q in subs:
+                self._place(q, options, plan.load, inv)
+        plan.pieces.extend(added)
+        for p in affected:
             p.sport = self.sport_for(p)
-        plan.churn = len(moved)
+        for p in added:
+            p.sport = self.sport_for(p)
+        plan.churn = len(affected) + len(added)
+        plan.added = len(added)
         return plan
