@@ -241,40 +241,53 @@ class Planner:
             self._place(p, self._options(p, cache), load, inv)
 
     def _repair(self, plan: Plan, cap: np.ndarray, max_moves: int = 2000) -> None:
-        """Move pieces off the busiest switch link while that lowers the max (unequal pieces, degraded links)."""
-        topo = self.topo
+        """Move pieces off the busiest link (to another path or NIC port) while that lowers its load.
+
+        Catches what the structured steps cannot: unequal pieces, degraded links, dual-homed NICs
+        whose two leaves differ in uplink capacity.
+        """
         inv = np.where(cap > 0, 1.0 / np.where(cap > 0, cap, 1), np.inf)
         by_link: dict[int, list[Piece]] = defaultdict(list)
         for p in plan.pieces:
-            for lid in p.links[1:-1]:
+            for lid in p.links:
                 by_link[lid].append(p)
+        cache: dict = {}
+        pairs_of: dict[int, list[tuple[NicPort, NicPort]]] = {}
         for _ in range(max_moves):
             with np.errstate(invalid="ignore"):
                 util = plan.load * inv
             util[np.isnan(util)] = 0
-            switch_links = list(by_link)
-            if not switch_links:
+            if not by_link:
                 return
-            worst = max(switch_links, key=lambda lid: util[lid])
+            worst = max(by_link, key=lambda lid: util[lid])
             peak = util[worst]
             moved = False
             for p in sorted(by_link[worst], key=lambda x: -x.bytes):
+                pairs = pairs_of.get(p.flow)
+                if pairs is None:
+                    pairs = pairs_of[p.flow] = self._port_pairs(plan.flows[p.flow])
                 current = p.links
                 plan.load[current] -= p.bytes
                 best, best_peak = None, peak
-                for nodes in live_paths(topo, p.src_port, p.dst_port):
-                    links = path_links(topo, nodes)
-                    new_peak = float(((plan.load[links] + p.bytes) * inv[links]).max())
-                    if new_peak < best_peak - 1e-12:
-                        best, best_peak = (nodes, links), new_peak
+                for a, b in pairs:
+                    key = (a.name, b.name)
+                    options = cache.get(key)
+                    if options is None:
+                        options = cache[key] = [
+                            (n, path_links(self.topo, n)) for n in live_paths(self.topo, a, b)
+                        ]
+                    for nodes, links in options:
+                        new_peak = float(((plan.load[links] + p.bytes) * inv[links]).max())
+                        if new_peak < best_peak - 1e-12:
+                            best, best_peak = (a, b, nodes, links), new_peak
                 if best is None:
                     plan.load[current] += p.bytes
                     continue
-                for lid in current[1:-1]:
+                for lid in current:
                     by_link[lid].remove(p)
-                p.nodes, p.links = best
+                p.src_port, p.dst_port, p.nodes, p.links = best
                 plan.load[p.links] += p.bytes
-                for lid in p.links[1:-1]:
+                for lid in p.links:
                     by_link[lid].append(p)
                 moved = True
                 break

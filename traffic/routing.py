@@ -112,37 +112,62 @@ def max_utilization(load: np.ndarray, cap: np.ndarray) -> float:
 
 
 def lower_bound(topo: Topology, flows: list[Flow]) -> float:
-    """The fractional lower bound on max link utilization that ideal spraying reaches on symmetric fabrics.
+    """The fractional lower bound on max link utilization (seconds per collective) of any routing.
 
-    Every byte leaving a leaf crosses one of its live uplinks, every byte entering one of its live
-    downlinks, and every byte of a NIC crosses that NIC's live ports; so no routing can do better
-    than the busiest of these aggregates divided by their aggregate capacity.
+    Cuts every byte must cross: a NIC's live ports (send and receive); the live uplinks of the
+    leaves a NIC is homed on (one leaf, or a dual-ToR pair) for bytes leaving them, and their
+    downlinks for bytes entering; in 3 tiers also a pod's agg->core links. Ideal spraying reaches
+    it on symmetric fabrics; no single-path routing can beat it.
     """
-    out_leaf: dict[str, float] = defaultdict(float)
-    in_leaf: dict[str, float] = defaultdict(float)
-    nic_tx: dict[tuple, float] = defaultdict(float)
-    nic_rx: dict[tuple, float] = defaultdict(float)
-    for f in flows:
-        src_ports = topo.hosts[f.src].nics[f.src_nic]
-        dst_ports = topo.hosts[f.dst].nics[f.dst_nic]
-        nic_tx[(f.src, f.src_nic)] += f.bytes
-        nic_rx[(f.dst, f.dst_nic)] += f.bytes
-        src_leaf, dst_leaf = src_ports[0].leaf, dst_ports[0].leaf
-        if src_leaf != dst_leaf:
-            out_leaf[src_leaf] += f.bytes
-            in_leaf[dst_leaf] += f.bytes
-    bound = 0.0
     bps = 1e9 / 8
-    for (h, n), b in nic_tx.items():
-        cap = sum(topo.link(p.name, p.leaf).usable_gbps for p in topo.hosts[h].nics[n]) * bps
-        bound = max(bound, b / cap if cap else float("inf"))
-    for (h, n), b in nic_rx.items():
-        cap = sum(topo.link(p.leaf, p.name).usable_gbps for p in topo.hosts[h].nics[n]) * bps
-        bound = max(bound, b / cap if cap else float("inf"))
-    for leaf, b in out_leaf.items():
-        cap = sum(link.usable_gbps for link in topo._up[leaf] if link.dst in topo.spines) * bps
-        bound = max(bound, b / cap if cap else float("inf"))
-    for leaf, b in in_leaf.items():
-        cap = sum(topo.link(s, leaf).usable_gbps for s in topo.spines if topo.has_link(s, leaf)) * bps
-        bound = max(bound, b / cap if cap else float("inf"))
+    demand: dict[tuple, float] = defaultdict(float)  # cut -> bytes
+    homes: dict[tuple[str, int], frozenset[str]] = {}
+
+    def home(h: str, n: int) -> frozenset[str]:
+        g = homes.get((h, n))
+        if g is None:
+            g = homes[(h, n)] = frozenset(p.leaf for p in topo.hosts[h].nics[n])
+        return g
+
+    for f in flows:
+        demand[("tx", f.src, f.src_nic)] += f.bytes
+        demand[("rx", f.dst, f.dst_nic)] += f.bytes
+        a, b = home(f.src, f.src_nic), home(f.dst, f.dst_nic)
+        if a.isdisjoint(b):
+            demand[("up", a)] += f.bytes
+            demand[("down", b)] += f.bytes
+        if topo.tiers == 3:
+            pa = {topo.pod_of[x] for x in a}
+            pb = {topo.pod_of[x] for x in b}
+            if pa.isdisjoint(pb) and len(pa) == 1 and len(pb) == 1:
+                demand[("pod_out", next(iter(pa)))] += f.bytes
+                demand[("pod_in", next(iter(pb)))] += f.bytes
+    switches = set(topo.spines)
+    bound = 0.0
+    for key, b in demand.items():
+        kind = key[0]
+        if kind == "tx":
+            cap = sum(topo.link(p.name, p.leaf).usable_gbps for p in topo.hosts[key[1]].nics[key[2]])
+        elif kind == "rx":
+            cap = sum(topo.link(p.leaf, p.name).usable_gbps for p in topo.hosts[key[1]].nics[key[2]])
+        elif kind == "up":
+            cap = sum(lk.usable_gbps for leaf in key[1] for lk in topo._up[leaf] if lk.dst in switches)
+        elif kind == "down":
+            cap = sum(
+                topo.link(s, leaf).usable_gbps
+                for leaf in key[1]
+                for s in topo.spines
+                if topo.has_link(s, leaf)
+            )
+        else:
+            aggs = [a for a in topo.spines if topo.pod_of.get(a) == key[1]]
+            if kind == "pod_out":
+                cap = sum(
+                    topo.link(a, c).usable_gbps for a in aggs for c in topo.cores if topo.has_link(a, c)
+                )
+            else:
+                cap = sum(
+                    topo.link(c, a).usable_gbps for a in aggs for c in topo.cores if topo.has_link(c, a)
+                )
+        bound = max(bound, b / (cap * bps) if cap else float("inf"))
     return bound

@@ -106,7 +106,9 @@ class Topology:
     def set_state(self, a: str, b: str, state: str, rate_gbps: float | None = None) -> None:
         """Change both directions of the cable a<->b."""
         if state not in ("up", "down", "degraded"):
-            raise TopologyError(f"link {a}<->{b}: unknown state {state!r}")
+            raise TopologyError(f"link {a}<->{b}: unknown state {state!r} (up, down or degraded)")
+        if state == "degraded" and (rate_gbps is None or rate_gbps <= 0):
+            raise TopologyError(f"link {a}<->{b}: a degraded link needs a positive rate_gbps")
         for s, d in ((a, b), (b, a)):
             link = self.link(s, d)
             link.state, link.rate_gbps = state, rate_gbps
@@ -185,13 +187,17 @@ class Topology:
         return []
 
     def validate(self) -> None:
-        """Every port's leaf exists and is cabled; raise TopologyError naming the element."""
+        """Every port's leaf exists and is cabled, IPs are unique; raise TopologyError naming the element."""
         leaves = set(self.leaves)
+        ips: dict[str, str] = {}
         for p in self.ports():
             if p.leaf not in leaves:
                 raise TopologyError(f"NIC port {p.name}: leaf {p.leaf!r} is not declared")
             if not self.has_link(p.name, p.leaf):
                 raise TopologyError(f"NIC port {p.name}: no cable to leaf {p.leaf}")
+            if p.ip in ips:
+                raise TopologyError(f"NIC port {p.name}: ip {p.ip} already used by {ips[p.ip]}")
+            ips[p.ip] = p.name
         for leaf in self.leaves:
             if not any(self.has_link(leaf, s) for s in self.spines):
                 raise TopologyError(f"leaf {leaf!r} has no uplink")
@@ -201,7 +207,7 @@ def load_yaml(path: Path | str) -> Topology:
     """Load a topology spec (see deploy/examples/topology-*.yaml)."""
     import yaml
 
-    from c4.traffic.generators import fat_tree, leaf_spine
+    from c4.traffic.generators import fat_tree, leaf_spine, rail_optimized
 
     try:
         spec: dict[str, Any] = yaml.safe_load(Path(path).read_text())
@@ -210,18 +216,32 @@ def load_yaml(path: Path | str) -> Topology:
     if not isinstance(spec, dict):
         raise TopologyError(f"{path}: expected a mapping at the top")
     kind = spec.get("generator")
-    args = {k: v for k, v in (spec.get("args") or {}).items()}
-    if kind == "leaf_spine":
-        topo = leaf_spine(**args)
-    elif kind == "fat_tree":
-        topo = fat_tree(**args)
+    if kind is None and "hosts" in spec:
+        from c4.traffic.spec import from_spec
+
+        topo = from_spec({k: v for k, v in spec.items() if k != "failures"}, where=str(path))
     else:
-        raise TopologyError(f"{path}: generator must be leaf_spine or fat_tree, got {kind!r}")
-    topo.name = str(spec.get("name", topo.name))
-    for f in spec.get("failures") or []:
-        a, b = f.get("link", [None, None])
-        if a is None or b is None:
-            raise TopologyError(f"{path}: failure entry {f} needs link: [a, b]")
-        topo.set_state(a, b, f.get("state", "down"), f.get("rate_gbps"))
+        import inspect
+
+        generators = {"leaf_spine": leaf_spine, "fat_tree": fat_tree, "rail_optimized": rail_optimized}
+        if kind not in generators:
+            raise TopologyError(
+                f"{path}: generator must be leaf_spine or fat_tree (or list hosts/leaves/spines/links), got {kind!r}"
+            )
+        args = dict(spec.get("args") or {})
+        allowed = set(inspect.signature(generators[kind]).parameters)
+        unknown = sorted(set(args) - allowed)
+        if unknown:
+            raise TopologyError(f"{path}: {kind} has no argument(s) {unknown}; allowed: {sorted(allowed)}")
+        try:
+            topo = generators[kind](**args)
+        except TypeError as exc:
+            raise TopologyError(f"{path}: {kind}: {exc}") from None
+        topo.name = str(spec.get("name", topo.name))
+    for i, f in enumerate(spec.get("failures") or []):
+        link = f.get("link") if isinstance(f, dict) else None
+        if not isinstance(link, list) or len(link) != 2:
+            raise TopologyError(f"{path}: failures[{i}] needs link: [a, b]")
+        topo.set_state(link[0], link[1], f.get("state", "down"), f.get("rate_gbps"))
     topo.validate()
     return topo
