@@ -69,9 +69,9 @@ def scenarios(quick: bool):
     if not quick:
         out.append(
             (
-                "ring128_8nic_10k_pieces",
+                "ring128x8nic_16ch_5qp_10k_pieces",
                 lambda: leaf_spine(128, 8, 16, nics_per_host=8),
-                lambda: ring(128, 8, channels=10),
+                lambda: ring(128, 5, channels=16),
                 8,
             )
         )
@@ -99,12 +99,16 @@ def _failed(topo):
     return topo
 
 
-def completion(cap, subflows, exact_limit: int = 20000) -> tuple[float, str]:
-    """Fluid completion time: progressive filling, or the busiest link's drain time for huge flow sets."""
+#: above this many subflows (in any of the three routings) completion is the busiest link's drain time
+EXACT_LIMIT = 5000
+
+
+def completion(cap, subflows, method: str = "max-min") -> tuple[float, str]:
+    """Fluid completion time: max-min progressive filling, or the busiest link's drain time ("drain")."""
     from c4.traffic.fluid import FluidSim, drain_time
     from c4.traffic.routing import loads_from_fractions, loads_from_subflows
 
-    if len(subflows) <= exact_limit:
+    if method == "max-min":
         return FluidSim(cap, subflows).completion_time(), "max-min"
     if subflows and isinstance(subflows[0][0], dict):
         return drain_time(loads_from_fractions(len(cap), subflows), cap), "drain"
@@ -141,9 +145,11 @@ def run_scenario(name, make_topo, make_jobs, max_qps, seeds) -> dict:
     ecmp_over = [max_utilization(loads_from_subflows(len(cap), sf), cap) / bound for sf in ecmp]
     spray = spray_fractions(topo, flows)
     spray_over = max_utilization(loads_from_fractions(len(cap), spray), cap) / bound
-    plan_ct, method = completion(cap, plan.subflows())
-    ecmp_ct = statistics.mean(completion(cap, sf)[0] for sf in ecmp[: min(seeds, 3)])
-    spray_ct = completion(cap, spray)[0]
+    biggest = max(len(plan.pieces), len(spray), *(len(sf) for sf in ecmp))
+    method = "max-min" if biggest <= EXACT_LIMIT else "drain"
+    plan_ct = completion(cap, plan.subflows(), method)[0]
+    ecmp_ct = statistics.mean(completion(cap, sf, method)[0] for sf in ecmp)
+    spray_ct = completion(cap, spray, method)[0]
     # replanning after a spine link fails (on a fabric that had none failed)
     leaf = next(iter(topo.leaves))
     spine = next(s for s in topo.spines if topo.live(leaf, s))
@@ -192,6 +198,7 @@ def run(args: argparse.Namespace) -> int:
         "plan_s",
         "replan_s",
         "replan_churn",
+        "completion",
     ]
     emit(
         "c4 bench plan: max link load / lower bound (1.00 = ideal spraying), fluid completion ECMP / plan",

@@ -102,6 +102,36 @@ def split_counts(topo: Topology, flows: list[Flow], max_qps: int) -> list[int]:
     return out
 
 
+class Options:
+    """The live paths of one port pair as node lists, link-id lists and (equal lengths) one id matrix."""
+
+    def __init__(self, nodes: list[list[str]], links: list[list[int]]) -> None:
+        self.nodes = nodes
+        self.links = links
+        self.mat = np.array(links, dtype=np.int64) if len({len(lk) for lk in links}) == 1 else None
+
+    def __len__(self) -> int:
+        return len(self.nodes)
+
+    def best(self, load: np.ndarray, inv: np.ndarray, size: float) -> tuple[int, float]:
+        """(index, peak utilization) of the option with the lowest peak after adding size bytes, ties by sum."""
+        if len(self.nodes) == 1:
+            lk = self.links[0]
+            return 0, float(((load[lk] + size) * inv[lk]).max())
+        if self.mat is not None:
+            u = (load[self.mat] + size) * inv[self.mat]
+            peak = u.max(axis=1)
+            cand = np.flatnonzero(peak <= peak.min() * (1 + 1e-12))
+            i = int(cand[np.argmin(u[cand].sum(axis=1))]) if len(cand) > 1 else int(cand[0])
+            return i, float(peak[i])
+        costs = []
+        for lk in self.links:
+            u = (load[lk] + size) * inv[lk]
+            costs.append((float(u.max()), float(u.sum())))
+        i = min(range(len(costs)), key=costs.__getitem__)
+        return i, costs[i][0]
+
+
 #: probed source ports: (src_ip, dst_ip) -> switch path (tuple of switch names) -> sports seen taking it
 SportTable = dict[tuple[str, str], dict[tuple[str, ...], list[int]]]
 
@@ -206,31 +236,22 @@ class Planner:
                 p, [p.src_port.name, p.src_port.leaf, spines[c], p.dst_port.leaf, p.dst_port.name], load
             )
 
-    def _options(self, p: Piece, cache: dict) -> list[tuple[list[str], list[int]]]:
-        """Live (node path, link ids) options of a piece, cached per port pair."""
+    def _options(self, p: Piece, cache: dict) -> Options:
+        """Live path options of a piece, cached per port pair."""
         key = (p.src_port.name, p.dst_port.name)
         options = cache.get(key)
         if options is None:
-            options = cache[key] = [
-                (n, path_links(self.topo, n)) for n in live_paths(self.topo, p.src_port, p.dst_port)
-            ]
-        if not options:
-            raise TopologyError(f"no live path {p.src_port.name} -> {p.dst_port.name}")
+            paths = live_paths(self.topo, p.src_port, p.dst_port)
+            if not paths:
+                raise TopologyError(f"no live path {p.src_port.name} -> {p.dst_port.name}")
+            options = cache[key] = Options(paths, [path_links(self.topo, n) for n in paths])
         return options
 
     @staticmethod
-    def _place(p: Piece, options: list, load: np.ndarray, inv: np.ndarray) -> None:
+    def _place(p: Piece, options: Options, load: np.ndarray, inv: np.ndarray) -> None:
         """Put a piece on the option with the lowest resulting peak (then the lowest summed load)."""
-        if len(options) == 1:
-            best = options[0]
-        else:
-
-            def cost(o):
-                u = (load[o[1]] + p.bytes) * inv[o[1]]
-                return (float(u.max()), float(u.sum()))
-
-            best = min(options, key=cost)
-        p.nodes, p.links = best[0], best[1]
+        i = options.best(load, inv, p.bytes)[0]
+        p.nodes, p.links = options.nodes[i], options.links[i]
         load[p.links] += p.bytes
 
     def _greedy(self, pieces: list[Piece], load: np.ndarray, cap: np.ndarray) -> None:
@@ -381,10 +402,7 @@ class Planner:
             ):
                 self._assign_ports([p], plan.flows, port_bytes)
             options = self._options(p, path_cache)
-            links = min(
-                (o[1] for o in options), key=lambda lk: float(((plan.load[lk] + p.bytes) * inv[lk]).max())
-            )
-            whole_peak = float(((plan.load[links] + p.bytes) * inv[links]).max())
+            whole_peak = options.best(plan.load, inv, p.bytes)[1]
             budget = max(self.max_qps, f.qps) - per_flow[p.flow] + 1
             m = min(budget, len(options))
             if whole_peak <= target * (1 + 1e-9) or m <= 1:
