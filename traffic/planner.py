@@ -155,11 +155,15 @@ class Planner:
         self._hashers: dict[str, object] = {}
         self._choices: dict[tuple[str, str], list[str]] = {}
         self._pickers: dict[tuple, object] = {}
+        self._reach: dict[tuple[str, str], bool] = {}
 
     # --- planning ---------------------------------------------------------------
     def plan(self, flows: list[Flow]) -> Plan:
         """Route every flow; returns the plan with its ledger."""
         topo = self.topo
+        self._choices.clear()  # the fabric may have changed since the last plan
+        self._pickers.clear()
+        self._reach.clear()
         cap = capacities(topo)
         load = np.zeros(len(topo.links))
         pieces: list[Piece] = []
@@ -182,17 +186,29 @@ class Planner:
             p.sport = self.sport_for(p)
         return plan
 
+    def _reachable(self, a: NicPort, b: NicPort) -> bool:
+        """Some live switch path joins the two ports' leaves (cached per leaf pair)."""
+        key = (a.leaf, b.leaf)
+        ok = self._reach.get(key)
+        if ok is None:
+            topo = self.topo
+            ok = self._reach[key] = any(
+                all(topo.live(x, y) for x, y in zip(mid, mid[1:], strict=False))
+                for mid in topo.spine_paths(a.leaf, b.leaf)
+            )
+        return ok
+
     def _port_pairs(self, f: Flow) -> list[tuple[NicPort, NicPort]]:
-        """Live (source port, destination port) pairs of a connection: same port index (plane) first."""
+        """Live, connected (source port, destination port) pairs of a connection: same port index (plane) first."""
         topo = self.topo
         srcs = [x for x in topo.hosts[f.src].nics[f.src_nic] if topo.live(x.name, x.leaf)]
         dsts = [x for x in topo.hosts[f.dst].nics[f.dst_nic] if topo.live(x.leaf, x.name)]
         if not srcs or not dsts:
             raise TopologyError(f"connection {f.src}->{f.dst} nic {f.src_nic}: no live NIC port")
-        same = [(a, b) for a in srcs for b in dsts if a.port == b.port]
+        pairs = [(a, b) for a in srcs for b in dsts if self._reachable(a, b)]
+        same = [(a, b) for a, b in pairs if a.port == b.port]
         if same:
             return same
-        pairs = [(a, b) for a in srcs for b in dsts if topo.spine_paths(a.leaf, b.leaf)]
         if not pairs:
             raise TopologyError(f"connection {f.src}->{f.dst} nic {f.src_nic}: no live port pair with a path")
         return pairs
@@ -372,6 +388,7 @@ class Planner:
         topo = self.topo
         self._choices.clear()  # live next hops changed
         self._pickers.clear()
+        self._reach.clear()
         cap = capacities(topo)
         inv = np.where(cap > 0, 1.0 / np.where(cap > 0, cap, 1), np.inf)
         dead = set(np.flatnonzero(cap <= 0).tolist())
@@ -398,7 +415,9 @@ class Planner:
         for p in sorted(affected, key=lambda x: -x.bytes):
             f = plan.flows[p.flow]
             if not (
-                topo.live(p.src_port.name, p.src_port.leaf) and topo.live(p.dst_port.leaf, p.dst_port.name)
+                topo.live(p.src_port.name, p.src_port.leaf)
+                and topo.live(p.dst_port.leaf, p.dst_port.name)
+                and self._reachable(p.src_port, p.dst_port)
             ):
                 self._assign_ports([p], plan.flows, port_bytes)
             options = self._options(p, path_cache)

@@ -14,6 +14,7 @@ from c4.traffic.generators import fat_tree, leaf_spine
 from c4.traffic.hashing import FiveTuple, mlx5_sport, switch_hash
 from c4.traffic.planner import Planner, split_counts
 from c4.traffic.routing import capacities, ecmp_subflows, loads_from_subflows, lower_bound, max_utilization
+from c4.traffic.topology import TopologyError
 
 GB = 1e9
 
@@ -152,9 +153,23 @@ def test_switch_hashes_are_seeded_and_deterministic():
     seed=st.integers(0, 1000),
     collective=st.sampled_from(["allreduce_ring", "allreduce_tree", "alltoall"]),
     fail=st.booleans(),
+    wiring=st.sampled_from(["single", "dual_tor", "dual_plane"]),
+    later=st.integers(0, 5),
 )
-def test_every_byte_routed_once_on_existing_up_links(hosts, leaves, spines, qps, seed, collective, fail):
-    topo = leaf_spine(hosts, leaves, spines, nics_per_host=1)
+def test_every_byte_routed_once_on_existing_up_links(
+    hosts, leaves, spines, qps, seed, collective, fail, wiring, later
+):
+    if wiring == "single":
+        topo = leaf_spine(hosts, leaves, spines, nics_per_host=1)
+    else:
+        topo = leaf_spine(
+            hosts,
+            2 * -(-leaves // 2),
+            2 * -(-spines // 2),
+            nics_per_host=1,
+            ports_per_nic=2,
+            **{wiring: True},
+        )
     if fail and spines > 1 and leaves > 1:
         topo.set_state("leaf0", "spine0", "down")
     flows = job_flows(
@@ -168,7 +183,23 @@ def test_every_byte_routed_once_on_existing_up_links(hosts, leaves, spines, qps,
         ),
         topo,
     )
-    plan = Planner(topo, max_qps=4).plan(flows)
+    planner = Planner(topo, max_qps=4)
+    plan = planner.plan(flows)
+    check_plan(topo, flows, plan)
+    # a second failure later: replanning keeps every invariant
+    leaf = topo.leaves[later % len(topo.leaves)]
+    spine = [s for s in topo.spines if topo.has_link(leaf, s)][later % 2 if len(topo.spines) > 2 else 0]
+    topo.set_state(leaf, spine, "down")
+    try:
+        planner.replan(plan)
+    except TopologyError:
+        return  # the failure cut a leaf (or plane) off: nothing can route there
+    check_plan(topo, flows, plan)
+    assert len({(p.flow, p.qp) for p in plan.pieces}) == len(plan.pieces)
+
+
+def check_plan(topo, flows, plan):
+    """Every byte of every flow exactly once, on live links; the ledger equals the pieces."""
     per_flow = defaultdict(float)
     for p in plan.pieces:
         per_flow[p.flow] += p.bytes
