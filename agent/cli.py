@@ -42,6 +42,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--fake-nvml", help="drive the GPU sampler from this fake-NVML scenario JSON (tests, demo)"
     )
     parser.add_argument("--kmsg-path", help="kernel log for Xid lines (default /dev/kmsg; a file works)")
+    parser.add_argument("--tls-ca", help="PEM CA bundle that signed the collector's certificate")
+    parser.add_argument("--tls-cert", help="PEM client certificate (mutual TLS)")
+    parser.add_argument("--tls-key", help="PEM private key of --tls-cert")
+    parser.add_argument("--token-file", help="file holding this agent's bearer token")
+    parser.add_argument(
+        "--insecure", action="store_true", default=None, help="plaintext to a non-loopback collector"
+    )
     parser.add_argument("--test", action="store_true", help="sample every source once, print the rows, exit")
 
 
@@ -52,7 +59,19 @@ def agent_config(args: argparse.Namespace):
     try:
         cfg = load_config(args.config).agent
         data = cfg.model_dump()
-        for flag in ("collector", "node", "agent_id", "job", "spool_dir", "interval_s"):
+        for flag in (
+            "collector",
+            "node",
+            "agent_id",
+            "job",
+            "spool_dir",
+            "interval_s",
+            "tls_ca",
+            "tls_cert",
+            "tls_key",
+            "token_file",
+            "insecure",
+        ):
             if getattr(args, flag) is not None:
                 data[flag] = getattr(args, flag)
         samplers = {k: dict(v) for k, v in data["samplers"].items()}
@@ -103,6 +122,15 @@ def run(args: argparse.Namespace) -> int:
         from c4.agent.testprint import print_test_sample
 
         return print_test_sample(cfg, ctx, samplers)
+    from c4.security import ClientSecurity, SecurityError
+
+    security = ClientSecurity.from_config(cfg)
+    try:
+        security.check()
+    except SecurityError as exc:
+        print(f"c4 agent: {exc}", file=sys.stderr)
+        return 2
+    security.warn_if_plaintext(cfg.collector, "agent")
     agent = Agent(cfg, samplers, ctx)
     try:
         agent.start()

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import grpc
 
 from c4.agent.spool import Spool
+from c4.security import ClientSecurity
 from c4.telemetry.v1 import telemetry_pb2 as pb
 from c4.telemetry.v1 import telemetry_pb2_grpc as pb_grpc
 
@@ -60,8 +61,10 @@ class Sender:
         max_message_bytes: int = 8 << 20,
         backoff_initial_s: float = 0.2,
         backoff_max_s: float = 10.0,
+        security: ClientSecurity | None = None,
     ) -> None:
         self.address = address
+        self.security = security or ClientSecurity()
         self.agent_id = agent_id
         self.spool = spool
         self.hello = hello
@@ -75,7 +78,7 @@ class Sender:
         """Connect, stream and reconnect with exponential backoff until ``stop`` is set."""
         backoff = self.backoff_initial_s
         while not stop.is_set():
-            channel = grpc.insecure_channel(self.address, options=channel_options(self.max_message_bytes))
+            channel = self.security.channel(self.address, channel_options(self.max_message_bytes))
             try:
                 stub = pb_grpc.TelemetryStub(channel)
                 reply = stub.Hello(self.hello(), timeout=10)
@@ -92,8 +95,12 @@ class Sender:
                 backoff = self.backoff_initial_s
                 self._stream(stub, stop)
             except grpc.RpcError as exc:
-                log.warning(
-                    "collector unavailable collector=%s agent=%s code=%s detail=%s retry_in_s=%.1f",
+                refused = exc.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
+                log.log(
+                    logging.ERROR if refused else logging.WARNING,
+                    "collector refused us (check token_file) collector=%s agent=%s code=%s detail=%s retry_in_s=%.1f"
+                    if refused
+                    else "collector unavailable collector=%s agent=%s code=%s detail=%s retry_in_s=%.1f",
                     self.address,
                     self.agent_id,
                     exc.code().name,

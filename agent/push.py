@@ -10,6 +10,7 @@ import pyarrow as pa
 from c4.agent.batcher import split_ipc
 from c4.agent.client import channel_options
 from c4.catalogue import load
+from c4.security import ClientSecurity
 from c4.telemetry.v1 import telemetry_pb2 as pb
 from c4.telemetry.v1 import telemetry_pb2_grpc as pb_grpc
 
@@ -19,7 +20,12 @@ class PushError(RuntimeError):
 
 
 def push_table(
-    address: str, table: str, table_data: pa.Table, agent_id: str = "c4-push", max_batch_bytes: int = 4 << 20
+    address: str,
+    table: str,
+    table_data: pa.Table,
+    agent_id: str = "c4-push",
+    max_batch_bytes: int = 4 << 20,
+    security: ClientSecurity | None = None,
 ) -> int:
     """Send ``table_data`` to ``table`` on the collector; returns rows committed.
 
@@ -33,7 +39,8 @@ def push_table(
         pb.Batch(agent_id=agent_id, seq=base_seq + i, table=table, schema_version=spec.version, arrow_ipc=p)
         for i, p in enumerate(split_ipc(data, max_batch_bytes))
     ]
-    with grpc.insecure_channel(address, options=channel_options(max_batch_bytes + (1 << 20))) as channel:
+    security = security or ClientSecurity()
+    with security.channel(address, channel_options(max_batch_bytes + (1 << 20))) as channel:
         stub = pb_grpc.TelemetryStub(channel)
         committed = 0
         try:

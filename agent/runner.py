@@ -16,6 +16,7 @@ from c4.agent.sampler import Inventory, InventoryProvider, Sampler, StartupPolic
 from c4.agent.spool import Spool
 from c4.catalogue import Catalogue, load
 from c4.config import AgentConfig
+from c4.security import ClientSecurity
 from c4.telemetry.v1 import telemetry_pb2 as pb
 
 log = logging.getLogger("c4.agent")
@@ -109,6 +110,7 @@ class Agent:
             max_message_bytes=cfg.max_batch_bytes + (1 << 20),
             backoff_initial_s=cfg.backoff_initial_s,
             backoff_max_s=cfg.backoff_max_s,
+            security=ClientSecurity.from_config(cfg),
         )
         self._threads: list[threading.Thread] = []
 

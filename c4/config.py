@@ -39,10 +39,21 @@ def _check_address(value: str) -> str:
     return value
 
 
-class AgentConfig(BaseModel):
-    """``[agent]``: where to send, how often to sample, where to spool."""
+class ClientSecurityConfig(BaseModel):
+    """Keys every client of a collector has: TLS files, bearer token file, explicit plaintext."""
 
     model_config = ConfigDict(extra="forbid")
+    tls_ca: str = ""  # PEM CA bundle that signed the collector's certificate ("" = system roots)
+    tls_cert: str = ""  # PEM client certificate for mutual TLS
+    tls_key: str = ""  # its private key
+    tls_server_name: str = ""  # name to check in the collector's certificate instead of the host
+    token_file: str = ""  # file holding this client's bearer token
+    insecure: bool = False  # plaintext to a non-loopback collector
+
+
+class AgentConfig(ClientSecurityConfig):
+    """``[agent]``: where to send, how often to sample, where to spool, how to authenticate."""
+
     collector: str = DEFAULT_COLLECTOR
     node: str = Field(default_factory=socket.gethostname)
     agent_id: str = ""
@@ -88,8 +99,28 @@ class CollectorConfig(BaseModel):
     slack_webhook_url: str = ""
     isolation_command: str = ""  # e.g. "scontrol update NodeName={node} State=DRAIN Reason={reason}"
     isolation_dry_run: bool = True
+    tls_cert: str = ""  # PEM server certificate: serve gRPC over TLS
+    tls_key: str = ""
+    tls_client_ca: str = ""  # PEM CA of agent certificates: require mutual TLS
+    tokens_file: str = ""  # bearer tokens: TOKEN ROLES NAME per line
+    insecure: bool = False  # allow plaintext / no tokens on a non-loopback listen address
+    metrics_listen: str = ""  # HOST:PORT of the Prometheus /metrics endpoint ("" = off)
+    metrics_window_s: float = Field(300.0, gt=0)  # rows older than this are not exported
 
     _addr = field_validator("listen")(classmethod(lambda cls, v: _check_address(v)))
+
+    @field_validator("metrics_listen")
+    @classmethod
+    def _metrics_addr(cls, v: str) -> str:
+        return _check_address(v) if v else v
+
+
+class QueryConfig(ClientSecurityConfig):
+    """``[query]``: how readers (``c4 sql``, the UI) reach the collector's Query RPC."""
+
+    collector: str = DEFAULT_COLLECTOR
+
+    _addr = field_validator("collector")(classmethod(lambda cls, v: _check_address(v)))
 
 
 class Config(BaseModel):
@@ -98,9 +129,10 @@ class Config(BaseModel):
     model_config = ConfigDict(extra="forbid")
     agent: AgentConfig = Field(default_factory=AgentConfig)
     collector: CollectorConfig = Field(default_factory=CollectorConfig)
+    query: QueryConfig = Field(default_factory=QueryConfig)
 
 
-SECTIONS = {"agent": AgentConfig, "collector": CollectorConfig}
+SECTIONS = {"agent": AgentConfig, "collector": CollectorConfig, "query": QueryConfig}
 
 
 def env_overrides(env: Mapping[str, str]) -> dict[str, dict[str, str]]:

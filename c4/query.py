@@ -6,6 +6,7 @@ import grpc
 import pyarrow as pa
 import pyarrow.ipc as ipc
 
+from c4.security import ClientSecurity
 from c4.telemetry.v1 import telemetry_pb2 as pb
 from c4.telemetry.v1 import telemetry_pb2_grpc as pb_grpc
 
@@ -18,17 +19,32 @@ class QueryError(RuntimeError):
         self.code = code
 
 
-def open_channel(address: str) -> grpc.Channel:
-    """A channel to a collector with message limits that fit query results."""
-    return grpc.insecure_channel(address, options=[("grpc.max_receive_message_length", 256 << 20)])
+def query_security(config_path: str | None = None) -> ClientSecurity:
+    """TLS files and reader token from the ``[query]`` section of a config file and C4_QUERY_* variables."""
+    from c4.config import load_config
+
+    return ClientSecurity.from_config(load_config(config_path).query)
+
+
+def open_channel(address: str, security: ClientSecurity | None = None) -> grpc.Channel:
+    """A channel to a collector with message limits that fit query results.
+
+    ``security`` None: from C4_QUERY_* environment variables (plaintext on loopback by default).
+    """
+    security = security if security is not None else query_security()
+    return security.channel(address, [("grpc.max_receive_message_length", 256 << 20)])
 
 
 def query_arrow(
-    address_or_channel: str | grpc.Channel, sql: str, max_rows: int = 0, timeout_s: float = 0.0
+    address_or_channel: str | grpc.Channel,
+    sql: str,
+    max_rows: int = 0,
+    timeout_s: float = 0.0,
+    security: ClientSecurity | None = None,
 ) -> tuple[pa.Table, bool]:
     """Run read-only SQL on a collector; returns (table, truncated)."""
     own = isinstance(address_or_channel, str)
-    channel = open_channel(address_or_channel) if own else address_or_channel
+    channel = open_channel(address_or_channel, security) if own else address_or_channel
     try:
         stub = pb_grpc.TelemetryStub(channel)
         batches: list[pa.RecordBatch] = []

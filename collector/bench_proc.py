@@ -14,6 +14,8 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from c4.security import ClientSecurity
+
 
 def free_port() -> int:
     """An unused TCP port on 127.0.0.1."""
@@ -22,11 +24,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_serving(address: str, timeout_s: float = 30.0) -> None:
+def wait_serving(address: str, timeout_s: float = 30.0, security: ClientSecurity | None = None) -> None:
     """Block until the gRPC health service reports SERVING."""
+    security = security or ClientSecurity()
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        with grpc.insecure_channel(address) as ch:
+        with security.channel(address) as ch:
             try:
                 r = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=1)
                 if r.status == health_pb2.HealthCheckResponse.SERVING:

@@ -16,6 +16,31 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--listen", help="HOST:PORT to serve on (default 127.0.0.1:7070)")
     parser.add_argument("--db", help="DuckDB file this collector owns (default /var/lib/c4/c4.duckdb)")
     parser.add_argument("--retention-s", type=float, help="drop rows older than this many seconds")
+    parser.add_argument("--tls-cert", help="PEM server certificate: serve gRPC over TLS")
+    parser.add_argument("--tls-key", help="PEM private key of --tls-cert")
+    parser.add_argument("--tls-client-ca", help="PEM CA of client certificates: require mutual TLS")
+    parser.add_argument("--tokens-file", help="bearer tokens file (TOKEN ROLES NAME per line)")
+    parser.add_argument(
+        "--insecure",
+        action="store_true",
+        default=None,
+        help="allow plaintext and no tokens on a non-loopback --listen address",
+    )
+    parser.add_argument("--metrics-listen", help="HOST:PORT for the Prometheus /metrics endpoint")
+
+
+#: flag attribute -> config key (same name)
+FLAGS = (
+    "listen",
+    "db",
+    "retention_s",
+    "tls_cert",
+    "tls_key",
+    "tls_client_ca",
+    "tokens_file",
+    "insecure",
+    "metrics_listen",
+)
 
 
 def collector_config(args: argparse.Namespace):
@@ -24,11 +49,7 @@ def collector_config(args: argparse.Namespace):
 
     try:
         cfg = load_config(args.config).collector
-        updates = {
-            k: v
-            for k, v in {"listen": args.listen, "db": args.db, "retention_s": args.retention_s}.items()
-            if v is not None
-        }
+        updates = {k: getattr(args, k) for k in FLAGS if getattr(args, k, None) is not None}
         return cfg.model_validate({**cfg.model_dump(), **updates})
     except (ConfigError, ValueError) as exc:
         print(f"c4 collector: {exc}", file=sys.stderr)
@@ -52,4 +73,7 @@ def run(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"c4 collector: {exc}", file=sys.stderr)
         return 1
+    except ValueError as exc:  # SecurityError: a TLS/token file or an unsafe listen address
+        print(f"c4 collector: {exc}", file=sys.stderr)
+        return 2
     return 0

@@ -20,6 +20,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from c4 import __version__
 from c4.arrow_ipc import encode_ipc
 from c4.catalogue import Catalogue, load
+from c4.collector.auth import Authenticator, AuthError, TokenTable, check_server_security, server_credentials
 from c4.collector.readonly import QueryRefused, check_read_only
 from c4.collector.store import PendingBatch, Store
 from c4.collector.validate import Refusal, validate_batch
@@ -61,11 +62,19 @@ def _now() -> datetime:
 class TelemetryService(pb_grpc.TelemetryServicer):
     """Implements the wire contract over one Store."""
 
-    def __init__(self, cfg: CollectorConfig, store: Store, writer: Writer, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        cfg: CollectorConfig,
+        store: Store,
+        writer: Writer,
+        metrics: Metrics,
+        auth: Authenticator | None = None,
+    ) -> None:
         self.cfg = cfg
         self.store = store
         self.writer = writer
         self.metrics = metrics
+        self.auth = auth or Authenticator(None, metrics.inc)
         self.catalogue: Catalogue = store.catalogue
         self.node = socket.gethostname()
         self.query_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="c4-query")
@@ -74,8 +83,19 @@ class TelemetryService(pb_grpc.TelemetryServicer):
         spec = self.catalogue[table]
         return PendingBatch("", 0, spec, pa.Table.from_pylist(rows, schema=spec.arrow_schema))
 
+    async def _identify(self, rpc: str, context: grpc.aio.ServicerContext, agent_id: str | None = None):
+        """The caller's identity (None without a tokens file); aborts the call when refused."""
+        try:
+            ident = self.auth.identify(rpc, context.invocation_metadata())
+            if agent_id is not None:
+                self.auth.check_agent(rpc, ident, agent_id)
+            return ident
+        except AuthError as exc:
+            await context.abort(exc.code, exc.message)
+
     async def Hello(self, request: pb.HelloRequest, context: grpc.aio.ServicerContext) -> pb.HelloReply:
         """Record the node inventory and tell the agent where its committed sequence stands."""
+        await self._identify("Hello", context, request.agent_id)
         if not request.agent_id:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "Hello: agent_id is empty")
         for table, version in request.table_versions.items():
@@ -118,6 +138,7 @@ class TelemetryService(pb_grpc.TelemetryServicer):
 
     async def Push(self, request_iterator, context: grpc.aio.ServicerContext):
         """Validate each batch, hand it to the writer, and ack it once committed (in order)."""
+        ident = await self._identify("Push", context)
         pending: asyncio.Queue = asyncio.Queue(maxsize=512)
         self.metrics.inc("push_streams")
 
@@ -126,6 +147,11 @@ class TelemetryService(pb_grpc.TelemetryServicer):
                 async for batch in request_iterator:
                     self.metrics.inc("batches_received")
                     self.metrics.inc("bytes_received", len(batch.arrow_ipc))
+                    try:
+                        self.auth.check_agent("Push", ident, batch.agent_id)
+                    except AuthError as exc:
+                        await pending.put((batch, exc))
+                        return
                     try:
                         if not batch.agent_id or batch.seq == 0:
                             raise Refusal(
@@ -163,6 +189,8 @@ class TelemetryService(pb_grpc.TelemetryServicer):
                 if item is None:
                     break
                 batch, outcome = item
+                if isinstance(outcome, AuthError):
+                    await context.abort(outcome.code, outcome.message)
                 if isinstance(outcome, Refusal):
                     yield pb.Ack(
                         agent_id=batch.agent_id,
@@ -193,6 +221,7 @@ class TelemetryService(pb_grpc.TelemetryServicer):
 
     async def Query(self, request: pb.QueryRequest, context: grpc.aio.ServicerContext):
         """Run one read-only statement in a worker thread and stream Arrow IPC chunks."""
+        await self._identify("Query", context)
         self.metrics.inc("queries")
         try:
             check_read_only(request.sql)
@@ -261,6 +290,7 @@ class TelemetryService(pb_grpc.TelemetryServicer):
 
     async def Stats(self, request: pb.StatsRequest, context: grpc.aio.ServicerContext) -> pb.StatsReply:
         """The collector's own counters."""
+        await self._identify("Stats", context)
         return pb.StatsReply(counters={**self.metrics.snapshot(), "commit_transactions": self.writer.commits})
 
 
@@ -273,10 +303,17 @@ class Collector:
 
     def __init__(self, cfg: CollectorConfig, catalogue: Catalogue | None = None) -> None:
         self.cfg = cfg
+        self.security_warnings = check_server_security(cfg)  # before touching the store: fail fast
         self.metrics = Metrics()
+        tokens = TokenTable.load(cfg.tokens_file) if cfg.tokens_file else None
+        self.credentials = (
+            server_credentials(cfg.tls_cert, cfg.tls_key, cfg.tls_client_ca) if cfg.tls_cert else None
+        )
         self.store = Store(cfg.db, catalogue or load())
         self.writer = Writer(self.store, cfg.group_commit_max_batches)
-        self.service = TelemetryService(cfg, self.store, self.writer, self.metrics)
+        self.auth = Authenticator(tokens, self.metrics.inc)
+        self.service = TelemetryService(cfg, self.store, self.writer, self.metrics, self.auth)
+        self.exporter = None
         self.server: grpc.aio.Server | None = None
         self.port = 0
         self._tasks: list[asyncio.Task] = []
@@ -293,10 +330,20 @@ class Collector:
         pb_grpc.add_TelemetryServicer_to_server(self.service, self.server)
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, self.server)
-        self.port = self.server.add_insecure_port(self.cfg.listen)
+        if self.credentials is not None:
+            self.port = self.server.add_secure_port(self.cfg.listen, self.credentials)
+        else:
+            self.port = self.server.add_insecure_port(self.cfg.listen)
         if not self.port:
             raise OSError(f"cannot listen on {self.cfg.listen}")
+        for warning in self.security_warnings:
+            log.warning("security: %s listen=%s", warning, self.cfg.listen)
         await self.server.start()
+        if self.cfg.metrics_listen:
+            from c4.collector.exporter import MetricsServer
+
+            self.exporter = MetricsServer(self, self.cfg.metrics_listen)
+            self.exporter.start()
         for name in ("", SERVICE_NAME):
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
         self._tasks = [
@@ -314,7 +361,16 @@ class Collector:
             finally:
                 cur.close()
             self._tasks.append(asyncio.create_task(self._every(self.cfg.diagnose_interval_s, self.diagnose)))
-        log.info("collector serving listen=%s port=%d db=%s", self.cfg.listen, self.port, self.cfg.db)
+        log.info(
+            "collector serving listen=%s port=%d db=%s tls=%s mtls=%s tokens=%d metrics=%s",
+            self.cfg.listen,
+            self.port,
+            self.cfg.db,
+            self.credentials is not None,
+            bool(self.cfg.tls_client_ca),
+            len(self.auth.tokens or ()),
+            self.exporter.url if self.exporter else "off",
+        )
         return self.port
 
     async def _every(self, period_s: float, fn) -> None:
@@ -398,6 +454,8 @@ class Collector:
         """Stop serving, finish queued commits, checkpoint and close the file."""
         for t in self._tasks:
             t.cancel()
+        if self.exporter is not None:
+            self.exporter.stop()
         if self.server is not None:
             await self.server.stop(grace_s)
         await asyncio.get_running_loop().run_in_executor(None, self.writer.close)

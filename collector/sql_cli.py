@@ -16,7 +16,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--collector",
         default=None,
-        help="collector HOST:PORT (default: C4_AGENT_COLLECTOR or 127.0.0.1:7070)",
+        help="collector HOST:PORT (default: [query] collector of --config, C4_QUERY_COLLECTOR, "
+        "C4_AGENT_COLLECTOR or 127.0.0.1:7070)",
+    )
+    parser.add_argument("--config", help="TOML config file ([query] section); C4_QUERY_* env vars apply")
+    parser.add_argument("--tls-ca", help="PEM CA bundle that signed the collector's certificate")
+    parser.add_argument("--tls-cert", help="PEM client certificate (mutual TLS)")
+    parser.add_argument("--tls-key", help="PEM private key of --tls-cert")
+    parser.add_argument("--token-file", help="file holding a reader token")
+    parser.add_argument(
+        "--insecure", action="store_true", default=None, help="plaintext to a non-loopback collector"
     )
     parser.add_argument("--format", choices=["table", "csv", "json", "parquet"], default="table")
     parser.add_argument(
@@ -38,12 +47,23 @@ def run(args: argparse.Namespace) -> int:
     import polars as pl
     import pyarrow.parquet as pq
 
-    from c4.config import DEFAULT_COLLECTOR
+    from c4.config import DEFAULT_COLLECTOR, ConfigError, load_config
     from c4.query import QueryError, query_arrow
+    from c4.security import ClientSecurity, SecurityError
 
-    address = args.collector or os.environ.get("C4_AGENT_COLLECTOR") or DEFAULT_COLLECTOR
     try:
-        table, truncated = query_arrow(address, args.sql, args.max_rows, args.timeout_s)
+        qcfg = load_config(args.config).query
+        flags = {k: getattr(args, k) for k in ClientSecurity.__dataclass_fields__ if getattr(args, k, None)}
+        security = ClientSecurity.from_config(qcfg.model_copy(update=flags))
+        security.check()
+    except (ConfigError, SecurityError) as exc:
+        print(f"c4 sql: {exc}", file=sys.stderr)
+        return 2
+    configured = qcfg.collector if "C4_QUERY_COLLECTOR" in os.environ or args.config else None
+    address = args.collector or configured or os.environ.get("C4_AGENT_COLLECTOR") or DEFAULT_COLLECTOR
+    security.warn_if_plaintext(address, "c4 sql")
+    try:
+        table, truncated = query_arrow(address, args.sql, args.max_rows, args.timeout_s, security)
     except QueryError as exc:
         print(f"c4 sql: {exc}", file=sys.stderr)
         return 1

@@ -1,0 +1,385 @@
+"""Prometheus ``/metrics`` for the collector: health gauges from the latest rows, open faults, own counters.
+
+Each scrape runs in the HTTP server's thread on its own DuckDB cursor, never on the asyncio loop.
+Metric names follow Prometheus conventions: ``c4_`` prefix, base units (bytes, seconds, hertz,
+ratios 0-1), ``_total`` counters. Rows older than ``metrics_window_s`` are not exported, so a
+silent node disappears from the gauges while ``c4_agent_last_batch_age_seconds`` shows it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, ProcessCollector, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+if TYPE_CHECKING:
+    from c4.collector.server import Collector
+
+log = logging.getLogger("c4.collector.exporter")
+
+
+@dataclass(frozen=True)
+class Series:
+    """One exported metric: its name, type, the SQL expression of a latest row, and help."""
+
+    name: str
+    kind: str  # "gauge" or "counter" (name then ends in _total)
+    expr: str  # over the latest row's columns, e.g. "util_gpu_pct / 100.0"
+    help: str
+
+
+@dataclass(frozen=True)
+class LatestRows:
+    """Metrics from the latest row per key of one table (within the freshness window)."""
+
+    table: str
+    keys: tuple[tuple[str, str], ...]  # (label, column)
+    series: tuple[Series, ...]
+    windowed: bool = True
+
+
+def _g(name: str, expr: str, help: str) -> Series:
+    return Series(name, "gauge", expr, help)
+
+
+def _c(name: str, expr: str, help: str) -> Series:
+    return Series(name, "counter", expr, help)
+
+
+#: Health gauges and raw counters per node, GPU, NIC port and netdev.
+LATEST: tuple[LatestRows, ...] = (
+    LatestRows(
+        "nodes",
+        (("node", "node"),),
+        (
+            _g("c4_node_gpus", "gpu_count", "GPUs the node's agent found at its last Hello."),
+            _g("c4_node_nic_ports", "nic_port_count", "NIC ports the node's agent found at its last Hello."),
+        ),
+        windowed=False,
+    ),
+    LatestRows(
+        "host_memory",
+        (("node", "node"),),
+        (
+            _g("c4_node_memory_total_bytes", "mem_total_bytes", "Host memory (MemTotal)."),
+            _g("c4_node_memory_available_bytes", "mem_available_bytes", "Host memory available."),
+            _g("c4_node_load1", "load1", "1-minute load average."),
+        ),
+    ),
+    LatestRows(
+        "gpu_samples",
+        (("node", "node"), ("gpu", "gpu_index")),
+        (
+            _g("c4_gpu_utilization_ratio", "util_gpu_pct / 100.0", "GPU (SM busy) utilization, 0-1."),
+            _g(
+                "c4_gpu_memory_utilization_ratio",
+                "util_mem_pct / 100.0",
+                "Memory controller utilization, 0-1.",
+            ),
+            _g("c4_gpu_memory_used_bytes", "mem_used_bytes", "Framebuffer memory used."),
+            _g("c4_gpu_memory_total_bytes", "mem_total_bytes", "Framebuffer memory total."),
+            _g("c4_gpu_power_watts", "power_w", "Power draw."),
+            _g("c4_gpu_temperature_celsius", "temp_gpu_c", "GPU die temperature."),
+            _g("c4_gpu_memory_temperature_celsius", "temp_mem_c", "HBM temperature."),
+            _g("c4_gpu_sm_clock_hertz", "clock_sm_mhz * 1e6", "SM clock."),
+            _g(
+                "c4_gpu_clocks_event_reasons",
+                "clocks_event_reasons",
+                "Why clocks are held down (NVML bitmask).",
+            ),
+            _g("c4_gpu_pcie_link_width", "pcie_width_cur", "Current PCIe link width, lanes."),
+            _g("c4_gpu_pcie_link_max_width", "pcie_width_max", "Maximum PCIe link width, lanes."),
+            _g(
+                "c4_gpu_remapped_rows_pending",
+                "remapped_rows_pending",
+                "1 if a row remap waits for a GPU reset.",
+            ),
+            _g(
+                "c4_gpu_remapped_rows_failure",
+                "remapped_rows_failure",
+                "1 if a row remap failed: replace the GPU.",
+            ),
+            _c(
+                "c4_gpu_ecc_corrected_errors_total",
+                "ecc_sbe_volatile",
+                "Corrected ECC errors since driver load.",
+            ),
+            _c(
+                "c4_gpu_ecc_uncorrected_errors_total",
+                "ecc_dbe_volatile",
+                "Uncorrected ECC errors since driver load.",
+            ),
+            _c("c4_gpu_pcie_replays_total", "pcie_replay_count", "PCIe replays."),
+            _c("c4_gpu_energy_joules_total", "energy_mj / 1000.0", "Energy since driver load."),
+        ),
+    ),
+    LatestRows(
+        "ib_port_samples",
+        (("node", "node"), ("device", "device"), ("port", "port")),
+        (
+            _g("c4_nic_port_up", "CASE WHEN state_code = 4 THEN 1 ELSE 0 END", "1 if the port is ACTIVE."),
+            _g("c4_nic_port_state_code", "state_code", "Logical port state (4 ACTIVE, 1 DOWN)."),
+            _g("c4_nic_port_rate_bytes_per_second", "rate_bps / 8.0", "Negotiated link rate."),
+            _c("c4_nic_port_transmit_bytes_total", "tx_bytes", "Bytes transmitted."),
+            _c("c4_nic_port_receive_bytes_total", "rx_bytes", "Bytes received."),
+            _c("c4_nic_port_receive_errors_total", "rx_errors", "Receive errors."),
+            _c("c4_nic_port_transmit_discards_total", "tx_discards", "Transmit discards."),
+            _c("c4_nic_port_symbol_errors_total", "symbol_errors", "Physical symbol errors (cable/optics)."),
+            _c("c4_nic_port_link_downed_total", "link_downed", "Times the link went down."),
+            _c("c4_nic_port_local_ack_timeouts_total", "local_ack_timeout_err", "Transport ACK timeouts."),
+            _c("c4_nic_port_out_of_sequence_total", "out_of_sequence", "Out-of-sequence packets received."),
+            _c(
+                "c4_nic_port_adaptive_retransmissions_total",
+                "roce_adp_retrans",
+                "RoCE adaptive retransmissions.",
+            ),
+            _c(
+                "c4_nic_port_ecn_marked_packets_total",
+                "np_ecn_marked_roce_packets",
+                "RoCE packets received ECN-marked.",
+            ),
+            _c(
+                "c4_nic_port_cnp_handled_total",
+                "rp_cnp_handled",
+                "CNPs handled (this port was told to slow down).",
+            ),
+        ),
+    ),
+    LatestRows(
+        "netdev_samples",
+        (("node", "node"), ("netdev", "netdev")),
+        (
+            _g("c4_netdev_up", "CASE WHEN operstate = 'up' THEN 1 ELSE 0 END", "1 if operstate is up."),
+            _g("c4_netdev_carrier", "carrier", "1 if the link has carrier."),
+            _g("c4_netdev_speed_bytes_per_second", "speed_mbps * 125000.0", "Link speed."),
+            _c("c4_netdev_carrier_changes_total", "carrier_changes", "Carrier up/down transitions."),
+            _c("c4_netdev_receive_errors_total", "rx_errors", "Receive errors."),
+            _c("c4_netdev_transmit_errors_total", "tx_errors", "Transmit errors."),
+        ),
+    ),
+)
+
+#: Collector counters with their own metric name; any other counter becomes c4_collector_<name>_total.
+COUNTER_NAMES = {
+    "bytes_received": ("c4_collector_received_bytes_total", "Batch payload bytes received."),
+    "batches_received": ("c4_collector_batches_received_total", "Batches received on Push streams."),
+    "batches_committed": ("c4_collector_batches_committed_total", "Batches committed."),
+    "batches_duplicate": (
+        "c4_collector_batches_duplicate_total",
+        "Batches already committed before (re-sends).",
+    ),
+    "rows_committed": ("c4_collector_rows_committed_total", "Rows committed."),
+    "commit_errors": ("c4_collector_commit_errors_total", "Batches whose commit failed (agent retries)."),
+    "commit_transactions": ("c4_collector_commit_transactions_total", "DuckDB transactions committed."),
+    "push_streams": ("c4_collector_push_streams_total", "Push streams opened."),
+    "hellos": ("c4_collector_hellos_total", "Agent Hellos (connections)."),
+    "queries": ("c4_collector_queries_total", "Query RPCs."),
+}
+
+
+def latest_sql(spec: LatestRows) -> str:
+    """SQL for the latest non-NULL value of each series per key (``?`` = the window's start)."""
+    keys = ", ".join(f'"{col}"' for _, col in spec.keys)
+    values = ", ".join(
+        f"arg_max({s.expr}, ts) FILTER (WHERE ({s.expr}) IS NOT NULL) AS v{i}"
+        for i, s in enumerate(spec.series)
+    )
+    where = "WHERE ts >= ?" if spec.windowed else ""
+    return f'SELECT {keys}, {values} FROM "{spec.table}" {where} GROUP BY ALL'
+
+
+OPEN_FAULTS_SQL = """
+SELECT fault_class, component_type, component, detector, state, count(*) AS n
+FROM (
+  SELECT fault_id, arg_max(fault_class, ts) AS fault_class, arg_max(component_type, ts) AS component_type,
+         arg_max(component, ts) AS component, arg_max(detector, ts) AS detector, arg_max(state, ts) AS state
+  FROM faults GROUP BY fault_id
+) WHERE state IN ('open', 'acknowledged') GROUP BY ALL
+"""
+
+LIVENESS_SQL = "SELECT agent_id, updated, last_seq FROM _c4_agent_seq"
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+class C4Metrics:
+    """A prometheus_client custom collector over a running Collector (``collect()`` per scrape)."""
+
+    def __init__(self, collector: Collector, window_s: float) -> None:
+        self.collector = collector
+        self.window_s = window_s
+        self._lock = threading.Lock()  # one scrape at a time: the queries share the store
+        self.query_errors = 0
+
+    def describe(self) -> Iterable[Metric]:
+        """Nothing up front: the registry then never calls collect() at registration."""
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        """Every metric family, computed from one cursor."""
+        started = time.monotonic()
+        with self._lock:
+            families = list(self._counters())
+            cur = self.collector.store.cursor()
+            try:
+                families += self._latest(cur)
+                families += self._faults(cur)
+                families += self._liveness(cur)
+            finally:
+                cur.close()
+        scrape = GaugeMetricFamily("c4_exporter_scrape_duration_seconds", "Time this scrape took to compute.")
+        scrape.add_metric([], time.monotonic() - started)
+        errors = CounterMetricFamily(
+            "c4_exporter_query_errors", "Exporter queries that failed (see the log)."
+        )
+        errors.add_metric([], self.query_errors)
+        yield from families
+        yield scrape
+        yield errors
+
+    def _query(self, cur, sql: str, params: list | None = None) -> list[tuple]:
+        try:
+            return cur.execute(sql, params or []).fetchall()
+        except Exception as exc:  # a scrape never fails as a whole because one table is odd
+            self.query_errors += 1
+            log.warning("metrics query failed error=%s", exc)
+            return []
+
+    def _counters(self) -> Iterator[Metric]:
+        snap = {**self.collector.metrics.snapshot(), "commit_transactions": self.collector.writer.commits}
+        refused = CounterMetricFamily(
+            "c4_collector_batches_refused", "Batches refused for good, by reason.", labels=["reason"]
+        )
+        auth = CounterMetricFamily(
+            "c4_collector_auth_refusals",
+            "Calls refused for a missing/unknown token (unauthenticated) or a missing role (permission_denied).",
+            labels=["rpc", "code"],
+        )
+        queries_refused = CounterMetricFamily(
+            "c4_collector_queries_refused", "Query RPCs refused (not read-only) or failed.", labels=["reason"]
+        )
+        plain: dict[str, tuple[str, str]] = dict(COUNTER_NAMES)
+        values: dict[str, float] = {name: 0 for name in plain}
+        for key, value in sorted(snap.items()):
+            if key.startswith("auth_refused:"):
+                _, rpc, code = key.split(":", 2)
+                auth.add_metric([rpc, code], value)
+            elif key.startswith("refused_"):
+                refused.add_metric([key.removeprefix("refused_")], value)
+            elif key in ("queries_refused", "queries_failed"):
+                queries_refused.add_metric([key.removeprefix("queries_")], value)
+            elif key == "batches_refused":
+                continue  # the sum of the reasons above
+            else:
+                plain.setdefault(key, (f"c4_collector_{key}_total", f"Collector counter {key}."))
+                values[key] = value
+        for key, (name, help_) in sorted(plain.items()):
+            fam = CounterMetricFamily(name.removesuffix("_total"), help_)
+            fam.add_metric([], values.get(key, 0))
+            yield fam
+        yield refused
+        yield auth
+        yield queries_refused
+
+    def _latest(self, cur) -> list[Metric]:
+        cutoff = _utcnow() - timedelta(seconds=self.window_s)
+        out: list[Metric] = []
+        for spec in LATEST:
+            rows = self._query(cur, latest_sql(spec), [cutoff] if spec.windowed else [])
+            labels = [label for label, _ in spec.keys]
+            for i, s in enumerate(spec.series):
+                cls = CounterMetricFamily if s.kind == "counter" else GaugeMetricFamily
+                fam = cls(
+                    s.name.removesuffix("_total") if s.kind == "counter" else s.name, s.help, labels=labels
+                )
+                for row in rows:
+                    value = row[len(labels) + i]
+                    if value is not None:
+                        fam.add_metric([str(k) for k in row[: len(labels)]], float(value))
+                out.append(fam)
+        info = GaugeMetricFamily(
+            "c4_node_info",
+            "Node inventory from the latest Hello (value 1).",
+            labels=["node", "job", "agent_id", "agent_version"],
+        )
+        for row in self._query(
+            cur,
+            "SELECT node, arg_max(job, ts), arg_max(agent_id, ts), arg_max(agent_version, ts) FROM nodes GROUP BY node",
+        ):
+            info.add_metric([str(v or "") for v in row], 1)
+        out.append(info)
+        return out
+
+    def _faults(self, cur) -> list[Metric]:
+        fam = GaugeMetricFamily(
+            "c4_faults_open",
+            "Open or acknowledged faults C4D found, by class and component.",
+            labels=["fault_class", "component_type", "component", "detector", "state"],
+        )
+        for *labels, n in self._query(cur, OPEN_FAULTS_SQL):
+            fam.add_metric([str(v or "") for v in labels], n)
+        return [fam]
+
+    def _liveness(self, cur) -> list[Metric]:
+        now = _utcnow()
+        age = GaugeMetricFamily(
+            "c4_agent_last_batch_age_seconds",
+            "Seconds since the agent's last committed batch.",
+            labels=["agent_id"],
+        )
+        ts = GaugeMetricFamily(
+            "c4_agent_last_batch_timestamp_seconds",
+            "Unix time of the agent's last committed batch.",
+            labels=["agent_id"],
+        )
+        seq = GaugeMetricFamily(
+            "c4_agent_last_committed_seq", "The agent's last committed sequence number.", labels=["agent_id"]
+        )
+        for agent_id, updated, last_seq in self._query(cur, LIVENESS_SQL):
+            age.add_metric([agent_id], max(0.0, (now - updated).total_seconds()))
+            ts.add_metric([agent_id], updated.replace(tzinfo=UTC).timestamp())
+            seq.add_metric([agent_id], last_seq)
+        return [age, ts, seq]
+
+
+class MetricsServer:
+    """The HTTP server for ``/metrics`` (prometheus_client's, in its own daemon thread)."""
+
+    def __init__(self, collector: Collector, listen: str) -> None:
+        self.listen = listen
+        host, _, port = listen.rpartition(":")
+        self.host, self.port = host.strip("[]"), int(port)
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.metrics = C4Metrics(collector, collector.cfg.metrics_window_s)
+        self.registry.register(self.metrics)
+        ProcessCollector(registry=self.registry)
+        self._server = None
+
+    @property
+    def url(self) -> str:
+        """Where Prometheus scrapes."""
+        return f"http://{self.listen}/metrics"
+
+    def start(self) -> None:
+        """Bind and serve in a daemon thread; raises OSError if the port is taken."""
+        self._server, _ = start_http_server(self.port, addr=self.host, registry=self.registry)
+        if self.port == 0:
+            self.port = self._server.server_port
+            self.listen = f"{self.host}:{self.port}"
+        log.info("metrics serving url=%s", self.url)
+
+    def stop(self) -> None:
+        """Stop serving."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
