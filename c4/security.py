@@ -92,8 +92,8 @@ class ClientSecurity:
         return cls(**{k: getattr(cfg, k) for k in cls.__dataclass_fields__})
 
     def uses_tls(self, address: str) -> bool:
-        """TLS unless asked for plaintext, or a loopback address with no TLS file configured."""
-        if self.tls_ca or self.tls_cert or self.tls_key:
+        """TLS unless asked for plaintext, or a loopback address with no TLS key configured."""
+        if self.tls_ca or self.tls_cert or self.tls_key or self.tls_server_name:
             return True
         return not (self.insecure or is_loopback(address))
 

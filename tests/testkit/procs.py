@@ -9,13 +9,14 @@ import sys
 from pathlib import Path
 
 from c4.collector.bench_proc import free_port, wait_serving
+from c4.security import ClientSecurity
 
 C4 = [sys.executable, "-m", "c4.cli"]
 
 
-def wait_healthy(address: str, timeout_s: float = 20.0) -> None:
+def wait_healthy(address: str, timeout_s: float = 20.0, security: ClientSecurity | None = None) -> None:
     """Block until the collector's gRPC health service says SERVING."""
-    wait_serving(address, timeout_s)
+    wait_serving(address, timeout_s, security)
 
 
 class Proc:
@@ -57,7 +58,14 @@ class Proc:
 class CollectorProc(Proc):
     """A real collector on a loopback port owning a DuckDB file."""
 
-    def __init__(self, tmp: Path, port: int | None = None, extra: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        tmp: Path,
+        port: int | None = None,
+        extra: list[str] | None = None,
+        security: ClientSecurity | None = None,
+    ) -> None:
+        self.security = security  # how the health check reaches a TLS / mTLS collector
         self.port = port or free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.db = tmp / "c4.duckdb"
@@ -70,7 +78,7 @@ class CollectorProc(Proc):
         """Launch and wait until healthy."""
         super().start()
         try:
-            wait_healthy(self.address)
+            wait_healthy(self.address, security=self.security)
         except TimeoutError:
             raise TimeoutError(f"collector did not come up:\n{self.log()}") from None
         return self
