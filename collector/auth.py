@@ -5,7 +5,7 @@ Tokens file, one token a line (``#`` starts a comment)::
     <token>  agent   gpu-node-017   # may Hello/Push as agent_id gpu-node-017 only
     <token>  agent   *              # may Push as any agent_id (one token for a whole DaemonSet)
     <token>  reader  grafana        # may Query and read Stats
-    <token>  agent,reader  ops      # both
+    <token>  reader,operator  ops   # may also acknowledge/resolve faults (UpdateFault)
 
 A missing or unknown token is refused with UNAUTHENTICATED, a known token without the role
 (or pushing as another agent) with PERMISSION_DENIED; both are counted.
@@ -25,9 +25,15 @@ from c4.security import AUTH_METADATA_KEY, SecurityError, is_loopback, read_file
 
 log = logging.getLogger("c4.collector.auth")
 
-ROLES = {"agent", "reader"}
+ROLES = {"agent", "reader", "operator"}
 #: RPC method name -> role it needs.
-RPC_ROLES = {"Hello": "agent", "Push": "agent", "Query": "reader", "Stats": "reader"}
+RPC_ROLES = {
+    "Hello": "agent",
+    "Push": "agent",
+    "Query": "reader",
+    "Stats": "reader",
+    "UpdateFault": "operator",
+}
 MIN_TOKEN_CHARS = 16
 
 
@@ -71,7 +77,7 @@ class TokenTable:
             roles = frozenset(r for r in roles_s.split(",") if r)
             if not roles or roles - ROLES:
                 raise SecurityError(
-                    f"tokens_file {path} line {n}: roles must be agent and/or reader, got {roles_s!r}"
+                    f"tokens_file {path} line {n}: roles must be agent, reader and/or operator, got {roles_s!r}"
                 )
             if len(token) < MIN_TOKEN_CHARS:
                 raise SecurityError(

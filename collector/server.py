@@ -302,6 +302,7 @@ class TelemetryService(pb_grpc.TelemetryServicer):
         """An operator acknowledges or resolves a fault: stored as a new faults row and logged as an action."""
         from c4.analytics.lifecycle import FaultStateError
 
+        await self._identify("UpdateFault", context)
         self.metrics.inc("fault_updates")
         if self.fault_updater is None:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "collector is not ready")

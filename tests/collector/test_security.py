@@ -24,6 +24,7 @@ from c4.telemetry.v1 import telemetry_pb2_grpc as pb_grpc
 AGENT_TOKEN = "agent-node-a-7f3c9d2e41b8"
 FLEET_TOKEN = "fleet-any-agent-5e1a0c77d9"
 READER_TOKEN = "reader-grafana-2b6f8e0a13"
+OPERATOR_TOKEN = "operator-ops-9a4d61c0e7f2"
 FAST_AGENT = {
     "C4_AGENT_INTERVAL_S": "0.05",
     "C4_AGENT_FLUSH_INTERVAL_S": "0.05",
@@ -64,6 +65,7 @@ def tokens(tmp_path):
         f"{AGENT_TOKEN}  agent  node-a\n"
         f"{FLEET_TOKEN}  agent  *   # one token for a whole DaemonSet\n"
         f"{READER_TOKEN}  reader  grafana\n"
+        f"{OPERATOR_TOKEN}  reader,operator  ops\n"
     )
     return path
 
@@ -253,6 +255,15 @@ def test_tokens_are_enforced_for_push_and_query_and_refusals_counted(tmp_path, t
         assert (
             _code(lambda: stub(None).Stats(pb.StatsRequest(), timeout=10)) == grpc.StatusCode.UNAUTHENTICATED
         )
+        # acknowledging a fault needs the operator role
+        update = pb.FaultUpdate(fault_id="nic_rate:x", state="acknowledged", by="t")
+        assert (
+            _code(lambda: stub(READER_TOKEN).UpdateFault(update, timeout=10))
+            == grpc.StatusCode.PERMISSION_DENIED
+        )
+        assert (
+            _code(lambda: stub(OPERATOR_TOKEN).UpdateFault(update, timeout=10)) == grpc.StatusCode.NOT_FOUND
+        )
         counters = dict(stub(READER_TOKEN).Stats(pb.StatsRequest(), timeout=10).counters)
     finally:
         col.stop()
@@ -263,6 +274,7 @@ def test_tokens_are_enforced_for_push_and_query_and_refusals_counted(tmp_path, t
     assert counters["auth_refused:query:unauthenticated"] == 1
     assert counters["auth_refused:query:permission_denied"] == 1
     assert counters["auth_refused:stats:unauthenticated"] == 1
+    assert counters["auth_refused:updatefault:permission_denied"] == 1
     assert counters["rows_committed"] >= 2
 
 
@@ -335,7 +347,7 @@ def test_bad_security_files_are_named(tmp_path):
     with pytest.raises(SecurityError, match="line 1: token shorter"):
         TokenTable.load(bad)
     bad.write_text(f"{AGENT_TOKEN} writer node-a\n")
-    with pytest.raises(SecurityError, match="roles must be agent and/or reader"):
+    with pytest.raises(SecurityError, match="roles must be agent, reader and/or operator"):
         TokenTable.load(bad)
     bad.write_text(f"{AGENT_TOKEN} agent\n")
     with pytest.raises(SecurityError, match="line 1: expected 'TOKEN ROLES NAME'"):
