@@ -39,7 +39,7 @@ def push_table(
         pb.Batch(agent_id=agent_id, seq=base_seq + i, table=table, schema_version=spec.version, arrow_ipc=p)
         for i, p in enumerate(split_ipc(data, max_batch_bytes))
     ]
-    security = security or ClientSecurity()
+    security = security or ClientSecurity.from_env("agent")
     with security.channel(address, channel_options(max_batch_bytes + (1 << 20))) as channel:
         stub = pb_grpc.TelemetryStub(channel)
         committed = 0

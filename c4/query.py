@@ -20,16 +20,14 @@ class QueryError(RuntimeError):
 
 
 def query_security(config_path: str | None = None) -> ClientSecurity:
-    """TLS files and reader token from the ``[query]`` section of a config file and C4_QUERY_* variables."""
-    from c4.config import load_config
-
-    return ClientSecurity.from_config(load_config(config_path).query)
+    """TLS files and reader token: ``[query]`` of ``config_path`` or $C4_CONFIG, then C4_QUERY_* variables."""
+    return ClientSecurity.from_env("query", config_path)
 
 
 def open_channel(address: str, security: ClientSecurity | None = None) -> grpc.Channel:
     """A channel to a collector with message limits that fit query results.
 
-    ``security`` None: from C4_QUERY_* environment variables (plaintext on loopback by default).
+    ``security`` None: ``[query]`` of $C4_CONFIG and C4_QUERY_* variables (plaintext on loopback by default).
     """
     security = security if security is not None else query_security()
     return security.channel(address, [("grpc.max_receive_message_length", 256 << 20)])

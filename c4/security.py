@@ -16,6 +16,8 @@ import grpc
 
 log = logging.getLogger("c4.security")
 
+#: Environment variable naming a config file for clients started without --config (UI, one-shot pushes).
+CONFIG_ENV = "C4_CONFIG"
 #: gRPC metadata key carrying ``Bearer <token>``.
 AUTH_METADATA_KEY = "authorization"
 
@@ -90,6 +92,16 @@ class ClientSecurity:
     def from_config(cls, cfg: object) -> ClientSecurity:
         """Pick the security keys off an AgentConfig or QueryConfig."""
         return cls(**{k: getattr(cfg, k) for k in cls.__dataclass_fields__})
+
+    @classmethod
+    def from_env(cls, section: str, config_path: str | None = None) -> ClientSecurity:
+        """From a config section ("agent" or "query") of ``config_path`` or $C4_CONFIG, plus C4_* variables."""
+        import os
+
+        from c4.config import load_config
+
+        cfg = load_config(config_path or os.environ.get(CONFIG_ENV) or None)
+        return cls.from_config(getattr(cfg, section))
 
     def uses_tls(self, address: str) -> bool:
         """TLS unless asked for plaintext, or a loopback address with no TLS key configured."""

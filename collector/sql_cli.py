@@ -52,14 +52,16 @@ def run(args: argparse.Namespace) -> int:
     from c4.security import ClientSecurity, SecurityError
 
     try:
-        qcfg = load_config(args.config).query
+        qcfg = load_config(args.config or os.environ.get("C4_CONFIG") or None).query
         flags = {k: getattr(args, k) for k in ClientSecurity.__dataclass_fields__ if getattr(args, k, None)}
         security = ClientSecurity.from_config(qcfg.model_copy(update=flags))
         security.check()
     except (ConfigError, SecurityError) as exc:
         print(f"c4 sql: {exc}", file=sys.stderr)
         return 2
-    configured = qcfg.collector if "C4_QUERY_COLLECTOR" in os.environ or args.config else None
+    configured = (
+        qcfg.collector if {"C4_QUERY_COLLECTOR", "C4_CONFIG"} & set(os.environ) or args.config else None
+    )
     address = args.collector or configured or os.environ.get("C4_AGENT_COLLECTOR") or DEFAULT_COLLECTOR
     security.warn_if_plaintext(address, "c4 sql")
     try:
