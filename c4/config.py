@@ -91,7 +91,7 @@ class CollectorConfig(BaseModel):
     query_timeout_s: float = Field(30.0, gt=0)
     max_batch_bytes: int = Field(16 << 20, ge=1 << 12)
     metrics_interval_s: float = Field(10.0, gt=0)
-    group_commit_max_batches: int = Field(256, ge=1)
+    group_commit_max_batches: int = Field(4096, ge=1)
     diagnose_interval_s: float = Field(10.0, ge=0)  # 0 disables the in-collector diagnosis
     diagnose_window_s: float = Field(120.0, gt=0)
     alertmanager_url: str = ""  # e.g. http://alertmanager:9093

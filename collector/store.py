@@ -115,6 +115,8 @@ class Store:
             for i, group in enumerate(by_table.values()):
                 spec = group[0].spec
                 data = pa.concat_tables([b.table for b in group]) if len(group) > 1 else group[0].table
+                # one contiguous chunk: DuckDB's Arrow scan pays per chunk, and agents send many small ones
+                data = data.combine_chunks()
                 if not data.num_rows:
                     continue
                 name = f"_c4_in_{i}"
@@ -123,11 +125,20 @@ class Store:
                 con.execute(f'INSERT INTO "{spec.name}" ({cols}) SELECT {cols} FROM {name}')
                 con.unregister(name)
             changed = [(a, s) for a, s in planned.items() if self.last_seq.get(a) != s]
-            if changed:
+            if changed:  # one statement from Arrow: executemany upserts row by row (slow with many agents)
                 now = datetime.now(UTC).replace(tzinfo=None)
-                con.executemany(
-                    f"INSERT OR REPLACE INTO {SEQ_TABLE} VALUES (?, ?, ?)", [(a, s, now) for a, s in changed]
+                seqs = pa.table(
+                    {
+                        "agent_id": pa.array([a for a, _ in changed], pa.string()),
+                        "last_seq": pa.array([s for _, s in changed], pa.uint64()),
+                        "updated": pa.array([now] * len(changed), pa.timestamp("us")),
+                    }
                 )
+                con.register("_c4_seq_in", seqs)
+                con.execute(
+                    f"INSERT OR REPLACE INTO {SEQ_TABLE} SELECT agent_id, last_seq, updated FROM _c4_seq_in"
+                )
+                con.unregister("_c4_seq_in")
             con.execute("COMMIT")
         except BaseException:
             con.execute("ROLLBACK")
