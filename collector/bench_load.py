@@ -1,0 +1,372 @@
+"""``c4 bench load``: many simulated agents against one real collector on loopback.
+
+Each simulated agent sends what a real 8-GPU, 8-NIC node's agent sends every second: the rows of
+one tick of the real samplers (fake NVML, an 8-NIC sysfs tree, /proc, heartbeat, agent health),
+one batch per table, over its own gRPC connection (Hello, then one Push stream), as the real agent
+does with flush_interval_s = 1. Measured while every agent runs: rows/s acknowledged, ack latency
+(batch handed to gRPC -> its ack, which the collector sends after the commit), the collector's CPU
+and memory, refused batches, batches never acknowledged, and acknowledged rows missing from the
+store afterwards (lost). Sharded collectors (DuckLake scale-out) are not built: shard_speedup is null.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections import Counter
+from dataclasses import dataclass, field
+
+HELP = "Load: N simulated 8-GPU nodes (1 s sampling, real sampler rows) against one collector on loopback."
+
+#: Tables a node's samplers produce on one tick (plus the agent's health rows).
+SAMPLERS = ("host", "heartbeat", "gpu", "nic")
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Benchmark size."""
+    parser.add_argument("--agents", type=int, default=1000, help="simulated agents/nodes (default 1000)")
+    parser.add_argument("--duration-s", type=float, default=60.0, help="measured seconds (default 60)")
+    parser.add_argument("--ramp-s", type=float, default=10.0, help="agents connect over this long first")
+    parser.add_argument("--interval-s", type=float, default=1.0, help="sampling/flush interval per agent")
+    parser.add_argument(
+        "--drain-s", type=float, default=60.0, help="after the window, wait at most this long for acks"
+    )
+    parser.add_argument("--diagnose", action="store_true", help="keep C4D diagnosis on in the collector")
+    parser.add_argument("--workdir", help="directory for the database and logs (default: a temp dir)")
+
+
+def node_tick(root) -> dict:
+    """table -> Arrow table: one tick of the real samplers on a simulated 8-GPU, 8-NIC node."""
+    import time
+
+    from c4.agent.bench import build_node
+    from c4.agent.labels import context_from
+    from c4.agent.runner import Agent, build_samplers
+    from c4.config import AgentConfig
+
+    sources = build_node(root)
+    cfg = AgentConfig(
+        node="load-node",
+        spool_dir=root / "spool",
+        samplers={k: v for k, v in sources.items() if k in SAMPLERS},
+        collector="127.0.0.1:1",
+    )
+    ctx = context_from(cfg, env={})
+    agent = Agent(cfg, build_samplers(cfg, ctx), ctx)
+    agent.start_samplers()
+    for _ in range(3):  # warm up: the second tick on has rates; keep the last one
+        list(agent.buffer.drain())
+        now_ns = time.time_ns()
+        for s in agent.samplers:
+            if s.state == "running":
+                agent.sample_one(s, now_ns)
+        agent.health_rows(now_ns)
+    return dict(agent.buffer.drain())
+
+
+def payloads_for(tick: dict, name: str) -> list[tuple[str, int, bytes, int]]:
+    """(table, schema version, Arrow IPC, rows) per table, with node/agent_id set to ``name``."""
+    import pyarrow as pa
+
+    from c4.arrow_ipc import encode_ipc
+    from c4.catalogue import load
+
+    catalogue = load()
+    out = []
+    for table, data in sorted(tick.items()):
+        for col in ("node", "agent_id"):
+            if col in data.column_names:
+                i = data.column_names.index(col)
+                data = data.set_column(i, col, pa.array([name] * data.num_rows, data.schema.field(col).type))
+        out.append((table, catalogue[table].version, encode_ipc(data), data.num_rows))
+    return out
+
+
+@dataclass
+class LoadStats:
+    """What the simulated agents saw."""
+
+    connected: int = 0
+    batches_sent: int = 0
+    batches_acked: int = 0
+    refused: int = 0
+    unacked: int = 0
+    stream_errors: int = 0
+    unacked_agents: int = 0
+    hello_retries: int = 0
+    reconnects: int = 0
+    rows_acked: int = 0
+    rows_acked_in_window: int = 0
+    acked_rows_by_table: dict[str, int] = field(default_factory=dict)
+    sent_rows_by_table: dict[str, int] = field(default_factory=dict)
+    latencies_s: list[float] = field(default_factory=list)
+    errors: Counter[str] = field(default_factory=Counter)  # kind of failure -> times
+
+
+async def one_agent(address, name, payloads, start_at, window, interval_s, stats: LoadStats) -> None:
+    """Connect at ``start_at`` and send one batch per table every interval until the window ends.
+
+    As the real agent: Hello with backoff, one Push stream, and after a broken stream a new
+    connection that first re-sends every batch not yet acknowledged (the collector drops copies).
+    """
+    import asyncio
+    import time
+
+    import grpc
+
+    from c4.agent.client import channel_options
+    from c4.telemetry.v1 import telemetry_pb2 as pb
+    from c4.telemetry.v1 import telemetry_pb2_grpc as pb_grpc
+
+    loop = asyncio.get_running_loop()
+    await asyncio.sleep(max(0.0, start_at - loop.time()))
+    unacked: dict[int, tuple[float, pb.Batch, int]] = {}  # seq -> (first sent, batch, rows): the "spool"
+    clock = {"seq": 0, "next_tick": loop.time()}
+    backoff_s, connected = 0.2, False
+
+    async def batches():
+        for seq in sorted(unacked):  # re-send after a reconnect
+            yield unacked[seq][1]
+        while clock["next_tick"] < window[1]:
+            await asyncio.sleep(max(0.0, clock["next_tick"] - loop.time()))
+            for table, version, payload, rows in payloads:
+                clock["seq"] += 1
+                batch = pb.Batch(
+                    agent_id=name, seq=clock["seq"], table=table, schema_version=version, arrow_ipc=payload
+                )
+                unacked[clock["seq"]] = (time.perf_counter(), batch, rows)
+                stats.batches_sent += 1
+                stats.sent_rows_by_table[table] = stats.sent_rows_by_table.get(table, 0) + rows
+                yield batch
+            clock["next_tick"] += interval_s
+
+    try:
+        while True:
+            async with grpc.aio.insecure_channel(address, options=channel_options(8 << 20)) as channel:
+                stub = pb_grpc.TelemetryStub(channel)
+                try:
+                    t_hello = loop.time()
+                    await stub.Hello(pb.HelloRequest(agent_id=name, hostname=name), timeout=120)
+                    if not connected:
+                        stats.connected += 1
+                        connected = True
+                    backoff_s = 0.2
+                    async for ack in stub.Push(batches()):
+                        entry = unacked.pop(ack.seq, None)
+                        if entry is None:
+                            continue  # an ack of a re-sent copy
+                        t_sent, batch, rows = entry
+                        if ack.code != 0:
+                            stats.refused += 1
+                            stats.errors[f"refused: {ack.message}"] += 1
+                            continue
+                        stats.batches_acked += 1
+                        stats.rows_acked += rows
+                        stats.acked_rows_by_table[batch.table] = (
+                            stats.acked_rows_by_table.get(batch.table, 0) + rows
+                        )
+                        now = loop.time()
+                        if window[0] <= now <= window[1]:
+                            stats.latencies_s.append(time.perf_counter() - t_sent)
+                            stats.rows_acked_in_window += rows
+                    if not unacked:
+                        break  # the stream ended after the window with everything acknowledged
+                except grpc.RpcError as exc:
+                    kind = f"Hello after {round(loop.time() - t_hello)} s" if not connected else "Push"
+                    stats.errors[f"{kind}: {exc.code().name} {exc.details()}"] += 1
+                    if connected:
+                        stats.stream_errors += 1
+                    else:
+                        stats.hello_retries += 1
+            await asyncio.sleep(backoff_s)
+            backoff_s = min(2 * backoff_s, 10.0)
+            stats.reconnects += 1
+    finally:  # also when the drain timeout cancels this agent
+        stats.unacked += len(unacked)
+
+
+class ProcWatch:
+    """CPU seconds and peak resident memory of a process, from /proc."""
+
+    def __init__(self, pid: int) -> None:
+        import os
+
+        self.pid = pid
+        self.tick_s = 1.0 / os.sysconf("SC_CLK_TCK")
+        self.peak_rss_bytes = 0
+
+    def cpu_s(self) -> float:
+        """User + system CPU seconds so far."""
+        with open(f"/proc/{self.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) * self.tick_s
+
+    def sample_rss(self) -> None:
+        """Note the resident set size now."""
+        with open(f"/proc/{self.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    self.peak_rss_bytes = max(self.peak_rss_bytes, int(line.split()[1]) * 1024)
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    """The q-quantile (nearest rank) of values, None when empty."""
+    if not values:
+        return None
+    s = sorted(values)
+    return s[min(len(s) - 1, max(0, int(round(q * len(s) + 0.5)) - 1))]
+
+
+async def drive(args, address: str, watch: ProcWatch, per_agent: list) -> tuple[LoadStats, dict]:
+    """Run every simulated agent; measure the collector over the window when all of them send."""
+    import asyncio
+    import sys
+    import time
+
+    from tqdm import tqdm
+
+    loop = asyncio.get_running_loop()
+    stats = LoadStats()
+    t0 = loop.time() + 0.5
+    window = (t0 + args.ramp_s + args.interval_s, t0 + args.ramp_s + args.interval_s + args.duration_s)
+    n = len(per_agent)
+    tasks = [
+        asyncio.create_task(
+            one_agent(
+                address, name, payloads, t0 + args.ramp_s * i / max(1, n), window, args.interval_s, stats
+            )
+        )
+        for i, (name, payloads) in enumerate(per_agent)
+    ]
+    measured: dict = {}
+    bar = tqdm(total=round(window[1] - loop.time()), desc="seconds", disable=not sys.stdout.isatty())
+    while loop.time() < window[1]:
+        await asyncio.sleep(1.0)
+        bar.update(1)
+        watch.sample_rss()
+        now = loop.time()
+        if "cpu0" not in measured and now >= window[0]:
+            measured.update(cpu0=watch.cpu_s(), wall0=time.perf_counter(), self0=time.process_time())
+    measured.update(cpu1=watch.cpu_s(), wall1=time.perf_counter(), self1=time.process_time())
+    bar.close()
+    # the agents stop sending at the window's end; give the collector a bounded time to ack the rest
+    done, pending = await asyncio.wait(tasks, timeout=args.drain_s)
+    for t in pending:
+        t.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
+    stats.unacked_agents = len(pending)
+    watch.sample_rss()
+    return stats, measured
+
+
+def run(args: argparse.Namespace) -> int:
+    """Start a collector, drive the agents, check the store, print the figures."""
+    import asyncio
+    import resource
+    import shutil
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    from c4.collector.bench_proc import start_collector
+    from c4.query import query_arrow
+    from c4.report import emit
+
+    if args.agents < 1 or args.duration_s <= 0 or args.interval_s <= 0 or args.ramp_s < 0:
+        print(
+            "c4 bench load: --agents >= 1, --duration-s > 0, --interval-s > 0, --ramp-s >= 0", file=sys.stderr
+        )
+        return 2
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)  # one connection per agent, both ends
+    want = min(hard, max(soft, 4 * args.agents + 256))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="c4-bench-load-"))
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "node").mkdir(exist_ok=True)
+    tick = node_tick(work / "node")
+    per_agent = [(f"load-{i:04d}", payloads_for(tick, f"load-{i:04d}")) for i in range(args.agents)]
+    rows_per_node_tick = sum(p[3] for p in per_agent[0][1])
+    cfg = work / "collector.toml"
+    cfg.write_text("[collector]\n" + ("" if args.diagnose else "diagnose_interval_s = 0\n"))
+    collector = start_collector(work / "collector", extra=["--config", str(cfg)])
+    try:
+        watch = ProcWatch(collector.proc.pid)
+        stats, m = asyncio.run(drive(args, collector.address, watch, per_agent))
+        stored = dict(
+            zip(
+                *(
+                    c.to_pylist()
+                    for c in query_arrow(
+                        collector.address,
+                        " UNION ALL ".join(
+                            f"SELECT '{t}' AS t, count(*) AS n FROM \"{t}\" WHERE starts_with(node, 'load-')"
+                            for t in stats.sent_rows_by_table
+                        )
+                        or "SELECT 'none' AS t, 0 AS n",
+                    )[0].columns
+                ),
+                strict=True,
+            )
+        )
+    finally:
+        collector.stop()
+        if not args.workdir:
+            shutil.rmtree(work, ignore_errors=True)
+    lost = sum(max(0, acked - stored.get(t, 0)) for t, acked in stats.acked_rows_by_table.items())
+    # more rows stored than were ever sent (each batch once): a batch committed twice
+    extra = sum(max(0, stored.get(t, 0) - sent) for t, sent in stats.sent_rows_by_table.items())
+    window_s = m["wall1"] - m["wall0"]
+    rows_per_s = stats.rows_acked_in_window / window_s
+    p50, p99 = percentile(stats.latencies_s, 0.50), percentile(stats.latencies_s, 0.99)
+    cpu_cores = (m["cpu1"] - m["cpu0"]) / window_s
+    summary = {
+        "agents": args.agents,
+        "agents_connected": stats.connected,
+        "rows_per_node_tick": rows_per_node_tick,
+        "offered_rows_per_s": round(args.agents * rows_per_node_tick / args.interval_s),
+        "rows_per_s": round(rows_per_s),
+        "ack_p50_s": None if p50 is None else round(p50, 4),
+        "ack_p99_s": None if p99 is None else round(p99, 4),
+        "collector_cpu_cores": round(cpu_cores, 3),
+        "collector_peak_rss_bytes": watch.peak_rss_bytes,
+        "loadgen_cpu_cores": round((m["self1"] - m["self0"]) / window_s, 3),
+        "batches_sent": stats.batches_sent,
+        "batches_acked": stats.batches_acked,
+        "refused": stats.refused,
+        "unacked": stats.unacked,
+        "lost": lost,
+        "duplicated": extra,
+        "stream_errors": stats.stream_errors,
+        "agents_not_drained": stats.unacked_agents,
+        "hello_retries": stats.hello_retries,
+        "reconnects": stats.reconnects,
+        "window_s": round(window_s, 2),
+        "shard_speedup": None,  # DuckLake scale-out is not built: one collector only
+        "target_met": bool(
+            p99 is not None and p99 < 1.0 and lost == 0 and stats.unacked == 0 and not stats.refused
+        ),
+    }
+    table = [
+        {
+            "setup": "1 collector",
+            "agents": args.agents,
+            "rows/s": summary["rows_per_s"],
+            "offered rows/s": summary["offered_rows_per_s"],
+            "ack p50 s": p50,
+            "ack p99 s": p99,
+            "collector CPU cores": cpu_cores,
+            "collector peak RSS MiB": watch.peak_rss_bytes / 2**20,
+            "refused": stats.refused,
+            "unacked": stats.unacked,
+            "lost": lost,
+        }
+    ]
+    emit(
+        f"c4 bench load: {args.agents} simulated 8-GPU nodes ({rows_per_node_tick} rows per {args.interval_s:g} s "
+        f"tick, {len(per_agent[0][1])} batches), {args.duration_s:g} s measured, one collector on loopback",
+        table,
+        summary,
+        args.json,
+    )
+    for kind, times in stats.errors.most_common(10):
+        print(f"c4 bench load: {times} x {kind}", file=sys.stderr)
+    return 0

@@ -1,0 +1,32 @@
+"""`c4 bench load` runs end to end at a tiny size: every batch acknowledged once, stored once (speed is not asserted)."""
+
+import json
+import subprocess
+
+from testkit.procs import C4
+
+
+def test_bench_load_reports_json_and_loses_nothing():
+    out = subprocess.run(
+        C4 + ["bench", "load", "--agents", "6", "--duration-s", "3", "--ramp-s", "1", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=True,
+    ).stdout
+    result = json.loads(out.strip().splitlines()[-1])
+    assert {"agents", "rows_per_s", "ack_p50_s", "ack_p99_s", "lost", "refused", "shard_speedup"} <= set(
+        result
+    )
+    assert result["agents"] == 6 and result["agents_connected"] == 6
+    assert result["rows_per_node_tick"] > 100  # 8 GPUs, their NVLinks, 8 NIC ports, host, health
+    assert result["batches_sent"] == result["batches_acked"] > 0
+    assert (
+        result["lost"] == 0
+        and result["duplicated"] == 0
+        and result["refused"] == 0
+        and result["unacked"] == 0
+    )
+    assert result["rows_per_s"] > 0 and 0 < result["ack_p50_s"] <= result["ack_p99_s"]
+    assert result["shard_speedup"] is None  # sharded collectors are not built
+    assert "1 collector" in out
