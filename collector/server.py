@@ -356,6 +356,9 @@ class Collector:
             options=[
                 ("grpc.max_receive_message_length", limit),
                 ("grpc.max_send_message_length", 64 << 20),
+                # gRPC cancels a call its server has not picked up within 30 s; with a busy event loop
+                # (a thousand agents reconnecting at once) give it as long as the agents' Hello timeout
+                ("grpc.server_max_unrequested_time_in_server", 120),
             ]
         )
         pb_grpc.add_TelemetryServicer_to_server(self.service, self.server)
