@@ -28,6 +28,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ramp-s", type=float, default=10.0, help="agents connect over this long first")
     parser.add_argument("--interval-s", type=float, default=1.0, help="sampling/flush interval per agent")
     parser.add_argument(
+        "--max-in-flight", type=int, default=64, help="unacknowledged batches per agent (the agent's default)"
+    )
+    parser.add_argument(
         "--drain-s", type=float, default=60.0, help="after the window, wait at most this long for acks"
     )
     parser.add_argument("--diagnose", action="store_true", help="keep C4D diagnosis on in the collector")
@@ -93,8 +96,9 @@ class LoadStats:
     stream_errors: int = 0
     unacked_agents: int = 0
     hello_retries: int = 0
+    batches_made: int = 0
+    spooled_at_end: int = 0
     reconnects: int = 0
-    rows_acked: int = 0
     rows_acked_in_window: int = 0
     acked_rows_by_table: dict[str, int] = field(default_factory=dict)
     sent_rows_by_table: dict[str, int] = field(default_factory=dict)
@@ -102,14 +106,16 @@ class LoadStats:
     errors: Counter[str] = field(default_factory=Counter)  # kind of failure -> times
 
 
-async def one_agent(address, name, payloads, start_at, window, interval_s, stats: LoadStats) -> None:
-    """Connect at ``start_at`` and send one batch per table every interval until the window ends.
+async def one_agent(address, name, payloads, start_at, window, args, stats: LoadStats) -> None:
+    """Connect at ``start_at`` and make one batch per table every interval until the window ends.
 
-    As the real agent: Hello with backoff, one Push stream, and after a broken stream a new
-    connection that first re-sends every batch not yet acknowledged (the collector drops copies).
+    As the real agent: batches go to a spool and at most ``max_in_flight`` are sent unacknowledged;
+    Hello with backoff, one Push stream, and after a broken stream a new connection that first
+    re-sends what was in flight (the collector drops copies it already committed).
     """
     import asyncio
     import time
+    from collections import deque
 
     import grpc
 
@@ -119,48 +125,68 @@ async def one_agent(address, name, payloads, start_at, window, interval_s, stats
 
     loop = asyncio.get_running_loop()
     await asyncio.sleep(max(0.0, start_at - loop.time()))
-    unacked: dict[int, tuple[float, pb.Batch, int]] = {}  # seq -> (first sent, batch, rows): the "spool"
-    clock = {"seq": 0, "next_tick": loop.time()}
-    backoff_s, connected = 0.2, False
+    spool: deque[tuple[pb.Batch, int]] = deque()  # made, not sent (or to re-send)
+    in_flight: dict[int, tuple[float, pb.Batch, int]] = {}  # seq -> (sent at, batch, rows)
+    wake = asyncio.Event()
+    produced = asyncio.Event()
 
-    async def batches():
-        for seq in sorted(unacked):  # re-send after a reconnect
-            yield unacked[seq][1]
-        while clock["next_tick"] < window[1]:
-            await asyncio.sleep(max(0.0, clock["next_tick"] - loop.time()))
+    async def produce() -> None:
+        seq, next_tick = 0, loop.time()
+        while next_tick < window[1]:
+            await asyncio.sleep(max(0.0, next_tick - loop.time()))
             for table, version, payload, rows in payloads:
-                clock["seq"] += 1
-                batch = pb.Batch(
-                    agent_id=name, seq=clock["seq"], table=table, schema_version=version, arrow_ipc=payload
+                seq += 1
+                spool.append(
+                    (
+                        pb.Batch(
+                            agent_id=name, seq=seq, table=table, schema_version=version, arrow_ipc=payload
+                        ),
+                        rows,
+                    )
                 )
-                unacked[clock["seq"]] = (time.perf_counter(), batch, rows)
-                stats.batches_sent += 1
+                stats.batches_made += 1
                 stats.sent_rows_by_table[table] = stats.sent_rows_by_table.get(table, 0) + rows
-                yield batch
-            clock["next_tick"] += interval_s
+            wake.set()
+            next_tick += args.interval_s
+        produced.set()
+        wake.set()
 
+    async def requests():
+        while True:
+            while spool and len(in_flight) < args.max_in_flight:
+                batch, rows = spool.popleft()
+                in_flight[batch.seq] = (time.perf_counter(), batch, rows)
+                stats.batches_sent += 1
+                yield batch
+            if produced.is_set() and not spool:
+                return  # half-close: the collector acks what is in flight, then ends the stream
+            wake.clear()
+            await wake.wait()
+
+    producer = asyncio.create_task(produce())
+    backoff_s, connected = 0.2, False
     try:
         while True:
             async with grpc.aio.insecure_channel(address, options=channel_options(8 << 20)) as channel:
                 stub = pb_grpc.TelemetryStub(channel)
+                rpc = "Hello"
                 try:
-                    t_hello = loop.time()
                     await stub.Hello(pb.HelloRequest(agent_id=name, hostname=name), timeout=120)
                     if not connected:
                         stats.connected += 1
                         connected = True
-                    backoff_s = 0.2
-                    async for ack in stub.Push(batches()):
-                        entry = unacked.pop(ack.seq, None)
+                    backoff_s, rpc = 0.2, "Push"
+                    async for ack in stub.Push(requests()):
+                        entry = in_flight.pop(ack.seq, None)
+                        wake.set()
                         if entry is None:
-                            continue  # an ack of a re-sent copy
+                            continue
                         t_sent, batch, rows = entry
                         if ack.code != 0:
                             stats.refused += 1
                             stats.errors[f"refused: {ack.message}"] += 1
                             continue
                         stats.batches_acked += 1
-                        stats.rows_acked += rows
                         stats.acked_rows_by_table[batch.table] = (
                             stats.acked_rows_by_table.get(batch.table, 0) + rows
                         )
@@ -168,20 +194,24 @@ async def one_agent(address, name, payloads, start_at, window, interval_s, stats
                         if window[0] <= now <= window[1]:
                             stats.latencies_s.append(time.perf_counter() - t_sent)
                             stats.rows_acked_in_window += rows
-                    if not unacked:
-                        break  # the stream ended after the window with everything acknowledged
+                    if produced.is_set() and not spool and not in_flight:
+                        break  # everything made was acknowledged
                 except grpc.RpcError as exc:
-                    kind = f"Hello after {round(loop.time() - t_hello)} s" if not connected else "Push"
-                    stats.errors[f"{kind}: {exc.code().name} {exc.details()}"] += 1
-                    if connected:
-                        stats.stream_errors += 1
-                    else:
+                    stats.errors[f"{rpc}: {exc.code().name} {exc.details()}"] += 1
+                    if rpc == "Hello":
                         stats.hello_retries += 1
+                    else:
+                        stats.stream_errors += 1
+            # re-send what was in flight first, in sequence order
+            spool.extendleft((b, r) for _, b, r in sorted(in_flight.values(), key=lambda e: -e[1].seq))
+            in_flight.clear()
             await asyncio.sleep(backoff_s)
             backoff_s = min(2 * backoff_s, 10.0)
             stats.reconnects += 1
     finally:  # also when the drain timeout cancels this agent
-        stats.unacked += len(unacked)
+        producer.cancel()
+        stats.unacked += len(in_flight) + len(spool)
+        stats.spooled_at_end += len(spool)
 
 
 class ProcWatch:
@@ -231,9 +261,7 @@ async def drive(args, address: str, watch: ProcWatch, per_agent: list) -> tuple[
     n = len(per_agent)
     tasks = [
         asyncio.create_task(
-            one_agent(
-                address, name, payloads, t0 + args.ramp_s * i / max(1, n), window, args.interval_s, stats
-            )
+            one_agent(address, name, payloads, t0 + args.ramp_s * i / max(1, n), window, args, stats)
         )
         for i, (name, payloads) in enumerate(per_agent)
     ]
@@ -250,6 +278,9 @@ async def drive(args, address: str, watch: ProcWatch, per_agent: list) -> tuple[
     bar.close()
     # the agents stop sending at the window's end; give the collector a bounded time to ack the rest
     done, pending = await asyncio.wait(tasks, timeout=args.drain_s)
+    for t in done:
+        if t.exception() is not None:
+            raise t.exception()  # a bug in the simulated agent, not a collector outcome
     for t in pending:
         t.cancel()
     await asyncio.gather(*pending, return_exceptions=True)
@@ -271,9 +302,16 @@ def run(args: argparse.Namespace) -> int:
     from c4.query import query_arrow
     from c4.report import emit
 
-    if args.agents < 1 or args.duration_s <= 0 or args.interval_s <= 0 or args.ramp_s < 0:
+    if (
+        args.agents < 1
+        or args.duration_s <= 0
+        or args.interval_s <= 0
+        or args.ramp_s < 0
+        or args.max_in_flight < 1
+    ):
         print(
-            "c4 bench load: --agents >= 1, --duration-s > 0, --interval-s > 0, --ramp-s >= 0", file=sys.stderr
+            "c4 bench load: --agents >= 1, --duration-s > 0, --interval-s > 0, --ramp-s >= 0, --max-in-flight >= 1",
+            file=sys.stderr,
         )
         return 2
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)  # one connection per agent, both ends
@@ -329,7 +367,9 @@ def run(args: argparse.Namespace) -> int:
         "collector_cpu_cores": round(cpu_cores, 3),
         "collector_peak_rss_bytes": watch.peak_rss_bytes,
         "loadgen_cpu_cores": round((m["self1"] - m["self0"]) / window_s, 3),
+        "batches_made": stats.batches_made,
         "batches_sent": stats.batches_sent,
+        "spooled_at_end": stats.spooled_at_end,
         "batches_acked": stats.batches_acked,
         "refused": stats.refused,
         "unacked": stats.unacked,
