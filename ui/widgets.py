@@ -87,12 +87,18 @@ def heatmap(
     """A rect heatmap; ``highlight`` names a boolean column whose cells get a thick red outline."""
     base = alt.Chart(pandas(df), title=title).encode(
         x=alt.X(f"{x}:O", sort=x_sort, axis=alt.Axis(labelOverlap=True)),
-        y=alt.Y(f"{y}:O", sort=y_sort, axis=alt.Axis(labelOverlap=True)),
+        y=alt.Y(f"{y}:O", sort=y_sort, axis=alt.Axis(labelOverlap="greedy", labelLimit=160)),
         tooltip=tooltip,
     )
-    chart = base.mark_rect().encode(
-        color=alt.Color(f"{colour}:Q", scale=scale or alt.Scale(scheme="viridis"))
-    )
+    if colour == "severity":  # discrete: one legend entry per severity level
+        colour_enc = alt.Color(
+            "severity:O",
+            scale=severity_scale(),
+            legend=alt.Legend(title="worst fault", labelExpr=f"{SEVERITY_LABELS}[datum.value]"),
+        )
+    else:
+        colour_enc = alt.Color(f"{colour}:Q", scale=scale or alt.Scale(scheme="viridis"))
+    chart = base.mark_rect().encode(color=colour_enc)
     if highlight:
         outline = (
             base.mark_rect(fill=None, stroke="#d50000", strokeWidth=2.5)

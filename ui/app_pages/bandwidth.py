@@ -75,6 +75,7 @@ def ports(window_s: float) -> None:
                 "node",
                 "port_name",
                 "state",
+                "rate_ratio",
                 "tx_gbps",
                 "rx_gbps",
                 "rate_gbps",

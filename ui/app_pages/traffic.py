@@ -44,7 +44,7 @@ def page() -> None:
         degraded = query(q.degraded_links(plan_id))
         if degraded.height:
             st.warning(
-                f"{degraded.height} link(s) were degraded or down when this plan was made; it routes around them.",
+                f"{degraded.height} link(s) had less than their nominal capacity when this plan was made (degraded or down); the plan counts them at that capacity.",
                 icon=":material/warning:",
             )
             st.dataframe(pandas(degraded), hide_index=True)
