@@ -127,6 +127,10 @@ class Notifier:
                 outcome, attempts, detail = self._post(sink.target, sink.payload(fault))
                 if outcome == "sent":
                     self._sent.add(key)
+                    other = "open" if fault["state"] == "resolved" else "resolved"
+                    self._sent.discard(
+                        (sink.name, fault["fault_id"], other)
+                    )  # a re-opened fault is news again
                 actions.append(self._row(fault, sink, outcome, attempts, detail))
         return actions
 

@@ -8,6 +8,12 @@ from typing import Any
 
 from c4.analytics.findings import Finding
 
+OPERATOR_STATES = ("acknowledged", "resolved")
+
+
+class FaultStateError(ValueError):
+    """An operator's state change that cannot apply (unknown fault, bad state, already resolved)."""
+
 
 @dataclass
 class FaultBook:
@@ -40,6 +46,29 @@ class FaultBook:
                 self.missed.pop(fid, None)
                 rows.append(row)
         return rows
+
+    def set_state(
+        self, fault_id: str, state: str, now: datetime, latest: dict[str, Any] | None
+    ) -> dict[str, Any]:
+        """An operator acknowledges or resolves a fault; returns the faults row to append.
+
+        ``latest`` is the fault's newest stored row (used when the book does not hold it, e.g. diagnosis off).
+        A resolved fault leaves the book: if its signal persists, the next run opens it again.
+        """
+        if state not in OPERATOR_STATES:
+            raise FaultStateError(f"state must be one of {', '.join(OPERATOR_STATES)}, not {state!r}")
+        current = self.open.get(fault_id) or latest
+        if current is None:
+            raise FaultStateError(f"no fault with id {fault_id!r}")
+        if current.get("state") == "resolved":
+            raise FaultStateError(f"fault {fault_id!r} is already resolved")
+        row = {**current, "ts": now, "state": state}
+        if state == "resolved":
+            self.open.pop(fault_id, None)
+            self.missed.pop(fault_id, None)
+        elif fault_id in self.open:
+            self.open[fault_id] = row
+        return row
 
     def load(self, latest_rows: list[dict[str, Any]]) -> None:
         """Resume from the faults table (latest row per fault id) after a restart."""

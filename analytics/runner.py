@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from datetime import UTC, datetime
 
 import pyarrow as pa
@@ -32,6 +33,7 @@ class DiagnosisRunner:
         self.window_s = window_s
         self.book = FaultBook(resolve_after_runs)
         self.runs = 0
+        self.lock = threading.Lock()  # the book is shared with operators' acknowledge/resolve
 
     def resume(self, cur) -> None:
         """Pick up faults left open by a previous collector process."""
@@ -48,7 +50,8 @@ class DiagnosisRunner:
         """Detect over the window; returns the faults rows to store (possibly empty)."""
         tables = window_from_cursor(cur, self.window_s)
         findings = diagnose(tables)
-        rows = self.book.update(findings, datetime.now(UTC).replace(tzinfo=None))
+        with self.lock:
+            rows = self.book.update(findings, datetime.now(UTC).replace(tzinfo=None))
         self.runs += 1
         if rows:
             log.info(

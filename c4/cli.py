@@ -18,6 +18,7 @@ COMMANDS: dict[str, str] = {
     "plan": "c4.traffic.cli",
     "sim": "c4.sim_cli",
     "diagnose": "c4.analytics.cli",
+    "faults": "c4.analytics.faults_cli",
     "ui": "c4.ui_cli",
     "catalogue": "c4.catalogue.cli",
     "bench": "c4.bench",

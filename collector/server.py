@@ -69,6 +69,9 @@ class TelemetryService(pb_grpc.TelemetryServicer):
         self.catalogue: Catalogue = store.catalogue
         self.node = socket.gethostname()
         self.query_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="c4-query")
+        self.fault_updater = (
+            None  # set by the Collector: async (fault_id, state, by, note) -> (previous, row)
+        )
 
     def _internal_batch(self, table: str, rows: list[dict]) -> PendingBatch:
         spec = self.catalogue[table]
@@ -263,6 +266,30 @@ class TelemetryService(pb_grpc.TelemetryServicer):
         """The collector's own counters."""
         return pb.StatsReply(counters={**self.metrics.snapshot(), "commit_transactions": self.writer.commits})
 
+    async def UpdateFault(
+        self, request: pb.FaultUpdate, context: grpc.aio.ServicerContext
+    ) -> pb.FaultUpdateReply:
+        """An operator acknowledges or resolves a fault: stored as a new faults row and logged as an action."""
+        from c4.analytics.lifecycle import FaultStateError
+
+        self.metrics.inc("fault_updates")
+        if self.fault_updater is None:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "collector is not ready")
+        try:
+            prev, row = await self.fault_updater(request.fault_id, request.state, request.by, request.note)
+        except FaultStateError as exc:
+            self.metrics.inc("fault_updates_refused")
+            code = (
+                grpc.StatusCode.NOT_FOUND if "no fault" in str(exc) else grpc.StatusCode.FAILED_PRECONDITION
+            )
+            if request.state not in ("acknowledged", "resolved"):
+                code = grpc.StatusCode.INVALID_ARGUMENT
+            await context.abort(code, str(exc))
+        log.info(
+            "fault state set fault_id=%s state=%s by=%s", request.fault_id, row["state"], request.by or "-"
+        )
+        return pb.FaultUpdateReply(fault_id=request.fault_id, previous_state=prev, state=row["state"])
+
 
 def _msg_dict(msg) -> dict:
     return {f.name: getattr(msg, f.name) for f in msg.DESCRIPTOR.fields}
@@ -280,6 +307,9 @@ class Collector:
         self.server: grpc.aio.Server | None = None
         self.port = 0
         self._tasks: list[asyncio.Task] = []
+        self.diagnosis = None
+        self.notifier = self.isolation = None
+        self.service.fault_updater = self.update_fault
 
     async def start(self) -> int:
         """Bind and start serving; returns the bound port."""
@@ -364,25 +394,72 @@ class Collector:
 
         table = await loop.run_in_executor(self.service.query_pool, work)
         if table.num_rows:
-            spec = self.store.catalogue["faults"]
-            await self.writer.submit_async(PendingBatch("", 0, spec, table))
-            self.metrics.inc("fault_rows_written", table.num_rows)
-            faults = table.to_pylist()
+            await self._store_faults(table.to_pylist())
 
-            def act():  # network and commands off the event loop
-                rows = []
-                if self.notifier is not None:
-                    rows += self.notifier.notify(faults)
-                if self.isolation is not None:
-                    rows += self.isolation.apply(faults)
-                return rows
+    async def _store_faults(self, faults: list[dict], extra_actions: list[dict] | None = None) -> None:
+        """Append faults rows, then alert and isolate (off the event loop) and log every action."""
+        loop = asyncio.get_running_loop()
+        spec = self.store.catalogue["faults"]
+        await self.writer.submit_async(
+            PendingBatch("", 0, spec, pa.Table.from_pylist(faults, schema=spec.arrow_schema))
+        )
+        self.metrics.inc("fault_rows_written", len(faults))
 
-            actions = await loop.run_in_executor(self.service.query_pool, act)
-            if actions:
-                spec = self.store.catalogue["actions"]
-                await self.writer.submit_async(
-                    PendingBatch("", 0, spec, pa.Table.from_pylist(actions, schema=spec.arrow_schema))
+        def act():  # network and commands off the event loop
+            rows = list(extra_actions or [])
+            if self.notifier is not None:
+                rows += self.notifier.notify(faults)
+            if self.isolation is not None:
+                rows += self.isolation.apply(faults)
+            return rows
+
+        actions = await loop.run_in_executor(self.service.query_pool, act)
+        if actions:
+            spec = self.store.catalogue["actions"]
+            await self.writer.submit_async(
+                PendingBatch("", 0, spec, pa.Table.from_pylist(actions, schema=spec.arrow_schema))
+            )
+
+    async def update_fault(self, fault_id: str, state: str, by: str, note: str) -> tuple[str, dict]:
+        """Apply an operator's acknowledge/resolve; returns (previous state, the new faults row)."""
+        from c4.analytics.lifecycle import FaultBook
+
+        loop = asyncio.get_running_loop()
+
+        def work():
+            cur = self.store.cursor()
+            try:
+                found = (
+                    cur.execute(
+                        "SELECT * FROM faults WHERE fault_id = ? ORDER BY ts DESC LIMIT 1", [fault_id]
+                    )
+                    .fetch_arrow_table()
+                    .to_pylist()
                 )
+            finally:
+                cur.close()
+            latest = found[0] if found else None
+            if self.diagnosis is not None:
+                with self.diagnosis.lock:
+                    prev = (self.diagnosis.book.open.get(fault_id) or latest or {}).get("state", "")
+                    return prev, self.diagnosis.book.set_state(fault_id, state, _now(), latest)
+            return (latest or {}).get("state", ""), FaultBook().set_state(fault_id, state, _now(), latest)
+
+        prev, row = await loop.run_in_executor(self.service.query_pool, work)
+        logged = {
+            "ts": _now(),
+            "node": row["node"],
+            "job": row.get("job") or "",
+            "fault_id": fault_id,
+            "sink": "operator",
+            "target": by or "unknown",
+            "fault_state": state,
+            "outcome": "recorded",
+            "attempts": 1,
+            "detail": note[:500],
+        }
+        await self._store_faults([row], [logged])
+        return prev, row
 
     async def snapshot_metrics(self) -> None:
         """Write the counters into the collector_metrics table."""

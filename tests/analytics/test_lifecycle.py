@@ -33,6 +33,28 @@ def test_redetection_updates_one_fault_and_absence_resolves_it():
     assert [r["state"] for r in gone] == ["resolved"] and not book.open
 
 
+def test_operator_acknowledges_and_resolves():
+    import pytest
+
+    from c4.analytics.lifecycle import FaultStateError
+
+    book = FaultBook()
+    now = datetime(2026, 1, 1, 0, 1)
+    [row] = book.update([finding()], now)
+    acked = book.set_state(row["fault_id"], "acknowledged", now, None)
+    assert acked["state"] == "acknowledged"
+    assert book.update([finding(t=9)], now)[0]["state"] == "acknowledged"  # re-detection keeps the ack
+    done = book.set_state(row["fault_id"], "resolved", now, None)
+    assert done["state"] == "resolved" and not book.open
+    with pytest.raises(FaultStateError, match="already resolved"):
+        book.set_state(row["fault_id"], "acknowledged", now, done)
+    with pytest.raises(FaultStateError, match="no fault"):
+        book.set_state("nope:x", "resolved", now, None)
+    with pytest.raises(FaultStateError, match="state must be"):
+        book.set_state(row["fault_id"], "closed", now, None)
+    assert book.update([finding(t=20)], now)[0]["state"] == "open"  # the signal persists: open again
+
+
 def test_collector_runs_the_diagnosis_on_simulated_faults(tmp_path):
     import json
     import threading
@@ -113,6 +135,44 @@ def test_collector_runs_the_diagnosis_on_simulated_faults(tmp_path):
         assert len({p["fault_id"] for p in posts if p["state"] == "open"}) == len(
             [p for p in posts if p["state"] == "open"]
         )  # each fault announced once
+        # an operator acknowledges one fault and resolves another from outside (UpdateFault RPC, c4 faults)
+        c4 = [sys.executable, "-m", "c4.cli", "faults", "--collector", col.address]
+        listed = subprocess.run([*c4, "list", "--json"], capture_output=True, text=True, timeout=60)
+        assert listed.returncode == 0, listed.stderr
+        ids = {
+            json.loads(line)["component"]: json.loads(line)["fault_id"] for line in listed.stdout.splitlines()
+        }
+        xid_id = ids["host2/gpu3"]
+        ack = subprocess.run(
+            [*c4, "ack", xid_id, "--note", "RMA ticket 42"], capture_output=True, text=True, timeout=60
+        )
+        assert ack.returncode == 0 and "-> acknowledged" in ack.stdout, ack.stderr
+        time.sleep(2.5)  # diagnosis runs again and re-detects it: the ack must stick
+        t, _ = query_arrow(
+            col.address, f"SELECT state FROM faults WHERE fault_id = '{xid_id}' ORDER BY ts DESC LIMIT 1"
+        )
+        assert t.to_pylist() == [{"state": "acknowledged"}]
+        nic_id = next(v for k, v in ids.items() if k == "host1/mlx5_2p1")
+        res = subprocess.run(
+            [*c4, "resolve", nic_id, "--by", "ops"], capture_output=True, text=True, timeout=60
+        )
+        assert res.returncode == 0 and "-> resolved" in res.stdout, res.stderr
+        t, _ = query_arrow(
+            col.address,
+            "SELECT target, detail FROM actions WHERE sink = 'operator' AND fault_state = 'acknowledged'",
+        )
+        assert t.to_pylist()[0]["detail"] == "RMA ticket 42"
+        t, _ = query_arrow(
+            col.address,
+            f"SELECT count(*) AS n FROM faults WHERE fault_id = '{nic_id}' AND state = 'resolved'",
+        )
+        assert t.to_pylist()[0]["n"] >= 1
+        deadline = time.monotonic() + 10
+        while not any(p["fault_id"] == nic_id and p["state"] == "resolved" for p in posts):
+            assert time.monotonic() < deadline, "resolution not announced"
+            time.sleep(0.2)
+        bad = subprocess.run([*c4, "ack", "nope:host9/gpu0"], capture_output=True, text=True, timeout=60)
+        assert bad.returncode == 1 and "no fault with id" in bad.stderr
     finally:
         col.stop()
         srv.shutdown()

@@ -142,3 +142,25 @@ class StatsReply(_message.Message):
     COUNTERS_FIELD_NUMBER: _ClassVar[int]
     counters: _containers.ScalarMap[str, int]
     def __init__(self, counters: _Optional[_Mapping[str, int]] = ...) -> None: ...
+
+class FaultUpdate(_message.Message):
+    __slots__ = ("fault_id", "state", "by", "note")
+    FAULT_ID_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    BY_FIELD_NUMBER: _ClassVar[int]
+    NOTE_FIELD_NUMBER: _ClassVar[int]
+    fault_id: str
+    state: str
+    by: str
+    note: str
+    def __init__(self, fault_id: _Optional[str] = ..., state: _Optional[str] = ..., by: _Optional[str] = ..., note: _Optional[str] = ...) -> None: ...
+
+class FaultUpdateReply(_message.Message):
+    __slots__ = ("fault_id", "previous_state", "state")
+    FAULT_ID_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_STATE_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    fault_id: str
+    previous_state: str
+    state: str
+    def __init__(self, fault_id: _Optional[str] = ..., previous_state: _Optional[str] = ..., state: _Optional[str] = ...) -> None: ...

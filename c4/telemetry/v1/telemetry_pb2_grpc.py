@@ -54,6 +54,11 @@ class TelemetryStub:
                 request_serializer=c4_dot_telemetry_dot_v1_dot_telemetry__pb2.StatsRequest.SerializeToString,
                 response_deserializer=c4_dot_telemetry_dot_v1_dot_telemetry__pb2.StatsReply.FromString,
                 _registered_method=True)
+        self.UpdateFault = channel.unary_unary(
+                '/c4.telemetry.v1.Telemetry/UpdateFault',
+                request_serializer=c4_dot_telemetry_dot_v1_dot_telemetry__pb2.FaultUpdate.SerializeToString,
+                response_deserializer=c4_dot_telemetry_dot_v1_dot_telemetry__pb2.FaultUpdateReply.FromString,
+                _registered_method=True)
 
 
 class TelemetryServicer:
@@ -87,6 +92,13 @@ class TelemetryServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpdateFault(self, request, context):
+        """Acknowledge or resolve a fault (the only write a reader-side client makes).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TelemetryServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -109,6 +121,11 @@ def add_TelemetryServicer_to_server(servicer, server):
                     servicer.Stats,
                     request_deserializer=c4_dot_telemetry_dot_v1_dot_telemetry__pb2.StatsRequest.FromString,
                     response_serializer=c4_dot_telemetry_dot_v1_dot_telemetry__pb2.StatsReply.SerializeToString,
+            ),
+            'UpdateFault': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateFault,
+                    request_deserializer=c4_dot_telemetry_dot_v1_dot_telemetry__pb2.FaultUpdate.FromString,
+                    response_serializer=c4_dot_telemetry_dot_v1_dot_telemetry__pb2.FaultUpdateReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -219,6 +236,33 @@ class Telemetry:
             '/c4.telemetry.v1.Telemetry/Stats',
             c4_dot_telemetry_dot_v1_dot_telemetry__pb2.StatsRequest.SerializeToString,
             c4_dot_telemetry_dot_v1_dot_telemetry__pb2.StatsReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateFault(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/c4.telemetry.v1.Telemetry/UpdateFault',
+            c4_dot_telemetry_dot_v1_dot_telemetry__pb2.FaultUpdate.SerializeToString,
+            c4_dot_telemetry_dot_v1_dot_telemetry__pb2.FaultUpdateReply.FromString,
             options,
             channel_credentials,
             insecure,
