@@ -1,31 +1,28 @@
-"""Acknowledge and resolve faults through the collector's fault admin RPC, when this C4 build has it."""
+"""Acknowledge and resolve faults through the collector's UpdateFault RPC."""
 
 from __future__ import annotations
 
-import importlib
+import grpc
 
+from c4.analytics.fault_admin import update_fault
+from c4.query import QueryError
 from c4.ui.data import channel, collector_address
 
-#: Where the write RPC's client lives (added to the collector by the fault-admin work).
-ADMIN_MODULE = "c4.analytics.fault_admin"
+
+class AdminUnavailable(RuntimeError):
+    """The collector predates the UpdateFault RPC."""
 
 
-def _update_fault():
+def set_fault_state(fault_id: str, state: str, note: str = "") -> tuple[str, str]:
+    """Set a fault to 'acknowledged' or 'resolved'; returns (previous, new) state.
+
+    Raises AdminUnavailable for a collector without the RPC, QueryError for a refusal.
+    """
     try:
-        module = importlib.import_module(ADMIN_MODULE)
-    except ModuleNotFoundError:
-        return None
-    return getattr(module, "update_fault", None)
-
-
-def admin_available() -> bool:
-    """Whether this build can change a fault's state."""
-    return _update_fault() is not None
-
-
-def set_fault_state(fault_id: str, state: str, note: str = "") -> None:
-    """Set a fault to 'acknowledged' or 'resolved' on the collector; raises what the RPC raises."""
-    update = _update_fault()
-    if update is None:
-        raise RuntimeError("this collector has no fault admin RPC")
-    update(channel(collector_address()), fault_id, state, note)
+        return update_fault(channel(collector_address()), fault_id, state, note, by="c4 ui")
+    except QueryError as exc:
+        if exc.code == grpc.StatusCode.UNIMPLEMENTED:
+            raise AdminUnavailable(
+                "this collector has no UpdateFault RPC (upgrade it to change fault states)"
+            ) from None
+        raise

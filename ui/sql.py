@@ -66,3 +66,30 @@ def counter_delta(col: str, ts: str = "ts") -> str:
     last = f"arg_max(CAST({col} AS DOUBLE), {ts}) FILTER (WHERE {col} IS NOT NULL)"
     first = f"arg_min(CAST({col} AS DOUBLE), {ts}) FILTER (WHERE {col} IS NOT NULL)"
     return f"(CASE WHEN {last} >= {first} THEN {last} - {first} ELSE {last} END)"
+
+
+#: NIC port counters read every tick, and the slow ones (NULL between slow ticks) with the row filter that finds them.
+PORT_FAST = {"tx": "tx_bytes", "rx": "rx_bytes"}
+PORT_SLOW = {
+    "retrans": "roce_adp_retrans",
+    "ack_timeouts": "local_ack_timeout_err",
+    "cnp_handled": "rp_cnp_handled",
+    "cnp_sent": "np_cnp_sent",
+    "link_downed": "link_downed",
+    "symbol_errors": "symbol_errors",
+}
+PORT_SLOW_ROWS = "coalesce(roce_adp_retrans, local_ack_timeout_err, rp_cnp_handled, link_downed) IS NOT NULL"
+
+
+def first_last(name: str, cols: dict[str, str], where: str = "") -> str:
+    """Two aggregates: struct ``first_<name>`` and ``last_<name>`` of the columns (as DOUBLE) at the earliest and
+    latest ts of the group (one pass instead of two aggregates per counter)."""
+    fields = ", ".join(f"'{k}': CAST({v} AS DOUBLE)" for k, v in cols.items())
+    flt = f" FILTER (WHERE {where})" if where else ""
+    return f"arg_min({{{fields}}}, ts){flt} AS first_{name}, arg_max({{{fields}}}, ts){flt} AS last_{name}"
+
+
+def delta(name: str, key: str) -> str:
+    """A counter's increase between first_<name> and last_<name> (the last value if it restarted)."""
+    a, b = f"first_{name}.{key}", f"last_{name}.{key}"
+    return f"(CASE WHEN {b} >= {a} THEN {b} - {a} ELSE {b} END)"

@@ -99,3 +99,29 @@ def test_page_with_the_collector_down_shows_a_banner_and_retry(page, down_addres
     assert not at.exception, [e.value for e in at.exception]
     assert any("Collector unreachable" in e.value for e in at.error), f"{page}: no banner"
     assert any(b.label == "Retry" for b in at.button), f"{page}: no retry button"
+
+
+def test_acknowledge_then_resolve_from_the_faults_page(filled_collector, monkeypatch):
+    from c4.query import query_arrow
+
+    at = run_page("faults", filled_collector.address, monkeypatch)
+    labels = at.selectbox(key="fault-id").options
+    pick = next(i for i, o in enumerate(labels) if "nic_retrans" in o)
+    at.selectbox(key="fault-id").select_index(pick).run()
+    fid = at.selectbox(key="fault-id").value
+    at.text_input(key=f"note-{fid}").input("TICKET-7 cable swap").run()
+    at.button(key=f"ack-{fid}").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    at.button(key=f"res-{fid}").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    states, _ = query_arrow(
+        filled_collector.address, f"SELECT DISTINCT state FROM faults WHERE fault_id = '{fid}'"
+    )
+    assert {"acknowledged", "resolved"} <= set(states.column("state").to_pylist())
+    acts, _ = query_arrow(
+        filled_collector.address,
+        f"SELECT fault_state, detail, target FROM actions WHERE fault_id = '{fid}' AND sink = 'operator'",
+    )
+    rows = acts.to_pylist()
+    assert {r["fault_state"] for r in rows} >= {"acknowledged", "resolved"}
+    assert any("TICKET-7" in r["detail"] for r in rows) and all(r["target"] == "c4 ui" for r in rows)

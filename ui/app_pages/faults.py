@@ -9,7 +9,7 @@ import streamlit as st
 
 from c4.query import QueryError
 from c4.ui.data import query, query_one, query_table
-from c4.ui.fault_admin import admin_available, set_fault_state
+from c4.ui.fault_admin import AdminUnavailable, set_fault_state
 from c4.ui.queries import collectives as qc
 from c4.ui.queries import faults as q
 from c4.ui.widgets import empty, guarded, heatmap, lines, pandas, series_by
@@ -109,20 +109,17 @@ def operator_buttons(fault_id: str, state: str) -> None:
     res = b.button("Resolve", disabled=state == "resolved", key=f"res-{fault_id}", icon=":material/task_alt:")
     if not (ack or res):
         return
-    if not admin_available():
-        st.warning(
-            "Acknowledge/resolve is not available on this collector: this C4 build has no fault admin RPC "
-            "(`c4.analytics.fault_admin.update_fault`).",
-            icon=":material/block:",
-        )
-        return
+    new_state = "acknowledged" if ack else "resolved"
     try:
-        set_fault_state(fault_id, "acknowledged" if ack else "resolved", note)
-    except (QueryError, RuntimeError) as exc:
+        set_fault_state(fault_id, new_state, note)
+    except AdminUnavailable as exc:
+        st.warning(f"Acknowledge/resolve is not available on this collector: {exc}", icon=":material/block:")
+        return
+    except QueryError as exc:
         st.error(f"The collector refused the update: {exc}")
         return
     st.cache_data.clear()
-    st.toast(f"{fault_id}: {'acknowledged' if ack else 'resolved'}")
+    st.toast(f"{fault_id}: {new_state}")
     st.rerun()
 
 
