@@ -14,6 +14,7 @@ BENCHES: dict[str, str] = {
     "plan": "c4.traffic.bench",
     "plugin": "c4.agent.bench_plugin",
     "sim": "c4.bench_sim",
+    "diagnose": "c4.analytics.bench",
     "ui": "c4.ui.bench",  # named, not imported: nothing imports the ui room
 }
 
