@@ -83,6 +83,7 @@ class CollectorConfig(BaseModel):
     group_commit_max_batches: int = Field(256, ge=1)
     diagnose_interval_s: float = Field(10.0, ge=0)  # 0 disables the in-collector diagnosis
     diagnose_window_s: float = Field(120.0, gt=0)
+    fabric_topology: str = ""  # fabric YAML: nominal switch link rates for localizing a degraded link
     alertmanager_url: str = ""  # e.g. http://alertmanager:9093
     alert_webhook_urls: list[str] = Field(default_factory=list)
     slack_webhook_url: str = ""

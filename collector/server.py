@@ -337,6 +337,10 @@ class Collector:
             from c4.analytics.runner import DiagnosisRunner
 
             self.diagnosis = DiagnosisRunner(self.store.catalogue, self.cfg.diagnose_window_s)
+            if self.cfg.fabric_topology:
+                from c4.analytics.fabric import capacities_from_topology
+
+                self.diagnosis.capacity_gbps = capacities_from_topology(self.cfg.fabric_topology)
             self.notifier, self.isolation = self._actions()
             cur = self.store.cursor()
             try:
