@@ -21,14 +21,16 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(C4) demo
 
-# System packages the tests drive for real: a C compiler for the NCCL plugin, valgrind, and
-# Prometheus Alertmanager (Debian's package) for the alert sink test.
+# System packages the tests drive for real: a C compiler for the NCCL plugin, valgrind,
+# Prometheus Alertmanager (Debian's package) for the alert sink test, and PostgreSQL for the
+# DuckLake catalog of the scale-out test.
 sysdeps:
 	@missing=""; for tool in cc valgrind prometheus-alertmanager; do \
 	  command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc valgrind prometheus-alertmanager >/dev/null; fi
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc valgrind prometheus-alertmanager postgresql >/dev/null; fi
 
 # The C4 NCCL profiler plugin, built with the system compiler.
 plugin: $(STAMP)
