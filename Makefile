@@ -22,14 +22,16 @@ demo: $(STAMP)
 	$(C4) demo
 
 # System packages the tests drive for real: a C compiler for the NCCL plugin, valgrind,
-# Prometheus Alertmanager (Debian's package) for the alert sink test, and Debian's chromium for
-# the dashboard's browser test (driven by Playwright from the dev extras; no browser download).
+# Prometheus Alertmanager (Debian's package) for the alert sink test, PostgreSQL for the
+# DuckLake catalog of the scale-out test, and Debian's chromium for the dashboard's browser
+# test (driven by Playwright from the dev extras; no browser download).
 sysdeps:
 	@missing=""; for tool in cc valgrind prometheus-alertmanager chromium; do \
 	  command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc valgrind prometheus-alertmanager chromium >/dev/null; fi
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc valgrind prometheus-alertmanager postgresql chromium >/dev/null; fi
 
 # The C4 NCCL profiler plugin, built with the system compiler.
 plugin: $(STAMP)

@@ -13,6 +13,7 @@ from c4.analytics.collective import (
 )
 from c4.analytics.fabric import FabricModel
 from c4.analytics.findings import Finding
+from c4.analytics.hang_sources import ras_findings
 from c4.analytics.hardware import hardware_findings
 
 
@@ -45,6 +46,9 @@ def diagnose(tables: dict[str, pl.DataFrame], fabric: FabricModel | None = None)
     conns = tables.get("nccl_connections", empty)
     gpus = tables.get("gpu_samples", empty)
     found = hardware_findings(tables)
+    ras = tables.get("nccl_ras_status", empty)
+    if not ras.is_empty():
+        found += ras_findings(ras, colls)
     if not colls.is_empty():
         now = max(x["ts"].max() for x in (colls, gpus) if not x.is_empty())
         found += hang_findings(colls, gpus, now) + straggler_findings(colls)

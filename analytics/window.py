@@ -13,6 +13,7 @@ NEEDED = (
     "nvlink_samples",
     "nccl_collectives",
     "nccl_connections",
+    "nccl_ras_status",
 )
 
 

@@ -20,6 +20,14 @@ SUMMARY_SQL = (
 )
 
 
+#: What C4D currently reports, for the periodic summary.
+OPEN_FAULTS_SQL = (
+    "SELECT fault_class, component, action, round(confidence, 2) AS confidence, summary FROM faults "
+    "QUALIFY row_number() OVER (PARTITION BY fault_id ORDER BY ts DESC) = 1 AND state <> 'resolved' "
+    "ORDER BY last_seen DESC LIMIT 10"
+)
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
     """Demo flags."""
     parser.add_argument("--workdir", default="var/demo", help="where the DuckDB file, spools and logs go")
@@ -197,8 +205,14 @@ def run(args: argparse.Namespace) -> int:
             if time.monotonic() >= next_print:
                 try:
                     table, _ = query_arrow(collector.address, SUMMARY_SQL)
-                    with pl.Config(tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True):
+                    faults, _ = query_arrow(collector.address, OPEN_FAULTS_SQL)
+                    with pl.Config(
+                        tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True, fmt_str_lengths=90
+                    ):
                         print(pl.from_arrow(table), flush=True)
+                        if faults.num_rows:
+                            print(f"c4 demo: {faults.num_rows} open faults (c4 faults list):", flush=True)
+                            print(pl.from_arrow(faults), flush=True)
                 except QueryError as exc:
                     print(f"c4 demo: query failed: {exc}", flush=True)
                 next_print = time.monotonic() + args.every_s

@@ -114,7 +114,7 @@ class TelemetryService(pb_grpc.TelemetryServicer):
             len(request.nics),
         )
         return pb.HelloReply(
-            last_committed_seq=self.store.last_seq.get(request.agent_id, 0),
+            last_committed_seq=self.store.known_seq(request.agent_id),
             collector_version=__version__,
             max_batch_bytes=self.cfg.max_batch_bytes,
         )
@@ -301,7 +301,13 @@ class Collector:
     def __init__(self, cfg: CollectorConfig, catalogue: Catalogue | None = None) -> None:
         self.cfg = cfg
         self.metrics = Metrics()
-        self.store = Store(cfg.db, catalogue or load())
+        if cfg.lake:
+            from c4.collector.lake import LakeStore
+
+            shard = cfg.shard or f"{socket.gethostname()}_{cfg.listen.rpartition(':')[2]}"
+            self.store: Store = LakeStore(cfg.lake, cfg.lake_data_path, catalogue or load(), shard)
+        else:
+            self.store = Store(cfg.db, catalogue or load())
         self.writer = Writer(self.store, cfg.group_commit_max_batches)
         self.service = TelemetryService(cfg, self.store, self.writer, self.metrics)
         self.server: grpc.aio.Server | None = None
@@ -337,6 +343,10 @@ class Collector:
             from c4.analytics.runner import DiagnosisRunner
 
             self.diagnosis = DiagnosisRunner(self.store.catalogue, self.cfg.diagnose_window_s)
+            if self.cfg.fabric_topology:
+                from c4.analytics.fabric import capacities_from_topology
+
+                self.diagnosis.capacity_gbps = capacities_from_topology(self.cfg.fabric_topology)
             self.notifier, self.isolation = self._actions()
             cur = self.store.cursor()
             try:
@@ -344,7 +354,12 @@ class Collector:
             finally:
                 cur.close()
             self._tasks.append(asyncio.create_task(self._every(self.cfg.diagnose_interval_s, self.diagnose)))
-        log.info("collector serving listen=%s port=%d db=%s", self.cfg.listen, self.port, self.cfg.db)
+        log.info(
+            "collector serving listen=%s port=%d store=%s",
+            self.cfg.listen,
+            self.port,
+            f"lake {self.cfg.lake} shard {self.store.shard}" if self.cfg.lake else self.cfg.db,
+        )
         return self.port
 
     async def _every(self, period_s: float, fn) -> None:
