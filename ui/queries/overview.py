@@ -89,12 +89,20 @@ GROUP BY t ORDER BY t
 
 
 def jobs(window_s: float) -> str:
-    """Jobs and their communicators: ranks, nodes, progress and bandwidth in the window."""
+    """Jobs and their communicators: ranks, nodes, progress and bandwidth in the window.
+
+    Aggregated per rank first (one cheap hash group per rank), then per communicator: the distinct
+    counts and the sorted host list then work on thousands of rows, not millions.
+    """
     return f"""
-SELECT job, comm_id, any_value(coll) AS collective, max(n_ranks) AS ranks, count(DISTINCT rank) AS ranks_seen,
-       count(DISTINCT hostname) AS nodes, max(coll_sn) AS last_seq, max(ts) AS last_seen,
-       avg(busbw_gbs) AS mean_busbw_gbs,
+WITH r AS (
+    SELECT job, comm_id, rank, any_value(hostname) AS hostname, any_value(coll) AS coll, max(n_ranks) AS n_ranks,
+           max(coll_sn) AS last_seq, max(ts) AS last_seen, sum(busbw_gbs) AS busbw_sum, count(busbw_gbs) AS busbw_n
+    FROM nccl_collectives WHERE {since_newest("nccl_collectives", window_s)}
+    GROUP BY job, comm_id, rank)
+SELECT job, comm_id, any_value(coll) AS collective, max(n_ranks) AS ranks, count(*) AS ranks_seen,
+       count(DISTINCT hostname) AS nodes, max(last_seq) AS last_seq, max(last_seen) AS last_seen,
+       sum(busbw_sum) / nullif(sum(busbw_n), 0) AS mean_busbw_gbs,
        string_agg(DISTINCT hostname, ', ' ORDER BY hostname) AS hosts
-FROM nccl_collectives WHERE {since_newest("nccl_collectives", window_s)}
-GROUP BY job, comm_id ORDER BY job, comm_id
+FROM r GROUP BY job, comm_id ORDER BY job, comm_id
 """
