@@ -155,10 +155,20 @@ def run(args: argparse.Namespace) -> int:
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
         futures = [pool.submit(run_scenario, sc) for sc in scenarios]
-        for fut in tqdm(
-            as_completed(futures), total=len(futures), desc="scenarios", disable=not sys.stderr.isatty()
-        ):
-            results.append(fut.result())
+        bar = tqdm(total=len(futures), desc="scenarios", disable=not sys.stderr.isatty())
+        for fut in as_completed(futures):
+            r = fut.result()
+            results.append(r)
+            bar.update()
+            if bar.disable:  # a log, not a terminal: one line per scenario
+                print(
+                    f"scenario {len(results)}/{len(futures)} {r.scenario}: raised {len(r.raised)}, "
+                    f"correct {sum(r.correct)}, ttd {r.ttd_s if r.ttd_s is None else round(r.ttd_s, 1)} s, "
+                    f"{r.wall_s:.0f} s wall",
+                    file=sys.stderr,
+                    flush=True,
+                )
+        bar.close()
     wall = time.perf_counter() - t0
     results.sort(key=lambda r: r.scenario)
     if args.verbose:
