@@ -22,14 +22,17 @@ demo: $(STAMP)
 	$(C4) demo
 
 # System packages the tests drive for real: a C compiler for the NCCL plugin, valgrind,
-# Prometheus Alertmanager (Debian's package) for the alert sink test, and Prometheus itself,
-# which scrapes the collector's /metrics in the exporter test.
+# Prometheus Alertmanager (Debian's package) for the alert sink test, Prometheus itself, which
+# scrapes the collector's /metrics in the exporter test, PostgreSQL for the DuckLake catalog of the
+# scale-out test, and Debian's chromium for the dashboard's browser test (driven by Playwright from
+# the dev extras; no browser download).
 sysdeps:
-	@missing=""; for tool in cc valgrind prometheus-alertmanager prometheus; do \
+	@missing=""; for tool in cc valgrind prometheus-alertmanager prometheus chromium; do \
 	  command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc valgrind prometheus-alertmanager prometheus >/dev/null; fi
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc valgrind prometheus-alertmanager prometheus postgresql chromium >/dev/null; fi
 
 # The C4 NCCL profiler plugin, built with the system compiler.
 plugin: $(STAMP)

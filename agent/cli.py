@@ -130,7 +130,10 @@ def run(args: argparse.Namespace) -> int:
     except SecurityError as exc:
         print(f"c4 agent: {exc}", file=sys.stderr)
         return 2
-    security.warn_if_plaintext(cfg.collector, "agent")
+    from c4.agent.shard import parse_collectors
+
+    for address in parse_collectors(cfg.collector):
+        security.warn_if_plaintext(address, "agent")
     agent = Agent(cfg, samplers, ctx)
     try:
         agent.start()

@@ -63,7 +63,10 @@ class Sender:
         backoff_max_s: float = 10.0,
         security: ClientSecurity | None = None,
     ) -> None:
-        self.address = address
+        from c4.agent.shard import ordered_collectors, parse_collectors
+
+        self.addresses = ordered_collectors(agent_id, parse_collectors(address))  # home first, then failover
+        self.address = self.addresses[0]
         self.security = security or ClientSecurity()
         self.agent_id = agent_id
         self.spool = spool
@@ -77,7 +80,11 @@ class Sender:
     def run(self, stop: threading.Event) -> None:
         """Connect, stream and reconnect with exponential backoff until ``stop`` is set."""
         backoff = self.backoff_initial_s
+        attempt = 0
         while not stop.is_set():
+            # the home collector first on every reconnect; the next ones when it does not answer
+            self.address = self.addresses[attempt % len(self.addresses)]
+            attempt += 1
             channel = self.security.channel(self.address, channel_options(self.max_message_bytes))
             try:
                 stub = pb_grpc.TelemetryStub(channel)
@@ -93,6 +100,7 @@ class Sender:
                     skipped,
                 )
                 backoff = self.backoff_initial_s
+                attempt = 0
                 self._stream(stub, stop)
             except grpc.RpcError as exc:
                 refused = exc.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
@@ -112,6 +120,8 @@ class Sender:
             finally:
                 self.stats.connected = False
                 channel.close()
+            if attempt % len(self.addresses):  # another collector to try before backing off
+                continue
             if stop.wait(backoff * (0.8 + 0.4 * random.random())):
                 return
             backoff = min(backoff * 2, self.backoff_max_s)

@@ -6,26 +6,29 @@ import argparse
 import sys
 
 HELP = (
-    "Diagnose offline: --db FILE runs the hardware detectors over a stopped collector's store; "
-    "--flight-recorder DIR names the ranks missing from the last collective."
+    "Diagnose offline: --db FILE runs every C4D detector over a stopped collector's store; "
+    "--flight-recorder DIR names the ranks missing from the last collective; both together add the "
+    "Flight Recorder's hang verdict to the store's faults, placed on hosts and GPUs from the store."
 )
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """diagnose flags."""
-    what = parser.add_mutually_exclusive_group(required=True)
-    what.add_argument(
+    parser.add_argument(
         "--flight-recorder",
         metavar="DIR",
         help="directory of Flight Recorder dumps (one per rank, pickle or JSON)",
     )
-    what.add_argument("--db", metavar="FILE", help="a stopped collector's DuckDB file")
+    parser.add_argument("--db", metavar="FILE", help="a stopped collector's DuckDB file")
     parser.add_argument("--window-s", type=float, default=300.0, help="--db: seconds of data to look at")
     parser.add_argument("--json", action="store_true", help="print the verdict as JSON")
 
 
 def run(args: argparse.Namespace) -> int:
-    """Dispatch to the store or the Flight Recorder diagnosis."""
+    """Dispatch to the store or the Flight Recorder diagnosis (or both)."""
+    if not args.db and not args.flight_recorder:
+        print("c4 diagnose: give --db FILE, --flight-recorder DIR, or both", file=sys.stderr)
+        return 2
     if args.db:
         return run_db(args)
     return run_flight_recorder(args)
@@ -51,6 +54,22 @@ def run_db(args: argparse.Namespace) -> int:
         print(f"c4 diagnose: cannot read {args.db}: {exc}", file=sys.stderr)
         return 1
     findings = diagnose(tables)
+    if args.flight_recorder:
+        from c4.analytics.flight_recorder import find_missing_ranks, load_dir
+        from c4.analytics.hang_sources import flight_recorder_findings
+
+        if not Path(args.flight_recorder).is_dir():
+            print(f"c4 diagnose: {args.flight_recorder} is not a directory", file=sys.stderr)
+            return 2
+        dumps, problems = load_dir(Path(args.flight_recorder))
+        for p in problems:
+            print(f"c4 diagnose: skipped {p}", file=sys.stderr)
+        colls = tables.get("nccl_collectives")
+        places = {}
+        if colls is not None and not colls.is_empty():  # global rank -> host, GPU (rank % GPUs per host)
+            for rank, host in colls.select(["rank", "hostname"]).unique("rank").iter_rows():
+                places[rank] = (host, None)
+        findings += flight_recorder_findings(find_missing_ranks(dumps), places)
     if args.json:
         print(
             json.dumps(

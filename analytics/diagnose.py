@@ -11,21 +11,50 @@ from c4.analytics.collective import (
     slow_connection_findings,
     straggler_findings,
 )
+from c4.analytics.fabric import FabricModel
 from c4.analytics.findings import Finding
+from c4.analytics.hang_sources import ras_findings
 from c4.analytics.hardware import hardware_findings
 
 
-def diagnose(tables: dict[str, pl.DataFrame]) -> list[Finding]:
-    """Hardware and collective findings, most certain first."""
+def _explained_by_congestion(found: list[Finding]) -> list[Finding]:
+    """Slow connections on nodes whose NICs see CNPs without errors are congestion, not a hardware fault."""
+    congested = {n for f in found if f.fault_class == "congestion" for n in f.evidence.get("nodes", [f.node])}
+    if not congested:
+        return found
+    return [f for f in found if not (f.fault_class == "comm_slow" and f.node in congested)]
+
+
+def by_time(df: pl.DataFrame) -> pl.DataFrame:
+    """The frame ordered by ts, flagged so detectors' sorts are free (loaders already ORDER BY ts)."""
+    if df.is_empty() or "ts" not in df.columns:
+        return df
+    if df["ts"].is_sorted():
+        return df.with_columns(pl.col("ts").set_sorted())
+    return df.sort("ts")
+
+
+def diagnose(tables: dict[str, pl.DataFrame], fabric: FabricModel | None = None) -> list[Finding]:
+    """Hardware and collective findings, most certain first.
+
+    ``fabric`` maps each connection to the switch links it crosses (from C4P's plan or the ECMP
+    hash model over the topology); without it a slow switch link is reported at the connection level.
+    """
     empty = pl.DataFrame()
+    tables = {k: by_time(v) for k, v in tables.items()}
     colls = tables.get("nccl_collectives", empty)
     conns = tables.get("nccl_connections", empty)
     gpus = tables.get("gpu_samples", empty)
     found = hardware_findings(tables)
+    ras = tables.get("nccl_ras_status", empty)
+    if not ras.is_empty():
+        found += ras_findings(ras, colls)
     if not colls.is_empty():
         now = max(x["ts"].max() for x in (colls, gpus) if not x.is_empty())
         found += hang_findings(colls, gpus, now) + straggler_findings(colls)
-        found += comm_hang_findings(conns, iteration_period_s(colls)) + slow_connection_findings(conns, colls)
+        period = iteration_period_s(colls)
+        found += comm_hang_findings(conns, period)
+        found += slow_connection_findings(conns, colls, fabric=fabric, period_s=period)
     elif not conns.is_empty():
-        found += comm_hang_findings(conns, None) + slow_connection_findings(conns)
-    return sorted(found, key=lambda f: (-f.confidence, f.component))
+        found += comm_hang_findings(conns, None) + slow_connection_findings(conns, fabric=fabric)
+    return sorted(_explained_by_congestion(found), key=lambda f: (-f.confidence, f.component))

@@ -14,17 +14,36 @@ def _ts_range(df: pl.DataFrame) -> tuple:
     return df["ts"].min(), df["ts"].max()
 
 
-def xid_findings(gpu_events: pl.DataFrame) -> list[Finding]:
-    """Every Xid and lost GPU, by catalogue category and action (application Xids are not hardware)."""
+def _bus_key(bus: str | None) -> str:
+    """A PCI bus id comparable across NVML (00000000:18:00.0) and the kernel log (0000:18:00)."""
+    if not bus:
+        return ""
+    parts = bus.lower().split(":")
+    if len(parts) < 3:
+        return bus.lower()
+    return f"{int(parts[-3], 16):x}:{parts[-2]}:{parts[-1].split('.')[0]}"
+
+
+def xid_findings(gpu_events: pl.DataFrame, gpus: pl.DataFrame | None = None) -> list[Finding]:
+    """Every Xid and lost GPU, by catalogue category and action (application Xids are not hardware).
+
+    A kernel-log Xid names a PCI bus id only (a GPU that fell off the bus has no NVML index any more):
+    the GPU index comes from the same node's earlier NVML samples of that bus id.
+    """
     out = []
     if gpu_events.is_empty():
         return out
+    index_of: dict[tuple[str, str], int] = {}
+    if gpus is not None and not gpus.is_empty() and "pci_bus_id" in gpus.columns:
+        for node, bus, idx in gpus.select(["node", "pci_bus_id", "gpu_index"]).unique().iter_rows():
+            index_of[(node, _bus_key(bus))] = idx
     for (node, bus, kind, xid), g in gpu_events.group_by(
         ["node", "pci_bus_id", "kind", "xid"], maintain_order=True
     ):
         first, last = _ts_range(g)
         gpu = g["gpu_index"].drop_nulls()
-        where = f"{node}/gpu{gpu[0]}" if len(gpu) else f"{node}/pci{bus}"
+        idx = gpu[0] if len(gpu) else index_of.get((node, _bus_key(bus)))
+        where = f"{node}/gpu{idx}" if idx is not None else f"{node}/pci{bus}"
         category = g["category"][0] or "unknown"
         cls = "application" if category == "application" else "hardware"
         action = g["action"][0] or "investigate"
@@ -248,10 +267,9 @@ def gpu_state_findings(gpus: pl.DataFrame) -> list[Finding]:
 
 
 def congestion_findings(ports: pl.DataFrame, min_cnp: int = 1000) -> list[Finding]:
-    """Ports receiving CNPs/ECN marks without errors: congestion, not hardware (recorded as such)."""
-    out = []
+    """NICs receiving CNPs/ECN marks without errors: congestion, not hardware; one fabric-level finding."""
     if ports.is_empty() or "np_cnp_sent" not in ports.columns:
-        return out
+        return []
     inc = (
         ports.sort("ts")
         .group_by("node", maintain_order=True)
@@ -261,22 +279,130 @@ def congestion_findings(ports: pl.DataFrame, min_cnp: int = 1000) -> list[Findin
             pl.col("ts").first().alias("first"),
             pl.col("ts").last().alias("last"),
         )
+        .filter((pl.col("cnp").fill_null(0) >= min_cnp) & (pl.col("retrans").fill_null(0) == 0))
+        .sort("node")
     )
-    for r in inc.iter_rows(named=True):
-        if (r["cnp"] or 0) >= min_cnp and not (r["retrans"] or 0):
+    if inc.is_empty():
+        return []
+    nodes = inc["node"].to_list()
+    return [
+        Finding(
+            "congestion",
+            "congestion",
+            "fabric",
+            "fabric",
+            nodes[0],
+            inc["first"].min(),
+            inc["last"].max(),
+            0.7,
+            "replan_traffic",
+            f"{len(nodes)} nodes' NICs see CNPs and no retransmits: congestion in the fabric, not a fault",
+            {"nodes": nodes, "cnp_increase": int(inc["cnp"].sum())},
+            "SELECT ts, node, device, np_cnp_sent, roce_adp_retrans FROM ib_port_samples ORDER BY ts",
+        )
+    ]
+
+
+#: Error counters watched for bursts: table, the component's key columns, counters summed, the floor an
+#: increase must reach, whether peers set the baseline (median + 6 MAD), and what it means.
+COUNTER_RULES: tuple[dict, ...] = (
+    {
+        "detector": "nvlink_errors",
+        "table": "nvlink_samples",
+        "keys": ("node", "gpu_index"),
+        "counters": ("crc_data_errors", "replay_errors", "recovery_errors"),
+        "min_increase": 10,
+        "peer_baseline": True,
+        "component_type": "gpu",
+        "action": "reset_gpu",
+        "what": "NVLink CRC/replay/recovery errors",
+    },
+    {
+        "detector": "pcie_replay_burst",
+        "table": "gpu_samples",
+        "keys": ("node", "gpu_index"),
+        "counters": ("pcie_replay_count",),
+        "min_increase": 100,
+        "peer_baseline": True,
+        "component_type": "gpu",
+        "action": "reset_gpu",
+        "what": "PCIe replays",
+    },
+    {
+        "detector": "ecc_uncorrectable",
+        "table": "gpu_samples",
+        "keys": ("node", "gpu_index"),
+        "counters": ("ecc_dbe_volatile",),
+        "min_increase": 1,
+        "peer_baseline": False,
+        "component_type": "gpu",
+        "action": "reset_gpu",
+        "what": "uncorrectable (double-bit) ECC errors",
+    },
+    {
+        "detector": "nic_symbol_errors",
+        "table": "ib_port_samples",
+        "keys": ("node", "device", "port"),
+        "counters": ("symbol_errors", "link_error_recovery"),
+        "min_increase": 50,
+        "peer_baseline": True,
+        "component_type": "nic_port",
+        "action": "replace_cable",
+        "what": "symbol errors and link error recoveries",
+    },
+)
+
+
+def counter_burst_findings(
+    tables: dict[str, pl.DataFrame], rules: tuple[dict, ...] = COUNTER_RULES
+) -> list[Finding]:
+    """Error counters that rose in the window above a floor and (where peers set the baseline) far above peers."""
+    out = []
+    for rule in rules:
+        df = tables.get(rule["table"])
+        counters = [c for c in rule["counters"] if df is not None and c in df.columns]
+        if df is None or df.is_empty() or not counters:
+            continue
+        keys = list(rule["keys"])
+        per_link = [*keys, "link"] if "link" in df.columns else keys  # counters are per link: diff each first
+        inc = (
+            df.sort("ts")
+            .group_by(per_link)
+            .agg(
+                sum((pl.col(c).max() - pl.col(c).min()).fill_null(0) for c in counters).alias("inc"),
+                pl.col("ts").first().alias("first"),
+                pl.col("ts").last().alias("last"),
+            )
+            .group_by(keys)
+            .agg(pl.col("inc").sum(), pl.col("first").min(), pl.col("last").max())
+        )
+        med = float(inc["inc"].median() or 0)
+        mad = float((inc["inc"] - med).abs().median() or 0)
+        floor = (
+            max(rule["min_increase"], med + 6 * max(mad, 1))
+            if rule["peer_baseline"]
+            else rule["min_increase"]
+        )
+        for r in inc.filter(pl.col("inc") >= floor).iter_rows(named=True):
+            if rule["component_type"] == "gpu":
+                comp = f"{r['node']}/gpu{r['gpu_index']}"
+            else:
+                comp = f"{r['node']}/{r['device']}p{r['port']}"
+            where = " AND ".join(f"{k} = '{r[k]}'" for k in keys)
             out.append(
                 Finding(
-                    "congestion",
-                    "congestion",
-                    "node",
-                    r["node"],
+                    rule["detector"],
+                    "hardware",
+                    rule["component_type"],
+                    comp,
                     r["node"],
                     r["first"],
                     r["last"],
-                    0.7,
-                    "replan_traffic",
-                    f"{r['node']} NICs see {r['cnp']} CNPs and no retransmits: congestion",
-                    {"cnp_increase": r["cnp"]},
+                    0.85,
+                    rule["action"],
+                    f"{comp}: {int(r['inc'])} {rule['what']} in the window (peers' median {med:g})",
+                    {"increase": int(r["inc"]), "peer_median": med, "peer_mad": mad, "counters": counters},
+                    f"SELECT ts, {', '.join(counters)} FROM {rule['table']} WHERE {where} ORDER BY ts",
                 )
             )
     return out
@@ -287,10 +413,11 @@ def hardware_findings(tables: dict[str, pl.DataFrame]) -> list[Finding]:
     empty = pl.DataFrame()
     ports = tables.get("ib_port_samples", empty)
     return (
-        xid_findings(tables.get("gpu_events", empty))
+        xid_findings(tables.get("gpu_events", empty), tables.get("gpu_samples"))
         + nic_rate_findings(ports)
         + nic_link_findings(ports)
         + nic_retrans_findings(ports)
         + gpu_state_findings(tables.get("gpu_samples", empty))
         + congestion_findings(ports)
+        + counter_burst_findings(tables)
     )

@@ -20,7 +20,7 @@ def window_from_cursor(cur, window_s: float) -> dict:
     out = {}
     for t in NEEDED:
         out[t] = cur.execute(
-            f'SELECT * FROM "{t}" WHERE ts >= (SELECT max(ts) FROM "{t}") - to_microseconds({int(window_s * 1e6)})'
+            f'SELECT * FROM "{t}" WHERE ts >= (SELECT max(ts) FROM "{t}") - to_microseconds({int(window_s * 1e6)}) ORDER BY ts'
         ).pl()
     return out
 
@@ -28,8 +28,17 @@ def window_from_cursor(cur, window_s: float) -> dict:
 class DiagnosisRunner:
     """One diagnosis pass per call; keeps the fault book between passes."""
 
-    def __init__(self, catalogue, window_s: float = 120.0, resolve_after_runs: int = 3) -> None:
+    def __init__(
+        self,
+        catalogue,
+        window_s: float = 120.0,
+        resolve_after_runs: int = 3,
+        fabric=None,
+    ) -> None:
         self.catalogue = catalogue
+        self.fabric = fabric  # FabricModel or None: then the newest C4P plan in the store, if any
+        self.capacity_gbps: dict[str, float] = {}  # nominal switch link rates (from the fabric YAML)
+        self._plan_id: str | None = None
         self.window_s = window_s
         self.book = FaultBook(resolve_after_runs)
         self.runs = 0
@@ -46,12 +55,25 @@ class DiagnosisRunner:
         )
         self.book.load(rows)
 
-    def run_once(self, cur) -> pa.Table:
+    def plan_fabric(self, cur):
+        """The fabric model of the newest plan in the store's ``plans`` table (rebuilt when a new plan lands)."""
+        from c4.analytics.fabric import from_plans
+
+        newest = cur.execute("SELECT plan_id FROM plans ORDER BY ts DESC LIMIT 1").fetchone()
+        if newest is None:
+            return None
+        if newest[0] != self._plan_id:
+            rows = cur.execute("SELECT * FROM plans WHERE plan_id = ?", [newest[0]]).pl()
+            self._plan_model = from_plans(rows, self.capacity_gbps)
+            self._plan_id = newest[0]
+        return self._plan_model
+
+    def run_once(self, cur, now: datetime | None = None) -> pa.Table:
         """Detect over the window; returns the faults rows to store (possibly empty)."""
         tables = window_from_cursor(cur, self.window_s)
-        findings = diagnose(tables)
+        findings = diagnose(tables, self.fabric or self.plan_fabric(cur))
         with self.lock:
-            rows = self.book.update(findings, datetime.now(UTC).replace(tzinfo=None))
+            rows = self.book.update(findings, now or datetime.now(UTC).replace(tzinfo=None))
         self.runs += 1
         if rows:
             log.info(

@@ -6,7 +6,15 @@ from pathlib import Path
 
 import polars as pl
 
-NEEDED = ("gpu_events", "ib_port_samples", "gpu_samples", "nccl_collectives", "nccl_connections")
+NEEDED = (
+    "gpu_events",
+    "ib_port_samples",
+    "gpu_samples",
+    "nvlink_samples",
+    "nccl_collectives",
+    "nccl_connections",
+    "nccl_ras_status",
+)
 
 
 def load_from_db(path: Path | str, window_s: float = 300.0) -> dict[str, pl.DataFrame]:
@@ -18,7 +26,7 @@ def load_from_db(path: Path | str, window_s: float = 300.0) -> dict[str, pl.Data
         out = {}
         for t in NEEDED:
             out[t] = con.execute(
-                f'SELECT * FROM "{t}" WHERE ts >= (SELECT max(ts) FROM "{t}") - to_microseconds({int(window_s * 1e6)})'
+                f'SELECT * FROM "{t}" WHERE ts >= (SELECT max(ts) FROM "{t}") - to_microseconds({int(window_s * 1e6)}) ORDER BY ts'
             ).pl()
         return out
     finally:

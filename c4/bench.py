@@ -15,6 +15,8 @@ BENCHES: dict[str, str] = {
     "plugin": "c4.agent.bench_plugin",
     "sim": "c4.bench_sim",
     "load": "c4.collector.bench_load",
+    "diagnose": "c4.analytics.bench",
+    "ui": "c4.ui.bench",  # named, not imported: nothing imports the ui room
 }
 
 

@@ -39,6 +39,18 @@ def _check_address(value: str) -> str:
     return value
 
 
+def _check_addresses(value: str) -> str:
+    """One HOST:PORT, or several comma separated (collector shards: home by hashing the node name, then failover)."""
+    from c4.agent.shard import parse_collectors
+
+    parts = parse_collectors(value)
+    if not parts:
+        raise ValueError("no collector address given")
+    for p in parts:
+        _check_address(p)
+    return ",".join(parts)
+
+
 class ClientSecurityConfig(BaseModel):
     """Keys every client of a collector has: TLS files, bearer token file, explicit plaintext."""
 
@@ -71,7 +83,7 @@ class AgentConfig(ClientSecurityConfig):
     backoff_max_s: float = Field(10.0, gt=0)
     samplers: dict[str, dict[str, Any]] = Field(default_factory=lambda: dict(DEFAULT_SAMPLERS))
 
-    _addr = field_validator("collector")(classmethod(lambda cls, v: _check_address(v)))
+    _addr = field_validator("collector")(classmethod(lambda cls, v: _check_addresses(v)))
 
     @property
     def effective_agent_id(self) -> str:
@@ -94,6 +106,10 @@ class CollectorConfig(BaseModel):
     group_commit_max_batches: int = Field(4096, ge=1)
     diagnose_interval_s: float = Field(10.0, ge=0)  # 0 disables the in-collector diagnosis
     diagnose_window_s: float = Field(120.0, gt=0)
+    fabric_topology: str = ""  # fabric YAML: nominal switch link rates for localizing a degraded link
+    lake: str = ""  # postgres://user@host:port/db: write into a DuckLake shared with other collectors
+    lake_data_path: str = "/var/lib/c4/lake"  # the lake's Parquet files (a shared directory or s3://...)
+    shard: str = ""  # this collector's name in the lake (default: hostname_port)
     alertmanager_url: str = ""  # e.g. http://alertmanager:9093
     alert_webhook_urls: list[str] = Field(default_factory=list)
     slack_webhook_url: str = ""

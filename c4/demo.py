@@ -20,6 +20,14 @@ SUMMARY_SQL = (
 )
 
 
+#: What C4D currently reports, for the periodic summary.
+OPEN_FAULTS_SQL = (
+    "SELECT fault_class, component, action, round(confidence, 2) AS confidence, summary FROM faults "
+    "QUALIFY row_number() OVER (PARTITION BY fault_id ORDER BY ts DESC) = 1 AND state <> 'resolved' "
+    "ORDER BY last_seen DESC LIMIT 10"
+)
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
     """Demo flags."""
     parser.add_argument("--workdir", default="var/demo", help="where the DuckDB file, spools and logs go")
@@ -33,6 +41,50 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--nodes", type=int, default=16, help="simulated GPU nodes (8 GPUs, 8 x 400G NICs each)"
     )
+    parser.add_argument("--no-ui", action="store_true", help="do not start the dashboard (c4 ui)")
+    parser.add_argument(
+        "--ui-port", type=int, default=8501, help="dashboard HTTP port (default 8501; a free one if taken)"
+    )
+
+
+def store_plan(address: str, twin) -> str:
+    """Plan the twin's connections with C4P and store the plan and its link loads (the dashboard's Traffic page)."""
+    import uuid
+
+    from c4.agent.push import push_table
+    from c4.traffic.export import link_table, plan_table
+    from c4.traffic.planner import Planner
+
+    plan = Planner(twin.topo, max_qps=4).plan(twin.flows)
+    plan_id = f"plan-{uuid.uuid4().hex[:8]}"
+    links = link_table(plan, plan_id)
+    bound = links.column("bound_s")[0].as_py() if links.num_rows else 0.0
+    over = plan.max_utilization() / bound if bound else 0.0
+    push_table(address, "plans", plan_table(plan, plan_id, over), agent_id="c4-demo-plan")
+    push_table(address, "plan_links", links, agent_id="c4-demo-plan")
+    return plan_id
+
+
+def start_ui(address: str, port: int, log_path):
+    """`c4 ui` in a child process on ``port`` (or a free port if it is taken); returns (process, url)."""
+    import socket
+    import subprocess
+    import sys
+
+    from c4.collector.bench_proc import free_port
+
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            port = free_port()
+    log = open(log_path, "ab")  # noqa: SIM115 - owned by the child
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "c4.cli", "ui", "--collector", address, "--port", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    return proc, f"http://127.0.0.1:{port}/"
 
 
 def demo_twin(nodes: int, loops: int = 20):
@@ -121,6 +173,21 @@ def run(args: argparse.Namespace) -> int:
         "deploy/examples/scenarios/demo.yaml repeat every 10 minutes (table sim_ground_truth)",
         flush=True,
     )
+    try:
+        plan_id = store_plan(collector.address, twin)
+        print(
+            f"c4 demo: C4P plan {plan_id} for the cluster's connections stored (tables plans, plan_links)",
+            flush=True,
+        )
+    except Exception as exc:  # the demo runs on without a plan
+        print(f"c4 demo: could not store a traffic plan: {exc}", flush=True)
+    ui = None
+    if not args.no_ui:
+        ui, url = start_ui(collector.address, args.ui_port, work / "ui.log")
+        print(
+            f"c4 demo: dashboard at {url} (log: {work / 'ui.log'}); faults appear on its Faults page",
+            flush=True,
+        )
     print("c4 demo: try it yourself in another terminal:", flush=True)
     print(
         f"  .venv/bin/c4 sql --collector {collector.address} \"SELECT * FROM host_cpu_rate WHERE cpu = 'all' "
@@ -138,8 +205,14 @@ def run(args: argparse.Namespace) -> int:
             if time.monotonic() >= next_print:
                 try:
                     table, _ = query_arrow(collector.address, SUMMARY_SQL)
-                    with pl.Config(tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True):
+                    faults, _ = query_arrow(collector.address, OPEN_FAULTS_SQL)
+                    with pl.Config(
+                        tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True, fmt_str_lengths=90
+                    ):
                         print(pl.from_arrow(table), flush=True)
+                        if faults.num_rows:
+                            print(f"c4 demo: {faults.num_rows} open faults (c4 faults list):", flush=True)
+                            print(pl.from_arrow(faults), flush=True)
                 except QueryError as exc:
                     print(f"c4 demo: query failed: {exc}", flush=True)
                 next_print = time.monotonic() + args.every_s
@@ -148,6 +221,12 @@ def run(args: argparse.Namespace) -> int:
         pass
     finally:
         sim_stop.set()
+        if ui is not None:
+            ui.terminate()
+            try:
+                ui.wait(15)
+            except subprocess.TimeoutExpired:
+                ui.kill()
         runner.stop_agents()
         agent.send_signal(signal.SIGTERM)
         try:

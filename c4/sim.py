@@ -118,6 +118,25 @@ class SimRunner:
                 )
             )
 
+    def wait_agents(self, collector: str, timeout_s: float = 60.0) -> int:
+        """Block until every node's agent has delivered a heartbeat (so the run starts observed); returns how many did."""
+        from c4.query import QueryError, query_arrow
+
+        hosts = ", ".join(f"'{h}'" for h in self.writers)
+        sql = f"SELECT count(DISTINCT node) FROM agent_heartbeat WHERE node IN ({hosts})"
+        deadline = time.monotonic() + timeout_s
+        seen = 0
+        while time.monotonic() < deadline:
+            try:
+                table, _ = query_arrow(collector, sql)
+                seen = int(table.column(0)[0].as_py() or 0)
+            except QueryError:
+                seen = 0
+            if seen >= len(self.writers):
+                break
+            time.sleep(0.2)
+        return seen
+
     def step(self) -> float:
         """One iteration of the twin written to every node; returns its simulated duration."""
         out = self.twin.step()

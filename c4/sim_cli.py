@@ -62,6 +62,12 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
     if args.collector:
         runner.start_agents(args.collector, args.agent_interval_s)
+        up = runner.wait_agents(args.collector)  # simulated time starts once every node is observed
+        if up < len(runner.writers):
+            print(
+                f"c4 sim: only {up} of {len(runner.writers)} agents reported within 60 s; starting anyway",
+                flush=True,
+            )
     print(
         f"c4 sim: scenario {name}: {twin.nodes} nodes x {twin.gpus} GPUs x {twin.nics} NICs, "
         f"{len(twin.faults)} faults; node files in {work / 'nodes'}",

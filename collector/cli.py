@@ -16,6 +16,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--listen", help="HOST:PORT to serve on (default 127.0.0.1:7070)")
     parser.add_argument("--db", help="DuckDB file this collector owns (default /var/lib/c4/c4.duckdb)")
     parser.add_argument("--retention-s", type=float, help="drop rows older than this many seconds")
+    parser.add_argument(
+        "--lake",
+        help="postgres://user@host:port/db: write into a DuckLake (catalog in PostgreSQL) shared with other "
+        "collectors instead of the --db file",
+    )
+    parser.add_argument(
+        "--lake-data-path", help="where the lake's Parquet files go (shared directory or s3://)"
+    )
+    parser.add_argument("--shard", help="this collector's name in the lake (default hostname_port)")
     parser.add_argument("--tls-cert", help="PEM server certificate: serve gRPC over TLS")
     parser.add_argument("--tls-key", help="PEM private key of --tls-cert")
     parser.add_argument("--tls-client-ca", help="PEM CA of client certificates: require mutual TLS")
@@ -40,6 +49,9 @@ FLAGS = (
     "tokens_file",
     "insecure",
     "metrics_listen",
+    "lake",
+    "lake_data_path",
+    "shard",
 )
 
 
@@ -62,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
 
     import duckdb
 
+    from c4.collector.lake import LakeError
     from c4.collector.server import serve
 
     cfg = collector_config(args)
@@ -69,6 +82,9 @@ def run(args: argparse.Namespace) -> int:
         asyncio.run(serve(cfg))
     except duckdb.IOException as exc:
         print(f"c4 collector: cannot open {cfg.db}: {exc}", file=sys.stderr)
+        return 1
+    except LakeError as exc:
+        print(f"c4 collector: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:
         print(f"c4 collector: {exc}", file=sys.stderr)

@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING
 from prometheus_client import CollectorRegistry, ProcessCollector, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from c4.collector.store import SEQ_TABLE
+
 if TYPE_CHECKING:
     from c4.collector.server import Collector
 
@@ -204,7 +206,8 @@ FROM (
 ) WHERE state IN ('open', 'acknowledged') GROUP BY ALL
 """
 
-LIVENESS_SQL = "SELECT agent_id, updated, last_seq FROM _c4_agent_seq"
+#: Per agent of this collector: its committed-sequence bookkeeping (a lake shard has its own table).
+LIVENESS_SQL = "SELECT agent_id, max(updated), max(last_seq) FROM {table} GROUP BY agent_id"
 
 
 def _utcnow() -> datetime:
@@ -344,7 +347,8 @@ class C4Metrics:
         seq = GaugeMetricFamily(
             "c4_agent_last_committed_seq", "The agent's last committed sequence number.", labels=["agent_id"]
         )
-        for agent_id, updated, last_seq in self._query(cur, LIVENESS_SQL):
+        table = getattr(self.collector.store, "seq_table", SEQ_TABLE)
+        for agent_id, updated, last_seq in self._query(cur, LIVENESS_SQL.format(table=table)):
             age.add_metric([agent_id], max(0.0, (now - updated).total_seconds()))
             ts.add_metric([agent_id], updated.replace(tzinfo=UTC).timestamp())
             seq.add_metric([agent_id], last_seq)

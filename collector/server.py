@@ -134,7 +134,7 @@ class TelemetryService(pb_grpc.TelemetryServicer):
             len(request.nics),
         )
         return pb.HelloReply(
-            last_committed_seq=self.store.last_seq.get(request.agent_id, 0),
+            last_committed_seq=self.store.known_seq(request.agent_id),
             collector_version=__version__,
             max_batch_bytes=self.cfg.max_batch_bytes,
         )
@@ -337,7 +337,13 @@ class Collector:
         self.credentials = (
             server_credentials(cfg.tls_cert, cfg.tls_key, cfg.tls_client_ca) if cfg.tls_cert else None
         )
-        self.store = Store(cfg.db, catalogue or load())
+        if cfg.lake:
+            from c4.collector.lake import LakeStore
+
+            shard = cfg.shard or f"{socket.gethostname()}_{cfg.listen.rpartition(':')[2]}"
+            self.store: Store = LakeStore(cfg.lake, cfg.lake_data_path, catalogue or load(), shard)
+        else:
+            self.store = Store(cfg.db, catalogue or load())
         self.writer = Writer(self.store, cfg.group_commit_max_batches)
         self.auth = Authenticator(tokens, self.metrics.inc)
         self.service = TelemetryService(cfg, self.store, self.writer, self.metrics, self.auth)
@@ -388,6 +394,10 @@ class Collector:
             from c4.analytics.runner import DiagnosisRunner
 
             self.diagnosis = DiagnosisRunner(self.store.catalogue, self.cfg.diagnose_window_s)
+            if self.cfg.fabric_topology:
+                from c4.analytics.fabric import capacities_from_topology
+
+                self.diagnosis.capacity_gbps = capacities_from_topology(self.cfg.fabric_topology)
             self.notifier, self.isolation = self._actions()
             cur = self.store.cursor()
             try:
@@ -396,10 +406,10 @@ class Collector:
                 cur.close()
             self._tasks.append(asyncio.create_task(self._every(self.cfg.diagnose_interval_s, self.diagnose)))
         log.info(
-            "collector serving listen=%s port=%d db=%s tls=%s mtls=%s tokens=%d metrics=%s",
+            "collector serving listen=%s port=%d store=%s tls=%s mtls=%s tokens=%d metrics=%s",
             self.cfg.listen,
             self.port,
-            self.cfg.db,
+            f"lake {self.cfg.lake} shard {self.store.shard}" if self.cfg.lake else self.cfg.db,
             self.credentials is not None,
             bool(self.cfg.tls_client_ca),
             len(self.auth.tokens or ()),

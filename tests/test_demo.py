@@ -20,6 +20,7 @@ def test_demo_runs_and_shows_rows(tmp_path):
             "2",
             "--every-s",
             "2",
+            "--no-ui",  # the dashboard has its own tests (tests/ui)
         ],
         capture_output=True,
         text=True,

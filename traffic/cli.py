@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
 
     from c4.report import format_table
     from c4.traffic.collectives import job_flows, load_job_yaml
-    from c4.traffic.export import plan_rows, plan_table
+    from c4.traffic.export import link_table, plan_rows, plan_table
     from c4.traffic.planner import Planner
     from c4.traffic.routing import (
         capacities,
@@ -104,8 +104,11 @@ def run(args: argparse.Namespace) -> int:
 
         try:
             n = push_table(args.collector, "plans", plan_table(plan, plan_id, plan_over), agent_id="c4-plan")
+            links = push_table(
+                args.collector, "plan_links", link_table(plan, plan_id, args.seeds), agent_id="c4-plan"
+            )
         except PushError as exc:
             print(f"c4 plan: {exc}", file=sys.stderr)
             return 1
-        print(f"stored {n} rows in the collector's plans table")
+        print(f"stored {n} rows in the collector's plans table and {links} in plan_links")
     return 0

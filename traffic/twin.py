@@ -457,4 +457,38 @@ class ClusterTwin:
 
     def ground_truth(self) -> list[dict[str, Any]]:
         """Ground truth of every scripted fault."""
-        return [f.truth() for f in self.faults]
+        rows = [f.truth() for f in self.faults]
+        for f, row in zip(self.faults, rows, strict=True):
+            if f.kind == "spine_link_degraded":
+                row["component"] = switch_link_name(self.topo.leaves[0], self.topo.spines[0])
+        return rows
+
+    def connection_paths(self) -> dict[tuple[str, str, int], list[str]]:
+        """The fabric model's answer for each connection: (src node, dst node, channel) -> directed switch links."""
+        if self._sub is None:
+            self._sub = self._routing()
+        sub, flow_of = self._sub
+        switches = set(self.topo.leaves) | set(self.topo.spines) | set(self.topo.cores)
+        out: dict[tuple[str, str, int], list[str]] = {}
+        for (links, _b), fi in zip(sub, flow_of, strict=True):
+            f = self.flows[fi]
+            names = out.setdefault((f.src, f.dst, f.channel), [])
+            for lid in links:
+                link = self.topo.links[lid]
+                if link.src in switches and link.dst in switches and f"{link.src}->{link.dst}" not in names:
+                    names.append(f"{link.src}->{link.dst}")
+        return out
+
+    def switch_capacity_gbps(self) -> dict[str, float]:
+        """Nominal rate of every directed switch-to-switch link."""
+        switches = set(self.topo.leaves) | set(self.topo.spines) | set(self.topo.cores)
+        return {
+            f"{x.src}->{x.dst}": x.capacity_gbps
+            for x in self.topo.links
+            if x.src in switches and x.dst in switches
+        }
+
+
+def switch_link_name(a: str, b: str) -> str:
+    """A cable between two switches, named the same whichever way it is walked."""
+    return "<->".join(sorted((a, b)))

@@ -120,3 +120,100 @@ def test_diagnose_db_on_a_store(tmp_path):
         timeout=60,
     )
     assert bad.returncode == 2 and "does not exist" in bad.stderr
+
+
+def _counter_frame(table, keys, counter, bumps, n=10):
+    """`n` samples per component; `bumps` maps a component index to its total increase over the window."""
+    from datetime import datetime, timedelta
+
+    import polars as pl
+
+    rows = []
+    for c in range(16):
+        for t in range(n):
+            row = {
+                "ts": datetime(2027, 1, 1) + timedelta(seconds=t),
+                "node": f"host{c // 8}",
+                counter: 5 + (bumps.get(c, 0) * t) // (n - 1),
+            }
+            row.update({k: v(c) for k, v in keys.items()})
+            rows.append(row)
+    return {table: pl.DataFrame(rows)}
+
+
+@pytest.mark.parametrize(
+    ("table", "keys", "counter", "bump", "expected"),
+    [
+        (
+            "nvlink_samples",
+            {"gpu_index": lambda c: c % 8, "link": lambda c: 0},
+            "replay_errors",
+            400,
+            ("nvlink_errors", "host0/gpu3"),
+        ),
+        (
+            "gpu_samples",
+            {"gpu_index": lambda c: c % 8},
+            "pcie_replay_count",
+            5000,
+            ("pcie_replay_burst", "host0/gpu3"),
+        ),
+        (
+            "gpu_samples",
+            {"gpu_index": lambda c: c % 8},
+            "ecc_dbe_volatile",
+            1,
+            ("ecc_uncorrectable", "host0/gpu3"),
+        ),
+        (
+            "ib_port_samples",
+            {"device": lambda c: f"mlx5_{c % 8}", "port": lambda c: 1},
+            "symbol_errors",
+            900,
+            ("nic_symbol_errors", "host0/mlx5_3p1"),
+        ),
+    ],
+    ids=["nvlink", "pcie_replay", "ecc_dbe", "symbol_errors"],
+)
+def test_error_counter_bursts_above_peers(table, keys, counter, bump, expected):
+    from c4.analytics.hardware import counter_burst_findings
+
+    assert counter_burst_findings(_counter_frame(table, keys, counter, {})) == []  # flat counters: nothing
+    # every component ticks a little: the baseline, not a fault (any uncorrectable ECC error is one)
+    noisy_peers = {} if counter == "ecc_dbe_volatile" else {c: 3 for c in range(16)}
+    assert counter_burst_findings(_counter_frame(table, keys, counter, noisy_peers)) == []
+    got = counter_burst_findings(_counter_frame(table, keys, counter, {**noisy_peers, 3: bump}))
+    assert [(f.detector, f.component) for f in got] == [expected]
+    assert got[0].evidence["increase"] >= bump and counter in got[0].evidence_sql
+
+
+def test_kernel_log_xid_is_mapped_to_the_gpu_by_bus_id():
+    from datetime import datetime
+
+    import polars as pl
+
+    from c4.analytics.hardware import xid_findings
+
+    ev = pl.DataFrame(
+        [
+            {
+                "ts": datetime(2027, 1, 1),
+                "node": "h1",
+                "kind": "xid",
+                "source": "kmsg",
+                "gpu_index": None,
+                "pci_bus_id": "0000:1b:00",
+                "xid": 79,
+                "xid_name": "GPU fell off the bus",
+                "category": "bus",
+                "meaning": "m",
+                "action": "drain_node",
+            }
+        ],
+        schema_overrides={"gpu_index": pl.Int64},
+    )
+    gpus = pl.DataFrame(
+        {"node": ["h1", "h1"], "pci_bus_id": ["00000000:1A:00.0", "00000000:1B:00.0"], "gpu_index": [2, 3]}
+    )
+    assert [f.component for f in xid_findings(ev, gpus)] == ["h1/gpu3"]
+    assert [f.component for f in xid_findings(ev)] == ["h1/pci0000:1b:00"]

@@ -1,0 +1,88 @@
+"""The seeded scenario library C4D is scored on: every fault kind of the twin, several placements each, plus negatives."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+from c4.traffic.twin import Fault
+
+#: Positive scenario kinds (name -> how to draw one fault); Xids are split by number.
+POSITIVE_KINDS = (
+    "nic_degraded",
+    "link_flap",
+    "link_down",
+    "spine_link_degraded",
+    "ecmp_congestion",
+    "xid48",
+    "xid74",
+    "xid79",
+    "xid94",
+    "xid95",
+    "row_remap_failure",
+    "thermal_throttle",
+    "rank_hang",
+    "comm_hang",
+    "pcie_downtrain",
+)
+#: Negative kinds: nothing may be raised ("healthy" injects no fault at all).
+NEGATIVE_KINDS = ("healthy", "uniform_slowdown", "transient_slowdown", "job_restart")
+
+
+@dataclass
+class Scenario:
+    """One seeded run of the twin: a cluster size, one fault (or a negative) and how long to watch."""
+
+    name: str
+    kind: str
+    seed: int
+    nodes: int
+    faults: list[Fault] = field(default_factory=list)
+    onset_s: float = 0.0
+    watch_s: float = 25.0  # simulated seconds after onset
+
+    @property
+    def negative(self) -> bool:
+        """A scenario where nothing should be raised."""
+        return self.kind in NEGATIVE_KINDS
+
+
+def draw(kind: str, seed: int, nodes: int, gpus: int = 8, nics: int = 8) -> Scenario:
+    """One scenario of a kind, its placement and onset drawn from the seed."""
+    rng = random.Random(f"{kind}:{seed}")
+    node = f"host{rng.randrange(nodes)}"
+    gpu, nic = rng.randrange(gpus), rng.randrange(nics)
+    onset = float(rng.randint(8, 16))
+    sc = Scenario(f"{kind}-{seed}", kind, seed, nodes, onset_s=onset)
+    if kind.startswith("xid"):
+        sc.faults = [Fault("xid", onset, node=node, gpu=gpu, xid=int(kind[3:]))]
+    elif kind == "healthy":
+        pass
+    elif kind == "transient_slowdown":  # a blip shorter than the suppression threshold (iterations)
+        sc.faults = [
+            Fault(kind, onset, duration_s=rng.choice([1.5, 2.5]), node=node, factor=rng.uniform(0.2, 0.5))
+        ]
+    elif kind == "uniform_slowdown":
+        sc.faults = [Fault(kind, onset, duration_s=rng.uniform(5, 15), factor=rng.uniform(0.1, 0.5))]
+    elif kind == "job_restart":
+        sc.faults = [Fault(kind, onset)]
+    elif kind == "ecmp_congestion":
+        sc.faults = [Fault(kind, onset)]
+    elif kind == "spine_link_degraded":
+        sc.faults = [Fault(kind, onset, factor=rng.uniform(0.2, 0.4))]
+    elif kind == "link_flap":
+        sc.faults = [Fault(kind, onset, duration_s=20, node=node, nic=nic)]
+    elif kind in ("nic_degraded",):
+        sc.faults = [Fault(kind, onset, node=node, nic=nic, factor=rng.uniform(0.25, 0.5))]
+    elif kind == "thermal_throttle":
+        sc.faults = [Fault(kind, onset, node=node, gpu=gpu, factor=rng.uniform(0.15, 0.4))]
+    else:
+        sc.faults = [Fault(kind, onset, node=node, gpu=gpu, nic=nic)]
+    return sc
+
+
+def library(per_kind: int, negatives_per_kind: int, nodes: int, seed: int = 0) -> list[Scenario]:
+    """per_kind scenarios of every positive kind and negatives_per_kind of every negative one."""
+    out = [draw(k, seed + i, nodes) for k in POSITIVE_KINDS for i in range(per_kind)]
+    out += [draw(k, seed + i, nodes) for k in NEGATIVE_KINDS for i in range(negatives_per_kind)]
+    return out

@@ -1,0 +1,189 @@
+"""Scale-out store: several collectors, each serving a shard of agents, write into one DuckLake.
+
+The lake's catalog lives in PostgreSQL and its data as Parquet files under a shared path; DuckDB's
+ducklake and postgres_scanner extensions come from the ``duckdb-extension-*`` wheels (loaded from
+their files: these machines reach no extension repository). Each collector keeps the exactly-once
+bookkeeping of its own agents in its own table (``_c4_agent_seq_<shard>``), written in the same lake
+transaction as the rows; an agent that fails over to another collector is looked up across every
+shard's table, so nothing committed before the failover is stored twice.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import re
+from datetime import datetime
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+import duckdb
+
+from c4.catalogue import Catalogue
+from c4.collector.store import SEQ_TABLE, Store
+
+log = logging.getLogger("c4.collector.lake")
+
+LAKE = "lake"
+
+
+class LakeError(ValueError):
+    """The lake URL, data path or extensions are unusable; the message says which."""
+
+
+def extension_file(package: str, name: str) -> Path:
+    """The extension binary shipped in a ``duckdb-extension-*`` wheel."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise LakeError(f"the {package} package is not installed (pip install {package.replace('_', '-')})")
+    found = sorted(Path(spec.submodule_search_locations[0]).glob(f"extensions/*/{name}.duckdb_extension"))
+    if not found:
+        raise LakeError(f"{package} holds no {name}.duckdb_extension")
+    return found[-1]
+
+
+def load_lake_extensions(con: duckdb.DuckDBPyConnection) -> None:
+    """Load postgres_scanner and ducklake from their wheels."""
+    for package, name in (
+        ("duckdb_extension_postgres_scanner", "postgres_scanner"),
+        ("duckdb_extension_ducklake", "ducklake"),
+    ):
+        con.execute(f"LOAD '{extension_file(package, name)}'")
+
+
+def conninfo(url: str) -> str:
+    """``postgres://user:pw@host:port/db?k=v`` -> a libpq key=value string (a key=value string passes through)."""
+    if "://" not in url:
+        return url
+    u = urlparse(url)
+    if u.scheme not in ("postgres", "postgresql"):
+        raise LakeError(f"lake URL {url!r}: expected postgres://user@host:port/dbname")
+    parts = {
+        "host": u.hostname,
+        "port": u.port,
+        "user": unquote(u.username) if u.username else None,
+        "password": unquote(u.password) if u.password else None,
+        "dbname": u.path.lstrip("/") or None,
+    }
+    for kv in filter(None, u.query.split("&")):
+        k, _, v = kv.partition("=")
+        parts[k] = unquote(v)
+    if not parts["dbname"]:
+        raise LakeError(f"lake URL {url!r} names no database")
+    return " ".join(f"{k}={v}" for k, v in parts.items() if v is not None)
+
+
+def attach_lake(con: duckdb.DuckDBPyConnection, url: str, data_path: str) -> None:
+    """Attach the lake as ``lake`` and make it the default catalog."""
+    load_lake_extensions(con)
+    data = data_path if "://" in data_path else str(Path(data_path).resolve()) + "/"
+    if "://" not in data_path:
+        Path(data).mkdir(parents=True, exist_ok=True)
+    escaped = conninfo(url).replace("'", "''")
+    try:
+        con.execute(f"ATTACH 'ducklake:postgres:{escaped}' AS {LAKE} (DATA_PATH '{data}')")
+    except duckdb.Error as exc:
+        raise LakeError(f"cannot attach the lake at {url}: {exc}") from None
+    con.execute(f"USE {LAKE}")
+
+
+def shard_table(shard: str) -> str:
+    """The bookkeeping table of one collector's shard."""
+    return f"{SEQ_TABLE}_{re.sub(r'[^a-z0-9_]', '_', shard.lower())}"
+
+
+class LakeStore(Store):
+    """A Store whose tables live in a DuckLake shared by several collectors (one shard each)."""
+
+    def __init__(self, url: str, data_path: str, catalogue: Catalogue, shard: str) -> None:
+        self.url = url
+        self.data_path = data_path
+        self.shard = shard
+        self.seq_table = shard_table(shard)
+        super().__init__(Path(data_path) / f"{self.seq_table}.marker", catalogue)
+
+    def _connect(self) -> duckdb.DuckDBPyConnection:
+        con = duckdb.connect()
+        attach_lake(con, self.url, self.data_path)
+        log.info("lake attached url=%s data_path=%s shard=%s", self.url, self.data_path, self.shard)
+        return con
+
+    def _lock_down(self) -> None:
+        if "://" not in self.data_path:  # the lake reads its own Parquet files; nothing else is reachable
+            self.con.execute(f"SET allowed_directories = ['{Path(self.data_path).resolve()}/']")
+        super()._lock_down()
+
+    def _create_seq_table(self) -> None:
+        # DuckLake has no primary keys: each shard rewrites only its own agents' rows
+        self.con.execute(
+            f"CREATE TABLE IF NOT EXISTS {self.seq_table} "
+            "(agent_id VARCHAR, last_seq UBIGINT NOT NULL, updated TIMESTAMP NOT NULL)"
+        )
+
+    def _create_view(self, ddl: str) -> None:
+        try:
+            self.con.execute(ddl)
+        except duckdb.Error as exc:  # another collector created it at the same moment
+            log.info("view not (re)created, it exists error=%s", exc)
+
+    def _seq_tables(self, cur: duckdb.DuckDBPyConnection) -> list[str]:
+        rows = cur.execute(
+            "SELECT table_name FROM duckdb_tables() WHERE database_name = ? AND table_name LIKE ?",
+            [LAKE, f"{SEQ_TABLE}_%"],
+        ).fetchall()
+        return [r[0] for r in rows]
+
+    def _load_seqs(self) -> dict[str, int]:
+        return dict(
+            self.con.execute(f"SELECT agent_id, max(last_seq) FROM {self.seq_table} GROUP BY 1").fetchall()
+        )
+
+    def _lookup_seq(self, agent_id: str) -> int:
+        """The agent's last sequence committed by any shard (it may have failed over from another collector)."""
+        cur = self.con.cursor()
+        try:
+            cur.execute(f"USE {LAKE}")
+            tables = self._seq_tables(cur)
+            if not tables:
+                return 0
+            union = " UNION ALL ".join(f"SELECT last_seq FROM {t} WHERE agent_id = $1" for t in tables)
+            row = cur.execute(f"SELECT max(last_seq) FROM ({union})", [agent_id]).fetchone()
+            return int(row[0] or 0) if row else 0
+        finally:
+            cur.close()
+
+    def known_seq(self, agent_id: str) -> int:
+        """The agent's last committed sequence, across every shard the first time this collector sees it."""
+        with self._lock:
+            if agent_id not in self.last_seq:
+                self.last_seq[agent_id] = self._lookup_seq(agent_id)
+            return self.last_seq[agent_id]
+
+    def _commit_group(self, batches):
+        for b in batches:
+            if b.seq and b.agent_id not in self.last_seq:
+                self.last_seq[b.agent_id] = self._lookup_seq(b.agent_id)
+        return super()._commit_group(batches)
+
+    def _write_seqs(self, changed: list[tuple[str, int]], now: datetime) -> None:
+        agents = [a for a, _ in changed]
+        self.con.execute(
+            f"DELETE FROM {self.seq_table} WHERE agent_id IN (SELECT unnest($1::VARCHAR[]))", [agents]
+        )
+        self.con.executemany(
+            f"INSERT INTO {self.seq_table} VALUES (?, ?, ?)", [(a, s, now) for a, s in changed]
+        )
+
+    def cursor(self) -> duckdb.DuckDBPyConnection:
+        """A reader cursor on the lake (every shard's rows)."""
+        cur = self.con.cursor()
+        cur.execute(f"USE {LAKE}")
+        return cur
+
+    def checkpoint(self) -> None:
+        """Nothing to flush: every lake transaction is durable in PostgreSQL and the data files."""
+
+    def close(self) -> None:
+        """Detach the lake."""
+        with self._lock:
+            self.con.close()

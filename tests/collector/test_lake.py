@@ -1,0 +1,135 @@
+"""Scale-out: two collectors write their shards into one DuckLake (catalog in a real PostgreSQL).
+
+Agents pick their home collector by hashing their node name and fail over to the next one; a
+collector killed with SIGKILL loses and duplicates nothing, and queries on either collector see
+every shard.
+"""
+
+from __future__ import annotations
+
+import pytest
+from test_e2e import FAST_AGENT, assert_exactly_once, heartbeat_ticks, scalar, wait_for
+from testkit.postgres import Postgres
+from testkit.procs import AgentProc, CollectorProc
+
+from c4.agent.shard import ordered_collectors
+
+
+@pytest.fixture
+def postgres():
+    pg = Postgres().start()
+    yield pg
+    pg.stop()
+
+
+def lake_collector(tmp_path, pg, name, data):
+    (tmp_path / name).mkdir(exist_ok=True)
+    return CollectorProc(
+        tmp_path / name,
+        extra=["--lake", pg.url, "--lake-data-path", str(data), "--shard", name],
+    ).start()
+
+
+def test_two_shards_one_lake_failover_exactly_once(tmp_path, postgres):
+    data = tmp_path / "lake-data"
+    a = lake_collector(tmp_path, postgres, "a", data)
+    b = lake_collector(tmp_path, postgres, "b", data)
+    both = f"{a.address},{b.address}"
+    nodes = [f"node{i}" for i in range(6)]
+    homes = {n: ordered_collectors(n, [a.address, b.address])[0] for n in nodes}
+    assert set(homes.values()) == {a.address, b.address}, "the hash should spread 6 nodes over both"
+    agents = [
+        AgentProc(tmp_path, both, n, ["--samplers", "heartbeat"], env=FAST_AGENT).start() for n in nodes
+    ]
+    try:
+        for n in nodes:  # every agent reached its home shard; both collectors see every shard's rows
+            wait_for(
+                lambda n=n: (
+                    scalar(b.address, f"SELECT count(*) FROM agent_heartbeat WHERE node = '{n}'") >= 10
+                )
+            )
+        assert scalar(a.address, "SELECT count(DISTINCT node) FROM agent_heartbeat") == len(nodes)
+        a.kill9()
+        on_a = [n for n in nodes if homes[n] == a.address]
+        before = {
+            n: scalar(b.address, f"SELECT max(tick) FROM agent_heartbeat WHERE node = '{n}'") for n in on_a
+        }
+        for n in on_a:  # they fail over to b and go on
+            wait_for(
+                lambda n=n: (
+                    scalar(b.address, f"SELECT max(tick) FROM agent_heartbeat WHERE node = '{n}'")
+                    > before[n] + 20
+                ),
+                what=f"{n} failing over",
+            )
+    finally:
+        for ag in agents:
+            assert ag.stop() == 0
+    for ag in agents:
+        assert not list(ag.spool.glob("*.seg")), "an agent exited with unacknowledged batches"
+    for n in nodes:
+        assert_exactly_once(heartbeat_ticks(b.address, n))
+    counted = scalar(
+        b.address, "SELECT count(*) FROM (SELECT DISTINCT node, boot_ns, tick FROM agent_heartbeat)"
+    )
+    assert scalar(b.address, "SELECT count(*) FROM agent_heartbeat") == counted  # no copies across shards
+    assert "lake" in b.log() and "shard b" in b.log()
+    b.stop()
+    # a restarted collector of shard a sees the whole lake again
+    a2 = CollectorProc(
+        tmp_path / "a",
+        port=a.port,
+        extra=["--lake", postgres.url, "--lake-data-path", str(data), "--shard", "a"],
+    ).start()
+    try:
+        assert scalar(a2.address, "SELECT count(*) FROM agent_heartbeat") == counted
+    finally:
+        a2.stop()
+
+
+def test_bad_lake_url_is_refused_clearly(tmp_path):
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "c4.cli",
+            "collector",
+            "--lake",
+            "mysql://x/y",
+            "--lake-data-path",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 1 and "expected postgres://" in out.stderr
+
+
+def test_home_collector_is_stable_and_moves_only_its_nodes():
+    from c4.agent.shard import parse_collectors
+
+    three = parse_collectors("c1:1, c2:2,c3:3,c2:2")
+    assert three == ["c1:1", "c2:2", "c3:3"]
+    nodes = [f"gpu-node-{i}" for i in range(300)]
+    home3 = {n: ordered_collectors(n, three)[0] for n in nodes}
+    assert all(ordered_collectors(n, list(reversed(three)))[0] == home3[n] for n in nodes)  # order-free
+    shares = [sum(h == c for h in home3.values()) for c in three]
+    assert min(shares) > 60, shares  # spread
+    home2 = {n: ordered_collectors(n, ["c1:1", "c2:2"])[0] for n in nodes}
+    moved = [n for n in nodes if home2[n] != home3[n]]
+    assert moved and all(home3[n] == "c3:3" for n in moved)  # dropping c3 moves only c3's nodes
+
+
+def test_lake_url_to_conninfo():
+    from c4.collector.lake import LakeError, conninfo
+
+    assert conninfo("postgres://c4:p%40ss@db.example:5433/lake?sslmode=require") == (
+        "host=db.example port=5433 user=c4 password=p@ss dbname=lake sslmode=require"
+    )
+    assert conninfo("host=x dbname=y") == "host=x dbname=y"
+    with pytest.raises(LakeError, match="names no database"):
+        conninfo("postgres://c4@host:1/")

@@ -1,0 +1,77 @@
+"""Real collectors for the dashboard tests: one filled by the digital twin with injected faults, one empty, one down."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from testkit.procs import CollectorProc, free_port
+from testkit.twin import frames, run_twin
+
+from c4.agent.push import push_table
+from c4.query import query_arrow
+from c4.traffic.export import link_table, plan_table
+from c4.traffic.planner import Planner
+from c4.traffic.twin import Fault
+
+#: What the twin injects and what C4D must report for it (component, class).
+FAULTS = [
+    Fault("nic_degraded", at_s=5, duration_s=100, node="host1", nic=2, factor=0.5),
+    Fault("xid", at_s=5, node="host2", gpu=3, xid=48),
+]
+EXPECTED = {("host1/mlx5_2p1", "hardware"), ("host2/gpu3", "hardware")}
+
+DIAGNOSIS_TOML = (
+    "[collector]\ndiagnose_interval_s = 1.0\ndiagnose_window_s = 600\n"
+    'isolation_command = "scontrol update NodeName={node} State=DRAIN Reason={reason}"\n'
+)
+
+
+def _wait_for_faults(address: str, timeout_s: float = 60.0) -> set:
+    deadline = time.monotonic() + timeout_s
+    got: set = set()
+    while time.monotonic() < deadline:
+        t, _ = query_arrow(address, "SELECT DISTINCT component, fault_class FROM faults WHERE state = 'open'")
+        got = {(r["component"], r["fault_class"]) for r in t.to_pylist()}
+        if EXPECTED <= got:
+            return got
+        time.sleep(0.5)
+    raise AssertionError(f"the collector's diagnosis did not report {EXPECTED}; got {got}")
+
+
+@pytest.fixture(scope="session")
+def filled_collector(tmp_path_factory):
+    """A real collector holding 30 twin iterations of a 4-node cluster with a degraded NIC and an Xid 48,
+    diagnosed by C4D in the collector, plus a C4P plan with its link loads."""
+    tmp = tmp_path_factory.mktemp("ui-filled")
+    cfg = tmp / "c4.toml"
+    cfg.write_text(DIAGNOSIS_TOML)
+    twin, rows = run_twin(tmp / "twin", FAULTS, steps=30, nodes=4)
+    col = CollectorProc(tmp, extra=["--config", str(cfg)]).start()
+    try:
+        for table, df in frames(rows, list(rows)).items():
+            if df.height:
+                push_table(col.address, table, df.to_arrow(), agent_id="ui-test-twin")
+        plan = Planner(twin.topo, max_qps=4).plan(twin.flows)
+        push_table(col.address, "plans", plan_table(plan, "plan-test", 1.0), agent_id="ui-test-plan")
+        push_table(col.address, "plan_links", link_table(plan, "plan-test", 2), agent_id="ui-test-plan")
+        _wait_for_faults(col.address)
+        yield col
+    finally:
+        col.stop()
+
+
+@pytest.fixture(scope="session")
+def empty_collector(tmp_path_factory):
+    """A real collector with an empty store."""
+    col = CollectorProc(tmp_path_factory.mktemp("ui-empty"), extra=[]).start()
+    try:
+        yield col
+    finally:
+        col.stop()
+
+
+@pytest.fixture
+def down_address() -> str:
+    """A loopback address where no collector listens."""
+    return f"127.0.0.1:{free_port()}"

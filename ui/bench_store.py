@@ -1,0 +1,288 @@
+"""A synthetic store for `c4 bench ui`: N nodes x 8 GPUs x 8 NIC ports at 1 Hz for M minutes, plus faults and a plan.
+
+Rows go straight into a DuckDB file through the collector's own Store (bulk Arrow appends); a real
+collector then serves the file and the benchmark times the pages' queries through the Query RPC.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from c4.catalogue import load
+from c4.collector.store import PendingBatch, Store
+
+GPUS = 8
+PORTS = 8
+CHUNK_S = 60
+#: The faulty components the synthetic store carries (a slow port and an Xid), like a real incident.
+SLOW_NODE, SLOW_DEVICE, XID_NODE, XID_GPU = 17, 3, 42, 5
+
+
+def _table(name: str, n: int, cols: dict[str, object]) -> pa.Table:
+    """A table with the catalogue's full schema: the given columns, NULL for the rest."""
+    schema = load()[name].arrow_schema
+    arrays = []
+    for field in schema:
+        v = cols.get(field.name)
+        if v is None:
+            arrays.append(pa.nulls(n, field.type))
+        elif isinstance(v, pa.Array):
+            arrays.append(v.cast(field.type))
+        elif np.isscalar(v) or isinstance(v, str):
+            arrays.append(pa.array(np.full(n, v) if not isinstance(v, str) else [v] * n, field.type))
+        else:
+            arrays.append(pa.array(v, field.type))
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def _ts(base: datetime, seconds: np.ndarray) -> pa.Array:
+    us = np.datetime64(base, "us") + (seconds * 1e6).astype("timedelta64[us]")
+    return pa.array(us, pa.timestamp("us"))
+
+
+class Builder:
+    """Generates the store chunk by chunk (bounded memory) and commits each chunk as one transaction."""
+
+    def __init__(self, path: Path, nodes: int, minutes: float, seed: int = 0) -> None:
+        self.path = Path(path)
+        self.nodes = nodes
+        self.seconds = int(minutes * 60)
+        self.rng = np.random.default_rng(seed)
+        self.end = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
+        self.start = self.end - timedelta(seconds=self.seconds)
+        self.hosts = np.array([f"host{i}" for i in range(nodes)])
+        self.tx = np.zeros(nodes * PORTS)
+        self.retrans = np.zeros(nodes * PORTS)
+
+    def build(self, progress=None) -> dict[str, int]:
+        """Write every table; returns rows per table."""
+        store = Store(self.path, load())
+        rows: dict[str, int] = {}
+        try:
+            for t0 in range(0, self.seconds, CHUNK_S):
+                secs = np.arange(t0, min(t0 + CHUNK_S, self.seconds), dtype=np.float64)
+                for name, table in (
+                    ("gpu_samples", self._gpus(secs)),
+                    ("ib_port_samples", self._ports(secs)),
+                    ("nccl_collectives", self._collectives(secs)),
+                    ("nccl_connections", self._connections(secs)),
+                ):
+                    store.commit([PendingBatch("", 0, load()[name], table)])
+                    rows[name] = rows.get(name, 0) + table.num_rows
+                if progress:
+                    progress(len(secs))
+            for name, table in self._faults_and_actions().items():
+                store.commit([PendingBatch("", 0, load()[name], table)])
+                rows[name] = table.num_rows
+            for name, table in self._plan().items():
+                store.commit([PendingBatch("", 0, load()[name], table)])
+                rows[name] = table.num_rows
+            store.checkpoint()
+        finally:
+            store.close()
+        return rows
+
+    def _grid(self, secs: np.ndarray, per_node: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(seconds, node index, local index) for every (second, node, local) combination."""
+        s, n, k = np.meshgrid(secs, np.arange(self.nodes), np.arange(per_node), indexing="ij")
+        return s.ravel(), n.ravel(), k.ravel()
+
+    def _gpus(self, secs: np.ndarray) -> pa.Table:
+        s, n, g = self._grid(secs, GPUS)
+        size = len(s)
+        util = np.clip(self.rng.normal(95, 2, size), 0, 100)
+        clock = np.full(size, 1980.0)
+        hot = (n == XID_NODE) & (g == XID_GPU)
+        clock[hot] = 1400.0
+        return _table(
+            "gpu_samples",
+            size,
+            {
+                "ts": _ts(self.start, s + n * 1e-3),
+                "node": self.hosts[n],
+                "job": "train",
+                "gpu_index": g,
+                "util_gpu_pct": util,
+                "temp_gpu_c": self.rng.normal(62, 1.5, size),
+                "clock_sm_mhz": clock,
+                "power_w": self.rng.normal(650, 10, size),
+                "mem_used_bytes": np.full(size, 60 << 30, dtype=np.uint64),
+            },
+        )
+
+    def _ports(self, secs: np.ndarray) -> pa.Table:
+        s, n, p = self._grid(secs, PORTS)
+        size = len(s)
+        slow = (n == SLOW_NODE) & (p == SLOW_DEVICE)
+        rate = np.where(slow, 200e9, 400e9)
+        per_s = np.where(slow, 10e9, 20e9) * self.rng.uniform(0.97, 1.03, size)
+        steps = len(secs)
+        per_s = per_s.reshape(steps, -1)
+        tx = self.tx + np.cumsum(per_s, axis=0)
+        self.tx = tx[-1]
+        retrans_step = np.where(slow.reshape(steps, -1), 40.0, 0.0)
+        retrans = self.retrans + np.cumsum(retrans_step, axis=0)
+        self.retrans = retrans[-1]
+        return _table(
+            "ib_port_samples",
+            size,
+            {
+                "ts": _ts(self.start, s + n * 1e-3),
+                "node": self.hosts[n],
+                "job": "train",
+                "device": np.char.add("mlx5_", p.astype(str)),
+                "port": np.ones(size, dtype=np.int32),
+                "link_layer": "Ethernet",
+                "state": "ACTIVE",
+                "state_code": np.full(size, 4, dtype=np.int32),
+                "rate_bps": rate.astype(np.uint64),
+                "tx_bytes": tx.ravel().astype(np.uint64),
+                "rx_bytes": tx.ravel().astype(np.uint64),
+                "roce_adp_retrans": retrans.ravel().astype(np.uint64),
+                "local_ack_timeout_err": (retrans.ravel() // 4).astype(np.uint64),
+                "rp_cnp_handled": np.zeros(size, dtype=np.uint64),
+                "np_cnp_sent": np.zeros(size, dtype=np.uint64),
+            },
+        )
+
+    def _collectives(self, secs: np.ndarray) -> pa.Table:
+        s, n, g = self._grid(secs, GPUS)
+        size = len(s)
+        rank = n * GPUS + g
+        exec_us = self.rng.normal(180e3, 5e3, size)
+        exec_us[n == SLOW_NODE] *= 1.4
+        start = s + self.rng.uniform(0, 0.005, size)
+        return _table(
+            "nccl_collectives",
+            size,
+            {
+                "ts": _ts(self.start, s + 0.5),
+                "node": self.hosts[n],
+                "job": "train",
+                "comm_id": "0x7c4c4c4c00000001",
+                "rank": rank,
+                "n_ranks": np.full(size, self.nodes * GPUS, dtype=np.int32),
+                "nnodes": np.full(size, self.nodes, dtype=np.int32),
+                "kind": "coll",
+                "coll": "AllReduce",
+                "coll_sn": s.astype(np.int64),
+                "msg_size_bytes": np.full(size, 1 << 34, dtype=np.uint64),
+                "exec_time_us": exec_us,
+                "timing_source": "kernel_gpu",
+                "algobw_gbs": 17179869184 / exec_us / 1e3,
+                "busbw_gbs": 2 * 17179869184 / exec_us / 1e3,
+                "start_ts": _ts(self.start, start),
+                "hostname": self.hosts[n],
+            },
+        )
+
+    def _connections(self, secs: np.ndarray) -> pa.Table:
+        s, n, c = self._grid(secs, PORTS)
+        size = len(s)
+        rank = n * GPUS + c
+        peer = ((n + 1) % self.nodes) * GPUS + c
+        slow = (n == SLOW_NODE) & (c == SLOW_DEVICE)
+        transfer = np.where(slow, 160e3, 80e3) * self.rng.uniform(0.97, 1.03, size)
+        nbytes = np.full(size, 4_160_749_568, dtype=np.uint64)
+        return _table(
+            "nccl_connections",
+            size,
+            {
+                "ts": _ts(self.start, s + 0.9),
+                "node": self.hosts[n],
+                "job": "train",
+                "comm_hash": "0x7c4c4c4c00000001",
+                "rank": rank,
+                "peer_rank": peer,
+                "channel": c,
+                "direction": "send",
+                "nic_device": np.char.add("mlx5_", c.astype(str)),
+                "nic_port": np.ones(size, dtype=np.int32),
+                "window_s": np.ones(size),
+                "ops": np.ones(size, dtype=np.uint64),
+                "steps": np.full(size, 992, dtype=np.uint64),
+                "bytes": nbytes,
+                "transfer_us": transfer,
+                "wait_peer_us": self.rng.uniform(0, 5e3, size),
+                "wait_gpu_us": np.full(size, 50.0),
+                "throughput_gbps": nbytes * 8 / (transfer * 1e3),
+            },
+        )
+
+    def _faults_and_actions(self) -> dict[str, pa.Table]:
+        """Two faults re-detected every 10 s for the last half of the window, plus their alerts."""
+        rows = []
+        onset = self.start + timedelta(seconds=self.seconds // 2)
+        port = f"host{SLOW_NODE}/mlx5_{SLOW_DEVICE}p1"
+        gpu = f"host{XID_NODE}/gpu{XID_GPU}"
+        specs = [
+            (
+                "nic_rate",
+                "hardware",
+                "nic_port",
+                port,
+                f"host{SLOW_NODE}",
+                "replace_cable",
+                f"{port} runs at 200 Gb/s",
+            ),
+            ("xid48", "hardware", "gpu", gpu, f"host{XID_NODE}", "drain_node", f"Xid 48 on {gpu}"),
+        ]
+        for k in range(0, self.seconds // 2, 10):
+            ts = onset + timedelta(seconds=k)
+            for det, cls, ctype, comp, node, action, summary in specs:
+                rows.append(
+                    {
+                        "ts": ts,
+                        "node": node,
+                        "job": "train",
+                        "fault_id": f"{det}:{comp}",
+                        "detector": det,
+                        "fault_class": cls,
+                        "component_type": ctype,
+                        "component": comp,
+                        "first_seen": onset,
+                        "last_seen": ts,
+                        "confidence": 0.9,
+                        "action": action,
+                        "state": "open",
+                        "summary": summary,
+                        "evidence_json": json.dumps({"bench": True}),
+                        "evidence_sql": f"SELECT * FROM faults WHERE component = '{comp}' ORDER BY ts DESC LIMIT 20",
+                    }
+                )
+        actions = [
+            {
+                "ts": onset,
+                "node": r["node"],
+                "job": "train",
+                "fault_id": r["fault_id"],
+                "sink": "webhook",
+                "target": "http://alerts.example/c4",
+                "fault_state": "open",
+                "outcome": "sent",
+                "attempts": 1,
+                "detail": "200",
+            }
+            for r in rows[:2]
+        ]
+        return {
+            "faults": pa.Table.from_pylist(rows, schema=load()["faults"].arrow_schema),
+            "actions": pa.Table.from_pylist(actions, schema=load()["actions"].arrow_schema),
+        }
+
+    def _plan(self) -> dict[str, pa.Table]:
+        """A C4P plan of the cluster's ring all-reduce with its link loads."""
+        from c4.traffic.export import link_table, plan_table
+        from c4.traffic.planner import Planner
+        from c4.traffic.twin import ClusterTwin
+
+        twin = ClusterTwin(nodes=self.nodes, leaves=max(1, self.nodes // 16), spines=8)
+        plan = Planner(twin.topo, max_qps=4).plan(twin.flows)
+        links = link_table(plan, "plan-bench", ecmp_seeds=2)
+        bound = links.column("bound_s")[0].as_py()
+        return {"plans": plan_table(plan, "plan-bench", plan.max_utilization() / bound), "plan_links": links}

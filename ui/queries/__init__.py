@@ -1,0 +1,1 @@
+"""The SQL behind each dashboard page (pure functions returning SQL text; the bench times the same strings)."""

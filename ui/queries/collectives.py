@@ -1,0 +1,79 @@
+"""Collectives: per-rank durations and arrival skew per iteration; the connection matrix with the blamed ports."""
+
+from __future__ import annotations
+
+from c4.ui.sql import ACTIVE_STATES, LATEST_FAULTS, in_list, lit, since_newest
+
+#: At most this many rank rows in the heatmap; bigger communicators show groups of ranks (their worst).
+MAX_RANK_ROWS = 128
+
+
+def communicators(window_s: float) -> str:
+    """Communicators seen in the window with their size, collective and progress."""
+    return f"""
+SELECT comm_id, any_value(job) AS job, max(n_ranks) AS ranks, max(nnodes) AS nodes,
+       string_agg(DISTINCT coll, ', ') AS collectives, max(coll_sn) AS last_seq,
+       median(exec_time_us) / 1e3 AS median_exec_ms, max(ts) AS last_seen
+FROM nccl_collectives WHERE kind = 'coll' AND {since_newest("nccl_collectives", window_s)}
+GROUP BY comm_id ORDER BY ranks DESC, comm_id
+"""
+
+
+def rank_group(ranks: int) -> int:
+    """Ranks per heatmap row so that at most MAX_RANK_ROWS rows show."""
+    return max(1, -(-int(ranks or 1) // MAX_RANK_ROWS))
+
+
+def rank_iterations(comm_id: str, window_s: float, iterations: int = 40, group: int = 1) -> str:
+    """Rank (group) x iteration: the worst duration and the latest arrival relative to the first rank in."""
+    return f"""
+WITH c AS (
+    SELECT rank, coll_sn, exec_time_us, start_ts FROM nccl_collectives
+    WHERE comm_id = {lit(comm_id)} AND kind = 'coll' AND {since_newest("nccl_collectives", window_s)}),
+recent AS (SELECT * FROM c WHERE coll_sn > (SELECT max(coll_sn) FROM c) - {int(iterations)}),
+s AS (
+    SELECT rank, coll_sn, exec_time_us,
+           epoch_us(start_ts) - min(epoch_us(start_ts)) OVER (PARTITION BY coll_sn) AS skew_us
+    FROM recent)
+SELECT rank // {int(group)} * {int(group)} AS rank, coll_sn AS iteration,
+       max(exec_time_us) / 1e3 AS duration_ms, max(skew_us) / 1e3 AS arrival_skew_ms
+FROM s GROUP BY ALL ORDER BY rank, iteration
+"""
+
+
+def connection_matrix(comm_hash: str, window_s: float, by_node: bool = False) -> str:
+    """Sender x receiver throughput over the window, relative to the median cell, with blamed ports flagged."""
+    src, dst = ("node", "peer_node") if by_node else ("CAST(rank AS VARCHAR)", "CAST(peer_rank AS VARCHAR)")
+    return f"""
+WITH c AS (
+    SELECT * FROM nccl_connections
+    WHERE comm_hash = {lit(comm_hash)} AND {since_newest("nccl_connections", window_s)}),
+snd AS (SELECT * FROM c WHERE direction = 'send'),
+rcv AS (SELECT DISTINCT rank, peer_rank, channel, node, nic_device, nic_port FROM c WHERE direction = 'recv'),
+host_of AS (
+    SELECT rank, any_value(hostname) AS node FROM nccl_collectives
+    WHERE comm_id = {lit(comm_hash)} AND {since_newest("nccl_collectives", window_s)} GROUP BY rank),
+j AS (
+    -- the receiving end: its own 'recv' record when there is one, else the peer's host on the same rail
+    SELECT s.*, coalesce(r.node, h.node, 'rank' || s.peer_rank) AS peer_node,
+           s.node || '/' || s.nic_device || 'p' || s.nic_port AS src_port,
+           coalesce(r.node, h.node, 'rank' || s.peer_rank) || '/' || coalesce(r.nic_device, s.nic_device) || 'p'
+               || coalesce(r.nic_port, s.nic_port) AS dst_port
+    FROM snd s LEFT JOIN rcv r ON r.rank = s.peer_rank AND r.peer_rank = s.rank AND r.channel = s.channel
+    LEFT JOIN host_of h ON h.rank = s.peer_rank),
+blamed AS (
+    SELECT DISTINCT unnest(string_split(component, '<->')) AS port FROM ({LATEST_FAULTS})
+    WHERE state IN {in_list(ACTIVE_STATES)} AND component_type IN ('nic_port', 'link')),
+cells AS (
+    SELECT {src} AS sender, {dst} AS receiver, min(rank) AS sender_pos, min(peer_rank) AS receiver_pos,
+           sum(bytes) * 8 / nullif(sum(transfer_us) * 1e3, 0) AS gbps,
+           sum(wait_peer_us) / nullif(sum(ops), 0) / 1e3 AS wait_peer_ms_per_op,
+           sum(transfer_us) / nullif(sum(steps), 0) AS us_per_step,
+           bool_or(src_port IN (SELECT port FROM blamed)) AS sender_blamed,
+           bool_or(dst_port IN (SELECT port FROM blamed)) AS receiver_blamed,
+           string_agg(DISTINCT src_port || ' -> ' || dst_port, ', ') AS ports
+    FROM j GROUP BY ALL)
+SELECT *, gbps / nullif(median(gbps) OVER (), 0) AS vs_median,
+       sender_blamed OR receiver_blamed AS blamed
+FROM cells ORDER BY sender_pos, receiver_pos
+"""

@@ -1,0 +1,95 @@
+"""SQL building blocks shared by the pages' queries: literals, time windows, the current state of faults."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+#: How bad a fault class is, for colouring (higher is worse); unknown classes count as 1.
+SEVERITY: dict[str, int] = {
+    "comm_hang": 4,
+    "non_comm_hang": 4,
+    "hardware": 3,
+    "comm_slow": 2,
+    "non_comm_slow": 2,
+    "congestion": 1,
+    "application": 1,
+}
+
+#: Fault states that still need an operator.
+ACTIVE_STATES = ("open", "acknowledged")
+
+
+def lit(value: object) -> str:
+    """A SQL literal: strings quoted with '' escaping, datetimes as TIMESTAMP, numbers as they are."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, datetime):
+        return f"TIMESTAMP '{value.isoformat(sep=' ')}'"
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def in_list(values) -> str:
+    """A parenthesised list of literals for ``IN``."""
+    return "(" + ", ".join(lit(v) for v in values) + ")"
+
+
+def severity_sql(col: str = "fault_class") -> str:
+    """CASE expression mapping a fault class column to its severity number."""
+    whens = " ".join(f"WHEN {lit(k)} THEN {v}" for k, v in SEVERITY.items())
+    return f"CASE {col} {whens} ELSE 1 END"
+
+
+def since_newest(table: str, window_s: float, col: str = "ts") -> str:
+    """Predicate: rows of ``table`` within ``window_s`` seconds of its newest row (works for live and replayed data)."""
+    return f"{col} >= (SELECT max({col}) FROM {table}) - to_microseconds({int(window_s * 1e6)})"
+
+
+def bucket_s(window_s: float, points: int = 120) -> int:
+    """A time-bucket width giving about ``points`` buckets over the window (at least 1 s)."""
+    return max(1, int(window_s / points))
+
+
+LATEST_FAULTS = "SELECT * FROM faults QUALIFY row_number() OVER (PARTITION BY fault_id ORDER BY ts DESC) = 1"
+
+
+def node_order(col: str = "node") -> str:
+    """Sort key putting host2 before host10 (the trailing number, then the name)."""
+    return f"coalesce(TRY_CAST(regexp_extract({col}, '(\\d+)$') AS INTEGER), -1)"
+
+
+def counter_delta(col: str, ts: str = "ts") -> str:
+    """Aggregate: a raw counter's increase within a group (last - first, or last when it restarted from 0)."""
+    last = f"arg_max(CAST({col} AS DOUBLE), {ts}) FILTER (WHERE {col} IS NOT NULL)"
+    first = f"arg_min(CAST({col} AS DOUBLE), {ts}) FILTER (WHERE {col} IS NOT NULL)"
+    return f"(CASE WHEN {last} >= {first} THEN {last} - {first} ELSE {last} END)"
+
+
+#: NIC port counters read every tick, and the slow ones (NULL between slow ticks) with the row filter that finds them.
+PORT_FAST = {"tx": "tx_bytes", "rx": "rx_bytes"}
+PORT_SLOW = {
+    "retrans": "roce_adp_retrans",
+    "ack_timeouts": "local_ack_timeout_err",
+    "cnp_handled": "rp_cnp_handled",
+    "cnp_sent": "np_cnp_sent",
+    "link_downed": "link_downed",
+    "symbol_errors": "symbol_errors",
+}
+PORT_SLOW_ROWS = "coalesce(roce_adp_retrans, local_ack_timeout_err, rp_cnp_handled, link_downed) IS NOT NULL"
+
+
+def first_last(name: str, cols: dict[str, str], where: str = "") -> str:
+    """Two aggregates: struct ``first_<name>`` and ``last_<name>`` of the columns (as DOUBLE) at the earliest and
+    latest ts of the group (one pass instead of two aggregates per counter)."""
+    fields = ", ".join(f"'{k}': CAST({v} AS DOUBLE)" for k, v in cols.items())
+    flt = f" FILTER (WHERE {where})" if where else ""
+    return f"arg_min({{{fields}}}, ts){flt} AS first_{name}, arg_max({{{fields}}}, ts){flt} AS last_{name}"
+
+
+def delta(name: str, key: str) -> str:
+    """A counter's increase between first_<name> and last_<name> (the last value if it restarted)."""
+    a, b = f"first_{name}.{key}", f"last_{name}.{key}"
+    return f"(CASE WHEN {b} >= {a} THEN {b} - {a} ELSE {b} END)"
