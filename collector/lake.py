@@ -18,6 +18,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 import duckdb
+import pyarrow as pa
 
 from c4.catalogue import Catalogue
 from c4.collector.store import SEQ_TABLE, Store
@@ -170,9 +171,16 @@ class LakeStore(Store):
         self.con.execute(
             f"DELETE FROM {self.seq_table} WHERE agent_id IN (SELECT unnest($1::VARCHAR[]))", [agents]
         )
-        self.con.executemany(
-            f"INSERT INTO {self.seq_table} VALUES (?, ?, ?)", [(a, s, now) for a, s in changed]
+        seqs = pa.table(
+            {
+                "agent_id": pa.array(agents, pa.string()),
+                "last_seq": pa.array([s for _, s in changed], pa.uint64()),
+                "updated": pa.array([now] * len(changed), pa.timestamp("us")),
+            }
         )
+        self.con.register("_c4_seq_in", seqs)  # one INSERT from Arrow, not one per agent
+        self.con.execute(f"INSERT INTO {self.seq_table} SELECT agent_id, last_seq, updated FROM _c4_seq_in")
+        self.con.unregister("_c4_seq_in")
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
         """A reader cursor on the lake (every shard's rows)."""
