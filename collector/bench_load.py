@@ -6,7 +6,9 @@ one batch per table, over its own gRPC connection (Hello, then one Push stream),
 does with flush_interval_s = 1. Measured while every agent runs: rows/s acknowledged, ack latency
 (batch handed to gRPC -> its ack, which the collector sends after the commit), the collector's CPU
 and memory, refused batches, batches never acknowledged, and acknowledged rows missing from the
-store afterwards (lost). Sharded collectors (DuckLake scale-out) are not built: shard_speedup is null.
+store afterwards (lost). Then the same agents against one and against several collectors writing
+one DuckLake (catalog in a throwaway local PostgreSQL), each agent homed by hashing its node name:
+shard_speedup is the rows/s of N lake shards over one lake shard, measured in the same run.
 """
 
 from __future__ import annotations
@@ -35,6 +37,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--diagnose", action="store_true", help="keep C4D diagnosis on in the collector")
     parser.add_argument("--workdir", help="directory for the database and logs (default: a temp dir)")
+    parser.add_argument(
+        "--shards",
+        type=int,
+        default=2,
+        help="then the same agents against 1 and this many collectors writing one DuckLake on a local "
+        "PostgreSQL (Debian's package), for the shard speedup; 0 skips it",
+    )
 
 
 def node_tick(root) -> dict:
@@ -246,8 +255,8 @@ def percentile(values: list[float], q: float) -> float | None:
     return s[min(len(s) - 1, max(0, int(round(q * len(s) + 0.5)) - 1))]
 
 
-async def drive(args, address: str, watch: ProcWatch, per_agent: list) -> tuple[LoadStats, dict]:
-    """Run every simulated agent; measure the collector over the window when all of them send."""
+async def drive(args, addresses: list[str], watches: list, per_agent: list) -> tuple[LoadStats, dict]:
+    """Run every simulated agent against its home collector; measure the collectors over the window."""
     import asyncio
     import sys
     import time
@@ -259,9 +268,19 @@ async def drive(args, address: str, watch: ProcWatch, per_agent: list) -> tuple[
     t0 = loop.time() + 0.5
     window = (t0 + args.ramp_s + args.interval_s, t0 + args.ramp_s + args.interval_s + args.duration_s)
     n = len(per_agent)
+    from c4.agent.shard import ordered_collectors
+
     tasks = [
         asyncio.create_task(
-            one_agent(address, name, payloads, t0 + args.ramp_s * i / max(1, n), window, args, stats)
+            one_agent(
+                ordered_collectors(name, addresses)[0],  # the home an agent picks from the collector list
+                name,
+                payloads,
+                t0 + args.ramp_s * i / max(1, n),
+                window,
+                args,
+                stats,
+            )
         )
         for i, (name, payloads) in enumerate(per_agent)
     ]
@@ -270,11 +289,15 @@ async def drive(args, address: str, watch: ProcWatch, per_agent: list) -> tuple[
     while loop.time() < window[1]:
         await asyncio.sleep(1.0)
         bar.update(1)
-        watch.sample_rss()
+        for watch in watches:
+            watch.sample_rss()
         now = loop.time()
         if "cpu0" not in measured and now >= window[0]:
-            measured.update(cpu0=watch.cpu_s(), wall0=time.perf_counter(), self0=time.process_time())
-    measured.update(cpu1=watch.cpu_s(), wall1=time.perf_counter(), self1=time.process_time())
+            cpu0 = sum(w.cpu_s() for w in watches)
+            measured.update(cpu0=cpu0, wall0=time.perf_counter(), self0=time.process_time())
+    measured.update(
+        cpu1=sum(w.cpu_s() for w in watches), wall1=time.perf_counter(), self1=time.process_time()
+    )
     bar.close()
     # the agents stop sending at the window's end; give the collector a bounded time to ack the rest
     done, pending = await asyncio.wait(tasks, timeout=args.drain_s)
@@ -285,13 +308,13 @@ async def drive(args, address: str, watch: ProcWatch, per_agent: list) -> tuple[
         t.cancel()
     await asyncio.gather(*pending, return_exceptions=True)
     stats.unacked_agents = len(pending)
-    watch.sample_rss()
+    for watch in watches:
+        watch.sample_rss()
     return stats, measured
 
 
 def run(args: argparse.Namespace) -> int:
     """Start a collector, drive the agents, check the store, print the figures."""
-    import asyncio
     import resource
     import shutil
     import sys
@@ -325,47 +348,157 @@ def run(args: argparse.Namespace) -> int:
     rows_per_node_tick = sum(p[3] for p in per_agent[0][1])
     cfg = work / "collector.toml"
     cfg.write_text("[collector]\n" + ("" if args.diagnose else "diagnose_interval_s = 0\n"))
-    collector = start_collector(work / "collector", extra=["--config", str(cfg)])
+    setups = [("1 collector", 0)]
+    if args.shards >= 2:
+        setups += [("1 lake shard", 1), (f"{args.shards} lake shards", args.shards)]
+    results = []
+    for label, shards in setups:
+        print(f"c4 bench load: {label}: {args.agents} agents ...", file=sys.stderr, flush=True)
+        results.append(phase(args, work, cfg, label, shards, per_agent, query_arrow, start_collector))
+    if not args.workdir:
+        shutil.rmtree(work, ignore_errors=True)
+    one = results[0]
+    by = {r["setup"]: r for r in results}
+    lake1 = by.get("1 lake shard")
+    lakeN = by.get(f"{args.shards} lake shards")
+    speedup = lakeN["rows_per_s"] / lake1["rows_per_s"] if lake1 and lakeN and lake1["rows_per_s"] else None
+    summary = {
+        "agents": args.agents,
+        "agents_connected": one["agents_connected"],
+        "rows_per_node_tick": rows_per_node_tick,
+        "offered_rows_per_s": round(args.agents * rows_per_node_tick / args.interval_s),
+        **{
+            k: one[k]
+            for k in (
+                "rows_per_s",
+                "ack_p50_s",
+                "ack_p99_s",
+                "collector_cpu_cores",
+                "collector_peak_rss_bytes",
+                "loadgen_cpu_cores",
+                "batches_made",
+                "batches_sent",
+                "spooled_at_end",
+                "batches_acked",
+                "refused",
+                "unacked",
+                "lost",
+                "duplicated",
+                "stream_errors",
+                "agents_not_drained",
+                "hello_retries",
+                "reconnects",
+                "window_s",
+            )
+        },
+        "shard_speedup": None if speedup is None else round(speedup, 3),
+        "shard_speedup_vs_one_collector": None
+        if not lakeN
+        else round(lakeN["rows_per_s"] / max(1, one["rows_per_s"]), 3),
+        "setups": results,
+        "target_met": bool(
+            one["ack_p99_s"] is not None
+            and one["ack_p99_s"] < 1.0
+            and one["lost"] == 0
+            and one["unacked"] == 0
+            and not one["refused"]
+        ),
+    }
+    table = [
+        {
+            "setup": r["setup"],
+            "agents": args.agents,
+            "rows/s": r["rows_per_s"],
+            "offered rows/s": summary["offered_rows_per_s"],
+            "ack p50 s": r["ack_p50_s"],
+            "ack p99 s": r["ack_p99_s"],
+            "collectors CPU cores": r["collector_cpu_cores"],
+            "peak RSS MiB (sum)": r["collector_peak_rss_bytes"] / 2**20,
+            "refused": r["refused"],
+            "unacked": r["unacked"],
+            "lost": r["lost"],
+            "duplicated": r["duplicated"],
+        }
+        for r in results
+    ]
+    emit(
+        f"c4 bench load: {args.agents} simulated 8-GPU nodes ({rows_per_node_tick} rows per {args.interval_s:g} s "
+        f"tick, {len(per_agent[0][1])} batches), {args.duration_s:g} s measured per setup, on loopback"
+        + (f"; shard speedup {speedup:.2f}x ({args.shards} lake shards / 1)" if speedup else ""),
+        table,
+        summary,
+        args.json,
+    )
+    return 0
+
+
+def phase(args, work, cfg, label: str, shards: int, per_agent: list, query_arrow, start_collector) -> dict:
+    """One setup: a collector with its DuckDB file (shards 0), or `shards` collectors writing one fresh DuckLake."""
+    import asyncio
+    import sys
+
+    pg = None
+    collectors = []
     try:
-        watch = ProcWatch(collector.proc.pid)
-        stats, m = asyncio.run(drive(args, collector.address, watch, per_agent))
+        if shards:
+            from c4.collector.pg_local import LocalPostgres
+
+            pg = LocalPostgres().start()
+            for i in range(shards):
+                name = f"s{i}"
+                extra = [
+                    "--config",
+                    str(cfg),
+                    "--lake",
+                    pg.url,
+                    "--lake-data-path",
+                    str(work / f"lake-{shards}"),
+                    "--shard",
+                    name,
+                ]
+                collectors.append(start_collector(work / f"collector-{shards}-{name}", extra=extra))
+        else:
+            collectors.append(start_collector(work / "collector", extra=["--config", str(cfg)]))
+        watches = [ProcWatch(c.proc.pid) for c in collectors]
+        stats, m = asyncio.run(drive(args, [c.address for c in collectors], watches, per_agent))
         stored = dict(
             zip(
                 *(
                     c.to_pylist()
                     for c in query_arrow(
-                        collector.address,
+                        collectors[0].address,
                         " UNION ALL ".join(
                             f"SELECT '{t}' AS t, count(*) AS n FROM \"{t}\" WHERE starts_with(node, 'load-')"
                             for t in stats.sent_rows_by_table
                         )
                         or "SELECT 'none' AS t, 0 AS n",
+                        timeout_s=300,
                     )[0].columns
                 ),
                 strict=True,
             )
         )
     finally:
-        collector.stop()
-        if not args.workdir:
-            shutil.rmtree(work, ignore_errors=True)
+        for c in collectors:
+            c.stop()
+        if pg is not None:
+            pg.stop()
     lost = sum(max(0, acked - stored.get(t, 0)) for t, acked in stats.acked_rows_by_table.items())
     # more rows stored than were ever sent (each batch once): a batch committed twice
-    extra = sum(max(0, stored.get(t, 0) - sent) for t, sent in stats.sent_rows_by_table.items())
+    extra_rows = sum(max(0, stored.get(t, 0) - sent) for t, sent in stats.sent_rows_by_table.items())
     window_s = m["wall1"] - m["wall0"]
-    rows_per_s = stats.rows_acked_in_window / window_s
     p50, p99 = percentile(stats.latencies_s, 0.50), percentile(stats.latencies_s, 0.99)
-    cpu_cores = (m["cpu1"] - m["cpu0"]) / window_s
-    summary = {
-        "agents": args.agents,
+    for kind, times in stats.errors.most_common(5):
+        print(f"c4 bench load: {label}: {times} x {kind}", file=sys.stderr)
+    return {
+        "setup": label,
+        "collectors": len(collectors),
         "agents_connected": stats.connected,
-        "rows_per_node_tick": rows_per_node_tick,
-        "offered_rows_per_s": round(args.agents * rows_per_node_tick / args.interval_s),
-        "rows_per_s": round(rows_per_s),
+        "rows_per_s": round(stats.rows_acked_in_window / window_s),
         "ack_p50_s": None if p50 is None else round(p50, 4),
         "ack_p99_s": None if p99 is None else round(p99, 4),
-        "collector_cpu_cores": round(cpu_cores, 3),
-        "collector_peak_rss_bytes": watch.peak_rss_bytes,
+        "collector_cpu_cores": round((m["cpu1"] - m["cpu0"]) / window_s, 3),
+        "collector_peak_rss_bytes": sum(w.peak_rss_bytes for w in watches),
         "loadgen_cpu_cores": round((m["self1"] - m["self0"]) / window_s, 3),
         "batches_made": stats.batches_made,
         "batches_sent": stats.batches_sent,
@@ -374,39 +507,10 @@ def run(args: argparse.Namespace) -> int:
         "refused": stats.refused,
         "unacked": stats.unacked,
         "lost": lost,
-        "duplicated": extra,
+        "duplicated": extra_rows,
         "stream_errors": stats.stream_errors,
         "agents_not_drained": stats.unacked_agents,
         "hello_retries": stats.hello_retries,
         "reconnects": stats.reconnects,
         "window_s": round(window_s, 2),
-        "shard_speedup": None,  # DuckLake scale-out is not built: one collector only
-        "target_met": bool(
-            p99 is not None and p99 < 1.0 and lost == 0 and stats.unacked == 0 and not stats.refused
-        ),
     }
-    table = [
-        {
-            "setup": "1 collector",
-            "agents": args.agents,
-            "rows/s": summary["rows_per_s"],
-            "offered rows/s": summary["offered_rows_per_s"],
-            "ack p50 s": p50,
-            "ack p99 s": p99,
-            "collector CPU cores": cpu_cores,
-            "collector peak RSS MiB": watch.peak_rss_bytes / 2**20,
-            "refused": stats.refused,
-            "unacked": stats.unacked,
-            "lost": lost,
-        }
-    ]
-    emit(
-        f"c4 bench load: {args.agents} simulated 8-GPU nodes ({rows_per_node_tick} rows per {args.interval_s:g} s "
-        f"tick, {len(per_agent[0][1])} batches), {args.duration_s:g} s measured, one collector on loopback",
-        table,
-        summary,
-        args.json,
-    )
-    for kind, times in stats.errors.most_common(10):
-        print(f"c4 bench load: {times} x {kind}", file=sys.stderr)
-    return 0

@@ -1,4 +1,5 @@
-"""`c4 bench load` runs end to end at a tiny size: every batch acknowledged once, stored once (speed is not asserted)."""
+"""`c4 bench load` runs end to end at a tiny size, on one collector and on lake shards: every batch
+acknowledged once, stored once (speed is not asserted)."""
 
 import json
 import subprocess
@@ -28,5 +29,10 @@ def test_bench_load_reports_json_and_loses_nothing():
         and result["unacked"] == 0
     )
     assert result["rows_per_s"] > 0 and 0 < result["ack_p50_s"] <= result["ack_p99_s"]
-    assert result["shard_speedup"] is None  # sharded collectors are not built
-    assert "1 collector" in out
+    # the same agents against one lake shard and two (a real PostgreSQL catalog): nothing lost there either
+    assert [r["setup"] for r in result["setups"]] == ["1 collector", "1 lake shard", "2 lake shards"]
+    for r in result["setups"]:
+        assert r["lost"] == r["duplicated"] == r["refused"] == r["unacked"] == 0, r
+        assert r["agents_connected"] == 6 and r["rows_per_s"] > 0
+    assert result["setups"][2]["collectors"] == 2 and result["shard_speedup"] > 0
+    assert "1 collector" in out and "2 lake shards" in out

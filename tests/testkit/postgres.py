@@ -1,55 +1,5 @@
-"""A throwaway PostgreSQL server (Debian's packages) on a loopback port, for the DuckLake catalog."""
+"""The throwaway PostgreSQL the lake tests use (Debian's packages, loopback)."""
 
-from __future__ import annotations
+from c4.collector.pg_local import LocalPostgres as Postgres
 
-import glob
-import os
-import shutil
-import subprocess
-import tempfile
-from pathlib import Path
-
-from c4.collector.bench_proc import free_port
-
-
-def _bindir() -> Path:
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
-    if not found:
-        raise RuntimeError(
-            "PostgreSQL server binaries not found: `make sysdeps` installs Debian's postgresql"
-        )
-    return Path(found[-1]).parent
-
-
-class Postgres:
-    """initdb + pg_ctl in a temporary directory; run as the postgres user when we are root."""
-
-    def __init__(self) -> None:
-        self.bin = _bindir()
-        self.dir = Path(tempfile.mkdtemp(prefix="c4-pg-"))
-        self.port = free_port()
-        self.as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-        if self.as_user:
-            shutil.chown(self.dir, "postgres")
-        self.url = f"postgres://c4@127.0.0.1:{self.port}/lake"
-
-    def _run(self, *args: str) -> None:
-        subprocess.run([*self.as_user, *args], check=True, capture_output=True, timeout=120)
-
-    def start(self) -> Postgres:
-        """Create the cluster, start it and create the `lake` database."""
-        data = self.dir / "data"
-        self._run(str(self.bin / "initdb"), "-D", str(data), "-A", "trust", "-U", "c4", "--no-sync")
-        opts = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off"
-        self._run(
-            str(self.bin / "pg_ctl"), "-D", str(data), "-o", opts, "-l", str(self.dir / "log"), "-w", "start"
-        )
-        self._run(str(self.bin / "createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "c4", "lake")
-        return self
-
-    def stop(self) -> None:
-        """Stop immediately and remove everything."""
-        try:
-            self._run(str(self.bin / "pg_ctl"), "-D", str(self.dir / "data"), "-m", "immediate", "stop")
-        finally:
-            shutil.rmtree(self.dir, ignore_errors=True)
+__all__ = ["Postgres"]
