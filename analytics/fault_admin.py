@@ -5,7 +5,7 @@ from __future__ import annotations
 import grpc
 import pyarrow as pa
 
-from c4.query import QueryError, open_channel, query_arrow
+from c4.query import open_channel, query_arrow, query_error
 from c4.telemetry.v1 import telemetry_pb2 as pb
 from c4.telemetry.v1 import telemetry_pb2_grpc as pb_grpc
 
@@ -29,11 +29,7 @@ def update_fault(
         )
         return reply.previous_state, reply.state
     except grpc.RpcError as exc:
-        code = exc.code()
-        detail = exc.details() or str(code)
-        if code == grpc.StatusCode.UNAVAILABLE:
-            detail = f"collector unreachable: {detail}"
-        raise QueryError(detail, code) from None
+        raise query_error(exc) from None
     finally:
         if own:
             channel.close()

@@ -24,6 +24,15 @@ def query_security(config_path: str | None = None) -> ClientSecurity:
     return ClientSecurity.from_env("query", config_path)
 
 
+def query_error(exc: grpc.RpcError) -> QueryError:
+    """A failed RPC as a QueryError naming its code and detail (unreachable collectors said so)."""
+    code = exc.code()
+    detail = exc.details() or str(code)
+    if code == grpc.StatusCode.UNAVAILABLE:
+        detail = f"collector unreachable: {detail}"
+    return QueryError(detail, code)
+
+
 def open_channel(address: str, security: ClientSecurity | None = None) -> grpc.Channel:
     """A channel to a collector with message limits that fit query results.
 
@@ -58,11 +67,7 @@ def query_arrow(
                 batches.extend(reader)
                 truncated = truncated or chunk.truncated
         except grpc.RpcError as exc:
-            code = exc.code()
-            detail = exc.details() or str(code)
-            if code == grpc.StatusCode.UNAVAILABLE:
-                detail = f"collector unreachable: {detail}"
-            raise QueryError(detail, code) from None
+            raise query_error(exc) from None
         if schema is None:
             raise QueryError("collector returned no result")
         return pa.Table.from_batches(batches, schema=schema), truncated

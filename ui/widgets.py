@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import itertools
 
 import altair as alt
 import polars as pl
@@ -34,6 +35,9 @@ def guarded(fn):
     return wrapper
 
 
+_RETRY_KEYS = itertools.count()
+
+
 def collector_down(detail: str) -> None:
     """The banner shown when the collector cannot be reached."""
     st.error(
@@ -42,7 +46,9 @@ def collector_down(detail: str) -> None:
         f"to `c4 ui --collector`.\n\n`{detail}`",
         icon=":material/cloud_off:",
     )
-    if st.button("Retry", key=f"retry-{id(detail)}", type="primary"):
+    # every banner of a run needs its own key (id() of a detail string can be reused within a run);
+    # clicking any of them reruns the script, which is the retry
+    if st.button("Retry", key=f"retry-{next(_RETRY_KEYS)}", type="primary"):
         st.rerun()
 
 

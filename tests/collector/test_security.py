@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import subprocess
-import time
 from datetime import UTC, datetime
 
 import grpc
 import pytest
+from test_e2e import wait_for
 from testkit.certs import CA
 from testkit.procs import C4, AgentProc, CollectorProc
 
@@ -31,16 +31,6 @@ FAST_AGENT = {
     "C4_AGENT_BACKOFF_INITIAL_S": "0.05",
     "C4_AGENT_BACKOFF_MAX_S": "0.3",
 }
-
-
-def wait_for(predicate, timeout_s: float = 30.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture
