@@ -222,23 +222,29 @@ def slow_connection_findings(
     if fabric is None and host_of is not None:  # only the suspects' ports need their connections counted
         theirs = host_of.filter(pl.col("hostname").is_in(suspects))["rank"].unique()
         live = live.filter(pl.col("node").is_in(suspects) | pl.col("peer_rank").is_in(theirs.implode()))
-    carried: dict[tuple[str, str], int] = {}  # port -> connections it sends or receives on
-    sends = live.unique(["node", "nic_device", "comm_hash", "peer_rank", "channel"])
-    for node, dev, n in sends.group_by(["node", "nic_device"]).len().iter_rows():
-        carried[(node, dev)] = carried.get((node, dev), 0) + n
-    peers = None
+    # each send record's receiving host, once (None where the communicator's ranks are not known)
     if host_of is not None:
-        peers = sends.join(
-            host_of, left_on=["comm_hash", "peer_rank"], right_on=["comm_id", "rank"], how="inner"
+        live = live.join(
+            host_of, left_on=["comm_hash", "peer_rank"], right_on=["comm_id", "rank"], how="left"
         )
-        for node, dev, n in peers.group_by(["hostname", "nic_device"]).len().iter_rows():
-            carried[(node, dev)] = carried.get((node, dev), 0) + n
+    else:
+        live = live.with_columns(pl.lit(None, dtype=pl.String).alias("hostname"))
+    ports: dict[str, tuple[str, str]] = {}  # "node/devp1" -> (node, device)
+    carried: dict[str, int] = {}  # port -> connections it sends (node) or receives (hostname) on
+    sends = live.unique(["node", "nic_device", "comm_hash", "peer_rank", "channel"])
+    for end in ("node", "hostname"):
+        for node, dev, n in sends.drop_nulls(end).group_by([end, "nic_device"]).len().iter_rows():
+            port = f"{node}/{dev}p1"
+            ports[port] = (node, dev)
+            carried[port] = carried.get(port, 0) + n
     rows = slow.to_dicts()
     # candidate culprits: ports (a row or column of the matrix) and, with a fabric model, switch cables
     members: dict[tuple[str, str], set[int]] = {}
     for i, r in enumerate(rows):
-        for end in {(r["node"], r["nic_device"]), (r["peer_node"], r["nic_device"])}:
-            members.setdefault(("port", f"{end[0]}/{end[1]}p1"), set()).add(i)
+        for node in {r["node"], r["peer_node"]}:
+            port = f"{node}/{r['nic_device']}p1"
+            ports.setdefault(port, (node, r["nic_device"]))
+            members.setdefault(("port", port), set()).add(i)
         if fabric is not None:
             for cable in fabric.cables(r["node"], r["peer_node"], r["channel"]):
                 members.setdefault(("link", cable), set()).add(i)
@@ -246,7 +252,7 @@ def slow_connection_findings(
     utilization: dict[str, float] = {}  # cable -> the busier direction's carried rate / nominal rate
     if fabric is not None and host_of is not None:
         latest = (
-            live.join(host_of, left_on=["comm_hash", "peer_rank"], right_on=["comm_id", "rank"], how="inner")
+            live.drop_nulls("hostname")
             .filter(pl.col("transfer_us") > 0)
             .group_by(["node", "hostname", "channel"])
             .agg((pl.col("bytes") * 8 / (pl.col("transfer_us") * 1e3)).last().alias("gbps"))
@@ -268,8 +274,7 @@ def slow_connection_findings(
         kind, name = cand
         n = len(members[cand])
         if kind == "port":
-            node, dev = name[: -len("p1")].rsplit("/", 1)
-            return n >= 2 and n >= carried.get((node, dev), 0)
+            return n >= 2 and n >= carried.get(name, 0)
         return n >= 2 and n >= 0.8 * crossing.get(name, n) and utilization.get(name, 0.0) < factor
 
     unexplained = set(range(len(rows)))
@@ -289,7 +294,7 @@ def slow_connection_findings(
         last = max(rows[i]["last"] for i in mine)
         kind, comp = best
         if kind == "port":
-            node, dev = comp[: -len("p1")].rsplit("/", 1)
+            node, dev = ports[comp]
             out.append(
                 Finding(
                     "slow_connection",
