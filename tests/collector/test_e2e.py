@@ -10,6 +10,7 @@ import time
 import pyarrow.ipc as ipc
 import pytest
 from testkit.procs import C4, AgentProc, CollectorProc
+from testkit.wait import wait_for
 
 from c4.query import query_arrow
 
@@ -25,16 +26,6 @@ FAST_AGENT = {
 def scalar(address: str, sql: str):
     table, _ = query_arrow(address, sql)
     return table.column(0)[0].as_py()
-
-
-def wait_for(predicate, timeout_s: float = 30.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def heartbeat_ticks(address: str, node: str) -> list[tuple[int, int, int]]:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 import subprocess
-import time
 import urllib.parse
 import urllib.request
 from datetime import UTC, datetime, timedelta
@@ -14,6 +14,7 @@ import pyarrow as pa
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from testkit.procs import AgentProc, CollectorProc
+from testkit.wait import wait_for as wait_for_condition
 
 from c4.agent.bench import build_node
 from c4.agent.push import push_table
@@ -26,14 +27,8 @@ FAST_AGENT = {"C4_AGENT_INTERVAL_S": "0.2", "C4_AGENT_FLUSH_INTERVAL_S": "0.2"}
 BASE_UNITS = ("_bytes", "_seconds", "_ratio", "_celsius", "_watts", "_hertz", "_joules", "_bytes_per_second")
 
 
-def wait_for(predicate, timeout_s: float = 60.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
+#: These waits cover a collector and agents starting under TLS: a longer timeout, a slower poll.
+wait_for = functools.partial(wait_for_condition, timeout_s=60.0, poll_s=0.2)
 
 
 def scrape(url: str) -> dict:

@@ -8,9 +8,10 @@ every shard.
 from __future__ import annotations
 
 import pytest
-from test_e2e import FAST_AGENT, assert_exactly_once, heartbeat_ticks, scalar, wait_for
+from test_e2e import FAST_AGENT, assert_exactly_once, heartbeat_ticks, scalar
 from testkit.postgres import Postgres
 from testkit.procs import AgentProc, CollectorProc
+from testkit.wait import wait_for
 
 from c4.agent.shard import ordered_collectors
 

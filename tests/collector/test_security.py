@@ -7,9 +7,9 @@ from datetime import UTC, datetime
 
 import grpc
 import pytest
-from test_e2e import wait_for
 from testkit.certs import CA
 from testkit.procs import C4, AgentProc, CollectorProc
+from testkit.wait import wait_for
 
 from c4.agent.batcher import rows_to_table
 from c4.arrow_ipc import encode_ipc

@@ -6,13 +6,14 @@ loopback; everything else (TLS, tokens, metrics, the agent and the reader config
 
 from __future__ import annotations
 
+import functools
 import secrets
 import subprocess
-import time
 import urllib.request
 from pathlib import Path
 
 from testkit.procs import C4, CollectorProc, Proc
+from testkit.wait import wait_for as wait_for_condition
 
 from c4.collector.bench_proc import free_port
 from c4.config import load_config
@@ -40,14 +41,8 @@ def installed(name: str, tmp: Path, port: int, metrics_port: int) -> Path:
     return path
 
 
-def wait_for(predicate, timeout_s: float = 60.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
+#: These waits cover a collector and agents starting under TLS: a longer timeout, a slower poll.
+wait_for = functools.partial(wait_for_condition, timeout_s=60.0, poll_s=0.2)
 
 
 def test_systemd_install_with_make_certs_and_tokens(tmp_path):
