@@ -56,13 +56,12 @@ def run_scenario(sc: Scenario, workdir: Path | None = None, diagnose_every_steps
     """Step the twin, sample every node with the real samplers, ingest through the Store, diagnose each step."""
     import time
 
-    import pyarrow as pa
-
     from c4.agent.batcher import rows_to_table
     from c4.agent.labels import context_from
     from c4.agent.runner import build_samplers
     from c4.analytics.fabric import FabricModel
     from c4.analytics.runner import DiagnosisRunner
+    from c4.arrow_ipc import encode_ipc
     from c4.catalogue import load
     from c4.collector.store import PendingBatch, Store
     from c4.collector.validate import validate_batch
@@ -105,11 +104,8 @@ def run_scenario(sc: Scenario, workdir: Path | None = None, diagnose_every_steps
             batches = []
             for table, rs in by_table.items():  # one batch per table, through the collector's checks
                 data = rows_to_table(catalogue, table, rs, {"ts": now, "job": ""})
-                sink = pa.BufferOutputStream()
-                with pa.ipc.new_stream(sink, data.schema) as wr:
-                    wr.write_table(data)
                 spec, checked = validate_batch(
-                    catalogue, table, catalogue[table].version, sink.getvalue().to_pybytes(), 256 << 20
+                    catalogue, table, catalogue[table].version, encode_ipc(data), 256 << 20
                 )
                 seq += 1
                 batches.append(PendingBatch("bench", seq, spec, checked))

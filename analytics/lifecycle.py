@@ -12,7 +12,11 @@ OPERATOR_STATES = ("acknowledged", "resolved")
 
 
 class FaultStateError(ValueError):
-    """An operator's state change that cannot apply (unknown fault, bad state, already resolved)."""
+    """An operator's state change that cannot apply; ``reason`` says why: invalid, not_found or resolved."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 @dataclass
@@ -56,12 +60,14 @@ class FaultBook:
         A resolved fault leaves the book: if its signal persists, the next run opens it again.
         """
         if state not in OPERATOR_STATES:
-            raise FaultStateError(f"state must be one of {', '.join(OPERATOR_STATES)}, not {state!r}")
+            raise FaultStateError(
+                f"state must be one of {', '.join(OPERATOR_STATES)}, not {state!r}", "invalid"
+            )
         current = self.open.get(fault_id) or latest
         if current is None:
-            raise FaultStateError(f"no fault with id {fault_id!r}")
+            raise FaultStateError(f"no fault with id {fault_id!r}", "not_found")
         if current.get("state") == "resolved":
-            raise FaultStateError(f"fault {fault_id!r} is already resolved")
+            raise FaultStateError(f"fault {fault_id!r} is already resolved", "resolved")
         row = {**current, "ts": now, "state": state}
         if state == "resolved":
             self.open.pop(fault_id, None)

@@ -10,19 +10,9 @@ import pyarrow as pa
 
 from c4.analytics.diagnose import diagnose
 from c4.analytics.lifecycle import FaultBook
-from c4.analytics.window import NEEDED
+from c4.analytics.window import window_from_cursor
 
 log = logging.getLogger("c4.analytics.runner")
-
-
-def window_from_cursor(cur, window_s: float) -> dict:
-    """The recent window of the tables the detectors need, through a DuckDB cursor of the live store."""
-    out = {}
-    for t in NEEDED:
-        out[t] = cur.execute(
-            f'SELECT * FROM "{t}" WHERE ts >= (SELECT max(ts) FROM "{t}") - to_microseconds({int(window_s * 1e6)}) ORDER BY ts'
-        ).pl()
-    return out
 
 
 class DiagnosisRunner:

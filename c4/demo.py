@@ -20,14 +20,6 @@ SUMMARY_SQL = (
 )
 
 
-#: What C4D currently reports, for the periodic summary.
-OPEN_FAULTS_SQL = (
-    "SELECT fault_class, component, action, round(confidence, 2) AS confidence, summary FROM faults "
-    "QUALIFY row_number() OVER (PARTITION BY fault_id ORDER BY ts DESC) = 1 AND state <> 'resolved' "
-    "ORDER BY last_seen DESC LIMIT 10"
-)
-
-
 def configure(parser: argparse.ArgumentParser) -> None:
     """Demo flags."""
     parser.add_argument("--workdir", default="var/demo", help="where the DuckDB file, spools and logs go")
@@ -121,8 +113,15 @@ def run(args: argparse.Namespace) -> int:
 
     import polars as pl
 
+    from c4.analytics.fault_admin import CURRENT_FAULTS_SQL
     from c4.collector.bench_proc import start_collector
     from c4.query import QueryError, query_arrow
+
+    # what C4D currently reports, for the periodic summary
+    open_faults_sql = (
+        "SELECT fault_class, component, action, round(confidence, 2) AS confidence, summary "
+        f"FROM ({CURRENT_FAULTS_SQL}) WHERE state <> 'resolved' ORDER BY last_seen DESC LIMIT 10"
+    )
 
     work = Path(args.workdir).resolve()
     work.mkdir(parents=True, exist_ok=True)
@@ -205,7 +204,7 @@ def run(args: argparse.Namespace) -> int:
             if time.monotonic() >= next_print:
                 try:
                     table, _ = query_arrow(collector.address, SUMMARY_SQL)
-                    faults, _ = query_arrow(collector.address, OPEN_FAULTS_SQL)
+                    faults, _ = query_arrow(collector.address, open_faults_sql)
                     with pl.Config(
                         tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True, fmt_str_lengths=90
                     ):

@@ -18,7 +18,6 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 import duckdb
-import pyarrow as pa
 
 from c4.catalogue import Catalogue
 from c4.collector.store import SEQ_TABLE, Store
@@ -171,14 +170,7 @@ class LakeStore(Store):
         self.con.execute(
             f"DELETE FROM {self.seq_table} WHERE agent_id IN (SELECT unnest($1::VARCHAR[]))", [agents]
         )
-        seqs = pa.table(
-            {
-                "agent_id": pa.array(agents, pa.string()),
-                "last_seq": pa.array([s for _, s in changed], pa.uint64()),
-                "updated": pa.array([now] * len(changed), pa.timestamp("us")),
-            }
-        )
-        self.con.register("_c4_seq_in", seqs)  # one INSERT from Arrow, not one per agent
+        self.con.register("_c4_seq_in", self._seq_rows(changed, now))  # one INSERT, not one per agent
         self.con.execute(f"INSERT INTO {self.seq_table} SELECT agent_id, last_seq, updated FROM _c4_seq_in")
         self.con.unregister("_c4_seq_in")
 

@@ -310,11 +310,10 @@ class TelemetryService(pb_grpc.TelemetryServicer):
             prev, row = await self.fault_updater(request.fault_id, request.state, request.by, request.note)
         except FaultStateError as exc:
             self.metrics.inc("fault_updates_refused")
-            code = (
-                grpc.StatusCode.NOT_FOUND if "no fault" in str(exc) else grpc.StatusCode.FAILED_PRECONDITION
-            )
-            if request.state not in ("acknowledged", "resolved"):
-                code = grpc.StatusCode.INVALID_ARGUMENT
+            code = {
+                "invalid": grpc.StatusCode.INVALID_ARGUMENT,
+                "not_found": grpc.StatusCode.NOT_FOUND,
+            }.get(exc.reason, grpc.StatusCode.FAILED_PRECONDITION)
             await context.abort(code, str(exc))
         log.info(
             "fault state set fault_id=%s state=%s by=%s", request.fault_id, row["state"], request.by or "-"

@@ -73,16 +73,20 @@ class Store:
             "updated TIMESTAMP NOT NULL)"
         )
 
-    def _write_seqs(self, changed: list[tuple[str, int]], now: datetime) -> None:
-        # one statement from Arrow: executemany upserts row by row (60% of the writer with many agents)
-        seqs = pa.table(
+    @staticmethod
+    def _seq_rows(changed: list[tuple[str, int]], now: datetime) -> pa.Table:
+        """The agents' new last sequence numbers as Arrow, for one INSERT (executemany goes row by row)."""
+        return pa.table(
             {
                 "agent_id": pa.array([a for a, _ in changed], pa.string()),
                 "last_seq": pa.array([s for _, s in changed], pa.uint64()),
                 "updated": pa.array([now] * len(changed), pa.timestamp("us")),
             }
         )
-        self.con.register("_c4_seq_in", seqs)
+
+    def _write_seqs(self, changed: list[tuple[str, int]], now: datetime) -> None:
+        # one statement from Arrow: executemany upserts row by row (60% of the writer with many agents)
+        self.con.register("_c4_seq_in", self._seq_rows(changed, now))
         self.con.execute(
             f"INSERT OR REPLACE INTO {SEQ_TABLE} SELECT agent_id, last_seq, updated FROM _c4_seq_in"
         )
