@@ -1,4 +1,4 @@
-"""The agent's gRPC side: Hello, then a Push stream fed from the spool, with reconnect and backoff."""
+"""The agent's gRPC side: Hello, then a PushBundle stream fed from the spool, with reconnect and backoff."""
 
 from __future__ import annotations
 
@@ -59,6 +59,8 @@ class Sender:
         *,
         max_in_flight: int = 64,
         max_message_bytes: int = 8 << 20,
+        max_bundle_batches: int = 64,
+        bundles: bool = True,
         backoff_initial_s: float = 0.2,
         backoff_max_s: float = 10.0,
         security: ClientSecurity | None = None,
@@ -73,6 +75,8 @@ class Sender:
         self.hello = hello
         self.max_in_flight = max_in_flight
         self.max_message_bytes = max_message_bytes
+        self.max_bundle_batches = max_bundle_batches
+        self.bundles = bundles  # PushBundle; falls back to Push against a collector without it
         self.backoff_initial_s = backoff_initial_s
         self.backoff_max_s = backoff_max_s
         self.stats = SendStats()
@@ -127,57 +131,103 @@ class Sender:
             backoff = min(backoff * 2, self.backoff_max_s)
 
     def _stream(self, stub: pb_grpc.TelemetryStub, stop: threading.Event) -> None:
-        window = threading.Semaphore(self.max_in_flight)
-        done = threading.Event()
+        if self.bundles:
+            try:
+                self._stream_bundles(stub, stop)
+                return
+            except grpc.RpcError as exc:
+                if exc.code() != grpc.StatusCode.UNIMPLEMENTED:
+                    raise
+                log.warning(
+                    "collector has no PushBundle (older version): sending one batch per message collector=%s",
+                    self.address,
+                )
+                self.bundles = False
+        self._stream_batches(stub, stop)
 
-        def requests():
-            last_sent = 0
-            while not (done.is_set() or stop.is_set()):
-                seqs = self.spool.pending(after=last_sent)
-                if not seqs:
-                    self.spool.wait_for_more(last_sent, 0.2)
-                    continue
-                for seq in seqs:
-                    while not window.acquire(timeout=0.2):
-                        if done.is_set() or stop.is_set():
-                            return
-                    batch = self.spool.read(seq)
+    def _batches(self, window: threading.Semaphore, done: threading.Event, stop: threading.Event):
+        """Lists of spooled batches to send, each list as large as the window and message size allow."""
+        last_sent = 0
+        limit_bytes = self.max_message_bytes - (64 << 10)  # room for the message framing
+        while not (done.is_set() or stop.is_set()):
+            seqs = self.spool.pending(after=last_sent)
+            if not seqs:
+                self.spool.wait_for_more(last_sent, 0.2)
+                continue
+            out: list[pb.Batch] = []
+            size = 0
+            for seq in seqs:
+                if out and (len(out) >= self.max_bundle_batches or not window.acquire(blocking=False)):
+                    break
+                while not out and not window.acquire(timeout=0.2):
+                    if done.is_set() or stop.is_set():
+                        return
+                batch = self.spool.read(seq)
+                if batch is None:  # dropped by a full spool meanwhile
+                    window.release()
                     last_sent = seq
-                    if batch is None:  # dropped by a full spool meanwhile
-                        window.release()
-                        continue
-                    self.stats.batches_sent += 1
-                    yield pb.Batch(
+                    continue
+                if out and size + len(batch.payload) > limit_bytes:
+                    window.release()  # goes first in the next message
+                    break
+                last_sent = seq
+                size += len(batch.payload)
+                out.append(
+                    pb.Batch(
                         agent_id=self.agent_id,
                         seq=seq,
                         table=batch.table,
                         schema_version=batch.schema_version,
                         arrow_ipc=batch.payload,
                     )
+                )
+            if out:
+                self.stats.batches_sent += len(out)
+                yield out
 
-        call = stub.Push(requests())
+    def _stream_bundles(self, stub: pb_grpc.TelemetryStub, stop: threading.Event) -> None:
+        window = threading.Semaphore(self.max_in_flight)
+        done = threading.Event()
+        call = stub.PushBundle(pb.BatchBundle(batches=b) for b in self._batches(window, done, stop))
         try:
-            for ack in call:
-                window.release()
-                if ack.code == 0:
-                    self.spool.ack(ack.seq)
-                    self.stats.batches_acked += 1
-                    self.stats.batches_duplicate += int(ack.duplicate)
-                elif ack.code in RETRYABLE_CODES:
-                    raise _Reconnect(f"seq={ack.seq} {ack.message}")
-                else:
-                    self.spool.ack(ack.seq)
-                    self.stats.batches_refused += 1
-                    log.error(
-                        "batch refused by collector agent=%s seq=%d code=%s reason=%s",
-                        self.agent_id,
-                        ack.seq,
-                        grpc.StatusCode(_code(ack.code)).name,
-                        ack.message,
-                    )
+            for bundle in call:
+                for ack in bundle.acks:
+                    window.release()
+                    self._on_ack(ack)
         finally:
             done.set()
             call.cancel()
+
+    def _stream_batches(self, stub: pb_grpc.TelemetryStub, stop: threading.Event) -> None:
+        window = threading.Semaphore(self.max_in_flight)
+        done = threading.Event()
+        call = stub.Push(b for bs in self._batches(window, done, stop) for b in bs)
+        try:
+            for ack in call:
+                window.release()
+                self._on_ack(ack)
+        finally:
+            done.set()
+            call.cancel()
+
+    def _on_ack(self, ack: pb.Ack) -> None:
+        """Forget an acknowledged batch; a retryable refusal ends the stream so the batch is sent again."""
+        if ack.code == 0:
+            self.spool.ack(ack.seq)
+            self.stats.batches_acked += 1
+            self.stats.batches_duplicate += int(ack.duplicate)
+        elif ack.code in RETRYABLE_CODES:
+            raise _Reconnect(f"seq={ack.seq} {ack.message}")
+        else:
+            self.spool.ack(ack.seq)
+            self.stats.batches_refused += 1
+            log.error(
+                "batch refused by collector agent=%s seq=%d code=%s reason=%s",
+                self.agent_id,
+                ack.seq,
+                grpc.StatusCode(_code(ack.code)).name,
+                ack.message,
+            )
 
 
 def _code(value: int) -> tuple[int, str]:

@@ -17,3 +17,42 @@ def encode_ipc(table: pa.Table | pa.RecordBatch) -> bytes:
 def decode_ipc(payload: bytes) -> pa.Table:
     """Arrow IPC stream bytes -> table (raises pyarrow errors on corrupt input)."""
     return ipc.open_stream(pa.py_buffer(payload)).read_all()
+
+
+class CachedSchemaDecoder:
+    """Decodes Arrow IPC streams, parsing each distinct schema message once.
+
+    Agents send thousands of small streams a second with a handful of schemas; parsing the schema
+    of each was a third of the collector's decode time. The key returned with each table (the
+    schema message's bytes) lets callers remember what they already checked about that schema.
+    """
+
+    def __init__(self, max_schemas: int = 1024) -> None:
+        self.max_schemas = max_schemas
+        self._schemas: dict[bytes, pa.Schema] = {}
+
+    def decode(self, payload: bytes) -> tuple[pa.Table, bytes]:
+        """Arrow IPC stream bytes -> (table, schema key); raises pyarrow errors on corrupt input."""
+        reader = pa.BufferReader(payload)
+        first = ipc.read_message(reader)
+        if first.type != "schema":
+            raise pa.ArrowInvalid(f"Arrow IPC stream starts with a {first.type} message, not a schema")
+        key = first.metadata.to_pybytes()
+        schema = self._schemas.get(key)
+        if schema is None:
+            schema = ipc.read_schema(first)
+            if len(self._schemas) >= self.max_schemas:
+                self._schemas.clear()
+            self._schemas[key] = schema
+        batches = []
+        while True:
+            try:
+                message = ipc.read_message(reader)
+            except EOFError:
+                break
+            if message.type != "record batch":  # dictionaries and the like: the general reader
+                return decode_ipc(payload), key
+            batch = ipc.read_record_batch(message, schema)
+            batch.validate()
+            batches.append(batch)
+        return pa.Table.from_batches(batches, schema), key

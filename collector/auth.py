@@ -30,6 +30,7 @@ ROLES = {"agent", "reader", "operator"}
 RPC_ROLES = {
     "Hello": "agent",
     "Push": "agent",
+    "PushBundle": "agent",
     "Query": "reader",
     "Stats": "reader",
     "UpdateFault": "operator",

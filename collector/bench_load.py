@@ -2,8 +2,8 @@
 
 Each simulated agent sends what a real 8-GPU, 8-NIC node's agent sends every second: the rows of
 one tick of the real samplers (fake NVML, an 8-NIC sysfs tree, /proc, heartbeat, agent health),
-one batch per table, over its own gRPC connection (Hello, then one Push stream), as the real agent
-does with flush_interval_s = 1. Measured while every agent runs: rows/s acknowledged, ack latency
+one batch per table, over its own gRPC connection (Hello, then one PushBundle stream carrying a
+tick's batches in one message), as the real agent does with flush_interval_s = 1. Measured while every agent runs: rows/s acknowledged, ack latency
 (batch handed to gRPC -> its ack, which the collector sends after the commit), the collector's CPU
 and memory, refused batches, batches never acknowledged, and acknowledged rows missing from the
 store afterwards (lost). Then the same agents against one and against several collectors writing
@@ -119,7 +119,7 @@ async def one_agent(address, name, payloads, start_at, window, args, stats: Load
     """Connect at ``start_at`` and make one batch per table every interval until the window ends.
 
     As the real agent: batches go to a spool and at most ``max_in_flight`` are sent unacknowledged;
-    Hello with backoff, one Push stream, and after a broken stream a new connection that first
+    Hello with backoff, one PushBundle stream, and after a broken stream a new connection that first
     re-sends what was in flight (the collector drops copies it already committed).
     """
     import asyncio
@@ -163,10 +163,13 @@ async def one_agent(address, name, payloads, start_at, window, args, stats: Load
     async def requests():
         while True:
             while spool and len(in_flight) < args.max_in_flight:
-                batch, rows = spool.popleft()
-                in_flight[batch.seq] = (time.perf_counter(), batch, rows)
-                stats.batches_sent += 1
-                yield batch
+                bundle = []  # what is ready and fits the window, in one message (as the agent's Sender)
+                while spool and len(in_flight) < args.max_in_flight:
+                    batch, rows = spool.popleft()
+                    in_flight[batch.seq] = (time.perf_counter(), batch, rows)
+                    bundle.append(batch)
+                stats.batches_sent += len(bundle)
+                yield pb.BatchBundle(batches=bundle)
             if produced.is_set() and not spool:
                 return  # half-close: the collector acks what is in flight, then ends the stream
             wake.clear()
@@ -184,25 +187,26 @@ async def one_agent(address, name, payloads, start_at, window, args, stats: Load
                     if not connected:
                         stats.connected += 1
                         connected = True
-                    backoff_s, rpc = 0.2, "Push"
-                    async for ack in stub.Push(requests()):
-                        entry = in_flight.pop(ack.seq, None)
+                    backoff_s, rpc = 0.2, "PushBundle"
+                    async for acks in stub.PushBundle(requests()):
                         wake.set()
-                        if entry is None:
-                            continue
-                        t_sent, batch, rows = entry
-                        if ack.code != 0:
-                            stats.refused += 1
-                            stats.errors[f"refused: {ack.message}"] += 1
-                            continue
-                        stats.batches_acked += 1
-                        stats.acked_rows_by_table[batch.table] = (
-                            stats.acked_rows_by_table.get(batch.table, 0) + rows
-                        )
-                        now = loop.time()
-                        if window[0] <= now <= window[1]:
-                            stats.latencies_s.append(time.perf_counter() - t_sent)
-                            stats.rows_acked_in_window += rows
+                        for ack in acks.acks:
+                            entry = in_flight.pop(ack.seq, None)
+                            if entry is None:
+                                continue
+                            t_sent, batch, rows = entry
+                            if ack.code != 0:
+                                stats.refused += 1
+                                stats.errors[f"refused: {ack.message}"] += 1
+                                continue
+                            stats.batches_acked += 1
+                            stats.acked_rows_by_table[batch.table] = (
+                                stats.acked_rows_by_table.get(batch.table, 0) + rows
+                            )
+                            now = loop.time()
+                            if window[0] <= now <= window[1]:
+                                stats.latencies_s.append(time.perf_counter() - t_sent)
+                                stats.rows_acked_in_window += rows
                     if produced.is_set() and not spool and not in_flight:
                         break  # everything made was acknowledged
                 except grpc.RpcError as exc:

@@ -22,7 +22,7 @@ from c4.arrow_ipc import encode_ipc
 from c4.catalogue import Catalogue, load
 from c4.collector.auth import Authenticator, AuthError, TokenTable, check_server_security, server_credentials
 from c4.collector.readonly import QueryRefused, check_read_only
-from c4.collector.store import PendingBatch, Store
+from c4.collector.store import CommitResult, PendingBatch, Store
 from c4.collector.validate import Refusal, validate_batch
 from c4.collector.writer import Writer
 from c4.config import CollectorConfig
@@ -48,6 +48,11 @@ class Metrics:
         """Add n to a counter."""
         with self._lock:
             self._c[name] += n
+
+    def add(self, counts: Counter[str]) -> None:
+        """Add several counters at once (one lock for a whole bundle)."""
+        with self._lock:
+            self._c.update(counts)
 
     def snapshot(self) -> dict[str, int]:
         """A copy of every counter."""
@@ -139,6 +144,61 @@ class TelemetryService(pb_grpc.TelemetryServicer):
             max_batch_bytes=self.cfg.max_batch_bytes,
         )
 
+    def _admit(self, batch: pb.Batch, ident, tally: Counter[str]) -> PendingBatch | Refusal | AuthError:
+        """Check one received batch: a PendingBatch to commit, a Refusal to ack, or an AuthError to abort on.
+
+        Counters go to ``tally``, which the caller adds to the metrics once per message.
+        """
+        tally["batches_received"] += 1
+        tally["bytes_received"] += len(batch.arrow_ipc)
+        try:
+            self.auth.check_agent("Push", ident, batch.agent_id)
+        except AuthError as exc:
+            return exc
+        try:
+            if not batch.agent_id or batch.seq == 0:
+                raise Refusal(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    "batch needs a non-empty agent_id and a seq >= 1",
+                    "refused_header",
+                )
+            spec, table = validate_batch(
+                self.catalogue, batch.table, batch.schema_version, batch.arrow_ipc, self.cfg.max_batch_bytes
+            )
+            return PendingBatch(batch.agent_id, batch.seq, spec, table)
+        except Refusal as refusal:
+            tally["batches_refused"] += 1
+            tally[refusal.counter] += 1
+            log.warning(
+                "batch refused agent=%s seq=%d table=%s reason=%s",
+                batch.agent_id,
+                batch.seq,
+                batch.table,
+                refusal.message,
+            )
+            return refusal
+
+    def _ack(self, batch: pb.Batch, outcome: Refusal | CommitResult, tally: Counter[str]) -> pb.Ack:
+        """The Ack for one batch once it is refused or its commit is done (counted in ``tally``)."""
+        if isinstance(outcome, Refusal):
+            return pb.Ack(
+                agent_id=batch.agent_id, seq=batch.seq, code=outcome.code.value[0], message=outcome.message
+            )
+        if outcome.error:
+            tally["commit_errors"] += 1
+            return pb.Ack(
+                agent_id=batch.agent_id,
+                seq=batch.seq,
+                code=grpc.StatusCode.UNAVAILABLE.value[0],
+                message=outcome.error,
+            )
+        if outcome.duplicate:
+            tally["batches_duplicate"] += 1
+            return pb.Ack(agent_id=batch.agent_id, seq=batch.seq, duplicate=True)
+        tally["batches_committed"] += 1
+        tally["rows_committed"] += outcome.rows
+        return pb.Ack(agent_id=batch.agent_id, seq=batch.seq, rows=outcome.rows)
+
     async def Push(self, request_iterator, context: grpc.aio.ServicerContext):
         """Validate each batch, hand it to the writer, and ack it once committed (in order)."""
         ident = await self._identify("Push", context)
@@ -148,40 +208,14 @@ class TelemetryService(pb_grpc.TelemetryServicer):
         async def read() -> None:
             try:
                 async for batch in request_iterator:
-                    self.metrics.inc("batches_received")
-                    self.metrics.inc("bytes_received", len(batch.arrow_ipc))
-                    try:
-                        self.auth.check_agent("Push", ident, batch.agent_id)
-                    except AuthError as exc:
-                        await pending.put((batch, exc))
+                    tally: Counter[str] = Counter()
+                    outcome = self._admit(batch, ident, tally)
+                    self.metrics.add(tally)
+                    if isinstance(outcome, PendingBatch):
+                        outcome = self.writer.submit_async(outcome)
+                    await pending.put((batch, outcome))
+                    if isinstance(outcome, AuthError):
                         return
-                    try:
-                        if not batch.agent_id or batch.seq == 0:
-                            raise Refusal(
-                                grpc.StatusCode.INVALID_ARGUMENT,
-                                "batch needs a non-empty agent_id and a seq >= 1",
-                                "refused_header",
-                            )
-                        spec, table = validate_batch(
-                            self.catalogue,
-                            batch.table,
-                            batch.schema_version,
-                            batch.arrow_ipc,
-                            self.cfg.max_batch_bytes,
-                        )
-                        fut = self.writer.submit_async(PendingBatch(batch.agent_id, batch.seq, spec, table))
-                        await pending.put((batch, fut))
-                    except Refusal as refusal:
-                        self.metrics.inc("batches_refused")
-                        self.metrics.inc(refusal.counter)
-                        log.warning(
-                            "batch refused agent=%s seq=%d table=%s reason=%s",
-                            batch.agent_id,
-                            batch.seq,
-                            batch.table,
-                            refusal.message,
-                        )
-                        await pending.put((batch, refusal))
             finally:
                 await pending.put(None)
 
@@ -194,30 +228,55 @@ class TelemetryService(pb_grpc.TelemetryServicer):
                 batch, outcome = item
                 if isinstance(outcome, AuthError):
                     await context.abort(outcome.code, outcome.message)
-                if isinstance(outcome, Refusal):
-                    yield pb.Ack(
-                        agent_id=batch.agent_id,
-                        seq=batch.seq,
-                        code=outcome.code.value[0],
-                        message=outcome.message,
-                    )
-                    continue
-                result = await outcome
-                if result.error:
-                    self.metrics.inc("commit_errors")
-                    yield pb.Ack(
-                        agent_id=batch.agent_id,
-                        seq=batch.seq,
-                        code=grpc.StatusCode.UNAVAILABLE.value[0],
-                        message=result.error,
-                    )
-                elif result.duplicate:
-                    self.metrics.inc("batches_duplicate")
-                    yield pb.Ack(agent_id=batch.agent_id, seq=batch.seq, duplicate=True)
-                else:
-                    self.metrics.inc("batches_committed")
-                    self.metrics.inc("rows_committed", result.rows)
-                    yield pb.Ack(agent_id=batch.agent_id, seq=batch.seq, rows=result.rows)
+                if not isinstance(outcome, Refusal):
+                    outcome = await outcome
+                tally = Counter()
+                ack = self._ack(batch, outcome, tally)
+                self.metrics.add(tally)
+                yield ack
+            await reader  # surfaces a broken stream as an error
+        finally:
+            reader.cancel()
+
+    async def PushBundle(self, request_iterator, context: grpc.aio.ServicerContext):
+        """Push with several batches per message: one writer submission and one AckBundle per bundle."""
+        ident = await self._identify("PushBundle", context)
+        pending: asyncio.Queue = asyncio.Queue(maxsize=64)
+        self.metrics.inc("push_streams")
+
+        async def read() -> None:
+            try:
+                async for bundle in request_iterator:
+                    tally: Counter[str] = Counter(bundles_received=1)
+                    outcomes = [self._admit(b, ident, tally) for b in bundle.batches]
+                    self.metrics.add(tally)
+                    denied = next((o for o in outcomes if isinstance(o, AuthError)), None)
+                    if denied is not None:
+                        await pending.put((bundle, denied, None))
+                        return
+                    valid = [o for o in outcomes if isinstance(o, PendingBatch)]
+                    fut = self.writer.submit_many_async(valid) if valid else None
+                    await pending.put((bundle, outcomes, fut))
+            finally:
+                await pending.put(None)
+
+        reader = asyncio.create_task(read())
+        try:
+            while True:
+                item = await pending.get()
+                if item is None:
+                    break
+                bundle, outcomes, fut = item
+                if isinstance(outcomes, AuthError):
+                    await context.abort(outcomes.code, outcomes.message)
+                results = iter(await fut) if fut is not None else iter(())
+                tally = Counter()
+                acks = [
+                    self._ack(b, o if isinstance(o, Refusal) else next(results), tally)
+                    for b, o in zip(bundle.batches, outcomes, strict=True)
+                ]
+                self.metrics.add(tally)
+                yield pb.AckBundle(acks=acks)
             await reader  # surfaces a broken stream as an error
         finally:
             reader.cancel()
@@ -342,7 +401,7 @@ class Collector:
             shard = cfg.shard or f"{socket.gethostname()}_{cfg.listen.rpartition(':')[2]}"
             self.store: Store = LakeStore(cfg.lake, cfg.lake_data_path, catalogue or load(), shard)
         else:
-            self.store = Store(cfg.db, catalogue or load())
+            self.store = Store(cfg.db, catalogue or load(), cfg.checkpoint_wal_bytes)
         self.writer = Writer(self.store, cfg.group_commit_max_batches)
         self.auth = Authenticator(tokens, self.metrics.inc)
         self.service = TelemetryService(cfg, self.store, self.writer, self.metrics, self.auth)

@@ -17,6 +17,7 @@ from c4.catalogue import Catalogue, TableSpec
 log = logging.getLogger("c4.collector.store")
 
 SEQ_TABLE = "_c4_agent_seq"
+DEFAULT_CHECKPOINT_WAL_BYTES = 128 << 20
 
 
 @dataclass
@@ -41,10 +42,16 @@ class CommitResult:
 class Store:
     """Owns the DuckDB file. Writes come from one thread; reads use per-thread cursors."""
 
-    def __init__(self, path: Path | str, catalogue: Catalogue) -> None:
+    def __init__(
+        self, path: Path | str, catalogue: Catalogue, checkpoint_wal_bytes: int = DEFAULT_CHECKPOINT_WAL_BYTES
+    ) -> None:
         self.path = Path(path)
         self.catalogue = catalogue
         self.con = self._connect()
+        # DuckDB checkpoints when a commit leaves the WAL over this size. Each checkpoint costs a
+        # fixed ~0.3 s on top of the data it writes, so the default 16 MB (every ~2 s at 180k rows/s)
+        # spent a third of the writer's time there; a larger WAL only costs replay time at start.
+        self.con.execute(f"SET checkpoint_threshold = '{int(checkpoint_wal_bytes)}B'")
         self._lock = threading.Lock()
         self._create_schema()
         self.last_seq: dict[str, int] = self._load_seqs()

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import grpc
 import pyarrow as pa
 
-from c4.arrow_ipc import decode_ipc
+from c4.arrow_ipc import CachedSchemaDecoder
 from c4.catalogue import Catalogue, TableSpec
 
 
@@ -23,11 +23,16 @@ class Refusal(Exception):
         return self.message
 
 
-def decode_checked(payload: bytes) -> pa.Table:
-    """Arrow IPC stream bytes -> table; raises Refusal on corrupt data."""
+_DECODER = CachedSchemaDecoder()
+#: (table, schema key) pairs whose schema was found equal to the catalogue's: not compared again.
+_MATCHING: set[tuple[str, bytes]] = set()
+
+
+def decode_checked(payload: bytes) -> tuple[pa.Table, bytes]:
+    """Arrow IPC stream bytes -> (table, schema key); raises Refusal on corrupt data."""
     try:
-        return decode_ipc(payload)
-    except (pa.ArrowInvalid, pa.ArrowIOError, OSError, ValueError) as exc:
+        return _DECODER.decode(payload)
+    except (pa.ArrowException, OSError, ValueError, EOFError) as exc:
         raise Refusal(
             grpc.StatusCode.INVALID_ARGUMENT, f"corrupt Arrow IPC payload: {exc}", "refused_corrupt"
         ) from None
@@ -52,9 +57,14 @@ def validate_batch(
             f"table {table_name!r}: schema version {schema_version} sent, collector has version {spec.version}",
             "refused_schema_version",
         )
-    table = decode_checked(payload)
+    table, schema_key = decode_checked(payload)
+    if (table_name, schema_key) in _MATCHING:
+        return spec, table
     expected = spec.arrow_schema
     if table.schema.equals(expected):  # what agents send: nothing to check column by column or cast
+        if len(_MATCHING) >= 4096:
+            _MATCHING.clear()
+        _MATCHING.add((table_name, schema_key))
         return spec, table
     got = {f.name: f.type for f in table.schema}
     want = {f.name: f.type for f in expected}

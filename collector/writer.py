@@ -32,7 +32,11 @@ class Writer:
 
     def submit(self, batch: PendingBatch, done: Callable[[CommitResult], None]) -> None:
         """Queue a batch; ``done`` is called from the writer thread with its result."""
-        self._q.put((batch, done))
+        self._q.put(([batch], lambda results: done(results[0])))
+
+    def submit_many(self, batches: list[PendingBatch], done: Callable[[list[CommitResult]], None]) -> None:
+        """Queue batches committed in the same transaction; ``done`` gets their results in order."""
+        self._q.put((batches, done))
 
     def submit_async(self, batch: PendingBatch) -> asyncio.Future[CommitResult]:
         """Queue a batch from the event loop; await the returned future for its result."""
@@ -43,6 +47,17 @@ class Writer:
             loop.call_soon_threadsafe(_set_if_pending, fut, result)
 
         self.submit(batch, done)
+        return fut
+
+    def submit_many_async(self, batches: list[PendingBatch]) -> asyncio.Future[list[CommitResult]]:
+        """Queue batches from the event loop (one wake-up for all); the future gets their results."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[list[CommitResult]] = loop.create_future()
+
+        def done(results: list[CommitResult]) -> None:
+            loop.call_soon_threadsafe(_set_if_pending, fut, results)
+
+        self.submit_many(batches, done)
         return fut
 
     def call_async(self, fn: Callable[[Store], Any]) -> asyncio.Future[Any]:
@@ -70,12 +85,13 @@ class Writer:
                     done(exc)
                 continue
             group = [(work, done)]
-            rows = work.table.num_rows
+            batches = len(work)
+            rows = sum(b.table.num_rows for b in work)
             stop = False
             # linger a few ms for more batches: DuckDB appends one large Arrow table far faster
             # (in parallel) than many small ones, at a latency cost no agent notices
             deadline = time.monotonic() + self.linger_s
-            while len(group) < self.max_group:
+            while batches < self.max_group:
                 try:
                     if rows >= self.target_rows:
                         nxt = self._q.get_nowait()
@@ -90,15 +106,19 @@ class Writer:
                     self._q.put(nxt)  # keep order loosely: run it after this group
                     break
                 group.append(nxt)
-                rows += nxt[0].table.num_rows
+                batches += len(nxt[0])
+                rows += sum(b.table.num_rows for b in nxt[0])
+            flat = [b for item, _ in group for b in item]
             try:
-                results = self.store.commit([b for b, _ in group])
+                results = self.store.commit(flat)
             except Exception as exc:
-                log.exception("commit failed batches=%d error=%s", len(group), exc)
-                results = [CommitResult(error=f"commit failed: {exc}")] * len(group)
+                log.exception("commit failed batches=%d error=%s", len(flat), exc)
+                results = [CommitResult(error=f"commit failed: {exc}")] * len(flat)
             self.commits += 1
-            for (_, cb), res in zip(group, results, strict=True):
-                cb(res)
+            start = 0
+            for item, cb in group:
+                cb(results[start : start + len(item)])
+                start += len(item)
             if stop:
                 return
 

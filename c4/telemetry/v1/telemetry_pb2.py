@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x63\x34/telemetry/v1/telemetry.proto\x12\x0f\x63\x34.telemetry.v1\"`\n\x03Gpu\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0c\n\x04uuid\x18\x02 \x01(\t\x12\x12\n\npci_bus_id\x18\x03 \x01(\t\x12\x0c\n\x04name\x18\x04 \x01(\t\x12\x1a\n\x12memory_total_bytes\x18\x05 \x01(\x04\"]\n\x07NicPort\x12\x0e\n\x06\x64\x65vice\x18\x01 \x01(\t\x12\x0c\n\x04port\x18\x02 \x01(\r\x12\x0e\n\x06netdev\x18\x03 \x01(\t\x12\x10\n\x08rate_bps\x18\x04 \x01(\x04\x12\x12\n\nlink_layer\x18\x05 \x01(\t\"\x8c\x03\n\x0cHelloRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x10\n\x08hostname\x18\x02 \x01(\t\x12\x15\n\ragent_version\x18\x03 \x01(\t\x12\"\n\x04gpus\x18\x04 \x03(\x0b\x32\x14.c4.telemetry.v1.Gpu\x12&\n\x04nics\x18\x05 \x03(\x0b\x32\x18.c4.telemetry.v1.NicPort\x12\x0b\n\x03job\x18\x06 \x01(\t\x12\x39\n\x06labels\x18\x07 \x03(\x0b\x32).c4.telemetry.v1.HelloRequest.LabelsEntry\x12H\n\x0etable_versions\x18\x08 \x03(\x0b\x32\x30.c4.telemetry.v1.HelloRequest.TableVersionsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a\x34\n\x12TableVersionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\r:\x02\x38\x01\"\\\n\nHelloReply\x12\x1a\n\x12last_committed_seq\x18\x01 \x01(\x04\x12\x19\n\x11\x63ollector_version\x18\x02 \x01(\t\x12\x17\n\x0fmax_batch_bytes\x18\x03 \x01(\x04\"`\n\x05\x42\x61tch\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12\r\n\x05table\x18\x03 \x01(\t\x12\x16\n\x0eschema_version\x18\x04 \x01(\r\x12\x11\n\tarrow_ipc\x18\x05 \x01(\x0c\"d\n\x03\x41\x63k\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12\x0c\n\x04\x63ode\x18\x03 \x01(\x05\x12\x0f\n\x07message\x18\x04 \x01(\t\x12\x11\n\tduplicate\x18\x05 \x01(\x08\x12\x0c\n\x04rows\x18\x06 \x01(\x04\"@\n\x0cQueryRequest\x12\x0b\n\x03sql\x18\x01 \x01(\t\x12\x10\n\x08max_rows\x18\x02 \x01(\x04\x12\x11\n\ttimeout_s\x18\x03 \x01(\x01\"2\n\nQueryChunk\x12\x11\n\tarrow_ipc\x18\x01 \x01(\x0c\x12\x11\n\ttruncated\x18\x02 \x01(\x08\"\x0e\n\x0cStatsRequest\"z\n\nStatsReply\x12;\n\x08\x63ounters\x18\x01 \x03(\x0b\x32).c4.telemetry.v1.StatsReply.CountersEntry\x1a/\n\rCountersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"H\n\x0b\x46\x61ultUpdate\x12\x10\n\x08\x66\x61ult_id\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\n\n\x02\x62y\x18\x03 \x01(\t\x12\x0c\n\x04note\x18\x04 \x01(\t\"K\n\x10\x46\x61ultUpdateReply\x12\x10\n\x08\x66\x61ult_id\x18\x01 \x01(\t\x12\x16\n\x0eprevious_state\x18\x02 \x01(\t\x12\r\n\x05state\x18\x03 \x01(\t2\xe6\x02\n\tTelemetry\x12\x43\n\x05Hello\x12\x1d.c4.telemetry.v1.HelloRequest\x1a\x1b.c4.telemetry.v1.HelloReply\x12\x38\n\x04Push\x12\x16.c4.telemetry.v1.Batch\x1a\x14.c4.telemetry.v1.Ack(\x01\x30\x01\x12\x45\n\x05Query\x12\x1d.c4.telemetry.v1.QueryRequest\x1a\x1b.c4.telemetry.v1.QueryChunk0\x01\x12\x43\n\x05Stats\x12\x1d.c4.telemetry.v1.StatsRequest\x1a\x1b.c4.telemetry.v1.StatsReply\x12N\n\x0bUpdateFault\x12\x1c.c4.telemetry.v1.FaultUpdate\x1a!.c4.telemetry.v1.FaultUpdateReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x63\x34/telemetry/v1/telemetry.proto\x12\x0f\x63\x34.telemetry.v1\"`\n\x03Gpu\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0c\n\x04uuid\x18\x02 \x01(\t\x12\x12\n\npci_bus_id\x18\x03 \x01(\t\x12\x0c\n\x04name\x18\x04 \x01(\t\x12\x1a\n\x12memory_total_bytes\x18\x05 \x01(\x04\"]\n\x07NicPort\x12\x0e\n\x06\x64\x65vice\x18\x01 \x01(\t\x12\x0c\n\x04port\x18\x02 \x01(\r\x12\x0e\n\x06netdev\x18\x03 \x01(\t\x12\x10\n\x08rate_bps\x18\x04 \x01(\x04\x12\x12\n\nlink_layer\x18\x05 \x01(\t\"\x8c\x03\n\x0cHelloRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x10\n\x08hostname\x18\x02 \x01(\t\x12\x15\n\ragent_version\x18\x03 \x01(\t\x12\"\n\x04gpus\x18\x04 \x03(\x0b\x32\x14.c4.telemetry.v1.Gpu\x12&\n\x04nics\x18\x05 \x03(\x0b\x32\x18.c4.telemetry.v1.NicPort\x12\x0b\n\x03job\x18\x06 \x01(\t\x12\x39\n\x06labels\x18\x07 \x03(\x0b\x32).c4.telemetry.v1.HelloRequest.LabelsEntry\x12H\n\x0etable_versions\x18\x08 \x03(\x0b\x32\x30.c4.telemetry.v1.HelloRequest.TableVersionsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a\x34\n\x12TableVersionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\r:\x02\x38\x01\"\\\n\nHelloReply\x12\x1a\n\x12last_committed_seq\x18\x01 \x01(\x04\x12\x19\n\x11\x63ollector_version\x18\x02 \x01(\t\x12\x17\n\x0fmax_batch_bytes\x18\x03 \x01(\x04\"`\n\x05\x42\x61tch\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12\r\n\x05table\x18\x03 \x01(\t\x12\x16\n\x0eschema_version\x18\x04 \x01(\r\x12\x11\n\tarrow_ipc\x18\x05 \x01(\x0c\"d\n\x03\x41\x63k\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12\x0c\n\x04\x63ode\x18\x03 \x01(\x05\x12\x0f\n\x07message\x18\x04 \x01(\t\x12\x11\n\tduplicate\x18\x05 \x01(\x08\x12\x0c\n\x04rows\x18\x06 \x01(\x04\"6\n\x0b\x42\x61tchBundle\x12\'\n\x07\x62\x61tches\x18\x01 \x03(\x0b\x32\x16.c4.telemetry.v1.Batch\"/\n\tAckBundle\x12\"\n\x04\x61\x63ks\x18\x01 \x03(\x0b\x32\x14.c4.telemetry.v1.Ack\"@\n\x0cQueryRequest\x12\x0b\n\x03sql\x18\x01 \x01(\t\x12\x10\n\x08max_rows\x18\x02 \x01(\x04\x12\x11\n\ttimeout_s\x18\x03 \x01(\x01\"2\n\nQueryChunk\x12\x11\n\tarrow_ipc\x18\x01 \x01(\x0c\x12\x11\n\ttruncated\x18\x02 \x01(\x08\"\x0e\n\x0cStatsRequest\"z\n\nStatsReply\x12;\n\x08\x63ounters\x18\x01 \x03(\x0b\x32).c4.telemetry.v1.StatsReply.CountersEntry\x1a/\n\rCountersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"H\n\x0b\x46\x61ultUpdate\x12\x10\n\x08\x66\x61ult_id\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\n\n\x02\x62y\x18\x03 \x01(\t\x12\x0c\n\x04note\x18\x04 \x01(\t\"K\n\x10\x46\x61ultUpdateReply\x12\x10\n\x08\x66\x61ult_id\x18\x01 \x01(\t\x12\x16\n\x0eprevious_state\x18\x02 \x01(\t\x12\r\n\x05state\x18\x03 \x01(\t2\xb2\x03\n\tTelemetry\x12\x43\n\x05Hello\x12\x1d.c4.telemetry.v1.HelloRequest\x1a\x1b.c4.telemetry.v1.HelloReply\x12\x38\n\x04Push\x12\x16.c4.telemetry.v1.Batch\x1a\x14.c4.telemetry.v1.Ack(\x01\x30\x01\x12J\n\nPushBundle\x12\x1c.c4.telemetry.v1.BatchBundle\x1a\x1a.c4.telemetry.v1.AckBundle(\x01\x30\x01\x12\x45\n\x05Query\x12\x1d.c4.telemetry.v1.QueryRequest\x1a\x1b.c4.telemetry.v1.QueryChunk0\x01\x12\x43\n\x05Stats\x12\x1d.c4.telemetry.v1.StatsRequest\x1a\x1b.c4.telemetry.v1.StatsReply\x12N\n\x0bUpdateFault\x12\x1c.c4.telemetry.v1.FaultUpdate\x1a!.c4.telemetry.v1.FaultUpdateReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -53,20 +53,24 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_BATCH']._serialized_end=834
   _globals['_ACK']._serialized_start=836
   _globals['_ACK']._serialized_end=936
-  _globals['_QUERYREQUEST']._serialized_start=938
-  _globals['_QUERYREQUEST']._serialized_end=1002
-  _globals['_QUERYCHUNK']._serialized_start=1004
-  _globals['_QUERYCHUNK']._serialized_end=1054
-  _globals['_STATSREQUEST']._serialized_start=1056
-  _globals['_STATSREQUEST']._serialized_end=1070
-  _globals['_STATSREPLY']._serialized_start=1072
-  _globals['_STATSREPLY']._serialized_end=1194
-  _globals['_STATSREPLY_COUNTERSENTRY']._serialized_start=1147
-  _globals['_STATSREPLY_COUNTERSENTRY']._serialized_end=1194
-  _globals['_FAULTUPDATE']._serialized_start=1196
-  _globals['_FAULTUPDATE']._serialized_end=1268
-  _globals['_FAULTUPDATEREPLY']._serialized_start=1270
-  _globals['_FAULTUPDATEREPLY']._serialized_end=1345
-  _globals['_TELEMETRY']._serialized_start=1348
-  _globals['_TELEMETRY']._serialized_end=1706
+  _globals['_BATCHBUNDLE']._serialized_start=938
+  _globals['_BATCHBUNDLE']._serialized_end=992
+  _globals['_ACKBUNDLE']._serialized_start=994
+  _globals['_ACKBUNDLE']._serialized_end=1041
+  _globals['_QUERYREQUEST']._serialized_start=1043
+  _globals['_QUERYREQUEST']._serialized_end=1107
+  _globals['_QUERYCHUNK']._serialized_start=1109
+  _globals['_QUERYCHUNK']._serialized_end=1159
+  _globals['_STATSREQUEST']._serialized_start=1161
+  _globals['_STATSREQUEST']._serialized_end=1175
+  _globals['_STATSREPLY']._serialized_start=1177
+  _globals['_STATSREPLY']._serialized_end=1299
+  _globals['_STATSREPLY_COUNTERSENTRY']._serialized_start=1252
+  _globals['_STATSREPLY_COUNTERSENTRY']._serialized_end=1299
+  _globals['_FAULTUPDATE']._serialized_start=1301
+  _globals['_FAULTUPDATE']._serialized_end=1373
+  _globals['_FAULTUPDATEREPLY']._serialized_start=1375
+  _globals['_FAULTUPDATEREPLY']._serialized_end=1450
+  _globals['_TELEMETRY']._serialized_start=1453
+  _globals['_TELEMETRY']._serialized_end=1887
 # @@protoc_insertion_point(module_scope)

@@ -108,6 +108,18 @@ class Ack(_message.Message):
     rows: int
     def __init__(self, agent_id: _Optional[str] = ..., seq: _Optional[int] = ..., code: _Optional[int] = ..., message: _Optional[str] = ..., duplicate: _Optional[bool] = ..., rows: _Optional[int] = ...) -> None: ...
 
+class BatchBundle(_message.Message):
+    __slots__ = ("batches",)
+    BATCHES_FIELD_NUMBER: _ClassVar[int]
+    batches: _containers.RepeatedCompositeFieldContainer[Batch]
+    def __init__(self, batches: _Optional[_Iterable[_Union[Batch, _Mapping]]] = ...) -> None: ...
+
+class AckBundle(_message.Message):
+    __slots__ = ("acks",)
+    ACKS_FIELD_NUMBER: _ClassVar[int]
+    acks: _containers.RepeatedCompositeFieldContainer[Ack]
+    def __init__(self, acks: _Optional[_Iterable[_Union[Ack, _Mapping]]] = ...) -> None: ...
+
 class QueryRequest(_message.Message):
     __slots__ = ("sql", "max_rows", "timeout_s")
     SQL_FIELD_NUMBER: _ClassVar[int]

@@ -44,6 +44,11 @@ class TelemetryStub:
                 request_serializer=c4_dot_telemetry_dot_v1_dot_telemetry__pb2.Batch.SerializeToString,
                 response_deserializer=c4_dot_telemetry_dot_v1_dot_telemetry__pb2.Ack.FromString,
                 _registered_method=True)
+        self.PushBundle = channel.stream_stream(
+                '/c4.telemetry.v1.Telemetry/PushBundle',
+                request_serializer=c4_dot_telemetry_dot_v1_dot_telemetry__pb2.BatchBundle.SerializeToString,
+                response_deserializer=c4_dot_telemetry_dot_v1_dot_telemetry__pb2.AckBundle.FromString,
+                _registered_method=True)
         self.Query = channel.unary_stream(
                 '/c4.telemetry.v1.Telemetry/Query',
                 request_serializer=c4_dot_telemetry_dot_v1_dot_telemetry__pb2.QueryRequest.SerializeToString,
@@ -73,6 +78,13 @@ class TelemetryServicer:
 
     def Push(self, request_iterator, context):
         """Agent sends batches, collector streams back one Ack per batch.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PushBundle(self, request_iterator, context):
+        """The same with several batches per message and one AckBundle per BatchBundle (what agents use).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -111,6 +123,11 @@ def add_TelemetryServicer_to_server(servicer, server):
                     servicer.Push,
                     request_deserializer=c4_dot_telemetry_dot_v1_dot_telemetry__pb2.Batch.FromString,
                     response_serializer=c4_dot_telemetry_dot_v1_dot_telemetry__pb2.Ack.SerializeToString,
+            ),
+            'PushBundle': grpc.stream_stream_rpc_method_handler(
+                    servicer.PushBundle,
+                    request_deserializer=c4_dot_telemetry_dot_v1_dot_telemetry__pb2.BatchBundle.FromString,
+                    response_serializer=c4_dot_telemetry_dot_v1_dot_telemetry__pb2.AckBundle.SerializeToString,
             ),
             'Query': grpc.unary_stream_rpc_method_handler(
                     servicer.Query,
@@ -182,6 +199,33 @@ class Telemetry:
             '/c4.telemetry.v1.Telemetry/Push',
             c4_dot_telemetry_dot_v1_dot_telemetry__pb2.Batch.SerializeToString,
             c4_dot_telemetry_dot_v1_dot_telemetry__pb2.Ack.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PushBundle(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/c4.telemetry.v1.Telemetry/PushBundle',
+            c4_dot_telemetry_dot_v1_dot_telemetry__pb2.BatchBundle.SerializeToString,
+            c4_dot_telemetry_dot_v1_dot_telemetry__pb2.AckBundle.FromString,
             options,
             channel_credentials,
             insecure,
