@@ -26,6 +26,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--address", default="127.0.0.1", help="interface to serve on (default 127.0.0.1; 0.0.0.0 for all)"
     )
+    parser.add_argument(
+        "--auth",
+        metavar="FILE",
+        help="TOML with an [auth] section (Streamlit's OpenID Connect login: redirect_uri, cookie_secret, "
+        "client_id, client_secret, server_metadata_url) and optionally [c4] allowed_emails / "
+        "allowed_domains; visitors must sign in (default: $C4_UI_AUTH_FILE, else no login: put an "
+        "authenticating reverse proxy in front)",
+    )
 
 
 def app_path() -> Path:
@@ -40,7 +48,43 @@ def app_path() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "app.py"
 
 
-def command(collector: str, port: int, address: str) -> tuple[list[str], dict[str, str]]:
+#: Keys Streamlit's single-provider [auth] section needs.
+AUTH_KEYS = ("redirect_uri", "cookie_secret", "client_id", "client_secret", "server_metadata_url")
+
+
+def check_auth_file(path: str) -> dict:
+    """Read and check a login settings file; raise ValueError naming what is wrong."""
+    import tomllib
+
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except OSError as exc:
+        raise ValueError(f"--auth {path}: cannot read it: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"--auth {path}: not valid TOML: {exc}") from None
+    auth = data.get("auth")
+    if not isinstance(auth, dict):
+        raise ValueError(f"--auth {path}: no [auth] section")
+    missing = [k for k in AUTH_KEYS if not str(auth.get(k, "")).strip()]
+    if missing:
+        raise ValueError(f"--auth {path}: [auth] lacks {', '.join(missing)}")
+    if not str(auth["redirect_uri"]).rstrip("/").endswith("/oauth2callback"):
+        raise ValueError(
+            f"--auth {path}: redirect_uri must be the dashboard's URL + /oauth2callback, "
+            f"e.g. https://c4.example.com/oauth2callback (got {auth['redirect_uri']!r})"
+        )
+    if len(str(auth["cookie_secret"])) < 32:
+        raise ValueError(f"--auth {path}: cookie_secret is too short: use at least 32 random characters")
+    policy = data.get("c4", {})
+    for key in ("allowed_emails", "allowed_domains"):
+        value = policy.get(key, [])
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ValueError(f"--auth {path}: [c4] {key} must be a list of strings")
+    return data
+
+
+def command(collector: str, port: int, address: str, auth_file: str = "") -> tuple[list[str], dict[str, str]]:
     """The `streamlit run` command line and the environment that points it at the collector."""
     import os
 
@@ -67,6 +111,8 @@ def command(collector: str, port: int, address: str) -> tuple[list[str], dict[st
         "--theme.base",
         "light",
     ]
+    if auth_file:  # Streamlit reads [auth] from its secrets; only this file, not ~/.streamlit
+        args += ["--secrets.files", str(Path(auth_file).resolve())]
     env = {
         **os.environ,
         "C4_UI_COLLECTOR": collector or os.environ.get("C4_UI_COLLECTOR") or DEFAULT_COLLECTOR,
@@ -79,16 +125,28 @@ def run(args: argparse.Namespace) -> int:
     import os
 
     from c4.config import _check_address
+    from c4.security import is_loopback
 
+    auth_file = args.auth or os.environ.get("C4_UI_AUTH_FILE", "")
     try:
         if args.collector:
             _check_address(args.collector)
-        argv, env = command(args.collector, args.port, args.address)
+        if auth_file:
+            check_auth_file(auth_file)
+        argv, env = command(args.collector, args.port, args.address, auth_file)
     except (ValueError, FileNotFoundError) as exc:
         print(f"c4 ui: {exc}", file=sys.stderr)
         return 2
+    if not auth_file and not is_loopback(f"{args.address}:{args.port}"):
+        print(
+            f"c4 ui: warning: serving on {args.address} without a login; pass --auth FILE (OpenID Connect) "
+            "or publish it only through an authenticating reverse proxy",
+            file=sys.stderr,
+        )
     print(
-        f"c4 ui: dashboard on http://{args.address}:{args.port}/ reading {env['C4_UI_COLLECTOR']}", flush=True
+        f"c4 ui: dashboard on http://{args.address}:{args.port}/ reading {env['C4_UI_COLLECTOR']}"
+        + (f", login via OpenID Connect ({auth_file})" if auth_file else ""),
+        flush=True,
     )
     os.execve(sys.executable, argv, env)
     return 0  # not reached

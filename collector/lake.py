@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import re
+import threading
 from datetime import datetime
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -100,6 +101,9 @@ class LakeStore(Store):
         self.data_path = data_path
         self.shard = shard
         self.seq_table = shard_table(shard)
+        self._wanted: set[str] = set()  # agents waiting for a lookup
+        self._wanted_lock = threading.Lock()
+        self._lookup_lock = threading.Lock()
         super().__init__(Path(data_path) / f"{self.seq_table}.marker", catalogue)
 
     def _connect(self) -> duckdb.DuckDBPyConnection:
@@ -138,41 +142,73 @@ class LakeStore(Store):
             self.con.execute(f"SELECT agent_id, max(last_seq) FROM {self.seq_table} GROUP BY 1").fetchall()
         )
 
-    def _lookup_seq(self, agent_id: str) -> int:
-        """The agent's last sequence committed by any shard (it may have failed over from another collector)."""
+    def _lookup_seqs(self, agents: set[str]) -> dict[str, int]:
+        """The agents' last sequences committed by any shard (they may have failed over from another
+        collector), in one query over every shard's table."""
         cur = self.con.cursor()
         try:
             cur.execute(f"USE {LAKE}")
             tables = self._seq_tables(cur)
-            if not tables:
-                return 0
-            union = " UNION ALL ".join(f"SELECT last_seq FROM {t} WHERE agent_id = $1" for t in tables)
-            row = cur.execute(f"SELECT max(last_seq) FROM ({union})", [agent_id]).fetchone()
-            return int(row[0] or 0) if row else 0
+            found = dict.fromkeys(agents, 0)
+            if not tables or not agents:
+                return found
+            union = " UNION ALL ".join(f"SELECT agent_id, last_seq FROM {t}" for t in tables)
+            rows = cur.execute(
+                f"SELECT agent_id, max(last_seq) FROM ({union}) WHERE agent_id IN (SELECT unnest($1::VARCHAR[])) "
+                "GROUP BY 1",
+                [sorted(agents)],
+            ).fetchall()
+            found.update((a, int(s or 0)) for a, s in rows)
+            return found
         finally:
             cur.close()
 
     def known_seq(self, agent_id: str) -> int:
-        """The agent's last committed sequence, across every shard the first time this collector sees it."""
-        with self._lock:
-            if agent_id not in self.last_seq:
-                self.last_seq[agent_id] = self._lookup_seq(agent_id)
-            return self.last_seq[agent_id]
+        """The agent's last committed sequence, across every shard the first time this collector sees it.
+
+        Called off the event loop. Agents that connect at the same moment share one lookup (a
+        thousand agents reconnecting after a collector restart make a few queries, not a thousand),
+        and the lookup never waits for a commit in progress.
+        """
+        with self._wanted_lock:
+            if agent_id in self.last_seq:
+                return self.last_seq[agent_id]
+            self._wanted.add(agent_id)
+        with self._lookup_lock:
+            with self._wanted_lock:
+                if agent_id in self.last_seq:
+                    return self.last_seq[agent_id]
+                wanted, self._wanted = self._wanted | {agent_id}, set()
+            found = self._lookup_seqs(wanted)
+            with self._wanted_lock:
+                for agent, seq in found.items():  # a commit meanwhile knows better: keep its value
+                    self.last_seq.setdefault(agent, seq)
+                return self.last_seq.get(agent_id, found[agent_id])
 
     def _commit_group(self, batches):
-        for b in batches:
-            if b.seq and b.agent_id not in self.last_seq:
-                self.last_seq[b.agent_id] = self._lookup_seq(b.agent_id)
+        unknown = {b.agent_id for b in batches if b.seq and b.agent_id not in self.last_seq}
+        if unknown:  # e.g. a lookup's answer landed in the map a commit replaced meanwhile
+            self.last_seq.update(self._lookup_seqs(unknown))
         return super()._commit_group(batches)
 
     def _write_seqs(self, changed: list[tuple[str, int]], now: datetime) -> None:
-        agents = [a for a, _ in changed]
-        self.con.execute(
-            f"DELETE FROM {self.seq_table} WHERE agent_id IN (SELECT unnest($1::VARCHAR[]))", [agents]
-        )
+        # append only: a DELETE per commit left one delete file per touched data file in the lake,
+        # so every commit got slower; readers take max(last_seq) per agent, retention prunes
         self.con.register("_c4_seq_in", self._seq_rows(changed, now))  # one INSERT, not one per agent
         self.con.execute(f"INSERT INTO {self.seq_table} SELECT agent_id, last_seq, updated FROM _c4_seq_in")
         self.con.unregister("_c4_seq_in")
+
+    def delete_older_than(self, cutoff_expr: str) -> dict[str, int]:
+        """Retention, plus this shard's superseded sequence rows (each agent's newest one stays)."""
+        deleted = super().delete_older_than(cutoff_expr)
+        with self._lock:
+            row = self.con.execute(
+                f"DELETE FROM {self.seq_table} AS s WHERE s.last_seq < "
+                f"(SELECT max(n.last_seq) FROM {self.seq_table} AS n WHERE n.agent_id = s.agent_id)"
+            ).fetchone()
+        if row and row[0]:
+            deleted[self.seq_table] = int(row[0])
+        return deleted
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
         """A reader cursor on the lake (every shard's rows)."""

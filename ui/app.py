@@ -6,6 +6,7 @@ from pathlib import Path
 
 import streamlit as st
 
+from c4.ui.auth import require_login
 from c4.ui.data import collector_address
 
 HERE = Path(__file__).resolve().parent
@@ -23,6 +24,7 @@ PAGES = [
 def main() -> None:
     """Set up the page and run the selected one."""
     st.set_page_config(page_title="C4", page_icon=":material/hub:", layout="wide")
+    require_login()  # OIDC when configured: nothing below runs for a visitor who is not signed in
     pages = [
         st.Page(str(HERE / "app_pages" / f), title=t, icon=i, default=(k == 0))
         for k, (f, t, i) in enumerate(PAGES)

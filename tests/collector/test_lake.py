@@ -138,3 +138,38 @@ def test_lake_url_to_conninfo():
     assert conninfo("host=x dbname=y") == "host=x dbname=y"
     with pytest.raises(LakeError, match="names no database"):
         conninfo("postgres://c4@host:1/")
+
+
+def test_lake_sequence_rows_are_appended_and_pruned_by_retention(tmp_path, postgres):
+    import pyarrow as pa
+
+    from c4.catalogue import load
+    from c4.collector.lake import LakeStore
+    from c4.collector.store import PendingBatch
+
+    catalogue = load()
+    spec = catalogue["agent_heartbeat"]
+    store = LakeStore(postgres.url, str(tmp_path / "lake-data"), catalogue, "solo")
+    try:
+
+        def beat(agent: str, seq: int) -> PendingBatch:
+            row = {c: None for c in spec.column_names}
+            row.update(node=agent, agent_id=agent)
+            return PendingBatch(agent, seq, spec, pa.Table.from_pylist([row], schema=spec.arrow_schema))
+
+        for seq in range(1, 4):  # three commits per agent: three bookkeeping rows each, no deletes
+            assert [r.rows for r in store.commit([beat("n1", seq), beat("n2", seq)])] == [1, 1]
+        table = store.seq_table
+        assert store.con.execute(f"SELECT count(*) FROM {table}").fetchone()[0] == 6
+        assert store.commit([beat("n1", 2)])[0].duplicate
+        deleted = store.delete_older_than("TIMESTAMP '2000-01-01'")
+        assert deleted == {table: 4}
+        rows = store.con.execute(f"SELECT agent_id, last_seq FROM {table} ORDER BY 1").fetchall()
+        assert rows == [("n1", 3), ("n2", 3)]
+    finally:
+        store.close()
+    reopened = LakeStore(postgres.url, str(tmp_path / "lake-data"), catalogue, "solo")
+    try:
+        assert reopened.known_seq("n1") == 3 and reopened.known_seq("n2") == 3
+    finally:
+        reopened.close()

@@ -26,6 +26,7 @@ CASES = {
         "tls": {"secretName": "c4-tls", "clientSecretName": "c4-agent-tls"},
         "agent": {"kmsg": False, "spoolHostPath": "/var/lib/c4/spool"},
     },
+    "ui with OIDC login": {**SECURE, "ui": {"auth": {"secretName": "c4-ui-auth"}}},
     "no ui, external collector": {
         **SECURE,
         "ui": {"enabled": False},
@@ -208,3 +209,17 @@ def test_rendered_manifests_are_valid_kubernetes(case):
         if "tokens" in values:
             assert ui_cfg.token_file == "/etc/c4/tokens/reader.token"
             assert [i["key"] for i in volume(upod, "tokens")["secret"]["items"]] == ["reader.token"]
+
+    # the dashboard's OIDC settings: mounted read-only from their Secret and passed to `c4 ui --auth`
+    if "ui" in pods:
+        upod = pods["ui"]["spec"]
+        args = upod["containers"][0]["args"]
+        if values.get("ui", {}).get("auth", {}).get("secretName"):
+            path = Path(args[args.index("--auth") + 1])
+            assert mounts(upod, "ui")[str(path.parent)]["readOnly"] is True
+            assert volume(upod, "ui-auth")["secret"] == {
+                "secretName": "c4-ui-auth",
+                "items": [{"key": "auth.toml", "path": path.name}],
+            }
+        else:
+            assert "--auth" not in args
