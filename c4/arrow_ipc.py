@@ -41,6 +41,7 @@ class CachedSchemaDecoder:
         schema = self._schemas.get(key)
         if schema is None:
             schema = ipc.read_schema(first)
+            _ = schema.names, [str(f.type) for f in schema]  # a damaged name fails here (ValueError), once
             if len(self._schemas) >= self.max_schemas:
                 self._schemas.clear()
             self._schemas[key] = schema
@@ -51,7 +52,9 @@ class CachedSchemaDecoder:
             except EOFError:
                 break
             if message.type != "record batch":  # dictionaries and the like: the general reader
-                return decode_ipc(payload), key
+                table = decode_ipc(payload)
+                _ = table.schema.names
+                return table, key
             batch = ipc.read_record_batch(message, schema)
             batch.validate()
             batches.append(batch)

@@ -2,7 +2,7 @@
 
 Tokens file, one token a line (``#`` starts a comment)::
 
-    <token>  agent   gpu-node-017   # may Hello/Push as agent_id gpu-node-017 only
+    <token>  agent   gpu-node-017   # may Hello/Push/PushBundle as agent_id gpu-node-017 only
     <token>  agent   *              # may Push as any agent_id (one token for a whole DaemonSet)
     <token>  reader  grafana        # may Query and read Stats
     <token>  reader,operator  ops   # may also acknowledge/resolve faults (UpdateFault)

@@ -253,3 +253,38 @@ def test_query_row_limit_and_timeout(collector):
     assert err.value.code == grpc.StatusCode.DEADLINE_EXCEEDED and "timed out" in str(err.value)
     # the collector still serves afterwards
     assert query_arrow(collector.address, "SELECT 42")[0].column(0)[0].as_py() == 42
+
+
+def test_bundle_acks_each_batch_in_order_refusing_only_the_bad_ones(collector):
+    """PushBundle: the bad batches of a bundle are refused by name, the rest of it is committed."""
+    address = collector.address
+    before = stats(address)
+    cases = bad_batches("bundle-agent")
+    bundle = (
+        [good("bundle-agent", 1, range(1, 11))]
+        + [c[1] for c in cases]
+        + [good("bundle-agent", 7, range(11, 21))]
+    )
+    with grpc.insecure_channel(address, options=[("grpc.max_send_message_length", 1 << 25)]) as ch:
+        stub = pb_grpc.TelemetryStub(ch)
+        replies = list(
+            stub.PushBundle(
+                iter(
+                    [pb.BatchBundle(batches=bundle), pb.BatchBundle(batches=[good("bundle-agent", 7, [99])])]
+                ),
+                timeout=60,
+            )
+        )
+    assert len(replies) == 2
+    acks = list(replies[0].acks)
+    assert [a.seq for a in acks] == [b.seq for b in bundle]
+    assert (acks[0].code, acks[0].rows, acks[-1].code, acks[-1].rows) == (0, 10, 0, 10)
+    for (what, _, code, text), ack in zip(cases, acks[1:-1], strict=True):
+        assert ack.code == code.value[0], f"{what}: got code {ack.code} ({ack.message})"
+        assert text in ack.message, f"{what}: message {ack.message!r} does not say {text!r}"
+    assert [(a.seq, a.duplicate) for a in replies[1].acks] == [(7, True)]  # already committed
+    t, _ = query_arrow(address, "SELECT count(*) FROM agent_heartbeat WHERE node = 'bundle-agent'")
+    assert t.to_pylist()[0]["count_star()"] == 20
+    after = stats(address)
+    assert after["bundles_received"] - before.get("bundles_received", 0) == 2
+    assert after["batches_refused"] - before.get("batches_refused", 0) == len(cases)

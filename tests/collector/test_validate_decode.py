@@ -1,0 +1,70 @@
+"""The collector's batch decoding: each schema parsed once, and damaged bytes always a clean refusal."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import grpc
+import pyarrow as pa
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from c4.arrow_ipc import CachedSchemaDecoder, decode_ipc, encode_ipc
+from c4.catalogue import load
+from c4.collector.validate import Refusal, validate_batch
+
+CATALOGUE = load()
+SPEC = CATALOGUE["agent_heartbeat"]
+
+
+def heartbeat(node: str, ticks: range) -> pa.Table:
+    rows = [{c: None for c in SPEC.column_names} | {"node": node, "tick": t} for t in ticks]
+    for r in rows:
+        r["ts"] = datetime(2026, 1, 1)
+    return pa.Table.from_pylist(rows, schema=SPEC.arrow_schema)
+
+
+def test_cached_decoder_matches_the_general_reader_and_parses_a_schema_once():
+    decoder = CachedSchemaDecoder()
+    tables = [heartbeat(f"n{i}", range(i, i + 5)) for i in range(3)]
+    multi = pa.concat_tables(tables)  # several record batches in one stream
+    keys = set()
+    for t in [*tables, multi]:
+        payload = encode_ipc(t)
+        got, key = decoder.decode(payload)
+        assert got.equals(decode_ipc(payload))
+        keys.add(key)
+    assert len(keys) == 1 and len(decoder._schemas) == 1
+    other, key = decoder.decode(encode_ipc(pa.table({"x": [1, 2]})))
+    assert other.column("x").to_pylist() == [1, 2] and key not in keys
+
+
+def test_dictionary_columns_fall_back_to_the_general_reader():
+    t = pa.table({"node": pa.array(["a", "b", "a"]).dictionary_encode()})
+    got, _ = CachedSchemaDecoder().decode(encode_ipc(t))
+    assert got.equals(t)
+
+
+PAYLOAD = encode_ipc(heartbeat("fuzz", range(1, 40)))
+
+
+@settings(max_examples=300, deadline=None)
+@given(cut=st.integers(0, len(PAYLOAD) - 1), flips=st.lists(st.integers(0, len(PAYLOAD) - 1), max_size=4))
+def test_damaged_payloads_are_refused_or_decoded_never_crash(cut, flips):
+    damaged = bytearray(PAYLOAD[:cut] if not flips else PAYLOAD)
+    for i in flips:
+        if i < len(damaged):
+            damaged[i] ^= 0xFF
+    try:
+        spec, table = validate_batch(CATALOGUE, "agent_heartbeat", SPEC.version, bytes(damaged), 1 << 20)
+    except Refusal as refusal:
+        assert refusal.code in (grpc.StatusCode.INVALID_ARGUMENT,)
+        return
+    assert table.schema.equals(spec.arrow_schema)  # a flip in padding may leave a valid batch
+
+
+@pytest.mark.parametrize("payload", [b"", b"\x00" * 8, b"not arrow at all"])
+def test_garbage_is_refused_as_corrupt(payload):
+    with pytest.raises(Refusal, match="corrupt Arrow IPC payload"):
+        validate_batch(CATALOGUE, "agent_heartbeat", SPEC.version, payload, 1 << 20)
