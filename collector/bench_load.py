@@ -38,6 +38,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--diagnose", action="store_true", help="keep C4D diagnosis on in the collector")
     parser.add_argument("--workdir", help="directory for the database and logs (default: a temp dir)")
     parser.add_argument(
+        "--cpus-per-collector",
+        type=int,
+        default=0,
+        help="in the lake setups, pin each collector to this many CPUs of its own (as on separate hosts "
+        "of that size; needs shards x N CPUs, the load generator and PostgreSQL float); 0 = no pinning",
+    )
+    parser.add_argument(
         "--shards",
         type=int,
         default=2,
@@ -319,6 +326,7 @@ async def drive(args, addresses: list[str], watches: list, per_agent: list) -> t
 
 def run(args: argparse.Namespace) -> int:
     """Start a collector, drive the agents, check the store, print the figures."""
+    import os
     import resource
     import shutil
     import sys
@@ -329,6 +337,13 @@ def run(args: argparse.Namespace) -> int:
     from c4.query import query_arrow
     from c4.report import emit
 
+    if args.cpus_per_collector and args.shards * args.cpus_per_collector > len(os.sched_getaffinity(0)):
+        print(
+            f"c4 bench load: --cpus-per-collector {args.cpus_per_collector} x --shards {args.shards} needs "
+            f"{args.shards * args.cpus_per_collector} CPUs, this machine lets us use {len(os.sched_getaffinity(0))}",
+            file=sys.stderr,
+        )
+        return 2
     if (
         args.agents < 1
         or args.duration_s <= 0
@@ -396,6 +411,7 @@ def run(args: argparse.Namespace) -> int:
             )
         },
         "shard_speedup": None if speedup is None else round(speedup, 3),
+        "cpus_per_collector": args.cpus_per_collector or None,
         "shard_speedup_vs_one_collector": None
         if not lakeN
         else round(lakeN["rows_per_s"] / max(1, one["rows_per_s"]), 3),
@@ -428,7 +444,12 @@ def run(args: argparse.Namespace) -> int:
     emit(
         f"c4 bench load: {args.agents} simulated 8-GPU nodes ({rows_per_node_tick} rows per {args.interval_s:g} s "
         f"tick, {len(per_agent[0][1])} batches), {args.duration_s:g} s measured per setup, on loopback"
-        + (f"; shard speedup {speedup:.2f}x ({args.shards} lake shards / 1)" if speedup else ""),
+        + (f"; shard speedup {speedup:.2f}x ({args.shards} lake shards / 1)" if speedup else "")
+        + (
+            f", each lake collector pinned to {args.cpus_per_collector} CPU(s)"
+            if args.cpus_per_collector
+            else ""
+        ),
         table,
         summary,
         args.json,
@@ -460,7 +481,13 @@ def phase(args, work, cfg, label: str, shards: int, per_agent: list, query_arrow
                     "--shard",
                     name,
                 ]
-                collectors.append(start_collector(work / f"collector-{shards}-{name}", extra=extra))
+                cpus = None
+                if args.cpus_per_collector:
+                    n = args.cpus_per_collector
+                    cpus = set(range(i * n, (i + 1) * n))
+                collectors.append(
+                    start_collector(work / f"collector-{shards}-{name}", extra=extra, cpus=cpus)
+                )
         else:
             collectors.append(start_collector(work / "collector", extra=["--config", str(cfg)]))
         watches = [ProcWatch(c.proc.pid) for c in collectors]

@@ -59,9 +59,17 @@ class CollectorProcess:
 
 
 def start_collector(
-    workdir: Path, listen: str | None = None, extra: list[str] | None = None, log_path: Path | None = None
+    workdir: Path,
+    listen: str | None = None,
+    extra: list[str] | None = None,
+    log_path: Path | None = None,
+    cpus: set[int] | None = None,
 ) -> CollectorProcess:
-    """Start ``c4 collector`` with its DuckDB under workdir and wait until it serves."""
+    """Start ``c4 collector`` with its DuckDB under workdir and wait until it serves.
+
+    ``cpus`` pins the process (every thread it will start) to those CPUs, as on a host that has
+    only them.
+    """
     workdir.mkdir(parents=True, exist_ok=True)
     address = listen or f"127.0.0.1:{free_port()}"
     db = workdir / "c4.duckdb"
@@ -71,6 +79,7 @@ def start_collector(
         stdout=log,
         stderr=subprocess.STDOUT,
         env={**os.environ},
+        preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None,  # noqa: PLW1509 - no threads yet
     )
     try:
         wait_serving(address)

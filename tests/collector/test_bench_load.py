@@ -2,6 +2,7 @@
 acknowledged once, stored once (speed is not asserted)."""
 
 import json
+import os
 import subprocess
 
 from testkit.procs import C4
@@ -9,7 +10,10 @@ from testkit.procs import C4
 
 def test_bench_load_reports_json_and_loses_nothing():
     out = subprocess.run(
-        C4 + ["bench", "load", "--agents", "6", "--duration-s", "3", "--ramp-s", "1", "--json"],
+        C4
+        + ["bench", "load", "--agents", "6", "--duration-s", "3", "--ramp-s", "1", "--json"]
+        # each lake collector on a CPU of its own, as the shard-speedup figure is measured
+        + (["--cpus-per-collector", "1"] if len(os.sched_getaffinity(0)) >= 2 else []),
         capture_output=True,
         text=True,
         timeout=240,
@@ -36,3 +40,13 @@ def test_bench_load_reports_json_and_loses_nothing():
         assert r["agents_connected"] == 6 and r["rows_per_s"] > 0
     assert result["setups"][2]["collectors"] == 2 and result["shard_speedup"] > 0
     assert "1 collector" in out and "2 lake shards" in out
+
+
+def test_bench_load_refuses_more_pinned_cpus_than_the_machine_has():
+    out = subprocess.run(
+        C4 + ["bench", "load", "--agents", "2", "--cpus-per-collector", "4096"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 2 and "needs 8192 CPUs" in out.stderr
