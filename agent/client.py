@@ -186,26 +186,24 @@ class Sender:
                 yield out
 
     def _stream_bundles(self, stub: pb_grpc.TelemetryStub, stop: threading.Event) -> None:
-        window = threading.Semaphore(self.max_in_flight)
-        done = threading.Event()
-        call = stub.PushBundle(pb.BatchBundle(batches=b) for b in self._batches(window, done, stop))
-        try:
-            for bundle in call:
-                for ack in bundle.acks:
-                    window.release()
-                    self._on_ack(ack)
-        finally:
-            done.set()
-            call.cancel()
+        self._pump(
+            lambda lists: stub.PushBundle(pb.BatchBundle(batches=b) for b in lists), lambda r: r.acks, stop
+        )
 
     def _stream_batches(self, stub: pb_grpc.TelemetryStub, stop: threading.Event) -> None:
+        self._pump(lambda lists: stub.Push(b for bs in lists for b in bs), lambda ack: (ack,), stop)
+
+    def _pump(self, open_call, acks_of, stop: threading.Event) -> None:
+        """Stream spooled batches through ``open_call`` (fed lists of batches) and handle every ack
+        ``acks_of`` finds in a reply, keeping at most max_in_flight batches unacknowledged."""
         window = threading.Semaphore(self.max_in_flight)
         done = threading.Event()
-        call = stub.Push(b for bs in self._batches(window, done, stop) for b in bs)
+        call = open_call(self._batches(window, done, stop))
         try:
-            for ack in call:
-                window.release()
-                self._on_ack(ack)
+            for reply in call:
+                for ack in acks_of(reply):
+                    window.release()
+                    self._on_ack(ack)
         finally:
             done.set()
             call.cancel()

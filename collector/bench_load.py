@@ -169,7 +169,7 @@ async def one_agent(address, name, payloads, start_at, window, args, stats: Load
 
     async def requests():
         while True:
-            while spool and len(in_flight) < args.max_in_flight:
+            if spool and len(in_flight) < args.max_in_flight:
                 bundle = []  # what is ready and fits the window, in one message (as the agent's Sender)
                 while spool and len(in_flight) < args.max_in_flight:
                     batch, rows = spool.popleft()
@@ -337,10 +337,11 @@ def run(args: argparse.Namespace) -> int:
     from c4.query import query_arrow
     from c4.report import emit
 
-    if args.cpus_per_collector and args.shards * args.cpus_per_collector > len(os.sched_getaffinity(0)):
+    usable_cpus = len(os.sched_getaffinity(0))
+    if args.cpus_per_collector and args.shards * args.cpus_per_collector > usable_cpus:
         print(
             f"c4 bench load: --cpus-per-collector {args.cpus_per_collector} x --shards {args.shards} needs "
-            f"{args.shards * args.cpus_per_collector} CPUs, this machine lets us use {len(os.sched_getaffinity(0))}",
+            f"{args.shards * args.cpus_per_collector} CPUs, this machine lets us use {usable_cpus}",
             file=sys.stderr,
         )
         return 2
@@ -481,10 +482,8 @@ def phase(args, work, cfg, label: str, shards: int, per_agent: list, query_arrow
                     "--shard",
                     name,
                 ]
-                cpus = None
-                if args.cpus_per_collector:
-                    n = args.cpus_per_collector
-                    cpus = set(range(i * n, (i + 1) * n))
+                n = args.cpus_per_collector
+                cpus = set(range(i * n, (i + 1) * n)) if n else None
                 collectors.append(
                     start_collector(work / f"collector-{shards}-{name}", extra=extra, cpus=cpus)
                 )

@@ -30,45 +30,27 @@ class Writer:
         self.commits = 0
         self._thread.start()
 
-    def submit(self, batch: PendingBatch, done: Callable[[CommitResult], None]) -> None:
-        """Queue a batch; ``done`` is called from the writer thread with its result."""
-        self._q.put(([batch], lambda results: done(results[0])))
-
-    def submit_many(self, batches: list[PendingBatch], done: Callable[[list[CommitResult]], None]) -> None:
-        """Queue batches committed in the same transaction; ``done`` gets their results in order."""
-        self._q.put((batches, done))
-
     def submit_async(self, batch: PendingBatch) -> asyncio.Future[CommitResult]:
         """Queue a batch from the event loop; await the returned future for its result."""
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[CommitResult] = loop.create_future()
-
-        def done(result: CommitResult) -> None:
-            loop.call_soon_threadsafe(_set_if_pending, fut, result)
-
-        self.submit(batch, done)
-        return fut
+        return self._queue_async([batch], lambda results: results[0])
 
     def submit_many_async(self, batches: list[PendingBatch]) -> asyncio.Future[list[CommitResult]]:
         """Queue batches from the event loop (one wake-up for all); the future gets their results."""
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[list[CommitResult]] = loop.create_future()
-
-        def done(results: list[CommitResult]) -> None:
-            loop.call_soon_threadsafe(_set_if_pending, fut, results)
-
-        self.submit_many(batches, done)
-        return fut
+        return self._queue_async(batches)
 
     def call_async(self, fn: Callable[[Store], Any]) -> asyncio.Future[Any]:
         """Run ``fn(store)`` on the writer thread (retention, checkpoints) and await its result."""
+        return self._queue_async(fn)
+
+    def _queue_async(self, work: Any, pick: Callable[[Any], Any] = lambda result: result) -> asyncio.Future:
+        """Queue work from the event loop; the future resolves, on the loop, with ``pick(result)``."""
         loop = asyncio.get_running_loop()
-        fut: asyncio.Future[Any] = loop.create_future()
+        fut: asyncio.Future = loop.create_future()
 
         def done(result: Any) -> None:
-            loop.call_soon_threadsafe(_set_if_pending, fut, result)
+            loop.call_soon_threadsafe(_set_if_pending, fut, pick(result))
 
-        self._q.put((fn, done))
+        self._q.put((work, done))
         return fut
 
     def _run(self) -> None:
