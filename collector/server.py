@@ -148,7 +148,9 @@ class TelemetryService(pb_grpc.TelemetryServicer):
             max_batch_bytes=self.cfg.max_batch_bytes,
         )
 
-    def _admit(self, batch: pb.Batch, ident, tally: Counter[str]) -> PendingBatch | Refusal | AuthError:
+    def _admit(
+        self, rpc: str, batch: pb.Batch, ident, tally: Counter[str]
+    ) -> PendingBatch | Refusal | AuthError:
         """Check one received batch: a PendingBatch to commit, a Refusal to ack, or an AuthError to abort on.
 
         Counters go to ``tally``, which the caller adds to the metrics once per message.
@@ -156,7 +158,7 @@ class TelemetryService(pb_grpc.TelemetryServicer):
         tally["batches_received"] += 1
         tally["bytes_received"] += len(batch.arrow_ipc)
         try:
-            self.auth.check_agent("Push", ident, batch.agent_id)
+            self.auth.check_agent(rpc, ident, batch.agent_id)
         except AuthError as exc:
             return exc
         try:
@@ -213,7 +215,7 @@ class TelemetryService(pb_grpc.TelemetryServicer):
             try:
                 async for batch in request_iterator:
                     tally: Counter[str] = Counter()
-                    outcome = self._admit(batch, ident, tally)
+                    outcome = self._admit("Push", batch, ident, tally)
                     self.metrics.add(tally)
                     if isinstance(outcome, PendingBatch):
                         outcome = self.writer.submit_async(outcome)
@@ -253,7 +255,7 @@ class TelemetryService(pb_grpc.TelemetryServicer):
         self.metrics.inc("push_streams")
         async for bundle in request_iterator:
             tally: Counter[str] = Counter(bundles_received=1)
-            outcomes = [self._admit(b, ident, tally) for b in bundle.batches]
+            outcomes = [self._admit("PushBundle", b, ident, tally) for b in bundle.batches]
             denied = next((o for o in outcomes if isinstance(o, AuthError)), None)
             if denied is not None:
                 self.metrics.add(tally)

@@ -230,6 +230,11 @@ def test_tokens_are_enforced_for_push_and_query_and_refusals_counted(tmp_path, t
         assert _code(lambda: push(None, "node-a", 1)) == grpc.StatusCode.UNAUTHENTICATED
         assert _code(lambda: push(READER_TOKEN, "node-a", 1)) == grpc.StatusCode.PERMISSION_DENIED
         assert _code(lambda: push(AGENT_TOKEN, "node-b", 1)) == grpc.StatusCode.PERMISSION_DENIED
+        # a bundle holding one batch of another agent is refused whole, and counted under PushBundle
+        bundle = pb.BatchBundle(batches=[_batch("node-a", 1), _batch("node-b", 1)])
+        assert _code(lambda: list(stub(AGENT_TOKEN).PushBundle(iter([bundle]), timeout=10))) == (
+            grpc.StatusCode.PERMISSION_DENIED
+        )
         assert (
             _code(lambda: stub(AGENT_TOKEN).Hello(_hello("node-b"), timeout=10))
             == grpc.StatusCode.PERMISSION_DENIED
@@ -261,6 +266,7 @@ def test_tokens_are_enforced_for_push_and_query_and_refusals_counted(tmp_path, t
     assert counters["auth_refused:hello:permission_denied"] == 1
     assert counters["auth_refused:push:unauthenticated"] == 1
     assert counters["auth_refused:push:permission_denied"] == 2
+    assert counters["auth_refused:pushbundle:permission_denied"] == 1
     assert counters["auth_refused:query:unauthenticated"] == 1
     assert counters["auth_refused:query:permission_denied"] == 1
     assert counters["auth_refused:stats:unauthenticated"] == 1
