@@ -33,10 +33,22 @@ class CachedSchemaDecoder:
 
     def decode(self, payload: bytes) -> tuple[pa.Table, bytes]:
         """Arrow IPC stream bytes -> (table, schema key); raises pyarrow errors on corrupt input."""
+        table, key, _ = self.decode_spans(payload)
+        return table, key
+
+    def decode_spans(self, payload: bytes) -> tuple[pa.Table, bytes, tuple[int, int] | None]:
+        """As ``decode``, plus where the record batches lie: ``(end of schema message, end of last batch)``.
+
+        The span is None unless the stream is a schema followed by record batches only (no
+        dictionaries), so that its batch messages appended after the same schema message form a
+        valid stream with the same rows: how a collector's ingest process merges many agents'
+        batches without re-encoding them.
+        """
         reader = pa.BufferReader(payload)
         first = ipc.read_message(reader)
         if first.type != "schema":
             raise pa.ArrowInvalid(f"Arrow IPC stream starts with a {first.type} message, not a schema")
+        schema_end = reader.tell()
         key = first.metadata.to_pybytes()
         schema = self._schemas.get(key)
         if schema is None:
@@ -46,6 +58,7 @@ class CachedSchemaDecoder:
                 self._schemas.clear()
             self._schemas[key] = schema
         batches = []
+        body_end = schema_end
         while True:
             try:
                 message = ipc.read_message(reader)
@@ -54,8 +67,13 @@ class CachedSchemaDecoder:
             if message.type != "record batch":  # dictionaries and the like: the general reader
                 table = decode_ipc(payload)
                 _ = table.schema.names
-                return table, key
+                return table, key, None
             batch = ipc.read_record_batch(message, schema)
             batch.validate()
             batches.append(batch)
-        return pa.Table.from_batches(batches, schema), key
+            body_end = reader.tell()
+        return pa.Table.from_batches(batches, schema), key, (schema_end, body_end)
+
+
+#: The end-of-stream marker of the Arrow IPC stream format (continuation, zero length).
+IPC_EOS = b"\xff\xff\xff\xff\x00\x00\x00\x00"

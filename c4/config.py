@@ -104,7 +104,10 @@ class CollectorConfig(BaseModel):
     max_batch_bytes: int = Field(16 << 20, ge=1 << 12)
     metrics_interval_s: float = Field(10.0, gt=0)
     group_commit_max_batches: int = Field(4096, ge=1)
+    # processes that receive and check agents' batches beside the one owning the store (0: one process)
+    ingest_processes: int = Field(0, ge=0, le=64)
     checkpoint_wal_bytes: int = Field(128 << 20, ge=1 << 20)  # DuckDB checkpoints past this WAL size
+    store_threads: int = Field(0, ge=0, le=1024)  # DuckDB worker threads (0: one per core)
     diagnose_interval_s: float = Field(10.0, ge=0)  # 0 disables the in-collector diagnosis
     diagnose_window_s: float = Field(120.0, gt=0)
     fabric_topology: str = ""  # fabric YAML: nominal switch link rates for localizing a degraded link

@@ -35,6 +35,19 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--drain-s", type=float, default=60.0, help="after the window, wait at most this long for acks"
     )
+    parser.add_argument(
+        "--ingest-processes",
+        type=int,
+        default=0,
+        help="then the same agents against one collector with this many ingest processes (receiving and "
+        "checking batches beside the process owning the store), side by side with one process; 0 skips it",
+    )
+    parser.add_argument(
+        "--store-threads",
+        type=int,
+        default=0,
+        help="the collector's store_threads (DuckDB threads; 0 = one per core)",
+    )
     parser.add_argument("--diagnose", action="store_true", help="keep C4D diagnosis on in the collector")
     parser.add_argument("--workdir", help="directory for the database and logs (default: a temp dir)")
     parser.add_argument(
@@ -235,7 +248,7 @@ async def one_agent(address, name, payloads, start_at, window, args, stats: Load
 
 
 class ProcWatch:
-    """CPU seconds and peak resident memory of a process, from /proc."""
+    """CPU seconds and peak resident memory of a process and its children (ingest processes), from /proc."""
 
     def __init__(self, pid: int) -> None:
         import os
@@ -244,18 +257,41 @@ class ProcWatch:
         self.tick_s = 1.0 / os.sysconf("SC_CLK_TCK")
         self.peak_rss_bytes = 0
 
+    def pids(self) -> list[int]:
+        """The process and its living children."""
+        import glob
+
+        out = [self.pid]
+        for path in glob.glob(f"/proc/{self.pid}/task/*/children"):
+            try:
+                with open(path) as f:
+                    out += [int(p) for p in f.read().split()]
+            except OSError:
+                continue
+        return out
+
     def cpu_s(self) -> float:
-        """User + system CPU seconds so far."""
-        with open(f"/proc/{self.pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) * self.tick_s
+        """User + system CPU seconds so far (children that exited meanwhile are not counted)."""
+        total = 0
+        for pid in self.pids():
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            total += int(fields[11]) + int(fields[12])
+        return total * self.tick_s
 
     def sample_rss(self) -> None:
-        """Note the resident set size now."""
-        with open(f"/proc/{self.pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    self.peak_rss_bytes = max(self.peak_rss_bytes, int(line.split()[1]) * 1024)
+        """Note the resident set size now (summed over the processes)."""
+        rss = 0
+        for pid in self.pids():
+            try:
+                with open(f"/proc/{pid}/status") as f:
+                    rss += next((int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS:")), 0)
+            except OSError:
+                continue
+        self.peak_rss_bytes = max(self.peak_rss_bytes, rss)
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -351,9 +387,12 @@ def run(args: argparse.Namespace) -> int:
         or args.interval_s <= 0
         or args.ramp_s < 0
         or args.max_in_flight < 1
+        or args.ingest_processes < 0
+        or args.store_threads < 0
     ):
         print(
-            "c4 bench load: --agents >= 1, --duration-s > 0, --interval-s > 0, --ramp-s >= 0, --max-in-flight >= 1",
+            "c4 bench load: --agents >= 1, --duration-s > 0, --interval-s > 0, --ramp-s >= 0, --max-in-flight >= 1, "
+            "--ingest-processes >= 0, --store-threads >= 0",
             file=sys.stderr,
         )
         return 2
@@ -366,15 +405,33 @@ def run(args: argparse.Namespace) -> int:
     tick = node_tick(work / "node")
     per_agent = [(f"load-{i:04d}", payloads_for(tick, f"load-{i:04d}")) for i in range(args.agents)]
     rows_per_node_tick = sum(p[3] for p in per_agent[0][1])
-    cfg = work / "collector.toml"
-    cfg.write_text("[collector]\n" + ("" if args.diagnose else "diagnose_interval_s = 0\n"))
-    setups = [("1 collector", 0)]
+
+    def collector_toml(name: str, ingest_processes: int) -> Path:
+        path = work / name
+        path.write_text(
+            "[collector]\n"
+            + ("" if args.diagnose else "diagnose_interval_s = 0\n")
+            + f"ingest_processes = {ingest_processes}\n"
+            + f"store_threads = {args.store_threads}\n"
+        )
+        return path
+
+    cfg = collector_toml("collector.toml", 0)
+    setups = [("1 collector", 0, cfg)]
+    if args.ingest_processes:
+        setups.append(
+            (
+                f"1 collector + {args.ingest_processes} ingest process{'es' if args.ingest_processes > 1 else ''}",
+                0,
+                collector_toml("collector-ingest.toml", args.ingest_processes),
+            )
+        )
     if args.shards >= 2:
-        setups += [("1 lake shard", 1), (f"{args.shards} lake shards", args.shards)]
+        setups += [("1 lake shard", 1, cfg), (f"{args.shards} lake shards", args.shards, cfg)]
     results = []
-    for label, shards in setups:
+    for label, shards, setup_cfg in setups:
         print(f"c4 bench load: {label}: {args.agents} agents ...", file=sys.stderr, flush=True)
-        results.append(phase(args, work, cfg, label, shards, per_agent, query_arrow, start_collector))
+        results.append(phase(args, work, setup_cfg, label, shards, per_agent, query_arrow, start_collector))
     if not args.workdir:
         shutil.rmtree(work, ignore_errors=True)
     one = results[0]
@@ -488,7 +545,7 @@ def phase(args, work, cfg, label: str, shards: int, per_agent: list, query_arrow
                     start_collector(work / f"collector-{shards}-{name}", extra=extra, cpus=cpus)
                 )
         else:
-            collectors.append(start_collector(work / "collector", extra=["--config", str(cfg)]))
+            collectors.append(start_collector(work / cfg.stem, extra=["--config", str(cfg)]))
         watches = [ProcWatch(c.proc.pid) for c in collectors]
         stats, m = asyncio.run(drive(args, [c.address for c in collectors], watches, per_agent))
         stored = dict(

@@ -96,7 +96,7 @@ def shard_table(shard: str) -> str:
 class LakeStore(Store):
     """A Store whose tables live in a DuckLake shared by several collectors (one shard each)."""
 
-    def __init__(self, url: str, data_path: str, catalogue: Catalogue, shard: str) -> None:
+    def __init__(self, url: str, data_path: str, catalogue: Catalogue, shard: str, threads: int = 0) -> None:
         self.url = url
         self.data_path = data_path
         self.shard = shard
@@ -104,7 +104,7 @@ class LakeStore(Store):
         self._wanted: set[str] = set()  # agents waiting for a lookup
         self._wanted_lock = threading.Lock()
         self._lookup_lock = threading.Lock()
-        super().__init__(Path(data_path) / f"{self.seq_table}.marker", catalogue)
+        super().__init__(Path(data_path) / f"{self.seq_table}.marker", catalogue, threads=threads)
 
     def _connect(self) -> duckdb.DuckDBPyConnection:
         con = duckdb.connect()

@@ -8,7 +8,6 @@ import logging
 import socket
 import threading
 import time
-from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
@@ -20,10 +19,11 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from c4 import __version__
 from c4.arrow_ipc import encode_ipc
 from c4.catalogue import Catalogue, load
-from c4.collector.auth import Authenticator, AuthError, TokenTable, check_server_security, server_credentials
+from c4.collector.auth import Authenticator, TokenTable, check_server_security, server_credentials
+from c4.collector.grouping import GroupError, decode_group, reply_for
+from c4.collector.ingest import IngestService, Metrics
 from c4.collector.readonly import QueryRefused, check_read_only
-from c4.collector.store import CommitResult, PendingBatch, Store
-from c4.collector.validate import Refusal, validate_batch
+from c4.collector.store import PendingBatch, Store
 from c4.collector.writer import Writer
 from c4.config import CollectorConfig
 from c4.telemetry.v1 import telemetry_pb2 as pb
@@ -37,35 +37,12 @@ RETRYABLE_CODES = {grpc.StatusCode.UNAVAILABLE.value[0], grpc.StatusCode.INTERNA
 QUERY_CHUNK_ROWS = 65536
 
 
-class Metrics:
-    """The collector's own counters (thread-safe)."""
-
-    def __init__(self) -> None:
-        self._c: Counter[str] = Counter()
-        self._lock = threading.Lock()
-
-    def inc(self, name: str, n: int = 1) -> None:
-        """Add n to a counter."""
-        with self._lock:
-            self._c[name] += n
-
-    def add(self, counts: Counter[str]) -> None:
-        """Add several counters at once (one lock for a whole bundle)."""
-        with self._lock:
-            self._c.update(counts)
-
-    def snapshot(self) -> dict[str, int]:
-        """A copy of every counter."""
-        with self._lock:
-            return dict(self._c)
-
-
 def _now() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
-class TelemetryService(pb_grpc.TelemetryServicer):
-    """Implements the wire contract over one Store."""
+class TelemetryService(IngestService):
+    """Implements the wire contract over one Store: Hello, Query, Stats, UpdateFault beside ingest."""
 
     def __init__(
         self,
@@ -75,12 +52,8 @@ class TelemetryService(pb_grpc.TelemetryServicer):
         metrics: Metrics,
         auth: Authenticator | None = None,
     ) -> None:
-        self.cfg = cfg
+        super().__init__(cfg, store.catalogue, writer, metrics, auth)
         self.store = store
-        self.writer = writer
-        self.metrics = metrics
-        self.auth = auth or Authenticator(None, metrics.inc)
-        self.catalogue: Catalogue = store.catalogue
         self.node = socket.gethostname()
         self.query_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="c4-query")
         self.fault_updater = (
@@ -90,16 +63,6 @@ class TelemetryService(pb_grpc.TelemetryServicer):
     def _internal_batch(self, table: str, rows: list[dict]) -> PendingBatch:
         spec = self.catalogue[table]
         return PendingBatch("", 0, spec, pa.Table.from_pylist(rows, schema=spec.arrow_schema))
-
-    async def _identify(self, rpc: str, context: grpc.aio.ServicerContext, agent_id: str | None = None):
-        """The caller's identity (None without a tokens file); aborts the call when refused."""
-        try:
-            ident = self.auth.identify(rpc, context.invocation_metadata())
-            if agent_id is not None:
-                self.auth.check_agent(rpc, ident, agent_id)
-            return ident
-        except AuthError as exc:
-            await context.abort(exc.code, exc.message)
 
     async def Hello(self, request: pb.HelloRequest, context: grpc.aio.ServicerContext) -> pb.HelloReply:
         """Record the node inventory and tell the agent where its committed sequence stands."""
@@ -147,127 +110,6 @@ class TelemetryService(pb_grpc.TelemetryServicer):
             collector_version=__version__,
             max_batch_bytes=self.cfg.max_batch_bytes,
         )
-
-    def _admit(
-        self, rpc: str, batch: pb.Batch, ident, tally: Counter[str]
-    ) -> PendingBatch | Refusal | AuthError:
-        """Check one received batch: a PendingBatch to commit, a Refusal to ack, or an AuthError to abort on.
-
-        Counters go to ``tally``, which the caller adds to the metrics once per message.
-        """
-        tally["batches_received"] += 1
-        tally["bytes_received"] += len(batch.arrow_ipc)
-        try:
-            self.auth.check_agent(rpc, ident, batch.agent_id)
-        except AuthError as exc:
-            return exc
-        try:
-            if not batch.agent_id or batch.seq == 0:
-                raise Refusal(
-                    grpc.StatusCode.INVALID_ARGUMENT,
-                    "batch needs a non-empty agent_id and a seq >= 1",
-                    "refused_header",
-                )
-            spec, table = validate_batch(
-                self.catalogue, batch.table, batch.schema_version, batch.arrow_ipc, self.cfg.max_batch_bytes
-            )
-            return PendingBatch(batch.agent_id, batch.seq, spec, table)
-        except Refusal as refusal:
-            tally["batches_refused"] += 1
-            tally[refusal.counter] += 1
-            log.warning(
-                "batch refused agent=%s seq=%d table=%s reason=%s",
-                batch.agent_id,
-                batch.seq,
-                batch.table,
-                refusal.message,
-            )
-            return refusal
-
-    def _ack(self, batch: pb.Batch, outcome: Refusal | CommitResult, tally: Counter[str]) -> pb.Ack:
-        """The Ack for one batch once it is refused or its commit is done (counted in ``tally``)."""
-        if isinstance(outcome, Refusal):
-            return pb.Ack(
-                agent_id=batch.agent_id, seq=batch.seq, code=outcome.code.value[0], message=outcome.message
-            )
-        if outcome.error:
-            tally["commit_errors"] += 1
-            return pb.Ack(
-                agent_id=batch.agent_id,
-                seq=batch.seq,
-                code=grpc.StatusCode.UNAVAILABLE.value[0],
-                message=outcome.error,
-            )
-        if outcome.duplicate:
-            tally["batches_duplicate"] += 1
-            return pb.Ack(agent_id=batch.agent_id, seq=batch.seq, duplicate=True)
-        tally["batches_committed"] += 1
-        tally["rows_committed"] += outcome.rows
-        return pb.Ack(agent_id=batch.agent_id, seq=batch.seq, rows=outcome.rows)
-
-    async def Push(self, request_iterator, context: grpc.aio.ServicerContext):
-        """Validate each batch, hand it to the writer, and ack it once committed (in order)."""
-        ident = await self._identify("Push", context)
-        pending: asyncio.Queue = asyncio.Queue(maxsize=512)
-        self.metrics.inc("push_streams")
-
-        async def read() -> None:
-            try:
-                async for batch in request_iterator:
-                    tally: Counter[str] = Counter()
-                    outcome = self._admit("Push", batch, ident, tally)
-                    self.metrics.add(tally)
-                    if isinstance(outcome, PendingBatch):
-                        outcome = self.writer.submit_async(outcome)
-                    await pending.put((batch, outcome))
-                    if isinstance(outcome, AuthError):
-                        return
-            finally:
-                await pending.put(None)
-
-        reader = asyncio.create_task(read())
-        try:
-            while True:
-                item = await pending.get()
-                if item is None:
-                    break
-                batch, outcome = item
-                if isinstance(outcome, AuthError):
-                    await context.abort(outcome.code, outcome.message)
-                if not isinstance(outcome, Refusal):
-                    outcome = await outcome
-                tally = Counter()
-                ack = self._ack(batch, outcome, tally)
-                self.metrics.add(tally)
-                yield ack
-            await reader  # surfaces a broken stream as an error
-        finally:
-            reader.cancel()
-
-    async def PushBundle(self, request_iterator, context: grpc.aio.ServicerContext):
-        """Push with several batches per message: one writer submission and one AckBundle per bundle.
-
-        Bundles of one stream are committed one after the other (no reader task and queue per
-        stream, which cost more than the work at a thousand streams); an agent with a backlog still
-        moves up to a whole bundle per commit, and the writer groups the bundles of every stream.
-        """
-        ident = await self._identify("PushBundle", context)
-        self.metrics.inc("push_streams")
-        async for bundle in request_iterator:
-            tally: Counter[str] = Counter(bundles_received=1)
-            outcomes = [self._admit("PushBundle", b, ident, tally) for b in bundle.batches]
-            denied = next((o for o in outcomes if isinstance(o, AuthError)), None)
-            if denied is not None:
-                self.metrics.add(tally)
-                await context.abort(denied.code, denied.message)
-            valid = [o for o in outcomes if isinstance(o, PendingBatch)]
-            results = iter(await self.writer.submit_many_async(valid) if valid else ())
-            acks = [
-                self._ack(b, o if isinstance(o, Refusal) else next(results), tally)
-                for b, o in zip(bundle.batches, outcomes, strict=True)
-            ]
-            self.metrics.add(tally)
-            yield pb.AckBundle(acks=acks)
 
     async def Query(self, request: pb.QueryRequest, context: grpc.aio.ServicerContext):
         """Run one read-only statement in a worker thread and stream Arrow IPC chunks."""
@@ -368,6 +210,28 @@ class TelemetryService(pb_grpc.TelemetryServicer):
         return pb.FaultUpdateReply(fault_id=request.fault_id, previous_state=prev, state=row["state"])
 
 
+class StoreIngestService(pb_grpc.IngestServicer):
+    """The store process's side of the private socket: commits ingest processes' groups."""
+
+    def __init__(self, catalogue: Catalogue, writer: Writer, metrics: Metrics) -> None:
+        self.catalogue = catalogue
+        self.writer = writer
+        self.metrics = metrics
+
+    async def Commit(self, request: pb.CommitGroup, context: grpc.aio.ServicerContext) -> pb.CommitReply:
+        """Commit one group of validated batches; one result per entry, in order."""
+        if request.counters:
+            self.metrics.add(dict(request.counters))
+        if not request.entries:
+            return pb.CommitReply()
+        try:
+            batches = decode_group(request, self.catalogue)
+        except GroupError as exc:
+            log.error("ingest group refused error=%s", exc)
+            await context.abort(grpc.StatusCode.INTERNAL, str(exc))
+        return reply_for(await self.writer.submit_many_async(batches))
+
+
 def _msg_dict(msg) -> dict:
     return {f.name: getattr(msg, f.name) for f in msg.DESCRIPTOR.fields}
 
@@ -387,15 +251,19 @@ class Collector:
             from c4.collector.lake import LakeStore
 
             shard = cfg.shard or f"{socket.gethostname()}_{cfg.listen.rpartition(':')[2]}"
-            self.store: Store = LakeStore(cfg.lake, cfg.lake_data_path, catalogue or load(), shard)
+            self.store: Store = LakeStore(
+                cfg.lake, cfg.lake_data_path, catalogue or load(), shard, cfg.store_threads
+            )
         else:
-            self.store = Store(cfg.db, catalogue or load(), cfg.checkpoint_wal_bytes)
+            self.store = Store(cfg.db, catalogue or load(), cfg.checkpoint_wal_bytes, cfg.store_threads)
         self.writer = Writer(self.store, cfg.group_commit_max_batches)
         self.auth = Authenticator(tokens, self.metrics.inc)
         self.service = TelemetryService(cfg, self.store, self.writer, self.metrics, self.auth)
         self.exporter = None
         self.server: grpc.aio.Server | None = None
         self.port = 0
+        self.fronts = None  # FrontProcesses when cfg.ingest_processes > 0
+        self._private_dir: str | None = None
         self._tasks: list[asyncio.Task] = []
         self.diagnosis = None
         self.notifier = self.isolation = None
@@ -416,15 +284,36 @@ class Collector:
         pb_grpc.add_TelemetryServicer_to_server(self.service, self.server)
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, self.server)
-        if self.credentials is not None:
+        if self.cfg.ingest_processes:
+            # agents reach the ingest processes; this process serves them on a private socket only
+            import tempfile
+
+            pb_grpc.add_IngestServicer_to_server(
+                StoreIngestService(self.store.catalogue, self.writer, self.metrics), self.server
+            )
+            self._private_dir = tempfile.mkdtemp(prefix="c4-collector-")  # mode 0700: this user only
+            store_address = f"unix:{self._private_dir}/store.sock"
+            if not self.server.add_insecure_port(store_address):
+                raise OSError(f"cannot listen on {store_address}")
+        elif self.credentials is not None:
             self.port = self.server.add_secure_port(self.cfg.listen, self.credentials)
         else:
             self.port = self.server.add_insecure_port(self.cfg.listen)
-        if not self.port:
+        if not self.port and not self.cfg.ingest_processes:
             raise OSError(f"cannot listen on {self.cfg.listen}")
         for warning in self.security_warnings:
             log.warning("security: %s listen=%s", warning, self.cfg.listen)
         await self.server.start()
+        if self.cfg.ingest_processes:
+            from c4.collector.fronts import FrontProcesses
+
+            self.fronts = FrontProcesses(
+                self.cfg,
+                self.cfg.ingest_processes,
+                store_address,
+                logging.getLevelName(log.getEffectiveLevel()),
+            )
+            self.port = await self.fronts.start()
         if self.cfg.metrics_listen:
             from c4.collector.exporter import MetricsServer
 
@@ -452,9 +341,10 @@ class Collector:
                 cur.close()
             self._tasks.append(asyncio.create_task(self._every(self.cfg.diagnose_interval_s, self.diagnose)))
         log.info(
-            "collector serving listen=%s port=%d store=%s tls=%s mtls=%s tokens=%d metrics=%s",
+            "collector serving listen=%s port=%d ingest_processes=%d store=%s tls=%s mtls=%s tokens=%d metrics=%s",
             self.cfg.listen,
             self.port,
+            self.cfg.ingest_processes,
             f"lake {self.cfg.lake} shard {self.store.shard}" if self.cfg.lake else self.cfg.db,
             self.credentials is not None,
             bool(self.cfg.tls_client_ca),
@@ -593,11 +483,17 @@ class Collector:
             t.cancel()
         if self.exporter is not None:
             self.exporter.stop()
+        if self.fronts is not None:  # first: their groups in flight still commit here
+            await self.fronts.stop()
         if self.server is not None:
             await self.server.stop(grace_s)
         await asyncio.get_running_loop().run_in_executor(None, self.writer.close)
         self.store.close()
         self.service.query_pool.shutdown(wait=False, cancel_futures=True)
+        if self._private_dir is not None:
+            import shutil
+
+            shutil.rmtree(self._private_dir, ignore_errors=True)
         log.info("collector stopped")
 
 

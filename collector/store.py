@@ -22,12 +22,17 @@ DEFAULT_CHECKPOINT_WAL_BYTES = 128 << 20
 
 @dataclass
 class PendingBatch:
-    """A validated batch waiting to be committed. ``seq`` 0 means unsequenced (internal rows)."""
+    """A validated batch waiting to be committed. ``seq`` 0 means unsequenced (internal rows).
+
+    ``ipc_parts``, when set, is the batch's wire form: its schema message and its record batch
+    messages, whose bytes hold exactly ``table`` (lets an ingest process merge batches unencoded).
+    """
 
     agent_id: str
     seq: int
     spec: TableSpec
     table: pa.Table
+    ipc_parts: tuple[bytes, memoryview] | None = None
 
 
 @dataclass(frozen=True)
@@ -43,7 +48,11 @@ class Store:
     """Owns the DuckDB file. Writes come from one thread; reads use per-thread cursors."""
 
     def __init__(
-        self, path: Path | str, catalogue: Catalogue, checkpoint_wal_bytes: int = DEFAULT_CHECKPOINT_WAL_BYTES
+        self,
+        path: Path | str,
+        catalogue: Catalogue,
+        checkpoint_wal_bytes: int = DEFAULT_CHECKPOINT_WAL_BYTES,
+        threads: int = 0,
     ) -> None:
         self.path = Path(path)
         self.catalogue = catalogue
@@ -52,6 +61,10 @@ class Store:
         # fixed ~0.3 s on top of the data it writes, so the default 16 MB (every ~2 s at 180k rows/s)
         # spent a third of the writer's time there; a larger WAL only costs replay time at start.
         self.con.execute(f"SET checkpoint_threshold = '{int(checkpoint_wal_bytes)}B'")
+        import os
+
+        if os.environ.get("C4_DBG_THREADS"):
+            self.con.execute(f"SET threads = {int(os.environ['C4_DBG_THREADS'])}")
         self._lock = threading.Lock()
         self._create_schema()
         self.last_seq: dict[str, int] = self._load_seqs()

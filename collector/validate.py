@@ -28,10 +28,10 @@ _DECODER = CachedSchemaDecoder()
 _MATCHING: set[tuple[str, bytes]] = set()
 
 
-def decode_checked(payload: bytes) -> tuple[pa.Table, bytes]:
-    """Arrow IPC stream bytes -> (table, schema key); raises Refusal on corrupt data."""
+def decode_checked(payload: bytes) -> tuple[pa.Table, bytes, tuple[int, int] | None]:
+    """Arrow IPC stream bytes -> (table, schema key, record batch span); raises Refusal on corrupt data."""
     try:
-        return _DECODER.decode(payload)
+        return _DECODER.decode_spans(payload)
     except (pa.ArrowException, OSError, ValueError, EOFError) as exc:
         raise Refusal(
             grpc.StatusCode.INVALID_ARGUMENT, f"corrupt Arrow IPC payload: {exc}", "refused_corrupt"
@@ -42,6 +42,17 @@ def validate_batch(
     catalogue: Catalogue, table_name: str, schema_version: int, payload: bytes, max_bytes: int
 ) -> tuple[TableSpec, pa.Table]:
     """Validate one batch; return its table spec and decoded rows, or raise Refusal."""
+    spec, table, _ = validate_payload(catalogue, table_name, schema_version, payload, max_bytes)
+    return spec, table
+
+
+def validate_payload(
+    catalogue: Catalogue, table_name: str, schema_version: int, payload: bytes, max_bytes: int
+) -> tuple[TableSpec, pa.Table, tuple[int, int] | None]:
+    """As ``validate_batch``, plus the payload's record batch span when its bytes hold exactly the rows.
+
+    The span is None when the rows had to be reordered or cast to the catalogue's schema.
+    """
     if len(payload) > max_bytes:
         raise Refusal(
             grpc.StatusCode.RESOURCE_EXHAUSTED,
@@ -57,15 +68,15 @@ def validate_batch(
             f"table {table_name!r}: schema version {schema_version} sent, collector has version {spec.version}",
             "refused_schema_version",
         )
-    table, schema_key = decode_checked(payload)
+    table, schema_key, span = decode_checked(payload)
     if (table_name, schema_key) in _MATCHING:
-        return spec, table
+        return spec, table, span
     expected = spec.arrow_schema
     if table.schema.equals(expected):  # what agents send: nothing to check column by column or cast
         if len(_MATCHING) >= 4096:
             _MATCHING.clear()
         _MATCHING.add((table_name, schema_key))
-        return spec, table
+        return spec, table, span
     got = {f.name: f.type for f in table.schema}
     want = {f.name: f.type for f in expected}
     missing = [n for n in want if n not in got]
@@ -85,4 +96,4 @@ def validate_batch(
             "refused_columns",
         )
     # same order, same schema object: batches of one table concatenate for a single append
-    return spec, table.select(spec.column_names).cast(expected)
+    return spec, table.select(spec.column_names).cast(expected), None

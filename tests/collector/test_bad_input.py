@@ -120,10 +120,13 @@ def bad_batches(node: str) -> list[tuple[str, pb.Batch, grpc.StatusCode, str]]:
     ]
 
 
-@pytest.fixture(scope="module")
-def collector(tmp_path_factory):
+@pytest.fixture(scope="module", params=[0, 2], ids=["one-process", "two-ingest-processes"])
+def collector(tmp_path_factory, request):
+    """A collector in one process, and one whose agents reach two ingest processes (same behaviour)."""
     tmp = tmp_path_factory.mktemp("bad")
-    (tmp / "c.toml").write_text(f"[collector]\nmax_batch_bytes = {MAX_BATCH}\n")
+    (tmp / "c.toml").write_text(
+        f"[collector]\nmax_batch_bytes = {MAX_BATCH}\ningest_processes = {request.param}\n"
+    )
     col = CollectorProc(tmp, extra=["--config", str(tmp / "c.toml")]).start()
     yield col
     col.stop()

@@ -12,6 +12,7 @@ def test_bench_load_reports_json_and_loses_nothing():
     out = subprocess.run(
         C4
         + ["bench", "load", "--agents", "6", "--duration-s", "3", "--ramp-s", "1", "--json"]
+        + ["--ingest-processes", "2", "--store-threads", "1"]
         # each lake collector on a CPU of its own, as the shard-speedup figure is measured
         + (["--cpus-per-collector", "1"] if len(os.sched_getaffinity(0)) >= 2 else []),
         capture_output=True,
@@ -34,11 +35,16 @@ def test_bench_load_reports_json_and_loses_nothing():
     )
     assert result["rows_per_s"] > 0 and 0 < result["ack_p50_s"] <= result["ack_p99_s"]
     # the same agents against one lake shard and two (a real PostgreSQL catalog): nothing lost there either
-    assert [r["setup"] for r in result["setups"]] == ["1 collector", "1 lake shard", "2 lake shards"]
+    assert [r["setup"] for r in result["setups"]] == [
+        "1 collector",
+        "1 collector + 2 ingest processes",
+        "1 lake shard",
+        "2 lake shards",
+    ]
     for r in result["setups"]:
         assert r["lost"] == r["duplicated"] == r["refused"] == r["unacked"] == 0, r
         assert r["agents_connected"] == 6 and r["rows_per_s"] > 0
-    assert result["setups"][2]["collectors"] == 2 and result["shard_speedup"] > 0
+    assert result["setups"][3]["collectors"] == 2 and result["shard_speedup"] > 0
     assert "1 collector" in out and "2 lake shards" in out
 
 

@@ -176,3 +176,56 @@ class FaultUpdateReply(_message.Message):
     previous_state: str
     state: str
     def __init__(self, fault_id: _Optional[str] = ..., previous_state: _Optional[str] = ..., state: _Optional[str] = ...) -> None: ...
+
+class GroupedTable(_message.Message):
+    __slots__ = ("table", "arrow_ipc")
+    TABLE_FIELD_NUMBER: _ClassVar[int]
+    ARROW_IPC_FIELD_NUMBER: _ClassVar[int]
+    table: str
+    arrow_ipc: bytes
+    def __init__(self, table: _Optional[str] = ..., arrow_ipc: _Optional[bytes] = ...) -> None: ...
+
+class GroupEntry(_message.Message):
+    __slots__ = ("agent_id", "seq", "table_index", "rows")
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    TABLE_INDEX_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    agent_id: str
+    seq: int
+    table_index: int
+    rows: int
+    def __init__(self, agent_id: _Optional[str] = ..., seq: _Optional[int] = ..., table_index: _Optional[int] = ..., rows: _Optional[int] = ...) -> None: ...
+
+class CommitGroup(_message.Message):
+    __slots__ = ("tables", "entries", "counters")
+    class CountersEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    TABLES_FIELD_NUMBER: _ClassVar[int]
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    COUNTERS_FIELD_NUMBER: _ClassVar[int]
+    tables: _containers.RepeatedCompositeFieldContainer[GroupedTable]
+    entries: _containers.RepeatedCompositeFieldContainer[GroupEntry]
+    counters: _containers.ScalarMap[str, int]
+    def __init__(self, tables: _Optional[_Iterable[_Union[GroupedTable, _Mapping]]] = ..., entries: _Optional[_Iterable[_Union[GroupEntry, _Mapping]]] = ..., counters: _Optional[_Mapping[str, int]] = ...) -> None: ...
+
+class EntryResult(_message.Message):
+    __slots__ = ("rows", "duplicate", "error")
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    rows: int
+    duplicate: bool
+    error: str
+    def __init__(self, rows: _Optional[int] = ..., duplicate: _Optional[bool] = ..., error: _Optional[str] = ...) -> None: ...
+
+class CommitReply(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[EntryResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[EntryResult, _Mapping]]] = ...) -> None: ...

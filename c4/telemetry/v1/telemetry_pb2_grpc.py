@@ -316,3 +316,76 @@ class Telemetry:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class IngestStub:
+    """Missing associated documentation comment in .proto file."""
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.Commit = channel.unary_unary(
+                '/c4.telemetry.v1.Ingest/Commit',
+                request_serializer=c4_dot_telemetry_dot_v1_dot_telemetry__pb2.CommitGroup.SerializeToString,
+                response_deserializer=c4_dot_telemetry_dot_v1_dot_telemetry__pb2.CommitReply.FromString,
+                _registered_method=True)
+
+
+class IngestServicer:
+    """Missing associated documentation comment in .proto file."""
+
+    def Commit(self, request, context):
+        """Commit a group of already validated batches (exactly-once per agent sequence, as Push).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_IngestServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'Commit': grpc.unary_unary_rpc_method_handler(
+                    servicer.Commit,
+                    request_deserializer=c4_dot_telemetry_dot_v1_dot_telemetry__pb2.CommitGroup.FromString,
+                    response_serializer=c4_dot_telemetry_dot_v1_dot_telemetry__pb2.CommitReply.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'c4.telemetry.v1.Ingest', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('c4.telemetry.v1.Ingest', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class Ingest:
+    """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def Commit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/c4.telemetry.v1.Ingest/Commit',
+            c4_dot_telemetry_dot_v1_dot_telemetry__pb2.CommitGroup.SerializeToString,
+            c4_dot_telemetry_dot_v1_dot_telemetry__pb2.CommitReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

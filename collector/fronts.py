@@ -1,0 +1,141 @@
+"""Starts, watches and stops a collector's ingest processes (``c4.collector.front``)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import socket
+import sys
+
+from c4.config import CollectorConfig
+
+log = logging.getLogger("c4.collector.fronts")
+
+#: How long an ingest process may take to import and bind before the collector gives up.
+START_TIMEOUT_S = 60.0
+
+
+def split_address(address: str) -> tuple[str, int]:
+    """'HOST:PORT' or '[V6]:PORT' -> (host, port)."""
+    host, _, port = address.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def reserve_port(address: str) -> tuple[socket.socket, int]:
+    """Bind (without listening) a SO_REUSEPORT socket on ``address`` to fix a port for every process.
+
+    Port 0 means "any free port": the ingest processes must all get the same one, so the collector
+    picks it and holds it for its lifetime (a bound socket that never listens takes no connections).
+    """
+    host, port = split_address(address)
+    family, kind, proto, _, sockaddr = socket.getaddrinfo(
+        host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind(sockaddr)
+    return sock, sock.getsockname()[1]
+
+
+class FrontProcesses:
+    """N ingest processes serving ``cfg.listen`` for a store process reachable at ``store_address``."""
+
+    def __init__(self, cfg: CollectorConfig, count: int, store_address: str, log_level: str = "INFO") -> None:
+        self.cfg = cfg
+        self.count = count
+        self.store_address = store_address
+        self.log_level = log_level
+        self.port = 0
+        self.restarts = 0
+        self._reserved: socket.socket | None = None
+        self._procs: list[asyncio.subprocess.Process | None] = [None] * count
+        self._watch: asyncio.Task | None = None
+        self._stopping = False
+
+    async def start(self) -> int:
+        """Start every ingest process and wait until each serves; returns the public port."""
+        host, port = split_address(self.cfg.listen)
+        if port == 0:
+            self._reserved, port = reserve_port(self.cfg.listen)
+        self.port = port
+        bracketed = f"[{host}]" if ":" in host else host
+        self._listen = f"{bracketed}:{port}"
+        try:
+            for i in range(self.count):
+                await self._spawn(i)
+        except BaseException:
+            await self.stop()
+            raise
+        self._watch = asyncio.create_task(self._supervise())
+        return port
+
+    async def _spawn(self, i: int) -> None:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "c4.collector.front",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        self._procs[i] = proc
+        cfg = self.cfg.model_dump(mode="json") | {"listen": self._listen}
+        start = {"config": cfg, "store": self.store_address, "log_level": self.log_level}
+        assert proc.stdin is not None and proc.stdout is not None
+        proc.stdin.write(json.dumps(start).encode() + b"\n")
+        await proc.stdin.drain()
+        try:
+            line = await asyncio.wait_for(proc.stdout.readline(), START_TIMEOUT_S)
+        except TimeoutError:
+            proc.kill()
+            raise OSError(f"ingest process {i} did not start within {START_TIMEOUT_S:g} s") from None
+        if not line.startswith(b"ready "):
+            code = await proc.wait()
+            raise OSError(
+                f"ingest process {i} could not serve {self._listen} (exit code {code}; see its log)"
+            )
+        log.info("ingest process started index=%d pid=%d listen=%s", i, proc.pid, self._listen)
+
+    async def _supervise(self) -> None:
+        """Restart an ingest process that exits while the collector runs (its agents reconnect)."""
+        while not self._stopping:
+            waits = {asyncio.ensure_future(p.wait()): i for i, p in enumerate(self._procs) if p is not None}
+            done, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            for w in pending:
+                w.cancel()
+            for w in done:
+                i = waits[w]
+                if self._stopping:
+                    return
+                log.error("ingest process exited index=%d code=%s: restarting", i, w.result())
+                self.restarts += 1
+                await asyncio.sleep(0.5)
+                try:
+                    await self._spawn(i)
+                except OSError as exc:
+                    log.error("ingest process restart failed index=%d error=%s", i, exc)
+
+    @property
+    def pids(self) -> list[int]:
+        """Process ids of the running ingest processes."""
+        return [p.pid for p in self._procs if p is not None and p.returncode is None]
+
+    async def stop(self, grace_s: float = 5.0) -> None:
+        """Close every ingest process's stdin (they stop serving), then wait; kill what lingers."""
+        self._stopping = True
+        if self._watch is not None:
+            self._watch.cancel()
+        for p in self._procs:
+            if p is not None and p.stdin is not None and not p.stdin.is_closing():
+                p.stdin.close()
+        for p in self._procs:
+            if p is None:
+                continue
+            try:
+                await asyncio.wait_for(p.wait(), grace_s)
+            except TimeoutError:
+                log.warning("ingest process did not stop pid=%d: killing it", p.pid)
+                p.kill()
+                await p.wait()
+        if self._reserved is not None:
+            self._reserved.close()

@@ -1,0 +1,216 @@
+"""Receiving agents' batches: check each one, hand the valid ones to a commit sink, ack after commit.
+
+Shared by the collector's own server and its ingest processes (``c4.collector.front``): the sink
+is the writer thread in the first, the store process behind a private socket in the second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections import Counter
+from typing import Protocol
+
+import grpc
+
+from c4.catalogue import Catalogue
+from c4.collector.auth import Authenticator, AuthError
+from c4.collector.store import CommitResult, PendingBatch
+from c4.collector.validate import Refusal, validate_payload
+from c4.config import CollectorConfig
+from c4.telemetry.v1 import telemetry_pb2 as pb
+from c4.telemetry.v1 import telemetry_pb2_grpc as pb_grpc
+
+log = logging.getLogger("c4.collector")
+
+
+class Metrics:
+    """The collector's own counters (thread-safe)."""
+
+    def __init__(self) -> None:
+        self._c: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    def inc(self, name: str, n: int = 1) -> None:
+        """Add n to a counter."""
+        with self._lock:
+            self._c[name] += n
+
+    def add(self, counts: Counter[str] | dict[str, int]) -> None:
+        """Add several counters at once (one lock for a whole bundle)."""
+        with self._lock:
+            self._c.update(counts)
+
+    def snapshot(self) -> dict[str, int]:
+        """A copy of every counter."""
+        with self._lock:
+            return dict(self._c)
+
+
+class CommitSink(Protocol):
+    """Where valid batches go to be committed: the writer thread, or the store process."""
+
+    def submit_async(self, batch: PendingBatch) -> asyncio.Future[CommitResult]:
+        """Commit one batch; the future gets its result."""
+        ...
+
+    def submit_many_async(self, batches: list[PendingBatch]) -> asyncio.Future[list[CommitResult]]:
+        """Commit batches (in one go where possible); the future gets their results in order."""
+        ...
+
+
+class IngestService(pb_grpc.TelemetryServicer):
+    """Push and PushBundle: validate each batch, commit the valid ones through a sink, ack each."""
+
+    #: Keep each valid batch's wire bytes (PendingBatch.ipc_parts) for a sink that forwards them.
+    keep_ipc_parts = False
+
+    def __init__(
+        self,
+        cfg: CollectorConfig,
+        catalogue: Catalogue,
+        writer: CommitSink,
+        metrics: Metrics,
+        auth: Authenticator | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.catalogue = catalogue
+        self.writer = writer
+        self.metrics = metrics
+        self.auth = auth or Authenticator(None, metrics.inc)
+
+    async def _identify(self, rpc: str, context: grpc.aio.ServicerContext, agent_id: str | None = None):
+        """The caller's identity (None without a tokens file); aborts the call when refused."""
+        try:
+            ident = self.auth.identify(rpc, context.invocation_metadata())
+            if agent_id is not None:
+                self.auth.check_agent(rpc, ident, agent_id)
+            return ident
+        except AuthError as exc:
+            await context.abort(exc.code, exc.message)
+
+    def _admit(
+        self, rpc: str, batch: pb.Batch, ident, tally: Counter[str]
+    ) -> PendingBatch | Refusal | AuthError:
+        """Check one received batch: a PendingBatch to commit, a Refusal to ack, or an AuthError to abort on.
+
+        Counters go to ``tally``, which the caller adds to the metrics once per message.
+        """
+        tally["batches_received"] += 1
+        tally["bytes_received"] += len(batch.arrow_ipc)
+        try:
+            self.auth.check_agent(rpc, ident, batch.agent_id)
+        except AuthError as exc:
+            return exc
+        try:
+            if not batch.agent_id or batch.seq == 0:
+                raise Refusal(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    "batch needs a non-empty agent_id and a seq >= 1",
+                    "refused_header",
+                )
+            payload = batch.arrow_ipc
+            spec, table, span = validate_payload(
+                self.catalogue, batch.table, batch.schema_version, payload, self.cfg.max_batch_bytes
+            )
+            parts = None
+            if span is not None and self.keep_ipc_parts:
+                parts = (payload[: span[0]], memoryview(payload)[span[0] : span[1]])
+            return PendingBatch(batch.agent_id, batch.seq, spec, table, parts)
+        except Refusal as refusal:
+            tally["batches_refused"] += 1
+            tally[refusal.counter] += 1
+            log.warning(
+                "batch refused agent=%s seq=%d table=%s reason=%s",
+                batch.agent_id,
+                batch.seq,
+                batch.table,
+                refusal.message,
+            )
+            return refusal
+
+    def _ack(self, batch: pb.Batch, outcome: Refusal | CommitResult, tally: Counter[str]) -> pb.Ack:
+        """The Ack for one batch once it is refused or its commit is done (counted in ``tally``)."""
+        if isinstance(outcome, Refusal):
+            return pb.Ack(
+                agent_id=batch.agent_id, seq=batch.seq, code=outcome.code.value[0], message=outcome.message
+            )
+        if outcome.error:
+            tally["commit_errors"] += 1
+            return pb.Ack(
+                agent_id=batch.agent_id,
+                seq=batch.seq,
+                code=grpc.StatusCode.UNAVAILABLE.value[0],
+                message=outcome.error,
+            )
+        if outcome.duplicate:
+            tally["batches_duplicate"] += 1
+            return pb.Ack(agent_id=batch.agent_id, seq=batch.seq, duplicate=True)
+        tally["batches_committed"] += 1
+        tally["rows_committed"] += outcome.rows
+        return pb.Ack(agent_id=batch.agent_id, seq=batch.seq, rows=outcome.rows)
+
+    async def Push(self, request_iterator, context: grpc.aio.ServicerContext):
+        """Validate each batch, hand it to the writer, and ack it once committed (in order)."""
+        ident = await self._identify("Push", context)
+        pending: asyncio.Queue = asyncio.Queue(maxsize=512)
+        self.metrics.inc("push_streams")
+
+        async def read() -> None:
+            try:
+                async for batch in request_iterator:
+                    tally: Counter[str] = Counter()
+                    outcome = self._admit("Push", batch, ident, tally)
+                    self.metrics.add(tally)
+                    if isinstance(outcome, PendingBatch):
+                        outcome = self.writer.submit_async(outcome)
+                    await pending.put((batch, outcome))
+                    if isinstance(outcome, AuthError):
+                        return
+            finally:
+                await pending.put(None)
+
+        reader = asyncio.create_task(read())
+        try:
+            while True:
+                item = await pending.get()
+                if item is None:
+                    break
+                batch, outcome = item
+                if isinstance(outcome, AuthError):
+                    await context.abort(outcome.code, outcome.message)
+                if not isinstance(outcome, Refusal):
+                    outcome = await outcome
+                tally = Counter()
+                ack = self._ack(batch, outcome, tally)
+                self.metrics.add(tally)
+                yield ack
+            await reader  # surfaces a broken stream as an error
+        finally:
+            reader.cancel()
+
+    async def PushBundle(self, request_iterator, context: grpc.aio.ServicerContext):
+        """Push with several batches per message: one writer submission and one AckBundle per bundle.
+
+        Bundles of one stream are committed one after the other (no reader task and queue per
+        stream, which cost more than the work at a thousand streams); an agent with a backlog still
+        moves up to a whole bundle per commit, and the writer groups the bundles of every stream.
+        """
+        ident = await self._identify("PushBundle", context)
+        self.metrics.inc("push_streams")
+        async for bundle in request_iterator:
+            tally: Counter[str] = Counter(bundles_received=1)
+            outcomes = [self._admit("PushBundle", b, ident, tally) for b in bundle.batches]
+            denied = next((o for o in outcomes if isinstance(o, AuthError)), None)
+            if denied is not None:
+                self.metrics.add(tally)
+                await context.abort(denied.code, denied.message)
+            valid = [o for o in outcomes if isinstance(o, PendingBatch)]
+            results = iter(await self.writer.submit_many_async(valid) if valid else ())
+            acks = [
+                self._ack(b, o if isinstance(o, Refusal) else next(results), tally)
+                for b, o in zip(bundle.batches, outcomes, strict=True)
+            ]
+            self.metrics.add(tally)
+            yield pb.AckBundle(acks=acks)

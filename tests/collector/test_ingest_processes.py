@@ -1,0 +1,70 @@
+"""A collector with ingest processes: real agents, every row exactly once, a killed ingest process replaced."""
+
+from __future__ import annotations
+
+import glob
+import os
+import signal
+
+import grpc
+from test_e2e import FAST_AGENT, assert_exactly_once, heartbeat_ticks, scalar
+from testkit.procs import AgentProc, CollectorProc
+from testkit.wait import wait_for
+
+from c4.telemetry.v1 import telemetry_pb2 as pb
+from c4.telemetry.v1 import telemetry_pb2_grpc as pb_grpc
+
+
+def children(pid: int) -> list[int]:
+    out = []
+    for path in glob.glob(f"/proc/{pid}/task/*/children"):
+        with open(path) as f:
+            out += [int(p) for p in f.read().split()]
+    return out
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_agents_through_ingest_processes_land_exactly_once_across_a_killed_one(tmp_path):
+    (tmp_path / "c.toml").write_text("[collector]\ningest_processes = 2\n")
+    col = CollectorProc(tmp_path, extra=["--config", str(tmp_path / "c.toml")]).start()
+    nodes = [f"node-{i}" for i in range(4)]
+    agents = [AgentProc(tmp_path, col.address, n, env=FAST_AGENT).start() for n in nodes]
+    try:
+        fronts = children(col.p.pid)
+        assert len(fronts) == 2, f"expected two ingest processes, found {fronts}"
+        # Hello and Query are relayed to the store process; every agent's rows arrive
+        for n in nodes:
+            wait_for(lambda n=n: len(heartbeat_ticks(col.address, n)) >= 5, what=f"heartbeats of {n}")
+        os.kill(fronts[0], signal.SIGKILL)
+        wait_for(lambda: "ingest process exited index=0" in col.log(), what="the collector noticing")
+        wait_for(
+            lambda: (
+                len([p for p in children(col.p.pid) if alive(p)]) == 2
+                and fronts[0] not in children(col.p.pid)
+            ),
+            what="a replacement ingest process",
+        )
+        marks = {n: len(heartbeat_ticks(col.address, n)) for n in nodes}
+        for n in nodes:  # agents of the killed process reconnect and go on
+            wait_for(
+                lambda n=n: len(heartbeat_ticks(col.address, n)) >= marks[n] + 5, what=f"{n} after the kill"
+            )
+        with grpc.insecure_channel(col.address) as ch:
+            counters = dict(pb_grpc.TelemetryStub(ch).Stats(pb.StatsRequest(), timeout=10).counters)
+        assert counters["batches_committed"] > 0 and counters["hellos"] >= len(nodes)
+    finally:
+        for a in agents:
+            a.stop()
+    for n in nodes:  # what the agents sent before stopping is stored once, with no hole
+        assert_exactly_once(heartbeat_ticks(col.address, n))
+    assert scalar(col.address, "SELECT count(DISTINCT node) FROM agent_heartbeat") == len(nodes)
+    assert col.stop() == 0
+    assert not [p for p in children(col.p.pid) if alive(p)]
+    assert all(not alive(p) for p in fronts), "ingest processes outlived their collector"
