@@ -69,7 +69,7 @@ class StoreClient:
         self._pending: list[tuple[list[PendingBatch], asyncio.Future]] = []
         self._in_flight = 0
         self._sent_counters: Counter[str] = Counter()
-        self._counter_task: asyncio.Task | None = None
+        self._tasks: set[asyncio.Task] = set()
 
     def submit_async(self, batch: PendingBatch) -> asyncio.Future[CommitResult]:
         """Commit one batch in the store process; the future gets its result."""
@@ -85,7 +85,9 @@ class StoreClient:
         self._pending.append((batches, fut))
         if self._in_flight < self.max_in_flight:
             self._in_flight += 1
-            loop.create_task(self._send())
+            task = loop.create_task(self._send())
+            self._tasks.add(task)  # the loop keeps only weak references to tasks
+            task.add_done_callback(self._tasks.discard)
         return fut
 
     def _counter_delta(self) -> dict[str, int]:

@@ -97,8 +97,9 @@ class IngestService(pb_grpc.TelemetryServicer):
 
         Counters go to ``tally``, which the caller adds to the metrics once per message.
         """
+        payload = batch.arrow_ipc  # each read of a protobuf bytes field copies it: read it once
         tally["batches_received"] += 1
-        tally["bytes_received"] += len(batch.arrow_ipc)
+        tally["bytes_received"] += len(payload)
         try:
             self.auth.check_agent(rpc, ident, batch.agent_id)
         except AuthError as exc:
@@ -110,7 +111,6 @@ class IngestService(pb_grpc.TelemetryServicer):
                     "batch needs a non-empty agent_id and a seq >= 1",
                     "refused_header",
                 )
-            payload = batch.arrow_ipc
             spec, table, span = validate_payload(
                 self.catalogue, batch.table, batch.schema_version, payload, self.cfg.max_batch_bytes
             )

@@ -255,7 +255,13 @@ class Collector:
                 cfg.lake, cfg.lake_data_path, catalogue or load(), shard, cfg.store_threads
             )
         else:
-            self.store = Store(cfg.db, catalogue or load(), cfg.checkpoint_wal_bytes, cfg.store_threads)
+            self.store = Store(
+                cfg.db,
+                catalogue or load(),
+                cfg.checkpoint_wal_bytes,
+                cfg.store_threads,
+                checkpoint_in_background=cfg.background_checkpoint,
+            )
         self.writer = Writer(self.store, cfg.group_commit_max_batches)
         self.auth = Authenticator(tokens, self.metrics.inc)
         self.service = TelemetryService(cfg, self.store, self.writer, self.metrics, self.auth)
@@ -503,6 +509,7 @@ async def serve(cfg: CollectorConfig, ready: asyncio.Event | None = None) -> Non
 
     collector = Collector(cfg)
     await collector.start()
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -9,6 +9,7 @@ import grpc
 import pyarrow as pa
 import pytest
 from testkit.procs import CollectorProc
+from testkit.wait import wait_for
 
 from c4.arrow_ipc import encode_ipc
 from c4.catalogue import load
@@ -137,6 +138,16 @@ def stats(address: str) -> dict[str, int]:
         return dict(pb_grpc.TelemetryStub(ch).Stats(pb.StatsRequest(), timeout=10).counters)
 
 
+def stats_once(address: str, before: dict[str, int], counter: str, delta: int) -> dict[str, int]:
+    """Stats once ``counter`` has grown by ``delta``: ingest processes report their counters to the
+    store process with their next group or within a second, so a Stats call may run ahead of them."""
+    return wait_for(
+        lambda: (s := stats(address)).get(counter, 0) - before.get(counter, 0) >= delta and s,
+        timeout_s=10,
+        what=f"{counter} to grow by {delta}",
+    )
+
+
 def test_each_bad_batch_is_refused_by_name_while_other_streams_flow(collector):
     address = collector.address
     before = stats(address)
@@ -172,7 +183,7 @@ def test_each_bad_batch_is_refused_by_name_while_other_streams_flow(collector):
     counts = {r["node"]: r for r in t_.to_pylist()}
     assert counts["healthy"]["count_star()"] == 2000 and counts["healthy"]["count(DISTINCT tick)"] == 2000
     assert counts["bad-agent"]["count_star()"] == 20
-    after = stats(address)
+    after = stats_once(address, before, "batches_refused", len(cases))
     for counter in (
         "refused_unknown_table",
         "refused_schema_version",
@@ -288,6 +299,6 @@ def test_bundle_acks_each_batch_in_order_refusing_only_the_bad_ones(collector):
     assert [(a.seq, a.duplicate) for a in replies[1].acks] == [(7, True)]  # already committed
     t, _ = query_arrow(address, "SELECT count(*) FROM agent_heartbeat WHERE node = 'bundle-agent'")
     assert t.to_pylist()[0]["count_star()"] == 20
-    after = stats(address)
+    after = stats_once(address, before, "bundles_received", 2)
     assert after["bundles_received"] - before.get("bundles_received", 0) == 2
     assert after["batches_refused"] - before.get("batches_refused", 0) == len(cases)
