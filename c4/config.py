@@ -108,7 +108,6 @@ class CollectorConfig(BaseModel):
     ingest_processes: int = Field(0, ge=0, le=64)
     checkpoint_wal_bytes: int = Field(128 << 20, ge=1 << 20)  # DuckDB checkpoints past this WAL size
     store_threads: int = Field(0, ge=0, le=1024)  # DuckDB worker threads (0: one per core)
-    background_checkpoint: bool = True  # fold the WAL from a thread of its own, not inside a commit
     diagnose_interval_s: float = Field(10.0, ge=0)  # 0 disables the in-collector diagnosis
     diagnose_window_s: float = Field(120.0, gt=0)
     fabric_topology: str = ""  # fabric YAML: nominal switch link rates for localizing a degraded link

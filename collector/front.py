@@ -171,6 +171,7 @@ class FrontService(IngestService):
         store_channel: grpc.aio.Channel,
     ) -> None:
         super().__init__(cfg, catalogue, sink, metrics, auth)
+        self.sink = sink
         self.store_stub = pb_grpc.TelemetryStub(store_channel)
 
     async def _unary(self, method: str, request, context: grpc.aio.ServicerContext):
@@ -207,7 +208,7 @@ class FrontService(IngestService):
 
     async def flush_counters_now(self) -> None:
         """Bring the store process's counters up to date with this process's."""
-        await self.writer.flush_counters()  # type: ignore[attr-defined]
+        await self.sink.flush_counters()
 
 
 async def serve_front(cfg: CollectorConfig, store_address: str, stop: asyncio.Event) -> None:

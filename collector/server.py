@@ -260,7 +260,6 @@ class Collector:
                 catalogue or load(),
                 cfg.checkpoint_wal_bytes,
                 cfg.store_threads,
-                checkpoint_in_background=cfg.background_checkpoint,
             )
         self.writer = Writer(self.store, cfg.group_commit_max_batches)
         self.auth = Authenticator(tokens, self.metrics.inc)

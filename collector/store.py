@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -54,7 +53,6 @@ class Store:
         catalogue: Catalogue,
         checkpoint_wal_bytes: int = DEFAULT_CHECKPOINT_WAL_BYTES,
         threads: int = 0,
-        checkpoint_in_background: bool = False,
     ) -> None:
         self.path = Path(path)
         self.catalogue = catalogue
@@ -62,9 +60,7 @@ class Store:
         # DuckDB checkpoints when a commit leaves the WAL over this size. Each checkpoint costs a
         # fixed ~0.3 s on top of the data it writes, so the default 16 MB (every ~2 s at 180k rows/s)
         # spent a third of the writer's time there; a larger WAL only costs replay time at start.
-        self.checkpoint_wal_bytes = int(checkpoint_wal_bytes)
-        factor = 4 if checkpoint_in_background else 1  # DuckDB's own: the background thread's safety net
-        self.con.execute(f"SET checkpoint_threshold = '{self.checkpoint_wal_bytes * factor}B'")
+        self.con.execute(f"SET checkpoint_threshold = '{int(checkpoint_wal_bytes)}B'")
         if threads:
             # DuckDB's default is one thread per core; one thread appends the same rows with about a
             # fifth less CPU (it spends none coordinating), which counts on a host short of cores
@@ -73,7 +69,6 @@ class Store:
         self._create_schema()
         self.last_seq: dict[str, int] = self._load_seqs()
         self._lock_down()
-        self.checkpointer = Checkpointer(self) if checkpoint_in_background else None
 
     def _connect(self) -> duckdb.DuckDBPyConnection:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -209,11 +204,6 @@ class Store:
                     deleted[spec.name] = int(n[0])
         return deleted
 
-    @property
-    def wal_path(self) -> Path:
-        """DuckDB's write-ahead log beside the database file."""
-        return self.path.with_name(self.path.name + ".wal")
-
     def checkpoint(self) -> None:
         """Flush the WAL into the database file."""
         with self._lock:
@@ -221,58 +211,8 @@ class Store:
 
     def close(self) -> None:
         """Checkpoint and close the file."""
-        if self.checkpointer is not None:
-            self.checkpointer.stop()
         with self._lock:
             try:
                 self.con.execute("CHECKPOINT")
             finally:
                 self.con.close()
-
-
-class Checkpointer:
-    """Folds the WAL into the database file from its own thread, so ingest commits do not wait for it.
-
-    DuckDB checkpoints inside the commit that takes the WAL past ``checkpoint_threshold``: that
-    commit, and every batch queued behind it, waits the checkpoint out (0.3-1 s at 180k rows/s),
-    which is what a collector's ack latency tail is made of. This thread checkpoints through its own
-    cursor as soon as the WAL passes the store's threshold, between the writer's transactions
-    (DuckDB refuses while one is open: it tries again at the next poll); DuckDB's own threshold
-    is raised to four times the size, a safety net that only acts if this thread cannot keep up.
-    """
-
-    def __init__(self, store: Store, poll_s: float = 0.1) -> None:
-        self.store = store
-        self.poll_s = poll_s
-        self.checkpoints = 0
-        self.busy_retries = 0
-        self._stop = threading.Event()
-        self._cur = store.con.cursor()
-        self._thread = threading.Thread(target=self._run, name="c4-checkpoint", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        wal = self.store.wal_path
-        while not self._stop.wait(self.poll_s):
-            try:
-                if wal.stat().st_size < self.store.checkpoint_wal_bytes:
-                    continue
-            except FileNotFoundError:
-                continue
-            try:
-                started = time.monotonic()
-                self._cur.execute("CHECKPOINT")
-                self.checkpoints += 1
-                log.debug(
-                    "checkpoint done seconds=%.2f retries=%d", time.monotonic() - started, self.busy_retries
-                )
-            except duckdb.TransactionException:
-                self.busy_retries += 1  # a transaction was open: next poll
-            except duckdb.Error as exc:
-                log.warning("background checkpoint failed error=%s", exc)
-
-    def stop(self) -> None:
-        """Stop the thread (the store's close still checkpoints)."""
-        self._stop.set()
-        self._thread.join()
-        self._cur.close()

@@ -68,3 +68,72 @@ def test_agents_through_ingest_processes_land_exactly_once_across_a_killed_one(t
     assert col.stop() == 0
     assert not [p for p in children(col.p.pid) if alive(p)]
     assert all(not alive(p) for p in fronts), "ingest processes outlived their collector"
+
+
+def test_tokens_are_checked_through_ingest_processes(tmp_path):
+    from test_bad_input import good
+
+    agent_token, reader_token = "a" * 32, "r" * 32
+    (tmp_path / "tokens").write_text(f"{agent_token} agent node-t\n{reader_token} reader ui\n")
+    (tmp_path / "c.toml").write_text(
+        f"[collector]\ningest_processes = 2\ntokens_file = '{tmp_path / 'tokens'}'\n"
+    )
+    col = CollectorProc(tmp_path, extra=["--config", str(tmp_path / "c.toml")]).start()
+
+    def bearer(token: str) -> list[tuple[str, str]]:
+        return [("authorization", f"Bearer {token}")]
+
+    try:
+        for _ in range(4):  # new connections: the kernel spreads them over both ingest processes
+            with grpc.insecure_channel(col.address) as ch:
+                stub = pb_grpc.TelemetryStub(ch)
+                # Push is checked in the ingest process, Hello and Query in the store process (relayed)
+                acks = list(
+                    stub.Push(
+                        iter([good("node-t", 1, range(1, 4))]), metadata=bearer(agent_token), timeout=30
+                    )
+                )
+                assert acks[0].code == 0 and acks[0].seq == 1
+                try:
+                    list(
+                        stub.Push(
+                            iter([good("node-t", 2, range(4, 5))]), metadata=bearer("x" * 32), timeout=30
+                        )
+                    )
+                    raise AssertionError("a push with an unknown token was accepted")
+                except grpc.RpcError as exc:
+                    assert exc.code() == grpc.StatusCode.UNAUTHENTICATED
+                try:
+                    stub.Hello(pb.HelloRequest(agent_id="node-t"), metadata=bearer(reader_token), timeout=30)
+                    raise AssertionError("a reader token said Hello")
+                except grpc.RpcError as exc:
+                    assert (
+                        exc.code() == grpc.StatusCode.PERMISSION_DENIED
+                        and "lacks the agent role" in exc.details()
+                    )
+                chunks = list(
+                    stub.Query(
+                        pb.QueryRequest(sql="SELECT count(*) AS n FROM agent_heartbeat"),
+                        metadata=bearer(reader_token),
+                        timeout=30,
+                    )
+                )
+                assert chunks and not chunks[0].truncated
+        counters = wait_for(
+            lambda: (
+                (
+                    c := dict(
+                        pb_grpc.TelemetryStub(grpc.insecure_channel(col.address))
+                        .Stats(pb.StatsRequest(), metadata=bearer(reader_token), timeout=10)
+                        .counters
+                    )
+                ).get("auth_refused:push:unauthenticated", 0)
+                >= 4
+                and c
+            ),
+            what="refusals counted in the ingest processes to reach the store process",
+        )
+        assert counters["auth_refused:hello:permission_denied"] == 4
+        assert counters["batches_duplicate"] == 3 and counters["batches_committed"] == 1
+    finally:
+        assert col.stop() == 0
