@@ -23,7 +23,7 @@ import os
 import signal
 import sys
 import threading
-from collections import Counter
+from collections import Counter, deque
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -66,7 +66,7 @@ class StoreClient:
         self.max_in_flight = max_in_flight
         self.linger_s = linger_s
         self.counters_every_s = counters_every_s
-        self._pending: list[tuple[list[PendingBatch], asyncio.Future]] = []
+        self._pending: deque[tuple[list[PendingBatch], asyncio.Future]] = deque()
         self._in_flight = 0
         self._sent_counters: Counter[str] = Counter()
         self._tasks: set[asyncio.Task] = set()
@@ -101,7 +101,7 @@ class StoreClient:
     def _take(self) -> list[tuple[list[PendingBatch], asyncio.Future]]:
         taken, rows = [], 0
         while self._pending and (not taken or rows < self.max_rows):
-            item = self._pending.pop(0)
+            item = self._pending.popleft()
             taken.append(item)
             rows += sum(b.table.num_rows for b in item[0])
         return taken
@@ -122,14 +122,16 @@ class StoreClient:
             self._in_flight -= 1
 
     async def _commit(self, flat: list[PendingBatch]) -> list[CommitResult]:
+        delta = self._counter_delta()
         try:
-            group = encode_group(flat, self._counter_delta())
+            group = encode_group(flat, delta)
             reply = await self.stub.Commit(group)
             results = results_of(reply)
             if len(results) != len(flat):
                 raise RuntimeError(f"store process answered {len(results)} results for {len(flat)} batches")
             return results
         except grpc.aio.AioRpcError as exc:
+            self._sent_counters.subtract(delta)  # not delivered: they go with the next group
             log.warning("store process commit failed code=%s error=%s", exc.code().name, exc.details())
             return [CommitResult(error=f"collector store process unavailable: {exc.details()}")] * len(flat)
         except Exception as exc:  # an ack with an error (the agent retries), never a lost batch

@@ -52,6 +52,7 @@ class FrontProcesses:
         self._procs: list[asyncio.subprocess.Process | None] = [None] * count
         self._watch: asyncio.Task | None = None
         self._stopping = False
+        self._failures: dict[int, int] = {}  # consecutive failed restarts per index
 
     async def start(self) -> int:
         """Start every ingest process and wait until each serves; returns the public port."""
@@ -107,12 +108,17 @@ class FrontProcesses:
                 i = waits[w]
                 if self._stopping:
                     return
+                failures = self._failures.get(i, 0)
                 log.error("ingest process exited index=%d code=%s: restarting", i, w.result())
                 self.restarts += 1
-                await asyncio.sleep(0.5)
+                await asyncio.sleep(
+                    min(30.0, 0.5 * 2**failures)
+                )  # one that cannot start is retried ever less often
                 try:
                     await self._spawn(i)
+                    self._failures[i] = 0
                 except OSError as exc:
+                    self._failures[i] = failures + 1
                     log.error("ingest process restart failed index=%d error=%s", i, exc)
 
     @property
