@@ -506,9 +506,8 @@ async def serve(cfg: CollectorConfig, ready: asyncio.Event | None = None) -> Non
     """Run a collector until cancelled or signalled."""
     import signal
 
-    collector = Collector(cfg)
-    await collector.start()
-
+    # handlers first: a collector serving through ingest processes answers health checks before
+    # its own start() returns, so a SIGTERM may come that early and must still stop it cleanly
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -516,6 +515,8 @@ async def serve(cfg: CollectorConfig, ready: asyncio.Event | None = None) -> Non
             loop.add_signal_handler(sig, stop.set)
         except (NotImplementedError, RuntimeError):
             pass
+    collector = Collector(cfg)
+    await collector.start()
     if ready is not None:
         ready.set()
     try:
