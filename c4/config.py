@@ -39,6 +39,12 @@ def _check_address(value: str) -> str:
     return value
 
 
+def split_host_port(address: str) -> tuple[str, int]:
+    """'HOST:PORT' or '[V6]:PORT' -> (host without brackets, port)."""
+    host, _, port = address.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
 def _check_addresses(value: str) -> str:
     """One HOST:PORT, or several comma separated (collector shards: home by hashing the node name, then failover)."""
     from c4.agent.shard import parse_collectors

@@ -258,17 +258,10 @@ class ProcWatch:
         self.peak_rss_bytes = 0
 
     def pids(self) -> list[int]:
-        """The process and its living children."""
-        import glob
+        """The process and its children."""
+        from c4.collector.bench_proc import child_pids
 
-        out = [self.pid]
-        for path in glob.glob(f"/proc/{self.pid}/task/*/children"):
-            try:
-                with open(path) as f:
-                    out += [int(p) for p in f.read().split()]
-            except OSError:
-                continue
-        return out
+        return [self.pid, *child_pids(self.pid)]
 
     def cpu_s(self) -> float:
         """User + system CPU seconds so far (children that exited meanwhile are not counted)."""

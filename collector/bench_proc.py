@@ -17,6 +17,17 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from c4.security import ClientSecurity
 
 
+def child_pids(pid: int) -> list[int]:
+    """The children of a process (a collector's ingest processes; zombies too until reaped), from /proc."""
+    out = []
+    for path in Path(f"/proc/{pid}/task").glob("*/children"):
+        try:
+            out += [int(p) for p in path.read_text().split()]
+        except OSError:
+            continue
+    return out
+
+
 def free_port() -> int:
     """An unused TCP port on 127.0.0.1."""
     with socket.socket() as s:

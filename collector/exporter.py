@@ -20,6 +20,7 @@ from prometheus_client import CollectorRegistry, ProcessCollector, start_http_se
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from c4.collector.store import SEQ_TABLE
+from c4.config import split_host_port
 
 if TYPE_CHECKING:
     from c4.collector.server import Collector
@@ -360,8 +361,7 @@ class MetricsServer:
 
     def __init__(self, collector: Collector, listen: str) -> None:
         self.listen = listen
-        host, _, port = listen.rpartition(":")
-        self.host, self.port = host.strip("[]"), int(port)
+        self.host, self.port = split_host_port(listen)
         self.registry = CollectorRegistry(auto_describe=False)
         self.metrics = C4Metrics(collector, collector.cfg.metrics_window_s)
         self.registry.register(self.metrics)

@@ -26,12 +26,11 @@ import threading
 from collections import Counter, deque
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from c4.catalogue import Catalogue, load
 from c4.collector.auth import Authenticator, TokenTable, server_credentials
 from c4.collector.grouping import encode_group, results_of
-from c4.collector.ingest import IngestService, Metrics
+from c4.collector.ingest import IngestService, Metrics, agent_server, bind, set_serving
 from c4.collector.store import CommitResult, PendingBatch
 from c4.config import CollectorConfig
 from c4.telemetry.v1 import telemetry_pb2 as pb
@@ -39,7 +38,6 @@ from c4.telemetry.v1 import telemetry_pb2_grpc as pb_grpc
 
 log = logging.getLogger("c4.collector.front")
 
-SERVICE_NAME = "c4.telemetry.v1.Telemetry"
 #: Metadata a relay must not copy onto its own call (gRPC sets these itself).
 _HOP_KEYS = ("user-agent", "grpc-", ":")
 
@@ -227,29 +225,12 @@ async def serve_front(cfg: CollectorConfig, store_address: str, stop: asyncio.Ev
     )
     sink = StoreClient(channel, metrics)
     service = FrontService(cfg, load(), sink, metrics, auth, channel)
-    limit = cfg.max_batch_bytes * 4 + (1 << 20)
-    server = grpc.aio.server(
-        options=[
-            ("grpc.max_receive_message_length", limit),
-            ("grpc.max_send_message_length", 64 << 20),
-            ("grpc.server_max_unrequested_time_in_server", 120),
-            ("grpc.so_reuseport", 1),
-        ]
-    )
+    server, health_servicer = agent_server(cfg, ("grpc.so_reuseport", 1))
     pb_grpc.add_TelemetryServicer_to_server(service, server)
-    health_servicer = health.aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    if cfg.tls_cert:
-        port = server.add_secure_port(
-            cfg.listen, server_credentials(cfg.tls_cert, cfg.tls_key, cfg.tls_client_ca)
-        )
-    else:
-        port = server.add_insecure_port(cfg.listen)
-    if not port:
-        raise OSError(f"cannot listen on {cfg.listen}")
+    credentials = server_credentials(cfg.tls_cert, cfg.tls_key, cfg.tls_client_ca) if cfg.tls_cert else None
+    port = bind(server, cfg.listen, credentials)
     await server.start()
-    for name in ("", SERVICE_NAME):
-        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    await set_serving(health_servicer)
     counters = asyncio.create_task(sink.run_counters())
     print(f"ready {port}", flush=True)
     log.info("ingest process serving listen=%s pid=%d store=%s", cfg.listen, os.getpid(), store_address)

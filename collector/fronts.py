@@ -8,18 +8,12 @@ import logging
 import socket
 import sys
 
-from c4.config import CollectorConfig
+from c4.config import CollectorConfig, split_host_port
 
 log = logging.getLogger("c4.collector.fronts")
 
 #: How long an ingest process may take to import and bind before the collector gives up.
 START_TIMEOUT_S = 60.0
-
-
-def split_address(address: str) -> tuple[str, int]:
-    """'HOST:PORT' or '[V6]:PORT' -> (host, port)."""
-    host, _, port = address.rpartition(":")
-    return host.strip("[]"), int(port)
 
 
 def reserve_port(address: str) -> tuple[socket.socket, int]:
@@ -28,7 +22,7 @@ def reserve_port(address: str) -> tuple[socket.socket, int]:
     Port 0 means "any free port": the ingest processes must all get the same one, so the collector
     picks it and holds it for its lifetime (a bound socket that never listens takes no connections).
     """
-    host, port = split_address(address)
+    host, port = split_host_port(address)
     family, kind, proto, _, sockaddr = socket.getaddrinfo(
         host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
     )[0]
@@ -56,7 +50,7 @@ class FrontProcesses:
 
     async def start(self) -> int:
         """Start every ingest process and wait until each serves; returns the public port."""
-        host, port = split_address(self.cfg.listen)
+        host, port = split_host_port(self.cfg.listen)
         if port == 0:
             self._reserved, port = reserve_port(self.cfg.listen)
         self.port = port

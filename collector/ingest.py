@@ -13,6 +13,7 @@ from collections import Counter
 from typing import Protocol
 
 import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from c4.catalogue import Catalogue
 from c4.collector.auth import Authenticator, AuthError
@@ -23,6 +24,44 @@ from c4.telemetry.v1 import telemetry_pb2 as pb
 from c4.telemetry.v1 import telemetry_pb2_grpc as pb_grpc
 
 log = logging.getLogger("c4.collector")
+
+SERVICE_NAME = "c4.telemetry.v1.Telemetry"
+
+
+def agent_server(
+    cfg: CollectorConfig, *options: tuple[str, int]
+) -> tuple[grpc.aio.Server, health.aio.HealthServicer]:
+    """The gRPC server agents reach (the collector's, or an ingest process's), with the health service."""
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", cfg.max_batch_bytes * 4 + (1 << 20)),
+            ("grpc.max_send_message_length", 64 << 20),
+            # gRPC cancels a call its server has not picked up within 30 s; with a busy event loop
+            # (a thousand agents reconnecting at once) give it as long as the agents' Hello timeout
+            ("grpc.server_max_unrequested_time_in_server", 120),
+            *options,
+        ]
+    )
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    return server, health_servicer
+
+
+def bind(server: grpc.aio.Server, address: str, credentials: grpc.ServerCredentials | None) -> int:
+    """Listen on ``address`` (TLS when credentials are given); the bound port, OSError when it cannot."""
+    if credentials is not None:
+        port = server.add_secure_port(address, credentials)
+    else:
+        port = server.add_insecure_port(address)
+    if not port:
+        raise OSError(f"cannot listen on {address}")
+    return port
+
+
+async def set_serving(health_servicer: health.aio.HealthServicer) -> None:
+    """Tell health checks (overall and the Telemetry service) that the server is serving."""
+    for name in ("", SERVICE_NAME):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
 
 
 class Metrics:

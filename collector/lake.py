@@ -14,7 +14,6 @@ import importlib.util
 import logging
 import re
 import threading
-from datetime import datetime
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -145,9 +144,8 @@ class LakeStore(Store):
     def _lookup_seqs(self, agents: set[str]) -> dict[str, int]:
         """The agents' last sequences committed by any shard (they may have failed over from another
         collector), in one query over every shard's table."""
-        cur = self.con.cursor()
+        cur = self.cursor()
         try:
-            cur.execute(f"USE {LAKE}")
             tables = self._seq_tables(cur)
             found = dict.fromkeys(agents, 0)
             if not tables or not agents:
@@ -191,12 +189,10 @@ class LakeStore(Store):
             self.last_seq.update(self._lookup_seqs(unknown))
         return super()._commit_group(batches)
 
-    def _write_seqs(self, changed: list[tuple[str, int]], now: datetime) -> None:
+    def _seq_insert_sql(self) -> str:
         # append only: a DELETE per commit left one delete file per touched data file in the lake,
         # so every commit got slower; readers take max(last_seq) per agent, retention prunes
-        self.con.register("_c4_seq_in", self._seq_rows(changed, now))  # one INSERT, not one per agent
-        self.con.execute(f"INSERT INTO {self.seq_table} SELECT agent_id, last_seq, updated FROM _c4_seq_in")
-        self.con.unregister("_c4_seq_in")
+        return f"INSERT INTO {self.seq_table} SELECT agent_id, last_seq, updated FROM _c4_seq_in"
 
     def delete_older_than(self, cutoff_expr: str) -> dict[str, int]:
         """Retention, plus this shard's superseded sequence rows (each agent's newest one stays)."""

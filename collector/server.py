@@ -14,14 +14,13 @@ from datetime import UTC, datetime, timedelta
 import duckdb
 import grpc
 import pyarrow as pa
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from c4 import __version__
 from c4.arrow_ipc import encode_ipc
 from c4.catalogue import Catalogue, load
 from c4.collector.auth import Authenticator, TokenTable, check_server_security, server_credentials
 from c4.collector.grouping import GroupError, decode_group, reply_for
-from c4.collector.ingest import IngestService, Metrics
+from c4.collector.ingest import IngestService, Metrics, agent_server, bind, set_serving
 from c4.collector.readonly import QueryRefused, check_read_only
 from c4.collector.store import PendingBatch, Store
 from c4.collector.writer import Writer
@@ -31,7 +30,6 @@ from c4.telemetry.v1 import telemetry_pb2_grpc as pb_grpc
 
 log = logging.getLogger("c4.collector")
 
-SERVICE_NAME = "c4.telemetry.v1.Telemetry"
 #: Codes an agent should retry later (the batch is kept); any other non-zero code is final.
 RETRYABLE_CODES = {grpc.StatusCode.UNAVAILABLE.value[0], grpc.StatusCode.INTERNAL.value[0]}
 QUERY_CHUNK_ROWS = 65536
@@ -276,19 +274,8 @@ class Collector:
 
     async def start(self) -> int:
         """Bind and start serving; returns the bound port."""
-        limit = self.cfg.max_batch_bytes * 4 + (1 << 20)
-        self.server = grpc.aio.server(
-            options=[
-                ("grpc.max_receive_message_length", limit),
-                ("grpc.max_send_message_length", 64 << 20),
-                # gRPC cancels a call its server has not picked up within 30 s; with a busy event loop
-                # (a thousand agents reconnecting at once) give it as long as the agents' Hello timeout
-                ("grpc.server_max_unrequested_time_in_server", 120),
-            ]
-        )
+        self.server, health_servicer = agent_server(self.cfg)
         pb_grpc.add_TelemetryServicer_to_server(self.service, self.server)
-        health_servicer = health.aio.HealthServicer()
-        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, self.server)
         if self.cfg.ingest_processes:
             # agents reach the ingest processes; this process serves them on a private socket only
             import tempfile
@@ -298,14 +285,9 @@ class Collector:
             )
             self._private_dir = tempfile.mkdtemp(prefix="c4-collector-")  # mode 0700: this user only
             store_address = f"unix:{self._private_dir}/store.sock"
-            if not self.server.add_insecure_port(store_address):
-                raise OSError(f"cannot listen on {store_address}")
-        elif self.credentials is not None:
-            self.port = self.server.add_secure_port(self.cfg.listen, self.credentials)
+            bind(self.server, store_address, None)
         else:
-            self.port = self.server.add_insecure_port(self.cfg.listen)
-        if not self.port and not self.cfg.ingest_processes:
-            raise OSError(f"cannot listen on {self.cfg.listen}")
+            self.port = bind(self.server, self.cfg.listen, self.credentials)
         for warning in self.security_warnings:
             log.warning("security: %s listen=%s", warning, self.cfg.listen)
         await self.server.start()
@@ -324,8 +306,7 @@ class Collector:
 
             self.exporter = MetricsServer(self, self.cfg.metrics_listen)
             self.exporter.start()
-        for name in ("", SERVICE_NAME):
-            await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+        await set_serving(health_servicer)
         self._tasks = [
             asyncio.create_task(self._every(self.cfg.retention_interval_s, self.retain)),
             asyncio.create_task(self._every(self.cfg.metrics_interval_s, self.snapshot_metrics)),

@@ -107,10 +107,12 @@ class Store:
     def _write_seqs(self, changed: list[tuple[str, int]], now: datetime) -> None:
         # one statement from Arrow: executemany upserts row by row (60% of the writer with many agents)
         self.con.register("_c4_seq_in", self._seq_rows(changed, now))
-        self.con.execute(
-            f"INSERT OR REPLACE INTO {SEQ_TABLE} SELECT agent_id, last_seq, updated FROM _c4_seq_in"
-        )
+        self.con.execute(self._seq_insert_sql())
         self.con.unregister("_c4_seq_in")
+
+    def _seq_insert_sql(self) -> str:
+        """The statement storing the registered ``_c4_seq_in`` rows: one row per agent, replaced."""
+        return f"INSERT OR REPLACE INTO {SEQ_TABLE} SELECT agent_id, last_seq, updated FROM _c4_seq_in"
 
     def _create_schema(self) -> None:
         con = self.con

@@ -20,7 +20,8 @@ from c4.telemetry.v1 import telemetry_pb2_grpc as pb_grpc
 MAX_BATCH = 64 << 10
 
 
-def heartbeat_payload(node: str, ticks: range) -> bytes:
+def heartbeat_table(node: str, ticks: range) -> pa.Table:
+    """Heartbeat rows of one node, one per tick."""
     spec = load()["agent_heartbeat"]
     rows = [
         {
@@ -34,7 +35,11 @@ def heartbeat_payload(node: str, ticks: range) -> bytes:
         }
         for t in ticks
     ]
-    return encode_ipc(pa.Table.from_pylist(rows, schema=spec.arrow_schema))
+    return pa.Table.from_pylist(rows, schema=spec.arrow_schema)
+
+
+def heartbeat_payload(node: str, ticks: range) -> bytes:
+    return encode_ipc(heartbeat_table(node, ticks))
 
 
 def good(node: str, seq: int, ticks: range) -> pb.Batch:

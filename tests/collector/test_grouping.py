@@ -6,6 +6,7 @@ from datetime import datetime
 
 import pyarrow as pa
 import pytest
+from test_bad_input import heartbeat_table
 
 from c4.arrow_ipc import encode_ipc
 from c4.catalogue import load
@@ -15,23 +16,6 @@ from c4.collector.validate import validate_payload
 from c4.telemetry.v1 import telemetry_pb2 as pb
 
 CATALOGUE = load()
-
-
-def heartbeat(node: str, ticks: range) -> pa.Table:
-    spec = CATALOGUE["agent_heartbeat"]
-    rows = [
-        {
-            "ts": datetime(2026, 1, 1),
-            "node": node,
-            "job": "",
-            "agent_id": node,
-            "boot_ns": 1,
-            "tick": t,
-            "uptime_s": 0.5,
-        }
-        for t in ticks
-    ]
-    return pa.Table.from_pylist(rows, schema=spec.arrow_schema)
 
 
 def memory(node: str, n: int) -> pa.Table:
@@ -53,18 +37,18 @@ def admitted(agent: str, seq: int, table: str, payload: bytes) -> PendingBatch:
 
 
 def test_batches_of_many_agents_and_tables_come_back_whole_and_in_order():
-    two_chunks = pa.concat_tables([heartbeat("c", range(1, 3)), heartbeat("c", range(3, 6))])
+    two_chunks = pa.concat_tables([heartbeat_table("c", range(1, 3)), heartbeat_table("c", range(3, 6))])
     assert two_chunks.num_columns and len(two_chunks.to_batches()) == 2
-    reordered = heartbeat("d", range(1, 4))
+    reordered = heartbeat_table("d", range(1, 4))
     reordered = reordered.select(list(reversed(reordered.column_names)))  # needs a cast: no wire bytes
     batches = [
-        admitted("a", 1, "agent_heartbeat", encode_ipc(heartbeat("a", range(1, 4)))),
+        admitted("a", 1, "agent_heartbeat", encode_ipc(heartbeat_table("a", range(1, 4)))),
         admitted("a", 2, "host_memory", encode_ipc(memory("a", 2))),
-        admitted("b", 7, "agent_heartbeat", encode_ipc(heartbeat("b", range(10, 11)))),
+        admitted("b", 7, "agent_heartbeat", encode_ipc(heartbeat_table("b", range(10, 11)))),
         admitted("c", 1, "agent_heartbeat", encode_ipc(two_chunks)),
         admitted("d", 1, "agent_heartbeat", encode_ipc(reordered)),
         admitted("b", 8, "host_memory", encode_ipc(memory("b", 0))),
-        PendingBatch("", 0, CATALOGUE["agent_heartbeat"], heartbeat("internal", range(1, 2))),
+        PendingBatch("", 0, CATALOGUE["agent_heartbeat"], heartbeat_table("internal", range(1, 2))),
     ]
     assert batches[0].ipc_parts is not None and batches[4].ipc_parts is None
     group = encode_group(batches, {"refused_columns": 2})
@@ -78,31 +62,20 @@ def test_batches_of_many_agents_and_tables_come_back_whole_and_in_order():
         assert got.table.equals(sent.table), (got.agent_id, got.seq)
 
 
-def test_a_group_that_does_not_add_up_is_refused_by_name():
-    batch = admitted("a", 1, "agent_heartbeat", encode_ipc(heartbeat("a", range(1, 4))))
-    good = encode_group([batch])
-    short = pb.CommitGroup()
-    short.CopyFrom(good)
-    short.entries[0].rows = 2
-    with pytest.raises(GroupError, match="has 3 rows, its entries 2"):
-        decode_group(short, CATALOGUE)
-    long = pb.CommitGroup()
-    long.CopyFrom(good)
-    long.entries[0].rows = 4
-    with pytest.raises(GroupError, match="its entries more"):
-        decode_group(long, CATALOGUE)
-    unknown = pb.CommitGroup()
-    unknown.CopyFrom(good)
-    unknown.tables[0].table = "no_such_table"
-    with pytest.raises(GroupError, match="unknown table 'no_such_table'"):
-        decode_group(unknown, CATALOGUE)
-    stray = pb.CommitGroup()
-    stray.CopyFrom(good)
-    stray.entries[0].table_index = 5
-    with pytest.raises(GroupError, match="names table #5"):
-        decode_group(stray, CATALOGUE)
-    corrupt = pb.CommitGroup()
-    corrupt.CopyFrom(good)
-    corrupt.tables[0].arrow_ipc = b"\xff\xff\xff\xffnot arrow"
-    with pytest.raises(GroupError, match="corrupt Arrow IPC"):
-        decode_group(corrupt, CATALOGUE)
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda g: setattr(g.entries[0], "rows", 2), "has 3 rows, its entries 2"),
+        (lambda g: setattr(g.entries[0], "rows", 4), "its entries more"),
+        (lambda g: setattr(g.tables[0], "table", "no_such_table"), "unknown table 'no_such_table'"),
+        (lambda g: setattr(g.entries[0], "table_index", 5), "names table #5"),
+        (lambda g: setattr(g.tables[0], "arrow_ipc", b"\xff\xff\xff\xffnot arrow"), "corrupt Arrow IPC"),
+    ],
+    ids=["too-few-rows", "too-many-rows", "unknown-table", "stray-index", "corrupt-payload"],
+)
+def test_a_group_that_does_not_add_up_is_refused_by_name(damage, message):
+    batch = admitted("a", 1, "agent_heartbeat", encode_ipc(heartbeat_table("a", range(1, 4))))
+    group = encode_group([batch])
+    damage(group)
+    with pytest.raises(GroupError, match=message):
+        decode_group(group, CATALOGUE)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import glob
 import os
 import signal
 
@@ -11,16 +10,9 @@ from test_e2e import FAST_AGENT, assert_exactly_once, heartbeat_ticks, scalar
 from testkit.procs import AgentProc, CollectorProc
 from testkit.wait import wait_for
 
+from c4.collector.bench_proc import child_pids
 from c4.telemetry.v1 import telemetry_pb2 as pb
 from c4.telemetry.v1 import telemetry_pb2_grpc as pb_grpc
-
-
-def children(pid: int) -> list[int]:
-    out = []
-    for path in glob.glob(f"/proc/{pid}/task/*/children"):
-        with open(path) as f:
-            out += [int(p) for p in f.read().split()]
-    return out
 
 
 def alive(pid: int) -> bool:
@@ -37,7 +29,7 @@ def test_agents_through_ingest_processes_land_exactly_once_across_a_killed_one(t
     nodes = [f"node-{i}" for i in range(4)]
     agents = [AgentProc(tmp_path, col.address, n, env=FAST_AGENT).start() for n in nodes]
     try:
-        fronts = children(col.p.pid)
+        fronts = child_pids(col.p.pid)
         assert len(fronts) == 2, f"expected two ingest processes, found {fronts}"
         # Hello and Query are relayed to the store process; every agent's rows arrive
         for n in nodes:
@@ -46,8 +38,8 @@ def test_agents_through_ingest_processes_land_exactly_once_across_a_killed_one(t
         wait_for(lambda: "ingest process exited index=0" in col.log(), what="the collector noticing")
         wait_for(
             lambda: (
-                len([p for p in children(col.p.pid) if alive(p)]) == 2
-                and fronts[0] not in children(col.p.pid)
+                len([p for p in child_pids(col.p.pid) if alive(p)]) == 2
+                and fronts[0] not in child_pids(col.p.pid)
             ),
             what="a replacement ingest process",
         )
@@ -66,7 +58,7 @@ def test_agents_through_ingest_processes_land_exactly_once_across_a_killed_one(t
         assert_exactly_once(heartbeat_ticks(col.address, n))
     assert scalar(col.address, "SELECT count(DISTINCT node) FROM agent_heartbeat") == len(nodes)
     assert col.stop() == 0
-    assert not [p for p in children(col.p.pid) if alive(p)]
+    assert not [p for p in child_pids(col.p.pid) if alive(p)]
     assert all(not alive(p) for p in fronts), "ingest processes outlived their collector"
 
 
