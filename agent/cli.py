@@ -143,6 +143,10 @@ def run(args: argparse.Namespace) -> int:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    stop.wait()
-    agent.stop()
+    while not stop.wait(1.0):
+        if agent.sender.fatal:  # sending cannot go on: say so and exit non-zero, not loop forever
+            print(f"c4 agent: {agent.sender.fatal}", file=sys.stderr)
+            agent.stop(drain_timeout_s=0)
+            return 1
+    agent.stop(drain_timeout_s=cfg.drain_timeout_s)
     return 0

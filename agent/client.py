@@ -37,6 +37,10 @@ class _Reconnect(Exception):
     """The collector asked us to retry later."""
 
 
+class AgentCannotContinue(RuntimeError):
+    """The agent cannot send without losing or mixing up data; the message says why (exit non-zero)."""
+
+
 def channel_options(max_message_bytes: int) -> list[tuple[str, int]]:
     """gRPC channel options sized for our batches."""
     return [
@@ -80,6 +84,9 @@ class Sender:
         self.backoff_initial_s = backoff_initial_s
         self.backoff_max_s = backoff_max_s
         self.stats = SendStats()
+        #: Set when sending cannot go on (the agent exits non-zero with this message).
+        self.fatal = ""
+        self._new_epoch_started = False  # the last Hello found the collector ahead and we started an epoch
 
     def run(self, stop: threading.Event) -> None:
         """Connect, stream and reconnect with exponential backoff until ``stop`` is set."""
@@ -92,7 +99,10 @@ class Sender:
             channel = self.security.channel(self.address, channel_options(self.max_message_bytes))
             try:
                 stub = pb_grpc.TelemetryStub(channel)
-                reply = stub.Hello(self.hello(), timeout=10)
+                request = self.hello()
+                request.spool_epoch = self.spool.epoch
+                reply = stub.Hello(request, timeout=10)
+                self._check_collector_seq(reply.last_committed_seq)
                 skipped = self.spool.ack_through(reply.last_committed_seq)
                 self.stats.reconnects += 1
                 self.stats.connected = True
@@ -121,6 +131,10 @@ class Sender:
                 )
             except _Reconnect as exc:
                 log.warning("collector asked to retry agent=%s reason=%s", self.agent_id, exc)
+            except AgentCannotContinue as exc:
+                self.fatal = str(exc)
+                log.error("agent cannot continue agent=%s reason=%s", self.agent_id, exc)
+                return
             finally:
                 self.stats.connected = False
                 channel.close()
@@ -129,6 +143,31 @@ class Sender:
             if stop.wait(backoff * (0.8 + 0.4 * random.random())):
                 return
             backoff = min(backoff * 2, self.backoff_max_s)
+
+    def _check_collector_seq(self, last_committed_seq: int) -> None:
+        """Refuse a Hello whose last committed sequence this spool never issued.
+
+        That happens when another agent pushes under our agent id, or the collector's bookkeeping
+        was damaged: trusting it would drop every batch we hold as "already committed". The first
+        time, start a new spool epoch (the collector then starts our sequence over) and reconnect;
+        if the collector is still ahead right after that, stop: we cannot send without loss.
+        """
+        if last_committed_seq < self.spool.next_seq:
+            self._new_epoch_started = False
+            return
+        if self._new_epoch_started:
+            raise AgentCannotContinue(
+                f"collector {self.address} reports sequence {last_committed_seq} committed for agent id "
+                f"{self.agent_id!r} although this spool has issued only up to {self.spool.next_seq - 1}, "
+                "even after starting a new spool epoch: is another agent using the same agent id?"
+            )
+        old = self.spool.epoch
+        self.spool.new_epoch()
+        self._new_epoch_started = True
+        raise _Reconnect(
+            f"collector reports sequence {last_committed_seq} committed, beyond this spool's "
+            f"{self.spool.next_seq - 1}: started a new spool epoch ({old} -> {self.spool.epoch})"
+        )
 
     def _stream(self, stub: pb_grpc.TelemetryStub, stop: threading.Event) -> None:
         if self.bundles:
@@ -148,6 +187,7 @@ class Sender:
     def _batches(self, window: threading.Semaphore, done: threading.Event, stop: threading.Event):
         """Lists of spooled batches to send, each list as large as the window and message size allow."""
         last_sent = 0
+        epoch = self.spool.epoch  # the one this connection's Hello declared
         limit_bytes = self.max_message_bytes - (64 << 10)  # room for the message framing
         while not (done.is_set() or stop.is_set()):
             seqs = self.spool.pending(after=last_sent)
@@ -179,6 +219,7 @@ class Sender:
                         table=batch.table,
                         schema_version=batch.schema_version,
                         arrow_ipc=batch.payload,
+                        spool_epoch=epoch,
                     )
                 )
             if out:

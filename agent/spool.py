@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets
 import struct
 import threading
 from dataclasses import dataclass
@@ -60,6 +61,11 @@ def _write_atomic(path: Path, data: bytes, fsync: bool) -> None:
     os.replace(tmp, path)
 
 
+def _random_epoch() -> int:
+    """A random non-zero 63-bit spool epoch."""
+    return secrets.randbits(63) | 1
+
+
 class Spool:
     """Thread-safe FIFO of batches on disk with a byte bound (oldest dropped, counted)."""
 
@@ -80,9 +86,12 @@ class Spool:
             tmp.unlink()
         for path in sorted(self.dir.glob(f"*{SUFFIX}")):
             self._recover(path)
-        state = self._read_state()
+        state, epoch = self._read_state()
         self.next_seq = max(state, max(self._index, default=0) + 1)
         self._reserved_to = self.next_seq
+        self.epoch = epoch or _random_epoch()
+        if not epoch:
+            self._write_state(self._reserved_to)
         if self._index:
             log.info(
                 "spool reopened batches=%d bytes=%d next_seq=%d", len(self._index), self.bytes, self.next_seq
@@ -120,17 +129,28 @@ class Spool:
         if not self._live.get(segment):
             path.unlink()
 
-    def _read_state(self) -> int:
+    def _read_state(self) -> tuple[int, int]:
+        """(next_seq, epoch) from state.json; epoch 0 when there is none yet."""
         try:
-            return int(json.loads((self.dir / "state.json").read_text())["next_seq"])
+            state = json.loads((self.dir / "state.json").read_text())
+            return int(state["next_seq"]), int(state.get("epoch", 0))
         except FileNotFoundError:
-            return 1
-        except (ValueError, KeyError, TypeError) as exc:
+            return 1, 0
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
             log.warning("spool state unreadable, recovering from segments error=%s", exc)
-            return 1
+            return 1, 0
 
     def _write_state(self, next_seq: int) -> None:
-        _write_atomic(self.dir / "state.json", json.dumps({"next_seq": next_seq}).encode(), self.fsync)
+        state = {"next_seq": next_seq, "epoch": self.epoch}
+        _write_atomic(self.dir / "state.json", json.dumps(state).encode(), self.fsync)
+
+    def new_epoch(self) -> int:
+        """Start a new spool epoch (the collector then starts this agent's sequence over); returns it."""
+        with self._cond:
+            self.epoch = _random_epoch()
+            self._write_state(self._reserved_to)
+            log.warning("spool epoch started epoch=%d next_seq=%d", self.epoch, self.next_seq)
+            return self.epoch
 
     def _path(self, segment: int) -> Path:
         return self.dir / f"{segment:020d}{SUFFIX}"

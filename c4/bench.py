@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 
-HELP = "Run a benchmark (ingest, agent, plan, sim, diagnose, ui, plugin, load); side-by-side ratios."
+HELP = "Run a benchmark (ingest, agent, plan, sim, diagnose, ui, plugin, load, chaos); side-by-side ratios."
 
 #: benchmark -> module with ``HELP``, ``configure(parser)`` and ``run(args) -> int``.
 BENCHES: dict[str, str] = {
@@ -15,6 +15,7 @@ BENCHES: dict[str, str] = {
     "plugin": "c4.agent.bench_plugin",
     "sim": "c4.bench_sim",
     "load": "c4.collector.bench_load",
+    "chaos": "c4.collector.bench_chaos",
     "diagnose": "c4.analytics.bench",
     "ui": "c4.ui.bench",  # named, not imported: nothing imports the ui room
 }

@@ -87,6 +87,8 @@ class AgentConfig(ClientSecurityConfig):
     max_in_flight: int = Field(64, ge=1)
     backoff_initial_s: float = Field(0.2, gt=0)
     backoff_max_s: float = Field(10.0, gt=0)
+    # on SIGTERM: how long to keep sending what is spooled before exiting (the rest stays spooled)
+    drain_timeout_s: float = Field(5.0, ge=0)
     samplers: dict[str, dict[str, Any]] = Field(default_factory=lambda: dict(DEFAULT_SAMPLERS))
 
     _addr = field_validator("collector")(classmethod(lambda cls, v: _check_addresses(v)))

@@ -31,6 +31,7 @@ from c4.catalogue import Catalogue, load
 from c4.collector.auth import Authenticator, TokenTable, server_credentials
 from c4.collector.grouping import encode_group, results_of
 from c4.collector.ingest import IngestService, Metrics, agent_server, bind, set_serving
+from c4.collector.sequence import BrokenStreams
 from c4.collector.store import CommitResult, PendingBatch
 from c4.config import CollectorConfig
 from c4.telemetry.v1 import telemetry_pb2 as pb
@@ -46,7 +47,9 @@ class StoreClient:
     """The ingest process's commit sink: groups submissions and commits them in the store process.
 
     Submissions that arrive while a group is on its way wait and go together in the next one, so
-    the store process sees a few large groups per second whatever the number of agents.
+    the store process sees a few large groups per second whatever the number of agents. A stream's
+    batches never travel in two groups at once (the store process would commit them in whichever
+    order the groups arrive), and once one failed here nothing later of that stream is sent.
     """
 
     def __init__(
@@ -68,6 +71,8 @@ class StoreClient:
         self._in_flight = 0
         self._sent_counters: Counter[str] = Counter()
         self._tasks: set[asyncio.Task] = set()
+        self._streams_in_flight: Counter[int] = Counter()  # streams with batches in a group on its way
+        self.broken = BrokenStreams()
 
     def submit_async(self, batch: PendingBatch) -> asyncio.Future[CommitResult]:
         """Commit one batch in the store process; the future gets its result."""
@@ -97,11 +102,20 @@ class StoreClient:
         return delta
 
     def _take(self) -> list[tuple[list[PendingBatch], asyncio.Future]]:
+        """The next group's submissions, in order, leaving (in order) those of streams already on their way."""
         taken, rows = [], 0
+        waiting: deque = deque()
+        blocked = {s for s, n in self._streams_in_flight.items() if n}
         while self._pending and (not taken or rows < self.max_rows):
             item = self._pending.popleft()
+            streams = {b.stream for b in item[0] if b.stream}
+            if streams & blocked:
+                waiting.append(item)
+                blocked |= streams  # what follows of these streams waits too
+                continue
             taken.append(item)
             rows += sum(b.table.num_rows for b in item[0])
+        self._pending.extendleft(reversed(waiting))
         return taken
 
     async def _send(self) -> None:
@@ -109,8 +123,16 @@ class StoreClient:
             await asyncio.sleep(self.linger_s)  # let the other streams' messages of this moment join
             while self._pending:
                 taken = self._take()
+                if not taken:  # all wait for groups on their way; their senders take them next
+                    break
                 flat = [b for batches, _ in taken for b in batches]
-                results = await self._commit(flat)
+                streams = Counter(b.stream for b in flat if b.stream)
+                self._streams_in_flight.update(streams)
+                try:
+                    results = await self._commit(flat)
+                finally:
+                    self._streams_in_flight.subtract(streams)
+                    self._streams_in_flight += Counter()  # drop the zeros
                 start = 0
                 for batches, fut in taken:
                     if not fut.done():
@@ -120,6 +142,17 @@ class StoreClient:
             self._in_flight -= 1
 
     async def _commit(self, flat: list[PendingBatch]) -> list[CommitResult]:
+        """Commit through the store process; batches of streams broken here are not sent."""
+        verdicts = [self.broken.refusal(b) for b in flat]
+        send = [b for b, v in zip(flat, verdicts, strict=True) if v is None]
+        sent = iter(await self._commit_sent(send) if send else ())
+        results = [next(sent) if v is None else CommitResult.of(v) for v in verdicts]
+        for b, r in zip(flat, results, strict=True):
+            if r.error and not r.refused:
+                self.broken.mark(b)
+        return results
+
+    async def _commit_sent(self, flat: list[PendingBatch]) -> list[CommitResult]:
         delta = self._counter_delta()
         try:
             group = encode_group(flat, delta)

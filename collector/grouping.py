@@ -43,7 +43,16 @@ def encode_group(
             i = index[key] = len(bodies)
             bodies.append([])
         bodies[i].append(b.ipc_parts[1] if b.ipc_parts is not None else b.table)
-        entries.append(pb.GroupEntry(agent_id=b.agent_id, seq=b.seq, table_index=i, rows=b.table.num_rows))
+        entries.append(
+            pb.GroupEntry(
+                agent_id=b.agent_id,
+                seq=b.seq,
+                table_index=i,
+                rows=b.table.num_rows,
+                stream=b.stream,
+                spool_epoch=b.spool_epoch,
+            )
+        )
     tables = []
     for (name, schema_msg), i in index.items():
         if schema_msg is not None:
@@ -76,7 +85,8 @@ def decode_group(group: pb.CommitGroup, catalogue: Catalogue) -> list[PendingBat
                 f"group entry of agent {e.agent_id!r} names table #{e.table_index}, group has {len(decoded)}"
             )
         spec, _ = decoded[e.table_index]
-        out.append(PendingBatch(e.agent_id, e.seq, spec, cursors[e.table_index].take(e.rows, spec.name)))
+        rows = cursors[e.table_index].take(e.rows, spec.name)
+        out.append(PendingBatch(e.agent_id, e.seq, spec, rows, stream=e.stream, spool_epoch=e.spool_epoch))
     for (spec, data), cursor in zip(decoded, cursors, strict=True):
         if cursor.taken != data.num_rows:
             raise GroupError(
@@ -122,10 +132,16 @@ class _RowCursor:
 def reply_for(results: Sequence[CommitResult]) -> pb.CommitReply:
     """Commit results -> the CommitReply, one EntryResult per entry."""
     return pb.CommitReply(
-        results=[pb.EntryResult(rows=r.rows, duplicate=r.duplicate, error=r.error) for r in results]
+        results=[
+            pb.EntryResult(rows=r.rows, duplicate=r.duplicate, error=r.error, refused=r.refused)
+            for r in results
+        ]
     )
 
 
 def results_of(reply: pb.CommitReply) -> list[CommitResult]:
     """A CommitReply -> commit results, one per entry of the group."""
-    return [CommitResult(rows=r.rows, duplicate=r.duplicate, error=r.error) for r in reply.results]
+    return [
+        CommitResult(rows=r.rows, duplicate=r.duplicate, error=r.error, refused=r.refused)
+        for r in reply.results
+    ]

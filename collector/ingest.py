@@ -17,6 +17,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from c4.catalogue import Catalogue
 from c4.collector.auth import Authenticator, AuthError
+from c4.collector.sequence import new_stream_id
 from c4.collector.store import CommitResult, PendingBatch
 from c4.collector.validate import Refusal, validate_payload
 from c4.config import CollectorConfig
@@ -130,10 +131,11 @@ class IngestService(pb_grpc.TelemetryServicer):
             await context.abort(exc.code, exc.message)
 
     def _admit(
-        self, rpc: str, batch: pb.Batch, ident, tally: Counter[str]
+        self, rpc: str, batch: pb.Batch, ident, tally: Counter[str], stream: int
     ) -> PendingBatch | Refusal | AuthError:
         """Check one received batch: a PendingBatch to commit, a Refusal to ack, or an AuthError to abort on.
 
+        ``stream`` numbers the call that carried it (a failed batch stops the rest of its stream).
         Counters go to ``tally``, which the caller adds to the metrics once per message.
         """
         payload = batch.arrow_ipc  # each read of a protobuf bytes field copies it: read it once
@@ -156,7 +158,9 @@ class IngestService(pb_grpc.TelemetryServicer):
             parts = None
             if span is not None and self.keep_ipc_parts:
                 parts = (payload[: span[0]], memoryview(payload)[span[0] : span[1]])
-            return PendingBatch(batch.agent_id, batch.seq, spec, table, parts)
+            return PendingBatch(
+                batch.agent_id, batch.seq, spec, table, parts, stream=stream, spool_epoch=batch.spool_epoch
+            )
         except Refusal as refusal:
             tally["batches_refused"] += 1
             tally[refusal.counter] += 1
@@ -174,6 +178,15 @@ class IngestService(pb_grpc.TelemetryServicer):
         if isinstance(outcome, Refusal):
             return pb.Ack(
                 agent_id=batch.agent_id, seq=batch.seq, code=outcome.code.value[0], message=outcome.message
+            )
+        if outcome.refused:
+            tally["batches_refused"] += 1
+            tally["refused_at_commit"] += 1
+            return pb.Ack(
+                agent_id=batch.agent_id,
+                seq=batch.seq,
+                code=grpc.StatusCode.INVALID_ARGUMENT.value[0],
+                message=outcome.error,
             )
         if outcome.error:
             tally["commit_errors"] += 1
@@ -193,6 +206,7 @@ class IngestService(pb_grpc.TelemetryServicer):
     async def Push(self, request_iterator, context: grpc.aio.ServicerContext):
         """Validate each batch, hand it to the writer, and ack it once committed (in order)."""
         ident = await self._identify("Push", context)
+        stream = new_stream_id()
         pending: asyncio.Queue = asyncio.Queue(maxsize=512)
         self.metrics.inc("push_streams")
 
@@ -200,7 +214,7 @@ class IngestService(pb_grpc.TelemetryServicer):
             try:
                 async for batch in request_iterator:
                     tally: Counter[str] = Counter()
-                    outcome = self._admit("Push", batch, ident, tally)
+                    outcome = self._admit("Push", batch, ident, tally, stream)
                     self.metrics.add(tally)
                     if isinstance(outcome, PendingBatch):
                         outcome = self.writer.submit_async(outcome)
@@ -237,10 +251,11 @@ class IngestService(pb_grpc.TelemetryServicer):
         moves up to a whole bundle per commit, and the writer groups the bundles of every stream.
         """
         ident = await self._identify("PushBundle", context)
+        stream = new_stream_id()
         self.metrics.inc("push_streams")
         async for bundle in request_iterator:
             tally: Counter[str] = Counter(bundles_received=1)
-            outcomes = [self._admit("PushBundle", b, ident, tally) for b in bundle.batches]
+            outcomes = [self._admit("PushBundle", b, ident, tally, stream) for b in bundle.batches]
             denied = next((o for o in outcomes if isinstance(o, AuthError)), None)
             if denied is not None:
                 self.metrics.add(tally)

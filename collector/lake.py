@@ -20,6 +20,7 @@ from urllib.parse import unquote, urlparse
 import duckdb
 
 from c4.catalogue import Catalogue
+from c4.collector.sequence import AgentSeq
 from c4.collector.store import SEQ_TABLE, Store
 
 log = logging.getLogger("c4.collector.lake")
@@ -120,8 +121,9 @@ class LakeStore(Store):
         # DuckLake has no primary keys: each shard rewrites only its own agents' rows
         self.con.execute(
             f"CREATE TABLE IF NOT EXISTS {self.seq_table} "
-            "(agent_id VARCHAR, last_seq UBIGINT NOT NULL, updated TIMESTAMP NOT NULL)"
+            "(agent_id VARCHAR, last_seq UBIGINT NOT NULL, updated TIMESTAMP NOT NULL, epoch UBIGINT)"
         )
+        self._add_epoch_column(self.seq_table)
 
     def _create_view(self, ddl: str) -> None:
         try:
@@ -136,27 +138,39 @@ class LakeStore(Store):
         ).fetchall()
         return [r[0] for r in rows]
 
-    def _load_seqs(self) -> dict[str, int]:
-        return dict(
-            self.con.execute(f"SELECT agent_id, max(last_seq) FROM {self.seq_table} GROUP BY 1").fetchall()
-        )
+    def _load_seqs(self) -> dict[str, AgentSeq]:
+        return self._newest_seqs(self.con, self.seq_table)
 
-    def _lookup_seqs(self, agents: set[str]) -> dict[str, int]:
+    @staticmethod
+    def _newest_seqs(
+        cur: duckdb.DuckDBPyConnection, source: str, where: str = "", params=()
+    ) -> dict[str, AgentSeq]:
+        """Per agent, from append-only sequence rows: the epoch of its newest row and the highest
+        sequence committed in that epoch (a new epoch starts over below the old one's)."""
+        rows = cur.execute(
+            f"WITH s AS (SELECT agent_id, last_seq, updated, coalesce(epoch, 0) AS epoch FROM {source} {where}), "
+            "e AS (SELECT agent_id, arg_max(epoch, updated) AS epoch FROM s GROUP BY 1) "
+            "SELECT e.agent_id, max(s.last_seq), e.epoch FROM e JOIN s USING (agent_id) "
+            "WHERE s.epoch = e.epoch GROUP BY e.agent_id, e.epoch",
+            list(params),
+        ).fetchall()
+        return {a: AgentSeq(int(s or 0), int(e or 0)) for a, s, e in rows}
+
+    def _lookup_seqs(self, agents: set[str]) -> dict[str, AgentSeq]:
         """The agents' last sequences committed by any shard (they may have failed over from another
         collector), in one query over every shard's table."""
         cur = self.cursor()
         try:
             tables = self._seq_tables(cur)
-            found = dict.fromkeys(agents, 0)
+            found = dict.fromkeys(agents, AgentSeq())
             if not tables or not agents:
                 return found
-            union = " UNION ALL ".join(f"SELECT agent_id, last_seq FROM {t}" for t in tables)
-            rows = cur.execute(
-                f"SELECT agent_id, max(last_seq) FROM ({union}) WHERE agent_id IN (SELECT unnest($1::VARCHAR[])) "
-                "GROUP BY 1",
-                [sorted(agents)],
-            ).fetchall()
-            found.update((a, int(s or 0)) for a, s in rows)
+            union = " UNION ALL ".join(f"SELECT agent_id, last_seq, updated, epoch FROM {t}" for t in tables)
+            found.update(
+                self._newest_seqs(
+                    cur, f"({union})", "WHERE agent_id IN (SELECT unnest($1::VARCHAR[]))", [sorted(agents)]
+                )
+            )
             return found
         finally:
             cur.close()
@@ -168,39 +182,42 @@ class LakeStore(Store):
         thousand agents reconnecting after a collector restart make a few queries, not a thousand),
         and the lookup never waits for a commit in progress.
         """
+        known = self.book.agents
         with self._wanted_lock:
-            if agent_id in self.last_seq:
-                return self.last_seq[agent_id]
+            if agent_id in known:
+                return known[agent_id].last_seq
             self._wanted.add(agent_id)
         with self._lookup_lock:
             with self._wanted_lock:
-                if agent_id in self.last_seq:
-                    return self.last_seq[agent_id]
+                if agent_id in known:
+                    return known[agent_id].last_seq
                 wanted, self._wanted = self._wanted | {agent_id}, set()
             found = self._lookup_seqs(wanted)
             with self._wanted_lock:
                 for agent, seq in found.items():  # a commit meanwhile knows better: keep its value
-                    self.last_seq.setdefault(agent, seq)
-                return self.last_seq.get(agent_id, found[agent_id])
+                    known.setdefault(agent, seq)
+                return known.get(agent_id, found[agent_id]).last_seq
 
     def _commit_group(self, batches):
-        unknown = {b.agent_id for b in batches if b.seq and b.agent_id not in self.last_seq}
-        if unknown:  # e.g. a lookup's answer landed in the map a commit replaced meanwhile
-            self.last_seq.update(self._lookup_seqs(unknown))
+        unknown = {b.agent_id for b in batches if b.seq and b.agent_id not in self.book.agents}
+        if unknown:  # e.g. an agent that pushes without a Hello to this collector
+            for agent, seq in self._lookup_seqs(unknown).items():
+                self.book.agents.setdefault(agent, seq)
         return super()._commit_group(batches)
 
     def _seq_insert_sql(self) -> str:
         # append only: a DELETE per commit left one delete file per touched data file in the lake,
-        # so every commit got slower; readers take max(last_seq) per agent, retention prunes
-        return f"INSERT INTO {self.seq_table} SELECT agent_id, last_seq, updated FROM _c4_seq_in"
+        # so every commit got slower; readers take each agent's newest epoch and its highest
+        # sequence (see _newest_seqs), retention prunes
+        return f"INSERT INTO {self.seq_table} SELECT agent_id, last_seq, updated, epoch FROM _c4_seq_in"
 
     def delete_older_than(self, cutoff_expr: str) -> dict[str, int]:
         """Retention, plus this shard's superseded sequence rows (each agent's newest one stays)."""
         deleted = super().delete_older_than(cutoff_expr)
         with self._lock:
             row = self.con.execute(
-                f"DELETE FROM {self.seq_table} AS s WHERE s.last_seq < "
-                f"(SELECT max(n.last_seq) FROM {self.seq_table} AS n WHERE n.agent_id = s.agent_id)"
+                f"DELETE FROM {self.seq_table} AS s WHERE s.updated < "
+                f"(SELECT max(n.updated) FROM {self.seq_table} AS n WHERE n.agent_id = s.agent_id)"
             ).fetchone()
         if row and row[0]:
             deleted[self.seq_table] = int(row[0])

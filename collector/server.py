@@ -99,10 +99,17 @@ class TelemetryService(IngestService):
             len(request.gpus),
             len(request.nics),
         )
-        # off the event loop: a lake store may look the agent up across every shard's table
-        last_seq = await asyncio.get_running_loop().run_in_executor(
-            None, self.store.known_seq, request.agent_id
-        )
+        # off the event loop: a lake store may look the agent up across every shard's table, and a
+        # new spool epoch is recorded before the agent sends anything under it
+        try:
+            last_seq = await asyncio.get_running_loop().run_in_executor(
+                None, self.store.open_agent, request.agent_id, request.spool_epoch
+            )
+        except Exception as exc:
+            log.error("Hello failed agent=%s error=%s", request.agent_id, exc)
+            await context.abort(
+                grpc.StatusCode.UNAVAILABLE, f"Hello: could not record the agent's sequence: {exc}"
+            )
         return pb.HelloReply(
             last_committed_seq=last_seq,
             collector_version=__version__,

@@ -13,6 +13,7 @@ import duckdb
 import pyarrow as pa
 
 from c4.catalogue import Catalogue, TableSpec
+from c4.collector.sequence import AgentSeq, SequenceBook, Verdict
 
 log = logging.getLogger("c4.collector.store")
 
@@ -33,15 +34,44 @@ class PendingBatch:
     spec: TableSpec
     table: pa.Table
     ipc_parts: tuple[bytes, memoryview] | None = None
+    #: The agent stream (Push/PushBundle call) that carried it: after a failed batch, nothing more commits.
+    stream: int = 0
+    #: The spool epoch the batch was sent under (0: none).
+    spool_epoch: int = 0
 
 
 @dataclass(frozen=True)
 class CommitResult:
-    """Outcome of one batch: committed, duplicate, or failed with an error message."""
+    """Outcome of one batch: committed, duplicate, or failed with an error message.
+
+    An error is retryable (the agent sends the batch again) unless ``refused``: rows that can never
+    be stored (a conversion or constraint error of that batch alone), dropped by the agent.
+    """
 
     rows: int = 0
     duplicate: bool = False
     error: str = ""
+    refused: bool = False
+
+    @classmethod
+    def of(cls, verdict: Verdict) -> CommitResult:
+        """The result of a batch the sequence book kept out of the commit."""
+        return cls(duplicate=verdict.duplicate, error=verdict.error)
+
+
+#: Errors of one batch alone that no retry can cure: its rows do not fit the table.
+PERMANENT_ERRORS: tuple[type[Exception], ...] = (
+    duckdb.ConversionException,
+    duckdb.ConstraintException,
+    duckdb.TypeMismatchException,
+    pa.ArrowInvalid,
+    pa.ArrowTypeError,
+    UnicodeDecodeError,
+)
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
 
 
 class Store:
@@ -67,7 +97,7 @@ class Store:
             self.con.execute(f"SET threads = {int(threads)}")
         self._lock = threading.Lock()
         self._create_schema()
-        self.last_seq: dict[str, int] = self._load_seqs()
+        self.book = SequenceBook(self._load_seqs())
         self._lock_down()
 
     def _connect(self) -> duckdb.DuckDBPyConnection:
@@ -80,31 +110,54 @@ class Store:
         self.con.execute("SET enable_external_access = false")
         self.con.execute("SET lock_configuration = true")
 
-    def _load_seqs(self) -> dict[str, int]:
-        return dict(self.con.execute(f"SELECT agent_id, last_seq FROM {SEQ_TABLE}").fetchall())
+    def _load_seqs(self) -> dict[str, AgentSeq]:
+        rows = self.con.execute(f"SELECT agent_id, last_seq, epoch FROM {SEQ_TABLE}").fetchall()
+        return {a: AgentSeq(int(s), int(e or 0)) for a, s, e in rows}
 
     def known_seq(self, agent_id: str) -> int:
-        """The agent's last committed sequence number (0 if never seen)."""
-        return self.last_seq.get(agent_id, 0)
+        """The agent's last committed sequence number in its spool epoch (0 if never seen)."""
+        return self.book.get(agent_id).last_seq
+
+    def open_agent(self, agent_id: str, spool_epoch: int) -> int:
+        """An agent's Hello: record its spool epoch (a new one starts its sequence over) and return its
+        last committed sequence, ordered with the commits."""
+        self.known_seq(agent_id)  # a lake store looks the agent up across shards here, outside the lock
+        with self._lock:
+            state, changed = self.book.open(agent_id, spool_epoch)
+            if changed:
+                self.con.execute("BEGIN TRANSACTION")
+                try:
+                    self._write_seqs({agent_id: state}, _utcnow())
+                    self.con.execute("COMMIT")
+                except BaseException:
+                    self.con.execute("ROLLBACK")
+                    raise
+            return state.last_seq
 
     def _create_seq_table(self) -> None:
         self.con.execute(
             f"CREATE TABLE IF NOT EXISTS {SEQ_TABLE} (agent_id VARCHAR PRIMARY KEY, last_seq UBIGINT NOT NULL, "
-            "updated TIMESTAMP NOT NULL)"
+            "updated TIMESTAMP NOT NULL, epoch UBIGINT NOT NULL DEFAULT 0)"
         )
+        self._add_epoch_column(SEQ_TABLE)
+
+    def _add_epoch_column(self, table: str) -> None:
+        """Stores written before spool epochs existed get the column (epoch 0: not known yet)."""
+        self.con.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS epoch UBIGINT DEFAULT 0")
 
     @staticmethod
-    def _seq_rows(changed: list[tuple[str, int]], now: datetime) -> pa.Table:
+    def _seq_rows(changed: dict[str, AgentSeq], now: datetime) -> pa.Table:
         """The agents' new last sequence numbers as Arrow, for one INSERT (executemany goes row by row)."""
         return pa.table(
             {
-                "agent_id": pa.array([a for a, _ in changed], pa.string()),
-                "last_seq": pa.array([s for _, s in changed], pa.uint64()),
+                "agent_id": pa.array(list(changed), pa.string()),
+                "last_seq": pa.array([s.last_seq for s in changed.values()], pa.uint64()),
+                "epoch": pa.array([s.epoch for s in changed.values()], pa.uint64()),
                 "updated": pa.array([now] * len(changed), pa.timestamp("us")),
             }
         )
 
-    def _write_seqs(self, changed: list[tuple[str, int]], now: datetime) -> None:
+    def _write_seqs(self, changed: dict[str, AgentSeq], now: datetime) -> None:
         # one statement from Arrow: executemany upserts row by row (60% of the writer with many agents)
         self.con.register("_c4_seq_in", self._seq_rows(changed, now))
         self.con.execute(self._seq_insert_sql())
@@ -112,7 +165,10 @@ class Store:
 
     def _seq_insert_sql(self) -> str:
         """The statement storing the registered ``_c4_seq_in`` rows: one row per agent, replaced."""
-        return f"INSERT OR REPLACE INTO {SEQ_TABLE} SELECT agent_id, last_seq, updated FROM _c4_seq_in"
+        return (
+            f"INSERT OR REPLACE INTO {SEQ_TABLE} (agent_id, last_seq, updated, epoch) "
+            "SELECT agent_id, last_seq, updated, epoch FROM _c4_seq_in"
+        )
 
     def _create_schema(self) -> None:
         con = self.con
@@ -139,32 +195,47 @@ class Store:
         """Commit batches in one transaction; on failure fall back to one transaction each.
 
         A sequenced batch whose seq is not above the agent's last committed seq is a
-        duplicate: acknowledged, not inserted.
+        duplicate: acknowledged, not inserted. A batch that fails breaks its stream: no later
+        batch of that stream commits (see ``c4.collector.sequence``).
         """
         with self._lock:
             try:
                 return self._commit_group(batches)
-            except duckdb.Error as exc:
+            except Exception as exc:
                 log.warning("group commit failed, retrying batches one by one error=%s", exc)
                 results = []
                 for b in batches:
                     try:
                         results += self._commit_group([b])
-                    except duckdb.Error as one_exc:
+                    except PERMANENT_ERRORS as one_exc:
+                        log.error(
+                            "batch refused at commit agent=%s seq=%d table=%s error=%s",
+                            b.agent_id,
+                            b.seq,
+                            b.spec.name,
+                            one_exc,
+                        )
+                        results.append(CommitResult(error=f"rows cannot be stored: {one_exc}", refused=True))
+                    except Exception as one_exc:
+                        self.book.failed(b)
                         results.append(CommitResult(error=f"commit failed: {one_exc}"))
                 return results
 
+    def mark_failed(self, batches: Sequence[PendingBatch]) -> None:
+        """Batches that failed outside ``commit`` (the writer's last resort): their streams are broken."""
+        with self._lock:
+            for b in batches:
+                self.book.failed(b)
+
     def _commit_group(self, batches: Sequence[PendingBatch]) -> list[CommitResult]:
         con = self.con
-        planned = dict(self.last_seq)
+        verdicts, planned = self.book.plan(batches)
         results: list[CommitResult] = []
         by_table: dict[str, list[PendingBatch]] = {}
-        for b in batches:
-            if b.seq:
-                if b.seq <= planned.get(b.agent_id, 0):
-                    results.append(CommitResult(duplicate=True))
-                    continue
-                planned[b.agent_id] = b.seq
+        for b, verdict in zip(batches, verdicts, strict=True):
+            if verdict is not None:
+                results.append(CommitResult.of(verdict))
+                continue
             by_table.setdefault(b.spec.name, []).append(b)
             results.append(CommitResult(rows=b.table.num_rows))
         con.execute("BEGIN TRANSACTION")
@@ -182,14 +253,13 @@ class Store:
                 cols = ", ".join(f'"{c}"' for c in spec.column_names)
                 con.execute(f'INSERT INTO "{spec.name}" ({cols}) SELECT {cols} FROM {name}')
                 con.unregister(name)
-            changed = [(a, s) for a, s in planned.items() if self.last_seq.get(a) != s]
-            if changed:
-                self._write_seqs(changed, datetime.now(UTC).replace(tzinfo=None))
+            if planned:
+                self._write_seqs(planned, _utcnow())
             con.execute("COMMIT")
         except BaseException:
             con.execute("ROLLBACK")
             raise
-        self.last_seq = planned
+        self.book.committed(planned)
         return results
 
     def delete_older_than(self, cutoff_expr: str) -> dict[str, int]:

@@ -95,6 +95,7 @@ class Writer:
                 results = self.store.commit(flat)
             except Exception as exc:
                 log.exception("commit failed batches=%d error=%s", len(flat), exc)
+                self.store.mark_failed(flat)
                 results = [CommitResult(error=f"commit failed: {exc}")] * len(flat)
             self.commits += 1
             start = 0

@@ -35,7 +35,7 @@ class NicPort(_message.Message):
     def __init__(self, device: _Optional[str] = ..., port: _Optional[int] = ..., netdev: _Optional[str] = ..., rate_bps: _Optional[int] = ..., link_layer: _Optional[str] = ...) -> None: ...
 
 class HelloRequest(_message.Message):
-    __slots__ = ("agent_id", "hostname", "agent_version", "gpus", "nics", "job", "labels", "table_versions")
+    __slots__ = ("agent_id", "hostname", "agent_version", "gpus", "nics", "job", "labels", "table_versions", "spool_epoch")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -58,6 +58,7 @@ class HelloRequest(_message.Message):
     JOB_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
     TABLE_VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    SPOOL_EPOCH_FIELD_NUMBER: _ClassVar[int]
     agent_id: str
     hostname: str
     agent_version: str
@@ -66,7 +67,8 @@ class HelloRequest(_message.Message):
     job: str
     labels: _containers.ScalarMap[str, str]
     table_versions: _containers.ScalarMap[str, int]
-    def __init__(self, agent_id: _Optional[str] = ..., hostname: _Optional[str] = ..., agent_version: _Optional[str] = ..., gpus: _Optional[_Iterable[_Union[Gpu, _Mapping]]] = ..., nics: _Optional[_Iterable[_Union[NicPort, _Mapping]]] = ..., job: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., table_versions: _Optional[_Mapping[str, int]] = ...) -> None: ...
+    spool_epoch: int
+    def __init__(self, agent_id: _Optional[str] = ..., hostname: _Optional[str] = ..., agent_version: _Optional[str] = ..., gpus: _Optional[_Iterable[_Union[Gpu, _Mapping]]] = ..., nics: _Optional[_Iterable[_Union[NicPort, _Mapping]]] = ..., job: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., table_versions: _Optional[_Mapping[str, int]] = ..., spool_epoch: _Optional[int] = ...) -> None: ...
 
 class HelloReply(_message.Message):
     __slots__ = ("last_committed_seq", "collector_version", "max_batch_bytes")
@@ -79,18 +81,20 @@ class HelloReply(_message.Message):
     def __init__(self, last_committed_seq: _Optional[int] = ..., collector_version: _Optional[str] = ..., max_batch_bytes: _Optional[int] = ...) -> None: ...
 
 class Batch(_message.Message):
-    __slots__ = ("agent_id", "seq", "table", "schema_version", "arrow_ipc")
+    __slots__ = ("agent_id", "seq", "table", "schema_version", "arrow_ipc", "spool_epoch")
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
     TABLE_FIELD_NUMBER: _ClassVar[int]
     SCHEMA_VERSION_FIELD_NUMBER: _ClassVar[int]
     ARROW_IPC_FIELD_NUMBER: _ClassVar[int]
+    SPOOL_EPOCH_FIELD_NUMBER: _ClassVar[int]
     agent_id: str
     seq: int
     table: str
     schema_version: int
     arrow_ipc: bytes
-    def __init__(self, agent_id: _Optional[str] = ..., seq: _Optional[int] = ..., table: _Optional[str] = ..., schema_version: _Optional[int] = ..., arrow_ipc: _Optional[bytes] = ...) -> None: ...
+    spool_epoch: int
+    def __init__(self, agent_id: _Optional[str] = ..., seq: _Optional[int] = ..., table: _Optional[str] = ..., schema_version: _Optional[int] = ..., arrow_ipc: _Optional[bytes] = ..., spool_epoch: _Optional[int] = ...) -> None: ...
 
 class Ack(_message.Message):
     __slots__ = ("agent_id", "seq", "code", "message", "duplicate", "rows")
@@ -186,16 +190,20 @@ class GroupedTable(_message.Message):
     def __init__(self, table: _Optional[str] = ..., arrow_ipc: _Optional[bytes] = ...) -> None: ...
 
 class GroupEntry(_message.Message):
-    __slots__ = ("agent_id", "seq", "table_index", "rows")
+    __slots__ = ("agent_id", "seq", "table_index", "rows", "stream", "spool_epoch")
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
     TABLE_INDEX_FIELD_NUMBER: _ClassVar[int]
     ROWS_FIELD_NUMBER: _ClassVar[int]
+    STREAM_FIELD_NUMBER: _ClassVar[int]
+    SPOOL_EPOCH_FIELD_NUMBER: _ClassVar[int]
     agent_id: str
     seq: int
     table_index: int
     rows: int
-    def __init__(self, agent_id: _Optional[str] = ..., seq: _Optional[int] = ..., table_index: _Optional[int] = ..., rows: _Optional[int] = ...) -> None: ...
+    stream: int
+    spool_epoch: int
+    def __init__(self, agent_id: _Optional[str] = ..., seq: _Optional[int] = ..., table_index: _Optional[int] = ..., rows: _Optional[int] = ..., stream: _Optional[int] = ..., spool_epoch: _Optional[int] = ...) -> None: ...
 
 class CommitGroup(_message.Message):
     __slots__ = ("tables", "entries", "counters")
@@ -215,14 +223,16 @@ class CommitGroup(_message.Message):
     def __init__(self, tables: _Optional[_Iterable[_Union[GroupedTable, _Mapping]]] = ..., entries: _Optional[_Iterable[_Union[GroupEntry, _Mapping]]] = ..., counters: _Optional[_Mapping[str, int]] = ...) -> None: ...
 
 class EntryResult(_message.Message):
-    __slots__ = ("rows", "duplicate", "error")
+    __slots__ = ("rows", "duplicate", "error", "refused")
     ROWS_FIELD_NUMBER: _ClassVar[int]
     DUPLICATE_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    REFUSED_FIELD_NUMBER: _ClassVar[int]
     rows: int
     duplicate: bool
     error: str
-    def __init__(self, rows: _Optional[int] = ..., duplicate: _Optional[bool] = ..., error: _Optional[str] = ...) -> None: ...
+    refused: bool
+    def __init__(self, rows: _Optional[int] = ..., duplicate: _Optional[bool] = ..., error: _Optional[str] = ..., refused: _Optional[bool] = ...) -> None: ...
 
 class CommitReply(_message.Message):
     __slots__ = ("results",)

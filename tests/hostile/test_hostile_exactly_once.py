@@ -1,0 +1,182 @@
+"""Exactly-once when commits fail out of order, when a spool starts over, and across restarts.
+
+Issue 15, defects 1 and 3: an agent sent seq 1 (60,000 rows) and seq 2 (1 row); seq 1 failed to
+commit (disk nearly full), seq 2 committed, and the agent's next Hello learned
+``last_committed_seq = 2`` and dropped seq 1. And a new spool (sequence starting again at 1) was
+swallowed by the old spool's higher watermark.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import duckdb
+import grpc
+from testkit.rows import heartbeat_rows as heartbeat_table
+
+from c4.catalogue import load
+from c4.collector.front import StoreClient
+from c4.collector.ingest import Metrics
+from c4.collector.sequence import new_stream_id
+from c4.collector.store import PendingBatch, Store
+from c4.telemetry.v1 import telemetry_pb2 as pb
+from c4.telemetry.v1 import telemetry_pb2_grpc as pb_grpc
+
+CATALOGUE = load()
+HEARTBEAT = CATALOGUE["agent_heartbeat"]
+
+
+class DiskNearlyFull(Store):
+    """A store whose inserts of more than ``max_rows`` rows fail as a nearly full disk makes them fail."""
+
+    max_rows = 1000
+
+    def _commit_group(self, batches):
+        if sum(b.table.num_rows for b in batches if self.book.plan([b])[0][0] is None) > self.max_rows:
+            raise duckdb.IOException("could not write the WAL: No space left on device")
+        return super()._commit_group(batches)
+
+
+def batch(agent: str, seq: int, rows: int, stream: int, epoch: int = 0) -> PendingBatch:
+    first = seq * 100_000
+    return PendingBatch(
+        agent,
+        seq,
+        HEARTBEAT,
+        heartbeat_table(agent, range(first, first + rows)),
+        stream=stream,
+        spool_epoch=epoch,
+    )
+
+
+def stored(store: Store, agent: str) -> int:
+    return store.con.execute("SELECT count(*) FROM agent_heartbeat WHERE node = ?", [agent]).fetchone()[0]
+
+
+def test_a_failed_batch_stops_the_rest_of_its_stream_in_one_group(tmp_path):
+    store = DiskNearlyFull(tmp_path / "c4.duckdb", CATALOGUE)
+    s = new_stream_id()
+    results = store.commit([batch("a", 1, 60_000, s), batch("a", 2, 1, s)])
+    assert results[0].error and not results[0].refused
+    assert results[1].error and "seq 1" in results[1].error  # not committed after the failed one
+    assert store.known_seq("a") == 0 and stored(store, "a") == 0
+    # the agent reconnects: Hello says 0, it sends both again on a new stream, and space is back
+    store.max_rows = 10**9
+    again = new_stream_id()
+    results = store.commit([batch("a", 1, 60_000, again), batch("a", 2, 1, again)])
+    assert [r.rows for r in results] == [60_000, 1]
+    assert store.known_seq("a") == 2 and stored(store, "a") == 60_001
+    store.close()
+
+
+def test_a_failed_batch_stops_the_rest_of_its_stream_across_groups(tmp_path):
+    store = DiskNearlyFull(tmp_path / "c4.duckdb", CATALOGUE)
+    s, other = new_stream_id(), new_stream_id()
+    assert store.commit([batch("a", 1, 60_000, s)])[0].error
+    # seq 2 of the same stream comes in the next group (the stream was read ahead): held back
+    late = store.commit([batch("a", 2, 1, s), batch("b", 1, 1, other)])
+    assert late[0].error and late[1].rows == 1  # another agent's stream is not held back
+    assert store.known_seq("a") == 0 and store.known_seq("b") == 1
+    store.close()
+
+
+def test_rows_that_can_never_be_stored_are_refused_for_good_not_retried(tmp_path):
+    class BadRows(Store):
+        def _commit_group(self, batches):
+            if any(b.seq == 1 for b in batches):
+                raise duckdb.ConversionException("Could not convert string 'x' to INT64")
+            return super()._commit_group(batches)
+
+    store = BadRows(tmp_path / "c4.duckdb", CATALOGUE)
+    s = new_stream_id()
+    first, second = store.commit([batch("a", 1, 5, s), batch("a", 2, 5, s)])
+    assert first.refused and first.error  # final: the agent drops it instead of retrying forever
+    assert second.rows == 5 and store.known_seq("a") == 2
+    store.close()
+
+
+def test_a_new_spool_epoch_starts_the_sequence_over_and_survives_a_restart(tmp_path):
+    path = tmp_path / "c4.duckdb"
+    store = Store(path, CATALOGUE)
+    assert store.open_agent("a", 111) == 0
+    s = new_stream_id()
+    assert [r.rows for r in store.commit([batch("a", n, 2, s, 111) for n in range(1, 6)])] == [2] * 5
+    assert store.open_agent("a", 111) == 5  # a reconnect of the same spool
+    # the node's spool directory was wiped: a new epoch starts again at 1 and is not a duplicate
+    assert store.open_agent("a", 222) == 0
+    stale, fresh = store.commit([batch("a", 6, 2, s, 111), batch("a", 1, 3, new_stream_id(), 222)])
+    assert stale.error and "epoch" in stale.error  # the old spool's stream commits nothing more
+    assert fresh.rows == 3 and not fresh.duplicate
+    store.close()
+    reopened = Store(path, CATALOGUE)
+    assert reopened.book.get("a").epoch == 222 and reopened.open_agent("a", 222) == 1
+    assert stored(reopened, "a") == 13
+    reopened.close()
+
+
+def test_a_store_written_before_epochs_keeps_its_watermarks(tmp_path):
+    path = tmp_path / "old.duckdb"
+    con = duckdb.connect(str(path))
+    con.execute(
+        "CREATE TABLE _c4_agent_seq (agent_id VARCHAR PRIMARY KEY, last_seq UBIGINT NOT NULL, "
+        "updated TIMESTAMP NOT NULL)"
+    )
+    con.execute("INSERT INTO _c4_agent_seq VALUES ('a', 41, now()::TIMESTAMP)")
+    con.close()
+    store = Store(path, CATALOGUE)
+    # the first epoch an agent declares is adopted: what it committed before stays committed
+    assert store.open_agent("a", 7) == 41
+    s = new_stream_id()
+    assert store.commit([batch("a", 41, 1, s, 7)])[0].duplicate
+    assert store.commit([batch("a", 42, 1, s, 7)])[0].rows == 1
+    store.close()
+
+
+class SlowFirstStore(pb_grpc.IngestServicer):
+    """A store process whose first Commit is slow and then fails: records the groups in arrival order."""
+
+    def __init__(self) -> None:
+        self.groups: list[list[tuple[str, int]]] = []
+        self.release = asyncio.Event()
+
+    async def Commit(self, group: pb.CommitGroup, context) -> pb.CommitReply:
+        entries = [(e.agent_id, e.seq) for e in group.entries]
+        if not entries:
+            return pb.CommitReply()
+        self.groups.append(entries)
+        if len(self.groups) == 1:
+            await self.release.wait()  # a second group could overtake this one
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "store process: disk full")
+        return pb.CommitReply(results=[pb.EntryResult(rows=1) for _ in entries])
+
+
+def test_an_ingest_process_never_sends_a_stream_in_two_groups_at_once_nor_after_a_failure(tmp_path):
+    async def run():
+        store = SlowFirstStore()
+        server = grpc.aio.server()
+        pb_grpc.add_IngestServicer_to_server(store, server)
+        address = f"unix:{tmp_path}/store.sock"
+        server.add_insecure_port(address)
+        await server.start()
+        channel = grpc.aio.insecure_channel(address)
+        client = StoreClient(channel, Metrics(), linger_s=0)
+        s, other = new_stream_id(), new_stream_id()
+        try:
+            one = client.submit_many_async([batch("a", 1, 1, s)])
+            while not store.groups:
+                await asyncio.sleep(0.01)
+            two = client.submit_many_async([batch("a", 2, 1, s)])
+            three = client.submit_many_async([batch("b", 1, 1, other)])
+            third = await three  # b's batch overtakes; a's seq 2 waits for the group carrying seq 1
+            assert store.groups == [[("a", 1)], [("b", 1)]]
+            store.release.set()
+            return store.groups, await one, await two, third
+        finally:
+            await channel.close()
+            await server.stop(0)
+
+    groups, one, two, three = asyncio.run(run())
+    assert one[0].error and not one[0].refused
+    assert two[0].error and "seq 1" in two[0].error  # refused here: never sent after seq 1 failed
+    assert three[0].rows == 1
+    assert ("a", 2) not in [e for g in groups for e in g]
