@@ -9,11 +9,19 @@ swallowed by the old spool's higher watermark.
 from __future__ import annotations
 
 import asyncio
+import threading
+from datetime import UTC, datetime
 
 import duckdb
 import grpc
+import pytest
+from testkit.procs import CollectorProc
 from testkit.rows import heartbeat_rows as heartbeat_table
+from testkit.wait import wait_for
 
+from c4.agent.client import Sender
+from c4.agent.spool import Spool
+from c4.arrow_ipc import encode_ipc
 from c4.catalogue import load
 from c4.collector.front import StoreClient
 from c4.collector.ingest import Metrics
@@ -21,6 +29,19 @@ from c4.collector.sequence import new_stream_id
 from c4.collector.store import PendingBatch, Store
 from c4.telemetry.v1 import telemetry_pb2 as pb
 from c4.telemetry.v1 import telemetry_pb2_grpc as pb_grpc
+
+
+def scalar(address: str, sql: str):
+    from c4.query import query_arrow
+
+    table, _ = query_arrow(address, sql)
+    return table.column(0)[0].as_py()
+
+
+def Stats(address: str) -> dict[str, int]:
+    with grpc.insecure_channel(address) as ch:
+        return dict(pb_grpc.TelemetryStub(ch).Stats(pb.StatsRequest(), timeout=10).counters)
+
 
 CATALOGUE = load()
 HEARTBEAT = CATALOGUE["agent_heartbeat"]
@@ -180,3 +201,118 @@ def test_an_ingest_process_never_sends_a_stream_in_two_groups_at_once_nor_after_
     assert two[0].error and "seq 1" in two[0].error  # refused here: never sent after seq 1 failed
     assert three[0].rows == 1
     assert ("a", 2) not in [e for g in groups for e in g]
+
+
+# --- the real agent's spool and sender against real collectors ---------------------------------
+
+
+def _tmpfs(path, size_bytes):
+    from c4.collector.bench_chaos import DiskFaultsUnavailable, Tmpfs
+
+    try:
+        return Tmpfs(path, size_bytes)
+    except DiskFaultsUnavailable as exc:
+        pytest.skip(f"a nearly full disk needs a tmpfs mount: {exc}")
+
+
+def _run_sender(sender: Sender) -> tuple[threading.Thread, threading.Event]:
+    stop = threading.Event()
+    thread = threading.Thread(target=sender.run, args=(stop,), daemon=True)
+    thread.start()
+    return thread, stop
+
+
+def _hello(node: str):
+    return lambda: pb.HelloRequest(agent_id=node, hostname=node)
+
+
+@pytest.mark.parametrize("bundles", [True, False], ids=["PushBundle", "Push"])
+def test_the_agent_loses_nothing_when_a_nearly_full_disk_fails_its_big_batch_but_not_the_next(
+    tmp_path, bundles
+):
+    disk = _tmpfs(tmp_path / "disk", 64 << 20)
+    col = CollectorProc(tmp_path, extra=["--db", str(disk.path / "c4.duckdb")]).start()
+    spool = Spool(tmp_path / "spool", 1 << 30)
+    now = datetime.now(UTC).replace(tzinfo=None)
+    spool.append(
+        "agent_heartbeat", HEARTBEAT.version, encode_ipc(heartbeat_table("n1", range(1, 60_001), now))
+    )
+    spool.append(
+        "agent_heartbeat", HEARTBEAT.version, encode_ipc(heartbeat_table("n1", range(60_001, 60_002), now))
+    )
+    try:
+        disk.fill(leave_bytes=256 << 10)  # room for a small commit, not for 60,000 rows
+        sender = Sender(col.address, "n1", spool, _hello("n1"), bundles=bundles, backoff_max_s=0.3)
+        thread, stop = _run_sender(sender)
+        wait_for(lambda: Stats(col.address).get("commit_errors", 0) >= 2, what="commits failing")
+        # seq 2 alone would fit, but it must not commit while seq 1 is unresolved
+        assert scalar(col.address, "SELECT count(*) FROM agent_heartbeat WHERE node = 'n1'") == 0
+        disk.free()
+        wait_for(lambda: len(spool) == 0, what="both batches acknowledged")
+        stop.set()
+        thread.join(30)
+        ticks = scalar(col.address, "SELECT count(DISTINCT tick) FROM agent_heartbeat WHERE node = 'n1'")
+        assert (
+            ticks == 60_001 == scalar(col.address, "SELECT count(*) FROM agent_heartbeat WHERE node = 'n1'")
+        )
+    finally:
+        col.stop()
+        disk.unmount()
+
+
+def test_an_agent_told_of_sequences_its_spool_never_issued_starts_a_new_epoch_and_loses_nothing(tmp_path):
+    col = CollectorProc(tmp_path).start()
+    try:
+        # someone pushed under this agent id with a sequence near the bound (before tokens were set up)
+        poison = pb.Batch(
+            agent_id="n2",
+            seq=(1 << 62) - 1,
+            table="agent_heartbeat",
+            schema_version=HEARTBEAT.version,
+            arrow_ipc=encode_ipc(heartbeat_table("n2", range(0, 1))),
+        )
+        with grpc.insecure_channel(col.address) as ch:
+            assert list(pb_grpc.TelemetryStub(ch).Push(iter([poison]), timeout=30))[0].code == 0
+        spool = Spool(tmp_path / "spool", 1 << 30)
+        first_epoch = spool.epoch
+        for t in range(1, 4):
+            spool.append(
+                "agent_heartbeat", HEARTBEAT.version, encode_ipc(heartbeat_table("n2", range(t, t + 1)))
+            )
+        sender = Sender(col.address, "n2", spool, _hello("n2"), backoff_max_s=0.3)
+        thread, stop = _run_sender(sender)
+        wait_for(lambda: len(spool) == 0, what="the batches acknowledged")
+        stop.set()
+        thread.join(30)
+        assert spool.epoch != first_epoch and not sender.fatal
+        ticks = scalar(col.address, "SELECT list(tick ORDER BY tick) FROM agent_heartbeat WHERE node = 'n2'")
+        assert ticks == [0, 1, 2, 3]
+    finally:
+        col.stop()
+
+
+class AlwaysAhead(pb_grpc.TelemetryServicer):
+    """A collector that keeps claiming a sequence the agent never issued (damaged bookkeeping, or
+    one that predates spool epochs while another agent pushes under the same id)."""
+
+    def Hello(self, request, context):
+        return pb.HelloReply(last_committed_seq=(1 << 62) - 1, max_batch_bytes=1 << 20)
+
+
+def test_an_agent_that_cannot_continue_says_so_and_exits_non_zero(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from testkit.procs import AgentProc, free_port
+
+    server = grpc.server(ThreadPoolExecutor(2))
+    pb_grpc.add_TelemetryServicer_to_server(AlwaysAhead(), server)
+    port = free_port()
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    server.start()
+    agent = AgentProc(tmp_path, f"127.0.0.1:{port}", "n3", ["--samplers", "heartbeat"]).start()
+    try:
+        code = agent.p.wait(60)
+    finally:
+        server.stop(0)
+    assert code == 1
+    assert "another agent using the same agent id" in agent.log()
