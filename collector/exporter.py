@@ -207,8 +207,9 @@ FROM (
 ) WHERE state IN ('open', 'acknowledged') GROUP BY ALL
 """
 
-#: Per agent of this collector: its committed-sequence bookkeeping (a lake shard has its own table).
-LIVENESS_SQL = "SELECT agent_id, max(updated), max(last_seq) FROM {table} GROUP BY agent_id"
+#: Per agent of this collector: its committed-sequence bookkeeping (a lake shard has its own table; the
+#: newest row counts, since a new spool epoch starts the sequence over).
+LIVENESS_SQL = "SELECT agent_id, max(updated), arg_max(last_seq, updated) FROM {table} GROUP BY agent_id"
 
 
 def _utcnow() -> datetime:

@@ -20,6 +20,8 @@ FAST_AGENT = {
     "C4_AGENT_HEALTH_INTERVAL_S": "0.5",
     "C4_AGENT_BACKOFF_INITIAL_S": "0.05",
     "C4_AGENT_BACKOFF_MAX_S": "0.3",
+    # tests assert that a stopped agent left nothing spooled: on a loaded machine 5 s is not always enough
+    "C4_AGENT_DRAIN_TIMEOUT_S": "60",
 }
 
 

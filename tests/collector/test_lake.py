@@ -171,5 +171,14 @@ def test_lake_sequence_rows_are_appended_and_pruned_by_retention(tmp_path, postg
     reopened = LakeStore(postgres.url, str(tmp_path / "lake-data"), catalogue, "solo")
     try:
         assert reopened.known_seq("n1") == 3 and reopened.known_seq("n2") == 3
+        # n1 declares its spool epoch (adopted), then a new spool starts its sequence over
+        assert reopened.open_agent("n1", 5) == 3 and reopened.open_agent("n1", 6) == 0
+        assert reopened.commit([beat("n1", 1)])[0].rows == 1
     finally:
         reopened.close()
+    # another shard (the agent failed over) finds the new epoch's sequence, not the old higher one
+    other = LakeStore(postgres.url, str(tmp_path / "lake-data"), catalogue, "other")
+    try:
+        assert other.open_agent("n1", 6) == 1 and other.known_seq("n2") == 3
+    finally:
+        other.close()
