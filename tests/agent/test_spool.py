@@ -69,3 +69,35 @@ def test_acknowledged_segments_are_deleted(tmp_path, monkeypatch):
     for q in seqs[:-1]:
         s.ack(q)
     assert len(list(tmp_path.glob("*.seg"))) == 1  # only the active segment remains
+
+
+def test_epoch_is_drawn_once_persisted_and_rotated(tmp_path):
+    import json
+
+    s = Spool(tmp_path, 1 << 20)
+    assert isinstance(s.epoch, int) and 0 < s.epoch < 1 << 63
+    seq = s.append("t", 1, b"x")
+    s.close()
+    state = json.loads((tmp_path / "state.json").read_text())
+    assert state["epoch"] == s.epoch and state["next_seq"] > seq
+    s2 = Spool(tmp_path, 1 << 20)
+    assert s2.epoch == s.epoch  # the same spool keeps its epoch across restarts
+    old, next_seq = s2.epoch, s2.next_seq
+    new = s2.new_epoch()
+    assert new == s2.epoch != old and 0 < new < 1 << 63
+    assert s2.pending() == [seq] and s2.append("t", 1, b"y") == next_seq  # batches and numbers untouched
+    s2.close()
+    s3 = Spool(tmp_path, 1 << 20)
+    assert s3.epoch == new and json.loads((tmp_path / "state.json").read_text())["epoch"] == new
+    assert Spool(tmp_path / "other", 1 << 20).epoch != new  # a new spool directory draws its own
+
+
+def test_spool_without_an_epoch_gets_one_on_open(tmp_path):
+    import json
+
+    (tmp_path / "state.json").write_text(json.dumps({"next_seq": 2049}))  # written by the previous version
+    s = Spool(tmp_path, 1 << 20)
+    state = json.loads((tmp_path / "state.json").read_text())
+    assert state == {"next_seq": 2049, "epoch": s.epoch} and s.epoch > 0
+    assert s.append("t", 1, b"x") == 2049
+    assert Spool(tmp_path, 1 << 20).epoch == s.epoch
