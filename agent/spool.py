@@ -104,9 +104,9 @@ def _usable_dir(directory: Path) -> None:
     except OSError as exc:
         blocker = next((p for p in (directory, *directory.parents) if p.exists() and not p.is_dir()), None)
         if blocker is not None:
+            kind = "a regular file" if blocker.is_file() else "a special file"
             raise SpoolError(
-                f"spool dir {directory}: {blocker} is not a directory (it is a regular file or another "
-                "kind of file); set spool_dir to a directory"
+                f"spool dir {directory}: {blocker} is {kind}, not a directory; set spool_dir to a directory"
             ) from None
         raise SpoolError(f"spool dir {directory}: cannot create it: {exc.strerror}") from None
     if not os.access(directory, os.W_OK | os.X_OK):
@@ -300,7 +300,7 @@ class Spool:
                     self._roll(seq)
             except OSError as exc:
                 self.write_errors += 1
-                raise SpoolWriteError(exc.errno, f"spool write failed in {self.dir}: {exc.strerror}") from exc
+                raise SpoolWriteError(exc.errno, exc.strerror or str(exc), str(self.dir)) from exc
             header = json.dumps(
                 {"seq": seq, "table": table, "schema_version": schema_version, "size": len(payload)}
             ).encode()
@@ -352,7 +352,7 @@ class Spool:
                     log.error("spool could not cut back a failed write dir=%s error=%s", self.dir, texc)
                     os.close(fd)
                     self._active_fd = None
-            raise SpoolWriteError(exc.errno, f"spool write failed in {self.dir}: {exc.strerror}") from exc
+            raise SpoolWriteError(exc.errno, exc.strerror or str(exc), str(self.dir)) from exc
 
     def _roll(self, first_seq: int) -> None:
         old = self._active
