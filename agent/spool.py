@@ -110,6 +110,8 @@ def _usable_dir(directory: Path) -> None:
             ) from None
         raise SpoolError(f"spool dir {directory}: cannot create it: {exc.strerror}") from None
     if not os.access(directory, os.W_OK | os.X_OK):
+        if os.statvfs(directory).f_flag & os.ST_RDONLY:
+            raise SpoolError(f"spool dir {directory}: not writable: it is on a read-only file system")
         raise SpoolError(f"spool dir {directory}: not writable by this user (uid {os.geteuid()})")
 
 

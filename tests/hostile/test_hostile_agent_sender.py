@@ -112,7 +112,7 @@ def test_read_only_spool_dir_is_one_clear_message(tmp_path):
         assert str(ro / "spool") in out.stderr and "Read-only file system" in out.stderr
         out = agent_start(tmp_path, ro)
         assert out.returncode == 2 and "Traceback" not in out.stderr
-        assert str(ro) in out.stderr and "not writable" in out.stderr
+        assert str(ro) in out.stderr and "not writable: it is on a read-only file system" in out.stderr
 
 
 def test_inventory_values_out_of_range_are_dropped_and_logged_once(caplog):
