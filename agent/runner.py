@@ -6,7 +6,6 @@ import logging
 import queue
 import threading
 import time
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +18,7 @@ from c4.agent.hello import build_message
 from c4.agent.registry import SamplerContext, SamplerSettings, build_sampler
 from c4.agent.sampler import Inventory, InventoryProvider, Sampler, SkipCounter, StartupPolicy
 from c4.agent.spool import Spool
+from c4.agent.spool_feed import SpoolFeed
 from c4.agent.worker import SamplerWorker
 from c4.catalogue import Catalogue, load
 from c4.config import AgentConfig
@@ -132,12 +132,7 @@ class Agent:
         )
         self.buffer = TableBuffer()
         self.batches_made = 0
-        self.batches_unspooled = 0  # lost: the spool could not be written for longer than the hold lasted
-        self.spool_error = ""  # why the spool cannot be written now ('' while it can)
-        self._held: deque[tuple[str, int, bytes]] = deque()  # batches waiting for the spool, in order
-        self._held_bytes = 0
-        self._held_spooled = 0  # batches of the current episode spooled late
-        self._episode_unspooled = 0
+        self.feed = SpoolFeed(self.spool, cfg.spool_hold_max_bytes)  # holds batches while the disk is full
         self._send_stall_logged = False
         self._hello_warned: set[str] = set()
         self._results: queue.SimpleQueue[list[tuple[str, pa.Table]]] = queue.SimpleQueue()
@@ -296,9 +291,9 @@ class Agent:
             "spool_bytes": self.spool.bytes,
             "connected": st.connected,
             "reconnects": st.reconnects,
-            "batches_held": len(self._held),
-            "batches_unspooled": self.batches_unspooled,
-            "spool_error": self.spool_error,
+            "batches_held": self.feed.held,
+            "batches_unspooled": self.feed.unspooled,
+            "spool_error": self.feed.error,
             "send_errors": st.send_errors,
             "last_send_error": st.last_send_error,
             "since_last_ack_s": since_ack_s,
@@ -342,70 +337,33 @@ class Agent:
 
     # --- spooling --------------------------------------------------------------
     @property
+    def spool_error(self) -> str:
+        """Why the spool cannot be written now ('' while it can)."""
+        return self.feed.error
+
+    @property
     def held_batches(self) -> int:
         """Batches waiting in memory for the spool to be writable again."""
-        return len(self._held)
+        return self.feed.held
+
+    @property
+    def batches_unspooled(self) -> int:
+        """Batches lost because the spool stayed unwritable longer than the memory hold lasted."""
+        return self.feed.unspooled
 
     def flush(self) -> int:
         """Buffered rows -> sized Arrow IPC batches in the spool; returns batches made.
 
         A batch the spool cannot take (its disk is full) is held in memory, up to spool_hold_max_bytes,
-        and spooled in order on a later flush; past the bound the oldest are dropped and counted."""
-        made = 0
-        for table, data in self.buffer.drain():
-            version = self.catalogue[table].version
-            for payload in split_ipc(data, self.cfg.max_batch_bytes):
-                self._held.append((table, version, payload))
-                self._held_bytes += len(payload)
-                made += 1
-        self.batches_made += made
-        self._spool_held()
-        return made
-
-    def _spool_held(self) -> None:
-        while self._held:
-            table, version, payload = self._held[0]
-            try:
-                self.spool.append(table, version, payload)
-            except OSError as exc:
-                self._spool_failed(exc)
-                return
-            self._held.popleft()
-            self._held_bytes -= len(payload)
-            self._held_spooled += 1
-        if self.spool_error:
-            log.warning(
-                "spool writable again dir=%s batches_spooled_late=%d batches_unspooled=%d",
-                self.cfg.spool_dir,
-                self._held_spooled,
-                self._episode_unspooled,
-            )
-            self.spool_error = ""
-        self._held_spooled = self._episode_unspooled = 0
-
-    def _spool_failed(self, exc: OSError) -> None:
-        if not self.spool_error:
-            log.error(
-                "spool write failed, holding batches in memory until it can be written dir=%s error=%s "
-                "spool_hold_max_bytes=%d",
-                self.cfg.spool_dir,
-                exc.strerror or exc,
-                self.cfg.spool_hold_max_bytes,
-            )
-            self._held_spooled = self._episode_unspooled = 0
-        self.spool_error = str(exc.strerror or exc)
-        while self._held and self._held_bytes > self.cfg.spool_hold_max_bytes:
-            _, _, payload = self._held.popleft()
-            self._held_bytes -= len(payload)
-            self.batches_unspooled += 1
-            self._episode_unspooled += 1
-            if self._episode_unspooled == 1:
-                log.error(
-                    "spool still not writable and the memory hold is full: dropping the oldest batches "
-                    "dir=%s spool_hold_max_bytes=%d",
-                    self.cfg.spool_dir,
-                    self.cfg.spool_hold_max_bytes,
-                )
+        and spooled in order on a later flush (SpoolFeed)."""
+        batches = [
+            (table, self.catalogue[table].version, payload)
+            for table, data in self.buffer.drain()
+            for payload in split_ipc(data, self.cfg.max_batch_bytes)
+        ]
+        self.batches_made += len(batches)
+        self.feed.feed(batches)
+        return len(batches)
 
     # --- running ---------------------------------------------------------------
     def start_samplers(self) -> None:
@@ -488,13 +446,7 @@ class Agent:
             except Exception as exc:
                 log.warning("sampler close failed sampler=%s error=%s", s.sampler.name, exc)
         self.spool.close()
-        if self._held:
-            log.error(
-                "agent stopped with batches the spool could not take: lost batches=%d dir=%s error=%s",
-                len(self._held),
-                self.cfg.spool_dir,
-                self.spool_error,
-            )
+        self.feed.close()
         log.info("agent stopped agent=%s spooled=%d", self.cfg.effective_agent_id, len(self.spool))
 
 
