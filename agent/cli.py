@@ -131,10 +131,15 @@ def run(args: argparse.Namespace) -> int:
         print(f"c4 agent: {exc}", file=sys.stderr)
         return 2
     from c4.agent.shard import parse_collectors
+    from c4.agent.spool import SpoolError
 
+    try:
+        agent = Agent(cfg, samplers, ctx)
+    except SpoolError as exc:  # an unusable spool_dir: one line naming it, no traceback
+        print(f"c4 agent: {exc}", file=sys.stderr)
+        return 2
     for address in parse_collectors(cfg.collector):
         security.warn_if_plaintext(address, "agent")
-    agent = Agent(cfg, samplers, ctx)
     try:
         agent.start()
     except AgentStartError as exc:

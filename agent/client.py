@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 import random
 import threading
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import grpc
 
@@ -31,6 +32,9 @@ class SendStats:
     batches_refused: int = 0
     reconnects: int = 0
     connected: bool = False
+    send_errors: int = 0  # connections or streams that ended in an error
+    last_send_error: str = ""
+    last_ack_monotonic_s: float = field(default_factory=time.monotonic)  # or when the sender was made
 
 
 class _Reconnect(Exception):
@@ -92,12 +96,14 @@ class Sender:
         """Connect, stream and reconnect with exponential backoff until ``stop`` is set."""
         backoff = self.backoff_initial_s
         attempt = 0
+        traced: set[type] = set()
         while not stop.is_set():
             # the home collector first on every reconnect; the next ones when it does not answer
             self.address = self.addresses[attempt % len(self.addresses)]
             attempt += 1
-            channel = self.security.channel(self.address, channel_options(self.max_message_bytes))
+            channel = None
             try:
+                channel = self.security.channel(self.address, channel_options(self.max_message_bytes))
                 stub = pb_grpc.TelemetryStub(channel)
                 request = self.hello()
                 request.spool_epoch = self.spool.epoch
@@ -117,6 +123,7 @@ class Sender:
                 attempt = 0
                 self._stream(stub, stop)
             except grpc.RpcError as exc:
+                self._send_failed(f"{exc.code().name}: {exc.details()}")
                 refused = exc.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
                 log.log(
                     logging.ERROR if refused else logging.WARNING,
@@ -130,14 +137,29 @@ class Sender:
                     backoff,
                 )
             except _Reconnect as exc:
+                self._send_failed(f"collector asked to retry: {exc}")
                 log.warning("collector asked to retry agent=%s reason=%s", self.agent_id, exc)
             except AgentCannotContinue as exc:
                 self.fatal = str(exc)
                 log.error("agent cannot continue agent=%s reason=%s", self.agent_id, exc)
                 return
+            except Exception as exc:  # a bug or a bad value must never end sending for good: retry
+                self._send_failed(f"{type(exc).__name__}: {exc}")
+                log.error(
+                    "sender failed, retrying collector=%s agent=%s error=%s: %s retry_in_s=%.1f",
+                    self.address,
+                    self.agent_id,
+                    type(exc).__name__,
+                    exc,
+                    backoff,
+                    exc_info=type(exc) not in traced or log.isEnabledFor(logging.DEBUG),
+                )
+                traced.add(type(exc))  # the traceback once per kind of error, then one line each
+                attempt = len(self.addresses)  # not the collector's fault: back off before the next try
             finally:
                 self.stats.connected = False
-                channel.close()
+                if channel is not None:
+                    channel.close()
             if attempt % len(self.addresses):  # another collector to try before backing off
                 continue
             if stop.wait(backoff * (0.8 + 0.4 * random.random())):
@@ -168,6 +190,11 @@ class Sender:
             f"collector reports sequence {last_committed_seq} committed, beyond this spool's "
             f"{self.spool.next_seq - 1}: started a new spool epoch ({old} -> {self.spool.epoch})"
         )
+
+    def _send_failed(self, reason: str) -> None:
+        """Count a failed connection or stream and keep why (read by the agent's health rows)."""
+        self.stats.send_errors += 1
+        self.stats.last_send_error = reason[:500]
 
     def _stream(self, stub: pb_grpc.TelemetryStub, stop: threading.Event) -> None:
         if self.bundles:
@@ -251,6 +278,7 @@ class Sender:
 
     def _on_ack(self, ack: pb.Ack) -> None:
         """Forget an acknowledged batch; a retryable refusal ends the stream so the batch is sent again."""
+        self.stats.last_ack_monotonic_s = time.monotonic()
         if ack.code == 0:
             self.spool.ack(ack.seq)
             self.stats.batches_acked += 1

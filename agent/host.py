@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -9,6 +10,10 @@ from pydantic import BaseModel, ConfigDict
 
 from c4.agent.registry import SamplerContext
 from c4.agent.sampler import Rows, SourceUnavailable
+from c4.agent.sysfs import read_text
+
+log = logging.getLogger("c4.agent.host")
+PROC_FILE_MAX_BYTES = 4 << 20  # /proc/stat of a many-core host is ~100 KiB
 
 
 class HostSampler:
@@ -25,6 +30,8 @@ class HostSampler:
 
     def __init__(self, proc_root: Path | str = "/proc") -> None:
         self.proc_root = Path(proc_root)
+        self.records_skipped = 0
+        self._warned: set[str] = set()
         self._ticks_per_s = float(os.sysconf("SC_CLK_TCK")) if hasattr(os, "sysconf") else 100.0
 
     @classmethod
@@ -37,37 +44,65 @@ class HostSampler:
         if not (self.proc_root / "stat").is_file():
             raise SourceUnavailable(f"{self.proc_root / 'stat'} not found")
 
+    def _lines(self, name: str) -> list[str]:
+        """Lines of one proc file, read without blocking (a FIFO or device there reads as nothing)."""
+        text = read_text(self.proc_root / name, PROC_FILE_MAX_BYTES)
+        if text is None:
+            self._warn(
+                name, f"proc file unreadable or not a regular file, skipped path={self.proc_root / name}"
+            )
+            return []
+        return text.splitlines()
+
+    def _warn(self, key: str, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            log.warning(message)
+
     def sample(self, now_ns: int) -> Rows:
-        """One row per CPU plus one memory row."""
+        """One row per CPU plus one memory row; a line that does not parse is skipped and counted."""
         cpu_rows = []
-        procs_running = 0
+        procs_running = None
         hz = self._ticks_per_s
-        for line in (self.proc_root / "stat").read_text().splitlines():
+        for line in self._lines("stat"):
             parts = line.split()
             if not parts:
                 continue
-            if parts[0].startswith("cpu"):
-                v = [int(x) for x in parts[1:9]] + [0] * max(0, 8 - len(parts[1:9]))
-                user, nice, system, idle, iowait, irq, softirq, steal = v[:8]
-                cpu_rows.append(
-                    {
-                        "cpu": "all" if parts[0] == "cpu" else parts[0][3:],
-                        "user_s": (user + nice) / hz,
-                        "system_s": (system + irq + softirq) / hz,
-                        "idle_s": idle / hz,
-                        "iowait_s": iowait / hz,
-                        "steal_s": steal / hz,
-                    }
-                )
-            elif parts[0] == "procs_running":
-                procs_running = int(parts[1])
+            try:
+                if parts[0].startswith("cpu"):
+                    v = [int(x) for x in parts[1:9]] + [0] * max(0, 8 - len(parts[1:9]))
+                    user, nice, system, idle, iowait, irq, softirq, steal = v[:8]
+                    cpu_rows.append(
+                        {
+                            "cpu": "all" if parts[0] == "cpu" else parts[0][3:],
+                            "user_s": (user + nice) / hz,
+                            "system_s": (system + irq + softirq) / hz,
+                            "idle_s": idle / hz,
+                            "iowait_s": iowait / hz,
+                            "steal_s": steal / hz,
+                        }
+                    )
+                elif parts[0] == "procs_running":
+                    procs_running = int(parts[1])
+            except (ValueError, IndexError, OverflowError):
+                self.records_skipped += 1
+                self._warn("stat-line", f"unparsable /proc/stat line skipped line={line[:120]!r}")
         mem: dict[str, int] = {}
-        for line in (self.proc_root / "meminfo").read_text().splitlines():
+        for line in self._lines("meminfo"):
             key, _, rest = line.partition(":")
             fields = rest.split()
             if fields:
-                mem[key] = int(fields[0]) * (1024 if len(fields) > 1 and fields[1] == "kB" else 1)
-        load1 = float((self.proc_root / "loadavg").read_text().split()[0])
+                try:
+                    mem[key] = int(fields[0]) * (1024 if len(fields) > 1 and fields[1] == "kB" else 1)
+                except ValueError:
+                    self.records_skipped += 1
+                    self._warn("meminfo-line", f"unparsable /proc/meminfo line skipped line={line[:120]!r}")
+        load = self._lines("loadavg")
+        try:
+            load1 = float(load[0].split()[0]) if load else None
+        except (ValueError, IndexError):
+            load1 = None
+            self.records_skipped += 1
         memory_row = {
             "mem_total_bytes": mem.get("MemTotal"),
             "mem_available_bytes": mem.get("MemAvailable"),

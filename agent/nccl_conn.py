@@ -8,11 +8,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from c4.agent.registry import SamplerContext
 from c4.agent.sampler import Rows, SourceUnavailable
-from c4.agent.tail import DirectoryTailer
+from c4.agent.tail import DEFAULT_MAX_BYTES_PER_TICK, DirectoryTailer
 
 log = logging.getLogger("c4.agent.nccl_conn")
 
@@ -45,6 +45,8 @@ def parse_record(line: str) -> dict[str, Any] | None:
         obj = json.loads(line)
     except json.JSONDecodeError as exc:
         raise RecordError(f"not JSON: {exc.msg}") from None
+    except (ValueError, RecursionError) as exc:  # a 5000-digit number, nesting too deep
+        raise RecordError(f"not JSON we can read: {type(exc).__name__}") from None
     if not isinstance(obj, dict):
         raise RecordError("not a JSON object")
     if obj.get("kind", "conn") != "conn":
@@ -55,7 +57,10 @@ def parse_record(line: str) -> dict[str, Any] | None:
         if value is None:
             raise RecordError(f"missing key {key!r}")
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
+            try:
+                value = float(value)
+            except OverflowError:
+                raise RecordError(f"key {key!r} is out of range") from None
         if not isinstance(value, kind) or isinstance(value, bool):
             raise RecordError(f"key {key!r} should be {kind.__name__}, got {type(value).__name__}")
         row[column] = value
@@ -64,7 +69,10 @@ def parse_record(line: str) -> dict[str, Any] | None:
     for key in ("ts_ns", "window_ns"):
         if not isinstance(obj.get(key), int):
             raise RecordError(f"key {key!r} should be int")
-    row["ts"] = datetime.fromtimestamp(obj["ts_ns"] / 1e9, UTC).replace(tzinfo=None)
+    try:
+        row["ts"] = datetime.fromtimestamp(obj["ts_ns"] / 1e9, UTC).replace(tzinfo=None)
+    except (OverflowError, ValueError, OSError):
+        raise RecordError("key 'ts_ns' is out of range") from None
     row["window_s"] = obj["window_ns"] / 1e9
     us = row["transfer_us"]
     row["throughput_gbps"] = row["bytes"] * 8 / (us * 1e3) if us > 0 else None
@@ -84,17 +92,30 @@ class ConnRecordSampler:
         record_dir: Path | None = None
         pattern: str = "*.jsonl"
         start_at_end: bool = False
+        max_bytes_per_tick: int = Field(DEFAULT_MAX_BYTES_PER_TICK, ge=4096)  # the rest comes next tick
 
-    def __init__(self, record_dir: Path | None, pattern: str = "*.jsonl", start_at_end: bool = False) -> None:
+    def __init__(
+        self,
+        record_dir: Path | None,
+        pattern: str = "*.jsonl",
+        start_at_end: bool = False,
+        max_bytes_per_tick: int = DEFAULT_MAX_BYTES_PER_TICK,
+    ) -> None:
         self.record_dir = record_dir
         self.tailer = DirectoryTailer(record_dir, pattern, start_at_end) if record_dir else None
+        self.max_bytes_per_tick = max_bytes_per_tick
         self.bad_lines = 0
         self._warned: set[str] = set()
+
+    @property
+    def records_skipped(self) -> int:
+        """Record lines that were malformed and skipped."""
+        return self.bad_lines
 
     @classmethod
     def from_options(cls, opts: ConnRecordSampler.Options, ctx: SamplerContext) -> ConnRecordSampler:
         """Build from validated options."""
-        return cls(opts.record_dir, opts.pattern, opts.start_at_end)
+        return cls(opts.record_dir, opts.pattern, opts.start_at_end, opts.max_bytes_per_tick)
 
     def probe(self) -> None:
         """The record directory must be configured and exist."""
@@ -107,15 +128,15 @@ class ConnRecordSampler:
         """Every complete new record line, one row each; bad lines are counted and skipped."""
         rows = []
         assert self.tailer is not None
-        for path, line in self.tailer.read_lines():
+        for path, line in self.tailer.read_lines(self.max_bytes_per_tick):
             if not line.strip():
                 continue
             try:
                 row = parse_record(line)
-            except RecordError as exc:
+            except Exception as exc:  # RecordError, or anything else one bad line raises
                 self.bad_lines += 1
                 reason = str(exc).split(":")[0]
-                if reason not in self._warned:  # one line per kind of problem
+                if reason not in self._warned and len(self._warned) < 100:  # one line per kind of problem
                     self._warned.add(reason)
                     log.warning(
                         "bad connection record skipped file=%s reason=%s bad_total=%d",

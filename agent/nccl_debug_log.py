@@ -7,11 +7,11 @@ import re
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from c4.agent.registry import SamplerContext
 from c4.agent.sampler import Rows, SourceUnavailable
-from c4.agent.tail import DirectoryTailer
+from c4.agent.tail import DEFAULT_MAX_BYTES_PER_TICK, DirectoryTailer
 
 log = logging.getLogger("c4.agent.nccl_debug_log")
 
@@ -151,16 +151,21 @@ class DebugLogSampler:
         model_config = ConfigDict(extra="forbid")
         log_dir: Path | None = None  # where NCCL_DEBUG_FILE points (e.g. /var/log/nccl/%h.%p.log)
         pattern: str = "*"
+        max_bytes_per_tick: int = Field(DEFAULT_MAX_BYTES_PER_TICK, ge=4096)  # the rest comes next tick
 
-    def __init__(self, log_dir: Path | None, pattern: str = "*") -> None:
+    def __init__(
+        self, log_dir: Path | None, pattern: str = "*", max_bytes_per_tick: int = DEFAULT_MAX_BYTES_PER_TICK
+    ) -> None:
         self.log_dir = log_dir
         self.tailer = DirectoryTailer(log_dir, pattern) if log_dir else None
+        self.max_bytes_per_tick = max_bytes_per_tick
         self.parsers: dict[Path, DebugLogParser] = {}
+        self.records_skipped = 0  # lines that looked like NCCL's but could not be parsed
 
     @classmethod
     def from_options(cls, opts: DebugLogSampler.Options, ctx: SamplerContext) -> DebugLogSampler:
         """Build from validated options."""
-        return cls(opts.log_dir, opts.pattern)
+        return cls(opts.log_dir, opts.pattern, opts.max_bytes_per_tick)
 
     def probe(self) -> None:
         """The log directory must be configured and exist."""
@@ -171,8 +176,19 @@ class DebugLogSampler:
         """Topology rows from every new log line."""
         assert self.tailer is not None
         rows = []
-        for path, line in self.tailer.read_lines():
-            rows += self.parsers.setdefault(path, DebugLogParser()).parse(line)
+        for path, line in self.tailer.read_lines(self.max_bytes_per_tick):
+            try:  # one bad line is skipped alone, whatever it raises
+                rows += self.parsers.setdefault(path, DebugLogParser()).parse(line)
+            except Exception as exc:
+                self.records_skipped += 1
+                if self.records_skipped in (1, 10, 100, 1000) or self.records_skipped % 10000 == 0:
+                    log.warning(
+                        "unparsable NCCL log line skipped file=%s error=%s: %.80s skipped_total=%d",
+                        path.name,
+                        type(exc).__name__,
+                        exc,
+                        self.records_skipped,
+                    )
         return {"nccl_topology": rows}
 
     def close(self) -> None:

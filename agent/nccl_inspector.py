@@ -8,28 +8,32 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from c4.agent.registry import SamplerContext
 from c4.agent.sampler import Rows, SourceUnavailable
-from c4.agent.tail import DirectoryTailer
+from c4.agent.tail import DEFAULT_MAX_BYTES_PER_TICK, DirectoryTailer
 
 log = logging.getLogger("c4.agent.nccl_inspector")
 MAX_OBJECT_BYTES = 1 << 20
 
 
 def _ts(us: Any) -> datetime | None:
-    if not isinstance(us, (int, float)) or us <= 0:
+    if not isinstance(us, (int, float)) or isinstance(us, bool) or us <= 0:
         return None
-    return datetime.fromtimestamp(us / 1e6, UTC).replace(tzinfo=None)
+    try:
+        return datetime.fromtimestamp(us / 1e6, UTC).replace(tzinfo=None)
+    except (OverflowError, ValueError, OSError):  # past year 9999 (or inf): not a time
+        return None
 
 
 def _num(v: Any, kind: type) -> Any:
+    """``v`` as ``kind``, or None when it is missing or cannot be one (a 400-digit float overflows)."""
     if isinstance(v, bool) or v is None:
         return None
     try:
         return kind(v)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return None
 
 
@@ -100,7 +104,7 @@ class ObjectAssembler:
             if stripped != "{":
                 try:
                     obj = json.loads(stripped)
-                except json.JSONDecodeError:
+                except (ValueError, RecursionError):  # not JSON, a 5000-digit number, nesting too deep
                     return None, True
                 return (obj, garbage) if isinstance(obj, dict) else (None, True)
         self.buf.append(line)
@@ -112,7 +116,7 @@ class ObjectAssembler:
         self.buf, self.depth, self.size = [], 0, 0
         try:
             obj = json.loads(text)
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):
             return None, True
         return (obj, garbage) if isinstance(obj, dict) else (None, True)
 
@@ -130,17 +134,30 @@ class InspectorSampler:
         dump_dir: Path | None = None  # NCCL_INSPECTOR_DUMP_DIR of the jobs on this node
         pattern: str = "**/*"
         start_at_end: bool = False
+        max_bytes_per_tick: int = Field(DEFAULT_MAX_BYTES_PER_TICK, ge=4096)  # the rest comes next tick
 
-    def __init__(self, dump_dir: Path | None, pattern: str = "**/*", start_at_end: bool = False) -> None:
+    def __init__(
+        self,
+        dump_dir: Path | None,
+        pattern: str = "**/*",
+        start_at_end: bool = False,
+        max_bytes_per_tick: int = DEFAULT_MAX_BYTES_PER_TICK,
+    ) -> None:
         self.dump_dir = dump_dir
         self.tailer = DirectoryTailer(dump_dir, pattern, start_at_end) if dump_dir else None
+        self.max_bytes_per_tick = max_bytes_per_tick
         self.assemblers: dict[Path, ObjectAssembler] = {}
         self.garbage = 0
+
+    @property
+    def records_skipped(self) -> int:
+        """Lines and objects that were not Inspector records (garbage, torn, unparsable)."""
+        return self.garbage
 
     @classmethod
     def from_options(cls, opts: InspectorSampler.Options, ctx: SamplerContext) -> InspectorSampler:
         """Build from validated options."""
-        return cls(opts.dump_dir, opts.pattern, opts.start_at_end)
+        return cls(opts.dump_dir, opts.pattern, opts.start_at_end, opts.max_bytes_per_tick)
 
     def probe(self) -> None:
         """The dump directory must be configured and exist."""
@@ -151,21 +168,26 @@ class InspectorSampler:
         """Rows for every object completed since the last tick."""
         assert self.tailer is not None
         rows = []
-        for path, line in self.tailer.read_lines():
-            obj, garbage = self.assemblers.setdefault(path, ObjectAssembler()).feed(line)
+        for path, line in self.tailer.read_lines(self.max_bytes_per_tick):
+            try:  # one bad record is skipped alone, whatever it raises
+                obj, garbage = self.assemblers.setdefault(path, ObjectAssembler()).feed(line)
+                row = None if obj is None else inspector_row(obj)
+            except Exception as exc:
+                obj, garbage, row = None, True, None
+                log.debug("Inspector record failed file=%s error=%s", path.name, exc)
             if garbage:
-                self.garbage += 1
-                if self.garbage in (1, 10, 100, 1000) or self.garbage % 10000 == 0:
-                    log.warning(
-                        "non-Inspector line skipped file=%s garbage_total=%d", path.name, self.garbage
-                    )
+                self._skipped(path)
             if obj is not None:
-                row = inspector_row(obj)
                 if row is None:
-                    self.garbage += 1
+                    self._skipped(path)
                 else:
                     rows.append(row)
         return {"nccl_collectives": rows}
+
+    def _skipped(self, path: Path) -> None:
+        self.garbage += 1
+        if self.garbage in (1, 10, 100, 1000) or self.garbage % 10000 == 0:
+            log.warning("non-Inspector line skipped file=%s garbage_total=%d", path.name, self.garbage)
 
     def close(self) -> None:
         """Close the files."""

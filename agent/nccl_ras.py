@@ -45,64 +45,82 @@ def query_ras(address: str, timeout_s: float) -> dict[str, Any]:
         f.flush()
         data = f.read(MAX_REPORT_BYTES)
     try:
-        return json.loads(data)
+        report = json.loads(data.decode("utf-8", "replace"))
     except json.JSONDecodeError as exc:
         raise RasError(f"RAS report is not JSON: {exc}") from None
+    except (ValueError, RecursionError) as exc:  # a 5000-digit number, nesting too deep
+        raise RasError(f"RAS report is not JSON we can read: {type(exc).__name__}") from None
+    if not isinstance(report, dict):
+        raise RasError(f"RAS report is a JSON {type(report).__name__}, not an object")
+    return report
 
 
 def _ranks(v: Any) -> list[int]:
     if isinstance(v, list):
-        return [int(x) for x in v if isinstance(x, int) or (isinstance(x, str) and x.isdigit())] + [
+        return [int(x) for x in v if isinstance(x, int) or (isinstance(x, str) and x.isdecimal())] + [
             int(x["rank"]) for x in v if isinstance(x, dict) and isinstance(x.get("rank"), int)
         ]
     return []
 
 
-def status_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
-    """One row per communicator (missing/dead ranks listed) and one per rank with its collective count."""
+def status_rows(report: dict[str, Any], skipped: list[str] | None = None) -> list[dict[str, Any]]:
+    """One row per communicator (missing/dead ranks listed) and one per rank with its collective count.
+
+    A communicator whose entry cannot be read is left out alone, its error appended to ``skipped``."""
     rows = []
     comms = report.get("communicators") or report.get("comms") or []
     for c in comms if isinstance(comms, list) else []:
         if not isinstance(c, dict):
             continue
-        comm = str(c.get("hash") or c.get("comm_hash") or c.get("id") or "")
-        missing = _ranks(c.get("missing_ranks") or c.get("missing"))
-        dead = _ranks(c.get("dead_ranks") or c.get("dead"))
-        rows.append(
-            {
-                "comm_hash": comm,
-                "scope": "communicator",
-                "rank": None,
-                "n_ranks": c.get("size") or c.get("nranks"),
-                "status": str(c.get("status", "")),
-                "errors": str(c.get("errors", "") or ""),
-                "coll_count": None,
-                "missing_ranks": ",".join(map(str, missing)),
-                "dead_ranks": ",".join(map(str, dead)),
-                "n_missing": len(missing),
-                "n_dead": len(dead),
-            }
-        )
-        for r in c.get("ranks") or []:
-            if isinstance(r, dict) and isinstance(r.get("rank"), int):
-                rows.append(
-                    {
-                        "comm_hash": comm,
-                        "scope": "rank",
-                        "rank": r["rank"],
-                        "n_ranks": c.get("size") or c.get("nranks"),
-                        "status": str(r.get("status", "")),
-                        "errors": str(r.get("errors", "") or ""),
-                        "coll_count": r.get("coll_count", r.get("collectives")),
-                        "missing_ranks": "",
-                        "dead_ranks": "",
-                        "n_missing": None,
-                        "n_dead": None,
-                        "host": str(r.get("host", "") or ""),
-                        "pid": r.get("pid"),
-                        "gpu": r.get("gpu"),
-                    }
-                )
+        try:
+            rows += _communicator_rows(c)
+        except Exception as exc:  # one odd communicator never loses the others
+            if skipped is not None:
+                skipped.append(f"communicator {str(c.get('hash', '?'))[:40]}: {type(exc).__name__}: {exc}")
+    return rows
+
+
+def _communicator_rows(c: dict[str, Any]) -> list[dict[str, Any]]:
+    """The communicator's row and its ranks' rows."""
+    rows = []
+    comm = str(c.get("hash") or c.get("comm_hash") or c.get("id") or "")
+    missing = _ranks(c.get("missing_ranks") or c.get("missing"))
+    dead = _ranks(c.get("dead_ranks") or c.get("dead"))
+    rows.append(
+        {
+            "comm_hash": comm,
+            "scope": "communicator",
+            "rank": None,
+            "n_ranks": c.get("size") or c.get("nranks"),
+            "status": str(c.get("status", "")),
+            "errors": str(c.get("errors", "") or ""),
+            "coll_count": None,
+            "missing_ranks": ",".join(map(str, missing)),
+            "dead_ranks": ",".join(map(str, dead)),
+            "n_missing": len(missing),
+            "n_dead": len(dead),
+        }
+    )
+    for r in c.get("ranks") or []:
+        if isinstance(r, dict) and isinstance(r.get("rank"), int):
+            rows.append(
+                {
+                    "comm_hash": comm,
+                    "scope": "rank",
+                    "rank": r["rank"],
+                    "n_ranks": c.get("size") or c.get("nranks"),
+                    "status": str(r.get("status", "")),
+                    "errors": str(r.get("errors", "") or ""),
+                    "coll_count": r.get("coll_count", r.get("collectives")),
+                    "missing_ranks": "",
+                    "dead_ranks": "",
+                    "n_missing": None,
+                    "n_dead": None,
+                    "host": str(r.get("host", "") or ""),
+                    "pid": r.get("pid"),
+                    "gpu": r.get("gpu"),
+                }
+            )
     return rows
 
 
@@ -129,6 +147,7 @@ class RasSampler:
         self._ticks = 0
         self.available: bool | None = None
         self.errors = 0
+        self.records_skipped = 0  # communicators in reports that could not be read
 
     @classmethod
     def from_options(cls, opts: RasSampler.Options, ctx: SamplerContext) -> RasSampler:
@@ -154,7 +173,17 @@ class RasSampler:
         if self.available is not True:
             log.info("NCCL RAS reachable address=%s", self.address)
         self.available = True
-        return {"nccl_ras_status": status_rows(report)}
+        skipped: list[str] = []
+        rows = status_rows(report, skipped)
+        if skipped:
+            self.records_skipped += len(skipped)
+            log.warning(
+                "RAS communicators skipped count=%d first=%s skipped_total=%d",
+                len(skipped),
+                skipped[0],
+                self.records_skipped,
+            )
+        return {"nccl_ras_status": rows}
 
     def close(self) -> None:
         """Nothing held open between polls."""

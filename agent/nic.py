@@ -5,7 +5,6 @@ from __future__ import annotations
 import fnmatch
 import functools
 import logging
-import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +14,7 @@ from pydantic import BaseModel, ConfigDict
 
 from c4.agent.registry import SamplerContext
 from c4.agent.sampler import Inventory, Rows, SourceUnavailable
-from c4.agent.sysfs import parse_rate_bps, parse_state, read_counter, read_text, resolve_entry
+from c4.agent.sysfs import U64_LIMIT, parse_rate_bps, parse_state, read_counter, read_text, resolve_entry
 
 log = logging.getLogger("c4.agent.nic")
 COUNTERS_FILE = Path(__file__).parent / "nic_counters.toml"
@@ -297,31 +296,22 @@ class NicSampler:
         self._prev_state[key] = (state, phys, rate)
         prev = self._prev_counters.setdefault(key, {})
         reset = []
-        _open, _read, _close, rdonly = os.open, os.read, os.close, os.O_RDONLY  # hot loop: ~40 files a port
+        _read = read_counter  # hot loop: ~40 files a port; non-blocking, regular files only, 0 <= n < 2^64
         skip = () if self._slow_tick else self._slow_ib
         for column, (path, mult) in p.files.items():
             if column in skip:
                 continue
-            try:
-                fd = _open(path, rdonly)
-            except OSError:
-                value = None
-            else:
-                try:
-                    data = _read(fd, 64)
-                except OSError:
-                    data = b""
-                finally:
-                    _close(fd)
-                try:
-                    value = int(data)
-                except ValueError:
+            value = _read(path)
+            if value is not None:
+                value *= mult
+                if value >= U64_LIMIT:
                     value = None
             if value is None:
-                self._warn(f"val:{path}", f"counter unreadable or N/A, stored as missing file={path}")
+                self._warn(
+                    f"val:{path}", f"counter unreadable, N/A or out of range, stored as missing file={path}"
+                )
                 row[column] = None
                 continue
-            value *= mult
             row[column] = value
             if value < prev.get(column, 0):
                 reset.append(column)

@@ -3,23 +3,36 @@
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import pyarrow as pa
+
 from c4 import __version__
-from c4.agent.batcher import RowError, TableBuffer, rows_to_table, split_ipc, utc_from_ns
+from c4.agent.batcher import TableBuffer, convert_rows, rows_to_table, split_ipc, utc_from_ns
 from c4.agent.client import Sender
+from c4.agent.hello import build_message
 from c4.agent.registry import SamplerContext, SamplerSettings, build_sampler
-from c4.agent.sampler import Inventory, InventoryProvider, Sampler, StartupPolicy
+from c4.agent.sampler import Inventory, InventoryProvider, Sampler, SkipCounter, StartupPolicy
 from c4.agent.spool import Spool
+from c4.agent.spool_feed import SpoolFeed
+from c4.agent.worker import SamplerWorker
 from c4.catalogue import Catalogue, load
 from c4.config import AgentConfig
 from c4.security import ClientSecurity
 from c4.telemetry.v1 import telemetry_pb2 as pb
 
 log = logging.getLogger("c4.agent")
+
+#: A tick running longer than this (or two intervals, if longer) marks its sampler "stuck".
+STUCK_AFTER_S = 10.0
+#: With batches waiting and no ack for this long, the agent logs that it cannot send (once per episode).
+SEND_STALL_WARN_S = 60.0
+#: Distinct error messages remembered per sampler for "log once" (beyond it, nothing more is logged).
+MAX_LOGGED_ERRORS = 100
 
 
 class AgentStartError(RuntimeError):
@@ -40,7 +53,23 @@ class ScheduledSampler:
     errors: int = 0
     last_error: str = ""
     cpu_s: float = 0.0
+    rows_dropped: int = 0
+    overruns: int = 0  # ticks skipped because the previous one was still running
+    worker: SamplerWorker | None = field(default=None, repr=False)
+    _stuck_logged: bool = False
     _logged_errors: set[str] = field(default_factory=set)
+
+    def note_error(self, message: str, key: str) -> None:
+        """Count an error tick and keep its message; logged once per distinct ``key``."""
+        self.errors += 1
+        self.last_error = message
+        if key not in self._logged_errors and len(self._logged_errors) < MAX_LOGGED_ERRORS:
+            self._logged_errors.add(key)
+            log.warning("sampler error sampler=%s error=%s", self.sampler.name, message)
+
+    def stuck_after_s(self) -> float:
+        """How long a tick may run before the sampler counts as stuck."""
+        return max(STUCK_AFTER_S, 2 * self.interval_s)
 
     def probe(self) -> bool:
         """Probe the source; update state per the startup policy. True when it may be sampled."""
@@ -80,7 +109,11 @@ def build_samplers(cfg: AgentConfig, ctx: SamplerContext) -> list[ScheduledSampl
 
 
 class Agent:
-    """Runs samplers on a scheduler thread and a Sender on another; both stop on ``stop()``."""
+    """Runs samplers on a scheduler thread and a Sender on another; both stop on ``stop()``.
+
+    Each sampler ticks on its own worker thread (``SamplerWorker``): a source that blocks stops only
+    itself, reported as state ``stuck``, while heartbeats, health rows and the other sources go on.
+    """
 
     def __init__(
         self,
@@ -99,6 +132,10 @@ class Agent:
         )
         self.buffer = TableBuffer()
         self.batches_made = 0
+        self.feed = SpoolFeed(self.spool, cfg.spool_hold_max_bytes)  # holds batches while the disk is full
+        self._send_stall_logged = False
+        self._hello_warned: set[str] = set()
+        self._results: queue.SimpleQueue[list[tuple[str, pa.Table]]] = queue.SimpleQueue()
         self._stop = threading.Event()  # stops the sender
         self._stop_sampling = threading.Event()  # stops the scheduler
         self.sender = Sender(
@@ -138,15 +175,9 @@ class Agent:
             hostname=self.ctx.node,
             agent_version=__version__,
             job=self.ctx.job,
-            labels=self.ctx.labels,
-            gpus=[
-                pb.Gpu(**{k: v for k, v in g.items() if k in pb.Gpu.DESCRIPTOR.fields_by_name})
-                for g in inv.gpus
-            ],
-            nics=[
-                pb.NicPort(**{k: v for k, v in n.items() if k in pb.NicPort.DESCRIPTOR.fields_by_name})
-                for n in inv.nics
-            ],
+            labels=_hello_labels(self.ctx.labels, self._hello_warned),
+            gpus=[build_message(pb.Gpu, g, self._hello_warned) for g in inv.gpus],
+            nics=[build_message(pb.NicPort, n, self._hello_warned) for n in inv.nics],
             table_versions={t: self.catalogue[t].version for t in tables if t in self.catalogue},
         )
 
@@ -155,33 +186,100 @@ class Agent:
         """Columns the agent fills when a sampler leaves them out."""
         return {"ts": utc_from_ns(now_ns), "node": self.ctx.node, "job": self.ctx.job}
 
-    def sample_one(self, s: ScheduledSampler, now_ns: int) -> None:
-        """One tick of one sampler into the buffer; errors are counted, never raised."""
+    def tick_tables(self, s: ScheduledSampler, now_ns: int) -> list[tuple[str, pa.Table]]:
+        """One tick of one sampler as typed tables; errors are counted, never raised.
+
+        Rows that do not fit their table are left out one by one (``rows_dropped``), the rest kept."""
         cpu0 = time.thread_time()
         try:
-            out = s.sampler.sample(now_ns)
+            try:
+                out = s.sampler.sample(now_ns)
+                items = [(t, rows) for t, rows in out.items() if rows]
+            except Exception as exc:
+                s.note_error(str(exc), type(exc).__name__ + str(exc)[:80])
+                return []
             defaults = self.defaults(now_ns)
-            tables = [
-                (t, rows_to_table(self.catalogue, t, rows, defaults)) for t, rows in out.items() if rows
-            ]
-        except (RowError, Exception) as exc:
-            s.errors += 1
-            s.last_error = str(exc)
-            key = type(exc).__name__ + str(exc)[:80]
-            if key not in s._logged_errors:  # one line per distinct error, not one per tick
-                s._logged_errors.add(key)
-                log.warning("sampler error sampler=%s error=%s", s.sampler.name, exc)
-            return
+            tables: list[tuple[str, pa.Table]] = []
+            dropped, first_error = 0, ""
+            for t, rows in items:
+                try:
+                    conv = convert_rows(self.catalogue, t, rows, defaults)
+                except Exception as exc:  # an unknown table: none of its rows can be stored
+                    dropped += len(rows)
+                    first_error = first_error or str(exc)
+                    continue
+                if conv.dropped:
+                    dropped += conv.dropped
+                    first_error = first_error or conv.first_error
+                if conv.table.num_rows:
+                    tables.append((t, conv.table))
+            if dropped:
+                s.rows_dropped += dropped
+                s.note_error(first_error, "rows:" + first_error.split(":")[0])
+            s.rows += sum(data.num_rows for _, data in tables)
+            s.ticks += 1
+            return tables
         finally:
             s.cpu_s += time.thread_time() - cpu0
-        for t, data in tables:
+
+    def sample_one(self, s: ScheduledSampler, now_ns: int) -> None:
+        """One tick of one sampler into the buffer, on the calling thread (tests, benchmarks)."""
+        for t, data in self.tick_tables(s, now_ns):
             self.buffer.add(t, data)
-            s.rows += data.num_rows
-        s.ticks += 1
+
+    def sampler_state(self, s: ScheduledSampler) -> str:
+        """The state health rows report: the sampler's own, or ``stuck`` while a tick runs too long."""
+        if s.worker is not None and s.worker.busy_for_s() > s.stuck_after_s():
+            return "stuck"
+        return s.state
+
+    def _submit(self, s: ScheduledSampler, now_ns: int) -> None:
+        """Start a tick on the sampler's own thread; skipped (counted) while the last one still runs."""
+        if s.worker is None:
+            s.worker = SamplerWorker(s.sampler.name)
+
+        def job() -> None:
+            if s.state == "retrying" and not s.probe():
+                return
+            tables = self.tick_tables(s, now_ns)
+            if tables:
+                self._results.put(tables)
+
+        if not s.worker.submit(job):
+            s.overruns += 1
+
+    def _watch_stuck(self) -> None:
+        """Log once when a sampler's tick has been running too long, and once when it comes back."""
+        for s in self.samplers:
+            busy_s = s.worker.busy_for_s() if s.worker is not None else 0.0
+            if busy_s > s.stuck_after_s() and not s._stuck_logged:
+                s._stuck_logged = True
+                s.errors += 1
+                s.last_error = f"stuck: a tick has not returned for {busy_s:.0f} s (the source blocks)"
+                log.error(
+                    "sampler stuck, its source blocks; the others go on sampler=%s busy_s=%.1f",
+                    s.sampler.name,
+                    busy_s,
+                )
+            elif s._stuck_logged and busy_s <= s.stuck_after_s():
+                s._stuck_logged = False
+                log.warning("sampler recovered sampler=%s skipped_ticks=%d", s.sampler.name, s.overruns)
+
+    def _collect(self) -> None:
+        """Tables of finished ticks into the buffer."""
+        while True:
+            try:
+                tables = self._results.get_nowait()
+            except queue.Empty:
+                return
+            for t, data in tables:
+                self.buffer.add(t, data)
 
     def health_rows(self, now_ns: int) -> None:
         """The agent's own health into the buffer."""
         st = self.sender.stats
+        since_ack_s = max(0.0, time.monotonic() - st.last_ack_monotonic_s)
+        self._warn_send_stall(since_ack_s, st.last_send_error)
         agent_row = {
             "agent_id": self.cfg.effective_agent_id,
             "batches_made": self.batches_made,
@@ -193,16 +291,24 @@ class Agent:
             "spool_bytes": self.spool.bytes,
             "connected": st.connected,
             "reconnects": st.reconnects,
+            "batches_held": self.feed.held,
+            "batches_unspooled": self.feed.unspooled,
+            "spool_error": self.feed.error,
+            "send_errors": st.send_errors,
+            "last_send_error": st.last_send_error,
+            "since_last_ack_s": since_ack_s,
         }
         sampler_rows = [
             {
                 "sampler": s.sampler.name,
-                "state": s.state,
+                "state": self.sampler_state(s),
                 "ticks": s.ticks,
                 "rows": s.rows,
                 "errors": s.errors,
                 "last_error": s.last_error,
                 "cpu_s": s.cpu_s,
+                "rows_dropped": s.rows_dropped,
+                "records_skipped": s.sampler.records_skipped if isinstance(s.sampler, SkipCounter) else 0,
             }
             for s in self.samplers
         ]
@@ -212,17 +318,54 @@ class Agent:
             "agent_sampler_health", rows_to_table(self.catalogue, "agent_sampler_health", sampler_rows, d)
         )
 
-    def flush(self) -> int:
-        """Buffered rows -> sized Arrow IPC batches in the spool; returns batches made."""
-        made = 0
-        for table, data in self.buffer.drain():
-            version = self.catalogue[table].version
-            for payload in split_ipc(data, self.cfg.max_batch_bytes):
-                self.spool.append(table, version, payload)
-                made += 1
-        self.batches_made += made
-        return made
+    def _warn_send_stall(self, since_ack_s: float, last_error: str) -> None:
+        """Log once per episode that batches wait and nothing has been acknowledged for long."""
+        if since_ack_s > SEND_STALL_WARN_S and len(self.spool):
+            if not self._send_stall_logged:
+                self._send_stall_logged = True
+                log.error(
+                    "agent cannot send: no batch acknowledged for %.0f s collector=%s spool_batches=%d "
+                    "last_send_error=%s",
+                    since_ack_s,
+                    self.cfg.collector,
+                    len(self.spool),
+                    last_error or "-",
+                )
+        elif self._send_stall_logged and since_ack_s <= SEND_STALL_WARN_S:
+            self._send_stall_logged = False
+            log.info("agent sending again collector=%s", self.cfg.collector)
 
+    # --- spooling --------------------------------------------------------------
+    @property
+    def spool_error(self) -> str:
+        """Why the spool cannot be written now ('' while it can)."""
+        return self.feed.error
+
+    @property
+    def held_batches(self) -> int:
+        """Batches waiting in memory for the spool to be writable again."""
+        return self.feed.held
+
+    @property
+    def batches_unspooled(self) -> int:
+        """Batches lost because the spool stayed unwritable longer than the memory hold lasted."""
+        return self.feed.unspooled
+
+    def flush(self) -> int:
+        """Buffered rows -> sized Arrow IPC batches in the spool; returns batches made.
+
+        A batch the spool cannot take (its disk is full) is held in memory, up to spool_hold_max_bytes,
+        and spooled in order on a later flush (SpoolFeed)."""
+        batches = [
+            (table, self.catalogue[table].version, payload)
+            for table, data in self.buffer.drain()
+            for payload in split_ipc(data, self.cfg.max_batch_bytes)
+        ]
+        self.batches_made += len(batches)
+        self.feed.feed(batches)
+        return len(batches)
+
+    # --- running ---------------------------------------------------------------
     def start_samplers(self) -> None:
         """Probe every sampler once (raises AgentStartError for policy 'error')."""
         for s in self.samplers:
@@ -239,23 +382,35 @@ class Agent:
                 if now < s.next_due:
                     continue
                 s.next_due = now + s.interval_s
-                if s.state == "running" or (s.state == "retrying" and s.probe()):
-                    self.sample_one(s, now_ns)
+                if s.state in ("running", "retrying"):
+                    self._submit(s, now_ns)
+            self._watch_stuck()
             if now >= next_health:
+                self._collect()
                 self.health_rows(now_ns)
                 next_health = now + self.cfg.health_interval_s
             if now >= next_flush:
-                try:
-                    self.flush()
-                except OSError as exc:
-                    log.error("spool write failed dir=%s error=%s", self.cfg.spool_dir, exc)
+                self._collect()
+                self._flush_logged()
                 next_flush = now + self.cfg.flush_interval_s
             due = min(
                 [s.next_due for s in self.samplers if s.state != "unavailable"] + [next_flush, next_health]
             )
             self._stop_sampling.wait(max(0.0, due - time.monotonic()))
+        deadline = time.monotonic() + 1.0  # let running ticks finish; a stuck one is left behind
+        for s in self.samplers:
+            if s.worker is not None:
+                s.worker.wait_idle(max(0.0, deadline - time.monotonic()))
+                s.worker.stop()
+        self._collect()
         self.health_rows(time.time_ns())
-        self.flush()
+        self._flush_logged()
+
+    def _flush_logged(self) -> None:
+        try:
+            self.flush()
+        except Exception as exc:  # never let one bad flush end the scheduler
+            log.exception("flush failed dir=%s error=%s", self.cfg.spool_dir, exc)
 
     def start(self) -> None:
         """Probe samplers and start the scheduler and sender threads."""
@@ -291,4 +446,21 @@ class Agent:
             except Exception as exc:
                 log.warning("sampler close failed sampler=%s error=%s", s.sampler.name, exc)
         self.spool.close()
+        self.feed.close()
         log.info("agent stopped agent=%s spooled=%d", self.cfg.effective_agent_id, len(self.spool))
+
+
+def _hello_labels(labels: dict[str, str], warned: set[str]) -> dict[str, str]:
+    """Labels a protobuf string map can carry (text that is valid Unicode); others left out, logged once."""
+    out = {}
+    for k, v in labels.items():
+        try:
+            str(k).encode()
+            str(v).encode()
+        except UnicodeEncodeError:
+            if f"label:{k!r}" not in warned:
+                warned.add(f"label:{k!r}")
+                log.warning("label dropped from Hello (not valid text) label=%r", k)
+            continue
+        out[str(k)] = str(v)
+    return out

@@ -61,3 +61,11 @@ class InventoryProvider(Protocol):
     def inventory(self, into: Inventory) -> None:
         """Append what this source found to the inventory."""
         ...
+
+
+@runtime_checkable
+class SkipCounter(Protocol):
+    """A sampler that parses records (log lines, JSON objects) and counts the ones it had to skip."""
+
+    #: Source records that could not be parsed and were skipped (each alone: its neighbours are kept).
+    records_skipped: int

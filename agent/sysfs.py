@@ -1,49 +1,89 @@
-"""Small, crash-proof readers of sysfs attribute files."""
+"""Small, crash-proof, non-blocking readers of sysfs and proc files: every agent file read goes through here.
+
+A file is opened with O_NONBLOCK and kept only if fstat says it is a regular file (sysfs and proc
+attributes are), so a FIFO or a device put where a counter should be is refused at once instead of
+hanging the reader. Text is decoded as UTF-8 with replacement, never dropped.
+"""
 
 from __future__ import annotations
 
+import errno
 import os
 import re
+import stat
 from pathlib import Path
 
 RATE = re.compile(r"^\s*([\d.]+)\s*([GMK]?)b/sec", re.IGNORECASE)
 UNIT = {"G": 1_000_000_000, "M": 1_000_000, "K": 1_000, "": 1}
+U64_LIMIT = 1 << 64  # counters and rates are stored as UBIGINT
+_OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | getattr(os, "O_NOCTTY", 0)
 
 
 class SysfsError(ValueError):
     """A sysfs file exists but does not hold what it should."""
 
 
-def read_text(path: Path | str) -> str | None:
-    """File contents stripped, or None when missing, unreadable or a directory."""
+class NotRegularFile(OSError):
+    """The path is a FIFO, a socket, a device or a directory: reading it could block or never end."""
+
+
+def open_regular(path: Path | str) -> int:
+    """File descriptor of a regular file, opened without blocking; raises OSError (NotRegularFile for
+    a FIFO, device or directory, which are closed again at once)."""
+    fd = os.open(path, _OPEN_FLAGS)
     try:
-        fd = os.open(path, os.O_RDONLY)
+        mode = os.fstat(fd).st_mode
+    except OSError:
+        os.close(fd)
+        raise
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise NotRegularFile(errno.EINVAL, f"not a regular file ({stat.filemode(mode)[0]})", str(path))
+    return fd
+
+
+def read_bytes(path: Path | str, max_bytes: int = 4096) -> bytes | None:
+    """Up to ``max_bytes`` of a regular file; None when missing, unreadable or not a regular file."""
+    try:
+        fd = open_regular(path)
     except OSError:
         return None
     try:
-        return os.read(fd, 4096).decode("utf-8", "replace").strip()
+        chunks: list[bytes] = []
+        left = max_bytes
+        while left > 0:
+            data = os.read(fd, min(left, 1 << 20))
+            if not data:
+                break
+            chunks.append(data)
+            left -= len(data)
+            if max_bytes <= 4096:  # an attribute file: one read returns all of it
+                break
+        return b"".join(chunks)
     except OSError:  # EISDIR, or EINVAL/EIO from a driver that refuses the read
         return None
     finally:
         os.close(fd)
 
 
+def read_text(path: Path | str, max_bytes: int = 4096) -> str | None:
+    """File contents (UTF-8 with replacement) stripped, or None when missing, unreadable or not a
+    regular file (a FIFO, a device, a directory)."""
+    data = read_bytes(path, max_bytes)
+    return None if data is None else data.decode("utf-8", "replace").strip()
+
+
 def read_counter(path: str) -> int | None:
-    """Fast path for a counter file: os.open/os.read, int() on the bytes; None when missing or not a number."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
+    """A counter file as an int; None when missing, not a regular file, not a number, or outside
+    0 <= n < 2^64 (what a UBIGINT column holds)."""
+    data = read_bytes(path, 64)
+    if data is None:
         return None
     try:
-        data = os.read(fd, 64)
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
-    try:
-        return int(data)
+        value = int(data)
     except ValueError:
-        return parse_counter(data.decode("utf-8", "replace"))
+        value = parse_counter(data.decode("utf-8", "replace"))
+    return value if value is not None and 0 <= value < U64_LIMIT else None
 
 
 def parse_counter(text: str | None) -> int | None:
@@ -51,7 +91,7 @@ def parse_counter(text: str | None) -> int | None:
     if text is None:
         return None
     token = text.split()[0] if text.split() else ""
-    if token.isdigit():
+    if token.isdecimal() and len(token) < 64:  # isdigit() also takes '²', which int() refuses
         return int(token)
     if token.lower().startswith("0x"):
         try:
@@ -66,19 +106,23 @@ def parse_state(text: str | None) -> tuple[int | None, str]:
     if not text:
         return None, ""
     code, sep, name = text.partition(":")
-    if sep and code.strip().isdigit():
+    if sep and code.strip().isdecimal() and len(code.strip()) < 10:
         return int(code), name.strip()
     return None, text.strip()
 
 
 def parse_rate_bps(text: str | None) -> int | None:
-    """'25 Gb/sec (1X EDR)' -> 25_000_000_000; '2.5 Gb/sec' -> 2_500_000_000."""
+    """'25 Gb/sec (1X EDR)' -> 25_000_000_000; '2.5 Gb/sec' -> 2_500_000_000; None when out of range."""
     if not text:
         return None
     m = RATE.match(text)
     if not m:
         return None
-    return int(float(m.group(1)) * UNIT[m.group(2).upper()])
+    try:
+        bps = float(m.group(1)) * UNIT[m.group(2).upper()]
+    except ValueError:  # '1.2.3'
+        return None
+    return int(bps) if 0 <= bps < U64_LIMIT else None  # also refuses inf and nan
 
 
 def resolve_entry(class_dir: Path, name: str) -> Path | None:

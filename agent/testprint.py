@@ -6,7 +6,7 @@ import time
 
 import polars as pl
 
-from c4.agent.batcher import RowError, rows_to_table, utc_from_ns
+from c4.agent.batcher import convert_rows, utc_from_ns
 from c4.agent.registry import SamplerContext
 from c4.agent.runner import AgentStartError, ScheduledSampler
 from c4.catalogue import load
@@ -41,14 +41,19 @@ def print_test_sample(cfg: AgentConfig, ctx: SamplerContext, samplers: list[Sche
             continue
         try:
             out = s.sampler.sample(now_ns)
-            tables = {t: rows_to_table(catalogue, t, rows, defaults) for t, rows in out.items()}
-        except (RowError, Exception) as exc:
+            converted = {t: convert_rows(catalogue, t, rows, defaults) for t, rows in out.items()}
+        except Exception as exc:
             print(f"## sampler {s.sampler.name}: ERROR {exc}")
             failed += 1
             continue
         finally:
             s.sampler.close()
+        tables = {t: c.table for t, c in converted.items()}
         print(f"## sampler {s.sampler.name}: {sum(t.num_rows for t in tables.values())} rows")
+        for c in converted.values():
+            if c.dropped:  # the rows that fit are printed; say which did not
+                print(f"## sampler {s.sampler.name}: {c.first_error}")
+                failed += 1
         for name, table in tables.items():
             print(f"### table {name} ({table.num_rows} rows)")
             if table.num_columns <= 12:

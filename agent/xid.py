@@ -11,6 +11,7 @@ from pathlib import Path
 from c4.agent.nvml import normalize_bus_id
 
 CATALOG_FILE = Path(__file__).parent / "xid_catalog.toml"
+MAX_XID_DIGITS = 9  # gpu_events.xid is an INTEGER
 
 #: `NVRM: Xid (PCI:0000:2b:00): 79, pid=..., GPU has fallen off the bus.` and the older form
 #: without `PCI:`; a /dev/kmsg record prefix (`6,1234,5678,-;`) or dmesg time stamp may precede it.
@@ -59,7 +60,7 @@ class XidLine:
 def parse_xid_line(line: str) -> XidLine | None:
     """Parse an NVRM Xid line; None if the line is not one."""
     m = XID_LINE.search(line)
-    if not m:
+    if not m or len(m["xid"]) > MAX_XID_DIGITS:  # Xids are small numbers: a huge one is not an Xid
         return None
     return XidLine(int(m["xid"]), normalize_bus_id(m["bus"]), m["msg"].strip())
 

@@ -7,11 +7,11 @@ import logging
 import os
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from c4.agent.registry import SamplerContext
 from c4.agent.sampler import Rows, SourceUnavailable
-from c4.agent.tail import FileTailer
+from c4.agent.tail import DEFAULT_MAX_BYTES_PER_TICK, FileTailer
 from c4.agent.xid import event_row, parse_xid_line
 
 log = logging.getLogger("c4.agent.xid_kmsg")
@@ -25,10 +25,12 @@ class KmsgReader:
         os.lseek(self.fd, 0, os.SEEK_END)  # only what happens from now on
         self.overruns = 0
 
-    def read_lines(self) -> list[str]:
-        """Records available now (message text after the `prio,seq,ts,flags;` prefix)."""
+    def read_lines(self, max_bytes: int = DEFAULT_MAX_BYTES_PER_TICK) -> list[str]:
+        """Records available now, at most ``max_bytes`` of them (message text after the
+        `prio,seq,ts,flags;` prefix, UTF-8 with replacement)."""
         out = []
-        while True:
+        left = max_bytes
+        while left > 0:
             try:
                 rec = os.read(self.fd, 8192)
             except BlockingIOError:
@@ -40,6 +42,7 @@ class KmsgReader:
                 raise
             if not rec:
                 break
+            left -= len(rec)
             text = rec.decode("utf-8", "replace")
             out.append(text.split(";", 1)[1].split("\n", 1)[0] if ";" in text else text.strip())
         return out
@@ -61,18 +64,27 @@ class KmsgXidSampler:
         model_config = ConfigDict(extra="forbid")
         kmsg_path: Path = Path("/dev/kmsg")  # or a text log file (e.g. a saved dmesg, the twin's log)
         from_start: bool = False  # for a file: read what it already holds, not only new lines
+        max_bytes_per_tick: int = Field(DEFAULT_MAX_BYTES_PER_TICK, ge=4096)  # the rest comes next tick
 
-    def __init__(self, path: Path, from_start: bool = False) -> None:
+    def __init__(
+        self, path: Path, from_start: bool = False, max_bytes_per_tick: int = DEFAULT_MAX_BYTES_PER_TICK
+    ) -> None:
         self.path = Path(path)
         self.from_start = from_start
+        self.max_bytes_per_tick = max_bytes_per_tick
         self.reader: KmsgReader | FileTailer | None = None
         self.xid_lines = 0
         self.malformed = 0
 
+    @property
+    def records_skipped(self) -> int:
+        """Xid lines that could not be parsed."""
+        return self.malformed
+
     @classmethod
     def from_options(cls, opts: KmsgXidSampler.Options, ctx: SamplerContext) -> KmsgXidSampler:
         """Build from validated options."""
-        return cls(opts.kmsg_path, opts.from_start)
+        return cls(opts.kmsg_path, opts.from_start, opts.max_bytes_per_tick)
 
     def probe(self) -> None:
         """Open the kernel log; SourceUnavailable if it is missing or unreadable."""
@@ -81,6 +93,8 @@ class KmsgXidSampler:
                 self.reader = KmsgReader(self.path)
             elif self.path.is_file():
                 self.reader = FileTailer(self.path, start_at_end=not self.from_start)
+            elif self.path.exists():
+                raise SourceUnavailable(f"{self.path} is neither a character device nor a regular file")
             else:
                 raise SourceUnavailable(f"{self.path} does not exist")
         except PermissionError as exc:
@@ -90,18 +104,28 @@ class KmsgXidSampler:
         """New Xid lines as event rows."""
         assert self.reader is not None
         rows = []
-        for line in self.reader.read_lines():
+        for line in self.reader.read_lines(self.max_bytes_per_tick):
             if "NVRM: Xid" not in line:
                 continue
-            parsed = parse_xid_line(line)
-            if parsed is None:
-                self.malformed += 1
-                log.warning(
-                    "unparsable Xid line skipped line=%r malformed_total=%d", line[:200], self.malformed
+            try:  # one bad line is skipped alone, whatever it raises
+                parsed = parse_xid_line(line)
+                row = (
+                    None
+                    if parsed is None
+                    else event_row(parsed.xid, "kmsg", parsed.message, parsed.pci_bus_id)
                 )
+            except Exception as exc:
+                parsed, row = None, None
+                line = f"{line[:200]} ({type(exc).__name__}: {exc})"
+            if row is None:
+                self.malformed += 1
+                if self.malformed in (1, 10, 100, 1000) or self.malformed % 10000 == 0:
+                    log.warning(
+                        "unparsable Xid line skipped line=%r malformed_total=%d", line[:300], self.malformed
+                    )
                 continue
             self.xid_lines += 1
-            rows.append(event_row(parsed.xid, "kmsg", parsed.message, parsed.pci_bus_id))
+            rows.append(row)
         return {"gpu_events": rows}
 
     def close(self) -> None:

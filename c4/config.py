@@ -83,6 +83,9 @@ class AgentConfig(ClientSecurityConfig):
     spool_dir: Path = Path("/var/lib/c4/spool")
     spool_max_bytes: int = Field(256 << 20, ge=1 << 16)
     spool_fsync: bool = False
+    spool_hold_max_bytes: int = Field(
+        64 << 20, ge=0
+    )  # batches kept in memory while the spool cannot be written
     max_batch_bytes: int = Field(4 << 20, ge=1 << 12)
     max_in_flight: int = Field(64, ge=1)
     backoff_initial_s: float = Field(0.2, gt=0)

@@ -42,8 +42,10 @@ def test_ack_through_and_torn_write(tmp_path):
     s2.ack_through(2)
     assert s2.pending() == [3, 4]
     assert not list(tmp_path.glob("*.tmp"))
-    s2.ack_through(50)  # the collector knows of a later seq (state lost): continue past it
-    assert s2.append("t", 1, b"y") > 50
+    before = s2.next_seq
+    s2.ack_through(2**64 - 1)  # a collector ahead of this spool never moves its numbering (the Sender
+    assert s2.next_seq == before and not s2.pending()  # starts a new epoch instead; this once overflowed)
+    assert s2.append("t", 1, b"y") == before
 
 
 def test_torn_record_is_cut_off_on_reopen(tmp_path):
@@ -69,3 +71,35 @@ def test_acknowledged_segments_are_deleted(tmp_path, monkeypatch):
     for q in seqs[:-1]:
         s.ack(q)
     assert len(list(tmp_path.glob("*.seg"))) == 1  # only the active segment remains
+
+
+def test_epoch_is_drawn_once_persisted_and_rotated(tmp_path):
+    import json
+
+    s = Spool(tmp_path, 1 << 20)
+    assert isinstance(s.epoch, int) and 0 < s.epoch < 1 << 63
+    seq = s.append("t", 1, b"x")
+    s.close()
+    state = json.loads((tmp_path / "state.json").read_text())
+    assert state["epoch"] == s.epoch and state["next_seq"] > seq
+    s2 = Spool(tmp_path, 1 << 20)
+    assert s2.epoch == s.epoch  # the same spool keeps its epoch across restarts
+    old, next_seq = s2.epoch, s2.next_seq
+    new = s2.new_epoch()
+    assert new == s2.epoch != old and 0 < new < 1 << 63
+    assert s2.pending() == [seq] and s2.append("t", 1, b"y") == next_seq  # batches and numbers untouched
+    s2.close()
+    s3 = Spool(tmp_path, 1 << 20)
+    assert s3.epoch == new and json.loads((tmp_path / "state.json").read_text())["epoch"] == new
+    assert Spool(tmp_path / "other", 1 << 20).epoch != new  # a new spool directory draws its own
+
+
+def test_spool_without_an_epoch_gets_one_on_open(tmp_path):
+    import json
+
+    (tmp_path / "state.json").write_text(json.dumps({"next_seq": 2049}))  # written by the previous version
+    s = Spool(tmp_path, 1 << 20)
+    state = json.loads((tmp_path / "state.json").read_text())
+    assert state == {"next_seq": 2049, "epoch": s.epoch} and s.epoch > 0
+    assert s.append("t", 1, b"x") == 2049
+    assert Spool(tmp_path, 1 << 20).epoch == s.epoch
