@@ -208,6 +208,7 @@ class ChaosRun:
         self.mounts: list[Tmpfs] = []
         self.faults: list[str] = []
         self.skipped: list[str] = []
+        self.commit_errors = 0  # failed commits the collector answered while its disk was full
         db_dir = workdir / "collector-db"
         self.spool_disk: Tmpfs | None = None
         self.db_disk: Tmpfs | None = None
@@ -321,6 +322,7 @@ class ChaosRun:
             time.sleep(0.1)
         failed = self._stats().get("commit_errors", 0) > before
         time.sleep(self.settle_s / 2)
+        self.commit_errors += self._stats().get("commit_errors", 0) - before
         self.db_disk.free()
         if failed:
             self.faults.append("collector_commit_failed")
@@ -356,7 +358,6 @@ class ChaosRun:
         progress("stopping agents (they drain their spools)")
         codes = {node: agent.stop() for node, agent in self.agents.items()}
         tally = Tally(stored=stored_ticks(self.address))
-        commit_errors = self._stats().get("commit_errors", 0)
         self.collector.stop()
         tally.spooled = {node: spooled_ticks(path) for node, path in self.spools.items()}
         return {
@@ -364,7 +365,7 @@ class ChaosRun:
             "faults_injected": len(self.faults),
             "faults": self.faults,
             "skipped": self.skipped,
-            "collector_commit_errors": commit_errors,
+            "collector_commit_errors": self.commit_errors,
             "agent_exit_codes": codes,
         }
 
