@@ -116,6 +116,8 @@ class CollectorConfig(BaseModel):
     store_threads: int = Field(0, ge=0, le=1024)  # DuckDB worker threads (0: one per core)
     diagnose_interval_s: float = Field(10.0, ge=0)  # 0 disables the in-collector diagnosis
     diagnose_window_s: float = Field(120.0, gt=0)
+    # how far ahead of the collector's clock a row's ts may be and still count as "now"
+    max_clock_skew_s: float = Field(300.0, ge=0)
     fabric_topology: str = ""  # fabric YAML: nominal switch link rates for localizing a degraded link
     lake: str = ""  # postgres://user@host:port/db: write into a DuckLake shared with other collectors
     lake_data_path: str = "/var/lib/c4/lake"  # the lake's Parquet files (a shared directory or s3://...)

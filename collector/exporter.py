@@ -3,7 +3,9 @@
 Each scrape runs in the HTTP server's thread on its own DuckDB cursor, never on the asyncio loop.
 Metric names follow Prometheus conventions: ``c4_`` prefix, base units (bytes, seconds, hertz,
 ratios 0-1), ``_total`` counters. Rows older than ``metrics_window_s`` are not exported, so a
-silent node disappears from the gauges while ``c4_agent_last_batch_age_seconds`` shows it.
+silent node disappears from the gauges while ``c4_agent_last_batch_age_seconds`` shows it; rows
+more than ``max_clock_skew_s`` ahead of the collector's clock are not "latest" either, so one row
+from a node whose clock ran ahead cannot pin its gauges.
 """
 
 from __future__ import annotations
@@ -188,13 +190,13 @@ COUNTER_NAMES = {
 
 
 def latest_sql(spec: LatestRows) -> str:
-    """SQL for the latest non-NULL value of each series per key (``?`` = the window's start)."""
+    """SQL for the latest non-NULL value of each series per key (``?`` = the window's start if windowed, its end)."""
     keys = ", ".join(f'"{col}"' for _, col in spec.keys)
     values = ", ".join(
         f"arg_max({s.expr}, ts) FILTER (WHERE ({s.expr}) IS NOT NULL) AS v{i}"
         for i, s in enumerate(spec.series)
     )
-    where = "WHERE ts >= ?" if spec.windowed else ""
+    where = "WHERE ts >= ? AND ts <= ?" if spec.windowed else "WHERE ts <= ?"
     return f'SELECT {keys}, {values} FROM "{spec.table}" {where} GROUP BY ALL'
 
 
@@ -218,9 +220,10 @@ def _utcnow() -> datetime:
 class C4Metrics:
     """A prometheus_client custom collector over a running Collector (``collect()`` per scrape)."""
 
-    def __init__(self, collector: Collector, window_s: float) -> None:
+    def __init__(self, collector: Collector, window_s: float, max_skew_s: float = 300.0) -> None:
         self.collector = collector
         self.window_s = window_s
+        self.max_skew_s = max_skew_s  # rows further ahead of the collector's clock are not the latest
         self._lock = threading.Lock()  # one scrape at a time: the queries share the store
         self.query_errors = 0
 
@@ -295,10 +298,11 @@ class C4Metrics:
         yield queries_refused
 
     def _latest(self, cur) -> list[Metric]:
-        cutoff = _utcnow() - timedelta(seconds=self.window_s)
+        now = _utcnow()
+        cutoff, ahead = now - timedelta(seconds=self.window_s), now + timedelta(seconds=self.max_skew_s)
         out: list[Metric] = []
         for spec in LATEST:
-            rows = self._query(cur, latest_sql(spec), [cutoff] if spec.windowed else [])
+            rows = self._query(cur, latest_sql(spec), [cutoff, ahead] if spec.windowed else [ahead])
             labels = [label for label, _ in spec.keys]
             for i, s in enumerate(spec.series):
                 cls = CounterMetricFamily if s.kind == "counter" else GaugeMetricFamily
@@ -363,7 +367,7 @@ class MetricsServer:
         self.listen = listen
         self.host, self.port = split_host_port(listen)
         self.registry = CollectorRegistry(auto_describe=False)
-        self.metrics = C4Metrics(collector, collector.cfg.metrics_window_s)
+        self.metrics = C4Metrics(collector, collector.cfg.metrics_window_s, collector.cfg.max_clock_skew_s)
         self.registry.register(self.metrics)
         ProcessCollector(registry=self.registry)
         self._server = None

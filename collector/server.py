@@ -314,7 +314,9 @@ class Collector:
         if self.cfg.diagnose_interval_s > 0:
             from c4.analytics.runner import DiagnosisRunner
 
-            self.diagnosis = DiagnosisRunner(self.store.catalogue, self.cfg.diagnose_window_s)
+            self.diagnosis = DiagnosisRunner(
+                self.store.catalogue, self.cfg.diagnose_window_s, max_skew_s=self.cfg.max_clock_skew_s
+            )
             if self.cfg.fabric_topology:
                 from c4.analytics.fabric import capacities_from_topology
 
