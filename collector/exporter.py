@@ -274,6 +274,18 @@ class C4Metrics:
         queries_refused = CounterMetricFamily(
             "c4_collector_queries_refused", "Query RPCs refused (not read-only) or failed.", labels=["reason"]
         )
+        task_counts = {
+            "task_runs": CounterMetricFamily(
+                "c4_collector_task_runs", "Runs of a periodic task, failed ones included.", labels=["task"]
+            ),
+            "task_failures": CounterMetricFamily(
+                "c4_collector_task_failures",
+                "Runs of a periodic task that raised (logged; retried with backoff).",
+                labels=["task"],
+            ),
+        }
+        for name in sorted(getattr(self.collector, "tasks", {})):  # every task, 0 until it runs or fails
+            snap = {f"task_runs:{name}": 0, f"task_failures:{name}": 0, **snap}
         plain: dict[str, tuple[str, str]] = dict(COUNTER_NAMES)
         values: dict[str, float] = {name: 0 for name in plain}
         for key, value in sorted(snap.items()):
@@ -282,6 +294,9 @@ class C4Metrics:
                 auth.add_metric([rpc, code], value)
             elif key.startswith("refused_"):
                 refused.add_metric([key.removeprefix("refused_")], value)
+            elif key.partition(":")[0] in task_counts:
+                kind, _, task = key.partition(":")
+                task_counts[kind].add_metric([task], value)
             elif key in ("queries_refused", "queries_failed"):
                 queries_refused.add_metric([key.removeprefix("queries_")], value)
             elif key == "batches_refused":
@@ -296,6 +311,27 @@ class C4Metrics:
         yield refused
         yield auth
         yield queries_refused
+        yield from task_counts.values()
+        yield from self._task_health()
+
+    def _task_health(self) -> Iterator[Metric]:
+        """Each periodic task's consecutive failures and when it last succeeded (0: never)."""
+        failing = GaugeMetricFamily(
+            "c4_collector_task_consecutive_failures",
+            "Failed runs of a periodic task since its last success (0 = healthy).",
+            labels=["task"],
+        )
+        success = GaugeMetricFamily(
+            "c4_collector_task_last_success_timestamp_seconds",
+            "Unix time a periodic task last completed (0 = not since the collector started).",
+            labels=["task"],
+        )
+        for name, health in sorted(getattr(self.collector, "tasks", {}).items()):
+            failing.add_metric([name], health.consecutive_failures)
+            last = health.last_success
+            success.add_metric([name], last.replace(tzinfo=UTC).timestamp() if last else 0.0)
+        yield failing
+        yield success
 
     def _latest(self, cur) -> list[Metric]:
         now = _utcnow()

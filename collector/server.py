@@ -23,6 +23,7 @@ from c4.collector.grouping import GroupError, decode_group, reply_for
 from c4.collector.ingest import IngestService, Metrics, agent_server, bind, set_serving
 from c4.collector.readonly import QueryRefused, check_read_only
 from c4.collector.store import PendingBatch, Store
+from c4.collector.tasks import TaskHealth, run_every
 from c4.collector.writer import Writer
 from c4.config import CollectorConfig
 from c4.telemetry.v1 import telemetry_pb2 as pb
@@ -268,6 +269,7 @@ class Collector:
         self.fronts = None  # FrontProcesses when cfg.ingest_processes > 0
         self._private_dir: str | None = None
         self._tasks: list[asyncio.Task] = []
+        self.tasks: dict[str, TaskHealth] = {}  # periodic task name -> its health (/metrics, collector_tasks)
         self.diagnosis = None
         self.notifier = self.isolation = None
         self.service.fault_updater = self.update_fault
@@ -308,8 +310,10 @@ class Collector:
             self.exporter.start()
         await set_serving(health_servicer)
         self._tasks = [
-            asyncio.create_task(self._every(self.cfg.retention_interval_s, self.retain)),
-            asyncio.create_task(self._every(self.cfg.metrics_interval_s, self.snapshot_metrics)),
+            asyncio.create_task(self._every(self.cfg.retention_interval_s, self.retain, "retention")),
+            asyncio.create_task(
+                self._every(self.cfg.metrics_interval_s, self.snapshot_metrics, "metrics_snapshot")
+            ),
         ]
         if self.cfg.diagnose_interval_s > 0:
             from c4.analytics.runner import DiagnosisRunner
@@ -327,7 +331,9 @@ class Collector:
                 self.diagnosis.resume(cur)
             finally:
                 cur.close()
-            self._tasks.append(asyncio.create_task(self._every(self.cfg.diagnose_interval_s, self.diagnose)))
+            self._tasks.append(
+                asyncio.create_task(self._every(self.cfg.diagnose_interval_s, self.diagnose, "diagnosis"))
+            )
         log.info(
             "collector serving listen=%s port=%d ingest_processes=%d store=%s tls=%s mtls=%s tokens=%d metrics=%s",
             self.cfg.listen,
@@ -341,23 +347,40 @@ class Collector:
         )
         return self.port
 
-    async def _every(self, period_s: float, fn) -> None:
-        while True:
-            await asyncio.sleep(period_s)
-            try:
-                await fn()
-            except Exception:
-                log.exception("periodic job failed job=%s", fn.__name__)
+    async def _every(self, period_s: float, fn, name: str | None = None) -> None:
+        """Run ``fn`` every ``period_s`` until cancelled: failures are logged, counted and retried with backoff."""
+        health = self.tasks.setdefault(name or fn.__name__, TaskHealth(name or fn.__name__, period_s))
+        await run_every(health, fn, self.metrics.inc)
 
     async def retain(self) -> dict[str, int]:
-        """Drop rows older than the retention age."""
-        cutoff_dt = _now() - timedelta(seconds=self.cfg.retention_s)
-        cutoff = f"TIMESTAMP '{cutoff_dt.isoformat(sep=' ')}'"
-        deleted = await self.writer.call_async(lambda store: store.delete_older_than(cutoff))
-        if isinstance(deleted, dict) and deleted:
+        """Drop rows older than the retention age, and rows dated beyond the allowed clock skew."""
+        now = _now()
+
+        def stamp(dt: datetime) -> str:
+            return f"TIMESTAMP '{dt.isoformat(sep=' ')}'"
+
+        cutoff = stamp(now - timedelta(seconds=self.cfg.retention_s))
+        # a row further ahead than the skew never counts as "now" (ingest clamps such rows; an older
+        # version stored them as sent, up to int64 max, which would otherwise never age out)
+        ahead = stamp(now + timedelta(seconds=self.cfg.max_clock_skew_s))
+        result = await self.writer.call_async(
+            lambda store: (store.delete_older_than(cutoff), store.delete_newer_than(ahead))
+        )
+        if isinstance(result, BaseException):  # the writer hands a job's exception back
+            raise result
+        deleted, future = result
+        if deleted:
             log.info("retention deleted %s", " ".join(f"{t}={n}" for t, n in deleted.items()))
             self.metrics.inc("retention_rows_deleted", sum(deleted.values()))
-        return deleted
+        if future:
+            log.warning(
+                "retention deleted rows dated ahead of the collector's clock by more than "
+                "max_clock_skew_s=%g: %s",
+                self.cfg.max_clock_skew_s,
+                " ".join(f"{t}={n}" for t, n in future.items()),
+            )
+            self.metrics.inc("retention_future_rows_deleted", sum(future.values()))
+        return {t: deleted.get(t, 0) + future.get(t, 0) for t in {**deleted, **future}}
 
     def _actions(self):
         """Alert sinks and the isolation hook from the config (None when not configured)."""
@@ -394,9 +417,11 @@ class Collector:
         """Append faults rows, then alert and isolate (off the event loop) and log every action."""
         loop = asyncio.get_running_loop()
         spec = self.store.catalogue["faults"]
-        await self.writer.submit_async(
+        stored = await self.writer.submit_async(
             PendingBatch("", 0, spec, pa.Table.from_pylist(faults, schema=spec.arrow_schema))
         )
+        if stored.error:
+            raise RuntimeError(f"could not store {len(faults)} faults rows: {stored.error}")
         self.metrics.inc("fault_rows_written", len(faults))
 
         def act():  # network and commands off the event loop
@@ -456,14 +481,26 @@ class Collector:
         return prev, row
 
     async def snapshot_metrics(self) -> None:
-        """Write the counters into the collector_metrics table."""
+        """Write the counters into collector_metrics and the periodic tasks' health into collector_tasks."""
         ts = _now()
+        values = dict(self.metrics.snapshot())
+        for name, health in self.tasks.items():  # health gauges beside the task_runs/task_failures counters
+            values[f"task_consecutive_failures:{name}"] = health.consecutive_failures
+            last = health.last_success
+            values[f"task_last_success_unix_s:{name}"] = (
+                int(last.replace(tzinfo=UTC).timestamp()) if last else 0
+            )
         rows = [
             {"ts": ts, "node": self.service.node, "job": "", "metric": k, "value": v}
-            for k, v in sorted(self.metrics.snapshot().items())
+            for k, v in sorted(values.items())
         ]
-        if rows:
-            await self.writer.submit_async(self.service._internal_batch("collector_metrics", rows))
+        batches = [self.service._internal_batch("collector_metrics", rows)] if rows else []
+        if self.tasks:
+            tasks = [h.row(ts, self.service.node) for h in self.tasks.values()]
+            batches.append(self.service._internal_batch("collector_tasks", tasks))
+        for result in await self.writer.submit_many_async(batches) if batches else []:
+            if result.error:
+                raise RuntimeError(f"could not store the collector's metrics: {result.error}")
 
     async def stop(self, grace_s: float = 2.0) -> None:
         """Stop serving, finish queued commits, checkpoint and close the file."""

@@ -206,6 +206,20 @@ class Store:
                     deleted[spec.name] = int(n[0])
         return deleted
 
+    def delete_newer_than(self, limit_expr: str) -> dict[str, int]:
+        """Retention: delete rows whose time column is later than a SQL timestamp expression."""
+        deleted: dict[str, int] = {}
+        with self._lock:
+            for spec in self.catalogue:
+                if not spec.retention or not spec.time_column:
+                    continue
+                n = self.con.execute(
+                    f'DELETE FROM "{spec.name}" WHERE "{spec.time_column}" > {limit_expr}'
+                ).fetchone()
+                if n and n[0]:
+                    deleted[spec.name] = int(n[0])
+        return deleted
+
     def checkpoint(self) -> None:
         """Flush the WAL into the database file."""
         with self._lock:
