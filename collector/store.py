@@ -187,7 +187,10 @@ class Store:
                 self._write_seqs(changed, datetime.now(UTC).replace(tzinfo=None))
             con.execute("COMMIT")
         except BaseException:
-            con.execute("ROLLBACK")
+            try:
+                con.execute("ROLLBACK")
+            except duckdb.Error:  # a failed COMMIT already ended it: keep the real cause (e.g. disk full)
+                pass
             raise
         self.last_seq = planned
         return results
