@@ -194,6 +194,12 @@ def load_config(path: Path | str | None = None, env: Mapping[str, str] | None = 
             raise ConfigError(f"config file {p} not found") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {p}: {exc}") from None
+        except OSError as exc:  # a directory, unreadable, an I/O error
+            raise ConfigError(f"config file {p} cannot be read: {exc.strerror or exc}") from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(
+                f"config file {p} is not UTF-8 text: {exc.reason} at byte {exc.start}"
+            ) from None
     for section, values in env_overrides(env).items():
         raw.setdefault(section, {}).update(values)
         where += " + environment"

@@ -40,6 +40,10 @@ def _now() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
+class StartupError(RuntimeError):
+    """The collector cannot start; the message names the path or address and the problem."""
+
+
 class TelemetryService(IngestService):
     """Implements the wire contract over one Store: Hello, Query, Stats, UpdateFault beside ingest."""
 
@@ -231,6 +235,13 @@ class StoreIngestService(pb_grpc.IngestServicer):
         return reply_for(await self.writer.submit_many_async(batches))
 
 
+def _reason(exc: BaseException) -> str:
+    """An OS or DuckDB error as one line: the OS's words and file when it has them."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
+    return str(exc).replace("\n", " ")
+
+
 def _msg_dict(msg) -> dict:
     return {f.name: getattr(msg, f.name) for f in msg.DESCRIPTOR.fields}
 
@@ -254,12 +265,15 @@ class Collector:
                 cfg.lake, cfg.lake_data_path, catalogue or load(), shard, cfg.store_threads
             )
         else:
-            self.store = Store(
-                cfg.db,
-                catalogue or load(),
-                cfg.checkpoint_wal_bytes,
-                cfg.store_threads,
-            )
+            try:
+                self.store = Store(
+                    cfg.db,
+                    catalogue or load(),
+                    cfg.checkpoint_wal_bytes,
+                    cfg.store_threads,
+                )
+            except (duckdb.Error, OSError) as exc:  # full disk, read-only or missing directory, not a DB
+                raise StartupError(f"cannot open the store {cfg.db}: {_reason(exc)}") from exc
         self.writer = Writer(self.store, cfg.group_commit_max_batches)
         self.auth = Authenticator(tokens, self.metrics.inc)
         self.service = TelemetryService(cfg, self.store, self.writer, self.metrics, self.auth)
@@ -289,7 +303,12 @@ class Collector:
             store_address = f"unix:{self._private_dir}/store.sock"
             bind(self.server, store_address, None)
         else:
-            self.port = bind(self.server, self.cfg.listen, self.credentials)
+            try:
+                self.port = bind(self.server, self.cfg.listen, self.credentials)
+            except (RuntimeError, OSError) as exc:
+                raise StartupError(
+                    f"cannot listen on {self.cfg.listen}: the address is in use or not this host's"
+                ) from exc
         for warning in self.security_warnings:
             log.warning("security: %s listen=%s", warning, self.cfg.listen)
         await self.server.start()
@@ -307,7 +326,12 @@ class Collector:
             from c4.collector.exporter import MetricsServer
 
             self.exporter = MetricsServer(self, self.cfg.metrics_listen)
-            self.exporter.start()
+            try:
+                self.exporter.start()
+            except OSError as exc:
+                raise StartupError(
+                    f"cannot serve /metrics on {self.cfg.metrics_listen}: {_reason(exc)}"
+                ) from exc
         await set_serving(health_servicer)
         self._tasks = [
             asyncio.create_task(self._every(self.cfg.retention_interval_s, self.retain, "retention")),
@@ -513,7 +537,10 @@ class Collector:
         if self.server is not None:
             await self.server.stop(grace_s)
         await asyncio.get_running_loop().run_in_executor(None, self.writer.close)
-        self.store.close()
+        try:
+            self.store.close()
+        except duckdb.Error as exc:  # e.g. a full disk: the checkpoint fails, the WAL keeps every commit
+            log.error("store not checkpointed on close (its write-ahead log keeps the data) error=%s", exc)
         self.service.query_pool.shutdown(wait=False, cancel_futures=True)
         if self._private_dir is not None:
             import shutil
@@ -536,7 +563,11 @@ async def serve(cfg: CollectorConfig, ready: asyncio.Event | None = None) -> Non
         except (NotImplementedError, RuntimeError):
             pass
     collector = Collector(cfg)
-    await collector.start()
+    try:
+        await collector.start()
+    except BaseException:
+        await collector.stop(0)  # what did start stops: no port, thread or open file left behind
+        raise
     if ready is not None:
         ready.set()
     try:
