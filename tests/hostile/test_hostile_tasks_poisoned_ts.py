@@ -65,6 +65,29 @@ def poison(db) -> None:
             stamps = [INT64_MAX if table != "gpu_samples" else ALMOST_MAX] * len(rows)
             data = data.add_column(0, "ts", pa.array(stamps, pa.timestamp("us")))
             store.commit([PendingBatch("", 0, spec, data.select(spec.column_names))])
+        # the open fault an old diagnosis raised from such a row: stamped now, first/last seen at int64 max
+        spec = cat["faults"]
+        fault = {
+            "ts": utcnow(),
+            "node": "poison",
+            "job": "",
+            "fault_id": "xid79:poison/gpu0",
+            "detector": "xid79",
+            "fault_class": "hardware",
+            "component_type": "gpu",
+            "component": "poison/gpu0",
+            "confidence": 0.95,
+            "action": "drain_node",
+            "state": "open",
+            "summary": "Xid 79 on poison/gpu0",
+            "evidence_json": "{}",
+            "evidence_sql": "",
+        }
+        data = pa.Table.from_pylist([fault], schema=spec.arrow_schema)
+        for col in ("first_seen", "last_seen"):
+            i = data.schema.get_field_index(col)
+            data = data.set_column(i, col, pa.array([INT64_MAX], pa.timestamp("us")))
+        store.commit([PendingBatch("", 0, spec, data)])
     finally:
         store.close()
 
@@ -150,6 +173,11 @@ def test_diagnosis_keeps_running_on_a_poisoned_store_and_c4_sql_prints_it(tmp_pa
                 out.stdout,
             )
             assert "out of range" in out.stdout
+        # and `c4 faults list` shows the old fault
+        out = subprocess.run(
+            [*C4, "faults", "--collector", col.address, "list"], capture_output=True, text=True, timeout=60
+        )
+        assert out.returncode == 0 and "poison/gpu0" in out.stdout and "out of range" in out.stdout, out
     finally:
         assert col.stop() == 0
     assert "Traceback" not in col.log() and "PanicException" not in col.log()
