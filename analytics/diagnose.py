@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import polars as pl
 
 from c4.analytics.collective import (
@@ -34,8 +36,13 @@ def by_time(df: pl.DataFrame) -> pl.DataFrame:
     return df.sort("ts")
 
 
-def diagnose(tables: dict[str, pl.DataFrame], fabric: FabricModel | None = None) -> list[Finding]:
+def diagnose(
+    tables: dict[str, pl.DataFrame], fabric: FabricModel | None = None, now: datetime | None = None
+) -> list[Finding]:
     """Hardware and collective findings, most certain first.
+
+    ``now`` is the clock the window ends at (None: the data's newest row); a hang is measured up to
+    the newest row, but never past ``now``, so rows from a node whose clock runs ahead fake no stall.
 
     ``fabric`` maps each connection to the switch links it crosses (from C4P's plan or the ECMP
     hash model over the topology); without it a slow switch link is reported at the connection level.
@@ -50,8 +57,8 @@ def diagnose(tables: dict[str, pl.DataFrame], fabric: FabricModel | None = None)
     if not ras.is_empty():
         found += ras_findings(ras, colls)
     if not colls.is_empty():
-        now = max(x["ts"].max() for x in (colls, gpus) if not x.is_empty())
-        found += hang_findings(colls, gpus, now) + straggler_findings(colls)
+        newest = max(x["ts"].max() for x in (colls, gpus) if not x.is_empty())
+        found += hang_findings(colls, gpus, min(newest, now) if now else newest) + straggler_findings(colls)
         period = iteration_period_s(colls)
         found += comm_hang_findings(conns, period)
         found += slow_connection_findings(conns, colls, fabric=fabric, period_s=period)

@@ -37,13 +37,13 @@ def run(args: argparse.Namespace) -> int:
 
     from c4.analytics.fault_admin import current_faults, update_fault
     from c4.query import QueryError
-    from c4.report import format_table
+    from c4.report import format_table, printable_times
 
     address = args.collector or os.environ.get("C4_AGENT_COLLECTOR") or "127.0.0.1:7070"
     command = args.faults_command or "list"
     try:
         if command == "list":
-            table = current_faults(address, include_resolved=getattr(args, "all", False))
+            table = printable_times(current_faults(address, include_resolved=getattr(args, "all", False)))
             if getattr(args, "json", False):
                 for row in table.to_pylist():
                     print(json.dumps(row, default=str))

@@ -10,9 +10,13 @@ import pyarrow as pa
 
 from c4.analytics.diagnose import diagnose
 from c4.analytics.lifecycle import FaultBook
-from c4.analytics.window import window_from_cursor
+from c4.analytics.window import ABSURD_TS, DEFAULT_MAX_CLOCK_SKEW_S, window_from_cursor
 
 log = logging.getLogger("c4.analytics.runner")
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
 
 
 class DiagnosisRunner:
@@ -24,32 +28,45 @@ class DiagnosisRunner:
         window_s: float = 120.0,
         resolve_after_runs: int = 3,
         fabric=None,
+        max_skew_s: float = DEFAULT_MAX_CLOCK_SKEW_S,
     ) -> None:
         self.catalogue = catalogue
         self.fabric = fabric  # FabricModel or None: then the newest C4P plan in the store, if any
         self.capacity_gbps: dict[str, float] = {}  # nominal switch link rates (from the fabric YAML)
         self._plan_id: str | None = None
         self.window_s = window_s
+        self.max_skew_s = max_skew_s  # rows further ahead of the clock than this are not "now"
         self.book = FaultBook(resolve_after_runs)
         self.runs = 0
         self.lock = threading.Lock()  # the book is shared with operators' acknowledge/resolve
 
     def resume(self, cur) -> None:
         """Pick up faults left open by a previous collector process."""
+        # rows an older version stamped with absurd times (its data's) cannot be converted: skip them
+        sane = " AND ".join(f"coalesce({c}, ts) < {ABSURD_TS}" for c in ("ts", "first_seen", "last_seen"))
         rows = (
             cur.execute(
-                "SELECT * FROM faults QUALIFY row_number() OVER (PARTITION BY fault_id ORDER BY ts DESC) = 1"
+                f"SELECT * FROM faults WHERE {sane} "
+                "QUALIFY row_number() OVER (PARTITION BY fault_id ORDER BY ts DESC) = 1"
             )
             .pl()
             .to_dicts()
         )
         self.book.load(rows)
 
-    def plan_fabric(self, cur):
-        """The fabric model of the newest plan in the store's ``plans`` table (rebuilt when a new plan lands)."""
+    def plan_fabric(self, cur, now: datetime | None = None):
+        """The fabric model of the newest plan in the store's ``plans`` table (rebuilt when a new plan lands).
+
+        A plan dated further ahead of ``now`` than the skew (its writer's clock ran ahead) is not the newest.
+        """
+        from datetime import timedelta
+
         from c4.analytics.fabric import from_plans
 
-        newest = cur.execute("SELECT plan_id FROM plans ORDER BY ts DESC LIMIT 1").fetchone()
+        latest = (now or _utcnow()) + timedelta(seconds=self.max_skew_s)
+        newest = cur.execute(
+            "SELECT plan_id FROM plans WHERE ts <= ? ORDER BY ts DESC LIMIT 1", [latest]
+        ).fetchone()
         if newest is None:
             return None
         if newest[0] != self._plan_id:
@@ -59,11 +76,12 @@ class DiagnosisRunner:
         return self._plan_model
 
     def run_once(self, cur, now: datetime | None = None) -> pa.Table:
-        """Detect over the window; returns the faults rows to store (possibly empty)."""
-        tables = window_from_cursor(cur, self.window_s)
-        findings = diagnose(tables, self.fabric or self.plan_fabric(cur))
+        """Detect over the window ending at ``now`` (default: this host's clock); returns the faults rows to store."""
+        now = now or _utcnow()
+        tables = window_from_cursor(cur, self.window_s, now, self.max_skew_s)
+        findings = diagnose(tables, self.fabric or self.plan_fabric(cur, now), now)
         with self.lock:
-            rows = self.book.update(findings, now or datetime.now(UTC).replace(tzinfo=None))
+            rows = self.book.update(findings, now)
         self.runs += 1
         if rows:
             log.info(

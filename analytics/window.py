@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import polars as pl
@@ -16,24 +17,63 @@ NEEDED = (
     "nccl_ras_status",
 )
 
+#: Default of ``max_clock_skew_s``: how far ahead of the reader's clock a row may be and still count.
+DEFAULT_MAX_CLOCK_SKEW_S = 300.0
+#: Tables whose ts the collector stamps with its own clock: a stopped store's "now" is their newest row.
+COLLECTOR_CLOCK_TABLES = ("collector_metrics", "nodes")
+#: Timestamps past this are absurd (Python, pyarrow and polars cannot all convert them): never "now".
+ABSURD_TS = "TIMESTAMP '9999-12-31 23:59:59'"
 
-def window_from_cursor(cur, window_s: float) -> dict[str, pl.DataFrame]:
-    """The last window_s seconds (relative to each table's newest row) of every table the detectors need, by time."""
+
+def window_from_cursor(
+    cur, window_s: float, now: datetime | None = None, max_skew_s: float = DEFAULT_MAX_CLOCK_SKEW_S
+) -> dict[str, pl.DataFrame]:
+    """Every table the detectors need, rows from ``now - window_s`` to ``now + max_skew_s``, by time.
+
+    ``now`` is the caller's clock (the collector's, or a simulation's); None means a stopped store's
+    own time: see ``store_now``.
+    """
+    bound = None if now is not None else collector_clock_bound(cur, max_skew_s)
     out = {}
     for t in NEEDED:
-        out[t] = cur.execute(
-            f'SELECT * FROM "{t}" WHERE ts >= (SELECT max(ts) FROM "{t}") - to_microseconds({int(window_s * 1e6)}) '
-            "ORDER BY ts"
-        ).pl()
+        # live: up to the skew ahead of the clock; a stopped store: up to its newest believable row
+        end = now + timedelta(seconds=max_skew_s) if now is not None else store_now(cur, t, bound)
+        start = (now if now is not None else end) - timedelta(seconds=window_s) if end else None
+        out[t] = cur.execute(f'SELECT * FROM "{t}" WHERE ts >= ? AND ts <= ? ORDER BY ts', [start, end]).pl()
     return out
 
 
-def load_from_db(path: Path | str, window_s: float = 300.0) -> dict[str, pl.DataFrame]:
-    """The recent window from a stopped collector's file."""
+def collector_clock_bound(cur, max_skew_s: float = DEFAULT_MAX_CLOCK_SKEW_S) -> datetime | None:
+    """The latest believable ts in a stopped store: the collector's own newest row plus the skew (None if none)."""
+    clocks = " UNION ALL ".join(
+        f'SELECT max(ts) AS ts FROM "{c}" WHERE ts < {ABSURD_TS}' for c in COLLECTOR_CLOCK_TABLES
+    )
+    (clock,) = cur.execute(f"SELECT max(ts) FROM ({clocks})").fetchone()
+    return clock + timedelta(seconds=max_skew_s) if clock is not None else None
+
+
+def store_now(cur, table: str, bound: datetime | None) -> datetime | None:
+    """A stopped store's "now" for one table: its newest row not past ``bound``.
+
+    ``bound`` comes from the rows the collector stamped with its own clock (``collector_clock_bound``):
+    a row past it came from a node whose clock ran ahead. A store the collector never stamped (a
+    simulation's, a test's) keeps its data time, without absurd timestamps.
+    """
+    if bound is None:
+        row = cur.execute(f'SELECT max(ts) FROM "{table}" WHERE ts < {ABSURD_TS}').fetchone()
+    else:
+        row = cur.execute(f'SELECT max(ts) FROM "{table}" WHERE ts <= ?', [bound]).fetchone()
+    return row[0]
+
+
+def load_from_db(
+    path: Path | str, window_s: float = 300.0, now: datetime | None = None
+) -> dict[str, pl.DataFrame]:
+    """The recent window from a stopped collector's file (ending at ``now``, else at the store's own time)."""
     import duckdb
 
     con = duckdb.connect(str(path), read_only=True)
     try:
-        return window_from_cursor(con, window_s)
+        return window_from_cursor(con, window_s, now)
     finally:
         con.close()

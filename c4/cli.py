@@ -62,6 +62,14 @@ def main(argv: list[str] | None = None) -> int:
         return int(args._run(args) or 0)
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # an error no subcommand foresaw: one line, the traceback only in DEBUG
+        import logging
+
+        logging.getLogger("c4").debug("%s failed", args.command, exc_info=True)
+        print(
+            f"c4 {args.command}: {type(exc).__name__}: {exc} (--log-level DEBUG shows where)", file=sys.stderr
+        )
+        return 1
 
 
 if __name__ == "__main__":

@@ -121,6 +121,8 @@ class CollectorConfig(BaseModel):
     store_threads: int = Field(0, ge=0, le=1024)  # DuckDB worker threads (0: one per core)
     diagnose_interval_s: float = Field(10.0, ge=0)  # 0 disables the in-collector diagnosis
     diagnose_window_s: float = Field(120.0, gt=0)
+    # how far ahead of the collector's clock a row's ts may be and still count as "now"
+    max_clock_skew_s: float = Field(300.0, ge=0)
     fabric_topology: str = ""  # fabric YAML: nominal switch link rates for localizing a degraded link
     lake: str = ""  # postgres://user@host:port/db: write into a DuckLake shared with other collectors
     lake_data_path: str = "/var/lib/c4/lake"  # the lake's Parquet files (a shared directory or s3://...)
@@ -197,6 +199,12 @@ def load_config(path: Path | str | None = None, env: Mapping[str, str] | None = 
             raise ConfigError(f"config file {p} not found") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {p}: {exc}") from None
+        except OSError as exc:  # a directory, unreadable, an I/O error
+            raise ConfigError(f"config file {p} cannot be read: {exc.strerror or exc}") from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(
+                f"config file {p} is not UTF-8 text: {exc.reason} at byte {exc.start}"
+            ) from None
     for section, values in env_overrides(env).items():
         raw.setdefault(section, {}).update(values)
         where += " + environment"

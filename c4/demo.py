@@ -116,6 +116,7 @@ def run(args: argparse.Namespace) -> int:
     from c4.analytics.fault_admin import CURRENT_FAULTS_SQL
     from c4.collector.bench_proc import start_collector
     from c4.query import QueryError, query_arrow
+    from c4.report import printable_times
 
     # what C4D currently reports, for the periodic summary
     open_faults_sql = (
@@ -208,10 +209,10 @@ def run(args: argparse.Namespace) -> int:
                     with pl.Config(
                         tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True, fmt_str_lengths=90
                     ):
-                        print(pl.from_arrow(table), flush=True)
+                        print(pl.from_arrow(printable_times(table)), flush=True)
                         if faults.num_rows:
                             print(f"c4 demo: {faults.num_rows} open faults (c4 faults list):", flush=True)
-                            print(pl.from_arrow(faults), flush=True)
+                            print(pl.from_arrow(printable_times(faults)), flush=True)
                 except QueryError as exc:
                     print(f"c4 demo: query failed: {exc}", flush=True)
                 next_print = time.monotonic() + args.every_s

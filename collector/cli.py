@@ -75,13 +75,16 @@ def run(args: argparse.Namespace) -> int:
     import duckdb
 
     from c4.collector.lake import LakeError
-    from c4.collector.server import serve
+    from c4.collector.server import StartupError, serve
 
     cfg = collector_config(args)
     try:
         asyncio.run(serve(cfg))
-    except duckdb.IOException as exc:
-        print(f"c4 collector: cannot open {cfg.db}: {exc}", file=sys.stderr)
+    except StartupError as exc:
+        print(f"c4 collector: {exc}", file=sys.stderr)
+        return 1
+    except duckdb.Error as exc:
+        print(f"c4 collector: store {cfg.lake or cfg.db}: {exc}", file=sys.stderr)
         return 1
     except LakeError as exc:
         print(f"c4 collector: {exc}", file=sys.stderr)

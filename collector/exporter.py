@@ -3,7 +3,9 @@
 Each scrape runs in the HTTP server's thread on its own DuckDB cursor, never on the asyncio loop.
 Metric names follow Prometheus conventions: ``c4_`` prefix, base units (bytes, seconds, hertz,
 ratios 0-1), ``_total`` counters. Rows older than ``metrics_window_s`` are not exported, so a
-silent node disappears from the gauges while ``c4_agent_last_batch_age_seconds`` shows it.
+silent node disappears from the gauges while ``c4_agent_last_batch_age_seconds`` shows it; rows
+more than ``max_clock_skew_s`` ahead of the collector's clock are not "latest" either, so one row
+from a node whose clock ran ahead cannot pin its gauges.
 """
 
 from __future__ import annotations
@@ -188,13 +190,13 @@ COUNTER_NAMES = {
 
 
 def latest_sql(spec: LatestRows) -> str:
-    """SQL for the latest non-NULL value of each series per key (``?`` = the window's start)."""
+    """SQL for the latest non-NULL value of each series per key (``?`` = the window's start if windowed, its end)."""
     keys = ", ".join(f'"{col}"' for _, col in spec.keys)
     values = ", ".join(
         f"arg_max({s.expr}, ts) FILTER (WHERE ({s.expr}) IS NOT NULL) AS v{i}"
         for i, s in enumerate(spec.series)
     )
-    where = "WHERE ts >= ?" if spec.windowed else ""
+    where = "WHERE ts >= ? AND ts <= ?" if spec.windowed else "WHERE ts <= ?"
     return f'SELECT {keys}, {values} FROM "{spec.table}" {where} GROUP BY ALL'
 
 
@@ -219,9 +221,10 @@ def _utcnow() -> datetime:
 class C4Metrics:
     """A prometheus_client custom collector over a running Collector (``collect()`` per scrape)."""
 
-    def __init__(self, collector: Collector, window_s: float) -> None:
+    def __init__(self, collector: Collector, window_s: float, max_skew_s: float = 300.0) -> None:
         self.collector = collector
         self.window_s = window_s
+        self.max_skew_s = max_skew_s  # rows further ahead of the collector's clock are not the latest
         self._lock = threading.Lock()  # one scrape at a time: the queries share the store
         self.query_errors = 0
 
@@ -272,6 +275,18 @@ class C4Metrics:
         queries_refused = CounterMetricFamily(
             "c4_collector_queries_refused", "Query RPCs refused (not read-only) or failed.", labels=["reason"]
         )
+        task_counts = {
+            "task_runs": CounterMetricFamily(
+                "c4_collector_task_runs", "Runs of a periodic task, failed ones included.", labels=["task"]
+            ),
+            "task_failures": CounterMetricFamily(
+                "c4_collector_task_failures",
+                "Runs of a periodic task that raised (logged; retried with backoff).",
+                labels=["task"],
+            ),
+        }
+        for name in sorted(getattr(self.collector, "tasks", {})):  # every task, 0 until it runs or fails
+            snap = {f"task_runs:{name}": 0, f"task_failures:{name}": 0, **snap}
         plain: dict[str, tuple[str, str]] = dict(COUNTER_NAMES)
         values: dict[str, float] = {name: 0 for name in plain}
         for key, value in sorted(snap.items()):
@@ -280,6 +295,9 @@ class C4Metrics:
                 auth.add_metric([rpc, code], value)
             elif key.startswith("refused_"):
                 refused.add_metric([key.removeprefix("refused_")], value)
+            elif key.partition(":")[0] in task_counts:
+                kind, _, task = key.partition(":")
+                task_counts[kind].add_metric([task], value)
             elif key in ("queries_refused", "queries_failed"):
                 queries_refused.add_metric([key.removeprefix("queries_")], value)
             elif key == "batches_refused":
@@ -294,12 +312,34 @@ class C4Metrics:
         yield refused
         yield auth
         yield queries_refused
+        yield from task_counts.values()
+        yield from self._task_health()
+
+    def _task_health(self) -> Iterator[Metric]:
+        """Each periodic task's consecutive failures and when it last succeeded (0: never)."""
+        failing = GaugeMetricFamily(
+            "c4_collector_task_consecutive_failures",
+            "Failed runs of a periodic task since its last success (0 = healthy).",
+            labels=["task"],
+        )
+        success = GaugeMetricFamily(
+            "c4_collector_task_last_success_timestamp_seconds",
+            "Unix time a periodic task last completed (0 = not since the collector started).",
+            labels=["task"],
+        )
+        for name, health in sorted(getattr(self.collector, "tasks", {}).items()):
+            failing.add_metric([name], health.consecutive_failures)
+            last = health.last_success
+            success.add_metric([name], last.replace(tzinfo=UTC).timestamp() if last else 0.0)
+        yield failing
+        yield success
 
     def _latest(self, cur) -> list[Metric]:
-        cutoff = _utcnow() - timedelta(seconds=self.window_s)
+        now = _utcnow()
+        cutoff, ahead = now - timedelta(seconds=self.window_s), now + timedelta(seconds=self.max_skew_s)
         out: list[Metric] = []
         for spec in LATEST:
-            rows = self._query(cur, latest_sql(spec), [cutoff] if spec.windowed else [])
+            rows = self._query(cur, latest_sql(spec), [cutoff, ahead] if spec.windowed else [ahead])
             labels = [label for label, _ in spec.keys]
             for i, s in enumerate(spec.series):
                 cls = CounterMetricFamily if s.kind == "counter" else GaugeMetricFamily
@@ -364,7 +404,7 @@ class MetricsServer:
         self.listen = listen
         self.host, self.port = split_host_port(listen)
         self.registry = CollectorRegistry(auto_describe=False)
-        self.metrics = C4Metrics(collector, collector.cfg.metrics_window_s)
+        self.metrics = C4Metrics(collector, collector.cfg.metrics_window_s, collector.cfg.max_clock_skew_s)
         self.registry.register(self.metrics)
         ProcessCollector(registry=self.registry)
         self._server = None

@@ -23,6 +23,7 @@ from c4.collector.grouping import GroupError, decode_group, reply_for
 from c4.collector.ingest import IngestService, Metrics, agent_server, bind, set_serving
 from c4.collector.readonly import QueryRefused, check_read_only
 from c4.collector.store import PendingBatch, Store
+from c4.collector.tasks import TaskHealth, run_every
 from c4.collector.writer import Writer
 from c4.config import CollectorConfig
 from c4.telemetry.v1 import telemetry_pb2 as pb
@@ -37,6 +38,10 @@ QUERY_CHUNK_ROWS = 65536
 
 def _now() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
+
+
+class StartupError(RuntimeError):
+    """The collector cannot start; the message names the path or address and the problem."""
 
 
 class TelemetryService(IngestService):
@@ -237,6 +242,13 @@ class StoreIngestService(pb_grpc.IngestServicer):
         return reply_for(await self.writer.submit_many_async(batches))
 
 
+def _reason(exc: BaseException) -> str:
+    """An OS or DuckDB error as one line: the OS's words and file when it has them."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
+    return str(exc).replace("\n", " ")
+
+
 def _msg_dict(msg) -> dict:
     return {f.name: getattr(msg, f.name) for f in msg.DESCRIPTOR.fields}
 
@@ -260,12 +272,15 @@ class Collector:
                 cfg.lake, cfg.lake_data_path, catalogue or load(), shard, cfg.store_threads
             )
         else:
-            self.store = Store(
-                cfg.db,
-                catalogue or load(),
-                cfg.checkpoint_wal_bytes,
-                cfg.store_threads,
-            )
+            try:
+                self.store = Store(
+                    cfg.db,
+                    catalogue or load(),
+                    cfg.checkpoint_wal_bytes,
+                    cfg.store_threads,
+                )
+            except (duckdb.Error, OSError) as exc:  # full disk, read-only or missing directory, not a DB
+                raise StartupError(f"cannot open the store {cfg.db}: {_reason(exc)}") from exc
         self.writer = Writer(self.store, cfg.group_commit_max_batches)
         self.auth = Authenticator(tokens, self.metrics.inc)
         self.service = TelemetryService(cfg, self.store, self.writer, self.metrics, self.auth)
@@ -275,6 +290,7 @@ class Collector:
         self.fronts = None  # FrontProcesses when cfg.ingest_processes > 0
         self._private_dir: str | None = None
         self._tasks: list[asyncio.Task] = []
+        self.tasks: dict[str, TaskHealth] = {}  # periodic task name -> its health (/metrics, collector_tasks)
         self.diagnosis = None
         self.notifier = self.isolation = None
         self.service.fault_updater = self.update_fault
@@ -294,7 +310,12 @@ class Collector:
             store_address = f"unix:{self._private_dir}/store.sock"
             bind(self.server, store_address, None)
         else:
-            self.port = bind(self.server, self.cfg.listen, self.credentials)
+            try:
+                self.port = bind(self.server, self.cfg.listen, self.credentials)
+            except (RuntimeError, OSError) as exc:
+                raise StartupError(
+                    f"cannot listen on {self.cfg.listen}: the address is in use or not this host's"
+                ) from exc
         for warning in self.security_warnings:
             log.warning("security: %s listen=%s", warning, self.cfg.listen)
         await self.server.start()
@@ -312,16 +333,25 @@ class Collector:
             from c4.collector.exporter import MetricsServer
 
             self.exporter = MetricsServer(self, self.cfg.metrics_listen)
-            self.exporter.start()
+            try:
+                self.exporter.start()
+            except OSError as exc:
+                raise StartupError(
+                    f"cannot serve /metrics on {self.cfg.metrics_listen}: {_reason(exc)}"
+                ) from exc
         await set_serving(health_servicer)
         self._tasks = [
-            asyncio.create_task(self._every(self.cfg.retention_interval_s, self.retain)),
-            asyncio.create_task(self._every(self.cfg.metrics_interval_s, self.snapshot_metrics)),
+            asyncio.create_task(self._every(self.cfg.retention_interval_s, self.retain, "retention")),
+            asyncio.create_task(
+                self._every(self.cfg.metrics_interval_s, self.snapshot_metrics, "metrics_snapshot")
+            ),
         ]
         if self.cfg.diagnose_interval_s > 0:
             from c4.analytics.runner import DiagnosisRunner
 
-            self.diagnosis = DiagnosisRunner(self.store.catalogue, self.cfg.diagnose_window_s)
+            self.diagnosis = DiagnosisRunner(
+                self.store.catalogue, self.cfg.diagnose_window_s, max_skew_s=self.cfg.max_clock_skew_s
+            )
             if self.cfg.fabric_topology:
                 from c4.analytics.fabric import capacities_from_topology
 
@@ -332,7 +362,9 @@ class Collector:
                 self.diagnosis.resume(cur)
             finally:
                 cur.close()
-            self._tasks.append(asyncio.create_task(self._every(self.cfg.diagnose_interval_s, self.diagnose)))
+            self._tasks.append(
+                asyncio.create_task(self._every(self.cfg.diagnose_interval_s, self.diagnose, "diagnosis"))
+            )
         log.info(
             "collector serving listen=%s port=%d ingest_processes=%d store=%s tls=%s mtls=%s tokens=%d metrics=%s",
             self.cfg.listen,
@@ -346,23 +378,40 @@ class Collector:
         )
         return self.port
 
-    async def _every(self, period_s: float, fn) -> None:
-        while True:
-            await asyncio.sleep(period_s)
-            try:
-                await fn()
-            except Exception:
-                log.exception("periodic job failed job=%s", fn.__name__)
+    async def _every(self, period_s: float, fn, name: str | None = None) -> None:
+        """Run ``fn`` every ``period_s`` until cancelled: failures are logged, counted and retried with backoff."""
+        health = self.tasks.setdefault(name or fn.__name__, TaskHealth(name or fn.__name__, period_s))
+        await run_every(health, fn, self.metrics.inc)
 
     async def retain(self) -> dict[str, int]:
-        """Drop rows older than the retention age."""
-        cutoff_dt = _now() - timedelta(seconds=self.cfg.retention_s)
-        cutoff = f"TIMESTAMP '{cutoff_dt.isoformat(sep=' ')}'"
-        deleted = await self.writer.call_async(lambda store: store.delete_older_than(cutoff))
-        if isinstance(deleted, dict) and deleted:
+        """Drop rows older than the retention age, and rows dated beyond the allowed clock skew."""
+        now = _now()
+
+        def stamp(dt: datetime) -> str:
+            return f"TIMESTAMP '{dt.isoformat(sep=' ')}'"
+
+        cutoff = stamp(now - timedelta(seconds=self.cfg.retention_s))
+        # a row further ahead than the skew never counts as "now" (ingest clamps such rows; an older
+        # version stored them as sent, up to int64 max, which would otherwise never age out)
+        ahead = stamp(now + timedelta(seconds=self.cfg.max_clock_skew_s))
+        result = await self.writer.call_async(
+            lambda store: (store.delete_older_than(cutoff), store.delete_newer_than(ahead))
+        )
+        if isinstance(result, BaseException):  # the writer hands a job's exception back
+            raise result
+        deleted, future = result
+        if deleted:
             log.info("retention deleted %s", " ".join(f"{t}={n}" for t, n in deleted.items()))
             self.metrics.inc("retention_rows_deleted", sum(deleted.values()))
-        return deleted
+        if future:
+            log.warning(
+                "retention deleted rows dated ahead of the collector's clock by more than "
+                "max_clock_skew_s=%g: %s",
+                self.cfg.max_clock_skew_s,
+                " ".join(f"{t}={n}" for t, n in future.items()),
+            )
+            self.metrics.inc("retention_future_rows_deleted", sum(future.values()))
+        return {t: deleted.get(t, 0) + future.get(t, 0) for t in {**deleted, **future}}
 
     def _actions(self):
         """Alert sinks and the isolation hook from the config (None when not configured)."""
@@ -399,9 +448,11 @@ class Collector:
         """Append faults rows, then alert and isolate (off the event loop) and log every action."""
         loop = asyncio.get_running_loop()
         spec = self.store.catalogue["faults"]
-        await self.writer.submit_async(
+        stored = await self.writer.submit_async(
             PendingBatch("", 0, spec, pa.Table.from_pylist(faults, schema=spec.arrow_schema))
         )
+        if stored.error:
+            raise RuntimeError(f"could not store {len(faults)} faults rows: {stored.error}")
         self.metrics.inc("fault_rows_written", len(faults))
 
         def act():  # network and commands off the event loop
@@ -461,14 +512,26 @@ class Collector:
         return prev, row
 
     async def snapshot_metrics(self) -> None:
-        """Write the counters into the collector_metrics table."""
+        """Write the counters into collector_metrics and the periodic tasks' health into collector_tasks."""
         ts = _now()
+        values = dict(self.metrics.snapshot())
+        for name, health in self.tasks.items():  # health gauges beside the task_runs/task_failures counters
+            values[f"task_consecutive_failures:{name}"] = health.consecutive_failures
+            last = health.last_success
+            values[f"task_last_success_unix_s:{name}"] = (
+                int(last.replace(tzinfo=UTC).timestamp()) if last else 0
+            )
         rows = [
             {"ts": ts, "node": self.service.node, "job": "", "metric": k, "value": v}
-            for k, v in sorted(self.metrics.snapshot().items())
+            for k, v in sorted(values.items())
         ]
-        if rows:
-            await self.writer.submit_async(self.service._internal_batch("collector_metrics", rows))
+        batches = [self.service._internal_batch("collector_metrics", rows)] if rows else []
+        if self.tasks:
+            tasks = [h.row(ts, self.service.node) for h in self.tasks.values()]
+            batches.append(self.service._internal_batch("collector_tasks", tasks))
+        for result in await self.writer.submit_many_async(batches) if batches else []:
+            if result.error:
+                raise RuntimeError(f"could not store the collector's metrics: {result.error}")
 
     async def stop(self, grace_s: float = 2.0) -> None:
         """Stop serving, finish queued commits, checkpoint and close the file."""
@@ -481,7 +544,10 @@ class Collector:
         if self.server is not None:
             await self.server.stop(grace_s)
         await asyncio.get_running_loop().run_in_executor(None, self.writer.close)
-        self.store.close()
+        try:
+            self.store.close()
+        except duckdb.Error as exc:  # e.g. a full disk: the checkpoint fails, the WAL keeps every commit
+            log.error("store not checkpointed on close (its write-ahead log keeps the data) error=%s", exc)
         self.service.query_pool.shutdown(wait=False, cancel_futures=True)
         if self._private_dir is not None:
             import shutil
@@ -504,7 +570,11 @@ async def serve(cfg: CollectorConfig, ready: asyncio.Event | None = None) -> Non
         except (NotImplementedError, RuntimeError):
             pass
     collector = Collector(cfg)
-    await collector.start()
+    try:
+        await collector.start()
+    except BaseException:
+        await collector.stop(0)  # what did start stops: no port, thread or open file left behind
+        raise
     if ready is not None:
         ready.set()
     try:

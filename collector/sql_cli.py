@@ -49,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
 
     from c4.config import DEFAULT_COLLECTOR, ConfigError, load_config
     from c4.query import QueryError, query_arrow
+    from c4.report import printable_times
     from c4.security import ClientSecurity, SecurityError
 
     try:
@@ -82,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             sys.stdout.buffer.write(data)
         return 0
-    df = pl.from_arrow(table)
+    df = pl.from_arrow(printable_times(table))  # a ts polars/Python cannot show is printed as its raw value
     assert isinstance(df, pl.DataFrame)
     if args.format == "csv":
         text = df.write_csv()

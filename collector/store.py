@@ -257,7 +257,10 @@ class Store:
                 self._write_seqs(planned, _utcnow())
             con.execute("COMMIT")
         except BaseException:
-            con.execute("ROLLBACK")
+            try:
+                con.execute("ROLLBACK")
+            except duckdb.Error:  # a failed COMMIT already ended it: keep the real cause (e.g. disk full)
+                pass
             raise
         self.book.committed(planned)
         return results
@@ -271,6 +274,20 @@ class Store:
                     continue
                 n = self.con.execute(
                     f'DELETE FROM "{spec.name}" WHERE "{spec.time_column}" < {cutoff_expr}'
+                ).fetchone()
+                if n and n[0]:
+                    deleted[spec.name] = int(n[0])
+        return deleted
+
+    def delete_newer_than(self, limit_expr: str) -> dict[str, int]:
+        """Retention: delete rows whose time column is later than a SQL timestamp expression."""
+        deleted: dict[str, int] = {}
+        with self._lock:
+            for spec in self.catalogue:
+                if not spec.retention or not spec.time_column:
+                    continue
+                n = self.con.execute(
+                    f'DELETE FROM "{spec.name}" WHERE "{spec.time_column}" > {limit_expr}'
                 ).fetchone()
                 if n and n[0]:
                     deleted[spec.name] = int(n[0])

@@ -43,9 +43,25 @@ def severity_sql(col: str = "fault_class") -> str:
     return f"CASE {col} {whens} ELSE 1 END"
 
 
+#: Rows further ahead of the collector's clock than this (the collector's default ``max_clock_skew_s``)
+#: come from a node whose clock runs ahead: they are never the "newest" row a window ends at.
+MAX_CLOCK_SKEW_S = 300.0
+
+
+def newest(table: str, col: str = "ts") -> str:
+    """Scalar subquery: ``table``'s newest ``col`` not ahead of the collector's clock (plus the skew)."""
+    ahead = f"now() AT TIME ZONE 'UTC' + to_microseconds({int(MAX_CLOCK_SKEW_S * 1e6)})"
+    return f"(SELECT max({col}) FROM {table} WHERE {col} <= {ahead})"
+
+
 def since_newest(table: str, window_s: float, col: str = "ts") -> str:
-    """Predicate: rows of ``table`` within ``window_s`` seconds of its newest row (works for live and replayed data)."""
-    return f"{col} >= (SELECT max({col}) FROM {table}) - to_microseconds({int(window_s * 1e6)})"
+    """Predicate: rows of ``table`` within ``window_s`` seconds up to its newest row (live and replayed data).
+
+    The newest row is the newest one not ahead of the collector's clock, so one row from a node whose
+    clock runs a day ahead neither empties the window nor shows in it.
+    """
+    end = newest(table, col)
+    return f"{col} BETWEEN {end} - to_microseconds({int(window_s * 1e6)}) AND {end}"
 
 
 def bucket_s(window_s: float, points: int = 120) -> int:

@@ -22,7 +22,7 @@ FAULTS = [
 EXPECTED = {("host1/mlx5_2p1", "hardware"), ("host2/gpu3", "hardware")}
 
 DIAGNOSIS_TOML = (
-    "[collector]\ndiagnose_interval_s = 1.0\ndiagnose_window_s = 600\n"
+    "[collector]\ndiagnose_interval_s = 1.0\ndiagnose_window_s = 3600\n"
     'isolation_command = "scontrol update NodeName={node} State=DRAIN Reason={reason}"\n'
 )
 
@@ -46,7 +46,8 @@ def filled_collector(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("ui-filled")
     cfg = tmp / "c4.toml"
     cfg.write_text(DIAGNOSIS_TOML)
-    twin, rows = run_twin(tmp / "twin", FAULTS, steps=30, nodes=4)
+    # rows of the last couple of minutes: the collector diagnoses a window ending at its own clock
+    twin, rows = run_twin(tmp / "twin", FAULTS, steps=30, nodes=4, epoch_s=time.time() - 120)
     col = CollectorProc(tmp, extra=["--config", str(cfg)]).start()
     try:
         for table, df in frames(rows, list(rows)).items():

@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from c4.ui.sql import ACTIVE_STATES, LATEST_FAULTS, bucket_s, in_list, node_order, severity_sql, since_newest
+from c4.ui.sql import (
+    ACTIVE_STATES,
+    LATEST_FAULTS,
+    bucket_s,
+    in_list,
+    newest,
+    node_order,
+    severity_sql,
+    since_newest,
+)
 
 #: Components count as present when seen within this many seconds of the newest sample.
 INVENTORY_WINDOW_S = 300.0
@@ -20,8 +29,8 @@ SELECT (SELECT count(DISTINCT node) FROM (SELECT node FROM g UNION ALL SELECT no
        (SELECT count(*) FROM g) AS gpus,
        (SELECT count(*) FROM p) AS nic_ports,
        (SELECT count(*) FROM f WHERE state IN {in_list(ACTIVE_STATES)}) AS active_faults,
-       (SELECT max(ts) FROM gpu_samples) AS newest_gpu_sample,
-       (SELECT max(ts) FROM ib_port_samples) AS newest_port_sample
+       {newest("gpu_samples")} AS newest_gpu_sample,
+       {newest("ib_port_samples")} AS newest_port_sample
 """
 
 

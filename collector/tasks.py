@@ -1,0 +1,119 @@
+"""The collector's periodic jobs (retention, metrics snapshot, diagnosis): never dying silently.
+
+Each job runs in a loop that survives any exception the job raises, including those deriving from
+BaseException rather than Exception (polars' ``PanicException`` from a Rust panic): it is logged
+with its traceback, counted, and the job runs again after a backoff that doubles with each
+consecutive failure (up to ``BACKOFF_MAX_S`` or the period, whichever is longer). The health of
+each job is kept in a ``TaskHealth`` that the collector snapshots into ``collector_tasks`` and
+``collector_metrics`` and the exporter publishes on ``/metrics``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+log = logging.getLogger("c4.collector.tasks")
+
+#: The longest wait between attempts of a failing job (unless its period is longer).
+BACKOFF_MAX_S = 120.0
+#: Error messages kept per job are cut to this many characters.
+ERROR_MAX_CHARS = 500
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+@dataclass
+class TaskHealth:
+    """One periodic job's health: runs, failures, when it last worked and why it last failed."""
+
+    name: str
+    period_s: float
+    runs: int = 0
+    failures: int = 0
+    consecutive_failures: int = 0
+    last_success: datetime | None = None
+    last_error: str = ""
+    last_error_at: datetime | None = None
+
+    @property
+    def state(self) -> str:
+        """``ok``, ``failing`` (its last run failed) or ``starting`` (not run yet)."""
+        if self.consecutive_failures:
+            return "failing"
+        return "ok" if self.runs else "starting"
+
+    def delay_s(self) -> float:
+        """Seconds until the next run: the period, doubled per consecutive failure (bounded)."""
+        if not self.consecutive_failures:
+            return self.period_s
+        backoff = self.period_s * 2 ** min(self.consecutive_failures, 16)
+        return min(backoff, max(self.period_s, BACKOFF_MAX_S))
+
+    def succeeded(self, at: datetime) -> None:
+        """Record a run that completed."""
+        self.runs += 1
+        self.consecutive_failures = 0
+        self.last_success = at
+
+    def failed(self, exc: BaseException, at: datetime) -> None:
+        """Record a run that raised ``exc``."""
+        self.runs += 1
+        self.failures += 1
+        self.consecutive_failures += 1
+        self.last_error = f"{type(exc).__name__}: {exc}"[:ERROR_MAX_CHARS]
+        self.last_error_at = at
+
+    def row(self, ts: datetime, node: str) -> dict:
+        """This health as a ``collector_tasks`` row."""
+        return {
+            "ts": ts,
+            "node": node,
+            "job": "",
+            "task": self.name,
+            "state": self.state,
+            "period_s": self.period_s,
+            "runs": self.runs,
+            "failures": self.failures,
+            "consecutive_failures": self.consecutive_failures,
+            "last_success": self.last_success,
+            "last_error": self.last_error,
+            "last_error_at": self.last_error_at,
+        }
+
+
+async def run_every(
+    health: TaskHealth, fn: Callable[[], Awaitable[object]], count: Callable[[str], None]
+) -> None:
+    """Run ``fn`` every period until cancelled; a failure is logged, counted and retried with backoff.
+
+    ``count(key)`` increments a collector counter (``task_runs:<name>``, ``task_failures:<name>``).
+    """
+    while True:
+        await asyncio.sleep(health.delay_s())
+        try:
+            await fn()
+        except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:  # noqa: BLE001 - PanicException derives from BaseException
+            health.failed(exc, _now())
+            count(f"task_failures:{health.name}")
+            log.error(
+                "periodic task failed task=%s consecutive_failures=%d retry_in_s=%.1f error=%s",
+                health.name,
+                health.consecutive_failures,
+                health.delay_s(),
+                health.last_error,
+                exc_info=exc,
+            )
+        else:
+            failing = health.consecutive_failures
+            health.succeeded(_now())
+            if failing:
+                log.info("periodic task recovered task=%s after_failures=%d", health.name, failing)
+        count(f"task_runs:{health.name}")
