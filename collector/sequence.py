@@ -152,7 +152,8 @@ class SequenceBook:
     def open(self, agent_id: str, epoch: int) -> tuple[AgentSeq, bool]:
         """Hello of an agent declaring spool ``epoch`` (0: none): its state from now on, and whether it changed.
 
-        A first epoch is adopted as it is; a different one starts the agent's sequence over.
+        A first epoch is adopted as it is; a different one starts the agent's sequence over. A
+        changed state is the caller's to store (in ``agents``) once it is persisted.
         """
         now = self.get(agent_id)
         if not epoch or epoch == now.epoch:
@@ -166,8 +167,5 @@ class SequenceBook:
                 epoch,
                 now.last_seq,
             )
-            new = AgentSeq(0, epoch)
-        else:
-            new = AgentSeq(now.last_seq, epoch)
-        self.agents[agent_id] = new
-        return new, True
+            return AgentSeq(0, epoch), True
+        return AgentSeq(now.last_seq, epoch), True

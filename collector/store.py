@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -125,14 +126,24 @@ class Store:
         with self._lock:
             state, changed = self.book.open(agent_id, spool_epoch)
             if changed:
-                self.con.execute("BEGIN TRANSACTION")
-                try:
+                with self._transaction():
                     self._write_seqs({agent_id: state}, _utcnow())
-                    self.con.execute("COMMIT")
-                except BaseException:
-                    self.con.execute("ROLLBACK")
-                    raise
+                self.book.agents[agent_id] = state
             return state.last_seq
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """BEGIN ... COMMIT on the writing connection; rolled back on any error, which is raised as it was."""
+        self.con.execute("BEGIN TRANSACTION")
+        try:
+            yield
+            self.con.execute("COMMIT")
+        except BaseException:
+            try:
+                self.con.execute("ROLLBACK")
+            except duckdb.Error:  # a failed COMMIT already ended it: keep the real cause (e.g. disk full)
+                pass
+            raise
 
     def _create_seq_table(self) -> None:
         self.con.execute(
@@ -238,8 +249,7 @@ class Store:
                 continue
             by_table.setdefault(b.spec.name, []).append(b)
             results.append(CommitResult(rows=b.table.num_rows))
-        con.execute("BEGIN TRANSACTION")
-        try:
+        with self._transaction():
             # one INSERT per target table: DuckDB appends a large Arrow table in parallel
             for i, group in enumerate(by_table.values()):
                 spec = group[0].spec
@@ -255,13 +265,6 @@ class Store:
                 con.unregister(name)
             if planned:
                 self._write_seqs(planned, _utcnow())
-            con.execute("COMMIT")
-        except BaseException:
-            try:
-                con.execute("ROLLBACK")
-            except duckdb.Error:  # a failed COMMIT already ended it: keep the real cause (e.g. disk full)
-                pass
-            raise
         self.book.committed(planned)
         return results
 

@@ -62,7 +62,7 @@ class Writer:
             if callable(work):
                 try:
                     done(work(self.store))
-                except Exception as exc:  # a maintenance job must not kill the writer
+                except BaseException as exc:  # a maintenance job must not kill the writer (nor a panic)
                     log.exception("writer job failed error=%s", exc)
                     done(exc)
                 continue
@@ -93,7 +93,7 @@ class Writer:
             flat = [b for item, _ in group for b in item]
             try:
                 results = self.store.commit(flat)
-            except Exception as exc:
+            except BaseException as exc:  # the writer owns exactly-once: it must outlive any error
                 log.exception("commit failed batches=%d error=%s", len(flat), exc)
                 self.store.mark_failed(flat)
                 results = [CommitResult(error=f"commit failed: {exc}")] * len(flat)
