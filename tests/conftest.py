@@ -22,3 +22,12 @@ def shared_fixtures() -> Path:
 def sysfs_fixture(shared_fixtures: Path) -> Path:
     """The captured /sys tree (mlx5, mlx4, hfi1, netdevs)."""
     return shared_fixtures / "sysfs-procfs" / "sys"
+
+
+@pytest.fixture(autouse=True)
+def _no_process_outlives_its_test():
+    """A test that fails half-way leaves no collector or agent running (they ate the CPU of later tests)."""
+    from testkit.procs import kill_leftovers
+
+    yield
+    kill_leftovers()

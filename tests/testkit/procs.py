@@ -19,6 +19,22 @@ def wait_healthy(address: str, timeout_s: float = 20.0, security: ClientSecurity
     wait_serving(address, timeout_s, security)
 
 
+#: Every process a test started, so that none outlives its test (see ``kill_leftovers``).
+_STARTED: list[subprocess.Popen] = []
+
+
+def kill_leftovers() -> int:
+    """Kill (SIGKILL) every c4 process a test started and left running; returns how many."""
+    killed = 0
+    while _STARTED:
+        p = _STARTED.pop()
+        if p.poll() is None:
+            p.kill()
+            p.wait(30)
+            killed += 1
+    return killed
+
+
 class Proc:
     """A c4 subprocess with its log file."""
 
@@ -32,6 +48,7 @@ class Proc:
         """Launch (appending to the log)."""
         self._log = open(self.log_path, "ab")  # noqa: SIM115
         self.p = subprocess.Popen(C4 + self.args, stdout=self._log, stderr=subprocess.STDOUT, env=self.env)
+        _STARTED.append(self.p)
         return self
 
     def kill9(self) -> None:
