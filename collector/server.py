@@ -114,7 +114,7 @@ class TelemetryService(IngestService):
         await self._identify("Query", context)
         self.metrics.inc("queries")
         try:
-            check_read_only(request.sql)
+            statement = check_read_only(request.sql)
         except QueryRefused as exc:
             self.metrics.inc("queries_refused")
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
@@ -128,12 +128,15 @@ class TelemetryService(IngestService):
             loop.call_soon_threadsafe(chunks.put_nowait, item)
 
         def work() -> None:
-            cur = self.store.cursor()
+            with self.store.reading() as cur:
+                run(cur)
+
+        def run(cur) -> None:
             timer = threading.Timer(timeout_s, cur.interrupt)
             timer.start()
             started = time.monotonic()
             try:
-                cur.execute(request.sql)
+                cur.execute(statement)
                 reader = cur.fetch_record_batch(QUERY_CHUNK_ROWS)
                 sent, emitted = 0, False
                 for rb in reader:
@@ -163,7 +166,6 @@ class TelemetryService(IngestService):
                 put((grpc.StatusCode.INTERNAL, f"query failed: {exc}"))
             finally:
                 timer.cancel()
-                cur.close()
 
         loop.run_in_executor(self.query_pool, work)
         try:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -134,6 +135,28 @@ class Store:
     def cursor(self) -> duckdb.DuckDBPyConnection:
         """A new cursor for a reader thread."""
         return self.con.cursor()
+
+    def _read_cursor(self) -> duckdb.DuckDBPyConnection:
+        """A cursor for untrusted SQL (the lake's comes from a read-only instance)."""
+        return self.cursor()
+
+    @contextmanager
+    def reading(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A cursor inside a read-only transaction, for untrusted SQL: DuckDB refuses any write it tries.
+
+        The file cannot be opened a second time read-only: not by another process while this one
+        writes it (file lock), nor by another instance in this process (one handle per file).
+        """
+        cur = self._read_cursor()
+        try:
+            cur.execute("BEGIN TRANSACTION READ ONLY")
+            yield cur
+        finally:
+            try:
+                cur.execute("ROLLBACK")
+            except duckdb.Error:
+                pass  # the statement ended the transaction (refused before it gets here) or failed
+            cur.close()
 
     def commit(self, batches: Sequence[PendingBatch]) -> list[CommitResult]:
         """Commit batches in one transaction; on failure fall back to one transaction each.
