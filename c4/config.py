@@ -107,6 +107,9 @@ class CollectorConfig(BaseModel):
     retention_interval_s: float = Field(300, gt=0)
     query_max_rows: int = Field(1_000_000, ge=1)
     query_timeout_s: float = Field(30.0, gt=0)
+    query_max_running: int = Field(16, ge=1, le=256)  # queries executing at once, each on its own thread
+    query_max_queued: int = Field(64, ge=0)  # queries waiting for one of those; more: RESOURCE_EXHAUSTED
+    query_memory_bytes: int = Field(2 << 30, ge=64 << 20)  # what running queries may hold together
     max_batch_bytes: int = Field(16 << 20, ge=1 << 12)
     metrics_interval_s: float = Field(10.0, gt=0)
     group_commit_max_batches: int = Field(4096, ge=1)

@@ -12,6 +12,7 @@ new DuckDB or extension adds is refused until it is listed here.
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 
@@ -83,15 +84,28 @@ class QueryRefused(ValueError):
     """The SQL is not a single read-only statement; the message says why."""
 
 
-_parser = threading.local()
+#: Longer SQL is refused unparsed (no dashboard query comes near).
+MAX_SQL_CHARS = 1 << 20
+#: Verdicts on SQL up to this long are remembered: dashboards send the same text again and again.
+CACHED_SQL_CHARS = 16 << 10
+
+_parser: duckdb.DuckDBPyConnection | None = None
+_parser_lock = threading.Lock()
+
+
+def _parsing() -> duckdb.DuckDBPyConnection:
+    """A cursor of a private in-memory instance that only parses (one per call: thread-safe)."""
+    global _parser
+    with _parser_lock:
+        if _parser is None:
+            _parser = duckdb.connect(":memory:")
+        return _parser.cursor()
 
 
 def _ast(sql: str) -> dict:
-    """DuckDB's own parse tree of one SELECT, as JSON (a private in-memory instance per thread)."""
-    con = getattr(_parser, "con", None)
-    if con is None:
-        con = _parser.con = duckdb.connect(":memory:")
-    return json.loads(con.execute("SELECT json_serialize_sql(?::VARCHAR)", [sql]).fetchone()[0])
+    """DuckDB's own parse tree of one SELECT, as JSON."""
+    with _parsing() as cur:
+        return json.loads(cur.execute("SELECT json_serialize_sql(?::VARCHAR)", [sql]).fetchone()[0])
 
 
 def _functions(node, tables: set[str], scalars: set[str]) -> None:
@@ -151,7 +165,7 @@ def _explained(text: str) -> str:
             continue
         inner = text[tokens[start] :]
         try:
-            statements = duckdb.extract_statements(inner)
+            statements = _statements(inner)
         except duckdb.Error:
             continue
         if len(statements) == 1 and statements[0].type == duckdb.StatementType.SELECT:
@@ -159,6 +173,35 @@ def _explained(text: str) -> str:
         kind = statements[0].type.name if len(statements) == 1 else f"{len(statements)} statements"
         raise QueryRefused(f"read-only: EXPLAIN is allowed of a SELECT only, got EXPLAIN of {kind}")
     raise QueryRefused("read-only: EXPLAIN is allowed of a SELECT only")
+
+
+def _statements(sql: str) -> list[duckdb.Statement]:
+    with _parsing() as cur:
+        return cur.extract_statements(sql)
+
+
+def _verdict(sql: str) -> str:
+    """Why ``sql`` is refused ('' when it is one read-only statement)."""
+    try:
+        statements = _statements(sql)
+    except duckdb.Error as exc:
+        return f"SQL does not parse: {exc}"
+    if len(statements) != 1:
+        return f"exactly one statement is allowed, got {len(statements)}"
+    statement = statements[0]
+    kind = statement.type
+    if kind not in ALLOWED:
+        return f"read-only: only SELECT and EXPLAIN are allowed, got a {kind.name} statement"
+    try:
+        _check_functions(
+            statement.query if kind == duckdb.StatementType.SELECT else _explained(statement.query)
+        )
+    except QueryRefused as exc:
+        return str(exc)
+    return ""
+
+
+_cached_verdict = functools.lru_cache(maxsize=4096)(_verdict)
 
 
 def check_read_only(sql: str) -> duckdb.Statement:
@@ -169,15 +212,9 @@ def check_read_only(sql: str) -> duckdb.Statement:
     """
     if not sql.strip():
         raise QueryRefused("empty SQL")
-    try:
-        statements = duckdb.extract_statements(sql)
-    except duckdb.Error as exc:
-        raise QueryRefused(f"SQL does not parse: {exc}") from None
-    if len(statements) != 1:
-        raise QueryRefused(f"exactly one statement is allowed, got {len(statements)}")
-    statement = statements[0]
-    kind = statement.type
-    if kind not in ALLOWED:
-        raise QueryRefused(f"read-only: only SELECT and EXPLAIN are allowed, got a {kind.name} statement")
-    _check_functions(statement.query if kind == duckdb.StatementType.SELECT else _explained(statement.query))
-    return statement
+    if len(sql) > MAX_SQL_CHARS:
+        raise QueryRefused(f"SQL longer than {MAX_SQL_CHARS} characters")
+    refused = _cached_verdict(sql) if len(sql) <= CACHED_SQL_CHARS else _verdict(sql)
+    if refused:
+        raise QueryRefused(refused)
+    return _statements(sql)[0]

@@ -6,22 +6,18 @@ import asyncio
 import json
 import logging
 import socket
-import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
-import duckdb
 import grpc
 import pyarrow as pa
 
 from c4 import __version__
-from c4.arrow_ipc import encode_ipc
 from c4.catalogue import Catalogue, load
 from c4.collector.auth import Authenticator, TokenTable, check_server_security, server_credentials
 from c4.collector.grouping import GroupError, decode_group, reply_for
 from c4.collector.ingest import IngestService, Metrics, agent_server, bind, set_serving
-from c4.collector.readonly import QueryRefused, check_read_only
+from c4.collector.queries import QueryFailed, QueryRunner
 from c4.collector.store import PendingBatch, Store
 from c4.collector.writer import Writer
 from c4.config import CollectorConfig
@@ -32,7 +28,6 @@ log = logging.getLogger("c4.collector")
 
 #: Codes an agent should retry later (the batch is kept); any other non-zero code is final.
 RETRYABLE_CODES = {grpc.StatusCode.UNAVAILABLE.value[0], grpc.StatusCode.INTERNAL.value[0]}
-QUERY_CHUNK_ROWS = 65536
 
 
 def _now() -> datetime:
@@ -53,7 +48,11 @@ class TelemetryService(IngestService):
         super().__init__(cfg, store.catalogue, writer, metrics, auth)
         self.store = store
         self.node = socket.gethostname()
-        self.query_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="c4-query")
+        # the diagnosis, fault updates and alert actions; readers' queries have their own threads
+        self.query_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="c4-work")
+        self.queries = QueryRunner(
+            store, metrics, cfg.query_max_running, cfg.query_max_queued, cfg.query_memory_bytes
+        )
         self.fault_updater = (
             None  # set by the Collector: async (fault_id, state, by, note) -> (previous, row)
         )
@@ -110,75 +109,16 @@ class TelemetryService(IngestService):
         )
 
     async def Query(self, request: pb.QueryRequest, context: grpc.aio.ServicerContext):
-        """Run one read-only statement in a worker thread and stream Arrow IPC chunks."""
+        """Run one read-only statement on the query threads and stream Arrow IPC chunks."""
         await self._identify("Query", context)
         self.metrics.inc("queries")
-        try:
-            statement = check_read_only(request.sql)
-        except QueryRefused as exc:
-            self.metrics.inc("queries_refused")
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         max_rows = min(request.max_rows or self.cfg.query_max_rows, self.cfg.query_max_rows)
         timeout_s = min(request.timeout_s or self.cfg.query_timeout_s, self.cfg.query_timeout_s)
-        loop = asyncio.get_running_loop()
-        chunks: asyncio.Queue = asyncio.Queue()
-        cancelled = threading.Event()
-
-        def put(item: object) -> None:
-            loop.call_soon_threadsafe(chunks.put_nowait, item)
-
-        def work() -> None:
-            with self.store.reading() as cur:
-                run(cur)
-
-        def run(cur) -> None:
-            timer = threading.Timer(timeout_s, cur.interrupt)
-            timer.start()
-            started = time.monotonic()
-            try:
-                cur.execute(statement)
-                reader = cur.fetch_record_batch(QUERY_CHUNK_ROWS)
-                sent, emitted = 0, False
-                for rb in reader:
-                    if cancelled.is_set():
-                        return
-                    truncated = sent + rb.num_rows > max_rows
-                    if truncated:
-                        rb = rb.slice(0, max_rows - sent)
-                    sent += rb.num_rows
-                    put(pb.QueryChunk(arrow_ipc=encode_ipc(rb), truncated=truncated))
-                    emitted = True
-                    if truncated:
-                        break
-                if not emitted:
-                    put(pb.QueryChunk(arrow_ipc=encode_ipc(reader.schema.empty_table())))
-                put(None)
-            except duckdb.InterruptException:
-                put((grpc.StatusCode.DEADLINE_EXCEEDED, f"query timed out after {timeout_s:g} s"))
-            except duckdb.Error as exc:
-                elapsed = time.monotonic() - started
-                if elapsed >= timeout_s:
-                    put((grpc.StatusCode.DEADLINE_EXCEEDED, f"query timed out after {timeout_s:g} s"))
-                else:
-                    put((grpc.StatusCode.INVALID_ARGUMENT, f"query failed: {exc}"))
-            except Exception as exc:  # never let one query take the server down
-                log.exception("query crashed")
-                put((grpc.StatusCode.INTERNAL, f"query failed: {exc}"))
-            finally:
-                timer.cancel()
-
-        loop.run_in_executor(self.query_pool, work)
         try:
-            while True:
-                item = await chunks.get()
-                if item is None:
-                    return
-                if isinstance(item, tuple):
-                    self.metrics.inc("queries_failed")
-                    await context.abort(item[0], item[1])
-                yield item
-        finally:
-            cancelled.set()
+            async for chunk in self.queries.run(request.sql, max_rows, timeout_s):
+                yield chunk
+        except QueryFailed as exc:
+            await context.abort(exc.code, exc.message)
 
     async def Stats(self, request: pb.StatsRequest, context: grpc.aio.ServicerContext) -> pb.StatsReply:
         """The collector's own counters."""
@@ -252,7 +192,12 @@ class Collector:
 
             shard = cfg.shard or f"{socket.gethostname()}_{cfg.listen.rpartition(':')[2]}"
             self.store: Store = LakeStore(
-                cfg.lake, cfg.lake_data_path, catalogue or load(), shard, cfg.store_threads
+                cfg.lake,
+                cfg.lake_data_path,
+                catalogue or load(),
+                shard,
+                cfg.store_threads,
+                query_memory_bytes=cfg.query_memory_bytes,
             )
         else:
             self.store = Store(
@@ -476,6 +421,7 @@ class Collector:
         if self.server is not None:
             await self.server.stop(grace_s)
         await asyncio.get_running_loop().run_in_executor(None, self.writer.close)
+        self.service.queries.close()
         self.store.close()
         self.service.query_pool.shutdown(wait=False, cancel_futures=True)
         if self._private_dir is not None:

@@ -18,6 +18,17 @@ from c4.catalogue import Catalogue, TableSpec
 log = logging.getLogger("c4.collector.store")
 
 SEQ_TABLE = "_c4_agent_seq"
+#: duckdb_memory() tags of running operators (hash tables, sorts, windows, buffered results); the
+#: others hold table data, indexes and metadata, which ingest and the block cache use.
+QUERY_MEMORY_TAGS = (
+    "HASH_TABLE",
+    "ORDER_BY",
+    "WINDOW",
+    "COLUMN_DATA",
+    "ALLOCATOR",
+    "CSV_READER",
+    "PARQUET_READER",
+)
 DEFAULT_CHECKPOINT_WAL_BYTES = 128 << 20
 
 
@@ -139,6 +150,18 @@ class Store:
     def _read_cursor(self) -> duckdb.DuckDBPyConnection:
         """A cursor for untrusted SQL (the lake's comes from a read-only instance)."""
         return self.cursor()
+
+    def query_memory_used(self) -> int:
+        """Bytes DuckDB holds for running operators, of every query (the diagnosis' too)."""
+        cur = self._read_cursor()
+        try:
+            tags = ", ".join(f"'{t}'" for t in QUERY_MEMORY_TAGS)
+            row = cur.execute(
+                f"SELECT coalesce(sum(memory_usage_bytes), 0) FROM duckdb_memory() WHERE tag IN ({tags})"
+            ).fetchone()
+            return int(row[0]) if row else 0
+        finally:
+            cur.close()
 
     @contextmanager
     def reading(self) -> Iterator[duckdb.DuckDBPyConnection]:
