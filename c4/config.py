@@ -132,6 +132,8 @@ class CollectorConfig(BaseModel):
     tls_key: str = ""
     tls_client_ca: str = ""  # PEM CA of agent certificates: require mutual TLS
     tokens_file: str = ""  # bearer tokens: TOKEN ROLES NAME per line
+    # mutual TLS without tokens_file: client certificate name (CN) -> roles, "*" for any other name
+    mtls_roles: dict[str, str] = Field(default_factory=dict)
     insecure: bool = False  # allow plaintext / no tokens on a non-loopback listen address
     metrics_listen: str = ""  # HOST:PORT of the Prometheus /metrics endpoint ("" = off)
     metrics_window_s: float = Field(300.0, gt=0)  # rows older than this are not exported
@@ -142,6 +144,20 @@ class CollectorConfig(BaseModel):
     @classmethod
     def _metrics_addr(cls, v: str) -> str:
         return _check_address(v) if v else v
+
+    @field_validator("mtls_roles", mode="before")
+    @classmethod
+    def _mtls_roles(cls, v: Any) -> Any:
+        """A TOML table, or (from the environment) ``NAME=ROLE[,ROLE] NAME=ROLE ...``."""
+        if not isinstance(v, str):
+            return v
+        out: dict[str, str] = {}
+        for item in v.replace(";", " ").split():
+            name, sep, roles = item.partition("=")
+            if not sep or not name or not roles:
+                raise ValueError(f"mtls_roles: expected NAME=ROLE[,ROLE] items, got {item!r}")
+            out[name] = roles
+        return out
 
 
 class QueryConfig(ClientSecurityConfig):

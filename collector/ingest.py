@@ -13,10 +13,11 @@ from collections import Counter
 from typing import Protocol
 
 import grpc
+import pyarrow.compute as pc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from c4.catalogue import Catalogue
-from c4.collector.auth import Authenticator, AuthError
+from c4.collector.auth import Authenticator, AuthError, certificate_name
 from c4.collector.store import CommitResult, PendingBatch
 from c4.collector.validate import Refusal, validate_payload
 from c4.config import CollectorConfig
@@ -118,16 +119,58 @@ class IngestService(pb_grpc.TelemetryServicer):
         self.writer = writer
         self.metrics = metrics
         self.auth = auth or Authenticator(None, metrics.inc)
+        #: agent id -> the node its last Hello in this process registered (rows of a ``*`` token's
+        #: agent must be of that node)
+        self.nodes: dict[str, str] = {}
 
     async def _identify(self, rpc: str, context: grpc.aio.ServicerContext, agent_id: str | None = None):
-        """The caller's identity (None without a tokens file); aborts the call when refused."""
+        """The caller's identity (None when callers are not checked); aborts the call when refused."""
         try:
-            ident = self.auth.identify(rpc, context.invocation_metadata())
+            ident = self.auth.identify(rpc, context.invocation_metadata(), certificate_name(context))
             if agent_id is not None:
                 self.auth.check_agent(rpc, ident, agent_id)
             return ident
         except AuthError as exc:
             await context.abort(exc.code, exc.message)
+
+    async def _hello_node(self, ident, request: pb.HelloRequest, context: grpc.aio.ServicerContext) -> str:
+        """The node a Hello registers; aborts when the caller may not register it."""
+        node = request.hostname or request.agent_id
+        try:
+            self.auth.check_node("Hello", ident, node)
+        except AuthError as exc:
+            await context.abort(exc.code, exc.message)
+        return node
+
+    def _authorize(self, rpc: str, ident, agent_id: str, spec, table) -> None:
+        """Raise a Refusal unless the caller may write these rows: its role is the table's writer, and
+        an agent's rows are all of its own node (its name, or the node its Hello registered)."""
+        if ident is None:
+            return
+        if spec.writer not in ident.roles:
+            self.auth.count(rpc, grpc.StatusCode.PERMISSION_DENIED)  # logged as a refused batch
+            raise Refusal(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"{ident.name!r} may not write table {spec.name!r} (written by the {spec.writer})",
+                "refused_table_not_allowed",
+            )
+        if spec.writer != "agent":
+            return
+        node = ident.node or self.nodes.get(agent_id)
+        if node is None:  # e.g. this ingest process restarted: the agent's reconnect says Hello again
+            raise Refusal(
+                grpc.StatusCode.UNAVAILABLE,
+                f"agent {agent_id!r} has not said Hello to this collector process: reconnect",
+                "refused_no_hello",
+            )
+        column = table.column("node")
+        if column.null_count or not pc.all(pc.equal(column, node), min_count=0).as_py():
+            self.auth.count(rpc, grpc.StatusCode.PERMISSION_DENIED)
+            raise Refusal(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"agent {agent_id!r} may write rows of node {node!r} only",
+                "refused_other_node",
+            )
 
     def _admit(
         self, rpc: str, batch: pb.Batch, ident, tally: Counter[str]
@@ -153,6 +196,7 @@ class IngestService(pb_grpc.TelemetryServicer):
             spec, table, span = validate_payload(
                 self.catalogue, batch.table, batch.schema_version, payload, self.cfg.max_batch_bytes
             )
+            self._authorize(rpc, ident, batch.agent_id, spec, table)
             parts = None
             if span is not None and self.keep_ipc_parts:
                 parts = (payload[: span[0]], memoryview(payload)[span[0] : span[1]])

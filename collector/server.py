@@ -14,7 +14,13 @@ import pyarrow as pa
 
 from c4 import __version__
 from c4.catalogue import Catalogue, load
-from c4.collector.auth import Authenticator, TokenTable, check_server_security, server_credentials
+from c4.collector.auth import (
+    Authenticator,
+    TokenTable,
+    check_server_security,
+    mtls_roles_of,
+    server_credentials,
+)
 from c4.collector.grouping import GroupError, decode_group, reply_for
 from c4.collector.ingest import IngestService, Metrics, agent_server, bind, set_serving
 from c4.collector.queries import QueryFailed, QueryRunner
@@ -63,9 +69,10 @@ class TelemetryService(IngestService):
 
     async def Hello(self, request: pb.HelloRequest, context: grpc.aio.ServicerContext) -> pb.HelloReply:
         """Record the node inventory and tell the agent where its committed sequence stands."""
-        await self._identify("Hello", context, request.agent_id)
+        ident = await self._identify("Hello", context, request.agent_id)
         if not request.agent_id:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "Hello: agent_id is empty")
+        node = await self._hello_node(ident, request, context)
         for table, version in request.table_versions.items():
             if table in self.catalogue and self.catalogue[table].version != version:
                 log.warning(
@@ -77,7 +84,7 @@ class TelemetryService(IngestService):
                 )
         row = {
             "ts": _now(),
-            "node": request.hostname or request.agent_id,
+            "node": node,
             "job": request.job,
             "agent_id": request.agent_id,
             "agent_version": request.agent_version,
@@ -90,6 +97,7 @@ class TelemetryService(IngestService):
         result = await self.writer.submit_async(self._internal_batch("nodes", [row]))
         if result.error:
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"Hello: could not record node: {result.error}")
+        self.nodes[request.agent_id] = node
         self.metrics.inc("hellos")
         log.info(
             "agent registered agent=%s node=%s gpus=%d nics=%d",
@@ -184,6 +192,7 @@ class Collector:
         self.security_warnings = check_server_security(cfg)  # before touching the store: fail fast
         self.metrics = Metrics()
         tokens = TokenTable.load(cfg.tokens_file) if cfg.tokens_file else None
+        mtls_roles = mtls_roles_of(cfg)
         self.credentials = (
             server_credentials(cfg.tls_cert, cfg.tls_key, cfg.tls_client_ca) if cfg.tls_cert else None
         )
@@ -207,7 +216,7 @@ class Collector:
                 cfg.store_threads,
             )
         self.writer = Writer(self.store, cfg.group_commit_max_batches)
-        self.auth = Authenticator(tokens, self.metrics.inc)
+        self.auth = Authenticator(tokens, self.metrics.inc, mtls_roles)
         self.service = TelemetryService(cfg, self.store, self.writer, self.metrics, self.auth)
         self.exporter = None
         self.server: grpc.aio.Server | None = None
