@@ -137,6 +137,8 @@ class CollectorConfig(BaseModel):
     insecure: bool = False  # allow plaintext / no tokens on a non-loopback listen address
     metrics_listen: str = ""  # HOST:PORT of the Prometheus /metrics endpoint ("" = off)
     metrics_window_s: float = Field(300.0, gt=0)  # rows older than this are not exported
+    metrics_max_connections: int = Field(16, ge=1, le=1024)  # /metrics clients at once; more get 503
+    metrics_read_timeout_s: float = Field(10.0, gt=0)  # a /metrics client silent this long is dropped
 
     _addr = field_validator("listen")(classmethod(lambda cls, v: _check_address(v)))
 
