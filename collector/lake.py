@@ -241,6 +241,10 @@ class LakeStore(Store):
         cur.execute(f"USE {LAKE}")
         return cur
 
+    def _query_instance(self) -> duckdb.DuckDBPyConnection:
+        """The read-only instance that runs untrusted SQL."""
+        return self.reader
+
     def _read_cursor(self) -> duckdb.DuckDBPyConnection:
         """A cursor of the read-only instance on the lake (every shard's rows)."""
         cur = self.reader.cursor()

@@ -147,13 +147,17 @@ class Store:
         """A new cursor for a reader thread."""
         return self.con.cursor()
 
+    def _query_instance(self) -> duckdb.DuckDBPyConnection:
+        """The connection of the DuckDB instance that runs untrusted SQL (the store's own here)."""
+        return self.con
+
     def _read_cursor(self) -> duckdb.DuckDBPyConnection:
         """A cursor for untrusted SQL (the lake's comes from a read-only instance)."""
         return self.cursor()
 
     def query_memory_used(self) -> int:
         """Bytes DuckDB holds for running operators, of every query (the diagnosis' too)."""
-        cur = self._read_cursor()
+        cur = self._query_instance().cursor()
         try:
             tags = ", ".join(f"'{t}'" for t in QUERY_MEMORY_TAGS)
             row = cur.execute(
