@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import os
 import re
 import threading
 from pathlib import Path
@@ -73,13 +74,32 @@ def conninfo(url: str) -> str:
     return " ".join(f"{k}={v}" for k, v in parts.items() if v is not None)
 
 
+def without_password(info: str) -> tuple[str, str]:
+    """A libpq key=value string without its ``password=`` item, and that password ('' if none)."""
+    kept, password = [], ""
+    for item in info.split():
+        key, _, value = item.partition("=")
+        if key == "password":
+            password = value
+        else:
+            kept.append(item)
+    return " ".join(kept), password
+
+
 def attach_lake(con: duckdb.DuckDBPyConnection, url: str, data_path: str, read_only: bool = False) -> None:
-    """Attach the lake as ``lake`` and make it the default catalog (``read_only``: every write fails)."""
+    """Attach the lake as ``lake`` and make it the default catalog (``read_only``: every write fails).
+
+    A password in the URL goes to libpq through ``PGPASSWORD``, not into the attached database's
+    path, which any reader sees in ``duckdb_databases()``.
+    """
     load_lake_extensions(con)
     data = data_path if "://" in data_path else str(Path(data_path).resolve()) + "/"
     if "://" not in data_path:
         Path(data).mkdir(parents=True, exist_ok=True)
-    escaped = conninfo(url).replace("'", "''")
+    info, password = without_password(conninfo(url))
+    if password:
+        os.environ["PGPASSWORD"] = password
+    escaped = info.replace("'", "''")
     mode = ", READ_ONLY" if read_only else ""
     try:
         con.execute(f"ATTACH 'ducklake:postgres:{escaped}' AS {LAKE} (DATA_PATH '{data}'{mode})")

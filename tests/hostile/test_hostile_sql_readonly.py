@@ -378,12 +378,14 @@ def test_a_reader_cannot_write_through_the_query_rpc(tmp_path):
 def test_a_reader_cannot_write_through_the_lake_query_rpc(tmp_path, postgres):
     from c4.collector.lake import shard_table
 
+    password = "lake-s3cret-pw"  # the test PostgreSQL trusts loopback: any password will do
+    url = postgres.url.replace("postgres://c4@", f"postgres://c4:{password}@")
     col = CollectorProc(
         tmp_path,
         extra=[
             *_tokens(tmp_path),
             "--lake",
-            postgres.url,
+            url,
             "--lake-data-path",
             str(tmp_path / "lake-data"),
             "--shard",
@@ -392,5 +394,9 @@ def test_a_reader_cannot_write_through_the_lake_query_rpc(tmp_path, postgres):
     ).start()
     try:
         _hostile_run(tmp_path, col, shard_table("a"))
+        reader = token_security(tmp_path, READER_TOKEN)
+        for sql in ("SELECT * FROM duckdb_databases()", "SHOW DATABASES", "SELECT * FROM duckdb_settings()"):
+            shown = query_arrow(col.address, sql, security=reader)[0].to_pylist()
+            assert password not in str(shown), sql  # the lake's credentials are not the readers'
     finally:
         assert col.stop() == 0
