@@ -18,6 +18,7 @@ from testkit.wire import batch, code_of, heartbeat, hello, stub, token_security
 
 from c4.agent.push import PushError, push_table
 from c4.catalogue import load
+from c4.collector.auth import CERT_NAME_KEY
 from c4.collector.bench_proc import free_port
 from c4.query import QueryError, query_arrow
 from c4.security import ClientSecurity
@@ -249,6 +250,12 @@ def test_a_certificate_is_its_name_with_the_roles_configured(tmp_path, pki, inge
         with pytest.raises(QueryError) as err:
             query_arrow(col.address, "SELECT 1", security=_client(pki, "node-a"))
         assert err.value.code == grpc.StatusCode.PERMISSION_DENIED
+        # nor by claiming the name an ingest process relays to the store process
+        spoofed = [(CERT_NAME_KEY, "dashboard")]
+        query = pb.QueryRequest(sql="SELECT 1")
+        assert code_of(lambda: list(node_a.Query(query, metadata=spoofed, timeout=30))) == (
+            grpc.StatusCode.PERMISSION_DENIED
+        )
         dash = stub(col.address, dashboard)
         assert code_of(lambda: acks(dash, [heartbeat("dashboard", 1)])) == grpc.StatusCode.PERMISSION_DENIED
         star = stub(col.address, _client(pki, "star"))
