@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import urllib.error
 import urllib.request
 
 import grpc
@@ -71,6 +72,15 @@ def forged_fault(node: str) -> dict:
         "state": "open",
         "action": "drain_node",
     }
+
+
+def metrics_text(port: int) -> str | None:
+    """The /metrics page, or None while nothing listens there."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as r:
+            return r.read().decode()
+    except urllib.error.URLError:
+        return None
 
 
 def full(table: str, row: dict) -> pa.Table:
@@ -148,9 +158,8 @@ def test_tokens_write_only_their_tables_and_their_own_nodes_rows(tmp_path, inges
             push_table(col.address, "agent_heartbeat", beats, agent_id="c4-plan", security=planner)
 
         assert rows("SELECT count(*) AS n FROM faults") == [{"n": 0}]
-        scraped = (
-            urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=30).read().decode()
-        )
+        # (behind ingest processes /metrics starts once they all serve, after the first answers)
+        scraped = wait_for(lambda: metrics_text(metrics_port), what="/metrics serving")
         assert "c4_faults_open{" not in scraped and "gpu0" not in scraped
         assert rows("SELECT node, count(*) AS n FROM agent_heartbeat GROUP BY 1 ORDER BY 1") == [
             {"node": "node-a", "n": 2},
