@@ -112,6 +112,9 @@ class CollectorConfig(BaseModel):
     retention_interval_s: float = Field(300, gt=0)
     query_max_rows: int = Field(1_000_000, ge=1)
     query_timeout_s: float = Field(30.0, gt=0)
+    query_max_running: int = Field(16, ge=1, le=256)  # queries executing at once, each on its own thread
+    query_max_queued: int = Field(64, ge=0)  # queries waiting for one of those; more: RESOURCE_EXHAUSTED
+    query_memory_bytes: int = Field(2 << 30, ge=64 << 20)  # what running queries may hold together
     max_batch_bytes: int = Field(16 << 20, ge=1 << 12)
     metrics_interval_s: float = Field(10.0, gt=0)
     group_commit_max_batches: int = Field(4096, ge=1)
@@ -136,9 +139,13 @@ class CollectorConfig(BaseModel):
     tls_key: str = ""
     tls_client_ca: str = ""  # PEM CA of agent certificates: require mutual TLS
     tokens_file: str = ""  # bearer tokens: TOKEN ROLES NAME per line
+    # mutual TLS without tokens_file: client certificate name (CN) -> roles, "*" for any other name
+    mtls_roles: dict[str, str] = Field(default_factory=dict)
     insecure: bool = False  # allow plaintext / no tokens on a non-loopback listen address
     metrics_listen: str = ""  # HOST:PORT of the Prometheus /metrics endpoint ("" = off)
     metrics_window_s: float = Field(300.0, gt=0)  # rows older than this are not exported
+    metrics_max_connections: int = Field(16, ge=1, le=1024)  # /metrics clients at once; more get 503
+    metrics_read_timeout_s: float = Field(10.0, gt=0)  # a /metrics client silent this long is dropped
 
     _addr = field_validator("listen")(classmethod(lambda cls, v: _check_address(v)))
 
@@ -146,6 +153,20 @@ class CollectorConfig(BaseModel):
     @classmethod
     def _metrics_addr(cls, v: str) -> str:
         return _check_address(v) if v else v
+
+    @field_validator("mtls_roles", mode="before")
+    @classmethod
+    def _mtls_roles(cls, v: Any) -> Any:
+        """A TOML table, or (from the environment) ``NAME=ROLE[,ROLE] NAME=ROLE ...``."""
+        if not isinstance(v, str):
+            return v
+        out: dict[str, str] = {}
+        for item in v.replace(";", " ").split():
+            name, sep, roles = item.partition("=")
+            if not sep or not name or not roles:
+                raise ValueError(f"mtls_roles: expected NAME=ROLE[,ROLE] items, got {item!r}")
+            out[name] = roles
+        return out
 
 
 class QueryConfig(ClientSecurityConfig):

@@ -1,14 +1,22 @@
-"""Collector side of security: the tokens file, bearer-token checks per RPC, and TLS server credentials.
+"""Collector side of security: who calls (a bearer token, or a client certificate), what each may do,
+and TLS server credentials.
 
 Tokens file, one token a line (``#`` starts a comment)::
 
-    <token>  agent   gpu-node-017   # may Hello/Push/PushBundle as agent_id gpu-node-017 only
-    <token>  agent   *              # may Push as any agent_id (one token for a whole DaemonSet)
+    <token>  agent   gpu-node-017   # Hello/Push as agent gpu-node-017 of node gpu-node-017 only
+    <token>  agent   *              # as any agent and node (one token for a whole DaemonSet)
     <token>  reader  grafana        # may Query and read Stats
     <token>  reader,operator  ops   # may also acknowledge/resolve faults (UpdateFault)
+    <token>  planner c4-plan        # may push C4P plans (c4 plan --collector)
 
-A missing or unknown token is refused with UNAUTHENTICATED, a known token without the role
-(or pushing as another agent) with PERMISSION_DENIED; both are counted.
+Without a tokens file but with mutual TLS, the client certificate's subject Common Name is the
+identity and ``mtls_roles`` (name -> roles, ``*`` for every other certificate) gives its roles.
+
+A table is pushed only by the role its catalogue entry names as ``writer`` (agents: the agent
+tables; derived tables such as faults are written by the collector alone), and an agent's rows only
+for its own node: the identity's name, or, under a ``*`` token, the node its Hello registered.
+A missing or unknown token or certificate is refused with UNAUTHENTICATED, a known one without the
+role (or speaking for another agent or node) with PERMISSION_DENIED; both are counted.
 """
 
 from __future__ import annotations
@@ -25,29 +33,70 @@ from c4.security import AUTH_METADATA_KEY, SecurityError, is_loopback, read_file
 
 log = logging.getLogger("c4.collector.auth")
 
-ROLES = {"agent", "reader", "operator"}
-#: RPC method name -> role it needs.
+#: Roles that push the tables whose catalogue ``writer`` they are.
+PUSH_ROLES = frozenset({"agent", "planner", "sim"})
+ROLES = PUSH_ROLES | {"reader", "operator"}
+#: RPC method name -> roles of which it needs one.
 RPC_ROLES = {
-    "Hello": "agent",
-    "Push": "agent",
-    "PushBundle": "agent",
-    "Query": "reader",
-    "Stats": "reader",
-    "UpdateFault": "operator",
+    "Hello": frozenset({"agent"}),
+    "Push": PUSH_ROLES,
+    "PushBundle": PUSH_ROLES,
+    "Query": frozenset({"reader"}),
+    "Stats": frozenset({"reader"}),
+    "UpdateFault": frozenset({"operator"}),
 }
 MIN_TOKEN_CHARS = 16
+#: Metadata an ingest process adds to a call it relays over the private socket: the client
+#: certificate's name it saw (trusted only from that socket, see certificate_name).
+CERT_NAME_KEY = "x-c4-certificate-name"
 
 
 @dataclass(frozen=True)
 class Identity:
-    """Who a token belongs to: a name (agent id, ``*`` for any agent, or a reader's name) and roles."""
+    """Who calls: a name (agent id and node, ``*`` for any agent, or a reader's name) and roles."""
 
     name: str
     roles: frozenset[str]
 
     def may_push_as(self, agent_id: str) -> bool:
         """Whether this identity may send batches for ``agent_id``."""
-        return "agent" in self.roles and self.name in ("*", agent_id)
+        return bool(self.roles & PUSH_ROLES) and self.name in ("*", agent_id)
+
+    @property
+    def node(self) -> str | None:
+        """The only node this identity may register and write rows for (None: any, a ``*`` token)."""
+        return None if self.name == "*" else self.name
+
+
+def parse_roles(text: str, where: str) -> frozenset[str]:
+    """``agent`` or ``reader,operator`` -> roles; SecurityError naming ``where`` when unknown."""
+    roles = frozenset(r.strip() for r in text.split(",") if r.strip())
+    if not roles or roles - ROLES:
+        raise SecurityError(f"{where}: roles must be some of {', '.join(sorted(ROLES))}, got {text!r}")
+    return roles
+
+
+def mtls_roles_of(cfg) -> dict[str, frozenset[str]] | None:
+    """Certificate name -> roles when client certificates identify callers (mutual TLS, no tokens file)."""
+    if not cfg.tls_client_ca or cfg.tokens_file:
+        return None
+    return {name: parse_roles(roles, f"mtls_roles[{name!r}]") for name, roles in cfg.mtls_roles.items()}
+
+
+def certificate_name(context) -> str | None:
+    """The client certificate's subject Common Name, or the one an ingest process relayed.
+
+    A relayed name is believed only on the collector's private unix socket (a ``0700`` directory),
+    where only its own ingest processes connect.
+    """
+    names = (context.auth_context() or {}).get("x509_common_name")
+    if names:
+        return names[0].decode("utf-8", "replace")
+    if (context.peer() or "").startswith("unix:"):
+        for key, value in context.invocation_metadata() or ():
+            if key == CERT_NAME_KEY and isinstance(value, str):
+                return value
+    return None
 
 
 def _digest(token: str) -> bytes:
@@ -75,11 +124,7 @@ class TokenTable:
                     f"tokens_file {path} line {n}: expected 'TOKEN ROLES NAME', got {len(parts)} fields"
                 )
             token, roles_s, name = parts
-            roles = frozenset(r for r in roles_s.split(",") if r)
-            if not roles or roles - ROLES:
-                raise SecurityError(
-                    f"tokens_file {path} line {n}: roles must be agent, reader and/or operator, got {roles_s!r}"
-                )
+            roles = parse_roles(roles_s, f"tokens_file {path} line {n}")
             if len(token) < MIN_TOKEN_CHARS:
                 raise SecurityError(
                     f"tokens_file {path} line {n}: token shorter than {MIN_TOKEN_CHARS} characters"
@@ -124,45 +169,75 @@ class AuthError(Exception):
 
 
 class Authenticator:
-    """Checks each RPC's bearer token against the tokens file (no tokens file: everyone allowed)."""
+    """Checks each RPC's caller: a bearer token from the tokens file, else (mutual TLS without one) the
+    client certificate's name against ``mtls_roles``; with neither, everyone may do everything."""
 
-    def __init__(self, tokens: TokenTable | None, count) -> None:
+    def __init__(
+        self, tokens: TokenTable | None, count, mtls_roles: dict[str, frozenset[str]] | None = None
+    ) -> None:
         self.tokens = tokens
+        self.mtls_roles = mtls_roles if tokens is None else None
         self._count = count  # count(name) adds one to a collector counter
 
     @property
     def enabled(self) -> bool:
-        """Whether tokens are checked at all."""
-        return self.tokens is not None
+        """Whether callers are checked at all."""
+        return self.tokens is not None or self.mtls_roles is not None
 
-    def identify(self, rpc: str, metadata) -> Identity | None:
+    def identify(self, rpc: str, metadata, certificate: str | None = None) -> Identity | None:
         """The caller's identity for ``rpc``; raise AuthError (counted) if refused. None when disabled."""
-        if self.tokens is None:
+        if self.tokens is not None:
+            token = bearer_token(metadata)
+            if not token:
+                raise self.refuse(rpc, grpc.StatusCode.UNAUTHENTICATED, "missing bearer token")
+            ident = self.tokens.lookup(token)
+            if ident is None:
+                raise self.refuse(rpc, grpc.StatusCode.UNAUTHENTICATED, "unknown bearer token")
+            who = f"token of {ident.name!r}"
+        elif self.mtls_roles is not None:
+            if not certificate or certificate == "*":
+                raise self.refuse(rpc, grpc.StatusCode.UNAUTHENTICATED, "no client certificate name")
+            roles = self.mtls_roles.get(certificate, self.mtls_roles.get("*"))
+            if not roles:
+                raise self.refuse(
+                    rpc,
+                    grpc.StatusCode.PERMISSION_DENIED,
+                    f"certificate {certificate!r} has no role (mtls_roles)",
+                )
+            ident, who = Identity(certificate, roles), f"certificate {certificate!r}"
+        else:
             return None
-        token = bearer_token(metadata)
-        if not token:
-            raise self._refuse(rpc, grpc.StatusCode.UNAUTHENTICATED, "missing bearer token")
-        ident = self.tokens.lookup(token)
-        if ident is None:
-            raise self._refuse(rpc, grpc.StatusCode.UNAUTHENTICATED, "unknown bearer token")
-        role = RPC_ROLES[rpc]
-        if role not in ident.roles:
-            raise self._refuse(
-                rpc, grpc.StatusCode.PERMISSION_DENIED, f"token of {ident.name!r} lacks the {role} role"
-            )
+        needed = RPC_ROLES[rpc]
+        if not needed & ident.roles:
+            role = " or ".join(sorted(needed))
+            raise self.refuse(rpc, grpc.StatusCode.PERMISSION_DENIED, f"{who} lacks the {role} role")
         return ident
 
     def check_agent(self, rpc: str, ident: Identity | None, agent_id: str) -> None:
-        """Refuse (counted) when the token may not speak for ``agent_id``."""
+        """Refuse (counted) when the caller may not speak for ``agent_id``."""
         if ident is not None and not ident.may_push_as(agent_id):
-            raise self._refuse(
+            raise self.refuse(
                 rpc,
                 grpc.StatusCode.PERMISSION_DENIED,
-                f"token of {ident.name!r} may not send as agent {agent_id!r}",
+                f"{ident.name!r} may not send as agent {agent_id!r}",
             )
 
-    def _refuse(self, rpc: str, code: grpc.StatusCode, message: str) -> AuthError:
+    def check_node(self, rpc: str, ident: Identity | None, node: str) -> None:
+        """Refuse (counted) a Hello registering a node the caller is not."""
+        if ident is not None and ident.node is not None and node != ident.node:
+            raise self.refuse(
+                rpc,
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"{ident.name!r} may register node {ident.name!r} only",
+            )
+
+    def count(self, rpc: str, code: grpc.StatusCode) -> None:
+        """Count one refusal of ``rpc`` (auth_refused:<rpc>:<code>)."""
         self._count(f"auth_refused:{rpc.lower()}:{code.name.lower()}")
+
+    def refuse(self, rpc: str, code: grpc.StatusCode, message: str) -> AuthError:
+        """Count and log a refusal; the error to abort the call with."""
+        self.count(rpc, code)
         log.warning("call refused rpc=%s code=%s reason=%s", rpc, code.name, message)
         return AuthError(code, f"{rpc}: {message}")
 
@@ -195,8 +270,20 @@ def check_server_security(cfg) -> list[str]:
             "serving plaintext gRPC "
             + ("(insecure = true)" if exposed else "on a loopback address (no tls_cert configured)")
         )
-    if not cfg.tokens_file:
-        if exposed and not cfg.insecure and not cfg.tls_client_ca:
+    if cfg.mtls_roles and (cfg.tokens_file or not cfg.tls_client_ca):
+        raise SecurityError(
+            "collector: mtls_roles gives client certificates their roles under mutual TLS without a "
+            "tokens_file (set tls_client_ca and no tokens_file, or drop mtls_roles)"
+        )
+    if cfg.tls_client_ca and not cfg.tokens_file:
+        if not cfg.mtls_roles:
+            raise SecurityError(
+                "collector: mutual TLS without tokens_file needs mtls_roles, the roles of each client "
+                'certificate name (e.g. mtls_roles = {"*" = "agent", "dashboard" = "reader"})'
+            )
+        mtls_roles_of(cfg)  # names an unknown role now rather than at the first call
+    elif not cfg.tokens_file:
+        if exposed and not cfg.insecure:
             raise SecurityError(
                 f"collector: listen = {cfg.listen!r} is not a loopback address: set tokens_file "
                 "(or tls_client_ca for mutual TLS, or insecure = true) so that not anyone can push and query"

@@ -11,14 +11,17 @@ from a node whose clock ran ahead cannot pin its gauges.
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from socketserver import ThreadingMixIn
 from typing import TYPE_CHECKING
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CollectorRegistry, ProcessCollector, start_http_server
+from prometheus_client import CollectorRegistry, ProcessCollector, make_wsgi_app
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from c4.collector.store import SEQ_TABLE
@@ -397,8 +400,57 @@ class C4Metrics:
         return [age, ts, seq]
 
 
+class _Handler(WSGIRequestHandler):
+    """One scrape per connection, nothing logged per request; reads time out (``timeout``, seconds)."""
+
+    timeout = 10.0
+
+    def log_message(self, format, *args):  # noqa: A002 - the base class's signature
+        """Log nothing per request."""
+
+
+class _BoundedServer(ThreadingMixIn, WSGIServer):
+    """A thread per connection, but at most ``max_connections`` at once: more are answered 503 and
+    closed, so clients holding connections open cannot take every thread of the collector."""
+
+    daemon_threads = True
+    max_connections = 16
+    request_queue_size = 128  # a burst of connections is answered, not left in the SYN backlog
+    on_refused = staticmethod(lambda: None)
+
+    def server_activate(self) -> None:
+        self._slots = threading.BoundedSemaphore(self.max_connections)
+        super().server_activate()
+
+    def process_request(self, request, client_address) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.on_refused()
+            try:
+                request.settimeout(0.0)  # never wait on a client that does not read
+                request.send(b"HTTP/1.0 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n")
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request, client_address) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def handle_error(self, request, client_address) -> None:
+        """A client that timed out or went away: a debug line, not a traceback on stderr."""
+        log.debug("metrics connection failed client=%s", client_address, exc_info=True)
+
+
 class MetricsServer:
-    """The HTTP server for ``/metrics`` (prometheus_client's, in its own daemon thread)."""
+    """The HTTP server for ``/metrics`` in its own daemon thread, with bounded connections."""
 
     def __init__(self, collector: Collector, listen: str) -> None:
         self.listen = listen
@@ -407,6 +459,9 @@ class MetricsServer:
         self.metrics = C4Metrics(collector, collector.cfg.metrics_window_s, collector.cfg.max_clock_skew_s)
         self.registry.register(self.metrics)
         ProcessCollector(registry=self.registry)
+        self.max_connections = collector.cfg.metrics_max_connections
+        self.read_timeout_s = collector.cfg.metrics_read_timeout_s
+        self._count = collector.metrics.inc
         self._server = None
 
     @property
@@ -416,7 +471,22 @@ class MetricsServer:
 
     def start(self) -> None:
         """Bind and serve in a daemon thread; raises OSError if the port is taken."""
-        self._server, _ = start_http_server(self.port, addr=self.host, registry=self.registry)
+        family = socket.getaddrinfo(self.host or None, self.port, type=socket.SOCK_STREAM)[0][0]
+        count = self._count
+        server_class = type(
+            "MetricsHTTPServer",
+            (_BoundedServer,),
+            {
+                "address_family": family,
+                "max_connections": self.max_connections,
+                "on_refused": staticmethod(lambda: count("metrics_connections_refused")),
+            },
+        )
+        handler = type("MetricsHandler", (_Handler,), {"timeout": self.read_timeout_s})
+        self._server = make_server(
+            self.host, self.port, make_wsgi_app(self.registry), server_class, handler_class=handler
+        )
+        threading.Thread(target=self._server.serve_forever, name="c4-metrics", daemon=True).start()
         if self.port == 0:
             self.port = self._server.server_port
             self.listen = f"{self.host}:{self.port}"

@@ -28,7 +28,14 @@ from collections import Counter, deque
 import grpc
 
 from c4.catalogue import Catalogue, load
-from c4.collector.auth import Authenticator, TokenTable, server_credentials
+from c4.collector.auth import (
+    CERT_NAME_KEY,
+    Authenticator,
+    TokenTable,
+    certificate_name,
+    mtls_roles_of,
+    server_credentials,
+)
 from c4.collector.grouping import encode_group, results_of
 from c4.collector.ingest import IngestService, Metrics, agent_server, bind, set_serving
 from c4.collector.sequence import BrokenStreams
@@ -186,7 +193,16 @@ class StoreClient:
 
 
 def _relayed(context: grpc.aio.ServicerContext) -> list[tuple[str, str | bytes]]:
-    return [(k, v) for k, v in context.invocation_metadata() or () if not k.startswith(_HOP_KEYS)]
+    """The caller's metadata for the store process, with the client certificate's name we saw."""
+    metadata = [
+        (k, v)
+        for k, v in context.invocation_metadata() or ()
+        if not k.startswith(_HOP_KEYS) and k != CERT_NAME_KEY
+    ]
+    name = certificate_name(context)
+    if name:
+        metadata.append((CERT_NAME_KEY, name))
+    return metadata
 
 
 class FrontService(IngestService):
@@ -216,8 +232,13 @@ class FrontService(IngestService):
             await context.abort(exc.code(), exc.details() or "")
 
     async def Hello(self, request: pb.HelloRequest, context: grpc.aio.ServicerContext) -> pb.HelloReply:
-        """Relayed to the store process (it records the node and knows the agent's last sequence)."""
-        return await self._unary("Hello", request, context)
+        """Relayed to the store process (it records the node and knows the agent's last sequence);
+        checked here too, where the agent's batches come, which remembers the node it registered."""
+        ident = await self._identify("Hello", context, request.agent_id)
+        node = await self._hello_node(ident, request, context)
+        reply = await self._unary("Hello", request, context)
+        self.nodes[request.agent_id] = node
+        return reply
 
     async def Stats(self, request: pb.StatsRequest, context: grpc.aio.ServicerContext) -> pb.StatsReply:
         """Relayed: the store process holds every process's counters."""
@@ -248,7 +269,7 @@ async def serve_front(cfg: CollectorConfig, store_address: str, stop: asyncio.Ev
     """Serve agents on ``cfg.listen`` until ``stop`` is set; prints ``ready PORT`` once serving."""
     metrics = Metrics()
     tokens = TokenTable.load(cfg.tokens_file) if cfg.tokens_file else None
-    auth = Authenticator(tokens, metrics.inc)
+    auth = Authenticator(tokens, metrics.inc, mtls_roles_of(cfg))
     channel = grpc.aio.insecure_channel(
         store_address,
         options=[

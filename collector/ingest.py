@@ -13,10 +13,11 @@ from collections import Counter
 from typing import Protocol
 
 import grpc
+import pyarrow.compute as pc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from c4.catalogue import Catalogue
-from c4.collector.auth import Authenticator, AuthError
+from c4.collector.auth import Authenticator, AuthError, certificate_name
 from c4.collector.sequence import new_stream_id
 from c4.collector.store import CommitResult, PendingBatch
 from c4.collector.validate import Refusal, validate_payload
@@ -100,6 +101,35 @@ class CommitSink(Protocol):
         ...
 
 
+class StreamState:
+    """One Push or PushBundle call: its id, and the seq of its first batch answered with a retryable error.
+
+    An agent that gets a retryable answer reconnects and sends that batch and every later one again;
+    none of the later ones may commit before it (the next Hello would report them committed and the
+    agent would drop the failed one), so once one failed the rest of the stream is held back.
+    """
+
+    def __init__(self) -> None:
+        self.id = new_stream_id()
+        self.failed_seq = 0
+
+    def note(self, batch: pb.Batch, outcome: Refusal | CommitResult) -> None:
+        """Remember the first batch of this stream whose answer is retryable."""
+        if self.failed_seq:
+            return
+        if outcome.retryable if isinstance(outcome, Refusal) else (outcome.error and not outcome.refused):
+            self.failed_seq = batch.seq
+
+    def held(self, batch: pb.Batch) -> Refusal:
+        """The retryable answer of a batch that follows a failed one."""
+        return Refusal(
+            grpc.StatusCode.UNAVAILABLE,
+            f"seq {batch.seq} not committed: seq {self.failed_seq} of the same stream failed before it "
+            "(reconnect and send again from the last committed sequence)",
+            "held_after_failure",
+        )
+
+
 class IngestService(pb_grpc.TelemetryServicer):
     """Push and PushBundle: validate each batch, commit the valid ones through a sink, ack each."""
 
@@ -119,23 +149,66 @@ class IngestService(pb_grpc.TelemetryServicer):
         self.writer = writer
         self.metrics = metrics
         self.auth = auth or Authenticator(None, metrics.inc)
+        #: agent id -> the node its last Hello in this process registered (rows of a ``*`` token's
+        #: agent must be of that node)
+        self.nodes: dict[str, str] = {}
 
     async def _identify(self, rpc: str, context: grpc.aio.ServicerContext, agent_id: str | None = None):
-        """The caller's identity (None without a tokens file); aborts the call when refused."""
+        """The caller's identity (None when callers are not checked); aborts the call when refused."""
         try:
-            ident = self.auth.identify(rpc, context.invocation_metadata())
+            ident = self.auth.identify(rpc, context.invocation_metadata(), certificate_name(context))
             if agent_id is not None:
                 self.auth.check_agent(rpc, ident, agent_id)
             return ident
         except AuthError as exc:
             await context.abort(exc.code, exc.message)
 
+    async def _hello_node(self, ident, request: pb.HelloRequest, context: grpc.aio.ServicerContext) -> str:
+        """The node a Hello registers; aborts when the caller may not register it."""
+        node = request.hostname or request.agent_id
+        try:
+            self.auth.check_node("Hello", ident, node)
+        except AuthError as exc:
+            await context.abort(exc.code, exc.message)
+        return node
+
+    def _authorize(self, rpc: str, ident, agent_id: str, spec, table) -> None:
+        """Raise a Refusal unless the caller may write these rows: its role is the table's writer, and
+        an agent's rows are all of its own node (its name, or the node its Hello registered)."""
+        if ident is None:
+            return
+        if spec.writer not in ident.roles:
+            self.auth.count(rpc, grpc.StatusCode.PERMISSION_DENIED)  # logged as a refused batch
+            raise Refusal(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"{ident.name!r} may not write table {spec.name!r} (written by the {spec.writer})",
+                "refused_table_not_allowed",
+            )
+        if spec.writer != "agent":
+            return
+        node = ident.node or self.nodes.get(agent_id)
+        if node is None:  # e.g. this ingest process restarted: the agent's reconnect says Hello again
+            raise Refusal(
+                grpc.StatusCode.UNAVAILABLE,
+                f"agent {agent_id!r} has not said Hello to this collector process: reconnect",
+                "refused_no_hello",
+            )
+        column = table.column("node")
+        if column.null_count or not pc.all(pc.equal(column, node), min_count=0).as_py():
+            self.auth.count(rpc, grpc.StatusCode.PERMISSION_DENIED)
+            raise Refusal(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"agent {agent_id!r} may write rows of node {node!r} only",
+                "refused_other_node",
+            )
+
     def _admit(
-        self, rpc: str, batch: pb.Batch, ident, tally: Counter[str], stream: int
+        self, rpc: str, batch: pb.Batch, ident, tally: Counter[str], stream: StreamState
     ) -> PendingBatch | Refusal | AuthError:
         """Check one received batch: a PendingBatch to commit, a Refusal to ack, or an AuthError to abort on.
 
-        ``stream`` numbers the call that carried it (a failed batch stops the rest of its stream).
+        ``stream`` is the call that carried it: once one of its batches was answered with a
+        retryable error, the rest is held back (answered UNAVAILABLE, never committed).
         Counters go to ``tally``, which the caller adds to the metrics once per message.
         """
         payload = batch.arrow_ipc  # each read of a protobuf bytes field copies it: read it once
@@ -145,6 +218,9 @@ class IngestService(pb_grpc.TelemetryServicer):
             self.auth.check_agent(rpc, ident, batch.agent_id)
         except AuthError as exc:
             return exc
+        if stream.failed_seq:
+            tally["batches_held"] += 1
+            return stream.held(batch)
         try:
             if not batch.agent_id or batch.seq == 0:
                 raise Refusal(
@@ -155,14 +231,16 @@ class IngestService(pb_grpc.TelemetryServicer):
             spec, table, span = validate_payload(
                 self.catalogue, batch.table, batch.schema_version, payload, self.cfg.max_batch_bytes
             )
+            self._authorize(rpc, ident, batch.agent_id, spec, table)
             parts = None
             if span is not None and self.keep_ipc_parts:
                 parts = (payload[: span[0]], memoryview(payload)[span[0] : span[1]])
             return PendingBatch(
-                batch.agent_id, batch.seq, spec, table, parts, stream=stream, spool_epoch=batch.spool_epoch
+                batch.agent_id, batch.seq, spec, table, parts, stream=stream.id, spool_epoch=batch.spool_epoch
             )
         except Refusal as refusal:
-            tally["batches_refused"] += 1
+            stream.note(batch, refusal)
+            tally["batches_retry" if refusal.retryable else "batches_refused"] += 1
             tally[refusal.counter] += 1
             log.warning(
                 "batch refused agent=%s seq=%d table=%s reason=%s",
@@ -206,7 +284,7 @@ class IngestService(pb_grpc.TelemetryServicer):
     async def Push(self, request_iterator, context: grpc.aio.ServicerContext):
         """Validate each batch, hand it to the writer, and ack it once committed (in order)."""
         ident = await self._identify("Push", context)
-        stream = new_stream_id()
+        stream = StreamState()
         pending: asyncio.Queue = asyncio.Queue(maxsize=512)
         self.metrics.inc("push_streams")
 
@@ -235,6 +313,7 @@ class IngestService(pb_grpc.TelemetryServicer):
                     await context.abort(outcome.code, outcome.message)
                 if not isinstance(outcome, Refusal):
                     outcome = await outcome
+                    stream.note(batch, outcome)
                 tally = Counter()
                 ack = self._ack(batch, outcome, tally)
                 self.metrics.add(tally)
@@ -251,7 +330,7 @@ class IngestService(pb_grpc.TelemetryServicer):
         moves up to a whole bundle per commit, and the writer groups the bundles of every stream.
         """
         ident = await self._identify("PushBundle", context)
-        stream = new_stream_id()
+        stream = StreamState()
         self.metrics.inc("push_streams")
         async for bundle in request_iterator:
             tally: Counter[str] = Counter(bundles_received=1)
@@ -262,9 +341,9 @@ class IngestService(pb_grpc.TelemetryServicer):
                 await context.abort(denied.code, denied.message)
             valid = [o for o in outcomes if isinstance(o, PendingBatch)]
             results = iter(await self.writer.submit_many_async(valid) if valid else ())
-            acks = [
-                self._ack(b, o if isinstance(o, Refusal) else next(results), tally)
-                for b, o in zip(bundle.batches, outcomes, strict=True)
-            ]
+            resolved = [o if isinstance(o, Refusal) else next(results) for o in outcomes]
+            for b, outcome in zip(bundle.batches, resolved, strict=True):
+                stream.note(b, outcome)
+            acks = [self._ack(b, o, tally) for b, o in zip(bundle.batches, resolved, strict=True)]
             self.metrics.add(tally)
             yield pb.AckBundle(acks=acks)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import os
 import re
 import threading
 from pathlib import Path
@@ -74,15 +75,35 @@ def conninfo(url: str) -> str:
     return " ".join(f"{k}={v}" for k, v in parts.items() if v is not None)
 
 
-def attach_lake(con: duckdb.DuckDBPyConnection, url: str, data_path: str) -> None:
-    """Attach the lake as ``lake`` and make it the default catalog."""
+def without_password(info: str) -> tuple[str, str]:
+    """A libpq key=value string without its ``password=`` item, and that password ('' if none)."""
+    kept, password = [], ""
+    for item in info.split():
+        key, _, value = item.partition("=")
+        if key == "password":
+            password = value
+        else:
+            kept.append(item)
+    return " ".join(kept), password
+
+
+def attach_lake(con: duckdb.DuckDBPyConnection, url: str, data_path: str, read_only: bool = False) -> None:
+    """Attach the lake as ``lake`` and make it the default catalog (``read_only``: every write fails).
+
+    A password in the URL goes to libpq through ``PGPASSWORD``, not into the attached database's
+    path, which any reader sees in ``duckdb_databases()``.
+    """
     load_lake_extensions(con)
     data = data_path if "://" in data_path else str(Path(data_path).resolve()) + "/"
     if "://" not in data_path:
         Path(data).mkdir(parents=True, exist_ok=True)
-    escaped = conninfo(url).replace("'", "''")
+    info, password = without_password(conninfo(url))
+    if password:
+        os.environ["PGPASSWORD"] = password
+    escaped = info.replace("'", "''")
+    mode = ", READ_ONLY" if read_only else ""
     try:
-        con.execute(f"ATTACH 'ducklake:postgres:{escaped}' AS {LAKE} (DATA_PATH '{data}')")
+        con.execute(f"ATTACH 'ducklake:postgres:{escaped}' AS {LAKE} (DATA_PATH '{data}'{mode})")
     except duckdb.Error as exc:
         raise LakeError(f"cannot attach the lake at {url}: {exc}") from None
     con.execute(f"USE {LAKE}")
@@ -96,7 +117,15 @@ def shard_table(shard: str) -> str:
 class LakeStore(Store):
     """A Store whose tables live in a DuckLake shared by several collectors (one shard each)."""
 
-    def __init__(self, url: str, data_path: str, catalogue: Catalogue, shard: str, threads: int = 0) -> None:
+    def __init__(
+        self,
+        url: str,
+        data_path: str,
+        catalogue: Catalogue,
+        shard: str,
+        threads: int = 0,
+        query_memory_bytes: int = 0,
+    ) -> None:
         self.url = url
         self.data_path = data_path
         self.shard = shard
@@ -105,6 +134,22 @@ class LakeStore(Store):
         self._wanted_lock = threading.Lock()
         self._lookup_lock = threading.Lock()
         super().__init__(Path(data_path) / f"{self.seq_table}.marker", catalogue, threads=threads)
+        self.reader = self._open_reader(threads, query_memory_bytes)
+
+    def _open_reader(self, threads: int, memory_bytes: int) -> duckdb.DuckDBPyConnection:
+        """A second DuckDB instance that attached the lake READ_ONLY, for untrusted SQL.
+
+        Its lake catalog is attached read-only too, so PostgreSQL itself runs its transactions
+        READ ONLY; its memory limit is the queries' alone (``memory_bytes``, 0 = DuckDB's default).
+        """
+        con = duckdb.connect()
+        attach_lake(con, self.url, self.data_path, read_only=True)
+        if memory_bytes:
+            con.execute(f"SET memory_limit = '{int(memory_bytes)}B'")
+        if threads:
+            con.execute(f"SET threads = {int(threads)}")
+        self._lock_down_con(con)
+        return con
 
     def _connect(self) -> duckdb.DuckDBPyConnection:
         con = duckdb.connect()
@@ -113,9 +158,13 @@ class LakeStore(Store):
         return con
 
     def _lock_down(self) -> None:
+        self._lock_down_con(self.con)
+
+    def _lock_down_con(self, con: duckdb.DuckDBPyConnection) -> None:
         if "://" not in self.data_path:  # the lake reads its own Parquet files; nothing else is reachable
-            self.con.execute(f"SET allowed_directories = ['{Path(self.data_path).resolve()}/']")
-        super()._lock_down()
+            con.execute(f"SET allowed_directories = ['{Path(self.data_path).resolve()}/']")
+        con.execute("SET enable_external_access = false")
+        con.execute("SET lock_configuration = true")
 
     def _create_seq_table(self) -> None:
         # DuckLake has no primary keys: each shard rewrites only its own agents' rows
@@ -229,10 +278,21 @@ class LakeStore(Store):
         cur.execute(f"USE {LAKE}")
         return cur
 
+    def _query_instance(self) -> duckdb.DuckDBPyConnection:
+        """The read-only instance that runs untrusted SQL."""
+        return self.reader
+
+    def _read_cursor(self) -> duckdb.DuckDBPyConnection:
+        """A cursor of the read-only instance on the lake (every shard's rows)."""
+        cur = self.reader.cursor()
+        cur.execute(f"USE {LAKE}")
+        return cur
+
     def checkpoint(self) -> None:
         """Nothing to flush: every lake transaction is durable in PostgreSQL and the data files."""
 
     def close(self) -> None:
         """Detach the lake."""
         with self._lock:
+            self.reader.close()
             self.con.close()

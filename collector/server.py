@@ -6,22 +6,24 @@ import asyncio
 import json
 import logging
 import socket
-import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
-import duckdb
 import grpc
 import pyarrow as pa
 
 from c4 import __version__
-from c4.arrow_ipc import encode_ipc
 from c4.catalogue import Catalogue, load
-from c4.collector.auth import Authenticator, TokenTable, check_server_security, server_credentials
+from c4.collector.auth import (
+    Authenticator,
+    TokenTable,
+    check_server_security,
+    mtls_roles_of,
+    server_credentials,
+)
 from c4.collector.grouping import GroupError, decode_group, reply_for
 from c4.collector.ingest import IngestService, Metrics, agent_server, bind, set_serving
-from c4.collector.readonly import QueryRefused, check_read_only
+from c4.collector.queries import QueryFailed, QueryRunner
 from c4.collector.store import PendingBatch, Store
 from c4.collector.tasks import TaskHealth, run_every
 from c4.collector.writer import Writer
@@ -33,7 +35,6 @@ log = logging.getLogger("c4.collector")
 
 #: Codes an agent should retry later (the batch is kept); any other non-zero code is final.
 RETRYABLE_CODES = {grpc.StatusCode.UNAVAILABLE.value[0], grpc.StatusCode.INTERNAL.value[0]}
-QUERY_CHUNK_ROWS = 65536
 
 
 def _now() -> datetime:
@@ -58,7 +59,11 @@ class TelemetryService(IngestService):
         super().__init__(cfg, store.catalogue, writer, metrics, auth)
         self.store = store
         self.node = socket.gethostname()
-        self.query_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="c4-query")
+        # the diagnosis, fault updates and alert actions; readers' queries have their own threads
+        self.query_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="c4-work")
+        self.queries = QueryRunner(
+            store, metrics, cfg.query_max_running, cfg.query_max_queued, cfg.query_memory_bytes
+        )
         self.fault_updater = (
             None  # set by the Collector: async (fault_id, state, by, note) -> (previous, row)
         )
@@ -69,9 +74,10 @@ class TelemetryService(IngestService):
 
     async def Hello(self, request: pb.HelloRequest, context: grpc.aio.ServicerContext) -> pb.HelloReply:
         """Record the node inventory and tell the agent where its committed sequence stands."""
-        await self._identify("Hello", context, request.agent_id)
+        ident = await self._identify("Hello", context, request.agent_id)
         if not request.agent_id:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "Hello: agent_id is empty")
+        node = await self._hello_node(ident, request, context)
         for table, version in request.table_versions.items():
             if table in self.catalogue and self.catalogue[table].version != version:
                 log.warning(
@@ -83,7 +89,7 @@ class TelemetryService(IngestService):
                 )
         row = {
             "ts": _now(),
-            "node": request.hostname or request.agent_id,
+            "node": node,
             "job": request.job,
             "agent_id": request.agent_id,
             "agent_version": request.agent_version,
@@ -96,6 +102,7 @@ class TelemetryService(IngestService):
         result = await self.writer.submit_async(self._internal_batch("nodes", [row]))
         if result.error:
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"Hello: could not record node: {result.error}")
+        self.nodes[request.agent_id] = node
         self.metrics.inc("hellos")
         log.info(
             "agent registered agent=%s node=%s gpus=%d nics=%d",
@@ -122,73 +129,16 @@ class TelemetryService(IngestService):
         )
 
     async def Query(self, request: pb.QueryRequest, context: grpc.aio.ServicerContext):
-        """Run one read-only statement in a worker thread and stream Arrow IPC chunks."""
+        """Run one read-only statement on the query threads and stream Arrow IPC chunks."""
         await self._identify("Query", context)
         self.metrics.inc("queries")
-        try:
-            check_read_only(request.sql)
-        except QueryRefused as exc:
-            self.metrics.inc("queries_refused")
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         max_rows = min(request.max_rows or self.cfg.query_max_rows, self.cfg.query_max_rows)
         timeout_s = min(request.timeout_s or self.cfg.query_timeout_s, self.cfg.query_timeout_s)
-        loop = asyncio.get_running_loop()
-        chunks: asyncio.Queue = asyncio.Queue()
-        cancelled = threading.Event()
-
-        def put(item: object) -> None:
-            loop.call_soon_threadsafe(chunks.put_nowait, item)
-
-        def work() -> None:
-            cur = self.store.cursor()
-            timer = threading.Timer(timeout_s, cur.interrupt)
-            timer.start()
-            started = time.monotonic()
-            try:
-                cur.execute(request.sql)
-                reader = cur.fetch_record_batch(QUERY_CHUNK_ROWS)
-                sent, emitted = 0, False
-                for rb in reader:
-                    if cancelled.is_set():
-                        return
-                    truncated = sent + rb.num_rows > max_rows
-                    if truncated:
-                        rb = rb.slice(0, max_rows - sent)
-                    sent += rb.num_rows
-                    put(pb.QueryChunk(arrow_ipc=encode_ipc(rb), truncated=truncated))
-                    emitted = True
-                    if truncated:
-                        break
-                if not emitted:
-                    put(pb.QueryChunk(arrow_ipc=encode_ipc(reader.schema.empty_table())))
-                put(None)
-            except duckdb.InterruptException:
-                put((grpc.StatusCode.DEADLINE_EXCEEDED, f"query timed out after {timeout_s:g} s"))
-            except duckdb.Error as exc:
-                elapsed = time.monotonic() - started
-                if elapsed >= timeout_s:
-                    put((grpc.StatusCode.DEADLINE_EXCEEDED, f"query timed out after {timeout_s:g} s"))
-                else:
-                    put((grpc.StatusCode.INVALID_ARGUMENT, f"query failed: {exc}"))
-            except Exception as exc:  # never let one query take the server down
-                log.exception("query crashed")
-                put((grpc.StatusCode.INTERNAL, f"query failed: {exc}"))
-            finally:
-                timer.cancel()
-                cur.close()
-
-        loop.run_in_executor(self.query_pool, work)
         try:
-            while True:
-                item = await chunks.get()
-                if item is None:
-                    return
-                if isinstance(item, tuple):
-                    self.metrics.inc("queries_failed")
-                    await context.abort(item[0], item[1])
-                yield item
-        finally:
-            cancelled.set()
+            async for chunk in self.queries.run(request.sql, max_rows, timeout_s):
+                yield chunk
+        except QueryFailed as exc:
+            await context.abort(exc.code, exc.message)
 
     async def Stats(self, request: pb.StatsRequest, context: grpc.aio.ServicerContext) -> pb.StatsReply:
         """The collector's own counters."""
@@ -261,6 +211,7 @@ class Collector:
         self.security_warnings = check_server_security(cfg)  # before touching the store: fail fast
         self.metrics = Metrics()
         tokens = TokenTable.load(cfg.tokens_file) if cfg.tokens_file else None
+        mtls_roles = mtls_roles_of(cfg)
         self.credentials = (
             server_credentials(cfg.tls_cert, cfg.tls_key, cfg.tls_client_ca) if cfg.tls_cert else None
         )
@@ -269,7 +220,12 @@ class Collector:
 
             shard = cfg.shard or f"{socket.gethostname()}_{cfg.listen.rpartition(':')[2]}"
             self.store: Store = LakeStore(
-                cfg.lake, cfg.lake_data_path, catalogue or load(), shard, cfg.store_threads
+                cfg.lake,
+                cfg.lake_data_path,
+                catalogue or load(),
+                shard,
+                cfg.store_threads,
+                query_memory_bytes=cfg.query_memory_bytes,
             )
         else:
             try:
@@ -282,7 +238,7 @@ class Collector:
             except (duckdb.Error, OSError) as exc:  # full disk, read-only or missing directory, not a DB
                 raise StartupError(f"cannot open the store {cfg.db}: {_reason(exc)}") from exc
         self.writer = Writer(self.store, cfg.group_commit_max_batches)
-        self.auth = Authenticator(tokens, self.metrics.inc)
+        self.auth = Authenticator(tokens, self.metrics.inc, mtls_roles)
         self.service = TelemetryService(cfg, self.store, self.writer, self.metrics, self.auth)
         self.exporter = None
         self.server: grpc.aio.Server | None = None
@@ -544,6 +500,7 @@ class Collector:
         if self.server is not None:
             await self.server.stop(grace_s)
         await asyncio.get_running_loop().run_in_executor(None, self.writer.close)
+        self.service.queries.close()
         try:
             self.store.close()
         except duckdb.Error as exc:  # e.g. a full disk: the checkpoint fails, the WAL keeps every commit

@@ -19,6 +19,17 @@ from c4.collector.sequence import AgentSeq, SequenceBook, Verdict
 log = logging.getLogger("c4.collector.store")
 
 SEQ_TABLE = "_c4_agent_seq"
+#: duckdb_memory() tags of running operators (hash tables, sorts, windows, buffered results); the
+#: others hold table data, indexes and metadata, which ingest and the block cache use.
+QUERY_MEMORY_TAGS = (
+    "HASH_TABLE",
+    "ORDER_BY",
+    "WINDOW",
+    "COLUMN_DATA",
+    "ALLOCATOR",
+    "CSV_READER",
+    "PARQUET_READER",
+)
 DEFAULT_CHECKPOINT_WAL_BYTES = 128 << 20
 
 
@@ -201,6 +212,44 @@ class Store:
     def cursor(self) -> duckdb.DuckDBPyConnection:
         """A new cursor for a reader thread."""
         return self.con.cursor()
+
+    def _query_instance(self) -> duckdb.DuckDBPyConnection:
+        """The connection of the DuckDB instance that runs untrusted SQL (the store's own here)."""
+        return self.con
+
+    def _read_cursor(self) -> duckdb.DuckDBPyConnection:
+        """A cursor for untrusted SQL (the lake's comes from a read-only instance)."""
+        return self.cursor()
+
+    def query_memory_used(self) -> int:
+        """Bytes DuckDB holds for running operators, of every query (the diagnosis' too)."""
+        cur = self._query_instance().cursor()
+        try:
+            tags = ", ".join(f"'{t}'" for t in QUERY_MEMORY_TAGS)
+            row = cur.execute(
+                f"SELECT coalesce(sum(memory_usage_bytes), 0) FROM duckdb_memory() WHERE tag IN ({tags})"
+            ).fetchone()
+            return int(row[0]) if row else 0
+        finally:
+            cur.close()
+
+    @contextmanager
+    def reading(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A cursor inside a read-only transaction, for untrusted SQL: DuckDB refuses any write it tries.
+
+        The file cannot be opened a second time read-only: not by another process while this one
+        writes it (file lock), nor by another instance in this process (one handle per file).
+        """
+        cur = self._read_cursor()
+        try:
+            cur.execute("BEGIN TRANSACTION READ ONLY")
+            yield cur
+        finally:
+            try:
+                cur.execute("ROLLBACK")
+            except duckdb.Error:
+                pass  # the statement ended the transaction (refused before it gets here) or failed
+            cur.close()
 
     def commit(self, batches: Sequence[PendingBatch]) -> list[CommitResult]:
         """Commit batches in one transaction; on failure fall back to one transaction each.

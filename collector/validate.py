@@ -13,7 +13,7 @@ from c4.catalogue import Catalogue, TableSpec
 
 @dataclass
 class Refusal(Exception):
-    """A batch refused for good: a gRPC status code, a message and a metrics counter name."""
+    """A batch refused: a gRPC status code, a message and a metrics counter name (for good unless retryable)."""
 
     code: grpc.StatusCode
     message: str
@@ -21,6 +21,11 @@ class Refusal(Exception):
 
     def __str__(self) -> str:
         return self.message
+
+    @property
+    def retryable(self) -> bool:
+        """Whether the agent keeps the batch and sends it again later (UNAVAILABLE, INTERNAL)."""
+        return self.code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.INTERNAL)
 
 
 _DECODER = CachedSchemaDecoder()

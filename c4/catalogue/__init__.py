@@ -28,6 +28,11 @@ ARROW_TYPES: dict[str, pa.DataType] = {
 
 KINDS = ("label", "gauge", "counter", "time")
 
+#: Who writes a table: ``agent`` (each node's agent, only rows of its own node), ``collector``
+#: (the collector itself: derived and bookkeeping tables, never pushed), or the name of the one
+#: role that may push it (``planner`` for C4P plans, ``sim`` for the digital twin's ground truth).
+WRITERS = ("agent", "collector", "planner", "sim")
+
 #: Columns every table starts with unless it sets ``common = false``.
 COMMON_COLUMNS: tuple[dict, ...] = (
     {"name": "ts", "type": "TIMESTAMP", "unit": "UTC", "kind": "time", "help": "Sample time (UTC)."},
@@ -70,6 +75,7 @@ class TableSpec:
     retention: bool = True
     time_column: str | None = "ts"
     extra: dict = field(default_factory=dict, compare=False, hash=False)
+    writer: str = "collector"  # one of WRITERS: who may write its rows
 
     @functools.cached_property
     def arrow_schema(self) -> pa.Schema:
@@ -135,7 +141,17 @@ class TableSpec:
 
 def _parse_table(source: str, name: str, raw: dict) -> TableSpec:
     where = f"{source}: table {name!r}"
-    unknown = set(raw) - {"help", "version", "keys", "columns", "common", "retention", "time_column", "extra"}
+    unknown = set(raw) - {
+        "help",
+        "version",
+        "keys",
+        "columns",
+        "common",
+        "retention",
+        "time_column",
+        "extra",
+        "writer",
+    }
     if unknown:
         raise CatalogueError(f"{where}: unknown keys {sorted(unknown)}")
     if not raw.get("help"):
@@ -167,6 +183,13 @@ def _parse_table(source: str, name: str, raw: dict) -> TableSpec:
         if k not in seen:
             raise CatalogueError(f"{where}: key {k!r} is not a column")
     time_column = raw.get("time_column", "ts" if "ts" in seen else None)
+    writer = raw.get("writer", "collector")  # unsaid: nobody pushes it
+    if writer not in WRITERS:
+        raise CatalogueError(f"{where}: writer {writer!r}, expected one of {WRITERS}")
+    if writer == "agent" and "node" not in seen:
+        raise CatalogueError(
+            f"{where}: an agent-written table needs a 'node' column (an agent writes its own)"
+        )
     return TableSpec(
         name=name,
         help=raw["help"],
@@ -177,6 +200,7 @@ def _parse_table(source: str, name: str, raw: dict) -> TableSpec:
         retention=bool(raw.get("retention", True)),
         time_column=time_column,
         extra=dict(raw.get("extra", {})),
+        writer=writer,
     )
 
 
@@ -223,7 +247,7 @@ class Catalogue:
             "",
         ]
         for t in sorted(self.tables.values(), key=lambda t: (t.source, t.name)):
-            out += [f"## `{t.name}` (v{t.version}, {t.source})", "", t.help, ""]
+            out += [f"## `{t.name}` (v{t.version}, {t.source}, written by {t.writer})", "", t.help, ""]
             if t.keys:
                 out += [f"Entity key: {', '.join(f'`{k}`' for k in t.keys)}.", ""]
             out += ["| column | type | unit | kind | meaning |", "|---|---|---|---|---|"]

@@ -103,9 +103,20 @@ def test_mutual_tls_rejects_unknown_clients(tmp_path, pki):
     srv, client, rogue = pki["server"], pki["client"], pki["rogue_client"]
     ca = str(pki["ca"])
     good = ClientSecurity(tls_ca=ca, tls_cert=str(client.cert), tls_key=str(client.key))
+    config = tmp_path / "c4.toml"  # without tokens, the certificate's name gets its roles here
+    config.write_text('[collector]\nmtls_roles = { "node-a" = "reader" }\n')
     col = CollectorProc(
         tmp_path,
-        extra=["--tls-cert", str(srv.cert), "--tls-key", str(srv.key), "--tls-client-ca", ca],
+        extra=[
+            "--tls-cert",
+            str(srv.cert),
+            "--tls-key",
+            str(srv.key),
+            "--tls-client-ca",
+            ca,
+            "--config",
+            str(config),
+        ],
         security=good,
     ).start()
     try:
@@ -242,6 +253,7 @@ def test_tokens_are_enforced_for_push_and_query_and_refusals_counted(tmp_path, t
         # accepted: the agent's own id, and any id with the fleet token
         assert stub(AGENT_TOKEN).Hello(_hello("node-a"), timeout=10).last_committed_seq == 0
         assert [a.code for a in push(AGENT_TOKEN, "node-a", 1)] == [0]
+        stub(FLEET_TOKEN).Hello(_hello("node-z"), timeout=10)  # the node its rows must be of
         assert [a.code for a in push(FLEET_TOKEN, "node-z", 1)] == [0]
         # Query needs the reader role
         assert _code(lambda: query(None)) == grpc.StatusCode.UNAUTHENTICATED
@@ -325,12 +337,18 @@ def test_a_collector_off_loopback_needs_tls_and_tokens(tmp_path, tokens):
         )
         == []
     )
-    assert (
-        check_server_security(
-            CollectorConfig(listen="10.0.0.5:7070", tls_cert="c", tls_key="k", tls_client_ca="ca")
-        )
-        != []
-    )
+    mtls = {"listen": "10.0.0.5:7070", "tls_cert": "c", "tls_key": "k", "tls_client_ca": "ca"}
+    with pytest.raises(SecurityError, match="mtls_roles"):  # mutual TLS alone: whose roles?
+        check_server_security(CollectorConfig(**mtls))
+    assert check_server_security(CollectorConfig(**mtls, mtls_roles={"*": "agent"})) == []
+    with pytest.raises(SecurityError, match="mtls_roles"):  # a tokens file decides the roles then
+        check_server_security(CollectorConfig(**mtls, tokens_file="t", mtls_roles={"*": "agent"}))
+    with pytest.raises(SecurityError, match="roles must be some of"):
+        check_server_security(CollectorConfig(**mtls, mtls_roles={"*": "root"}))
+    assert CollectorConfig(mtls_roles="*=agent dashboard=reader,operator").mtls_roles == {
+        "*": "agent",
+        "dashboard": "reader,operator",
+    }
     warned = check_server_security(CollectorConfig(listen="10.0.0.5:7070", insecure=True))
     assert any("plaintext" in w for w in warned)
     with pytest.raises(SecurityError, match="tls_key"):
@@ -343,7 +361,7 @@ def test_bad_security_files_are_named(tmp_path):
     with pytest.raises(SecurityError, match="line 1: token shorter"):
         TokenTable.load(bad)
     bad.write_text(f"{AGENT_TOKEN} writer node-a\n")
-    with pytest.raises(SecurityError, match="roles must be agent, reader and/or operator"):
+    with pytest.raises(SecurityError, match="roles must be some of agent, operator, planner, reader, sim"):
         TokenTable.load(bad)
     bad.write_text(f"{AGENT_TOKEN} agent\n")
     with pytest.raises(SecurityError, match="line 1: expected 'TOKEN ROLES NAME'"):

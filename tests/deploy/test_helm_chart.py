@@ -24,6 +24,7 @@ CASES = {
     "tls+tokens": SECURE,
     "mtls, no kmsg, hostPath spool": {
         "tls": {"secretName": "c4-tls", "clientSecretName": "c4-agent-tls"},
+        "tokens": {"secretName": "c4-tokens"},
         "agent": {"kmsg": False, "spoolHostPath": "/var/lib/c4/spool"},
     },
     "ui with OIDC login": {**SECURE, "ui": {"auth": {"secretName": "c4-ui-auth"}}},
@@ -80,6 +81,9 @@ def test_the_chart_refuses_to_render_without_tls_and_tokens():
         render({})
     with pytest.raises(helm.HelmRenderError, match="tokens.secretName is empty"):
         render({"tls": {"secretName": "c4-tls"}})
+    # mutual TLS is no substitute: the agent pods share one certificate, which names one node
+    with pytest.raises(helm.HelmRenderError, match="tokens.secretName is empty"):
+        render({"tls": {"secretName": "c4-tls", "clientSecretName": "c4-agent-tls"}})
     with pytest.raises(helm.HelmError):  # values.schema.json: a port is a number
         render({"insecure": True, "collector": {"port": "grpc"}})
 

@@ -42,8 +42,8 @@ app.kubernetes.io/component: {{ index . 1 }}
 {{- if not .Values.tls.secretName -}}
 {{- fail "tls.secretName is empty: give the collector a TLS certificate Secret (README \"Security\"), or set insecure=true on a trusted test cluster" -}}
 {{- end -}}
-{{- if and (not .Values.tokens.secretName) (not .Values.tls.clientSecretName) -}}
-{{- fail "tokens.secretName is empty: give the collector a tokens Secret (or mutual TLS with tls.clientSecretName), or set insecure=true on a trusted test cluster" -}}
+{{- if not .Values.tokens.secretName -}}
+{{- fail "tokens.secretName is empty: give the collector a tokens Secret (mutual TLS alone does not do: the DaemonSet shares one client certificate, and a certificate speaks for the one node it names), or set insecure=true on a trusted test cluster" -}}
 {{- end -}}
 {{- end -}}
 {{- end -}}
