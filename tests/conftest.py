@@ -26,8 +26,12 @@ def sysfs_fixture(shared_fixtures: Path) -> Path:
 
 @pytest.fixture(autouse=True)
 def _no_process_outlives_its_test():
-    """A test that fails half-way leaves no collector or agent running (they ate the CPU of later tests)."""
-    from testkit.procs import kill_leftovers
+    """A test that fails half-way leaves no collector or agent running (they ate the CPU of later tests).
 
+    Processes of module- or session-scoped fixtures were started before this fixture: they are kept.
+    """
+    from testkit.procs import kill_leftovers, started_count
+
+    mark = started_count()
     yield
-    kill_leftovers()
+    kill_leftovers(mark)

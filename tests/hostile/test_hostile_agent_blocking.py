@@ -151,4 +151,8 @@ def test_a_stuck_source_stops_only_itself(tmp_path, monkeypatch, caplog):
     rows = spooled(tmp_path / "spool")
     states = {r["state"] for r in rows["agent_sampler_health"] if r["sampler"] == "stuck"}
     assert "stuck" in states
-    assert "sampler stuck" in caplog.text and caplog.text.count("sampler stuck") == 1
+    # once per episode; the heartbeat may have a slow tick of its own past the test's 0.3 s on a busy machine
+    stuck_lines = [
+        line for line in caplog.text.splitlines() if "sampler stuck" in line and "sampler=stuck " in line
+    ]
+    assert len(stuck_lines) == 1, caplog.text

@@ -23,10 +23,15 @@ def wait_healthy(address: str, timeout_s: float = 20.0, security: ClientSecurity
 _STARTED: list[subprocess.Popen] = []
 
 
-def kill_leftovers() -> int:
-    """Kill (SIGKILL) every c4 process a test started and left running; returns how many."""
+def started_count() -> int:
+    """How many processes were started so far (a mark for ``kill_leftovers``)."""
+    return len(_STARTED)
+
+
+def kill_leftovers(since: int = 0) -> int:
+    """Kill (SIGKILL) every c4 process started after mark ``since`` and left running; returns how many."""
     killed = 0
-    while _STARTED:
+    while len(_STARTED) > since:
         p = _STARTED.pop()
         if p.poll() is None:
             p.kill()
