@@ -11,6 +11,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from c4.wire_limits import DEFAULT_MAX_BATCH_DECODED_BYTES, DEFAULT_MAX_BATCH_ROWS
+
 DEFAULT_COLLECTOR = "127.0.0.1:7070"
 
 #: Samplers an agent runs when the config names none. Each starts with policy "ignore": a node
@@ -108,6 +110,12 @@ class CollectorConfig(BaseModel):
     query_max_rows: int = Field(1_000_000, ge=1)
     query_timeout_s: float = Field(30.0, gt=0)
     max_batch_bytes: int = Field(16 << 20, ge=1 << 12)
+    # what one batch may decode to (compressed Arrow declares it; refused before decoding)
+    max_batch_rows: int = Field(DEFAULT_MAX_BATCH_ROWS, ge=1)
+    max_batch_decoded_bytes: int = Field(DEFAULT_MAX_BATCH_DECODED_BYTES, ge=1 << 12)
+    # rows dated further ahead of the collector's clock are stored with ts = their receive time
+    max_clock_skew_s: float = Field(300.0, gt=0)
+    clock_skew_interval_s: float = Field(10.0, gt=0)  # at most one agent_clock row per agent this often
     metrics_interval_s: float = Field(10.0, gt=0)
     group_commit_max_batches: int = Field(4096, ge=1)
     # processes that receive and check agents' batches beside the one owning the store (0: one process)

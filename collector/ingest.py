@@ -9,19 +9,25 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections import Counter
 from typing import Protocol
 
 import grpc
+import pyarrow as pa
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from c4.arrow_ipc import DecodeLimits
 from c4.catalogue import Catalogue
+from c4.collector import validate
 from c4.collector.auth import Authenticator, AuthError
+from c4.collector.clock import ClockWatch
 from c4.collector.store import CommitResult, PendingBatch
-from c4.collector.validate import Refusal, validate_payload
+from c4.collector.validate import Refusal, clamp_future
 from c4.config import CollectorConfig
 from c4.telemetry.v1 import telemetry_pb2 as pb
 from c4.telemetry.v1 import telemetry_pb2_grpc as pb_grpc
+from c4.wire_limits import agent_id_problem, seq_problem, shown
 
 log = logging.getLogger("c4.collector")
 
@@ -118,6 +124,10 @@ class IngestService(pb_grpc.TelemetryServicer):
         self.writer = writer
         self.metrics = metrics
         self.auth = auth or Authenticator(None, metrics.inc)
+        self.limits = DecodeLimits(cfg.max_batch_rows, cfg.max_batch_decoded_bytes)
+        self.max_skew_us = int(cfg.max_clock_skew_s * 1e6)
+        self.clock = ClockWatch(cfg.clock_skew_interval_s)
+        self._clock_next_s = 0.0
 
     async def _identify(self, rpc: str, context: grpc.aio.ServicerContext, agent_id: str | None = None):
         """The caller's identity (None without a tokens file); aborts the call when refused."""
@@ -130,50 +140,111 @@ class IngestService(pb_grpc.TelemetryServicer):
             await context.abort(exc.code, exc.message)
 
     def _admit(
-        self, rpc: str, batch: pb.Batch, ident, tally: Counter[str]
+        self, rpc: str, batch: pb.Batch, ident, tally: Counter[str], received_us: int | None = None
     ) -> PendingBatch | Refusal | AuthError:
         """Check one received batch: a PendingBatch to commit, a Refusal to ack, or an AuthError to abort on.
 
-        Counters go to ``tally``, which the caller adds to the metrics once per message.
+        Counters go to ``tally``, which the caller adds to the metrics once per message. Whatever
+        goes wrong while checking one batch refuses that batch only (never the stream).
+        ``received_us`` (default: now) is the collector's receive time, microseconds since the epoch.
         """
         payload = batch.arrow_ipc  # each read of a protobuf bytes field copies it: read it once
         tally["batches_received"] += 1
         tally["bytes_received"] += len(payload)
         try:
-            self.auth.check_agent(rpc, ident, batch.agent_id)
-        except AuthError as exc:
-            return exc
-        try:
-            if not batch.agent_id or batch.seq == 0:
-                raise Refusal(
-                    grpc.StatusCode.INVALID_ARGUMENT,
-                    "batch needs a non-empty agent_id and a seq >= 1",
-                    "refused_header",
-                )
-            spec, table, span = validate_payload(
-                self.catalogue, batch.table, batch.schema_version, payload, self.cfg.max_batch_bytes
+            problem = agent_id_problem(batch.agent_id)  # first: a bad id must not reach the logs raw
+            if problem:
+                raise Refusal(grpc.StatusCode.INVALID_ARGUMENT, f"batch refused: {problem}", "refused_header")
+            try:
+                self.auth.check_agent(rpc, ident, batch.agent_id)
+            except AuthError as exc:
+                return exc
+            problem = seq_problem(batch.seq)
+            if problem:
+                raise Refusal(grpc.StatusCode.INVALID_ARGUMENT, f"batch refused: {problem}", "refused_header")
+            checked = validate.check_payload(
+                self.catalogue,
+                batch.table,
+                batch.schema_version,
+                payload,
+                self.cfg.max_batch_bytes,
+                self.limits,
             )
+            spec, table, span = checked.spec, checked.table, checked.span
+            clamped = 0
+            if checked.newest_us is not None:
+                if received_us is None:
+                    received_us = time.time_ns() // 1000
+                if checked.newest_us > received_us + self.max_skew_us:
+                    table, clamped = clamp_future(spec, table, received_us + self.max_skew_us, received_us)
+                    span = None  # the wire bytes no longer hold these rows
+                    tally["rows_clamped_future"] += clamped
+                self.clock.observe(batch.agent_id, table, checked.newest_us, received_us, clamped)
             parts = None
             if span is not None and self.keep_ipc_parts:
                 parts = (payload[: span[0]], memoryview(payload)[span[0] : span[1]])
             return PendingBatch(batch.agent_id, batch.seq, spec, table, parts)
         except Refusal as refusal:
-            tally["batches_refused"] += 1
-            tally[refusal.counter] += 1
-            log.warning(
-                "batch refused agent=%s seq=%d table=%s reason=%s",
-                batch.agent_id,
+            return self._refused(batch, refusal, tally)
+        except Exception as exc:  # a check that broke on this input: refuse the batch, keep serving
+            log.exception(
+                "batch check failed agent=%s seq=%d table=%s",
+                shown(batch.agent_id),
                 batch.seq,
-                batch.table,
-                refusal.message,
+                shown(batch.table),
             )
-            return refusal
+            refusal = Refusal(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"batch could not be checked ({type(exc).__name__}: {exc})",
+                "refused_check_failed",
+            )
+            return self._refused(batch, refusal, tally)
+
+    @staticmethod
+    def _refused(batch: pb.Batch, refusal: Refusal, tally: Counter[str]) -> Refusal:
+        """Count and log one refused batch."""
+        tally["batches_refused"] += 1
+        tally[refusal.counter] += 1
+        log.warning(
+            "batch refused agent=%s seq=%d table=%s reason=%s",
+            shown(batch.agent_id),
+            batch.seq,
+            shown(batch.table),
+            refusal.message,
+        )
+        return refusal
+
+    def _record_clock(self) -> None:
+        """Store the agents' finished clock intervals as agent_clock rows (checked at most once a second)."""
+        now = time.monotonic()
+        if now < self._clock_next_s:
+            return
+        self._clock_next_s = now + min(1.0, self.cfg.clock_skew_interval_s)
+        rows = self.clock.due(now)
+        if not rows:
+            return
+        for r in rows:
+            if r["rows_clamped"]:
+                log.warning(
+                    "rows dated ahead of the collector clamped agent=%s node=%s rows=%d skew_s=%.1f max_clock_skew_s=%g",
+                    r["agent_id"],
+                    r["node"],
+                    r["rows_clamped"],
+                    r["skew_s"],
+                    self.cfg.max_clock_skew_s,
+                )
+        spec = self.catalogue["agent_clock"]
+        done = self.writer.submit_async(
+            PendingBatch("", 0, spec, pa.Table.from_pylist(rows, schema=spec.arrow_schema))
+        )
+        done.add_done_callback(_log_clock_commit)
 
     def _ack(self, batch: pb.Batch, outcome: Refusal | CommitResult, tally: Counter[str]) -> pb.Ack:
         """The Ack for one batch once it is refused or its commit is done (counted in ``tally``)."""
         if isinstance(outcome, Refusal):
+            agent_id = batch.agent_id if agent_id_problem(batch.agent_id) is None else ""
             return pb.Ack(
-                agent_id=batch.agent_id, seq=batch.seq, code=outcome.code.value[0], message=outcome.message
+                agent_id=agent_id, seq=batch.seq, code=outcome.code.value[0], message=outcome.message
             )
         if outcome.error:
             tally["commit_errors"] += 1
@@ -200,8 +271,9 @@ class IngestService(pb_grpc.TelemetryServicer):
             try:
                 async for batch in request_iterator:
                     tally: Counter[str] = Counter()
-                    outcome = self._admit("Push", batch, ident, tally)
+                    outcome = self._admit("Push", batch, ident, tally, time.time_ns() // 1000)
                     self.metrics.add(tally)
+                    self._record_clock()
                     if isinstance(outcome, PendingBatch):
                         outcome = self.writer.submit_async(outcome)
                     await pending.put((batch, outcome))
@@ -240,7 +312,9 @@ class IngestService(pb_grpc.TelemetryServicer):
         self.metrics.inc("push_streams")
         async for bundle in request_iterator:
             tally: Counter[str] = Counter(bundles_received=1)
-            outcomes = [self._admit("PushBundle", b, ident, tally) for b in bundle.batches]
+            received_us = time.time_ns() // 1000
+            outcomes = [self._admit("PushBundle", b, ident, tally, received_us) for b in bundle.batches]
+            self._record_clock()
             denied = next((o for o in outcomes if isinstance(o, AuthError)), None)
             if denied is not None:
                 self.metrics.add(tally)
@@ -253,3 +327,13 @@ class IngestService(pb_grpc.TelemetryServicer):
             ]
             self.metrics.add(tally)
             yield pb.AckBundle(acks=acks)
+
+
+def _log_clock_commit(done: asyncio.Future[CommitResult]) -> None:
+    """Log an agent_clock batch that could not be stored (the estimates are lost, nothing else)."""
+    if done.cancelled():
+        return
+    exc = done.exception()
+    error = str(exc) if exc is not None else done.result().error
+    if error:
+        log.warning("agent_clock rows not stored error=%s", error)

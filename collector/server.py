@@ -18,11 +18,12 @@ import pyarrow as pa
 from c4 import __version__
 from c4.arrow_ipc import encode_ipc
 from c4.catalogue import Catalogue, load
-from c4.collector.auth import Authenticator, TokenTable, check_server_security, server_credentials
+from c4.collector.auth import Authenticator, AuthError, TokenTable, check_server_security, server_credentials
 from c4.collector.grouping import GroupError, decode_group, reply_for
 from c4.collector.ingest import IngestService, Metrics, agent_server, bind, set_serving
 from c4.collector.readonly import QueryRefused, check_read_only
 from c4.collector.store import PendingBatch, Store
+from c4.collector.validate import hello_problem
 from c4.collector.writer import Writer
 from c4.config import CollectorConfig
 from c4.telemetry.v1 import telemetry_pb2 as pb
@@ -64,9 +65,16 @@ class TelemetryService(IngestService):
 
     async def Hello(self, request: pb.HelloRequest, context: grpc.aio.ServicerContext) -> pb.HelloReply:
         """Record the node inventory and tell the agent where its committed sequence stands."""
-        await self._identify("Hello", context, request.agent_id)
-        if not request.agent_id:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "Hello: agent_id is empty")
+        ident = await self._identify("Hello", context)
+        problem = hello_problem(request)  # before anything logs the agent's strings
+        if problem:
+            self.metrics.inc("hellos_refused")
+            log.warning("Hello refused reason=%s", problem)
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"Hello: {problem}")
+        try:
+            self.auth.check_agent("Hello", ident, request.agent_id)
+        except AuthError as exc:
+            await context.abort(exc.code, exc.message)
         for table, version in request.table_versions.items():
             if table in self.catalogue and self.catalogue[table].version != version:
                 log.warning(
