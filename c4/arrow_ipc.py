@@ -41,49 +41,41 @@ class DecodeLimitError(Exception):
 
 
 # -- The IPC message metadata is a flatbuffer (Arrow's format/Message.fbs). pyarrow exposes its
-# bytes but not its fields, so the few fields the limits need are read here, every offset checked:
+# bytes but not its fields, so the few fields the limits need are read here, every offset checked
+# (struct raises past the end; the one subtraction, to a vtable, is checked for a negative result):
 # Message { version: short; header_type: ubyte; header: union; bodyLength: long; ... }
-# RecordBatch { length: long; nodes: [FieldNode{length, null_count}]; buffers: [Buffer{offset, length}];
+# RecordBatch { length: long; nodes: [FieldNode]; buffers: [Buffer{offset: long, length: long}];
 #               compression: BodyCompression; ... }
 # DictionaryBatch { id: long; data: RecordBatch; isDelta: bool }
 _RECORD_BATCH, _DICTIONARY_BATCH = 3, 2
-_U8, _U16, _I32, _U32, _I64 = (struct.Struct(f) for f in ("<B", "<H", "<i", "<I", "<q"))
+_U8, _U16, _I32, _U32, _I64 = (struct.Struct(f).unpack_from for f in ("<B", "<H", "<i", "<I", "<q"))
 
 
-def _read(fmt: struct.Struct, buf, pos: int) -> int:
-    if pos < 0 or pos + fmt.size > len(buf):
-        raise pa.ArrowInvalid("IPC message metadata is truncated or holds an offset out of range")
-    return fmt.unpack_from(buf, pos)[0]
-
-
-def _field(buf, table: int, index: int) -> int | None:
-    """Where field ``index`` of the flatbuffer table at ``table`` lies (None when absent)."""
-    vtable = table - _read(_I32, buf, table)
+def _field(meta, table: int, index: int) -> int:
+    """Where field ``index`` of the flatbuffer table at ``table`` lies (0 when absent)."""
+    vtable = table - _I32(meta, table)[0]
+    if vtable < 0:
+        raise struct.error("vtable before the start of the metadata")
     entry = 4 + 2 * index
-    if entry + 2 > _read(_U16, buf, vtable):
-        return None
-    offset = _read(_U16, buf, vtable + entry)
-    return table + offset if offset else None
-
-
-def _deref(buf, pos: int) -> int:
-    """Follow the offset stored at ``pos`` (to a table or a vector)."""
-    return pos + _read(_U32, buf, pos)
+    if entry + 2 > _U16(meta, vtable)[0]:
+        return 0
+    offset = _U16(meta, vtable + entry)[0]
+    return table + offset if offset else 0
 
 
 def _record_batch_size(meta, rb: int, body: pa.Buffer) -> tuple[int, int]:
     """(rows, bytes once decoded) of the RecordBatch table at ``rb``."""
     pos = _field(meta, rb, 0)
-    rows = _read(_I64, meta, pos) if pos is not None else 0
+    rows = _I64(meta, pos)[0] if pos else 0
     if rows < 0:
         raise pa.ArrowInvalid(f"record batch declares {rows} rows")
-    if _field(meta, rb, 3) is None:  # uncompressed: the arrays are slices of the body, nothing more
+    if not _field(meta, rb, 3):  # uncompressed: the arrays are slices of the body, nothing more
         return rows, body.size
     pos = _field(meta, rb, 2)
-    if pos is None:
+    if not pos:
         return rows, 0
-    vec = _deref(meta, pos)
-    count = _read(_U32, meta, vec)
+    vec = pos + _U32(meta, pos)[0]
+    count = _U32(meta, vec)[0]
     if vec + 4 + 16 * count > len(meta):
         raise pa.ArrowInvalid("IPC message metadata is truncated (buffers)")
     decoded = 0
@@ -93,7 +85,7 @@ def _record_batch_size(meta, rb: int, body: pa.Buffer) -> tuple[int, int]:
         if offset < 0 or length < 8 or offset + length > body.size:
             raise pa.ArrowInvalid("a compressed buffer lies outside the message body")
         # each compressed buffer starts with its uncompressed length (-1: stored uncompressed)
-        size = _I64.unpack_from(body, offset)[0]
+        size = _I64(body, offset)[0]
         if size < -1:
             raise pa.ArrowInvalid(f"a compressed buffer declares {size} bytes uncompressed")
         decoded += length - 8 if size == -1 else size
@@ -107,41 +99,58 @@ def message_size(message: ipc.Message) -> tuple[int, int]:
     Other messages count (0, 0). Raises ArrowInvalid when the metadata does not parse.
     """
     meta = memoryview(message.metadata)
-    root = _read(_U32, meta, 0)
-    pos = _field(meta, root, 1)
-    kind = _read(_U8, meta, pos) if pos is not None else 0
-    if kind not in (_RECORD_BATCH, _DICTIONARY_BATCH):
-        return 0, 0
-    pos = _field(meta, root, 2)
-    if pos is None:
-        raise pa.ArrowInvalid("IPC message has no header")
-    header = _deref(meta, pos)
-    if kind == _DICTIONARY_BATCH:
-        pos = _field(meta, header, 1)
-        if pos is None:
-            raise pa.ArrowInvalid("dictionary batch has no data")
-        header = _deref(meta, pos)
-    return _record_batch_size(meta, header, message.body)
+    try:
+        root = _U32(meta, 0)[0]
+        pos = _field(meta, root, 1)
+        kind = _U8(meta, pos)[0] if pos else 0
+        if kind != _RECORD_BATCH and kind != _DICTIONARY_BATCH:
+            return 0, 0
+        pos = _field(meta, root, 2)
+        if not pos:
+            raise pa.ArrowInvalid("IPC message has no header")
+        header = pos + _U32(meta, pos)[0]
+        if kind == _DICTIONARY_BATCH:
+            pos = _field(meta, header, 1)
+            if not pos:
+                raise pa.ArrowInvalid("dictionary batch has no data")
+            header = pos + _U32(meta, pos)[0]
+        return _record_batch_size(meta, header, message.body)
+    except struct.error:
+        raise pa.ArrowInvalid("IPC message metadata is truncated or holds an offset out of range") from None
 
 
-class _Budget:
-    """What the messages read so far decode to, against the limits."""
+def _within(limits: DecodeLimits, rows: int, nbytes: int) -> tuple[int, int]:
+    """(rows, nbytes) when within ``limits``, else DecodeLimitError."""
+    if rows > limits.max_rows:
+        raise DecodeLimitError("rows", rows, limits.max_rows)
+    if nbytes > limits.max_bytes:
+        raise DecodeLimitError("bytes", nbytes, limits.max_bytes)
+    return rows, nbytes
 
-    def __init__(self, limits: DecodeLimits | None) -> None:
-        self.limits = limits
-        self.rows = 0
-        self.bytes = 0
 
-    def add(self, message: ipc.Message) -> None:
-        if self.limits is None:
-            return
-        rows, nbytes = message_size(message)
-        self.rows += rows
-        self.bytes += nbytes
-        if self.rows > self.limits.max_rows:
-            raise DecodeLimitError("rows", self.rows, self.limits.max_rows)
-        if self.bytes > self.limits.max_bytes:
-            raise DecodeLimitError("bytes", self.bytes, self.limits.max_bytes)
+class InvalidColumn(ValueError):
+    """A decoded column whose values break the Arrow format (e.g. strings that are not UTF-8)."""
+
+    def __init__(self, column: str, problem: str) -> None:
+        super().__init__(f"column {column!r}: {problem}")
+        self.column = column
+        self.problem = problem
+
+
+def _validate_full(data: pa.RecordBatch | pa.Table) -> None:
+    """Every value valid (string columns UTF-8 included), or InvalidColumn naming the first bad column.
+
+    One pass over the whole batch costs little more than the structural check alone.
+    """
+    try:
+        data.validate(full=True)
+    except pa.ArrowInvalid as exc:
+        for name, column in zip(data.schema.names, data.columns, strict=True):
+            try:
+                column.validate(full=True)
+            except pa.ArrowInvalid as col_exc:
+                raise InvalidColumn(name, str(col_exc)) from None
+        raise exc from None
 
 
 class CachedSchemaDecoder:
@@ -168,7 +177,8 @@ class CachedSchemaDecoder:
 
         With ``limits``, every batch's declared rows and decoded bytes are added up from its
         message metadata before it is decoded (a compressed payload of kilobytes can declare
-        gigabytes): DecodeLimitError once they go over.
+        gigabytes): DecodeLimitError once they go over. Every decoded value is validated
+        (InvalidColumn names a column whose strings are not UTF-8, say).
 
         The span is None unless the stream is a schema followed by record batches only (no
         dictionaries), so that its batch messages appended after the same schema message form a
@@ -188,7 +198,7 @@ class CachedSchemaDecoder:
             if len(self._schemas) >= self.max_schemas:
                 self._schemas.clear()
             self._schemas[key] = schema
-        budget = _Budget(limits)
+        rows = nbytes = 0
         batches = []
         body_end = schema_end
         while True:
@@ -196,19 +206,22 @@ class CachedSchemaDecoder:
                 message = ipc.read_message(reader)
             except EOFError:
                 break
-            budget.add(message)
+            if limits is not None:
+                r, b = message_size(message)
+                rows, nbytes = _within(limits, rows + r, nbytes + b)
             if message.type != "record batch":  # dictionaries and the like: the general reader
-                while True:  # the rest of the stream within the limits first
+                while limits is not None:  # the rest of the stream within the limits first
                     try:
-                        budget.add(ipc.read_message(reader))
+                        r, b = message_size(ipc.read_message(reader))
                     except EOFError:
                         break
+                    rows, nbytes = _within(limits, rows + r, nbytes + b)
                 table = decode_ipc(payload)
                 _ = table.schema.names
-                table.validate()
+                _validate_full(table)
                 return table, key, None
             batch = ipc.read_record_batch(message, schema)
-            batch.validate()
+            _validate_full(batch)
             batches.append(batch)
             body_end = reader.tell()
         return pa.Table.from_batches(batches, schema), key, (schema_end, body_end)

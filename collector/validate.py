@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from c4.arrow_ipc import CachedSchemaDecoder, DecodeLimitError, DecodeLimits
+from c4.arrow_ipc import CachedSchemaDecoder, DecodeLimitError, DecodeLimits, InvalidColumn
 from c4.catalogue import Catalogue, TableSpec
 from c4.telemetry.v1 import telemetry_pb2 as pb
 from c4.wire_limits import (
@@ -60,7 +60,7 @@ class Refusal(Exception):
         return self.message
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Checked:
     """A batch that passed every check: its table spec, rows, wire span and newest time."""
 
@@ -75,16 +75,27 @@ class Checked:
 _DECODER = CachedSchemaDecoder()
 #: (table, schema key) pairs whose schema was found equal to the catalogue's: not compared again.
 _MATCHING: set[tuple[str, bytes]] = set()
-#: Per table: its spec, the indices of its string columns, of its timestamp columns, of its time column.
-_COLUMNS: dict[str, tuple[TableSpec, tuple[int, ...], tuple[int, ...], int | None]] = {}
+#: Per table: its spec, the indices of its timestamp columns and of its time column.
+_COLUMNS: dict[str, tuple[TableSpec, tuple[int, ...], int | None]] = {}
 
 
 def decode_checked(
     payload: bytes, limits: DecodeLimits | None = None
 ) -> tuple[pa.Table, bytes, tuple[int, int] | None]:
-    """Arrow IPC stream bytes -> (table, schema key, record batch span); raises Refusal on corrupt data."""
+    """Arrow IPC stream bytes -> (table, schema key, record batch span); raises Refusal on corrupt data.
+
+    Every value is validated as it is decoded: strings that are not UTF-8 are refused here rather
+    than failing the commit of a whole group (retried batch by batch) in the store.
+    """
     try:
         return _DECODER.decode_spans(payload, limits)
+    except InvalidColumn as exc:
+        utf8 = "UTF8" in exc.problem or "UTF-8" in exc.problem
+        raise Refusal(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"column {shown(exc.column)} is not valid {'UTF-8' if utf8 else 'Arrow data'}: {exc.problem}",
+            "refused_invalid_utf8" if utf8 else "refused_corrupt",
+        ) from None
     except (pa.ArrowException, OSError, ValueError, EOFError) as exc:
         raise Refusal(
             grpc.StatusCode.INVALID_ARGUMENT, f"corrupt Arrow IPC payload: {exc}", "refused_corrupt"
@@ -207,32 +218,21 @@ def _conform(spec: TableSpec, table: pa.Table) -> pa.Table:
     return table.select(spec.column_names).cast(spec.arrow_schema)
 
 
-def _columns_of(spec: TableSpec) -> tuple[tuple[int, ...], tuple[int, ...], int | None]:
-    """Indices of the spec's string columns, timestamp columns and time column (cached per spec)."""
+def _columns_of(spec: TableSpec) -> tuple[tuple[int, ...], int | None]:
+    """Indices of the spec's timestamp columns and of its time column (cached per spec)."""
     cols = _COLUMNS.get(spec.name)
     if cols is None or cols[0] is not spec:
-        types = [c.type for c in spec.columns]
         cols = _COLUMNS[spec.name] = (
             spec,
-            tuple(i for i, t in enumerate(types) if t == "VARCHAR"),
-            tuple(i for i, t in enumerate(types) if t == "TIMESTAMP"),
+            tuple(i for i, c in enumerate(spec.columns) if c.type == "TIMESTAMP"),
             spec.column_names.index(spec.time_column) if spec.time_column else None,
         )
-    return cols[1:]
+    return cols[1], cols[2]
 
 
 def _check_values(spec: TableSpec, table: pa.Table) -> int | None:
     """Refuse values the store or a reader cannot take; return the time column's largest value (us)."""
-    strings, times, time_index = _columns_of(spec)
-    for i in strings:  # the structure was validated at decoding; UTF-8 needs the full pass
-        try:
-            table.column(i).validate(full=True)
-        except pa.ArrowInvalid as exc:
-            raise Refusal(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f"table {spec.name!r}: column {spec.columns[i].name!r} is not valid UTF-8 ({exc})",
-                "refused_invalid_utf8",
-            ) from None
+    times, time_index = _columns_of(spec)
     newest = None
     for i in times:
         column = table.column(i)
@@ -266,7 +266,8 @@ def _range(column: pa.ChunkedArray) -> tuple[int | None, int | None]:
     """(min, max) of a timestamp column without nulls, as raw int64 (a few values: plain Python,
     many: numpy; both several times cheaper than a compute kernel call on an agent's small batch)."""
     low = high = None
-    for chunk in column.chunks:
+    for c in range(column.num_chunks):
+        chunk = column.chunk(c)
         n = len(chunk)
         if not n:
             continue
@@ -290,7 +291,7 @@ def _range_with_nulls(column: pa.ChunkedArray) -> tuple[int | None, int | None]:
 
 def clamp_future(spec: TableSpec, table: pa.Table, limit_us: int, to_us: int) -> tuple[pa.Table, int]:
     """Set the time column of rows dated after ``limit_us`` to ``to_us``; (new table, rows changed)."""
-    i = _columns_of(spec)[2]
+    i = _columns_of(spec)[1]
     ts = table.column(i)
     ahead = pc.greater(ts.cast(pa.int64()), limit_us)
     n = pc.sum(ahead).as_py() or 0
