@@ -11,10 +11,14 @@ from c4.sim import SimRunner
 from c4.traffic.twin import ClusterTwin
 
 
-def run_twin(tmp_path, faults, steps=30, nodes=4, seed=1, **cluster):
-    """Step the twin and sample every node after each step; returns (twin, {table: rows with node})."""
+def run_twin(tmp_path, faults, steps=30, nodes=4, seed=1, epoch_s=1_800_000_000.0, **cluster):
+    """Step the twin and sample every node after each step; returns (twin, {table: rows with node}).
+
+    Simulated time 0 is ``epoch_s`` (Unix seconds); rows sent to a collector must not lie ahead of
+    its clock by more than its max_clock_skew_s (they would be clamped), so pass a recent past then.
+    """
     twin = ClusterTwin(nodes=nodes, leaves=2, spines=2, seed=seed, faults=faults, **cluster)
-    runner = SimRunner(tmp_path, twin, "t", epoch_s=1_800_000_000.0)
+    runner = SimRunner(tmp_path, twin, "t", epoch_s=epoch_s)
     samplers = {}
     for host, w in runner.writers.items():
         cfg = AgentConfig(node=host, samplers=w.sampler_config(), spool_dir=tmp_path / "spool")
@@ -27,7 +31,7 @@ def run_twin(tmp_path, faults, steps=30, nodes=4, seed=1, **cluster):
         for host, ss in samplers.items():
             for s in ss:
                 for table, rs in s.sampler.sample(0).items():
-                    ts = datetime.fromtimestamp(twin.t + 1_800_000_000.0, UTC).replace(tzinfo=None)
+                    ts = datetime.fromtimestamp(twin.t + epoch_s, UTC).replace(tzinfo=None)
                     rows.setdefault(table, []).extend({"ts": ts, "tick": step, **r, "node": host} for r in rs)
     return twin, rows
 

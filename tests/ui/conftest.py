@@ -46,7 +46,8 @@ def filled_collector(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("ui-filled")
     cfg = tmp / "c4.toml"
     cfg.write_text(DIAGNOSIS_TOML)
-    twin, rows = run_twin(tmp / "twin", FAULTS, steps=30, nodes=4)
+    # 30 steps are about 35 s of simulated time: end it before now, as real agents' rows would
+    twin, rows = run_twin(tmp / "twin", FAULTS, steps=30, nodes=4, epoch_s=time.time() - 90)
     col = CollectorProc(tmp, extra=["--config", str(cfg)]).start()
     try:
         for table, df in frames(rows, list(rows)).items():
