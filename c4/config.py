@@ -111,7 +111,7 @@ class CollectorConfig(BaseModel):
     query_timeout_s: float = Field(30.0, gt=0)
     max_batch_bytes: int = Field(16 << 20, ge=1 << 12)
     # what one batch may decode to (compressed Arrow declares it; refused before decoding)
-    max_batch_rows: int = Field(DEFAULT_MAX_BATCH_ROWS, ge=1)
+    max_batch_rows: int = Field(DEFAULT_MAX_BATCH_ROWS, ge=1, le=1 << 31)
     max_batch_decoded_bytes: int = Field(DEFAULT_MAX_BATCH_DECODED_BYTES, ge=1 << 12)
     # rows dated further ahead of the collector's clock are stored with ts = their receive time
     max_clock_skew_s: float = Field(300.0, gt=0)

@@ -10,6 +10,7 @@ import asyncio
 import logging
 import threading
 import time
+import traceback
 from collections import Counter
 from typing import Protocol
 
@@ -187,15 +188,18 @@ class IngestService(pb_grpc.TelemetryServicer):
         except Refusal as refusal:
             return self._refused(batch, refusal, tally)
         except Exception as exc:  # a check that broke on this input: refuse the batch, keep serving
-            log.exception(
-                "batch check failed agent=%s seq=%d table=%s",
+            error = f"{type(exc).__name__}: {exc}"
+            log.error(
+                "batch check failed agent=%s seq=%d table=%s error=%s\n%s",
                 shown(batch.agent_id),
                 batch.seq,
                 shown(batch.table),
+                shown(error, 300),  # the exception may quote the hostile input: escaped, cut short
+                "".join(traceback.format_tb(exc.__traceback__)),
             )
             refusal = Refusal(
                 grpc.StatusCode.INVALID_ARGUMENT,
-                f"batch could not be checked ({type(exc).__name__}: {exc})",
+                f"batch could not be checked ({error})",
                 "refused_check_failed",
             )
             return self._refused(batch, refusal, tally)

@@ -182,14 +182,18 @@ def test_duplicate_column_names_are_refused_by_name():
     assert tally["refused_columns"] == 1
 
 
-def test_any_exception_while_checking_a_batch_is_a_refusal(monkeypatch):
+def test_any_exception_while_checking_a_batch_is_a_refusal(monkeypatch, caplog):
     def broken(*args, **kwargs):
-        raise KeyError("something nobody foresaw")
+        raise KeyError("something nobody foresaw \x00" + "x" * 5000)
 
     monkeypatch.setattr(validate, "check_payload", broken)
     outcome, tally = admit(service(), good("n1", 1, range(1, 2)))
-    refused(outcome, grpc.StatusCode.INVALID_ARGUMENT, "could not be checked", "KeyError")
+    refused(outcome, grpc.StatusCode.INVALID_ARGUMENT, "could not be checked", "KeyError", "nobody foresaw")
     assert tally["refused_check_failed"] == 1 and tally["batches_refused"] == 1
+    assert outcome.message.isprintable() and len(outcome.message) < 1100
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert "check_payload" in logged or "broken" in logged  # the traceback, for whoever fixes the check
+    assert "\x00" not in logged and "x" * 1200 not in logged
 
 
 # ---- seq and agent id bounds ----
