@@ -16,6 +16,7 @@ from typing import Protocol
 
 import grpc
 import pyarrow as pa
+from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from c4.arrow_ipc import DecodeLimits
@@ -92,6 +93,15 @@ class Metrics:
         """A copy of every counter."""
         with self._lock:
             return dict(self._c)
+
+
+class StreamError(Exception):
+    """A stream that cannot go on: the status code and message it ends with."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
 
 
 class CommitSink(Protocol):
@@ -283,6 +293,8 @@ class IngestService(pb_grpc.TelemetryServicer):
                     await pending.put((batch, outcome))
                     if isinstance(outcome, AuthError):
                         return
+            except DecodeError as exc:  # no batch to ack: end the stream, naming why
+                await pending.put((None, self._unparsable("Push", exc)))
             finally:
                 await pending.put(None)
 
@@ -293,7 +305,7 @@ class IngestService(pb_grpc.TelemetryServicer):
                 if item is None:
                     break
                 batch, outcome = item
-                if isinstance(outcome, AuthError):
+                if isinstance(outcome, AuthError | StreamError):
                     await context.abort(outcome.code, outcome.message)
                 if not isinstance(outcome, Refusal):
                     outcome = await outcome
@@ -314,23 +326,43 @@ class IngestService(pb_grpc.TelemetryServicer):
         """
         ident = await self._identify("PushBundle", context)
         self.metrics.inc("push_streams")
-        async for bundle in request_iterator:
-            tally: Counter[str] = Counter(bundles_received=1)
-            received_us = time.time_ns() // 1000
-            outcomes = [self._admit("PushBundle", b, ident, tally, received_us) for b in bundle.batches]
-            self._record_clock()
-            denied = next((o for o in outcomes if isinstance(o, AuthError)), None)
-            if denied is not None:
+        try:
+            async for bundle in self._bundles(request_iterator):
+                tally: Counter[str] = Counter(bundles_received=1)
+                received_us = time.time_ns() // 1000
+                outcomes = [self._admit("PushBundle", b, ident, tally, received_us) for b in bundle.batches]
+                self._record_clock()
+                denied = next((o for o in outcomes if isinstance(o, AuthError)), None)
+                if denied is not None:
+                    self.metrics.add(tally)
+                    await context.abort(denied.code, denied.message)
+                valid = [o for o in outcomes if isinstance(o, PendingBatch)]
+                results = iter(await self.writer.submit_many_async(valid) if valid else ())
+                acks = [
+                    self._ack(b, o if isinstance(o, Refusal) else next(results), tally)
+                    for b, o in zip(bundle.batches, outcomes, strict=True)
+                ]
                 self.metrics.add(tally)
-                await context.abort(denied.code, denied.message)
-            valid = [o for o in outcomes if isinstance(o, PendingBatch)]
-            results = iter(await self.writer.submit_many_async(valid) if valid else ())
-            acks = [
-                self._ack(b, o if isinstance(o, Refusal) else next(results), tally)
-                for b, o in zip(bundle.batches, outcomes, strict=True)
-            ]
-            self.metrics.add(tally)
-            yield pb.AckBundle(acks=acks)
+                yield pb.AckBundle(acks=acks)
+        except StreamError as exc:
+            await context.abort(exc.code, exc.message)
+
+    async def _bundles(self, request_iterator):
+        """The stream's bundles; StreamError when one does not parse (no batch of it can be acked)."""
+        try:
+            async for bundle in request_iterator:
+                yield bundle
+        except DecodeError as exc:
+            raise self._unparsable("PushBundle", exc) from None
+
+    def _unparsable(self, rpc: str, exc: DecodeError) -> StreamError:
+        """The end of a stream whose next message does not parse (counted, logged)."""
+        self.metrics.inc("streams_unparsable")
+        log.warning("stream ended rpc=%s reason=a message does not parse error=%s", rpc, shown(str(exc), 200))
+        return StreamError(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"{rpc}: a message does not parse ({exc}); batches before it were acknowledged",
+        )
 
 
 def _log_clock_commit(done: asyncio.Future[CommitResult]) -> None:

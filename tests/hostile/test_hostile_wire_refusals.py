@@ -105,6 +105,16 @@ def metrics_text(col: CollectorProc) -> str | None:
         return None
 
 
+def varint(n: int) -> bytes:
+    """Protobuf's base-128 varint."""
+    out = bytearray()
+    while True:
+        out.append((n & 0x7F) | (0x80 if n > 0x7F else 0))
+        n >>= 7
+        if not n:
+            return bytes(out)
+
+
 def stats(address: str) -> dict[str, int]:
     with grpc.insecure_channel(address) as ch:
         return dict(pb_grpc.TelemetryStub(ch).Stats(pb.StatsRequest(), timeout=10).counters)
@@ -258,3 +268,35 @@ def test_row_values_reach_metrics_labels_only_bounded_and_printable(collector):
         return [s.value for s in fams["c4_node_memory_total_bytes"].samples if s.labels["node"] == wanted]
 
     assert wait_for(exported, timeout_s=15, what="the node's memory gauge") == [7.0]
+
+
+@pytest.mark.parametrize("rpc", ["Push", "PushBundle"])
+def test_a_message_that_does_not_parse_ends_its_stream_by_name_after_acking_what_came_before(collector, rpc):
+    """Protobuf strings must be UTF-8: such a message has no batch to ack, so its stream ends with
+    INVALID_ARGUMENT (not UNKNOWN and a traceback), after the acks of the batches before it."""
+    agent = f"unparsable-{rpc.lower()}"
+    first, after = good(agent, 1, [1]), good(agent, 2, [2])
+    garbage = b"\x0a\x02\xff\xfe" + good("", 3, [3]).SerializeToString()  # agent_id: bytes ff fe
+    if rpc == "Push":
+        messages = [first.SerializeToString(), garbage, after.SerializeToString()]
+        reply = pb.Ack.FromString
+    else:
+        bundle = pb.BatchBundle(batches=[first]).SerializeToString()
+        messages = [bundle, b"\x0a" + varint(len(garbage)) + garbage, bundle]
+        reply = pb.AckBundle.FromString
+    got = []
+    with grpc.insecure_channel(collector.address) as ch:
+        call = ch.stream_stream(
+            f"/c4.telemetry.v1.Telemetry/{rpc}", request_serializer=lambda b: b, response_deserializer=reply
+        )
+        with pytest.raises(grpc.RpcError) as err:
+            for r in call(iter(messages), timeout=30):
+                got.append(r)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "does not parse" in err.value.details()
+        acks = got if rpc == "Push" else [a for r in got for a in r.acks]
+        assert [(a.seq, a.code) for a in acks] == [(1, 0)]
+        again = list(pb_grpc.TelemetryStub(ch).Push(iter([after]), timeout=30))
+    assert (again[0].code, again[0].rows) == (0, 1)
+    assert stored_ticks(collector.address, agent) == [1, 2]
+    assert "DecodeError" not in collector.log()  # no traceback from gRPC's handler
