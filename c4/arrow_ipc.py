@@ -22,12 +22,18 @@ def decode_ipc(payload: bytes) -> pa.Table:
     return ipc.open_stream(pa.py_buffer(payload)).read_all()
 
 
+#: Most messages (record batches, dictionaries) one payload may hold: each costs a few microseconds
+#: of Python however small, and agents send one or a few.
+MAX_MESSAGES = 4096
+
+
 @dataclass(frozen=True)
 class DecodeLimits:
-    """How much one payload may decode to: rows (record batch rows and dictionary entries) and bytes."""
+    """How much one payload may decode to: rows (record batch rows and dictionary entries), bytes, messages."""
 
     max_rows: int
     max_bytes: int
+    max_messages: int = MAX_MESSAGES
 
 
 class DecodeLimitError(Exception):
@@ -119,8 +125,10 @@ def message_size(message: ipc.Message) -> tuple[int, int]:
         raise pa.ArrowInvalid("IPC message metadata is truncated or holds an offset out of range") from None
 
 
-def _within(limits: DecodeLimits, rows: int, nbytes: int) -> tuple[int, int]:
+def _within(limits: DecodeLimits, rows: int, nbytes: int, messages: int) -> tuple[int, int]:
     """(rows, nbytes) when within ``limits``, else DecodeLimitError."""
+    if messages > limits.max_messages:
+        raise DecodeLimitError("messages", messages, limits.max_messages)
     if rows > limits.max_rows:
         raise DecodeLimitError("rows", rows, limits.max_rows)
     if nbytes > limits.max_bytes:
@@ -199,7 +207,7 @@ class CachedSchemaDecoder:
                 self._schemas.clear()
             self._schemas[key] = schema
         rows = nbytes = 0
-        batches = []
+        batches: list[pa.RecordBatch] = []
         body_end = schema_end
         while True:
             try:
@@ -208,14 +216,16 @@ class CachedSchemaDecoder:
                 break
             if limits is not None:
                 r, b = message_size(message)
-                rows, nbytes = _within(limits, rows + r, nbytes + b)
+                rows, nbytes = _within(limits, rows + r, nbytes + b, len(batches) + 1)
             if message.type != "record batch":  # dictionaries and the like: the general reader
+                count = len(batches) + 1
                 while limits is not None:  # the rest of the stream within the limits first
                     try:
                         r, b = message_size(ipc.read_message(reader))
                     except EOFError:
                         break
-                    rows, nbytes = _within(limits, rows + r, nbytes + b)
+                    count += 1
+                    rows, nbytes = _within(limits, rows + r, nbytes + b, count)
                 table = decode_ipc(payload)
                 _ = table.schema.names
                 _validate_full(table)

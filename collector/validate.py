@@ -168,6 +168,13 @@ def check_payload(
     try:
         table, schema_key, span = decode_checked(payload, limits)
     except DecodeLimitError as exc:
+        if exc.what == "messages":
+            raise Refusal(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"table {table_name!r}: payload holds more than {exc.limit} Arrow messages: "
+                "send its rows as fewer, larger record batches",
+                "refused_decoded_size",
+            ) from None
         key = "max_batch_rows" if exc.what == "rows" else "max_batch_decoded_bytes"
         raise Refusal(
             grpc.StatusCode.RESOURCE_EXHAUSTED,

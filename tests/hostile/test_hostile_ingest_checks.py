@@ -268,3 +268,14 @@ def test_rows_far_in_the_future_are_clamped_to_the_receive_time_and_counted():
     outcome, tally = admit(svc, batch("n1", 2, encode_ipc(within)))
     assert outcome.table.column("ts").to_pylist() == [now + timedelta(seconds=30)]
     assert tally["rows_clamped_future"] == 0
+
+
+def test_a_payload_of_countless_tiny_batches_is_refused_after_a_bounded_number():
+    """Each Arrow message costs Python work however small: 5,000 one-row batches are refused by name."""
+    rows = heartbeat_rows("n1", range(1, 5001))
+    payload = encode_ipc(pa.Table.from_batches(rows.to_batches(max_chunksize=1)))
+    outcome, tally = admit(service(), batch("n1", 1, payload))
+    refused(outcome, grpc.StatusCode.RESOURCE_EXHAUSTED, "more than 4096 Arrow messages")
+    assert tally["refused_decoded_size"] == 1
+    few = encode_ipc(pa.Table.from_batches(rows.to_batches(max_chunksize=2)))  # 2,500 messages
+    assert isinstance(admit(service(), batch("n1", 1, few))[0], PendingBatch)
