@@ -29,7 +29,7 @@ from c4.collector.validate import Refusal, clamp_future
 from c4.config import CollectorConfig
 from c4.telemetry.v1 import telemetry_pb2 as pb
 from c4.telemetry.v1 import telemetry_pb2_grpc as pb_grpc
-from c4.wire_limits import agent_id_problem, seq_problem, shown
+from c4.wire_limits import agent_id_problem, hostname_problem, seq_problem, shown
 
 log = logging.getLogger("c4.collector")
 
@@ -201,9 +201,9 @@ class IngestService(pb_grpc.TelemetryServicer):
             error = f"{type(exc).__name__}: {exc}"
             log.error(
                 "batch check failed agent=%s seq=%d table=%s error=%s\n%s",
-                shown(batch.agent_id),
+                _loggable(batch.agent_id, agent_id_problem),
                 batch.seq,
-                shown(batch.table),
+                _loggable(batch.table, self._table_problem),
                 shown(error, 300),  # the exception may quote the hostile input: escaped, cut short
                 "".join(traceback.format_tb(exc.__traceback__)),
             )
@@ -214,19 +214,21 @@ class IngestService(pb_grpc.TelemetryServicer):
             )
             return self._refused(batch, refusal, tally)
 
-    @staticmethod
-    def _refused(batch: pb.Batch, refusal: Refusal, tally: Counter[str]) -> Refusal:
+    def _refused(self, batch: pb.Batch, refusal: Refusal, tally: Counter[str]) -> Refusal:
         """Count and log one refused batch."""
         tally["batches_refused"] += 1
         tally[refusal.counter] += 1
         log.warning(
             "batch refused agent=%s seq=%d table=%s reason=%s",
-            shown(batch.agent_id),
+            _loggable(batch.agent_id, agent_id_problem),
             batch.seq,
-            shown(batch.table),
+            _loggable(batch.table, self._table_problem),
             refusal.message,
         )
         return refusal
+
+    def _table_problem(self, table: str) -> str | None:
+        return None if table in self.catalogue else "unknown table"
 
     def _record_clock(self) -> None:
         """Store the agents' finished clock intervals as agent_clock rows (checked at most once a second)."""
@@ -242,7 +244,7 @@ class IngestService(pb_grpc.TelemetryServicer):
                 log.warning(
                     "rows dated ahead of the collector clamped agent=%s node=%s rows=%d skew_s=%.1f max_clock_skew_s=%g",
                     r["agent_id"],
-                    r["node"],
+                    _loggable(r["node"], hostname_problem),  # from the rows: not checked
                     r["rows_clamped"],
                     r["skew_s"],
                     self.cfg.max_clock_skew_s,
@@ -363,6 +365,11 @@ class IngestService(pb_grpc.TelemetryServicer):
             grpc.StatusCode.INVALID_ARGUMENT,
             f"{rpc}: a message does not parse ({exc}); batches before it were acknowledged",
         )
+
+
+def _loggable(value: str, problem) -> str:
+    """``value`` as it is when ``problem(value)`` finds nothing wrong, else quoted, escaped and cut short."""
+    return value if problem(value) is None else shown(value)
 
 
 def _log_clock_commit(done: asyncio.Future[CommitResult]) -> None:
