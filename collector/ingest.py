@@ -29,7 +29,7 @@ from c4.collector.validate import Refusal, clamp_future
 from c4.config import CollectorConfig
 from c4.telemetry.v1 import telemetry_pb2 as pb
 from c4.telemetry.v1 import telemetry_pb2_grpc as pb_grpc
-from c4.wire_limits import agent_id_problem, hostname_problem, seq_problem, shown
+from c4.wire_limits import MAX_SEQ, agent_id_problem, hostname_problem, seq_problem, shown
 
 log = logging.getLogger("c4.collector")
 
@@ -139,6 +139,7 @@ class IngestService(pb_grpc.TelemetryServicer):
         self.max_skew_us = int(cfg.max_clock_skew_s * 1e6)
         self.clock = ClockWatch(cfg.clock_skew_interval_s)
         self._clock_next_s = 0.0
+        self._good_ids: set[str] = set()  # agent ids already found to follow the rules
 
     async def _identify(self, rpc: str, context: grpc.aio.ServicerContext, agent_id: str | None = None):
         """The caller's identity (None without a tokens file); aborts the call when refused."""
@@ -159,20 +160,28 @@ class IngestService(pb_grpc.TelemetryServicer):
         goes wrong while checking one batch refuses that batch only (never the stream).
         ``received_us`` (default: now) is the collector's receive time, microseconds since the epoch.
         """
-        payload = batch.arrow_ipc  # each read of a protobuf bytes field copies it: read it once
+        payload = batch.arrow_ipc  # each read of a protobuf field costs (bytes: a copy): read once
+        agent_id, seq = batch.agent_id, batch.seq
         tally["batches_received"] += 1
         tally["bytes_received"] += len(payload)
         try:
-            problem = agent_id_problem(batch.agent_id)  # first: a bad id must not reach the logs raw
-            if problem:
-                raise Refusal(grpc.StatusCode.INVALID_ARGUMENT, f"batch refused: {problem}", "refused_header")
+            if agent_id not in self._good_ids:  # first: a bad id must not reach the logs raw
+                problem = agent_id_problem(agent_id)
+                if problem:
+                    raise Refusal(
+                        grpc.StatusCode.INVALID_ARGUMENT, f"batch refused: {problem}", "refused_header"
+                    )
+                if len(self._good_ids) >= 65536:
+                    self._good_ids.clear()
+                self._good_ids.add(agent_id)
             try:
-                self.auth.check_agent(rpc, ident, batch.agent_id)
+                self.auth.check_agent(rpc, ident, agent_id)
             except AuthError as exc:
                 return exc
-            problem = seq_problem(batch.seq)
-            if problem:
-                raise Refusal(grpc.StatusCode.INVALID_ARGUMENT, f"batch refused: {problem}", "refused_header")
+            if not 1 <= seq <= MAX_SEQ:
+                raise Refusal(
+                    grpc.StatusCode.INVALID_ARGUMENT, f"batch refused: {seq_problem(seq)}", "refused_header"
+                )
             checked = validate.check_payload(
                 self.catalogue,
                 batch.table,
@@ -182,19 +191,19 @@ class IngestService(pb_grpc.TelemetryServicer):
                 self.limits,
             )
             spec, table, span = checked.spec, checked.table, checked.span
-            clamped = 0
             if checked.newest_us is not None:
                 if received_us is None:
                     received_us = time.time_ns() // 1000
+                clamped = 0
                 if checked.newest_us > received_us + self.max_skew_us:
                     table, clamped = clamp_future(spec, table, received_us + self.max_skew_us, received_us)
                     span = None  # the wire bytes no longer hold these rows
                     tally["rows_clamped_future"] += clamped
-                self.clock.observe(batch.agent_id, table, checked.newest_us, received_us, clamped)
+                self.clock.observe(agent_id, table, checked.newest_us, received_us, clamped)
             parts = None
             if span is not None and self.keep_ipc_parts:
                 parts = (payload[: span[0]], memoryview(payload)[span[0] : span[1]])
-            return PendingBatch(batch.agent_id, batch.seq, spec, table, parts)
+            return PendingBatch(agent_id, seq, spec, table, parts)
         except Refusal as refusal:
             return self._refused(batch, refusal, tally)
         except Exception as exc:  # a check that broke on this input: refuse the batch, keep serving
