@@ -73,12 +73,16 @@ def hostname_problem(hostname: str) -> str | None:
     return f"hostname {shown(hostname)} may hold only the characters [{ID_CHARS}]"
 
 
+#: Control characters (tab aside) and line separators: what would break a log line or a label.
+_CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
+
+
 def text_problem(field: str, value: str, limit: int) -> str | None:
-    """What is wrong with a free-text field: at most ``limit`` characters, printable (no control characters)."""
+    """What is wrong with a free-text field: at most ``limit`` characters, no control characters."""
     if len(value) > limit:
         return f"{field} is {len(value)} characters long, over {limit}"
-    if not value.isprintable():
-        return f"{field} {shown(value)} holds control or other non-printable characters"
+    if _CONTROL.search(value):
+        return f"{field} {shown(value)} holds control characters"
     return None
 
 
