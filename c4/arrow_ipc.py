@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import struct
+from dataclasses import dataclass
+
 import pyarrow as pa
 import pyarrow.ipc as ipc
 
@@ -19,6 +22,145 @@ def decode_ipc(payload: bytes) -> pa.Table:
     return ipc.open_stream(pa.py_buffer(payload)).read_all()
 
 
+#: Most messages (record batches, dictionaries) one payload may hold: each costs a few microseconds
+#: of Python however small, and agents send one or a few.
+MAX_MESSAGES = 4096
+
+
+@dataclass(frozen=True)
+class DecodeLimits:
+    """How much one payload may decode to: rows (record batch rows and dictionary entries), bytes, messages."""
+
+    max_rows: int
+    max_bytes: int
+    max_messages: int = MAX_MESSAGES
+
+
+class DecodeLimitError(Exception):
+    """A payload whose message metadata declares more rows or bytes than allowed (found before decoding)."""
+
+    def __init__(self, what: str, declared: int, limit: int) -> None:
+        super().__init__(f"payload decodes to {declared} {what}, over the limit of {limit}")
+        self.what = what
+        self.declared = declared
+        self.limit = limit
+
+
+# -- The IPC message metadata is a flatbuffer (Arrow's format/Message.fbs). pyarrow exposes its
+# bytes but not its fields, so the few fields the limits need are read here, every offset checked
+# (struct raises past the end; the one subtraction, to a vtable, is checked for a negative result):
+# Message { version: short; header_type: ubyte; header: union; bodyLength: long; ... }
+# RecordBatch { length: long; nodes: [FieldNode]; buffers: [Buffer{offset: long, length: long}];
+#               compression: BodyCompression; ... }
+# DictionaryBatch { id: long; data: RecordBatch; isDelta: bool }
+_RECORD_BATCH, _DICTIONARY_BATCH = 3, 2
+_U8, _U16, _I32, _U32, _I64 = (struct.Struct(f).unpack_from for f in ("<B", "<H", "<i", "<I", "<q"))
+
+
+def _field(meta, table: int, index: int) -> int:
+    """Where field ``index`` of the flatbuffer table at ``table`` lies (0 when absent)."""
+    vtable = table - _I32(meta, table)[0]
+    if vtable < 0:
+        raise struct.error("vtable before the start of the metadata")
+    entry = 4 + 2 * index
+    if entry + 2 > _U16(meta, vtable)[0]:
+        return 0
+    offset = _U16(meta, vtable + entry)[0]
+    return table + offset if offset else 0
+
+
+def _record_batch_size(meta, rb: int, body: pa.Buffer) -> tuple[int, int]:
+    """(rows, bytes once decoded) of the RecordBatch table at ``rb``."""
+    pos = _field(meta, rb, 0)
+    rows = _I64(meta, pos)[0] if pos else 0
+    if rows < 0:
+        raise pa.ArrowInvalid(f"record batch declares {rows} rows")
+    if not _field(meta, rb, 3):  # uncompressed: the arrays are slices of the body, nothing more
+        return rows, body.size
+    pos = _field(meta, rb, 2)
+    if not pos:
+        return rows, 0
+    vec = pos + _U32(meta, pos)[0]
+    count = _U32(meta, vec)[0]
+    if vec + 4 + 16 * count > len(meta):
+        raise pa.ArrowInvalid("IPC message metadata is truncated (buffers)")
+    decoded = 0
+    for offset, length in struct.iter_unpack("<qq", meta[vec + 4 : vec + 4 + 16 * count]):
+        if length == 0:
+            continue
+        if offset < 0 or length < 8 or offset + length > body.size:
+            raise pa.ArrowInvalid("a compressed buffer lies outside the message body")
+        # each compressed buffer starts with its uncompressed length (-1: stored uncompressed)
+        size = _I64(body, offset)[0]
+        if size < -1:
+            raise pa.ArrowInvalid(f"a compressed buffer declares {size} bytes uncompressed")
+        decoded += length - 8 if size == -1 else size
+    return rows, decoded
+
+
+def message_size(message: ipc.Message) -> tuple[int, int]:
+    """(rows, bytes once decoded) of a record batch or dictionary batch message, from its metadata alone.
+
+    Compressed buffers count their declared uncompressed length; uncompressed ones are the body.
+    Other messages count (0, 0). Raises ArrowInvalid when the metadata does not parse.
+    """
+    meta = memoryview(message.metadata)
+    try:
+        root = _U32(meta, 0)[0]
+        pos = _field(meta, root, 1)
+        kind = _U8(meta, pos)[0] if pos else 0
+        if kind != _RECORD_BATCH and kind != _DICTIONARY_BATCH:
+            return 0, 0
+        pos = _field(meta, root, 2)
+        if not pos:
+            raise pa.ArrowInvalid("IPC message has no header")
+        header = pos + _U32(meta, pos)[0]
+        if kind == _DICTIONARY_BATCH:
+            pos = _field(meta, header, 1)
+            if not pos:
+                raise pa.ArrowInvalid("dictionary batch has no data")
+            header = pos + _U32(meta, pos)[0]
+        return _record_batch_size(meta, header, message.body)
+    except struct.error:
+        raise pa.ArrowInvalid("IPC message metadata is truncated or holds an offset out of range") from None
+
+
+def _within(limits: DecodeLimits, rows: int, nbytes: int, messages: int) -> tuple[int, int]:
+    """(rows, nbytes) when within ``limits``, else DecodeLimitError."""
+    if messages > limits.max_messages:
+        raise DecodeLimitError("messages", messages, limits.max_messages)
+    if rows > limits.max_rows:
+        raise DecodeLimitError("rows", rows, limits.max_rows)
+    if nbytes > limits.max_bytes:
+        raise DecodeLimitError("bytes", nbytes, limits.max_bytes)
+    return rows, nbytes
+
+
+class InvalidColumn(ValueError):
+    """A decoded column whose values break the Arrow format (e.g. strings that are not UTF-8)."""
+
+    def __init__(self, column: str, problem: str) -> None:
+        super().__init__(f"column {column!r}: {problem}")
+        self.column = column
+        self.problem = problem
+
+
+def _validate_full(data: pa.RecordBatch | pa.Table) -> None:
+    """Every value valid (string columns UTF-8 included), or InvalidColumn naming the first bad column.
+
+    One pass over the whole batch costs little more than the structural check alone.
+    """
+    try:
+        data.validate(full=True)
+    except pa.ArrowInvalid as exc:
+        for name, column in zip(data.schema.names, data.columns, strict=True):
+            try:
+                column.validate(full=True)
+            except pa.ArrowInvalid as col_exc:
+                raise InvalidColumn(name, str(col_exc)) from None
+        raise exc from None
+
+
 class CachedSchemaDecoder:
     """Decodes Arrow IPC streams, parsing each distinct schema message once.
 
@@ -31,13 +173,20 @@ class CachedSchemaDecoder:
         self.max_schemas = max_schemas
         self._schemas: dict[bytes, pa.Schema] = {}
 
-    def decode(self, payload: bytes) -> tuple[pa.Table, bytes]:
+    def decode(self, payload: bytes, limits: DecodeLimits | None = None) -> tuple[pa.Table, bytes]:
         """Arrow IPC stream bytes -> (table, schema key); raises pyarrow errors on corrupt input."""
-        table, key, _ = self.decode_spans(payload)
+        table, key, _ = self.decode_spans(payload, limits)
         return table, key
 
-    def decode_spans(self, payload: bytes) -> tuple[pa.Table, bytes, tuple[int, int] | None]:
+    def decode_spans(
+        self, payload: bytes, limits: DecodeLimits | None = None
+    ) -> tuple[pa.Table, bytes, tuple[int, int] | None]:
         """As ``decode``, plus where the record batches lie: ``(end of schema message, end of last batch)``.
+
+        With ``limits``, every batch's declared rows and decoded bytes are added up from its
+        message metadata before it is decoded (a compressed payload of kilobytes can declare
+        gigabytes): DecodeLimitError once they go over. Every decoded value is validated
+        (InvalidColumn names a column whose strings are not UTF-8, say).
 
         The span is None unless the stream is a schema followed by record batches only (no
         dictionaries), so that its batch messages appended after the same schema message form a
@@ -57,19 +206,32 @@ class CachedSchemaDecoder:
             if len(self._schemas) >= self.max_schemas:
                 self._schemas.clear()
             self._schemas[key] = schema
-        batches = []
+        rows = nbytes = 0
+        batches: list[pa.RecordBatch] = []
         body_end = schema_end
         while True:
             try:
                 message = ipc.read_message(reader)
             except EOFError:
                 break
+            if limits is not None:
+                r, b = message_size(message)
+                rows, nbytes = _within(limits, rows + r, nbytes + b, len(batches) + 1)
             if message.type != "record batch":  # dictionaries and the like: the general reader
+                count = len(batches) + 1
+                while limits is not None:  # the rest of the stream within the limits first
+                    try:
+                        r, b = message_size(ipc.read_message(reader))
+                    except EOFError:
+                        break
+                    count += 1
+                    rows, nbytes = _within(limits, rows + r, nbytes + b, count)
                 table = decode_ipc(payload)
                 _ = table.schema.names
+                _validate_full(table)
                 return table, key, None
             batch = ipc.read_record_batch(message, schema)
-            batch.validate()
+            _validate_full(batch)
             batches.append(batch)
             body_end = reader.tell()
         return pa.Table.from_batches(batches, schema), key, (schema_end, body_end)

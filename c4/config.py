@@ -11,6 +11,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from c4.wire_limits import DEFAULT_MAX_BATCH_DECODED_BYTES, DEFAULT_MAX_BATCH_ROWS
+
 DEFAULT_COLLECTOR = "127.0.0.1:7070"
 
 #: Samplers an agent runs when the config names none. Each starts with policy "ignore": a node
@@ -116,6 +118,13 @@ class CollectorConfig(BaseModel):
     query_max_queued: int = Field(64, ge=0)  # queries waiting for one of those; more: RESOURCE_EXHAUSTED
     query_memory_bytes: int = Field(2 << 30, ge=64 << 20)  # what running queries may hold together
     max_batch_bytes: int = Field(16 << 20, ge=1 << 12)
+    # what one batch may decode to (compressed Arrow declares it; refused before decoding)
+    max_batch_rows: int = Field(DEFAULT_MAX_BATCH_ROWS, ge=1, le=1 << 31)
+    max_batch_decoded_bytes: int = Field(DEFAULT_MAX_BATCH_DECODED_BYTES, ge=1 << 12)
+    # rows dated further ahead of the collector's clock are stored with ts = their receive time; windows
+    # (diagnosis, /metrics gauges) end this far past the collector's clock; retention drops rows beyond it
+    max_clock_skew_s: float = Field(300.0, gt=0)
+    clock_skew_interval_s: float = Field(10.0, gt=0)  # at most one agent_clock row per agent this often
     metrics_interval_s: float = Field(10.0, gt=0)
     group_commit_max_batches: int = Field(4096, ge=1)
     # processes that receive and check agents' batches beside the one owning the store (0: one process)
@@ -124,8 +133,6 @@ class CollectorConfig(BaseModel):
     store_threads: int = Field(0, ge=0, le=1024)  # DuckDB worker threads (0: one per core)
     diagnose_interval_s: float = Field(10.0, ge=0)  # 0 disables the in-collector diagnosis
     diagnose_window_s: float = Field(120.0, gt=0)
-    # how far ahead of the collector's clock a row's ts may be and still count as "now"
-    max_clock_skew_s: float = Field(300.0, ge=0)
     fabric_topology: str = ""  # fabric YAML: nominal switch link rates for localizing a degraded link
     lake: str = ""  # postgres://user@host:port/db: write into a DuckLake shared with other collectors
     lake_data_path: str = "/var/lib/c4/lake"  # the lake's Parquet files (a shared directory or s3://...)

@@ -161,6 +161,22 @@ LATEST: tuple[LatestRows, ...] = (
         ),
     ),
     LatestRows(
+        "agent_clock",
+        (("agent_id", "agent_id"),),
+        (
+            _g(
+                "c4_agent_clock_skew_seconds",
+                "skew_s",
+                "How far the agent's clock runs ahead of the collector's (newest row ts minus receive time).",
+            ),
+            _g(
+                "c4_agent_clock_clamped_rows",
+                "rows_clamped",
+                "Rows of the agent's latest clock interval dated beyond max_clock_skew_s, stored at receive time.",
+            ),
+        ),
+    ),
+    LatestRows(
         "netdev_samples",
         (("node", "node"), ("netdev", "netdev")),
         (
@@ -215,6 +231,20 @@ FROM (
 #: Per agent of this collector: its committed-sequence bookkeeping (a lake shard has its own table; the
 #: newest row counts, since a new spool epoch starts the sequence over).
 LIVENESS_SQL = "SELECT agent_id, max(updated), arg_max(last_seq, updated) FROM {table} GROUP BY agent_id"
+
+
+#: Longest label value exported; longer values (and control characters) come from rows no check bounded.
+MAX_LABEL_CHARS = 256
+
+
+def label_value(value: object) -> str:
+    """A label value safe for the exposition format: printable, at most MAX_LABEL_CHARS characters."""
+    text = "" if value is None else str(value)
+    if len(text) > MAX_LABEL_CHARS:
+        text = text[:MAX_LABEL_CHARS] + "..."
+    if not text.isprintable():
+        text = "".join(c if c.isprintable() else "\ufffd" for c in text)
+    return text
 
 
 def _utcnow() -> datetime:
@@ -352,7 +382,7 @@ class C4Metrics:
                 for row in rows:
                     value = row[len(labels) + i]
                     if value is not None:
-                        fam.add_metric([str(k) for k in row[: len(labels)]], float(value))
+                        fam.add_metric([label_value(k) for k in row[: len(labels)]], float(value))
                 out.append(fam)
         info = GaugeMetricFamily(
             "c4_node_info",
@@ -363,7 +393,7 @@ class C4Metrics:
             cur,
             "SELECT node, arg_max(job, ts), arg_max(agent_id, ts), arg_max(agent_version, ts) FROM nodes GROUP BY node",
         ):
-            info.add_metric([str(v or "") for v in row], 1)
+            info.add_metric([label_value(v) for v in row], 1)
         out.append(info)
         return out
 
@@ -374,7 +404,7 @@ class C4Metrics:
             labels=["fault_class", "component_type", "component", "detector", "state"],
         )
         for *labels, n in self._query(cur, OPEN_FAULTS_SQL):
-            fam.add_metric([str(v or "") for v in labels], n)
+            fam.add_metric([label_value(v) for v in labels], n)
         return [fam]
 
     def _liveness(self, cur) -> list[Metric]:
@@ -394,6 +424,7 @@ class C4Metrics:
         )
         table = getattr(self.collector.store, "seq_table", SEQ_TABLE)
         for agent_id, updated, last_seq in self._query(cur, LIVENESS_SQL.format(table=table)):
+            agent_id = label_value(agent_id)
             age.add_metric([agent_id], max(0.0, (now - updated).total_seconds()))
             ts.add_metric([agent_id], updated.replace(tzinfo=UTC).timestamp())
             seq.add_metric([agent_id], last_seq)

@@ -9,21 +9,29 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
+import traceback
 from collections import Counter
 from typing import Protocol
 
 import grpc
+import pyarrow as pa
 import pyarrow.compute as pc
+from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from c4.arrow_ipc import DecodeLimits
 from c4.catalogue import Catalogue
+from c4.collector import validate
 from c4.collector.auth import Authenticator, AuthError, certificate_name
+from c4.collector.clock import ClockWatch
 from c4.collector.sequence import new_stream_id
 from c4.collector.store import CommitResult, PendingBatch
-from c4.collector.validate import Refusal, validate_payload
+from c4.collector.validate import Refusal, clamp_future
 from c4.config import CollectorConfig
 from c4.telemetry.v1 import telemetry_pb2 as pb
 from c4.telemetry.v1 import telemetry_pb2_grpc as pb_grpc
+from c4.wire_limits import MAX_SEQ, agent_id_problem, hostname_problem, seq_problem, shown
 
 log = logging.getLogger("c4.collector")
 
@@ -89,6 +97,15 @@ class Metrics:
             return dict(self._c)
 
 
+class StreamError(Exception):
+    """A stream that cannot go on: the status code and message it ends with."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
 class CommitSink(Protocol):
     """Where valid batches go to be committed: the writer thread, or the store process."""
 
@@ -149,6 +166,11 @@ class IngestService(pb_grpc.TelemetryServicer):
         self.writer = writer
         self.metrics = metrics
         self.auth = auth or Authenticator(None, metrics.inc)
+        self.limits = DecodeLimits(cfg.max_batch_rows, cfg.max_batch_decoded_bytes)
+        self.max_skew_us = int(cfg.max_clock_skew_s * 1e6)
+        self.clock = ClockWatch(cfg.clock_skew_interval_s)
+        self._clock_next_s = 0.0
+        self._good_ids: set[str] = set()  # agent ids already found to follow the rules
         #: agent id -> the node its last Hello in this process registered (rows of a ``*`` token's
         #: agent must be of that node)
         self.nodes: dict[str, str] = {}
@@ -203,59 +225,141 @@ class IngestService(pb_grpc.TelemetryServicer):
             )
 
     def _admit(
-        self, rpc: str, batch: pb.Batch, ident, tally: Counter[str], stream: StreamState
+        self,
+        rpc: str,
+        batch: pb.Batch,
+        ident,
+        tally: Counter[str],
+        stream: StreamState | None = None,
+        received_us: int | None = None,
     ) -> PendingBatch | Refusal | AuthError:
         """Check one received batch: a PendingBatch to commit, a Refusal to ack, or an AuthError to abort on.
 
-        ``stream`` is the call that carried it: once one of its batches was answered with a
-        retryable error, the rest is held back (answered UNAVAILABLE, never committed).
-        Counters go to ``tally``, which the caller adds to the metrics once per message.
+        Counters go to ``tally``, which the caller adds to the metrics once per message. Whatever
+        goes wrong while checking one batch refuses that batch only (never the stream).
+        ``stream`` is the call that carried it (default: a stream of its own): once one of its
+        batches was answered with a retryable error, the rest is held back (answered UNAVAILABLE,
+        never committed). ``received_us`` (default: now) is the collector's receive time,
+        microseconds since the epoch.
         """
-        payload = batch.arrow_ipc  # each read of a protobuf bytes field copies it: read it once
+        stream = stream or StreamState()
+        payload = batch.arrow_ipc  # each read of a protobuf field costs (bytes: a copy): read once
+        agent_id, seq = batch.agent_id, batch.seq
         tally["batches_received"] += 1
         tally["bytes_received"] += len(payload)
         try:
-            self.auth.check_agent(rpc, ident, batch.agent_id)
-        except AuthError as exc:
-            return exc
-        if stream.failed_seq:
-            tally["batches_held"] += 1
-            return stream.held(batch)
-        try:
-            if not batch.agent_id or batch.seq == 0:
+            if agent_id not in self._good_ids:  # first: a bad id must not reach the logs raw
+                problem = agent_id_problem(agent_id)
+                if problem:
+                    raise Refusal(
+                        grpc.StatusCode.INVALID_ARGUMENT, f"batch refused: {problem}", "refused_header"
+                    )
+                if len(self._good_ids) >= 65536:
+                    self._good_ids.clear()
+                self._good_ids.add(agent_id)
+            try:
+                self.auth.check_agent(rpc, ident, agent_id)
+            except AuthError as exc:
+                return exc
+            if stream.failed_seq:
+                tally["batches_held"] += 1
+                return stream.held(batch)
+            if not 1 <= seq <= MAX_SEQ:
                 raise Refusal(
-                    grpc.StatusCode.INVALID_ARGUMENT,
-                    "batch needs a non-empty agent_id and a seq >= 1",
-                    "refused_header",
+                    grpc.StatusCode.INVALID_ARGUMENT, f"batch refused: {seq_problem(seq)}", "refused_header"
                 )
-            spec, table, span = validate_payload(
-                self.catalogue, batch.table, batch.schema_version, payload, self.cfg.max_batch_bytes
+            checked = validate.check_payload(
+                self.catalogue,
+                batch.table,
+                batch.schema_version,
+                payload,
+                self.cfg.max_batch_bytes,
+                self.limits,
             )
-            self._authorize(rpc, ident, batch.agent_id, spec, table)
+            spec, table, span = checked.spec, checked.table, checked.span
+            self._authorize(rpc, ident, agent_id, spec, table)
+            if checked.newest_us is not None:
+                if received_us is None:
+                    received_us = time.time_ns() // 1000
+                clamped = 0
+                if checked.newest_us > received_us + self.max_skew_us:
+                    table, clamped = clamp_future(spec, table, received_us + self.max_skew_us, received_us)
+                    span = None  # the wire bytes no longer hold these rows
+                    tally["rows_clamped_future"] += clamped
+                self.clock.observe(agent_id, table, checked.newest_us, received_us, clamped)
             parts = None
             if span is not None and self.keep_ipc_parts:
                 parts = (payload[: span[0]], memoryview(payload)[span[0] : span[1]])
             return PendingBatch(
-                batch.agent_id, batch.seq, spec, table, parts, stream=stream.id, spool_epoch=batch.spool_epoch
+                agent_id, seq, spec, table, parts, stream=stream.id, spool_epoch=batch.spool_epoch
             )
         except Refusal as refusal:
             stream.note(batch, refusal)
-            tally["batches_retry" if refusal.retryable else "batches_refused"] += 1
-            tally[refusal.counter] += 1
-            log.warning(
-                "batch refused agent=%s seq=%d table=%s reason=%s",
-                batch.agent_id,
+            return self._refused(batch, refusal, tally)
+        except Exception as exc:  # a check that broke on this input: refuse the batch, keep serving
+            error = f"{type(exc).__name__}: {exc}"
+            log.error(
+                "batch check failed agent=%s seq=%d table=%s error=%s\n%s",
+                _loggable(batch.agent_id, agent_id_problem),
                 batch.seq,
-                batch.table,
-                refusal.message,
+                _loggable(batch.table, self._table_problem),
+                shown(error, 300),  # the exception may quote the hostile input: escaped, cut short
+                "".join(traceback.format_tb(exc.__traceback__)),
             )
-            return refusal
+            refusal = Refusal(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"batch could not be checked ({error})",
+                "refused_check_failed",
+            )
+            return self._refused(batch, refusal, tally)
+
+    def _refused(self, batch: pb.Batch, refusal: Refusal, tally: Counter[str]) -> Refusal:
+        """Count and log one refused batch."""
+        tally["batches_retry" if refusal.retryable else "batches_refused"] += 1
+        tally[refusal.counter] += 1
+        log.warning(
+            "batch refused agent=%s seq=%d table=%s reason=%s",
+            _loggable(batch.agent_id, agent_id_problem),
+            batch.seq,
+            _loggable(batch.table, self._table_problem),
+            refusal.message,
+        )
+        return refusal
+
+    def _table_problem(self, table: str) -> str | None:
+        return None if table in self.catalogue else "unknown table"
+
+    def _record_clock(self) -> None:
+        """Store the agents' finished clock intervals as agent_clock rows (checked at most once a second)."""
+        now = time.monotonic()
+        if now < self._clock_next_s:
+            return
+        self._clock_next_s = now + min(1.0, self.cfg.clock_skew_interval_s)
+        rows = self.clock.due(now)
+        if not rows:
+            return
+        for r in rows:
+            if r["rows_clamped"]:
+                log.warning(
+                    "rows dated ahead of the collector clamped agent=%s node=%s rows=%d skew_s=%.1f max_clock_skew_s=%g",
+                    r["agent_id"],
+                    _loggable(r["node"], hostname_problem),  # from the rows: not checked
+                    r["rows_clamped"],
+                    r["skew_s"],
+                    self.cfg.max_clock_skew_s,
+                )
+        spec = self.catalogue["agent_clock"]
+        done = self.writer.submit_async(
+            PendingBatch("", 0, spec, pa.Table.from_pylist(rows, schema=spec.arrow_schema))
+        )
+        done.add_done_callback(_log_clock_commit)
 
     def _ack(self, batch: pb.Batch, outcome: Refusal | CommitResult, tally: Counter[str]) -> pb.Ack:
         """The Ack for one batch once it is refused or its commit is done (counted in ``tally``)."""
         if isinstance(outcome, Refusal):
+            agent_id = batch.agent_id if agent_id_problem(batch.agent_id) is None else ""
             return pb.Ack(
-                agent_id=batch.agent_id, seq=batch.seq, code=outcome.code.value[0], message=outcome.message
+                agent_id=agent_id, seq=batch.seq, code=outcome.code.value[0], message=outcome.message
             )
         if outcome.refused:
             tally["batches_refused"] += 1
@@ -292,13 +396,16 @@ class IngestService(pb_grpc.TelemetryServicer):
             try:
                 async for batch in request_iterator:
                     tally: Counter[str] = Counter()
-                    outcome = self._admit("Push", batch, ident, tally, stream)
+                    outcome = self._admit("Push", batch, ident, tally, stream, time.time_ns() // 1000)
                     self.metrics.add(tally)
+                    self._record_clock()
                     if isinstance(outcome, PendingBatch):
                         outcome = self.writer.submit_async(outcome)
                     await pending.put((batch, outcome))
                     if isinstance(outcome, AuthError):
                         return
+            except DecodeError as exc:  # no batch to ack: end the stream, naming why
+                await pending.put((None, self._unparsable("Push", exc)))
             finally:
                 await pending.put(None)
 
@@ -309,7 +416,7 @@ class IngestService(pb_grpc.TelemetryServicer):
                 if item is None:
                     break
                 batch, outcome = item
-                if isinstance(outcome, AuthError):
+                if isinstance(outcome, AuthError | StreamError):
                     await context.abort(outcome.code, outcome.message)
                 if not isinstance(outcome, Refusal):
                     outcome = await outcome
@@ -332,18 +439,57 @@ class IngestService(pb_grpc.TelemetryServicer):
         ident = await self._identify("PushBundle", context)
         stream = StreamState()
         self.metrics.inc("push_streams")
-        async for bundle in request_iterator:
-            tally: Counter[str] = Counter(bundles_received=1)
-            outcomes = [self._admit("PushBundle", b, ident, tally, stream) for b in bundle.batches]
-            denied = next((o for o in outcomes if isinstance(o, AuthError)), None)
-            if denied is not None:
+        try:
+            async for bundle in self._bundles(request_iterator):
+                tally: Counter[str] = Counter(bundles_received=1)
+                received_us = time.time_ns() // 1000
+                outcomes = [
+                    self._admit("PushBundle", b, ident, tally, stream, received_us) for b in bundle.batches
+                ]
+                self._record_clock()
+                denied = next((o for o in outcomes if isinstance(o, AuthError)), None)
+                if denied is not None:
+                    self.metrics.add(tally)
+                    await context.abort(denied.code, denied.message)
+                valid = [o for o in outcomes if isinstance(o, PendingBatch)]
+                results = iter(await self.writer.submit_many_async(valid) if valid else ())
+                resolved = [o if isinstance(o, Refusal) else next(results) for o in outcomes]
+                for b, outcome in zip(bundle.batches, resolved, strict=True):
+                    stream.note(b, outcome)
+                acks = [self._ack(b, o, tally) for b, o in zip(bundle.batches, resolved, strict=True)]
                 self.metrics.add(tally)
-                await context.abort(denied.code, denied.message)
-            valid = [o for o in outcomes if isinstance(o, PendingBatch)]
-            results = iter(await self.writer.submit_many_async(valid) if valid else ())
-            resolved = [o if isinstance(o, Refusal) else next(results) for o in outcomes]
-            for b, outcome in zip(bundle.batches, resolved, strict=True):
-                stream.note(b, outcome)
-            acks = [self._ack(b, o, tally) for b, o in zip(bundle.batches, resolved, strict=True)]
-            self.metrics.add(tally)
-            yield pb.AckBundle(acks=acks)
+                yield pb.AckBundle(acks=acks)
+        except StreamError as exc:
+            await context.abort(exc.code, exc.message)
+
+    async def _bundles(self, request_iterator):
+        """The stream's bundles; StreamError when one does not parse (no batch of it can be acked)."""
+        try:
+            async for bundle in request_iterator:
+                yield bundle
+        except DecodeError as exc:
+            raise self._unparsable("PushBundle", exc) from None
+
+    def _unparsable(self, rpc: str, exc: DecodeError) -> StreamError:
+        """The end of a stream whose next message does not parse (counted, logged)."""
+        self.metrics.inc("streams_unparsable")
+        log.warning("stream ended rpc=%s reason=a message does not parse error=%s", rpc, shown(str(exc), 200))
+        return StreamError(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"{rpc}: a message does not parse ({exc}); batches before it were acknowledged",
+        )
+
+
+def _loggable(value: str, problem) -> str:
+    """``value`` as it is when ``problem(value)`` finds nothing wrong, else quoted, escaped and cut short."""
+    return value if problem(value) is None else shown(value)
+
+
+def _log_clock_commit(done: asyncio.Future[CommitResult]) -> None:
+    """Log an agent_clock batch that could not be stored (the estimates are lost, nothing else)."""
+    if done.cancelled():
+        return
+    exc = done.exception()
+    error = str(exc) if exc is not None else done.result().error
+    if error:
+        log.warning("agent_clock rows not stored error=%s", error)

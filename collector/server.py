@@ -17,6 +17,7 @@ from c4 import __version__
 from c4.catalogue import Catalogue, load
 from c4.collector.auth import (
     Authenticator,
+    AuthError,
     TokenTable,
     check_server_security,
     mtls_roles_of,
@@ -27,6 +28,7 @@ from c4.collector.ingest import IngestService, Metrics, agent_server, bind, set_
 from c4.collector.queries import QueryFailed, QueryRunner
 from c4.collector.store import PendingBatch, Store
 from c4.collector.tasks import TaskHealth, run_every
+from c4.collector.validate import hello_problem
 from c4.collector.writer import Writer
 from c4.config import CollectorConfig
 from c4.telemetry.v1 import telemetry_pb2 as pb
@@ -75,9 +77,16 @@ class TelemetryService(IngestService):
 
     async def Hello(self, request: pb.HelloRequest, context: grpc.aio.ServicerContext) -> pb.HelloReply:
         """Record the node inventory and tell the agent where its committed sequence stands."""
-        ident = await self._identify("Hello", context, request.agent_id)
-        if not request.agent_id:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "Hello: agent_id is empty")
+        ident = await self._identify("Hello", context)
+        problem = hello_problem(request)  # before anything logs the agent's strings
+        if problem:
+            self.metrics.inc("hellos_refused")
+            log.warning("Hello refused reason=%s", problem)
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"Hello: {problem}")
+        try:
+            self.auth.check_agent("Hello", ident, request.agent_id)
+        except AuthError as exc:
+            await context.abort(exc.code, exc.message)
         node = await self._hello_node(ident, request, context)
         for table, version in request.table_versions.items():
             if table in self.catalogue and self.catalogue[table].version != version:

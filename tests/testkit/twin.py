@@ -15,7 +15,11 @@ EPOCH_S = 1_800_000_000.0
 
 
 def run_twin(tmp_path, faults, steps=30, nodes=4, seed=1, epoch_s=EPOCH_S, **cluster):
-    """Step the twin and sample every node after each step; returns (twin, {table: rows with node})."""
+    """Step the twin and sample every node after each step; returns (twin, {table: rows with node}).
+
+    Simulated time 0 is ``epoch_s`` (Unix seconds); rows sent to a collector must not lie ahead of
+    its clock by more than its max_clock_skew_s (they would be clamped), so pass a recent past then.
+    """
     twin = ClusterTwin(nodes=nodes, leaves=2, spines=2, seed=seed, faults=faults, **cluster)
     runner = SimRunner(tmp_path, twin, "t", epoch_s=epoch_s)
     samplers = {}
