@@ -54,7 +54,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def agent_config(args: argparse.Namespace):
     """Config file + env + flags -> validated AgentConfig; exits 2 with the problem named."""
-    from c4.config import ConfigError, load_config
+    from pydantic import ValidationError
+
+    from c4.config import ConfigError, load_config, validation_problems
 
     try:
         cfg = load_config(args.config).agent
@@ -84,6 +86,9 @@ def agent_config(args: argparse.Namespace):
                 samplers.setdefault(sampler, {})[option] = value
         data["samplers"] = samplers
         return cfg.model_validate(data)
+    except ValidationError as exc:
+        print(f"c4 agent: {validation_problems(exc)}", file=sys.stderr)
+        raise SystemExit(2) from None
     except (ConfigError, ValueError) as exc:
         print(f"c4 agent: {exc}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from c4.wire_limits import DEFAULT_MAX_BATCH_DECODED_BYTES, DEFAULT_MAX_BATCH_ROWS
 
@@ -102,6 +102,28 @@ class AgentConfig(ClientSecurityConfig):
     def effective_agent_id(self) -> str:
         """The agent id: configured, or the node name."""
         return self.agent_id or self.node
+
+    @model_validator(mode="after")
+    def _fits_the_wire(self) -> AgentConfig:
+        """Refuse at start what the collector would refuse in every Hello and batch (c4.wire_limits)."""
+        from c4 import wire_limits as w
+
+        problem = w.hostname_problem(self.node) or w.text_problem("job", self.job, w.MAX_JOB_CHARS)
+        if not problem and self.agent_id:
+            problem = w.agent_id_problem(self.agent_id)
+        elif not problem and w.agent_id_problem(self.node):
+            problem = f"node {w.shown(self.node)} cannot serve as the agent id: {w.agent_id_problem(self.node)}; set agent_id"
+        for key, value in self.labels.items():
+            problem = (
+                problem
+                or w.label_key_problem(key)
+                or w.text_problem(f"label {key}", value, w.MAX_LABEL_VALUE_CHARS)
+            )
+        if not problem and len(self.labels) > w.MAX_LABELS:
+            problem = f"{len(self.labels)} labels, over {w.MAX_LABELS}"
+        if problem:
+            raise ValueError(f"the collector would refuse this agent: {problem}")
+        return self
 
 
 class CollectorConfig(BaseModel):
@@ -239,5 +261,12 @@ def load_config(path: Path | str | None = None, env: Mapping[str, str] | None = 
     try:
         return Config.model_validate(raw)
     except ValidationError as exc:
-        problems = "; ".join(f"[{'.'.join(map(str, e['loc']))}] {e['msg']}" for e in exc.errors())
-        raise ConfigError(f"invalid configuration ({where}): {problems}") from None
+        raise ConfigError(f"invalid configuration ({where}): {validation_problems(exc)}") from None
+
+
+def validation_problems(exc: ValidationError) -> str:
+    """A pydantic error as one line: ``[section.key] problem; ...`` (no input dump, no URL)."""
+    return "; ".join(
+        (f"[{'.'.join(map(str, e['loc']))}] " if e["loc"] else "") + e["msg"].removeprefix("Value error, ")
+        for e in exc.errors()
+    )

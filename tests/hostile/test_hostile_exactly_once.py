@@ -316,3 +316,28 @@ def test_an_agent_that_cannot_continue_says_so_and_exits_non_zero(tmp_path):
         server.stop(0)
     assert code == 1
     assert "another agent using the same agent id" in agent.log()
+
+
+@pytest.mark.parametrize(
+    "flags, named",
+    [
+        (["--node", "x" * 200], "set agent_id"),  # a node name too long to serve as the agent id
+        (["--node", "gpu 17"], "hostname 'gpu 17'"),
+        (["--node", "ok", "--agent-id", "bad\x01id"], "agent_id"),
+        (["--node", "ok", "--job", "a\nb"], "job"),
+    ],
+)
+def test_an_agent_the_collector_would_refuse_does_not_start(tmp_path, flags, named):
+    """Every batch of such an agent would be refused for good: it must not start and drop its data."""
+    import subprocess
+
+    from testkit.procs import C4
+
+    r = subprocess.run(
+        C4 + ["agent", "--spool-dir", str(tmp_path / "spool"), *flags],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 2 and named in r.stderr and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
