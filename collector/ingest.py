@@ -194,19 +194,22 @@ class IngestService(pb_grpc.TelemetryServicer):
             await context.abort(exc.code, exc.message)
         return node
 
-    def _authorize(self, rpc: str, ident, agent_id: str, spec, table) -> None:
-        """Raise a Refusal unless the caller may write these rows: its role is the table's writer, and
-        an agent's rows are all of its own node (its name, or the node its Hello registered)."""
-        if ident is None:
-            return
-        if spec.writer not in ident.roles:
-            self.auth.count(rpc, grpc.StatusCode.PERMISSION_DENIED)  # logged as a refused batch
-            raise Refusal(
-                grpc.StatusCode.PERMISSION_DENIED,
-                f"{ident.name!r} may not write table {spec.name!r} (written by the {spec.writer})",
-                "refused_table_not_allowed",
-            )
-        if spec.writer != "agent":
+    def _authorize_table(self, rpc: str, ident, table_name: str) -> None:
+        """Raise a Refusal unless the caller's role is the table's writer (checked before decoding)."""
+        spec = self.catalogue[table_name] if table_name in self.catalogue else None
+        if ident is None or spec is None or spec.writer in ident.roles:
+            return  # an unknown table is refused by the payload check, by name
+        self.auth.count(rpc, grpc.StatusCode.PERMISSION_DENIED)  # logged as a refused batch
+        raise Refusal(
+            grpc.StatusCode.PERMISSION_DENIED,
+            f"{ident.name!r} may not write table {spec.name!r} (written by the {spec.writer})",
+            "refused_table_not_allowed",
+        )
+
+    def _authorize_rows(self, rpc: str, ident, agent_id: str, spec, table) -> None:
+        """Raise a Refusal unless an agent's rows are all of its own node (its name, or the node its
+        Hello registered)."""
+        if ident is None or spec.writer != "agent":
             return
         node = ident.node or self.nodes.get(agent_id)
         if node is None:  # e.g. this ingest process restarted: the agent's reconnect says Hello again
@@ -268,6 +271,7 @@ class IngestService(pb_grpc.TelemetryServicer):
                 raise Refusal(
                     grpc.StatusCode.INVALID_ARGUMENT, f"batch refused: {seq_problem(seq)}", "refused_header"
                 )
+            self._authorize_table(rpc, ident, batch.table)
             checked = validate.check_payload(
                 self.catalogue,
                 batch.table,
@@ -277,7 +281,7 @@ class IngestService(pb_grpc.TelemetryServicer):
                 self.limits,
             )
             spec, table, span = checked.spec, checked.table, checked.span
-            self._authorize(rpc, ident, agent_id, spec, table)
+            self._authorize_rows(rpc, ident, agent_id, spec, table)
             if checked.newest_us is not None:
                 if received_us is None:
                     received_us = time.time_ns() // 1000

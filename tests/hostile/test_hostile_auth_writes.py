@@ -8,6 +8,7 @@ import json
 import subprocess
 import urllib.error
 import urllib.request
+from datetime import UTC, datetime
 
 import grpc
 import pyarrow as pa
@@ -62,6 +63,7 @@ def forged_fault(node: str) -> dict:
     """A faults row claiming an Xid 79 on ``node``."""
     spec = load()["faults"]
     return {c: None for c in spec.column_names} | {
+        "ts": datetime.now(UTC).replace(tzinfo=None),
         "node": node,
         "job": "",
         "fault_id": f"xid:{node}/gpu0",
@@ -84,9 +86,12 @@ def metrics_text(port: int) -> str | None:
 
 
 def full(table: str, row: dict) -> pa.Table:
-    """One row of ``table`` with every other column NULL."""
+    """One row of ``table`` dated now, with every other column NULL (the collector refuses a NULL ts)."""
     spec = load()[table]
-    return pa.Table.from_pylist([{c: None for c in spec.column_names} | row], schema=spec.arrow_schema)
+    now = datetime.now(UTC).replace(tzinfo=None)
+    return pa.Table.from_pylist(
+        [{c: None for c in spec.column_names} | {"ts": now} | row], schema=spec.arrow_schema
+    )
 
 
 def acks(agent_stub, batches: list[pb.Batch]) -> list[tuple[int, str]]:

@@ -4,6 +4,7 @@ them, their memory has a budget, and the number of queries waiting is bounded.""
 from __future__ import annotations
 
 import threading
+from datetime import UTC, datetime
 
 import grpc
 import pyarrow as pa
@@ -84,6 +85,7 @@ def test_small_queries_fault_updates_and_ingest_go_on_beside_eight_heavy_queries
     col = collector(tmp_path, query_timeout_s=600.0)
     spec = load()["faults"]
     fault = {c: None for c in spec.column_names} | {
+        "ts": datetime.now(UTC).replace(tzinfo=None),
         "node": "node-a",
         "job": "",
         "fault_id": "xid:node-a/gpu0",
