@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from c4.collector.bench_proc import free_port, wait_serving
+from c4.collector.disk_faults import DiskFaultsUnavailable, Tmpfs
 
 HELP = "Chaos: collector and agent killed, disks filled, commits failing, while real agents send; lost/duplicated ticks."
 
@@ -54,48 +55,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--workdir", help="directory for logs, spools and the database (default: a temp dir)")
     parser.add_argument("--keep", action="store_true", help="keep the work directory afterwards")
-
-
-class DiskFaultsUnavailable(RuntimeError):
-    """A tmpfs cannot be mounted here (not root, or no mount permission); the message says why."""
-
-
-class Tmpfs:
-    """A small tmpfs mounted at a directory, which can be filled up (a ballast file) and freed."""
-
-    def __init__(self, path: Path, size_bytes: int) -> None:
-        self.path = path
-        path.mkdir(parents=True, exist_ok=True)
-        r = subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", f"size={size_bytes}", "tmpfs", str(path)],
-            capture_output=True,
-            text=True,
-        )
-        if r.returncode:
-            raise DiskFaultsUnavailable(f"cannot mount a tmpfs at {path}: {r.stderr.strip() or r.returncode}")
-        self.ballast = path / "ballast"
-
-    def fill(self, leave_bytes: int = 0) -> None:
-        """Take all the free space but ``leave_bytes``."""
-        free = shutil.disk_usage(self.path).free
-        with open(self.ballast, "ab") as f:
-            chunk = b"\0" * (1 << 20)
-            try:
-                while free > leave_bytes:
-                    n = min(len(chunk), free - leave_bytes)
-                    f.write(chunk[:n])
-                    f.flush()
-                    free = shutil.disk_usage(self.path).free
-            except OSError:
-                pass
-
-    def free(self) -> None:
-        """Remove the ballast."""
-        self.ballast.unlink(missing_ok=True)
-
-    def unmount(self) -> None:
-        """Unmount (lazily, in case a process still holds a file)."""
-        subprocess.run(["umount", "-l", str(self.path)], capture_output=True)
 
 
 @dataclass

@@ -8,8 +8,9 @@ import logging
 import subprocess
 import sys
 
-from testkit.agent_rig import heartbeat_agent, small_tmpfs
+from testkit.agent_rig import heartbeat_agent
 from testkit.procs import CollectorProc
+from testkit.small_disk import small_tmpfs
 from testkit.wait import wait_for
 
 import c4.agent.runner as runner
@@ -106,7 +107,7 @@ def test_spool_dir_under_a_regular_file_is_one_clear_message(tmp_path):
 
 
 def test_read_only_spool_dir_is_one_clear_message(tmp_path):
-    with small_tmpfs(tmp_path / "ro", 1 << 20, "ro") as ro:
+    with small_tmpfs(tmp_path / "ro", 1 << 20, read_only=True) as ro:
         out = agent_start(tmp_path, ro / "spool")
         assert out.returncode == 2 and "Traceback" not in out.stderr
         assert str(ro / "spool") in out.stderr and "Read-only file system" in out.stderr

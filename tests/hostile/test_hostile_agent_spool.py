@@ -9,8 +9,9 @@ import logging
 import struct
 
 import pytest
-from testkit.agent_rig import fill_disk, heartbeat_agent, small_tmpfs, spooled
+from testkit.agent_rig import heartbeat_agent, spooled
 from testkit.procs import CollectorProc
+from testkit.small_disk import fill, small_tmpfs
 from testkit.wait import wait_for
 
 from c4.agent.spool import Spool
@@ -31,7 +32,7 @@ def test_full_spool_disk_loses_nothing_and_recovers(tmp_path, caplog):
         agent.start()
         try:
             wait_for(lambda: hb.tick >= 20, what="ticks before the disk fills")
-            filler = fill_disk(disk)
+            filler = fill(disk)
             full_at = hb.tick
             wait_for(lambda: hb.tick >= full_at + 60, what="ticks while the disk is full")
             filler.unlink()
@@ -59,7 +60,7 @@ def test_full_spool_disk_then_every_tick_reaches_the_collector(tmp_path):
             agent.start()
             try:
                 wait_for(lambda: agent.sender.stats.batches_acked >= 5, what="first acks")
-                filler = fill_disk(disk)
+                filler = fill(disk)
                 wait_for(lambda: agent.spool_error, what="the agent noticing the full disk")
                 full_at = hb.tick
                 wait_for(lambda: hb.tick >= full_at + 40, what="ticks while the disk is full")
@@ -80,7 +81,7 @@ def test_spool_write_on_full_disk_is_all_or_nothing(tmp_path):
     with small_tmpfs(tmp_path / "disk", 256 << 10) as disk:
         s = Spool(disk / "spool", 1 << 30)
         first = [s.append("t", 1, bytes([i]) * 3000) for i in range(5)]
-        fill_disk(disk)
+        fill(disk)
         with pytest.raises(OSError, match="No space left"):
             for _ in range(200):
                 s.append("t", 1, b"y" * 3000)

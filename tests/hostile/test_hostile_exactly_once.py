@@ -17,6 +17,7 @@ import grpc
 import pytest
 from testkit.procs import CollectorProc
 from testkit.rows import heartbeat_rows as heartbeat_table
+from testkit.small_disk import tmpfs
 from testkit.wait import wait_for
 
 from c4.agent.client import Sender
@@ -206,15 +207,6 @@ def test_an_ingest_process_never_sends_a_stream_in_two_groups_at_once_nor_after_
 # --- the real agent's spool and sender against real collectors ---------------------------------
 
 
-def _tmpfs(path, size_bytes):
-    from c4.collector.bench_chaos import DiskFaultsUnavailable, Tmpfs
-
-    try:
-        return Tmpfs(path, size_bytes)
-    except DiskFaultsUnavailable as exc:
-        pytest.skip(f"a nearly full disk needs a tmpfs mount: {exc}")
-
-
 def _run_sender(sender: Sender) -> tuple[threading.Thread, threading.Event]:
     stop = threading.Event()
     thread = threading.Thread(target=sender.run, args=(stop,), daemon=True)
@@ -230,7 +222,7 @@ def _hello(node: str):
 def test_the_agent_loses_nothing_when_a_nearly_full_disk_fails_its_big_batch_but_not_the_next(
     tmp_path, bundles
 ):
-    disk = _tmpfs(tmp_path / "disk", 64 << 20)
+    disk = tmpfs(tmp_path / "disk", 64 << 20)
     col = CollectorProc(tmp_path, extra=["--db", str(disk.path / "c4.duckdb")]).start()
     spool = Spool(tmp_path / "spool", 1 << 30)
     now = datetime.now(UTC).replace(tzinfo=None)

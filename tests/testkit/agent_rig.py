@@ -1,15 +1,8 @@
-"""An in-process agent wired to real samplers, a small tmpfs that a test fills, and spool readers."""
+"""An in-process agent wired to real samplers, and spool readers."""
 
 from __future__ import annotations
 
-import contextlib
-import errno
-import os
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from c4.agent.heartbeat import HeartbeatSampler
 from c4.agent.registry import SamplerContext
@@ -27,40 +20,6 @@ FAST = {
     "backoff_initial_s": 0.05,
     "backoff_max_s": 0.3,
 }
-
-
-@contextlib.contextmanager
-def small_tmpfs(path: Path, size_bytes: int, options: str = "") -> Iterator[Path]:
-    """Mount a tmpfs of ``size_bytes`` at ``path`` for the block; skips the test when mounting is impossible."""
-    path.mkdir(parents=True, exist_ok=True)
-    opts = f"size={size_bytes}" + (f",{options}" if options else "")
-    res = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", opts, "c4-test-tmpfs", str(path)], capture_output=True, text=True
-    )
-    if res.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (needs root or CAP_SYS_ADMIN): {res.stderr.strip()}")
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)], check=False)
-
-
-def fill_disk(directory: Path) -> Path:
-    """Write a filler file into ``directory`` until its file system reports ENOSPC; returns the filler."""
-    filler = directory / "filler"
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    try:
-        for size in (1 << 16, 4096, 512, 1):
-            while True:
-                try:
-                    os.write(fd, b"\0" * size)
-                except OSError as exc:
-                    if exc.errno != errno.ENOSPC:
-                        raise
-                    break
-    finally:
-        os.close(fd)
-    return filler
 
 
 def heartbeat_agent(

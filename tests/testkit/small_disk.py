@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import errno
-import os
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -11,30 +9,36 @@ from pathlib import Path
 
 import pytest
 
+from c4.collector.disk_faults import DiskFaultsUnavailable, Tmpfs, fill_up
+
 
 @contextmanager
-def small_tmpfs(path: Path, size: str = "16m", read_only: bool = False) -> Iterator[Path]:
-    """Mount a tmpfs of ``size`` at ``path`` for the block; unmounted after (lazily if still busy)."""
-    path.mkdir(parents=True, exist_ok=True)
-    opts = f"size={size}" + (",ro" if read_only else "")
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(path)], capture_output=True, text=True
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs at {path} (needs root or CAP_SYS_ADMIN): {done.stderr.strip()}")
+def small_tmpfs(
+    path: Path, size: int | str = "16m", read_only: bool = False, options: str = ""
+) -> Iterator[Path]:
+    """Mount a tmpfs of ``size`` (bytes, or "16m") at ``path`` for the block; unmounted after."""
+    opts = ",".join(o for o in (options, "ro" if read_only else "") if o)
+    try:
+        disk = Tmpfs(path, size, opts)
+    except DiskFaultsUnavailable as exc:
+        pytest.skip(str(exc))
     try:
         yield path
     finally:
-        for target in reversed(mounts_under(path)):
-            subprocess.run(["umount", "-l", target], capture_output=True)
+        disk.unmount()
 
 
-def mounts_under(path: Path) -> list[str]:
-    """Mount points at or below ``path``, outermost first (from /proc/self/mounts)."""
-    root = str(path.resolve())
-    with open("/proc/self/mounts") as f:
-        points = [line.split()[1] for line in f]
-    return [p for p in points if p == root or p.startswith(root + "/")]
+def tmpfs(path: Path, size: int | str) -> Tmpfs:
+    """A mounted Tmpfs the test fills and frees itself (and unmounts); skips where mounting is impossible."""
+    try:
+        return Tmpfs(path, size)
+    except DiskFaultsUnavailable as exc:
+        pytest.skip(str(exc))
+
+
+def fill(path: Path, name: str = "filler") -> Path:
+    """Write zeros into ``path/name`` until the file system has no space left; returns that file."""
+    return fill_up(path, 0, name)
 
 
 def bind_file(source: Path, target: Path) -> None:
@@ -49,23 +53,3 @@ def remount(path: Path, read_only: bool) -> None:
         check=True,
         capture_output=True,
     )
-
-
-def fill(path: Path, name: str = "filler") -> Path:
-    """Write zeros into ``path/name`` until the file system has no space left; returns that file."""
-    filler = path / name
-    chunk = b"\0" * (1 << 16)
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    try:
-        while True:
-            try:
-                os.write(fd, chunk)  # a short write leaves the rest to the next, which fails with ENOSPC
-            except OSError as exc:
-                if exc.errno != errno.ENOSPC:
-                    raise
-                if len(chunk) == 1:
-                    break
-                chunk = chunk[: len(chunk) // 2]  # top up the last pages too
-    finally:
-        os.close(fd)
-    return filler
