@@ -115,6 +115,17 @@ def _usable_dir(directory: Path) -> None:
         raise SpoolError(f"spool dir {directory}: not writable by this user (uid {os.geteuid()})")
 
 
+def _header(data: bytes, start: int, length: int) -> tuple[int, int, str, int] | None:
+    """(seq, payload size, table, schema version) from a record's JSON header; None when it is damaged."""
+    try:
+        h = json.loads(data[start : start + length])
+        seq, size = int(h["seq"]), int(h["size"])
+        table, version = str(h["table"]), int(h["schema_version"])
+    except (ValueError, KeyError, TypeError, RecursionError):
+        return None
+    return None if size < 0 else (seq, size, table, version)
+
+
 class Spool:
     """Thread-safe FIFO of batches on disk with a byte bound (oldest dropped, counted)."""
 
@@ -215,14 +226,12 @@ class Spool:
         hstart = pos + _HEAD.size
         if magic != MAGIC or hlen > MAX_HEADER_BYTES or hstart + hlen > len(data):
             return None
-        try:
-            h = json.loads(data[hstart : hstart + hlen])
-            seq, size = int(h["seq"]), int(h["size"])
-            table, version = str(h["table"]), int(h["schema_version"])
-        except (ValueError, KeyError, TypeError, RecursionError):
+        header = _header(data, hstart, hlen)
+        if header is None:
             return None
+        seq, size, table, version = header
         end = hstart + hlen + size
-        if size < 0 or end > len(data) or zlib.crc32(data[hstart:end]) != crc:
+        if end > len(data) or zlib.crc32(data[hstart:end]) != crc:
             return None
         return seq, _Loc(segment, hstart + hlen, size, table, version, hlen, crc), end
 
@@ -233,14 +242,12 @@ class Spool:
         hstart = pos + _LEGACY_LEN.size
         if hlen > MAX_HEADER_BYTES or hstart + hlen > len(data):
             return None
-        try:
-            h = json.loads(data[hstart : hstart + hlen])
-            seq, size = int(h["seq"]), int(h["size"])
-            table, version = str(h["table"]), int(h["schema_version"])
-        except (ValueError, KeyError, TypeError, RecursionError):
+        header = _header(data, hstart, hlen)
+        if header is None:
             return None
+        seq, size, table, version = header
         end = hstart + hlen + size
-        if size < 0 or end > len(data):
+        if end > len(data):
             return None
         return seq, _Loc(segment, hstart + hlen, size, table, version), end
 

@@ -319,27 +319,21 @@ class Store:
 
     def delete_older_than(self, cutoff_expr: str) -> dict[str, int]:
         """Retention: delete rows whose time column is older than a SQL timestamp expression."""
-        deleted: dict[str, int] = {}
-        with self._lock:
-            for spec in self.catalogue:
-                if not spec.retention or not spec.time_column:
-                    continue
-                n = self.con.execute(
-                    f'DELETE FROM "{spec.name}" WHERE "{spec.time_column}" < {cutoff_expr}'
-                ).fetchone()
-                if n and n[0]:
-                    deleted[spec.name] = int(n[0])
-        return deleted
+        return self._delete_where("<", cutoff_expr)
 
     def delete_newer_than(self, limit_expr: str) -> dict[str, int]:
         """Retention: delete rows whose time column is later than a SQL timestamp expression."""
+        return self._delete_where(">", limit_expr)
+
+    def _delete_where(self, op: str, time_expr: str) -> dict[str, int]:
+        """Delete, in every table kept under retention, the rows whose time is ``op`` the expression."""
         deleted: dict[str, int] = {}
         with self._lock:
             for spec in self.catalogue:
                 if not spec.retention or not spec.time_column:
                     continue
                 n = self.con.execute(
-                    f'DELETE FROM "{spec.name}" WHERE "{spec.time_column}" > {limit_expr}'
+                    f'DELETE FROM "{spec.name}" WHERE "{spec.time_column}" {op} {time_expr}'
                 ).fetchone()
                 if n and n[0]:
                     deleted[spec.name] = int(n[0])

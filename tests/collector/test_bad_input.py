@@ -8,11 +8,11 @@ from datetime import datetime
 import grpc
 import pyarrow as pa
 import pytest
+from testkit.payloads import heartbeat_rows
 from testkit.procs import CollectorProc
 from testkit.wait import wait_for
 
 from c4.arrow_ipc import encode_ipc
-from c4.catalogue import load
 from c4.query import query_arrow
 from c4.telemetry.v1 import telemetry_pb2 as pb
 from c4.telemetry.v1 import telemetry_pb2_grpc as pb_grpc
@@ -21,21 +21,8 @@ MAX_BATCH = 64 << 10
 
 
 def heartbeat_table(node: str, ticks: range) -> pa.Table:
-    """Heartbeat rows of one node, one per tick."""
-    spec = load()["agent_heartbeat"]
-    rows = [
-        {
-            "ts": datetime(2026, 1, 1),
-            "node": node,
-            "job": "",
-            "agent_id": node,
-            "boot_ns": 1,
-            "tick": t,
-            "uptime_s": 0.0,
-        }
-        for t in ticks
-    ]
-    return pa.Table.from_pylist(rows, schema=spec.arrow_schema)
+    """Heartbeat rows of one node, one per tick (dated 2026-01-01)."""
+    return heartbeat_rows(node, ticks, datetime(2026, 1, 1))
 
 
 def heartbeat_payload(node: str, ticks: range) -> bytes:

@@ -15,8 +15,8 @@ from datetime import UTC, datetime
 import duckdb
 import grpc
 import pytest
+from testkit.payloads import heartbeat_rows as heartbeat_table
 from testkit.procs import CollectorProc
-from testkit.rows import heartbeat_rows as heartbeat_table
 from testkit.small_disk import tmpfs
 from testkit.wait import wait_for
 
