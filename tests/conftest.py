@@ -7,21 +7,14 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-#: Real captured data beside the project (see ../shared/fixtures/README.md).
-SHARED_FIXTURES = (REPO_ROOT / ".." / "shared" / "fixtures").resolve()
+#: Real captured data, kept in the repository with its provenance (tests/fixtures/README.md).
+FIXTURES = REPO_ROOT / "tests" / "fixtures"
 
 
 @pytest.fixture(scope="session")
-def shared_fixtures() -> Path:
-    """Path to ../shared/fixtures; the tests need it, so its absence is an error, not a skip."""
-    assert SHARED_FIXTURES.is_dir(), f"{SHARED_FIXTURES} missing: clone the project beside shared/"
-    return SHARED_FIXTURES
-
-
-@pytest.fixture(scope="session")
-def sysfs_fixture(shared_fixtures: Path) -> Path:
+def sysfs_fixture() -> Path:
     """The captured /sys tree (mlx5, mlx4, hfi1, netdevs)."""
-    return shared_fixtures / "sysfs-procfs" / "sys"
+    return FIXTURES / "sysfs-procfs" / "sys"
 
 
 @pytest.fixture(autouse=True)
