@@ -9,6 +9,8 @@ ROOMS = {
     "c4.analytics": "analytics",
     "c4.traffic": "traffic",
     "c4.ui": "ui",
+    "c4.sim": "sim",
+    "c4.bench": "bench",
 }
 
 packages: list[str] = []

@@ -10,7 +10,6 @@ from typing import Any
 
 import pyarrow as pa
 
-from c4.arrow_ipc import encode_ipc
 from c4.catalogue import Catalogue
 
 
@@ -98,17 +97,6 @@ class TableBuffer:
         parts, self._parts, self.rows = self._parts, defaultdict(list), 0
         for table, tables in parts.items():
             yield table, pa.concat_tables(tables)
-
-
-def split_ipc(data: pa.Table, max_bytes: int) -> Iterator[bytes]:
-    """Arrow IPC payloads of at most about ``max_bytes`` each (halving the rows until they fit)."""
-    payload = encode_ipc(data)
-    if len(payload) <= max_bytes or data.num_rows <= 1:
-        yield payload
-        return
-    half = data.num_rows // 2
-    yield from split_ipc(data.slice(0, half), max_bytes)
-    yield from split_ipc(data.slice(half), max_bytes)
 
 
 def utc_from_ns(now_ns: int) -> datetime:

@@ -11,7 +11,6 @@ HELP = "Run the node agent (samplers -> spool -> collector), or --test to sample
 ROOT_FLAGS = {
     "proc_root": ("host", "proc_root"),
     "sysfs_root": ("nic", "sysfs_root"),
-    "fake_nvml": ("gpu", "fake_scenario"),
     "kmsg_path": ("xid_kmsg", "kmsg_path"),
 }
 
@@ -37,9 +36,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--proc-root", help="root of /proc for the host sampler")
     parser.add_argument(
         "--sysfs-root", help="root of /sys for the NIC sampler (a dir holding class/ or sys/class/)"
-    )
-    parser.add_argument(
-        "--fake-nvml", help="drive the GPU sampler from this fake-NVML scenario JSON (tests, demo)"
     )
     parser.add_argument("--kmsg-path", help="kernel log for Xid lines (default /dev/kmsg; a file works)")
     parser.add_argument("--tls-ca", help="PEM CA bundle that signed the collector's certificate")
@@ -135,8 +131,8 @@ def run(args: argparse.Namespace) -> int:
     except SecurityError as exc:
         print(f"c4 agent: {exc}", file=sys.stderr)
         return 2
-    from c4.agent.shard import parse_collectors
     from c4.agent.spool import SpoolError
+    from c4.shard import parse_collectors
 
     try:
         agent = Agent(cfg, samplers, ctx)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import grpc
 
 from c4.agent.spool import Spool
-from c4.security import ClientSecurity
+from c4.security import ClientSecurity, channel_options
 from c4.telemetry.v1 import telemetry_pb2 as pb
 from c4.telemetry.v1 import telemetry_pb2_grpc as pb_grpc
 
@@ -45,16 +45,6 @@ class AgentCannotContinue(RuntimeError):
     """The agent cannot send without losing or mixing up data; the message says why (exit non-zero)."""
 
 
-def channel_options(max_message_bytes: int) -> list[tuple[str, int]]:
-    """gRPC channel options sized for our batches."""
-    return [
-        ("grpc.max_send_message_length", max_message_bytes),
-        ("grpc.max_receive_message_length", 64 << 20),
-        ("grpc.keepalive_time_ms", 20000),
-        ("grpc.keepalive_timeout_ms", 10000),
-    ]
-
-
 class Sender:
     """Sends spooled batches in order; deletes each once acknowledged (committed or refused)."""
 
@@ -73,7 +63,7 @@ class Sender:
         backoff_max_s: float = 10.0,
         security: ClientSecurity | None = None,
     ) -> None:
-        from c4.agent.shard import ordered_collectors, parse_collectors
+        from c4.shard import ordered_collectors, parse_collectors
 
         self.addresses = ordered_collectors(agent_id, parse_collectors(address))  # home first, then failover
         self.address = self.addresses[0]

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
-from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
@@ -37,6 +37,19 @@ def rate_per_s(prev: Reading | None, cur: Reading) -> float | None:
     return (cur.value - prev.value) * 1e6 / (cur.timestamp_us - prev.timestamp_us)
 
 
+def load_library(spec: str, arg: str):
+    """The NVML stand-in a ``module:factory`` names, built with ``arg``; ValueError naming what is wrong.
+
+    A plug-in point (as NCCL_PROFILER_PLUGIN is NCCL's): the agent names no stand-in itself.
+    """
+    module_name, _, attr = spec.partition(":")
+    try:
+        factory = getattr(importlib.import_module(module_name), attr or "")
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise ValueError(f"gpu sampler: nvml_library {spec!r} cannot be loaded: {exc}") from None
+    return factory(arg) if arg else factory()
+
+
 class GpuSampler:
     """Samples every GPU through the NVML facade; a lost GPU becomes an event and is skipped after."""
 
@@ -47,7 +60,10 @@ class GpuSampler:
         """Config keys of ``[agent.samplers.gpu]``."""
 
         model_config = ConfigDict(extra="forbid")
-        fake_scenario: Path | None = None  # drive the fake NVML from this JSON (tests, demo, twin)
+        # "module:factory" of a stand-in with pynvml's call surface ("": the real NVML through pynvml),
+        # called with nvml_library_arg; the digital twin names its fake NVML here
+        nvml_library: str = ""
+        nvml_library_arg: str = ""
         xid_events: bool = True
 
     def __init__(
@@ -64,12 +80,8 @@ class GpuSampler:
 
     @classmethod
     def from_options(cls, opts: GpuSampler.Options, ctx: SamplerContext) -> GpuSampler:
-        """Build from validated options (real NVML unless a fake scenario is given)."""
-        lib = None
-        if opts.fake_scenario is not None:
-            from c4.agent.fake_nvml import FakeNvml
-
-            lib = FakeNvml(opts.fake_scenario)
+        """Build from validated options (the real NVML unless another library is named)."""
+        lib = load_library(opts.nvml_library, opts.nvml_library_arg) if opts.nvml_library else None
         ranks = {
             int(k[len("rank_of_gpu") :]): int(v)
             for k, v in ctx.labels.items()

@@ -12,7 +12,7 @@ from typing import Any
 import pyarrow as pa
 
 from c4 import __version__
-from c4.agent.batcher import TableBuffer, convert_rows, rows_to_table, split_ipc, utc_from_ns
+from c4.agent.batcher import TableBuffer, convert_rows, rows_to_table, utc_from_ns
 from c4.agent.client import Sender
 from c4.agent.hello import build_message
 from c4.agent.registry import SamplerContext, SamplerSettings, build_sampler
@@ -20,6 +20,7 @@ from c4.agent.sampler import Inventory, InventoryProvider, Sampler, SkipCounter,
 from c4.agent.spool import Spool
 from c4.agent.spool_feed import SpoolFeed
 from c4.agent.worker import SamplerWorker
+from c4.arrow_ipc import split_ipc
 from c4.catalogue import Catalogue, load
 from c4.config import AgentConfig
 from c4.security import ClientSecurity

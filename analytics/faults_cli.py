@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     import json
     import os
 
-    from c4.analytics.fault_admin import current_faults, update_fault
+    from c4.faults import current_faults, update_fault
     from c4.query import QueryError
     from c4.report import format_table, printable_times
 

@@ -44,14 +44,7 @@ class DiagnosisRunner:
         """Pick up faults left open by a previous collector process."""
         # rows an older version stamped with absurd times (its data's) cannot be converted: skip them
         sane = " AND ".join(f"coalesce({c}, ts) < {ABSURD_TS}" for c in ("ts", "first_seen", "last_seen"))
-        rows = (
-            cur.execute(
-                f"SELECT * FROM faults WHERE {sane} "
-                "QUALIFY row_number() OVER (PARTITION BY fault_id ORDER BY ts DESC) = 1"
-            )
-            .pl()
-            .to_dicts()
-        )
+        rows = cur.execute(f"SELECT * FROM faults_current WHERE {sane}").pl().to_dicts()
         self.book.load(rows)
 
     def plan_fabric(self, cur, now: datetime | None = None):

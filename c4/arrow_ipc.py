@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -15,6 +16,17 @@ def encode_ipc(table: pa.Table | pa.RecordBatch) -> bytes:
     with ipc.new_stream(sink, table.schema) as writer:
         writer.write(table)
     return sink.getvalue().to_pybytes()
+
+
+def split_ipc(data: pa.Table, max_bytes: int) -> Iterator[bytes]:
+    """Arrow IPC payloads of at most about ``max_bytes`` each (halving the rows until they fit)."""
+    payload = encode_ipc(data)
+    if len(payload) <= max_bytes or data.num_rows <= 1:
+        yield payload
+        return
+    half = data.num_rows // 2
+    yield from split_ipc(data.slice(0, half), max_bytes)
+    yield from split_ipc(data.slice(half), max_bytes)
 
 
 def decode_ipc(payload: bytes) -> pa.Table:

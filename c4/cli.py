@@ -14,14 +14,14 @@ COMMANDS: dict[str, str] = {
     "agent": "c4.agent.cli",
     "collector": "c4.collector.cli",
     "sql": "c4.collector.sql_cli",
-    "demo": "c4.demo",
+    "demo": "c4.sim.demo",
     "plan": "c4.traffic.cli",
-    "sim": "c4.sim_cli",
+    "sim": "c4.sim.cli",
     "diagnose": "c4.analytics.cli",
     "faults": "c4.analytics.faults_cli",
-    "ui": "c4.ui_cli",
+    "ui": "c4.ui.cli",
     "catalogue": "c4.catalogue.cli",
-    "bench": "c4.bench",
+    "bench": "c4.bench.cli",
 }
 
 

@@ -49,7 +49,7 @@ def split_host_port(address: str) -> tuple[str, int]:
 
 def _check_addresses(value: str) -> str:
     """One HOST:PORT, or several comma separated (collector shards: home by hashing the node name, then failover)."""
-    from c4.agent.shard import parse_collectors
+    from c4.shard import parse_collectors
 
     parts = parse_collectors(value)
     if not parts:

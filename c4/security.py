@@ -77,6 +77,16 @@ def read_token(path: Path | str) -> str:
     raise SecurityError(f"token_file: {path} holds no token")
 
 
+def channel_options(max_message_bytes: int) -> list[tuple[str, int]]:
+    """gRPC channel options sized for our batches."""
+    return [
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.max_receive_message_length", 64 << 20),
+        ("grpc.keepalive_time_ms", 20000),
+        ("grpc.keepalive_timeout_ms", 10000),
+    ]
+
+
 @dataclass(frozen=True)
 class ClientSecurity:
     """How a client (agent, ``c4 sql``, UI) reaches a collector: TLS files, token, explicit plaintext."""

@@ -221,11 +221,7 @@ def latest_sql(spec: LatestRows) -> str:
 
 OPEN_FAULTS_SQL = """
 SELECT fault_class, component_type, component, detector, state, count(*) AS n
-FROM (
-  SELECT fault_id, arg_max(fault_class, ts) AS fault_class, arg_max(component_type, ts) AS component_type,
-         arg_max(component, ts) AS component, arg_max(detector, ts) AS detector, arg_max(state, ts) AS state
-  FROM faults GROUP BY fault_id
-) WHERE state IN ('open', 'acknowledged') GROUP BY ALL
+FROM faults_current WHERE state IN ('open', 'acknowledged') GROUP BY ALL
 """
 
 #: Per agent of this collector: its committed-sequence bookkeeping (a lake shard has its own table; the

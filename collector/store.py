@@ -205,6 +205,8 @@ class Store:
             view = spec.rate_view_ddl()
             if view:
                 self._create_view(view)
+        for shared in self.catalogue.views.values():
+            self._create_view(shared.ddl())
 
     def _create_view(self, ddl: str) -> None:
         self.con.execute(ddl)

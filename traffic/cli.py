@@ -100,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
         )
     print(f"wrote {args.out} ({len(rows)} pieces, plan id {plan_id})")
     if args.collector:
-        from c4.agent.push import PushError, push_table
+        from c4.push import PushError, push_table
 
         try:
             n = push_table(args.collector, "plans", plan_table(plan, plan_id, plan_over), agent_id="c4-plan")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import grpc
 
-from c4.analytics.fault_admin import update_fault
+from c4.faults import update_fault
 from c4.query import QueryError
 from c4.ui.data import channel, collector_address
 

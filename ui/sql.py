@@ -69,7 +69,7 @@ def bucket_s(window_s: float, points: int = 120) -> int:
     return max(1, int(window_s / points))
 
 
-LATEST_FAULTS = "SELECT * FROM faults QUALIFY row_number() OVER (PARTITION BY fault_id ORDER BY ts DESC) = 1"
+LATEST_FAULTS = "SELECT * FROM faults_current"
 
 
 def node_order(col: str = "node") -> str:

@@ -205,10 +205,25 @@ def _parse_table(source: str, name: str, raw: dict) -> TableSpec:
 
 
 @dataclass(frozen=True)
+class ViewSpec:
+    """A named query over the tables that every reader shares (declared in the catalogue data)."""
+
+    name: str
+    help: str
+    sql: str
+    source: str
+
+    def ddl(self) -> str:
+        """CREATE OR REPLACE VIEW for the store."""
+        return f'CREATE OR REPLACE VIEW "{self.name}" AS {self.sql}'
+
+
+@dataclass(frozen=True)
 class Catalogue:
-    """All tables, by name."""
+    """All tables, by name, and the shared views over them."""
 
     tables: dict[str, TableSpec]
+    views: dict[str, ViewSpec] = field(default_factory=dict)
 
     def __contains__(self, name: str) -> bool:
         return name in self.tables
@@ -223,6 +238,7 @@ class Catalogue:
     def from_dir(cls, directory: Path = TABLES_DIR) -> Catalogue:
         """Load every ``*.toml`` file in a directory."""
         tables: dict[str, TableSpec] = {}
+        views: dict[str, ViewSpec] = {}
         for path in sorted(Path(directory).glob("*.toml")):
             try:
                 doc = tomllib.loads(path.read_text())
@@ -234,7 +250,11 @@ class Catalogue:
                         f"{path.name}: table {name!r} also declared in {tables[name].source}"
                     )
                 tables[name] = _parse_table(path.name, name, raw)
-        return cls(tables)
+            for name, raw in doc.get("views", {}).items():
+                if name in tables or name in views or set(raw) != {"help", "sql"}:
+                    raise CatalogueError(f"{path.name}: view {name!r}: a new name with help and sql only")
+                views[name] = ViewSpec(name, raw["help"], raw["sql"].strip(), path.name)
+        return cls(tables, views)
 
     def docs_markdown(self) -> str:
         """The schema reference (docs/schema.md), generated from the catalogue."""
@@ -255,6 +275,8 @@ class Catalogue:
                 kind = c.kind + (f" (wraps at 2^{c.wrap_bits})" if c.wrap_bits else "")
                 out.append(f"| `{c.name}` | {c.type} | {c.unit} | {kind} | {c.help} |")
             out.append("")
+        for v in sorted(self.views.values(), key=lambda v: v.name):
+            out += [f"## view `{v.name}` ({v.source})", "", v.help, "", "```sql", v.sql, "```", ""]
         return "\n".join(out)
 
 

@@ -8,12 +8,12 @@ import logging
 import pyarrow as pa
 import pytest
 
-from c4.agent.fake_nvml import FakeNvml, eight_gpu_scenario, gpu_entry
 from c4.agent.gpu import GpuSampler
 from c4.agent.gpu_fields import load_fields
 from c4.agent.nvml import Nvml, normalize_bus_id
 from c4.agent.sampler import SourceUnavailable
 from c4.catalogue import load
+from c4.sim.fake_nvml import FakeNvml, eight_gpu_scenario, gpu_entry
 
 
 class Clock:

@@ -12,8 +12,8 @@ import pytest
 from c4.agent.nic import NicSampler
 from c4.agent.sampler import Inventory, SourceUnavailable
 from c4.agent.sysfs import parse_rate_bps, parse_state
-from c4.agent.sysfs_tree import eight_nic_node, set_link, update_counters, write_ib_port, write_netdev
 from c4.catalogue import load
+from c4.sim.sysfs_tree import eight_nic_node, set_link, update_counters, write_ib_port, write_netdev
 
 
 def raw(path: Path) -> int:

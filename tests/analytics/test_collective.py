@@ -12,7 +12,7 @@ from c4.analytics.collective import (
     slow_connection_findings,
     straggler_findings,
 )
-from c4.traffic.twin import Fault
+from c4.sim.twin import Fault
 
 TABLES = ("nccl_collectives", "nccl_connections", "gpu_samples")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from c4.analytics.fabric import capacities_from_topology, from_plans
-from c4.traffic.twin import ClusterTwin
+from c4.sim.twin import ClusterTwin
 
 
 def test_plan_rows_give_the_paths_the_fabric_uses():

@@ -7,7 +7,7 @@ from testkit.twin import frames, run_twin
 
 from c4.analytics.hardware import hardware_findings
 from c4.catalogue import load
-from c4.traffic.twin import Fault
+from c4.sim.twin import Fault
 
 TABLES = ("gpu_events", "ib_port_samples", "gpu_samples")
 

@@ -12,9 +12,9 @@ import sys
 
 import pytest
 
-from c4.analytics.bench import score
-from c4.analytics.bench_run import run_scenario
-from c4.analytics.bench_scenarios import NEGATIVE_KINDS, POSITIVE_KINDS, draw, library
+from c4.bench.diagnose import score
+from c4.bench.diagnose_run import run_scenario
+from c4.bench.diagnose_scenarios import NEGATIVE_KINDS, POSITIVE_KINDS, draw, library
 
 
 @pytest.mark.parametrize("kind", POSITIVE_KINDS)
@@ -39,7 +39,7 @@ def test_library_is_seeded_and_covers_every_kind():
 
 
 def test_scoring_counts_wrong_components_and_negatives():
-    from c4.analytics.bench_run import ScenarioResult
+    from c4.bench.diagnose_run import ScenarioResult
 
     hit = ScenarioResult("a", "xid48", False, {"component": "host1/gpu2"}, [{}], [True], ttd_s=1.0)
     wrong = ScenarioResult("b", "xid48", False, {"component": "host3/gpu0"}, [{}], [False])

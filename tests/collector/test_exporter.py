@@ -16,11 +16,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from testkit.procs import AgentProc, CollectorProc
 from testkit.wait import wait_for as wait_for_condition
 
-from c4.agent.bench import build_node
-from c4.agent.push import push_table
-from c4.collector.bench_proc import free_port
+from c4.bench.agent import build_node
 from c4.collector.exporter import LATEST
+from c4.push import push_table
 from c4.query import query_arrow
+from c4.sim.procs import free_port
 
 FAST_AGENT = {"C4_AGENT_INTERVAL_S": "0.2", "C4_AGENT_FLUSH_INTERVAL_S": "0.2"}
 #: Unit suffixes a C4 metric may end in (Prometheus base units), besides _total and _info.

@@ -10,7 +10,7 @@ from test_e2e import FAST_AGENT, assert_exactly_once, heartbeat_ticks, scalar
 from testkit.procs import AgentProc, CollectorProc
 from testkit.wait import wait_for
 
-from c4.collector.bench_proc import child_pids
+from c4.sim.procs import child_pids
 from c4.telemetry.v1 import telemetry_pb2 as pb
 from c4.telemetry.v1 import telemetry_pb2_grpc as pb_grpc
 

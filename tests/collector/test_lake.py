@@ -13,7 +13,7 @@ from testkit.postgres import Postgres
 from testkit.procs import AgentProc, CollectorProc
 from testkit.wait import wait_for
 
-from c4.agent.shard import ordered_collectors
+from c4.shard import ordered_collectors
 
 
 @pytest.fixture
@@ -115,7 +115,7 @@ def test_bad_lake_url_is_refused_clearly(tmp_path):
 
 
 def test_home_collector_is_stable_and_moves_only_its_nodes():
-    from c4.agent.shard import parse_collectors
+    from c4.shard import parse_collectors
 
     three = parse_collectors("c1:1, c2:2,c3:3,c2:2")
     assert three == ["c1:1", "c2:2", "c3:3"]

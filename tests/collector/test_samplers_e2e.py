@@ -7,9 +7,9 @@ from pathlib import Path
 
 from testkit.procs import AgentProc, CollectorProc
 
-from c4.agent.bench import build_node
-from c4.agent.sysfs_tree import eight_nic_node
+from c4.bench.agent import build_node
 from c4.query import query_arrow
+from c4.sim.sysfs_tree import eight_nic_node
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "nccl"
 

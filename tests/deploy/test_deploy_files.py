@@ -27,7 +27,7 @@ SECTIONS = {
     "ui.toml": ("query", QueryConfig),
 }
 UNITS = {"c4-agent.service": "agent", "c4-collector.service": "collector", "c4-ui.service": "ui"}
-HAS_UI = importlib.util.find_spec("c4.ui_cli") is not None
+HAS_UI = importlib.util.find_spec("c4.ui.cli") is not None
 
 
 def parse_cli(argv: list[str]) -> None:

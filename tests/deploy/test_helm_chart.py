@@ -17,7 +17,7 @@ from c4.config import Config
 
 CHART = Path(__file__).resolve().parents[2] / "deploy" / "helm" / "c4"
 KUBE_VERSION = "1.30.0"
-HAS_UI = importlib.util.find_spec("c4.ui_cli") is not None
+HAS_UI = importlib.util.find_spec("c4.ui.cli") is not None
 SECURE = {"tls": {"secretName": "c4-tls"}, "tokens": {"secretName": "c4-tokens"}}
 CASES = {
     "insecure": {"insecure": True},

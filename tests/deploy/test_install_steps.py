@@ -15,10 +15,10 @@ from pathlib import Path
 from testkit.procs import C4, CollectorProc, Proc
 from testkit.wait import wait_for as wait_for_condition
 
-from c4.collector.bench_proc import free_port
 from c4.config import load_config
 from c4.query import query_arrow
 from c4.security import ClientSecurity
+from c4.sim.procs import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 SYSTEMD = REPO / "deploy" / "systemd"

@@ -17,9 +17,9 @@ from c4.agent.nic import NicSampler
 from c4.agent.runner import ScheduledSampler
 from c4.agent.sampler import Inventory, StartupPolicy
 from c4.agent.sysfs import read_counter, read_text
-from c4.agent.sysfs_tree import write_ib_port, write_netdev
 from c4.agent.tail import FileTailer
 from c4.arrow_ipc import decode_ipc
+from c4.sim.sysfs_tree import write_ib_port, write_netdev
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "nccl"
 

@@ -19,10 +19,10 @@ from c4.agent.nic import NicSampler
 from c4.agent.registry import SamplerContext
 from c4.agent.runner import Agent, ScheduledSampler
 from c4.agent.sampler import StartupPolicy
-from c4.agent.sysfs_tree import update_counters, write_ib_port
 from c4.agent.xid_kmsg import KmsgXidSampler
 from c4.catalogue import load
 from c4.config import AgentConfig
+from c4.sim.sysfs_tree import update_counters, write_ib_port
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "nccl"
 XID79 = "NVRM: Xid (PCI:0000:2b:00): 79, pid=1234, name=python, GPU has fallen off the bus."

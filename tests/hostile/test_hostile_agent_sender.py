@@ -17,8 +17,8 @@ import c4.agent.runner as runner
 from c4.agent.nic import NicSampler
 from c4.agent.runner import ScheduledSampler
 from c4.agent.sampler import StartupPolicy
-from c4.agent.sysfs_tree import write_ib_port
 from c4.query import query_arrow
+from c4.sim.sysfs_tree import write_ib_port
 
 
 def stored(address: str, sql: str):

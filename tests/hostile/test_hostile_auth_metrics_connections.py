@@ -10,9 +10,9 @@ import urllib.request
 from testkit.procs import CollectorProc
 from testkit.wire import stub
 
-from c4.collector.bench_proc import free_port
 from c4.query import query_arrow
 from c4.security import ClientSecurity
+from c4.sim.procs import free_port
 from c4.telemetry.v1 import telemetry_pb2 as pb
 
 HELD = 300

@@ -18,12 +18,12 @@ from testkit.procs import C4, AgentProc, CollectorProc
 from testkit.wait import wait_for
 from testkit.wire import batch, code_of, heartbeat, hello, stub, token_security
 
-from c4.agent.push import PushError, push_table
 from c4.catalogue import load
 from c4.collector.auth import CERT_NAME_KEY
-from c4.collector.bench_proc import free_port
+from c4.push import PushError, push_table
 from c4.query import QueryError, query_arrow
 from c4.security import ClientSecurity
+from c4.sim.procs import free_port
 from c4.telemetry.v1 import telemetry_pb2 as pb
 
 AGENT_TOKEN = "agent-node-a-7f3c9d2e41b8"

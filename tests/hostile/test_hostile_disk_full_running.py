@@ -14,7 +14,7 @@ from testkit.procs import AgentProc, CollectorProc, free_port
 from testkit.small_disk import fill, small_tmpfs
 from testkit.wait import wait_for
 
-from c4.agent.batcher import split_ipc
+from c4.arrow_ipc import split_ipc
 from c4.catalogue import load
 from c4.query import query_arrow
 from c4.telemetry.v1 import telemetry_pb2 as pb

@@ -13,8 +13,8 @@ from testkit.procs import CollectorProc
 from testkit.wait import wait_for
 from testkit.wire import heartbeat, hello, stub
 
-from c4.agent.push import push_table
 from c4.catalogue import load
+from c4.push import push_table
 from c4.query import QueryError, query_arrow
 from c4.security import ClientSecurity
 from c4.telemetry.v1 import telemetry_pb2 as pb

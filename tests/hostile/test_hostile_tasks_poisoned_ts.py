@@ -15,9 +15,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from testkit.procs import C4, CollectorProc, free_port
 from testkit.wait import wait_for
 
-from c4.agent.push import push_table
 from c4.catalogue import load
 from c4.collector.store import PendingBatch, Store
+from c4.push import push_table
 from c4.query import query_arrow
 
 INT64_MAX = 2**63 - 1

@@ -14,9 +14,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from testkit.procs import CollectorProc, free_port
 from testkit.wait import wait_for
 
-from c4.agent.push import push_table
 from c4.catalogue import load
 from c4.collector.store import PendingBatch, Store
+from c4.push import push_table
 from c4.query import query_arrow
 
 DIAGNOSIS = "[collector]\ndiagnose_interval_s = 0.5\ndiagnose_window_s = 600\nmetrics_interval_s = 0.5\n"

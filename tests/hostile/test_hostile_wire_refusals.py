@@ -26,8 +26,8 @@ from testkit.payloads import (
 from testkit.procs import CollectorProc
 from testkit.wait import wait_for
 
-from c4.collector.bench_proc import free_port
 from c4.query import query_arrow
+from c4.sim.procs import free_port
 from c4.telemetry.v1 import telemetry_pb2 as pb
 from c4.telemetry.v1 import telemetry_pb2_grpc as pb_grpc
 from c4.wire_limits import MAX_SEQ
@@ -243,8 +243,8 @@ def test_rows_from_a_clock_a_day_ahead_are_clamped_and_the_skew_is_visible(colle
 def test_row_values_reach_metrics_labels_only_bounded_and_printable(collector):
     """Row columns are not agent ids: a node named with a NUL and 100,000 characters is stored as sent,
     but /metrics shows it printable and cut short."""
-    from c4.agent.push import push_table
     from c4.catalogue import load
+    from c4.push import push_table
 
     spec = load()["host_memory"]
     node = "evil\x00node-" + "y" * 100_000

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from testkit.twin import run_twin
 
-from c4.sim import SimRunner
-from c4.traffic.twin import FAULT_KINDS, ClusterTwin, Fault, load_scenario
+from c4.sim.runner import SimRunner
+from c4.sim.twin import FAULT_KINDS, ClusterTwin, Fault, load_scenario
 
 SCENARIOS = Path(__file__).resolve().parents[2] / "deploy" / "examples" / "scenarios"
 

@@ -8,8 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from c4.collector.bench_proc import free_port, wait_serving
 from c4.security import ClientSecurity
+from c4.sim.procs import free_port, wait_serving
 
 C4 = [sys.executable, "-m", "c4.cli"]
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from c4.collector.disk_faults import DiskFaultsUnavailable, Tmpfs, fill_up
+from c4.bench.disk_faults import DiskFaultsUnavailable, Tmpfs, fill_up
 
 
 @contextmanager

@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 from c4.agent.labels import context_from
 from c4.agent.runner import build_samplers
 from c4.config import AgentConfig
-from c4.sim import SimRunner
-from c4.traffic.twin import ClusterTwin
+from c4.sim.runner import SimRunner
+from c4.sim.twin import ClusterTwin
 
 #: Wall-clock time of simulated t = 0 unless a test needs rows near the present (a live collector's window).
 EPOCH_S = 1_800_000_000.0

@@ -8,11 +8,11 @@ import pytest
 from testkit.procs import CollectorProc, free_port
 from testkit.twin import frames, run_twin
 
-from c4.agent.push import push_table
+from c4.push import push_table
 from c4.query import query_arrow
+from c4.sim.twin import Fault
 from c4.traffic.export import link_table, plan_table
 from c4.traffic.planner import Planner
-from c4.traffic.twin import Fault
 
 #: What the twin injects and what C4D must report for it (component, class).
 FAULTS = [

@@ -14,7 +14,7 @@ import pytest
 from test_ui_browser import ARTIFACTS, browser, wait_http_ok  # noqa: F401  (browser is a fixture)
 from testkit.procs import C4, free_port
 
-from c4.ui_cli import check_auth_file
+from c4.ui.cli import check_auth_file
 
 
 def auth_toml(ui_port: int, idp_port: int, extra: str = "", **overrides: str) -> str:

@@ -3,7 +3,7 @@
 EXAMPLES = {
     "Open faults, worst first": (
         "SELECT fault_id, state, fault_class, component, confidence, action, summary\n"
-        "FROM faults QUALIFY row_number() OVER (PARTITION BY fault_id ORDER BY ts DESC) = 1\n"
+        "FROM faults_current\n"
         "ORDER BY state, confidence DESC"
     ),
     "NIC ports below their nominal rate": (

@@ -277,9 +277,9 @@ class Builder:
 
     def _plan(self) -> dict[str, pa.Table]:
         """A C4P plan of the cluster's ring all-reduce with its link loads."""
+        from c4.sim.twin import ClusterTwin
         from c4.traffic.export import link_table, plan_table
         from c4.traffic.planner import Planner
-        from c4.traffic.twin import ClusterTwin
 
         twin = ClusterTwin(nodes=self.nodes, leaves=max(1, self.nodes // 16), spines=8)
         plan = Planner(twin.topo, max_qps=4).plan(twin.flows)

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from c4.analytics.bench_scenarios import Scenario
+from c4.bench.diagnose_scenarios import Scenario
 
 EPOCH_S = 1_800_000_000.0
 NIC_TRUTH = ("nic_degraded", "link_flap", "link_down", "comm_hang")
@@ -66,8 +66,8 @@ def run_scenario(sc: Scenario, workdir: Path | None = None, diagnose_every_steps
     from c4.collector.store import PendingBatch, Store
     from c4.collector.validate import validate_batch
     from c4.config import AgentConfig
-    from c4.sim import SimRunner
-    from c4.traffic.twin import ClusterTwin
+    from c4.sim.runner import SimRunner
+    from c4.sim.twin import ClusterTwin
 
     own = workdir is None
     work = Path(tempfile.mkdtemp(prefix="c4-bench-diag-")) if own else Path(workdir)

@@ -11,10 +11,10 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from c4.agent.twin_node import NodeWriter
-from c4.traffic.twin import ClusterTwin
+from c4.sim.node_files import NodeWriter
+from c4.sim.twin import ClusterTwin
 
-log = logging.getLogger("c4.sim")
+log = logging.getLogger("c4.sim.runner")
 
 
 def _ts(epoch_s: float) -> datetime:
@@ -71,8 +71,8 @@ class SimRunner:
         if collector and rows:
             import pyarrow as pa
 
-            from c4.agent.push import push_table
             from c4.catalogue import load
+            from c4.push import push_table
 
             push_table(
                 collector,

@@ -70,9 +70,9 @@ def node_tick(root) -> dict:
     """table -> Arrow table: one tick of the real samplers on a simulated 8-GPU, 8-NIC node."""
     import time
 
-    from c4.agent.bench import build_node
     from c4.agent.labels import context_from
     from c4.agent.runner import Agent, build_samplers
+    from c4.bench.agent import build_node
     from c4.config import AgentConfig
 
     sources = build_node(root)
@@ -148,7 +148,7 @@ async def one_agent(address, name, payloads, start_at, window, args, stats: Load
 
     import grpc
 
-    from c4.agent.client import channel_options
+    from c4.security import channel_options
     from c4.telemetry.v1 import telemetry_pb2 as pb
     from c4.telemetry.v1 import telemetry_pb2_grpc as pb_grpc
 
@@ -259,7 +259,7 @@ class ProcWatch:
 
     def pids(self) -> list[int]:
         """The process and its children."""
-        from c4.collector.bench_proc import child_pids
+        from c4.sim.procs import child_pids
 
         return [self.pid, *child_pids(self.pid)]
 
@@ -308,7 +308,7 @@ async def drive(args, addresses: list[str], watches: list, per_agent: list) -> t
     t0 = loop.time() + 0.5
     window = (t0 + args.ramp_s + args.interval_s, t0 + args.ramp_s + args.interval_s + args.duration_s)
     n = len(per_agent)
-    from c4.agent.shard import ordered_collectors
+    from c4.shard import ordered_collectors
 
     tasks = [
         asyncio.create_task(
@@ -362,9 +362,9 @@ def run(args: argparse.Namespace) -> int:
     import tempfile
     from pathlib import Path
 
-    from c4.collector.bench_proc import start_collector
     from c4.query import query_arrow
     from c4.report import emit
+    from c4.sim.procs import start_collector
 
     usable_cpus = len(os.sched_getaffinity(0))
     if args.cpus_per_collector and args.shards * args.cpus_per_collector > usable_cpus:
@@ -517,7 +517,7 @@ def phase(args, work, cfg, label: str, shards: int, per_agent: list, query_arrow
     collectors = []
     try:
         if shards:
-            from c4.collector.pg_local import LocalPostgres
+            from c4.sim.postgres import LocalPostgres
 
             pg = LocalPostgres().start()
             for i in range(shards):

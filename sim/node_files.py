@@ -13,8 +13,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from c4.agent.fake_nvml import gpu_entry
-from c4.agent.sysfs_tree import set_link, update_counters, write_ib_port, write_netdev
+from c4.sim.fake_nvml import FAKE_NVML, gpu_entry
+from c4.sim.sysfs_tree import set_link, update_counters, write_ib_port, write_netdev
 
 NODE_SAMPLERS = ("heartbeat", "gpu", "xid_kmsg", "nic", "nccl_inspector", "nccl_debug_log", "nccl_conn")
 
@@ -75,7 +75,7 @@ class NodeWriter:
         r = self.root
         return {
             "heartbeat": {},
-            "gpu": {"fake_scenario": str(r / "nvml.json")},
+            "gpu": {"nvml_library": FAKE_NVML, "nvml_library_arg": str(r / "nvml.json")},
             "xid_kmsg": {"kmsg_path": str(r / "kmsg.log"), "from_start": True},
             "nic": {"sysfs_root": str(r / "sys")},
             "nccl_inspector": {"dump_dir": str(r / "inspector")},

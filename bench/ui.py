@@ -192,7 +192,7 @@ def ensure_store(workdir: Path, nodes: int, minutes: float) -> tuple[Path, dict,
 
     from tqdm import tqdm
 
-    from c4.ui.bench_store import Builder
+    from c4.bench.ui_store import Builder
 
     db = workdir / "c4.duckdb"
     marker = workdir / "store.json"
@@ -216,8 +216,8 @@ def run(args: argparse.Namespace) -> int:
     """Build (or reuse) the store, serve it with a real collector, time the pages."""
     import os
 
-    from c4.collector.bench_proc import start_collector
     from c4.report import format_table
+    from c4.sim.procs import start_collector
 
     workdir = Path(args.workdir).resolve()
     db, rows, built_s = ensure_store(workdir, args.nodes, args.minutes)

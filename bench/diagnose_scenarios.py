@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from c4.traffic.twin import Fault
+from c4.sim.twin import Fault
 
 #: Positive scenario kinds (name -> how to draw one fault); Xids are split by number.
 POSITIVE_KINDS = (

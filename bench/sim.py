@@ -24,8 +24,8 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from c4.report import emit
-    from c4.sim import SimRunner
-    from c4.traffic.twin import ClusterTwin, Fault
+    from c4.sim.runner import SimRunner
+    from c4.sim.twin import ClusterTwin, Fault
 
     rows, speedup = [], {}
     for n in tqdm([int(x) for x in args.nodes.split(",")], desc="sizes", disable=not sys.stdout.isatty()):

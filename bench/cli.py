@@ -9,15 +9,15 @@ HELP = "Run a benchmark (ingest, agent, plan, sim, diagnose, ui, plugin, load, c
 
 #: benchmark -> module with ``HELP``, ``configure(parser)`` and ``run(args) -> int``.
 BENCHES: dict[str, str] = {
-    "ingest": "c4.collector.bench_ingest",
-    "agent": "c4.agent.bench",
-    "plan": "c4.traffic.bench",
-    "plugin": "c4.agent.bench_plugin",
-    "sim": "c4.bench_sim",
-    "load": "c4.collector.bench_load",
-    "chaos": "c4.collector.bench_chaos",
-    "diagnose": "c4.analytics.bench",
-    "ui": "c4.ui.bench",  # named, not imported: nothing imports the ui room
+    "ingest": "c4.bench.ingest",
+    "agent": "c4.bench.agent",
+    "plan": "c4.bench.plan",
+    "plugin": "c4.bench.plugin",
+    "sim": "c4.bench.sim",
+    "load": "c4.bench.load",
+    "chaos": "c4.bench.chaos",
+    "diagnose": "c4.bench.diagnose",
+    "ui": "c4.bench.ui",  # named, not imported: nothing imports the ui room
 }
 
 

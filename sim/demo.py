@@ -43,7 +43,7 @@ def store_plan(address: str, twin) -> str:
     """Plan the twin's connections with C4P and store the plan and its link loads (the dashboard's Traffic page)."""
     import uuid
 
-    from c4.agent.push import push_table
+    from c4.push import push_table
     from c4.traffic.export import link_table, plan_table
     from c4.traffic.planner import Planner
 
@@ -63,7 +63,7 @@ def start_ui(address: str, port: int, log_path):
     import subprocess
     import sys
 
-    from c4.collector.bench_proc import free_port
+    from c4.sim.procs import free_port
 
     with socket.socket() as s:
         try:
@@ -83,7 +83,7 @@ def demo_twin(nodes: int, loops: int = 20):
     """The demo cluster: deploy/examples/scenarios/demo.yaml's faults, repeated every 10 minutes."""
     from pathlib import Path
 
-    from c4.traffic.twin import ClusterTwin, Fault, load_scenario
+    from c4.sim.twin import ClusterTwin, Fault, load_scenario
 
     scenario = Path(__file__).resolve().parents[1] / "deploy" / "examples" / "scenarios" / "demo.yaml"
     if scenario.is_file():
@@ -113,10 +113,10 @@ def run(args: argparse.Namespace) -> int:
 
     import polars as pl
 
-    from c4.analytics.fault_admin import CURRENT_FAULTS_SQL
-    from c4.collector.bench_proc import start_collector
+    from c4.faults import CURRENT_FAULTS_SQL
     from c4.query import QueryError, query_arrow
     from c4.report import printable_times
+    from c4.sim.procs import start_collector
 
     # what C4D currently reports, for the periodic summary
     open_faults_sql = (
@@ -156,7 +156,7 @@ def run(args: argparse.Namespace) -> int:
     import shutil
     import threading
 
-    from c4.sim import SimRunner
+    from c4.sim.runner import SimRunner
 
     shutil.rmtree(work / "sim" / "nodes", ignore_errors=True)
     (work / "sim").mkdir(parents=True, exist_ok=True)

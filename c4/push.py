@@ -7,10 +7,9 @@ import time
 import grpc
 import pyarrow as pa
 
-from c4.agent.batcher import split_ipc
-from c4.agent.client import channel_options
+from c4.arrow_ipc import split_ipc
 from c4.catalogue import load
-from c4.security import ClientSecurity
+from c4.security import ClientSecurity, channel_options
 from c4.telemetry.v1 import telemetry_pb2 as pb
 from c4.telemetry.v1 import telemetry_pb2_grpc as pb_grpc
 

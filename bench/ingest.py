@@ -149,9 +149,9 @@ def run(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from c4.collector.bench_proc import start_collector
     from c4.query import query_arrow
     from c4.report import emit
+    from c4.sim.procs import start_collector
 
     total = int(args.rows)
     work = Path(args.workdir or tempfile.mkdtemp(prefix="c4-bench-ingest-"))

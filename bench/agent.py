@@ -16,8 +16,8 @@ def build_node(root) -> dict:
     """A node's sources under root: fake NVML scenario, 8-NIC sysfs tree, kernel log, NCCL dirs."""
     import json
 
-    from c4.agent.fake_nvml import eight_gpu_scenario
-    from c4.agent.sysfs_tree import eight_nic_node
+    from c4.sim.fake_nvml import FAKE_NVML, eight_gpu_scenario
+    from c4.sim.sysfs_tree import eight_nic_node
 
     (root / "nvml.json").write_text(json.dumps(eight_gpu_scenario()))
     eight_nic_node(root / "sys")
@@ -27,7 +27,7 @@ def build_node(root) -> dict:
     return {
         "host": {},
         "heartbeat": {},
-        "gpu": {"fake_scenario": str(root / "nvml.json")},
+        "gpu": {"nvml_library": FAKE_NVML, "nvml_library_arg": str(root / "nvml.json")},
         "nic": {"sysfs_root": str(root / "sys")},
         "xid_kmsg": {"kmsg_path": str(root / "kmsg.log")},
         "nccl_inspector": {"dump_dir": str(root / "inspector")},

@@ -28,7 +28,7 @@ def build_twin(args: argparse.Namespace):
     """The twin from scenario + flags."""
     from pathlib import Path
 
-    from c4.traffic.twin import ClusterTwin, load_scenario
+    from c4.sim.twin import ClusterTwin, load_scenario
 
     spec = load_scenario(args.scenario) if args.scenario else {"faults": []}
     cluster = dict(spec.get("cluster") or {})
@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     import signal
     from pathlib import Path
 
-    from c4.sim import SimRunner
+    from c4.sim.runner import SimRunner
 
     try:
         twin, name = build_twin(args)

@@ -28,6 +28,9 @@ from typing import Any
 
 from c4.agent.gpu_fields import load_fields
 
+#: How an agent's GPU sampler names this library (``nvml_library``; ``nvml_library_arg`` = the scenario).
+FAKE_NVML = "c4.sim.fake_nvml:FakeNvml"
+
 NVML_SUCCESS = 0
 NVML_ERROR_UNINITIALIZED = 1
 NVML_ERROR_NOT_SUPPORTED = 3

@@ -28,8 +28,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from c4.collector.bench_proc import free_port, wait_serving
-from c4.collector.disk_faults import DiskFaultsUnavailable, Tmpfs
+from c4.bench.disk_faults import DiskFaultsUnavailable, Tmpfs
+from c4.sim.procs import free_port, wait_serving
 
 HELP = "Chaos: collector and agent killed, disks filled, commits failing, while real agents send; lost/duplicated ticks."
 

@@ -9,7 +9,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from c4.collector.bench_proc import free_port
+from c4.sim.procs import free_port
 
 
 def server_bindir() -> Path:

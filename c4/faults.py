@@ -9,11 +9,10 @@ from c4.query import open_channel, query_arrow, query_error
 from c4.telemetry.v1 import telemetry_pb2 as pb
 from c4.telemetry.v1 import telemetry_pb2_grpc as pb_grpc
 
-#: The current state of every fault: the newest row per fault_id.
+#: The current state of every fault (the catalogue's ``faults_current`` view: the newest row per fault_id).
 CURRENT_FAULTS_SQL = (
     "SELECT fault_id, state, fault_class, component_type, component, node, confidence, action, "
-    "first_seen, last_seen, summary FROM faults "
-    "QUALIFY row_number() OVER (PARTITION BY fault_id ORDER BY ts DESC) = 1 ORDER BY last_seen DESC"
+    "first_seen, last_seen, summary FROM faults_current ORDER BY last_seen DESC"
 )
 
 

@@ -96,8 +96,8 @@ def time_analysis(ranks: int, repeats: int = 3) -> dict:
     """Analysis time of one 60 s window of `ranks` ranks (best of `repeats`), and whether it found the injected faults."""
     import time
 
-    from c4.analytics.bench_synth import synth_window
     from c4.analytics.diagnose import diagnose
+    from c4.bench.diagnose_synth import synth_window
 
     tables, injected = synth_window(ranks=ranks)
     times = []
@@ -126,8 +126,8 @@ def run(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from c4.analytics.bench_run import run_scenario
-    from c4.analytics.bench_scenarios import NEGATIVE_KINDS, POSITIVE_KINDS, draw, library
+    from c4.bench.diagnose_run import run_scenario
+    from c4.bench.diagnose_scenarios import NEGATIVE_KINDS, POSITIVE_KINDS, draw, library
     from c4.report import format_table
 
     nodes = args.nodes or (16 if args.quick else 32)
