@@ -13,6 +13,7 @@ import grpc
 
 from c4.agent.spool import Spool
 from c4.security import ClientSecurity, channel_options
+from c4.shard import ordered_collectors, parse_collectors
 from c4.telemetry.v1 import telemetry_pb2 as pb
 from c4.telemetry.v1 import telemetry_pb2_grpc as pb_grpc
 
@@ -63,7 +64,6 @@ class Sender:
         backoff_max_s: float = 10.0,
         security: ClientSecurity | None = None,
     ) -> None:
-        from c4.shard import ordered_collectors, parse_collectors
 
         self.addresses = ordered_collectors(agent_id, parse_collectors(address))  # home first, then failover
         self.address = self.addresses[0]

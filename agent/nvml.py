@@ -80,7 +80,7 @@ class Nvml:
     def lib(self) -> Any:
         """The NVML binding in use (imported lazily so a node without pynvml still starts)."""
         if self._lib is None:
-            import pynvml
+            import pynvml  # lazy: a node without the NVML binding still starts (its GPU sampler reports unavailable)
 
             self._lib = pynvml
         return self._lib

@@ -11,6 +11,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from c4 import wire_limits as w
+from c4.shard import parse_collectors
 from c4.wire_limits import DEFAULT_MAX_BATCH_DECODED_BYTES, DEFAULT_MAX_BATCH_ROWS
 
 DEFAULT_COLLECTOR = "127.0.0.1:7070"
@@ -49,7 +51,6 @@ def split_host_port(address: str) -> tuple[str, int]:
 
 def _check_addresses(value: str) -> str:
     """One HOST:PORT, or several comma separated (collector shards: home by hashing the node name, then failover)."""
-    from c4.shard import parse_collectors
 
     parts = parse_collectors(value)
     if not parts:
@@ -106,7 +107,6 @@ class AgentConfig(ClientSecurityConfig):
     @model_validator(mode="after")
     def _fits_the_wire(self) -> AgentConfig:
         """Refuse at start what the collector would refuse in every Hello and batch (c4.wire_limits)."""
-        from c4 import wire_limits as w
 
         problem = w.hostname_problem(self.node) or w.text_problem("job", self.job, w.MAX_JOB_CHARS)
         if not problem and self.agent_id:

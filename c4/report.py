@@ -8,6 +8,9 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+import pyarrow as pa
+import pyarrow.compute as pc
+
 if TYPE_CHECKING:
     import pyarrow as pa
 
@@ -54,8 +57,6 @@ def printable_times(table: pa.Table) -> pa.Table:
 
     Columns whose values are all in range are returned as they are.
     """
-    import pyarrow as pa
-    import pyarrow.compute as pc
 
     lo_s = (datetime.min - _EPOCH).total_seconds()
     hi_s = (datetime.max - _EPOCH).total_seconds()

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
+
+from c4.config import load_config
 
 log = logging.getLogger("c4.security")
 
@@ -106,9 +109,6 @@ class ClientSecurity:
     @classmethod
     def from_env(cls, section: str, config_path: str | None = None) -> ClientSecurity:
         """From a config section ("agent" or "query") of ``config_path`` or $C4_CONFIG, plus C4_* variables."""
-        import os
-
-        from c4.config import load_config
 
         cfg = load_config(config_path or os.environ.get(CONFIG_ENV) or None)
         return cls.from_config(getattr(cfg, section))

@@ -5,6 +5,9 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
 
 from c4.traffic.topology import Topology, TopologyError
 
@@ -125,9 +128,6 @@ def job_flows(job: Job, topo: Topology) -> list[Flow]:
 
 def load_job_yaml(path) -> list[Job]:
     """Jobs from a YAML file: a mapping with `jobs:` (or one job)."""
-    from pathlib import Path
-
-    import yaml
 
     try:
         spec = yaml.safe_load(Path(path).read_text())

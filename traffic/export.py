@@ -4,10 +4,19 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import numpy as np
 import pyarrow as pa
 
 from c4.catalogue import load
 from c4.traffic.planner import Plan
+from c4.traffic.routing import (
+    capacities,
+    ecmp_subflows,
+    loads_from_fractions,
+    loads_from_subflows,
+    lower_bound,
+    spray_fractions,
+)
 
 
 def plan_rows(plan: Plan, plan_id: str, over_bound: float, node: str = "") -> list[dict]:
@@ -46,16 +55,6 @@ def plan_table(plan: Plan, plan_id: str, over_bound: float, node: str = "") -> p
 
 def link_rows(plan: Plan, plan_id: str, ecmp_seeds: int = 5, node: str = "") -> list[dict]:
     """One dict per directed link in the `plan_links` columns: plan vs ECMP vs spraying bytes and the bound."""
-    import numpy as np
-
-    from c4.traffic.routing import (
-        capacities,
-        ecmp_subflows,
-        loads_from_fractions,
-        loads_from_subflows,
-        lower_bound,
-        spray_fractions,
-    )
 
     topo, flows = plan.topo, plan.flows
     n = len(topo.links)

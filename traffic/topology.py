@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import inspect
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 
 class TopologyError(ValueError):
@@ -205,9 +208,8 @@ class Topology:
 
 def load_yaml(path: Path | str) -> Topology:
     """Load a topology spec (see deploy/examples/topology-*.yaml)."""
-    import yaml
 
-    from c4.traffic.generators import fat_tree, leaf_spine, rail_optimized
+    from c4.traffic.generators import fat_tree, leaf_spine, rail_optimized  # lazy: they import this module
 
     try:
         spec: dict[str, Any] = yaml.safe_load(Path(path).read_text())
@@ -217,12 +219,10 @@ def load_yaml(path: Path | str) -> Topology:
         raise TopologyError(f"{path}: expected a mapping at the top")
     kind = spec.get("generator")
     if kind is None and "hosts" in spec:
-        from c4.traffic.spec import from_spec
+        from c4.traffic.spec import from_spec  # lazy: it imports this module
 
         topo = from_spec({k: v for k, v in spec.items() if k != "failures"}, where=str(path))
     else:
-        import inspect
-
         generators = {"leaf_spine": leaf_spine, "fat_tree": fat_tree, "rail_optimized": rail_optimized}
         if kind not in generators:
             raise TopologyError(
