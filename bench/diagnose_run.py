@@ -4,12 +4,25 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from c4.agent.batcher import rows_to_table
+from c4.agent.labels import context_from
+from c4.agent.runner import build_samplers
+from c4.analytics.fabric import FabricModel
+from c4.analytics.runner import DiagnosisRunner
+from c4.arrow_ipc import encode_ipc
 from c4.bench.diagnose_scenarios import Scenario
+from c4.catalogue import load
+from c4.collector.store import PendingBatch, Store
+from c4.collector.validate import validate_batch
+from c4.config import AgentConfig
+from c4.sim.runner import SimRunner
+from c4.sim.twin import ClusterTwin
 
 EPOCH_S = 1_800_000_000.0
 NIC_TRUTH = ("nic_degraded", "link_flap", "link_down", "comm_hang")
@@ -54,20 +67,6 @@ def is_correct(fault: dict[str, Any], truth: dict[str, Any], kind: str) -> bool:
 
 def run_scenario(sc: Scenario, workdir: Path | None = None, diagnose_every_steps: int = 1) -> ScenarioResult:
     """Step the twin, sample every node with the real samplers, ingest through the Store, diagnose each step."""
-    import time
-
-    from c4.agent.batcher import rows_to_table
-    from c4.agent.labels import context_from
-    from c4.agent.runner import build_samplers
-    from c4.analytics.fabric import FabricModel
-    from c4.analytics.runner import DiagnosisRunner
-    from c4.arrow_ipc import encode_ipc
-    from c4.catalogue import load
-    from c4.collector.store import PendingBatch, Store
-    from c4.collector.validate import validate_batch
-    from c4.config import AgentConfig
-    from c4.sim.runner import SimRunner
-    from c4.sim.twin import ClusterTwin
 
     own = workdir is None
     work = Path(tempfile.mkdtemp(prefix="c4-bench-diag-")) if own else Path(workdir)

@@ -15,6 +15,9 @@ import pyarrow as pa
 
 from c4.catalogue import load
 from c4.collector.store import PendingBatch, Store
+from c4.sim.twin import ClusterTwin
+from c4.traffic.export import link_table, plan_table
+from c4.traffic.planner import Planner
 
 GPUS = 8
 PORTS = 8
@@ -277,9 +280,6 @@ class Builder:
 
     def _plan(self) -> dict[str, pa.Table]:
         """A C4P plan of the cluster's ring all-reduce with its link loads."""
-        from c4.sim.twin import ClusterTwin
-        from c4.traffic.export import link_table, plan_table
-        from c4.traffic.planner import Planner
 
         twin = ClusterTwin(nodes=self.nodes, leaves=max(1, self.nodes // 16), spines=8)
         plan = Planner(twin.topo, max_qps=4).plan(twin.flows)

@@ -1,34 +1,157 @@
-"""The rooms keep their import rules: agent never imports collector/analytics; nothing imports c4.ui."""
+"""The house rules, checked from the AST of every module: imports point down only, c4/ is the ground,
+imports sit at module level unless they say why, the rooms are the README's, tests carry their data.
+
+Rooms (folder -> package c4.<room>, c4/ itself is the contract): see README "Layout" and DESIGN.md.
+"""
+
+from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
+
+from c4.bench.cli import BENCHES
+from c4.cli import COMMANDS
 
 REPO = Path(__file__).resolve().parents[2]
 
+#: room -> the rooms it may import (besides itself). c4/ is the ground and imports none.
+MAY_IMPORT: dict[str, set[str]] = {
+    "c4": set(),
+    "agent": {"c4"},
+    "traffic": {"c4"},
+    "analytics": {"c4", "traffic"},
+    "collector": {"c4", "analytics", "traffic"},
+    "ui": {"c4"},
+    "sim": {"c4", "agent", "traffic", "analytics", "collector"},
+    "bench": {"c4", "agent", "traffic", "analytics", "collector", "ui", "sim"},
+}
+ROOMS = tuple(MAY_IMPORT)
+#: Modules the CLI imports to build its parser (``c4 --help``): heavy imports stay inside run().
+CLI_ENTRY_MODULES = {"c4.cli"} | set(COMMANDS.values()) | set(BENCHES.values())
+LAZY_REASON = re.compile(r"#\s*lazy:\s*\S")
 
-def imported_modules(folder: str) -> dict[str, set[str]]:
-    out: dict[str, set[str]] = {}
-    for path in (REPO / folder).rglob("*.py"):
-        names: set[str] = set()
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Import):
-                names |= {a.name for a in node.names}
-            elif isinstance(node, ast.ImportFrom) and node.module:
-                names.add(node.module)
-        out[str(path.relative_to(REPO))] = names
+
+def room_of(module: str) -> str | None:
+    """The room a ``c4...`` module lives in (None for anything outside the c4 namespace)."""
+    parts = module.split(".")
+    if parts[0] != "c4":
+        return None
+    return parts[1] if len(parts) > 1 and parts[1] in ROOMS and parts[1] != "c4" else "c4"
+
+
+def module_name(path: Path) -> str:
+    """The dotted module of a source file (agent/x.py -> c4.agent.x, c4/x.py -> c4.x)."""
+    rel = path.relative_to(REPO).with_suffix("")
+    parts = list(rel.parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts if parts[0] == "c4" else ["c4", *parts])
+
+
+def sources() -> list[Path]:
+    """Every hand-written module of every room (generated protobuf code aside)."""
+    return sorted(
+        p
+        for room in ROOMS
+        for p in (REPO / room).rglob("*.py")
+        if "_pb2" not in p.name and "__pycache__" not in p.parts
+    )
+
+
+def imports(path: Path) -> list[tuple[int, str, bool, str]]:
+    """(line, imported module, at module level?, source line) of every absolute import in a file."""
+    text = path.read_text()
+    lines = text.splitlines()
+    tree = ast.parse(text)
+    top: set[int] = set()
+    for node in tree.body:
+        nodes = ast.walk(node) if isinstance(node, ast.If | ast.Try) else [node]
+        top |= {id(n) for n in nodes}
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module]
+        else:
+            continue
+        source = " ".join(lines[node.lineno - 1 : node.end_lineno])
+        out += [(node.lineno, n, id(node) in top, source) for n in names]
     return out
 
 
+def test_every_room_is_a_folder_and_a_package():
+    for room in ROOMS:
+        assert (REPO / room / "__init__.py").is_file(), f"room {room}/ has no __init__.py"
+
+
+def test_imports_point_down_only():
+    wrong = []
+    for path in sources():
+        here = room_of(module_name(path))
+        for line, module, _, _ in imports(path):
+            there = room_of(module)
+            if there is not None and there != here and there not in MAY_IMPORT[here]:
+                wrong.append(f"{path.relative_to(REPO)}:{line} ({here}) imports {module} ({there})")
+    assert not wrong, "imports against the layout:\n" + "\n".join(wrong)
+
+
+def test_product_rooms_never_import_sim_or_bench():
+    wrong = [
+        f"{path.relative_to(REPO)}:{line} imports {module}"
+        for path in sources()
+        if room_of(module_name(path)) not in ("sim", "bench")
+        for line, module, _, _ in imports(path)
+        if room_of(module) in ("sim", "bench")
+    ]
+    assert not wrong, "\n".join(wrong)
+
+
+def test_imports_sit_at_module_level_unless_they_say_why():
+    """Function-level imports hide coupling: only CLI entry modules (imported to build ``c4 --help``) keep
+    run()'s imports lazy; anywhere else the line carries ``# lazy: <why>`` (a cycle, an optional binding)."""
+    wrong = []
+    for path in sources():
+        if module_name(path) in CLI_ENTRY_MODULES:
+            continue
+        for line, module, at_top, source in imports(path):
+            if not at_top and not LAZY_REASON.search(source):
+                wrong.append(f"{path.relative_to(REPO)}:{line}: {module}")
+    assert not wrong, "function-level imports without '# lazy: <why>':\n" + "\n".join(wrong)
+
+
+def test_cli_tables_name_existing_entry_modules():
+    for module in CLI_ENTRY_MODULES:
+        assert room_of(module) in ROOMS, module
+        rel = Path(*module.split(".")[1:]) if room_of(module) != "c4" else Path(*module.split("."))
+        assert (REPO / rel.with_suffix(".py")).is_file() or (REPO / rel / "__init__.py").is_file(), module
+
+
+def test_readme_layout_table_lists_every_room():
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("## Layout", 1)
+    assert len(section) == 2, "README has no '## Layout' section"
+    table = section[1].split("\n## ", 1)[0]
+    listed = set(re.findall(r"^\| `([a-z0-9_]+)/` \|", table, re.M))
+    assert listed >= set(ROOMS), f"README's Layout table lacks {sorted(set(ROOMS) - listed)}"
+
+
+def test_no_test_reads_outside_the_repository():
+    """A bare clone has nothing beside it: tests read their data from tests/fixtures and tests/data."""
+    wrong = [
+        str(p.relative_to(REPO))
+        for p in (REPO / "tests").rglob("*.py")
+        if re.search(r"\.\./shared|parents\[2\]\s*/\s*[\"']shared", p.read_text())
+    ]
+    assert not wrong, wrong
+
+
 def test_agent_never_imports_collector_or_analytics():
-    for path, names in imported_modules("agent").items():
-        bad = {n for n in names if n.startswith(("c4.collector", "c4.analytics"))}
+    """The oldest rule, kept by name: a node agent carries nothing of the collector's."""
+    for path in (REPO / "agent").rglob("*.py"):
+        bad = {m for _, m, _, _ in imports(path) if m.startswith(("c4.collector", "c4.analytics"))}
         assert not bad, f"{path} imports {bad}"
-
-
-def test_nothing_imports_ui():
-    for folder in ("c4", "agent", "collector", "analytics", "traffic"):
-        for path, names in imported_modules(folder).items():
-            assert not {n for n in names if n.startswith("c4.ui")}, f"{path} imports c4.ui"
 
 
 def test_wheel_holds_only_the_c4_namespace(tmp_path):
@@ -56,7 +179,7 @@ def test_wheel_holds_only_the_c4_namespace(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     tops = {n.split("/")[0] for n in names}
     assert tops == {"c4", wheel.name.split("-")[0] + "-" + wheel.name.split("-")[1] + ".dist-info"}, tops
-    for room in ("agent", "collector", "analytics", "traffic", "ui"):
-        assert f"c4/{room}/__init__.py" in names
+    for room in ROOMS:
+        assert f"c4/{room}/__init__.py" in names or room == "c4"
     assert "c4/catalogue/tables/core.toml" in names and "c4/telemetry/v1/telemetry.proto" in names
     assert "c4/agent/plugin/c4_profiler.c" in names and "c4/agent/plugin/nccl_profiler_api.h" in names
