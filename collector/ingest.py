@@ -1,6 +1,6 @@
 """Receiving agents' batches: check each one, hand the valid ones to a commit sink, ack after commit.
 
-Shared by the collector's own server and its ingest processes (``c4.collector.front``): the sink
+Shared by the collector's own server and its ingest processes (``c4.collector.ingest_process``): the sink
 is the writer thread in the first, the store process behind a private socket in the second.
 """
 

@@ -25,6 +25,7 @@ from c4.collector.auth import (
 )
 from c4.collector.grouping import GroupError, decode_group, reply_for
 from c4.collector.ingest import IngestService, Metrics, agent_server, bind, set_serving
+from c4.collector.ingest_processes import IngestProcesses
 from c4.collector.queries import QueryFailed, QueryRunner
 from c4.collector.store import PendingBatch, Store
 from c4.collector.tasks import TaskHealth, run_every
@@ -253,7 +254,7 @@ class Collector:
         self.exporter = None
         self.server: grpc.aio.Server | None = None
         self.port = 0
-        self.fronts = None  # FrontProcesses when cfg.ingest_processes > 0
+        self.ingest_processes: IngestProcesses | None = None  # when cfg.ingest_processes > 0
         self._private_dir: str | None = None
         self._tasks: list[asyncio.Task] = []
         self.tasks: dict[str, TaskHealth] = {}  # periodic task name -> its health (/metrics, collector_tasks)
@@ -286,15 +287,13 @@ class Collector:
             log.warning("security: %s listen=%s", warning, self.cfg.listen)
         await self.server.start()
         if self.cfg.ingest_processes:
-            from c4.collector.fronts import FrontProcesses
-
-            self.fronts = FrontProcesses(
+            self.ingest_processes = IngestProcesses(
                 self.cfg,
                 self.cfg.ingest_processes,
                 store_address,
                 logging.getLevelName(log.getEffectiveLevel()),
             )
-            self.port = await self.fronts.start()
+            self.port = await self.ingest_processes.start()
         if self.cfg.metrics_listen:
             from c4.collector.exporter import MetricsServer
 
@@ -505,8 +504,8 @@ class Collector:
             t.cancel()
         if self.exporter is not None:
             self.exporter.stop()
-        if self.fronts is not None:  # first: their groups in flight still commit here
-            await self.fronts.stop()
+        if self.ingest_processes is not None:  # first: their groups in flight still commit here
+            await self.ingest_processes.stop()
         if self.server is not None:
             await self.server.stop(grace_s)
         await asyncio.get_running_loop().run_in_executor(None, self.writer.close)
