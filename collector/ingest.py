@@ -15,7 +15,6 @@ from collections import Counter
 from typing import Protocol
 
 import grpc
-import pyarrow as pa
 import pyarrow.compute as pc
 from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -352,10 +351,7 @@ class IngestService(pb_grpc.TelemetryServicer):
                     r["skew_s"],
                     self.cfg.max_clock_skew_s,
                 )
-        spec = self.catalogue["agent_clock"]
-        done = self.writer.submit_async(
-            PendingBatch("", 0, spec, pa.Table.from_pylist(rows, schema=spec.arrow_schema))
-        )
+        done = self.writer.submit_async(PendingBatch.internal(self.catalogue["agent_clock"], rows))
         done.add_done_callback(_log_clock_commit)
 
     def _ack(self, batch: pb.Batch, outcome: Refusal | CommitResult, tally: Counter[str]) -> pb.Ack:
