@@ -41,6 +41,7 @@ from c4.collector.ingest import IngestService, Metrics, agent_server, bind, set_
 from c4.collector.sequence import BrokenStreams
 from c4.collector.store import CommitResult, PendingBatch
 from c4.config import CollectorConfig
+from c4.logs import setup_logging
 from c4.telemetry.v1 import telemetry_pb2 as pb
 from c4.telemetry.v1 import telemetry_pb2_grpc as pb_grpc
 
@@ -299,8 +300,6 @@ async def serve_ingest_process(cfg: CollectorConfig, store_address: str, stop: a
 
 def main() -> int:
     """Entry point of one ingest process (see the module docstring)."""
-    from c4.logs import setup_logging
-
     start = json.loads(sys.stdin.readline())
     setup_logging(start.get("log_level", "INFO"))
     cfg = CollectorConfig.model_validate(start["config"])
