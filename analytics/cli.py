@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from pathlib import Path
+
+from c4.analytics.flight_recorder import find_missing_ranks, load_dir
+from c4.report import format_table
 
 HELP = (
     "Diagnose offline: --db FILE runs every C4D detector over a stopped collector's store; "
@@ -36,14 +41,10 @@ def run(args: argparse.Namespace) -> int:
 
 def run_db(args: argparse.Namespace) -> int:
     """Hardware detectors over the last window of a store; one line per fault."""
-    import json
-    from pathlib import Path
+    import duckdb  # lazy: c4 --help loads this module; ~50 ms
 
-    import duckdb
-
-    from c4.analytics.diagnose import diagnose
-    from c4.analytics.window import load_from_db
-    from c4.report import format_table
+    from c4.analytics.diagnose import diagnose  # lazy: c4 --help loads this module; polars ~120 ms
+    from c4.analytics.window import load_from_db  # lazy: c4 --help loads this module; polars, duckdb
 
     if not Path(args.db).is_file():
         print(f"c4 diagnose: {args.db} does not exist", file=sys.stderr)
@@ -55,8 +56,7 @@ def run_db(args: argparse.Namespace) -> int:
         return 1
     findings = diagnose(tables)
     if args.flight_recorder:
-        from c4.analytics.flight_recorder import find_missing_ranks, load_dir
-        from c4.analytics.hang_sources import flight_recorder_findings
+        from c4.analytics.hang_sources import flight_recorder_findings  # lazy: c4 --help; polars ~120 ms
 
         if not Path(args.flight_recorder).is_dir():
             print(f"c4 diagnose: {args.flight_recorder} is not a directory", file=sys.stderr)
@@ -112,12 +112,6 @@ def run_db(args: argparse.Namespace) -> int:
 
 def run_flight_recorder(args: argparse.Namespace) -> int:
     """Print, per process group, the last collective and the ranks that never entered or never finished it."""
-    import json
-    from pathlib import Path
-
-    from c4.analytics.flight_recorder import find_missing_ranks, load_dir
-    from c4.report import format_table
-
     directory = Path(args.flight_recorder)
     if not directory.is_dir():
         print(f"c4 diagnose: {directory} is not a directory", file=sys.stderr)

@@ -160,6 +160,37 @@ def straggler_findings(colls: pl.DataFrame, min_seqs: int = 5) -> list[Finding]:
     return out
 
 
+#: A candidate culprit: ("port", "host3/mlx5_2p1") or ("link", "leaf0<->spine1").
+_Candidate = tuple[str, str]
+
+
+def _port(node: str, device: str) -> str:
+    """A NIC device's port as faults name it: "host3/mlx5_2p1"."""
+    return f"{node}/{device}p1"
+
+
+def _recent(conns: pl.DataFrame, period_s: float | None, min_windows: int) -> pl.DataFrame:
+    """The windows a trailing run of ``min_windows`` slow ones can lie in (all when the period is unknown)."""
+    if not period_s:
+        return conns
+    recent = conns["ts"].max() - timedelta(seconds=(min_windows + 2) * period_s * 1.5)
+    return conns.filter(pl.col("ts") >= recent)
+
+
+def _rank_hosts(colls: pl.DataFrame | None) -> pl.DataFrame | None:
+    """Each rank's host per communicator (comm_id, rank, hostname), once; None without collectives."""
+    if colls is None or colls.is_empty():
+        return None
+    return colls.select(["comm_id", "rank", "hostname"]).unique(["comm_id", "rank"])
+
+
+def _with_receiver(sends: pl.DataFrame, host_of: pl.DataFrame | None) -> pl.DataFrame:
+    """``sends`` with a ``hostname`` column: the receiving rank's host (null where it is not known)."""
+    if host_of is None:
+        return sends.with_columns(pl.lit(None, dtype=pl.String).alias("hostname"))
+    return sends.join(host_of, left_on=["comm_hash", "peer_rank"], right_on=["comm_id", "rank"], how="left")
+
+
 def _slow_connections(
     conns: pl.DataFrame, host_of: pl.DataFrame | None, factor: float, min_windows: int
 ) -> pl.DataFrame:
@@ -189,6 +220,181 @@ def _slow_connections(
     return slow.with_columns(pl.coalesce("hostname", pl.format("rank{}", "peer_rank")).alias("peer_node"))
 
 
+def _live_sends(
+    conns: pl.DataFrame,
+    host_of: pl.DataFrame | None,
+    slow: pl.DataFrame,
+    fabric: FabricModel | None,
+) -> pl.DataFrame:
+    """The send records that moved data, each with its receiving host (``hostname``).
+
+    Without a fabric model only the ports of the slow connections' hosts are weighed, so only the
+    records touching those hosts are kept.
+    """
+    live = conns.filter((pl.col("bytes") > 0) & (pl.col("direction") == "send"))
+    if fabric is None and host_of is not None:
+        suspects = list(set(slow["node"].to_list()) | set(slow["peer_node"].to_list()))
+        theirs = host_of.filter(pl.col("hostname").is_in(suspects))["rank"].unique()
+        live = live.filter(pl.col("node").is_in(suspects) | pl.col("peer_rank").is_in(theirs.implode()))
+    return _with_receiver(live, host_of)
+
+
+def _connections_per_port(live: pl.DataFrame) -> tuple[dict[str, tuple[str, str]], dict[str, int]]:
+    """Per port, its (node, device) and how many connections it sends (node) or receives (hostname) on."""
+    ports: dict[str, tuple[str, str]] = {}
+    carried: dict[str, int] = {}
+    sends = live.unique(["node", "nic_device", "comm_hash", "peer_rank", "channel"])
+    for end in ("node", "hostname"):
+        for node, dev, n in sends.drop_nulls(end).group_by([end, "nic_device"]).len().iter_rows():
+            port = _port(node, dev)
+            ports[port] = (node, dev)
+            carried[port] = carried.get(port, 0) + n
+    return ports, carried
+
+
+def _candidates(
+    rows: list[dict], fabric: FabricModel | None
+) -> tuple[dict[_Candidate, set[int]], dict[str, tuple[str, str]]]:
+    """Each candidate culprit and the slow connections (indices of ``rows``) it carries: the ports at
+    both ends of each (a row or column of the connection matrix) and, with a fabric model, the switch
+    cables it crosses. Also the (node, device) of every port named."""
+    members: dict[_Candidate, set[int]] = {}
+    ports: dict[str, tuple[str, str]] = {}
+    for i, r in enumerate(rows):
+        for node in {r["node"], r["peer_node"]}:
+            port = _port(node, r["nic_device"])
+            ports.setdefault(port, (node, r["nic_device"]))
+            members.setdefault(("port", port), set()).add(i)
+        if fabric is not None:
+            for cable in fabric.cables(r["node"], r["peer_node"], r["channel"]):
+                members.setdefault(("link", cable), set()).add(i)
+    return members, ports
+
+
+def _cable_loads(live: pl.DataFrame, fabric: FabricModel) -> tuple[dict[str, int], dict[str, float]]:
+    """Per cable, the live connections crossing it, and its busier direction's carried rate over its
+    nominal rate (only for directions whose rate is known)."""
+    latest = (
+        live.drop_nulls("hostname")
+        .filter(pl.col("transfer_us") > 0)
+        .group_by(["node", "hostname", "channel"])
+        .agg((pl.col("bytes") * 8 / (pl.col("transfer_us") * 1e3)).last().alias("gbps"))
+    )
+    crossing: dict[str, int] = {}
+    carried_gbps: dict[str, float] = {}
+    for node, dst, ch, gbps in latest.iter_rows():
+        for d in fabric.paths.get((node, dst, ch), ()):
+            carried_gbps[d] = carried_gbps.get(d, 0.0) + gbps
+        for cable in fabric.cables(node, dst, ch):
+            crossing[cable] = crossing.get(cable, 0) + 1
+    utilization: dict[str, float] = {}
+    for d, gbps in carried_gbps.items():
+        cable = cable_of(d)
+        cap = fabric.capacity_gbps.get(d)
+        if cap:
+            utilization[cable] = max(utilization.get(cable, 0.0), gbps / cap)
+    return crossing, utilization
+
+
+def _explains(
+    candidate: _Candidate,
+    slow_count: int,
+    carried: dict[str, int],
+    crossing: dict[str, int],
+    utilization: dict[str, float],
+    factor: float,
+) -> bool:
+    """A candidate explains its ``slow_count`` slow connections when (nearly) every connection it
+    carries is slow; a cable must also carry less than ``factor`` of its nominal rate (a full one is
+    congestion, not a fault)."""
+    kind, name = candidate
+    if kind == "port":
+        return slow_count >= 2 and slow_count >= carried.get(name, 0)
+    return (
+        slow_count >= 2
+        and slow_count >= 0.8 * crossing.get(name, slow_count)
+        and utilization.get(name, 0.0) < factor
+    )
+
+
+def _greedy_cover(
+    members: dict[_Candidate, set[int]], explaining: list[_Candidate], count: int
+) -> tuple[list[tuple[_Candidate, list[int]]], set[int]]:
+    """Blame first the candidate that explains the most still unexplained slow connections (at least
+    two); returns each blamed candidate with the connections it took, and those left unexplained."""
+    unexplained = set(range(count))
+    blamed = []
+    while unexplained:
+        best = max(
+            explaining,
+            key=lambda c: (len(members[c] & unexplained), c[0] == "port", c[1]),
+            default=None,
+        )
+        if best is None or len(members[best] & unexplained) < 2:
+            break
+        mine = sorted(members[best] & unexplained)
+        unexplained -= set(mine)
+        blamed.append((best, mine))
+    return blamed, unexplained
+
+
+def _port_finding(port: str, node: str, device: str, mine: list[dict]) -> Finding:
+    """Every connection of one NIC port is slow."""
+    ratio = float(pl.Series([r["ratio"] for r in mine]).median())
+    return Finding(
+        "slow_connection",
+        "comm_slow",
+        "nic_port",
+        port,
+        node,
+        min(r["first"] for r in mine),
+        max(r["last"] for r in mine),
+        0.85,
+        "replace_cable",
+        f"every connection of {port} ({len(mine)}) is slow: {ratio:.0%} of its peers' throughput",
+        {"slow_connections": len(mine), "throughput_ratio": ratio},
+        f"SELECT ts, node, peer_rank, channel, bytes, transfer_us FROM nccl_connections WHERE "
+        f"node = '{node}' AND nic_device = '{device}' ORDER BY ts",
+    )
+
+
+def _link_finding(cable: str, mine: list[dict], crossing: int | None) -> Finding:
+    """Slow connections from different ports all cross one degraded switch cable."""
+    ratio = float(pl.Series([r["ratio"] for r in mine]).median())
+    return Finding(
+        "slow_switch_link",
+        "comm_slow",
+        "switch_link",
+        cable,
+        mine[0]["node"],
+        min(r["first"] for r in mine),
+        max(r["last"] for r in mine),
+        0.8,
+        "replace_cable",
+        f"{len(mine)} slow connections from different ports all cross {cable}, and every "
+        f"connection crossing it is slow: {ratio:.0%} of their peers' throughput",
+        {"slow_connections": len(mine), "crossing": crossing, "throughput_ratio": ratio},
+    )
+
+
+def _path_finding(r: dict) -> Finding:
+    """One connection alone is slow: blame the path between its two ends."""
+    comp = f"{_port(r['node'], r['nic_device'])}<->{_port(r['peer_node'], r['nic_device'])}"
+    return Finding(
+        "slow_path",
+        "comm_slow",
+        "link",
+        comp,
+        r["node"],
+        r["first"],
+        r["last"],
+        0.6,
+        "replace_cable",
+        f"the connection {comp} alone is slow: the path between them",
+        {"throughput_ratio": r["ratio"]},
+    )
+
+
 def slow_connection_findings(
     conns: pl.DataFrame,
     colls: pl.DataFrame | None = None,
@@ -208,148 +414,29 @@ def slow_connection_findings(
     """
     if conns.is_empty():
         return []
-    if period_s:  # a trailing run of min_windows slow windows is all that counts: look at the recent ones
-        recent = conns["ts"].max() - timedelta(seconds=(min_windows + 2) * period_s * 1.5)
-        conns = conns.filter(pl.col("ts") >= recent)
-    host_of = None
-    if colls is not None and not colls.is_empty():
-        host_of = colls.select(["comm_id", "rank", "hostname"]).unique(["comm_id", "rank"])
+    conns = _recent(conns, period_s, min_windows)
+    host_of = _rank_hosts(colls)
     slow = _slow_connections(conns, host_of, factor, min_windows)
     if slow.is_empty():
         return []
-    suspects = list(set(slow["node"].to_list()) | set(slow["peer_node"].to_list()))
-    live = conns.filter((pl.col("bytes") > 0) & (pl.col("direction") == "send"))
-    if fabric is None and host_of is not None:  # only the suspects' ports need their connections counted
-        theirs = host_of.filter(pl.col("hostname").is_in(suspects))["rank"].unique()
-        live = live.filter(pl.col("node").is_in(suspects) | pl.col("peer_rank").is_in(theirs.implode()))
-    # each send record's receiving host, once (None where the communicator's ranks are not known)
-    if host_of is not None:
-        live = live.join(
-            host_of, left_on=["comm_hash", "peer_rank"], right_on=["comm_id", "rank"], how="left"
-        )
-    else:
-        live = live.with_columns(pl.lit(None, dtype=pl.String).alias("hostname"))
-    ports: dict[str, tuple[str, str]] = {}  # "node/devp1" -> (node, device)
-    carried: dict[str, int] = {}  # port -> connections it sends (node) or receives (hostname) on
-    sends = live.unique(["node", "nic_device", "comm_hash", "peer_rank", "channel"])
-    for end in ("node", "hostname"):
-        for node, dev, n in sends.drop_nulls(end).group_by([end, "nic_device"]).len().iter_rows():
-            port = f"{node}/{dev}p1"
-            ports[port] = (node, dev)
-            carried[port] = carried.get(port, 0) + n
+    live = _live_sends(conns, host_of, slow, fabric)
+    send_ports, carried = _connections_per_port(live)
     rows = slow.to_dicts()
-    # candidate culprits: ports (a row or column of the matrix) and, with a fabric model, switch cables
-    members: dict[tuple[str, str], set[int]] = {}
-    for i, r in enumerate(rows):
-        for node in {r["node"], r["peer_node"]}:
-            port = f"{node}/{r['nic_device']}p1"
-            ports.setdefault(port, (node, r["nic_device"]))
-            members.setdefault(("port", port), set()).add(i)
-        if fabric is not None:
-            for cable in fabric.cables(r["node"], r["peer_node"], r["channel"]):
-                members.setdefault(("link", cable), set()).add(i)
-    crossing: dict[str, int] = {}  # cable -> live connections crossing it
-    utilization: dict[str, float] = {}  # cable -> the busier direction's carried rate / nominal rate
+    members, row_ports = _candidates(rows, fabric)
+    ports = {**row_ports, **send_ports}
+    crossing: dict[str, int] = {}
+    utilization: dict[str, float] = {}
     if fabric is not None and host_of is not None:
-        latest = (
-            live.drop_nulls("hostname")
-            .filter(pl.col("transfer_us") > 0)
-            .group_by(["node", "hostname", "channel"])
-            .agg((pl.col("bytes") * 8 / (pl.col("transfer_us") * 1e3)).last().alias("gbps"))
-        )
-        carried_gbps: dict[str, float] = {}
-        for node, dst, ch, gbps in latest.iter_rows():
-            for d in fabric.paths.get((node, dst, ch), ()):
-                carried_gbps[d] = carried_gbps.get(d, 0.0) + gbps
-            for cable in fabric.cables(node, dst, ch):
-                crossing[cable] = crossing.get(cable, 0) + 1
-        for d, gbps in carried_gbps.items():
-            cable = cable_of(d)
-            cap = fabric.capacity_gbps.get(d)
-            if cap:
-                utilization[cable] = max(utilization.get(cable, 0.0), gbps / cap)
-
-    def explains(cand: tuple[str, str]) -> bool:
-        """A component explains its slow connections when (nearly) every connection it carries is slow."""
-        kind, name = cand
-        n = len(members[cand])
-        if kind == "port":
-            return n >= 2 and n >= carried.get(name, 0)
-        return n >= 2 and n >= 0.8 * crossing.get(name, n) and utilization.get(name, 0.0) < factor
-
-    unexplained = set(range(len(rows)))
+        crossing, utilization = _cable_loads(live, fabric)
+    explaining = [c for c in members if _explains(c, len(members[c]), carried, crossing, utilization, factor)]
+    blamed, unexplained = _greedy_cover(members, explaining, len(rows))
     out = []
-    while unexplained:  # greedy cover: the component that explains the most slow connections first
-        best = max(
-            (c for c in members if explains(c)),
-            key=lambda c: (len(members[c] & unexplained), c[0] == "port", c[1]),
-            default=None,
-        )
-        if best is None or len(members[best] & unexplained) < 2:
-            break
-        mine = sorted(members[best] & unexplained)
-        unexplained -= set(mine)
-        ratio = float(pl.Series([rows[i]["ratio"] for i in mine]).median())
-        first = min(rows[i]["first"] for i in mine)
-        last = max(rows[i]["last"] for i in mine)
-        kind, comp = best
+    for (kind, comp), mine in blamed:
+        mine_rows = [rows[i] for i in mine]
         if kind == "port":
-            node, dev = ports[comp]
-            out.append(
-                Finding(
-                    "slow_connection",
-                    "comm_slow",
-                    "nic_port",
-                    comp,
-                    node,
-                    first,
-                    last,
-                    0.85,
-                    "replace_cable",
-                    f"every connection of {comp} ({len(mine)}) is slow: {ratio:.0%} of its peers' throughput",
-                    {"slow_connections": len(mine), "throughput_ratio": ratio},
-                    f"SELECT ts, node, peer_rank, channel, bytes, transfer_us FROM nccl_connections WHERE "
-                    f"node = '{node}' AND nic_device = '{dev}' ORDER BY ts",
-                )
-            )
+            out.append(_port_finding(comp, *ports[comp], mine_rows))
         else:
-            out.append(
-                Finding(
-                    "slow_switch_link",
-                    "comm_slow",
-                    "switch_link",
-                    comp,
-                    rows[mine[0]]["node"],
-                    first,
-                    last,
-                    0.8,
-                    "replace_cable",
-                    f"{len(mine)} slow connections from different ports all cross {comp}, and every "
-                    f"connection crossing it is slow: {ratio:.0%} of their peers' throughput",
-                    {
-                        "slow_connections": len(mine),
-                        "crossing": crossing.get(comp),
-                        "throughput_ratio": ratio,
-                    },
-                )
-            )
-    rest = [rows[i] for i in sorted(unexplained)]
-    if len(rest) == 1 and not out:
-        r = rest[0]
-        comp = f"{r['node']}/{r['nic_device']}p1<->{r['peer_node']}/{r['nic_device']}p1"
-        out.append(
-            Finding(
-                "slow_path",
-                "comm_slow",
-                "link",
-                comp,
-                r["node"],
-                r["first"],
-                r["last"],
-                0.6,
-                "replace_cable",
-                f"the connection {comp} alone is slow: the path between them",
-                {"throughput_ratio": r["ratio"]},
-            )
-        )
+            out.append(_link_finding(comp, mine_rows, crossing.get(comp)))
+    if len(unexplained) == 1 and not out:
+        out.append(_path_finding(rows[min(unexplained)]))
     return out

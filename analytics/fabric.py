@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import polars as pl
+
+from c4.traffic.topology import TopologyError, load_yaml
+
 
 def cable_of(directed: str) -> str:
     """The cable (both directions) of a directed link name 'a->b': 'a<->b', ends sorted."""
@@ -30,8 +34,6 @@ class FabricModel:
 
 def from_plans(plans, capacity_gbps: dict[str, float] | None = None) -> FabricModel | None:
     """The newest C4P plan (rows of the ``plans`` table, a polars frame) as a fabric model; None if empty."""
-    import polars as pl
-
     if plans is None or plans.is_empty():
         return None
     newest = plans.sort("ts")["plan_id"][-1]
@@ -49,8 +51,6 @@ def from_plans(plans, capacity_gbps: dict[str, float] | None = None) -> FabricMo
 
 def capacities_from_topology(path: str) -> dict[str, float]:
     """Nominal rate of every directed switch-to-switch link of a fabric YAML (see deploy/examples/topology-*.yaml)."""
-    from c4.traffic.topology import TopologyError, load_yaml
-
     try:
         topo = load_yaml(path)
     except (OSError, TopologyError, ValueError) as exc:

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import json
+import os
 import sys
+
+from c4.report import format_table, printable_times
 
 HELP = "List current faults (open/acknowledged), or acknowledge/resolve one, on a running collector."
 
@@ -32,12 +36,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """List, acknowledge or resolve."""
-    import json
-    import os
-
-    from c4.faults import current_faults, update_fault
-    from c4.query import QueryError
-    from c4.report import format_table, printable_times
+    from c4.faults import current_faults, update_fault  # lazy: c4 --help loads this module; grpc ~100 ms
+    from c4.query import QueryError  # lazy: c4 --help loads this module; grpc ~100 ms
 
     address = args.collector or os.environ.get("C4_AGENT_COLLECTOR") or "127.0.0.1:7070"
     command = args.faults_command or "list"

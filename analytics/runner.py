@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import logging
 import threading
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pyarrow as pa
 
 from c4.analytics.diagnose import diagnose
+from c4.analytics.fabric import from_plans
 from c4.analytics.lifecycle import FaultBook
 from c4.analytics.window import ABSURD_TS, DEFAULT_MAX_CLOCK_SKEW_S, window_from_cursor
 
@@ -52,10 +53,6 @@ class DiagnosisRunner:
 
         A plan dated further ahead of ``now`` than the skew (its writer's clock ran ahead) is not the newest.
         """
-        from datetime import timedelta
-
-        from c4.analytics.fabric import from_plans
-
         latest = (now or _utcnow()) + timedelta(seconds=self.max_skew_s)
         newest = cur.execute(
             "SELECT plan_id FROM plans WHERE ts <= ? ORDER BY ts DESC LIMIT 1", [latest]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import duckdb
 import polars as pl
 
 NEEDED = (
@@ -70,8 +71,6 @@ def load_from_db(
     path: Path | str, window_s: float = 300.0, now: datetime | None = None
 ) -> dict[str, pl.DataFrame]:
     """The recent window from a stopped collector's file (ending at ``now``, else at the store's own time)."""
-    import duckdb
-
     con = duckdb.connect(str(path), read_only=True)
     try:
         return window_from_cursor(con, window_s, now)

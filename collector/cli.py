@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 
 HELP = "Run the collector: receives agent batches over gRPC, stores them in DuckDB, serves SQL."
@@ -57,7 +58,7 @@ FLAGS = (
 
 def collector_config(args: argparse.Namespace):
     """Load config and apply flags; exits with a clear message on invalid config."""
-    from c4.config import ConfigError, load_config
+    from c4.config import ConfigError, load_config  # lazy: c4 --help loads this module; pydantic ~90 ms
 
     try:
         cfg = load_config(args.config).collector
@@ -70,12 +71,10 @@ def collector_config(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     """Serve until SIGINT/SIGTERM."""
-    import asyncio
+    import duckdb  # lazy: c4 --help loads this module; ~50 ms
 
-    import duckdb
-
-    from c4.collector.lake import LakeError
-    from c4.collector.server import StartupError, serve
+    from c4.collector.lake import LakeError  # lazy: c4 --help loads this module; duckdb ~80 ms
+    from c4.collector.server import StartupError, serve  # lazy: c4 --help loads this module; ~340 ms
 
     cfg = collector_config(args)
     try:

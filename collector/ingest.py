@@ -1,6 +1,6 @@
 """Receiving agents' batches: check each one, hand the valid ones to a commit sink, ack after commit.
 
-Shared by the collector's own server and its ingest processes (``c4.collector.front``): the sink
+Shared by the collector's own server and its ingest processes (``c4.collector.ingest_process``): the sink
 is the writer thread in the first, the store process behind a private socket in the second.
 """
 
@@ -15,7 +15,6 @@ from collections import Counter
 from typing import Protocol
 
 import grpc
-import pyarrow as pa
 import pyarrow.compute as pc
 from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -252,14 +251,7 @@ class IngestService(pb_grpc.TelemetryServicer):
         tally["bytes_received"] += len(payload)
         try:
             if agent_id not in self._good_ids:  # first: a bad id must not reach the logs raw
-                problem = agent_id_problem(agent_id)
-                if problem:
-                    raise Refusal(
-                        grpc.StatusCode.INVALID_ARGUMENT, f"batch refused: {problem}", "refused_header"
-                    )
-                if len(self._good_ids) >= 65536:
-                    self._good_ids.clear()
-                self._good_ids.add(agent_id)
+                self._check_agent_id(agent_id)
             try:
                 self.auth.check_agent(rpc, ident, agent_id)
             except AuthError as exc:
@@ -301,21 +293,31 @@ class IngestService(pb_grpc.TelemetryServicer):
             stream.note(batch, refusal)
             return self._refused(batch, refusal, tally)
         except Exception as exc:  # a check that broke on this input: refuse the batch, keep serving
-            error = f"{type(exc).__name__}: {exc}"
-            log.error(
-                "batch check failed agent=%s seq=%d table=%s error=%s\n%s",
-                _loggable(batch.agent_id, agent_id_problem),
-                batch.seq,
-                _loggable(batch.table, self._table_problem),
-                shown(error, 300),  # the exception may quote the hostile input: escaped, cut short
-                "".join(traceback.format_tb(exc.__traceback__)),
-            )
-            refusal = Refusal(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f"batch could not be checked ({error})",
-                "refused_check_failed",
-            )
-            return self._refused(batch, refusal, tally)
+            return self._refused(batch, self._check_failed(batch, exc), tally)
+
+    def _check_agent_id(self, agent_id: str) -> None:
+        """Raise a Refusal for an agent id that breaks the rules; remember one that follows them."""
+        problem = agent_id_problem(agent_id)
+        if problem:
+            raise Refusal(grpc.StatusCode.INVALID_ARGUMENT, f"batch refused: {problem}", "refused_header")
+        if len(self._good_ids) >= 65536:
+            self._good_ids.clear()
+        self._good_ids.add(agent_id)
+
+    def _check_failed(self, batch: pb.Batch, exc: Exception) -> Refusal:
+        """Log a check that broke on this batch (its words escaped and cut short) and refuse it."""
+        error = f"{type(exc).__name__}: {exc}"
+        log.error(
+            "batch check failed agent=%s seq=%d table=%s error=%s\n%s",
+            _loggable(batch.agent_id, agent_id_problem),
+            batch.seq,
+            _loggable(batch.table, self._table_problem),
+            shown(error, 300),  # the exception may quote the hostile input: escaped, cut short
+            "".join(traceback.format_tb(exc.__traceback__)),
+        )
+        return Refusal(
+            grpc.StatusCode.INVALID_ARGUMENT, f"batch could not be checked ({error})", "refused_check_failed"
+        )
 
     def _refused(self, batch: pb.Batch, refusal: Refusal, tally: Counter[str]) -> Refusal:
         """Count and log one refused batch."""
@@ -352,10 +354,7 @@ class IngestService(pb_grpc.TelemetryServicer):
                     r["skew_s"],
                     self.cfg.max_clock_skew_s,
                 )
-        spec = self.catalogue["agent_clock"]
-        done = self.writer.submit_async(
-            PendingBatch("", 0, spec, pa.Table.from_pylist(rows, schema=spec.arrow_schema))
-        )
+        done = self.writer.submit_async(PendingBatch.internal(self.catalogue["agent_clock"], rows))
         done.add_done_callback(_log_clock_commit)
 
     def _ack(self, batch: pb.Batch, outcome: Refusal | CommitResult, tally: Counter[str]) -> pb.Ack:

@@ -5,16 +5,20 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import shutil
+import signal
 import socket
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import duckdb
 import grpc
-import pyarrow as pa
 
 from c4 import __version__
+from c4.analytics.lifecycle import FaultStateError
 from c4.catalogue import Catalogue, load
+from c4.collector import maintenance
 from c4.collector.auth import (
     Authenticator,
     AuthError,
@@ -23,8 +27,12 @@ from c4.collector.auth import (
     mtls_roles_of,
     server_credentials,
 )
+from c4.collector.diagnosis import Diagnosis
+from c4.collector.exporter import MetricsServer
 from c4.collector.grouping import GroupError, decode_group, reply_for
 from c4.collector.ingest import IngestService, Metrics, agent_server, bind, set_serving
+from c4.collector.ingest_processes import IngestProcesses
+from c4.collector.lake import LakeStore
 from c4.collector.queries import QueryFailed, QueryRunner
 from c4.collector.store import PendingBatch, Store
 from c4.collector.tasks import TaskHealth, run_every
@@ -71,10 +79,6 @@ class TelemetryService(IngestService):
             None  # set by the Collector: async (fault_id, state, by, note) -> (previous, row)
         )
 
-    def _internal_batch(self, table: str, rows: list[dict]) -> PendingBatch:
-        spec = self.catalogue[table]
-        return PendingBatch("", 0, spec, pa.Table.from_pylist(rows, schema=spec.arrow_schema))
-
     async def Hello(self, request: pb.HelloRequest, context: grpc.aio.ServicerContext) -> pb.HelloReply:
         """Record the node inventory and tell the agent where its committed sequence stands."""
         ident = await self._identify("Hello", context)
@@ -109,7 +113,7 @@ class TelemetryService(IngestService):
             "nics_json": json.dumps([_msg_dict(n) for n in request.nics]),
             "labels_json": json.dumps(dict(request.labels), sort_keys=True),
         }
-        result = await self.writer.submit_async(self._internal_batch("nodes", [row]))
+        result = await self.writer.submit_async(PendingBatch.internal(self.catalogue["nodes"], [row]))
         if result.error:
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"Hello: could not record node: {result.error}")
         self.nodes[request.agent_id] = node
@@ -159,8 +163,6 @@ class TelemetryService(IngestService):
         self, request: pb.FaultUpdate, context: grpc.aio.ServicerContext
     ) -> pb.FaultUpdateReply:
         """An operator acknowledges or resolves a fault: stored as a new faults row and logged as an action."""
-        from c4.analytics.lifecycle import FaultStateError
-
         await self._identify("UpdateFault", context)
         self.metrics.inc("fault_updates")
         if self.fault_updater is None:
@@ -226,8 +228,6 @@ class Collector:
             server_credentials(cfg.tls_cert, cfg.tls_key, cfg.tls_client_ca) if cfg.tls_cert else None
         )
         if cfg.lake:
-            from c4.collector.lake import LakeStore
-
             shard = cfg.shard or f"{socket.gethostname()}_{cfg.listen.rpartition(':')[2]}"
             self.store: Store = LakeStore(
                 cfg.lake,
@@ -250,16 +250,15 @@ class Collector:
         self.writer = Writer(self.store, cfg.group_commit_max_batches)
         self.auth = Authenticator(tokens, self.metrics.inc, mtls_roles)
         self.service = TelemetryService(cfg, self.store, self.writer, self.metrics, self.auth)
-        self.exporter = None
+        self.exporter: MetricsServer | None = None
         self.server: grpc.aio.Server | None = None
         self.port = 0
-        self.fronts = None  # FrontProcesses when cfg.ingest_processes > 0
+        self.ingest_processes: IngestProcesses | None = None  # when cfg.ingest_processes > 0
         self._private_dir: str | None = None
         self._tasks: list[asyncio.Task] = []
         self.tasks: dict[str, TaskHealth] = {}  # periodic task name -> its health (/metrics, collector_tasks)
-        self.diagnosis = None
-        self.notifier = self.isolation = None
-        self.service.fault_updater = self.update_fault
+        self.diagnosis = Diagnosis(cfg, self.store, self.writer, self.metrics, self.service.query_pool)
+        self.service.fault_updater = self.diagnosis.update_fault
 
     async def start(self) -> int:
         """Bind and start serving; returns the bound port."""
@@ -267,8 +266,6 @@ class Collector:
         pb_grpc.add_TelemetryServicer_to_server(self.service, self.server)
         if self.cfg.ingest_processes:
             # agents reach the ingest processes; this process serves them on a private socket only
-            import tempfile
-
             pb_grpc.add_IngestServicer_to_server(
                 StoreIngestService(self.store.catalogue, self.writer, self.metrics), self.server
             )
@@ -286,18 +283,14 @@ class Collector:
             log.warning("security: %s listen=%s", warning, self.cfg.listen)
         await self.server.start()
         if self.cfg.ingest_processes:
-            from c4.collector.fronts import FrontProcesses
-
-            self.fronts = FrontProcesses(
+            self.ingest_processes = IngestProcesses(
                 self.cfg,
                 self.cfg.ingest_processes,
                 store_address,
                 logging.getLevelName(log.getEffectiveLevel()),
             )
-            self.port = await self.fronts.start()
+            self.port = await self.ingest_processes.start()
         if self.cfg.metrics_listen:
-            from c4.collector.exporter import MetricsServer
-
             self.exporter = MetricsServer(self, self.cfg.metrics_listen)
             try:
                 self.exporter.start()
@@ -313,23 +306,11 @@ class Collector:
             ),
         ]
         if self.cfg.diagnose_interval_s > 0:
-            from c4.analytics.runner import DiagnosisRunner
-
-            self.diagnosis = DiagnosisRunner(
-                self.store.catalogue, self.cfg.diagnose_window_s, max_skew_s=self.cfg.max_clock_skew_s
-            )
-            if self.cfg.fabric_topology:
-                from c4.analytics.fabric import capacities_from_topology
-
-                self.diagnosis.capacity_gbps = capacities_from_topology(self.cfg.fabric_topology)
-            self.notifier, self.isolation = self._actions()
-            cur = self.store.cursor()
-            try:
-                self.diagnosis.resume(cur)
-            finally:
-                cur.close()
+            self.diagnosis.start()
             self._tasks.append(
-                asyncio.create_task(self._every(self.cfg.diagnose_interval_s, self.diagnose, "diagnosis"))
+                asyncio.create_task(
+                    self._every(self.cfg.diagnose_interval_s, self.diagnosis.diagnose, "diagnosis")
+                )
             )
         log.info(
             "collector serving listen=%s port=%d ingest_processes=%d store=%s tls=%s mtls=%s tokens=%d metrics=%s",
@@ -351,153 +332,13 @@ class Collector:
 
     async def retain(self) -> dict[str, int]:
         """Drop rows older than the retention age, and rows dated beyond the allowed clock skew."""
-        now = _now()
-
-        def stamp(dt: datetime) -> str:
-            return f"TIMESTAMP '{dt.isoformat(sep=' ')}'"
-
-        cutoff = stamp(now - timedelta(seconds=self.cfg.retention_s))
-        # a row further ahead than the skew never counts as "now" (ingest clamps such rows; an older
-        # version stored them as sent, up to int64 max, which would otherwise never age out)
-        ahead = stamp(now + timedelta(seconds=self.cfg.max_clock_skew_s))
-        result = await self.writer.call_async(
-            lambda store: (store.delete_older_than(cutoff), store.delete_newer_than(ahead))
-        )
-        if isinstance(result, BaseException):  # the writer hands a job's exception back
-            raise result
-        deleted, future = result
-        if deleted:
-            log.info("retention deleted %s", " ".join(f"{t}={n}" for t, n in deleted.items()))
-            self.metrics.inc("retention_rows_deleted", sum(deleted.values()))
-        if future:
-            log.warning(
-                "retention deleted rows dated ahead of the collector's clock by more than "
-                "max_clock_skew_s=%g: %s",
-                self.cfg.max_clock_skew_s,
-                " ".join(f"{t}={n}" for t, n in future.items()),
-            )
-            self.metrics.inc("retention_future_rows_deleted", sum(future.values()))
-        return {t: deleted.get(t, 0) + future.get(t, 0) for t in {**deleted, **future}}
-
-    def _actions(self):
-        """Alert sinks and the isolation hook from the config (None when not configured)."""
-        from c4.analytics.actions import AlertmanagerSink, IsolationHook, Notifier, SlackSink, WebhookSink
-
-        sinks = [WebhookSink(u) for u in self.cfg.alert_webhook_urls]
-        if self.cfg.alertmanager_url:
-            sinks.append(AlertmanagerSink(self.cfg.alertmanager_url))
-        if self.cfg.slack_webhook_url:
-            sinks.append(SlackSink(self.cfg.slack_webhook_url))
-        hook = (
-            IsolationHook(self.cfg.isolation_command, self.cfg.isolation_dry_run)
-            if self.cfg.isolation_command
-            else None
-        )
-        return (Notifier(sinks) if sinks else None), hook
-
-    async def diagnose(self) -> None:
-        """Run C4D over the recent window (in a worker thread) and store the faults it found."""
-        loop = asyncio.get_running_loop()
-
-        def work():
-            cur = self.store.cursor()
-            try:
-                return self.diagnosis.run_once(cur)
-            finally:
-                cur.close()
-
-        table = await loop.run_in_executor(self.service.query_pool, work)
-        if table.num_rows:
-            await self._store_faults(table.to_pylist())
-
-    async def _store_faults(self, faults: list[dict], extra_actions: list[dict] | None = None) -> None:
-        """Append faults rows, then alert and isolate (off the event loop) and log every action."""
-        loop = asyncio.get_running_loop()
-        spec = self.store.catalogue["faults"]
-        stored = await self.writer.submit_async(
-            PendingBatch("", 0, spec, pa.Table.from_pylist(faults, schema=spec.arrow_schema))
-        )
-        if stored.error:
-            raise RuntimeError(f"could not store {len(faults)} faults rows: {stored.error}")
-        self.metrics.inc("fault_rows_written", len(faults))
-
-        def act():  # network and commands off the event loop
-            rows = list(extra_actions or [])
-            if self.notifier is not None:
-                rows += self.notifier.notify(faults)
-            if self.isolation is not None:
-                rows += self.isolation.apply(faults)
-            return rows
-
-        actions = await loop.run_in_executor(self.service.query_pool, act)
-        if actions:
-            spec = self.store.catalogue["actions"]
-            await self.writer.submit_async(
-                PendingBatch("", 0, spec, pa.Table.from_pylist(actions, schema=spec.arrow_schema))
-            )
-
-    async def update_fault(self, fault_id: str, state: str, by: str, note: str) -> tuple[str, dict]:
-        """Apply an operator's acknowledge/resolve; returns (previous state, the new faults row)."""
-        from c4.analytics.lifecycle import FaultBook
-
-        loop = asyncio.get_running_loop()
-
-        def work():
-            cur = self.store.cursor()
-            try:
-                found = (
-                    cur.execute(
-                        "SELECT * FROM faults WHERE fault_id = ? ORDER BY ts DESC LIMIT 1", [fault_id]
-                    )
-                    .fetch_arrow_table()
-                    .to_pylist()
-                )
-            finally:
-                cur.close()
-            latest = found[0] if found else None
-            if self.diagnosis is not None:
-                with self.diagnosis.lock:
-                    prev = (self.diagnosis.book.open.get(fault_id) or latest or {}).get("state", "")
-                    return prev, self.diagnosis.book.set_state(fault_id, state, _now(), latest)
-            return (latest or {}).get("state", ""), FaultBook().set_state(fault_id, state, _now(), latest)
-
-        prev, row = await loop.run_in_executor(self.service.query_pool, work)
-        logged = {
-            "ts": _now(),
-            "node": row["node"],
-            "job": row.get("job") or "",
-            "fault_id": fault_id,
-            "sink": "operator",
-            "target": by or "unknown",
-            "fault_state": state,
-            "outcome": "recorded",
-            "attempts": 1,
-            "detail": note[:500],
-        }
-        await self._store_faults([row], [logged])
-        return prev, row
+        return await maintenance.retain(self.cfg, self.writer, self.metrics)
 
     async def snapshot_metrics(self) -> None:
         """Write the counters into collector_metrics and the periodic tasks' health into collector_tasks."""
-        ts = _now()
-        values = dict(self.metrics.snapshot())
-        for name, health in self.tasks.items():  # health gauges beside the task_runs/task_failures counters
-            values[f"task_consecutive_failures:{name}"] = health.consecutive_failures
-            last = health.last_success
-            values[f"task_last_success_unix_s:{name}"] = (
-                int(last.replace(tzinfo=UTC).timestamp()) if last else 0
-            )
-        rows = [
-            {"ts": ts, "node": self.service.node, "job": "", "metric": k, "value": v}
-            for k, v in sorted(values.items())
-        ]
-        batches = [self.service._internal_batch("collector_metrics", rows)] if rows else []
-        if self.tasks:
-            tasks = [h.row(ts, self.service.node) for h in self.tasks.values()]
-            batches.append(self.service._internal_batch("collector_tasks", tasks))
-        for result in await self.writer.submit_many_async(batches) if batches else []:
-            if result.error:
-                raise RuntimeError(f"could not store the collector's metrics: {result.error}")
+        await maintenance.snapshot_metrics(
+            self.store.catalogue, self.writer, self.metrics, self.tasks, self.service.node
+        )
 
     async def stop(self, grace_s: float = 2.0) -> None:
         """Stop serving, finish queued commits, checkpoint and close the file."""
@@ -505,8 +346,8 @@ class Collector:
             t.cancel()
         if self.exporter is not None:
             self.exporter.stop()
-        if self.fronts is not None:  # first: their groups in flight still commit here
-            await self.fronts.stop()
+        if self.ingest_processes is not None:  # first: their groups in flight still commit here
+            await self.ingest_processes.stop()
         if self.server is not None:
             await self.server.stop(grace_s)
         await asyncio.get_running_loop().run_in_executor(None, self.writer.close)
@@ -517,16 +358,12 @@ class Collector:
             log.error("store not checkpointed on close (its write-ahead log keeps the data) error=%s", exc)
         self.service.query_pool.shutdown(wait=False, cancel_futures=True)
         if self._private_dir is not None:
-            import shutil
-
             shutil.rmtree(self._private_dir, ignore_errors=True)
         log.info("collector stopped")
 
 
 async def serve(cfg: CollectorConfig, ready: asyncio.Event | None = None) -> None:
     """Run a collector until cancelled or signalled."""
-    import signal
-
     # handlers first: a collector serving through ingest processes answers health checks before
     # its own start() returns, so a SIGTERM may come that early and must still stop it cleanly
     stop = asyncio.Event()

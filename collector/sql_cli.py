@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import io
+import os
 import sys
+
+from c4.report import printable_times
 
 HELP = "Run read-only SQL on a collector (Query RPC) and print a table, CSV, JSON or Parquet."
 
@@ -41,16 +45,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Query and print."""
-    import io
-    import os
+    import polars as pl  # lazy: c4 --help loads this module; ~120 ms
+    import pyarrow.parquet as pq  # lazy: c4 --help loads this module; ~110 ms
 
-    import polars as pl
-    import pyarrow.parquet as pq
-
-    from c4.config import DEFAULT_COLLECTOR, ConfigError, load_config
-    from c4.query import QueryError, query_arrow
-    from c4.report import printable_times
-    from c4.security import ClientSecurity, SecurityError
+    from c4.config import DEFAULT_COLLECTOR, ConfigError, load_config  # lazy: c4 --help; pydantic ~90 ms
+    from c4.query import QueryError, query_arrow  # lazy: c4 --help loads this module; grpc ~100 ms
+    from c4.security import ClientSecurity, SecurityError  # lazy: c4 --help loads this module; grpc
 
     try:
         qcfg = load_config(args.config or os.environ.get("C4_CONFIG") or None).query

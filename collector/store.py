@@ -51,6 +51,11 @@ class PendingBatch:
     #: The spool epoch the batch was sent under (0: none).
     spool_epoch: int = 0
 
+    @classmethod
+    def internal(cls, spec: TableSpec, rows: list[dict]) -> PendingBatch:
+        """Rows the collector writes itself (nodes, faults, its metrics): no agent, no sequence."""
+        return cls("", 0, spec, pa.Table.from_pylist(rows, schema=spec.arrow_schema))
+
 
 @dataclass(frozen=True)
 class CommitResult:

@@ -29,17 +29,17 @@ def test_agents_through_ingest_processes_land_exactly_once_across_a_killed_one(t
     nodes = [f"node-{i}" for i in range(4)]
     agents = [AgentProc(tmp_path, col.address, n, env=FAST_AGENT).start() for n in nodes]
     try:
-        fronts = child_pids(col.p.pid)
-        assert len(fronts) == 2, f"expected two ingest processes, found {fronts}"
+        ingest_pids = child_pids(col.p.pid)
+        assert len(ingest_pids) == 2, f"expected two ingest processes, found {ingest_pids}"
         # Hello and Query are relayed to the store process; every agent's rows arrive
         for n in nodes:
             wait_for(lambda n=n: len(heartbeat_ticks(col.address, n)) >= 5, what=f"heartbeats of {n}")
-        os.kill(fronts[0], signal.SIGKILL)
+        os.kill(ingest_pids[0], signal.SIGKILL)
         wait_for(lambda: "ingest process exited index=0" in col.log(), what="the collector noticing")
         wait_for(
             lambda: (
                 len([p for p in child_pids(col.p.pid) if alive(p)]) == 2
-                and fronts[0] not in child_pids(col.p.pid)
+                and ingest_pids[0] not in child_pids(col.p.pid)
             ),
             what="a replacement ingest process",
         )
@@ -59,7 +59,7 @@ def test_agents_through_ingest_processes_land_exactly_once_across_a_killed_one(t
     assert scalar(col.address, "SELECT count(DISTINCT node) FROM agent_heartbeat") == len(nodes)
     assert col.stop() == 0
     assert not [p for p in child_pids(col.p.pid) if alive(p)]
-    assert all(not alive(p) for p in fronts), "ingest processes outlived their collector"
+    assert all(not alive(p) for p in ingest_pids), "ingest processes outlived their collector"
 
 
 def test_tokens_are_checked_through_ingest_processes(tmp_path):

@@ -24,8 +24,8 @@ from c4.agent.client import Sender
 from c4.agent.spool import Spool
 from c4.arrow_ipc import encode_ipc
 from c4.catalogue import load
-from c4.collector.front import StoreClient
 from c4.collector.ingest import Metrics
+from c4.collector.ingest_process import StoreClient
 from c4.collector.sequence import new_stream_id
 from c4.collector.store import PendingBatch, Store
 from c4.telemetry.v1 import telemetry_pb2 as pb

@@ -1,4 +1,4 @@
-"""Starts, watches and stops a collector's ingest processes (``c4.collector.front``)."""
+"""Starts, watches and stops a collector's ingest processes (``c4.collector.ingest_process``)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import sys
 
 from c4.config import CollectorConfig, split_host_port
 
-log = logging.getLogger("c4.collector.fronts")
+log = logging.getLogger("c4.collector.ingest_processes")
 
 #: How long an ingest process may take to import and bind before the collector gives up.
 START_TIMEOUT_S = 60.0
@@ -32,7 +32,7 @@ def reserve_port(address: str) -> tuple[socket.socket, int]:
     return sock, sock.getsockname()[1]
 
 
-class FrontProcesses:
+class IngestProcesses:
     """N ingest processes serving ``cfg.listen`` for a store process reachable at ``store_address``."""
 
     def __init__(self, cfg: CollectorConfig, count: int, store_address: str, log_level: str = "INFO") -> None:
@@ -69,7 +69,7 @@ class FrontProcesses:
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "c4.collector.front",
+            "c4.collector.ingest_process",
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
         )

@@ -9,7 +9,7 @@ after the store process has committed it, exactly as in one process. Every other
 Query, Stats, UpdateFault) is relayed to the store process with the caller's metadata, so tokens
 are checked and counted there as before.
 
-Started by ``c4.collector.fronts`` as ``python -m c4.collector.front``, with a JSON start
+Started by ``c4.collector.ingest_processes`` as ``python -m c4.collector.ingest_process``, with a JSON start
 message on stdin; it prints ``ready PORT`` on stdout once serving, and stops when stdin closes
 (its collector stopped or died).
 """
@@ -41,10 +41,11 @@ from c4.collector.ingest import IngestService, Metrics, agent_server, bind, set_
 from c4.collector.sequence import BrokenStreams
 from c4.collector.store import CommitResult, PendingBatch
 from c4.config import CollectorConfig
+from c4.logs import setup_logging
 from c4.telemetry.v1 import telemetry_pb2 as pb
 from c4.telemetry.v1 import telemetry_pb2_grpc as pb_grpc
 
-log = logging.getLogger("c4.collector.front")
+log = logging.getLogger("c4.collector.ingest_process")
 
 #: Metadata a relay must not copy onto its own call (gRPC sets these itself).
 _HOP_KEYS = ("user-agent", "grpc-", ":")
@@ -205,7 +206,7 @@ def _relayed(context: grpc.aio.ServicerContext) -> list[tuple[str, str | bytes]]
     return metadata
 
 
-class FrontService(IngestService):
+class IngestProcessService(IngestService):
     """Push and PushBundle here; Hello, Query, Stats and UpdateFault relayed to the store process."""
 
     keep_ipc_parts = True  # groups carry the agents' record batches as they came, not re-encoded
@@ -265,7 +266,7 @@ class FrontService(IngestService):
         await self.sink.flush_counters()
 
 
-async def serve_front(cfg: CollectorConfig, store_address: str, stop: asyncio.Event) -> None:
+async def serve_ingest_process(cfg: CollectorConfig, store_address: str, stop: asyncio.Event) -> None:
     """Serve agents on ``cfg.listen`` until ``stop`` is set; prints ``ready PORT`` once serving."""
     metrics = Metrics()
     tokens = TokenTable.load(cfg.tokens_file) if cfg.tokens_file else None
@@ -278,7 +279,7 @@ async def serve_front(cfg: CollectorConfig, store_address: str, stop: asyncio.Ev
         ],
     )
     sink = StoreClient(channel, metrics)
-    service = FrontService(cfg, load(), sink, metrics, auth, channel)
+    service = IngestProcessService(cfg, load(), sink, metrics, auth, channel)
     server, health_servicer = agent_server(cfg, ("grpc.so_reuseport", 1))
     pb_grpc.add_TelemetryServicer_to_server(service, server)
     credentials = server_credentials(cfg.tls_cert, cfg.tls_key, cfg.tls_client_ca) if cfg.tls_cert else None
@@ -299,8 +300,6 @@ async def serve_front(cfg: CollectorConfig, store_address: str, stop: asyncio.Ev
 
 def main() -> int:
     """Entry point of one ingest process (see the module docstring)."""
-    from c4.logs import setup_logging
-
     start = json.loads(sys.stdin.readline())
     setup_logging(start.get("log_level", "INFO"))
     cfg = CollectorConfig.model_validate(start["config"])
@@ -316,8 +315,8 @@ def main() -> int:
             sys.stdin.read()
             loop.call_soon_threadsafe(stop.set)
 
-        threading.Thread(target=watch_stdin, name="c4-front-stdin", daemon=True).start()
-        await serve_front(cfg, start["store"], stop)
+        threading.Thread(target=watch_stdin, name="c4-ingest-stdin", daemon=True).start()
+        await serve_ingest_process(cfg, start["store"], stop)
 
     try:
         asyncio.run(run())
