@@ -14,7 +14,26 @@ from pathlib import Path
 from typing import Any
 
 from c4.sim.fake_nvml import FAKE_NVML, gpu_entry
+from c4.sim.faults import FAULT_KINDS
+from c4.sim.faults.xid import XID_GPU_LOST
 from c4.sim.sysfs_tree import set_link, update_counters, write_ib_port, write_netdev
+
+#: What a healthy GPU's NVML gauges show in every iteration (faults change them through ``expose``).
+HEALTHY_GAUGES = {
+    "util_gpu_pct": 97.0,
+    "power_mw": 650_000,
+    "temp_gpu_c": 62.0,
+    "clocks_event_reasons": 0,
+    "clock_sm_mhz": 1980,
+    "pcie_gen_cur": 5,
+    "remapped_rows_failure": 0,
+}
+#: PCI bus of each GPU slot, as the kernel log names it in Xid lines.
+PCI_BUSES = (0x18, 0x2A, 0x3A, 0x5D, 0x9A, 0xAB, 0xBA, 0xDB)
+#: Xids NVML's event API cannot report (the GPU is gone or its GSP is); only the kernel log has them.
+XIDS_NVML_CANNOT_REPORT = (XID_GPU_LOST, 119, 120)
+#: ECN-marked packets and CNPs a port counts in one iteration of congestion.
+CNPS_PER_CONGESTED_STEP = 5000
 
 NODE_SAMPLERS = ("heartbeat", "gpu", "xid_kmsg", "nic", "nccl_inspector", "nccl_debug_log", "nccl_conn")
 
@@ -46,7 +65,7 @@ class NodeWriter:
         self.rate_gbps = rate_gbps
         self.tx_words = [0] * nics
         self.rx_words = [0] * nics
-        self.retrans = [0] * nics
+        self.roce_retransmits = [0] * nics
         self.link_downed = [0] * nics
         self.cnp = [0] * nics
         self.nvlink_errors = [0] * gpus
@@ -113,43 +132,75 @@ class NodeWriter:
                 )
         (self.root / "nccl-logs" / f"{self.node}.log").write_text("\n".join(lines) + "\n")
 
+    def gpu_gauges(self, gpu: int) -> dict[str, Any]:
+        """The GPU's NVML gauges as this iteration will write them (a fault's ``expose`` changes them)."""
+        return self.scenario["gpus"][gpu]["gauges"]
+
+    def raise_xid(self, gpu: int, xid: int, at_s: float) -> None:
+        """An Xid on one GPU: its NVRM line in the kernel log, and what NVML reports of it."""
+        bus = f"0000:{PCI_BUSES[gpu % len(PCI_BUSES)]:02x}:00"
+        with open(self.root / "kmsg.log", "a") as f:
+            f.write(f"NVRM: Xid (PCI:{bus}): {xid}, pid=4242, name=python, simulated fault\n")
+        if xid == XID_GPU_LOST:
+            self.scenario["gpus"][gpu]["lost_at_s"] = at_s
+        elif xid not in XIDS_NVML_CANNOT_REPORT:  # the kernel log can
+            self.scenario["events"].append({"at_s": at_s, "gpu": gpu, "xid": xid})
+
     def apply(self, twin, out) -> None:
         """Write one step: counters advance with the step's traffic and faults; records per rank/connection."""
-        node = self.node
+        self._reset_gauges(out)
+        for fault in twin.faults:
+            if fault.node == self.node:
+                FAULT_KINDS[fault.kind].expose(self, fault, out)
+        self._write_link_changes(out)
+        self._write_nic_counters(out)
+        self._write_nvml(out)
+        self._write_inspector_records(twin, out)
+        self._write_connection_records(twin, out)
+
+    def _reset_gauges(self, out) -> None:
+        """Every GPU's gauges as a healthy one shows them; while the job is blocked NCCL's kernels spin."""
+        for g in range(self.gpus):
+            gauges = self.gpu_gauges(g)
+            gauges.update(HEALTHY_GAUGES)
+            if out.blocked:
+                gauges["util_gpu_pct"] = 100.0
+
+    def _write_link_changes(self, out) -> None:
+        """Port state, rate and the netdev's carrier for every link of this node that changed."""
         sysroot = self.root / "sys"
-        for ev in out.link_events:
-            if ev["node"] != node:
+        for change in out.link_changes:
+            if change.node != self.node:
                 continue
-            n = ev["nic"]
-            state = "DOWN" if ev["state"] == "down" else "ACTIVE"
+            n = change.nic
+            down = change.state == "down"
             set_link(
                 sysroot,
                 f"mlx5_{n}",
                 1,
-                state=state,
-                phys_state="Polling" if state == "DOWN" else "LinkUp",
-                rate_gbps=ev["rate_gbps"] if ev["state"] != "down" else self.rate_gbps,
+                state="DOWN" if down else "ACTIVE",
+                phys_state="Polling" if down else "LinkUp",
+                rate_gbps=self.rate_gbps if down else change.rate_gbps,
             )
-            if ev["state"] == "down":
+            if down:
                 self.link_downed[n] += 1
-                self.carrier_changes[n] += 1
-            elif ev["kind"] == "link_flap":
                 self.carrier_changes[n] += 1
             write_netdev(
                 sysroot,
                 f"ens{n}np0",
-                operstate="down" if ev["state"] == "down" else "up",
-                carrier=0 if ev["state"] == "down" else 1,
+                operstate="down" if down else "up",
+                carrier=0 if down else 1,
                 carrier_changes=self.carrier_changes[n],
-                speed_mbps=int((ev["rate_gbps"] if ev["state"] == "degraded" else self.rate_gbps) * 1000),
+                speed_mbps=int((change.rate_gbps if change.state == "degraded" else self.rate_gbps) * 1000),
             )
-        active = [f for f in twin.faults if f.active(out.t) and f.node == node]
+
+    def _write_nic_counters(self, out) -> None:
+        """Port and hardware counters: bytes of this step's traffic, retransmissions, ECN marks and CNPs."""
+        sysroot = self.root / "sys"
         for n in range(self.nics):
-            sent = out.nic_bytes.get((node, n), 0.0)
+            sent = out.nic_bytes.get((self.node, n), 0.0)
             self.tx_words[n] += int(sent / 4)
             self.rx_words[n] += int(sent / 4)  # ring: every NIC receives what its peer sends
-            if any(f.kind == "nic_degraded" and f.nic == n for f in active):
-                self.retrans[n] += 40
             update_counters(
                 sysroot,
                 f"mlx5_{n}",
@@ -160,36 +211,30 @@ class NodeWriter:
                     "link_downed": self.link_downed[n],
                 },
             )
-            if (node, n) in out.congested_nics:  # ECN marks and CNPs, no errors: the signature of congestion
-                self.cnp[n] += 5000
+            if (
+                self.node,
+                n,
+            ) in out.congested_nics:  # ECN marks and CNPs, no errors: the signature of congestion
+                self.cnp[n] += CNPS_PER_CONGESTED_STEP
             update_counters(
                 sysroot,
                 f"mlx5_{n}",
                 1,
                 {
-                    "roce_adp_retrans": self.retrans[n],
-                    "local_ack_timeout_err": self.retrans[n] // 4,
+                    "roce_adp_retrans": self.roce_retransmits[n],
+                    "local_ack_timeout_err": self.roce_retransmits[n] // 4,
                     "np_cnp_sent": self.cnp[n],
                     "rp_cnp_handled": self.cnp[n],
                     "np_ecn_marked_roce_packets": self.cnp[n],
                 },
                 "hw_counters",
             )
+
+    def _write_nvml(self, out) -> None:
+        """The fake NVML's scenario: gauges, energy and NVLink/PCIe counters, NVLink errors, the clock."""
         for g, gpu in enumerate(self.scenario["gpus"]):
-            st = out.gpu_state[(node, g)]
-            gauges = gpu["gauges"]
-            gauges.update(
-                util_gpu_pct=st["util_gpu_pct"],
-                power_mw=int(st["power_w"] * 1000),
-                temp_gpu_c=st["temp_gpu_c"],
-                clocks_event_reasons=st["clocks_event_reasons"],
-                clock_sm_mhz=st["clock_sm_mhz"],
-                pcie_gen_cur=st["pcie_gen_cur"],
-                remapped_rows_failure=st["remapped_rows_failure"],
-            )
-            self.energy_mj[g] += st["power_w"] * out.duration_s * 1000
+            self.energy_mj[g] += gpu["gauges"]["power_mw"] / 1000 * out.duration_s * 1000
             self.nvlink[g] += 2.5e10 * out.duration_s
-            self.nvlink_errors[g] += out.nvlink_errors.get((node, g), 0)
             if self.nvlink_errors[g]:  # Xid 74 comes with CRC/replay errors on the GPU's links
                 gpu["link_counters"] = {
                     str(k): {
@@ -205,18 +250,12 @@ class NodeWriter:
                 "pcie_tx_bytes": self.pcie[g],
                 "pcie_rx_bytes": self.pcie[g],
             }
-        for ev in out.events:
-            if ev["node"] != node:
-                continue
-            bus = f"0000:{[0x18, 0x2A, 0x3A, 0x5D, 0x9A, 0xAB, 0xBA, 0xDB][ev['gpu'] % 8]:02x}:00"
-            with open(self.root / "kmsg.log", "a") as f:
-                f.write(f"NVRM: Xid (PCI:{bus}): {ev['xid']}, pid=4242, name=python, simulated fault\n")
-            if ev["xid"] == 79:
-                self.scenario["gpus"][ev["gpu"]]["lost_at_s"] = ev["at_s"]
-            elif ev["xid"] not in (79, 119, 120):  # NVML cannot report these; the kernel log can
-                self.scenario["events"].append({"at_s": ev["at_s"], "gpu": ev["gpu"], "xid": ev["xid"]})
         self.scenario["clock_s"] = self.wall(out.t + max(out.duration_s, 0.0))
         _atomic_json(self.root / "nvml.json", self.scenario)
+
+    def _write_inspector_records(self, twin, out) -> None:
+        """NCCL Inspector lines: one per rank's collective and one per pipeline send, when the step finished."""
+        node = self.node
         end_us = int(self.wall(out.t + out.duration_s) * 1e6)
         comm, base, size = twin.comm_of(node)
         for r in out.ranks:
@@ -273,6 +312,12 @@ class NodeWriter:
             }
             with open(self.root / "inspector" / f"rank{rank}.log", "a") as f:
                 f.write(json.dumps(rec) + "\n")
+
+    def _write_connection_records(self, twin, out) -> None:
+        """The C4 profiler plugin's per-connection records of this node's sends."""
+        node = self.node
+        end_us = int(self.wall(out.t + out.duration_s) * 1e6)
+        comm, base, _size = twin.comm_of(node)
         lines = []
         for c in out.conns:
             if c["src"] != node:

@@ -11,6 +11,11 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pyarrow as pa
+
+from c4.catalogue import load
+from c4.push import push_table
+from c4.query import QueryError, query_arrow
 from c4.sim.node_files import NodeWriter
 from c4.sim.twin import ClusterTwin
 
@@ -69,11 +74,6 @@ class SimRunner:
             for r in rows:
                 f.write(json.dumps(r, default=str) + "\n")
         if collector and rows:
-            import pyarrow as pa
-
-            from c4.catalogue import load
-            from c4.push import push_table
-
             push_table(
                 collector,
                 "sim_ground_truth",
@@ -120,8 +120,6 @@ class SimRunner:
 
     def wait_agents(self, collector: str, timeout_s: float = 60.0) -> int:
         """Block until every node's agent has delivered a heartbeat (so the run starts observed); returns how many did."""
-        from c4.query import QueryError, query_arrow
-
         hosts = ", ".join(f"'{h}'" for h in self.writers)
         sql = f"SELECT count(DISTINCT node) FROM agent_heartbeat WHERE node IN ({hosts})"
         deadline = time.monotonic() + timeout_s

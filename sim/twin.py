@@ -1,7 +1,7 @@
 """Digital twin of a training cluster: a job's iterations on the fabric model, with injected faults.
 
 Pure simulation (no files): every step of simulated time yields what each node's hardware and
-NCCL would show; `agent/twin_node.py` writes it where the real samplers read. Per-connection
+NCCL would show; ``c4.sim.node_files`` writes it where the real samplers read. Per-connection
 throughput comes from the max-min fluid model of the current routing (ECMP or a C4P plan) and
 link states, so congestion and degraded links slow collectives the way they would on a fabric.
 """
@@ -14,80 +14,21 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 
-from c4.traffic.collectives import Flow, Job, job_flows
+from c4.sim.faults import FAULT_KINDS, Fault
+from c4.traffic.collectives import Flow, Job, job_flows, ordered_hosts
 from c4.traffic.fluid import FluidSim
 from c4.traffic.generators import leaf_spine
 from c4.traffic.planner import Planner
 from c4.traffic.routing import capacities, ecmp_subflows
-from c4.traffic.topology import Topology
+from c4.traffic.topology import Host, NicPort, Topology
 
-FAULT_KINDS = {
-    # kind: (expected class, component type, recommended action)
-    "nic_degraded": ("hardware", "nic_port", "replace_cable"),
-    "link_flap": ("hardware", "nic_port", "replace_cable"),
-    "link_down": ("hardware", "nic_port", "replace_cable"),
-    "spine_link_degraded": ("hardware", "switch_link", "replace_cable"),
-    "ecmp_congestion": ("congestion", "switch_link", "replan_traffic"),
-    "xid": ("hardware", "gpu", "by_xid"),
-    "row_remap_failure": ("hardware", "gpu", "replace_gpu"),
-    "thermal_throttle": ("non_comm_slow", "gpu", "drain_node"),
-    "rank_hang": ("non_comm_hang", "gpu", "restart_job"),
-    "comm_hang": ("comm_hang", "nic_port", "restart_job"),
-    "pcie_downtrain": ("hardware", "gpu", "reset_gpu"),
-    # negatives: must raise nothing
-    "transient_slowdown": ("none", "none", "none"),
-    "uniform_slowdown": ("none", "none", "none"),
-    "job_restart": ("none", "none", "none"),
-}
-
-
-@dataclass
-class Fault:
-    """One injected fault with its ground truth."""
-
-    kind: str
-    at_s: float
-    duration_s: float = float("inf")
-    node: str = ""
-    gpu: int = 0
-    nic: int = 0
-    xid: int = 0
-    factor: float = 0.5  # slowdown / rate factor
-
-    def active(self, t: float) -> bool:
-        """Whether the fault is in effect at simulated time t."""
-        return self.at_s <= t < self.at_s + self.duration_s
-
-    def truth(self) -> dict[str, Any]:
-        """The ground-truth row of this fault."""
-        cls, comp, action = FAULT_KINDS[self.kind]
-        if self.kind == "xid":
-            from c4.agent.xid import describe
-
-            action = describe(self.xid).action
-        component = {
-            "gpu": f"{self.node}/gpu{self.gpu}",
-            "nic_port": f"{self.node}/nic{self.nic}",
-            "switch_link": f"{self.node}",
-            "none": "",
-        }.get(comp, self.node)
-        return {
-            "fault": self.kind,
-            "component_type": comp,
-            "component": component,
-            "onset_s": self.at_s,
-            "end_s": None if self.duration_s == float("inf") else self.at_s + self.duration_s,
-            "expected_class": cls,
-            "expected_action": action,
-            "xid": self.xid or None,
-        }
+__all__ = ["FAULT_KINDS", "ClusterTwin", "Fault", "LinkChange", "RankStep", "StepOutput", "load_scenario"]
 
 
 def load_scenario(path: Path | str) -> dict[str, Any]:
     """A scenario YAML: cluster size, job, routing and the faults to inject."""
-    import yaml
-
     spec = yaml.safe_load(Path(path).read_text()) or {}
     if not isinstance(spec, dict):
         raise ValueError(f"{path}: expected a mapping")
@@ -116,21 +57,43 @@ class RankStep:
 
 @dataclass
 class StepOutput:
-    """One iteration: per-rank collective records, per-connection timing, per-node hardware deltas."""
+    """One iteration: per-rank collective records, per-connection timing, link changes and congestion.
+
+    What a fault leaves on its own node (NVML gauges, Xid lines, RDMA error counters) is not here: the
+    node writer asks each fault's kind (``FaultKind.expose``).
+    """
 
     t: float
     seq: int
     ranks: list[RankStep]
     conns: list[dict[str, Any]]
     nic_bytes: dict[tuple[str, int], float]  # (node, nic) -> bytes sent this step
-    gpu_state: dict[tuple[str, int], dict[str, Any]]
-    events: list[dict[str, Any]]  # Xid lines etc.
-    link_events: list[dict[str, Any]]
+    link_changes: list[LinkChange]
     duration_s: float
     blocked: bool = False  # the collective did not complete (a hang): no rank finishes it
     congested_nics: set = field(default_factory=set)  # (node, nic) whose flows met ECN-marking congestion
-    nvlink_errors: dict = field(default_factory=dict)  # (node, gpu) -> NVLink errors added this step
     restarted: bool = False  # the job restarted: collective sequence numbers begin again
+
+
+@dataclass
+class LinkChange:
+    """A fabric link a fault set to a new state in this iteration."""
+
+    fault: Fault
+    node: str
+    nic: int
+    state: str  # up | down | degraded
+    rate_gbps: float
+
+
+@dataclass
+class _Network:
+    """The all-reduce on the fabric: when each connection finishes and what congestion it met."""
+
+    per_flow_s: np.ndarray
+    comm_s: float
+    link_stalled: bool  # a connection crosses a down link: the collective waits for it
+    congested_nics: set[tuple[str, int]]
 
 
 @dataclass
@@ -154,7 +117,6 @@ class ClusterTwin:
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
-        # ECMP congestion needs a second job: its nodes share the fabric (and are not monitored here)
         self.topo: Topology = leaf_spine(
             self.nodes,
             min(self.leaves, self.nodes),
@@ -163,10 +125,9 @@ class ClusterTwin:
             gpus_per_host=self.gpus,
         )
         self.hosts = list(self.topo.hosts)
-        self.bg_hosts: list[str] = []
-        if any(f.kind == "ecmp_congestion" for f in self.faults):
-            for i in range(max(2, len(self.topo.leaves))):  # one per leaf, so its ring crosses the spines
-                self.bg_hosts.append(self._add_host(f"other{i}", self.topo.leaves[i % len(self.topo.leaves)]))
+        self.other_job_hosts: list[str] = []  # hosts of other jobs sharing the fabric (not monitored here)
+        for f in self.faults:
+            FAULT_KINDS[f.kind].prepare(self, f)
         if self.pp < 1 or self.nodes % self.pp:
             raise ValueError(f"pp={self.pp} must divide nodes={self.nodes}")
         self.dp = self.nodes // self.pp
@@ -198,13 +159,10 @@ class ClusterTwin:
                     self.flows.append(Flow("pp", b, a, n, n, n, per, self.qps))
         self.t = 0.0
         self.seq = 0
-        self.hung_at_seq: int | None = None
         self._sub: list | None = None
 
-    def _add_host(self, name: str, leaf: str) -> str:
+    def add_other_job_host(self, name: str, leaf: str) -> str:
         """A host of another job, cabled to ``leaf`` like ours."""
-        from c4.traffic.topology import Host, NicPort
-
         i = len(self.topo.hosts)
         nics = [[NicPort(name, n, 0, leaf, f"10.200.{i & 255}.{n + 1}", rail=n)] for n in range(self.nics)]
         self.topo.hosts[name] = Host(name, self.gpus, nics)
@@ -217,8 +175,6 @@ class ClusterTwin:
 
     def job_hosts_in_ring(self, stage: int = 0) -> list[str]:
         """A stage's hosts in ring order."""
-        from c4.traffic.collectives import ordered_hosts
-
         return ordered_hosts(self.stage_jobs[stage])
 
     def comm_of(self, node: str) -> tuple[str, int, int]:
@@ -244,119 +200,87 @@ class ClusterTwin:
             np.arange(len(self.flows)), [f.qps for f in self.flows]
         )
 
-    def _apply_links(self, t: float) -> list[dict[str, Any]]:
-        """Set link states from the faults active at t; returns link change events."""
-        events = []
+    def _apply_links(self, t: float) -> list[LinkChange]:
+        """Set the state of every link a fault drives, as of time t; returns the links that changed."""
+        changes = []
         for f in self.faults:
-            if f.kind not in ("nic_degraded", "link_down", "link_flap", "spine_link_degraded"):
+            kind = FAULT_KINDS[f.kind]
+            ends = kind.link_ends(self, f)
+            if ends is None:
                 continue
-            port = self.topo.port(f.node, f.nic) if f.node else None
-            if f.kind == "spine_link_degraded":
-                a, b = self.topo.leaves[0], self.topo.spines[0]
-            else:
-                a, b = port.name, port.leaf
-            want = "up"
-            rate = None
-            if f.active(t):
-                if f.kind == "nic_degraded" or f.kind == "spine_link_degraded":
-                    want, rate = "degraded", self.topo.link(a, b).capacity_gbps * f.factor
-                elif f.kind == "link_down":
-                    want = "down"
-                elif f.kind == "link_flap":
-                    want = "down" if int((t - f.at_s) / 2) % 2 == 0 else "up"  # 2 s down, 2 s up
-            link = self.topo.link(a, b)
+            want, rate = kind.link_state(self, f, t) if f.active(t) else ("up", None)
+            link = self.topo.link(*ends)
             if link.state != want or link.rate_gbps != rate:
-                self.topo.set_state(a, b, want, rate)
-                events.append(
-                    {
-                        "node": f.node,
-                        "nic": f.nic,
-                        "state": want,
-                        "rate_gbps": rate or link.capacity_gbps,
-                        "kind": f.kind,
-                    }
-                )
-        return events
+                self.topo.set_state(*ends, want, rate)
+                changes.append(LinkChange(f, f.node, f.nic, want, rate or link.capacity_gbps))
+        return changes
 
-    def step(self) -> StepOutput:
-        """Advance one iteration (compute phase, then the all-reduce)."""
-        t0 = self.t
-        link_events = self._apply_links(t0)
-        active = [f for f in self.faults if f.active(t0)]
+    def _compute_times(self, active: list[Fault]) -> dict[tuple[str, int], float]:
+        """Each GPU's compute phase: the nominal time with jitter, times what the active faults do to it."""
         compute = {}
         for h in self.hosts:
             for g in range(self.gpus):
                 c = self.compute_s * (1 + self.rng.uniform(-self.jitter, self.jitter))
                 for f in active:
-                    if f.kind == "thermal_throttle" and f.node == h and f.gpu == g:
-                        c *= 1 + f.factor
-                    if f.kind in ("uniform_slowdown",):
-                        c *= 1 + f.factor
-                    if f.kind == "transient_slowdown" and f.node == h:
-                        c *= 1 + f.factor
+                    c *= FAULT_KINDS[f.kind].compute_factor(f, h, g)
                 compute[(h, g)] = c
+        return compute
+
+    def _network(self, active: list[Fault], links_changed: bool) -> _Network:
+        """Connection times from the fluid model of the current routes, other jobs' traffic included."""
         cap = capacities(self.topo)
-        if link_events or self._sub is None:  # routes only change when links do
+        if links_changed or self._sub is None:  # routes only change when links do
             self._sub = self._routing()
         sub, flow_of = self._sub
-        cong = [f for f in active if f.kind == "ecmp_congestion"]
-        congested_nics: set[tuple[str, int]] = set()
-        n_main = len(sub)
-        if cong and self.bg_hosts:  # the other job's ring runs now: ECMP puts some of its flows on our links
-            bg = Job(
-                "other-job",
-                self.bg_hosts,
-                channels=self.nics,
-                message_bytes=self.message_bytes * 4,
-                shuffle_seed=self.seed + 99,
-                gpus_per_host=self.gpus,
-            )
-            bg_sub = ecmp_subflows(self.topo, job_flows(bg, self.topo), self.seed + 99)
-            shared = {lid for links, _ in bg_sub for lid in links[1:-1]}  # switch links the other job uses
+        other: dict[str, list] = {}
+        for f in active:
+            other.update(FAULT_KINDS[f.kind].other_traffic(self, f))
+        other_sub = [piece for pieces in other.values() for piece in pieces]
+        congested: set[tuple[str, int]] = set()
+        if other_sub:  # other jobs' flows on our switch links: ECN marks at both ends of ours
+            shared = {lid for links, _ in other_sub for lid in links[1:-1]}
             for (links, _b), fi in zip(sub, flow_of, strict=True):
                 if shared & set(links[1:-1]):
                     f = self.flows[fi]
-                    congested_nics.add((f.src, f.src_nic))
-                    congested_nics.add((f.dst, f.dst_nic))
-            sub = sub + bg_sub
-        sim = FluidSim(cap, sub)
-        rates = sim.rates(np.ones(len(sub), dtype=bool))
+                    congested.add((f.src, f.src_nic))
+                    congested.add((f.dst, f.dst_nic))
+        n_main = len(sub)
+        rates = FluidSim(cap, sub + other_sub).rates(np.ones(n_main + len(other_sub), dtype=bool))
         sub_time = np.array(
-            [b / r if r > 0 else np.inf for (_, b), r in zip(sub[:n_main], rates[:n_main], strict=True)]
+            [b / r if r > 0 else np.inf for (_, b), r in zip(sub, rates[:n_main], strict=True)]
         )
-        per_flow_time = np.zeros(len(self.flows))
-        np.maximum.at(per_flow_time, flow_of, sub_time)  # a connection is done when its last QP is
-        finite = np.isfinite(per_flow_time)
-        comm_s = float(np.max(per_flow_time[finite])) if finite.any() else 0.0
-        link_stalled = not finite.all()  # a connection crosses a down link: the collective waits for it
-        hang_rank = next((f for f in active if f.kind == "rank_hang"), None)
-        comm_hang = next((f for f in active if f.kind == "comm_hang"), None)
-        lost = [f for f in self.faults if f.kind == "xid" and f.xid == 79 and f.at_s <= t0]
-        ranks = []
+        per_flow = np.zeros(len(self.flows))
+        np.maximum.at(per_flow, flow_of, sub_time)  # a connection is done when its last QP is
+        finite = np.isfinite(per_flow)
+        comm_s = float(np.max(per_flow[finite])) if finite.any() else 0.0
+        return _Network(per_flow, comm_s, not finite.all(), congested)
+
+    def _ranks(
+        self, t0: float, compute: dict[tuple[str, int], float], comm_s: float, stuck: set[tuple[str, int]]
+    ) -> list[RankStep]:
+        """Every rank's record: it arrives when its compute ends and waits for the last one."""
         arrive_last = max(compute.values())
-        for h in self.hosts:
-            for g in range(self.gpus):
-                r = self.rank_of(h, g)
-                stuck = (hang_rank and hang_rank.node == h and hang_rank.gpu == g) or any(
-                    f.node == h and f.gpu == g for f in lost
-                )
-                ranks.append(
-                    RankStep(
-                        r,
-                        h,
-                        g,
-                        not stuck,
-                        t0 + compute[(h, g)],
-                        (arrive_last - compute[(h, g)] + comm_s) * 1e6,
-                    )
-                )
-        blocked = any(not r.issued for r in ranks) or comm_hang is not None or link_stalled
-        duration = arrive_last + (comm_s if not blocked else 0.0)
+        return [
+            RankStep(
+                self.rank_of(h, g),
+                h,
+                g,
+                (h, g) not in stuck,
+                t0 + compute[(h, g)],
+                (arrive_last - compute[(h, g)] + comm_s) * 1e6,
+            )
+            for h in self.hosts
+            for g in range(self.gpus)
+        ]
+
+    def _connections(
+        self, net: _Network, duration_s: float, blocked: bool, stalled: set[tuple[str, int]]
+    ) -> tuple[list[dict[str, Any]], dict[tuple[str, int], float]]:
+        """Per-connection records and bytes per NIC: a finished all-reduce, or one stuck on a stalled connection."""
         conns = []
         nic_bytes: dict[tuple[str, int], float] = {}
         if not blocked:
-            for f, net_s in zip(self.flows, per_flow_time, strict=True):
-                b = f.bytes
+            for f, net_s in zip(self.flows, net.per_flow_s, strict=True):
                 conns.append(
                     {
                         "kind": "pp" if f.job == "pp" else "dp",
@@ -364,17 +288,17 @@ class ClusterTwin:
                         "dst": f.dst,
                         "nic": f.src_nic,
                         "channel": f.channel,
-                        "bytes": b,
+                        "bytes": f.bytes,
                         "net_us": net_s * 1e6,
-                        "wait_peer_us": max(0.0, comm_s - net_s) * 1e6 * 0.5,
+                        "wait_peer_us": max(0.0, net.comm_s - net_s) * 1e6 * 0.5,
                         "wait_gpu_us": 50.0,
                     }
                 )
-                nic_bytes[(f.src, f.src_nic)] = nic_bytes.get((f.src, f.src_nic), 0) + b
-        elif comm_hang is not None:
-            # every rank issued the collective; one connection makes no progress, the rest wait
+                nic_bytes[(f.src, f.src_nic)] = nic_bytes.get((f.src, f.src_nic), 0) + f.bytes
+        elif stalled:
+            # every rank issued the collective; the stalled connections make no progress, the rest wait
             for f in self.flows:
-                stalled = f.src == comm_hang.node and f.src_nic == comm_hang.nic
+                stuck = (f.src, f.src_nic) in stalled
                 conns.append(
                     {
                         "kind": "pp" if f.job == "pp" else "dp",
@@ -382,73 +306,50 @@ class ClusterTwin:
                         "dst": f.dst,
                         "nic": f.src_nic,
                         "channel": f.channel,
-                        "bytes": 0.0 if stalled else f.bytes * 0.1,
-                        "net_us": 0.0 if stalled else 1e3,
-                        "wait_peer_us": duration * 1e6,
+                        "bytes": 0.0 if stuck else f.bytes * 0.1,
+                        "net_us": 0.0 if stuck else 1e3,
+                        "wait_peer_us": duration_s * 1e6,
                         "wait_gpu_us": 0.0,
                     }
                 )
-        gpu_state = {}
-        for h in self.hosts:
-            for g in range(self.gpus):
-                st = {
-                    "util_gpu_pct": 97.0,
-                    "power_w": 650.0,
-                    "temp_gpu_c": 62.0,
-                    "clocks_event_reasons": 0,
-                    "clock_sm_mhz": 1980,
-                    "pcie_gen_cur": 5,
-                    "remapped_rows_failure": 0,
-                }
-                for f in active:
-                    if f.node != h or f.gpu != g:
-                        continue
-                    if f.kind == "thermal_throttle":
-                        st.update(temp_gpu_c=89.0, clocks_event_reasons=0x40, clock_sm_mhz=1200)
-                    if f.kind == "pcie_downtrain":
-                        st.update(pcie_gen_cur=3)
-                    if f.kind == "row_remap_failure":
-                        st.update(remapped_rows_failure=1)
-                if blocked:
-                    st["util_gpu_pct"] = 100.0  # NCCL kernels spin while waiting
-                    if hang_rank is not None and hang_rank.node == h and hang_rank.gpu == g:
-                        st["util_gpu_pct"] = 0.0  # the hung rank is stuck on the host: its GPU idles
-                gpu_state[(h, g)] = st
-        events = [
-            {"node": f.node, "gpu": f.gpu, "xid": f.xid, "at_s": f.at_s}
-            for f in self.faults
-            if f.kind in ("xid", "row_remap_failure") and t0 <= f.at_s < t0 + max(duration, 1e-9)
-        ]
-        for e in events:
-            if e["xid"] == 0:
-                e["xid"] = 64
-        nvlink_errors = {(e["node"], e["gpu"]): 25 for e in events if e["xid"] == 74}
-        restart = next(
-            (f for f in self.faults if f.kind == "job_restart" and t0 <= f.at_s < t0 + max(duration, 1e-9)),
-            None,
+        return conns, nic_bytes
+
+    def step(self) -> StepOutput:
+        """Advance one iteration (compute phase, then the all-reduce)."""
+        t0 = self.t
+        link_changes = self._apply_links(t0)
+        active = [f for f in self.faults if f.active(t0)]
+        compute = self._compute_times(active)
+        net = self._network(active, bool(link_changes))
+        stuck: set[tuple[str, int]] = set()
+        for f in self.faults:  # asked of every fault: a lost GPU stays lost after its fault "ends"
+            stuck |= FAULT_KINDS[f.kind].stuck_ranks(self, f, t0)
+        stalled: set[tuple[str, int]] = set()
+        for f in active:
+            stalled |= FAULT_KINDS[f.kind].stalled_connections(self, f)
+        ranks = self._ranks(t0, compute, net.comm_s, stuck)
+        blocked = any(not r.issued for r in ranks) or bool(stalled) or net.link_stalled
+        duration = max(compute.values()) + (net.comm_s if not blocked else 0.0)
+        conns, nic_bytes = self._connections(net, duration, blocked, stalled)
+        restarted = any(
+            FAULT_KINDS[f.kind].restarts_job(self, f) and f.begins_within(t0, duration) for f in self.faults
         )
         out = StepOutput(
-            t0,
-            self.seq,
-            ranks,
-            conns,
-            nic_bytes,
-            gpu_state,
-            events,
-            link_events,
-            duration,
-            blocked,
-            congested_nics,
-            nvlink_errors,
-            restart is not None,
+            t=t0,
+            seq=self.seq,
+            ranks=ranks,
+            conns=conns,
+            nic_bytes=nic_bytes,
+            link_changes=link_changes,
+            duration_s=duration,
+            blocked=blocked,
+            congested_nics=net.congested_nics,
+            restarted=restarted,
         )
-        if (
-            restart is not None
-        ):  # the job is relaunched from its checkpoint: a pause, then sequence numbers anew
+        if restarted:  # the job is relaunched from its checkpoint: a pause, then sequence numbers anew
             self.seq = 0
             self.t += 5.0
-            return out
-        if blocked:
+        elif blocked:
             self.t += max(1.0, self.compute_s)  # the job is stuck: time passes, the collective never ends
         else:
             self.seq += 1
@@ -457,11 +358,7 @@ class ClusterTwin:
 
     def ground_truth(self) -> list[dict[str, Any]]:
         """Ground truth of every scripted fault."""
-        rows = [f.truth() for f in self.faults]
-        for f, row in zip(self.faults, rows, strict=True):
-            if f.kind == "spine_link_degraded":
-                row["component"] = switch_link_name(self.topo.leaves[0], self.topo.spines[0])
-        return rows
+        return [FAULT_KINDS[f.kind].truth(self, f) for f in self.faults]
 
     def connection_paths(self) -> dict[tuple[str, str, int], list[str]]:
         """The fabric model's answer for each connection: (src node, dst node, channel) -> directed switch links."""
@@ -487,8 +384,3 @@ class ClusterTwin:
             for x in self.topo.links
             if x.src in switches and x.dst in switches
         }
-
-
-def switch_link_name(a: str, b: str) -> str:
-    """A cable between two switches, named the same whichever way it is walked."""
-    return "<->".join(sorted((a, b)))

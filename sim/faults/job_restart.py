@@ -1,0 +1,21 @@
+"""job_restart (negative): the job is relaunched from its checkpoint; collective sequence numbers begin again."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from c4.sim.faults.kind import Fault, FaultKind
+
+if TYPE_CHECKING:
+    from c4.sim.twin import ClusterTwin
+
+
+class JobRestart(FaultKind):
+    """A pause, then sequence numbers from 0; C4D must not read it as a hang or a fault."""
+
+    def restarts_job(self, twin: ClusterTwin, fault: Fault) -> bool:
+        """Always, at onset."""
+        return True
+
+
+KIND = JobRestart()
