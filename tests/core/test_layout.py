@@ -40,9 +40,9 @@ def room_of(module: str) -> str | None:
     return parts[1] if len(parts) > 1 and parts[1] in ROOMS and parts[1] != "c4" else "c4"
 
 
-def module_name(path: Path) -> str:
+def module_name(path: Path, root: Path = REPO) -> str:
     """The dotted module of a source file (agent/x.py -> c4.agent.x, c4/x.py -> c4.x)."""
-    rel = path.relative_to(REPO).with_suffix("")
+    rel = path.relative_to(root).with_suffix("")
     parts = list(rel.parts)
     if parts[-1] == "__init__":
         parts.pop()
@@ -59,8 +59,8 @@ def sources() -> list[Path]:
     )
 
 
-def imports(path: Path) -> list[tuple[int, str, bool, str]]:
-    """(line, imported module, at module level?, source line) of every absolute import in a file."""
+def imports(path: Path, root: Path = REPO) -> list[tuple[int, str, bool, str]]:
+    """(line, imported module, at module level?, source line) of every import in a file, relative ones resolved."""
     text = path.read_text()
     lines = text.splitlines()
     tree = ast.parse(text)
@@ -72,8 +72,14 @@ def imports(path: Path) -> list[tuple[int, str, bool, str]]:
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             names = [a.name for a in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names = [node.module]
+        elif isinstance(node, ast.ImportFrom):  # from X import y: y may be a module (from c4 import sim)
+            base = [node.module or ""]
+            if node.level:  # from ..room import x: resolved against the file's package
+                package = module_name(path, root).split(".")
+                if path.name != "__init__.py":
+                    package.pop()
+                base = package[: len(package) - (node.level - 1)] + ([node.module] if node.module else [])
+            names = [".".join([*base, a.name]) for a in node.names]
         else:
             continue
         source = " ".join(lines[node.lineno - 1 : node.end_lineno])
@@ -86,15 +92,38 @@ def test_every_room_is_a_folder_and_a_package():
         assert (REPO / room / "__init__.py").is_file(), f"room {room}/ has no __init__.py"
 
 
-def test_imports_point_down_only():
+def arrows_against_layout(paths: list[Path], root: Path = REPO) -> list[str]:
+    """Every import from one room into a room it may not import, as 'file:line (room) imports module (room)'."""
     wrong = []
-    for path in sources():
-        here = room_of(module_name(path))
-        for line, module, _, _ in imports(path):
+    for path in paths:
+        here = room_of(module_name(path, root))
+        for line, module, _, _ in imports(path, root):
             there = room_of(module)
             if there is not None and there != here and there not in MAY_IMPORT[here]:
-                wrong.append(f"{path.relative_to(REPO)}:{line} ({here}) imports {module} ({there})")
+                wrong.append(f"{path.relative_to(root)}:{line} ({here}) imports {module} ({there})")
+    return wrong
+
+
+def test_imports_point_down_only():
+    wrong = arrows_against_layout(sources())
     assert not wrong, "imports against the layout:\n" + "\n".join(wrong)
+
+
+def test_the_check_names_every_kind_of_back_up_arrow(tmp_path):
+    """The checker itself: absolute, relative, function-level and guarded back-up imports are all caught."""
+    files = {
+        "agent/up_absolute.py": "from c4.collector.server import Collector\n",
+        "agent/up_relative.py": "from ..analytics import diagnose\n",
+        "c4/up_lazy.py": "def f():\n    import c4.agent.cli\n",
+        "ui/up_guarded.py": "try:\n    from c4.analytics.fabric import cable_of\nexcept ImportError:\n    pass\n",
+        "traffic/up_package.py": "from .. import sim\n",
+        "collector/down.py": "from c4.analytics.diagnose import diagnose\nfrom . import server\n",
+    }
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text(text)
+    wrong = arrows_against_layout(sorted(tmp_path.rglob("*.py")), tmp_path)
+    assert sorted(w.split(":")[0] for w in wrong) == sorted(n for n in files if "/up_" in n), wrong
 
 
 def test_product_rooms_never_import_sim_or_bench():
@@ -183,3 +212,24 @@ def test_wheel_holds_only_the_c4_namespace(tmp_path):
         assert f"c4/{room}/__init__.py" in names or room == "c4"
     assert "c4/catalogue/tables/core.toml" in names and "c4/telemetry/v1/telemetry.proto" in names
     assert "c4/agent/plugin/c4_profiler.c" in names and "c4/agent/plugin/nccl_profiler_api.h" in names
+
+
+ROOM_MODULE_STRING = re.compile(r"^c4\.(" + "|".join(r for r in ROOMS if r != "c4") + r")(\.|:|$)")
+
+
+def test_modules_named_in_strings_follow_the_same_arrows():
+    """An import by name (importlib, a plug-in setting's default) is an import too: c4/ names rooms only in
+    the CLI's subcommand table, and no room names a module of a room it may not import."""
+    wrong = []
+    for path in sources():
+        here = room_of(module_name(path))
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not (isinstance(node, ast.Constant) and isinstance(node.value, str)):
+                continue
+            match = ROOM_MODULE_STRING.match(node.value)
+            if not match or match.group(1) == here:
+                continue
+            allowed = set(ROOMS) if module_name(path) == "c4.cli" else MAY_IMPORT[here]
+            if match.group(1) not in allowed:
+                wrong.append(f"{path.relative_to(REPO)}:{node.lineno} ({here}) names {node.value!r}")
+    assert not wrong, "modules named against the layout:\n" + "\n".join(wrong)
