@@ -4,14 +4,14 @@ The corpus (``tests/conformance/``) holds one folder per artifact: the file(s) a
 wrote them, ``SOURCE.md`` (where it came from, which version, its license) and ``expected.json``::
 
     {
-      "sampler": "nccl_debug_log",              # the agent sampler that reads this format
-      "options": {"from_start": true},          # its options, as in [agent.samplers.<name>]
-      "paths": {"log_dir": "."},                # options that are paths, relative to this folder
-      "facts": [                                # rows the sampler must produce (a subset of columns)
-        {"table": "nccl_conn_setup", "row": {"rank": 3, "peer": 4, "dir": "send"}}
+      "sampler": "xid_kmsg",                     # the agent sampler that reads this format
+      "options": {"from_start": true},           # its options, as in [agent.samplers.<name>]
+      "paths": {"kmsg_path": "kern.log"},        # options that are paths, relative to this folder
+      "facts": [                                 # rows the sampler must produce (a subset of columns)
+        {"table": "gpu_events", "row": {"xid": 79}}
       ],
-      "absent": [{"table": "nccl_conn_setup", "row": {"rank": 4, "peer": 3, "dir": "send"}}],
-      "unparsed_lines": 0                       # records the sampler must count as skipped
+      "absent": [{"table": "gpu_events", "row": {"xid": 13}}],
+      "unparsed_lines": 0                        # records the sampler must count as skipped
     }
 
 A fact holds when some row of its table has every value it names (floats to 1e-6 relative,
