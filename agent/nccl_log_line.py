@@ -8,6 +8,7 @@ of that, launchers and collectors add their own tags; the ones recognised here, 
 - srun ``--label``: ``3: ``
 - torchrun ``--tee``/``--redirects``: ``[rank3]:`` and ``[default3]:``
 - pdsh and the DeepSpeed launcher: ``worker-0: ``
+- a bare rank in brackets, as wrappers that merge per-rank output write it: ``[3] ``
 - timestamps: ISO 8601 (``2024-12-04T05:27:48.128Z``, also between ``|`` as CloudWatch exports
   show it, and Kubernetes' CRI ``<ts> stdout F ``), NCCL's ``[2025-12-28 16:04:25]`` and syslog
   (``Dec  4 05:27:48 host python[123]: ``).
@@ -36,6 +37,7 @@ PREFIXES: tuple[tuple[str, re.Pattern[str]], ...] = (
     ),
     ("syslog", re.compile(r"[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d [^\s:]+ [^\s:\[]+(?:\[\d+\])?: ")),
     ("srun", re.compile(r"\d+: +")),
+    ("rank_bracket", re.compile(r"\[\d+\] +")),
     ("host_label", re.compile(r"[A-Za-z0-9][\w.\-]*: +")),
 )
 #: At most this many prefixes are stripped from one line.
