@@ -280,3 +280,28 @@ def test_nccl_log_flag_points_the_sampler_at_one_file(tmp_path):
 def test_log_dir_and_log_file_together_are_refused(tmp_path):
     with pytest.raises(ValueError, match="not both"):
         DebugLogSampler.Options(log_dir=tmp_path, log_file=tmp_path / "x")
+
+
+def test_a_live_directory_holds_old_format_lines_one_quiet_tick(tmp_path):
+    # real lines (efa-eks-mpirun-2.9.9): a 2.9 rank's connection, its Init COMPLETE written a tick later
+    conn = (
+        "[1,1]<stdout>:nccl-tests-efa-16-worker-0:26:68 [1] NCCL INFO Channel 00 : 1[101d0] -> 8[101c0] "
+        "[send] via NET/AWS Libfabric/1/GDRDMA\n"
+    )
+    done = (
+        "[1,1]<stdout>:nccl-tests-efa-16-worker-0:26:68 [1] NCCL INFO comm 0x7fb6f8000f60 rank 1 nranks 16 "
+        "cudaDev 1 busId 101d0 - Init COMPLETE\n"
+    )
+    d = tmp_path / "logs"
+    d.mkdir()
+    f = d / "rank1.log"
+    f.write_text(conn)
+    s = DebugLogSampler(d)
+    assert s.sample(0)["nccl_topology"] == []  # read, waiting for its init line
+    with f.open("a") as fh:
+        fh.write(done)
+    rows = s.sample(1)["nccl_topology"]
+    assert [(r["kind"], r["comm_id"]) for r in rows] == [
+        ("init", "0x7fb6f8000f60"),
+        ("conn", "0x7fb6f8000f60"),
+    ]
