@@ -12,6 +12,7 @@ ROOT_FLAGS = {
     "proc_root": ("host", "proc_root"),
     "sysfs_root": ("nic", "sysfs_root"),
     "kmsg_path": ("xid_kmsg", "kmsg_path"),
+    "nccl_log": ("nccl_debug_log", "log_file"),
 }
 
 
@@ -38,6 +39,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--sysfs-root", help="root of /sys for the NIC sampler (a dir holding class/ or sys/class/)"
     )
     parser.add_argument("--kmsg-path", help="kernel log for Xid lines (default /dev/kmsg; a file works)")
+    parser.add_argument(
+        "--nccl-log", help="one NCCL_DEBUG=INFO log file for the nccl_debug_log sampler (any launcher prefix)"
+    )
     parser.add_argument("--tls-ca", help="PEM CA bundle that signed the collector's certificate")
     parser.add_argument("--tls-cert", help="PEM client certificate (mutual TLS)")
     parser.add_argument("--tls-key", help="PEM private key of --tls-cert")
