@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import threading
@@ -16,7 +17,7 @@ from c4.agent.batcher import TableBuffer, convert_rows, rows_to_table, utc_from_
 from c4.agent.client import Sender
 from c4.agent.hello import build_message
 from c4.agent.registry import SamplerContext, SamplerSettings, build_sampler
-from c4.agent.sampler import Inventory, InventoryProvider, Sampler, SkipCounter, StartupPolicy
+from c4.agent.sampler import Inventory, InventoryProvider, Sampler, SkipCounter, SkipReasons, StartupPolicy
 from c4.agent.spool import Spool
 from c4.agent.spool_feed import SpoolFeed
 from c4.agent.worker import SamplerWorker
@@ -310,6 +311,10 @@ class Agent:
                 "cpu_s": s.cpu_s,
                 "rows_dropped": s.rows_dropped,
                 "records_skipped": s.sampler.records_skipped if isinstance(s.sampler, SkipCounter) else 0,
+                "records_skipped_by_reason": json.dumps(
+                    dict(s.sampler.skipped_by_reason) if isinstance(s.sampler, SkipReasons) else {},
+                    sort_keys=True,
+                ),
             }
             for s in self.samplers
         ]

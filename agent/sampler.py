@@ -69,3 +69,11 @@ class SkipCounter(Protocol):
 
     #: Source records that could not be parsed and were skipped (each alone: its neighbours are kept).
     records_skipped: int
+
+
+@runtime_checkable
+class SkipReasons(Protocol):
+    """A skip counter that also says why: records skipped per reason (their sum is ``records_skipped``)."""
+
+    #: reason -> records skipped for it (e.g. ``{"header": 2, "conn": 1}``).
+    skipped_by_reason: dict[str, int]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from c4.agent.registry import SamplerContext
@@ -183,3 +185,23 @@ def test_bad_config_exits_2_naming_the_key(tmp_path):
         timeout=60,
     )
     assert out.returncode == 2 and "[agent.samplers.host] proc_rot" in out.stderr
+
+
+def test_sampler_health_says_why_records_were_skipped(tmp_path):
+    src = FlakySource()
+    src.up = True
+    src.records_skipped = 3
+    src.skipped_by_reason = {"conn": 2, "header": 1}
+    s = ScheduledSampler(src, 1.0, StartupPolicy.IGNORE)
+    agent = make_agent(tmp_path, s)
+    agent.start_samplers()
+    agent.health_rows(5_000_000_000)
+    agent.flush()
+    for seq in agent.spool.pending():
+        t = decode_ipc(agent.spool.read(seq).payload)
+        if "records_skipped_by_reason" in t.column_names:
+            row = t.to_pylist()[0]
+            assert row["records_skipped"] == 3
+            assert json.loads(row["records_skipped_by_reason"]) == {"conn": 2, "header": 1}
+            return
+    raise AssertionError("no agent_sampler_health batch spooled")
