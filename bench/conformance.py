@@ -11,7 +11,8 @@ wrote them, ``SOURCE.md`` (where it came from, which version, its license) and `
         {"table": "gpu_events", "row": {"xid": 79}}
       ],
       "absent": [{"table": "gpu_events", "row": {"xid": 13}}],
-      "unparsed_lines": 0                        # records the sampler must count as skipped
+      "unparsed_lines": 0,                       # records the sampler must count as skipped
+      "unparsed_by_reason": {}                   # and why (its skipped_by_reason), when it says
     }
 
 A fact holds when some row of its table has every value it names (floats to 1e-6 relative,
@@ -106,8 +107,8 @@ def _nearest(rows: list[dict[str, Any]], want: dict[str, Any]) -> str:
 
 def read_artifact(
     folder: Path, spec: dict[str, Any]
-) -> tuple[dict[str, list[dict[str, Any]]], int, list[str]]:
-    """Rows per table (typed by the catalogue, as the collector would store them), records skipped, errors."""
+) -> tuple[dict[str, list[dict[str, Any]]], int, dict[str, int], list[str]]:
+    """Rows per table (typed by the catalogue, as the collector stores them), records skipped, per reason, errors."""
     options = dict(spec.get("options") or {})
     for key, rel in (spec.get("paths") or {}).items():
         options[key] = str((folder / rel).resolve())
@@ -132,9 +133,10 @@ def read_artifact(
                     )
                 rows.setdefault(table, []).extend(converted.table.to_pylist())
         skipped = int(getattr(sampler, "records_skipped", 0) or 0)
+        reasons = dict(getattr(sampler, "skipped_by_reason", None) or {})
     finally:
         sampler.close()
-    return rows, skipped, errors
+    return rows, skipped, reasons, errors
 
 
 def check_artifact(folder: Path) -> ArtifactResult:
@@ -145,7 +147,7 @@ def check_artifact(folder: Path) -> ArtifactResult:
         result.facts += 1
         result.failures.append("no SOURCE.md (where the artifact came from, its version and license)")
     try:
-        rows, skipped, errors = read_artifact(folder, spec)
+        rows, skipped, reasons, errors = read_artifact(folder, spec)
     except (SamplerConfigError, OSError, ValueError) as exc:
         facts = spec.get("facts") or []
         result.facts += len(facts) + 1
@@ -170,6 +172,12 @@ def check_artifact(folder: Path) -> ArtifactResult:
         if skipped != spec["unparsed_lines"]:
             result.failures.append(
                 f"{skipped} records skipped as unparsable, expected {spec['unparsed_lines']}"
+            )
+    if "unparsed_by_reason" in spec:
+        result.facts += 1
+        if reasons != spec["unparsed_by_reason"]:
+            result.failures.append(
+                f"records skipped per reason {reasons}, expected {spec['unparsed_by_reason']}"
             )
     return result
 
