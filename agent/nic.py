@@ -74,6 +74,7 @@ class Netdev:
     name: str
     path: Path
     stats: dict[str, str] = field(default_factory=dict)
+    address: str = ""  # hardware address: fixed for an interface, read at discovery
 
 
 #: Regular files the kernel keeps in /sys/class/net beside the interface links (the bonding driver's
@@ -213,7 +214,7 @@ class NicSampler:
             if npath is None:
                 self._warn(f"netdev:{name}", f"netdev entry not resolvable skipped netdev={name}")
                 continue
-            nd = Netdev(name, npath)
+            nd = Netdev(name, npath, address=read_text(npath / "address") or "")
             for column, fname in spec["netdev"].items():
                 if (npath / "statistics" / fname).is_file():
                     nd.stats[column] = str(npath / "statistics" / fname)
@@ -405,7 +406,7 @@ class NicSampler:
             "netdev": n.name,
             "operstate": operstate,
             "duplex": read_text(base + "duplex") or "",
-            "address": read_text(base + "address") or "",
+            "address": n.address,
             "carrier": read_counter(base + "carrier"),
             "speed_mbps": speed,
             "mtu": read_counter(base + "mtu"),
