@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 HELP = "Run the node agent (samplers -> spool -> collector), or --test to sample once and print."
 
@@ -84,6 +85,9 @@ def agent_config(args: argparse.Namespace):
             value = getattr(args, flag)
             if value is not None:
                 samplers.setdefault(sampler, {})[option] = value
+        if args.test and args.kmsg_path and Path(args.kmsg_path).is_file():
+            # --test samples once: a saved log given on the command line is read from its start
+            samplers["xid_kmsg"].setdefault("from_start", True)
         data["samplers"] = samplers
         return cfg.model_validate(data)
     except ValidationError as exc:

@@ -14,7 +14,15 @@ from pydantic import BaseModel, ConfigDict
 
 from c4.agent.registry import SamplerContext
 from c4.agent.sampler import Inventory, Rows, SourceUnavailable
-from c4.agent.sysfs import U64_LIMIT, parse_rate_bps, parse_state, read_counter, read_text, resolve_entry
+from c4.agent.sysfs import (
+    U64_LIMIT,
+    parse_counter,
+    parse_rate_bps,
+    parse_state,
+    read_counter,
+    read_text,
+    resolve_entry,
+)
 
 log = logging.getLogger("c4.agent.nic")
 COUNTERS_FILE = Path(__file__).parent / "nic_counters.toml"
@@ -49,6 +57,8 @@ class IbPort:
     hca_type: str
     node_guid: str
     files: dict[str, tuple[str, int]] = field(default_factory=dict)  # column -> (file, multiplier)
+    #: legacy mlx4: column -> (counters/ file, counters_ext/ file, multiplier); the larger value wins
+    dual: dict[str, tuple[str, str, int]] = field(default_factory=dict)
     link_layer: str = ""  # fixed for a port: read at discovery
 
     @property
@@ -64,6 +74,12 @@ class Netdev:
     name: str
     path: Path
     stats: dict[str, str] = field(default_factory=dict)
+    address: str = ""  # hardware address: fixed for an interface, read at discovery
+
+
+#: Regular files the kernel keeps in /sys/class/net beside the interface links (the bonding driver's
+#: class attribute): not interfaces, so not warned about.
+NET_CLASS_FILES = frozenset({"bonding_masters"})
 
 
 class NicSampler:
@@ -107,6 +123,25 @@ class NicSampler:
         self._prev_state: dict[tuple[str, int], tuple[str, str, int | None]] = {}
         self._prev_counters: dict[tuple[str, int], dict[str, int]] = {}
         self._prev_carrier: dict[str, tuple[str, int | None]] = {}
+        self.skipped_by_reason: dict[str, int] = {}
+
+    @property
+    def records_skipped(self) -> int:
+        """Counter values read but not stored (not a number, out of range, unreadable), all reasons."""
+        return sum(self.skipped_by_reason.values())
+
+    def _skip(self, path: str) -> None:
+        """Count one counter value that could not be stored, by why ('N/A (no PMA)' is not counted)."""
+        text = read_text(path, 64)
+        if text is None:
+            reason = "unreadable"
+        elif text.startswith("N/A"):
+            return
+        elif parse_counter(text) is None:
+            reason = "not_a_number"
+        else:
+            reason = "out_of_range"
+        self.skipped_by_reason[reason] = self.skipped_by_reason.get(reason, 0) + 1
 
     @classmethod
     def from_options(cls, opts: NicSampler.Options, ctx: SamplerContext) -> NicSampler:
@@ -152,8 +187,12 @@ class NicSampler:
                     )
                 for column, (sub, fname, mult) in spec["ib"].items():
                     ext = spec["ib_ext"].get(column)
-                    if ext and (port_dir / "counters_ext" / ext).is_file():
-                        port.files[column] = (str(port_dir / "counters_ext" / ext), 4 if mult == 4 else 1)
+                    ext_path = port_dir / "counters_ext" / ext if ext else None
+                    has_ext = ext_path is not None and ext_path.is_file()
+                    if has_ext and (port_dir / sub / fname).is_file():
+                        port.dual[column] = (str(port_dir / sub / fname), str(ext_path), mult)
+                    elif has_ext:
+                        port.files[column] = (str(ext_path), mult)
                     elif (port_dir / sub / fname).is_file():
                         port.files[column] = (str(port_dir / sub / fname), mult)
                     elif (port_dir / sub / fname).exists():
@@ -170,10 +209,12 @@ class NicSampler:
             ):
                 continue
             npath = resolve_entry(net_dir, name)
+            if npath is None and name in NET_CLASS_FILES:
+                continue
             if npath is None:
                 self._warn(f"netdev:{name}", f"netdev entry not resolvable skipped netdev={name}")
                 continue
-            nd = Netdev(name, npath)
+            nd = Netdev(name, npath, address=read_text(npath / "address") or "")
             for column, fname in spec["netdev"].items():
                 if (npath / "statistics" / fname).is_file():
                     nd.stats[column] = str(npath / "statistics" / fname)
@@ -271,6 +312,7 @@ class NicSampler:
             "rate_bps": rate,
             "fw_ver": p.fw_ver,
             "board_id": p.board_id,
+            "hca_type": p.hca_type,
         }
         key = (p.device, p.port)
         prev_state = self._prev_state.get(key)
@@ -307,15 +349,25 @@ class NicSampler:
                 if value >= U64_LIMIT:
                     value = None
             if value is None:
-                self._warn(
-                    f"val:{path}", f"counter unreadable, N/A or out of range, stored as missing file={path}"
-                )
+                self._missing(path, (path,))
                 row[column] = None
                 continue
             row[column] = value
             if value < prev.get(column, 0):
                 reset.append(column)
             prev[column] = value
+        for column, (plain, ext, mult) in p.dual.items():  # legacy mlx4 only
+            if column in skip:
+                continue
+            value = self._larger(plain, ext)
+            value = None if value is None or value * mult >= U64_LIMIT else value * mult
+            if value is None:
+                self._missing(plain, (plain, ext))
+            elif value < prev.get(column, 0):
+                reset.append(column)
+            if value is not None:
+                prev[column] = value
+            row[column] = value
         if reset:
             events.append(
                 self._event(
@@ -331,6 +383,19 @@ class NicSampler:
             )
         return row
 
+    @staticmethod
+    def _larger(plain: str, ext: str) -> int | None:
+        """The larger of a counters/ value and its counters_ext/ twin (a saturated 32-bit value and an
+        unfilled 64-bit 0 both lose); None only when neither reads."""
+        values = [v for v in (read_counter(plain), read_counter(ext)) if v is not None]
+        return max(values) if values else None
+
+    def _missing(self, path: str, paths: tuple[str, ...]) -> None:
+        """A counter stored as NULL: warn once per file, count each unreadable value by reason."""
+        self._warn(f"val:{path}", f"counter unreadable, N/A or out of range, stored as missing file={path}")
+        for one in paths:
+            self._skip(one)
+
     def _sample_netdev(self, n: Netdev, events: list[dict[str, Any]]) -> dict[str, Any]:
         base = f"{n.path}/"
         speed = read_counter(base + "speed")  # -1 (unknown) is not a counter: NULL
@@ -340,6 +405,8 @@ class NicSampler:
         row |= {
             "netdev": n.name,
             "operstate": operstate,
+            "duplex": read_text(base + "duplex") or "",
+            "address": n.address,
             "carrier": read_counter(base + "carrier"),
             "speed_mbps": speed,
             "mtu": read_counter(base + "mtu"),

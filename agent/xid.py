@@ -23,13 +23,16 @@ XID_LINE = re.compile(
 
 @dataclass(frozen=True)
 class XidInfo:
-    """What an Xid means and what to do about it."""
+    """What an Xid means and what to do about it: NVIDIA's catalogue entry and C4's action."""
 
     xid: int
     name: str
     category: str
     meaning: str
     action: str
+    mnemonic: str = ""
+    immediate_action: str = ""  # NVIDIA's "Resolution Bucket (Immediate Action)", e.g. RESTART_APP
+    investigatory_action: str = ""  # NVIDIA's "Resolution Bucket (Investigatory Action)"
 
 
 @functools.cache
@@ -37,7 +40,17 @@ def catalog() -> dict[int, XidInfo]:
     """The Xid catalogue from xid_catalog.toml."""
     raw = tomllib.loads(CATALOG_FILE.read_text())["xid"]
     return {
-        int(k): XidInfo(int(k), v["name"], v["category"], v["meaning"], v["action"]) for k, v in raw.items()
+        int(k): XidInfo(
+            int(k),
+            v["name"],
+            v["category"],
+            v["meaning"],
+            v["action"],
+            v.get("mnemonic", ""),
+            v.get("immediate_action", ""),
+            v.get("investigatory_action", ""),
+        )
+        for k, v in raw.items()
     }
 
 
@@ -83,6 +96,8 @@ def event_row(
         "category": info.category,
         "meaning": info.meaning,
         "action": info.action,
+        "nvidia_immediate_action": info.immediate_action,
+        "nvidia_investigatory_action": info.investigatory_action,
         "message": message,
         "pci_bus_id": pci_bus_id,
         "gpu_index": gpu_index,

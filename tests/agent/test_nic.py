@@ -13,7 +13,14 @@ from c4.agent.nic import NicSampler
 from c4.agent.sampler import Inventory, SourceUnavailable
 from c4.agent.sysfs import parse_rate_bps, parse_state
 from c4.catalogue import load
-from c4.sim.sysfs_tree import eight_nic_node, set_link, update_counters, write_ib_port, write_netdev
+from c4.sim.sysfs_tree import (
+    eight_nic_node,
+    set_link,
+    update_counters,
+    write_file,
+    write_ib_port,
+    write_netdev,
+)
 
 
 def raw(path: Path) -> int:
@@ -186,3 +193,93 @@ def test_slow_counters_are_read_every_n_ticks(tmp_path):
     assert [t["ib_port_samples"][0]["symbol_errors"] for t in ticks] == [1, 1, 1, 1]
     assert [t["netdev_samples"][0]["collisions"] for t in ticks] == [2, None, None, 2]
     assert [t["netdev_samples"][0]["rx_bytes"] for t in ticks] == [5, 5, 5, 5]
+
+
+def _legacy_mlx4(root: Path, counters: dict[str, int], ext: dict[str, int]) -> Path:
+    """An mlx4 port as MLNX_OFED lays it out: counters/ plus counters_ext/ (names as in the real
+    capture tests/conformance/nic/node_exporter-mlx4-i40iw-bond)."""
+    port = write_ib_port(
+        root, "mlx4_0", 1, link_layer="InfiniBand", counters=counters, with_hw_counters=False
+    )
+    for name, value in ext.items():
+        write_file(port / "counters_ext" / name, value)
+    return port
+
+
+def test_legacy_counters_ext_without_64_suffix_are_read(tmp_path):
+    """counters_ext/port_{uni,multi}cast_* have no _64 suffix; they hold the value counters/ lacks."""
+    _legacy_mlx4(
+        tmp_path,
+        {"multicast_rcv_packets": 0, "unicast_xmit_packets": 0},
+        {"port_multicast_rcv_packets": 93, "port_unicast_xmit_packets": 61239},
+    )
+    s = NicSampler(tmp_path)
+    s.probe()
+    row = s.sample(0)["ib_port_samples"][0]
+    assert (row["multicast_rx_packets"], row["unicast_tx_packets"]) == (93, 61239)
+
+
+def test_zero_counters_ext_does_not_hide_a_64bit_counter(tmp_path):
+    """A counters_ext/*_64 file the driver leaves at 0 loses to a counters/ value above 2^32, and a
+    32-bit counters/ value saturated at 2^32 - 1 loses to its 64-bit twin: the larger is the count."""
+    _legacy_mlx4(
+        tmp_path,
+        {"port_rcv_packets": 6825908347, "port_xmit_packets": 2**32 - 1, "port_xmit_data": 10},
+        {"port_rcv_packets_64": 0, "port_xmit_packets_64": 5_000_000_000, "port_xmit_data_64": 12},
+    )
+    s = NicSampler(tmp_path)
+    s.probe()
+    row = s.sample(0)["ib_port_samples"][0]
+    assert row["rx_packets"] == 6825908347 and row["tx_packets"] == 5_000_000_000
+    assert row["tx_bytes"] == 48  # words x 4 from whichever file wins
+    write_file(tmp_path / "class/infiniband/mlx4_0/ports/1/counters/port_rcv_packets", 5)  # driver reload
+    out = s.sample(0)
+    assert out["ib_port_samples"][0]["rx_packets"] == 5
+    assert any(e["kind"] == "counter_reset" and "rx_packets" in e["counter"] for e in out["nic_events"])
+
+
+def test_hca_type_discards_duplex_and_address_are_stored(tmp_path):
+    port = write_ib_port(tmp_path, "mlx4_0", 1, counters={"port_rcv_discards": 7})
+    assert (port.parent.parent / "hca_type").read_text().strip() == "MT4129"
+    n = write_netdev(tmp_path, "ens0np0")
+    write_file(n / "duplex", "full")
+    write_file(n / "address", "0c:42:a1:2b:3c:4d")
+    s = NicSampler(tmp_path)
+    s.probe()
+    out = s.sample(0)
+    ib = out["ib_port_samples"][0]
+    assert ib["hca_type"] == "MT4129" and ib["rx_discards"] == 7
+    nd = out["netdev_samples"][0]
+    assert (nd["duplex"], nd["address"], nd["operstate"], nd["carrier"], nd["mtu"], nd["speed_mbps"]) == (
+        "full",
+        "0c:42:a1:2b:3c:4d",
+        "up",
+        1,
+        4200,
+        400000,
+    )
+    for t, rows in out.items():
+        typed(t, rows)
+
+
+def test_bonding_masters_is_not_a_netdev(tmp_path, caplog):
+    caplog.set_level(logging.WARNING)
+    write_netdev(tmp_path, "bond0")
+    write_file(tmp_path / "class" / "net" / "bonding_masters", "bond0")  # the bonding driver's class file
+    (tmp_path / "class" / "net" / "stray").write_text("not a link\n")  # anything else is still warned about
+    s = NicSampler(tmp_path)
+    s.probe()
+    assert [r["netdev"] for r in s.sample(0)["netdev_samples"]] == ["bond0"]
+    assert "bonding_masters" not in caplog.text and "netdev=stray" in caplog.text
+
+
+def test_unreadable_counters_are_counted_by_reason_but_no_pma_is_not(tmp_path):
+    port = write_ib_port(tmp_path, "mlx5_0", 1)
+    write_file(port / "counters" / "symbol_error", "N/A (no PMA)")  # documented: not available
+    write_file(port / "counters" / "link_downed", "garbage")
+    write_file(port / "counters" / "port_xmit_data", 2**63)  # x4 leaves 2^64
+    s = NicSampler(tmp_path)
+    s.probe()
+    row = s.sample(0)["ib_port_samples"][0]
+    assert row["symbol_errors"] is None and row["link_downed"] is None and row["tx_bytes"] is None
+    assert s.skipped_by_reason == {"not_a_number": 1, "out_of_range": 1} and s.records_skipped == 2
