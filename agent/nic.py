@@ -130,18 +130,20 @@ class NicSampler:
         """Counter values read but not stored (not a number, out of range, unreadable), all reasons."""
         return sum(self.skipped_by_reason.values())
 
-    def _skip(self, path: str) -> None:
-        """Count one counter value that could not be stored, by why ('N/A (no PMA)' is not counted)."""
+    def _skip(self, path: str) -> bool:
+        """Count one counter value that could not be stored, by why; False for the driver's documented
+        'N/A (no PMA)', which is not counted."""
         text = read_text(path, 64)
         if text is None:
             reason = "unreadable"
         elif text.startswith("N/A"):
-            return
+            return False
         elif parse_counter(text) is None:
             reason = "not_a_number"
         else:
             reason = "out_of_range"
         self.skipped_by_reason[reason] = self.skipped_by_reason.get(reason, 0) + 1
+        return True
 
     @classmethod
     def from_options(cls, opts: NicSampler.Options, ctx: SamplerContext) -> NicSampler:
@@ -391,10 +393,11 @@ class NicSampler:
         return max(values) if values else None
 
     def _missing(self, path: str, paths: tuple[str, ...]) -> None:
-        """A counter stored as NULL: warn once per file, count each unreadable value by reason."""
-        self._warn(f"val:{path}", f"counter unreadable, N/A or out of range, stored as missing file={path}")
-        for one in paths:
-            self._skip(one)
+        """A counter stored as NULL: count each unreadable value by reason and warn once per file (not for
+        a driver that documents the counter as 'N/A (no PMA)')."""
+        counted = [self._skip(one) for one in paths]
+        if any(counted):
+            self._warn(f"val:{path}", f"counter unreadable or out of range, stored as missing file={path}")
 
     def _sample_netdev(self, n: Netdev, events: list[dict[str, Any]]) -> dict[str, Any]:
         base = f"{n.path}/"
