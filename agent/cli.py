@@ -12,6 +12,8 @@ ROOT_FLAGS = {
     "proc_root": ("host", "proc_root"),
     "sysfs_root": ("nic", "sysfs_root"),
     "kmsg_path": ("xid_kmsg", "kmsg_path"),
+    "nccl_ras": ("nccl_ras", "path"),
+    "nccl_inspector": ("nccl_inspector", "dump_dir"),
 }
 
 
@@ -38,6 +40,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--sysfs-root", help="root of /sys for the NIC sampler (a dir holding class/ or sys/class/)"
     )
     parser.add_argument("--kmsg-path", help="kernel log for Xid lines (default /dev/kmsg; a file works)")
+    parser.add_argument(
+        "--nccl-ras",
+        metavar="FILE",
+        help="a NCCL RAS report (ncclras [-v] [-f json] output) to read instead of the service",
+    )
+    parser.add_argument(
+        "--nccl-inspector",
+        metavar="DIR|FILE",
+        help="NCCL Inspector dump directory (NCCL_INSPECTOR_DUMP_DIR) or one dump file",
+    )
     parser.add_argument("--tls-ca", help="PEM CA bundle that signed the collector's certificate")
     parser.add_argument("--tls-cert", help="PEM client certificate (mutual TLS)")
     parser.add_argument("--tls-key", help="PEM private key of --tls-cert")

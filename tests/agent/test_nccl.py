@@ -36,12 +36,12 @@ def test_inspector_rows_garbage_and_partial_lines(tmp_path):
     assert [(r["coll"], r["coll_sn"]) for r in rows] == [("AllReduce", 1407), ("ReduceScatter", 1408)]
     assert rows[0]["msg_size_bytes"] == 17179869184 and rows[0]["busbw_gbs"] == pytest.approx(485.119099)
     assert rows[0]["ts"].year == 2025 and rows[1]["start_ts"] is not None and rows[0]["rank"] == 2
-    assert s.garbage == 2  # "this is not json" and the AllGather line cut off by a dying writer
+    assert s.records_skipped == 2  # "this is not json" and the AllGather line cut off by a dying writer
     with open(d / "host-pid1.log", "a") as f:
         f.write(lines[-1][40:])  # the partial p2p line completes
     rows2 = s.sample(0)["nccl_collectives"]
     assert [(r["kind"], r["coll"], r["peer"]) for r in rows2] == [("p2p", "Send", 3)]
-    assert s.garbage == 2
+    assert s.records_skipped == 2
     typed("nccl_collectives", rows + rows2)
 
 

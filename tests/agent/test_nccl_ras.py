@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import socketserver
+import subprocess
+import sys
 import threading
 from collections import Counter
 from pathlib import Path
@@ -11,6 +13,8 @@ from pathlib import Path
 import pyarrow as pa
 
 from c4.agent.nccl_ras import RasSampler, parse_report
+from c4.agent.runner import ScheduledSampler
+from c4.agent.sampler import StartupPolicy
 from c4.catalogue import load
 
 CORPUS = Path(__file__).resolve().parents[1] / "conformance" / "nccl_ras"
@@ -147,7 +151,8 @@ def test_report_file_that_appears_later_is_read_and_reread(tmp_path):
     """A report file (ncclras output) is waited for, read when it appears and again when it changes."""
     path = tmp_path / "ras" / "status.json"
     s = RasSampler(path=path, poll_every_ticks=1)
-    s.probe()  # an absent file is not a reason to stop
+    scheduled = ScheduledSampler(s, 1.0, StartupPolicy.IGNORE)  # the default startup policy
+    assert scheduled.probe() and scheduled.state == "running"  # an absent file is not a reason to stop
     assert s.sample(0) == {}
     path.parent.mkdir()
     path.write_text(DOC_JSON)
@@ -155,3 +160,29 @@ def test_report_file_that_appears_later_is_read_and_reread(tmp_path):
     assert s.sample(2) == {}  # unchanged: not read again
     path.write_text(ISSUE_TEXT)
     assert {r["rank"] for r in s.sample(3)["nccl_ras_status"]} == {None, 12, 13}
+
+
+def test_agent_test_reads_a_ras_file_and_an_inspector_dump_in_one_command():
+    """`c4 agent --test --samplers nccl_ras,nccl_inspector --nccl-ras FILE --nccl-inspector FILE`."""
+    inspector = CORPUS.parent / "nccl_inspector" / "readme-verbose-v4.0" / "example-hostname-pid438776.log"
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "c4.cli",
+            "agent",
+            "--test",
+            "--samplers",
+            "nccl_ras,nccl_inspector",
+            "--nccl-ras",
+            str(CORPUS / "issue-1911-2.26.2-text" / "ras.txt"),
+            "--nccl-inspector",
+            str(inspector),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "### table nccl_ras_status (3 rows)" in out.stdout and "coll_count=641" in out.stdout
+    assert "### table nccl_collectives (1 rows)" in out.stdout and "coll_sn=1231" in out.stdout
