@@ -8,7 +8,9 @@ The layout is NCCL's own, from ``jsonWriteHeader`` .. ``jsonWriteFooter`` in src
 ``collective_counts`` {op: count}) and ``missing_ranks`` (``rank``, ``host``, ``pid``, ``cuda_dev``,
 ``nvml_dev``, ``status`` {``unresponsive``, ``considered_dead``}), then ``ras`` {``collection_time_sec``,
 ``timeouts_count``}. The analysis (status, errors, outliers) is left to the reader; it is done here
-the way NCCL's text report does it (``rasClientRunComms``).
+the way NCCL's text report does it (``rasClientRunComms``): a missing rank whose process did not answer
+(``unresponsive``) makes the communicator INCOMPLETE; one whose process answered without knowing the
+communicator (during init or teardown) is NOCOMM, a MISMATCH, and not listed in ``missing_ranks``.
 """
 
 from __future__ import annotations
@@ -122,10 +124,13 @@ def communicator_rows(c: dict[str, Any], skipped: Counter) -> list[dict[str, Any
             continue
         st = r.get("status") if isinstance(r.get("status"), dict) else {}
         is_dead = st.get("considered_dead") is True
-        missing.append(r["rank"])
+        if is_dead or st.get("unresponsive") is not False:  # no answer from its process: INCOMPLETE
+            missing.append(r["rank"])
+        else:  # its process answered but is no member (yet, or any more): NOCOMM, a MISMATCH, no hang
+            states.add("NOCOMM")
         if is_dead:
             dead.append(r["rank"])
-        status = "DEAD" if is_dead else "UNRESPONSIVE" if st.get("unresponsive") else "NOCOMM"
+        status = "DEAD" if is_dead else "UNRESPONSIVE" if st.get("unresponsive") is not False else "NOCOMM"
         rows.append(
             {
                 "comm_hash": comm,

@@ -83,6 +83,16 @@ def test_json_considered_dead_makes_a_dead_rank():
     assert by_rank(rows)[1]["status"] == "DEAD"
 
 
+def test_json_missing_rank_whose_process_answered_is_nocomm_not_missing():
+    """NCCL's rule (rasClientRunComms): a responding process that is no member is NOCOMM, not INCOMPLETE."""
+    report = json.loads(DOC_JSON)
+    report["communicators"][0]["missing_ranks"][0]["status"]["unresponsive"] = False
+    rows = served(json.dumps(report))
+    comm = next(r for r in rows if r["scope"] == "communicator")
+    assert (comm["missing_ranks"], comm["errors"], comm["status"]) == ("", "MISMATCH", "RUNNING")
+    assert by_rank(rows)[1]["status"] == "NOCOMM"
+
+
 def test_json_collective_counts_are_summed_per_rank():
     report = json.loads(DOC_JSON)
     rank = report["communicators"][0]["ranks"][0]
