@@ -1,7 +1,7 @@
 """NCCL RAS: communicator and rank health from the RAS service (default localhost:28028) or a report file.
 
 Protocol (NCCL's ncclras client, src/ras/client.cc): send ``CLIENT PROTOCOL <v>``, read ``SERVER PROTOCOL
-<v>``, then ``SET FORMAT json`` (NCCL >= 2.28.7 answers ``OK``; 2.24 .. 2.28.3 answer ``ERROR: Unknown
+<v>``, ``TIMEOUT <s>`` (answered ``OK``), then ``SET FORMAT json`` (NCCL >= 2.28.7 answers ``OK``; 2.24 .. 2.28.3 answer ``ERROR: Unknown
 command``, and the text report is read instead) and ``VERBOSE STATUS``; the server writes the report and
 closes the connection. A RAS that is not listening is "no data", logged once per state change.
 
@@ -18,7 +18,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from c4.agent.ras_json import repair_2_28, report_rows
 from c4.agent.ras_text import text_rows
@@ -34,22 +34,33 @@ class RasError(RuntimeError):
     """The RAS service answered something unexpected."""
 
 
-def query_ras(address: str, timeout_s: float, fmt: str = "auto") -> str:
-    """One VERBOSE STATUS report as text: JSON when the server can write it (raises OSError when RAS is not there)."""
+def _command(f, line: str) -> str:
+    """Send one protocol line, return the one-line answer."""
+    f.write(f"{line}\n".encode())
+    f.flush()
+    return f.readline().decode(errors="replace").strip()
+
+
+def query_ras(address: str, timeout_s: float, fmt: str = "auto", collect_timeout_s: int = 3) -> str:
+    """One VERBOSE STATUS report as text: JSON when the server can write it (raises OSError when RAS is not there).
+
+    ``TIMEOUT <collect_timeout_s>`` bounds how long RAS waits for an unresponsive peer (NCCL's default is
+    5 s per leg); the report is awaited for twice that plus ``timeout_s``, so a job with a hung process
+    still yields its INCOMPLETE report instead of a socket timeout."""
     host, _, port = address.rpartition(":")
     with socket.create_connection((host or "localhost", int(port)), timeout=timeout_s) as sock:
         f = sock.makefile("rwb")
-        f.write(f"CLIENT PROTOCOL {CLIENT_PROTOCOL}\n".encode())
-        f.flush()
-        hello = f.readline().decode(errors="replace").strip()
+        hello = _command(f, f"CLIENT PROTOCOL {CLIENT_PROTOCOL}")
         if not hello.startswith("SERVER PROTOCOL"):
             raise RasError(f"unexpected RAS greeting {hello!r}")
+        ok = _command(f, f"TIMEOUT {collect_timeout_s}")
+        if ok != "OK":
+            raise RasError(f"RAS refused TIMEOUT {collect_timeout_s}: {ok!r}")
         if fmt != "text":
-            f.write(b"SET FORMAT json\n")
-            f.flush()
-            ok = f.readline().decode(errors="replace").strip()
+            ok = _command(f, "SET FORMAT json")
             if ok != "OK" and (fmt == "json" or not ok.startswith("ERROR")):
                 raise RasError(f"RAS refused JSON format ({ok!r}): NCCL older than 2.28.7?")
+        sock.settimeout(2 * collect_timeout_s + timeout_s)
         f.write(b"VERBOSE STATUS\n")
         f.flush()
         return f.read(MAX_REPORT_BYTES).decode("utf-8", "replace")
@@ -92,6 +103,7 @@ class RasSampler:
         path: Path | None = None  # a report file (ncclras output) to read instead of the service
         format: Literal["auto", "json", "text"] = "auto"  # what to ask the service for
         timeout_s: float = 2.0
+        collect_timeout_s: int = Field(3, ge=1)  # TIMEOUT sent to RAS: its wait for unresponsive peers
         poll_every_ticks: int = 10
 
     def __init__(
@@ -101,11 +113,13 @@ class RasSampler:
         poll_every_ticks: int = 10,
         path: Path | None = None,
         fmt: str = "auto",
+        collect_timeout_s: int = 3,
     ) -> None:
         self.address = address
         self.path = Path(path) if path else None
         self.format = fmt
         self.timeout_s = timeout_s
+        self.collect_timeout_s = collect_timeout_s
         self.poll_every_ticks = max(1, poll_every_ticks)
         self._ticks = 0
         self._seen: tuple[int, int] | None = None  # (mtime_ns, size) of the report file last read
@@ -121,7 +135,14 @@ class RasSampler:
     @classmethod
     def from_options(cls, opts: RasSampler.Options, ctx: SamplerContext) -> RasSampler:
         """Build from validated options."""
-        return cls(opts.address, opts.timeout_s, opts.poll_every_ticks, opts.path, opts.format)
+        return cls(
+            opts.address,
+            opts.timeout_s,
+            opts.poll_every_ticks,
+            opts.path,
+            opts.format,
+            opts.collect_timeout_s,
+        )
 
     def probe(self) -> None:
         """Nothing to check up front: RAS (and its report file) comes and goes with the training job."""
@@ -160,7 +181,7 @@ class RasSampler:
                 return {}
         else:
             try:
-                text = query_ras(self.address, self.timeout_s, self.format)
+                text = query_ras(self.address, self.timeout_s, self.format, self.collect_timeout_s)
             except (OSError, RasError) as exc:
                 self._state(False, exc)
                 self.errors += 1

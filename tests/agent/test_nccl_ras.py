@@ -7,6 +7,7 @@ import socketserver
 import subprocess
 import sys
 import threading
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -37,24 +38,28 @@ class _Ras(socketserver.StreamRequestHandler):
 
     report = ""
     knows_json = True
+    delay_s = 0.0  # RAS waiting for an unresponsive peer before it answers
 
     def handle(self) -> None:
         assert self.rfile.readline().startswith(b"CLIENT PROTOCOL")
         self.wfile.write(b"SERVER PROTOCOL 2\n")
+        assert self.rfile.readline().startswith(b"TIMEOUT ")
+        self.wfile.write(b"OK\n")
         cmd = self.rfile.readline().strip()
         if cmd.upper() == b"SET FORMAT JSON":
             # 2.24 .. 2.28.3 answer an unknown command with this line and keep the connection open
             self.wfile.write(b"OK\n" if self.knows_json else b"ERROR: Unknown command SET FORMAT json\n")
             cmd = self.rfile.readline().strip()
         assert cmd.upper() == b"VERBOSE STATUS"
+        time.sleep(self.delay_s)
         self.wfile.write(self.report.encode())
 
 
-def served(report: str, knows_json: bool = True) -> list[dict]:
-    _Ras.report, _Ras.knows_json = report, knows_json
+def served(report: str, knows_json: bool = True, delay_s: float = 0.0, **opts) -> list[dict]:
+    _Ras.report, _Ras.knows_json, _Ras.delay_s = report, knows_json, delay_s
     with socketserver.ThreadingTCPServer(("127.0.0.1", 0), _Ras) as srv:
         threading.Thread(target=srv.serve_forever, daemon=True).start()
-        s = RasSampler(f"127.0.0.1:{srv.server_address[1]}", poll_every_ticks=1)
+        s = RasSampler(f"127.0.0.1:{srv.server_address[1]}", poll_every_ticks=1, **opts)
         rows = s.sample(0)["nccl_ras_status"]
         srv.shutdown()
     assert s.records_skipped == 0 and s.skipped_by_reason == {}
@@ -71,6 +76,12 @@ def test_json_rank_rows_carry_status_count_and_gpu():
     comm = next(r for r in rows if r["scope"] == "communicator")
     assert (comm["comm_hash"], comm["missing_ranks"], comm["dead_ranks"]) == ("0xae94423cfbb2ef4a", "1", "")
     typed(rows)
+
+
+def test_report_slower_than_the_connect_timeout_is_awaited():
+    """RAS waits up to TIMEOUT seconds per leg for a hung peer (the documented INCOMPLETE report took 2.05 s)."""
+    rows = served(DOC_JSON, delay_s=0.6, timeout_s=0.2, collect_timeout_s=1)
+    assert by_rank(rows)[1]["status"] == "UNRESPONSIVE"
 
 
 def test_json_considered_dead_makes_a_dead_rank():

@@ -168,9 +168,8 @@ class _RawRas(socketserver.StreamRequestHandler):
     def handle(self) -> None:
         self.rfile.readline()
         self.wfile.write(b"SERVER PROTOCOL 2\n")
-        self.rfile.readline()
-        self.wfile.write(b"OK\n")
-        self.rfile.readline()
+        while self.rfile.readline().strip() != b"VERBOSE STATUS":  # TIMEOUT, SET FORMAT json
+            self.wfile.write(b"OK\n")
         self.wfile.write(self.report)
 
 
