@@ -132,13 +132,13 @@ class TextReport:
         if m := _RANK.match(line):
             self._rank_line(c, m)
         elif _DIFF_STATUS.match(line):
-            self._mode = "status"
+            self._mode, self._value = "status", None
         elif m := _DIFF_COUNTS.match(line):
-            self._mode = f"counts:{m[1]}"
+            self._mode, self._value = f"counts:{m[1]}", None
         elif _INIT_ERR.match(line):
-            self._mode = "init"
+            self._mode, self._value = "init", None
         elif _ASYNC_ERR.match(line):
-            self._mode = "async"
+            self._mode, self._value = "async", None
         elif m := _N_STATUS.match(line):
             self._value = m[1]
         elif m := _N_LAUNCHED.match(line):

@@ -207,3 +207,26 @@ def test_agent_test_reads_a_ras_file_and_an_inspector_dump_in_one_command():
     assert out.returncode == 0, out.stderr
     assert "### table nccl_ras_status (3 rows)" in out.stdout and "coll_count=641" in out.stdout
     assert "### table nccl_collectives (1 rows)" in out.stdout and "coll_sn=1231" in out.stdout
+
+
+def test_text_error_block_names_the_ranks_and_their_errors():
+    """Derived from the format strings at v2.30.7-1:src/ras/client_support.cc:1394 (ERROR block), 1400 and 1409
+    (error counts) and 1697, 1704, 1708 (rasClientBreakDownErrors), expanded for 3 ranks with errors."""
+    text = (
+        "#1-0 (00c0ffee00c0ffee) ERROR\n"
+        "  Initialization error on 1 rank\n"
+        "  Rank 5 reported Internal error -- GPU 5 managed by process 4105 on node 10.0.0.2\n"
+        "  Asynchronous errors on 2 ranks\n"
+        "  2 ranks reported Remote process error\n"
+        "  Rank 8 -- GPU 0 managed by process 4208 on node 10.0.0.3\n"
+        "  Rank 9 -- GPU 1 managed by process 4209 on node 10.0.0.3\n"
+    )
+    skipped: Counter = Counter()
+    ranks = by_rank(parse_report(text, skipped))
+    assert not skipped
+    assert {r: (v["errors"], v["host"], v["gpu"]) for r, v in ranks.items()} == {
+        5: ("init: Internal error", "10.0.0.2", 5),
+        8: ("async: Remote process error", "10.0.0.3", 0),
+        9: ("async: Remote process error", "10.0.0.3", 1),
+    }
+    assert {r["comm_hash"] for r in ranks.values()} == {"0xc0ffee00c0ffee"}
