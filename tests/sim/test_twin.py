@@ -224,7 +224,10 @@ def test_inspector_default_form_is_a_scenario_option(tmp_path):
     scenario.write_text("cluster: {nodes: 4, leaves: 2, spines: 2, seed: 1, inspector_verbose: false}\n")
     spec = load_scenario(scenario)
     starts = {}
-    for verbose, cluster in ((False, spec["cluster"]), (True, {**spec["cluster"], "inspector_verbose": True})):
+    for verbose, cluster in (
+        (False, spec["cluster"]),
+        (True, {**spec["cluster"], "inspector_verbose": True}),
+    ):
         runner = SimRunner(tmp_path / str(verbose), ClusterTwin(**cluster), "s", epoch_s=1_800_000_000.0)
         for _ in range(2):
             runner.step()
