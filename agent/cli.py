@@ -14,6 +14,8 @@ ROOT_FLAGS = {
     "sysfs_root": ("nic", "sysfs_root"),
     "kmsg_path": ("xid_kmsg", "kmsg_path"),
     "nccl_log": ("nccl_debug_log", "log_file"),
+    "nccl_ras": ("nccl_ras", "path"),
+    "nccl_inspector": ("nccl_inspector", "dump_dir"),
 }
 
 
@@ -42,6 +44,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kmsg-path", help="kernel log for Xid lines (default /dev/kmsg; a file works)")
     parser.add_argument(
         "--nccl-log", help="one NCCL_DEBUG=INFO log file for the nccl_debug_log sampler (any launcher prefix)"
+    )
+    parser.add_argument(
+        "--nccl-ras",
+        metavar="FILE",
+        help="a NCCL RAS report (ncclras [-v] [-f json] output) to read instead of the service",
+    )
+    parser.add_argument(
+        "--nccl-inspector",
+        metavar="DIR|FILE",
+        help="NCCL Inspector dump directory (NCCL_INSPECTOR_DUMP_DIR) or one dump file",
     )
     parser.add_argument("--tls-ca", help="PEM CA bundle that signed the collector's certificate")
     parser.add_argument("--tls-cert", help="PEM client certificate (mutual TLS)")

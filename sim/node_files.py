@@ -282,9 +282,11 @@ class NodeWriter:
                     "coll_timing_source": "kernel_gpu",
                     "coll_algobw_gbs": twin.message_bytes / max(r.exec_us, 1) / 1e3,
                     "coll_busbw_gbs": twin.message_bytes / max(r.exec_us, 1) / 1e3 * 2,
-                    "event_trace_ts": {"coll_start_ts": int(self.wall(r.arrive_s) * 1e6)},
                 },
             }
+            if twin.inspector_verbose:  # NCCL_INSPECTOR_DUMP_VERBOSE=1: the event trace with the start time
+                start_us = int(self.wall(r.arrive_s) * 1e6)
+                rec["coll_perf"]["event_trace_ts"] = {"coll_start_ts": start_us, "coll_stop_ts": start_us}
             with open(self.root / "inspector" / f"rank{r.rank}.log", "a") as f:
                 f.write(json.dumps(rec) + "\n")
         for c in out.conns:  # pipeline sends: one p2p record per sending GPU
@@ -302,7 +304,7 @@ class NodeWriter:
                 "p2p_perf": {
                     "p2p": "Send",
                     "p2p_sn": out.seq,
-                    "peer": twin.rank_of(c["dst"], c["nic"]),
+                    "p2p_peer": twin.rank_of(c["dst"], c["nic"]),
                     "p2p_msg_size_bytes": int(c["bytes"]),
                     "p2p_exec_time_us": c["net_us"],
                     "p2p_timing_source": "kernel_gpu",

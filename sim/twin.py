@@ -113,6 +113,9 @@ class ClusterTwin:
     seed: int = 0
     pp: int = 1  # pipeline stages: stage s runs on nodes [s*dp, (s+1)*dp), dp = nodes / pp
     activation_bytes: float = 512 << 20  # p2p bytes between adjacent stages per iteration (each way)
+    # NCCL_INSPECTOR_DUMP_VERBOSE of the simulated job: True writes event_trace_* (collective start times),
+    # NCCL's default (False) writes none. True for now: the straggler detector needs start times.
+    inspector_verbose: bool = True
     faults: list[Fault] = field(default_factory=list)
 
     def __post_init__(self) -> None:

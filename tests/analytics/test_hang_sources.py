@@ -6,14 +6,41 @@ import json
 import subprocess
 import sys
 from datetime import datetime
+from pathlib import Path
 
 import polars as pl
 from test_flight_recorder import write_dumps
 
 from c4.analytics.diagnose import diagnose
 from c4.analytics.hang_sources import ras_findings
+from c4.bench.conformance import read_artifact
 
 T = datetime(2027, 1, 1)
+RAS_CORPUS = Path(__file__).resolve().parents[1] / "conformance" / "nccl_ras"
+
+
+def ras_rows_of(artifact: str) -> pl.DataFrame:
+    """A real RAS report read by the nccl_ras sampler, typed as the collector stores it."""
+    folder = RAS_CORPUS / artifact
+    rows, skipped, errors = read_artifact(folder, json.loads((folder / "expected.json").read_text()))
+    assert not skipped and not errors
+    return pl.DataFrame(rows["nccl_ras_status"])
+
+
+def test_real_ras_json_report_blames_the_missing_rank_on_its_gpu():
+    """NCCL's documented JSON report (2.29.1): rank 1 unresponsive -> a finding on host 172.16.64.245, GPU 1."""
+    found = diagnose({"nccl_ras_status": ras_rows_of("docs-2.29.1-json")})
+    assert [(f.detector, f.component, f.node) for f in found] == [
+        ("ras_missing_rank", "172.16.64.245/gpu1", "172.16.64.245")
+    ]
+
+
+def test_real_ras_text_report_blames_the_missing_rank():
+    """NCCL's documented text report (2.24/2.25): 'The missing rank: 21' -> a finding on rank 21."""
+    found = ras_findings(ras_rows_of("docs-text-incomplete"))
+    assert [(f.detector, f.evidence["comm"], f.evidence["rank"]) for f in found] == [
+        ("ras_missing_rank", "0xcf264af53edbe986", 21)
+    ]
 
 
 def ras_frame(comm_rows, rank_rows):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import socketserver
 import threading
+from collections import Counter
 from pathlib import Path
 
 from testkit.agent_rig import spooled
@@ -14,8 +15,9 @@ from testkit.agent_rig import spooled
 from c4.agent.nccl_conn import ConnRecordSampler
 from c4.agent.nccl_debug_log import DebugLogSampler
 from c4.agent.nccl_inspector import InspectorSampler
-from c4.agent.nccl_ras import RasSampler, status_rows
+from c4.agent.nccl_ras import RasSampler
 from c4.agent.nic import NicSampler
+from c4.agent.ras_json import report_rows
 from c4.agent.registry import SamplerContext
 from c4.agent.runner import Agent, ScheduledSampler
 from c4.agent.sampler import StartupPolicy
@@ -137,14 +139,17 @@ def test_bad_debug_log_line_next_to_good_ones(tmp_path):
 
 
 def test_bad_ras_communicator_next_to_a_good_one():
+    good_rank = {"rank": 0, "status": {"init_state": 0}, "collective_counts": {"AllReduce": 5}}
     report = {
         "communicators": [
-            {"hash": "bad", "size": 4, "ranks": 7},  # not a list
-            {"hash": "good", "size": 2, "status": "OK", "ranks": [{"rank": 0, "coll_count": 5}]},
+            {"hash": "0xbad", "size": 4, "ranks": 7},  # not a list
+            {"hash": "0x600d", "size": 2, "ranks": [good_rank]},
         ]
     }
-    rows = status_rows(report)
-    assert {r["comm_hash"] for r in rows} == {"good"} and len(rows) == 2
+    skipped: Counter = Counter()
+    rows = report_rows(report, skipped)
+    assert {r["comm_hash"] for r in rows} == {"0x600d"} and len(rows) == 2
+    assert skipped == {"communicator_unreadable": 1}
 
 
 def test_rows_that_do_not_fit_are_dropped_one_by_one():
@@ -165,17 +170,17 @@ class _RawRas(socketserver.StreamRequestHandler):
     def handle(self) -> None:
         self.rfile.readline()
         self.wfile.write(b"SERVER PROTOCOL 2\n")
-        self.rfile.readline()
-        self.wfile.write(b"OK\n")
-        self.rfile.readline()
+        while self.rfile.readline().strip() != b"VERBOSE STATUS":  # TIMEOUT, SET FORMAT json
+            self.wfile.write(b"OK\n")
         self.wfile.write(self.report)
 
 
 def test_ras_report_with_invalid_utf8_and_a_bad_communicator(tmp_path):
-    good = {"hash": "good", "size": 2, "status": "RUNNING", "ranks": [{"rank": 0, "coll_count": 5}]}
+    rank = {"rank": 0, "host": "nodeXX", "status": {"init_state": 0}, "collective_counts": {"AllReduce": 5}}
+    good = {"hash": "0x600d", "size": 2, "ranks": [rank]}
     _RawRas.report = (
-        json.dumps({"communicators": [{"hash": "huge", "size": 10**30}, {"hash": "bad", "ranks": 7}, good]})
-        .replace("RUNNING", "RUNN\udcffING")
+        json.dumps({"communicators": [{"hash": "0x1", "size": 10**30}, {"hash": "0xbad", "ranks": 7}, good]})
+        .replace("nodeXX", "node\udcff")
         .encode("utf-8", "surrogateescape")
     )
     with socketserver.ThreadingTCPServer(("127.0.0.1", 0), _RawRas) as srv:
@@ -184,6 +189,6 @@ def test_ras_report_with_invalid_utf8_and_a_bad_communicator(tmp_path):
             rows, s = one_tick(tmp_path, RasSampler(f"127.0.0.1:{srv.server_address[1]}", poll_every_ticks=1))
         finally:
             srv.shutdown()
-    got = [(r["comm_hash"], r["scope"], r["status"]) for r in rows["nccl_ras_status"]]
-    assert got == [("good", "communicator", "RUNN\ufffdING"), ("good", "rank", "")]
+    got = [(r["comm_hash"], r["scope"], r["status"], r["host"]) for r in rows["nccl_ras_status"]]
+    assert got == [("0x600d", "communicator", "RUNNING", None), ("0x600d", "rank", "RUNNING", "node\ufffd")]
     assert s.sampler.records_skipped + s.rows_dropped == 2

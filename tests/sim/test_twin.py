@@ -214,3 +214,26 @@ def test_every_shipped_scenario_runs(path):
     assert len(truth) == len(faults) and all(t["expected_class"] for t in truth)
     outs = [twin.step() for _ in range(8)]
     assert twin.t > 3 and any(o.ranks for o in outs)
+
+
+def test_inspector_default_form_is_a_scenario_option(tmp_path):
+    """cluster: {inspector_verbose: false} writes NCCL's default Inspector form: no event trace, no start time."""
+    from c4.agent.nccl_inspector import InspectorSampler
+
+    scenario = tmp_path / "quiet.yaml"
+    scenario.write_text("cluster: {nodes: 4, leaves: 2, spines: 2, seed: 1, inspector_verbose: false}\n")
+    spec = load_scenario(scenario)
+    starts = {}
+    for verbose, cluster in (
+        (False, spec["cluster"]),
+        (True, {**spec["cluster"], "inspector_verbose": True}),
+    ):
+        runner = SimRunner(tmp_path / str(verbose), ClusterTwin(**cluster), "s", epoch_s=1_800_000_000.0)
+        for _ in range(2):
+            runner.step()
+        root = runner.writers["host0"].root / "inspector"
+        assert ("event_trace_ts" in "".join(p.read_text() for p in root.iterdir())) is verbose
+        s = InspectorSampler(root)
+        s.probe()
+        starts[verbose] = {r["start_ts"] is None for r in s.sample(0)["nccl_collectives"]}
+    assert starts == {False: {True}, True: {False}}
