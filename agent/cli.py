@@ -12,6 +12,8 @@ ROOT_FLAGS = {
     "proc_root": ("host", "proc_root"),
     "sysfs_root": ("nic", "sysfs_root"),
     "kmsg_path": ("xid_kmsg", "kmsg_path"),
+    "nvml_library": ("gpu", "nvml_library"),
+    "nvml_library_arg": ("gpu", "nvml_library_arg"),
 }
 
 
@@ -38,6 +40,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--sysfs-root", help="root of /sys for the NIC sampler (a dir holding class/ or sys/class/)"
     )
     parser.add_argument("--kmsg-path", help="kernel log for Xid lines (default /dev/kmsg; a file works)")
+    parser.add_argument(
+        "--nvml-library",
+        help="MODULE:FACTORY of a stand-in with pynvml's call surface for the GPU sampler (default: pynvml)",
+    )
+    parser.add_argument("--nvml-library-arg", help="argument the --nvml-library factory is called with")
     parser.add_argument("--tls-ca", help="PEM CA bundle that signed the collector's certificate")
     parser.add_argument("--tls-cert", help="PEM client certificate (mutual TLS)")
     parser.add_argument("--tls-key", help="PEM private key of --tls-cert")
