@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import struct
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, NamedTuple
@@ -88,6 +89,43 @@ def normalize_bus_id(bus_id: str) -> str:
     if "." not in devfn:
         devfn += ".0"
     return f"{int(domain, 16):04x}:{bus}:{devfn}"
+
+
+#: c_nvmlFieldValue_t as nvml.h lays it out: fieldId, scopeId, timestamp, latencyUsec, valueType,
+#: nvmlReturn, value (an 8-byte union); used only when the array's element type has exactly this layout
+_FIELD_VALUE = struct.Struct("@IIqqII8s")
+_FIELD_OFFSETS = (
+    ("fieldId", 0),
+    ("scopeId", 4),
+    ("timestamp", 8),
+    ("latencyUsec", 16),
+    ("valueType", 24),
+    ("nvmlReturn", 28),
+    ("value", 32),
+)
+#: nvmlValueType_t -> the union member's C type, decoded from the union's bytes
+_UNION = tuple(struct.Struct(f) for f in ("@d", "@I", "@L", "@Q", "@q", "@i", "@H"))
+_layout_ok: dict[type, bool] = {}
+
+
+def _packed_rows(values: Any) -> list[tuple] | None:
+    """All field values of a ctypes c_nvmlFieldValue_t array at once (pynvml's attribute access is slow), else None."""
+    elem = getattr(values, "_type_", None)
+    ok = _layout_ok.get(elem)
+    if ok is None:
+        try:
+            ok = ctypes.sizeof(elem) == _FIELD_VALUE.size and all(
+                getattr(elem, name).offset == off for name, off in _FIELD_OFFSETS
+            )
+        except (TypeError, AttributeError):
+            ok = False
+        _layout_ok[elem] = ok
+    return list(_FIELD_VALUE.iter_unpack(bytes(values))) if ok else None
+
+
+def _union_value(value_type: int, raw: bytes) -> float | int:
+    """The union member valueType names, from the union's bytes."""
+    return _UNION[value_type if 0 <= value_type < len(_UNION) else 3].unpack_from(raw)[0]
 
 
 def field_value(fv: Any) -> float | int:
@@ -228,18 +266,23 @@ class Nvml:
                 raise GpuLost(dev.index, "nvmlDeviceGetFieldValues") from None
             self.skip(dev.index, "nvmlDeviceGetFieldValues", self.reason(code), len(request), exc)
             return [Reading(None, 0)] * len(request)
-        ok, ull = self._ok, 3  # NVML_VALUE_TYPE_UNSIGNED_LONG_LONG: almost every counter, decoded inline
+        rows = _packed_rows(values)
+        if rows is None:  # a stand-in's own objects: read them attribute by attribute
+            rows = [(0, 0, fv.timestamp, 0, int(fv.valueType), fv.nvmlReturn, fv) for fv in values]
+        ok, ull = self._ok, _UNION[3]  # NVML_VALUE_TYPE_UNSIGNED_LONG_LONG: almost every counter
         out = []
-        for (column, fid, scope, scale), fv in zip(request, values, strict=True):
-            ret = fv.nvmlReturn
+        for (column, fid, scope, scale), (_f, _s, ts, _lat, vt, ret, raw) in zip(request, rows, strict=True):
             if ret == ok:
-                v = fv.value.ullVal if fv.valueType == ull else field_value(fv)
-                out.append(Reading(v * scale if scale != 1 else v, fv.timestamp))
+                if isinstance(raw, bytes):
+                    v = ull.unpack_from(raw)[0] if vt == 3 else _union_value(vt, raw)
+                else:
+                    v = field_value(raw)
+                out.append(Reading(v * scale if scale != 1 else v, ts))
                 continue
             if ret == self._lost:
                 raise GpuLost(dev.index, column)
             self.skip(dev.index, column, self.reason(ret), detail=f"nvml_field={fid} scope={scope}")
-            out.append(Reading(None, fv.timestamp))
+            out.append(Reading(None, ts))
         return out
 
     # --- Xid events ---------------------------------------------------------

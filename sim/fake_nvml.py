@@ -45,6 +45,7 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+import struct
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -64,6 +65,9 @@ ARCH_CODES = {
 }
 VALUE_TYPES = {"double": 0, "uint": 1, "ulong": 2, "ull": 3, "sll": 4, "sint": 5, "ushort": 6}
 _MEMBER = ("dVal", "uiVal", "ulVal", "ullVal", "sllVal", "siVal", "usVal")
+#: c_nvmlFieldValue_t's bytes: fieldId, scopeId, timestamp, latencyUsec, valueType, nvmlReturn, value union
+_FV = struct.Struct("@IIqqII8s")
+assert _FV.size == ctypes.sizeof(pynvml.c_nvmlFieldValue_t) and pynvml.c_nvmlFieldValue_t.value.offset == 32
 ALL = frozenset(ARCH_CODES)
 
 #: Per-GPU field id -> (quantity, value type, driver branch that has it)
@@ -325,24 +329,25 @@ class FakeNvml:
         if self._index_of.get(ctypes.cast(h, ctypes.c_void_p).value or 0) == 0:
             self._checked_at = -1.0  # a sampler reads GPU 0 first each tick: look for a rewritten scenario
         g = self._gpu(h, "nvmlDeviceGetFieldValues")
-        values = (pynvml.c_nvmlFieldValue_t * len(field_ids))()
         ts_us = int(self._now() * 1e6)
         t = max(0.0, self._t())
         arch = g.get("arch", "hopper")
         nvlinks = int(g.get("nvlinks", 0))
         driver = self.driver
-        for fv, item in zip(values, field_ids, strict=True):
+        overrides = g.get("value_types", {})
+        buf = bytearray(_FV.size * len(field_ids))  # packed, then copied into pynvml's own structure array
+        for i, item in enumerate(field_ids):
             fid, scope = item if isinstance(item, tuple) else (item, 0)
-            fv.fieldId, fv.scopeId, fv.timestamp = fid, scope, ts_us
             try:
                 value, vtype = self._field(g, fid, scope, arch, nvlinks, driver, t)
             except NVMLError as exc:
-                fv.nvmlReturn = exc.value
+                _FV.pack_into(buf, i * _FV.size, fid, scope, ts_us, 0, 0, exc.value, b"")
                 continue
-            vtype = g.get("value_types", {}).get(self._quantity(fid), vtype)
-            fv.nvmlReturn, fv.valueType = pynvml.NVML_SUCCESS, VALUE_TYPES[vtype]
-            setattr(fv.value, _MEMBER[VALUE_TYPES[vtype]], float(value) if vtype == "double" else int(value))
-        return values
+            vtype = overrides.get(self._quantity(fid), vtype) if overrides else vtype
+            union = pynvml.c_nvmlValue_t()
+            setattr(union, _MEMBER[VALUE_TYPES[vtype]], float(value) if vtype == "double" else int(value))
+            _FV.pack_into(buf, i * _FV.size, fid, scope, ts_us, 0, VALUE_TYPES[vtype], 0, bytes(union))
+        return (pynvml.c_nvmlFieldValue_t * len(field_ids)).from_buffer_copy(buf)
 
     @staticmethod
     def _quantity(fid: int) -> str:

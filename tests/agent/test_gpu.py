@@ -376,3 +376,20 @@ def test_real_nvml_without_a_driver_is_unavailable():
 )
 def test_bus_id_normalization(raw, norm):
     assert normalize_bus_id(raw) == norm
+
+
+def test_field_values_as_single_structures_are_read_attribute_by_attribute():
+    """A stand-in returning a list of c_nvmlFieldValue_t (not pynvml's array) reads the same."""
+
+    class AsList(FakeNvml):
+        def nvmlDeviceGetFieldValues(self, h, field_ids):
+            return list(super().nvmlDeviceGetFieldValues(h, field_ids))
+
+    g = gpu_entry(0)
+    g["value_types"] = {"temp_mem_c": "double"}
+    g["gauges"]["temp_mem_c"] = 70.5
+    s = GpuSampler(Nvml(AsList({"start_s": 1.0, "gpus": [g]}, clock=Clock(2.0))))
+    s.probe()
+    out = s.sample(0)
+    assert out["gpu_samples"][0]["temp_mem_c"] == 70.5 and out["gpu_samples"][0]["energy_mj"] > 0
+    assert out["nvlink_samples"][0]["tx_data_bytes"] == int(2.5e10) // 1024 * 1024
