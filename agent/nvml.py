@@ -145,9 +145,11 @@ class Nvml:
         self._lost = self.codes["NVML_ERROR_GPU_IS_LOST"]
         self._ok = self.codes["NVML_SUCCESS"]
         self._logged: set[tuple[int, str, str]] = set()
+        self._absent_seen: set[tuple[int, str, int, str]] = set()
         self._missing: set[str] = set()  # functions this driver does not have
         self._event_set: Any = None
-        #: values NVML did not give, by reason (not_supported, function_not_found, unknown, ...)
+        #: values NVML did not give, by reason (not_supported, function_not_found, unknown, ...);
+        #: absent ones once per GPU and value, errors each time
         self.skipped_by_reason: dict[str, int] = {}
 
     @property
@@ -168,9 +170,16 @@ class Nvml:
         """NVML return code -> reason name."""
         return self.fields.code_names.get(code, f"nvml_error_{code}")
 
-    def skip(self, index: int, what: str, reason: str, n: int = 1, detail: Any = "") -> None:
-        """Count n missing values of one reason; log the first for this GPU, value and reason."""
-        self.skipped_by_reason[reason] = self.skipped_by_reason.get(reason, 0) + n
+    def skip(self, index: int, what: str, reason: str, n: int = 1, detail: Any = "", scope: int = 0) -> None:
+        """Count n missing values of one reason and log the first for this GPU, value and reason.
+
+        An error counts every time; a value the GPU or driver lacks (not supported, function not
+        found) counts once per GPU, value and scope: it is a fact about the node, not a loss per tick.
+        """
+        if reason not in ABSENT or (index, what, scope, reason) not in self._absent_seen:
+            if reason in ABSENT:
+                self._absent_seen.add((index, what, scope, reason))
+            self.skipped_by_reason[reason] = self.skipped_by_reason.get(reason, 0) + n
         if (index, what, reason) not in self._logged:
             self._logged.add((index, what, reason))
             level = logging.INFO if reason in ABSENT else logging.WARNING
@@ -281,7 +290,9 @@ class Nvml:
                 continue
             if ret == self._lost:
                 raise GpuLost(dev.index, column)
-            self.skip(dev.index, column, self.reason(ret), detail=f"nvml_field={fid} scope={scope}")
+            self.skip(
+                dev.index, column, self.reason(ret), detail=f"nvml_field={fid} scope={scope}", scope=scope
+            )
             out.append(Reading(None, ts))
         return out
 

@@ -213,6 +213,8 @@ def test_other_nvml_errors_cost_only_their_value(reason):
     assert all(r["replay_errors"] is None and r["link_crc_errors"] == 0 for r in bad)
     assert s.skipped_by_reason == {reason: 2 + 18} and s.errors_by_reason == {reason: 20}
     assert s.records_skipped == 20
+    s.sample(0)
+    assert s.errors_by_reason == {reason: 40}  # an error counts every time it happens
 
 
 def test_a_failing_field_call_keeps_the_gpu_row_and_the_other_gpus():
@@ -246,7 +248,7 @@ def test_old_driver_lacks_clock_event_reasons_and_newer_fields(caplog):
         caplog.text.count("using nvmlDeviceGetCurrentClocksThrottleReasons") == 1
     )  # asked once by the new name
     assert s.errors_by_reason == {}
-    assert s.skipped_by_reason["not_supported"] == 2 * 8 * 4  # fields 186, 197, 198, 230 on 8 GPUs, 2 ticks
+    assert s.skipped_by_reason["not_supported"] == 8 * 4  # fields 186, 197, 198, 230 on 8 GPUs, counted once
 
 
 def test_a_gpu_without_nvlink_asks_nvml_for_no_link_fields():
@@ -318,7 +320,7 @@ def test_not_supported_is_missing_and_logged_once(caplog):
         caplog.text.count("field=temp_mem_c ") == 1
         and caplog.text.count("nvmlDeviceGetUtilizationRates") == 1
     )
-    assert s.skipped_by_reason == {"not_supported": 5 * (3 + 18)}
+    assert s.skipped_by_reason == {"not_supported": 3 + 18}  # once per GPU and value, not per tick
 
 
 def test_lost_gpu_becomes_one_event_and_others_continue():
