@@ -146,6 +146,7 @@ class GpuSampler:
         gpu_rows: list[dict[str, Any]] = []
         link_rows: list[dict[str, Any]] = []
         events: list[dict[str, Any]] = []
+        nvml_error = self.nvml.lib.NVMLError
         for d in self.devices:
             if d.index in self.lost:
                 continue
@@ -153,11 +154,10 @@ class GpuSampler:
                 gpu_rows.append(self._sample_gpu(d))
                 link_rows += self._sample_links(d)
             except (
-                self.nvml.lib.NVMLError
-            ) as exc:  # the facade turns each into NULL: one here is a bug; keep the rest
-                self.nvml.skip(
-                    d.index, "gpu", "gpu_sample_" + self.nvml.reason(getattr(exc, "value", None)), detail=exc
-                )
+                nvml_error
+            ) as exc:  # the facade turns each into NULL: one here is a bug; keep the other GPUs
+                reason = "gpu_sample_" + self.nvml.reason(getattr(exc, "value", None))
+                self.nvml.skip(d.index, "gpu", reason, detail=exc)
             except GpuLost as exc:
                 self.lost.add(d.index)
                 log.error("GPU lost gpu=%d uuid=%s bus=%s", d.index, d.uuid, d.pci_bus_id)

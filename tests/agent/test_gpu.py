@@ -395,3 +395,18 @@ def test_field_values_as_single_structures_are_read_attribute_by_attribute():
     out = s.sample(0)
     assert out["gpu_samples"][0]["temp_mem_c"] == 70.5 and out["gpu_samples"][0]["energy_mj"] > 0
     assert out["nvlink_samples"][0]["tx_data_bytes"] == int(2.5e10) // 1024 * 1024
+
+
+def test_an_nvml_error_escaping_one_gpu_keeps_the_others(monkeypatch):
+    s = sampler(eight_gpu_scenario(), Clock(1.0))
+    real = s._sample_links
+
+    def failing(d):
+        if d.index == 1:
+            raise pynvml.NVMLError(pynvml.NVML_ERROR_UNKNOWN)
+        return real(d)
+
+    monkeypatch.setattr(s, "_sample_links", failing)
+    out = s.sample(0)
+    assert len({r["gpu_index"] for r in out["nvlink_samples"]}) == 7
+    assert s.errors_by_reason == {"gpu_sample_unknown": 1}
