@@ -16,6 +16,8 @@ ROOT_FLAGS = {
     "nccl_log": ("nccl_debug_log", "log_file"),
     "nccl_ras": ("nccl_ras", "path"),
     "nccl_inspector": ("nccl_inspector", "dump_dir"),
+    "nvml_library": ("gpu", "nvml_library"),
+    "nvml_library_arg": ("gpu", "nvml_library_arg"),
 }
 
 
@@ -55,6 +57,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
         metavar="DIR|FILE",
         help="NCCL Inspector dump directory (NCCL_INSPECTOR_DUMP_DIR) or one dump file",
     )
+    parser.add_argument(
+        "--nvml-library",
+        help="MODULE:FACTORY of a stand-in with pynvml's call surface for the GPU sampler (default: pynvml)",
+    )
+    parser.add_argument("--nvml-library-arg", help="argument the --nvml-library factory is called with")
     parser.add_argument("--tls-ca", help="PEM CA bundle that signed the collector's certificate")
     parser.add_argument("--tls-cert", help="PEM client certificate (mutual TLS)")
     parser.add_argument("--tls-key", help="PEM private key of --tls-cert")

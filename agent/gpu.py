@@ -28,6 +28,10 @@ QUERIES: dict[str, tuple[str, tuple]] = {
 }
 
 
+#: NVLink byte counters that also get a per-second rate column
+BYTE_COUNTERS = frozenset({"tx_data_bytes", "rx_data_bytes", "tx_link_bytes", "rx_link_bytes"})
+
+
 def rate_per_s(prev: Reading | None, cur: Reading) -> float | None:
     """Counter increase per second between two readings, by NVML's own timestamps (None on reset)."""
     if prev is None or prev.value is None or cur.value is None or cur.timestamp_us <= prev.timestamp_us:
@@ -75,8 +79,23 @@ class GpuSampler:
         self.devices: list[Device] = []
         self.lost: set[int] = set()
         self._prev: dict[tuple, Reading] = {}
-        self._gpu_request = [(col, fid, 0) for col, fid in nvml.fields.gpu.items()]
-        self._link_plans: dict[int, tuple[list[tuple[str, int, int]], list[int]]] = {}
+        self._gpu_request = [(col, fid, 0, 1) for col, fid in nvml.fields.gpu.items()]
+        self._link_plans: dict[int, tuple[list[tuple[str, int, int, int]], list[int]]] = {}
+
+    @property
+    def skipped_by_reason(self) -> dict[str, int]:
+        """Values NVML did not give (NULL in the rows), by reason: not_supported, function_not_found, unknown, ..."""
+        return dict(self.nvml.skipped_by_reason)
+
+    @property
+    def records_skipped(self) -> int:
+        """Every value NVML did not give, all reasons together."""
+        return sum(self.nvml.skipped_by_reason.values())
+
+    @property
+    def errors_by_reason(self) -> dict[str, int]:
+        """The values NVML refused with an error (not merely absent on this GPU or driver), by reason."""
+        return self.nvml.errors_by_reason
 
     @classmethod
     def from_options(cls, opts: GpuSampler.Options, ctx: SamplerContext) -> GpuSampler:
@@ -100,8 +119,9 @@ class GpuSampler:
             raise SourceUnavailable("NVML found no GPUs")
         for d in self.devices:
             request, links = [], []
+            plan = self.nvml.fields.link_plan(d.arch)
             for link in range(d.nvlinks):
-                items = self.nvml.fields.nvlink_request(link)
+                items = plan.request(link)
                 request += items
                 links += [link] * len(items)
             self._link_plans[d.index] = (request, links)
@@ -126,12 +146,18 @@ class GpuSampler:
         gpu_rows: list[dict[str, Any]] = []
         link_rows: list[dict[str, Any]] = []
         events: list[dict[str, Any]] = []
+        nvml_error = self.nvml.lib.NVMLError
         for d in self.devices:
             if d.index in self.lost:
                 continue
             try:
                 gpu_rows.append(self._sample_gpu(d))
                 link_rows += self._sample_links(d)
+            except (
+                nvml_error
+            ) as exc:  # the facade turns each into NULL: one here is a bug; keep the other GPUs
+                reason = "gpu_sample_" + self.nvml.reason(getattr(exc, "value", None))
+                self.nvml.skip(d.index, "gpu", reason, detail=exc)
             except GpuLost as exc:
                 self.lost.add(d.index)
                 log.error("GPU lost gpu=%d uuid=%s bus=%s", d.index, d.uuid, d.pci_bus_id)
@@ -151,11 +177,9 @@ class GpuSampler:
                         "message": str(exc),
                     }
                 )
-        by_handle = {id(d.handle): d for d in self.devices}
-        for handle, xid in self.nvml.poll_xids():
-            d = by_handle.get(id(handle)) or next(
-                (x for x in self.devices if repr(x.handle) == repr(handle)), None
-            )
+        by_key = {d.key: d for d in self.devices}
+        for key, xid in self.nvml.poll_xids():
+            d = by_key.get(key)
             events.append(
                 event_row(
                     xid,
@@ -181,7 +205,7 @@ class GpuSampler:
         }
         row["nvml_ts_us"] = max((r.timestamp_us for r in readings), default=None) or None
         fields = {}
-        for (col, _fid, _scope), reading in zip(self._gpu_request, readings, strict=True):
+        for (col, _fid, _scope, _scale), reading in zip(self._gpu_request, readings, strict=True):
             fields[col] = reading
             row[col] = reading.value
         power_mw = row.pop("power_mw", None)
@@ -214,12 +238,12 @@ class GpuSampler:
         readings = self.nvml.read_fields(d, request)
         rows = {link: {"gpu_index": d.index, "gpu_uuid": d.uuid, "link": link} for link in sorted(set(links))}
         prev = self._prev
-        for (col, _fid, _scope), link, reading in zip(request, links, readings, strict=True):
+        for (col, _fid, _scope, _scale), link, reading in zip(request, links, readings, strict=True):
             row = rows[link]
             row[col] = reading.value
             if reading.value is not None and reading.timestamp_us > row.get("nvml_ts_us", 0):
                 row["nvml_ts_us"] = reading.timestamp_us
-            if col == "tx_bytes" or col == "rx_bytes":
+            if col in BYTE_COUNTERS:
                 key = (d.index, link, col)
                 row[col + "_per_s"] = rate_per_s(prev.get(key), reading)
                 prev[key] = reading

@@ -1,4 +1,4 @@
-"""The NVML field catalogue (gpu_fields.toml) as typed data, shared by the facade and the fake."""
+"""The NVML field catalogue (gpu_fields.toml) as typed data: per-GPU fields, NVLink plans per architecture."""
 
 from __future__ import annotations
 
@@ -11,53 +11,64 @@ FIELDS_FILE = Path(__file__).parent / "gpu_fields.toml"
 
 
 @dataclass(frozen=True)
+class LinkPlan:
+    """The NVLink fields one GPU architecture reports: scoped ids (scopeId = link) and per-link ids."""
+
+    name: str
+    scoped: dict[str, tuple[int, int]]  # column -> (field id, scale)
+    per_link: dict[str, list[int]]  # column -> field id of link 0, 1, ... (scopeId 0)
+
+    def request(self, link: int) -> list[tuple[str, int, int, int]]:
+        """(column, field id, scope id, scale) to read for one link; a column without an id for it is left out."""
+        out = [(col, fid, link, scale) for col, (fid, scale) in self.scoped.items()]
+        out += [(col, ids[link], 0, 1) for col, ids in self.per_link.items() if link < len(ids)]
+        return out
+
+    @property
+    def columns(self) -> list[str]:
+        """Every column this plan fills."""
+        return [*self.scoped, *self.per_link]
+
+
+@dataclass(frozen=True)
 class FieldCatalogue:
-    """Field ids per column for GPUs and NVLinks, plus NVML codes."""
+    """Field ids per column for GPUs, NVLink plans per architecture, plus NVML codes."""
 
     gpu: dict[str, int]  # column -> field id
     gpu_kinds: dict[str, str]
-    nvlink_scoped: dict[str, int]  # column -> field id, scopeId = link
-    nvlink_per_link: dict[str, list[int]]  # column -> field id per link (links 0..11)
-    nvlink_scoped_fallback: dict[str, int]  # column -> scoped id for links past the per-link ids
+    plans: dict[str, LinkPlan]  # plan name -> plan
+    arch_plan: dict[int, str]  # NVML_DEVICE_ARCH_* -> plan name
     codes: dict[str, int]
 
-    def nvlink_request(self, link: int) -> list[tuple[str, int, int]]:
-        """(column, field id, scope id) to read for one link."""
-        out = [(col, fid, link) for col, fid in self.nvlink_scoped.items()]
-        for col, ids in self.nvlink_per_link.items():
-            if link < len(ids):
-                out.append((col, ids[link], 0))
-            elif col in self.nvlink_scoped_fallback:
-                out.append((col, self.nvlink_scoped_fallback[col], link))
-        return out
+    def link_plan(self, arch: int | None) -> LinkPlan:
+        """The NVLink plan of an architecture code (the Ampere plan for any other, or when unknown)."""
+        return self.plans[self.arch_plan.get(arch if arch is not None else -1, "ampere")]
 
     @functools.cached_property
-    def column_of(self) -> dict[int, str]:
-        """field id -> column (per-GPU and per-link ids)."""
-        out = {fid: col for col, fid in self.gpu.items()}
-        out.update({fid: col for col, fid in self.nvlink_scoped.items()})
-        out.update({fid: col for col, fid in self.nvlink_scoped_fallback.items()})
-        for col, ids in self.nvlink_per_link.items():
-            out.update({fid: col for fid in ids})
-        return out
+    def code_names(self) -> dict[int, str]:
+        """NVML return code -> reason name ('not_supported', 'unknown', ...)."""
+        return {
+            v: k[len("NVML_ERROR_") :].lower() for k, v in self.codes.items() if k.startswith("NVML_ERROR_")
+        }
 
-    @functools.cached_property
-    def link_of_legacy_id(self) -> dict[int, int]:
-        """Per-link field id -> the link it belongs to."""
-        return {fid: link for ids in self.nvlink_per_link.values() for link, fid in enumerate(ids)}
+
+def _plan(name: str, raw: dict) -> LinkPlan:
+    return LinkPlan(
+        name,
+        {k: (v["id"], int(v.get("scale", 1))) for k, v in raw.get("scoped", {}).items()},
+        {k: list(v["ids"]) for k, v in raw.get("per_link", {}).items()},
+    )
 
 
 @functools.cache
 def load_fields() -> FieldCatalogue:
     """Parse gpu_fields.toml once."""
     raw = tomllib.loads(FIELDS_FILE.read_text())
+    nv = raw["nvlink"]
     return FieldCatalogue(
         gpu={k: v["id"] for k, v in raw["gpu"].items()},
         gpu_kinds={k: v["kind"] for k, v in raw["gpu"].items()},
-        nvlink_scoped={k: v["id"] for k, v in raw["nvlink_scoped"].items()},
-        nvlink_per_link={k: list(v["ids"]) for k, v in raw["nvlink_per_link"].items()},
-        nvlink_scoped_fallback={
-            k: v["scoped_id"] for k, v in raw["nvlink_per_link"].items() if "scoped_id" in v
-        },
+        plans={name: _plan(name, p) for name, p in nv["plans"].items()},
+        arch_plan={int(k): v for k, v in nv["arch"].items()},
         codes=dict(raw["codes"]),
     )

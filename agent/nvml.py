@@ -1,13 +1,16 @@
-"""The NVML facade: the only module that talks to NVML (pynvml or the fake with its call surface).
+"""The NVML facade: the only module that talks to NVML (pynvml or a stand-in with its call surface).
 
-"Not supported" becomes None (logged once per GPU and field), a lost GPU becomes GpuLost,
-and every per-tick read of field counters is one batched nvmlDeviceGetFieldValues call.
+A lost GPU becomes GpuLost; any other NVML error (not supported, function not found on an older
+driver, unknown, reset required, no permission, ...) makes only that value None, counted by reason
+and logged once per GPU, value and reason. Every per-tick read of field counters is one batched
+nvmlDeviceGetFieldValues call per GPU.
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
-from collections.abc import Callable
+import struct
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, NamedTuple
@@ -15,6 +18,15 @@ from typing import Any, NamedTuple
 from c4.agent.gpu_fields import FieldCatalogue, load_fields
 
 log = logging.getLogger("c4.agent.nvml")
+
+#: Reasons a value is missing that say "this GPU or driver does not have it" (not an error).
+ABSENT = frozenset({"not_supported", "function_not_found"})
+
+#: Calls newer drivers renamed: if the new name is missing (an older driver), the old one answers.
+FALLBACKS = {"nvmlDeviceGetCurrentClocksEventReasons": "nvmlDeviceGetCurrentClocksThrottleReasons"}
+
+#: nvmlValueType_t -> member of the value union
+_VALUE_MEMBER = ("dVal", "uiVal", "ulVal", "ullVal", "sllVal", "siVal", "usVal")
 
 
 class NvmlUnavailable(Exception):
@@ -40,6 +52,12 @@ class Device:
     name: str
     memory_total_bytes: int
     nvlinks: int
+    arch: int | None = None
+
+    @property
+    def key(self) -> int:
+        """The handle's address: equal for every pointer NVML hands out to this GPU."""
+        return handle_key(self.handle)
 
 
 class Reading(NamedTuple):
@@ -47,6 +65,14 @@ class Reading(NamedTuple):
 
     value: float | int | None
     timestamp_us: int
+
+
+def handle_key(handle: Any) -> int:
+    """The device a handle points at: pynvml returns a new ctypes pointer object per call and per event."""
+    try:
+        return ctypes.cast(handle, ctypes.c_void_p).value or 0
+    except (TypeError, ctypes.ArgumentError):
+        return id(handle)  # not a ctypes pointer: only the identical object matches
 
 
 def _text(value: Any) -> str:
@@ -65,16 +91,66 @@ def normalize_bus_id(bus_id: str) -> str:
     return f"{int(domain, 16):04x}:{bus}:{devfn}"
 
 
+#: c_nvmlFieldValue_t as nvml.h lays it out: fieldId, scopeId, timestamp, latencyUsec, valueType,
+#: nvmlReturn, value (an 8-byte union); used only when the array's element type has exactly this layout
+_FIELD_VALUE = struct.Struct("@IIqqII8s")
+_FIELD_OFFSETS = (
+    ("fieldId", 0),
+    ("scopeId", 4),
+    ("timestamp", 8),
+    ("latencyUsec", 16),
+    ("valueType", 24),
+    ("nvmlReturn", 28),
+    ("value", 32),
+)
+#: nvmlValueType_t -> the union member's C type, decoded from the union's bytes
+_UNION = tuple(struct.Struct(f) for f in ("@d", "@I", "@L", "@Q", "@q", "@i", "@H"))
+_layout_ok: dict[type, bool] = {}
+
+
+def _packed_rows(values: Any) -> list[tuple] | None:
+    """All field values of a ctypes c_nvmlFieldValue_t array at once (pynvml's attribute access is slow), else None."""
+    elem = getattr(values, "_type_", None)
+    ok = _layout_ok.get(elem)
+    if ok is None:
+        try:
+            ok = ctypes.sizeof(elem) == _FIELD_VALUE.size and all(
+                getattr(elem, name).offset == off for name, off in _FIELD_OFFSETS
+            )
+        except (TypeError, AttributeError):
+            ok = False
+        _layout_ok[elem] = ok
+    return list(_FIELD_VALUE.iter_unpack(bytes(values))) if ok else None
+
+
+def _union_value(value_type: int, raw: bytes) -> float | int:
+    """The union member valueType names, from the union's bytes."""
+    return _UNION[value_type if 0 <= value_type < len(_UNION) else 3].unpack_from(raw)[0]
+
+
+def field_value(fv: Any) -> float | int:
+    """Decode a c_nvmlFieldValue_t's value union by its valueType (double stays float, the rest int)."""
+    vt = int(fv.valueType)
+    member = _VALUE_MEMBER[vt] if 0 <= vt < len(_VALUE_MEMBER) else "ullVal"
+    return getattr(fv.value, member)
+
+
 class Nvml:
-    """NVML behind one narrow, exception-tidy surface. ``lib`` is pynvml or a fake with its API."""
+    """NVML behind one narrow, exception-tidy surface. ``lib`` is pynvml or a stand-in with its API."""
 
     def __init__(self, lib: ModuleType | Any | None = None) -> None:
         self._lib = lib
         self.fields: FieldCatalogue = load_fields()
         self.codes = self.fields.codes
-        self._unsupported: set[tuple[int, str]] = set()
+        self._lost = self.codes["NVML_ERROR_GPU_IS_LOST"]
+        self._ok = self.codes["NVML_SUCCESS"]
+        self._logged: set[tuple[int, str, str]] = set()
+        self._absent_seen: set[tuple[int, str, int, str]] = set()
+        self._missing: set[str] = set()  # functions this driver does not have
         self._event_set: Any = None
-        self._id_lists: dict[int, list[tuple[int, int]]] = {}  # request list -> (field id, scope) list
+        #: values NVML did not give, by reason (not_supported, function_not_found, unknown, ...);
+        #: absent ones once per GPU and value, errors each time
+        self.skipped_by_reason: dict[str, int] = {}
 
     @property
     def lib(self) -> Any:
@@ -84,6 +160,37 @@ class Nvml:
 
             self._lib = pynvml
         return self._lib
+
+    @property
+    def errors_by_reason(self) -> dict[str, int]:
+        """The part of skipped_by_reason that is an error, not a value the GPU or driver lacks."""
+        return {k: v for k, v in self.skipped_by_reason.items() if k not in ABSENT}
+
+    def reason(self, code: Any) -> str:
+        """NVML return code -> reason name."""
+        return self.fields.code_names.get(code, f"nvml_error_{code}")
+
+    def skip(self, index: int, what: str, reason: str, n: int = 1, detail: Any = "", scope: int = 0) -> None:
+        """Count n missing values of one reason and log the first for this GPU, value and reason.
+
+        An error counts every time; a value the GPU or driver lacks (not supported, function not
+        found) counts once per GPU, value and scope: it is a fact about the node, not a loss per tick.
+        """
+        if reason not in ABSENT or (index, what, scope, reason) not in self._absent_seen:
+            if reason in ABSENT:
+                self._absent_seen.add((index, what, scope, reason))
+            self.skipped_by_reason[reason] = self.skipped_by_reason.get(reason, 0) + n
+        if (index, what, reason) not in self._logged:
+            self._logged.add((index, what, reason))
+            level = logging.INFO if reason in ABSENT else logging.WARNING
+            log.log(
+                level,
+                "NVML value missing, reported as NULL gpu=%d field=%s reason=%s %s",
+                index,
+                what,
+                reason,
+                detail,
+            )
 
     def init(self) -> None:
         """nvmlInit; raises NvmlUnavailable with NVML's reason."""
@@ -102,76 +209,91 @@ class Nvml:
             pass
 
     def devices(self) -> list[Device]:
-        """Every GPU with its identity."""
+        """Every GPU NVML can open, with its identity; one it cannot is skipped, counted and logged."""
         lib = self.lib
         out = []
         for i in range(lib.nvmlDeviceGetCount()):
-            h = lib.nvmlDeviceGetHandleByIndex(i)
-            mem = lib.nvmlDeviceGetMemoryInfo(h)
-            pci = lib.nvmlDeviceGetPciInfo(h)
-            links = self._value(
-                lambda h=h: _nvlink_count(lib.nvmlDeviceGetFieldValues(h, [91])[0]), i, "nvlink_count"
-            )
-            out.append(
-                Device(
-                    i,
-                    h,
-                    _text(lib.nvmlDeviceGetUUID(h)),
-                    normalize_bus_id(_text(pci.busId)),
-                    _text(lib.nvmlDeviceGetName(h)),
-                    int(mem.total),
-                    int(links or 0),
-                )
-            )
+            try:
+                h = lib.nvmlDeviceGetHandleByIndex(i)
+                uuid = _text(lib.nvmlDeviceGetUUID(h))
+                bus = normalize_bus_id(_text(lib.nvmlDeviceGetPciInfo(h).busId))
+            except lib.NVMLError as exc:
+                self.skip(i, "device", "device_" + self.reason(getattr(exc, "value", None)), detail=exc)
+                continue
+            dev = Device(i, h, uuid, bus, "", 0, 0)
+            try:
+                dev.name = _text(self.call(dev, "nvmlDeviceGetName") or "")
+                mem = self.call(dev, "nvmlDeviceGetMemoryInfo")
+                dev.memory_total_bytes = int(mem.total) if mem is not None else 0
+                dev.arch = self.call(dev, "nvmlDeviceGetArchitecture")
+                (count,) = self.read_fields(dev, [("nvlink_count", 91, 0, 1)])
+                dev.nvlinks = int(count.value or 0)
+            except GpuLost:
+                self.skip(i, "device", "device_gpu_is_lost")
+                continue
+            out.append(dev)
         return out
 
-    def _unsupported_once(self, index: int, what: str) -> None:
-        if (index, what) not in self._unsupported:
-            self._unsupported.add((index, what))
-            log.info("not supported by NVML, reported as missing gpu=%d field=%s", index, what)
-
-    def _value(self, fn: Callable[[], Any], index: int, what: str) -> Any:
+    def call(self, dev: Device, fn_name: str, *args: Any) -> Any:
+        """A non-field NVML call on one GPU: its value, or None (counted) when NVML does not give it."""
+        if fn_name in self._missing and fn_name in FALLBACKS:
+            fn_name = FALLBACKS[fn_name]
+        fn = getattr(self.lib, fn_name, None)
+        if fn is None:  # a binding older than the call
+            return self._absent(
+                dev, fn_name, args, self.codes["NVML_ERROR_FUNCTION_NOT_FOUND"], "not in binding"
+            )
         try:
-            return fn()
+            return fn(dev.handle, *args)
         except self.lib.NVMLError as exc:
             code = getattr(exc, "value", None)
-            if code == self.codes["NVML_ERROR_GPU_IS_LOST"]:
-                raise GpuLost(index, what) from None
-            if code == self.codes["NVML_ERROR_NOT_SUPPORTED"]:
-                self._unsupported_once(index, what)
-                return None
-            raise
+            if code == self._lost:
+                raise GpuLost(dev.index, fn_name) from None
+            return self._absent(dev, fn_name, args, code, exc)
 
-    def call(self, dev: Device, fn_name: str, *args: Any) -> Any:
-        """A non-field NVML call on one GPU: value, or None when not supported."""
-        fn = getattr(self.lib, fn_name)
-        return self._value(lambda: fn(dev.handle, *args), dev.index, fn_name)
+    def _absent(self, dev: Device, fn_name: str, args: tuple, code: Any, detail: Any) -> None:
+        reason = self.reason(code)
+        if reason == "function_not_found":
+            self._missing.add(fn_name)
+            if fn_name in FALLBACKS:  # an older driver: ask under the old name from now on
+                log.info("NVML has no %s, using %s", fn_name, FALLBACKS[fn_name])
+                return self.call(dev, fn_name, *args)
+        self.skip(dev.index, fn_name, reason, detail=detail)
+        return None
 
-    def read_fields(self, dev: Device, request: list[tuple[str, int, int]]) -> list[Reading]:
-        """One batched nvmlDeviceGetFieldValues; a Reading per request item (value None if unsupported)."""
-        values = self._value(
-            lambda: self.lib.nvmlDeviceGetFieldValues(
-                dev.handle, [(fid, scope) for _, fid, scope in request]
-            ),
-            dev.index,
-            "nvmlDeviceGetFieldValues",
-        )
-        if values is None:
+    def read_fields(self, dev: Device, request: list[tuple[str, int, int, int]]) -> list[Reading]:
+        """One batched nvmlDeviceGetFieldValues for (column, field id, scope id, scale) items; a Reading each."""
+        if not request:
+            return []
+        try:
+            values = self.lib.nvmlDeviceGetFieldValues(
+                dev.handle, [(fid, scope) for _, fid, scope, _ in request]
+            )
+        except self.lib.NVMLError as exc:
+            code = getattr(exc, "value", None)
+            if code == self._lost:
+                raise GpuLost(dev.index, "nvmlDeviceGetFieldValues") from None
+            self.skip(dev.index, "nvmlDeviceGetFieldValues", self.reason(code), len(request), exc)
             return [Reading(None, 0)] * len(request)
-        ok, lost = self.codes["NVML_SUCCESS"], self.codes["NVML_ERROR_GPU_IS_LOST"]
+        rows = _packed_rows(values)
+        if rows is None:  # a stand-in's own objects: read them attribute by attribute
+            rows = [(0, 0, fv.timestamp, 0, int(fv.valueType), fv.nvmlReturn, fv) for fv in values]
+        ok, ull = self._ok, _UNION[3]  # NVML_VALUE_TYPE_UNSIGNED_LONG_LONG: almost every counter
         out = []
-        ull = 3  # NVML_VALUE_TYPE_UNSIGNED_LONG_LONG: almost every counter, decoded inline
-        for (column, _fid, scope), fv in zip(request, values, strict=True):
-            ret = fv.nvmlReturn
+        for (column, fid, scope, scale), (_f, _s, ts, _lat, vt, ret, raw) in zip(request, rows, strict=True):
             if ret == ok:
-                out.append(
-                    Reading(fv.value.ullVal if fv.valueType == ull else _field_value(fv), fv.timestamp)
-                )
+                if isinstance(raw, bytes):
+                    v = ull.unpack_from(raw)[0] if vt == 3 else _union_value(vt, raw)
+                else:
+                    v = field_value(raw)
+                out.append(Reading(v * scale if scale != 1 else v, ts))
                 continue
-            if ret == lost:
+            if ret == self._lost:
                 raise GpuLost(dev.index, column)
-            self._unsupported_once(dev.index, f"{column}[{scope}]" if scope else column)
-            out.append(Reading(None, fv.timestamp))
+            self.skip(
+                dev.index, column, self.reason(ret), detail=f"nvml_field={fid} scope={scope}", scope=scope
+            )
+            out.append(Reading(None, ts))
         return out
 
     # --- Xid events ---------------------------------------------------------
@@ -180,19 +302,19 @@ class Nvml:
         lib = self.lib
         try:
             self._event_set = lib.nvmlEventSetCreate()
-            for d in devs:
-                try:
-                    lib.nvmlDeviceRegisterEvents(d.handle, self.codes["NVML_EVENT_TYPE_XID"], self._event_set)
-                except lib.NVMLError as exc:
-                    log.info("Xid events not supported gpu=%d reason=%s", d.index, exc)
-            return True
         except lib.NVMLError as exc:
             log.info("NVML events unavailable, kernel log only reason=%s", exc)
             self._event_set = None
             return False
+        for d in devs:
+            try:
+                lib.nvmlDeviceRegisterEvents(d.handle, self.codes["NVML_EVENT_TYPE_XID"], self._event_set)
+            except lib.NVMLError as exc:
+                log.info("Xid events not supported gpu=%d reason=%s", d.index, exc)
+        return True
 
-    def poll_xids(self, max_events: int = 256) -> list[tuple[Any, int]]:
-        """Pending Xid events as (device handle, xid), without blocking."""
+    def poll_xids(self, max_events: int = 256) -> list[tuple[int, int]]:
+        """Pending Xid events as (device handle key, xid), without blocking."""
         if self._event_set is None:
             return []
         lib = self.lib
@@ -201,23 +323,10 @@ class Nvml:
             try:
                 data = lib.nvmlEventSetWait_v2(self._event_set, 0)
             except lib.NVMLError as exc:
-                if getattr(exc, "value", None) != self.codes["NVML_ERROR_TIMEOUT"]:
-                    log.warning("NVML event wait failed reason=%s", exc)
+                code = getattr(exc, "value", None)
+                if code != self.codes["NVML_ERROR_TIMEOUT"]:
+                    self.skip(-1, "nvmlEventSetWait_v2", self.reason(code), detail=exc)
                 break
             if int(data.eventType) & self.codes["NVML_EVENT_TYPE_XID"]:
-                out.append((data.device, int(data.eventData)))
+                out.append((handle_key(data.device), int(data.eventData)))
         return out
-
-
-#: nvmlValueType_t -> member of the value union
-_VALUE_MEMBER = {0: "dVal", 1: "uiVal", 2: "ulVal", 3: "ullVal", 4: "sllVal", 5: "siVal", 6: "usVal"}
-
-
-def _field_value(fv: Any) -> float | int:
-    """Decode a c_nvmlFieldValue_t by its valueType."""
-    return getattr(fv.value, _VALUE_MEMBER.get(int(fv.valueType), "ullVal"))
-
-
-def _nvlink_count(fv: Any) -> int:
-    """NVML_FI_DEV_NVLINK_LINK_COUNT, 0 when the GPU has no NVLink."""
-    return int(_field_value(fv)) if int(fv.nvmlReturn) == 0 else 0

@@ -1,55 +1,122 @@
-"""A fake NVML with pynvml's call surface, driven by a scenario: tests and the demo run the real sampler.
+"""A fake NVML with pynvml's call surface and pynvml's own objects, driven by a scenario.
+
+It answers as the real library does: handles are ``c_nvmlDevice_t`` pointers (a new pointer object on
+every call, and a fresh one in every event's ``c_nvmlEventData_t``), field values come back as an
+array of ``c_nvmlFieldValue_t`` with the value type NVML uses for the field, errors are pynvml's
+per-code ``NVMLError`` subclasses, and what a GPU supports follows its architecture and the driver:
+
+- A100 (``"arch": "ampere"``): NVLink data throughput 138/139 (KiB, scopeId = link) and the per-link
+  error ids 32-58/96-119; no NVLink5 counters.
+- H100 (``"hopper"``): 138/139 and 161-163 (scopeId = link); the per-link flit-CRC, replay and
+  recovery ids are not supported (NVML change log, R525), nor are the NVLink5 counters.
+- B200 (``"blackwell"``): the NVLink5 counters 201-222 (scopeId = link, R560+); 161-163 not
+  supported (R565 change log). 138/139 are not answered (not established for Blackwell).
+- A field newer than ``driver_version`` is not supported; ``nvmlDeviceGetCurrentClocksEventReasons``
+  is missing (``NVMLError_FunctionNotFound``) before R535, as it is in the real library.
+- ``nvmlDeviceGetFieldValues`` with no field ids raises ``NVMLError_InvalidArgument`` (the fake's
+  choice: the agent must never ask for nothing).
 
 Scenario (dict or JSON file, re-read when its mtime changes so a simulator can drive it)::
 
     {"start_s": 1764000000.0,                # t = 0 of rates/events (default: when loaded)
      "clock_s": 1764000042.0,                # optional: "now" as a simulator sees it (default: wall clock)
+     "driver_version": "580.65.06",          # default 580.65.06
      "gpus": [{"index": 0, "uuid": "GPU-...", "pci_bus_id": "00000000:18:00.0",
-               "name": "NVIDIA H100 80GB HBM3", "memory_total_bytes": 85899345920, "nvlinks": 18,
+               "name": "NVIDIA H100 80GB HBM3", "arch": "hopper", "memory_total_bytes": 85899345920,
+               "nvlinks": 18,
                "gauges": {"util_gpu_pct": 97, "power_mw": 650000, ...},
                "counters": {"energy_mj": 1.0e9, "nvlink_tx_bytes": 0, ...},   # values at t = 0
                "rates": {"energy_mj": 650000, "pcie_tx_bytes": 2.0e9, ...},   # increase per second
+               "link_counters": {"3": {"replay_errors": 7}},                 # one link's own values
                "not_supported": ["temp_mem_c"],
+               "errors": {"nvmlDeviceGetTemperature": "unknown", "temp_mem_c": "no_permission"},
+               "value_types": {"temp_mem_c": "double"},
                "lost_at_s": null}],
      "events": [{"at_s": 30, "gpu": 3, "xid": 79}]}
 
-Counter columns prefixed ``nvlink_`` apply to every link of the GPU.
+Per-link quantities (``nvlink_<q>`` in counters/rates applies to every link): tx_bytes, rx_bytes,
+crc_flit_errors, crc_data_errors, replay_errors, recovery_errors, link_crc_errors, rx_error_packets,
+link_recovery_events, link_recovery_failed_events, symbol_errors. ``errors`` names a pynvml call or a
+quantity and the NVML error it answers with (unknown, no_permission, reset_required, ...).
 """
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
+import struct
 import time
 from collections.abc import Callable
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
-from c4.agent.gpu_fields import load_fields
+import pynvml
 
 #: How an agent's GPU sampler names this library (``nvml_library``; ``nvml_library_arg`` = the scenario).
 FAKE_NVML = "c4.sim.fake_nvml:FakeNvml"
 
-NVML_SUCCESS = 0
-NVML_ERROR_UNINITIALIZED = 1
-NVML_ERROR_NOT_SUPPORTED = 3
-NVML_ERROR_TIMEOUT = 10
-NVML_ERROR_GPU_IS_LOST = 15
-nvmlEventTypeXidCriticalError = 8
-NVML_VALUE_TYPE_DOUBLE = 0
-NVML_VALUE_TYPE_UNSIGNED_LONG_LONG = 3
+NVMLError = pynvml.NVMLError
+DEFAULT_DRIVER = "580.65.06"
+ARCH_CODES = {
+    "ampere": pynvml.NVML_DEVICE_ARCH_AMPERE,
+    "hopper": pynvml.NVML_DEVICE_ARCH_HOPPER,
+    "blackwell": pynvml.NVML_DEVICE_ARCH_BLACKWELL,
+}
+VALUE_TYPES = {"double": 0, "uint": 1, "ulong": 2, "ull": 3, "sll": 4, "sint": 5, "ushort": 6}
+_MEMBER = ("dVal", "uiVal", "ulVal", "ullVal", "sllVal", "siVal", "usVal")
+#: c_nvmlFieldValue_t's bytes: fieldId, scopeId, timestamp, latencyUsec, valueType, nvmlReturn, value union
+_FV = struct.Struct("@IIqqII8s")
+assert _FV.size == ctypes.sizeof(pynvml.c_nvmlFieldValue_t) and pynvml.c_nvmlFieldValue_t.value.offset == 32
+ALL = frozenset(ARCH_CODES)
 
+#: Per-GPU field id -> (quantity, value type, driver branch that has it)
+GPU_FIELDS: dict[int, tuple[str, str, int]] = {
+    3: ("ecc_sbe_volatile", "ull", 450),
+    4: ("ecc_dbe_volatile", "ull", 450),
+    5: ("ecc_sbe_aggregate", "ull", 450),
+    6: ("ecc_dbe_aggregate", "ull", 450),
+    82: ("temp_mem_c", "uint", 450),
+    83: ("energy_mj", "ull", 450),
+    91: ("nvlinks", "uint", 450),
+    94: ("pcie_replay_count", "uint", 450),
+    142: ("remapped_rows_correctable", "uint", 450),
+    143: ("remapped_rows_uncorrectable", "uint", 450),
+    144: ("remapped_rows_pending", "uint", 450),
+    145: ("remapped_rows_failure", "uint", 450),
+    186: ("power_mw", "uint", 535),
+    197: ("pcie_tx_bytes", "ull", 555),
+    198: ("pcie_rx_bytes", "ull", 555),
+    230: ("recovery_action", "uint", 565),
+}
+GAUGE_FIELDS = {"temp_mem_c", "power_mw", "recovery_action"} | {
+    q for q, _, _ in GPU_FIELDS.values() if "remapped" in q
+}
 
-class NVMLError(Exception):
-    """Same shape as pynvml.NVMLError: ``value`` holds the NVML return code."""
+#: NVLink field id read with scopeId = link -> (quantity, divisor, architectures, driver branch)
+SCOPED_LINK_FIELDS: dict[int, tuple[str, int, frozenset, int]] = {
+    138: ("tx_bytes", 1024, frozenset({"ampere", "hopper"}), 450),
+    139: ("rx_bytes", 1024, frozenset({"ampere", "hopper"}), 450),
+    161: ("replay_errors", 1, frozenset({"hopper"}), 520),
+    162: ("recovery_errors", 1, frozenset({"hopper"}), 520),
+    163: ("link_crc_errors", 1, frozenset({"hopper"}), 520),
+    202: ("tx_bytes", 1, frozenset({"blackwell"}), 560),
+    204: ("rx_bytes", 1, frozenset({"blackwell"}), 560),
+    208: ("rx_error_packets", 1, frozenset({"blackwell"}), 560),
+    214: ("link_recovery_failed_events", 1, frozenset({"blackwell"}), 560),
+    215: ("link_recovery_events", 1, frozenset({"blackwell"}), 560),
+    221: ("symbol_errors", 1, frozenset({"blackwell"}), 560),
+}
+#: Per-link NVLink error ids (scopeId 0): id -> (quantity, link); A100 only (removed on Hopper in R525)
+_LEGACY_IDS = {
+    "crc_flit_errors": [32, 33, 34, 35, 36, 37, 96, 97, 98, 99, 100, 101],
+    "crc_data_errors": [39, 40, 41, 42, 43, 44, 102, 103, 104, 105, 106, 107],
+    "replay_errors": [46, 47, 48, 49, 50, 51, 108, 109, 110, 111, 112, 113],
+    "recovery_errors": [53, 54, 55, 56, 57, 58, 114, 115, 116, 117, 118, 119],
+}
+PER_LINK_FIELDS = {fid: (q, link) for q, ids in _LEGACY_IDS.items() for link, fid in enumerate(ids)}
 
-    def __init__(self, value: int) -> None:
-        super().__init__(f"NVML error {value}")
-        self.value = value
-
-
-#: Gauges an H100-like GPU reports when the scenario leaves them out.
+#: Gauges a GPU reports when the scenario leaves them out.
 DEFAULT_GAUGES: dict[str, float] = {
     "util_gpu_pct": 0,
     "util_mem_pct": 0,
@@ -72,42 +139,18 @@ DEFAULT_GAUGES: dict[str, float] = {
 }
 
 
-class FieldValue:
-    """Same attributes as pynvml's c_nvmlFieldValue_t; ``value`` (the union) is the object itself."""
-
-    __slots__ = (
-        "fieldId",
-        "scopeId",
-        "timestamp",
-        "latencyUsec",
-        "valueType",
-        "nvmlReturn",
-        "value",
-        "ullVal",
-    )
-
-    def __init__(self, field_id: int, scope: int, ts_us: int, ret: int, value: int) -> None:
-        self.fieldId, self.scopeId, self.timestamp, self.latencyUsec = field_id, scope, ts_us, 0
-        self.valueType, self.nvmlReturn, self.value, self.ullVal = (
-            NVML_VALUE_TYPE_UNSIGNED_LONG_LONG,
-            ret,
-            self,
-            value,
-        )
+def error(reason: str | int) -> NVMLError:
+    """pynvml's own exception for a reason name ('unknown', 'no_permission', ...) or a return code."""
+    code = reason if isinstance(reason, int) else getattr(pynvml, "NVML_ERROR_" + reason.upper())
+    return NVMLError(code)
 
 
-class FakeHandle:
-    """A device handle (pynvml returns an opaque pointer)."""
-
-    def __init__(self, index: int) -> None:
-        self.index = index
-
-    def __repr__(self) -> str:
-        return f"FakeHandle({self.index})"
+def _driver_branch(version: str) -> int:
+    return int(str(version).split(".")[0])
 
 
 class FakeNvml:
-    """Answers the pynvml subset the facade uses, from a scenario."""
+    """Answers the pynvml calls the facade uses, from a scenario, with pynvml's structures and errors."""
 
     NVMLError = NVMLError
 
@@ -119,9 +162,8 @@ class FakeNvml:
         self._loaded_at = clock()
         self._delivered: set[int] = set()
         self._initialized = False
-        self.fields = load_fields()
-        self._plans: dict[tuple[int, int], tuple[str, str, int]] = {}
-        self._plan_lists: dict[tuple, list[tuple]] = {}
+        self._devices: list[Any] = []  # one struct_c_nvmlDevice_t per GPU: handles point at these
+        self._index_of: dict[int, int] = {}
         self._checked_at = -1.0
         self._reload(force=True)
 
@@ -136,7 +178,7 @@ class FakeNvml:
         try:
             st = os.stat(self._path)
         except FileNotFoundError:
-            raise NVMLError(NVML_ERROR_UNINITIALIZED) from None
+            raise error("uninitialized") from None
         # a writer that replaces the file atomically gives it a new inode, even within one mtime tick
         version = (st.st_ino, st.st_mtime_ns, st.st_size)
         if force or version != self._mtime:
@@ -148,6 +190,11 @@ class FakeNvml:
         """The scenario's GPUs."""
         return self._scenario.get("gpus", [])
 
+    @property
+    def driver(self) -> int:
+        """The driver branch the scenario runs (580 for 580.65.06)."""
+        return _driver_branch(self._scenario.get("driver_version") or DEFAULT_DRIVER)
+
     def _now(self) -> float:
         """Epoch seconds: the scenario's own clock when a simulator drives it (clock_s), else the real one."""
         return float(self._scenario.get("clock_s") or self.clock())
@@ -155,26 +202,35 @@ class FakeNvml:
     def _t(self) -> float:
         return self._now() - float(self._scenario.get("start_s") or self._loaded_at)
 
-    def _gpu(self, h: FakeHandle) -> dict:
+    def _handle(self, index: int) -> Any:
+        while len(self._devices) <= index:
+            dev = pynvml.struct_c_nvmlDevice_t()
+            self._index_of[ctypes.addressof(dev)] = len(self._devices)
+            self._devices.append(dev)
+        return ctypes.pointer(self._devices[index])  # a new c_nvmlDevice_t object each time, as pynvml
+
+    def _gpu(self, h: Any, call: str = "") -> dict:
         if not self._initialized:
-            raise NVMLError(NVML_ERROR_UNINITIALIZED)
+            raise error("uninitialized")
         self._reload()
-        g = self.gpus[h.index]
+        index = self._index_of.get(ctypes.cast(h, ctypes.c_void_p).value or 0)
+        if index is None or index >= len(self.gpus):
+            raise error("invalid_argument")
+        g = self.gpus[index]
         lost = g.get("lost_at_s")
         if lost is not None and self._t() >= lost:
-            raise NVMLError(NVML_ERROR_GPU_IS_LOST)
+            raise error("gpu_is_lost")
+        if call and call in g.get("errors", {}):
+            raise error(g["errors"][call])
         return g
 
-    def _gauge(self, h: FakeHandle, column: str) -> Any:
-        g = self._gpu(h)
+    def _gauge(self, h: Any, column: str, call: str) -> Any:
+        g = self._gpu(h, call)
         if column in g.get("not_supported", ()):
-            raise NVMLError(NVML_ERROR_NOT_SUPPORTED)
+            raise error("not_supported")
+        if column in g.get("errors", {}):
+            raise error(g["errors"][column])
         return g.get("gauges", {}).get(column, DEFAULT_GAUGES.get(column, 0))
-
-    def _counter(self, g: dict, column: str) -> float:
-        base = g.get("counters", {}).get(column, 0)
-        rate = g.get("rates", {}).get(column, 0)
-        return base + rate * max(0.0, self._t())
 
     # --- pynvml surface -----------------------------------------------------
     def nvmlInit(self) -> None:
@@ -190,169 +246,231 @@ class FakeNvml:
         """Number of GPUs in the scenario."""
         return len(self.gpus)
 
-    def nvmlDeviceGetHandleByIndex(self, index: int) -> FakeHandle:
-        """Handle of GPU ``index``."""
-        self._gpu(FakeHandle(index))
-        return FakeHandle(index)
+    def nvmlDeviceGetHandleByIndex(self, index: int) -> Any:
+        """A c_nvmlDevice_t for GPU ``index`` (a new pointer object per call)."""
+        if index >= len(self.gpus):
+            raise error("invalid_argument")
+        h = self._handle(index)
+        self._gpu(h, "nvmlDeviceGetHandleByIndex")
+        return h
 
-    def nvmlDeviceGetUUID(self, h: FakeHandle) -> str:
+    def nvmlDeviceGetUUID(self, h: Any) -> str:
         """GPU UUID."""
-        return self._gpu(h)["uuid"]
+        return self._gpu(h, "nvmlDeviceGetUUID")["uuid"]
 
-    def nvmlDeviceGetName(self, h: FakeHandle) -> str:
+    def nvmlDeviceGetName(self, h: Any) -> str:
         """Product name."""
-        return self._gpu(h).get("name", "NVIDIA H100 80GB HBM3")
+        return self._gpu(h, "nvmlDeviceGetName").get("name", "NVIDIA H100 80GB HBM3")
 
-    def nvmlDeviceGetPciInfo(self, h: FakeHandle) -> SimpleNamespace:
-        """PCI info with ``busId`` as NVML formats it."""
-        return SimpleNamespace(busId=self._gpu(h)["pci_bus_id"].encode())
+    def nvmlDeviceGetArchitecture(self, h: Any) -> int:
+        """NVML_DEVICE_ARCH_* of the GPU."""
+        return ARCH_CODES[self._gpu(h, "nvmlDeviceGetArchitecture").get("arch", "hopper")]
 
-    def nvmlDeviceGetMemoryInfo(self, h: FakeHandle) -> SimpleNamespace:
-        """Framebuffer total/used/free bytes."""
-        g = self._gpu(h)
+    def nvmlDeviceGetPciInfo(self, h: Any) -> Any:
+        """nvmlPciInfo_t with ``busId`` as NVML formats it."""
+        info = pynvml.nvmlPciInfo_t()
+        info.busId = self._gpu(h, "nvmlDeviceGetPciInfo")["pci_bus_id"].encode()
+        return info
+
+    def nvmlDeviceGetMemoryInfo(self, h: Any) -> Any:
+        """c_nvmlMemory_t: framebuffer total/free/used bytes."""
+        g = self._gpu(h, "nvmlDeviceGetMemoryInfo")
         total = int(g.get("memory_total_bytes", 85899345920))
-        used = int(self._gauge(h, "mem_used_bytes"))
-        return SimpleNamespace(total=total, used=used, free=total - used)
+        used = int(self._gauge(h, "mem_used_bytes", "nvmlDeviceGetMemoryInfo"))
+        return pynvml.c_nvmlMemory_t(total=total, free=total - used, used=used)
 
-    def nvmlDeviceGetUtilizationRates(self, h: FakeHandle) -> SimpleNamespace:
-        """GPU and memory utilization percent."""
-        return SimpleNamespace(
-            gpu=int(self._gauge(h, "util_gpu_pct")), memory=int(self._gauge(h, "util_mem_pct"))
+    def nvmlDeviceGetUtilizationRates(self, h: Any) -> Any:
+        """c_nvmlUtilization_t: GPU and memory utilization percent."""
+        call = "nvmlDeviceGetUtilizationRates"
+        return pynvml.c_nvmlUtilization_t(
+            gpu=int(self._gauge(h, "util_gpu_pct", call)), memory=int(self._gauge(h, "util_mem_pct", call))
         )
 
-    def nvmlDeviceGetTemperature(self, h: FakeHandle, sensor: int) -> int:
+    def nvmlDeviceGetTemperature(self, h: Any, sensor: int) -> int:
         """GPU temperature, C."""
-        return int(self._gauge(h, "temp_gpu_c"))
+        return int(self._gauge(h, "temp_gpu_c", "nvmlDeviceGetTemperature"))
 
-    def nvmlDeviceGetClockInfo(self, h: FakeHandle, clock_type: int) -> int:
+    def nvmlDeviceGetClockInfo(self, h: Any, clock_type: int) -> int:
         """SM (1) or memory (2) clock, MHz."""
-        return int(self._gauge(h, "clock_sm_mhz" if clock_type == 1 else "clock_mem_mhz"))
+        return int(
+            self._gauge(h, "clock_sm_mhz" if clock_type == 1 else "clock_mem_mhz", "nvmlDeviceGetClockInfo")
+        )
 
-    def nvmlDeviceGetCurrentClocksEventReasons(self, h: FakeHandle) -> int:
-        """Throttle reason bitmask."""
-        return int(self._gauge(h, "clocks_event_reasons"))
+    def nvmlDeviceGetCurrentClocksEventReasons(self, h: Any) -> int:
+        """Clock event reason bitmask (R535+; older drivers lack the function)."""
+        if self.driver < 535:
+            raise error("function_not_found")
+        return int(self._gauge(h, "clocks_event_reasons", "nvmlDeviceGetCurrentClocksEventReasons"))
 
-    def nvmlDeviceGetCurrPcieLinkGeneration(self, h: FakeHandle) -> int:
+    def nvmlDeviceGetCurrentClocksThrottleReasons(self, h: Any) -> int:
+        """The same bitmask under its pre-R535 name."""
+        return int(self._gauge(h, "clocks_event_reasons", "nvmlDeviceGetCurrentClocksThrottleReasons"))
+
+    def nvmlDeviceGetCurrPcieLinkGeneration(self, h: Any) -> int:
         """Current PCIe generation."""
-        return int(self._gauge(h, "pcie_gen_cur"))
+        return int(self._gauge(h, "pcie_gen_cur", "nvmlDeviceGetCurrPcieLinkGeneration"))
 
-    def nvmlDeviceGetMaxPcieLinkGeneration(self, h: FakeHandle) -> int:
+    def nvmlDeviceGetMaxPcieLinkGeneration(self, h: Any) -> int:
         """Maximum PCIe generation."""
-        return int(self._gauge(h, "pcie_gen_max"))
+        return int(self._gauge(h, "pcie_gen_max", "nvmlDeviceGetMaxPcieLinkGeneration"))
 
-    def nvmlDeviceGetCurrPcieLinkWidth(self, h: FakeHandle) -> int:
+    def nvmlDeviceGetCurrPcieLinkWidth(self, h: Any) -> int:
         """Current PCIe width (lanes)."""
-        return int(self._gauge(h, "pcie_width_cur"))
+        return int(self._gauge(h, "pcie_width_cur", "nvmlDeviceGetCurrPcieLinkWidth"))
 
-    def nvmlDeviceGetMaxPcieLinkWidth(self, h: FakeHandle) -> int:
+    def nvmlDeviceGetMaxPcieLinkWidth(self, h: Any) -> int:
         """Maximum PCIe width (lanes)."""
-        return int(self._gauge(h, "pcie_width_max"))
+        return int(self._gauge(h, "pcie_width_max", "nvmlDeviceGetMaxPcieLinkWidth"))
 
-    def nvmlDeviceGetFieldValues(self, h: FakeHandle, field_ids: list) -> list[FieldValue]:
-        """Field values with NVML timestamps (microseconds), as c_nvmlFieldValue_t-like objects."""
-        if h.index == 0:  # a sampler reads GPU 0 first each tick: look for a rewritten scenario once per tick
-            self._checked_at = -1.0
-        g = self._gpu(h)
+    def nvmlDeviceGetFieldValues(self, h: Any, field_ids: list) -> Any:
+        """An array of c_nvmlFieldValue_t, one per (field id, scope id) or field id, as pynvml returns."""
+        if not field_ids:
+            raise error("invalid_argument")
+        if self._index_of.get(ctypes.cast(h, ctypes.c_void_p).value or 0) == 0:
+            self._checked_at = -1.0  # a sampler reads GPU 0 first each tick: look for a rewritten scenario
+        g = self._gpu(h, "nvmlDeviceGetFieldValues")
         ts_us = int(self._now() * 1e6)
         t = max(0.0, self._t())
-        unsupported = g.get("not_supported", ())
-        gauges, counters, rates = g.get("gauges", {}), g.get("counters", {}), g.get("rates", {})
-        link_counters = g.get("link_counters", {})
+        arch = g.get("arch", "hopper")
         nvlinks = int(g.get("nvlinks", 0))
-        out = []
-        key = tuple(field_ids)
-        plans = self._plan_lists.get(key)
-        if plans is None:
-            plans = self._plan_lists[key] = [
-                (fid, scope, *self._plan(fid, scope))
-                for fid, scope in (item if isinstance(item, tuple) else (item, 0) for item in field_ids)
-            ]
-        for fid, scope, kind, column, link in plans:
-            ret, value = NVML_SUCCESS, 0
-            if kind == "none" or column in unsupported:
-                ret = NVML_ERROR_NOT_SUPPORTED
-            elif kind == "nvlink_count":
-                value = nvlinks
-            elif kind == "gauge":
-                value = int(gauges.get(column, DEFAULT_GAUGES.get(column, 0)))
-            elif kind == "counter":
-                value = int(counters.get(column, 0) + rates.get(column, 0) * t)
-            elif link >= nvlinks:
-                ret = NVML_ERROR_NOT_SUPPORTED
-            else:
-                per_link = link_counters.get(str(link)) if link_counters else None
-                if per_link and column in per_link:
-                    value = int(per_link[column])
-                else:
-                    name = "nvlink_" + column
-                    value = int(counters.get(name, 0) + rates.get(name, 0) * t)
-            out.append(FieldValue(fid, scope, ts_us, ret, value))
-        return out
+        driver = self.driver
+        overrides = g.get("value_types", {})
+        buf = bytearray(_FV.size * len(field_ids))  # packed, then copied into pynvml's own structure array
+        for i, item in enumerate(field_ids):
+            fid, scope = item if isinstance(item, tuple) else (item, 0)
+            try:
+                value, vtype = self._field(g, fid, scope, arch, nvlinks, driver, t)
+            except NVMLError as exc:
+                _FV.pack_into(buf, i * _FV.size, fid, scope, ts_us, 0, 0, exc.value, b"")
+                continue
+            vtype = overrides.get(self._quantity(fid), vtype) if overrides else vtype
+            union = pynvml.c_nvmlValue_t()
+            setattr(union, _MEMBER[VALUE_TYPES[vtype]], float(value) if vtype == "double" else int(value))
+            _FV.pack_into(buf, i * _FV.size, fid, scope, ts_us, 0, VALUE_TYPES[vtype], 0, bytes(union))
+        return (pynvml.c_nvmlFieldValue_t * len(field_ids)).from_buffer_copy(buf)
 
-    def _plan(self, fid: int, scope: int) -> tuple[str, str, int]:
-        """(kind, column, link) of a field id: cached decoding of the field catalogue."""
-        key = (fid, scope)
-        plan = self._plans.get(key)
-        if plan is None:
-            f = self.fields
-            column = f.column_of.get(fid)
-            if fid == 91:
-                plan = ("nvlink_count", "", 0)
-            elif column is None:
-                plan = ("none", "", 0)
-            elif column in f.gpu:
-                plan = ("gauge" if f.gpu_kinds[column] == "gauge" else "counter", column, 0)
-            else:
-                plan = ("nvlink", column, f.link_of_legacy_id.get(fid, scope))
-            self._plans[key] = plan
-        return plan
+    @staticmethod
+    def _quantity(fid: int) -> str:
+        for table in (GPU_FIELDS, SCOPED_LINK_FIELDS, PER_LINK_FIELDS):
+            if fid in table:
+                return table[fid][0]
+        return ""
 
-    def nvmlEventSetCreate(self) -> object:
-        """An event set."""
-        return object()
+    def _field(self, g: dict, fid: int, scope: int, arch: str, nvlinks: int, driver: int, t: float) -> tuple:
+        """(value, value type) of one field, or the NVMLError NVML puts in its nvmlReturn."""
+        if fid in GPU_FIELDS:
+            q, vtype, since = GPU_FIELDS[fid]
+            if q == "nvlinks":
+                return nvlinks, vtype
+            self._check(g, q, driver >= since)
+            if q in GAUGE_FIELDS:
+                return g.get("gauges", {}).get(q, DEFAULT_GAUGES.get(q, 0)), vtype
+            return g.get("counters", {}).get(q, 0) + g.get("rates", {}).get(q, 0) * t, vtype
+        if fid in SCOPED_LINK_FIELDS:
+            q, divisor, archs, since = SCOPED_LINK_FIELDS[fid]
+            link = scope
+        elif fid in PER_LINK_FIELDS:
+            (q, link), divisor, archs, since = PER_LINK_FIELDS[fid], 1, frozenset({"ampere"}), 450
+        else:
+            raise error("not_supported")  # an id this fake does not model
+        self._check(g, "nvlink_" + q, arch in archs and driver >= since)
+        if link >= nvlinks:
+            raise error("invalid_argument")
+        own = g.get("link_counters", {}).get(str(link), {})
+        raw = (
+            own[q]
+            if q in own
+            else g.get("counters", {}).get("nvlink_" + q, 0) + g.get("rates", {}).get("nvlink_" + q, 0) * t
+        )
+        return int(raw) // divisor, "ull"
 
-    def nvmlDeviceRegisterEvents(self, h: FakeHandle, event_types: int, event_set: object) -> None:
+    @staticmethod
+    def _check(g: dict, quantity: str, supported: bool) -> None:
+        if (
+            not supported
+            or quantity in g.get("not_supported", ())
+            or quantity.removeprefix("nvlink_") in g.get("not_supported", ())
+        ):
+            raise error("not_supported")
+        if quantity in g.get("errors", {}):
+            raise error(g["errors"][quantity])
+
+    def nvmlEventSetCreate(self) -> Any:
+        """An event set (an opaque pointer)."""
+        return ctypes.c_void_p(1)
+
+    def nvmlDeviceRegisterEvents(self, h: Any, event_types: int, event_set: Any) -> None:
         """Accept registration of Xid events."""
-        self._gpu(h)
+        self._gpu(h, "nvmlDeviceRegisterEvents")
 
-    def nvmlEventSetWait_v2(self, event_set: object, timeout_ms: int) -> SimpleNamespace:
-        """The next scripted Xid whose time has come, else NVML_ERROR_TIMEOUT."""
+    def nvmlEventSetWait_v2(self, event_set: Any, timeout_ms: int) -> Any:
+        """The next scripted Xid whose time has come as c_nvmlEventData_t (a fresh device pointer), else Timeout."""
         self._reload()
         t = self._t()
         for i, ev in enumerate(self._scenario.get("events", [])):
             if i not in self._delivered and t >= float(ev.get("at_s", 0)):
                 self._delivered.add(i)
-                return SimpleNamespace(
-                    device=FakeHandle(int(ev["gpu"])),
-                    eventType=nvmlEventTypeXidCriticalError,
-                    eventData=int(ev["xid"]),
-                    gpuInstanceId=0,
-                    computeInstanceId=0,
-                )
-        raise NVMLError(NVML_ERROR_TIMEOUT)
+                data = pynvml.c_nvmlEventData_t()
+                data.device = self._handle(int(ev["gpu"]))
+                data.eventType = pynvml.nvmlEventTypeXidCriticalError
+                data.eventData = int(ev["xid"])
+                return data
+        raise error("timeout")
 
 
-def gpu_entry(index: int, node_seed: int = 0, nvlinks: int = 18) -> dict:
-    """One busy H100-like GPU for a scenario."""
+#: Each GPU model the fake plays: name, architecture, memory, NVLinks, busy power (mW), memory clock
+MODELS: dict[str, dict] = {
+    "A100": {
+        "name": "NVIDIA A100-SXM4-80GB",
+        "arch": "ampere",
+        "memory_total_bytes": 85899345920,
+        "nvlinks": 12,
+        "power_mw": 380000,
+        "clock_mem_mhz": 1593,
+    },
+    "H100": {
+        "name": "NVIDIA H100 80GB HBM3",
+        "arch": "hopper",
+        "memory_total_bytes": 85899345920,
+        "nvlinks": 18,
+        "power_mw": 640000,
+        "clock_mem_mhz": 2619,
+    },
+    "B200": {
+        "name": "NVIDIA B200",
+        "arch": "blackwell",
+        "memory_total_bytes": 193273528320,
+        "nvlinks": 18,
+        "power_mw": 950000,
+        "clock_mem_mhz": 3996,
+    },
+}
+
+
+def gpu_entry(index: int, node_seed: int = 0, nvlinks: int | None = None, model: str = "H100") -> dict:
+    """One busy GPU of a model (A100, H100, B200) for a scenario."""
+    m = MODELS[model]
     bus = [0x18, 0x2A, 0x3A, 0x5D, 0x9A, 0xAB, 0xBA, 0xDB][index % 8]
     return {
         "index": index,
         "uuid": f"GPU-{node_seed:08x}-{index:04x}-4c4c-8000-{index:012x}",
         "pci_bus_id": f"00000000:{bus:02X}:00.0",
-        "name": "NVIDIA H100 80GB HBM3",
-        "memory_total_bytes": 85899345920,
-        "nvlinks": nvlinks,
+        "name": m["name"],
+        "arch": m["arch"],
+        "memory_total_bytes": m["memory_total_bytes"],
+        "nvlinks": m["nvlinks"] if nvlinks is None else nvlinks,
         "gauges": {
             "util_gpu_pct": 97,
             "util_mem_pct": 45,
             "mem_used_bytes": 71 << 30,
-            "power_mw": 640000,
+            "power_mw": m["power_mw"],
             "temp_gpu_c": 62,
             "temp_mem_c": 71,
+            "clock_mem_mhz": m["clock_mem_mhz"],
         },
         "counters": {"energy_mj": 5.0e9},
         "rates": {
-            "energy_mj": 640000,
+            "energy_mj": m["power_mw"],
             "pcie_tx_bytes": 2.0e9,
             "pcie_rx_bytes": 2.0e9,
             "nvlink_tx_bytes": 2.5e10,
@@ -361,6 +479,11 @@ def gpu_entry(index: int, node_seed: int = 0, nvlinks: int = 18) -> dict:
     }
 
 
-def eight_gpu_scenario(node_seed: int = 0) -> dict:
-    """An 8 x H100 node (18 NVLinks each) at full training load."""
-    return {"start_s": None, "gpus": [gpu_entry(i, node_seed) for i in range(8)], "events": []}
+def eight_gpu_scenario(node_seed: int = 0, model: str = "H100", driver_version: str = DEFAULT_DRIVER) -> dict:
+    """An 8-GPU node of one model (A100, H100, B200) at full training load."""
+    return {
+        "start_s": None,
+        "driver_version": driver_version,
+        "gpus": [gpu_entry(i, node_seed, model=model) for i in range(8)],
+        "events": [],
+    }

@@ -237,8 +237,10 @@ class NodeWriter:
             self.nvlink[g] += 2.5e10 * out.duration_s
             if self.nvlink_errors[g]:  # Xid 74 comes with CRC/replay errors on the GPU's links
                 gpu["link_counters"] = {
-                    str(k): {
+                    str(k): {  # what each architecture counts: A100 data CRC, H100 link CRC, B200 packets
                         "crc_data_errors": self.nvlink_errors[g],
+                        "link_crc_errors": self.nvlink_errors[g],
+                        "rx_error_packets": self.nvlink_errors[g],
                         "replay_errors": self.nvlink_errors[g] * 2,
                     }
                     for k in range(4)

@@ -153,9 +153,9 @@ def test_xid74_comes_with_nvlink_errors_and_95_94_reach_the_log(tmp_path):
     links = [
         r for r in rows["nvlink_samples"] if r["node"] == "host1" and r["gpu_index"] == 0 and r["link"] == 0
     ]
-    assert links[-1]["crc_data_errors"] > 0 and links[0]["crc_data_errors"] == 0
+    assert links[-1]["link_crc_errors"] > 0 and links[0]["link_crc_errors"] == 0  # H100: field 163
     healthy = [r for r in rows["nvlink_samples"] if r["node"] == "host0"]
-    assert all(r["crc_data_errors"] == 0 for r in healthy)
+    assert all(r["link_crc_errors"] == 0 for r in healthy)
 
 
 def test_comm_hang_one_connection_stalls_while_all_ranks_wait(tmp_path):
