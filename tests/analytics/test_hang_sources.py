@@ -22,7 +22,9 @@ RAS_CORPUS = Path(__file__).resolve().parents[1] / "conformance" / "nccl_ras"
 def ras_rows_of(artifact: str) -> pl.DataFrame:
     """A real RAS report read by the nccl_ras sampler, typed as the collector stores it."""
     folder = RAS_CORPUS / artifact
-    rows, skipped, _reasons, errors = read_artifact(folder, json.loads((folder / "expected.json").read_text()))
+    rows, skipped, _reasons, errors = read_artifact(
+        folder, json.loads((folder / "expected.json").read_text())
+    )
     assert not skipped and not errors
     return pl.DataFrame(rows["nccl_ras_status"])
 
