@@ -72,6 +72,7 @@ class Conn:
     nic_index: int | None
     gdr: bool
     via: str
+    conn_index: int | None = None  # the ``/%d`` after the channel (2.12+; SHM lines never print it)
 
     @property
     def logger(self) -> int:
@@ -122,7 +123,10 @@ def parse_conn(msg: str) -> Conn | None:
         head = via.split("/")[0]
         transport = "SHM" if head == "SHM" or via.startswith("direct shared memory") else head
         net_name, nic, gdr = "", None, False
-    return Conn(int(m["ch"]), int(m["src"]), int(m["dst"]), direction, transport, net_name, nic, gdr, via)
+    conn_index = int(m["conn"]) if m["conn"] is not None else None
+    return Conn(
+        int(m["ch"]), int(m["src"]), int(m["dst"]), direction, transport, net_name, nic, gdr, via, conn_index
+    )
 
 
 def parse_ring(msg: str) -> tuple[int, list[int]] | None:

@@ -212,6 +212,42 @@ def test_split_comm_lines_are_keyed_by_the_child_not_the_parent():
     assert {r["comm_id"] for r in rows if r["kind"] == "ring" and r["tid"] == 1160} == {split}
 
 
+def test_runtime_connections_of_two_comms_of_one_rank_go_to_both_comms():
+    # real: eks-socket-split-2.27. NCCL >= 2.22 connects rings/trees lazily, in one thread per comm
+    # (v2.27.3-1:src/group.cc:135 ncclCollPreconnectFunc, job->comm) and only once per comm
+    # (v2.27.3-1:src/enqueue.cc:462 initAlgoChannels): the parent and the split, both rank 0 here, each
+    # print the same ring connections, from two threads that printed no init line.
+    lines = (CORPUS / "eks-socket-split-2.27" / "nccl.log").read_text().splitlines()
+    rows, _ = rows_of(lines)
+    parent, split = "0xbc42413ad5ab3a45", "0xbc42413ad5ab3a45/1/2003953581"
+    conn = [r for r in rows if r["kind"] == "conn"]
+    by_thread = {}
+    for r in conn:
+        by_thread.setdefault(r["tid"], set()).add(r["comm_id"])
+    assert all(len(ids) == 1 for ids in by_thread.values())  # one preconnect thread, one comm
+    assert {next(iter(by_thread[t])) for t in (510, 512)} == {parent, split}  # the two ring sets
+    assert {next(iter(by_thread[t])) for t in (529, 532)} == {parent, split}  # the two tree sets
+    for comm_id in (parent, split):  # each comm holds each of its connections once
+        keys = [(r["channel"], r["peer_rank"], r["direction"]) for r in conn if r["comm_id"] == comm_id]
+        assert sorted(keys) == sorted(set(keys)) and len(keys) == 7
+
+
+def test_a_preconnect_thread_keeps_one_comm_for_all_its_lines():
+    # derived from the same formats (v2.27.3-1:src/transport/net.cc:218/264): thread 21's first line is
+    # one the split already has, so thread 21 connects the parent; its second line, new to both comms,
+    # stays with the parent (one preconnect job, one comm)
+    lines = [
+        "h:7:8 [0] NCCL INFO ncclCommInitRankConfig comm 0x5500 rank 0 nranks 4 cudaDev 0 nvmlDev 0 busId 36000 commId 0xabc - Init START",
+        "h:7:9 [0] NCCL INFO ncclCommSplit comm 0x5600 rank 0 nranks 4 cudaDev 0 nvmlDev 0 busId 36000 parent 0x5500 splitCount 1 color 5 key 0- Init START",
+        "h:7:20 [0] NCCL INFO Channel 00/0 : 3[0] -> 0[0] [receive] via NET/Socket/0",
+        "h:7:21 [0] NCCL INFO Channel 00/0 : 3[0] -> 0[0] [receive] via NET/Socket/0",
+        "h:7:21 [0] NCCL INFO Channel 00/0 : 0[0] -> 2[0] [send] via NET/Socket/0",
+    ]
+    rows, _ = rows_of(lines)
+    conn = [(r["tid"], r["comm_id"]) for r in rows if r["kind"] == "conn"]
+    assert conn == [(20, "0xabc/1/5"), (21, "0xabc"), (21, "0xabc")]
+
+
 def test_split_with_commid_of_2_21_keeps_it():
     lines = (CORPUS / "issue1605-split-ibext" / "nccl.log").read_text().splitlines()
     rows, _ = rows_of(lines)
