@@ -236,11 +236,18 @@ class DebugLogParser:
                 }
             ]
         if kind == "ring":
-            channel, order = parsed
+            channel, order, cut = parsed
             if comm is not None and comm.n_ranks:
                 base["n_ranks"] = comm.n_ranks
             else:
-                base["n_ranks"] = len(order)
+                base["n_ranks"] = None if cut else len(order)
+            # a ring line shows the whole ring only if it holds every rank: NCCL cuts it at 20 ranks
+            # (<= 2.22, unmarked) or 128 bytes (2.23+, "..."); past the cut the successor is unknown
+            whole = not cut and (comm is None or not comm.n_ranks or len(order) >= comm.n_ranks)
+            if not whole:
+                order_pairs = list(zip(order, order[1:]))
+            else:
+                order_pairs = [(r, order[(i + 1) % len(order)]) for i, r in enumerate(order)]
             return [
                 {
                     **base,
@@ -248,11 +255,11 @@ class DebugLogParser:
                     "kind": "ring",
                     "rank": r,
                     "channel": channel,
-                    "peer_rank": order[(i + 1) % len(order)],
+                    "peer_rank": nxt,
                     "direction": "send",
                     "detail": nl.msg,
                 }
-                for i, r in enumerate(order)
+                for r, nxt in order_pairs
             ]
         return [
             {

@@ -248,6 +248,43 @@ def test_a_preconnect_thread_keeps_one_comm_for_all_its_lines():
     assert conn == [(20, "0xabc/1/5"), (21, "0xabc"), (21, "0xabc")]
 
 
+def _ring_line_2_23(nranks: int) -> str:
+    """dumpLine of v2.23.4-1:src/graph/rings.cc: a 128-byte buffer, " %*d" per rank, "..." when cut."""
+    width = len(str(nranks - 1))
+    line = "Channel 00/02 :" + "".join(f" {r:>{width}}" for r in range(nranks))
+    return line if len(line) <= 127 else line[:124] + "..."
+
+
+def test_a_ring_cut_at_20_ranks_before_2_23_does_not_close_on_rank_0():
+    # derived: v2.22.3-1:src/graph/rings.cc dumpLine prints at most MAXWIDTH (20) ranks, " %3d" each, no mark
+    lines = [
+        "h:7:8 [0] NCCL INFO ncclCommInitRank comm 0x5500 rank 0 nranks 32 cudaDev 0 nvmlDev 0 busId 7000 commId 0xabc - Init START",
+        "h:7:8 [0] NCCL INFO Channel 00/02 : " + "".join(f" {r:3d}" for r in range(20)),
+    ]
+    rows, p = rows_of(lines)
+    ring = [(r["rank"], r["peer_rank"]) for r in rows if r["kind"] == "ring"]
+    assert ring == [(r, r + 1) for r in range(19)]  # rank 19's successor is past the cut, not rank 0
+    assert {r["n_ranks"] for r in rows if r["kind"] == "ring"} == {32}
+    assert p.records_skipped == 0
+
+
+def test_a_ring_cut_with_dots_from_2_23_keeps_the_successors_it_shows():
+    # derived: v2.23.4-1:src/graph/rings.cc dumpLine, 64 ranks: the line ends in "..." after rank 35
+    line = _ring_line_2_23(64)
+    assert line.endswith(" 34 35 ...")
+    lines = [
+        "h:7:8 [0] NCCL INFO ncclCommInitRankConfig comm 0x5500 rank 0 nranks 64 cudaDev 0 nvmlDev 0 busId 7000 commId 0xabc - Init START",
+        "h:7:8 [0] NCCL INFO " + line,
+        "h:7:9 [0] NCCL INFO ncclCommInitRankConfig comm 0x5600 rank 0 nranks 16 cudaDev 0 nvmlDev 0 busId 7000 commId 0xdef - Init START",
+        "h:7:9 [0] NCCL INFO " + _ring_line_2_23(16),  # fits: closes on rank 0
+    ]
+    rows, p = rows_of(lines)
+    ring = [(r["rank"], r["peer_rank"]) for r in rows if r["kind"] == "ring"]
+    assert ring[:35] == [(r, r + 1) for r in range(35)]
+    assert ring[35:] == [(r, (r + 1) % 16) for r in range(16)]
+    assert p.records_skipped == 0
+
+
 def test_split_with_commid_of_2_21_keeps_it():
     lines = (CORPUS / "issue1605-split-ibext" / "nccl.log").read_text().splitlines()
     rows, _ = rows_of(lines)
