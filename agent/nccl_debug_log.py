@@ -201,14 +201,15 @@ class DebugLogParser:
         current = proc.thread_comm.get(tid)
         if fits(current):
             return current
-        if kind == "conn" and fits(proc.conn_thread_comm.get(tid)):
-            return proc.conn_thread_comm[tid]
+        key = _conn_key(parsed) if kind == "conn" else None
+        sticky = proc.conn_thread_comm.get(tid) if kind == "conn" else None
+        if sticky is not None and fits(sticky) and key not in sticky.conns:
+            return sticky  # (a comm that has the connection already: the tid was reused by a later job)
         candidates = [comm for comm in reversed(proc.comms.values()) if fits(comm)]
         if not candidates:
             return current
         if kind != "conn":
             return candidates[0]
-        key = _conn_key(parsed)
         chosen = next((comm for comm in candidates if key not in comm.conns), candidates[0])
         proc.conn_thread_comm[tid] = chosen
         return chosen

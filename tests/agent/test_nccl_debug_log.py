@@ -246,6 +246,9 @@ def test_a_preconnect_thread_keeps_one_comm_for_all_its_lines():
     rows, _ = rows_of(lines)
     conn = [(r["tid"], r["comm_id"]) for r in rows if r["kind"] == "conn"]
     assert conn == [(20, "0xabc/1/5"), (21, "0xabc"), (21, "0xabc")]
+    # a tid reused by a later job (Linux recycles ids) that repeats a connection of its old comm is a new job
+    rows, _ = rows_of([*lines, "h:7:21 [0] NCCL INFO Channel 00/0 : 0[0] -> 2[0] [send] via NET/Socket/0"])
+    assert [r["comm_id"] for r in rows if r["kind"] == "conn"][-1] == "0xabc/1/5"
 
 
 def _ring_line_2_23(nranks: int) -> str:
