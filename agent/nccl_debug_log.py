@@ -5,8 +5,13 @@ the thread (tid) that printed it and, when NCCL logs one, the commId shared by e
 NCCL 2.18 the ``Init START`` line comes before the rings and connections of its thread, so those are
 attributed at once. Up to 2.17 only ``Init COMPLETE`` exists and it comes last: a thread's topology
 lines wait for it (``pending``); lines still waiting once the file has been quiet for ``hold_ticks``
-ticks (connections made after init, in another thread) go to the process's latest communicator whose
-rank fits the line. Split and shrunk communicators of 2.23+ log no commId: their comm_id is built from
+ticks go to the process's latest communicator whose rank fits the line. From NCCL 2.22 rings, trees
+and peer connections are made lazily, in a thread per comm that prints no init line
+(src/group.cc ncclCollPreconnectFunc: one job, one comm) and only once per comm and connection: such a
+thread goes to the latest comm of its rank that does not have the connection of its first line yet,
+and keeps that comm for its later lines (so the parent and a split of the same rank, which connect the
+same peers, each get their own connections; which of two comms a thread served first is not logged).
+Split and shrunk communicators of 2.23+ log no commId: their comm_id is built from
 the parent's (``<parent commId>/<splitCount>/<color>``), the same on every member.
 
 What is counted as skipped (``skipped_by_reason``): a line carrying NCCL's INFO marker whose header
@@ -58,6 +63,7 @@ class Comm:
     tid: int
     started: bool  # an Init START line was seen (NCCL >= 2.18)
     complete: bool = False
+    conns: set[tuple[Any, ...]] = field(default_factory=set)  # connections logged for this comm
 
 
 @dataclass
@@ -66,6 +72,7 @@ class Process:
 
     comms: dict[str, Comm] = field(default_factory=dict)  # pointer -> comm, in init order
     thread_comm: dict[int, Comm] = field(default_factory=dict)  # tid -> the comm it last initialized
+    conn_thread_comm: dict[int, Comm] = field(default_factory=dict)  # tid without init -> comm it connects
     new_format: bool = False  # saw an Init START line: topology lines never need to wait
     pending: dict[int, list[tuple[str, Any, NcclLine]]] = field(default_factory=dict)
 
@@ -131,7 +138,7 @@ class DebugLogParser:
             waiting, proc.pending = proc.pending, {}
             for events in waiting.values():
                 for kind, parsed, nl in events:
-                    rows += self._rows(kind, parsed, nl, self._pick(proc, nl.tid, _logger(kind, parsed)))
+                    rows += self._rows(kind, parsed, nl, self._pick(proc, nl.tid, kind, parsed))
         return rows
 
     def _init(self, init: Init, nl: NcclLine, proc: Process) -> list[dict[str, Any]]:
@@ -182,23 +189,37 @@ class DebugLogParser:
         if waits:  # before 2.18: this thread's init line (Init COMPLETE) comes after its topology
             proc.pending.setdefault(nl.tid, []).append((kind, parsed, nl))
             return []
-        return self._rows(kind, parsed, nl, self._pick(proc, nl.tid, _logger(kind, parsed)))
+        return self._rows(kind, parsed, nl, self._pick(proc, nl.tid, kind, parsed))
 
     @staticmethod
-    def _pick(proc: Process, tid: int, rank: int | None) -> Comm | None:
-        """The thread's comm if the logging rank fits, else the latest comm of the process where it fits."""
+    def _pick(proc: Process, tid: int, kind: str, parsed: Any) -> Comm | None:
+        """The comm of a topology line: the thread's own (its init line's) if the logging rank fits;
+        for a connection thread without init line, the comm it was given by its first line; else the
+        latest comm of the process where the rank fits and, for a connection, that lacks it yet."""
+        rank = _logger(kind, parsed)
+        fits = lambda comm: comm is not None and (rank is None or comm.rank == rank)  # noqa: E731
         current = proc.thread_comm.get(tid)
-        if current is not None and (rank is None or current.rank == rank):
+        if fits(current):
             return current
-        for comm in reversed(proc.comms.values()):
-            if rank is None or comm.rank == rank:
-                return comm
-        return current
+        key = _conn_key(parsed) if kind == "conn" else None
+        sticky = proc.conn_thread_comm.get(tid) if kind == "conn" else None
+        if sticky is not None and fits(sticky) and key not in sticky.conns:
+            return sticky  # (a comm that has the connection already: the tid was reused by a later job)
+        candidates = [comm for comm in reversed(proc.comms.values()) if fits(comm)]
+        if not candidates:
+            return current
+        if kind != "conn":
+            return candidates[0]
+        chosen = next((comm for comm in candidates if key not in comm.conns), candidates[0])
+        proc.conn_thread_comm[tid] = chosen
+        return chosen
 
     def _rows(self, kind: str, parsed: Any, nl: NcclLine, comm: Comm | None) -> list[dict[str, Any]]:
         base = _base(nl, comm)
         if kind == "conn":
             c: Conn = parsed
+            if comm is not None:
+                comm.conns.add(_conn_key(c))
             return [
                 {
                     **base,
@@ -216,11 +237,18 @@ class DebugLogParser:
                 }
             ]
         if kind == "ring":
-            channel, order = parsed
+            channel, order, cut = parsed
             if comm is not None and comm.n_ranks:
                 base["n_ranks"] = comm.n_ranks
             else:
-                base["n_ranks"] = len(order)
+                base["n_ranks"] = None if cut else len(order)
+            # a ring line shows the whole ring only if it holds every rank: NCCL cuts it at 20 ranks
+            # (<= 2.22, unmarked) or 128 bytes (2.23+, "..."); past the cut the successor is unknown
+            whole = not cut and (comm is None or not comm.n_ranks or len(order) >= comm.n_ranks)
+            if not whole:
+                order_pairs = list(zip(order, order[1:]))
+            else:
+                order_pairs = [(r, order[(i + 1) % len(order)]) for i, r in enumerate(order)]
             return [
                 {
                     **base,
@@ -228,11 +256,11 @@ class DebugLogParser:
                     "kind": "ring",
                     "rank": r,
                     "channel": channel,
-                    "peer_rank": order[(i + 1) % len(order)],
+                    "peer_rank": nxt,
                     "direction": "send",
                     "detail": nl.msg,
                 }
-                for i, r in enumerate(order)
+                for r, nxt in order_pairs
             ]
         return [
             {
@@ -257,6 +285,11 @@ def _logger(kind: str, parsed: Any) -> int | None:
         return 0
     trees = parsed
     return trees[0][1] if trees else None
+
+
+def _conn_key(c: Conn) -> tuple[Any, ...]:
+    """What NCCL connects once per comm: (logging rank, channel, connIndex, peer, direction)."""
+    return (c.logger, c.channel, c.conn_index, c.peer, c.direction)
 
 
 def _base(nl: NcclLine, comm: Comm | None) -> dict[str, Any]:

@@ -7,7 +7,9 @@
   ``ncclCommGrow``), and split/shrink lines carry ``parent %p`` with ``splitCount``/``childCount``,
   ``color``, ``key`` instead of a commId (2.21/2.22 split lines carry both); 2.29 prefixes START with
   ``[Rank %d]``.
-- ring (src/graph/rings.cc, printed by rank 0 only): ``Channel %02d/%02d : r0 r1 ...``
+- ring (src/graph/rings.cc, printed by rank 0 only): ``Channel %02d/%02d : r0 r1 ...``; dumpLine
+  prints at most 20 ranks up to 2.22 (MAXWIDTH, no mark) and at most 128 bytes from 2.23 (the cut
+  line ends in ``...``, its last number possibly cut too).
 - trees (src/init.cc, every rank): ``Trees [c] d0/d1/d2->me->up ...``
 - connection (src/transport/{net,p2p,shm}.cc): ``Channel %02d[/%d] : a[x] -> b[y] [send|receive]
   via NET/<plugin>/<dev>[(<proxy>)][/GDRDMA[(PCI)]][/Shared]`` printed by the side in brackets;
@@ -36,7 +38,7 @@ CONN = re.compile(
 NET_VIA = re.compile(
     r"NET/(?P<net>.+)/(?P<nic>\d+)(?:\((?P<proxy>\d+)\))?(?P<gdr>/GDRDMA(?:\(PCI\))?)?(?P<shared>/Shared)?"
 )
-RING = re.compile(r"Channel (?P<ch>\d+)/(?P<n>\d+) ?:(?P<ranks>(?: +\d+)+) *")
+RING = re.compile(r"Channel (?P<ch>\d+)/(?P<n>\d+) ?:(?P<ranks>(?: +\d+)+)(?P<cut> ?\.\.\.)? *")
 TREES = re.compile(r"Trees(?P<body>(?: \[\d+\] -?\d+/-?\d+/-?\d+->-?\d+->-?\d+)+) *")
 TREE = re.compile(r"\[(?P<ch>\d+)\] (?P<spec>(?P<down>-?\d+/-?\d+/-?\d+)->(?P<me>-?\d+)->(?P<up>-?\d+))")
 
@@ -72,6 +74,7 @@ class Conn:
     nic_index: int | None
     gdr: bool
     via: str
+    conn_index: int | None = None  # the ``/%d`` after the channel (2.12+; SHM lines never print it)
 
     @property
     def logger(self) -> int:
@@ -122,15 +125,24 @@ def parse_conn(msg: str) -> Conn | None:
         head = via.split("/")[0]
         transport = "SHM" if head == "SHM" or via.startswith("direct shared memory") else head
         net_name, nic, gdr = "", None, False
-    return Conn(int(m["ch"]), int(m["src"]), int(m["dst"]), direction, transport, net_name, nic, gdr, via)
+    conn_index = int(m["conn"]) if m["conn"] is not None else None
+    return Conn(
+        int(m["ch"]), int(m["src"]), int(m["dst"]), direction, transport, net_name, nic, gdr, via, conn_index
+    )
 
 
-def parse_ring(msg: str) -> tuple[int, list[int]] | None:
-    """(channel, ranks in ring order) of a ring line, or None."""
+def parse_ring(msg: str) -> tuple[int, list[int], bool] | None:
+    """(channel, ranks in ring order, whether the line is cut short) of a ring line, or None.
+
+    A line cut with ``...`` (2.23+) drops its last number when the cut may have fallen inside it."""
     m = RING.fullmatch(msg)
     if not m:
         return None
-    return int(m["ch"]), [int(x) for x in m["ranks"].split()]
+    ranks = [int(x) for x in m["ranks"].split()]
+    cut = m["cut"] is not None
+    if cut and not m["cut"].startswith(" "):
+        ranks = ranks[:-1]
+    return int(m["ch"]), ranks, cut
 
 
 def parse_trees(msg: str) -> list[tuple[int, int, int, str]] | None:

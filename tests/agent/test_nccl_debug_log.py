@@ -212,6 +212,82 @@ def test_split_comm_lines_are_keyed_by_the_child_not_the_parent():
     assert {r["comm_id"] for r in rows if r["kind"] == "ring" and r["tid"] == 1160} == {split}
 
 
+def test_runtime_connections_of_two_comms_of_one_rank_go_to_both_comms():
+    # real: eks-socket-split-2.27. NCCL >= 2.22 connects rings/trees lazily, in one thread per comm
+    # (v2.27.3-1:src/group.cc:135 ncclCollPreconnectFunc, job->comm) and only once per comm
+    # (v2.27.3-1:src/enqueue.cc:462 initAlgoChannels): the parent and the split, both rank 0 here, each
+    # print the same ring connections, from two threads that printed no init line.
+    lines = (CORPUS / "eks-socket-split-2.27" / "nccl.log").read_text().splitlines()
+    rows, _ = rows_of(lines)
+    parent, split = "0xbc42413ad5ab3a45", "0xbc42413ad5ab3a45/1/2003953581"
+    conn = [r for r in rows if r["kind"] == "conn"]
+    by_thread = {}
+    for r in conn:
+        by_thread.setdefault(r["tid"], set()).add(r["comm_id"])
+    assert all(len(ids) == 1 for ids in by_thread.values())  # one preconnect thread, one comm
+    assert {next(iter(by_thread[t])) for t in (510, 512)} == {parent, split}  # the two ring sets
+    assert {next(iter(by_thread[t])) for t in (529, 532)} == {parent, split}  # the two tree sets
+    for comm_id in (parent, split):  # each comm holds each of its connections once
+        keys = [(r["channel"], r["peer_rank"], r["direction"]) for r in conn if r["comm_id"] == comm_id]
+        assert sorted(keys) == sorted(set(keys)) and len(keys) == 7
+
+
+def test_a_preconnect_thread_keeps_one_comm_for_all_its_lines():
+    # derived from the same formats (v2.27.3-1:src/transport/net.cc:218/264): thread 21's first line is
+    # one the split already has, so thread 21 connects the parent; its second line, new to both comms,
+    # stays with the parent (one preconnect job, one comm)
+    lines = [
+        "h:7:8 [0] NCCL INFO ncclCommInitRankConfig comm 0x5500 rank 0 nranks 4 cudaDev 0 nvmlDev 0 busId 36000 commId 0xabc - Init START",
+        "h:7:9 [0] NCCL INFO ncclCommSplit comm 0x5600 rank 0 nranks 4 cudaDev 0 nvmlDev 0 busId 36000 parent 0x5500 splitCount 1 color 5 key 0- Init START",
+        "h:7:20 [0] NCCL INFO Channel 00/0 : 3[0] -> 0[0] [receive] via NET/Socket/0",
+        "h:7:21 [0] NCCL INFO Channel 00/0 : 3[0] -> 0[0] [receive] via NET/Socket/0",
+        "h:7:21 [0] NCCL INFO Channel 00/0 : 0[0] -> 2[0] [send] via NET/Socket/0",
+    ]
+    rows, _ = rows_of(lines)
+    conn = [(r["tid"], r["comm_id"]) for r in rows if r["kind"] == "conn"]
+    assert conn == [(20, "0xabc/1/5"), (21, "0xabc"), (21, "0xabc")]
+    # a tid reused by a later job (Linux recycles ids) that repeats a connection of its old comm is a new job
+    rows, _ = rows_of([*lines, "h:7:21 [0] NCCL INFO Channel 00/0 : 0[0] -> 2[0] [send] via NET/Socket/0"])
+    assert [r["comm_id"] for r in rows if r["kind"] == "conn"][-1] == "0xabc/1/5"
+
+
+def _ring_line_2_23(nranks: int) -> str:
+    """dumpLine of v2.23.4-1:src/graph/rings.cc: a 128-byte buffer, " %*d" per rank, "..." when cut."""
+    width = len(str(nranks - 1))
+    line = "Channel 00/02 :" + "".join(f" {r:>{width}}" for r in range(nranks))
+    return line if len(line) <= 127 else line[:124] + "..."
+
+
+def test_a_ring_cut_at_20_ranks_before_2_23_does_not_close_on_rank_0():
+    # derived: v2.22.3-1:src/graph/rings.cc dumpLine prints at most MAXWIDTH (20) ranks, " %3d" each, no mark
+    lines = [
+        "h:7:8 [0] NCCL INFO ncclCommInitRank comm 0x5500 rank 0 nranks 32 cudaDev 0 nvmlDev 0 busId 7000 commId 0xabc - Init START",
+        "h:7:8 [0] NCCL INFO Channel 00/02 : " + "".join(f" {r:3d}" for r in range(20)),
+    ]
+    rows, p = rows_of(lines)
+    ring = [(r["rank"], r["peer_rank"]) for r in rows if r["kind"] == "ring"]
+    assert ring == [(r, r + 1) for r in range(19)]  # rank 19's successor is past the cut, not rank 0
+    assert {r["n_ranks"] for r in rows if r["kind"] == "ring"} == {32}
+    assert p.records_skipped == 0
+
+
+def test_a_ring_cut_with_dots_from_2_23_keeps_the_successors_it_shows():
+    # derived: v2.23.4-1:src/graph/rings.cc dumpLine, 64 ranks: the line ends in "..." after rank 35
+    line = _ring_line_2_23(64)
+    assert line.endswith(" 34 35 ...")
+    lines = [
+        "h:7:8 [0] NCCL INFO ncclCommInitRankConfig comm 0x5500 rank 0 nranks 64 cudaDev 0 nvmlDev 0 busId 7000 commId 0xabc - Init START",
+        "h:7:8 [0] NCCL INFO " + line,
+        "h:7:9 [0] NCCL INFO ncclCommInitRankConfig comm 0x5600 rank 0 nranks 16 cudaDev 0 nvmlDev 0 busId 7000 commId 0xdef - Init START",
+        "h:7:9 [0] NCCL INFO " + _ring_line_2_23(16),  # fits: closes on rank 0
+    ]
+    rows, p = rows_of(lines)
+    ring = [(r["rank"], r["peer_rank"]) for r in rows if r["kind"] == "ring"]
+    assert ring[:35] == [(r, r + 1) for r in range(35)]
+    assert ring[35:] == [(r, (r + 1) % 16) for r in range(16)]
+    assert p.records_skipped == 0
+
+
 def test_split_with_commid_of_2_21_keeps_it():
     lines = (CORPUS / "issue1605-split-ibext" / "nccl.log").read_text().splitlines()
     rows, _ = rows_of(lines)
