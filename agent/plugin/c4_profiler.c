@@ -111,6 +111,9 @@ struct c4Comm {
 
 /* ---- process-wide state ------------------------------------------------- */
 static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
+/* Serializes init, finalize and unload (never taken by the flush thread or the hot path), so
+ * that none of them interleaves with another while g_lock is released to join the thread. */
+static pthread_mutex_t g_life = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t g_cond = PTHREAD_COND_INITIALIZER;
 static struct c4Comm* g_comms[C4_MAX_COMMS];
 static struct c4Comm* g_pxn; /* allocated with the first context, freed when the library unloads */
@@ -393,6 +396,7 @@ static ncclResult_t c4_init_common(void** context, int* eActivationMask, uint64_
    * communicators that have one. Only inits that hand out a context take a reference. */
   *context = NULL;
   if (logfn) g_log = logfn;
+  pthread_mutex_lock(&g_life);
   pthread_mutex_lock(&g_lock);
   if (g_refs == 0 && !g_thread_running) {
     g_pid = getpid();
@@ -427,6 +431,7 @@ static ncclResult_t c4_init_common(void** context, int* eActivationMask, uint64_
     stop_thread_locked(); /* nothing holds a reference: leave no thread and no open file behind */
   }
   pthread_mutex_unlock(&g_lock);
+  pthread_mutex_unlock(&g_life);
   return C4_NCCL_SUCCESS;
 }
 
@@ -608,6 +613,7 @@ static ncclResult_t c4_finalize(void* context) {
    * finalize for it, 2.28+ does not); nothing to do either way. */
   struct c4Comm* c = (struct c4Comm*)context;
   if (!c) return C4_NCCL_SUCCESS;
+  pthread_mutex_lock(&g_life);
   pthread_mutex_lock(&g_lock);
   for (int i = 0; i < g_ncomms; i++) {
     if (g_comms[i] == c) {
@@ -631,6 +637,7 @@ static ncclResult_t c4_finalize(void* context) {
     fflush(g_out);
   }
   pthread_mutex_unlock(&g_lock);
+  pthread_mutex_unlock(&g_life);
   comm_free(c);
   return C4_NCCL_SUCCESS;
 }
@@ -638,11 +645,15 @@ static ncclResult_t c4_finalize(void* context) {
 /* Unload (NCCL dlcloses the plugin when its last communicator is gone, or the process exits):
  * the flush thread must never outlive the code it runs. */
 __attribute__((destructor)) static void c4_unload(void) {
+  pthread_mutex_lock(&g_life);
   pthread_mutex_lock(&g_lock);
   stop_thread_locked();
-  struct c4Comm* px = g_pxn;
-  __atomic_store_n(&g_pxn, NULL, __ATOMIC_RELEASE);
+  /* Communicators still alive means the process is exiting without destroying them: their
+   * proxy threads may still run, so the PXN table is left to the exiting process. */
+  struct c4Comm* px = g_refs == 0 ? g_pxn : NULL;
+  if (px) __atomic_store_n(&g_pxn, NULL, __ATOMIC_RELEASE);
   pthread_mutex_unlock(&g_lock);
+  pthread_mutex_unlock(&g_life);
   comm_free(px);
 }
 
