@@ -11,6 +11,18 @@
  * Hot-path rules: fixed-size pools allocated at init, no malloc, no locks other than
  * short per-pool spinlocks, relaxed atomics for counters. Any failure degrades to "no
  * records" with one line through NCCL's logger; the job is never stopped or blocked.
+ *
+ * PXN: NCCL copies a proxy op, with the sending process's profiler context and task
+ * handle, into another process's shared-memory pool, and that process's proxy thread
+ * starts the op and its steps with those foreign pointers. A proxy op whose pid is not
+ * ours is therefore never allowed to touch the context or parent it came with: it is
+ * aggregated in a process-wide table (communicator unknown, rank and pid of origin), and
+ * a step takes its communicator from its parent op event, never from the context.
+ *
+ * Lifetime: only inits that hand out a context hold a reference; the event-mask pointer
+ * NCCL shares between all communicators is written only when a context is handed out;
+ * finalize(NULL) does nothing (NCCL >= 2.28 skips it); the flush thread is joined at the
+ * last finalize, or at the latest when the library is unloaded.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -37,8 +49,9 @@
 enum { KIND_TASK = 0x7A5C, KIND_OP = 0x0B0B, KIND_STEP = 0x57E9 };
 
 struct c4Conn { /* one aggregation cell; key 0 means empty */
-  uint32_t key;
-  int peer, channel, is_send;
+  uint64_t key;
+  int rank, peer, channel, is_send;
+  pid_t pid; /* process of the rank (PXN table: the process that created the op) */
   uint64_t ops, steps, bytes, net_ns, peer_wait_ns, gpu_wait_ns; /* atomics */
 };
 
@@ -86,6 +99,7 @@ struct c4TaskRecord {
 struct c4Comm {
   uint64_t comm_hash;
   int rank, nranks;
+  int pxn; /* the process-wide table of proxy ops other processes created (PXN) */
   struct c4Conn conns[C4_CONN_SLOTS];
   int conn_lock;
   struct c4Pool tasks, ops, steps;
@@ -97,9 +111,13 @@ struct c4Comm {
 
 /* ---- process-wide state ------------------------------------------------- */
 static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
+/* Serializes init, finalize and unload (never taken by the flush thread or the hot path), so
+ * that none of them interleaves with another while g_lock is released to join the thread. */
+static pthread_mutex_t g_life = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t g_cond = PTHREAD_COND_INITIALIZER;
 static struct c4Comm* g_comms[C4_MAX_COMMS];
-static int g_ncomms, g_refs, g_stop, g_thread_running, g_warned_file, g_warned_pool;
+static struct c4Comm* g_pxn; /* allocated with the first context, freed when the library unloads */
+static int g_ncomms, g_refs, g_stop, g_thread_running, g_warned_file, g_warned_pool, g_warned_init;
 static pthread_t g_thread;
 static FILE* g_out;
 static pid_t g_pid;
@@ -175,17 +193,21 @@ static inline int in_pool(struct c4Pool* p, const void* ptr) {
 }
 
 /* ---- connections ---------------------------------------------------------- */
-static struct c4Conn* conn_lookup(struct c4Comm* c, int peer, int channel, int is_send) {
-  uint32_t key = ((uint32_t)(peer + 1) << 9) | ((uint32_t)(channel & 0xFF) << 1) | (is_send ? 1u : 0u);
-  uint32_t h = (key * 2654435761u) & (C4_CONN_SLOTS - 1);
+/* A cell per (pid, rank, peer, channel, direction); pid and rank vary only in the PXN table. */
+static struct c4Conn* conn_lookup(struct c4Comm* c, pid_t pid, int rank, int peer, int channel, int is_send) {
+  uint64_t key = ((uint64_t)(uint32_t)(rank + 1) << 41) | ((uint64_t)(uint32_t)(peer + 1) << 9) |
+                 ((uint64_t)(channel & 0xFF) << 1) | (is_send ? 1u : 0u);
+  uint32_t h = (uint32_t)(((key ^ (uint64_t)(uint32_t)pid) * 0x9E3779B97F4A7C15ULL) >> 52) & (C4_CONN_SLOTS - 1);
   for (uint32_t i = 0; i < C4_CONN_SLOTS; i++) {
     struct c4Conn* s = &c->conns[(h + i) & (C4_CONN_SLOTS - 1)];
-    uint32_t k = __atomic_load_n(&s->key, __ATOMIC_ACQUIRE);
-    if (k == key) return s;
+    uint64_t k = __atomic_load_n(&s->key, __ATOMIC_ACQUIRE);
+    if (k == key && s->pid == pid) return s;
     if (k == 0) {
       spin_lock(&c->conn_lock);
       k = __atomic_load_n(&s->key, __ATOMIC_ACQUIRE);
       if (k == 0) {
+        s->pid = pid;
+        s->rank = rank;
         s->peer = peer;
         s->channel = channel;
         s->is_send = is_send;
@@ -194,7 +216,7 @@ static struct c4Conn* conn_lookup(struct c4Comm* c, int peer, int channel, int i
         return s;
       }
       spin_unlock(&c->conn_lock);
-      if (k == key) return s;
+      if (k == key && s->pid == pid) return s;
     }
   }
   return NULL; /* table full: this connection is not aggregated */
@@ -236,12 +258,15 @@ static void write_comm(struct c4Comm* c, uint64_t ts_real_ns) {
     fprintf(g_out,
             "{\"v\":1,\"kind\":\"conn\",\"ts_ns\":%llu,\"window_ns\":%llu,\"pid\":%d,\"comm\":\"0x%016llx\","
             "\"rank\":%d,\"peer\":%d,\"channel\":%d,\"dir\":\"%s\",\"dev\":\"\",\"port\":0,\"ops\":%llu,"
-            "\"steps\":%llu,\"bytes\":%llu,\"net_us\":%.3f,\"wait_peer_us\":%.3f,\"wait_gpu_us\":%.3f}\n",
-            (unsigned long long)ts_real_ns, (unsigned long long)g_window_ns, (int)g_pid,
-            (unsigned long long)c->comm_hash, c->rank, s->peer, s->channel, s->is_send ? "send" : "recv",
+            "\"steps\":%llu,\"bytes\":%llu,\"net_us\":%.3f,\"wait_peer_us\":%.3f,\"wait_gpu_us\":%.3f",
+            (unsigned long long)ts_real_ns, (unsigned long long)g_window_ns, (int)s->pid,
+            (unsigned long long)c->comm_hash, s->rank, s->peer, s->channel, s->is_send ? "send" : "recv",
             (unsigned long long)ops, (unsigned long long)steps, (unsigned long long)bytes, net / 1e3,
             peer / 1e3, gpu / 1e3);
+    if (c->pxn) fprintf(g_out, ",\"pxn\":true,\"proxy_pid\":%d", (int)g_pid);
+    fputs("}\n", g_out);
   }
+  if (c->pxn) return; /* PXN ops have no task of ours */
   /* completed collectives; and tasks enqueued long ago with no network activity */
   spin_lock(&c->task_lock);
   for (uint32_t i = 0; i < c->tasks.size; i++) {
@@ -281,6 +306,7 @@ static uint64_t realtime_ns(void) {
 static void flush_all_locked(void) {
   uint64_t ts = realtime_ns();
   for (int i = 0; i < g_ncomms; i++) write_comm(g_comms[i], ts);
+  if (g_pxn) write_comm(g_pxn, ts);
   g_window_id++;
   if (g_out) fflush(g_out);
 }
@@ -322,44 +348,90 @@ static void open_output_locked(void) {
   }
 }
 
+static struct c4Comm* comm_alloc(void) {
+  struct c4Comm* c = calloc(1, sizeof(*c));
+  if (c && (pool_init(&c->tasks, C4_POOL_TASK) || pool_init(&c->ops, C4_POOL_OP) || pool_init(&c->steps, C4_POOL_STEP))) {
+    pool_free(&c->tasks);
+    pool_free(&c->ops);
+    pool_free(&c->steps);
+    free(c);
+    c = NULL;
+  }
+  return c;
+}
+
+static void comm_free(struct c4Comm* c) {
+  if (!c) return;
+  pool_free(&c->tasks);
+  pool_free(&c->ops);
+  pool_free(&c->steps);
+  free(c);
+}
+
+/* Stop and join the flush thread and close the output; call with g_lock held, returns with it held. */
+static void stop_thread_locked(void) {
+  if (g_thread_running) {
+    g_stop = 1;
+    pthread_cond_broadcast(&g_cond);
+    pthread_t thread = g_thread;
+    pthread_mutex_unlock(&g_lock);
+    pthread_join(thread, NULL);
+    pthread_mutex_lock(&g_lock);
+    g_thread_running = 0;
+  }
+  if (g_out) fclose(g_out);
+  g_out = NULL;
+}
+
+/* Why an init handed out no context, once per reason and process. */
+static void warn_no_context(int bit, const char* why) {
+  if (__atomic_fetch_or(&g_warned_init, bit, __ATOMIC_RELAXED) & bit) return;
+  C4_LOG(C4_NCCL_LOG_WARN, "C4 profiler: %s; this communicator is not profiled (others are)", why);
+}
+
 static ncclResult_t c4_init_common(void** context, int* eActivationMask, uint64_t comm_hash, int nranks, int rank,
                                    ncclDebugLogger_t logfn) {
+  /* *eActivationMask is one process-wide int NCCL passes to every init: it is written only
+   * when this init hands out a context, so a failed init never turns profiling off for the
+   * communicators that have one. Only inits that hand out a context take a reference. */
   *context = NULL;
-  *eActivationMask = 0;
   if (logfn) g_log = logfn;
+  pthread_mutex_lock(&g_life);
   pthread_mutex_lock(&g_lock);
-  if (g_refs == 0) {
+  if (g_refs == 0 && !g_thread_running) {
     g_pid = getpid();
     g_stop = 0;
     g_realtime_offset_ns = (int64_t)realtime_ns() - (int64_t)now_ns();
-    open_output_locked();
-    if (g_out && pthread_create(&g_thread, NULL, flush_thread, NULL) == 0) g_thread_running = 1;
+    if (!g_out) open_output_locked();
+    if (g_out && !g_pxn) __atomic_store_n(&g_pxn, comm_alloc(), __ATOMIC_RELEASE);
+    if (g_pxn) g_pxn->pxn = 1;
+    if (g_out && g_pxn) {
+      if (pthread_create(&g_thread, NULL, flush_thread, NULL) == 0) g_thread_running = 1;
+      else warn_no_context(1, "cannot start the flush thread");
+    } else if (g_out) {
+      warn_no_context(2, "out of memory");
+    }
   }
-  g_refs++;
   struct c4Comm* c = NULL;
-  if (g_out && g_thread_running && g_ncomms < C4_MAX_COMMS) {
-    c = calloc(1, sizeof(*c));
-    if (c && (pool_init(&c->tasks, C4_POOL_TASK) || pool_init(&c->ops, C4_POOL_OP) ||
-              pool_init(&c->steps, C4_POOL_STEP))) {
-      pool_free(&c->tasks);
-      pool_free(&c->ops);
-      pool_free(&c->steps);
-      free(c);
-      c = NULL;
-      C4_LOG(C4_NCCL_LOG_WARN, "C4 profiler: out of memory; this communicator is not profiled");
-    }
-    if (c) {
-      c->comm_hash = comm_hash;
-      c->rank = rank;
-      c->nranks = nranks;
-      g_comms[g_ncomms++] = c;
-    }
+  if (g_thread_running && g_ncomms >= C4_MAX_COMMS) {
+    warn_no_context(4, "more than 1024 communicators");
+  } else if (g_thread_running) {
+    c = comm_alloc();
+    if (!c) warn_no_context(2, "out of memory");
+  }
+  if (c) {
+    c->comm_hash = comm_hash;
+    c->rank = rank;
+    c->nranks = nranks;
+    g_comms[g_ncomms++] = c;
+    g_refs++;
+    *eActivationMask = c4ProfileColl | c4ProfileP2p | c4ProfileProxyOp | c4ProfileProxyStep;
+    *context = c;
+  } else if (g_refs == 0) {
+    stop_thread_locked(); /* nothing holds a reference: leave no thread and no open file behind */
   }
   pthread_mutex_unlock(&g_lock);
-  if (c) {
-    *context = c;
-    *eActivationMask = c4ProfileColl | c4ProfileP2p | c4ProfileProxyOp | c4ProfileProxyStep;
-  }
+  pthread_mutex_unlock(&g_life);
   return C4_NCCL_SUCCESS;
 }
 
@@ -377,30 +449,47 @@ static ncclResult_t c4_init_v4(void** context, int* eActivationMask, const char*
   return c4_init_common(context, eActivationMask, commHash, nranks, rank, logfn);
 }
 
-static ncclResult_t c4_start(struct c4Comm* c, void** eHandle, uint64_t type, void* parentObj,
+static ncclResult_t c4_start(struct c4Comm* c, void** eHandle, uint64_t type, void* parentObj, int rank,
                              union c4DescrPayload* u) {
   *eHandle = NULL;
-  if (!c) return C4_NCCL_SUCCESS;
   if (type == c4ProfileProxyStep) {
+    /* The context may be another process's (PXN): the communicator comes from the parent op,
+     * which is always a handle this process returned (or NULL). */
     struct c4Event* op = (struct c4Event*)parentObj;
-    if (!op || !in_pool(&c->ops, op) || op->kind != KIND_OP) return C4_NCCL_SUCCESS;
-    struct c4Event* e = pool_get(&c->steps);
+    if (!op || __atomic_load_n(&op->kind, __ATOMIC_RELAXED) != KIND_OP) return C4_NCCL_SUCCESS;
+    struct c4Comm* oc = op->comm;
+    struct c4Event* e = pool_get(&oc->steps);
     if (!e) return C4_NCCL_SUCCESS;
-    e->comm = c;
+    e->comm = oc;
     e->step.conn = op->op.conn;
     e->step.t_gpu = e->step.t_peer = e->step.t_net = e->step.t_recv = e->step.t_flush = 0;
     e->step.bytes = 0;
     e->kind = KIND_STEP;
     *eHandle = e;
   } else if (type == c4ProfileProxyOp) {
+    pid_t pid = u->proxyOp.pid;
+    if (pid != g_pid) {
+      /* PXN: created by another process; context and parent are that process's pointers and
+       * are never dereferenced. Aggregated per (pid, rank) of origin in the PXN table. */
+      struct c4Comm* px = __atomic_load_n(&g_pxn, __ATOMIC_ACQUIRE);
+      if (!px) return C4_NCCL_SUCCESS;
+      struct c4Event* e = pool_get(&px->ops);
+      if (!e) return C4_NCCL_SUCCESS;
+      e->comm = px;
+      e->op.conn = conn_lookup(px, pid, rank, u->proxyOp.peer, u->proxyOp.channelId, u->proxyOp.isSend);
+      e->op.parent = NULL;
+      e->kind = KIND_OP;
+      *eHandle = e;
+      return C4_NCCL_SUCCESS;
+    }
+    if (!c) return C4_NCCL_SUCCESS;
     struct c4Event* e = pool_get(&c->ops);
     if (!e) return C4_NCCL_SUCCESS;
     e->comm = c;
-    e->op.conn = conn_lookup(c, u->proxyOp.peer, u->proxyOp.channelId, u->proxyOp.isSend);
+    e->op.conn = conn_lookup(c, g_pid, c->rank, u->proxyOp.peer, u->proxyOp.channelId, u->proxyOp.isSend);
     e->op.parent = NULL;
-    /* PXN: an op created by another process carries a parent pointer from that address
-     * space; only a parent from this process, inside our own task pool, is followed. */
-    if (u->proxyOp.pid == g_pid && parentObj && in_pool(&c->tasks, parentObj)) {
+    /* our own op: its parent is one of our task handles (or NULL) */
+    if (parentObj && in_pool(&c->tasks, parentObj)) {
       struct c4Event* t = (struct c4Event*)parentObj;
       spin_lock(&c->task_lock);
       if (t->kind == KIND_TASK) {
@@ -412,7 +501,7 @@ static ncclResult_t c4_start(struct c4Comm* c, void** eHandle, uint64_t type, vo
     }
     e->kind = KIND_OP;
     *eHandle = e;
-  } else if (type == c4ProfileColl || type == c4ProfileP2p) {
+  } else if ((type == c4ProfileColl || type == c4ProfileP2p) && c) {
     struct c4Event* e = pool_get(&c->tasks);
     if (!e) return C4_NCCL_SUCCESS;
     e->comm = c;
@@ -437,7 +526,7 @@ static ncclResult_t c4_start_v5(void* context, void** eHandle, c4EventDescr_v5* 
     if (eHandle) *eHandle = NULL;
     return C4_NCCL_SUCCESS;
   }
-  return c4_start((struct c4Comm*)context, eHandle, d->type, d->parentObj, &d->u);
+  return c4_start((struct c4Comm*)context, eHandle, d->type, d->parentObj, d->rank, &d->u);
 }
 
 static ncclResult_t c4_start_v4(void* context, void** eHandle, c4EventDescr_v4* d) {
@@ -445,7 +534,7 @@ static ncclResult_t c4_start_v4(void* context, void** eHandle, c4EventDescr_v4* 
     if (eHandle) *eHandle = NULL;
     return C4_NCCL_SUCCESS;
   }
-  return c4_start((struct c4Comm*)context, eHandle, d->type, d->parentObj, &d->u);
+  return c4_start((struct c4Comm*)context, eHandle, d->type, d->parentObj, d->rank, &d->u);
 }
 
 static ncclResult_t c4_record(void* eHandle, int state, c4EventStateArgs* args) {
@@ -520,52 +609,85 @@ static ncclResult_t c4_stop(void* eHandle) {
 }
 
 static ncclResult_t c4_finalize(void* context) {
+  /* NULL: an init that handed out no context and took no reference (NCCL 2.27 still calls
+   * finalize for it, 2.28+ does not); nothing to do either way. */
   struct c4Comm* c = (struct c4Comm*)context;
+  if (!c) return C4_NCCL_SUCCESS;
+  pthread_mutex_lock(&g_life);
   pthread_mutex_lock(&g_lock);
-  if (c) {
-    for (int i = 0; i < g_ncomms; i++) {
-      if (g_comms[i] == c) {
-        g_comms[i] = g_comms[--g_ncomms];
-        break;
-      }
+  for (int i = 0; i < g_ncomms; i++) {
+    if (g_comms[i] == c) {
+      g_comms[i] = g_comms[--g_ncomms];
+      break;
     }
-    /* whatever is still open never completed: report it as launch-only */
-    spin_lock(&c->task_lock);
-    for (uint32_t i = 0; i < c->tasks.size; i++) {
-      struct c4Event* t = &c->tasks.slots[i];
-      if (t->kind == KIND_TASK && t->task.stopped && t->task.refs == 0) task_complete_locked(c, t, t->task.start_ns);
-    }
-    spin_unlock(&c->task_lock);
-    write_comm(c, realtime_ns());
-    if (g_out) fflush(g_out);
   }
-  int last = --g_refs == 0;
-  pthread_t thread = g_thread;
-  int running = g_thread_running;
-  if (last) {
-    g_stop = 1;
-    pthread_cond_broadcast(&g_cond);
+  /* whatever is still open never completed: report it as launch-only */
+  spin_lock(&c->task_lock);
+  for (uint32_t i = 0; i < c->tasks.size; i++) {
+    struct c4Event* t = &c->tasks.slots[i];
+    if (t->kind == KIND_TASK && t->task.stopped && t->task.refs == 0) task_complete_locked(c, t, t->task.start_ns);
+  }
+  spin_unlock(&c->task_lock);
+  uint64_t ts = realtime_ns();
+  write_comm(c, ts);
+  if (--g_refs == 0) {
+    if (g_pxn) write_comm(g_pxn, ts);
+    stop_thread_locked();
+  } else if (g_out) {
+    fflush(g_out);
   }
   pthread_mutex_unlock(&g_lock);
-  if (last) {
-    if (running) pthread_join(thread, NULL);
-    pthread_mutex_lock(&g_lock);
-    g_thread_running = 0;
-    if (g_out) fclose(g_out);
-    g_out = NULL;
-    pthread_mutex_unlock(&g_lock);
-  }
-  if (c) {
-    pool_free(&c->tasks);
-    pool_free(&c->ops);
-    pool_free(&c->steps);
-    free(c);
-  }
+  pthread_mutex_unlock(&g_life);
+  comm_free(c);
   return C4_NCCL_SUCCESS;
 }
+
+/* Unload (NCCL dlcloses the plugin when its last communicator is gone, or the process exits):
+ * the flush thread must never outlive the code it runs. */
+__attribute__((destructor)) static void c4_unload(void) {
+  pthread_mutex_lock(&g_life);
+  pthread_mutex_lock(&g_lock);
+  stop_thread_locked();
+  /* Communicators still alive means the process is exiting without destroying them: their
+   * proxy threads may still run, so the PXN table is left to the exiting process. */
+  struct c4Comm* px = g_refs == 0 ? g_pxn : NULL;
+  if (px) __atomic_store_n(&g_pxn, NULL, __ATOMIC_RELEASE);
+  pthread_mutex_unlock(&g_lock);
+  pthread_mutex_unlock(&g_life);
+  comm_free(px);
+}
+
+/* NCCL 2.23-2.26 look up only ncclProfiler_v1..v3: they get these, which say so once and
+ * hand out no context (the mask stays 0, so NCCL sends no events). v1-v3 have no logger. */
+static int g_legacy_said;
+static ncclResult_t legacy_init(int version, void** context) {
+  *context = NULL;
+  if (!__atomic_exchange_n(&g_legacy_said, 1, __ATOMIC_RELAXED))
+    fprintf(stderr,
+            "C4 profiler: this NCCL offers profiler API v%d only (NCCL 2.23-2.26); the C4 plugin needs "
+            "NCCL 2.27 or later (API v4-v6); no connection records\n",
+            version);
+  return C4_NCCL_SUCCESS;
+}
+static ncclResult_t legacy_init_v1(void** context, int* mask) { (void)mask; return legacy_init(1, context); }
+static ncclResult_t legacy_init_v2(void** context, int* mask) { (void)mask; return legacy_init(2, context); }
+static ncclResult_t legacy_init_v3(void** context, int* mask) { (void)mask; return legacy_init(3, context); }
+static ncclResult_t legacy_start(void* context, void** eHandle, void* d) {
+  (void)context, (void)d;
+  if (eHandle) *eHandle = NULL;
+  return C4_NCCL_SUCCESS;
+}
+static ncclResult_t legacy_record(void* eHandle, int state, void* args) {
+  (void)eHandle, (void)state, (void)args;
+  return C4_NCCL_SUCCESS;
+}
+static ncclResult_t legacy_noop(void* p) { (void)p; return C4_NCCL_SUCCESS; }
 
 /* The symbols NCCL looks up, newest first. v6 widened only the descriptor union, so it
  * shares the v5 entry points; v4 differs in init's argument order and an 8-bit type. */
 C4_EXPORT c4Profiler_v5 ncclProfiler_v6 = {"C4", c4_init_v5, c4_start_v5, c4_stop, c4_record, c4_finalize};
 C4_EXPORT c4Profiler_v5 ncclProfiler_v5 = {"C4", c4_init_v5, c4_start_v5, c4_stop, c4_record, c4_finalize};
 C4_EXPORT c4Profiler_v4 ncclProfiler_v4 = {"C4", c4_init_v4, c4_start_v4, c4_stop, c4_record, c4_finalize};
+C4_EXPORT c4ProfilerLegacy ncclProfiler_v3 = {"C4", legacy_init_v3, legacy_start, legacy_noop, legacy_record, legacy_noop};
+C4_EXPORT c4ProfilerLegacy ncclProfiler_v2 = {"C4", legacy_init_v2, legacy_start, legacy_noop, legacy_record, legacy_noop};
+C4_EXPORT c4ProfilerLegacy ncclProfiler_v1 = {"C4", legacy_init_v1, legacy_start, legacy_noop, legacy_record, legacy_noop};

@@ -138,4 +138,14 @@ typedef struct {
   ncclResult_t (*finalize)(void* context);
 } c4Profiler_v5;
 
+/* v1, v2 and v3 (NCCL 2.23-2.26) share this table; C4 exports them only to say it needs v4+. */
+typedef struct {
+  const char* name;
+  ncclResult_t (*init)(void** context, int* eActivationMask);
+  ncclResult_t (*startEvent)(void* context, void** eHandle, void* eDescr);
+  ncclResult_t (*stopEvent)(void* eHandle);
+  ncclResult_t (*recordEventState)(void* eHandle, int eState, void* eStateArgs);
+  ncclResult_t (*finalize)(void* context);
+} c4ProfilerLegacy;
+
 #endif

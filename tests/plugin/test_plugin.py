@@ -236,3 +236,119 @@ def test_ctypes_driver(built, tmp_path, monkeypatch):
         json.loads(x) for f in records.glob("*.jsonl") for x in f.read_text().splitlines() if '"coll"' in x
     ]
     assert [(c["seq"], c["func"]) for c in colls] == [(7, "AllGather")]
+
+
+# --- real NCCL behaviour the ring driver does not show -------------------------------------
+
+COMM = "0x9a3f1c22d1e0b7a4"
+
+
+def run_pxn(built, tmp_path, version, foreign, lib="plugin", prefix=()):
+    """The pxn driver; reruns (at most twice) when ASLR put one of our mappings at the foreign address."""
+    for _ in range(3):
+        proc, records = run_driver(
+            built, tmp_path, "pxn", version, 12, 4, 8192, foreign, lib=lib, prefix=prefix
+        )
+        if proc.returncode != 3:
+            break
+        for f in records.glob("*.jsonl"):
+            f.unlink()
+    return proc, records
+
+
+@pytest.mark.parametrize("foreign", ["unmapped", "mapped"])
+@pytest.mark.parametrize("version", [4, 5, 6])
+def test_pxn_ops_never_touch_the_foreign_context(built, tmp_path, version, foreign):
+    """NCCL hands the proxy process another process's profilerContext and task handle (PXN):
+    with the pointer unmapped here the old plugin died of SIGSEGV, with a mapping there it wrote
+    into it. Now neither is touched, and the op is counted for the rank and process it came from."""
+    proc, records = run_pxn(built, tmp_path, version, foreign)
+    assert proc.returncode == 0, proc.stderr
+    expected = json.loads(proc.stdout)
+    assert expected["canary"] == ("intact" if foreign == "mapped" else None)
+    assert expected["sender_rc"] == 0 and expected["warnings"] == 0
+    raw = [json.loads(x) for f in records.glob("*.jsonl") for x in f.read_text().splitlines()]
+    pxn_raw = [r for r in raw if r.get("pxn")]
+    assert pxn_raw and all(r["proxy_pid"] != r["pid"] for r in pxn_raw)
+    sampler = ConnRecordSampler(records)
+    rows = sampler.sample(0)["nccl_connections"]
+    assert sampler.bad_lines == 0
+    sums: dict[tuple, list[int]] = defaultdict(lambda: [0, 0, 0])
+    for r in rows:
+        key = (r["comm_hash"], r["pid"], r["rank"], r["peer_rank"], r["direction"])
+        for i, k in enumerate(("ops", "steps", "bytes")):
+            sums[key][i] += r[k]
+    px, local = expected["pxn"], expected["local"]
+    local_pid = pxn_raw[0]["proxy_pid"]
+    assert dict(sums) == {
+        ("0x0000000000000000", px["pid"], 0, 2, "send"): [px["ops"], px["steps"], px["bytes"]],
+        (COMM, local_pid, 1, 0, "recv"): [local["ops"], local["steps"], local["bytes"]],
+    }
+
+
+def test_pxn_valgrind_clean(built, tmp_path):
+    proc, records = run_pxn(
+        built,
+        tmp_path,
+        5,
+        "unmapped",
+        lib="debug",
+        prefix=(
+            "valgrind",
+            "--leak-check=full",
+            "--errors-for-leak-kinds=definite,indirect,possible",
+            "--error-exitcode=9",
+            "-q",
+        ),
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "ERROR SUMMARY" not in proc.stderr or "ERROR SUMMARY: 0 errors" in proc.stderr
+    expected = json.loads(proc.stdout)
+    rows = ConnRecordSampler(records).sample(0)["nccl_connections"]
+    assert sum(r["bytes"] for r in rows) == expected["pxn"]["bytes"] + expected["local"]["bytes"]
+
+
+MASK = (1 << 1) | (1 << 2) | (1 << 3) | (1 << 4)
+
+
+@pytest.mark.parametrize("version", [4, 5, 6])
+def test_a_failed_init_leaves_profiling_on_and_teardown_clean(built, tmp_path, version):
+    """Two communicators share NCCL's one event-mask int; the second init runs out of memory.
+    The old plugin zeroed the mask (profiling off for the first too) and, as NCCL >= 2.28 skips
+    finalize for a NULL context, its flush thread outlived dlclose and crashed the process."""
+    proc, _ = run_driver(built, tmp_path, "inits", version, "oom")
+    assert proc.returncode == 0, proc.stderr
+    got = json.loads(proc.stdout)
+    assert (got["ctx_a"], got["ctx_b"]) == (True, False)
+    assert got["mask_after_failed_init"] == MASK and got["mask"] == MASK
+    assert got["threads_after_finalize"] == got["threads_before"] == got["threads_after_unload"]
+    assert proc.stderr.count("out of memory; this communicator is not profiled") == 1
+
+
+@pytest.mark.parametrize("version", [4, 6])
+def test_a_failed_thread_start_is_retried_by_the_next_init(built, tmp_path, version):
+    """The first init cannot start the flush thread: it hands out no context and leaves the
+    mask alone; the next communicator is profiled (the old plugin never retried)."""
+    proc, records = run_driver(built, tmp_path, "inits", version, "thread")
+    assert proc.returncode == 0, proc.stderr
+    got = json.loads(proc.stdout)
+    assert (got["ctx_a"], got["ctx_b"]) == (False, True)
+    assert got["mask_after_failed_init"] == 0 and got["mask"] == MASK
+    assert got["threads_after_finalize"] == got["threads_before"] == got["threads_after_unload"]
+    assert "cannot start the flush thread" in proc.stderr
+    rows = ConnRecordSampler(records).sample(0)["nccl_connections"]
+    assert [(r["comm_hash"], r["bytes"]) for r in rows] == [("0x000000000000b0b0", 4096)]
+
+
+@pytest.mark.parametrize(("nccl", "api"), [("2.23", 1), ("2.24", 2), ("2.25", 2), ("2.26", 3)])
+def test_nccl_before_2_27_gets_a_clear_line(built, tmp_path, nccl, api):
+    """NCCL 2.23-2.26 look up ncclProfiler_v3..v1 only: the plugin says once that it needs 2.27+,
+    hands out no context and leaves the mask 0, so NCCL sends no events."""
+    proc, records = run_driver(built, tmp_path, "legacy", nccl)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == {"loaded": api, "init_rc": 0, "ctx": None, "mask": 0}
+    line = (
+        f"this NCCL offers profiler API v{api} only (NCCL 2.23-2.26); the C4 plugin needs NCCL 2.27 or later"
+    )
+    assert proc.stderr.count(line) == 1
+    assert not list(records.glob("*.jsonl"))
