@@ -62,8 +62,12 @@ class Proc:
         self.p.send_signal(signal.SIGKILL)
         self.p.wait(10)
 
-    def stop(self, timeout_s: float = 30.0) -> int:
-        """SIGTERM and wait for a clean exit; returns the exit code."""
+    #: How long stop() waits for a clean exit after SIGTERM.
+    STOP_TIMEOUT_S = 30.0
+
+    def stop(self, timeout_s: float | None = None) -> int:
+        """SIGTERM and wait for a clean exit (STOP_TIMEOUT_S unless given); returns the exit code."""
+        timeout_s = self.STOP_TIMEOUT_S if timeout_s is None else timeout_s
         assert self.p is not None
         if self.p.poll() is None:
             self.p.send_signal(signal.SIGTERM)
@@ -108,6 +112,10 @@ class CollectorProc(Proc):
 
 class AgentProc(Proc):
     """A real agent streaming to a collector address, spooling under tmp."""
+
+    #: Longer than any drain timeout a test gives its agents (60 s: C4_AGENT_DRAIN_TIMEOUT_S), so a stop
+    #: on a loaded machine ends with the agent's own verdict, not the test's impatience.
+    STOP_TIMEOUT_S = 90.0
 
     def __init__(
         self,
