@@ -9,6 +9,7 @@ import polars as pl
 from c4.agent.batcher import convert_rows, utc_from_ns
 from c4.agent.registry import SamplerContext
 from c4.agent.runner import AgentStartError, ScheduledSampler
+from c4.agent.sampler import SkipCounter, SkipReasons
 from c4.catalogue import load
 from c4.config import AgentConfig
 
@@ -50,6 +51,13 @@ def print_test_sample(cfg: AgentConfig, ctx: SamplerContext, samplers: list[Sche
             s.sampler.close()
         tables = {t: c.table for t, c in converted.items()}
         print(f"## sampler {s.sampler.name}: {sum(t.num_rows for t in tables.values())} rows")
+        skipped = s.sampler.records_skipped if isinstance(s.sampler, SkipCounter) else 0
+        if skipped:  # what the source held that the reader could not use, and why
+            reasons = s.sampler.skipped_by_reason if isinstance(s.sampler, SkipReasons) else {}
+            why = ", ".join(f"{k}: {v}" for k, v in sorted(reasons.items()))
+            print(
+                f"## sampler {s.sampler.name}: {skipped} records skipped as unreadable ({why or 'no reason given'})"
+            )
         for c in converted.values():
             if c.dropped:  # the rows that fit are printed; say which did not
                 print(f"## sampler {s.sampler.name}: {c.first_error}")

@@ -205,3 +205,20 @@ def test_sampler_health_says_why_records_were_skipped(tmp_path):
             assert json.loads(row["records_skipped_by_reason"]) == {"conn": 2, "header": 1}
             return
     raise AssertionError("no agent_sampler_health batch spooled")
+
+
+def test_agent_test_mode_says_how_many_records_it_could_not_read_and_why(tmp_path):
+    import subprocess
+    import sys
+
+    dump = tmp_path / "host-pid1.log"
+    dump.write_text('{"header": {"id": "0x1"}, "coll_perf": "nope"}\n{not json\n')
+    out = subprocess.run(
+        [sys.executable, "-m", "c4.cli", "agent", "--test", "--samplers", "nccl_inspector"]
+        + ["--nccl-inspector", str(dump), "--node", "t1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "2 records skipped as unreadable (not_an_inspector_record: 1, not_json: 1)" in out.stdout
