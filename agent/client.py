@@ -80,6 +80,8 @@ class Sender:
         self.stats = SendStats()
         #: Set when sending cannot go on (the agent exits non-zero with this message).
         self.fatal = ""
+        self._channel: grpc.Channel | None = None  # the open connection, closed by abort() at shutdown
+        self._call = None  # the open stream
         self._new_epoch_started = False  # the last Hello found the collector ahead and we started an epoch
 
     def run(self, stop: threading.Event) -> None:
@@ -94,6 +96,7 @@ class Sender:
             channel = None
             try:
                 channel = self.security.channel(self.address, channel_options(self.max_message_bytes))
+                self._channel = channel
                 stub = pb_grpc.TelemetryStub(channel)
                 request = self.hello()
                 request.spool_epoch = self.spool.epoch
@@ -148,6 +151,7 @@ class Sender:
                 attempt = len(self.addresses)  # not the collector's fault: back off before the next try
             finally:
                 self.stats.connected = False
+                self._channel = None
                 if channel is not None:
                     channel.close()
             if attempt % len(self.addresses):  # another collector to try before backing off
@@ -257,6 +261,7 @@ class Sender:
         window = threading.Semaphore(self.max_in_flight)
         done = threading.Event()
         call = open_call(self._batches(window, done, stop))
+        self._call = call
         try:
             for reply in call:
                 for ack in acks_of(reply):
@@ -264,7 +269,17 @@ class Sender:
                     self._on_ack(ack)
         finally:
             done.set()
+            self._call = None
             call.cancel()
+
+    def abort(self) -> None:
+        """Cancel the open stream and close the connection now (the agent is exiting): nothing of gRPC's
+        is left waiting on a collector that does not answer when the process ends."""
+        call, channel = self._call, self._channel
+        if call is not None:
+            call.cancel()
+        if channel is not None:
+            channel.close()
 
     def _on_ack(self, ack: pb.Ack) -> None:
         """Forget an acknowledged batch; a retryable refusal ends the stream so the batch is sent again."""

@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -246,7 +247,7 @@ class DebugLogParser:
             # (<= 2.22, unmarked) or 128 bytes (2.23+, "..."); past the cut the successor is unknown
             whole = not cut and (comm is None or not comm.n_ranks or len(order) >= comm.n_ranks)
             if not whole:
-                order_pairs = list(zip(order, order[1:]))
+                order_pairs = list(pairwise(order))
             else:
                 order_pairs = [(r, order[(i + 1) % len(order)]) for i, r in enumerate(order)]
             return [

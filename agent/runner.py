@@ -444,6 +444,7 @@ class Agent:
         while len(self.spool) and self.sender.stats.connected and time.monotonic() < deadline:
             time.sleep(0.05)
         self._stop.set()
+        self.sender.abort()  # the drain is over: a stream still open would only delay the exit
         for t in self._threads[1:]:
             t.join(timeout=drain_timeout_s)
         for s in self.samplers:
