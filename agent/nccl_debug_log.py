@@ -51,6 +51,7 @@ class DebugLogParser:
                 "rank": int(init["rank"]),
                 "n_ranks": int(init["nranks"]),
                 "bus_id": init["bus"],
+                "nvml_dev": int(init["nvml"]) if init["nvml"] else None,
             }
             self.current[pid] = comm
             return [

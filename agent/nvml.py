@@ -42,6 +42,17 @@ class Device:
     nvlinks: int
 
 
+class GpuProcess(NamedTuple):
+    """One compute process on a GPU, as NVML lists it."""
+
+    pid: int
+    used_memory_bytes: int | None  # None: NVML cannot tell (NVML_VALUE_NOT_AVAILABLE)
+
+
+#: usedGpuMemory when NVML cannot tell (NVML_VALUE_NOT_AVAILABLE as an unsigned long long).
+_NOT_AVAILABLE_ULL = (1 << 64) - 1
+
+
 class Reading(NamedTuple):
     """One field value with NVML's own timestamp (microseconds)."""
 
@@ -146,6 +157,24 @@ class Nvml:
         """A non-field NVML call on one GPU: value, or None when not supported."""
         fn = getattr(self.lib, fn_name)
         return self._value(lambda: fn(dev.handle, *args), dev.index, fn_name)
+
+    def compute_processes(self, dev: Device) -> list[GpuProcess] | None:
+        """NVML's compute processes on one GPU (pid, memory); None when NVML will not say (unsupported, no permission)."""
+        try:
+            procs = self.call(dev, "nvmlDeviceGetComputeRunningProcesses")
+        except (
+            self.lib.NVMLError
+        ) as exc:  # e.g. NVML_ERROR_NO_PERMISSION: the GPU's other readings still count
+            self._unsupported_once(dev.index, f"nvmlDeviceGetComputeRunningProcesses ({exc})")
+            return None
+        if procs is None:
+            return None
+        out = []
+        for p in procs:
+            used = getattr(p, "usedGpuMemory", None)
+            ok = used is not None and int(used) != _NOT_AVAILABLE_ULL
+            out.append(GpuProcess(int(p.pid), int(used) if ok else None))
+        return out
 
     def read_fields(self, dev: Device, request: list[tuple[str, int, int]]) -> list[Reading]:
         """One batched nvmlDeviceGetFieldValues; a Reading per request item (value None if unsupported)."""

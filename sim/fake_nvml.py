@@ -9,7 +9,8 @@ Scenario (dict or JSON file, re-read when its mtime changes so a simulator can d
                "gauges": {"util_gpu_pct": 97, "power_mw": 650000, ...},
                "counters": {"energy_mj": 1.0e9, "nvlink_tx_bytes": 0, ...},   # values at t = 0
                "rates": {"energy_mj": 650000, "pcie_tx_bytes": 2.0e9, ...},   # increase per second
-               "not_supported": ["temp_mem_c"],
+               "not_supported": ["temp_mem_c"],            # "processes": the process list too
+               "processes": [{"pid": 4242, "used_memory_bytes": 7.5e10}],   # compute processes
                "lost_at_s": null}],
      "events": [{"at_s": 30, "gpu": 3, "xid": 79}]}
 
@@ -39,6 +40,8 @@ NVML_ERROR_GPU_IS_LOST = 15
 nvmlEventTypeXidCriticalError = 8
 NVML_VALUE_TYPE_DOUBLE = 0
 NVML_VALUE_TYPE_UNSIGNED_LONG_LONG = 3
+#: gpuInstanceId / computeInstanceId of a process on a GPU without MIG.
+NO_INSTANCE = 0xFFFFFFFF
 
 
 class NVMLError(Exception):
@@ -247,6 +250,21 @@ class FakeNvml:
     def nvmlDeviceGetMaxPcieLinkWidth(self, h: FakeHandle) -> int:
         """Maximum PCIe width (lanes)."""
         return int(self._gauge(h, "pcie_width_max"))
+
+    def nvmlDeviceGetComputeRunningProcesses(self, h: FakeHandle) -> list[SimpleNamespace]:
+        """The GPU's compute processes, as pynvml's friendly objects (usedGpuMemory None when unknown)."""
+        g = self._gpu(h)
+        if "processes" in g.get("not_supported", ()):
+            raise NVMLError(NVML_ERROR_NOT_SUPPORTED)
+        return [
+            SimpleNamespace(
+                pid=int(p["pid"]),
+                usedGpuMemory=None if p.get("used_memory_bytes") is None else int(p["used_memory_bytes"]),
+                gpuInstanceId=NO_INSTANCE,
+                computeInstanceId=NO_INSTANCE,
+            )
+            for p in g.get("processes", ())
+        ]
 
     def nvmlDeviceGetFieldValues(self, h: FakeHandle, field_ids: list) -> list[FieldValue]:
         """Field values with NVML timestamps (microseconds), as c_nvmlFieldValue_t-like objects."""
