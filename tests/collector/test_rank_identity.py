@@ -174,3 +174,40 @@ def test_unknown_gpu_is_null_and_newest_init_wins(store):
     got = identity(store)
     assert got[("0xc", 3)][2:4] == (None, None)
     assert got[("0xd", 0)][2:4] == (6, "nvml_dev")
+
+
+def test_twin_with_a_remapped_node_is_placed_right_end_to_end(store, tmp_path):
+    """The twin's host1 runs CUDA_VISIBLE_DEVICES=7,...,0: its init lines, NVML and Inspector agree on it."""
+    from testkit.twin import frames, run_twin
+
+    order = [7, 6, 5, 4, 3, 2, 1, 0]
+    twin, rows = run_twin(tmp_path / "twin", [], steps=3, nodes=2, cuda_visible_devices={"host1": order})
+    for table, df in frames(
+        rows, ["nccl_topology", "gpu_samples", "gpu_processes", "nccl_collectives"]
+    ).items():
+        assert df.height, table
+        store.con.register("_rows", df.to_arrow())
+        store.con.execute(f'INSERT INTO "{table}" SELECT * FROM _rows')
+        store.con.unregister("_rows")
+    got = store.con.execute(
+        "SELECT node, rank, gpu_index, gpu_from, cuda_dev, nvml_dev, pci_bus_id, pid FROM rank_identity"
+    ).fetchall()
+    assert len(got) == 16
+    nvml = {(r["node"], r["gpu_index"]): r["pci_bus_id"] for r in rows["gpu_samples"]}
+    procs = {(r["node"], r["pid"]): r["gpu_index"] for r in rows["gpu_processes"]}
+    for node, rank, gpu, src, cuda_dev, nvml_dev, bus, pid in got:
+        local = rank % 8
+        want = order[local] if node == "host1" else local
+        assert (gpu, src, nvml_dev, cuda_dev) == (want, "bus_id", want, local), (node, rank)
+        assert bus == nvml[(node, want)] and procs[(node, pid)] == want
+    inspected = {(r["node"], r["rank"], r["pid"]) for r in rows["nccl_collectives"]}
+    assert ("host1", 8, twin.pid_of("host1", 0)) in inspected  # rank 8 is local rank 0, on GPU 7
+
+
+def test_twin_refuses_a_cuda_order_that_is_not_its_gpus():
+    from c4.sim.twin import ClusterTwin
+
+    with pytest.raises(ValueError, match="cuda_visible_devices"):
+        ClusterTwin(nodes=2, leaves=1, spines=1, cuda_visible_devices={"host1": [0, 1]})
+    with pytest.raises(ValueError, match="host9"):
+        ClusterTwin(nodes=2, leaves=1, spines=1, cuda_visible_devices={"host9": list(range(8))})
