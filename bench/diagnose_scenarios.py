@@ -78,7 +78,9 @@ def draw(kind: str, seed: int, nodes: int, gpus: int = 8, nics: int = 8) -> Scen
         sc.faults = [Fault(kind, onset, node=node, nic=nic, factor=rng.uniform(0.25, 0.5))]
     elif kind == "thermal_throttle":
         sc.faults = [Fault(kind, onset, node=node, gpu=gpu, factor=rng.uniform(0.15, 0.4))]
-    elif kind == "thermal_throttle_remap":  # the node runs CUDA_VISIBLE_DEVICES=7,6,...,0: rank % 8 is not its GPU
+    elif (
+        kind == "thermal_throttle_remap"
+    ):  # the node runs CUDA_VISIBLE_DEVICES=7,6,...,0: rank % 8 is not its GPU
         sc.faults = [Fault("thermal_throttle", onset, node=node, gpu=gpu, factor=rng.uniform(0.15, 0.4))]
         sc.cluster = {"cuda_visible_devices": {node: list(range(gpus))[::-1]}}
     else:
