@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import pyarrow as pa
 import pytest
@@ -211,3 +211,18 @@ def test_twin_refuses_a_cuda_order_that_is_not_its_gpus():
         ClusterTwin(nodes=2, leaves=1, spines=1, cuda_visible_devices={"host1": [0, 1]})
     with pytest.raises(ValueError, match="host9"):
         ClusterTwin(nodes=2, leaves=1, spines=1, cuda_visible_devices={"host9": list(range(8))})
+
+
+def test_a_node_whose_clock_runs_ahead_hides_no_other_nodes_gpus(store):
+    """Rows up to the skew ahead of the clock are accepted; the newest 2 minutes end at the clock, not at them."""
+    now = datetime.now(UTC).replace(tzinfo=None)
+    line = {"ts": now, "kind": "init", "comm_id": "0xc", "n_ranks": 16, "bus_id": "2a000"}
+    insert(
+        store,
+        "nccl_topology",
+        [{**line, "node": "n1", "rank": 0, "pid": 1}, {**line, "node": "n2", "rank": 8}],
+    )
+    insert(store, "gpu_samples", gpus("n1", ["0000:18:00.0", "0000:2a:00.0"], now - timedelta(seconds=10)))
+    insert(store, "gpu_samples", gpus("n2", ["0000:18:00.0", "0000:2a:00.0"], now + timedelta(seconds=290)))
+    got = identity(store)
+    assert got[("0xc", 0)][2:4] == (1, "bus_id") and got[("0xc", 8)][2:4] == (1, "bus_id")
