@@ -58,7 +58,7 @@ class GpuSampler:
     """Samples every GPU through the NVML facade; a lost GPU becomes an event and is skipped after."""
 
     name = "gpu"
-    tables = ("gpu_samples", "nvlink_samples", "gpu_events")
+    tables = ("gpu_samples", "nvlink_samples", "gpu_events", "gpu_processes")
 
     class Options(BaseModel):
         """Config keys of ``[agent.samplers.gpu]``."""
@@ -69,12 +69,19 @@ class GpuSampler:
         nvml_library: str = ""
         nvml_library_arg: str = ""
         xid_events: bool = True
+        # NVML's compute processes per GPU (gpu_processes): which process, hence which rank, runs where
+        processes: bool = True
 
     def __init__(
-        self, nvml: Nvml, xid_events: bool = True, rank_of_gpu: dict[int, int] | None = None
+        self,
+        nvml: Nvml,
+        xid_events: bool = True,
+        rank_of_gpu: dict[int, int] | None = None,
+        processes: bool = True,
     ) -> None:
         self.nvml = nvml
         self.xid_events = xid_events
+        self.processes = processes
         self.rank_of_gpu = rank_of_gpu or {}
         self.devices: list[Device] = []
         self.lost: set[int] = set()
@@ -106,7 +113,7 @@ class GpuSampler:
             for k, v in ctx.labels.items()
             if k.startswith("rank_of_gpu") and v.isdigit() and k[len("rank_of_gpu") :].isdigit()
         }
-        return cls(Nvml(lib), opts.xid_events, ranks)
+        return cls(Nvml(lib), opts.xid_events, ranks, opts.processes)
 
     def probe(self) -> None:
         """Start NVML and enumerate GPUs; SourceUnavailable on a node without a driver or GPUs."""
@@ -142,9 +149,10 @@ class GpuSampler:
             )
 
     def sample(self, now_ns: int) -> Rows:
-        """One row per GPU, one per NVLink, and events (Xid, GPU lost)."""
+        """One row per GPU, one per NVLink, one per compute process, and events (Xid, GPU lost)."""
         gpu_rows: list[dict[str, Any]] = []
         link_rows: list[dict[str, Any]] = []
+        proc_rows: list[dict[str, Any]] = []
         events: list[dict[str, Any]] = []
         nvml_error = self.nvml.lib.NVMLError
         for d in self.devices:
@@ -153,6 +161,8 @@ class GpuSampler:
             try:
                 gpu_rows.append(self._sample_gpu(d))
                 link_rows += self._sample_links(d)
+                if self.processes:
+                    proc_rows += self._sample_processes(d)
             except (
                 nvml_error
             ) as exc:  # the facade turns each into NULL: one here is a bug; keep the other GPUs
@@ -190,7 +200,12 @@ class GpuSampler:
                     d.uuid if d else "",
                 )
             )
-        return {"gpu_samples": gpu_rows, "nvlink_samples": link_rows, "gpu_events": events}
+        return {
+            "gpu_samples": gpu_rows,
+            "nvlink_samples": link_rows,
+            "gpu_events": events,
+            "gpu_processes": proc_rows,
+        }
 
     def _sample_gpu(self, d: Device) -> dict[str, Any]:
         nv = self.nvml
@@ -229,6 +244,19 @@ class GpuSampler:
         for col, (fn, args) in QUERIES.items():
             row[col] = nv.call(d, fn, *args)
         return row
+
+    def _sample_processes(self, d: Device) -> list[dict[str, Any]]:
+        """One row per compute process NVML lists on the GPU (none when NVML will not say)."""
+        return [
+            {
+                "gpu_index": d.index,
+                "gpu_uuid": d.uuid,
+                "pci_bus_id": d.pci_bus_id,
+                "pid": p.pid,
+                "used_memory_bytes": p.used_memory_bytes,
+            }
+            for p in self.nvml.compute_processes(d) or ()
+        ]
 
     def _sample_links(self, d: Device) -> list[dict[str, Any]]:
         plan = self._link_plans.get(d.index)

@@ -60,6 +60,17 @@ class Device:
         return handle_key(self.handle)
 
 
+class GpuProcess(NamedTuple):
+    """One compute process on a GPU, as NVML lists it."""
+
+    pid: int
+    used_memory_bytes: int | None  # None: NVML cannot tell (NVML_VALUE_NOT_AVAILABLE)
+
+
+#: usedGpuMemory when NVML cannot tell (NVML_VALUE_NOT_AVAILABLE as an unsigned long long).
+_NOT_AVAILABLE_ULL = (1 << 64) - 1
+
+
 class Reading(NamedTuple):
     """One field value with NVML's own timestamp (microseconds)."""
 
@@ -260,6 +271,19 @@ class Nvml:
                 return self.call(dev, fn_name, *args)
         self.skip(dev.index, fn_name, reason, detail=detail)
         return None
+
+    def compute_processes(self, dev: Device) -> list[GpuProcess] | None:
+        """NVML's compute processes on one GPU (pid, memory); None when NVML will not say (unsupported, no
+        permission: counted by reason like any other value; the GPU's other readings still count)."""
+        procs = self.call(dev, "nvmlDeviceGetComputeRunningProcesses")
+        if procs is None:
+            return None
+        out = []
+        for p in procs:
+            used = getattr(p, "usedGpuMemory", None)
+            ok = used is not None and int(used) != _NOT_AVAILABLE_ULL
+            out.append(GpuProcess(int(p.pid), int(used) if ok else None))
+        return out
 
     def read_fields(self, dev: Device, request: list[tuple[str, int, int, int]]) -> list[Reading]:
         """One batched nvmlDeviceGetFieldValues for (column, field id, scope id, scale) items; a Reading each."""

@@ -64,12 +64,14 @@ def run_db(args: argparse.Namespace) -> int:
         dumps, problems = load_dir(Path(args.flight_recorder))
         for p in problems:
             print(f"c4 diagnose: skipped {p}", file=sys.stderr)
+        from c4.analytics.rank_gpu import RankPlaces  # lazy: c4 --help; polars ~120 ms
+
         colls = tables.get("nccl_collectives")
-        places = {}
-        if colls is not None and not colls.is_empty():  # global rank -> host, GPU (rank % GPUs per host)
-            for rank, host in colls.select(["rank", "hostname"]).unique("rank").iter_rows():
-                places[rank] = (host, None)
-        findings += flight_recorder_findings(find_missing_ranks(dumps), places)
+        hosts = {}
+        if colls is not None and not colls.is_empty():  # a global rank's host, when no identity places it
+            hosts = dict(colls.sort("n_ranks").select(["rank", "hostname"]).iter_rows())
+        places = RankPlaces(tables.get("rank_identity"), tables.get("gpu_samples"))
+        findings += flight_recorder_findings(find_missing_ranks(dumps), places, hosts)
     if args.json:
         print(
             json.dumps(

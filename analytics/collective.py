@@ -13,6 +13,7 @@ import polars as pl
 
 from c4.analytics.fabric import FabricModel, cable_of
 from c4.analytics.findings import Finding
+from c4.analytics.rank_gpu import RankPlaces
 
 
 def iteration_period_s(colls: pl.DataFrame) -> float | None:
@@ -96,11 +97,15 @@ def comm_hang_findings(conns: pl.DataFrame, period_s: float | None) -> list[Find
     return out
 
 
-def straggler_findings(colls: pl.DataFrame, min_seqs: int = 5) -> list[Finding]:
+def straggler_findings(
+    colls: pl.DataFrame, min_seqs: int = 5, places: RankPlaces | None = None
+) -> list[Finding]:
     """The same rank enters the last `min_seqs` collectives last, clearly later than the others: a straggler.
 
-    Blips shorter than `min_seqs` iterations and slowdowns shared by every rank raise nothing.
+    Blips shorter than `min_seqs` iterations and slowdowns shared by every rank raise nothing. The
+    straggler's GPU comes from ``places`` (the rank_identity view), never from its rank number alone.
     """
+    places = places or RankPlaces()
     c = colls.filter(pl.col("kind") == "coll").drop_nulls("start_ts")
     if c.is_empty():
         return []
@@ -137,8 +142,9 @@ def straggler_findings(colls: pl.DataFrame, min_seqs: int = 5) -> list[Finding]:
         if run < min_seqs:
             continue
         tail = g.tail(run)
-        rank, node = int(ranks[-1]), tail["hostname"][0]
-        comp = f"{node}/gpu{rank % 8}"
+        rank = int(ranks[-1])
+        where = places.of(comm, rank, tail["hostname"][0])
+        comp, node = (where.component, where.node) if where else (f"rank{rank}", "")
         late = float(tail["late_s"].median())
         out.append(
             Finding(
@@ -153,7 +159,14 @@ def straggler_findings(colls: pl.DataFrame, min_seqs: int = 5) -> list[Finding]:
                 "drain_node",
                 f"rank {rank} ({comp}) entered the last {run} collectives last, "
                 f"{late * 1e3:.0f} ms after the median rank",
-                {"collectives_last": run, "late_s": late, "typical_spread_s": spread, "comm": comm},
+                {
+                    "collectives_last": run,
+                    "late_s": late,
+                    "typical_spread_s": spread,
+                    "comm": comm,
+                    "rank": rank,
+                    **(where.evidence if where else {"gpu_from": "unknown: no host or identity"}),
+                },
                 f"SELECT ts, rank, coll_sn, start_ts FROM nccl_collectives WHERE comm_id = '{comm}' ORDER BY coll_sn, rank",
             )
         )

@@ -17,6 +17,7 @@ from c4.analytics.fabric import FabricModel
 from c4.analytics.findings import Finding
 from c4.analytics.hang_sources import ras_findings
 from c4.analytics.hardware import hardware_findings
+from c4.analytics.rank_gpu import RankPlaces
 
 
 def _explained_by_congestion(found: list[Finding]) -> list[Finding]:
@@ -53,12 +54,14 @@ def diagnose(
     conns = tables.get("nccl_connections", empty)
     gpus = tables.get("gpu_samples", empty)
     found = hardware_findings(tables)
+    places = RankPlaces(tables.get("rank_identity"), gpus)  # which GPU each rank runs on
     ras = tables.get("nccl_ras_status", empty)
     if not ras.is_empty():
-        found += ras_findings(ras, colls)
+        found += ras_findings(ras, colls, places=places)
     if not colls.is_empty():
         newest = max(x["ts"].max() for x in (colls, gpus) if not x.is_empty())
-        found += hang_findings(colls, gpus, min(newest, now) if now else newest) + straggler_findings(colls)
+        found += hang_findings(colls, gpus, min(newest, now) if now else newest)
+        found += straggler_findings(colls, places=places)
         period = iteration_period_s(colls)
         found += comm_hang_findings(conns, period)
         found += slow_connection_findings(conns, colls, fabric=fabric, period_s=period)

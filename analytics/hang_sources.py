@@ -1,11 +1,12 @@
 """Hang localization from NCCL's own reports: RAS missing/dead ranks and lagging collective counts, and
-PyTorch Flight Recorder verdicts; each names the rank (and through it the GPU) the job waits for."""
+PyTorch Flight Recorder verdicts; each names the rank the job waits for, and its GPU from the rank_identity view."""
 
 from __future__ import annotations
 
 import polars as pl
 
 from c4.analytics.findings import Finding
+from c4.analytics.rank_gpu import RankPlaces
 
 
 def _ranks(text: str | None) -> list[int]:
@@ -13,47 +14,59 @@ def _ranks(text: str | None) -> list[int]:
     return [int(x) for x in (text or "").replace(" ", "").split(",") if x.lstrip("-").isdigit()]
 
 
-def _rank_places(
+def _rank_hosts(
     ras: pl.DataFrame, colls: pl.DataFrame | None
-) -> dict[tuple[str, int], tuple[str, int | None]]:
-    """(communicator, rank) -> (host, GPU) from RAS rank rows, else from the collectives' hostnames."""
-    places: dict[tuple[str, int], tuple[str, int | None]] = {}
+) -> dict[tuple[str, int], tuple[str, tuple[int, str] | None]]:
+    """(communicator, rank) -> (host, RAS's GPU of it as a hint) from RAS rank rows, else the collectives' hostnames."""
+    hosts: dict[tuple[str, int], tuple[str, tuple[int, str] | None]] = {}
     if colls is not None and not colls.is_empty():
         for comm, rank, host in (
             colls.select(["comm_id", "rank", "hostname"]).unique(["comm_id", "rank"]).iter_rows()
         ):
-            places[(comm, rank)] = (host, None)
+            hosts[(comm, rank)] = (host, None)
     rank_rows = ras.filter(pl.col("scope") == "rank").drop_nulls(["rank"])
     for comm, rank, host, gpu in rank_rows.select(["comm_hash", "rank", "host", "gpu"]).unique().iter_rows():
         if host:
-            places[(comm, rank)] = (host, gpu)
-    return places
+            hosts[(comm, rank)] = (host, (gpu, "nccl_ras") if gpu is not None else None)
+    return hosts
 
 
-def ras_findings(ras: pl.DataFrame, colls: pl.DataFrame | None = None, min_lag: int = 2) -> list[Finding]:
-    """Ranks NCCL RAS reports dead or unreachable, and a rank whose collective count stalls behind all others."""
+def ras_findings(
+    ras: pl.DataFrame,
+    colls: pl.DataFrame | None = None,
+    min_lag: int = 2,
+    places: RankPlaces | None = None,
+) -> list[Finding]:
+    """Ranks NCCL RAS reports dead or unreachable, and a rank whose collective count stalls behind all others.
+
+    Each is placed on its GPU by ``places`` (the rank_identity view), else on the GPU RAS names, else
+    guessed from the rank number (the finding's evidence says which).
+    """
     if ras.is_empty():
         return []
-    places = _rank_places(ras, colls)
+    places = places or RankPlaces()
+    hosts = _rank_hosts(ras, colls)
     latest = ras.sort("ts").group_by(["comm_hash", "scope", "rank"], maintain_order=True).last()
     out: list[Finding] = []
 
     def add(comm: str, rank: int, detector: str, why: str, conf: float, ts, evidence: dict) -> None:
-        host, gpu = places.get((comm, rank), (f"rank{rank}", None))
-        comp = f"{host}/gpu{gpu if gpu is not None else rank % 8}" if not host.startswith("rank") else host
+        host, hint = hosts.get((comm, rank), (None, None))
+        where = places.of(comm, rank, host, hint)
+        comp, node = (where.component, where.node) if where else (f"rank{rank}", f"rank{rank}")
+        gpu_from = where.evidence if where else {"gpu_from": "unknown: no host or identity"}
         out.append(
             Finding(
                 detector,
                 "non_comm_hang",
                 "gpu",
                 comp,
-                host,
+                node,
                 ts,
                 ts,
                 conf,
                 "restart_job",
                 f"NCCL RAS: rank {rank} of communicator {comm} {why}",
-                {"comm": comm, "rank": rank, **evidence},
+                {"comm": comm, "rank": rank, **evidence, **gpu_from},
                 f"SELECT * FROM nccl_ras_status WHERE comm_hash = '{comm}' ORDER BY ts DESC LIMIT 50",
             )
         )
@@ -93,23 +106,26 @@ def ras_findings(ras: pl.DataFrame, colls: pl.DataFrame | None = None, min_lag: 
 
 
 def flight_recorder_findings(
-    verdicts, places: dict[int, tuple[str, int | None]] | None = None
+    verdicts, places: RankPlaces | None = None, hosts: dict[int, str] | None = None
 ) -> list[Finding]:
-    """One finding per rank a Flight Recorder verdict says never entered the collective the others wait in."""
+    """One finding per rank a Flight Recorder verdict says never entered the collective the others wait in.
+
+    Flight Recorder ranks are global: ``places`` places them as the largest communicator's ranks (the
+    rank_identity view), ``hosts`` gives a rank's host when no identity is known.
+    """
+    places = places or RankPlaces()
     out = []
     for v in verdicts:
         for rank in v.missing:
-            host, gpu = (places or {}).get(rank, (f"rank{rank}", None))
-            comp = (
-                f"{host}/gpu{gpu if gpu is not None else rank % 8}" if not host.startswith("rank") else host
-            )
+            where = places.of_global(rank, (hosts or {}).get(rank))
+            comp, node = (where.component, where.node) if where else (f"rank{rank}", f"rank{rank}")
             out.append(
                 Finding(
                     "flight_recorder_missing_rank",
                     "non_comm_hang",
                     "gpu",
                     comp,
-                    host,
+                    node,
                     None,
                     None,
                     0.9,
@@ -121,6 +137,7 @@ def flight_recorder_findings(
                         "last_seq": v.last_seq,
                         "rank": rank,
                         "stuck": v.stuck,
+                        **(where.evidence if where else {"gpu_from": "unknown: no host or identity"}),
                     },
                 )
             )

@@ -18,6 +18,10 @@ NEEDED = (
     "nccl_ras_status",
 )
 
+#: Which GPU each rank runs on (a catalogue view, one row per rank of each communicator): read whole,
+#: since a communicator's init lines are logged once, long before the window.
+IDENTITY_VIEW = "rank_identity"
+
 #: Default of ``max_clock_skew_s``: how far ahead of the reader's clock a row may be and still count.
 DEFAULT_MAX_CLOCK_SKEW_S = 300.0
 #: Tables whose ts the collector stamps with its own clock: a stopped store's "now" is their newest row.
@@ -41,7 +45,16 @@ def window_from_cursor(
         end = now + timedelta(seconds=max_skew_s) if now is not None else store_now(cur, t, bound)
         start = (now if now is not None else end) - timedelta(seconds=window_s) if end else None
         out[t] = cur.execute(f'SELECT * FROM "{t}" WHERE ts >= ? AND ts <= ? ORDER BY ts', [start, end]).pl()
+    out[IDENTITY_VIEW] = rank_identity(cur)
     return out
+
+
+def rank_identity(cur) -> pl.DataFrame:
+    """The rank_identity view (empty in a store made before the view existed, opened read-only)."""
+    try:
+        return cur.execute(f'SELECT * FROM "{IDENTITY_VIEW}"').pl()
+    except duckdb.CatalogException:
+        return pl.DataFrame()
 
 
 def collector_clock_bound(cur, max_skew_s: float = DEFAULT_MAX_CLOCK_SKEW_S) -> datetime | None:

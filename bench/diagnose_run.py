@@ -72,7 +72,9 @@ def run_scenario(sc: Scenario, workdir: Path | None = None, diagnose_every_steps
     work = Path(tempfile.mkdtemp(prefix="c4-bench-diag-")) if own else Path(workdir)
     t_wall = time.perf_counter()
     try:
-        twin = ClusterTwin(nodes=sc.nodes, leaves=4, spines=4, seed=sc.seed, faults=list(sc.faults))
+        twin = ClusterTwin(
+            nodes=sc.nodes, leaves=4, spines=4, seed=sc.seed, faults=list(sc.faults), **sc.cluster
+        )
         runner = SimRunner(work / "sim", twin, sc.name, epoch_s=EPOCH_S)
         catalogue = load()
         samplers = {}

@@ -21,6 +21,7 @@ POSITIVE_KINDS = (
     "xid95",
     "row_remap_failure",
     "thermal_throttle",
+    "thermal_throttle_remap",
     "rank_hang",
     "comm_hang",
     "pcie_downtrain",
@@ -38,6 +39,7 @@ class Scenario:
     seed: int
     nodes: int
     faults: list[Fault] = field(default_factory=list)
+    cluster: dict = field(default_factory=dict)  # further ClusterTwin settings (e.g. cuda_visible_devices)
     onset_s: float = 0.0
     watch_s: float = 25.0  # simulated seconds after onset
 
@@ -76,6 +78,11 @@ def draw(kind: str, seed: int, nodes: int, gpus: int = 8, nics: int = 8) -> Scen
         sc.faults = [Fault(kind, onset, node=node, nic=nic, factor=rng.uniform(0.25, 0.5))]
     elif kind == "thermal_throttle":
         sc.faults = [Fault(kind, onset, node=node, gpu=gpu, factor=rng.uniform(0.15, 0.4))]
+    elif (
+        kind == "thermal_throttle_remap"
+    ):  # the node runs CUDA_VISIBLE_DEVICES=7,6,...,0: rank % 8 is not its GPU
+        sc.faults = [Fault("thermal_throttle", onset, node=node, gpu=gpu, factor=rng.uniform(0.15, 0.4))]
+        sc.cluster = {"cuda_visible_devices": {node: list(range(gpus))[::-1]}}
     else:
         sc.faults = [Fault(kind, onset, node=node, gpu=gpu, nic=nic)]
     return sc

@@ -31,6 +31,7 @@ Scenario (dict or JSON file, re-read when its mtime changes so a simulator can d
                "not_supported": ["temp_mem_c"],
                "errors": {"nvmlDeviceGetTemperature": "unknown", "temp_mem_c": "no_permission"},
                "value_types": {"temp_mem_c": "double"},
+               "processes": [{"pid": 4242, "used_memory_bytes": 7.5e10}],   # compute processes
                "lost_at_s": null}],
      "events": [{"at_s": 30, "gpu": 3, "xid": 79}]}
 
@@ -69,6 +70,8 @@ _MEMBER = ("dVal", "uiVal", "ulVal", "ullVal", "sllVal", "siVal", "usVal")
 _FV = struct.Struct("@IIqqII8s")
 assert _FV.size == ctypes.sizeof(pynvml.c_nvmlFieldValue_t) and pynvml.c_nvmlFieldValue_t.value.offset == 32
 ALL = frozenset(ARCH_CODES)
+#: gpuInstanceId / computeInstanceId of a process on a GPU without MIG.
+NO_INSTANCE = 0xFFFFFFFF
 
 #: Per-GPU field id -> (quantity, value type, driver branch that has it)
 GPU_FIELDS: dict[int, tuple[str, str, int]] = {
@@ -321,6 +324,27 @@ class FakeNvml:
     def nvmlDeviceGetMaxPcieLinkWidth(self, h: Any) -> int:
         """Maximum PCIe width (lanes)."""
         return int(self._gauge(h, "pcie_width_max", "nvmlDeviceGetMaxPcieLinkWidth"))
+
+    def nvmlDeviceGetComputeRunningProcesses(self, h: Any) -> list[Any]:
+        """The GPU's compute processes as pynvml returns them: c_nvmlProcessInfo_v3_t made friendly objects,
+        usedGpuMemory None where NVML reports NVML_VALUE_NOT_AVAILABLE."""
+        g = self._gpu(h, "nvmlDeviceGetComputeRunningProcesses")
+        if "processes" in g.get("not_supported", ()):
+            raise error("not_supported")
+        out = []
+        for p in g.get("processes", ()):
+            used = p.get("used_memory_bytes")
+            info = pynvml.c_nvmlProcessInfo_v3_t(
+                pid=int(p["pid"]),
+                usedGpuMemory=pynvml.NVML_VALUE_NOT_AVAILABLE_ulonglong.value if used is None else int(used),
+                gpuInstanceId=NO_INSTANCE,
+                computeInstanceId=NO_INSTANCE,
+            )
+            obj = pynvml.nvmlStructToFriendlyObject(info)
+            if obj.usedGpuMemory == pynvml.NVML_VALUE_NOT_AVAILABLE_ulonglong.value:
+                obj.usedGpuMemory = None
+            out.append(obj)
+        return out
 
     def nvmlDeviceGetFieldValues(self, h: Any, field_ids: list) -> Any:
         """An array of c_nvmlFieldValue_t, one per (field id, scope id) or field id, as pynvml returns."""

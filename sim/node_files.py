@@ -107,14 +107,19 @@ class NodeWriter:
         return self.epoch_s + t
 
     def write_init_log(self, twin) -> None:
-        """NCCL_DEBUG=INFO lines: communicator init and the ring connections of this node's ranks."""
+        """NCCL_DEBUG=INFO lines: communicator init and the ring connections of this node's ranks.
+
+        Local rank k is process ``twin.pid_of(node, k)`` on CUDA device k, which is NVML GPU
+        ``twin.gpu_of(node, k)`` at that GPU's PCI address (NCCL's short busId form).
+        """
         lines = []
-        pid = 1000 + twin.hosts.index(self.node)
         comm, base, size = twin.comm_of(self.node)
-        for g in range(self.gpus):
+        for k in range(self.gpus):
+            gpu, p = twin.gpu_of(self.node, k), twin.pid_of(self.node, k)
             lines.append(
-                f"{self.node}:{pid}:{pid} [{g}] NCCL INFO ncclCommInitRank comm 0x{0x55D0 + g:x} rank {base + g} "
-                f"nranks {size} cudaDev {g} nvmlDev {g} busId {0x18 + g:x}000 commId {comm} - Init START"
+                f"{self.node}:{p}:{p} [{k}] NCCL INFO ncclCommInitRank comm 0x{0x55D0 + k:x} rank {base + k} "
+                f"nranks {size} cudaDev {k} nvmlDev {gpu} busId {PCI_BUSES[gpu % len(PCI_BUSES)]:x}000 "
+                f"commId {comm} - Init START"
             )
         stage = twin.stage_of[self.node]
         order = [
@@ -122,15 +127,24 @@ class NodeWriter:
         ]  # ring of node-leader ranks, per channel
         for c in range(self.nics):
             ring = "".join(f"{r + c:4d}" for r in order)
+            pid = twin.pid_of(self.node, c % self.gpus)  # channel c's ring, as local rank c logs it
             lines.append(f"{self.node}:{pid}:{pid} [{c}] NCCL INFO Channel {c:02d}/{self.nics:02d} :{ring}")
         for f in twin.flows[: twin.dp_flows]:  # pipeline p2p communicators connect lazily, after init
             if f.src == self.node:
                 src_rank, dst_rank = twin.comm_of(f.src)[1] + f.src_nic, twin.comm_of(f.dst)[1] + f.dst_nic
+                pid = twin.pid_of(self.node, f.src_nic)
                 lines.append(
                     f"{self.node}:{pid}:{pid} [{f.src_nic}] NCCL INFO Channel {f.channel:02d}/0 : "
                     f"{src_rank}[{f.src_nic}] -> {dst_rank}[{f.dst_nic}] [send] via NET/IB/{f.src_nic}/GDRDMA"
                 )
         (self.root / "nccl-logs" / f"{self.node}.log").write_text("\n".join(lines) + "\n")
+
+    def write_processes(self, twin, used_memory_bytes: int = 71 << 30) -> None:
+        """NVML's compute processes: each GPU runs the process of the local rank that drives it."""
+        for g, gpu in enumerate(self.scenario["gpus"]):
+            pid = twin.pid_of(self.node, twin.local_rank(self.node, g))
+            gpu["processes"] = [{"pid": pid, "used_memory_bytes": used_memory_bytes}]
+        _atomic_json(self.root / "nvml.json", self.scenario)
 
     def gpu_gauges(self, gpu: int) -> dict[str, Any]:
         """The GPU's NVML gauges as this iteration will write them (a fault's ``expose`` changes them)."""
@@ -263,10 +277,11 @@ class NodeWriter:
         for r in out.ranks:
             if r.node != node or not r.issued or out.blocked:
                 continue
+            local = twin.local_rank(node, r.gpu)
             rec = {
                 "header": {
                     "id": comm,
-                    "rank": base + r.gpu,
+                    "rank": base + local,
                     "n_ranks": size,
                     "nnodes": twin.dp,
                 },
@@ -274,7 +289,7 @@ class NodeWriter:
                     "inspector_output_format_version": "v4.0",
                     "dump_timestamp_us": end_us,
                     "hostname": node,
-                    "pid": 1000 + twin.hosts.index(node),
+                    "pid": twin.pid_of(node, local),
                 },
                 "coll_perf": {
                     "coll": "AllReduce",
@@ -294,19 +309,19 @@ class NodeWriter:
         for c in out.conns:  # pipeline sends: one p2p record per sending GPU
             if c.get("kind") != "pp" or c["src"] != node or out.blocked:
                 continue
-            rank = twin.rank_of(node, c["nic"])
+            rank = twin.global_rank(node, c["nic"])  # local rank n sends on NIC n
             rec = {
                 "header": {"id": twin.pp_comm(c["src"], c["dst"]), "rank": rank, "n_ranks": 2, "nnodes": 2},
                 "metadata": {
                     "inspector_output_format_version": "v4.0",
                     "dump_timestamp_us": end_us,
                     "hostname": node,
-                    "pid": 1000 + twin.hosts.index(node),
+                    "pid": twin.pid_of(node, c["nic"]),
                 },
                 "p2p_perf": {
                     "p2p": "Send",
                     "p2p_sn": out.seq,
-                    "p2p_peer": twin.rank_of(c["dst"], c["nic"]),
+                    "p2p_peer": twin.global_rank(c["dst"], c["nic"]),
                     "p2p_msg_size_bytes": int(c["bytes"]),
                     "p2p_exec_time_us": c["net_us"],
                     "p2p_timing_source": "kernel_gpu",
@@ -333,12 +348,12 @@ class NodeWriter:
                         "kind": "conn",
                         "ts_ns": end_us * 1000,
                         "window_ns": int(max(out.duration_s, 1e-3) * 1e9),
-                        "pid": 1000 + twin.hosts.index(node),
+                        "pid": twin.pid_of(node, c["nic"]),
                         "comm": twin.pp_comm(c["src"], c["dst"]) if c.get("kind") == "pp" else comm,
-                        "rank": twin.rank_of(c["src"], c["nic"])
+                        "rank": twin.global_rank(c["src"], c["nic"])
                         if c.get("kind") == "pp"
                         else base + c["nic"],
-                        "peer": twin.rank_of(c["dst"], c["nic"])
+                        "peer": twin.global_rank(c["dst"], c["nic"])
                         if c.get("kind") == "pp"
                         else twin.comm_of(c["dst"])[1] + c["nic"],
                         "channel": c["channel"],

@@ -42,6 +42,7 @@ class SimRunner:
         }
         for w in self.writers.values():
             w.write_init_log(twin)
+            w.write_processes(twin)
         self.agents: list[subprocess.Popen] = []
         self.steps = 0
 

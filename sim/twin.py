@@ -117,6 +117,9 @@ class ClusterTwin:
     # NCCL's default (False) writes none. True for now: the straggler detector needs start times.
     inspector_verbose: bool = True
     faults: list[Fault] = field(default_factory=list)
+    # node -> the NVML indices of its GPUs in CUDA's order (CUDA_VISIBLE_DEVICES): local rank k drives GPU
+    # cuda_visible_devices[node][k]; a node not named runs local rank k on GPU k
+    cuda_visible_devices: dict[str, list[int]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
@@ -128,6 +131,14 @@ class ClusterTwin:
             gpus_per_host=self.gpus,
         )
         self.hosts = list(self.topo.hosts)
+        self._local_of: dict[str, dict[int, int]] = {}
+        for node, order in self.cuda_visible_devices.items():
+            if node not in self.topo.hosts or sorted(order) != list(range(self.gpus)):
+                raise ValueError(
+                    f"cuda_visible_devices[{node!r}] = {order}: expected a host of the cluster and an "
+                    f"order of its GPUs 0..{self.gpus - 1}"
+                )
+            self._local_of[node] = {gpu: k for k, gpu in enumerate(order)}
         self.other_job_hosts: list[str] = []  # hosts of other jobs sharing the fabric (not monitored here)
         for f in self.faults:
             FAULT_KINDS[f.kind].prepare(self, f)
@@ -190,9 +201,25 @@ class ClusterTwin:
         s = min(self.stage_of[a], self.stage_of[b])
         return f"0x9e9e9e9e{s + 1:04x}{self.stages[s].index(a if self.stage_of[a] == s else b):04x}"
 
+    def local_rank(self, node: str, gpu: int) -> int:
+        """The local rank (CUDA device number) of the process driving NVML GPU ``gpu`` of a node."""
+        return self._local_of[node][gpu] if node in self._local_of else gpu
+
+    def gpu_of(self, node: str, local: int) -> int:
+        """The NVML index of the GPU local rank ``local`` of a node drives."""
+        return self.cuda_visible_devices[node][local] if node in self._local_of else local
+
+    def global_rank(self, node: str, local: int) -> int:
+        """Global rank of a node's local rank (host-major)."""
+        return self.hosts.index(node) * self.gpus + local
+
     def rank_of(self, node: str, gpu: int) -> int:
-        """Global rank of a GPU (host-major)."""
-        return self.hosts.index(node) * self.gpus + gpu
+        """Global rank of the process driving NVML GPU ``gpu`` of a node."""
+        return self.global_rank(node, self.local_rank(node, gpu))
+
+    def pid_of(self, node: str, local: int) -> int:
+        """Process id of a node's local rank (one process per GPU, as torchrun starts them)."""
+        return 20000 + 100 * self.hosts.index(node) + local
 
     def _routing(self) -> tuple[list[tuple[list[int], float]], np.ndarray]:
         """Sub-flows (one per QP or planned piece) and the flow each belongs to."""

@@ -71,6 +71,9 @@ def bucket_s(window_s: float, points: int = 120) -> int:
 
 LATEST_FAULTS = "SELECT * FROM faults_current"
 
+#: A rank's GPU as faults name it ("host3/gpu5") from the rank_identity view aliased ``i``; NULL when unknown.
+RANK_GPU = "CASE WHEN i.gpu_index IS NOT NULL THEN i.node || '/gpu' || i.gpu_index END"
+
 
 def node_order(col: str = "node") -> str:
     """Sort key putting host2 before host10 (the trailing number, then the name)."""

@@ -16,7 +16,7 @@ from c4.agent.gpu_fields import FIELDS_FILE, load_fields
 from c4.agent.nvml import Nvml, normalize_bus_id
 from c4.agent.sampler import SourceUnavailable
 from c4.catalogue import load
-from c4.sim.fake_nvml import FakeNvml, eight_gpu_scenario, gpu_entry
+from c4.sim.fake_nvml import FakeNvml, NVMLError, eight_gpu_scenario, gpu_entry
 
 
 class Clock:
@@ -410,3 +410,78 @@ def test_an_nvml_error_escaping_one_gpu_keeps_the_others(monkeypatch):
     out = s.sample(0)
     assert len({r["gpu_index"] for r in out["nvlink_samples"]}) == 7
     assert s.errors_by_reason == {"gpu_sample_unknown": 1}
+
+
+class _RealProcessObjects(FakeNvml):
+    """The fake NVML, but its process list is made of pynvml's own structs (what the real binding returns)."""
+
+    def __init__(self, scenario, clock, procs, error=None):
+        super().__init__(scenario, clock=clock)
+        self._procs, self._error = procs, error
+
+    def nvmlDeviceGetComputeRunningProcesses(self, h):
+        import ctypes
+
+        import pynvml
+
+        if self._error is not None:
+            raise NVMLError(self._error)  # the fake's error class, carrying pynvml's code
+        index = self._index_of[ctypes.cast(h, ctypes.c_void_p).value]
+        out = []
+        for pid, used in self._procs.get(index, []):
+            c = pynvml.c_nvmlProcessInfo_v3_t()
+            c.pid, c.usedGpuMemory = pid, used
+            c.gpuInstanceId = c.computeInstanceId = 0xFFFFFFFF
+            out.append(pynvml.nvmlStructToFriendlyObject(c))
+        return out
+
+
+def test_compute_processes_become_rows_with_pid_and_memory():
+    import pynvml
+
+    clock = Clock(10.0)
+    sc = {"start_s": 10.0, "gpus": [gpu_entry(0), gpu_entry(1)]}
+    lib = _RealProcessObjects(
+        sc, clock, {0: [(4242, 70 << 30)], 1: [(4243, pynvml.NVML_VALUE_NOT_AVAILABLE_ulonglong.value)]}
+    )
+    s = GpuSampler(Nvml(lib))
+    s.probe()
+    rows = s.sample(0)["gpu_processes"]
+    assert [(r["gpu_index"], r["pid"], r["used_memory_bytes"]) for r in rows] == [
+        (0, 4242, 70 << 30),
+        (1, 4243, None),  # NVML_VALUE_NOT_AVAILABLE is no amount of memory
+    ]
+    assert rows[1]["pci_bus_id"] == "0000:2a:00.0" and rows[1]["gpu_uuid"] == s.devices[1].uuid
+    typed("gpu_processes", rows)
+
+
+def test_process_list_refused_leaves_the_gpu_rows(caplog):
+    import pynvml
+
+    caplog.set_level(logging.INFO)
+    clock = Clock(10.0)
+    lib = _RealProcessObjects(
+        {"start_s": 10.0, "gpus": [gpu_entry(0)]}, clock, {}, pynvml.NVML_ERROR_NO_PERMISSION
+    )
+    s = GpuSampler(Nvml(lib))
+    s.probe()
+    for _ in range(3):
+        out = s.sample(0)
+    assert out["gpu_processes"] == [] and len(out["gpu_samples"]) == 1
+    assert caplog.text.count("nvmlDeviceGetComputeRunningProcesses") == 1
+
+
+def test_fake_nvml_lists_the_scenario_processes():
+    clock = Clock(10.0)
+    g0, g1 = gpu_entry(0), gpu_entry(1)
+    g0["processes"] = [{"pid": 31, "used_memory_bytes": 1 << 30}, {"pid": 32}]
+    g1["not_supported"] = ["processes"]
+    s = sampler({"start_s": 10.0, "gpus": [g0, g1]}, clock)
+    rows = s.sample(0)["gpu_processes"]
+    assert [(r["gpu_index"], r["pid"], r["used_memory_bytes"]) for r in rows] == [
+        (0, 31, 1 << 30),
+        (0, 32, None),
+    ]
+    off = GpuSampler(Nvml(FakeNvml({"start_s": 10.0, "gpus": [g0]}, clock=clock)), processes=False)
+    off.probe()
+    assert off.sample(0)["gpu_processes"] == []

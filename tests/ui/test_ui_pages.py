@@ -16,7 +16,7 @@ SHOWS = {
     "overview": ["host1", "mlx5_2p1", "host2", "gpu3"],
     "faults": ["host1/mlx5_2p1", "host2/gpu3"],
     "bandwidth": ["host1/mlx5_2p1"],
-    "collectives": ["host1/mlx5_2p1"],
+    "collectives": ["host1/mlx5_2p1", "host2/gpu3,bus_id"],  # and each rank's GPU, from its busId
     "traffic": ["host1/nic2p0"],  # the plan routes around the degraded port's link (fabric names)
     "sql": ["host1/mlx5_2p1", "host2/gpu3"],
 }

@@ -155,7 +155,16 @@ def ranks(window_s: float) -> None:
             x=alt.X("rank:Q"),
             y=alt.Y("mean_busbw_gbs:Q", title="mean bus bandwidth GB/s"),
             color=alt.Color("comm_id:N", legend=alt.Legend(orient="bottom")),
-            tooltip=["comm_id", "rank", "node", "mean_busbw_gbs", "min_busbw_gbs", "collectives"],
+            tooltip=[
+                "comm_id",
+                "rank",
+                "node",
+                "gpu",
+                "gpu_from",
+                "mean_busbw_gbs",
+                "min_busbw_gbs",
+                "collectives",
+            ],
         )
         .properties(height=220)
     )

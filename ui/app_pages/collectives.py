@@ -62,7 +62,26 @@ def page(window_s: float) -> None:
             )
         else:
             b.info("No collective start times (NCCL Inspector verbose mode) to compute arrival skew from.")
+    rank_gpus(comm)
     matrix(comm, ranks)
+
+
+@guarded
+def rank_gpus(comm: str) -> None:
+    """Which GPU each rank runs on: a rank's number alone does not say (sub-communicators, CUDA_VISIBLE_DEVICES)."""
+    with st.expander("Ranks and their GPUs"):
+        df = query(q.rank_gpus(comm))
+        if not df.height:
+            empty(
+                "No identity known for this communicator's ranks.",
+                "It comes from NCCL_DEBUG=INFO init lines (`nccl_debug_log` sampler), NCCL Inspector's pids "
+                "and NVML's compute processes (`gpu` sampler).",
+            )
+            return
+        unknown = df.filter(df["gpu"].is_null()).height
+        if unknown:
+            st.caption(f"{unknown} ranks on a GPU not known: detectors guess rank % GPUs per node for them.")
+        st.dataframe(pandas(df), hide_index=True, width="stretch")
 
 
 @guarded

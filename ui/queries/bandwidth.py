@@ -8,6 +8,7 @@ from c4.ui.sql import (
     PORT_FAST,
     PORT_SLOW,
     PORT_SLOW_ROWS,
+    RANK_GPU,
     bucket_s,
     delta,
     first_last,
@@ -110,12 +111,16 @@ FROM raw ORDER BY t
 
 
 def rank_busbw(window_s: float) -> str:
-    """Per communicator and rank: mean and worst collective bus bandwidth in the window."""
+    """Per communicator and rank: mean and worst collective bus bandwidth in the window, and the rank's GPU."""
     return f"""
-SELECT comm_id, rank, any_value(hostname) AS node, avg(busbw_gbs) AS mean_busbw_gbs, min(busbw_gbs) AS min_busbw_gbs,
-       count(*) AS collectives
-FROM nccl_collectives WHERE kind = 'coll' AND {since_newest("nccl_collectives", window_s)}
-GROUP BY comm_id, rank ORDER BY comm_id, rank
+WITH b AS (
+    SELECT comm_id, rank, any_value(hostname) AS node, avg(busbw_gbs) AS mean_busbw_gbs,
+           min(busbw_gbs) AS min_busbw_gbs, count(*) AS collectives
+    FROM nccl_collectives WHERE kind = 'coll' AND {since_newest("nccl_collectives", window_s)}
+    GROUP BY comm_id, rank)
+SELECT b.*, {RANK_GPU} AS gpu, i.gpu_from
+FROM b LEFT JOIN (SELECT DISTINCT ON (comm_id, rank) * FROM rank_identity) i USING (comm_id, rank)
+ORDER BY comm_id, rank
 """
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from c4.ui.sql import ACTIVE_STATES, LATEST_FAULTS, in_list, lit, since_newest
+from c4.ui.sql import ACTIVE_STATES, LATEST_FAULTS, RANK_GPU, in_list, lit, since_newest
 
 #: At most this many rank rows in the heatmap; bigger communicators show groups of ranks (their worst).
 MAX_RANK_ROWS = 128
@@ -16,6 +16,14 @@ SELECT comm_id, any_value(job) AS job, max(n_ranks) AS ranks, max(nnodes) AS nod
        median(exec_time_us) / 1e3 AS median_exec_ms, max(ts) AS last_seen
 FROM nccl_collectives WHERE kind = 'coll' AND {since_newest("nccl_collectives", window_s)}
 GROUP BY comm_id ORDER BY ranks DESC, comm_id
+"""
+
+
+def rank_gpus(comm_id: str) -> str:
+    """Each rank of a communicator with its host, process and GPU, and how the GPU is known (rank_identity)."""
+    return f"""
+SELECT i.rank, {RANK_GPU} AS gpu, i.gpu_from, i.hostname, i.pid, i.cuda_dev, i.pci_bus_id, i.gpu_uuid
+FROM rank_identity i WHERE i.comm_id = {lit(comm_id)} ORDER BY i.rank
 """
 
 
