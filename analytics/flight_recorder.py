@@ -22,6 +22,7 @@ class RankDump:
     path: Path
     entries: list[dict[str, Any]]
     pg_config: dict[str, Any] = field(default_factory=dict)
+    version: str = ""  # the dump's "version" key, e.g. "2.5"
 
 
 class _SafeUnpickler(pickle.Unpickler):
@@ -51,7 +52,7 @@ def load_dump(path: Path) -> RankDump:
             raise DumpError(f"{path.name}: no rank in the dump or the file name")
         rank = int(m.group(1))
     entries = [e for e in data.get("entries", []) if isinstance(e, dict)]
-    return RankDump(rank, path, entries, data.get("pg_config") or {})
+    return RankDump(rank, path, entries, data.get("pg_config") or {}, str(data.get("version", "")))
 
 
 def load_dir(directory: Path) -> tuple[list[RankDump], list[str]]:
@@ -83,17 +84,36 @@ class GroupVerdict:
     missing: list[int]  # never entered the last collective
     stuck: list[int]  # entered it but did not complete
     last_seq_by_rank: dict[int, int]
+    members: list[int] = field(default_factory=list)  # the group's ranks, as pg_config lists them
+    no_dump: list[int] = field(default_factory=list)  # members with no dump in the directory
+
+
+def pg_members(pg_info: Any) -> list[int]:
+    """A group's ranks from its pg_config entry; PyTorch writes them as text, e.g. "[0, 1]"."""
+    ranks = pg_info.get("ranks") if isinstance(pg_info, dict) else None
+    if isinstance(ranks, str):
+        try:
+            ranks = json.loads(ranks)
+        except ValueError:
+            return []
+    if not isinstance(ranks, list):
+        return []
+    return sorted({r for r in ranks if isinstance(r, int) and not isinstance(r, bool)})
 
 
 def find_missing_ranks(dumps: list[RankDump]) -> list[GroupVerdict]:
     """Per process group: the latest collective any rank entered, and who never entered / never finished it."""
     by_pg: dict[str, dict[int, list[dict[str, Any]]]] = {}
+    members: dict[str, set[int]] = {}
     for d in dumps:
+        for pg, info in d.pg_config.items():
+            members.setdefault(str(pg), set()).update(pg_members(info))
         for e in d.entries:
             if isinstance(e.get("collective_seq_id"), int):
                 by_pg.setdefault(_pg(e), {}).setdefault(d.rank, []).append(e)
         for pg in d.pg_config:
             by_pg.setdefault(str(pg), {}).setdefault(d.rank, [])
+    dumped = {d.rank for d in dumps}
     verdicts = []
     for pg, ranks in sorted(by_pg.items()):
         last_by_rank = {r: max((e["collective_seq_id"] for e in es), default=0) for r, es in ranks.items()}
@@ -111,5 +131,11 @@ def find_missing_ranks(dumps: list[RankDump]) -> list[GroupVerdict]:
                     if e.get("state") != "completed":
                         stuck.append(r)
         missing = sorted(r for r, s in last_by_rank.items() if s < last)
-        verdicts.append(GroupVerdict(pg, last, op, sorted(ranks), missing, sorted(set(stuck)), last_by_rank))
+        group = sorted(members.get(pg, ()))
+        no_dump = [r for r in group if r not in dumped]
+        verdicts.append(
+            GroupVerdict(
+                pg, last, op, sorted(ranks), missing, sorted(set(stuck)), last_by_rank, group, no_dump
+            )
+        )
     return verdicts

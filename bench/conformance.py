@@ -17,6 +17,10 @@ wrote them, ``SOURCE.md`` (where it came from, which version, its license) and `
 
 A fact holds when some row of its table has every value it names (floats to 1e-6 relative,
 timestamps as ISO-8601 text). Every ``absent`` entry and the ``unparsed_lines`` count are facts too.
+
+An artifact that no agent sampler reads names a ``"reader"`` of ``READERS`` instead of ``"sampler"``
+(e.g. ``"reader": "flight_recorder"`` with ``"paths": {"dump_dir": "dumps"}``); the reader's output
+becomes rows of pseudo-tables (``fr_entries``, ``fr_missing``, ...) that the facts name.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import json
 import math
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
@@ -33,6 +38,7 @@ from typing import Any
 
 from c4.agent.batcher import convert_rows, utc_from_ns
 from c4.agent.registry import SamplerConfigError, SamplerContext, build_sampler
+from c4.analytics.flight_recorder import find_missing_ranks, load_dir
 from c4.catalogue import load
 from c4.report import format_table
 
@@ -139,15 +145,71 @@ def read_artifact(
     return rows, skipped, reasons, errors
 
 
+#: What a reader returns: rows per pseudo-table, records skipped, skipped per reason, errors.
+ReaderOutput = tuple[dict[str, list[dict[str, Any]]], int, dict[str, int], list[str]]
+
+
+def _path(folder: Path, spec: dict[str, Any], key: str) -> Path:
+    """A path option of expected.json, relative to the artifact folder."""
+    rel = (spec.get("paths") or {}).get(key)
+    if rel is None:
+        raise ValueError(f'expected.json has no "paths": {{"{key}": ...}}')
+    return (folder / rel).resolve()
+
+
+def read_flight_recorder(folder: Path, spec: dict[str, Any]) -> ReaderOutput:
+    """PyTorch Flight Recorder dumps: one row per dump, per entry, and per process-group verdict."""
+    dumps, problems = load_dir(_path(folder, spec, "dump_dir"))
+    dump_rows, entry_rows = [], []
+    for d in dumps:
+        dump_rows.append(
+            {"file": d.path.name, "rank": d.rank, "version": d.version, "entries": len(d.entries)}
+        )
+        for e in d.entries:
+            pg = e.get("process_group")
+            pg_name, pg_desc = (list(pg) + [None, None])[:2] if isinstance(pg, list | tuple) else (pg, None)
+            entry_rows.append(
+                {"rank": d.rank, "file": d.path.name, "process_group": pg_name, "process_group_desc": pg_desc}
+                | {k: v for k, v in e.items() if k not in ("frames", "process_group")}
+            )
+    verdict_rows = [
+        {
+            "process_group": v.process_group,
+            "last_seq": v.last_seq,
+            "op": v.op,
+            "ranks": v.ranks,
+            "missing": v.missing,
+            "stuck": v.stuck,
+            "members": v.members,
+            "no_dump": v.no_dump,
+        }
+        for v in find_missing_ranks(dumps)
+    ]
+    rows = {"fr_dumps": dump_rows, "fr_entries": entry_rows, "fr_missing": verdict_rows}
+    reasons = {"unreadable_dump": len(problems)} if problems else {}
+    return rows, len(problems), reasons, []
+
+
+#: Readers that are not agent samplers, by the name expected.json gives as "reader".
+READERS: dict[str, Callable[[Path, dict[str, Any]], ReaderOutput]] = {
+    "flight_recorder": read_flight_recorder,
+}
+
+
 def check_artifact(folder: Path) -> ArtifactResult:
-    """Read one artifact with its sampler and check every fact of its expected.json."""
+    """Read one artifact with its sampler (or reader) and check every fact of its expected.json."""
     spec = json.loads((folder / "expected.json").read_text())
-    result = ArtifactResult(folder, spec.get("sampler", "?"))
+    result = ArtifactResult(folder, spec.get("sampler") or spec.get("reader") or "?")
     if not (folder / "SOURCE.md").is_file():
         result.facts += 1
         result.failures.append("no SOURCE.md (where the artifact came from, its version and license)")
     try:
-        rows, skipped, reasons, errors = read_artifact(folder, spec)
+        if "reader" in spec:
+            if spec["reader"] not in READERS:
+                raise ValueError(f"no reader {spec['reader']!r} (known: {sorted(READERS)})")
+            rows, skipped, reasons, errors = READERS[spec["reader"]](folder, spec)
+        else:
+            rows, skipped, reasons, errors = read_artifact(folder, spec)
     except (SamplerConfigError, OSError, ValueError) as exc:
         facts = spec.get("facts") or []
         result.facts += len(facts) + 1

@@ -92,3 +92,18 @@ def test_malicious_pickle_is_refused(tmp_path):
         assert "refusing" in str(exc)
     else:
         raise AssertionError("a pickle that runs code must be refused")
+
+
+def test_group_members_come_from_pg_config_ranks_text(tmp_path):
+    """PyTorch writes pg_config ranks as text ("[0, 1]"); a member without a dump is named, not called missing."""
+    dump = {
+        "version": "2.5",
+        "pg_config": {"0": {"name": "0", "desc": "default_pg", "ranks": "[0, 1]"}},
+        "entries": [entry(1, "completed")],
+    }
+    path = tmp_path / "nccl_trace_rank_0.json"
+    path.write_text(json.dumps(dump))
+    d = load_dump(path)
+    (v,) = find_missing_ranks([d])
+    assert d.version == "2.5"
+    assert v.members == [0, 1] and v.no_dump == [1] and v.missing == [] and v.ranks == [0]
