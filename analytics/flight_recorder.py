@@ -88,9 +88,17 @@ class GroupVerdict:
     no_dump: list[int] = field(default_factory=list)  # members with no dump in the directory
 
 
+def collective_seq(entry: dict[str, Any]) -> int | None:
+    """The collective's sequence number, or None for a p2p op (it carries the last collective's number)."""
+    if entry.get("is_p2p") is True:
+        return None
+    seq = entry.get("collective_seq_id", entry.get("seq_id"))  # "seq_id" in format versions 1.x
+    return seq if isinstance(seq, int) and not isinstance(seq, bool) else None
+
+
 def pg_members(pg_info: Any) -> list[int]:
-    """A group's ranks from its pg_config entry; PyTorch writes them as text, e.g. "[0, 1]"."""
-    ranks = pg_info.get("ranks") if isinstance(pg_info, dict) else None
+    """A group's ranks from its pg_config entry: text "[0, 1]" in a dict (2.x), a list of ints (1.x)."""
+    ranks = pg_info.get("ranks") if isinstance(pg_info, dict) else pg_info
     if isinstance(ranks, str):
         try:
             ranks = json.loads(ranks)
@@ -103,20 +111,21 @@ def pg_members(pg_info: Any) -> list[int]:
 
 def find_missing_ranks(dumps: list[RankDump]) -> list[GroupVerdict]:
     """Per process group: the latest collective any rank entered, and who never entered / never finished it."""
-    by_pg: dict[str, dict[int, list[dict[str, Any]]]] = {}
+    by_pg: dict[str, dict[int, list[tuple[int, dict[str, Any]]]]] = {}
     members: dict[str, set[int]] = {}
     for d in dumps:
         for pg, info in d.pg_config.items():
             members.setdefault(str(pg), set()).update(pg_members(info))
         for e in d.entries:
-            if isinstance(e.get("collective_seq_id"), int):
-                by_pg.setdefault(_pg(e), {}).setdefault(d.rank, []).append(e)
+            seq = collective_seq(e)
+            if seq is not None:
+                by_pg.setdefault(_pg(e), {}).setdefault(d.rank, []).append((seq, e))
         for pg in d.pg_config:
             by_pg.setdefault(str(pg), {}).setdefault(d.rank, [])
     dumped = {d.rank for d in dumps}
     verdicts = []
     for pg, ranks in sorted(by_pg.items()):
-        last_by_rank = {r: max((e["collective_seq_id"] for e in es), default=0) for r, es in ranks.items()}
+        last_by_rank = {r: max((seq for seq, _ in es), default=0) for r, es in ranks.items()}
         if not last_by_rank:
             continue
         last = max(last_by_rank.values())
@@ -125,8 +134,8 @@ def find_missing_ranks(dumps: list[RankDump]) -> list[GroupVerdict]:
         op = ""
         stuck = []
         for r, es in ranks.items():
-            for e in es:
-                if e["collective_seq_id"] == last:
+            for seq, e in es:
+                if seq == last:
                     op = op or str(e.get("profiling_name", ""))
                     if e.get("state") != "completed":
                         stuck.append(r)

@@ -107,3 +107,35 @@ def test_group_members_come_from_pg_config_ranks_text(tmp_path):
     (v,) = find_missing_ranks([d])
     assert d.version == "2.5"
     assert v.members == [0, 1] and v.no_dump == [1] and v.missing == [] and v.ranks == [0]
+
+
+def test_p2p_entries_do_not_count_as_the_collective(tmp_path):
+    """PyTorch records a send/recv with the last collective's seq id and is_p2p=true (ProcessGroupNCCL pointToPoint)."""
+    dumps = []
+    for rank in (0, 1):
+        entries = [entry(5, "completed")]
+        if rank == 0:
+            entries.append(entry(5, "scheduled", op="nccl:send") | {"is_p2p": True, "p2p_seq_id": 1})
+        path = tmp_path / f"nccl_trace_rank_{rank}"
+        path.write_text(json.dumps({"version": "2.5", "entries": entries}))
+        dumps.append(load_dump(path))
+    (v,) = find_missing_ranks(dumps)
+    assert v.last_seq == 5 and v.stuck == [] and v.missing == [] and v.op == "nccl:all_reduce"
+
+
+def test_format_1_x_seq_id_and_pg_config_lists(tmp_path):
+    """Dumps of format 1.x (TraceUtils.h, version_val "1.4") say seq_id, pg_id and pg_config {pg_id: [ranks]}."""
+    dumps = []
+    for rank in (0, 1):
+        seqs = (7, 8) if rank == 0 else (7,)
+        entries = [
+            {"record_id": s, "pg_id": 0, "seq_id": s, "op_id": s, "profiling_name": "nccl:all_reduce"}
+            | {"state": "completed" if s == 7 else "started"}
+            for s in seqs
+        ]
+        path = tmp_path / f"nccl_trace_rank_{rank}"
+        path.write_bytes(pickle.dumps({"entries": entries, "version": "1.4", "pg_config": {0: [0, 1, 2]}}))
+        dumps.append(load_dump(path))
+    (v,) = find_missing_ranks(dumps)
+    assert v.process_group == "0" and v.last_seq == 8 and v.missing == [1] and v.stuck == [0]
+    assert v.members == [0, 1, 2] and v.no_dump == [2]
