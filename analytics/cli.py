@@ -133,6 +133,7 @@ def run_flight_recorder(args: argparse.Namespace) -> int:
             "ranks": len(v.ranks),
             "missing": ",".join(map(str, v.missing)) or "-",
             "stuck_in_it": ",".join(map(str, v.stuck)) or "-",
+            "no_dump": ",".join(map(str, v.no_dump)) or "-",
         }
         for v in verdicts
     ]
@@ -140,7 +141,7 @@ def run_flight_recorder(args: argparse.Namespace) -> int:
         print(
             json.dumps(
                 [
-                    {**r, "missing": v.missing, "stuck_in_it": v.stuck}
+                    {**r, "missing": v.missing, "stuck_in_it": v.stuck, "no_dump": v.no_dump}
                     for r, v in zip(rows, verdicts, strict=True)
                 ]
             )
@@ -154,4 +155,10 @@ def run_flight_recorder(args: argparse.Namespace) -> int:
                 f"hang: process group {v.process_group}: ranks {v.missing} never entered collective "
                 f"#{v.last_seq} ({v.op}) that ranks {sorted(set(v.ranks) - set(v.missing))} are waiting in"
             )
+        for v in verdicts:
+            if v.no_dump:
+                print(
+                    f"note: process group {v.process_group}: members {v.no_dump} (pg_config) left no dump "
+                    "here; they may be the hung ranks"
+                )
     return 0

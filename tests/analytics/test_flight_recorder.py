@@ -75,6 +75,7 @@ def test_cli_reports_and_skips_malformed(tmp_path):
         timeout=60,
     )
     assert json.loads(js.stdout)[0]["missing"] == [2]
+    assert json.loads(js.stdout)[0]["no_dump"] == []
 
 
 def test_malicious_pickle_is_refused(tmp_path):
