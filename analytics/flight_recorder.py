@@ -23,6 +23,7 @@ class RankDump:
     entries: list[dict[str, Any]]
     pg_config: dict[str, Any] = field(default_factory=dict)
     version: str = ""  # the dump's "version" key, e.g. "2.5"
+    entries_skipped: int = 0  # items of "entries" that are not dicts
 
 
 class _SafeUnpickler(pickle.Unpickler):
@@ -51,8 +52,16 @@ def load_dump(path: Path) -> RankDump:
         if not m:
             raise DumpError(f"{path.name}: no rank in the dump or the file name")
         rank = int(m.group(1))
-    entries = [e for e in data.get("entries", []) if isinstance(e, dict)]
-    return RankDump(rank, path, entries, data.get("pg_config") or {}, str(data.get("version", "")))
+    raw_entries = data.get("entries", [])
+    entries = [e for e in raw_entries if isinstance(e, dict)]
+    return RankDump(
+        rank,
+        path,
+        entries,
+        data.get("pg_config") or {},
+        str(data.get("version", "")),
+        len(raw_entries) - len(entries),
+    )
 
 
 def load_dir(directory: Path) -> tuple[list[RankDump], list[str]]:

@@ -38,7 +38,7 @@ from typing import Any
 
 from c4.agent.batcher import convert_rows, utc_from_ns
 from c4.agent.registry import SamplerConfigError, SamplerContext, build_sampler
-from c4.analytics.flight_recorder import find_missing_ranks, load_dir
+from c4.analytics.flight_recorder import collective_seq, find_missing_ranks, load_dir
 from c4.catalogue import load
 from c4.report import format_table
 
@@ -162,8 +162,15 @@ def read_flight_recorder(folder: Path, spec: dict[str, Any]) -> ReaderOutput:
     dumps, problems = load_dir(_path(folder, spec, "dump_dir"))
     dump_rows, entry_rows = [], []
     for d in dumps:
+        no_seq = sum(collective_seq(e) is None and e.get("is_p2p") is not True for e in d.entries)
         dump_rows.append(
-            {"file": d.path.name, "rank": d.rank, "version": d.version, "entries": len(d.entries)}
+            {
+                "file": d.path.name,
+                "rank": d.rank,
+                "version": d.version,
+                "entries": len(d.entries),
+                "entries_without_seq": no_seq,
+            }
         )
         for e in d.entries:
             pg = e.get("process_group")
@@ -186,8 +193,9 @@ def read_flight_recorder(folder: Path, spec: dict[str, Any]) -> ReaderOutput:
         for v in find_missing_ranks(dumps)
     ]
     rows = {"fr_dumps": dump_rows, "fr_entries": entry_rows, "fr_missing": verdict_rows}
-    reasons = {"unreadable_dump": len(problems)} if problems else {}
-    return rows, len(problems), reasons, []
+    reasons = {"unreadable_dump": len(problems), "entry_not_a_dict": sum(d.entries_skipped for d in dumps)}
+    reasons = {k: n for k, n in reasons.items() if n}
+    return rows, sum(reasons.values()), reasons, []
 
 
 #: Readers that are not agent samplers, by the name expected.json gives as "reader".

@@ -79,6 +79,8 @@ def write_fr_artifact(folder, facts, absent=(), unparsed=0):
         dump = {"version": "2.5", "pg_config": {"0": {"ranks": "[0, 1, 2]"}}, "entries": entries}
         (dumps / f"nccl_trace_rank_{rank}").write_text(json.dumps(dump))
     (dumps / "README").write_text("not a dump\n")
+    odd = {"version": "2.5", "entries": ["not an entry", {"profiling_name": "nccl:barrier"}]}
+    (dumps / "nccl_trace_rank_3").write_text(json.dumps(odd))
     spec = {
         "reader": "flight_recorder",
         "paths": {"dump_dir": "dumps"},
@@ -103,13 +105,14 @@ def test_a_reader_that_is_no_sampler_gives_pseudo_tables(tmp_path):
         {"table": "fr_missing", "row": {"members": [0, 1, 2], "no_dump": [2]}},
     ]
     absent = [{"table": "fr_entries", "row": {"rank": 1, "collective_seq_id": 2}}]
-    result = check_artifact(write_fr_artifact(tmp_path / "good", facts, absent, unparsed=1))
+    facts.append({"table": "fr_dumps", "row": {"rank": 3, "entries": 1, "entries_without_seq": 1}})
+    result = check_artifact(write_fr_artifact(tmp_path / "good", facts, absent, unparsed=2))
     assert result.failures == [] and result.sampler == "flight_recorder"
-    assert result.facts == 1 + len(facts) + len(absent) + 1 and result.unparsed_lines == 1
+    assert result.facts == 1 + len(facts) + len(absent) + 1 and result.unparsed_lines == 2
 
     wrong = [{"table": "fr_missing", "row": {"missing": [0]}}]
     result = check_artifact(write_fr_artifact(tmp_path / "bad", wrong, unparsed=0))
-    assert len(result.failures) == 2  # the fact, and the README counted as unreadable
+    assert len(result.failures) == 2  # the fact, and the README and the odd entry counted as unparsed
     assert "fr_missing" in result.failures[0] and "expected 0" in result.failures[1]
 
 
