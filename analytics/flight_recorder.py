@@ -24,6 +24,7 @@ class RankDump:
     pg_config: dict[str, Any] = field(default_factory=dict)
     version: str = ""  # the dump's "version" key, e.g. "2.5"
     entries_skipped: int = 0  # items of "entries" that are not dicts
+    pg_status: dict[str, Any] = field(default_factory=dict)  # pg_id -> last enqueued/started/completed seq
 
 
 class _SafeUnpickler(pickle.Unpickler):
@@ -61,6 +62,7 @@ def load_dump(path: Path) -> RankDump:
         data.get("pg_config") or {},
         str(data.get("version", "")),
         len(raw_entries) - len(entries),
+        data.get("pg_status") if isinstance(data.get("pg_status"), dict) else {},
     )
 
 
@@ -118,11 +120,39 @@ def pg_members(pg_info: Any) -> list[int]:
     return sorted({r for r in ranks if isinstance(r, int) and not isinstance(r, bool)})
 
 
+def _seq_number(value: Any) -> int | None:
+    """A pg_status counter: an int in pickles, text ("2") in JSON dumps."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.lstrip("-").isdigit():
+        return int(value)
+    return None
+
+
+def group_status(dump: RankDump) -> dict[str, tuple[int, int]]:
+    """Per group name: (last enqueued, last completed) collective from pg_status, keyed by pg_id in the dump."""
+    names = {str(e.get("pg_id")): _pg(e) for e in dump.entries if "pg_id" in e}
+    out = {}
+    for pg_id, status in dump.pg_status.items():
+        if not isinstance(status, dict) or str(pg_id) not in names:
+            continue
+        enqueued = _seq_number(status.get("last_enqueued_collective"))
+        completed = _seq_number(status.get("last_completed_collective"))
+        if enqueued is not None and completed is not None:
+            out[names[str(pg_id)]] = (enqueued, completed)
+    return out
+
+
 def find_missing_ranks(dumps: list[RankDump]) -> list[GroupVerdict]:
     """Per process group: the latest collective any rank entered, and who never entered / never finished it."""
     by_pg: dict[str, dict[int, list[tuple[int, dict[str, Any]]]]] = {}
     members: dict[str, set[int]] = {}
+    status: dict[str, dict[int, tuple[int, int]]] = {}
     for d in dumps:
+        for pg, counters in group_status(d).items():
+            status.setdefault(pg, {})[d.rank] = counters
         for pg, info in d.pg_config.items():
             members.setdefault(str(pg), set()).update(pg_members(info))
         for e in d.entries:
@@ -134,7 +164,10 @@ def find_missing_ranks(dumps: list[RankDump]) -> list[GroupVerdict]:
     dumped = {d.rank for d in dumps}
     verdicts = []
     for pg, ranks in sorted(by_pg.items()):
-        last_by_rank = {r: max((seq for seq, _ in es), default=0) for r, es in ranks.items()}
+        pg_status = status.get(pg, {})
+        last_by_rank = {
+            r: max([seq for seq, _ in es] + [pg_status.get(r, (0, 0))[0]]) for r, es in ranks.items()
+        }
         if not last_by_rank:
             continue
         last = max(last_by_rank.values())
@@ -143,11 +176,14 @@ def find_missing_ranks(dumps: list[RankDump]) -> list[GroupVerdict]:
         op = ""
         stuck = []
         for r, es in ranks.items():
-            for seq, e in es:
-                if seq == last:
-                    op = op or str(e.get("profiling_name", ""))
-                    if e.get("state") != "completed":
-                        stuck.append(r)
+            at_last = [e for seq, e in es if seq == last]
+            for e in at_last:
+                op = op or str(e.get("profiling_name", ""))
+                if e.get("state") != "completed":
+                    stuck.append(r)
+            enqueued, completed = pg_status.get(r, (0, last))
+            if not at_last and enqueued >= last > completed:  # its entry was overwritten or not dumped
+                stuck.append(r)
         missing = sorted(r for r, s in last_by_rank.items() if s < last)
         group = sorted(members.get(pg, ()))
         no_dump = [r for r in group if r not in dumped]

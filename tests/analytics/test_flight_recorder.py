@@ -140,3 +140,26 @@ def test_format_1_x_seq_id_and_pg_config_lists(tmp_path):
     (v,) = find_missing_ranks(dumps)
     assert v.process_group == "0" and v.last_seq == 8 and v.missing == [1] and v.stuck == [0]
     assert v.members == [0, 1, 2] and v.no_dump == [2]
+
+
+def test_pg_status_counts_when_entries_are_gone(tmp_path):
+    """pg_status (keyed by pg_id; text in JSON dumps) says how far a rank got when its ring buffer lost the entry."""
+    dumps = []
+    for rank, (enqueued, completed) in {0: ("9", "8"), 1: ("8", "8")}.items():
+        dump = {
+            "version": "2.10",
+            "pg_config": {"0": {"name": "0", "desc": "default_pg", "ranks": "[0, 1]"}},
+            "pg_status": {
+                "0": {
+                    "last_enqueued_collective": enqueued,
+                    "last_started_collective": "-1",
+                    "last_completed_collective": completed,
+                }
+            },
+            "entries": [entry(7, "completed")],
+        }
+        path = tmp_path / f"nccl_trace_rank_{rank}"
+        path.write_text(json.dumps(dump))
+        dumps.append(load_dump(path))
+    (v,) = find_missing_ranks(dumps)
+    assert v.last_seq == 9 and v.missing == [1] and v.stuck == [0] and v.last_seq_by_rank == {0: 9, 1: 8}
