@@ -116,6 +116,8 @@ class Sender:
                 attempt = 0
                 self._stream(stub, stop)
             except grpc.RpcError as exc:
+                if stop.is_set() and exc.code() == grpc.StatusCode.CANCELLED:
+                    return  # abort() at shutdown cancelled the stream: not a send error
                 self._send_failed(f"{exc.code().name}: {exc.details()}")
                 refused = exc.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
                 log.log(
