@@ -97,55 +97,118 @@ def comm_hang_findings(conns: pl.DataFrame, period_s: float | None) -> list[Find
     return out
 
 
-def straggler_findings(
-    colls: pl.DataFrame, min_seqs: int = 5, places: RankPlaces | None = None
-) -> list[Finding]:
-    """The same rank enters the last `min_seqs` collectives last, clearly later than the others: a straggler.
+def _behind(colls: pl.DataFrame) -> pl.DataFrame:
+    """Per rank and collective: how far behind its communicator's median rank it arrived (``behind_s``).
 
-    Blips shorter than `min_seqs` iterations and slowdowns shared by every rank raise nothing. The
-    straggler's GPU comes from ``places`` (the rank_identity view), never from its rank number alone.
+    With start times (NCCL_INSPECTOR_DUMP_VERBOSE=1) that is its start minus the median start. NCCL's
+    default output has none, but a collective ends for every rank when the last one arrives, so a rank
+    that arrives late waits least: its arrival delay is the median execution time minus its own. A
+    restarted job reuses sequence numbers: only each rank's newest record of a number counts.
+    """
+    c = colls.filter(pl.col("kind") == "coll")
+    if "start_ts" not in c.columns:
+        c = c.with_columns(pl.lit(None, dtype=pl.Datetime("us")).alias("start_ts"))
+    if "exec_time_us" not in c.columns:
+        c = c.with_columns(pl.lit(None, dtype=pl.Float64).alias("exec_time_us"))
+    c = c.sort("ts").unique(["comm_id", "coll_sn", "rank"], keep="last", maintain_order=True)
+    seq = ["comm_id", "coll_sn"]
+    timed = (pl.col("start_ts").null_count().over(seq) == 0) & (pl.len().over(seq) >= 2)
+    late_start = (pl.col("start_ts") - pl.col("start_ts").median().over(seq)).dt.total_microseconds() / 1e6
+    waited_less = (pl.col("exec_time_us").median().over(seq) - pl.col("exec_time_us")) / 1e6
+    exec_ok = (pl.col("exec_time_us").null_count().over(seq) == 0) & (pl.len().over(seq) >= 2)
+    return c.with_columns(
+        pl.when(timed).then(late_start).when(exec_ok).then(waited_less).alias("behind_s"),
+        pl.when(timed).then(pl.lit("start_ts")).otherwise(pl.lit("exec_time_us")).alias("signal"),
+    ).drop_nulls("behind_s")
+
+
+def _trailing_share(hits: list[bool], min_seqs: int, min_fraction: float) -> int:
+    """Length of the longest trailing stretch in which at least ``min_fraction`` are hits (0 if too short).
+
+    The newest ``min_seqs`` must themselves pass, so a straggler that recovered stops being reported.
+    """
+    tail = hits[-min_seqs:]
+    if len(tail) < min_seqs or sum(tail) < min_fraction * min_seqs:
+        return 0
+    best, count = 0, 0
+    for n, hit in enumerate(reversed(hits), start=1):
+        count += hit
+        if n >= min_seqs and count >= min_fraction * n:
+            best = n
+    return best
+
+
+def _waits_towards(conns: pl.DataFrame | None, comm: str, rank: int) -> dict:
+    """Per-connection evidence: how long senders to ``rank`` waited for it, against senders to its peers."""
+    if conns is None or conns.is_empty() or "wait_peer_us" not in conns.columns:
+        return {}
+    sends = conns.filter(
+        (pl.col("comm_hash") == comm) & (pl.col("direction") == "send") & (pl.col("ops") > 0)
+    ).drop_nulls("wait_peer_us")
+    if sends.is_empty():
+        return {}
+    to_it = sends.filter(pl.col("peer_rank") == rank)["wait_peer_us"].median()
+    others = sends.filter(pl.col("peer_rank") != rank)["wait_peer_us"].median()
+    if to_it is None or others is None:
+        return {}
+    return {"peer_wait_us_towards": float(to_it), "peer_wait_us_others": float(others)}
+
+
+def straggler_findings(
+    colls: pl.DataFrame,
+    min_seqs: int = 5,
+    places: RankPlaces | None = None,
+    conns: pl.DataFrame | None = None,
+    min_fraction: float = 0.8,
+) -> list[Finding]:
+    """Per communicator, the same rank arrives last in (nearly) every recent collective, clearly later
+    than its peers: a straggler.
+
+    Arrival comes from start times where NCCL Inspector wrote them (verbose), else from execution
+    times (its default output: the last to arrive waits least). A rank is blamed when it was the
+    latest, by more than ten times the communicator's typical spread, in at least ``min_fraction``
+    of a trailing stretch of at least ``min_seqs`` collectives. Blips shorter than that, slowdowns
+    shared by every rank and changing latecomers raise nothing. Senders' waits on the straggler
+    (nccl_connections ``wait_peer_us``) are added as evidence where known. The straggler's GPU comes
+    from ``places`` (the rank_identity view), never from its rank number alone.
     """
     places = places or RankPlaces()
-    c = colls.filter(pl.col("kind") == "coll").drop_nulls("start_ts")
-    if c.is_empty():
+    b = _behind(colls)
+    if b.is_empty():
         return []
-    per_seq = c.with_columns(
-        (
-            (
-                pl.col("start_ts") - pl.col("start_ts").median().over(["comm_id", "coll_sn"])
-            ).dt.total_microseconds()
-            / 1e6
-        ).alias("late_s")
-    )
-    spread = per_seq["late_s"].abs().median() or 0.0
-    top = pl.col("late_s").arg_max()
+    spreads = b.group_by("comm_id").agg(pl.col("behind_s").abs().median().alias("spread"))
+    top = pl.col("behind_s").arg_max()
     last = (
-        per_seq.group_by(["comm_id", "coll_sn"])
+        b.group_by(["comm_id", "coll_sn"])
         .agg(
             pl.col("rank").get(top),
             pl.col("hostname").get(top),
-            pl.col("late_s").max(),
-            pl.col("start_ts").min().alias("seq_ts"),
+            pl.col("behind_s").max(),
+            pl.col("signal").first(),
             pl.col("ts").max(),
         )
-        .sort("seq_ts")
+        .join(spreads, on="comm_id")
+        .sort(["ts", "coll_sn"])
     )
     out = []
     for (comm,), g in last.group_by(["comm_id"], maintain_order=True):
-        ranks, lates = g["rank"].to_list(), g["late_s"].to_list()
+        spread = float(g["spread"][0] or 0.0)
         threshold = max(10 * spread, 0.02)
-        run = 0
-        for r, late in zip(reversed(ranks), reversed(lates), strict=True):  # trailing run of one late rank
-            if r != ranks[-1] or late <= threshold:
-                break
-            run += 1
-        if run < min_seqs:
+        ranks, behind = g["rank"].to_list(), g["behind_s"].to_list()
+        recent = [r for r, x in zip(ranks[-min_seqs:], behind[-min_seqs:], strict=True) if x > threshold]
+        if not recent:
             continue
-        tail = g.tail(run)
-        rank = int(ranks[-1])
+        rank = max(set(recent), key=recent.count)
+        hits = [r == rank and x > threshold for r, x in zip(ranks, behind, strict=True)]
+        run = _trailing_share(hits, min_seqs, min_fraction)
+        if run == 0:
+            continue
+        tail = g.tail(run).filter(pl.col("rank") == rank)
         where = places.of(comm, rank, tail["hostname"][0])
         comp, node = (where.component, where.node) if where else (f"rank{rank}", "")
-        late = float(tail["late_s"].median())
+        late = float(tail["behind_s"].median())
+        signals = sorted(set(tail["signal"].to_list()))
+        how = "entered" if signals == ["start_ts"] else "arrived at (waited least in)"
         out.append(
             Finding(
                 "straggler",
@@ -155,19 +218,23 @@ def straggler_findings(
                 node,
                 tail["ts"].min(),
                 tail["ts"].max(),
-                min(0.95, 0.5 + 0.05 * run),
+                min(0.95, 0.5 + 0.05 * tail.height),
                 "drain_node",
-                f"rank {rank} ({comp}) entered the last {run} collectives last, "
+                f"rank {rank} ({comp}) {how} {tail.height} of the last {run} collectives last, "
                 f"{late * 1e3:.0f} ms after the median rank",
                 {
-                    "collectives_last": run,
+                    "collectives_last": tail.height,
+                    "collectives_window": run,
                     "late_s": late,
                     "typical_spread_s": spread,
+                    "signal": ",".join(signals),
                     "comm": comm,
                     "rank": rank,
+                    **_waits_towards(conns, comm, rank),
                     **(where.evidence if where else {"gpu_from": "unknown: no host or identity"}),
                 },
-                f"SELECT ts, rank, coll_sn, start_ts FROM nccl_collectives WHERE comm_id = '{comm}' ORDER BY coll_sn, rank",
+                f"SELECT ts, rank, coll_sn, start_ts, exec_time_us FROM nccl_collectives "
+                f"WHERE comm_id = '{comm}' ORDER BY coll_sn, rank",
             )
         )
     return out

@@ -61,7 +61,7 @@ def diagnose(
     if not colls.is_empty():
         newest = max(x["ts"].max() for x in (colls, gpus) if not x.is_empty())
         found += hang_findings(colls, gpus, min(newest, now) if now else newest)
-        found += straggler_findings(colls, places=places)
+        found += straggler_findings(colls, places=places, conns=conns)
         period = iteration_period_s(colls)
         found += comm_hang_findings(conns, period)
         found += slow_connection_findings(conns, colls, fabric=fabric, period_s=period)
