@@ -9,7 +9,18 @@ HELP = (
     "collector ingest, analytics in one process), false alarms on negatives, time to detect, 10k-rank analysis time."
 )
 
-QUICK_KINDS = ("nic_degraded", "xid79", "rank_hang", "spine_link_degraded", "healthy", "transient_slowdown")
+QUICK_KINDS = (
+    "nic_degraded",
+    "xid79",
+    "rank_hang",
+    "spine_link_degraded",
+    "straggler",
+    "straggler_verbose",
+    "healthy",
+    "transient_slowdown",
+)
+#: Straggler scenario kinds by the NCCL Inspector form they write (default: no start times; verbose: with).
+STRAGGLER_FORMS = {"default": "straggler", "verbose": "straggler_verbose"}
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -206,6 +217,11 @@ def run(args: argparse.Namespace) -> int:
                     "analysis_ranks": args.ranks,
                     "analysis_found_injected": analysis["found_injected"],
                     "quick": args.quick,
+                    "stragglers": {  # recall of a GPU slowed with no hardware sign, per Inspector form
+                        form: summary["per_kind"][kind]
+                        for form, kind in STRAGGLER_FORMS.items()
+                        if kind in summary["per_kind"]
+                    },
                 },
                 default=float,
             )

@@ -25,6 +25,8 @@ POSITIVE_KINDS = (
     "rank_hang",
     "comm_hang",
     "pcie_downtrain",
+    "straggler",
+    "straggler_verbose",
 )
 #: Negative kinds: nothing may be raised ("healthy" injects no fault at all).
 NEGATIVE_KINDS = ("healthy", "uniform_slowdown", "transient_slowdown", "job_restart")
@@ -78,6 +80,11 @@ def draw(kind: str, seed: int, nodes: int, gpus: int = 8, nics: int = 8) -> Scen
         sc.faults = [Fault(kind, onset, node=node, nic=nic, factor=rng.uniform(0.25, 0.5))]
     elif kind == "thermal_throttle":
         sc.faults = [Fault(kind, onset, node=node, gpu=gpu, factor=rng.uniform(0.15, 0.4))]
+    elif kind in ("straggler", "straggler_verbose"):  # a GPU slowed with no hardware sign: only NCCL shows it
+        sc.faults = [Fault("slow_gpu", onset, node=node, gpu=gpu, factor=rng.uniform(0.15, 0.4))]
+        sc.cluster = {
+            "inspector_verbose": kind == "straggler_verbose"
+        }  # NCCL Inspector's default form, or verbose
     elif (
         kind == "thermal_throttle_remap"
     ):  # the node runs CUDA_VISIBLE_DEVICES=7,6,...,0: rank % 8 is not its GPU

@@ -114,8 +114,8 @@ class ClusterTwin:
     pp: int = 1  # pipeline stages: stage s runs on nodes [s*dp, (s+1)*dp), dp = nodes / pp
     activation_bytes: float = 512 << 20  # p2p bytes between adjacent stages per iteration (each way)
     # NCCL_INSPECTOR_DUMP_VERBOSE of the simulated job: True writes event_trace_* (collective start times),
-    # NCCL's default (False) writes none. True for now: the straggler detector needs start times.
-    inspector_verbose: bool = True
+    # NCCL's default (False) writes none; the straggler detector reads arrival from execution times then.
+    inspector_verbose: bool = False
     faults: list[Fault] = field(default_factory=list)
     # node -> the NVML indices of its GPUs in CUDA's order (CUDA_VISIBLE_DEVICES): local rank k drives GPU
     # cuda_visible_devices[node][k]; a node not named runs local rank k on GPU k

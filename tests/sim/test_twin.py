@@ -216,17 +216,17 @@ def test_every_shipped_scenario_runs(path):
     assert twin.t > 3 and any(o.ranks for o in outs)
 
 
-def test_inspector_default_form_is_a_scenario_option(tmp_path):
-    """cluster: {inspector_verbose: false} writes NCCL's default Inspector form: no event trace, no start time."""
+def test_inspector_writes_the_default_form_unless_a_scenario_asks_for_verbose(tmp_path):
+    """NCCL's default Inspector form (no event trace, no start time) unless cluster: {inspector_verbose: true}."""
     from c4.agent.nccl_inspector import InspectorSampler
 
-    scenario = tmp_path / "quiet.yaml"
-    scenario.write_text("cluster: {nodes: 4, leaves: 2, spines: 2, seed: 1, inspector_verbose: false}\n")
+    scenario = tmp_path / "verbose.yaml"
+    scenario.write_text("cluster: {nodes: 4, leaves: 2, spines: 2, seed: 1, inspector_verbose: true}\n")
     spec = load_scenario(scenario)
     starts = {}
     for verbose, cluster in (
-        (False, spec["cluster"]),
-        (True, {**spec["cluster"], "inspector_verbose": True}),
+        (False, {k: v for k, v in spec["cluster"].items() if k != "inspector_verbose"}),
+        (True, spec["cluster"]),
     ):
         runner = SimRunner(tmp_path / str(verbose), ClusterTwin(**cluster), "s", epoch_s=1_800_000_000.0)
         for _ in range(2):
