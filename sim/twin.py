@@ -303,8 +303,20 @@ class ClusterTwin:
             for g in range(self.gpus)
         ]
 
+    def _late_receiver_s(self, f: Flow, compute: dict[tuple[str, int], float]) -> float:
+        """How long a data-parallel sender waits for its receiver to arrive (its clear-to-send)."""
+        if f.job == "pp":
+            return 0.0
+        src, dst = (f.src, self.gpu_of(f.src, f.src_nic)), (f.dst, self.gpu_of(f.dst, f.dst_nic))
+        return max(0.0, compute[dst] - compute[src])
+
     def _connections(
-        self, net: _Network, duration_s: float, blocked: bool, stalled: set[tuple[str, int]]
+        self,
+        net: _Network,
+        duration_s: float,
+        blocked: bool,
+        stalled: set[tuple[str, int]],
+        compute: dict[tuple[str, int], float],
     ) -> tuple[list[dict[str, Any]], dict[tuple[str, int], float]]:
         """Per-connection records and bytes per NIC: a finished all-reduce, or one stuck on a stalled connection."""
         conns = []
@@ -320,7 +332,10 @@ class ClusterTwin:
                         "channel": f.channel,
                         "bytes": f.bytes,
                         "net_us": net_s * 1e6,
-                        "wait_peer_us": max(0.0, net.comm_s - net_s) * 1e6 * 0.5,
+                        "wait_peer_us": (
+                            max(0.0, net.comm_s - net_s) * 0.5 + self._late_receiver_s(f, compute)
+                        )
+                        * 1e6,
                         "wait_gpu_us": 50.0,
                     }
                 )
@@ -360,7 +375,7 @@ class ClusterTwin:
         ranks = self._ranks(t0, compute, net.comm_s, stuck)
         blocked = any(not r.issued for r in ranks) or bool(stalled) or net.link_stalled
         duration = max(compute.values()) + (net.comm_s if not blocked else 0.0)
-        conns, nic_bytes = self._connections(net, duration, blocked, stalled)
+        conns, nic_bytes = self._connections(net, duration, blocked, stalled, compute)
         restarted = any(
             FAULT_KINDS[f.kind].restarts_job(self, f) and f.begins_within(t0, duration) for f in self.faults
         )

@@ -72,15 +72,26 @@ def test_negative_runs_raise_nothing(tmp_path, kind, verbose):
 
 def test_straggler_is_found_on_the_default_inspector_form(tmp_path):
     """NCCL Inspector's default output has no start times: the slow GPU is the rank that waits least."""
+    _, rows = run_twin(tmp_path, [Fault("slow_gpu", at_s=2, node="host2", gpu=5, factor=0.15)], steps=25)
+    f = frames(rows, TABLES)
+    colls, conns = f["nccl_collectives"], f["nccl_connections"]
+    assert colls["start_ts"].null_count() == colls.height
+    (found,) = straggler_findings(colls, conns=conns)
+    assert (found.component, found.evidence["signal"]) == ("host2/gpu5", "exec_time_us")
+    assert found.evidence["collectives_last"] >= 5
+    # senders to the straggler wait for its clear-to-send far longer than senders to its peers
+    assert found.evidence["peer_wait_us_towards"] > 5 * found.evidence["peer_wait_us_others"]
+
+
+@pytest.mark.parametrize("verbose", [True, False], ids=["verbose", "default"])
+def test_thermal_straggler_is_found_on_both_inspector_forms(tmp_path, verbose):
     got, colls = detect(
         tmp_path,
-        [Fault("thermal_throttle", at_s=2, node="host2", gpu=5, factor=0.15)],
-        inspector_verbose=False,
+        [Fault("thermal_throttle", at_s=2, node="host0", gpu=3, factor=0.15)],
+        inspector_verbose=verbose,
     )
-    assert colls["start_ts"].null_count() == colls.height
-    assert ("straggler", "host2/gpu5", "non_comm_slow") in got, got
-    (f,) = straggler_findings(colls)
-    assert f.evidence["signal"] == "exec_time_us" and f.evidence["collectives_last"] >= 5
+    assert (colls["start_ts"].null_count() == 0) is verbose
+    assert got == {("straggler", "host0/gpu3", "non_comm_slow")}, got
 
 
 def exec_frame(
