@@ -13,6 +13,7 @@ import polars as pl
 
 from c4.analytics.fabric import FabricModel, cable_of
 from c4.analytics.findings import Finding
+from c4.analytics.onset import trailing_onsets
 from c4.analytics.rank_gpu import RankPlaces
 
 
@@ -76,6 +77,10 @@ def comm_hang_findings(conns: pl.DataFrame, period_s: float | None) -> list[Find
     live = window.filter(pl.col("bytes") > 0)
     if dead.is_empty() or live.is_empty() or dead.height > window.height // 4:
         return []
+    # each port's stall began after the last sample in which one of its now-dead connections moved data
+    keys = ["node", "nic_device", "comm_hash", "peer_rank", "channel"]
+    stalled = conns.filter(pl.col("direction") == "send").join(dead.select(keys).unique(), on=keys)
+    since = trailing_onsets(stalled, ["node", "nic_device"], pl.col("bytes") == 0)
     out = []
     for (node, dev), g in dead.group_by(["node", "nic_device"], maintain_order=True):
         comp = f"{node}/{dev}p1"
@@ -86,7 +91,7 @@ def comm_hang_findings(conns: pl.DataFrame, period_s: float | None) -> list[Find
                 "nic_port",
                 comp,
                 node,
-                latest_ts,
+                since.get((node, dev), latest_ts),
                 latest_ts,
                 0.8,
                 "restart_job",

@@ -31,6 +31,26 @@ def _rank_hosts(
     return hosts
 
 
+def _listed_since(comm_rows: pl.DataFrame, column: str, rank: int):
+    """The first of a communicator's newest RAS rows (by ts) that all list ``rank`` in ``column``."""
+    since = None
+    for ts, text in reversed(comm_rows.select(["ts", column]).rows()):
+        if rank not in _ranks(text):
+            break
+        since = ts
+    return since
+
+
+def _count_since(rank_rows: pl.DataFrame, count: int):
+    """The first of a rank's newest RAS rows (by ts) that all report collective count ``count``."""
+    since = None
+    for ts, seen in reversed(rank_rows.select(["ts", "coll_count"]).rows()):
+        if seen != count:
+            break
+        since = ts
+    return since
+
+
 def ras_findings(
     ras: pl.DataFrame,
     colls: pl.DataFrame | None = None,
@@ -71,9 +91,13 @@ def ras_findings(
             )
         )
 
+    by_time = ras.sort("ts")
     for r in latest.filter(pl.col("scope") == "communicator").iter_rows(named=True):
+        # dated from the first of the trailing reports that name the rank, not from the newest one
+        mine = by_time.filter((pl.col("scope") == "communicator") & (pl.col("comm_hash") == r["comm_hash"]))
         for rank in _ranks(r["dead_ranks"]):
-            add(r["comm_hash"], rank, "ras_dead_rank", "is dead", 0.95, r["ts"], {"status": r["status"]})
+            since = _listed_since(mine, "dead_ranks", rank) or r["ts"]
+            add(r["comm_hash"], rank, "ras_dead_rank", "is dead", 0.95, since, {"status": r["status"]})
         for rank in _ranks(r["missing_ranks"]):
             if rank not in _ranks(r["dead_ranks"]):
                 add(
@@ -82,7 +106,7 @@ def ras_findings(
                     "ras_missing_rank",
                     "cannot be reached",
                     0.85,
-                    r["ts"],
+                    _listed_since(mine, "missing_ranks", rank) or r["ts"],
                     {"status": r["status"]},
                 )
     ranks = latest.filter((pl.col("scope") == "rank") & pl.col("coll_count").is_not_null())
@@ -93,13 +117,19 @@ def ras_findings(
         low, second = counts.row(0, named=True), counts.row(1, named=True)
         if second["coll_count"] - low["coll_count"] >= min_lag and counts["coll_count"].n_unique() == 2:
             # one rank behind, every other rank at the same count: they wait in a collective it never issued
+            stuck = by_time.filter(
+                (pl.col("scope") == "rank")
+                & (pl.col("comm_hash") == comm)
+                & (pl.col("rank") == low["rank"])
+                & pl.col("coll_count").is_not_null()
+            )
             add(
                 comm,
                 low["rank"],
                 "ras_lagging_rank",
                 f"issued {low['coll_count']} collectives while the other {g.height - 1} issued {second['coll_count']}",
                 0.9,
-                low["ts"],
+                _count_since(stuck, low["coll_count"]) or low["ts"],  # since its count stopped
                 {"coll_count": low["coll_count"], "others": second["coll_count"]},
             )
     return out

@@ -5,6 +5,7 @@ from __future__ import annotations
 import polars as pl
 
 from c4.analytics.findings import Finding
+from c4.analytics.onset import rise_onsets, trailing_onsets
 
 THERMAL_BITS = 0x20 | 0x40 | 0x08  # SW thermal, HW thermal, HW slowdown
 ACTION_BY_XID_ACTION = {"check_link": "replace_cable"}
@@ -126,9 +127,13 @@ def nic_link_findings(ports: pl.DataFrame, flaps: int = 2) -> list[Finding]:
             pl.col("ts").last().alias("last"),
         )
     )
+    keys = ["node", "device", "port"]
+    first_down = rise_onsets(ports, keys, ["link_downed"], 0)  # the first carrier loss in the window
+    down_since = trailing_onsets(ports, keys, pl.col("state") != "ACTIVE")
     for r in agg.iter_rows(named=True):
         comp = f"{r['node']}/{r['device']}p{r['port']}"
         downs = r["downs"] or 0
+        key = (r["node"], r["device"], r["port"])
         if downs >= flaps:  # a flapping link may happen to be down right now: it is still flapping
             out.append(
                 Finding(
@@ -137,7 +142,7 @@ def nic_link_findings(ports: pl.DataFrame, flaps: int = 2) -> list[Finding]:
                     "nic_port",
                     comp,
                     r["node"],
-                    r["first"],
+                    first_down.get(key, r["first"]),
                     r["last"],
                     0.9,
                     "replace_cable",
@@ -153,7 +158,7 @@ def nic_link_findings(ports: pl.DataFrame, flaps: int = 2) -> list[Finding]:
                     "nic_port",
                     comp,
                     r["node"],
-                    r["first"],
+                    down_since.get(key, r["first"]),
                     r["last"],
                     0.95,
                     "replace_cable",
@@ -181,8 +186,12 @@ def nic_retrans_findings(ports: pl.DataFrame, min_increase: int = 20) -> list[Fi
     )
     med = inc["inc"].median() or 0
     mad = (inc["inc"] - med).abs().median() or 0
+    baseline = med + 6 * (mad or 1)  # the most a healthy port retransmits in the window
+    onsets = None
     for r in inc.iter_rows(named=True):
-        if r["inc"] >= max(min_increase, med + 6 * (mad or 1)):
+        if r["inc"] >= max(min_increase, baseline):
+            if onsets is None:  # the first sample by which the port retransmitted more than that
+                onsets = rise_onsets(ports, ["node", "device", "port"], ["roce_adp_retrans"], baseline)
             comp = f"{r['node']}/{r['device']}p{r['port']}"
             out.append(
                 Finding(
@@ -191,7 +200,7 @@ def nic_retrans_findings(ports: pl.DataFrame, min_increase: int = 20) -> list[Fi
                     "nic_port",
                     comp,
                     r["node"],
-                    r["first"],
+                    onsets.get((r["node"], r["device"], r["port"]), r["first"]),
                     r["last"],
                     0.8,
                     "replace_cable",
@@ -207,10 +216,26 @@ def gpu_state_findings(gpus: pl.DataFrame) -> list[Finding]:
     out = []
     if gpus.is_empty():
         return out
-    latest = gpus.sort("ts").group_by(["node", "gpu_index"], maintain_order=True).last()
+    keys = ["node", "gpu_index"]
+    latest = gpus.sort("ts").group_by(keys, maintain_order=True).last()
+    cols = set(gpus.columns)
+    since = {  # per condition, when its trailing run began on each GPU
+        "throttle": trailing_onsets(
+            gpus, keys, (pl.col("clocks_event_reasons").fill_null(0) & THERMAL_BITS) != 0
+        )
+        if "clocks_event_reasons" in cols
+        else {},
+        "pcie": trailing_onsets(gpus, keys, pl.col("pcie_gen_cur") < pl.col("pcie_gen_max"))
+        if {"pcie_gen_cur", "pcie_gen_max"} <= cols
+        else {},
+        "remap": trailing_onsets(gpus, keys, pl.col("remapped_rows_failure").cast(pl.Boolean))
+        if "remapped_rows_failure" in cols
+        else {},
+    }
     for r in latest.iter_rows(named=True):
         comp = f"{r['node']}/gpu{r['gpu_index']}"
         ts = r["ts"]
+        key = (r["node"], r["gpu_index"])
         if (r.get("clocks_event_reasons") or 0) & THERMAL_BITS:
             out.append(
                 Finding(
@@ -219,7 +244,7 @@ def gpu_state_findings(gpus: pl.DataFrame) -> list[Finding]:
                     "gpu",
                     comp,
                     r["node"],
-                    ts,
+                    since["throttle"].get(key, ts),
                     ts,
                     0.8,
                     "drain_node",
@@ -239,7 +264,7 @@ def gpu_state_findings(gpus: pl.DataFrame) -> list[Finding]:
                     "gpu",
                     comp,
                     r["node"],
-                    ts,
+                    since["pcie"].get(key, ts),
                     ts,
                     0.85,
                     "reset_gpu",
@@ -255,7 +280,7 @@ def gpu_state_findings(gpus: pl.DataFrame) -> list[Finding]:
                     "gpu",
                     comp,
                     r["node"],
-                    ts,
+                    since["remap"].get(key, ts),
                     ts,
                     1.0,
                     "replace_gpu",
@@ -285,6 +310,9 @@ def congestion_findings(ports: pl.DataFrame, min_cnp: int = 1000) -> list[Findin
     if inc.is_empty():
         return []
     nodes = inc["node"].to_list()
+    congested = ports.filter(pl.col("node").is_in(nodes))
+    onsets = rise_onsets(congested, ["node"], ["np_cnp_sent"], 0, per=["node", "device", "port"])
+    onset = min(onsets.values(), default=None) or inc["first"].min()  # the first CNPs on a congested node
     return [
         Finding(
             "congestion",
@@ -292,7 +320,7 @@ def congestion_findings(ports: pl.DataFrame, min_cnp: int = 1000) -> list[Findin
             "fabric",
             "fabric",
             nodes[0],
-            inc["first"].min(),
+            onset,
             inc["last"].max(),
             0.7,
             "replan_traffic",
@@ -390,7 +418,12 @@ def counter_burst_findings(
             if rule["peer_baseline"]
             else rule["min_increase"]
         )
-        for r in inc.filter(pl.col("inc") >= floor).iter_rows(named=True):
+        burst = inc.filter(pl.col("inc") >= floor)
+        # when the signal appeared: the first sample by which the component rose more than a healthy peer
+        # does in the whole window (any rise where peers set no baseline)
+        baseline = med + 6 * max(mad, 1) if rule["peer_baseline"] else 0
+        onsets = rise_onsets(df, keys, counters, baseline, per_link) if burst.height else {}
+        for r in burst.iter_rows(named=True):
             if rule["component_type"] == "gpu":
                 comp = f"{r['node']}/gpu{r['gpu_index']}"
             else:
@@ -403,7 +436,7 @@ def counter_burst_findings(
                     rule["component_type"],
                     comp,
                     r["node"],
-                    r["first"],
+                    onsets.get(tuple(r[k] for k in keys), r["first"]),
                     r["last"],
                     0.85,
                     rule["action"],

@@ -36,7 +36,11 @@ class FaultBook:
             row = f.row(now)
             prev = self.open.get(f.fault_id)
             if prev is not None:
-                row["first_seen"] = prev["first_seen"] or row["first_seen"]  # one fault, not a duplicate
+                # one fault, not a duplicate: dated from the earliest onset any run saw (a later window may
+                # no longer hold it; late-arriving data may show it earlier)
+                row["first_seen"] = min(
+                    (t for t in (prev["first_seen"], row["first_seen"]) if t is not None), default=None
+                )
                 row["state"] = prev["state"] if prev["state"] == "acknowledged" else "open"
             self.open[f.fault_id] = row
             self.missed[f.fault_id] = 0

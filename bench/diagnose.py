@@ -68,6 +68,7 @@ def score(results: list) -> tuple[list[dict], dict]:
         negative = rs[0].negative
         detected = [r for r in rs if r.ttd_s is not None]
         ttds = [r.ttd_s for r in detected]
+        onset_errs = [abs(e) for r in rs for e in r.onset_errors_s]
         row = {
             "kind": kind,
             "scenarios": len(rs),
@@ -78,6 +79,7 @@ def score(results: list) -> tuple[list[dict], dict]:
             "false_alarms": raised if negative else raised - correct,
             "ttd_p50_s": _percentile(ttds, 50),
             "ttd_max_s": max(ttds) if ttds else None,
+            "onset_err_max_s": max(onset_errs) if onset_errs else None,
         }
         rows.append(row)
         if not negative:
@@ -87,6 +89,7 @@ def score(results: list) -> tuple[list[dict], dict]:
     raised = sum(len(r.raised) for r in results)
     correct = sum(sum(r.correct) for r in results)
     ttds = [r.ttd_s for r in pos if r.ttd_s is not None]
+    onset_errs = [abs(e) for r in pos for e in r.onset_errors_s]
     summary = {
         "scenarios": len(results),
         "positive_scenarios": len(pos),
@@ -96,6 +99,9 @@ def score(results: list) -> tuple[list[dict], dict]:
         "false_alarms": sum(len(r.raised) for r in neg),
         "ttd_p50_s": _percentile(ttds, 50),
         "ttd_p90_s": _percentile(ttds, 90),
+        "onset_error_p50_s": _percentile(onset_errs, 50),
+        "onset_error_p90_s": _percentile(onset_errs, 90),
+        "onset_error_max_s": max(onset_errs) if onset_errs else None,
         "sim_s": sum(r.sim_s for r in results),
         "wall_s": sum(r.wall_s for r in results),
         "per_kind": per_kind,
@@ -186,7 +192,9 @@ def run(args: argparse.Namespace) -> int:
         for r in results:
             print(r.scenario, "truth:", r.truth.get("component", "-"), "ttd:", r.ttd_s)
             for x, ok in zip(r.raised, r.correct, strict=True):
-                print("   ", "ok " if ok else "BAD", x["fault_id"], f"at {x['at_s']:.1f}s")
+                err = x["onset_error_s"]
+                onset = "no onset" if err is None else f"onset error {err:+.1f}s"
+                print("   ", "ok " if ok else "BAD", x["fault_id"], f"at {x['at_s']:.1f}s", onset)
     rows, summary = score(results)
     analysis = time_analysis(args.ranks)
     print(format_table(rows))
@@ -195,7 +203,9 @@ def run(args: argparse.Namespace) -> int:
         f"{summary['scenarios']} scenarios ({summary['positive_scenarios']} faults, {summary['negative_scenarios']} "
         f"negatives) on {nodes} nodes x 8 GPUs: precision {summary['precision']:.3f}, "
         f"recall {summary['recall']:.3f}, false alarms {summary['false_alarms']}, time to detect p50 "
-        f"{summary['ttd_p50_s'] or 0:.1f} s / p90 {summary['ttd_p90_s'] or 0:.1f} s (simulated, 1 s sampling)"
+        f"{summary['ttd_p50_s'] or 0:.1f} s / p90 {summary['ttd_p90_s'] or 0:.1f} s (simulated, 1 s sampling), "
+        f"onset error (|first_seen - true onset|) p50 {summary['onset_error_p50_s'] or 0:.1f} s / max "
+        f"{summary['onset_error_max_s'] or 0:.1f} s"
     )
     print(
         f"simulated {summary['sim_s']:.0f} s in {wall:.0f} s wall with {jobs} workers "

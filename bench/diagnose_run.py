@@ -38,7 +38,8 @@ class ScenarioResult:
     truth: dict[str, Any]
     raised: list[dict[str, Any]] = field(default_factory=list)  # fault_id, class, component, at_s (sim)
     correct: list[bool] = field(default_factory=list)
-    ttd_s: float | None = None
+    ttd_s: float | None = None  # detection (first correct row) minus the true onset
+    onset_errors_s: list[float] = field(default_factory=list)  # each correct fault's first_seen - true onset
     sim_s: float = 0.0
     wall_s: float = 0.0
 
@@ -63,6 +64,13 @@ def is_correct(fault: dict[str, Any], truth: dict[str, Any], kind: str) -> bool:
     if fault["fault_class"] == "congestion":
         return False
     return fault["component"] == truth["component"]
+
+
+def onset_error_s(first_seen: datetime | None, onset_s: float) -> float | None:
+    """A fault's reported onset minus the true one, in simulated seconds (None if it reports none)."""
+    if first_seen is None:
+        return None
+    return first_seen.replace(tzinfo=UTC).timestamp() - EPOCH_S - onset_s
 
 
 def run_scenario(sc: Scenario, workdir: Path | None = None, diagnose_every_steps: int = 1) -> ScenarioResult:
@@ -125,9 +133,12 @@ def run_scenario(sc: Scenario, workdir: Path | None = None, diagnose_every_steps
                         "class": r["fault_class"],
                         "component": r["component"],
                         "at_s": twin.t,
+                        "onset_error_s": onset_error_s(r["first_seen"], sc.onset_s),
                     }
                 )
                 result.correct.append(ok)
+                if ok and result.raised[-1]["onset_error_s"] is not None:
+                    result.onset_errors_s.append(result.raised[-1]["onset_error_s"])
                 if ok and result.ttd_s is None:
                     result.ttd_s = max(0.0, twin.t - sc.onset_s)
         cur.close()
