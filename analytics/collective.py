@@ -7,6 +7,7 @@ to one scenario.
 
 from __future__ import annotations
 
+import math
 from datetime import timedelta
 
 import polars as pl
@@ -423,6 +424,14 @@ def _greedy_cover(
     return blamed, unexplained
 
 
+def _explained_since(mine: list[dict], needed: int):
+    """When a candidate began to explain its slow connections: the first moment ``needed`` of them were
+    slow at once (the ``needed``-th earliest start of their slow runs). A connection slow since before
+    the fault (a colliding flow) does not date it."""
+    starts = sorted(r["first"] for r in mine if r["first"] is not None)
+    return starts[min(max(needed, 1), len(starts)) - 1] if starts else None
+
+
 def _port_finding(port: str, node: str, device: str, mine: list[dict]) -> Finding:
     """Every connection of one NIC port is slow."""
     ratio = float(pl.Series([r["ratio"] for r in mine]).median())
@@ -432,7 +441,7 @@ def _port_finding(port: str, node: str, device: str, mine: list[dict]) -> Findin
         "nic_port",
         port,
         node,
-        min(r["first"] for r in mine),
+        _explained_since(mine, len(mine)),  # every connection of the port slow
         max(r["last"] for r in mine),
         0.85,
         "replace_cable",
@@ -452,7 +461,7 @@ def _link_finding(cable: str, mine: list[dict], crossing: int | None) -> Finding
         "switch_link",
         cable,
         mine[0]["node"],
-        min(r["first"] for r in mine),
+        _explained_since(mine, max(2, math.ceil(0.8 * (crossing or len(mine))))),  # as _explains counts
         max(r["last"] for r in mine),
         0.8,
         "replace_cable",

@@ -23,6 +23,8 @@ def test_each_fault_kind_is_localized(tmp_path, kind):
     r = run_scenario(sc, tmp_path)
     assert r.ttd_s is not None, f"{kind} not localized to {r.truth['component']}: raised {r.raised}"
     assert all(r.correct), f"{kind}: a fault raised elsewhere: {r.raised} (truth {r.truth['component']})"
+    for x in r.raised:  # dated from its signal: not before the fault began (one sample), not after detection
+        assert x["onset_error_s"] is None or -1.5 < x["onset_error_s"] <= x["at_s"] - sc.onset_s, (kind, x)
 
 
 @pytest.mark.parametrize("kind", NEGATIVE_KINDS)
@@ -41,13 +43,16 @@ def test_library_is_seeded_and_covers_every_kind():
 def test_scoring_counts_wrong_components_and_negatives():
     from c4.bench.diagnose_run import ScenarioResult
 
-    hit = ScenarioResult("a", "xid48", False, {"component": "host1/gpu2"}, [{}], [True], ttd_s=1.0)
+    hit = ScenarioResult(
+        "a", "xid48", False, {"component": "host1/gpu2"}, [{}], [True], ttd_s=1.0, onset_errors_s=[-3.0]
+    )
     wrong = ScenarioResult("b", "xid48", False, {"component": "host3/gpu0"}, [{}], [False])
     noisy = ScenarioResult("c", "healthy", True, {}, [{}], [False])
     rows, summary = score([hit, wrong, noisy])
     assert summary["precision"] == pytest.approx(1 / 3)
     assert summary["recall"] == 0.5 and summary["false_alarms"] == 1
     assert summary["per_kind"]["xid48"] == {"precision": 0.5, "recall": 0.5}
+    assert summary["onset_error_max_s"] == 3.0 and rows[0]["onset_err_max_s"] == 3.0  # early counts too
 
 
 def test_bench_diagnose_json_line():
@@ -82,6 +87,8 @@ def test_bench_diagnose_json_line():
         "false_alarms",
         "ttd_p50_s",
         "ttd_p90_s",
+        "onset_error_p50_s",
+        "onset_error_max_s",
         "analysis_10k_ranks_s",
         "per_kind",
     ):

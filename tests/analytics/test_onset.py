@@ -145,3 +145,12 @@ def test_the_book_keeps_the_earliest_onset(late):
     book.update([finding(at(ONSET))], at(59))
     (row,) = book.update([finding(at(ONSET + 20) if late else at(ONSET - 5))], at(60))
     assert row["first_seen"] == (at(ONSET) if late else at(ONSET - 5))
+
+
+def test_a_port_is_dated_from_when_all_its_connections_were_slow():
+    """A connection slow since before the fault (a flow colliding on a switch) does not date the port's fault."""
+    from c4.analytics.collective import _explained_since
+
+    mine = [{"first": at(3)}, {"first": at(ONSET)}, {"first": at(ONSET + 1)}]
+    assert _explained_since(mine, len(mine)) == at(ONSET + 1)  # a port: every one of its connections
+    assert _explained_since(mine, 2) == at(ONSET)  # a cable: as many as its share of slow ones needs
