@@ -35,12 +35,11 @@ class FaultBook:
             seen.add(f.fault_id)
             row = f.row(now)
             prev = self.open.get(f.fault_id)
-            if prev is not None:
-                # one fault, not a duplicate: dated from the earliest onset any run saw (a later window may
-                # no longer hold it; late-arriving data may show it earlier)
-                row["first_seen"] = min(
-                    (t for t in (prev["first_seen"], row["first_seen"]) if t is not None), default=None
-                )
+            # dated from the earliest onset any run saw (a later window may no longer hold it; late data
+            # may show it earlier), and never after its detection (rows stamped by a clock a little ahead)
+            onsets = [t for t in (row["first_seen"], prev and prev["first_seen"]) if t is not None]
+            row["first_seen"] = min([*onsets, now]) if onsets else None
+            if prev is not None:  # one fault, not a duplicate
                 row["state"] = prev["state"] if prev["state"] == "acknowledged" else "open"
             self.open[f.fault_id] = row
             self.missed[f.fault_id] = 0

@@ -25,14 +25,18 @@ def _rise(df: pl.DataFrame, per: list[str], counters: list[str]) -> pl.DataFrame
 def rise_onsets(
     df: pl.DataFrame, keys: list[str], counters: list[str], baseline: float, per: list[str] | None = None
 ) -> dict[tuple, datetime]:
-    """Per component (``keys``), the ts of its first sample by which ``counters`` had risen more than
-    ``baseline`` in the window: when the signal appeared (``per``: finer series summed into a component,
-    e.g. its links). Components that never rose that much are absent."""
+    """Per component (``keys``), the ts of its first sample by which ``counters`` had risen by ``baseline``
+    (and at all) in the window: when the signal appeared. ``per``: finer series summed into a component
+    (e.g. its links). Components that never rose that much are absent."""
     per = per or keys
     rises = _rise(df, per, counters)
     if per != keys:
         rises = rises.group_by([*keys, "ts"]).agg(pl.col("rise").sum())
-    first = rises.filter(pl.col("rise") > baseline).group_by(keys).agg(pl.col("ts").min())
+    first = (
+        rises.filter((pl.col("rise") >= baseline) & (pl.col("rise") > 0))
+        .group_by(keys)
+        .agg(pl.col("ts").min())
+    )
     return {tuple(row[:-1]): row[-1] for row in first.iter_rows()}
 
 

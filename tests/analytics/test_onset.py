@@ -154,3 +154,14 @@ def test_a_port_is_dated_from_when_all_its_connections_were_slow():
     mine = [{"first": at(3)}, {"first": at(ONSET)}, {"first": at(ONSET + 1)}]
     assert _explained_since(mine, len(mine)) == at(ONSET + 1)  # a port: every one of its connections
     assert _explained_since(mine, 2) == at(ONSET)  # a cable: as many as its share of slow ones needs
+
+
+def test_the_book_never_dates_a_fault_after_its_detection():
+    """Rows stamped by a node clock a little ahead of the diagnosis clock do not date a fault in its future."""
+    ahead = Finding("hang_comm", "comm_hang", "nic_port", "h/p", "h", at(61), at(61), 0.8, "x", "s")
+    (row,) = FaultBook().update([ahead], at(60))
+    assert row["first_seen"] == at(60)
+    (row,) = FaultBook().update(
+        [Finding("xid79", "hardware", "gpu", "g", "h", None, None, 1, "x", "s")], at(60)
+    )
+    assert row["first_seen"] is None  # a finding that cannot date its fault is not dated by the book
