@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict
 from c4.agent.nvml import Device, GpuLost, Nvml, NvmlUnavailable, Reading
 from c4.agent.registry import SamplerContext
 from c4.agent.sampler import Inventory, Rows, SourceUnavailable
-from c4.agent.xid import describe, event_row
+from c4.agent.xid import event_row, gpu_lost_row
 
 log = logging.getLogger("c4.agent.gpu")
 
@@ -171,22 +171,7 @@ class GpuSampler:
             except GpuLost as exc:
                 self.lost.add(d.index)
                 log.error("GPU lost gpu=%d uuid=%s bus=%s", d.index, d.uuid, d.pci_bus_id)
-                info = describe(79)
-                events.append(
-                    {
-                        "kind": "gpu_lost",
-                        "source": "nvml",
-                        "gpu_index": d.index,
-                        "gpu_uuid": d.uuid,
-                        "pci_bus_id": d.pci_bus_id,
-                        "xid": None,
-                        "xid_name": info.name,
-                        "category": info.category,
-                        "meaning": info.meaning,
-                        "action": info.action,
-                        "message": str(exc),
-                    }
-                )
+                events.append(gpu_lost_row("nvml", str(exc), d.pci_bus_id, d.index, d.uuid))
         by_key = {d.key: d for d in self.devices}
         for key, xid in self.nvml.poll_xids():
             d = by_key.get(key)

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from c4.agent.nvml import normalize_bus_id
-from c4.agent.xid import describe, event_row, parse_xid_line
+from c4.agent.xid import event_row, gpu_lost_row, parse_xid_line
 
 _BUS = r"[0-9a-fA-F]{1,8}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}(?:\.[0-7])?"
 #: ``NVRM: GPU at PCI:0000:07:00: GPU-fb51809b-350a-99db-67b5-e16fc6d498ab``
@@ -101,22 +101,7 @@ class KernelLogParser:
         return []
 
     def _gpu_lost(self, bus: str, message: str) -> dict[str, Any]:
-        info = describe(79)
-        return {
-            "kind": "gpu_lost",
-            "source": "kmsg",
-            "xid": None,
-            "xid_name": info.name,
-            "category": info.category,
-            "meaning": info.meaning,
-            "action": info.action,
-            "nvidia_immediate_action": info.immediate_action,
-            "nvidia_investigatory_action": info.investigatory_action,
-            "message": message,
-            "pci_bus_id": bus,
-            "gpu_index": None,
-            "gpu_uuid": self._uuid_of.get(bus, ""),
-        }
+        return gpu_lost_row("kmsg", message, bus, None, self._uuid_of.get(bus, ""))
 
     def _sxid(self, line: str) -> list[tuple[str, dict[str, Any]]]:
         m = SXID_LINE.search(line)

@@ -103,3 +103,12 @@ def event_row(
         "gpu_index": gpu_index,
         "gpu_uuid": gpu_uuid,
     }
+
+
+def gpu_lost_row(
+    source: str, message: str, pci_bus_id: str = "", gpu_index: int | None = None, gpu_uuid: str = ""
+) -> dict:
+    """A gpu_events row for a GPU that fell off the bus without an Xid number (the catalogue's entry for 79)."""
+    row = event_row(79, source, message, pci_bus_id, gpu_index, gpu_uuid)
+    row.update(kind="gpu_lost", xid=None)
+    return row
