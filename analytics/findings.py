@@ -24,6 +24,10 @@ class Finding:
     summary: str
     evidence: dict[str, Any] = field(default_factory=dict)
     evidence_sql: str = ""
+    job: str = ""  # the job whose communication or step time shows it ("" for a component outside any job)
+    communicator: str = ""  # the communicator (comm id/hash) the evidence comes from, when one does
+    slowdown_frac: float | None = None  # the job step time it costs: (actual - without it) / without it
+    affected: list[str] = field(default_factory=list)  # ranks or components that only waited on it (victims)
 
     @property
     def fault_id(self) -> str:
@@ -35,7 +39,7 @@ class Finding:
         return {
             "ts": now,
             "node": self.node,
-            "job": "",
+            "job": self.job,
             "fault_id": self.fault_id,
             "detector": self.detector,
             "fault_class": self.fault_class,
@@ -49,4 +53,7 @@ class Finding:
             "summary": self.summary,
             "evidence_json": json.dumps(self.evidence, default=str, sort_keys=True),
             "evidence_sql": self.evidence_sql,
+            "communicator": self.communicator,
+            "slowdown_frac": self.slowdown_frac,
+            "affected": ",".join(self.affected),
         }
