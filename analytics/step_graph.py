@@ -1,0 +1,416 @@
+"""A job's training steps as a dependency graph of ops, and its vectorised "what if" replay.
+
+Each rank runs its ops in program order; a p2p send and its recv end together at the later start plus
+the pair's own transfer time; a collective ends for every member at the last arrival plus its own time.
+An op's OWN duration is its duration for compute and host ops, the later arriver's duration for a p2p
+pair, the shortest member's duration for a collective; the gap between an op's ready time (the end of
+the rank's previous op) and its start is host-side delay. Replaying with chosen own durations and gaps
+gives each step's time: step k lasts from the end of step k-1 (the last op of any rank) to its own end.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import polars as pl
+
+from c4.analytics.step_trace import COLLECTIVE_OPS, COMPUTE_OPS, HOST_OPS, P2P_OPS, p2p_keys
+from c4.step_trace import OPS
+
+OP_INDEX = {op: i for i, op in enumerate(OPS)}
+KIND_COMPUTE, KIND_HOST, KIND_P2P, KIND_COLLECTIVE = 0, 1, 2, 3
+
+
+@dataclass
+class StepLayout:
+    """Node range of one analysed step and the index arrays its replay needs."""
+
+    step: int
+    lo: int
+    hi: int
+    fresh: bool  # the chain restarts here (first step, or the previous step was not analysed)
+    seg_first: np.ndarray  # local index of each rank's first op in the step
+    seg_of: np.ndarray  # local node -> segment (rank position among the step's ranks)
+    seg_rank: np.ndarray  # segment -> rank index
+    grouped: np.ndarray  # local indices of nodes in a p2p pair or collective
+    group_of: np.ndarray  # for grouped nodes, their local group id
+    group_perm: np.ndarray  # grouped positions sorted by group
+    group_bounds: np.ndarray  # reduceat boundaries into group_perm
+    ready0: np.ndarray  # fresh steps: each segment's first ready time relative to the step's first start
+    start_epoch_s: float  # the step's first op start, Unix seconds
+
+
+@dataclass
+class StepGraph:
+    """One job's ops (nodes sorted by step, rank, start) with own durations, gaps and their typical values."""
+
+    job: str
+    ranks: np.ndarray  # rank index -> global rank
+    rank_dp: np.ndarray
+    rank_pp: np.ndarray
+    rank_tp: np.ndarray
+    rank_host: list[str | None]
+    rank_local: list[int | None]
+    node_rank: np.ndarray  # node -> rank index
+    node_op: np.ndarray  # node -> index into OPS
+    node_kind: np.ndarray  # KIND_*
+    node_stage: np.ndarray
+    node_step: np.ndarray  # node -> analysed-step position
+    node_link: np.ndarray  # p2p nodes: sender rank index * n_ranks + receiver rank index, else -1
+    own_s: np.ndarray
+    gap_s: np.ndarray
+    typ_own_s: (
+        np.ndarray
+    )  # peers' typical own duration (same op kind and stage, lower middle of per-rank medians)
+    typ_gap_s: np.ndarray  # peers' typical gap before this op
+    xstage_own_s: np.ndarray  # compute ops: the cross-stage typical own duration of the op
+    actual_step_s: np.ndarray  # per analysed step, from the trace itself
+    steps: list[StepLayout] = field(default_factory=list)
+    steps_skipped: int = 0  # steps left out: a rank without ops in them, or a p2p op without its peer
+
+    @property
+    def n_ranks(self) -> int:
+        """Ranks of the job."""
+        return len(self.ranks)
+
+
+def _low_median(values: pl.Expr) -> pl.Expr:
+    """The lower middle value (of two ranks, the faster one): peers' typical without the slow one."""
+    return values.sort().gather((values.len() - 1) // 2)
+
+
+def build_graph(trace: pl.DataFrame, job: str) -> StepGraph:
+    """The dependency graph of one job's validated trace."""
+    df = trace.filter(pl.col("job") == job)
+    for col in ("microbatch", "host", "local_rank", "comm"):
+        if col not in df.columns:
+            df = df.with_columns(
+                pl.lit(None, dtype=pl.String if col in ("host", "comm") else pl.Int64).alias(col)
+            )
+    df = df.select(
+        "job",
+        "rank",
+        "dp_rank",
+        "pp_stage",
+        "tp_rank",
+        "step",
+        "op",
+        "start_s",
+        "duration_s",
+        "microbatch",
+        "host",
+        "local_rank",
+        "comm",
+    ).with_row_index("_i")
+    ident = (
+        df.group_by("rank")
+        .agg(
+            pl.col("dp_rank").first(),
+            pl.col("pp_stage").first(),
+            pl.col("tp_rank").first(),
+            pl.col("host").drop_nulls().first(),
+            pl.col("local_rank").drop_nulls().first(),
+        )
+        .sort("rank")
+    )
+    n_ranks = ident.height
+    rank_index = dict(zip(ident["rank"].to_list(), range(n_ranks), strict=True))
+
+    # steps every rank took part in, with every p2p op paired
+    p2p = p2p_keys(df)
+    pair_key = ["step", "dp_rank", "tp_rank", "_dir", "_send_stage", "_mb", "_occ"]
+    sends = p2p.filter(pl.col("_is_send")).select(
+        *pair_key,
+        pl.col("_i").alias("_send_i"),
+        pl.col("rank").alias("_send_rank"),
+        pl.col("start_s").alias("_send_start"),
+        pl.col("duration_s").alias("_send_dur"),
+    )
+    recvs = p2p.filter(~pl.col("_is_send")).select(
+        *pair_key,
+        pl.col("_i").alias("_recv_i"),
+        pl.col("rank").alias("_recv_rank"),
+        pl.col("start_s").alias("_recv_start"),
+        pl.col("duration_s").alias("_recv_dur"),
+    )
+    pairs = sends.join(recvs, on=pair_key, how="full", coalesce=True)
+    broken = set(pairs.filter(pl.col("_send_i").is_null() | pl.col("_recv_i").is_null())["step"].to_list())
+    per_step = df.group_by("step").agg(pl.col("rank").n_unique().alias("n"))
+    complete = sorted(set(per_step.filter(pl.col("n") == n_ranks)["step"].to_list()) - broken)
+    all_steps = sorted(per_step["step"].to_list())
+    steps_skipped = len(all_steps) - len(complete)
+
+    # program order per rank across steps -> gaps
+    df = df.sort(["rank", "step", "start_s", "_i"]).with_columns(
+        (pl.col("start_s") + pl.col("duration_s")).alias("_end")
+    )
+    df = df.with_columns(
+        pl.col("_end").shift(1).over("rank").alias("_prev_end"),
+        pl.col("step").shift(1).over("rank").alias("_prev_step"),
+    )
+    pos = {s: i for i, s in enumerate(complete)}
+    prev_kept = {
+        s: (i > 0 and complete[i - 1] == _prev_step_of(all_steps, s)) for i, s in enumerate(complete)
+    }
+    df = df.filter(pl.col("step").is_in(complete))
+    df = df.with_columns(
+        pl.col("step").replace_strict(pos, return_dtype=pl.Int64).alias("_k"),
+        pl.col("step").replace_strict(prev_kept, return_dtype=pl.Boolean).alias("_chained"),
+    )
+    first_of_step = pl.col("_prev_step").is_null() | (pl.col("_prev_step") != pl.col("step"))
+    df = df.with_columns(
+        pl.when(first_of_step & ~pl.col("_chained"))
+        .then(0.0)
+        .otherwise((pl.col("start_s") - pl.col("_prev_end")).clip(lower_bound=0.0))
+        .fill_null(0.0)
+        .alias("_gap")
+    )
+
+    # own durations: p2p = the later arriver's, collective = the shortest member's
+    pairs = pairs.filter(pl.col("_send_i").is_not_null() & pl.col("_recv_i").is_not_null()).with_columns(
+        pl.when(pl.col("_send_start") >= pl.col("_recv_start"))
+        .then(pl.col("_send_dur"))
+        .otherwise(pl.col("_recv_dur"))
+        .alias("_pair_own"),
+        pl.int_range(pl.len()).alias("_pair"),
+        pl.col("_send_rank").replace_strict(rank_index).alias("_sr"),
+        pl.col("_recv_rank").replace_strict(rank_index).alias("_rr"),
+    )
+    pair_nodes = pl.concat(
+        [
+            pairs.select(
+                pl.col("_send_i").alias("_i"), "_pair", "_pair_own", "_send_stage", "_dir", "_sr", "_rr"
+            ),
+            pairs.select(
+                pl.col("_recv_i").alias("_i"), "_pair", "_pair_own", "_send_stage", "_dir", "_sr", "_rr"
+            ),
+        ]
+    )
+    df = df.join(pair_nodes, on="_i", how="left")
+    is_coll = pl.col("op").is_in(COLLECTIVE_OPS)
+    mb = pl.col("microbatch").fill_null(-1)
+    df = df.with_columns(
+        pl.int_range(pl.len()).over(["rank", "step", "op", "comm", mb]).alias("_occ")
+    ).with_columns(
+        pl.when(is_coll & pl.col("comm").is_not_null())
+        .then(pl.format("c|{}|{}|{}|{}", "step", "comm", "op", "_occ"))
+        .when(pl.col("op") == "all_to_all")
+        .then(pl.format("a|{}|{}|{}|{}", "step", "pp_stage", mb, "_occ"))
+        .when(is_coll)
+        .then(pl.format("d|{}|{}|{}|{}|{}", "step", "pp_stage", "tp_rank", "op", "_occ"))
+        .alias("_coll")
+    )
+    df = df.with_columns(pl.col("duration_s").min().over("_coll").alias("_coll_own"))
+    df = df.with_columns(
+        pl.when(pl.col("_pair").is_not_null())
+        .then(pl.col("_pair_own"))
+        .when(is_coll)
+        .then(pl.col("_coll_own"))
+        .otherwise(pl.col("duration_s"))
+        .alias("_own"),
+        pl.when(pl.col("_pair").is_not_null())
+        .then(pl.format("p|{}|{}", "_dir", "_send_stage"))
+        .otherwise(pl.format("o|{}|{}", "op", "pp_stage"))
+        .alias("_own_key"),
+        pl.format("o|{}|{}", "op", "pp_stage").alias("_gap_key"),
+    )
+
+    # typical own and gap: per key, the lower middle of per-rank medians
+    typ_own = (
+        df.group_by(["_own_key", "rank"])
+        .agg(pl.col("_own").median().alias("_m"))
+        .group_by("_own_key")
+        .agg(_low_median(pl.col("_m")).first().alias("_typ_own"))
+    )
+    typ_gap = (
+        df.group_by(["_gap_key", "rank"])
+        .agg(pl.col("_gap").median().alias("_m"))
+        .group_by("_gap_key")
+        .agg(_low_median(pl.col("_m")).first().alias("_typ_gap"))
+    )
+    df = df.join(typ_own, on="_own_key", how="left").join(typ_gap, on="_gap_key", how="left")
+    xstage = (
+        df.filter(pl.col("op").is_in(COMPUTE_OPS))
+        .group_by(["op", "pp_stage"])
+        .agg(pl.col("_typ_own").first().alias("_m"))
+        .group_by("op")
+        .agg(_low_median(pl.col("_m")).first().alias("_xstage"))
+    )
+    df = df.join(xstage, on="op", how="left").with_columns(pl.col("_xstage").fill_null(pl.col("_typ_own")))
+
+    # node order: step, rank, start
+    df = df.sort(["_k", "rank", "start_s", "_i"])
+    kind = (
+        pl.when(pl.col("op").is_in(COMPUTE_OPS))
+        .then(KIND_COMPUTE)
+        .when(pl.col("op").is_in(HOST_OPS))
+        .then(KIND_HOST)
+        .when(pl.col("op").is_in(P2P_OPS))
+        .then(KIND_P2P)
+        .otherwise(KIND_COLLECTIVE)
+    )
+    df = df.with_columns(
+        kind.alias("_kind"),
+        pl.col("rank").replace_strict(rank_index, return_dtype=pl.Int64).alias("_r"),
+        pl.col("op").replace_strict(OP_INDEX, return_dtype=pl.Int64).alias("_op"),
+        pl.when(pl.col("_pair").is_not_null())
+        .then(pl.format("p|{}", "_pair"))
+        .otherwise(pl.col("_coll"))
+        .alias("_group"),
+        pl.when(pl.col("_pair").is_not_null())
+        .then(pl.col("_sr") * n_ranks + pl.col("_rr"))
+        .otherwise(-1)
+        .alias("_link"),
+    )
+    g = StepGraph(
+        job=job,
+        ranks=ident["rank"].to_numpy(),
+        rank_dp=ident["dp_rank"].to_numpy(),
+        rank_pp=ident["pp_stage"].to_numpy(),
+        rank_tp=ident["tp_rank"].to_numpy(),
+        rank_host=ident["host"].to_list(),
+        rank_local=ident["local_rank"].to_list(),
+        node_rank=df["_r"].to_numpy(),
+        node_op=df["_op"].to_numpy(),
+        node_kind=df["_kind"].to_numpy(),
+        node_stage=df["pp_stage"].to_numpy(),
+        node_step=df["_k"].to_numpy(),
+        node_link=df["_link"].to_numpy(),
+        own_s=df["_own"].to_numpy().astype(float),
+        gap_s=df["_gap"].to_numpy().astype(float),
+        typ_own_s=df["_typ_own"].to_numpy().astype(float),
+        typ_gap_s=df["_typ_gap"].to_numpy().astype(float),
+        xstage_own_s=df["_xstage"].to_numpy().astype(float),
+        actual_step_s=np.zeros(len(complete)),
+        steps_skipped=steps_skipped,
+    )
+    starts = df["start_s"].to_numpy()
+    ends = df["_end"].to_numpy()
+    groups = df["_group"].to_numpy()
+    chained = df["_chained"].to_numpy()
+    bounds = np.searchsorted(g.node_step, np.arange(len(complete) + 1))
+    prev_end_job = None
+    for k, step in enumerate(complete):
+        lo, hi = int(bounds[k]), int(bounds[k + 1])
+        fresh = not bool(chained[lo])
+        layout = _layout(step, lo, hi, fresh, g.node_rank[lo:hi], groups[lo:hi], starts[lo:hi])
+        end_k = float(ends[lo:hi].max())
+        g.actual_step_s[k] = end_k - (layout.start_epoch_s if fresh or prev_end_job is None else prev_end_job)
+        prev_end_job = end_k
+        g.steps.append(layout)
+    return g
+
+
+def _prev_step_of(all_steps: list[int], step: int) -> int | None:
+    i = all_steps.index(step)
+    return all_steps[i - 1] if i > 0 else None
+
+
+def _layout(
+    step: int, lo: int, hi: int, fresh: bool, rank: np.ndarray, groups: np.ndarray, starts: np.ndarray
+) -> StepLayout:
+    n = hi - lo
+    change = np.ones(n, dtype=bool)
+    change[1:] = rank[1:] != rank[:-1]
+    seg_first = np.flatnonzero(change)
+    seg_of = np.cumsum(change) - 1
+    grouped = np.flatnonzero(np.array([gr is not None for gr in groups], dtype=bool))
+    if len(grouped):
+        _, group_of = np.unique(groups[grouped].astype(str), return_inverse=True)
+    else:
+        group_of = np.zeros(0, dtype=np.int64)
+    perm = np.argsort(group_of, kind="stable")
+    sorted_groups = group_of[perm]
+    gb = (
+        np.flatnonzero(np.r_[True, sorted_groups[1:] != sorted_groups[:-1]])
+        if len(perm)
+        else np.zeros(0, int)
+    )
+    t0 = float(starts.min())
+    return StepLayout(
+        step=step,
+        lo=lo,
+        hi=hi,
+        fresh=fresh,
+        seg_first=seg_first,
+        seg_of=seg_of,
+        seg_rank=rank[seg_first],
+        grouped=grouped,
+        group_of=group_of,
+        group_perm=perm,
+        group_bounds=gb,
+        ready0=starts[seg_first] - t0,
+        start_epoch_s=t0,
+    )
+
+
+@dataclass
+class Replay:
+    """Per scenario (columns): each step's time and each rank's time spent waiting on peers."""
+
+    step_s: np.ndarray  # (steps, scenarios)
+    wait_s: np.ndarray  # (steps, ranks, scenarios)
+
+
+def replay(g: StepGraph, own_s: list[np.ndarray], gap_s: list[np.ndarray]) -> Replay:
+    """Replay every step under S scenarios at once (own_s[s], gap_s[s]: per-node arrays)."""
+    n_sc = len(own_s)
+    step_s = np.zeros((len(g.steps), n_sc))
+    wait_s = np.zeros((len(g.steps), g.n_ranks, n_sc))
+    carry = np.zeros((g.n_ranks, n_sc))
+    for k, lay in enumerate(g.steps):
+        own = np.stack([o[lay.lo : lay.hi] for o in own_s], axis=1)
+        gap = np.stack([x[lay.lo : lay.hi] for x in gap_s], axis=1)
+        if lay.fresh:
+            ready0 = np.repeat(lay.ready0[:, None], n_sc, axis=1)
+        else:
+            ready0 = carry[lay.seg_rank]
+        start, end = _replay_step(lay, own, gap, ready0)
+        step_end = end.max(axis=0)
+        step_s[k] = step_end
+        last = np.r_[lay.seg_first[1:], lay.hi - lay.lo] - 1
+        carry[:] = 0.0
+        carry[lay.seg_rank] = end[last] - step_end
+        wait = np.zeros_like(own)
+        if len(lay.grouped):
+            gi = lay.grouped
+            wait[gi] = np.maximum(end[gi] - start[gi] - own[gi], 0.0)
+        wait_s[k, lay.seg_rank] = np.add.reduceat(wait, lay.seg_first, axis=0)
+    return Replay(step_s=step_s, wait_s=wait_s)
+
+
+def _replay_step(
+    lay: StepLayout, own: np.ndarray, gap: np.ndarray, ready0: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Start and end of every node of one step: iterate group sync times to their fixed point."""
+    a = gap + own
+    csum = np.cumsum(a, axis=0)
+    base = csum[lay.seg_first] - a[lay.seg_first]
+    c = csum - base[lay.seg_of]  # per-rank running sum of gap + own
+    n_groups = len(lay.group_bounds)
+    sync = np.full((n_groups, own.shape[1]), -np.inf)
+    seg_offset = lay.seg_of[:, None].astype(float)
+    first_b = ready0 + a[lay.seg_first]
+    gi = lay.grouped
+    for _ in range(len(own) + 2):
+        b = np.full_like(own, -np.inf)
+        if n_groups:
+            b[gi] = sync[lay.group_of] + own[gi]
+        b[lay.seg_first] = np.maximum(b[lay.seg_first], first_b)
+        v = b - c
+        finite = v[np.isfinite(v)]
+        span = float(finite.max() - finite.min()) + 1.0
+        cm = np.maximum.accumulate(v + seg_offset * span, axis=0) - seg_offset * span
+        end = c + cm
+        prev = np.empty_like(end)
+        prev[1:] = end[:-1]
+        prev[lay.seg_first] = ready0
+        start = prev + gap
+        if not n_groups:
+            break
+        new = np.maximum.reduceat(start[gi][lay.group_perm], lay.group_bounds, axis=0)
+        if np.array_equal(new, sync):
+            break
+        sync = new
+    return start, end

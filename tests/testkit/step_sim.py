@@ -1,0 +1,240 @@
+"""A small forward simulator of a PP x DP training job (1F1B-like order) writing C4's step trace, for tests.
+
+Every rank runs its program in order; a p2p pair ends at the later start plus the link's transfer time;
+a collective ends for all members at the last arrival plus its own time. Causes scale own durations or
+add host-side gaps; ``simulate(..., causes=[])`` with the same seed gives the run without them.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import numpy as np
+import polars as pl
+
+BASE_S = {
+    "data_load": 0.002,
+    "forward": 0.010,
+    "backward": 0.020,
+    "p2p": 0.001,
+    "all_reduce": 0.005,
+    "optimizer": 0.003,
+}
+
+
+@dataclass
+class SimCause:
+    """What slows the job: kind one of slow_worker, stage, data_imbalance, cpu_stall, slow_link."""
+
+    kind: str
+    ranks: list[int] = field(
+        default_factory=list
+    )  # slow_worker / cpu_stall: the rank; slow_link: [sender, receiver]
+    stage: int = -1
+    factor: float = 2.0
+    gap_s: float = 0.0  # cpu_stall: delay before the first forward of a step
+    every: int = 1  # cpu_stall: on every n-th step
+
+
+def rank_of(pp_stage: int, dp_rank: int, dp: int) -> int:
+    """Global rank of a stage and replica (stage-major)."""
+    return pp_stage * dp + dp_rank
+
+
+def _program(s: int, pp: int, mb: int) -> list[tuple[str, int | None]]:
+    warm = min(pp - s - 1, mb)
+    prog: list[tuple[str, int | None]] = [("data_load", None)]
+
+    def fwd(m: int, send: bool = True) -> list[tuple[str, int | None]]:
+        ops: list[tuple[str, int | None]] = []
+        if s > 0:
+            ops.append(("recv_forward", m))
+        ops.append(("forward", m))
+        if send and s < pp - 1:
+            ops.append(("send_forward", m))
+        return ops
+
+    def bwd(m: int) -> list[tuple[str, int | None]]:
+        ops: list[tuple[str, int | None]] = []
+        if s < pp - 1:
+            ops.append(("recv_backward", m))
+        ops.append(("backward", m))
+        if s > 0:
+            ops.append(("send_backward", m))
+        return ops
+
+    for m in range(warm):
+        prog += fwd(m)
+    for i in range(mb - warm):
+        m = warm + i
+        prog += fwd(m, send=False)
+        b = bwd(i)
+        if s < pp - 1:  # receive the backward before sending the next forward: no blocking cycle
+            prog += [b[0], ("send_forward", m), *b[1:]]
+        else:
+            prog += b
+    for i in range(mb - warm, mb):
+        prog += bwd(i)
+    prog += [("all_reduce", None), ("optimizer", None)]
+    return prog
+
+
+def simulate(
+    pp: int = 4,
+    dp: int = 2,
+    mb: int = 8,
+    steps: int = 12,
+    causes: list[SimCause] | None = None,
+    seed: int = 0,
+    jitter: float = 0.03,
+    job: str = "job1",
+    t0_s: float = 1_700_000_000.0,
+    hosts: bool = False,
+) -> pl.DataFrame:
+    """The step trace of the job (one row per op per rank)."""
+    causes = causes or []
+    rng = np.random.default_rng(seed)
+    n = pp * dp
+    progs = {r: _program(r // dp, pp, mb) for r in range(n)}
+    # per-rank, per-step own durations drawn up front so that a cause never changes the random stream
+    noise = {r: rng.lognormal(0.0, jitter, size=(steps, len(progs[r]))) for r in range(n)}
+    di_pick = rng.integers(0, n, size=steps)
+    own: dict[tuple[int, int, int], float] = {}
+    gaps: dict[tuple[int, int, int], float] = defaultdict(float)
+    for r in range(n):
+        s = r // dp
+        for k in range(steps):
+            first_fwd = True
+            for j, (op, _m) in enumerate(progs[r]):
+                base = BASE_S["p2p"] if op.startswith(("send", "recv")) else BASE_S[op]
+                d = base * noise[r][k, j]
+                for c in causes:
+                    if op in ("forward", "backward"):
+                        if c.kind == "slow_worker" and r in c.ranks:
+                            d *= c.factor
+                        if c.kind == "stage" and s == c.stage:
+                            d *= c.factor
+                        if c.kind == "data_imbalance" and di_pick[k] == r:
+                            d *= c.factor
+                    if (
+                        c.kind == "cpu_stall"
+                        and r in c.ranks
+                        and op == "forward"
+                        and first_fwd
+                        and k % c.every == 0
+                    ):
+                        gaps[(r, k, j)] += c.gap_s
+                own[(r, k, j)] = d
+                if op == "forward":
+                    first_fwd = False
+    link_factor = {(c.ranks[0], c.ranks[1]): c.factor for c in causes if c.kind == "slow_link"}
+
+    rows: list[dict] = []
+    pos = {r: (0, 0) for r in range(n)}  # (step, op index)
+    ready = {r: t0_s for r in range(n)}
+    posted: dict[tuple, list[tuple[int, float, int, int]]] = defaultdict(list)
+    done = 0
+    total = sum(len(progs[r]) for r in range(n)) * steps
+
+    def key_of(r: int, k: int, op: str, m: int | None) -> tuple:
+        s, d = divmod(r, dp)
+        if op == "all_reduce":
+            return ("ar", k, s)
+        if op == "send_forward":
+            return ("pf", k, s, d, m)
+        if op == "recv_forward":
+            return ("pf", k, s - 1, d, m)
+        if op == "send_backward":
+            return ("pb", k, s, d, m)
+        return ("pb", k, s + 1, d, m)
+
+    blocked = {r: False for r in range(n)}
+    while done < total:
+        progressed = False
+        for r in range(n):
+            while not blocked[r]:
+                k, j = pos[r]
+                if k >= steps:
+                    break
+                op, m = progs[r][j]
+                start = ready[r] + gaps[(r, k, j)]
+                if op in ("send_forward", "recv_forward", "send_backward", "recv_backward", "all_reduce"):
+                    key = key_of(r, k, op, m)
+                    posted[key].append((r, start, k, j))
+                    blocked[r] = True
+                    size = dp if op == "all_reduce" else 2
+                    if len(posted[key]) == size:
+                        members = posted.pop(key)
+                        sync = max(p[1] for p in members)
+                        if op == "all_reduce":
+                            own_t = min(own[(p[0], p[2], p[3])] for p in members)
+                        else:
+                            sender = next(p for p in members if progs[p[0]][p[3]][0].startswith("send"))
+                            receiver = next(p for p in members if p is not sender)
+                            own_t = own[(sender[0], sender[2], sender[3])]
+                            own_t *= link_factor.get((sender[0], receiver[0]), 1.0)
+                        end = sync + own_t
+                        for mr, mstart, mk, mj in members:
+                            mop, mm = progs[mr][mj]
+                            rows.append(_row(job, mr, dp, mk, mop, mm, mstart, end - mstart, hosts))
+                            ready[mr] = end
+                            blocked[mr] = False
+                            pos[mr] = _advance(pos[mr], len(progs[mr]))
+                            done += 1
+                        progressed = True
+                    break
+                d = own[(r, k, j)]
+                rows.append(_row(job, r, dp, k, op, m, start, d, hosts))
+                ready[r] = start + d
+                pos[r] = _advance(pos[r], len(progs[r]))
+                done += 1
+                progressed = True
+        if not progressed:
+            raise RuntimeError(f"simulated program deadlocked with {done}/{total} ops done")
+    return pl.DataFrame(rows).sort(["rank", "start_s"])
+
+
+def _advance(p: tuple[int, int], length: int) -> tuple[int, int]:
+    k, j = p
+    return (k, j + 1) if j + 1 < length else (k + 1, 0)
+
+
+def _row(
+    job: str, r: int, dp: int, k: int, op: str, m: int | None, start: float, d: float, hosts: bool
+) -> dict:
+    s, dpr = divmod(r, dp)
+    row = {
+        "job": job,
+        "rank": r,
+        "dp_rank": dpr,
+        "pp_stage": s,
+        "tp_rank": 0,
+        "step": k,
+        "op": op,
+        "start_s": start,
+        "duration_s": d,
+        "microbatch": m,
+    }
+    if hosts:
+        row["host"] = f"node{r // 8}"
+        row["local_rank"] = r % 8
+    return row
+
+
+def step_times_s(trace: pl.DataFrame) -> np.ndarray:
+    """Each step's time: from the end of the previous step (its last op) to its own end; the first from its start."""
+    per = (
+        trace.group_by("step")
+        .agg(
+            pl.col("start_s").min().alias("t0"), (pl.col("start_s") + pl.col("duration_s")).max().alias("t1")
+        )
+        .sort("step")
+    )
+    t0, t1 = per["t0"].to_numpy(), per["t1"].to_numpy()
+    return np.r_[t1[0] - t0[0], np.diff(t1)]
+
+
+def true_slowdown_frac(with_cause: pl.DataFrame, without: pl.DataFrame) -> float:
+    """Median step time with the causes over median step time without them, minus one."""
+    return float(np.median(step_times_s(with_cause)) / np.median(step_times_s(without)) - 1.0)
