@@ -320,26 +320,31 @@ def _detect(g: StepGraph, st: _Stats) -> list[_Scenario]:
     # slow p2p links: the pair's own transfer time against its peers' typical
     p2p = (g.node_kind == KIND_P2P) & (g.node_link >= 0)
     if p2p.any():
-        links = np.unique(g.node_link[p2p])
-        for link in links:
+        ratio_of = own[p2p] / np.where(typ_own[p2p] > 0, typ_own[p2p], np.inf)
+        per_link = (
+            pl.DataFrame({"link": g.node_link[p2p], "ratio": ratio_of})
+            .group_by("link")
+            .agg(pl.col("ratio").median())
+            .filter(pl.col("ratio") > SLOW_LINK_RATIO)
+            .sort("link")
+        )
+        for link, ratio in per_link.iter_rows():
             sel = p2p & (g.node_link == link)
-            ratio = float(np.median(own[sel] / np.where(typ_own[sel] > 0, typ_own[sel], np.inf)))
-            if ratio > SLOW_LINK_RATIO:
-                a, b = divmod(int(link), g.n_ranks)
-                out.append(
-                    _Scenario(
-                        f"slow_comm:{a}->{b}",
-                        np.where(sel, typ_own, own),
-                        gap,
-                        acts=np.bincount(g.node_step[sel], minlength=n_k) > 0,
-                        meta={
-                            "class": "slow_comm",
-                            "ranks": [a],
-                            "link": (a, b),
-                            "transfer_over_typical": round(ratio, 3),
-                        },
-                    )
+            a, b = divmod(int(link), g.n_ranks)
+            out.append(
+                _Scenario(
+                    f"slow_comm:{a}->{b}",
+                    np.where(sel, typ_own, own),
+                    gap,
+                    acts=np.bincount(g.node_step[sel], minlength=n_k) > 0,
+                    meta={
+                        "class": "slow_comm",
+                        "ranks": [a],
+                        "link": (a, b),
+                        "transfer_over_typical": round(ratio, 3),
+                    },
                 )
+            )
     return out
 
 

@@ -33,10 +33,10 @@ class StepLayout:
     seg_first: np.ndarray  # local index of each rank's first op in the step
     seg_of: np.ndarray  # local node -> segment (rank position among the step's ranks)
     seg_rank: np.ndarray  # segment -> rank index
-    grouped: np.ndarray  # local indices of nodes in a p2p pair or collective
-    group_of: np.ndarray  # for grouped nodes, their local group id
-    group_perm: np.ndarray  # grouped positions sorted by group
-    group_bounds: np.ndarray  # reduceat boundaries into group_perm
+    grouped: np.ndarray  # local indices of nodes in a p2p pair or collective (ascending)
+    prev_g: np.ndarray  # per grouped node: position in ``grouped`` of the rank's previous grouped node, or -1
+    last_g: np.ndarray  # per node: position in ``grouped`` of the rank's latest grouped node up to it, or -1
+    levels: list[tuple[np.ndarray, np.ndarray]]  # per level: member positions (by group), reduceat bounds
     ready0: np.ndarray  # fresh steps: each segment's first ready time relative to the step's first start
     start_epoch_s: float  # the step's first op start, Unix seconds
 
@@ -190,46 +190,43 @@ def build_graph(trace: pl.DataFrame, job: str) -> StepGraph:
     df = df.join(pair_nodes, on="_i", how="left")
     is_coll = pl.col("op").is_in(COLLECTIVE_OPS)
     mb = pl.col("microbatch").fill_null(-1)
+    df = df.with_columns(pl.int_range(pl.len()).over(["rank", "step", "op", "comm", mb]).alias("_occ"))
     df = df.with_columns(
-        pl.int_range(pl.len()).over(["rank", "step", "op", "comm", mb]).alias("_occ")
-    ).with_columns(
         pl.when(is_coll & pl.col("comm").is_not_null())
-        .then(pl.format("c|{}|{}|{}|{}", "step", "comm", "op", "_occ"))
+        .then(pl.struct(pl.lit(1).alias("t"), "step", "comm", "op", "_occ").hash())
         .when(pl.col("op") == "all_to_all")
-        .then(pl.format("a|{}|{}|{}|{}", "step", "pp_stage", mb, "_occ"))
+        .then(pl.struct(pl.lit(2).alias("t"), "step", "pp_stage", mb.alias("m"), "_occ").hash())
         .when(is_coll)
-        .then(pl.format("d|{}|{}|{}|{}|{}", "step", "pp_stage", "tp_rank", "op", "_occ"))
+        .then(pl.struct(pl.lit(3).alias("t"), "step", "pp_stage", "tp_rank", "op", "_occ").hash())
         .alias("_coll")
     )
     df = df.with_columns(pl.col("duration_s").min().over("_coll").alias("_coll_own"))
+    is_pair = pl.col("_pair").is_not_null()
     df = df.with_columns(
-        pl.when(pl.col("_pair").is_not_null())
+        pl.when(is_pair)
         .then(pl.col("_pair_own"))
         .when(is_coll)
         .then(pl.col("_coll_own"))
         .otherwise(pl.col("duration_s"))
         .alias("_own"),
-        pl.when(pl.col("_pair").is_not_null())
-        .then(pl.format("p|{}|{}", "_dir", "_send_stage"))
-        .otherwise(pl.format("o|{}|{}", "op", "pp_stage"))
-        .alias("_own_key"),
-        pl.format("o|{}|{}", "op", "pp_stage").alias("_gap_key"),
+        pl.when(is_pair).then(pl.lit("p2p_") + pl.col("_dir")).otherwise(pl.col("op")).alias("_ok"),
+        pl.when(is_pair).then(pl.col("_send_stage")).otherwise(pl.col("pp_stage")).alias("_ks"),
     )
 
     # typical own and gap: per key, the lower middle of per-rank medians
     typ_own = (
-        df.group_by(["_own_key", "rank"])
+        df.group_by(["_ok", "_ks", "rank"])
         .agg(pl.col("_own").median().alias("_m"))
-        .group_by("_own_key")
+        .group_by(["_ok", "_ks"])
         .agg(_low_median(pl.col("_m")).first().alias("_typ_own"))
     )
     typ_gap = (
-        df.group_by(["_gap_key", "rank"])
+        df.group_by(["op", "pp_stage", "rank"])
         .agg(pl.col("_gap").median().alias("_m"))
-        .group_by("_gap_key")
+        .group_by(["op", "pp_stage"])
         .agg(_low_median(pl.col("_m")).first().alias("_typ_gap"))
     )
-    df = df.join(typ_own, on="_own_key", how="left").join(typ_gap, on="_gap_key", how="left")
+    df = df.join(typ_own, on=["_ok", "_ks"], how="left").join(typ_gap, on=["op", "pp_stage"], how="left")
     xstage = (
         df.filter(pl.col("op").is_in(COMPUTE_OPS))
         .group_by(["op", "pp_stage"])
@@ -254,8 +251,8 @@ def build_graph(trace: pl.DataFrame, job: str) -> StepGraph:
         kind.alias("_kind"),
         pl.col("rank").replace_strict(rank_index, return_dtype=pl.Int64).alias("_r"),
         pl.col("op").replace_strict(OP_INDEX, return_dtype=pl.Int64).alias("_op"),
-        pl.when(pl.col("_pair").is_not_null())
-        .then(pl.format("p|{}", "_pair"))
+        pl.when(is_pair)
+        .then(pl.struct(pl.lit(0).alias("t"), "_pair").hash())
         .otherwise(pl.col("_coll"))
         .alias("_group"),
         pl.when(pl.col("_pair").is_not_null())
@@ -287,14 +284,17 @@ def build_graph(trace: pl.DataFrame, job: str) -> StepGraph:
     )
     starts = df["start_s"].to_numpy()
     ends = df["_end"].to_numpy()
-    groups = df["_group"].to_numpy()
+    groups = df["_group"].fill_null(0).to_numpy()
+    in_group = df["_group"].is_not_null().to_numpy()
     chained = df["_chained"].to_numpy()
     bounds = np.searchsorted(g.node_step, np.arange(len(complete) + 1))
     prev_end_job = None
     for k, step in enumerate(complete):
         lo, hi = int(bounds[k]), int(bounds[k + 1])
         fresh = not bool(chained[lo])
-        layout = _layout(step, lo, hi, fresh, g.node_rank[lo:hi], groups[lo:hi], starts[lo:hi])
+        layout = _layout(
+            step, lo, hi, fresh, g.node_rank[lo:hi], groups[lo:hi], in_group[lo:hi], starts[lo:hi]
+        )
         end_k = float(ends[lo:hi].max())
         g.actual_step_s[k] = end_k - (layout.start_epoch_s if fresh or prev_end_job is None else prev_end_job)
         prev_end_job = end_k
@@ -308,26 +308,37 @@ def _prev_step_of(all_steps: list[int], step: int) -> int | None:
 
 
 def _layout(
-    step: int, lo: int, hi: int, fresh: bool, rank: np.ndarray, groups: np.ndarray, starts: np.ndarray
+    step: int,
+    lo: int,
+    hi: int,
+    fresh: bool,
+    rank: np.ndarray,
+    groups: np.ndarray,
+    is_grouped: np.ndarray,
+    starts: np.ndarray,
 ) -> StepLayout:
     n = hi - lo
     change = np.ones(n, dtype=bool)
     change[1:] = rank[1:] != rank[:-1]
     seg_first = np.flatnonzero(change)
     seg_of = np.cumsum(change) - 1
-    grouped = np.flatnonzero(np.array([gr is not None for gr in groups], dtype=bool))
+    grouped = np.flatnonzero(is_grouped)
+    # per node, the latest grouped node of its rank up to it (a running max that restarts per rank)
+    mark = np.where(is_grouped, np.cumsum(is_grouped) - 1, -1)
+    seg_base = np.zeros(n, dtype=np.int64)
+    seg_base[seg_first] = 1
+    offset = np.cumsum(seg_base) * (n + 1)
+    last_g = np.maximum.accumulate(np.where(mark >= 0, mark + offset, offset - 1)) - offset
+    last_g = np.where(last_g >= 0, last_g, -1)
+    prev_g = np.full(len(grouped), -1, dtype=np.int64)
     if len(grouped):
-        _, group_of = np.unique(groups[grouped].astype(str), return_inverse=True)
+        before = grouped - 1
+        has_before = (before >= 0) & ~change[grouped]
+        prev_g[has_before] = last_g[before[has_before]]
+        _, group_of = np.unique(groups[grouped], return_inverse=True)
     else:
         group_of = np.zeros(0, dtype=np.int64)
-    perm = np.argsort(group_of, kind="stable")
-    sorted_groups = group_of[perm]
-    gb = (
-        np.flatnonzero(np.r_[True, sorted_groups[1:] != sorted_groups[:-1]])
-        if len(perm)
-        else np.zeros(0, int)
-    )
-    t0 = float(starts.min())
+    levels = _levels(group_of, prev_g)
     return StepLayout(
         step=step,
         lo=lo,
@@ -337,12 +348,40 @@ def _layout(
         seg_of=seg_of,
         seg_rank=rank[seg_first],
         grouped=grouped,
-        group_of=group_of,
-        group_perm=perm,
-        group_bounds=gb,
-        ready0=starts[seg_first] - t0,
-        start_epoch_s=t0,
+        prev_g=prev_g,
+        last_g=last_g,
+        levels=levels,
+        ready0=starts[seg_first] - float(starts.min()),
+        start_epoch_s=float(starts.min()),
     )
+
+
+def _levels(group_of: np.ndarray, prev_g: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Groups batched by dependency depth: a group's members follow only groups of earlier levels."""
+    if not len(group_of):
+        return []
+    n_groups = int(group_of.max()) + 1
+    level_g = np.zeros(n_groups, dtype=np.int64)
+    has_prev = prev_g >= 0
+    for _ in range(len(group_of) + 1):
+        node_level = np.zeros(len(group_of), dtype=np.int64)
+        node_level[has_prev] = level_g[group_of[prev_g[has_prev]]] + 1
+        new = np.zeros(n_groups, dtype=np.int64)
+        np.maximum.at(new, group_of, node_level)
+        if np.array_equal(new, level_g):
+            break
+        level_g = new
+    else:
+        raise ValueError("the step's ops depend on each other in a cycle")
+    member_level = level_g[group_of]
+    order = np.lexsort((group_of, member_level))
+    out = []
+    bounds = np.flatnonzero(np.r_[True, member_level[order][1:] != member_level[order][:-1], True])
+    for a, b in zip(bounds[:-1], bounds[1:], strict=True):
+        members = order[a:b]
+        g = group_of[members]
+        out.append((members, np.flatnonzero(np.r_[True, g[1:] != g[:-1]])))
+    return out
 
 
 @dataclass
@@ -383,34 +422,28 @@ def replay(g: StepGraph, own_s: list[np.ndarray], gap_s: list[np.ndarray]) -> Re
 def _replay_step(
     lay: StepLayout, own: np.ndarray, gap: np.ndarray, ready0: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Start and end of every node of one step: iterate group sync times to their fixed point."""
+    """Start and end of every node of one step, groups level by level (S scenarios as columns)."""
     a = gap + own
     csum = np.cumsum(a, axis=0)
-    base = csum[lay.seg_first] - a[lay.seg_first]
-    c = csum - base[lay.seg_of]  # per-rank running sum of gap + own
-    n_groups = len(lay.group_bounds)
-    sync = np.full((n_groups, own.shape[1]), -np.inf)
-    seg_offset = lay.seg_of[:, None].astype(float)
-    first_b = ready0 + a[lay.seg_first]
+    c = csum - (csum[lay.seg_first] - a[lay.seg_first])[lay.seg_of]  # per-rank running sum of gap + own
     gi = lay.grouped
-    for _ in range(len(own) + 2):
-        b = np.full_like(own, -np.inf)
-        if n_groups:
-            b[gi] = sync[lay.group_of] + own[gi]
-        b[lay.seg_first] = np.maximum(b[lay.seg_first], first_b)
-        v = b - c
-        finite = v[np.isfinite(v)]
-        span = float(finite.max() - finite.min()) + 1.0
-        cm = np.maximum.accumulate(v + seg_offset * span, axis=0) - seg_offset * span
-        end = c + cm
-        prev = np.empty_like(end)
-        prev[1:] = end[:-1]
-        prev[lay.seg_first] = ready0
-        start = prev + gap
-        if not n_groups:
-            break
-        new = np.maximum.reduceat(start[gi][lay.group_perm], lay.group_bounds, axis=0)
-        if np.array_equal(new, sync):
-            break
-        sync = new
+    end_g = np.zeros((len(gi), own.shape[1]))
+    start_g = np.zeros_like(end_g)
+    c_g, own_g = c[gi], own[gi]
+    ready_g = ready0[lay.seg_of[gi]]
+    for members, bounds in lay.levels:
+        p = lay.prev_g[members]
+        has = p >= 0
+        end_p = np.where(has[:, None], end_g[np.maximum(p, 0)], ready_g[members])
+        c_p = np.where(has[:, None], c_g[np.maximum(p, 0)], 0.0)
+        start = end_p + c_g[members] - own_g[members] - c_p
+        sync = np.maximum.reduceat(start, bounds, axis=0)
+        counts = np.diff(np.r_[bounds, len(members)])
+        end_g[members] = np.repeat(sync, counts, axis=0) + own_g[members]
+        start_g[members] = start
+    lg = lay.last_g
+    has = (lg >= 0)[:, None]
+    end = np.where(has, end_g[np.maximum(lg, 0)] + c - c_g[np.maximum(lg, 0)], ready0[lay.seg_of] + c)
+    start = end - own
+    start[gi] = start_g
     return start, end
