@@ -1,0 +1,162 @@
+"""Dependency-aware step attribution on simulated PP x DP jobs: the cause is named, its victims only affected."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from testkit.step_sim import SimCause, rank_of, simulate, true_slowdown_frac
+
+from c4.analytics.attribution import attribute
+from c4.analytics.step_graph import build_graph, replay
+from c4.analytics.step_trace import validate_trace
+
+PP, DP = 4, 2
+
+
+@pytest.fixture(scope="module")
+def healthy():
+    return simulate(pp=PP, dp=DP, seed=1)
+
+
+def _one(trace):
+    [job] = attribute(validate_trace(trace))
+    return job
+
+
+def test_replay_with_actual_durations_reproduces_the_trace(healthy):
+    g = build_graph(healthy, "job1")
+    rep = replay(g, [g.own_s], [g.gap_s])
+    np.testing.assert_allclose(rep.step_s[:, 0], g.actual_step_s, atol=2e-6)  # epoch floats: ~0.2 us
+
+
+def test_healthy_job_with_jitter_raises_nothing(healthy):
+    job = _one(healthy)
+    assert job.findings == []
+    assert job.steps == 12
+    assert 0 <= job.slowdown_frac < 0.05
+
+
+@pytest.mark.parametrize("seed", [2, 3, 4])
+def test_healthy_jobs_on_other_seeds_raise_nothing(seed):
+    assert _one(simulate(pp=PP, dp=DP, seed=seed, jitter=0.03)).findings == []
+
+
+def test_slow_worker_is_blamed_alone_and_its_replica_is_affected(healthy):
+    slow = rank_of(1, 0, DP)
+    trace = simulate(pp=PP, dp=DP, seed=1, causes=[SimCause("slow_worker", ranks=[slow], factor=2.3)])
+    job = _one(trace)
+    assert [f.fault_class for f in job.findings] == ["slow_worker"]
+    [f] = job.findings
+    assert f.component == f"job1/rank{slow}"
+    assert f.detector == "step_attribution" and f.job == "job1" and f.action == "investigate"
+    replica = {f"job1/rank{rank_of(s, 0, DP)}" for s in range(PP)} - {f"job1/rank{slow}"}
+    assert replica <= set(f.affected)
+    assert f"job1/rank{slow}" not in f.affected
+    truth = true_slowdown_frac(trace, healthy)
+    assert abs(f.slowdown_frac - truth) / truth <= 0.05
+    assert job.by_worker[0]["rank"] == slow
+
+
+def test_slow_worker_names_its_gpu_when_host_is_known():
+    trace = simulate(
+        pp=PP, dp=DP, seed=1, causes=[SimCause("slow_worker", ranks=[5], factor=2.0)], hosts=True
+    )
+    [f] = _one(trace).findings
+    assert (f.component_type, f.component, f.node) == ("gpu", "node0/gpu5", "node0")
+
+
+def test_long_last_stage_is_stage_imbalance_not_a_slow_worker(healthy):
+    trace = simulate(pp=PP, dp=DP, seed=1, causes=[SimCause("stage", stage=PP - 1, factor=2.0)])
+    job = _one(trace)
+    assert [f.fault_class for f in job.findings] == ["stage_imbalance"]
+    [f] = job.findings
+    assert (f.component, f.component_type, f.action) == ("job1/stage3", "job_stage", "rebalance_stages")
+    truth = true_slowdown_frac(trace, healthy)
+    assert abs(f.slowdown_frac - truth) / truth <= 0.05
+    assert job.by_stage[0]["pp_stage"] == PP - 1
+
+
+def test_random_ranks_slow_on_random_steps_is_data_imbalance(healthy):
+    trace = simulate(pp=PP, dp=DP, seed=1, causes=[SimCause("data_imbalance", factor=1.6)])
+    job = _one(trace)
+    assert [f.fault_class for f in job.findings] == ["data_imbalance"]
+    [f] = job.findings
+    assert (f.component, f.action) == ("job1", "balance_data")
+    assert len(f.evidence["slow_ranks"]) >= 2
+    truth = true_slowdown_frac(trace, healthy)
+    assert abs(f.slowdown_frac - truth) / truth <= 0.05
+
+
+def test_gc_gaps_before_forward_are_a_cpu_stall(healthy):
+    rank = rank_of(2, 1, DP)
+    trace = simulate(pp=PP, dp=DP, seed=1, causes=[SimCause("cpu_stall", ranks=[rank], gap_s=0.03)])
+    job = _one(trace)
+    assert [f.fault_class for f in job.findings] == ["cpu_stall"]
+    [f] = job.findings
+    assert (f.component, f.action) == (f"job1/rank{rank}", "investigate_host")
+    assert f"job1/rank{rank}" not in f.affected
+    truth = true_slowdown_frac(trace, healthy)
+    assert abs(f.slowdown_frac - truth) / truth <= 0.05
+
+
+def test_gc_gaps_on_every_other_step_cost_only_where_they_act(healthy):
+    trace = simulate(pp=PP, dp=DP, seed=1, causes=[SimCause("cpu_stall", ranks=[2], gap_s=0.05, every=2)])
+    [f] = _one(trace).findings
+    assert f.fault_class == "cpu_stall"
+    assert f.evidence["steps_acting"] == 6
+    assert f.slowdown_frac > 0.1
+
+
+def test_slow_p2p_link_is_slow_comm(healthy):
+    a, b = rank_of(1, 0, DP), rank_of(2, 0, DP)
+    trace = simulate(pp=PP, dp=DP, seed=1, causes=[SimCause("slow_link", ranks=[a, b], factor=8.0)])
+    job = _one(trace)
+    assert [f.fault_class for f in job.findings] == ["slow_comm"]
+    [f] = job.findings
+    assert f.component == f"job1/rank{a}->job1/rank{b}"
+    assert f.action == "investigate_link"
+    truth = true_slowdown_frac(trace, healthy)
+    assert abs(f.slowdown_frac - truth) / truth <= 0.05
+
+
+def test_two_jobs_are_attributed_apart():
+    import polars as pl
+
+    slow = simulate(pp=2, dp=2, seed=5, job="a", causes=[SimCause("slow_worker", ranks=[1], factor=2.0)])
+    ok = simulate(pp=2, dp=2, seed=6, job="b")
+    jobs = attribute(validate_trace(pl.concat([slow, ok])))
+    assert [j.job for j in jobs] == ["a", "b"]
+    assert [f.component for f in jobs[0].findings] == ["a/rank1"]
+    assert jobs[1].findings == []
+
+
+def test_too_few_steps_give_no_findings():
+    trace = simulate(pp=PP, dp=DP, seed=1, steps=2, causes=[SimCause("slow_worker", ranks=[3], factor=2.3)])
+    job = _one(trace)
+    assert job.steps == 2 and job.findings == []
+    assert job.slowdown_frac > 0.3
+
+
+def test_incomplete_last_step_is_skipped_and_counted(healthy):
+    cut = healthy.filter(~((healthy["step"] == 11) & (healthy["rank"] == 7)))
+    [job] = attribute(cut)
+    assert (job.steps, job.steps_skipped) == (11, 1)
+
+
+def test_as_json_is_serialisable(healthy):
+    import json
+
+    trace = simulate(pp=PP, dp=DP, seed=1, causes=[SimCause("slow_worker", ranks=[3], factor=2.3)])
+    out = json.loads(json.dumps(_one(trace).as_json()))
+    assert set(out) >= {
+        "job",
+        "steps",
+        "actual_step_s",
+        "ideal_step_s",
+        "slowdown_frac",
+        "by_worker",
+        "by_stage",
+        "by_op",
+        "findings",
+    }
+    assert out["findings"][0]["class"] == "slow_worker"
