@@ -194,6 +194,7 @@ def _attribute_job(g: StepGraph, min_steps: int) -> JobAttribution:
                 if int(r) not in blamed
             ]
             findings.append(_finding(g, cause, frac, affected, acts))
+    findings = _merge_same_component(findings)
     return JobAttribution(
         job=g.job,
         steps=n_steps,
@@ -355,6 +356,21 @@ def _worker_candidates(g: StepGraph, st: _Stats, causes: list[_Scenario]) -> lis
     excess = st.excess_s.sum(axis=1)
     top = [int(r) for r in np.argsort(-excess, kind="stable")[:TOP_WORKERS]]
     return sorted(blamed | set(top))
+
+
+def _merge_same_component(findings: list[Finding]) -> list[Finding]:
+    """One finding per fault id (e.g. two slow links from one host): the costliest, the others in its evidence."""
+    kept: dict[str, Finding] = {}
+    for f in sorted(findings, key=lambda f: -(f.slowdown_frac or 0.0)):
+        if f.fault_id in kept:
+            first = kept[f.fault_id]
+            first.evidence.setdefault("also", []).append(
+                {"summary": f.summary, "slowdown_frac": f.slowdown_frac}
+            )
+            first.affected = sorted(set(first.affected) | set(f.affected))
+        else:
+            kept[f.fault_id] = f
+    return list(kept.values())
 
 
 def _rank_label(g: StepGraph, r: int) -> str:
