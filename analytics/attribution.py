@@ -21,6 +21,9 @@ from c4.step_trace import OPS
 DETECTOR = "step_attribution"
 #: An op (or a rank's compute in a step) this much slower than its peers' typical is slow.
 SLOW_RATIO = 1.10
+#: ... and this many robust standard deviations of all ranks' step-to-step compute ratios above 1 (few
+#: microbatches per step make a rank's compute per step noisier).
+NOISE_SIGMAS = 4.0
 #: A p2p link whose own transfer time is this much above its peers' typical is slow.
 SLOW_LINK_RATIO = 1.20
 #: A rank slow on at least this share of the analysed steps is a slow worker (else data imbalance).
@@ -108,6 +111,8 @@ def _attribute_job(g: StepGraph, min_steps: int) -> JobAttribution:
     causes = _detect(g, stats)
     for cause in causes:
         scenarios.append(cause)
+    if len(causes) > 1:  # each cause alone, the others removed: a cause hidden behind another still shows
+        scenarios += _alone(own, gap, causes)
     workers = _worker_candidates(g, stats, causes)
     for r in workers:
         mine = g.node_rank == r
@@ -184,15 +189,26 @@ def _attribute_job(g: StepGraph, min_steps: int) -> JobAttribution:
             if not acts.any():
                 continue
             frac = float(np.median(base[acts]) / np.median(rep.step_s[acts, i]) - 1.0)
-            if frac < MIN_SLOWDOWN_FRAC:
+            with_it, without = i, 0  # whose waiting it lengthens: with the cause vs. without it
+            alone = frac
+            if f"alone:{cause.name}" in index:
+                with_it, without = index[f"alone:{cause.name}"], index["without_causes"]
+                alone = float(
+                    np.median(rep.step_s[acts, with_it]) / np.median(rep.step_s[acts, without]) - 1.0
+                )
+            if max(frac, alone) < MIN_SLOWDOWN_FRAC:
                 continue
-            saved = np.median(rep.wait_s[acts, :, 0] - rep.wait_s[acts, :, i], axis=0)
+            if frac < MIN_SLOWDOWN_FRAC:  # hidden behind another cause: its victims are those it delays alone
+                saved = np.median(rep.wait_s[acts, :, with_it] - rep.wait_s[acts, :, without], axis=0)
+            else:
+                saved = np.median(rep.wait_s[acts, :, 0] - rep.wait_s[acts, :, i], axis=0)
             blamed = set(cause.meta.get("ranks", []))
             affected = [
                 f"{g.job}/rank{int(g.ranks[r])}"
                 for r in np.flatnonzero(saved > AFFECTED_SHARE * ideal)
                 if int(r) not in blamed
             ]
+            cause.meta["alone_slowdown_frac"] = round(alone, 4)
             findings.append(_finding(g, cause, frac, affected, acts))
     findings = _merge_same_component(findings)
     return JobAttribution(
@@ -242,7 +258,9 @@ def _detect(g: StepGraph, st: _Stats) -> list[_Scenario]:
     host = g.node_kind == KIND_HOST
     n_k = len(g.steps)
     out: list[_Scenario] = []
-    slow = st.compute_ratio > SLOW_RATIO
+    ratio = st.compute_ratio
+    noise = 1.4826 * float(np.median(np.abs(ratio - np.median(ratio))))  # robust sigma of rank-step ratios
+    slow = ratio > max(SLOW_RATIO, 1.0 + NOISE_SIGMAS * noise)
     persistent = [r for r in range(g.n_ranks) if slow[r].mean() >= PERSISTENT_SHARE]
     # one rank slow on some steps only, nobody else: still that worker
     transient_ranks = [r for r in range(g.n_ranks) if r not in persistent and slow[r].any()]
@@ -349,6 +367,20 @@ def _detect(g: StepGraph, st: _Stats) -> list[_Scenario]:
     return out
 
 
+def _alone(own: np.ndarray, gap: np.ndarray, causes: list[_Scenario]) -> list[_Scenario]:
+    """Every cause removed, and each cause alone (all the others removed)."""
+    own_all, gap_all = own.copy(), gap.copy()
+    changed = []
+    for c in causes:
+        d_own, d_gap = c.own_s != own, c.gap_s != gap
+        own_all[d_own], gap_all[d_gap] = c.own_s[d_own], c.gap_s[d_gap]
+        changed.append((d_own, d_gap))
+    out = [_Scenario("without_causes", own_all, gap_all)]
+    for c, (d_own, d_gap) in zip(causes, changed, strict=True):
+        out.append(_Scenario(f"alone:{c.name}", np.where(d_own, own, own_all), np.where(d_gap, gap, gap_all)))
+    return out
+
+
 def _worker_candidates(g: StepGraph, st: _Stats, causes: list[_Scenario]) -> list[int]:
     blamed = {
         r for c in causes if c.meta.get("class") in ("slow_worker", "cpu_stall") for r in c.meta["ranks"]
@@ -389,7 +421,12 @@ def _finding(g: StepGraph, cause: _Scenario, frac: float, affected: list[str], a
         "first_step": steps_acting[0],
         "last_step": steps_acting[-1],
         "slowdown_frac": round(frac, 4),
+        "alone_slowdown_frac": cause.meta.get("alone_slowdown_frac", round(frac, 4)),
     }
+    alone = cause.meta.get("alone_slowdown_frac", frac)
+    cost = f"costs the job {frac:.1%} step time"
+    if abs(alone - frac) > 0.01:
+        cost += f" ({alone:.1%} once the other causes are gone)"
     node = ""
     if cls == "slow_worker":
         r = cause.meta["ranks"][0]
@@ -399,7 +436,7 @@ def _finding(g: StepGraph, cause: _Scenario, frac: float, affected: list[str], a
         evidence.update(_identity(g, r), steps_slow=cause.meta["steps_slow"])
         summary = (
             f"rank {int(g.ranks[r])} (stage {int(g.rank_pp[r])}, dp {int(g.rank_dp[r])}) computes slower than its "
-            f"peers on {cause.meta['steps_slow']}/{len(g.steps)} steps; costs the job {frac:.1%} step time"
+            f"peers on {cause.meta['steps_slow']}/{len(g.steps)} steps; {cost}"
         )
         ctype, action = "gpu", "investigate"
     elif cls == "stage_imbalance":
@@ -408,7 +445,7 @@ def _finding(g: StepGraph, cause: _Scenario, frac: float, affected: list[str], a
         evidence.update(pp_stage=s, stage_over_typical=cause.meta["stage_over_typical"])
         summary = (
             f"pipeline stage {s} computes {cause.meta['stage_over_typical']:.2f}x the typical stage on every step "
-            f"(unequal work, not a fault); costs the job {frac:.1%} step time"
+            f"(unequal work, not a fault); {cost}"
         )
     elif cls == "data_imbalance":
         slow_ranks = [int(g.ranks[r]) for r in cause.meta["slow_ranks"]]
@@ -416,7 +453,7 @@ def _finding(g: StepGraph, cause: _Scenario, frac: float, affected: list[str], a
         evidence.update(slow_ranks=slow_ranks, rank_steps=cause.meta["rank_steps"])
         summary = (
             f"{len(slow_ranks)} different ranks compute slower on different steps ({cause.meta['rank_steps']} "
-            f"rank-steps): uneven data per rank; costs the job {frac:.1%} step time"
+            f"rank-steps): uneven data per rank; {cost}"
         )
     elif cls == "cpu_stall":
         ranks = cause.meta["ranks"]
@@ -425,7 +462,7 @@ def _finding(g: StepGraph, cause: _Scenario, frac: float, affected: list[str], a
         evidence.update(ranks=[int(g.ranks[r]) for r in ranks], stall_s_median=cause.meta["stall_s_median"])
         summary = (
             f"host-side delay (gaps while dependencies were met, or slow data loading/checkpoint) on ranks "
-            f"{[int(g.ranks[r]) for r in ranks]}; costs the job {frac:.1%} step time"
+            f"{[int(g.ranks[r]) for r in ranks]}; {cost}"
         )
     else:  # slow_comm
         a, b = cause.meta["link"]
@@ -442,7 +479,7 @@ def _finding(g: StepGraph, cause: _Scenario, frac: float, affected: list[str], a
         )
         summary = (
             f"p2p transfer rank {int(g.ranks[a])} -> rank {int(g.ranks[b])} takes "
-            f"{cause.meta['transfer_over_typical']:.2f}x its peers' typical; costs the job {frac:.1%} step time"
+            f"{cause.meta['transfer_over_typical']:.2f}x its peers' typical; {cost}"
         )
     return Finding(
         detector=DETECTOR,

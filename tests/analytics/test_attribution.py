@@ -160,3 +160,32 @@ def test_as_json_is_serialisable(healthy):
         "findings",
     }
     assert out["findings"][0]["class"] == "slow_worker"
+
+
+def test_few_microbatches_and_more_jitter_raise_nothing():
+    for seed in range(3):
+        assert _one(simulate(pp=1, dp=8, mb=1, seed=seed, jitter=0.05)).findings == []
+
+
+def test_two_causes_each_with_its_own_marginal_cost(healthy):
+    causes = [SimCause("slow_worker", ranks=[2], factor=1.8), SimCause("stage", stage=3, factor=1.5)]
+    trace = simulate(pp=PP, dp=DP, seed=1, causes=causes)
+    found = {f.fault_class: f for f in _one(trace).findings}
+    assert set(found) == {"slow_worker", "stage_imbalance"}
+    for cls, cause in (("slow_worker", causes[0]), ("stage_imbalance", causes[1])):
+        without = simulate(pp=PP, dp=DP, seed=1, causes=[c for c in causes if c is not cause])
+        truth = true_slowdown_frac(trace, without)
+        assert abs(found[cls].slowdown_frac - truth) / truth <= 0.05
+
+
+def test_a_cause_hidden_behind_another_is_named_with_its_cost_alone(healthy):
+    causes = [SimCause("slow_worker", ranks=[2], factor=1.8), SimCause("cpu_stall", ranks=[7], gap_s=0.03)]
+    trace = simulate(pp=PP, dp=DP, seed=1, causes=causes)
+    found = {f.fault_class: f for f in _one(trace).findings}
+    assert set(found) == {"slow_worker", "cpu_stall"}
+    stall = found["cpu_stall"]
+    assert stall.slowdown_frac < 0.01  # the slow worker hides it today
+    alone = simulate(pp=PP, dp=DP, seed=1, causes=[causes[1]])
+    truth = true_slowdown_frac(alone, healthy)
+    assert abs(stall.evidence["alone_slowdown_frac"] - truth) / truth <= 0.05
+    assert "job1/rank7" not in stall.affected
