@@ -82,7 +82,7 @@ def _low_median(values: pl.Expr) -> pl.Expr:
 
 def build_graph(trace: pl.DataFrame, job: str) -> StepGraph:
     """The dependency graph of one job's validated trace."""
-    df = trace.filter(pl.col("job") == job)
+    df = trace.filter(pl.col("job") == job).with_columns(pl.col("op").cast(pl.Enum(OPS)))
     for col in ("microbatch", "host", "local_rank", "comm"):
         if col not in df.columns:
             df = df.with_columns(
@@ -119,7 +119,7 @@ def build_graph(trace: pl.DataFrame, job: str) -> StepGraph:
 
     # steps every rank took part in, with every p2p op paired
     p2p = p2p_keys(df)
-    pair_key = ["step", "dp_rank", "tp_rank", "_dir", "_send_stage", "_mb", "_occ"]
+    pair_key = ["step", "dp_rank", "tp_rank", "_fwd", "_send_stage", "_mb", "_occ"]
     sends = p2p.filter(pl.col("_is_send")).select(
         *pair_key,
         pl.col("_i").alias("_send_i"),
@@ -180,26 +180,30 @@ def build_graph(trace: pl.DataFrame, job: str) -> StepGraph:
     pair_nodes = pl.concat(
         [
             pairs.select(
-                pl.col("_send_i").alias("_i"), "_pair", "_pair_own", "_send_stage", "_dir", "_sr", "_rr"
+                pl.col("_send_i").alias("_i"), "_pair", "_pair_own", "_send_stage", "_fwd", "_sr", "_rr"
             ),
             pairs.select(
-                pl.col("_recv_i").alias("_i"), "_pair", "_pair_own", "_send_stage", "_dir", "_sr", "_rr"
+                pl.col("_recv_i").alias("_i"), "_pair", "_pair_own", "_send_stage", "_fwd", "_sr", "_rr"
             ),
         ]
     )
     df = df.join(pair_nodes, on="_i", how="left")
     is_coll = pl.col("op").is_in(COLLECTIVE_OPS)
     mb = pl.col("microbatch").fill_null(-1)
-    df = df.with_columns(pl.int_range(pl.len()).over(["rank", "step", "op", "comm", mb]).alias("_occ"))
-    df = df.with_columns(
-        pl.when(is_coll & pl.col("comm").is_not_null())
+    # collective members: the occurrence index of the op within the rank's step (df is in program order)
+    coll = df.filter(is_coll).select(
+        "_i", "rank", "step", "op", "comm", "pp_stage", "tp_rank", mb.alias("_m")
+    )
+    coll = coll.with_columns(pl.int_range(pl.len()).over(["rank", "step", "op", "comm", "_m"]).alias("_occ"))
+    coll = coll.with_columns(
+        pl.when(pl.col("comm").is_not_null())
         .then(pl.struct(pl.lit(1).alias("t"), "step", "comm", "op", "_occ").hash())
         .when(pl.col("op") == "all_to_all")
-        .then(pl.struct(pl.lit(2).alias("t"), "step", "pp_stage", mb.alias("m"), "_occ").hash())
-        .when(is_coll)
-        .then(pl.struct(pl.lit(3).alias("t"), "step", "pp_stage", "tp_rank", "op", "_occ").hash())
+        .then(pl.struct(pl.lit(2).alias("t"), "step", "pp_stage", "_m", "_occ").hash())
+        .otherwise(pl.struct(pl.lit(3).alias("t"), "step", "pp_stage", "tp_rank", "op", "_occ").hash())
         .alias("_coll")
     )
+    df = df.join(coll.select("_i", "_coll"), on="_i", how="left")
     df = df.with_columns(pl.col("duration_s").min().over("_coll").alias("_coll_own"))
     is_pair = pl.col("_pair").is_not_null()
     df = df.with_columns(
@@ -209,7 +213,10 @@ def build_graph(trace: pl.DataFrame, job: str) -> StepGraph:
         .then(pl.col("_coll_own"))
         .otherwise(pl.col("duration_s"))
         .alias("_own"),
-        pl.when(is_pair).then(pl.lit("p2p_") + pl.col("_dir")).otherwise(pl.col("op")).alias("_ok"),
+        pl.when(is_pair)
+        .then(pl.when(pl.col("_fwd")).then(pl.lit("p2p_forward")).otherwise(pl.lit("p2p_backward")))
+        .otherwise(pl.col("op").cast(pl.String))
+        .alias("_ok"),
         pl.when(is_pair).then(pl.col("_send_stage")).otherwise(pl.col("pp_stage")).alias("_ks"),
     )
 

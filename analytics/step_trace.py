@@ -208,34 +208,31 @@ def _expected(col: str) -> str:
 
 
 def p2p_keys(df: pl.DataFrame) -> pl.DataFrame:
-    """P2P rows with the key that pairs a send with its recv: pair kind, sender stage, occurrence index."""
+    """P2P rows with the key that pairs a send with its recv: direction, sender stage, occurrence index."""
     mb = pl.col("microbatch") if "microbatch" in df.columns else pl.lit(None, dtype=pl.Int64)
+    fwd = pl.col("_fwd")
     p2p = df.filter(pl.col("op").is_in(P2P_OPS)).with_columns(
         mb.fill_null(-1).alias("_mb"),
-        pl.when(pl.col("op").str.ends_with("_forward"))
-        .then(pl.lit("forward"))
-        .otherwise(pl.lit("backward"))
-        .alias("_dir"),
-        pl.col("op").str.starts_with("send").alias("_is_send"),
+        pl.col("op").is_in(("send_forward", "recv_forward")).alias("_fwd"),
+        pl.col("op").is_in(("send_forward", "send_backward")).alias("_is_send"),
     )
     p2p = p2p.with_columns(
         pl.when(pl.col("_is_send"))
         .then(pl.col("pp_stage"))
-        .when(pl.col("_dir") == "forward")
+        .when(fwd)
         .then(pl.col("pp_stage") - 1)
         .otherwise(pl.col("pp_stage") + 1)
         .alias("_send_stage")
     )
-    key = ["job", "step", "dp_rank", "tp_rank", "_dir", "_send_stage", "_mb", "_is_send"]
-    p2p = p2p.sort([*key, "start_s"]).with_columns(pl.int_range(pl.len()).over(key).alias("_occ"))
-    return p2p
+    key = ["job", "step", "dp_rank", "tp_rank", "_fwd", "_send_stage", "_mb", "_is_send"]
+    return p2p.sort("start_s").with_columns(pl.int_range(pl.len()).over(key).alias("_occ"))
 
 
 def _check_p2p(indexed: pl.DataFrame, df: pl.DataFrame, source: str) -> None:
     p2p = p2p_keys(indexed)
     if p2p.is_empty():
         return
-    key = ["job", "step", "dp_rank", "tp_rank", "_dir", "_send_stage", "_mb", "_occ"]
+    key = ["job", "step", "dp_rank", "tp_rank", "_fwd", "_send_stage", "_mb", "_occ"]
     sends = p2p.filter(pl.col("_is_send"))
     recvs = p2p.filter(~pl.col("_is_send"))
     for side, other, what in ((recvs, sends, "send"), (sends, recvs, "recv")):
