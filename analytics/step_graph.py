@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import polars as pl
 
+from c4.analytics.step_clock import clock_offsets_s
 from c4.analytics.step_trace import COLLECTIVE_OPS, COMPUTE_OPS, HOST_OPS, P2P_OPS, p2p_keys
 from c4.step_trace import OPS
 
@@ -117,9 +118,27 @@ def build_graph(trace: pl.DataFrame, job: str) -> StepGraph:
     n_ranks = ident.height
     rank_index = dict(zip(ident["rank"].to_list(), range(n_ranks), strict=True))
 
-    # steps every rank took part in, with every p2p op paired
+    df = df.sort(["rank", "step", "start_s", "_i"])
+    is_coll = pl.col("op").is_in(COLLECTIVE_OPS)
+    mb = pl.col("microbatch").fill_null(-1)
+    # collective members: the occurrence index of the op within the rank's step (in program order)
+    coll = df.filter(is_coll).select(
+        "_i", "rank", "step", "op", "comm", "pp_stage", "tp_rank", mb.alias("_m")
+    )
+    coll = coll.with_columns(pl.int_range(pl.len()).over(["rank", "step", "op", "comm", "_m"]).alias("_occ"))
+    coll = coll.with_columns(
+        pl.when(pl.col("comm").is_not_null())
+        .then(pl.struct(pl.lit(1).alias("t"), "step", "comm", "op", "_occ").hash())
+        .when(pl.col("op") == "all_to_all")
+        .then(pl.struct(pl.lit(2).alias("t"), "step", "pp_stage", "_m", "_occ").hash())
+        .otherwise(pl.struct(pl.lit(3).alias("t"), "step", "pp_stage", "tp_rank", "op", "_occ").hash())
+        .alias("_coll")
+    )
     p2p = p2p_keys(df)
     pair_key = ["step", "dp_rank", "tp_rank", "_fwd", "_send_stage", "_mb", "_occ"]
+    df, p2p = _aligned(df, p2p, coll, pair_key)
+
+    # steps every rank took part in, with every p2p op paired
     sends = p2p.filter(pl.col("_is_send")).select(
         *pair_key,
         pl.col("_i").alias("_send_i"),
@@ -188,21 +207,6 @@ def build_graph(trace: pl.DataFrame, job: str) -> StepGraph:
         ]
     )
     df = df.join(pair_nodes, on="_i", how="left")
-    is_coll = pl.col("op").is_in(COLLECTIVE_OPS)
-    mb = pl.col("microbatch").fill_null(-1)
-    # collective members: the occurrence index of the op within the rank's step (df is in program order)
-    coll = df.filter(is_coll).select(
-        "_i", "rank", "step", "op", "comm", "pp_stage", "tp_rank", mb.alias("_m")
-    )
-    coll = coll.with_columns(pl.int_range(pl.len()).over(["rank", "step", "op", "comm", "_m"]).alias("_occ"))
-    coll = coll.with_columns(
-        pl.when(pl.col("comm").is_not_null())
-        .then(pl.struct(pl.lit(1).alias("t"), "step", "comm", "op", "_occ").hash())
-        .when(pl.col("op") == "all_to_all")
-        .then(pl.struct(pl.lit(2).alias("t"), "step", "pp_stage", "_m", "_occ").hash())
-        .otherwise(pl.struct(pl.lit(3).alias("t"), "step", "pp_stage", "tp_rank", "op", "_occ").hash())
-        .alias("_coll")
-    )
     df = df.join(coll.select("_i", "_coll"), on="_i", how="left")
     df = df.with_columns(pl.col("duration_s").min().over("_coll").alias("_coll_own"))
     is_pair = pl.col("_pair").is_not_null()
@@ -307,6 +311,27 @@ def build_graph(trace: pl.DataFrame, job: str) -> StepGraph:
         prev_end_job = end_k
         g.steps.append(layout)
     return g
+
+
+def _aligned(
+    df: pl.DataFrame, p2p: pl.DataFrame, coll: pl.DataFrame, pair_key: list[str]
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The trace and its p2p rows with every rank's start_s on one clock (see step_clock)."""
+    ends = df.select("_i", "rank", (pl.col("start_s") + pl.col("duration_s")).alias("end_s"))
+    pair_id = p2p.select("_i", pl.struct(pair_key).hash().alias("group"))
+    nodes = pl.concat(
+        [
+            ends.join(pair_id, on="_i").select("rank", "end_s", "group"),
+            ends.join(coll.select("_i", pl.col("_coll").alias("group")), on="_i").select(
+                "rank", "end_s", "group"
+            ),
+        ]
+    )
+    offsets = clock_offsets_s(nodes)
+    if not offsets or not any(offsets.values()):
+        return df, p2p
+    shift = pl.col("start_s") - pl.col("rank").replace_strict(offsets, default=0.0, return_dtype=pl.Float64)
+    return df.with_columns(shift), p2p.with_columns(shift)
 
 
 def _prev_step_of(all_steps: list[int], step: int) -> int | None:

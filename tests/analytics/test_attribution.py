@@ -189,3 +189,36 @@ def test_a_cause_hidden_behind_another_is_named_with_its_cost_alone(healthy):
     truth = true_slowdown_frac(alone, healthy)
     assert abs(stall.evidence["alone_slowdown_frac"] - truth) / truth <= 0.05
     assert "job1/rank7" not in stall.affected
+
+
+def test_host_clock_offsets_of_milliseconds_change_nothing(healthy):
+    import polars as pl
+
+    offsets_s = {
+        r: (-1) ** r * 0.001 * (r % 5) for r in range(PP * DP)
+    }  # up to 4 ms, more than a p2p transfer
+    shift = pl.col("rank").replace_strict(offsets_s, return_dtype=pl.Float64)
+    assert _one(healthy.with_columns(pl.col("start_s") + shift)).findings == []
+    trace = simulate(pp=PP, dp=DP, seed=1, causes=[SimCause("cpu_stall", ranks=[5], gap_s=0.03)])
+    [f] = _one(trace.with_columns(pl.col("start_s") + shift)).findings
+    truth = true_slowdown_frac(trace, healthy)
+    assert f.fault_class == "cpu_stall" and abs(f.slowdown_frac - truth) / truth <= 0.05
+
+
+def test_clock_offsets_from_shared_ends():
+    import polars as pl
+
+    from c4.analytics.step_clock import clock_offsets_s
+
+    nodes = pl.DataFrame(
+        {
+            "rank": [0, 1, 1, 2, 3],
+            "end_s": [10.0, 10.5, 20.5, 19.8, 5.0],
+            "group": [1, 1, 2, 2, None],
+        },
+        schema={"rank": pl.Int64, "end_s": pl.Float64, "group": pl.UInt64},
+    )
+    off = clock_offsets_s(nodes)
+    assert off[1] - off[0] == pytest.approx(0.5)
+    assert off[2] - off[1] == pytest.approx(-0.7)
+    assert 3 not in off  # shares nothing: left alone
