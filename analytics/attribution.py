@@ -266,17 +266,13 @@ def _detect(g: StepGraph, st: _Stats) -> list[_Scenario]:
     transient_ranks = [r for r in range(g.n_ranks) if r not in persistent and slow[r].any()]
     if len(transient_ranks) == 1 and slow[transient_ranks[0]].mean() >= 0.5:
         persistent.append(transient_ranks.pop())
-    for r in persistent:
-        sel = compute & (g.node_rank == r)
-        out.append(
-            _Scenario(
-                f"slow_worker:{r}",
-                np.where(sel, typ_own, own),
-                gap,
-                acts=slow[r],
-                meta={"class": "slow_worker", "ranks": [r], "steps_slow": int(slow[r].sum())},
-            )
-        )
+    for ranks in _by_tp_group(g, persistent):
+        sel = compute & np.isin(g.node_rank, ranks)
+        acts = slow[ranks].any(axis=0)
+        meta = {"class": "slow_worker", "ranks": ranks, "steps_slow": int(acts.sum())}
+        if len(ranks) > 1:
+            meta["tp_group"] = (int(g.rank_pp[ranks[0]]), int(g.rank_dp[ranks[0]]))
+        out.append(_Scenario(f"slow_worker:{ranks}", np.where(sel, typ_own, own), gap, acts=acts, meta=meta))
     if transient_ranks:
         rank_step = np.zeros((g.n_ranks, n_k), dtype=bool)
         rank_step[transient_ranks] = slow[transient_ranks]
@@ -367,6 +363,17 @@ def _detect(g: StepGraph, st: _Stats) -> list[_Scenario]:
     return out
 
 
+def _by_tp_group(g: StepGraph, ranks: list[int]) -> list[list[int]]:
+    """Slow ranks one by one, except that the slow ranks of one TP group that waits for itself inside
+    forward/backward go together: their timings cannot tell which of them is slow."""
+    if not g.tp_synced:
+        return [[r] for r in ranks]
+    groups: dict[tuple[int, int], list[int]] = {}
+    for r in ranks:
+        groups.setdefault((int(g.rank_pp[r]), int(g.rank_dp[r])), []).append(r)
+    return [sorted(v) for v in groups.values()]
+
+
 def _alone(own: np.ndarray, gap: np.ndarray, causes: list[_Scenario]) -> list[_Scenario]:
     """Every cause removed, and each cause alone (all the others removed)."""
     own_all, gap_all = own.copy(), gap.copy()
@@ -428,7 +435,26 @@ def _finding(g: StepGraph, cause: _Scenario, frac: float, affected: list[str], a
     if abs(alone - frac) > 0.01:
         cost += f" ({alone:.1%} once the other causes are gone)"
     node = ""
-    if cls == "slow_worker":
+    if cls == "slow_worker" and "tp_group" in cause.meta:
+        ranks = cause.meta["ranks"]
+        s, d = cause.meta["tp_group"]
+        hosts = {g.rank_host[r] for r in ranks}
+        gpus = [
+            f"{g.rank_host[r]}/gpu{g.rank_local[r]}"
+            for r in ranks
+            if g.rank_host[r] and g.rank_local[r] is not None
+        ]
+        component, ctype, action = f"{g.job}/stage{s}/dp{d}/tp", "tp_group", "investigate"
+        node = hosts.pop() if len(hosts) == 1 and None not in hosts else ""
+        evidence.update(
+            ranks=[int(g.ranks[r]) for r in ranks], gpus=gpus, steps_slow=cause.meta["steps_slow"]
+        )
+        summary = (
+            f"the tensor-parallel group of stage {s}, replica {d} (ranks {[int(g.ranks[r]) for r in ranks]}) computes "
+            f"slower than its peers on {cause.meta['steps_slow']}/{len(g.steps)} steps; its ranks wait for each other "
+            f"inside forward/backward, so one of their GPUs is slow (its counters tell which); {cost}"
+        )
+    elif cls == "slow_worker":
         r = cause.meta["ranks"][0]
         host, local = g.rank_host[r], g.rank_local[r]
         component = f"{host}/gpu{local}" if host and local is not None else _rank_label(g, r)

@@ -69,6 +69,7 @@ class StepGraph:
     actual_step_s: np.ndarray  # per analysed step, from the trace itself
     steps: list[StepLayout] = field(default_factory=list)
     steps_skipped: int = 0  # steps left out: a rank without ops in them, or a p2p op without its peer
+    tp_synced: bool = False  # TP ranks' forward/backward end together: they wait for each other inside them
 
     @property
     def n_ranks(self) -> int:
@@ -137,6 +138,9 @@ def build_graph(trace: pl.DataFrame, job: str) -> StepGraph:
     p2p = p2p_keys(df)
     pair_key = ["step", "dp_rank", "tp_rank", "_fwd", "_send_stage", "_mb", "_occ"]
     df, p2p = _aligned(df, p2p, coll, pair_key)
+    tp_groups = _tp_compute_groups(df)
+    if tp_groups is not None:
+        coll = pl.concat([coll.select("_i", "_coll"), tp_groups], how="vertical_relaxed")
 
     # steps every rank took part in, with every p2p op paired
     sends = p2p.filter(pl.col("_is_send")).select(
@@ -208,12 +212,16 @@ def build_graph(trace: pl.DataFrame, job: str) -> StepGraph:
     )
     df = df.join(pair_nodes, on="_i", how="left")
     df = df.join(coll.select("_i", "_coll"), on="_i", how="left")
-    df = df.with_columns(pl.col("duration_s").min().over("_coll").alias("_coll_own"))
+    df = df.with_columns(
+        pl.when(pl.col("_coll").is_not_null())
+        .then(pl.col("duration_s").min().over("_coll"))
+        .alias("_coll_own")
+    )
     is_pair = pl.col("_pair").is_not_null()
     df = df.with_columns(
         pl.when(is_pair)
         .then(pl.col("_pair_own"))
-        .when(is_coll)
+        .when(pl.col("_coll").is_not_null())
         .then(pl.col("_coll_own"))
         .otherwise(pl.col("duration_s"))
         .alias("_own"),
@@ -292,6 +300,7 @@ def build_graph(trace: pl.DataFrame, job: str) -> StepGraph:
         xstage_own_s=df["_xstage"].to_numpy().astype(float),
         actual_step_s=np.zeros(len(complete)),
         steps_skipped=steps_skipped,
+        tp_synced=tp_groups is not None,
     )
     starts = df["start_s"].to_numpy()
     ends = df["_end"].to_numpy()
@@ -311,6 +320,45 @@ def build_graph(trace: pl.DataFrame, job: str) -> StepGraph:
         prev_end_job = end_k
         g.steps.append(layout)
     return g
+
+
+#: TP ranks whose forward/backward end within this share of the op's duration wait for each other inside it.
+TP_SYNC_SPREAD = 0.02
+
+
+def _tp_compute_groups(df: pl.DataFrame) -> pl.DataFrame | None:
+    """Forward/backward of one microbatch on the TP ranks of a stage and replica, as groups (_i, _coll), when
+    the trace shows them ending together (the layers' tensor-parallel all-reduces); None otherwise."""
+    if df["tp_rank"].n_unique() < 2:
+        return None
+    comp = df.filter(pl.col("op").is_in(("forward", "backward"))).select(
+        "_i",
+        "rank",
+        "step",
+        "pp_stage",
+        "dp_rank",
+        "op",
+        pl.col("microbatch").fill_null(-1).alias("_m"),
+        (pl.col("start_s") + pl.col("duration_s")).alias("_e"),
+        "duration_s",
+    )
+    comp = comp.with_columns(pl.int_range(pl.len()).over(["rank", "step", "op", "_m"]).alias("_occ"))
+    comp = comp.with_columns(
+        pl.struct(pl.lit(4).alias("t"), "step", "pp_stage", "dp_rank", "op", "_m", "_occ")
+        .hash()
+        .alias("_coll")
+    )
+    spread = (
+        comp.group_by("_coll")
+        .agg(
+            ((pl.col("_e").max() - pl.col("_e").min()) / pl.col("duration_s").max()).alias("sp"),
+            pl.len().alias("n"),
+        )
+        .filter(pl.col("n") > 1)
+    )
+    if spread.is_empty() or float(spread["sp"].median()) > TP_SYNC_SPREAD:
+        return None
+    return comp.select("_i", "_coll")
 
 
 def _aligned(

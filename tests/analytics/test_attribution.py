@@ -222,3 +222,33 @@ def test_clock_offsets_from_shared_ends():
     assert off[1] - off[0] == pytest.approx(0.5)
     assert off[2] - off[1] == pytest.approx(-0.7)
     assert 3 not in off  # shares nothing: left alone
+
+
+@pytest.mark.parametrize("tp_sync", [False, True])
+def test_tensor_parallel_jobs(tp_sync):
+    base = simulate(pp=PP, dp=DP, tp=2, seed=1, tp_sync=tp_sync)
+    assert _one(base).findings == []
+    slow = rank_of(1, 0, DP, tp_rank=1, tp=2)
+    peer = rank_of(1, 0, DP, tp_rank=0, tp=2)
+    trace = simulate(
+        pp=PP, dp=DP, tp=2, seed=1, tp_sync=tp_sync, causes=[SimCause("slow_worker", ranks=[slow])]
+    )
+    [f] = _one(trace).findings
+    truth = true_slowdown_frac(trace, base)
+    assert f.fault_class == "slow_worker" and abs(f.slowdown_frac - truth) / truth <= 0.05
+    if tp_sync:  # the TP peers wait for each other inside forward/backward: the group, not one of them
+        assert (f.component_type, f.component) == ("tp_group", "job1/stage1/dp0/tp")
+        assert f.evidence["ranks"] == [peer, slow]
+        assert f"job1/rank{peer}" not in f.affected and f"job1/rank{slow}" not in f.affected
+    else:
+        assert f.component == f"job1/rank{slow}"  # its TP peer computes on (in this model it never waits on it)
+
+
+def test_tp_peers_waiting_on_a_slow_link_are_not_blamed():
+    a, b = rank_of(1, 0, DP, 1, 2), rank_of(2, 0, DP, 1, 2)
+    trace = simulate(
+        pp=PP, dp=DP, tp=2, seed=1, tp_sync=True, causes=[SimCause("slow_link", ranks=[a, b], factor=8)]
+    )
+    assert [(f.fault_class, f.component) for f in _one(trace).findings] == [
+        ("slow_comm", f"job1/rank{a}->job1/rank{b}")
+    ]

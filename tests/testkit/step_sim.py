@@ -37,9 +37,9 @@ class SimCause:
     every: int = 1  # cpu_stall: on every n-th step
 
 
-def rank_of(pp_stage: int, dp_rank: int, dp: int) -> int:
-    """Global rank of a stage and replica (stage-major)."""
-    return pp_stage * dp + dp_rank
+def rank_of(pp_stage: int, dp_rank: int, dp: int, tp_rank: int = 0, tp: int = 1) -> int:
+    """Global rank of a stage, replica and tensor-parallel rank (stage-major, TP innermost)."""
+    return (pp_stage * dp + dp_rank) * tp + tp_rank
 
 
 def _program(s: int, pp: int, mb: int) -> list[tuple[str, int | None]]:
@@ -91,19 +91,31 @@ def simulate(
     job: str = "job1",
     t0_s: float = 1_700_000_000.0,
     hosts: bool = False,
+    tp: int = 1,
+    tp_sync: bool = False,
 ) -> pl.DataFrame:
-    """The step trace of the job (one row per op per rank)."""
+    """The step trace of the job (one row per op per rank).
+
+    ``tp_sync``: tensor-parallel ranks wait for each other inside forward and backward (the layers'
+    all-reduces), so a slow TP rank makes its TP peers' compute as long as its own.
+    """
     causes = causes or []
     rng = np.random.default_rng(seed)
-    n = pp * dp
-    progs = {r: _program(r // dp, pp, mb) for r in range(n)}
+    n = pp * dp * tp
+
+    def ident(r: int) -> tuple[int, int, int]:
+        sd, t = divmod(r, tp)
+        s, d = divmod(sd, dp)
+        return s, d, t
+
+    progs = {r: _program(ident(r)[0], pp, mb) for r in range(n)}
     # per-rank, per-step own durations drawn up front so that a cause never changes the random stream
     noise = {r: rng.lognormal(0.0, jitter, size=(steps, len(progs[r]))) for r in range(n)}
     di_pick = rng.integers(0, n, size=steps)
     own: dict[tuple[int, int, int], float] = {}
     gaps: dict[tuple[int, int, int], float] = defaultdict(float)
     for r in range(n):
-        s = r // dp
+        s = ident(r)[0]
         for k in range(steps):
             first_fwd = True
             for j, (op, _m) in enumerate(progs[r]):
@@ -138,16 +150,22 @@ def simulate(
     total = sum(len(progs[r]) for r in range(n)) * steps
 
     def key_of(r: int, k: int, op: str, m: int | None) -> tuple:
-        s, d = divmod(r, dp)
+        s, d, t = ident(r)
+        if op in ("forward", "backward"):
+            return ("tp", k, s, d, op, m)
         if op == "all_reduce":
-            return ("ar", k, s)
+            return ("ar", k, s, t)
         if op == "send_forward":
-            return ("pf", k, s, d, m)
+            return ("pf", k, s, d, t, m)
         if op == "recv_forward":
-            return ("pf", k, s - 1, d, m)
+            return ("pf", k, s - 1, d, t, m)
         if op == "send_backward":
-            return ("pb", k, s, d, m)
-        return ("pb", k, s + 1, d, m)
+            return ("pb", k, s, d, t, m)
+        return ("pb", k, s + 1, d, t, m)
+
+    synced = ("send_forward", "recv_forward", "send_backward", "recv_backward", "all_reduce")
+    if tp_sync and tp > 1:
+        synced += ("forward", "backward")
 
     blocked = {r: False for r in range(n)}
     while done < total:
@@ -159,15 +177,17 @@ def simulate(
                     break
                 op, m = progs[r][j]
                 start = ready[r] + gaps[(r, k, j)]
-                if op in ("send_forward", "recv_forward", "send_backward", "recv_backward", "all_reduce"):
+                if op in synced:
                     key = key_of(r, k, op, m)
                     posted[key].append((r, start, k, j))
                     blocked[r] = True
-                    size = dp if op == "all_reduce" else 2
+                    size = dp if op == "all_reduce" else tp if op in ("forward", "backward") else 2
                     if len(posted[key]) == size:
                         members = posted.pop(key)
                         sync = max(p[1] for p in members)
-                        if op == "all_reduce":
+                        if op in ("forward", "backward"):  # TP peers finish together, with the slowest
+                            own_t = max(p[1] + own[(p[0], p[2], p[3])] for p in members) - sync
+                        elif op == "all_reduce":
                             own_t = min(own[(p[0], p[2], p[3])] for p in members)
                         else:
                             sender = next(p for p in members if progs[p[0]][p[3]][0].startswith("send"))
@@ -177,7 +197,7 @@ def simulate(
                         end = sync + own_t
                         for mr, mstart, mk, mj in members:
                             mop, mm = progs[mr][mj]
-                            rows.append(_row(job, mr, dp, mk, mop, mm, mstart, end - mstart, hosts))
+                            rows.append(_row(job, mr, ident(mr), mk, mop, mm, mstart, end - mstart, hosts))
                             ready[mr] = end
                             blocked[mr] = False
                             pos[mr] = _advance(pos[mr], len(progs[mr]))
@@ -185,7 +205,7 @@ def simulate(
                         progressed = True
                     break
                 d = own[(r, k, j)]
-                rows.append(_row(job, r, dp, k, op, m, start, d, hosts))
+                rows.append(_row(job, r, ident(r), k, op, m, start, d, hosts))
                 ready[r] = start + d
                 pos[r] = _advance(pos[r], len(progs[r]))
                 done += 1
@@ -201,15 +221,15 @@ def _advance(p: tuple[int, int], length: int) -> tuple[int, int]:
 
 
 def _row(
-    job: str, r: int, dp: int, k: int, op: str, m: int | None, start: float, d: float, hosts: bool
+    job: str, r: int, where: tuple[int, int, int], k: int, op: str, m: int | None, start: float, d: float, hosts: bool
 ) -> dict:
-    s, dpr = divmod(r, dp)
+    s, dpr, tpr = where
     row = {
         "job": job,
         "rank": r,
         "dp_rank": dpr,
         "pp_stage": s,
-        "tp_rank": 0,
+        "tp_rank": tpr,
         "step": k,
         "op": op,
         "start_s": start,
