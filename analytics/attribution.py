@@ -26,8 +26,10 @@ SLOW_RATIO = 1.10
 NOISE_SIGMAS = 4.0
 #: A p2p link whose own transfer time is this much above its peers' typical is slow.
 SLOW_LINK_RATIO = 1.20
-#: A rank slow on at least this share of the analysed steps is a slow worker (else data imbalance).
+#: A rank slow on at least this share of the analysed steps is a slow worker (else data imbalance) ...
 PERSISTENT_SHARE = 0.8
+#: ... counted from its first slow step (a worker that turns slow mid-trace), over at least this many steps.
+MIN_ONSET_STEPS = 3
 #: A cause must cost at least this share of step time to be reported.
 MIN_SLOWDOWN_FRAC = 0.03
 #: A rank's host-side delay in a step above this share of the ideal step is a stall.
@@ -261,10 +263,10 @@ def _detect(g: StepGraph, st: _Stats) -> list[_Scenario]:
     ratio = st.compute_ratio
     noise = 1.4826 * float(np.median(np.abs(ratio - np.median(ratio))))  # robust sigma of rank-step ratios
     slow = ratio > max(SLOW_RATIO, 1.0 + NOISE_SIGMAS * noise)
-    persistent = [r for r in range(g.n_ranks) if slow[r].mean() >= PERSISTENT_SHARE]
+    persistent = [r for r in range(g.n_ranks) if _slow_from_onset(slow[r])]
     # one rank slow on some steps only, nobody else: still that worker
     transient_ranks = [r for r in range(g.n_ranks) if r not in persistent and slow[r].any()]
-    if len(transient_ranks) == 1 and slow[transient_ranks[0]].mean() >= 0.5:
+    if len(transient_ranks) == 1 and slow[transient_ranks[0]].sum() >= 2:
         persistent.append(transient_ranks.pop())
     for ranks in _by_tp_group(g, persistent):
         sel = compute & np.isin(g.node_rank, ranks)
@@ -361,6 +363,14 @@ def _detect(g: StepGraph, st: _Stats) -> list[_Scenario]:
                 )
             )
     return out
+
+
+def _slow_from_onset(slow_steps: np.ndarray) -> bool:
+    """Slow on (nearly) every step from its first slow step on, for at least MIN_ONSET_STEPS steps."""
+    idx = np.flatnonzero(slow_steps)
+    if len(idx) < MIN_ONSET_STEPS:
+        return False
+    return bool(slow_steps[idx[0] :].mean() >= PERSISTENT_SHARE)
 
 
 def _by_tp_group(g: StepGraph, ranks: list[int]) -> list[list[int]]:

@@ -241,7 +241,9 @@ def test_tensor_parallel_jobs(tp_sync):
         assert f.evidence["ranks"] == [peer, slow]
         assert f"job1/rank{peer}" not in f.affected and f"job1/rank{slow}" not in f.affected
     else:
-        assert f.component == f"job1/rank{slow}"  # its TP peer computes on (in this model it never waits on it)
+        assert (
+            f.component == f"job1/rank{slow}"
+        )  # its TP peer computes on (in this model it never waits on it)
 
 
 def test_tp_peers_waiting_on_a_slow_link_are_not_blamed():
@@ -252,3 +254,16 @@ def test_tp_peers_waiting_on_a_slow_link_are_not_blamed():
     assert [(f.fault_class, f.component) for f in _one(trace).findings] == [
         ("slow_comm", f"job1/rank{a}->job1/rank{b}")
     ]
+
+
+def test_a_worker_that_turns_slow_mid_trace_is_a_slow_worker_from_its_onset(healthy):
+    from testkit.step_sim import step_times_s
+
+    trace = simulate(
+        pp=PP, dp=DP, seed=1, causes=[SimCause("slow_worker", ranks=[3], factor=2.0, onset_step=8)]
+    )
+    [f] = _one(trace).findings
+    assert (f.fault_class, f.component) == ("slow_worker", "job1/rank3")
+    assert (f.evidence["first_step"], f.evidence["steps_acting"]) == (8, 4)
+    truth = float(np.median(step_times_s(trace)[8:]) / np.median(step_times_s(healthy)[8:]) - 1)
+    assert abs(f.slowdown_frac - truth) / truth <= 0.05

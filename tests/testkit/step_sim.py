@@ -35,6 +35,7 @@ class SimCause:
     factor: float = 2.0
     gap_s: float = 0.0  # cpu_stall: delay before the first forward of a step
     every: int = 1  # cpu_stall: on every n-th step
+    onset_step: int = 0  # the cause acts from this step on
 
 
 def rank_of(pp_stage: int, dp_rank: int, dp: int, tp_rank: int = 0, tp: int = 1) -> int:
@@ -122,6 +123,8 @@ def simulate(
                 base = BASE_S["p2p"] if op.startswith(("send", "recv")) else BASE_S[op]
                 d = base * noise[r][k, j]
                 for c in causes:
+                    if k < c.onset_step:
+                        continue
                     if op in ("forward", "backward"):
                         if c.kind == "slow_worker" and r in c.ranks:
                             d *= c.factor
@@ -140,7 +143,7 @@ def simulate(
                 own[(r, k, j)] = d
                 if op == "forward":
                     first_fwd = False
-    link_factor = {(c.ranks[0], c.ranks[1]): c.factor for c in causes if c.kind == "slow_link"}
+    link_factor = {(c.ranks[0], c.ranks[1]): c for c in causes if c.kind == "slow_link"}
 
     rows: list[dict] = []
     pos = {r: (0, 0) for r in range(n)}  # (step, op index)
@@ -193,7 +196,9 @@ def simulate(
                             sender = next(p for p in members if progs[p[0]][p[3]][0].startswith("send"))
                             receiver = next(p for p in members if p is not sender)
                             own_t = own[(sender[0], sender[2], sender[3])]
-                            own_t *= link_factor.get((sender[0], receiver[0]), 1.0)
+                            link = link_factor.get((sender[0], receiver[0]))
+                            if link is not None and sender[2] >= link.onset_step:
+                                own_t *= link.factor
                         end = sync + own_t
                         for mr, mstart, mk, mj in members:
                             mop, mm = progs[mr][mj]
@@ -221,7 +226,15 @@ def _advance(p: tuple[int, int], length: int) -> tuple[int, int]:
 
 
 def _row(
-    job: str, r: int, where: tuple[int, int, int], k: int, op: str, m: int | None, start: float, d: float, hosts: bool
+    job: str,
+    r: int,
+    where: tuple[int, int, int],
+    k: int,
+    op: str,
+    m: int | None,
+    start: float,
+    d: float,
+    hosts: bool,
 ) -> dict:
     s, dpr, tpr = where
     row = {
