@@ -1,10 +1,12 @@
 """A job's training steps as a dependency graph of ops, and its vectorised "what if" replay.
 
-Each rank runs its ops in program order; a p2p send and its recv end together at the later start plus
+Each rank runs its ops in program order (ops that overlap in time, e.g. Megatron's batched
+send_forward_recv_backward, are issued together: they all become ready when the op before them ends,
+and the op after them waits for all of them); a p2p send and its recv end together at the later start plus
 the pair's own transfer time; a collective ends for every member at the last arrival plus its own time.
 An op's OWN duration is its duration for compute and host ops, the later arriver's duration for a p2p
 pair, the shortest member's duration for a collective; the gap between an op's ready time (the end of
-the rank's previous op) and its start is host-side delay. Replaying with chosen own durations and gaps
+the rank's previous op or batch) and its start is host-side delay. Replaying with chosen own durations and gaps
 gives each step's time: step k lasts from the end of step k-1 (the last op of any rank) to its own end.
 """
 
@@ -34,10 +36,15 @@ class StepLayout:
     seg_first: np.ndarray  # local index of each rank's first op in the step
     seg_of: np.ndarray  # local node -> segment (rank position among the step's ranks)
     seg_rank: np.ndarray  # segment -> rank index
-    grouped: np.ndarray  # local indices of nodes in a p2p pair or collective (ascending)
-    prev_g: np.ndarray  # per grouped node: position in ``grouped`` of the rank's previous grouped node, or -1
-    last_g: np.ndarray  # per node: position in ``grouped`` of the rank's latest grouped node up to it, or -1
-    levels: list[tuple[np.ndarray, np.ndarray]]  # per level: member positions (by group), reduceat bounds
+    grouped: (
+        np.ndarray
+    )  # local indices of nodes in a p2p pair, collective or TP group (they may wait on peers)
+    batch_of: np.ndarray  # local node -> its batch (ops issued together; one op alone is a batch of one)
+    pred_batch: np.ndarray  # local node -> the rank's batch before its own in this step, or -1
+    n_batches: int
+    levels: list[
+        tuple[np.ndarray, np.ndarray]
+    ]  # per level: nodes (sorted by group), reduceat bounds of groups
     ready0: np.ndarray  # fresh steps: each segment's first ready time relative to the step's first start
     start_epoch_s: float  # the step's first op start, Unix seconds
 
@@ -168,10 +175,24 @@ def build_graph(trace: pl.DataFrame, job: str) -> StepGraph:
     df = df.sort(["rank", "step", "start_s", "_i"]).with_columns(
         (pl.col("start_s") + pl.col("duration_s")).alias("_end")
     )
+    # batches: a rank's ops that overlap in time were issued together (never across a step boundary)
+    new_batch = (
+        pl.col("_prev_step").is_null()
+        | (pl.col("_prev_step") != pl.col("step"))
+        | (pl.col("start_s") >= pl.col("_prev_end") - OVERLAP_TOLERANCE_S)
+    )
     df = df.with_columns(
         pl.col("_end").shift(1).over("rank").alias("_prev_end"),
         pl.col("step").shift(1).over("rank").alias("_prev_step"),
     )
+    df = df.with_columns((new_batch.cast(pl.Int64).cum_sum() - 1).alias("_b"))
+    bend = df.group_by("_b").agg(pl.col("_end").max().alias("_bend"), pl.col("rank").first().alias("_brank"))
+    bend = bend.sort("_b").with_columns(
+        pl.when(pl.col("_brank").shift(1) == pl.col("_brank"))
+        .then(pl.col("_bend").shift(1))
+        .alias("_prev_bend")
+    )
+    df = df.join(bend.select("_b", "_prev_bend"), on="_b", how="left")
     pos = {s: i for i, s in enumerate(complete)}
     prev_kept = {
         s: (i > 0 and complete[i - 1] == _prev_step_of(all_steps, s)) for i, s in enumerate(complete)
@@ -181,11 +202,11 @@ def build_graph(trace: pl.DataFrame, job: str) -> StepGraph:
         pl.col("step").replace_strict(pos, return_dtype=pl.Int64).alias("_k"),
         pl.col("step").replace_strict(prev_kept, return_dtype=pl.Boolean).alias("_chained"),
     )
-    first_of_step = pl.col("_prev_step").is_null() | (pl.col("_prev_step") != pl.col("step"))
+    first_batch = pl.col("_b") == pl.col("_b").min().over(["rank", "step"])
     df = df.with_columns(
-        pl.when(first_of_step & ~pl.col("_chained"))
+        pl.when(first_batch & ~pl.col("_chained"))
         .then(0.0)
-        .otherwise((pl.col("start_s") - pl.col("_prev_end")).clip(lower_bound=0.0))
+        .otherwise((pl.col("start_s") - pl.col("_prev_bend")).clip(lower_bound=0.0))
         .fill_null(0.0)
         .alias("_gap")
     )
@@ -306,6 +327,8 @@ def build_graph(trace: pl.DataFrame, job: str) -> StepGraph:
     ends = df["_end"].to_numpy()
     groups = df["_group"].fill_null(0).to_numpy()
     in_group = df["_group"].is_not_null().to_numpy()
+    batches = df["_b"].to_numpy()
+    level_cache: dict[bytes, list[tuple[np.ndarray, np.ndarray]]] = {}
     chained = df["_chained"].to_numpy()
     bounds = np.searchsorted(g.node_step, np.arange(len(complete) + 1))
     prev_end_job = None
@@ -313,7 +336,16 @@ def build_graph(trace: pl.DataFrame, job: str) -> StepGraph:
         lo, hi = int(bounds[k]), int(bounds[k + 1])
         fresh = not bool(chained[lo])
         layout = _layout(
-            step, lo, hi, fresh, g.node_rank[lo:hi], groups[lo:hi], in_group[lo:hi], starts[lo:hi]
+            step,
+            lo,
+            hi,
+            fresh,
+            g.node_rank[lo:hi],
+            groups[lo:hi],
+            in_group[lo:hi],
+            batches[lo:hi],
+            starts[lo:hi],
+            level_cache,
         )
         end_k = float(ends[lo:hi].max())
         g.actual_step_s[k] = end_k - (layout.start_epoch_s if fresh or prev_end_job is None else prev_end_job)
@@ -322,6 +354,8 @@ def build_graph(trace: pl.DataFrame, job: str) -> StepGraph:
     return g
 
 
+#: A rank's op that starts this much before the previous one ends overlaps it: both were issued together.
+OVERLAP_TOLERANCE_S = 1e-5
 #: TP ranks whose forward/backward end within this share of the op's duration wait for each other inside it.
 TP_SYNC_SPREAD = 0.02
 
@@ -395,30 +429,29 @@ def _layout(
     rank: np.ndarray,
     groups: np.ndarray,
     is_grouped: np.ndarray,
+    batches: np.ndarray,
     starts: np.ndarray,
+    level_cache: dict[bytes, list[tuple[np.ndarray, np.ndarray]]],
 ) -> StepLayout:
     n = hi - lo
     change = np.ones(n, dtype=bool)
     change[1:] = rank[1:] != rank[:-1]
     seg_first = np.flatnonzero(change)
     seg_of = np.cumsum(change) - 1
-    grouped = np.flatnonzero(is_grouped)
-    # per node, the latest grouped node of its rank up to it (a running max that restarts per rank)
-    mark = np.where(is_grouped, np.cumsum(is_grouped) - 1, -1)
-    seg_base = np.zeros(n, dtype=np.int64)
-    seg_base[seg_first] = 1
-    offset = np.cumsum(seg_base) * (n + 1)
-    last_g = np.maximum.accumulate(np.where(mark >= 0, mark + offset, offset - 1)) - offset
-    last_g = np.where(last_g >= 0, last_g, -1)
-    prev_g = np.full(len(grouped), -1, dtype=np.int64)
-    if len(grouped):
-        before = grouped - 1
-        has_before = (before >= 0) & ~change[grouped]
-        prev_g[has_before] = last_g[before[has_before]]
-        _, group_of = np.unique(groups[grouped], return_inverse=True)
-    else:
-        group_of = np.zeros(0, dtype=np.int64)
-    levels = _levels(group_of, prev_g)
+    batch_of = np.cumsum(np.r_[False, batches[1:] != batches[:-1]])  # in node order, batches are consecutive
+    n_batches = int(batch_of[-1]) + 1 if n else 0
+    first_batch_of_seg = batch_of[seg_first]
+    pred_batch = np.where(batch_of > first_batch_of_seg[seg_of], batch_of - 1, -1)
+    # every node's group: its p2p pair, collective or TP group, else a group of its own
+    group_of = np.empty(n, dtype=np.int64)
+    _, inverse = np.unique(groups[is_grouped], return_inverse=True)
+    n_shared = int(inverse.max()) + 1 if len(inverse) else 0
+    group_of[is_grouped] = inverse.ravel()
+    group_of[~is_grouped] = n_shared + np.arange(int((~is_grouped).sum()))
+    signature = b"".join(a.tobytes() for a in (group_of, batch_of, pred_batch))
+    if signature not in level_cache:
+        batch_seg = seg_of[np.flatnonzero(np.r_[True, np.diff(batch_of) != 0])]
+        level_cache[signature] = _levels(group_of, batch_of, pred_batch, n_batches, batch_seg)
     return StepLayout(
         step=step,
         lo=lo,
@@ -427,40 +460,55 @@ def _layout(
         seg_first=seg_first,
         seg_of=seg_of,
         seg_rank=rank[seg_first],
-        grouped=grouped,
-        prev_g=prev_g,
-        last_g=last_g,
-        levels=levels,
+        grouped=np.flatnonzero(is_grouped),
+        batch_of=batch_of,
+        pred_batch=pred_batch,
+        n_batches=n_batches,
+        levels=level_cache[signature],
         ready0=starts[seg_first] - float(starts.min()),
         start_epoch_s=float(starts.min()),
     )
 
 
-def _levels(group_of: np.ndarray, prev_g: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Groups batched by dependency depth: a group's members follow only groups of earlier levels."""
-    if not len(group_of):
-        return []
+def _levels(
+    group_of: np.ndarray, batch_of: np.ndarray, pred_batch: np.ndarray, n_batches: int, batch_seg: np.ndarray
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Groups batched by dependency depth: every node of a level follows only batches of earlier levels.
+
+    A group's level is one more than the highest level among its members' preceding batches; a batch's
+    level is the highest of its members' groups. Along a rank, levels grow by at least one per batch,
+    which a running maximum closes in one pass; the fixed point takes as many passes as the longest
+    chain of waits from one rank to another.
+    """
     n_groups = int(group_of.max()) + 1
-    level_g = np.zeros(n_groups, dtype=np.int64)
-    has_prev = prev_g >= 0
-    for _ in range(len(group_of) + 1):
-        node_level = np.zeros(len(group_of), dtype=np.int64)
-        node_level[has_prev] = level_g[group_of[prev_g[has_prev]]] + 1
-        new = np.zeros(n_groups, dtype=np.int64)
-        np.maximum.at(new, group_of, node_level)
+    order_g = np.argsort(group_of, kind="stable")
+    g_bounds = np.flatnonzero(np.r_[True, np.diff(group_of[order_g]) != 0])
+    b_first = np.flatnonzero(np.r_[True, np.diff(batch_of) != 0])
+    b_index = np.arange(n_batches)
+    big = n_batches + 2
+    level_g = np.ones(n_groups, dtype=np.int64)
+    has_pred = pred_batch >= 0
+    for _ in range(n_batches + 2):
+        push = np.maximum.reduceat(level_g[group_of], b_first)
+        # level_b[b] = max over earlier batches j of the same rank of push[j] + (b - j)
+        v = push - b_index + batch_seg * big * 2
+        level_b = np.maximum.accumulate(v) - batch_seg * big * 2 + b_index
+        need = np.ones(len(group_of), dtype=np.int64)
+        need[has_pred] = level_b[pred_batch[has_pred]] + 1
+        new = np.maximum.reduceat(need[order_g], g_bounds)
         if np.array_equal(new, level_g):
             break
         level_g = new
     else:
         raise ValueError("the step's ops depend on each other in a cycle")
-    member_level = level_g[group_of]
-    order = np.lexsort((group_of, member_level))
+    node_level = level_g[group_of]
+    order = np.lexsort((group_of, node_level))
     out = []
-    bounds = np.flatnonzero(np.r_[True, member_level[order][1:] != member_level[order][:-1], True])
+    bounds = np.flatnonzero(np.r_[True, node_level[order][1:] != node_level[order][:-1], True])
     for a, b in zip(bounds[:-1], bounds[1:], strict=True):
         members = order[a:b]
-        g = group_of[members]
-        out.append((members, np.flatnonzero(np.r_[True, g[1:] != g[:-1]])))
+        gm = group_of[members]
+        out.append((members, np.flatnonzero(np.r_[True, gm[1:] != gm[:-1]])))
     return out
 
 
@@ -488,9 +536,8 @@ def replay(g: StepGraph, own_s: list[np.ndarray], gap_s: list[np.ndarray]) -> Re
         start, end = _replay_step(lay, own, gap, ready0)
         step_end = end.max(axis=0)
         step_s[k] = step_end
-        last = np.r_[lay.seg_first[1:], lay.hi - lay.lo] - 1
         carry[:] = 0.0
-        carry[lay.seg_rank] = end[last] - step_end
+        carry[lay.seg_rank] = np.maximum.reduceat(end, lay.seg_first, axis=0) - step_end
         wait = np.zeros_like(own)
         if len(lay.grouped):
             gi = lay.grouped
@@ -502,28 +549,18 @@ def replay(g: StepGraph, own_s: list[np.ndarray], gap_s: list[np.ndarray]) -> Re
 def _replay_step(
     lay: StepLayout, own: np.ndarray, gap: np.ndarray, ready0: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Start and end of every node of one step, groups level by level (S scenarios as columns)."""
-    a = gap + own
-    csum = np.cumsum(a, axis=0)
-    c = csum - (csum[lay.seg_first] - a[lay.seg_first])[lay.seg_of]  # per-rank running sum of gap + own
-    gi = lay.grouped
-    end_g = np.zeros((len(gi), own.shape[1]))
-    start_g = np.zeros_like(end_g)
-    c_g, own_g = c[gi], own[gi]
-    ready_g = ready0[lay.seg_of[gi]]
+    """Start and end of every node of one step, level by level (S scenarios as columns)."""
+    n_sc = own.shape[1]
+    batch_end = np.full((lay.n_batches, n_sc), -np.inf)
+    start = np.empty_like(own)
+    end = np.empty_like(own)
     for members, bounds in lay.levels:
-        p = lay.prev_g[members]
-        has = p >= 0
-        end_p = np.where(has[:, None], end_g[np.maximum(p, 0)], ready_g[members])
-        c_p = np.where(has[:, None], c_g[np.maximum(p, 0)], 0.0)
-        start = end_p + c_g[members] - own_g[members] - c_p
-        sync = np.maximum.reduceat(start, bounds, axis=0)
-        counts = np.diff(np.r_[bounds, len(members)])
-        end_g[members] = np.repeat(sync, counts, axis=0) + own_g[members]
-        start_g[members] = start
-    lg = lay.last_g
-    has = (lg >= 0)[:, None]
-    end = np.where(has, end_g[np.maximum(lg, 0)] + c - c_g[np.maximum(lg, 0)], ready0[lay.seg_of] + c)
-    start = end - own
-    start[gi] = start_g
+        pred = lay.pred_batch[members]
+        ready = np.where((pred >= 0)[:, None], batch_end[np.maximum(pred, 0)], ready0[lay.seg_of[members]])
+        st = ready + gap[members]
+        sync = np.maximum.reduceat(st, bounds, axis=0)
+        en = np.repeat(sync, np.diff(np.r_[bounds, len(members)]), axis=0) + own[members]
+        start[members] = st
+        end[members] = en
+        np.maximum.at(batch_end, lay.batch_of[members], en)
     return start, end

@@ -267,3 +267,21 @@ def test_a_worker_that_turns_slow_mid_trace_is_a_slow_worker_from_its_onset(heal
     assert (f.evidence["first_step"], f.evidence["steps_acting"]) == (8, 4)
     truth = float(np.median(step_times_s(trace)[8:]) / np.median(step_times_s(healthy)[8:]) - 1)
     assert abs(f.slowdown_frac - truth) / truth <= 0.05
+
+
+def test_megatron_batched_p2p_overlapping_records_are_issued_together():
+    base = simulate(pp=PP, dp=DP, seed=1, batched_p2p=True)
+    g = build_graph(base, "job1")
+    assert any(lay.n_batches < lay.hi - lay.lo for lay in g.steps)  # send_forward+recv_backward overlap
+    rep = replay(g, [g.own_s], [g.gap_s])
+    np.testing.assert_allclose(rep.step_s[:, 0], g.actual_step_s, atol=2e-6)
+    assert _one(base).findings == []
+    for cause, cls in (
+        (SimCause("slow_worker", ranks=[rank_of(1, 0, DP)], factor=2.3), "slow_worker"),
+        (SimCause("stage", stage=PP - 1, factor=2.0), "stage_imbalance"),
+        (SimCause("slow_link", ranks=[rank_of(1, 0, DP), rank_of(2, 0, DP)], factor=8.0), "slow_comm"),
+    ):
+        trace = simulate(pp=PP, dp=DP, seed=1, batched_p2p=True, causes=[cause])
+        [f] = _one(trace).findings
+        truth = true_slowdown_frac(trace, base)
+        assert f.fault_class == cls and abs(f.slowdown_frac - truth) / truth <= 0.05

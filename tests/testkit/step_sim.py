@@ -43,6 +43,32 @@ def rank_of(pp_stage: int, dp_rank: int, dp: int, tp_rank: int = 0, tp: int = 1)
     return (pp_stage * dp + dp_rank) * tp + tp_rank
 
 
+def _megatron_program(s: int, pp: int, mb: int) -> list[tuple[str, int | None, bool]]:
+    """Megatron-LM's 1F1B order with its batched p2p (send_forward_recv_backward, send_backward_recv_forward):
+    (op, microbatch, issued together with the op before)."""
+    warm, first, last = min(pp - s - 1, mb), s == 0, s == pp - 1
+    rem = mb - warm
+    prog: list[tuple[str, int | None, bool]] = [("data_load", None, False)]
+    for m in range(warm):
+        prog += [("recv_forward", m, False)] * (not first) + [("forward", m, False)]
+        prog += [("send_forward", m, False)] * (not last)
+    if rem and not first:
+        prog.append(("recv_forward", warm, False))
+    for i in range(rem):
+        prog.append(("forward", warm + i, False))
+        if not last:
+            prog += [("send_forward", warm + i, False), ("recv_backward", i, True)]
+        prog.append(("backward", i, False))
+        if not first:
+            prog.append(("send_backward", i, False))
+            if i < rem - 1:
+                prog.append(("recv_forward", warm + i + 1, True))
+    for i in range(rem, mb):
+        prog += [("recv_backward", i, False)] * (not last) + [("backward", i, False)]
+        prog += [("send_backward", i, False)] * (not first)
+    return [*prog, ("all_reduce", None, False), ("optimizer", None, False)]
+
+
 def _program(s: int, pp: int, mb: int) -> list[tuple[str, int | None]]:
     warm = min(pp - s - 1, mb)
     prog: list[tuple[str, int | None]] = [("data_load", None)]
@@ -94,11 +120,13 @@ def simulate(
     hosts: bool = False,
     tp: int = 1,
     tp_sync: bool = False,
+    batched_p2p: bool = False,
 ) -> pl.DataFrame:
     """The step trace of the job (one row per op per rank).
 
     ``tp_sync``: tensor-parallel ranks wait for each other inside forward and backward (the layers'
-    all-reduces), so a slow TP rank makes its TP peers' compute as long as its own.
+    all-reduces), so a slow TP rank makes its TP peers' compute as long as its own. ``batched_p2p``:
+    Megatron-LM's order, where a send and a recv are issued together (overlapping records).
     """
     causes = causes or []
     rng = np.random.default_rng(seed)
@@ -109,7 +137,12 @@ def simulate(
         s, d = divmod(sd, dp)
         return s, d, t
 
-    progs = {r: _program(ident(r)[0], pp, mb) for r in range(n)}
+    if batched_p2p:
+        full = {r: _megatron_program(ident(r)[0], pp, mb) for r in range(n)}
+    else:
+        full = {r: [(op, m, False) for op, m in _program(ident(r)[0], pp, mb)] for r in range(n)}
+    progs = {r: [(op, m) for op, m, _ in full[r]] for r in range(n)}
+    joined = {r: [j for _, _, j in full[r]] for r in range(n)}
     # per-rank, per-step own durations drawn up front so that a cause never changes the random stream
     noise = {r: rng.lognormal(0.0, jitter, size=(steps, len(progs[r]))) for r in range(n)}
     di_pick = rng.integers(0, n, size=steps)
@@ -171,6 +204,21 @@ def simulate(
         synced += ("forward", "backward")
 
     blocked = {r: False for r in range(n)}
+    pending = {r: 0 for r in range(n)}
+    batch_end = {r: 0.0 for r in range(n)}
+    batch_len = {r: 1 for r in range(n)}
+
+    def finish(mr: int, end: float) -> None:
+        nonlocal done
+        pending[mr] -= 1
+        batch_end[mr] = max(batch_end[mr], end)
+        done += 1
+        if pending[mr] == 0:
+            ready[mr] = batch_end[mr]
+            for _ in range(batch_len[mr]):
+                pos[mr] = _advance(pos[mr], len(progs[mr]))
+            blocked[mr] = False
+
     while done < total:
         progressed = False
         for r in range(n):
@@ -178,43 +226,42 @@ def simulate(
                 k, j = pos[r]
                 if k >= steps:
                     break
-                op, m = progs[r][j]
+                size_b = 1
+                while j + size_b < len(progs[r]) and joined[r][j + size_b]:
+                    size_b += 1
+                blocked[r], pending[r], batch_end[r], batch_len[r] = True, size_b, 0.0, size_b
                 start = ready[r] + gaps[(r, k, j)]
-                if op in synced:
-                    key = key_of(r, k, op, m)
-                    posted[key].append((r, start, k, j))
-                    blocked[r] = True
-                    size = dp if op == "all_reduce" else tp if op in ("forward", "backward") else 2
-                    if len(posted[key]) == size:
-                        members = posted.pop(key)
-                        sync = max(p[1] for p in members)
-                        if op in ("forward", "backward"):  # TP peers finish together, with the slowest
-                            own_t = max(p[1] + own[(p[0], p[2], p[3])] for p in members) - sync
-                        elif op == "all_reduce":
-                            own_t = min(own[(p[0], p[2], p[3])] for p in members)
-                        else:
-                            sender = next(p for p in members if progs[p[0]][p[3]][0].startswith("send"))
-                            receiver = next(p for p in members if p is not sender)
-                            own_t = own[(sender[0], sender[2], sender[3])]
-                            link = link_factor.get((sender[0], receiver[0]))
-                            if link is not None and sender[2] >= link.onset_step:
-                                own_t *= link.factor
-                        end = sync + own_t
-                        for mr, mstart, mk, mj in members:
-                            mop, mm = progs[mr][mj]
-                            rows.append(_row(job, mr, ident(mr), mk, mop, mm, mstart, end - mstart, hosts))
-                            ready[mr] = end
-                            blocked[mr] = False
-                            pos[mr] = _advance(pos[mr], len(progs[mr]))
-                            done += 1
-                        progressed = True
-                    break
-                d = own[(r, k, j)]
-                rows.append(_row(job, r, ident(r), k, op, m, start, d, hosts))
-                ready[r] = start + d
-                pos[r] = _advance(pos[r], len(progs[r]))
-                done += 1
                 progressed = True
+                for jj in range(j, j + size_b):
+                    op, m = progs[r][jj]
+                    if op not in synced:
+                        d = own[(r, k, jj)]
+                        rows.append(_row(job, r, ident(r), k, op, m, start, d, hosts))
+                        finish(r, start + d)
+                        continue
+                    key = key_of(r, k, op, m)
+                    posted[key].append((r, start, k, jj))
+                    size = dp if op == "all_reduce" else tp if op in ("forward", "backward") else 2
+                    if len(posted[key]) < size:
+                        continue
+                    members = posted.pop(key)
+                    sync = max(p[1] for p in members)
+                    if op in ("forward", "backward"):  # TP peers finish together, with the slowest
+                        own_t = max(p[1] + own[(p[0], p[2], p[3])] for p in members) - sync
+                    elif op == "all_reduce":
+                        own_t = min(own[(p[0], p[2], p[3])] for p in members)
+                    else:
+                        sender = next(p for p in members if progs[p[0]][p[3]][0].startswith("send"))
+                        receiver = next(p for p in members if p is not sender)
+                        own_t = own[(sender[0], sender[2], sender[3])]
+                        link = link_factor.get((sender[0], receiver[0]))
+                        if link is not None and sender[2] >= link.onset_step:
+                            own_t *= link.factor
+                    end = sync + own_t
+                    for mr, mstart, mk, mj in members:
+                        mop, mm = progs[mr][mj]
+                        rows.append(_row(job, mr, ident(mr), mk, mop, mm, mstart, end - mstart, hosts))
+                        finish(mr, end)
         if not progressed:
             raise RuntimeError(f"simulated program deadlocked with {done}/{total} ops done")
     return pl.DataFrame(rows).sort(["rank", "start_s"])
