@@ -164,3 +164,21 @@ def test_what_the_writer_writes_reads_back(tmp_path):
     df = read_trace(tmp_path)
     assert df["op"].to_list() == ["data_load", "forward", "optimizer"]
     assert df["host"].unique().to_list() == ["h1"]
+
+
+def test_the_documented_example_lines_read(tmp_path):
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "step-trace.md").read_text()
+    block = doc.split("```json\n", 1)[1].split("```", 1)[0]
+    recs = [json.loads(line) for line in block.splitlines()]
+    assert [r["op"] for r in recs] == ["recv_forward", "forward", "send_forward"]
+    # a middle stage's excerpt: its peers' records are not in it, everything else is valid
+    p = _write(tmp_path / "doc.jsonl", recs)
+    with pytest.raises(TraceError, match=r"doc\.jsonl:1: column 'op': recv_forward .* no matching send"):
+        read_trace(p)
+    peers = [
+        {**recs[0], "rank": 0, "pp_stage": 0, "op": "send_forward"},
+        {**recs[2], "rank": 4, "pp_stage": 2, "op": "recv_forward"},
+    ]
+    assert read_trace(_write(tmp_path / "doc.jsonl", recs + peers)).height == 5
