@@ -362,6 +362,34 @@ def _detect(g: StepGraph, st: _Stats) -> list[_Scenario]:
                     },
                 )
             )
+    # slow collective groups: a group's own time against the same op on the same stage's other groups
+    coll = g.node_comm >= 0
+    if coll.any():
+        ratio_of = own[coll] / np.where(typ_own[coll] > 0, typ_own[coll], np.inf)
+        per_comm = (
+            pl.DataFrame({"comm": g.node_comm[coll], "ratio": ratio_of})
+            .group_by("comm")
+            .agg(pl.col("ratio").median())
+            .filter(pl.col("ratio") > SLOW_LINK_RATIO)
+            .sort("comm")
+        )
+        for comm, ratio in per_comm.iter_rows():
+            sel = coll & (g.node_comm == comm)
+            members = sorted(set(g.node_rank[sel].tolist()))
+            out.append(
+                _Scenario(
+                    f"slow_comm:{g.comms[comm]}",
+                    np.where(sel, typ_own, own),
+                    gap,
+                    acts=np.bincount(g.node_step[sel], minlength=n_k) > 0,
+                    meta={
+                        "class": "slow_comm",
+                        "ranks": members,
+                        "comm": g.comms[comm],
+                        "transfer_over_typical": round(ratio, 3),
+                    },
+                )
+            )
     return out
 
 
@@ -500,7 +528,20 @@ def _finding(g: StepGraph, cause: _Scenario, frac: float, affected: list[str], a
             f"host-side delay (gaps while dependencies were met, or slow data loading/checkpoint) on ranks "
             f"{[int(g.ranks[r]) for r in ranks]}; {cost}"
         )
-    else:  # slow_comm
+    elif "comm" in cause.meta:  # a slow collective group
+        ranks = cause.meta["ranks"]
+        component, ctype, action = f"{g.job}/{cause.meta['comm']}", "communicator", "investigate_link"
+        evidence.update(
+            comm=cause.meta["comm"],
+            ranks=[int(g.ranks[r]) for r in ranks],
+            hosts=sorted({g.rank_host[r] for r in ranks if g.rank_host[r]}),
+            transfer_over_typical=cause.meta["transfer_over_typical"],
+        )
+        summary = (
+            f"collective group {cause.meta['comm']} ({len(ranks)} ranks) takes "
+            f"{cause.meta['transfer_over_typical']:.2f}x the same op's typical on its stage; {cost}"
+        )
+    else:  # slow_comm on a p2p link
         a, b = cause.meta["link"]
         host = g.rank_host[a]
         component = host if host else f"{_rank_label(g, a)}->{_rank_label(g, b)}"
@@ -530,6 +571,7 @@ def _finding(g: StepGraph, cause: _Scenario, frac: float, affected: list[str], a
         summary=summary,
         evidence=evidence,
         job=g.job,
+        communicator=cause.meta.get("comm", ""),
         slowdown_frac=round(frac, 4),
         affected=affected,
     )

@@ -66,6 +66,8 @@ class StepGraph:
     node_stage: np.ndarray
     node_step: np.ndarray  # node -> analysed-step position
     node_link: np.ndarray  # p2p nodes: sender rank index * n_ranks + receiver rank index, else -1
+    node_comm: np.ndarray  # collective nodes: index into ``comms`` (the same group on every step), else -1
+    comms: list[str]  # a collective group's name: its comm, or "<op>/stage<s>/tp<t>"
     own_s: np.ndarray
     gap_s: np.ndarray
     typ_own_s: (
@@ -278,6 +280,15 @@ def build_graph(trace: pl.DataFrame, job: str) -> StepGraph:
 
     # node order: step, rank, start
     df = df.sort(["_k", "rank", "start_s", "_i"])
+    df = df.with_columns(
+        pl.when(is_coll & pl.col("comm").is_not_null())
+        .then(pl.format("{}/{}", "comm", "op"))
+        .when(is_coll)
+        .then(pl.format("{}/stage{}/tp{}", "op", "pp_stage", "tp_rank"))
+        .alias("_comm_name")
+    )
+    comms = sorted(df["_comm_name"].drop_nulls().unique().to_list())
+    comm_index = {c: i for i, c in enumerate(comms)}
     kind = (
         pl.when(pl.col("op").is_in(COMPUTE_OPS))
         .then(KIND_COMPUTE)
@@ -314,6 +325,8 @@ def build_graph(trace: pl.DataFrame, job: str) -> StepGraph:
         node_stage=df["pp_stage"].to_numpy(),
         node_step=df["_k"].to_numpy(),
         node_link=df["_link"].to_numpy(),
+        node_comm=df["_comm_name"].replace_strict(comm_index, default=-1, return_dtype=pl.Int64).to_numpy(),
+        comms=comms,
         own_s=df["_own"].to_numpy().astype(float),
         gap_s=df["_gap"].to_numpy().astype(float),
         typ_own_s=df["_typ_own"].to_numpy().astype(float),

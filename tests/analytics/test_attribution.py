@@ -285,3 +285,21 @@ def test_megatron_batched_p2p_overlapping_records_are_issued_together():
         [f] = _one(trace).findings
         truth = true_slowdown_frac(trace, base)
         assert f.fault_class == cls and abs(f.slowdown_frac - truth) / truth <= 0.05
+
+
+def test_a_slow_data_parallel_group_is_slow_comm_on_its_communicator():
+    base = simulate(pp=PP, dp=DP, tp=2, seed=1)
+    trace = simulate(
+        pp=PP, dp=DP, tp=2, seed=1, causes=[SimCause("slow_coll", stage=0, ranks=[1], factor=5.0)]
+    )
+    [f] = _one(trace).findings
+    assert (f.fault_class, f.component_type, f.component) == (
+        "slow_comm",
+        "communicator",
+        "job1/all_reduce/stage0/tp1",
+    )
+    assert f.communicator == "all_reduce/stage0/tp1"
+    members = {f"job1/rank{rank_of(0, d, DP, 1, 2)}" for d in range(DP)}
+    assert not members & set(f.affected)
+    truth = true_slowdown_frac(trace, base)
+    assert abs(f.slowdown_frac - truth) / truth <= 0.05

@@ -25,7 +25,8 @@ BASE_S = {
 
 @dataclass
 class SimCause:
-    """What slows the job: kind one of slow_worker, stage, data_imbalance, cpu_stall, slow_link."""
+    """What slows the job: kind one of slow_worker, stage, data_imbalance, cpu_stall, slow_link, slow_coll
+    (the data-parallel all-reduce of ``stage`` and TP rank ``ranks[0]``)."""
 
     kind: str
     ranks: list[int] = field(
@@ -250,6 +251,13 @@ def simulate(
                         own_t = max(p[1] + own[(p[0], p[2], p[3])] for p in members) - sync
                     elif op == "all_reduce":
                         own_t = min(own[(p[0], p[2], p[3])] for p in members)
+                        for c in causes:
+                            if (
+                                c.kind == "slow_coll"
+                                and key[2:] == (c.stage, c.ranks[0])
+                                and k >= c.onset_step
+                            ):
+                                own_t *= c.factor
                     else:
                         sender = next(p for p in members if progs[p[0]][p[3]][0].startswith("send"))
                         receiver = next(p for p in members if p is not sender)
