@@ -149,7 +149,7 @@ def build_graph(trace: pl.DataFrame, job: str) -> StepGraph:
     df, p2p = _aligned(df, p2p, coll, pair_key)
     tp_groups = _tp_compute_groups(df)
     if tp_groups is not None:
-        coll = pl.concat([coll.select("_i", "_coll"), tp_groups], how="vertical_relaxed")
+        coll = pl.concat([coll, tp_groups], how="diagonal_relaxed")
 
     # steps every rank took part in, with every p2p op paired
     sends = p2p.filter(pl.col("_is_send")).select(
@@ -234,7 +234,13 @@ def build_graph(trace: pl.DataFrame, job: str) -> StepGraph:
         ]
     )
     df = df.join(pair_nodes, on="_i", how="left")
-    df = df.join(coll.select("_i", "_coll"), on="_i", how="left")
+    comm_name = (
+        pl.when(pl.col("comm").is_not_null())
+        .then(pl.format("{}/{}", "comm", "op"))
+        .otherwise(pl.format("{}/stage{}/tp{}", "op", "pp_stage", "tp_rank"))
+    )
+    coll = coll.with_columns(pl.when(pl.col("op").is_not_null()).then(comm_name).alias("_comm_name"))
+    df = df.join(coll.select("_i", "_coll", "_comm_name"), on="_i", how="left")
     df = df.with_columns(
         pl.when(pl.col("_coll").is_not_null())
         .then(pl.col("duration_s").min().over("_coll"))
@@ -280,13 +286,6 @@ def build_graph(trace: pl.DataFrame, job: str) -> StepGraph:
 
     # node order: step, rank, start
     df = df.sort(["_k", "rank", "start_s", "_i"])
-    df = df.with_columns(
-        pl.when(is_coll & pl.col("comm").is_not_null())
-        .then(pl.format("{}/{}", "comm", "op"))
-        .when(is_coll)
-        .then(pl.format("{}/stage{}/tp{}", "op", "pp_stage", "tp_rank"))
-        .alias("_comm_name")
-    )
     comms = sorted(df["_comm_name"].drop_nulls().unique().to_list())
     comm_index = {c: i for i, c in enumerate(comms)}
     kind = (
