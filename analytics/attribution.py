@@ -21,8 +21,8 @@ from c4.step_trace import OPS
 DETECTOR = "step_attribution"
 #: An op (or a rank's compute in a step) this much slower than its peers' typical is slow.
 SLOW_RATIO = 1.10
-#: ... and this many robust standard deviations of all ranks' step-to-step compute ratios above 1 (few
-#: microbatches per step make a rank's compute per step noisier).
+#: ... and this many robust standard deviations of the ranks' per-step compute ratios (those under
+#: SLOW_RATIO) above 1: few microbatches per step make a rank's compute per step noisier.
 NOISE_SIGMAS = 4.0
 #: A p2p link whose own transfer time is this much above its peers' typical is slow.
 SLOW_LINK_RATIO = 1.20
@@ -261,8 +261,10 @@ def _detect(g: StepGraph, st: _Stats) -> list[_Scenario]:
     n_k = len(g.steps)
     out: list[_Scenario] = []
     ratio = st.compute_ratio
-    noise = 1.4826 * float(np.median(np.abs(ratio - np.median(ratio))))  # robust sigma of rank-step ratios
-    slow = ratio > max(SLOW_RATIO, 1.0 + NOISE_SIGMAS * noise)
+    usual = ratio[ratio < SLOW_RATIO]  # the rank-steps not slow by the fixed bar: their spread is the noise
+    center = float(np.median(usual)) if usual.size else 1.0
+    noise = 1.4826 * float(np.median(np.abs(usual - center))) if usual.size else 0.0
+    slow = ratio > max(center * SLOW_RATIO, center + NOISE_SIGMAS * noise)
     persistent = [r for r in range(g.n_ranks) if _slow_from_onset(slow[r])]
     # one rank slow on some steps only, nobody else: still that worker
     transient_ranks = [r for r in range(g.n_ranks) if r not in persistent and slow[r].any()]
@@ -555,7 +557,7 @@ def _finding(g: StepGraph, cause: _Scenario, frac: float, affected: list[str], a
             transfer_over_typical=cause.meta["transfer_over_typical"],
         )
         summary = (
-            f"p2p transfer rank {int(g.ranks[a])} -> rank {int(g.ranks[b])} takes "
+            f"p2p transfers between rank {int(g.ranks[a])} and rank {int(g.ranks[b])} (next stage) take "
             f"{cause.meta['transfer_over_typical']:.2f}x its peers' typical; {cost}"
         )
     return Finding(

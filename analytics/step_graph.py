@@ -65,7 +65,9 @@ class StepGraph:
     node_kind: np.ndarray  # KIND_*
     node_stage: np.ndarray
     node_step: np.ndarray  # node -> analysed-step position
-    node_link: np.ndarray  # p2p nodes: sender rank index * n_ranks + receiver rank index, else -1
+    node_link: (
+        np.ndarray
+    )  # p2p nodes: upstream rank index * n_ranks + downstream rank index (both ways), else -1
     node_comm: np.ndarray  # collective nodes: index into ``comms`` (the same group on every step), else -1
     comms: list[str]  # a collective group's name: its comm, or "<op>/stage<s>/tp<t>"
     own_s: np.ndarray
@@ -133,7 +135,7 @@ def build_graph(trace: pl.DataFrame, job: str) -> StepGraph:
     mb = pl.col("microbatch").fill_null(-1)
     # collective members: the occurrence index of the op within the rank's step (in program order)
     coll = df.filter(is_coll).select(
-        "_i", "rank", "step", "op", "comm", "pp_stage", "tp_rank", mb.alias("_m")
+        "_i", "rank", "step", "op", "comm", "pp_stage", "tp_rank", "dp_rank", mb.alias("_m")
     )
     coll = coll.with_columns(pl.int_range(pl.len()).over(["rank", "step", "op", "comm", "_m"]).alias("_occ"))
     coll = coll.with_columns(
@@ -240,7 +242,17 @@ def build_graph(trace: pl.DataFrame, job: str) -> StepGraph:
         .otherwise(pl.format("{}/stage{}/tp{}", "op", "pp_stage", "tp_rank"))
     )
     coll = coll.with_columns(pl.when(pl.col("op").is_not_null()).then(comm_name).alias("_comm_name"))
-    df = df.join(coll.select("_i", "_coll", "_comm_name"), on="_i", how="left")
+    # a collective's role from its members: TP (one replica, several TP ranks), DP (one TP rank, several
+    # replicas) or other; peers of a collective are the same op and role on the same stage
+    coll = coll.with_columns(
+        pl.when(pl.col("dp_rank").n_unique().over("_coll") == 1)
+        .then(pl.lit("tp"))
+        .when(pl.col("tp_rank").n_unique().over("_coll") == 1)
+        .then(pl.lit("dp"))
+        .otherwise(pl.lit("x"))
+        .alias("_role")
+    )
+    df = df.join(coll.select("_i", "_coll", "_comm_name", "_role"), on="_i", how="left")
     df = df.with_columns(
         pl.when(pl.col("_coll").is_not_null())
         .then(pl.col("duration_s").min().over("_coll"))
@@ -256,17 +268,30 @@ def build_graph(trace: pl.DataFrame, job: str) -> StepGraph:
         .alias("_own"),
         pl.when(is_pair)
         .then(pl.when(pl.col("_fwd")).then(pl.lit("p2p_forward")).otherwise(pl.lit("p2p_backward")))
+        .when(pl.col("_comm_name").is_not_null())
+        .then(pl.col("op").cast(pl.String) + pl.lit("/") + pl.col("_role"))
         .otherwise(pl.col("op").cast(pl.String))
         .alias("_ok"),
         pl.when(is_pair).then(pl.col("_send_stage")).otherwise(pl.col("pp_stage")).alias("_ks"),
     )
 
     # typical own and gap: per key, the lower middle of per-rank medians
-    typ_own = (
-        df.group_by(["_ok", "_ks", "rank"])
-        .agg(pl.col("_own").median().alias("_m"))
-        .group_by(["_ok", "_ks"])
-        .agg(_low_median(pl.col("_m")).first().alias("_typ_own"))
+    is_compute = pl.col("_ok").is_in(COMPUTE_OPS)
+    typ_own = pl.concat(
+        [
+            # compute: the lower quartile of rank-step medians (a slow replica on half the steps, or one
+            # slow rank of two, is not the typical)
+            df.filter(is_compute)
+            .group_by(["_ok", "_ks", "rank", "step"])
+            .agg(pl.col("_own").median().alias("_m"))
+            .group_by(["_ok", "_ks"])
+            .agg(pl.col("_m").quantile(COMPUTE_TYPICAL_QUANTILE, "lower").alias("_typ_own")),
+            df.filter(~is_compute)
+            .group_by(["_ok", "_ks", "rank"])
+            .agg(pl.col("_own").median().alias("_m"))
+            .group_by(["_ok", "_ks"])
+            .agg(_low_median(pl.col("_m")).first().alias("_typ_own")),
+        ]
     )
     typ_gap = (
         df.group_by(["op", "pp_stage", "rank"])
@@ -305,9 +330,11 @@ def build_graph(trace: pl.DataFrame, job: str) -> StepGraph:
         .then(pl.struct(pl.lit(0).alias("t"), "_pair").hash())
         .otherwise(pl.col("_coll"))
         .alias("_group"),
-        pl.when(pl.col("_pair").is_not_null())
+        pl.when(pl.col("_pair").is_null())
+        .then(-1)
+        .when(pl.col("_fwd"))
         .then(pl.col("_sr") * n_ranks + pl.col("_rr"))
-        .otherwise(-1)
+        .otherwise(pl.col("_rr") * n_ranks + pl.col("_sr"))
         .alias("_link"),
     )
     g = StepGraph(
@@ -366,6 +393,8 @@ def build_graph(trace: pl.DataFrame, job: str) -> StepGraph:
     return g
 
 
+#: A compute op's typical own duration: this quantile of its rank-step medians (same op and stage).
+COMPUTE_TYPICAL_QUANTILE = 0.25
 #: A rank's op that starts this much before the previous one ends overlaps it: both were issued together.
 OVERLAP_TOLERANCE_S = 1e-5
 #: TP ranks whose forward/backward end within this share of the op's duration wait for each other inside it.
