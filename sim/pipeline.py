@@ -156,7 +156,9 @@ class PipelineJob:
             compute("backward", rest + i)
             if not first:
                 out.append((("send_backward", rest + i),))
-        if self.distributed_optimizer:
+        if self.dp == 1:  # no data parallelism: nothing to reduce
+            out.append((("optimizer", -1),))
+        elif self.distributed_optimizer:
             out += [(("reduce_scatter", -1),), (("optimizer", -1),), (("all_gather", -1),)]
         else:
             out += [(("all_reduce", -1),), (("optimizer", -1),)]

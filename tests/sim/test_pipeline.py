@@ -8,9 +8,7 @@ import pytest
 from c4.sim.pipeline import CAUSE_KINDS, Cause, PipelineJob, simulate
 
 #: Round op times so a two-stage, one-microbatch step can be worked out on paper.
-PAPER = dict(
-    forward_s=1.0, backward_s=2.0, p2p_s=0.5, data_load_s=0.1, dp_comm_s=0.3, optimizer_s=0.2, jitter=0.0
-)
+PAPER = dict(forward_s=1.0, backward_s=2.0, p2p_s=0.5, data_load_s=0.1, optimizer_s=0.2, jitter=0.0)
 REQUIRED = ("job", "rank", "dp_rank", "pp_stage", "tp_rank", "step", "op", "start_s", "duration_s")
 OPS = {
     "forward", "backward", "optimizer", "send_forward", "recv_forward", "send_backward", "recv_backward",
@@ -100,8 +98,9 @@ def test_collective_members_end_together():
 def test_paper_step_without_causes():
     job = PipelineJob(pp=2, microbatches=1, **PAPER)
     df, truth = simulate(job, 1, t0_s=0.0)
-    # stage 1 receives at 1.6 (stage 0's forward ends at 1.1, plus 0.5); stage 0's backward waits until 5.1
-    assert truth.step_s == pytest.approx([7.6])
+    # stage 1 receives at 1.6 (stage 0's forward ends at 1.1, plus 0.5); stage 0's backward waits until 5.1;
+    # dp=1: no data-parallel collective, so the step ends with stage 0's optimizer, 7.1 + 0.2
+    assert truth.step_s == pytest.approx([7.3])
     recv = df.filter((pl.col("rank") == 1) & (pl.col("op") == "recv_forward")).row(0, named=True)
     assert (recv["start_s"], recv["start_s"] + recv["duration_s"]) == pytest.approx((0.1, 1.6))
 
@@ -109,17 +108,17 @@ def test_paper_step_without_causes():
 @pytest.mark.parametrize(
     "cause, step_s, blamed, victims",
     [
-        (Cause("slow_worker", [1], 2.0), 10.6, {1}, {0}),  # rank 1's forward+backward double: +3 s
-        (Cause("stage_imbalance", [0], 1.5), 7.6 + 1.5, {0}, {1}),
+        (Cause("slow_worker", [1], 2.0), 10.3, {1}, {0}),  # rank 1's forward+backward double: +3 s
+        (Cause("stage_imbalance", [0], 1.5), 7.3 + 1.5, {0}, {1}),
         (
             Cause("slow_comm", [0], 3.0),
-            9.6,
+            9.3,
             {0, 1},
             set(),
         ),  # both transfers 0.5 -> 1.5 s; the pair is the cause
         (
             Cause("cpu_stall", [0], 10.0, stall_s=0.5),
-            9.0,
+            8.7,
             {0},
             {1},
         ),  # data_load 1.0 s, a 0.5 s pause before F0
@@ -130,7 +129,7 @@ def test_paper_truth(cause, step_s, blamed, victims):
     _, truth = simulate(job, 1, [cause], t0_s=0.0)
     assert truth.step_s == pytest.approx([step_s])
     assert truth.blamed == blamed and truth.victims == victims
-    assert truth.true_slowdown_frac == pytest.approx(step_s / 7.6 - 1)
+    assert truth.true_slowdown_frac == pytest.approx(step_s / 7.3 - 1)
 
 
 def test_onset_step_and_median_over_the_steps_it_acts_on():
