@@ -114,11 +114,13 @@ class PipelineJob:
         return [self.rank(s, dp_rank, t) for s in range(self.pp) for t in range(self.tp)]
 
     def program(self, pp_stage: int) -> list[tuple[tuple[str, int], ...]]:
-        """One step of a stage's ranks: phases of (op, microbatch); two ops in a phase are posted together.
+        """One step of a stage's ranks: phases of (op, microbatch), one op each, in the order they run.
 
         Megatron's non-interleaved 1F1B: ``min(pp - stage - 1, m)`` warm-up forwards, then one forward
-        and one backward at a time, then the remaining backwards; the steady state's send+receive pairs
-        are batched (posted together), which is what keeps the schedule free of deadlock.
+        and one backward at a time, then the remaining backwards. Megatron batches the steady state's
+        send+receive with one neighbour (posted together); run one after the other, both neighbours take
+        the forward transfer first, which keeps the schedule free of deadlock and every rank's ops in one
+        order that both ends of a transfer agree on (a replay of the trace finds no cycle).
         """
         m, first, last = self.microbatches, pp_stage == 0, pp_stage == self.pp - 1
         warm = min(self.pp - pp_stage - 1, m)
@@ -142,14 +144,14 @@ class PipelineJob:
             out.append((("recv_forward", warm),))
         for i in range(rest):
             compute("forward", warm + i)
-            if not last:
-                out.append((("send_forward", warm + i), ("recv_backward", i)))
+            if not last:  # batched in Megatron; here one after the other, the forward transfer first
+                out += [(("send_forward", warm + i),), (("recv_backward", i),)]
             compute("backward", i)
             if not first:
                 if i == rest - 1:
                     out.append((("send_backward", i),))
-                else:
-                    out.append((("send_backward", i), ("recv_forward", warm + i + 1)))
+                else:  # the same pair as the previous stage's, so the forward transfer first here too
+                    out += [(("recv_forward", warm + i + 1),), (("send_backward", i),)]
         for i in range(warm):
             if not last:
                 out.append((("recv_backward", rest + i),))
@@ -382,33 +384,25 @@ class _Sim:
                 if first.startswith("ep_")
                 else first
             )
-            ops[r].append((st, op, entries[0][1], comm, t, end - t))
+            ops[r].append((st, op, -1, comm, t, end - t))  # grouped by comm and occurrence, not microbatch
             occ[r][comm] = n + 1
             ready[r] = end
             phase[r] += 1
             return True
-        # pipeline sends and receives: post every op of the phase, finish when each one's peer has posted
-        keys = []
-        for op, mb in entries:
-            peer, src, dst = self._peer(op, r)
-            key = ("p2p", "fwd" if op.endswith("forward") else "bwd", src, dst, st, mb)
-            posted.setdefault(key, {}).setdefault(r, t)
-            keys.append((key, peer, src, dst))
-        if any(peer not in posted[key] for key, peer, _, _ in keys):
+        # a pipeline send or receive: post it, finish when the peer has posted its half
+        op, mb = entries[0]
+        peer, src, dst = self._peer(op, r)
+        key = ("p2p", "fwd" if op.endswith("forward") else "bwd", src, dst, st, mb)
+        got = posted.setdefault(key, {})
+        got.setdefault(r, t)
+        if peer not in got:
             return False
-        ends = []
-        for (op, mb), (key, _peer, src, dst) in zip(entries, keys, strict=True):
-            # the transfer's jitter is the sender's, so both ends compute the same time
-            k_send = self._send_index(src, op.replace("recv", "send"), mb)
-            ends.append(max(posted[key].values()) + self.transfer_s(st, src, dst, k_send))
-        prev = t
-        for (op, mb), end in zip(entries, ends, strict=True):
-            stop = max(prev, end)
-            ops[r].append(
-                (st, op, mb, "", prev, stop - prev)
-            )  # a batched pair is written one after the other
-            prev = stop
-        ready[r] = prev
+        # the transfer's jitter is the sender's, so both ends compute the same time
+        end = max(got.values()) + self.transfer_s(
+            st, src, dst, self._send_index(src, op.replace("recv", "send"), mb)
+        )
+        ops[r].append((st, op, mb, "", t, end - t))
+        ready[r] = end
         phase[r] += 1
         return True
 
