@@ -15,6 +15,7 @@ import json
 from dataclasses import replace
 from typing import Any
 
+from c4.agent.registry import SAMPLERS
 from c4.sim.faults import FAULT_KINDS
 from c4.sim.node_files import HEALTHY_GAUGES, PCI_BUSES, STEP_TRACE_DIR, NodeWriter
 
@@ -37,6 +38,13 @@ class JobNodeWriter(NodeWriter):
             tuple[str, int, str], int
         ] = {}  # (comm id, comm rank, coll|p2p) -> next sequence number
         self._nnodes: dict[str, int] = {}  # communicator name -> nodes its members run on
+
+    def sampler_config(self) -> dict[str, dict[str, Any]]:
+        """The node's samplers, and the step-trace sampler on ``step_trace/`` where the agent has one."""
+        cfg = super().sampler_config()
+        if "step_trace" in SAMPLERS:
+            cfg["step_trace"] = {"trace_dir": str(self.root / STEP_TRACE_DIR)}
+        return cfg
 
     def write_init_log(self, twin) -> None:
         """NCCL_DEBUG=INFO init lines: every communicator of every rank on this node (world, TP, DP, PP, EP)."""
