@@ -6,7 +6,9 @@ The same per-node layout as ``c4.sim.node_files`` (``inspector/``, ``nccl-logs/`
 Inspector records go to ``inspector/<host>-pid<pid>.log`` as NCCL names them: per rank and
 communicator one ``coll_perf`` per data-parallel (and, with ``inspector_tp``, tensor-parallel)
 collective and one ``p2p_perf`` (Send or Recv) per pipeline transfer, with per-communicator sequence
-numbers; the start time only with ``inspector_verbose``.
+numbers and whole microseconds, the start time only with ``inspector_verbose`` (the fields NCCL's
+inspector writes: ``inspectorCompletedColl``/``inspectorCompletedP2p`` and their ``*Verbose``
+functions in its ``inspector_json`` source).
 """
 
 from __future__ import annotations
@@ -116,7 +118,7 @@ class JobNodeWriter(NodeWriter):
             if name not in self._nnodes:
                 self._nnodes[name] = len({spec.host_of(x)[0] for x in self._members(spec, name)})
             nodes = self._nnodes[name]
-            exec_us = r["duration_s"] * 1e6
+            exec_us = round(r["duration_s"] * 1e6)  # NCCL writes whole microseconds (jsonUint64)
             end_us = int(self.wall(r["end_s"]) * 1e6)
             pid = twin.pid_of(self.node, r["local_rank"])
             bw = size_b / max(exec_us, 1) / 1e3
@@ -132,9 +134,6 @@ class JobNodeWriter(NodeWriter):
                     if op == "all_reduce"
                     else bw * (size - 1) / size,
                 }
-                if twin.inspector_verbose:
-                    start_us = int(self.wall(r["start_s"]) * 1e6)
-                    perf["event_trace_ts"] = {"coll_start_ts": start_us, "coll_stop_ts": start_us}
                 rec = {"coll_perf": perf}
             else:
                 rec = {
@@ -148,6 +147,15 @@ class JobNodeWriter(NodeWriter):
                         "p2p_algobw_gbs": bw,
                         "p2p_busbw_gbs": bw,
                     }
+                }
+            if (
+                twin.inspector_verbose
+            ):  # NCCL_INSPECTOR_DUMP_VERBOSE=1: the op's start (and its enqueue's end)
+                start_us = int(self.wall(r["start_s"]) * 1e6)
+                pre = perf_kind
+                rec[f"{pre}_perf"]["event_trace_ts"] = {
+                    f"{pre}_start_ts": start_us,
+                    f"{pre}_stop_ts": start_us,
                 }
             head = {
                 "header": {"id": cid, "rank": rank, "n_ranks": size, "nnodes": nodes},

@@ -97,8 +97,8 @@ def test_inspector_records_per_communicator_and_identity(tmp_path):
 
 def test_verbose_inspector_writes_start_times(tmp_path):
     _, rows = _run(tmp_path, _twin(inspector_verbose=True), 2)
-    coll = [r for r in rows["nccl_collectives"] if r["kind"] == "coll"]
-    assert coll and all(r["start_ts"] is not None for r in coll)
+    recs = rows["nccl_collectives"]
+    assert {r["kind"] for r in recs} == {"coll", "p2p"} and all(r["start_ts"] is not None for r in recs)
 
 
 def test_step_trace_files_are_the_simulated_trace(tmp_path):
