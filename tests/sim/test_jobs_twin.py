@@ -176,4 +176,8 @@ def test_jobs_scenarios_build(path):
     rows = twin.ground_truth()
     assert len(rows) == 1 and rows[0]["job"] in twin.job_specs
     truth = twin.pipeline_truth()[rows[0]["job"]]
-    assert truth.blamed and truth.victims and truth.true_slowdown_frac > 0.05
+    assert truth.blamed and not truth.blamed & truth.victims and truth.true_slowdown_frac > 0.05
+    if (
+        rows[0]["expected_class"] != "data_imbalance"
+    ):  # there every replica ends up carrying the load some step
+        assert truth.victims
