@@ -9,9 +9,12 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from testkit.twin import frames
 
 from c4.agent.labels import context_from
 from c4.agent.runner import build_samplers
+from c4.catalogue import load
+from c4.collector.store import Store
 from c4.config import AgentConfig
 from c4.sim.cli import build_twin
 from c4.sim.jobs_twin import JobsTwin
@@ -181,3 +184,30 @@ def test_jobs_scenarios_build(path):
         rows[0]["expected_class"] != "data_imbalance"
     ):  # there every replica ends up carrying the load some step
         assert truth.victims
+
+
+def test_rank_identity_places_every_rank_of_every_communicator(tmp_path):
+    """Init lines per communicator + NVML through the collector's rank_identity view: each rank on its GPU."""
+    twin = _twin()
+    _, rows = _run(tmp_path / "twin", twin, 2)
+    store = Store(tmp_path / "c4.duckdb", load())
+    try:
+        for table, df in frames(
+            rows, ["nccl_topology", "gpu_samples", "gpu_processes", "nccl_collectives"]
+        ).items():
+            store.con.register("_rows", df.to_arrow())
+            store.con.execute(f'INSERT INTO "{table}" SELECT * FROM _rows')
+            store.con.unregister("_rows")
+        got = store.con.execute(
+            "SELECT comm_id, rank, node, pid, gpu_index, gpu_from FROM rank_identity"
+        ).fetchall()
+    finally:
+        store.close()
+    want = {}
+    for job, spec in twin.job_specs.items():
+        for r in range(spec.world):
+            host, local = spec.host_of(r)
+            for comm, rank, _size in twin.communicators(job, r):
+                want[(twin.comm_id(job, comm), rank)] = (host, twin.pid_of(host, local), local, "bus_id")
+    assert len(want) == 16 * 3 + 16 * 4  # a: world, tp, pp; b: world, tp, dp, pp
+    assert {(c, r): tuple(rest) for c, r, *rest in got} == want
