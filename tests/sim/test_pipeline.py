@@ -108,20 +108,14 @@ def test_paper_step_without_causes():
 @pytest.mark.parametrize(
     "cause, step_s, blamed, victims",
     [
-        (Cause("slow_worker", [1], 2.0), 10.3, {1}, {0}),  # rank 1's forward+backward double: +3 s
+        # rank 1's forward and backward double: +3 s
+        (Cause("slow_worker", [1], 2.0), 10.3, {1}, {0}),
+        # stage 0's forward and backward take 1.5x: +0.5 + 1.0 s
         (Cause("stage_imbalance", [0], 1.5), 7.3 + 1.5, {0}, {1}),
-        (
-            Cause("slow_comm", [0], 3.0),
-            9.3,
-            {0, 1},
-            set(),
-        ),  # both transfers 0.5 -> 1.5 s; the pair is the cause
-        (
-            Cause("cpu_stall", [0], 10.0, stall_s=0.5),
-            8.7,
-            {0},
-            {1},
-        ),  # data_load 1.0 s, a 0.5 s pause before F0
+        # both transfers 0.5 -> 1.5 s: +2 s; both ends of the link are the cause
+        (Cause("slow_comm", [0], 3.0), 9.3, {0, 1}, set()),
+        # rank 0's data_load 0.1 -> 1.0 s and a 0.5 s pause before F0: +1.4 s
+        (Cause("cpu_stall", [0], 10.0, stall_s=0.5), 8.7, {0}, {1}),
     ],
 )
 def test_paper_truth(cause, step_s, blamed, victims):
