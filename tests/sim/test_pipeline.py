@@ -81,7 +81,7 @@ def test_no_receive_ends_before_its_send_starts():
 
 
 def test_collective_members_end_together():
-    job = PipelineJob(tp=4, pp=2, dp=4, microbatches=3)
+    job = PipelineJob(tp=4, pp=2, dp=4, ep=2, microbatches=3)
     df, _ = simulate(job, 2, [Cause("slow_worker", [5], 3.0)], seed=1)
     coll = df.filter(pl.col("comm").is_not_null()).with_columns(
         (pl.col("start_s") + pl.col("duration_s")).alias("end"),
@@ -93,6 +93,7 @@ def test_collective_members_end_together():
     assert groups["spread"].max() < 1e-9
     assert set(groups.filter(pl.col("comm").str.contains("/dp"))["n"]) == {4}
     assert set(groups.filter(pl.col("comm").str.contains("/tp"))["n"]) == {4}
+    assert set(groups.filter(pl.col("comm").str.contains("/ep"))["n"]) == {2}  # experts: pairs of replicas
 
 
 def test_paper_step_without_causes():
