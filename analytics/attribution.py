@@ -204,7 +204,7 @@ def _attribute_job(g: StepGraph, min_steps: int) -> JobAttribution:
                 saved = np.median(rep.wait_s[acts, :, with_it] - rep.wait_s[acts, :, without], axis=0)
             else:
                 saved = np.median(rep.wait_s[acts, :, 0] - rep.wait_s[acts, :, i], axis=0)
-            blamed = set(cause.meta.get("ranks", []))
+            blamed = set(cause.meta.get("ranks", [])) | set(cause.meta.get("slow_ranks", []))
             affected = [
                 f"{g.job}/rank{int(g.ranks[r])}"
                 for r in np.flatnonzero(saved > AFFECTED_SHARE * ideal)
