@@ -60,7 +60,7 @@ def diagnose(
         found += ras_findings(ras, colls, places=places)
     if not colls.is_empty():
         newest = max(x["ts"].max() for x in (colls, gpus) if not x.is_empty())
-        found += hang_findings(colls, gpus, min(newest, now) if now else newest)
+        found += hang_findings(colls, gpus, min(newest, now) if now else newest, places=places)
         found += straggler_findings(colls, places=places, conns=conns)
         period = iteration_period_s(colls)
         found += comm_hang_findings(conns, period)
