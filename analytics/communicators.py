@@ -7,10 +7,15 @@ to point sends and receives between adjacent stages) and, in mixture-of-experts 
 
 - only Send/Recv records (Inspector ``kind = p2p``): PP
 - any all-to-all (Inspector writes ``All2All``): EP
-- collectives among GPUs of one node while the job spans several nodes: TP
-- the job's largest communicator, when smaller collective ones exist beside it: WORLD
-- AllReduce / ReduceScatter / AllGather across nodes: DP (also a one-node job's only collective group)
-- anything else (e.g. only Broadcast): OTHER
+- every process of the job, when other collective groups exist beside it: WORLD
+- a collective group across nodes doing AllReduce / ReduceScatter / AllGather: DP
+- a group inside one node: TP when its ranks are also in a group that crosses nodes, or when its GPUs
+  are neighbours (0-3) and that other group's are strided (0, 4); DP when its ranks are in no other
+  collective group (tensor parallelism of 1: data-parallel groups of one node)
+- anything else (e.g. only Broadcast across nodes, a one-rank group): OTHER
+
+Membership is by process (host and pid as Inspector writes them: a process drives one GPU), so it
+needs no GPU identity; member GPUs come from the rank_identity view where it knows them.
 
 Inspector's op names come from ``ncclFuncToString`` (NVIDIA/nccl 5342488f,
 plugins/profiler/inspector/inspector.cc:205-219: AllGather, AllReduce, Broadcast, Recv, Reduce,
@@ -62,33 +67,45 @@ def _contiguous(gpus: list[str]) -> bool:
     return bool(idx) and idx == list(range(idx[0], idx[0] + len(idx)))
 
 
-def _role(c: dict, job_nodes: int, job_gpus: int, groups: int) -> str:
-    """The role of one communicator (a row of the per-communicator summary) inside its job of
-    ``job_nodes`` nodes and ``job_gpus`` GPUs with ``groups`` collective (non-p2p) communicators."""
+def _first_role(c: dict, job_size: int, groups: int) -> str | None:
+    """The role that what a communicator does decides alone (PP, EP, WORLD), else None."""
     ops = {_op_key(o) for o in c["ops"]}
     if c["p2p_only"]:
         return "PP"
     if ops & ALL_TO_ALL_OPS:
         return "EP"
-    if c["nodes"] <= 1 and job_nodes > 1:
-        return "TP"
-    if c["nodes"] <= 1 and groups > 1 and _contiguous(c["gpus"]) and c["n_ranks"] < job_gpus:
-        return "TP"  # a one-node job: its tensor-parallel groups are neighbouring GPUs
-    if groups > 1 and c["n_ranks"] > 1 and c["n_ranks"] >= job_gpus:
+    if groups > 1 and c["n_ranks"] > 1 and c["n_ranks"] >= job_size:
         return "WORLD"
-    if ops & DP_OPS:
-        return "DP"
-    return "OTHER"
+    return None
 
 
-def _members(colls: pl.DataFrame, places: RankPlaces) -> dict[str, list[str]]:
-    """Per communicator, its members' GPUs ("host/gpuN") where the identity view or the host places them."""
-    out: dict[str, list[str]] = {}
-    for comm, rank, host in colls.select(["comm_id", "rank", "hostname"]).unique(["comm_id", "rank"]).rows():
+def _group_role(c: dict, partners: list[dict]) -> str:
+    """TP or DP for a collective communicator, from where its members sit and the other collective
+    groups (``partners``) they also belong to: every rank is in one TP and one DP group."""
+    if c["nodes"] > 1:
+        return "DP" if {_op_key(o) for o in c["ops"]} & DP_OPS else "OTHER"
+    if not partners:
+        return "DP"  # its ranks share data with no other group: no tensor parallelism
+    if any(p["nodes"] > 1 for p in partners):
+        return "TP"  # the inner, intra-node group of a rank whose other group crosses nodes
+    mine, theirs = _contiguous(c["gpus"]), any(_contiguous(p["gpus"]) for p in partners)
+    return "DP" if theirs and not mine else "TP"  # both on one node: TP takes neighbouring GPUs
+
+
+def _members(colls: pl.DataFrame, places: RankPlaces) -> tuple[dict[str, list[str]], dict[str, set[str]]]:
+    """Per communicator, its members' GPUs ("host/gpuN") where the identity view or the host places
+    them, and its members' processes ("host:pid" as Inspector wrote them, else the GPU)."""
+    gpus: dict[str, set[str]] = {}
+    procs: dict[str, set[str]] = {}
+    c = colls if "pid" in colls.columns else colls.with_columns(pl.lit(None, dtype=pl.Int64).alias("pid"))
+    for comm, rank, host, pid in (
+        c.select(["comm_id", "rank", "hostname", "pid"]).unique(["comm_id", "rank"]).rows()
+    ):
         where = places.of(comm, rank, host or None)
-        if where is not None:
-            out.setdefault(comm, []).append(where.component)
-    return {c: sorted(set(g)) for c, g in out.items()}
+        gpu = where.component if where is not None else f"{comm}/rank{rank}"
+        gpus.setdefault(comm, set()).add(gpu)
+        procs.setdefault(comm, set()).add(f"{host}:{pid}" if host and pid is not None else gpu)
+    return {k: sorted(v) for k, v in gpus.items()}, procs
 
 
 def communicator_roles(colls: pl.DataFrame, places: RankPlaces | None = None) -> pl.DataFrame:
@@ -120,16 +137,25 @@ def communicator_roles(colls: pl.DataFrame, places: RankPlaces | None = None) ->
         )
         .sort(["job", "comm_id"])
     )
-    members = _members(c, places)
+    gpus, procs = _members(c, places)
     rows = []
     for _, g in per.group_by(["job"], maintain_order=True):
         comms = g.to_dicts()
         for x in comms:
-            x["gpus"] = members.get(x["comm_id"], [])
-        job_nodes = len({h for x in comms for h in x["hosts"]})
-        job_gpus = len({gpu for x in comms for gpu in x["gpus"]}) or max(x["n_ranks"] for x in comms)
+            x["gpus"], x["procs"] = gpus.get(x["comm_id"], []), procs.get(x["comm_id"], set())
+        job_size = len({p for x in comms for p in x["procs"]}) or max(x["n_ranks"] for x in comms)
         groups = sum(1 for x in comms if not x["p2p_only"])
         for x in comms:
-            x["role"] = _role(x, job_nodes, job_gpus, groups)
-            rows.append({k: x[k] for k in _SCHEMA})
+            x["role"] = _first_role(x, job_size, groups)
+        plain = [x for x in comms if x["role"] is None and x["n_ranks"] > 1]
+        groups_of: dict[str, list[int]] = {}  # process -> the plain groups it is in
+        for i, x in enumerate(plain):
+            for p in x["procs"]:
+                groups_of.setdefault(p, []).append(i)
+        for i, x in enumerate(plain):
+            near = {j for p in x["procs"] for j in groups_of[p] if j != i}
+            x["role"] = _group_role(x, [plain[j] for j in sorted(near)])
+        for x in comms:
+            x["role"] = x["role"] or "OTHER"
+        rows += [{k: x[k] for k in _SCHEMA} for x in comms]
     return pl.DataFrame(rows, schema=_SCHEMA)
