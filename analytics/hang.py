@@ -18,8 +18,17 @@ IDLE_PCT = 5
 
 def _job_gpus(job_colls: pl.DataFrame, gpus: pl.DataFrame, places: RankPlaces) -> pl.DataFrame:
     """The gpu_samples rows of the job's GPUs: those the rank_identity view places on its ranks, and
-    every GPU of a host of the job where the view places none (a rank number alone does not say which)."""
+    every GPU of a host of the job where the view places none (a rank number alone does not say which).
+
+    A host of the job is the node whose agent wrote its records (``node``) or the hostname Inspector
+    wrote in them; rows labelled with the job (``job``) count too.
+    """
     hosts = set(job_colls["hostname"].drop_nulls().to_list())
+    if "node" in job_colls.columns:
+        hosts |= set(job_colls["node"].drop_nulls().to_list())
+    job = job_colls["job"][0]
+    if job and "job" in gpus.columns:
+        hosts |= set(gpus.filter(pl.col("job") == job)["node"].unique().to_list())
     known: set[tuple[str, int]] = set()
     for comm, rank, host in job_colls.select(["comm_id", "rank", "hostname"]).unique().rows():
         where = places.of(comm, rank, host or None)

@@ -130,6 +130,29 @@ def test_a_slow_worker_is_told_from_its_victims_by_receive_waits():
     assert f.evidence["recv_wait_us"] < 1000
 
 
+def test_when_only_victims_are_late_the_rank_their_receives_wait_on_is_blamed():
+    """The slow worker's own DP collectives are not seen: the late ranks of stages 0, 2 and 3 all wait
+    on their receives, and those name the stage-1 worker as the sender they wait for."""
+    job = Job3D(tp=1, pp=4, dp=4, slow=(1, 2, 0))
+    colls = job_frame(job).filter(pl.col("comm_id") != job.dp_comm(1, 0))
+    (f,) = straggler_findings(colls, places=RankPlaces(identity_frame(job)))
+    assert (f.component, f.job, f.communicator) == (job.gpu(job.rank(1, 2, 0)), "jobA", job.pp_comm(2, 0))
+    assert set(f.affected) == {job.gpu(job.rank(s, 2, 0)) for s in (0, 2, 3)}
+    assert f.evidence["signal"] == "p2p_recv" and f.evidence["waited_on_by_receives"] > 0
+
+
+def test_a_lone_late_rank_that_only_waited_is_not_blamed():
+    """Only stage 3's DP collectives are seen: its late rank waits on receives, so it is not blamed;
+    the rank it waits on (through stage 2, on the slow stage-1 worker) is."""
+    job = Job3D(tp=1, pp=4, dp=4, slow=(1, 2, 0))
+    colls = job_frame(job).filter(
+        pl.col("comm_id").str.contains("-pp-") | (pl.col("comm_id") == job.dp_comm(3, 0))
+    )
+    found = straggler_findings(colls, places=RankPlaces(identity_frame(job)))
+    assert job.gpu(job.rank(3, 2, 0)) not in {f.component for f in found}
+    assert [f.component for f in found] == [job.gpu(job.rank(1, 2, 0))]
+
+
 def test_without_receive_times_every_late_rank_is_still_reported():
     """No p2p records and no TP group: nothing tells cause from victim, so the earlier behaviour stands."""
     job = Job3D(tp=1, pp=4, dp=4, slow=(1, 2, 0))
