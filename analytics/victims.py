@@ -22,6 +22,7 @@ import polars as pl
 
 from c4.analytics.communicators import communicator_roles, with_job
 from c4.analytics.findings import Finding
+from c4.analytics.periods import job_periods
 from c4.analytics.rank_gpu import RankPlaces
 
 #: A victim's receives wait at least this many times as long as the cause's ...
@@ -229,6 +230,22 @@ def _upstream_finding(
     )
 
 
+def _cost(
+    f: Finding, victims: list[Finding], role_of: dict[tuple[str, str], str], period_s: float | None
+) -> None:
+    """Set ``f.slowdown_frac`` from how late its replica arrived at its data-parallel collectives: every
+    other replica waits that long each iteration, so the step takes period instead of period - late."""
+    late = [
+        float(x.evidence["late_s"])
+        for x in [f, *victims]
+        if "late_s" in x.evidence
+        and role_of.get((x.job, x.evidence.get("comm", x.communicator))) in ("DP", "WORLD")
+    ]
+    if late and period_s and period_s > max(late):
+        f.slowdown_frac = max(late) / (period_s - max(late))
+        f.evidence["slowdown_from"] = "late_s at data-parallel collectives over the iteration period"
+
+
 def without_victims(
     found: list[Finding], colls: pl.DataFrame, places: RankPlaces | None = None
 ) -> list[Finding]:
@@ -236,8 +253,12 @@ def without_victims(
     every late rank of a replica only waited, the rank its receives wait on is blamed instead."""
     if not found:
         return found
-    places = places or RankPlaces()
     found = _merge_same_gpu(found)
+    if len(found) < 2 and ("kind" not in colls.columns or not (colls["kind"] == "p2p").any()):
+        return (
+            found  # one late rank and no receive to say it waited: it stands (and costs no pass over colls)
+        )
+    places = places or RankPlaces()
     c = with_job(colls)
     roles = communicator_roles(c, places)
     role_of = {(j, comm): r for j, comm, r in roles.select(["job", "comm_id", "role"]).rows()}
@@ -245,6 +266,7 @@ def without_victims(
     replica = _replicas(procs, role_of)
     receives = _receives(c, procs)
     waits, typical = _recv_waits_us(receives)
+    periods = job_periods(c)
 
     def proc_of(f: Finding) -> str:
         p = procs.get((f.job, f.evidence.get("comm", f.communicator), f.evidence.get("rank", -1)))
@@ -261,8 +283,10 @@ def without_victims(
             up = _upstream(job, members, receives, waits, typical[job])
             if up is not None:
                 out.append(_upstream_finding(victims, *up, seen, places, waits, typical[job]))
+                _cost(out[-1], victims, role_of, periods.get(job))
             continue
         for f in causes:
+            _cost(f, victims, role_of, periods.get(job))
             if victims:
                 f.affected = sorted({*f.affected, *(v.component for v in victims)})
                 f.evidence["victims"] = ",".join(f.affected)

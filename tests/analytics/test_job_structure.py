@@ -118,6 +118,8 @@ def test_a_slow_worker_is_blamed_not_its_pipeline_with_tensor_parallel_records()
     replica = {job.gpu(job.rank(s, 2, t)) for s in range(4) for t in range(8)} - {job.gpu(w)}
     assert set(f.affected) == replica
     assert job.tp_comm(1, 2) in f.evidence["comms"].split(",")
+    # its replica arrives 0.2 s late at every DP collective of a 1 s iteration: 0.2 / 0.8 = 25% longer steps
+    assert abs(f.slowdown_frac - 0.25) < 0.01
 
 
 def test_a_slow_worker_is_told_from_its_victims_by_receive_waits():
