@@ -32,10 +32,9 @@ def comm_periods(colls: pl.DataFrame, min_records: int = 4) -> pl.DataFrame:
         )
         .with_columns(pl.when(pl.col("n") >= min_records).then(pl.col("period_s")).alias("period_s"))
     )
-    newest = (
-        c.sort("ts")
-        .group_by(["job", "comm_id"])
-        .agg(pl.col("ts").last().alias("last_ts"), pl.col("coll_sn").last().cast(pl.Int64).alias("last_sn"))
+    newest = c.group_by(["job", "comm_id"]).agg(
+        pl.col("ts").max().alias("last_ts"),
+        pl.col("coll_sn").get(pl.col("ts").arg_max()).cast(pl.Int64).alias("last_sn"),
     )
     return (
         periods.join(newest, on=["job", "comm_id"])
