@@ -132,6 +132,16 @@ def test_a_slow_worker_is_told_from_its_victims_by_receive_waits():
     assert f.evidence["recv_wait_us"] < 1000
 
 
+def test_of_two_tensor_parallel_peers_the_one_its_group_waits_for_is_blamed():
+    """tp=2: a two-rank TP group shows no straggler by spread, and both peers arrive late at their DP
+    collectives with short receives; the one with the shorter TP execution times arrived last."""
+    job = Job3D(tp=2, pp=4, dp=4, slow=(1, 2, 1))
+    (f,) = _stragglers(job)
+    assert f.component == job.gpu(job.rank(1, 2, 1))
+    replica = {job.gpu(job.rank(s, 2, t)) for s in range(4) for t in range(2)}
+    assert set(f.affected) == replica - {f.component}
+
+
 def test_when_only_victims_are_late_the_rank_their_receives_wait_on_is_blamed():
     """The slow worker's own DP collectives are not seen: the late ranks of stages 0, 2 and 3 all wait
     on their receives, and those name the stage-1 worker as the sender they wait for."""
