@@ -17,7 +17,7 @@ per-communicator straggler detector names one rank per stage. Three signals tell
 When every late rank only waited, the senders their receives spent most time on are followed upstream
 to the rank that does not wait: that one is blamed (``signal`` "p2p_recv"). On B's 1F1B twin
 (sim/pipeline.py of branch h18-twin, one worker 2.3x slower; tp x pp x dp = 1x4x4, 8x4x4, 2x4x8,
-8x2x2 with TP records) this blames only the cause, and the slowdown it states is within 0.01 of the
+8x2x2 with TP records) this blames only the cause, and where it states a slowdown it is within 0.01 of the
 true one.
 
 A replica is the set of processes joined by tensor- and pipeline-parallel communicators (a process is
