@@ -8,7 +8,12 @@ from datetime import timedelta
 import polars as pl
 from job_frames import T0, Job3D, identity_frame, job_frame
 
-from c4.analytics.collective import hang_findings, iteration_period_s, straggler_findings
+from c4.analytics.collective import (
+    hang_findings,
+    iteration_period_s,
+    slow_connection_findings,
+    straggler_findings,
+)
 from c4.analytics.communicators import communicator_roles
 from c4.analytics.diagnose import diagnose
 from c4.analytics.periods import comm_periods
@@ -227,3 +232,47 @@ def test_a_finished_job_is_not_a_hang():
     every_a_gpu = {a.gpu(g) for g in range(16)}
     gpus = pl.DataFrame(_utilization(a, 25, idle=every_a_gpu) + _utilization(b, 25))
     assert hang_findings(colls, gpus, T0 + timedelta(seconds=25)) == []
+
+
+def _conns(job: str, comm: str, hosts: list[str], slow_host: str | None, windows: int = 5) -> list[dict]:
+    """nccl_connections send rows: each host sends to the next on 2 channels; what ``slow_host``'s port
+    sends or receives moves at 30%."""
+    rows = []
+    for w in range(windows):
+        for i, host in enumerate(hosts):
+            for ch in range(2):
+                rate = (
+                    0.3 if slow_host in (host, hosts[(i + 1) % len(hosts)]) else 1.0
+                )  # its sends and receives
+                rows.append(
+                    {
+                        "ts": T0 + timedelta(seconds=w),
+                        "job": job,
+                        "node": host,
+                        "nic_device": "mlx5_0",
+                        "comm_hash": comm,
+                        "peer_rank": (i + 1) % len(hosts),
+                        "channel": ch,
+                        "direction": "send",
+                        "bytes": 1 << 30,
+                        "transfer_us": 25_000.0 / rate,
+                        "ops": 1,
+                    }
+                )
+    return rows
+
+
+def test_slow_connection_findings_name_their_job_and_communicator():
+    """Two jobs' communicators in one window: the slow port is judged against its own communicator's peers."""
+    rows = _conns("jobA", "0xa1", [f"a{i}" for i in range(4)], "a2") + _conns(
+        "jobB", "0xb1", [f"b{i}" for i in range(4)], None
+    )
+    hosts = pl.DataFrame(
+        [
+            {"comm_id": c, "rank": i, "hostname": f"{p}{i}"}
+            for c, p in (("0xa1", "a"), ("0xb1", "b"))
+            for i in range(4)
+        ]
+    )
+    found = slow_connection_findings(pl.DataFrame(rows), hosts)
+    assert [(f.component, f.job, f.communicator) for f in found] == [("a2/mlx5_0p1", "jobA", "0xa1")]
