@@ -47,10 +47,14 @@ def _job_gpus(job_colls: pl.DataFrame, gpus: pl.DataFrame, places: RankPlaces) -
     return pl.concat([keep, placed])
 
 
-def _stalled(periods: pl.DataFrame, now, stall_periods: float) -> tuple[bool, float, float]:
+def _stalled(periods: pl.DataFrame, now, stall_periods: float, span_s: float) -> tuple[bool, float, float]:
     """(every communicator with a period silent for ``stall_periods`` of its own periods, seconds
-    since the job's newest record, the job's period: its longest communicator period)."""
-    timed = periods.drop_nulls("period_s")
+    since the job's newest record, the job's period: its longest such communicator period).
+
+    A communicator so rare that ``stall_periods`` of its periods exceed the window (``span_s``), e.g. a
+    barrier every few minutes, could never show a stall: it is left out rather than veto every hang.
+    """
+    timed = periods.drop_nulls("period_s").filter(pl.col("period_s") * stall_periods <= span_s)
     if timed.is_empty():
         return False, 0.0, 0.0
     silent = [
@@ -84,9 +88,11 @@ def hang_findings(
     places = places or RankPlaces()
     c = with_job(colls)
     periods = comm_periods(c)
+    span_s = (now - c["ts"].min()).total_seconds()  # the window the records come from
     out = []
     for (job,), job_colls in c.group_by(["job"], maintain_order=True):
-        stalled, stalled_s, period = _stalled(periods.filter(pl.col("job") == job), now, stall_periods)
+        mine = periods.filter(pl.col("job") == job)
+        stalled, stalled_s, period = _stalled(mine, now, stall_periods, span_s)
         if not stalled or gpus.is_empty():
             continue
         last = job_colls["ts"].max()

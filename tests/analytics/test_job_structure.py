@@ -224,6 +224,32 @@ def test_a_hang_in_one_job_is_found_while_the_other_runs():
     assert [(x.component, x.job) for x in diagnose(tables, now=now)] == [(hung, "jobA")]
 
 
+def test_a_rare_communicator_does_not_veto_a_hang():
+    """Job A also runs a barrier every 6 s on its world communicator: 5 of those periods exceed the
+    25 s window, so that communicator cannot show a stall and does not hold the hang back."""
+    a = Job3D(name="jobA", tp=8, pp=1, dp=2, steps=30)
+    colls = job_frame(a, steps=range(10))
+    barrier = [
+        colls.row(0, named=True)
+        | {
+            "ts": T0 + timedelta(seconds=6 * k + 0.5),
+            "comm_id": "jobA-world",
+            "rank": r,
+            "n_ranks": 16,
+            "coll": "AllReduce",
+            "coll_sn": k,
+            "hostname": a.host(r),
+            "pid": 10_000 + r,
+        }
+        for k in range(4)
+        for r in range(16)
+    ]
+    colls = pl.concat([colls, pl.DataFrame(barrier, schema=colls.schema)]).sort("ts")
+    gpus = pl.DataFrame(_utilization(a, 25, idle={a.gpu(13)}))
+    (f,) = hang_findings(colls, gpus, T0 + timedelta(seconds=25))
+    assert (f.component, f.job) == (a.gpu(13), "jobA")
+
+
 def test_a_finished_job_is_not_a_hang():
     """Every GPU of job A idles after its last collective (it ended), while job B runs: nothing."""
     a = Job3D(name="jobA", tp=8, pp=1, dp=2, steps=10)
