@@ -12,10 +12,10 @@ from datetime import timedelta
 
 import polars as pl
 
-from c4.analytics.communicators import with_job
 from c4.analytics.fabric import FabricModel, cable_of
 from c4.analytics.findings import Finding
 from c4.analytics.hang import hang_findings
+from c4.analytics.jobs import with_job
 from c4.analytics.onset import trailing_onsets
 from c4.analytics.periods import iteration_period_s
 from c4.analytics.rank_gpu import RankPlaces

@@ -9,9 +9,10 @@ to point sends and receives between adjacent stages) and, in mixture-of-experts 
 - any all-to-all (Inspector writes ``All2All``): EP
 - every process of the job, when other collective groups exist beside it: WORLD
 - a collective group across nodes doing AllReduce / ReduceScatter / AllGather: DP
-- a group inside one node: TP when its ranks are also in a group that crosses nodes, or when its GPUs
-  are neighbours (0-3) and that other group's are strided (0, 4); DP when its ranks are in no other
-  collective group (tensor parallelism of 1: data-parallel groups of one node)
+- a group inside one node: TP when its ranks are also in a group that crosses nodes; beside another
+  group inside the node, the one with twice the records per rank is TP (it runs every microbatch,
+  DP once or twice a step), else the one of neighbouring GPUs (0-3, against 0, 4); DP when its ranks
+  are in no other collective group (tensor parallelism of 1: data-parallel groups of one node)
 - anything else (e.g. only Broadcast across nodes, a one-rank group): OTHER
 
 Membership is by process (host and pid as Inspector writes them: a process drives one GPU), so it
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import polars as pl
 
+from c4.analytics.jobs import with_job
 from c4.analytics.rank_gpu import RankPlaces
 
 ROLES = ("TP", "DP", "PP", "EP", "WORLD", "OTHER")
@@ -47,13 +49,6 @@ _SCHEMA = {
     "ops": pl.List(pl.String),
     "gpus": pl.List(pl.String),
 }
-
-
-def with_job(colls: pl.DataFrame) -> pl.DataFrame:
-    """``colls`` with a ``job`` column ("" where none is known), so every detector can partition by it."""
-    if "job" not in colls.columns:
-        return colls.with_columns(pl.lit("", dtype=pl.String).alias("job"))
-    return colls.with_columns(pl.col("job").fill_null(""))
 
 
 def _op_key(op: str) -> str:
@@ -88,8 +83,14 @@ def _group_role(c: dict, partners: list[dict]) -> str:
         return "DP"  # its ranks share data with no other group: no tensor parallelism
     if any(p["nodes"] > 1 for p in partners):
         return "TP"  # the inner, intra-node group of a rank whose other group crosses nodes
+    # both on one node: TP runs collectives every microbatch, DP once or twice a step
+    busiest = max(p["per_rank"] for p in partners)
+    if c["per_rank"] >= 2 * busiest:
+        return "TP"
+    if 2 * c["per_rank"] <= busiest:
+        return "DP"
     mine, theirs = _contiguous(c["gpus"]), any(_contiguous(p["gpus"]) for p in partners)
-    return "DP" if theirs and not mine else "TP"  # both on one node: TP takes neighbouring GPUs
+    return "DP" if theirs and not mine else "TP"  # TP takes neighbouring GPUs (0-3; DP 0, 4)
 
 
 def _members(colls: pl.DataFrame, places: RankPlaces) -> tuple[dict[str, list[str]], dict[str, set[str]]]:
@@ -134,6 +135,7 @@ def communicator_roles(colls: pl.DataFrame, places: RankPlaces | None = None) ->
             pl.col("hostname").drop_nulls().unique().sort().alias("hosts"),
             pl.col("coll").drop_nulls().unique().sort().alias("ops"),
             p2p.all().alias("p2p_only"),
+            (pl.len() / pl.col("rank").n_unique()).alias("per_rank"),
         )
         .sort(["job", "comm_id"])
     )

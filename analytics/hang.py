@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import polars as pl
 
-from c4.analytics.communicators import with_job
 from c4.analytics.findings import Finding
+from c4.analytics.jobs import with_job
 from c4.analytics.periods import comm_periods
 from c4.analytics.rank_gpu import RankPlaces
 

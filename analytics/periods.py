@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from c4.analytics.communicators import with_job
+from c4.analytics.jobs import with_job
 
 _SCHEMA = {
     "job": pl.String,

@@ -32,8 +32,9 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from c4.analytics.communicators import communicator_roles, with_job
+from c4.analytics.communicators import communicator_roles
 from c4.analytics.findings import Finding
+from c4.analytics.jobs import with_job
 from c4.analytics.periods import job_periods
 from c4.analytics.rank_gpu import RankPlaces
 
