@@ -79,15 +79,17 @@ def hang_findings(
     now,
     stall_periods: float = 5.0,
     places: RankPlaces | None = None,
+    periods: pl.DataFrame | None = None,
 ) -> list[Finding]:
     """Per job: no communicator of it has completed a collective for ``stall_periods`` of its own
     periods, a hang of that job (other jobs may run on); localized by its GPUs' activity: the others
-    spin in NCCL kernels waiting, the GPU that never issued the next collective idles."""
+    spin in NCCL kernels waiting, the GPU that never issued the next collective idles. ``periods``:
+    comm_periods(colls), when the caller has it already."""
     if colls.is_empty():
         return []
     places = places or RankPlaces()
     c = with_job(colls)
-    periods = comm_periods(c)
+    periods = comm_periods(c) if periods is None else periods
     span_s = (now - c["ts"].min()).total_seconds()  # the window the records come from
     out = []
     for (job,), job_colls in c.group_by(["job"], maintain_order=True):

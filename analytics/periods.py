@@ -44,15 +44,15 @@ def comm_periods(colls: pl.DataFrame, min_records: int = 4) -> pl.DataFrame:
     )
 
 
-def job_periods(colls: pl.DataFrame) -> dict[str, float]:
+def job_periods(colls: pl.DataFrame, periods: pl.DataFrame | None = None) -> dict[str, float]:
     """Per job, its iteration period: the longest of its communicators' periods (the communicator that
     runs once per iteration, e.g. data parallel's gradient reduction, sets the pace; tensor-parallel
-    groups run many collectives per iteration)."""
-    p = comm_periods(colls).drop_nulls("period_s")
+    groups run many collectives per iteration). ``periods``: comm_periods(colls), when already known."""
+    p = (comm_periods(colls) if periods is None else periods).drop_nulls("period_s")
     return {job: float(s) for job, s in p.group_by("job").agg(pl.col("period_s").max()).rows()}
 
 
-def iteration_period_s(colls: pl.DataFrame) -> float | None:
+def iteration_period_s(colls: pl.DataFrame, periods: pl.DataFrame | None = None) -> float | None:
     """The iteration period of the window's jobs (the longest, when several run): learned from the data."""
-    periods = job_periods(colls)
-    return max(periods.values()) if periods else None
+    per_job = job_periods(colls, periods)
+    return max(per_job.values()) if per_job else None
