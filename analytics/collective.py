@@ -14,64 +14,27 @@ import polars as pl
 
 from c4.analytics.fabric import FabricModel, cable_of
 from c4.analytics.findings import Finding
+from c4.analytics.hang import hang_findings
+from c4.analytics.jobs import with_job
 from c4.analytics.onset import trailing_onsets
+from c4.analytics.periods import iteration_period_s
 from c4.analytics.rank_gpu import RankPlaces
+from c4.analytics.victims import without_victims
 
-
-def iteration_period_s(colls: pl.DataFrame) -> float | None:
-    """Median time between consecutive collectives of one rank (the job's period, learned from the data)."""
-    if colls.is_empty() or colls.height < 4:
-        return None
-    one = colls.filter(pl.col("rank") == colls["rank"].min()).sort("ts")
-    gaps = one["ts"].diff().dt.total_microseconds().drop_nulls() / 1e6
-    gaps = gaps.filter(gaps > 0)
-    return float(gaps.median()) if len(gaps) else None
-
-
-def hang_findings(colls: pl.DataFrame, gpus: pl.DataFrame, now, stall_periods: float = 5.0) -> list[Finding]:
-    """No collective has completed for `stall_periods` iteration periods: a hang; localize by GPU activity."""
-    period = iteration_period_s(colls)
-    if period is None:
-        return []
-    last = colls["ts"].max()
-    stalled_s = (now - last).total_seconds()
-    if stalled_s < stall_periods * period:
-        return []
-    seq = int(colls.filter(pl.col("ts") == last)["coll_sn"][0])
-    out = []
-    if not gpus.is_empty():
-        recent = gpus.filter(pl.col("ts") > last)
-        if not recent.is_empty():
-            latest = recent.sort("ts").group_by(["node", "gpu_index"], maintain_order=True).last()
-            spinning = latest.filter(pl.col("util_gpu_pct") >= 50)
-            idle = latest.filter(pl.col("util_gpu_pct") < 5)
-            # everyone else spins in NCCL kernels waiting for the collective; the rank that never issued it idles
-            if spinning.height >= 2 and 0 < idle.height <= max(1, latest.height // 8):
-                for r in idle.iter_rows(named=True):
-                    comp = f"{r['node']}/gpu{r['gpu_index']}"
-                    out.append(
-                        Finding(
-                            "hang_non_comm",
-                            "non_comm_hang",
-                            "gpu",
-                            comp,
-                            r["node"],
-                            last,
-                            now,
-                            0.85,
-                            "restart_job",
-                            f"job hung after collective #{seq}: {comp} never issued the next "
-                            f"one while {spinning.height} GPUs wait in NCCL",
-                            {"last_seq": seq, "stalled_s": stalled_s, "period_s": period},
-                        )
-                    )
-    return out
+__all__ = [
+    "comm_hang_findings",
+    "hang_findings",
+    "iteration_period_s",
+    "slow_connection_findings",
+    "straggler_findings",
+]
 
 
 def comm_hang_findings(conns: pl.DataFrame, period_s: float | None) -> list[Finding]:
     """All ranks inside a collective, one connection moving nothing while its peers wait: blame that connection."""
     if conns.is_empty():
         return []
+    conns = with_job(conns)
     latest_ts = conns["ts"].max()
     window = conns.filter(pl.col("ts") == latest_ts)
     dead = window.filter((pl.col("bytes") == 0) & (pl.col("direction") == "send"))
@@ -98,6 +61,7 @@ def comm_hang_findings(conns: pl.DataFrame, period_s: float | None) -> list[Find
                 "restart_job",
                 f"connections from {comp} make no progress while every rank waits",
                 {"stalled_connections": g.height, "peers_waiting": live.height},
+                **_whose(g.to_dicts()),
             )
         )
     return out
@@ -111,13 +75,13 @@ def _behind(colls: pl.DataFrame) -> pl.DataFrame:
     that arrives late waits least: its arrival delay is the median execution time minus its own. A
     restarted job reuses sequence numbers: only each rank's newest record of a number counts.
     """
-    c = colls.filter(pl.col("kind") == "coll")
+    c = with_job(colls).filter(pl.col("kind") == "coll")
     if "start_ts" not in c.columns:
         c = c.with_columns(pl.lit(None, dtype=pl.Datetime("us")).alias("start_ts"))
     if "exec_time_us" not in c.columns:
         c = c.with_columns(pl.lit(None, dtype=pl.Float64).alias("exec_time_us"))
-    c = c.sort("ts").unique(["comm_id", "coll_sn", "rank"], keep="last", maintain_order=True)
-    seq = ["comm_id", "coll_sn"]
+    c = c.sort("ts").unique(["job", "comm_id", "coll_sn", "rank"], keep="last", maintain_order=True)
+    seq = ["job", "comm_id", "coll_sn"]
     timed = (pl.col("start_ts").null_count().over(seq) == 0) & (pl.len().over(seq) >= 2)
     late_start = (pl.col("start_ts") - pl.col("start_ts").median().over(seq)).dt.total_microseconds() / 1e6
     waited_less = (pl.col("exec_time_us").median().over(seq) - pl.col("exec_time_us")) / 1e6
@@ -177,15 +141,19 @@ def straggler_findings(
     shared by every rank and changing latecomers raise nothing. Senders' waits on the straggler
     (nccl_connections ``wait_peer_us``) are added as evidence where known. The straggler's GPU comes
     from ``places`` (the rank_identity view), never from its rank number alone.
+
+    Detection runs per (job, communicator); a GPU late in several communicators is one finding, and
+    ranks late only because they waited on a slow worker of their pipeline are listed in the cause's
+    ``affected``, never blamed (analytics/victims.py).
     """
     places = places or RankPlaces()
     b = _behind(colls)
     if b.is_empty():
         return []
-    spreads = b.group_by("comm_id").agg(pl.col("behind_s").abs().median().alias("spread"))
+    spreads = b.group_by(["job", "comm_id"]).agg(pl.col("behind_s").abs().median().alias("spread"))
     top = pl.col("behind_s").arg_max()
     last = (
-        b.group_by(["comm_id", "coll_sn"])
+        b.group_by(["job", "comm_id", "coll_sn"])
         .agg(
             pl.col("rank").get(top),
             pl.col("hostname").get(top),
@@ -193,11 +161,11 @@ def straggler_findings(
             pl.col("signal").first(),
             pl.col("ts").max(),
         )
-        .join(spreads, on="comm_id")
+        .join(spreads, on=["job", "comm_id"])
         .sort(["ts", "coll_sn"])
     )
     out = []
-    for (comm,), g in last.group_by(["comm_id"], maintain_order=True):
+    for (job, comm), g in last.group_by(["job", "comm_id"], maintain_order=True):
         spread = float(g["spread"][0] or 0.0)
         threshold = max(10 * spread, 0.02)
         ranks, behind = g["rank"].to_list(), g["behind_s"].to_list()
@@ -241,9 +209,11 @@ def straggler_findings(
                 },
                 f"SELECT ts, rank, coll_sn, start_ts, exec_time_us FROM nccl_collectives "
                 f"WHERE comm_id = '{comm}' ORDER BY coll_sn, rank",
+                job=job,
+                communicator=comm,
             )
         )
-    return out
+    return without_victims(out, colls, places)
 
 
 #: A candidate culprit: ("port", "host3/mlx5_2p1") or ("link", "leaf0<->spine1").
@@ -285,7 +255,9 @@ def _slow_connections(
     if c.is_empty():
         return c
     c = c.with_columns((pl.col("bytes") * 8 / (pl.col("transfer_us") * 1e3)).alias("gbps"))
-    c = c.with_columns((pl.col("gbps") / pl.col("gbps").median().over(["ts", "comm_hash"])).alias("ratio"))
+    c = c.with_columns(
+        (pl.col("gbps") / pl.col("gbps").median().over(["ts", "job", "comm_hash"])).alias("ratio")
+    )
     ok_ts = pl.col("ts").filter(pl.col("ratio") >= factor).max()
     per = c.group_by(["node", "nic_device", "comm_hash", "peer_rank", "channel"]).agg(
         pl.when(ok_ts.is_null()).then(pl.len()).otherwise((pl.col("ts") > ok_ts).sum()).alias("trailing"),
@@ -295,6 +267,7 @@ def _slow_connections(
         .alias("ratio"),
         pl.col("ts").filter(pl.col("ts") > ok_ts.fill_null(pl.datetime(1970, 1, 1))).min().alias("first"),
         pl.col("ts").max().alias("last"),
+        pl.col("job").last(),
     )
     slow = per.filter(pl.col("trailing") >= min_windows)
     if host_of is not None and not host_of.is_empty():
@@ -432,6 +405,13 @@ def _explained_since(mine: list[dict], needed: int):
     return starts[min(max(needed, 1), len(starts)) - 1] if starts else None
 
 
+def _whose(mine: list[dict]) -> dict[str, str]:
+    """The job (when the slow connections belong to one) and the communicators a connection finding rests on."""
+    jobs = sorted({r.get("job") or "" for r in mine})
+    comms = sorted({str(r["comm_hash"]) for r in mine if r.get("comm_hash") is not None})
+    return {"job": jobs[0] if len(jobs) == 1 else "", "communicator": ",".join(comms)}
+
+
 def _port_finding(port: str, node: str, device: str, mine: list[dict]) -> Finding:
     """Every connection of one NIC port is slow."""
     ratio = float(pl.Series([r["ratio"] for r in mine]).median())
@@ -449,6 +429,7 @@ def _port_finding(port: str, node: str, device: str, mine: list[dict]) -> Findin
         {"slow_connections": len(mine), "throughput_ratio": ratio},
         f"SELECT ts, node, peer_rank, channel, bytes, transfer_us FROM nccl_connections WHERE "
         f"node = '{node}' AND nic_device = '{device}' ORDER BY ts",
+        **_whose(mine),
     )
 
 
@@ -468,6 +449,7 @@ def _link_finding(cable: str, mine: list[dict], crossing: int | None) -> Finding
         f"{len(mine)} slow connections from different ports all cross {cable}, and every "
         f"connection crossing it is slow: {ratio:.0%} of their peers' throughput",
         {"slow_connections": len(mine), "crossing": crossing, "throughput_ratio": ratio},
+        **_whose(mine),
     )
 
 
@@ -486,6 +468,7 @@ def _path_finding(r: dict) -> Finding:
         "replace_cable",
         f"the connection {comp} alone is slow: the path between them",
         {"throughput_ratio": r["ratio"]},
+        **_whose([r]),
     )
 
 
@@ -508,7 +491,7 @@ def slow_connection_findings(
     """
     if conns.is_empty():
         return []
-    conns = _recent(conns, period_s, min_windows)
+    conns = _recent(with_job(conns), period_s, min_windows)
     host_of = _rank_hosts(colls)
     slow = _slow_connections(conns, host_of, factor, min_windows)
     if slow.is_empty():

@@ -17,6 +17,7 @@ from c4.analytics.fabric import FabricModel
 from c4.analytics.findings import Finding
 from c4.analytics.hang_sources import ras_findings
 from c4.analytics.hardware import hardware_findings
+from c4.analytics.periods import comm_periods
 from c4.analytics.rank_gpu import RankPlaces
 
 
@@ -60,9 +61,12 @@ def diagnose(
         found += ras_findings(ras, colls, places=places)
     if not colls.is_empty():
         newest = max(x["ts"].max() for x in (colls, gpus) if not x.is_empty())
-        found += hang_findings(colls, gpus, min(newest, now) if now else newest)
+        periods = comm_periods(colls)  # per job and communicator, shared by the hang and the windows
+        found += hang_findings(
+            colls, gpus, min(newest, now) if now else newest, places=places, periods=periods
+        )
         found += straggler_findings(colls, places=places, conns=conns)
-        period = iteration_period_s(colls)
+        period = iteration_period_s(colls, periods)
         found += comm_hang_findings(conns, period)
         found += slow_connection_findings(conns, colls, fabric=fabric, period_s=period)
     elif not conns.is_empty():
