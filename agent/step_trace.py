@@ -112,6 +112,9 @@ def trace_row(obj: Any) -> dict[str, Any]:
     row.update({c: _value(obj, c, k, False) for c, k in OPTIONAL.items()})
     if row["op"] not in OPS:
         raise TraceRecordError("unknown_op", f"unknown op {row['op']!r:.40}; known: {', '.join(OPS)}")
+    for column in ("rank", "dp_rank", "pp_stage", "tp_rank"):
+        if row[column] < 0:
+            raise TraceRecordError("negative_rank", f"column {column!r} is negative: {row[column]}")
     if row["duration_s"] < 0:
         raise TraceRecordError("negative_duration", f"duration_s is negative: {row['duration_s']}")
     if not 0 < row["start_s"] < _MAX_START_S:

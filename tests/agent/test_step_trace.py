@@ -142,6 +142,7 @@ def test_hostile_lines_are_counted_per_reason_and_neighbours_kept(tmp_path):
         op(duration_s=-0.1),
         {k: v for k, v in op().items() if k != "tp_rank"},
         op(rank=2**40),
+        op(pp_stage=-1),
         op(start_s=1e300),
         [1, 2, 3],
         b"\x00\xff\xfe binary junk \x89PNG\r\n",
@@ -161,8 +162,9 @@ def test_hostile_lines_are_counted_per_reason_and_neighbours_kept(tmp_path):
         "out_of_range": 2,
         "not_an_object": 1,
         "line_too_long": 1,
+        "negative_rank": 1,
     }
-    assert s.records_skipped == 13
+    assert s.records_skipped == 14
     assert isinstance(s, SkipReasons)
 
 
