@@ -46,7 +46,9 @@ def window_from_cursor(
         end = now + timedelta(seconds=max_skew_s) if now is not None else store_now(cur, t, bound)
         start = (now if now is not None else end) - timedelta(seconds=window_s) if end else None
         try:
-            out[t] = cur.execute(f'SELECT * FROM "{t}" WHERE ts >= ? AND ts <= ? ORDER BY ts', [start, end]).pl()
+            out[t] = cur.execute(
+                f'SELECT * FROM "{t}" WHERE ts >= ? AND ts <= ? ORDER BY ts', [start, end]
+            ).pl()
         except duckdb.CatalogException:  # a store made before the table existed, opened read-only
             out[t] = pl.DataFrame()
     out[IDENTITY_VIEW] = rank_identity(cur)

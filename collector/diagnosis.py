@@ -114,7 +114,9 @@ class Diagnosis:
                 PendingBatch.internal(self.store.catalogue["step_attribution"], attribution.to_pylist())
             )
             if stored.error:
-                raise RuntimeError(f"could not store {attribution.num_rows} step_attribution rows: {stored.error}")
+                raise RuntimeError(
+                    f"could not store {attribution.num_rows} step_attribution rows: {stored.error}"
+                )
         if table.num_rows:
             await self.store_faults(table.to_pylist())
 
