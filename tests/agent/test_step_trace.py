@@ -19,6 +19,7 @@ from c4.agent.runner import ScheduledSampler
 from c4.agent.sampler import SkipReasons, StartupPolicy
 from c4.agent.step_trace import OPS, StepTraceSampler, trace_row
 from c4.catalogue import load
+from c4.step_trace import StepTraceWriter
 
 T0 = 1_764_770_000.0
 
@@ -252,3 +253,21 @@ def test_agent_test_flag_reads_a_trace_directory_once(tmp_path):
     assert out.returncode == 0, out.stderr
     assert "### table step_ops (2 rows)" in out.stdout
     assert "1 records skipped as unreadable (unknown_op: 1)" in out.stdout
+
+
+def test_files_of_the_step_trace_writer_are_read_once_across_its_rotations(tmp_path):
+    """c4.step_trace.StepTraceWriter (what a training loop calls) rotating x.jsonl -> x.1.jsonl while the agent reads."""
+    s = sampler(tmp_path)
+    got: list[dict] = []
+    with StepTraceWriter(tmp_path, "job7", rank=3, dp_rank=1, pp_stage=1, tp_rank=0, rotate_bytes=2000) as w:
+        for step in range(40):
+            for k, name in enumerate(("forward", "backward", "optimizer")):
+                w.op(step, name, T0 + step + k * 0.1, 0.05, microbatch=0 if k < 2 else None)
+            if step % 7 == 0:
+                got += rows(s)  # the agent reads between the writer's flushes and rotations
+    got += rows(s)
+    assert len(list(tmp_path.glob("job7-rank3.*.jsonl"))) >= 3  # it did rotate
+    assert sorted((r["step"], r["op"]) for r in got) == sorted(
+        (step, name) for step in range(40) for name in ("forward", "backward", "optimizer")
+    )
+    assert s.records_skipped == 0

@@ -7,11 +7,14 @@ from datetime import UTC, datetime, timedelta
 import polars as pl
 from testkit.step_sim import SimCause, simulate
 
+from c4.agent.batcher import convert_rows
+from c4.agent.step_trace import StepTraceSampler
 from c4.analytics.diagnose import diagnose
 from c4.analytics.runner import DiagnosisRunner
 from c4.analytics.step_jobs import attribution_rows, complete_steps, job_attributions
 from c4.catalogue import load
 from c4.collector.store import PendingBatch, Store
+from c4.step_trace import StepTraceWriter
 
 T0 = 1_764_770_000.0
 
@@ -127,3 +130,23 @@ def test_runner_stores_findings_and_breakdown_from_the_step_ops_window(tmp_path)
     assert worker["job"] == "job1" and worker["slowdown_frac"] > 0 and worker["affected"]
     parts = {(r["scope"], r["part"]) for r in runner.attribution.to_pylist()}
     assert ("job", "") in parts and ("worker", "rank5") in parts and ("stage", "stage2") in parts
+
+
+def test_from_the_training_loops_writer_through_the_agent_to_the_cause(tmp_path):
+    """Each rank writes its ops with c4.step_trace.StepTraceWriter; the agent's sampler reads the directory;
+    the rows the collector would store are attributed to the slow worker."""
+    trace = slow_worker_job()
+    for (rank,), ops in trace.sort("rank", "start_s").group_by(["rank"], maintain_order=True):
+        first = ops.row(0, named=True)
+        with StepTraceWriter(
+            tmp_path, "job1", rank, first["dp_rank"], first["pp_stage"], first["tp_rank"]
+        ) as w:
+            for r in ops.iter_rows(named=True):
+                w.op(r["step"], r["op"], r["start_s"], r["duration_s"], microbatch=r["microbatch"])
+    sampler = StepTraceSampler(tmp_path)
+    sampler.probe()
+    rows = sampler.sample(0)["step_ops"]
+    assert len(rows) == trace.height and sampler.records_skipped == 0
+    stored = pl.from_arrow(convert_rows(load(), "step_ops", rows, {"node": "n1"}).table)
+    (a,) = job_attributions(stored)
+    assert [f.component for f in a.findings if f.fault_class == "slow_worker"] == ["job1/rank5"]
