@@ -44,7 +44,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help=f"one 16-node scenario of each of {', '.join(QUICK_KINDS)} (< 1 min)",
+        help=f"one 16-node scenario of each of {', '.join(QUICK_KINDS)} (a few minutes on 2 cores)",
     )
     parser.add_argument("--verbose", action="store_true", help="print every scenario's raised faults")
 

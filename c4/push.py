@@ -29,9 +29,16 @@ def push_table(
     """Send ``table_data`` to ``table`` on the collector; returns rows committed.
 
     Sequence numbers are microseconds since the epoch, so repeated one-shot pushes
-    from the same id keep increasing without a local state file.
+    from the same id keep increasing without a local state file. Columns the catalogue gained
+    after ``table_data`` was shaped are sent as NULL; a key column must be there.
     """
     spec = load()[table]
+    missing = [c for c in spec.column_names if c not in table_data.column_names]
+    lacking_keys = [c for c in missing if c in spec.keys or c in ("ts", "node")]
+    if lacking_keys:
+        raise PushError(f"{table}: rows lack key column(s) {', '.join(lacking_keys)}")
+    for c in missing:
+        table_data = table_data.append_column(c, pa.nulls(table_data.num_rows))
     data = table_data.select(spec.column_names).cast(spec.arrow_schema)
     base_seq = time.time_ns() // 1000
     batches = [
