@@ -28,27 +28,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from c4.agent.registry import SamplerContext
 from c4.agent.sampler import Rows, SourceUnavailable
 from c4.agent.tail import DEFAULT_MAX_BYTES_PER_TICK, DirectoryTailer
+from c4.step_trace import OPS
 
 log = logging.getLogger("c4.agent.step_trace")
 
-# The format's rules (contract of issue 18). TODO(issue 18): import them from c4/step_trace.py, where the
-# writer helper and analytics' validate_trace share them, once that module is on main.
-#: Every op a trace may name.
-OPS: tuple[str, ...] = (
-    "forward",
-    "backward",
-    "optimizer",
-    "send_forward",
-    "recv_forward",
-    "send_backward",
-    "recv_backward",
-    "reduce_scatter",
-    "all_gather",
-    "all_reduce",
-    "all_to_all",
-    "data_load",
-    "checkpoint",
-)
+# Column rules: the same as analytics.step_trace.validate_trace's (tests/analytics/test_step_jobs.py checks they
+# agree); the agent may import only c4/, where the writer's OPS live.
 #: Required column -> type.
 REQUIRED: dict[str, type] = {
     "job": str,

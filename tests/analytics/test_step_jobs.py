@@ -150,3 +150,22 @@ def test_from_the_training_loops_writer_through_the_agent_to_the_cause(tmp_path)
     stored = pl.from_arrow(convert_rows(load(), "step_ops", rows, {"node": "n1"}).table)
     (a,) = job_attributions(stored)
     assert [f.component for f in a.findings if f.fault_class == "slow_worker"] == ["job1/rank5"]
+
+
+def test_the_agent_checks_columns_by_the_same_rules_as_the_trace_validator():
+    """The agent may import only c4/: its copy of the column rules must be analytics.step_trace's."""
+    from c4.agent import step_trace as agent_rules
+    from c4.analytics import step_trace as rules
+
+    assert set(agent_rules.REQUIRED) == set(rules.REQUIRED)
+    assert {c for c, k in {**agent_rules.REQUIRED, **agent_rules.OPTIONAL}.items() if k is int} == set(
+        rules.INT_COLUMNS + rules.OPTIONAL_INT
+    )
+    assert {c for c, k in agent_rules.REQUIRED.items() if k is float} == set(rules.FLOAT_COLUMNS)
+    assert {c for c, k in agent_rules.OPTIONAL.items() if k is str} == set(rules.OPTIONAL_STR)
+    assert set(load()["step_ops"].column_names) == {
+        "ts",
+        "node",
+        *agent_rules.REQUIRED,
+        *agent_rules.OPTIONAL,
+    }
