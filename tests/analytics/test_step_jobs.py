@@ -56,6 +56,7 @@ def test_complete_steps_cut_the_window_edges_and_a_lagging_rank():
     assert "ts" not in kept.columns and "node" not in kept.columns
     doubled = complete_steps(pl.concat([window, window]))  # an agent's re-sent batch
     assert doubled.height == kept.height
+    assert sorted(complete_steps(window, max_steps=2)["step"].unique().to_list()) == [3, 4]  # the newest
 
 
 def test_attribution_blames_the_slow_worker_and_names_its_victims():
