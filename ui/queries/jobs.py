@@ -44,7 +44,9 @@ ORDER BY cost_s DESC NULLS LAST, part
 
 
 def step_times(job: str, window_s: float) -> str:
-    """Each step's actual time in the window: from the previous step's last op end to its own (the first: its span)."""
+    """Each step's actual time in the window: from the previous step's last op end to its own (the first: its span).
+
+    The newest step is left out: it may still be running."""
     return f"""
 SELECT step, started, round(coalesce(ended - lag(ended) OVER (ORDER BY step), ended - first_start), 4) AS step_s, ranks
 FROM (
@@ -55,6 +57,7 @@ FROM (
     AND ts >= (SELECT max(ts) FROM step_ops WHERE job = {lit(job)}) - INTERVAL {int(window_s)} SECOND
   GROUP BY step
 )
+QUALIFY step < max(step) OVER ()
 ORDER BY step
 """
 
