@@ -28,6 +28,7 @@ def build_twin(args: argparse.Namespace):
     """The twin from scenario + flags."""
     from pathlib import Path
 
+    from c4.sim.jobs_twin import JobsTwin
     from c4.sim.twin import ClusterTwin, load_scenario
 
     spec = load_scenario(args.scenario) if args.scenario else {"faults": []}
@@ -37,6 +38,9 @@ def build_twin(args: argparse.Namespace):
     if args.seed is not None:
         cluster["seed"] = args.seed
     name = spec.get("name") or (Path(args.scenario).stem if args.scenario else "healthy")
+    if spec.get("jobs"):  # jobs in real structure (TP x PP x DP), simulated over the run's duration
+        horizon = getattr(args, "duration_s", None) or 240.0
+        return JobsTwin(**cluster, jobs=spec["jobs"], faults=spec["faults"], horizon_s=horizon), name
     return ClusterTwin(**cluster, faults=spec["faults"]), name
 
 

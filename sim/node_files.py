@@ -3,7 +3,9 @@
 Per node root: ``sys/`` (RDMA and netdev sysfs tree), ``nvml.json`` (the fake NVML's scenario),
 ``kmsg.log`` (NVRM Xid lines), ``inspector/`` (NCCL Inspector JSON lines per rank),
 ``nccl-logs/`` (NCCL_DEBUG=INFO init and connection lines) and ``conn/`` (per-connection
-records in the C4 profiler plugin's format).
+records in the C4 profiler plugin's format). Nodes of a scenario with ``jobs:`` also get
+``step_trace/`` (``STEP_TRACE_DIR``): the training-step trace, one ``<job>-rank<r>.jsonl`` per rank
+(``c4.sim.job_files``).
 """
 
 from __future__ import annotations
@@ -34,6 +36,9 @@ PCI_BUSES = (0x18, 0x2A, 0x3A, 0x5D, 0x9A, 0xAB, 0xBA, 0xDB)
 XIDS_NVML_CANNOT_REPORT = (XID_GPU_LOST, 119, 120)
 #: ECN-marked packets and CNPs a port counts in one iteration of congestion.
 CNPS_PER_CONGESTED_STEP = 5000
+
+#: Where a node of a jobs scenario keeps its training-step trace files (what the step-trace sampler reads).
+STEP_TRACE_DIR = "step_trace"
 
 NODE_SAMPLERS = ("heartbeat", "gpu", "xid_kmsg", "nic", "nccl_inspector", "nccl_debug_log", "nccl_conn")
 

@@ -16,6 +16,8 @@ import pyarrow as pa
 from c4.catalogue import load
 from c4.push import push_table
 from c4.query import QueryError, query_arrow
+from c4.sim.job_files import JobNodeWriter
+from c4.sim.jobs_twin import JobsTwin
 from c4.sim.node_files import NodeWriter
 from c4.sim.twin import ClusterTwin
 
@@ -30,14 +32,19 @@ class SimRunner:
     """Owns the twin, the per-node writers and (optionally) the agents reading them."""
 
     def __init__(
-        self, workdir: Path, twin: ClusterTwin, scenario: str = "scenario", epoch_s: float | None = None
+        self,
+        workdir: Path,
+        twin: ClusterTwin | JobsTwin,
+        scenario: str = "scenario",
+        epoch_s: float | None = None,
     ):
         self.workdir = Path(workdir)
         self.twin = twin
         self.scenario = scenario
         self.epoch_s = time.time() if epoch_s is None else epoch_s
+        writer = JobNodeWriter if isinstance(twin, JobsTwin) else NodeWriter
         self.writers = {
-            h: NodeWriter(self.workdir / "nodes" / h, h, i, twin.gpus, twin.nics, self.epoch_s)
+            h: writer(self.workdir / "nodes" / h, h, i, twin.gpus, twin.nics, self.epoch_s)
             for i, h in enumerate(twin.hosts)
         }
         for w in self.writers.values():
@@ -53,8 +60,8 @@ class SimRunner:
             rows.append(
                 {
                     "ts": _ts(self.epoch_s),
-                    "node": t["component"].split("/")[0],
-                    "job": "train",
+                    "node": t.get("node") or t["component"].split("/")[0],
+                    "job": t.get("job", "train"),
                     "scenario": self.scenario,
                     "fault": t["fault"],
                     "component_type": t["component_type"],
@@ -64,6 +71,8 @@ class SimRunner:
                     "expected_class": t["expected_class"],
                     "expected_action": t["expected_action"],
                     "xid": t["xid"],
+                    # jobs scenarios: what the fault costs its job and who only waited (truth.jsonl only)
+                    **{k: t[k] for k in ("slowdown_frac", "blamed", "affected") if k in t},
                 }
             )
         return rows
@@ -89,7 +98,7 @@ class SimRunner:
             lines = [
                 "[agent]",
                 f'node = "{host}"',
-                'job = "train"',
+                f'job = "{self.twin.job_name(host)}"',
                 f"interval_s = {interval_s}",
                 f"flush_interval_s = {interval_s}",
                 "health_interval_s = 10",

@@ -187,6 +187,10 @@ class ClusterTwin:
             self.topo.add_link(ports[0].name, leaf, gbps)
         return name
 
+    def job_name(self, node: str) -> str:
+        """The job a node runs (the agents' ``job`` label): this twin runs one, "train"."""
+        return "train"
+
     def job_hosts_in_ring(self, stage: int = 0) -> list[str]:
         """A stage's hosts in ring order."""
         return ordered_hosts(self.stage_jobs[stage])

@@ -13,7 +13,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:  # the twin and the writer import this module: their types only, never at run time
+    from c4.sim.jobs_twin import JobsTwin
     from c4.sim.node_files import NodeWriter
+    from c4.sim.pipeline import Cause
     from c4.sim.twin import ClusterTwin, StepOutput
 
 #: A routed piece of a flow: the link ids it crosses and its bytes (what ``c4.traffic.fluid`` takes).
@@ -31,7 +33,10 @@ class Fault:
     gpu: int = 0
     nic: int = 0
     xid: int = 0
-    factor: float = 0.5  # slowdown / rate factor
+    factor: float = 0.5  # slowdown / rate factor (job causes: what the op time is multiplied by)
+    job: str = ""  # jobs scenarios: the job a job-level cause acts on (default: the job on ``node``)
+    stage: int = 0  # stage_imbalance: the pipeline stage that carries more work
+    stall_s: float = 0.0  # cpu_stall: the pause before one forward per step (a GC pause)
 
     def active(self, t: float) -> bool:
         """Whether the fault is in effect at simulated time t."""
@@ -83,6 +88,10 @@ class FaultKind:
         """Whether the fault's onset, in this iteration, relaunches the job from its checkpoint."""
         return False
 
+    def cause(self, twin: JobsTwin, fault: Fault) -> tuple[str, Cause] | None:
+        """In a scenario with ``jobs:``: (job name, the pipeline ``Cause``) the fault is; None: it is none."""
+        return None
+
     # -- the node (NodeWriter) ------------------------------------------------------------------
 
     def expose(self, writer: NodeWriter, fault: Fault, out: StepOutput) -> None:
@@ -126,3 +135,11 @@ def host_port_link(twin: ClusterTwin, fault: Fault) -> tuple[str, str]:
 def degraded_rate(twin: ClusterTwin, ends: tuple[str, str], fault: Fault) -> tuple[str, float]:
     """A link running at ``fault.factor`` of its nominal rate."""
     return "degraded", twin.topo.link(*ends).capacity_gbps * fault.factor
+
+
+class JobCauseKind(FaultKind):
+    """A cause inside a training job (sim/pipeline.py): only a scenario with ``jobs:`` can inject it."""
+
+    def prepare(self, twin: ClusterTwin, fault: Fault) -> None:
+        """The single-job twin has no job structure to slow: refuse the scenario."""
+        raise ValueError(f"fault kind {fault.kind} needs a scenario with jobs: (see sim/jobs_twin.py)")

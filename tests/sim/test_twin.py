@@ -201,7 +201,11 @@ def test_pipeline_stages_have_their_own_groups_and_p2p(tmp_path):
         ClusterTwin(nodes=4, pp=3)
 
 
-@pytest.mark.parametrize("path", sorted(SCENARIOS.glob("*.yaml")), ids=lambda p: p.stem)
+#: Scenarios of the single-job twin (those with ``jobs:`` run on JobsTwin: tests/sim/test_jobs_twin.py).
+SINGLE_JOB = [p for p in sorted(SCENARIOS.glob("*.yaml")) if not load_scenario(p).get("jobs")]
+
+
+@pytest.mark.parametrize("path", SINGLE_JOB, ids=lambda p: p.stem)
 def test_every_shipped_scenario_runs(path):
     spec = load_scenario(path)
     cluster = {**spec.get("cluster", {}), "nodes": 8, "leaves": 2, "spines": 2}
