@@ -1,4 +1,4 @@
-"""``c4 diagnose``: offline diagnosis; today, hang localization from PyTorch Flight Recorder dumps."""
+"""``c4 diagnose``: offline diagnosis: a stopped store, PyTorch Flight Recorder dumps, or a training-step trace."""
 
 from __future__ import annotations
 
@@ -13,7 +13,19 @@ from c4.report import format_table
 HELP = (
     "Diagnose offline: --db FILE runs every C4D detector over a stopped collector's store; "
     "--flight-recorder DIR names the ranks missing from the last collective; both together add the "
-    "Flight Recorder's hang verdict to the store's faults, placed on hosts and GPUs from the store."
+    "Flight Recorder's hang verdict to the store's faults, placed on hosts and GPUs from the store; "
+    "--trace FILE|DIR attributes a training-step trace's step time to workers, pipeline stages and op types "
+    "and names the cause of a slowdown (slow worker, stage or data imbalance, CPU stall, slow communication), "
+    "never its victims."
+)
+
+TRACE_HELP = (
+    "a training-step trace: a *.jsonl or *.parquet file, or a directory of them (e.g. one file per rank), "
+    "one record per op per rank with job, rank, dp_rank, pp_stage, tp_rank, step, op, start_s, duration_s "
+    "(and microbatch for forward/backward/send/recv when pp > 1); op one of forward, backward, optimizer, "
+    "send_forward, recv_forward, send_backward, recv_backward, reduce_scatter, all_gather, all_reduce, "
+    "all_to_all, data_load, checkpoint. Format, units and how to write it from a training loop "
+    "(c4.step_trace.StepTraceWriter): docs/step-trace.md. A bad record exits 2 naming file, line and column"
 )
 
 
@@ -25,14 +37,29 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="directory of Flight Recorder dumps (one per rank, pickle or JSON)",
     )
     parser.add_argument("--db", metavar="FILE", help="a stopped collector's DuckDB file")
+    parser.add_argument("--trace", metavar="FILE|DIR", help=TRACE_HELP)
+    parser.add_argument(
+        "--min-steps",
+        type=int,
+        default=3,
+        help="--trace: steps a job needs before causes are named (default 3)",
+    )
     parser.add_argument("--window-s", type=float, default=300.0, help="--db: seconds of data to look at")
     parser.add_argument("--json", action="store_true", help="print the verdict as JSON")
 
 
 def run(args: argparse.Namespace) -> int:
     """Dispatch to the store or the Flight Recorder diagnosis (or both)."""
+    if getattr(args, "trace", None):
+        if args.db or args.flight_recorder:
+            print("c4 diagnose: --trace goes alone (not with --db or --flight-recorder)", file=sys.stderr)
+            return 2
+        return run_trace(args)
     if not args.db and not args.flight_recorder:
-        print("c4 diagnose: give --db FILE, --flight-recorder DIR, or both", file=sys.stderr)
+        print(
+            "c4 diagnose: give --db FILE, --flight-recorder DIR, or both; or --trace FILE|DIR",
+            file=sys.stderr,
+        )
         return 2
     if args.db:
         return run_db(args)
@@ -162,3 +189,46 @@ def run_flight_recorder(args: argparse.Namespace) -> int:
                     "here; they may be the hung ranks"
                 )
     return 0
+
+
+def run_trace(args: argparse.Namespace) -> int:
+    """Step-time attribution of a training-step trace: per job, actual vs ideal step, costs, causes."""
+    from c4.analytics.attribution import attribute  # lazy: c4 --help loads this module; polars, numpy
+    from c4.analytics.step_trace import TraceError, read_trace  # lazy: c4 --help loads this module; polars
+
+    try:
+        trace = read_trace(args.trace)
+    except TraceError as exc:
+        print(f"c4 diagnose: {exc}", file=sys.stderr)
+        return 2
+    jobs = attribute(trace, min_steps=args.min_steps)
+    if args.json:
+        print(json.dumps({"jobs": [j.as_json() for j in jobs]}, default=str))
+        return 0
+    for j in jobs:
+        print(
+            f"job {j.job}: {j.steps} steps ({j.steps_skipped} skipped), step {j.actual_step_s:.4f} s, ideal "
+            f"{j.ideal_step_s:.4f} s, slowdown {j.slowdown_frac:.1%}"
+        )
+        if j.steps < args.min_steps:
+            print(f"  fewer than {args.min_steps} steps: no causes named")
+        for f in j.findings:
+            victims = f" ({len(f.affected)} ranks only waited on it)" if f.affected else ""
+            print(f"  {f.fault_class}: {f.component} costs {f.slowdown_frac:.1%}{victims}: {f.summary}")
+        if not j.findings and j.steps >= args.min_steps:
+            print("  no cause found")
+        print(
+            format_table(
+                [
+                    {"by": "worker", "what": f"rank{w['rank']} (stage {w['pp_stage']})", **_cost(w)}
+                    for w in j.by_worker[:3]
+                ]
+                + [{"by": "stage", "what": f"stage{s['pp_stage']}", **_cost(s)} for s in j.by_stage[:3]]
+                + [{"by": "op", "what": o["op"], **_cost(o)} for o in j.by_op[:3]]
+            )
+        )
+    return 0
+
+
+def _cost(d: dict) -> dict:
+    return {"cost_s": f"{d['cost_s']:.4f}", "share": f"{d['share']:.1%}"}

@@ -10,6 +10,9 @@ HELP = (
 )
 
 QUICK_KINDS = (
+    "job_slow_worker",
+    "job_stage_imbalance",
+    "job_hang",
     "nic_degraded",
     "xid79",
     "rank_hang",
@@ -80,6 +83,10 @@ def score(results: list) -> tuple[list[dict], dict]:
             "ttd_p50_s": _percentile(ttds, 50),
             "ttd_max_s": max(ttds) if ttds else None,
             "onset_err_max_s": max(onset_errs) if onset_errs else None,
+            "victims_blamed": sum(r.victims_blamed for r in rs),
+            "slowdown_err_max": max(errs)
+            if (errs := [r.slowdown_error for r in rs if r.slowdown_error is not None])
+            else None,
         }
         rows.append(row)
         if not negative:
@@ -90,6 +97,7 @@ def score(results: list) -> tuple[list[dict], dict]:
     correct = sum(sum(r.correct) for r in results)
     ttds = [r.ttd_s for r in pos if r.ttd_s is not None]
     onset_errs = [abs(e) for r in pos for e in r.onset_errors_s]
+    slow_errs = [r.slowdown_error for r in pos if r.slowdown_error is not None]
     summary = {
         "scenarios": len(results),
         "positive_scenarios": len(pos),
@@ -102,6 +110,10 @@ def score(results: list) -> tuple[list[dict], dict]:
         "onset_error_p50_s": _percentile(onset_errs, 50),
         "onset_error_p90_s": _percentile(onset_errs, 90),
         "onset_error_max_s": max(onset_errs) if onset_errs else None,
+        "victims_blamed": sum(r.victims_blamed for r in results),
+        "slowdown_error": _percentile(slow_errs, 50),  # median over scenarios whose finding estimates it
+        "slowdown_error_max": max(slow_errs) if slow_errs else None,
+        "slowdown_estimated": len(slow_errs),
         "sim_s": sum(r.sim_s for r in results),
         "wall_s": sum(r.wall_s for r in results),
         "per_kind": per_kind,
@@ -150,9 +162,9 @@ def run(args: argparse.Namespace) -> int:
     nodes = args.nodes or (16 if args.quick else 32)
     kinds = [k for k in args.kinds.split(",") if k]
     unknown = set(kinds) - set(POSITIVE_KINDS) - set(NEGATIVE_KINDS)
-    if unknown or nodes < 4 or args.per_kind < 1:
+    if unknown or nodes < 8 or args.per_kind < 1:
         print(
-            f"c4 bench diagnose: --nodes must be >= 4, --per-kind >= 1, --kinds from "
+            f"c4 bench diagnose: --nodes must be >= 8 (two jobs of 3D parallelism share them), --per-kind >= 1, --kinds from "
             f"{', '.join(POSITIVE_KINDS + NEGATIVE_KINDS)}"
             + (f" (unknown: {', '.join(sorted(unknown))})" if unknown else ""),
             file=sys.stderr,
@@ -205,7 +217,8 @@ def run(args: argparse.Namespace) -> int:
         f"recall {summary['recall']:.3f}, false alarms {summary['false_alarms']}, time to detect p50 "
         f"{summary['ttd_p50_s'] or 0:.1f} s / p90 {summary['ttd_p90_s'] or 0:.1f} s (simulated, 1 s sampling), "
         f"onset error (|first_seen - true onset|) p50 {summary['onset_error_p50_s'] or 0:.1f} s / max "
-        f"{summary['onset_error_max_s'] or 0:.1f} s"
+        f"{summary['onset_error_max_s'] or 0:.1f} s; victims blamed {summary['victims_blamed']}, "
+        f"slowdown error median {summary['slowdown_error'] or 0:.3f} ({summary['slowdown_estimated']} estimated)"
     )
     print(
         f"simulated {summary['sim_s']:.0f} s in {wall:.0f} s wall with {jobs} workers "

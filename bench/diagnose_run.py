@@ -21,6 +21,7 @@ from c4.catalogue import load
 from c4.collector.store import PendingBatch, Store
 from c4.collector.validate import validate_batch
 from c4.config import AgentConfig
+from c4.sim.jobs_twin import JobsTwin
 from c4.sim.runner import SimRunner
 from c4.sim.twin import ClusterTwin
 
@@ -40,6 +41,10 @@ class ScenarioResult:
     correct: list[bool] = field(default_factory=list)
     ttd_s: float | None = None  # detection (first correct row) minus the true onset
     onset_errors_s: list[float] = field(default_factory=list)  # each correct fault's first_seen - true onset
+    victims_blamed: int = 0  # raised faults naming a rank that only waited on the cause (jobs scenarios)
+    slowdown_error: float | None = (
+        None  # |estimated - true step slowdown| / true, of the first correct finding
+    )
     sim_s: float = 0.0
     wall_s: float = 0.0
 
@@ -52,18 +57,87 @@ def truth_of(sc: Scenario, twin) -> dict[str, Any]:
     if sc.faults[0].kind in NIC_TRUTH:  # the twin names NIC n; the fault table names its RDMA port
         f = sc.faults[0]
         t = {**t, "component": f"{f.node}/mlx5_{f.nic}p1"}
+    if sc.jobs and sc.faults[0].kind == "slow_comm":  # local rank k sends on NIC k: its RDMA port
+        f = sc.faults[0]
+        t = {**t, "component": f"{f.node}/mlx5_{f.gpu}p1"}
     return t
 
 
-def is_correct(fault: dict[str, Any], truth: dict[str, Any], kind: str) -> bool:
-    """Whether a raised fault localizes the injected one (right component, and congestion told apart)."""
+def _rank_set(names: str) -> set[tuple[str, int]]:
+    """``"<job>/rank<r>,..."`` as (job, rank) pairs."""
+    return {(j, int(r)) for j, _, r in (v.partition("/rank") for v in names.split(",") if v)}
+
+
+def is_correct(fault: dict[str, Any], truth: dict[str, Any], kind: str, twin=None) -> bool:
+    """Whether a raised fault localizes the injected one (right component, and congestion told apart).
+
+    In a jobs scenario a finding that names only cause ranks (a GPU, a rank, a host whose every rank
+    of the job is a cause) localizes it too: both ends of a slow link are its cause.
+    """
     if not truth:
         return False
+    if (
+        "blamed" in truth
+        and fault["fault_class"] != "congestion"
+        and fault["component"] != truth["component"]
+    ):
+        named = {(j, r) for j, r in ranks_named(fault["component"], twin) if j == truth.get("job")}
+        blamed = _rank_set(truth.get("blamed", ""))
+        return bool(named) and named <= blamed
     if kind == "ecmp_congestion":
         return fault["fault_class"] == "congestion"
     if fault["fault_class"] == "congestion":
         return False
     return fault["component"] == truth["component"]
+
+
+def ranks_named(component: str, twin) -> set[tuple[str, int]]:
+    """The (job, rank) pairs a fault's component points at in a jobs twin: a GPU's rank, a host's ranks
+    (a NIC, its CPU, the node), ``<job>/rank<r>``; none for a whole job or stage (not a rank's fault)."""
+    if not isinstance(twin, JobsTwin):
+        return set()
+    head, _, tail = component.partition("/")
+    if tail.startswith("rank") and tail[4:].isdigit():
+        return {(head, int(tail[4:]))}
+    if head not in twin.hosts:
+        return set()
+    if tail.startswith("gpu") and tail[3:].isdigit():
+        return {twin.rank_at(head, int(tail[3:]))}
+    return {twin.rank_at(head, g) for g in range(twin.gpus) if twin.job_name(head)}
+
+
+def blames_victim(fault: dict[str, Any], truth: dict[str, Any], twin) -> bool:
+    """Whether a raised fault blames only ranks that merely waited on the cause (never the cause itself)."""
+    named = ranks_named(fault["component"], twin)
+    if not named or not truth:
+        return False
+    victims, blamed = _rank_set(truth.get("affected", "")), _rank_set(truth.get("blamed", ""))
+    return not (named & blamed) and bool(named & victims)
+
+
+def slowdown_error(fault: dict[str, Any], truth: dict[str, Any]) -> float | None:
+    """|estimated - true step slowdown| / true for a correct finding that estimates one (None otherwise)."""
+    true = truth.get("slowdown_frac")
+    est = fault.get("slowdown_frac")
+    if true is None or est is None or true <= 0:
+        return None
+    return abs(est - true) / true
+
+
+def make_twin(sc: Scenario):
+    """The scenario's twin: 3D-parallel jobs (JobsTwin) or the single data-parallel job (ClusterTwin)."""
+    if sc.jobs:
+        return JobsTwin(
+            nodes=sc.nodes,
+            leaves=4,
+            spines=4,
+            seed=sc.seed,
+            jobs=[dict(j) for j in sc.jobs],
+            faults=list(sc.faults),
+            horizon_s=sc.onset_s + sc.watch_s + 5.0,
+            **sc.cluster,
+        )
+    return ClusterTwin(nodes=sc.nodes, leaves=4, spines=4, seed=sc.seed, faults=list(sc.faults), **sc.cluster)
 
 
 def onset_error_s(first_seen: datetime | None, onset_s: float) -> float | None:
@@ -80,9 +154,8 @@ def run_scenario(sc: Scenario, workdir: Path | None = None, diagnose_every_steps
     work = Path(tempfile.mkdtemp(prefix="c4-bench-diag-")) if own else Path(workdir)
     t_wall = time.perf_counter()
     try:
-        twin = ClusterTwin(
-            nodes=sc.nodes, leaves=4, spines=4, seed=sc.seed, faults=list(sc.faults), **sc.cluster
-        )
+        twin = make_twin(sc)
+        job_of = {h: twin.job_name(h) for h in twin.hosts} if sc.jobs else {}
         runner = SimRunner(work / "sim", twin, sc.name, epoch_s=EPOCH_S)
         catalogue = load()
         samplers = {}
@@ -96,6 +169,7 @@ def run_scenario(sc: Scenario, workdir: Path | None = None, diagnose_every_steps
             catalogue, window_s=60.0, fabric=FabricModel(twin.connection_paths(), twin.switch_capacity_gbps())
         )
         truth = truth_of(sc, twin)
+        onset_s = float(truth.get("onset_s", sc.onset_s)) if truth else sc.onset_s
         result = ScenarioResult(sc.name, sc.kind, sc.negative, truth)
         seen: set[str] = set()
         seq = 0
@@ -109,7 +183,8 @@ def run_scenario(sc: Scenario, workdir: Path | None = None, diagnose_every_steps
             for host, ss in samplers.items():  # what every node's agent sampled this tick
                 for s in ss:
                     for table, rs in s.sampler.sample(0).items():
-                        by_table.setdefault(table, []).extend({"node": host, **r} for r in rs)
+                        job = job_of.get(host, "")
+                        by_table.setdefault(table, []).extend({"node": host, "job": job, **r} for r in rs)
             batches = []
             for table, rs in by_table.items():  # one batch per table, through the collector's checks
                 data = rows_to_table(catalogue, table, rs, {"ts": now, "job": ""})
@@ -126,21 +201,25 @@ def run_scenario(sc: Scenario, workdir: Path | None = None, diagnose_every_steps
                 if r["state"] == "resolved" or r["fault_id"] in seen:
                     continue
                 seen.add(r["fault_id"])
-                ok = is_correct(r, truth, sc.kind)
+                ok = is_correct(r, truth, sc.kind, twin)
                 result.raised.append(
                     {
                         "fault_id": r["fault_id"],
                         "class": r["fault_class"],
                         "component": r["component"],
                         "at_s": twin.t,
-                        "onset_error_s": onset_error_s(r["first_seen"], sc.onset_s),
+                        "onset_error_s": onset_error_s(r["first_seen"], onset_s),
                     }
                 )
                 result.correct.append(ok)
+                if not ok and blames_victim(r, truth, twin):
+                    result.victims_blamed += 1
+                if ok and result.slowdown_error is None:
+                    result.slowdown_error = slowdown_error(r, truth)
                 if ok and result.raised[-1]["onset_error_s"] is not None:
                     result.onset_errors_s.append(result.raised[-1]["onset_error_s"])
                 if ok and result.ttd_s is None:
-                    result.ttd_s = max(0.0, twin.t - sc.onset_s)
+                    result.ttd_s = max(0.0, twin.t - onset_s)
         cur.close()
         store.close()
         result.sim_s = twin.t

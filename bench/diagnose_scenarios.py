@@ -28,8 +28,20 @@ POSITIVE_KINDS = (
     "straggler",
     "straggler_verbose",
 )
-#: Negative kinds: nothing may be raised ("healthy" injects no fault at all).
-NEGATIVE_KINDS = ("healthy", "uniform_slowdown", "transient_slowdown", "job_restart")
+#: Job-structure kinds (issue 18): two 3D-parallel jobs share the cluster, one carries the cause; the
+#: twin's truth names the cause ranks, the ranks that only wait on them (victims) and the true slowdown.
+JOB_KINDS = {
+    "job_slow_worker": "slow_worker",
+    "job_stage_imbalance": "stage_imbalance",
+    "job_data_imbalance": "data_imbalance",
+    "job_cpu_stall": "cpu_stall",
+    "job_slow_comm": "slow_comm",
+    "job_hang": "rank_hang",
+}
+POSITIVE_KINDS += tuple(JOB_KINDS)
+#: Negative kinds: nothing may be raised ("healthy" injects no fault at all; "job_healthy": two
+#: 3D-parallel jobs, jitter only).
+NEGATIVE_KINDS = ("healthy", "uniform_slowdown", "transient_slowdown", "job_restart", "job_healthy")
 
 
 @dataclass
@@ -44,6 +56,7 @@ class Scenario:
     cluster: dict = field(default_factory=dict)  # further ClusterTwin settings (e.g. cuda_visible_devices)
     onset_s: float = 0.0
     watch_s: float = 25.0  # simulated seconds after onset
+    jobs: list[dict] = field(default_factory=list)  # 3D-parallel jobs (a JobsTwin scenario) when given
 
     @property
     def negative(self) -> bool:
@@ -51,8 +64,73 @@ class Scenario:
         return self.kind in NEGATIVE_KINDS
 
 
+def job_layout(nodes: int, rng: random.Random) -> list[dict]:
+    """Two jobs sharing ``nodes`` 8-GPU nodes: TP 8 x PP 2 x DP on the first half, TP 8 x PP 4 on the rest
+    (TP 4 x PP 2 with two replicas per node, or expert parallelism, drawn from the seed)."""
+    half = nodes // 2
+    a = {"name": "train-a", "tp": 8, "pp": 2, "dp": half // 2, "microbatches": 8, "first_node": 0}
+    if rng.random() < 0.3:
+        a.update(tp=4, dp=half)
+    b = {
+        "name": "train-b",
+        "tp": 8,
+        "pp": 4,
+        "dp": (nodes - half) // 4,
+        "microbatches": 8,
+        "first_node": half,
+    }
+    if rng.random() < 0.3 and b["dp"] >= 2:
+        b.update(ep=2, distributed_optimizer=True)
+    return [a, b]
+
+
+def draw_job(kind: str, seed: int, nodes: int, gpus: int = 8) -> Scenario:
+    """One job-structure scenario: two jobs, the cause in one of them at a drawn place and strength."""
+    rng = random.Random(f"{kind}:{seed}")
+    jobs = job_layout(nodes, rng)
+    target = rng.choice(jobs)
+    if kind == "job_data_imbalance" and target["dp"] < 2:  # one replica: nothing to be imbalanced against
+        target = jobs[0]
+    first = target["first_node"]
+    span = target["tp"] * target["pp"] * target["dp"] // gpus
+    node = f"host{first + rng.randrange(span)}"
+    gpu = rng.randrange(gpus)
+    onset = float(rng.randint(12, 20))
+    sc = Scenario(f"{kind}-{seed}", kind, seed, nodes, onset_s=onset, jobs=jobs, watch_s=25.0)
+    if kind == "job_healthy":
+        return sc
+    fault = JOB_KINDS[kind]
+    if fault == "slow_worker":
+        sc.faults = [Fault(fault, onset, node=node, gpu=gpu, factor=rng.uniform(1.5, 2.5))]
+    elif fault == "stage_imbalance":
+        sc.onset_s = 0.0
+        sc.faults = [
+            Fault(
+                fault,
+                0.0,
+                job=target["name"],
+                stage=rng.randrange(target["pp"]),
+                factor=rng.uniform(1.4, 2.0),
+            )
+        ]
+    elif fault == "data_imbalance":
+        sc.faults = [Fault(fault, onset, job=target["name"], factor=rng.uniform(1.4, 1.8))]
+    elif fault == "cpu_stall":
+        sc.faults = [Fault(fault, onset, node=node, gpu=gpu, factor=20.0, stall_s=rng.uniform(0.1, 0.2))]
+    elif fault == "slow_comm":
+        # the link from a rank of a stage that has a next stage
+        stage_nodes = span // target["pp"]
+        node = f"host{first + rng.randrange(stage_nodes * (target['pp'] - 1))}"
+        sc.faults = [Fault(fault, onset, node=node, gpu=gpu, factor=rng.uniform(4.0, 8.0))]
+    else:  # rank_hang: one rank of one job stops; the other job runs on
+        sc.faults = [Fault(fault, onset, node=node, gpu=gpu)]
+    return sc
+
+
 def draw(kind: str, seed: int, nodes: int, gpus: int = 8, nics: int = 8) -> Scenario:
     """One scenario of a kind, its placement and onset drawn from the seed."""
+    if kind in JOB_KINDS or kind == "job_healthy":
+        return draw_job(kind, seed, nodes, gpus)
     rng = random.Random(f"{kind}:{seed}")
     node = f"host{rng.randrange(nodes)}"
     gpu, nic = rng.randrange(gpus), rng.randrange(nics)

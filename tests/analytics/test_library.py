@@ -14,10 +14,10 @@ import pytest
 
 from c4.bench.diagnose import score
 from c4.bench.diagnose_run import run_scenario
-from c4.bench.diagnose_scenarios import NEGATIVE_KINDS, POSITIVE_KINDS, draw, library
+from c4.bench.diagnose_scenarios import JOB_KINDS, NEGATIVE_KINDS, POSITIVE_KINDS, draw, library
 
 
-@pytest.mark.parametrize("kind", POSITIVE_KINDS)
+@pytest.mark.parametrize("kind", [k for k in POSITIVE_KINDS if k not in JOB_KINDS])  # jobs: below
 def test_each_fault_kind_is_localized(tmp_path, kind):
     sc = draw(kind, seed=3, nodes=8)
     r = run_scenario(sc, tmp_path)
@@ -28,6 +28,23 @@ def test_each_fault_kind_is_localized(tmp_path, kind):
             kind,
             x,
         )
+
+
+@pytest.mark.parametrize("kind", [k for k in JOB_KINDS if k != "job_hang"])
+def test_job_causes_blame_no_victim_and_state_their_cost(tmp_path, kind):
+    """Two 3D-parallel jobs, a cause in one: found, no rank that only waited is blamed, the cost is right."""
+    r = run_scenario(draw(kind, seed=4, nodes=8), tmp_path)
+    assert r.ttd_s is not None, f"{kind}: not found: raised {r.raised} (truth {r.truth})"
+    assert r.victims_blamed == 0, (kind, r.raised, r.truth["affected"])
+    assert all(r.correct), (kind, r.raised)
+    assert r.slowdown_error is not None and r.slowdown_error <= 0.1, (kind, r.slowdown_error, r.truth)
+
+
+def test_hang_in_one_of_two_jobs_is_localized_while_the_other_runs(tmp_path):
+    sc = draw("job_hang", seed=4, nodes=8)
+    r = run_scenario(sc, tmp_path)
+    assert r.truth["job"] in ("train-a", "train-b")
+    assert r.ttd_s is not None and all(r.correct), (r.raised, r.truth)
 
 
 @pytest.mark.parametrize("kind", NEGATIVE_KINDS)
@@ -92,6 +109,8 @@ def test_bench_diagnose_json_line():
         "ttd_p90_s",
         "onset_error_p50_s",
         "onset_error_max_s",
+        "victims_blamed",
+        "slowdown_error",
         "analysis_10k_ranks_s",
         "per_kind",
     ):
