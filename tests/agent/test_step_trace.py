@@ -271,3 +271,33 @@ def test_files_of_the_step_trace_writer_are_read_once_across_its_rotations(tmp_p
         (step, name) for step in range(40) for name in ("forward", "backward", "optimizer")
     )
     assert s.records_skipped == 0
+
+
+def test_the_documented_example_lines_are_read_whole(tmp_path):
+    """docs/step-trace.md's example, as a job would write it: three rows, every column read, nothing skipped."""
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "step-trace.md").read_text()
+    block = doc.split("```json\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "4711-rank2.jsonl").write_text(block)
+    s = sampler(tmp_path)
+    got = rows(s)
+    assert s.records_skipped == 0 and [r["op"] for r in got] == ["recv_forward", "forward", "send_forward"]
+    fwd = got[1]
+    assert (
+        fwd["job"],
+        fwd["rank"],
+        fwd["pp_stage"],
+        fwd["step"],
+        fwd["microbatch"],
+        fwd["host"],
+        fwd["local_rank"],
+    ) == (
+        "4711",
+        2,
+        1,
+        12,
+        3,
+        "node0",
+        2,
+    )
+    assert fwd["start_s"] == 1700000123.4052 and fwd["duration_s"] == 0.0101
+    assert fwd["ts"].isoformat() == "2023-11-14T22:15:23.405200"
