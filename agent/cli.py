@@ -16,6 +16,7 @@ ROOT_FLAGS = {
     "nccl_log": ("nccl_debug_log", "log_file"),
     "nccl_ras": ("nccl_ras", "path"),
     "nccl_inspector": ("nccl_inspector", "dump_dir"),
+    "step_trace": ("step_trace", "trace_dir"),
     "nvml_library": ("gpu", "nvml_library"),
     "nvml_library_arg": ("gpu", "nvml_library_arg"),
 }
@@ -56,6 +57,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--nccl-inspector",
         metavar="DIR|FILE",
         help="NCCL Inspector dump directory (NCCL_INSPECTOR_DUMP_DIR) or one dump file",
+    )
+    parser.add_argument(
+        "--step-trace",
+        metavar="DIR",
+        help="directory of training-step traces (*.jsonl, *.parquet; docs/step-trace.md) for the step_trace sampler",
     )
     parser.add_argument(
         "--nvml-library",
@@ -107,6 +113,8 @@ def agent_config(args: argparse.Namespace):
         if args.test and args.kmsg_path and Path(args.kmsg_path).is_file():
             # --test samples once: a saved log given on the command line is read from its start
             samplers["xid_kmsg"].setdefault("from_start", True)
+        if args.test and args.step_trace:
+            samplers["step_trace"].setdefault("settle_s", 0.0)  # read every Parquet file there now
         data["samplers"] = samplers
         return cfg.model_validate(data)
     except ValidationError as exc:

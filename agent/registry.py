@@ -22,6 +22,7 @@ SAMPLERS: dict[str, str] = {
     "nccl_ras": "c4.agent.nccl_ras:RasSampler",
     "nccl_debug_log": "c4.agent.nccl_debug_log:DebugLogSampler",
     "nccl_conn": "c4.agent.nccl_conn:ConnRecordSampler",
+    "step_trace": "c4.agent.step_trace:StepTraceSampler",
 }
 
 

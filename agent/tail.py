@@ -53,6 +53,7 @@ class FileTailer:
     _skip_rest_of_line: bool = False
     at_eof: bool = True  # the last call read everything the open file held
     last_read_bytes: int = 0  # bytes the last call read
+    retired: tuple[int, int] | None = None  # (inode, offset) of the file it left at its last rotation
 
     def __post_init__(self) -> None:
         self.path = Path(self.path)
@@ -88,6 +89,7 @@ class FileTailer:
             lines += self._drain(max_bytes - self.last_read_bytes)  # what the old file got meanwhile
             if not self.at_eof:
                 return lines
+            self.retired = (self._inode, self._offset) if self._inode is not None else None
             self.close()
             self.stats.rotations += 1
             if self._open(False):
@@ -142,6 +144,28 @@ class FileTailer:
             self._partial = b""
             self._skip_rest_of_line = True
 
+    def take_over(self, other: FileTailer) -> None:
+        """Continue where ``other`` is in the file it holds (renamed to this path); ``other`` starts afresh."""
+        self.close()
+        self._fh, self._inode, self._offset, self._partial = (
+            other._fh,
+            other._inode,
+            other._offset,
+            other._partial,
+        )
+        self._skip_rest_of_line = other._skip_rest_of_line
+        other._fh, other._inode, other._offset, other._partial = None, None, 0, b""
+        other._skip_rest_of_line = False
+        other.start_at_end = False
+
+    def resume_at(self, inode: int, offset: int) -> None:
+        """Open the path and continue at ``offset`` when it is still file ``inode`` that long (else from its start)."""
+        if self._fh is None and self._open(False) and self._inode == inode:
+            assert self._fh is not None
+            if os.fstat(self._fh.fileno()).st_size >= offset:
+                self._fh.seek(offset)
+                self._offset = offset
+
     def close(self) -> None:
         """Close the current file handle."""
         if self._fh is not None:
@@ -150,7 +174,10 @@ class FileTailer:
 
 
 class DirectoryTailer:
-    """Tails every file matching a glob under a directory, picking up new files as they appear."""
+    """Tails every file matching a glob under a directory, picking up new files as they appear.
+
+    A file renamed to another name the glob matches (a writer's own rotation, ``x.jsonl`` -> ``x.1.jsonl``)
+    is not read twice: the new name continues where the old name's tailer was in it."""
 
     def __init__(self, directory: Path | str, pattern: str = "*", start_at_end: bool = False) -> None:
         self.directory = Path(directory)
@@ -159,6 +186,7 @@ class DirectoryTailer:
         self.tailers: dict[Path, FileTailer] = {}
         self._first_scan = True
         self._turn = 0  # which file reads first this call, so one busy file cannot starve the others
+        self._retired: dict[int, int] = {}  # inode -> offset read, of files rotated away from a tailed name
 
     def read_lines(self, max_bytes: int = DEFAULT_MAX_BYTES_PER_TICK) -> list[tuple[Path, str]]:
         """New complete lines of the files, as (path, line), reading at most ``max_bytes`` in all.
@@ -168,7 +196,7 @@ class DirectoryTailer:
         if self.directory.is_dir():
             for path in sorted(self.directory.glob(self.pattern)):
                 if path not in self.tailers and path.is_file():
-                    self.tailers[path] = FileTailer(path, start_at_end=self.start_at_end and self._first_scan)
+                    self.tailers[path] = self._new_tailer(path)
         self._first_scan = False
         items = sorted(self.tailers.items())
         if items:
@@ -181,10 +209,31 @@ class DirectoryTailer:
                 break
             out += [(path, line) for line in tailer.read_lines(left)]
             left -= tailer.last_read_bytes
+            if tailer.retired is not None:
+                self._retired[tailer.retired[0]] = tailer.retired[1]
+                tailer.retired = None
             if tailer.at_eof and not path.exists():
                 tailer.close()
                 del self.tailers[path]
+        while len(self._retired) > 1024:  # renamed to names the glob never matches: forget the oldest
+            del self._retired[next(iter(self._retired))]
         return out
+
+    def _new_tailer(self, path: Path) -> FileTailer:
+        """A tailer for a path seen for the first time; a renamed file continues where it was."""
+        tailer = FileTailer(path, start_at_end=self.start_at_end and self._first_scan)
+        if self._first_scan:
+            return tailer
+        try:
+            inode = os.stat(path).st_ino
+        except OSError:
+            return tailer
+        holder = next((t for t in self.tailers.values() if t._inode == inode and t._fh is not None), None)
+        if holder is not None:  # renamed since the last call: its old name's tailer has not noticed yet
+            tailer.take_over(holder)
+        elif inode in self._retired:  # renamed, and its old name's tailer read it up to the rotation
+            tailer.resume_at(inode, self._retired.pop(inode))
+        return tailer
 
     def close(self) -> None:
         """Close every file."""

@@ -19,6 +19,7 @@ from c4.analytics.hang_sources import ras_findings
 from c4.analytics.hardware import hardware_findings
 from c4.analytics.periods import comm_periods
 from c4.analytics.rank_gpu import RankPlaces
+from c4.analytics.step_jobs import JobAttribution, job_attributions
 
 
 def _explained_by_congestion(found: list[Finding]) -> list[Finding]:
@@ -39,7 +40,10 @@ def by_time(df: pl.DataFrame) -> pl.DataFrame:
 
 
 def diagnose(
-    tables: dict[str, pl.DataFrame], fabric: FabricModel | None = None, now: datetime | None = None
+    tables: dict[str, pl.DataFrame],
+    fabric: FabricModel | None = None,
+    now: datetime | None = None,
+    attributions: list[JobAttribution] | None = None,
 ) -> list[Finding]:
     """Hardware and collective findings, most certain first.
 
@@ -48,6 +52,9 @@ def diagnose(
 
     ``fabric`` maps each connection to the switch links it crosses (from C4P's plan or the ECMP
     hash model over the topology); without it a slow switch link is reported at the connection level.
+
+    ``attributions``: the step-time attribution of the window's step_ops (None: computed here); their
+    findings name causes and list the ranks that only waited on them as affected.
     """
     empty = pl.DataFrame()
     tables = {k: by_time(v) for k, v in tables.items()}
@@ -71,4 +78,7 @@ def diagnose(
         found += slow_connection_findings(conns, colls, fabric=fabric, period_s=period)
     elif not conns.is_empty():
         found += comm_hang_findings(conns, None) + slow_connection_findings(conns, fabric=fabric)
+    if attributions is None:
+        attributions = job_attributions(tables.get("step_ops", empty))
+    found += [f for a in attributions for f in a.findings]
     return sorted(_explained_by_congestion(found), key=lambda f: (-f.confidence, f.component))

@@ -16,6 +16,7 @@ NEEDED = (
     "nccl_collectives",
     "nccl_connections",
     "nccl_ras_status",
+    "step_ops",
 )
 
 #: Which GPU each rank runs on (a catalogue view, one row per rank of each communicator): read whole,
@@ -44,7 +45,12 @@ def window_from_cursor(
         # live: up to the skew ahead of the clock; a stopped store: up to its newest believable row
         end = now + timedelta(seconds=max_skew_s) if now is not None else store_now(cur, t, bound)
         start = (now if now is not None else end) - timedelta(seconds=window_s) if end else None
-        out[t] = cur.execute(f'SELECT * FROM "{t}" WHERE ts >= ? AND ts <= ? ORDER BY ts', [start, end]).pl()
+        try:
+            out[t] = cur.execute(
+                f'SELECT * FROM "{t}" WHERE ts >= ? AND ts <= ? ORDER BY ts', [start, end]
+            ).pl()
+        except duckdb.CatalogException:  # a store made before the table existed, opened read-only
+            out[t] = pl.DataFrame()
     out[IDENTITY_VIEW] = rank_identity(cur)
     return out
 

@@ -29,6 +29,7 @@ DEFAULT_SAMPLERS: dict[str, dict[str, Any]] = {
     "nccl_ras": {},
     "nccl_debug_log": {},
     "nccl_conn": {},
+    "step_trace": {},
 }
 
 

@@ -104,11 +104,19 @@ class Diagnosis:
         def work():
             cur = self.store.cursor()
             try:
-                return runner.run_once(cur)
+                return runner.run_once(cur), runner.attribution
             finally:
                 cur.close()
 
-        table = await loop.run_in_executor(self.pool, work)
+        table, attribution = await loop.run_in_executor(self.pool, work)
+        if attribution.num_rows:  # each job's step-time breakdown, for the dashboard's job view
+            stored = await self.writer.submit_async(
+                PendingBatch.internal(self.store.catalogue["step_attribution"], attribution.to_pylist())
+            )
+            if stored.error:
+                raise RuntimeError(
+                    f"could not store {attribution.num_rows} step_attribution rows: {stored.error}"
+                )
         if table.num_rows:
             await self.store_faults(table.to_pylist())
 

@@ -14,6 +14,7 @@ HERE = Path(__file__).resolve().parent
 PAGES = [
     ("overview.py", "Overview", ":material/dashboard:"),
     ("faults.py", "Faults", ":material/report:"),
+    ("jobs.py", "Jobs", ":material/model_training:"),
     ("bandwidth.py", "Bandwidth", ":material/network_check:"),
     ("collectives.py", "Collectives", ":material/grid_on:"),
     ("traffic.py", "Traffic", ":material/alt_route:"),

@@ -10,6 +10,7 @@ from testkit.procs import AgentProc, CollectorProc
 from c4.bench.agent import build_node
 from c4.query import query_arrow
 from c4.sim.sysfs_tree import eight_nic_node
+from c4.step_trace import StepTraceWriter
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "nccl"
 
@@ -27,6 +28,11 @@ def test_all_samplers_end_to_end(tmp_path, sysfs_fixture):
     shutil.copy(DATA / "nccl-debug-rank3.log", node / "nccl-logs" / "rank3.log")
     (node / "kmsg.log").write_text("NVRM: Xid (PCI:0000:2a:00): 79, pid=1, GPU has fallen off the bus.\n")
     samplers["xid_kmsg"]["from_start"] = True
+    with StepTraceWriter(node / "step-trace", "llm-1", rank=3, dp_rank=1, pp_stage=0, tp_rank=1) as w:
+        for step in range(3):
+            w.op(step, "forward", time.time() - 10 + step, 0.1, microbatch=0)
+            w.op(step, "all_reduce", time.time() - 9.8 + step, 0.05, comm="dp")
+    samplers["step_trace"] = {"trace_dir": str(node / "step-trace")}
     cfg = tmp_path / "agent.toml"
     lines = ["[agent]", "flush_interval_s = 0.2", "interval_s = 0.5"]
     for name, opts in samplers.items():
@@ -45,6 +51,7 @@ def test_all_samplers_end_to_end(tmp_path, sysfs_fixture):
         "nccl_collectives": "SELECT count(*) FROM nccl_collectives WHERE rank = 2",
         "nccl_topology": "SELECT count(*) FROM nccl_topology WHERE kind = 'conn'",
         "nodes": "SELECT max(gpu_count) FROM nodes WHERE node = 'gpu-node-7'",
+        "step_ops": "SELECT count(*) FROM step_ops WHERE job = 'llm-1' AND rank = 3 AND node = 'gpu-node-7'",
         "sampler_health": "SELECT count(DISTINCT sampler) FROM agent_sampler_health WHERE state = 'running'",
     }
     want = {
@@ -57,7 +64,8 @@ def test_all_samplers_end_to_end(tmp_path, sysfs_fixture):
         "nccl_collectives": 3,
         "nccl_topology": 5,
         "nodes": 8,
-        "sampler_health": 8,
+        "step_ops": 6,
+        "sampler_health": 9,
     }
     got = {}
     try:

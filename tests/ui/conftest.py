@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 
+import polars as pl
+import pyarrow as pa
 import pytest
 from testkit.procs import CollectorProc, free_port
+from testkit.step_sim import SimCause, simulate
 from testkit.twin import frames, run_twin
 
+from c4.catalogue import load
 from c4.push import push_table
 from c4.query import query_arrow
 from c4.sim.twin import Fault
@@ -19,7 +24,10 @@ FAULTS = [
     Fault("nic_degraded", at_s=5, duration_s=100, node="host1", nic=2, factor=0.5),
     Fault("xid", at_s=5, node="host2", gpu=3, xid=48),
 ]
-EXPECTED = {("host1/mlx5_2p1", "hardware"), ("host2/gpu3", "hardware")}
+#: A 3D-parallel job's step trace (PP=4 x DP=2, on node0) in which rank 5's GPU computes 2.3x slower.
+STEP_JOB = "train-3d"
+STEP_CAUSE = SimCause("slow_worker", ranks=[5], factor=2.3)
+EXPECTED = {("host1/mlx5_2p1", "hardware"), ("host2/gpu3", "hardware"), ("node0/gpu5", "slow_worker")}
 
 DIAGNOSIS_TOML = (
     "[collector]\ndiagnose_interval_s = 1.0\ndiagnose_window_s = 3600\n"
@@ -39,10 +47,28 @@ def _wait_for_faults(address: str, timeout_s: float = 60.0) -> set:
     raise AssertionError(f"the collector's diagnosis did not report {EXPECTED}; got {got}")
 
 
+def step_ops_table(trace: pl.DataFrame):
+    """A step trace as the agent's step_trace sampler sends it (ts = op start, node = the rank's host)."""
+    spec = load()["step_ops"]
+    rows = [
+        {
+            **r,
+            "ts": datetime.fromtimestamp(r["start_s"], UTC).replace(tzinfo=None),
+            "node": r.get("host") or "node0",
+        }
+        for r in trace.to_dicts()
+    ]
+    return pa.Table.from_pylist(
+        [{c: r.get(c, "" if c in ("host", "comm") else None) for c in spec.column_names} for r in rows],
+        schema=spec.arrow_schema,
+    )
+
+
 @pytest.fixture(scope="session")
 def filled_collector(tmp_path_factory):
     """A real collector holding 30 twin iterations of a 4-node cluster with a degraded NIC and an Xid 48,
-    diagnosed by C4D in the collector, plus a C4P plan with its link loads."""
+    a 3D-parallel job's step trace with a slow worker, diagnosed by C4D in the collector, plus a C4P plan
+    with its link loads."""
     tmp = tmp_path_factory.mktemp("ui-filled")
     cfg = tmp / "c4.toml"
     cfg.write_text(DIAGNOSIS_TOML)
@@ -56,6 +82,10 @@ def filled_collector(tmp_path_factory):
         plan = Planner(twin.topo, max_qps=4).plan(twin.flows)
         push_table(col.address, "plans", plan_table(plan, "plan-test", 1.0), agent_id="ui-test-plan")
         push_table(col.address, "plan_links", link_table(plan, "plan-test", 2), agent_id="ui-test-plan")
+        trace = simulate(
+            pp=4, dp=2, mb=4, steps=12, causes=[STEP_CAUSE], job=STEP_JOB, t0_s=time.time() - 100, hosts=True
+        )
+        push_table(col.address, "step_ops", step_ops_table(trace), agent_id="ui-test-trace")
         _wait_for_faults(col.address)
         yield col
     finally:

@@ -23,6 +23,7 @@ ARTIFACTS = Path(__file__).resolve().parents[2] / "build" / "test-artifacts" / "
 PAGES = {
     "": r"Active faults\s+[1-9]",
     "faults": r"host1/mlx5_2p1",
+    "jobs": r"1 rank\(s\) blamed, [1-9]\d* only waited on a cause",
     "bandwidth": r"Open NIC port faults: host1/mlx5_2p1",
     "collectives": r"Blamed connections",
     "traffic": r"link\(s\) had less than their nominal capacity",

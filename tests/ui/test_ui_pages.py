@@ -10,11 +10,12 @@ from streamlit.testing.v1 import AppTest
 import c4.ui
 
 APP = Path(c4.ui.__file__).parent / "app.py"
-PAGES = ["overview", "faults", "bandwidth", "collectives", "traffic", "sql"]
+PAGES = ["overview", "faults", "jobs", "bandwidth", "collectives", "traffic", "sql"]
 #: What each page must show of the injected faults (a degraded NIC port on host1 and an Xid 48 on host2).
 SHOWS = {
     "overview": ["host1", "mlx5_2p1", "host2", "gpu3"],
     "faults": ["host1/mlx5_2p1", "host2/gpu3"],
+    "jobs": ["train-3d", "node0/gpu5", "slow_worker", "train-3d/rank7"],  # the cause, and a victim it delayed
     "bandwidth": ["host1/mlx5_2p1"],
     "collectives": ["host1/mlx5_2p1", "host2/gpu3,bus_id"],  # and each rank's GPU, from its busId
     "traffic": ["host1/nic2p0"],  # the plan routes around the degraded port's link (fabric names)

@@ -1,0 +1,172 @@
+"""Step-time attribution in the collector's diagnosis: step_ops window -> complete steps -> findings and rows."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import polars as pl
+from testkit.step_sim import SimCause, simulate
+
+from c4.agent.batcher import convert_rows
+from c4.agent.step_trace import StepTraceSampler
+from c4.analytics.diagnose import diagnose
+from c4.analytics.runner import DiagnosisRunner
+from c4.analytics.step_jobs import attribution_rows, complete_steps, job_attributions
+from c4.catalogue import load
+from c4.collector.store import PendingBatch, Store
+from c4.step_trace import StepTraceWriter
+
+T0 = 1_764_770_000.0
+
+
+def as_step_ops(trace: pl.DataFrame, node: str = "n1") -> pl.DataFrame:
+    """A trace as the step_ops table holds it (ts = op start, the agent's node, '' for a host or comm not given)."""
+    absent = [
+        c for c in load()["step_ops"].column_names if c not in trace.columns and c not in ("ts", "node")
+    ]
+    return trace.with_columns(
+        pl.from_epoch((pl.col("start_s") * 1e6).cast(pl.Int64), time_unit="us").alias("ts"),
+        pl.lit(node).alias("node"),
+        *(pl.lit("" if c in ("host", "comm") else None).alias(c) for c in absent),
+    )
+
+
+def slow_worker_job(job: str = "job1", steps: int = 10) -> pl.DataFrame:
+    """A PP=4 x DP=2 job in which rank 5 (stage 2) computes 2.3x slower on every step."""
+    return simulate(
+        pp=4,
+        dp=2,
+        mb=4,
+        steps=steps,
+        causes=[SimCause("slow_worker", ranks=[5], factor=2.3)],
+        job=job,
+        t0_s=T0,
+    )
+
+
+def test_complete_steps_cut_the_window_edges_and_a_lagging_rank():
+    trace = as_step_ops(simulate(pp=2, dp=2, mb=2, steps=8, t0_s=T0))
+    # the window began inside step 0; rank 3's agent has delivered up to step 5 only
+    window = trace.filter(
+        ~((pl.col("step") == 0) & (pl.col("rank") < 2)) & ~((pl.col("rank") == 3) & (pl.col("step") > 5))
+    )
+    kept = complete_steps(window)
+    # step 1 is the first step ranks 0 and 1 have in the window: it may have begun before it (not known)
+    assert sorted(kept["step"].unique().to_list()) == [2, 3, 4]
+    assert "ts" not in kept.columns and "node" not in kept.columns
+    doubled = complete_steps(pl.concat([window, window]))  # an agent's re-sent batch
+    assert doubled.height == kept.height
+    assert sorted(complete_steps(window, max_steps=2)["step"].unique().to_list()) == [3, 4]  # the newest
+
+
+def test_attribution_blames_the_slow_worker_and_names_its_victims():
+    ops = as_step_ops(
+        pl.concat([slow_worker_job("jobA"), simulate(pp=2, dp=2, mb=2, steps=10, job="jobB", t0_s=T0)])
+    )
+    found = {a.job: a for a in job_attributions(ops)}
+    assert set(found) == {"jobA", "jobB"}
+    a = found["jobA"]
+    assert a.slowdown_frac > 0.3 and a.steps == 8  # the first and last step are cut
+    (worker,) = [f for f in a.findings if f.fault_class == "slow_worker"]
+    assert worker.component == "jobA/rank5" and worker.job == "jobA"
+    assert "jobA/rank5" not in worker.affected and worker.affected
+    assert not [f for f in found["jobB"].findings if f.fault_class == "slow_worker"]
+
+
+def test_a_job_whose_trace_breaks_the_rules_is_left_out_not_the_others(caplog):
+    good = slow_worker_job("good")
+    bad = simulate(pp=2, dp=2, mb=2, steps=10, job="bad", t0_s=T0)
+    bad = bad.filter(~((pl.col("op") == "send_forward") & (pl.col("step") == 4)))  # recvs without their sends
+    found = job_attributions(as_step_ops(pl.concat([good, bad])))
+    assert [a.job for a in found] == ["good"]
+    assert "job=bad" in caplog.text
+
+
+def test_rows_for_the_step_attribution_table_fit_the_catalogue():
+    (a,) = job_attributions(as_step_ops(slow_worker_job()))
+    now = datetime(2026, 1, 1)
+    rows = attribution_rows([a], now)
+    scopes = pl.DataFrame(rows)["scope"].value_counts().sort("scope").to_dicts()
+    assert {d["scope"]: d["count"] for d in scopes} == {
+        "job": 1,
+        "worker": len(a.by_worker),
+        "stage": len(a.by_stage),
+        "op": len(a.by_op),
+    }
+    spec = load()["step_attribution"]
+    table = PendingBatch.internal(spec, rows).table
+    job_row = table.to_pylist()[0]
+    assert (job_row["scope"], job_row["actual_step_s"], job_row["ideal_step_s"]) == (
+        "job",
+        a.actual_step_s,
+        a.ideal_step_s,
+    )
+    worker = next(r for r in table.to_pylist() if r["part"] == "rank5")
+    assert worker["pp_stage"] == 2 and worker["cost_s"] > 0
+
+
+def test_diagnose_adds_the_attribution_findings():
+    found = diagnose({"step_ops": as_step_ops(slow_worker_job())})
+    assert [
+        f.component for f in found if f.detector == "step_attribution" and f.fault_class == "slow_worker"
+    ] == ["job1/rank5"]
+
+
+def test_runner_stores_findings_and_breakdown_from_the_step_ops_window(tmp_path):
+    cat = load()
+    store = Store(tmp_path / "c4.duckdb", cat)
+    trace = as_step_ops(slow_worker_job())
+    store.commit(
+        [PendingBatch("agent-n1", 1, cat["step_ops"], trace.select(cat["step_ops"].column_names).to_arrow())]
+    )
+    runner = DiagnosisRunner(cat, window_s=3600)
+    now = datetime.fromtimestamp(T0, UTC).replace(tzinfo=None) + timedelta(seconds=60)
+    cur = store.cursor()
+    try:
+        faults = runner.run_once(cur, now).to_pylist()
+    finally:
+        cur.close()
+        store.close()
+    worker = next(f for f in faults if f["component"] == "job1/rank5")
+    assert worker["job"] == "job1" and worker["slowdown_frac"] > 0 and worker["affected"]
+    parts = {(r["scope"], r["part"]) for r in runner.attribution.to_pylist()}
+    assert ("job", "") in parts and ("worker", "rank5") in parts and ("stage", "stage2") in parts
+
+
+def test_from_the_training_loops_writer_through_the_agent_to_the_cause(tmp_path):
+    """Each rank writes its ops with c4.step_trace.StepTraceWriter; the agent's sampler reads the directory;
+    the rows the collector would store are attributed to the slow worker."""
+    trace = slow_worker_job()
+    for (rank,), ops in trace.sort("rank", "start_s").group_by(["rank"], maintain_order=True):
+        first = ops.row(0, named=True)
+        with StepTraceWriter(
+            tmp_path, "job1", rank, first["dp_rank"], first["pp_stage"], first["tp_rank"]
+        ) as w:
+            for r in ops.iter_rows(named=True):
+                w.op(r["step"], r["op"], r["start_s"], r["duration_s"], microbatch=r["microbatch"])
+    sampler = StepTraceSampler(tmp_path)
+    sampler.probe()
+    rows = sampler.sample(0)["step_ops"]
+    assert len(rows) == trace.height and sampler.records_skipped == 0
+    stored = pl.from_arrow(convert_rows(load(), "step_ops", rows, {"node": "n1"}).table)
+    (a,) = job_attributions(stored)
+    assert [f.component for f in a.findings if f.fault_class == "slow_worker"] == ["job1/rank5"]
+
+
+def test_the_agent_checks_columns_by_the_same_rules_as_the_trace_validator():
+    """The agent may import only c4/: its copy of the column rules must be analytics.step_trace's."""
+    from c4.agent import step_trace as agent_rules
+    from c4.analytics import step_trace as rules
+
+    assert set(agent_rules.REQUIRED) == set(rules.REQUIRED)
+    assert {c for c, k in {**agent_rules.REQUIRED, **agent_rules.OPTIONAL}.items() if k is int} == set(
+        rules.INT_COLUMNS + rules.OPTIONAL_INT
+    )
+    assert {c for c, k in agent_rules.REQUIRED.items() if k is float} == set(rules.FLOAT_COLUMNS)
+    assert {c for c, k in agent_rules.OPTIONAL.items() if k is str} == set(rules.OPTIONAL_STR)
+    assert set(load()["step_ops"].column_names) == {
+        "ts",
+        "node",
+        *agent_rules.REQUIRED,
+        *agent_rules.OPTIONAL,
+    }
