@@ -266,8 +266,11 @@ def _detect(g: StepGraph, st: _Stats) -> list[_Scenario]:
     noise = 1.4826 * float(np.median(np.abs(usual - center))) if usual.size else 0.0
     slow = ratio > max(center * SLOW_RATIO, center + NOISE_SIGMAS * noise)
     persistent = [r for r in range(g.n_ranks) if _slow_from_onset(slow[r])]
-    # one rank slow on some steps only, nobody else: still that worker
-    transient_ranks = [r for r in range(g.n_ranks) if r not in persistent and slow[r].any()]
+    # one rank slow on some steps only, nobody else: still that worker; a rank slow only on the newest
+    # few steps is a cause that has just begun (judged once it has MIN_ONSET_STEPS), not data imbalance
+    transient_ranks = [
+        r for r in range(g.n_ranks) if r not in persistent and slow[r].any() and not _just_begun(slow[r])
+    ]
     if len(transient_ranks) == 1 and slow[transient_ranks[0]].sum() >= 2:
         persistent.append(transient_ranks.pop())
     for ranks in _by_tp_group(g, persistent):
@@ -347,6 +350,27 @@ def _detect(g: StepGraph, st: _Stats) -> list[_Scenario]:
             .filter(pl.col("ratio") > SLOW_LINK_RATIO)
             .sort("link")
         )
+        # a link slow from its onset on (most of the window need not be slow yet)
+        steps_of = _slow_steps(g.node_link[p2p], g.node_step[p2p], ratio_of, n_k)
+        onset_links = [k for k, v in steps_of.items() if _slow_from_onset(v)]
+        per_link = (
+            pl.concat(
+                [
+                    per_link,
+                    pl.DataFrame(
+                        {
+                            "link": onset_links,
+                            "ratio": [
+                                _ratio_since_onset(g, p2p, ratio_of, k, steps_of[k]) for k in onset_links
+                            ],
+                        },
+                        schema=per_link.schema,
+                    ),
+                ]
+            )
+            .unique("link", keep="first")
+            .sort("link")
+        )
         for link, ratio in per_link.iter_rows():
             sel = p2p & (g.node_link == link)
             a, b = divmod(int(link), g.n_ranks)
@@ -355,7 +379,7 @@ def _detect(g: StepGraph, st: _Stats) -> list[_Scenario]:
                     f"slow_comm:{a}->{b}",
                     np.where(sel, typ_own, own),
                     gap,
-                    acts=np.bincount(g.node_step[sel], minlength=n_k) > 0,
+                    acts=steps_of.get(int(link), np.zeros(n_k, dtype=bool)),
                     meta={
                         "class": "slow_comm",
                         "ranks": [a],
@@ -375,6 +399,7 @@ def _detect(g: StepGraph, st: _Stats) -> list[_Scenario]:
             .filter(pl.col("ratio") > SLOW_LINK_RATIO)
             .sort("comm")
         )
+        comm_steps = _slow_steps(g.node_comm[coll], g.node_step[coll], ratio_of, n_k)
         for comm, ratio in per_comm.iter_rows():
             sel = coll & (g.node_comm == comm)
             members = sorted(set(g.node_rank[sel].tolist()))
@@ -383,7 +408,7 @@ def _detect(g: StepGraph, st: _Stats) -> list[_Scenario]:
                     f"slow_comm:{g.comms[comm]}",
                     np.where(sel, typ_own, own),
                     gap,
-                    acts=np.bincount(g.node_step[sel], minlength=n_k) > 0,
+                    acts=comm_steps.get(int(comm), np.zeros(n_k, dtype=bool)),
                     meta={
                         "class": "slow_comm",
                         "ranks": members,
@@ -393,6 +418,37 @@ def _detect(g: StepGraph, st: _Stats) -> list[_Scenario]:
                 )
             )
     return out
+
+
+def _slow_steps(
+    keys: np.ndarray, steps: np.ndarray, ratio: np.ndarray, n_steps: int
+) -> dict[int, np.ndarray]:
+    """Per link (or group): the steps on which its median transfer ratio was slow (> SLOW_LINK_RATIO)."""
+    per = (
+        pl.DataFrame({"key": keys, "step": steps, "ratio": ratio})
+        .group_by(["key", "step"])
+        .agg(pl.col("ratio").median())
+        .filter(pl.col("ratio") > SLOW_LINK_RATIO)
+    )
+    out: dict[int, np.ndarray] = {}
+    for key, step in per.select("key", "step").iter_rows():
+        out.setdefault(int(key), np.zeros(n_steps, dtype=bool))[int(step)] = True
+    return out
+
+
+def _ratio_since_onset(g: StepGraph, sel: np.ndarray, ratio: np.ndarray, key: int, slow: np.ndarray) -> float:
+    """A link's median transfer ratio over the steps from its first slow one on."""
+    first = int(np.flatnonzero(slow)[0])
+    mine = (g.node_link[sel] == key) & (g.node_step[sel] >= first)
+    return float(np.median(ratio[mine])) if mine.any() else 0.0
+
+
+def _just_begun(slow_steps: np.ndarray) -> bool:
+    """Slow only on a run of the newest steps, shorter than MIN_ONSET_STEPS: a cause that has just begun."""
+    idx = np.flatnonzero(slow_steps)
+    return bool(
+        len(idx) and idx[-1] == len(slow_steps) - 1 and idx[-1] - idx[0] + 1 == len(idx) < MIN_ONSET_STEPS
+    )
 
 
 def _slow_from_onset(slow_steps: np.ndarray) -> bool:
@@ -546,8 +602,9 @@ def _finding(g: StepGraph, cause: _Scenario, frac: float, affected: list[str], a
     else:  # slow_comm on a p2p link
         a, b = cause.meta["link"]
         host = g.rank_host[a]
-        component = host if host else f"{_rank_label(g, a)}->{_rank_label(g, b)}"
-        ctype, action = ("host" if host else "link"), "investigate_link"
+        ends = [_gpu_label(g, a), _gpu_label(g, b)]  # the two GPUs the pipeline link joins
+        component = "->".join(ends) if all(ends) else f"{_rank_label(g, a)}->{_rank_label(g, b)}"
+        ctype, action = "link", "investigate_link"
         node = host or ""
         evidence.update(
             sender=int(g.ranks[a]),
@@ -577,6 +634,12 @@ def _finding(g: StepGraph, cause: _Scenario, frac: float, affected: list[str], a
         slowdown_frac=round(frac, 4),
         affected=affected,
     )
+
+
+def _gpu_label(g: StepGraph, r: int) -> str:
+    """``<host>/gpu<local_rank>`` of a rank, or "" when the trace does not say where it ran."""
+    host, local = g.rank_host[r], g.rank_local[r]
+    return f"{host}/gpu{local}" if host and local is not None and local >= 0 else ""
 
 
 def _identity(g: StepGraph, r: int) -> dict[str, Any]:

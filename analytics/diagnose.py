@@ -39,6 +39,14 @@ def by_time(df: pl.DataFrame) -> pl.DataFrame:
     return df.sort("ts")
 
 
+def _judged_by_trace(found: list[Finding], attributions: list[JobAttribution]) -> list[Finding]:
+    """A job whose step trace was attributed is judged by its dependency graph, not by Inspector's
+    arrival order: its straggler findings go (in a pipeline the ranks that only wait arrive late too,
+    and the replay tells them from the cause); jobs without a trace keep theirs."""
+    traced = {a.job for a in attributions if a.steps > 0}
+    return [f for f in found if not (f.detector == "straggler" and f.job in traced)]
+
+
 def diagnose(
     tables: dict[str, pl.DataFrame],
     fabric: FabricModel | None = None,
@@ -80,5 +88,5 @@ def diagnose(
         found += comm_hang_findings(conns, None) + slow_connection_findings(conns, fabric=fabric)
     if attributions is None:
         attributions = job_attributions(tables.get("step_ops", empty))
-    found += [f for a in attributions for f in a.findings]
+    found = _judged_by_trace(found, attributions) + [f for a in attributions for f in a.findings]
     return sorted(_explained_by_congestion(found), key=lambda f: (-f.confidence, f.component))

@@ -96,6 +96,8 @@ def ranks_named(component: str, twin) -> set[tuple[str, int]]:
     (a NIC, its CPU, the node), ``<job>/rank<r>``; none for a whole job or stage (not a rank's fault)."""
     if not isinstance(twin, JobsTwin):
         return set()
+    if "->" in component:  # a link between two GPUs (or ranks): both ends
+        return set().union(*(ranks_named(end, twin) for end in component.split("->")))
     head, _, tail = component.partition("/")
     if tail.startswith("rank") and tail[4:].isdigit():
         return {(head, int(tail[4:]))}
