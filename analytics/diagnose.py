@@ -47,6 +47,31 @@ def _judged_by_trace(found: list[Finding], attributions: list[JobAttribution]) -
     return [f for f in found if not (f.detector == "straggler" and f.job in traced)]
 
 
+def joined_with_hardware(found: list[Finding]) -> list[Finding]:
+    """A slow worker is a hardware suspect: join it with what its GPU's counters say (throttling, Xids,
+    ECC, PCIe/NVLink, its state) and take their action (drain, reset); a slow worker no counter
+    explains stays a question for the job (``investigate``). A slow pipeline link gets the faults of
+    its ends' NIC ports as evidence."""
+    hardware = [f for f in found if f.detector != "step_attribution" and f.fault_class != "congestion"]
+    for f in found:
+        if f.detector != "step_attribution" or f.fault_class not in ("slow_worker", "slow_comm"):
+            continue
+        if f.fault_class == "slow_worker":
+            gpus = set(f.evidence.get("gpus") or [f.component])
+            hits = [h for h in hardware if h.component_type == "gpu" and h.component in gpus]
+        else:
+            hosts = {end.split("/")[0] for end in f.component.split("->")}
+            hits = [h for h in hardware if h.component_type == "nic_port" and h.node in hosts]
+        f.evidence["hardware"] = sorted(h.fault_id for h in hits)
+        if hits:
+            first = max(hits, key=lambda h: h.confidence)
+            f.action = first.action
+            f.summary += f"; hardware: {first.summary}"
+        elif f.fault_class == "slow_worker":
+            f.summary += "; no GPU counter explains it (not throttled, no Xid, ECC or link errors)"
+    return found
+
+
 def diagnose(
     tables: dict[str, pl.DataFrame],
     fabric: FabricModel | None = None,
@@ -88,5 +113,7 @@ def diagnose(
         found += comm_hang_findings(conns, None) + slow_connection_findings(conns, fabric=fabric)
     if attributions is None:
         attributions = job_attributions(tables.get("step_ops", empty))
-    found = _judged_by_trace(found, attributions) + [f for a in attributions for f in a.findings]
+    found = joined_with_hardware(
+        _judged_by_trace(found, attributions) + [f for a in attributions for f in a.findings]
+    )
     return sorted(_explained_by_congestion(found), key=lambda f: (-f.confidence, f.component))

@@ -170,3 +170,47 @@ def test_the_agent_checks_columns_by_the_same_rules_as_the_trace_validator():
         *agent_rules.REQUIRED,
         *agent_rules.OPTIONAL,
     }
+
+
+def test_slow_worker_takes_the_action_of_its_gpus_hardware_fault():
+    """A slow worker whose GPU is throttled is that hardware fault's to act on; one no counter explains stays open."""
+    from c4.analytics.diagnose import joined_with_hardware
+    from c4.analytics.findings import Finding
+
+    def slow(component):
+        return Finding(
+            "step_attribution",
+            "slow_worker",
+            "gpu",
+            component,
+            component.split("/")[0],
+            None,
+            None,
+            0.9,
+            "investigate",
+            f"{component} computes slower",
+            job="j",
+            slowdown_frac=0.4,
+        )
+
+    throttled = Finding(
+        "gpu_throttle",
+        "hardware",
+        "gpu",
+        "host2/gpu3",
+        "host2",
+        None,
+        None,
+        0.9,
+        "drain_node",
+        "host2/gpu3 throttled",
+    )
+    other_gpu = Finding(
+        "xid", "hardware", "gpu", "host2/gpu4", "host2", None, None, 0.95, "reset_gpu", "Xid 79"
+    )
+    found = joined_with_hardware([slow("host2/gpu3"), slow("host5/gpu0"), throttled, other_gpu])
+    hit, miss = found[0], found[1]
+    assert hit.action == "drain_node" and hit.evidence["hardware"] == ["gpu_throttle:host2/gpu3"]
+    assert "throttled" in hit.summary
+    assert miss.action == "investigate" and miss.evidence["hardware"] == []
+    assert "no GPU counter explains it" in miss.summary
