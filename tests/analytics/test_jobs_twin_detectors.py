@@ -5,19 +5,13 @@ communicators."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 import polars as pl
-from testkit.twin import frames
+from testkit.twin import frames, sample_twin
 
-from c4.agent.labels import context_from
-from c4.agent.runner import build_samplers
 from c4.analytics.collective import hang_findings, straggler_findings
 from c4.analytics.diagnose import diagnose
 from c4.analytics.rank_gpu import RankPlaces
-from c4.config import AgentConfig
 from c4.sim.jobs_twin import JobsTwin
-from c4.sim.runner import SimRunner
 from c4.sim.twin import Fault
 
 EPOCH_S = 1_800_000_000.0
@@ -32,21 +26,7 @@ TABLES = ("nccl_collectives", "gpu_samples")
 def run(tmp_path, faults, ticks: int, jobs=JOBS, nodes: int = 4) -> tuple[JobsTwin, dict[str, pl.DataFrame]]:
     """Step the jobs twin, read every node with the production samplers each tick; frames by table."""
     twin = JobsTwin(nodes=nodes, leaves=2, spines=2, seed=1, jobs=jobs, faults=faults, horizon_s=ticks + 10)
-    runner = SimRunner(tmp_path, twin, "t", epoch_s=EPOCH_S)
-    samplers = {}
-    for host, w in runner.writers.items():
-        cfg = AgentConfig(node=host, samplers=w.sampler_config(), spool_dir=tmp_path / "spool")
-        samplers[host] = build_samplers(cfg, context_from(cfg, env={}))
-        for s in samplers[host]:
-            s.probe()
-    rows: dict[str, list] = {}
-    for _ in range(ticks):
-        runner.step()
-        ts = datetime.fromtimestamp(EPOCH_S + twin.t, UTC).replace(tzinfo=None)
-        for host, ss in samplers.items():
-            for s in ss:
-                for table, rs in s.sampler.sample(0).items():
-                    rows.setdefault(table, []).extend({"ts": ts, **r, "node": host} for r in rs)
+    _, rows = sample_twin(tmp_path, twin, ticks, EPOCH_S)
     return twin, frames(rows, TABLES)
 
 

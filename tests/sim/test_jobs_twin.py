@@ -4,18 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
-from datetime import UTC, datetime
 from pathlib import Path
 
 import polars as pl
 import pytest
-from testkit.twin import frames
+from testkit.twin import frames, sample_twin
 
-from c4.agent.labels import context_from
-from c4.agent.runner import build_samplers
 from c4.catalogue import load
 from c4.collector.store import Store
-from c4.config import AgentConfig
 from c4.sim.cli import build_twin
 from c4.sim.jobs_twin import JobsTwin
 from c4.sim.node_files import STEP_TRACE_DIR
@@ -38,22 +34,7 @@ def _twin(faults=(), **kw) -> JobsTwin:
 
 def _run(tmp_path: Path, twin: JobsTwin, ticks: int) -> tuple[SimRunner, dict[str, list]]:
     """Step the twin and read every node with the production samplers after each tick."""
-    runner = SimRunner(tmp_path, twin, "t", epoch_s=EPOCH_S)
-    samplers = {}
-    for host, w in runner.writers.items():
-        cfg = AgentConfig(node=host, samplers=w.sampler_config(), spool_dir=tmp_path / "spool")
-        samplers[host] = build_samplers(cfg, context_from(cfg, env={}))
-        for s in samplers[host]:
-            s.probe()
-    rows: dict[str, list] = {}
-    for tick in range(ticks):
-        runner.step()
-        ts = datetime.fromtimestamp(EPOCH_S + twin.t, UTC).replace(tzinfo=None)
-        for host, ss in samplers.items():
-            for s in ss:
-                for table, rs in s.sampler.sample(0).items():
-                    rows.setdefault(table, []).extend({"ts": ts, "tick": tick, **r, "node": host} for r in rs)
-    return runner, rows
+    return sample_twin(tmp_path, twin, ticks, EPOCH_S)
 
 
 def test_one_job_hangs_while_the_other_runs_on(tmp_path):

@@ -21,6 +21,13 @@ def run_twin(tmp_path, faults, steps=30, nodes=4, seed=1, epoch_s=EPOCH_S, **clu
     its clock by more than its max_clock_skew_s (they would be clamped), so pass a recent past then.
     """
     twin = ClusterTwin(nodes=nodes, leaves=2, spines=2, seed=seed, faults=faults, **cluster)
+    _, rows = sample_twin(tmp_path, twin, steps, epoch_s)
+    return twin, rows
+
+
+def sample_twin(tmp_path, twin, steps: int, epoch_s: float = EPOCH_S):
+    """Step any twin (one job or several) and read every node with the production samplers after each
+    step; returns (runner, {table: rows with ts, tick and node})."""
     runner = SimRunner(tmp_path, twin, "t", epoch_s=epoch_s)
     samplers = {}
     for host, w in runner.writers.items():
@@ -31,12 +38,12 @@ def run_twin(tmp_path, faults, steps=30, nodes=4, seed=1, epoch_s=EPOCH_S, **clu
     rows: dict[str, list] = {}
     for step in range(steps):
         runner.step()
+        ts = datetime.fromtimestamp(twin.t + epoch_s, UTC).replace(tzinfo=None)
         for host, ss in samplers.items():
             for s in ss:
                 for table, rs in s.sampler.sample(0).items():
-                    ts = datetime.fromtimestamp(twin.t + epoch_s, UTC).replace(tzinfo=None)
                     rows.setdefault(table, []).extend({"ts": ts, "tick": step, **r, "node": host} for r in rs)
-    return twin, rows
+    return runner, rows
 
 
 def frames(rows: dict[str, list], tables) -> dict:
