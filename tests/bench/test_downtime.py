@@ -239,3 +239,19 @@ def test_diagnose_json_carries_the_time_to_detect_this_bench_reads():
     assert per_kind["xid79"]["ttd_p50_s"] == 2.0 and per_kind["xid79"]["ttd_p90_s"] == pytest.approx(2.8)
     detect = c4_detect(summary, "p90")
     assert detect["faulty_gpu"]["ttd_s"] == pytest.approx(2.8) and detect["host_maintenance"]["ttd_s"] == 20.0
+
+
+def test_without_a_file_the_quick_diagnose_runs_in_process_and_says_so(monkeypatch, capsys):
+    seen = {}
+
+    def fake_run(args):  # stands in for the minutes-long twin run; the real one prints its JSON last
+        seen.update(quick=args.quick, json=args.json)
+        print("the diagnose table\n" + json.dumps(DIAGNOSE))
+        return 0
+
+    monkeypatch.setattr("c4.bench.diagnose.run", fake_run)
+    code, out, _ = run_cli(["--seeds", "3", "--days", "2", "--json"], capsys)
+    assert code == 0 and seen == {"quick": True, "json": True}
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["c4_time_to_detect"]["from"] == "in-process `c4 bench diagnose --quick --json`"
+    assert "the diagnose table" not in out  # its output is read, not echoed
