@@ -243,13 +243,20 @@ def printable(result: dict) -> str:
     ttd = result["c4_time_to_detect"]
     used = sorted({(d["kind"], d["ttd_s"]) for d in ttd["per_class"].values() if d["kind"]})
     blind = sorted(n for n, d in ttd["per_class"].items() if not d["kind"])
+    mix: dict[str, float] = {}
+    for r in result["rates"]:
+        mix[r["category"]] = mix.get(r["category"], 0.0) + r["per_day_per_1000_gpus"]
+    total = sum(mix.values()) or 1.0
     lines = [
         format_table(rows, cols),
         "",
         f"{result['gpus']:,} GPUs for {result['days']:g} days, {result['seeds']} seeds (mean, 95% CI over seeds); "
         f"faults at Llama 3's rates: {result['interruptions_per_day_per_1000_gpus']:.3f} interruptions per day "
         f"per 1,000 GPUs (419 in 54 days on 16,384 GPUs, Table 5), mean "
-        f"{result['policies'][0]['faults_mean']:.0f} faults per run under the default policy",
+        f"{result['policies'][0]['faults_mean']:.0f} faults per run under the default policy; mix: "
+        + ", ".join(
+            f"{k} {100 * v / total:.1f}%" for k, v in sorted(mix.items(), key=lambda kv: -kv[1]) if v > 0
+        ),
         f"C4 time to detect ({ttd['quantile']}) from {ttd['from']} (twin, {ttd['nodes']} nodes, 1 s sampling): "
         + ", ".join(f"{k} {v:.1f} s" for k, v in used)
         + (f"; not seen by C4D (falls back to RAS): {', '.join(blind)}" if blind else ""),
