@@ -9,6 +9,9 @@ import polars as pl
 from c4.analytics.diagnose import joined_with_hardware
 from c4.analytics.findings import Finding
 from c4.analytics.host_stall import host_cpu_shares, joined_with_host
+from c4.analytics.window import window_from_cursor
+from c4.catalogue import load
+from c4.collector.store import PendingBatch, Store
 
 T0 = datetime(2027, 1, 15, 12, 0, 0)
 
@@ -136,3 +139,21 @@ def test_slow_workers_and_hardware_findings_get_no_host_evidence():
         joined_with_hardware([slow]), cpu_rows("host1", BUSY, BUSY), gpu_rows("host1", 2, 10.0)
     )
     assert "host_verdict" not in found[0].evidence and "busy" not in found[0].summary
+
+
+def test_the_diagnosis_window_loads_the_hosts_whole_cpu_not_every_cpu(tmp_path):
+    cat = load()
+    store = Store(tmp_path / "c4.duckdb", cat)
+    rows = cpu_rows("host1", CALM, BUSY)
+    per_cpu = rows.with_columns(pl.lit("3").alias("cpu"))
+    both = pl.concat([rows, per_cpu]).with_columns(pl.lit("").alias("job"))
+    store.commit(
+        [PendingBatch("agent-h1", 1, cat["host_cpu"], both.select(cat["host_cpu"].column_names).to_arrow())]
+    )
+    cur = store.cursor()
+    try:
+        window = window_from_cursor(cur, 3600, T0 + timedelta(seconds=30))
+    finally:
+        cur.close()
+        store.close()
+    assert window["host_cpu"].height == rows.height and set(window["host_cpu"]["cpu"]) == {"all"}

@@ -31,7 +31,9 @@ TABLES = ("host_cpu", "gpu_samples", "step_ops")
 
 def run(tmp_path: Path, faults: list[Fault], ticks: int) -> tuple[JobsTwin, dict[str, pl.DataFrame]]:
     """Step the twin; each node's host, GPU and step-trace samplers read what it wrote; frames by table."""
-    twin = JobsTwin(nodes=2, gpus=8, nics=2, leaves=2, spines=2, seed=1, jobs=JOBS, faults=faults, horizon_s=40)
+    twin = JobsTwin(
+        nodes=2, gpus=8, nics=2, leaves=2, spines=2, seed=1, jobs=JOBS, faults=faults, horizon_s=40
+    )
     runner = SimRunner(tmp_path, twin, "t", epoch_s=EPOCH_S)
     readers = {}
     for host, w in runner.writers.items():
