@@ -128,7 +128,8 @@ def _sentence(verdict: str, host: str, cpu: dict[str, Any] | None, gpu: dict[str
         )
     return (
         f"host {host} idle too (busy {cpu['busy_frac']:.0%}, iowait {cpu['iowait_frac']:.0%}), {idle}: "
-        "the stall is waiting on something else (another process, a lock, the network)"
+        "a single saturated thread (a GIL-bound loader, GC) does not show across a whole host, nor does "
+        "waiting on another process, a lock or the network; profile the rank's process"
     )
 
 

@@ -88,7 +88,7 @@ def test_iowait_puts_the_stall_on_storage():
 def test_a_calm_host_leaves_the_stall_unexplained_by_its_cpu():
     (f,) = joined_with_host([stall()], cpu_rows("host1", CALM, CALM), gpu_rows("host1", 2, 40.0))
     assert f.evidence["host_verdict"] == "idle"
-    assert "idle too" in f.summary
+    assert "idle too" in f.summary and "profile the rank's process" in f.summary
 
 
 def test_no_host_data_is_said_not_an_error():
@@ -102,6 +102,10 @@ def test_no_host_data_is_said_not_an_error():
     assert "no host CPU samples from host1" in f.summary
     (g,) = joined_with_host([stall()], pl.DataFrame(), pl.DataFrame())
     assert g.evidence["host_verdict"] == "no_data"
+    unplaced = stall(node="", gpus=())  # a trace without hosts names "<job>/rank<r>"
+    unplaced.component = "j/rank10"
+    (h,) = joined_with_host([unplaced], cpu_rows("host1", CALM, BUSY), gpu_rows("host1", 2, 5.0))
+    assert h.evidence["host_verdict"] == "no_data" and "no host CPU samples from its host" in h.summary
 
 
 def test_another_hosts_busy_cpu_is_not_this_stalls_evidence():
