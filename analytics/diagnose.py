@@ -17,6 +17,7 @@ from c4.analytics.fabric import FabricModel
 from c4.analytics.findings import Finding
 from c4.analytics.hang_sources import ras_findings
 from c4.analytics.hardware import hardware_findings
+from c4.analytics.host_stall import joined_with_host
 from c4.analytics.periods import comm_periods
 from c4.analytics.rank_gpu import RankPlaces
 from c4.analytics.step_jobs import JobAttribution, job_attributions
@@ -116,4 +117,5 @@ def diagnose(
     found = joined_with_hardware(
         _judged_by_trace(found, attributions) + [f for a in attributions for f in a.findings]
     )
+    found = joined_with_host(found, tables.get("host_cpu", empty), gpus)
     return sorted(_explained_by_congestion(found), key=lambda f: (-f.confidence, f.component))
