@@ -26,6 +26,8 @@ RECOVERED_ITERATIONS = 3
 NORMAL_PERIOD_TOLERANCE = 1.5
 #: Faults detected longer ago than this are no longer watched, in seconds.
 WATCH_S = 3600.0
+#: A restart or slowdown this long after a fault resolved is not its doing, in seconds.
+RESOLVED_GRACE_S = 120.0
 
 _COLLS = {"ts": pl.Datetime("us"), "comm_id": pl.String, "rank": pl.Int64, "coll_sn": pl.Int64}
 
@@ -120,15 +122,16 @@ class RecoveryWatch:
         fault's onset its job's normal period is learned)."""
         now = now or datetime.now(UTC).replace(tzinfo=None)
         faults = cur.execute(
-            "SELECT f.fault_id, f.node, f.onset, f.detected, coalesce(nullif(f.job, ''), "
+            "SELECT f.fault_id, f.node, f.onset, f.resolved, coalesce(nullif(f.job, ''), "
             "(SELECT arg_max(n.job, n.ts) FROM nodes n WHERE n.node = f.node AND n.job <> ''), '') "
             "FROM (SELECT fault_id, arg_max(node, ts) AS node, arg_max(job, ts) AS job, "
-            "min(first_seen) AS onset, min(ts) AS detected FROM faults GROUP BY fault_id) f "
+            "min(first_seen) AS onset, min(ts) AS detected, CASE WHEN arg_max(state, ts) = 'resolved' "
+            "THEN max(ts) END AS resolved FROM faults GROUP BY fault_id) f "
             "WHERE f.detected >= ?",
             [now - timedelta(seconds=self.watch_s)],
         ).fetchall()
         rows = []
-        for fault_id, node, onset, detected, job in faults:
+        for fault_id, node, onset, resolved, job in faults:
             if not job or (fault_id, "recovered") in self.seen:
                 continue
             colls = (
@@ -139,22 +142,26 @@ class RecoveryWatch:
                 .pl()
                 .cast(_COLLS)
             )
-            rows += self._stages(fault_id, node, job, onset or detected, detected, colls)
+            rows += self._stages(fault_id, node, job, onset, resolved, colls)
         return rows
 
-    def _stages(self, fault_id, node, job, onset, detected, colls: pl.DataFrame) -> list[dict]:
-        """The new stages of one fault from its job's records."""
+    def _stages(self, fault_id, node, job, onset, resolved, colls: pl.DataFrame) -> list[dict]:
+        """The new stages of one fault from its job's records (``resolved``: when it resolved, or None)."""
+        # a restart or slowdown long after the fault resolved is another story
+        during = colls
+        if resolved is not None:
+            during = colls.filter(pl.col("ts") <= resolved + timedelta(seconds=RESOLVED_GRACE_S))
         if fault_id not in self.baseline_s:
             period = normal_period_s(colls, onset)
             if period:
                 self.baseline_s[fault_id] = period
         baseline = self.baseline_s.get(fault_id)
         out = []
-        restarted = restart_ts(colls, onset)
+        restarted = restart_ts(during, onset)
         if restarted and (fault_id, "restarted") not in self.seen:
             out.append(self._row(fault_id, node, job, "restarted", restarted[0], baseline, restarted[1]))
         # recovered: back at the normal period after a restart, or after the job slowed or stalled
-        after = restarted[0] if restarted else (baseline and disrupted_ts(colls, onset, baseline))
+        after = restarted[0] if restarted else (baseline and disrupted_ts(during, onset, baseline))
         if baseline and after:
             back = recovered_ts(colls, after, baseline)
             if back and (fault_id, "recovered") not in self.seen:

@@ -178,3 +178,13 @@ def test_watch_records_each_stage_once_and_resumes_from_the_store(tmp_path):
 def _fill(spec, row: dict) -> dict:
     """``row`` with every other column of ``spec`` null."""
     return {c: row.get(c) for c in spec.arrow_schema.names}
+
+
+def test_a_restart_long_after_the_fault_resolved_is_not_its_recovery(monkeypatch):
+    monkeypatch.setattr("c4.analytics.recovery.RESOLVED_GRACE_S", 10.0)
+    at = lambda s: T0 + timedelta(seconds=s)  # noqa: E731
+    watch = RecoveryWatch()
+    # onset at 12 s, resolved at 15 s: the restart at 40 s is 25 s after, past the grace
+    assert watch._stages("nic:x", "host2", "train", at(12), at(15), run_with_restart()) == []
+    got = RecoveryWatch()._stages("nic:x", "host2", "train", at(12), at(35), run_with_restart())
+    assert [r["stage"] for r in got] == ["restarted", "recovered"]
