@@ -23,6 +23,9 @@ DETAIL_MAX_CHARS = 500
 #: Outcomes that count as "the step was taken" (a held step is not: it runs once the hold lifts).
 TAKEN_OUTCOMES = ("ran", "failed", "dry_run")
 
+#: Recommended actions whose fault drains its node (the isolation step).
+ACTIONS_THAT_DRAIN = ("drain_node", "replace_gpu")
+
 #: Recommended actions whose fault makes C4 restart the job (after isolating the node, when it drains).
 ACTIONS_THAT_RESTART = ("drain_node", "replace_gpu", "restart_job")
 

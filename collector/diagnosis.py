@@ -17,7 +17,13 @@ from c4.analytics.actions import AlertmanagerSink, Notifier, SlackSink, WebhookS
 from c4.analytics.fabric import capacities_from_topology
 from c4.analytics.lifecycle import FaultBook
 from c4.analytics.recovery import RecoveryWatch
-from c4.analytics.remediation import ACTIONS_THAT_RESTART, Hold, RemediationStep, taken_sql
+from c4.analytics.remediation import (
+    ACTIONS_THAT_DRAIN,
+    ACTIONS_THAT_RESTART,
+    Hold,
+    RemediationStep,
+    taken_sql,
+)
 from c4.analytics.runner import DiagnosisRunner
 from c4.collector.ingest import Metrics
 from c4.collector.store import PendingBatch, Store
@@ -30,10 +36,6 @@ NOTE_MAX_CHARS = 500
 
 def _now() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
-
-
-#: Recommended actions whose fault drains its node (the isolation step).
-ACTIONS_THAT_DRAIN = ("drain_node", "replace_gpu")
 
 
 def alert_actions(cfg: CollectorConfig) -> Notifier | None:

@@ -247,7 +247,8 @@ def run(args: argparse.Namespace) -> int:
                             print(
                                 "c4 demo: recovery timelines (view fault_timeline; no alert sink configured):"
                             )
-                            print(pl.from_arrow(timelines), flush=True)
+                            for r in timelines.to_pylist():
+                                print(f"  {r['fault_id']}: {r['recovery_timeline']}", flush=True)
                 except QueryError as exc:
                     print(f"c4 demo: query failed: {exc}", flush=True)
                 next_print = time.monotonic() + args.every_s
