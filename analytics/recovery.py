@@ -26,8 +26,10 @@ RECOVERED_ITERATIONS = 3
 NORMAL_PERIOD_TOLERANCE = 1.5
 #: Faults detected longer ago than this are no longer watched, in seconds.
 WATCH_S = 3600.0
-#: A restart or slowdown this long after a fault resolved is not its doing, in seconds.
-RESOLVED_GRACE_S = 120.0
+#: A restart or slowdown this long after a fault resolved is not its doing, in seconds (a restart that ends
+#: a fault's signal comes before its resolution, which waits for three signal-free passes; the grace
+#: covers agents' clocks a little ahead of the collector's).
+RESOLVED_GRACE_S = 10.0
 
 _COLLS = {"ts": pl.Datetime("us"), "comm_id": pl.String, "rank": pl.Int64, "coll_sn": pl.Int64}
 
