@@ -1,11 +1,10 @@
-"""Acting on faults: alert sinks (Alertmanager v2, generic JSON webhook, Slack) and the node isolation hook."""
+"""Announcing faults: alert sinks (Alertmanager v2, generic JSON webhook, Slack); isolation and restart are
+remediation.py's."""
 
 from __future__ import annotations
 
 import json
 import logging
-import shlex
-import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -162,54 +161,3 @@ class Notifier:
             "attempts": attempts,
             "detail": detail[:500],
         }
-
-
-@dataclass
-class IsolationHook:
-    """Runs a command per node for faults whose action drains it (dry-run unless told otherwise)."""
-
-    command: (
-        str  # e.g. "scontrol update NodeName={node} State=DRAIN Reason={reason}" or "kubectl cordon {node}"
-    )
-    dry_run: bool = True
-    actions_that_drain: tuple[str, ...] = ("drain_node", "replace_gpu")
-    _done: set[str] = field(default_factory=set)
-
-    def apply(self, faults: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Isolate each node once per fault; returns action rows."""
-        rows = []
-        for fault in faults:
-            if fault["state"] != "open" or fault["action"] not in self.actions_that_drain:
-                continue
-            if fault["fault_id"] in self._done:
-                continue
-            self._done.add(fault["fault_id"])
-            argv = [
-                a.format(node=fault["node"], reason=f"C4:{fault['fault_id']}", component=fault["component"])
-                for a in shlex.split(self.command)
-            ]
-            if self.dry_run:
-                outcome, detail = "dry_run", "would run: " + shlex.join(argv)
-                log.info("isolation dry run node=%s command=%s", fault["node"], shlex.join(argv))
-            else:
-                try:
-                    proc = subprocess.run(argv, capture_output=True, text=True, timeout=60)
-                    outcome = "ran" if proc.returncode == 0 else "failed"
-                    detail = (proc.stdout + proc.stderr).strip()[:500] or f"exit {proc.returncode}"
-                except (OSError, subprocess.TimeoutExpired) as exc:
-                    outcome, detail = "failed", str(exc)
-            rows.append(
-                {
-                    "ts": datetime.now(UTC).replace(tzinfo=None),
-                    "node": fault["node"],
-                    "job": "",
-                    "fault_id": fault["fault_id"],
-                    "sink": "isolation",
-                    "target": shlex.join(argv),
-                    "fault_state": "open",
-                    "outcome": outcome,
-                    "attempts": 1,
-                    "detail": detail,
-                }
-            )
-        return rows

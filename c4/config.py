@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 import socket
+import string
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -31,6 +32,31 @@ DEFAULT_SAMPLERS: dict[str, dict[str, Any]] = {
     "nccl_conn": {},
     "step_trace": {},
 }
+
+
+#: Placeholders a remediation command template may use (isolation and restart alike).
+TEMPLATE_FIELDS = ("node", "job", "fault_id", "component", "reason")
+
+#: The restart command of each ``restart`` mode; ``command`` takes ``restart_command``.
+RESTART_TEMPLATES = {
+    "slurm": "scontrol requeue {job}",
+    "kubernetes": "kubectl delete pod -l job={job}",
+}
+
+
+def template_problem(key: str, template: str) -> str:
+    """Why a command template cannot be filled (an unknown or positional placeholder, bad braces), or ''."""
+    try:
+        names = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
+    except ValueError as exc:
+        return f"{key}: {template!r} is not a valid template: {exc}"
+    bad = [n for n in names if n not in TEMPLATE_FIELDS]
+    if bad:
+        return (
+            f"{key}: unknown placeholder {{{bad[0]}}} in {template!r}; "
+            f"use {', '.join('{' + f + '}' for f in TEMPLATE_FIELDS)}"
+        )
+    return ""
 
 
 class ConfigError(ValueError):
@@ -165,6 +191,13 @@ class CollectorConfig(BaseModel):
     slack_webhook_url: str = ""
     isolation_command: str = ""  # e.g. "scontrol update NodeName={node} State=DRAIN Reason={reason}"
     isolation_dry_run: bool = True
+    # remediation's second step, after isolation: restart the fault's job (once per fault, dry-run by default)
+    restart: Literal["none", "slurm", "kubernetes", "command"] = "none"
+    restart_command: str = ""  # restart = "command": e.g. "/opt/site/requeue.sh {job} {node} {fault_id}"
+    restart_dry_run: bool = True
+    remediation_hold: bool = False  # cluster-wide hold: record what would run ("held"), run nothing
+    remediation_hold_jobs: list[str] = Field(default_factory=list)  # jobs never isolated or restarted
+    remediation_timeout_s: float = Field(60.0, gt=0)  # an isolation/restart command is killed after this
     tls_cert: str = ""  # PEM server certificate: serve gRPC over TLS
     tls_key: str = ""
     tls_client_ca: str = ""  # PEM CA of agent certificates: require mutual TLS
@@ -183,6 +216,25 @@ class CollectorConfig(BaseModel):
     @classmethod
     def _metrics_addr(cls, v: str) -> str:
         return _check_address(v) if v else v
+
+    @model_validator(mode="after")
+    def _templates(self) -> CollectorConfig:
+        """Refuse at start a remediation template the collector could not fill."""
+        if self.restart == "command" and not self.restart_command:
+            raise ValueError('restart = "command" needs restart_command')
+        restart = self.restart_command or RESTART_TEMPLATES.get(self.restart, "")
+        for key, template in (("isolation_command", self.isolation_command), ("restart_command", restart)):
+            problem = template_problem(key, template)
+            if problem:
+                raise ValueError(problem)
+        return self
+
+    @property
+    def restart_template(self) -> str:
+        """The job-restart command template in force ('' when restart = "none")."""
+        if self.restart == "none":
+            return ""
+        return self.restart_command or RESTART_TEMPLATES[self.restart]
 
     @field_validator("mtls_roles", mode="before")
     @classmethod

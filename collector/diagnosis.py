@@ -13,9 +13,17 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
-from c4.analytics.actions import AlertmanagerSink, IsolationHook, Notifier, SlackSink, WebhookSink
+from c4.analytics.actions import AlertmanagerSink, Notifier, SlackSink, WebhookSink
 from c4.analytics.fabric import capacities_from_topology
 from c4.analytics.lifecycle import FaultBook
+from c4.analytics.recovery import RecoveryWatch
+from c4.analytics.remediation import (
+    ACTIONS_THAT_DRAIN,
+    ACTIONS_THAT_RESTART,
+    Hold,
+    RemediationStep,
+    taken_sql,
+)
 from c4.analytics.runner import DiagnosisRunner
 from c4.collector.ingest import Metrics
 from c4.collector.store import PendingBatch, Store
@@ -30,15 +38,46 @@ def _now() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
-def alert_actions(cfg: CollectorConfig) -> tuple[Notifier | None, IsolationHook | None]:
-    """Alert sinks and the isolation hook from the config (None when not configured)."""
+def alert_actions(cfg: CollectorConfig) -> Notifier | None:
+    """Alert sinks from the config (None when none is configured)."""
     sinks = [WebhookSink(u) for u in cfg.alert_webhook_urls]
     if cfg.alertmanager_url:
         sinks.append(AlertmanagerSink(cfg.alertmanager_url))
     if cfg.slack_webhook_url:
         sinks.append(SlackSink(cfg.slack_webhook_url))
-    hook = IsolationHook(cfg.isolation_command, cfg.isolation_dry_run) if cfg.isolation_command else None
-    return (Notifier(sinks) if sinks else None), hook
+    return Notifier(sinks) if sinks else None
+
+
+def remediation_steps(cfg: CollectorConfig, job_of) -> list[RemediationStep]:
+    """Isolation then job restart, as configured (in that order; an unconfigured step is absent)."""
+    hold = Hold(cfg.remediation_hold, frozenset(cfg.remediation_hold_jobs))
+    steps = []
+    if cfg.isolation_command:
+        steps.append(
+            RemediationStep(
+                "isolation",
+                cfg.isolation_command,
+                ACTIONS_THAT_DRAIN,
+                cfg.isolation_dry_run,
+                hold,
+                cfg.remediation_timeout_s,
+                job_of=job_of,
+            )
+        )
+    if cfg.restart_template:
+        steps.append(
+            RemediationStep(
+                "restart",
+                cfg.restart_template,
+                ACTIONS_THAT_RESTART,
+                cfg.restart_dry_run,
+                hold,
+                cfg.remediation_timeout_s,
+                needs_job=True,
+                job_of=job_of,
+            )
+        )
+    return steps
 
 
 def operator_action_row(
@@ -78,7 +117,8 @@ class Diagnosis:
         self.pool = pool
         self.runner: DiagnosisRunner | None = None  # set by start(): scheduled diagnosis is on
         self.notifier: Notifier | None = None
-        self.isolation: IsolationHook | None = None
+        self.remediation: list[RemediationStep] = []
+        self.recovery = RecoveryWatch()
 
     def start(self) -> None:
         """Build the runner (with the fabric's link rates), the alert sinks and the isolation hook,
@@ -88,12 +128,29 @@ class Diagnosis:
         )
         if self.cfg.fabric_topology:
             self.runner.capacity_gbps = capacities_from_topology(self.cfg.fabric_topology)
-        self.notifier, self.isolation = alert_actions(self.cfg)
+        self.notifier = alert_actions(self.cfg)
+        self.remediation = remediation_steps(self.cfg, self._job_of)
         cur = self.store.cursor()
         try:
             self.runner.resume(cur)
+            for step in self.remediation:  # never twice for one fault: the stored outcomes decide
+                step.load(r[0] for r in cur.execute(taken_sql(step.sink)).fetchall())
+            self.recovery.load(cur)
         finally:
             cur.close()
+
+    def _job_of(self, fault: dict) -> str:
+        """The fault's job, else the job its node's agent last reported (blocking: reads the store)."""
+        if fault.get("job"):
+            return fault["job"]
+        cur = self.store.cursor()
+        try:
+            row = cur.execute(
+                "SELECT arg_max(job, ts) FROM nodes WHERE node = ? AND job <> ''", [fault.get("node") or ""]
+            ).fetchone()
+        finally:
+            cur.close()
+        return (row[0] if row else None) or ""
 
     async def diagnose(self) -> None:
         """Run C4D over the recent window (in a worker thread) and store the faults it found."""
@@ -104,11 +161,22 @@ class Diagnosis:
         def work():
             cur = self.store.cursor()
             try:
-                return runner.run_once(cur), runner.attribution
+                table = runner.run_once(cur)
+                return (
+                    table,
+                    runner.attribution,
+                    self.recovery.observe(cur, runner.window_s, runner.max_skew_s),
+                )
             finally:
                 cur.close()
 
-        table, attribution = await loop.run_in_executor(self.pool, work)
+        table, attribution, observed = await loop.run_in_executor(self.pool, work)
+        if observed:  # recovery stages seen in telemetry (restarted, recovered)
+            stored = await self.writer.submit_async(
+                PendingBatch.internal(self.store.catalogue["fault_observations"], observed)
+            )
+            if stored.error:
+                raise RuntimeError(f"could not store {len(observed)} fault_observations rows: {stored.error}")
         if attribution.num_rows:  # each job's step-time breakdown, for the dashboard's job view
             stored = await self.writer.submit_async(
                 PendingBatch.internal(self.store.catalogue["step_attribution"], attribution.to_pylist())
@@ -132,8 +200,8 @@ class Diagnosis:
             rows = list(extra_actions or [])
             if self.notifier is not None:
                 rows += self.notifier.notify(faults)
-            if self.isolation is not None:
-                rows += self.isolation.apply(faults)
+            for step in self.remediation:  # isolation first, then the job's restart
+                rows += step.apply(faults)
             return rows
 
         actions = await loop.run_in_executor(self.pool, act)

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, ProcessCollector, make_wsgi_app
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
 from c4.collector.store import SEQ_TABLE
 from c4.config import split_host_port
@@ -224,6 +224,42 @@ SELECT fault_class, component_type, component, detector, state, count(*) AS n
 FROM faults_current WHERE state IN ('open', 'acknowledged') GROUP BY ALL
 """
 
+#: Each fault's recovery durations from onset (the fault_recovery view), with its class.
+RECOVERY_SQL = """
+SELECT c.fault_class, r.time_to_detect_s, r.time_to_isolate_s, r.time_to_recover_s
+FROM fault_recovery r JOIN faults_current c USING (fault_id)
+"""
+
+#: Histogram bucket bounds of the recovery durations, in seconds: half a second (a detector's pass) to
+#: four hours (a manual diagnosis).
+RECOVERY_BUCKETS_S = (0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400)
+
+#: The histograms of the recovery timeline: (metric name, fault_recovery column index in RECOVERY_SQL, help).
+RECOVERY_HISTOGRAMS = (
+    (
+        "c4_fault_time_to_detect_seconds",
+        1,
+        "Seconds from a fault's onset (first anomalous sample) to its detection.",
+    ),
+    (
+        "c4_fault_time_to_isolate_seconds",
+        2,
+        "Seconds from a fault's onset to its node's isolation (command ran OK; dry runs not counted).",
+    ),
+    (
+        "c4_fault_time_to_recover_seconds",
+        3,
+        "Seconds from a fault's onset to its job back at its normal iteration period (observed).",
+    ),
+)
+
+
+def histogram_buckets(values: list[float], bounds: tuple[float, ...]) -> list[tuple[str, int]]:
+    """Cumulative (le, count) pairs of ``values`` over ``bounds`` and +Inf, as Prometheus histograms count."""
+    out = [(repr(float(b)), sum(1 for v in values if v <= b)) for b in bounds]
+    return [*out, ("+Inf", len(values))]
+
+
 #: Per agent of this collector: its committed-sequence bookkeeping (a lake shard has its own table; the
 #: newest row counts, since a new spool epoch starts the sequence over).
 LIVENESS_SQL = "SELECT agent_id, max(updated), arg_max(last_seq, updated) FROM {table} GROUP BY agent_id"
@@ -270,6 +306,7 @@ class C4Metrics:
             try:
                 families += self._latest(cur)
                 families += self._faults(cur)
+                families += self._recovery(cur)
                 families += self._liveness(cur)
             finally:
                 cur.close()
@@ -402,6 +439,21 @@ class C4Metrics:
         for *labels, n in self._query(cur, OPEN_FAULTS_SQL):
             fam.add_metric([label_value(v) for v in labels], n)
         return [fam]
+
+    def _recovery(self, cur) -> list[Metric]:
+        """The recovery timeline's histograms, by fault class, from every stored fault (survive restarts)."""
+        rows = self._query(cur, RECOVERY_SQL)
+        out = []
+        for name, col, help in RECOVERY_HISTOGRAMS:
+            fam = HistogramMetricFamily(name, help, labels=["fault_class"])
+            by_class: dict[str, list[float]] = {}
+            for row in rows:
+                if row[col] is not None:
+                    by_class.setdefault(label_value(row[0]), []).append(float(row[col]))
+            for fault_class, values in sorted(by_class.items()):
+                fam.add_metric([fault_class], histogram_buckets(values, RECOVERY_BUCKETS_S), sum(values))
+            out.append(fam)
+        return out
 
     def _liveness(self, cur) -> list[Metric]:
         now = _utcnow()

@@ -20,6 +20,21 @@ SUMMARY_SQL = (
 )
 
 
+#: The demo collector's remediation: drain and requeue commands recorded as dry runs (nothing runs), so
+#: a fault's recovery timeline shows what C4 would have done; /metrics on a free port.
+DEMO_COLLECTOR_TOML = """[collector]
+isolation_command = "scontrol update NodeName={{node}} State=DRAIN Reason={{reason}}"
+restart = "slurm"
+metrics_listen = "127.0.0.1:{metrics_port}"
+"""
+
+#: The recovery timelines of the newest faults, one line each (the fault_timeline view).
+TIMELINES_SQL = (
+    "SELECT fault_id, string_agg(stage || ' +' || round(since_onset_s, 1) || 's', ' -> ' ORDER BY ts, stage) "
+    "AS recovery_timeline FROM fault_timeline GROUP BY fault_id ORDER BY max(ts) DESC LIMIT 5"
+)
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
     """Demo flags."""
     parser.add_argument("--workdir", default="var/demo", help="where the DuckDB file, spools and logs go")
@@ -130,7 +145,21 @@ def run(args: argparse.Namespace) -> int:
         f"c4 demo: starting a collector on {args.listen} (store: {work / 'collector' / 'c4.duckdb'})",
         flush=True,
     )
-    collector = start_collector(work / "collector", listen=args.listen)
+    from c4.sim.procs import free_port
+
+    (work / "collector").mkdir(parents=True, exist_ok=True)
+    metrics_port = free_port()
+    collector_cfg = work / "collector" / "c4.toml"
+    collector_cfg.write_text(DEMO_COLLECTOR_TOML.format(metrics_port=metrics_port))
+    collector = start_collector(
+        work / "collector", listen=args.listen, extra=["--config", str(collector_cfg)]
+    )
+    print(
+        f"c4 demo: Prometheus metrics at http://127.0.0.1:{metrics_port}/metrics "
+        "(c4_fault_time_to_detect_seconds, ..._to_isolate_, ..._to_recover_); isolation and job restart "
+        f"are dry runs ({collector_cfg})",
+        flush=True,
+    )
     env = {**os.environ, "C4_AGENT_HEALTH_INTERVAL_S": "5"}
     agent_log = open(work / "agent.log", "ab")  # noqa: SIM115 - owned by the child
     agent = subprocess.Popen(
@@ -206,6 +235,7 @@ def run(args: argparse.Namespace) -> int:
                 try:
                     table, _ = query_arrow(collector.address, SUMMARY_SQL)
                     faults, _ = query_arrow(collector.address, open_faults_sql)
+                    timelines, _ = query_arrow(collector.address, TIMELINES_SQL)
                     with pl.Config(
                         tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True, fmt_str_lengths=90
                     ):
@@ -213,6 +243,12 @@ def run(args: argparse.Namespace) -> int:
                         if faults.num_rows:
                             print(f"c4 demo: {faults.num_rows} open faults (c4 faults list):", flush=True)
                             print(pl.from_arrow(printable_times(faults)), flush=True)
+                        if timelines.num_rows:
+                            print(
+                                "c4 demo: recovery timelines (view fault_timeline; no alert sink configured):"
+                            )
+                            for r in timelines.to_pylist():
+                                print(f"  {r['fault_id']}: {r['recovery_timeline']}", flush=True)
                 except QueryError as exc:
                     print(f"c4 demo: query failed: {exc}", flush=True)
                 next_print = time.monotonic() + args.every_s

@@ -9,8 +9,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from c4.analytics.actions import AlertmanagerSink, IsolationHook, Notifier, SlackSink, WebhookSink
+from c4.analytics.actions import AlertmanagerSink, Notifier, SlackSink, WebhookSink
 from c4.analytics.findings import Finding
+from c4.analytics.remediation import ACTIONS_THAT_DRAIN, RemediationStep
+
+
+def isolation_step(command: str, dry_run: bool = True) -> RemediationStep:
+    """The collector's isolation step for ``command``."""
+    return RemediationStep("isolation", command, ACTIONS_THAT_DRAIN, dry_run)
 
 
 class Receiver(BaseHTTPRequestHandler):
@@ -94,12 +100,12 @@ def test_rate_limit():
 
 
 def test_isolation_hook_dry_run_and_real(tmp_path):
-    hook = IsolationHook("scontrol update NodeName={node} State=DRAIN Reason={reason}")
+    hook = isolation_step("scontrol update NodeName={node} State=DRAIN Reason={reason}")
     rows = hook.apply([fault_row(action="drain_node"), fault_row(action="replace_cable")])
     assert len(rows) == 1 and rows[0]["outcome"] == "dry_run"
     assert "NodeName=host1" in rows[0]["detail"] and "Reason=C4:nic_rate:host1/mlx5_2p1" in rows[0]["detail"]
     assert hook.apply([fault_row(action="drain_node")]) == []  # once per fault
     marker = tmp_path / "drained"
-    real = IsolationHook(f"touch {marker}.{{node}}", dry_run=False)
+    real = isolation_step(f"touch {marker}.{{node}}", dry_run=False)
     out = real.apply([fault_row(action="drain_node")])
     assert out[0]["outcome"] == "ran" and (tmp_path / "drained.host1").exists()

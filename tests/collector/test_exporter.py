@@ -65,6 +65,21 @@ def fault(fault_id: str, state: str, ts: datetime, component: str) -> dict:
     }
 
 
+def action(fault_id: str, outcome: str, ts: datetime) -> dict:
+    return {
+        "ts": ts,
+        "node": "gpu-node-3",
+        "job": "",
+        "fault_id": fault_id,
+        "sink": "isolation",
+        "target": "scontrol update NodeName=gpu-node-3 State=DRAIN",
+        "fault_state": "open",
+        "outcome": outcome,
+        "attempts": 1,
+        "detail": "",
+    }
+
+
 @pytest.fixture
 def fed_collector(tmp_path, sysfs_fixture):
     """A collector with /metrics on, diagnosis off, and one agent with 8 fake GPUs and the fixture NICs."""
@@ -101,7 +116,16 @@ def fed_collector(tmp_path, sysfs_fixture):
         fault("nic_rate:gpu-node-3/mlx4_0p2", "open", now - timedelta(seconds=20), "gpu-node-3/mlx4_0p2"),
         fault("nic_rate:gpu-node-3/mlx4_0p2", "resolved", now - timedelta(seconds=10), "gpu-node-3/mlx4_0p2"),
     ]
-    push_table(col.address, "faults", pa.Table.from_pylist(rows), agent_id="test-faults")
+    xid = {
+        **fault("xid:gpu-node-3/gpu1", "resolved", now - timedelta(seconds=25), "gpu-node-3/gpu1"),
+        "first_seen": now - timedelta(seconds=30),
+    }
+    push_table(col.address, "faults", pa.Table.from_pylist([*rows, xid]), agent_id="test-faults")
+    acts = [
+        action("xid:gpu-node-3/gpu1", "ran", now - timedelta(seconds=22)),  # isolated 8 s after onset
+        action("nic_rate:gpu-node-3/mlx5_0p1", "dry_run", now - timedelta(seconds=19)),  # not isolated
+    ]
+    push_table(col.address, "actions", pa.Table.from_pylist(acts), agent_id="test-actions")
     try:
         sql = "SELECT count(DISTINCT gpu_index) FROM gpu_samples"
         wait_for(lambda: query_arrow(col.address, sql)[0].column(0)[0].as_py() == 8, what="8 GPUs")
@@ -160,6 +184,25 @@ def test_metrics_scrape_parses_and_follows_conventions(fed_collector):
     assert c4["c4_collector_auth_refusals"].type == "counter"
     assert "process_cpu_seconds" in fams  # the collector process itself
     assert c4["c4_exporter_query_errors"].samples[0].value == 0
+
+
+def test_recovery_histograms_come_from_the_stored_timelines(fed_collector):
+    col, url = fed_collector
+    c4 = scrape(url)
+    detect = c4["c4_fault_time_to_detect_seconds"]
+    assert detect.type == "histogram"
+    # three faults, all hardware: detected 0 s, 0 s and 5 s after onset
+    assert samples(detect, fault_class="hardware", le="+Inf")[0].value == 3
+    assert samples(detect, fault_class="hardware", le="0.5")[0].value == 2
+    assert samples(detect, fault_class="hardware", le="5.0")[0].value == 3
+    assert [s.value for s in detect.samples if s.name.endswith("_sum")] == [pytest.approx(5.0, abs=0.01)]
+    isolate = c4["c4_fault_time_to_isolate_seconds"]
+    assert samples(isolate, fault_class="hardware", le="+Inf")[0].value == 1  # the dry run does not count
+    assert samples(isolate, fault_class="hardware", le="5.0")[0].value == 0
+    assert samples(isolate, fault_class="hardware", le="10.0")[0].value == 1
+    assert c4["c4_fault_time_to_recover_seconds"].samples == []  # no recovery observed
+    t, _ = query_arrow(col.address, "SELECT stage FROM fault_timeline WHERE fault_id = 'xid:gpu-node-3/gpu1'")
+    assert sorted(t.column(0).to_pylist()) == ["detected", "isolated", "onset"]
 
 
 def test_refusals_show_up_in_metrics(tmp_path):

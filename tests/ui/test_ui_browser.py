@@ -22,7 +22,8 @@ ARTIFACTS = Path(__file__).resolve().parents[2] / "build" / "test-artifacts" / "
 #: the checks read headings, metrics, alerts and captions).
 PAGES = {
     "": r"Active faults\s+[1-9]",
-    "faults": r"host1/mlx5_2p1",
+    # the chosen fault's recovery timeline line (tables are canvases): at least onset and detection
+    "faults": r"(?s)(?=.*host1/mlx5_2p1)(?=.*Recovery timeline · onset ✓ → detected ✓)",
     "jobs": r"1 rank\(s\) blamed, [1-9]\d* only waited on a cause",
     "bandwidth": r"Open NIC port faults: host1/mlx5_2p1",
     "collectives": r"Blamed connections",

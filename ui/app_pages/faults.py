@@ -77,9 +77,12 @@ def detail(states: tuple[str, ...]) -> None:
         f"updated {row['ts']} (UTC) · fault id `{fault_id}`"
     )
     operator_buttons(fault_id, row["state"])
-    tab_ev, tab_time, tab_act = st.tabs(["Evidence", "Timeline", "Actions and history"])
+    reached = recovery_summary(fault_id)
+    tab_ev, tab_rec, tab_time, tab_act = st.tabs(["Evidence", "Recovery", "Timeline", "Actions and history"])
     with tab_ev:
         evidence(row)
+    with tab_rec:
+        recovery(fault_id, reached)
     with tab_time:
         events = query(q.timeline(row["node"], row["first_seen"], row["last_seen"]))
         if events.height:
@@ -97,6 +100,45 @@ def detail(states: tuple[str, ...]) -> None:
             )
         st.markdown("**State history**")
         st.dataframe(pandas(query(q.fault_history(fault_id))), hide_index=True)
+
+
+#: The stages the recovery summary line names (a dry run stands for its stage, marked as such).
+SUMMARY_STAGES = ("onset", "detected", "alerted", "isolated", "restarted", "recovered")
+
+
+def recovery_summary(fault_id: str) -> set[str]:
+    """One line above the tabs: which recovery stages the fault reached; returns the stages stored."""
+    stages = query(q.recovery_timeline(fault_id))
+    reached = set(stages["stage"].to_list()) if stages.height else set()
+
+    def mark(s: str) -> str:
+        if s in reached:
+            return f"{s} ✓"
+        return f"{s} (dry run)" if s + "_dry_run" in reached else f"{s} ·"
+
+    st.markdown("**Recovery timeline** · " + " → ".join(mark(s) for s in SUMMARY_STAGES))
+    return reached
+
+
+def recovery(fault_id: str, reached: set[str]) -> None:
+    """The fault's recovery timeline: each stage reached, when, how long after onset, and what showed it."""
+    stages = query(q.recovery_timeline(fault_id))
+    if not stages.height:
+        empty("No recovery stages stored for this fault yet.")
+        return
+    st.dataframe(
+        pandas(stages),
+        hide_index=True,
+        column_config={"since_onset_s": st.column_config.NumberColumn("since onset (s)", format="%.1f")},
+    )
+    missing = [s for s in SUMMARY_STAGES[2:] if s not in reached and s + "_dry_run" not in reached]
+    if missing:
+        st.caption(
+            "Not reached: " + ", ".join(missing) + ". Alerting needs a sink ([collector] alert_webhook_urls, "
+            "alertmanager_url or slack_webhook_url); isolation and restart need isolation_command and restart, "
+            "and run for real only with isolation_dry_run / restart_dry_run = false (a dry run is shown but "
+            "counts as neither); restart and recovery are also observed in the job's collectives."
+        )
 
 
 def operator_buttons(fault_id: str, state: str) -> None:

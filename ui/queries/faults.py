@@ -45,6 +45,28 @@ def fault_actions(fault_id: str) -> str:
     )
 
 
+#: The recovery stages in the order a fault goes through them (dry runs beside the stage they stand for).
+RECOVERY_STAGES = (
+    "onset",
+    "detected",
+    "alerted",
+    "isolated_dry_run",
+    "isolated",
+    "restarted_dry_run",
+    "restarted",
+    "recovered",
+)
+
+
+def recovery_timeline(fault_id: str) -> str:
+    """One fault's recovery stages reached (fault_timeline view): when, how long after onset, what showed it."""
+    order = ", ".join(f"{lit(s)}" for s in RECOVERY_STAGES)
+    return (
+        "SELECT stage, ts, since_onset_s, source FROM fault_timeline "
+        f"WHERE fault_id = {lit(fault_id)} ORDER BY list_position([{order}], stage), ts"
+    )
+
+
 def _span(first_seen: datetime | None, last_seen: datetime | None) -> tuple[datetime, datetime]:
     first = first_seen or last_seen or datetime(1970, 1, 1)
     last = last_seen or first

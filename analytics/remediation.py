@@ -1,0 +1,150 @@
+"""Remediation that closes the loop: fill and run isolation / job-restart commands, once per fault, with holds.
+
+Both steps record one ``actions`` row per fault: ran, failed (with the output's excerpt), dry_run or held.
+"Once" is decided by the store: the fault ids that already have a ran/failed/dry_run row of the step are
+loaded at start (``done``), so a collector restart never runs a step twice; a held step stays pending.
+"""
+
+from __future__ import annotations
+
+import logging
+import shlex
+import subprocess
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+log = logging.getLogger("c4.analytics.remediation")
+
+#: The longest command output kept in an actions row, in characters.
+DETAIL_MAX_CHARS = 500
+
+#: Outcomes that count as "the step was taken" (a held step is not: it runs once the hold lifts).
+TAKEN_OUTCOMES = ("ran", "failed", "dry_run")
+
+#: Recommended actions whose fault drains its node (the isolation step).
+ACTIONS_THAT_DRAIN = ("drain_node", "replace_gpu")
+
+#: Recommended actions whose fault makes C4 restart the job (after isolating the node, when it drains).
+ACTIONS_THAT_RESTART = ("drain_node", "replace_gpu", "restart_job")
+
+
+def command_argv(template: str, fault: dict[str, Any], job: str) -> list[str]:
+    """The argv of ``template`` (shell words, each filled with the fault's node, job, fault_id, component, reason)."""
+    values = {
+        "node": fault.get("node") or "",
+        "job": job,
+        "fault_id": fault["fault_id"],
+        "component": fault.get("component") or "",
+        "reason": f"C4:{fault['fault_id']}",
+    }
+    return [word.format(**values) for word in shlex.split(template)]
+
+
+def run_command(argv: list[str], timeout_s: float) -> tuple[str, str]:
+    """Run ``argv`` (no shell); returns (ran | failed, its output or error, cut to DETAIL_MAX_CHARS)."""
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s, check=False)
+    except subprocess.TimeoutExpired:
+        return "failed", f"timed out after {timeout_s:g} s"
+    except OSError as exc:
+        return "failed", str(exc)[:DETAIL_MAX_CHARS]
+    output = (proc.stdout + proc.stderr).strip()
+    if proc.returncode == 0:
+        return "ran", output[:DETAIL_MAX_CHARS] or "exit 0"
+    return "failed", f"exit {proc.returncode}: {output}"[:DETAIL_MAX_CHARS]
+
+
+@dataclass
+class Hold:
+    """Operators' hold on remediation: cluster-wide, or for some jobs."""
+
+    cluster: bool = False
+    jobs: frozenset[str] = frozenset()
+
+    def reason(self, job: str) -> str:
+        """Why remediation is held for ``job``, or '' when it may run."""
+        if self.cluster:
+            return "held cluster-wide (remediation_hold)"
+        if job and job in self.jobs:
+            return f"job {job} is held (remediation_hold_jobs)"
+        return ""
+
+
+@dataclass
+class RemediationStep:
+    """One remediation step (``isolation`` or ``restart``): a command template run once per fault it applies to."""
+
+    sink: str
+    template: str
+    applies_to: tuple[str, ...]
+    dry_run: bool = True
+    hold: Hold = field(default_factory=Hold)
+    timeout_s: float = 60.0
+    needs_job: bool = False
+    job_of: Callable[[dict[str, Any]], str] = lambda fault: fault.get("job") or ""
+    done: set[str] = field(default_factory=set)
+    held: set[str] = field(default_factory=set)  # held faults already recorded as such by this process
+
+    def load(self, taken_fault_ids: Iterable[str]) -> None:
+        """Faults this step was already taken for (from the store's actions rows): never again."""
+        self.done.update(taken_fault_ids)
+
+    def apply(self, faults: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Take the step for each newly open fault it applies to; returns the actions rows."""
+        rows = []
+        for fault in faults:
+            if fault["state"] != "open" or fault["action"] not in self.applies_to:
+                continue
+            if fault["fault_id"] in self.done:
+                continue
+            row = self._take(fault)
+            if row["outcome"] == "held":
+                if fault["fault_id"] in self.held:
+                    continue  # recorded once; it runs when the hold lifts
+                self.held.add(fault["fault_id"])
+            rows.append(row)
+        return rows
+
+    def _take(self, fault: dict[str, Any]) -> dict[str, Any]:
+        job = self.job_of(fault)
+        argv = command_argv(self.template, fault, job)
+        held = self.hold.reason(job)
+        if held:
+            outcome, detail = "held", f"{held}; would run: {shlex.join(argv)}"
+        elif self.needs_job and not job:
+            outcome, detail = "failed", "no job known for this fault's node: nothing to restart"
+            self.done.add(fault["fault_id"])
+        elif self.dry_run:
+            outcome, detail = "dry_run", "would run: " + shlex.join(argv)
+            self.done.add(fault["fault_id"])
+        else:
+            self.done.add(fault["fault_id"])  # before running: a crash mid-command must not repeat it
+            outcome, detail = run_command(argv, self.timeout_s)
+        log.info(
+            "remediation step=%s fault_id=%s node=%s job=%s outcome=%s",
+            self.sink,
+            fault["fault_id"],
+            fault.get("node"),
+            job,
+            outcome,
+        )
+        return {
+            "ts": datetime.now(UTC).replace(tzinfo=None),
+            "node": fault.get("node") or "",
+            "job": job,
+            "fault_id": fault["fault_id"],
+            "sink": self.sink,
+            "target": shlex.join(argv),
+            "fault_state": "open",
+            "outcome": outcome,
+            "attempts": 0 if outcome == "held" else 1,
+            "detail": detail[:DETAIL_MAX_CHARS],
+        }
+
+
+def taken_sql(sink: str) -> str:
+    """The fault ids a step (``sink``) was already taken for, from the actions table."""
+    outcomes = ", ".join(f"'{o}'" for o in TAKEN_OUTCOMES)
+    return f"SELECT DISTINCT fault_id FROM actions WHERE sink = '{sink}' AND outcome IN ({outcomes})"
