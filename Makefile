@@ -6,7 +6,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 C4 := $(VENV)/bin/c4
 STAMP := $(VENV)/.c4-installed
-PYTEST_ARGS ?=
+# Two workers (CI has two cores; tests use their own ports, tmp dirs and processes); the slowest
+# tests are listed at the end of the run.
+PYTEST_ARGS ?= -n 2 --dist worksteal --durations=20
 
 .PHONY: demo test venv lint proto docs bench clean plugin sysdeps
 

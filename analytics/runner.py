@@ -12,7 +12,7 @@ import pyarrow as pa
 from c4.analytics.diagnose import diagnose
 from c4.analytics.fabric import from_plans
 from c4.analytics.lifecycle import FaultBook
-from c4.analytics.step_jobs import attribution_rows, job_attributions
+from c4.analytics.step_jobs import AttributionMemo, attribution_rows, job_attributions
 from c4.analytics.window import ABSURD_TS, DEFAULT_MAX_CLOCK_SKEW_S, window_from_cursor
 
 log = logging.getLogger("c4.analytics.runner")
@@ -43,6 +43,7 @@ class DiagnosisRunner:
         self.runs = 0
         #: step_attribution rows of the last pass (per job: actual vs ideal step time, cost by worker/stage/op)
         self.attribution = pa.table({})
+        self.attribution_memo = AttributionMemo()  # a job's steps are replayed once, not on every pass
         self.lock = threading.Lock()  # the book is shared with operators' acknowledge/resolve
 
     def resume(self, cur) -> None:
@@ -73,7 +74,7 @@ class DiagnosisRunner:
         """Detect over the window ending at ``now`` (default: this host's clock); returns the faults rows to store."""
         now = now or _utcnow()
         tables = window_from_cursor(cur, self.window_s, now, self.max_skew_s)
-        jobs = job_attributions(tables.get("step_ops", pl.DataFrame()))
+        jobs = job_attributions(tables.get("step_ops", pl.DataFrame()), memo=self.attribution_memo)
         findings = diagnose(tables, self.fabric or self.plan_fabric(cur, now), now, attributions=jobs)
         self.attribution = pa.Table.from_pylist(
             attribution_rows(jobs, now), schema=self.catalogue["step_attribution"].arrow_schema

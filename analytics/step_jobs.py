@@ -59,16 +59,52 @@ def complete_steps(step_ops: pl.DataFrame, max_steps: int = MAX_STEPS) -> pl.Dat
     return kept.unique(maintain_order=True)  # an agent's re-send of the same rows counts once
 
 
-def job_attributions(step_ops: pl.DataFrame, min_steps: int = MIN_STEPS) -> list[JobAttribution]:
-    """One attribution per job with complete steps in the window; jobs whose trace is invalid are logged and left out."""
+class AttributionMemo:
+    """The last attribution of each job with the fingerprint of the rows it came from.
+
+    Attribution is a pure function of a job's complete-step rows, and the diagnosis runs more often than a
+    step completes (every second against steps of seconds): a job whose rows did not change since the last
+    pass gets the same answer without the replay.
+    """
+
+    def __init__(self) -> None:
+        self._last: dict[str, tuple[tuple[int, int], list[JobAttribution]]] = {}
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, job: str, rows: pl.DataFrame, min_steps: int) -> list[JobAttribution]:
+        """The job's attribution, replayed only when its rows differ from the last call's."""
+        key = (rows.height, int(rows.hash_rows(seed=min_steps).sum()))
+        last = self._last.get(job)
+        if last is not None and last[0] == key:
+            self.hits += 1
+            return last[1]
+        self.misses += 1
+        found = attribute(validate_trace(rows, f"step_ops job {job}"), min_steps)
+        self._last[job] = (key, found)
+        return found
+
+    def keep_only(self, jobs: set[str]) -> None:
+        """Forget jobs no longer in the window."""
+        for job in set(self._last) - jobs:
+            del self._last[job]
+
+
+def job_attributions(
+    step_ops: pl.DataFrame, min_steps: int = MIN_STEPS, memo: AttributionMemo | None = None
+) -> list[JobAttribution]:
+    """One attribution per job with complete steps in the window; jobs whose trace is invalid are logged and left out.
+
+    ``memo`` (kept by a caller that diagnoses repeatedly) skips the replay of a job whose rows are unchanged.
+    """
     trace = complete_steps(step_ops)
-    if trace.is_empty():
-        return []
+    memo = memo or AttributionMemo()
+    jobs = sorted(trace["job"].unique().to_list()) if not trace.is_empty() else []
+    memo.keep_only(set(jobs))
     out: list[JobAttribution] = []
-    for job in sorted(trace["job"].unique().to_list()):
+    for job in jobs:
         try:
-            rows = validate_trace(trace.filter(pl.col("job") == job), f"step_ops job {job}")
-            out += attribute(rows, min_steps)
+            out += memo.get(job, trace.filter(pl.col("job") == job), min_steps)
         except TraceError as exc:
             log.warning("step trace of a job left out of attribution job=%s error=%s", job, exc)
     return out

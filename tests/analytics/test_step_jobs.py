@@ -11,7 +11,7 @@ from c4.agent.batcher import convert_rows
 from c4.agent.step_trace import StepTraceSampler
 from c4.analytics.diagnose import diagnose
 from c4.analytics.runner import DiagnosisRunner
-from c4.analytics.step_jobs import attribution_rows, complete_steps, job_attributions
+from c4.analytics.step_jobs import AttributionMemo, attribution_rows, complete_steps, job_attributions
 from c4.catalogue import load
 from c4.collector.store import PendingBatch, Store
 from c4.step_trace import StepTraceWriter
@@ -42,6 +42,28 @@ def slow_worker_job(job: str = "job1", steps: int = 10) -> pl.DataFrame:
         job=job,
         t0_s=T0,
     )
+
+
+def test_the_memo_replays_a_job_only_when_its_rows_change():
+    slow = as_step_ops(slow_worker_job("job1", steps=8))
+    other = as_step_ops(slow_worker_job("job2", steps=8))
+    memo = AttributionMemo()
+    first = job_attributions(pl.concat([slow, other]), memo=memo)
+    assert memo.misses == 2 and memo.hits == 0
+    again = job_attributions(pl.concat([other, slow]), memo=memo)  # same rows, another order: no replay
+    assert memo.misses == 2 and memo.hits == 2
+    assert [a.job for a in again] == [a.job for a in first] and again[0] is first[0]
+    # job1 gains a step: only job1 is replayed, and its answer is the one a fresh attribution gives
+    longer = as_step_ops(slow_worker_job("job1", steps=9))
+    moved = job_attributions(pl.concat([longer, other]), memo=memo)
+    assert memo.misses == 3 and memo.hits == 3
+    fresh = job_attributions(pl.concat([longer, other]))
+    assert moved[0].steps == fresh[0].steps != first[0].steps
+    assert moved[0].slowdown_frac == fresh[0].slowdown_frac
+    job_attributions(other, memo=memo)  # job1 left the window: forgotten
+    assert memo.hits == 4 and memo.misses == 3
+    job_attributions(pl.concat([longer, other]), memo=memo)
+    assert memo.misses == 4
 
 
 def test_complete_steps_cut_the_window_edges_and_a_lagging_rank():
