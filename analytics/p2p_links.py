@@ -55,7 +55,7 @@ def _ends(colls: pl.DataFrame) -> pl.DataFrame:
     """One row per Inspector p2p record, keyed by the directed link it used: ``src`` sends to ``dst``
     (communicator ranks); ``end`` says whether the record is the Send or the Recv."""
     needed = {"kind", "coll", "peer", "exec_time_us", "rank", "comm_id"}
-    if colls.is_empty() or not needed <= set(colls.columns):
+    if colls.is_empty() or not needed <= set(colls.columns) or not (colls["kind"] == "p2p").any():
         return pl.DataFrame()
     c = with_job(colls).filter((pl.col("kind") == "p2p") & pl.col("peer").is_not_null())
     c = c.drop_nulls("exec_time_us")
