@@ -62,11 +62,10 @@ def _ends(colls: pl.DataFrame) -> pl.DataFrame:
     for col, dtype in (("msg_size_bytes", pl.Int64), ("algobw_gbs", pl.Float64), ("pid", pl.Int64)):
         if col not in c.columns:
             c = c.with_columns(pl.lit(None, dtype=dtype).alias(col))
-    op = pl.col("coll").str.to_lowercase()
-    c = c.filter(op.is_in(["send", "recv"]))
+    c = c.filter(pl.col("coll").is_in(["Send", "Recv", "send", "recv"]))  # as Inspector names them
     if c.is_empty():
         return pl.DataFrame()
-    send = op == "send"
+    send = pl.col("coll").is_in(["Send", "send"])
     return c.select(
         "job",
         "comm_id",
@@ -80,7 +79,7 @@ def _ends(colls: pl.DataFrame) -> pl.DataFrame:
         "rank",
         "hostname",
         pl.col("pid").cast(pl.Int64),
-    ).sort("ts")
+    )
 
 
 def _stretch(hits: list[bool], ts: list[datetime]) -> tuple[int, datetime | None]:
@@ -114,8 +113,23 @@ def _slow_links(ends: pl.DataFrame, periods: dict[str, float]) -> list[dict]:
     marked = ends.join(typical, on=["job", "msg_size_bytes"]).with_columns(
         (pl.col("exec_time_us") >= thr).alias("slow")
     )
+    # only links both of whose ends have enough slow transfers are followed in time (a victim's Recvs
+    # are slow too, but its sender's Sends are not)
+    both = (
+        marked.group_by([*_KEYS, "end"])
+        .agg(pl.col("slow").sum().alias("n_slow"))
+        .filter(pl.col("n_slow") >= MIN_TRANSFERS)
+        .group_by(_KEYS)
+        .agg(pl.len().alias("n_ends"))
+        .filter(pl.col("n_ends") == 2)
+        .select(_KEYS)
+    )
+    if both.is_empty():
+        return []
     sides = (
-        marked.group_by([*_KEYS, "end"], maintain_order=True)
+        marked.join(both, on=_KEYS, how="semi")
+        .sort("ts")
+        .group_by([*_KEYS, "end"], maintain_order=True)
         .agg(
             pl.col("slow"),
             pl.col("ts"),
