@@ -24,6 +24,7 @@ them in nccl_collectives (``kind = 'p2p'``, ``coll`` Send/Recv, ``peer``, ``msg_
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 
 import polars as pl
@@ -118,7 +119,7 @@ def _slow_links(ends: pl.DataFrame, periods: dict[str, float]) -> list[dict]:
     both = (
         marked.group_by([*_KEYS, "end"])
         .agg(pl.col("slow").sum().alias("n_slow"))
-        .filter(pl.col("n_slow") >= MIN_TRANSFERS)
+        .filter(pl.col("n_slow") >= math.ceil(MIN_FRACTION * MIN_TRANSFERS))  # what _stretch needs at least
         .group_by(_KEYS)
         .agg(pl.len().alias("n_ends"))
         .filter(pl.col("n_ends") == 2)
