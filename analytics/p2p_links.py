@@ -16,7 +16,10 @@ directions of a pair are one finding, named by the GPUs at its ends (lower pipel
 ``slow_comm``. The ranks of its model replica that only waited on it are added to ``affected`` by
 analytics/victims.py, never blamed.
 
-Field names: NVIDIA/nccl plugins/profiler/inspector/inspector_json.cc (``p2p``, ``p2p_peer``,
+Inspector's p2p execution time is the longest of the op's channels' kernel times on the GPU
+(``calculateMaxKernelExecTimeUsecsP2p``, plugins/profiler/inspector/inspector.cc at NVIDIA/nccl
+5067397c): a p2p kernel runs from its launch until its data has gone through, waiting on the peer's
+buffer included. Field names: NVIDIA/nccl plugins/profiler/inspector/inspector_json.cc (``p2p``, ``p2p_peer``,
 ``p2p_msg_size_bytes``, ``p2p_exec_time_us``, ``p2p_algobw_gbs``), as the nccl_inspector sampler stores
 them in nccl_collectives (``kind = 'p2p'``, ``coll`` Send/Recv, ``peer``, ``msg_size_bytes``,
 ``exec_time_us``, ``algobw_gbs``).
