@@ -31,6 +31,7 @@ class HostSampler:
     def __init__(self, proc_root: Path | str = "/proc") -> None:
         self.proc_root = Path(proc_root)
         self.records_skipped = 0
+        self.skipped_by_reason: dict[str, int] = {}  # stat_line, meminfo_line, loadavg -> lines skipped
         self._warned: set[str] = set()
         self._ticks_per_s = float(os.sysconf("SC_CLK_TCK")) if hasattr(os, "sysconf") else 100.0
 
@@ -53,6 +54,11 @@ class HostSampler:
             )
             return []
         return text.splitlines()
+
+    def _skip(self, reason: str) -> None:
+        """Count one unreadable line, in total and per reason."""
+        self.records_skipped += 1
+        self.skipped_by_reason[reason] = self.skipped_by_reason.get(reason, 0) + 1
 
     def _warn(self, key: str, message: str) -> None:
         if key not in self._warned:
@@ -85,7 +91,7 @@ class HostSampler:
                 elif parts[0] == "procs_running":
                     procs_running = int(parts[1])
             except (ValueError, IndexError, OverflowError):
-                self.records_skipped += 1
+                self._skip("stat_line")
                 self._warn("stat-line", f"unparsable /proc/stat line skipped line={line[:120]!r}")
         mem: dict[str, int] = {}
         for line in self._lines("meminfo"):
@@ -95,18 +101,20 @@ class HostSampler:
                 try:
                     mem[key] = int(fields[0]) * (1024 if len(fields) > 1 and fields[1] == "kB" else 1)
                 except ValueError:
-                    self.records_skipped += 1
+                    self._skip("meminfo_line")
                     self._warn("meminfo-line", f"unparsable /proc/meminfo line skipped line={line[:120]!r}")
         load = self._lines("loadavg")
         try:
             load1 = float(load[0].split()[0]) if load else None
         except (ValueError, IndexError):
             load1 = None
-            self.records_skipped += 1
+            self._skip("loadavg")
         memory_row = {
             "mem_total_bytes": mem.get("MemTotal"),
             "mem_available_bytes": mem.get("MemAvailable"),
-            "swap_used_bytes": max(0, mem.get("SwapTotal", 0) - mem.get("SwapFree", 0)),
+            "swap_used_bytes": max(0, mem["SwapTotal"] - mem.get("SwapFree", 0))
+            if "SwapTotal" in mem
+            else None,
             "load1": load1,
             "procs_running": procs_running,
         }

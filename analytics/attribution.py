@@ -581,7 +581,12 @@ def _finding(g: StepGraph, cause: _Scenario, frac: float, affected: list[str], a
         ranks = cause.meta["ranks"]
         component, ctype, action = cause.meta["place"], "cpu", "investigate_host"
         node = g.rank_host[ranks[0]] or ""
-        evidence.update(ranks=[int(g.ranks[r]) for r in ranks], stall_s_median=cause.meta["stall_s_median"])
+        evidence.update(
+            ranks=[int(g.ranks[r]) for r in ranks],
+            gpus=[x for x in (_gpu_label(g, r) for r in ranks) if x],  # what the host join reads
+            stall_s_median=cause.meta["stall_s_median"],
+            step_s=round(float(np.median(g.actual_step_s)), 6),  # the last stalled step ends a step later
+        )
         summary = (
             f"host-side delay (gaps while dependencies were met, or slow data loading/checkpoint) on ranks "
             f"{[int(g.ranks[r]) for r in ranks]}; {cost}"

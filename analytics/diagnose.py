@@ -17,6 +17,7 @@ from c4.analytics.fabric import FabricModel
 from c4.analytics.findings import Finding
 from c4.analytics.hang_sources import ras_findings
 from c4.analytics.hardware import hardware_findings
+from c4.analytics.host_stall import joined_with_host
 from c4.analytics.p2p_links import DETECTOR as P2P_LINK
 from c4.analytics.p2p_links import slow_link_findings
 from c4.analytics.periods import comm_periods, job_periods
@@ -109,9 +110,8 @@ def diagnose(
         found += hang_findings(
             colls, gpus, min(newest, now) if now else newest, places=places, periods=periods
         )
-        links = slow_link_findings(
-            colls, places, job_periods(colls, periods)
-        )  # before stragglers: its victims
+        # slow pipeline links first: the stragglers of their replicas are their victims
+        links = slow_link_findings(colls, places, job_periods(colls, periods))
         found += straggler_findings(colls, places=places, conns=conns, links=links) + links
         period = iteration_period_s(colls, periods)
         found += comm_hang_findings(conns, period)
@@ -123,4 +123,5 @@ def diagnose(
     found = joined_with_hardware(
         _judged_by_trace(found, attributions) + [f for a in attributions for f in a.findings]
     )
+    found = joined_with_host(found, tables.get("host_cpu", empty), gpus)
     return sorted(_explained_by_congestion(found), key=lambda f: (-f.confidence, f.component))

@@ -17,7 +17,11 @@ NEEDED = (
     "nccl_connections",
     "nccl_ras_status",
     "step_ops",
+    "host_cpu",
 )
+#: Rows of a table the detectors need, where not all: the host-stall join reads the whole host's CPU
+#: ('all'); per-CPU rows would be 129 rows per 128-CPU node per sample.
+NEEDED_WHERE = {"host_cpu": "cpu = 'all'"}
 
 #: Which GPU each rank runs on (a catalogue view, one row per rank of each communicator): read whole,
 #: since a communicator's init lines are logged once, long before the window.
@@ -47,7 +51,8 @@ def window_from_cursor(
         start = (now if now is not None else end) - timedelta(seconds=window_s) if end else None
         try:
             out[t] = cur.execute(
-                f'SELECT * FROM "{t}" WHERE ts >= ? AND ts <= ? ORDER BY ts', [start, end]
+                f'SELECT * FROM "{t}" WHERE ts >= ? AND ts <= ? AND {NEEDED_WHERE.get(t, "true")} ORDER BY ts',
+                [start, end],
             ).pl()
         except duckdb.CatalogException:  # a store made before the table existed, opened read-only
             out[t] = pl.DataFrame()

@@ -94,8 +94,13 @@ def score(results: list) -> tuple[list[dict], dict]:
             else None,
         }
         rows.append(row)
-        if not negative:
-            per_kind[kind] = {"precision": row["precision"], "recall": row["recall"]}
+        if not negative:  # time to detect per kind: what `c4 bench downtime --diagnose-json` reads
+            per_kind[kind] = {
+                "precision": row["precision"],
+                "recall": row["recall"],
+                "ttd_p50_s": row["ttd_p50_s"],
+                "ttd_p90_s": _percentile(ttds, 90),
+            }
     pos = [r for r in results if not r.negative]
     neg = [r for r in results if r.negative]
     raised = sum(len(r.raised) for r in results)

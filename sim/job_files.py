@@ -1,7 +1,7 @@
 """Writes what a node of a jobs scenario exposes: NCCL init lines, Inspector records, NVML, and the step trace.
 
 The same per-node layout as ``c4.sim.node_files`` (``inspector/``, ``nccl-logs/``, ``nvml.json``, ``sys/``,
-``kmsg.log``) plus ``step_trace/`` (``STEP_TRACE_DIR``): one JSON-lines file per rank,
+``kmsg.log``) plus ``proc/`` (``stat``, ``meminfo``, ``loadavg``: ``c4.sim.proc_files``) and ``step_trace/`` (``STEP_TRACE_DIR``): one JSON-lines file per rank,
 ``<job>-rank<r>.jsonl``, in the training-step trace format (docs/step-trace.md), appended as ops end
 (left empty when the twin's ``step_trace`` is off: a job that exports no trace, the common case).
 Inspector records go to ``inspector/<host>-pid<pid>.log`` as NCCL names them: per rank and
@@ -21,9 +21,12 @@ from typing import Any
 from c4.agent.registry import SAMPLERS
 from c4.sim.faults import FAULT_KINDS
 from c4.sim.node_files import HEALTHY_GAUGES, PCI_BUSES, STEP_TRACE_DIR, NodeWriter
+from c4.sim.proc_files import ProcWriter
 
 #: NCCL's names of the trace's collectives (Inspector ``coll``).
 _COLL = {"all_reduce": "AllReduce", "reduce_scatter": "ReduceScatter", "all_gather": "AllGather"}
+#: CPUs of a simulated host per GPU (/proc/stat's cpuN lines).
+HOST_CPUS_PER_GPU = 2
 #: Trace columns written to each JSON line (nulls left out), in the documented order.
 _TRACE_KEYS = (
     "job", "rank", "dp_rank", "pp_stage", "tp_rank", "step", "op", "start_s", "duration_s",
@@ -37,16 +40,23 @@ class JobNodeWriter(NodeWriter):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         (self.root / STEP_TRACE_DIR).mkdir(parents=True, exist_ok=True)
+        # the host's /proc (what the host sampler reads): calm unless a fault's expose sets ``host_state``
+        self.proc = ProcWriter(
+            self.root / "proc", cpus=HOST_CPUS_PER_GPU * self.gpus, boot_s=self.epoch_s - 3600
+        )
+        self.host_state = "calm"
         self._sn: dict[
             tuple[str, int, str], int
         ] = {}  # (comm id, comm rank, coll|p2p) -> next sequence number
         self._nnodes: dict[str, int] = {}  # communicator name -> nodes its members run on
 
     def sampler_config(self) -> dict[str, dict[str, Any]]:
-        """The node's samplers, and the step-trace sampler on ``step_trace/`` where the agent has one."""
+        """The node's samplers, the step-trace sampler on ``step_trace/`` where the agent has one, and the
+        host sampler on ``proc/``."""
         cfg = super().sampler_config()
         if "step_trace" in SAMPLERS:
             cfg["step_trace"] = {"trace_dir": str(self.root / STEP_TRACE_DIR)}
+        cfg["host"] = {"proc_root": str(self.root / "proc")}
         return cfg
 
     def write_init_log(self, twin) -> None:
@@ -76,9 +86,12 @@ class JobNodeWriter(NodeWriter):
             if stuck:  # the job's other ranks spin in the collective their hung peer never joins
                 gauges["util_gpu_pct"] = 100.0
         mine = replace(out, blocked=stuck)
+        self.host_state = "calm"
         for fault in twin.faults:
             if fault.node == self.node:
                 FAULT_KINDS[fault.kind].expose(self, fault, mine)
+        self.proc.advance(out.duration_s, self.host_state)
+        self.proc.write()
         self._write_link_changes(out)
         self._write_nic_counters(out)
         self._write_nvml(out)

@@ -71,8 +71,8 @@ class SimRunner:
                     "expected_class": t["expected_class"],
                     "expected_action": t["expected_action"],
                     "xid": t["xid"],
-                    # jobs scenarios: what the fault costs its job and who only waited (truth.jsonl only)
-                    **{k: t[k] for k in ("slowdown_frac", "blamed", "affected") if k in t},
+                    # jobs scenarios: what the fault costs its job, who only waited, a stall's host state (truth.jsonl only)
+                    **{k: t[k] for k in ("slowdown_frac", "blamed", "affected", "host_state") if k in t},
                 }
             )
         return rows

@@ -37,6 +37,7 @@ class Fault:
     job: str = ""  # jobs scenarios: the job a job-level cause acts on (default: the job on ``node``)
     stage: int = 0  # stage_imbalance: the pipeline stage that carries more work
     stall_s: float = 0.0  # cpu_stall: the pause before one forward per step (a GC pause)
+    host_state: str = "busy"  # cpu_stall: what its host does meanwhile: busy (loader, GC) or iowait (storage)
 
     def active(self, t: float) -> bool:
         """Whether the fault is in effect at simulated time t."""

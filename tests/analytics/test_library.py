@@ -71,7 +71,12 @@ def test_scoring_counts_wrong_components_and_negatives():
     rows, summary = score([hit, wrong, noisy])
     assert summary["precision"] == pytest.approx(1 / 3)
     assert summary["recall"] == 0.5 and summary["false_alarms"] == 1
-    assert summary["per_kind"]["xid48"] == {"precision": 0.5, "recall": 0.5}
+    assert summary["per_kind"]["xid48"] == {
+        "precision": 0.5,
+        "recall": 0.5,
+        "ttd_p50_s": 1.0,
+        "ttd_p90_s": 1.0,
+    }
     assert summary["onset_error_max_s"] == 3.0 and rows[0]["onset_err_max_s"] == 3.0  # early counts too
 
 
