@@ -17,6 +17,7 @@ from c4.analytics.findings import Finding
 from c4.analytics.hang import hang_findings
 from c4.analytics.jobs import with_job
 from c4.analytics.onset import trailing_onsets
+from c4.analytics.p2p_links import slow_link_findings
 from c4.analytics.periods import iteration_period_s
 from c4.analytics.rank_gpu import RankPlaces
 from c4.analytics.victims import without_victims
@@ -130,6 +131,7 @@ def straggler_findings(
     places: RankPlaces | None = None,
     conns: pl.DataFrame | None = None,
     min_fraction: float = 0.8,
+    links: list[Finding] | None = None,
 ) -> list[Finding]:
     """Per communicator, the same rank arrives last in (nearly) every recent collective, clearly later
     than its peers: a straggler.
@@ -144,7 +146,8 @@ def straggler_findings(
 
     Detection runs per (job, communicator); a GPU late in several communicators is one finding, and
     ranks late only because they waited on a slow worker of their pipeline are listed in the cause's
-    ``affected``, never blamed (analytics/victims.py).
+    ``affected``, never blamed (analytics/victims.py); so are the ranks a slow pipeline link delays
+    (``links``: analytics/p2p_links.slow_link_findings of the window, found here when None).
     """
     places = places or RankPlaces()
     b = _behind(colls)
@@ -213,7 +216,9 @@ def straggler_findings(
                 communicator=comm,
             )
         )
-    return without_victims(out, colls, places)
+    if links is None and out:
+        links = slow_link_findings(colls, places)
+    return without_victims(out, colls, places, links)
 
 
 #: A candidate culprit: ("port", "host3/mlx5_2p1") or ("link", "leaf0<->spine1").

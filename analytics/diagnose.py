@@ -18,7 +18,9 @@ from c4.analytics.findings import Finding
 from c4.analytics.hang_sources import ras_findings
 from c4.analytics.hardware import hardware_findings
 from c4.analytics.host_stall import joined_with_host
-from c4.analytics.periods import comm_periods
+from c4.analytics.p2p_links import DETECTOR as P2P_LINK
+from c4.analytics.p2p_links import slow_link_findings
+from c4.analytics.periods import comm_periods, job_periods
 from c4.analytics.rank_gpu import RankPlaces
 from c4.analytics.step_jobs import JobAttribution, job_attributions
 
@@ -42,10 +44,11 @@ def by_time(df: pl.DataFrame) -> pl.DataFrame:
 
 def _judged_by_trace(found: list[Finding], attributions: list[JobAttribution]) -> list[Finding]:
     """A job whose step trace was attributed is judged by its dependency graph, not by Inspector's
-    arrival order: its straggler findings go (in a pipeline the ranks that only wait arrive late too,
-    and the replay tells them from the cause); jobs without a trace keep theirs."""
+    arrival order: its straggler and pipeline-link findings go (in a pipeline the ranks that only wait
+    arrive late too, and the replay tells them from the cause and costs a slow link from its steps);
+    jobs without a trace keep theirs."""
     traced = {a.job for a in attributions if a.steps > 0}
-    return [f for f in found if not (f.detector == "straggler" and f.job in traced)]
+    return [f for f in found if not (f.detector in ("straggler", P2P_LINK) and f.job in traced)]
 
 
 def joined_with_hardware(found: list[Finding]) -> list[Finding]:
@@ -53,9 +56,10 @@ def joined_with_hardware(found: list[Finding]) -> list[Finding]:
     ECC, PCIe/NVLink, its state) and take their action (drain, reset); a slow worker no counter
     explains stays a question for the job (``investigate``). A slow pipeline link gets the faults of
     its ends' NIC ports as evidence."""
-    hardware = [f for f in found if f.detector != "step_attribution" and f.fault_class != "congestion"]
+    joined = ("step_attribution", P2P_LINK)
+    hardware = [f for f in found if f.detector not in joined and f.fault_class != "congestion"]
     for f in found:
-        if f.detector != "step_attribution" or f.fault_class not in ("slow_worker", "slow_comm"):
+        if f.detector not in joined or f.fault_class not in ("slow_worker", "slow_comm"):
             continue
         if f.fault_class == "slow_worker":
             gpus = set(f.evidence.get("gpus") or [f.component])
@@ -106,7 +110,9 @@ def diagnose(
         found += hang_findings(
             colls, gpus, min(newest, now) if now else newest, places=places, periods=periods
         )
-        found += straggler_findings(colls, places=places, conns=conns)
+        # slow pipeline links first: the stragglers of their replicas are their victims
+        links = slow_link_findings(colls, places, job_periods(colls, periods))
+        found += straggler_findings(colls, places=places, conns=conns, links=links) + links
         period = iteration_period_s(colls, periods)
         found += comm_hang_findings(conns, period)
         found += slow_connection_findings(conns, colls, fabric=fabric, period_s=period)

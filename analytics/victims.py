@@ -336,18 +336,81 @@ def _cost(
         f.evidence["slowdown_from"] = "late_s at data-parallel collectives over the iteration period"
 
 
+def _component(proc: str, ev: _Evidence, places: RankPlaces) -> str:
+    """A process as findings name it: its GPU where the identity view or its host place it."""
+    job, comm, rank, host = ev.seen[proc]
+    where = places.of(comm, rank, host)
+    return where.component if where else proc
+
+
+def _link_replicas(
+    links: list[Finding], ev: _Evidence, places: RankPlaces
+) -> dict[tuple[str, str], list[Finding]]:
+    """(job, replica) -> the slow pipeline links inside it; each link lists the rest of its replica (its
+    ends' tensor-parallel peers, the other stages) as affected: they wait on it together."""
+    out: dict[tuple[str, str], list[Finding]] = {}
+    for link in links:
+        ends = {ev.procs.get((link.job, link.communicator, r)) for r in link.evidence.get("ranks", [])} - {
+            None
+        }
+        reps = {ev.replica.get(p, p) for p in ends}
+        for rep in reps:
+            out.setdefault((link.job, rep), []).append(link)
+        others = {
+            _component(p, ev, places)
+            for p, rep in ev.replica.items()
+            if rep in reps and p not in ends and p in ev.seen
+        }
+        link.affected = sorted({*link.affected, *others} - set(link.component.split("->")))
+        link.evidence["ends"] = sorted(ends)
+    return out
+
+
+def _beside_links(group: list[Finding], links: list[Finding], ev: _Evidence, proc_of) -> list[Finding]:
+    """Stragglers of a replica with a slow pipeline link: the link's ends are late because of it, and so
+    is every rank that waits on them (their TP peers arrive late together, later stages wait on their
+    receives); only a rank late inside its own TP group that is not an end of the link is a cause of its
+    own. The others become the link's ``affected``, and its cost is their lateness at the data-parallel
+    collectives where those show it (else the link's own excess time per iteration stands)."""
+    ends = {p for link in links for p in link.evidence.get("ends", [])}
+    causes = [
+        f
+        for f in group
+        if proc_of(f) not in ends and any(ev.role_of.get((f.job, c)) == "TP" for c in _comms_of(f))
+    ]
+    waited = [f for f in group if f not in causes]
+    for link in links:
+        link.affected = sorted(
+            {*link.affected, *(v.component for v in waited)} - set(link.component.split("->"))
+        )
+        link.evidence["stragglers_explained"] = len(waited)
+        _cost(
+            link, waited, ev.role_of, ev.periods.get(link.job)
+        )  # their lateness, where DP collectives show it
+    return causes
+
+
 def without_victims(
-    found: list[Finding], colls: pl.DataFrame, places: RankPlaces | None = None
+    found: list[Finding],
+    colls: pl.DataFrame,
+    places: RankPlaces | None = None,
+    links: list[Finding] | None = None,
 ) -> list[Finding]:
     """Straggler findings with pipeline victims taken out: each cause lists them in ``affected``; when
-    every late rank of a replica only waited, the rank their receives lead to is blamed instead."""
-    if not found:
+    every late rank of a replica only waited, the rank their receives lead to is blamed instead.
+
+    ``links``: slow pipeline links (analytics/p2p_links.py) of the same window; a straggler its replica's
+    slow link explains is listed in the link's ``affected`` instead (and the link gets its replica's other
+    ranks there, and the cost of their lateness)."""
+    links = links or []
+    if not found and not links:
         return found
     found = _merge_same_gpu(found)
-    if len(found) < 2 and ("kind" not in colls.columns or not (colls["kind"] == "p2p").any()):
+    if not links and len(found) < 2 and ("kind" not in colls.columns or not (colls["kind"] == "p2p").any()):
         return found  # one late rank and no receive to say it waited: it stands (no pass over colls)
     places = places or RankPlaces()
     ev = _evidence(with_job(colls), places)
+    beside = _link_replicas(links, ev, places)
 
     def proc_of(f: Finding) -> str:
         p = ev.procs.get((f.job, f.evidence.get("comm", f.communicator), f.evidence.get("rank", -1)))
@@ -357,7 +420,10 @@ def without_victims(
     for f in found:
         groups.setdefault((f.job, ev.replica.get(proc_of(f), proc_of(f))), []).append(f)
     out = []
-    for (job, _), group in groups.items():
+    for (job, rep), group in groups.items():
+        if (job, rep) in beside:
+            out += _beside_links(group, beside[(job, rep)], ev, proc_of)
+            continue
         causes, victims = _split(group, ev, proc_of)
         if not causes:  # every late rank waited: name what their receives lead to, if they say
             up = _upstream(victims, ev, proc_of)

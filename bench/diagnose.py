@@ -50,6 +50,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help=f"one 16-node scenario of each of {', '.join(QUICK_KINDS)} (a few minutes on 2 cores)",
     )
     parser.add_argument("--verbose", action="store_true", help="print every scenario's raised faults")
+    parser.add_argument(
+        "--no-step-trace",
+        action="store_true",
+        help="jobs scenarios export no training-step trace: C4D judges them from NCCL Inspector alone",
+    )
 
 
 def _percentile(values: list[float], q: float) -> float | None:
@@ -183,6 +188,10 @@ def run(args: argparse.Namespace) -> int:
         scenarios = library(args.per_kind, args.negatives, nodes, args.seed)
         if kinds:
             scenarios = [sc for sc in scenarios if sc.kind in kinds]
+    if args.no_step_trace:
+        for sc in scenarios:
+            if sc.jobs:
+                sc.cluster = {**sc.cluster, "step_trace": False}
     jobs = args.jobs or os.cpu_count() or 1
     t0 = time.perf_counter()
     results = []
@@ -245,6 +254,7 @@ def run(args: argparse.Namespace) -> int:
                     "analysis_ranks": args.ranks,
                     "analysis_found_injected": analysis["found_injected"],
                     "quick": args.quick,
+                    "step_trace": not args.no_step_trace,
                     "stragglers": {  # recall of a GPU slowed with no hardware sign, per Inspector form
                         form: summary["per_kind"][kind]
                         for form, kind in STRAGGLER_FORMS.items()

@@ -2,7 +2,8 @@
 
 The same per-node layout as ``c4.sim.node_files`` (``inspector/``, ``nccl-logs/``, ``nvml.json``, ``sys/``,
 ``kmsg.log``) plus ``proc/`` (``stat``, ``meminfo``, ``loadavg``: ``c4.sim.proc_files``) and ``step_trace/`` (``STEP_TRACE_DIR``): one JSON-lines file per rank,
-``<job>-rank<r>.jsonl``, in the training-step trace format (docs/step-trace.md), appended as ops end.
+``<job>-rank<r>.jsonl``, in the training-step trace format (docs/step-trace.md), appended as ops end
+(left empty when the twin's ``step_trace`` is off: a job that exports no trace, the common case).
 Inspector records go to ``inspector/<host>-pid<pid>.log`` as NCCL names them: per rank and
 communicator one ``coll_perf`` per data-parallel (and, with ``inspector_tp``, tensor-parallel)
 collective and one ``p2p_perf`` (Send or Recv) per pipeline transfer, with per-communicator sequence
@@ -96,7 +97,8 @@ class JobNodeWriter(NodeWriter):
         self._write_nvml(out)
         rows = [r for r in out.ops.get(job, []) if r["host"] == self.node] if job else []
         self._write_inspector(twin, job, rows)
-        self._write_step_trace(rows)
+        if twin.step_trace:
+            self._write_step_trace(rows)
 
     def _next_sn(self, comm: str, rank: int, kind: str) -> int:
         key = (comm, rank, kind)

@@ -105,6 +105,7 @@ class JobsTwin:
     inspector_tp: bool = (
         True  # Inspector records of the tensor-parallel all-reduces too (one per forward/backward)
     )
+    step_trace: bool = True  # the jobs export a training-step trace (most jobs do not: Inspector alone)
     tick_s: float = 1.0  # simulated seconds per ``step``
     horizon_s: float = 240.0  # how long the jobs run (simulated up front)
 

@@ -36,6 +36,11 @@ class Job3D:
     slow: tuple[int, int, int] | None = None
     delay_s: float = 0.2
     first_node: int = 0
+    #: a slow pipeline link from (stage, dp rank, tp rank) to its next-stage peer, from step ``link_from``
+    #: to step ``link_until`` (exclusive): both ends' transfers take ``delay_s`` per step longer.
+    slow_link: tuple[int, int, int] | None = None
+    link_from: int = 0
+    link_until: int | None = None
 
     def rank(self, s: int, d: int, t: int) -> int:
         """Global rank of (stage, dp rank, tp rank)."""
@@ -93,8 +98,21 @@ def _group(
     ]
 
 
+def _link_ends(job: Job3D, k: int) -> tuple[int, int] | None:
+    """The global ranks at the ends of ``job``'s slow pipeline link while it is slow at step ``k``."""
+    if job.slow_link is None or k < job.link_from or (job.link_until is not None and k >= job.link_until):
+        return None
+    s, d, t = job.slow_link
+    return job.rank(s, d, t), job.rank(s + 1, d, t)
+
+
 def job_frame(job: Job3D, *, tp_records: bool = True, steps: range | None = None) -> pl.DataFrame:
-    """nccl_collectives rows of ``job`` over its steps (``steps``: a subset, e.g. until a hang)."""
+    """nccl_collectives rows of ``job`` over its steps (``steps``: a subset, e.g. until a hang).
+
+    A slow worker is late at its TP collectives and its replica at every DP collective; receivers of
+    its replica wait on their senders (long Recv, short Send), except the slow worker's own. A slow
+    link makes both its ends late at their TP collectives, its replica late at DP, and both ends of
+    every transfer over it long; the replica's other receivers wait as for a slow worker."""
     rows: list[dict] = []
     s0, d0, t0 = job.slow if job.slow else (-1, -1, -1)
     for k in steps if steps is not None else range(job.steps):
@@ -103,8 +121,13 @@ def job_frame(job: Job3D, *, tp_records: bool = True, steps: range | None = None
         own = {g: _jitter_s(g, k) for g in ranks}  # arrival at its TP collective
         if job.slow:
             own[job.rank(s0, d0, t0)] += job.delay_s
+        ends = _link_ends(job, k)
+        link_d = job.slow_link[1] if ends else -1
+        for g in ends or ():
+            own[g] += job.delay_s
         # TP: the group waits for its last member; then the whole replica is late by what the slow one cost
-        replica_late = {d: (job.delay_s if job.slow and d == d0 else 0.0) for d in range(job.dp)}
+        late_d = {d0, link_d} if job.slow else {link_d}
+        replica_late = {d: (job.delay_s if d in late_d else 0.0) for d in range(job.dp)}
         for s in range(job.pp):
             for d in range(job.dp):
                 members = [job.rank(s, d, t) for t in range(job.tp)]
@@ -136,10 +159,15 @@ def job_frame(job: Job3D, *, tp_records: bool = True, steps: range | None = None
                         # forward s -> s + 1, backward s + 1 -> s; a receiver in the slow replica waits
                         # on the slow stage unless it is the slow stage itself
                         for src, dst, sr, dr in ((a, b, s, s + 1), (b, a, s + 1, s)):
-                            waits = job.slow is not None and d == d0 and dr != s0
+                            waits = (job.slow is not None and d == d0 and dr != s0) or (
+                                d == link_d and (a, b) != ends
+                            )
                             recv_us = RECV_US + (job.delay_s / job.microbatches * 1e6 if waits else 0.0)
+                            send_us = RECV_US
+                            if ends and (a, b) == ends:  # the slow link: both ends of every transfer
+                                send_us = recv_us = RECV_US + job.delay_s / (2 * job.microbatches) * 1e6
                             comm = job.pp_comm(d, t)
-                            rows.append(_row(job, ts, comm, sr, job.pp, src, "p2p", "Send", sn, RECV_US, dr))
+                            rows.append(_row(job, ts, comm, sr, job.pp, src, "p2p", "Send", sn, send_us, dr))
                             rows.append(_row(job, ts, comm, dr, job.pp, dst, "p2p", "Recv", sn, recv_us, sr))
     return pl.DataFrame(rows, schema_overrides={"start_ts": pl.Datetime("us"), "peer": pl.Int64})
 

@@ -88,3 +88,24 @@ def test_a_slow_twin_worker_is_blamed_not_its_victims(tmp_path):
     victims = {f"host{r // 8}/gpu{r % 8}" for r in truth.victims}  # 8 ranks per host, local rank = GPU
     assert found.affected and set(found.affected) <= victims
     assert abs(found.slowdown_frac - truth.true_slowdown_frac) < 0.25 * truth.true_slowdown_frac
+
+
+def test_a_slow_twin_pipeline_link_is_the_cause_not_its_tensor_parallel_peers(tmp_path):
+    """No step trace, NCCL Inspector's default records only: the pipeline link from rank 1 (host0/gpu1,
+    stage 0) to rank 9 (host1/gpu1, stage 1) of a tp=4 pp=2 dp=2 job is 6x slow from 4 s on. The one
+    finding is that link, named by both GPUs; its ends' TP peers are affected, none is blamed."""
+    jobs = [{"name": "c", "tp": 4, "pp": 2, "dp": 2, "microbatches": 4, "first_node": 0}]
+    fault = Fault("slow_comm", at_s=4, node="host0", gpu=1, factor=6.0)
+    twin, f = run(tmp_path, [fault], 16, jobs=jobs, nodes=2)
+    truth = twin.pipeline_truth()["c"]
+    assert truth.blamed == {1, 9}
+    found = diagnose({**f, "rank_identity": identity(twin)})
+    assert [(x.detector, x.fault_class, x.component) for x in found] == [
+        ("p2p_link", "slow_comm", "host0/gpu1->host1/gpu1")
+    ]
+    victims = {f"host{r // 8}/gpu{r % 8}" for r in truth.victims}  # 8 ranks per host, local rank = GPU
+    tp_peers = {f"host{h}/gpu{g}" for h in (0, 1) for g in (0, 2, 3)}  # replica 0 on both stages
+    assert tp_peers <= set(found[0].affected) <= victims
+    # no DP straggler here (two replicas): the cost is the link's excess per iteration (0.210 vs true 0.197)
+    assert found[0].evidence["slowdown_from"].startswith("link excess")
+    assert abs(found[0].slowdown_frac - truth.true_slowdown_frac) < 0.15 * truth.true_slowdown_frac

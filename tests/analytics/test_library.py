@@ -40,6 +40,17 @@ def test_job_causes_blame_no_victim_and_state_their_cost(tmp_path, kind):
     assert r.slowdown_error is not None and r.slowdown_error <= 0.1, (kind, r.slowdown_error, r.truth)
 
 
+def test_a_slow_pipeline_link_without_a_step_trace_blames_no_victim(tmp_path):
+    """The common case: the job exports no step trace, C4D has NCCL Inspector's default records alone.
+    The slow link is found, named by the GPUs at its ends, and none of its ends' TP peers is blamed."""
+    sc = draw("job_slow_comm", seed=4, nodes=8)
+    sc.cluster = {**sc.cluster, "step_trace": False}
+    r = run_scenario(sc, tmp_path)
+    assert r.ttd_s is not None, f"not found: raised {r.raised} (truth {r.truth})"
+    assert r.victims_blamed == 0 and all(r.correct), (r.raised, r.truth["affected"])
+    assert [x["fault_id"].split(":")[0] for x in r.raised] == ["p2p_link"]
+
+
 def test_hang_in_one_of_two_jobs_is_localized_while_the_other_runs(tmp_path):
     sc = draw("job_hang", seed=4, nodes=8)
     r = run_scenario(sc, tmp_path)

@@ -109,6 +109,15 @@ def test_step_trace_files_are_the_simulated_trace(tmp_path):
     assert got.sort(key)["duration_s"].to_list() == pytest.approx(want.sort(key)["duration_s"].to_list())
 
 
+def test_a_job_without_a_step_trace_writes_only_what_nccl_writes(tmp_path):
+    """step_trace=False (most jobs export none): no trace lines and no step_ops rows, Inspector records as usual."""
+    twin = _twin([Fault("slow_comm", 2, node="host2", gpu=2, factor=10)], step_trace=False)
+    _, rows = _run(tmp_path, twin, 4)
+    assert not [f for f in (tmp_path / "nodes").glob(f"*/{STEP_TRACE_DIR}/*") if f.stat().st_size]
+    assert not rows.get("step_ops")
+    assert {r["kind"] for r in rows["nccl_collectives"]} == {"coll", "p2p"}
+
+
 @pytest.mark.parametrize(
     "fault, cls, component, blamed",
     [
