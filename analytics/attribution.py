@@ -30,6 +30,13 @@ SLOW_LINK_RATIO = 1.20
 PERSISTENT_SHARE = 0.8
 #: ... counted from its first slow step (a worker that turns slow mid-trace), over at least this many steps.
 MIN_ONSET_STEPS = 3
+#: ... or this many when other ranks are slow on steps where it is not (the job shows data imbalance): with D
+#: replicas drawing the long batch at random, one replica draws it k steps running with probability
+#: D^-(k-1) per start, 1/4 at k=3 for D=2 (a run that looks like an onset), 1/32 at k=6.
+DATA_LIKE_ONSET_STEPS = 2 * MIN_ONSET_STEPS
+#: A replica is slow as a whole on a step when its slow ranks sit on two or more pipeline stages and make up
+#: at least this share of its ranks: its micro-batches flow through every stage, one worker computes on one.
+REPLICA_SHARE = 0.5
 #: A cause must cost at least this share of step time to be reported.
 MIN_SLOWDOWN_FRAC = 0.03
 #: A rank's host-side delay in a step above this share of the ideal step is a stall.
@@ -265,17 +272,21 @@ def _detect(g: StepGraph, st: _Stats) -> list[_Scenario]:
     center = float(np.median(usual)) if usual.size else 1.0
     noise = 1.4826 * float(np.median(np.abs(usual - center))) if usual.size else 0.0
     slow = ratio > max(center * SLOW_RATIO, center + NOISE_SIGMAS * noise)
-    persistent = [r for r in range(g.n_ranks) if _slow_from_onset(slow[r])]
+    # a rank slow with its whole replica is slow for the replica's data, never as a worker
+    worker_slow = slow & ~_replica_wide(g, slow)
+    onsets = {r: _onset(worker_slow[r], _onset_steps(slow, r)) for r in range(g.n_ranks)}
+    persistent = [r for r, k in onsets.items() if k is not None]
     # one rank slow on some steps only, nobody else: still that worker; a rank slow only on the newest
     # few steps is a cause that has just begun (judged once it has MIN_ONSET_STEPS), not data imbalance
     transient_ranks = [
         r for r in range(g.n_ranks) if r not in persistent and slow[r].any() and not _just_begun(slow[r])
     ]
-    if len(transient_ranks) == 1 and slow[transient_ranks[0]].sum() >= 2:
+    if len(transient_ranks) == 1 and worker_slow[transient_ranks[0]].sum() >= 2:
         persistent.append(transient_ranks.pop())
+    since = np.arange(n_k)[None, :] >= np.array([onsets.get(r) or 0 for r in range(g.n_ranks)])[:, None]
     for ranks in _by_tp_group(g, persistent):
         sel = compute & np.isin(g.node_rank, ranks)
-        acts = slow[ranks].any(axis=0)
+        acts = (worker_slow & since)[ranks].any(axis=0)
         meta = {"class": "slow_worker", "ranks": ranks, "steps_slow": int(acts.sum())}
         if len(ranks) > 1:
             meta["tp_group"] = (int(g.rank_pp[ranks[0]]), int(g.rank_dp[ranks[0]]))
@@ -451,12 +462,44 @@ def _just_begun(slow_steps: np.ndarray) -> bool:
     )
 
 
-def _slow_from_onset(slow_steps: np.ndarray) -> bool:
-    """Slow on (nearly) every step from its first slow step on, for at least MIN_ONSET_STEPS steps."""
+def _slow_from_onset(slow_steps: np.ndarray, min_steps: int = MIN_ONSET_STEPS) -> bool:
+    """Slow on (nearly) every step from its first slow step on, for at least ``min_steps`` steps."""
     idx = np.flatnonzero(slow_steps)
-    if len(idx) < MIN_ONSET_STEPS:
+    if len(idx) < min_steps:
         return False
     return bool(slow_steps[idx[0] :].mean() >= PERSISTENT_SHARE)
+
+
+def _onset(slow_steps: np.ndarray, min_steps: int) -> int | None:
+    """The earliest step from which a rank is slow on (nearly) every step, at least ``min_steps`` of them
+    (None: no such step); a slow step before it (e.g. a long batch of its own) does not move its onset."""
+    n = len(slow_steps)
+    after = np.cumsum(slow_steps[::-1])[::-1]  # slow steps from k on
+    share = after / (n - np.arange(n))
+    ok = slow_steps & (after >= min_steps) & (share >= PERSISTENT_SHARE)
+    return int(np.flatnonzero(ok)[0]) if ok.any() else None
+
+
+def _onset_steps(slow: np.ndarray, r: int) -> int:
+    """Slow steps rank r needs to be a slow worker: DATA_LIKE_ONSET_STEPS when other ranks are slow on steps
+    where it is not (different ranks slow on different steps: a run of it may be its share of long batches),
+    else MIN_ONSET_STEPS."""
+    others = np.delete(slow, r, axis=0).any(axis=0)
+    return DATA_LIKE_ONSET_STEPS if (others & ~slow[r]).any() else MIN_ONSET_STEPS
+
+
+def _replica_wide(g: StepGraph, slow: np.ndarray) -> np.ndarray:
+    """(ranks, steps): rank-steps slow together with their whole data-parallel replica (slow ranks on two or
+    more of its pipeline stages, at least REPLICA_SHARE of its ranks): the replica's batch, not a worker."""
+    wide = np.zeros_like(slow)
+    for d in np.unique(g.rank_dp):
+        mine = g.rank_dp == d
+        stages = g.rank_pp[mine]
+        ranks_slow = slow[mine]
+        n_stages = np.array([np.unique(stages[ranks_slow[:, k]]).size for k in range(slow.shape[1])])
+        whole = (n_stages >= 2) & (ranks_slow.mean(axis=0) >= REPLICA_SHARE)
+        wide[mine] = ranks_slow & whole
+    return wide
 
 
 def _by_tp_group(g: StepGraph, ranks: list[int]) -> list[list[int]]:
