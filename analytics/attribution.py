@@ -350,84 +350,25 @@ def _detect(g: StepGraph, st: _Stats) -> list[_Scenario]:
                 },
             )
         )
-    # slow p2p links: the pair's own transfer time against its peers' typical
-    p2p = (g.node_kind == KIND_P2P) & (g.node_link >= 0)
-    if p2p.any():
-        ratio_of = own[p2p] / np.where(typ_own[p2p] > 0, typ_own[p2p], np.inf)
-        per_link = (
-            pl.DataFrame({"link": g.node_link[p2p], "ratio": ratio_of})
-            .group_by("link")
-            .agg(pl.col("ratio").median())
-            .filter(pl.col("ratio") > SLOW_LINK_RATIO)
-            .sort("link")
+    # slow p2p links (both directions between two ranks) and slow collective groups: own transfer time
+    # against the peers' typical (the same op on the same stage's other groups for a collective)
+    n_r = g.n_ranks
+    for link, ratio, acts in _slow_transfers(g, (g.node_kind == KIND_P2P) & (g.node_link >= 0), g.node_link):
+        a, b = divmod(link, n_r)
+        sel = (g.node_kind == KIND_P2P) & (g.node_link == link)
+        meta = {"class": "slow_comm", "ranks": [a], "link": (a, b), "transfer_over_typical": round(ratio, 3)}
+        out.append(_Scenario(f"slow_comm:{a}->{b}", np.where(sel, typ_own, own), gap, acts=acts, meta=meta))
+    for comm, ratio, acts in _slow_transfers(g, g.node_comm >= 0, g.node_comm):
+        sel = g.node_comm == comm
+        meta = {
+            "class": "slow_comm",
+            "ranks": sorted(set(g.node_rank[sel].tolist())),
+            "comm": g.comms[comm],
+            "transfer_over_typical": round(ratio, 3),
+        }
+        out.append(
+            _Scenario(f"slow_comm:{g.comms[comm]}", np.where(sel, typ_own, own), gap, acts=acts, meta=meta)
         )
-        # a link slow from its onset on (most of the window need not be slow yet)
-        steps_of = _slow_steps(g.node_link[p2p], g.node_step[p2p], ratio_of, n_k)
-        onset_links = [k for k, v in steps_of.items() if _slow_from_onset(v)]
-        per_link = (
-            pl.concat(
-                [
-                    per_link,
-                    pl.DataFrame(
-                        {
-                            "link": onset_links,
-                            "ratio": [
-                                _ratio_since_onset(g, p2p, ratio_of, k, steps_of[k]) for k in onset_links
-                            ],
-                        },
-                        schema=per_link.schema,
-                    ),
-                ]
-            )
-            .unique("link", keep="first")
-            .sort("link")
-        )
-        for link, ratio in per_link.iter_rows():
-            sel = p2p & (g.node_link == link)
-            a, b = divmod(int(link), g.n_ranks)
-            out.append(
-                _Scenario(
-                    f"slow_comm:{a}->{b}",
-                    np.where(sel, typ_own, own),
-                    gap,
-                    acts=steps_of.get(int(link), np.zeros(n_k, dtype=bool)),
-                    meta={
-                        "class": "slow_comm",
-                        "ranks": [a],
-                        "link": (a, b),
-                        "transfer_over_typical": round(ratio, 3),
-                    },
-                )
-            )
-    # slow collective groups: a group's own time against the same op on the same stage's other groups
-    coll = g.node_comm >= 0
-    if coll.any():
-        ratio_of = own[coll] / np.where(typ_own[coll] > 0, typ_own[coll], np.inf)
-        per_comm = (
-            pl.DataFrame({"comm": g.node_comm[coll], "ratio": ratio_of})
-            .group_by("comm")
-            .agg(pl.col("ratio").median())
-            .filter(pl.col("ratio") > SLOW_LINK_RATIO)
-            .sort("comm")
-        )
-        comm_steps = _slow_steps(g.node_comm[coll], g.node_step[coll], ratio_of, n_k)
-        for comm, ratio in per_comm.iter_rows():
-            sel = coll & (g.node_comm == comm)
-            members = sorted(set(g.node_rank[sel].tolist()))
-            out.append(
-                _Scenario(
-                    f"slow_comm:{g.comms[comm]}",
-                    np.where(sel, typ_own, own),
-                    gap,
-                    acts=comm_steps.get(int(comm), np.zeros(n_k, dtype=bool)),
-                    meta={
-                        "class": "slow_comm",
-                        "ranks": members,
-                        "comm": g.comms[comm],
-                        "transfer_over_typical": round(ratio, 3),
-                    },
-                )
-            )
     return out
 
 
@@ -447,11 +388,30 @@ def _slow_steps(
     return out
 
 
-def _ratio_since_onset(g: StepGraph, sel: np.ndarray, ratio: np.ndarray, key: int, slow: np.ndarray) -> float:
-    """A link's median transfer ratio over the steps from its first slow one on."""
-    first = int(np.flatnonzero(slow)[0])
-    mine = (g.node_link[sel] == key) & (g.node_step[sel] >= first)
-    return float(np.median(ratio[mine])) if mine.any() else 0.0
+def _slow_transfers(g: StepGraph, sel: np.ndarray, keys: np.ndarray) -> list[tuple[int, float, np.ndarray]]:
+    """(key, transfer ratio, slow steps) of each link or collective group (``keys`` of the ops in ``sel``)
+    whose own transfer time is slow: its median over the window above SLOW_LINK_RATIO, or slow from an onset
+    on (most of the window need not be slow yet; its ratio is then the median since the onset)."""
+    if not sel.any():
+        return []
+    own, typ = g.own_s[sel], g.typ_own_s[sel]
+    ratio = own / np.where(typ > 0, typ, np.inf)
+    key_of, step_of = keys[sel], g.node_step[sel]
+    steps_of = _slow_steps(key_of, step_of, ratio, len(g.steps))
+    found: dict[int, float] = {
+        int(k): float(r)
+        for k, r in pl.DataFrame({"key": key_of, "ratio": ratio})
+        .group_by("key")
+        .agg(pl.col("ratio").median())
+        .filter(pl.col("ratio") > SLOW_LINK_RATIO)
+        .iter_rows()
+    }
+    for k, slow in steps_of.items():
+        if k not in found and _slow_from_onset(slow):
+            mine = (key_of == k) & (step_of >= int(np.flatnonzero(slow)[0]))
+            found[k] = float(np.median(ratio[mine]))
+    n_k = len(g.steps)
+    return [(k, found[k], steps_of.get(k, np.zeros(n_k, dtype=bool))) for k in sorted(found)]
 
 
 def _just_begun(slow_steps: np.ndarray) -> bool:
