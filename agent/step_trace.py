@@ -29,6 +29,7 @@ from c4.agent.registry import SamplerContext
 from c4.agent.sampler import Rows, SourceUnavailable
 from c4.agent.tail import DEFAULT_MAX_BYTES_PER_TICK, DirectoryTailer
 from c4.step_trace import OPS
+from c4.wire_limits import MAX_TS_US
 
 log = logging.getLogger("c4.agent.step_trace")
 
@@ -52,8 +53,9 @@ OPTIONAL: dict[str, type] = {"microbatch": int, "host": str, "local_rank": int, 
 #: Largest value of each integer column (INTEGER is 32-bit, step is BIGINT).
 _INT_MAX = {"step": (1 << 63) - 1}
 _INT32_MAX = (1 << 31) - 1
-#: Latest believable op start: the year 9999 (Python cannot date later).
-_MAX_START_S = 253402300799.0
+#: Latest op start the store holds (2262-04-11, what int64 nanoseconds hold): a later one would make the
+#: collector refuse the whole batch, so it is counted here as out_of_range.
+_MAX_START_S = MAX_TS_US / 1e6
 #: Rows one tick reads from Parquet files at most unless configured; the rest comes next tick.
 DEFAULT_MAX_ROWS_PER_TICK = 200_000
 
@@ -102,7 +104,7 @@ def trace_row(obj: Any) -> dict[str, Any]:
             raise TraceRecordError("negative_rank", f"column {column!r} is negative: {row[column]}")
     if row["duration_s"] < 0:
         raise TraceRecordError("negative_duration", f"duration_s is negative: {row['duration_s']}")
-    if not 0 < row["start_s"] < _MAX_START_S:
+    if not 0 < row["start_s"] <= _MAX_START_S:
         raise TraceRecordError("out_of_range", f"start_s is not a Unix time in seconds: {row['start_s']}")
     row["ts"] = datetime.fromtimestamp(row["start_s"], UTC).replace(tzinfo=None)
     row["host"] = row["host"] or ""

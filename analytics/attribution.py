@@ -30,6 +30,13 @@ SLOW_LINK_RATIO = 1.20
 PERSISTENT_SHARE = 0.8
 #: ... counted from its first slow step (a worker that turns slow mid-trace), over at least this many steps.
 MIN_ONSET_STEPS = 3
+#: ... or this many when other ranks are slow on steps where it is not (the job shows data imbalance): with D
+#: replicas drawing the long batch at random, one replica draws it k steps running with probability
+#: D^-(k-1) per start, 1/4 at k=3 for D=2 (a run that looks like an onset), 1/32 at k=6.
+DATA_LIKE_ONSET_STEPS = 2 * MIN_ONSET_STEPS
+#: A replica is slow as a whole on a step when its slow ranks sit on two or more pipeline stages and make up
+#: at least this share of its ranks: its micro-batches flow through every stage, one worker computes on one.
+REPLICA_SHARE = 0.5
 #: A cause must cost at least this share of step time to be reported.
 MIN_SLOWDOWN_FRAC = 0.03
 #: A rank's host-side delay in a step above this share of the ideal step is a stall.
@@ -265,17 +272,21 @@ def _detect(g: StepGraph, st: _Stats) -> list[_Scenario]:
     center = float(np.median(usual)) if usual.size else 1.0
     noise = 1.4826 * float(np.median(np.abs(usual - center))) if usual.size else 0.0
     slow = ratio > max(center * SLOW_RATIO, center + NOISE_SIGMAS * noise)
-    persistent = [r for r in range(g.n_ranks) if _slow_from_onset(slow[r])]
+    # a rank slow with its whole replica is slow for the replica's data, never as a worker
+    worker_slow = slow & ~_replica_wide(g, slow)
+    onsets = {r: _onset(worker_slow[r], _onset_steps(slow, r)) for r in range(g.n_ranks)}
+    persistent = [r for r, k in onsets.items() if k is not None]
     # one rank slow on some steps only, nobody else: still that worker; a rank slow only on the newest
     # few steps is a cause that has just begun (judged once it has MIN_ONSET_STEPS), not data imbalance
     transient_ranks = [
         r for r in range(g.n_ranks) if r not in persistent and slow[r].any() and not _just_begun(slow[r])
     ]
-    if len(transient_ranks) == 1 and slow[transient_ranks[0]].sum() >= 2:
+    if len(transient_ranks) == 1 and worker_slow[transient_ranks[0]].sum() >= 2:
         persistent.append(transient_ranks.pop())
+    since = np.arange(n_k)[None, :] >= np.array([onsets.get(r) or 0 for r in range(g.n_ranks)])[:, None]
     for ranks in _by_tp_group(g, persistent):
         sel = compute & np.isin(g.node_rank, ranks)
-        acts = slow[ranks].any(axis=0)
+        acts = (worker_slow & since)[ranks].any(axis=0)
         meta = {"class": "slow_worker", "ranks": ranks, "steps_slow": int(acts.sum())}
         if len(ranks) > 1:
             meta["tp_group"] = (int(g.rank_pp[ranks[0]]), int(g.rank_dp[ranks[0]]))
@@ -339,84 +350,25 @@ def _detect(g: StepGraph, st: _Stats) -> list[_Scenario]:
                 },
             )
         )
-    # slow p2p links: the pair's own transfer time against its peers' typical
-    p2p = (g.node_kind == KIND_P2P) & (g.node_link >= 0)
-    if p2p.any():
-        ratio_of = own[p2p] / np.where(typ_own[p2p] > 0, typ_own[p2p], np.inf)
-        per_link = (
-            pl.DataFrame({"link": g.node_link[p2p], "ratio": ratio_of})
-            .group_by("link")
-            .agg(pl.col("ratio").median())
-            .filter(pl.col("ratio") > SLOW_LINK_RATIO)
-            .sort("link")
+    # slow p2p links (both directions between two ranks) and slow collective groups: own transfer time
+    # against the peers' typical (the same op on the same stage's other groups for a collective)
+    n_r = g.n_ranks
+    for link, ratio, acts in _slow_transfers(g, (g.node_kind == KIND_P2P) & (g.node_link >= 0), g.node_link):
+        a, b = divmod(link, n_r)
+        sel = (g.node_kind == KIND_P2P) & (g.node_link == link)
+        meta = {"class": "slow_comm", "ranks": [a], "link": (a, b), "transfer_over_typical": round(ratio, 3)}
+        out.append(_Scenario(f"slow_comm:{a}->{b}", np.where(sel, typ_own, own), gap, acts=acts, meta=meta))
+    for comm, ratio, acts in _slow_transfers(g, g.node_comm >= 0, g.node_comm):
+        sel = g.node_comm == comm
+        meta = {
+            "class": "slow_comm",
+            "ranks": sorted(set(g.node_rank[sel].tolist())),
+            "comm": g.comms[comm],
+            "transfer_over_typical": round(ratio, 3),
+        }
+        out.append(
+            _Scenario(f"slow_comm:{g.comms[comm]}", np.where(sel, typ_own, own), gap, acts=acts, meta=meta)
         )
-        # a link slow from its onset on (most of the window need not be slow yet)
-        steps_of = _slow_steps(g.node_link[p2p], g.node_step[p2p], ratio_of, n_k)
-        onset_links = [k for k, v in steps_of.items() if _slow_from_onset(v)]
-        per_link = (
-            pl.concat(
-                [
-                    per_link,
-                    pl.DataFrame(
-                        {
-                            "link": onset_links,
-                            "ratio": [
-                                _ratio_since_onset(g, p2p, ratio_of, k, steps_of[k]) for k in onset_links
-                            ],
-                        },
-                        schema=per_link.schema,
-                    ),
-                ]
-            )
-            .unique("link", keep="first")
-            .sort("link")
-        )
-        for link, ratio in per_link.iter_rows():
-            sel = p2p & (g.node_link == link)
-            a, b = divmod(int(link), g.n_ranks)
-            out.append(
-                _Scenario(
-                    f"slow_comm:{a}->{b}",
-                    np.where(sel, typ_own, own),
-                    gap,
-                    acts=steps_of.get(int(link), np.zeros(n_k, dtype=bool)),
-                    meta={
-                        "class": "slow_comm",
-                        "ranks": [a],
-                        "link": (a, b),
-                        "transfer_over_typical": round(ratio, 3),
-                    },
-                )
-            )
-    # slow collective groups: a group's own time against the same op on the same stage's other groups
-    coll = g.node_comm >= 0
-    if coll.any():
-        ratio_of = own[coll] / np.where(typ_own[coll] > 0, typ_own[coll], np.inf)
-        per_comm = (
-            pl.DataFrame({"comm": g.node_comm[coll], "ratio": ratio_of})
-            .group_by("comm")
-            .agg(pl.col("ratio").median())
-            .filter(pl.col("ratio") > SLOW_LINK_RATIO)
-            .sort("comm")
-        )
-        comm_steps = _slow_steps(g.node_comm[coll], g.node_step[coll], ratio_of, n_k)
-        for comm, ratio in per_comm.iter_rows():
-            sel = coll & (g.node_comm == comm)
-            members = sorted(set(g.node_rank[sel].tolist()))
-            out.append(
-                _Scenario(
-                    f"slow_comm:{g.comms[comm]}",
-                    np.where(sel, typ_own, own),
-                    gap,
-                    acts=comm_steps.get(int(comm), np.zeros(n_k, dtype=bool)),
-                    meta={
-                        "class": "slow_comm",
-                        "ranks": members,
-                        "comm": g.comms[comm],
-                        "transfer_over_typical": round(ratio, 3),
-                    },
-                )
-            )
     return out
 
 
@@ -436,11 +388,30 @@ def _slow_steps(
     return out
 
 
-def _ratio_since_onset(g: StepGraph, sel: np.ndarray, ratio: np.ndarray, key: int, slow: np.ndarray) -> float:
-    """A link's median transfer ratio over the steps from its first slow one on."""
-    first = int(np.flatnonzero(slow)[0])
-    mine = (g.node_link[sel] == key) & (g.node_step[sel] >= first)
-    return float(np.median(ratio[mine])) if mine.any() else 0.0
+def _slow_transfers(g: StepGraph, sel: np.ndarray, keys: np.ndarray) -> list[tuple[int, float, np.ndarray]]:
+    """(key, transfer ratio, slow steps) of each link or collective group (``keys`` of the ops in ``sel``)
+    whose own transfer time is slow: its median over the window above SLOW_LINK_RATIO, or slow from an onset
+    on (most of the window need not be slow yet; its ratio is then the median since the onset)."""
+    if not sel.any():
+        return []
+    own, typ = g.own_s[sel], g.typ_own_s[sel]
+    ratio = own / np.where(typ > 0, typ, np.inf)
+    key_of, step_of = keys[sel], g.node_step[sel]
+    steps_of = _slow_steps(key_of, step_of, ratio, len(g.steps))
+    found: dict[int, float] = {
+        int(k): float(r)
+        for k, r in pl.DataFrame({"key": key_of, "ratio": ratio})
+        .group_by("key")
+        .agg(pl.col("ratio").median())
+        .filter(pl.col("ratio") > SLOW_LINK_RATIO)
+        .iter_rows()
+    }
+    for k, slow in steps_of.items():
+        if k not in found and _slow_from_onset(slow):
+            mine = (key_of == k) & (step_of >= int(np.flatnonzero(slow)[0]))
+            found[k] = float(np.median(ratio[mine]))
+    n_k = len(g.steps)
+    return [(k, found[k], steps_of.get(k, np.zeros(n_k, dtype=bool))) for k in sorted(found)]
 
 
 def _just_begun(slow_steps: np.ndarray) -> bool:
@@ -451,12 +422,44 @@ def _just_begun(slow_steps: np.ndarray) -> bool:
     )
 
 
-def _slow_from_onset(slow_steps: np.ndarray) -> bool:
-    """Slow on (nearly) every step from its first slow step on, for at least MIN_ONSET_STEPS steps."""
+def _slow_from_onset(slow_steps: np.ndarray, min_steps: int = MIN_ONSET_STEPS) -> bool:
+    """Slow on (nearly) every step from its first slow step on, for at least ``min_steps`` steps."""
     idx = np.flatnonzero(slow_steps)
-    if len(idx) < MIN_ONSET_STEPS:
+    if len(idx) < min_steps:
         return False
     return bool(slow_steps[idx[0] :].mean() >= PERSISTENT_SHARE)
+
+
+def _onset(slow_steps: np.ndarray, min_steps: int) -> int | None:
+    """The earliest step from which a rank is slow on (nearly) every step, at least ``min_steps`` of them
+    (None: no such step); a slow step before it (e.g. a long batch of its own) does not move its onset."""
+    n = len(slow_steps)
+    after = np.cumsum(slow_steps[::-1])[::-1]  # slow steps from k on
+    share = after / (n - np.arange(n))
+    ok = slow_steps & (after >= min_steps) & (share >= PERSISTENT_SHARE)
+    return int(np.flatnonzero(ok)[0]) if ok.any() else None
+
+
+def _onset_steps(slow: np.ndarray, r: int) -> int:
+    """Slow steps rank r needs to be a slow worker: DATA_LIKE_ONSET_STEPS when other ranks are slow on steps
+    where it is not (different ranks slow on different steps: a run of it may be its share of long batches),
+    else MIN_ONSET_STEPS."""
+    others = np.delete(slow, r, axis=0).any(axis=0)
+    return DATA_LIKE_ONSET_STEPS if (others & ~slow[r]).any() else MIN_ONSET_STEPS
+
+
+def _replica_wide(g: StepGraph, slow: np.ndarray) -> np.ndarray:
+    """(ranks, steps): rank-steps slow together with their whole data-parallel replica (slow ranks on two or
+    more of its pipeline stages, at least REPLICA_SHARE of its ranks): the replica's batch, not a worker."""
+    wide = np.zeros_like(slow)
+    for d in np.unique(g.rank_dp):
+        mine = g.rank_dp == d
+        stages = g.rank_pp[mine]
+        ranks_slow = slow[mine]
+        n_stages = np.array([np.unique(stages[ranks_slow[:, k]]).size for k in range(slow.shape[1])])
+        whole = (n_stages >= 2) & (ranks_slow.mean(axis=0) >= REPLICA_SHARE)
+        wide[mine] = ranks_slow & whole
+    return wide
 
 
 def _by_tp_group(g: StepGraph, ranks: list[int]) -> list[list[int]]:

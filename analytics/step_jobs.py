@@ -1,7 +1,8 @@
 """Step-time attribution per job over the diagnosis window: step_ops rows -> complete steps -> A's attribution.
 
 The window cuts steps at both ends, and agents deliver with different lags: only steps every rank of the
-job has finished (a later step of every rank is in) and that started after the window did are analysed.
+job has finished (a later step of every rank is in) and that started after the window did (an earlier step
+is in, or the step has all its ops) are analysed.
 A job whose trace still breaks a rule that needs several records (a recv without its send) is left out and
 logged, never the whole diagnosis.
 """
@@ -33,7 +34,9 @@ MIN_STEPS = 3
 def complete_steps(step_ops: pl.DataFrame, max_steps: int = MAX_STEPS) -> pl.DataFrame:
     """The trace rows of the newest ``max_steps`` steps per job that are whole in the window.
 
-    A step is whole when, for every rank of its job, the rank has rows of an earlier and a later step.
+    A step is whole when, for every rank of its job, the rank has rows of a later step, and of an earlier
+    step or as many ops as in its next step (the window began before it: a job's first steps count as soon
+    as they are done, which is what a cause present from the job's start is detected on).
     """
     if step_ops.is_empty():
         return step_ops
@@ -43,20 +46,33 @@ def complete_steps(step_ops: pl.DataFrame, max_steps: int = MAX_STEPS) -> pl.Dat
         for c in EMPTY_IS_NULL
         if c in step_ops.columns
     )
-    bounds = (
-        df.group_by("job", "rank")
-        .agg(pl.col("step").min().alias("first"), pl.col("step").max().alias("last"))
-        .group_by("job")
-        .agg(pl.col("first").max().alias("lo"), pl.col("last").min().alias("hi"))
+    df = df.unique(maintain_order=True)  # an agent's re-send of the same rows counts once
+    per_step = df.group_by("job", "rank", "step").len("ops")
+    ranks = (
+        per_step.sort("step")
+        .group_by("job", "rank")
+        .agg(
+            pl.col("step").first().alias("first"),
+            pl.col("step").last().alias("last"),
+            # its first step has as many ops as the next (every step runs the same program): none was cut
+            (pl.col("ops").first() == pl.col("ops").get(1, null_on_oob=True)).fill_null(False).alias("whole"),
+        )
     )
-    kept = df.join(bounds, on="job").filter((pl.col("step") > pl.col("lo")) & (pl.col("step") < pl.col("hi")))
+    bounds = ranks.group_by("job").agg(
+        pl.col("first").max().alias("lo"),
+        pl.col("last").min().alias("hi"),
+        (pl.col("whole") | (pl.col("first") < pl.col("first").max())).all().alias("lo_whole"),
+    )
+    kept = df.join(bounds, on="job").filter(
+        ((pl.col("step") > pl.col("lo")) | ((pl.col("step") == pl.col("lo")) & pl.col("lo_whole")))
+        & (pl.col("step") < pl.col("hi"))
+    )
     newest = (
         kept.select("job", "step")
         .unique()
         .filter(pl.col("step").rank("dense", descending=True).over("job") <= max_steps)
     )
-    kept = kept.join(newest, on=["job", "step"], how="semi").drop("lo", "hi")
-    return kept.unique(maintain_order=True)  # an agent's re-send of the same rows counts once
+    return kept.join(newest, on=["job", "step"], how="semi").drop("lo", "hi", "lo_whole")
 
 
 class AttributionMemo:

@@ -9,6 +9,7 @@ from typing import Any
 import polars as pl
 
 from c4.step_trace import OPS
+from c4.wire_limits import MAX_TS_US, MIN_TS_US
 
 COMPUTE_OPS: tuple[str, ...] = ("forward", "backward", "optimizer")
 HOST_OPS: tuple[str, ...] = ("data_load", "checkpoint")
@@ -22,6 +23,10 @@ FLOAT_COLUMNS: tuple[str, ...] = ("start_s", "duration_s")
 REQUIRED: tuple[str, ...] = ("job", *INT_COLUMNS[:4], "step", "op", *FLOAT_COLUMNS)
 OPTIONAL_INT: tuple[str, ...] = ("microbatch", "local_rank", "ep_rank")
 OPTIONAL_STR: tuple[str, ...] = ("host", "comm")
+#: Op starts the store can hold (Unix seconds after 1970-01-01, up to 2262-04-11: what int64 nanoseconds
+#: hold), the agent's step_trace sampler's bound (it counts a record outside as out_of_range).
+MIN_START_S = MIN_TS_US / 1e6
+MAX_START_S = MAX_TS_US / 1e6
 #: Where each row came from, added by read_trace: the file and its 1-based line (JSONL) or 0-based row (Parquet).
 FILE_COLUMN = "_file"
 ROW_COLUMN = "_row"
@@ -174,6 +179,15 @@ def validate_trace(df: pl.DataFrame, source: str = "") -> pl.DataFrame:
     if not bad.is_empty():
         raise TraceError(
             f"{_where(df, bad['_i'][0], source)}: column 'duration_s' is negative ({bad['duration_s'][0]})"
+        )
+    bad = indexed.filter(pl.col("duration_s").is_infinite())
+    if not bad.is_empty():
+        raise TraceError(f"{_where(df, bad['_i'][0], source)}: column 'duration_s' is not finite")
+    bad = indexed.filter(~pl.col("start_s").is_between(MIN_START_S, MAX_START_S, closed="right"))
+    if not bad.is_empty():
+        raise TraceError(
+            f"{_where(df, bad['_i'][0], source)}: column 'start_s' is out of range ({bad['start_s'][0]}): "
+            "not a Unix time in seconds between 1970 and 2262"
         )
     for col in INT_COLUMNS[:4]:
         bad = indexed.filter(pl.col(col) < 0)

@@ -16,7 +16,7 @@ from c4.agent.runner import build_samplers
 from c4.analytics.fabric import FabricModel
 from c4.analytics.runner import DiagnosisRunner
 from c4.arrow_ipc import encode_ipc
-from c4.bench.diagnose_scenarios import Scenario
+from c4.bench.diagnose_scenarios import JOB_CLASSES, Scenario
 from c4.catalogue import load
 from c4.collector.store import PendingBatch, Store
 from c4.collector.validate import validate_batch
@@ -72,9 +72,13 @@ def is_correct(fault: dict[str, Any], truth: dict[str, Any], kind: str, twin=Non
     """Whether a raised fault localizes the injected one (right component, and congestion told apart).
 
     In a jobs scenario a finding that names only cause ranks (a GPU, a rank, a host whose every rank
-    of the job is a cause) localizes it too: both ends of a slow link are its cause.
+    of the job is a cause) localizes it too: both ends of a slow link are its cause. A job kind's
+    finding must also have one of its classes (JOB_CLASSES): a data imbalance called a slow worker on
+    the replica that drew the long batches is wrong.
     """
     if not truth:
+        return False
+    if kind in JOB_CLASSES and fault["fault_class"] not in JOB_CLASSES[kind]:
         return False
     if (
         "blamed" in truth

@@ -39,6 +39,19 @@ JOB_KINDS = {
     "job_hang": "rank_hang",
 }
 POSITIVE_KINDS += tuple(JOB_KINDS)
+#: Finding classes that name each job kind's cause (a finding of another class on the right place is a false
+#: positive): its attribution class; for a slow worker also NCCL Inspector's straggler (``non_comm_slow``: the
+#: rank's own work is slow), which is how a job without a step trace is judged; for a slow pipeline link also
+#: the connection detector's ``comm_slow`` on the sending NIC; for a hang either hang class (the hung rank, or
+#: the communicator it stalls).
+JOB_CLASSES = {
+    "job_slow_worker": ("slow_worker", "non_comm_slow"),
+    "job_stage_imbalance": ("stage_imbalance",),
+    "job_data_imbalance": ("data_imbalance",),
+    "job_cpu_stall": ("cpu_stall",),
+    "job_slow_comm": ("slow_comm", "comm_slow"),
+    "job_hang": ("non_comm_hang", "comm_hang"),
+}
 #: Negative kinds: nothing may be raised ("healthy" injects no fault at all; "job_healthy": two
 #: 3D-parallel jobs, jitter only).
 NEGATIVE_KINDS = ("healthy", "uniform_slowdown", "transient_slowdown", "job_restart", "job_healthy")

@@ -303,3 +303,53 @@ def test_a_slow_data_parallel_group_is_slow_comm_on_its_communicator():
     assert not members & set(f.affected)
     truth = true_slowdown_frac(trace, base)
     assert abs(f.slowdown_frac - truth) / truth <= 0.05
+
+
+#: Four replicas taking turns at the long batches, 3-4 steps running each: the last run (replica 3, never slow
+#: before) looks like a worker's onset.
+TURNS = [0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 3, 3, 3, 3]
+
+
+def test_replicas_slow_in_turns_across_their_stages_are_data_imbalance_not_a_slow_worker():
+    trace = simulate(pp=2, dp=4, seed=1, steps=len(TURNS), causes=[SimCause("data_imbalance", turns=TURNS)])
+    [f] = _one(trace).findings
+    assert (f.fault_class, f.component) == ("data_imbalance", "job1")
+    assert len(f.evidence["slow_ranks"]) == 8  # every rank of every replica, all slow on their turns
+
+
+def test_one_replica_slow_on_every_stage_from_an_onset_is_its_data_not_a_worker():
+    turns = [-1] * 9 + [1] * 3  # nobody else slow yet: only the shape (every stage of one replica) tells
+    trace = simulate(pp=PP, dp=DP, seed=1, causes=[SimCause("data_imbalance", turns=turns)])
+    assert [f.fault_class for f in _one(trace).findings] == ["data_imbalance"]
+
+
+def test_single_stage_replicas_slow_in_turns_need_more_steps_to_be_a_slow_worker():
+    # one stage, one rank per replica: only time tells; others were slow before, so 4 steps running is not enough
+    trace = simulate(pp=1, dp=4, seed=1, steps=len(TURNS), causes=[SimCause("data_imbalance", turns=TURNS)])
+    assert [f.fault_class for f in _one(trace).findings] == ["data_imbalance"]
+
+
+@pytest.mark.parametrize("onset_step", [0, 8])
+def test_a_slow_worker_is_still_found_from_its_onset_in_a_data_imbalanced_job(onset_step):
+    steps = 16
+    turns = [k % 4 for k in range(steps)]  # every replica has its long batches, one after the other
+    causes = [
+        SimCause("data_imbalance", turns=turns, factor=1.5),
+        SimCause("slow_worker", ranks=[0], factor=2.0, onset_step=onset_step),
+    ]
+    found = {
+        f.fault_class: f for f in _one(simulate(pp=1, dp=4, seed=1, steps=steps, causes=causes)).findings
+    }
+    assert set(found) == {"slow_worker", "data_imbalance"}
+    assert found["slow_worker"].component == "job1/rank0"
+    # its own long batch at step 4 is not its onset: from there it was slow on 9 of 12 steps (< 80%)
+    assert found["slow_worker"].evidence["first_step"] == onset_step
+    assert 0 not in found["data_imbalance"].evidence["slow_ranks"]
+
+
+def test_a_slow_worker_alone_needs_only_min_onset_steps():
+    trace = simulate(
+        pp=1, dp=4, seed=1, causes=[SimCause("slow_worker", ranks=[2], factor=2.0, onset_step=9)]
+    )
+    [f] = _one(trace).findings
+    assert (f.fault_class, f.component, f.evidence["steps_acting"]) == ("slow_worker", "job1/rank2", 3)

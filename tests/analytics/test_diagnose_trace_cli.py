@@ -51,6 +51,19 @@ def test_bad_trace_exits_2_with_the_location(tmp_path, capsys):
     assert "t.jsonl:1: missing column 'dp_rank'" in capsys.readouterr().err
 
 
+def test_start_out_of_range_exits_2_with_the_location(tmp_path, capsys):
+    rec = {"job": "j", "rank": 0, "dp_rank": 0, "pp_stage": 0, "tp_rank": 0, "step": 0, "op": "forward"}
+    p = tmp_path / "t.jsonl"
+    p.write_text(
+        json.dumps({**rec, "start_s": 1.8e9, "duration_s": 0.1})
+        + "\n"
+        + json.dumps({**rec, "step": 1, "start_s": 1e300, "duration_s": 0.1})
+        + "\n"
+    )
+    assert main(["diagnose", "--trace", str(p), "--json"]) == 2
+    assert "t.jsonl:2: column 'start_s' is out of range" in capsys.readouterr().err
+
+
 def test_help_points_to_the_format(capsys):
     try:
         main(["diagnose", "--help"])

@@ -91,6 +91,26 @@ def test_scoring_counts_wrong_components_and_negatives():
     assert summary["onset_error_max_s"] == 3.0 and rows[0]["onset_err_max_s"] == 3.0  # early counts too
 
 
+def test_job_kinds_need_their_class_on_the_right_place():
+    from c4.bench.diagnose_run import is_correct
+    from c4.bench.diagnose_scenarios import JOB_CLASSES
+
+    assert set(JOB_CLASSES) == set(JOB_KINDS)
+    truth = {"component": "train-a", "job": "train-a", "blamed": "", "affected": ""}
+    right = {"fault_class": "data_imbalance", "component": "train-a"}
+    assert is_correct(right, truth, "job_data_imbalance")
+    # the replica that drew the long batches, called a slow worker: wrong even where the truth points
+    for wrong in (
+        {"fault_class": "slow_worker", "component": "train-a"},
+        {"fault_class": "slow_worker", "component": "host1/gpu0"},
+    ):
+        assert not is_correct(wrong, truth, "job_data_imbalance")
+    gpu = {"component": "host1/gpu2", "job": "train-a", "blamed": "train-a/rank10", "affected": ""}
+    assert is_correct({"fault_class": "non_comm_slow", "component": "host1/gpu2"}, gpu, "job_slow_worker")
+    assert not is_correct({"fault_class": "cpu_stall", "component": "host1/gpu2"}, gpu, "job_slow_worker")
+    assert not is_correct({"fault_class": "slow_worker", "component": "host1/gpu2"}, gpu, "job_hang")
+
+
 def test_bench_diagnose_json_line():
     out = subprocess.run(
         [

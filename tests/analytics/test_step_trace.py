@@ -99,6 +99,28 @@ def test_negative_duration_names_line(tmp_path):
         read_trace(p)
 
 
+@pytest.mark.parametrize("start_s", [1e300, 32_503_680_000.0, -5.0, 0.0])
+def test_start_outside_1970_to_2262_names_line_and_column(tmp_path, start_s):
+    p = _write(tmp_path / "t.jsonl", [_rec(), _rec(start_s=start_s)])
+    with pytest.raises(TraceError, match=r"t\.jsonl:2: column 'start_s' is out of range"):
+        read_trace(p)
+
+
+def test_latest_start_the_store_holds_is_read(tmp_path):
+    p = _write(tmp_path / "t.jsonl", [_rec(start_s=9_223_372_036.0)])  # 2262-04-11
+    assert read_trace(p)["start_s"].to_list() == [9_223_372_036.0]
+
+
+def test_parquet_start_out_of_range_and_infinite_duration_name_the_row(tmp_path):
+    p = tmp_path / "t.parquet"
+    pl.DataFrame([_rec(), _rec(start_s=1e300)]).write_parquet(p)
+    with pytest.raises(TraceError, match=r"t\.parquet row 1: column 'start_s' is out of range"):
+        read_trace(p)
+    pl.DataFrame([_rec(), _rec(), _rec(duration_s=float("inf"))]).write_parquet(p)
+    with pytest.raises(TraceError, match=r"t\.parquet row 2: column 'duration_s' is not finite"):
+        read_trace(p)
+
+
 def test_not_json_names_line(tmp_path):
     p = tmp_path / "t.jsonl"
     p.write_text(json.dumps(_rec()) + "\n{oops\n")

@@ -37,6 +37,9 @@ class SimCause:
     gap_s: float = 0.0  # cpu_stall: delay before the first forward of a step
     every: int = 1  # cpu_stall: on every n-th step
     onset_step: int = 0  # the cause acts from this step on
+    turns: list[int] = field(
+        default_factory=list
+    )  # data_imbalance: per step, the replica slow (else a random rank)
 
 
 def rank_of(pp_stage: int, dp_rank: int, dp: int, tp_rank: int = 0, tp: int = 1) -> int:
@@ -164,7 +167,9 @@ def simulate(
                             d *= c.factor
                         if c.kind == "stage" and s == c.stage:
                             d *= c.factor
-                        if c.kind == "data_imbalance" and di_pick[k] == r:
+                        if c.kind == "data_imbalance" and (
+                            ident(r)[1] == c.turns[k] if c.turns else di_pick[k] == r
+                        ):
                             d *= c.factor
                     if (
                         c.kind == "cpu_stall"
