@@ -7,7 +7,7 @@ import sys
 import time
 from datetime import datetime
 
-from testkit.procs import CollectorProc
+from testkit.procs import CollectorProc, run_sim
 
 from c4.analytics.findings import Finding
 from c4.analytics.lifecycle import FaultBook
@@ -87,30 +87,7 @@ def test_collector_runs_the_diagnosis_on_simulated_faults(tmp_path):
     )
     col = CollectorProc(tmp_path, extra=["--config", str(cfg)]).start()
     try:
-        proc = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "c4.cli",
-                "sim",
-                "--scenario",
-                str(scenario),
-                "--collector",
-                col.address,
-                "--workdir",
-                str(tmp_path / "sim"),
-                "--duration-s",
-                "40",
-                "--speed",
-                "5",
-                "--agent-interval-s",
-                "0.25",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=180,
-        )
-        assert proc.returncode == 0, proc.stderr
+        run_sim(col.address, scenario, tmp_path / "sim", 40, speed=5, timeout_s=180)
         deadline = time.monotonic() + 30
         got = set()
         while time.monotonic() < deadline:

@@ -4,13 +4,11 @@ fault's recovery timeline, exports it in /metrics, and never remediates the faul
 from __future__ import annotations
 
 import stat
-import subprocess
-import sys
 import time
 import urllib.request
 
 from prometheus_client.parser import text_string_to_metric_families
-from testkit.procs import CollectorProc, free_port
+from testkit.procs import CollectorProc, free_port, run_sim
 
 from c4.query import query_arrow
 
@@ -23,34 +21,6 @@ def script(path, name: str):
     p.write_text(f'#!/bin/sh\necho "{name} $@" >> "$(dirname "$0")/calls.txt"\n')
     p.chmod(p.stat().st_mode | stat.S_IEXEC)
     return p
-
-
-def run_sim(address: str, scenario, workdir, duration_s: float) -> None:
-    """`c4 sim` streaming the scenario to the collector."""
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "c4.cli",
-            "sim",
-            "--scenario",
-            str(scenario),
-            "--collector",
-            address,
-            "--workdir",
-            str(workdir),
-            "--duration-s",
-            str(duration_s),
-            "--speed",
-            "5",
-            "--agent-interval-s",
-            "0.25",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
-    assert proc.returncode == 0, proc.stderr
 
 
 def stages(address: str) -> dict[str, float]:
@@ -91,7 +61,7 @@ def test_xid_is_isolated_restarted_once_and_its_timeline_exported(tmp_path):
     )
     col = CollectorProc(tmp_path, extra=["--config", str(cfg)]).start()
     try:
-        run_sim(col.address, scenario, tmp_path / "sim", 50)
+        run_sim(col.address, scenario, tmp_path / "sim", 50, timeout_s=240)
         got = wait_stages(col.address, {"onset", "detected", "isolated", "restarted", "recovered"})
         assert 0 <= got["detected"] <= got["isolated"] <= got["restarted"] < got["recovered"], got
         acts, _ = query_arrow(
@@ -118,7 +88,7 @@ def test_xid_is_isolated_restarted_once_and_its_timeline_exported(tmp_path):
     # a new collector process on the same store sees the Xid again: the stored outcomes say it was done
     col = CollectorProc(tmp_path, port=col.port, extra=["--config", str(cfg)]).start()
     try:
-        run_sim(col.address, scenario, tmp_path / "sim2", 20)
+        run_sim(col.address, scenario, tmp_path / "sim2", 20, timeout_s=240)
         t, _ = query_arrow(
             col.address,
             f"SELECT count(*) AS n FROM faults WHERE fault_id = '{XID_FAULT}' AND ts > "

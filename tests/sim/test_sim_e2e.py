@@ -1,9 +1,6 @@
 """`c4 sim` drives real agents into a real collector: the fault's signature and its ground truth are stored."""
 
-import subprocess
-import sys
-
-from testkit.procs import CollectorProc
+from testkit.procs import CollectorProc, run_sim
 
 from c4.query import query_arrow
 
@@ -16,30 +13,7 @@ def test_sim_streams_fault_signature_and_ground_truth(tmp_path):
     )
     col = CollectorProc(tmp_path).start()
     try:
-        proc = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "c4.cli",
-                "sim",
-                "--scenario",
-                str(scenario),
-                "--collector",
-                col.address,
-                "--workdir",
-                str(tmp_path / "sim"),
-                "--duration-s",
-                "30",
-                "--speed",
-                "6",
-                "--agent-interval-s",
-                "0.25",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=180,
-        )
-        assert proc.returncode == 0, proc.stderr
+        run_sim(col.address, scenario, tmp_path / "sim", 30, speed=6, timeout_s=180)
         rates, _ = query_arrow(
             col.address,
             "SELECT DISTINCT rate_bps FROM ib_port_samples "

@@ -131,3 +131,33 @@ class AgentProc(Proc):
             tmp / f"{name}.log",
             env,
         )
+
+
+def run_sim(
+    address: str, scenario: Path, workdir: Path, duration_s: float, speed: float = 5, timeout_s: float = 180
+) -> None:
+    """`c4 sim` streaming a scenario to the collector at ``address`` (agents every 0.25 s); it must exit 0."""
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "c4.cli",
+            "sim",
+            "--scenario",
+            str(scenario),
+            "--collector",
+            address,
+            "--workdir",
+            str(workdir),
+            "--duration-s",
+            str(duration_s),
+            "--speed",
+            str(speed),
+            "--agent-interval-s",
+            "0.25",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+    )
+    assert proc.returncode == 0, proc.stderr
