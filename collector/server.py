@@ -29,6 +29,7 @@ from c4.collector.auth import (
 )
 from c4.collector.diagnosis import Diagnosis
 from c4.collector.exporter import MetricsServer
+from c4.collector.fabric import FabricDiscovery
 from c4.collector.grouping import GroupError, decode_group, reply_for
 from c4.collector.ingest import IngestService, Metrics, agent_server, bind, set_serving
 from c4.collector.ingest_processes import IngestProcesses
@@ -259,6 +260,9 @@ class Collector:
         self.tasks: dict[str, TaskHealth] = {}  # periodic task name -> its health (/metrics, collector_tasks)
         self.diagnosis = Diagnosis(cfg, self.store, self.writer, self.metrics, self.service.query_pool)
         self.service.fault_updater = self.diagnosis.update_fault
+        self.fabric = FabricDiscovery(
+            self.store, self.writer, self.service.query_pool, cfg.fabric_fresh_s, cfg.fabric_topology
+        )
 
     async def start(self) -> int:
         """Bind and start serving; returns the bound port."""
@@ -310,6 +314,12 @@ class Collector:
             self._tasks.append(
                 asyncio.create_task(
                     self._every(self.cfg.diagnose_interval_s, self.diagnosis.diagnose, "diagnosis")
+                )
+            )
+        if self.cfg.fabric_discovery_interval_s > 0:
+            self._tasks.append(
+                asyncio.create_task(
+                    self._every(self.cfg.fabric_discovery_interval_s, self.fabric.run, "fabric_discovery")
                 )
             )
         log.info(
