@@ -10,7 +10,8 @@ Names: a CA's NodeDescription is ``<hostname> <device>`` on OFED/rdma-core hosts
 another shape (the firmware default ``MT4129 ConnectX7 Mellanox Technologies``) names no host, and the
 node is named ``H-<guid>``. A switch is named by NVIDIA's ``MF0;<name>:<model>/U1`` description's
 ``<name>``, by a one-word description (a host name an operator set), else ``S-<guid>`` (a model name
-such as ``ISR9024 Voltaire`` is not unique).
+such as ``ISR9024 Voltaire`` is not unique). The SHARP ``Mellanox Technologies Aggregation Node`` CA on
+a switch's last port is part of the switch, not a host (neighbor_kind ``aggregation_node``).
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ _LINK = re.compile(
     r"(?:\s*\(([0-9a-fA-F]+)\))?\s*#(.*)$"
 )
 _QUOTED = re.compile(r'"([^"]*)"')
+#: The NodeDescription of the SHARP aggregation node, a CA inside each NVIDIA switch (its last port).
+SHARP_AGGREGATION_NODE = "Mellanox Technologies Aggregation Node"
 _RATE = re.compile(r"\b(\d+x[A-Z]+\d*)\b")
 _SWITCH_NAME = re.compile(r"^MF0;([^:]+):")
 #: Lines that belong to the format but carry no link.
@@ -44,6 +47,15 @@ def node_name(kind: str, guid: str, descr: str) -> tuple[str, str]:
     if len(words) == 2 and not words[0].startswith("MT"):
         return words[0], words[1]
     return f"{kind}-{guid}", ""
+
+
+def _kind(kind: str, descr: str) -> str:
+    """switch, host, or aggregation_node for the SHARP aggregation CA inside an NVIDIA switch."""
+    if kind == "S":
+        return "switch"
+    if kind == "H":
+        return "aggregation_node" if descr == SHARP_AGGREGATION_NODE else "host"
+    return ""
 
 
 def _port(device: str, port: str) -> str:
@@ -103,7 +115,7 @@ def topology_rows(text: str, skipped: Counter) -> list[dict[str, Any]]:
                 "port_id_type": "number",
                 "port_descr": "",
                 "neighbor_port": _port(peer_device, peer_port),
-                "neighbor_kind": "switch" if peer_kind == "S" else "host" if peer_kind == "H" else "",
+                "neighbor_kind": _kind(peer_kind, peer_descr),
                 "capabilities": {"S": "Switch", "H": "CA", "R": "Router"}[peer_kind],
                 "mgmt_ip": "",
                 "ttl_s": None,

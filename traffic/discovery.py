@@ -100,7 +100,7 @@ def remote_name(row: dict[str, Any]) -> str:
 
 
 def _kinds(rows: list[dict[str, Any]], expected: Topology | None) -> dict[str, str]:
-    """host or switch per system: the YAML's word, else the majority of what its neighbours say of it."""
+    """host, switch or aggregation_node per system: the YAML's word, else the majority of what its neighbours say."""
     votes: dict[str, Counter] = defaultdict(Counter)
     for r in rows:
         if r.get("neighbor_kind"):
@@ -115,15 +115,15 @@ def _kinds(rows: list[dict[str, Any]], expected: Topology | None) -> dict[str, s
 def _roles(
     kinds: dict[str, str], adjacency: dict[str, set[str]], expected: Topology | None
 ) -> dict[str, str]:
-    """host, leaf (a switch with hosts), spine (a switch cabled only to leaves) or switch."""
+    """host, leaf (a switch with hosts), spine (a switch without hosts cabled to a leaf), switch, or
+    aggregation_node (SHARP's CA inside a switch); a system nobody says anything of is a host."""
     systems = set(adjacency) | set(kinds)
-    roles = {s: "host" if kinds.get(s, "host") == "host" else "switch" for s in systems}
+    roles = {s: "switch" if kinds.get(s) == "switch" else kinds.get(s) or "host" for s in systems}
     for s in systems:
         if roles[s] == "switch" and any(roles.get(n) == "host" for n in adjacency.get(s, ())):
             roles[s] = "leaf"
-    for s in systems:
-        peers = adjacency.get(s, set())
-        if roles[s] == "switch" and peers and all(roles.get(n) == "leaf" for n in peers):
+    for s in systems:  # no hosts, cabled to a leaf (an aggregation switch in 3 tiers); cores stay "switch"
+        if roles[s] == "switch" and any(roles.get(n) == "leaf" for n in adjacency.get(s, ())):
             roles[s] = "spine"
     if expected is not None:
         roles.update({x: "leaf" for x in expected.leaves})
@@ -131,7 +131,7 @@ def _roles(
     return roles
 
 
-_RANK = {"host": 0, "leaf": 1, "switch": 1, "spine": 2}
+_RANK = {"host": 0, "leaf": 1, "switch": 1, "spine": 2, "aggregation_node": 3}
 
 
 def _tier(ra: str, rb: str) -> str:
@@ -142,6 +142,8 @@ def _tier(ra: str, rb: str) -> str:
         return "leaf_spine"
     if pair == {"host"}:
         return "host_host"
+    if "aggregation_node" in pair:
+        return "internal"
     return "switch_switch"
 
 
