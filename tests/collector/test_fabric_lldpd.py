@@ -93,26 +93,31 @@ class NamespaceFabric:
         _run("ip", "-n", self.ns(a[0]), "link", "del", a[1])
 
     def start_lldpd(self, system: str, switch: bool) -> None:
-        """lldpd in the namespace, named ``system``, sending every second; switches announce Bridge and Router."""
+        """lldpd in the namespace, named ``system``, sending every second; switches announce Bridge and Router.
+
+        The settings go in the file lldpd hands its own lldpcli before it starts sending (``-O``): set
+        afterwards, a daemon may already have announced the machine's hostname and keep it for a while."""
+        conf = self.dir / f"{system}.conf"
+        lines = [f"configure system hostname {system}", "configure lldp tx-interval 1"]
+        if switch:
+            lines.append("configure system capabilities enabled bridge,router")
+        conf.write_text("\n".join(lines) + "\n")
         log = open(self.dir / f"{system}.log", "wb")  # noqa: SIM115 - closed with the process
         self.procs[system] = subprocess.Popen(
-            ["ip", "netns", "exec", self.ns(system), "lldpd", "-d",
+            ["ip", "netns", "exec", self.ns(system), "lldpd", "-d", "-O", str(conf),
              "-u", self.sock(system), "-p", str(self.dir / f"{system}.pid"), "-I", "swp*" if switch else "eth*"],
             stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
         log.close()
         deadline = time.monotonic() + 10
-        while True:  # the control socket answers once lldpd has set it up
+        while True:  # until its control socket answers
             try:
-                self.lldpcli(system, "configure", "system", "hostname", system)
-                break
+                self.lldpcli(system, "show", "configuration")
+                return
             except RuntimeError:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.1)
-        self.lldpcli(system, "configure", "lldp", "tx-interval", "1")
-        if switch:
-            self.lldpcli(system, "configure", "system", "capabilities", "enabled", "bridge,router")
 
     def lldpcli(self, system: str, *args: str) -> str:
         """lldpcli against the system's lldpd."""
