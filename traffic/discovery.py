@@ -309,7 +309,7 @@ def _against_yaml(
         for leaf, n in declared.items():
             if host not in discovered and leaf not in discovered:
                 for p in (p for nic in h.nics for p in nic if p.leaf == leaf):
-                    extra.append(FabricLink(host, p.name, leaf, "", "host_leaf", "yaml", "yaml"))
+                    extra.append(FabricLink(host, p.ifname or p.name, leaf, "", "host_leaf", "yaml", "yaml"))
                 continue
             if host_leaves[(host, leaf)] < n:
                 issues.append(
