@@ -92,3 +92,16 @@ def test_a_pass_stores_the_cables_of_the_newest_polls_and_keeps_yaml_only_cables
         "SELECT kind, system, port FROM fabric_contradictions_current ORDER BY 1"
     ).fetchall()
     assert ("vanished", "h0", "eth0") in flagged
+
+
+def test_when_every_cable_vanished_the_current_views_show_that_pass(parts):
+    store, writer, pool = parts
+    now = datetime.now(UTC).replace(tzinfo=None)
+    put(store, [neighbor("h0", "eth0", "leaf0", "swp1", "switch", now)])
+    task = FabricDiscovery(store, writer, pool, fresh_s=300.0)
+    asyncio.run(task.run())
+    assert store.con.execute("SELECT count(*) FROM fabric_topology_current").fetchone() == (1,)
+    task.fresh_s = 1e-6  # the poll is now too old: nothing is seen
+    asyncio.run(task.run())
+    assert store.con.execute("SELECT count(*) FROM fabric_topology_current").fetchone() == (0,)
+    assert store.con.execute("SELECT kind FROM fabric_contradictions_current").fetchall() == [("vanished",)]
