@@ -41,6 +41,7 @@ class IbNetDiscoverSampler:
         self.opts = opts
         self.skipped_by_reason: Counter = Counter()
         self._seen: tuple[int, int] | None = None
+        self._rows: list[dict] = []  # the saved file's rows, sent every poll until it changes
         self._ticks = 0
         self.errors = 0
         self._failing = ""
@@ -61,7 +62,7 @@ class IbNetDiscoverSampler:
             raise SourceUnavailable(f"{self.opts.command[0]} not found (install infiniband-diags)")
 
     def sample(self, now_ns: int) -> Rows:
-        """Every link, every poll_every_ticks ticks (the file: when it changed)."""
+        """Every link, every poll_every_ticks ticks (a saved file's, re-read when it changed, until it goes)."""
         tick, self._ticks = self._ticks, self._ticks + 1
         if tick % self.opts.poll_every_ticks:
             return {}
@@ -69,19 +70,20 @@ class IbNetDiscoverSampler:
             if self.opts.path is not None:
                 data, self._seen = read_changed(self.opts.path, self._seen)
                 if data is None:
-                    return {}
+                    return {"fabric_neighbors": self._rows} if self._rows else {}
                 text = data.decode("utf-8", "replace")
             else:
                 text = run_command(self.opts.command, self.opts.timeout_s)
         except OSError as exc:
             self.errors += 1
+            self._rows, self._seen = [], None
             if str(exc) != self._failing:
                 log.warning("ibnetdiscover not readable error=%s", exc)
             self._failing = str(exc)
             return {}
         self._failing = ""
         skipped: Counter = Counter()
-        rows = topology_rows(text, skipped)
+        rows = self._rows = topology_rows(text, skipped)
         if skipped:
             self.skipped_by_reason.update(skipped)
             log.warning("ibnetdiscover lines skipped reasons=%s", dict(skipped))

@@ -65,6 +65,8 @@ class LldpSampler:
         source: Literal["auto", "lldpd", "frames"] = "auto"
         command: list[str] = Field(default_factory=lambda: list(LLDPCLI))  # e.g. add "-u", SOCKET
         path: Path | None = None  # a saved `lldpcli -f json show neighbors details` (read when it changes)
+        # saved reports of other systems (switches): <system name>.json each, collected by the operator's tooling
+        reports_dir: Path | None = None
         pcap: Path | None = None  # frames: a capture to read instead of the live interfaces
         interfaces: list[str] = Field(default_factory=list)  # frames: where to listen (default: all but lo)
         sysfs_root: Path = Path("/sys")
@@ -75,9 +77,13 @@ class LldpSampler:
     def __init__(self, opts: LldpSampler.Options, node: str) -> None:
         self.opts = opts
         self.local_system = opts.local_system or node
-        self.mode = "lldpd" if opts.path else ("frames" if opts.pcap else opts.source)
+        self.files_only = bool(opts.path or opts.reports_dir)
+        self.mode = "lldpd" if self.files_only else ("frames" if opts.pcap else opts.source)
         self.listener: FrameListener | None = None
-        self._seen: tuple[int, int] | None = None
+        self._seen: dict[Path, tuple[int, int] | None] = {}
+        self._cache: dict[
+            Path, list[dict[str, Any]]
+        ] = {}  # each file's rows, sent every poll until it changes
         self._ticks = 0
         self._own_skips: Counter = Counter()
         self.errors = 0
@@ -123,7 +129,7 @@ class LldpSampler:
 
     def probe(self) -> None:
         """Pick the source: the file, lldpd when lldpcli exists, else live frames."""
-        if self.opts.path or self.opts.pcap:
+        if self.files_only or self.opts.pcap:
             return
         if self.mode in ("auto", "lldpd") and shutil.which(self.opts.command[0]):
             self.mode = "lldpd" if self.opts.source == "lldpd" else "auto"
@@ -140,15 +146,46 @@ class LldpSampler:
                 log.info("LLDP source readable again mode=%s", self.mode)
         self._failing = error
 
+    def _files(self) -> dict[Path, str]:
+        """Saved reports to read: file -> the system whose neighbours it lists."""
+        files = {self.opts.path: self.local_system} if self.opts.path else {}
+        if self.opts.reports_dir is not None and self.opts.reports_dir.is_dir():
+            files.update({p: p.stem for p in sorted(self.opts.reports_dir.glob("*.json"))})
+        return files
+
+    def _cached(self, path: Path, parse) -> list[dict[str, Any]]:
+        """The file's rows: parsed again when it changed, else the cached ones; none when it cannot be read."""
+        try:
+            data, self._seen[path] = read_changed(path, self._seen.get(path))
+        except OSError as exc:
+            self.errors += 1
+            self._state(str(exc))
+            self._cache.pop(path, None)
+            self._seen.pop(path, None)
+            return []
+        self._state("")
+        if data is not None:
+            self._cache[path] = parse(data)
+        return self._cache.get(path, [])
+
+    def _from_files(self) -> list[dict[str, Any]]:
+        files = self._files()
+        for gone in set(self._cache) - set(files):
+            self._cache.pop(gone)
+            self._seen.pop(gone, None)
+        rows: list[dict[str, Any]] = []
+        for path, system in files.items():
+            rows += self._cached(
+                path,
+                lambda data, system=system: neighbor_rows(
+                    data.decode("utf-8", "replace"), system, self._own_skips
+                ),
+            )
+        return rows
+
     def _from_lldpd(self) -> list[dict[str, Any]] | None:
         try:
-            if self.opts.path:
-                data, self._seen = read_changed(self.opts.path, self._seen)
-                if data is None:
-                    return None
-                text = data.decode("utf-8", "replace")
-            else:
-                text = run_command(self.opts.command, self.opts.timeout_s)
+            text = run_command(self.opts.command, self.opts.timeout_s)
         except OSError as exc:
             self.errors += 1
             self._state(str(exc))
@@ -163,27 +200,23 @@ class LldpSampler:
         self._state("")
         return neighbor_rows(text, self.local_system, self._own_skips)
 
-    def _from_pcap(self) -> list[dict[str, Any]] | None:
+    def _from_pcap(self) -> list[dict[str, Any]]:
         assert self.opts.pcap is not None
-        try:
-            _, seen = read_changed(self.opts.pcap, self._seen)
-            if seen == self._seen:
-                return None
-            self._seen = seen
-            interface = self.opts.interfaces[0] if self.opts.interfaces else "pcap"
-            return pcap_rows(str(self.opts.pcap), interface, self.local_system, self._own_skips)
-        except OSError as exc:
-            self.errors += 1
-            self._state(str(exc))
-            return None
+        interface = self.opts.interfaces[0] if self.opts.interfaces else "pcap"
+        return self._cached(
+            self.opts.pcap,
+            lambda _: pcap_rows(str(self.opts.pcap), interface, self.local_system, self._own_skips),
+        )
 
     def sample(self, now_ns: int) -> Rows:
-        """Every neighbour seen now, every poll_every_ticks ticks."""
+        """Every neighbour seen now, every poll_every_ticks ticks (a saved report's, until it changes or goes)."""
         tick, self._ticks = self._ticks, self._ticks + 1
         if tick % self.opts.poll_every_ticks:
             return {}
         if self.opts.pcap:
             rows = self._from_pcap()
+        elif self.files_only:
+            rows = self._from_files()
         elif self.listener is not None:
             rows = self.listener.rows()
         else:

@@ -78,3 +78,23 @@ def test_lldpd_that_does_not_answer_falls_back_to_frames(tmp_path):
     assert s.sample(0) == {}
     assert s.errors == 1
     assert s.mode == "lldpd"  # the frames could not be opened either: lldpd is asked again next time
+
+
+def test_saved_reports_are_sent_every_poll_until_they_go(tmp_path):
+    """A report that does not change still describes the fabric: its rows are sent every poll (else they
+    would age out of the collector's freshness window); a removed report's rows stop."""
+    reports = tmp_path / "switches"
+    reports.mkdir()
+    src = CORPUS / "lldp" / "sonic-dbsyncd-0.9.6-interface-list" / "lldpctl.json"
+    (reports / "leaf7.json").write_text(src.read_text())
+    s = build_sampler("lldp", {"reports_dir": str(reports), "poll_every_ticks": 1}, CTX)
+    s.probe()
+    first, second = s.sample(0)["fabric_neighbors"], s.sample(1)["fabric_neighbors"]
+    assert first == second and {r["local_system"] for r in first} == {"leaf7"} and len(first) == 2
+    (reports / "leaf7.json").unlink()
+    assert s.sample(2) == {}
+    ib = build_sampler("ibnetdiscover", {"path": str(tmp_path / "t.out"), "poll_every_ticks": 1}, CTX)
+    (tmp_path / "t.out").write_text(MANPAGE)
+    assert len(ib.sample(0)["fabric_neighbors"]) == 14 and len(ib.sample(1)["fabric_neighbors"]) == 14
+    (tmp_path / "t.out").unlink()
+    assert ib.sample(2) == {}
