@@ -115,7 +115,7 @@ class TelemetryServicer:
         raise NotImplementedError('Method not implemented!')
 
     def UpdateFault(self, request, context):
-        """Acknowledge or resolve a fault (the only write a reader-side client makes).
+        """Acknowledge or resolve a fault (an operator's write, as SetHold).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
