@@ -126,3 +126,21 @@ def test_acknowledge_then_resolve_from_the_faults_page(filled_collector, monkeyp
     rows = acts.to_pylist()
     assert {r["fault_state"] for r in rows} >= {"acknowledged", "resolved"}
     assert any("TICKET-7" in r["detail"] for r in rows) and all(r["target"] == "c4 ui" for r in rows)
+
+
+def test_hold_and_release_remediation_from_the_faults_page(empty_collector, monkeypatch):
+    from c4.faults import list_holds
+
+    at = run_page("faults", empty_collector.address, monkeypatch)
+    assert "No holds: isolation and job restart run as configured." in page_text(at)
+    at.text_input(key="hold-job").input("train-9").run()
+    at.text_input(key="hold-note").input("TICKET-9 firmware").run()
+    at.button(key="hold-set").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    text = page_text(at)
+    assert "remediation held job train-9" in text
+    assert "train-9,operator,c4 ui,TICKET-9 firmware" in text  # the holds table, read back from the collector
+    assert [(h.job, h.by) for h in list_holds(empty_collector.address).holds] == [("train-9", "c4 ui")]
+    at.button(key="hold-release").click().run()
+    assert "remediation released job train-9" in page_text(at)
+    assert list(list_holds(empty_collector.address).holds) == []
