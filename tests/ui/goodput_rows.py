@@ -12,8 +12,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 T0 = datetime(2026, 1, 1, 0, 0, 0)
-#: The two diagnosis passes: the old one (superseded) and the current one.
-OLD_PASS = T0 + timedelta(seconds=1700)
+#: The diagnosis pass that computed the current account.
 PASS = T0 + timedelta(seconds=1805)
 
 F1 = "nic_rate:host1/mlx5_2p1"
@@ -21,21 +20,23 @@ F2 = "slow_worker:node0/gpu5"
 F3 = "xid:host2/gpu3"
 
 
-def at(s: float) -> datetime:
-    """T0 plus ``s`` seconds."""
-    return T0 + timedelta(seconds=s)
+def at(s: float, t0: datetime = T0) -> datetime:
+    """``t0`` plus ``s`` seconds."""
+    return t0 + timedelta(seconds=s)
 
 
-def interval(job, gpus, a, b, category, lost_s=None, fault=("", "", ""), run=0, computed_at=PASS) -> dict:
-    """One job_accounting row: [a, b) seconds after T0 of one category, blamed on (fault_id, class, component)."""
+def interval(
+    job, gpus, a, b, category, lost_s=None, fault=("", "", ""), run=0, computed_at=PASS, t0=T0
+) -> dict:
+    """One job_accounting row: [a, b) seconds after t0 of one category, blamed on (fault_id, class, component)."""
     wall = float(b - a)
     lost = 0.0 if category == "productive" else (wall if lost_s is None else float(lost_s))
     fid, cls, comp = fault
     return {
-        "ts": at(a),
+        "ts": at(a, t0),
         "node": "",
         "job": job,
-        "end_ts": at(b),
+        "end_ts": at(b, t0),
         "category": category,
         "wall_s": wall,
         "lost_s": lost,
@@ -53,20 +54,22 @@ NIC = (F1, "hardware", "host1/mlx5_2p1")
 SLOW = (F2, "slow_worker", "node0/gpu5")
 
 
-def accounting() -> list[dict]:
-    """Both jobs' current accounts and job A's superseded one."""
+def accounting(t0=T0, jobs=("A", "B"), nic=NIC, slow=SLOW) -> list[dict]:
+    """Both jobs' current accounts and job A's superseded one (times after ``t0``, faults as given)."""
+    a, b = jobs
+    now, old = at(1805, t0), at(1700, t0)
     return [
-        interval("A", 16, 0, 600, "productive"),
-        interval("A", 16, 600, 660, "hung", fault=NIC),
-        interval("A", 16, 660, 720, "restarting", fault=NIC),
-        interval("A", 16, 720, 900, "redone", fault=NIC, run=1),
-        interval("A", 16, 900, 1200, "productive", run=1),
-        interval("A", 16, 1200, 1800, "slowed", lost_s=120, fault=SLOW, run=1),
-        interval("B", 8, 0, 1500, "productive"),
-        interval("B", 8, 1500, 1560, "unexplained"),
-        interval("B", 8, 1560, 1800, "productive"),
-        # the previous pass's account of job A: superseded by PASS, must never count
-        interval("A", 16, 0, 1700, "hung", fault=NIC, computed_at=OLD_PASS),
+        interval(a, 16, 0, 600, "productive", computed_at=now, t0=t0),
+        interval(a, 16, 600, 660, "hung", fault=nic, computed_at=now, t0=t0),
+        interval(a, 16, 660, 720, "restarting", fault=nic, computed_at=now, t0=t0),
+        interval(a, 16, 720, 900, "redone", fault=nic, run=1, computed_at=now, t0=t0),
+        interval(a, 16, 900, 1200, "productive", run=1, computed_at=now, t0=t0),
+        interval(a, 16, 1200, 1800, "slowed", lost_s=120, fault=slow, run=1, computed_at=now, t0=t0),
+        interval(b, 8, 0, 1500, "productive", computed_at=now, t0=t0),
+        interval(b, 8, 1500, 1560, "unexplained", computed_at=now, t0=t0),
+        interval(b, 8, 1560, 1800, "productive", computed_at=now, t0=t0),
+        # the previous pass's account of job A: superseded by the newer pass, must never count
+        interval(a, 16, 0, 1700, "hung", fault=nic, computed_at=old, t0=t0),
     ]
 
 
