@@ -82,7 +82,7 @@ def summary(t: dict) -> None:
     c[2].metric("Time lost", duration(t["lost_s"]))
     c[3].metric("Accounted wall time", duration(t["wall_s"]), help="summed over jobs")
     st.caption(
-        f"{t['jobs']} job(s) accounted from {t['start']} to {t['end_ts']} (UTC). ETTR (effective training time "
+        f"{t['jobs']} job(s) accounted from {t['start']:%Y-%m-%d %H:%M:%S} to {t['end_ts']:%H:%M:%S} (UTC). ETTR (effective training time "
         "ratio) = productive time / wall time; GPU-hours lost = time lost x the job's GPUs."
     )
 
@@ -152,18 +152,28 @@ def causes(window_s: float, job: str | None) -> None:
             .sort("total", descending=True)
             .head(TOP_CAUSES)[key]
         )
-        part = by.filter(pl.col(key).is_in(top.to_list()))
+        order = top.to_list()
+        part = (
+            by.filter(pl.col(key).is_in(order))
+            .group_by(key, "category")
+            .agg(pl.col("gpu_hours_lost").sum(), pl.col("lost_s").sum())
+        )
         with col:
+            # no fixed height: a band scale given one collapses in Streamlit's Vega; bands size themselves
             st.altair_chart(
                 alt.Chart(pandas(part), title=title)
                 .mark_bar()
                 .encode(
-                    x=alt.X("sum(gpu_hours_lost):Q", title="GPU-hours lost"),
-                    y=alt.Y(f"{key}:N", sort="-x", title=None, axis=alt.Axis(labelLimit=220)),
+                    x=alt.X("gpu_hours_lost:Q", title="GPU-hours lost", stack="zero"),
+                    y=alt.Y(f"{key}:N", sort=order, title=None, axis=alt.Axis(labelLimit=220)),
                     color=alt.Color("category:N", scale=CATEGORY_SCALE, legend=alt.Legend(orient="bottom")),
-                    tooltip=[key, "category", alt.Tooltip("gpu_hours_lost:Q", format=".3f"), "lost_s"],
-                )
-                .properties(height=max(120, 26 * top.len())),
+                    tooltip=[
+                        key,
+                        "category",
+                        alt.Tooltip("gpu_hours_lost:Q", format=".3f"),
+                        alt.Tooltip("lost_s:Q", format=".0f"),
+                    ],
+                ),
                 width="stretch",
             )
     with st.expander("Every cause"):
