@@ -17,6 +17,8 @@ CATEGORY_SCALE = alt.Scale(
 )
 #: Causes (fault class or component) shown in a bar chart; the table below it lists them all.
 TOP_CAUSES = 15
+#: The recovery chart's axis turns logarithmic when the longest time exceeds the median this many times.
+SYMLOG_SPREAD = 20
 #: The Faults page's widget keys this page presets before switching to it.
 FAULTS_PAGE = "app_pages/faults.py"
 FAULT_KEY = "fault-id"
@@ -89,6 +91,7 @@ def summary(t: dict) -> None:
 
 def job_table(jobs: pl.DataFrame) -> None:
     """Every job's whole account (job_goodput), worst ETTR first."""
+    st.caption("Each job's whole account (whatever the window), worst ETTR first:")
     st.dataframe(
         pandas(jobs),
         hide_index=True,
@@ -177,7 +180,14 @@ def causes(window_s: float, job: str | None) -> None:
                 width="stretch",
             )
     with st.expander("Every cause"):
-        st.dataframe(pandas(by), hide_index=True)
+        st.dataframe(
+            pandas(by),
+            hide_index=True,
+            column_config={
+                "lost_s": st.column_config.NumberColumn("lost_s", format="%.1f"),
+                "gpu_hours_lost": st.column_config.NumberColumn("GPU-hours lost", format="%.3f"),
+            },
+        )
 
 
 def worst(window_s: float, job: str | None) -> None:
@@ -197,6 +207,7 @@ def worst(window_s: float, job: str | None) -> None:
         hide_index=True,
         column_config={
             "gpu_hours_lost": st.column_config.NumberColumn("GPU-hours lost", format="%.3f"),
+            **{c: st.column_config.NumberColumn(c, format="%.1f") for c in df.columns if c.endswith("_s")},
             "summary": st.column_config.TextColumn("summary", width="large"),
         },
     )
@@ -237,9 +248,14 @@ def recovery(window_s: float, job: str | None) -> None:
     times = query(q.recovery_times(window_s, job))
     if times.height:
         stages = list(q.RECOVERY_STAGES)
+        spread = times["seconds"].max() > SYMLOG_SPREAD * max(times["seconds"].median(), 1.0)
         base = alt.Chart(pandas(times)).encode(
             y=alt.Y("stage:N", sort=stages, title=None),
-            x=alt.X("seconds:Q", title="seconds after onset", scale=alt.Scale(type="symlog")),
+            x=alt.X(
+                "seconds:Q",
+                title="seconds after onset" + (" (log scale)" if spread else ""),
+                scale=alt.Scale(type="symlog" if spread else "linear"),
+            ),
         )
         chart = base.mark_boxplot(extent="min-max", size=18) + base.mark_tick(
             color="#37474f", opacity=0.6
