@@ -160,7 +160,7 @@ def test_goodput_page_opens_a_fault_on_the_faults_page(filled_collector, monkeyp
 
     t, _ = query_arrow(
         filled_collector.address,
-        "SELECT DISTINCT fault_id FROM job_accounting WHERE component = 'node0/gpu5'",
+        "SELECT DISTINCT fault_id FROM job_accounting WHERE job = 'acct-3d' AND component = 'node0/gpu5'",
     )
     (fid,) = t.column("fault_id").to_pylist()
     at = run_page("goodput", filled_collector.address, monkeypatch)
