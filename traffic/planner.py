@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import zlib
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -12,7 +11,8 @@ import numpy as np
 from c4.traffic.collectives import Flow
 from c4.traffic.coloring import equitable_colouring
 from c4.traffic.hashing import SPORT_MAX, SPORT_MIN, switch_hash
-from c4.traffic.routing import capacities, live_paths, path_links
+from c4.traffic.routing import capacities, live_paths, lower_bound, path_links
+from c4.traffic.splitting import Share, port_shares
 from c4.traffic.topology import NicPort, Topology, TopologyError
 
 
@@ -55,51 +55,6 @@ class Plan:
     def subflows(self) -> list[tuple[list[int], float]]:
         """(link ids, bytes) per piece, for the fluid simulator."""
         return [(p.links, p.bytes) for p in self.pieces]
-
-
-def _leaf_groups(topo: Topology, f: Flow) -> tuple[str, str]:
-    """The (source, destination) leaf of a flow's first NIC port."""
-    return topo.hosts[f.src].nics[f.src_nic][0].leaf, topo.hosts[f.dst].nics[f.dst_nic][0].leaf
-
-
-def split_counts(topo: Topology, flows: list[Flow], max_qps: int) -> list[int]:
-    """Pieces per flow by the gcd rule: r flows over s live uplinks at the source leaf -> s / gcd(r, s).
-
-    Splitting each of r equal flows into s/gcd(r, s) pieces lets every uplink carry exactly
-    r/gcd(r, s) pieces: the load of ideal spraying. The same rule at the destination leaf (its
-    live downlinks) balances the downlinks; a flow takes the lcm of both when it fits under
-    max_qps, else the larger. At least the flow's own QPs and one piece per NIC port.
-    """
-    r_out: dict[str, int] = defaultdict(int)
-    r_in: dict[str, int] = defaultdict(int)
-    leaves = [_leaf_groups(topo, f) for f in flows]
-    for src_leaf, dst_leaf in leaves:
-        if src_leaf != dst_leaf:
-            r_out[src_leaf] += 1
-            r_in[dst_leaf] += 1
-    s_up: dict[str, int] = {}
-    s_down: dict[str, int] = {}
-    for leaf in topo.leaves:
-        s_up[leaf] = sum(1 for sp in topo.spines if topo.live(leaf, sp))
-        s_down[leaf] = sum(1 for sp in topo.spines if topo.live(sp, leaf))
-    out = []
-    for f, (src_leaf, dst_leaf) in zip(flows, leaves, strict=True):
-        ports = len(topo.hosts[f.src].nics[f.src_nic])
-        floor = max(f.qps, ports)
-        if src_leaf == dst_leaf:
-            out.append(floor)
-            continue
-        su, sd = s_up[src_leaf], s_down[dst_leaf]
-        k_src = su // math.gcd(r_out[src_leaf], su) if su else 1
-        k_dst = sd // math.gcd(r_in[dst_leaf], sd) if sd else 1
-        k = math.lcm(k_src, k_dst)
-        cap = max(max_qps, ports)
-        if k > cap:
-            k = max(k_src, k_dst)
-        if topo.tiers == 3:  # a second hashing stage (agg -> core): finer pieces let the greedy balance it
-            k = max(k, max_qps)
-        out.append(min(max(k, floor), cap))
-    return out
 
 
 class Options:
@@ -158,20 +113,52 @@ class Planner:
         self._reach: dict[tuple[str, str], bool] = {}
 
     # --- planning ---------------------------------------------------------------
-    def plan(self, flows: list[Flow]) -> Plan:
-        """Route every flow; returns the plan with its ledger."""
-        topo = self.topo
+    def plan(self, flows: list[Flow], sports: bool = True) -> Plan:
+        """Route every flow: the lowest max link load first, then the fewest pieces; returns the plan with its ledger.
+
+        Two split rules are tried, fewest pieces first: cuts that just reach the lower bound on
+        every leaf, then cuts that balance every leaf evenly (the gcd rule: more pieces, but equal
+        ones that colour exactly). The first plan at the bound wins, else the lower load.
+        sports=False leaves the UDP source ports unset (0), for callers that only need the loads.
+        """
         self._choices.clear()  # the fabric may have changed since the last plan
         self._pickers.clear()
         self._reach.clear()
+        bound = lower_bound(self.topo, flows)
+        candidates = []
+        for balanced in (False, True):
+            shares = self.shares(flows, bound, balanced)
+            count = sum(sh.pieces for fs in shares for sh in fs)
+            if all(count != c for c, _ in candidates):
+                candidates.append((count, shares))
+        best: Plan | None = None
+        for _, shares in sorted(candidates, key=lambda c: c[0]):
+            plan = self._route_shares(flows, shares)
+            peak = plan.max_utilization()
+            if best is None or peak < best.max_utilization() * (1 - 1e-9):
+                best = plan
+            if peak <= bound * (1 + 1e-9):
+                break
+        assert best is not None
+        if sports:
+            for p in best.pieces:
+                p.sport = self.sport_for(p)
+        return best
+
+    def _route_shares(self, flows: list[Flow], shares: list[list[Share]]) -> Plan:
+        """Cut every share into its pieces and route them: colouring on a uniform 2-tier fabric, else greedy; repair."""
+        topo = self.topo
         cap = capacities(topo)
         load = np.zeros(len(topo.links))
         pieces: list[Piece] = []
-        counts = split_counts(topo, flows, self.max_qps)
-        for i, (f, k) in enumerate(zip(flows, counts, strict=True)):
-            for q in range(k):
-                pieces.append(Piece(i, f.job, f.src, f.dst, f.channel, q, f.bytes / k))
-        self._assign_ports(pieces, flows, defaultdict(float))
+        for i, (f, fs) in enumerate(zip(flows, shares, strict=True)):
+            q = 0
+            for sh in fs:
+                for _ in range(sh.pieces):
+                    pieces.append(
+                        Piece(i, f.job, f.src, f.dst, f.channel, q, sh.bytes / sh.pieces, sh.src, sh.dst)
+                    )
+                    q += 1
         cross = [p for p in pieces if p.src_port.leaf != p.dst_port.leaf]
         local = [p for p in pieces if p.src_port.leaf == p.dst_port.leaf]
         for p in local:
@@ -182,9 +169,16 @@ class Planner:
             self._greedy(sorted(cross, key=lambda p: -p.bytes), load, cap)
         plan = Plan(topo, flows, pieces, load)
         self._repair(plan, cap)
-        for p in pieces:
-            p.sport = self.sport_for(p)
         return plan
+
+    def shares(
+        self, flows: list[Flow], bound_s: float | None = None, balanced: bool = False
+    ) -> list[list[Share]]:
+        """Per flow, its bytes per port pair (plane) and the fewest pieces each share needs to reach the bound."""
+        pairs = [self._port_pairs(f) for f in flows]
+        if bound_s is None:
+            bound_s = lower_bound(self.topo, flows)
+        return port_shares(self.topo, flows, pairs, self.max_qps, bound_s, balanced)
 
     def _reachable(self, a: NicPort, b: NicPort) -> bool:
         """Some live switch path joins the two ports' leaves (cached per leaf pair)."""
@@ -447,3 +441,8 @@ class Planner:
         plan.churn = len(affected) + len(added)
         plan.added = len(added)
         return plan
+
+
+def split_counts(topo: Topology, flows: list[Flow], max_qps: int) -> list[int]:
+    """Pieces per flow: the sum over its port pairs of the fewest pieces that can reach the bound."""
+    return [sum(sh.pieces for sh in shares) for shares in Planner(topo, max_qps=max_qps).shares(flows)]
