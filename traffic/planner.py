@@ -125,9 +125,10 @@ class Planner:
         self._pickers.clear()
         self._reach.clear()
         bound = lower_bound(self.topo, flows)
+        pairs = [self._port_pairs(f) for f in flows]
         candidates = []
         for balanced in (False, True):
-            shares = self.shares(flows, bound, balanced)
+            shares = port_shares(self.topo, flows, pairs, self.max_qps, bound, balanced)
             count = sum(sh.pieces for fs in shares for sh in fs)
             if all(count != c for c, _ in candidates):
                 candidates.append((count, shares))

@@ -88,8 +88,9 @@ def port_shares(
     balanced: every link group aims at its own even balance (its bytes / its capacity) instead
     of target_s: the gcd rule, more pieces, but equal pieces per leaf that colour exactly.
 
-    At least the flow's own QPs in all and one piece per pair; at most max(max_qps, qps, pairs)
-    pieces per flow. A share's pieces take the lcm of its source and destination leaf's cuts
+    One piece per pair at least, at most max(max_qps, pairs) pieces per flow: the QPs the job
+    runs with today (Flow.qps, what ECMP hashes) are no floor, the plan says how many it needs.
+    A share's pieces take the lcm of its source and destination leaf's cuts
     when that fits, else the larger of the two. In 3 tiers a pod's aggregation-to-core links
     are packed the same way (leaving and entering pods).
     """
@@ -130,10 +131,9 @@ def port_shares(
     result = []
     for f, fp in zip(flows, pairs, strict=True):
         n = len(fp)
-        floors = _spread(max(f.qps, n), n)
-        caps = _spread(max(max_qps, f.qps, n), n)
+        caps = _spread(max(max_qps, n), n)
         shares = []
-        for (a, d), floor, cap in zip(fp, floors, caps, strict=True):
+        for (a, d), cap in zip(fp, caps, strict=True):
             if a.leaf == d.leaf:
                 k = 1
             else:
@@ -143,6 +143,6 @@ def port_shares(
                 k = math.lcm(*ks)
                 if k > cap:
                     k = max(ks)
-            shares.append(Share(a, d, f.bytes / n, min(max(k, floor), max(cap, floor))))
+            shares.append(Share(a, d, f.bytes / n, min(k, cap)))
         result.append(shares)
     return result
