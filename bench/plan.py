@@ -119,7 +119,7 @@ def scenarios(quick: bool):
     if not quick:
         out.append(
             (
-                "ring128x8nic_16ch_5qp_10k_pieces",
+                "ring128x8nic_16ch_5qp",
                 lambda: leaf_spine(128, 8, 16, nics_per_host=8),
                 ring(128, 5, channels=16),
                 8,

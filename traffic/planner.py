@@ -276,15 +276,39 @@ class Planner:
         """Move pieces off the busiest link (to another path or NIC port) while that lowers its load.
 
         Catches what the structured steps cannot: unequal pieces, degraded links, dual-homed NICs
-        whose two leaves differ in uplink capacity.
+        whose two leaves differ in uplink capacity. When no whole piece can move, the largest
+        piece whose connection has QPs to spare is halved and one half moved, if that lowers it.
         """
         inv = np.where(cap > 0, 1.0 / np.where(cap > 0, cap, 1), np.inf)
         by_link: dict[int, list[Piece]] = defaultdict(list)
+        count: dict[int, int] = defaultdict(int)
+        next_qp: dict[int, int] = defaultdict(int)
         for p in plan.pieces:
+            count[p.flow] += 1
+            next_qp[p.flow] = max(next_qp[p.flow], p.qp + 1)
             for lid in p.links:
                 by_link[lid].append(p)
         cache: dict = {}
         pairs_of: dict[int, list[tuple[NicPort, NicPort]]] = {}
+
+        def best_option(p: Piece, size: float, peak: float):
+            pairs = pairs_of.get(p.flow)
+            if pairs is None:
+                pairs = pairs_of[p.flow] = self._port_pairs(plan.flows[p.flow])
+            best, best_peak = None, peak
+            for a, b in pairs:
+                key = (a.name, b.name)
+                options = cache.get(key)
+                if options is None:
+                    options = cache[key] = [
+                        (n, path_links(self.topo, n)) for n in live_paths(self.topo, a, b)
+                    ]
+                for nodes, links in options:
+                    new_peak = float(((plan.load[links] + size) * inv[links]).max())
+                    if new_peak < best_peak - 1e-12:
+                        best, best_peak = (a, b, nodes, links), new_peak
+            return best
+
         for _ in range(max_moves):
             with np.errstate(invalid="ignore"):
                 util = plan.load * inv
@@ -294,28 +318,14 @@ class Planner:
             worst = max(by_link, key=lambda lid: util[lid])
             peak = util[worst]
             moved = False
-            for p in sorted(by_link[worst], key=lambda x: -x.bytes):
-                pairs = pairs_of.get(p.flow)
-                if pairs is None:
-                    pairs = pairs_of[p.flow] = self._port_pairs(plan.flows[p.flow])
-                current = p.links
-                plan.load[current] -= p.bytes
-                best, best_peak = None, peak
-                for a, b in pairs:
-                    key = (a.name, b.name)
-                    options = cache.get(key)
-                    if options is None:
-                        options = cache[key] = [
-                            (n, path_links(self.topo, n)) for n in live_paths(self.topo, a, b)
-                        ]
-                    for nodes, links in options:
-                        new_peak = float(((plan.load[links] + p.bytes) * inv[links]).max())
-                        if new_peak < best_peak - 1e-12:
-                            best, best_peak = (a, b, nodes, links), new_peak
+            on_worst = sorted(by_link[worst], key=lambda x: -x.bytes)
+            for p in on_worst:
+                plan.load[p.links] -= p.bytes
+                best = best_option(p, p.bytes, peak)
                 if best is None:
-                    plan.load[current] += p.bytes
+                    plan.load[p.links] += p.bytes
                     continue
-                for lid in current:
+                for lid in p.links:
                     by_link[lid].remove(p)
                 p.src_port, p.dst_port, p.nodes, p.links = best
                 plan.load[p.links] += p.bytes
@@ -324,7 +334,33 @@ class Planner:
                 moved = True
                 break
             if not moved:
+                moved = self._split_off_worst(plan, on_worst, peak, count, next_qp, by_link, best_option)
+            if not moved:
                 return
+
+    def _split_off_worst(self, plan, on_worst, peak, count, next_qp, by_link, best_option) -> bool:
+        """Halve the largest piece on the busiest link that has QPs to spare and move one half, if that lowers it."""
+        for p in on_worst:
+            limit = max(self.max_qps, len(self.topo.hosts[p.src].nics[plan.flows[p.flow].src_nic]))
+            if count[p.flow] >= limit:
+                continue
+            half = p.bytes / 2
+            plan.load[p.links] -= half
+            best = best_option(p, half, peak)
+            if best is None:
+                plan.load[p.links] += half
+                continue
+            p.bytes = half
+            a, b, nodes, links = best
+            q = Piece(p.flow, p.job, p.src, p.dst, p.channel, next_qp[p.flow], half, a, b, nodes, links)
+            next_qp[p.flow] += 1
+            count[p.flow] += 1
+            plan.pieces.append(q)
+            plan.load[links] += half
+            for lid in links:
+                by_link[lid].append(q)
+            return True
+        return False
 
     # --- source ports -------------------------------------------------------------
     def _hasher(self, switch: str):

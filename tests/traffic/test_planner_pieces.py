@@ -64,6 +64,19 @@ def test_dual_plane_with_two_links_down_plans_within_5pct_of_the_bound(seed):
     assert plan.max_utilization() / bound <= 1.05  # the first-port rule planned these at 1.333
 
 
+def test_where_the_bound_is_out_of_reach_the_plan_stays_within_5pct_of_the_lp():
+    # leaf0 (rail 0, plane 0) keeps 2 of its 4 uplinks: the NIC-port bound cannot be met (LP 1.111)
+    topo = rail_optimized(hosts=16, groups=2, spines=8, rails=4, ports_per_nic=2, dual_plane=True)
+    topo.set_state("leaf0", "spine0", "down")
+    topo.set_state("leaf0", "spine2", "down")
+    flows = job_flows(Job("j", [f"host{i}" for i in range(16)], shuffle_seed=7, channels=8), topo)
+    lp = lp_optimum_s(topo, flows)
+    assert lp / lower_bound(topo, flows) == pytest.approx(10 / 9, abs=1e-4)
+    plan = Planner(topo, max_qps=8).plan(flows)
+    check_plan(topo, flows, plan)
+    assert plan.max_utilization() / lp <= 1.05  # whole-piece moves alone stopped at 1.125 x the LP
+
+
 def test_each_port_share_is_cut_by_its_own_leaf():
     topo, flows = dual_plane_two_links_down()
     planner = Planner(topo, max_qps=8)
