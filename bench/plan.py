@@ -23,8 +23,10 @@ QUICK_SAMPLES = 60
 MIN_SAMPLES = 10
 #: sampling stops when the 95% half-width is within this percentage of the mean
 DEFAULT_CI_PCT = 3.0
-#: ECMP fluid completion (max-min) is averaged over at most this many seeds of the scenario's own shuffle
-COMPLETION_SEEDS = 5
+#: ECMP / plan fluid completion is averaged over the first this many (seed, shuffle) samples (max-min is costly)
+COMPLETION_SAMPLES = 8
+#: the same with --quick
+QUICK_COMPLETION_SAMPLES = 4
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -179,6 +181,13 @@ def fewest_pieces(topo, flows, max_qps: int, load_s: float) -> int | None:
     return min(counts) if counts else None
 
 
+def sample_flows(topo, make_jobs, flows, i: int):
+    """The flows of ring shuffle i (0: the scenario's own flows)."""
+    from c4.traffic.collectives import job_flows
+
+    return flows if i == 0 else [f for job in make_jobs(i) for f in job_flows(job, topo)]
+
+
 def ecmp_samples(topo, make_jobs, flows, bound: float, samples: int, ci_pct: float) -> list[float]:
     """ECMP max link load / bound for hash seed i with ring shuffle i (0 = the scenario's own flows).
 
@@ -186,7 +195,6 @@ def ecmp_samples(topo, make_jobs, flows, bound: float, samples: int, ci_pct: flo
     ci_pct percent of the mean.
     """
     from c4.bench.interval import mean_ci95
-    from c4.traffic.collectives import job_flows
     from c4.traffic.routing import (
         capacities,
         ecmp_subflows,
@@ -198,7 +206,7 @@ def ecmp_samples(topo, make_jobs, flows, bound: float, samples: int, ci_pct: flo
     cap = capacities(topo)
     out = []
     for i in range(samples):
-        fl = flows if i == 0 else [f for job in make_jobs(i) for f in job_flows(job, topo)]
+        fl = sample_flows(topo, make_jobs, flows, i)
         b = bound if fl == flows else lower_bound(topo, fl)
         out.append(max_utilization(loads_from_subflows(len(cap), ecmp_subflows(topo, fl, i)), cap) / b)
         if len(out) >= MIN_SAMPLES:
@@ -208,9 +216,31 @@ def ecmp_samples(topo, make_jobs, flows, bound: float, samples: int, ci_pct: flo
     return out
 
 
-def run_scenario(name, make_topo, make_jobs, max_qps, seeds, ci_pct: float = DEFAULT_CI_PCT) -> dict:
+def completion_ratios(topo, make_jobs, flows, plan, max_qps: int, samples: int, method: str) -> list[float]:
+    """ECMP fluid completion / the plan's for hash seed i with ring shuffle i, each shuffle planned anew."""
+    from c4.traffic.planner import Planner
+    from c4.traffic.routing import capacities, ecmp_subflows
+
+    cap = capacities(topo)
+    out = []
+    for i in range(samples):
+        fl = sample_flows(topo, make_jobs, flows, i)
+        pl = plan if fl == flows else Planner(topo, max_qps=max_qps).plan(fl, sports=False)
+        ecmp_ct = completion(cap, ecmp_subflows(topo, fl, i), method)[0]
+        out.append(ecmp_ct / completion(cap, pl.subflows(), method)[0])
+    return out
+
+
+def run_scenario(
+    name,
+    make_topo,
+    make_jobs,
+    max_qps,
+    seeds,
+    ci_pct: float = DEFAULT_CI_PCT,
+    completion_samples: int = COMPLETION_SAMPLES,
+) -> dict:
     """All measurements of one scenario."""
-    import statistics
     import time
 
     from c4.bench.interval import mean_ci95
@@ -218,7 +248,6 @@ def run_scenario(name, make_topo, make_jobs, max_qps, seeds, ci_pct: float = DEF
     from c4.traffic.planner import Planner
     from c4.traffic.routing import (
         capacities,
-        ecmp_subflows,
         loads_from_fractions,
         lower_bound,
         max_utilization,
@@ -238,14 +267,16 @@ def run_scenario(name, make_topo, make_jobs, max_qps, seeds, ci_pct: float = DEF
     fewest = fewest_pieces(topo, flows, max_qps, plan_load) or pieces
     ecmp_over = ecmp_samples(topo, make_jobs, flows, bound, max(1, seeds), ci_pct)
     ecmp_mean, ecmp_lo, ecmp_hi = mean_ci95(ecmp_over)
-    ecmp = [ecmp_subflows(topo, flows, seed) for seed in range(min(max(1, seeds), COMPLETION_SEEDS))]
     spray = spray_fractions(topo, flows)
     spray_over = max_utilization(loads_from_fractions(len(cap), spray), cap) / bound
-    biggest = max(len(plan.pieces), len(spray), *(len(sf) for sf in ecmp))
-    method = "max-min" if biggest <= EXACT_LIMIT else "drain"
+    ecmp_qps = sum(f.qps for f in flows)
+    method = "max-min" if max(pieces, len(spray), ecmp_qps) <= EXACT_LIMIT else "drain"
     plan_ct = completion(cap, plan.subflows(), method)[0]
-    ecmp_ct = statistics.mean(completion(cap, sf, method)[0] for sf in ecmp)
     spray_ct = completion(cap, spray, method)[0]
+    ct_over = completion_ratios(
+        topo, make_jobs, flows, plan, max_qps, min(len(ecmp_over), completion_samples), method
+    )
+    ct_mean, ct_lo, ct_hi = mean_ci95(ct_over)
     # replanning after a spine link fails (on a fabric that had none failed)
     leaf = next(iter(topo.leaves))
     spine = next(s for s in topo.spines if topo.live(leaf, s))
@@ -254,6 +285,7 @@ def run_scenario(name, make_topo, make_jobs, max_qps, seeds, ci_pct: float = DEF
     planner.replan(plan)
     replan_s = time.perf_counter() - t0
     after = plan.max_utilization() / lower_bound(topo, flows)
+    # the rank_order row (plain ECMP with the planned host order vs a random order) goes here
     return {
         "name": name,
         "flows": len(flows),
@@ -266,8 +298,9 @@ def run_scenario(name, make_topo, make_jobs, max_qps, seeds, ci_pct: float = DEF
         "ecmp_ci_half_pct": round(100 * (ecmp_hi - ecmp_mean) / ecmp_mean, 2),
         "plan_over_bound": round(plan_load / bound, 3),
         "spray_over_bound": round(spray_over, 3),
-        "ecmp_completion_over_plan": round(ecmp_ct / plan_ct, 3),
-        "ecmp_completion_seeds": len(ecmp),
+        "ecmp_completion_over_plan": round(ct_mean, 3),
+        "ecmp_completion_ci": [round(ct_lo, 3), round(ct_hi, 3)],
+        "ecmp_completion_samples": len(ct_over),
         "spray_completion_over_plan": round(spray_ct / plan_ct, 3),
         "completion": method,
         "plan_s": round(plan_s, 4),
@@ -292,7 +325,17 @@ def run(args: argparse.Namespace) -> int:
     samples = args.seeds or (QUICK_SAMPLES if args.quick else DEFAULT_SAMPLES)
     rows = []
     for name, make_topo, make_jobs, max_qps in tqdm(suite, desc="scenarios", disable=not sys.stdout.isatty()):
-        rows.append(run_scenario(name, make_topo, make_jobs, max_qps, samples, args.ci_pct))
+        rows.append(
+            run_scenario(
+                name,
+                make_topo,
+                make_jobs,
+                max_qps,
+                samples,
+                args.ci_pct,
+                QUICK_COMPLETION_SAMPLES if args.quick else COMPLETION_SAMPLES,
+            )
+        )
     cols = [
         "name",
         "flows",

@@ -45,6 +45,10 @@ def test_bench_plan_quick_json():
         assert lo <= r["ecmp_over_bound"] <= hi and lo < hi
         half_pct = 100 * (hi - r["ecmp_over_bound"]) / r["ecmp_over_bound"]
         assert r["ecmp_ci_half_pct"] == pytest.approx(half_pct, abs=0.1)
+        # fluid completion ECMP / plan: the first (seed, shuffle) samples, each shuffle planned anew
+        lo, hi = r["ecmp_completion_ci"]
+        assert r["ecmp_completion_samples"] == 4  # --quick
+        assert lo <= r["ecmp_completion_over_plan"] <= hi
     by = {r["name"]: r for r in rows}
     assert by["ring128_8leaf_16spine_1qp"]["plan_over_bound"] == 1.0
     assert by["ring128_8leaf_16spine_1qp"]["ecmp_over_bound"] > 2.5

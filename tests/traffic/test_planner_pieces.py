@@ -75,6 +75,7 @@ def test_where_the_bound_is_out_of_reach_the_plan_stays_within_5pct_of_the_lp():
     plan = Planner(topo, max_qps=8).plan(flows)
     check_plan(topo, flows, plan)
     assert plan.max_utilization() / lp <= 1.05  # whole-piece moves alone stopped at 1.125 x the LP
+    assert len({(p.flow, p.qp) for p in plan.pieces}) == len(plan.pieces)  # split halves get their own QP
 
 
 def test_each_port_share_is_cut_by_its_own_leaf():
