@@ -119,6 +119,22 @@ def scenarios(quick: bool):
         )
     )
     if not quick:
+        # issue 20's 1.875x case: 2 hosts per leaf, every link tight at the bound, a link down in
+        # each plane (an LP with unlimited splitting reaches 1.023; 8 QPs per connection are not enough here)
+        out.append(
+            (
+                "dual_plane_tight_2_links_down",
+                lambda: _failed(
+                    rail_optimized(hosts=8, groups=4, spines=16, rails=1, ports_per_nic=2, dual_plane=True),
+                    ("leaf3", "spine13"),
+                    ("leaf6", "spine10"),
+                ),
+                lambda shuffle=0: [
+                    Job("j", [f"host{i}" for i in range(8)], shuffle_seed=15 + shuffle, channels=2, qps=2)
+                ],
+                8,
+            )
+        )
         out.append(
             (
                 "ring128x8nic_16ch_5qp",

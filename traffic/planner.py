@@ -134,7 +134,7 @@ class Planner:
                 candidates.append((count, shares))
         best: Plan | None = None
         for _, shares in sorted(candidates, key=lambda c: c[0]):
-            plan = self._route_shares(flows, shares)
+            plan = self._route_shares(flows, shares, bound)
             peak = plan.max_utilization()
             if best is None or peak < best.max_utilization() * (1 - 1e-9):
                 best = plan
@@ -146,7 +146,7 @@ class Planner:
                 p.sport = self.sport_for(p)
         return best
 
-    def _route_shares(self, flows: list[Flow], shares: list[list[Share]]) -> Plan:
+    def _route_shares(self, flows: list[Flow], shares: list[list[Share]], bound_s: float = 0.0) -> Plan:
         """Cut every share into its pieces and route them: colouring on a uniform 2-tier fabric, else greedy; repair."""
         topo = self.topo
         cap = capacities(topo)
@@ -169,7 +169,7 @@ class Planner:
         else:
             self._greedy(sorted(cross, key=lambda p: -p.bytes), load, cap)
         plan = Plan(topo, flows, pieces, load)
-        self._repair(plan, cap)
+        self._repair(plan, cap, bound_s)
         return plan
 
     def shares(
@@ -272,12 +272,13 @@ class Planner:
         for p in pieces:
             self._place(p, self._options(p, cache), load, inv)
 
-    def _repair(self, plan: Plan, cap: np.ndarray, max_moves: int = 2000) -> None:
+    def _repair(self, plan: Plan, cap: np.ndarray, bound_s: float = 0.0, max_moves: int = 2000) -> None:
         """Move pieces off the busiest link (to another path or NIC port) while that lowers its load.
 
         Catches what the structured steps cannot: unequal pieces, degraded links, dual-homed NICs
-        whose two leaves differ in uplink capacity. When no whole piece can move, the largest
-        piece whose connection has QPs to spare is halved and one half moved, if that lowers it.
+        whose two leaves differ in uplink capacity. When no whole piece can move, part of one
+        (of a connection with QPs to spare) moves. Stops at the lower bound bound_s (seconds),
+        or when the busiest link stopped falling.
         """
         inv = np.where(cap > 0, 1.0 / np.where(cap > 0, cap, 1), np.inf)
         by_link: dict[int, list[Piece]] = defaultdict(list)
@@ -291,11 +292,11 @@ class Planner:
         cache: dict = {}
         pairs_of: dict[int, list[tuple[NicPort, NicPort]]] = {}
 
-        def best_option(p: Piece, size: float, peak: float):
+        def all_options(p: Piece) -> list[tuple[NicPort, NicPort, list[str], list[int]]]:
             pairs = pairs_of.get(p.flow)
             if pairs is None:
                 pairs = pairs_of[p.flow] = self._port_pairs(plan.flows[p.flow])
-            best, best_peak = None, peak
+            out = []
             for a, b in pairs:
                 key = (a.name, b.name)
                 options = cache.get(key)
@@ -303,12 +304,22 @@ class Planner:
                     options = cache[key] = [
                         (n, path_links(self.topo, n)) for n in live_paths(self.topo, a, b)
                     ]
-                for nodes, links in options:
-                    new_peak = float(((plan.load[links] + size) * inv[links]).max())
-                    if new_peak < best_peak - 1e-12:
-                        best, best_peak = (a, b, nodes, links), new_peak
+                out += [(a, b, nodes, links) for nodes, links in options]
+            return out
+
+        def best_option(p: Piece, size: float, peak: float):
+            best, best_peak = None, peak
+            for a, b, nodes, links in all_options(p):
+                new_peak = float(((plan.load[links] + size) * inv[links]).max())
+                if new_peak < best_peak - 1e-12:
+                    best, best_peak = (a, b, nodes, links), new_peak
             return best
 
+        record, stale, patience = (
+            np.inf,
+            0,
+            50,
+        )  # lowest busiest-link load, moves since it fell 0.1%, allowance
         for _ in range(max_moves):
             with np.errstate(invalid="ignore"):
                 util = plan.load * inv
@@ -317,6 +328,15 @@ class Planner:
                 return
             worst = max(by_link, key=lambda lid: util[lid])
             peak = util[worst]
+            if peak <= bound_s * (1 + 1e-9):
+                return
+            if peak < record * (1 - 1e-3):
+                # a plateau of n links at the peak takes about n moves to lower
+                record, stale, patience = peak, 0, int((util >= peak * (1 - 1e-9)).sum()) + 20
+            else:
+                stale += 1
+                if stale > patience:
+                    return
             moved = False
             on_worst = sorted(by_link[worst], key=lambda x: -x.bytes)
             for p in on_worst:
@@ -334,29 +354,60 @@ class Planner:
                 moved = True
                 break
             if not moved:
-                moved = self._split_off_worst(plan, on_worst, peak, count, next_qp, by_link, best_option)
+                moved = self._split_off_worst(
+                    plan, worst, on_worst, inv, count, next_qp, by_link, all_options
+                )
             if not moved:
                 return
 
-    def _split_off_worst(self, plan, on_worst, peak, count, next_qp, by_link, best_option) -> bool:
-        """Halve the largest piece on the busiest link that has QPs to spare and move one half, if that lowers it."""
+    def _split_off_worst(self, plan, worst, on_worst, inv, count, next_qp, by_link, all_options) -> bool:
+        """Move part of a piece on the busiest link (one with QPs to spare) to the path that levels them best.
+
+        The part is the amount that brings the busiest link and the most loaded new link of the
+        other path to the same utilization (at most the whole piece, at least a sixteenth of it).
+        """
+        with np.errstate(invalid="ignore"):
+            util = plan.load * inv
+        util[np.isnan(util)] = 0
+        peak = float(util[worst])
         for p in on_worst:
             limit = max(self.max_qps, len(self.topo.hosts[p.src].nics[plan.flows[p.flow].src_nic]))
             if count[p.flow] >= limit:
                 continue
-            half = p.bytes / 2
-            plan.load[p.links] -= half
-            best = best_option(p, half, peak)
+            here = set(p.links)
+            best, best_size, best_peak = None, 0.0, peak
+            for a, b, nodes, links in all_options(p):
+                new = [e for e in links if e not in here]
+                if not new:
+                    continue
+                size = min(
+                    p.bytes,
+                    min((peak - util[e]) / (inv[worst] + inv[e]) for e in new),
+                )
+                if size < p.bytes / 16:
+                    continue
+                after = max(peak - size * inv[worst], max(util[e] + size * inv[e] for e in new))
+                if after < best_peak - 1e-12:
+                    best, best_size, best_peak = (a, b, nodes, links), size, after
             if best is None:
-                plan.load[p.links] += half
                 continue
-            p.bytes = half
             a, b, nodes, links = best
-            q = Piece(p.flow, p.job, p.src, p.dst, p.channel, next_qp[p.flow], half, a, b, nodes, links)
+            if best_size >= p.bytes * (1 - 1e-12):  # the whole piece: a move, not a split
+                plan.load[p.links] -= p.bytes
+                for lid in p.links:
+                    by_link[lid].remove(p)
+                p.src_port, p.dst_port, p.nodes, p.links = a, b, nodes, links
+                plan.load[links] += p.bytes
+                for lid in links:
+                    by_link[lid].append(p)
+                return True
+            p.bytes -= best_size
+            plan.load[p.links] -= best_size
+            q = Piece(p.flow, p.job, p.src, p.dst, p.channel, next_qp[p.flow], best_size, a, b, nodes, links)
             next_qp[p.flow] += 1
             count[p.flow] += 1
             plan.pieces.append(q)
-            plan.load[links] += half
+            plan.load[links] += best_size
             for lid in links:
                 by_link[lid].append(q)
             return True
