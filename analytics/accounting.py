@@ -401,6 +401,7 @@ def account_job(
     step_ops: pl.DataFrame | None = None,
     checkpoint_interval_s: float = 0.0,
     computed_at: datetime | None = None,
+    comm_gpus: dict[str, int] | None = None,
 ) -> JobAccount:
     """The account of one job (see the module's docstring for every definition).
 
@@ -408,7 +409,8 @@ def account_job(
     when present, for its GPU count). ``faults``: the job's faults (fault_id, fault_class, component,
     first_seen, last_seen, resolved_at). ``restarts``: (ts, fault_id) of C4's restart commands that ran.
     ``step_ops``: the job's step trace rows (ts, step, op, end: the op's end as a timestamp), or None.
-    ``checkpoint_interval_s``: the job's checkpoint interval when known (0: unknown).
+    ``checkpoint_interval_s``: the job's checkpoint interval when known (0: unknown). ``comm_gpus``:
+    comm_id -> its GPUs, when the caller counted them (``colls`` may then hold the lowest ranks only).
     """
     acc = JobAccount(job)
     if colls.is_empty():
@@ -459,9 +461,11 @@ def account_job(
         if any(p.attributed for p in open_gap) or _covering(spans, _at(tail, period), now):
             pieces += open_gap
     pieces = _merge([_attribute(p, spans) for p in pieces], period)
-    gpus_of_run = [
-        _gpus(colls, set(segs.filter(pl.col("seg").is_in(r))["comm_id"].unique().to_list())) for r in runs
-    ]
+    comms_of_run = [set(segs.filter(pl.col("seg").is_in(r))["comm_id"].unique().to_list()) for r in runs]
+    if comm_gpus is not None:
+        gpus_of_run = [max((comm_gpus.get(c, 0) for c in comms), default=0) for comms in comms_of_run]
+    else:
+        gpus_of_run = [_gpus(colls, comms) for comms in comms_of_run]
     acc.rows = [_row(job, p, gpus_of_run[p.run], computed_at or now) for p in pieces]
     return acc
 
