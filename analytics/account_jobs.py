@@ -57,12 +57,20 @@ class JobAccounts:
     accounted: int = 0  # job accounts computed
     unchanged: int = 0  # job accounts skipped because nothing changed (or too soon)
 
+    @property
+    def records_skipped(self) -> int:
+        """Records (and jobs without a period) left out of accounts, over all passes."""
+        return sum(self.skipped_by_reason.values())
+
     def account(self, cur, now: datetime) -> list[dict[str, Any]]:
         """job_accounting rows of every job due for a new account at ``now``."""
+        if self.last and all((now - at).total_seconds() < self.interval_s for _, at in self.last.values()):
+            return []  # every job was accounted recently (a new job waits at most interval_s)
         start, end = now - timedelta(seconds=self.window_s), now + timedelta(seconds=self.max_skew_s)
         per_comm = cur.execute(
-            "SELECT job, comm_id, count(*) AS n, max(ts) AS newest, count(DISTINCT (node, rank)) AS gpus, "
-            "max(n_ranks) AS size FROM nccl_collectives WHERE ts >= ? AND ts <= ? GROUP BY job, comm_id",
+            "SELECT job, comm_id, count(*) AS n, max(ts) AS newest, count(DISTINCT rank) AS gpus, "
+            "max(n_ranks) AS size, min(rank) AS low FROM nccl_collectives WHERE ts >= ? AND ts <= ? "
+            "GROUP BY job, comm_id",
             [start, end],
         ).pl()
         if per_comm.is_empty():
@@ -92,21 +100,24 @@ class JobAccounts:
             pl.col("comm_id").replace_strict(comm_job, default=None).fill_null(pl.col("job")).alias("job")
         )
         faults = cur.execute(FAULTS_SQL, [start, end]).pl()
-        nodes_of = self._nodes_of_jobs(cur, list(due), start, end)
+        nameless = faults.height > 0 and bool((faults["job"].fill_null("") == "").any())
+        nodes_of = self._nodes_of_jobs(cur, start, end) if nameless else {}
         restarts = cur.execute(RESTARTS_SQL, [start, end]).pl()
         steps = self._step_ops(cur, list(due), start, end)
         rows: list[dict[str, Any]] = []
+        colls_of = colls.partition_by("job", as_dict=True)
+        steps_of = steps.partition_by("job", as_dict=True) if steps.height else {}
         for job, key in due.items():
             job_faults = _faults_of(faults, job, nodes_of.get(job, set()))
             ids = set(job_faults["fault_id"].to_list())
             cmds = [(t, f) for t, f, j in restarts.rows() if j == job or f in ids]
             acc = account_job(
                 job,
-                colls.filter(pl.col("job") == job),
+                colls_of.get((job,), colls.clear()),
                 now,
                 faults=job_faults,
                 restarts=cmds,
-                step_ops=steps.filter(pl.col("job") == job) if steps.height else None,
+                step_ops=steps_of.get((job,)),
                 checkpoint_interval_s=self.checkpoint_interval_s,
                 computed_at=now,
                 comm_gpus=gpus,
@@ -139,14 +150,14 @@ class JobAccounts:
     @staticmethod
     def _lowest_ranks(cur, todo: pl.DataFrame, start: datetime, end: datetime) -> pl.DataFrame:
         """The lowest rank's records of each (job label, communicator) in ``todo``."""
-        pairs = todo.select("job", "comm_id").unique()
+        pairs = todo.select("job", "comm_id", "low").unique()
         cur.register("c4_acct_pairs", pairs.to_arrow())
         try:
             return (
                 cur.execute(
                     "SELECT c.job, c.comm_id, c.ts, c.rank, c.coll_sn FROM nccl_collectives c "
-                    "SEMI JOIN c4_acct_pairs p ON c.job = p.job AND c.comm_id = p.comm_id "
-                    "WHERE c.ts >= ? AND c.ts <= ? QUALIFY c.rank = min(c.rank) OVER (PARTITION BY c.job, c.comm_id)",
+                    "SEMI JOIN c4_acct_pairs p ON c.job = p.job AND c.comm_id = p.comm_id AND c.rank = p.low "
+                    "WHERE c.ts >= ? AND c.ts <= ?",
                     [start, end],
                 )
                 .pl()
@@ -156,7 +167,7 @@ class JobAccounts:
             cur.unregister("c4_acct_pairs")
 
     @staticmethod
-    def _nodes_of_jobs(cur, jobs: list[str], start: datetime, end: datetime) -> dict[str, set[str]]:
+    def _nodes_of_jobs(cur, start: datetime, end: datetime) -> dict[str, set[str]]:
         """The nodes each job ran on in the window (from its collectives' agents; unlabelled rows excluded)."""
         rows = cur.execute(
             "SELECT DISTINCT job, node FROM nccl_collectives WHERE ts >= ? AND ts <= ? AND job <> ''",

@@ -236,7 +236,10 @@ def _iterations(
         if g <= 0:
             continue
         if g <= slow_at:
-            out.append(Piece(a, b, "productive", 0.0, run))
+            if out and out[-1].kind == "productive" and out[-1].end == a:
+                out[-1].end = b  # one piece for a stretch of normal iterations
+            else:
+                out.append(Piece(a, b, "productive", 0.0, run))
         elif g <= HANG_PERIODS * period:
             out.append(Piece(a, b, "slowed", g - period, run))
         else:  # the iteration's work, then the hang
@@ -353,12 +356,12 @@ def _attribute(p: Piece, spans: list[FaultSpan]) -> Piece:
 
 def _merge(pieces: list[Piece], period: float) -> list[Piece]:
     """Adjacent pieces of one cause merged; short productive stretches between two slowed pieces of one cause
-    absorbed into them."""
+    absorbed into them (``pieces`` are consumed: merged in place)."""
     key = lambda p: (p.kind, p.run, p.basis, p.fault.fault_id if p.fault else "")  # noqa: E731
     out: list[Piece] = []
     for p in pieces:
         if out and key(out[-1]) == key(p) and out[-1].end == p.start:
-            out[-1] = replace(out[-1], end=p.end, lost_s=out[-1].lost_s + p.lost_s)
+            out[-1].end, out[-1].lost_s = p.end, out[-1].lost_s + p.lost_s
         elif (
             len(out) >= 2
             and p.kind == "slowed"
@@ -369,7 +372,7 @@ def _merge(pieces: list[Piece], period: float) -> list[Piece]:
             and out[-1].end == p.start
         ):
             out.pop()
-            out[-1] = replace(out[-1], end=p.end, lost_s=out[-1].lost_s + p.lost_s)
+            out[-1].end, out[-1].lost_s = p.end, out[-1].lost_s + p.lost_s
         else:
             out.append(p)
     return out
