@@ -18,12 +18,12 @@ the intervals that tile its accounted range. Definitions:
   the end no fault covers is the job's end, not lost time (the account ends at its last progress);
 - restarting: from a run's last progress to the next run's first record; when C4's restart command ran
   in that gap, from the last progress to the command is hung and from the command on restarting;
-- redone: after a restart, the time the new run took to get back to where the old one was: with a step
-  trace in both runs, until the new run finished the last step the old run completed; else the old run's
-  productive time since its last ``checkpoint`` op, or since its last checkpoint at
-  ``checkpoint_interval_s`` from its start, taken from the new run's first productive time; with none of
-  these known, a zero-length ``redone`` row with basis ``unknown`` says so (the new run's time stays
-  productive: telemetry cannot tell redone work from new work);
+- redone: the work a killed run did after its last checkpoint, which the next run does again (where the
+  twin's truth counts it too: in the killed run): from the old run's start of the step the new run resumed
+  at, when both runs have a step trace; else from the end of the old run's last ``checkpoint`` op; else
+  from its last checkpoint at ``checkpoint_interval_s`` from its start; to its last progress (a slowed
+  iteration in there keeps its extra time slowed). With none of these known, a zero-length ``redone`` row
+  with basis ``unknown`` says so (that work stays productive: telemetry cannot tell it from new work);
 - attribution: a lost interval belongs to the faults whose [first_seen, resolution or last_seen + grace]
   overlaps it (the earliest onset wins); restarting after C4's restart command belongs to that command's
   fault, redone to the fault of its restart; with none, its category is ``unexplained`` (``kind`` keeps
@@ -271,50 +271,28 @@ def _silence(
     ]
 
 
-def _productive_between(pieces: list[Piece], a: datetime, b: datetime) -> float:
-    """Productive seconds of ``pieces`` inside [a, b] (a slowed piece's productive part pro rata)."""
-    total = 0.0
+def _redo_range(
+    pieces: list[Piece], a: datetime, b: datetime, basis: str, fault: FaultSpan | None
+) -> list[Piece]:
+    """``pieces`` with the work done in [a, b] turned into redone (a slowed piece keeps its extra time
+    slowed, pro rata; other kinds stay as they are)."""
+    out = []
     for p in pieces:
         lo, hi = max(p.start, a), min(p.end, b)
-        if hi > lo and p.wall_s > 0:
-            total += _seconds(lo, hi) * (p.wall_s - p.lost_s) / p.wall_s
-    return total
-
-
-def _carve(
-    pieces: list[Piece], start: datetime, until: datetime | None, amount_s: float | None, basis: str
-) -> list[Piece]:
-    """Turn the first productive time from ``start`` (up to ``until``, or ``amount_s`` of it) into redone."""
-    out, left = [], amount_s
-    for p in pieces:
-        done = (until is not None and p.start >= until) or (left is not None and left <= 0)
-        if p.start < start or done or p.kind not in ("productive", "slowed"):
+        if p.kind not in ("productive", "slowed") or hi <= lo:
             out.append(p)
             continue
-        if p.kind == "slowed":  # its extra time stays slowed; the rest is the work, redone
-            cut = _at(p.start, p.lost_s)
-            slow, work = replace(p, end=cut), replace(p, start=cut, kind="productive", lost_s=0.0)
-            out.append(slow)
-            p = work
-        stop = p.end if until is None else min(p.end, until)
-        if left is not None:
-            stop = min(stop, _at(p.start, left))
-        if stop <= p.start:
-            out.append(p)
-            continue
-        out.append(replace(p, end=stop, kind="redone", lost_s=_seconds(p.start, stop), basis=basis))
-        if left is not None:
-            left -= _seconds(p.start, stop)
-        if stop < p.end:
-            out.append(replace(p, start=stop))
+        frac = p.lost_s / p.wall_s if p.wall_s > 0 else 0.0
+        if p.start < lo:
+            out.append(replace(p, end=lo, lost_s=_seconds(p.start, lo) * frac))
+        slow_s = _seconds(lo, hi) * frac
+        if slow_s > 0:
+            out.append(replace(p, start=lo, end=_at(lo, slow_s), lost_s=slow_s))
+        mid = _at(lo, slow_s)
+        out.append(Piece(mid, hi, "redone", _seconds(mid, hi), p.run, basis, fault, attributed=True))
+        if hi < p.end:
+            out.append(replace(p, start=hi, lost_s=_seconds(hi, p.end) * frac))
     return out
-
-
-def _complete_steps(ops: pl.DataFrame) -> pl.DataFrame:
-    """Per step of a run: its end (latest op end) and whether it has as many ops as a typical step."""
-    per = ops.group_by("step").agg(pl.len().alias("n"), pl.col("end").max().alias("end"))
-    typical = per["n"].median() if per.height else 0
-    return per.with_columns((pl.col("n") >= typical).alias("whole")).sort("step")
 
 
 def _new_run_ts(ops: pl.DataFrame, old_last: datetime, new_first: datetime) -> datetime:
@@ -325,26 +303,30 @@ def _new_run_ts(ops: pl.DataFrame, old_last: datetime, new_first: datetime) -> d
     return back["ts"].min() if back.height else old_last + (new_first - old_last) / 2
 
 
-def _redone_bound(
-    step_ops: pl.DataFrame | None, old: tuple[datetime, datetime], new: tuple[datetime, datetime]
-) -> tuple[str, Any] | None:
-    """How the redone part of the new run is found: ('until', end of the new run's last step the old run
-    completed), ('after_checkpoint', the old run's last checkpoint op end), or None (the trace says nothing)."""
-    if step_ops is None or step_ops.is_empty():
-        return None
-    ops = step_ops.filter((pl.col("ts") >= old[0]) & (pl.col("ts") <= new[1])).sort("ts")
-    split = _new_run_ts(ops, old[1], new[0])
-    in_old, in_new = ops.filter(pl.col("ts") < split), ops.filter(pl.col("ts") >= split)
-    if in_old.height and in_new.height:
-        steps = _complete_steps(in_old.filter(pl.col("op") != "checkpoint"))
-        whole = steps.filter(pl.col("whole"))
-        if whole.height:
-            done = int(whole["step"].max())
-            again = _complete_steps(in_new.filter((pl.col("step") <= done) & (pl.col("op") != "checkpoint")))
-            return ("until", again["end"].max() if again.height else new[0])
-    ckpt = in_old.filter(pl.col("op") == "checkpoint")
-    if ckpt.height:
-        return ("after_checkpoint", ckpt["end"].max())
+def _lost_since(
+    step_ops: pl.DataFrame | None,
+    old: tuple[datetime, datetime],
+    new: tuple[datetime, datetime],
+    ckpt_s: float,
+) -> tuple[datetime, str] | None:
+    """From when the old run's work was lost at its end (done again by the next run), and what says so: the
+    step trace (the old run's start of the step the new run resumed at), the old run's last checkpoint op,
+    or the checkpoint interval from the old run's start; None when nothing does."""
+    if step_ops is not None and step_ops.height:
+        ops = step_ops.filter((pl.col("ts") >= old[0]) & (pl.col("ts") <= new[1])).sort("ts")
+        split = _new_run_ts(ops, old[1], new[0])
+        in_old, in_new = ops.filter(pl.col("ts") < split), ops.filter(pl.col("ts") >= split)
+        work = in_new.filter(pl.col("op") != "checkpoint")
+        if in_old.height and work.height:
+            resumed = int(work["step"].min())
+            again = in_old.filter(pl.col("step") >= resumed)
+            return (again["ts"].min() if again.height else old[1]), "step_ops"
+        ckpt = in_old.filter(pl.col("op") == "checkpoint")
+        if ckpt.height:
+            return min(ckpt["end"].max(), old[1]), "checkpoint_op"
+    if ckpt_s > 0:
+        elapsed = _seconds(old[0], old[1])
+        return _at(old[0], (elapsed // ckpt_s) * ckpt_s), "checkpoint_interval"
     return None
 
 
@@ -447,16 +429,15 @@ def account_job(
             for p in pieces[-2:]:
                 if p.kind == "restarting" and p.attributed:
                     restart_fault = p.fault
-            run_pieces = _redo(
-                run_pieces,
-                pieces,
-                (starts[k - 1], paces[k - 1][-1]),
-                (begin, pace[-1]),
-                step_ops,
-                checkpoint_interval_s,
-                restart_fault,
-                k,
+            lost = _lost_since(
+                step_ops, (starts[k - 1], paces[k - 1][-1]), (begin, pace[-1]), checkpoint_interval_s
             )
+            if lost is None:  # nothing says where the old run checkpointed: say so
+                pieces.append(
+                    Piece(begin, begin, "redone", 0.0, k - 1, "unknown", restart_fault, attributed=True)
+                )
+            else:
+                pieces = _redo_range(pieces, lost[0], paces[k - 1][-1], lost[1], restart_fault)
         pieces += run_pieces
     tail = paces[-1][-1]
     if _seconds(tail, now) > HANG_PERIODS * period:  # silent since: hung if a fault covers it, else ended
@@ -471,34 +452,6 @@ def account_job(
         gpus_of_run = [_gpus(colls, comms) for comms in comms_of_run]
     acc.rows = [_row(job, p, gpus_of_run[p.run], computed_at or now) for p in pieces]
     return acc
-
-
-def _redo(
-    run_pieces: list[Piece],
-    before: list[Piece],
-    old: tuple[datetime, datetime],
-    new: tuple[datetime, datetime],
-    step_ops: pl.DataFrame | None,
-    checkpoint_interval_s: float,
-    fault: FaultSpan | None,
-    run: int,
-) -> list[Piece]:
-    """The new run's pieces with its redone work carved out (or a zero-length 'unknown' row)."""
-    bound = _redone_bound(step_ops, old, new)
-    old_pieces = [p for p in before if p.run == run - 1]
-    if bound and bound[0] == "until":
-        carved = _carve(run_pieces, new[0], bound[1], None, "step_ops")
-    elif bound:
-        amount = _productive_between(old_pieces, bound[1], old[1])
-        carved = _carve(run_pieces, new[0], None, amount, "checkpoint_op")
-    elif checkpoint_interval_s > 0:
-        elapsed = _seconds(old[0], old[1])
-        last = _at(old[0], (elapsed // checkpoint_interval_s) * checkpoint_interval_s)
-        amount = _productive_between(old_pieces, last, old[1])
-        carved = _carve(run_pieces, new[0], None, amount, "checkpoint_interval")
-    else:
-        return [Piece(new[0], new[0], "redone", 0.0, run, "unknown", fault, attributed=True), *run_pieces]
-    return [replace(p, fault=fault, attributed=True) if p.kind == "redone" else p for p in carved]
 
 
 def _row(job: str, p: Piece, gpus: int, computed_at: datetime) -> dict[str, Any]:
