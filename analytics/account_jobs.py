@@ -53,6 +53,9 @@ class JobAccounts:
     checkpoint_interval_s: float = 0.0
     max_skew_s: float = 300.0
     last: dict[str, tuple[tuple, datetime]] = field(default_factory=dict)  # job -> (fingerprint, computed_at)
+    silent: set[str] = field(
+        default_factory=set
+    )  # jobs silent at their last account: re-accounted each interval
     skipped_by_reason: dict[str, int] = field(default_factory=dict)  # over all passes, reason -> count
     accounted: int = 0  # job accounts computed
     unchanged: int = 0  # job accounts skipped because nothing changed (or too soon)
@@ -67,6 +70,11 @@ class JobAccounts:
         if self.last and all((now - at).total_seconds() < self.interval_s for _, at in self.last.values()):
             return []  # every job was accounted recently (a new job waits at most interval_s)
         start, end = now - timedelta(seconds=self.window_s), now + timedelta(seconds=self.max_skew_s)
+        # a new or changed fault or restart command can explain any job's time anew
+        causes = cur.execute(
+            "SELECT (SELECT count(*) FROM faults), (SELECT max(ts) FROM faults), "
+            "(SELECT count(*) FROM actions WHERE sink = 'restart')"
+        ).fetchone()
         per_comm = cur.execute(
             "SELECT job, comm_id, count(*) AS n, max(ts) AS newest, count(DISTINCT rank) AS gpus, "
             "max(n_ranks) AS size, min(rank) AS low FROM nccl_collectives WHERE ts >= ? AND ts <= ? "
@@ -84,9 +92,10 @@ class JobAccounts:
         )
         due: dict[str, tuple] = {}
         for (job,), g in per_comm.sort("comm_id").group_by(["acct_job"], maintain_order=True):
-            key = tuple(g.select("comm_id", "n", "newest").rows())
+            key = (tuple(g.select("comm_id", "n", "newest").rows()), causes)
             prev = self.last.get(job)
-            if prev and (prev[0] == key or (now - prev[1]).total_seconds() < self.interval_s):
+            same = prev is not None and prev[0] == key and job not in self.silent
+            if prev and (same or (now - prev[1]).total_seconds() < self.interval_s):
                 self.unchanged += 1
                 continue
             due[job] = key
@@ -122,6 +131,25 @@ class JobAccounts:
                 computed_at=now,
                 comm_gpus=gpus,
             )
+            if acc.silent_since is not None:  # a hang, or the job's end: are its processes still on GPUs?
+                comms = colls_of.get((job,), colls.clear())["comm_id"].unique().to_list()
+                alive = self._alive_until(cur, comms, acc.silent_since - timedelta(seconds=60), end)
+                if alive is not None:
+                    acc = account_job(
+                        job,
+                        colls_of.get((job,), colls.clear()),
+                        now,
+                        faults=job_faults,
+                        restarts=cmds,
+                        step_ops=steps_of.get((job,)),
+                        checkpoint_interval_s=self.checkpoint_interval_s,
+                        computed_at=now,
+                        comm_gpus=gpus,
+                        alive_until=alive,
+                    )
+                self.silent.add(job)
+            else:
+                self.silent.discard(job)
             for reason, n in acc.skipped_by_reason.items():
                 self.skipped_by_reason[reason] = self.skipped_by_reason.get(reason, 0) + n
             if acc.outcome != "ok":
@@ -131,7 +159,21 @@ class JobAccounts:
             rows += acc.rows
         for job in set(self.last) - set(per_comm["acct_job"].to_list()):  # gone from the window
             del self.last[job]
+            self.silent.discard(job)
         return rows
+
+    @staticmethod
+    def _alive_until(cur, comms: list[str], since: datetime, end: datetime) -> datetime | None:
+        """The newest NVML sample showing a process of these communicators (their Inspector pids on their
+        nodes) on a GPU since ``since``, or None (no such sample: the processes are gone, or their pids are
+        in another namespace than NVML's)."""
+        (alive,) = cur.execute(
+            "SELECT max(g.ts) FROM gpu_processes g SEMI JOIN (SELECT DISTINCT node, pid FROM nccl_collectives "
+            "WHERE ts >= ? AND ts <= ? AND list_contains(?, comm_id) AND pid IS NOT NULL) p "
+            "ON g.node = p.node AND g.pid = p.pid WHERE g.ts >= ? AND g.ts <= ?",
+            [since, end, comms, since, end],
+        ).fetchone()
+        return alive
 
     @staticmethod
     def _comm_jobs(cur, per_comm: pl.DataFrame, start: datetime, end: datetime) -> dict[str, str]:

@@ -14,8 +14,11 @@ the intervals that tile its accounted range. Definitions:
   productive (the threshold grows with the healthy iterations' own spread, so jitter is not lost time);
 - slowed: an iteration longer than that, up to ``HANG_PERIODS`` periods: lost = its length - the period;
 - hung: an iteration longer than ``HANG_PERIODS`` periods that ends with progress (lost = length - period),
-  or a silence at the end of the range that a fault of the job covers (lost = all of it); a silence at
-  the end no fault covers is the job's end, not lost time (the account ends at its last progress);
+  or a silence at the end of the range, after one period of work, that a fault of the job covers, or
+  while the job's processes still hold their GPUs (basis ``gpu_processes``); a silence at the end with
+  neither is the job's end, not lost time (the account ends at its last progress);
+- a job slowed for most of the range with no fault covering it takes its period from its fastest
+  sustained stretch (``FAST_ITERATIONS`` iterations) when that is clearly faster than the median;
 - restarting: from a run's last progress to the next run's first record; when C4's restart command ran
   in that gap, from the last progress to the command is hung and from the command on restarting;
 - redone: the work a killed run did after its last checkpoint, which the next run does again (where the
@@ -50,6 +53,8 @@ HANG_PERIODS = 5.0
 MIN_SLOW_FRAC = 0.05
 #: ... and at most this many median absolute deviations of the healthy iterations above the period.
 SLOW_MADS = 4.0
+#: Iterations of the fastest sustained stretch that sets the period when most of the range ran slower.
+FAST_ITERATIONS = 8
 #: A fault explains lost time up to this long after it resolved or was last seen, in seconds.
 FAULT_GRACE_S = 30.0
 #: Productive stretches of at most this many periods between two lost intervals of the same cause are
@@ -99,6 +104,9 @@ class JobAccount:
     runs: int = 0
     skipped_by_reason: dict[str, int] = field(default_factory=dict)
     outcome: str = "ok"  # ok, no_records, no_period
+    silent_since: datetime | None = (
+        None  # the last progress, when the job has been silent since (a hang or its end)
+    )
 
 
 def _seconds(a: datetime, b: datetime) -> float:
@@ -223,6 +231,15 @@ def _period(paces: list[list[datetime]], spans: list[FaultSpan]) -> tuple[float,
         return None
     s = pl.Series(use)
     med = float(s.median())
+    # a job slowed for most of the range with no fault to say so: its fastest sustained stretch is the norm
+    fast = [
+        float(pl.Series(g).rolling_median(FAST_ITERATIONS).min())
+        for g in ([_seconds(a, b) for a, b in zip(p, p[1:], strict=False) if b > a] for p in paces)
+        if len(g) >= FAST_ITERATIONS
+    ]
+    if fast and min(fast) * (1 + 2 * MIN_SLOW_FRAC) < med:
+        s = pl.Series([g for g in gaps if g <= min(fast) * (1 + 2 * MIN_SLOW_FRAC)])
+        med = float(s.median())
     return med, float((s - med).abs().median())
 
 
@@ -293,6 +310,30 @@ def _redo_range(
         if hi < p.end:
             out.append(replace(p, start=hi, lost_s=_seconds(hi, p.end) * frac))
     return out
+
+
+def _open_end(
+    tail: datetime,
+    now: datetime,
+    run: int,
+    period: float,
+    commands: list[tuple[datetime, str]],
+    by_id: dict[str, FaultSpan],
+    spans: list[FaultSpan],
+    alive_until: datetime | None,
+) -> list[Piece]:
+    """A silence from the last progress to ``now``: hung (after one period of the iteration's work) while a
+    fault of the job covers it or C4's restart command ran in it; else hung, unexplained, up to when the
+    job's processes were last seen on their GPUs (``alive_until``); else the job ended at ``tail``."""
+    if any(tail < t < now for t, _ in commands):
+        return _silence(tail, now, run, commands, by_id, "hung")
+    work = Piece(tail, _at(tail, period), "productive", 0.0, run)
+    if _covering(spans, work.end, now):
+        return [work, *_silence(work.end, now, run, commands, by_id, "hung")]
+    if alive_until is not None and _seconds(tail, alive_until) > HANG_PERIODS * period:
+        end = min(alive_until, now)
+        return [work, Piece(work.end, end, "hung", _seconds(work.end, end), run, "gpu_processes")]
+    return []
 
 
 def _new_run_ts(ops: pl.DataFrame, old_last: datetime, new_first: datetime) -> datetime:
@@ -387,6 +428,7 @@ def account_job(
     checkpoint_interval_s: float = 0.0,
     computed_at: datetime | None = None,
     comm_gpus: dict[str, int] | None = None,
+    alive_until: datetime | None = None,
 ) -> JobAccount:
     """The account of one job (see the module's docstring for every definition).
 
@@ -396,6 +438,8 @@ def account_job(
     ``step_ops``: the job's step trace rows (ts, step, op, end: the op's end as a timestamp), or None.
     ``checkpoint_interval_s``: the job's checkpoint interval when known (0: unknown). ``comm_gpus``:
     comm_id -> its GPUs, when the caller counted them (``colls`` may then hold the lowest ranks only).
+    ``alive_until``: when the job's processes were last seen on their GPUs (NVML's compute processes), for
+    a silence at the end that no fault covers: hung while they were, else the job's end.
     """
     acc = JobAccount(job)
     if colls.is_empty():
@@ -440,10 +484,9 @@ def account_job(
                 pieces = _redo_range(pieces, lost[0], paces[k - 1][-1], lost[1], restart_fault)
         pieces += run_pieces
     tail = paces[-1][-1]
-    if _seconds(tail, now) > HANG_PERIODS * period:  # silent since: hung if a fault covers it, else ended
-        open_gap = _silence(tail, now, len(runs) - 1, commands, by_id, "hung")
-        if any(p.attributed for p in open_gap) or _covering(spans, _at(tail, period), now):
-            pieces += open_gap
+    if _seconds(tail, now) > HANG_PERIODS * period:
+        acc.silent_since = tail
+        pieces += _open_end(tail, now, len(runs) - 1, period, commands, by_id, spans, alive_until)
     pieces = _merge([_attribute(p, spans) for p in pieces], period)
     comms_of_run = [set(segs.filter(pl.col("seg").is_in(r))["comm_id"].unique().to_list()) for r in runs]
     if comm_gpus is not None:

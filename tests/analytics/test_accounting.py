@@ -213,8 +213,31 @@ def test_a_silence_at_the_end_is_hung_only_while_a_fault_covers_it():
     hung = account_job(
         "train", colls(pts), now=at(100), faults=faults(("comm_hang:x", "comm_hang", 35, 100, None))
     )
-    assert by(hung.rows)["hung"] == pytest.approx(71.0)
+    assert by(hung.rows)["hung"] == pytest.approx(70.0)  # after one period of the iteration's work
+    assert hung.silent_since == at(29)
     assert_tiles(hung.rows)
+    # no fault, but the job's processes still held their GPUs until 80 s: hung (unexplained) until then
+    alive = account_job("train", colls(pts), now=at(100), alive_until=at(80))
+    (h,) = [r for r in alive.rows if r["kind"] == "hung"]
+    assert (h["category"], h["basis"], h["lost_s"], h["end_ts"]) == (
+        "unexplained",
+        "gpu_processes",
+        50.0,
+        at(80),
+    )
+    assert_tiles(alive.rows)
+    gone = account_job("train", colls(pts), now=at(100), alive_until=at(31))  # processes gone soon after
+    assert sum(r["lost_s"] for r in gone.rows) == 0.0
+
+
+def test_a_job_slow_most_of_the_time_with_no_fault_keeps_its_fast_period():
+    pts = [(float(i), i) for i in range(20)]  # 1 s for 20 iterations
+    pts += [(19.0 + 1.8 * k, 19 + k) for k in range(1, 61)]  # then 60 of 1.8 s, nothing to say why
+    acc = account_job("train", colls(pts), now=at(127))
+    assert acc.period_s == pytest.approx(1.0)
+    assert by(acc.rows) == {"productive": 0.0, "unexplained": pytest.approx(48.0)}
+    assert {r["kind"] for r in acc.rows if r["lost_s"]} == {"slowed"}
+    assert_tiles(acc.rows)
 
 
 def test_bad_data_gives_a_clear_outcome():

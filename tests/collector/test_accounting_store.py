@@ -181,3 +181,31 @@ def test_the_twins_job_restart_is_a_second_run_and_its_pause_is_lost(tmp_path):
     assert got[0]["ts"] >= datetime.fromtimestamp(EPOCH_S).replace(tzinfo=None) - timedelta(days=1)
     cur.close()
     store.close()
+
+
+def test_a_silent_job_is_hung_while_its_processes_hold_their_gpus_and_a_new_fault_reaccounts_it(tmp_path):
+    s = Store(tmp_path / "c4.duckdb", Catalogue.from_dir())
+    put(s, "nccl_collectives", coll_rows("llm", "c", [(1.0 + i, i) for i in range(30)], nodes=1))
+    procs = [  # NVML's compute processes: the job's pids on its node, sampled every 10 s until 90 s
+        {"ts": at(t), "node": "llm-n0", "gpu_index": r, "pid": 100 + r}
+        for t in range(0, 91, 10)
+        for r in range(8)
+    ]
+    put(s, "gpu_processes", procs)
+    accounts = JobAccounts(window_s=3600, interval_s=0)
+    cur = s.cursor()
+    rows = accounts.account(cur, now=at(120))
+    (hung,) = [r for r in rows if r["kind"] == "hung"]
+    assert (hung["category"], hung["basis"], hung["ts"], hung["end_ts"]) == (
+        "unexplained",
+        "gpu_processes",
+        at(31),
+        at(90),
+    )
+    # silent jobs are accounted again each interval; a hang fault found later now explains it, up to now
+    put(s, "faults", [fault_row("rank_hang:llm-n0/gpu1", "llm-n0", 35.0, 130.0, job="llm")])
+    again = accounts.account(cur, now=at(130))
+    (hung,) = [r for r in again if r["kind"] == "hung"]
+    assert (hung["category"], hung["fault_id"], hung["end_ts"]) == ("hung", "rank_hang:llm-n0/gpu1", at(130))
+    cur.close()
+    s.close()
