@@ -132,19 +132,24 @@ class RecoveryWatch:
             "WHERE f.detected >= ?",
             [now - timedelta(seconds=self.watch_s)],
         ).fetchall()
-        rows = []
+        todo: dict[str, list] = {}  # job -> its faults still to watch
         for fault_id, node, onset, resolved, job in faults:
-            if not job or (fault_id, "recovered") in self.seen:
-                continue
+            if job and (fault_id, "recovered") not in self.seen:
+                todo.setdefault(job, []).append((fault_id, node, onset, resolved))
+        rows = []
+        for job, watched in todo.items():  # one read per job, however many of its faults are watched
+            since = min(onset for _, _, onset, _ in watched) - timedelta(seconds=lookback_s)
             colls = (
                 cur.execute(
                     "SELECT ts, comm_id, rank, coll_sn FROM nccl_collectives WHERE job = ? AND ts >= ? AND ts <= ?",
-                    [job, onset - timedelta(seconds=lookback_s), now + timedelta(seconds=max_skew_s)],
+                    [job, since, now + timedelta(seconds=max_skew_s)],
                 )
                 .pl()
                 .cast(_COLLS)
             )
-            rows += self._stages(fault_id, node, job, onset, resolved, colls)
+            for fault_id, node, onset, resolved in watched:
+                mine = colls.filter(pl.col("ts") >= onset - timedelta(seconds=lookback_s))
+                rows += self._stages(fault_id, node, job, onset, resolved, mine)
         return rows
 
     def _stages(self, fault_id, node, job, onset, resolved, colls: pl.DataFrame) -> list[dict]:

@@ -2,7 +2,9 @@
 
 Both steps record one ``actions`` row per fault: ran, failed (with the output's excerpt), dry_run or held.
 "Once" is decided by the store: the fault ids that already have a ran/failed/dry_run row of the step are
-loaded at start (``done``), so a collector restart never runs a step twice; a held step stays pending.
+loaded at start (``done``), so a collector restart never runs a step twice; a held step stays pending
+(``held``, also loaded at start) and runs once its hold lifts: at the next detection of the fault, or at
+once when an operator releases the hold (``pending``).
 """
 
 from __future__ import annotations
@@ -10,10 +12,11 @@ from __future__ import annotations
 import logging
 import shlex
 import subprocess
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 log = logging.getLogger("c4.analytics.remediation")
 
@@ -56,9 +59,18 @@ def run_command(argv: list[str], timeout_s: float) -> tuple[str, str]:
     return "failed", f"exit {proc.returncode}: {output}"[:DETAIL_MAX_CHARS]
 
 
+class HoldPolicy(Protocol):
+    """What a remediation step asks before it runs: why ``job`` is held ('' when it is not)."""
+
+    def reason(self, job: str) -> str:
+        """Why remediation is held for ``job``, or ''."""
+        ...
+
+
 @dataclass
 class Hold:
-    """Operators' hold on remediation: cluster-wide, or for some jobs."""
+    """The collector config's hold on remediation: cluster-wide, or for some jobs (see holds.HoldBook for
+    operators' holds at run time)."""
 
     cluster: bool = False
     jobs: frozenset[str] = frozenset()
@@ -80,19 +92,32 @@ class RemediationStep:
     template: str
     applies_to: tuple[str, ...]
     dry_run: bool = True
-    hold: Hold = field(default_factory=Hold)
+    hold: HoldPolicy = field(default_factory=Hold)  # the config's Hold, or holds.HoldBook
     timeout_s: float = 60.0
     needs_job: bool = False
     job_of: Callable[[dict[str, Any]], str] = lambda fault: fault.get("job") or ""
     done: set[str] = field(default_factory=set)
-    held: set[str] = field(default_factory=set)  # held faults already recorded as such by this process
+    held: set[str] = field(default_factory=set)  # held faults already recorded as such
+    # one caller at a time: a diagnosis pass and an operator's release may both offer a fault
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
-    def load(self, taken_fault_ids: Iterable[str]) -> None:
-        """Faults this step was already taken for (from the store's actions rows): never again."""
+    def load(self, taken_fault_ids: Iterable[str], held_fault_ids: Iterable[str] = ()) -> None:
+        """Faults this step was already taken for (never again) and held for (recorded once), from the
+        store's actions rows."""
         self.done.update(taken_fault_ids)
+        self.held.update(held_fault_ids)
+
+    def pending(self) -> set[str]:
+        """Faults this step was held for and has not taken yet."""
+        with self.lock:
+            return self.held - self.done
 
     def apply(self, faults: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Take the step for each newly open fault it applies to; returns the actions rows."""
+        with self.lock:
+            return self._apply(faults)
+
+    def _apply(self, faults: list[dict[str, Any]]) -> list[dict[str, Any]]:
         rows = []
         for fault in faults:
             if fault["state"] != "open" or fault["action"] not in self.applies_to:
@@ -148,3 +173,8 @@ def taken_sql(sink: str) -> str:
     """The fault ids a step (``sink``) was already taken for, from the actions table."""
     outcomes = ", ".join(f"'{o}'" for o in TAKEN_OUTCOMES)
     return f"SELECT DISTINCT fault_id FROM actions WHERE sink = '{sink}' AND outcome IN ({outcomes})"
+
+
+def held_sql(sink: str) -> str:
+    """The fault ids a step (``sink``) was held for, from the actions table."""
+    return f"SELECT DISTINCT fault_id FROM actions WHERE sink = '{sink}' AND outcome = 'held'"

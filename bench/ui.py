@@ -81,6 +81,24 @@ def faults(run: Run) -> None:
         run(row["evidence_sql"])
 
 
+def goodput(run: Run) -> None:
+    """Goodput page for all jobs (ETTR, lost GPU-hours by cause, worst faults, recovery distribution)."""
+    from c4.ui.queries import goodput as q
+
+    if not run(q.jobs()):
+        return
+    for sql in (
+        q.totals(WINDOW_S),
+        q.ettr_series(WINDOW_S),
+        q.lost_by_category(WINDOW_S),
+        q.lost_by_cause(WINDOW_S),
+        q.worst_faults(WINDOW_S),
+        q.recovery_counts(WINDOW_S),
+        q.recovery_times(WINDOW_S),
+    ):
+        run(sql)
+
+
 def bandwidth(run: Run) -> None:
     """Bandwidth page (the worst port's series included)."""
     from c4.ui.queries import bandwidth as q
@@ -134,6 +152,7 @@ def sql_console(run: Run) -> None:
 PAGES: dict[str, Callable[[Run], None]] = {
     "overview": overview,
     "faults": faults,
+    "goodput": goodput,
     "bandwidth": bandwidth,
     "collectives": collectives,
     "traffic": traffic,
@@ -196,7 +215,7 @@ def ensure_store(workdir: Path, nodes: int, minutes: float) -> tuple[Path, dict,
 
     db = workdir / "c4.duckdb"
     marker = workdir / "store.json"
-    want = {"nodes": nodes, "minutes": minutes, "version": 1}
+    want = {"nodes": nodes, "minutes": minutes, "version": 2}  # 2: with job_accounting
     if db.exists() and marker.exists():
         meta = json.loads(marker.read_text())
         if meta.get("size") == want:

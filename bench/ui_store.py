@@ -1,4 +1,5 @@
-"""A synthetic store for `c4 bench ui`: N nodes x 8 GPUs x 8 NIC ports at 1 Hz for M minutes, plus faults and a plan.
+"""A synthetic store for `c4 bench ui`: N nodes x 8 GPUs x 8 NIC ports at 1 Hz for M minutes, plus faults, the
+job's goodput accounts and a plan.
 
 Rows go straight into a DuckDB file through the collector's own Store (bulk Arrow appends); a real
 collector then serves the file and the benchmark times the pages' queries through the Query RPC.
@@ -24,6 +25,11 @@ PORTS = 8
 CHUNK_S = 60
 #: The faulty components the synthetic store carries (a slow port and an Xid), like a real incident.
 SLOW_NODE, SLOW_DEVICE, XID_NODE, XID_GPU = 17, 3, 42, 5
+#: Seconds between the diagnosis passes whose job accounts the store holds (each pass writes the whole account
+#: again, so job_accounting grows with passes x intervals and job_accounting_current has to pick the newest).
+ACCOUNT_PASS_S = 10
+#: Length of one accounted interval (the account splits the job's time minute by minute).
+ACCOUNT_INTERVAL_S = 60
 
 
 def _table(name: str, n: int, cols: dict[str, object]) -> pa.Table:
@@ -82,6 +88,9 @@ class Builder:
             for name, table in self._faults_and_actions().items():
                 store.commit([PendingBatch("", 0, load()[name], table)])
                 rows[name] = table.num_rows
+            table = self._accounting()
+            store.commit([PendingBatch("", 0, load()["job_accounting"], table)])
+            rows["job_accounting"] = table.num_rows
             for name, table in self._plan().items():
                 store.commit([PendingBatch("", 0, load()[name], table)])
                 rows[name] = table.num_rows
@@ -277,6 +286,52 @@ class Builder:
             "faults": pa.Table.from_pylist(rows, schema=load()["faults"].arrow_schema),
             "actions": pa.Table.from_pylist(actions, schema=load()["actions"].arrow_schema),
         }
+
+    def _category(self, minute: int) -> tuple[str, float, str]:
+        """What one minute of the job was: (category, lost fraction, fault_id). At the faults' onset (half way)
+        the Xid hangs the job a minute, the restart takes one and two minutes are redone; the slow port then
+        slows it by a quarter; every 15th minute before is lost to what no fault explains."""
+        port = f"nic_rate:host{SLOW_NODE}/mlx5_{SLOW_DEVICE}p1"
+        xid = f"xid48:host{XID_NODE}/gpu{XID_GPU}"
+        k = minute - self.seconds // 2 // ACCOUNT_INTERVAL_S
+        if k < 0:
+            return ("unexplained", 1.0, "") if minute % 15 == 14 else ("productive", 0.0, "")
+        return {
+            0: ("hung", 1.0, xid),
+            1: ("restarting", 1.0, xid),
+            2: ("redone", 1.0, xid),
+            3: ("redone", 1.0, xid),
+        }.get(k, ("slowed", 0.25, port))
+
+    def _accounting(self) -> pa.Table:
+        """job_accounting as the collector's passes write it: every ACCOUNT_PASS_S the job's whole account so far."""
+        gpus = self.nodes * GPUS
+        restart_s = self.seconds // 2 // ACCOUNT_INTERVAL_S * ACCOUNT_INTERVAL_S + 2 * ACCOUNT_INTERVAL_S
+        rows = []
+        for p in range(ACCOUNT_PASS_S, self.seconds + 1, ACCOUNT_PASS_S):
+            for a in range(0, p, ACCOUNT_INTERVAL_S):
+                b = min(a + ACCOUNT_INTERVAL_S, p)
+                category, frac, fid = self._category(a // ACCOUNT_INTERVAL_S)
+                lost = (b - a) * frac
+                rows.append(
+                    {
+                        "ts": self.start + timedelta(seconds=a),
+                        "node": "",
+                        "job": "train",
+                        "end_ts": self.start + timedelta(seconds=b),
+                        "category": category,
+                        "wall_s": float(b - a),
+                        "lost_s": lost,
+                        "gpus": gpus,
+                        "gpu_hours_lost": lost * gpus / 3600,
+                        "fault_id": fid,
+                        "fault_class": "hardware" if fid else "",
+                        "component": fid.partition(":")[2],
+                        "run": int(a >= restart_s),
+                        "computed_at": self.start + timedelta(seconds=p),
+                    }
+                )
+        return pa.Table.from_pylist(rows, schema=load()["job_accounting"].arrow_schema)
 
     def _plan(self) -> dict[str, pa.Table]:
         """A C4P plan of the cluster's ring all-reduce with its link loads."""

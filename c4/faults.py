@@ -1,6 +1,9 @@
-"""Client side of fault administration: list current faults, acknowledge or resolve one (UpdateFault RPC)."""
+"""Client side of fault administration: list current faults, acknowledge or resolve one (UpdateFault RPC),
+hold or release remediation and list the holds (SetHold, ListHolds)."""
 
 from __future__ import annotations
+
+from datetime import UTC, datetime
 
 import grpc
 import pyarrow as pa
@@ -20,18 +23,9 @@ def update_fault(
     address_or_channel: str | grpc.Channel, fault_id: str, state: str, note: str = "", by: str = ""
 ) -> tuple[str, str]:
     """Acknowledge or resolve a fault on a collector; returns (previous state, new state)."""
-    own = isinstance(address_or_channel, str)
-    channel = open_channel(address_or_channel) if own else address_or_channel
-    try:
-        reply = pb_grpc.TelemetryStub(channel).UpdateFault(
-            pb.FaultUpdate(fault_id=fault_id, state=state, by=by, note=note), timeout=30
-        )
-        return reply.previous_state, reply.state
-    except grpc.RpcError as exc:
-        raise query_error(exc) from None
-    finally:
-        if own:
-            channel.close()
+    update = pb.FaultUpdate(fault_id=fault_id, state=state, by=by, note=note)
+    reply = _call(address_or_channel, lambda stub: stub.UpdateFault(update, timeout=30))
+    return reply.previous_state, reply.state
 
 
 def current_faults(address_or_channel: str | grpc.Channel, include_resolved: bool = False) -> pa.Table:
@@ -41,3 +35,52 @@ def current_faults(address_or_channel: str | grpc.Channel, include_resolved: boo
         sql = f"SELECT * FROM ({sql}) WHERE state <> 'resolved'"
     table, _ = query_arrow(address_or_channel, sql)
     return table
+
+
+def set_hold(
+    address_or_channel: str | grpc.Channel,
+    job: str = "",
+    hold: bool = True,
+    note: str = "",
+    by: str = "",
+) -> pb.HoldReply:
+    """Hold (or release) remediation for ``job``, or cluster-wide when ``job`` is ''; the collector's reply."""
+    request = pb.HoldRequest(scope="job" if job else "cluster", job=job, hold=hold, by=by, note=note)
+    return _call(address_or_channel, lambda stub: stub.SetHold(request, timeout=30))
+
+
+def list_holds(address_or_channel: str | grpc.Channel) -> pb.HoldReply:
+    """Every hold on remediation in force (operators' and the collector config's)."""
+    return _call(address_or_channel, lambda stub: stub.ListHolds(pb.HoldsRequest(), timeout=30))
+
+
+def _call(address_or_channel: str | grpc.Channel, fn):
+    """``fn(stub)`` on a channel (opened and closed here for an address); QueryError when refused."""
+    own = isinstance(address_or_channel, str)
+    channel = open_channel(address_or_channel) if own else address_or_channel
+    try:
+        return fn(pb_grpc.TelemetryStub(channel))
+    except grpc.RpcError as exc:
+        raise query_error(exc) from None
+    finally:
+        if own:
+            channel.close()
+
+
+def hold_rows(reply: pb.HoldReply) -> list[dict]:
+    """The holds of a reply as rows: scope, job, source, by, note, since (UTC ISO time, '' for config)."""
+    return [
+        {
+            "scope": h.scope,
+            "job": h.job,
+            "source": h.source,
+            "by": h.by,
+            "note": h.note,
+            "since": (
+                datetime.fromtimestamp(h.since_unix_s, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+                if h.since_unix_s
+                else ""
+            ),
+        }
+        for h in reply.holds
+    ]

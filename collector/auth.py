@@ -6,7 +6,8 @@ Tokens file, one token a line (``#`` starts a comment)::
     <token>  agent   gpu-node-017   # Hello/Push as agent gpu-node-017 of node gpu-node-017 only
     <token>  agent   *              # as any agent and node (one token for a whole DaemonSet)
     <token>  reader  grafana        # may Query and read Stats
-    <token>  reader,operator  ops   # may also acknowledge/resolve faults (UpdateFault)
+    <token>  reader,operator  ops   # may also acknowledge/resolve faults (UpdateFault) and hold
+                                    # or release remediation (SetHold)
     <token>  planner c4-plan        # may push C4P plans (c4 plan --collector)
 
 Without a tokens file but with mutual TLS, the client certificate's subject Common Name is the
@@ -44,6 +45,8 @@ RPC_ROLES = {
     "Query": frozenset({"reader"}),
     "Stats": frozenset({"reader"}),
     "UpdateFault": frozenset({"operator"}),
+    "SetHold": frozenset({"operator"}),
+    "ListHolds": frozenset({"reader", "operator"}),
 }
 MIN_TOKEN_CHARS = 16
 #: Metadata an ingest process adds to a call it relays over the private socket: the client

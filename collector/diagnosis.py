@@ -9,6 +9,7 @@ the configured alert sinks and isolation hook.
 from __future__ import annotations
 
 import asyncio
+import logging
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
@@ -16,13 +17,16 @@ from typing import Any
 from c4.analytics.account_jobs import JobAccounts
 from c4.analytics.actions import AlertmanagerSink, Notifier, SlackSink, WebhookSink
 from c4.analytics.fabric import capacities_from_topology
+from c4.analytics.holds import HoldBook
 from c4.analytics.lifecycle import FaultBook
 from c4.analytics.recovery import RecoveryWatch
 from c4.analytics.remediation import (
     ACTIONS_THAT_DRAIN,
     ACTIONS_THAT_RESTART,
     Hold,
+    HoldPolicy,
     RemediationStep,
+    held_sql,
     taken_sql,
 )
 from c4.analytics.runner import DiagnosisRunner
@@ -30,6 +34,8 @@ from c4.collector.ingest import Metrics
 from c4.collector.store import PendingBatch, Store
 from c4.collector.writer import Writer
 from c4.config import CollectorConfig
+
+log = logging.getLogger("c4.collector.diagnosis")
 
 #: The longest operator note kept in the actions table, in characters.
 NOTE_MAX_CHARS = 500
@@ -49,9 +55,14 @@ def alert_actions(cfg: CollectorConfig) -> Notifier | None:
     return Notifier(sinks) if sinks else None
 
 
-def remediation_steps(cfg: CollectorConfig, job_of) -> list[RemediationStep]:
+def config_hold(cfg: CollectorConfig) -> Hold:
+    """The config's hold on remediation (remediation_hold, remediation_hold_jobs)."""
+    return Hold(cfg.remediation_hold, frozenset(cfg.remediation_hold_jobs))
+
+
+def remediation_steps(cfg: CollectorConfig, job_of, hold: HoldPolicy | None = None) -> list[RemediationStep]:
     """Isolation then job restart, as configured (in that order; an unconfigured step is absent)."""
-    hold = Hold(cfg.remediation_hold, frozenset(cfg.remediation_hold_jobs))
+    hold = hold or config_hold(cfg)
     steps = []
     if cfg.isolation_command:
         steps.append(
@@ -119,6 +130,8 @@ class Diagnosis:
         self.runner: DiagnosisRunner | None = None  # set by start(): scheduled diagnosis is on
         self.notifier: Notifier | None = None
         self.remediation: list[RemediationStep] = []
+        #: the config's holds and operators' (loaded from the store by the collector, set by SetHold)
+        self.holds = HoldBook(config_hold(cfg))
         self.recovery = RecoveryWatch()
         self.accounts = JobAccounts(
             cfg.accounting_window_s,
@@ -126,6 +139,7 @@ class Diagnosis:
             cfg.checkpoint_interval_s,
             cfg.max_clock_skew_s,
         )
+        self._resuming: set[asyncio.Task] = set()  # held steps running after a release
 
     def start(self) -> None:
         """Build the runner (with the fabric's link rates), the alert sinks and the isolation hook,
@@ -136,12 +150,15 @@ class Diagnosis:
         if self.cfg.fabric_topology:
             self.runner.capacity_gbps = capacities_from_topology(self.cfg.fabric_topology)
         self.notifier = alert_actions(self.cfg)
-        self.remediation = remediation_steps(self.cfg, self._job_of)
+        self.remediation = remediation_steps(self.cfg, self._job_of, self.holds)
         cur = self.store.cursor()
         try:
             self.runner.resume(cur)
             for step in self.remediation:  # never twice for one fault: the stored outcomes decide
-                step.load(r[0] for r in cur.execute(taken_sql(step.sink)).fetchall())
+                step.load(
+                    [r[0] for r in cur.execute(taken_sql(step.sink)).fetchall()],
+                    [r[0] for r in cur.execute(held_sql(step.sink)).fetchall()],
+                )
             self.recovery.load(cur)
         finally:
             cur.close()
@@ -223,6 +240,58 @@ class Diagnosis:
         actions = await loop.run_in_executor(self.pool, act)
         if actions:
             await self.writer.submit_async(PendingBatch.internal(self.store.catalogue["actions"], actions))
+
+    async def resume_held(self) -> int:
+        """After a hold was released: take, in the background, the held steps of open faults no hold
+        covers any more; returns how many steps will run (each step still runs at most once per fault)."""
+        if self.runner is None or not self.remediation:
+            return 0
+        loop = asyncio.get_running_loop()
+        faults, steps = await loop.run_in_executor(self.pool, self._released_faults)
+        if faults:
+            task = asyncio.create_task(self._take_released(faults))
+            self._resuming.add(task)
+            task.add_done_callback(self._resuming.discard)
+        return steps
+
+    def _released_faults(self) -> tuple[list[dict], int]:
+        """The open faults with a held step that may run now, and how many steps that is (blocking)."""
+        assert self.runner is not None
+        with self.runner.lock:
+            open_faults = {f: r for f, r in self.runner.book.open.items() if r.get("state") == "open"}
+        chosen: dict[str, dict] = {}
+        steps = 0
+        for step in self.remediation:
+            for fault_id in sorted(step.pending()):
+                fault = open_faults.get(fault_id)
+                if fault is None or fault["action"] not in step.applies_to:
+                    continue
+                if self.holds.reason(self._job_of(fault)):
+                    continue  # still held (another hold covers its job)
+                chosen[fault_id] = fault
+                steps += 1
+        return list(chosen.values()), steps
+
+    async def _take_released(self, faults: list[dict]) -> None:
+        """Isolation then restart for faults whose hold was released; their actions rows stored."""
+        loop = asyncio.get_running_loop()
+
+        def act():
+            rows = []
+            for step in self.remediation:
+                rows += step.apply(faults)
+            return rows
+
+        try:
+            actions = await loop.run_in_executor(self.pool, act)
+            if actions:
+                stored = await self.writer.submit_async(
+                    PendingBatch.internal(self.store.catalogue["actions"], actions)
+                )
+                if stored.error:
+                    log.error("could not store %d remediation actions rows: %s", len(actions), stored.error)
+        except Exception:
+            log.exception("remediation after a released hold failed")
 
     async def update_fault(self, fault_id: str, state: str, by: str, note: str) -> tuple[str, dict]:
         """Apply an operator's acknowledge/resolve; returns (previous state, the new faults row)."""

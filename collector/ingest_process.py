@@ -6,7 +6,7 @@ do the per-message work that bounded a single Python process (gRPC, Arrow decodi
 tokens), group the valid batches of many agents per table, and send each group to the store
 process over a private unix socket (the ``Ingest`` service). An agent's batch is acknowledged only
 after the store process has committed it, exactly as in one process. Every other RPC (Hello,
-Query, Stats, UpdateFault) is relayed to the store process with the caller's metadata, so tokens
+Query, Stats, UpdateFault, SetHold, ListHolds) is relayed to the store process with the caller's metadata, so tokens
 are checked and counted there as before.
 
 Started by ``c4.collector.ingest_processes`` as ``python -m c4.collector.ingest_process``, with a JSON start
@@ -207,7 +207,8 @@ def _relayed(context: grpc.aio.ServicerContext) -> list[tuple[str, str | bytes]]
 
 
 class IngestProcessService(IngestService):
-    """Push and PushBundle here; Hello, Query, Stats and UpdateFault relayed to the store process."""
+    """Push and PushBundle here; Hello, Query, Stats, UpdateFault, SetHold and ListHolds relayed to the
+    store process."""
 
     keep_ipc_parts = True  # groups carry the agents' record batches as they came, not re-encoded
 
@@ -249,6 +250,14 @@ class IngestProcessService(IngestService):
     async def UpdateFault(self, request: pb.FaultUpdate, context: grpc.aio.ServicerContext):
         """Relayed to the store process."""
         return await self._unary("UpdateFault", request, context)
+
+    async def SetHold(self, request: pb.HoldRequest, context: grpc.aio.ServicerContext):
+        """Relayed to the store process."""
+        return await self._unary("SetHold", request, context)
+
+    async def ListHolds(self, request: pb.HoldsRequest, context: grpc.aio.ServicerContext):
+        """Relayed to the store process."""
+        return await self._unary("ListHolds", request, context)
 
     async def Query(self, request: pb.QueryRequest, context: grpc.aio.ServicerContext):
         """Relayed to the store process, chunk by chunk."""

@@ -29,7 +29,9 @@ from c4.collector.auth import (
 )
 from c4.collector.diagnosis import Diagnosis
 from c4.collector.exporter import MetricsServer
+from c4.collector.fabric import FabricDiscovery
 from c4.collector.grouping import GroupError, decode_group, reply_for
+from c4.collector.holds import HoldKeeper, hold_request_problem
 from c4.collector.ingest import IngestService, Metrics, agent_server, bind, set_serving
 from c4.collector.ingest_processes import IngestProcesses
 from c4.collector.lake import LakeStore
@@ -57,7 +59,8 @@ class StartupError(RuntimeError):
 
 
 class TelemetryService(IngestService):
-    """Implements the wire contract over one Store: Hello, Query, Stats, UpdateFault beside ingest."""
+    """Implements the wire contract over one Store: Hello, Query, Stats, UpdateFault, SetHold and
+    ListHolds beside ingest."""
 
     def __init__(
         self,
@@ -78,6 +81,8 @@ class TelemetryService(IngestService):
         self.fault_updater = (
             None  # set by the Collector: async (fault_id, state, by, note) -> (previous, row)
         )
+        self.holds: HoldKeeper | None = None  # set by the Collector: operators' holds on remediation
+        self.resume_held = None  # set by the Collector: async () -> held steps that run after a release
 
     async def Hello(self, request: pb.HelloRequest, context: grpc.aio.ServicerContext) -> pb.HelloReply:
         """Record the node inventory and tell the agent where its committed sequence stands."""
@@ -181,6 +186,42 @@ class TelemetryService(IngestService):
         )
         return pb.FaultUpdateReply(fault_id=request.fault_id, previous_state=prev, state=row["state"])
 
+    async def SetHold(self, request: pb.HoldRequest, context: grpc.aio.ServicerContext) -> pb.HoldReply:
+        """An operator holds or releases remediation, cluster-wide or for one job: stored, then in force."""
+        ident = await self._identify("SetHold", context)
+        self.metrics.inc("hold_requests")
+        problem = hold_request_problem(request)  # before anything logs the request's strings
+        if problem:
+            self.metrics.inc("hold_requests_refused")
+            log.warning("SetHold refused reason=%s", problem)
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"SetHold: {problem}")
+        if self.holds is None:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "collector is not ready")
+        try:
+            change = await self.holds.change(request, ident.name if ident else "")
+        except RuntimeError as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"SetHold: {exc}")
+        resumed = 0
+        if change.changed and not request.hold and self.resume_held is not None:
+            resumed = await self.resume_held()
+        log.info(
+            "remediation hold scope=%s job=%s hold=%s changed=%s by=%s resumed_steps=%d",
+            request.scope,
+            request.job or "-",
+            request.hold,
+            change.changed,
+            request.by or "-",
+            resumed,
+        )
+        return self.holds.reply(change, resumed)
+
+    async def ListHolds(self, request: pb.HoldsRequest, context: grpc.aio.ServicerContext) -> pb.HoldReply:
+        """Every hold on remediation in force: operators' and the config's."""
+        await self._identify("ListHolds", context)
+        if self.holds is None:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "collector is not ready")
+        return self.holds.reply()
+
 
 class StoreIngestService(pb_grpc.IngestServicer):
     """The store process's side of the private socket: commits ingest processes' groups."""
@@ -259,6 +300,11 @@ class Collector:
         self.tasks: dict[str, TaskHealth] = {}  # periodic task name -> its health (/metrics, collector_tasks)
         self.diagnosis = Diagnosis(cfg, self.store, self.writer, self.metrics, self.service.query_pool)
         self.service.fault_updater = self.diagnosis.update_fault
+        self.holds = HoldKeeper(self.diagnosis.holds, self.store, self.writer, self.service.node)
+        self.service.resume_held = self.diagnosis.resume_held
+        self.fabric = FabricDiscovery(
+            self.store, self.writer, self.service.query_pool, cfg.fabric_fresh_s, cfg.fabric_topology
+        )
 
     async def start(self) -> int:
         """Bind and start serving; returns the bound port."""
@@ -298,6 +344,11 @@ class Collector:
                 raise StartupError(
                     f"cannot serve /metrics on {self.cfg.metrics_listen}: {_reason(exc)}"
                 ) from exc
+        try:  # operators' holds before anything remediates; SetHold answers only once they are in
+            self.holds.load()
+        except duckdb.Error as exc:
+            raise StartupError(f"cannot read the remediation holds from the store: {_reason(exc)}") from exc
+        self.service.holds = self.holds
         await set_serving(health_servicer)
         self._tasks = [
             asyncio.create_task(self._every(self.cfg.retention_interval_s, self.retain, "retention")),
@@ -310,6 +361,12 @@ class Collector:
             self._tasks.append(
                 asyncio.create_task(
                     self._every(self.cfg.diagnose_interval_s, self.diagnosis.diagnose, "diagnosis")
+                )
+            )
+        if self.cfg.fabric_discovery_interval_s > 0:
+            self._tasks.append(
+                asyncio.create_task(
+                    self._every(self.cfg.fabric_discovery_interval_s, self.fabric.run, "fabric_discovery")
                 )
             )
         log.info(

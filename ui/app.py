@@ -15,6 +15,7 @@ PAGES = [
     ("overview.py", "Overview", ":material/dashboard:"),
     ("faults.py", "Faults", ":material/report:"),
     ("jobs.py", "Jobs", ":material/model_training:"),
+    ("goodput.py", "Goodput", ":material/speed:"),
     ("bandwidth.py", "Bandwidth", ":material/network_check:"),
     ("collectives.py", "Collectives", ":material/grid_on:"),
     ("traffic.py", "Traffic", ":material/alt_route:"),

@@ -188,3 +188,38 @@ def test_a_restart_long_after_the_fault_resolved_is_not_its_recovery(monkeypatch
     assert watch._stages("nic:x", "host2", "train", at(12), at(15), run_with_restart()) == []
     got = RecoveryWatch()._stages("nic:x", "host2", "train", at(12), at(35), run_with_restart())
     assert [r["stage"] for r in got] == ["restarted", "recovered"]
+
+
+class _CountingCursor:
+    """A cursor that counts the queries reading nccl_collectives."""
+
+    def __init__(self, cur) -> None:
+        self.cur, self.reads = cur, 0
+
+    def execute(self, sql, params=None):
+        self.reads += "FROM nccl_collectives" in sql
+        return self.cur.execute(sql, params) if params is not None else self.cur.execute(sql)
+
+
+def test_the_faults_of_one_job_share_one_read_of_its_collectives(tmp_path):
+    at = lambda s: T0 + timedelta(seconds=s)  # noqa: E731
+    store = store_with(
+        tmp_path, "faults", [fault(at(21), at(20)), fault(at(22), at(15), fault_id="nic:host2/mlx5_0p1")]
+    )
+    rows = run_with_restart().with_columns(
+        node=pl.lit("host2"), job=pl.lit("train"), hostname=pl.lit("host2"), pid=pl.lit(1)
+    )
+    spec = store.catalogue["nccl_collectives"]
+    table = pa.Table.from_pylist(rows.to_dicts())
+    store.commit([PendingBatch.internal(spec, [_fill(spec, r) for r in table.to_pylist()])])
+    nodes = store.catalogue["nodes"]
+    store.commit(
+        [PendingBatch.internal(nodes, [_fill(nodes, {"ts": at(0), "node": "host2", "job": "train"})])]
+    )
+    cur = _CountingCursor(store.cursor())
+    got = RecoveryWatch(watch_s=1e9).observe(cur, lookback_s=120, max_skew_s=300, now=at(60))
+    assert cur.reads == 1  # two faults of job train, one read
+    assert {(r["fault_id"], r["stage"]) for r in got} == {
+        (f, s) for f in ("xid:host2/gpu3", "nic:host2/mlx5_0p1") for s in ("restarted", "recovered")
+    }
+    store.close()

@@ -111,6 +111,17 @@ def test_tokens_are_checked_through_ingest_processes(tmp_path):
                     )
                 )
                 assert chunks and not chunks[0].truncated
+                # holds on remediation are relayed too: listed by a reader, set only by an operator
+                holds = stub.ListHolds(pb.HoldsRequest(), metadata=bearer(reader_token), timeout=30)
+                assert list(holds.holds) == []
+                try:
+                    stub.SetHold(
+                        pb.HoldRequest(scope="cluster", hold=True), metadata=bearer(reader_token), timeout=30
+                    )
+                    raise AssertionError("a reader token held remediation")
+                except grpc.RpcError as exc:
+                    assert exc.code() == grpc.StatusCode.PERMISSION_DENIED
+                    assert "lacks the operator role" in exc.details()
         counters = wait_for(
             lambda: (
                 (

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import polars as pl
 import pyarrow as pa
 import pytest
+from goodput_rows import accounting
 from testkit.procs import CollectorProc, free_port
 from testkit.step_sim import SimCause, simulate
 from testkit.twin import frames, run_twin
@@ -64,11 +65,32 @@ def step_ops_table(trace: pl.DataFrame):
     )
 
 
+#: The jobs of the pushed accounts: names no diagnosis pass accounts itself, so a pass never supersedes them.
+GOODPUT_JOBS = ("acct-3d", "acct-dp")
+
+
+def push_accounting(address: str) -> None:
+    """Two jobs' accounts as a diagnosis pass writes job_accounting, blaming the faults C4D found (the NIC port's
+    and the slow worker's), over the half hour before now (goodput_rows.py: which interval is what)."""
+    t, _ = query_arrow(
+        address,
+        "SELECT component, arg_min(fault_id, fault_id) AS fault_id, any_value(fault_class) AS fault_class "
+        "FROM faults_current WHERE component IN ('host1/mlx5_2p1', 'node0/gpu5') GROUP BY component",
+    )
+    found = {r["component"]: (r["fault_id"], r["fault_class"], r["component"]) for r in t.to_pylist()}
+    t0 = datetime.now(UTC).replace(tzinfo=None) - timedelta(seconds=1805)
+    rows = accounting(t0, GOODPUT_JOBS, found["host1/mlx5_2p1"], found["node0/gpu5"])
+    spec = load()["job_accounting"]
+    push_table(
+        address, "job_accounting", pa.Table.from_pylist(rows, schema=spec.arrow_schema), agent_id="ui-acct"
+    )
+
+
 @pytest.fixture(scope="session")
 def filled_collector(tmp_path_factory):
     """A real collector holding 30 twin iterations of a 4-node cluster with a degraded NIC and an Xid 48,
     a 3D-parallel job's step trace with a slow worker, diagnosed by C4D in the collector, plus a C4P plan
-    with its link loads."""
+    with its link loads and two jobs' goodput accounts blaming the faults found."""
     tmp = tmp_path_factory.mktemp("ui-filled")
     cfg = tmp / "c4.toml"
     cfg.write_text(DIAGNOSIS_TOML)
@@ -87,6 +109,7 @@ def filled_collector(tmp_path_factory):
         )
         push_table(col.address, "step_ops", step_ops_table(trace), agent_id="ui-test-trace")
         _wait_for_faults(col.address)
+        push_accounting(col.address)
         yield col
     finally:
         col.stop()

@@ -28,7 +28,15 @@ def test_bench_ui_times_every_page(tmp_path):
     )
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout.strip().splitlines()[-1])
-    assert set(result["pages"]) == {"overview", "faults", "bandwidth", "collectives", "traffic", "sql"}
+    assert set(result["pages"]) == {
+        "overview",
+        "faults",
+        "goodput",
+        "bandwidth",
+        "collectives",
+        "traffic",
+        "sql",
+    }
     assert result["slowest_s"] == max(result["pages"].values())
     assert result["rows"] > 8 * 8 * 120 * 2  # GPUs and ports at 1 Hz, plus collectives and connections
     assert "slowest page:" in out.stdout

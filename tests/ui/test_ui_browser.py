@@ -25,6 +25,9 @@ PAGES = {
     # the chosen fault's recovery timeline line (tables are canvases): at least onset and detection
     "faults": r"(?s)(?=.*host1/mlx5_2p1)(?=.*Recovery timeline · onset ✓ → detected ✓)",
     "jobs": r"1 rank\(s\) blamed, [1-9]\d* only waited on a cause",
+    # the pushed accounts (conftest.push_accounting): metrics, every panel's heading, the stage counts
+    "goodput": r"(?s)ETTR\s+\d+\.\d%.*GPU-hours lost\s+\d.*ETTR over time.*Lost GPU-hours by cause.*"
+    r"hung.*Worst faults by cost.*Recovery timeline.*Detected\s+[1-9]\d* of [1-9]",
     "bandwidth": r"Open NIC port faults: host1/mlx5_2p1",
     "collectives": r"Blamed connections",
     "traffic": r"link\(s\) had less than their nominal capacity",

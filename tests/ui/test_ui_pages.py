@@ -10,12 +10,22 @@ from streamlit.testing.v1 import AppTest
 import c4.ui
 
 APP = Path(c4.ui.__file__).parent / "app.py"
-PAGES = ["overview", "faults", "jobs", "bandwidth", "collectives", "traffic", "sql"]
+PAGES = ["overview", "faults", "jobs", "goodput", "bandwidth", "collectives", "traffic", "sql"]
 #: What each page must show of the injected faults (a degraded NIC port on host1 and an Xid 48 on host2).
 SHOWS = {
     "overview": ["host1", "mlx5_2p1", "host2", "gpu3"],
     "faults": ["host1/mlx5_2p1", "host2/gpu3"],
     "jobs": ["train-3d", "node0/gpu5", "slow_worker", "train-3d/rank7"],  # the cause, and a victim it delayed
+    # the pushed accounts (conftest.push_accounting) blame the NIC port and the slow worker C4D found
+    "goodput": [
+        "acct-3d",
+        "acct-dp",
+        "host1/mlx5_2p1",
+        "node0/gpu5",
+        "slow_worker",
+        "unexplained",
+        "Detected",
+    ],
     "bandwidth": ["host1/mlx5_2p1"],
     "collectives": ["host1/mlx5_2p1", "host2/gpu3,bus_id"],  # and each rank's GPU, from its busId
     "traffic": ["host1/nic2p0"],  # the plan routes around the degraded port's link (fabric names)
@@ -126,3 +136,56 @@ def test_acknowledge_then_resolve_from_the_faults_page(filled_collector, monkeyp
     rows = acts.to_pylist()
     assert {r["fault_state"] for r in rows} >= {"acknowledged", "resolved"}
     assert any("TICKET-7" in r["detail"] for r in rows) and all(r["target"] == "c4 ui" for r in rows)
+
+
+def test_hold_and_release_remediation_from_the_faults_page(empty_collector, monkeypatch):
+    from c4.faults import list_holds
+
+    at = run_page("faults", empty_collector.address, monkeypatch)
+    assert "No holds: isolation and job restart run as configured." in page_text(at)
+    at.text_input(key="hold-job").input("train-9").run()
+    at.text_input(key="hold-note").input("TICKET-9 firmware").run()
+    at.button(key="hold-set").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    text = page_text(at)
+    assert "remediation held job train-9" in text
+    assert "train-9,operator,c4 ui,TICKET-9 firmware" in text  # the holds table, read back from the collector
+    assert [(h.job, h.by) for h in list_holds(empty_collector.address).holds] == [("train-9", "c4 ui")]
+    at.button(key="hold-release").click().run()
+    assert "remediation released job train-9" in page_text(at)
+    assert list(list_holds(empty_collector.address).holds) == []
+
+
+def test_goodput_page_figures_of_one_job(filled_collector, monkeypatch):
+    at = run_page("goodput", filled_collector.address, monkeypatch)
+    at.selectbox(key="goodput-job").select("acct-3d").run()
+    assert not at.exception, [e.value for e in at.exception]
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["ETTR"] == "76.7%"  # 1380 productive s of 1800 (goodput_rows.py)
+    assert metrics["GPU-hours lost"] == "1.87"  # 420 s x 16 GPUs
+    assert metrics["Time lost"] == "7.0 min"
+    text = page_text(at)
+    assert "**hung** 0.27 GPU-h (60 s)" in text and "**slowed** 0.53 GPU-h (2.0 min)" in text
+    tables = {tuple(df.value.columns): df.value for df in at.dataframe}
+    causes = next(v for k, v in tables.items() if "category" in k)
+    assert set(causes["fault_class"]) == {"hardware", "slow_worker"}  # acct-dp's unexplained time is not its
+    worst = next(v for k, v in tables.items() if "summary" in k)
+    assert worst["component"].tolist() == ["host1/mlx5_2p1", "node0/gpu5"]  # costliest first
+
+
+def test_goodput_page_opens_a_fault_on_the_faults_page(filled_collector, monkeypatch):
+    from c4.query import query_arrow
+
+    t, _ = query_arrow(
+        filled_collector.address,
+        "SELECT DISTINCT fault_id FROM job_accounting WHERE job = 'acct-3d' AND component = 'node0/gpu5'",
+    )
+    (fid,) = t.column("fault_id").to_pylist()
+    at = run_page("goodput", filled_collector.address, monkeypatch)
+    at.selectbox(key="goodput-fault").select(fid).run()
+    at.button(key="goodput-open-fault").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert [t.value for t in at.title] == ["Faults"]
+    assert at.radio(key="fault-states").value == "All"
+    assert at.selectbox(key="fault-id").value == fid
+    assert "node0/gpu5" in at.metric[-1].value  # the Component metric of the chosen fault

@@ -1,4 +1,5 @@
-"""Faults: open and recent faults; one fault's evidence, timeline and actions; acknowledge and resolve."""
+"""Faults: open and recent faults; one fault's evidence, timeline and actions; acknowledge and resolve;
+holds on remediation, set and released here."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import streamlit as st
 
 from c4.query import QueryError
 from c4.ui.data import query, query_one, query_table
-from c4.ui.fault_admin import AdminUnavailable, set_fault_state
+from c4.ui.fault_admin import AdminUnavailable, change_hold, current_holds, set_fault_state
 from c4.ui.queries import collectives as qc
 from c4.ui.queries import faults as q
 from c4.ui.widgets import empty, guarded, heatmap, lines, pandas, series_by
@@ -247,6 +248,40 @@ def connection_matrix(node: str, device: str, row: dict) -> None:
         )
 
 
+@guarded
+def holds_panel() -> None:
+    """Holds on remediation in force, and hold / release buttons (the collector decides who may)."""
+    with st.expander("Remediation holds", expanded=True):
+        job = st.text_input("Job (empty: cluster-wide)", key="hold-job", placeholder="e.g. train-3d")
+        note = st.text_input("Why (kept with the hold)", key="hold-note", placeholder="ticket, who, why")
+        a, b, _ = st.columns([1, 1, 4])
+        hold = a.button("Hold remediation", key="hold-set", icon=":material/pause_circle:")
+        release = b.button("Release", key="hold-release", icon=":material/play_circle:")
+        if hold or release:
+            try:
+                st.success(change_hold(job.strip(), hold, note), icon=":material/check:")
+            except AdminUnavailable as exc:
+                st.warning(f"Holds are not available on this collector: {exc}", icon=":material/block:")
+            except QueryError as exc:
+                st.error(f"The collector refused the hold: {exc}")
+        try:
+            holds = current_holds()
+        except AdminUnavailable as exc:
+            st.caption(str(exc))
+            return
+        if holds:
+            st.dataframe(holds, hide_index=True)
+        else:
+            st.caption("No holds: isolation and job restart run as configured.")
+        st.caption(
+            "While a job is held, its faults are still diagnosed and alerted; their isolation and restart are "
+            "recorded as 'held' and run once when the hold lifts (if the fault is still open). Holds from the "
+            "collector config (source 'config') lift only with a config change and a restart. Holding needs "
+            "the operator role (`c4 faults hold` / `release` do the same)."
+        )
+
+
+holds_panel()
 states = STATE_FILTERS[st.radio("Show", list(STATE_FILTERS), horizontal=True, key="fault-states")]
 fault_table(states)
 detail(states)

@@ -181,6 +181,52 @@ class FaultUpdateReply(_message.Message):
     state: str
     def __init__(self, fault_id: _Optional[str] = ..., previous_state: _Optional[str] = ..., state: _Optional[str] = ...) -> None: ...
 
+class HoldRequest(_message.Message):
+    __slots__ = ("scope", "job", "hold", "by", "note")
+    SCOPE_FIELD_NUMBER: _ClassVar[int]
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    HOLD_FIELD_NUMBER: _ClassVar[int]
+    BY_FIELD_NUMBER: _ClassVar[int]
+    NOTE_FIELD_NUMBER: _ClassVar[int]
+    scope: str
+    job: str
+    hold: bool
+    by: str
+    note: str
+    def __init__(self, scope: _Optional[str] = ..., job: _Optional[str] = ..., hold: _Optional[bool] = ..., by: _Optional[str] = ..., note: _Optional[str] = ...) -> None: ...
+
+class RemediationHold(_message.Message):
+    __slots__ = ("scope", "job", "source", "by", "note", "since_unix_s")
+    SCOPE_FIELD_NUMBER: _ClassVar[int]
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    BY_FIELD_NUMBER: _ClassVar[int]
+    NOTE_FIELD_NUMBER: _ClassVar[int]
+    SINCE_UNIX_S_FIELD_NUMBER: _ClassVar[int]
+    scope: str
+    job: str
+    source: str
+    by: str
+    note: str
+    since_unix_s: float
+    def __init__(self, scope: _Optional[str] = ..., job: _Optional[str] = ..., source: _Optional[str] = ..., by: _Optional[str] = ..., note: _Optional[str] = ..., since_unix_s: _Optional[float] = ...) -> None: ...
+
+class HoldsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class HoldReply(_message.Message):
+    __slots__ = ("holds", "changed", "message", "resumed_steps")
+    HOLDS_FIELD_NUMBER: _ClassVar[int]
+    CHANGED_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    RESUMED_STEPS_FIELD_NUMBER: _ClassVar[int]
+    holds: _containers.RepeatedCompositeFieldContainer[RemediationHold]
+    changed: bool
+    message: str
+    resumed_steps: int
+    def __init__(self, holds: _Optional[_Iterable[_Union[RemediationHold, _Mapping]]] = ..., changed: _Optional[bool] = ..., message: _Optional[str] = ..., resumed_steps: _Optional[int] = ...) -> None: ...
+
 class GroupedTable(_message.Message):
     __slots__ = ("table", "arrow_ipc")
     TABLE_FIELD_NUMBER: _ClassVar[int]

@@ -64,6 +64,16 @@ class TelemetryStub:
                 request_serializer=c4_dot_telemetry_dot_v1_dot_telemetry__pb2.FaultUpdate.SerializeToString,
                 response_deserializer=c4_dot_telemetry_dot_v1_dot_telemetry__pb2.FaultUpdateReply.FromString,
                 _registered_method=True)
+        self.SetHold = channel.unary_unary(
+                '/c4.telemetry.v1.Telemetry/SetHold',
+                request_serializer=c4_dot_telemetry_dot_v1_dot_telemetry__pb2.HoldRequest.SerializeToString,
+                response_deserializer=c4_dot_telemetry_dot_v1_dot_telemetry__pb2.HoldReply.FromString,
+                _registered_method=True)
+        self.ListHolds = channel.unary_unary(
+                '/c4.telemetry.v1.Telemetry/ListHolds',
+                request_serializer=c4_dot_telemetry_dot_v1_dot_telemetry__pb2.HoldsRequest.SerializeToString,
+                response_deserializer=c4_dot_telemetry_dot_v1_dot_telemetry__pb2.HoldReply.FromString,
+                _registered_method=True)
 
 
 class TelemetryServicer:
@@ -105,7 +115,21 @@ class TelemetryServicer:
         raise NotImplementedError('Method not implemented!')
 
     def UpdateFault(self, request, context):
-        """Acknowledge or resolve a fault (the only write a reader-side client makes).
+        """Acknowledge or resolve a fault (an operator's write, as SetHold).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetHold(self, request, context):
+        """Hold or release automatic remediation, cluster-wide or for one job (kept across restarts).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListHolds(self, request, context):
+        """The holds in force: the operators' and the config's.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -143,6 +167,16 @@ def add_TelemetryServicer_to_server(servicer, server):
                     servicer.UpdateFault,
                     request_deserializer=c4_dot_telemetry_dot_v1_dot_telemetry__pb2.FaultUpdate.FromString,
                     response_serializer=c4_dot_telemetry_dot_v1_dot_telemetry__pb2.FaultUpdateReply.SerializeToString,
+            ),
+            'SetHold': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetHold,
+                    request_deserializer=c4_dot_telemetry_dot_v1_dot_telemetry__pb2.HoldRequest.FromString,
+                    response_serializer=c4_dot_telemetry_dot_v1_dot_telemetry__pb2.HoldReply.SerializeToString,
+            ),
+            'ListHolds': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListHolds,
+                    request_deserializer=c4_dot_telemetry_dot_v1_dot_telemetry__pb2.HoldsRequest.FromString,
+                    response_serializer=c4_dot_telemetry_dot_v1_dot_telemetry__pb2.HoldReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -307,6 +341,60 @@ class Telemetry:
             '/c4.telemetry.v1.Telemetry/UpdateFault',
             c4_dot_telemetry_dot_v1_dot_telemetry__pb2.FaultUpdate.SerializeToString,
             c4_dot_telemetry_dot_v1_dot_telemetry__pb2.FaultUpdateReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetHold(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/c4.telemetry.v1.Telemetry/SetHold',
+            c4_dot_telemetry_dot_v1_dot_telemetry__pb2.HoldRequest.SerializeToString,
+            c4_dot_telemetry_dot_v1_dot_telemetry__pb2.HoldReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListHolds(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/c4.telemetry.v1.Telemetry/ListHolds',
+            c4_dot_telemetry_dot_v1_dot_telemetry__pb2.HoldsRequest.SerializeToString,
+            c4_dot_telemetry_dot_v1_dot_telemetry__pb2.HoldReply.FromString,
             options,
             channel_credentials,
             insecure,
