@@ -308,6 +308,13 @@ class Collector:
 
     async def start(self) -> int:
         """Bind and start serving; returns the bound port."""
+        # operators' holds before anything remediates or serves: an ingest process relays ListHolds and
+        # SetHold as soon as it listens, which is before this process reports itself serving
+        try:
+            self.holds.load()
+        except duckdb.Error as exc:
+            raise StartupError(f"cannot read the remediation holds from the store: {_reason(exc)}") from exc
+        self.service.holds = self.holds
         self.server, health_servicer = agent_server(self.cfg)
         pb_grpc.add_TelemetryServicer_to_server(self.service, self.server)
         if self.cfg.ingest_processes:
@@ -344,11 +351,6 @@ class Collector:
                 raise StartupError(
                     f"cannot serve /metrics on {self.cfg.metrics_listen}: {_reason(exc)}"
                 ) from exc
-        try:  # operators' holds before anything remediates; SetHold answers only once they are in
-            self.holds.load()
-        except duckdb.Error as exc:
-            raise StartupError(f"cannot read the remediation holds from the store: {_reason(exc)}") from exc
-        self.service.holds = self.holds
         await set_serving(health_servicer)
         self._tasks = [
             asyncio.create_task(self._every(self.cfg.retention_interval_s, self.retain, "retention")),
