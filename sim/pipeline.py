@@ -246,7 +246,8 @@ class _Sim:
         self.saving = [job.program(s, checkpoint=True) for s in range(job.pp)]  # steps ending in a checkpoint
         self.checkpoint = [job.checkpoints_at(first_step + i) for i in range(steps)]
         rng = np.random.default_rng(seed)
-        width = max(len(p) for p in self.saving) * 2
+        # the same draws as before checkpoints existed unless the job saves any (seeded scenarios stay put)
+        width = max(len(p) for p in (self.saving if job.checkpoint_every_steps else self.programs)) * 2
         # every op's jitter, drawn before any cause acts: a run without causes sees the same draws
         self.jitter = rng.lognormal(0.0, job.jitter, size=(steps, job.world, width)) if job.jitter else None
         self.send_index = {
