@@ -6,8 +6,8 @@ when the job has ``restart_after_s``, ``restart_after_s`` after its last op ende
 before the kill (step 0 when none), so the steps done since are done again under the same numbers, with
 its own jitter (the seed of the job and the run number). Simplification: whatever slowed or stopped a killed
 run is gone in the next one, all its causes with it: the faulty node was drained and a spare of the same
-name (same GPUs, same process ids) took its place. A ``job_restart`` whose time falls between two runs does
-nothing (the job is already relaunching).
+name (same GPUs, same process ids) took its place. A ``job_restart`` whose time falls between two runs, or
+at a run's first op, does nothing (the job is already relaunching); it still has its truth row, costing 0.
 """
 
 from __future__ import annotations
