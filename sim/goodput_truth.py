@@ -133,5 +133,18 @@ def job_accounting_truth(
         "ettr": led.productive_s / wall_s if wall_s else None,
         "gpus": spec.world,
         "runs": sum(1 for r in runs if r.start_s < until_s),
+        "run_spans": [
+            {
+                "run": r.index,
+                "first_step": r.first_step,
+                "start_s": r.start_s,
+                "kill_s": r.kill_s if r.kill_s is not None and r.kill_s <= until_s else None,
+                "killed_by": r.killed_by.kind
+                if r.killed_by and r.kill_s is not None and r.kill_s <= until_s
+                else "",
+            }
+            for r in runs
+            if r.start_s < until_s
+        ],
         "faults": led.fault_rows(),
     }

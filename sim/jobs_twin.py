@@ -380,7 +380,8 @@ class JobsTwin:
     def accounting_truth(self, until_s: float | None = None) -> dict[str, dict[str, Any]]:
         """Each job's true account over [its first op's start, until_s] (default: now), by the definitions
         of ``c4.sim.goodput_truth``: wall_s, productive_s, lost_s and its parts hung_s, slowed_s,
-        restarting_s, redone_s, ettr, gpus, runs, and per fault (``faults``) the lost seconds it explains."""
+        restarting_s, redone_s, ettr, gpus, runs (and ``run_spans``: each run's first step, start, kill and
+        what killed it), and per fault (``faults``) the lost seconds it explains."""
         until = self.t if until_s is None else float(until_s)
         if not 0 <= until <= self.horizon_s:
             raise ValueError(f"until_s={until} must lie within the simulated horizon [0, {self.horizon_s}]")

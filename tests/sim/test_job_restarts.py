@@ -73,6 +73,8 @@ def test_a_hang_killed_after_restart_after_s_hand_checked():
     }
     assert {k: acct[k] for k in want} == pytest.approx(want)
     assert acct["lost_s"] == pytest.approx(52.35) and acct["runs"] == 2
+    spans = [(x["first_step"], x["start_s"], x["kill_s"], x["killed_by"]) for x in acct["run_spans"]]
+    assert spans == [(0, 0.0, pytest.approx(52.55), "rank_hang"), (20, pytest.approx(72.55), None, "")]
     (hang,) = acct["faults"]
     assert hang["kind"] == "rank_hang" and hang["lost_s"] == pytest.approx(52.35)
     _parts_add_up(acct)
