@@ -19,6 +19,7 @@ COMMANDS: dict[str, str] = {
     "sim": "c4.sim.cli",
     "diagnose": "c4.analytics.cli",
     "faults": "c4.analytics.faults_cli",
+    "goodput": "c4.analytics.goodput_cli",
     "ui": "c4.ui.cli",
     "catalogue": "c4.catalogue.cli",
     "bench": "c4.bench.cli",

@@ -182,6 +182,11 @@ class CollectorConfig(BaseModel):
     store_threads: int = Field(0, ge=0, le=1024)  # DuckDB worker threads (0: one per core)
     diagnose_interval_s: float = Field(10.0, ge=0)  # 0 disables the in-collector diagnosis
     diagnose_window_s: float = Field(120.0, gt=0)
+    # job accounting (job_accounting): over this much recent time, each job at most this often, with this
+    # checkpoint interval when jobs do not say (0 = unknown: redone work is then not measured)
+    accounting_window_s: float = Field(6 * 3600.0, gt=0)
+    accounting_interval_s: float = Field(60.0, ge=0)  # 0: every diagnosis pass (a job whose data changed)
+    checkpoint_interval_s: float = Field(0.0, ge=0)
     fabric_topology: str = ""  # fabric YAML: nominal switch link rates for localizing a degraded link
     lake: str = ""  # postgres://user@host:port/db: write into a DuckLake shared with other collectors
     lake_data_path: str = "/var/lib/c4/lake"  # the lake's Parquet files (a shared directory or s3://...)

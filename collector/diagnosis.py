@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
+from c4.analytics.account_jobs import JobAccounts
 from c4.analytics.actions import AlertmanagerSink, Notifier, SlackSink, WebhookSink
 from c4.analytics.fabric import capacities_from_topology
 from c4.analytics.holds import HoldBook
@@ -133,6 +134,12 @@ class Diagnosis:
         self.holds = HoldBook(config_hold(cfg))
         self.recovery = RecoveryWatch()
         self._resuming: set[asyncio.Task] = set()  # held steps running after a release
+        self.accounts = JobAccounts(
+            cfg.accounting_window_s,
+            cfg.accounting_interval_s,
+            cfg.checkpoint_interval_s,
+            cfg.max_clock_skew_s,
+        )
 
     def start(self) -> None:
         """Build the runner (with the fabric's link rates), the alert sinks and the isolation hook,
@@ -178,16 +185,25 @@ class Diagnosis:
         def work():
             cur = self.store.cursor()
             try:
-                table = runner.run_once(cur)
+                now = _now()
+                table = runner.run_once(cur, now)
                 return (
                     table,
                     runner.attribution,
                     self.recovery.observe(cur, runner.window_s, runner.max_skew_s),
+                    self.accounts.account(cur, now),
                 )
             finally:
                 cur.close()
 
-        table, attribution, observed = await loop.run_in_executor(self.pool, work)
+        table, attribution, observed, accounts = await loop.run_in_executor(self.pool, work)
+        if accounts:  # what each job's time went to (job_accounting; read job_accounting_current)
+            stored = await self.writer.submit_async(
+                PendingBatch.internal(self.store.catalogue["job_accounting"], accounts)
+            )
+            if stored.error:
+                raise RuntimeError(f"could not store {len(accounts)} job_accounting rows: {stored.error}")
+            self.metrics.inc("job_accounting_rows_written", len(accounts))
         if observed:  # recovery stages seen in telemetry (restarted, recovered)
             stored = await self.writer.submit_async(
                 PendingBatch.internal(self.store.catalogue["fault_observations"], observed)
