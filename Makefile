@@ -27,14 +27,15 @@ demo: $(STAMP)
 # Prometheus Alertmanager (Debian's package) for the alert sink test, Prometheus itself, which
 # scrapes the collector's /metrics in the exporter test, PostgreSQL for the DuckLake catalog of the
 # scale-out test, and Debian's chromium for the dashboard's browser test (driven by Playwright from
-# the dev extras; no browser download).
+# the dev extras; no browser download), and Debian's lldpd, which the fabric discovery test runs in
+# network namespaces (tests/collector/test_fabric_lldpd.py).
 sysdeps:
-	@missing=""; for tool in cc valgrind prometheus-alertmanager prometheus chromium; do \
+	@missing=""; for tool in cc valgrind prometheus-alertmanager prometheus chromium lldpd; do \
 	  command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc valgrind prometheus-alertmanager prometheus postgresql chromium >/dev/null; fi
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc valgrind prometheus-alertmanager prometheus postgresql chromium lldpd >/dev/null; fi
 
 # The C4 NCCL profiler plugin, built with the system compiler.
 plugin: $(STAMP)

@@ -17,6 +17,9 @@ ROOT_FLAGS = {
     "nccl_ras": ("nccl_ras", "path"),
     "nccl_inspector": ("nccl_inspector", "dump_dir"),
     "step_trace": ("step_trace", "trace_dir"),
+    "lldp_json": ("lldp", "path"),
+    "lldp_pcap": ("lldp", "pcap"),
+    "ibnetdiscover": ("ibnetdiscover", "path"),
     "nvml_library": ("gpu", "nvml_library"),
     "nvml_library_arg": ("gpu", "nvml_library_arg"),
 }
@@ -62,6 +65,19 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--step-trace",
         metavar="DIR",
         help="directory of training-step traces (*.jsonl, *.parquet; docs/step-trace.md) for the step_trace sampler",
+    )
+    parser.add_argument(
+        "--lldp-json",
+        metavar="FILE",
+        help="a saved `lldpcli -f json show neighbors details` for the lldp sampler (instead of asking lldpd)",
+    )
+    parser.add_argument(
+        "--lldp-pcap", metavar="FILE", help="LLDP frames from a pcap file for the lldp sampler"
+    )
+    parser.add_argument(
+        "--ibnetdiscover",
+        metavar="FILE",
+        help="a saved ibnetdiscover topology file for the ibnetdiscover sampler",
     )
     parser.add_argument(
         "--nvml-library",

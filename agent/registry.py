@@ -23,6 +23,8 @@ SAMPLERS: dict[str, str] = {
     "nccl_debug_log": "c4.agent.nccl_debug_log:DebugLogSampler",
     "nccl_conn": "c4.agent.nccl_conn:ConnRecordSampler",
     "step_trace": "c4.agent.step_trace:StepTraceSampler",
+    "lldp": "c4.agent.lldp:LldpSampler",
+    "ibnetdiscover": "c4.agent.ib_fabric:IbNetDiscoverSampler",
 }
 
 

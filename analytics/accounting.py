@@ -5,8 +5,10 @@ Pure: ``account_job`` takes one job's collectives (any ranks; the lowest rank of
 as in ``recovery``), its faults and C4's restart commands, optionally its training-step trace, and returns
 the intervals that tile its accounted range. Definitions:
 
-- progress: the records of the job's pace communicator (the one with the longest period: it runs once per
-  iteration) of each run; a run is the communicators alive together, and a new one begins when a
+- progress: the step ends of the job's step trace (the lowest rank's last op of each whole step) where a
+  run has one; else the records of its pace communicator (the one with the longest period: it runs once
+  per iteration in data-parallel jobs; in a job without one, e.g. TP x PP only, every communicator runs
+  several times per iteration and an "iteration" is the pace communicator's typical gap); a run is the communicators alive together, and a new one begins when a
   communicator starts again at sequence number <= ``NEW_COMM_MAX_FIRST_SN`` after every communicator of
   the run before it has gone quiet (a sequence number drop on one communicator splits it first);
 - the normal period is the median of the iterations no fault covers (all iterations when fewer than
@@ -17,8 +19,6 @@ the intervals that tile its accounted range. Definitions:
   or a silence at the end of the range, after one period of work, that a fault of the job covers, or
   while the job's processes still hold their GPUs (basis ``gpu_processes``); a silence at the end with
   neither is the job's end, not lost time (the account ends at its last progress);
-- a job slowed for most of the range with no fault covering it takes its period from its fastest
-  sustained stretch (``FAST_ITERATIONS`` iterations) when that is clearly faster than the median;
 - restarting: from a run's last progress to the next run's first record; when C4's restart command ran
   in that gap, from the last progress to the command is hung and from the command on restarting;
 - redone: the work a killed run did after its last checkpoint, which the next run does again (where the
@@ -53,8 +53,6 @@ HANG_PERIODS = 5.0
 MIN_SLOW_FRAC = 0.05
 #: ... and at most this many median absolute deviations of the healthy iterations above the period.
 SLOW_MADS = 4.0
-#: Iterations of the fastest sustained stretch that sets the period when most of the range ran slower.
-FAST_ITERATIONS = 8
 #: A fault explains lost time up to this long after it resolved or was last seen, in seconds.
 FAULT_GRACE_S = 30.0
 #: Productive stretches of at most this many periods between two lost intervals of the same cause are
@@ -231,15 +229,6 @@ def _period(paces: list[list[datetime]], spans: list[FaultSpan]) -> tuple[float,
         return None
     s = pl.Series(use)
     med = float(s.median())
-    # a job slowed for most of the range with no fault to say so: its fastest sustained stretch is the norm
-    fast = [
-        float(pl.Series(g).rolling_median(FAST_ITERATIONS).min())
-        for g in ([_seconds(a, b) for a, b in zip(p, p[1:], strict=False) if b > a] for p in paces)
-        if len(g) >= FAST_ITERATIONS
-    ]
-    if fast and min(fast) * (1 + 2 * MIN_SLOW_FRAC) < med:
-        s = pl.Series([g for g in gaps if g <= min(fast) * (1 + 2 * MIN_SLOW_FRAC)])
-        med = float(s.median())
     return med, float((s - med).abs().median())
 
 
@@ -334,6 +323,41 @@ def _open_end(
         end = min(alive_until, now)
         return [work, Piece(work.end, end, "hung", _seconds(work.end, end), run, "gpu_processes")]
     return []
+
+
+def _step_paces(
+    step_ops: pl.DataFrame, paces: list[list[datetime]], starts: list[datetime]
+) -> tuple[list[list[datetime]], list[datetime]]:
+    """Progress from the step trace where it has it: each run's step ends (the lowest rank's last op of
+    each of its whole steps), and a run's start at its first op when that comes before its first record.
+    A run with fewer than MIN_PACE_RECORDS whole steps keeps its collectives."""
+    ops = step_ops.sort("ts")
+    bounds = [
+        _new_run_ts(ops.filter(pl.col("ts") >= starts[k - 1]), paces[k - 1][-1], starts[k]) if k else None
+        for k in range(len(paces))
+    ]
+    out_paces, out_starts = [], []
+    for k, pace in enumerate(paces):
+        lo = bounds[k] if k else ops["ts"].min()
+        hi = bounds[k + 1] if k + 1 < len(paces) else None
+        mine = ops.filter((pl.col("ts") >= lo) & ((pl.col("ts") < hi) if hi is not None else True))
+        work = mine.filter(pl.col("op") != "checkpoint")
+        steps = _whole_steps(work) if work.height else pl.DataFrame()
+        ends = sorted(steps["end"].to_list()) if steps.height else []
+        if len(ends) >= MIN_PACE_RECORDS:
+            out_paces.append(ends)
+            out_starts.append(min(starts[k], mine["ts"].min()) if k else starts[k])
+        else:
+            out_paces.append(pace)
+            out_starts.append(starts[k])
+    return out_paces, out_starts
+
+
+def _whole_steps(ops: pl.DataFrame) -> pl.DataFrame:
+    """Per step: its end (latest op end), for the steps with as many ops as a typical step (a trace record
+    is written when its op ends: a step still running has fewer)."""
+    per = ops.group_by("step").agg(pl.len().alias("n"), pl.col("end").max().alias("end"))
+    return per.filter(pl.col("n") >= per["n"].median()).sort("step")
 
 
 def _new_run_ts(ops: pl.DataFrame, old_last: datetime, new_first: datetime) -> datetime:
@@ -454,6 +478,9 @@ def account_job(
         return acc
     runs = _runs(segs)
     paces = [_pace(segs, r) for r in runs]
+    starts = [segs.filter(pl.col("seg").is_in(r))["t"].min() for r in runs]
+    if step_ops is not None and step_ops.height:
+        paces, starts = _step_paces(step_ops, paces, starts)
     learned = _period(paces, spans)
     if learned is None:
         acc.outcome = "no_period"
@@ -462,7 +489,6 @@ def account_job(
     period, spread = learned
     acc.period_s, acc.runs = period, len(runs)
     slow_at = period * (1 + MIN_SLOW_FRAC) + SLOW_MADS * spread
-    starts = [segs.filter(pl.col("seg").is_in(r))["t"].min() for r in runs]
     pieces: list[Piece] = []
     for k, pace in enumerate(paces):
         begin = pace[0] if k == 0 else starts[k]

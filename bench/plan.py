@@ -1,60 +1,112 @@
-"""``c4 bench plan``: ECMP vs. the C4P plan vs. ideal spraying on a suite of fabrics, side by side."""
+"""``c4 bench plan``: ECMP vs. the C4P plan vs. ideal spraying on a suite of fabrics, side by side.
+
+Per scenario: the plan's max link load over the lower bound, its pieces (QPs) beside the fewest
+pieces found to reach the same load, and ECMP as a mean with a 95% interval over (hash seed,
+ring shuffle) samples. A later row, ``rank_order`` (plain ECMP with the planned host order vs a
+random order), belongs beside ``ecmp_ci`` in ``run_scenario``'s result.
+"""
 
 from __future__ import annotations
 
 import argparse
 
-HELP = "Traffic planning: max link load / bound and fluid completion for ECMP (mean over seeds), the plan and spraying."
+HELP = (
+    "Traffic planning: max link load / bound and fluid completion for ECMP (mean and 95% interval over "
+    "seeds and shuffles), the plan (pieces vs the fewest found) and spraying."
+)
+
+#: most ECMP (hash seed, ring shuffle) samples per scenario; sampling stops earlier once the interval is narrow
+DEFAULT_SAMPLES = 400
+#: the same with --quick (the interval may then stay wider than --ci-pct; its width is reported)
+QUICK_SAMPLES = 60
+#: fewest ECMP samples before the interval may stop the sampling
+MIN_SAMPLES = 10
+#: sampling stops when the 95% half-width is within this percentage of the mean
+DEFAULT_CI_PCT = 3.0
+#: ECMP / plan fluid completion is averaged over the first this many (seed, shuffle) samples (max-min is costly)
+COMPLETION_SAMPLES = 8
+#: the same with --quick
+QUICK_COMPLETION_SAMPLES = 4
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """Benchmark options."""
-    parser.add_argument("--seeds", type=int, default=5, help="ECMP seeds to average (default 5)")
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        default=None,
+        help=f"most ECMP samples (hash seed i with ring shuffle i) per scenario "
+        f"(default {DEFAULT_SAMPLES}, {QUICK_SAMPLES} with --quick)",
+    )
+    parser.add_argument(
+        "--ci-pct",
+        type=float,
+        default=DEFAULT_CI_PCT,
+        help=f"stop sampling ECMP once the 95%% half-width is within this %% of the mean "
+        f"(after {MIN_SAMPLES} samples; default {DEFAULT_CI_PCT})",
+    )
     parser.add_argument("--quick", action="store_true", help="only the small scenarios")
 
 
 def scenarios(quick: bool):
-    """(name, topology factory, jobs factory, plan max_qps, fail one spine link)."""
+    """(name, topology factory, jobs factory taking a shuffle index (0 = the scenario's own order), plan max_qps)."""
     from c4.traffic.collectives import Job
-    from c4.traffic.generators import fat_tree, leaf_spine
+    from c4.traffic.generators import fat_tree, leaf_spine, rail_optimized
 
     def ring(hosts, qps, channels=1, seed=1, name="j"):
-        return [Job(name, [f"host{i}" for i in range(hosts)], shuffle_seed=seed, channels=channels, qps=qps)]
-
-    out = []
-    for q in (1, 2, 4, 8):
-        out.append(
-            (
-                f"ring128_8leaf_16spine_{q}qp",
-                lambda: leaf_spine(128, 8, 16, nics_per_host=1),
-                lambda q=q: ring(128, q),
-                q,
+        return lambda shuffle=0: [
+            Job(
+                name,
+                [f"host{i}" for i in range(hosts)],
+                shuffle_seed=seed + shuffle,
+                channels=channels,
+                qps=qps,
             )
-        )
+        ]
+
+    def ring128():
+        return leaf_spine(128, 8, 16, nics_per_host=1)
+
+    out = [(f"ring128_8leaf_16spine_{q}qp", ring128, ring(128, q), q) for q in (1, 2, 4, 8)]
+    # the same 1-QP ring allowed 8 QPs per connection: one piece per connection already reaches the bound
+    out.append(("ring128_1qp_max8qp", ring128, ring(128, 1), 8))
     out.append(
         (
             "4_jobs_interleaved",
-            lambda: leaf_spine(128, 8, 16, nics_per_host=1),
-            lambda: [
-                Job(f"job{j}", [f"host{i}" for i in range(j, 128, 4)], shuffle_seed=j, channels=1, qps=1)
+            ring128,
+            lambda shuffle=0: [
+                Job(
+                    f"job{j}",
+                    [f"host{i}" for i in range(j, 128, 4)],
+                    shuffle_seed=j + 4 * shuffle,
+                    channels=1,
+                    qps=1,
+                )
                 for j in range(4)
             ],
             1,
         )
     )
+    out.append(("spine_link_failed", lambda: _failed(ring128()), ring(128, 1), 16))
+    # rail-optimized dual-plane (deploy/examples/topology-rail.yaml) with two links down on one rail's
+    # plane-0 leaves: pieces and ports must follow each NIC port's own leaf (issue 20)
     out.append(
         (
-            "spine_link_failed",
-            lambda: _failed(leaf_spine(128, 8, 16, nics_per_host=1)),
-            lambda: ring(128, 1),
-            16,
+            "dual_plane_2_links_down",
+            lambda: _failed(
+                rail_optimized(hosts=16, groups=2, spines=8, rails=4, ports_per_nic=2, dual_plane=True),
+                ("leaf0", "spine0"),
+                ("leaf8", "spine0"),
+            ),
+            ring(16, 1, channels=4, seed=1),
+            8,
         )
     )
     out.append(
         (
             "oversubscribed_2to1",
             lambda: leaf_spine(128, 8, 8, nics_per_host=1, oversubscription=2.0),
-            lambda: ring(128, 1),
+            ring(128, 1),
             1,
         )
     )
@@ -62,16 +114,32 @@ def scenarios(quick: bool):
         (
             "3_tier_fat_tree",
             lambda: fat_tree(pods=4, leaves_per_pod=4, aggs_per_pod=4, cores=8, hosts_per_leaf=4),
-            lambda: ring(64, 1),
+            ring(64, 1),
             4,
         )
     )
     if not quick:
+        # issue 20's 1.875x case: 2 hosts per leaf, every link tight at the bound, a link down in
+        # each plane (an LP with unlimited splitting reaches 1.023; 8 QPs per connection are not enough here)
         out.append(
             (
-                "ring128x8nic_16ch_5qp_10k_pieces",
+                "dual_plane_tight_2_links_down",
+                lambda: _failed(
+                    rail_optimized(hosts=8, groups=4, spines=16, rails=1, ports_per_nic=2, dual_plane=True),
+                    ("leaf3", "spine13"),
+                    ("leaf6", "spine10"),
+                ),
+                lambda shuffle=0: [
+                    Job("j", [f"host{i}" for i in range(8)], shuffle_seed=15 + shuffle, channels=2, qps=2)
+                ],
+                8,
+            )
+        )
+        out.append(
+            (
+                "ring128x8nic_16ch_5qp",
                 lambda: leaf_spine(128, 8, 16, nics_per_host=8),
-                lambda: ring(128, 5, channels=16),
+                ring(128, 5, channels=16),
                 8,
             )
         )
@@ -79,7 +147,7 @@ def scenarios(quick: bool):
             (
                 "alltoall_1024gpu",
                 lambda: leaf_spine(128, 8, 16, nics_per_host=2),
-                lambda: [
+                lambda shuffle=0: [
                     Job(
                         "a2a",
                         [f"host{i}" for i in range(128)],
@@ -94,8 +162,10 @@ def scenarios(quick: bool):
     return out
 
 
-def _failed(topo):
-    topo.set_state("leaf0", "spine0", "down")
+def _failed(topo, *cables):
+    """The fabric with the given leaf-spine cables down (default leaf0-spine0)."""
+    for a, b in cables or (("leaf0", "spine0"),):
+        topo.set_state(a, b, "down")
     return topo
 
 
@@ -115,18 +185,86 @@ def completion(cap, subflows, method: str = "max-min") -> tuple[float, str]:
     return drain_time(loads_from_subflows(len(cap), subflows), cap), "drain"
 
 
-def run_scenario(name, make_topo, make_jobs, max_qps, seeds) -> dict:
+def fewest_pieces(topo, flows, max_qps: int, load_s: float) -> int | None:
+    """The fewest pieces among plans allowed 1..max_qps QPs per connection that reach load_s (seconds)."""
+    from c4.traffic.planner import Planner
+
+    counts = []
+    for m in range(1, max_qps + 1):
+        plan = Planner(topo, max_qps=m).plan(flows, sports=False)
+        if plan.max_utilization() <= load_s * (1 + 1e-9):
+            counts.append(len(plan.pieces))
+    return min(counts) if counts else None
+
+
+def sample_flows(topo, make_jobs, flows, i: int):
+    """The flows of ring shuffle i (0: the scenario's own flows)."""
+    from c4.traffic.collectives import job_flows
+
+    return flows if i == 0 else [f for job in make_jobs(i) for f in job_flows(job, topo)]
+
+
+def ecmp_samples(topo, make_jobs, flows, bound: float, samples: int, ci_pct: float) -> list[float]:
+    """ECMP max link load / bound for hash seed i with ring shuffle i (0 = the scenario's own flows).
+
+    Up to ``samples`` of them; stops once at least MIN_SAMPLES give a 95% half-width within
+    ci_pct percent of the mean.
+    """
+    from c4.bench.interval import mean_ci95
+    from c4.traffic.routing import (
+        capacities,
+        ecmp_subflows,
+        loads_from_subflows,
+        lower_bound,
+        max_utilization,
+    )
+
+    cap = capacities(topo)
+    out = []
+    for i in range(samples):
+        fl = sample_flows(topo, make_jobs, flows, i)
+        b = bound if fl == flows else lower_bound(topo, fl)
+        out.append(max_utilization(loads_from_subflows(len(cap), ecmp_subflows(topo, fl, i)), cap) / b)
+        if len(out) >= MIN_SAMPLES:
+            mean, _, hi = mean_ci95(out)
+            if hi - mean <= ci_pct / 100 * mean:
+                break
+    return out
+
+
+def completion_ratios(topo, make_jobs, flows, plan, max_qps: int, samples: int, method: str) -> list[float]:
+    """ECMP fluid completion / the plan's for hash seed i with ring shuffle i, each shuffle planned anew."""
+    from c4.traffic.planner import Planner
+    from c4.traffic.routing import capacities, ecmp_subflows
+
+    cap = capacities(topo)
+    out = []
+    for i in range(samples):
+        fl = sample_flows(topo, make_jobs, flows, i)
+        pl = plan if fl == flows else Planner(topo, max_qps=max_qps).plan(fl, sports=False)
+        ecmp_ct = completion(cap, ecmp_subflows(topo, fl, i), method)[0]
+        out.append(ecmp_ct / completion(cap, pl.subflows(), method)[0])
+    return out
+
+
+def run_scenario(
+    name,
+    make_topo,
+    make_jobs,
+    max_qps,
+    seeds,
+    ci_pct: float = DEFAULT_CI_PCT,
+    completion_samples: int = COMPLETION_SAMPLES,
+) -> dict:
     """All measurements of one scenario."""
-    import statistics
     import time
 
+    from c4.bench.interval import mean_ci95
     from c4.traffic.collectives import job_flows
     from c4.traffic.planner import Planner
     from c4.traffic.routing import (
         capacities,
-        ecmp_subflows,
         loads_from_fractions,
-        loads_from_subflows,
         lower_bound,
         max_utilization,
         spray_fractions,
@@ -140,16 +278,21 @@ def run_scenario(name, make_topo, make_jobs, max_qps, seeds) -> dict:
     t0 = time.perf_counter()
     plan = planner.plan(flows)
     plan_s = time.perf_counter() - t0
-    plan_over = plan.max_utilization() / bound
-    ecmp = [ecmp_subflows(topo, flows, seed) for seed in range(seeds)]
-    ecmp_over = [max_utilization(loads_from_subflows(len(cap), sf), cap) / bound for sf in ecmp]
+    plan_load = plan.max_utilization()
+    pieces = len(plan.pieces)
+    fewest = fewest_pieces(topo, flows, max_qps, plan_load) or pieces
+    ecmp_over = ecmp_samples(topo, make_jobs, flows, bound, max(1, seeds), ci_pct)
+    ecmp_mean, ecmp_lo, ecmp_hi = mean_ci95(ecmp_over)
     spray = spray_fractions(topo, flows)
     spray_over = max_utilization(loads_from_fractions(len(cap), spray), cap) / bound
-    biggest = max(len(plan.pieces), len(spray), *(len(sf) for sf in ecmp))
-    method = "max-min" if biggest <= EXACT_LIMIT else "drain"
+    ecmp_qps = sum(f.qps for f in flows)
+    method = "max-min" if max(pieces, len(spray), ecmp_qps) <= EXACT_LIMIT else "drain"
     plan_ct = completion(cap, plan.subflows(), method)[0]
-    ecmp_ct = statistics.mean(completion(cap, sf, method)[0] for sf in ecmp)
     spray_ct = completion(cap, spray, method)[0]
+    ct_over = completion_ratios(
+        topo, make_jobs, flows, plan, max_qps, min(len(ecmp_over), completion_samples), method
+    )
+    ct_mean, ct_lo, ct_hi = mean_ci95(ct_over)
     # replanning after a spine link fails (on a fabric that had none failed)
     leaf = next(iter(topo.leaves))
     spine = next(s for s in topo.spines if topo.live(leaf, s))
@@ -158,14 +301,22 @@ def run_scenario(name, make_topo, make_jobs, max_qps, seeds) -> dict:
     planner.replan(plan)
     replan_s = time.perf_counter() - t0
     after = plan.max_utilization() / lower_bound(topo, flows)
+    # the rank_order row (plain ECMP with the planned host order vs a random order) goes here
     return {
         "name": name,
         "flows": len(flows),
-        "pieces": len(plan.pieces),
-        "ecmp_over_bound": round(statistics.mean(ecmp_over), 3),
-        "plan_over_bound": round(plan_over, 3),
+        "pieces": pieces,
+        "fewest_pieces": fewest,
+        "min_pieces_at_bound": round(pieces / fewest, 3),
+        "ecmp_over_bound": round(ecmp_mean, 3),
+        "ecmp_ci": [round(ecmp_lo, 3), round(ecmp_hi, 3)],
+        "ecmp_samples": len(ecmp_over),
+        "ecmp_ci_half_pct": round(100 * (ecmp_hi - ecmp_mean) / ecmp_mean, 2),
+        "plan_over_bound": round(plan_load / bound, 3),
         "spray_over_bound": round(spray_over, 3),
-        "ecmp_completion_over_plan": round(ecmp_ct / plan_ct, 3),
+        "ecmp_completion_over_plan": round(ct_mean, 3),
+        "ecmp_completion_ci": [round(ct_lo, 3), round(ct_hi, 3)],
+        "ecmp_completion_samples": len(ct_over),
         "spray_completion_over_plan": round(spray_ct / plan_ct, 3),
         "completion": method,
         "plan_s": round(plan_s, 4),
@@ -183,15 +334,31 @@ def run(args: argparse.Namespace) -> int:
 
     from c4.report import emit
 
+    if args.seeds is not None and args.seeds < 1:
+        print(f"c4 bench plan: --seeds must be >= 1, got {args.seeds}", file=sys.stderr)
+        return 2
     suite = scenarios(args.quick)
+    samples = args.seeds or (QUICK_SAMPLES if args.quick else DEFAULT_SAMPLES)
     rows = []
     for name, make_topo, make_jobs, max_qps in tqdm(suite, desc="scenarios", disable=not sys.stdout.isatty()):
-        rows.append(run_scenario(name, make_topo, make_jobs, max_qps, args.seeds))
+        rows.append(
+            run_scenario(
+                name,
+                make_topo,
+                make_jobs,
+                max_qps,
+                samples,
+                args.ci_pct,
+                QUICK_COMPLETION_SAMPLES if args.quick else COMPLETION_SAMPLES,
+            )
+        )
     cols = [
         "name",
         "flows",
         "pieces",
+        "min_pieces_at_bound",
         "ecmp_over_bound",
+        "ecmp_ci",
         "plan_over_bound",
         "spray_over_bound",
         "ecmp_completion_over_plan",

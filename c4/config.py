@@ -188,6 +188,8 @@ class CollectorConfig(BaseModel):
     accounting_interval_s: float = Field(60.0, ge=0)  # 0: every diagnosis pass (a job whose data changed)
     checkpoint_interval_s: float = Field(0.0, ge=0)
     fabric_topology: str = ""  # fabric YAML: nominal switch link rates for localizing a degraded link
+    fabric_discovery_interval_s: float = Field(60.0, ge=0)  # fabric_topology from LLDP/ibnetdiscover (0: off)
+    fabric_fresh_s: float = Field(300.0, gt=0)  # neighbour polls older than this are not the fabric now
     lake: str = ""  # postgres://user@host:port/db: write into a DuckLake shared with other collectors
     lake_data_path: str = "/var/lib/c4/lake"  # the lake's Parquet files (a shared directory or s3://...)
     shard: str = ""  # this collector's name in the lake (default: hostname_port)

@@ -133,13 +133,13 @@ class Diagnosis:
         #: the config's holds and operators' (loaded from the store by the collector, set by SetHold)
         self.holds = HoldBook(config_hold(cfg))
         self.recovery = RecoveryWatch()
-        self._resuming: set[asyncio.Task] = set()  # held steps running after a release
         self.accounts = JobAccounts(
             cfg.accounting_window_s,
             cfg.accounting_interval_s,
             cfg.checkpoint_interval_s,
             cfg.max_clock_skew_s,
         )
+        self._resuming: set[asyncio.Task] = set()  # held steps running after a release
 
     def start(self) -> None:
         """Build the runner (with the fabric's link rates), the alert sinks and the isolation hook,

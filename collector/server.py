@@ -29,6 +29,7 @@ from c4.collector.auth import (
 )
 from c4.collector.diagnosis import Diagnosis
 from c4.collector.exporter import MetricsServer
+from c4.collector.fabric import FabricDiscovery
 from c4.collector.grouping import GroupError, decode_group, reply_for
 from c4.collector.holds import HoldKeeper, hold_request_problem
 from c4.collector.ingest import IngestService, Metrics, agent_server, bind, set_serving
@@ -301,6 +302,9 @@ class Collector:
         self.service.fault_updater = self.diagnosis.update_fault
         self.holds = HoldKeeper(self.diagnosis.holds, self.store, self.writer, self.service.node)
         self.service.resume_held = self.diagnosis.resume_held
+        self.fabric = FabricDiscovery(
+            self.store, self.writer, self.service.query_pool, cfg.fabric_fresh_s, cfg.fabric_topology
+        )
 
     async def start(self) -> int:
         """Bind and start serving; returns the bound port."""
@@ -357,6 +361,12 @@ class Collector:
             self._tasks.append(
                 asyncio.create_task(
                     self._every(self.cfg.diagnose_interval_s, self.diagnosis.diagnose, "diagnosis")
+                )
+            )
+        if self.cfg.fabric_discovery_interval_s > 0:
+            self._tasks.append(
+                asyncio.create_task(
+                    self._every(self.cfg.fabric_discovery_interval_s, self.fabric.run, "fabric_discovery")
                 )
             )
         log.info(

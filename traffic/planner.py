@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import zlib
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -12,7 +11,8 @@ import numpy as np
 from c4.traffic.collectives import Flow
 from c4.traffic.coloring import equitable_colouring
 from c4.traffic.hashing import SPORT_MAX, SPORT_MIN, switch_hash
-from c4.traffic.routing import capacities, live_paths, path_links
+from c4.traffic.routing import capacities, live_paths, lower_bound, path_links
+from c4.traffic.splitting import Share, port_shares
 from c4.traffic.topology import NicPort, Topology, TopologyError
 
 
@@ -55,51 +55,6 @@ class Plan:
     def subflows(self) -> list[tuple[list[int], float]]:
         """(link ids, bytes) per piece, for the fluid simulator."""
         return [(p.links, p.bytes) for p in self.pieces]
-
-
-def _leaf_groups(topo: Topology, f: Flow) -> tuple[str, str]:
-    """The (source, destination) leaf of a flow's first NIC port."""
-    return topo.hosts[f.src].nics[f.src_nic][0].leaf, topo.hosts[f.dst].nics[f.dst_nic][0].leaf
-
-
-def split_counts(topo: Topology, flows: list[Flow], max_qps: int) -> list[int]:
-    """Pieces per flow by the gcd rule: r flows over s live uplinks at the source leaf -> s / gcd(r, s).
-
-    Splitting each of r equal flows into s/gcd(r, s) pieces lets every uplink carry exactly
-    r/gcd(r, s) pieces: the load of ideal spraying. The same rule at the destination leaf (its
-    live downlinks) balances the downlinks; a flow takes the lcm of both when it fits under
-    max_qps, else the larger. At least the flow's own QPs and one piece per NIC port.
-    """
-    r_out: dict[str, int] = defaultdict(int)
-    r_in: dict[str, int] = defaultdict(int)
-    leaves = [_leaf_groups(topo, f) for f in flows]
-    for src_leaf, dst_leaf in leaves:
-        if src_leaf != dst_leaf:
-            r_out[src_leaf] += 1
-            r_in[dst_leaf] += 1
-    s_up: dict[str, int] = {}
-    s_down: dict[str, int] = {}
-    for leaf in topo.leaves:
-        s_up[leaf] = sum(1 for sp in topo.spines if topo.live(leaf, sp))
-        s_down[leaf] = sum(1 for sp in topo.spines if topo.live(sp, leaf))
-    out = []
-    for f, (src_leaf, dst_leaf) in zip(flows, leaves, strict=True):
-        ports = len(topo.hosts[f.src].nics[f.src_nic])
-        floor = max(f.qps, ports)
-        if src_leaf == dst_leaf:
-            out.append(floor)
-            continue
-        su, sd = s_up[src_leaf], s_down[dst_leaf]
-        k_src = su // math.gcd(r_out[src_leaf], su) if su else 1
-        k_dst = sd // math.gcd(r_in[dst_leaf], sd) if sd else 1
-        k = math.lcm(k_src, k_dst)
-        cap = max(max_qps, ports)
-        if k > cap:
-            k = max(k_src, k_dst)
-        if topo.tiers == 3:  # a second hashing stage (agg -> core): finer pieces let the greedy balance it
-            k = max(k, max_qps)
-        out.append(min(max(k, floor), cap))
-    return out
 
 
 class Options:
@@ -158,20 +113,53 @@ class Planner:
         self._reach: dict[tuple[str, str], bool] = {}
 
     # --- planning ---------------------------------------------------------------
-    def plan(self, flows: list[Flow]) -> Plan:
-        """Route every flow; returns the plan with its ledger."""
-        topo = self.topo
+    def plan(self, flows: list[Flow], sports: bool = True) -> Plan:
+        """Route every flow: the lowest max link load first, then the fewest pieces; returns the plan with its ledger.
+
+        Two split rules are tried, fewest pieces first: cuts that just reach the lower bound on
+        every leaf, then cuts that balance every leaf evenly (the gcd rule: more pieces, but equal
+        ones that colour exactly). The first plan at the bound wins, else the lower load.
+        sports=False leaves the UDP source ports unset (0), for callers that only need the loads.
+        """
         self._choices.clear()  # the fabric may have changed since the last plan
         self._pickers.clear()
         self._reach.clear()
+        bound = lower_bound(self.topo, flows)
+        pairs = [self._port_pairs(f) for f in flows]
+        candidates = []
+        for balanced in (False, True):
+            shares = port_shares(self.topo, flows, pairs, self.max_qps, bound, balanced)
+            count = sum(sh.pieces for fs in shares for sh in fs)
+            if all(count != c for c, _ in candidates):
+                candidates.append((count, shares))
+        best: Plan | None = None
+        for _, shares in sorted(candidates, key=lambda c: c[0]):
+            plan = self._route_shares(flows, shares, bound)
+            peak = plan.max_utilization()
+            if best is None or peak < best.max_utilization() * (1 - 1e-9):
+                best = plan
+            if peak <= bound * (1 + 1e-9):
+                break
+        assert best is not None
+        if sports:
+            for p in best.pieces:
+                p.sport = self.sport_for(p)
+        return best
+
+    def _route_shares(self, flows: list[Flow], shares: list[list[Share]], bound_s: float = 0.0) -> Plan:
+        """Cut every share into its pieces and route them: colouring on a uniform 2-tier fabric, else greedy; repair."""
+        topo = self.topo
         cap = capacities(topo)
         load = np.zeros(len(topo.links))
         pieces: list[Piece] = []
-        counts = split_counts(topo, flows, self.max_qps)
-        for i, (f, k) in enumerate(zip(flows, counts, strict=True)):
-            for q in range(k):
-                pieces.append(Piece(i, f.job, f.src, f.dst, f.channel, q, f.bytes / k))
-        self._assign_ports(pieces, flows, defaultdict(float))
+        for i, (f, fs) in enumerate(zip(flows, shares, strict=True)):
+            q = 0
+            for sh in fs:
+                for _ in range(sh.pieces):
+                    pieces.append(
+                        Piece(i, f.job, f.src, f.dst, f.channel, q, sh.bytes / sh.pieces, sh.src, sh.dst)
+                    )
+                    q += 1
         cross = [p for p in pieces if p.src_port.leaf != p.dst_port.leaf]
         local = [p for p in pieces if p.src_port.leaf == p.dst_port.leaf]
         for p in local:
@@ -181,10 +169,17 @@ class Planner:
         else:
             self._greedy(sorted(cross, key=lambda p: -p.bytes), load, cap)
         plan = Plan(topo, flows, pieces, load)
-        self._repair(plan, cap)
-        for p in pieces:
-            p.sport = self.sport_for(p)
+        self._repair(plan, cap, bound_s)
         return plan
+
+    def shares(
+        self, flows: list[Flow], bound_s: float | None = None, balanced: bool = False
+    ) -> list[list[Share]]:
+        """Per flow, its bytes per port pair (plane) and the fewest pieces each share needs to reach the bound."""
+        pairs = [self._port_pairs(f) for f in flows]
+        if bound_s is None:
+            bound_s = lower_bound(self.topo, flows)
+        return port_shares(self.topo, flows, pairs, self.max_qps, bound_s, balanced)
 
     def _reachable(self, a: NicPort, b: NicPort) -> bool:
         """Some live switch path joins the two ports' leaves (cached per leaf pair)."""
@@ -277,19 +272,54 @@ class Planner:
         for p in pieces:
             self._place(p, self._options(p, cache), load, inv)
 
-    def _repair(self, plan: Plan, cap: np.ndarray, max_moves: int = 2000) -> None:
+    def _repair(self, plan: Plan, cap: np.ndarray, bound_s: float = 0.0, max_moves: int = 2000) -> None:
         """Move pieces off the busiest link (to another path or NIC port) while that lowers its load.
 
         Catches what the structured steps cannot: unequal pieces, degraded links, dual-homed NICs
-        whose two leaves differ in uplink capacity.
+        whose two leaves differ in uplink capacity. When no whole piece can move, part of one
+        (of a connection with QPs to spare) moves. Stops at the lower bound bound_s (seconds),
+        or when the busiest link stopped falling.
         """
         inv = np.where(cap > 0, 1.0 / np.where(cap > 0, cap, 1), np.inf)
         by_link: dict[int, list[Piece]] = defaultdict(list)
+        count: dict[int, int] = defaultdict(int)
+        next_qp: dict[int, int] = defaultdict(int)
         for p in plan.pieces:
+            count[p.flow] += 1
+            next_qp[p.flow] = max(next_qp[p.flow], p.qp + 1)
             for lid in p.links:
                 by_link[lid].append(p)
         cache: dict = {}
         pairs_of: dict[int, list[tuple[NicPort, NicPort]]] = {}
+
+        def all_options(p: Piece) -> list[tuple[NicPort, NicPort, list[str], list[int]]]:
+            pairs = pairs_of.get(p.flow)
+            if pairs is None:
+                pairs = pairs_of[p.flow] = self._port_pairs(plan.flows[p.flow])
+            out = []
+            for a, b in pairs:
+                key = (a.name, b.name)
+                options = cache.get(key)
+                if options is None:
+                    options = cache[key] = [
+                        (n, path_links(self.topo, n)) for n in live_paths(self.topo, a, b)
+                    ]
+                out += [(a, b, nodes, links) for nodes, links in options]
+            return out
+
+        def best_option(p: Piece, size: float, peak: float):
+            best, best_peak = None, peak
+            for a, b, nodes, links in all_options(p):
+                new_peak = float(((plan.load[links] + size) * inv[links]).max())
+                if new_peak < best_peak - 1e-12:
+                    best, best_peak = (a, b, nodes, links), new_peak
+            return best
+
+        record, stale, patience = (
+            np.inf,
+            0,
+            50,
+        )  # lowest busiest-link load, moves since it fell 0.1%, allowance
         for _ in range(max_moves):
             with np.errstate(invalid="ignore"):
                 util = plan.load * inv
@@ -298,29 +328,24 @@ class Planner:
                 return
             worst = max(by_link, key=lambda lid: util[lid])
             peak = util[worst]
+            if peak <= bound_s * (1 + 1e-9):
+                return
+            if peak < record * (1 - 1e-3):
+                # a plateau of n links at the peak takes about n moves to lower
+                record, stale, patience = peak, 0, int((util >= peak * (1 - 1e-9)).sum()) + 20
+            else:
+                stale += 1
+                if stale > patience:
+                    return
             moved = False
-            for p in sorted(by_link[worst], key=lambda x: -x.bytes):
-                pairs = pairs_of.get(p.flow)
-                if pairs is None:
-                    pairs = pairs_of[p.flow] = self._port_pairs(plan.flows[p.flow])
-                current = p.links
-                plan.load[current] -= p.bytes
-                best, best_peak = None, peak
-                for a, b in pairs:
-                    key = (a.name, b.name)
-                    options = cache.get(key)
-                    if options is None:
-                        options = cache[key] = [
-                            (n, path_links(self.topo, n)) for n in live_paths(self.topo, a, b)
-                        ]
-                    for nodes, links in options:
-                        new_peak = float(((plan.load[links] + p.bytes) * inv[links]).max())
-                        if new_peak < best_peak - 1e-12:
-                            best, best_peak = (a, b, nodes, links), new_peak
+            on_worst = sorted(by_link[worst], key=lambda x: -x.bytes)
+            for p in on_worst:
+                plan.load[p.links] -= p.bytes
+                best = best_option(p, p.bytes, peak)
                 if best is None:
-                    plan.load[current] += p.bytes
+                    plan.load[p.links] += p.bytes
                     continue
-                for lid in current:
+                for lid in p.links:
                     by_link[lid].remove(p)
                 p.src_port, p.dst_port, p.nodes, p.links = best
                 plan.load[p.links] += p.bytes
@@ -329,7 +354,64 @@ class Planner:
                 moved = True
                 break
             if not moved:
+                moved = self._split_off_worst(
+                    plan, worst, on_worst, inv, count, next_qp, by_link, all_options
+                )
+            if not moved:
                 return
+
+    def _split_off_worst(self, plan, worst, on_worst, inv, count, next_qp, by_link, all_options) -> bool:
+        """Move part of a piece on the busiest link (one with QPs to spare) to the path that levels them best.
+
+        The part is the amount that brings the busiest link and the most loaded new link of the
+        other path to the same utilization (at most the whole piece, at least a sixteenth of it).
+        """
+        with np.errstate(invalid="ignore"):
+            util = plan.load * inv
+        util[np.isnan(util)] = 0
+        peak = float(util[worst])
+        for p in on_worst:
+            limit = max(self.max_qps, len(self.topo.hosts[p.src].nics[plan.flows[p.flow].src_nic]))
+            if count[p.flow] >= limit:
+                continue
+            here = set(p.links)
+            best, best_size, best_peak = None, 0.0, peak
+            for a, b, nodes, links in all_options(p):
+                new = [e for e in links if e not in here]
+                if not new:
+                    continue
+                size = min(
+                    p.bytes,
+                    min((peak - util[e]) / (inv[worst] + inv[e]) for e in new),
+                )
+                if size < p.bytes / 16:
+                    continue
+                after = max(peak - size * inv[worst], max(util[e] + size * inv[e] for e in new))
+                if after < best_peak - 1e-12:
+                    best, best_size, best_peak = (a, b, nodes, links), size, after
+            if best is None:
+                continue
+            a, b, nodes, links = best
+            if best_size >= p.bytes * (1 - 1e-12):  # the whole piece: a move, not a split
+                plan.load[p.links] -= p.bytes
+                for lid in p.links:
+                    by_link[lid].remove(p)
+                p.src_port, p.dst_port, p.nodes, p.links = a, b, nodes, links
+                plan.load[links] += p.bytes
+                for lid in links:
+                    by_link[lid].append(p)
+                return True
+            p.bytes -= best_size
+            plan.load[p.links] -= best_size
+            q = Piece(p.flow, p.job, p.src, p.dst, p.channel, next_qp[p.flow], best_size, a, b, nodes, links)
+            next_qp[p.flow] += 1
+            count[p.flow] += 1
+            plan.pieces.append(q)
+            plan.load[links] += best_size
+            for lid in links:
+                by_link[lid].append(q)
+            return True
+        return False
 
     # --- source ports -------------------------------------------------------------
     def _hasher(self, switch: str):
@@ -447,3 +529,8 @@ class Planner:
         plan.churn = len(affected) + len(added)
         plan.added = len(added)
         return plan
+
+
+def split_counts(topo: Topology, flows: list[Flow], max_qps: int) -> list[int]:
+    """Pieces per flow: the sum over its port pairs of the fewest pieces that can reach the bound."""
+    return [sum(sh.pieces for sh in shares) for shares in Planner(topo, max_qps=max_qps).shares(flows)]

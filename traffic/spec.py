@@ -17,20 +17,22 @@ def _names(spec: dict, key: str, where: str) -> list[str]:
 
 
 def _port(host: str, n: int, p: int, raw: Any, default_gbps: float, where: str) -> tuple[NicPort, float]:
-    """One NIC port entry: a leaf name, or {leaf, ip, gbps, plane}."""
+    """One NIC port entry: a leaf name, or {leaf, ip, gbps, plane, ifname}."""
     name = f"{host}/nic{n}p{p}"
     if isinstance(raw, str):
         raw = {"leaf": raw}
     if not isinstance(raw, dict) or "leaf" not in raw:
         raise TopologyError(f"{where}: NIC port {name} needs a `leaf`")
-    unknown = set(raw) - {"leaf", "ip", "gbps", "plane"}
+    unknown = set(raw) - {"leaf", "ip", "gbps", "plane", "ifname"}
     if unknown:
         raise TopologyError(f"{where}: NIC port {name}: unknown keys {sorted(unknown)}")
     ip = raw.get("ip")
     if ip is None:
         raise TopologyError(f"{where}: NIC port {name} needs an `ip`")
     gbps = float(raw.get("gbps", default_gbps))
-    return NicPort(host, n, p, str(raw["leaf"]), str(ip), rail=n, plane=int(raw.get("plane", 0))), gbps
+    port = NicPort(host, n, p, str(raw["leaf"]), str(ip), rail=n, plane=int(raw.get("plane", 0)))
+    port.ifname = str(raw.get("ifname", ""))
+    return port, gbps
 
 
 def from_spec(spec: dict, where: str = "spec") -> Topology:

@@ -52,6 +52,7 @@ class NicPort:
     ip: str
     rail: int = 0
     plane: int = 0
+    ifname: str = ""  # the host's interface for this port (joins discovered LLDP neighbours), '' if unsaid
 
     @property
     def name(self) -> str:
