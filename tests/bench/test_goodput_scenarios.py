@@ -6,6 +6,7 @@ import pytest
 
 from c4.bench.diagnose_run import make_twin, run_scenario
 from c4.bench.diagnose_scenarios import Scenario
+from c4.bench.goodput import _CollectorPasses, score_jobs, summarize
 from c4.bench.goodput_scenarios import CHECKPOINT_EVERY_STEPS, goodput_scenarios
 from c4.catalogue import load
 from c4.collector.store import Store
@@ -62,7 +63,8 @@ def test_a_relaunched_job_through_the_samplers_store_and_diagnosis(tmp_path):
         watch_s=30,
         jobs=[{"name": "p", "first_node": 0, **job}, {"name": "q", "first_node": 2, **job}],
     )
-    r = run_scenario(sc, tmp_path)
+    passes = _CollectorPasses(interval_s=10.0)
+    r = run_scenario(sc, tmp_path, on_pass=passes.on_pass, on_end=passes.on_end)
     assert r.ttd_s is not None and r.correct[0] and r.raised[0]["class"] == "non_comm_hang", (
         r.raised,
         r.truth,
@@ -87,3 +89,26 @@ def test_a_relaunched_job_through_the_samplers_store_and_diagnosis(tmp_path):
             assert placed[(twin.comm_id("p", comm, 1), crank)] == (host, local)
     new = {twin.comm_id("p", c, 1) for k in range(spec.world) for c, _, _ in twin.communicators("p", k)}
     assert {c for c, lo in seqs if c in new and lo == 0} == {c for c, _ in seqs if c in new} != set()
+    # c4 bench goodput's scoring on this run: the hung job's lost time as the twin counts it, the other's none
+    rows = {row["job"]: row for row in score_jobs(sc.name, r.extra)}
+    assert rows["p"]["scored"] and rows["p"]["accounting_error"] <= 0.05, rows["p"]
+    assert not rows["q"]["scored"] and rows["q"]["ettr_error"] <= 0.02, rows["q"]
+    summary = summarize(list(rows.values()))
+    assert summary["jobs_scored"] == 1 and summary["jobs_unaccounted"] == 0
+
+
+def test_a_job_the_collector_never_accounted_scores_as_wholly_wrong():
+    """A job with true losses and no job_goodput row counts as error 1.0 and as unaccounted; a job that lost
+    under 1% of its wall time is scored by ETTR only."""
+    truth = {
+        "a": {"lost_s": 50.0, "wall_s": 200.0, "ettr": 0.75, "hung_s": 50.0},
+        "b": {"lost_s": 1.0, "wall_s": 200.0, "ettr": 0.995},
+    }
+    measured = {"b": {"lost_s": 0.0, "ettr": 1.0}}
+    rows = score_jobs("s", {"measured": measured, "truth": truth})
+    by = {r["job"]: r for r in rows}
+    assert by["a"]["accounting_error"] == 1.0 and by["a"]["measured_lost_s"] is None
+    assert by["b"]["scored"] is False and by["b"]["accounting_error"] is None
+    assert by["b"]["ettr_error"] == 0.005
+    s = summarize(rows)
+    assert s["jobs_unaccounted"] == 1 and s["accounting_error"] == {"median": 1.0, "max": 1.0}
