@@ -18,7 +18,7 @@ import numpy as np
 import polars as pl
 
 from c4.analytics.step_clock import clock_offsets_s
-from c4.analytics.step_trace import COLLECTIVE_OPS, COMPUTE_OPS, HOST_OPS, P2P_OPS, p2p_keys
+from c4.analytics.step_trace import COLLECTIVE_OPS, COMPUTE_OPS, HOST_OPS, P2P_OPS, TraceError, p2p_keys
 from c4.step_trace import OPS
 
 OP_INDEX = {op: i for i, op in enumerate(OPS)}
@@ -541,7 +541,9 @@ def _levels(
             break
         level_g = new
     else:
-        raise ValueError("the step's ops depend on each other in a cycle")
+        raise TraceError(
+            "the step's ops depend on each other in a cycle (a recv before the send it waits on)"
+        )
     node_level = level_g[group_of]
     order = np.lexsort((group_of, node_level))
     out = []

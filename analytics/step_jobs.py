@@ -31,6 +31,36 @@ MAX_STEPS = 20
 MIN_STEPS = 3
 
 
+def latest_run(trace: pl.DataFrame) -> pl.DataFrame:
+    """Each job's rows from its latest run in the window: a job restarted from a checkpoint does its steps
+    since that checkpoint again under the same numbers, and two runs' ops of one step never match.
+
+    A rank's ops follow each other, so its step numbers never fall within a run; a step below the rank's
+    previous op's begins a new run. The job's latest run begins at the earliest such drop among its
+    ranks' latest drops (the old run's ops all ended before the relaunch).
+    """
+    if trace.is_empty():
+        return trace
+    drops = (
+        trace.sort("start_s")
+        .with_columns((pl.col("step") < pl.col("step").shift(1).over("job", "rank")).alias("_drop"))
+        .filter(pl.col("_drop"))
+    )
+    if drops.is_empty():
+        return trace
+    since = (
+        drops.group_by("job", "rank")
+        .agg(pl.col("start_s").max())
+        .group_by("job")
+        .agg(pl.col("start_s").min().alias("_since"))
+    )
+    return (
+        trace.join(since, on="job", how="left")
+        .filter(pl.col("_since").is_null() | (pl.col("start_s") >= pl.col("_since")))
+        .drop("_since")
+    )
+
+
 def complete_steps(step_ops: pl.DataFrame, max_steps: int = MAX_STEPS) -> pl.DataFrame:
     """The trace rows of the newest ``max_steps`` steps per job that are whole in the window.
 
@@ -46,7 +76,7 @@ def complete_steps(step_ops: pl.DataFrame, max_steps: int = MAX_STEPS) -> pl.Dat
         for c in EMPTY_IS_NULL
         if c in step_ops.columns
     )
-    df = df.unique(maintain_order=True)  # an agent's re-send of the same rows counts once
+    df = latest_run(df.unique(maintain_order=True))  # an agent's re-send of the same rows counts once
     per_step = df.group_by("job", "rank", "step").len("ops")
     ranks = (
         per_step.sort("step")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 
-HELP = "Run a benchmark (ingest, agent, plan, sim, diagnose, ui, plugin, load, chaos, conformance, downtime); side-by-side ratios."
+HELP = "Run a benchmark (ingest, agent, plan, sim, diagnose, ui, plugin, load, chaos, conformance, downtime, goodput); side-by-side ratios."
 
 #: benchmark -> module with ``HELP``, ``configure(parser)`` and ``run(args) -> int``.
 BENCHES: dict[str, str] = {
@@ -19,6 +19,7 @@ BENCHES: dict[str, str] = {
     "diagnose": "c4.bench.diagnose",
     "conformance": "c4.bench.conformance",
     "downtime": "c4.bench.downtime",
+    "goodput": "c4.bench.goodput",
     "ui": "c4.bench.ui",  # named, not imported: nothing imports the ui room
 }
 

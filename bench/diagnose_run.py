@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -47,6 +48,7 @@ class ScenarioResult:
     )
     sim_s: float = 0.0
     wall_s: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)  # what an ``on_end`` hook returned
 
 
 def truth_of(sc: Scenario, twin) -> dict[str, Any]:
@@ -153,8 +155,18 @@ def onset_error_s(first_seen: datetime | None, onset_s: float) -> float | None:
     return first_seen.replace(tzinfo=UTC).timestamp() - EPOCH_S - onset_s
 
 
-def run_scenario(sc: Scenario, workdir: Path | None = None, diagnose_every_steps: int = 1) -> ScenarioResult:
-    """Step the twin, sample every node with the real samplers, ingest through the Store, diagnose each step."""
+def run_scenario(
+    sc: Scenario,
+    workdir: Path | None = None,
+    diagnose_every_steps: int = 1,
+    on_pass: Callable[[Store, Any, datetime, list[dict[str, Any]]], None] | None = None,
+    on_end: Callable[[Store, Any, Any], dict[str, Any]] | None = None,
+) -> ScenarioResult:
+    """Step the twin, sample every node with the real samplers, ingest through the Store, diagnose each step.
+
+    ``on_pass(store, cursor, now, fault rows)`` runs after each diagnosis pass (e.g. to store what the
+    collector stores); ``on_end(store, cursor, twin)``'s answer becomes the result's ``extra``.
+    """
 
     own = workdir is None
     work = Path(tempfile.mkdtemp(prefix="c4-bench-diag-")) if own else Path(workdir)
@@ -203,6 +215,8 @@ def run_scenario(sc: Scenario, workdir: Path | None = None, diagnose_every_steps
             if step % diagnose_every_steps:
                 continue
             rows = diag.run_once(cur, now).to_pylist()
+            if on_pass is not None:
+                on_pass(store, cur, now, rows)
             for r in rows:
                 if r["state"] == "resolved" or r["fault_id"] in seen:
                     continue
@@ -226,6 +240,8 @@ def run_scenario(sc: Scenario, workdir: Path | None = None, diagnose_every_steps
                     result.onset_errors_s.append(result.raised[-1]["onset_error_s"])
                 if ok and result.ttd_s is None:
                     result.ttd_s = max(0.0, twin.t - onset_s)
+        if on_end is not None:
+            result.extra = on_end(store, cur, twin)
         cur.close()
         store.close()
         result.sim_s = twin.t

@@ -61,6 +61,18 @@ class JobNodeWriter(NodeWriter):
 
     def write_init_log(self, twin) -> None:
         """NCCL_DEBUG=INFO init lines: every communicator of every rank on this node (world, TP, DP, PP, EP)."""
+        lines = self._init_lines(twin, 0)
+        (self.root / "nccl-logs" / f"{self.node}.log").write_text("\n".join(lines) + ("\n" if lines else ""))
+
+    def append_init_log(self, twin, run: int) -> None:
+        """A relaunched run's init lines, appended to the node's NCCL log (its communicators are new)."""
+        lines = self._init_lines(twin, run)
+        if lines:
+            with open(self.root / "nccl-logs" / f"{self.node}.log", "a") as f:
+                f.write("\n".join(lines) + "\n")
+
+    def _init_lines(self, twin, run: int) -> list[str]:
+        """One ``ncclCommInitRank`` line per communicator of every rank of this node in one run of its job."""
         job = twin.job_name(self.node)
         lines = []
         if job:
@@ -70,11 +82,12 @@ class JobNodeWriter(NodeWriter):
                 gpu, p = twin.gpu_of(self.node, k), twin.pid_of(self.node, k)
                 for i, (comm, rank, size) in enumerate(twin.communicators(job, base + k)):
                     lines.append(
-                        f"{self.node}:{p}:{p} [{k}] NCCL INFO ncclCommInitRank comm 0x{0x55D0000 + 0x1000 * i + k:x} "
+                        f"{self.node}:{p}:{p} [{k}] NCCL INFO ncclCommInitRank comm "
+                        f"0x{0x55D0000 + 0x100000 * run + 0x1000 * i + k:x} "
                         f"rank {rank} nranks {size} cudaDev {k} nvmlDev {gpu} "
-                        f"busId {PCI_BUSES[gpu % len(PCI_BUSES)]:x}000 commId {twin.comm_id(job, comm)} - Init START"
+                        f"busId {PCI_BUSES[gpu % len(PCI_BUSES)]:x}000 commId {twin.comm_id(job, comm, run)} - Init START"
                     )
-        (self.root / "nccl-logs" / f"{self.node}.log").write_text("\n".join(lines) + ("\n" if lines else ""))
+        return lines
 
     def apply(self, twin, out) -> None:
         """Write one tick: gauges and faults, NIC counters, NVML, Inspector records and step-trace lines."""
@@ -85,6 +98,10 @@ class JobNodeWriter(NodeWriter):
             gauges.update(HEALTHY_GAUGES)
             if stuck:  # the job's other ranks spin in the collective their hung peer never joins
                 gauges["util_gpu_pct"] = 100.0
+            elif job in out.restarting_jobs:  # killed, not yet relaunched: nothing runs on the GPUs
+                gauges["util_gpu_pct"] = 0.0
+        if job in out.relaunched:  # the new run initializes its communicators before its first collective
+            self.append_init_log(twin, out.relaunched[job])
         mine = replace(out, blocked=stuck)
         self.host_state = "calm"
         for fault in twin.faults:
@@ -129,7 +146,7 @@ class JobNodeWriter(NodeWriter):
                 size_b = tj.activation_bytes
             else:
                 continue
-            cid = twin.comm_id(job, name)
+            cid = twin.comm_id(job, name, r.get("run", 0))
             if name not in self._nnodes:
                 self._nnodes[name] = len({spec.host_of(x)[0] for x in self._members(spec, name)})
             nodes = self._nnodes[name]

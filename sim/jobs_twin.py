@@ -16,11 +16,19 @@ tick, the ops that ended in the tick, which ``c4.sim.job_files`` writes where th
 writing; the other jobs run on. Job keys beyond ``PipelineJob``'s: ``first_node`` or ``nodes``
 (placement, one node per ``gpus`` ranks), ``grad_bytes`` (a rank's data-parallel message) and
 ``activation_bytes`` (a pipeline or tensor-parallel message).
+
+Restarts and checkpoints (``c4.sim.job_runs``): ``checkpoint_every_steps`` (a ``checkpoint`` op on every rank
+ending every Nth step, ``checkpoint_s`` long; 0: never), ``restart_after_s`` (a hung run is killed this long
+after its last op ended and relaunched; None: it stays hung) and ``restart_s`` (from the kill to the next
+run's first op). A ``job_restart`` fault kills the job's run at its ``at_s`` (its ``job``, else the job on
+its ``node``). A relaunched run resumes from its last checkpoint with new communicators (NCCL makes a new
+``commId`` at every init: derived from the job and the run number), so Inspector sequence numbers begin
+again and new init lines are appended to each node's NCCL log; nothing is written between runs (the
+GPUs idle). ``accounting_truth`` says what each job's wall time went to (``c4.sim.goodput_truth``).
 """
 
 from __future__ import annotations
 
-import bisect
 import hashlib
 import math
 from dataclasses import dataclass, field
@@ -30,7 +38,9 @@ import numpy as np
 import polars as pl
 
 from c4.sim.faults import FAULT_KINDS, Fault
-from c4.sim.pipeline import Cause, PipelineJob, PipelineTruth, simulate
+from c4.sim.goodput_truth import job_accounting_truth
+from c4.sim.job_runs import TwinRun, simulate_runs
+from c4.sim.pipeline import Cause, PipelineJob, PipelineTruth
 from c4.traffic.generators import leaf_spine
 from c4.traffic.topology import Topology
 
@@ -38,27 +48,42 @@ __all__ = ["JobsStepOutput", "JobsTwin", "TwinJob"]
 
 #: Job keys that place or size the job in the twin rather than shape its schedule.
 _PLACEMENT_KEYS = ("first_node", "nodes", "grad_bytes", "activation_bytes")
+#: Job keys that say when a run is killed and how long its relaunch takes (``c4.sim.job_runs``).
+_RESTART_KEYS = ("restart_after_s", "restart_s")
+#: From a kill to the relaunched run's first op unless the job says otherwise (scheduler, load, NCCL init).
+RESTART_S = 30.0
 #: Nominal op times of a twin job unless its scenario says otherwise: a step of about a second.
 TWIN_OP_TIMES = {"forward_s": 0.04, "backward_s": 0.08, "p2p_s": 0.004, "tp_comm_s": 0.004, "dp_comm_s": 0.08}
 
 
 @dataclass
 class TwinJob:
-    """One job of the twin: its shape and placement, the message sizes, its simulated trace and truth."""
+    """One job of the twin: its shape and placement, the message sizes, its runs, simulated trace and truth."""
 
     spec: PipelineJob
     grad_bytes: float
     activation_bytes: float
     causes: list[tuple[Fault, Cause]] = field(default_factory=list)
-    trace: pl.DataFrame | None = None  # ops sorted by their end, times in simulated seconds
-    truth: PipelineTruth | None = None
-    step_start_s: list[float] = field(default_factory=list)  # each step's start without the causes
+    restarts: list[Fault] = field(default_factory=list)  # job_restart faults of this job
+    restart_after_s: float | None = None  # a hung run is killed this long after its last op (None: never)
+    restart_s: float = RESTART_S  # kill -> the next run's first op
+    runs: list[TwinRun] = field(default_factory=list)
+    trace: pl.DataFrame | None = None  # every run's ops sorted by their end, times in simulated seconds
+    truth: PipelineTruth | None = None  # of the first run a cause acts on (else the first run)
+    step_start_s: list[float] = field(default_factory=list)  # each step's start without the causes (run 0)
     end_s: np.ndarray | None = None  # the trace's op ends (sorted)
 
     @property
     def hung(self) -> bool:
-        """Whether a rank of the job hangs (its trace stops)."""
-        return any(c.kind == "hang" for _, c in self.causes)
+        """Whether a run of the job hangs (its trace stops until the run is killed, if ever)."""
+        return any(r.hung for r in self.runs)
+
+    def run_at(self, t: float) -> TwinRun | None:
+        """The run alive at t (started before, not killed by then); None before the first or between runs."""
+        for r in self.runs:
+            if r.start_s < t and (r.kill_s is None or t <= r.kill_s):
+                return r
+        return None
 
     @property
     def last_end_s(self) -> float:
@@ -80,11 +105,15 @@ class JobsStepOutput:
     congested_nics: set = field(default_factory=set)
     blocked: bool = False  # per job instead (blocked_jobs); kept for the writer's shared code
     restarted: bool = False
+    restarting_jobs: set[str] = field(default_factory=set)  # killed, the next run not started: GPUs idle
+    relaunched: dict[str, int] = field(default_factory=dict)  # job -> run whose first op starts in the tick
 
 
-def _comm_id(job: str, comm: str) -> str:
-    """A stable communicator id for a job's communicator (hex, as NCCL prints commId and Inspector ``id``)."""
-    return "0x" + hashlib.blake2b(f"{job}/{comm}".encode(), digest_size=7).hexdigest().lstrip("0")
+def _comm_id(job: str, comm: str, run: int = 0) -> str:
+    """A stable communicator id for a job's communicator in one of its runs (hex, as NCCL prints commId and
+    Inspector ``id``); a relaunch initializes new communicators, so every run has its own."""
+    key = f"{job}/{comm}" if run == 0 else f"{job}#run{run}/{comm}"
+    return "0x" + hashlib.blake2b(key.encode(), digest_size=7).hexdigest().lstrip("0")
 
 
 @dataclass
@@ -127,6 +156,9 @@ class JobsTwin:
             self._add_job(i, dict(raw))
         for f in self.faults:
             kind = FAULT_KINDS[f.kind]
+            if kind.restarts_job(self, f):
+                self.twin_jobs[self._restart_job(f)].restarts.append(f)
+                continue
             got = kind.cause(self, f)
             if got is None:
                 raise ValueError(
@@ -145,6 +177,7 @@ class JobsTwin:
         if name in self.job_specs:
             raise ValueError(f"job {name!r} appears twice")
         place = {k: raw.pop(k) for k in _PLACEMENT_KEYS if k in raw}
+        restart = {k: raw.pop(k) for k in _RESTART_KEYS if k in raw}
         unknown = set(raw) - set(PipelineJob.__dataclass_fields__) - {"hosts"}
         if unknown or "hosts" in raw or "gpus_per_host" in raw:
             raise ValueError(
@@ -163,24 +196,39 @@ class JobsTwin:
             if h in self._job_of_host:
                 raise ValueError(f"job {name}: {h} already runs job {self._job_of_host[h]}")
             self._job_of_host[h] = name
+        every = raw.get("checkpoint_every_steps", 0)
+        if isinstance(every, bool) or not isinstance(every, int):
+            raise ValueError(f"job {name}: checkpoint_every_steps={every!r} must be a whole number of steps")
+        after, restart_s = _restart_keys(name, restart)
         spec = PipelineJob(name=name, hosts=hosts, gpus_per_host=self.gpus, **{**TWIN_OP_TIMES, **raw})
         self.job_specs[name] = spec
         grad = float(place.get("grad_bytes", (16 << 30) / (spec.tp * spec.pp)))
-        self.twin_jobs[name] = TwinJob(spec, grad, float(place.get("activation_bytes", 64 << 20)))
+        self.twin_jobs[name] = TwinJob(
+            spec,
+            grad,
+            float(place.get("activation_bytes", 64 << 20)),
+            restart_after_s=after,
+            restart_s=restart_s,
+        )
+
+    def _restart_job(self, fault: Fault) -> str:
+        """The job a job_restart fault relaunches: its ``job``, else the job on its ``node``, else the only job."""
+        if not fault.job and not fault.node and len(self.job_specs) == 1:
+            return next(iter(self.job_specs))
+        if not fault.job and not fault.node:
+            raise ValueError(f"fault {fault.kind} at {fault.at_s} s: say which job (job or node) it restarts")
+        return self.job_of_fault(fault)
 
     def _simulate(self, tj: TwinJob, seed: int) -> None:
-        """The job's whole run: steps to cover the horizon, each fault's cause from the step at its onset."""
-        spec = tj.spec
-        _, probe = simulate(spec, 2, seed=seed, t0_s=0.0)
-        steps = math.ceil(self.horizon_s / min(probe.step_s)) + 2
-        _, base = simulate(spec, steps, seed=seed, t0_s=0.0)
-        tj.step_start_s = list(np.concatenate([[0.0], np.cumsum(base.step_s)]))
-        for f, c in tj.causes:
-            c.onset_step = bisect.bisect_left(tj.step_start_s, f.at_s)
-        trace, tj.truth = simulate(spec, steps, [c for _, c in tj.causes], seed=seed, t0_s=0.0)
-        trace = trace.with_columns((pl.col("start_s") + pl.col("duration_s")).alias("end_s")).sort("end_s")
-        tj.trace = trace
-        tj.end_s = trace["end_s"].to_numpy()
+        """The job's runs over the horizon, each fault's cause from the step at its onset in its run."""
+        tj.runs = simulate_runs(
+            tj.spec, tj.causes, tj.restarts, self.horizon_s, seed, tj.restart_after_s, tj.restart_s
+        )
+        first = tj.runs[0]
+        tj.step_start_s = [first.ideal_step_start_s(k) for k in range(len(first.truth.ideal_run_step_s) + 1)]
+        tj.truth = next((r.truth for r in tj.runs if r.causes), first.truth)
+        tj.trace = pl.concat([r.trace for r in tj.runs], how="vertical")
+        tj.end_s = tj.trace["end_s"].to_numpy()
 
     # -- identity: who runs where ---------------------------------------------------------------
 
@@ -218,9 +266,10 @@ class JobsTwin:
         """Process id of a node's local rank (one process per GPU, as torchrun starts them)."""
         return 20000 + 100 * self.hosts.index(node) + local
 
-    def comm_id(self, job: str, comm: str) -> str:
-        """NCCL's id of one of a job's communicators (``tp.s0.d1``, ``dp.s0.t3``, ``pp.d0.t3``, ``ep...``, ``world``)."""
-        return _comm_id(job, comm)
+    def comm_id(self, job: str, comm: str, run: int = 0) -> str:
+        """NCCL's id of one of a job's communicators (``tp.s0.d1``, ``dp.s0.t3``, ``pp.d0.t3``, ``ep...``,
+        ``world``) in one of its runs (0: the first launch)."""
+        return _comm_id(job, comm, run)
 
     def communicators(self, job: str, rank: int) -> list[tuple[str, int, int]]:
         """(communicator name, this rank's rank in it, its size) for every communicator a rank belongs to."""
@@ -244,13 +293,21 @@ class JobsTwin:
         t0, t1 = self.t, self.t + self.tick_s
         ops: dict[str, list[dict[str, Any]]] = {}
         blocked: set[str] = set()
+        restarting: set[str] = set()
+        relaunched: dict[str, int] = {}
         nic_bytes: dict[tuple[str, int], float] = {}
         for name, tj in self.twin_jobs.items():
             lo, hi = np.searchsorted(tj.end_s, [t0, t1], side="left")
             rows = tj.trace.slice(int(lo), int(hi - lo)).to_dicts()
             ops[name] = rows
-            if tj.hung and t1 > tj.last_end_s:
+            run = tj.run_at(t1)
+            if run is None:
+                restarting.add(name)
+            elif run.hung and t1 > run.last_end_s:
                 blocked.add(name)
+            for r in tj.runs[1:]:
+                if t0 <= r.start_s < t1:
+                    relaunched[name] = r.index
             for (
                 r
             ) in rows:  # what leaves the node: data-parallel collectives and pipeline sends (TP rides NVLink)
@@ -260,7 +317,16 @@ class JobsTwin:
                 elif r["op"].startswith("send"):
                     key = (r["host"], r["local_rank"] % self.nics)
                     nic_bytes[key] = nic_bytes.get(key, 0.0) + tj.activation_bytes
-        out = JobsStepOutput(t0, self.seq, self.tick_s, ops, blocked, nic_bytes)
+        out = JobsStepOutput(
+            t0,
+            self.seq,
+            self.tick_s,
+            ops,
+            blocked,
+            nic_bytes,
+            restarting_jobs=restarting,
+            relaunched=relaunched,
+        )
         self.t = t1
         self.seq += 1
         return out
@@ -272,26 +338,58 @@ class JobsTwin:
         return {name: tj.truth for name, tj in self.twin_jobs.items()}
 
     def ground_truth(self) -> list[dict[str, Any]]:
-        """A sim_ground_truth row per fault, with its job, true onset (its step's start), cost and victims."""
+        """A sim_ground_truth row per fault, with its job, true onset (its step's start), end (the kill of
+        its run, if any), cost and victims; the job_restart faults after the causes."""
         rows = []
         for name, tj in self.twin_jobs.items():
-            for f, c in tj.causes:
+            for f, _ in tj.causes:
+                run, c = self._run_of(tj, f)
+                truth = run.truth
                 row = FAULT_KINDS[f.kind].truth(self, f)
-                at = tj.step_start_s[c.onset_step] if c.onset_step < len(tj.step_start_s) else f.at_s
+                steps = len(truth.ideal_run_step_s)
                 row.update(
-                    onset_s=at,
-                    end_s=None,
+                    onset_s=run.ideal_step_start_s(c.onset_step) if c.onset_step < steps else f.at_s,
+                    end_s=run.kill_s,
                     job=name,
                     node=f.node or tj.spec.hosts[0],
                     # a hang costs the job everything: no finite slowdown (None, so truth.jsonl stays JSON)
-                    slowdown_frac=tj.truth.true_slowdown_frac
-                    if math.isfinite(tj.truth.true_slowdown_frac)
+                    slowdown_frac=truth.true_slowdown_frac
+                    if math.isfinite(truth.true_slowdown_frac)
                     else None,
-                    blamed=",".join(f"{name}/rank{r}" for r in sorted(tj.truth.blamed)),
-                    affected=",".join(f"{name}/rank{r}" for r in sorted(tj.truth.victims)),
+                    blamed=",".join(f"{name}/rank{r}" for r in sorted(truth.blamed)),
+                    affected=",".join(f"{name}/rank{r}" for r in sorted(truth.victims)),
                 )
                 rows.append(row)
+        for name, tj in self.twin_jobs.items():
+            for f in tj.restarts:
+                row = FAULT_KINDS[f.kind].truth(self, f)
+                row.update(job=name, node=f.node or tj.spec.hosts[0])
+                rows.append(row)
         return rows
+
+    @staticmethod
+    def _run_of(tj: TwinJob, fault: Fault) -> tuple[TwinRun, Cause]:
+        """The run a fault's cause acts in, and its cause there (the last run when it came after them all)."""
+        for run in tj.runs:
+            for f, c in run.causes:
+                if f is fault:
+                    return run, c
+        last = tj.runs[-1]
+        return last, Cause(next(c.kind for f, c in tj.causes if f is fault), onset_step=1 << 30)
+
+    def accounting_truth(self, until_s: float | None = None) -> dict[str, dict[str, Any]]:
+        """Each job's true account over [its first op's start, until_s] (default: now), by the definitions
+        of ``c4.sim.goodput_truth``: wall_s, productive_s, lost_s and its parts hung_s, slowed_s,
+        restarting_s, redone_s, ettr, gpus, runs (and ``run_spans``: each run's first step, start, kill and
+        what killed it), and per fault (``faults``) the lost seconds it explains."""
+        until = self.t if until_s is None else float(until_s)
+        if not 0 <= until <= self.horizon_s:
+            raise ValueError(f"until_s={until} must lie within the simulated horizon [0, {self.horizon_s}]")
+        out = {}
+        for name, tj in self.twin_jobs.items():
+            faults = [f for f, _ in tj.causes] + tj.restarts
+            out[name] = job_accounting_truth(tj.spec, tj.runs, faults, tj.restart_s, until)
+        return out
 
     def connection_paths(self) -> dict[tuple[str, str, int], list[str]]:
         """No fabric model of these jobs' connections (their faults are in the jobs, not the fabric)."""
@@ -305,3 +403,15 @@ class JobsTwin:
             for x in self.topo.links
             if x.src in switches and x.dst in switches
         }
+
+
+def _restart_keys(job: str, keys: dict[str, Any]) -> tuple[float | None, float]:
+    """(restart_after_s, restart_s) of a job's keys, checked: seconds >= 0, restart_after_s may be None."""
+    after = keys.get("restart_after_s")
+    restart_s = keys.get("restart_s", RESTART_S)
+    for k, v in (("restart_after_s", after), ("restart_s", restart_s)):
+        if v is None and k == "restart_after_s":
+            continue
+        if isinstance(v, bool) or not isinstance(v, int | float) or not 0 <= v < math.inf:
+            raise ValueError(f"job {job}: {k}={v!r} must be a finite number of seconds >= 0")
+    return (None if after is None else float(after)), float(restart_s)

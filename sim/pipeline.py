@@ -13,6 +13,7 @@ The output is a training-step trace (docs/step-trace.md): one row per op per ran
 
 from __future__ import annotations
 
+import bisect
 import math
 import random
 import statistics
@@ -74,11 +75,18 @@ class PipelineJob:
     distributed_optimizer: bool = (
         False  # reduce_scatter, optimizer, all_gather instead of all_reduce, optimizer
     )
+    checkpoint_every_steps: int = 0  # a checkpoint op on every rank ending every Nth step (0: never)
+    checkpoint_s: float = 0.05  # one rank's checkpoint save (part of the ideal step)
 
     def __post_init__(self) -> None:
         for k in ("tp", "pp", "dp", "ep", "microbatches"):
             if getattr(self, k) < 1:
                 raise ValueError(f"job {self.name}: {k}={getattr(self, k)} must be >= 1")
+        if self.checkpoint_every_steps < 0 or self.checkpoint_s < 0:
+            raise ValueError(
+                f"job {self.name}: checkpoint_every_steps={self.checkpoint_every_steps} and "
+                f"checkpoint_s={self.checkpoint_s} must be >= 0"
+            )
         if self.dp % self.ep:
             raise ValueError(f"job {self.name}: ep={self.ep} must divide dp={self.dp}")
         if self.hosts and len(self.hosts) * self.gpus_per_host < self.world:
@@ -113,7 +121,12 @@ class PipelineJob:
         """Every rank of one data-parallel replica (all stages, all tensor-parallel ranks)."""
         return [self.rank(s, dp_rank, t) for s in range(self.pp) for t in range(self.tp)]
 
-    def program(self, pp_stage: int) -> list[tuple[tuple[str, int], ...]]:
+    def checkpoints_at(self, step: int) -> bool:
+        """Whether step ``step`` (counted from the job's first, across restarts) ends with a checkpoint."""
+        n = self.checkpoint_every_steps
+        return n > 0 and (step + 1) % n == 0
+
+    def program(self, pp_stage: int, checkpoint: bool = False) -> list[tuple[tuple[str, int], ...]]:
         """One step of a stage's ranks: phases of (op, microbatch), one op each, in the order they run.
 
         Megatron's non-interleaved 1F1B: ``min(pp - stage - 1, m)`` warm-up forwards, then one forward
@@ -164,6 +177,8 @@ class PipelineJob:
             out += [(("reduce_scatter", -1),), (("optimizer", -1),), (("all_gather", -1),)]
         else:
             out += [(("all_reduce", -1),), (("optimizer", -1),)]
+        if checkpoint:  # every rank saves its shard after the optimizer (a host op)
+            out.append((("checkpoint", -1),))
         return out
 
 
@@ -208,6 +223,7 @@ class PipelineTruth:
     )
     step_s: list[float] = field(default_factory=list)  # each completed step's time with the causes
     ideal_step_s: list[float] = field(default_factory=list)  # the same steps without them
+    ideal_run_step_s: list[float] = field(default_factory=list)  # every simulated step's time without them
 
 
 @dataclass
@@ -222,11 +238,16 @@ class _Run:
 class _Sim:
     """The discrete-event run of one job for ``steps`` steps under ``causes``."""
 
-    def __init__(self, job: PipelineJob, steps: int, causes: list[Cause], seed: int, t0_s: float) -> None:
+    def __init__(
+        self, job: PipelineJob, steps: int, causes: list[Cause], seed: int, t0_s: float, first_step: int = 0
+    ) -> None:
         self.job, self.steps, self.causes, self.t0_s = job, steps, causes, t0_s
         self.programs = [job.program(s) for s in range(job.pp)]
+        self.saving = [job.program(s, checkpoint=True) for s in range(job.pp)]  # steps ending in a checkpoint
+        self.checkpoint = [job.checkpoints_at(first_step + i) for i in range(steps)]
         rng = np.random.default_rng(seed)
-        width = max(len(p) for p in self.programs) * 2
+        # the same draws as before checkpoints existed unless the job saves any (seeded scenarios stay put)
+        width = max(len(p) for p in (self.saving if job.checkpoint_every_steps else self.programs)) * 2
         # every op's jitter, drawn before any cause acts: a run without causes sees the same draws
         self.jitter = rng.lognormal(0.0, job.jitter, size=(steps, job.world, width)) if job.jitter else None
         self.send_index = {
@@ -248,6 +269,11 @@ class _Sim:
             else:
                 self.picks.append({})
 
+    def program(self, rank: int, step: int) -> list[tuple[tuple[str, int], ...]]:
+        """The program a rank runs in a step (local index): its stage's, with a checkpoint when one is due."""
+        stage = self.job.coords(rank)[0]
+        return self.saving[stage] if self.checkpoint[step] else self.programs[stage]
+
     def _jit(self, step: int, rank: int, k: int) -> float:
         return 1.0 if self.jitter is None else float(self.jitter[step, rank, k])
 
@@ -260,6 +286,7 @@ class _Sim:
             return j.ep_comm_s
         return {
             "data_load": j.data_load_s,
+            "checkpoint": j.checkpoint_s,
             "forward": j.forward_s,
             "backward": j.backward_s,
             "optimizer": j.optimizer_s,
@@ -343,7 +370,7 @@ class _Sim:
                     if not self._advance(r, step, phase, ready, ops, posted, occ):
                         break
                     progress = True
-                    if phase[r] == len(self.programs[j.coords(r)[0]]):
+                    if phase[r] == len(self.program(r, step[r])):
                         st = step[r]
                         step_end[st] = max(step_end[st], ready[r])
                         done_ranks[st] += 1
@@ -355,13 +382,11 @@ class _Sim:
 
     def _advance(self, r, step, phase, ready, ops, posted, occ) -> bool:
         """Run rank r's current phase if its peers have posted; False if it must wait."""
-        j = self.job
         st, k = step[r], phase[r]
-        prog = self.programs[j.coords(r)[0]]
-        entries = prog[k]
+        entries = self.program(r, st)[k]
         t = ready[r]
         first = entries[0][0]
-        if first in ("data_load", "forward", "backward", "optimizer"):
+        if first in ("data_load", "forward", "backward", "optimizer", "checkpoint"):
             pause, d = self.own_s(st, r, 2 * k, first, entries[0][1])
             ops[r].append((st, first, entries[0][1], "", t + pause, d))
             ready[r] = t + pause + d
@@ -411,8 +436,8 @@ class _Sim:
         return self.send_index[(self.job.coords(src)[0], send_op, mb)]
 
 
-def _frame(job: PipelineJob, run: _Run) -> pl.DataFrame:
-    """The run's ops as a step trace."""
+def _frame(job: PipelineJob, run: _Run, first_step: int = 0) -> pl.DataFrame:
+    """The run's ops as a step trace (steps numbered from ``first_step``)."""
     cols: dict[str, list] = {k: [] for k in SCHEMA}
     for r, rows in enumerate(run.ops):
         s, d, t = job.coords(r)
@@ -423,7 +448,7 @@ def _frame(job: PipelineJob, run: _Run) -> pl.DataFrame:
             cols["dp_rank"].append(d)
             cols["pp_stage"].append(s)
             cols["tp_rank"].append(t)
-            cols["step"].append(step)
+            cols["step"].append(first_step + step)
             cols["op"].append(op)
             cols["start_s"].append(start)
             cols["duration_s"].append(dur)
@@ -474,13 +499,27 @@ def _truth(job: PipelineJob, causes: list[Cause], run: _Run, ideal: _Run, t0_s: 
         frac = statistics.median(a for a, _ in pairs) / statistics.median(b for _, b in pairs) - 1
     else:
         frac = 0.0
-    return PipelineTruth(job.name, list(causes), blamed, victims, frac, actual, nominal[: len(actual)])
+    return PipelineTruth(
+        job.name, list(causes), blamed, victims, frac, actual, nominal[: len(actual)], nominal
+    )
 
 
 def simulate(
-    job: PipelineJob, steps: int, causes: list[Cause] | None = None, seed: int = 0, t0_s: float = T0_S
+    job: PipelineJob,
+    steps: int,
+    causes: list[Cause] | None = None,
+    seed: int = 0,
+    t0_s: float = T0_S,
+    first_step: int = 0,
+    onsets_at_s: list[float] | None = None,
 ) -> tuple[pl.DataFrame, PipelineTruth]:
-    """``steps`` training steps of ``job`` under ``causes``: the step trace and its ground truth."""
+    """``steps`` training steps of ``job`` under ``causes``: the step trace and its ground truth.
+
+    ``first_step``: the number of the first step (a run relaunched from a checkpoint; it also decides
+    which steps checkpoint). ``onsets_at_s``: one time per cause (the clock of ``t0_s``); each cause then
+    acts from the first step that starts at or after it in the run without causes (its ``onset_step``,
+    counted from this run's first step, is set here).
+    """
     causes = list(causes or [])
     for c in causes:
         bad = [r for r in c.ranks if not 0 <= r < job.world]
@@ -488,6 +527,12 @@ def simulate(
             raise ValueError(
                 f"cause {c.kind}: ranks {bad} are not ranks of job {job.name} (0..{job.world - 1})"
             )
-    run = _Sim(job, steps, causes, seed, t0_s).run()
-    ideal = _Sim(job, steps, [], seed, t0_s).run() if causes else run
-    return _frame(job, run), _truth(job, causes, run, ideal, t0_s)
+    if onsets_at_s is not None and len(onsets_at_s) != len(causes):
+        raise ValueError(f"{len(onsets_at_s)} onset times for {len(causes)} causes")
+    ideal = _Sim(job, steps, [], seed, t0_s, first_step).run()
+    if onsets_at_s is not None:
+        starts = [t0_s, *ideal.step_end_s[:-1]]
+        for c, at_s in zip(causes, onsets_at_s, strict=True):
+            c.onset_step = bisect.bisect_left(starts, at_s)
+    run = _Sim(job, steps, causes, seed, t0_s, first_step).run() if causes else ideal
+    return _frame(job, run, first_step), _truth(job, causes, run, ideal, t0_s)

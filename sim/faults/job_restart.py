@@ -1,4 +1,9 @@
-"""job_restart (negative): the job is relaunched from its checkpoint; collective sequence numbers begin again."""
+"""job_restart (negative): the job is relaunched from its checkpoint; collective sequence numbers begin again.
+
+In a scenario with ``jobs:`` it kills the run of its job (its ``job``, else the job on its ``node``; a single
+job needs neither) at ``at_s``, an operator's or C4's restart or a crash, and the job is relaunched
+``restart_s`` later from its last checkpoint with new communicators (``c4.sim.job_runs``).
+"""
 
 from __future__ import annotations
 

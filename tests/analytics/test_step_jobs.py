@@ -243,3 +243,17 @@ def test_slow_worker_takes_the_action_of_its_gpus_hardware_fault():
     assert "throttled" in hit.summary
     assert miss.action == "investigate" and miss.evidence["hardware"] == []
     assert "no GPU counter explains it" in miss.summary
+
+
+def test_a_restart_from_a_checkpoint_keeps_the_new_run_only():
+    old = slow_worker_job("job1", steps=8)  # killed after step 7; its last checkpoint was after step 3
+    end = float((old["start_s"] + old["duration_s"]).max())
+    new = slow_worker_job("job1", steps=8).with_columns(  # relaunched 30 s later at step 4: steps 4..7 again
+        pl.col("step") + 4, pl.col("start_s") - T0 + end + 30.0
+    )
+    both = as_step_ops(pl.concat([old, new]))
+    kept = complete_steps(both)
+    assert kept["start_s"].min() > end  # nothing of the old run
+    assert sorted(kept["step"].unique().to_list()) == list(range(4, 11))  # the new run's whole steps
+    found = job_attributions(both)  # the repeated step numbers no longer break the trace
+    assert [a.job for a in found] == ["job1"]
