@@ -119,11 +119,11 @@ def test_k8s_labels_and_kueue_topology(tmp_path):
         m = re.fullmatch(r"kubectl label node (\S+) (\S+)=(\S+) --overwrite", ln)
         if m:
             labels[m[1]] = (m[2], m[3])
-    assert labels == {h: ("network.topology.nvidia.com/leaf", home_leaf(topo, h)) for h in topo.hosts}
+    assert labels == {h: ("fabric.topograph.run/tier-0", home_leaf(topo, h)) for h in topo.hosts}
     kt = yaml.safe_load(files["kueue-topology.yaml"].read_text())
     assert kt["kind"] == "Topology" and kt["apiVersion"] == "kueue.x-k8s.io/v1alpha1"
     assert [lv["nodeLabel"] for lv in kt["spec"]["levels"]] == [
-        "network.topology.nvidia.com/leaf",
+        "fabric.topograph.run/tier-0",
         "kubernetes.io/hostname",
     ]
 
@@ -162,7 +162,7 @@ def test_nccl_env_one_qp_does_not_split(tmp_path):
 def test_sport_table_rows_are_the_plan_pieces(tmp_path):
     _, _, plan, files = write(tmp_path, ["sport-table"])
     rows = [json.loads(ln) for ln in files["sport-table.jsonl"].read_text().splitlines()]
-    assert len(rows) == len(plan.pieces)
+    assert len(rows) == len(plan.pieces) and any(p.qp > 0 for p in plan.pieces)
     for r, p in zip(rows, plan.pieces, strict=True):
         assert (r["src_host"], r["dst_host"], r["channel"], r["qp"], r["udp_sport"]) == (
             p.src,

@@ -7,9 +7,10 @@ import yaml
 from c4.traffic.apply.order import home_leaf, leaf_chain
 from c4.traffic.topology import Topology
 
-#: node-label keys for the leaf and (3 tiers) the pod's aggregation block; NVIDIA Topograph's k8s engine writes these
-LEAF_LABEL = "network.topology.nvidia.com/leaf"
-POD_LABEL = "network.topology.nvidia.com/spine"
+#: node-label keys for the leaf (tier 0) and, in 3 tiers, the pod's aggregation block (tier 1): NVIDIA Topograph
+#: v1.0.0's k8s engine label family (docs/engines/k8s.md: tier 0 is the switch closest to the node)
+LEAF_LABEL = "fabric.topograph.run/tier-0"
+POD_LABEL = "fabric.topograph.run/tier-1"
 HOSTNAME_LABEL = "kubernetes.io/hostname"
 
 
