@@ -14,6 +14,7 @@ import yaml
 
 from c4.bench.plan import rank_order_row
 from c4.cli import main
+from c4.traffic.apply.launchers import kueue_topology
 from c4.traffic.apply.nccl_env import qps_per_connection
 from c4.traffic.apply.order import home_leaf, planned_order
 from c4.traffic.apply.writer import FORMATS, ApplyError, parse_formats, write_apply
@@ -270,3 +271,46 @@ def test_cli_bad_format_or_dir_exits_2(tmp_path, capsys, extra, message):
     assert plan_cli(tmp_path, *extra) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "plan.json").exists()  # refused before planning
+
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "apply"
+
+
+def keys_by_path(node, path="", out=None):
+    """Every mapping key under its path (list indices dropped), e.g. '/tree/switches/switch'."""
+    out = set() if out is None else out
+    if isinstance(node, dict):
+        for k, v in node.items():
+            out.add(f"{path}/{k}")
+            keys_by_path(v, f"{path}/{k}", out)
+    elif isinstance(node, list):
+        for v in node:
+            keys_by_path(v, path, out)
+    return out
+
+
+def test_slurm_topology_yaml_has_the_shape_of_slurms_own_example(tmp_path):
+    real = yaml.safe_load((FIXTURES / "slurm-topology.yaml").read_text())
+    topo, _, plan = small()
+    (path,) = write_apply(["slurm"], tmp_path, plan, "p", [])
+    ours = yaml.safe_load(path.read_text())
+    # topology.yaml(5) lists `children` for tree switches; its example only uses `nodes`
+    allowed = keys_by_path(real) | {"/tree/switches/children"}
+    assert keys_by_path(ours) <= allowed
+    for t in ours:  # `topology` first, as the man page requires, and exactly one type
+        assert next(iter(t)) == "topology"
+        assert len({"tree", "block", "flat"} & set(t)) == 1
+    # same value types as the example: node lists are strings, block sizes ints
+    assert all(isinstance(b["nodes"], str) for b in ours[1]["block"]["blocks"])
+    assert all(isinstance(x, int) for x in ours[1]["block"]["block_sizes"])
+
+
+def test_kueue_topology_has_the_shape_of_kueues_sample():
+    real = next(
+        d
+        for d in yaml.safe_load_all((FIXTURES / "kueue-sample-queues.yaml").read_text())
+        if d["kind"] == "Topology"
+    )
+    ours = kueue_topology(small()[0])
+    assert ours["apiVersion"] == real["apiVersion"] and keys_by_path(ours) == keys_by_path(real)
+    assert ours["spec"]["levels"][-1] == real["spec"]["levels"][-1] == {"nodeLabel": "kubernetes.io/hostname"}
