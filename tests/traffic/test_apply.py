@@ -19,7 +19,7 @@ from c4.traffic.apply.nccl_env import qps_per_connection
 from c4.traffic.apply.order import home_leaf, planned_order
 from c4.traffic.apply.writer import FORMATS, ApplyError, parse_formats, write_apply
 from c4.traffic.collectives import Job, job_flows
-from c4.traffic.generators import fat_tree, leaf_spine
+from c4.traffic.generators import fat_tree, leaf_spine, rail_optimized
 from c4.traffic.planner import Planner
 from c4.traffic.routing import capacities, ecmp_subflows, loads_from_subflows, lower_bound, max_utilization
 
@@ -52,6 +52,19 @@ def test_planned_order_keeps_leaf_groups_together():
     # each leaf appears as one contiguous run: the ring crosses leaves only len(leaves) times
     runs = [lf for i, lf in enumerate(leaves) if i == 0 or leaves[i - 1] != lf]
     assert len(runs) == len(set(leaves)) == 4
+
+
+def test_planned_order_by_nic0_keeps_every_rail_and_plane_grouped():
+    # grouping by NIC 0's leaf also keeps each other rail's and plane's leaves contiguous
+    topo = rail_optimized(hosts=16, groups=2, spines=8, rails=4, ports_per_nic=2, dual_plane=True)
+    hosts = list(topo.hosts)
+    random.Random(2).shuffle(hosts)
+    order = planned_order(topo, hosts)
+    for nic in range(4):
+        for port in range(2):
+            leaves = [topo.port(h, nic, port).leaf for h in order]
+            runs = [lf for i, lf in enumerate(leaves) if i == 0 or leaves[i - 1] != lf]
+            assert len(runs) == len(set(leaves)) == 2, (nic, port)
 
 
 def test_planned_order_chains_leaves_of_one_pod_in_a_fat_tree():
@@ -259,6 +272,20 @@ def test_cli_writes_every_format(tmp_path, capsys):
     plan = json.loads((tmp_path / "plan.json").read_text())
     rows = [json.loads(ln) for ln in (out / "sport-table.jsonl").read_text().splitlines()]
     assert len(rows) == len(plan["pieces"]) and {r["plan_id"] for r in rows} == {plan["plan_id"]}
+
+
+def test_cli_placed_order_lowers_ecmp(tmp_path):
+    ring = str(EXAMPLES / "job-ring.yaml")  # llm-pretrain has shuffle_seed 7: a topology-blind order
+    topo = str(EXAMPLES / "topology-leaf-spine.yaml")
+    ecmp = {}
+    for placed in (False, True):
+        out = tmp_path / f"plan-{placed}.json"
+        args = ["plan", "--topology", topo, "--job", ring, "--out", str(out)] + (
+            ["--placed"] if placed else []
+        )
+        assert main(args) == 0
+        ecmp[placed] = json.loads(out.read_text())["ecmp_over_bound"]
+    assert ecmp[True] < ecmp[False]
 
 
 @pytest.mark.parametrize(
