@@ -382,7 +382,7 @@ def run(args: argparse.Namespace) -> int:
 def rank_order_row(make_topo, make_jobs, seeds: int, method: str = "drain") -> dict:
     """Plain ECMP with the planned host order vs a random order: max load / bound and completion, means over seeds.
 
-    Sample i: the jobs' hosts shuffled with seed i (random order) or placed by leaf
+    Sample i: the jobs' hosts shuffled with random.Random(1000 + i) (random order) or placed by leaf
     (traffic/apply/order.py), both routed by ECMP hash seed i. Ratios above 1 mean the planned
     order helps ECMP.
     """
