@@ -27,6 +27,8 @@ DEFAULT_CI_PCT = 3.0
 COMPLETION_SAMPLES = 8
 #: the same with --quick
 QUICK_COMPLETION_SAMPLES = 4
+#: (hash seed, host shuffle) samples of the rank_order row
+RANK_ORDER_SAMPLES = 20
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -301,7 +303,7 @@ def run_scenario(
     planner.replan(plan)
     replan_s = time.perf_counter() - t0
     after = plan.max_utilization() / lower_bound(topo, flows)
-    # the rank_order row (plain ECMP with the planned host order vs a random order) goes here
+    rank_order = rank_order_row(make_topo, make_jobs, RANK_ORDER_SAMPLES, method)
     return {
         "name": name,
         "flows": len(flows),
@@ -323,6 +325,7 @@ def run_scenario(
         "replan_s": round(replan_s, 4),
         "replan_churn": plan.churn,
         "replan_over_bound": round(after, 3),
+        "rank_order": rank_order,
     }
 
 
@@ -374,3 +377,59 @@ def run(args: argparse.Namespace) -> int:
         args.json,
     )
     return 0
+
+
+def rank_order_row(make_topo, make_jobs, seeds: int, method: str = "drain") -> dict:
+    """Plain ECMP with the planned host order vs a random order: max load / bound and completion, means over seeds.
+
+    Sample i: the jobs' hosts shuffled with random.Random(1000 + i) (random order) or placed by leaf
+    (traffic/apply/order.py), both routed by ECMP hash seed i. Ratios above 1 mean the planned
+    order helps ECMP.
+    """
+    import dataclasses
+    import random
+
+    from c4.bench.interval import mean_ci95
+    from c4.traffic.apply.order import planned_order
+    from c4.traffic.collectives import job_flows
+    from c4.traffic.routing import (
+        capacities,
+        ecmp_subflows,
+        loads_from_subflows,
+        lower_bound,
+        max_utilization,
+    )
+
+    topo = make_topo()
+    cap = capacities(topo)
+    base = make_jobs()
+    placed = [dataclasses.replace(j, hosts=planned_order(topo, j.hosts), shuffle_seed=None) for j in base]
+    placed_flows = [f for j in placed for f in job_flows(j, topo)]
+    bound = lower_bound(topo, placed_flows)
+    rnd_load, pl_load, ct_ratio = [], [], []
+    for i in range(max(1, seeds)):
+        shuffled = []
+        for j in base:
+            hosts = list(j.hosts)
+            random.Random(1000 + i).shuffle(hosts)
+            shuffled.append(dataclasses.replace(j, hosts=hosts, shuffle_seed=None))
+        rnd_flows = [f for j in shuffled for f in job_flows(j, topo)]
+        rnd_sub = ecmp_subflows(topo, rnd_flows, i)
+        pl_sub = ecmp_subflows(topo, placed_flows, i)
+        rnd_load.append(max_utilization(loads_from_subflows(len(cap), rnd_sub), cap) / bound)
+        pl_load.append(max_utilization(loads_from_subflows(len(cap), pl_sub), cap) / bound)
+        ct_ratio.append(completion(cap, rnd_sub, method)[0] / completion(cap, pl_sub, method)[0])
+    r_mean, r_lo, r_hi = mean_ci95(rnd_load)
+    p_mean, p_lo, p_hi = mean_ci95(pl_load)
+    c_mean, c_lo, c_hi = mean_ci95(ct_ratio)
+    return {
+        "samples": len(rnd_load),
+        "random_ecmp_over_bound": round(r_mean, 3),
+        "random_ecmp_ci": [round(r_lo, 3), round(r_hi, 3)],
+        "placed_ecmp_over_bound": round(p_mean, 3),
+        "placed_ecmp_ci": [round(p_lo, 3), round(p_hi, 3)],
+        "random_over_placed_ecmp": round(r_mean / p_mean, 3),
+        "random_completion_over_placed": round(c_mean, 3),
+        "random_completion_ci": [round(c_lo, 3), round(c_hi, 3)],
+        "completion": method,
+    }

@@ -19,11 +19,31 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--links", type=int, default=10, help="busiest links to list")
     parser.add_argument("--collector", help="also store the plan in the collector's plans table (HOST:PORT)")
     parser.add_argument("--seeds", type=int, default=5, help="ECMP seeds to average")
+    parser.add_argument(
+        "--apply-as",
+        action="append",
+        default=[],
+        metavar="FORMAT",
+        help="also write the plan for stock stacks (repeatable or comma list): "
+        "hostfile, slurm, torchrun, k8s, nccl-env, sport-table, switch-routes (see docs/apply.md)",
+    )
+    parser.add_argument("--apply-dir", help="existing directory the --apply-as files go to")
+    parser.add_argument(
+        "--adaptive-routing",
+        choices=("on", "off"),
+        help="nccl-env: whether the fabric does adaptive routing (unset: NCCL's default is kept)",
+    )
+    parser.add_argument(
+        "--placed",
+        action="store_true",
+        help="plan every job in the topology-aware host order (the order --apply-as hostfile/slurm/torchrun emit)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     """Plan, compare, write."""
     import json
+    import os
     import statistics
     import time
     import uuid
@@ -31,6 +51,8 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from c4.report import format_table
+    from c4.traffic.apply.order import planned_order
+    from c4.traffic.apply.writer import ApplyError, parse_formats, write_apply
     from c4.traffic.collectives import job_flows, load_job_yaml
     from c4.traffic.export import link_table, plan_rows, plan_table
     from c4.traffic.planner import Planner
@@ -44,8 +66,20 @@ def run(args: argparse.Namespace) -> int:
     from c4.traffic.topology import TopologyError, load_yaml
 
     try:
+        formats = parse_formats(args.apply_as)
+        if formats and not args.apply_dir:
+            raise ApplyError("--apply-as needs --apply-dir DIR")
+        if args.apply_dir and not os.path.isdir(args.apply_dir):
+            raise ApplyError(f"--apply-dir {args.apply_dir}: not an existing directory")
+    except ApplyError as exc:
+        print(f"c4 plan: {exc}", file=sys.stderr)
+        return 2
+    try:
         topo = load_yaml(args.topology)
         jobs = load_job_yaml(args.job)
+        if args.placed:
+            for job in jobs:
+                job.hosts, job.shuffle_seed = planned_order(topo, job.hosts), None
         flows = [f for j in jobs for f in job_flows(j, topo)]
         t0 = time.perf_counter()
         plan = Planner(topo, max_qps=args.max_qps).plan(flows)
@@ -99,6 +133,14 @@ def run(args: argparse.Namespace) -> int:
             indent=1,
         )
     print(f"wrote {args.out} ({len(rows)} pieces, plan id {plan_id})")
+    if formats:
+        ar = None if args.adaptive_routing is None else args.adaptive_routing == "on"
+        try:
+            paths = write_apply(formats, args.apply_dir, plan, plan_id, jobs, ar)
+        except ApplyError as exc:
+            print(f"c4 plan: {exc}", file=sys.stderr)
+            return 2
+        print(f"wrote {len(paths)} files for {', '.join(formats)} to {args.apply_dir}")
     if args.collector:
         from c4.push import PushError, push_table
 
