@@ -17,10 +17,11 @@ import numpy as np
 import yaml
 
 from c4.sim.faults import FAULT_KINDS, Fault
+from c4.sim.planned_routes import PlannedPiece, planned_pieces, planned_subflows
 from c4.traffic.collectives import Flow, Job, job_flows, ordered_hosts
 from c4.traffic.fluid import FluidSim
 from c4.traffic.generators import leaf_spine
-from c4.traffic.planner import Planner
+from c4.traffic.planner import Plan, Planner
 from c4.traffic.routing import capacities, ecmp_subflows
 from c4.traffic.topology import Host, NicPort, Topology
 
@@ -108,7 +109,7 @@ class ClusterTwin:
     compute_s: float = 1.0
     jitter: float = 0.02
     message_bytes: float = 16 << 30  # gradients of a ~8B-parameter model in bf16
-    routing: str = "ecmp"  # ecmp | plan
+    routing: str = "ecmp"  # ecmp | plan (C4P replans by itself whenever a link changes) | applied (use_plan)
     qps: int = 1
     seed: int = 0
     pp: int = 1  # pipeline stages: stage s runs on nodes [s*dp, (s+1)*dp), dp = nodes / pp
@@ -174,6 +175,7 @@ class ClusterTwin:
         self.t = 0.0
         self.seq = 0
         self._sub: list | None = None
+        self._applied: list[PlannedPiece] | None = None  # the plan use_plan gave, followed until the next
 
     def add_other_job_host(self, name: str, leaf: str) -> str:
         """A host of another job, cabled to ``leaf`` like ours."""
@@ -225,8 +227,22 @@ class ClusterTwin:
         """Process id of a node's local rank (one process per GPU, as torchrun starts them)."""
         return 20000 + 100 * self.hosts.index(node) + local
 
+    def use_plan(self, plan: Plan | list[dict[str, Any]]) -> None:
+        """Route the job by this C4P plan from now on (a Plan, or the `plans` rows of one plan), as a
+        source-port or switch-route hook would: each piece on its path; a piece whose path crosses a dead
+        link is re-hashed by the switches over their live next hops. Raises PlanMismatch when the plan
+        does not route exactly the twin's connections."""
+        pieces = planned_pieces(plan)
+        planned_subflows(self.topo, self.flows, pieces, self.seed)  # refuse a plan that does not fit now
+        self._applied = pieces
+        self.routing = "applied"
+        self._sub = None
+
     def _routing(self) -> tuple[list[tuple[list[int], float]], np.ndarray]:
         """Sub-flows (one per QP or planned piece) and the flow each belongs to."""
+        if self.routing == "applied" and self._applied is not None:
+            sub, owner = planned_subflows(self.topo, self.flows, self._applied, self.seed)
+            return sub, np.array(owner)
         if self.routing == "plan":
             plan = Planner(self.topo, max_qps=max(self.qps, 4)).plan(self.flows)
             return plan.subflows(), np.array([p.flow for p in plan.pieces])
@@ -279,10 +295,16 @@ class ClusterTwin:
                     congested.add((f.src, f.src_nic))
                     congested.add((f.dst, f.dst_nic))
         n_main = len(sub)
-        rates = FluidSim(cap, sub + other_sub).rates(np.ones(n_main + len(other_sub), dtype=bool))
-        sub_time = np.array(
-            [b / r if r > 0 else np.inf for (_, b), r in zip(sub, rates[:n_main], strict=True)]
-        )
+        fluid = FluidSim(cap, sub + other_sub)
+        if self.routing == "applied":
+            # an applied plan's pieces differ in size (splits, degraded links): rates are recomputed as
+            # pieces finish, as the NICs' rate control would; ECMP and "plan" keep one-shot max-min rates
+            sub_time = fluid.finish_times_s()[:n_main]
+        else:
+            rates = fluid.rates(np.ones(n_main + len(other_sub), dtype=bool))
+            sub_time = np.array(
+                [b / r if r > 0 else np.inf for (_, b), r in zip(sub, rates[:n_main], strict=True)]
+            )
         per_flow = np.zeros(len(self.flows))
         np.maximum.at(per_flow, flow_of, sub_time)  # a connection is done when its last QP is
         finite = np.isfinite(per_flow)
@@ -404,6 +426,11 @@ class ClusterTwin:
             self.seq += 1
             self.t += duration
         return out
+
+    def collective_s(self) -> float:
+        """Seconds one all-reduce takes on the fabric as it is now, under the current routing (inf: it cannot end)."""
+        net = self._network([f for f in self.faults if f.active(self.t)], True)
+        return float("inf") if net.link_stalled else net.comm_s
 
     def ground_truth(self) -> list[dict[str, Any]]:
         """Ground truth of every scripted fault."""
