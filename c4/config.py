@@ -43,6 +43,9 @@ RESTART_TEMPLATES = {
     "kubernetes": "kubectl delete pod -l job={job}",
 }
 
+#: The --apply-as formats a collector's replan may write: those a plan alone defines (not the host order).
+REPLAN_APPLY_FORMATS = ("sport-table", "switch-routes", "nccl-env")
+
 
 def template_problem(key: str, template: str) -> str:
     """Why a command template cannot be filled (an unknown or positional placeholder, bad braces), or ''."""
@@ -190,6 +193,13 @@ class CollectorConfig(BaseModel):
     fabric_topology: str = ""  # fabric YAML: nominal switch link rates for localizing a degraded link
     fabric_discovery_interval_s: float = Field(60.0, ge=0)  # fabric_topology from LLDP/ibnetdiscover (0: off)
     fabric_fresh_s: float = Field(300.0, gt=0)  # neighbour polls older than this are not the fabric now
+    # C4P's closed loop (needs fabric_topology): replan the jobs whose newest plan crosses a link C4D found
+    # down or degraded or discovery saw vanish; store, announce, and write the plan where told (dry run: "")
+    replan_on_link_faults: bool = True
+    replan_interval_s: float = Field(0.0, ge=0)  # how often to look (0: every diagnose_interval_s)
+    replan_max_qps: int = Field(8, ge=1, le=64)  # QPs a replan may give one connection
+    replan_apply_dir: str = ""  # write each replan here (<dir>/<job>/<plan_id>/), else a dry run
+    replan_apply_formats: list[str] = Field(default_factory=lambda: ["sport-table", "switch-routes"])
     lake: str = ""  # postgres://user@host:port/db: write into a DuckLake shared with other collectors
     lake_data_path: str = "/var/lib/c4/lake"  # the lake's Parquet files (a shared directory or s3://...)
     shard: str = ""  # this collector's name in the lake (default: hostname_port)
@@ -223,6 +233,17 @@ class CollectorConfig(BaseModel):
     @classmethod
     def _metrics_addr(cls, v: str) -> str:
         return _check_address(v) if v else v
+
+    @field_validator("replan_apply_formats")
+    @classmethod
+    def _replan_formats(cls, v: list[str]) -> list[str]:
+        """Only the formats a plan alone defines (a replan keeps the host order)."""
+        bad = sorted(set(v) - set(REPLAN_APPLY_FORMATS))
+        if bad:
+            raise ValueError(
+                f"replan_apply_formats: {bad} not allowed; choose from {list(REPLAN_APPLY_FORMATS)}"
+            )
+        return v
 
     @model_validator(mode="after")
     def _templates(self) -> CollectorConfig:
