@@ -87,13 +87,12 @@ def fault_triggers(faults: pl.DataFrame, topo: Topology, unmapped: Unmapped) -> 
                 unmapped.add("switch_link_not_in_fabric")
                 continue
             ratio = evidence.get("throughput_ratio")
+            if not isinstance(ratio, int | float) or not 0 < ratio < 1:
+                unmapped.add("switch_link_without_ratio")  # no rate to plan it at
+                continue
             out.append(
                 LinkTrigger(
-                    "link_degraded",
-                    r["fault_id"],
-                    *ends,
-                    r["first_seen"],
-                    throughput_ratio=float(ratio) if isinstance(ratio, int | float) else None,
+                    "link_degraded", r["fault_id"], *ends, r["first_seen"], throughput_ratio=float(ratio)
                 )
             )
         elif detector in ("nic_down", "nic_rate") and "/" in comp:

@@ -105,7 +105,7 @@ def fabric_now(fabric_yaml: str, triggers: list[LinkTrigger], plans: pl.DataFram
         if t.rate_gbps is not None:
             rate = t.rate_gbps
         else:
-            ratio = t.throughput_ratio if t.throughput_ratio is not None else 0.5
+            ratio = t.throughput_ratio or 1.0
             rate = nominal * ratio
             for rows in by_plan.values():
                 carried = _crossing_bytes(rows, t.a, t.b)
@@ -127,6 +127,8 @@ def decide(frames: dict[str, pl.DataFrame], fabric_yaml: str, max_qps: int) -> D
     triggers = fault_triggers(frames["faults"], base, unmapped) + vanished_triggers(
         frames["vanished"], current, base, unmapped
     )
+    if not triggers:
+        return Decision(base, [], unmapped.counts, [])
     topo = fabric_now(fabric_yaml, triggers, frames["plans"])
     out, failed = [], []
     newest = newest_plans(frames["plans"])

@@ -47,6 +47,7 @@ def test_c4d_link_faults_become_triggers_on_the_fabric_yaml():
             fault("nic_flap", "nic_port", "host1/mlx5_2p1", {"link_downed_increase": 3}),  # not a state
             fault("slow_switch_link", "switch_link", "leaf7<->spine0", {"throughput_ratio": 0.3}),
             fault("nic_down", "nic_port", "host9/mlx5_0p1", {}),
+            fault("slow_switch_link", "switch_link", "leaf0<->spine1", {}),  # no ratio: no rate to plan at
         ],
     )
     unmapped = Unmapped({})
@@ -62,7 +63,11 @@ def test_c4d_link_faults_become_triggers_on_the_fabric_yaml():
             200.0,
         ),
     ]
-    assert unmapped.counts == {"switch_link_not_in_fabric": 1, "nic_port_not_in_fabric": 1}
+    assert unmapped.counts == {
+        "switch_link_not_in_fabric": 1,
+        "nic_port_not_in_fabric": 1,
+        "switch_link_without_ratio": 1,
+    }
 
 
 def test_a_ports_ifname_names_its_rdma_device():

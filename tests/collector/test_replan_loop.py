@@ -18,6 +18,7 @@ import yaml
 from c4.agent.batcher import rows_to_table
 from c4.agent.labels import context_from
 from c4.agent.runner import build_samplers
+from c4.analytics.findings import Finding
 from c4.catalogue import load
 from c4.collector.diagnosis import Diagnosis
 from c4.collector.fabric import FabricDiscovery
@@ -333,3 +334,33 @@ def test_the_loop_is_on_with_a_fabric_and_writes_only_plan_formats(tmp_path):
     assert not Replanner.enabled(CollectorConfig(fabric_topology="fabric.yaml", replan_on_link_faults=False))
     with pytest.raises(ValueError, match="hostfile"):  # a replan keeps the host order
         CollectorConfig(replan_apply_formats=["sport-table", "hostfile"])
+
+
+def test_a_job_that_cannot_be_replanned_is_counted_and_stored_nothing(tmp_path, webhook):
+    """A single-port NIC whose link is down leaves its connections no path: the failure is counted and
+    logged each pass, no plan is stored and nothing is announced."""
+    twin = ClusterTwin(**CLUSTER)
+    c = Collector(tmp_path, fabric_yaml(tmp_path), webhook)
+    try:
+        now = datetime.now(UTC).replace(tzinfo=None)
+        store_initial_plan(c, twin, now - timedelta(seconds=60))
+        down = Finding(
+            "nic_down",
+            "hardware",
+            "nic_port",
+            "host3/mlx5_2p1",
+            "host3",
+            now,
+            now,
+            0.95,
+            "replace_cable",
+            "host3/mlx5_2p1 is DOWN",
+            {"state": "DOWN"},
+        )
+        c.put("faults", [down.row(now)])
+        decision = asyncio.run(c.replanner.run())
+        assert [job for job, _ in decision.failed] == ["dp0"] and "no live" in decision.failed[0][1]
+        assert c.metrics.snapshot()["replan_failures"] == 1
+        assert not c.sql("SELECT * FROM plan_runs WHERE reason <> 'initial'") and not Receiver.got
+    finally:
+        c.close()
