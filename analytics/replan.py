@@ -16,8 +16,11 @@ import polars as pl
 
 from c4.traffic.topology import Topology
 
-#: RDMA devices the agents name as mlx5_<n> sit on NIC n of their host (one port each).
-_MLX5 = re.compile(r"^mlx5_(\d+)p(\d+)$")
+#: The twin's RDMA devices: mlx5_<n> is NIC n of its host (one port each).
+_MLX5 = re.compile(r"^mlx5_(\d+)$")
+
+#: (node, RDMA device) -> its network interface, as the nic sampler found it (ib_port_samples.netdev).
+Netdevs = dict[tuple[str, str], str]
 
 
 @dataclass(frozen=True)
@@ -56,14 +59,19 @@ def _uplink(topo: Topology, x: str, y: str) -> tuple[str, str] | None:
     return (a, b) if topo.has_link(a, b) else None
 
 
-def _port_of(topo: Topology, host: str, device: str) -> str | None:
-    """The NIC port a fault's RDMA device names (its ifname, else mlx5_<n> -> NIC n), or None."""
+def _port_of(topo: Topology, component: str, netdevs: Netdevs) -> str | None:
+    """The fabric YAML's NIC port a NIC port fault names ('host3/mlx5_2p1', its RDMA device and port):
+    the port whose ifname is the device's network interface (or the device itself), else NIC n for
+    mlx5_<n> on a host with one port per NIC (the twin's naming); None when none fits."""
+    host, _, dev_port = component.partition("/")
+    device = dev_port.rsplit("p", 1)[0]
     h = topo.hosts.get(host)
     if h is None:
         return None
+    names = {n for n in (netdevs.get((host, device)), device) if n}
     for nic in h.nics:
         for p in nic:
-            if p.ifname and p.ifname in (device, device.rsplit("p", 1)[0]):
+            if p.ifname and p.ifname in names:
                 return p.name
     m = _MLX5.match(device)
     if m and int(m.group(1)) < len(h.nics) and len(h.nics[int(m.group(1))]) == 1:
@@ -71,9 +79,12 @@ def _port_of(topo: Topology, host: str, device: str) -> str | None:
     return None
 
 
-def fault_triggers(faults: pl.DataFrame, topo: Topology, unmapped: Unmapped) -> list[LinkTrigger]:
+def fault_triggers(
+    faults: pl.DataFrame, topo: Topology, unmapped: Unmapped, netdevs: Netdevs | None = None
+) -> list[LinkTrigger]:
     """Open or acknowledged faults (latest row per fault_id) on fabric links: a switch cable C4D found
-    slow (link_degraded), a host port down (nic_down: link_down) or below its rate (nic_rate)."""
+    slow (link_degraded), a host port down (nic_down: link_down) or below its rate (nic_rate); a port
+    is found by its network interface (``netdevs``) as the YAML's ifname."""
     out: list[LinkTrigger] = []
     if faults.is_empty():
         return out
@@ -96,8 +107,7 @@ def fault_triggers(faults: pl.DataFrame, topo: Topology, unmapped: Unmapped) -> 
                 )
             )
         elif detector in ("nic_down", "nic_rate") and "/" in comp:
-            host, device = comp.split("/", 1)
-            port = _port_of(topo, host, device)
+            port = _port_of(topo, comp, netdevs or {})
             if port is None:
                 unmapped.add("nic_port_not_in_fabric")
                 continue

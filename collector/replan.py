@@ -15,7 +15,7 @@ import math
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,11 @@ LINK_FAULTS_SQL = """
 SELECT * FROM faults WHERE component_type IN ('switch_link', 'nic_port')
 QUALIFY row_number() OVER (PARTITION BY fault_id ORDER BY ts DESC) = 1
 """
+#: The network interface of each RDMA device of some nodes, as their agents last saw it.
+NETDEVS_SQL = """
+SELECT node, device, arg_max(netdev, ts) AS netdev FROM ib_port_samples
+WHERE ts >= ? AND netdev <> '' AND list_contains(?, node) GROUP BY node, device
+"""
 #: Each job's newest plan (all its pieces).
 NEWEST_PLANS_SQL = """
 SELECT p.* FROM plans p
@@ -68,11 +73,16 @@ class Decision:
     failed: list[tuple[str, str]]  # (job, why) of jobs that could not be replanned
 
 
-def read_frames(cur: duckdb.DuckDBPyConnection) -> dict[str, pl.DataFrame]:
-    """The stored rows the decision rests on (blocking: reads the store)."""
+def read_frames(cur: duckdb.DuckDBPyConnection, since: datetime) -> dict[str, pl.DataFrame]:
+    """The stored rows the decision rests on, NIC interfaces seen since ``since`` (blocking: reads the store)."""
     current = cur.execute("SELECT a_system, b_system FROM fabric_topology_current").pl()
+    faults = cur.execute(LINK_FAULTS_SQL).pl()
+    nodes = sorted(
+        {c.partition("/")[0] for c in faults.filter(pl.col("component_type") == "nic_port")["component"]}
+    )
     return {
-        "faults": cur.execute(LINK_FAULTS_SQL).pl(),
+        "faults": faults,
+        "netdevs": cur.execute(NETDEVS_SQL, [since, nodes]).pl(),
         "vanished": cur.execute("SELECT * FROM fabric_contradictions WHERE kind = 'vanished'").pl(),
         "current": current,
         "plans": cur.execute(NEWEST_PLANS_SQL).pl(),
@@ -124,7 +134,8 @@ def decide(frames: dict[str, pl.DataFrame], fabric_yaml: str, max_qps: int) -> D
     unmapped = Unmapped({})
     base = load_yaml(fabric_yaml)
     current = {frozenset((a, b)) for a, b in frames["current"].iter_rows()}
-    triggers = fault_triggers(frames["faults"], base, unmapped) + vanished_triggers(
+    netdevs = {(n, d): i for n, d, i in frames["netdevs"].iter_rows()} if "netdevs" in frames else {}
+    triggers = fault_triggers(frames["faults"], base, unmapped, netdevs) + vanished_triggers(
         frames["vanished"], current, base, unmapped
     )
     if not triggers:
@@ -241,7 +252,7 @@ class Replanner:
     def _decide(self) -> Decision:
         cur = self.store.cursor()
         try:
-            frames = read_frames(cur)
+            frames = read_frames(cur, _now() - timedelta(seconds=self.cfg.diagnose_window_s))
         finally:
             cur.close()
         return decide(frames, self.cfg.fabric_topology, self.cfg.replan_max_qps)

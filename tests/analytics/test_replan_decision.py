@@ -70,15 +70,30 @@ def test_c4d_link_faults_become_triggers_on_the_fabric_yaml():
     }
 
 
-def test_a_ports_ifname_names_its_rdma_device():
+def test_a_ports_ifname_is_its_rdma_devices_interface():
+    """On a real host the RDMA device (rocep65s0f0) is not NIC n: its interface, as the nic sampler
+    stores it beside the device, is the YAML's ifname."""
     topo = from_spec(
         {
-            "leaves": ["leaf0"],
+            "leaves": ["leaf0", "leaf1"],
             "spines": ["spine0"],
-            "hosts": {"h0": {"nics": [{"leaf": "leaf0", "ip": "10.0.0.1", "ifname": "mlx5_bond_0"}]}},
-            "links": [["leaf0", "spine0", 400]],
+            "hosts": {
+                "h0": {
+                    "nics": [
+                        {"leaf": "leaf0", "ip": "10.0.0.1", "ifname": "ens1f0np0"},
+                        {"leaf": "leaf1", "ip": "10.0.1.1", "ifname": "ens2f0np0"},
+                    ]
+                }
+            },
+            "links": [["leaf0", "spine0", 400], ["leaf1", "spine0", 400]],
         }
     )
+    rows = frame("faults", [fault("nic_down", "nic_port", "h0/rocep65s0f0p1", {})])
+    netdevs = {("h0", "rocep65s0f0"): "ens2f0np0"}
+    assert [t.link for t in fault_triggers(rows, topo, Unmapped({}), netdevs)] == ["h0/nic1p0->leaf1"]
+    unmapped = Unmapped({})
+    assert fault_triggers(rows, topo, unmapped) == [] and unmapped.counts == {"nic_port_not_in_fabric": 1}
+    topo.hosts["h0"].nics[0][0].ifname = "mlx5_bond_0"  # a YAML may name the RDMA device itself
     got = fault_triggers(
         frame("faults", [fault("nic_down", "nic_port", "h0/mlx5_bond_0p1", {})]), topo, Unmapped({})
     )
