@@ -24,6 +24,7 @@ from c4.collector.diagnosis import Diagnosis
 from c4.collector.fabric import FabricDiscovery
 from c4.collector.ingest import Metrics
 from c4.collector.replan import Replanner
+from c4.collector.server import Collector as Server
 from c4.collector.store import PendingBatch, Store
 from c4.collector.writer import Writer
 from c4.config import AgentConfig, CollectorConfig
@@ -364,3 +365,29 @@ def test_a_job_that_cannot_be_replanned_is_counted_and_stored_nothing(tmp_path, 
         assert not c.sql("SELECT * FROM plan_runs WHERE reason <> 'initial'") and not Receiver.got
     finally:
         c.close()
+
+
+def test_a_running_collector_with_a_fabric_runs_the_replan_task(tmp_path):
+    """The collector schedules the replan task beside diagnosis when a fabric YAML is configured."""
+    cfg = CollectorConfig(
+        listen="127.0.0.1:0",
+        db=tmp_path / "c4.duckdb",
+        fabric_topology=fabric_yaml(tmp_path),
+        diagnose_interval_s=0.2,
+    )
+
+    async def scenario() -> tuple[str, int]:
+        server = Server(cfg)
+        await server.start()
+        try:
+            for _ in range(200):  # a few passes (the task's first run is one period after start)
+                health = server.tasks.get("replan")
+                if health is not None and health.runs >= 2:
+                    break
+                await asyncio.sleep(0.05)
+            return health.state, health.runs
+        finally:
+            await server.stop()
+
+    state, runs = asyncio.run(scenario())
+    assert state == "ok" and runs >= 2
