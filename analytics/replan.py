@@ -34,6 +34,7 @@ class LinkTrigger:
     since: datetime | None  # when the finding was made (a discovery pass's ts; a fault's first_seen)
     throughput_ratio: float | None = None  # C4D's slow connections over their peers (switch cables)
     rate_gbps: float | None = None  # a measured rate (a host port's)
+    episode_since: datetime | None = None  # the fault last resolved then (None: never): it opened again
 
     @property
     def link(self) -> str:
@@ -112,8 +113,13 @@ def fault_triggers(
                 unmapped.add("nic_port_not_in_fabric")
                 continue
             leaf = topo.port(*_nic_index(topo, port)).leaf
+            episode = r.get("resolved_before")
             if detector == "nic_down":
-                out.append(LinkTrigger("link_down", r["fault_id"], port, leaf, r["first_seen"]))
+                out.append(
+                    LinkTrigger(
+                        "link_down", r["fault_id"], port, leaf, r["first_seen"], episode_since=episode
+                    )
+                )
             else:
                 rate = evidence.get("rate_bps")
                 if not isinstance(rate, int | float) or rate <= 0:
@@ -121,7 +127,13 @@ def fault_triggers(
                     continue
                 out.append(
                     LinkTrigger(
-                        "link_degraded", r["fault_id"], port, leaf, r["first_seen"], rate_gbps=rate / 1e9
+                        "link_degraded",
+                        r["fault_id"],
+                        port,
+                        leaf,
+                        r["first_seen"],
+                        rate_gbps=rate / 1e9,
+                        episode_since=episode,
                     )
                 )
     return out
@@ -186,13 +198,17 @@ def crosses(rows: pl.DataFrame, a: str, b: str) -> bool:
 
 
 def already_replanned(runs: pl.DataFrame, job: str, t: LinkTrigger) -> bool:
-    """Whether plan_runs holds this job's replan for this trigger: the same fault and link, or (a
-    discovery finding, which has no fault) a replan for the link made since the finding."""
+    """Whether plan_runs holds this job's replan for this trigger: the same fault and link (since the
+    fault last resolved, if it opened again), or (a discovery finding, which has no fault) a replan
+    for the link made since the finding."""
     if runs.is_empty():
         return False
     mine = runs.filter((pl.col("job") == job) & (pl.col("link") == t.link) & (pl.col("reason") == t.reason))
     if t.fault_id:
-        return bool(mine.filter(pl.col("fault_id") == t.fault_id).height)
+        mine = mine.filter(pl.col("fault_id") == t.fault_id)
+        if t.episode_since is not None:
+            mine = mine.filter(pl.col("ts") > t.episode_since)
+        return bool(mine.height)
     return bool(mine.filter(pl.col("ts") >= t.since).height) if t.since is not None else bool(mine.height)
 
 

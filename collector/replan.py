@@ -42,9 +42,11 @@ from c4.traffic.topology import Topology, TopologyError, load_yaml
 
 log = logging.getLogger("c4.collector.replan")
 
-#: The newest row of every fault on a NIC port or switch cable.
+#: The newest row of every fault on a NIC port or switch cable, with when it last resolved (a fault that
+#: opens again after that is a new episode).
 LINK_FAULTS_SQL = """
-SELECT * FROM faults WHERE component_type IN ('switch_link', 'nic_port')
+SELECT *, max(ts) FILTER (WHERE state = 'resolved') OVER (PARTITION BY fault_id) AS resolved_before
+FROM faults WHERE component_type IN ('switch_link', 'nic_port')
 QUALIFY row_number() OVER (PARTITION BY fault_id ORDER BY ts DESC) = 1
 """
 #: The network interface of each RDMA device of some nodes, as their agents last saw it.
@@ -119,11 +121,14 @@ def fabric_now(fabric_yaml: str, triggers: list[LinkTrigger], plans: pl.DataFram
             rate = nominal * ratio
             for rows in by_plan.values():
                 carried = _crossing_bytes(rows, t.a, t.b)
-                if carried > 0:
-                    rate = degraded_rate_gbps(
-                        nominal, ratio, carried, completion_s(plan_from_rows(healthy, rows))
-                    )
-                    break
+                if carried <= 0:
+                    continue
+                try:
+                    before_s = completion_s(plan_from_rows(healthy, rows))
+                except TopologyError:  # a plan of another fabric: the ratio alone
+                    continue
+                rate = degraded_rate_gbps(nominal, ratio, carried, before_s)
+                break
         if topo.link(t.a, t.b).state != "down":
             topo.set_state(t.a, t.b, "degraded", min(rate, nominal))
     return topo

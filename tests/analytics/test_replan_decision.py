@@ -204,6 +204,14 @@ def test_only_jobs_whose_newest_plan_crosses_the_link_and_once_per_fault():
     assert [job for job, _, _ in jobs_to_replan([down], plans, done)] == []
     other_fault = frame("plan_runs", [run("b", "b2", "link_degraded", "other:x", "leaf0->spine0", T0)])
     assert [job for job, _, _ in jobs_to_replan([down], plans, other_fault)] == ["b"]
+    # the fault resolved after that replan and opened again: a new episode, replanned once more
+    again = LinkTrigger(**{**down.__dict__, "episode_since": T0 + timedelta(minutes=5)})
+    assert [job for job, _, _ in jobs_to_replan([again], plans, done)] == ["b"]
+    done_again = frame(
+        "plan_runs",
+        [run("b", "b3", "link_degraded", down.fault_id, "leaf0->spine0", T0 + timedelta(minutes=6))],
+    )
+    assert jobs_to_replan([again], plans, done_again) == []
 
 
 def test_a_vanished_cable_is_replanned_once_per_disappearance():
