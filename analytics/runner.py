@@ -56,11 +56,15 @@ class DiagnosisRunner:
     def plan_fabric(self, cur, now: datetime | None = None):
         """The fabric model of the newest plan in the store's ``plans`` table (rebuilt when a new plan lands).
 
-        A plan dated further ahead of ``now`` than the skew (its writer's clock ran ahead) is not the newest.
+        A plan dated further ahead of ``now`` than the skew (its writer's clock ran ahead) is not the newest,
+        nor is one the collector's replan only stored (plan_runs.applied dry_run, or failed to write): the
+        network does not route by it.
         """
         latest = (now or _utcnow()) + timedelta(seconds=self.max_skew_s)
         newest = cur.execute(
-            "SELECT plan_id FROM plans WHERE ts <= ? ORDER BY ts DESC LIMIT 1", [latest]
+            "SELECT plan_id FROM plans WHERE ts <= ? AND plan_id NOT IN (SELECT plan_id FROM plan_runs "
+            "WHERE applied = 'dry_run' OR applied LIKE 'failed:%') ORDER BY ts DESC LIMIT 1",
+            [latest],
         ).fetchone()
         if newest is None:
             return None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 
 from c4.analytics.fabric import capacities_from_topology, from_plans
@@ -42,6 +44,14 @@ def test_runner_uses_the_newest_plan_in_the_store(tmp_path):
     first = runner.plan_fabric(cur)
     assert first is not None and len(first.paths) == len(twin.flows)
     assert runner.plan_fabric(cur) is first  # cached until a new plan lands
+    # a replan the collector stored as a dry run (or could not write) is not the routing in force
+    for plan_id, applied in (("p2", "dry_run"), ("p3", "failed:disk full")):
+        store.commit([PendingBatch("", 0, load()["plans"], plan_table(plan, plan_id, 1.0))])
+        store.commit([PendingBatch.internal(load()["plan_runs"], [run_row(plan_id, applied)])])
+        assert runner.plan_fabric(cur) is first
+    store.commit([PendingBatch("", 0, load()["plans"], plan_table(plan, "p4", 1.0))])
+    store.commit([PendingBatch.internal(load()["plan_runs"], [run_row("p4", "sport-table:/x")])])
+    assert runner.plan_fabric(cur) is not first
     runner.run_once(cur)  # an empty window with a plan: no error, nothing found
     cur.close()
     store.close()
@@ -52,3 +62,25 @@ def test_bad_fabric_topology_is_named(tmp_path):
         capacities_from_topology(str(tmp_path / "nope.yaml"))
     caps = capacities_from_topology("deploy/examples/topology-leaf-spine.yaml")
     assert caps and all("->" in k and v > 0 for k, v in caps.items())
+
+
+def run_row(plan_id: str, applied: str) -> dict:
+    """A plan_runs row of a collector's replan."""
+    return {
+        "ts": datetime.now(UTC).replace(tzinfo=None),
+        "node": "",
+        "job": "dp0",
+        "plan_id": plan_id,
+        "reason": "link_down",
+        "fault_id": "nic_down:host0/mlx5_0p1",
+        "link": "host0/nic0p0->leaf0",
+        "previous_plan_id": "p1",
+        "connections": 1,
+        "pieces": 1,
+        "moved_pieces": 1,
+        "max_load_over_bound": 1.0,
+        "ecmp_over_bound": 2.0,
+        "bound_s": 1.0,
+        "completion_s": 1.0,
+        "applied": applied,
+    }
