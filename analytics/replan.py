@@ -14,6 +14,7 @@ from datetime import datetime
 
 import polars as pl
 
+from c4.traffic.replanning import port_index
 from c4.traffic.topology import Topology
 
 #: The twin's RDMA devices: mlx5_<n> is NIC n of its host (one port each).
@@ -112,7 +113,7 @@ def fault_triggers(
             if port is None:
                 unmapped.add("nic_port_not_in_fabric")
                 continue
-            leaf = topo.port(*_nic_index(topo, port)).leaf
+            leaf = topo.port(*port_index(port)).leaf
             episode = r.get("resolved_before")
             if detector == "nic_down":
                 out.append(
@@ -137,13 +138,6 @@ def fault_triggers(
                     )
                 )
     return out
-
-
-def _nic_index(topo: Topology, port_name: str) -> tuple[str, int, int]:
-    """'host/nic<i>p<j>' -> (host, i, j)."""
-    host, _, rest = port_name.rpartition("/")
-    nic, _, port = rest.removeprefix("nic").partition("p")
-    return host, int(nic), int(port)
 
 
 def _evidence(text: str | None) -> dict:

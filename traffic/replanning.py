@@ -22,9 +22,11 @@ FRESH_GAIN = 0.01
 ECMP_SEEDS = 5
 
 
-def _nic(port_name: str) -> int:
-    """'host/nic<i>p<j>' -> i."""
-    return int(port_name.rpartition("/")[2].removeprefix("nic").partition("p")[0])
+def port_index(port_name: str) -> tuple[str, int, int]:
+    """A NIC port's name 'host/nic<i>p<j>' -> (host, i, j)."""
+    host, _, rest = port_name.rpartition("/")
+    nic, _, port = rest.removeprefix("nic").partition("p")
+    return host, int(nic), int(port)
 
 
 def plan_from_rows(topo: Topology, rows: list[dict[str, Any]]) -> Plan:
@@ -47,8 +49,8 @@ def plan_from_rows(topo: Topology, rows: list[dict[str, Any]]) -> Plan:
                 job,
                 src,
                 dst,
-                _nic(first["src_port"]),
-                _nic(first["dst_port"]),
+                port_index(first["src_port"])[1],
+                port_index(first["dst_port"])[1],
                 channel,
                 float(sum(r["share_bytes"] for r in rs)),
                 len(rs),
