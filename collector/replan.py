@@ -82,12 +82,15 @@ def read_frames(cur: duckdb.DuckDBPyConnection, since: datetime) -> dict[str, pl
     nodes = sorted(
         {c.partition("/")[0] for c in faults.filter(pl.col("component_type") == "nic_port")["component"]}
     )
+    vanished = cur.execute("SELECT * FROM fabric_contradictions WHERE kind = 'vanished'").pl()
+    findings = vanished.height or faults.filter(pl.col("state").is_in(["open", "acknowledged"])).height
     return {
         "faults": faults,
         "netdevs": cur.execute(NETDEVS_SQL, [since, nodes]).pl(),
-        "vanished": cur.execute("SELECT * FROM fabric_contradictions WHERE kind = 'vanished'").pl(),
+        "vanished": vanished,
         "current": current,
-        "plans": cur.execute(NEWEST_PLANS_SQL).pl(),
+        # every job's newest plan only when a link finding may need it (the usual pass reads none)
+        "plans": cur.execute(NEWEST_PLANS_SQL).pl() if findings else pl.DataFrame(),
         "runs": cur.execute("SELECT * FROM plan_runs").pl(),
     }
 
@@ -152,7 +155,7 @@ def decide(frames: dict[str, pl.DataFrame], fabric_yaml: str, max_qps: int) -> D
         rows = newest.filter(pl.col("plan_id") == plan_id).to_dicts()
         try:
             out.append((job, plan_id, trigger, replan(topo, rows, max_qps)))
-        except (TopologyError, ValueError) as exc:
+        except (TopologyError, ValueError, TypeError, KeyError) as exc:  # a plan this fabric cannot carry
             failed.append((job, f"{type(exc).__name__}: {exc}"))
     return Decision(topo, out, unmapped.counts, failed)
 
