@@ -198,6 +198,8 @@ class CollectorConfig(BaseModel):
     replan_on_link_faults: bool = True
     replan_interval_s: float = Field(0.0, ge=0)  # how often to look (0: every diagnose_interval_s)
     replan_max_qps: int = Field(8, ge=1, le=64)  # QPs a replan may give one connection
+    # of plans within this share of the lowest max link load, the one moving fewest pieces is taken
+    replan_load_slack: float = Field(0.05, ge=0, le=1)
     replan_apply_dir: str = ""  # write each replan here (<dir>/<job>/<plan_id>/), else a dry run
     replan_apply_formats: list[str] = Field(default_factory=lambda: ["sport-table", "switch-routes"])
     lake: str = ""  # postgres://user@host:port/db: write into a DuckLake shared with other collectors

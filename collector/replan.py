@@ -37,7 +37,7 @@ from c4.collector.writer import Writer
 from c4.config import CollectorConfig
 from c4.traffic.apply.writer import ApplyError, write_apply
 from c4.traffic.export import link_rows, plan_rows
-from c4.traffic.replanning import Replan, completion_s, degraded_rate_gbps, plan_from_rows, replan
+from c4.traffic.replanning import LOAD_SLACK, Replan, completion_s, degraded_rate_gbps, plan_from_rows, replan
 from c4.traffic.topology import Topology, TopologyError, load_yaml
 
 log = logging.getLogger("c4.collector.replan")
@@ -137,7 +137,9 @@ def fabric_now(fabric_yaml: str, triggers: list[LinkTrigger], plans: pl.DataFram
     return topo
 
 
-def decide(frames: dict[str, pl.DataFrame], fabric_yaml: str, max_qps: int) -> Decision:
+def decide(
+    frames: dict[str, pl.DataFrame], fabric_yaml: str, max_qps: int, load_slack: float = LOAD_SLACK
+) -> Decision:
     """The jobs to replan now and their new plans (blocking: plans)."""
     unmapped = Unmapped({})
     base = load_yaml(fabric_yaml)
@@ -154,7 +156,7 @@ def decide(frames: dict[str, pl.DataFrame], fabric_yaml: str, max_qps: int) -> D
     for job, plan_id, trigger in jobs_to_replan(triggers, newest, frames["runs"]):
         rows = newest.filter(pl.col("plan_id") == plan_id).to_dicts()
         try:
-            out.append((job, plan_id, trigger, replan(topo, rows, max_qps)))
+            out.append((job, plan_id, trigger, replan(topo, rows, max_qps, load_slack)))
         except (TopologyError, ValueError, TypeError, KeyError) as exc:  # a plan this fabric cannot carry
             failed.append((job, f"{type(exc).__name__}: {exc}"))
     return Decision(topo, out, unmapped.counts, failed)
@@ -263,7 +265,7 @@ class Replanner:
             frames = read_frames(cur, _now() - timedelta(seconds=self.cfg.diagnose_window_s))
         finally:
             cur.close()
-        return decide(frames, self.cfg.fabric_topology, self.cfg.replan_max_qps)
+        return decide(frames, self.cfg.fabric_topology, self.cfg.replan_max_qps, self.cfg.replan_load_slack)
 
     def _apply(self, job: str, plan_id: str, r: Replan) -> str:
         """Write the plan's files where configured; what was done, as plan_runs.applied says it."""

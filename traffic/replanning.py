@@ -16,8 +16,8 @@ from c4.traffic.planner import Piece, Plan, Planner
 from c4.traffic.routing import capacities, ecmp_subflows, loads_from_subflows, lower_bound, path_links
 from c4.traffic.topology import Topology, TopologyError
 
-#: A replan moving fewer pieces is kept unless planning afresh lowers the busiest link by more than this.
-FRESH_GAIN = 0.01
+#: Default share above the lowest busiest-link load within which the replan moving fewest pieces wins.
+LOAD_SLACK = 0.05
 #: ECMP seeds averaged for ecmp_over_bound.
 ECMP_SEEDS = 5
 
@@ -134,13 +134,15 @@ def ecmp_over_bound(topo: Topology, flows: list[Flow], bound_s: float, seeds: in
     return _over(float(np.mean(peaks)), bound_s)
 
 
-def replan(topo: Topology, rows: list[dict[str, Any]], max_qps: int = 8) -> Replan:
+def replan(
+    topo: Topology, rows: list[dict[str, Any]], max_qps: int = 8, load_slack: float = LOAD_SLACK
+) -> Replan:
     """Replan a stored plan on ``topo`` (links already set down or degraded).
 
     Candidates: the old plan with only the pieces on dead links moved (Planner.replan; a degraded link
     moves nothing there), and fresh plans allowing as many QPs per connection as the old plan used,
-    twice that, ... up to ``max_qps``. The lowest busiest-link load wins; candidates within FRESH_GAIN
-    of it are taken in the order fewest moved pieces, then fewest pieces.
+    twice that, ... up to ``max_qps``. Of those within ``load_slack`` of the lowest busiest-link load,
+    the one moving fewest pieces wins (re-pinning a running job's QPs costs), then the fewest pieces.
     """
     old = plan_from_rows(topo, rows)
     bound = lower_bound(topo, old.flows)
@@ -160,7 +162,7 @@ def replan(topo: Topology, rows: list[dict[str, Any]], max_qps: int = 8) -> Repl
     eligible = [
         (moved_pieces(old, c), len(c.pieces), i)
         for i, (c, _) in enumerate(candidates)
-        if c.max_utilization() <= best * (1 + FRESH_GAIN)
+        if c.max_utilization() <= best * (1 + load_slack)
     ]
     n_moved, _, i = min(eligible)
     new, how = candidates[i]
