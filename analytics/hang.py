@@ -139,7 +139,9 @@ def silent_hangs(open_faults: list[dict], colls: pl.DataFrame) -> set[str]:
     slides out of the window it sees nothing, which is not the hang ending. Such a fault stays open
     until the job progresses again (a relaunch counts) or an operator resolves it.
     """
-    hangs = [f for f in open_faults if f.get("fault_class") == "non_comm_hang" and f.get("first_seen") is not None]
+    hangs = [
+        f for f in open_faults if f.get("fault_class") == "non_comm_hang" and f.get("first_seen") is not None
+    ]
     if not hangs:
         return set()
     latest: dict[str, object] = {}
