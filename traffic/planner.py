@@ -91,9 +91,9 @@ class Options:
 #: the min-max LP runs only on plans with at most this many (connection, live path) columns
 LP_MAX_COLUMNS = 20000
 #: ... and its plan replaces the greedy one only when it lowers the max link load by more than this
-#: fraction: the LP's optimum loads many links to the peak, which max-min fluid completion shows to
-#: be slower (spine_link_failed, ring shuffle 1: load 1.0047 -> 1.000 of the bound, completion
-#: 1.066 -> 1.238 of it), while the dual-plane case it is for gains 13% (1.172 -> 1.023)
+#: fraction: its unequal pieces and flat load (many links at the peak) can slow max-min fluid
+#: completion, worth it for the dual-plane case it is for (load 1.172 -> 1.023 of the bound,
+#: completion 1.367 -> 1.091), not for a fraction of a percent
 LP_MIN_GAIN = 0.01
 
 #: probed source ports: (src_ip, dst_ip) -> switch path (tuple of switch names) -> sports seen taking it
@@ -127,11 +127,16 @@ class Planner:
 
         Two split rules are tried, fewest pieces first: cuts that just reach the lower bound on
         every leaf, then cuts that balance every leaf evenly (the gcd rule: more pieces, but equal
-        ones that colour exactly). The first plan at the bound wins, else the lower load. When
-        neither reaches the bound (a failure on one plane of a multi-plane fabric, where the
-        bytes must shift between planes), the min-max LP over every live path is tried on small
-        problems and its plan (unequal pieces, at most max_qps per connection) taken if it is
-        lower by more than LP_MIN_GAIN.
+        ones that colour exactly). The first plan at the bound wins, else the lower load.
+
+        Both rules give each NIC port (plane) an equal share of a connection, fixed before the
+        failure-aware load is known; with a failure on one plane the bytes must shift between
+        planes, in unequal parts. So when a connection has more than one port pair and neither
+        plan reaches the bound, the min-max LP over every live path is solved (small problems
+        only) and its plan (unequal pieces, at most max_qps per connection) taken if it is lower
+        by more than LP_MIN_GAIN. Not on single-port fabrics: there the LP lowered the peak of
+        3_tier_fat_tree's ring shuffle 3 (1.125 -> 1.030) but its pieces (123 -> 207, unequal)
+        finished later in the max-min fluid model (1.250 -> 1.302 of the bound).
         sports=False leaves the UDP source ports unset (0), for callers that only need the loads.
         """
         self._choices.clear()  # the fabric may have changed since the last plan
@@ -154,7 +159,8 @@ class Planner:
             if peak <= bound * (1 + 1e-9):
                 break
         assert best is not None
-        if best.max_utilization() * (1 - LP_MIN_GAIN) > bound * (1 + 1e-9):  # the LP cannot beat the bound
+        multi_port = any(len(p) > 1 for p in pairs)
+        if multi_port and best.max_utilization() * (1 - LP_MIN_GAIN) > bound * (1 + 1e-9):
             lp = self._lp_plan(flows)
             if lp is not None and lp.max_utilization() < best.max_utilization() * (1 - LP_MIN_GAIN):
                 best = lp
