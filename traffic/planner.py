@@ -88,8 +88,9 @@ class Options:
         return i, costs[i][0]
 
 
-#: the min-max LP runs only on plans with at most this many (connection, live path) columns
-LP_MAX_COLUMNS = 20000
+#: the min-max LP runs only on plans with at most this many (connection, live path) columns: 8,192
+#: (256 dual-plane connections x 32 paths, 6 uplinks down) took HiGHS 3.3 s on a shared 2-core host
+LP_MAX_COLUMNS = 10000
 #: ... and its plan replaces the greedy one only when it lowers the max link load by more than this
 #: fraction: its unequal pieces and flat load (many links at the peak) can slow max-min fluid
 #: completion, worth it for the dual-plane case it is for (load 1.172 -> 1.023 of the bound,
