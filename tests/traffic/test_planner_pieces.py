@@ -222,3 +222,18 @@ def test_min_max_fractions_splits_and_respects_the_path_limit():
     x, y = min_max_fractions([3.0, 2.0], [[[0], [1], [2]], [[2]]], cap, max_paths=3)
     assert y == pytest.approx([1.0])
     assert x == pytest.approx([5 / 12, 5 / 12, 1 / 6])  # every link at 1.25 s
+
+
+def test_the_nccl_env_file_warns_when_stock_nccl_cannot_carry_the_plan():
+    """The tight case's plan shifts bytes between planes: its nccl-env file says stock NCCL's even split
+    cannot carry it; an even plan's file does not."""
+    from c4.traffic.apply.nccl_env import nccl_env_file
+    from c4.traffic.even_split import uneven_connections
+
+    topo, flows = dual_plane_tight()
+    plan = Planner(topo, max_qps=8).plan(flows)
+    assert uneven_connections(plan)
+    assert "WARNING: " in nccl_env_file(plan) and "weights its QPs" in nccl_env_file(plan)
+    even_topo = leaf_spine(16, 4, 4, nics_per_host=1)
+    even = Planner(even_topo, max_qps=4).plan(job_flows(Job("j", [f"host{i}" for i in range(16)]), even_topo))
+    assert not uneven_connections(even) and "WARNING" not in nccl_env_file(even)
