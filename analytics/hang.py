@@ -130,3 +130,27 @@ def hang_findings(
                 )
             )
     return out
+
+
+def silent_hangs(open_faults: list[dict], colls: pl.DataFrame) -> set[str]:
+    """Open ``non_comm_hang`` faults whose job has completed no collective since the hang began.
+
+    The hang detector needs the job's last collectives in its window: once a hung job's last record
+    slides out of the window it sees nothing, which is not the hang ending. Such a fault stays open
+    until the job progresses again (a relaunch counts) or an operator resolves it.
+    """
+    hangs = [
+        f for f in open_faults if f.get("fault_class") == "non_comm_hang" and f.get("first_seen") is not None
+    ]
+    if not hangs:
+        return set()
+    latest: dict[str, object] = {}
+    if not colls.is_empty() and "ts" in colls.columns:
+        c = with_job(colls)
+        latest = dict(c.group_by("job").agg(pl.col("ts").max()).rows())
+    out = set()
+    for f in hangs:
+        progress = latest.get(f.get("job") or "")
+        if progress is None or progress <= f["first_seen"]:
+            out.add(f["fault_id"])
+    return out

@@ -27,8 +27,13 @@ class FaultBook:
     open: dict[str, dict[str, Any]] = field(default_factory=dict)
     missed: dict[str, int] = field(default_factory=dict)
 
-    def update(self, findings: list[Finding], now: datetime) -> list[dict[str, Any]]:
-        """Rows to append to the faults table for this run (new, updated and resolved faults)."""
+    def update(
+        self, findings: list[Finding], now: datetime, held: set[str] | frozenset[str] = frozenset()
+    ) -> list[dict[str, Any]]:
+        """Rows to append to the faults table for this run (new, updated and resolved faults).
+
+        ``held``: open faults whose signal is out of sight but not gone (a hung job's last progress left
+        the window); they stay open without a new row."""
         rows = []
         seen = set()
         for f in findings:
@@ -46,6 +51,9 @@ class FaultBook:
             rows.append(row)
         for fid in list(self.open):
             if fid in seen:
+                continue
+            if fid in held:
+                self.missed[fid] = 0
                 continue
             self.missed[fid] = self.missed.get(fid, 0) + 1
             if self.missed[fid] >= self.resolve_after_runs:  # the signal is gone: resolved

@@ -11,6 +11,7 @@ import pyarrow as pa
 
 from c4.analytics.diagnose import diagnose
 from c4.analytics.fabric import from_plans
+from c4.analytics.hang import silent_hangs
 from c4.analytics.lifecycle import FaultBook
 from c4.analytics.step_jobs import AttributionMemo, attribution_rows, job_attributions
 from c4.analytics.window import ABSURD_TS, DEFAULT_MAX_CLOCK_SKEW_S, window_from_cursor
@@ -83,8 +84,10 @@ class DiagnosisRunner:
         self.attribution = pa.Table.from_pylist(
             attribution_rows(jobs, now), schema=self.catalogue["step_attribution"].arrow_schema
         )
+        colls = tables.get("nccl_collectives", pl.DataFrame())
         with self.lock:
-            rows = self.book.update(findings, now)
+            held = silent_hangs(list(self.book.open.values()), colls)
+            rows = self.book.update(findings, now, held)
         self.runs += 1
         if rows:
             log.info(

@@ -27,6 +27,10 @@ EMPTY_IS_NULL = ("host", "comm")
 #: Newest complete steps of a job attributed per pass: medians over 20 steps are steady, and the replay's cost
 #: grows with steps (128 ranks x 8 microbatches: 0.4 s for 10 steps, 2.0 s for 40, on one core).
 MAX_STEPS = 20
+#: A rank starting its current step over after a silence of this many typical steps was relaunched ...
+RESTART_STEPS = 5.0
+#: ... and of at least this long (a relaunch takes seconds: a process start and a checkpoint load).
+RESTART_MIN_GAP_S = 2.0
 #: Fewest complete steps a job needs before it is attributed (A's default).
 MIN_STEPS = 3
 
@@ -36,20 +40,41 @@ def latest_run(trace: pl.DataFrame) -> pl.DataFrame:
     since that checkpoint again under the same numbers, and two runs' ops of one step never match.
 
     A rank's ops follow each other, so its step numbers never fall within a run; a step below the rank's
-    previous op's begins a new run. The job's latest run begins at the earliest such drop among its
-    ranks' latest drops (the old run's ops all ended before the relaunch).
+    previous op's begins a new run. So does the rank doing its current step's first op again after a
+    silence of more than ``RESTART_STEPS`` typical steps (at least ``RESTART_MIN_GAP_S``): the run hung in
+    the step after its checkpoint and the relaunch starts that step over. The job's latest run begins at
+    the earliest such start among its ranks' latest (the old run's ops all ended before the relaunch).
     """
     if trace.is_empty():
         return trace
-    drops = (
+    if "microbatch" not in trace.columns:
+        trace = trace.with_columns(pl.lit(None, dtype=pl.Int32).alias("microbatch"))
+    rank = ("job", "rank")
+    starts = trace.group_by(*rank, "step").agg(pl.col("start_s").min()).sort("start_s")
+    typical = starts.group_by(rank).agg(pl.col("start_s").diff().median().fill_null(0.0).alias("_step_s"))
+    t = (
         trace.sort("start_s")
-        .with_columns((pl.col("step") < pl.col("step").shift(1).over("job", "rank")).alias("_drop"))
-        .filter(pl.col("_drop"))
+        .join(typical, on=list(rank), how="left")
+        .with_columns(
+            pl.col("step").shift(1).over(rank).alias("_prev_step"),
+            (pl.col("start_s") - (pl.col("start_s") + pl.col("duration_s")).shift(1).over(rank)).alias(
+                "_gap_s"
+            ),
+            pl.col("op").first().over(*rank, "step").alias("_first_op"),
+            pl.col("microbatch").first().over(*rank, "step").alias("_first_mb"),
+        )
     )
+    again = (
+        (pl.col("step") == pl.col("_prev_step"))
+        & (pl.col("op") == pl.col("_first_op"))
+        & pl.col("microbatch").eq_missing(pl.col("_first_mb"))
+        & (pl.col("_gap_s") > pl.max_horizontal(pl.lit(RESTART_MIN_GAP_S), RESTART_STEPS * pl.col("_step_s")))
+    )
+    drops = t.filter((pl.col("step") < pl.col("_prev_step")) | again)
     if drops.is_empty():
         return trace
     since = (
-        drops.group_by("job", "rank")
+        drops.group_by(rank)
         .agg(pl.col("start_s").max())
         .group_by("job")
         .agg(pl.col("start_s").min().alias("_since"))

@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import argparse
 
-HELP = "Agent overhead: CPU time per tick of every sampler (8-GPU fake NVML, 8-NIC tree) plus batching."
+HELP = "Agent overhead: CPU per tick of every sampler (8-GPU fake NVML, 8-NIC tree) plus batching; a real agent process's CPU share and RSS."
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """Benchmark size."""
     parser.add_argument("--ticks", type=int, default=300, help="ticks to measure (default 300)")
+    parser.add_argument(
+        "--process-s",
+        type=float,
+        default=20.0,
+        help="also run a real agent process (same samplers, 1 Hz) against a real collector for this long and "
+        "read its CPU and resident memory from /proc (default 20; 0 skips it)",
+    )
 
 
 def build_node(root) -> dict:
@@ -83,6 +90,12 @@ def run(args: argparse.Namespace) -> int:
         states = {s.sampler.name: s.state for s in agent.samplers}
         for s in agent.samplers:
             s.sampler.close()
+        process = {}
+        if args.process_s > 0:
+            from c4.bench.agent_process import measure_agent_process
+
+            (root / "process").mkdir()
+            process = measure_agent_process(root / "process", build_node(root / "process"), args.process_s)
     cpu_ms = total_s * 1e3 / args.ticks
     table = [
         {
@@ -104,6 +117,7 @@ def run(args: argparse.Namespace) -> int:
     summary = {
         "cpu_ms_per_tick": round(cpu_ms, 3),
         "core_share_at_1hz": round(cpu_ms / 1000, 5),
+        **process,
         "rows_per_tick": round(rows_per_tick, 1),
         "ticks": args.ticks,
         "gpus": 8,

@@ -1,8 +1,9 @@
 """``c4 bench plan``: ECMP vs. the C4P plan vs. ideal spraying on a suite of fabrics, side by side.
 
 Per scenario: the plan's max link load over the lower bound, its pieces (QPs) beside the fewest
-pieces found to reach the same load, and ECMP as a mean with a 95% interval over (hash seed,
-ring shuffle) samples. A later row, ``rank_order`` (plain ECMP with the planned host order vs a
+pieces found to reach the same load, the connections whose pieces stock NCCL's even split over
+QPs and NIC ports cannot carry (``uneven_connections``: they need weighted QPs), and ECMP as a
+mean with a 95% interval over (hash seed, ring shuffle) samples. A later row, ``rank_order`` (plain ECMP with the planned host order vs a
 random order), belongs beside ``ecmp_ci`` in ``run_scenario``'s result.
 """
 
@@ -263,6 +264,7 @@ def run_scenario(
 
     from c4.bench.interval import mean_ci95
     from c4.traffic.collectives import job_flows
+    from c4.traffic.even_split import uneven_connections
     from c4.traffic.planner import Planner
     from c4.traffic.routing import (
         capacities,
@@ -282,6 +284,7 @@ def run_scenario(
     plan_s = time.perf_counter() - t0
     plan_load = plan.max_utilization()
     pieces = len(plan.pieces)
+    uneven = len(uneven_connections(plan))
     fewest = fewest_pieces(topo, flows, max_qps, plan_load) or pieces
     ecmp_over = ecmp_samples(topo, make_jobs, flows, bound, max(1, seeds), ci_pct)
     ecmp_mean, ecmp_lo, ecmp_hi = mean_ci95(ecmp_over)
@@ -310,6 +313,7 @@ def run_scenario(
         "pieces": pieces,
         "fewest_pieces": fewest,
         "min_pieces_at_bound": round(pieces / fewest, 3),
+        "uneven_connections": uneven,
         "ecmp_over_bound": round(ecmp_mean, 3),
         "ecmp_ci": [round(ecmp_lo, 3), round(ecmp_hi, 3)],
         "ecmp_samples": len(ecmp_over),
@@ -360,6 +364,7 @@ def run(args: argparse.Namespace) -> int:
         "flows",
         "pieces",
         "min_pieces_at_bound",
+        "uneven_connections",
         "ecmp_over_bound",
         "ecmp_ci",
         "plan_over_bound",

@@ -131,10 +131,12 @@ def traffic(run: Run) -> None:
     plans = run(q.plans())
     if not plans:
         return
-    pid = plans[0]["plan_id"]
+    pid, job = plans[0]["plan_id"], plans[0]["job"]
     for sql in (
         q.routing_summary(pid),
+        q.history(job),
         q.degraded_links(pid),
+        q.ecmp_overloads(pid),
         q.fabric(pid),
         q.link_loads(pid),
         q.connections(pid),
@@ -215,7 +217,7 @@ def ensure_store(workdir: Path, nodes: int, minutes: float) -> tuple[Path, dict,
 
     db = workdir / "c4.duckdb"
     marker = workdir / "store.json"
-    want = {"nodes": nodes, "minutes": minutes, "version": 2}  # 2: with job_accounting
+    want = {"nodes": nodes, "minutes": minutes, "version": 3}  # 2: with job_accounting, 3: plan_runs
     if db.exists() and marker.exists():
         meta = json.loads(marker.read_text())
         if meta.get("size") == want:

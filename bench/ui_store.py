@@ -17,7 +17,7 @@ import pyarrow as pa
 from c4.catalogue import load
 from c4.collector.store import PendingBatch, Store
 from c4.sim.twin import ClusterTwin
-from c4.traffic.export import link_table, plan_table
+from c4.traffic.export import link_table, plan_run_row, plan_run_table, plan_table
 from c4.traffic.planner import Planner
 
 GPUS = 8
@@ -334,10 +334,14 @@ class Builder:
         return pa.Table.from_pylist(rows, schema=load()["job_accounting"].arrow_schema)
 
     def _plan(self) -> dict[str, pa.Table]:
-        """A C4P plan of the cluster's ring all-reduce with its link loads."""
+        """A C4P plan of the cluster's ring all-reduce with its link loads and its plan_runs row."""
 
         twin = ClusterTwin(nodes=self.nodes, leaves=max(1, self.nodes // 16), spines=8)
         plan = Planner(twin.topo, max_qps=4).plan(twin.flows)
         links = link_table(plan, "plan-bench", ecmp_seeds=2)
-        bound = links.column("bound_s")[0].as_py()
-        return {"plans": plan_table(plan, "plan-bench", plan.max_utilization() / bound), "plan_links": links}
+        run = plan_run_row(plan, "plan-bench", twin.job_name(twin.hosts[0]), "initial", ecmp_seeds=2)
+        return {
+            "plans": plan_table(plan, "plan-bench", run["max_load_over_bound"]),
+            "plan_links": links,
+            "plan_runs": plan_run_table(run),
+        }

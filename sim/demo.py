@@ -54,22 +54,26 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def store_plan(address: str, twin) -> str:
-    """Plan the twin's connections with C4P and store the plan and its link loads (the dashboard's Traffic page)."""
+def store_plan(address: str, twin) -> dict:
+    """Plan the twin's connections with C4P and store the plan, its link loads and its plan_runs row (the
+    dashboard's Traffic page); returns the row. ECMP is the hashing the twin's switches do (its seed): the
+    routing the twin runs, so the page's ECMP loads are the ones behind the twin's telemetry."""
     import uuid
 
     from c4.push import push_table
-    from c4.traffic.export import link_table, plan_table
+    from c4.traffic.export import link_table, plan_run_row, plan_run_table, plan_table
     from c4.traffic.planner import Planner
 
     plan = Planner(twin.topo, max_qps=4).plan(twin.flows)
     plan_id = f"plan-{uuid.uuid4().hex[:8]}"
-    links = link_table(plan, plan_id)
-    bound = links.column("bound_s")[0].as_py() if links.num_rows else 0.0
-    over = plan.max_utilization() / bound if bound else 0.0
+    job = twin.job_name(twin.hosts[0])
+    run = plan_run_row(plan, plan_id, job, "initial", ecmp_seeds=1, first_seed=twin.seed)
+    links = link_table(plan, plan_id, ecmp_seeds=1, first_seed=twin.seed)
+    over = run["max_load_over_bound"] or 0.0
     push_table(address, "plans", plan_table(plan, plan_id, over), agent_id="c4-demo-plan")
     push_table(address, "plan_links", links, agent_id="c4-demo-plan")
-    return plan_id
+    push_table(address, "plan_runs", plan_run_table(run), agent_id="c4-demo-plan")
+    return run
 
 
 def start_ui(address: str, port: int, log_path):
@@ -203,9 +207,11 @@ def run(args: argparse.Namespace) -> int:
         flush=True,
     )
     try:
-        plan_id = store_plan(collector.address, twin)
+        run = store_plan(collector.address, twin)
         print(
-            f"c4 demo: C4P plan {plan_id} for the cluster's connections stored (tables plans, plan_links)",
+            f"c4 demo: C4P plan {run['plan_id']} for job {run['job']} stored (tables plans, plan_links, plan_runs): "
+            f"max link load / bound {run['max_load_over_bound']:.2f} under the plan, "
+            f"{run['ecmp_over_bound']:.2f} under the ECMP hashing the twin runs (dashboard: Traffic)",
             flush=True,
         )
     except Exception as exc:  # the demo runs on without a plan

@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     from c4.traffic.apply.order import planned_order
     from c4.traffic.apply.writer import ApplyError, parse_formats, write_apply
     from c4.traffic.collectives import job_flows, load_job_yaml
-    from c4.traffic.export import link_table, plan_rows, plan_table
+    from c4.traffic.export import link_table, plan_rows, plan_run_row, plan_run_table, plan_table
     from c4.traffic.planner import Planner
     from c4.traffic.routing import (
         capacities,
@@ -143,14 +143,39 @@ def run(args: argparse.Namespace) -> int:
         print(f"wrote {len(paths)} files for {', '.join(formats)} to {args.apply_dir}")
     if args.collector:
         from c4.push import PushError, push_table
+        from c4.query import QueryError
+        from c4.traffic.previous import latest_plan
 
+        job = "+".join(j.name for j in jobs)
+        try:
+            previous = latest_plan(args.collector, job, [j.name for j in jobs])
+        except QueryError as exc:  # e.g. no reader token: the plan is stored without its predecessor
+            print(f"c4 plan: could not read the job's previous plan ({exc}); storing it as manual")
+            previous, reason = None, "manual"
+        else:
+            reason = "manual" if previous else "initial"
+        run_row = plan_run_row(
+            plan,
+            plan_id,
+            job,
+            reason,
+            previous_plan_id=previous.plan_id if previous else "",
+            previous_routes=previous.routes if previous else None,
+            applied=", ".join(f"{f}:{os.path.abspath(args.apply_dir)}" for f in formats),
+            ecmp_seeds=args.seeds,
+        )
         try:
             n = push_table(args.collector, "plans", plan_table(plan, plan_id, plan_over), agent_id="c4-plan")
             links = push_table(
                 args.collector, "plan_links", link_table(plan, plan_id, args.seeds), agent_id="c4-plan"
             )
+            push_table(args.collector, "plan_runs", plan_run_table(run_row), agent_id="c4-plan")
         except PushError as exc:
             print(f"c4 plan: {exc}", file=sys.stderr)
             return 1
-        print(f"stored {n} rows in the collector's plans table and {links} in plan_links")
+        since = f", replacing {previous.plan_id} ({run_row['moved_pieces']} pieces moved)" if previous else ""
+        print(
+            f"stored {n} rows in the collector's plans table and {links} in plan_links; "
+            f"plan_runs: {reason} plan of job {job}{since}"
+        )
     return 0

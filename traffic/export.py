@@ -1,13 +1,15 @@
-"""Plans out: JSON for operators and the catalogue's `plans` table for the collector."""
+"""Plans out: the catalogue's `plans`, `plan_links` and `plan_runs` rows for the collector."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 
 import numpy as np
 import pyarrow as pa
 
 from c4.catalogue import load
+from c4.traffic.fluid import FluidSim
 from c4.traffic.planner import Plan
 from c4.traffic.routing import (
     capacities,
@@ -15,8 +17,16 @@ from c4.traffic.routing import (
     loads_from_fractions,
     loads_from_subflows,
     lower_bound,
+    max_utilization,
     spray_fractions,
 )
+
+#: The reasons a plan is made (plan_runs.reason): a job's first plan, an operator's `c4 plan`, a replan.
+REASONS = ("initial", "manual", "link_down", "link_degraded", "link_vanished")
+
+#: A piece's identity (src, dst, channel, qp) and its route (src_port, dst_port, switch path), as stored in `plans`.
+PieceKey = tuple[str, str, int, int]
+Route = tuple[str, str, str]
 
 
 def plan_rows(plan: Plan, plan_id: str, over_bound: float, node: str = "") -> list[dict]:
@@ -53,14 +63,23 @@ def plan_table(plan: Plan, plan_id: str, over_bound: float, node: str = "") -> p
     )
 
 
-def link_rows(plan: Plan, plan_id: str, ecmp_seeds: int = 5, node: str = "") -> list[dict]:
-    """One dict per directed link in the `plan_links` columns: plan vs ECMP vs spraying bytes and the bound."""
+def ecmp_loads(plan: Plan, ecmp_seeds: int = 5, first_seed: int = 0) -> list[np.ndarray]:
+    """Bytes per link under ECMP hashing of the plan's flows, one array per hash seed (first_seed onwards)."""
+    n = len(plan.topo.links)
+    return [
+        loads_from_subflows(n, ecmp_subflows(plan.topo, plan.flows, s))
+        for s in range(first_seed, first_seed + max(1, ecmp_seeds))
+    ]
+
+
+def link_rows(
+    plan: Plan, plan_id: str, ecmp_seeds: int = 5, node: str = "", first_seed: int = 0
+) -> list[dict]:
+    """One dict per directed link in the `plan_links` columns: plan vs ECMP (mean over seeds) vs spraying bytes."""
 
     topo, flows = plan.topo, plan.flows
     n = len(topo.links)
-    ecmp = np.mean(
-        [loads_from_subflows(n, ecmp_subflows(topo, flows, s)) for s in range(max(1, ecmp_seeds))], axis=0
-    )
+    ecmp = np.mean(ecmp_loads(plan, ecmp_seeds, first_seed), axis=0)
     spray = loads_from_fractions(n, spray_fractions(topo, flows))
     cap_gbps = capacities(topo) * 8 / 1e9
     bound = lower_bound(topo, flows)
@@ -96,8 +115,87 @@ def link_rows(plan: Plan, plan_id: str, ecmp_seeds: int = 5, node: str = "") -> 
     return rows
 
 
-def link_table(plan: Plan, plan_id: str, ecmp_seeds: int = 5, node: str = "") -> pa.Table:
+def link_table(
+    plan: Plan, plan_id: str, ecmp_seeds: int = 5, node: str = "", first_seed: int = 0
+) -> pa.Table:
     """The plan's link loads as an Arrow table with exactly the `plan_links` schema."""
     return pa.Table.from_pylist(
-        link_rows(plan, plan_id, ecmp_seeds, node), schema=load()["plan_links"].arrow_schema
+        link_rows(plan, plan_id, ecmp_seeds, node, first_seed), schema=load()["plan_links"].arrow_schema
     )
+
+
+def piece_routes(plan: Plan) -> dict[PieceKey, Route]:
+    """Every piece's route, keyed as in the `plans` table (take it before `Planner.replan`, which moves in place)."""
+    return {
+        (p.src, p.dst, p.channel, p.qp): (p.src_port.name, p.dst_port.name, ">".join(p.nodes[1:-1]))
+        for p in plan.pieces
+    }
+
+
+def stored_routes(rows: Iterable[Mapping]) -> dict[PieceKey, Route]:
+    """The routes of a stored plan from its `plans` rows (src, dst, channel, qp, src_port, dst_port, path)."""
+    return {
+        (r["src"], r["dst"], int(r["channel"]), int(r["qp"])): (r["src_port"], r["dst_port"], r["path"])
+        for r in rows
+    }
+
+
+def moved_pieces(plan: Plan, previous: Mapping[PieceKey, Route]) -> int:
+    """Pieces of the plan that are new or take another port or path than in the previous plan."""
+    return sum(previous.get(k) != route for k, route in piece_routes(plan).items())
+
+
+def plan_run_row(
+    plan: Plan,
+    plan_id: str,
+    job: str,
+    reason: str,
+    *,
+    previous_plan_id: str = "",
+    previous_routes: Mapping[PieceKey, Route] | None = None,
+    fault_id: str = "",
+    link: str = "",
+    applied: str = "",
+    ecmp_seeds: int = 5,
+    first_seed: int = 0,
+    node: str = "",
+) -> dict:
+    """The `plan_runs` row of a plan: why it was made, what it replaces, its pieces and its load.
+
+    Loads are over the spraying bound of the plan's own fabric (its links' states when planned);
+    ECMP is the mean over ``ecmp_seeds`` hash seeds from ``first_seed`` of each seed's busiest link;
+    completion is the max-min fluid time of one collective under the plan. ``moved_pieces`` counts
+    the pieces whose route differs from ``previous_routes`` (0 without them).
+    """
+    if reason not in REASONS:
+        raise ValueError(f"plan_runs reason {reason!r}: expected one of {', '.join(REASONS)}")
+    topo, flows = plan.topo, plan.flows
+    cap = capacities(topo)
+    bound = lower_bound(topo, flows) if flows else 0.0
+    ecmp = (
+        [max_utilization(load, cap) for load in ecmp_loads(plan, ecmp_seeds, first_seed)] if flows else [0.0]
+    )
+    completion = FluidSim(cap, plan.subflows()).completion_time() if plan.pieces else 0.0
+    return {
+        "ts": datetime.now(UTC).replace(tzinfo=None),
+        "node": node,
+        "job": job,
+        "plan_id": plan_id,
+        "reason": reason,
+        "fault_id": fault_id,
+        "link": link,
+        "previous_plan_id": previous_plan_id,
+        "connections": len(flows),
+        "pieces": len(plan.pieces),
+        "moved_pieces": moved_pieces(plan, previous_routes) if previous_routes is not None else 0,
+        "max_load_over_bound": plan.max_utilization() / bound if bound else None,
+        "ecmp_over_bound": float(np.mean(ecmp)) / bound if bound else None,
+        "bound_s": bound,
+        "completion_s": completion,
+        "applied": applied,
+    }
+
+
+def plan_run_table(*rows: dict) -> pa.Table:
+    """`plan_run_row` dicts as an Arrow table with exactly the `plan_runs` schema."""
+    return pa.Table.from_pylist(list(rows), schema=load()["plan_runs"].arrow_schema)

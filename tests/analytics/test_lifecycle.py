@@ -33,6 +33,45 @@ def test_redetection_updates_one_fault_and_absence_resolves_it():
     assert [r["state"] for r in gone] == ["resolved"] and not book.open
 
 
+def test_a_hang_stays_open_while_its_job_makes_no_progress_and_resolves_once_it_does():
+    """A hung job's last collective leaves the window, so the hang detector sees nothing: not the end
+    of the hang. It resolves only after the job completes a collective again (e.g. relaunched)."""
+    import polars as pl
+
+    from c4.analytics.hang import silent_hangs
+
+    stopped = datetime(2026, 1, 1, 0, 0, 10)
+    hang = Finding(
+        "hang_non_comm",
+        "non_comm_hang",
+        "gpu",
+        "host1/gpu3",
+        "host1",
+        stopped,
+        stopped,
+        0.85,
+        "restart_job",
+        "hung",
+        job="train",
+    )
+    other = finding()
+    book = FaultBook(resolve_after_runs=1)
+    now = datetime(2026, 1, 1, 0, 5)
+    book.update([hang, other], now)
+    nothing = pl.DataFrame(
+        {"ts": [datetime(2026, 1, 1, 0, 0, 5)], "job": ["train"], "comm_id": ["c"], "hostname": ["host1"]}
+    )
+    held = silent_hangs(list(book.open.values()), nothing)
+    assert held == {hang.fault_id}
+    gone = book.update([], now, held)
+    assert [r["fault_id"] for r in gone] == [other.fault_id]  # the NIC fault resolves, the hang does not
+    assert silent_hangs(list(book.open.values()), pl.DataFrame()) == {hang.fault_id}  # an empty window too
+    relaunched = nothing.with_columns(pl.lit(datetime(2026, 1, 1, 0, 4)).alias("ts"))
+    held = silent_hangs(list(book.open.values()), relaunched)
+    assert held == set()
+    assert [r["state"] for r in book.update([], now, held)] == ["resolved"]
+
+
 def test_operator_acknowledges_and_resolves():
     import pytest
 

@@ -257,3 +257,28 @@ def test_a_restart_from_a_checkpoint_keeps_the_new_run_only():
     assert sorted(kept["step"].unique().to_list()) == list(range(4, 11))  # the new run's whole steps
     found = job_attributions(both)  # the repeated step numbers no longer break the trace
     assert [a.job for a in found] == ["job1"]
+
+
+def test_a_run_that_hung_in_the_step_after_its_checkpoint_restarts_that_step_under_its_number():
+    """The old run got through part of step 4 and hung; the relaunch starts step 4 over. No step number
+    drops, yet the two runs' step 4 are not one step (read as one, its silence was a host stall)."""
+    old = slow_worker_job("job1", steps=5)  # steps 0..4 complete
+    partial = old.filter(pl.col("step") == 4).sort("start_s").head(5)  # step 4 cut short by the hang
+    old = pl.concat([old.filter(pl.col("step") < 4), partial])
+    end = float((old["start_s"] + old["duration_s"]).max())
+    new = slow_worker_job("job1", steps=8).with_columns(  # relaunched 20 s later at step 4: 4..11
+        pl.col("step") + 4, pl.col("start_s") - T0 + end + 20.0
+    )
+    kept = complete_steps(as_step_ops(pl.concat([old, new])))
+    assert kept["start_s"].min() > end  # nothing of the old run, its partial step 4 included
+    assert sorted(kept["step"].unique().to_list()) == list(range(4, 11))
+
+
+def test_a_long_pause_inside_a_step_is_not_a_restart():
+    """A rank silent for a while in the middle of a step (not starting the step over) stays one run."""
+    trace = slow_worker_job("job1", steps=8)
+    pause_at = float(trace.filter((pl.col("rank") == 5) & (pl.col("step") == 4))["start_s"].sort()[3])
+    later = (pl.col("rank") == 5) & (pl.col("start_s") >= pause_at)
+    paused = trace.with_columns(pl.when(later).then(pl.col("start_s") + 20.0).otherwise(pl.col("start_s")))
+    kept = complete_steps(as_step_ops(paused))
+    assert kept["start_s"].min() == paused["start_s"].min()  # the first steps are still in

@@ -41,10 +41,8 @@ def test_goodput_library_truths():
 def test_a_relaunched_job_through_the_samplers_store_and_diagnosis(tmp_path):
     """A hang killed after 5 s and relaunched 5 s later: C4D finds the hang first, the samplers read both
     runs, and the store places every rank of the new run's communicators on its GPU (the agent learned the
-    new comm ids from the appended init lines), whose Inspector sequence numbers begin at 0.
-
-    Not asserted here (analytics' part, issue 19): the step-trace attribution reads the restart gap and the
-    re-done step's repeated ops as host stalls (cpu_stall on the restarted job's hosts)."""
+    new comm ids from the appended init lines), whose Inspector sequence numbers begin at 0. The relaunch starts the hung step over under its number: no host stall is
+    read into the restart gap (it was, as cpu_stall on the restarted job's hosts)."""
     job = {
         "tp": 8,
         "pp": 2,
@@ -66,6 +64,10 @@ def test_a_relaunched_job_through_the_samplers_store_and_diagnosis(tmp_path):
     passes = _CollectorPasses(interval_s=10.0)
     r = run_scenario(sc, tmp_path, on_pass=passes.on_pass, on_end=passes.on_end)
     assert r.ttd_s is not None and r.correct[0] and r.raised[0]["class"] == "non_comm_hang", (
+        r.raised,
+        r.truth,
+    )
+    assert [f["class"] for f in r.raised] == ["non_comm_hang"], (
         r.raised,
         r.truth,
     )

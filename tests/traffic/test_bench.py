@@ -39,6 +39,8 @@ def test_bench_plan_quick_json():
         # pieces beside the fewest found at the same load
         assert r["pieces"] >= r["flows"] and r["fewest_pieces"] <= r["pieces"]
         assert r["min_pieces_at_bound"] == round(r["pieces"] / r["fewest_pieces"], 3) <= 1.25
+        # every --quick scenario reaches the bound with pieces stock NCCL's even split carries
+        assert r["uneven_connections"] == 0
         # ECMP: mean inside its 95% interval, over at most SAMPLES (seed, shuffle) samples
         lo, hi = r["ecmp_ci"]
         assert 10 <= r["ecmp_samples"] <= SAMPLES  # at least 10 before the interval may stop sampling

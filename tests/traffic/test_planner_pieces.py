@@ -11,6 +11,7 @@ from test_planner import check_plan
 
 from c4.traffic.collectives import Flow, Job, job_flows
 from c4.traffic.generators import leaf_spine, rail_optimized
+from c4.traffic.minmax_lp import min_max_fractions
 from c4.traffic.planner import Planner, split_counts
 from c4.traffic.routing import capacities, live_paths, lower_bound, path_links
 from c4.traffic.splitting import fewest_cuts, packed_peak_s
@@ -38,8 +39,8 @@ def lp_optimum_s(topo, flows) -> float:
                     for lid in path_links(topo, nodes):
                         on_link[lid].append((x, b))
         h.addConstr(sum(xs) == 1)
-    for lid, terms in on_link.items():
-        h.addConstr(sum(b * x for x, b in terms) - float(cap[lid]) * t <= 0)
+    for lid, terms in on_link.items():  # per unit of capacity: bytes (1e9) beside seconds (0.3) mis-solve
+        h.addConstr(sum(b / float(cap[lid]) * x for x, b in terms) - t <= 0)
     h.minimize(t)
     return h.val(t)
 
@@ -126,3 +127,113 @@ def test_fewest_cuts_and_packing():
     # no k <= 2 reaches 1 s: the k with the lowest packed peak
     assert fewest_cuts([1.0] * 3, np.full(4, 0.75), 1.0, 2) == 1
     assert fewest_cuts([1.0] * 3, np.full(4, 1.0), 1.0, 8) == 1
+
+
+def dual_plane_tight(seed: int = 15):
+    """c4 bench plan's dual_plane_tight_2_links_down: 8 hosts on 4 leaf pairs (2 planes), every leaf's 8 uplinks
+    tight at the bound, one uplink down in each plane (leaf3-spine13 on plane 1, leaf6-spine10 on plane 0)."""
+    topo = rail_optimized(hosts=8, groups=4, spines=16, rails=1, ports_per_nic=2, dual_plane=True)
+    topo.set_state("leaf3", "spine13", "down")
+    topo.set_state("leaf6", "spine10", "down")
+    flows = job_flows(Job("j", [f"host{i}" for i in range(8)], shuffle_seed=seed, channels=2, qps=2), topo)
+    return topo, flows
+
+
+def cut_bound_s(topo, flows) -> float:
+    """The busiest cut, by hand: each NIC's ports (send, receive) and its leaf pair's live uplinks and downlinks."""
+    gbps = 1e9 / 8
+    out, inn, up, down = defaultdict(float), defaultdict(float), defaultdict(float), defaultdict(float)
+    for f in flows:
+        src = frozenset(p.leaf for p in topo.hosts[f.src].nics[f.src_nic])
+        dst = frozenset(p.leaf for p in topo.hosts[f.dst].nics[f.dst_nic])
+        out[(f.src, f.src_nic)] += f.bytes
+        inn[(f.dst, f.dst_nic)] += f.bytes
+        if not src & dst:
+            up[src] += f.bytes
+            down[dst] += f.bytes
+    worst = 0.0
+    for (h, n), b in [*out.items(), *inn.items()]:
+        worst = max(
+            worst, b / sum(topo.link(p.name, p.leaf).usable_gbps * gbps for p in topo.hosts[h].nics[n])
+        )
+    for leaves, b in up.items():
+        live = [lk for lk in topo.links if lk.src in leaves and lk.dst in topo.spines]
+        worst = max(worst, b / sum(lk.usable_gbps * gbps for lk in live))
+    for leaves, b in down.items():
+        live = [lk for lk in topo.links if lk.dst in leaves and lk.src in topo.spines]
+        worst = max(worst, b / sum(lk.usable_gbps * gbps for lk in live))
+    return worst
+
+
+def check_limits(plan, max_qps: int) -> None:
+    """At most max_qps pieces per connection, each with its own QP number."""
+    per_flow = defaultdict(list)
+    for p in plan.pieces:
+        per_flow[p.flow].append(p.qp)
+    assert max(len(q) for q in per_flow.values()) <= max_qps
+    assert all(len(set(q)) == len(q) for q in per_flow.values())
+
+
+def test_tight_dual_plane_case_plans_within_5pct_of_its_bound():
+    topo, flows = dual_plane_tight()
+    bound = cut_bound_s(topo, flows)
+    assert bound == pytest.approx(lower_bound(topo, flows))
+    assert lp_optimum_s(topo, flows) / bound == pytest.approx(45 / 44, abs=1e-6)  # 1.0227: the best reachable
+    plan = Planner(topo, max_qps=8).plan(flows)
+    check_plan(topo, flows, plan)  # every piece on live links only, every byte once
+    check_limits(plan, 8)
+    assert plan.max_utilization() / bound <= 1.05  # greedy + repair stopped at 1.172
+    # the bytes shift between planes: equal halves per plane cannot beat 15/14 of the bound here
+    plane0 = defaultdict(float)
+    for p in plan.pieces:
+        if p.src_port.plane == 0:
+            plane0[p.flow] += p.bytes / flows[p.flow].bytes
+    assert max(abs(x - 0.5) for x in plane0.values()) > 0.1
+
+
+def test_tight_dual_plane_replan_after_a_further_failure_keeps_the_invariants():
+    topo, flows = dual_plane_tight()
+    planner = Planner(topo, max_qps=8)
+    plan = planner.plan(flows)
+    before = len(plan.pieces)
+    busiest = max(
+        (lk for lk in topo.links if lk.src in topo.leaves and lk.dst in topo.spines),
+        key=lambda lk: plan.load[lk.id],
+    )
+    topo.set_state(busiest.src, busiest.dst, "down")
+    planner.replan(plan)
+    assert plan.churn > 0
+    check_plan(topo, flows, plan)  # nothing left on the dead cable, bytes conserved, ledger equal to pieces
+    check_limits(plan, 8)
+    assert len(plan.pieces) == before + plan.added
+    assert all(p.sport for p in plan.pieces)
+
+
+def test_min_max_fractions_splits_and_respects_the_path_limit():
+    cap = np.array([1.0, 1.0, 2.0])
+    # one connection of 3 bytes over links 0, 1, 2: the optimum fills each to the same 0.75 s
+    (x,) = min_max_fractions([3.0], [[[0], [1], [2]]], cap, max_paths=3)
+    assert x == pytest.approx([0.25, 0.25, 0.5])
+    # two paths at most: the largest two kept, the LP solved again over them (1 s on each)
+    (x,) = min_max_fractions([3.0], [[[0], [1], [2]]], cap, max_paths=2)
+    assert np.count_nonzero(x) == 2 and x.sum() == pytest.approx(1.0)
+    assert max(3.0 * x / cap) == pytest.approx(1.0)
+    # a second connection that can only use link 2 pushes the first onto links 0 and 1
+    x, y = min_max_fractions([3.0, 2.0], [[[0], [1], [2]], [[2]]], cap, max_paths=3)
+    assert y == pytest.approx([1.0])
+    assert x == pytest.approx([5 / 12, 5 / 12, 1 / 6])  # every link at 1.25 s
+
+
+def test_the_nccl_env_file_warns_when_stock_nccl_cannot_carry_the_plan():
+    """The tight case's plan shifts bytes between planes: its nccl-env file says stock NCCL's even split
+    cannot carry it; an even plan's file does not."""
+    from c4.traffic.apply.nccl_env import nccl_env_file
+    from c4.traffic.even_split import uneven_connections
+
+    topo, flows = dual_plane_tight()
+    plan = Planner(topo, max_qps=8).plan(flows)
+    assert uneven_connections(plan)
+    assert "WARNING: " in nccl_env_file(plan) and "weights its QPs" in nccl_env_file(plan)
+    even_topo = leaf_spine(16, 4, 4, nics_per_host=1)
+    even = Planner(even_topo, max_qps=4).plan(job_flows(Job("j", [f"host{i}" for i in range(16)]), even_topo))
+    assert not uneven_connections(even) and "WARNING" not in nccl_env_file(even)

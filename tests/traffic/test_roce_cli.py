@@ -110,37 +110,65 @@ def test_c4_plan_on_the_examples(tmp_path, topology):
     )
 
 
-def test_c4_plan_stores_the_plan_in_the_collector(tmp_path):
+def c4_plan(topology: Path, out: Path, collector: str, *extra: str) -> subprocess.CompletedProcess:
+    """`c4 plan` of the shipped ring jobs on ``topology``, stored in the collector."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "c4.cli", "plan", "--topology", str(topology)]
+        + ["--job", str(EXAMPLES / "job-ring.yaml"), "--out", str(out), "--seeds", "2"]
+        + ["--collector", collector, *extra],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+def test_c4_plan_stores_the_plan_and_its_run_in_the_collector(tmp_path):
     from testkit.procs import CollectorProc
 
     from c4.query import query_arrow
 
+    degraded = tmp_path / "degraded.yaml"  # the shipped fabric with a spine link down
+    degraded.write_text(
+        (EXAMPLES / "topology-leaf-spine.yaml").read_text()
+        + "failures:\n  - {link: [leaf0, spine3], state: down}\n"
+    )
+    (tmp_path / "apply").mkdir()
     col = CollectorProc(tmp_path).start()
     try:
-        proc = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "c4.cli",
-                "plan",
-                "--topology",
-                str(EXAMPLES / "topology-leaf-spine.yaml"),
-                "--job",
-                str(EXAMPLES / "job-ring.yaml"),
-                "--out",
-                str(tmp_path / "p.json"),
-                "--seeds",
-                "1",
-                "--collector",
-                col.address,
-            ],
-            capture_output=True,
-            text=True,
-            timeout=300,
+        c4_plan(EXAMPLES / "topology-leaf-spine.yaml", tmp_path / "p1.json", col.address)
+        second = c4_plan(
+            degraded,
+            tmp_path / "p2.json",
+            col.address,
+            "--apply-as",
+            "hostfile",
+            "--apply-dir",
+            str(tmp_path / "apply"),
         )
-        assert proc.returncode == 0, proc.stderr
-        pieces = len(json.loads((tmp_path / "p.json").read_text())["pieces"])
-        t, _ = query_arrow(col.address, "SELECT count(*) AS n, count(DISTINCT plan_id) AS plans FROM plans")
-        assert t.to_pylist() == [{"n": pieces, "plans": 1}]
+        first, again = (json.loads((tmp_path / f"p{i}.json").read_text()) for i in (1, 2))
+        t, _ = query_arrow(
+            col.address, "SELECT plan_id, count(*) AS n FROM plans GROUP BY plan_id ORDER BY n"
+        )
+        assert sorted(r["n"] for r in t.to_pylist()) == sorted([len(first["pieces"]), len(again["pieces"])])
+        t, _ = query_arrow(col.address, "SELECT * FROM plan_history")
+        runs = t.to_pylist()
     finally:
         col.stop()
+    assert [r["plan_id"] for r in runs] == [first["plan_id"], again["plan_id"]]  # in the order they were made
+    assert {r["job"] for r in runs} == {"llm-pretrain+finetune"}  # the YAML's two jobs, planned together
+    one, two = runs
+    assert (one["reason"], one["previous_plan_id"], one["moved_pieces"]) == ("initial", "", 0)
+    assert (two["reason"], two["previous_plan_id"]) == ("manual", first["plan_id"])
+    # the pieces that crossed leaf0->spine3 moved (or were split), nothing else had to
+    assert 0 < two["moved_pieces"] < len(again["pieces"])
+    assert f"replacing {first['plan_id']} ({two['moved_pieces']} pieces moved)" in second.stdout
+    for run, plan in ((one, first), (two, again)):
+        assert run["pieces"] == len(plan["pieces"])
+        assert run["connections"] == len({(p["src"], p["dst"], p["channel"]) for p in plan["pieces"]})
+        assert run["max_load_over_bound"] == pytest.approx(plan["plan_over_bound"])
+        assert run["ecmp_over_bound"] == pytest.approx(plan["ecmp_over_bound"])  # the same 2 hash seeds
+        assert run["completion_s"] >= run["bound_s"] * (1 - 1e-9) > 0  # nothing beats the spraying bound
+    assert one["applied"] == "" and two["applied"] == f"hostfile:{tmp_path / 'apply'}"
+    assert (one["fault_id"], one["link"], two["fault_id"]) == ("", "", "")

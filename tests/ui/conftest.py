@@ -17,7 +17,7 @@ from c4.catalogue import load
 from c4.push import push_table
 from c4.query import query_arrow
 from c4.sim.twin import Fault
-from c4.traffic.export import link_table, plan_table
+from c4.traffic.export import link_table, piece_routes, plan_run_row, plan_run_table, plan_table
 from c4.traffic.planner import Planner
 
 #: What the twin injects and what C4D must report for it (component, class).
@@ -86,11 +86,48 @@ def push_accounting(address: str) -> None:
     )
 
 
+#: The twin's job's two plans: its first, and the replan after a spine link went down (the newest, shown first).
+PLANS = ("plan-test", "plan-test-2")
+DOWN_LINK = ("leaf0", "spine1")
+
+
+def push_plans(address: str, twin) -> None:
+    """A C4P plan of the twin's connections and the replan after DOWN_LINK failed, each with its link loads and its
+    plan_runs row (initial, then link_down replacing the first)."""
+    planner = Planner(twin.topo, max_qps=4)
+    plan = planner.plan(twin.flows)
+    job = twin.job_name(twin.hosts[0])
+    first = plan_run_row(plan, PLANS[0], job, "initial", ecmp_seeds=2)
+    push_table(address, "plans", plan_table(plan, PLANS[0], 1.0), agent_id="ui-test-plan")
+    push_table(address, "plan_links", link_table(plan, PLANS[0], 2), agent_id="ui-test-plan")
+    push_table(address, "plan_runs", plan_run_table(first), agent_id="ui-test-plan")
+    before = piece_routes(plan)
+    twin.topo.set_state(*DOWN_LINK, "down")
+    planner.replan(plan)  # moves the pieces off the dead link, in place
+    link = "->".join(DOWN_LINK)
+    second = plan_run_row(
+        plan,
+        PLANS[1],
+        job,
+        "link_down",
+        previous_plan_id=PLANS[0],
+        previous_routes=before,
+        fault_id=f"link_down:{link}",
+        link=link,
+        ecmp_seeds=2,
+    )
+    over = second["max_load_over_bound"]
+    push_table(address, "plans", plan_table(plan, PLANS[1], over), agent_id="ui-test-plan")
+    push_table(address, "plan_links", link_table(plan, PLANS[1], 2), agent_id="ui-test-plan")
+    push_table(address, "plan_runs", plan_run_table(second), agent_id="ui-test-plan")
+    twin.topo.set_state(*DOWN_LINK, "up")
+
+
 @pytest.fixture(scope="session")
 def filled_collector(tmp_path_factory):
     """A real collector holding 30 twin iterations of a 4-node cluster with a degraded NIC and an Xid 48,
-    a 3D-parallel job's step trace with a slow worker, diagnosed by C4D in the collector, plus a C4P plan
-    with its link loads and two jobs' goodput accounts blaming the faults found."""
+    a 3D-parallel job's step trace with a slow worker, diagnosed by C4D in the collector, plus two C4P plans
+    (push_plans) with their link loads and history and two jobs' goodput accounts blaming the faults found."""
     tmp = tmp_path_factory.mktemp("ui-filled")
     cfg = tmp / "c4.toml"
     cfg.write_text(DIAGNOSIS_TOML)
@@ -101,9 +138,7 @@ def filled_collector(tmp_path_factory):
         for table, df in frames(rows, list(rows)).items():
             if df.height:
                 push_table(col.address, table, df.to_arrow(), agent_id="ui-test-twin")
-        plan = Planner(twin.topo, max_qps=4).plan(twin.flows)
-        push_table(col.address, "plans", plan_table(plan, "plan-test", 1.0), agent_id="ui-test-plan")
-        push_table(col.address, "plan_links", link_table(plan, "plan-test", 2), agent_id="ui-test-plan")
+        push_plans(col.address, twin)
         trace = simulate(
             pp=4, dp=2, mb=4, steps=12, causes=[STEP_CAUSE], job=STEP_JOB, t0_s=time.time() - 100, hosts=True
         )

@@ -30,7 +30,8 @@ PAGES = {
     r"hung.*Worst faults by cost.*Recovery timeline.*Detected\s+[1-9]\d* of [1-9]",
     "bandwidth": r"Open NIC port faults: host1/mlx5_2p1",
     "collectives": r"Blamed connections",
-    "traffic": r"link\(s\) had less than their nominal capacity",
+    # the newest plan (the replan after a spine link died) and its job's history, both plans in it
+    "traffic": r"(?s)Plan history.*2 plan\(s\) since.*link\(s\) had less than their nominal capacity",
     "sql": r"[1-9]\d* rows",
 }
 
@@ -147,9 +148,42 @@ def test_demo_starts_the_dashboard(browser, tmp_path):
         wait_http_ok(url + "_stcore/health")
         text = render(browser, url, ARTIFACTS / "demo-overview.png")
         assert "Cluster overview" in text
+        # C4P's benefit in the demo's words: the twin's ECMP overloads a spine link, its plan does not
+        text = render(browser, url + "traffic", ARTIFACTS / "demo-traffic.png")
+        m = re.search(
+            r"Under ECMP, link (\S+) carries (\d+\.\d+) x what the plan puts on its busiest link", text
+        )
+        assert m, text
+        assert "spine" in m.group(1) and float(m.group(2)) >= 1.5, m.groups()
+        assert re.search(r"(?s)Plan history.*Job train: 1 plan\(s\) since", text), text
+        assert "Links ECMP overloads, and the plan's load on them" in text
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
             proc.wait(60)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+def test_choosing_a_history_row_shows_that_plan(browser, dashboard):
+    """A click on the first plan's row of the history table makes the picker (and the loads) follow it."""
+    page = browser.new_page(viewport={"width": 1500, "height": 2200})
+    try:
+        page.goto(dashboard + "traffic", wait_until="networkidle", timeout=60_000)
+        page.wait_for_selector('[data-testid="stApp"][data-test-script-state="notRunning"]', timeout=60_000)
+        page.wait_for_selector('[data-testid="stDataFrame"]', timeout=30_000)
+        app = page.locator('[data-testid="stApp"]')
+        assert "Plan plan-test-2 ·" in app.inner_text()  # the newest plan's caption
+        history = page.locator('[data-testid="stDataFrame"]').first  # the first table on the page
+        history.scroll_into_view_if_needed()
+        box = history.bounding_box()
+        assert box
+        page.mouse.click(box["x"] + 12, box["y"] + 35 + 17)  # the selection cell of the first row (plan-test)
+        page.wait_for_function(
+            "() => document.querySelector('[data-testid=\"stApp\"]').innerText.includes('Plan plan-test ·')",
+            timeout=30_000,
+        )
+        page.wait_for_selector('[data-testid="stApp"][data-test-script-state="notRunning"]', timeout=60_000)
+        assert "Plan plan-test-2 ·" not in app.inner_text()
+    finally:
+        page.close()

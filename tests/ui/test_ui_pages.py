@@ -28,7 +28,8 @@ SHOWS = {
     ],
     "bandwidth": ["host1/mlx5_2p1"],
     "collectives": ["host1/mlx5_2p1", "host2/gpu3,bus_id"],  # and each rank's GPU, from its busId
-    "traffic": ["host1/nic2p0"],  # the plan routes around the degraded port's link (fabric names)
+    # the plan routes around the degraded port's link (fabric names); the job's history: the replan after a link died
+    "traffic": ["host1/nic2p0", "Plan history", "link_down:leaf0->spine1", "plan-test · train · initial"],
     "sql": ["host1/mlx5_2p1", "host2/gpu3"],
 }
 
@@ -189,3 +190,25 @@ def test_goodput_page_opens_a_fault_on_the_faults_page(filled_collector, monkeyp
     assert at.radio(key="fault-states").value == "All"
     assert at.selectbox(key="fault-id").value == fid
     assert "node0/gpu5" in at.metric[-1].value  # the Component metric of the chosen fault
+
+
+def test_traffic_page_shows_the_jobs_plan_history_and_the_chosen_plans_loads(filled_collector, monkeypatch):
+    at = run_page("traffic", filled_collector.address, monkeypatch)
+    assert at.selectbox(key="traffic-plan").value == "plan-test-2"  # the newest: the replan
+    tables = {tuple(df.value.columns): df.value for df in at.dataframe}
+    hist = next(v for k, v in tables.items() if "moved pieces" in k)
+    assert hist["plan"].tolist() == ["plan-test", "plan-test-2"]  # oldest first
+    assert hist["reason"].tolist() == ["initial", "link_down"]
+    assert hist["link"].tolist() == ["", "leaf0->spine1"]
+    assert hist["moved pieces"].tolist()[0] == 0 and hist["moved pieces"].tolist()[1] > 0
+    assert (hist["completion (ms)"] > 0).all()
+    degraded = next(v for k, v in tables.items() if "nominal_gbps" in k).set_index("link")
+    assert (
+        degraded.loc["leaf0->spine1", "capacity_gbps"] == 0
+    )  # the replan's fabric: the dead link at no capacity
+    at.selectbox(key="traffic-plan").select("plan-test").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("Plan `plan-test` ·" in c.value for c in at.caption)  # the chosen plan's loads and connections
+    # the first plan was made with the spine link up: only the degraded NIC port's link is below nominal
+    degraded = next(df.value for df in at.dataframe if "nominal_gbps" in df.value.columns)
+    assert "leaf0->spine1" not in set(degraded["link"]) and "host1/nic2p0->leaf0" in set(degraded["link"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+from c4.traffic.even_split import uneven_connections
 from c4.traffic.planner import Plan
 
 
@@ -25,7 +26,7 @@ def nccl_env(plan: Plan, adaptive_routing: bool | None = None) -> dict[str, tupl
         ),
         "NCCL_IB_SPLIT_DATA_ON_QPS": (
             "1" if qps > 1 else "0",
-            "1 = split every message evenly over the QPs, as the plan's equal pieces assume (default 0 = "
+            "1 = split every message evenly over the QPs (default 0 = "
             "round-robin whole messages over QPs since NCCL 2.20)"
             if qps > 1
             else "one QP per connection: nothing to split (default 0)",
@@ -48,6 +49,13 @@ def nccl_env_file(plan: Plan, adaptive_routing: bool | None = None) -> str:
     lines = ["# NCCL settings implied by the C4P plan (c4 plan --apply-as nccl-env); source before launch."]
     for var, (value, why) in nccl_env(plan, adaptive_routing).items():
         lines += [f"# {why}", f"export {var}={value}"]
+    uneven = uneven_connections(plan)
+    if uneven:
+        lines.append(
+            f"# WARNING: {len(uneven)} of {len(plan.flows)} connections have unequal pieces (the plan shifts bytes "
+            "between NIC ports or QPs); stock NCCL splits evenly, so only a net plugin that weights its QPs "
+            "carries them as planned"
+        )
     if adaptive_routing is None:
         lines.append(
             "# NCCL_IB_ADAPTIVE_ROUTING left at NCCL's default: pass --adaptive-routing on|off if the fabric's support is known"

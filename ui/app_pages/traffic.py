@@ -1,4 +1,4 @@
-"""Traffic: the fabric's link loads under ECMP, the current C4P plan and the spraying bound; the plan's connections."""
+"""Traffic: ECMP against a C4P plan in words, the job's plan history, link loads under each routing, connections."""
 
 from __future__ import annotations
 
@@ -11,23 +11,36 @@ from c4.ui.queries import traffic as q
 from c4.ui.widgets import empty, guarded, pandas
 
 ROUTINGS = {"C4P plan": "plan", "ECMP": "ecmp", "ideal spraying": "spray"}
+#: ECMP against the plan in every chart that sets them side by side.
+VERSUS = alt.Scale(domain=["ECMP", "plan"], range=["#c62828", "#2e7d32"])
+#: Where the ECMP figures come from, said once under the headline.
+ECMP_SOURCE = (
+    "ECMP is the switches' hash model over the plan's connections, with the QPs each job opens: `c4 plan` stores "
+    "the mean over its `--seeds` hash seeds (per link here; the history averages each seed's busiest link), "
+    "`make demo` the hashing its twin's switches do, for a host order chosen so that ECMP collides flows (the "
+    "scenario's seed in deploy/examples/scenarios/demo.yaml); the twin runs ECMP, the plan is stored beside it."
+)
 
 st.title("Traffic")
 
 
 @guarded
 def page() -> None:
-    """Pick a plan (newest first), compare routings, draw the fabric, list the connections."""
+    """Pick a plan (newest first); ECMP against it in words; its job's plan history; routings, fabric, connections."""
     plans = query(q.plans())
     if not plans.height:
         empty(
             "No traffic plans stored yet.",
-            "Run `c4 plan --topology T.yaml --job J.yaml --collector HOST:PORT` (the demo stores one for its cluster).",
+            "Run `c4 plan --topology T.yaml --job J.yaml --collector HOST:PORT`, or `make demo` (it stores one "
+            "for its cluster).",
         )
         return
-    plan_id = st.selectbox("Plan", plans["plan_id"].to_list(), key="traffic-plan")
+    labels = {r["plan_id"]: _plan_label(r) for r in plans.iter_rows(named=True)}
+    plan_id = st.selectbox("Plan", list(labels), format_func=labels.get, key="traffic-plan")
     info = plans.filter(pl.col("plan_id") == plan_id).row(0, named=True)
     summary = query_one(q.routing_summary(plan_id))
+    if summary.get("links"):
+        headline(summary)
     c = st.columns(4)
     c[0].metric(
         "Spraying bound (ms per collective)",
@@ -40,6 +53,7 @@ def page() -> None:
         f"Plan `{plan_id}` · created {info['created']} UTC · {info['connections'] or 0} connections in "
         f"{info['pieces'] or 0} pieces · 1.0 is the best any routing can do (ideal packet spraying's bound)."
     )
+    plan_history(info["job"], plan_id)
     if summary.get("links"):
         degraded = query(q.degraded_links(plan_id))
         if degraded.height:
@@ -48,6 +62,7 @@ def page() -> None:
                 icon=":material/warning:",
             )
             st.dataframe(pandas(degraded), hide_index=True)
+        overloads(plan_id, summary)
         fabric(plan_id)
         busiest(plan_id)
     else:
@@ -58,6 +73,129 @@ def page() -> None:
         st.dataframe(pandas(conns), hide_index=True)
     else:
         empty("No pieces stored for this plan.")
+
+
+def _plan_label(row: dict) -> str:
+    """A picker entry: the plan, its job, why it was made and when."""
+    why = f" · {row['reason']}" if row.get("reason") else ""
+    return f"{row['plan_id']} · {row['job'] or 'no job'}{why} · {row['created']:%Y-%m-%d %H:%M:%S}"
+
+
+def headline(summary: dict) -> None:
+    """ECMP against the plan in one sentence: ECMP's busiest link and how many times the plan's busiest it carries."""
+    times, link = summary.get("times"), summary.get("ecmp_link")
+    if times is None or link is None:
+        return
+    if times > 1.005:
+        spread = summary.get("fabric_overloaded") or 0
+        st.markdown(
+            f"#### Under ECMP, link `{link}` carries {times:.2f} x what the plan puts on its busiest link\n"
+            f"ECMP loads {spread} fabric link(s) beyond the plan's busiest; the plan spreads the same connections "
+            "over the spines so that none is."
+        )
+    else:
+        st.markdown(
+            f"ECMP's busiest link `{link}` carries no more than the plan's busiest ({times:.2f} x): hashing "
+            "happens not to collide these connections, and the plan gains nothing on them."
+        )
+    st.caption(ECMP_SOURCE)
+
+
+@guarded
+def plan_history(job: str | None, plan_id: str) -> None:
+    """The job's plans in the order they were made: why, what moved, max load over the bound (plan and ECMP)."""
+    st.subheader("Plan history")
+    hist = query(q.history(job)) if job else pl.DataFrame()
+    if not hist.height:
+        empty(
+            f"No plan history for job `{job or '?'}`.",
+            "`c4 plan --collector` (reason initial or manual), `make demo` and the collector's replans after a "
+            "link goes down or degrades write it (table plan_runs); plans stored before it existed have none.",
+        )
+        return
+    st.caption(
+        f"Job `{job}`: {hist.height} plan(s) since {hist['created'][0]:%Y-%m-%d %H:%M:%S} UTC, oldest first; "
+        "choose a row to show that plan (the dashed line in the chart marks the one shown)."
+    )
+    table = hist.select(
+        pl.col("created"),
+        pl.col("plan_id").alias("plan"),
+        pl.col("reason"),
+        pl.col("fault_id").alias("fault"),
+        pl.col("link"),
+        pl.col("pieces"),
+        pl.col("moved_pieces").alias("moved pieces"),
+        pl.col("max_load_over_bound").round(3).alias("plan max load / bound"),
+        pl.col("ecmp_over_bound").round(3).alias("ECMP max load / bound"),
+        (pl.col("completion_s") * 1e3).round(2).alias("completion (ms)"),
+        pl.col("applied"),
+    )
+    ids = hist["plan_id"].to_list()
+
+    def choose() -> None:
+        """Show the plan of the chosen row (runs before the next script run, so the picker can follow)."""
+        rows = st.session_state["traffic-history"].selection.rows
+        if rows:
+            st.session_state["traffic-plan"] = ids[rows[0]]
+
+    st.dataframe(
+        pandas(table),
+        hide_index=True,
+        key="traffic-history",
+        on_select=choose,
+        selection_mode="single-row",
+    )
+    long = hist.select(
+        "created", "plan_id", "reason", plan="max_load_over_bound", ECMP="ecmp_over_bound"
+    ).unpivot(index=["created", "plan_id", "reason"], variable_name="routing", value_name="load_over_bound")
+    base = alt.Chart(pandas(long), title="Max link load / bound of each plan, when it was made").encode(
+        x=alt.X("created:T", title=None, axis=alt.Axis(format="%H:%M:%S")),
+        y=alt.Y("load_over_bound:Q", title="max load / bound", axis=alt.Axis(format=".2f")),
+        color=alt.Color("routing:N", scale=VERSUS, legend=alt.Legend(orient="bottom")),
+        tooltip=["plan_id", "reason", "routing", alt.Tooltip("load_over_bound:Q", format=".3f"), "created:T"],
+    )
+    chosen = (
+        alt.Chart(pandas(hist.filter(pl.col("plan_id") == plan_id).select("created")))
+        .mark_rule(color="#37474f", strokeDash=[4, 4])
+        .encode(x="created:T")
+    )
+    st.altair_chart(
+        base.mark_line(interpolate="step-after") + base.mark_point(filled=True, size=80) + chosen,
+        width="stretch",
+    )
+
+
+@guarded
+def overloads(plan_id: str, summary: dict) -> None:
+    """The fabric links ECMP loads beyond the plan's busiest link, beside the plan's load on each."""
+    links = query(q.ecmp_overloads(plan_id))
+    if not links.height:
+        return
+    st.subheader("Links ECMP overloads, and the plan's load on them")
+    long = links.select("link", ECMP="ecmp_over_bound", plan="plan_over_bound").unpivot(
+        index="link", variable_name="routing", value_name="load_over_bound"
+    )
+    chart = (
+        alt.Chart(pandas(long))
+        .mark_bar()
+        .encode(
+            y=alt.Y("link:N", sort=None, title=None),
+            x=alt.X("load_over_bound:Q", title="load / bound"),
+            yOffset="routing:N",
+            color=alt.Color("routing:N", scale=VERSUS, legend=alt.Legend(orient="bottom")),
+            tooltip=["link", "routing", alt.Tooltip("load_over_bound:Q", format=".3f")],
+        )
+        .properties(height=28 * 2 * links.height)
+    )
+    rule = (
+        alt.Chart(pandas(pl.DataFrame({"x": [summary.get("plan") or 0.0]})))
+        .mark_rule(color="black", strokeDash=[4, 4])
+        .encode(x="x:Q")
+    )
+    st.altair_chart(chart + rule, width="stretch")
+    st.caption(
+        "Dashed: the plan's busiest link. Every link here carries more under ECMP than the plan's busiest."
+    )
 
 
 def _layout(df: pl.DataFrame) -> dict[str, tuple[float, float]]:

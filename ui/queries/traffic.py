@@ -12,25 +12,35 @@ OVER_BOUND = {
 
 
 def plans() -> str:
-    """Every stored plan, newest first: pieces, connections and max load over the bound."""
+    """Every stored plan, newest first: its job and reason (plan_runs), pieces, connections, max load over the bound."""
     return """
 WITH p AS (
     SELECT plan_id, max(ts) AS created, any_value(job) AS job, count(*) AS pieces,
            count(DISTINCT (src, dst, channel)) AS connections, max(max_load_over_bound) AS max_load_over_bound
     FROM plans GROUP BY plan_id),
-l AS (SELECT plan_id, max(ts) AS created, count(*) AS links FROM plan_links GROUP BY plan_id)
-SELECT plan_id, coalesce(p.created, l.created) AS created, p.job, p.pieces, p.connections, l.links,
-       p.max_load_over_bound
-FROM p FULL JOIN l USING (plan_id) ORDER BY created DESC
+l AS (SELECT plan_id, max(ts) AS created, count(*) AS links FROM plan_links GROUP BY plan_id),
+r AS (SELECT plan_id, arg_max(job, ts) AS job, arg_max(reason, ts) AS reason FROM plan_runs GROUP BY plan_id)
+SELECT plan_id, coalesce(p.created, l.created) AS created, coalesce(r.job, p.job) AS job, r.reason,
+       p.pieces, p.connections, l.links, p.max_load_over_bound
+FROM p FULL JOIN l USING (plan_id) LEFT JOIN r USING (plan_id) ORDER BY created DESC, plan_id
 """
 
 
 def routing_summary(plan_id: str) -> str:
-    """Max link load over the spraying bound for the plan, ECMP and spraying (1.0 = the bound)."""
+    """Max link load over the spraying bound for the plan, ECMP and spraying (1.0 = the bound), and ECMP's busiest
+    link against the plan's busiest (``times``: the first over the second), with how many fabric links ECMP loads
+    beyond the plan's busiest."""
     return f"""
-SELECT max({OVER_BOUND["plan"]}) AS plan, max({OVER_BOUND["ecmp"]}) AS ecmp, max({OVER_BOUND["spray"]}) AS spray,
-       any_value(bound_s) AS bound_s, count(*) AS links
-FROM plan_links WHERE plan_id = {lit(plan_id)}
+WITH l AS (
+    SELECT link, tier, bound_s, {OVER_BOUND["plan"]} AS plan, {OVER_BOUND["ecmp"]} AS ecmp,
+           {OVER_BOUND["spray"]} AS spray
+    FROM plan_links WHERE plan_id = {lit(plan_id)})
+SELECT max(plan) AS plan, max(ecmp) AS ecmp, max(spray) AS spray, any_value(bound_s) AS bound_s, count(*) AS links,
+       arg_max(link, (ecmp, link)) AS ecmp_link, arg_max(tier, (ecmp, link)) AS ecmp_tier,
+       max(ecmp) / nullif(max(plan), 0) AS times,
+       count(*) FILTER (WHERE tier IN ('fabric_up', 'fabric_down') AND ecmp > plan_max * (1 + 1e-9))
+           AS fabric_overloaded
+FROM (SELECT *, max(plan) OVER () AS plan_max FROM l)
 """
 
 
@@ -79,4 +89,28 @@ SELECT link, tier, capacity_gbps, max(capacity_gbps) OVER (PARTITION BY tier) AS
 FROM plan_links WHERE plan_id = {lit(plan_id)}
 QUALIFY capacity_gbps < max(capacity_gbps) OVER (PARTITION BY tier)
 ORDER BY capacity_gbps, link
+"""
+
+
+def ecmp_overloads(plan_id: str, limit: int = 24) -> str:
+    """Fabric links ECMP loads beyond the plan's busiest link, with the plan's load on each, worst first."""
+    return f"""
+WITH l AS (
+    SELECT link, tier, capacity_gbps, ecmp_bytes, plan_bytes, {OVER_BOUND["ecmp"]} AS ecmp,
+           {OVER_BOUND["plan"]} AS plan, max({OVER_BOUND["plan"]}) OVER () AS plan_max
+    FROM plan_links WHERE plan_id = {lit(plan_id)})
+SELECT link, tier, capacity_gbps, ecmp AS ecmp_over_bound, plan AS plan_over_bound,
+       ecmp / nullif(plan_max, 0) AS ecmp_over_plan_max, ecmp_bytes / 1e6 AS ecmp_mbytes, plan_bytes / 1e6 AS plan_mbytes
+FROM l WHERE tier IN ('fabric_up', 'fabric_down') AND ecmp > plan_max * (1 + 1e-9)
+ORDER BY ecmp DESC, link LIMIT {int(limit)}
+"""
+
+
+def history(job: str) -> str:
+    """A job's plans in the order they were made (plan_history): why, what they replaced, their load and time."""
+    return f"""
+SELECT created, plan_id, reason, fault_id, link, previous_plan_id, connections, pieces, moved_pieces,
+       max_load_over_bound, ecmp_over_bound, bound_s, completion_s, applied
+FROM plan_history WHERE job = {lit(job)}
+ORDER BY created, plan_id
 """

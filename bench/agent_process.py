@@ -1,0 +1,83 @@
+"""A real ``c4 agent`` process with every sampler of ``c4 bench agent``'s node, sending to a real collector on
+loopback: its resident memory and its CPU over a steady stretch, read from /proc as an operator would."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from c4.sim.procs import free_port, wait_serving
+
+C4 = [sys.executable, "-m", "c4.cli"]
+#: Seconds the agent runs before the measured stretch: imports, first reads, the collector's first acks.
+WARMUP_S = 5.0
+
+
+def proc_figures(pid: int) -> dict[str, float]:
+    """CPU seconds (user + system) and resident / peak resident MiB of a process, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    cpu_s = (int(fields[11]) + int(fields[12])) / ticks  # utime, stime (fields 14 and 15 of stat)
+    status = dict(
+        line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line
+    )
+    kib = {k: int(status[k].split()[0]) for k in ("VmRSS", "VmHWM")}
+    return {"cpu_s": cpu_s, "rss_mib": kib["VmRSS"] / 1024, "peak_rss_mib": kib["VmHWM"] / 1024}
+
+
+def _toml(samplers: dict[str, dict[str, Any]], address: str, spool: Path, node: str) -> str:
+    """The agent's config file: the collector, the spool and each sampler's section."""
+    lines = ["[agent]", f'collector = "{address}"', f'node = "{node}"', f'spool_dir = "{spool}"']
+    for name, opts in samplers.items():
+        lines.append(f"[agent.samplers.{name}]")
+        lines += [f"{k} = {_value(v)}" for k, v in opts.items()]
+    return "\n".join(lines) + "\n"
+
+
+def _value(v: Any) -> str:
+    """A TOML scalar."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int | float):
+        return repr(v)
+    return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def measure_agent_process(root: Path, samplers: dict[str, dict[str, Any]], seconds: float) -> dict[str, Any]:
+    """Run a collector and an agent for WARMUP_S + ``seconds``; the agent's CPU over the measured stretch
+    as a share of one core, its resident and peak resident memory at the end."""
+    address = f"127.0.0.1:{free_port()}"
+    log = open(root / "procs.log", "ab")  # noqa: SIM115
+    collector = subprocess.Popen(
+        [*C4, "collector", "--listen", address, "--db", str(root / "c4.duckdb")], stdout=log, stderr=log
+    )
+    agent = None
+    try:
+        wait_serving(address, 60.0, None)
+        (root / "agent.toml").write_text(_toml(samplers, address, root / "agent-spool", "bench-node"))
+        agent = subprocess.Popen([*C4, "agent", "--config", str(root / "agent.toml")], stdout=log, stderr=log)
+        time.sleep(WARMUP_S)
+        if agent.poll() is not None:
+            raise RuntimeError(f"the agent exited ({agent.returncode}); see {root / 'procs.log'}")
+        before, t0 = proc_figures(agent.pid), time.monotonic()
+        time.sleep(seconds)
+        after, wall_s = proc_figures(agent.pid), time.monotonic() - t0
+    finally:
+        for p in (agent, collector):
+            if p is not None and p.poll() is None:
+                p.terminate()
+                try:
+                    p.wait(30)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+        log.close()
+    return {
+        "process_core_share": round((after["cpu_s"] - before["cpu_s"]) / wall_s, 5),
+        "rss_mib": round(after["rss_mib"], 1),
+        "peak_rss_mib": round(after["peak_rss_mib"], 1),
+        "process_s": round(wall_s, 1),
+    }

@@ -1,0 +1,27 @@
+"""``c4 bench agent``'s process figures: a real agent process against a real collector, read from /proc."""
+
+from __future__ import annotations
+
+import os
+
+from c4.bench.agent import build_node
+from c4.bench.agent_process import measure_agent_process, proc_figures
+
+
+def test_proc_figures_read_this_process():
+    """CPU seconds and resident memory of a live process; peak resident at least the current."""
+    sum(i * i for i in range(200_000))  # some CPU to count
+    f = proc_figures(os.getpid())
+    assert f["cpu_s"] > 0 and 10 < f["rss_mib"] <= f["peak_rss_mib"]
+
+
+def test_a_real_agent_process_is_measured_while_it_sends(tmp_path):
+    """The agent runs every sampler and sends: its CPU share is above zero and below a core, its memory
+    that of a Python process, and the collector stored its rows."""
+    import duckdb
+
+    got = measure_agent_process(tmp_path, build_node(tmp_path), seconds=2.0)
+    assert 0 < got["process_core_share"] < 1.0, got
+    assert 10 < got["rss_mib"] <= got["peak_rss_mib"], got
+    with duckdb.connect(str(tmp_path / "c4.duckdb"), read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM gpu_samples WHERE node = 'bench-node'").fetchone()[0] > 0
