@@ -36,7 +36,7 @@ from c4.collector.store import PendingBatch, Store
 from c4.collector.writer import Writer
 from c4.config import CollectorConfig
 from c4.traffic.apply.writer import ApplyError, write_apply
-from c4.traffic.export import link_rows, plan_rows
+from c4.traffic.export import link_rows, plan_rows, plan_run_row
 from c4.traffic.replanning import LOAD_SLACK, Replan, completion_s, degraded_rate_gbps, plan_from_rows, replan
 from c4.traffic.topology import Topology, TopologyError, load_yaml
 
@@ -162,30 +162,6 @@ def decide(
     return Decision(topo, out, unmapped.counts, failed)
 
 
-def plan_run_row(
-    job: str, plan_id: str, previous: str, trigger: LinkTrigger, r: Replan, applied: str, now: datetime
-) -> dict[str, Any]:
-    """The plan_runs row of a replan."""
-    return {
-        "ts": now,
-        "node": "",
-        "job": job,
-        "plan_id": plan_id,
-        "reason": trigger.reason,
-        "fault_id": trigger.fault_id,
-        "link": trigger.link,
-        "previous_plan_id": previous,
-        "connections": len(r.plan.flows),
-        "pieces": len(r.plan.pieces),
-        "moved_pieces": r.moved_pieces,
-        "max_load_over_bound": r.max_load_over_bound,
-        "ecmp_over_bound": r.ecmp_over_bound,
-        "bound_s": r.bound_s,
-        "completion_s": r.completion_s,
-        "applied": applied,
-    }
-
-
 def notice(
     job: str, plan_id: str, previous: str, trigger: LinkTrigger, r: Replan, applied: str, now: datetime
 ) -> dict[str, Any]:
@@ -290,7 +266,20 @@ class Replanner:
             applied = self._apply(job, plan_id, r)
             tables["plans"] += [x | {"ts": now} for x in plan_rows(r.plan, plan_id, r.max_load_over_bound)]
             tables["plan_links"] += [x | {"ts": now} for x in link_rows(r.plan, plan_id)]
-            tables["plan_runs"].append(plan_run_row(job, plan_id, previous, trigger, r, applied, now))
+            tables["plan_runs"].append(
+                plan_run_row(
+                    r.plan,
+                    plan_id,
+                    job,
+                    trigger.reason,
+                    previous_plan_id=previous,
+                    previous_routes=r.previous_routes,
+                    fault_id=trigger.fault_id,
+                    link=trigger.link,
+                    applied=applied,
+                )
+                | {"ts": now}
+            )
             notices.append(notice(job, plan_id, previous, trigger, r, applied, now))
             log.warning(
                 "replanned job=%s plan_id=%s previous=%s reason=%s link=%s fault_id=%s over_bound=%.3f->%.3f moved=%d how=%s applied=%s",

@@ -11,15 +11,14 @@ from typing import Any
 import numpy as np
 
 from c4.traffic.collectives import Flow
+from c4.traffic.export import PieceKey, Route, moved_pieces, stored_routes
 from c4.traffic.fluid import FluidSim
 from c4.traffic.planner import Piece, Plan, Planner
-from c4.traffic.routing import capacities, ecmp_subflows, loads_from_subflows, lower_bound, path_links
+from c4.traffic.routing import capacities, lower_bound, path_links
 from c4.traffic.topology import Topology, TopologyError
 
 #: Default share above the lowest busiest-link load within which the replan moving fewest pieces wins.
 LOAD_SLACK = 0.05
-#: ECMP seeds averaged for ecmp_over_bound.
-ECMP_SEEDS = 5
 
 
 def port_index(port_name: str) -> tuple[str, int, int]:
@@ -84,20 +83,6 @@ def plan_from_rows(topo: Topology, rows: list[dict[str, Any]]) -> Plan:
     return Plan(topo, flows, pieces, load)
 
 
-def _routes(plan: Plan) -> dict[tuple[str, str, int, int], tuple[str, str, tuple[str, ...], float]]:
-    """Per piece (src, dst, channel, qp): its ports, path and bytes."""
-    return {
-        (p.src, p.dst, p.channel, p.qp): (p.src_port.name, p.dst_port.name, tuple(p.nodes), round(p.bytes, 3))
-        for p in plan.pieces
-    }
-
-
-def moved_pieces(old: Plan, new: Plan) -> int:
-    """Pieces of ``new`` that are not in ``old`` as they are (another port, path or size, or new)."""
-    before = _routes(old)
-    return sum(1 for k, v in _routes(new).items() if before.get(k) != v)
-
-
 @dataclass
 class Replan:
     """A new plan for one job and what it is worth beside the old one on the same fabric."""
@@ -107,10 +92,10 @@ class Replan:
     bound_s: float
     max_load_over_bound: float
     old_max_load_over_bound: float  # the previous plan on the fabric as it is now
-    ecmp_over_bound: float
     completion_s: float
     old_completion_s: float
     how: str  # moved (only pieces on dead links moved) | fresh (planned anew)
+    previous_routes: dict[PieceKey, Route]  # the old plan's pieces, as export.moved_pieces compares them
 
 
 def _over(load_s: float, bound_s: float) -> float:
@@ -120,18 +105,6 @@ def _over(load_s: float, bound_s: float) -> float:
 def completion_s(plan: Plan) -> float:
     """Fluid completion time of one collective under the plan on its fabric (rates recomputed as pieces end)."""
     return FluidSim(capacities(plan.topo), plan.subflows()).completion_time()
-
-
-def ecmp_over_bound(topo: Topology, flows: list[Flow], bound_s: float, seeds: int = ECMP_SEEDS) -> float:
-    """ECMP hashing's busiest link drain time over the bound, mean over hash seeds."""
-    cap = capacities(topo)
-    peaks = []
-    for s in range(seeds):
-        load = loads_from_subflows(len(topo.links), ecmp_subflows(topo, flows, s))
-        with np.errstate(divide="ignore", invalid="ignore"):
-            u = np.where(cap > 0, load / np.where(cap > 0, cap, 1), np.where(load > 0, np.inf, 0))
-        peaks.append(float(u.max()))
-    return _over(float(np.mean(peaks)), bound_s)
 
 
 def replan(
@@ -145,6 +118,7 @@ def replan(
     the one moving fewest pieces wins (re-pinning a running job's QPs costs), then the fewest pieces.
     """
     old = plan_from_rows(topo, rows)
+    before = stored_routes(rows)
     bound = lower_bound(topo, old.flows)
     old_load = old.max_utilization()
     candidates: list[tuple[Plan, str]] = []
@@ -160,7 +134,7 @@ def replan(
         qps = min(2 * qps, max_qps)
     best = min(c.max_utilization() for c, _ in candidates)
     eligible = [
-        (moved_pieces(old, c), len(c.pieces), i)
+        (moved_pieces(c, before), len(c.pieces), i)
         for i, (c, _) in enumerate(candidates)
         if c.max_utilization() <= best * (1 + load_slack)
     ]
@@ -172,10 +146,10 @@ def replan(
         bound,
         _over(new.max_utilization(), bound),
         _over(old_load, bound),
-        ecmp_over_bound(topo, old.flows, bound),
         completion_s(new),
         completion_s(old),
         how,
+        before,
     )
 
 

@@ -201,6 +201,7 @@ def test_c4d_finds_a_degraded_spine_link_and_the_replan_restores_the_bound(tmp_p
             initial,
         )
         assert run["applied"].startswith("sport-table:") and run["moved_pieces"] > 0
+        assert run["ecmp_over_bound"] > 1.05 >= run["max_load_over_bound"] and run["completion_s"] > 0
         new_rows = plan_of(c, run["plan_id"])
         assert len(new_rows) == run["pieces"] and {r["job"] for r in new_rows} == {"dp0"}
         assert c.sql("SELECT count(*) AS n FROM plan_links WHERE plan_id = ?", [run["plan_id"]])[0]["n"] > 0
