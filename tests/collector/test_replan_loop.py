@@ -30,7 +30,7 @@ from c4.collector.writer import Writer
 from c4.config import AgentConfig, CollectorConfig
 from c4.sim.runner import SimRunner
 from c4.sim.twin import ClusterTwin, Fault
-from c4.traffic.export import link_rows, plan_rows
+from c4.traffic.export import link_rows, plan_rows, plan_run_row
 from c4.traffic.planner import Planner
 from c4.traffic.routing import lower_bound
 from c4.traffic.topology import load_yaml
@@ -111,29 +111,7 @@ def store_initial_plan(c: Collector, twin: ClusterTwin, ts: datetime) -> str:
     over = plan.max_utilization() / bound
     c.put("plans", [r | {"ts": ts} for r in plan_rows(plan, "plan-initial", over)])
     c.put("plan_links", [r | {"ts": ts} for r in link_rows(plan, "plan-initial")])
-    c.put(
-        "plan_runs",
-        [
-            {
-                "ts": ts,
-                "node": "",
-                "job": "dp0",
-                "plan_id": "plan-initial",
-                "reason": "initial",
-                "fault_id": "",
-                "link": "",
-                "previous_plan_id": "",
-                "connections": len(plan.flows),
-                "pieces": len(plan.pieces),
-                "moved_pieces": 0,
-                "max_load_over_bound": over,
-                "ecmp_over_bound": 0.0,
-                "bound_s": bound,
-                "completion_s": 0.0,
-                "applied": "twin",
-            }
-        ],
-    )
+    c.put("plan_runs", [plan_run_row(plan, "plan-initial", "dp0", "initial", applied="twin") | {"ts": ts}])
     return "plan-initial"
 
 
