@@ -100,9 +100,16 @@ def run(args: argparse.Namespace) -> int:
                 print(format_table(table.to_pylist()))
             return 0
         if command in ("hold", "release"):
+            if not args.all and not args.job.strip():
+                print(
+                    f"c4 faults {command}: --job needs a job name (an empty one is not cluster-wide: "
+                    "say --all for that)",
+                    file=sys.stderr,
+                )
+                return 2
             reply = set_hold(
                 address,
-                "" if args.all else args.job,
+                None if args.all else args.job,
                 command == "hold",
                 args.note,
                 args.by or getpass.getuser(),

@@ -39,13 +39,17 @@ def current_faults(address_or_channel: str | grpc.Channel, include_resolved: boo
 
 def set_hold(
     address_or_channel: str | grpc.Channel,
-    job: str = "",
+    job: str | None = None,
     hold: bool = True,
     note: str = "",
     by: str = "",
 ) -> pb.HoldReply:
-    """Hold (or release) remediation for ``job``, or cluster-wide when ``job`` is ''; the collector's reply."""
-    request = pb.HoldRequest(scope="job" if job else "cluster", job=job, hold=hold, by=by, note=note)
+    """Hold (or release) remediation for ``job``, or cluster-wide when ``job`` is None; the collector's reply.
+
+    An empty ``job`` is a job scope with no job (the collector refuses it), never cluster-wide: a script's
+    unset ``$JOB`` must not hold every job."""
+    scope = "cluster" if job is None else "job"
+    request = pb.HoldRequest(scope=scope, job=job or "", hold=hold, by=by, note=note)
     return _call(address_or_channel, lambda stub: stub.SetHold(request, timeout=30))
 
 

@@ -45,12 +45,13 @@ def current_holds() -> list[dict]:
 
 
 def change_hold(job: str, hold: bool, note: str = "") -> str:
-    """Hold or release remediation for ``job`` ('' for cluster-wide); returns the collector's message.
+    """Hold or release remediation for ``job`` ('' for cluster-wide, as the page's field says); returns the
+    collector's message.
 
     Raises AdminUnavailable for a collector without SetHold, QueryError for a refusal.
     """
     try:
-        return set_hold(channel(collector_address()), job, hold, note, by="c4 ui").message
+        return set_hold(channel(collector_address()), job or None, hold, note, by="c4 ui").message
     except QueryError as exc:
         if exc.code == grpc.StatusCode.UNIMPLEMENTED:
             raise AdminUnavailable(

@@ -196,7 +196,7 @@ def test_cluster_hold_from_the_cli_refusals_and_config_holds(tmp_path):
         denied = code_of(lambda: with_reader.SetHold(pb.HoldRequest(scope="cluster", hold=True), timeout=30))
         assert denied == grpc.StatusCode.PERMISSION_DENIED
         try:
-            set_hold(reader.channel(col.address), "", True)
+            set_hold(reader.channel(col.address), None, True)
         except QueryError as exc:
             assert "SetHold: token of 'grafana' lacks the operator role" in str(exc)
         else:
@@ -230,6 +230,17 @@ def test_cluster_hold_from_the_cli_refusals_and_config_holds(tmp_path):
             and "stays held by the collector config (remediation_hold_jobs)" in reply.message
         )
 
+        # an empty --job (a script's unset $JOB) is refused, never taken as cluster-wide
+        for verb in ("hold", "release"):
+            empty = faults_cli(col.address, tmp_path, verb, "--job", "")
+            assert empty.returncode == 2 and "--job needs a job name" in empty.stderr, empty
+        try:
+            set_hold(ops.channel(col.address), "", True)
+        except QueryError as exc:
+            assert "job" in str(exc)
+        else:
+            raise AssertionError("an empty job was held")
+        assert hold_rows(list_holds(ops.channel(col.address)))[0]["scope"] == "job"  # only the config's
         out = faults_cli(col.address, tmp_path, "hold", "--all", "--note", "maintenance", "--by", "carol")
         assert out.returncode == 0, out.stderr
         assert out.stdout.startswith("remediation held cluster-wide\n") and "carol" in out.stdout
@@ -250,7 +261,7 @@ def test_cluster_hold_from_the_cli_refusals_and_config_holds(tmp_path):
         out = faults_cli(col.address, tmp_path, "release", "--all", "--json")
         assert out.returncode == 0, out.stderr
         released = json.loads(out.stdout)
-        assert released["changed"] and released["resumed_steps"] == 2
+        assert released["changed"] and released["resumed_steps"] == 2, (released, col.log()[-3000:])
         assert released["message"].startswith("remediation released cluster-wide")
         wait_for(lambda: len(calls(tmp_path)) == 2, 60, "the released steps to run")
         assert calls(tmp_path) == ["drain.sh host3", "requeue.sh other"]
