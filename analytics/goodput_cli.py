@@ -39,6 +39,10 @@ FAULT_COLUMNS = (
 )
 
 
+#: Most faults ``--top`` lists (the query's LIMIT).
+MAX_TOP = 100_000
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
     """goodput flags."""
     parser.add_argument(
@@ -58,9 +62,12 @@ def run(args: argparse.Namespace) -> int:
     from c4.goodput import goodput  # lazy: c4 --help loads this module; grpc ~100 ms
     from c4.query import QueryError
 
+    if not 1 <= args.top <= MAX_TOP:
+        print(f"c4 goodput: --top must be 1..{MAX_TOP}, got {args.top}", file=sys.stderr)
+        return 2
     address = args.collector or os.environ.get("C4_AGENT_COLLECTOR") or "127.0.0.1:7070"
     try:
-        jobs, faults = goodput(address, args.job, max(args.top, 0))
+        jobs, faults = goodput(address, args.job, args.top)
     except QueryError as exc:
         print(f"c4 goodput: {exc}", file=sys.stderr)
         return 1
@@ -69,7 +76,12 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps({"jobs": job_rows, "faults": fault_rows}, default=str))
         return 0
     if not job_rows:
-        print("no job accounts yet (the collector writes them with its diagnosis passes)")
+        if args.job:
+            print(
+                f"no account for job {args.job!r} (job names are as its agents report them; `c4 goodput` lists all)"
+            )
+        else:
+            print("no job accounts yet (the collector writes them with its diagnosis passes)")
         return 0
     print(format_table(job_rows, JOB_COLUMNS))
     unknown = [r["job"] for r in job_rows if r.get("redone_unknown")]

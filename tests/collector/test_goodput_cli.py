@@ -55,5 +55,10 @@ def test_collector_accounts_jobs_and_goodput_prints_them(tmp_path, capsys):
         assert job["lost_s"] == job["unexplained_s"] and got["faults"] == []
         assert main(["goodput", "--collector", col.address]) == 0
         assert "llm" in capsys.readouterr().out
+        assert main(["goodput", "--collector", col.address, "--job", "nosuch"]) == 0
+        assert "no account for job 'nosuch'" in capsys.readouterr().out  # not "no job accounts yet"
+        for top in ("0", "-3", "99999999999999999999"):
+            assert main(["goodput", "--collector", col.address, "--top", top]) == 2
+            assert "--top must be 1.." in capsys.readouterr().err
     finally:
         col.stop()
