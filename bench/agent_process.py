@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from c4.self_command import C4_COMMAND
 from c4.sim.procs import free_port, wait_serving
 
-C4 = [sys.executable, "-m", "c4.cli"]
+C4 = C4_COMMAND
 #: Seconds the agent runs before the measured stretch: imports, first reads, the collector's first acks.
 WARMUP_S = 5.0
 

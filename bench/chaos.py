@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from c4.bench.disk_faults import DiskFaultsUnavailable, Tmpfs
+from c4.self_command import C4_COMMAND
 from c4.sim.procs import free_port, wait_serving
 
 HELP = "Chaos: collector and agent killed, disks filled, commits failing, while real agents send; lost/duplicated ticks."
@@ -70,7 +71,7 @@ class Process:
         """Launch, appending to the log."""
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "c4.cli", *self.args],
+            [*C4_COMMAND, *self.args],
             stdout=log,
             stderr=subprocess.STDOUT,
             env={**os.environ, **self.env},

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from c4.self_command import C4_COMMAND
+
 HELP = "Start a collector and agents on loopback and show their rows arriving (Ctrl-C to stop)."
 
 SUMMARY_SQL = (
@@ -80,7 +82,6 @@ def start_ui(address: str, port: int, log_path):
     """`c4 ui` in a child process on ``port`` (or a free port if it is taken); returns (process, url)."""
     import socket
     import subprocess
-    import sys
 
     from c4.sim.procs import free_port
 
@@ -91,7 +92,7 @@ def start_ui(address: str, port: int, log_path):
             port = free_port()
     log = open(log_path, "ab")  # noqa: SIM115 - owned by the child
     proc = subprocess.Popen(
-        [sys.executable, "-m", "c4.cli", "ui", "--collector", address, "--port", str(port)],
+        [*C4_COMMAND, "ui", "--collector", address, "--port", str(port)],
         stdout=log,
         stderr=subprocess.STDOUT,
     )
@@ -126,7 +127,6 @@ def run(args: argparse.Namespace) -> int:
     import os
     import signal
     import subprocess
-    import sys
     import time
     from pathlib import Path
 
@@ -168,9 +168,7 @@ def run(args: argparse.Namespace) -> int:
     agent_log = open(work / "agent.log", "ab")  # noqa: SIM115 - owned by the child
     agent = subprocess.Popen(
         [
-            sys.executable,
-            "-m",
-            "c4.cli",
+            *C4_COMMAND,
             "agent",
             "--collector",
             collector.address,

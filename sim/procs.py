@@ -6,7 +6,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +14,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from c4.security import ClientSecurity
+from c4.self_command import C4_COMMAND
 
 
 def child_pids(pid: int) -> list[int]:
@@ -86,7 +86,7 @@ def start_collector(
     db = workdir / "c4.duckdb"
     log = open(log_path or workdir / "collector.log", "ab")  # noqa: SIM115 - owned by the child
     proc = subprocess.Popen(
-        [sys.executable, "-m", "c4.cli", "collector", "--listen", address, "--db", str(db), *(extra or [])],
+        [*C4_COMMAND, "collector", "--listen", address, "--db", str(db), *(extra or [])],
         stdout=log,
         stderr=subprocess.STDOUT,
         env={**os.environ},

@@ -6,7 +6,6 @@ import json
 import logging
 import os
 import subprocess
-import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,6 +15,7 @@ import pyarrow as pa
 from c4.catalogue import load
 from c4.push import push_table
 from c4.query import QueryError, query_arrow
+from c4.self_command import C4_COMMAND
 from c4.sim.job_files import JobNodeWriter
 from c4.sim.jobs_twin import JobsTwin
 from c4.sim.node_files import NodeWriter
@@ -111,9 +111,7 @@ class SimRunner:
             self.agents.append(
                 subprocess.Popen(
                     [
-                        sys.executable,
-                        "-m",
-                        "c4.cli",
+                        *C4_COMMAND,
                         "agent",
                         "--config",
                         str(cfg),

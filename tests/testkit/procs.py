@@ -5,13 +5,13 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 from c4.security import ClientSecurity
+from c4.self_command import C4_COMMAND
 from c4.sim.procs import free_port, wait_serving
 
-C4 = [sys.executable, "-m", "c4.cli"]
+C4 = C4_COMMAND
 
 
 def wait_healthy(address: str, timeout_s: float = 20.0, security: ClientSecurity | None = None) -> None:
@@ -139,9 +139,7 @@ def run_sim(
     """`c4 sim` streaming a scenario to the collector at ``address`` (agents every 0.25 s); it must exit 0."""
     proc = subprocess.run(
         [
-            sys.executable,
-            "-m",
-            "c4.cli",
+            *C4_COMMAND,
             "sim",
             "--scenario",
             str(scenario),
