@@ -45,6 +45,7 @@ def build_node(root) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     """Measure CPU time (process time) of ticks, per sampler and for the whole tick with its flush."""
+    import sys
     import tempfile
     import time
     from pathlib import Path
@@ -56,6 +57,11 @@ def run(args: argparse.Namespace) -> int:
     from c4.config import AgentConfig
     from c4.report import emit
 
+    if args.ticks < 1 or args.process_s < 0:
+        print(
+            "c4 bench agent: --ticks must be >= 1 and --process-s >= 0 (0 skips the process)", file=sys.stderr
+        )
+        return 2
     with tempfile.TemporaryDirectory(prefix="c4-bench-agent-") as tmp:
         root = Path(tmp)
         cfg = AgentConfig(
@@ -72,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
         per_sampler = {s.sampler.name: 0.0 for s in agent.samplers}
         flush_s = 0.0
         total0 = time.process_time()
-        for _ in tqdm(range(args.ticks), desc="ticks", disable=not __import__("sys").stdout.isatty()):
+        for _ in tqdm(range(args.ticks), desc="ticks", disable=not sys.stdout.isatty()):
             now_ns = time.time_ns()
             for s in agent.samplers:
                 if s.state != "running":

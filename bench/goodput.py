@@ -157,9 +157,10 @@ def run(args: argparse.Namespace) -> int:
     from c4.bench.goodput_scenarios import goodput_scenarios
     from c4.report import format_table
 
-    if args.seeds < 1 or args.horizon_s < 60 or args.interval_s < 0:
+    if args.seeds < 1 or args.horizon_s < 60 or args.interval_s < 0 or args.jobs < 0:
         print(
-            "c4 bench goodput: --seeds must be >= 1, --horizon-s >= 60 and --interval-s >= 0",
+            "c4 bench goodput: --seeds must be >= 1, --horizon-s >= 60, --interval-s >= 0 and --jobs >= 0 "
+            "(0: the CPU count)",
             file=sys.stderr,
         )
         return 2

@@ -25,3 +25,14 @@ def test_a_real_agent_process_is_measured_while_it_sends(tmp_path):
     assert 10 < got["rss_mib"] <= got["peak_rss_mib"], got
     with duckdb.connect(str(tmp_path / "c4.duckdb"), read_only=True) as con:
         assert con.execute("SELECT count(*) FROM gpu_samples WHERE node = 'bench-node'").fetchone()[0] > 0
+
+
+def test_bad_bench_arguments_are_refused(capsys):
+    """No tick count of zero (a division by zero), no negative time, no negative worker count."""
+    from c4.cli import main
+
+    for args in (["agent", "--ticks", "0"], ["agent", "--ticks", "-5"], ["agent", "--process-s", "-1"]):
+        assert main(["bench", *args]) == 2
+        assert "--ticks must be >= 1" in capsys.readouterr().err
+    assert main(["bench", "goodput", "--jobs", "-1"]) == 2
+    assert "--jobs >= 0" in capsys.readouterr().err
