@@ -38,14 +38,17 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="collector HOST:PORT (default: C4_AGENT_COLLECTOR or 127.0.0.1:7070)",
     )
     sub = parser.add_subparsers(dest="faults_command", metavar="ACTION")
-    ls = sub.add_parser("list", help="current faults, newest first")
+    # each action takes --collector too (`c4 faults hold --collector X ...`); SUPPRESS keeps the one given first
+    where = argparse.ArgumentParser(add_help=False)
+    where.add_argument("--collector", default=argparse.SUPPRESS, help="collector HOST:PORT (as above)")
+    ls = sub.add_parser("list", help="current faults, newest first", parents=[where])
     ls.add_argument("--all", action="store_true", help="include resolved faults")
     ls.add_argument("--json", action="store_true", help="JSON lines instead of a table")
     for name, verb in (
         ("ack", "acknowledge (stays open; alerts stop repeating)"),
         ("resolve", "resolve now"),
     ):
-        p = sub.add_parser(name, help=f"{verb} a fault by its id (see `c4 faults list`)")
+        p = sub.add_parser(name, help=f"{verb} a fault by its id (see `c4 faults list`)", parents=[where])
         p.add_argument("fault_id", help="e.g. nic_rate:host3/mlx5_2p1")
         p.add_argument("--note", default="", help="why (kept in the actions table)")
         p.add_argument("--by", default=None, help="who (default: the current user)")
@@ -56,6 +59,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         verb = name
         p = sub.add_parser(
             name,
+            parents=[where],
             help=short,
             description=text,
             formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -68,6 +72,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         p.add_argument("--json", action="store_true", help="the reply as one JSON object")
     holds = sub.add_parser(
         "holds",
+        parents=[where],
         help="holds on remediation in force (operators' and the collector config's)",
         description="Every hold on remediation in force: set by operators (c4 faults hold) or by the "
         "collector config (remediation_hold, remediation_hold_jobs; source 'config').",
