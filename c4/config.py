@@ -66,7 +66,8 @@ class ConfigError(ValueError):
     """The configuration is invalid; the message names the file/variable and the key."""
 
 
-def _check_address(value: str) -> str:
+def check_address(value: str) -> str:
+    """``value`` if it is HOST:PORT with a port 0-65535, else ValueError."""
     host, sep, port = value.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
         raise ValueError(f"{value!r} is not HOST:PORT")
@@ -86,7 +87,7 @@ def _check_addresses(value: str) -> str:
     if not parts:
         raise ValueError("no collector address given")
     for p in parts:
-        _check_address(p)
+        check_address(p)
     return ",".join(parts)
 
 
@@ -229,12 +230,12 @@ class CollectorConfig(BaseModel):
     metrics_max_connections: int = Field(16, ge=1, le=1024)  # /metrics clients at once; more get 503
     metrics_read_timeout_s: float = Field(10.0, gt=0)  # a /metrics client silent this long is dropped
 
-    _addr = field_validator("listen")(classmethod(lambda cls, v: _check_address(v)))
+    _addr = field_validator("listen")(classmethod(lambda cls, v: check_address(v)))
 
     @field_validator("metrics_listen")
     @classmethod
     def _metrics_addr(cls, v: str) -> str:
-        return _check_address(v) if v else v
+        return check_address(v) if v else v
 
     @field_validator("replan_apply_formats")
     @classmethod
@@ -286,7 +287,7 @@ class QueryConfig(ClientSecurityConfig):
 
     collector: str = DEFAULT_COLLECTOR
 
-    _addr = field_validator("collector")(classmethod(lambda cls, v: _check_address(v)))
+    _addr = field_validator("collector")(classmethod(lambda cls, v: check_address(v)))
 
 
 class Config(BaseModel):

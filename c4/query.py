@@ -6,6 +6,7 @@ import grpc
 import pyarrow as pa
 import pyarrow.ipc as ipc
 
+from c4.config import check_address
 from c4.security import ClientSecurity
 from c4.telemetry.v1 import telemetry_pb2 as pb
 from c4.telemetry.v1 import telemetry_pb2_grpc as pb_grpc
@@ -38,6 +39,12 @@ def open_channel(address: str, security: ClientSecurity | None = None) -> grpc.C
 
     ``security`` None: ``[query]`` of $C4_CONFIG and C4_QUERY_* variables (plaintext on loopback by default).
     """
+    try:
+        check_address(address)
+    except ValueError as exc:
+        raise QueryError(
+            f"collector address {exc} (e.g. 127.0.0.1:7070)", grpc.StatusCode.INVALID_ARGUMENT
+        ) from None
     security = security if security is not None else query_security()
     return security.channel(address, [("grpc.max_receive_message_length", 256 << 20)])
 

@@ -124,13 +124,13 @@ def run(args: argparse.Namespace) -> int:
     """Replace this process with `streamlit run` on the app."""
     import os
 
-    from c4.config import _check_address
+    from c4.config import check_address
     from c4.security import is_loopback
 
     auth_file = args.auth or os.environ.get("C4_UI_AUTH_FILE", "")
     try:
         if args.collector:
-            _check_address(args.collector)
+            check_address(args.collector)
         if auth_file:
             check_auth_file(auth_file)
         argv, env = command(args.collector, args.port, args.address, auth_file)

@@ -9,3 +9,13 @@ def test_faults_actions_take_the_collector_after_the_action_too(capsys):
 
     assert main(["faults", "holds", "--collector", "127.0.0.1:9"]) == 1
     assert "127.0.0.1:9" in capsys.readouterr().err
+
+
+def test_a_collector_address_that_is_not_host_port_is_refused(capsys):
+    """Port 99999 wrapped to 34463 and a missing port meant 443; both are refused, naming the address."""
+    from c4.cli import main
+
+    for bad in ("127.0.0.1:99999", "127.0.0.1", "host:http"):
+        assert main(["goodput", "--collector", bad]) == 1
+        err = capsys.readouterr().err
+        assert f"collector address '{bad}' is not HOST:PORT" in err, err
