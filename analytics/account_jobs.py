@@ -77,7 +77,9 @@ class JobAccounts:
         ).fetchone()
         per_comm = cur.execute(
             "SELECT job, comm_id, count(*) AS n, max(ts) AS newest, count(DISTINCT rank) AS gpus, "
-            "max(n_ranks) AS size, min(rank) AS low FROM nccl_collectives WHERE ts >= ? AND ts <= ? "
+            "max(n_ranks) AS size, min(rank) AS low, "
+            "list(DISTINCT hostname || '/' || CAST(pid AS VARCHAR)) FILTER (WHERE pid IS NOT NULL) AS procs "
+            "FROM nccl_collectives WHERE ts >= ? AND ts <= ? "
             "GROUP BY job, comm_id",
             [start, end],
         ).pl()
@@ -104,6 +106,7 @@ class JobAccounts:
         gpus = {
             c: max(int(n or 0), int(s or 0)) for c, n, s in per_comm.select("comm_id", "gpus", "size").rows()
         }
+        procs = {c: set(p or []) for c, p in per_comm.select("comm_id", "procs").rows()}
         todo = per_comm.filter(pl.col("acct_job").is_in(list(due)))
         colls = self._lowest_ranks(cur, todo, start, end).with_columns(
             pl.col("comm_id").replace_strict(comm_job, default=None).fill_null(pl.col("job")).alias("job")
@@ -130,6 +133,7 @@ class JobAccounts:
                 checkpoint_interval_s=self.checkpoint_interval_s,
                 computed_at=now,
                 comm_gpus=gpus,
+                comm_procs=procs,
             )
             if acc.silent_since is not None:  # a hang, or the job's end: are its processes still on GPUs?
                 comms = colls_of.get((job,), colls.clear())["comm_id"].unique().to_list()
@@ -145,6 +149,7 @@ class JobAccounts:
                         checkpoint_interval_s=self.checkpoint_interval_s,
                         computed_at=now,
                         comm_gpus=gpus,
+                        comm_procs=procs,
                         alive_until=alive,
                     )
                 self.silent.add(job)

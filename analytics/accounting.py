@@ -453,6 +453,7 @@ def account_job(
     computed_at: datetime | None = None,
     comm_gpus: dict[str, int] | None = None,
     alive_until: datetime | None = None,
+    comm_procs: dict[str, set[str]] | None = None,
 ) -> JobAccount:
     """The account of one job (see the module's docstring for every definition).
 
@@ -463,7 +464,9 @@ def account_job(
     ``checkpoint_interval_s``: the job's checkpoint interval when known (0: unknown). ``comm_gpus``:
     comm_id -> its GPUs, when the caller counted them (``colls`` may then hold the lowest ranks only).
     ``alive_until``: when the job's processes were last seen on their GPUs (NVML's compute processes), for
-    a silence at the end that no fault covers: hung while they were, else the job's end.
+    a silence at the end that no fault covers: hung while they were, else the job's end. ``comm_procs``:
+    comm_id -> its ranks' processes (host/pid): a run's GPUs are then its communicators' processes together
+    (a TP x PP job has no communicator of every rank), or its largest communicator when that is more.
     """
     acc = JobAccount(job)
     if colls.is_empty():
@@ -517,6 +520,11 @@ def account_job(
     comms_of_run = [set(segs.filter(pl.col("seg").is_in(r))["comm_id"].unique().to_list()) for r in runs]
     if comm_gpus is not None:
         gpus_of_run = [max((comm_gpus.get(c, 0) for c in comms), default=0) for comms in comms_of_run]
+        if comm_procs is not None:
+            together = [
+                len(set().union(*(comm_procs.get(c, set()) for c in comms))) for comms in comms_of_run
+            ]
+            gpus_of_run = [max(a, b) for a, b in zip(gpus_of_run, together, strict=True)]
     else:
         gpus_of_run = [_gpus(colls, comms) for comms in comms_of_run]
     acc.rows = [_row(job, p, gpus_of_run[p.run], computed_at or now) for p in pieces]

@@ -209,3 +209,26 @@ def test_a_silent_job_is_hung_while_its_processes_hold_their_gpus_and_a_new_faul
     assert (hung["category"], hung["fault_id"], hung["end_ts"]) == ("hung", "rank_hang:llm-n0/gpu1", at(130))
     cur.close()
     s.close()
+
+
+def test_a_job_with_no_communicator_of_every_rank_counts_all_its_gpus(tmp_path):
+    """TP8 x PP4 on 4 nodes: four 8-rank TP communicators (one per node) and eight 4-rank PP ones, none of
+    all 32 ranks. Its GPUs are the processes of its communicators together (32), not the largest one's 8."""
+    s = Store(tmp_path / "c4.duckdb", Catalogue.from_dir())
+    try:
+        rows = []
+        for t, sn in [(float(i), i) for i in range(1, 60)]:
+            for node in range(4):
+                for local in range(8):
+                    base = {"ts": at(t), "node": f"n{node}", "job": "tp", "hostname": f"n{node}"}
+                    base |= {"pid": 100 + local, "kind": "coll", "coll": "AllReduce", "coll_sn": sn}
+                    rows.append(base | {"comm_id": f"tp{node}", "rank": local, "n_ranks": 8})
+                    rows.append(base | {"comm_id": f"pp{local}", "rank": node, "n_ranks": 4})
+        put(s, "nccl_collectives", rows)
+        cur = s.cursor()
+        put(s, "job_accounting", JobAccounts(window_s=3600, interval_s=0).account(cur, now=at(60)))
+        (gpus,) = cur.execute("SELECT gpus FROM job_goodput WHERE job = 'tp'").fetchone()
+        assert gpus == 32
+        cur.close()
+    finally:
+        s.close()
