@@ -20,7 +20,7 @@ import re
 from collections import Counter
 from typing import Any
 
-from c4.agent.neighbor_guard import checked_rows
+from c4.neighbor_guard import checked_rows
 
 _NODE = re.compile(r'^(Switch|Ca|Rt)\s+(\d+)\s+"([SHR])-([0-9a-fA-F]+)"\s*#\s*"([^"]*)"')
 _LINK = re.compile(

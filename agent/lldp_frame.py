@@ -32,7 +32,7 @@ from scapy.layers.l2 import Ether
 from scapy.utils import RawPcapReader
 
 from c4.agent.lldp_json import neighbor_kind, neighbor_port
-from c4.agent.neighbor_guard import checked_rows, guarded
+from c4.neighbor_guard import checked_rows, guarded
 
 log = logging.getLogger("c4.agent.lldp_frame")
 

@@ -14,7 +14,7 @@ import json
 from collections import Counter
 from typing import Any
 
-from c4.agent.neighbor_guard import checked_rows
+from c4.neighbor_guard import checked_rows
 
 #: LLDP capabilities that make a neighbour a switch.
 SWITCH_CAPABILITIES = frozenset({"Bridge", "Router"})

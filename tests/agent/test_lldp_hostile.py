@@ -26,8 +26,8 @@ from scapy.packet import Raw
 from scapy.utils import wrpcap
 
 from c4.agent import lldp, lldp_frame
-from c4.agent.neighbor_guard import MAX_TEXT_CHARS
 from c4.agent.registry import SamplerContext, build_sampler
+from c4.neighbor_guard import MAX_TEXT_CHARS
 
 CORPUS = Path(__file__).parents[1] / "conformance"
 CTX = SamplerContext(node="n1", job="", labels={})

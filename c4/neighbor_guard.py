@@ -1,4 +1,5 @@
-"""What a neighbour announces is not trusted: checks on fabric_neighbors rows before they leave a sampler.
+"""What a neighbour announces is not trusted: checks on fabric_neighbors rows, in the lldp and ibnetdiscover
+samplers before rows leave the agent, and again (names and TTL) in the collector's fabric assembly.
 
 LLDP and ibnetdiscover text comes from other machines (any switch, any host on the link). A row whose
 identifying fields (``IDENTIFYING``: they name systems and ports and join the fabric) hold control
