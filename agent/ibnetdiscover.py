@@ -67,6 +67,9 @@ def _port(device: str, port: str) -> str:
 def topology_rows(text: str, skipped: Counter, amended: Counter | None = None) -> list[dict[str, Any]]:
     """fabric_neighbors rows from one ibnetdiscover output, checked by neighbor_guard (text made safe
     counted in ``amended``); a line that cannot be read is counted by reason."""
+    if not text.strip():
+        skipped["report_empty"] += 1
+        return []
     rows: list[dict[str, Any]] = []
     node: tuple[str, str, str, str] | None = None  # (kind letter, guid, name, device)
     for raw in text.splitlines():

@@ -222,6 +222,11 @@ def test_ibnetdiscover_names_with_control_characters_are_skipped_and_repeats_col
     assert len(rows) == len(clean)
 
 
+def test_an_empty_ibnetdiscover_file_is_counted(tmp_path):
+    rows, s = sample("ibnetdiscover", {"path": _write(tmp_path, " \n")})
+    assert rows == [] and s.skipped_by_reason == {"report_empty": 1}
+
+
 def _write(tmp_path: Path, text: str) -> str:
     path = tmp_path / "topology.out"
     path.write_text(text)
