@@ -265,3 +265,34 @@ def test_agent_test_with_an_unreadable_source_file_names_it_and_fails(tmp_path, 
     assert out.returncode == 1, out.stdout
     assert f"## sampler {sampler}: ERROR source not readable" in out.stdout
     assert paths.get(named, named) in out.stdout
+
+
+class FakeSocket:
+    """Hands out the given frames, then stops the listener."""
+
+    def __init__(self, frames: list[bytes], listener: lldp_frame.FrameListener) -> None:
+        self.frames, self.listener = list(frames), listener
+
+    def __enter__(self) -> FakeSocket:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def recv(self, _size: int) -> bytes:
+        """The next frame; the last call stops the listener."""
+        if not self.frames:
+            self.listener._stop.set()
+            raise TimeoutError
+        return self.frames.pop(0)
+
+
+def test_live_frames_with_control_characters_are_skipped_descriptions_made_safe():
+    listener = lldp_frame.FrameListener(["eth0"], "n1")
+    frames = [bytes(frame(name="evil\x1b[2J")), bytes(frame(descr="d\u202e" + "z" * 400))]
+    listener._read("eth0", FakeSocket(frames, listener))
+    (row,) = listener.rows()
+    assert row["system_name"] == "leaf0" and row["system_descr"].startswith("d\ufffdzzz")
+    assert len(row["system_descr"]) == MAX_TEXT_CHARS
+    assert dict(listener.skipped_by_reason) == {"field_control_chars": 1}
+    assert dict(listener.amended_by_reason) == {"control_chars_replaced": 1, "text_cut": 1}
