@@ -15,7 +15,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from c4.agent.ibnetdiscover import topology_rows
-from c4.agent.lldp import read_changed, run_command
+from c4.agent.lldp import read_changed, run_command, too_large
 from c4.agent.registry import SamplerContext
 from c4.agent.sampler import Rows, SourceUnavailable
 
@@ -40,6 +40,7 @@ class IbNetDiscoverSampler:
     def __init__(self, opts: IbNetDiscoverSampler.Options) -> None:
         self.opts = opts
         self.skipped_by_reason: Counter = Counter()
+        self.amended_by_reason: Counter = Counter()  # links kept with their text made safe, per reason
         self._seen: tuple[int, int] | None = None
         self._rows: list[dict] = []  # the saved file's rows, sent every poll until it changes
         self._ticks = 0
@@ -56,6 +57,11 @@ class IbNetDiscoverSampler:
         """Lines of the topology that could not be read."""
         return sum(self.skipped_by_reason.values())
 
+    @property
+    def source_error(self) -> str:
+        """Why the configured topology file cannot be read now ('' when it can, or when none is configured)."""
+        return self._failing if self.opts.path is not None else ""
+
     def probe(self) -> None:
         """The command must exist (a file is waited for)."""
         if self.opts.path is None and not shutil.which(self.opts.command[0]):
@@ -71,9 +77,8 @@ class IbNetDiscoverSampler:
                 data, self._seen = read_changed(self.opts.path, self._seen)
                 if data is None:
                     return {"fabric_neighbors": self._rows} if self._rows else {}
-                text = data.decode("utf-8", "replace")
             else:
-                text = run_command(self.opts.command, self.opts.timeout_s)
+                data = run_command(self.opts.command, self.opts.timeout_s)
         except OSError as exc:
             self.errors += 1
             self._rows, self._seen = [], None
@@ -83,11 +88,17 @@ class IbNetDiscoverSampler:
             return {}
         self._failing = ""
         skipped: Counter = Counter()
-        rows = self._rows = topology_rows(text, skipped)
+        rows = self._rows = self._parse(data, skipped)
         if skipped:
             self.skipped_by_reason.update(skipped)
             log.warning("ibnetdiscover lines skipped reasons=%s", dict(skipped))
         return {"fabric_neighbors": rows} if rows else {}
+
+    def _parse(self, data: bytes, skipped: Counter) -> list[dict]:
+        """The links of one topology; none (counted) when it is over MAX_REPORT_BYTES."""
+        if too_large(data, skipped):
+            return []
+        return topology_rows(data.decode("utf-8", "replace"), skipped, self.amended_by_reason)
 
     def close(self) -> None:
         """Nothing held open."""

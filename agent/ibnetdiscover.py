@@ -20,6 +20,8 @@ import re
 from collections import Counter
 from typing import Any
 
+from c4.neighbor_guard import checked_rows
+
 _NODE = re.compile(r'^(Switch|Ca|Rt)\s+(\d+)\s+"([SHR])-([0-9a-fA-F]+)"\s*#\s*"([^"]*)"')
 _LINK = re.compile(
     r'^\[(\d+)\](?:\[ext \d+\])?(?:\(([0-9a-fA-F]+)\))?\s*"([SHR])-([0-9a-fA-F]+)"\[(\d+)\](?:\[ext \d+\])?'
@@ -62,8 +64,12 @@ def _port(device: str, port: str) -> str:
     return f"{device}/{port}" if device else port
 
 
-def topology_rows(text: str, skipped: Counter) -> list[dict[str, Any]]:
-    """fabric_neighbors rows from one ibnetdiscover output; a line that cannot be read is counted by reason."""
+def topology_rows(text: str, skipped: Counter, amended: Counter | None = None) -> list[dict[str, Any]]:
+    """fabric_neighbors rows from one ibnetdiscover output, checked by neighbor_guard (text made safe
+    counted in ``amended``); a line that cannot be read is counted by reason."""
+    if not text.strip():
+        skipped["report_empty"] += 1
+        return []
     rows: list[dict[str, Any]] = []
     node: tuple[str, str, str, str] | None = None  # (kind letter, guid, name, device)
     for raw in text.splitlines():
@@ -122,4 +128,4 @@ def topology_rows(text: str, skipped: Counter) -> list[dict[str, Any]]:
                 "link_rate": rate.group(1) if rate else "",
             }
         )
-    return rows
+    return checked_rows(rows, skipped, Counter() if amended is None else amended)

@@ -31,17 +31,28 @@ SKIP_INTERFACES = frozenset({"lo", "bonding_masters"})
 
 
 def read_changed(path: Path, seen: tuple[int, int] | None) -> tuple[bytes | None, tuple[int, int] | None]:
-    """The file's bytes when it changed since ``seen`` ((mtime_ns, size)), else None; raises OSError."""
+    """The file's bytes when it changed since ``seen`` ((mtime_ns, size)), else None; raises OSError.
+
+    At most MAX_REPORT_BYTES + 1 bytes are read: more than MAX_REPORT_BYTES means the file is too large.
+    """
     st = path.stat()
     key = (st.st_mtime_ns, st.st_size)
     if key == seen:
         return None, seen
     with open(path, "rb") as f:
-        return f.read(MAX_REPORT_BYTES), key
+        return f.read(MAX_REPORT_BYTES + 1), key
 
 
-def run_command(argv: list[str], timeout_s: float) -> str:
-    """A command's stdout; raises OSError when it cannot run, fails or times out."""
+def too_large(data: bytes, skipped: Counter) -> bool:
+    """Whether a report is over MAX_REPORT_BYTES (counted as report_too_large)."""
+    if len(data) > MAX_REPORT_BYTES:
+        skipped["report_too_large"] += 1
+        return True
+    return False
+
+
+def run_command(argv: list[str], timeout_s: float) -> bytes:
+    """A command's stdout (at most MAX_REPORT_BYTES + 1 bytes); raises OSError when it cannot run, fails or times out."""
     try:
         done = subprocess.run(argv, capture_output=True, timeout=timeout_s, check=False)
     except subprocess.TimeoutExpired as exc:
@@ -49,7 +60,7 @@ def run_command(argv: list[str], timeout_s: float) -> str:
     if done.returncode != 0:
         err = done.stderr.decode(errors="replace").strip().splitlines()
         raise OSError(f"{argv[0]} exited {done.returncode}: {err[-1] if err else ''}")
-    return done.stdout[:MAX_REPORT_BYTES].decode("utf-8", "replace")
+    return done.stdout[: MAX_REPORT_BYTES + 1]
 
 
 class LldpSampler:
@@ -86,6 +97,7 @@ class LldpSampler:
         ] = {}  # each file's rows, sent every poll until it changes
         self._ticks = 0
         self._own_skips: Counter = Counter()
+        self._own_amends: Counter = Counter()
         self.errors = 0
         self._failing = ""
 
@@ -101,6 +113,19 @@ class LldpSampler:
         if self.listener is not None:
             out.update(self.listener.skipped_by_reason)
         return dict(out)
+
+    @property
+    def amended_by_reason(self) -> dict[str, int]:
+        """Neighbours kept with their descriptive text made safe (neighbor_guard), per reason."""
+        out = Counter(self._own_amends)
+        if self.listener is not None:
+            out.update(self.listener.amended_by_reason)
+        return dict(out)
+
+    @property
+    def source_error(self) -> str:
+        """Why a file configured as the source (path, reports_dir's files, pcap) cannot be read now, else ''."""
+        return self._failing if (self.files_only or self.opts.pcap) else ""
 
     @property
     def records_skipped(self) -> int:
@@ -157,6 +182,8 @@ class LldpSampler:
         """The file's rows: parsed again when it changed, else the cached ones; none when it cannot be read."""
         try:
             data, self._seen[path] = read_changed(path, self._seen.get(path))
+            if data is not None:
+                self._cache[path] = parse(data)
         except OSError as exc:
             self.errors += 1
             self._state(str(exc))
@@ -164,8 +191,6 @@ class LldpSampler:
             self._seen.pop(path, None)
             return []
         self._state("")
-        if data is not None:
-            self._cache[path] = parse(data)
         return self._cache.get(path, [])
 
     def _from_files(self) -> list[dict[str, Any]]:
@@ -175,13 +200,14 @@ class LldpSampler:
             self._seen.pop(gone, None)
         rows: list[dict[str, Any]] = []
         for path, system in files.items():
-            rows += self._cached(
-                path,
-                lambda data, system=system: neighbor_rows(
-                    data.decode("utf-8", "replace"), system, self._own_skips
-                ),
-            )
+            rows += self._cached(path, lambda data, system=system: self._report_rows(data, system))
         return rows
+
+    def _report_rows(self, data: bytes, system: str) -> list[dict[str, Any]]:
+        """Rows of one lldpcli JSON report of ``system``; none (counted) when it is too large."""
+        if too_large(data, self._own_skips):
+            return []
+        return neighbor_rows(data.decode("utf-8", "replace"), system, self._own_skips, self._own_amends)
 
     def _from_lldpd(self) -> list[dict[str, Any]] | None:
         try:
@@ -198,14 +224,16 @@ class LldpSampler:
                     self.mode = "lldpd"
             return None
         self._state("")
-        return neighbor_rows(text, self.local_system, self._own_skips)
+        return self._report_rows(text, self.local_system)
 
     def _from_pcap(self) -> list[dict[str, Any]]:
         assert self.opts.pcap is not None
         interface = self.opts.interfaces[0] if self.opts.interfaces else "pcap"
         return self._cached(
             self.opts.pcap,
-            lambda _: pcap_rows(str(self.opts.pcap), interface, self.local_system, self._own_skips),
+            lambda _: pcap_rows(
+                str(self.opts.pcap), interface, self.local_system, self._own_skips, self._own_amends
+            ),
         )
 
     def sample(self, now_ns: int) -> Rows:

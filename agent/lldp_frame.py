@@ -27,14 +27,24 @@ from scapy.contrib.lldp import (
     LLDPDUSystemName,
     LLDPDUTimeToLive,
 )
+from scapy.error import Scapy_Exception
 from scapy.layers.l2 import Ether
-from scapy.utils import PcapReader
+from scapy.utils import RawPcapReader
 
 from c4.agent.lldp_json import neighbor_kind, neighbor_port
+from c4.neighbor_guard import checked_rows, guarded
 
 log = logging.getLogger("c4.agent.lldp_frame")
 
 ETH_P_LLDP = 0x88CC
+#: 802.1Q, 802.1ad and the older QinQ ethertype: tags an LLDP frame may sit under.
+VLAN_TYPES = frozenset({0x8100, 0x88A8, 0x9100})
+#: Ethernet linktype of a pcap file (DLT_EN10MB).
+DLT_EN10MB = 1
+#: Frames of one pcap decoded per poll; later ones are counted (frame_over_limit), not decoded.
+MAX_PCAP_FRAMES = 5_000
+#: Bytes of one pcap read per poll; the rest is counted once (capture_over_limit) and not read.
+MAX_PCAP_BYTES = 16 << 20
 #: The nearest-bridge LLDP group address (what lldpd and switches send to).
 LLDP_MULTICAST = bytes.fromhex("0180c200000e")
 SOL_PACKET = 263
@@ -119,22 +129,82 @@ def frame_row(frame: bytes | Ether, interface: str, local_system: str) -> dict[s
     }
 
 
-def pcap_rows(path: str, interface: str, local_system: str, skipped: Counter) -> list[dict[str, Any]]:
-    """Rows from every LLDP frame of a pcap file (one per frame); a frame that does not decode is counted."""
+class _QuietTruncation(logging.Filter):
+    """Drops scapy's own "packet has been truncated" warning: pcap_rows counts those frames instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """False for scapy's truncation warning."""
+        return "packet has been truncated" not in record.getMessage()
+
+
+logging.getLogger("scapy.runtime").addFilter(_QuietTruncation())
+
+
+def untagged(frame: bytes) -> bytes:
+    """The Ethernet frame with its VLAN tags (802.1Q/802.1ad, at most two) taken out."""
+    for _ in range(2):
+        if len(frame) < 18 or int.from_bytes(frame[12:14], "big") not in VLAN_TYPES:
+            break
+        frame = frame[:12] + frame[16:]
+    return frame
+
+
+def _frame_row(data: bytes, interface: str, local_system: str, skipped: Counter) -> dict[str, Any] | None:
+    """The row of one Ethernet frame from a capture, or None with the reason counted."""
+    frame = untagged(data)
+    if len(frame) < 14 or int.from_bytes(frame[12:14], "big") != ETH_P_LLDP:
+        skipped["not_lldp"] += 1
+        return None
+    try:
+        row = frame_row(frame, interface, local_system)
+    except Exception:  # noqa: BLE001 - scapy raises many kinds on a malformed frame
+        row = None
+    if row is None:
+        skipped["frame_undecodable"] += 1
+    return row
+
+
+def _open_pcap(path: str) -> RawPcapReader:
+    """A reader of the capture; OSError naming the file when it is empty or not a pcap/pcapng."""
+    try:
+        return RawPcapReader(path)
+    except Scapy_Exception as exc:
+        raise OSError(f"{path}: not a readable pcap file ({exc})") from exc
+
+
+def _frames(path: str, skipped: Counter):
+    """(frame bytes, linktype) of each whole frame of a pcap, within MAX_PCAP_FRAMES and MAX_PCAP_BYTES."""
+    frames = read = 0
+    with _open_pcap(path) as reader:
+        for data, meta in reader:
+            read += 16 + int(meta.caplen if meta.caplen < MAX_PCAP_BYTES else len(data))
+            if read > MAX_PCAP_BYTES:
+                skipped["capture_over_limit"] += 1
+                return
+            if len(data) < meta.caplen:
+                skipped["frame_truncated"] += 1
+                continue
+            frames += 1
+            if frames > MAX_PCAP_FRAMES:
+                skipped["frame_over_limit"] += 1
+                continue
+            yield data, getattr(meta, "linktype", None) or reader.linktype
+
+
+def pcap_rows(
+    path: str, interface: str, local_system: str, skipped: Counter, amended: Counter | None = None
+) -> list[dict[str, Any]]:
+    """Rows from the LLDP frames of a pcap file (one per local port and neighbour); every frame that
+    gives none is counted by reason; OSError naming the file when it is not a readable capture."""
     rows = []
-    with PcapReader(path) as reader:
-        for pkt in reader:
-            if pkt.haslayer(Ether) and pkt[Ether].type != ETH_P_LLDP:
-                continue  # not LLDP: not ours to count
-            try:
-                row = frame_row(pkt, interface, local_system)
-            except Exception:  # noqa: BLE001 - scapy raises many kinds on a truncated frame
-                row = None
-            if row is None:
-                skipped["frame_undecodable"] += 1
-            else:
-                rows.append(row)
-    return rows
+    for data, linktype in _frames(path, skipped):
+        if linktype != DLT_EN10MB:
+            skipped["linktype_not_ethernet"] += 1
+            continue
+        row = _frame_row(data, interface, local_system, skipped)
+        if row is not None:
+            rows.append(row)
+    return checked_rows(rows, skipped, Counter() if amended is None else amended)
 
 
 class FrameListener:
@@ -145,6 +215,7 @@ class FrameListener:
         self.local_system = local_system
         self.recv_timeout_s = recv_timeout_s
         self.skipped_by_reason: Counter = Counter()
+        self.amended_by_reason: Counter = Counter()  # rows kept with their text made safe, per reason
         self._latest: dict[str, tuple[float, dict[str, Any]]] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -180,14 +251,13 @@ class FrameListener:
                     log.warning("LLDP frame read failed interface=%s error=%s", interface, exc)
                     self._stop.wait(self.recv_timeout_s)
                     continue
-                try:
-                    row = frame_row(frame, interface, self.local_system)
-                except Exception:  # noqa: BLE001 - scapy raises many kinds on a malformed frame
-                    row = None
+                skipped, amended = Counter(), Counter()
+                row = _frame_row(frame, interface, self.local_system, skipped)
+                row = guarded(row, skipped, amended) if row else None
                 with self._lock:
-                    if row is None:
-                        self.skipped_by_reason["frame_undecodable"] += 1
-                    else:
+                    self.skipped_by_reason.update(skipped)
+                    self.amended_by_reason.update(amended)
+                    if row is not None:
                         self._latest[interface] = (time.monotonic(), row)
 
     def rows(self) -> list[dict[str, Any]]:

@@ -14,6 +14,8 @@ import json
 from collections import Counter
 from typing import Any
 
+from c4.neighbor_guard import checked_rows
+
 #: LLDP capabilities that make a neighbour a switch.
 SWITCH_CAPABILITIES = frozenset({"Bridge", "Router"})
 #: Port id subtypes that name the port (rather than a MAC or an address).
@@ -47,11 +49,15 @@ def _typed(value: Any) -> tuple[str, str]:
     return "", ""
 
 
-def _interfaces(lldp: Any) -> list[tuple[str, dict]]:
-    """(interface name, its object) from json's object/list-of-objects and json0's list with ``name``."""
+def _interfaces(lldp: Any, skipped: Counter) -> list[tuple[str, dict]]:
+    """(interface name, its object) from json's object/list-of-objects and json0's list with ``name``;
+    an ``lldp`` entry that is not an object is counted (entry_not_object)."""
     out: list[tuple[str, dict]] = []
+    if lldp is None:
+        skipped["entry_not_object"] += 1
     for block in _items(lldp):  # json0: "lldp": [{"interface": [...]}]
         if not isinstance(block, dict):
+            skipped["entry_not_object"] += 1
             continue
         for item in _items(block.get("interface")):
             if not isinstance(item, dict):
@@ -113,8 +119,11 @@ def _ttl(port: dict, chassis: dict) -> int | None:
         return None
 
 
-def neighbor_rows(text: str, local_system: str, skipped: Counter) -> list[dict[str, Any]]:
-    """fabric_neighbors rows from one lldpcli JSON document; what cannot be read is counted by reason."""
+def neighbor_rows(
+    text: str, local_system: str, skipped: Counter, amended: Counter | None = None
+) -> list[dict[str, Any]]:
+    """fabric_neighbors rows from one lldpcli JSON document, checked by neighbor_guard (text it had to
+    make safe counted in ``amended``); what cannot be read is counted by reason."""
     if not text.strip():
         skipped["report_empty"] += 1
         return []
@@ -127,7 +136,7 @@ def neighbor_rows(text: str, local_system: str, skipped: Counter) -> list[dict[s
         skipped["report_not_lldp"] += 1
         return []
     rows = []
-    for name, obj in _interfaces(doc["lldp"]):
+    for name, obj in _interfaces(doc["lldp"], skipped):
         chassis_name, chassis = _chassis(obj.get("chassis"))
         port = next((p for p in _items(obj.get("port")) if isinstance(p, dict)), {})
         chassis_id, chassis_type = _typed(chassis.get("id"))
@@ -158,4 +167,4 @@ def neighbor_rows(text: str, local_system: str, skipped: Counter) -> list[dict[s
                 "link_rate": "",
             }
         )
-    return rows
+    return checked_rows(rows, skipped, Counter() if amended is None else amended)

@@ -51,6 +51,14 @@ def print_test_sample(cfg: AgentConfig, ctx: SamplerContext, samplers: list[Sche
             s.sampler.close()
         tables = {t: c.table for t, c in converted.items()}
         print(f"## sampler {s.sampler.name}: {sum(t.num_rows for t in tables.values())} rows")
+        unreadable = getattr(s.sampler, "source_error", "")
+        if unreadable:  # a file given as the source that cannot be read is a failure, not "no rows"
+            print(f"## sampler {s.sampler.name}: ERROR source not readable: {unreadable}")
+            failed += 1
+        amended = getattr(s.sampler, "amended_by_reason", {})
+        if amended:
+            why = ", ".join(f"{k}: {v}" for k, v in sorted(amended.items()))
+            print(f"## sampler {s.sampler.name}: {sum(amended.values())} fields made safe ({why})")
         skipped = s.sampler.records_skipped if isinstance(s.sampler, SkipCounter) else 0
         if skipped:  # what the source held that the reader could not use, and why
             reasons = s.sampler.skipped_by_reason if isinstance(s.sampler, SkipReasons) else {}

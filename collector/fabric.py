@@ -87,6 +87,8 @@ class FabricDiscovery:
         """One pass, stored; contradictions are logged once per pass."""
         now = _now()
         found = await asyncio.get_running_loop().run_in_executor(self.pool, self._work, now)
+        if found.skipped:
+            log.warning("fabric neighbour rows left out reasons=%s", dict(found.skipped))
         if not found.links and not found.contradictions:
             return found
         for table, rows in pass_rows(found, now).items():

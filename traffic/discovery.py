@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from c4.neighbor_guard import id_problem
 from c4.traffic.topology import Topology
 
 #: An end of a cable: (system, port).
@@ -88,6 +89,8 @@ class Discovery:
     links: list[FabricLink] = field(default_factory=list)
     roles: dict[str, str] = field(default_factory=dict)  # system -> host | leaf | spine | switch
     contradictions: list[Contradiction] = field(default_factory=list)
+    #: neighbour rows left out of the pass, per reason (names with control characters, too long, bad TTL)
+    skipped: Counter = field(default_factory=Counter)
 
     def cables(self) -> set[tuple[End, End]]:
         """The cables as ((a_system, a_port), (b_system, b_port)), for comparing with a wiring."""
@@ -147,6 +150,19 @@ def _tier(ra: str, rb: str) -> str:
     return "switch_switch"
 
 
+def trusted(rows: list[dict[str, Any]], skipped: Counter) -> list[dict[str, Any]]:
+    """The rows whose names and TTL pass neighbor_guard (an older or hostile agent's are not checked
+    there); the others are counted by reason in ``skipped``."""
+    kept = []
+    for r in rows:
+        problem = id_problem({**r, "system_name": remote_name(r)})
+        if problem:
+            skipped[problem] += 1
+        else:
+            kept.append(r)
+    return kept
+
+
 def assemble(
     rows: list[dict[str, Any]],
     expected: Topology | None = None,
@@ -155,8 +171,10 @@ def assemble(
     """Cables and contradictions from the newest neighbour rows (fabric_neighbors columns, with ``ts``).
 
     ``expected`` is the fabric YAML (or None); ``previous`` the previous pass's fabric_topology rows
-    (or None), for cables that vanished.
+    (or None), for cables that vanished. Rows with unsafe names are left out (``Discovery.skipped``).
     """
+    skipped: Counter = Counter()
+    rows = trusted(rows, skipped)
     claims: dict[End, dict[End, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
     reporters: set[str] = set()
     for r in rows:
@@ -180,7 +198,7 @@ def assemble(
         adjacency[y].add(x)
     kinds = _kinds(rows, expected)
     roles = _roles(kinds, adjacency, expected)
-    out = Discovery(roles=roles)
+    out = Discovery(roles=roles, skipped=skipped)
     for ends, seen in cables.items():
         if len(ends) != 2:
             continue
