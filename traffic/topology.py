@@ -8,8 +8,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 
 class TopologyError(ValueError):
     """The fabric description is wrong; the message names the bad element."""
@@ -211,11 +209,9 @@ def load_yaml(path: Path | str) -> Topology:
     """Load a topology spec (see deploy/examples/topology-*.yaml)."""
 
     from c4.traffic.generators import fat_tree, leaf_spine, rail_optimized  # lazy: they import this module
+    from c4.traffic.names import check_topology_names, load_yaml_unique  # lazy: it imports this module
 
-    try:
-        spec: dict[str, Any] = yaml.safe_load(Path(path).read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise TopologyError(f"{path}: {exc}") from None
+    spec: dict[str, Any] = load_yaml_unique(path)
     if not isinstance(spec, dict):
         raise TopologyError(f"{path}: expected a mapping at the top")
     kind = spec.get("generator")
@@ -245,4 +241,5 @@ def load_yaml(path: Path | str) -> Topology:
             raise TopologyError(f"{path}: failures[{i}] needs link: [a, b]")
         topo.set_state(link[0], link[1], f.get("state", "down"), f.get("rate_gbps"))
     topo.validate()
+    check_topology_names(topo, str(path))
     return topo
