@@ -110,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
     from c4.report import format_table
     from c4.traffic.apply.order import planned_order
     from c4.traffic.apply.writer import ApplyError, file_stems, write_apply
-    from c4.traffic.collectives import job_flows, load_job_yaml
+    from c4.traffic.collectives import fit_jobs, job_flows, load_job_yaml
     from c4.traffic.export import link_table, plan_rows, plan_run_row, plan_run_table, plan_table
     from c4.traffic.planner import Planner
     from c4.traffic.routing import (
@@ -126,6 +126,7 @@ def run(args: argparse.Namespace) -> int:
         formats = check_args(args)
         topo = load_yaml(args.topology)
         jobs = load_job_yaml(args.job)
+        fit_jobs(jobs, topo, args.job)
         if formats:
             file_stems(jobs)
         if args.placed:

@@ -38,6 +38,7 @@ class Job:
     shuffle_seed: int | None = None  # shuffle the ring order (placement that ignores topology)
     gpus_per_host: int = 8
     extra: dict = field(default_factory=dict)
+    gpus_from_topology: bool = False  # gpus_per_host unset in the YAML: fit_jobs takes it from the hosts
 
 
 def ordered_hosts(job: Job) -> list[str]:
@@ -213,6 +214,7 @@ def _load_job(j: object, i: int, path: object) -> Job:
         shuffle_seed=seed,
         gpus_per_host=_int_field(j, "gpus_per_host", 8, where, 1, 1024),
         extra=extra,
+        gpus_from_topology="gpus_per_host" not in j,
     )
 
 
@@ -231,3 +233,19 @@ def load_job_yaml(path) -> list[Job]:
             raise TopologyError(f"{path}: two jobs are named {job.name!r}")
         names.add(job.name)
     return jobs
+
+
+def fit_jobs(jobs: list[Job], topo: Topology, path: object) -> None:
+    """Check every job's hosts are in topo and fit its GPUs per host; an unset gpus_per_host becomes the hosts' fewest."""
+    for job in jobs:
+        for h in job.hosts:
+            if h not in topo.hosts:
+                raise TopologyError(f"{path}: job {job.name!r}: host {h!r} is not in the topology")
+        fewest = min(job.hosts, key=lambda h: topo.hosts[h].gpus)
+        gpus = topo.hosts[fewest].gpus
+        if job.gpus_from_topology:
+            job.gpus_per_host = gpus
+        elif job.gpus_per_host > gpus:
+            raise TopologyError(
+                f"{path}: job {job.name!r}: gpus_per_host {job.gpus_per_host} exceeds host {fewest!r}'s {gpus} GPUs"
+            )

@@ -328,3 +328,13 @@ def test_broken_pipe_exits_quietly(tmp_path):
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == 0 and "BrokenPipe" not in err and "Traceback" not in err
     assert (tmp_path / "p.json").exists()
+
+
+def test_gpus_per_host_follows_the_topology(tmp_path, capsys):
+    assert plan(tmp_path, spec(), None, "--apply-as", "hostfile", "--apply-dir", str(tmp_path)) == 0
+    assert (tmp_path / "j.hostfile").read_text().split("\n")[0].endswith(" slots=2")
+    job = "jobs: [{name: j, hosts: [hx, h1], gpus_per_host: 4}]\n"
+    assert plan(tmp_path, spec(), job) == 2
+    assert "gpus_per_host 4 exceeds host 'hx''s 2 GPUs" in capsys.readouterr().err
+    assert plan(tmp_path, spec(), "jobs: [{name: j, hosts: [hx, nohost]}]\n") == 2
+    assert "'nohost' is not in the topology" in capsys.readouterr().err
