@@ -61,8 +61,8 @@ def from_spec(spec: dict, where: str = "spec") -> Topology:
     unknown = set(spec) - _TOP_KEYS
     if unknown:
         raise TopologyError(f"{where}: unknown keys {sorted(unknown)}")
-    tiers = int(spec.get("tiers", 3 if spec.get("cores") else 2))
-    if tiers not in (2, 3):
+    tiers = spec.get("tiers", 3 if spec.get("cores") else 2)
+    if tiers not in (2, 3) or isinstance(tiers, bool):
         raise TopologyError(f"{where}: tiers must be 2 or 3, got {tiers}")
     topo = Topology(name=check_label(spec.get("name", "fabric"), where, "fabric"), tiers=tiers)
     topo.leaves = _names(spec, "leaves", where)
@@ -77,10 +77,16 @@ def from_spec(spec: dict, where: str = "spec") -> Topology:
             raise TopologyError(f"{where}: switch {sw!r} declared twice")
         seen.add(sw)
     pods = spec.get("pods") or {}
+    if not isinstance(pods, dict):
+        raise TopologyError(f"{where}: `pods` must map switch names to pod numbers")
     if tiers == 3:
         for sw in topo.leaves + topo.spines:
             if sw not in pods:
                 raise TopologyError(f"{where}: 3-tier switch {sw!r} has no pod in `pods`")
+            if not isinstance(pods[sw], int) or isinstance(pods[sw], bool) or pods[sw] < 0:
+                raise TopologyError(
+                    f"{where}: pods: {sw!r} needs a non-negative integer pod, got {pods[sw]!r}"
+                )
         topo.pod_of = {str(k): int(v) for k, v in pods.items()}
     default_gbps = _number(spec.get("host_gbps", 400), where, "host_gbps")
     hosts = spec.get("hosts")

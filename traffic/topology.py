@@ -205,6 +205,24 @@ class Topology:
                 raise TopologyError(f"leaf {leaf!r} has no uplink")
 
 
+def _check_generator_args(kind: str, fn: Any, args: dict, path: object) -> None:
+    """Each generator argument of the annotated kind: bool, positive int, or positive finite number (None if allowed)."""
+    params = inspect.signature(fn).parameters
+    for key, v in args.items():
+        ann = str(params[key].annotation)
+        if v is None and "None" in ann:
+            continue
+        if ann.startswith("bool"):
+            ok, want = isinstance(v, bool), "true or false"
+        elif ann.startswith("int"):
+            ok, want = isinstance(v, int) and not isinstance(v, bool) and v >= 1, "a positive integer"
+        else:
+            num = isinstance(v, (int, float)) and not isinstance(v, bool)
+            ok, want = num and 0 < v < float("inf"), "a positive number"
+        if not ok:
+            raise TopologyError(f"{path}: {kind}: `{key}` must be {want}, got {v!r}")
+
+
 def load_yaml(path: Path | str) -> Topology:
     """Load a topology spec (see deploy/examples/topology-*.yaml)."""
 
@@ -230,6 +248,7 @@ def load_yaml(path: Path | str) -> Topology:
         unknown = sorted(set(args) - allowed)
         if unknown:
             raise TopologyError(f"{path}: {kind} has no argument(s) {unknown}; allowed: {sorted(allowed)}")
+        _check_generator_args(kind, generators[kind], args, path)
         try:
             topo = generators[kind](**args)
         except TypeError as exc:

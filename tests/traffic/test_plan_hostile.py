@@ -338,3 +338,29 @@ def test_gpus_per_host_follows_the_topology(tmp_path, capsys):
     assert "gpus_per_host 4 exceeds host 'hx''s 2 GPUs" in capsys.readouterr().err
     assert plan(tmp_path, spec(), "jobs: [{name: j, hosts: [hx, nohost]}]\n") == 2
     assert "'nohost' is not in the topology" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "arg, words",
+    [
+        ("host_gbps: fast", ["host_gbps", "positive number"]),
+        ("oversubscription: 0", ["oversubscription"]),
+        ("nics_per_host: 2.5", ["nics_per_host", "positive integer"]),
+        ("gpus_per_host: eight", ["gpus_per_host"]),
+        ("gpus_per_host: 0", ["gpus_per_host"]),
+        ("rail_optimized: maybe", ["rail_optimized", "true or false"]),
+    ],
+)
+def test_bad_generator_args_exit_2(tmp_path, capsys, arg, words):
+    text = f"name: g\ngenerator: leaf_spine\nargs: {{hosts: 8, leaves: 2, spines: 2, {arg}}}\n"
+    assert plan(tmp_path, text, "jobs: [{name: a, hosts: '0..3'}]\n") == 2
+    err = capsys.readouterr().err
+    assert "t.yaml: leaf_spine" in err and all(w in err for w in words), err
+
+
+@pytest.mark.parametrize(
+    "extra", ["tiers: x", "tiers: 3\ncores: [c0]\npods: {leaf0: x, leaf1: 0, spine0: 0}"]
+)
+def test_bad_tiers_and_pods_exit_2(tmp_path, capsys, extra):
+    assert plan(tmp_path, spec() + extra + "\n") == 2
+    assert "t.yaml" in capsys.readouterr().err
