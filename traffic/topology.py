@@ -109,7 +109,8 @@ class Topology:
         """Change both directions of the cable a<->b."""
         if state not in ("up", "down", "degraded"):
             raise TopologyError(f"link {a}<->{b}: unknown state {state!r} (up, down or degraded)")
-        if state == "degraded" and (rate_gbps is None or rate_gbps <= 0):
+        num = isinstance(rate_gbps, (int, float)) and not isinstance(rate_gbps, bool)
+        if state == "degraded" and not (num and 0 < rate_gbps < float("inf")):
             raise TopologyError(f"link {a}<->{b}: a degraded link needs a positive rate_gbps")
         for s, d in ((a, b), (b, a)):
             link = self.link(s, d)
@@ -258,7 +259,10 @@ def load_yaml(path: Path | str) -> Topology:
         link = f.get("link") if isinstance(f, dict) else None
         if not isinstance(link, list) or len(link) != 2:
             raise TopologyError(f"{path}: failures[{i}] needs link: [a, b]")
-        topo.set_state(link[0], link[1], f.get("state", "down"), f.get("rate_gbps"))
+        try:
+            topo.set_state(link[0], link[1], f.get("state", "down"), f.get("rate_gbps"))
+        except TopologyError as exc:
+            raise TopologyError(f"{path}: failures[{i}]: {exc}") from None
     topo.validate()
     check_topology_names(topo, str(path))
     return topo

@@ -364,3 +364,14 @@ def test_bad_generator_args_exit_2(tmp_path, capsys, arg, words):
 def test_bad_tiers_and_pods_exit_2(tmp_path, capsys, extra):
     assert plan(tmp_path, spec() + extra + "\n") == 2
     assert "t.yaml" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("rate", ["fast", "-5", ".nan"])
+def test_bad_failure_rate_exits_2(tmp_path, capsys, rate):
+    text = "name: g\ngenerator: leaf_spine\nargs: {hosts: 8, leaves: 2, spines: 2}\n"
+    text += f"failures: [{{link: [leaf0, spine0], state: degraded, rate_gbps: {rate}}}]\n"
+    assert plan(tmp_path, text, "jobs: [{name: a, hosts: '0..3'}]\n") == 2
+    assert (
+        "t.yaml: failures[0]: link leaf0<->spine0: a degraded link needs a positive rate_gbps"
+        in capsys.readouterr().err
+    )
