@@ -204,11 +204,9 @@ def test_colliding_file_names_are_refused(tmp_path, capsys):
     assert "rename one" in capsys.readouterr().err and not (tmp_path / "p.json").exists()
 
 
-def test_dot_job_name_makes_no_hidden_file():
-    assert file_stems([Job(".hidden", ["h0", "h1"]), Job("..", ["h0", "h1"])]) == {
-        ".hidden": "_hidden",
-        "..": "_.",
-    }
+def test_dot_or_dash_job_name_makes_no_hidden_or_option_file():
+    jobs = [Job(n, ["h0", "h1"]) for n in (".hidden", "..", "-n")]
+    assert file_stems(jobs) == {".hidden": "_hidden", "..": "_.", "-n": "_n"}
 
 
 def evil_topology():

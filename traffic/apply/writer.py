@@ -39,9 +39,9 @@ def parse_formats(values: list[str]) -> list[str]:
 
 
 def _safe(name: str) -> str:
-    """A job name usable in a file name: other characters become '_', and it never starts with '.'."""
+    """A job name usable in a file name: other characters become '_', and it never starts with '.' or '-'."""
     safe = "".join(c if c.isascii() and (c.isalnum() or c in "-_.") else "_" for c in name)
-    return "_" + safe[1:] if safe.startswith(".") else safe
+    return "_" + safe[1:] if safe.startswith((".", "-")) else safe
 
 
 def file_stems(jobs: list[Job]) -> dict[str, str]:
