@@ -40,6 +40,63 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _say(*parts: object) -> None:
+    """print to stdout; once the reader went away (``c4 plan | head``), later output goes to /dev/null."""
+    import os
+
+    try:
+        print(*parts, flush=True)
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+
+
+def _writable_file(path: str, flag: str) -> None:
+    """ApplyError unless path can be written as a file (not a directory, in an existing writable directory)."""
+    import os
+
+    from c4.traffic.apply.writer import ApplyError
+
+    parent = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise ApplyError(f"{flag} {path}: is a directory; give a file name")
+    if not os.path.isdir(parent):
+        raise ApplyError(f"{flag} {path}: directory {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
+        raise ApplyError(f"{flag} {path}: not writable")
+
+
+def check_args(args: argparse.Namespace) -> list[str]:
+    """The --apply-as formats after checking every flag; ApplyError names the bad flag."""
+    import os
+
+    from c4.traffic.apply.writer import ApplyError, parse_formats
+    from c4.traffic.collectives import MAX_QPS
+
+    formats = parse_formats(args.apply_as)
+    if args.apply_as and not formats:
+        raise ApplyError(f"--apply-as {','.join(args.apply_as)!r}: names no format")
+    if formats and not args.apply_dir:
+        raise ApplyError("--apply-as needs --apply-dir DIR")
+    if args.apply_dir and not formats:
+        raise ApplyError("--apply-dir needs --apply-as FORMAT")
+    if args.apply_dir and not os.path.isdir(args.apply_dir):
+        raise ApplyError(f"--apply-dir {args.apply_dir}: not an existing directory")
+    if args.apply_dir and not os.access(args.apply_dir, os.W_OK | os.X_OK):
+        raise ApplyError(f"--apply-dir {args.apply_dir}: not writable")
+    if args.seeds < 1:
+        raise ApplyError(f"--seeds must be >= 1, got {args.seeds}")
+    if not 1 <= args.max_qps <= MAX_QPS:
+        raise ApplyError(
+            f"--max-qps must be in 1..{MAX_QPS} (NCCL_IB_QPS_PER_CONNECTION's range), got {args.max_qps}"
+        )
+    if args.links < 0:
+        raise ApplyError(f"--links must be >= 0, got {args.links}")
+    _writable_file(args.out, "--out")
+    return formats
+
+
 def run(args: argparse.Namespace) -> int:
     """Plan, compare, write."""
     import json
@@ -52,8 +109,8 @@ def run(args: argparse.Namespace) -> int:
 
     from c4.report import format_table
     from c4.traffic.apply.order import planned_order
-    from c4.traffic.apply.writer import ApplyError, parse_formats, write_apply
-    from c4.traffic.collectives import job_flows, load_job_yaml
+    from c4.traffic.apply.writer import ApplyError, file_stems, write_apply
+    from c4.traffic.collectives import fit_jobs, job_flows, load_job_yaml
     from c4.traffic.export import link_table, plan_rows, plan_run_row, plan_run_table, plan_table
     from c4.traffic.planner import Planner
     from c4.traffic.routing import (
@@ -66,17 +123,12 @@ def run(args: argparse.Namespace) -> int:
     from c4.traffic.topology import TopologyError, load_yaml
 
     try:
-        formats = parse_formats(args.apply_as)
-        if formats and not args.apply_dir:
-            raise ApplyError("--apply-as needs --apply-dir DIR")
-        if args.apply_dir and not os.path.isdir(args.apply_dir):
-            raise ApplyError(f"--apply-dir {args.apply_dir}: not an existing directory")
-    except ApplyError as exc:
-        print(f"c4 plan: {exc}", file=sys.stderr)
-        return 2
-    try:
+        formats = check_args(args)
         topo = load_yaml(args.topology)
         jobs = load_job_yaml(args.job)
+        fit_jobs(jobs, topo, args.job)
+        if formats:
+            file_stems(jobs)
         if args.placed:
             for job in jobs:
                 job.hosts, job.shuffle_seed = planned_order(topo, job.hosts), None
@@ -84,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
         t0 = time.perf_counter()
         plan = Planner(topo, max_qps=args.max_qps).plan(flows)
         plan_s = time.perf_counter() - t0
-    except TopologyError as exc:
+    except (ApplyError, TopologyError) as exc:
         print(f"c4 plan: {exc}", file=sys.stderr)
         return 2
     cap = capacities(topo)
@@ -94,17 +146,17 @@ def run(args: argparse.Namespace) -> int:
         max_utilization(loads_from_subflows(len(cap), ecmp_subflows(topo, flows, s)), cap) / bound
         for s in range(args.seeds)
     )
-    print(
+    _say(
         f"fabric {topo.name}: {len(topo.hosts)} hosts, {len(topo.leaves)} leaves, {len(topo.spines)} spines; "
         f"{len(jobs)} jobs, {len(flows)} connections -> {len(plan.pieces)} pieces (planned in {plan_s:.3f} s)"
     )
-    print(
+    _say(
         f"max link load / spraying bound: plan {plan_over:.3f}   ECMP {ecmp:.3f} (mean of {args.seeds} seeds)   "
         f"bound {bound * 1e3:.3f} ms per collective"
     )
     util = plan.load / np.where(cap > 0, cap, np.inf)
     top = np.argsort(-util)[: args.links]
-    print(
+    _say(
         format_table(
             [
                 {
@@ -120,19 +172,20 @@ def run(args: argparse.Namespace) -> int:
     )
     plan_id = f"plan-{uuid.uuid4().hex[:8]}"
     rows = plan_rows(plan, plan_id, plan_over)
-    with open(args.out, "w") as f:
-        json.dump(
-            {
-                "plan_id": plan_id,
-                "topology": topo.name,
-                "plan_over_bound": plan_over,
-                "ecmp_over_bound": ecmp,
-                "pieces": [{k: v for k, v in r.items() if k not in ("ts", "node")} for r in rows],
-            },
-            f,
-            indent=1,
-        )
-    print(f"wrote {args.out} ({len(rows)} pieces, plan id {plan_id})")
+    doc = {
+        "plan_id": plan_id,
+        "topology": topo.name,
+        "plan_over_bound": plan_over,
+        "ecmp_over_bound": ecmp,
+        "pieces": [{k: v for k, v in r.items() if k not in ("ts", "node")} for r in rows],
+    }
+    try:
+        with open(args.out, "w") as f:
+            json.dump(doc, f, indent=1)
+    except OSError as exc:
+        print(f"c4 plan: --out {args.out}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    _say(f"wrote {args.out} ({len(rows)} pieces, plan id {plan_id})")
     if formats:
         ar = None if args.adaptive_routing is None else args.adaptive_routing == "on"
         try:
@@ -140,7 +193,7 @@ def run(args: argparse.Namespace) -> int:
         except ApplyError as exc:
             print(f"c4 plan: {exc}", file=sys.stderr)
             return 2
-        print(f"wrote {len(paths)} files for {', '.join(formats)} to {args.apply_dir}")
+        _say(f"wrote {len(paths)} files for {', '.join(formats)} to {args.apply_dir}")
     if args.collector:
         from c4.push import PushError, push_table
         from c4.query import QueryError
@@ -150,7 +203,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             previous = latest_plan(args.collector, job, [j.name for j in jobs])
         except QueryError as exc:  # e.g. no reader token: the plan is stored without its predecessor
-            print(f"c4 plan: could not read the job's previous plan ({exc}); storing it as manual")
+            _say(f"c4 plan: could not read the job's previous plan ({exc}); storing it as manual")
             previous, reason = None, "manual"
         else:
             reason = "manual" if previous else "initial"
@@ -174,7 +227,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"c4 plan: {exc}", file=sys.stderr)
             return 1
         since = f", replacing {previous.plan_id} ({run_row['moved_pieces']} pieces moved)" if previous else ""
-        print(
+        _say(
             f"stored {n} rows in the collector's plans table and {links} in plan_links; "
             f"plan_runs: {reason} plan of job {job}{since}"
         )

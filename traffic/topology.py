@@ -8,8 +8,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 
 class TopologyError(ValueError):
     """The fabric description is wrong; the message names the bad element."""
@@ -111,7 +109,8 @@ class Topology:
         """Change both directions of the cable a<->b."""
         if state not in ("up", "down", "degraded"):
             raise TopologyError(f"link {a}<->{b}: unknown state {state!r} (up, down or degraded)")
-        if state == "degraded" and (rate_gbps is None or rate_gbps <= 0):
+        num = isinstance(rate_gbps, (int, float)) and not isinstance(rate_gbps, bool)
+        if state == "degraded" and not (num and 0 < rate_gbps < float("inf")):
             raise TopologyError(f"link {a}<->{b}: a degraded link needs a positive rate_gbps")
         for s, d in ((a, b), (b, a)):
             link = self.link(s, d)
@@ -207,15 +206,31 @@ class Topology:
                 raise TopologyError(f"leaf {leaf!r} has no uplink")
 
 
+def _check_generator_args(kind: str, fn: Any, args: dict, path: object) -> None:
+    """Each generator argument of the annotated kind: bool, positive int, or positive finite number (None if allowed)."""
+    params = inspect.signature(fn).parameters
+    for key, v in args.items():
+        ann = str(params[key].annotation)
+        if v is None and "None" in ann:
+            continue
+        if ann.startswith("bool"):
+            ok, want = isinstance(v, bool), "true or false"
+        elif ann.startswith("int"):
+            ok, want = isinstance(v, int) and not isinstance(v, bool) and v >= 1, "a positive integer"
+        else:
+            num = isinstance(v, (int, float)) and not isinstance(v, bool)
+            ok, want = num and 0 < v < float("inf"), "a positive number"
+        if not ok:
+            raise TopologyError(f"{path}: {kind}: `{key}` must be {want}, got {v!r}")
+
+
 def load_yaml(path: Path | str) -> Topology:
     """Load a topology spec (see deploy/examples/topology-*.yaml)."""
 
     from c4.traffic.generators import fat_tree, leaf_spine, rail_optimized  # lazy: they import this module
+    from c4.traffic.names import check_topology_names, load_yaml_unique  # lazy: it imports this module
 
-    try:
-        spec: dict[str, Any] = yaml.safe_load(Path(path).read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise TopologyError(f"{path}: {exc}") from None
+    spec: dict[str, Any] = load_yaml_unique(path)
     if not isinstance(spec, dict):
         raise TopologyError(f"{path}: expected a mapping at the top")
     kind = spec.get("generator")
@@ -234,6 +249,7 @@ def load_yaml(path: Path | str) -> Topology:
         unknown = sorted(set(args) - allowed)
         if unknown:
             raise TopologyError(f"{path}: {kind} has no argument(s) {unknown}; allowed: {sorted(allowed)}")
+        _check_generator_args(kind, generators[kind], args, path)
         try:
             topo = generators[kind](**args)
         except TypeError as exc:
@@ -243,6 +259,10 @@ def load_yaml(path: Path | str) -> Topology:
         link = f.get("link") if isinstance(f, dict) else None
         if not isinstance(link, list) or len(link) != 2:
             raise TopologyError(f"{path}: failures[{i}] needs link: [a, b]")
-        topo.set_state(link[0], link[1], f.get("state", "down"), f.get("rate_gbps"))
+        try:
+            topo.set_state(link[0], link[1], f.get("state", "down"), f.get("rate_gbps"))
+        except TopologyError as exc:
+            raise TopologyError(f"{path}: failures[{i}]: {exc}") from None
     topo.validate()
+    check_topology_names(topo, str(path))
     return topo

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shlex
+
 import yaml
 
 from c4.traffic.apply.order import home_leaf, leaf_chain
@@ -12,6 +14,11 @@ from c4.traffic.topology import Topology
 LEAF_LABEL = "fabric.topograph.run/tier-0"
 POD_LABEL = "fabric.topograph.run/tier-1"
 HOSTNAME_LABEL = "kubernetes.io/hostname"
+
+
+def comment(text: str) -> str:
+    """Text safe inside a one-line ``#`` comment: control characters (newlines too) become '?'."""
+    return "".join(c if c.isprintable() else "?" for c in text)
 
 
 def hostfile(topo: Topology, order: list[str], gpus_per_host: int) -> str:
@@ -26,10 +33,12 @@ def slurm_hostfile(order: list[str], gpus_per_host: int) -> str:
 
 def slurm_script(job: str, order: list[str], gpus_per_host: int, hostfile_name: str) -> str:
     """An srun snippet that pins the planned rank order (arbitrary distribution from SLURM_HOSTFILE)."""
+    q = shlex.quote
     return (
-        f"# job {job}: ranks in the planned order (c4 plan --apply-as slurm)\n"
-        f'export SLURM_HOSTFILE="$(dirname "$0")/{hostfile_name}"\n'
-        f"srun --nodelist={','.join(order)} --nodes={len(order)} --ntasks={len(order) * gpus_per_host} "
+        "#!/bin/sh\n"
+        f"# job {comment(job)}: ranks in the planned order (c4 plan --apply-as slurm)\n"
+        f'export SLURM_HOSTFILE="$(dirname "$0")"/{q(hostfile_name)}\n'
+        f"srun {q('--nodelist=' + ','.join(order))} --nodes={len(order)} --ntasks={len(order) * gpus_per_host} "
         f'--distribution=arbitrary "$@"\n'
     )
 
@@ -69,7 +78,7 @@ def slurm_topology(topo: Topology) -> list[dict]:
 def slurm_topology_yaml(topo: Topology) -> str:
     """slurm_topology as YAML text with a header comment."""
     head = (
-        f"# Slurm topology.yaml for fabric {topo.name} (c4 plan --apply-as slurm); schema: topology.yaml(5).\n"
+        f"# Slurm topology.yaml for fabric {comment(topo.name)} (c4 plan --apply-as slurm); schema: topology.yaml(5).\n"
         "# Leaves group hosts by the leaf of NIC 0; select one with the partition's Topology= option.\n"
     )
     return head + yaml.safe_dump(slurm_topology(topo), sort_keys=False)
@@ -82,11 +91,13 @@ def torchrun_ranks(order: list[str]) -> dict[str, int]:
 
 def torchrun_env(job: str, order: list[str], gpus_per_host: int) -> str:
     """A shell file: per host the torchrun flags that give the planned rank order."""
-    lines = [f"# job {job}: run on each host with the line for its hostname (c4 plan --apply-as torchrun)"]
+    lines = [
+        f"# job {comment(job)}: run on each host with the line for its hostname (c4 plan --apply-as torchrun)"
+    ]
     for h, r in torchrun_ranks(order).items():
         lines.append(
-            f"{h}: torchrun --nnodes={len(order)} --nproc_per_node={gpus_per_host} --node_rank={r} "
-            f"--master_addr={order[0]}"
+            f"{comment(h)}: torchrun --nnodes={len(order)} --nproc_per_node={gpus_per_host} --node_rank={r} "
+            f"--master_addr={shlex.quote(order[0])}"
         )
     return "\n".join(lines) + "\n"
 
@@ -107,12 +118,12 @@ def k8s_script(topo: Topology) -> str:
     """A ``kubectl label`` script for every host (node name = host name)."""
     lines = [
         "#!/bin/sh",
-        f"# fabric {topo.name}: topology labels for Kueue TAS (c4 plan --apply-as k8s)",
+        f"# fabric {comment(topo.name)}: topology labels for Kueue TAS (c4 plan --apply-as k8s)",
         "set -e",
     ]
     for h, labels in k8s_labels(topo).items():
-        kv = " ".join(f"{k}={v}" for k, v in labels.items())
-        lines.append(f"kubectl label node {h} {kv} --overwrite")
+        kv = " ".join(shlex.quote(f"{k}={v}") for k, v in labels.items())
+        lines.append(f"kubectl label node {shlex.quote(h)} {kv} --overwrite")
     return "\n".join(lines) + "\n"
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 from pathlib import Path
 
 import yaml
@@ -37,8 +39,36 @@ def parse_formats(values: list[str]) -> list[str]:
 
 
 def _safe(name: str) -> str:
-    """A job name usable in a file name."""
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+    """A job name usable in a file name: other characters become '_', and it never starts with '.' or '-'."""
+    safe = "".join(c if c.isascii() and (c.isalnum() or c in "-_.") else "_" for c in name)
+    return "_" + safe[1:] if safe.startswith((".", "-")) else safe
+
+
+def file_stems(jobs: list[Job]) -> dict[str, str]:
+    """Job name -> the stem of its files; ApplyError when two jobs' cleaned names collide."""
+    stems: dict[str, str] = {}
+    for job in jobs:
+        stem = _safe(job.name)
+        other = next((n for n, s in stems.items() if s == stem), None)
+        if other is not None:
+            raise ApplyError(
+                f"jobs {other!r} and {job.name!r} would both write files named {stem}.*; rename one"
+            )
+        stems[job.name] = stem
+    return stems
+
+
+def write_file(path: Path, text: str, mode: int = 0o644) -> None:
+    """Write text through a temp file in the same dir and os.replace it: a planted symlink is replaced, not followed."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".c4-", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def write_apply(
@@ -54,10 +84,11 @@ def write_apply(
     if not d.is_dir():
         raise ApplyError(f"--apply-dir {out_dir}: not an existing directory")
     topo = plan.topo
+    stems = file_stems(jobs)
     files: dict[str, str] = {}
     for job in jobs:
         order = planned_order(topo, job.hosts)
-        name, g = _safe(job.name), job.gpus_per_host
+        name, g = stems[job.name], job.gpus_per_host
         if "hostfile" in formats:
             files[f"{name}.hostfile"] = launchers.hostfile(topo, order, g)
         if "slurm" in formats:
@@ -79,6 +110,9 @@ def write_apply(
     paths = []
     for fname, text in files.items():
         path = d / fname
-        path.write_text(text)
+        try:
+            write_file(path, text, 0o755 if fname.endswith(".sh") else 0o644)
+        except OSError as exc:
+            raise ApplyError(f"--apply-dir {out_dir}: cannot write {fname}: {exc.strerror or exc}") from None
         paths.append(path)
     return paths
