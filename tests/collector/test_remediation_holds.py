@@ -136,7 +136,9 @@ def test_job_hold_survives_a_restart_and_its_release_runs_each_step_once(tmp_pat
         assert outcomes(col.address, reader, fault) == [("isolation", "held"), ("restart", "held")]  # once
 
         reply = set_hold(ops.channel(col.address), "train", False, "fixed", "alice")
-        assert reply.changed and reply.resumed_steps == 2, reply
+        # the release resumes the two held steps, unless a diagnosis pass between the hold lifting and the
+        # resume took them first (at its re-detection): either way each runs once, checked below
+        assert reply.changed and reply.resumed_steps in (0, 1, 2), reply
         assert [h.job for h in reply.holds] == ["frozen"]
         wait_for(lambda: len(calls(tmp_path)) == 2, 60, "the released steps to run")
         assert calls(tmp_path) == ["drain.sh host2", "requeue.sh train"]  # isolation, then the restart
@@ -261,7 +263,7 @@ def test_cluster_hold_from_the_cli_refusals_and_config_holds(tmp_path):
         out = faults_cli(col.address, tmp_path, "release", "--all", "--json")
         assert out.returncode == 0, out.stderr
         released = json.loads(out.stdout)
-        assert released["changed"] and released["resumed_steps"] == 2, (released, col.log()[-3000:])
+        assert released["changed"] and released["resumed_steps"] in (0, 1, 2), released  # as above
         assert released["message"].startswith("remediation released cluster-wide")
         wait_for(lambda: len(calls(tmp_path)) == 2, 60, "the released steps to run")
         assert calls(tmp_path) == ["drain.sh host3", "requeue.sh other"]
