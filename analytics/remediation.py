@@ -13,7 +13,7 @@ import logging
 import shlex
 import subprocess
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -178,3 +178,19 @@ def taken_sql(sink: str) -> str:
 def held_sql(sink: str) -> str:
     """The fault ids a step (``sink``) was held for, from the actions table."""
     return f"SELECT DISTINCT fault_id FROM actions WHERE sink = '{sink}' AND outcome = 'held'"
+
+
+def apply_in_order(steps: Sequence[RemediationStep], faults: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Take ``steps`` (isolation, then restart) for ``faults``; returns the actions rows.
+
+    A later step never runs for a fault an earlier step still holds: a hold released between the two
+    steps of one pass would otherwise restart the job before its node was drained. Such a fault is
+    left to the release, which takes both steps in order; while the hold stands the later step still
+    records its own ``held`` row."""
+    rows: list[dict[str, Any]] = []
+    waiting: set[str] = set()
+    for step in steps:
+        ready = [f for f in faults if f["fault_id"] not in waiting or step.hold.reason(step.job_of(f))]
+        rows += step.apply(ready)
+        waiting |= step.pending()
+    return rows

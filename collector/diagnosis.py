@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
@@ -26,6 +27,7 @@ from c4.analytics.remediation import (
     Hold,
     HoldPolicy,
     RemediationStep,
+    apply_in_order,
     held_sql,
     taken_sql,
 )
@@ -140,6 +142,9 @@ class Diagnosis:
             cfg.max_clock_skew_s,
         )
         self._resuming: set[asyncio.Task] = set()  # held steps running after a release
+        # A diagnosis pass and a hold's release may offer the same fault from two pool threads: one
+        # takes its steps at a time, in order (apply_in_order).
+        self._remediating = threading.Lock()
 
     def start(self) -> None:
         """Build the runner (with the fabric's link rates), the alert sinks and the isolation hook,
@@ -233,8 +238,8 @@ class Diagnosis:
             rows = list(extra_actions or [])
             if self.notifier is not None:
                 rows += self.notifier.notify(faults)
-            for step in self.remediation:  # isolation first, then the job's restart
-                rows += step.apply(faults)
+            with self._remediating:  # isolation first, then the job's restart
+                rows += apply_in_order(self.remediation, faults)
             return rows
 
         actions = await loop.run_in_executor(self.pool, act)
@@ -278,8 +283,8 @@ class Diagnosis:
 
         def act():
             rows = []
-            for step in self.remediation:
-                rows += step.apply(faults)
+            with self._remediating:
+                rows += apply_in_order(self.remediation, faults)
             return rows
 
         try:

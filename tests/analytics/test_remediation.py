@@ -6,7 +6,7 @@ import stat
 
 import pytest
 
-from c4.analytics.remediation import Hold, RemediationStep, command_argv
+from c4.analytics.remediation import Hold, RemediationStep, apply_in_order, command_argv
 from c4.config import CollectorConfig, ConfigError, load_config
 
 
@@ -85,6 +85,44 @@ def test_held_job_is_recorded_once_and_not_restarted(tmp_path):
     everyone = restart_step(f"{s} {{job}}", dry_run=False, hold=Hold(cluster=True)).apply([fault()])
     assert everyone[0]["outcome"] == "held"
     assert (tmp_path / "ran.txt").read_text() == "other\n"
+
+
+class SwitchableHold:
+    """An operator's hold that is lifted while a pass is between its two steps."""
+
+    def __init__(self) -> None:
+        self.on = True
+
+    def reason(self, job: str) -> str:
+        return "held cluster-wide" if self.on else ""
+
+
+def test_a_hold_lifted_between_steps_never_restarts_before_the_drain(tmp_path):
+    s = script(tmp_path)
+    hold = SwitchableHold()
+
+    class ReleasedAfterIt(RemediationStep):
+        def apply(self, faults):
+            rows = super().apply(faults)
+            hold.on = False  # the operator's release lands after this step saw the hold
+            return rows
+
+    drain = ReleasedAfterIt("isolation", f"{s} drain {{node}}", ("replace_gpu",), dry_run=False, hold=hold)
+    restart = restart_step(f"{s} requeue {{job}}", dry_run=False, hold=hold)
+    rows = apply_in_order([drain, restart], [fault()])
+    assert [(r["sink"], r["outcome"]) for r in rows] == [("isolation", "held")]
+    assert not (tmp_path / "ran.txt").exists()  # no restart of a job whose node was not drained
+    rows = apply_in_order([drain, restart], [fault()])  # what the release does next
+    assert [(r["sink"], r["outcome"]) for r in rows] == [("isolation", "ran"), ("restart", "ran")]
+    assert (tmp_path / "ran.txt").read_text() == "drain host2\nrequeue train\n"
+
+
+def test_while_held_both_steps_record_held(tmp_path):
+    s = script(tmp_path)
+    hold = Hold(cluster=True)
+    drain = RemediationStep("isolation", f"{s} drain", ("replace_gpu",), dry_run=False, hold=hold)
+    rows = apply_in_order([drain, restart_step(f"{s} {{job}}", dry_run=False, hold=hold)], [fault()])
+    assert [(r["sink"], r["outcome"]) for r in rows] == [("isolation", "held"), ("restart", "held")]
 
 
 def test_no_job_known_is_a_recorded_failure_not_a_command(tmp_path):
