@@ -10,7 +10,7 @@ import pyarrow as pa
 import pytest
 
 from c4.agent.batcher import ColumnBatch, TableBuffer, convert_rows
-from c4.arrow_ipc import decode_ipc
+from c4.arrow_ipc import CachedSchemaDecoder, DecodeLimits, decode_ipc
 from c4.catalogue import ColumnSpec, TableSpec, load
 from c4.ipc_rows import encode_columns, split_columns
 
@@ -54,7 +54,8 @@ def test_agent_payload_decodes_to_the_expected_table(spec):
     conv = convert_rows(load(), spec.name, rows, {})
     assert conv.dropped == 0, conv.first_error
     [payload] = list(conv.batch.to_ipc(1 << 20))
-    got = decode_ipc(payload)
+    got, _ = CachedSchemaDecoder().decode(payload, DecodeLimits(100, 1 << 20))  # the collector's decoder
+    got.validate(full=True)
     expected = pa.Table.from_pylist(rows, schema=spec.arrow_schema)
     assert got.schema.equals(spec.arrow_schema)
     assert got.equals(expected), (got.to_pylist(), expected.to_pylist())
@@ -74,6 +75,7 @@ def test_list_columns_round_trip():
     columns = [(f"c{i}", t, v) for i, (t, v) in enumerate(lists.items())]
     columns.append(("ts", "TIMESTAMP", [0, 1, None, 1_733_270_400_000_000]))
     got = decode_ipc(encode_columns(columns, 4))
+    got.validate(full=True)
     item = {"UBIGINT": pa.uint64(), "BIGINT": pa.int64(), "INTEGER": pa.int32(), "DOUBLE": pa.float64()}
     item |= {"VARCHAR": pa.string(), "BOOLEAN": pa.bool_()}
     schema = pa.schema(
@@ -163,7 +165,8 @@ def test_the_agent_does_not_load_pyarrow():
     code = (
         "import sys, importlib\n"
         "from c4.agent.registry import SAMPLERS\n"
-        "import c4.agent.cli, c4.agent.runner\n"
+        "import c4.agent.cli, c4.agent.runner, c4.cli\n"
+        "c4.cli.build_parser(c4.cli._command_of(['--log-level', 'INFO', 'agent', '--config', 'x']))\n"
         "for n in ('host', 'heartbeat', 'gpu', 'nic', 'xid_kmsg', 'nccl_inspector', 'nccl_debug_log', 'nccl_conn',"
         " 'nccl_ras'):\n"
         "    importlib.import_module(SAMPLERS[n].split(':')[0])\n"
