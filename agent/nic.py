@@ -16,6 +16,7 @@ from c4.agent.registry import SamplerContext
 from c4.agent.sampler import Inventory, Rows, SourceUnavailable
 from c4.agent.sysfs import (
     U64_LIMIT,
+    HeldFiles,
     parse_counter,
     parse_rate_bps,
     parse_state,
@@ -124,6 +125,7 @@ class NicSampler:
         self._prev_counters: dict[tuple[str, int], dict[str, int]] = {}
         self._prev_carrier: dict[str, tuple[str, int | None]] = {}
         self.skipped_by_reason: dict[str, int] = {}
+        self._files = HeldFiles()  # counter and state files kept open: one pread each a tick
 
     @property
     def records_skipped(self) -> int:
@@ -161,6 +163,7 @@ class NicSampler:
     # --- discovery ------------------------------------------------------------
     def discover(self) -> None:
         """Find RDMA ports and netdevs and the files each has."""
+        self._files.close()  # files of ports that went away are not held past a rediscovery
         spec = counter_spec()
         ports: list[IbPort] = []
         ib_dir = self.base / "class" / "infiniband"
@@ -299,9 +302,9 @@ class NicSampler:
 
     def _sample_port(self, p: IbPort, events: list[dict[str, Any]]) -> dict[str, Any]:
         base = p.base
-        code, state = parse_state(read_text(base + "state"))
-        _, phys = parse_state(read_text(base + "phys_state"))
-        rate = parse_rate_bps(read_text(base + "rate"))
+        code, state = parse_state(self._files.read_text(base + "state"))
+        _, phys = parse_state(self._files.read_text(base + "phys_state"))
+        rate = parse_rate_bps(self._files.read_text(base + "rate"))
         row: dict[str, Any] = dict.fromkeys(counter_spec()["ib"])  # a column the driver lacks stays NULL
         row |= {
             "device": p.device,
@@ -340,7 +343,9 @@ class NicSampler:
         self._prev_state[key] = (state, phys, rate)
         prev = self._prev_counters.setdefault(key, {})
         reset = []
-        _read = read_counter  # hot loop: ~40 files a port; non-blocking, regular files only, 0 <= n < 2^64
+        _read = (
+            self._files.read_counter
+        )  # hot loop: ~40 files a port; non-blocking, regular files only, 0 <= n < 2^64
         skip = () if self._slow_tick else self._slow_ib
         for column, (path, mult) in p.files.items():
             if column in skip:
@@ -418,7 +423,7 @@ class NicSampler:
         skip = () if self._slow_tick else self._slow_netdev
         for column, path in n.stats.items():
             if column not in skip:
-                row[column] = read_counter(path)
+                row[column] = self._files.read_counter(path)
         prev = self._prev_carrier.get(n.name)
         if prev is not None and prev != (operstate, speed):
             events.append(
@@ -437,4 +442,5 @@ class NicSampler:
         return row
 
     def close(self) -> None:
-        """Nothing held open."""
+        """Close the held counter files."""
+        self._files.close()
