@@ -20,6 +20,9 @@ from c4.telemetry.v1 import telemetry_pb2_grpc as pb_grpc
 log = logging.getLogger("c4.agent.client")
 
 #: Ack codes after which the batch stays spooled and is sent again later.
+#: Longest a sender waits for a new batch before looking again: appends and the end of its stream
+#: wake it at once, so this only bounds a missed wake-up (it was 0.2 s of polling: 5 wake-ups a second).
+IDLE_WAIT_S = 5.0
 RETRYABLE_CODES = {grpc.StatusCode.UNAVAILABLE.value[0], grpc.StatusCode.INTERNAL.value[0]}
 
 
@@ -214,8 +217,8 @@ class Sender:
         limit_bytes = self.max_message_bytes - (64 << 10)  # room for the message framing
         while not (done.is_set() or stop.is_set()):
             seqs = self.spool.pending(after=last_sent)
-            if not seqs:
-                self.spool.wait_for_more(last_sent, 0.2)
+            if not seqs:  # appends and the stream's end (Spool.wake) wake it; the timeout is a backstop
+                self.spool.wait_for_more(last_sent, IDLE_WAIT_S)
                 continue
             out: list[pb.Batch] = []
             size = 0
@@ -271,6 +274,7 @@ class Sender:
                     self._on_ack(ack)
         finally:
             done.set()
+            self.spool.wake()  # the batch generator waiting for more ends now
             self._call = None
             call.cancel()
 

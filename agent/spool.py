@@ -139,6 +139,7 @@ class Spool:
         self.write_errors = 0  # appends that failed (nothing of them kept)
         self.bytes = 0
         self._cond = threading.Condition()
+        self._wakes = 0  # wake() calls: a waiter returns when it changes
         self._index: dict[int, _Loc] = {}
         self._live: dict[int, int] = {}  # segment -> live batches in it
         self._active: int | None = None
@@ -442,10 +443,20 @@ class Spool:
             self._cond.notify_all()
             return len(done)
 
-    def wait_for_more(self, after: int, timeout_s: float) -> bool:
-        """Block until a batch above ``after`` exists (True) or the timeout passes (False)."""
+    def wake(self) -> None:
+        """Wake every ``wait_for_more`` caller now (a sender ending its stream), whatever the spool holds."""
         with self._cond:
-            return self._cond.wait_for(lambda: any(s > after for s in self._index), timeout_s)
+            self._wakes += 1
+            self._cond.notify_all()
+
+    def wait_for_more(self, after: int, timeout_s: float) -> bool:
+        """Block until a batch above ``after`` exists (True), or ``wake()`` or the timeout (False)."""
+        with self._cond:
+            wakes = self._wakes
+            self._cond.wait_for(
+                lambda: self._wakes != wakes or any(s > after for s in self._index), timeout_s
+            )
+            return any(s > after for s in self._index)
 
     def close(self) -> None:
         """Close the active segment (deleting it when nothing in it is still waiting)."""
