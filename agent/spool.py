@@ -428,9 +428,8 @@ class Spool:
 
     def ack(self, seq: int) -> None:
         """The collector committed (or refused) this batch: forget it."""
-        with self._cond:
+        with self._cond:  # no notify: only new batches end a wait_for_more (an ack woke it for nothing)
             self._remove(seq)
-            self._cond.notify_all()
 
     def ack_through(self, seq: int) -> int:
         """Forget every batch up to and including ``seq``; returns how many."""
@@ -440,7 +439,6 @@ class Spool:
                 self._remove(s)
             # the next sequence number never follows the collector's: a collector ahead of this spool
             # is met with a new epoch by the Sender (a jump here once overflowed at 2^64)
-            self._cond.notify_all()
             return len(done)
 
     def wake(self) -> None:
