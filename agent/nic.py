@@ -310,7 +310,7 @@ class NicSampler:
             "device": p.device,
             "port": p.port,
             "netdev": p.netdev,
-            "link_layer": read_text(base + "link_layer") or "",
+            "link_layer": self._files.read_text(base + "link_layer") or "",
             "state": state,
             "state_code": code,
             "phys_state": phys,
@@ -406,19 +406,19 @@ class NicSampler:
 
     def _sample_netdev(self, n: Netdev, events: list[dict[str, Any]]) -> dict[str, Any]:
         base = f"{n.path}/"
-        speed = read_counter(base + "speed")  # -1 (unknown) is not a counter: NULL
+        speed = self._files.read_counter(base + "speed")  # -1 (unknown) is not a counter: NULL
         speed = speed if speed is not None and speed >= 0 else None
-        operstate = read_text(base + "operstate") or ""
+        operstate = self._files.read_text(base + "operstate") or ""
         row: dict[str, Any] = dict.fromkeys(counter_spec()["netdev"])
         row |= {
             "netdev": n.name,
             "operstate": operstate,
-            "duplex": read_text(base + "duplex") or "",
+            "duplex": self._files.read_text(base + "duplex") or "",
             "address": n.address,
-            "carrier": read_counter(base + "carrier"),
+            "carrier": self._files.read_counter(base + "carrier"),
             "speed_mbps": speed,
-            "mtu": read_counter(base + "mtu"),
-            "carrier_changes": read_counter(base + "carrier_changes"),
+            "mtu": self._files.read_counter(base + "mtu"),
+            "carrier_changes": self._files.read_counter(base + "carrier_changes"),
         }
         skip = () if self._slow_tick else self._slow_netdev
         for column, path in n.stats.items():
