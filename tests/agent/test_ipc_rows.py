@@ -187,3 +187,24 @@ def test_column_batch_extends():
     a = ColumnBatch(spec, [[v] for v in (0, "n", "", "a", 1, 1, 0.5)], 1)
     a.extend(ColumnBatch(spec, [[v] for v in (1, "n", "", "a", 1, 2, 0.5)], 1))
     assert a.num_rows == 2 and a.column("tick") == [1, 2]
+
+
+def test_rows_with_different_columns_take_defaults_and_nulls():
+    """Same keys in every row (the transposed path) and different keys (the per-value path) give one result:
+    a column a row leaves out takes the default when there is one, else NULL."""
+    cat = load()
+    same = [{"agent_id": "a", "boot_ns": 1, "tick": t, "uptime_s": 0.5} for t in (1, 2)]
+    mixed = [
+        {"agent_id": "a", "boot_ns": 1, "tick": 1},
+        {"agent_id": "a", "tick": 2, "uptime_s": 0.5, "job": "j"},
+    ]
+    d = {"node": "n", "ts": 0, "boot_ns": 9}
+    got = convert_rows(cat, "agent_heartbeat", same, d).batch
+    assert (
+        got.column("job") == [None, None]
+        and got.column("node") == ["n", "n"]
+        and got.column("tick") == [1, 2]
+    )
+    got = convert_rows(cat, "agent_heartbeat", mixed, d).batch
+    assert got.column("uptime_s") == [None, 0.5] and got.column("boot_ns") == [1, 9]
+    assert got.column("job") == [None, "j"] and got.column("ts") == [0, 0]
