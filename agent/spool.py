@@ -295,8 +295,11 @@ class Spool:
         return self.dir / f"{segment:020d}{SUFFIX}"
 
     # --- writing --------------------------------------------------------------
-    def append(self, table: str, schema_version: int, payload: bytes) -> int:
+    def append(self, table: str, schema_version: int, payload: bytes, notify: bool = True) -> int:
         """Store a batch; returns its sequence number. Drops the oldest batches if over the bound.
+
+        ``notify=False`` leaves waking the sender to ``notify_appended()``, called once after several
+        appends so that it sends them in one message rather than one by one as each write lets it run.
 
         Raises SpoolWriteError when the batch cannot be written (the disk is full): nothing of it is
         kept and no sequence number is used, so the caller may try again later."""
@@ -336,8 +339,14 @@ class Spool:
                     self.max_bytes,
                     self.dropped,
                 )
-            self._cond.notify_all()
+            if notify:
+                self._cond.notify_all()
         return seq
+
+    def notify_appended(self) -> None:
+        """Wake the senders waiting for new batches (after appends made with ``notify=False``)."""
+        with self._cond:
+            self._cond.notify_all()
 
     def _write_record(self, record: bytes) -> None:
         """Append the whole record or nothing: a short write goes on, a failure is cut back off."""
