@@ -146,6 +146,7 @@ def run(args: argparse.Namespace) -> int:
     import signal
     import threading
 
+    from c4.agent.client import quiet_grpc_waits
     from c4.agent.labels import context_from
     from c4.agent.registry import SamplerConfigError
     from c4.agent.runner import Agent, AgentStartError, build_samplers
@@ -192,6 +193,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     for address in parse_collectors(cfg.collector):
         security.warn_if_plaintext(address, "agent")
+    quiet_grpc_waits()  # the sender's reply waits need not wake 10 times a second
     try:
         agent.start()
     except AgentStartError as exc:

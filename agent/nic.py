@@ -16,6 +16,7 @@ from c4.agent.registry import SamplerContext
 from c4.agent.sampler import Inventory, Rows, SourceUnavailable
 from c4.agent.sysfs import (
     U64_LIMIT,
+    HeldFiles,
     parse_counter,
     parse_rate_bps,
     parse_state,
@@ -124,6 +125,7 @@ class NicSampler:
         self._prev_counters: dict[tuple[str, int], dict[str, int]] = {}
         self._prev_carrier: dict[str, tuple[str, int | None]] = {}
         self.skipped_by_reason: dict[str, int] = {}
+        self._files = HeldFiles()  # counter and state files kept open: one pread each a tick
 
     @property
     def records_skipped(self) -> int:
@@ -161,6 +163,7 @@ class NicSampler:
     # --- discovery ------------------------------------------------------------
     def discover(self) -> None:
         """Find RDMA ports and netdevs and the files each has."""
+        self._files.close()  # files of ports that went away are not held past a rediscovery
         spec = counter_spec()
         ports: list[IbPort] = []
         ib_dir = self.base / "class" / "infiniband"
@@ -299,15 +302,15 @@ class NicSampler:
 
     def _sample_port(self, p: IbPort, events: list[dict[str, Any]]) -> dict[str, Any]:
         base = p.base
-        code, state = parse_state(read_text(base + "state"))
-        _, phys = parse_state(read_text(base + "phys_state"))
-        rate = parse_rate_bps(read_text(base + "rate"))
+        code, state = parse_state(self._files.read_text(base + "state"))
+        _, phys = parse_state(self._files.read_text(base + "phys_state"))
+        rate = parse_rate_bps(self._files.read_text(base + "rate"))
         row: dict[str, Any] = dict.fromkeys(counter_spec()["ib"])  # a column the driver lacks stays NULL
         row |= {
             "device": p.device,
             "port": p.port,
             "netdev": p.netdev,
-            "link_layer": read_text(base + "link_layer") or "",
+            "link_layer": self._files.read_text(base + "link_layer") or "",
             "state": state,
             "state_code": code,
             "phys_state": phys,
@@ -340,7 +343,9 @@ class NicSampler:
         self._prev_state[key] = (state, phys, rate)
         prev = self._prev_counters.setdefault(key, {})
         reset = []
-        _read = read_counter  # hot loop: ~40 files a port; non-blocking, regular files only, 0 <= n < 2^64
+        _read = (
+            self._files.read_counter
+        )  # hot loop: ~40 files a port; non-blocking, regular files only, 0 <= n < 2^64
         skip = () if self._slow_tick else self._slow_ib
         for column, (path, mult) in p.files.items():
             if column in skip:
@@ -401,24 +406,24 @@ class NicSampler:
 
     def _sample_netdev(self, n: Netdev, events: list[dict[str, Any]]) -> dict[str, Any]:
         base = f"{n.path}/"
-        speed = read_counter(base + "speed")  # -1 (unknown) is not a counter: NULL
+        speed = self._files.read_counter(base + "speed")  # -1 (unknown) is not a counter: NULL
         speed = speed if speed is not None and speed >= 0 else None
-        operstate = read_text(base + "operstate") or ""
+        operstate = self._files.read_text(base + "operstate") or ""
         row: dict[str, Any] = dict.fromkeys(counter_spec()["netdev"])
         row |= {
             "netdev": n.name,
             "operstate": operstate,
-            "duplex": read_text(base + "duplex") or "",
+            "duplex": self._files.read_text(base + "duplex") or "",
             "address": n.address,
-            "carrier": read_counter(base + "carrier"),
+            "carrier": self._files.read_counter(base + "carrier"),
             "speed_mbps": speed,
-            "mtu": read_counter(base + "mtu"),
-            "carrier_changes": read_counter(base + "carrier_changes"),
+            "mtu": self._files.read_counter(base + "mtu"),
+            "carrier_changes": self._files.read_counter(base + "carrier_changes"),
         }
         skip = () if self._slow_tick else self._slow_netdev
         for column, path in n.stats.items():
             if column not in skip:
-                row[column] = read_counter(path)
+                row[column] = self._files.read_counter(path)
         prev = self._prev_carrier.get(n.name)
         if prev is not None and prev != (operstate, speed):
             events.append(
@@ -437,4 +442,5 @@ class NicSampler:
         return row
 
     def close(self) -> None:
-        """Nothing held open."""
+        """Close the held counter files."""
+        self._files.close()

@@ -103,8 +103,10 @@ def normalize_bus_id(bus_id: str) -> str:
 
 
 #: c_nvmlFieldValue_t as nvml.h lays it out: fieldId, scopeId, timestamp, latencyUsec, valueType,
-#: nvmlReturn, value (an 8-byte union); used only when the array's element type has exactly this layout
-_FIELD_VALUE = struct.Struct("@IIqqII8s")
+#: nvmlReturn, value (an 8-byte union, read as the unsigned long long almost every field is); used only
+#: when the array's element type has exactly this layout
+_FIELD_VALUE = struct.Struct("@IIqqIIQ")
+_ULL = struct.Struct("@Q")
 _FIELD_OFFSETS = (
     ("fieldId", 0),
     ("scopeId", 4),
@@ -302,12 +304,14 @@ class Nvml:
         rows = _packed_rows(values)
         if rows is None:  # a stand-in's own objects: read them attribute by attribute
             rows = [(0, 0, fv.timestamp, 0, int(fv.valueType), fv.nvmlReturn, fv) for fv in values]
-        ok, ull = self._ok, _UNION[3]  # NVML_VALUE_TYPE_UNSIGNED_LONG_LONG: almost every counter
+        ok = self._ok
         out = []
         for (column, fid, scope, scale), (_f, _s, ts, _lat, vt, ret, raw) in zip(request, rows, strict=True):
             if ret == ok:
-                if isinstance(raw, bytes):
-                    v = ull.unpack_from(raw)[0] if vt == 3 else _union_value(vt, raw)
+                if vt == 3 and type(raw) is int:  # NVML_VALUE_TYPE_UNSIGNED_LONG_LONG: almost every counter
+                    v = raw
+                elif type(raw) is int:  # another member of the union, from its 8 bytes
+                    v = _union_value(vt, _ULL.pack(raw))
                 else:
                     v = field_value(raw)
                 out.append(Reading(v * scale if scale != 1 else v, ts))

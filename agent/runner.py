@@ -10,10 +10,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import pyarrow as pa
-
 from c4 import __version__
-from c4.agent.batcher import TableBuffer, convert_rows, rows_to_table, utc_from_ns
+from c4.agent.batcher import ColumnBatch, TableBuffer, convert_rows, rows_to_batch, utc_from_ns
 from c4.agent.client import Sender
 from c4.agent.hello import build_message
 from c4.agent.registry import SamplerContext, SamplerSettings, build_sampler
@@ -21,7 +19,6 @@ from c4.agent.sampler import Inventory, InventoryProvider, Sampler, SkipCounter,
 from c4.agent.spool import Spool
 from c4.agent.spool_feed import SpoolFeed
 from c4.agent.worker import SamplerWorker
-from c4.arrow_ipc import split_ipc
 from c4.catalogue import Catalogue, load
 from c4.config import AgentConfig
 from c4.security import ClientSecurity
@@ -137,7 +134,7 @@ class Agent:
         self.feed = SpoolFeed(self.spool, cfg.spool_hold_max_bytes)  # holds batches while the disk is full
         self._send_stall_logged = False
         self._hello_warned: set[str] = set()
-        self._results: queue.SimpleQueue[list[tuple[str, pa.Table]]] = queue.SimpleQueue()
+        self._results: queue.SimpleQueue[list[tuple[str, ColumnBatch]]] = queue.SimpleQueue()
         self._stop = threading.Event()  # stops the sender
         self._stop_sampling = threading.Event()  # stops the scheduler
         self.sender = Sender(
@@ -188,7 +185,7 @@ class Agent:
         """Columns the agent fills when a sampler leaves them out."""
         return {"ts": utc_from_ns(now_ns), "node": self.ctx.node, "job": self.ctx.job}
 
-    def tick_tables(self, s: ScheduledSampler, now_ns: int) -> list[tuple[str, pa.Table]]:
+    def tick_tables(self, s: ScheduledSampler, now_ns: int) -> list[tuple[str, ColumnBatch]]:
         """One tick of one sampler as typed tables; errors are counted, never raised.
 
         Rows that do not fit their table are left out one by one (``rows_dropped``), the rest kept."""
@@ -201,7 +198,7 @@ class Agent:
                 s.note_error(str(exc), type(exc).__name__ + str(exc)[:80])
                 return []
             defaults = self.defaults(now_ns)
-            tables: list[tuple[str, pa.Table]] = []
+            tables: list[tuple[str, ColumnBatch]] = []
             dropped, first_error = 0, ""
             for t, rows in items:
                 try:
@@ -213,8 +210,8 @@ class Agent:
                 if conv.dropped:
                     dropped += conv.dropped
                     first_error = first_error or conv.first_error
-                if conv.table.num_rows:
-                    tables.append((t, conv.table))
+                if conv.batch.num_rows:
+                    tables.append((t, conv.batch))
             if dropped:
                 s.rows_dropped += dropped
                 s.note_error(first_error, "rows:" + first_error.split(":")[0])
@@ -319,9 +316,9 @@ class Agent:
             for s in self.samplers
         ]
         d = self.defaults(now_ns)
-        self.buffer.add("agent_health", rows_to_table(self.catalogue, "agent_health", [agent_row], d))
+        self.buffer.add("agent_health", rows_to_batch(self.catalogue, "agent_health", [agent_row], d))
         self.buffer.add(
-            "agent_sampler_health", rows_to_table(self.catalogue, "agent_sampler_health", sampler_rows, d)
+            "agent_sampler_health", rows_to_batch(self.catalogue, "agent_sampler_health", sampler_rows, d)
         )
 
     def _warn_send_stall(self, since_ack_s: float, last_error: str) -> None:
@@ -365,7 +362,7 @@ class Agent:
         batches = [
             (table, self.catalogue[table].version, payload)
             for table, data in self.buffer.drain()
-            for payload in split_ipc(data, self.cfg.max_batch_bytes)
+            for payload in data.to_ipc(self.cfg.max_batch_bytes)
         ]
         self.batches_made += len(batches)
         self.feed.feed(batches)

@@ -139,6 +139,7 @@ class Spool:
         self.write_errors = 0  # appends that failed (nothing of them kept)
         self.bytes = 0
         self._cond = threading.Condition()
+        self._wakes = 0  # wake() calls: a waiter returns when it changes
         self._index: dict[int, _Loc] = {}
         self._live: dict[int, int] = {}  # segment -> live batches in it
         self._active: int | None = None
@@ -294,8 +295,11 @@ class Spool:
         return self.dir / f"{segment:020d}{SUFFIX}"
 
     # --- writing --------------------------------------------------------------
-    def append(self, table: str, schema_version: int, payload: bytes) -> int:
+    def append(self, table: str, schema_version: int, payload: bytes, notify: bool = True) -> int:
         """Store a batch; returns its sequence number. Drops the oldest batches if over the bound.
+
+        ``notify=False`` leaves waking the sender to ``notify_appended()``, called once after several
+        appends so that it sends them in one message rather than one by one as each write lets it run.
 
         Raises SpoolWriteError when the batch cannot be written (the disk is full): nothing of it is
         kept and no sequence number is used, so the caller may try again later."""
@@ -335,8 +339,14 @@ class Spool:
                     self.max_bytes,
                     self.dropped,
                 )
-            self._cond.notify_all()
+            if notify:
+                self._cond.notify_all()
         return seq
+
+    def notify_appended(self) -> None:
+        """Wake the senders waiting for new batches (after appends made with ``notify=False``)."""
+        with self._cond:
+            self._cond.notify_all()
 
     def _write_record(self, record: bytes) -> None:
         """Append the whole record or nothing: a short write goes on, a failure is cut back off."""
@@ -427,9 +437,8 @@ class Spool:
 
     def ack(self, seq: int) -> None:
         """The collector committed (or refused) this batch: forget it."""
-        with self._cond:
+        with self._cond:  # no notify: only new batches end a wait_for_more (an ack woke it for nothing)
             self._remove(seq)
-            self._cond.notify_all()
 
     def ack_through(self, seq: int) -> int:
         """Forget every batch up to and including ``seq``; returns how many."""
@@ -439,13 +448,22 @@ class Spool:
                 self._remove(s)
             # the next sequence number never follows the collector's: a collector ahead of this spool
             # is met with a new epoch by the Sender (a jump here once overflowed at 2^64)
-            self._cond.notify_all()
             return len(done)
 
-    def wait_for_more(self, after: int, timeout_s: float) -> bool:
-        """Block until a batch above ``after`` exists (True) or the timeout passes (False)."""
+    def wake(self) -> None:
+        """Wake every ``wait_for_more`` caller now (a sender ending its stream), whatever the spool holds."""
         with self._cond:
-            return self._cond.wait_for(lambda: any(s > after for s in self._index), timeout_s)
+            self._wakes += 1
+            self._cond.notify_all()
+
+    def wait_for_more(self, after: int, timeout_s: float) -> bool:
+        """Block until a batch above ``after`` exists (True), or ``wake()`` or the timeout (False)."""
+        with self._cond:
+            wakes = self._wakes
+            self._cond.wait_for(
+                lambda: self._wakes != wakes or any(s > after for s in self._index), timeout_s
+            )
+            return any(s > after for s in self._index)
 
     def close(self) -> None:
         """Close the active segment (deleting it when nothing in it is still waiting)."""

@@ -38,10 +38,17 @@ class SpoolFeed:
         for batch in batches:
             self._held.append(batch)
             self._held_bytes += len(batch[2])
+        try:
+            self._spool_held()
+        finally:  # the sender wakes once for all of this flush's batches: one message, not one each
+            self.spool.notify_appended()
+
+    def _spool_held(self) -> None:
+        """Spool the held batches in order, as far as the spool takes them."""
         while self._held:
             table, version, payload = self._held[0]
             try:
-                self.spool.append(table, version, payload)
+                self.spool.append(table, version, payload, notify=False)
             except OSError as exc:
                 self._failed(exc)
                 return

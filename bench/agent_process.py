@@ -76,7 +76,7 @@ def measure_agent_process(root: Path, samplers: dict[str, dict[str, Any]], secon
                     p.kill()
         log.close()
     return {
-        "process_core_share": round((after["cpu_s"] - before["cpu_s"]) / wall_s, 5),
+        "core_share_at_1hz": round((after["cpu_s"] - before["cpu_s"]) / wall_s, 5),
         "rss_mib": round(after["rss_mib"], 1),
         "peak_rss_mib": round(after["peak_rss_mib"], 1),
         "process_s": round(wall_s, 1),

@@ -92,7 +92,7 @@ def node_tick(root) -> dict:
             if s.state == "running":
                 agent.sample_one(s, now_ns)
         agent.health_rows(now_ns)
-    return dict(agent.buffer.drain())
+    return {table: batch.to_arrow() for table, batch in agent.buffer.drain()}
 
 
 def payloads_for(tick: dict, name: str) -> list[tuple[str, int, bytes, int]]:

@@ -21,7 +21,7 @@ def test_a_real_agent_process_is_measured_while_it_sends(tmp_path):
     import duckdb
 
     got = measure_agent_process(tmp_path, build_node(tmp_path), seconds=2.0)
-    assert 0 < got["process_core_share"] < 1.0, got
+    assert 0 < got["core_share_at_1hz"] < 1.0, got
     assert 10 < got["rss_mib"] <= got["peak_rss_mib"], got
     with duckdb.connect(str(tmp_path / "c4.duckdb"), read_only=True) as con:
         assert con.execute("SELECT count(*) FROM gpu_samples WHERE node = 'bench-node'").fetchone()[0] > 0

@@ -1,0 +1,76 @@
+"""HeldFiles: counter files kept open and re-read with pread, never returning a stale or wrong value."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import pytest
+
+from c4.agent.sysfs import HeldFiles, read_counter
+
+
+def test_a_rewritten_file_is_read_anew(tmp_path):
+    """In place (same inode) or replaced by rename (the twin's way): the next read has the new value."""
+    f = tmp_path / "rx_bytes"
+    f.write_text("10\n")
+    files = HeldFiles()
+    assert files.read_counter(str(f)) == 10
+    f.write_text("11\n")  # same inode, new content
+    assert files.read_counter(str(f)) == 11
+    tmp = tmp_path / "tmp"
+    tmp.write_text("12\n")
+    os.replace(tmp, f)  # a new inode under the same path
+    assert files.read_counter(str(f)) == 12
+    files.close()
+
+
+def test_missing_unreadable_and_odd_files_read_as_none(tmp_path):
+    """A file that disappears, a directory, a FIFO, and text that is not a counter: None, never a raise."""
+    f = tmp_path / "c"
+    f.write_text("5")
+    files = HeldFiles()
+    assert files.read_counter(str(f)) == 5
+    f.unlink()
+    assert files.read_counter(str(f)) is None
+    assert files.read_counter(str(tmp_path)) is None
+    os.mkfifo(tmp_path / "fifo")
+    assert files.read_counter(str(tmp_path / "fifo")) is None  # refused at once, no blocking open
+    (tmp_path / "na").write_text("N/A (no PMA)\n")
+    assert files.read_counter(str(tmp_path / "na")) is None
+    assert files.read_text(str(tmp_path / "na")) == "N/A (no PMA)"
+    files.close()
+
+
+def test_at_most_max_open_descriptors_are_held(tmp_path):
+    """Past max_open, files are still read correctly, opened and closed per read."""
+    paths = []
+    for i in range(5):
+        (tmp_path / f"c{i}").write_text(str(i))
+        paths.append(str(tmp_path / f"c{i}"))
+    files = HeldFiles(max_open=2)
+    before = len(os.listdir("/proc/self/fd"))
+    assert [files.read_counter(p) for p in paths] == [0, 1, 2, 3, 4]
+    assert [files.read_counter(p) for p in paths] == [0, 1, 2, 3, 4]
+    assert len(os.listdir("/proc/self/fd")) - before == 2
+    files.close()
+    assert len(os.listdir("/proc/self/fd")) == before
+
+
+LO_TX = Path("/sys/class/net/lo/statistics/tx_packets")
+
+
+@pytest.mark.skipif(not LO_TX.is_file(), reason="no sysfs loopback statistics on this machine")
+def test_a_held_sysfs_descriptor_reads_the_current_value():
+    """On real sysfs the descriptor is held (no stat per read) and pread from 0 gets the kernel's new value."""
+    files = HeldFiles()
+    first = files.read_counter(str(LO_TX))
+    assert first is not None and first == read_counter(str(LO_TX))
+    assert files._held[str(LO_TX)][1] is None  # on sysfs: no inode check
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        for _ in range(20):
+            s.sendto(b"x", ("127.0.0.1", 9))
+    later = files.read_counter(str(LO_TX))
+    assert later >= first + 20
+    files.close()
