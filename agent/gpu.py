@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import time
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -38,6 +39,8 @@ NVLINK_TABLE = "nvlink_gpu_samples"
 NVLINK_ON_CHANGE = tuple(c.name for c in load_catalogue()[NVLINK_TABLE].columns if c.on_change)
 #: Default ticks between keyframes (every on-change counter sent): how soon a restarted reader converges
 KEYFRAME_TICKS = 60
+#: Readers fill an unsent counter from rows at most this old: a keyframe goes out at least twice as often
+KEYFRAME_WITHIN_S = load_catalogue()[NVLINK_TABLE].element.keyframe_within_s
 
 
 def rate_per_s(prev: Reading | None, cur: Reading) -> float | None:
@@ -92,9 +95,9 @@ class GpuSampler:
     ) -> None:
         self.nvml = nvml
         self.keyframe_ticks = keyframe_ticks
-        self._ticks: dict[
-            int, int
-        ] = {}  # GPU index -> NVLink ticks sampled (keyframe when % keyframe_ticks == 0)
+        # GPU index -> NVLink ticks sampled (a keyframe when tick % keyframe_ticks == 0)
+        self._ticks: dict[int, int] = {}
+        self._keyframe_at: dict[int, float] = {}  # GPU index -> time.monotonic() of its last keyframe
         self._sent: dict[tuple[int, str], list] = {}  # (GPU index, on-change column) -> the list last sent
         self.xid_events = xid_events
         self.processes = processes
@@ -303,7 +306,12 @@ class GpuSampler:
         """
         tick = self._ticks.get(index, 0)
         self._ticks[index] = tick + 1
-        keyframe = tick % self.keyframe_ticks == 0
+        now_s = time.monotonic()  # long ticks too: a keyframe within half of what readers look back
+        keyframe = (
+            tick % self.keyframe_ticks == 0 or now_s - self._keyframe_at[index] >= KEYFRAME_WITHIN_S / 2
+        )
+        if keyframe:
+            self._keyframe_at[index] = now_s
         for col in NVLINK_ON_CHANGE:
             values = row.get(col) or [None] * n
             key = (index, col)

@@ -126,25 +126,45 @@ class TableSpec:
         An ``on_change`` column's NULL list means "not sent: unchanged since the last row of this entity
         that carried it", so the view first fills it from that row (per entity, by time), then unnests
         every list column together: element i of every list belongs to element i of the key list.
+        A time filter on the view cannot reach the table under the fill: a reader of a time window
+        uses ``element_window_sql`` instead, which reads only the window and one keyframe period.
+        """
+        if self.element is None:
+            return None
+        return f'CREATE OR REPLACE VIEW "{self.element.view}" AS {self._element_select("")}'
+
+    def element_window_sql(self) -> str:
+        """SELECT of the per-element rows with ts in [?, ?] (params: start, end): exact and bounded.
+
+        The wide rows read start one ``keyframe_within_s`` before the window, so every unsent counter
+        in the window is filled from a row that carried it, and no more of the table is read.
         """
         el = self.element
         if el is None:
-            return None
-        part = ", ".join(f'"{k}"' for k in self.keys)
-        inner = []
-        for c in self.columns:
-            if c.on_change:
-                inner.append(f'last_value("{c.name}" IGNORE NULLS) OVER w AS "{c.name}"')
-            else:
-                inner.append(f'"{c.name}"')
-        outer = [f'unnest("{c.name}") AS "{c.name}"' if c.list else f'"{c.name}"' for c in self.columns]
-        filled = (
-            f'SELECT {", ".join(inner)} FROM "{self.name}" WINDOW w AS (PARTITION BY {part} '
-            f'ORDER BY "{self.time_column}" ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)'
+            raise CatalogueError(f"{self.name!r} is not a wide table")
+        t = f'"{self.time_column}"'
+        where = (
+            f"WHERE {t} >= CAST($start AS TIMESTAMP) - INTERVAL {el.keyframe_within_s:g} SECOND "
+            f"AND {t} <= CAST($end AS TIMESTAMP)"
         )
-        if not any(c.on_change for c in self.columns):
-            filled = f'SELECT * FROM "{self.name}"'
-        return f'CREATE OR REPLACE VIEW "{el.view}" AS SELECT {", ".join(outer)} FROM ({filled})'
+        return f"SELECT * FROM ({self._element_select(where)}) WHERE {t} >= CAST($start AS TIMESTAMP)"
+
+    def _element_select(self, where: str) -> str:
+        """The per-element SELECT over the wide rows that pass ``where`` (a WHERE clause or '')."""
+        part = ", ".join(f'"{k}"' for k in self.keys)
+        inner = [
+            f'last_value("{c.name}" IGNORE NULLS) OVER w AS "{c.name}"' if c.on_change else f'"{c.name}"'
+            for c in self.columns
+        ]
+        outer = [f'unnest("{c.name}") AS "{c.name}"' if c.list else f'"{c.name}"' for c in self.columns]
+        if any(c.on_change for c in self.columns):
+            filled = (
+                f'SELECT {", ".join(inner)} FROM "{self.name}" {where} WINDOW w AS (PARTITION BY {part} '
+                f'ORDER BY "{self.time_column}" ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)'
+            )
+        else:
+            filled = f'SELECT * FROM "{self.name}" {where}'
+        return f"SELECT {', '.join(outer)} FROM ({filled})"
 
     def element_spec(self) -> TableSpec | None:
         """The shape of the per-element view (scalar columns, the element key added): what readers see."""
@@ -414,6 +434,8 @@ class ElementSpec:
     key: str
     view: str
     help: str
+    #: agents send every on-change counter at least this often: a reader fills from rows this old at most
+    keyframe_within_s: float = 300.0
 
 
 def _parse_element(
@@ -425,14 +447,14 @@ def _parse_element(
         if lists:
             raise CatalogueError(f"{where}: list columns {lists} need a 'per_element' table")
         return None
-    if set(raw) != {"key", "view", "help"}:
-        raise CatalogueError(f"{where}: per_element needs exactly key, view and help")
+    if not {"key", "view", "help"} <= set(raw) <= {"key", "view", "help", "keyframe_within_s"}:
+        raise CatalogueError(f"{where}: per_element needs key, view and help (and may set keyframe_within_s)")
     key = next((c for c in columns if c.name == raw["key"]), None)
     if key is None or not key.list or key.kind != "label":
         raise CatalogueError(f"{where}: per_element key {raw['key']!r} is not a list label column")
     if raw["key"] in keys:
         raise CatalogueError(f"{where}: per_element key {raw['key']!r} is a list, not one of the row's keys")
-    return ElementSpec(raw["key"], raw["view"], raw["help"])
+    return ElementSpec(raw["key"], raw["view"], raw["help"], float(raw.get("keyframe_within_s", 300.0)))
 
 
 @dataclass(frozen=True)
@@ -529,7 +551,8 @@ class Catalogue:
                     f"Wide: one row per {', '.join(t.keys)} per tick, LIST columns with one element per "
                     f"`{t.element.key}`; read it as the view `{t.element.view}` (one row per element, a "
                     f"`{t.element.view}_rate` view beside it). An on-change counter is sent when it moves "
-                    "and on keyframes; a NULL list means unchanged since the last row that carried it.",
+                    f"and on keyframes (at least every {t.element.keyframe_within_s:g} s); a NULL list means unchanged "
+                    "since the last row that carried it.",
                     "",
                 ]
             out += ["| column | type | unit | kind | meaning |", "|---|---|---|---|---|"]

@@ -227,3 +227,17 @@ def test_a_wide_batch_whose_lists_disagree_is_refused_by_name(stores):
     with pytest.raises(Refusal) as exc:
         validate_batch(load(), WIDE, load()[WIDE].version, encode_ipc(bad), 1 << 24)
     assert "'rx_data_bytes'" in str(exc.value) and "'link'" in str(exc.value) and "1 rows" in str(exc.value)
+
+
+def test_a_window_read_looks_back_one_keyframe_period_only_and_stays_exact(stores):
+    """With readers told keyframes come every KEYFRAME_TICKS s, the bounded read still fills every row."""
+    old, new, *_ = stores
+    spec = load()[WIDE]
+    tight = dataclasses.replace(
+        spec, element=dataclasses.replace(spec.element, keyframe_within_s=KEYFRAME_TICKS)
+    )
+    for first, last in ((9, 13), (15, 30), (22, 39)):  # windows starting between keyframes
+        start, end = T0 + timedelta(seconds=first), T0 + timedelta(seconds=last)
+        got = new.execute(f"{tight.element_window_sql()} {ORDER}", {"start": start, "end": end}).fetchall()
+        want = old.execute(f"SELECT * FROM {VIEW} WHERE ts >= ? AND ts <= ? {ORDER}", [start, end]).fetchall()
+        assert got == want and len(want) == (last - first + 1) * 48
