@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import importlib
 import logging
+import time
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from c4.agent.nvml import Device, GpuLost, Nvml, NvmlUnavailable, Reading
 from c4.agent.registry import SamplerContext
 from c4.agent.sampler import Inventory, Rows, SourceUnavailable
 from c4.agent.xid import event_row, gpu_lost_row
+from c4.catalogue import load as load_catalogue
 
 log = logging.getLogger("c4.agent.gpu")
 
@@ -30,6 +32,15 @@ QUERIES: dict[str, tuple[str, tuple]] = {
 
 #: NVLink byte counters that also get a per-second rate column
 BYTE_COUNTERS = frozenset({"tx_data_bytes", "rx_data_bytes", "tx_link_bytes", "rx_link_bytes"})
+
+#: The wide NVLink table: one row per GPU per tick, a list element per link
+NVLINK_TABLE = "nvlink_gpu_samples"
+#: Its rarely moving counters (the catalogue's on_change columns): sent on change and on keyframes
+NVLINK_ON_CHANGE = tuple(c.name for c in load_catalogue()[NVLINK_TABLE].columns if c.on_change)
+#: Default ticks between keyframes (every on-change counter sent): how soon a restarted reader converges
+KEYFRAME_TICKS = 60
+#: Readers fill an unsent counter from rows at most this old: a keyframe goes out at least twice as often
+KEYFRAME_WITHIN_S = load_catalogue()[NVLINK_TABLE].element.keyframe_within_s
 
 
 def rate_per_s(prev: Reading | None, cur: Reading) -> float | None:
@@ -58,7 +69,7 @@ class GpuSampler:
     """Samples every GPU through the NVML facade; a lost GPU becomes an event and is skipped after."""
 
     name = "gpu"
-    tables = ("gpu_samples", "nvlink_samples", "gpu_events", "gpu_processes")
+    tables = ("gpu_samples", NVLINK_TABLE, "gpu_events", "gpu_processes")
 
     class Options(BaseModel):
         """Config keys of ``[agent.samplers.gpu]``."""
@@ -71,6 +82,8 @@ class GpuSampler:
         xid_events: bool = True
         # NVML's compute processes per GPU (gpu_processes): which process, hence which rank, runs where
         processes: bool = True
+        # NVLink error counters are sent when they move and every this many ticks (a keyframe); 1: always
+        keyframe_ticks: int = Field(default=KEYFRAME_TICKS, ge=1)
 
     def __init__(
         self,
@@ -78,8 +91,14 @@ class GpuSampler:
         xid_events: bool = True,
         rank_of_gpu: dict[int, int] | None = None,
         processes: bool = True,
+        keyframe_ticks: int = KEYFRAME_TICKS,
     ) -> None:
         self.nvml = nvml
+        self.keyframe_ticks = keyframe_ticks
+        # GPU index -> NVLink ticks sampled (a keyframe when tick % keyframe_ticks == 0)
+        self._ticks: dict[int, int] = {}
+        self._keyframe_at: dict[int, float] = {}  # GPU index -> time.monotonic() of its last keyframe
+        self._sent: dict[tuple[int, str], list] = {}  # (GPU index, on-change column) -> the list last sent
         self.xid_events = xid_events
         self.processes = processes
         self.rank_of_gpu = rank_of_gpu or {}
@@ -113,7 +132,7 @@ class GpuSampler:
             for k, v in ctx.labels.items()
             if k.startswith("rank_of_gpu") and v.isdigit() and k[len("rank_of_gpu") :].isdigit()
         }
-        return cls(Nvml(lib), opts.xid_events, ranks, opts.processes)
+        return cls(Nvml(lib), opts.xid_events, ranks, opts.processes, opts.keyframe_ticks)
 
     def probe(self) -> None:
         """Start NVML and enumerate GPUs; SourceUnavailable on a node without a driver or GPUs."""
@@ -149,7 +168,7 @@ class GpuSampler:
             )
 
     def sample(self, now_ns: int) -> Rows:
-        """One row per GPU, one per NVLink, one per compute process, and events (Xid, GPU lost)."""
+        """One row per GPU, one wide NVLink row per GPU, one per compute process, and events (Xid, GPU lost)."""
         gpu_rows: list[dict[str, Any]] = []
         link_rows: list[dict[str, Any]] = []
         proc_rows: list[dict[str, Any]] = []
@@ -187,7 +206,7 @@ class GpuSampler:
             )
         return {
             "gpu_samples": gpu_rows,
-            "nvlink_samples": link_rows,
+            NVLINK_TABLE: link_rows,
             "gpu_events": events,
             "gpu_processes": proc_rows,
         }
@@ -244,23 +263,63 @@ class GpuSampler:
         ]
 
     def _sample_links(self, d: Device) -> list[dict[str, Any]]:
+        """The GPU's wide NVLink row: a list per column, element i for link i (none without NVLinks)."""
         plan = self._link_plans.get(d.index)
         if not plan:
             return []
         request, links = plan
         readings = self.nvml.read_fields(d, request)
-        rows = {link: {"gpu_index": d.index, "gpu_uuid": d.uuid, "link": link} for link in sorted(set(links))}
+        order = sorted(set(links))
+        at = {link: i for i, link in enumerate(order)}
+        n = len(order)
+        row: dict[str, Any] = {
+            "gpu_index": d.index,
+            "gpu_uuid": d.uuid,
+            "link": order,
+            "nvml_ts_us": [None] * n,
+        }
+        newest = row["nvml_ts_us"]
         prev = self._prev
         for (col, _fid, _scope, _scale), link, reading in zip(request, links, readings, strict=True):
-            row = rows[link]
-            row[col] = reading.value
-            if reading.value is not None and reading.timestamp_us > row.get("nvml_ts_us", 0):
-                row["nvml_ts_us"] = reading.timestamp_us
+            i = at[link]
+            values = row.get(col)
+            if values is None:
+                values = row[col] = [None] * n
+            values[i] = reading.value
+            if reading.value is not None and reading.timestamp_us > (newest[i] or 0):
+                newest[i] = reading.timestamp_us
             if col in BYTE_COUNTERS:
+                rates = row.get(col + "_per_s")
+                if rates is None:
+                    rates = row[col + "_per_s"] = [None] * n
                 key = (d.index, link, col)
-                row[col + "_per_s"] = rate_per_s(prev.get(key), reading)
+                rates[i] = rate_per_s(prev.get(key), reading)
                 prev[key] = reading
-        return list(rows.values())
+        self._drop_unchanged(d.index, row, n)
+        return [row]
+
+    def _drop_unchanged(self, index: int, row: dict[str, Any], n: int) -> None:
+        """Leave out (NULL list) each on-change counter equal to what was last sent, except on keyframes.
+
+        A carried list always has one element per link (NULL where the GPU does not report it), so a
+        NULL list can only mean "not sent: unchanged".
+        """
+        tick = self._ticks.get(index, 0)
+        self._ticks[index] = tick + 1
+        now_s = time.monotonic()  # long ticks too: a keyframe within half of what readers look back
+        keyframe = (
+            tick % self.keyframe_ticks == 0 or now_s - self._keyframe_at[index] >= KEYFRAME_WITHIN_S / 2
+        )
+        if keyframe:
+            self._keyframe_at[index] = now_s
+        for col in NVLINK_ON_CHANGE:
+            values = row.get(col) or [None] * n
+            key = (index, col)
+            if keyframe or self._sent.get(key) != values:
+                row[col] = values
+                self._sent[key] = values
+            else:
+                row[col] = None
 
     def close(self) -> None:
         """Shut NVML down."""

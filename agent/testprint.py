@@ -71,6 +71,12 @@ def print_test_sample(cfg: AgentConfig, ctx: SamplerContext, samplers: list[Sche
                 print(f"## sampler {s.sampler.name}: {c.first_error}")
                 failed += 1
         for name, table in tables.items():
+            spec = catalogue[name]
+            if spec.element is not None:  # a wide table reads best as its per-element view's rows
+                rows = spec.element_rows(table.to_pylist())
+                print(f"### table {name} ({table.num_rows} rows; {len(rows)} {spec.element.view} rows)")
+                print_records(rows[:50])
+                continue
             print(f"### table {name} ({table.num_rows} rows)")
             if table.num_columns <= 12:
                 with pl.Config(tbl_rows=50, tbl_cols=-1, fmt_str_lengths=40, tbl_width_chars=240):

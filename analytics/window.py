@@ -8,6 +8,11 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
+from c4.catalogue import load
+
+#: The shipped catalogue: which tables the detectors read are per-element views of wide tables
+CATALOGUE = load()
+
 NEEDED = (
     "gpu_events",
     "ib_port_samples",
@@ -49,6 +54,14 @@ def window_from_cursor(
         # live: up to the skew ahead of the clock; a stopped store: up to its newest believable row
         end = now + timedelta(seconds=max_skew_s) if now is not None else store_now(cur, t, bound)
         start = (now if now is not None else end) - timedelta(seconds=window_s) if end else None
+        wide = CATALOGUE.element_views.get(t)
+        if wide is not None:  # a wide table's per-link rows: read the window, not the whole table
+            try:
+                sql = CATALOGUE[wide.stored_in].element_window_sql()
+                out[t] = cur.execute(f"{sql} ORDER BY ts", {"start": start, "end": end}).pl()
+                continue
+            except duckdb.CatalogException:  # a store from before the table was wide, opened read-only
+                pass
         try:
             out[t] = cur.execute(
                 f'SELECT * FROM "{t}" WHERE ts >= ? AND ts <= ? AND {NEEDED_WHERE.get(t, "true")} ORDER BY ts',

@@ -205,11 +205,19 @@ class Store:
             existing = {r[0] for r in con.execute(f'DESCRIBE "{spec.name}"').fetchall()}
             for col in spec.columns:  # additive schema evolution: new catalogue columns appear
                 if col.name not in existing:
-                    con.execute(f'ALTER TABLE "{spec.name}" ADD COLUMN "{col.name}" {col.type}')
+                    con.execute(f'ALTER TABLE "{spec.name}" ADD COLUMN "{col.name}" {col.sql_type}')
                     log.info("column added table=%s column=%s", spec.name, col.name)
             view = spec.rate_view_ddl()
             if view:
                 self._create_view(view)
+        for shape in self.catalogue.element_views.values():  # a wide table read one row per element
+            migrate = self.catalogue[shape.stored_in].migrate_from_element_table_sql(con)
+            if migrate:  # a store from before the table was wide: its per-element rows move in once
+                con.execute(migrate)
+                con.execute(f'DROP TABLE "{shape.name}"')
+                log.info("table made wide table=%s from=%s", shape.stored_in, shape.name)
+            self._create_view(self.catalogue[shape.stored_in].element_view_ddl())
+            self._create_view(shape.rate_view_ddl())
         for shared in self.catalogue.views.values():
             self._create_view(shared.ddl())
 

@@ -195,6 +195,8 @@ def check_payload(
             _MATCHING.add((table_name, schema_key))
         else:
             table, span = _conform(spec, table), None
+    if spec.element is not None and (problem := spec.list_length_errors(table)):
+        raise Refusal(grpc.StatusCode.INVALID_ARGUMENT, f"table {spec.name!r}: {problem}", "refused_columns")
     return Checked(spec, table, span, _check_values(spec, table))
 
 

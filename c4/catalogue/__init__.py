@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import functools
 import tomllib
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pyarrow is imported where an Arrow type is asked for: the agent never loads it
     import pyarrow as pa
@@ -73,11 +74,25 @@ class ColumnSpec:
     kind: str
     help: str
     wrap_bits: int = 0
+    #: a LIST column of a wide table: one element per entity of the table's ``per_element`` key
+    list: bool = False
+    #: a rarely moving counter of a wide table: sent on change and on keyframes, a NULL list otherwise
+    on_change: bool = False
 
     @property
     def arrow_type(self) -> pa.DataType:
         """The Arrow type rows of this column are sent as."""
-        return _arrow_types()[self.type]
+        base = _arrow_types()[self.type]
+        if not self.list:
+            return base
+        import pyarrow as pa
+
+        return pa.list_(base)
+
+    @property
+    def sql_type(self) -> str:
+        """The DuckDB type the column is stored as."""
+        return f"{self.type}[]" if self.list else self.type
 
 
 @dataclass(frozen=True)
@@ -94,6 +109,10 @@ class TableSpec:
     time_column: str | None = "ts"
     extra: dict = field(default_factory=dict, compare=False, hash=False)
     writer: str = "collector"  # one of WRITERS: who may write its rows
+    #: a wide table: the per-element view it stores (None for an ordinary table)
+    element: ElementSpec | None = None
+    #: the stored wide table, when this spec is a per-element view's shape (None for a stored table)
+    stored_in: str | None = None
 
     @functools.cached_property
     def arrow_schema(self) -> pa.Schema:
@@ -109,13 +128,185 @@ class TableSpec:
 
     @property
     def counters(self) -> list[ColumnSpec]:
-        """The monotonic counter columns."""
-        return [c for c in self.columns if c.kind == "counter"]
+        """The monotonic counter columns (scalar ones: a wide table's rates come from its element view)."""
+        return [c for c in self.columns if c.kind == "counter" and not c.list]
+
+    @property
+    def is_view(self) -> bool:
+        """True for a per-element view's shape (rows come from a wide table, none are stored or pushed)."""
+        return self.stored_in is not None
 
     def ddl(self) -> str:
-        """CREATE TABLE statement for DuckDB."""
-        cols = ",\n  ".join(f'"{c.name}" {c.type}' for c in self.columns)
+        """CREATE TABLE statement for DuckDB (CREATE VIEW for a per-element view's shape)."""
+        if self.stored_in is not None:
+            raise CatalogueError(f"{self.name!r} is a view over {self.stored_in!r}: use element_view_ddl")
+        cols = ",\n  ".join(f'"{c.name}" {c.sql_type}' for c in self.columns)
         return f'CREATE TABLE IF NOT EXISTS "{self.name}" (\n  {cols}\n)'
+
+    def element_view_ddl(self) -> str | None:
+        """The per-element view of a wide table: one row per element, as an ordinary table would hold.
+
+        An ``on_change`` column's NULL list means "not sent: unchanged since the last row of this entity
+        that carried it", so the view first fills it from that row (per entity, by time), then unnests
+        every list column together: element i of every list belongs to element i of the key list.
+        A time filter on the view cannot reach the table under the fill: a reader of a time window
+        uses ``element_window_sql`` instead, which reads only the window and one keyframe period.
+        """
+        if self.element is None:
+            return None
+        return f'CREATE OR REPLACE VIEW "{self.element.view}" AS {self._element_select("")}'
+
+    def element_window_sql(self) -> str:
+        """SELECT of the per-element rows with ts in [?, ?] (params: start, end): exact and bounded.
+
+        The wide rows read start one ``keyframe_within_s`` before the window, so every unsent counter
+        in the window is filled from a row that carried it, and no more of the table is read.
+        """
+        el = self.element
+        if el is None:
+            raise CatalogueError(f"{self.name!r} is not a wide table")
+        t = f'"{self.time_column}"'
+        where = (
+            f"WHERE {t} >= CAST($start AS TIMESTAMP) - INTERVAL {el.keyframe_within_s:g} SECOND "
+            f"AND {t} <= CAST($end AS TIMESTAMP)"
+        )
+        return f"SELECT * FROM ({self._element_select(where)}) WHERE {t} >= CAST($start AS TIMESTAMP)"
+
+    def _element_select(self, where: str) -> str:
+        """The per-element SELECT over the wide rows that pass ``where`` (a WHERE clause or '')."""
+        part = ", ".join(f'"{k}"' for k in self.keys)
+        inner = [
+            f'last_value("{c.name}" IGNORE NULLS) OVER w AS "{c.name}"' if c.on_change else f'"{c.name}"'
+            for c in self.columns
+        ]
+        outer = [f'unnest("{c.name}") AS "{c.name}"' if c.list else f'"{c.name}"' for c in self.columns]
+        if any(c.on_change for c in self.columns):
+            filled = (
+                f'SELECT {", ".join(inner)} FROM "{self.name}" {where} WINDOW w AS (PARTITION BY {part} '
+                f'ORDER BY "{self.time_column}" ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)'
+            )
+        else:
+            filled = f'SELECT * FROM "{self.name}" {where}'
+        return f"SELECT {', '.join(outer)} FROM ({filled})"
+
+    def element_spec(self) -> TableSpec | None:
+        """The shape of the per-element view (scalar columns, the element key added): what readers see."""
+        el = self.element
+        if el is None:
+            return None
+        cols = tuple(ColumnSpec(c.name, c.type, c.unit, c.kind, c.help, c.wrap_bits) for c in self.columns)
+        return TableSpec(
+            name=el.view,
+            help=el.help,
+            version=self.version,
+            keys=(*self.keys, el.key),
+            columns=cols,
+            source=self.source,
+            retention=False,
+            time_column=self.time_column,
+            writer=self.writer,
+            stored_in=self.name,
+        )
+
+    def element_rows(self, rows: Iterable[Mapping[str, Any]], carried: dict | None = None) -> list[dict]:
+        """Wide rows as per-element rows, as the per-element view gives them (rows in time order).
+
+        ``carried`` holds the last list sent of each on-change column per entity; pass the same dict
+        across calls to fill rows whose counters were not sent, as the view fills them from the store.
+        """
+        el = self.element
+        if el is None:
+            return [dict(r) for r in rows]
+        carried = {} if carried is None else carried
+        lists = [c.name for c in self.columns if c.list]
+        out = []
+        for r in rows:
+            entity = tuple(r.get(k) for k in self.keys)
+            row = dict(r)
+            for c in self.columns:
+                if c.on_change:
+                    if row.get(c.name) is None:
+                        row[c.name] = carried.get((entity, c.name))
+                    else:
+                        carried[(entity, c.name)] = row[c.name]
+            for i, element in enumerate(row.get(el.key) or ()):
+                one = {k: v for k, v in row.items() if k not in lists}
+                for name in lists:
+                    values = row.get(name)
+                    one[name] = values[i] if values is not None and i < len(values) else None
+                one[el.key] = element
+                out.append(one)
+        return out
+
+    def migrate_from_element_table_sql(self, con) -> str | None:
+        """INSERT moving a store's old per-element table (as the view's name) into this wide table, or None.
+
+        Stores made before a table was wide hold its rows one per element under the view's name;
+        grouped by row key and time they become the wide rows, every column carried.
+        """
+        el = self.element
+        if el is None:
+            return None
+        found = con.execute(
+            "SELECT count(*) FROM duckdb_tables() WHERE table_name = ? AND schema_name = current_schema()",
+            [el.view],
+        ).fetchone()
+        if not found or not found[0]:
+            return None
+        group = [
+            f'"{c.name}"'
+            for c in self.columns
+            if not c.list and (c.name in self.keys or c.kind == "time" or c.name == "job")
+        ]
+        cols = [
+            f'list("{c.name}" ORDER BY "{el.key}")'
+            if c.list
+            else (f'"{c.name}"' if f'"{c.name}"' in group else f'any_value("{c.name}")')
+            for c in self.columns
+        ]
+        names = ", ".join(f'"{c.name}"' for c in self.columns)
+        return (
+            f'INSERT INTO "{self.name}" ({names}) SELECT {", ".join(cols)} FROM "{el.view}" '
+            f"GROUP BY {', '.join(group)}"
+        )
+
+    def list_length_errors(self, table: pa.Table) -> str | None:
+        """Why a wide table's batch is malformed (a list longer or shorter than the key list), or None.
+
+        A NULL list is allowed (an on-change counter not sent, or a column no element reports). Read
+        from the offsets and validity buffers in plain Python: an agent's batch has a few rows, and a
+        compute kernel per column cost 30x more (700 us per 8-row NVLink batch).
+        """
+        el = self.element
+        if el is None or el.key not in table.column_names:
+            return None
+        names = table.schema.names
+        lists = {c.name for c in self.columns if c.list and c.name != el.key}
+        key = table.column(names.index(el.key))
+        for k in range(key.num_chunks):
+            key_chunk = key.chunk(k)
+            start, end = key_chunk.offset * 4, (key_chunk.offset + len(key_chunk) + 1) * 4
+            key_offsets = memoryview(key_chunk.buffers()[1] or b"")[start:end]
+            want = None
+            for i, name in enumerate(names):
+                if name not in lists:
+                    continue
+                chunk = table.column(i).chunk(k)
+                nulls = chunk.null_count
+                if nulls == len(chunk):  # not sent this tick, or reported by no element
+                    continue
+                if not nulls and chunk.offset == key_chunk.offset:  # the common case: the same offsets
+                    if memoryview(chunk.buffers()[1])[start:end] == key_offsets:
+                        continue
+                want = want or _list_lengths(key_chunk)
+                got = _list_lengths(chunk)
+                n = sum(1 for g, w in zip(got, want, strict=True) if g is not None and g != w)
+                if n:
+                    return (
+                        f"column {name!r} holds a list of another length than {el.key!r}'s in {n} rows "
+                        f"(each list has one element per {el.key})"
+                    )
+        return None
 
     def rate_view_ddl(self) -> str | None:
         """A ``<table>_rate`` view turning counters into per-second rates.
@@ -126,7 +317,7 @@ class TableSpec:
         that tick) gets a NULL rate; the next value is compared with the last one read.
         """
         counters = self.counters
-        if not counters or not self.time_column:
+        if not counters or not self.time_column or self.element is not None:
             return None
         part = ", ".join(f'"{k}"' for k in self.keys) or "1"
         win = f'(PARTITION BY {part} ORDER BY "{self.time_column}")'
@@ -159,6 +350,23 @@ class TableSpec:
         return f'CREATE OR REPLACE VIEW "{self.name}_rate" AS SELECT\n  {body}\nFROM "{self.name}"\nWINDOW w AS {win}'
 
 
+def _list_lengths(arr: pa.ListArray) -> list[int | None]:
+    """Each list's length (None for a NULL list), from the array's offsets and validity buffers."""
+    n, off = len(arr), arr.offset
+    validity, offsets = arr.buffers()[0], arr.buffers()[1]
+    if offsets is None or not n:
+        return [None] * n
+    o = memoryview(offsets)[: (off + n + 1) * 4].cast("i")
+    lengths: list[int | None] = [o[off + i + 1] - o[off + i] for i in range(n)]
+    if arr.null_count and validity is not None:
+        bits = memoryview(validity)
+        for i in range(n):
+            j = off + i
+            if not (bits[j >> 3] >> (j & 7)) & 1:
+                lengths[i] = None
+    return lengths
+
+
 def _parse_table(source: str, name: str, raw: dict) -> TableSpec:
     where = f"{source}: table {name!r}"
     unknown = set(raw) - {
@@ -171,6 +379,7 @@ def _parse_table(source: str, name: str, raw: dict) -> TableSpec:
         "time_column",
         "extra",
         "writer",
+        "per_element",
     }
     if unknown:
         raise CatalogueError(f"{where}: unknown keys {sorted(unknown)}")
@@ -195,8 +404,23 @@ def _parse_table(source: str, name: str, raw: dict) -> TableSpec:
             raise CatalogueError(f"{where}: column {cname!r} has kind {kind!r}, expected one of {KINDS}")
         if not col.get("help"):
             raise CatalogueError(f"{where}: column {cname!r} has no 'help'")
+        bad_keys = set(col) - {"name", "type", "unit", "kind", "help", "wrap_bits", "list", "on_change"}
+        if bad_keys:
+            raise CatalogueError(f"{where}: column {cname!r} has unknown keys {sorted(bad_keys)}")
+        is_list, on_change = bool(col.get("list", False)), bool(col.get("on_change", False))
+        if on_change and not (is_list and kind == "counter"):
+            raise CatalogueError(f"{where}: column {cname!r}: on_change is for list counter columns only")
         columns.append(
-            ColumnSpec(cname, ctype, col.get("unit", ""), kind, col["help"], int(col.get("wrap_bits", 0)))
+            ColumnSpec(
+                cname,
+                ctype,
+                col.get("unit", ""),
+                kind,
+                col["help"],
+                int(col.get("wrap_bits", 0)),
+                is_list,
+                on_change,
+            )
         )
     keys = tuple(raw.get("keys", ["node"]))
     for k in keys:
@@ -210,6 +434,7 @@ def _parse_table(source: str, name: str, raw: dict) -> TableSpec:
         raise CatalogueError(
             f"{where}: an agent-written table needs a 'node' column (an agent writes its own)"
         )
+    element = _parse_element(where, raw.get("per_element"), columns, keys)
     return TableSpec(
         name=name,
         help=raw["help"],
@@ -221,7 +446,38 @@ def _parse_table(source: str, name: str, raw: dict) -> TableSpec:
         time_column=time_column,
         extra=dict(raw.get("extra", {})),
         writer=writer,
+        element=element,
     )
+
+
+@dataclass(frozen=True)
+class ElementSpec:
+    """A wide table's element: its key list column, and the view giving one row per element."""
+
+    key: str
+    view: str
+    help: str
+    #: agents send every on-change counter at least this often: a reader fills from rows this old at most
+    keyframe_within_s: float = 300.0
+
+
+def _parse_element(
+    where: str, raw: dict | None, columns: list[ColumnSpec], keys: tuple
+) -> ElementSpec | None:
+    """The ``per_element`` table of a wide table, checked against its columns (None if absent)."""
+    lists = [c.name for c in columns if c.list]
+    if raw is None:
+        if lists:
+            raise CatalogueError(f"{where}: list columns {lists} need a 'per_element' table")
+        return None
+    if not {"key", "view", "help"} <= set(raw) <= {"key", "view", "help", "keyframe_within_s"}:
+        raise CatalogueError(f"{where}: per_element needs key, view and help (and may set keyframe_within_s)")
+    key = next((c for c in columns if c.name == raw["key"]), None)
+    if key is None or not key.list or key.kind != "label":
+        raise CatalogueError(f"{where}: per_element key {raw['key']!r} is not a list label column")
+    if raw["key"] in keys:
+        raise CatalogueError(f"{where}: per_element key {raw['key']!r} is a list, not one of the row's keys")
+    return ElementSpec(raw["key"], raw["view"], raw["help"], float(raw.get("keyframe_within_s", 300.0)))
 
 
 @dataclass(frozen=True)
@@ -244,6 +500,8 @@ class Catalogue:
 
     tables: dict[str, TableSpec]
     views: dict[str, ViewSpec] = field(default_factory=dict)
+    #: per-element views of wide tables, by view name: their shape as scalar columns
+    element_views: dict[str, TableSpec] = field(default_factory=dict)
 
     def __contains__(self, name: str) -> bool:
         return name in self.tables
@@ -274,7 +532,28 @@ class Catalogue:
                 if name in tables or name in views or set(raw) != {"help", "sql"}:
                     raise CatalogueError(f"{path.name}: view {name!r}: a new name with help and sql only")
                 views[name] = ViewSpec(name, raw["help"], raw["sql"].strip(), path.name)
-        return cls(tables, views)
+        element_views: dict[str, TableSpec] = {}
+        for spec in tables.values():
+            shape = spec.element_spec()
+            if shape is None:
+                continue
+            if shape.name in tables or shape.name in views or shape.name in element_views:
+                raise CatalogueError(
+                    f"{spec.source}: per-element view {shape.name!r} of {spec.name!r} is taken"
+                )
+            element_views[shape.name] = shape
+        return cls(tables, views, element_views)
+
+    def shape(self, name: str) -> TableSpec:
+        """The rows a reader sees under ``name``: a table's spec, or a wide table's per-element view's."""
+        if name in self.element_views:
+            return self.element_views[name]
+        return self.tables[name]
+
+    def row_shapes(self) -> list[TableSpec]:
+        """What readers see: every table with scalar columns, wide tables by their per-element view."""
+        out = [t for t in self.tables.values() if t.element is None]
+        return out + list(self.element_views.values())
 
     def docs_markdown(self) -> str:
         """The schema reference (docs/schema.md), generated from the catalogue."""
@@ -290,11 +569,24 @@ class Catalogue:
             out += [f"## `{t.name}` (v{t.version}, {t.source}, written by {t.writer})", "", t.help, ""]
             if t.keys:
                 out += [f"Entity key: {', '.join(f'`{k}`' for k in t.keys)}.", ""]
+            if t.element is not None:
+                out += [
+                    f"Wide: one row per {', '.join(t.keys)} per tick, LIST columns with one element per "
+                    f"`{t.element.key}`; read it as the view `{t.element.view}` (one row per element, a "
+                    f"`{t.element.view}_rate` view beside it). An on-change counter is sent when it moves "
+                    f"and on keyframes (at least every {t.element.keyframe_within_s:g} s); a NULL list means unchanged "
+                    "since the last row that carried it.",
+                    "",
+                ]
             out += ["| column | type | unit | kind | meaning |", "|---|---|---|---|---|"]
             for c in t.columns:
                 kind = c.kind + (f" (wraps at 2^{c.wrap_bits})" if c.wrap_bits else "")
-                out.append(f"| `{c.name}` | {c.type} | {c.unit} | {kind} | {c.help} |")
+                kind += ", on change" if c.on_change else ""
+                out.append(f"| `{c.name}` | {c.sql_type} | {c.unit} | {kind} | {c.help} |")
             out.append("")
+        for t in sorted(self.element_views.values(), key=lambda t: t.name):
+            out += [f"## view `{t.name}` (per element of `{t.stored_in}`)", "", t.help, ""]
+            out += [f"Entity key: {', '.join(f'`{k}`' for k in t.keys)}.", ""]
         for v in sorted(self.views.values(), key=lambda v: v.name):
             out += [f"## view `{v.name}` ({v.source})", "", v.help, "", "```sql", v.sql, "```", ""]
         return "\n".join(out)

@@ -35,7 +35,12 @@ def sampler(scenario: dict, clock: Clock) -> GpuSampler:
 
 def typed(table: str, rows: list[dict]) -> pa.Table:
     rows = [{"ts": None, "node": "n", "job": "", **r} for r in rows]
-    return pa.Table.from_pylist(rows, schema=load()[table].arrow_schema)
+    return pa.Table.from_pylist(rows, schema=load().shape(table).arrow_schema)
+
+
+def link_rows(out: dict, carried: dict | None = None) -> list[dict]:
+    """The tick's wide NVLink rows as the nvlink_samples view gives them: one per GPU per link."""
+    return load()["nvlink_gpu_samples"].element_rows(out["nvlink_gpu_samples"], carried)
 
 
 def test_field_ids_match_pynvml():
@@ -60,7 +65,7 @@ def test_field_ids_match_pynvml():
 
 def test_every_column_is_a_catalogue_column():
     f = load_fields()
-    link_cols = set(load()["nvlink_samples"].arrow_schema.names)
+    link_cols = set(load().shape("nvlink_samples").arrow_schema.names)
     for plan in f.plans.values():
         for col in plan.columns:
             assert col in link_cols, (plan.name, col)
@@ -87,7 +92,7 @@ def test_every_gpu_column_is_filled_and_rates_use_nvml_timestamps():
     assert row["nvml_ts_us"] == 1_002_500_000
     assert row["pci_bus_id"] == "0000:5d:00.0" and row["mem_total_bytes"] == 85899345920
     assert first["gpu_samples"][3]["pcie_tx_bytes_per_s"] is None  # no previous reading yet
-    links = typed("nvlink_samples", out["nvlink_samples"])
+    links = typed("nvlink_samples", link_rows(out))
     assert links.num_rows == 8 * 18
     assert set(links.column("link").to_pylist()) == set(range(18))
     assert s.skipped_by_reason == {} and s.records_skipped == 0
@@ -125,10 +130,11 @@ def test_nvlink_throughput_per_architecture(model):
     sc["start_s"] = 0.0
     sc["gpus"][0]["link_counters"] = {"5": {"replay_errors": 7, "link_crc_errors": 3, "rx_error_packets": 4}}
     s = sampler(sc, clock)
-    s.sample(0)
+    carried: dict = {}  # error counters are sent on change: fill the unsent ones as the view does
+    link_rows(s.sample(0), carried)
     clock.t = 2.0
     out = s.sample(0)
-    links = typed("nvlink_samples", out["nvlink_samples"]).to_pylist()
+    links = typed("nvlink_samples", link_rows(out, carried)).to_pylist()
     n_links = {"A100": 12, "H100": 18, "B200": 18}[model]
     assert len(links) == 8 * n_links
     present, null = LINK_COLUMNS[model]
@@ -206,10 +212,10 @@ def test_other_nvml_errors_cost_only_their_value(reason):
     s = sampler(sc, clock)
     out = s.sample(0)
     rows = out["gpu_samples"]
-    assert len(rows) == 8 and len(out["nvlink_samples"]) == 8 * 18
+    assert len(rows) == 8 and len(link_rows(out)) == 8 * 18
     assert rows[2]["temp_gpu_c"] is None and rows[2]["temp_mem_c"] is None
     assert rows[2]["power_w"] == 640.0 and rows[3]["temp_gpu_c"] == 62
-    bad = [r for r in out["nvlink_samples"] if r["gpu_index"] == 2]
+    bad = [r for r in link_rows(out) if r["gpu_index"] == 2]
     assert all(r["replay_errors"] is None and r["link_crc_errors"] == 0 for r in bad)
     assert s.skipped_by_reason == {reason: 2 + 18} and s.errors_by_reason == {reason: 20}
     assert s.records_skipped == 20
@@ -265,7 +271,7 @@ def test_a_gpu_without_nvlink_asks_nvml_for_no_link_fields():
     s.probe()
     out = s.sample(0)
     assert 0 not in calls
-    assert [r["gpu_index"] for r in out["nvlink_samples"]] == [1] * 18
+    assert [r["gpu_index"] for r in link_rows(out)] == [1] * 18
     assert out["gpu_samples"][0]["energy_mj"] is not None and s.skipped_by_reason == {}
 
 
@@ -309,13 +315,15 @@ def test_not_supported_is_missing_and_logged_once(caplog):
     g = gpu_entry(0)
     g["not_supported"] = ["temp_mem_c", "pcie_tx_bytes", "util_gpu_pct", "tx_bytes"]
     s = sampler({"start_s": 50.0, "gpus": [g]}, clock)
+    carried: dict = {}  # error counters are sent on change: fill the unsent ones as the view does
     for _ in range(5):
         clock.t += 1
         out = s.sample(0)
+        links = link_rows(out, carried)
     row = out["gpu_samples"][0]
     assert row["temp_mem_c"] is None and row["pcie_tx_bytes"] is None and row["pcie_tx_bytes_per_s"] is None
     assert row["util_gpu_pct"] is None and row["power_w"] == 640.0
-    assert all(r["tx_data_bytes"] is None and r["replay_errors"] == 0 for r in out["nvlink_samples"])
+    assert all(r["tx_data_bytes"] is None and r["replay_errors"] == 0 for r in links)
     assert (
         caplog.text.count("field=temp_mem_c ") == 1
         and caplog.text.count("nvmlDeviceGetUtilizationRates") == 1
@@ -394,7 +402,7 @@ def test_field_values_as_single_structures_are_read_attribute_by_attribute():
     s.probe()
     out = s.sample(0)
     assert out["gpu_samples"][0]["temp_mem_c"] == 70.5 and out["gpu_samples"][0]["energy_mj"] > 0
-    assert out["nvlink_samples"][0]["tx_data_bytes"] == int(2.5e10) // 1024 * 1024
+    assert link_rows(out)[0]["tx_data_bytes"] == int(2.5e10) // 1024 * 1024
 
 
 def test_an_nvml_error_escaping_one_gpu_keeps_the_others(monkeypatch):
@@ -408,7 +416,7 @@ def test_an_nvml_error_escaping_one_gpu_keeps_the_others(monkeypatch):
 
     monkeypatch.setattr(s, "_sample_links", failing)
     out = s.sample(0)
-    assert len({r["gpu_index"] for r in out["nvlink_samples"]}) == 7
+    assert len({r["gpu_index"] for r in link_rows(out)}) == 7
     assert s.errors_by_reason == {"gpu_sample_unknown": 1}
 
 

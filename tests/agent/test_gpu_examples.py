@@ -39,6 +39,6 @@ def test_agent_test_runs_each_example(model, throughput, absent):
         check=True,
     ).stdout
     assert "### table gpu_samples (8 rows)" in out and "### table gpu_events (1 rows)" in out
-    link_rows = out.split("### table nvlink_samples")[1].split("###")[0]
+    link_rows = out.split("### table nvlink_gpu_samples")[1].split("###")[0]
     assert f"{throughput}None" not in link_rows and throughput in link_rows and absent in link_rows
     assert "gpu_index=3" in out.split("### table gpu_events")[1]  # the Xid reached its GPU

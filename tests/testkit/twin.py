@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 from c4.agent.labels import context_from
 from c4.agent.runner import build_samplers
+from c4.catalogue import load
 from c4.config import AgentConfig
 from c4.sim.runner import SimRunner
 from c4.sim.twin import ClusterTwin
@@ -43,6 +44,11 @@ def sample_twin(tmp_path, twin, steps: int, epoch_s: float = EPOCH_S):
             for s in ss:
                 for table, rs in s.sampler.sample(0).items():
                     rows.setdefault(table, []).extend({"ts": ts, "tick": step, **r, "node": host} for r in rs)
+    for (
+        spec
+    ) in load().tables.values():  # wide tables also as their per-element view's rows, as a reader sees them
+        if spec.element is not None and spec.name in rows:
+            rows[spec.element.view] = spec.element_rows(rows[spec.name])
     return runner, rows
 
 
@@ -51,11 +57,9 @@ def frames(rows: dict[str, list], tables) -> dict:
     import polars as pl
     import pyarrow as pa
 
-    from c4.catalogue import load
-
     out = {}
     for t in tables:
-        spec = load()[t]
+        spec = load().shape(t)
         data = [
             {**{k: v for k, v in r.items() if k in spec.column_names}, "job": ""} for r in rows.get(t, [])
         ]
