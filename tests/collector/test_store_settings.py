@@ -88,3 +88,27 @@ def heartbeat_rows(spec, seq: int, n: int) -> pa.Table:
         },
         schema=spec.arrow_schema,
     )
+
+
+def test_collector_config_turns_background_checkpoints_on(tmp_path):
+    """``background_checkpoints`` in [collector] reaches the store: its thread runs, and stops with it."""
+    import asyncio
+
+    from c4.collector.server import Collector
+    from c4.config import CollectorConfig
+
+    async def scenario(on: bool):
+        cfg = CollectorConfig(listen="127.0.0.1:0", db=tmp_path / f"{on}.duckdb", background_checkpoints=on)
+        col = Collector(cfg)
+        await col.start()
+        try:
+            checkpointer = col.store.checkpointer
+            assert (checkpointer is not None) == on
+            if on:
+                assert checkpointer._thread.is_alive() and checkpointer.wal_bytes == cfg.checkpoint_wal_bytes
+        finally:
+            await col.stop()
+        assert checkpointer is None or not checkpointer._thread.is_alive()
+
+    asyncio.run(scenario(True))
+    asyncio.run(scenario(False))
