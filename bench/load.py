@@ -147,6 +147,10 @@ class LoadStats:
     spooled_at_end: int = 0
     reconnects: int = 0
     rows_acked_in_window: int = 0
+    #: rows the simulated agents made during the window (what the generator really offered)
+    rows_made_in_window: int = 0
+    #: the latest a simulated agent's tick started after it was due, seconds (the generator falling behind)
+    max_tick_lag_s: float = 0.0
     acked_rows_by_table: dict[str, int] = field(default_factory=dict)
     sent_rows_by_table: dict[str, int] = field(default_factory=dict)
     latencies_s: list[float] = field(default_factory=list)
@@ -224,15 +228,20 @@ async def one_agent(address, name, payloads, start_at, window, args, stats: Load
     wake = asyncio.Event()
     produced = asyncio.Event()
     sent_rows = stats.sent_rows_by_table
+    tick_rows = sum(rows for _, _, rows in templates)
 
     async def produce() -> None:
         seq, next_tick = 0, loop.time()
         while next_tick < window[1]:
             await asyncio.sleep(max(0.0, next_tick - loop.time()))
+            now = loop.time()
+            stats.max_tick_lag_s = max(stats.max_tick_lag_s, now - next_tick)
             for table, template, rows in templates:
                 seq += 1
                 spool.append((seq, table, rows, wire_batch(template, seq)))
                 sent_rows[table] = sent_rows.get(table, 0) + rows
+            if window[0] <= now <= window[1]:
+                stats.rows_made_in_window += tick_rows
             stats.batches_made += len(templates)
             wake.set()
             next_tick += args.interval_s
@@ -538,6 +547,7 @@ def run(args: argparse.Namespace) -> int:
             "setup": r["setup"],
             "agents": r["agents"],
             "offered rows/s": r["offered_rows_per_s"],
+            "made rows/s": r["made_rows_per_s"],
             "rows/s": r["rows_per_s"],
             "ack p50 s": r["ack_p50_s"],
             "ack p99 s": r["ack_p99_s"],
@@ -570,6 +580,8 @@ def run(args: argparse.Namespace) -> int:
 #: The figures of one setup that the summary repeats (for --agents, and for --compare-agents).
 RESULT_KEYS = (
     "rows_per_s",
+    "made_rows_per_s",
+    "generator_max_tick_lag_s",
     "ack_p50_s",
     "ack_p99_s",
     "collector_cpu_cores",
@@ -707,6 +719,10 @@ def phase(args, work, cfg, label: str, shards: int, per_agent: list, command: st
         "collectors": len(collectors),
         "agents_connected": stats.connected,
         "rows_per_s": round(stats.rows_acked_in_window / window_s),
+        # what the generator made in the window, and how late its ticks ran at worst: it kept up
+        # when made_rows_per_s is the offered rate and the lag stays well under the interval
+        "made_rows_per_s": round(stats.rows_made_in_window / window_s),
+        "generator_max_tick_lag_s": round(stats.max_tick_lag_s, 3),
         "ack_p50_s": None if p50 is None else round(p50, 4),
         "ack_p99_s": None if p99 is None else round(p99, 4),
         "collector_cpu_cores": round((m["cpu1"] - m["cpu0"]) / window_s, 3),

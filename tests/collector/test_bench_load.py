@@ -35,6 +35,8 @@ def test_bench_load_reports_json_and_loses_nothing():
     )
     assert result["rows_per_s"] > 0 and 0 < result["ack_p50_s"] <= result["ack_p99_s"]
     assert result["offered_rows_per_s"] == 6 * result["rows_per_node_tick"]
+    # what the generator made in the window: whole ticks of 6 nodes, and how late its ticks ran
+    assert result["made_rows_per_s"] > 0 and result["generator_max_tick_lag_s"] >= 0
     # the compared agent count ran first, in the same run, with its own figures
     compare = result["compare"]
     assert compare["agents"] == 3 and compare["offered_rows_per_s"] == 3 * result["rows_per_node_tick"]
@@ -56,7 +58,7 @@ def test_bench_load_reports_json_and_loses_nothing():
 
 def test_bench_load_refuses_more_pinned_cpus_than_the_machine_has():
     out = subprocess.run(
-        C4 + ["bench", "load", "--agents", "2", "--cpus-per-collector", "4096"],
+        C4 + ["bench", "load", "--agents", "2", "--shards", "2", "--cpus-per-collector", "4096"],
         capture_output=True,
         text=True,
         timeout=60,
@@ -83,6 +85,7 @@ def test_bench_load_baseline_c4_runs_beside_this_collector(tmp_path):
     ]
     for r in result["setups"]:
         assert r["batches_made"] == r["batches_acked"] > 0 and r["lost"] == r["duplicated"] == 0, r
+        assert r["made_rows_per_s"] > 0 and r["offered_rows_per_s"] > 0
 
 
 def _c4_script(tmp_path):
