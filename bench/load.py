@@ -26,6 +26,13 @@ SAMPLERS = ("host", "heartbeat", "gpu", "nic")
 def configure(parser: argparse.ArgumentParser) -> None:
     """Benchmark size."""
     parser.add_argument("--agents", type=int, default=1000, help="simulated agents/nodes (default 1000)")
+    parser.add_argument(
+        "--compare-agents",
+        type=int,
+        default=1000,
+        help="first the same setup with this many agents, reported beside --agents in the same run "
+        "(default 1000; 0 or equal to --agents skips it)",
+    )
     parser.add_argument("--duration-s", type=float, default=60.0, help="measured seconds (default 60)")
     parser.add_argument("--ramp-s", type=float, default=10.0, help="agents connect over this long first")
     parser.add_argument("--interval-s", type=float, default=1.0, help="sampling/flush interval per agent")
@@ -48,6 +55,17 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default=0,
         help="the collector's store_threads (DuckDB threads; 0 = one per core)",
     )
+    parser.add_argument(
+        "--checkpoint-wal-mib",
+        type=int,
+        default=0,
+        help="the collector's checkpoint_wal_bytes in MiB (0: the collector's default)",
+    )
+    parser.add_argument(
+        "--baseline-c4",
+        help="then the same agents against a collector run by this other `c4` executable (e.g. "
+        "another checkout's .venv/bin/c4), side by side: the before of a before/after",
+    )
     parser.add_argument("--diagnose", action="store_true", help="keep C4D diagnosis on in the collector")
     parser.add_argument("--workdir", help="directory for the database and logs (default: a temp dir)")
     parser.add_argument(
@@ -60,9 +78,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--shards",
         type=int,
-        default=2,
+        default=0,
         help="then the same agents against 1 and this many collectors writing one DuckLake on a local "
-        "PostgreSQL (Debian's package), for the shard speedup; 0 skips it",
+        "PostgreSQL (Debian's package), for the shard speedup (takes minutes); 0 (default) skips it",
     )
 
 
@@ -129,10 +147,59 @@ class LoadStats:
     spooled_at_end: int = 0
     reconnects: int = 0
     rows_acked_in_window: int = 0
+    #: rows the simulated agents made during the window (what the generator really offered)
+    rows_made_in_window: int = 0
+    #: the latest a simulated agent's tick started after it was due, seconds (the generator falling behind)
+    max_tick_lag_s: float = 0.0
     acked_rows_by_table: dict[str, int] = field(default_factory=dict)
     sent_rows_by_table: dict[str, int] = field(default_factory=dict)
     latencies_s: list[float] = field(default_factory=list)
     errors: Counter[str] = field(default_factory=Counter)  # kind of failure -> times
+
+
+def varint(value: int) -> bytes:
+    """``value`` as a protobuf base-128 varint."""
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+#: The PushBundle method, called with bundles already in wire form (the generator's hot path).
+PUSH_BUNDLE = "/c4.telemetry.v1.Telemetry/PushBundle"
+_SEQ_TAG = b"\x10"  # Batch.seq: field 2, varint
+_BATCH_TAG = b"\x0a"  # BatchBundle.batches: field 1, length-delimited
+
+
+def batch_templates(name: str, payloads) -> list[tuple[str, bytes, int]]:
+    """(table, the agent's Batch wire bytes without its seq, rows) per payload: encoded once per agent.
+
+    A batch on the wire is these bytes plus its seq field (protobuf fields may come in any order),
+    the same bytes an agent's ``pb.Batch`` serializes to; building a ``pb.Batch`` per batch copied
+    the payload and cost the generator a third of its CPU.
+    """
+    from c4.telemetry.v1 import telemetry_pb2 as pb
+
+    return [
+        (
+            table,
+            pb.Batch(agent_id=name, table=table, schema_version=version, arrow_ipc=ipc).SerializeToString(),
+            rows,
+        )
+        for table, version, ipc, rows in payloads
+    ]
+
+
+def wire_batch(template: bytes, seq: int) -> bytes:
+    """One Batch in wire form: the agent's template with ``seq`` set."""
+    return template + _SEQ_TAG + varint(seq)
+
+
+def wire_bundle(batches: list[bytes]) -> bytes:
+    """A BatchBundle in wire form holding these Batch messages, in order."""
+    return b"".join(_BATCH_TAG + varint(len(b)) + b for b in batches)
 
 
 async def one_agent(address, name, payloads, start_at, window, args, stats: LoadStats) -> None:
@@ -140,7 +207,8 @@ async def one_agent(address, name, payloads, start_at, window, args, stats: Load
 
     As the real agent: batches go to a spool and at most ``max_in_flight`` are sent unacknowledged;
     Hello with backoff, one PushBundle stream, and after a broken stream a new connection that first
-    re-sends what was in flight (the collector drops copies it already committed).
+    re-sends what was in flight (the collector drops copies it already committed). Batches are sent
+    in the wire form the agent's protobuf messages take (see ``batch_templates``).
     """
     import asyncio
     import time
@@ -153,28 +221,28 @@ async def one_agent(address, name, payloads, start_at, window, args, stats: Load
     from c4.telemetry.v1 import telemetry_pb2_grpc as pb_grpc
 
     loop = asyncio.get_running_loop()
+    templates = batch_templates(name, payloads)
     await asyncio.sleep(max(0.0, start_at - loop.time()))
-    spool: deque[tuple[pb.Batch, int]] = deque()  # made, not sent (or to re-send)
-    in_flight: dict[int, tuple[float, pb.Batch, int]] = {}  # seq -> (sent at, batch, rows)
+    spool: deque[tuple[int, str, int, bytes]] = deque()  # (seq, table, rows, wire bytes): made, not sent
+    in_flight: dict[int, tuple[float, str, int, bytes]] = {}  # seq -> (sent at, table, rows, wire bytes)
     wake = asyncio.Event()
     produced = asyncio.Event()
+    sent_rows = stats.sent_rows_by_table
+    tick_rows = sum(rows for _, _, rows in templates)
 
     async def produce() -> None:
         seq, next_tick = 0, loop.time()
         while next_tick < window[1]:
             await asyncio.sleep(max(0.0, next_tick - loop.time()))
-            for table, version, payload, rows in payloads:
+            now = loop.time()
+            stats.max_tick_lag_s = max(stats.max_tick_lag_s, now - next_tick)
+            for table, template, rows in templates:
                 seq += 1
-                spool.append(
-                    (
-                        pb.Batch(
-                            agent_id=name, seq=seq, table=table, schema_version=version, arrow_ipc=payload
-                        ),
-                        rows,
-                    )
-                )
-                stats.batches_made += 1
-                stats.sent_rows_by_table[table] = stats.sent_rows_by_table.get(table, 0) + rows
+                spool.append((seq, table, rows, wire_batch(template, seq)))
+                sent_rows[table] = sent_rows.get(table, 0) + rows
+            if window[0] <= now <= window[1]:
+                stats.rows_made_in_window += tick_rows
+            stats.batches_made += len(templates)
             wake.set()
             next_tick += args.interval_s
         produced.set()
@@ -184,12 +252,13 @@ async def one_agent(address, name, payloads, start_at, window, args, stats: Load
         while True:
             if spool and len(in_flight) < args.max_in_flight:
                 bundle = []  # what is ready and fits the window, in one message (as the agent's Sender)
+                now = time.perf_counter()
                 while spool and len(in_flight) < args.max_in_flight:
-                    batch, rows = spool.popleft()
-                    in_flight[batch.seq] = (time.perf_counter(), batch, rows)
-                    bundle.append(batch)
+                    seq, table, rows, wire = spool.popleft()
+                    in_flight[seq] = (now, table, rows, wire)
+                    bundle.append(wire)
                 stats.batches_sent += len(bundle)
-                yield pb.BatchBundle(batches=bundle)
+                yield wire_bundle(bundle)
             if produced.is_set() and not spool:
                 return  # half-close: the collector acks what is in flight, then ends the stream
             wake.clear()
@@ -197,10 +266,14 @@ async def one_agent(address, name, payloads, start_at, window, args, stats: Load
 
     producer = asyncio.create_task(produce())
     backoff_s, connected = 0.2, False
+    acked_rows = stats.acked_rows_by_table
     try:
         while True:
             async with grpc.aio.insecure_channel(address, options=channel_options(8 << 20)) as channel:
                 stub = pb_grpc.TelemetryStub(channel)
+                push_bundle = channel.stream_stream(
+                    PUSH_BUNDLE, request_serializer=None, response_deserializer=pb.AckBundle.FromString
+                )
                 rpc = "Hello"
                 try:
                     await stub.Hello(pb.HelloRequest(agent_id=name, hostname=name), timeout=120)
@@ -208,24 +281,24 @@ async def one_agent(address, name, payloads, start_at, window, args, stats: Load
                         stats.connected += 1
                         connected = True
                     backoff_s, rpc = 0.2, "PushBundle"
-                    async for acks in stub.PushBundle(requests()):
+                    async for acks in push_bundle(requests()):
                         wake.set()
+                        now = loop.time()
+                        in_window = window[0] <= now <= window[1]
+                        acked_at = time.perf_counter()
                         for ack in acks.acks:
                             entry = in_flight.pop(ack.seq, None)
                             if entry is None:
                                 continue
-                            t_sent, batch, rows = entry
+                            t_sent, table, rows, _ = entry
                             if ack.code != 0:
                                 stats.refused += 1
                                 stats.errors[f"refused: {ack.message}"] += 1
                                 continue
                             stats.batches_acked += 1
-                            stats.acked_rows_by_table[batch.table] = (
-                                stats.acked_rows_by_table.get(batch.table, 0) + rows
-                            )
-                            now = loop.time()
-                            if window[0] <= now <= window[1]:
-                                stats.latencies_s.append(time.perf_counter() - t_sent)
+                            acked_rows[table] = acked_rows.get(table, 0) + rows
+                            if in_window:
+                                stats.latencies_s.append(acked_at - t_sent)
                                 stats.rows_acked_in_window += rows
                     if produced.is_set() and not spool and not in_flight:
                         break  # everything made was acknowledged
@@ -236,7 +309,7 @@ async def one_agent(address, name, payloads, start_at, window, args, stats: Load
                     else:
                         stats.stream_errors += 1
             # re-send what was in flight first, in sequence order
-            spool.extendleft((b, r) for _, b, r in sorted(in_flight.values(), key=lambda e: -e[1].seq))
+            spool.extendleft((seq, t, r, w) for seq, (_, t, r, w) in sorted(in_flight.items(), reverse=True))
             in_flight.clear()
             await asyncio.sleep(backoff_s)
             backoff_s = min(2 * backoff_s, 10.0)
@@ -362,9 +435,7 @@ def run(args: argparse.Namespace) -> int:
     import tempfile
     from pathlib import Path
 
-    from c4.query import query_arrow
     from c4.report import emit
-    from c4.sim.procs import start_collector
 
     usable_cpus = len(os.sched_getaffinity(0))
     if args.cpus_per_collector and args.shards * args.cpus_per_collector > usable_cpus:
@@ -376,28 +447,37 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if (
         args.agents < 1
+        or args.compare_agents < 0
         or args.duration_s <= 0
         or args.interval_s <= 0
         or args.ramp_s < 0
         or args.max_in_flight < 1
         or args.ingest_processes < 0
         or args.store_threads < 0
+        or args.checkpoint_wal_mib < 0
     ):
         print(
-            "c4 bench load: --agents >= 1, --duration-s > 0, --interval-s > 0, --ramp-s >= 0, --max-in-flight >= 1, "
-            "--ingest-processes >= 0, --store-threads >= 0",
+            "c4 bench load: --agents >= 1, --compare-agents >= 0, --duration-s > 0, --interval-s > 0, "
+            "--ramp-s >= 0, --max-in-flight >= 1, --ingest-processes >= 0, --store-threads >= 0, "
+            "--checkpoint-wal-mib >= 0",
             file=sys.stderr,
         )
         return 2
+    if args.baseline_c4 and not os.access(args.baseline_c4, os.X_OK):
+        print(f"c4 bench load: --baseline-c4 {args.baseline_c4!r} is not an executable file", file=sys.stderr)
+        return 2
+    counts = [args.agents]
+    if args.compare_agents and args.compare_agents != args.agents:
+        counts.insert(0, args.compare_agents)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)  # one connection per agent, both ends
-    want = min(hard, max(soft, 4 * args.agents + 256))
+    want = min(hard, max(soft, 4 * max(counts) + 256))
     resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
     work = Path(args.workdir or tempfile.mkdtemp(prefix="c4-bench-load-"))
     work.mkdir(parents=True, exist_ok=True)
     (work / "node").mkdir(exist_ok=True)
     tick = node_tick(work / "node")
-    per_agent = [(f"load-{i:04d}", payloads_for(tick, f"load-{i:04d}")) for i in range(args.agents)]
-    rows_per_node_tick = sum(p[3] for p in per_agent[0][1])
+    agents = [(f"load-{i:04d}", payloads_for(tick, f"load-{i:04d}")) for i in range(max(counts))]
+    rows_per_node_tick = sum(p[3] for p in agents[0][1])
 
     def collector_toml(name: str, ingest_processes: int) -> Path:
         path = work / name
@@ -406,84 +486,73 @@ def run(args: argparse.Namespace) -> int:
             + ("" if args.diagnose else "diagnose_interval_s = 0\n")
             + f"ingest_processes = {ingest_processes}\n"
             + f"store_threads = {args.store_threads}\n"
+            + (f"checkpoint_wal_bytes = {args.checkpoint_wal_mib << 20}\n" if args.checkpoint_wal_mib else "")
         )
         return path
 
     cfg = collector_toml("collector.toml", 0)
-    setups = [("1 collector", 0, cfg)]
+    # (label, agents, lake shards, config, c4 executable or None for this one)
+    setups = [("1 collector", n, 0, cfg, None) for n in counts]
+    if args.baseline_c4:
+        setups += [("1 collector (baseline c4)", n, 0, cfg, args.baseline_c4) for n in counts]
     if args.ingest_processes:
         setups.append(
             (
                 f"1 collector + {args.ingest_processes} ingest process{'es' if args.ingest_processes > 1 else ''}",
+                args.agents,
                 0,
                 collector_toml("collector-ingest.toml", args.ingest_processes),
+                None,
             )
         )
     if args.shards >= 2:
-        setups += [("1 lake shard", 1, cfg), (f"{args.shards} lake shards", args.shards, cfg)]
+        setups += [
+            ("1 lake shard", args.agents, 1, cfg, None),
+            (f"{args.shards} lake shards", args.agents, args.shards, cfg, None),
+        ]
     results = []
-    for label, shards, setup_cfg in setups:
-        print(f"c4 bench load: {label}: {args.agents} agents ...", file=sys.stderr, flush=True)
-        results.append(phase(args, work, setup_cfg, label, shards, per_agent, query_arrow, start_collector))
+    for label, n, shards, setup_cfg, command in setups:
+        print(f"c4 bench load: {label}: {n} agents ...", file=sys.stderr, flush=True)
+        r = phase(args, work, setup_cfg, label, shards, agents[:n], command)
+        r["offered_rows_per_s"] = round(n * rows_per_node_tick / args.interval_s)
+        results.append(r)
     if not args.workdir:
         shutil.rmtree(work, ignore_errors=True)
-    one = results[0]
+    one = next(r for r in results if r["setup"] == "1 collector" and r["agents"] == args.agents)
     by = {r["setup"]: r for r in results}
     lake1 = by.get("1 lake shard")
     lakeN = by.get(f"{args.shards} lake shards")
     speedup = lakeN["rows_per_s"] / lake1["rows_per_s"] if lake1 and lakeN and lake1["rows_per_s"] else None
+    compared = [r for r in results if r["setup"] == "1 collector" and r["agents"] != args.agents]
     summary = {
         "agents": args.agents,
         "agents_connected": one["agents_connected"],
         "rows_per_node_tick": rows_per_node_tick,
-        "offered_rows_per_s": round(args.agents * rows_per_node_tick / args.interval_s),
-        **{
-            k: one[k]
-            for k in (
-                "rows_per_s",
-                "ack_p50_s",
-                "ack_p99_s",
-                "collector_cpu_cores",
-                "collector_peak_rss_bytes",
-                "loadgen_cpu_cores",
-                "batches_made",
-                "batches_sent",
-                "spooled_at_end",
-                "batches_acked",
-                "refused",
-                "unacked",
-                "lost",
-                "duplicated",
-                "stream_errors",
-                "agents_not_drained",
-                "hello_retries",
-                "reconnects",
-                "window_s",
-            )
-        },
+        "offered_rows_per_s": one["offered_rows_per_s"],
+        **{k: one[k] for k in RESULT_KEYS},
+        # the same figures at --compare-agents, measured in this run before the --agents ones
+        "compare": {k: compared[0][k] for k in ("agents", "offered_rows_per_s", *RESULT_KEYS)}
+        if compared
+        else None,
         "shard_speedup": None if speedup is None else round(speedup, 3),
         "cpus_per_collector": args.cpus_per_collector or None,
         "shard_speedup_vs_one_collector": None
         if not lakeN
         else round(lakeN["rows_per_s"] / max(1, one["rows_per_s"]), 3),
         "setups": results,
-        "target_met": bool(
-            one["ack_p99_s"] is not None
-            and one["ack_p99_s"] < 1.0
-            and one["lost"] == 0
-            and one["unacked"] == 0
-            and not one["refused"]
-        ),
+        "target_met": target_met(one),
     }
     table = [
         {
             "setup": r["setup"],
-            "agents": args.agents,
+            "agents": r["agents"],
+            "offered rows/s": r["offered_rows_per_s"],
+            "made rows/s": r["made_rows_per_s"],
             "rows/s": r["rows_per_s"],
-            "offered rows/s": summary["offered_rows_per_s"],
             "ack p50 s": r["ack_p50_s"],
             "ack p99 s": r["ack_p99_s"],
             "collectors CPU cores": r["collector_cpu_cores"],
+            "load gen CPU cores": r["loadgen_cpu_cores"],
             "peak RSS MiB (sum)": r["collector_peak_rss_bytes"] / 2**20,
             "refused": r["refused"],
             "unacked": r["unacked"],
@@ -493,8 +562,8 @@ def run(args: argparse.Namespace) -> int:
         for r in results
     ]
     emit(
-        f"c4 bench load: {args.agents} simulated 8-GPU nodes ({rows_per_node_tick} rows per {args.interval_s:g} s "
-        f"tick, {len(per_agent[0][1])} batches), {args.duration_s:g} s measured per setup, on loopback"
+        f"c4 bench load: simulated 8-GPU nodes ({rows_per_node_tick} rows per {args.interval_s:g} s "
+        f"tick, {len(agents[0][1])} batches), {args.duration_s:g} s measured per setup, on loopback"
         + (f"; shard speedup {speedup:.2f}x ({args.shards} lake shards / 1)" if speedup else "")
         + (
             f", each lake collector pinned to {args.cpus_per_collector} CPU(s)"
@@ -508,37 +577,111 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def phase(args, work, cfg, label: str, shards: int, per_agent: list, query_arrow, start_collector) -> dict:
-    """One setup: a collector with its DuckDB file (shards 0), or `shards` collectors writing one fresh DuckLake."""
-    import asyncio
-    import sys
+#: The figures of one setup that the summary repeats (for --agents, and for --compare-agents).
+RESULT_KEYS = (
+    "rows_per_s",
+    "made_rows_per_s",
+    "generator_max_tick_lag_s",
+    "ack_p50_s",
+    "ack_p99_s",
+    "collector_cpu_cores",
+    "collector_peak_rss_bytes",
+    "loadgen_cpu_cores",
+    "batches_made",
+    "batches_sent",
+    "spooled_at_end",
+    "batches_acked",
+    "refused",
+    "unacked",
+    "lost",
+    "duplicated",
+    "stream_errors",
+    "agents_not_drained",
+    "hello_retries",
+    "reconnects",
+    "window_s",
+)
 
-    pg = None
+
+def target_met(r: dict) -> bool:
+    """Issue 21's target: ack p99 under 1 s, every batch acknowledged, nothing refused or lost, and
+    the rows committed in the window at least 99% of those offered."""
+    return bool(
+        r["ack_p99_s"] is not None
+        and r["ack_p99_s"] < 1.0
+        and r["lost"] == 0
+        and r["unacked"] == 0
+        and not r["refused"]
+        and r["rows_per_s"] >= 0.99 * r["offered_rows_per_s"]
+    )
+
+
+def start_collectors(args, work, cfg, shards: int, command: str | None) -> tuple[list, object]:
+    """The setup's collectors (and the lake's PostgreSQL, else None), serving."""
+    import subprocess
+
+    from c4.sim.procs import CollectorProcess, free_port, start_collector, wait_serving
+
+    if command:  # another c4 executable: the same command line start_collector uses
+        workdir = work / f"{cfg.stem}-baseline"
+        workdir.mkdir(parents=True, exist_ok=True)
+        address, db = f"127.0.0.1:{free_port()}", workdir / "c4.duckdb"
+        with open(workdir / "collector.log", "ab") as log:
+            proc = subprocess.Popen(
+                [command, "collector", "--listen", address, "--db", str(db), "--config", str(cfg)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        try:
+            wait_serving(address)
+        except TimeoutError:
+            proc.kill()
+            raise
+        return [CollectorProcess(proc, address, db)], None
+    if not shards:
+        return [start_collector(work / cfg.stem, extra=["--config", str(cfg)])], None
+    from c4.sim.postgres import LocalPostgres
+
+    pg = LocalPostgres().start()
     collectors = []
     try:
-        if shards:
-            from c4.sim.postgres import LocalPostgres
+        for i in range(shards):
+            name = f"s{i}"
+            extra = [
+                "--config",
+                str(cfg),
+                "--lake",
+                pg.url,
+                "--lake-data-path",
+                str(work / f"lake-{shards}"),
+                "--shard",
+                name,
+            ]
+            n = args.cpus_per_collector
+            cpus = set(range(i * n, (i + 1) * n)) if n else None
+            collectors.append(start_collector(work / f"collector-{shards}-{name}", extra=extra, cpus=cpus))
+    except BaseException:
+        for c in collectors:
+            c.stop()
+        pg.stop()
+        raise
+    return collectors, pg
 
-            pg = LocalPostgres().start()
-            for i in range(shards):
-                name = f"s{i}"
-                extra = [
-                    "--config",
-                    str(cfg),
-                    "--lake",
-                    pg.url,
-                    "--lake-data-path",
-                    str(work / f"lake-{shards}"),
-                    "--shard",
-                    name,
-                ]
-                n = args.cpus_per_collector
-                cpus = set(range(i * n, (i + 1) * n)) if n else None
-                collectors.append(
-                    start_collector(work / f"collector-{shards}-{name}", extra=extra, cpus=cpus)
-                )
-        else:
-            collectors.append(start_collector(work / cfg.stem, extra=["--config", str(cfg)]))
+
+def phase(args, work, cfg, label: str, shards: int, per_agent: list, command: str | None = None) -> dict:
+    """One setup: a collector with its DuckDB file (shards 0), or `shards` collectors writing one fresh
+    DuckLake; ``command`` runs the collector with another c4 executable."""
+    import asyncio
+    import shutil
+    import sys
+
+    from c4.query import query_arrow
+
+    for old in work.glob(f"{cfg.stem}*"):  # a fresh store per setup (a compared agent count ran before)
+        if old.is_dir():
+            shutil.rmtree(old, ignore_errors=True)
+    collectors, pg = start_collectors(args, work, cfg, shards, command)
+    try:
         watches = [ProcWatch(c.proc.pid) for c in collectors]
         stats, m = asyncio.run(drive(args, [c.address for c in collectors], watches, per_agent))
         stored = dict(
@@ -572,9 +715,14 @@ def phase(args, work, cfg, label: str, shards: int, per_agent: list, query_arrow
         print(f"c4 bench load: {label}: {times} x {kind}", file=sys.stderr)
     return {
         "setup": label,
+        "agents": len(per_agent),
         "collectors": len(collectors),
         "agents_connected": stats.connected,
         "rows_per_s": round(stats.rows_acked_in_window / window_s),
+        # what the generator made in the window, and how late its ticks ran at worst: it kept up
+        # when made_rows_per_s is the offered rate and the lag stays well under the interval
+        "made_rows_per_s": round(stats.rows_made_in_window / window_s),
+        "generator_max_tick_lag_s": round(stats.max_tick_lag_s, 3),
         "ack_p50_s": None if p50 is None else round(p50, 4),
         "ack_p99_s": None if p99 is None else round(p99, 4),
         "collector_cpu_cores": round((m["cpu1"] - m["cpu0"]) / window_s, 3),

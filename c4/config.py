@@ -183,6 +183,9 @@ class CollectorConfig(BaseModel):
     # processes that receive and check agents' batches beside the one owning the store (0: one process)
     ingest_processes: int = Field(0, ge=0, le=64)
     checkpoint_wal_bytes: int = Field(128 << 20, ge=1 << 20)  # DuckDB checkpoints past this WAL size
+    # checkpoint from a thread of its own instead of inside the writer's COMMIT (c4.collector.checkpointer;
+    # off: no gain measured yet while every commit upserts the sequence table)
+    background_checkpoints: bool = False
     store_threads: int = Field(0, ge=0, le=1024)  # DuckDB worker threads (0: one per core)
     diagnose_interval_s: float = Field(10.0, ge=0)  # 0 disables the in-collector diagnosis
     diagnose_window_s: float = Field(120.0, gt=0)

@@ -286,6 +286,7 @@ class Collector:
                     catalogue or load(),
                     cfg.checkpoint_wal_bytes,
                     cfg.store_threads,
+                    background_checkpoints=cfg.background_checkpoints,
                 )
             except (duckdb.Error, OSError) as exc:  # full disk, read-only or missing directory, not a DB
                 raise StartupError(f"cannot open the store {cfg.db}: {_reason(exc)}") from exc

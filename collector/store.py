@@ -14,6 +14,7 @@ import duckdb
 import pyarrow as pa
 
 from c4.catalogue import Catalogue, TableSpec
+from c4.collector.checkpointer import BACKSTOP_FACTOR, Checkpointer
 from c4.collector.sequence import AgentSeq, SequenceBook, Verdict
 
 log = logging.getLogger("c4.collector.store")
@@ -100,6 +101,7 @@ class Store:
         catalogue: Catalogue,
         checkpoint_wal_bytes: int = DEFAULT_CHECKPOINT_WAL_BYTES,
         threads: int = 0,
+        background_checkpoints: bool = False,
     ) -> None:
         self.path = Path(path)
         self.catalogue = catalogue
@@ -107,7 +109,10 @@ class Store:
         # DuckDB checkpoints when a commit leaves the WAL over this size. Each checkpoint costs a
         # fixed ~0.3 s on top of the data it writes, so the default 16 MB (every ~2 s at 180k rows/s)
         # spent a third of the writer's time there; a larger WAL only costs replay time at start.
-        self.con.execute(f"SET checkpoint_threshold = '{int(checkpoint_wal_bytes)}B'")
+        # With background_checkpoints a thread of its own checkpoints at that size, off the writer's
+        # commits (see c4.collector.checkpointer), and DuckDB's own threshold is only a backstop.
+        threshold = checkpoint_wal_bytes * (BACKSTOP_FACTOR if background_checkpoints else 1)
+        self.con.execute(f"SET checkpoint_threshold = '{int(threshold)}B'")
         if threads:
             # DuckDB's default is one thread per core; one thread appends the same rows with about a
             # fifth less CPU (it spends none coordinating), which counts on a host short of cores
@@ -116,6 +121,9 @@ class Store:
         self._create_schema()
         self.book = SequenceBook(self._load_seqs())
         self._lock_down()
+        self.checkpointer: Checkpointer | None = None
+        if background_checkpoints:
+            self.checkpointer = Checkpointer(self.con.cursor, self.path, int(checkpoint_wal_bytes)).start()
 
     def _connect(self) -> duckdb.DuckDBPyConnection:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -361,6 +369,8 @@ class Store:
 
     def close(self) -> None:
         """Checkpoint and close the file."""
+        if self.checkpointer is not None:
+            self.checkpointer.stop()
         with self._lock:
             try:
                 self.con.execute("CHECKPOINT")

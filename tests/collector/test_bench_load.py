@@ -11,8 +11,8 @@ from testkit.procs import C4
 def test_bench_load_reports_json_and_loses_nothing():
     out = subprocess.run(
         C4
-        + ["bench", "load", "--agents", "6", "--duration-s", "3", "--ramp-s", "1", "--json"]
-        + ["--ingest-processes", "2", "--store-threads", "1"]
+        + ["bench", "load", "--agents", "6", "--compare-agents", "3", "--duration-s", "3", "--ramp-s", "1"]
+        + ["--json", "--ingest-processes", "2", "--store-threads", "1", "--shards", "2"]
         # each lake collector on a CPU of its own, as the shard-speedup figure is measured
         + (["--cpus-per-collector", "1"] if len(os.sched_getaffinity(0)) >= 2 else []),
         capture_output=True,
@@ -34,25 +34,73 @@ def test_bench_load_reports_json_and_loses_nothing():
         and result["unacked"] == 0
     )
     assert result["rows_per_s"] > 0 and 0 < result["ack_p50_s"] <= result["ack_p99_s"]
+    assert result["offered_rows_per_s"] == 6 * result["rows_per_node_tick"]
+    # what the generator made in the window: whole ticks of 6 nodes, and how late its ticks ran
+    assert result["made_rows_per_s"] > 0 and result["generator_max_tick_lag_s"] >= 0
+    # the compared agent count ran first, in the same run, with its own figures
+    compare = result["compare"]
+    assert compare["agents"] == 3 and compare["offered_rows_per_s"] == 3 * result["rows_per_node_tick"]
+    assert compare["batches_made"] == compare["batches_acked"] > 0 and compare["lost"] == 0
     # the same agents against one lake shard and two (a real PostgreSQL catalog): nothing lost there either
-    assert [r["setup"] for r in result["setups"]] == [
-        "1 collector",
-        "1 collector + 2 ingest processes",
-        "1 lake shard",
-        "2 lake shards",
+    assert [(r["setup"], r["agents"]) for r in result["setups"]] == [
+        ("1 collector", 3),
+        ("1 collector", 6),
+        ("1 collector + 2 ingest processes", 6),
+        ("1 lake shard", 6),
+        ("2 lake shards", 6),
     ]
     for r in result["setups"]:
         assert r["lost"] == r["duplicated"] == r["refused"] == r["unacked"] == 0, r
-        assert r["agents_connected"] == 6 and r["rows_per_s"] > 0
-    assert result["setups"][3]["collectors"] == 2 and result["shard_speedup"] > 0
+        assert r["agents_connected"] == r["agents"] and r["rows_per_s"] > 0
+    assert result["setups"][4]["collectors"] == 2 and result["shard_speedup"] > 0
     assert "1 collector" in out and "2 lake shards" in out
 
 
 def test_bench_load_refuses_more_pinned_cpus_than_the_machine_has():
     out = subprocess.run(
-        C4 + ["bench", "load", "--agents", "2", "--cpus-per-collector", "4096"],
+        C4 + ["bench", "load", "--agents", "2", "--shards", "2", "--cpus-per-collector", "4096"],
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert out.returncode == 2 and "needs 8192 CPUs" in out.stderr
+
+
+def test_bench_load_baseline_c4_runs_beside_this_collector(tmp_path):
+    """--baseline-c4 runs the same agents against another c4 executable's collector, in the same run."""
+    out = subprocess.run(
+        C4
+        + ["bench", "load", "--agents", "3", "--compare-agents", "0", "--duration-s", "2", "--ramp-s", "0.5"]
+        + ["--json", "--baseline-c4", str(_c4_script(tmp_path))],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=True,
+    ).stdout
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["compare"] is None
+    assert [(r["setup"], r["agents"]) for r in result["setups"]] == [
+        ("1 collector", 3),
+        ("1 collector (baseline c4)", 3),
+    ]
+    for r in result["setups"]:
+        assert r["batches_made"] == r["batches_acked"] > 0 and r["lost"] == r["duplicated"] == 0, r
+        assert r["made_rows_per_s"] > 0 and r["offered_rows_per_s"] > 0
+
+
+def _c4_script(tmp_path):
+    """An executable running this checkout's c4 (C4 is an interpreter command line)."""
+    script = tmp_path / "c4"
+    script.write_text("#!/bin/sh\nexec " + " ".join(C4) + ' "$@"\n')
+    script.chmod(0o755)
+    return script
+
+
+def test_bench_load_refuses_a_baseline_that_is_not_executable(tmp_path):
+    out = subprocess.run(
+        C4 + ["bench", "load", "--agents", "2", "--baseline-c4", str(tmp_path / "nope")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 2 and "is not an executable file" in out.stderr

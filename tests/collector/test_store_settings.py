@@ -1,9 +1,15 @@
-"""The store applies its DuckDB settings (threads, checkpoint threshold)."""
+"""The store applies its DuckDB settings (threads, checkpoint threshold) and checkpoints in the background."""
 
 from __future__ import annotations
 
+import time
+
+import numpy as np
+import pyarrow as pa
+
 from c4.catalogue import load
-from c4.collector.store import Store
+from c4.collector.checkpointer import BACKSTOP_FACTOR
+from c4.collector.store import PendingBatch, Store
 
 CATALOGUE = load()
 
@@ -19,3 +25,90 @@ def test_store_threads_and_checkpoint_threshold_are_applied(tmp_path):
         assert setting(store, "checkpoint_threshold") == "8.0 MiB"
     finally:
         store.close()
+
+
+def test_background_checkpoints_fold_the_wal_while_commits_go_on(tmp_path):
+    """With background checkpoints DuckDB's own threshold is only a backstop; the thread folds the WAL
+    into the file once it is over the size asked for, and every committed row is still there after."""
+    spec = CATALOGUE["agent_heartbeat"]
+    db = tmp_path / "b.duckdb"
+    store = Store(db, CATALOGUE, checkpoint_wal_bytes=1 << 20, background_checkpoints=True)
+    committed = seq = 0
+    try:
+        assert setting(store, "checkpoint_threshold") == f"{BACKSTOP_FACTOR}.0 MiB"
+        deadline = time.monotonic() + 60
+        while not store.checkpointer.checkpoints and time.monotonic() < deadline:
+            seq += 1
+            (result,) = store.commit(
+                [PendingBatch("agent-a", seq, spec, heartbeat_rows(spec, seq, 2000), stream=1)]
+            )
+            assert not result.error and result.rows == 2000
+            committed += result.rows
+        assert store.checkpointer.checkpoints >= 1 and store.checkpointer.failures == 0
+        # commits go on after a background checkpoint, each still exactly once
+        (again,) = store.commit(
+            [PendingBatch("agent-a", seq, spec, heartbeat_rows(spec, seq, 2000), stream=1)]
+        )
+        assert again.duplicate
+        assert store.con.execute('SELECT count(*) FROM "agent_heartbeat"').fetchone()[0] == committed
+    finally:
+        store.close()
+    assert not store.checkpointer._thread.is_alive()
+    reopened = Store(db, CATALOGUE)
+    try:
+        assert reopened.con.execute('SELECT count(*) FROM "agent_heartbeat"').fetchone()[0] == committed
+        assert reopened.known_seq("agent-a") == seq
+    finally:
+        reopened.close()
+
+
+def test_store_without_background_checkpoints_starts_no_thread(tmp_path):
+    store = Store(tmp_path / "c.duckdb", CATALOGUE, checkpoint_wal_bytes=8 << 20)
+    try:
+        assert store.checkpointer is None
+        assert setting(store, "checkpoint_threshold") == "8.0 MiB"
+    finally:
+        store.close()
+
+
+def heartbeat_rows(spec, seq: int, n: int) -> pa.Table:
+    """n heartbeat rows of ever new values (so the WAL grows with every commit)."""
+    base = seq * n
+    return pa.table(
+        {
+            "ts": pa.array(
+                np.arange(base, base + n, dtype=np.int64) * 1000 + 1_780_000_000_000_000, pa.timestamp("us")
+            ),
+            "node": pa.array([f"node-{i % 97}" for i in range(n)]),
+            "job": pa.array(["job"] * n),
+            "agent_id": pa.array(["agent-a"] * n),
+            "boot_ns": pa.array(np.full(n, 7, dtype=np.int64)),
+            "tick": pa.array(np.arange(base, base + n, dtype=np.uint64)),
+            "uptime_s": pa.array(np.random.default_rng(seq).random(n)),
+        },
+        schema=spec.arrow_schema,
+    )
+
+
+def test_collector_config_turns_background_checkpoints_on(tmp_path):
+    """``background_checkpoints`` in [collector] reaches the store: its thread runs, and stops with it."""
+    import asyncio
+
+    from c4.collector.server import Collector
+    from c4.config import CollectorConfig
+
+    async def scenario(on: bool):
+        cfg = CollectorConfig(listen="127.0.0.1:0", db=tmp_path / f"{on}.duckdb", background_checkpoints=on)
+        col = Collector(cfg)
+        await col.start()
+        try:
+            checkpointer = col.store.checkpointer
+            assert (checkpointer is not None) == on
+            if on:
+                assert checkpointer._thread.is_alive() and checkpointer.wal_bytes == cfg.checkpoint_wal_bytes
+        finally:
+            await col.stop()
+        assert checkpointer is None or not checkpointer._thread.is_alive()
+
+    asyncio.run(scenario(True))
+    asyncio.run(scenario(False))

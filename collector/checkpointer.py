@@ -1,0 +1,112 @@
+"""Checkpoints of the store's DuckDB file from a thread of their own, off the writer's commits.
+
+DuckDB checkpoints by itself inside the COMMIT that leaves the write-ahead log over
+``checkpoint_threshold``: the writer thread, and with it every ack waiting for a commit, then
+waits for the whole checkpoint (every table's new rows compressed and written, the metadata, the
+fsyncs). Since DuckDB 1.5 a checkpoint run from another connection lets commits go on meanwhile
+(duckdb/duckdb#20052, #20160, #20286); in the pinned 1.5.5 an INSERT still waits while the
+checkpoint writes the table it inserts into (a table-level lock, duckdb/duckdb#25988 lifts it),
+so the writer is held for that table's part only, not for the whole checkpoint.
+
+So with ``background_checkpoints`` the store sets DuckDB's own threshold to a backstop
+(``BACKSTOP_FACTOR`` times the size asked for, reached only when these checkpoints fall behind) and
+this thread runs ``CHECKPOINT`` once the log is over the size asked for. A plain CHECKPOINT is
+refused while a transaction that updates (the sequence table's upsert) is open: it is tried again
+a few milliseconds later, between commits, and never forced (FORCE CHECKPOINT would hold new
+transactions back until it is done).
+
+It is off by default: every commit also upserts ``_c4_agent_seq`` (a table with a primary key),
+and such a transaction takes DuckDB's checkpoint lock, so it waits for the whole checkpoint as
+before. Measured on the shared 2-core host (load average 15-20 from other work, so the figures
+are loose), the real Store committing 1,000 simulated nodes' ticks in groups of 64 agents, WAL
+32 MiB, the three arrangements alternated in one sitting (/tmp script, 20 s each): commit p99
+DuckDB's own checkpoint 1.30-1.54 s, this thread 1.80-2.48 s, this thread with the sequence
+watermarks appended to a table without a key instead of upserted 0.86-2.44 s; the 128 MiB
+default 0.90 s. No arrangement was reliably better; the next step is the append-only sequence
+log (an insert-only commit is what DuckDB lets run beside a checkpoint), measured on a quiet host.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import duckdb
+
+log = logging.getLogger("c4.collector.checkpointer")
+
+#: DuckDB's own checkpoint threshold, as a multiple of the background one (a backstop only).
+BACKSTOP_FACTOR = 4
+#: How often the write-ahead log's size is looked at.
+POLL_S = 0.1
+#: Wait before trying again a CHECKPOINT refused because a commit was under way.
+RETRY_S = 0.005
+#: Wait after a checkpoint that failed for another reason (e.g. a full disk) before the next try.
+FAILED_BACKOFF_S = 5.0
+
+
+class Checkpointer:
+    """A thread that checkpoints a DuckDB file whenever its WAL is over ``wal_bytes``."""
+
+    def __init__(
+        self, cursor: Callable[[], duckdb.DuckDBPyConnection], db_path: Path, wal_bytes: int
+    ) -> None:
+        self._cursor = cursor
+        self.wal_path = Path(f"{db_path}.wal")
+        self.wal_bytes = wal_bytes
+        self.checkpoints = 0
+        self.failures = 0
+        #: The longest checkpoint so far, seconds.
+        self.max_s = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="c4-checkpointer", daemon=True)
+
+    def start(self) -> Checkpointer:
+        """Start watching the log."""
+        self._thread.start()
+        return self
+
+    def wal_size_bytes(self) -> int:
+        """The write-ahead log's size now (0 when there is none)."""
+        try:
+            return self.wal_path.stat().st_size
+        except OSError:
+            return 0
+
+    def _run(self) -> None:
+        cur = self._cursor()
+        try:
+            while not self._stop.wait(POLL_S):
+                if self.wal_size_bytes() > self.wal_bytes:
+                    self._checkpoint(cur)
+        finally:
+            cur.close()
+
+    def _checkpoint(self, cur: duckdb.DuckDBPyConnection) -> None:
+        """One CHECKPOINT, tried again between commits until it runs (or the thread stops)."""
+        while not self._stop.is_set():
+            start = time.perf_counter()
+            try:
+                cur.execute("CHECKPOINT")
+            except duckdb.TransactionException:  # a commit holds the checkpoint lock: right after it
+                time.sleep(RETRY_S)
+                continue
+            except duckdb.Error as exc:
+                self.failures += 1
+                log.warning("background checkpoint failed (the WAL keeps every commit) error=%s", exc)
+                self._stop.wait(FAILED_BACKOFF_S)
+                return
+            took_s = time.perf_counter() - start
+            self.checkpoints += 1
+            self.max_s = max(self.max_s, took_s)
+            log.debug("checkpoint took_s=%.3f", took_s)
+            return
+
+    def stop(self) -> None:
+        """Stop the thread (after the checkpoint under way, if any)."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
