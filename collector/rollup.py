@@ -1,0 +1,346 @@
+"""The collector's rollups: 1-minute buckets from the raw rows, 1-hour buckets from the minutes.
+
+Which tables roll up, and the columns, come from the catalogue (``c4.catalogue.rollup``). Each run,
+per table and resolution:
+
+1. **Plan** (a reader cursor, beside ingest): the buckets from the end of the newest rolled bucket,
+   or from ``recheck_s`` ago if that is earlier, up to the newest *closed* bucket (at most
+   ``MAX_BUCKETS_PER_RUN`` of them, so a week's backlog is caught up a slice per run). In that range
+   the raw rows per bucket are counted against the rollup's ``samples``; a bucket whose count differs
+   (new, or a late row arrived) is rolled again, with the bucket after it (a late row changes the rate
+   of the next sample, which may fall there).
+2. **Compute** (the same reader cursor): the aggregates of that contiguous range of buckets, rates
+   from the catalogue's own rate terms over the raw rows (starting ``RATE_LOOKBACK_S`` earlier so the
+   first sample's rate is that of the ``_rate`` view).
+3. **Replace** (the writer thread, one transaction): delete the range's rollup rows, insert the new
+   ones. There is no separate watermark: what is rolled is read back from the rollup table itself, so
+   a crash before the commit leaves the range as it was and the next run does it again, and a
+   crash after it leaves nothing to redo; no bucket is lost or counted twice.
+
+Hour buckets are rolled from the minute rollup (never the raw rows, which expire first) and only
+once every minute of the hour is rolled.
+
+Not yet with ``lake`` (scale-out): the collectors there share the tables, and rolling up would need
+each to roll its own shard's nodes; the task is off and the lake keeps raw rows only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import pyarrow as pa
+
+from c4.catalogue import Catalogue, TableSpec
+from c4.catalogue.rollup import RESOLUTIONS_S, rolled_gauges, rollup_name
+
+log = logging.getLogger("c4.collector.rollup")
+
+#: A sample's rate needs the counter's previous reading: the compute starts this many seconds before its
+#: first bucket. Slow NIC counters are read every 10 s; a counter read less often than this gets a NULL
+#: first rate in the range (the ``_rate`` view would give one over the longer gap).
+RATE_LOOKBACK_S = 600.0
+#: At most this many buckets per table and resolution per run (6 hours of minutes, a week of hours): a
+#: long backlog (first start on an old store, a collector down for days) is caught up slice by slice.
+MAX_BUCKETS_PER_RUN = {"1m": 360, "1h": 168}
+STAGING = "_c4_rollup_in"
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def floor_to(dt: datetime, width_s: int) -> datetime:
+    """``dt`` rounded down to a multiple of ``width_s`` seconds since the epoch (time_bucket's grid)."""
+    epoch_s = int(dt.replace(tzinfo=UTC).timestamp())
+    return datetime.fromtimestamp(epoch_s - epoch_s % width_s, UTC).replace(tzinfo=None)
+
+
+def _q(name: str) -> str:
+    return f'"{name}"'
+
+
+def _lit(dt: datetime) -> str:
+    return f"TIMESTAMP '{dt.isoformat(sep=' ')}'"
+
+
+def minute_sql(spec: TableSpec, start: datetime, end: datetime, width_s: int = 60) -> str:
+    """SELECT of ``spec``'s rollup rows for the buckets in [start, end), from the raw rows."""
+    t = _q(spec.time_column or "ts")
+    keys = ", ".join(_q(k) for k in spec.keys)
+    gauges = rolled_gauges(spec)
+    terms = spec.rate_terms("w")
+    inner = [f"{t} AS ts", keys] + [_q(g.name) for g in gauges]
+    for c, delta, dt in terms:
+        inner.append(f'{delta} AS "{c.name}__inc"')
+        inner.append(f'{dt} AS "{c.name}__dt"')
+    rates = [f'"{c.name}__inc" / nullif("{c.name}__dt", 0) AS "{c.name}__rate"' for c, _, _ in terms]
+    out = [f"time_bucket(INTERVAL '{width_s} seconds', ts) AS ts", keys, "count(*) AS samples"]
+    for name, col in [(g.name, _q(g.name)) for g in gauges] + [
+        (f"{c.name}_rate", f'"{c.name}__rate"') for c, _, _ in terms
+    ]:
+        out += [
+            f"CAST(min({col}) AS DOUBLE) AS {_q(name + '_min')}",
+            f"CAST(avg({col}) AS DOUBLE) AS {_q(name + '_mean')}",
+            f"CAST(max({col}) AS DOUBLE) AS {_q(name + '_max')}",
+            f"CAST(arg_max({col}, ts) FILTER (WHERE {col} IS NOT NULL) AS DOUBLE) AS {_q(name + '_last')}",
+            f"count({col}) AS {_q(name + '_n')}",
+        ]
+    for c, _, _ in terms:
+        has = f'"{c.name}__rate" IS NOT NULL'
+        out.append(f'sum("{c.name}__inc") FILTER (WHERE {has}) AS "{c.name}_increase"')
+        out.append(f'sum("{c.name}__dt") FILTER (WHERE {has}) AS "{c.name}_span_s"')
+    lookback = start - timedelta(seconds=RATE_LOOKBACK_S)
+    extra = ", ".join(rates)
+    return f"""
+WITH r AS (
+    SELECT {", ".join(inner)} FROM {_q(spec.name)}
+    WHERE {t} >= {_lit(lookback)} AND {t} < {_lit(end)}
+    WINDOW w AS {spec.rate_window()}),
+q AS (SELECT *{", " + extra if extra else ""} FROM r WHERE ts >= {_lit(start)})
+SELECT {", ".join(out)} FROM q GROUP BY ALL"""
+
+
+def coarser_sql(spec: TableSpec, source: str, start: datetime, end: datetime, width_s: int) -> str:
+    """SELECT of ``spec``'s rollup rows for the buckets in [start, end), combined from a finer rollup."""
+    keys = ", ".join(_q(k) for k in spec.keys)
+    out = [
+        f"time_bucket(INTERVAL '{width_s} seconds', ts) AS ts",
+        keys,
+        "CAST(sum(samples) AS BIGINT) AS samples",
+    ]
+    names = [g.name for g in rolled_gauges(spec)] + [f"{c.name}_rate" for c in spec.counters]
+    for n in names:
+        last = _q(n + "_last")
+        out += [
+            f"min({_q(n + '_min')}) AS {_q(n + '_min')}",
+            f"sum({_q(n + '_mean')} * {_q(n + '_n')}) / nullif(sum({_q(n + '_n')}), 0) AS {_q(n + '_mean')}",
+            f"max({_q(n + '_max')}) AS {_q(n + '_max')}",
+            f"arg_max({last}, ts) FILTER (WHERE {last} IS NOT NULL) AS {last}",
+            f"CAST(sum({_q(n + '_n')}) AS BIGINT) AS {_q(n + '_n')}",
+        ]
+    for c in spec.counters:
+        out += [
+            f'sum("{c.name}_increase") AS "{c.name}_increase"',
+            f'sum("{c.name}_span_s") AS "{c.name}_span_s"',
+        ]
+    return f"""
+SELECT {", ".join(out)} FROM {_q(source)}
+WHERE ts >= {_lit(start)} AND ts < {_lit(end)} GROUP BY ALL"""
+
+
+@dataclass(frozen=True)
+class Step:
+    """One rollup to maintain: ``table`` at ``resolution``, read from ``source``."""
+
+    spec: TableSpec  # the rolled-up (raw) table
+    resolution: str
+
+    @property
+    def width_s(self) -> int:
+        """Bucket width, seconds."""
+        return RESOLUTIONS_S[self.resolution]
+
+    @property
+    def target(self) -> str:
+        """The rollup table written."""
+        return rollup_name(self.spec.name, self.resolution)
+
+    @property
+    def finer(self) -> str | None:
+        """The finer rollup this one is combined from (None: from the raw rows)."""
+        names = list(RESOLUTIONS_S)
+        i = names.index(self.resolution)
+        return rollup_name(self.spec.name, names[i - 1]) if i else None
+
+    @property
+    def source(self) -> str:
+        """The table its buckets are computed from."""
+        return self.finer or self.spec.name
+
+    @property
+    def source_time(self) -> str:
+        """The time column of the source."""
+        return "ts" if self.finer else (self.spec.time_column or "ts")
+
+    def select_sql(self, start: datetime, end: datetime) -> str:
+        """The rollup rows of the buckets in [start, end)."""
+        if self.finer:
+            return coarser_sql(self.spec, self.finer, start, end, self.width_s)
+        return minute_sql(self.spec, start, end, self.width_s)
+
+
+def steps_of(catalogue: Catalogue) -> list[Step]:
+    """Every rollup the collector maintains, finer resolutions first (a coarser one reads the finer)."""
+    return [Step(s, r) for r in RESOLUTIONS_S for s in catalogue if s.rollup]
+
+
+def _scalar(cur, sql: str):
+    row = cur.execute(sql).fetchone()
+    return row[0] if row else None
+
+
+def plan(cur, step: Step, now: datetime, recheck_s: float) -> tuple[datetime, datetime] | None:
+    """The contiguous range of buckets [start, end) to roll now, or None when every closed bucket is current."""
+    w = step.width_s
+    t = _q(step.source_time)
+    closed_end = floor_to(now, w)
+    if step.finer:  # only hours whose every minute is rolled
+        finer_newest = _scalar(cur, f"SELECT max(ts) FROM {_q(step.finer)}")
+        if finer_newest is None:
+            return None
+        closed_end = min(closed_end, floor_to(finer_newest + timedelta(seconds=60), w))
+    newest = _scalar(cur, f"SELECT max(ts) FROM {_q(step.target)}")
+    rolled_end = newest + timedelta(seconds=w) if newest is not None else None
+    after = f"AND {t} >= {_lit(rolled_end)}" if rolled_end else ""
+    first_new = _scalar(cur, f"SELECT min({t}) FROM {_q(step.source)} WHERE {t} < {_lit(closed_end)} {after}")
+    start = floor_to(now - timedelta(seconds=recheck_s), w)
+    if first_new is not None:
+        start = min(start, floor_to(first_new, w))
+    end = min(closed_end, start + timedelta(seconds=w * MAX_BUCKETS_PER_RUN[step.resolution]))
+    if start >= end:
+        return None
+    count = "sum(samples)" if step.finer else "count(*)"
+    have = dict(
+        cur.execute(
+            f"SELECT time_bucket(INTERVAL '{w} seconds', {t}) AS b, {count} FROM {_q(step.source)} "
+            f"WHERE {t} >= {_lit(start)} AND {t} < {_lit(end)} GROUP BY b"
+        ).fetchall()
+    )
+    rolled = dict(
+        cur.execute(
+            f"SELECT ts, sum(samples) FROM {_q(step.target)} WHERE ts >= {_lit(start)} AND ts < {_lit(end)} "
+            "GROUP BY ts"
+        ).fetchall()
+    )
+    changed = sorted(b for b, n in have.items() if rolled.get(b) != n)
+    if not changed:
+        return None
+    last = changed[-1] + timedelta(seconds=w)
+    if not step.finer and last in have:  # a late sample changes the rate of the next one
+        last += timedelta(seconds=w)
+    return changed[0], min(last, end)
+
+
+def replace(store, target: TableSpec, start: datetime, end: datetime, rows: pa.Table) -> int:
+    """In one transaction, the rollup rows of [start, end) become ``rows`` (runs on the writer thread)."""
+    cols = ", ".join(_q(c) for c in target.column_names)
+    cur = store.cursor()
+    try:
+        cur.execute("BEGIN TRANSACTION")
+        try:
+            cur.execute(f"DELETE FROM {_q(target.name)} WHERE ts >= {_lit(start)} AND ts < {_lit(end)}")
+            if rows.num_rows:
+                cur.register(STAGING, rows)
+                cur.execute(f"INSERT INTO {_q(target.name)} ({cols}) SELECT {cols} FROM {STAGING}")
+                cur.unregister(STAGING)
+            cur.execute("COMMIT")
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
+    finally:
+        cur.close()
+    return rows.num_rows
+
+
+@dataclass(frozen=True)
+class Slice:
+    """Rollup rows computed for the buckets [start, end) of one rollup, ready to replace the stored ones."""
+
+    step: Step
+    start: datetime
+    end: datetime
+    rows: pa.Table
+    read: int  # source rows the buckets hold
+
+    def write(self, store) -> int:
+        """Replace the stored rows of the range (on the writer thread); returns rows written."""
+        return replace(store, store.catalogue[self.step.target], self.start, self.end, self.rows)
+
+
+def prepare(store, step: Step, now: datetime, recheck_s: float) -> Slice | None:
+    """Plan and compute one slice of one rollup on a reader cursor; None when it is current."""
+    cur = store.cursor()
+    try:
+        span = plan(cur, step, now, recheck_s)
+        if span is None:
+            return None
+        start, end = span
+        t = _q(step.source_time)
+        rng = f"{t} >= {_lit(start)} AND {t} < {_lit(end)}"
+        read = _scalar(cur, f"SELECT count(*) FROM {_q(step.source)} WHERE {rng}") or 0
+        rows = cur.execute(step.select_sql(start, end)).to_arrow_table()
+    finally:
+        cur.close()
+    target = store.catalogue[step.target]
+    rows = rows.select(target.column_names).cast(target.arrow_schema)
+    return Slice(step, start, end, rows, int(read))
+
+
+def roll_all(store, now: datetime | None = None, recheck_s: float = 300.0) -> int:
+    """Roll every rollup of the store's catalogue until current, in this thread; returns rows written."""
+    now = now or _now()
+    total = 0
+    for step in steps_of(store.catalogue):
+        while (piece := prepare(store, step, now, recheck_s)) is not None:
+            total += piece.write(store)
+    return total
+
+
+class Rollups:
+    """The collector's periodic rollup task: each run rolls every rollup one slice further."""
+
+    def __init__(self, store, writer, metrics, recheck_s: float) -> None:
+        self.store = store
+        self.writer = writer
+        self.metrics = metrics
+        self.recheck_s = recheck_s
+
+    async def run(self) -> dict[str, int]:
+        """One pass over every rollup: compute beside ingest, replace on the writer; rows written per table."""
+        out: dict[str, int] = {}
+        now = _now()
+        for step in steps_of(self.store.catalogue):
+            t0 = time.perf_counter()
+            piece = await asyncio.to_thread(prepare, self.store, step, now, self.recheck_s)
+            if piece is None:
+                continue
+            computed_s = time.perf_counter() - t0
+            written = await self.writer.call_async(piece.write)
+            if isinstance(written, BaseException):  # the writer hands a job's exception back
+                raise written
+            out[step.target] = written
+            self.metrics.inc("rollup_rows_read", piece.read)
+            self.metrics.inc("rollup_rows_written", written)
+            log.info(
+                "rollup table=%s start=%s end=%s read=%d written=%d compute_s=%.3f write_s=%.3f",
+                step.target,
+                piece.start,
+                piece.end,
+                piece.read,
+                written,
+                computed_s,
+                time.perf_counter() - t0 - computed_s,
+            )
+        return out
+
+
+def retain_rollups(store, now: datetime, retention_s: dict[str, float]) -> dict[str, int]:
+    """Delete rollup rows older than their resolution's retention (runs on the writer thread)."""
+    deleted: dict[str, int] = {}
+    cur = store.cursor()
+    try:
+        for step in steps_of(store.catalogue):
+            keep_s = retention_s.get(step.resolution)
+            if not keep_s:
+                continue
+            cutoff = now - timedelta(seconds=keep_s)
+            n = cur.execute(f"DELETE FROM {_q(step.target)} WHERE ts < {_lit(cutoff)}").fetchone()
+            if n and n[0]:
+                deleted[step.target] = int(n[0])
+    finally:
+        cur.close()
+    return deleted
