@@ -10,16 +10,21 @@ means of the non-NULL samples each weighted once, increases and their seconds su
 from __future__ import annotations
 
 import math
-from datetime import datetime, timedelta
+import os
+import shutil
+import time
+from datetime import UTC, datetime, timedelta
 
+import duckdb
 import numpy as np
 import pyarrow as pa
 import pytest
 
-from c4.catalogue import Catalogue, CatalogueError
+from c4.catalogue import Catalogue, CatalogueError, load
 from c4.catalogue.rollup import rollup_name
-from c4.collector.rollup import roll_all
+from c4.collector.rollup import floor_to, roll_all
 from c4.collector.store import PendingBatch, Store
+from c4.sim.procs import start_collector
 
 TOML = """
 [tables.dev]
@@ -41,7 +46,10 @@ START = datetime(2026, 12, 1, 10, 0, 0)
 HOURS = 3
 GAUGES = ("temp_c", "mem_bytes")
 RATES = ("tx_bytes", "pkts", "errors")
-STATS = ("min", "mean", "max", "last", "n")
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
 
 
 def _rows(rng: np.random.Generator, node: str, dev: int, t0: float, t1: float) -> dict[str, list]:
@@ -241,3 +249,90 @@ def test_a_rollup_declaration_is_checked(tmp_path):
     )
     with pytest.raises(CatalogueError, match="x.*needs a time column, keys and a gauge or counter"):
         Catalogue.from_dir(tmp_path)
+
+
+def _gpu_rows(end: datetime, hours: float, step_s: float, nodes: int) -> pa.Table:
+    """gpu_samples of ``nodes`` x 8 GPUs every ``step_s`` seconds over the ``hours`` before ``end``."""
+    spec = load()["gpu_samples"]
+    rng = np.random.default_rng(3)
+    secs = np.arange(-hours * 3600, 0, step_s)
+    s, n, g = (a.ravel() for a in np.meshgrid(secs, np.arange(nodes), np.arange(8), indexing="ij"))
+    count = len(s)
+    cols = {
+        "ts": pa.array(np.datetime64(end, "us") + (s * 1e6).astype("timedelta64[us]")),
+        "node": pa.array([f"host{i}" for i in n]),
+        "job": pa.array([""] * count),
+        "gpu_index": pa.array(g, pa.int32()),
+        "util_gpu_pct": pa.array(rng.uniform(0, 100, count)),
+        "power_w": pa.array(rng.uniform(100, 700, count)),
+        "energy_mj": pa.array((s + hours * 3600) * 500_000 + g, pa.uint64()),
+    }
+    arrays = [
+        cols[f.name].cast(f.type) if f.name in cols else pa.nulls(count, f.type) for f in spec.arrow_schema
+    ]
+    return pa.Table.from_arrays(arrays, schema=spec.arrow_schema)
+
+
+#: The backlog a collector finds on its first start: several slices (MAX_BUCKETS_PER_RUN) of minutes.
+HOURS_BEHIND = 24
+
+
+def _differences(con, a: str, b: str, table: str) -> int:
+    """Rows of ``table`` in database ``a`` and ``b`` that differ (by key and bucket), beyond float rounding."""
+    spec = load()[table]
+    on = " AND ".join(f'x."{k}" = y."{k}"' for k in ("ts", *spec.keys))
+    same = " AND ".join(
+        f'(x."{c}" IS NOT DISTINCT FROM y."{c}" OR abs(x."{c}" - y."{c}") <= 1e-9 * abs(y."{c}") + 1e-9)'
+        for c in spec.column_names
+        if c not in ("ts", *spec.keys)
+    )
+    return con.execute(
+        f"SELECT count(*) FROM {a}.{table} x FULL JOIN {b}.{table} y ON {on} WHERE NOT coalesce({same}, false)"
+    ).fetchone()[0]
+
+
+def test_a_collector_killed_mid_rollup_loses_and_doubles_no_bucket(tmp_path):
+    """A real collector catching up a day of gpu_samples is SIGKILLed while rolling; after a restart
+    the rollups equal those rolled in one go from a copy of the same raw rows."""
+    end = _utcnow().replace(second=0, microsecond=0) - timedelta(minutes=10)
+    work, pristine = tmp_path / "run", tmp_path / "pristine.duckdb"
+    s = Store(work / "c4.duckdb", load())
+    s.commit([PendingBatch("", 0, load()["gpu_samples"], _gpu_rows(end, HOURS_BEHIND, 20.0, 4))])
+    s.close()
+    shutil.copy(work / "c4.duckdb", pristine)
+    env = {"C4_COLLECTOR_ROLLUP_INTERVAL_S": "0.05", "C4_COLLECTOR_DIAGNOSE_INTERVAL_S": "0"}
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        proc = start_collector(work)
+        log = work / "collector.log"
+        deadline = time.monotonic() + 60
+        while "rollup table=gpu_samples_1m" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        proc.proc.kill()  # SIGKILL: no checkpoint, no clean close; the rollup was mid-way
+        proc.proc.wait(10)
+    finally:
+        for k, v in old.items():
+            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+    s = Store(work / "c4.duckdb", load())
+    try:
+        partial = s.cursor().execute("SELECT count(*) FROM gpu_samples_1m").fetchone()[0]
+        assert 0 < partial < HOURS_BEHIND * 60 * 32, "the kill fell between the first slice and the end"
+        now = _utcnow()
+        roll_all(s, now=now)  # the restarted collector's task does the rest
+    finally:
+        s.close()
+    p = Store(pristine, load())
+    roll_all(p, now=now)
+    p.close()
+    con = duckdb.connect()
+    con.execute(f"ATTACH '{work / 'c4.duckdb'}' AS k (READ_ONLY)")
+    con.execute(f"ATTACH '{pristine}' AS p (READ_ONLY)")
+    assert con.execute("SELECT count(*) FROM p.gpu_samples_1m").fetchone()[0] == HOURS_BEHIND * 60 * 32
+    closed = floor_to(now, 3600)
+    raw = con.execute("SELECT count(*) FROM p.gpu_samples WHERE ts < ?", [closed]).fetchone()[0]
+    assert con.execute("SELECT sum(samples) FROM k.gpu_samples_1h").fetchone()[0] == raw
+    for table in ("gpu_samples_1m", "gpu_samples_1h"):
+        assert _differences(con, "k", "p", table) == 0, table
+        doubled = f"SELECT count(*) - count(DISTINCT (ts, node, gpu_index)) FROM k.{table}"
+        assert con.execute(doubled).fetchone()[0] == 0, table
