@@ -345,3 +345,96 @@ class Builder:
             "plan_links": links,
             "plan_runs": plan_run_table(run),
         }
+
+
+#: Synthetic rollup columns of the week-long case: per rolled-up table, the statistics the pages read
+#: (SQL over the bucket index ``b``, node ``n`` and local index ``k``); every other column stays NULL.
+ROLLUP_VALUES: dict[str, dict[str, str]] = {
+    "gpu_samples": {
+        "gpu_index": "k",
+        "util_gpu_pct_min": "80 + 10 * random()",
+        "util_gpu_pct_mean": "93 + 4 * random()",
+        "util_gpu_pct_max": "100.0",
+        "util_gpu_pct_last": "90 + 10 * random()",
+        "power_w_mean": "640 + 20 * random()",
+        "temp_gpu_c_max": "60 + 10 * random()",
+    },
+    "ib_port_samples": {
+        "device": "'mlx5_' || k",
+        "port": "1",
+        "rate_bps_min": f"CASE WHEN n = {SLOW_NODE} AND k = {SLOW_DEVICE} THEN 200e9 ELSE 400e9 END",
+        "rate_bps_max": f"CASE WHEN n = {SLOW_NODE} AND k = {SLOW_DEVICE} THEN 200e9 ELSE 400e9 END",
+        "tx_bytes_increase": "W * (19.4e9 + 1.2e9 * random())",
+        "tx_bytes_span_s": "W",
+        "rx_bytes_increase": "W * (19.4e9 + 1.2e9 * random())",
+        "rx_bytes_span_s": "W",
+        "tx_bytes_rate_mean": "19.4e9 + 1.2e9 * random()",
+        "roce_adp_retrans_increase": f"CASE WHEN n = {SLOW_NODE} AND k = {SLOW_DEVICE} THEN 40 * W ELSE 0 END",
+        "local_ack_timeout_err_increase": f"CASE WHEN n = {SLOW_NODE} AND k = {SLOW_DEVICE} THEN 10 * W ELSE 0 END",
+        "rp_cnp_handled_increase": "0",
+        "np_cnp_sent_increase": "0",
+        "link_downed_increase": "0",
+        "symbol_errors_increase": "0",
+    },
+}
+
+
+def add_rollups(
+    path: Path, nodes: int, before: datetime, hours: float, minute_hours: float
+) -> dict[str, int]:
+    """Rollup rows written straight with DuckDB SQL (no raw week is ingested): hourly buckets for ``hours`` and
+    minute buckets for the last ``minute_hours`` before ``before``; returns rows per rollup table."""
+    from c4.catalogue.rollup import RESOLUTIONS_S, rollup_name
+    from c4.collector.rollup import floor_to
+
+    store = Store(path, load())
+    rows: dict[str, int] = {}
+    try:
+        cur = store.cursor()
+        for res, span_h in (("1h", hours), ("1m", minute_hours)):
+            width = RESOLUTIONS_S[res]
+            end = floor_to(before, width)
+            count = int(span_h * 3600 // width)
+            first = end - timedelta(seconds=count * width)
+            for table, values in ROLLUP_VALUES.items():
+                name = rollup_name(table, res)
+                per_node = GPUS if table == "gpu_samples" else PORTS
+                cols = {
+                    "ts": f"TIMESTAMP '{first.isoformat(sep=' ')}' + to_seconds(b * {width})",
+                    "node": "'host' || n",
+                    "job": "'train'",
+                    "samples": str(width),
+                    **{c: v.replace("W", str(width)) for c, v in values.items()},
+                }
+                cols = {c: v for c, v in cols.items() if c in load()[name].column_names}
+                names = ", ".join(f'"{c}"' for c in cols)
+                exprs = ", ".join(f"{v}" for v in cols.values())
+                cur.execute(
+                    f'INSERT INTO "{name}" ({names}) SELECT {exprs} FROM range({count}) t(b) '
+                    f"CROSS JOIN range({nodes}) h(n) CROSS JOIN range({per_node}) l(k) ORDER BY b"
+                )
+                rows[name] = count * nodes * per_node
+        store.checkpoint()
+    finally:
+        store.close()
+    return rows
+
+
+def roll_raw(path: Path) -> tuple[int, float]:
+    """Roll the store's raw rows up with the collector's own code; returns (raw rows read, seconds)."""
+    import time
+
+    from c4.collector.rollup import prepare, steps_of
+
+    store = Store(path, load())
+    read, t0 = 0, time.perf_counter()
+    try:
+        now = datetime.now(UTC).replace(tzinfo=None) + timedelta(minutes=1)
+        for step in steps_of(store.catalogue):
+            while (piece := prepare(store, step, now, 0.0)) is not None:
+                read += piece.read if not step.finer else 0
+                piece.write(store)
+        store.checkpoint()
+    finally:
+        store.close()
+    return read, time.perf_counter() - t0

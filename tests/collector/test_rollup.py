@@ -92,9 +92,9 @@ def store(tmp_path):
     end_s = HOURS * 3600
     for node in ("a", "b"):
         for dev in (0, 1):
-            if (node, dev) == ("b", 1):  # a gap of 7 minutes (shorter than the rate look-back)
+            if (node, dev) == ("b", 1):  # a gap of 45 s, within the rate look-back, across a minute's end
                 _insert(s, _rows(rng, node, dev, 0, 4000))
-                _insert(s, _rows(rng, node, dev, 4420, end_s))
+                _insert(s, _rows(rng, node, dev, 4045, end_s))
             else:
                 _insert(s, _rows(rng, node, dev, 0, end_s))
     yield s
