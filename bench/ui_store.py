@@ -348,7 +348,8 @@ class Builder:
 
 
 #: Synthetic rollup columns of the week-long case: per rolled-up table, the statistics the pages read
-#: (SQL over the bucket index ``b``, node ``n`` and local index ``k``); every other column stays NULL.
+#: (SQL over the bucket index ``b``, node ``n``, local index ``k`` and ``{width}``, the bucket's seconds); every other
+#: column stays NULL.
 ROLLUP_VALUES: dict[str, dict[str, str]] = {
     "gpu_samples": {
         "gpu_index": "k",
@@ -364,13 +365,13 @@ ROLLUP_VALUES: dict[str, dict[str, str]] = {
         "port": "1",
         "rate_bps_min": f"CASE WHEN n = {SLOW_NODE} AND k = {SLOW_DEVICE} THEN 200e9 ELSE 400e9 END",
         "rate_bps_max": f"CASE WHEN n = {SLOW_NODE} AND k = {SLOW_DEVICE} THEN 200e9 ELSE 400e9 END",
-        "tx_bytes_increase": "W * (19.4e9 + 1.2e9 * random())",
-        "tx_bytes_span_s": "W",
-        "rx_bytes_increase": "W * (19.4e9 + 1.2e9 * random())",
-        "rx_bytes_span_s": "W",
+        "tx_bytes_increase": "{width} * (19.4e9 + 1.2e9 * random())",
+        "tx_bytes_span_s": "{width}",
+        "rx_bytes_increase": "{width} * (19.4e9 + 1.2e9 * random())",
+        "rx_bytes_span_s": "{width}",
         "tx_bytes_rate_mean": "19.4e9 + 1.2e9 * random()",
-        "roce_adp_retrans_increase": f"CASE WHEN n = {SLOW_NODE} AND k = {SLOW_DEVICE} THEN 40 * W ELSE 0 END",
-        "local_ack_timeout_err_increase": f"CASE WHEN n = {SLOW_NODE} AND k = {SLOW_DEVICE} THEN 10 * W ELSE 0 END",
+        "roce_adp_retrans_increase": f"CASE WHEN n = {SLOW_NODE} AND k = {SLOW_DEVICE} THEN 40 * {{width}} ELSE 0 END",
+        "local_ack_timeout_err_increase": f"CASE WHEN n = {SLOW_NODE} AND k = {SLOW_DEVICE} THEN 10 * {{width}} ELSE 0 END",
         "rp_cnp_handled_increase": "0",
         "np_cnp_sent_increase": "0",
         "link_downed_increase": "0",
@@ -404,7 +405,7 @@ def add_rollups(
                     "node": "'host' || n",
                     "job": "'train'",
                     "samples": str(width),
-                    **{c: v.replace("W", str(width)) for c, v in values.items()},
+                    **{c: v.replace("{width}", str(width)) for c, v in values.items()},
                 }
                 cols = {c: v for c, v in cols.items() if c in load()[name].column_names}
                 names = ", ".join(f'"{c}"' for c in cols)

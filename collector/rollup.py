@@ -49,6 +49,10 @@ RATE_LOOKBACK_S = 60.0
 #: At most this many buckets per table and resolution per run (6 hours of minutes, a week of hours): a
 #: long backlog (first start on an old store, a collector down for days) is caught up slice by slice.
 MAX_BUCKETS_PER_RUN = {"1m": 360, "1h": 168}
+#: A slice also stops at this many source rows (whole buckets, at least one): one is held in memory as Arrow
+#: and numpy arrays, ~0.5 KB a row for ib_port_samples, so a backlog of a 2,000-node cluster is rolled in
+#: slices of ~1 GB rather than all at once.
+MAX_ROWS_PER_SLICE = 2_000_000
 STAGING = "_c4_rollup_in"
 
 
@@ -336,7 +340,18 @@ def plan(cur, step: Step, now: datetime, recheck_s: float) -> tuple[datetime, da
     last = changed[-1] + timedelta(seconds=w)
     if not step.finer and last in have:  # a late sample changes the rate of the next one
         last += timedelta(seconds=w)
-    return changed[0], min(last, end)
+    return changed[0], _bounded_end(have, changed[0], min(last, end), w)
+
+
+def _bounded_end(counts: dict, start: datetime, end: datetime, width_s: int) -> datetime:
+    """``end``, or earlier so the buckets from ``start`` hold at most ``MAX_ROWS_PER_SLICE`` rows (at least one)."""
+    total, at = 0, start
+    while at < end:
+        total += counts.get(at, 0)
+        if total > MAX_ROWS_PER_SLICE and at > start:
+            return at
+        at += timedelta(seconds=width_s)
+    return end
 
 
 def replace(store, target: TableSpec, start: datetime, end: datetime, rows: pa.Table) -> int:
