@@ -9,6 +9,7 @@ means of the non-NULL samples each weighted once, increases and their seconds su
 
 from __future__ import annotations
 
+import asyncio
 import math
 import os
 import shutil
@@ -24,7 +25,9 @@ from c4.catalogue import Catalogue, CatalogueError, load
 from c4.catalogue.rollup import rollup_name
 from c4.collector import rollup
 from c4.collector.rollup import floor_to, roll_all
+from c4.collector.server import Collector
 from c4.collector.store import PendingBatch, Store
+from c4.config import CollectorConfig
 from c4.sim.procs import start_collector
 
 TOML = """
@@ -338,3 +341,41 @@ def test_a_collector_killed_mid_rollup_loses_and_doubles_no_bucket(tmp_path):
         assert _differences(con, "k", "p", table) == 0, table
         doubled = f"SELECT count(*) - count(DISTINCT (ts, node, gpu_index)) FROM k.{table}"
         assert con.execute(doubled).fetchone()[0] == 0, table
+
+
+def test_retention_keeps_each_resolution_for_its_own_time(tmp_path):
+    """Minutes and hours older than their retention go; raw rows follow retention_s; newer rows stay."""
+    cfg = CollectorConfig(
+        listen="127.0.0.1:0",
+        db=tmp_path / "c4.duckdb",
+        retention_s=86400,
+        rollup_minute_retention_s=2 * 86400,
+        rollup_hour_retention_s=30 * 86400,
+    )
+    now = _utcnow().replace(minute=0, second=0, microsecond=0)
+    ages_days = (0.5, 1.5, 3, 20, 40)
+
+    async def scenario() -> dict[str, list]:
+        col = Collector(cfg)
+        await col.start()
+        try:
+            batches = []
+            for name in ("gpu_samples", "gpu_samples_1m", "gpu_samples_1h"):
+                spec = col.store.catalogue[name]
+                rows = [
+                    {"ts": now - timedelta(days=d), "node": "n", "job": "", "gpu_index": 0} for d in ages_days
+                ]
+                batches.append(PendingBatch.internal(spec, rows))
+            assert all(not r.error for r in await col.writer.submit_many_async(batches))
+            await col.retain()
+            cur = col.store.cursor()
+            return {
+                name: [r[0] for r in cur.execute(f"SELECT ts FROM {name} ORDER BY ts DESC").fetchall()]
+                for name in ("gpu_samples", "gpu_samples_1m", "gpu_samples_1h")
+            }
+        finally:
+            await col.stop()
+
+    left = asyncio.run(scenario())
+    kept = {name: [round((now - ts).total_seconds() / 86400, 1) for ts in v] for name, v in left.items()}
+    assert kept == {"gpu_samples": [0.5], "gpu_samples_1m": [0.5, 1.5], "gpu_samples_1h": [0.5, 1.5, 3, 20]}
