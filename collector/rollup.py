@@ -306,11 +306,16 @@ def plan(cur, step: Step, now: datetime, recheck_s: float) -> tuple[datetime, da
     w = step.width_s
     t = _q(step.source_time)
     closed_end = floor_to(now, w)
-    if step.finer:  # only hours whose every minute is rolled
+    if step.finer:  # only hours whose every minute is rolled: up to the first raw row not rolled yet
         finer_newest = _scalar(cur, f"SELECT max(ts) FROM {_q(step.finer)}")
         if finer_newest is None:
             return None
-        closed_end = min(closed_end, floor_to(finer_newest + timedelta(seconds=60), w))
+        raw_t = _q(step.spec.time_column or "ts")
+        finer_end = finer_newest + timedelta(seconds=RESOLUTIONS_S[list(RESOLUTIONS_S)[0]])
+        pending = _scalar(
+            cur, f"SELECT min({raw_t}) FROM {_q(step.spec.name)} WHERE {raw_t} >= {_lit(finer_end)}"
+        )
+        closed_end = min(closed_end, floor_to(pending, w)) if pending is not None else closed_end
     newest = _scalar(cur, f"SELECT max(ts) FROM {_q(step.target)}")
     rolled_end = newest + timedelta(seconds=w) if newest is not None else None
     after = f"AND {t} >= {_lit(rolled_end)}" if rolled_end else ""

@@ -379,3 +379,13 @@ def test_retention_keeps_each_resolution_for_its_own_time(tmp_path):
     left = asyncio.run(scenario())
     kept = {name: [round((now - ts).total_seconds() / 86400, 1) for ts in v] for name, v in left.items()}
     assert kept == {"gpu_samples": [0.5], "gpu_samples_1m": [0.5, 1.5], "gpu_samples_1h": [0.5, 1.5, 3, 20]}
+
+
+def test_the_last_partial_hour_before_an_idle_spell_is_rolled(store):
+    """Samples stop half-way through an hour (the cluster idles): that hour still rolls once it has passed."""
+    cur = store.cursor()
+    cur.execute("DELETE FROM dev WHERE ts >= ?", [START + timedelta(hours=2, minutes=30)])
+    roll_all(store, now=START + timedelta(hours=5))
+    raw = cur.execute("SELECT count(*) FROM dev").fetchone()[0]
+    hours = cur.execute(f"SELECT count(DISTINCT ts), sum(samples) FROM {rollup_name('dev', '1h')}").fetchone()
+    assert hours == (3, raw)
