@@ -8,6 +8,7 @@ collector then serves the file and the benchmark times the pages' queries throug
 from __future__ import annotations
 
 import json
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -15,6 +16,8 @@ import numpy as np
 import pyarrow as pa
 
 from c4.catalogue import load
+from c4.catalogue.rollup import RESOLUTIONS_S, rollup_name
+from c4.collector.rollup import Step, floor_to, raw_sql
 from c4.collector.store import PendingBatch, Store
 from c4.sim.twin import ClusterTwin
 from c4.traffic.export import link_table, plan_run_row, plan_run_table, plan_table
@@ -385,9 +388,6 @@ def add_rollups(
 ) -> dict[str, int]:
     """Rollup rows written straight with DuckDB SQL (no raw week is ingested): hourly buckets for ``hours`` and
     minute buckets for the last ``minute_hours`` before ``before``; returns rows per rollup table."""
-    from c4.catalogue.rollup import RESOLUTIONS_S, rollup_name
-    from c4.collector.rollup import floor_to
-
     store = Store(path, load())
     rows: dict[str, int] = {}
     try:
@@ -424,10 +424,6 @@ def add_rollups(
 def time_rollup(path: Path, minutes: float) -> dict:
     """Time the collector's minute rollup compute (``prepare``) over the first ``minutes`` of the raw rows of
     every rolled-up table: raw rows read per second, the figure that says whether it keeps up with ingest."""
-    import time
-
-    from c4.collector.rollup import Step, floor_to, raw_sql
-
     store = Store(path, load())
     out: dict = {"minutes": minutes, "tables": {}}
     try:
