@@ -37,7 +37,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from c4.catalogue import Catalogue, TableSpec
-from c4.catalogue.rollup import RESOLUTIONS_S, rolled_gauges, rollup_name
+from c4.catalogue.rollup import RESOLUTIONS_S, STATS, rolled_gauges, rollup_name
 
 log = logging.getLogger("c4.collector.rollup")
 
@@ -121,10 +121,12 @@ def _float(col: pa.ChunkedArray) -> np.ndarray:
     return col.cast(pa.float64()).to_numpy(zero_copy_only=False)
 
 
-def sample_rates(rows: pa.Table, spec: TableSpec) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+def sample_rates(
+    rows: pa.Table, spec: TableSpec
+) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray] | None]:
     """Per counter: each sample's increase since the counter's last reading of the same entity, the seconds
     between them and their ratio, as the catalogue's ``_rate`` view computes them (NaN where the view has
-    NULL). ``rows`` are in entity and time order (``raw_sql``).
+    NULL; None for a counter NULL in every row). ``rows`` are in entity and time order (``raw_sql``).
 
     Vectorised here rather than with DuckDB window functions: those cost ~40 us per row for a 45-counter
     table (ib_port_samples), too slow to keep up with 2,000 nodes beside ingest on 2 cores.
@@ -134,9 +136,12 @@ def sample_rates(rows: pa.Table, spec: TableSpec) -> dict[str, tuple[np.ndarray,
     new = _entity_starts(rows, spec.keys)
     entity_start = np.maximum.accumulate(np.where(new, index, 0)) if n else index
     ts_us = rows.column("ts").cast(pa.timestamp("us")).cast(pa.int64()).to_numpy()
-    out = {}
+    out: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray] | None] = {}
     for c in spec.counters:
         col = rows.column(c.name).combine_chunks()
+        if col.null_count == n:  # not read at all (a counter this NIC or GPU lacks): nothing to compute
+            out[c.name] = None
+            continue
         valid = ~np.asarray(col.is_null()) if col.null_count else np.ones(n, dtype=bool)
         values = col.fill_null(0).to_numpy(zero_copy_only=False)
         last_valid = np.maximum.accumulate(np.where(valid, index, -1)) if n else index
@@ -184,7 +189,7 @@ def minute_rows(
     start_us = int(start.replace(tzinfo=UTC).timestamp()) * 1_000_000
     keep = ts_us >= start_us
     rows, ts_us = rows.filter(pa.array(keep)), ts_us[keep]
-    rates = {k: tuple(a[keep] for a in v) for k, v in rates.items()}
+    rates = {k: None if v is None else tuple(a[keep] for a in v) for k, v in rates.items()}
     n = rows.num_rows
     if not n:
         return target.arrow_schema.empty_table()
@@ -200,10 +205,18 @@ def minute_rows(
     }
     for k in spec.keys:
         cols[k] = rows.column(k).take(pa.array(starts))
+    nothing = {stat: np.full(len(starts), np.nan) for stat in STATS} | {"n": np.zeros(len(starts), np.int64)}
     for g in rolled_gauges(spec):
-        for stat, arr in _stats(_float(rows.column(g.name)), starts, index).items():
+        col = rows.column(g.name)
+        stats = nothing if col.null_count == n else _stats(_float(col), starts, index)
+        for stat, arr in stats.items():
             cols[f"{g.name}_{stat}"] = arr
     for c in spec.counters:
+        if rates[c.name] is None:
+            for stat, arr in nothing.items():
+                cols[f"{c.name}_rate_{stat}"] = arr
+            cols[f"{c.name}_increase"] = cols[f"{c.name}_span_s"] = nothing["min"]
+            continue
         inc, dt, rate = rates[c.name]
         stats = _stats(rate, starts, index)
         for stat, arr in stats.items():
