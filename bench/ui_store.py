@@ -8,6 +8,7 @@ collector then serves the file and the benchmark times the pages' queries throug
 from __future__ import annotations
 
 import json
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -15,6 +16,8 @@ import numpy as np
 import pyarrow as pa
 
 from c4.catalogue import load
+from c4.catalogue.rollup import RESOLUTIONS_S, rollup_name
+from c4.collector.rollup import Step, floor_to, raw_sql
 from c4.collector.store import PendingBatch, Store
 from c4.sim.twin import ClusterTwin
 from c4.traffic.export import link_table, plan_run_row, plan_run_table, plan_table
@@ -345,3 +348,106 @@ class Builder:
             "plan_links": links,
             "plan_runs": plan_run_table(run),
         }
+
+
+#: Synthetic rollup columns of the week-long case: per rolled-up table, the statistics the pages read
+#: (SQL over the bucket index ``b``, node ``n``, local index ``k`` and ``{width}``, the bucket's seconds); every other
+#: column stays NULL.
+ROLLUP_VALUES: dict[str, dict[str, str]] = {
+    "gpu_samples": {
+        "gpu_index": "k",
+        "util_gpu_pct_min": "80 + 10 * random()",
+        "util_gpu_pct_mean": "93 + 4 * random()",
+        "util_gpu_pct_max": "100.0",
+        "util_gpu_pct_last": "90 + 10 * random()",
+        "power_w_mean": "640 + 20 * random()",
+        "temp_gpu_c_max": "60 + 10 * random()",
+    },
+    "ib_port_samples": {
+        "device": "'mlx5_' || k",
+        "port": "1",
+        "rate_bps_min": f"CASE WHEN n = {SLOW_NODE} AND k = {SLOW_DEVICE} THEN 200e9 ELSE 400e9 END",
+        "rate_bps_max": f"CASE WHEN n = {SLOW_NODE} AND k = {SLOW_DEVICE} THEN 200e9 ELSE 400e9 END",
+        "tx_bytes_increase": "{width} * (19.4e9 + 1.2e9 * random())",
+        "tx_bytes_span_s": "{width}",
+        "rx_bytes_increase": "{width} * (19.4e9 + 1.2e9 * random())",
+        "rx_bytes_span_s": "{width}",
+        "tx_bytes_rate_mean": "19.4e9 + 1.2e9 * random()",
+        "roce_adp_retrans_increase": f"CASE WHEN n = {SLOW_NODE} AND k = {SLOW_DEVICE} THEN 40 * {{width}} ELSE 0 END",
+        "local_ack_timeout_err_increase": f"CASE WHEN n = {SLOW_NODE} AND k = {SLOW_DEVICE} THEN 10 * {{width}} ELSE 0 END",
+        "rp_cnp_handled_increase": "0",
+        "np_cnp_sent_increase": "0",
+        "link_downed_increase": "0",
+        "symbol_errors_increase": "0",
+    },
+}
+
+
+def add_rollups(
+    path: Path, nodes: int, before: datetime, hours: float, minute_hours: float
+) -> dict[str, int]:
+    """Rollup rows written straight with DuckDB SQL (no raw week is ingested): hourly buckets for ``hours`` and
+    minute buckets for the last ``minute_hours`` before ``before``; returns rows per rollup table."""
+    store = Store(path, load())
+    rows: dict[str, int] = {}
+    try:
+        cur = store.cursor()
+        for res, span_h in (("1h", hours), ("1m", minute_hours)):
+            width = RESOLUTIONS_S[res]
+            end = floor_to(before, width)
+            count = int(span_h * 3600 // width)
+            first = end - timedelta(seconds=count * width)
+            for table, values in ROLLUP_VALUES.items():
+                name = rollup_name(table, res)
+                per_node = GPUS if table == "gpu_samples" else PORTS
+                cols = {
+                    "ts": f"TIMESTAMP '{first.isoformat(sep=' ')}' + to_seconds(b * {width})",
+                    "node": "'host' || n",
+                    "job": "'train'",
+                    "samples": str(width),
+                    **{c: v.replace("{width}", str(width)) for c, v in values.items()},
+                }
+                cols = {c: v for c, v in cols.items() if c in load()[name].column_names}
+                names = ", ".join(f'"{c}"' for c in cols)
+                exprs = ", ".join(f"{v}" for v in cols.values())
+                cur.execute(
+                    f'INSERT INTO "{name}" ({names}) SELECT {exprs} FROM range({count}) t(b) '
+                    f"CROSS JOIN range({nodes}) h(n) CROSS JOIN range({per_node}) l(k) ORDER BY b"
+                )
+                rows[name] = count * nodes * per_node
+        store.checkpoint()
+    finally:
+        store.close()
+    return rows
+
+
+def time_rollup(path: Path, minutes: float) -> dict:
+    """Time the collector's minute rollup compute (``prepare``) over the first ``minutes`` of the raw rows of
+    every rolled-up table: raw rows read per second, the figure that says whether it keeps up with ingest."""
+    store = Store(path, load())
+    out: dict = {"minutes": minutes, "tables": {}}
+    try:
+        cur = store.cursor()
+        for name in ROLLUP_VALUES:
+            first = cur.execute(f'SELECT min(ts) FROM "{name}"').fetchone()[0]
+            if first is None:
+                continue
+            start = floor_to(first, 60) + timedelta(minutes=1)
+            end = start + timedelta(minutes=minutes)
+            step = Step(load()[name], "1m")
+            rows = cur.execute(f"SELECT count(*) FROM ({raw_sql(step.spec, start, end)})").fetchone()[0]
+            t0 = time.perf_counter()
+            step.compute(cur, start, end, load()[step.target])
+            seconds = time.perf_counter() - t0
+            out["tables"][name] = {
+                "raw_rows": rows,
+                "seconds": round(seconds, 3),
+                "rows_per_s": round(rows / seconds),
+            }
+        cur.close()
+    finally:
+        store.close()
+    rows = sum(t["raw_rows"] for t in out["tables"].values())
+    seconds = sum(t["seconds"] for t in out["tables"].values())
+    out.update(raw_rows=rows, seconds=round(seconds, 3), rows_per_s=round(rows / max(seconds, 1e-9)))
+    return out

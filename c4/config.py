@@ -165,6 +165,11 @@ class CollectorConfig(BaseModel):
     db: Path = Path("/var/lib/c4/c4.duckdb")
     retention_s: float = Field(7 * 86400, gt=0)
     retention_interval_s: float = Field(300, gt=0)
+    # rollups (<table>_1m, <table>_1h of the tables declaring rollup = true): rolled this often (0: off),
+    # kept this long; raw rows stay for retention_s
+    rollup_interval_s: float = Field(60.0, ge=0)
+    rollup_minute_retention_s: float = Field(14 * 86400, gt=0)
+    rollup_hour_retention_s: float = Field(400 * 86400, gt=0)
     query_max_rows: int = Field(1_000_000, ge=1)
     query_timeout_s: float = Field(30.0, gt=0)
     query_max_running: int = Field(16, ge=1, le=256)  # queries executing at once, each on its own thread

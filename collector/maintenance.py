@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 
 from c4.catalogue import Catalogue
+from c4.collector import rollup
 from c4.collector.ingest import Metrics
 from c4.collector.store import PendingBatch
 from c4.collector.tasks import TaskHealth
@@ -26,7 +27,8 @@ def _sql_timestamp(dt: datetime) -> str:
 
 
 async def retain(cfg: CollectorConfig, writer: Writer, metrics: Metrics) -> dict[str, int]:
-    """Drop rows older than the retention age, and rows dated beyond the allowed clock skew.
+    """Drop rows older than the retention age, and rows dated beyond the allowed clock skew; rollup rows
+    older than their resolution's retention.
 
     Returns the rows deleted per table (both kinds together).
     """
@@ -41,6 +43,12 @@ async def retain(cfg: CollectorConfig, writer: Writer, metrics: Metrics) -> dict
     if isinstance(result, BaseException):  # the writer hands a job's exception back
         raise result
     deleted, future = result
+    if not cfg.lake:  # a lake's collectors roll up nothing (yet): see c4.collector.rollup
+        keep_s = {"1m": cfg.rollup_minute_retention_s, "1h": cfg.rollup_hour_retention_s}
+        rolled = await writer.call_async(lambda store: rollup.retain_rollups(store, now, keep_s))
+        if isinstance(rolled, BaseException):
+            raise rolled
+        deleted.update(rolled)
     if deleted:
         log.info("retention deleted %s", " ".join(f"{t}={n}" for t, n in deleted.items()))
         metrics.inc("retention_rows_deleted", sum(deleted.values()))

@@ -37,6 +37,7 @@ from c4.collector.ingest_processes import IngestProcesses
 from c4.collector.lake import LakeStore
 from c4.collector.queries import QueryFailed, QueryRunner
 from c4.collector.replan import Replanner
+from c4.collector.rollup import Rollups
 from c4.collector.store import PendingBatch, Store
 from c4.collector.tasks import TaskHealth, run_every
 from c4.collector.validate import hello_problem
@@ -308,6 +309,7 @@ class Collector:
             self.store, self.writer, self.service.query_pool, cfg.fabric_fresh_s, cfg.fabric_topology
         )
         self.replanner = Replanner(cfg, self.store, self.writer, self.metrics, self.service.query_pool)
+        self.rollups = Rollups(self.store, self.writer, self.metrics, cfg.max_clock_skew_s)
 
     async def start(self) -> int:
         """Bind and start serving; returns the bound port."""
@@ -371,6 +373,10 @@ class Collector:
         if Replanner.enabled(self.cfg) and self.cfg.diagnose_interval_s > 0:  # acts on what diagnosis stored
             period_s = self.cfg.replan_interval_s or self.cfg.diagnose_interval_s
             self._tasks.append(asyncio.create_task(self._every(period_s, self.replanner.run, "replan")))
+        if self.cfg.rollup_interval_s > 0 and not self.cfg.lake:
+            self._tasks.append(
+                asyncio.create_task(self._every(self.cfg.rollup_interval_s, self.rollups.run, "rollup"))
+            )
         if self.cfg.fabric_discovery_interval_s > 0:
             self._tasks.append(
                 asyncio.create_task(

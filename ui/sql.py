@@ -112,3 +112,37 @@ def delta(name: str, key: str) -> str:
     """A counter's increase between first_<name> and last_<name> (the last value if it restarted)."""
     a, b = f"first_{name}.{key}", f"last_{name}.{key}"
     return f"(CASE WHEN {b} >= {a} THEN {b} - {a} ELSE {b} END)"
+
+
+#: Windows up to this long read raw samples; up to ``MINUTE_MAX_S`` the 1-minute rollups; beyond, the hourly ones.
+RAW_MAX_S = 3600.0
+MINUTE_MAX_S = 2 * 86400.0
+#: Rollup resolution -> bucket width, seconds (as c4.catalogue.rollup declares them).
+ROLLUP_S = {"1m": 60, "1h": 3600}
+
+
+def resolution_for(window_s: float) -> str:
+    """The data a time-series query over ``window_s`` reads: ``raw``, ``1m`` or ``1h`` rollups."""
+    if window_s <= RAW_MAX_S:
+        return "raw"
+    return "1m" if window_s <= MINUTE_MAX_S else "1h"
+
+
+def resolution_note(window_s: float) -> str:
+    """A caption saying which data a window's series show."""
+    res = resolution_for(window_s)
+    if res == "raw":
+        return "Raw samples."
+    what = {"1m": "1-minute", "1h": "1-hour"}[res]
+    return f"From {what} rollups (the raw samples of the last {RAW_MAX_S / 3600:g} h cover shorter windows)."
+
+
+def rollup_bucket_s(window_s: float, resolution: str, points: int = 120) -> int:
+    """``bucket_s`` rounded up to whole rollup buckets, so each point combines whole buckets."""
+    width = ROLLUP_S[resolution]
+    return max(width, -(-bucket_s(window_s, points) // width) * width)
+
+
+def combined_mean(col: str) -> str:
+    """Aggregate: the mean of a rolled-up value over the rows grouped (each raw sample weighted once)."""
+    return f"sum({col}_mean * {col}_n) / nullif(sum({col}_n), 0)"

@@ -13,7 +13,15 @@ from c4.query import QueryError
 from c4.ui.data import CollectorDown, collector_address
 
 #: Window choices (label -> seconds) for pages that look back in time.
-WINDOWS_S: dict[str, float] = {"5 min": 300, "15 min": 900, "1 h": 3600, "6 h": 21600}
+#: Windows beyond an hour read the rollups (``c4.ui.sql.resolution_for``).
+WINDOWS_S: dict[str, float] = {
+    "5 min": 300,
+    "15 min": 900,
+    "1 h": 3600,
+    "6 h": 21600,
+    "1 day": 86400,
+    "7 days": 7 * 86400,
+}
 
 #: Colours of fault severities (0 healthy .. 4 hang), shared by every grid and table.
 SEVERITY_COLOURS = ["#2e7d32", "#f9a825", "#ef6c00", "#c62828", "#6a1b9a"]

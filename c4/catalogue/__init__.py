@@ -113,6 +113,7 @@ class TableSpec:
     element: ElementSpec | None = None
     #: the stored wide table, when this spec is a per-element view's shape (None for a stored table)
     stored_in: str | None = None
+    rollup: bool = False  # the collector keeps <name>_1m and <name>_1h rollups of it (catalogue/rollup.py)
 
     @functools.cached_property
     def arrow_schema(self) -> pa.Schema:
@@ -308,32 +309,22 @@ class TableSpec:
                     )
         return None
 
-    def rate_view_ddl(self) -> str | None:
-        """A ``<table>_rate`` view turning counters into per-second rates.
+    def rate_terms(self, window: str = "w") -> list[tuple[ColumnSpec, str, str]]:
+        """Per counter: (column, SQL of its increase since the last value read, SQL of the seconds it covers).
 
-        A counter that goes down either wrapped (when it declares ``wrap_bits``
-        and the previous value sat in the top quarter of its range) or was reset
-        (the new value is the increase since the reset). A NULL counter (not read
-        that tick) gets a NULL rate; the next value is compared with the last one read.
+        Both use the window named ``window`` (partitioned by the keys, ordered by time). A counter
+        that goes down either wrapped (when it declares ``wrap_bits`` and the previous value sat in
+        the top quarter of its range) or was reset (the new value is the increase since the reset).
+        A NULL counter (not read that tick) gets NULL; the next value is compared with the last one read.
         """
-        counters = self.counters
-        if not counters or not self.time_column or self.element is not None:
-            return None
-        part = ", ".join(f'"{k}"' for k in self.keys) or "1"
-        win = f'(PARTITION BY {part} ORDER BY "{self.time_column}")'
-        dt = f'(epoch_us("{self.time_column}") - epoch_us(lag("{self.time_column}") OVER w)) / 1e6'
-        labels = [c for c in self.columns if c.kind == "label"]
-        select = [f'"{self.time_column}"'] + [f'"{c.name}"' for c in labels]
-        select.append(f"{dt} AS interval_s")
-        for c in counters:
-            # NULL means "not read this tick": compare with the last value that was read, over its own interval
+        t = self.time_column
+        terms = []
+        for c in self.counters:
             wide = "DOUBLE" if c.type == "DOUBLE" else "HUGEINT"
             cur = f'CAST("{c.name}" AS {wide})'
-            prev = f'CAST(lag("{c.name}" IGNORE NULLS) OVER w AS {wide})'
-            prev_ts = (
-                f'lag(CASE WHEN "{c.name}" IS NOT NULL THEN "{self.time_column}" END IGNORE NULLS) OVER w'
-            )
-            dt_c = f'(epoch_us("{self.time_column}") - epoch_us({prev_ts})) / 1e6'
+            prev = f'CAST(lag("{c.name}" IGNORE NULLS) OVER {window} AS {wide})'
+            prev_ts = f'lag(CASE WHEN "{c.name}" IS NOT NULL THEN "{t}" END IGNORE NULLS) OVER {window}'
+            dt_c = f'(epoch_us("{t}") - epoch_us({prev_ts})) / 1e6'
             if c.wrap_bits:
                 mod = 2**c.wrap_bits
                 down = f"CASE WHEN {prev} >= {mod * 3 // 4} THEN {cur} + {mod} - {prev} ELSE {cur} END"
@@ -343,11 +334,31 @@ class TableSpec:
                 f"CASE WHEN {cur} IS NULL OR {prev} IS NULL THEN NULL WHEN {cur} >= {prev} THEN {cur} - {prev} "
                 f"ELSE {down} END"
             )
+            terms.append((c, f"CAST({delta} AS DOUBLE)", dt_c))
+        return terms
+
+    def rate_window(self) -> str:
+        """The window the rate terms run over: per entity key, in time order."""
+        part = ", ".join(f'"{k}"' for k in self.keys) or "1"
+        return f'(PARTITION BY {part} ORDER BY "{self.time_column}")'
+
+    def rate_view_ddl(self) -> str | None:
+        """A ``<table>_rate`` view turning counters into per-second rates (see ``rate_terms``)."""
+        counters = self.counters
+        if not counters or not self.time_column or self.element is not None:
+            return None  # a wide table's rates come from its per-element view
+        dt = f'(epoch_us("{self.time_column}") - epoch_us(lag("{self.time_column}") OVER w)) / 1e6'
+        labels = [c for c in self.columns if c.kind == "label"]
+        select = [f'"{self.time_column}"'] + [f'"{c.name}"' for c in labels]
+        select.append(f"{dt} AS interval_s")
+        for c, delta, dt_c in self.rate_terms():
             unit = c.unit or "units"
-            rate_name = f"{c.name}_per_s"
-            select.append(f'CAST({delta} AS DOUBLE) / nullif({dt_c}, 0) AS "{rate_name}" /* {unit}/s */')
+            select.append(f'{delta} / nullif({dt_c}, 0) AS "{c.name}_per_s" /* {unit}/s */')
         body = ",\n  ".join(select)
-        return f'CREATE OR REPLACE VIEW "{self.name}_rate" AS SELECT\n  {body}\nFROM "{self.name}"\nWINDOW w AS {win}'
+        return (
+            f'CREATE OR REPLACE VIEW "{self.name}_rate" AS SELECT\n  {body}\nFROM "{self.name}"\n'
+            f"WINDOW w AS {self.rate_window()}"
+        )
 
 
 def _list_lengths(arr: pa.ListArray) -> list[int | None]:
@@ -380,6 +391,7 @@ def _parse_table(source: str, name: str, raw: dict) -> TableSpec:
         "extra",
         "writer",
         "per_element",
+        "rollup",
     }
     if unknown:
         raise CatalogueError(f"{where}: unknown keys {sorted(unknown)}")
@@ -447,7 +459,18 @@ def _parse_table(source: str, name: str, raw: dict) -> TableSpec:
         extra=dict(raw.get("extra", {})),
         writer=writer,
         element=element,
+        rollup=_rollup_flag(where, raw, columns, keys, time_column),
     )
+
+
+def _rollup_flag(where: str, raw: dict, columns: list[ColumnSpec], keys: tuple, time_column) -> bool:
+    """The table's ``rollup`` declaration, checked: it needs a time column, keys and something to roll up."""
+    rollup = raw.get("rollup", False)
+    if not isinstance(rollup, bool):
+        raise CatalogueError(f"{where}: rollup must be true or false, not {rollup!r}")
+    if rollup and (not time_column or not keys or not any(c.kind in ("gauge", "counter") for c in columns)):
+        raise CatalogueError(f"{where}: rollup = true needs a time column, keys and a gauge or counter")
+    return rollup
 
 
 @dataclass(frozen=True)
@@ -528,6 +551,13 @@ class Catalogue:
                         f"{path.name}: table {name!r} also declared in {tables[name].source}"
                     )
                 tables[name] = _parse_table(path.name, name, raw)
+                if tables[name].rollup:
+                    from c4.catalogue.rollup import rollup_specs  # lazy: a cycle (rollup builds on TableSpec)
+
+                    for rolled in rollup_specs(tables[name]):
+                        if rolled.name in tables:
+                            raise CatalogueError(f"{path.name}: rollup {rolled.name!r} clashes with a table")
+                        tables[rolled.name] = rolled
             for name, raw in doc.get("views", {}).items():
                 if name in tables or name in views or set(raw) != {"help", "sql"}:
                     raise CatalogueError(f"{path.name}: view {name!r}: a new name with help and sql only")

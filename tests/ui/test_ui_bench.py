@@ -20,6 +20,12 @@ def test_bench_ui_times_every_page(tmp_path):
             "1",
             "--workdir",
             str(tmp_path),
+            "--week-nodes",
+            "8",
+            "--week-days",
+            "1",
+            "--week-raw-minutes",
+            "2",
             "--json",
         ],
         capture_output=True,
@@ -40,3 +46,14 @@ def test_bench_ui_times_every_page(tmp_path):
     assert result["slowest_s"] == max(result["pages"].values())
     assert result["rows"] > 8 * 8 * 120 * 2  # GPUs and ports at 1 Hz, plus collectives and connections
     assert "slowest page:" in out.stdout
+    week = result["week"]  # the week-long case over rollups, here 8 nodes and a day
+    assert (
+        week["nodes"] == 8 and week["rows"] > 8 * 8 * 24 * 60 * 2
+    )  # a day of GPU and port minutes, at least
+    # the collector's rollup compute is timed on raw GPU and port rows (of the 2 raw minutes, here)
+    assert set(week["rollup"]["tables"]) == {"gpu_samples", "ib_port_samples"}
+    assert 0 < week["rollup"]["raw_rows"] <= 8 * 8 * 120 * 2
+    for window in ("window_7d", "window_1d"):
+        assert set(week[window]["pages"]) == set(result["pages"])
+        assert week[window]["slowest_s"] == max(week[window]["pages"].values())
+    assert week["slowest_s"] == max(week["window_7d"]["slowest_s"], week["window_1d"]["slowest_s"])

@@ -7,6 +7,7 @@ import streamlit as st
 
 from c4.ui.data import query
 from c4.ui.queries import bandwidth as q
+from c4.ui.sql import resolution_note
 from c4.ui.widgets import empty, guarded, heatmap, lines, pandas, window_picker
 
 METRICS = {
@@ -37,6 +38,7 @@ def ports(window_s: float) -> None:
     if not table.height:
         empty("No NIC port samples in this window.", "The agent's `nic` sampler reads /sys/class/infiniband.")
         return
+    st.caption(f"Port throughput, retransmits and CNPs: {resolution_note(window_s)}")
     label = st.selectbox("Colour ports by", list(METRICS), key="bw-metric")
     metric = METRICS[label]
     low_is_bad = metric in ("rate_ratio", "tx_util", "rx_util", "tx_vs_median")

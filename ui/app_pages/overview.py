@@ -7,6 +7,7 @@ import streamlit as st
 
 from c4.ui.data import query, query_one
 from c4.ui.queries import overview as q
+from c4.ui.sql import resolution_note
 from c4.ui.widgets import (
     SEVERITY_LABELS,
     empty,
@@ -102,6 +103,7 @@ def trends(window_s: float) -> None:
             )
         else:
             empty("No NCCL collectives in this window.", "Jobs report them through NCCL Inspector.")
+    st.caption(f"GPU utilization: {resolution_note(window_s)} Bus bandwidth: raw collectives.")
     st.subheader("Jobs and their ranks")
     jobs = query(q.jobs(window_s))
     if jobs.height:

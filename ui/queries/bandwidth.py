@@ -15,6 +15,8 @@ from c4.ui.sql import (
     in_list,
     lit,
     node_order,
+    resolution_for,
+    rollup_bucket_s,
     since_newest,
 )
 
@@ -38,6 +40,21 @@ def _spans(group: str, where: str) -> str:
     GROUP BY ALL"""
 
 
+def _rolled_spans(group: str, table: str, where: str) -> str:
+    """``_spans`` from a rollup: each counter's increase (resets and wraps already counted) and the seconds
+    the tx counter's increase covers; the rates are then bytes moved / seconds, as from the raw rows."""
+    incs = ", ".join(f"sum({c}_increase) AS d_{k}" for k, c in {**PORT_FAST, **PORT_SLOW}.items())
+    return f"""
+    SELECT {group}, node, device, port, {incs}, nullif(sum(tx_bytes_span_s), 0) AS dt_s,
+           max(rate_bps_max) / 1e9 AS port_max_gbps
+    FROM {table} WHERE {where}
+    GROUP BY ALL"""
+
+
+#: Rollups count resets into their increases: no port is blanked.
+NO_RESETS = "SELECT NULL::VARCHAR AS node, NULL::VARCHAR AS device, NULL::INTEGER AS port WHERE false"
+
+
 def _resets(where: str) -> str:
     """Ports whose counters reset (per the agent's nic_events) within the window."""
     return f"SELECT DISTINCT node, device, port FROM nic_events WHERE kind = 'counter_reset' AND {where}"
@@ -53,15 +70,24 @@ RATES = """CASE WHEN r.node IS NULL THEN d_tx * 8 / 1e9 / dt_s END AS tx_gbps,
            r.node IS NOT NULL AS counter_reset"""
 
 
-def port_table(window_s: float) -> str:
-    """One row per NIC port over the window: tx/rx Gbit/s, current and nominal rate, utilization, retransmits, CNPs."""
-    win = since_newest("ib_port_samples", window_s)
+def port_table(window_s: float, resolution: str | None = None) -> str:
+    """One row per NIC port over the window: tx/rx Gbit/s, current and nominal rate, utilization, retransmits, CNPs.
+
+    Raw samples for short windows, else the rollups (``resolution_for``; ``resolution`` forces one).
+    """
+    res = resolution or resolution_for(window_s)
+    if res == "raw":
+        spans = _spans("1 AS one", since_newest("ib_port_samples", window_s))
+        resets = _resets(since_newest("ib_port_samples", window_s))
+    else:
+        table = f"ib_port_samples_{res}"
+        spans, resets = _rolled_spans("1 AS one", table, since_newest(table, window_s)), NO_RESETS
     return f"""
-WITH raw AS ({_spans("1 AS one", win)}),
+WITH raw AS ({spans}),
 cur AS (
     SELECT node, device, port, arg_max(rate_bps, ts) / 1e9 AS rate_gbps, arg_max(state, ts) AS state
     FROM ib_port_samples WHERE {since_newest("ib_port_samples", CURRENT_S)} GROUP BY ALL),
-r AS ({_resets(since_newest("ib_port_samples", window_s))}),
+r AS ({resets}),
 p AS (
     SELECT raw.node, raw.device, raw.port, raw.device || 'p' || raw.port AS port_name,
            coalesce(cur.rate_gbps, 0) AS rate_gbps, port_max_gbps, coalesce(cur.state, 'GONE') AS state, {RATES}
@@ -77,14 +103,23 @@ FROM p ORDER BY node_pos, node, device, port
 """
 
 
-def cluster_series(window_s: float) -> str:
+def cluster_series(window_s: float, resolution: str | None = None) -> str:
     """All ports together per time bucket: total tx and rx Gbit/s, retransmits and CNPs."""
-    b = bucket_s(window_s, points=60)  # one group per port and bucket: keep the groups few
-    t = f"time_bucket(INTERVAL '{b} seconds', ts)"
+    res = resolution or resolution_for(window_s)
+    if res == "raw":
+        b = bucket_s(window_s, points=60)  # one group per port and bucket: keep the groups few
+        t = f"time_bucket(INTERVAL '{b} seconds', ts)"
+        spans = _spans(f"{t} AS t", since_newest("ib_port_samples", window_s))
+        resets = f"""SELECT DISTINCT {t} AS t, node, device, port FROM nic_events
+      WHERE kind = 'counter_reset' AND {since_newest("ib_port_samples", window_s)}"""
+    else:
+        table = f"ib_port_samples_{res}"
+        t = f"time_bucket(INTERVAL '{rollup_bucket_s(window_s, res, points=60)} seconds', ts)"
+        spans = _rolled_spans(f"{t} AS t", table, since_newest(table, window_s))
+        resets = f"SELECT NULL::TIMESTAMP AS t, * FROM ({NO_RESETS})"
     return f"""
-WITH raw AS ({_spans(f"{t} AS t", since_newest("ib_port_samples", window_s))}),
-r AS (SELECT DISTINCT {t} AS t, node, device, port FROM nic_events
-      WHERE kind = 'counter_reset' AND {since_newest("ib_port_samples", window_s)}),
+WITH raw AS ({spans}),
+r AS ({resets}),
 p AS (SELECT raw.t, {RATES} FROM raw LEFT JOIN r ON r.t = raw.t AND r.node = raw.node AND r.device = raw.device AND r.port = raw.port)
 SELECT t, sum(tx_gbps) AS tx_gbps, sum(rx_gbps) AS rx_gbps, sum(retransmits) AS retransmits,
        sum(cnps_handled) AS cnps_handled
@@ -92,8 +127,22 @@ FROM p GROUP BY t ORDER BY t
 """
 
 
-def port_series(window_s: float, node: str, device: str, port: int) -> str:
+def port_series(window_s: float, node: str, device: str, port: int, resolution: str | None = None) -> str:
     """One port per time bucket: tx/rx Gbit/s against its negotiated rate, retransmits and CNPs."""
+    res = resolution or resolution_for(window_s)
+    if res != "raw":
+        table = f"ib_port_samples_{res}"
+        return f"""
+SELECT time_bucket(INTERVAL '{rollup_bucket_s(window_s, res)} seconds', ts) AS t,
+       sum(tx_bytes_increase) * 8 / 1e9 / nullif(sum(tx_bytes_span_s), 0) AS tx_gbps,
+       sum(rx_bytes_increase) * 8 / 1e9 / nullif(sum(rx_bytes_span_s), 0) AS rx_gbps,
+       min(rate_bps_min) / 1e9 AS rate_gbps,
+       coalesce(sum(roce_adp_retrans_increase), 0) + coalesce(sum(local_ack_timeout_err_increase), 0) AS retransmits,
+       coalesce(sum(rp_cnp_handled_increase), 0) AS cnps_handled
+FROM {table}
+WHERE node = {lit(node)} AND device = {lit(device)} AND port = {int(port)} AND {since_newest(table, window_s)}
+GROUP BY t ORDER BY t
+"""
     b = bucket_s(window_s)
     return f"""
 WITH raw AS (

@@ -6,9 +6,12 @@ from c4.ui.sql import (
     ACTIVE_STATES,
     LATEST_FAULTS,
     bucket_s,
+    combined_mean,
     in_list,
     newest,
     node_order,
+    resolution_for,
+    rollup_bucket_s,
     severity_sql,
     since_newest,
 )
@@ -75,8 +78,20 @@ GROUP BY fault_class, state ORDER BY severity DESC, faults DESC
 """
 
 
-def utilization_series(window_s: float) -> str:
-    """GPU utilization over time: mean and min over all GPUs per time bucket."""
+def utilization_series(window_s: float, resolution: str | None = None) -> str:
+    """GPU utilization over time: mean and min over all GPUs per time bucket.
+
+    Raw samples for short windows, else the rollups (``resolution_for``; ``resolution`` forces one).
+    """
+    res = resolution or resolution_for(window_s)
+    if res != "raw":
+        table = f"gpu_samples_{res}"
+        return f"""
+SELECT time_bucket(INTERVAL '{rollup_bucket_s(window_s, res)} seconds', ts) AS t,
+       {combined_mean("util_gpu_pct")} AS mean_util_pct, min(util_gpu_pct_min) AS min_util_pct
+FROM {table} WHERE {since_newest(table, window_s)}
+GROUP BY t ORDER BY t
+"""
     b = bucket_s(window_s)
     return f"""
 SELECT time_bucket(INTERVAL '{b} seconds', ts) AS t, avg(util_gpu_pct) AS mean_util_pct,
