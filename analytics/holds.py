@@ -70,6 +70,16 @@ class HoldBook:
                     self._operator.pop(key, None)
                 self._last_ts = max(self._last_ts or r["ts"], r["ts"])
 
+    def reload(self, current_rows: list[dict[str, Any]]) -> set[tuple[str, str]]:
+        """Replace operators' holds by the ones in force in the store (``remediation_holds_current``,
+        which other collectors on a lake also write); returns the (scope, job) released meanwhile."""
+        with self._lock:
+            before = set(self._operator)
+            self._operator.clear()
+        self.load(current_rows)
+        with self._lock:
+            return before - set(self._operator)
+
     def reason(self, job: str) -> str:
         """Why remediation is held for ``job``, or '' when it may run (what a remediation step asks)."""
         config = self.config.reason(job)
