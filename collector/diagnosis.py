@@ -167,6 +167,8 @@ class Diagnosis:
             log.info("diagnosis leader now shard=%s open_faults=%d", self.shard, self._open_count())
         elif not held and self.leading:
             self.stop_leading()
+        if self.shared and not held:  # a follower's ListHolds shows the holds set through any collector
+            await loop.run_in_executor(self.pool, self._reload_holds)
         leader = await loop.run_in_executor(self.pool, self.lease.holder) if self.shared else self.shard
         if leader != self.leader and not held:
             log.info("diagnosis follower shard=%s leader=%s", self.shard, leader or "-")
@@ -233,7 +235,6 @@ class Diagnosis:
                     .fetch_arrow_table()
                     .to_pylist()
                 )
-            holds = cur.execute(CURRENT_HOLDS_SQL).fetch_arrow_table().to_pylist()
         finally:
             cur.close()
         newer = [r for r in rows if since[r["fault_id"]] is None or r["ts"] > since[r["fault_id"]]]
@@ -241,10 +242,20 @@ class Diagnosis:
             runner.book.take_stored(newer)
         for r in newer:
             log.info("fault state taken from the lake fault_id=%s state=%s", r["fault_id"], r["state"])
-        released = self.holds.reload(holds)
+        released = self._reload_holds()
+        return [r for r in newer if r["state"] == "resolved"], bool(released)
+
+    def _reload_holds(self) -> set[tuple[str, str]]:
+        """Operators' holds as the store has them now (set through any collector); the released ones."""
+        cur = self.store.cursor()
+        try:
+            rows = cur.execute(CURRENT_HOLDS_SQL).fetch_arrow_table().to_pylist()
+        finally:
+            cur.close()
+        released = self.holds.reload(rows)
         for scope, job in released:
             log.info("remediation hold released through another collector scope=%s job=%s", scope, job or "-")
-        return [r for r in newer if r["state"] == "resolved"], bool(released)
+        return released
 
     def start(self) -> None:
         """Build the runner (with the fabric's link rates), the alert sinks and the isolation hook,
