@@ -8,11 +8,16 @@ import logging
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 log = logging.getLogger("c4.analytics.actions")
+
+
+#: Per sink and fault, the newest state a sink accepted (outcome sent), from the actions table.
+SENT_SQL = "SELECT sink, fault_id, arg_max(fault_state, ts) FROM actions WHERE outcome = 'sent' GROUP BY sink, fault_id"
 
 
 class Sink(Protocol):
@@ -106,6 +111,12 @@ class Notifier:
     timeout_s: float = 5.0
     _sent: set[tuple[str, str, str]] = field(default_factory=set)
     _recent: list[float] = field(default_factory=list)
+
+    def load(self, sent_rows: Iterable[tuple[str, str, str]]) -> None:
+        """What the sinks already accepted, from the actions table (``SENT_SQL``: sink, fault_id, newest
+        state sent), so a restarted or newly leading collector does not announce it again."""
+        for sink, fault_id, state in sent_rows:
+            self._sent.add((sink, fault_id, state))
 
     def notify(self, faults: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Announce new open and resolved faults; returns action rows."""

@@ -70,6 +70,18 @@ class HoldBook:
                     self._operator.pop(key, None)
                 self._last_ts = max(self._last_ts or r["ts"], r["ts"])
 
+    def reload(self, current_rows: list[dict[str, Any]]) -> set[tuple[str, str]]:
+        """Replace operators' holds by the ones in force in the store (``remediation_holds_current``,
+        which other collectors on a lake also write); returns the (scope, job) released meanwhile."""
+        fresh = HoldBook()
+        fresh.load(current_rows)
+        with self._lock:  # swapped at once: a step asking meanwhile never sees a hold missing
+            released = set(self._operator) - set(fresh._operator)
+            self._operator = fresh._operator
+            if fresh._last_ts is not None:
+                self._last_ts = max(self._last_ts or fresh._last_ts, fresh._last_ts)
+        return released
+
     def reason(self, job: str) -> str:
         """Why remediation is held for ``job``, or '' when it may run (what a remediation step asks)."""
         config = self.config.reason(job)

@@ -92,3 +92,16 @@ class FaultBook:
         for r in latest_rows:
             if r.get("state") in ("open", "acknowledged"):
                 self.open[r["fault_id"]] = r
+
+    def take_stored(self, rows: list[dict[str, Any]]) -> None:
+        """Take in operators' acknowledge/resolve rows another collector stored (newer than the book's)."""
+        for r in rows:
+            if r.get("state") == "resolved":
+                self.open.pop(r["fault_id"], None)
+                self.missed.pop(r["fault_id"], None)
+            elif r.get("state") == "acknowledged" and r["fault_id"] in self.open:
+                self.open[r["fault_id"]] = {
+                    **self.open[r["fault_id"]],
+                    "ts": r["ts"],
+                    "state": "acknowledged",
+                }

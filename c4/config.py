@@ -214,6 +214,9 @@ class CollectorConfig(BaseModel):
     lake: str = ""  # postgres://user@host:port/db: write into a DuckLake shared with other collectors
     lake_data_path: str = "/var/lib/c4/lake"  # the lake's Parquet files (a shared directory or s3://...)
     shard: str = ""  # this collector's name in the lake (default: hostname_port)
+    # the lake's diagnosis lease: a leader that stops renewing (hung) loses it after this long
+    # (0: three diagnosis periods, at least 30 s); a dead leader loses it at once
+    lake_lease_timeout_s: float = Field(0.0, ge=0)
     alertmanager_url: str = ""  # e.g. http://alertmanager:9093
     alert_webhook_urls: list[str] = Field(default_factory=list)
     slack_webhook_url: str = ""

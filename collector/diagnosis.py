@@ -4,6 +4,12 @@ isolation those trigger, and operators' acknowledge/resolve.
 The detectors themselves are analytics' (``DiagnosisRunner`` over a store cursor); this module only
 runs them off the event loop, commits their rows through the writer thread, and hands the faults to
 the configured alert sinks and isolation hook.
+
+On a lake shared by several collectors only the holder of the diagnosis lease (``lease.py``) runs
+diagnosis, alerts and remediation. Everything that decides "never twice" lives in the lake (faults,
+actions, remediation_holds), so a collector that takes the lease over loads it then (``start``),
+and while it leads it takes in the operators' acknowledge/resolve and holds that other collectors
+stored (``sync_from_lake``).
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from c4.analytics.account_jobs import JobAccounts
-from c4.analytics.actions import AlertmanagerSink, Notifier, SlackSink, WebhookSink
+from c4.analytics.actions import SENT_SQL, AlertmanagerSink, Notifier, SlackSink, WebhookSink
 from c4.analytics.fabric import capacities_from_topology
 from c4.analytics.holds import HoldBook
 from c4.analytics.lifecycle import FaultBook
@@ -32,7 +38,9 @@ from c4.analytics.remediation import (
     taken_sql,
 )
 from c4.analytics.runner import DiagnosisRunner
+from c4.collector.holds import CURRENT_HOLDS_SQL
 from c4.collector.ingest import Metrics
+from c4.collector.lease import Lease, SoleLease
 from c4.collector.store import PendingBatch, Store
 from c4.collector.writer import Writer
 from c4.config import CollectorConfig
@@ -123,6 +131,7 @@ class Diagnosis:
         writer: Writer,
         metrics: Metrics,
         pool: ThreadPoolExecutor,
+        lease: Lease | None = None,
     ) -> None:
         self.cfg = cfg
         self.store = store
@@ -145,6 +154,113 @@ class Diagnosis:
         # A diagnosis pass and a hold's release may offer the same fault from two pool threads: one
         # takes its steps at a time, in order (apply_in_order).
         self._remediating = threading.Lock()
+        #: the lake's diagnosis lease (None: this collector is alone on its store and always leads)
+        self.shared = lease is not None
+        self.lease: Lease = lease or SoleLease()
+        self.leading = False  # whether this collector runs diagnosis, alerts and remediation now
+        self.leader = ""  # the shard that leads, as last seen ('' unknown)
+
+    async def lead(self) -> bool:
+        """Take or renew the diagnosis lease; on taking it load the state the store holds (``start``),
+        on losing it stop alerting and remediating at once. Returns whether this collector leads."""
+        loop = asyncio.get_running_loop()
+        held = await loop.run_in_executor(self.pool, self.lease.hold)
+        if held and not self.leading:
+            await loop.run_in_executor(self.pool, self.start)
+            self.leading = True
+            self.metrics.inc("diagnosis_leadership_taken")
+            log.info("diagnosis leader now shard=%s open_faults=%d", self.shard, self._open_count())
+        elif not held and self.leading:
+            self.stop_leading()
+        if self.shared and not held:  # a follower's ListHolds shows the holds set through any collector
+            await loop.run_in_executor(self.pool, self._reload_holds)
+        leader = await loop.run_in_executor(self.pool, self.lease.holder) if self.shared else self.shard
+        if leader != self.leader and not held:
+            log.info("diagnosis follower shard=%s leader=%s", self.shard, leader or "-")
+        self.leader = leader
+        return held
+
+    def stop_leading(self) -> None:
+        """Lease lost: no more diagnosis passes, alerts or remediation from this collector."""
+        self.leading = False
+        self.runner = None
+        self.notifier = None
+        self.remediation = []
+        self.metrics.inc("diagnosis_leadership_lost")
+        log.warning("diagnosis leadership lost shard=%s: another collector takes over", self.shard)
+
+    @property
+    def shard(self) -> str:
+        """This collector's shard on a lake ('local' alone on its store)."""
+        return getattr(self.store, "shard", "") or "local"
+
+    def _open_count(self) -> int:
+        return len(self.runner.book.open) if self.runner is not None else 0
+
+    async def diagnose_if_leading(self) -> None:
+        """A diagnosis pass when this collector leads (after taking in what other collectors stored)."""
+        if not self.leading or self.runner is None:
+            return
+        if self.shared:
+            await self.sync_from_lake()
+        await self.diagnose()
+
+    async def sync_from_lake(self) -> None:
+        """Take in operators' acknowledge/resolve and holds that other collectors stored; announce the
+        resolves, and run the held steps a release let go."""
+        loop = asyncio.get_running_loop()
+        resolved, released = await loop.run_in_executor(self.pool, self._stored_updates)
+        if resolved and self.notifier is not None:
+            actions = await loop.run_in_executor(self.pool, self.notifier.notify, resolved)
+            if actions:
+                await self.writer.submit_async(
+                    PendingBatch.internal(self.store.catalogue["actions"], actions)
+                )
+        if released:
+            await self.resume_held()
+
+    def _stored_updates(self) -> tuple[list[dict], bool]:
+        """Newer operator rows for the book's open faults, applied to the book (the resolved ones
+        returned), and whether any hold was released since the last look (blocking: reads the store)."""
+        runner = self.runner
+        if runner is None:
+            return [], False
+        with runner.lock:
+            since = {f: r["ts"] for f, r in runner.book.open.items()}
+        cur = self.store.cursor()
+        try:
+            rows = []
+            if since:
+                rows = (
+                    cur.execute(
+                        "SELECT * FROM faults_current WHERE state IN ('acknowledged', 'resolved') "
+                        "AND fault_id IN (SELECT unnest($1::VARCHAR[]))",
+                        [sorted(since)],
+                    )
+                    .fetch_arrow_table()
+                    .to_pylist()
+                )
+        finally:
+            cur.close()
+        newer = [r for r in rows if since[r["fault_id"]] is None or r["ts"] > since[r["fault_id"]]]
+        with runner.lock:
+            runner.book.take_stored(newer)
+        for r in newer:
+            log.info("fault state taken from the lake fault_id=%s state=%s", r["fault_id"], r["state"])
+        released = self._reload_holds()
+        return [r for r in newer if r["state"] == "resolved"], bool(released)
+
+    def _reload_holds(self) -> set[tuple[str, str]]:
+        """Operators' holds as the store has them now (set through any collector); the released ones."""
+        cur = self.store.cursor()
+        try:
+            rows = cur.execute(CURRENT_HOLDS_SQL).fetch_arrow_table().to_pylist()
+        finally:
+            cur.close()
+        released = self.holds.reload(rows)
+        for scope, job in released:
+            log.info("remediation hold released through another collector scope=%s job=%s", scope, job or "-")
+        return released
 
     def start(self) -> None:
         """Build the runner (with the fabric's link rates), the alert sinks and the isolation hook,
@@ -165,6 +281,8 @@ class Diagnosis:
                     [r[0] for r in cur.execute(held_sql(step.sink)).fetchall()],
                 )
             self.recovery.load(cur)
+            if self.notifier is not None:  # never alerted twice: what a sink accepted, any collector
+                self.notifier.load(cur.execute(SENT_SQL).fetchall())
         finally:
             cur.close()
 

@@ -380,6 +380,20 @@ class C4Metrics:
         yield queries_refused
         yield from task_counts.values()
         yield from self._task_health()
+        yield from self._leadership()
+
+    def _leadership(self) -> Iterator[Metric]:
+        """Whether this collector runs the diagnosis (on a lake: holds the lease), and which shard does."""
+        diagnosis = getattr(self.collector, "diagnosis", None)
+        if diagnosis is None:
+            return
+        leader = GaugeMetricFamily(
+            "c4_diagnosis_leader",
+            "1 when this collector runs diagnosis, alerts and remediation (on a lake: holds the lease), else 0.",
+            labels=["shard", "leader"],
+        )
+        leader.add_metric([diagnosis.shard, diagnosis.leader], 1 if diagnosis.leading else 0)
+        yield leader
 
     def _task_health(self) -> Iterator[Metric]:
         """Each periodic task's consecutive failures and when it last succeeded (0: never)."""

@@ -15,6 +15,7 @@ import logging
 import os
 import re
 import threading
+import time
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -27,6 +28,8 @@ from c4.collector.store import SEQ_TABLE, Store
 log = logging.getLogger("c4.collector.lake")
 
 LAKE = "lake"
+#: How often a collector retries creating the lake's schema when another one created part of it first.
+SCHEMA_ATTEMPTS = 10
 
 
 class LakeError(ValueError):
@@ -87,6 +90,12 @@ def without_password(info: str) -> tuple[str, str]:
     return " ".join(kept), password
 
 
+def _lost_race(exc: duckdb.Error) -> bool:
+    """Whether ``exc`` says another collector created the same lake object first."""
+    text = str(exc).lower()
+    return "conflict" in text or "duplicate key" in text or "already exists" in text
+
+
 def attach_lake(con: duckdb.DuckDBPyConnection, url: str, data_path: str, read_only: bool = False) -> None:
     """Attach the lake as ``lake`` and make it the default catalog (``read_only``: every write fails).
 
@@ -102,10 +111,17 @@ def attach_lake(con: duckdb.DuckDBPyConnection, url: str, data_path: str, read_o
         os.environ["PGPASSWORD"] = password
     escaped = info.replace("'", "''")
     mode = ", READ_ONLY" if read_only else ""
-    try:
-        con.execute(f"ATTACH 'ducklake:postgres:{escaped}' AS {LAKE} (DATA_PATH '{data}'{mode})")
-    except duckdb.Error as exc:
-        raise LakeError(f"cannot attach the lake at {url}: {exc}") from None
+    for attempt in range(1, SCHEMA_ATTEMPTS + 1):
+        try:
+            con.execute(f"ATTACH 'ducklake:postgres:{escaped}' AS {LAKE} (DATA_PATH '{data}'{mode})")
+            break
+        except duckdb.Error as exc:
+            # collectors starting together on a new lake race to create its catalog: the loser attaches
+            # the winner's
+            if not _lost_race(exc) or attempt == SCHEMA_ATTEMPTS:
+                raise LakeError(f"cannot attach the lake at {url}: {exc}") from None
+            log.info("lake catalog created meanwhile by another collector, attach again attempt=%d", attempt)
+            time.sleep(0.1 * attempt)
     con.execute(f"USE {LAKE}")
 
 
@@ -165,6 +181,19 @@ class LakeStore(Store):
             con.execute(f"SET allowed_directories = ['{Path(self.data_path).resolve()}/']")
         con.execute("SET enable_external_access = false")
         con.execute("SET lock_configuration = true")
+
+    def _create_schema(self) -> None:
+        """The lake's tables and views; collectors starting together on a new lake race to create them:
+        the loser's transaction conflicts and is retried (every statement is create-if-missing)."""
+        for attempt in range(1, SCHEMA_ATTEMPTS + 1):
+            try:
+                super()._create_schema()
+                return
+            except duckdb.Error as exc:
+                if not _lost_race(exc) or attempt == SCHEMA_ATTEMPTS:
+                    raise
+                log.info("lake schema created meanwhile by another collector, again attempt=%d", attempt)
+                time.sleep(0.1 * attempt)
 
     def _create_seq_table(self) -> None:
         # DuckLake has no primary keys: each shard rewrites only its own agents' rows

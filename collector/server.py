@@ -34,7 +34,8 @@ from c4.collector.grouping import GroupError, decode_group, reply_for
 from c4.collector.holds import HoldKeeper, hold_request_problem
 from c4.collector.ingest import IngestService, Metrics, agent_server, bind, set_serving
 from c4.collector.ingest_processes import IngestProcesses
-from c4.collector.lake import LakeStore
+from c4.collector.lake import LakeStore, conninfo
+from c4.collector.lease import PostgresLease
 from c4.collector.queries import QueryFailed, QueryRunner
 from c4.collector.replan import Replanner
 from c4.collector.rollup import Rollups
@@ -54,6 +55,11 @@ RETRYABLE_CODES = {grpc.StatusCode.UNAVAILABLE.value[0], grpc.StatusCode.INTERNA
 
 def _now() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
+
+
+def lease_timeout_s(cfg: CollectorConfig) -> float:
+    """How long a hung leader keeps the lake's diagnosis lease (lake_lease_timeout_s, else three periods, >= 30 s)."""
+    return cfg.lake_lease_timeout_s or max(30.0, 3 * cfg.diagnose_interval_s)
 
 
 class StartupError(RuntimeError):
@@ -301,7 +307,12 @@ class Collector:
         self._private_dir: str | None = None
         self._tasks: list[asyncio.Task] = []
         self.tasks: dict[str, TaskHealth] = {}  # periodic task name -> its health (/metrics, collector_tasks)
-        self.diagnosis = Diagnosis(cfg, self.store, self.writer, self.metrics, self.service.query_pool)
+        self.lease = (
+            PostgresLease(conninfo(cfg.lake), self.store.shard, lease_timeout_s(cfg)) if cfg.lake else None
+        )
+        self.diagnosis = Diagnosis(
+            cfg, self.store, self.writer, self.metrics, self.service.query_pool, self.lease
+        )
         self.service.fault_updater = self.diagnosis.update_fault
         self.holds = HoldKeeper(self.diagnosis.holds, self.store, self.writer, self.service.node)
         self.service.resume_held = self.diagnosis.resume_held
@@ -364,15 +375,21 @@ class Collector:
             ),
         ]
         if self.cfg.diagnose_interval_s > 0:
-            self.diagnosis.start()
+            # alone on its store a collector leads at once; on a lake the lease's holder does
+            await self.diagnosis.lead()
+            if self.lease is not None:  # followers try every period: a dead leader's lease is free at once
+                period_s = min(self.cfg.diagnose_interval_s, lease_timeout_s(self.cfg) / 3)
+                self._tasks.append(
+                    asyncio.create_task(self._every(period_s, self.diagnosis.lead, "diagnosis_lease"))
+                )
             self._tasks.append(
                 asyncio.create_task(
-                    self._every(self.cfg.diagnose_interval_s, self.diagnosis.diagnose, "diagnosis")
+                    self._every(self.cfg.diagnose_interval_s, self.diagnosis.diagnose_if_leading, "diagnosis")
                 )
             )
         if Replanner.enabled(self.cfg) and self.cfg.diagnose_interval_s > 0:  # acts on what diagnosis stored
             period_s = self.cfg.replan_interval_s or self.cfg.diagnose_interval_s
-            self._tasks.append(asyncio.create_task(self._every(period_s, self.replanner.run, "replan")))
+            self._tasks.append(asyncio.create_task(self._every(period_s, self._replan_if_leading, "replan")))
         if self.cfg.rollup_interval_s > 0 and not self.cfg.lake:
             self._tasks.append(
                 asyncio.create_task(self._every(self.cfg.rollup_interval_s, self.rollups.run, "rollup"))
@@ -401,6 +418,11 @@ class Collector:
         health = self.tasks.setdefault(name or fn.__name__, TaskHealth(name or fn.__name__, period_s))
         await run_every(health, fn, self.metrics.inc)
 
+    async def _replan_if_leading(self) -> None:
+        """Replan when this collector leads the diagnosis (the replans act on its faults)."""
+        if self.diagnosis.leading:
+            await self.replanner.run()
+
     async def retain(self) -> dict[str, int]:
         """Drop rows older than the retention age, and rows dated beyond the allowed clock skew."""
         return await maintenance.retain(self.cfg, self.writer, self.metrics)
@@ -415,6 +437,8 @@ class Collector:
         """Stop serving, finish queued commits, checkpoint and close the file."""
         for t in self._tasks:
             t.cancel()
+        if self.lease is not None:  # a follower takes over at its next try
+            await asyncio.get_running_loop().run_in_executor(None, self.lease.release)
         if self.exporter is not None:
             self.exporter.stop()
         if self.ingest_processes is not None:  # first: their groups in flight still commit here

@@ -50,6 +50,10 @@ class LocalPostgres:
         self._run(str(self.bin / "createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "c4", "lake")
         return self
 
+    def postmaster_pid(self) -> int:
+        """The server's main process id (from its postmaster.pid)."""
+        return int((self.dir / "data" / "postmaster.pid").read_text().split()[0])
+
     def stop(self) -> None:
         """Stop immediately and remove everything."""
         try:

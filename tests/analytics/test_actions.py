@@ -109,3 +109,13 @@ def test_isolation_hook_dry_run_and_real(tmp_path):
     real = isolation_step(f"touch {marker}.{{node}}", dry_run=False)
     out = real.apply([fault_row(action="drain_node")])
     assert out[0]["outcome"] == "ran" and (tmp_path / "drained.host1").exists()
+
+
+def test_loaded_sent_states_are_not_announced_again(receiver):
+    """A collector that takes over (or restarts) loads what the sinks accepted: no second alert."""
+    before = len(Receiver.got)
+    n = Notifier([WebhookSink(receiver + "/hook")], backoff_s=0.01)
+    n.load([("webhook", "nic_rate:host1/mlx5_2p1", "open")])
+    assert n.notify([fault_row()]) == [] and len(Receiver.got) == before
+    rows = n.notify([fault_row("resolved")])  # a new state is news
+    assert [r["outcome"] for r in rows] == ["sent"] and len(Receiver.got) == before + 1

@@ -91,3 +91,14 @@ def test_load_takes_the_newest_row_per_scope_and_job_and_new_rows_come_after_it(
 def test_unknown_scope_is_an_error():
     with pytest.raises(ValueError, match="scope must be one of cluster, job"):
         HoldBook().change("galaxy", "", True, "", "", T0)
+
+
+def test_reload_replaces_operator_holds_and_names_the_released():
+    """A lake's leader reloads the holds other collectors stored: set ones appear, released ones go."""
+    book = HoldBook()
+    take(book, "job", "train", True)
+    take(book, "cluster", "", True)
+    current = [{"ts": T0, "scope": "job", "job": "eval", "hold": True, "set_by": "bob", "note": ""}]
+    assert book.reload(current) == {("job", "train"), ("cluster", "")}
+    assert book.reason("eval") and not book.reason("train")
+    assert book.reload(current) == set()

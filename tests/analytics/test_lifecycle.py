@@ -192,3 +192,19 @@ def test_collector_runs_the_diagnosis_on_simulated_faults(tmp_path):
     finally:
         col.stop()
         srv.shutdown()
+
+
+def test_stored_operator_rows_from_another_collector_are_taken_in():
+    """An acknowledge stays through re-detections; a resolve drops the fault (a new signal re-opens it)."""
+    book = FaultBook()
+    now = datetime(2026, 1, 1, 0, 1)
+    (row,) = book.update([finding()], now)
+    other = finding("host1/mlx5_3p1")
+    (row2,) = book.update([other], now)
+    later = datetime(2026, 1, 1, 0, 2)
+    book.take_stored(
+        [{**row, "ts": later, "state": "acknowledged"}, {**row2, "ts": later, "state": "resolved"}]
+    )
+    assert book.open[row["fault_id"]]["state"] == "acknowledged" and row2["fault_id"] not in book.open
+    again = {r["fault_id"]: r["state"] for r in book.update([finding(), other], later)}
+    assert again == {row["fault_id"]: "acknowledged", row2["fault_id"]: "open"}

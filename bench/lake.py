@@ -1,0 +1,205 @@
+"""``c4 bench lake``: DuckLake commits per second per shard against a local PostgreSQL catalog.
+
+Each shard is a process of its own holding a ``LakeStore`` (what a lake collector's writer thread
+commits through), committing one group of agent_heartbeat rows per lake transaction as fast as it
+can. Side by side in one run: 1 shard alone, then N shards committing at once on the same lake.
+Reported per setup: commits/s per shard and in all, commit latency p50/p99, and the CPU PostgreSQL
+spent (its server processes' user+system time over the wall time, in cores): the catalog's share of
+what a lake commit costs, which is what limits how many shards one PostgreSQL serves.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+HELP = "DuckLake commits/s per shard on a local PostgreSQL catalog: 1 shard vs N shards at once, p50/p99, PG CPU."
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Options of ``c4 bench lake``."""
+    parser.add_argument("--shards", type=int, default=4, help="shards committing at once (default 4)")
+    parser.add_argument(
+        "--seconds", type=float, default=10.0, help="how long each setup commits (default 10)"
+    )
+    parser.add_argument(
+        "--batch-rows", type=int, default=1000, help="agent_heartbeat rows per commit (default 1000)"
+    )
+    parser.add_argument("--workdir", help="keep the lake's files here (default: a temporary directory)")
+
+
+def _clock_ticks_s() -> float:
+    return float(os.sysconf("SC_CLK_TCK"))
+
+
+def postgres_cpu_s(postmaster_pid: int) -> float:
+    """User+system CPU seconds of the PostgreSQL server: the postmaster and every process it started
+    (finished children's time is in the postmaster's cutime/cstime)."""
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        fields = text[text.rindex(")") + 2 :].split()  # after "pid (comm) "
+        pid, ppid = int(stat.parent.name), int(fields[1])
+        if pid == postmaster_pid:
+            total += sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
+        elif ppid == postmaster_pid:
+            total += int(fields[11]) + int(fields[12])
+    return total / _clock_ticks_s()
+
+
+def _shard_worker(url, data_path, shard, seconds, batch_rows, barrier, results) -> None:
+    """One shard: open the lake, wait for the others, commit for ``seconds``; put the commit latencies."""
+    import time
+
+    import pyarrow as pa
+
+    from c4.catalogue import load
+    from c4.collector.lake import LakeStore
+    from c4.collector.store import PendingBatch
+
+    catalogue = load()
+    spec = catalogue["agent_heartbeat"]
+    store = LakeStore(url, data_path, catalogue, shard)
+    try:
+        now = pa.scalar(time.time_ns() // 1000, pa.timestamp("us"))
+        base = {c: [None] * batch_rows for c in spec.column_names}
+        base.update(node=[f"{shard}-n{i % 125}" for i in range(batch_rows)], ts=[now.as_py()] * batch_rows)
+        latencies_s: list[float] = []
+        barrier.wait()
+        end = time.monotonic() + seconds
+        seq = 0
+        while time.monotonic() < end:
+            seq += 1
+            cols = {**base, "agent_id": [f"{shard}-agent"] * batch_rows, "tick": list(range(batch_rows))}
+            batch = PendingBatch(
+                f"{shard}-agent", seq, spec, pa.Table.from_pydict(cols, schema=spec.arrow_schema)
+            )
+            started = time.perf_counter()
+            result = store.commit([batch])[0]
+            latencies_s.append(time.perf_counter() - started)
+            if result.error:
+                raise RuntimeError(f"shard {shard}: commit failed: {result.error}")
+        results.put((shard, latencies_s))
+    except BaseException as exc:  # noqa: BLE001 - reported to the parent, which fails the bench
+        results.put((shard, f"{type(exc).__name__}: {exc}"))
+        barrier.abort()
+    finally:
+        store.close()
+
+
+def stored_rows(url: str, data_path: str, agent_like: str) -> int:
+    """agent_heartbeat rows in the lake from agents whose id is LIKE ``agent_like``."""
+    import duckdb
+
+    from c4.collector.lake import attach_lake
+
+    con = duckdb.connect()
+    try:
+        attach_lake(con, url, data_path, read_only=True)
+        return con.execute(
+            "SELECT count(*) FROM agent_heartbeat WHERE agent_id LIKE ?", [agent_like]
+        ).fetchone()[0]
+    finally:
+        con.close()
+
+
+def _percentile(sorted_s: list[float], q: float) -> float:
+    return sorted_s[min(len(sorted_s) - 1, int(q * len(sorted_s)))]
+
+
+def run_setup(pg, data_path: str, shards: int, seconds: float, batch_rows: int, tag: str) -> dict:
+    """``shards`` processes committing into one lake at once; their figures and PostgreSQL's CPU."""
+    import multiprocessing
+    import time
+
+    ctx = multiprocessing.get_context("spawn")
+    barrier = ctx.Barrier(shards + 1)
+    results = ctx.Queue()
+    procs = [
+        ctx.Process(
+            target=_shard_worker,
+            args=(pg.url, data_path, f"{tag}{i}", seconds, batch_rows, barrier, results),
+        )
+        for i in range(shards)
+    ]
+    for p in procs:
+        p.start()
+    barrier.wait(timeout=300)  # every shard attached: the timed part starts
+    cpu0, wall0 = postgres_cpu_s(pg.postmaster_pid()), time.monotonic()
+    got = [results.get(timeout=seconds + 300) for _ in procs]
+    wall_s = time.monotonic() - wall0
+    cpu_s = postgres_cpu_s(pg.postmaster_pid()) - cpu0
+    for p in procs:
+        p.join(60)
+    errors = [v for _, v in got if isinstance(v, str)]
+    if errors:
+        raise RuntimeError("; ".join(errors))
+    latencies = sorted(x for _, v in got for x in v)
+    commits = len(latencies)
+    stored = stored_rows(pg.url, data_path, f"{tag}%")
+    if stored != commits * batch_rows:
+        raise RuntimeError(f"{shards} shard(s): {stored} rows in the lake, {commits * batch_rows} committed")
+    return {
+        "setup": f"{shards} shard{'s' if shards > 1 else ''} at once",
+        "shards": shards,
+        "commits": commits,
+        "commits_per_s": commits / seconds,
+        "commits_per_s_per_shard": commits / seconds / shards,
+        "rows_per_s": commits * batch_rows / seconds,
+        "p50_ms": 1000 * _percentile(latencies, 0.50),
+        "p99_ms": 1000 * _percentile(latencies, 0.99),
+        "pg_cpu_cores": cpu_s / wall_s,
+        "pg_cpu_ms_per_commit": 1000 * cpu_s / max(1, commits),
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    """1 shard, then N shards at once, on one lake in a throwaway PostgreSQL."""
+    import shutil
+    import sys
+    import tempfile
+
+    from c4.report import emit
+    from c4.sim.postgres import LocalPostgres
+
+    if args.shards < 1 or args.seconds <= 0 or args.batch_rows < 1:
+        print("c4 bench lake: --shards and --batch-rows must be >= 1, --seconds > 0", file=sys.stderr)
+        return 2
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="c4-bench-lake-"))
+    work.mkdir(parents=True, exist_ok=True)
+    pg = LocalPostgres().start()
+    try:
+        rows = [
+            run_setup(pg, str(work / "data"), 1, args.seconds, args.batch_rows, "solo"),
+            run_setup(pg, str(work / "data"), args.shards, args.seconds, args.batch_rows, "many"),
+        ]
+    finally:
+        pg.stop()
+        if not args.workdir:
+            shutil.rmtree(work, ignore_errors=True)
+    one, many = rows
+    summary = {
+        "shards": args.shards,
+        "batch_rows": args.batch_rows,
+        "seconds": args.seconds,
+        "cpus": os.cpu_count(),
+        "one_shard_commits_per_s": round(one["commits_per_s"], 1),
+        "n_shards_commits_per_s": round(many["commits_per_s"], 1),
+        "per_shard_ratio": round(many["commits_per_s_per_shard"] / one["commits_per_s_per_shard"], 3),
+        "one_shard_p99_ms": round(one["p99_ms"], 1),
+        "n_shards_p99_ms": round(many["p99_ms"], 1),
+        "pg_cpu_ms_per_commit": round(many["pg_cpu_ms_per_commit"], 2),
+    }
+    emit(
+        f"c4 bench lake: DuckLake commits of {args.batch_rows:,} agent_heartbeat rows, catalog in a local "
+        f"PostgreSQL, {args.seconds:g} s per setup, same run (per_shard_ratio: N shards' per-shard rate / "
+        "one shard's)",
+        rows,
+        summary,
+        args.json,
+    )
+    return 0
