@@ -85,7 +85,7 @@ class ColumnSpec:
         base = _arrow_types()[self.type]
         if not self.list:
             return base
-        import pyarrow as pa
+        import pyarrow as pa  # lazy: the agent never loads pyarrow
 
         return pa.list_(base)
 
