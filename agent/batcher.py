@@ -146,7 +146,7 @@ class ColumnBatch:
 
     def to_ipc(self, max_bytes: int) -> Iterator[bytes]:
         """Arrow IPC stream payloads of at most about ``max_bytes`` each (fewer rows each until they fit)."""
-        cols = [(c.name, c.type, v) for c, v in zip(self.spec.columns, self.columns, strict=True)]
+        cols = [(c.name, c.sql_type, v) for c, v in zip(self.spec.columns, self.columns, strict=True)]
         yield from split_columns(cols, self.num_rows, max_bytes)
 
     def to_arrow(self) -> pa.Table:
@@ -221,8 +221,8 @@ class _TableChecks:
 
     def __init__(self, spec: TableSpec) -> None:
         self.names = spec.column_names
-        self.types = [c.type for c in spec.columns]
-        self.checks = [value_check(c.type) for c in spec.columns]
+        self.types = [c.sql_type for c in spec.columns]
+        self.checks = [value_check(c.sql_type) for c in spec.columns]
         self.known = frozenset(self.names)
 
 

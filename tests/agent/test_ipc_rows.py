@@ -30,13 +30,18 @@ VALUES = {
         datetime(9999, 12, 31, 23, 59, 59, 999999),
     ],
 }
+#: LIST columns (a wide table's one element per link): two elements each, so every list of a row has
+#: as many elements as its key list; NULL items included.
+VALUES.update(
+    {f"{t}[]": [[v[i], v[(i + 1) % len(v)]] for i in range(len(v))] for t, v in list(VALUES.items())}
+)
 AGENT_TABLES = [t for t in load() if t.writer == "agent"]
 
 
 def rows_for(spec: TableSpec, n: int = 5) -> list[dict]:
     """``n`` rows that set every column, each type's values turned around per column."""
     return [
-        {c.name: VALUES[c.type][(i + k) % len(VALUES[c.type])] for k, c in enumerate(spec.columns)}
+        {c.name: VALUES[c.sql_type][(i + k) % len(VALUES[c.sql_type])] for k, c in enumerate(spec.columns)}
         for i in range(n)
     ]
 
@@ -44,7 +49,7 @@ def rows_for(spec: TableSpec, n: int = 5) -> list[dict]:
 def test_every_agent_table_is_covered():
     """The catalogue has agent tables, and every type they use has test values."""
     assert len(AGENT_TABLES) > 10
-    assert {c.type for t in AGENT_TABLES for c in t.columns} <= set(VALUES)
+    assert {c.sql_type for t in AGENT_TABLES for c in t.columns} <= set(VALUES)
 
 
 @pytest.mark.parametrize("spec", AGENT_TABLES, ids=lambda s: s.name)
