@@ -28,6 +28,7 @@ def lake_collector(tmp_path, pg, name, data):
     return CollectorProc(
         tmp_path / name,
         extra=["--lake", pg.url, "--lake-data-path", str(data), "--shard", name],
+        ready_timeout_s=90,  # attaching the lake takes tens of seconds on a loaded 2-core host
     ).start()
 
 
@@ -85,6 +86,7 @@ def test_two_shards_one_lake_failover_exactly_once(tmp_path, postgres):
         tmp_path / "a",
         port=a.port,
         extra=["--lake", postgres.url, "--lake-data-path", str(data), "--shard", "a"],
+        ready_timeout_s=90,
     ).start()
     try:
         assert scalar(a2.address, "SELECT count(*) FROM agent_heartbeat") == counted

@@ -90,8 +90,11 @@ class CollectorProc(Proc):
         port: int | None = None,
         extra: list[str] | None = None,
         security: ClientSecurity | None = None,
+        ready_timeout_s: float = 20.0,
     ) -> None:
         self.security = security  # how the health check reaches a TLS / mTLS collector
+        #: how long start() waits for SERVING (a lake collector attaches a PostgreSQL catalog first)
+        self.ready_timeout_s = ready_timeout_s
         self.port = port or free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.db = tmp / "c4.duckdb"
@@ -104,7 +107,7 @@ class CollectorProc(Proc):
         """Launch and wait until healthy."""
         super().start()
         try:
-            wait_healthy(self.address, security=self.security)
+            wait_healthy(self.address, self.ready_timeout_s, security=self.security)
         except TimeoutError:
             raise TimeoutError(f"collector did not come up:\n{self.log()}") from None
         return self
