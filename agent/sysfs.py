@@ -10,7 +10,10 @@ from __future__ import annotations
 import errno
 import os
 import re
+import resource
 import stat
+import threading
+import weakref
 from pathlib import Path
 
 RATE = re.compile(r"^\s*([\d.]+)\s*([GMK]?)b/sec", re.IGNORECASE)
@@ -114,10 +117,45 @@ class HeldFiles:
     ``read_bytes`` does.
     """
 
+    #: Descriptors held by every HeldFiles of the process together, at most a quarter of the open-files
+    #: limit: one process may run many samplers (the twin runs a node's worth each), and a held
+    #: descriptor must never cost another file its open. Past it, files are read as read_bytes does.
+    _budget_lock = threading.Lock()
+    _held_total = 0
+
     def __init__(self, max_open: int = 512, sysfs_dev: int | None = None) -> None:
         self.max_open = max_open
         self._sysfs_dev = _sysfs_dev() if sysfs_dev is None else sysfs_dev
         self._held: dict[str, tuple[int, int | None]] = {}  # path -> (fd, inode to check or None on sysfs)
+        # a sampler dropped without close() still gives its descriptors back
+        weakref.finalize(self, HeldFiles._close_all, self._held)
+
+    @staticmethod
+    def _process_budget() -> int:
+        try:
+            soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        except (OSError, ValueError):
+            return 0
+        return 1 << 20 if soft == resource.RLIM_INFINITY else soft // 4
+
+    def _take(self) -> bool:
+        """One descriptor of the process's budget (False when spent)."""
+        with HeldFiles._budget_lock:
+            if len(self._held) >= self.max_open or HeldFiles._held_total >= self._process_budget():
+                return False
+            HeldFiles._held_total += 1
+            return True
+
+    @staticmethod
+    def _close_all(held: dict[str, tuple[int, int | None]]) -> None:
+        for fd, _ in held.values():
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        with HeldFiles._budget_lock:
+            HeldFiles._held_total -= len(held)
+        held.clear()
 
     def read_bytes(self, path: str, max_bytes: int = 64) -> bytes | None:
         """Up to ``max_bytes`` of a regular file; None when missing, unreadable or not a regular file."""
@@ -139,7 +177,7 @@ class HeldFiles:
         except OSError:
             os.close(fd)
             return None
-        if len(self._held) < self.max_open:
+        if self._take():
             self._held[path] = (fd, None if st.st_dev == self._sysfs_dev else st.st_ino)
         else:
             os.close(fd)
@@ -156,6 +194,8 @@ class HeldFiles:
 
     def _drop(self, path: str) -> None:
         fd, _ = self._held.pop(path)
+        with HeldFiles._budget_lock:
+            HeldFiles._held_total -= 1
         try:
             os.close(fd)
         except OSError:
@@ -163,8 +203,7 @@ class HeldFiles:
 
     def close(self) -> None:
         """Close every held descriptor."""
-        for path in list(self._held):
-            self._drop(path)
+        HeldFiles._close_all(self._held)
 
 
 def parse_counter(text: str | None) -> int | None:

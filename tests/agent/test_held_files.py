@@ -74,3 +74,17 @@ def test_a_held_sysfs_descriptor_reads_the_current_value():
     later = files.read_counter(str(LO_TX))
     assert later >= first + 20
     files.close()
+
+
+def test_dropped_samplers_give_their_descriptors_back(tmp_path):
+    """A HeldFiles dropped without close() closes its descriptors (the twin runs many samplers in one process)."""
+    import gc
+
+    (tmp_path / "c").write_text("1")
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(50):
+        files = HeldFiles()
+        assert files.read_counter(str(tmp_path / "c")) == 1
+        del files
+    gc.collect()
+    assert len(os.listdir("/proc/self/fd")) == before
