@@ -56,8 +56,10 @@ def test_xid_is_isolated_restarted_once_and_its_timeline_exported(tmp_path):
     scenario = tmp_path / "s.yaml"
     scenario.write_text(
         "name: recovery\ncluster: {nodes: 4, gpus: 8, nics: 8, leaves: 2, spines: 2, seed: 3}\n"
-        "faults:\n  - {kind: xid, at_s: 8, node: host2, gpu: 3, xid: 48}\n"
-        "  - {kind: job_restart, at_s: 20}\n"
+        # the job's first collectives come a few seconds into the run (nodes come up first): the Xid
+        # waits until C4 has seen enough iterations to learn the job's normal period
+        "faults:\n  - {kind: xid, at_s: 14, node: host2, gpu: 3, xid: 48}\n"
+        "  - {kind: job_restart, at_s: 26}\n"
     )
     col = CollectorProc(tmp_path, extra=["--config", str(cfg)]).start()
     try:
