@@ -135,7 +135,8 @@ def filled_collector(tmp_path_factory):
     twin, rows = run_twin(tmp / "twin", FAULTS, steps=30, nodes=4, epoch_s=time.time() - 120)
     col = CollectorProc(tmp, extra=["--config", str(cfg)]).start()
     try:
-        stored = [t for t in rows if t in load().tables]  # not a wide table's per-element view (nvlink_samples)
+        # stored tables only, not a wide table's per-element view (nvlink_samples)
+        stored = [t for t in rows if t in load().tables]
         for table, df in frames(rows, stored).items():
             if df.height:
                 push_table(col.address, table, df.to_arrow(), agent_id="ui-test-twin")
