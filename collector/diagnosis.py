@@ -159,6 +159,9 @@ class Diagnosis:
         self.lease: Lease = lease or SoleLease()
         self.leading = False  # whether this collector runs diagnosis, alerts and remediation now
         self.leader = ""  # the shard that leads, as last seen ('' unknown)
+        #: the newest operator actions row taken in from the lake (None: not looked yet as leader)
+        self._ops_seen: datetime | None = None
+        self._own_ops: set[tuple[str, datetime]] = set()  # operator rows written through this collector
 
     async def lead(self) -> bool:
         """Take or renew the diagnosis lease; on taking it load the state the store holds (``start``),
@@ -182,6 +185,7 @@ class Diagnosis:
 
     def stop_leading(self) -> None:
         """Lease lost: no more diagnosis passes, alerts or remediation from this collector."""
+        self._ops_seen = None
         self.leading = False
         self.runner = None
         self.notifier = None
@@ -226,23 +230,38 @@ class Diagnosis:
         if runner is None:
             return [], False
         with runner.lock:
-            since = {f: r["ts"] for f, r in runner.book.open.items()}
+            watched = set(runner.book.open)
+        # Operators' actions rows, not the faults' latest rows: a pass of this leader may store an open
+        # row after an acknowledge stored through another collector, and that acknowledge must still apply.
         cur = self.store.cursor()
         try:
-            rows = []
-            if since:
-                rows = (
+            if self._ops_seen is None:  # just took the lead: the book was loaded from the lake
+                (self._ops_seen,) = cur.execute(
+                    "SELECT coalesce(max(ts), TIMESTAMP '1970-01-01') FROM actions WHERE sink = 'operator'"
+                ).fetchone()
+                ops = []
+            else:
+                ops = cur.execute(
+                    "SELECT fault_id, fault_state, ts FROM actions WHERE sink = 'operator' AND ts > ? "
+                    "AND fault_state IN ('acknowledged', 'resolved') ORDER BY ts",
+                    [self._ops_seen],
+                ).fetchall()
+            newer = []
+            for fault_id, state, ts in ops:
+                self._ops_seen = max(self._ops_seen, ts)
+                if (fault_id, ts) in self._own_ops or fault_id not in watched:
+                    continue
+                stored = (
                     cur.execute(
-                        "SELECT * FROM faults_current WHERE state IN ('acknowledged', 'resolved') "
-                        "AND fault_id IN (SELECT unnest($1::VARCHAR[]))",
-                        [sorted(since)],
+                        "SELECT * FROM faults WHERE fault_id = ? AND state = ? ORDER BY ts DESC LIMIT 1",
+                        [fault_id, state],
                     )
                     .fetch_arrow_table()
                     .to_pylist()
                 )
+                newer += stored
         finally:
             cur.close()
-        newer = [r for r in rows if since[r["fault_id"]] is None or r["ts"] > since[r["fault_id"]]]
         with runner.lock:
             runner.book.take_stored(newer)
         for r in newer:
@@ -420,7 +439,9 @@ class Diagnosis:
         """Apply an operator's acknowledge/resolve; returns (previous state, the new faults row)."""
         loop = asyncio.get_running_loop()
         prev, row = await loop.run_in_executor(self.pool, self._set_state, fault_id, state)
-        await self.store_faults([row], [operator_action_row(fault_id, row, state, by, note)])
+        action = operator_action_row(fault_id, row, state, by, note)
+        self._own_ops.add((fault_id, action["ts"]))  # a leader does not take its own update in again
+        await self.store_faults([row], [action])
         return prev, row
 
     def _set_state(self, fault_id: str, state: str) -> tuple[str, dict]:
