@@ -1,21 +1,15 @@
 """`c4 bench lake` runs end to end at a tiny size on a real PostgreSQL catalog: every commit it counts
 is in the lake (speed is not asserted)."""
 
-import json
 import subprocess
 
-from testkit.procs import C4
+from testkit.procs import C4, run_bench_json
 
 
 def test_bench_lake_reports_json_for_one_and_n_shards():
-    out = subprocess.run(
-        C4 + ["bench", "lake", "--shards", "2", "--seconds", "1", "--batch-rows", "10", "--json"],
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=True,
-    ).stdout
-    result = json.loads(out.strip().splitlines()[-1])
+    out, result = run_bench_json(
+        ["lake", "--shards", "2", "--seconds", "1", "--batch-rows", "10", "--json"], timeout_s=240
+    )
     assert result["shards"] == 2 and result["batch_rows"] == 10
     assert result["one_shard_commits_per_s"] > 0 and result["n_shards_commits_per_s"] > 0
     assert result["per_shard_ratio"] > 0 and result["pg_cpu_ms_per_commit"] >= 0

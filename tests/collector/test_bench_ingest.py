@@ -1,16 +1,11 @@
 """`c4 bench ingest` runs end to end at a tiny size and reports its keys (speed is not asserted)."""
 
-import json
-import subprocess
-
-from testkit.procs import C4
+from testkit.procs import run_bench_json
 
 
 def test_bench_ingest_reports_json():
-    out = subprocess.run(
-        C4
-        + [
-            "bench",
+    out, result = run_bench_json(
+        [
             "ingest",
             "--rows",
             "40000",
@@ -22,12 +17,8 @@ def test_bench_ingest_reports_json():
             "1",
             "--json",
         ],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=True,
-    ).stdout
-    result = json.loads(out.strip().splitlines()[-1])
+        timeout_s=180,
+    )
     assert {"e2e_rows_per_s", "ceiling_rows_per_s", "ratio", "streams"} <= set(result)
     assert result["streams"] == 2 and result["rows"] == 40000
     assert result["e2e_rows_per_s"] > 0

@@ -1,26 +1,20 @@
 """`c4 bench load` runs end to end at a tiny size, on one collector and on lake shards: every batch
 acknowledged once, stored once (speed is not asserted)."""
 
-import json
 import os
 import subprocess
 
-from testkit.procs import C4
+from testkit.procs import C4, run_bench_json
 
 
 def test_bench_load_reports_json_and_loses_nothing():
-    out = subprocess.run(
-        C4
-        + ["bench", "load", "--agents", "6", "--compare-agents", "3", "--duration-s", "3", "--ramp-s", "1"]
+    out, result = run_bench_json(
+        ["load", "--agents", "6", "--compare-agents", "3", "--duration-s", "3", "--ramp-s", "1"]
         + ["--json", "--ingest-processes", "2", "--store-threads", "1", "--shards", "2"]
         # each lake collector on a CPU of its own, as the shard-speedup figure is measured
         + (["--cpus-per-collector", "1"] if len(os.sched_getaffinity(0)) >= 2 else []),
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=True,
-    ).stdout
-    result = json.loads(out.strip().splitlines()[-1])
+        timeout_s=240,
+    )
     assert {"agents", "rows_per_s", "ack_p50_s", "ack_p99_s", "lost", "refused", "shard_speedup"} <= set(
         result
     )
@@ -68,16 +62,11 @@ def test_bench_load_refuses_more_pinned_cpus_than_the_machine_has():
 
 def test_bench_load_baseline_c4_runs_beside_this_collector(tmp_path):
     """--baseline-c4 runs the same agents against another c4 executable's collector, in the same run."""
-    out = subprocess.run(
-        C4
-        + ["bench", "load", "--agents", "3", "--compare-agents", "0", "--duration-s", "2", "--ramp-s", "0.5"]
+    out, result = run_bench_json(
+        ["load", "--agents", "3", "--compare-agents", "0", "--duration-s", "2", "--ramp-s", "0.5"]
         + ["--json", "--baseline-c4", str(_c4_script(tmp_path))],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=True,
-    ).stdout
-    result = json.loads(out.strip().splitlines()[-1])
+        timeout_s=180,
+    )
     assert result["compare"] is None
     assert [(r["setup"], r["agents"]) for r in result["setups"]] == [
         ("1 collector", 3),

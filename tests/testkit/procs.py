@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -162,3 +163,13 @@ def run_sim(
         timeout=timeout_s,
     )
     assert proc.returncode == 0, proc.stderr
+
+
+def run_bench_json(args: list[str], timeout_s: float) -> tuple[str, dict]:
+    """Run ``c4 bench ...`` to completion; its stdout and the JSON object on its last line.
+
+    A non-zero exit raises with the command's stderr, which ``check=True`` alone would hide."""
+    done = subprocess.run(C4 + ["bench", *args], capture_output=True, text=True, timeout=timeout_s)
+    if done.returncode != 0:
+        raise AssertionError(f"c4 bench {' '.join(args)} exited {done.returncode}:\n{done.stderr[-4000:]}")
+    return done.stdout, json.loads(done.stdout.strip().splitlines()[-1])
