@@ -7,7 +7,7 @@ import io
 import os
 import sys
 
-from c4.report import printable_times
+from c4.report import printable_text, printable_times
 
 HELP = "Run read-only SQL on a collector (Query RPC) and print a table, CSV, JSON or Parquet."
 
@@ -31,7 +31,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--insecure", action="store_true", default=None, help="plaintext to a non-loopback collector"
     )
-    parser.add_argument("--format", choices=["table", "csv", "json", "parquet"], default="table")
+    parser.add_argument(
+        "--format",
+        choices=["table", "csv", "json", "parquet"],
+        default="table",
+        help="output format (default table). The table, and CSV or JSON written to a terminal, show "
+        "control characters in stored text as escapes (\\x1b); files and pipes get the text as stored",
+    )
     parser.add_argument(
         "--output",
         "-o",
@@ -83,7 +89,10 @@ def run(args: argparse.Namespace) -> int:
         else:
             sys.stdout.buffer.write(data)
         return 0
-    df = pl.from_arrow(printable_times(table))  # a ts polars/Python cannot show is printed as its raw value
+    shown = printable_times(table)  # a ts polars/Python cannot show is printed as its raw value
+    if args.format == "table" or (not args.output and sys.stdout.isatty()):
+        shown = printable_text(shown)  # stored text may hold escape sequences a terminal would run
+    df = pl.from_arrow(shown)
     assert isinstance(df, pl.DataFrame)
     if args.format == "csv":
         text = df.write_csv()
