@@ -17,6 +17,13 @@ import polars as pl
 from c4.traffic.replanning import port_index
 from c4.traffic.topology import Topology
 
+#: plan_runs reasons of a replan off a link (the links a job's plan avoids until they come back).
+LINK_REASONS = ("link_down", "link_degraded", "link_vanished")
+#: plan_runs reason of a replan back onto a link no finding holds any more.
+RESTORED = "link_restored"
+#: plan_runs reasons of a plan made by hand (or the first): a replan chain starts after the newest.
+FRESH_REASONS = ("initial", "manual")
+
 #: The twin's RDMA devices: mlx5_<n> is NIC n of its host (one port each).
 _MLX5 = re.compile(r"^mlx5_(\d+)$")
 
@@ -28,7 +35,7 @@ Netdevs = dict[tuple[str, str], str]
 class LinkTrigger:
     """A fabric cable found down or degraded: why, by which finding, and at what rate."""
 
-    reason: str  # link_down | link_degraded | link_vanished
+    reason: str  # link_down | link_degraded | link_vanished | link_restored
     fault_id: str  # the C4D fault ('' for a discovery finding)
     a: str  # the cable's ends in the fabric YAML's names (a host port or a leaf first)
     b: str
@@ -220,4 +227,44 @@ def jobs_to_replan(
             if crosses(rows, t.a, t.b) and not already_replanned(runs, job, t):
                 out.append((job, plan_id, t))
                 break
+    return out
+
+
+def jobs_to_restore(
+    triggers: list[LinkTrigger], plans: pl.DataFrame, runs: pl.DataFrame
+) -> list[tuple[str, str, LinkTrigger]]:
+    """(job, its newest plan_id, a link_restored trigger) for each job replanned off a link that no
+    finding holds now (a host port's fault resolved, the vanished cable seen again) and not replanned
+    back since; only replans made after the job's newest initial or manual plan count (an operator's
+    plan stands).
+
+    A switch cable C4D found slow is not among them: that finding is inferred from the traffic crossing
+    the cable, so once a replan moves the traffic off, the fault resolves with no evidence that the
+    cable is mended (an operator replans the job with `c4 plan --collector` once it is). A host port
+    (its state and rate read on the node) and a vanished cable (seen by discovery) are observed
+    directly. A job with several mended links gets the first (the replan is made on the whole fabric
+    as it is now)."""
+    out: list[tuple[str, str, LinkTrigger]] = []
+    newest = newest_plans(plans)
+    if newest.is_empty() or runs.is_empty():
+        return out
+    live = {t.link for t in triggers}
+    for job, plan_id in sorted(set(newest.select("job", "plan_id").iter_rows())):
+        mine = runs.filter(pl.col("job") == job).sort("ts")
+        fresh = mine.filter(pl.col("reason").is_in(FRESH_REASONS))
+        if fresh.height:
+            mine = mine.filter(pl.col("ts") > fresh["ts"][-1])
+        restored_at: dict[str, datetime] = {}
+        for r in mine.filter(pl.col("reason") == RESTORED).iter_rows(named=True):
+            restored_at[r["link"]] = r["ts"]
+        for r in mine.filter(pl.col("reason").is_in(LINK_REASONS)).iter_rows(named=True):
+            link = r["link"] or ""
+            back = restored_at.get(link)
+            if link in live or "->" not in link or (back is not None and back > r["ts"]):
+                continue
+            a, _, b = link.partition("->")
+            if r["reason"] == "link_degraded" and "/" not in a:  # a switch cable C4D inferred slow
+                continue
+            out.append((job, plan_id, LinkTrigger(RESTORED, r["fault_id"] or "", a, b, r["ts"])))
+            break
     return out

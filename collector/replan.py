@@ -14,7 +14,7 @@ import logging
 import math
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -23,10 +23,13 @@ import duckdb
 import polars as pl
 
 from c4.analytics.replan import (
+    LINK_REASONS,
+    RESTORED,
     LinkTrigger,
     Unmapped,
     fault_triggers,
     jobs_to_replan,
+    jobs_to_restore,
     newest_plans,
     vanished_triggers,
 )
@@ -73,6 +76,9 @@ class Decision:
     replans: list[tuple[str, str, LinkTrigger, Replan]]
     unmapped: dict[str, int]
     failed: list[tuple[str, str]]  # (job, why) of jobs that could not be replanned
+    # (job, plan_id, link) of replans back onto a restored link that would not have lowered the busiest
+    # link's load by more than the slack: the plan stays (re-pinning a running job's QPs costs)
+    kept: list[tuple[str, str, str]] = field(default_factory=list)
 
 
 def read_frames(cur: duckdb.DuckDBPyConnection, since: datetime) -> dict[str, pl.DataFrame]:
@@ -83,15 +89,18 @@ def read_frames(cur: duckdb.DuckDBPyConnection, since: datetime) -> dict[str, pl
         {c.partition("/")[0] for c in faults.filter(pl.col("component_type") == "nic_port")["component"]}
     )
     vanished = cur.execute("SELECT * FROM fabric_contradictions WHERE kind = 'vanished'").pl()
+    runs = cur.execute("SELECT * FROM plan_runs").pl()
     findings = vanished.height or faults.filter(pl.col("state").is_in(["open", "acknowledged"])).height
+    replanned = runs.height and runs.filter(pl.col("reason").is_in(LINK_REASONS)).height  # may go back
     return {
         "faults": faults,
         "netdevs": cur.execute(NETDEVS_SQL, [since, nodes]).pl(),
         "vanished": vanished,
         "current": current,
-        # every job's newest plan only when a link finding may need it (the usual pass reads none)
-        "plans": cur.execute(NEWEST_PLANS_SQL).pl() if findings else pl.DataFrame(),
-        "runs": cur.execute("SELECT * FROM plan_runs").pl(),
+        # every job's newest plan only when a link finding or a replan off a link may need it (the usual
+        # pass reads none)
+        "plans": cur.execute(NEWEST_PLANS_SQL).pl() if findings or replanned else pl.DataFrame(),
+        "runs": runs,
     }
 
 
@@ -138,9 +147,15 @@ def fabric_now(fabric_yaml: str, triggers: list[LinkTrigger], plans: pl.DataFram
 
 
 def decide(
-    frames: dict[str, pl.DataFrame], fabric_yaml: str, max_qps: int, load_slack: float = LOAD_SLACK
+    frames: dict[str, pl.DataFrame],
+    fabric_yaml: str,
+    max_qps: int,
+    load_slack: float = LOAD_SLACK,
+    kept: frozenset[tuple[str, str, str]] = frozenset(),
 ) -> Decision:
-    """The jobs to replan now and their new plans (blocking: plans)."""
+    """The jobs to replan now and their new plans (blocking: plans): off links found down, degraded or
+    vanished, and back onto links no finding holds any more where that lowers the busiest link's load
+    by more than ``load_slack`` (``kept``: (job, plan_id, link) found not worth it before, not tried again)."""
     unmapped = Unmapped({})
     base = load_yaml(fabric_yaml)
     current = {frozenset((a, b)) for a, b in frames["current"].iter_rows()}
@@ -148,18 +163,32 @@ def decide(
     triggers = fault_triggers(frames["faults"], base, unmapped, netdevs) + vanished_triggers(
         frames["vanished"], current, base, unmapped
     )
-    if not triggers:
-        return Decision(base, [], unmapped.counts, [])
-    topo = fabric_now(fabric_yaml, triggers, frames["plans"])
-    out, failed = [], []
     newest = newest_plans(frames["plans"])
-    for job, plan_id, trigger in jobs_to_replan(triggers, newest, frames["runs"]):
+    if newest.is_empty():
+        return Decision(base, [], unmapped.counts, [])
+    topo = fabric_now(fabric_yaml, triggers, frames["plans"]) if triggers else base
+    out, failed, stayed = [], [], []
+    off = jobs_to_replan(triggers, newest, frames["runs"]) if triggers else []
+    moving = {job for job, _, _ in off}
+    back = [
+        x
+        for x in jobs_to_restore(triggers, newest, frames["runs"])
+        if x[0] not in moving and (x[0], x[1], x[2].link) not in kept
+    ]
+    for job, plan_id, trigger in off + back:
         rows = newest.filter(pl.col("plan_id") == plan_id).to_dicts()
         try:
-            out.append((job, plan_id, trigger, replan(topo, rows, max_qps, load_slack)))
+            r = replan(topo, rows, max_qps, load_slack)
         except (TopologyError, ValueError, TypeError, KeyError) as exc:  # a plan this fabric cannot carry
             failed.append((job, f"{type(exc).__name__}: {exc}"))
-    return Decision(topo, out, unmapped.counts, failed)
+            continue
+        if trigger.reason in LINK_REASONS or r.max_load_over_bound < r.old_max_load_over_bound * (
+            1 - load_slack
+        ):
+            out.append((job, plan_id, trigger, r))
+        else:
+            stayed.append((job, plan_id, trigger.link))
+    return Decision(topo, out, unmapped.counts, failed, stayed)
 
 
 def notice(
@@ -169,8 +198,13 @@ def notice(
     cause = f"fault {trigger.fault_id}" if trigger.fault_id else "fabric discovery"
     old_load = _finite(r.old_max_load_over_bound)
     before = f"{old_load:.2f}x" if old_load is not None else "a dead link (no end)"
+    what = (
+        f"back onto {trigger.link} ({cause} no longer holds)"
+        if trigger.reason == RESTORED
+        else f"after {trigger.reason} on {trigger.link} ({cause})"
+    )
     summary = (
-        f"C4P replanned job {job} after {trigger.reason} on {trigger.link} ({cause}): max link load "
+        f"C4P replanned job {job} {what}: max link load "
         f"{before} -> {r.max_load_over_bound:.2f}x the bound, {r.moved_pieces} pieces "
         f"moved, plan {plan_id} replaces {previous} ({applied or 'stored only'})"
     )
@@ -229,6 +263,7 @@ class Replanner:
         self.metrics = metrics
         self.pool = pool
         self.notifier = alert_actions(cfg)
+        self.kept: set[tuple[str, str, str]] = set()  # replans back found not worth it (this process)
 
     @staticmethod
     def enabled(cfg: CollectorConfig) -> bool:
@@ -241,7 +276,13 @@ class Replanner:
             frames = read_frames(cur, _now() - timedelta(seconds=self.cfg.diagnose_window_s))
         finally:
             cur.close()
-        return decide(frames, self.cfg.fabric_topology, self.cfg.replan_max_qps, self.cfg.replan_load_slack)
+        return decide(
+            frames,
+            self.cfg.fabric_topology,
+            self.cfg.replan_max_qps,
+            self.cfg.replan_load_slack,
+            frozenset(self.kept),
+        )
 
     def _apply(self, job: str, plan_id: str, r: Replan) -> str:
         """Write the plan's files where configured; what was done, as plan_runs.applied says it."""
@@ -310,6 +351,10 @@ class Replanner:
         for job, why in d.failed:
             self.metrics.inc("replan_failures")
             log.error("replan failed job=%s error=%s", job, why)
+        for job, plan_id, link in d.kept:
+            self.kept.add((job, plan_id, link))
+            self.metrics.inc("replans_back_not_worth_it")
+            log.info("link back, plan kept job=%s plan_id=%s link=%s (no lower load)", job, plan_id, link)
         if not d.replans:
             return d
         tables, actions = await loop.run_in_executor(self.pool, self._store_and_announce, d, _now())

@@ -21,8 +21,9 @@ from c4.traffic.routing import (
     spray_fractions,
 )
 
-#: The reasons a plan is made (plan_runs.reason): a job's first plan, an operator's `c4 plan`, a replan.
-REASONS = ("initial", "manual", "link_down", "link_degraded", "link_vanished")
+#: The reasons a plan is made (plan_runs.reason): a job's first plan, an operator's `c4 plan`, a replan off
+#: a link, a replan back onto a link that came back.
+REASONS = ("initial", "manual", "link_down", "link_degraded", "link_vanished", "link_restored")
 
 #: A piece's identity (src, dst, channel, qp) and its route (src_port, dst_port, switch path), as stored in `plans`.
 PieceKey = tuple[str, str, int, int]

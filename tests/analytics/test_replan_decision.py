@@ -14,6 +14,7 @@ from c4.analytics.replan import (
     Unmapped,
     fault_triggers,
     jobs_to_replan,
+    jobs_to_restore,
     newest_plans,
     vanished_triggers,
 )
@@ -223,3 +224,41 @@ def test_a_vanished_cable_is_replanned_once_per_disappearance():
         "plan_runs", [run("a", "a2", "link_vanished", "", "leaf0->spine0", T0 + timedelta(seconds=31))]
     )
     assert jobs_to_replan([gone], plans, after) == []
+
+
+def test_a_job_goes_back_onto_a_link_once_no_finding_holds_it():
+    """Replanned off a link, a job is replanned back once that link's finding is gone, once; an operator's
+    plan after the replan stands; with two links out, only the one that came back counts."""
+    plans = frame("plans", [piece("a", "a2", "leaf0>spine1>leaf1", T0 + timedelta(minutes=1))])
+    spine0 = LinkTrigger("link_down", "f0", "leaf0", "spine0", T0)
+    spine2 = LinkTrigger("link_degraded", "f2", "leaf0", "spine2", T0)
+    off = [
+        run("a", "a0", "initial", "", "", T0),
+        run("a", "a1", "link_down", "f0", "leaf0->spine0", T0 + timedelta(seconds=10)),
+    ]
+    assert jobs_to_restore([spine0], plans, frame("plan_runs", off)) == []  # still down
+    [(job, pid, t)] = jobs_to_restore([], plans, frame("plan_runs", off))
+    assert (job, pid, t.reason, t.fault_id, t.link) == ("a", "a2", "link_restored", "f0", "leaf0->spine0")
+    back = off + [run("a", "a2", "link_restored", "f0", "leaf0->spine0", T0 + timedelta(minutes=1))]
+    assert jobs_to_restore([], plans, frame("plan_runs", back)) == []  # once
+    # down again after going back: a new replan off it, then back again
+    again = back + [run("a", "a3", "link_down", "f0", "leaf0->spine0", T0 + timedelta(minutes=2))]
+    assert [t.link for _, _, t in jobs_to_restore([], plans, frame("plan_runs", again))] == ["leaf0->spine0"]
+    # an operator's plan after the replan stands
+    manual = off + [run("a", "a2", "manual", "", "", T0 + timedelta(seconds=20))]
+    assert jobs_to_restore([], plans, frame("plan_runs", manual)) == []
+    # two links out: spine0 came back while spine2 is still slow, then spine2's fault resolved too; spine2
+    # was a cable C4D found slow from its traffic: its fault resolving once the traffic left proves nothing
+    two = off + [run("a", "a2", "link_degraded", "f2", "leaf0->spine2", T0 + timedelta(seconds=20))]
+    assert [t.link for _, _, t in jobs_to_restore([spine2], plans, frame("plan_runs", two))] == [
+        "leaf0->spine0"
+    ]
+    two_back = two + [run("a", "a3", "link_restored", "f0", "leaf0->spine0", T0 + timedelta(seconds=30))]
+    assert jobs_to_restore([spine2], plans, frame("plan_runs", two_back)) == []
+    assert jobs_to_restore([], plans, frame("plan_runs", two_back)) == []
+    # a host port's rate is read on the node: its fault resolving is enough
+    port = off + [run("a", "a2", "link_degraded", "f3", "host0/nic0p0->leaf0", T0 + timedelta(seconds=20))]
+    assert [t.link for _, _, t in jobs_to_restore([spine0], plans, frame("plan_runs", port))] == [
+        "host0/nic0p0->leaf0"
+    ]
+    assert jobs_to_restore([], frame("plans", []), frame("plan_runs", off)) == []  # no plans: nothing

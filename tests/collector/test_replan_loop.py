@@ -211,6 +211,11 @@ def test_c4d_finds_a_degraded_spine_link_and_the_replan_restores_the_bound(tmp_p
         asyncio.run(Replanner(c.cfg, c.store, c.writer, c.metrics, c.pool).run())
         assert len(c.sql("SELECT * FROM plan_runs WHERE reason <> 'initial'")) == 1
         assert len(Receiver.got) == 1
+
+        # C4D's fault may resolve once the traffic left the cable: that proves nothing about the cable,
+        # so the job does not go back onto it by itself (the operator replans once it is mended)
+        asyncio.run(c.replanner.run())
+        assert not c.sql("SELECT * FROM plan_runs WHERE reason = 'link_restored'")
     finally:
         c.close()
 
@@ -305,6 +310,30 @@ def test_discovery_sees_a_spine_link_vanish_and_the_replan_moves_the_job_off_it(
         asyncio.run(Replanner(c.cfg, c.store, c.writer, c.metrics, c.pool).run())
         assert len(c.sql("SELECT * FROM plan_runs WHERE reason <> 'initial'")) == 1
         assert len(Receiver.got) == 1
+
+        # the cable is mended: discovery sees it again and the job goes back onto it, once
+        twin.topo.set_state("leaf0", "spine0", "up")
+        off_s, healthy_bound_s = within_bound(twin, new_rows)
+        assert off_s > healthy_bound_s * 1.05, (off_s, healthy_bound_s)  # spine0 idle: worth going back
+        c.put("fabric_neighbors", spine_cables(twin.topo, now - timedelta(seconds=2)))
+        asyncio.run(discovery.run())
+        asyncio.run(c.replanner.run())
+        [back] = c.sql("SELECT * FROM plan_runs WHERE reason = 'link_restored'")
+        assert (back["link"], back["previous_plan_id"], back["job"]) == (
+            "leaf0->spine0",
+            run["plan_id"],
+            "dp0",
+        )
+        back_rows = plan_of(c, back["plan_id"])
+        assert any("leaf0>spine0" in r["path"] or "spine0>leaf0" in r["path"] for r in back_rows)
+        back_s, _ = within_bound(twin, back_rows)
+        assert back_s <= healthy_bound_s * 1.05, (back_s, healthy_bound_s)
+        assert [a["reason"] for a in Receiver.got] == ["link_vanished", "link_restored"]
+        assert "back onto leaf0->spine0" in Receiver.got[1]["summary"]
+        asyncio.run(c.replanner.run())
+        asyncio.run(Replanner(c.cfg, c.store, c.writer, c.metrics, c.pool).run())
+        assert len(c.sql("SELECT * FROM plan_runs WHERE reason <> 'initial'")) == 2
+        assert len(Receiver.got) == 2
     finally:
         c.close()
 
