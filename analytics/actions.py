@@ -16,8 +16,11 @@ from typing import Any, Protocol
 log = logging.getLogger("c4.analytics.actions")
 
 
-#: Per sink and fault, the newest state a sink accepted (outcome sent), from the actions table.
-SENT_SQL = "SELECT sink, fault_id, arg_max(fault_state, ts) FROM actions WHERE outcome = 'sent' GROUP BY sink, fault_id"
+#: Per sink, target and fault, the newest state the sink accepted (outcome sent), from the actions table.
+SENT_SQL = (
+    "SELECT sink, target, fault_id, arg_max(fault_state, ts) FROM actions WHERE outcome = 'sent' "
+    "GROUP BY sink, target, fault_id"
+)
 
 
 class Sink(Protocol):
@@ -109,14 +112,15 @@ class Notifier:
     backoff_s: float = 0.5
     max_per_minute: int = 30
     timeout_s: float = 5.0
-    _sent: set[tuple[str, str, str]] = field(default_factory=set)
+    _sent: set[tuple[str, str, str, str]] = field(default_factory=set)  # (sink, target, fault_id, state)
     _recent: list[float] = field(default_factory=list)
 
-    def load(self, sent_rows: Iterable[tuple[str, str, str]]) -> None:
-        """What the sinks already accepted, from the actions table (``SENT_SQL``: sink, fault_id, newest
-        state sent), so a restarted or newly leading collector does not announce it again."""
-        for sink, fault_id, state in sent_rows:
-            self._sent.add((sink, fault_id, state))
+    def load(self, sent_rows: Iterable[tuple[str, str, str, str]]) -> None:
+        """What the sinks already accepted, from the actions table (``SENT_SQL``: sink, target, fault_id,
+        newest state sent), so a restarted or newly leading collector does not announce it again; each
+        target apart (two webhooks are two receivers)."""
+        for sink, target, fault_id, state in sent_rows:
+            self._sent.add((sink, target, fault_id, state))
 
     def notify(self, faults: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Announce new open and resolved faults; returns action rows."""
@@ -125,7 +129,7 @@ class Notifier:
             if fault["state"] not in ("open", "resolved"):
                 continue
             for sink in self.sinks:
-                key = (sink.name, fault["fault_id"], fault["state"])
+                key = (sink.name, sink.target, fault["fault_id"], fault["state"])
                 if key in self._sent:  # de-duplicated: already announced
                     continue
                 now = time.monotonic()
@@ -138,9 +142,7 @@ class Notifier:
                 if outcome == "sent":
                     self._sent.add(key)
                     other = "open" if fault["state"] == "resolved" else "resolved"
-                    self._sent.discard(
-                        (sink.name, fault["fault_id"], other)
-                    )  # a re-opened fault is news again
+                    self._sent.discard((*key[:3], other))  # a re-opened fault is news again
                 actions.append(self._row(fault, sink, outcome, attempts, detail))
         return actions
 

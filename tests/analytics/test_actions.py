@@ -115,7 +115,25 @@ def test_loaded_sent_states_are_not_announced_again(receiver):
     """A collector that takes over (or restarts) loads what the sinks accepted: no second alert."""
     before = len(Receiver.got)
     n = Notifier([WebhookSink(receiver + "/hook")], backoff_s=0.01)
-    n.load([("webhook", "nic_rate:host1/mlx5_2p1", "open")])
+    n.load([("webhook", receiver + "/hook", "nic_rate:host1/mlx5_2p1", "open")])
     assert n.notify([fault_row()]) == [] and len(Receiver.got) == before
     rows = n.notify([fault_row("resolved")])  # a new state is news
     assert [r["outcome"] for r in rows] == ["sent"] and len(Receiver.got) == before + 1
+
+
+def test_two_webhooks_each_get_every_fault_once(receiver):
+    """Two webhook URLs are two receivers (a team channel and a pager): one's delivery does not stand for
+    the other's, live or loaded from the actions table after a restart."""
+    n = Notifier([WebhookSink(receiver + "/team"), WebhookSink(receiver + "/pager")], backoff_s=0.01)
+    rows = n.notify([fault_row()])
+    assert sorted((r["target"], r["outcome"]) for r in rows) == [
+        (receiver + "/pager", "sent"),
+        (receiver + "/team", "sent"),
+    ]
+    assert sorted(path for path, _ in Receiver.got) == ["/pager", "/team"]
+    assert n.notify([fault_row()]) == []  # once each
+    # a restarted collector whose pager delivery had failed: only the pager gets it now
+    again = Notifier([WebhookSink(receiver + "/team"), WebhookSink(receiver + "/pager")], backoff_s=0.01)
+    again.load([("webhook", receiver + "/team", "nic_rate:host1/mlx5_2p1", "open")])
+    assert [r["target"] for r in again.notify([fault_row()])] == [receiver + "/pager"]
+    assert sorted(path for path, _ in Receiver.got) == ["/pager", "/pager", "/team"]
