@@ -63,6 +63,16 @@ async def retain(cfg: CollectorConfig, writer: Writer, metrics: Metrics) -> dict
     return {t: deleted.get(t, 0) + future.get(t, 0) for t in {**deleted, **future}}
 
 
+async def prune_sequences(writer: Writer) -> int:
+    """A lake shard's superseded sequence bookkeeping rows, deleted on the writer thread; rows deleted."""
+    pruned = await writer.call_async(lambda store: store.prune_seqs())
+    if isinstance(pruned, BaseException):  # the writer hands a job's exception back
+        raise pruned
+    if pruned:
+        log.info("sequence rows pruned rows=%d", pruned)
+    return pruned
+
+
 def metric_values(metrics: Metrics, tasks: Mapping[str, TaskHealth]) -> dict[str, int]:
     """The counters, with each periodic task's health gauges beside its task_runs/task_failures counters."""
     values = dict(metrics.snapshot())
