@@ -43,12 +43,11 @@ async def retain(cfg: CollectorConfig, writer: Writer, metrics: Metrics) -> dict
     if isinstance(result, BaseException):  # the writer hands a job's exception back
         raise result
     deleted, future = result
-    if not cfg.lake:  # a lake's collectors roll up nothing (yet): see c4.collector.rollup
-        keep_s = {"1m": cfg.rollup_minute_retention_s, "1h": cfg.rollup_hour_retention_s}
-        rolled = await writer.call_async(lambda store: rollup.retain_rollups(store, now, keep_s))
-        if isinstance(rolled, BaseException):
-            raise rolled
-        deleted.update(rolled)
+    keep_s = {"1m": cfg.rollup_minute_retention_s, "1h": cfg.rollup_hour_retention_s}
+    rolled = await writer.call_async(lambda store: rollup.retain_rollups(store, now, keep_s))
+    if isinstance(rolled, BaseException):
+        raise rolled
+    deleted.update(rolled)
     if deleted:
         log.info("retention deleted %s", " ".join(f"{t}={n}" for t, n in deleted.items()))
         metrics.inc("retention_rows_deleted", sum(deleted.values()))

@@ -424,7 +424,7 @@ class Collector:
             tasks.add("diagnosis", cfg.diagnose_interval_s, self.diagnosis.diagnose_if_leading)
             if Replanner.enabled(cfg):  # acts on what diagnosis stored
                 tasks.add("replan", cfg.replan_interval_s or cfg.diagnose_interval_s, self._replan_if_leading)
-        if cfg.rollup_interval_s > 0 and not cfg.lake:
+        if cfg.rollup_interval_s > 0:  # on a lake: the lake's rollup tables, from every shard's rows
             tasks.add("rollup", cfg.rollup_interval_s, self.rollups.run)
         if cfg.fabric_discovery_interval_s > 0:
             tasks.add("fabric_discovery", cfg.fabric_discovery_interval_s, self.fabric.run)
