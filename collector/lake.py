@@ -22,6 +22,7 @@ from urllib.parse import unquote, urlparse
 import duckdb
 
 from c4.catalogue import Catalogue
+from c4.collector.lake_upkeep import UpkeepResult, upkeep
 from c4.collector.sequence import AgentSeq
 from c4.collector.store import SEQ_TABLE, Store
 
@@ -334,6 +335,15 @@ class LakeStore(Store):
             if n and n[0]:
                 deleted[spec.name] = int(n[0])
         return deleted
+
+    def upkeep(self, snapshot_keep_s: float, file_keep_s: float) -> UpkeepResult:
+        """One pass of the lake's file upkeep (``c4.collector.lake_upkeep``) on a cursor of its own: the
+        writer thread keeps committing meanwhile."""
+        cur = self.cursor()
+        try:
+            return upkeep(cur, LAKE, snapshot_keep_s, file_keep_s)
+        finally:
+            cur.close()
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
         """A reader cursor on the lake (every shard's rows)."""

@@ -3,13 +3,16 @@ counters and periodic tasks' health into ``collector_metrics`` and ``collector_t
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping
+from concurrent.futures import Executor
 from datetime import UTC, datetime, timedelta
 
 from c4.catalogue import Catalogue
 from c4.collector import rollup
 from c4.collector.ingest import Metrics
+from c4.collector.lake_upkeep import UpkeepResult
 from c4.collector.store import PendingBatch
 from c4.collector.tasks import TaskHealth
 from c4.collector.writer import Writer
@@ -70,6 +73,28 @@ async def prune_sequences(writer: Writer) -> int:
     if pruned:
         log.info("sequence rows pruned rows=%d", pruned)
     return pruned
+
+
+async def lake_upkeep(cfg: CollectorConfig, store, metrics: Metrics, pool: Executor) -> UpkeepResult:
+    """One pass of the lake's file upkeep in ``pool`` (beside ingest), counted and logged."""
+    result = await asyncio.get_running_loop().run_in_executor(
+        pool, store.upkeep, cfg.lake_snapshot_keep_s, cfg.lake_file_keep_s
+    )
+    metrics.add(result.counters())
+    log.info(
+        "lake upkeep files=%d->%d snapshots=%d->%d inlined_rows_flushed=%d files_merged=%d files_deleted=%d "
+        "conflicts=%s seconds=%.1f",
+        result.files_before,
+        result.files_after,
+        result.snapshots_before,
+        result.snapshots_after,
+        result.inlined_rows_flushed,
+        result.files_merged,
+        result.files_deleted,
+        ",".join(result.conflicts) or "-",
+        result.seconds,
+    )
+    return result
 
 
 def metric_values(metrics: Metrics, tasks: Mapping[str, TaskHealth]) -> dict[str, int]:

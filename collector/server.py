@@ -428,6 +428,8 @@ class Collector:
             tasks.add("rollup", cfg.rollup_interval_s, self.rollups.run)
         if cfg.fabric_discovery_interval_s > 0:
             tasks.add("fabric_discovery", cfg.fabric_discovery_interval_s, self.fabric.run)
+        if cfg.lake and cfg.lake_upkeep_interval_s > 0:
+            tasks.add("lake_upkeep", cfg.lake_upkeep_interval_s, self.lake_upkeep)
 
     async def _lead(self) -> bool:
         """Take or renew the lake's lease; start the leader tasks on taking it, stop them on losing it."""
@@ -443,6 +445,10 @@ class Collector:
     async def retain(self) -> dict[str, int]:
         """Drop rows older than the retention age, and rows dated beyond the allowed clock skew."""
         return await maintenance.retain(self.cfg, self.writer, self.metrics)
+
+    async def lake_upkeep(self) -> None:
+        """Merge the lake's small files, expire old snapshots and delete the files they freed."""
+        await maintenance.lake_upkeep(self.cfg, self.store, self.metrics, self.service.query_pool)
 
     async def prune_sequences(self) -> int:
         """A lake shard's superseded sequence rows (each agent's newest one stays)."""

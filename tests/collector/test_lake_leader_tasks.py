@@ -17,8 +17,8 @@ from testkit.wait import wait_for
 from c4.collector.lake import conninfo
 from c4.collector.lease import APP_PREFIX, LOCK_CLASS, LOCK_OBJECT
 
-#: The tasks only the lease holder runs (each every second here).
-LEADER_TASKS = ("retention", "fabric_discovery", "rollup")
+#: The tasks only the lease holder runs (each every second here; the lake's file upkeep every two).
+LEADER_TASKS = ("retention", "fabric_discovery", "rollup", "lake_upkeep")
 
 
 def ran(counts: dict[str, float], times: int) -> bool:
@@ -68,6 +68,7 @@ def test_only_the_lease_holder_runs_the_lake_wide_tasks_and_they_follow_the_leas
         cfg.write_text(
             "[collector]\ndiagnose_interval_s = 1.0\nlake_lease_timeout_s = 30\n"
             "retention_interval_s = 1.0\nfabric_discovery_interval_s = 1.0\nrollup_interval_s = 1.0\n"
+            "lake_upkeep_interval_s = 2.0\nlake_snapshot_keep_s = 1.0\nlake_file_keep_s = 30.0\n"
             f'metrics_listen = "127.0.0.1:{metrics[name]}"\n'
         )
         extra = ["--config", str(cfg), "--lake", postgres.url, "--lake-data-path", str(data), "--shard", name]
