@@ -245,6 +245,9 @@ class CollectorConfig(BaseModel):
     metrics_window_s: float = Field(300.0, gt=0)  # rows older than this are not exported
     metrics_max_connections: int = Field(16, ge=1, le=1024)  # /metrics clients at once; more get 503
     metrics_read_timeout_s: float = Field(10.0, gt=0)  # a /metrics client silent this long is dropped
+    # on a lake: /metrics serves the gauges read from the lake as computed at most this long ago,
+    # recomputed in the background (0: at every scrape, which may take over 10 s)
+    metrics_lake_cache_s: float = Field(15.0, ge=0)
 
     _addr = field_validator("listen")(classmethod(lambda cls, v: check_address(v)))
 
