@@ -464,7 +464,7 @@ class Collector:
         """Stop serving, finish queued commits, checkpoint and close the file."""
         for t in self._tasks:
             t.cancel()
-        self.leader_tasks.stop()
+        self.leader_tasks.stop(finish=False)
         if self.lease is not None:  # a follower takes over at its next try
             await asyncio.get_running_loop().run_in_executor(None, self.lease.release)
         if self.exporter is not None:

@@ -9,8 +9,8 @@ each job is kept in a ``TaskHealth`` that the collector snapshots into ``collect
 
 The lake-wide jobs (``LeaderTasks``: diagnosis, replans, retention, rollups, fabric discovery, the
 lake's file upkeep) run on one collector of a lake at a time, the holder of the lease
-(``c4.collector.lease``): they start when it takes the lease and are cancelled when it loses it; on the
-other collectors their health says ``standby``.
+(``c4.collector.lease``): they start when it takes the lease and stop when it loses it (a run in
+progress finishes); on the other collectors their health says ``standby``.
 """
 
 from __future__ import annotations
@@ -130,14 +130,20 @@ async def run_every(
 
 class LeaderTasks:
     """The periodic jobs only the lake's leader runs: started by ``follow(True)`` when this collector
-    takes the lease, cancelled by ``follow(False)`` when it loses it (a collector alone on its store
-    always leads). Their health lives in the collector's task table, ``standby`` while not running."""
+    takes the lease, stopped by ``follow(False)`` when it loses it (a collector alone on its store
+    always leads). Their health lives in the collector's task table, ``standby`` while not running.
+
+    Stopping never cuts a run short: a diagnosis pass that sent an alert still stores its actions row
+    (without it the next leader would alert again); no run starts after the stop. Only ``stop(finish=False)``
+    (the collector shutting down) cancels the runs in progress too.
+    """
 
     def __init__(self, health: MutableMapping[str, TaskHealth], count: Callable[[str], None]) -> None:
         self._health = health
         self._count = count
         self._jobs: list[tuple[TaskHealth, Callable[[], Awaitable[object]]]] = []
         self._running: list[asyncio.Task] = []
+        self._in_flight: set[asyncio.Future] = set()  # runs shielded from the loops' cancellation
 
     def add(self, name: str, period_s: float, fn: Callable[[], Awaitable[object]]) -> None:
         """Declare a leader-only job (not started: ``follow`` starts it)."""
@@ -155,24 +161,43 @@ class LeaderTasks:
         """Whether the jobs run on this collector now."""
         return bool(self._running)
 
+    def _whole(self, fn: Callable[[], Awaitable[object]]) -> Callable[[], Awaitable[object]]:
+        """``fn`` as a run that a cancelled loop leaves to finish (its outcome is logged if nobody awaits it)."""
+
+        async def run() -> object:
+            inner = asyncio.ensure_future(fn())
+            self._in_flight.add(inner)
+            inner.add_done_callback(self._finished)
+            return await asyncio.shield(inner)
+
+        return run
+
+    def _finished(self, run: asyncio.Future) -> None:
+        self._in_flight.discard(run)
+        if not run.cancelled() and run.exception() is not None:  # retrieved: no "never retrieved" noise
+            log.debug("leader task run ended with an error error=%s", run.exception())
+
     def follow(self, leading: bool) -> bool:
-        """Start the jobs when ``leading`` and not running, cancel them when not; whether that changed anything."""
+        """Start the jobs when ``leading`` and not running, stop them when not; whether that changed anything."""
         if leading and not self._running and self._jobs:
             for health, fn in self._jobs:
                 health.standby = False
-                self._running.append(asyncio.create_task(run_every(health, fn, self._count)))
+                self._running.append(asyncio.create_task(run_every(health, self._whole(fn), self._count)))
             log.info("leader tasks started tasks=%s", ",".join(self.names))
             return True
         if not leading and self._running:
             self.stop()
-            log.info("leader tasks stopped tasks=%s", ",".join(self.names))
+            log.info("leader tasks stopped tasks=%s (runs in progress finish)", ",".join(self.names))
             return True
         return False
 
-    def stop(self) -> None:
-        """Cancel the running jobs (a job's work already in a thread finishes there, its result unused)."""
+    def stop(self, finish: bool = True) -> None:
+        """No more runs; with ``finish`` False the runs in progress are cancelled as well."""
         for task in self._running:
             task.cancel()
         self._running = []
         for health, _ in self._jobs:
             health.standby = True
+        if not finish:
+            for run in list(self._in_flight):
+                run.cancel()
