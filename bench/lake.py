@@ -5,7 +5,9 @@ commits through), committing one group of agent_heartbeat rows per lake transact
 can. Side by side in one run: 1 shard alone, then N shards committing at once on the same lake.
 Reported per setup: commits/s per shard and in all, commit latency p50/p99, and the CPU PostgreSQL
 spent (its server processes' user+system time over the wall time, in cores): the catalog's share of
-what a lake commit costs, which is what limits how many shards one PostgreSQL serves.
+what a lake commit costs, which is what limits how many shards one PostgreSQL serves. Then one pass
+of the leader's file upkeep over what the setups wrote (``c4.collector.lake_upkeep``): the lake's data
+files, snapshots and Parquet files on disk before and after, every committed row still there.
 """
 
 from __future__ import annotations
@@ -27,6 +29,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--batch-rows", type=int, default=1000, help="agent_heartbeat rows per commit (default 1000)"
     )
     parser.add_argument("--workdir", help="keep the lake's files here (default: a temporary directory)")
+    parser.add_argument(
+        "--no-upkeep",
+        dest="upkeep",
+        action="store_false",
+        help="skip the leader's file upkeep pass measured after the setups (files and snapshots before/after)",
+    )
 
 
 def _clock_ticks_s() -> float:
@@ -107,6 +115,39 @@ def stored_rows(url: str, data_path: str, agent_like: str) -> int:
         con.close()
 
 
+def measure_upkeep(url: str, data_path: str, snapshot_keep_s: float, file_keep_s: float) -> dict:
+    """One pass of the leader's file upkeep over the lake the setups left: files and snapshots before and
+    after, and Parquet files on disk (``c4.collector.lake_upkeep``)."""
+    from c4.catalogue import load
+    from c4.collector.lake import LakeStore
+
+    def on_disk() -> int:
+        return sum(1 for _ in Path(data_path).rglob("*.parquet"))
+
+    store = LakeStore(url, data_path, load(), "upkeep")
+    try:
+        disk_before = on_disk()
+        result = store.upkeep(snapshot_keep_s, file_keep_s)
+        cur = store.cursor()
+        rows = cur.execute("SELECT count(*) FROM agent_heartbeat").fetchone()[0]
+        cur.close()
+    finally:
+        store.close()
+    return {
+        "setup": "leader's file upkeep, after both",
+        "files_before": result.files_before,
+        "files_after": result.files_after,
+        "snapshots_before": result.snapshots_before,
+        "snapshots_after": result.snapshots_after,
+        "parquet_on_disk_before": disk_before,
+        "parquet_on_disk_after": on_disk(),
+        "inlined_rows_flushed": result.inlined_rows_flushed,
+        "conflicts": len(result.conflicts),
+        "upkeep_s": result.seconds,
+        "rows_after": rows,
+    }
+
+
 def _percentile(sorted_s: list[float], q: float) -> float:
     return sorted_s[min(len(sorted_s) - 1, int(q * len(sorted_s)))]
 
@@ -177,6 +218,8 @@ def run(args: argparse.Namespace) -> int:
             run_setup(pg, str(work / "data"), 1, args.seconds, args.batch_rows, "solo"),
             run_setup(pg, str(work / "data"), args.shards, args.seconds, args.batch_rows, "many"),
         ]
+        # the setups' commits are the only data: what the upkeep keeps must be all of it
+        upkeep = measure_upkeep(pg.url, str(work / "data"), 0.001, 0.001) if args.upkeep else None
     finally:
         pg.stop()
         if not args.workdir:
@@ -194,6 +237,21 @@ def run(args: argparse.Namespace) -> int:
         "n_shards_p99_ms": round(many["p99_ms"], 1),
         "pg_cpu_ms_per_commit": round(many["pg_cpu_ms_per_commit"], 2),
     }
+    if upkeep is not None:
+        committed = (one["commits"] + many["commits"]) * args.batch_rows
+        if upkeep["rows_after"] != committed:
+            raise RuntimeError(
+                f"upkeep: {upkeep['rows_after']} rows in the lake after it, {committed} committed"
+            )
+        summary.update(
+            upkeep_files_before=upkeep["files_before"],
+            upkeep_files_after=upkeep["files_after"],
+            upkeep_snapshots_before=upkeep["snapshots_before"],
+            upkeep_snapshots_after=upkeep["snapshots_after"],
+            upkeep_parquet_on_disk_before=upkeep["parquet_on_disk_before"],
+            upkeep_parquet_on_disk_after=upkeep["parquet_on_disk_after"],
+            upkeep_s=round(upkeep["upkeep_s"], 2),
+        )
     emit(
         f"c4 bench lake: DuckLake commits of {args.batch_rows:,} agent_heartbeat rows, catalog in a local "
         f"PostgreSQL, {args.seconds:g} s per setup, same run (per_shard_ratio: N shards' per-shard rate / "

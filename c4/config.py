@@ -217,6 +217,11 @@ class CollectorConfig(BaseModel):
     # the lake's diagnosis lease: a leader that stops renewing (hung) loses it after this long
     # (0: three diagnosis periods, at least 30 s); a dead leader loses it at once
     lake_lease_timeout_s: float = Field(0.0, ge=0)
+    # the lake's file upkeep, on the lease holder (0: off): merge small Parquet files, expire snapshots
+    # older than lake_snapshot_keep_s, delete the files they freed lake_file_keep_s after (> query_timeout_s)
+    lake_upkeep_interval_s: float = Field(600.0, ge=0)
+    lake_snapshot_keep_s: float = Field(3600.0, gt=0)
+    lake_file_keep_s: float = Field(3600.0, gt=0)
     alertmanager_url: str = ""  # e.g. http://alertmanager:9093
     alert_webhook_urls: list[str] = Field(default_factory=list)
     slack_webhook_url: str = ""
@@ -240,6 +245,9 @@ class CollectorConfig(BaseModel):
     metrics_window_s: float = Field(300.0, gt=0)  # rows older than this are not exported
     metrics_max_connections: int = Field(16, ge=1, le=1024)  # /metrics clients at once; more get 503
     metrics_read_timeout_s: float = Field(10.0, gt=0)  # a /metrics client silent this long is dropped
+    # on a lake: /metrics serves the gauges read from the lake as computed at most this long ago,
+    # recomputed in the background (0: at every scrape, which may take over 10 s)
+    metrics_lake_cache_s: float = Field(15.0, ge=0)
 
     _addr = field_validator("listen")(classmethod(lambda cls, v: check_address(v)))
 
@@ -258,6 +266,16 @@ class CollectorConfig(BaseModel):
                 f"replan_apply_formats: {bad} not allowed; choose from {list(REPLAN_APPLY_FORMATS)}"
             )
         return v
+
+    @model_validator(mode="after")
+    def _lake_files(self) -> CollectorConfig:
+        """Refuse a file keep time a running query could outlast (it would read a deleted file)."""
+        if self.lake_file_keep_s < self.query_timeout_s:
+            raise ValueError(
+                f"lake_file_keep_s ({self.lake_file_keep_s:g}) must be at least query_timeout_s "
+                f"({self.query_timeout_s:g}): a query still reading a merged-away file would fail"
+            )
+        return self
 
     @model_validator(mode="after")
     def _templates(self) -> CollectorConfig:

@@ -9,7 +9,8 @@ On a lake shared by several collectors only the holder of the diagnosis lease (`
 diagnosis, alerts and remediation. Everything that decides "never twice" lives in the lake (faults,
 actions, remediation_holds), so a collector that takes the lease over loads it then (``start``),
 and while it leads it takes in the operators' acknowledge/resolve and holds that other collectors
-stored (``sync_from_lake``).
+stored (``sync_from_lake``): each operator action once, by its actions row, whenever it was stored
+(before the takeover, between the takeover and the first sync, or committed after a newer one).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import asyncio
 import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from c4.analytics.account_jobs import JobAccounts
@@ -49,6 +50,29 @@ log = logging.getLogger("c4.collector.diagnosis")
 
 #: The longest operator note kept in the actions table, in characters.
 NOTE_MAX_CHARS = 500
+#: How far behind the newest operator action a lake leader looks again at every sync, in seconds: an
+#: action stamped by a collector whose clock runs behind, or committed after a newer one, still lands
+#: within it (each is taken in once: the leader remembers those it took for this long).
+OPS_LOOKBACK_S = 120.0
+
+#: Operators' acknowledge/resolve rows stored since a time.
+OPERATOR_OPS_SQL = (
+    "SELECT fault_id, fault_state, ts FROM actions WHERE sink = 'operator' AND ts > ? "
+    "AND fault_state IN ('acknowledged', 'resolved') ORDER BY ts"
+)
+#: The newest operator row of any kind (the leader's starting point; its book reflects what is older).
+NEWEST_OPERATOR_OP_SQL = (
+    "SELECT coalesce(max(ts), TIMESTAMP '1970-01-01') FROM actions WHERE sink = 'operator'"
+)
+#: Per fault given (``$1``), its newest operator acknowledge in the fault's current episode: after the
+#: fault's last resolution, if any (an acknowledge of an earlier episode does not carry over).
+CURRENT_ACKS_SQL = """
+SELECT a.fault_id, max(a.ts) AS ts FROM actions a
+WHERE a.sink = 'operator' AND a.fault_state = 'acknowledged' AND a.fault_id IN (SELECT unnest($1::VARCHAR[]))
+  AND a.ts > coalesce((SELECT max(f.ts) FROM faults f WHERE f.fault_id = a.fault_id AND f.state = 'resolved'),
+                      TIMESTAMP '1970-01-01')
+GROUP BY a.fault_id
+"""
 
 
 def _now() -> datetime:
@@ -159,9 +183,12 @@ class Diagnosis:
         self.lease: Lease = lease or SoleLease()
         self.leading = False  # whether this collector runs diagnosis, alerts and remediation now
         self.leader = ""  # the shard that leads, as last seen ('' unknown)
-        #: the newest operator actions row taken in from the lake (None: not looked yet as leader)
+        #: while leading a lake: the newest operator actions row seen (None: not leading), and the
+        #: operator rows (fault_id, ts) of the last ``ops_lookback_s`` before it already taken in or
+        #: written through this collector (older ones are forgotten: the set stays small)
         self._ops_seen: datetime | None = None
-        self._own_ops: set[tuple[str, datetime]] = set()  # operator rows written through this collector
+        self._ops_taken: set[tuple[str, datetime]] = set()
+        self.ops_lookback_s = OPS_LOOKBACK_S
 
     async def lead(self) -> bool:
         """Take or renew the diagnosis lease; on taking it load the state the store holds (``start``),
@@ -186,6 +213,7 @@ class Diagnosis:
     def stop_leading(self) -> None:
         """Lease lost: no more diagnosis passes, alerts or remediation from this collector."""
         self._ops_seen = None
+        self._ops_taken = set()
         self.leading = False
         self.runner = None
         self.notifier = None
@@ -227,47 +255,77 @@ class Diagnosis:
         """Newer operator rows for the book's open faults, applied to the book (the resolved ones
         returned), and whether any hold was released since the last look (blocking: reads the store)."""
         runner = self.runner
-        if runner is None:
+        if runner is None or self._ops_seen is None:  # not leading (start() sets both on a lake)
             return [], False
         with runner.lock:
             watched = set(runner.book.open)
-        # Operators' actions rows, not the faults' latest rows: a pass of this leader may store an open
-        # row after an acknowledge stored through another collector, and that acknowledge must still apply.
+        # Operators' actions rows, not the faults' latest rows: a pass of this leader may store an open row
+        # after an acknowledge stored through another collector, and that acknowledge must still apply.
+        # Looked up by their time, again over the last ops_lookback_s: an action may commit after a newer
+        # one, or be stamped by a collector whose clock runs behind; each is taken in once.
         cur = self.store.cursor()
         try:
-            if self._ops_seen is None:  # just took the lead: the book was loaded from the lake
-                (self._ops_seen,) = cur.execute(
-                    "SELECT coalesce(max(ts), TIMESTAMP '1970-01-01') FROM actions WHERE sink = 'operator'"
-                ).fetchone()
-                ops = []
-            else:
-                ops = cur.execute(
-                    "SELECT fault_id, fault_state, ts FROM actions WHERE sink = 'operator' AND ts > ? "
-                    "AND fault_state IN ('acknowledged', 'resolved') ORDER BY ts",
-                    [self._ops_seen],
-                ).fetchall()
+            seen = self._ops_seen
+            ops = cur.execute(OPERATOR_OPS_SQL, [seen - timedelta(seconds=self.ops_lookback_s)]).fetchall()
             newer = []
             for fault_id, state, ts in ops:
-                self._ops_seen = max(self._ops_seen, ts)
-                if (fault_id, ts) in self._own_ops or fault_id not in watched:
+                seen = max(seen, ts)
+                if (fault_id, ts) in self._ops_taken:
                     continue
-                stored = (
-                    cur.execute(
-                        "SELECT * FROM faults WHERE fault_id = ? AND state = ? ORDER BY ts DESC LIMIT 1",
-                        [fault_id, state],
-                    )
-                    .fetch_arrow_table()
-                    .to_pylist()
-                )
-                newer += stored
+                self._ops_taken.add((fault_id, ts))
+                if fault_id not in watched:
+                    continue
+                newer += self._operator_row(cur, fault_id, state)
         finally:
             cur.close()
+        self._ops_seen = seen
+        floor = seen - timedelta(seconds=self.ops_lookback_s)
+        self._ops_taken = {op for op in self._ops_taken if op[1] > floor}
         with runner.lock:
             runner.book.take_stored(newer)
         for r in newer:
             log.info("fault state taken from the lake fault_id=%s state=%s", r["fault_id"], r["state"])
         released = self._reload_holds()
         return [r for r in newer if r["state"] == "resolved"], bool(released)
+
+    @staticmethod
+    def _operator_row(cur, fault_id: str, state: str) -> list[dict]:
+        """The newest faults row an operator's ``state`` change of ``fault_id`` stored (none if absent)."""
+        return (
+            cur.execute(
+                "SELECT * FROM faults WHERE fault_id = ? AND state = ? ORDER BY ts DESC LIMIT 1",
+                [fault_id, state],
+            )
+            .to_arrow_table()
+            .to_pylist()
+        )
+
+    def _take_over_ops(self, cur) -> None:
+        """As a new lake leader (``cur``: before the book is loaded): where operator rows start, the
+        recent ones as taken in (the book, read after, reflects them), and after loading the book, the
+        acknowledges of open faults a previous leader had not taken in (it stored an open row after
+        one and died before its next sync)."""
+        (self._ops_seen,) = cur.execute(NEWEST_OPERATOR_OP_SQL).fetchone()
+        floor = self._ops_seen - timedelta(seconds=self.ops_lookback_s)
+        self._ops_taken = {
+            (f, ts) for f, _, ts in cur.execute(OPERATOR_OPS_SQL, [floor]).fetchall() if ts <= self._ops_seen
+        }
+
+    def _take_missed_acks(self, cur) -> list[dict]:
+        """The acknowledge rows of this episode of each fault the loaded book has open, not acknowledged."""
+        assert self.runner is not None
+        with self.runner.lock:
+            unacked = sorted(f for f, r in self.runner.book.open.items() if r.get("state") == "open")
+        if not unacked:
+            return []
+        rows = []
+        for fault_id, _ in cur.execute(CURRENT_ACKS_SQL, [unacked]).fetchall():
+            rows += self._operator_row(cur, fault_id, "acknowledged")
+        with self.runner.lock:
+            self.runner.book.take_stored(rows)
+        for r in rows:
+            log.info("fault acknowledge taken from the lake at takeover fault_id=%s", r["fault_id"])
+        return rows
 
     def _reload_holds(self) -> set[tuple[str, str]]:
         """Operators' holds as the store has them now (set through any collector); the released ones."""
@@ -293,7 +351,11 @@ class Diagnosis:
         self.remediation = remediation_steps(self.cfg, self._job_of, self.holds)
         cur = self.store.cursor()
         try:
+            if self.shared:  # before the book: what it reflects
+                self._take_over_ops(cur)
             self.runner.resume(cur)
+            if self.shared:
+                self._take_missed_acks(cur)
             for step in self.remediation:  # never twice for one fault: the stored outcomes decide
                 step.load(
                     [r[0] for r in cur.execute(taken_sql(step.sink)).fetchall()],
@@ -440,7 +502,8 @@ class Diagnosis:
         loop = asyncio.get_running_loop()
         prev, row = await loop.run_in_executor(self.pool, self._set_state, fault_id, state)
         action = operator_action_row(fault_id, row, state, by, note)
-        self._own_ops.add((fault_id, action["ts"]))  # a leader does not take its own update in again
+        if self.leading and self.shared:  # a leader does not take its own update in again
+            self._ops_taken.add((fault_id, action["ts"]))
         await self.store_faults([row], [action])
         return prev, row
 

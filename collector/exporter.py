@@ -284,13 +284,26 @@ def _utcnow() -> datetime:
 
 
 class C4Metrics:
-    """A prometheus_client custom collector over a running Collector (``collect()`` per scrape)."""
+    """A prometheus_client custom collector over a running Collector (``collect()`` per scrape).
 
-    def __init__(self, collector: Collector, window_s: float, max_skew_s: float = 300.0) -> None:
+    The collector's own counters are read at every scrape. The families computed from the store (latest
+    rows, faults, recovery, liveness) are too, unless ``store_cache_s`` > 0 (on a lake: there each of
+    their queries plans over the lake's catalog and files, and one scrape took over 10 s on a loaded
+    host): then a scrape serves the last computed ones and, when they are older than ``store_cache_s``,
+    has a background thread compute them again (one at a time), so no scrape waits on the lake but
+    the very first; ``c4_exporter_store_metrics_age_seconds`` says how old the served ones are.
+    """
+
+    def __init__(
+        self, collector: Collector, window_s: float, max_skew_s: float = 300.0, store_cache_s: float = 0.0
+    ) -> None:
         self.collector = collector
         self.window_s = window_s
         self.max_skew_s = max_skew_s  # rows further ahead of the collector's clock are not the latest
-        self._lock = threading.Lock()  # one scrape at a time: the queries share the store
+        self.store_cache_s = store_cache_s
+        self._lock = threading.Lock()  # one computation at a time: the queries share the store
+        self._cached: tuple[float, list[Metric]] | None = None  # (monotonic time computed, families)
+        self._refreshing = threading.Event()  # a background refresh is running
         self.query_errors = 0
 
     def describe(self) -> Iterable[Metric]:
@@ -298,27 +311,61 @@ class C4Metrics:
         return []
 
     def collect(self) -> Iterator[Metric]:
-        """Every metric family, computed from one cursor."""
+        """Every metric family: the counters now, the store's families now or from the cache."""
         started = time.monotonic()
-        with self._lock:
-            families = list(self._counters())
-            cur = self.collector.store.cursor()
-            try:
-                families += self._latest(cur)
-                families += self._faults(cur)
-                families += self._recovery(cur)
-                families += self._liveness(cur)
-            finally:
-                cur.close()
+        families = list(self._counters())
+        computed_at, stored = self._store_families()
         scrape = GaugeMetricFamily("c4_exporter_scrape_duration_seconds", "Time this scrape took to compute.")
         scrape.add_metric([], time.monotonic() - started)
+        age = GaugeMetricFamily(
+            "c4_exporter_store_metrics_age_seconds",
+            "How old the metrics computed from the store are (0 unless cached: metrics_lake_cache_s on a lake).",
+        )
+        age.add_metric([], max(0.0, time.monotonic() - computed_at))
         errors = CounterMetricFamily(
             "c4_exporter_query_errors", "Exporter queries that failed (see the log)."
         )
         errors.add_metric([], self.query_errors)
         yield from families
+        yield from stored
         yield scrape
+        yield age
         yield errors
+
+    def _store_families(self) -> tuple[float, list[Metric]]:
+        """(when computed, the families from the store): fresh, or cached and refreshed in the background."""
+        cached = self._cached
+        if self.store_cache_s <= 0 or cached is None:
+            with self._lock:
+                cached = self._cached
+                if (
+                    self.store_cache_s <= 0 or cached is None
+                ):  # a concurrent first scrape computed it meanwhile
+                    cached = (time.monotonic(), self._compute_store_families())
+                    self._cached = cached
+            return cached
+        if time.monotonic() - cached[0] >= self.store_cache_s and not self._refreshing.is_set():
+            self._refreshing.set()
+            threading.Thread(target=self._refresh, name="c4-metrics-refresh", daemon=True).start()
+        return cached
+
+    def _refresh(self) -> None:
+        """Compute the store's families again (a background thread) and serve them from now on."""
+        try:
+            with self._lock:
+                self._cached = (time.monotonic(), self._compute_store_families())
+        except Exception:  # noqa: BLE001 - the stale families stay served; the next scrape tries again
+            log.exception("metrics refresh failed")
+        finally:
+            self._refreshing.clear()
+
+    def _compute_store_families(self) -> list[Metric]:
+        """The families read from the store, on one cursor."""
+        cur = self.collector.store.cursor()
+        try:
+            return [*self._latest(cur), *self._faults(cur), *self._recovery(cur), *self._liveness(cur)]
+        finally:
+            cur.close()
 
     def _query(self, cur, sql: str, params: list | None = None) -> list[tuple]:
         try:
@@ -549,7 +596,13 @@ class MetricsServer:
         self.listen = listen
         self.host, self.port = split_host_port(listen)
         self.registry = CollectorRegistry(auto_describe=False)
-        self.metrics = C4Metrics(collector, collector.cfg.metrics_window_s, collector.cfg.max_clock_skew_s)
+        cfg = collector.cfg
+        self.metrics = C4Metrics(
+            collector,
+            cfg.metrics_window_s,
+            cfg.max_clock_skew_s,
+            store_cache_s=cfg.metrics_lake_cache_s if cfg.lake else 0.0,
+        )
         self.registry.register(self.metrics)
         ProcessCollector(registry=self.registry)
         self.max_connections = collector.cfg.metrics_max_connections

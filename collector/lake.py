@@ -22,6 +22,7 @@ from urllib.parse import unquote, urlparse
 import duckdb
 
 from c4.catalogue import Catalogue
+from c4.collector.lake_upkeep import UpkeepResult, upkeep
 from c4.collector.sequence import AgentSeq
 from c4.collector.store import SEQ_TABLE, Store
 
@@ -30,6 +31,8 @@ log = logging.getLogger("c4.collector.lake")
 LAKE = "lake"
 #: How often a collector retries creating the lake's schema when another one created part of it first.
 SCHEMA_ATTEMPTS = 10
+#: How often retention tries one table's DELETE that conflicted with another shard's insert.
+DELETE_ATTEMPTS = 5
 
 
 class LakeError(ValueError):
@@ -149,6 +152,7 @@ class LakeStore(Store):
         self._wanted: set[str] = set()  # agents waiting for a lookup
         self._wanted_lock = threading.Lock()
         self._lookup_lock = threading.Lock()
+        self.delete_conflicts = 0  # retention DELETEs that conflicted with another shard's commit
         super().__init__(Path(data_path) / f"{self.seq_table}.marker", catalogue, threads=threads)
         self.reader = self._open_reader(threads, query_memory_bytes)
 
@@ -289,17 +293,57 @@ class LakeStore(Store):
         # sequence (see _newest_seqs), retention prunes
         return f"INSERT INTO {self.seq_table} SELECT agent_id, last_seq, updated, epoch FROM _c4_seq_in"
 
-    def delete_older_than(self, cutoff_expr: str) -> dict[str, int]:
-        """Retention, plus this shard's superseded sequence rows (each agent's newest one stays)."""
-        deleted = super().delete_older_than(cutoff_expr)
+    def prune_seqs(self) -> int:
+        """Delete this shard's superseded sequence rows (each agent's newest one stays); rows deleted.
+
+        Each shard prunes its own table: only it appends there, so the DELETE never conflicts with
+        another collector's commit (DuckLake refuses a DELETE on a table another transaction inserted
+        into meanwhile, and the reverse).
+        """
         with self._lock:
             row = self.con.execute(
                 f"DELETE FROM {self.seq_table} AS s WHERE s.updated < "
                 f"(SELECT max(n.updated) FROM {self.seq_table} AS n WHERE n.agent_id = s.agent_id)"
             ).fetchone()
-        if row and row[0]:
-            deleted[self.seq_table] = int(row[0])
+        return int(row[0]) if row and row[0] else 0
+
+    def _delete_where(self, op: str, time_expr: str) -> dict[str, int]:
+        """Retention on the lake: a table's DELETE that conflicts with another shard's insert committed
+        meanwhile is tried again (up to ``DELETE_ATTEMPTS``), then left to the next retention pass."""
+        deleted: dict[str, int] = {}
+        for spec in self.catalogue:
+            if not spec.retention or not spec.time_column:
+                continue
+            sql = f'DELETE FROM "{spec.name}" WHERE "{spec.time_column}" {op} {time_expr}'
+            for attempt in range(1, DELETE_ATTEMPTS + 1):
+                try:
+                    with self._lock:
+                        n = self.con.execute(sql).fetchone()
+                    break
+                except duckdb.TransactionException as exc:
+                    if "conflict" not in str(exc).lower():
+                        raise
+                    self.delete_conflicts += 1
+                    if attempt == DELETE_ATTEMPTS:
+                        log.warning(
+                            "retention delete conflicted with other shards' commits, next pass table=%s "
+                            "attempts=%d",
+                            spec.name,
+                            attempt,
+                        )
+                        n = None
+            if n and n[0]:
+                deleted[spec.name] = int(n[0])
         return deleted
+
+    def upkeep(self, snapshot_keep_s: float, file_keep_s: float) -> UpkeepResult:
+        """One pass of the lake's file upkeep (``c4.collector.lake_upkeep``) on a cursor of its own: the
+        writer thread keeps committing meanwhile."""
+        cur = self.cursor()
+        try:
+            return upkeep(cur, LAKE, snapshot_keep_s, file_keep_s)
+        finally:
+            cur.close()
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
         """A reader cursor on the lake (every shard's rows)."""

@@ -3,13 +3,16 @@ counters and periodic tasks' health into ``collector_metrics`` and ``collector_t
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping
+from concurrent.futures import Executor
 from datetime import UTC, datetime, timedelta
 
 from c4.catalogue import Catalogue
 from c4.collector import rollup
 from c4.collector.ingest import Metrics
+from c4.collector.lake_upkeep import UpkeepResult
 from c4.collector.store import PendingBatch
 from c4.collector.tasks import TaskHealth
 from c4.collector.writer import Writer
@@ -43,12 +46,11 @@ async def retain(cfg: CollectorConfig, writer: Writer, metrics: Metrics) -> dict
     if isinstance(result, BaseException):  # the writer hands a job's exception back
         raise result
     deleted, future = result
-    if not cfg.lake:  # a lake's collectors roll up nothing (yet): see c4.collector.rollup
-        keep_s = {"1m": cfg.rollup_minute_retention_s, "1h": cfg.rollup_hour_retention_s}
-        rolled = await writer.call_async(lambda store: rollup.retain_rollups(store, now, keep_s))
-        if isinstance(rolled, BaseException):
-            raise rolled
-        deleted.update(rolled)
+    keep_s = {"1m": cfg.rollup_minute_retention_s, "1h": cfg.rollup_hour_retention_s}
+    rolled = await writer.call_async(lambda store: rollup.retain_rollups(store, now, keep_s))
+    if isinstance(rolled, BaseException):
+        raise rolled
+    deleted.update(rolled)
     if deleted:
         log.info("retention deleted %s", " ".join(f"{t}={n}" for t, n in deleted.items()))
         metrics.inc("retention_rows_deleted", sum(deleted.values()))
@@ -61,6 +63,38 @@ async def retain(cfg: CollectorConfig, writer: Writer, metrics: Metrics) -> dict
         )
         metrics.inc("retention_future_rows_deleted", sum(future.values()))
     return {t: deleted.get(t, 0) + future.get(t, 0) for t in {**deleted, **future}}
+
+
+async def prune_sequences(writer: Writer) -> int:
+    """A lake shard's superseded sequence bookkeeping rows, deleted on the writer thread; rows deleted."""
+    pruned = await writer.call_async(lambda store: store.prune_seqs())
+    if isinstance(pruned, BaseException):  # the writer hands a job's exception back
+        raise pruned
+    if pruned:
+        log.info("sequence rows pruned rows=%d", pruned)
+    return pruned
+
+
+async def lake_upkeep(cfg: CollectorConfig, store, metrics: Metrics, pool: Executor) -> UpkeepResult:
+    """One pass of the lake's file upkeep in ``pool`` (beside ingest), counted and logged."""
+    result = await asyncio.get_running_loop().run_in_executor(
+        pool, store.upkeep, cfg.lake_snapshot_keep_s, cfg.lake_file_keep_s
+    )
+    metrics.add(result.counters())
+    log.info(
+        "lake upkeep files=%d->%d snapshots=%d->%d inlined_rows_flushed=%d files_merged=%d files_deleted=%d "
+        "conflicts=%s seconds=%.1f",
+        result.files_before,
+        result.files_after,
+        result.snapshots_before,
+        result.snapshots_after,
+        result.inlined_rows_flushed,
+        result.files_merged,
+        result.files_deleted,
+        ",".join(result.conflicts) or "-",
+        result.seconds,
+    )
+    return result
 
 
 def metric_values(metrics: Metrics, tasks: Mapping[str, TaskHealth]) -> dict[str, int]:

@@ -20,8 +20,9 @@ per table and resolution:
 Hour buckets are rolled from the minute rollup (never the raw rows, which expire first) and only
 once every minute of the hour is rolled.
 
-Not yet with ``lake`` (scale-out): the collectors there share the tables, and rolling up would need
-each to roll its own shard's nodes; the task is off and the lake keeps raw rows only.
+With ``lake`` (scale-out) the lease holder alone rolls up (``c4.collector.tasks.LeaderTasks``), from
+every shard's rows into the lake's rollup tables, which only it writes: its replaces conflict with no
+shard's commit, and a bucket a shard's late rows change is rolled again as above.
 """
 
 from __future__ import annotations

@@ -40,7 +40,7 @@ from c4.collector.queries import QueryFailed, QueryRunner
 from c4.collector.replan import Replanner
 from c4.collector.rollup import Rollups
 from c4.collector.store import PendingBatch, Store
-from c4.collector.tasks import TaskHealth, run_every
+from c4.collector.tasks import LeaderTasks, TaskHealth, run_every
 from c4.collector.validate import hello_problem
 from c4.collector.writer import Writer
 from c4.config import CollectorConfig
@@ -60,6 +60,12 @@ def _now() -> datetime:
 def lease_timeout_s(cfg: CollectorConfig) -> float:
     """How long a hung leader keeps the lake's diagnosis lease (lake_lease_timeout_s, else three periods, >= 30 s)."""
     return cfg.lake_lease_timeout_s or max(30.0, 3 * cfg.diagnose_interval_s)
+
+
+def lease_period_s(cfg: CollectorConfig) -> float:
+    """How often a lake collector takes or renews the lease: each diagnosis period, at least three times a timeout."""
+    third = lease_timeout_s(cfg) / 3
+    return min(cfg.diagnose_interval_s, third) if cfg.diagnose_interval_s > 0 else third
 
 
 class StartupError(RuntimeError):
@@ -307,6 +313,7 @@ class Collector:
         self._private_dir: str | None = None
         self._tasks: list[asyncio.Task] = []
         self.tasks: dict[str, TaskHealth] = {}  # periodic task name -> its health (/metrics, collector_tasks)
+        self.leader_tasks = LeaderTasks(self.tasks, self.metrics.inc)  # the lease holder's alone on a lake
         self.lease = (
             PostgresLease(conninfo(cfg.lake), self.store.shard, lease_timeout_s(cfg)) if cfg.lake else None
         )
@@ -369,37 +376,28 @@ class Collector:
                 ) from exc
         await set_serving(health_servicer)
         self._tasks = [
-            asyncio.create_task(self._every(self.cfg.retention_interval_s, self.retain, "retention")),
             asyncio.create_task(
                 self._every(self.cfg.metrics_interval_s, self.snapshot_metrics, "metrics_snapshot")
             ),
         ]
-        if self.cfg.diagnose_interval_s > 0:
-            # alone on its store a collector leads at once; on a lake the lease's holder does
-            await self.diagnosis.lead()
-            if self.lease is not None:  # followers try every period: a dead leader's lease is free at once
-                period_s = min(self.cfg.diagnose_interval_s, lease_timeout_s(self.cfg) / 3)
-                self._tasks.append(
-                    asyncio.create_task(self._every(period_s, self.diagnosis.lead, "diagnosis_lease"))
-                )
+        if self.cfg.lake:  # each shard prunes its own sequence bookkeeping (only it appends there)
             self._tasks.append(
                 asyncio.create_task(
-                    self._every(self.cfg.diagnose_interval_s, self.diagnosis.diagnose_if_leading, "diagnosis")
+                    self._every(self.cfg.retention_interval_s, self.prune_sequences, "sequence_prune")
                 )
             )
-        if Replanner.enabled(self.cfg) and self.cfg.diagnose_interval_s > 0:  # acts on what diagnosis stored
-            period_s = self.cfg.replan_interval_s or self.cfg.diagnose_interval_s
-            self._tasks.append(asyncio.create_task(self._every(period_s, self._replan_if_leading, "replan")))
-        if self.cfg.rollup_interval_s > 0 and not self.cfg.lake:
+        self._declare_leader_tasks()
+        if self.lease is not None:
+            # a lake: the lease's holder runs the lake-wide tasks; followers try every period, so a dead
+            # leader's lease (free at once) or a hung one's (free after the timeout) is taken over
+            await self._lead()
             self._tasks.append(
-                asyncio.create_task(self._every(self.cfg.rollup_interval_s, self.rollups.run, "rollup"))
+                asyncio.create_task(self._every(lease_period_s(self.cfg), self._lead, "diagnosis_lease"))
             )
-        if self.cfg.fabric_discovery_interval_s > 0:
-            self._tasks.append(
-                asyncio.create_task(
-                    self._every(self.cfg.fabric_discovery_interval_s, self.fabric.run, "fabric_discovery")
-                )
-            )
+        else:  # alone on its store a collector leads at once
+            if self.cfg.diagnose_interval_s > 0:
+                await self.diagnosis.lead()
+            self.leader_tasks.follow(True)
         log.info(
             "collector serving listen=%s port=%d ingest_processes=%d store=%s tls=%s mtls=%s tokens=%d metrics=%s",
             self.cfg.listen,
@@ -418,6 +416,27 @@ class Collector:
         health = self.tasks.setdefault(name or fn.__name__, TaskHealth(name or fn.__name__, period_s))
         await run_every(health, fn, self.metrics.inc)
 
+    def _declare_leader_tasks(self) -> None:
+        """The lake-wide periodic tasks, run by the lease's holder only (all of them, alone on a store)."""
+        cfg, tasks = self.cfg, self.leader_tasks
+        tasks.add("retention", cfg.retention_interval_s, self.retain)
+        if cfg.diagnose_interval_s > 0:
+            tasks.add("diagnosis", cfg.diagnose_interval_s, self.diagnosis.diagnose_if_leading)
+            if Replanner.enabled(cfg):  # acts on what diagnosis stored
+                tasks.add("replan", cfg.replan_interval_s or cfg.diagnose_interval_s, self._replan_if_leading)
+        if cfg.rollup_interval_s > 0:  # on a lake: the lake's rollup tables, from every shard's rows
+            tasks.add("rollup", cfg.rollup_interval_s, self.rollups.run)
+        if cfg.fabric_discovery_interval_s > 0:
+            tasks.add("fabric_discovery", cfg.fabric_discovery_interval_s, self.fabric.run)
+        if cfg.lake and cfg.lake_upkeep_interval_s > 0:
+            tasks.add("lake_upkeep", cfg.lake_upkeep_interval_s, self.lake_upkeep)
+
+    async def _lead(self) -> bool:
+        """Take or renew the lake's lease; start the leader tasks on taking it, stop them on losing it."""
+        await self.diagnosis.lead()
+        self.leader_tasks.follow(self.diagnosis.leading)
+        return self.diagnosis.leading
+
     async def _replan_if_leading(self) -> None:
         """Replan when this collector leads the diagnosis (the replans act on its faults)."""
         if self.diagnosis.leading:
@@ -426,6 +445,14 @@ class Collector:
     async def retain(self) -> dict[str, int]:
         """Drop rows older than the retention age, and rows dated beyond the allowed clock skew."""
         return await maintenance.retain(self.cfg, self.writer, self.metrics)
+
+    async def lake_upkeep(self) -> None:
+        """Merge the lake's small files, expire old snapshots and delete the files they freed."""
+        await maintenance.lake_upkeep(self.cfg, self.store, self.metrics, self.service.query_pool)
+
+    async def prune_sequences(self) -> int:
+        """A lake shard's superseded sequence rows (each agent's newest one stays)."""
+        return await maintenance.prune_sequences(self.writer)
 
     async def snapshot_metrics(self) -> None:
         """Write the counters into collector_metrics and the periodic tasks' health into collector_tasks."""
@@ -437,6 +464,7 @@ class Collector:
         """Stop serving, finish queued commits, checkpoint and close the file."""
         for t in self._tasks:
             t.cancel()
+        self.leader_tasks.stop(finish=False)
         if self.lease is not None:  # a follower takes over at its next try
             await asyncio.get_running_loop().run_in_executor(None, self.lease.release)
         if self.exporter is not None:

@@ -6,13 +6,18 @@ with its traceback, counted, and the job runs again after a backoff that doubles
 consecutive failure (up to ``BACKOFF_MAX_S`` or the period, whichever is longer). The health of
 each job is kept in a ``TaskHealth`` that the collector snapshots into ``collector_tasks`` and
 ``collector_metrics`` and the exporter publishes on ``/metrics``.
+
+The lake-wide jobs (``LeaderTasks``: diagnosis, replans, retention, rollups, fabric discovery, the
+lake's file upkeep) run on one collector of a lake at a time, the holder of the lease
+(``c4.collector.lease``): they start when it takes the lease and stop when it loses it (a run in
+progress finishes); on the other collectors their health says ``standby``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -40,10 +45,14 @@ class TaskHealth:
     last_success: datetime | None = None
     last_error: str = ""
     last_error_at: datetime | None = None
+    standby: bool = False  # a lake-wide job that another collector of the lake runs now
 
     @property
     def state(self) -> str:
-        """``ok``, ``failing`` (its last run failed) or ``starting`` (not run yet)."""
+        """``standby`` (another collector of the lake runs it), ``ok``, ``failing`` (its last run failed)
+        or ``starting`` (not run yet)."""
+        if self.standby:
+            return "standby"
         if self.consecutive_failures:
             return "failing"
         return "ok" if self.runs else "starting"
@@ -117,3 +126,78 @@ async def run_every(
             if failing:
                 log.info("periodic task recovered task=%s after_failures=%d", health.name, failing)
         count(f"task_runs:{health.name}")
+
+
+class LeaderTasks:
+    """The periodic jobs only the lake's leader runs: started by ``follow(True)`` when this collector
+    takes the lease, stopped by ``follow(False)`` when it loses it (a collector alone on its store
+    always leads). Their health lives in the collector's task table, ``standby`` while not running.
+
+    Stopping never cuts a run short: a diagnosis pass that sent an alert still stores its actions row
+    (without it the next leader would alert again); no run starts after the stop. Only ``stop(finish=False)``
+    (the collector shutting down) cancels the runs in progress too.
+    """
+
+    def __init__(self, health: MutableMapping[str, TaskHealth], count: Callable[[str], None]) -> None:
+        self._health = health
+        self._count = count
+        self._jobs: list[tuple[TaskHealth, Callable[[], Awaitable[object]]]] = []
+        self._running: list[asyncio.Task] = []
+        self._in_flight: set[asyncio.Future] = set()  # runs shielded from the loops' cancellation
+
+    def add(self, name: str, period_s: float, fn: Callable[[], Awaitable[object]]) -> None:
+        """Declare a leader-only job (not started: ``follow`` starts it)."""
+        health = self._health.setdefault(name, TaskHealth(name, period_s))
+        health.standby = True
+        self._jobs.append((health, fn))
+
+    @property
+    def names(self) -> list[str]:
+        """The declared jobs' names."""
+        return [h.name for h, _ in self._jobs]
+
+    @property
+    def running(self) -> bool:
+        """Whether the jobs run on this collector now."""
+        return bool(self._running)
+
+    def _whole(self, fn: Callable[[], Awaitable[object]]) -> Callable[[], Awaitable[object]]:
+        """``fn`` as a run that a cancelled loop leaves to finish (its outcome is logged if nobody awaits it)."""
+
+        async def run() -> object:
+            inner = asyncio.ensure_future(fn())
+            self._in_flight.add(inner)
+            inner.add_done_callback(self._finished)
+            return await asyncio.shield(inner)
+
+        return run
+
+    def _finished(self, run: asyncio.Future) -> None:
+        self._in_flight.discard(run)
+        if not run.cancelled() and run.exception() is not None:  # retrieved: no "never retrieved" noise
+            log.debug("leader task run ended with an error error=%s", run.exception())
+
+    def follow(self, leading: bool) -> bool:
+        """Start the jobs when ``leading`` and not running, stop them when not; whether that changed anything."""
+        if leading and not self._running and self._jobs:
+            for health, fn in self._jobs:
+                health.standby = False
+                self._running.append(asyncio.create_task(run_every(health, self._whole(fn), self._count)))
+            log.info("leader tasks started tasks=%s", ",".join(self.names))
+            return True
+        if not leading and self._running:
+            self.stop()
+            log.info("leader tasks stopped tasks=%s (runs in progress finish)", ",".join(self.names))
+            return True
+        return False
+
+    def stop(self, finish: bool = True) -> None:
+        """No more runs; with ``finish`` False the runs in progress are cancelled as well."""
+        for task in self._running:
+            task.cancel()
+        self._running = []
+        for health, _ in self._jobs:
+            health.standby = True
+        if not finish:
+            for run in list(self._in_flight):
+                run.cancel()

@@ -14,6 +14,10 @@ def test_bench_lake_reports_json_for_one_and_n_shards():
     assert result["one_shard_commits_per_s"] > 0 and result["n_shards_commits_per_s"] > 0
     assert result["per_shard_ratio"] > 0 and result["pg_cpu_ms_per_commit"] >= 0
     assert "1 shard at once" in out and "2 shards at once" in out
+    # the leader's file upkeep afterwards: 10-row commits were inlined in the catalog, the upkeep wrote
+    # them out; the snapshots went, every row stayed (the bench fails otherwise)
+    assert result["upkeep_snapshots_after"] < result["upkeep_snapshots_before"]
+    assert result["upkeep_files_after"] >= 1 and result["upkeep_parquet_on_disk_after"] >= 1
 
 
 def test_bench_lake_refuses_bad_arguments():

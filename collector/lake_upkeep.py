@@ -1,0 +1,118 @@
+"""The lake's file upkeep, run by the lease holder on a schedule (``lake_upkeep_interval_s``).
+
+Every lake commit writes at least one Parquet file per table it touches (a batch of at most
+DuckLake's inlining limit, 10 rows, goes into the catalog instead) and a snapshot row; left alone a
+busy lake grows its file list and catalog without bound, and every query plans over all of it. One
+pass, each step its own lake transaction, in the order DuckLake's own ``CHECKPOINT`` runs them:
+
+1. ``ducklake_flush_inlined_data``: rows inlined in the catalog become Parquet files;
+2. ``ducklake_merge_adjacent_files``: each table's small files become few large ones (the old ones
+   are scheduled for deletion; readers still on an older snapshot read them meanwhile);
+3. ``ducklake_expire_snapshots``: snapshots older than ``lake_snapshot_keep_s`` go (C4 reads only
+   the newest; what they alone referenced is scheduled for deletion);
+4. ``ducklake_cleanup_old_files``: files scheduled for deletion more than ``lake_file_keep_s`` ago are
+   deleted from the data path (keep it above the longest query, ``query_timeout_s``).
+
+Orphaned files (``ducklake_delete_orphaned_files``) are not touched: a shard's commit in flight has
+files on disk the catalog does not list yet. A step that conflicts with a shard's commit (DuckLake
+refuses some pairs of concurrent changes to one table) is logged and left to the next pass.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+import duckdb
+
+log = logging.getLogger("c4.collector.lake_upkeep")
+
+#: The lake's catalog as DuckDB attaches it next to the lake (``lake`` -> ``__ducklake_metadata_lake``).
+METADATA = "__ducklake_metadata_lake"
+
+
+@dataclass
+class UpkeepResult:
+    """What one upkeep pass did, and the lake before and after it."""
+
+    files_before: int = 0
+    files_after: int = 0
+    snapshots_before: int = 0
+    snapshots_after: int = 0
+    inlined_rows_flushed: int = 0
+    files_merged: int = 0  # files replaced by merged ones
+    files_created: int = 0  # merged files written
+    snapshots_expired: int = 0
+    files_deleted: int = 0  # from the data path
+    conflicts: list[str] = field(default_factory=list)  # steps left to the next pass
+    seconds: float = 0.0
+
+    def counters(self) -> dict[str, int]:
+        """The collector counters this pass adds to (``lake_upkeep_*``)."""
+        return {
+            "lake_upkeep_inlined_rows_flushed": self.inlined_rows_flushed,
+            "lake_upkeep_files_merged": self.files_merged,
+            "lake_upkeep_files_created": self.files_created,
+            "lake_upkeep_snapshots_expired": self.snapshots_expired,
+            "lake_upkeep_files_deleted": self.files_deleted,
+            "lake_upkeep_conflicts": len(self.conflicts),
+        }
+
+
+def live_files(cur: duckdb.DuckDBPyConnection) -> int:
+    """Data files the newest snapshot of the lake reads (every table)."""
+    return cur.execute(
+        f"SELECT count(*) FROM {METADATA}.ducklake_data_file WHERE end_snapshot IS NULL"
+    ).fetchone()[0]
+
+
+def snapshots(cur: duckdb.DuckDBPyConnection) -> int:
+    """Snapshots the lake's catalog keeps."""
+    return cur.execute(f"SELECT count(*) FROM {METADATA}.ducklake_snapshot").fetchone()[0]
+
+
+def _conflict(exc: duckdb.Error) -> bool:
+    return "conflict" in str(exc).lower()
+
+
+def upkeep(
+    cur: duckdb.DuckDBPyConnection, lake: str, snapshot_keep_s: float, file_keep_s: float
+) -> UpkeepResult:
+    """One upkeep pass over the lake attached as ``lake`` on ``cur`` (blocking; a reader cursor does)."""
+    started = time.monotonic()
+    out = UpkeepResult(files_before=live_files(cur), snapshots_before=snapshots(cur))
+
+    def step(name: str, sql: str) -> list[tuple]:
+        try:
+            return cur.execute(sql).fetchall()
+        except duckdb.TransactionException as exc:
+            if not _conflict(exc):
+                raise
+            log.warning("lake upkeep step conflicted with a commit, next pass step=%s error=%s", name, exc)
+            out.conflicts.append(name)
+            return []
+
+    rows = step("flush_inlined_data", f"SELECT rows_flushed FROM ducklake_flush_inlined_data('{lake}')")
+    out.inlined_rows_flushed = sum(int(r[0] or 0) for r in rows)
+    rows = step(
+        "merge_adjacent_files",
+        f"SELECT files_processed, files_created FROM ducklake_merge_adjacent_files('{lake}')",
+    )
+    out.files_merged = sum(int(r[0] or 0) for r in rows)
+    out.files_created = sum(int(r[1] or 0) for r in rows)
+    rows = step(
+        "expire_snapshots",
+        f"SELECT count(*) FROM ducklake_expire_snapshots('{lake}', "
+        f"older_than => now() - INTERVAL '{float(snapshot_keep_s)} seconds')",
+    )
+    out.snapshots_expired = int(rows[0][0]) if rows else 0
+    rows = step(
+        "cleanup_old_files",
+        f"SELECT count(*) FROM ducklake_cleanup_old_files('{lake}', "
+        f"older_than => now() - INTERVAL '{float(file_keep_s)} seconds')",
+    )
+    out.files_deleted = int(rows[0][0]) if rows else 0
+    out.files_after, out.snapshots_after = live_files(cur), snapshots(cur)
+    out.seconds = time.monotonic() - started
+    return out
