@@ -37,7 +37,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from c4.catalogue import Catalogue, TableSpec
-from c4.catalogue.rollup import RESOLUTIONS_S, STATS, rolled_gauges, rollup_name
+from c4.catalogue.rollup import RESOLUTIONS_S, STATS, rolled_gauges, rollup_keys, rollup_name
 
 log = logging.getLogger("c4.collector.rollup")
 
@@ -77,7 +77,7 @@ def _lit(dt: datetime) -> str:
 def raw_sql(spec: TableSpec, start: datetime, end: datetime) -> str:
     """The raw rows the minute buckets in [start, end) need, in entity and time order (from the look-back)."""
     t = _q(spec.time_column or "ts")
-    keys = ", ".join(_q(k) for k in spec.keys)
+    keys = ", ".join(_q(k) for k in rollup_keys(spec))
     cols = [_q(g.name) for g in rolled_gauges(spec)] + [_q(c.name) for c in spec.counters]
     lookback = start - timedelta(seconds=RATE_LOOKBACK_S)
     return (
@@ -195,7 +195,7 @@ def minute_rows(
         return target.arrow_schema.empty_table()
     width_us = width_s * 1_000_000
     bucket = ts_us // width_us
-    new = _entity_starts(rows, spec.keys)
+    new = _entity_starts(rows, rollup_keys(spec))
     new[1:] |= bucket[1:] != bucket[:-1]
     starts = np.flatnonzero(new)
     index = np.arange(n)
@@ -203,7 +203,7 @@ def minute_rows(
         "ts": pa.array(bucket[starts] * width_us, pa.int64()).cast(pa.timestamp("us")),
         "samples": np.diff(np.append(starts, n)),
     }
-    for k in spec.keys:
+    for k in rollup_keys(spec):
         cols[k] = rows.column(k).take(pa.array(starts))
     nothing = {stat: np.full(len(starts), np.nan) for stat in STATS} | {"n": np.zeros(len(starts), np.int64)}
     for g in rolled_gauges(spec):
@@ -236,7 +236,7 @@ def minute_rows(
 
 def coarser_sql(spec: TableSpec, source: str, start: datetime, end: datetime, width_s: int) -> str:
     """SELECT of ``spec``'s rollup rows for the buckets in [start, end), combined from a finer rollup."""
-    keys = ", ".join(_q(k) for k in spec.keys)
+    keys = ", ".join(_q(k) for k in rollup_keys(spec))
     out = [
         f"time_bucket(INTERVAL '{width_s} seconds', ts) AS ts",
         keys,
