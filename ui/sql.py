@@ -128,10 +128,31 @@ def resolution_for(window_s: float) -> str:
     return "1m" if window_s <= MINUTE_MAX_S else "1h"
 
 
-def resolution_note(window_s: float) -> str:
-    """A caption saying which data a window's series show."""
+def rollups_present(table: str) -> str:
+    """Query: one row saying whether ``table``'s minute (``m``) and hour (``h``) rollups hold any row.
+
+    A young store (the collector has not rolled yet) and a lake (its collectors roll up nothing) have
+    empty rollups: their pages read the raw rows at every window instead.
+    """
+    return f"SELECT EXISTS (SELECT 1 FROM {table}_1m) AS m, EXISTS (SELECT 1 FROM {table}_1h) AS h"
+
+
+def pick_resolution(window_s: float, present: dict) -> str:
+    """``resolution_for(window_s)``, or the next finer data that exists (``present``: a ``rollups_present`` row)."""
     res = resolution_for(window_s)
+    if res == "1h" and not present.get("h"):
+        res = "1m"
+    if res == "1m" and not present.get("m"):
+        res = "raw"
+    return res
+
+
+def resolution_note(window_s: float, resolution: str | None = None) -> str:
+    """A caption saying which data a window's series show (``resolution``: what was read, when known)."""
+    res = resolution or resolution_for(window_s)
     if res == "raw":
+        if resolution_for(window_s) != "raw":
+            return "Raw samples (no rollups in this store yet: long windows read every raw row)."
         return "Raw samples."
     what = {"1m": "1-minute", "1h": "1-hour"}[res]
     return f"From {what} rollups (the raw samples of the last {RAW_MAX_S / 3600:g} h cover shorter windows)."

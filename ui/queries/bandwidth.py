@@ -10,6 +10,7 @@ from c4.ui.sql import (
     PORT_SLOW_ROWS,
     RANK_GPU,
     bucket_s,
+    combined_mean,
     delta,
     first_last,
     in_list,
@@ -159,14 +160,24 @@ FROM raw ORDER BY t
 """
 
 
-def rank_busbw(window_s: float) -> str:
+def rank_busbw(window_s: float, resolution: str | None = None) -> str:
     """Per communicator and rank: mean and worst collective bus bandwidth in the window, and the rank's GPU."""
-    return f"""
-WITH b AS (
+    res = resolution or resolution_for(window_s)
+    if res != "raw":
+        table = f"nccl_collectives_{res}"
+        per_rank = f"""
+    SELECT comm_id, rank, any_value(hostname) AS node, {combined_mean("busbw_gbs")} AS mean_busbw_gbs,
+           min(busbw_gbs_min) AS min_busbw_gbs, sum(samples) AS collectives
+    FROM {table} WHERE kind = 'coll' AND {since_newest(table, window_s)}
+    GROUP BY comm_id, rank"""
+    else:
+        per_rank = f"""
     SELECT comm_id, rank, any_value(hostname) AS node, avg(busbw_gbs) AS mean_busbw_gbs,
            min(busbw_gbs) AS min_busbw_gbs, count(*) AS collectives
     FROM nccl_collectives WHERE kind = 'coll' AND {since_newest("nccl_collectives", window_s)}
-    GROUP BY comm_id, rank)
+    GROUP BY comm_id, rank"""
+    return f"""
+WITH b AS ({per_rank})
 SELECT b.*, {RANK_GPU} AS gpu, i.gpu_from
 FROM b LEFT JOIN (SELECT DISTINCT ON (comm_id, rank) * FROM rank_identity) i USING (comm_id, rank)
 ORDER BY comm_id, rank

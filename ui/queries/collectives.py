@@ -2,14 +2,37 @@
 
 from __future__ import annotations
 
-from c4.ui.sql import ACTIVE_STATES, LATEST_FAULTS, RANK_GPU, in_list, lit, since_newest
+from c4.ui.sql import (
+    ACTIVE_STATES,
+    LATEST_FAULTS,
+    RANK_GPU,
+    RAW_MAX_S,
+    combined_mean,
+    in_list,
+    lit,
+    resolution_for,
+    since_newest,
+)
 
 #: At most this many rank rows in the heatmap; bigger communicators show groups of ranks (their worst).
 MAX_RANK_ROWS = 128
 
 
-def communicators(window_s: float) -> str:
-    """Communicators seen in the window with their size, collective and progress."""
+def communicators(window_s: float, resolution: str | None = None) -> str:
+    """Communicators seen in the window with their size, collective and progress.
+
+    Raw collectives for short windows (the median duration), else their rollups (the mean duration).
+    """
+    res = resolution or resolution_for(window_s)
+    if res != "raw":
+        table = f"nccl_collectives_{res}"
+        return f"""
+SELECT comm_id, any_value(job) AS job, max(n_ranks_max) AS ranks, max(nnodes_max) AS nodes,
+       string_agg(DISTINCT coll, ', ') AS collectives, max(coll_sn_max) AS last_seq,
+       {combined_mean("exec_time_us")} / 1e3 AS mean_exec_ms, max(ts) AS last_seen
+FROM {table} WHERE kind = 'coll' AND {since_newest(table, window_s)}
+GROUP BY comm_id ORDER BY ranks DESC, comm_id
+"""
     return f"""
 SELECT comm_id, any_value(job) AS job, max(n_ranks) AS ranks, max(nnodes) AS nodes,
        string_agg(DISTINCT coll, ', ') AS collectives, max(coll_sn) AS last_seq,
@@ -33,11 +56,16 @@ def rank_group(ranks: int) -> int:
 
 
 def rank_iterations(comm_id: str, window_s: float, iterations: int = 40, group: int = 1) -> str:
-    """Rank (group) x iteration: the worst duration and the latest arrival relative to the first rank in."""
+    """Rank (group) x iteration: the worst duration and the latest arrival relative to the first rank in.
+
+    Per-iteration rows exist only raw: the newest ``iterations`` of the window, read from at most the raw
+    samples' span (``RAW_MAX_S``) whatever the window, since older iterations are not shown anyway.
+    """
+    span_s = min(window_s, RAW_MAX_S)
     return f"""
 WITH c AS (
     SELECT rank, coll_sn, exec_time_us, start_ts FROM nccl_collectives
-    WHERE comm_id = {lit(comm_id)} AND kind = 'coll' AND {since_newest("nccl_collectives", window_s)}),
+    WHERE comm_id = {lit(comm_id)} AND kind = 'coll' AND {since_newest("nccl_collectives", span_s)}),
 recent AS (SELECT * FROM c WHERE coll_sn > (SELECT max(coll_sn) FROM c) - {int(iterations)}),
 s AS (
     SELECT rank, coll_sn, exec_time_us,
