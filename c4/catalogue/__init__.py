@@ -211,6 +211,7 @@ class TableSpec:
             time_column=self.time_column,
             writer=self.writer,
             stored_in=self.name,
+            rollup=self.rollup,  # a wide table is rolled up per element: <view>_1m, <view>_1h
         )
 
     def element_rows(self, rows: Iterable[Mapping[str, Any]], carried: dict | None = None) -> list[dict]:
@@ -581,10 +582,11 @@ class Catalogue:
                         f"{path.name}: table {name!r} also declared in {tables[name].source}"
                     )
                 tables[name] = _parse_table(path.name, name, raw)
-                if tables[name].rollup:
+                rolled_of = tables[name].element_spec() or tables[name]  # a wide table: per element
+                if rolled_of.rollup:
                     from c4.catalogue.rollup import rollup_specs  # lazy: a cycle (rollup builds on TableSpec)
 
-                    for rolled in rollup_specs(tables[name]):
+                    for rolled in rollup_specs(rolled_of):
                         if rolled.name in tables:
                             raise CatalogueError(f"{path.name}: rollup {rolled.name!r} clashes with a table")
                         tables[rolled.name] = rolled
