@@ -157,7 +157,7 @@ def collectives(run: Run) -> None:
     if not comms:
         return
     comm = comms[0]
-    run(q.rank_iterations(comm["comm_id"], WINDOW_S, 40, q.rank_group(comm["ranks"])))
+    run(q.rank_iterations(comm["comm_id"], WINDOW_S, 40, q.rank_group(comm["ranks"]), comm["last_seq"]))
     run(q.connection_matrix(comm["comm_id"], 120, by_node=comm["ranks"] > 64))
 
 

@@ -185,7 +185,8 @@ class Builder:
                 "nnodes": np.full(size, self.nodes, dtype=np.int32),
                 "kind": "coll",
                 "coll": "AllReduce",
-                "coll_sn": s.astype(np.int64),
+                "coll_sn": int(self.start.replace(tzinfo=UTC).timestamp())
+                + s.astype(np.int64),  # one a second
                 "msg_size_bytes": np.full(size, 1 << 34, dtype=np.uint64),
                 "exec_time_us": exec_us,
                 "timing_source": "kernel_gpu",
@@ -388,7 +389,8 @@ ROLLUP_VALUES: dict[str, dict[str, str]] = {
         "coll": "'AllReduce'",
         "n_ranks_max": f"{{nodes}} * {GPUS}",
         "nnodes_max": "{nodes}",
-        "coll_sn_max": "(b + 1) * {width}",
+        # one a second as the raw rows count them, up to the newest raw sample (one minute before ``before``)
+        "coll_sn_max": "least({first_epoch} + (b + 1) * {width}, {before_epoch} - 60) - 1",
         "msg_size_bytes_mean": str(1 << 34),
         "msg_size_bytes_n": "{width}",
         "exec_time_us_min": f"CASE WHEN n = {SLOW_NODE} THEN 240e3 ELSE 170e3 END",
@@ -445,7 +447,10 @@ def add_rollups(
                     "job": "'train'",
                     "samples": str(width),
                     **{
-                        c: v.replace("{width}", str(width)).replace("{nodes}", str(nodes))
+                        c: v.replace("{width}", str(width))
+                        .replace("{nodes}", str(nodes))
+                        .replace("{first_epoch}", str(int(first.replace(tzinfo=UTC).timestamp())))
+                        .replace("{before_epoch}", str(int(before.replace(tzinfo=UTC).timestamp())))
                         for c, v in values.items()
                     },
                 }

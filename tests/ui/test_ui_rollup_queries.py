@@ -16,7 +16,7 @@ from c4.catalogue import load
 from c4.collector.rollup import roll_all
 from c4.collector.store import PendingBatch, Store
 from c4.ui.queries import bandwidth, collectives, overview
-from c4.ui.sql import pick_resolution, resolution_for, rollups_present
+from c4.ui.sql import pick_resolution, resolution_for, rollup_rows, rollups_present
 
 START = datetime(2026, 11, 30, 9, 0, 0)
 SECONDS = 3 * 3600
@@ -223,3 +223,33 @@ def test_pages_fall_back_to_raw_rows_where_no_rollup_holds_rows(cur):
     assert pick_resolution(week, {"m": False, "h": False}) == "raw"
     assert pick_resolution(86400.0, {"m": False, "h": True}) == "raw"
     assert pick_resolution(900.0, {"m": True, "h": True}) == "raw"
+
+
+def _totals(cur, table: str, window_s: float, whole_hours: bool) -> tuple:
+    sql = (
+        "SELECT sum(samples), sum(util_gpu_pct_mean * util_gpu_pct_n), min(util_gpu_pct_min), max(util_gpu_pct_max), "
+        f"min(ts), count(DISTINCT node || gpu_index) FROM {rollup_rows(table, window_s, '1m', whole_hours)}"
+    )
+    return cur.execute(sql).fetchone()
+
+
+def test_whole_hours_from_the_hourly_rollup_and_the_rest_from_minutes_are_the_minutes(cur):
+    """Windows cutting an hour: the mixed rows give the minutes' sums, extremes and counts; also while the
+    hourly rollup lags (its newest hour not rolled yet: that hour comes from the minutes)."""
+    for window_s in (5400.0, 7800.0, 2 * 3600.0, ALL_S):
+        mixed, minutes = (
+            _totals(cur, "gpu_samples", window_s, True),
+            _totals(cur, "gpu_samples", window_s, False),
+        )
+        assert minutes[0] and mixed[:4] == pytest.approx(minutes[:4], rel=1e-12) and mixed[4:] == minutes[4:]
+    cur.execute("BEGIN TRANSACTION")
+    try:
+        cur.execute("DELETE FROM gpu_samples_1h WHERE ts = (SELECT max(ts) FROM gpu_samples_1h)")
+        for window_s in (5400.0, ALL_S):
+            mixed, minutes = (
+                _totals(cur, "gpu_samples", window_s, True),
+                _totals(cur, "gpu_samples", window_s, False),
+            )
+            assert mixed[:4] == pytest.approx(minutes[:4], rel=1e-12) and mixed[4:] == minutes[4:]
+    finally:
+        cur.execute("ROLLBACK")

@@ -31,10 +31,12 @@ def page(window_s: float) -> None:
     )
     ids = comms["comm_id"].to_list()
     comm = st.selectbox("Communicator", ids, key="coll-comm")
-    ranks = int(comms.filter(comms["comm_id"] == comm)["ranks"][0] or 1)
+    row = comms.filter(comms["comm_id"] == comm).row(0, named=True)
+    ranks = int(row["ranks"] or 1)
     group = q.rank_group(ranks)
     iters = st.slider("Iterations", 10, 200, 40, step=10, key="coll-iters")
-    grid = query(q.rank_iterations(comm, window_s, iters, group))
+    last_seq = int(row["last_seq"]) if row["last_seq"] is not None else None
+    grid = query(q.rank_iterations(comm, window_s, iters, group, last_seq))
     label = "rank" if group == 1 else f"rank (groups of {group}, worst shown)"
     if grid.height:
         a, b = st.columns(2)

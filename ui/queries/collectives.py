@@ -11,6 +11,7 @@ from c4.ui.sql import (
     in_list,
     lit,
     resolution_for,
+    rollup_rows,
     since_newest,
 )
 
@@ -25,12 +26,11 @@ def communicators(window_s: float, resolution: str | None = None) -> str:
     """
     res = resolution or resolution_for(window_s)
     if res != "raw":
-        table = f"nccl_collectives_{res}"
         return f"""
 SELECT comm_id, any_value(job) AS job, max(n_ranks_max) AS ranks, max(nnodes_max) AS nodes,
        string_agg(DISTINCT coll, ', ') AS collectives, max(coll_sn_max) AS last_seq,
        {combined_mean("exec_time_us")} / 1e3 AS mean_exec_ms, max(ts) AS last_seen
-FROM {table} WHERE kind = 'coll' AND {since_newest(table, window_s)}
+FROM {rollup_rows("nccl_collectives", window_s, res)} WHERE kind = 'coll'
 GROUP BY comm_id ORDER BY ranks DESC, comm_id
 """
     return f"""
@@ -55,17 +55,23 @@ def rank_group(ranks: int) -> int:
     return max(1, -(-int(ranks or 1) // MAX_RANK_ROWS))
 
 
-def rank_iterations(comm_id: str, window_s: float, iterations: int = 40, group: int = 1) -> str:
+def rank_iterations(
+    comm_id: str, window_s: float, iterations: int = 40, group: int = 1, last_seq: int | None = None
+) -> str:
     """Rank (group) x iteration: the worst duration and the latest arrival relative to the first rank in.
 
     Per-iteration rows exist only raw: the newest ``iterations`` of the window, read from at most the raw
     samples' span (``RAW_MAX_S``) whatever the window, since older iterations are not shown anyway.
+    ``last_seq`` (the communicator's last sequence number as ``communicators`` gave it, from raw rows or a
+    rollup that may lag) bounds the read to the sequence numbers after ``last_seq - iterations``: a constant
+    DuckDB prunes row groups with, rather than every raw row of the hour.
     """
     span_s = min(window_s, RAW_MAX_S)
+    after = f"AND coll_sn > {int(last_seq) - int(iterations)}" if last_seq is not None else ""
     return f"""
-WITH c AS (
+WITH c AS MATERIALIZED (
     SELECT rank, coll_sn, exec_time_us, start_ts FROM nccl_collectives
-    WHERE comm_id = {lit(comm_id)} AND kind = 'coll' AND {since_newest("nccl_collectives", span_s)}),
+    WHERE comm_id = {lit(comm_id)} AND kind = 'coll' {after} AND {since_newest("nccl_collectives", span_s)}),
 recent AS (SELECT * FROM c WHERE coll_sn > (SELECT max(coll_sn) FROM c) - {int(iterations)}),
 s AS (
     SELECT rank, coll_sn, exec_time_us,
