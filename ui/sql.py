@@ -142,7 +142,7 @@ def pick_resolution(window_s: float, present: dict) -> str:
     res = resolution_for(window_s)
     if res == "1h" and not present.get("h"):
         res = "1m"
-    if res == "1m" and not present.get("m"):
+    if not present.get("m"):  # rollup reads end at the newest minute (rollup_rows)
         res = "raw"
     return res
 
@@ -168,16 +168,21 @@ def rollup_rows(table: str, window_s: float, resolution: str, whole_hours: bool 
     minima, maxima and weighted means over these rows are those over the minutes, from ~60x fewer rows.
     """
     m, h = f"{table}_1m", f"{table}_1h"
-    end = f"coalesce({newest(m)}, {newest(h)})"
+    end = newest(m)  # pick_resolution reads rollups only where the minute rollup holds rows
     start = f"({end} - to_microseconds({int(window_s * 1e6)}))"
     if resolution == "1m" and not whole_hours:
         return f"(SELECT * FROM {m} WHERE ts BETWEEN {start} AND {end}) AS r"
     first_hour = f"(time_bucket(INTERVAL '1 hour', {start} - INTERVAL '1 microsecond') + INTERVAL '1 hour')"
-    hours_end = f"coalesce({newest(h)} + INTERVAL '1 hour', {first_hour})"
+    # the end of the newest rolled hour, never before first_hour (no hour rolled yet, or none in the window)
+    hours_end = f"(SELECT greatest(coalesce(max(ts) + INTERVAL '1 hour', {first_hour}), {first_hour}) FROM {h})"
+    # three plain ranges, each bound one scalar subquery: DuckDB then skips row groups by the range, where an OR,
+    # a coalesce or a greatest around the subqueries made it read every minute row (0.03 s against 3-6 s a week)
     return f"""(
     SELECT * FROM {h} WHERE ts >= {first_hour} AND ts < {hours_end}
     UNION ALL BY NAME
-    SELECT * FROM {m} WHERE ts BETWEEN {start} AND {end} AND (ts < {first_hour} OR ts >= {hours_end})) AS r"""
+    SELECT * FROM {m} WHERE ts >= {start} AND ts < {first_hour} AND ts <= {end}
+    UNION ALL BY NAME
+    SELECT * FROM {m} WHERE ts >= {hours_end} AND ts <= {end}) AS r"""
 
 
 def rollup_bucket_s(window_s: float, resolution: str, points: int = 120) -> int:

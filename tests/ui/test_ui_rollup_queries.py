@@ -222,6 +222,7 @@ def test_pages_fall_back_to_raw_rows_where_no_rollup_holds_rows(cur):
     assert pick_resolution(week, {"m": True, "h": False}) == "1m"
     assert pick_resolution(week, {"m": False, "h": False}) == "raw"
     assert pick_resolution(86400.0, {"m": False, "h": True}) == "raw"
+    assert pick_resolution(week, {"m": False, "h": True}) == "raw"
     assert pick_resolution(900.0, {"m": True, "h": True}) == "raw"
 
 
