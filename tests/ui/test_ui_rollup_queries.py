@@ -245,12 +245,11 @@ def test_whole_hours_from_the_hourly_rollup_and_the_rest_from_minutes_are_the_mi
         assert minutes[0] and mixed[:4] == pytest.approx(minutes[:4], rel=1e-12) and mixed[4:] == minutes[4:]
     cur.execute("BEGIN TRANSACTION")
     try:
-        cur.execute("DELETE FROM gpu_samples_1h WHERE ts = (SELECT max(ts) FROM gpu_samples_1h)")
-        for window_s in (5400.0, ALL_S):
-            mixed, minutes = (
-                _totals(cur, "gpu_samples", window_s, True),
-                _totals(cur, "gpu_samples", window_s, False),
-            )
-            assert mixed[:4] == pytest.approx(minutes[:4], rel=1e-12) and mixed[4:] == minutes[4:]
+        for lag in ("ts = (SELECT max(ts) FROM gpu_samples_1h)", "true"):  # one hour behind; none rolled yet
+            cur.execute(f"DELETE FROM gpu_samples_1h WHERE {lag}")
+            for window_s in (5400.0, ALL_S):
+                mixed = _totals(cur, "gpu_samples", window_s, True)
+                minutes = _totals(cur, "gpu_samples", window_s, False)
+                assert mixed[:4] == pytest.approx(minutes[:4], rel=1e-12) and mixed[4:] == minutes[4:]
     finally:
         cur.execute("ROLLBACK")
