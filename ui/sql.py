@@ -174,7 +174,9 @@ def rollup_rows(table: str, window_s: float, resolution: str, whole_hours: bool 
         return f"(SELECT * FROM {m} WHERE ts BETWEEN {start} AND {end}) AS r"
     first_hour = f"(time_bucket(INTERVAL '1 hour', {start} - INTERVAL '1 microsecond') + INTERVAL '1 hour')"
     # the end of the newest rolled hour, never before first_hour (no hour rolled yet, or none in the window)
-    hours_end = f"(SELECT greatest(coalesce(max(ts) + INTERVAL '1 hour', {first_hour}), {first_hour}) FROM {h})"
+    hours_end = (
+        f"(SELECT greatest(coalesce(max(ts) + INTERVAL '1 hour', {first_hour}), {first_hour}) FROM {h})"
+    )
     # three plain ranges, each bound one scalar subquery: DuckDB then skips row groups by the range, where an OR,
     # a coalesce or a greatest around the subqueries made it read every minute row (0.03 s against 3-6 s a week)
     return f"""(

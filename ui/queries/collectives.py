@@ -84,13 +84,21 @@ FROM s GROUP BY ALL ORDER BY rank, iteration
 
 
 def connection_matrix(comm_hash: str, window_s: float, by_node: bool = False) -> str:
-    """Sender x receiver throughput over the window, relative to the median cell, with blamed ports flagged."""
+    """Sender x receiver throughput over the window, relative to the median cell, with blamed ports flagged.
+
+    The records are summed per connection first (one row per rank, peer, channel and port: thousands, where
+    the window holds a record per connection per second, millions), and only those rows are joined with the
+    receiving end and named.
+    """
     src, dst = ("node", "peer_node") if by_node else ("CAST(rank AS VARCHAR)", "CAST(peer_rank AS VARCHAR)")
     return f"""
 WITH c AS (
     SELECT * FROM nccl_connections
     WHERE comm_hash = {lit(comm_hash)} AND {since_newest("nccl_connections", window_s)}),
-snd AS (SELECT * FROM c WHERE direction = 'send'),
+snd AS (
+    SELECT rank, peer_rank, channel, node, nic_device, nic_port, sum(bytes) AS bytes, sum(transfer_us) AS transfer_us,
+           sum(wait_peer_us) AS wait_peer_us, sum(ops) AS ops, sum(steps) AS steps
+    FROM c WHERE direction = 'send' GROUP BY ALL),
 rcv AS (SELECT DISTINCT rank, peer_rank, channel, node, nic_device, nic_port FROM c WHERE direction = 'recv'),
 host_of AS (
     SELECT rank, any_value(hostname) AS node FROM nccl_collectives
