@@ -53,6 +53,9 @@ def _rolled_spans(group: str, rows: str, where: str = "true") -> str:
     GROUP BY ALL"""
 
 
+#: Cluster series from the rollups with buckets this wide or wider use whole hours (see ``cluster_series``).
+HOURLY_SERIES_FROM_S = 1200
+
 #: Rollups count resets into their increases: no port is blanked.
 NO_RESETS = "SELECT NULL::VARCHAR AS node, NULL::VARCHAR AS device, NULL::INTEGER AS port WHERE false"
 
@@ -114,10 +117,13 @@ def cluster_series(window_s: float, resolution: str | None = None) -> str:
         resets = f"""SELECT DISTINCT {t} AS t, node, device, port FROM nic_events
       WHERE kind = 'counter_reset' AND {since_newest("ib_port_samples", window_s)}"""
     else:
-        t = f"time_bucket(INTERVAL '{rollup_bucket_s(window_s, res, points=60)} seconds', ts)"
-        spans = _rolled_spans(
-            f"{t} AS t", rollup_rows("ib_port_samples", window_s, res, whole_hours=res == "1h")
-        )
+        # one group per port and bucket: from 20-minute buckets up (a day's window) they are whole hours, read from
+        # the hourly rollup (24 points a day) rather than a day of minute rows per port (1,440 x 8k: 2-4 s)
+        width = rollup_bucket_s(window_s, res, points=60)
+        hourly = res == "1h" or width >= HOURLY_SERIES_FROM_S
+        width = rollup_bucket_s(window_s, "1h", points=60) if hourly else width
+        t = f"time_bucket(INTERVAL '{width} seconds', ts)"
+        spans = _rolled_spans(f"{t} AS t", rollup_rows("ib_port_samples", window_s, res, whole_hours=hourly))
         resets = f"SELECT NULL::TIMESTAMP AS t, * FROM ({NO_RESETS})"
     return f"""
 WITH raw AS ({spans}),
