@@ -15,7 +15,7 @@ import pytest
 from c4.agent.batcher import rows_to_table
 from c4.agent.gpu import GpuSampler
 from c4.agent.nvml import Nvml
-from c4.catalogue import load
+from c4.catalogue import TABLES_DIR, Catalogue, load
 from c4.catalogue.rollup import rolled_gauges
 from c4.collector.rollup import roll_all
 from c4.collector.store import PendingBatch, Store
@@ -57,6 +57,18 @@ def _drive(sc: dict, tick: int) -> None:
         b200["link_counters"]["7"] = {"link_recovery_failed_events": tick, "symbol_errors": 3 * tick}
 
 
+def _catalogue(tmp) -> Catalogue:
+    """The shipped catalogue with the NVLink rollup declared (it is off by default: see gpu.toml)."""
+    for path in TABLES_DIR.glob("*.toml"):
+        text = path.read_text()
+        if path.name == "gpu.toml":
+            head = '[tables.nvlink_gpu_samples]\nwriter = "agent"\n'
+            assert head in text
+            text = text.replace(head, head + "rollup = true\n")
+        (tmp / path.name).write_text(text)
+    return Catalogue.from_dir(tmp)
+
+
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     gpus = [gpu_entry(0, model="A100"), gpu_entry(1, model="H100"), gpu_entry(2, model="B200")]
@@ -67,7 +79,7 @@ def store(tmp_path_factory):
         Nvml(FakeNvml(sc, clock=clock)), xid_events=False, processes=False, keyframe_ticks=KEYFRAME_TICKS
     )
     sampler.probe()
-    cat = load()
+    cat = _catalogue(tmp_path_factory.mktemp("catalogue"))
     store = Store(tmp_path_factory.mktemp("nvlink-rollup") / "c4.duckdb", cat)
     for tick in range(TICKS):
         _drive(sc, tick)
