@@ -67,19 +67,25 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def resolution(run: Run, table: str) -> str:
+    """What the pages read for ``table`` over ``WINDOW_S``, chosen as ``c4.ui.data.resolution`` chooses it."""
+    from c4.ui.sql import pick_resolution, resolution_for, rollups_present
+
+    if resolution_for(WINDOW_S) == "raw":
+        return "raw"
+    return pick_resolution(WINDOW_S, run(rollups_present(table))[0])
+
+
 def overview(run: Run) -> None:
     """Overview page."""
     from c4.ui.queries import overview as q
 
-    for sql in (
-        q.inventory_counts(),
-        q.health_grid(),
-        q.faults_by_class(),
-        q.utilization_series(WINDOW_S),
-        q.busbw_series(WINDOW_S),
-        q.jobs(WINDOW_S),
-    ):
+    for sql in (q.inventory_counts(), q.health_grid(), q.faults_by_class()):
         run(sql)
+    coll = resolution(run, "nccl_collectives")
+    run(q.utilization_series(WINDOW_S, resolution(run, "gpu_samples")))
+    run(q.busbw_series(WINDOW_S, coll))
+    run(q.jobs(WINDOW_S, coll))
 
 
 def faults(run: Run) -> None:
@@ -134,23 +140,24 @@ def bandwidth(run: Run) -> None:
     from c4.ui.queries import bandwidth as q
 
     run(q.port_faults())
-    ports = run(q.port_table(WINDOW_S))
-    run(q.cluster_series(WINDOW_S))
+    res = resolution(run, "ib_port_samples")
+    ports = run(q.port_table(WINDOW_S, res))
+    run(q.cluster_series(WINDOW_S, res))
     if ports:
         worst = min(ports, key=lambda r: (r["rate_ratio"] or 0, r["tx_util"] or 0))
-        run(q.port_series(WINDOW_S, worst["node"], worst["device"], worst["port"]))
-    run(q.rank_busbw(WINDOW_S))
+        run(q.port_series(WINDOW_S, worst["node"], worst["device"], worst["port"], res))
+    run(q.rank_busbw(WINDOW_S, resolution(run, "nccl_collectives")))
 
 
 def collectives(run: Run) -> None:
     """Collectives page for the largest communicator."""
     from c4.ui.queries import collectives as q
 
-    comms = run(q.communicators(WINDOW_S))
+    comms = run(q.communicators(WINDOW_S, resolution(run, "nccl_collectives")))
     if not comms:
         return
     comm = comms[0]
-    run(q.rank_iterations(comm["comm_id"], WINDOW_S, 40, q.rank_group(comm["ranks"])))
+    run(q.rank_iterations(comm["comm_id"], WINDOW_S, 40, q.rank_group(comm["ranks"]), comm["last_seq"]))
     run(q.connection_matrix(comm["comm_id"], 120, by_node=comm["ranks"] > 64))
 
 
@@ -274,7 +281,7 @@ def ensure_week_store(
 
     db = workdir / "c4.duckdb"
     marker = workdir / "store.json"
-    want = {"nodes": nodes, "days": days, "raw_minutes": raw_minutes, "version": 2}
+    want = {"nodes": nodes, "days": days, "raw_minutes": raw_minutes, "version": 3}  # 3: NCCL rollups
     if db.exists() and marker.exists():
         meta = json.loads(marker.read_text())
         if meta.get("size") == want:

@@ -185,7 +185,8 @@ class Builder:
                 "nnodes": np.full(size, self.nodes, dtype=np.int32),
                 "kind": "coll",
                 "coll": "AllReduce",
-                "coll_sn": s.astype(np.int64),
+                "coll_sn": int(self.start.replace(tzinfo=UTC).timestamp())
+                + s.astype(np.int64),  # one a second
                 "msg_size_bytes": np.full(size, 1 << 34, dtype=np.uint64),
                 "exec_time_us": exec_us,
                 "timing_source": "kernel_gpu",
@@ -380,6 +381,46 @@ ROLLUP_VALUES: dict[str, dict[str, str]] = {
         "link_downed_increase": "0",
         "symbol_errors_increase": "0",
     },
+    "nccl_collectives": {
+        "comm_id": "'0x7c4c4c4c00000001'",
+        "rank": f"n * {GPUS} + k",
+        "hostname": "'host' || n",
+        "kind": "'coll'",
+        "coll": "'AllReduce'",
+        "n_ranks_max": f"{{nodes}} * {GPUS}",
+        "nnodes_max": "{nodes}",
+        # one a second as the raw rows count them, up to the newest raw sample (one minute before ``before``)
+        "coll_sn_max": "least({first_epoch} + (b + 1) * {width}, {before_epoch} - 60) - 1",
+        "msg_size_bytes_mean": str(1 << 34),
+        "msg_size_bytes_n": "{width}",
+        "exec_time_us_min": f"CASE WHEN n = {SLOW_NODE} THEN 240e3 ELSE 170e3 END",
+        "exec_time_us_mean": f"CASE WHEN n = {SLOW_NODE} THEN 252e3 ELSE 180e3 END",
+        "exec_time_us_max": f"CASE WHEN n = {SLOW_NODE} THEN 265e3 ELSE 190e3 END",
+        "exec_time_us_n": "{width}",
+        "busbw_gbs_min": f"CASE WHEN n = {SLOW_NODE} THEN 130 ELSE 180 END",
+        "busbw_gbs_mean": f"CASE WHEN n = {SLOW_NODE} THEN 136 + random() ELSE 190 + random() END",
+        "busbw_gbs_max": "200.0",
+        "busbw_gbs_n": "{width}",
+    },
+    "nccl_connections": {
+        "comm_hash": "'0x7c4c4c4c00000001'",
+        "rank": f"n * {GPUS} + k",
+        "peer_rank": f"(n + 1) % {{nodes}} * {GPUS} + k",
+        "channel": "k",
+        "direction": "'send'",
+        "nic_device": "'mlx5_' || k",
+        "nic_port": "1",
+        "ops_mean": "1.0",
+        "ops_n": "{width}",
+        "steps_mean": "992.0",
+        "steps_n": "{width}",
+        "bytes_mean": "4160749568.0",
+        "bytes_n": "{width}",
+        "transfer_us_mean": f"CASE WHEN n = {SLOW_NODE} AND k = {SLOW_DEVICE} THEN 160e3 ELSE 80e3 END",
+        "transfer_us_n": "{width}",
+        "wait_peer_us_mean": "2.5e3",
+        "wait_peer_us_n": "{width}",
+    },
 }
 
 
@@ -399,13 +440,19 @@ def add_rollups(
             first = end - timedelta(seconds=count * width)
             for table, values in ROLLUP_VALUES.items():
                 name = rollup_name(table, res)
-                per_node = GPUS if table == "gpu_samples" else PORTS
+                per_node = PORTS if table in ("ib_port_samples", "nccl_connections") else GPUS
                 cols = {
                     "ts": f"TIMESTAMP '{first.isoformat(sep=' ')}' + to_seconds(b * {width})",
                     "node": "'host' || n",
                     "job": "'train'",
                     "samples": str(width),
-                    **{c: v.replace("{width}", str(width)) for c, v in values.items()},
+                    **{
+                        c: v.replace("{width}", str(width))
+                        .replace("{nodes}", str(nodes))
+                        .replace("{first_epoch}", str(int(first.replace(tzinfo=UTC).timestamp())))
+                        .replace("{before_epoch}", str(int(before.replace(tzinfo=UTC).timestamp())))
+                        for c, v in values.items()
+                    },
                 }
                 cols = {c: v for c, v in cols.items() if c in load()[name].column_names}
                 names = ", ".join(f'"{c}"' for c in cols)

@@ -38,7 +38,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from c4.catalogue import Catalogue, TableSpec
-from c4.catalogue.rollup import RESOLUTIONS_S, STATS, rolled_gauges, rollup_name
+from c4.catalogue.rollup import RESOLUTIONS_S, STATS, rolled_gauges, rollup_keys, rollup_name
 
 log = logging.getLogger("c4.collector.rollup")
 
@@ -75,14 +75,26 @@ def _lit(dt: datetime) -> str:
     return f"TIMESTAMP '{dt.isoformat(sep=' ')}'"
 
 
-def raw_sql(spec: TableSpec, start: datetime, end: datetime) -> str:
-    """The raw rows the minute buckets in [start, end) need, in entity and time order (from the look-back)."""
+def raw_sql(spec: TableSpec, start: datetime, end: datetime, stored: TableSpec | None = None) -> str:
+    """The raw rows the minute buckets in [start, end) need, in entity and time order (from the look-back).
+
+    For a wide table's per-element view (``stored``: the wide table) the rows come from the catalogue's
+    bounded element SELECT (``element_window_sql``): the same rows as the view, on-change counters filled,
+    reading the window and one keyframe period before it, never the whole table.
+    """
     t = _q(spec.time_column or "ts")
-    keys = ", ".join(_q(k) for k in spec.keys)
+    keys = ", ".join(_q(k) for k in rollup_keys(spec))
     cols = [_q(g.name) for g in rolled_gauges(spec)] + [_q(c.name) for c in spec.counters]
     lookback = start - timedelta(seconds=RATE_LOOKBACK_S)
+    source = _q(spec.name)
+    if stored is not None:
+        bounded = stored.element_window_sql()
+        bounded = bounded.replace("$start", f"'{lookback.isoformat(sep=' ')}'").replace(
+            "$end", f"'{end.isoformat(sep=' ')}'"
+        )
+        source = f"({bounded})"
     return (
-        f"SELECT {t} AS ts, {keys}{''.join(', ' + c for c in cols)} FROM {_q(spec.name)} "
+        f"SELECT {t} AS ts, {keys}{''.join(', ' + c for c in cols)} FROM {source} "
         f"WHERE {t} >= {_lit(lookback)} AND {t} < {_lit(end)} ORDER BY {keys}, {t}"
     )
 
@@ -196,7 +208,7 @@ def minute_rows(
         return target.arrow_schema.empty_table()
     width_us = width_s * 1_000_000
     bucket = ts_us // width_us
-    new = _entity_starts(rows, spec.keys)
+    new = _entity_starts(rows, rollup_keys(spec))
     new[1:] |= bucket[1:] != bucket[:-1]
     starts = np.flatnonzero(new)
     index = np.arange(n)
@@ -204,7 +216,7 @@ def minute_rows(
         "ts": pa.array(bucket[starts] * width_us, pa.int64()).cast(pa.timestamp("us")),
         "samples": np.diff(np.append(starts, n)),
     }
-    for k in spec.keys:
+    for k in rollup_keys(spec):
         cols[k] = rows.column(k).take(pa.array(starts))
     nothing = {stat: np.full(len(starts), np.nan) for stat in STATS} | {"n": np.zeros(len(starts), np.int64)}
     for g in rolled_gauges(spec):
@@ -237,7 +249,7 @@ def minute_rows(
 
 def coarser_sql(spec: TableSpec, source: str, start: datetime, end: datetime, width_s: int) -> str:
     """SELECT of ``spec``'s rollup rows for the buckets in [start, end), combined from a finer rollup."""
-    keys = ", ".join(_q(k) for k in spec.keys)
+    keys = ", ".join(_q(k) for k in rollup_keys(spec))
     out = [
         f"time_bucket(INTERVAL '{width_s} seconds', ts) AS ts",
         keys,
@@ -267,8 +279,21 @@ WHERE ts >= {_lit(start)} AND ts < {_lit(end)} GROUP BY ALL"""
 class Step:
     """One rollup to maintain: ``table`` at ``resolution``, read from ``source``."""
 
-    spec: TableSpec  # the rolled-up (raw) table
+    spec: TableSpec  # the rolled-up (raw) rows: a table, or a wide table's per-element view
     resolution: str
+    stored: TableSpec | None = None  # the wide table a per-element view's rows are stored in
+
+    @property
+    def raw_table(self) -> str:
+        """The stored table the raw rows are in (a wide table for a per-element view)."""
+        return self.stored.name if self.stored is not None else self.spec.name
+
+    @property
+    def raw_count(self) -> str:
+        """Aggregate counting raw rows (for a wide table, the elements of its rows: the view's rows)."""
+        if self.stored is not None and self.stored.element is not None:
+            return f'coalesce(sum(len("{self.stored.element.key}")), 0)'
+        return "count(*)"
 
     @property
     def width_s(self) -> int:
@@ -289,8 +314,13 @@ class Step:
 
     @property
     def source(self) -> str:
-        """The table its buckets are computed from."""
-        return self.finer or self.spec.name
+        """The stored table its buckets are computed from."""
+        return self.finer or self.raw_table
+
+    @property
+    def count(self) -> str:
+        """Aggregate over ``source``'s rows giving the raw rows they stand for."""
+        return "sum(samples)" if self.finer else self.raw_count
 
     @property
     def source_time(self) -> str:
@@ -301,13 +331,19 @@ class Step:
         """The rollup rows of the buckets in [start, end), on a reader cursor."""
         if self.finer:
             return cur.execute(coarser_sql(self.spec, self.finer, start, end, self.width_s)).to_arrow_table()
-        rows = cur.execute(raw_sql(self.spec, start, end)).to_arrow_table()
+        rows = cur.execute(raw_sql(self.spec, start, end, self.stored)).to_arrow_table()
         return minute_rows(rows, self.spec, start, self.width_s, target)
 
 
 def steps_of(catalogue: Catalogue) -> list[Step]:
-    """Every rollup the collector maintains, finer resolutions first (a coarser one reads the finer)."""
-    return [Step(s, r) for r in RESOLUTIONS_S for s in catalogue if s.rollup]
+    """Every rollup the collector maintains, finer resolutions first (a coarser one reads the finer); a wide
+    table is rolled up per element, from its per-element view's rows."""
+    shapes = [s for s in catalogue.row_shapes() if s.rollup]
+    return [
+        Step(s, r, catalogue.tables[s.stored_in] if s.stored_in else None)
+        for r in RESOLUTIONS_S
+        for s in shapes
+    ]
 
 
 def _scalar(cur, sql: str):
@@ -327,7 +363,7 @@ def plan(cur, step: Step, now: datetime, recheck_s: float) -> tuple[datetime, da
         raw_t = _q(step.spec.time_column or "ts")
         finer_end = finer_newest + timedelta(seconds=RESOLUTIONS_S[list(RESOLUTIONS_S)[0]])
         pending = _scalar(
-            cur, f"SELECT min({raw_t}) FROM {_q(step.spec.name)} WHERE {raw_t} >= {_lit(finer_end)}"
+            cur, f"SELECT min({raw_t}) FROM {_q(step.raw_table)} WHERE {raw_t} >= {_lit(finer_end)}"
         )
         closed_end = min(closed_end, floor_to(pending, w)) if pending is not None else closed_end
     newest = _scalar(cur, f"SELECT max(ts) FROM {_q(step.target)}")
@@ -340,10 +376,9 @@ def plan(cur, step: Step, now: datetime, recheck_s: float) -> tuple[datetime, da
     end = min(closed_end, start + timedelta(seconds=w * MAX_BUCKETS_PER_RUN[step.resolution]))
     if start >= end:
         return None
-    count = "sum(samples)" if step.finer else "count(*)"
     have = dict(
         cur.execute(
-            f"SELECT time_bucket(INTERVAL '{w} seconds', {t}) AS b, {count} FROM {_q(step.source)} "
+            f"SELECT time_bucket(INTERVAL '{w} seconds', {t}) AS b, {step.count} FROM {_q(step.source)} "
             f"WHERE {t} >= {_lit(start)} AND {t} < {_lit(end)} GROUP BY b"
         ).fetchall()
     )
@@ -353,7 +388,7 @@ def plan(cur, step: Step, now: datetime, recheck_s: float) -> tuple[datetime, da
             "GROUP BY ts"
         ).fetchall()
     )
-    changed = sorted(b for b, n in have.items() if rolled.get(b) != n)
+    changed = sorted(b for b, n in have.items() if rolled.get(b, 0) != n)
     if not changed:
         return None
     last = changed[-1] + timedelta(seconds=w)
@@ -419,7 +454,7 @@ def prepare(store, step: Step, now: datetime, recheck_s: float) -> Slice | None:
         start, end = span
         t = _q(step.source_time)
         rng = f"{t} >= {_lit(start)} AND {t} < {_lit(end)}"
-        read = _scalar(cur, f"SELECT count(*) FROM {_q(step.source)} WHERE {rng}") or 0
+        read = _scalar(cur, f"SELECT {step.count} FROM {_q(step.source)} WHERE {rng}") or 0
         target = store.catalogue[step.target]
         rows = step.compute(cur, start, end, target)
     finally:

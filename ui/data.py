@@ -11,6 +11,7 @@ import streamlit as st
 
 from c4.config import DEFAULT_COLLECTOR
 from c4.query import QueryError, open_channel, query_arrow
+from c4.ui.sql import pick_resolution, resolution_for, rollups_present
 
 #: Environment variable `c4 ui` passes the collector address in.
 ADDRESS_ENV = "C4_UI_COLLECTOR"
@@ -68,3 +69,10 @@ def query_one(sql: str) -> dict:
     """The first row of a query as a dict ({} when there is none)."""
     df = query(sql, max_rows=1)
     return df.row(0, named=True) if df.height else {}
+
+
+def resolution(table: str, window_s: float) -> str:
+    """What a series of ``table`` over ``window_s`` reads: ``raw``, or its ``1m``/``1h`` rollup when that holds rows."""
+    if resolution_for(window_s) == "raw":
+        return "raw"
+    return pick_resolution(window_s, query_one(rollups_present(table)))

@@ -128,13 +128,63 @@ def resolution_for(window_s: float) -> str:
     return "1m" if window_s <= MINUTE_MAX_S else "1h"
 
 
-def resolution_note(window_s: float) -> str:
-    """A caption saying which data a window's series show."""
+def rollups_present(table: str) -> str:
+    """Query: one row saying whether ``table``'s minute (``m``) and hour (``h``) rollups hold any row.
+
+    A young store (the collector has not rolled yet) and a lake (its collectors roll up nothing) have
+    empty rollups: their pages read the raw rows at every window instead.
+    """
+    return f"SELECT EXISTS (SELECT 1 FROM {table}_1m) AS m, EXISTS (SELECT 1 FROM {table}_1h) AS h"
+
+
+def pick_resolution(window_s: float, present: dict) -> str:
+    """``resolution_for(window_s)``, or the next finer data that exists (``present``: a ``rollups_present`` row)."""
     res = resolution_for(window_s)
+    if res == "1h" and not present.get("h"):
+        res = "1m"
+    if not present.get("m"):  # rollup reads end at the newest minute (rollup_rows)
+        res = "raw"
+    return res
+
+
+def resolution_note(window_s: float, resolution: str | None = None) -> str:
+    """A caption saying which data a window's series show (``resolution``: what was read, when known)."""
+    res = resolution or resolution_for(window_s)
     if res == "raw":
+        if resolution_for(window_s) != "raw":
+            return "Raw samples (no rollups in this store yet: long windows read every raw row)."
         return "Raw samples."
     what = {"1m": "1-minute", "1h": "1-hour"}[res]
     return f"From {what} rollups (the raw samples of the last {RAW_MAX_S / 3600:g} h cover shorter windows)."
+
+
+def rollup_rows(table: str, window_s: float, resolution: str, whole_hours: bool = True) -> str:
+    """A subquery (``(...) AS r``) of ``table``'s rollup rows over the ``window_s`` up to its newest minute.
+
+    ``1m`` without ``whole_hours``: the minute rows (for series bucketed finer than an hour). Otherwise the
+    hour rows of the hours wholly inside the window and the minute rows of the rest: the window's partial
+    first hour and the minutes after the newest rolled hour (the current hour, which the hourly rollup holds
+    only once it has passed). An hour row combines its minutes exactly (``c4.catalogue.rollup``), so the sums,
+    minima, maxima and weighted means over these rows are those over the minutes, from ~60x fewer rows.
+    """
+    m, h = f"{table}_1m", f"{table}_1h"
+    end = newest(m)  # pick_resolution reads rollups only where the minute rollup holds rows
+    start = f"({end} - to_microseconds({int(window_s * 1e6)}))"
+    if resolution == "1m" and not whole_hours:
+        return f"(SELECT * FROM {m} WHERE ts BETWEEN {start} AND {end}) AS r"
+    first_hour = f"(time_bucket(INTERVAL '1 hour', {start} - INTERVAL '1 microsecond') + INTERVAL '1 hour')"
+    # the end of the newest rolled hour, never before first_hour (no hour rolled yet, or none in the window)
+    hours_end = (
+        f"(SELECT greatest(coalesce(max(ts) + INTERVAL '1 hour', {first_hour}), {first_hour}) FROM {h})"
+    )
+    # three plain ranges, each bound one scalar subquery: DuckDB then skips row groups by the range, where an OR,
+    # a coalesce or a greatest around the subqueries made it read every minute row (0.03 s against 3-6 s a week)
+    return f"""(
+    SELECT * FROM {h} WHERE ts >= {first_hour} AND ts < {hours_end}
+    UNION ALL BY NAME
+    SELECT * FROM {m} WHERE ts >= {start} AND ts < {first_hour} AND ts <= {end}
+    UNION ALL BY NAME
+    SELECT * FROM {m} WHERE ts >= {hours_end} AND ts <= {end}) AS r"""
 
 
 def rollup_bucket_s(window_s: float, resolution: str, points: int = 120) -> int:

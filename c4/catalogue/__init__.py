@@ -114,6 +114,10 @@ class TableSpec:
     #: the stored wide table, when this spec is a per-element view's shape (None for a stored table)
     stored_in: str | None = None
     rollup: bool = False  # the collector keeps <name>_1m and <name>_1h rollups of it (catalogue/rollup.py)
+    #: labels a rollup groups by beside the keys (e.g. a collective's kind and op): a table without counters only
+    rollup_by: tuple[str, ...] = ()
+    #: numeric labels a rollup keeps min/mean/max/last of, as of a gauge (e.g. the last collective sequence number)
+    rollup_stats: tuple[str, ...] = ()
 
     @functools.cached_property
     def arrow_schema(self) -> pa.Schema:
@@ -207,6 +211,7 @@ class TableSpec:
             time_column=self.time_column,
             writer=self.writer,
             stored_in=self.name,
+            rollup=self.rollup,  # a wide table is rolled up per element: <view>_1m, <view>_1h
         )
 
     def element_rows(self, rows: Iterable[Mapping[str, Any]], carried: dict | None = None) -> list[dict]:
@@ -392,6 +397,8 @@ def _parse_table(source: str, name: str, raw: dict) -> TableSpec:
         "writer",
         "per_element",
         "rollup",
+        "rollup_by",
+        "rollup_stats",
     }
     if unknown:
         raise CatalogueError(f"{where}: unknown keys {sorted(unknown)}")
@@ -460,7 +467,31 @@ def _parse_table(source: str, name: str, raw: dict) -> TableSpec:
         writer=writer,
         element=element,
         rollup=_rollup_flag(where, raw, columns, keys, time_column),
+        rollup_by=_rollup_labels(where, raw, "rollup_by", columns, keys),
+        rollup_stats=_rollup_labels(where, raw, "rollup_stats", columns, keys),
     )
+
+
+def _rollup_labels(
+    where: str, raw: dict, what: str, columns: list[ColumnSpec], keys: tuple
+) -> tuple[str, ...]:
+    """A rollup's ``rollup_by`` or ``rollup_stats`` label list, checked against the table's columns."""
+    names = raw.get(what, [])
+    if not names:
+        return ()
+    if not raw.get("rollup", False):
+        raise CatalogueError(f"{where}: {what} needs rollup = true")
+    by_name = {c.name: c for c in columns}
+    for n in names:
+        col = by_name.get(n)
+        if col is None or col.kind != "label" or col.list or n in keys:
+            raise CatalogueError(f"{where}: {what} {n!r} is not a scalar label column outside the keys")
+        if what == "rollup_stats" and col.type not in ("INTEGER", "BIGINT", "UBIGINT", "DOUBLE"):
+            raise CatalogueError(f"{where}: rollup_stats {n!r} is not numeric")
+    if what == "rollup_by" and any(c.kind == "counter" for c in columns):
+        # a counter's rate is per entity (the keys): grouping its samples by more labels would split the series
+        raise CatalogueError(f"{where}: rollup_by is for tables without counters")
+    return tuple(names)
 
 
 def _rollup_flag(where: str, raw: dict, columns: list[ColumnSpec], keys: tuple, time_column) -> bool:
@@ -551,10 +582,11 @@ class Catalogue:
                         f"{path.name}: table {name!r} also declared in {tables[name].source}"
                     )
                 tables[name] = _parse_table(path.name, name, raw)
-                if tables[name].rollup:
+                rolled_of = tables[name].element_spec() or tables[name]  # a wide table: per element
+                if rolled_of.rollup:
                     from c4.catalogue.rollup import rollup_specs  # lazy: a cycle (rollup builds on TableSpec)
 
-                    for rolled in rollup_specs(tables[name]):
+                    for rolled in rollup_specs(rolled_of):
                         if rolled.name in tables:
                             raise CatalogueError(f"{path.name}: rollup {rolled.name!r} clashes with a table")
                         tables[rolled.name] = rolled

@@ -38,8 +38,17 @@ def rollup_name(table: str, resolution: str) -> str:
 
 
 def rolled_gauges(spec: TableSpec) -> list[ColumnSpec]:
-    """The gauges of ``spec`` a rollup keeps statistics of (the numeric ones)."""
-    return [c for c in spec.columns if c.kind == "gauge" and c.type in NUMERIC_TYPES]
+    """The gauges of ``spec`` a rollup keeps statistics of (the numeric ones, and the labels of ``rollup_stats``)."""
+    return [
+        c
+        for c in spec.columns
+        if (c.kind == "gauge" or c.name in spec.rollup_stats) and c.type in NUMERIC_TYPES and not c.list
+    ]
+
+
+def rollup_keys(spec: TableSpec) -> tuple[str, ...]:
+    """What a rollup row is per: the table's keys, then the labels of its ``rollup_by``."""
+    return (*spec.keys, *(k for k in spec.rollup_by if k not in spec.keys))
 
 
 def _col(name: str, ctype: str, unit: str, help_: str) -> ColumnSpec:
@@ -53,7 +62,7 @@ def rollup_spec(spec: TableSpec, resolution: str) -> TableSpec:
     cols: list[ColumnSpec] = [
         ColumnSpec("ts", "TIMESTAMP", "UTC", "time", f"Start of the {resolution} bucket (UTC)."),
     ]
-    cols += [by_name[k] for k in spec.keys]
+    cols += [by_name[k] for k in rollup_keys(spec)]
     cols.append(_col("samples", "BIGINT", "rows", "Raw rows in the bucket."))
     for g in rolled_gauges(spec):
         for stat in STATS:
@@ -79,7 +88,7 @@ def rollup_spec(spec: TableSpec, resolution: str) -> TableSpec:
             "and kept by the collector (c4/catalogue/rollup.py explains the columns)."
         ),
         version=1,
-        keys=spec.keys,
+        keys=rollup_keys(spec),
         columns=tuple(cols),
         source=spec.source,
         retention=False,  # the collector keeps each resolution for its own time (rollup_*_retention_s)

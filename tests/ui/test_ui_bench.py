@@ -50,9 +50,15 @@ def test_bench_ui_times_every_page(tmp_path):
     assert (
         week["nodes"] == 8 and week["rows"] > 8 * 8 * 24 * 60 * 2
     )  # a day of GPU and port minutes, at least
-    # the collector's rollup compute is timed on raw GPU and port rows (of the 2 raw minutes, here)
-    assert set(week["rollup"]["tables"]) == {"gpu_samples", "ib_port_samples"}
-    assert 0 < week["rollup"]["raw_rows"] <= 8 * 8 * 120 * 2
+    # the collector's rollup compute is timed on raw GPU, port, collective and connection rows (of the 2 raw
+    # minutes, here)
+    assert set(week["rollup"]["tables"]) == {
+        "gpu_samples",
+        "ib_port_samples",
+        "nccl_collectives",
+        "nccl_connections",
+    }
+    assert 0 < week["rollup"]["raw_rows"] <= 8 * 8 * 120 * 4
     for window in ("window_7d", "window_1d"):
         assert set(week[window]["pages"]) == set(result["pages"])
         assert week[window]["slowest_s"] == max(week[window]["pages"].values())

@@ -8,6 +8,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 import c4.ui
+from c4.ui.widgets import WINDOWS_S
 
 APP = Path(c4.ui.__file__).parent / "app.py"
 PAGES = ["overview", "faults", "jobs", "goodput", "bandwidth", "collectives", "traffic", "sql"]
@@ -212,3 +213,37 @@ def test_traffic_page_shows_the_jobs_plan_history_and_the_chosen_plans_loads(fil
     # the first plan was made with the spine link up: only the degraded NIC port's link is below nominal
     degraded = next(df.value for df in at.dataframe if "nominal_gbps" in df.value.columns)
     assert "leaf0->spine1" not in set(degraded["link"]) and "host1/nic2p0->leaf0" in set(degraded["link"])
+
+
+@pytest.mark.parametrize(
+    "page,key,table",
+    [
+        ("overview", "overview-window", "gpu_samples"),
+        ("bandwidth", "bw-window", "ib_port_samples"),
+        ("collectives", "coll-window", "nccl_collectives"),
+    ],
+)
+def test_a_week_window_shows_the_faults_and_says_which_data_it_read(
+    page, key, table, filled_collector, monkeypatch
+):
+    """The 7-day view on the twin's young store: rollups where the collector rolled some, raw rows where not
+    (as on a lake); the page still shows what it shows at 15 minutes and its caption names the data read."""
+    from c4.query import query_arrow
+    from c4.ui.sql import pick_resolution, resolution_note, rollups_present
+
+    week = WINDOWS_S["7 days"]
+    monkeypatch.setenv("C4_UI_COLLECTOR", filled_collector.address)
+    at = AppTest.from_file(str(APP), default_timeout=60)
+    at.session_state[key] = "7 days"
+    at.run()
+    if page != "overview":
+        at.switch_page(f"app_pages/{page}.py")
+        at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+    present, _ = query_arrow(filled_collector.address, rollups_present(table))
+    note = resolution_note(week, pick_resolution(week, present.to_pylist()[0]))
+    assert any(note in str(c.value) for c in at.caption), (note, [c.value for c in at.caption])
+    text = page_text(at)
+    for needle in SHOWS[page]:
+        assert needle in text, f"{page} over 7 days: {needle!r} not shown"

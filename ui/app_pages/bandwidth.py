@@ -5,7 +5,7 @@ from __future__ import annotations
 import altair as alt
 import streamlit as st
 
-from c4.ui.data import query
+from c4.ui.data import query, resolution
 from c4.ui.queries import bandwidth as q
 from c4.ui.sql import resolution_note
 from c4.ui.widgets import empty, guarded, heatmap, lines, pandas, window_picker
@@ -34,11 +34,12 @@ def ports(window_s: float) -> None:
             ),
             icon=":material/warning:",
         )
-    table = query(q.port_table(window_s))
+    res = resolution("ib_port_samples", window_s)
+    table = query(q.port_table(window_s, res))
     if not table.height:
         empty("No NIC port samples in this window.", "The agent's `nic` sampler reads /sys/class/infiniband.")
         return
-    st.caption(f"Port throughput, retransmits and CNPs: {resolution_note(window_s)}")
+    st.caption(f"Port throughput, retransmits and CNPs: {resolution_note(window_s, res)}")
     label = st.selectbox("Colour ports by", list(METRICS), key="bw-metric")
     metric = METRICS[label]
     low_is_bad = metric in ("rate_ratio", "tx_util", "rx_util", "tx_vs_median")
@@ -95,13 +96,13 @@ def ports(window_s: float) -> None:
             "tx_util": st.column_config.ProgressColumn("tx_util", min_value=0, max_value=1, format="%.2f")
         },
     )
-    series(window_s, worst.row(0, named=True))
+    series(window_s, res, worst.row(0, named=True))
 
 
 @guarded
-def series(window_s: float, first: dict) -> None:
-    """All ports together, or one chosen port, over time."""
-    total = query(q.cluster_series(window_s))
+def series(window_s: float, res: str, first: dict) -> None:
+    """All ports together, or one chosen port, over time (from ``res``: raw samples or a rollup)."""
+    total = query(q.cluster_series(window_s, res))
     a, b = st.columns(2)
     if total.height:
         a.altair_chart(
@@ -115,7 +116,7 @@ def series(window_s: float, first: dict) -> None:
     node = c1.text_input("Node", value=first["node"], key="bw-node")
     device = c2.text_input("Device", value=first["device"], key="bw-device")
     port = c3.number_input("Port", value=int(first["port"]), min_value=0, step=1, key="bw-port")
-    one = query(q.port_series(window_s, node, device, int(port)))
+    one = query(q.port_series(window_s, node, device, int(port), res))
     if one.height:
         a, b = st.columns(2)
         a.altair_chart(
@@ -145,8 +146,10 @@ def series(window_s: float, first: dict) -> None:
 @guarded
 def ranks(window_s: float) -> None:
     """Per-rank collective bus bandwidth: a slow rank drags its whole communicator."""
-    df = query(q.rank_busbw(window_s))
+    res = resolution("nccl_collectives", window_s)
+    df = query(q.rank_busbw(window_s, res))
     st.subheader("Per-rank collective bus bandwidth")
+    st.caption(resolution_note(window_s, res))
     if not df.height:
         empty("No NCCL collectives in this window.")
         return

@@ -5,8 +5,9 @@ from __future__ import annotations
 import altair as alt
 import streamlit as st
 
-from c4.ui.data import query
+from c4.ui.data import query, resolution
 from c4.ui.queries import collectives as q
+from c4.ui.sql import resolution_note
 from c4.ui.widgets import empty, guarded, heatmap, pandas, window_picker
 
 st.title("Collectives")
@@ -15,7 +16,8 @@ st.title("Collectives")
 @guarded
 def page(window_s: float) -> None:
     """Pick a communicator, then its heatmaps and connection matrix."""
-    comms = query(q.communicators(window_s))
+    res = resolution("nccl_collectives", window_s)
+    comms = query(q.communicators(window_s, res))
     if not comms.height:
         empty(
             "No NCCL collectives in this window.",
@@ -23,12 +25,18 @@ def page(window_s: float) -> None:
         )
         return
     st.dataframe(pandas(comms), hide_index=True)
+    st.caption(
+        f"Communicators: {resolution_note(window_s, res)} The iterations below are always raw: the newest ones "
+        "within the window and the raw samples' span."
+    )
     ids = comms["comm_id"].to_list()
     comm = st.selectbox("Communicator", ids, key="coll-comm")
-    ranks = int(comms.filter(comms["comm_id"] == comm)["ranks"][0] or 1)
+    row = comms.filter(comms["comm_id"] == comm).row(0, named=True)
+    ranks = int(row["ranks"] or 1)
     group = q.rank_group(ranks)
     iters = st.slider("Iterations", 10, 200, 40, step=10, key="coll-iters")
-    grid = query(q.rank_iterations(comm, window_s, iters, group))
+    last_seq = int(row["last_seq"]) if row["last_seq"] is not None else None
+    grid = query(q.rank_iterations(comm, window_s, iters, group, last_seq))
     label = "rank" if group == 1 else f"rank (groups of {group}, worst shown)"
     if grid.height:
         a, b = st.columns(2)

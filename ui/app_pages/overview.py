@@ -5,7 +5,7 @@ from __future__ import annotations
 import altair as alt
 import streamlit as st
 
-from c4.ui.data import query, query_one
+from c4.ui.data import query, query_one, resolution
 from c4.ui.queries import overview as q
 from c4.ui.sql import resolution_note
 from c4.ui.widgets import (
@@ -82,8 +82,10 @@ def health() -> None:
 @guarded
 def trends(window_s: float) -> None:
     """GPU utilization and bus bandwidth over the window, and the jobs running."""
-    util = query(q.utilization_series(window_s))
-    bw = query(q.busbw_series(window_s))
+    util_res = resolution("gpu_samples", window_s)
+    coll_res = resolution("nccl_collectives", window_s)
+    util = query(q.utilization_series(window_s, util_res))
+    bw = query(q.busbw_series(window_s, coll_res))
     a, b = st.columns(2)
     with a:
         if util.height:
@@ -103,9 +105,12 @@ def trends(window_s: float) -> None:
             )
         else:
             empty("No NCCL collectives in this window.", "Jobs report them through NCCL Inspector.")
-    st.caption(f"GPU utilization: {resolution_note(window_s)} Bus bandwidth: raw collectives.")
+    st.caption(
+        f"GPU utilization: {resolution_note(window_s, util_res)} "
+        f"Bus bandwidth and jobs: {resolution_note(window_s, coll_res)}"
+    )
     st.subheader("Jobs and their ranks")
-    jobs = query(q.jobs(window_s))
+    jobs = query(q.jobs(window_s, coll_res))
     if jobs.height:
         st.dataframe(pandas(jobs), hide_index=True, width="stretch")
     else:

@@ -10,6 +10,7 @@ from c4.ui.sql import (
     PORT_SLOW_ROWS,
     RANK_GPU,
     bucket_s,
+    combined_mean,
     delta,
     first_last,
     in_list,
@@ -17,6 +18,7 @@ from c4.ui.sql import (
     node_order,
     resolution_for,
     rollup_bucket_s,
+    rollup_rows,
     since_newest,
 )
 
@@ -40,16 +42,19 @@ def _spans(group: str, where: str) -> str:
     GROUP BY ALL"""
 
 
-def _rolled_spans(group: str, table: str, where: str) -> str:
+def _rolled_spans(group: str, rows: str, where: str = "true") -> str:
     """``_spans`` from a rollup: each counter's increase (resets and wraps already counted) and the seconds
     the tx counter's increase covers; the rates are then bytes moved / seconds, as from the raw rows."""
     incs = ", ".join(f"sum({c}_increase) AS d_{k}" for k, c in {**PORT_FAST, **PORT_SLOW}.items())
     return f"""
     SELECT {group}, node, device, port, {incs}, nullif(sum(tx_bytes_span_s), 0) AS dt_s,
            max(rate_bps_max) / 1e9 AS port_max_gbps
-    FROM {table} WHERE {where}
+    FROM {rows} WHERE {where}
     GROUP BY ALL"""
 
+
+#: Cluster series from the rollups with buckets this wide or wider use whole hours (see ``cluster_series``).
+HOURLY_SERIES_FROM_S = 1200
 
 #: Rollups count resets into their increases: no port is blanked.
 NO_RESETS = "SELECT NULL::VARCHAR AS node, NULL::VARCHAR AS device, NULL::INTEGER AS port WHERE false"
@@ -80,8 +85,7 @@ def port_table(window_s: float, resolution: str | None = None) -> str:
         spans = _spans("1 AS one", since_newest("ib_port_samples", window_s))
         resets = _resets(since_newest("ib_port_samples", window_s))
     else:
-        table = f"ib_port_samples_{res}"
-        spans, resets = _rolled_spans("1 AS one", table, since_newest(table, window_s)), NO_RESETS
+        spans, resets = _rolled_spans("1 AS one", rollup_rows("ib_port_samples", window_s, res)), NO_RESETS
     return f"""
 WITH raw AS ({spans}),
 cur AS (
@@ -113,9 +117,13 @@ def cluster_series(window_s: float, resolution: str | None = None) -> str:
         resets = f"""SELECT DISTINCT {t} AS t, node, device, port FROM nic_events
       WHERE kind = 'counter_reset' AND {since_newest("ib_port_samples", window_s)}"""
     else:
-        table = f"ib_port_samples_{res}"
-        t = f"time_bucket(INTERVAL '{rollup_bucket_s(window_s, res, points=60)} seconds', ts)"
-        spans = _rolled_spans(f"{t} AS t", table, since_newest(table, window_s))
+        # one group per port and bucket: from 20-minute buckets up (a day's window) they are whole hours, read from
+        # the hourly rollup (24 points a day) rather than a day of minute rows per port (1,440 x 8k: 2-4 s)
+        width = rollup_bucket_s(window_s, res, points=60)
+        hourly = res == "1h" or width >= HOURLY_SERIES_FROM_S
+        width = rollup_bucket_s(window_s, "1h", points=60) if hourly else width
+        t = f"time_bucket(INTERVAL '{width} seconds', ts)"
+        spans = _rolled_spans(f"{t} AS t", rollup_rows("ib_port_samples", window_s, res, whole_hours=hourly))
         resets = f"SELECT NULL::TIMESTAMP AS t, * FROM ({NO_RESETS})"
     return f"""
 WITH raw AS ({spans}),
@@ -131,7 +139,6 @@ def port_series(window_s: float, node: str, device: str, port: int, resolution: 
     """One port per time bucket: tx/rx Gbit/s against its negotiated rate, retransmits and CNPs."""
     res = resolution or resolution_for(window_s)
     if res != "raw":
-        table = f"ib_port_samples_{res}"
         return f"""
 SELECT time_bucket(INTERVAL '{rollup_bucket_s(window_s, res)} seconds', ts) AS t,
        sum(tx_bytes_increase) * 8 / 1e9 / nullif(sum(tx_bytes_span_s), 0) AS tx_gbps,
@@ -139,8 +146,8 @@ SELECT time_bucket(INTERVAL '{rollup_bucket_s(window_s, res)} seconds', ts) AS t
        min(rate_bps_min) / 1e9 AS rate_gbps,
        coalesce(sum(roce_adp_retrans_increase), 0) + coalesce(sum(local_ack_timeout_err_increase), 0) AS retransmits,
        coalesce(sum(rp_cnp_handled_increase), 0) AS cnps_handled
-FROM {table}
-WHERE node = {lit(node)} AND device = {lit(device)} AND port = {int(port)} AND {since_newest(table, window_s)}
+FROM {rollup_rows("ib_port_samples", window_s, res, whole_hours=res == "1h")}
+WHERE node = {lit(node)} AND device = {lit(device)} AND port = {int(port)}
 GROUP BY t ORDER BY t
 """
     b = bucket_s(window_s)
@@ -159,14 +166,23 @@ FROM raw ORDER BY t
 """
 
 
-def rank_busbw(window_s: float) -> str:
+def rank_busbw(window_s: float, resolution: str | None = None) -> str:
     """Per communicator and rank: mean and worst collective bus bandwidth in the window, and the rank's GPU."""
-    return f"""
-WITH b AS (
+    res = resolution or resolution_for(window_s)
+    if res != "raw":
+        per_rank = f"""
+    SELECT comm_id, rank, any_value(hostname) AS node, {combined_mean("busbw_gbs")} AS mean_busbw_gbs,
+           min(busbw_gbs_min) AS min_busbw_gbs, sum(samples) AS collectives
+    FROM {rollup_rows("nccl_collectives", window_s, res)} WHERE kind = 'coll'
+    GROUP BY comm_id, rank"""
+    else:
+        per_rank = f"""
     SELECT comm_id, rank, any_value(hostname) AS node, avg(busbw_gbs) AS mean_busbw_gbs,
            min(busbw_gbs) AS min_busbw_gbs, count(*) AS collectives
     FROM nccl_collectives WHERE kind = 'coll' AND {since_newest("nccl_collectives", window_s)}
-    GROUP BY comm_id, rank)
+    GROUP BY comm_id, rank"""
+    return f"""
+WITH b AS ({per_rank})
 SELECT b.*, {RANK_GPU} AS gpu, i.gpu_from
 FROM b LEFT JOIN (SELECT DISTINCT ON (comm_id, rank) * FROM rank_identity) i USING (comm_id, rank)
 ORDER BY comm_id, rank

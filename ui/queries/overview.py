@@ -12,6 +12,7 @@ from c4.ui.sql import (
     node_order,
     resolution_for,
     rollup_bucket_s,
+    rollup_rows,
     severity_sql,
     since_newest,
 )
@@ -42,13 +43,16 @@ def health_grid() -> str:
     gw = since_newest("gpu_samples", INVENTORY_WINDOW_S)
     pw = since_newest("ib_port_samples", INVENTORY_WINDOW_S)
     sev = severity_sql()
+    # the distinct components first (millions of rows, two narrow columns), their names and positions after
+    # (thousands): naming every raw row cost more than the scan
     return f"""
-WITH inv AS (
-    SELECT DISTINCT node, 'gpu' || gpu_index AS component, 'GPU' AS kind, gpu_index AS pos
-    FROM gpu_samples WHERE {gw}
+WITH gpus AS (SELECT DISTINCT node, gpu_index FROM gpu_samples WHERE {gw}),
+ports AS (SELECT DISTINCT node, device, port FROM ib_port_samples WHERE {pw}),
+inv AS (
+    SELECT node, 'gpu' || gpu_index AS component, 'GPU' AS kind, gpu_index AS pos FROM gpus
     UNION
-    SELECT DISTINCT node, device || 'p' || port, 'NIC port', 100 + TRY_CAST(regexp_extract(device, '(\\d+)$') AS INTEGER) * 4 + port
-    FROM ib_port_samples WHERE {pw}),
+    SELECT node, device || 'p' || port, 'NIC port', 100 + TRY_CAST(regexp_extract(device, '(\\d+)$') AS INTEGER) * 4 + port
+    FROM ports),
 nodes AS (SELECT DISTINCT node FROM inv),
 cells AS (SELECT * FROM inv UNION ALL SELECT node, 'node', 'node', -1 FROM nodes),
 active AS (SELECT * FROM ({LATEST_FAULTS}) WHERE state IN {in_list(ACTIVE_STATES)}),
@@ -85,11 +89,10 @@ def utilization_series(window_s: float, resolution: str | None = None) -> str:
     """
     res = resolution or resolution_for(window_s)
     if res != "raw":
-        table = f"gpu_samples_{res}"
         return f"""
 SELECT time_bucket(INTERVAL '{rollup_bucket_s(window_s, res)} seconds', ts) AS t,
        {combined_mean("util_gpu_pct")} AS mean_util_pct, min(util_gpu_pct_min) AS min_util_pct
-FROM {table} WHERE {since_newest(table, window_s)}
+FROM {rollup_rows("gpu_samples", window_s, res, whole_hours=res == "1h")}
 GROUP BY t ORDER BY t
 """
     b = bucket_s(window_s)
@@ -101,8 +104,19 @@ GROUP BY t ORDER BY t
 """
 
 
-def busbw_series(window_s: float) -> str:
-    """Collective bus bandwidth over time: mean per rank and the sum over communicators per time bucket."""
+def busbw_series(window_s: float, resolution: str | None = None) -> str:
+    """Collective bus bandwidth over time: mean per rank and the worst rank per time bucket.
+
+    Raw collectives for short windows, else their per communicator, rank and op rollups.
+    """
+    res = resolution or resolution_for(window_s)
+    if res != "raw":
+        return f"""
+SELECT time_bucket(INTERVAL '{rollup_bucket_s(window_s, res)} seconds', ts) AS t,
+       {combined_mean("busbw_gbs")} AS mean_busbw_gbs, min(busbw_gbs_min) AS min_busbw_gbs
+FROM {rollup_rows("nccl_collectives", window_s, res, whole_hours=res == "1h")} WHERE kind = 'coll'
+GROUP BY t ORDER BY t
+"""
     b = bucket_s(window_s)
     return f"""
 SELECT time_bucket(INTERVAL '{b} seconds', ts) AS t, avg(busbw_gbs) AS mean_busbw_gbs,
@@ -112,19 +126,30 @@ GROUP BY t ORDER BY t
 """
 
 
-def jobs(window_s: float) -> str:
+def jobs(window_s: float, resolution: str | None = None) -> str:
     """Jobs and their communicators: ranks, nodes, progress and bandwidth in the window.
 
     Aggregated per rank first (one cheap hash group per rank), then per communicator: the distinct
-    counts and the sorted host list then work on thousands of rows, not millions.
+    counts and the sorted host list then work on thousands of rows, not millions. Long windows read the
+    collectives' rollups (``last_seen`` is then the start of the newest bucket).
     """
-    return f"""
-WITH r AS (
+    res = resolution or resolution_for(window_s)
+    if res != "raw":
+        per_rank = f"""
+    SELECT job, comm_id, rank, any_value(hostname) AS hostname, any_value(coll) AS coll, max(n_ranks_max) AS n_ranks,
+           max(coll_sn_max) AS last_seq, max(ts) AS last_seen, sum(busbw_gbs_mean * busbw_gbs_n) AS busbw_sum,
+           sum(busbw_gbs_n) AS busbw_n
+    FROM {rollup_rows("nccl_collectives", window_s, res)}
+    GROUP BY job, comm_id, rank"""
+    else:
+        per_rank = f"""
     SELECT job, comm_id, rank, any_value(hostname) AS hostname, any_value(coll) AS coll, max(n_ranks) AS n_ranks,
            max(coll_sn) AS last_seq, max(ts) AS last_seen, sum(busbw_gbs) AS busbw_sum, count(busbw_gbs) AS busbw_n
     FROM nccl_collectives WHERE {since_newest("nccl_collectives", window_s)}
-    GROUP BY job, comm_id, rank)
-SELECT job, comm_id, any_value(coll) AS collective, max(n_ranks) AS ranks, count(*) AS ranks_seen,
+    GROUP BY job, comm_id, rank"""
+    return f"""
+WITH r AS ({per_rank})
+SELECT job, comm_id, any_value(coll) AS collective, max(n_ranks) AS ranks, count(DISTINCT rank) AS ranks_seen,
        count(DISTINCT hostname) AS nodes, max(last_seq) AS last_seq, max(last_seen) AS last_seen,
        sum(busbw_sum) / nullif(sum(busbw_n), 0) AS mean_busbw_gbs,
        string_agg(DISTINCT hostname, ', ' ORDER BY hostname) AS hosts

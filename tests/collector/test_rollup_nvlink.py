@@ -1,0 +1,196 @@
+"""NVLink rollups, per link from the wide table's per-element view, give the raw numbers over the same interval.
+
+A real fake-NVML node (A100, H100, B200) sampled by the real GPU sampler, wide rows with error counters sent
+on change and on keyframes, committed to a real store and rolled by the collector's own code. Per link the
+minute and hour rollups give what the ``nvlink_samples`` view and its ``_rate`` view give: counter bursts, a
+reset and NVML errors (NULL elements) included.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import pytest
+
+from c4.agent.batcher import rows_to_table
+from c4.agent.gpu import GpuSampler
+from c4.agent.nvml import Nvml
+from c4.catalogue import TABLES_DIR, Catalogue, load
+from c4.catalogue.rollup import rolled_gauges
+from c4.collector.rollup import roll_all
+from c4.collector.store import PendingBatch, Store
+from c4.sim.fake_nvml import FakeNvml, gpu_entry
+
+WIDE = "nvlink_gpu_samples"
+VIEW = "nvlink_samples"
+T0 = datetime(2026, 12, 4, 12, 0, 0)
+TICKS = 200  # three minutes and a bit, keyframes every 7 ticks: fills cross minute boundaries
+KEYFRAME_TICKS = 7
+NOW = T0 + timedelta(hours=1, minutes=5)
+RATES = [c.name for c in load().shape(VIEW).counters]
+
+
+class Clock:
+    """The fake NVML's clock, stepped by the test."""
+
+    def __init__(self) -> None:
+        self.t = 100.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def _drive(sc: dict, tick: int) -> None:
+    """Error bursts now and then, a reset, an NVML error for a while and a link failing every tick."""
+    a100, h100, b200 = sc["gpus"]
+    if tick % 37 in (5, 6):
+        a100["link_counters"]["3"] = {"replay_errors": 4 * tick, "crc_data_errors": tick}
+    if tick == 3:
+        h100["link_counters"]["2"] = {"link_crc_errors": 50}
+    elif tick == 70:  # a driver reload: the counter drops
+        h100["link_counters"]["2"] = {"link_crc_errors": 1}
+    if 115 <= tick < 125:
+        h100["errors"] = {"nvlink_replay_errors": "unknown"}
+    else:
+        h100.pop("errors", None)
+    if tick >= 90:
+        b200["link_counters"]["7"] = {"link_recovery_failed_events": tick, "symbol_errors": 3 * tick}
+
+
+def _catalogue(tmp) -> Catalogue:
+    """The shipped catalogue with the NVLink rollup declared (it is off by default: see gpu.toml)."""
+    for path in TABLES_DIR.glob("*.toml"):
+        text = path.read_text()
+        if path.name == "gpu.toml":
+            head = '[tables.nvlink_gpu_samples]\nwriter = "agent"\n'
+            assert head in text
+            text = text.replace(head, head + "rollup = true\n")
+        (tmp / path.name).write_text(text)
+    return Catalogue.from_dir(tmp)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    gpus = [gpu_entry(0, model="A100"), gpu_entry(1, model="H100"), gpu_entry(2, model="B200")]
+    for g in gpus:
+        g["link_counters"] = {}
+    sc, clock = {"start_s": 100.0, "gpus": gpus, "events": []}, Clock()
+    sampler = GpuSampler(
+        Nvml(FakeNvml(sc, clock=clock)), xid_events=False, processes=False, keyframe_ticks=KEYFRAME_TICKS
+    )
+    sampler.probe()
+    cat = _catalogue(tmp_path_factory.mktemp("catalogue"))
+    store = Store(tmp_path_factory.mktemp("nvlink-rollup") / "c4.duckdb", cat)
+    for tick in range(TICKS):
+        _drive(sc, tick)
+        clock.t += 1.0
+        defaults = {"ts": T0 + timedelta(seconds=tick, milliseconds=300), "node": "n1", "job": "j"}
+        table = rows_to_table(cat, WIDE, sampler.sample(0)[WIDE], defaults)
+        (result,) = store.commit([PendingBatch("agent-n1", tick + 1, cat[WIDE], table)])
+        assert not result.error
+    assert roll_all(store, now=NOW) > 0
+    yield store
+    store.close()
+
+
+def _raw(cur, a: datetime, b: datetime) -> dict:
+    """Per link: samples, then each gauge's and each counter's rate's min/mean/max/last/n from the views."""
+    shape = load().shape(VIEW)
+    parts = ["count(*)"]
+    for g in rolled_gauges(shape):
+        v = f'"{g.name}"'
+        parts += [
+            f"min({v})::DOUBLE",
+            f"avg({v})::DOUBLE",
+            f"max({v})::DOUBLE",
+            f"arg_max({v}, ts) FILTER (WHERE {v} IS NOT NULL)::DOUBLE",
+            f"count({v})",
+        ]
+    out = {
+        (r[0], r[1]): list(r[2:])
+        for r in cur.execute(
+            f"SELECT gpu_index, link, {', '.join(parts)} FROM {VIEW} WHERE ts >= ? AND ts < ? GROUP BY ALL",
+            [a, b],
+        ).fetchall()
+    }
+    parts = []
+    for c in shape.counters:
+        v = f'"{c.name}_per_s"'
+        parts += [
+            f"min({v})",
+            f"avg({v})",
+            f"max({v})",
+            f"arg_max({v}, ts) FILTER (WHERE {v} IS NOT NULL)",
+            f"count({v})",
+        ]
+    for r in cur.execute(
+        f"SELECT gpu_index, link, {', '.join(parts)} FROM {VIEW}_rate WHERE ts >= ? AND ts < ? GROUP BY ALL",
+        [a, b],
+    ).fetchall():
+        out[(r[0], r[1])] += list(r[2:])
+    return out
+
+
+def _rolled(cur, table: str, a: datetime, b: datetime) -> dict:
+    shape = load().shape(VIEW)
+    names = [g.name for g in rolled_gauges(shape)] + [f"{c.name}_rate" for c in shape.counters]
+    parts = ["sum(samples)"]
+    for n in names:
+        parts += [
+            f'min("{n}_min")',
+            f'sum("{n}_mean" * "{n}_n") / nullif(sum("{n}_n"), 0)',
+            f'max("{n}_max")',
+            f'arg_max("{n}_last", ts) FILTER (WHERE "{n}_last" IS NOT NULL)',
+            f'sum("{n}_n")',
+        ]
+    rows = cur.execute(
+        f"SELECT gpu_index, link, {', '.join(parts)} FROM {table} WHERE ts >= ? AND ts < ? GROUP BY ALL",
+        [a, b],
+    ).fetchall()
+    return {(r[0], r[1]): list(r[2:]) for r in rows}
+
+
+def _same(raw: dict, rolled: dict) -> None:
+    assert raw and raw.keys() == rolled.keys()
+    for key, want in raw.items():
+        got = rolled[key]
+        assert len(got) == len(want) == 1 + 5 * (len(rolled_gauges(load().shape(VIEW))) + len(RATES))
+        for i, (w, g) in enumerate(zip(want, got, strict=True)):
+            if w is None or g is None:
+                assert w is None and g is None, (key, i, w, g)
+            else:
+                assert g == pytest.approx(w, rel=1e-9, abs=1e-9), (key, i, w, g)
+
+
+def test_nvlink_rollups_per_link_equal_the_views(store):
+    cur = store.cursor()
+    assert cur.execute(f"SELECT count(DISTINCT link) FROM {VIEW}_1m").fetchone()[0] == 18
+    links = cur.execute(f"SELECT count(*) FROM (SELECT DISTINCT gpu_index, link FROM {VIEW}_1m)").fetchone()[
+        0
+    ]
+    assert links == 12 + 18 + 18
+    (samples,) = cur.execute(f"SELECT sum(samples) FROM {VIEW}_1h").fetchone()
+    assert samples == TICKS * 48  # every per-link row of the view, once
+    minute = [T0 + timedelta(minutes=m) for m in range(4)]
+    for a, b in [(minute[1], minute[2]), (minute[2], minute[3]), (minute[0], minute[3])]:
+        _same(_raw(cur, a, b), _rolled(cur, f"{VIEW}_1m", a, b))
+    hour = (T0, T0 + timedelta(hours=1))
+    _same(_raw(cur, *hour), _rolled(cur, f"{VIEW}_1h", *hour))
+    # the data moved: the burst on the A100's link 3 and the failing B200 link show in the rollup
+    burst = cur.execute(
+        f"SELECT max(replay_errors_rate_max), sum(replay_errors_increase) FROM {VIEW}_1h WHERE gpu_index = 0 AND link = 3"
+    ).fetchone()
+    assert burst[0] > 0 and burst[1] > 0
+    failed = cur.execute(
+        f"SELECT sum(link_recovery_failed_events_increase) FROM {VIEW}_1m WHERE gpu_index = 2 AND link = 7"
+    ).fetchone()[0]
+    moved = cur.execute(
+        f"SELECT max(link_recovery_failed_events) - min(link_recovery_failed_events) FROM {VIEW} "
+        "WHERE gpu_index = 2 AND link = 7"
+    ).fetchone()[0]
+    assert failed == moved >= TICKS - 90
+
+
+def test_a_second_pass_finds_nothing_to_roll(store):
+    """The plan counts the view's rows (links per wide row), so every rolled bucket is seen as current."""
+    assert roll_all(store, now=NOW) == 0
