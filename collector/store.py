@@ -88,6 +88,20 @@ PERMANENT_ERRORS: tuple[type[Exception], ...] = (
 )
 
 
+def _one_chunk(tables: list[pa.Table]) -> pa.Table:
+    """The tables' rows as one table of one contiguous chunk.
+
+    DuckDB's Arrow scan pays per chunk, and agents send many small ones; ``concat_batches`` copies
+    each column once, where concatenating tables and then combining their chunks cost 2-3 times more.
+    """
+    batches = [rb for t in tables for rb in t.to_batches()]
+    if len(batches) == 1:
+        return pa.Table.from_batches(batches)
+    if not batches:
+        return tables[0].combine_chunks()
+    return pa.Table.from_batches([pa.concat_batches(batches)])
+
+
 def _utcnow() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
@@ -325,9 +339,7 @@ class Store:
             # one INSERT per target table: DuckDB appends a large Arrow table in parallel
             for i, group in enumerate(by_table.values()):
                 spec = group[0].spec
-                data = pa.concat_tables([b.table for b in group]) if len(group) > 1 else group[0].table
-                # one contiguous chunk: DuckDB's Arrow scan pays per chunk, and agents send many small ones
-                data = data.combine_chunks()
+                data = _one_chunk([b.table for b in group])
                 if not data.num_rows:
                     continue
                 name = f"_c4_in_{i}"
