@@ -136,7 +136,9 @@ class Store:
         # DuckDB's default is one thread per core; one thread appends the same rows with half the CPU
         # (measured: 1,000 nodes' ticks per commit, 0.16 ms of CPU per node tick at 1 thread, 0.32 at 2,
         # on the 2-core host), and the gRPC loop needs a core of its own: 0 means one per core but one
-        self.con.execute(f"SET threads = {int(threads or default_store_threads())}")
+        threads = threads or self._default_threads()
+        if threads:
+            self.con.execute(f"SET threads = {int(threads)}")
         self._lock = threading.Lock()
         self._create_schema()
         self.book = SequenceBook(self._load_seqs())
@@ -144,6 +146,10 @@ class Store:
         self.checkpointer: Checkpointer | None = None
         if background_checkpoints:
             self.checkpointer = Checkpointer(self.con.cursor, self.path, int(checkpoint_wal_bytes)).start()
+
+    def _default_threads(self) -> int:
+        """DuckDB threads when none are asked for (0: DuckDB's own default)."""
+        return default_store_threads()
 
     def _connect(self) -> duckdb.DuckDBPyConnection:
         self.path.parent.mkdir(parents=True, exist_ok=True)
