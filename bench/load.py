@@ -53,7 +53,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--store-threads",
         type=int,
         default=0,
-        help="the collector's store_threads (DuckDB threads; 0 = one per core)",
+        help="the collector's store_threads (DuckDB threads; 0 = one per core but one)",
     )
     parser.add_argument(
         "--checkpoint-wal-mib",

@@ -67,6 +67,10 @@ class DecodeLimitError(Exception):
 # DictionaryBatch { id: long; data: RecordBatch; isDelta: bool }
 _RECORD_BATCH, _DICTIONARY_BATCH = 3, 2
 _U8, _U16, _I32, _U32, _I64 = (struct.Struct(f).unpack_from for f in ("<B", "<H", "<i", "<I", "<q"))
+#: The 0xFFFFFFFF that starts every IPC message of the stream format (since Arrow 0.15).
+_CONTINUATION = 0xFFFFFFFF
+#: What may follow the one record batch of the common payload: end of stream, old and new forms, or nothing.
+_STREAM_ENDS = (b"", b"\x00\x00\x00\x00", b"\xff\xff\xff\xff\x00\x00\x00\x00")
 
 
 def _field(meta, table: int, index: int) -> int:
@@ -81,14 +85,14 @@ def _field(meta, table: int, index: int) -> int:
     return table + offset if offset else 0
 
 
-def _record_batch_size(meta, rb: int, body: pa.Buffer) -> tuple[int, int]:
+def _record_batch_size(meta, rb: int, body) -> tuple[int, int]:
     """(rows, bytes once decoded) of the RecordBatch table at ``rb``."""
     pos = _field(meta, rb, 0)
     rows = _I64(meta, pos)[0] if pos else 0
     if rows < 0:
         raise pa.ArrowInvalid(f"record batch declares {rows} rows")
     if not _field(meta, rb, 3):  # uncompressed: the arrays are slices of the body, nothing more
-        return rows, body.size
+        return rows, len(body)
     pos = _field(meta, rb, 2)
     if not pos:
         return rows, 0
@@ -100,7 +104,7 @@ def _record_batch_size(meta, rb: int, body: pa.Buffer) -> tuple[int, int]:
     for offset, length in struct.iter_unpack("<qq", meta[vec + 4 : vec + 4 + 16 * count]):
         if length == 0:
             continue
-        if offset < 0 or length < 8 or offset + length > body.size:
+        if offset < 0 or length < 8 or offset + length > len(body):
             raise pa.ArrowInvalid("a compressed buffer lies outside the message body")
         # each compressed buffer starts with its uncompressed length (-1: stored uncompressed)
         size = _I64(body, offset)[0]
@@ -116,7 +120,11 @@ def message_size(message: ipc.Message) -> tuple[int, int]:
     Compressed buffers count their declared uncompressed length; uncompressed ones are the body.
     Other messages count (0, 0). Raises ArrowInvalid when the metadata does not parse.
     """
-    meta = memoryview(message.metadata)
+    return _metadata_size(memoryview(message.metadata), message.body)
+
+
+def _metadata_size(meta, body) -> tuple[int, int]:
+    """``message_size`` from a message's metadata bytes and its body (anything with ``size``)."""
     try:
         root = _U32(meta, 0)[0]
         pos = _field(meta, root, 1)
@@ -132,9 +140,33 @@ def message_size(message: ipc.Message) -> tuple[int, int]:
             if not pos:
                 raise pa.ArrowInvalid("dictionary batch has no data")
             header = pos + _U32(meta, pos)[0]
-        return _record_batch_size(meta, header, message.body)
+        return _record_batch_size(meta, header, body)
     except struct.error:
         raise pa.ArrowInvalid("IPC message metadata is truncated or holds an offset out of range") from None
+
+
+def _record_batch_frame(payload, start: int) -> tuple[memoryview, int, int] | None:
+    """The record batch message at ``start``: (metadata, body start, body end); None when it is another kind.
+
+    Raises struct.error when the framing or the metadata runs past the end.
+    """
+    if _U32(payload, start)[0] != _CONTINUATION:
+        return None
+    meta_len = _I32(payload, start + 4)[0]
+    meta_start = start + 8
+    body_start = meta_start + meta_len
+    if meta_len <= 0 or body_start > len(payload):
+        return None
+    meta = memoryview(payload)[meta_start:body_start]
+    root = _U32(meta, 0)[0]
+    pos = _field(meta, root, 1)
+    if not pos or _U8(meta, pos)[0] != _RECORD_BATCH:
+        return None
+    pos = _field(meta, root, 3)
+    body_len = _I64(meta, pos)[0] if pos else 0
+    if body_len < 0 or body_start + body_len > len(payload):
+        return None
+    return meta, body_start, body_start + body_len
 
 
 def _within(limits: DecodeLimits, rows: int, nbytes: int, messages: int) -> tuple[int, int]:
@@ -185,6 +217,33 @@ class CachedSchemaDecoder:
         self.max_schemas = max_schemas
         self._schemas: dict[bytes, pa.Schema] = {}
 
+    def _decode_one_batch(
+        self, payload: bytes, limits: DecodeLimits | None
+    ) -> tuple[pa.Table, bytes, tuple[int, int]] | None:
+        """``decode_spans`` of what agents send (a known schema, one record batch, the end): None otherwise.
+
+        Reads the framing and the limits' fields itself and decodes the batch in one pyarrow call:
+        the general reader's message objects cost more than the decoding of an agent's small batch.
+        Every value is validated, as on the general path.
+        """
+        if len(payload) < 16 or _U32(payload, 0)[0] != _CONTINUATION:
+            return None
+        schema_end = 8 + _I32(payload, 4)[0]
+        key = bytes(payload[8:schema_end])  # a memoryview's slice is not hashable
+        known = self._schemas.get(key)
+        if known is None:
+            return None  # a schema not seen yet: the general reader parses and checks it once
+        frame = _record_batch_frame(payload, schema_end)
+        if frame is None or len(payload) - frame[2] > 8 or bytes(payload[frame[2] :]) not in _STREAM_ENDS:
+            return None
+        meta, body_start, body_end = frame
+        if limits is not None:
+            rows, nbytes = _metadata_size(meta, memoryview(payload)[body_start:body_end])
+            _within(limits, rows, nbytes, 1)
+        batch = ipc.read_record_batch(pa.py_buffer(payload).slice(schema_end, body_end - schema_end), known)
+        _validate_full(batch)
+        return pa.Table.from_batches([batch], known), key, (schema_end, body_end)
+
     def decode(self, payload: bytes, limits: DecodeLimits | None = None) -> tuple[pa.Table, bytes]:
         """Arrow IPC stream bytes -> (table, schema key); raises pyarrow errors on corrupt input."""
         table, key, _ = self.decode_spans(payload, limits)
@@ -205,6 +264,12 @@ class CachedSchemaDecoder:
         valid stream with the same rows: how a collector's ingest process merges many agents'
         batches without re-encoding them.
         """
+        try:
+            fast = self._decode_one_batch(payload, limits)
+        except struct.error:
+            fast = None  # framing the fast path does not follow: the general reader names the problem
+        if fast is not None:
+            return fast
         reader = pa.BufferReader(payload)
         first = ipc.read_message(reader)
         if first.type != "schema":

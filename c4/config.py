@@ -191,7 +191,9 @@ class CollectorConfig(BaseModel):
     # checkpoint from a thread of its own instead of inside the writer's COMMIT (c4.collector.checkpointer;
     # off: no gain measured yet while every commit upserts the sequence table)
     background_checkpoints: bool = False
-    store_threads: int = Field(0, ge=0, le=1024)  # DuckDB worker threads (0: one per core)
+    store_threads: int = Field(
+        0, ge=0, le=1024
+    )  # DuckDB threads (0: one per core but one; a lake: one per core)
     diagnose_interval_s: float = Field(10.0, ge=0)  # 0 disables the in-collector diagnosis
     diagnose_window_s: float = Field(120.0, gt=0)
     # job accounting (job_accounting): over this much recent time, each job at most this often, with this

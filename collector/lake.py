@@ -199,6 +199,10 @@ class LakeStore(Store):
                 log.info("lake schema created meanwhile by another collector, again attempt=%d", attempt)
                 time.sleep(0.1 * attempt)
 
+    def _default_threads(self) -> int:
+        """DuckDB's own default (one per core): one thread per core but one is measured for the file store only."""
+        return 0
+
     def _create_seq_table(self) -> None:
         # DuckLake has no primary keys: each shard rewrites only its own agents' rows
         self.con.execute(

@@ -102,6 +102,8 @@ class Writer:
             for item, cb in group:
                 cb(results[start : start + len(item)])
                 start += len(item)
+            # free the group's Arrow tables here, not on the event loop (see IngestService.PushBundle)
+            work = item = group = flat = nxt = None
             if stop:
                 return
 

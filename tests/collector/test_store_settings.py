@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 import numpy as np
@@ -21,8 +22,16 @@ def setting(store: Store, name: str):
 def test_store_threads_and_checkpoint_threshold_are_applied(tmp_path):
     store = Store(tmp_path / "a.duckdb", CATALOGUE, checkpoint_wal_bytes=8 << 20, threads=3)
     try:
-        assert setting(store, "threads") == 3  # not the default (one per core)
+        assert setting(store, "threads") == 3  # not the default (one per core but one)
         assert setting(store, "checkpoint_threshold") == "8.0 MiB"
+    finally:
+        store.close()
+
+
+def test_store_threads_zero_leaves_a_core_to_the_grpc_loop(tmp_path):
+    store = Store(tmp_path / "a.duckdb", CATALOGUE)
+    try:
+        assert setting(store, "threads") == max(1, len(os.sched_getaffinity(0)) - 1)
     finally:
         store.close()
 

@@ -10,7 +10,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from c4.arrow_ipc import CachedSchemaDecoder, decode_ipc, encode_ipc
+from c4.arrow_ipc import (
+    CachedSchemaDecoder,
+    DecodeLimitError,
+    DecodeLimits,
+    InvalidColumn,
+    decode_ipc,
+    encode_ipc,
+)
 from c4.catalogue import load
 from c4.collector.validate import Refusal, validate_batch
 
@@ -69,3 +76,40 @@ def test_damaged_payloads_are_refused_or_decoded_never_crash(cut, flips):
 def test_garbage_is_refused_as_corrupt(payload):
     with pytest.raises(Refusal, match="corrupt Arrow IPC payload"):
         validate_batch(CATALOGUE, "agent_heartbeat", SPEC.version, payload, 1 << 20)
+
+
+def test_one_batch_payloads_of_a_known_schema_decode_as_the_general_reader_does():
+    """The fast path (known schema, one record batch) returns what the general reader does, spans included."""
+    fast, general = CachedSchemaDecoder(), CachedSchemaDecoder()
+    general._decode_one_batch = lambda payload, limits: None  # every payload through pyarrow's reader
+    limits = DecodeLimits(1000, 1 << 20)
+    fast.decode_spans(encode_ipc(heartbeat("warm", range(1))), limits)  # the schema is known from here on
+    one = encode_ipc(heartbeat("n1", range(7)))
+    two = encode_ipc(pa.concat_tables([heartbeat("a", range(2)), heartbeat("b", range(3))]))
+    for payload in (one, two, one[:-8], one + b"\xff\xff\xff\xff\x00\x00\x00\x00\x00"):
+        try:
+            want = general.decode_spans(payload, limits)
+        except pa.ArrowInvalid:
+            with pytest.raises(pa.ArrowInvalid):
+                fast.decode_spans(payload, limits)
+            continue
+        got = fast.decode_spans(payload, limits)
+        assert got[0].equals(want[0]) and got[1] == want[1] and got[2] == want[2]
+    assert fast.decode_spans(one, limits)[0].column("node").to_pylist() == ["n1"] * 7
+    assert fast._decode_one_batch(one, limits) is not None  # it was the fast path that answered
+    assert fast._decode_one_batch(two, limits) is None  # two record batches: the general reader
+
+
+def test_one_batch_payloads_of_a_known_schema_keep_the_limits_and_the_value_checks():
+    """A payload on the fast path is still refused for declaring too many rows or holding bad UTF-8."""
+    decoder = CachedSchemaDecoder()
+    decoder.decode_spans(encode_ipc(heartbeat("warm", range(1))))
+    with pytest.raises(DecodeLimitError) as over:
+        decoder.decode_spans(encode_ipc(heartbeat("n", range(50))), DecodeLimits(10, 1 << 20))
+    assert over.value.what == "rows" and over.value.declared == 50
+    payload = bytearray(encode_ipc(heartbeat("zzzzzz", range(3))))
+    at = payload.index(b"zzzzzz")
+    payload[at : at + 2] = b"\xc3\x28"  # not UTF-8
+    with pytest.raises(InvalidColumn) as bad:
+        decoder.decode_spans(bytes(payload), DecodeLimits(10, 1 << 20))
+    assert bad.value.column == "node"
