@@ -35,7 +35,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--duration-s", type=float, default=60.0, help="measured seconds (default 60)")
     parser.add_argument("--ramp-s", type=float, default=10.0, help="agents connect over this long first")
-    parser.add_argument("--interval-s", type=float, default=1.0, help="sampling/flush interval per agent")
+    parser.add_argument("--interval-s", type=float, default=1.0, help="sampling interval per agent")
+    parser.add_argument(
+        "--ticks-per-batch",
+        type=int,
+        default=1,
+        help="ticks an agent gathers into one batch per table before sending, as a real agent with "
+        "flush_interval_s = N x the sampling interval does (default 1: every tick sent at once); "
+        "the rows offered per second stay the same, the batches per second fall N-fold",
+    )
     parser.add_argument(
         "--max-in-flight", type=int, default=64, help="unacknowledged batches per agent (the agent's default)"
     )
@@ -113,8 +121,10 @@ def node_tick(root) -> dict:
     return {table: batch.to_arrow() for table, batch in agent.buffer.drain()}
 
 
-def payloads_for(tick: dict, name: str) -> list[tuple[str, int, bytes, int]]:
-    """(table, schema version, Arrow IPC, rows) per table, with node/agent_id set to ``name``."""
+def payloads_for(tick: dict, name: str, ticks: int = 1) -> list[tuple[str, int, bytes, int]]:
+    """(table, schema version, Arrow IPC, rows) per table, with node/agent_id set to ``name``: the rows of
+    ``ticks`` ticks in each table's one batch (the tick's rows repeated, as an agent that flushes every
+    ``ticks`` ticks sends them)."""
     import pyarrow as pa
 
     from c4.arrow_ipc import encode_ipc
@@ -122,7 +132,8 @@ def payloads_for(tick: dict, name: str) -> list[tuple[str, int, bytes, int]]:
 
     catalogue = load()
     out = []
-    for table, data in sorted(tick.items()):
+    for table, one in sorted(tick.items()):
+        data = pa.concat_tables([one] * ticks) if ticks > 1 else one
         for col in ("node", "agent_id"):
             if col in data.column_names:
                 i = data.column_names.index(col)
@@ -244,7 +255,7 @@ async def one_agent(address, name, payloads, start_at, window, args, stats: Load
                 stats.rows_made_in_window += tick_rows
             stats.batches_made += len(templates)
             wake.set()
-            next_tick += args.interval_s
+            next_tick += args.interval_s * args.ticks_per_batch
         produced.set()
         wake.set()
 
@@ -452,13 +463,15 @@ def run(args: argparse.Namespace) -> int:
         or args.interval_s <= 0
         or args.ramp_s < 0
         or args.max_in_flight < 1
+        or args.ticks_per_batch < 1
         or args.ingest_processes < 0
         or args.store_threads < 0
         or args.checkpoint_wal_mib < 0
     ):
         print(
             "c4 bench load: --agents >= 1, --compare-agents >= 0, --duration-s > 0, --interval-s > 0, "
-            "--ramp-s >= 0, --max-in-flight >= 1, --ingest-processes >= 0, --store-threads >= 0, "
+            "--ramp-s >= 0, --max-in-flight >= 1, --ticks-per-batch >= 1, --ingest-processes >= 0, "
+            "--store-threads >= 0, "
             "--checkpoint-wal-mib >= 0",
             file=sys.stderr,
         )
@@ -476,8 +489,9 @@ def run(args: argparse.Namespace) -> int:
     work.mkdir(parents=True, exist_ok=True)
     (work / "node").mkdir(exist_ok=True)
     tick = node_tick(work / "node")
-    agents = [(f"load-{i:04d}", payloads_for(tick, f"load-{i:04d}")) for i in range(max(counts))]
-    rows_per_node_tick = sum(p[3] for p in agents[0][1])
+    k = args.ticks_per_batch
+    agents = [(f"load-{i:04d}", payloads_for(tick, f"load-{i:04d}", k)) for i in range(max(counts))]
+    rows_per_node_tick = sum(p[3] for p in agents[0][1]) // k
 
     def collector_toml(name: str, ingest_processes: int) -> Path:
         path = work / name
@@ -528,6 +542,7 @@ def run(args: argparse.Namespace) -> int:
         "agents": args.agents,
         "agents_connected": one["agents_connected"],
         "rows_per_node_tick": rows_per_node_tick,
+        "ticks_per_batch": k,
         "offered_rows_per_s": one["offered_rows_per_s"],
         **{k: one[k] for k in RESULT_KEYS},
         # the same figures at --compare-agents, measured in this run before the --agents ones
@@ -563,7 +578,9 @@ def run(args: argparse.Namespace) -> int:
     ]
     emit(
         f"c4 bench load: simulated 8-GPU nodes ({rows_per_node_tick} rows per {args.interval_s:g} s "
-        f"tick, {len(agents[0][1])} batches), {args.duration_s:g} s measured per setup, on loopback"
+        f"tick, {len(agents[0][1])} batches"
+        + (f" every {k} ticks" if k > 1 else "")
+        + f"), {args.duration_s:g} s measured per setup, on loopback"
         + (f"; shard speedup {speedup:.2f}x ({args.shards} lake shards / 1)" if speedup else "")
         + (
             f", each lake collector pinned to {args.cpus_per_collector} CPU(s)"

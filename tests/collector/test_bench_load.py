@@ -93,3 +93,34 @@ def test_bench_load_refuses_a_baseline_that_is_not_executable(tmp_path):
         timeout=60,
     )
     assert out.returncode == 2 and "is not an executable file" in out.stderr
+
+
+def test_bench_load_ticks_per_batch_sends_the_same_rows_in_fewer_batches():
+    """--ticks-per-batch N: each agent's batch per table carries N ticks (an agent flushing every N s),
+    the rows offered per second are the same, every row is stored once."""
+    _, one = run_bench_json(
+        ["load", "--agents", "3", "--compare-agents", "0", "--duration-s", "4", "--ramp-s", "0.5", "--json"],
+        timeout_s=180,
+    )
+    _, three = run_bench_json(
+        ["load", "--agents", "3", "--compare-agents", "0", "--duration-s", "4", "--ramp-s", "0.5", "--json"]
+        + ["--ticks-per-batch", "3"],
+        timeout_s=180,
+    )
+    assert three["ticks_per_batch"] == 3 and one["ticks_per_batch"] == 1
+    assert three["rows_per_node_tick"] == one["rows_per_node_tick"]
+    assert three["offered_rows_per_s"] == one["offered_rows_per_s"] == 3 * one["rows_per_node_tick"]
+    assert three["batches_made"] == three["batches_acked"] > 0
+    assert three["lost"] == three["duplicated"] == three["refused"] == three["unacked"] == 0
+    # about a third of the batches for the same seconds (each agent's first batch comes at once)
+    assert three["batches_made"] * 2 < one["batches_made"]
+
+
+def test_bench_load_refuses_zero_ticks_per_batch():
+    out = subprocess.run(
+        C4 + ["bench", "load", "--agents", "2", "--ticks-per-batch", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 2 and "--ticks-per-batch >= 1" in out.stderr
