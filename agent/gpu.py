@@ -5,15 +5,16 @@ from __future__ import annotations
 import importlib
 import logging
 import time
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from msgspec import Meta
 
 from c4.agent.nvml import Device, GpuLost, Nvml, NvmlUnavailable, Reading
 from c4.agent.registry import SamplerContext
 from c4.agent.sampler import Inventory, Rows, SourceUnavailable
 from c4.agent.xid import event_row, gpu_lost_row
 from c4.catalogue import load as load_catalogue
+from c4.options import Options as SectionOptions
 
 log = logging.getLogger("c4.agent.gpu")
 
@@ -71,10 +72,9 @@ class GpuSampler:
     name = "gpu"
     tables = ("gpu_samples", NVLINK_TABLE, "gpu_events", "gpu_processes")
 
-    class Options(BaseModel):
+    class Options(SectionOptions):
         """Config keys of ``[agent.samplers.gpu]``."""
 
-        model_config = ConfigDict(extra="forbid")
         # "module:factory" of a stand-in with pynvml's call surface ("": the real NVML through pynvml),
         # called with nvml_library_arg; the digital twin names its fake NVML here
         nvml_library: str = ""
@@ -83,7 +83,7 @@ class GpuSampler:
         # NVML's compute processes per GPU (gpu_processes): which process, hence which rank, runs where
         processes: bool = True
         # NVLink error counters are sent when they move and every this many ticks (a keyframe); 1: always
-        keyframe_ticks: int = Field(default=KEYFRAME_TICKS, ge=1)
+        keyframe_ticks: Annotated[int, Meta(ge=1)] = KEYFRAME_TICKS
 
     def __init__(
         self,

@@ -20,7 +20,7 @@ from c4.agent.spool import Spool
 from c4.agent.spool_feed import SpoolFeed
 from c4.agent.worker import SamplerWorker
 from c4.catalogue import Catalogue, load
-from c4.config import AgentConfig
+from c4.client_config import AgentConfig
 from c4.security import ClientSecurity
 from c4.telemetry.v1 import telemetry_pb2 as pb
 
@@ -98,10 +98,9 @@ def build_samplers(cfg: AgentConfig, ctx: SamplerContext) -> list[ScheduledSampl
     """Instantiate every enabled sampler from ``[agent.samplers.*]``."""
     out = []
     for name, raw in cfg.samplers.items():
-        common = SamplerSettings.model_validate(raw)
+        common, own = SamplerSettings.split(name, raw)
         if not common.enabled:
             continue
-        own = {k: v for k, v in raw.items() if k not in SamplerSettings.model_fields}
         sampler = build_sampler(name, own, ctx)
         out.append(ScheduledSampler(sampler, common.interval_s or cfg.interval_s, common.startup))
     return out
