@@ -140,6 +140,7 @@ def run(args: argparse.Namespace) -> int:
     """Run until SIGINT/SIGTERM, or sample once with --test."""
     import signal
     import threading
+    import time
 
     from c4.agent.client import quiet_grpc_waits
     from c4.agent.labels import context_from
@@ -197,7 +198,14 @@ def run(args: argparse.Namespace) -> int:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
+    from c4.agent.memory import TRIM_AFTER_S, trim_heap
+
+    started = time.monotonic()
+    trimmed = False
     while not stop.wait(1.0):
+        if not trimmed and time.monotonic() - started >= TRIM_AFTER_S:
+            trimmed = True
+            trim_heap()
         if agent.sender.fatal:  # sending cannot go on: say so and exit non-zero, not loop forever
             print(f"c4 agent: {agent.sender.fatal}", file=sys.stderr)
             agent.stop(drain_timeout_s=0)

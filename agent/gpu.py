@@ -8,13 +8,12 @@ import time
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from msgspec import Meta
-
 from c4.agent.nvml import Device, GpuLost, Nvml, NvmlUnavailable, Reading
 from c4.agent.registry import SamplerContext
 from c4.agent.sampler import Inventory, Rows, SourceUnavailable
 from c4.agent.xid import event_row, gpu_lost_row
 from c4.catalogue import load as load_catalogue
+from c4.options import Meta
 from c4.options import Options as SectionOptions
 
 log = logging.getLogger("c4.agent.gpu")

@@ -13,12 +13,11 @@ from collections import Counter
 from pathlib import Path
 from typing import Annotated
 
-from msgspec import Meta, field
-
 from c4.agent.ibnetdiscover import topology_rows
 from c4.agent.lldp import read_changed, run_command, too_large
 from c4.agent.registry import SamplerContext
 from c4.agent.sampler import Rows, SourceUnavailable
+from c4.options import Meta, field
 from c4.options import Options as SectionOptions
 
 log = logging.getLogger("c4.agent.ib_fabric")

@@ -15,12 +15,11 @@ from collections import Counter
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from msgspec import Meta, field
-
 from c4.agent.lldp_frame import FrameListener, pcap_rows
 from c4.agent.lldp_json import neighbor_rows
 from c4.agent.registry import SamplerContext
 from c4.agent.sampler import Rows, SourceUnavailable
+from c4.options import Meta, field
 from c4.options import Options as SectionOptions
 
 log = logging.getLogger("c4.agent.lldp")

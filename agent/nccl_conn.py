@@ -8,11 +8,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
-from msgspec import Meta
-
 from c4.agent.registry import SamplerContext
 from c4.agent.sampler import Rows, SourceUnavailable
 from c4.agent.tail import DEFAULT_MAX_BYTES_PER_TICK, DirectoryTailer
+from c4.options import Meta
 from c4.options import Options as SectionOptions
 
 log = logging.getLogger("c4.agent.nccl_conn")

@@ -29,8 +29,6 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Annotated, Any
 
-from msgspec import Meta
-
 from c4.agent.nccl_log_formats import (
     COMM_TOPO,
     Conn,
@@ -45,6 +43,7 @@ from c4.agent.nccl_log_line import NcclLine, mentions_nccl_info, read_line
 from c4.agent.registry import SamplerContext
 from c4.agent.sampler import Rows, SourceUnavailable
 from c4.agent.tail import DEFAULT_MAX_BYTES_PER_TICK, DirectoryTailer, FileTailer
+from c4.options import Meta
 from c4.options import Options as SectionOptions
 
 log = logging.getLogger("c4.agent.nccl_debug_log")

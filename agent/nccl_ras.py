@@ -18,12 +18,11 @@ from collections import Counter
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from msgspec import Meta
-
 from c4.agent.ras_json import repair_2_28, report_rows
 from c4.agent.ras_text import text_rows
 from c4.agent.registry import SamplerContext
 from c4.agent.sampler import Rows
+from c4.options import Meta
 from c4.options import Options as SectionOptions
 
 log = logging.getLogger("c4.agent.nccl_ras")

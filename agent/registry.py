@@ -6,10 +6,8 @@ import importlib
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from msgspec import Meta
-
 from c4.agent.sampler import Sampler, StartupPolicy
-from c4.options import Options, OptionsError
+from c4.options import Meta, Options, OptionsError
 
 #: sampler name -> "module:Class". The class has an ``Options`` section (c4.options: unknown keys
 #: refused) and ``from_options(options, ctx) -> Sampler``.
@@ -48,8 +46,8 @@ class SamplerSettings(Options):
     @classmethod
     def split(cls, name: str, raw: dict[str, Any]) -> tuple[SamplerSettings, dict[str, Any]]:
         """A sampler's section -> (the common keys checked, the sampler's own keys)."""
-        common = {k: v for k, v in raw.items() if k in cls.__struct_fields__}
-        own = {k: v for k, v in raw.items() if k not in cls.__struct_fields__}
+        common = {k: v for k, v in raw.items() if k in cls.field_names()}
+        own = {k: v for k, v in raw.items() if k not in cls.field_names()}
         try:
             return cls.model_validate(common, f"agent.samplers.{name}"), own
         except OptionsError as exc:

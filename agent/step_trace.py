@@ -23,11 +23,11 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import pyarrow.parquet as pq
-from msgspec import Meta
 
 from c4.agent.registry import SamplerContext
 from c4.agent.sampler import Rows, SourceUnavailable
 from c4.agent.tail import DEFAULT_MAX_BYTES_PER_TICK, DirectoryTailer
+from c4.options import Meta
 from c4.options import Options as SectionOptions
 from c4.step_trace import OPS
 from c4.wire_limits import MAX_TS_US

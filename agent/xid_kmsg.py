@@ -9,12 +9,11 @@ import os
 from pathlib import Path
 from typing import Annotated
 
-from msgspec import Meta
-
 from c4.agent.kernel_log import KernelLogParser
 from c4.agent.registry import SamplerContext
 from c4.agent.sampler import Rows, SourceUnavailable
 from c4.agent.tail import DEFAULT_MAX_BYTES_PER_TICK, FileTailer
+from c4.options import Meta
 from c4.options import Options as SectionOptions
 
 log = logging.getLogger("c4.agent.xid_kmsg")

@@ -1,6 +1,6 @@
 """The config sections of a collector's clients (``[agent]``, ``[query]``), checked without pydantic.
 
-``c4 agent`` loads only this (c4.options, msgspec): pydantic and the collector's models cost the agent
+``c4 agent`` loads only this (c4.options): pydantic and the collector's models cost the agent
 ~12 MiB resident. ``c4.config`` re-exports everything here and adds the collector's section.
 """
 
@@ -13,10 +13,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
-from msgspec import Meta, field
-
 from c4 import wire_limits as w
-from c4.options import Options, OptionsError
+from c4.options import Meta, Options, OptionsError, field
 from c4.shard import parse_collectors
 
 DEFAULT_COLLECTOR = "127.0.0.1:7070"

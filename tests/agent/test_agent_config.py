@@ -37,12 +37,16 @@ def test_file_and_environment_give_the_same_section_as_the_full_loader(tmp_path)
     ("toml", "env", "text"),
     [
         ("[agent]\nbogus = 1\n", {}, r"\[agent.bogus\] unknown key"),
-        ("[agent]\nmax_in_flight = 0\n", {}, r"\[agent.max_in_flight\] Expected `int` >= 1"),
-        ("", {"C4_AGENT_INTERVAL_S": "fast"}, r"environment\): \[agent.interval_s\] Expected `float`"),
+        ("[agent]\nmax_in_flight = 0\n", {}, r"\[agent.max_in_flight\] must be >= 1, got 0"),
+        (
+            "",
+            {"C4_AGENT_INTERVAL_S": "fast"},
+            r"environment\): \[agent.interval_s\] expected a number, got str 'fast'",
+        ),
         ("", {"C4_AGENT_NOPE": "1"}, "C4_AGENT_NOPE"),
         ("[agent]\ncollector = '10.0.0.1'\n", {}, r"\[agent.collector\] '10.0.0.1' is not HOST:PORT"),
         ("[agent]\nnode = 'a b'\n", {}, "the collector would refuse this agent: hostname"),
-        ("[agent]\nlabels = { rack = 3 }\n", {}, r"\[agent.labels\] Expected `str`, got `int`"),
+        ("[agent]\nlabels = { rack = 3 }\n", {}, r"\[agent.labels\] expected a string, got int 3"),
         ("[agnet]\n", {}, r"\[agnet\] is not a section"),
     ],
 )
@@ -56,11 +60,20 @@ def test_errors_name_the_key(tmp_path, toml, env, text):
 @pytest.mark.parametrize(
     ("samplers", "text"),
     [
-        ({"gpu": {"keyframe_ticks": 0}}, r"\[agent.samplers.gpu\] keyframe_ticks: Expected `int` >= 1"),
-        ({"nic": {"include": "mlx5_*"}}, r"\[agent.samplers.nic\] include: Expected `array \| null`"),
-        ({"nccl_ras": {"format": "xml"}}, r"\[agent.samplers.nccl_ras\] format: Invalid enum value 'xml'"),
-        ({"host": {"interval_s": 0}}, r"\[agent.samplers.host\] interval_s: Expected `float` > 0"),
-        ({"host": {"startup": "sometimes"}}, r"\[agent.samplers.host\] startup: Invalid enum value"),
+        ({"gpu": {"keyframe_ticks": 0}}, r"\[agent.samplers.gpu\] keyframe_ticks: must be >= 1, got 0"),
+        (
+            {"nic": {"include": "mlx5_*"}},
+            r"\[agent.samplers.nic\] include: expected a list, got str 'mlx5_\*'",
+        ),
+        (
+            {"nccl_ras": {"format": "xml"}},
+            r"\[agent.samplers.nccl_ras\] format: expected one of 'auto', 'json', 'text', got 'xml'",
+        ),
+        ({"host": {"interval_s": 0}}, r"\[agent.samplers.host\] interval_s: must be > 0, got 0.0"),
+        (
+            {"host": {"startup": "sometimes"}},
+            r"\[agent.samplers.host\] startup: expected one of 'error', 'ignore', 'retry', got 'sometimes'",
+        ),
         (
             {"nccl_debug_log": {"log_dir": "/a", "log_file": "/b"}},
             r"\[agent.samplers.nccl_debug_log\] give log_dir or log_file, not both",
@@ -89,7 +102,7 @@ def test_sampler_options_are_converted(tmp_path):
 
 
 def test_a_running_agent_never_loads_pydantic(tmp_path):
-    """A real ``c4 agent`` with its samplers started: pydantic's native core is not mapped, msgspec's is."""
+    """A real ``c4 agent`` with its samplers started: pydantic's native core is not mapped."""
     cfg = tmp_path / "agent.toml"
     cfg.write_text(
         f'[agent]\ncollector = "127.0.0.1:1"\nnode = "n1"\nspool_dir = "{tmp_path / "spool"}"\n'
@@ -109,5 +122,5 @@ def test_a_running_agent_never_loads_pydantic(tmp_path):
     finally:
         p.terminate()
         p.wait(30)
-    assert "msgspec" in maps and "cygrpc" in maps, sorted(set(re.findall(r"site-packages/(\w+)", maps)))
+    assert "cygrpc" in maps, sorted(set(re.findall(r"site-packages/(\w+)", maps)))
     assert "pydantic" not in maps, [line for line in maps.splitlines() if "pydantic" in line][:3]
