@@ -1,4 +1,4 @@
-"""The agent gives what start-up freed back to the OS (glibc malloc_trim), measured on a real process."""
+"""The agent process on the OS side: what start-up freed goes back (glibc malloc_trim), threads carry names."""
 
 from __future__ import annotations
 
@@ -25,3 +25,22 @@ def test_trim_heap_returns_freed_memory():
     ok, freed_kib = out.stdout.split()
     assert ok == "True", out.stdout + out.stderr
     assert int(freed_kib) > 20_000, out.stdout  # ~53 MiB lie freed between kept blocks: most goes back
+
+
+def test_agent_threads_carry_their_names_in_the_os():
+    """A thread named through name_os_thread shows under that name in /proc (cut to 15 bytes)."""
+    import threading
+    from pathlib import Path
+
+    from c4.agent.thread_names import name_os_thread
+
+    seen = {}
+
+    def run():
+        seen["ok"] = name_os_thread("c4-nccl_inspector")
+        seen["comm"] = Path(f"/proc/self/task/{threading.get_native_id()}/comm").read_text().strip()
+
+    t = threading.Thread(target=run)
+    t.start()
+    t.join()
+    assert seen == {"ok": True, "comm": "c4-nccl_inspect"}
