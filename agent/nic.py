@@ -272,6 +272,7 @@ class NicSampler:
             self.discover()
         self._slow_tick = self._ticks % self.slow_every_ticks == 0
         self._ticks += 1
+        self._files.new_pass()
         events: list[dict[str, Any]] = []
         added, removed = getattr(self, "_changes", ([], []))
         for dev, port in added:
