@@ -96,12 +96,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def agent_config(args: argparse.Namespace):
     """Config file + env + flags -> validated AgentConfig; exits 2 with the problem named."""
-    from pydantic import ValidationError
-
-    from c4.config import ConfigError, load_config, validation_problems
+    from c4.client_config import AgentConfig, ConfigError, load_agent_config
 
     try:
-        cfg = load_config(args.config).agent
+        cfg = load_agent_config(args.config)
         data = cfg.model_dump()
         for flag in (
             "collector",
@@ -132,10 +130,7 @@ def agent_config(args: argparse.Namespace):
         if args.test and args.step_trace:
             samplers["step_trace"].setdefault("settle_s", 0.0)  # read every Parquet file there now
         data["samplers"] = samplers
-        return cfg.model_validate(data)
-    except ValidationError as exc:
-        print(f"c4 agent: {validation_problems(exc)}", file=sys.stderr)
-        raise SystemExit(2) from None
+        return AgentConfig.model_validate(data)
     except (ConfigError, ValueError) as exc:
         print(f"c4 agent: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
@@ -145,6 +140,7 @@ def run(args: argparse.Namespace) -> int:
     """Run until SIGINT/SIGTERM, or sample once with --test."""
     import signal
     import threading
+    import time
 
     from c4.agent.client import quiet_grpc_waits
     from c4.agent.labels import context_from
@@ -202,7 +198,14 @@ def run(args: argparse.Namespace) -> int:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
+    from c4.agent.memory import TRIM_AFTER_S, trim_heap
+
+    started = time.monotonic()
+    trimmed = False
     while not stop.wait(1.0):
+        if not trimmed and time.monotonic() - started >= TRIM_AFTER_S:
+            trimmed = True
+            trim_heap()
         if agent.sender.fatal:  # sending cannot go on: say so and exit non-zero, not loop forever
             print(f"c4 agent: {agent.sender.fatal}", file=sys.stderr)
             agent.stop(drain_timeout_s=0)

@@ -5,15 +5,16 @@ from __future__ import annotations
 import importlib
 import logging
 import time
-from typing import Any
-
-from pydantic import BaseModel, ConfigDict, Field
+from dataclasses import dataclass
+from typing import Annotated, Any
 
 from c4.agent.nvml import Device, GpuLost, Nvml, NvmlUnavailable, Reading
 from c4.agent.registry import SamplerContext
 from c4.agent.sampler import Inventory, Rows, SourceUnavailable
 from c4.agent.xid import event_row, gpu_lost_row
 from c4.catalogue import load as load_catalogue
+from c4.options import Meta
+from c4.options import Options as SectionOptions
 
 log = logging.getLogger("c4.agent.gpu")
 
@@ -52,6 +53,49 @@ def rate_per_s(prev: Reading | None, cur: Reading) -> float | None:
     return (cur.value - prev.value) * 1e6 / (cur.timestamp_us - prev.timestamp_us)
 
 
+def rates_per_s(prev: tuple[list, list[int]] | None, cur: tuple[list, list[int]]) -> list[float | None]:
+    """``rate_per_s`` element by element for a column of counters: (values, NVML timestamps µs) now and before."""
+    if prev is None:
+        return [None] * len(cur[0])
+    return [
+        (v - pv) * 1e6 / (t - pt) if v is not None and pv is not None and t > pt and v >= pv else None
+        for v, t, pv, pt in zip(cur[0], cur[1], prev[0], prev[1], strict=True)
+    ]
+
+
+@dataclass(frozen=True)
+class LinkLayout:
+    """One GPU's NVLink request and where each column's link values sit in its answer (built at probe)."""
+
+    request: list[
+        tuple[str, int, int, int]
+    ]  # (column, field id, scope id, scale): the GPU's, then link by link
+    links: tuple[int, ...]  # the links, in row order
+    columns: dict[str, list[int]]  # column -> position in the answer of each link's value (-1: none)
+    per_link: list[list[int]]  # link (row order) -> positions of its values
+    byte_columns: tuple[str, ...]  # columns that also get a _per_s rate
+
+    @classmethod
+    def of(
+        cls,
+        gpu_request: list[tuple[str, int, int, int]],
+        request: list[tuple[str, int, int, int]],
+        links: list[int],
+    ) -> LinkLayout:
+        """From the GPU's own fields, the link fields and the link of each: one NVML call reads them all."""
+        order = sorted(set(links))
+        at = {link: i for i, link in enumerate(order)}
+        columns: dict[str, list[int]] = {}
+        per_link: list[list[int]] = [[] for _ in order]
+        for pos, ((col, _fid, _scope, _scale), link) in enumerate(
+            zip(request, links, strict=True), len(gpu_request)
+        ):
+            columns.setdefault(col, [-1] * len(order))[at[link]] = pos
+            per_link[at[link]].append(pos)
+        byte = tuple(c for c in columns if c in BYTE_COUNTERS)
+        return cls([*gpu_request, *request], tuple(order), columns, per_link, byte)
+
+
 def load_library(spec: str, arg: str):
     """The NVML stand-in a ``module:factory`` names, built with ``arg``; ValueError naming what is wrong.
 
@@ -71,10 +115,9 @@ class GpuSampler:
     name = "gpu"
     tables = ("gpu_samples", NVLINK_TABLE, "gpu_events", "gpu_processes")
 
-    class Options(BaseModel):
+    class Options(SectionOptions):
         """Config keys of ``[agent.samplers.gpu]``."""
 
-        model_config = ConfigDict(extra="forbid")
         # "module:factory" of a stand-in with pynvml's call surface ("": the real NVML through pynvml),
         # called with nvml_library_arg; the digital twin names its fake NVML here
         nvml_library: str = ""
@@ -83,7 +126,7 @@ class GpuSampler:
         # NVML's compute processes per GPU (gpu_processes): which process, hence which rank, runs where
         processes: bool = True
         # NVLink error counters are sent when they move and every this many ticks (a keyframe); 1: always
-        keyframe_ticks: int = Field(default=KEYFRAME_TICKS, ge=1)
+        keyframe_ticks: Annotated[int, Meta(ge=1)] = KEYFRAME_TICKS
 
     def __init__(
         self,
@@ -106,7 +149,7 @@ class GpuSampler:
         self.lost: set[int] = set()
         self._prev: dict[tuple, Reading] = {}
         self._gpu_request = [(col, fid, 0, 1) for col, fid in nvml.fields.gpu.items()]
-        self._link_plans: dict[int, tuple[list[tuple[str, int, int, int]], list[int]]] = {}
+        self._link_plans: dict[int, LinkLayout] = {}
 
     @property
     def skipped_by_reason(self) -> dict[str, int]:
@@ -150,7 +193,7 @@ class GpuSampler:
                 items = plan.request(link)
                 request += items
                 links += [link] * len(items)
-            self._link_plans[d.index] = (request, links)
+            self._link_plans[d.index] = LinkLayout.of(self._gpu_request, request, links)
         if self.xid_events:
             self.nvml.watch_xids(self.devices)
 
@@ -178,8 +221,12 @@ class GpuSampler:
             if d.index in self.lost:
                 continue
             try:
-                gpu_rows.append(self._sample_gpu(d))
-                link_rows += self._sample_links(d)
+                layout = self._link_plans[d.index]
+                values, stamps = self.nvml.read_values(
+                    d, layout.request
+                )  # one call: the GPU's and its links'
+                gpu_rows.append(self._sample_gpu(d, values, stamps))
+                link_rows += self._sample_links(d, layout, values, stamps)
                 if self.processes:
                     proc_rows += self._sample_processes(d)
             except (
@@ -211,9 +258,11 @@ class GpuSampler:
             "gpu_processes": proc_rows,
         }
 
-    def _sample_gpu(self, d: Device) -> dict[str, Any]:
+    def _sample_gpu(self, d: Device, values: list, stamps: list[int]) -> dict[str, Any]:
+        """The GPU's row from its field values (the first of ``values``) and its other NVML calls."""
         nv = self.nvml
-        readings = nv.read_fields(d, self._gpu_request)
+        n = len(self._gpu_request)
+        readings = [Reading(v, t) for v, t in zip(values[:n], stamps[:n], strict=True)]
         row: dict[str, Any] = {
             "gpu_index": d.index,
             "gpu_uuid": d.uuid,
@@ -262,40 +311,29 @@ class GpuSampler:
             for p in self.nvml.compute_processes(d) or ()
         ]
 
-    def _sample_links(self, d: Device) -> list[dict[str, Any]]:
+    def _sample_links(
+        self, d: Device, layout: LinkLayout, values: list, stamps: list[int]
+    ) -> list[dict[str, Any]]:
         """The GPU's wide NVLink row: a list per column, element i for link i (none without NVLinks)."""
-        plan = self._link_plans.get(d.index)
-        if not plan:
+        if not layout.links:
             return []
-        request, links = plan
-        readings = self.nvml.read_fields(d, request)
-        order = sorted(set(links))
-        at = {link: i for i, link in enumerate(order)}
-        n = len(order)
-        row: dict[str, Any] = {
-            "gpu_index": d.index,
-            "gpu_uuid": d.uuid,
-            "link": order,
-            "nvml_ts_us": [None] * n,
-        }
-        newest = row["nvml_ts_us"]
+        values.append(None)  # position -1 of a link a column has no field for
+        stamps.append(0)
+        row: dict[str, Any] = {"gpu_index": d.index, "gpu_uuid": d.uuid, "link": list(layout.links)}
+        for col, at in layout.columns.items():
+            row[col] = [values[i] for i in at]
+        # per link, the newest NVML timestamp of a value it gave
+        row["nvml_ts_us"] = [
+            max((stamps[i] for i in at if values[i] is not None), default=0) or None for at in layout.per_link
+        ]
         prev = self._prev
-        for (col, _fid, _scope, _scale), link, reading in zip(request, links, readings, strict=True):
-            i = at[link]
-            values = row.get(col)
-            if values is None:
-                values = row[col] = [None] * n
-            values[i] = reading.value
-            if reading.value is not None and reading.timestamp_us > (newest[i] or 0):
-                newest[i] = reading.timestamp_us
-            if col in BYTE_COUNTERS:
-                rates = row.get(col + "_per_s")
-                if rates is None:
-                    rates = row[col + "_per_s"] = [None] * n
-                key = (d.index, link, col)
-                rates[i] = rate_per_s(prev.get(key), reading)
-                prev[key] = reading
-        self._drop_unchanged(d.index, row, n)
+        for col in layout.byte_columns:
+            at = layout.columns[col]
+            cur = (row[col], [stamps[i] for i in at])
+            key = (d.index, col)
+            row[col + "_per_s"] = rates_per_s(prev.get(key), cur)
+            prev[key] = cur
+        self._drop_unchanged(d.index, row, len(layout.links))
         return [row]
 
     def _drop_unchanged(self, index: int, row: dict[str, Any], n: int) -> None:

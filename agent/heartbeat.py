@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import time
 
-from pydantic import BaseModel, ConfigDict
-
 from c4.agent.registry import SamplerContext
 from c4.agent.sampler import Rows
+from c4.options import Options as SectionOptions
 
 
 class HeartbeatSampler:
@@ -16,10 +15,8 @@ class HeartbeatSampler:
     name = "heartbeat"
     tables = ("agent_heartbeat",)
 
-    class Options(BaseModel):
+    class Options(SectionOptions):
         """Config keys of ``[agent.samplers.heartbeat]`` (only the common ones)."""
-
-        model_config = ConfigDict(extra="forbid")
 
     def __init__(self, agent_id: str) -> None:
         self.agent_id = agent_id

@@ -6,11 +6,10 @@ import logging
 import os
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict
-
 from c4.agent.registry import SamplerContext
 from c4.agent.sampler import Rows, SourceUnavailable
 from c4.agent.sysfs import read_text
+from c4.options import Options as SectionOptions
 
 log = logging.getLogger("c4.agent.host")
 PROC_FILE_MAX_BYTES = 4 << 20  # /proc/stat of a many-core host is ~100 KiB
@@ -22,10 +21,9 @@ class HostSampler:
     name = "host"
     tables = ("host_cpu", "host_memory")
 
-    class Options(BaseModel):
+    class Options(SectionOptions):
         """Config keys of ``[agent.samplers.host]``."""
 
-        model_config = ConfigDict(extra="forbid")
         proc_root: Path = Path("/proc")
 
     def __init__(self, proc_root: Path | str = "/proc") -> None:

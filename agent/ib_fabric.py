@@ -11,13 +11,14 @@ import logging
 import shutil
 from collections import Counter
 from pathlib import Path
-
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Annotated
 
 from c4.agent.ibnetdiscover import topology_rows
 from c4.agent.lldp import read_changed, run_command, too_large
 from c4.agent.registry import SamplerContext
 from c4.agent.sampler import Rows, SourceUnavailable
+from c4.options import Meta, field
+from c4.options import Options as SectionOptions
 
 log = logging.getLogger("c4.agent.ib_fabric")
 
@@ -28,14 +29,13 @@ class IbNetDiscoverSampler:
     name = "ibnetdiscover"
     tables = ("fabric_neighbors",)
 
-    class Options(BaseModel):
+    class Options(SectionOptions):
         """Config keys of ``[agent.samplers.ibnetdiscover]``."""
 
-        model_config = ConfigDict(extra="forbid")
-        command: list[str] = Field(default_factory=lambda: ["ibnetdiscover"])
+        command: list[str] = field(default_factory=lambda: ["ibnetdiscover"])
         path: Path | None = None  # a saved ibnetdiscover output, read when it changes
-        timeout_s: float = Field(120.0, gt=0)
-        poll_every_ticks: int = Field(60, ge=1)
+        timeout_s: Annotated[float, Meta(gt=0)] = 120.0
+        poll_every_ticks: Annotated[int, Meta(ge=1)] = 60
 
     def __init__(self, opts: IbNetDiscoverSampler.Options) -> None:
         self.opts = opts

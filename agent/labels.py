@@ -7,7 +7,7 @@ from collections.abc import Mapping
 
 from c4.agent.nccl_labels import job_from_env, labels_from_env
 from c4.agent.registry import SamplerContext
-from c4.config import AgentConfig
+from c4.client_config import AgentConfig
 
 
 def context_from(cfg: AgentConfig, env: Mapping[str, str] | None = None) -> SamplerContext:

@@ -13,14 +13,14 @@ import shutil
 import subprocess
 from collections import Counter
 from pathlib import Path
-from typing import Any, Literal
-
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Annotated, Any, Literal
 
 from c4.agent.lldp_frame import FrameListener, pcap_rows
 from c4.agent.lldp_json import neighbor_rows
 from c4.agent.registry import SamplerContext
 from c4.agent.sampler import Rows, SourceUnavailable
+from c4.options import Meta, field
+from c4.options import Options as SectionOptions
 
 log = logging.getLogger("c4.agent.lldp")
 #: lldpd's neighbour report as JSON.
@@ -69,21 +69,20 @@ class LldpSampler:
     name = "lldp"
     tables = ("fabric_neighbors",)
 
-    class Options(BaseModel):
+    class Options(SectionOptions):
         """Config keys of ``[agent.samplers.lldp]``."""
 
-        model_config = ConfigDict(extra="forbid")
         source: Literal["auto", "lldpd", "frames"] = "auto"
-        command: list[str] = Field(default_factory=lambda: list(LLDPCLI))  # e.g. add "-u", SOCKET
+        command: list[str] = field(default_factory=lambda: list(LLDPCLI))  # e.g. add "-u", SOCKET
         path: Path | None = None  # a saved `lldpcli -f json show neighbors details` (read when it changes)
         # saved reports of other systems (switches): <system name>.json each, collected by the operator's tooling
         reports_dir: Path | None = None
         pcap: Path | None = None  # frames: a capture to read instead of the live interfaces
-        interfaces: list[str] = Field(default_factory=list)  # frames: where to listen (default: all but lo)
+        interfaces: list[str] = field(default_factory=list)  # frames: where to listen (default: all but lo)
         sysfs_root: Path = Path("/sys")
         local_system: str = ""  # this system's name in the fabric (default: the agent's node)
-        timeout_s: float = Field(5.0, gt=0)
-        poll_every_ticks: int = Field(10, ge=1)
+        timeout_s: Annotated[float, Meta(gt=0)] = 5.0
+        poll_every_ticks: Annotated[int, Meta(ge=1)] = 10
 
     def __init__(self, opts: LldpSampler.Options, node: str) -> None:
         self.opts = opts

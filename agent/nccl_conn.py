@@ -6,13 +6,13 @@ import json
 import logging
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
-
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Annotated, Any
 
 from c4.agent.registry import SamplerContext
 from c4.agent.sampler import Rows, SourceUnavailable
 from c4.agent.tail import DEFAULT_MAX_BYTES_PER_TICK, DirectoryTailer
+from c4.options import Meta
+from c4.options import Options as SectionOptions
 
 log = logging.getLogger("c4.agent.nccl_conn")
 
@@ -85,14 +85,15 @@ class ConnRecordSampler:
     name = "nccl_conn"
     tables = ("nccl_connections",)
 
-    class Options(BaseModel):
+    class Options(SectionOptions):
         """Config keys of ``[agent.samplers.nccl_conn]``."""
 
-        model_config = ConfigDict(extra="forbid")
         record_dir: Path | None = None
         pattern: str = "*.jsonl"
         start_at_end: bool = False
-        max_bytes_per_tick: int = Field(DEFAULT_MAX_BYTES_PER_TICK, ge=4096)  # the rest comes next tick
+        max_bytes_per_tick: Annotated[int, Meta(ge=4096)] = (
+            DEFAULT_MAX_BYTES_PER_TICK  # the rest comes next tick
+        )
 
     def __init__(
         self,

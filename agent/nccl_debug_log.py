@@ -27,9 +27,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from itertools import pairwise
 from pathlib import Path
-from typing import Any
-
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from typing import Annotated, Any
 
 from c4.agent.nccl_log_formats import (
     COMM_TOPO,
@@ -45,6 +43,8 @@ from c4.agent.nccl_log_line import NcclLine, mentions_nccl_info, read_line
 from c4.agent.registry import SamplerContext
 from c4.agent.sampler import Rows, SourceUnavailable
 from c4.agent.tail import DEFAULT_MAX_BYTES_PER_TICK, DirectoryTailer, FileTailer
+from c4.options import Meta
+from c4.options import Options as SectionOptions
 
 log = logging.getLogger("c4.agent.nccl_debug_log")
 
@@ -328,22 +328,22 @@ class DebugLogSampler:
     name = "nccl_debug_log"
     tables = ("nccl_topology",)
 
-    class Options(BaseModel):
+    class Options(SectionOptions):
         """Config keys of ``[agent.samplers.nccl_debug_log]``."""
 
-        model_config = ConfigDict(extra="forbid")
         log_dir: Path | None = None  # where NCCL_DEBUG_FILE points (e.g. /var/log/nccl/%h.%p.log)
         log_file: Path | None = None  # one log file instead (c4 agent --test --nccl-log FILE)
         pattern: str = "*"
-        max_bytes_per_tick: int = Field(DEFAULT_MAX_BYTES_PER_TICK, ge=4096)  # the rest comes next tick
+        max_bytes_per_tick: Annotated[int, Meta(ge=4096)] = (
+            DEFAULT_MAX_BYTES_PER_TICK  # the rest comes next tick
+        )
         # quiet ticks an NCCL <= 2.17 line waits for its Init COMPLETE line (default: 1 for log_dir, 0 for log_file)
-        hold_ticks: int | None = Field(None, ge=0)
+        hold_ticks: Annotated[int, Meta(ge=0)] | None = None
 
-        @model_validator(mode="after")
-        def _one_source(self) -> DebugLogSampler.Options:
+        def __post_init__(self) -> None:
+            """One source: a directory of logs or one file."""
             if self.log_dir is not None and self.log_file is not None:
-                raise ValueError("give log_dir or log_file, not both")
-            return self
+                raise ValueError("[agent.samplers.nccl_debug_log] give log_dir or log_file, not both")
 
     def __init__(
         self,

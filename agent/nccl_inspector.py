@@ -21,13 +21,13 @@ import re
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
-
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Annotated, Any
 
 from c4.agent.registry import SamplerContext
 from c4.agent.sampler import Rows, SourceUnavailable
 from c4.agent.tail import DEFAULT_MAX_BYTES_PER_TICK, DirectoryTailer
+from c4.options import Meta
+from c4.options import Options as SectionOptions
 
 log = logging.getLogger("c4.agent.nccl_inspector")
 MAX_OBJECT_BYTES = 1 << 20
@@ -148,14 +148,15 @@ class InspectorSampler:
     name = "nccl_inspector"
     tables = ("nccl_collectives",)
 
-    class Options(BaseModel):
+    class Options(SectionOptions):
         """Config keys of ``[agent.samplers.nccl_inspector]``."""
 
-        model_config = ConfigDict(extra="forbid")
         dump_dir: Path | None = None  # NCCL_INSPECTOR_DUMP_DIR of the jobs on this node, or one dump file
         pattern: str = "**/*"
         start_at_end: bool = False
-        max_bytes_per_tick: int = Field(DEFAULT_MAX_BYTES_PER_TICK, ge=4096)  # the rest comes next tick
+        max_bytes_per_tick: Annotated[int, Meta(ge=4096)] = (
+            DEFAULT_MAX_BYTES_PER_TICK  # the rest comes next tick
+        )
 
     def __init__(
         self,

@@ -16,14 +16,14 @@ import logging
 import socket
 from collections import Counter
 from pathlib import Path
-from typing import Any, Literal
-
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Annotated, Any, Literal
 
 from c4.agent.ras_json import repair_2_28, report_rows
 from c4.agent.ras_text import text_rows
 from c4.agent.registry import SamplerContext
 from c4.agent.sampler import Rows
+from c4.options import Meta
+from c4.options import Options as SectionOptions
 
 log = logging.getLogger("c4.agent.nccl_ras")
 CLIENT_PROTOCOL = 2
@@ -95,15 +95,16 @@ class RasSampler:
     name = "nccl_ras"
     tables = ("nccl_ras_status",)
 
-    class Options(BaseModel):
+    class Options(SectionOptions):
         """Config keys of ``[agent.samplers.nccl_ras]``."""
 
-        model_config = ConfigDict(extra="forbid")
         address: str = "localhost:28028"
         path: Path | None = None  # a report file (ncclras output) to read instead of the service
         format: Literal["auto", "json", "text"] = "auto"  # what to ask the service for
         timeout_s: float = 2.0
-        collect_timeout_s: int = Field(3, ge=1)  # TIMEOUT sent to RAS: its wait for unresponsive peers
+        collect_timeout_s: Annotated[int, Meta(ge=1)] = (
+            3  # TIMEOUT sent to RAS: its wait for unresponsive peers
+        )
         poll_every_ticks: int = 10
 
     def __init__(

@@ -10,8 +10,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
-
 from c4.agent.registry import SamplerContext
 from c4.agent.sampler import Inventory, Rows, SourceUnavailable
 from c4.agent.sysfs import (
@@ -24,6 +22,7 @@ from c4.agent.sysfs import (
     read_text,
     resolve_entry,
 )
+from c4.options import Options as SectionOptions
 
 log = logging.getLogger("c4.agent.nic")
 COUNTERS_FILE = Path(__file__).parent / "nic_counters.toml"
@@ -89,10 +88,9 @@ class NicSampler:
     name = "nic"
     tables = ("ib_port_samples", "netdev_samples", "nic_events")
 
-    class Options(BaseModel):
+    class Options(SectionOptions):
         """Config keys of ``[agent.samplers.nic]``. sysfs_root holds class/ (as /sys does) or sys/class/."""
 
-        model_config = ConfigDict(extra="forbid")
         sysfs_root: Path = Path("/sys")
         include: list[str] | None = None  # RDMA device globs, e.g. ["mlx5_*"]; default all
         netdevs: list[str] | None = None  # netdev globs; default: all except lo
@@ -274,6 +272,7 @@ class NicSampler:
             self.discover()
         self._slow_tick = self._ticks % self.slow_every_ticks == 0
         self._ticks += 1
+        self._files.new_pass()
         events: list[dict[str, Any]] = []
         added, removed = getattr(self, "_changes", ([], []))
         for dev, port in added:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import struct
+import sys
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, NamedTuple
@@ -121,9 +122,8 @@ _UNION = tuple(struct.Struct(f) for f in ("@d", "@I", "@L", "@Q", "@q", "@i", "@
 _layout_ok: dict[type, bool] = {}
 
 
-def _packed_rows(values: Any) -> list[tuple] | None:
-    """All field values of a ctypes c_nvmlFieldValue_t array at once (pynvml's attribute access is slow), else None."""
-    elem = getattr(values, "_type_", None)
+def _packed_ok(elem: Any) -> bool:
+    """True when a ctypes element type is laid out as nvml.h's c_nvmlFieldValue_t (checked once per type)."""
     ok = _layout_ok.get(elem)
     if ok is None:
         try:
@@ -133,7 +133,35 @@ def _packed_rows(values: Any) -> list[tuple] | None:
         except (TypeError, AttributeError):
             ok = False
         _layout_ok[elem] = ok
-    return list(_FIELD_VALUE.iter_unpack(bytes(values))) if ok else None
+    return ok
+
+
+#: valueType NVML_VALUE_TYPE_UNSIGNED_LONG_LONG (3) with nvmlReturn NVML_SUCCESS (0), as one 8-byte word
+_ULL_SUCCESS = 3
+
+
+def _packed_words(values: Any, n: int) -> memoryview | None:
+    """A ctypes c_nvmlFieldValue_t array as 8-byte words (5 per field: ids, timestamp, latency,
+    valueType | nvmlReturn << 32, value), so whole members are sliced out at C speed; None when the array
+    is not laid out as nvml.h's (or the host is not little-endian)."""
+    if sys.byteorder != "little" or not _packed_ok(getattr(values, "_type_", None)) or len(values) != n:
+        return None
+    raw = memoryview(values).cast("B")
+    return raw.cast("Q") if raw.nbytes == 40 * n else None
+
+
+_SCALED: dict[int, tuple[list, list[tuple[int, int]]]] = {}
+
+
+def _scaled(request: list[tuple[str, int, int, int]]) -> list[tuple[int, int]]:
+    """(position, scale) of the request's items whose unit NVML gives scaled (KiB -> bytes), cached per list."""
+    hit = _SCALED.get(id(request))
+    if hit is None or hit[0] is not request:
+        hit = (request, [(i, scale) for i, (_c, _f, _s, scale) in enumerate(request) if scale != 1])
+        if len(_SCALED) > 256:
+            _SCALED.clear()
+        _SCALED[id(request)] = hit
+    return hit[1]
 
 
 def _union_value(value_type: int, raw: bytes) -> float | int:
@@ -289,8 +317,18 @@ class Nvml:
 
     def read_fields(self, dev: Device, request: list[tuple[str, int, int, int]]) -> list[Reading]:
         """One batched nvmlDeviceGetFieldValues for (column, field id, scope id, scale) items; a Reading each."""
-        if not request:
-            return []
+        values, stamps = self.read_values(dev, request)
+        return [Reading(v, t) for v, t in zip(values, stamps, strict=True)]
+
+    def read_values(
+        self, dev: Device, request: list[tuple[str, int, int, int]]
+    ) -> tuple[list[float | int | None], list[int]]:
+        """As ``read_fields``, as two lists: the values (None where NVML did not give one) and NVML's
+        timestamps (µs). The common answer, every field a success holding an unsigned long long, is
+        decoded with one struct unpack and slices: no Python step per field."""
+        n = len(request)
+        if not n:
+            return [], []
         try:
             values = self.lib.nvmlDeviceGetFieldValues(
                 dev.handle, [(fid, scope) for _, fid, scope, _ in request]
@@ -299,14 +337,37 @@ class Nvml:
             code = getattr(exc, "value", None)
             if code == self._lost:
                 raise GpuLost(dev.index, "nvmlDeviceGetFieldValues") from None
-            self.skip(dev.index, "nvmlDeviceGetFieldValues", self.reason(code), len(request), exc)
-            return [Reading(None, 0)] * len(request)
-        rows = _packed_rows(values)
-        if rows is None:  # a stand-in's own objects: read them attribute by attribute
+            self.skip(dev.index, "nvmlDeviceGetFieldValues", self.reason(code), n, exc)
+            return [None] * n, [0] * n
+        words = _packed_words(values, n)
+        if words is None:  # a stand-in's own objects: read them attribute by attribute
             rows = [(0, 0, fv.timestamp, 0, int(fv.valueType), fv.nvmlReturn, fv) for fv in values]
+            return self._decode(dev, request, rows)
+        out = words[4::5].tolist()  # the value union, as the unsigned long long almost every field is
+        status = words[3::5].tolist()  # valueType | nvmlReturn << 32
+        if status.count(_ULL_SUCCESS) != n:
+            odd = [i for i, st in enumerate(status) if st != _ULL_SUCCESS]
+            rows = [_FIELD_VALUE.unpack_from(words.obj, 40 * i) for i in odd]
+            decoded, _ = self._decode(dev, [request[i] for i in odd], rows)
+            for i, v in zip(odd, decoded, strict=True):
+                out[i] = v
+            odd_set = set(odd)
+            scaled = [(i, scale) for i, scale in _scaled(request) if i not in odd_set]  # _decode scaled those
+        else:
+            scaled = _scaled(request)
+        for i, scale in scaled:
+            out[i] *= scale
+        return out, words[1::5].tolist()
+
+    def _decode(
+        self, dev: Device, request: list[tuple[str, int, int, int]], rows: list
+    ) -> tuple[list, list[int]]:
+        """Field values one by one: other value types, and fields NVML refused (None, counted by reason)."""
         ok = self._ok
-        out = []
+        out: list[float | int | None] = []
+        stamps: list[int] = []
         for (column, fid, scope, scale), (_f, _s, ts, _lat, vt, ret, raw) in zip(request, rows, strict=True):
+            stamps.append(ts)
             if ret == ok:
                 if vt == 3 and type(raw) is int:  # NVML_VALUE_TYPE_UNSIGNED_LONG_LONG: almost every counter
                     v = raw
@@ -314,15 +375,15 @@ class Nvml:
                     v = _union_value(vt, _ULL.pack(raw))
                 else:
                     v = field_value(raw)
-                out.append(Reading(v * scale if scale != 1 else v, ts))
+                out.append(v * scale if scale != 1 else v)
                 continue
             if ret == self._lost:
                 raise GpuLost(dev.index, column)
             self.skip(
                 dev.index, column, self.reason(ret), detail=f"nvml_field={fid} scope={scope}", scope=scope
             )
-            out.append(Reading(None, ts))
-        return out
+            out.append(None)
+        return out, stamps
 
     # --- Xid events ---------------------------------------------------------
     def watch_xids(self, devs: list[Device]) -> bool:

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
-from typing import Any
-
-from pydantic import BaseModel, ConfigDict, ValidationError
+from typing import Annotated, Any
 
 from c4.agent.sampler import Sampler, StartupPolicy
+from c4.options import Meta, Options, OptionsError
 
-#: sampler name -> "module:Class". The class has an ``Options`` pydantic model
-#: (extra keys forbidden) and ``from_options(options, ctx) -> Sampler``.
+#: sampler name -> "module:Class". The class has an ``Options`` section (c4.options: unknown keys
+#: refused) and ``from_options(options, ctx) -> Sampler``.
 SAMPLERS: dict[str, str] = {
     "host": "c4.agent.host:HostSampler",
     "heartbeat": "c4.agent.heartbeat:HeartbeatSampler",
@@ -37,17 +36,31 @@ class SamplerContext:
     labels: dict[str, str]
 
 
-class SamplerSettings(BaseModel):
+class SamplerSettings(Options):
     """Options every sampler accepts, besides its own."""
 
-    model_config = ConfigDict(extra="allow")
     enabled: bool = True
-    interval_s: float | None = None
+    interval_s: Annotated[float, Meta(gt=0)] | None = None
     startup: StartupPolicy = StartupPolicy.IGNORE
+
+    @classmethod
+    def split(cls, name: str, raw: dict[str, Any]) -> tuple[SamplerSettings, dict[str, Any]]:
+        """A sampler's section -> (the common keys checked, the sampler's own keys)."""
+        common = {k: v for k, v in raw.items() if k in cls.field_names()}
+        own = {k: v for k, v in raw.items() if k not in cls.field_names()}
+        try:
+            return cls.model_validate(common, f"agent.samplers.{name}"), own
+        except OptionsError as exc:
+            raise SamplerConfigError.of(exc) from None
 
 
 class SamplerConfigError(ValueError):
     """A sampler section of the config is wrong; the message names the sampler and key."""
+
+    @classmethod
+    def of(cls, exc: OptionsError) -> SamplerConfigError:
+        """``[agent.samplers.NAME] key: problem``."""
+        return cls(f"[{exc.section}] {exc.key}: {exc.detail}" if exc.key else str(exc))
 
 
 def build_sampler(name: str, options: dict[str, Any], ctx: SamplerContext) -> Sampler:
@@ -57,8 +70,7 @@ def build_sampler(name: str, options: dict[str, Any], ctx: SamplerContext) -> Sa
     module_name, _, cls_name = SAMPLERS[name].partition(":")
     cls = getattr(importlib.import_module(module_name), cls_name)
     try:
-        opts = cls.Options.model_validate(options)
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise SamplerConfigError(f"[agent.samplers.{name}] {problems}") from None
+        opts = cls.Options.model_validate(options, f"agent.samplers.{name}")
+    except OptionsError as exc:
+        raise SamplerConfigError.of(exc) from None
     return cls.from_options(opts, ctx)

@@ -18,9 +18,10 @@ from c4.agent.registry import SamplerContext, SamplerSettings, build_sampler
 from c4.agent.sampler import Inventory, InventoryProvider, Sampler, SkipCounter, SkipReasons, StartupPolicy
 from c4.agent.spool import Spool
 from c4.agent.spool_feed import SpoolFeed
+from c4.agent.thread_names import name_os_thread
 from c4.agent.worker import SamplerWorker
 from c4.catalogue import Catalogue, load
-from c4.config import AgentConfig
+from c4.client_config import AgentConfig
 from c4.security import ClientSecurity
 from c4.telemetry.v1 import telemetry_pb2 as pb
 
@@ -98,10 +99,9 @@ def build_samplers(cfg: AgentConfig, ctx: SamplerContext) -> list[ScheduledSampl
     """Instantiate every enabled sampler from ``[agent.samplers.*]``."""
     out = []
     for name, raw in cfg.samplers.items():
-        common = SamplerSettings.model_validate(raw)
+        common, own = SamplerSettings.split(name, raw)
         if not common.enabled:
             continue
-        own = {k: v for k, v in raw.items() if k not in SamplerSettings.model_fields}
         sampler = build_sampler(name, own, ctx)
         out.append(ScheduledSampler(sampler, common.interval_s or cfg.interval_s, common.startup))
     return out
@@ -375,6 +375,7 @@ class Agent:
             s.probe()
 
     def _schedule(self) -> None:
+        name_os_thread("c4-scheduler")
         now = time.monotonic()
         next_flush = now + self.cfg.flush_interval_s
         next_health = now
@@ -415,12 +416,17 @@ class Agent:
         except Exception as exc:  # never let one bad flush end the scheduler
             log.exception("flush failed dir=%s error=%s", self.cfg.spool_dir, exc)
 
+    def _send(self) -> None:
+        """The sender's thread (gRPC's threads it starts take its OS name: their CPU counts as sending)."""
+        name_os_thread("c4-sender")
+        self.sender.run(self._stop)
+
     def start(self) -> None:
         """Probe samplers and start the scheduler and sender threads."""
         self.start_samplers()
         self._threads = [
             threading.Thread(target=self._schedule, name="c4-scheduler", daemon=True),
-            threading.Thread(target=self.sender.run, args=(self._stop,), name="c4-sender", daemon=True),
+            threading.Thread(target=self._send, name="c4-sender", daemon=True),
         ]
         for t in self._threads:
             t.start()

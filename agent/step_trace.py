@@ -20,14 +20,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import pyarrow.parquet as pq
-from pydantic import BaseModel, ConfigDict, Field
 
 from c4.agent.registry import SamplerContext
 from c4.agent.sampler import Rows, SourceUnavailable
 from c4.agent.tail import DEFAULT_MAX_BYTES_PER_TICK, DirectoryTailer
+from c4.options import Meta
+from c4.options import Options as SectionOptions
 from c4.step_trace import OPS
 from c4.wire_limits import MAX_TS_US
 
@@ -142,15 +143,14 @@ class StepTraceSampler:
     name = "step_trace"
     tables = ("step_ops",)
 
-    class Options(BaseModel):
+    class Options(SectionOptions):
         """Config keys of ``[agent.samplers.step_trace]``."""
 
-        model_config = ConfigDict(extra="forbid")
         trace_dir: Path | None = None  # where the jobs of this node write their step traces; unset: off
         start_at_end: bool = False  # skip what JSON lines files held when the agent started
-        settle_s: float = Field(10.0, ge=0)  # a Parquet file this long unchanged is complete
-        max_bytes_per_tick: int = Field(DEFAULT_MAX_BYTES_PER_TICK, ge=4096)
-        max_rows_per_tick: int = Field(DEFAULT_MAX_ROWS_PER_TICK, ge=1)  # Parquet rows per tick
+        settle_s: Annotated[float, Meta(ge=0)] = 10.0  # a Parquet file this long unchanged is complete
+        max_bytes_per_tick: Annotated[int, Meta(ge=4096)] = DEFAULT_MAX_BYTES_PER_TICK
+        max_rows_per_tick: Annotated[int, Meta(ge=1)] = DEFAULT_MAX_ROWS_PER_TICK  # Parquet rows per tick
 
     def __init__(
         self,

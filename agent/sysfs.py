@@ -13,6 +13,7 @@ import re
 import resource
 import stat
 import threading
+import time
 import weakref
 from pathlib import Path
 
@@ -105,6 +106,11 @@ def _sysfs_dev() -> int | None:
         return None
 
 
+#: A directory whose mtime is at least this much older than a file's last check had no rename or removal
+#: since (file timestamps come from a clock a few ms coarse; 1 s leaves room for any local file system).
+UNCHANGED_MARGIN_NS = 1_000_000_000
+
+
 class HeldFiles:
     """Attribute files kept open between ticks and re-read with one ``pread`` each.
 
@@ -113,8 +119,10 @@ class HeldFiles:
     offset 0, so a held descriptor always reads the current value; a read that fails (the device went
     away) drops it and opens the path again at once. A file that is not on sysfs (a fixture tree, the
     twin's files, which a writer replaces by rename) is checked by ``stat`` before each read and
-    reopened when it is a new file. At most ``max_open`` descriptors are held; the rest are read as
-    ``read_bytes`` does.
+    reopened when it is a new file; within a pass (``new_pass()``, once per sampler tick) one ``stat`` of
+    its directory stands for those of its files instead, as long as the directory has not changed since
+    well before the file was last checked (a rename or removal there moves the directory's mtime; git's
+    "racily clean" rule). At most ``max_open`` descriptors are held; the rest are read as ``read_bytes`` does.
     """
 
     #: Descriptors held by every HeldFiles of the process together, at most a quarter of the open-files
@@ -126,7 +134,10 @@ class HeldFiles:
     def __init__(self, max_open: int = 512, sysfs_dev: int | None = None) -> None:
         self.max_open = max_open
         self._sysfs_dev = _sysfs_dev() if sysfs_dev is None else sysfs_dev
-        self._held: dict[str, tuple[int, int | None]] = {}  # path -> (fd, inode to check or None on sysfs)
+        # path -> (fd, inode to check or None on sysfs, time.time_ns() before it was last found to be that inode)
+        self._held: dict[str, tuple[int, int | None, int]] = {}
+        self._pass = 0  # 0: no passes, every read of a non-sysfs file checks the file itself
+        self._dirs: dict[str, tuple[int, int | None]] = {}  # directory -> (pass, st_mtime_ns or None)
         # a sampler dropped without close() still gives its descriptors back
         weakref.finalize(self, HeldFiles._close_all, self._held)
 
@@ -147,8 +158,8 @@ class HeldFiles:
             return True
 
     @staticmethod
-    def _close_all(held: dict[str, tuple[int, int | None]]) -> None:
-        for fd, _ in held.values():
+    def _close_all(held: dict[str, tuple[int, int | None, int]]) -> None:
+        for fd, _, _ in held.values():
             try:
                 os.close(fd)
             except OSError:
@@ -157,17 +168,44 @@ class HeldFiles:
             HeldFiles._held_total -= len(held)
         held.clear()
 
+    def new_pass(self) -> None:
+        """Start a pass over the files (a sampler tick): each directory is looked at once per pass."""
+        self._pass += 1
+        if len(self._dirs) > 4 * max(len(self._held), 64):
+            self._dirs.clear()
+
+    def _dir_mtime_ns(self, directory: str) -> int | None:
+        """The directory's mtime, read once per pass (None when it cannot be read)."""
+        hit = self._dirs.get(directory)
+        if hit is not None and hit[0] == self._pass:
+            return hit[1]
+        try:
+            mtime: int | None = os.stat(directory).st_mtime_ns
+        except OSError:
+            mtime = None
+        self._dirs[directory] = (self._pass, mtime)
+        return mtime
+
     def read_bytes(self, path: str, max_bytes: int = 64) -> bytes | None:
         """Up to ``max_bytes`` of a regular file; None when missing, unreadable or not a regular file."""
         held = self._held.get(path)
         if held is not None:
-            fd, ino = held
+            fd, ino, checked_ns = held
             try:
-                if ino is None or os.stat(path).st_ino == ino:
+                if ino is None:
+                    return os.pread(fd, max_bytes, 0)
+                if self._pass:
+                    mtime = self._dir_mtime_ns(path.rpartition("/")[0])
+                    if mtime is not None and mtime < checked_ns - UNCHANGED_MARGIN_NS:
+                        return os.pread(fd, max_bytes, 0)  # nothing renamed or removed there since the check
+                now_ns = time.time_ns()
+                if os.stat(path).st_ino == ino:
+                    self._held[path] = (fd, ino, now_ns)
                     return os.pread(fd, max_bytes, 0)
             except OSError:
                 pass
             self._drop(path)  # replaced, gone or failing: open it again below
+        opened_ns = time.time_ns()
         try:
             fd, st = _open_regular_stat(path)
         except OSError:
@@ -178,7 +216,7 @@ class HeldFiles:
             os.close(fd)
             return None
         if self._take():
-            self._held[path] = (fd, None if st.st_dev == self._sysfs_dev else st.st_ino)
+            self._held[path] = (fd, None if st.st_dev == self._sysfs_dev else st.st_ino, opened_ns)
         else:
             os.close(fd)
         return data
@@ -193,7 +231,7 @@ class HeldFiles:
         return None if data is None else data.decode("utf-8", "replace").strip()
 
     def _drop(self, path: str) -> None:
-        fd, _ = self._held.pop(path)
+        fd, _, _ = self._held.pop(path)
         with HeldFiles._budget_lock:
             HeldFiles._held_total -= 1
         try:

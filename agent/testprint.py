@@ -11,7 +11,7 @@ from c4.agent.registry import SamplerContext
 from c4.agent.runner import AgentStartError, ScheduledSampler
 from c4.agent.sampler import SkipCounter, SkipReasons
 from c4.catalogue import load
-from c4.config import AgentConfig
+from c4.client_config import AgentConfig
 
 
 def print_records(rows: list[dict]) -> None:

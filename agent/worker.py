@@ -8,6 +8,8 @@ import threading
 import time
 from collections.abc import Callable
 
+from c4.agent.thread_names import name_os_thread
+
 log = logging.getLogger("c4.agent.worker")
 
 
@@ -50,6 +52,7 @@ class SamplerWorker:
         self._jobs.put(None)
 
     def _run(self) -> None:
+        name_os_thread(f"c4-{self.name}")
         while True:
             job = self._jobs.get()
             if job is None:

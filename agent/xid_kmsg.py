@@ -7,13 +7,14 @@ import errno
 import logging
 import os
 from pathlib import Path
-
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Annotated
 
 from c4.agent.kernel_log import KernelLogParser
 from c4.agent.registry import SamplerContext
 from c4.agent.sampler import Rows, SourceUnavailable
 from c4.agent.tail import DEFAULT_MAX_BYTES_PER_TICK, FileTailer
+from c4.options import Meta
+from c4.options import Options as SectionOptions
 
 log = logging.getLogger("c4.agent.xid_kmsg")
 
@@ -75,13 +76,14 @@ class KmsgXidSampler:
     name = "xid_kmsg"
     tables = ("gpu_events", "nvswitch_events")
 
-    class Options(BaseModel):
+    class Options(SectionOptions):
         """Config keys of ``[agent.samplers.xid_kmsg]``."""
 
-        model_config = ConfigDict(extra="forbid")
         kmsg_path: Path = Path("/dev/kmsg")  # or a text log file (e.g. a saved dmesg, the twin's log)
         from_start: bool = False  # for a file: read what it already holds, not only new lines
-        max_bytes_per_tick: int = Field(DEFAULT_MAX_BYTES_PER_TICK, ge=4096)  # the rest comes next tick
+        max_bytes_per_tick: Annotated[int, Meta(ge=4096)] = (
+            DEFAULT_MAX_BYTES_PER_TICK  # the rest comes next tick
+        )
 
     def __init__(
         self, path: Path, from_start: bool = False, max_bytes_per_tick: int = DEFAULT_MAX_BYTES_PER_TICK

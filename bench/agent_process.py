@@ -29,6 +29,20 @@ def proc_figures(pid: int) -> dict[str, float]:
     return {"cpu_s": cpu_s, "rss_mib": kib["VmRSS"] / 1024, "peak_rss_mib": kib["VmHWM"] / 1024}
 
 
+def thread_cpu_ns(pid: int) -> dict[str, int]:
+    """CPU nanoseconds per thread name of a live process (/proc/PID/task/*/comm and schedstat); threads of
+    one name (gRPC's event_engine, say) added together."""
+    out: dict[str, int] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            name = (task / "comm").read_text().strip()
+            ns = int((task / "schedstat").read_text().split()[0])
+        except (OSError, ValueError, IndexError):  # the thread ended meanwhile
+            continue
+        out[name] = out.get(name, 0) + ns
+    return out
+
+
 def _toml(samplers: dict[str, dict[str, Any]], address: str, spool: Path, node: str) -> str:
     """The agent's config file: the collector, the spool and each sampler's section."""
     lines = ["[agent]", f'collector = "{address}"', f'node = "{node}"', f'spool_dir = "{spool}"']
@@ -63,9 +77,9 @@ def measure_agent_process(root: Path, samplers: dict[str, dict[str, Any]], secon
         time.sleep(WARMUP_S)
         if agent.poll() is not None:
             raise RuntimeError(f"the agent exited ({agent.returncode}); see {root / 'procs.log'}")
-        before, t0 = proc_figures(agent.pid), time.monotonic()
+        before, threads0, t0 = proc_figures(agent.pid), thread_cpu_ns(agent.pid), time.monotonic()
         time.sleep(seconds)
-        after, wall_s = proc_figures(agent.pid), time.monotonic() - t0
+        after, threads1, wall_s = proc_figures(agent.pid), thread_cpu_ns(agent.pid), time.monotonic() - t0
     finally:
         for p in (agent, collector):
             if p is not None and p.poll() is None:
@@ -80,4 +94,10 @@ def measure_agent_process(root: Path, samplers: dict[str, dict[str, Any]], secon
         "rss_mib": round(after["rss_mib"], 1),
         "peak_rss_mib": round(after["peak_rss_mib"], 1),
         "process_s": round(wall_s, 1),
+        # where it goes: ms of CPU per second per OS thread name (c4-<sampler>, c4-scheduler: batching and
+        # spooling, c4-sender: sending with the gRPC threads it starts, event_engine etc.: gRPC's core)
+        "thread_cpu_ms_per_s": {
+            name: round((ns - threads0.get(name, 0)) / 1e6 / wall_s, 3)
+            for name, ns in sorted(threads1.items())
+        },
     }

@@ -3,36 +3,38 @@
 from __future__ import annotations
 
 import os
-import socket
 import string
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
-from c4 import wire_limits as w
-from c4.shard import parse_collectors
+from c4.client_config import (  # noqa: F401 - re-exported: c4.config is where the rest of C4 looks
+    CLIENT_SECTIONS,
+    DEFAULT_COLLECTOR,
+    DEFAULT_SAMPLERS,
+    AgentConfig,
+    ClientSecurityConfig,
+    ConfigError,
+    QueryConfig,
+    check_address,
+    check_addresses,
+    client_section,
+    load_agent_config,
+    read_toml,
+    split_host_port,
+)
+from c4.client_config import env_overrides as client_env_overrides
 from c4.wire_limits import DEFAULT_MAX_BATCH_DECODED_BYTES, DEFAULT_MAX_BATCH_ROWS
-
-DEFAULT_COLLECTOR = "127.0.0.1:7070"
-
-#: Samplers an agent runs when the config names none. Each starts with policy "ignore": a node
-#: without GPUs, RDMA devices or NCCL jobs runs the others and reports that source unavailable.
-DEFAULT_SAMPLERS: dict[str, dict[str, Any]] = {
-    "host": {},
-    "heartbeat": {},
-    "gpu": {},
-    "xid_kmsg": {},
-    "nic": {},
-    "nccl_inspector": {},
-    "nccl_ras": {},
-    "nccl_debug_log": {},
-    "nccl_conn": {},
-    "step_trace": {},
-}
-
 
 #: Placeholders a remediation command template may use (isolation and restart alike).
 TEMPLATE_FIELDS = ("node", "job", "fault_id", "component", "reason")
@@ -60,101 +62,6 @@ def template_problem(key: str, template: str) -> str:
             f"use {', '.join('{' + f + '}' for f in TEMPLATE_FIELDS)}"
         )
     return ""
-
-
-class ConfigError(ValueError):
-    """The configuration is invalid; the message names the file/variable and the key."""
-
-
-def check_address(value: str) -> str:
-    """``value`` if it is HOST:PORT with a port 0-65535, else ValueError."""
-    host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
-        raise ValueError(f"{value!r} is not HOST:PORT")
-    return value
-
-
-def split_host_port(address: str) -> tuple[str, int]:
-    """'HOST:PORT' or '[V6]:PORT' -> (host without brackets, port)."""
-    host, _, port = address.rpartition(":")
-    return host.strip("[]"), int(port)
-
-
-def _check_addresses(value: str) -> str:
-    """One HOST:PORT, or several comma separated (collector shards: home by hashing the node name, then failover)."""
-
-    parts = parse_collectors(value)
-    if not parts:
-        raise ValueError("no collector address given")
-    for p in parts:
-        check_address(p)
-    return ",".join(parts)
-
-
-class ClientSecurityConfig(BaseModel):
-    """Keys every client of a collector has: TLS files, bearer token file, explicit plaintext."""
-
-    model_config = ConfigDict(extra="forbid")
-    tls_ca: str = ""  # PEM CA bundle that signed the collector's certificate ("" = system roots)
-    tls_cert: str = ""  # PEM client certificate for mutual TLS
-    tls_key: str = ""  # its private key
-    tls_server_name: str = ""  # name to check in the collector's certificate instead of the host
-    token_file: str = ""  # file holding this client's bearer token
-    insecure: bool = False  # plaintext to a non-loopback collector
-
-
-class AgentConfig(ClientSecurityConfig):
-    """``[agent]``: where to send, how often to sample, where to spool, how to authenticate."""
-
-    collector: str = DEFAULT_COLLECTOR
-    node: str = Field(default_factory=socket.gethostname)
-    agent_id: str = ""
-    job: str = ""
-    labels: dict[str, str] = Field(default_factory=dict)
-    interval_s: float = Field(1.0, gt=0)
-    flush_interval_s: float = Field(1.0, gt=0)
-    health_interval_s: float = Field(10.0, gt=0)
-    spool_dir: Path = Path("/var/lib/c4/spool")
-    spool_max_bytes: int = Field(256 << 20, ge=1 << 16)
-    spool_fsync: bool = False
-    spool_hold_max_bytes: int = Field(
-        64 << 20, ge=0
-    )  # batches kept in memory while the spool cannot be written
-    max_batch_bytes: int = Field(4 << 20, ge=1 << 12)
-    max_in_flight: int = Field(64, ge=1)
-    backoff_initial_s: float = Field(0.2, gt=0)
-    backoff_max_s: float = Field(10.0, gt=0)
-    # on SIGTERM: how long to keep sending what is spooled before exiting (the rest stays spooled)
-    drain_timeout_s: float = Field(5.0, ge=0)
-    samplers: dict[str, dict[str, Any]] = Field(default_factory=lambda: dict(DEFAULT_SAMPLERS))
-
-    _addr = field_validator("collector")(classmethod(lambda cls, v: _check_addresses(v)))
-
-    @property
-    def effective_agent_id(self) -> str:
-        """The agent id: configured, or the node name."""
-        return self.agent_id or self.node
-
-    @model_validator(mode="after")
-    def _fits_the_wire(self) -> AgentConfig:
-        """Refuse at start what the collector would refuse in every Hello and batch (c4.wire_limits)."""
-
-        problem = w.hostname_problem(self.node) or w.text_problem("job", self.job, w.MAX_JOB_CHARS)
-        if not problem and self.agent_id:
-            problem = w.agent_id_problem(self.agent_id)
-        elif not problem and w.agent_id_problem(self.node):
-            problem = f"node {w.shown(self.node)} cannot serve as the agent id: {w.agent_id_problem(self.node)}; set agent_id"
-        for key, value in self.labels.items():
-            problem = (
-                problem
-                or w.label_key_problem(key)
-                or w.text_problem(f"label {key}", value, w.MAX_LABEL_VALUE_CHARS)
-            )
-        if not problem and len(self.labels) > w.MAX_LABELS:
-            problem = f"{len(self.labels)} labels, over {w.MAX_LABELS}"
-        if problem:
-            raise ValueError(f"the collector would refuse this agent: {problem}")
-        return self
 
 
 class CollectorConfig(BaseModel):
@@ -313,21 +220,17 @@ class CollectorConfig(BaseModel):
         return out
 
 
-class QueryConfig(ClientSecurityConfig):
-    """``[query]``: how readers (``c4 sql``, the UI) reach the collector's Query RPC."""
-
-    collector: str = DEFAULT_COLLECTOR
-
-    _addr = field_validator("collector")(classmethod(lambda cls, v: check_address(v)))
-
-
 class Config(BaseModel):
-    """The whole file."""
+    """The whole file: the clients' sections (c4.client_config, checked without pydantic) and the collector's."""
 
-    model_config = ConfigDict(extra="forbid")
-    agent: AgentConfig = Field(default_factory=AgentConfig)
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+    agent: Annotated[AgentConfig, BeforeValidator(AgentConfig.model_validate)] = Field(
+        default_factory=AgentConfig
+    )
     collector: CollectorConfig = Field(default_factory=CollectorConfig)
-    query: QueryConfig = Field(default_factory=QueryConfig)
+    query: Annotated[QueryConfig, BeforeValidator(QueryConfig.model_validate)] = Field(
+        default_factory=QueryConfig
+    )
 
 
 SECTIONS = {"agent": AgentConfig, "collector": CollectorConfig, "query": QueryConfig}
@@ -335,53 +238,36 @@ SECTIONS = {"agent": AgentConfig, "collector": CollectorConfig, "query": QueryCo
 
 def env_overrides(env: Mapping[str, str]) -> dict[str, dict[str, str]]:
     """C4_AGENT_SPOOL_DIR=/x -> {"agent": {"spool_dir": "/x"}}; unknown keys are errors."""
-    out: dict[str, dict[str, str]] = {}
-    for name, value in env.items():
-        if not name.startswith("C4_"):
-            continue
-        rest = name[3:].lower()
-        for section, model in SECTIONS.items():
-            if rest.startswith(section + "_"):
-                key = rest[len(section) + 1 :]
-                if key not in model.model_fields or key == "samplers":
-                    raise ConfigError(f"environment variable {name}: {section} has no key {key!r}")
-                out.setdefault(section, {})[key] = value
-                break
-    return out
+    return client_env_overrides(env, SECTIONS)
 
 
 def load_config(path: Path | str | None = None, env: Mapping[str, str] | None = None) -> Config:
     """Read the TOML file (if any), overlay C4_* variables, validate; raise ConfigError naming the problem."""
     env = os.environ if env is None else env
-    raw: dict[str, Any] = {}
-    where = "defaults"
-    if path is not None:
-        p = Path(path)
-        where = str(p)
-        try:
-            raw = tomllib.loads(p.read_text())
-        except FileNotFoundError:
-            raise ConfigError(f"config file {p} not found") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"config file {p}: {exc}") from None
-        except OSError as exc:  # a directory, unreadable, an I/O error
-            raise ConfigError(f"config file {p} cannot be read: {exc.strerror or exc}") from None
-        except UnicodeDecodeError as exc:
-            raise ConfigError(
-                f"config file {p} is not UTF-8 text: {exc.reason} at byte {exc.start}"
-            ) from None
-    for section, values in env_overrides(env).items():
+    raw, where = read_toml(path)
+    over = env_overrides(env)
+    for section, values in over.items():
         raw.setdefault(section, {}).update(values)
+    if over:
         where += " + environment"
+    clients = {name: client_section(cls, raw.get(name, {}), where) for name, cls in CLIENT_SECTIONS.items()}
     try:
-        return Config.model_validate(raw)
+        collector = CollectorConfig.model_validate(raw.get("collector", {}))
     except ValidationError as exc:
-        raise ConfigError(f"invalid configuration ({where}): {validation_problems(exc)}") from None
+        raise ConfigError(
+            f"invalid configuration ({where}): {validation_problems(exc, 'collector')}"
+        ) from None
+    return Config(collector=collector, **clients)
 
 
-def validation_problems(exc: ValidationError) -> str:
+def validation_problems(exc: ValidationError, section: str = "") -> str:
     """A pydantic error as one line: ``[section.key] problem; ...`` (no input dump, no URL)."""
     return "; ".join(
-        (f"[{'.'.join(map(str, e['loc']))}] " if e["loc"] else "") + e["msg"].removeprefix("Value error, ")
+        (
+            f"[{'.'.join(map(str, [section] * bool(section) + list(e['loc'])))}] "
+            if e["loc"] or section
+            else ""
+        )
+        + e["msg"].removeprefix("Value error, ")
         for e in exc.errors()
     )

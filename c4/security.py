@@ -15,8 +15,6 @@ from pathlib import Path
 
 import grpc
 
-from c4.config import load_config
-
 log = logging.getLogger("c4.security")
 
 #: Environment variable naming a config file for clients started without --config (UI, one-shot pushes).
@@ -109,6 +107,8 @@ class ClientSecurity:
     @classmethod
     def from_env(cls, section: str, config_path: str | None = None) -> ClientSecurity:
         """From a config section ("agent" or "query") of ``config_path`` or $C4_CONFIG, plus C4_* variables."""
+
+        from c4.config import load_config  # lazy: pydantic (the collector's section) stays out of the agent
 
         cfg = load_config(config_path or os.environ.get(CONFIG_ENV) or None)
         return cls.from_config(getattr(cfg, section))

@@ -153,6 +153,9 @@ def error(reason: str | int) -> NVMLError:
     return NVMLError(code)
 
 
+_U64_MASK = (1 << 64) - 1
+
+
 def _union_bytes(vtype: str, value: Any) -> bytes:
     """The 8 bytes of a c_nvmlValue_t holding ``value`` as ``vtype`` (what setting its member writes)."""
     if vtype == "double":
@@ -383,10 +386,17 @@ class FakeNvml:
         template, moving = plan
         buf = bytearray(template)  # packed, then copied into pynvml's own structure array
         memoryview(buf).cast("q")[1 :: _FV.size // 8] = array("q", [ts_us]) * n  # every timestamp
+        words = memoryview(buf).cast("Q")  # the value unions of unsigned long longs, written in place
+        per_field, value_word = _FV.size // 8, _VALUE_AT // 8
         for i, base, rate, divisor, vtype in moving:
             raw = base + rate * t
-            at = i * _FV.size + _VALUE_AT
-            buf[at : at + 8] = _union_bytes(vtype, int(raw) // divisor if divisor else raw)
+            value = int(raw) // divisor if divisor else raw
+            if vtype == "ull":
+                words[i * per_field + value_word] = int(value) & _U64_MASK
+            else:
+                at = i * _FV.size + _VALUE_AT
+                buf[at : at + 8] = _union_bytes(vtype, value)
+        words.release()
         return (pynvml.c_nvmlFieldValue_t * n).from_buffer_copy(buf)
 
     def _plan(self, g: dict, field_ids: list, arch: str, nvlinks: int, driver: int, overrides: dict) -> tuple:

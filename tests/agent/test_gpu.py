@@ -409,10 +409,10 @@ def test_an_nvml_error_escaping_one_gpu_keeps_the_others(monkeypatch):
     s = sampler(eight_gpu_scenario(), Clock(1.0))
     real = s._sample_links
 
-    def failing(d):
+    def failing(d, *rest):
         if d.index == 1:
             raise pynvml.NVMLError(pynvml.NVML_ERROR_UNKNOWN)
-        return real(d)
+        return real(d, *rest)
 
     monkeypatch.setattr(s, "_sample_links", failing)
     out = s.sample(0)

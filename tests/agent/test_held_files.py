@@ -88,3 +88,37 @@ def test_dropped_samplers_give_their_descriptors_back(tmp_path):
         del files
     gc.collect()
     assert len(os.listdir("/proc/self/fd")) == before
+
+
+def _age(path, seconds: float) -> None:
+    """Date a directory's mtime back (as an untouched fixture tree is)."""
+    t = os.stat(path).st_mtime - seconds
+    os.utime(path, (t, t))
+
+
+def test_passes_look_at_a_directory_once_and_still_see_every_replaced_file(tmp_path, monkeypatch):
+    """Within passes, a file in an unchanged directory is read without a stat of its own; a file renamed
+    over, even while another pass read only its neighbours (slow counters), is read anew."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.write_text("1\n")
+    b.write_text("100\n")
+    _age(tmp_path, 10)
+    files = HeldFiles()
+    files.new_pass()
+    assert files.read_counter(str(a)) == 1 and files.read_counter(str(b)) == 100
+    stats = []
+    real_stat = os.stat
+    monkeypatch.setattr(os, "stat", lambda p, *args, **kw: stats.append(str(p)) or real_stat(p, *args, **kw))
+    files.new_pass()
+    assert files.read_counter(str(a)) == 1 and files.read_counter(str(b)) == 100
+    assert stats == [str(tmp_path)]  # the directory once, neither file
+    b.write_text("101\n")  # in place: the held descriptor reads it
+    files.new_pass()
+    assert files.read_counter(str(b)) == 101
+    tmp = tmp_path / "tmp"
+    tmp.write_text("2\n")
+    os.replace(tmp, a)  # a new inode, while this pass reads only b
+    assert files.read_counter(str(b)) == 101
+    files.new_pass()
+    assert files.read_counter(str(a)) == 2
+    files.close()
