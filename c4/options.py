@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import math
 import os
 import re
 import types
@@ -125,14 +126,19 @@ def _scalar(tp: Any, v: Any) -> Any:
             return int(v)
         raise _Bad(f"expected an integer, got {_shown(v)}")
     if tp is float:
+        number: float | None = None
         if isinstance(v, int | float) and not isinstance(v, bool):
-            return float(v)
-        if isinstance(v, str):
+            number = float(v)
+        elif isinstance(v, str):
             try:
-                return float(v)
+                number = float(v)
             except ValueError:
                 pass
-        raise _Bad(f"expected a number, got {_shown(v)}")
+        if number is None:
+            raise _Bad(f"expected a number, got {_shown(v)}")
+        if not math.isfinite(number):  # an interval of inf never ticks, nan compares false with every bound
+            raise _Bad(f"expected a finite number, got {_shown(v)}")
+        return number
     if tp is str:
         if isinstance(v, str):
             return v

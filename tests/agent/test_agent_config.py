@@ -44,6 +44,9 @@ def test_file_and_environment_give_the_same_section_as_the_full_loader(tmp_path)
             r"environment\): \[agent.interval_s\] expected a number, got str 'fast'",
         ),
         ("", {"C4_AGENT_NOPE": "1"}, "C4_AGENT_NOPE"),
+        # an interval of inf would never tick, nan passes no bound
+        ("", {"C4_AGENT_INTERVAL_S": "inf"}, r"\[agent.interval_s\] expected a finite number, got str 'inf'"),
+        ("[agent]\nflush_interval_s = nan\n", {}, r"\[agent.flush_interval_s\] expected a finite number"),
         ("[agent]\ncollector = '10.0.0.1'\n", {}, r"\[agent.collector\] '10.0.0.1' is not HOST:PORT"),
         ("[agent]\nnode = 'a b'\n", {}, "the collector would refuse this agent: hostname"),
         ("[agent]\nlabels = { rack = 3 }\n", {}, r"\[agent.labels\] expected a string, got int 3"),
