@@ -304,7 +304,19 @@ class C4Metrics:
         self._lock = threading.Lock()  # one computation at a time: the queries share the store
         self._cached: tuple[float, list[Metric]] | None = None  # (monotonic time computed, families)
         self._refreshing = threading.Event()  # a background refresh is running
+        self._closed = False  # the store is about to close: no new computation starts
         self.query_errors = 0
+
+    def close(self, timeout_s: float = 30.0) -> bool:
+        """Start no computation from the store again and wait for the running one (a scrape's or the
+        background refresh's) to end, so the store can close under no query: DuckDB aborts the process
+        when its connection closes under a running one. False when it did not end within ``timeout_s``."""
+        self._closed = True
+        if not self._lock.acquire(timeout=timeout_s):
+            log.warning("metrics computation still running at close timeout_s=%s", timeout_s)
+            return False
+        self._lock.release()
+        return True
 
     def describe(self) -> Iterable[Metric]:
         """Nothing up front: the registry then never calls collect() at registration."""
@@ -338,13 +350,16 @@ class C4Metrics:
         if self.store_cache_s <= 0 or cached is None:
             with self._lock:
                 cached = self._cached
+                if self._closed:  # shutting down: what was computed, or nothing
+                    return cached or (time.monotonic(), [])
                 if (
                     self.store_cache_s <= 0 or cached is None
                 ):  # a concurrent first scrape computed it meanwhile
                     cached = (time.monotonic(), self._compute_store_families())
                     self._cached = cached
             return cached
-        if time.monotonic() - cached[0] >= self.store_cache_s and not self._refreshing.is_set():
+        stale = time.monotonic() - cached[0] >= self.store_cache_s
+        if stale and not self._closed and not self._refreshing.is_set():
             self._refreshing.set()
             threading.Thread(target=self._refresh, name="c4-metrics-refresh", daemon=True).start()
         return cached
@@ -353,7 +368,8 @@ class C4Metrics:
         """Compute the store's families again (a background thread) and serve them from now on."""
         try:
             with self._lock:
-                self._cached = (time.monotonic(), self._compute_store_families())
+                if not self._closed:
+                    self._cached = (time.monotonic(), self._compute_store_families())
         except Exception:  # noqa: BLE001 - the stale families stay served; the next scrape tries again
             log.exception("metrics refresh failed")
         finally:
@@ -639,8 +655,9 @@ class MetricsServer:
         log.info("metrics serving url=%s", self.url)
 
     def stop(self) -> None:
-        """Stop serving."""
+        """Stop serving, and wait for a computation from the store still running (the store closes next)."""
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+        self.metrics.close()

@@ -97,3 +97,33 @@ def test_without_a_cache_every_scrape_reads_the_store(parts):
     got = collect(exporter)
     assert nodes(got) == {"n1", "n2"} and slow.cursors == 2
     assert got["c4_exporter_store_metrics_age_seconds"][0].value < 60
+
+
+def test_close_waits_for_the_running_refresh_and_starts_no_other(parts):
+    """The collector closes its store right after the exporter stops: a refresh still querying then
+    aborted the whole process in DuckDB (CI: 'terminate called without an active exception')."""
+    store, slow, _, collector = parts
+    host_memory(store, "n1")
+    exporter = C4Metrics(collector, window_s=300, store_cache_s=0.01)
+    assert nodes(collect(exporter)) == {"n1"}
+    slow.gate.clear()
+
+    def refresh_started() -> bool:
+        collect(exporter)
+        return slow.cursors == 2
+
+    wait_for(refresh_started, timeout_s=10, what="a refresh to start")
+    closed = threading.Event()
+    closer = threading.Thread(target=lambda: exporter.close(timeout_s=30) and closed.set())
+    closer.start()
+    assert not closed.wait(0.5), "close returned while the refresh still queried the store"
+    slow.gate.set()
+    closer.join(30)
+    assert closed.is_set()
+    # closed: scrapes serve what was computed and never open a cursor on the store again
+    got = collect(exporter)
+    assert nodes(got) <= {"n1"} and slow.cursors == 2
+    assert not exporter._refreshing.is_set()
+    fresh = C4Metrics(collector, window_s=300)
+    fresh.close()
+    assert not collect(fresh).get("c4_node_memory_total_bytes") and slow.cursors == 2
