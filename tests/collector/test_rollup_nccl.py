@@ -11,8 +11,8 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 import numpy as np
-import pyarrow as pa
 import pytest
+from testkit.payloads import catalogue_table
 
 from c4.catalogue import Catalogue, CatalogueError, load
 from c4.collector.rollup import roll_all
@@ -21,15 +21,6 @@ from c4.collector.store import PendingBatch, Store
 START = datetime(2026, 12, 1, 10, 0, 0)
 HOURS = 2
 RANKS = 4
-
-
-def _table(name: str, cols: dict) -> pa.Table:
-    spec = load()[name]
-    n = len(cols["ts"])
-    arrays = [
-        pa.array(cols[f.name], f.type) if f.name in cols else pa.nulls(n, f.type) for f in spec.arrow_schema
-    ]
-    return pa.Table.from_arrays(arrays, schema=spec.arrow_schema)
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +42,7 @@ def cur(tmp_path_factory):
                 "",
                 0,
                 load()["nccl_collectives"],
-                _table(
+                catalogue_table(
                     "nccl_collectives",
                     {
                         "ts": [START + timedelta(seconds=float(x)) for x in s + rng.uniform(0, 1, n)],
@@ -82,7 +73,7 @@ def cur(tmp_path_factory):
                 "",
                 0,
                 load()["nccl_connections"],
-                _table(
+                catalogue_table(
                     "nccl_connections",
                     {
                         "ts": [START + timedelta(seconds=float(x)) for x in s + 0.5],

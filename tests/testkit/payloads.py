@@ -15,6 +15,15 @@ from c4.telemetry.v1 import telemetry_pb2 as pb
 HEARTBEAT = load()["agent_heartbeat"]
 
 
+def catalogue_table(name: str, cols: dict) -> pa.Table:
+    """A table of the catalogue's ``name`` from column lists (``cols`` must hold ``ts``); columns not
+    given are all NULL."""
+    schema = load()[name].arrow_schema
+    n = len(cols["ts"])
+    arrays = [pa.array(cols[f.name], f.type) if f.name in cols else pa.nulls(n, f.type) for f in schema]
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
 def utcnow() -> datetime:
     """Now, UTC, naive (as the store keeps times)."""
     return datetime.now(UTC).replace(tzinfo=None)

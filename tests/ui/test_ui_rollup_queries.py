@@ -9,8 +9,8 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 import numpy as np
-import pyarrow as pa
 import pytest
+from testkit.payloads import catalogue_table
 
 from c4.catalogue import load
 from c4.collector.rollup import roll_all
@@ -23,15 +23,6 @@ SECONDS = 3 * 3600
 NODES, GPUS, PORTS = 2, 4, 2
 #: Wider than the data, so every resolution sees all of it, and bucketed by the hour at both rollups.
 ALL_S = 5 * 86400.0
-
-
-def _table(name: str, cols: dict) -> pa.Table:
-    spec = load()[name]
-    n = len(cols["ts"])
-    arrays = [
-        pa.array(cols[f.name], f.type) if f.name in cols else pa.nulls(n, f.type) for f in spec.arrow_schema
-    ]
-    return pa.Table.from_arrays(arrays, schema=spec.arrow_schema)
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +39,7 @@ def cur(tmp_path_factory):
                 "",
                 0,
                 load()["gpu_samples"],
-                _table(
+                catalogue_table(
                     "gpu_samples",
                     {
                         "ts": ts,
@@ -73,7 +64,7 @@ def cur(tmp_path_factory):
                 "",
                 0,
                 load()["ib_port_samples"],
-                _table(
+                catalogue_table(
                     "ib_port_samples",
                     {
                         "ts": [START + timedelta(seconds=float(x)) for x in s + 0.4],
@@ -103,7 +94,7 @@ def cur(tmp_path_factory):
                 "",
                 0,
                 load()["nccl_collectives"],
-                _table(
+                catalogue_table(
                     "nccl_collectives",
                     {
                         "ts": [START + timedelta(seconds=float(x)) for x in s + 0.6],
