@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 
-HELP = "Run a benchmark (ingest, agent, plan, sim, diagnose, ui, plugin, load, lake, chaos, conformance, downtime, goodput); side-by-side ratios."
+HELP = "Run a benchmark (ingest, agent, plan, sim, diagnose, ui, plugin, load, checks, lake, chaos, conformance, downtime, goodput); side-by-side ratios."
 
 #: benchmark -> module with ``HELP``, ``configure(parser)`` and ``run(args) -> int``.
 BENCHES: dict[str, str] = {
@@ -15,6 +15,7 @@ BENCHES: dict[str, str] = {
     "plugin": "c4.bench.plugin",
     "sim": "c4.bench.sim",
     "load": "c4.bench.load",
+    "checks": "c4.bench.checks",
     "lake": "c4.bench.lake",
     "chaos": "c4.bench.chaos",
     "diagnose": "c4.bench.diagnose",

@@ -93,7 +93,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def node_tick(root) -> dict:
-    """table -> Arrow table: one tick of the real samplers on a simulated 8-GPU, 8-NIC node."""
+    """table -> ColumnBatch: one tick of the real samplers on a simulated 8-GPU, 8-NIC node."""
     import time
 
     from c4.agent.labels import context_from
@@ -118,27 +118,24 @@ def node_tick(root) -> dict:
             if s.state == "running":
                 agent.sample_one(s, now_ns)
         agent.health_rows(now_ns)
-    return {table: batch.to_arrow() for table, batch in agent.buffer.drain()}
+    return dict(agent.buffer.drain())
 
 
 def payloads_for(tick: dict, name: str, ticks: int = 1) -> list[tuple[str, int, bytes, int]]:
     """(table, schema version, Arrow IPC, rows) per table, with node/agent_id set to ``name``: the rows of
     ``ticks`` ticks in each table's one batch (the tick's rows repeated, as an agent that flushes every
-    ``ticks`` ticks sends them)."""
-    import pyarrow as pa
+    ``ticks`` ticks sends them), encoded by the agent's own encoder (one record batch per payload)."""
+    from c4.agent.batcher import ColumnBatch
 
-    from c4.arrow_ipc import encode_ipc
-    from c4.catalogue import load
-
-    catalogue = load()
     out = []
     for table, one in sorted(tick.items()):
-        data = pa.concat_tables([one] * ticks) if ticks > 1 else one
-        for col in ("node", "agent_id"):
-            if col in data.column_names:
-                i = data.column_names.index(col)
-                data = data.set_column(i, col, pa.array([name] * data.num_rows, data.schema.field(col).type))
-        out.append((table, catalogue[table].version, encode_ipc(data), data.num_rows))
+        columns = []
+        for col, values in zip(one.column_names, one.columns, strict=True):
+            values = [name] * one.num_rows if col in ("node", "agent_id") else list(values)
+            columns.append(values * ticks)
+        batch = ColumnBatch(one.spec, columns, one.num_rows * ticks)
+        payloads = list(batch.to_ipc(1 << 30))
+        out.append((table, one.spec.version, payloads[0], batch.num_rows))
     return out
 
 

@@ -33,15 +33,15 @@ class ClockWatch:
         self._windows: dict[str, _Window] = {}
 
     def observe(
-        self, agent_id: str, table: pa.Table, newest_us: int | None, received_us: int, clamped: int
+        self, agent_id: str, node: str, newest_us: int | None, received_us: int, clamped: int
     ) -> None:
-        """Note one admitted batch: its newest time (before clamping) and the rows clamped."""
+        """Note one admitted batch: the node its rows name, its newest time (before clamping), the rows clamped."""
         if newest_us is None:
             return
         skew = newest_us - received_us
         w = self._windows.get(agent_id)
         if w is None:
-            self._windows[agent_id] = _Window(_node_of(table, agent_id), time.monotonic(), skew, clamped)
+            self._windows[agent_id] = _Window(node, time.monotonic(), skew, clamped)
             return
         if skew > w.skew_us:
             w.skew_us = skew
@@ -72,7 +72,7 @@ class ClockWatch:
         return rows
 
 
-def _node_of(table: pa.Table, agent_id: str) -> str:
+def node_of(table: pa.Table, agent_id: str) -> str:
     """The node the batch's rows name (its first row's), else the agent id."""
     if table.num_rows and "node" in table.column_names:
         node = table.column("node")[0].as_py()

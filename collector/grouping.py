@@ -48,7 +48,7 @@ def encode_group(
                 agent_id=b.agent_id,
                 seq=b.seq,
                 table_index=i,
-                rows=b.table.num_rows,
+                rows=b.num_rows,
                 stream=b.stream,
                 spool_epoch=b.spool_epoch,
             )

@@ -23,9 +23,9 @@ from c4.arrow_ipc import DecodeLimits
 from c4.catalogue import Catalogue
 from c4.collector import validate
 from c4.collector.auth import Authenticator, AuthError, certificate_name
-from c4.collector.clock import ClockWatch
+from c4.collector.clock import ClockWatch, node_of
 from c4.collector.sequence import new_stream_id
-from c4.collector.store import CommitResult, PendingBatch
+from c4.collector.store import CommitResult, PendingBatch, Unchecked
 from c4.collector.validate import Refusal, clamp_future
 from c4.config import CollectorConfig
 from c4.telemetry.v1 import telemetry_pb2 as pb
@@ -151,6 +151,9 @@ class IngestService(pb_grpc.TelemetryServicer):
 
     #: Keep each valid batch's wire bytes (PendingBatch.ipc_parts) for a sink that forwards them.
     keep_ipc_parts = False
+    #: Only frame what agents send and leave the values to the writer, which checks many agents'
+    #: batches of a table at once (``c4.collector.batch_checks``): for a sink that is this process's writer.
+    defer_checks = False
 
     def __init__(
         self,
@@ -205,11 +208,11 @@ class IngestService(pb_grpc.TelemetryServicer):
             "refused_table_not_allowed",
         )
 
-    def _authorize_rows(self, rpc: str, ident, agent_id: str, spec, table) -> None:
-        """Raise a Refusal unless an agent's rows are all of its own node (its name, or the node its
-        Hello registered)."""
+    def _required_node(self, ident, agent_id: str, spec) -> str | None:
+        """The node every row of the agent's batch must name (None: not checked); Refusal when the
+        agent has not registered one."""
         if ident is None or spec.writer != "agent":
-            return
+            return None
         node = ident.node or self.nodes.get(agent_id)
         if node is None:  # e.g. this ingest process restarted: the agent's reconnect says Hello again
             raise Refusal(
@@ -217,6 +220,14 @@ class IngestService(pb_grpc.TelemetryServicer):
                 f"agent {agent_id!r} has not said Hello to this collector process: reconnect",
                 "refused_no_hello",
             )
+        return node
+
+    def _authorize_rows(self, rpc: str, ident, agent_id: str, spec, table) -> None:
+        """Raise a Refusal unless an agent's rows are all of its own node (its name, or the node its
+        Hello registered)."""
+        node = self._required_node(ident, agent_id, spec)
+        if node is None:
+            return
         column = table.column("node")
         if column.null_count or not pc.all(pc.equal(column, node), min_count=0).as_py():
             self.auth.count(rpc, grpc.StatusCode.PERMISSION_DENIED)
@@ -264,6 +275,32 @@ class IngestService(pb_grpc.TelemetryServicer):
                     grpc.StatusCode.INVALID_ARGUMENT, f"batch refused: {seq_problem(seq)}", "refused_header"
                 )
             self._authorize_table(rpc, ident, batch.table)
+            if received_us is None:
+                received_us = time.time_ns() // 1000
+            if self.defer_checks:
+                framed = validate.frame_payload(
+                    self.catalogue,
+                    batch.table,
+                    batch.schema_version,
+                    payload,
+                    self.cfg.max_batch_bytes,
+                    self.limits,
+                )
+                if framed is not None:
+                    spec, frame = framed
+                    node = self._required_node(ident, agent_id, spec)
+                    unchecked = Unchecked(
+                        payload, frame, node, received_us, received_us + self.max_skew_us, self.limits
+                    )
+                    return PendingBatch(
+                        agent_id,
+                        seq,
+                        spec,
+                        None,
+                        stream=stream.id,
+                        spool_epoch=batch.spool_epoch,
+                        unchecked=unchecked,
+                    )
             checked = validate.check_payload(
                 self.catalogue,
                 batch.table,
@@ -275,14 +312,14 @@ class IngestService(pb_grpc.TelemetryServicer):
             spec, table, span = checked.spec, checked.table, checked.span
             self._authorize_rows(rpc, ident, agent_id, spec, table)
             if checked.newest_us is not None:
-                if received_us is None:
-                    received_us = time.time_ns() // 1000
                 clamped = 0
                 if checked.newest_us > received_us + self.max_skew_us:
                     table, clamped = clamp_future(spec, table, received_us + self.max_skew_us, received_us)
                     span = None  # the wire bytes no longer hold these rows
                     tally["rows_clamped_future"] += clamped
-                self.clock.observe(agent_id, table, checked.newest_us, received_us, clamped)
+                self.clock.observe(
+                    agent_id, node_of(table, agent_id), checked.newest_us, received_us, clamped
+                )
             parts = None
             if span is not None and self.keep_ipc_parts:
                 parts = (payload[: span[0]], memoryview(payload)[span[0] : span[1]])
@@ -294,6 +331,15 @@ class IngestService(pb_grpc.TelemetryServicer):
             return self._refused(batch, refusal, tally)
         except Exception as exc:  # a check that broke on this input: refuse the batch, keep serving
             return self._refused(batch, self._check_failed(batch, exc), tally)
+
+    def _observe_clock(self, batch: pb.Batch, result: CommitResult, received_us: int, tally) -> None:
+        """Note the clock figures of a batch whose values were checked in the writer."""
+        if result.clock is None or result.clock[0] is None:
+            return
+        newest_us, clamped, node = result.clock
+        self.clock.observe(batch.agent_id, node, newest_us, received_us, clamped)
+        if clamped:
+            tally["rows_clamped_future"] += clamped
 
     def _check_agent_id(self, agent_id: str) -> None:
         """Raise a Refusal for an agent id that breaks the rules; remember one that follows them."""
@@ -357,7 +403,7 @@ class IngestService(pb_grpc.TelemetryServicer):
         done = self.writer.submit_async(PendingBatch.internal(self.catalogue["agent_clock"], rows))
         done.add_done_callback(_log_clock_commit)
 
-    def _ack(self, batch: pb.Batch, outcome: Refusal | CommitResult, tally: Counter[str]) -> pb.Ack:
+    def _ack(self, rpc: str, batch: pb.Batch, outcome: Refusal | CommitResult, tally: Counter[str]) -> pb.Ack:
         """The Ack for one batch once it is refused or its commit is done (counted in ``tally``)."""
         if isinstance(outcome, Refusal):
             agent_id = batch.agent_id if agent_id_problem(batch.agent_id) is None else ""
@@ -366,11 +412,23 @@ class IngestService(pb_grpc.TelemetryServicer):
             )
         if outcome.refused:
             tally["batches_refused"] += 1
-            tally["refused_at_commit"] += 1
+            if outcome.counter:  # refused by its value checks, in the writer
+                tally[outcome.counter] += 1
+                if outcome.code == grpc.StatusCode.PERMISSION_DENIED.value[0]:
+                    self.auth.count(rpc, grpc.StatusCode.PERMISSION_DENIED)
+                log.warning(
+                    "batch refused agent=%s seq=%d table=%s reason=%s",
+                    batch.agent_id,  # checked when it was received
+                    batch.seq,
+                    batch.table,
+                    outcome.error,
+                )
+            else:
+                tally["refused_at_commit"] += 1
             return pb.Ack(
                 agent_id=batch.agent_id,
                 seq=batch.seq,
-                code=grpc.StatusCode.INVALID_ARGUMENT.value[0],
+                code=outcome.code or grpc.StatusCode.INVALID_ARGUMENT.value[0],
                 message=outcome.error,
             )
         if outcome.error:
@@ -399,16 +457,17 @@ class IngestService(pb_grpc.TelemetryServicer):
             try:
                 async for batch in request_iterator:
                     tally: Counter[str] = Counter()
-                    outcome = self._admit("Push", batch, ident, tally, stream, time.time_ns() // 1000)
+                    received_us = time.time_ns() // 1000
+                    outcome = self._admit("Push", batch, ident, tally, stream, received_us)
                     self.metrics.add(tally)
                     self._record_clock()
                     if isinstance(outcome, PendingBatch):
                         outcome = self.writer.submit_async(outcome)
-                    await pending.put((batch, outcome))
+                    await pending.put((batch, outcome, received_us))
                     if isinstance(outcome, AuthError):
                         return
             except DecodeError as exc:  # no batch to ack: end the stream, naming why
-                await pending.put((None, self._unparsable("Push", exc)))
+                await pending.put((None, self._unparsable("Push", exc), 0))
             finally:
                 await pending.put(None)
 
@@ -418,14 +477,16 @@ class IngestService(pb_grpc.TelemetryServicer):
                 item = await pending.get()
                 if item is None:
                     break
-                batch, outcome = item
+                batch, outcome, received_us = item
                 if isinstance(outcome, AuthError | StreamError):
                     await context.abort(outcome.code, outcome.message)
                 if not isinstance(outcome, Refusal):
                     outcome = await outcome
                     stream.note(batch, outcome)
                 tally = Counter()
-                ack = self._ack(batch, outcome, tally)
+                if isinstance(outcome, CommitResult):
+                    self._observe_clock(batch, outcome, received_us, tally)
+                ack = self._ack("Push", batch, outcome, tally)
                 self.metrics.add(tally)
                 yield ack
             await reader  # surfaces a broken stream as an error
@@ -465,7 +526,12 @@ class IngestService(pb_grpc.TelemetryServicer):
                 resolved = [o if o is not None else next(results) for o in refusals]
                 for b, outcome in zip(bundle.batches, resolved, strict=True):
                     stream.note(b, outcome)
-                acks = [self._ack(b, o, tally) for b, o in zip(bundle.batches, resolved, strict=True)]
+                    if outcome.__class__ is CommitResult and outcome.clock is not None:
+                        self._observe_clock(b, outcome, received_us, tally)
+                acks = [
+                    self._ack("PushBundle", b, o, tally)
+                    for b, o in zip(bundle.batches, resolved, strict=True)
+                ]
                 self.metrics.add(tally)
                 yield pb.AckBundle(acks=acks)
         except StreamError as exc:

@@ -122,7 +122,7 @@ class StoreClient:
                 blocked |= streams  # what follows of these streams waits too
                 continue
             taken.append(item)
-            rows += sum(b.table.num_rows for b in item[0])
+            rows += sum(b.num_rows for b in item[0])
         self._pending.extendleft(reversed(waiting))
         return taken
 

@@ -76,6 +76,8 @@ class TelemetryService(IngestService):
     """Implements the wire contract over one Store: Hello, Query, Stats, UpdateFault, SetHold and
     ListHolds beside ingest."""
 
+    defer_checks = True  # its writer checks the values, many agents' batches of a table at once
+
     def __init__(
         self,
         cfg: CollectorConfig,

@@ -14,6 +14,7 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
+from c4.arrow_ipc import DecodeLimits, Frame
 from c4.catalogue import Catalogue, TableSpec
 from c4.collector.checkpointer import BACKSTOP_FACTOR, Checkpointer
 from c4.collector.sequence import AgentSeq, SequenceBook, Verdict
@@ -35,6 +36,20 @@ QUERY_MEMORY_TAGS = (
 DEFAULT_CHECKPOINT_WAL_BYTES = 128 << 20
 
 
+@dataclass(slots=True)
+class Unchecked:
+    """An agent's payload whose framing, size and schema passed, its values not yet checked."""
+
+    payload: bytes
+    frame: Frame
+    #: The node every row must name (None: not checked, callers are not authenticated).
+    node: str | None
+    #: The collector's receive time (us since the epoch); rows dated after ``limit_us`` are set to it.
+    received_us: int
+    limit_us: int
+    limits: DecodeLimits
+
+
 @dataclass
 class PendingBatch:
     """A validated batch waiting to be committed. ``seq`` 0 means unsequenced (internal rows).
@@ -46,12 +61,38 @@ class PendingBatch:
     agent_id: str
     seq: int
     spec: TableSpec
-    table: pa.Table
+    #: The rows; None while ``unchecked`` (decoded in the writer, with the table's other batches).
+    table: pa.Table | None
     ipc_parts: tuple[bytes, memoryview] | None = None
     #: The agent stream (Push/PushBundle call) that carried it: after a failed batch, nothing more commits.
     stream: int = 0
     #: The spool epoch the batch was sent under (0: none).
     spool_epoch: int = 0
+    #: A payload framed but not decoded yet: its values are checked in the writer
+    #: (``c4.collector.batch_checks``), many agents' batches of one table in one go.
+    unchecked: Unchecked | None = None
+    #: After those checks: the table its rows were decoded into with the others, their offset in it
+    #: and their count (``table`` stays None: ``rows_table`` slices it when it is needed alone).
+    source: tuple[pa.Table, int, int] | None = None
+    #: After those checks: (newest time before clamping in us, rows clamped, node of the first row),
+    #: handed back with the commit result for the collector's clock watch.
+    clock: tuple[int | None, int, str] | None = None
+
+    @property
+    def num_rows(self) -> int:
+        """Rows of the batch (declared by its payload while unchecked)."""
+        if self.table is not None:
+            return self.table.num_rows
+        if self.source is not None:
+            return self.source[2]
+        return self.unchecked.frame.rows
+
+    def rows_table(self) -> pa.Table:
+        """The batch's rows as a table of their own."""
+        if self.table is None and self.source is not None:
+            whole, start, rows = self.source
+            return whole.slice(start, rows)
+        return self.table
 
     @classmethod
     def internal(cls, spec: TableSpec, rows: list[dict]) -> PendingBatch:
@@ -71,11 +112,16 @@ class CommitResult:
     duplicate: bool = False
     error: str = ""
     refused: bool = False
+    #: A refusal's gRPC status code (0: INVALID_ARGUMENT) and metrics counter (checks done in the writer).
+    code: int = 0
+    counter: str = ""
+    #: Of a batch checked in the writer: ``PendingBatch.clock``, for the collector's clock watch.
+    clock: tuple[int | None, int, str] | None = None
 
     @classmethod
-    def of(cls, verdict: Verdict) -> CommitResult:
+    def of(cls, verdict: Verdict, clock: tuple[int | None, int, str] | None = None) -> CommitResult:
         """The result of a batch the sequence book kept out of the commit."""
-        return cls(duplicate=verdict.duplicate, error=verdict.error)
+        return cls(duplicate=verdict.duplicate, error=verdict.error, clock=clock)
 
 
 #: Errors of one batch alone that no retry can cure: its rows do not fit the table.
@@ -101,6 +147,19 @@ def _one_chunk(tables: list[pa.Table]) -> pa.Table:
     if not batches:
         return tables[0].combine_chunks()
     return pa.Table.from_batches([pa.concat_batches(batches)])
+
+
+def _decoded_together(group: list[PendingBatch]) -> pa.Table | None:
+    """The table a group's batches were decoded into together, when they are all its rows, in order."""
+    first = group[0].source
+    if first is None or first[1] != 0:
+        return None
+    whole, at = first[0], 0
+    for b in group:
+        if b.source is None or b.source[0] is not whole or b.source[1] != at:
+            return None
+        at += b.source[2]
+    return whole if at == whole.num_rows else None
 
 
 def default_store_threads() -> int:
@@ -305,7 +364,8 @@ class Store:
 
         A sequenced batch whose seq is not above the agent's last committed seq is a
         duplicate: acknowledged, not inserted. A batch that fails breaks its stream: no later
-        batch of that stream commits (see ``c4.collector.sequence``).
+        batch of that stream commits (see ``c4.collector.sequence``). Every batch must be
+        checked (``c4.collector.batch_checks.commit_checked`` checks the ``unchecked`` first).
         """
         with self._lock:
             try:
@@ -343,15 +403,15 @@ class Store:
         by_table: dict[str, list[PendingBatch]] = {}
         for b, verdict in zip(batches, verdicts, strict=True):
             if verdict is not None:
-                results.append(CommitResult.of(verdict))
+                results.append(CommitResult.of(verdict, b.clock))
                 continue
             by_table.setdefault(b.spec.name, []).append(b)
-            results.append(CommitResult(rows=b.table.num_rows))
+            results.append(CommitResult(rows=b.num_rows, clock=b.clock))
         with self._transaction():
             # one INSERT per target table: DuckDB appends a large Arrow table in parallel
             for i, group in enumerate(by_table.values()):
                 spec = group[0].spec
-                data = _one_chunk([b.table for b in group])
+                data = _decoded_together(group) or _one_chunk([b.rows_table() for b in group])
                 if not data.num_rows:
                     continue
                 name = f"_c4_in_{i}"

@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from c4.arrow_ipc import CachedSchemaDecoder, DecodeLimitError, DecodeLimits, InvalidColumn
+from c4.arrow_ipc import CachedSchemaDecoder, DecodeLimitError, DecodeLimits, Frame, InvalidColumn
 from c4.catalogue import Catalogue, TableSpec
 from c4.telemetry.v1 import telemetry_pb2 as pb
 from c4.wire_limits import (
@@ -145,15 +145,10 @@ def validate_payload(
     return c.spec, c.table, c.span
 
 
-def check_payload(
-    catalogue: Catalogue,
-    table_name: str,
-    schema_version: int,
-    payload: bytes,
-    max_bytes: int,
-    limits: DecodeLimits,
-) -> Checked:
-    """Every check of one batch's table, version and payload; the Checked batch, or raise Refusal."""
+def _spec_for(
+    catalogue: Catalogue, table_name: str, schema_version: int, payload: bytes, max_bytes: int
+) -> TableSpec:
+    """The table's spec once the payload's size, the table and its schema version pass; else Refusal."""
     if len(payload) > max_bytes:
         raise Refusal(
             grpc.StatusCode.RESOURCE_EXHAUSTED,
@@ -171,33 +166,93 @@ def check_payload(
             f"table {table_name!r}: schema version {schema_version} sent, collector has version {spec.version}",
             "refused_schema_version",
         )
+    return spec
+
+
+def _limit_refusal(table_name: str, exc: DecodeLimitError) -> Refusal:
+    """The refusal of a payload that would decode to more than the limits allow."""
+    if exc.what == "messages":
+        return Refusal(
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            f"table {table_name!r}: payload holds more than {exc.limit} Arrow messages: "
+            "send its rows as fewer, larger record batches",
+            "refused_decoded_size",
+        )
+    key = "max_batch_rows" if exc.what == "rows" else "max_batch_decoded_bytes"
+    return Refusal(
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        f"table {table_name!r}: batch declares {exc.declared} {exc.what} once decoded, over the "
+        f"collector's {key} = {exc.limit}: send smaller batches",
+        "refused_decoded_size",
+    )
+
+
+def check_payload(
+    catalogue: Catalogue,
+    table_name: str,
+    schema_version: int,
+    payload: bytes,
+    max_bytes: int,
+    limits: DecodeLimits,
+) -> Checked:
+    """Every check of one batch's table, version and payload; the Checked batch, or raise Refusal."""
+    spec = _spec_for(catalogue, table_name, schema_version, payload, max_bytes)
+    return check_payload_of(spec, payload, limits)
+
+
+def check_payload_of(spec: TableSpec, payload: bytes, limits: DecodeLimits) -> Checked:
+    """The checks of ``check_payload`` after its table and version: decode, schema, values."""
     try:
         table, schema_key, span = decode_checked(payload, limits)
     except DecodeLimitError as exc:
-        if exc.what == "messages":
-            raise Refusal(
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"table {table_name!r}: payload holds more than {exc.limit} Arrow messages: "
-                "send its rows as fewer, larger record batches",
-                "refused_decoded_size",
-            ) from None
-        key = "max_batch_rows" if exc.what == "rows" else "max_batch_decoded_bytes"
-        raise Refusal(
-            grpc.StatusCode.RESOURCE_EXHAUSTED,
-            f"table {table_name!r}: batch declares {exc.declared} {exc.what} once decoded, over the "
-            f"collector's {key} = {exc.limit}: send smaller batches",
-            "refused_decoded_size",
-        ) from None
-    if (table_name, schema_key) not in _MATCHING:
+        raise _limit_refusal(spec.name, exc) from None
+    if (spec.name, schema_key) not in _MATCHING:
         if table.schema.equals(spec.arrow_schema):  # what agents send: nothing to compare or cast
             if len(_MATCHING) >= 4096:
                 _MATCHING.clear()
-            _MATCHING.add((table_name, schema_key))
+            _MATCHING.add((spec.name, schema_key))
         else:
             table, span = _conform(spec, table), None
+    return Checked(spec, table, span, check_values(spec, table))
+
+
+def frame_payload(
+    catalogue: Catalogue,
+    table_name: str,
+    schema_version: int,
+    payload: bytes,
+    max_bytes: int,
+    limits: DecodeLimits,
+) -> tuple[TableSpec, Frame] | None:
+    """The cheap checks of ``check_payload`` and where the payload's one record batch lies, undecoded.
+
+    Only for what agents send: a schema already found equal to the catalogue's, one record batch.
+    None for anything else (``check_payload`` then does every check). Raises Refusal for a payload
+    too large, an unknown table or version, or rows and bytes over the limits. The values are
+    checked later, many agents' batches of a table at once (``c4.collector.batch_checks``).
+    """
+    spec = _spec_for(catalogue, table_name, schema_version, payload, max_bytes)
+    try:
+        frame = _DECODER.frame(payload, limits)
+    except DecodeLimitError as exc:
+        raise _limit_refusal(table_name, exc) from None
+    except (struct.error, pa.ArrowInvalid):
+        return None  # framing the fast path does not follow: the general reader names the problem
+    if frame is None or (table_name, frame.schema_key) not in _MATCHING:
+        return None
+    return spec, frame
+
+
+def decode_frames(framed) -> pa.Table:
+    """Framed payloads of one schema -> one validated table (``CachedSchemaDecoder.decode_frames``)."""
+    return _DECODER.decode_frames(framed)
+
+
+def check_values(spec: TableSpec, table: pa.Table) -> int | None:
+    """The value checks of ``check_payload`` on decoded rows: Refusal, else the newest time (us)."""
     if spec.element is not None and (problem := spec.list_length_errors(table)):
         raise Refusal(grpc.StatusCode.INVALID_ARGUMENT, f"table {spec.name!r}: {problem}", "refused_columns")
-    return Checked(spec, table, span, _check_values(spec, table))
+    return _check_values(spec, table)
 
 
 def _conform(spec: TableSpec, table: pa.Table) -> pa.Table:

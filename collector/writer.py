@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from c4.collector.batch_checks import commit_checked
 from c4.collector.store import CommitResult, PendingBatch, Store
 
 log = logging.getLogger("c4.collector.writer")
@@ -68,7 +69,7 @@ class Writer:
                 continue
             group = [(work, done)]
             batches = len(work)
-            rows = sum(b.table.num_rows for b in work)
+            rows = sum(b.num_rows for b in work)
             stop = False
             # linger a few ms for more batches: DuckDB appends one large Arrow table far faster
             # (in parallel) than many small ones, at a latency cost no agent notices
@@ -89,10 +90,10 @@ class Writer:
                     break
                 group.append(nxt)
                 batches += len(nxt[0])
-                rows += sum(b.table.num_rows for b in nxt[0])
+                rows += sum(b.num_rows for b in nxt[0])
             flat = [b for item, _ in group for b in item]
             try:
-                results = self.store.commit(flat)
+                results = commit_checked(self.store, flat)
             except BaseException as exc:  # the writer owns exactly-once: it must outlive any error
                 log.exception("commit failed batches=%d error=%s", len(flat), exc)
                 self.store.mark_failed(flat)

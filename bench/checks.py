@@ -1,0 +1,154 @@
+"""``c4 bench checks``: the collector's CPU per node tick, batches checked one by one vs. many at once.
+
+The same agents' payloads (a real 8-GPU, 8-NIC node's tick, encoded by the agent's own encoder) go
+through the collector's admission and commit twice in one process, alternating: checked batch by batch
+as they arrive (``validate.check_payload``) or framed on arrival and checked in the writer, a table's
+batches of many agents together (``validate.frame_payload`` + ``batch_checks.commit_checked``), each
+into a real DuckDB file. CPU time (this process), so the ratio holds on a busy host.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+HELP = "Collector CPU per node tick: admission + commit with batch-by-batch checks vs. checks of many agents' batches at once."
+
+MODES = ("alone", "together")
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Benchmark size."""
+    parser.add_argument("--agents", type=int, default=500, help="simulated 8-GPU nodes (default 500)")
+    parser.add_argument(
+        "--ticks-per-batch",
+        default="1,5",
+        help="comma-separated: ticks per batch, as agents with flush_interval_s = N s send (default 1,5)",
+    )
+    parser.add_argument(
+        "--group", type=int, default=4096, help="batches per writer commit (the collector's default 4096)"
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per mode; medians reported")
+    parser.add_argument("--workdir", help="directory for the databases (default: a temp dir)")
+
+
+def _payloads(agents: int, ticks: int, root: Path) -> list[list[tuple[str, int, bytes, int]]]:
+    from c4.bench.load import node_tick, payloads_for
+
+    (root / "node").mkdir(parents=True, exist_ok=True)
+    tick = node_tick(root / "node")
+    return [payloads_for(tick, f"bench-{a:05d}", ticks) for a in range(agents)]
+
+
+def one_round(mode: str, per_agent, group: int, db: Path) -> tuple[float, float, int]:
+    """(admission CPU s, commit CPU s, rows stored) of every agent's payloads through one mode."""
+    from c4.arrow_ipc import DecodeLimits
+    from c4.catalogue import load
+    from c4.collector import validate
+    from c4.collector.batch_checks import commit_checked
+    from c4.collector.store import PendingBatch, Store, Unchecked
+
+    catalogue = load()
+    limits = DecodeLimits(1_000_000, 1 << 28)
+    store = Store(db, catalogue, threads=1)
+    admission_s = commit_s = 0.0
+    rows = 0
+    pending: list[PendingBatch] = []
+
+    def commit() -> None:
+        nonlocal commit_s, rows, pending
+        c0 = time.process_time()
+        results = commit_checked(store, pending)
+        commit_s += time.process_time() - c0
+        errors = [r.error for r in results if r.error]
+        if errors:
+            raise RuntimeError(f"{len(errors)} batches not stored: {errors[0]}")
+        rows += sum(r.rows for r in results)
+        pending = []
+
+    try:
+        for a, payloads in enumerate(per_agent):
+            node = f"bench-{a:05d}"
+            for seq, (table, version, payload, _) in enumerate(payloads, start=1):
+                c0 = time.process_time()
+                framed = None
+                if mode == "together":
+                    framed = validate.frame_payload(catalogue, table, version, payload, 1 << 30, limits)
+                if framed is None:
+                    checked = validate.check_payload(catalogue, table, version, payload, 1 << 30, limits)
+                    pending.append(PendingBatch(node, seq, checked.spec, checked.table))
+                else:
+                    spec, frame = framed
+                    now_us = time.time_ns() // 1000
+                    unchecked = Unchecked(payload, frame, node, now_us, now_us + 300_000_000, limits)
+                    pending.append(PendingBatch(node, seq, spec, None, unchecked=unchecked))
+                admission_s += time.process_time() - c0
+                if len(pending) >= group:
+                    commit()
+        if pending:
+            commit()
+    finally:
+        store.close()
+    return admission_s, commit_s, rows
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run both modes alternately per ticks-per-batch; print CPU per node tick and the ratio."""
+    import json
+
+    from c4.arrow_ipc import DecodeLimits
+    from c4.catalogue import load
+    from c4.collector import validate
+
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="c4-bench-checks-"))
+    work.mkdir(parents=True, exist_ok=True)
+    cases = []
+    for ticks in [int(t) for t in str(args.ticks_per_batch).split(",") if t.strip()]:
+        per_agent = _payloads(args.agents, ticks, work / f"tpb{ticks}")
+        for table, version, payload, _ in per_agent[0]:  # each schema checked once, as a collector does
+            validate.check_payload(load(), table, version, payload, 1 << 30, DecodeLimits(1_000_000, 1 << 28))
+        node_ticks = args.agents * ticks
+        figures: dict[str, list[tuple[float, float]]] = {m: [] for m in MODES}
+        stored = {}
+        for r in range(args.rounds):
+            for mode in MODES:
+                admission_s, commit_s, rows = one_round(
+                    mode, per_agent, args.group, work / f"tpb{ticks}-{mode}-{r}.duckdb"
+                )
+                figures[mode].append((admission_s, commit_s))
+                stored[mode] = rows
+        case = {"ticks_per_batch": ticks, "agents": args.agents, "rows_stored": stored}
+        for mode in MODES:
+            adm = statistics.median(a for a, _ in figures[mode]) / node_ticks * 1e6
+            com = statistics.median(c for _, c in figures[mode]) / node_ticks * 1e6
+            case[mode] = {
+                "admission_us_per_node_tick": round(adm, 1),
+                "commit_us_per_node_tick": round(com, 1),
+                "total_us_per_node_tick": round(adm + com, 1),
+            }
+        case["together_vs_alone"] = round(
+            case["together"]["total_us_per_node_tick"] / case["alone"]["total_us_per_node_tick"], 3
+        )
+        cases.append(case)
+    print(
+        f"c4 bench checks: {args.agents} simulated 8-GPU nodes, {args.group} batches per commit, "
+        f"CPU of this process, medians of {args.rounds} alternating rounds"
+    )
+    print(f"{'ticks/batch':>11}  {'mode':<9} {'admission us':>12} {'commit us':>10} {'total us/tick':>13}")
+    for c in cases:
+        for mode in MODES:
+            m = c[mode]
+            print(
+                f"{c['ticks_per_batch']:>11}  {mode:<9} {m['admission_us_per_node_tick']:>12} "
+                f"{m['commit_us_per_node_tick']:>10} {m['total_us_per_node_tick']:>13}"
+            )
+        print(f"{'':>11}  together / alone = {c['together_vs_alone']}")
+    if args.json:
+        print(json.dumps({"cases": cases}, sort_keys=True))
+    if any(c["rows_stored"]["alone"] != c["rows_stored"]["together"] for c in cases):
+        print("error: the two modes stored different row counts")
+        return 1
+    return 0
