@@ -1,6 +1,7 @@
 """``c4 bench checks``: the collector's CPU per node tick, batches checked one by one vs. many at once.
 
-The same agents' payloads (a real 8-GPU, 8-NIC node's tick, encoded by the agent's own encoder) go
+The same agents' payloads (a real 8-GPU, 8-NIC node's tick, encoded by the agent's own encoder; the
+agent's health rows, written every 10 s, left out) go
 through the collector's admission and commit twice in one process, alternating: checked batch by batch
 as they arrive (``validate.check_payload``) or framed on arrival and checked in the writer, a table's
 batches of many agents together (``validate.frame_payload`` + ``batch_checks.commit_checked``), each
@@ -36,11 +37,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def _payloads(agents: int, ticks: int, root: Path) -> list[list[tuple[str, int, bytes, int]]]:
-    from c4.bench.load import node_tick, payloads_for
+    from c4.bench.load import HEALTH_TABLES, node_tick, payloads_for
 
     (root / "node").mkdir(parents=True, exist_ok=True)
     tick = node_tick(root / "node")
-    return [payloads_for(tick, f"bench-{a:05d}", ticks) for a in range(agents)]
+    return [
+        [p for p in payloads_for(tick, f"bench-{a:05d}", ticks) if p[0] not in HEALTH_TABLES]
+        for a in range(agents)
+    ]
 
 
 def one_round(mode: str, per_agent, group: int, db: Path) -> tuple[float, float, int]:

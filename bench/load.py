@@ -1,9 +1,10 @@
 """``c4 bench load``: many simulated agents against one real collector on loopback.
 
 Each simulated agent sends what a real 8-GPU, 8-NIC node's agent sends every second: the rows of
-one tick of the real samplers (fake NVML, an 8-NIC sysfs tree, /proc, heartbeat, agent health),
-one batch per table, over its own gRPC connection (Hello, then one PushBundle stream carrying a
-tick's batches in one message), as the real agent does with flush_interval_s = 1. Measured while every agent runs: rows/s acknowledged, ack latency
+one tick of the real samplers (fake NVML, an 8-NIC sysfs tree, /proc, heartbeat), one batch per
+table encoded by the agent's own encoder, and its own health rows every ``health_interval_s``, over
+its own gRPC connection (Hello, then one PushBundle stream carrying a tick's batches in one
+message), as the real agent does with flush_interval_s = 1. Measured while every agent runs: rows/s acknowledged, ack latency
 (batch handed to gRPC -> its ack, which the collector sends after the commit), the collector's CPU
 and memory, refused batches, batches never acknowledged, and acknowledged rows missing from the
 store afterwards (lost). Then the same agents against one and against several collectors writing
@@ -21,6 +22,17 @@ HELP = "Load: N simulated 8-GPU nodes (1 s sampling, real sampler rows) against 
 
 #: Tables a node's samplers produce on one tick (plus the agent's health rows).
 SAMPLERS = ("host", "heartbeat", "gpu", "nic")
+#: The agent's own health tables: written every ``health_interval_s``, not every tick.
+HEALTH_TABLES = frozenset({"agent_health", "agent_sampler_health"})
+
+
+def default_health_interval_s() -> float:
+    """The agent's default ``health_interval_s``."""
+    from dataclasses import fields
+
+    from c4.client_config import AgentConfig
+
+    return next(f.default for f in fields(AgentConfig) if f.name == "health_interval_s")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -43,6 +55,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="ticks an agent gathers into one batch per table before sending, as a real agent with "
         "flush_interval_s = N x the sampling interval does (default 1: every tick sent at once); "
         "the rows offered per second stay the same, the batches per second fall N-fold",
+    )
+    parser.add_argument(
+        "--health-interval-s",
+        type=float,
+        default=default_health_interval_s(),
+        help="how often an agent sends its own health rows (agent_health, agent_sampler_health), as "
+        "the agent's health_interval_s (default: the agent's default, %(default)g)",
     )
     parser.add_argument(
         "--max-in-flight", type=int, default=64, help="unacknowledged batches per agent (the agent's default)"
@@ -124,16 +143,18 @@ def node_tick(root) -> dict:
 def payloads_for(tick: dict, name: str, ticks: int = 1) -> list[tuple[str, int, bytes, int]]:
     """(table, schema version, Arrow IPC, rows) per table, with node/agent_id set to ``name``: the rows of
     ``ticks`` ticks in each table's one batch (the tick's rows repeated, as an agent that flushes every
-    ``ticks`` ticks sends them), encoded by the agent's own encoder (one record batch per payload)."""
+    ``ticks`` ticks sends them), encoded by the agent's own encoder (one record batch per payload).
+    The agent's health tables hold one set of rows (it writes them every ``health_interval_s``)."""
     from c4.agent.batcher import ColumnBatch
 
     out = []
     for table, one in sorted(tick.items()):
+        ticks_here = 1 if table in HEALTH_TABLES else ticks
         columns = []
         for col, values in zip(one.column_names, one.columns, strict=True):
             values = [name] * one.num_rows if col in ("node", "agent_id") else list(values)
-            columns.append(values * ticks)
-        batch = ColumnBatch(one.spec, columns, one.num_rows * ticks)
+            columns.append(values * ticks_here)
+        batch = ColumnBatch(one.spec, columns, one.num_rows * ticks_here)
         payloads = list(batch.to_ipc(1 << 30))
         out.append((table, one.spec.version, payloads[0], batch.num_rows))
     return out
@@ -229,21 +250,27 @@ async def one_agent(address, name, payloads, start_at, window, args, stats: Load
     from c4.telemetry.v1 import telemetry_pb2_grpc as pb_grpc
 
     loop = asyncio.get_running_loop()
-    templates = batch_templates(name, payloads)
+    every_flush = batch_templates(name, [p for p in payloads if p[0] not in HEALTH_TABLES])
+    health = batch_templates(name, [p for p in payloads if p[0] in HEALTH_TABLES])
     await asyncio.sleep(max(0.0, start_at - loop.time()))
     spool: deque[tuple[int, str, int, bytes]] = deque()  # (seq, table, rows, wire bytes): made, not sent
     in_flight: dict[int, tuple[float, str, int, bytes]] = {}  # seq -> (sent at, table, rows, wire bytes)
     wake = asyncio.Event()
     produced = asyncio.Event()
     sent_rows = stats.sent_rows_by_table
-    tick_rows = sum(rows for _, _, rows in templates)
 
     async def produce() -> None:
         seq, next_tick = 0, loop.time()
+        next_health = next_tick
         while next_tick < window[1]:
             await asyncio.sleep(max(0.0, next_tick - loop.time()))
             now = loop.time()
             stats.max_tick_lag_s = max(stats.max_tick_lag_s, now - next_tick)
+            templates = every_flush
+            if next_tick >= next_health:  # as the agent: its health rows every health_interval_s
+                templates = every_flush + health
+                next_health += args.health_interval_s
+            tick_rows = sum(rows for _, _, rows in templates)
             for table, template, rows in templates:
                 seq += 1
                 spool.append((seq, table, rows, wire_batch(template, seq)))
@@ -461,13 +488,15 @@ def run(args: argparse.Namespace) -> int:
         or args.ramp_s < 0
         or args.max_in_flight < 1
         or args.ticks_per_batch < 1
+        or args.health_interval_s <= 0
         or args.ingest_processes < 0
         or args.store_threads < 0
         or args.checkpoint_wal_mib < 0
     ):
         print(
             "c4 bench load: --agents >= 1, --compare-agents >= 0, --duration-s > 0, --interval-s > 0, "
-            "--ramp-s >= 0, --max-in-flight >= 1, --ticks-per-batch >= 1, --ingest-processes >= 0, "
+            "--ramp-s >= 0, --max-in-flight >= 1, --ticks-per-batch >= 1, --health-interval-s > 0, "
+            "--ingest-processes >= 0, "
             "--store-threads >= 0, "
             "--checkpoint-wal-mib >= 0",
             file=sys.stderr,
@@ -488,7 +517,10 @@ def run(args: argparse.Namespace) -> int:
     tick = node_tick(work / "node")
     k = args.ticks_per_batch
     agents = [(f"load-{i:04d}", payloads_for(tick, f"load-{i:04d}", k)) for i in range(max(counts))]
-    rows_per_node_tick = sum(p[3] for p in agents[0][1]) // k
+    sample_rows = sum(p[3] for p in agents[0][1] if p[0] not in HEALTH_TABLES) // k
+    health_rows = sum(p[3] for p in agents[0][1] if p[0] in HEALTH_TABLES)
+    # per tick on average: the samplers' rows, and the health rows spread over their interval
+    rows_per_node_tick = round(sample_rows + health_rows * args.interval_s / args.health_interval_s, 2)
 
     def collector_toml(name: str, ingest_processes: int) -> Path:
         path = work / name
@@ -575,8 +607,9 @@ def run(args: argparse.Namespace) -> int:
     ]
     emit(
         f"c4 bench load: simulated 8-GPU nodes ({rows_per_node_tick} rows per {args.interval_s:g} s "
-        f"tick, {len(agents[0][1])} batches"
+        f"tick, {sum(p[0] not in HEALTH_TABLES for p in agents[0][1])} batches"
         + (f" every {k} ticks" if k > 1 else "")
+        + f", health rows every {args.health_interval_s:g} s"
         + f"), {args.duration_s:g} s measured per setup, on loopback"
         + (f"; shard speedup {speedup:.2f}x ({args.shards} lake shards / 1)" if speedup else "")
         + (

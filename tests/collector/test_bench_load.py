@@ -28,12 +28,12 @@ def test_bench_load_reports_json_and_loses_nothing():
         and result["unacked"] == 0
     )
     assert result["rows_per_s"] > 0 and 0 < result["ack_p50_s"] <= result["ack_p99_s"]
-    assert result["offered_rows_per_s"] == 6 * result["rows_per_node_tick"]
+    assert result["offered_rows_per_s"] == round(6 * result["rows_per_node_tick"])
     # what the generator made in the window: whole ticks of 6 nodes, and how late its ticks ran
     assert result["made_rows_per_s"] > 0 and result["generator_max_tick_lag_s"] >= 0
     # the compared agent count ran first, in the same run, with its own figures
     compare = result["compare"]
-    assert compare["agents"] == 3 and compare["offered_rows_per_s"] == 3 * result["rows_per_node_tick"]
+    assert compare["agents"] == 3 and compare["offered_rows_per_s"] == round(3 * result["rows_per_node_tick"])
     assert compare["batches_made"] == compare["batches_acked"] > 0 and compare["lost"] == 0
     # the same agents against one lake shard and two (a real PostgreSQL catalog): nothing lost there either
     assert [(r["setup"], r["agents"]) for r in result["setups"]] == [
@@ -109,7 +109,7 @@ def test_bench_load_ticks_per_batch_sends_the_same_rows_in_fewer_batches():
     )
     assert three["ticks_per_batch"] == 3 and one["ticks_per_batch"] == 1
     assert three["rows_per_node_tick"] == one["rows_per_node_tick"]
-    assert three["offered_rows_per_s"] == one["offered_rows_per_s"] == 3 * one["rows_per_node_tick"]
+    assert three["offered_rows_per_s"] == one["offered_rows_per_s"] == round(3 * one["rows_per_node_tick"])
     assert three["batches_made"] == three["batches_acked"] > 0
     assert three["lost"] == three["duplicated"] == three["refused"] == three["unacked"] == 0
     # about a third of the batches for the same seconds (each agent's first batch comes at once)
@@ -124,3 +124,12 @@ def test_bench_load_refuses_zero_ticks_per_batch():
         timeout=60,
     )
     assert out.returncode == 2 and "--ticks-per-batch >= 1" in out.stderr
+
+
+def test_the_generator_sends_health_rows_as_often_as_a_default_agent():
+    """agent_health and agent_sampler_health every health_interval_s (the agent's default), not every tick."""
+    from c4.bench.load import HEALTH_TABLES, default_health_interval_s
+    from c4.client_config import AgentConfig
+
+    assert default_health_interval_s() == AgentConfig(node="n").health_interval_s > 1
+    assert HEALTH_TABLES == {"agent_health", "agent_sampler_health"}

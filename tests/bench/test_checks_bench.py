@@ -1,0 +1,21 @@
+"""`c4 bench checks` runs both ways at a tiny size and both store every row (speed is not asserted)."""
+
+from testkit.procs import run_bench_json
+
+
+def test_bench_checks_stores_the_same_rows_both_ways_and_reports_per_node_tick():
+    out, result = run_bench_json(
+        ["checks", "--agents", "4", "--rounds", "1", "--ticks-per-batch", "1,2", "--group", "10", "--json"],
+        timeout_s=180,
+    )
+    assert [c["ticks_per_batch"] for c in result["cases"]] == [1, 2]
+    for case in result["cases"]:
+        assert case["rows_stored"]["alone"] == case["rows_stored"]["together"] > 0
+        for mode in ("alone", "together"):
+            figures = case[mode]
+            assert figures["total_us_per_node_tick"] > 0
+            parts = figures["admission_us_per_node_tick"] + figures["commit_us_per_node_tick"]
+            assert abs(figures["total_us_per_node_tick"] - parts) < 0.2
+        assert case["together_vs_alone"] > 0
+    assert result["cases"][1]["rows_stored"]["alone"] == 2 * result["cases"][0]["rows_stored"]["alone"]
+    assert "together / alone" in out
