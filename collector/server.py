@@ -88,7 +88,9 @@ class TelemetryService(IngestService):
     ) -> None:
         super().__init__(cfg, store.catalogue, writer, metrics, auth)
         self.store = store
-        self.node = socket.gethostname()
+        # the collector's name in its own rows (collector_metrics, collector_tasks, holds): on a lake its
+        # shard, so that two collectors of one lake on one host keep apart
+        self.node = getattr(store, "shard", None) or socket.gethostname()
         # the diagnosis, fault updates and alert actions; readers' queries have their own threads
         self.query_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="c4-work")
         self.queries = QueryRunner(

@@ -16,6 +16,7 @@ from testkit.wait import wait_for
 
 from c4.collector.lake import conninfo
 from c4.collector.lease import APP_PREFIX, LOCK_CLASS, LOCK_OBJECT
+from c4.query import query_arrow
 
 #: The tasks only the lease holder runs (each every second here; the lake's file upkeep every two).
 LEADER_TASKS = ("retention", "fabric_discovery", "rollup", "lake_upkeep")
@@ -69,6 +70,7 @@ def test_only_the_lease_holder_runs_the_lake_wide_tasks_and_they_follow_the_leas
             "[collector]\ndiagnose_interval_s = 1.0\nlake_lease_timeout_s = 30\n"
             "retention_interval_s = 1.0\nfabric_discovery_interval_s = 1.0\nrollup_interval_s = 1.0\n"
             "lake_upkeep_interval_s = 2.0\nlake_snapshot_keep_s = 1.0\nlake_file_keep_s = 30.0\n"
+            "metrics_interval_s = 1.0\n"
             f'metrics_listen = "127.0.0.1:{metrics[name]}"\n'
         )
         extra = ["--config", str(cfg), "--lake", postgres.url, "--lake-data-path", str(data), "--shard", name]
@@ -117,6 +119,9 @@ def test_only_the_lease_holder_runs_the_lake_wide_tasks_and_they_follow_the_leas
         )
         wait_for(lambda: ran(runs(metrics["b"]), 2), timeout_s=90, what="b's leader tasks running")
         assert "leader tasks started" in procs["b"].log()
+        # both collectors' own rows in the lake, each under its shard's name (one host runs both)
+        table, _ = query_arrow(procs["b"].address, "SELECT DISTINCT node FROM collector_tasks ORDER BY 1")
+        assert table.column("node").to_pylist() == ["a", "b"]
     except AssertionError:
         for name, proc in procs.items():
             print(f"--- collector {name}:\n{proc.log()[-4000:]}")
