@@ -18,6 +18,7 @@ from c4.agent.gpu import GpuSampler
 from c4.agent.nvml import Nvml
 from c4.catalogue import TABLES_DIR, Catalogue, load
 from c4.catalogue.rollup import rolled_gauges
+from c4.collector import rollup
 from c4.collector.rollup import Step, roll_all, view_minute_rows, wide_minute_rows
 from c4.collector.store import PendingBatch, Store
 from c4.sim.fake_nvml import FakeNvml, gpu_entry
@@ -234,6 +235,18 @@ def test_the_wide_rows_give_the_views_rollup_slice_by_slice(store):
         want, got = _both_paths(store, a, b)
         assert got is not None
         _same_table(want, got)
+
+
+@pytest.mark.parametrize("chunk_rows", [5, 250])
+def test_the_wide_rows_computed_a_few_entities_at_a_time_give_the_same_rows(store, monkeypatch, chunk_rows):
+    """Streamed in chunks of whole GPUs (one GPU's rows longer than a chunk, or a chunk ending mid-GPU), the
+    wide path's rows are still the view path's."""
+    a, b = T0 + timedelta(minutes=1), T0 + timedelta(minutes=3)
+    want, _ = _both_paths(store, a, b)
+    monkeypatch.setattr(rollup, "WIDE_ROWS_PER_CHUNK", chunk_rows)
+    _, got = _both_paths(store, a, b)
+    assert got is not None
+    _same_table(want, got)
 
 
 @pytest.fixture(scope="module")
