@@ -114,7 +114,7 @@ def _counter_delta(cur: np.ndarray, prev: np.ndarray, wrap_bits: int) -> np.ndar
     return np.where(cur >= prev, cur - prev, down).astype(np.float64)
 
 
-def _entity_starts(rows: pa.Table, keys: tuple[str, ...]) -> np.ndarray:
+def entity_starts(rows: pa.Table, keys: tuple[str, ...]) -> np.ndarray:
     """True where a row's entity (its key values) differs from the row before's."""
     n = rows.num_rows
     new = np.zeros(n, dtype=bool)
@@ -184,7 +184,7 @@ def sample_rates(
     table (ib_port_samples), too slow to keep up with 2,000 nodes beside ingest on 2 cores.
     """
     n = rows.num_rows
-    entity_start = entity_starts_at(_entity_starts(rows, spec.keys))
+    entity_start = entity_starts_at(entity_starts(rows, spec.keys))
     ts_us = rows.column("ts").cast(pa.timestamp("us")).cast(pa.int64()).to_numpy()
     out: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray] | None] = {}
     for c in spec.counters:
@@ -222,7 +222,7 @@ def minute_rows(
     """The rollup rows of raw ``rows`` (entity and time order) in buckets from ``start`` on, vectorised."""
     rates = sample_rates(rows, spec)
     ts_us = rows.column("ts").cast(pa.timestamp("us")).cast(pa.int64()).to_numpy()
-    keep = ts_us >= _epoch_us(start)
+    keep = ts_us >= epoch_us(start)
     rows, ts_us = rows.filter(pa.array(keep)), ts_us[keep]
     rates = {k: None if v is None else tuple(a[keep] for a in v) for k, v in rates.items()}
     n = rows.num_rows
@@ -232,7 +232,7 @@ def minute_rows(
         gauges[g.name] = None if col.null_count == n else _float(col)
     return bucket_table(
         ts_us,
-        _entity_starts(rows, rollup_keys(spec)),
+        entity_starts(rows, rollup_keys(spec)),
         lambda at: {k: rows.column(k).take(pa.array(at)) for k in rollup_keys(spec)},
         gauges,
         rates,
@@ -241,7 +241,8 @@ def minute_rows(
     )
 
 
-def _epoch_us(dt: datetime) -> int:
+def epoch_us(dt: datetime) -> int:
+    """``dt`` (naive UTC, whole seconds) in microseconds since the epoch."""
     return int(dt.replace(tzinfo=UTC).timestamp()) * 1_000_000
 
 
@@ -324,10 +325,10 @@ def wide_sql(spec: TableSpec, stored: TableSpec, start: datetime, end: datetime)
     fill_from = lookback - timedelta(seconds=el.keyframe_within_s)
     by_name = {c.name: c for c in stored.columns}
     counters = {c.name for c in spec.counters}
-    on_change = [n for n in _wide_columns(spec) if by_name[n].on_change]
+    on_change = [n for n in wide_columns(spec) if by_name[n].on_change]
     head = f"{t} AS ts, {keys}, {_q(el.key)}"
     now_cols, before_cols = [], []
-    for n in _wide_columns(spec):
+    for n in wide_columns(spec):
         now_cols.append(_q(n))
         if by_name[n].on_change:
             before_cols.append(_q(n))
@@ -345,7 +346,8 @@ def wide_sql(spec: TableSpec, stored: TableSpec, start: datetime, end: datetime)
     )
 
 
-def _wide_columns(spec: TableSpec) -> list[str]:
+def wide_columns(spec: TableSpec) -> list[str]:
+    """The columns of a per-element view a rollup reads: its rolled gauges, then its counters."""
     return [g.name for g in rolled_gauges(spec)] + [c.name for c in spec.counters]
 
 
@@ -373,7 +375,7 @@ def wide_minute_rows(
         if not held_rows:
             break
         rows = pa.Table.from_batches(held).combine_chunks()
-        new_entity = _entity_starts(rows, stored.keys)
+        new_entity = entity_starts(rows, stored.keys)
         cut = rows.num_rows
         if batch is not None:  # the last entity may go on in the next batch: keep it for the next chunk
             cut = int(np.flatnonzero(new_entity)[-1])
@@ -404,12 +406,12 @@ def _wide_chunk(
 ) -> pa.Table | None:
     """``wide_minute_rows`` of whole entities' wide rows."""
     lookback = start - timedelta(seconds=RATE_LOOKBACK_S)
-    samples = element_samples(wide, stored, new_entity, _epoch_us(lookback), _wide_columns(spec))
+    samples = element_samples(wide, stored, new_entity, epoch_us(lookback), wide_columns(spec))
     if samples is None:
         return None
     ts_us = samples.ts_us
     entity_start = entity_starts_at(samples.new_element)
-    keep = np.flatnonzero(ts_us >= _epoch_us(start))  # the look-back's samples only give the first rates
+    keep = np.flatnonzero(ts_us >= epoch_us(start))  # the look-back's samples only give the first rates
     rates = {}
     for c in spec.counters:
         values, valid = samples.values[c.name]
