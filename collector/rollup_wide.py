@@ -98,7 +98,8 @@ def element_samples(
 ) -> ElementSamples | None:
     """The per-element samples of ``wide`` rows dated from ``keep_from_us`` on, with ``names``' values, as
     the per-element view gives them; None where the view would make elements the key list lacks (a filled
-    list longer than the row's key list, or a NULL key element): the caller reads the view instead.
+    list longer than the row's key list, a NULL key element) or not computed here (a key that is not an
+    integer): the caller reads the view instead.
 
     ``wide`` is in entity and time order, and starts a ``keyframe_within_s`` before ``keep_from_us`` so
     every on-change counter is filled as the view fills it; ``new_entity`` is True at each entity's first row.
@@ -113,7 +114,7 @@ def element_samples(
     entity_row = np.cumsum(new_entity) - 1
     entity_first = np.maximum.accumulate(np.where(new_entity, index, 0)) if n else index
     keys = _lists(wide.column(el.key))
-    if keys.values.null_count:
+    if keys.values.null_count or not pa.types.is_integer(keys.type.value_type):  # NULL or non-numeric keys
         return None
     key_len = np.maximum(_lengths(keys), 0)
     n_el = np.where(ts >= keep_from_us, key_len, 0)
