@@ -19,7 +19,7 @@ from c4.agent.nvml import Nvml
 from c4.catalogue import TABLES_DIR, Catalogue, load
 from c4.catalogue.rollup import rolled_gauges
 from c4.collector import rollup
-from c4.collector.rollup import Step, roll_all, view_minute_rows, wide_minute_rows
+from c4.collector.rollup import Step, retain_rollups, roll_all, view_minute_rows, wide_minute_rows
 from c4.collector.store import PendingBatch, Store
 from c4.sim.fake_nvml import FakeNvml, gpu_entry
 
@@ -320,3 +320,17 @@ def test_irregular_link_lists_still_give_the_views_numbers(tmp_path):
         _same_table(want, rolled)
     finally:
         store.close()
+
+
+def test_the_collectors_rollup_retention_covers_the_nvlink_rollups(sparse):
+    """The collector's retention of rollups (each resolution its own age) deletes old NVLink minutes and hours."""
+    end = T0 + timedelta(minutes=6)
+    assert roll_all(sparse, now=end + timedelta(hours=1)) > 0
+    cur = sparse.cursor()
+    before = {r: cur.execute(f"SELECT count(*) FROM {VIEW}_{r}").fetchone()[0] for r in ("1m", "1h")}
+    assert before["1m"] > 0 and before["1h"] > 0
+    # keep minutes for 2 hours and hours for 30 days: 3 hours on, the minutes go and the hour stays
+    deleted = retain_rollups(sparse, end + timedelta(hours=3), {"1m": 2 * 3600.0, "1h": 30 * 86400.0})
+    assert deleted.get(f"{VIEW}_1m") == before["1m"] and f"{VIEW}_1h" not in deleted
+    assert cur.execute(f"SELECT count(*) FROM {VIEW}_1h").fetchone()[0] == before["1h"]
+    cur.close()
