@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 
-HELP = "Run a benchmark (ingest, agent, plan, sim, diagnose, ui, plugin, load, checks, lake, chaos, conformance, downtime, goodput); side-by-side ratios."
+HELP = "Run a benchmark (ingest, agent, plan, sim, diagnose, ui, plugin, load, checks, lake, chaos, conformance, downtime, goodput, rollup); side-by-side ratios."
 
 #: benchmark -> module with ``HELP``, ``configure(parser)`` and ``run(args) -> int``.
 BENCHES: dict[str, str] = {
@@ -22,6 +22,7 @@ BENCHES: dict[str, str] = {
     "conformance": "c4.bench.conformance",
     "downtime": "c4.bench.downtime",
     "goodput": "c4.bench.goodput",
+    "rollup": "c4.bench.rollup",
     "ui": "c4.bench.ui",  # named, not imported: nothing imports the ui room
 }
 

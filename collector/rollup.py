@@ -39,6 +39,7 @@ import pyarrow.compute as pc
 
 from c4.catalogue import Catalogue, TableSpec
 from c4.catalogue.rollup import RESOLUTIONS_S, STATS, rolled_gauges, rollup_keys, rollup_name
+from c4.collector.rollup_wide import element_samples
 
 log = logging.getLogger("c4.collector.rollup")
 
@@ -104,7 +105,7 @@ def _counter_delta(cur: np.ndarray, prev: np.ndarray, wrap_bits: int) -> np.ndar
     width, previous value in the top quarter) or a reset (the new value counts since)."""
     if cur.dtype.kind == "f":
         return np.where(cur >= prev, cur - prev, cur)
-    cur, prev = cur.astype(np.uint64), prev.astype(np.uint64)
+    cur, prev = cur.astype(np.uint64, copy=False), prev.astype(np.uint64, copy=False)
     down = cur
     if wrap_bits:
         mod = 2**wrap_bits
@@ -113,7 +114,7 @@ def _counter_delta(cur: np.ndarray, prev: np.ndarray, wrap_bits: int) -> np.ndar
     return np.where(cur >= prev, cur - prev, down).astype(np.float64)
 
 
-def _entity_starts(rows: pa.Table, keys: tuple[str, ...]) -> np.ndarray:
+def entity_starts(rows: pa.Table, keys: tuple[str, ...]) -> np.ndarray:
     """True where a row's entity (its key values) differs from the row before's."""
     n = rows.num_rows
     new = np.zeros(n, dtype=bool)
@@ -134,6 +135,44 @@ def _float(col: pa.ChunkedArray) -> np.ndarray:
     return col.cast(pa.float64()).to_numpy(zero_copy_only=False)
 
 
+def entity_starts_at(new_entity: np.ndarray) -> np.ndarray:
+    """For each sample, the index of its entity's first sample (``new_entity`` True there)."""
+    index = np.arange(len(new_entity))
+    return np.maximum.accumulate(np.where(new_entity, index, 0)) if len(index) else index
+
+
+def counter_rates(
+    ts_us: np.ndarray,
+    entity_start: np.ndarray,
+    values: np.ndarray,
+    valid: np.ndarray,
+    wrap_bits: int,
+    at: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each sample's increase since the counter's last valid reading of the same entity, the seconds between
+    them and their ratio, as the ``_rate`` view computes them (NaN where the view has NULL), for the samples
+    ``at`` (indexes; None: all). Samples are in entity and time order; ``entity_start`` is
+    ``entity_starts_at`` of them."""
+    n = len(ts_us)
+    index = np.arange(n)
+    at = index if at is None else at
+    if n and valid.all():  # every reading there (the common case): the previous sample is the one before
+        before = at - 1
+        has = before >= entity_start[at]
+    else:
+        last_valid = np.maximum.accumulate(np.where(valid, index, -1)) if n else index
+        before = np.where(at > 0, last_valid[np.maximum(at - 1, 0)], -1)
+        has = valid[at] & (before >= entity_start[at])
+    before = np.where(has, before, at)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        dt = (ts_us[at] - ts_us[before]) / 1e6
+        ok = has & (dt != 0)
+        inc = np.where(ok, _counter_delta(values[at], values[before], wrap_bits), np.nan)
+        dt = np.where(ok, dt, np.nan)
+        rate = inc / dt
+    return inc, dt, rate
+
+
 def sample_rates(
     rows: pa.Table, spec: TableSpec
 ) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray] | None]:
@@ -145,9 +184,7 @@ def sample_rates(
     table (ib_port_samples), too slow to keep up with 2,000 nodes beside ingest on 2 cores.
     """
     n = rows.num_rows
-    index = np.arange(n)
-    new = _entity_starts(rows, spec.keys)
-    entity_start = np.maximum.accumulate(np.where(new, index, 0)) if n else index
+    entity_start = entity_starts_at(entity_starts(rows, spec.keys))
     ts_us = rows.column("ts").cast(pa.timestamp("us")).cast(pa.int64()).to_numpy()
     out: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray] | None] = {}
     for c in spec.counters:
@@ -157,21 +194,7 @@ def sample_rates(
             continue
         valid = ~np.asarray(col.is_null()) if col.null_count else np.ones(n, dtype=bool)
         values = col.fill_null(0).to_numpy(zero_copy_only=False)
-        last_valid = np.maximum.accumulate(np.where(valid, index, -1)) if n else index
-        prev = np.full(n, -1)
-        prev[1:] = last_valid[:-1]
-        has = valid & (prev >= entity_start)
-        at, before = index[has], prev[has]
-        inc = np.full(n, np.nan)
-        dt = np.full(n, np.nan)
-        inc[at] = _counter_delta(values[at], values[before], c.wrap_bits)
-        dt[at] = (ts_us[at] - ts_us[before]) / 1e6
-        rate = np.full(n, np.nan)
-        ok = has & (dt != 0)
-        rate[ok] = inc[ok] / dt[ok]
-        inc[~ok] = np.nan
-        dt[~ok] = np.nan
-        out[c.name] = (inc, dt, rate)
+        out[c.name] = counter_rates(ts_us, entity_start, values, valid, c.wrap_bits)
     return out
 
 
@@ -199,16 +222,52 @@ def minute_rows(
     """The rollup rows of raw ``rows`` (entity and time order) in buckets from ``start`` on, vectorised."""
     rates = sample_rates(rows, spec)
     ts_us = rows.column("ts").cast(pa.timestamp("us")).cast(pa.int64()).to_numpy()
-    start_us = int(start.replace(tzinfo=UTC).timestamp()) * 1_000_000
-    keep = ts_us >= start_us
+    keep = ts_us >= epoch_us(start)
     rows, ts_us = rows.filter(pa.array(keep)), ts_us[keep]
     rates = {k: None if v is None else tuple(a[keep] for a in v) for k, v in rates.items()}
     n = rows.num_rows
+    gauges = {}
+    for g in rolled_gauges(spec):
+        col = rows.column(g.name)
+        gauges[g.name] = None if col.null_count == n else _float(col)
+    return bucket_table(
+        ts_us,
+        entity_starts(rows, rollup_keys(spec)),
+        lambda at: {k: rows.column(k).take(pa.array(at)) for k in rollup_keys(spec)},
+        gauges,
+        rates,
+        width_s,
+        target,
+    )
+
+
+def epoch_us(dt: datetime) -> int:
+    """``dt`` (naive UTC, whole seconds) in microseconds since the epoch."""
+    return int(dt.replace(tzinfo=UTC).timestamp()) * 1_000_000
+
+
+def bucket_table(
+    ts_us: np.ndarray,
+    new_group: np.ndarray,
+    keys_at,
+    gauges: dict[str, np.ndarray | None],
+    rates: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray] | None],
+    width_s: int,
+    target: TableSpec,
+) -> pa.Table:
+    """The rollup rows of samples in group (rollup key) and time order, all in the rolled buckets.
+
+    ``new_group`` is True at each group's first sample, ``keys_at(indexes)`` gives the key columns of those
+    samples, ``gauges`` each gauge as float64 (NaN = NULL; None: NULL throughout) and ``rates`` each
+    counter's ``counter_rates`` (None: NULL throughout).
+    """
+    n = len(ts_us)
     if not n:
         return target.arrow_schema.empty_table()
     width_us = width_s * 1_000_000
     bucket = ts_us // width_us
-    new = _entity_starts(rows, rollup_keys(spec))
+    new = new_group.copy()
+    new[0] = True
     new[1:] |= bucket[1:] != bucket[:-1]
     starts = np.flatnonzero(new)
     index = np.arange(n)
@@ -216,27 +275,25 @@ def minute_rows(
         "ts": pa.array(bucket[starts] * width_us, pa.int64()).cast(pa.timestamp("us")),
         "samples": np.diff(np.append(starts, n)),
     }
-    for k in rollup_keys(spec):
-        cols[k] = rows.column(k).take(pa.array(starts))
+    cols.update(keys_at(starts))
     nothing = {stat: np.full(len(starts), np.nan) for stat in STATS} | {"n": np.zeros(len(starts), np.int64)}
-    for g in rolled_gauges(spec):
-        col = rows.column(g.name)
-        stats = nothing if col.null_count == n else _stats(_float(col), starts, index)
+    for name, values in gauges.items():
+        stats = nothing if values is None else _stats(values, starts, index)
         for stat, arr in stats.items():
-            cols[f"{g.name}_{stat}"] = arr
-    for c in spec.counters:
-        if rates[c.name] is None:
+            cols[f"{name}_{stat}"] = arr
+    for name, rate_of in rates.items():
+        if rate_of is None:
             for stat, arr in nothing.items():
-                cols[f"{c.name}_rate_{stat}"] = arr
-            cols[f"{c.name}_increase"] = cols[f"{c.name}_span_s"] = nothing["min"]
+                cols[f"{name}_rate_{stat}"] = arr
+            cols[f"{name}_increase"] = cols[f"{name}_span_s"] = nothing["min"]
             continue
-        inc, dt, rate = rates[c.name]
+        inc, dt, rate = rate_of
         stats = _stats(rate, starts, index)
         for stat, arr in stats.items():
-            cols[f"{c.name}_rate_{stat}"] = arr
+            cols[f"{name}_rate_{stat}"] = arr
         some = stats["n"] > 0
-        cols[f"{c.name}_increase"] = np.where(some, np.add.reduceat(np.nan_to_num(inc), starts), np.nan)
-        cols[f"{c.name}_span_s"] = np.where(some, np.add.reduceat(np.nan_to_num(dt), starts), np.nan)
+        cols[f"{name}_increase"] = np.where(some, np.add.reduceat(np.nan_to_num(inc), starts), np.nan)
+        cols[f"{name}_span_s"] = np.where(some, np.add.reduceat(np.nan_to_num(dt), starts), np.nan)
     arrays = []
     for f in target.arrow_schema:
         v = cols[f.name]
@@ -245,6 +302,137 @@ def minute_rows(
         else:
             arrays.append(pa.array(v, f.type) if isinstance(v, np.ndarray) else v.cast(f.type))
     return pa.Table.from_arrays(arrays, schema=target.arrow_schema)
+
+
+def view_minute_rows(
+    cur, spec: TableSpec, start: datetime, end: datetime, width_s: int, target: TableSpec, stored=None
+) -> pa.Table:
+    """The rollup rows of the buckets in [start, end) from the raw rows (for a wide table, from the rows of
+    its bounded per-element SELECT: the reference the wide path is checked against, and its fallback)."""
+    rows = cur.execute(raw_sql(spec, start, end, stored)).to_arrow_table()
+    return minute_rows(rows, spec, start, width_s, target)
+
+
+def wide_sql(spec: TableSpec, stored: TableSpec, start: datetime, end: datetime) -> str:
+    """The wide rows the minute buckets in [start, end) of ``stored``'s per-element view need, in entity and
+    time order, and of each only the columns needed: every column from ``start``; the counters from
+    ``RATE_LOOKBACK_S`` before it (the first sample's rate); the on-change counters one ``keyframe_within_s``
+    before that, from the rows that carry one (where a NULL list is filled from)."""
+    el = stored.element
+    t = _q(stored.time_column or "ts")
+    keys = ", ".join(_q(k) for k in stored.keys)
+    lookback = start - timedelta(seconds=RATE_LOOKBACK_S)
+    fill_from = lookback - timedelta(seconds=el.keyframe_within_s)
+    by_name = {c.name: c for c in stored.columns}
+    counters = {c.name for c in spec.counters}
+    on_change = [n for n in wide_columns(spec) if by_name[n].on_change]
+    head = f"{t} AS ts, {keys}, {_q(el.key)}"
+    now_cols, before_cols = [], []
+    for n in wide_columns(spec):
+        now_cols.append(_q(n))
+        if by_name[n].on_change:
+            before_cols.append(_q(n))
+        elif n in counters:
+            before_cols.append(f"CASE WHEN {t} >= {_lit(lookback)} THEN {_q(n)} END AS {_q(n)}")
+        else:  # a gauge: only its samples in the buckets count
+            before_cols.append(f"CAST(NULL AS {by_name[n].sql_type}) AS {_q(n)}")
+    carried = " OR ".join(f"{c} IS NOT NULL" for c in map(_q, on_change)) or "false"
+    return (
+        f"SELECT {head}, {', '.join(now_cols)} FROM {_q(stored.name)} "
+        f"WHERE {t} >= {_lit(start)} AND {t} < {_lit(end)} "
+        f"UNION ALL SELECT {head}, {', '.join(before_cols)} FROM {_q(stored.name)} "
+        f"WHERE {t} >= {_lit(fill_from)} AND {t} < {_lit(start)} AND ({t} >= {_lit(lookback)} OR {carried}) "
+        f"ORDER BY {keys}, ts"
+    )
+
+
+def wide_columns(spec: TableSpec) -> list[str]:
+    """The columns of a per-element view a rollup reads: its rolled gauges, then its counters."""
+    return [g.name for g in rolled_gauges(spec)] + [c.name for c in spec.counters]
+
+
+def wide_minute_rows(
+    cur, spec: TableSpec, stored: TableSpec, start: datetime, end: datetime, width_s: int, target: TableSpec
+) -> pa.Table | None:
+    """The rollup rows of the buckets in [start, end) of a wide table's per-element view ``spec``, computed
+    from the wide rows (``c4.collector.rollup_wide``) with the numbers ``view_minute_rows`` gives; None
+    where the rows are not regular enough for that (the caller then reads the view).
+
+    The wide rows stream from DuckDB in entity order and are computed a few whole entities at a time
+    (``WIDE_ROWS_PER_CHUNK``), so memory stays bounded whatever the slice's size."""
+    if rollup_keys(spec) != spec.keys:  # grouped by more than the element: the view's rows are needed
+        return None
+    reader = cur.execute(wide_sql(spec, stored, start, end)).to_arrow_reader(WIDE_ROWS_PER_CHUNK)
+    parts: list[pa.Table] = []
+    held: list[pa.RecordBatch] = []
+    held_rows = 0
+    for batch in (*reader, None):
+        if batch is not None:
+            held.append(batch)
+            held_rows += batch.num_rows
+            if held_rows < WIDE_ROWS_PER_CHUNK:
+                continue
+        if not held_rows:
+            break
+        rows = pa.Table.from_batches(held).combine_chunks()
+        new_entity = entity_starts(rows, stored.keys)
+        cut = rows.num_rows
+        if batch is not None:  # the last entity may go on in the next batch: keep it for the next chunk
+            cut = int(np.flatnonzero(new_entity)[-1])
+            if cut == 0:  # one entity so far: read on
+                continue
+        part = _wide_chunk(rows.slice(0, cut), new_entity[:cut], spec, stored, start, width_s, target)
+        if part is None:
+            return None
+        parts.append(part)
+        held = rows.slice(cut).to_batches()
+        held_rows = rows.num_rows - cut
+    return pa.concat_tables(parts) if parts else target.arrow_schema.empty_table()
+
+
+#: Wide rows computed at a time by ``wide_minute_rows`` (whole entities, at least one): ~20k rows of an 18-link
+#: table are ~0.7M per-link samples with the look-back, ~150 MB of numpy arrays.
+WIDE_ROWS_PER_CHUNK = 20_000
+
+
+def _wide_chunk(
+    wide: pa.Table,
+    new_entity: np.ndarray,
+    spec: TableSpec,
+    stored: TableSpec,
+    start: datetime,
+    width_s: int,
+    target: TableSpec,
+) -> pa.Table | None:
+    """``wide_minute_rows`` of whole entities' wide rows."""
+    lookback = start - timedelta(seconds=RATE_LOOKBACK_S)
+    samples = element_samples(wide, stored, new_entity, epoch_us(lookback), wide_columns(spec))
+    if samples is None:
+        return None
+    ts_us = samples.ts_us
+    entity_start = entity_starts_at(samples.new_element)
+    keep = np.flatnonzero(ts_us >= epoch_us(start))  # the look-back's samples only give the first rates
+    rates = {}
+    for c in spec.counters:
+        values, valid = samples.values[c.name]
+        some = valid.any()
+        rates[c.name] = counter_rates(ts_us, entity_start, values, valid, c.wrap_bits, keep) if some else None
+    element = np.cumsum(samples.new_element)[keep]
+    new_group = np.ones(len(element), dtype=bool)
+    new_group[1:] = element[1:] != element[:-1]
+    rows, key = samples.row[keep], samples.key[keep]
+    gauges = {}
+    for g in rolled_gauges(spec):
+        values, valid = samples.values[g.name]
+        values, valid = values[keep], valid[keep]
+        gauges[g.name] = np.where(valid, values.astype(np.float64), np.nan) if valid.any() else None
+
+    def keys_at(at: np.ndarray) -> dict[str, pa.Array]:
+        out = {k: wide.column(k).take(pa.array(rows[at])) for k in stored.keys}
+        out[stored.element.key] = pa.array(key[at], samples.key_type)
+        return out
+
+    return bucket_table(ts_us[keep], new_group, keys_at, gauges, rates, width_s, target)
 
 
 def coarser_sql(spec: TableSpec, source: str, start: datetime, end: datetime, width_s: int) -> str:
@@ -331,8 +519,11 @@ class Step:
         """The rollup rows of the buckets in [start, end), on a reader cursor."""
         if self.finer:
             return cur.execute(coarser_sql(self.spec, self.finer, start, end, self.width_s)).to_arrow_table()
-        rows = cur.execute(raw_sql(self.spec, start, end, self.stored)).to_arrow_table()
-        return minute_rows(rows, self.spec, start, self.width_s, target)
+        if self.stored is not None:
+            rows = wide_minute_rows(cur, self.spec, self.stored, start, end, self.width_s, target)
+            if rows is not None:
+                return rows
+        return view_minute_rows(cur, self.spec, start, end, self.width_s, target, self.stored)
 
 
 def steps_of(catalogue: Catalogue) -> list[Step]:

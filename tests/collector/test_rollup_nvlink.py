@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+import pyarrow as pa
 import pytest
 
 from c4.agent.batcher import rows_to_table
@@ -17,7 +18,8 @@ from c4.agent.gpu import GpuSampler
 from c4.agent.nvml import Nvml
 from c4.catalogue import TABLES_DIR, Catalogue, load
 from c4.catalogue.rollup import rolled_gauges
-from c4.collector.rollup import roll_all
+from c4.collector import rollup
+from c4.collector.rollup import Step, retain_rollups, roll_all, view_minute_rows, wide_minute_rows
 from c4.collector.store import PendingBatch, Store
 from c4.sim.fake_nvml import FakeNvml, gpu_entry
 
@@ -58,36 +60,37 @@ def _drive(sc: dict, tick: int) -> None:
 
 
 def _catalogue(tmp) -> Catalogue:
-    """The shipped catalogue with the NVLink rollup declared (it is off by default: see gpu.toml)."""
-    for path in TABLES_DIR.glob("*.toml"):
-        text = path.read_text()
-        if path.name == "gpu.toml":
-            head = '[tables.nvlink_gpu_samples]\nwriter = "agent"\n'
-            assert head in text
-            text = text.replace(head, head + "rollup = true\n")
-        (tmp / path.name).write_text(text)
-    return Catalogue.from_dir(tmp)
+    """The shipped catalogue, which declares the NVLink rollup (gpu.toml)."""
+    cat = Catalogue.from_dir(TABLES_DIR)
+    assert cat[WIDE].rollup and f"{VIEW}_1m" in cat.tables
+    return cat
 
 
-@pytest.fixture(scope="module")
-def store(tmp_path_factory):
+def _sampled_store(path, cat: Catalogue, ticks: int, keyframe_ticks: int) -> Store:
+    """A store holding ``ticks`` seconds of the real GPU sampler's wide NVLink rows of one A100/H100/B200 node."""
     gpus = [gpu_entry(0, model="A100"), gpu_entry(1, model="H100"), gpu_entry(2, model="B200")]
     for g in gpus:
         g["link_counters"] = {}
     sc, clock = {"start_s": 100.0, "gpus": gpus, "events": []}, Clock()
     sampler = GpuSampler(
-        Nvml(FakeNvml(sc, clock=clock)), xid_events=False, processes=False, keyframe_ticks=KEYFRAME_TICKS
+        Nvml(FakeNvml(sc, clock=clock)), xid_events=False, processes=False, keyframe_ticks=keyframe_ticks
     )
     sampler.probe()
-    cat = _catalogue(tmp_path_factory.mktemp("catalogue"))
-    store = Store(tmp_path_factory.mktemp("nvlink-rollup") / "c4.duckdb", cat)
-    for tick in range(TICKS):
+    store = Store(path, cat)
+    for tick in range(ticks):
         _drive(sc, tick)
         clock.t += 1.0
         defaults = {"ts": T0 + timedelta(seconds=tick, milliseconds=300), "node": "n1", "job": "j"}
         table = rows_to_table(cat, WIDE, sampler.sample(0)[WIDE], defaults)
         (result,) = store.commit([PendingBatch("agent-n1", tick + 1, cat[WIDE], table)])
         assert not result.error
+    return store
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    cat = _catalogue(tmp_path_factory.mktemp("catalogue"))
+    store = _sampled_store(tmp_path_factory.mktemp("nvlink-rollup") / "c4.duckdb", cat, TICKS, KEYFRAME_TICKS)
     assert roll_all(store, now=NOW) > 0
     yield store
     store.close()
@@ -194,3 +197,140 @@ def test_nvlink_rollups_per_link_equal_the_views(store):
 def test_a_second_pass_finds_nothing_to_roll(store):
     """The plan counts the view's rows (links per wide row), so every rolled bucket is seen as current."""
     assert roll_all(store, now=NOW) == 0
+
+
+def _same_table(want: pa.Table, got: pa.Table) -> None:
+    """Two rollup tables hold the same rows (floats to 1e-9), whatever their order."""
+    assert got.schema == want.schema and got.num_rows == want.num_rows > 0
+    order = [(k, "ascending") for k in ("ts", "node", "gpu_index", "link")]
+    want, got = want.sort_by(order).to_pylist(), got.sort_by(order).to_pylist()
+    for w, g in zip(want, got, strict=True):
+        for name, value in w.items():
+            if value is None or g[name] is None or isinstance(value, str | datetime):
+                assert g[name] == value, (w["gpu_index"], w["link"], w["ts"], name)
+            else:
+                assert g[name] == pytest.approx(value, rel=1e-9, abs=1e-9), (w["gpu_index"], w["link"], name)
+
+
+def _both_paths(store, a: datetime, b: datetime) -> tuple[pa.Table, pa.Table | None]:
+    """The minute rollup of [a, b) from the per-element view's rows and from the wide rows."""
+    cat = store.catalogue
+    view, wide, target = cat.shape(VIEW), cat[WIDE], cat[f"{VIEW}_1m"]
+    cur = store.cursor()
+    try:
+        return (
+            view_minute_rows(cur, view, a, b, 60, target, wide),
+            wide_minute_rows(cur, view, wide, a, b, 60, target),
+        )
+    finally:
+        cur.close()
+
+
+def test_the_wide_rows_give_the_views_rollup_slice_by_slice(store):
+    """Each slice the collector might roll (one minute, several), the wide path's rows are the view path's: its
+    first rows' on-change counters are filled from before the slice (keyframes every 7 s cross the minute edges),
+    the H100's link_crc_errors reset at tick 70 and its NVML error (NULL elements) at ticks 115-125 included."""
+    minute = [T0 + timedelta(minutes=m) for m in range(5)]
+    for a, b in [*zip(minute, minute[1:], strict=False), (minute[0], minute[4]), (minute[1], minute[3])]:
+        want, got = _both_paths(store, a, b)
+        assert got is not None
+        _same_table(want, got)
+
+
+@pytest.mark.parametrize("chunk_rows", [5, 250])
+def test_the_wide_rows_computed_a_few_entities_at_a_time_give_the_same_rows(store, monkeypatch, chunk_rows):
+    """Streamed in chunks of whole GPUs (one GPU's rows longer than a chunk, or a chunk ending mid-GPU), the
+    wide path's rows are still the view path's."""
+    a, b = T0 + timedelta(minutes=1), T0 + timedelta(minutes=3)
+    want, _ = _both_paths(store, a, b)
+    monkeypatch.setattr(rollup, "WIDE_ROWS_PER_CHUNK", chunk_rows)
+    _, got = _both_paths(store, a, b)
+    assert got is not None
+    _same_table(want, got)
+
+
+@pytest.fixture(scope="module")
+def sparse(tmp_path_factory):
+    """Keyframes every 500 ticks: after the first, an error counter list is sent only when it changes."""
+    cat = _catalogue(tmp_path_factory.mktemp("catalogue"))
+    store = _sampled_store(tmp_path_factory.mktemp("nvlink-sparse") / "c4.duckdb", cat, 330, 500)
+    yield store
+    store.close()
+
+
+def test_a_counter_unsent_for_longer_than_the_keyframe_bound_is_null_as_in_the_view(sparse):
+    """The fill looks back one keyframe_within_s (120 s) before the rate look-back (60 s), as the view's bounded
+    SELECT does: the H100's link_crc_errors list was last sent at tick 70 (its reset), so minute 1 is filled and
+    minute 5 (from 300 s) is not, in the wide path as in the view."""
+    cur = sparse.cursor()
+    sent = cur.execute(
+        f"SELECT list(epoch(ts)::INT - epoch(TIMESTAMP '{T0}')::INT ORDER BY ts) FROM {WIDE} "
+        "WHERE gpu_index = 1 AND link_crc_errors IS NOT NULL"
+    ).fetchone()[0]
+    cur.close()
+    assert sent == [0, 3, 70]  # the first tick (a keyframe), then when it moved
+    for m, filled in ((1, True), (5, False)):
+        a, b = T0 + timedelta(minutes=m), T0 + timedelta(minutes=m + 1)
+        want, got = _both_paths(sparse, a, b)
+        assert got is not None
+        _same_table(want, got)
+        (row,) = [r for r in got.to_pylist() if r["gpu_index"] == 1 and r["link"] == 0]
+        assert (row["link_crc_errors_rate_n"] > 0) == filled, (m, row["link_crc_errors_rate_n"])
+
+
+def _wide_row(cat: Catalogue, second: int, links: list[int], **lists) -> pa.Table:
+    """One hand-made wide row of GPU 0 on node n9 (for list layouts the sampler does not send)."""
+    row = {"gpu_index": 0, "gpu_uuid": "GPU-0", "link": links, **lists}
+    defaults = {"ts": T0 + timedelta(seconds=second), "node": "n9", "job": "j"}
+    return rows_to_table(cat, WIDE, [row], defaults)
+
+
+def test_irregular_link_lists_still_give_the_views_numbers(tmp_path):
+    """A GPU whose link list changes order between rows is sorted per link (not transposed); one whose list
+    shrinks while a longer on-change list is carried makes elements the view keys with a NULL link: the wide
+    path declines and the collector computes that slice from the view, so its numbers are still the view's.
+    (The plan counts such a slice's rows by the key lists, fewer than the view's, so it rolls it on every run.)"""
+    cat = load()
+    store = Store(tmp_path / "c4.duckdb", cat)
+    try:
+        for s in range(0, 240):
+            links = [0, 1, 2] if s % 2 else [2, 1, 0]
+            tx = [1000 * s * (1 + k) for k in links]
+            replay = [s // 50 + k for k in links] if s % 30 == 0 else None
+            table = _wide_row(cat, s, links, tx_data_bytes=tx, replay_errors=replay)
+            (result,) = store.commit([PendingBatch("", 0, cat[WIDE], table)])
+            assert not result.error
+        a, b = T0 + timedelta(minutes=2), T0 + timedelta(minutes=3)
+        want, got = _both_paths(store, a, b)
+        assert got is not None
+        _same_table(want, got)
+        # the list shrinks to two links; replay_errors was last sent with three elements
+        for s in range(240, 300):
+            table = _wide_row(cat, s, [0, 1], tx_data_bytes=[1000 * s, 2000 * s])
+            (result,) = store.commit([PendingBatch("", 0, cat[WIDE], table)])
+            assert not result.error
+        a, b = T0 + timedelta(minutes=4), T0 + timedelta(minutes=5)
+        want, got = _both_paths(store, a, b)
+        assert got is None
+        assert None in {r["link"] for r in want.to_pylist()}  # the view's own reading of such rows
+        cur = store.cursor()
+        step = Step(cat.shape(VIEW), "1m", cat[WIDE])
+        rolled = step.compute(cur, a, b, cat[f"{VIEW}_1m"])  # what the collector's rollup computes
+        cur.close()
+        _same_table(want, rolled)
+    finally:
+        store.close()
+
+
+def test_the_collectors_rollup_retention_covers_the_nvlink_rollups(sparse):
+    """The collector's retention of rollups (each resolution its own age) deletes old NVLink minutes and hours."""
+    end = T0 + timedelta(minutes=6)
+    assert roll_all(sparse, now=end + timedelta(hours=1)) > 0
+    cur = sparse.cursor()
+    before = {r: cur.execute(f"SELECT count(*) FROM {VIEW}_{r}").fetchone()[0] for r in ("1m", "1h")}
+    assert before["1m"] > 0 and before["1h"] > 0
+    # keep minutes for 2 hours and hours for 30 days: 3 hours on, the minutes go and the hour stays
+    deleted = retain_rollups(sparse, end + timedelta(hours=3), {"1m": 2 * 3600.0, "1h": 30 * 86400.0})
+    assert deleted.get(f"{VIEW}_1m") == before["1m"] and f"{VIEW}_1h" not in deleted
+    assert cur.execute(f"SELECT count(*) FROM {VIEW}_1h").fetchone()[0] == before["1h"]
+    cur.close()

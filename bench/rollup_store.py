@@ -1,0 +1,277 @@
+"""The store and the timings of ``c4 bench rollup``: N nodes' minutes of real sampler rows, and the rollup
+compute paths timed side by side on one slice (``c4.bench.rollup`` prints them)."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from c4.agent.batcher import rows_to_table
+from c4.agent.gpu import KEYFRAME_TICKS, GpuSampler
+from c4.agent.nvml import Nvml
+from c4.catalogue import load
+from c4.catalogue.rollup import rolled_gauges, rollup_keys
+from c4.collector import rollup as r
+from c4.collector.rollup import Step, floor_to, view_minute_rows, wide_minute_rows
+from c4.collector.rollup_wide import element_samples
+from c4.collector.store import PendingBatch, Store
+from c4.sim.fake_nvml import FakeNvml, eight_gpu_scenario
+
+GPUS = 8
+LINKS = 18  # an H100's NVLinks
+#: Minutes built before the timed slice: the rate look-back and the on-change fill's keyframe period.
+LEAD_MINUTES = 3
+#: Nodes the offered rate is given for (the fleet size the rollup has to keep up with).
+OFFERED_NODES = 1000
+
+
+def _drive(sc: dict, tick: int) -> None:
+    """Error counters that move now and then on a few links, as a healthy busy node's do."""
+    gpus = sc["gpus"]
+    if tick % 41 == 7:
+        gpus[1]["link_counters"]["3"] = {"replay_errors": tick, "recovery_errors": tick // 41}
+    if tick % 97 == 13:
+        gpus[5]["link_counters"]["11"] = {"link_crc_errors": 2 * tick}
+
+
+def sampled_node(seconds: int, start: datetime, keyframe_ticks: int | None) -> dict[str, pa.Table]:
+    """One node's rows per table for ``seconds`` ticks from ``start``, from the real GPU sampler."""
+
+    cat = load()
+    sc = eight_gpu_scenario(model="H100")
+    sc["start_s"] = 100.0
+    for g in sc["gpus"]:
+        g["link_counters"] = {}
+    clock = [100.0]
+    sampler = GpuSampler(
+        Nvml(FakeNvml(sc, clock=lambda: clock[0])),
+        xid_events=False,
+        processes=False,
+        keyframe_ticks=keyframe_ticks or KEYFRAME_TICKS,
+    )
+    sampler.probe()
+    parts: dict[str, list[pa.Table]] = {"gpu_samples": [], "nvlink_gpu_samples": []}
+    for tick in range(seconds):
+        _drive(sc, tick)
+        clock[0] += 1.0
+        rows = sampler.sample(0)
+        defaults = {"ts": start + timedelta(seconds=tick), "node": "n", "job": "train"}
+        for name, tables in parts.items():
+            tables.append(rows_to_table(cat, name, rows[name], defaults))
+    return {name: pa.concat_tables(tables) for name, tables in parts.items()}
+
+
+def _for_nodes(one: pa.Table, nodes: int) -> pa.Table:
+    """``one`` node's rows repeated for ``nodes`` nodes (host0, host1, ...), each 1 ms after the one before."""
+    k = one.num_rows
+    table = one.take(pa.array(np.tile(np.arange(k), nodes)))
+    node = np.repeat(np.arange(nodes), k)
+    hosts = pa.array(np.char.add("host", np.arange(nodes).astype(str)))
+    ts_us = table.column("ts").cast(pa.int64()).to_numpy() + node * 1000
+    table = table.set_column(table.schema.get_field_index("node"), "node", hosts.take(pa.array(node)))
+    return table.set_column(
+        table.schema.get_field_index("ts"), "ts", pa.array(ts_us, pa.int64()).cast(pa.timestamp("us"))
+    )
+
+
+def build(path: Path, nodes: int, minutes: int, keyframe_ticks: int | None, progress=None) -> datetime:
+    """Fill a store at ``path``; returns the start of the timed slice (``minutes`` from it are filled)."""
+
+    first = floor_to(datetime.now(UTC).replace(tzinfo=None), 60) - timedelta(
+        minutes=LEAD_MINUTES + minutes + 1
+    )
+    seconds = (LEAD_MINUTES + minutes) * 60
+    one = sampled_node(seconds, first, keyframe_ticks)
+    cat = load()
+    store = Store(path, cat)
+    try:
+        for m in range(LEAD_MINUTES + minutes):
+            lo, hi = first + timedelta(minutes=m), first + timedelta(minutes=m + 1)
+            for name, table in one.items():
+                ts = table.column("ts")
+                keep = pa.compute.and_(
+                    pa.compute.greater_equal(ts, pa.scalar(lo)), pc.less(ts, pa.scalar(hi))
+                )
+                store.commit([PendingBatch("", 0, cat[name], _for_nodes(table.filter(keep), nodes))])
+            if progress:
+                progress(1)
+        store.checkpoint()
+    finally:
+        store.close()
+    return first + timedelta(minutes=LEAD_MINUTES)
+
+
+def same_rows(a: pa.Table, b: pa.Table, keys: list[str]) -> bool:
+    """True when two rollup tables hold the same rows (floats to 1e-9 relative), whatever their order."""
+    if a.num_rows != b.num_rows or a.schema != b.schema:
+        return False
+    order = [(k, "ascending") for k in ["ts", *keys]]
+    a, b = a.sort_by(order), b.sort_by(order)
+    for name in a.column_names:
+        x, y = a.column(name).combine_chunks(), b.column(name).combine_chunks()
+        if not np.array_equal(np.asarray(x.is_null()), np.asarray(y.is_null())):
+            return False
+        if pa.types.is_floating(x.type):
+            xv, yv = x.fill_null(0).to_numpy(), y.fill_null(0).to_numpy()
+            if not np.allclose(xv, yv, rtol=1e-9, atol=1e-9):
+                return False
+        elif not x.equals(y):
+            return False
+    return True
+
+
+def _best_s(fn, repeat: int) -> tuple[float, object]:
+    best, out = float("inf"), None
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - t0)
+    return best, out
+
+
+def measure(path: Path, start: datetime, minutes: int, repeat: int) -> dict:
+    """Time each path on the slice [start, start + minutes), old and new alternating; rows/s per table."""
+
+    cat = load()
+    end = start + timedelta(minutes=minutes)
+    view, wide = cat.shape("nvlink_samples"), cat["nvlink_gpu_samples"]
+    target = cat["nvlink_samples_1m"]
+    store = Store(path, cat)
+    out: dict = {}
+    try:
+        cur = store.cursor()
+        rng = f"ts >= TIMESTAMP '{start.isoformat(sep=' ')}' AND ts < TIMESTAMP '{end.isoformat(sep=' ')}'"
+        links = cur.execute(f"SELECT sum(len(link)) FROM nvlink_gpu_samples WHERE {rng}").fetchone()[0]
+        gpus = cur.execute(f"SELECT count(*) FROM gpu_samples WHERE {rng}").fetchone()[0]
+        old_s = new_s = float("inf")
+        old = new = None
+        for _ in range(repeat):  # alternate, so a burst of load on the host hits both paths alike
+            s, old = _best_s(lambda: view_minute_rows(cur, view, start, end, 60, target, wide), 1)
+            old_s = min(old_s, s)
+            s, new = _best_s(lambda: wide_minute_rows(cur, view, wide, start, end, 60, target), 1)
+            new_s = min(new_s, s)
+        step = Step(cat["gpu_samples"], "1m")
+        gpu_s, _ = _best_s(lambda: step.compute(cur, start, end, cat[step.target]), repeat)
+        cur.close()
+    finally:
+        store.close()
+    offered_links = OFFERED_NODES * GPUS * LINKS
+    out["nvlink_samples"] = {
+        "raw_rows": int(links),
+        "view_s": round(old_s, 3),
+        "wide_s": round(new_s, 3),
+        "view_rows_per_s": round(links / old_s),
+        "wide_rows_per_s": round(links / new_s),
+        "speedup": round(old_s / new_s, 2),
+        "same_rows": new is not None and same_rows(old, new, list(rollup_keys(view))),
+        "offered_rows_per_s_at_1000_nodes": offered_links,
+        "wide_over_offered": round(links / new_s / offered_links, 2),
+    }
+    out["gpu_samples"] = {
+        "raw_rows": int(gpus),
+        "seconds": round(gpu_s, 3),
+        "rows_per_s": round(gpus / gpu_s),
+        "offered_rows_per_s_at_1000_nodes": OFFERED_NODES * GPUS,
+    }
+    return out
+
+
+def alternatives(path: Path, start: datetime, repeat: int) -> dict:
+    """On the first minute of the slice, side by side: the wide rows flattened (and filled) in numpy vs DuckDB's
+    UNNEST of the same rows (no fill), and the per-minute statistics of the per-link samples with numpy's
+    reduceat vs one DuckDB GROUP BY over the same arrays (its Arrow input built beforehand, not timed)."""
+
+    cat = load()
+    view, wide = cat.shape("nvlink_samples"), cat["nvlink_gpu_samples"]
+    end = start + timedelta(minutes=1)
+    names = r.wide_columns(view)
+    lookback_us = r.epoch_us(start - timedelta(seconds=r.RATE_LOOKBACK_S))
+    store = Store(path, cat)
+    try:
+        cur = store.cursor()
+        sql = r.wide_sql(view, wide, start, end)
+
+        def numpy_flatten():
+            rows = cur.execute(sql).to_arrow_table()
+            return rows, element_samples(rows, wide, r.entity_starts(rows, wide.keys), lookback_us, names)
+
+        unnest = ", ".join(f'unnest("{n}") AS "{n}"' for n in ["link", *names])
+        duck_sql = f"SELECT ts, node, gpu_index, {unnest} FROM ({sql}) ORDER BY node, gpu_index, link, ts"
+        numpy_s, (rows, s) = _best_s(numpy_flatten, repeat)
+        duck_s, _ = _best_s(lambda: cur.execute(duck_sql).to_arrow_table(), repeat)
+        ts = s.ts_us
+        keep = np.flatnonzero(ts >= r.epoch_us(start))
+        entity_start = r.entity_starts_at(s.new_element)
+        rates = {
+            c.name: r.counter_rates(ts, entity_start, *s.values[c.name], c.wrap_bits, keep)
+            for c in view.counters
+            if s.values[c.name][1].any()
+        }
+        gauges = {
+            g.name: np.where(s.values[g.name][1][keep], s.values[g.name][0][keep].astype(np.float64), np.nan)
+            for g in rolled_gauges(view)
+            if s.values[g.name][1].any()
+        }
+        element = np.cumsum(s.new_element)[keep]
+        new_group = np.ones(len(element), bool)
+        new_group[1:] = element[1:] != element[:-1]
+        at_row, key = pa.array(s.row[keep]), pa.array(s.key[keep], s.key_type)
+
+        def keys_at(at):
+            return {
+                "node": rows.column("node").take(at_row.take(pa.array(at))),
+                "gpu_index": rows.column("gpu_index").take(at_row.take(pa.array(at))),
+                "link": key.take(pa.array(at)),
+            }
+
+        target = cat["nvlink_samples_1m"]
+        all_gauges = {g.name: gauges.get(g.name) for g in rolled_gauges(view)}
+        all_rates = {c.name: rates.get(c.name) for c in view.counters}
+        reduce_s, _ = _best_s(
+            lambda: r.bucket_table(ts[keep], new_group, keys_at, all_gauges, all_rates, 60, target), repeat
+        )
+        cols = {
+            "ts": pa.array(ts[keep]).cast(pa.timestamp("us")),
+            "node": rows.column("node").take(at_row),
+            "gpu_index": rows.column("gpu_index").take(at_row),
+            "link": key,
+        }
+        aggs = ["count(*)"]
+        for name, v in gauges.items():
+            cols[name] = pa.array(v, mask=np.isnan(v))
+        for name, (inc, dt, rate) in rates.items():
+            cols[f"{name}_rate"] = pa.array(rate, mask=np.isnan(rate))
+            cols[f"{name}_inc"] = pa.array(inc, mask=np.isnan(inc))
+            cols[f"{name}_dt"] = pa.array(dt, mask=np.isnan(dt))
+            aggs += [f'sum("{name}_inc")', f'sum("{name}_dt")']
+        for name in [*gauges, *(f"{n}_rate" for n in rates)]:
+            v = f'"{name}"'
+            aggs += [
+                f"min({v})",
+                f"avg({v})",
+                f"max({v})",
+                f"arg_max({v}, ts) FILTER (WHERE {v} IS NOT NULL)",
+            ]
+            aggs.append(f"count({v})")
+        cur.register("_c4_bench_per_link", pa.table(cols))
+        group_sql = (
+            f"SELECT time_bucket(INTERVAL 60 SECOND, ts) AS b, node, gpu_index, link, {', '.join(aggs)} "
+            "FROM _c4_bench_per_link GROUP BY ALL"
+        )
+        group_s, _ = _best_s(lambda: cur.execute(group_sql).to_arrow_table(), repeat)
+        cur.close()
+    finally:
+        store.close()
+    return {
+        "per_link_samples": len(ts),
+        "flatten_numpy_s": round(numpy_s, 3),
+        "flatten_duckdb_unnest_s": round(duck_s, 3),
+        "stats_samples": len(keep),
+        "stats_numpy_s": round(reduce_s, 3),
+        "stats_duckdb_group_by_s": round(group_s, 3),
+    }

@@ -1,0 +1,28 @@
+"""`c4 bench rollup` runs end to end at a tiny size: both NVLink rollup paths on real sampler rows give the
+same rows, every raw row counted (speed is not asserted)."""
+
+import subprocess
+
+from testkit.procs import C4, run_bench_json
+
+
+def test_bench_rollup_reports_both_paths_and_the_alternatives():
+    out, result = run_bench_json(
+        ["rollup", "--nodes", "2", "--minutes", "1", "--repeat", "1", "--alternatives", "--json"],
+        timeout_s=240,
+    )
+    nv = result["tables"]["nvlink_samples"]
+    assert nv["same_rows"] is True
+    assert nv["raw_rows"] == 2 * 8 * 18 * 60  # 2 nodes x 8 GPUs x 18 links, one minute at 1 Hz
+    assert nv["offered_rows_per_s_at_1000_nodes"] == 144_000
+    assert nv["wide_rows_per_s"] > 0 and nv["view_rows_per_s"] > 0
+    assert result["tables"]["gpu_samples"]["raw_rows"] == 2 * 8 * 60
+    alt = result["alternatives"]
+    assert alt["per_link_samples"] == 2 * nv["raw_rows"]  # the minute and its rate look-back
+    assert alt["stats_samples"] == nv["raw_rows"]
+    assert "nvlink_samples, wide rows" in out and "per-element view" in out
+
+
+def test_bench_rollup_refuses_bad_arguments():
+    out = subprocess.run(C4 + ["bench", "rollup", "--nodes", "0"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "--nodes" in out.stderr
