@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = collector_config(args)
     try:
-        asyncio.run(serve(cfg))
+        asyncio.run(serve(cfg, tune_gc=True))
     except StartupError as exc:
         print(f"c4 collector: {exc}", file=sys.stderr)
         return 1

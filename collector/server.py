@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import shutil
@@ -489,8 +490,20 @@ class Collector:
         log.info("collector stopped")
 
 
-async def serve(cfg: CollectorConfig, ready: asyncio.Event | None = None) -> None:
-    """Run a collector until cancelled or signalled."""
+#: Allocations (net) between young-generation collections once serving: Python's 700 made the
+#: collector collect ~45 times a second at 2,000 agents, 7% of a core, with full collections of up to
+#: 0.15 s; ingest's objects are freed by reference counting, not by the cycle collector.
+GC_YOUNG_THRESHOLD = 50_000
+
+
+def quiet_gc() -> None:
+    """Leave start-up's objects out of every later collection and collect cycles less often."""
+    gc.freeze()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, 20, 10)
+
+
+async def serve(cfg: CollectorConfig, ready: asyncio.Event | None = None, tune_gc: bool = False) -> None:
+    """Run a collector until cancelled or signalled (``tune_gc``: a process of its own, see ``quiet_gc``)."""
     # handlers first: a collector serving through ingest processes answers health checks before
     # its own start() returns, so a SIGTERM may come that early and must still stop it cleanly
     stop = asyncio.Event()
@@ -508,6 +521,8 @@ async def serve(cfg: CollectorConfig, ready: asyncio.Event | None = None) -> Non
         raise
     if ready is not None:
         ready.set()
+    if tune_gc:
+        quiet_gc()
     try:
         await stop.wait()
     finally:
