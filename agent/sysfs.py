@@ -138,6 +138,7 @@ class HeldFiles:
         self._held: dict[str, tuple[int, int | None, int]] = {}
         self._pass = 0  # 0: no passes, every read of a non-sysfs file checks the file itself
         self._dirs: dict[str, tuple[int, int | None]] = {}  # directory -> (pass, st_mtime_ns or None)
+        self._size_hints: dict[str, int] = {}  # path -> bytes to ask for in read_whole
         # a sampler dropped without close() still gives its descriptors back
         weakref.finalize(self, HeldFiles._close_all, self._held)
 
@@ -219,6 +220,20 @@ class HeldFiles:
             self._held[path] = (fd, None if st.st_dev == self._sysfs_dev else st.st_ino, opened_ns)
         else:
             os.close(fd)
+        return data
+
+    def read_whole(self, path: str, max_bytes: int) -> bytes | None:
+        """A whole file of up to ``max_bytes`` (a /proc file) through a held descriptor, read in one ``pread``
+        of the size its last read suggested (a larger one only when that filled up): no buffer of
+        ``max_bytes`` is allocated per read, as ``read_bytes`` of a large limit would."""
+        hint = self._size_hints.get(path, 4096)
+        while True:
+            data = self.read_bytes(path, hint)
+            if data is None or len(data) < hint or hint >= max_bytes:
+                break
+            hint = min(max_bytes, hint * 4)
+        if data is not None:
+            self._size_hints[path] = max(4096, (len(data) * 2 + 4095) & ~4095)
         return data
 
     def read_counter(self, path: str) -> int | None:
