@@ -31,6 +31,9 @@ QUERIES: dict[str, tuple[str, tuple]] = {
 }
 
 
+#: QUERIES whose answer is fixed for a device (its link capability): asked until NVML gives a value, then kept
+STATIC_QUERIES = frozenset({"pcie_gen_max", "pcie_width_max"})
+
 #: NVLink byte counters that also get a per-second rate column
 BYTE_COUNTERS = frozenset({"tx_data_bytes", "rx_data_bytes", "tx_link_bytes", "rx_link_bytes"})
 
@@ -148,6 +151,7 @@ class GpuSampler:
         self.devices: list[Device] = []
         self.lost: set[int] = set()
         self._prev: dict[tuple, Reading] = {}
+        self._static: dict[tuple[int, str], Any] = {}  # (GPU index, STATIC_QUERIES column) -> its value
         self._gpu_request = [(col, fid, 0, 1) for col, fid in nvml.fields.gpu.items()]
         self._link_plans: dict[int, LinkLayout] = {}
 
@@ -294,8 +298,15 @@ class GpuSampler:
         mem = nv.call(d, "nvmlDeviceGetMemoryInfo")
         if mem is not None:
             row["mem_used_bytes"] = int(mem.used)
+        static = self._static
         for col, (fn, args) in QUERIES.items():
-            row[col] = nv.call(d, fn, *args)
+            if col in STATIC_QUERIES:
+                value = static.get((d.index, col))
+                if value is None:
+                    value = static[(d.index, col)] = nv.call(d, fn, *args)
+                row[col] = value
+            else:
+                row[col] = nv.call(d, fn, *args)
         return row
 
     def _sample_processes(self, d: Device) -> list[dict[str, Any]]:
