@@ -77,6 +77,8 @@ class LinkLayout:
     columns: dict[str, list[int]]  # column -> position in the answer of each link's value (-1: none)
     per_link: list[list[int]]  # link (row order) -> positions of its values
     byte_columns: tuple[str, ...]  # columns that also get a _per_s rate
+    # link (row order) -> (start, end) of its values when each link's sit side by side (as requested), else ()
+    link_spans: tuple[tuple[int, int], ...] = ()
 
     @classmethod
     def of(
@@ -96,7 +98,10 @@ class LinkLayout:
             columns.setdefault(col, [-1] * len(order))[at[link]] = pos
             per_link[at[link]].append(pos)
         byte = tuple(c for c in columns if c in BYTE_COUNTERS)
-        return cls([*gpu_request, *request], tuple(order), columns, per_link, byte)
+        spans = tuple((min(at), max(at) + 1) for at in per_link if at)
+        if len(spans) != len(per_link) or any(max(at) - min(at) + 1 != len(at) for at in per_link):
+            spans = ()
+        return cls([*gpu_request, *request], tuple(order), columns, per_link, byte, spans)
 
 
 def load_library(spec: str, arg: str):
@@ -333,10 +338,14 @@ class GpuSampler:
         row: dict[str, Any] = {"gpu_index": d.index, "gpu_uuid": d.uuid, "link": list(layout.links)}
         for col, at in layout.columns.items():
             row[col] = [values[i] for i in at]
-        # per link, the newest NVML timestamp of a value it gave
-        row["nvml_ts_us"] = [
-            max((stamps[i] for i in at if values[i] is not None), default=0) or None for at in layout.per_link
-        ]
+        # per link, the newest NVML timestamp of a value it gave (the values all given: of its slice)
+        if layout.link_spans and None not in values[:-1]:
+            row["nvml_ts_us"] = [max(stamps[a:b]) or None for a, b in layout.link_spans]
+        else:
+            row["nvml_ts_us"] = [
+                max((stamps[i] for i in at if values[i] is not None), default=0) or None
+                for at in layout.per_link
+            ]
         prev = self._prev
         for col in layout.byte_columns:
             at = layout.columns[col]
