@@ -15,6 +15,7 @@ import stat
 import threading
 import time
 import weakref
+from collections.abc import Sequence
 from pathlib import Path
 
 RATE = re.compile(r"^\s*([\d.]+)\s*([GMK]?)b/sec", re.IGNORECASE)
@@ -235,6 +236,39 @@ class HeldFiles:
         if data is not None:
             self._size_hints[path] = max(4096, (len(data) * 2 + 4095) & ~4095)
         return data
+
+    def read_counters(self, paths: Sequence[str]) -> list[int | None]:
+        """``read_counter`` of each path, as one loop: a held descriptor that needs no check (on sysfs, or
+        its directory unchanged this pass) is read with one ``pread`` and no call in between, ~0.5 µs a file
+        instead of ~3; any other path goes through ``read_counter``."""
+        out: list[int | None] = []
+        append = out.append
+        held_get = self._held.get
+        pread = os.pread
+        passed = self._pass
+        for path in paths:
+            held = held_get(path)
+            if held is not None:
+                fd, ino, checked_ns = held
+                if ino is None or (
+                    passed
+                    and (mtime := self._dir_mtime_ns(path.rpartition("/")[0])) is not None
+                    and mtime < checked_ns - UNCHANGED_MARGIN_NS
+                ):
+                    try:
+                        data = pread(fd, 64, 0)
+                    except OSError:
+                        append(self.read_counter(path))  # drops it and opens the path again
+                        continue
+                    try:
+                        value = int(data)
+                    except ValueError:
+                        append(counter_of(data))
+                        continue
+                    append(value if 0 <= value < U64_LIMIT else None)
+                    continue
+            append(self.read_counter(path))
+        return out
 
     def read_counter(self, path: str) -> int | None:
         """As module-level ``read_counter``, through a held descriptor."""
