@@ -5,6 +5,7 @@ from __future__ import annotations
 import fnmatch
 import functools
 import logging
+import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,22 @@ COUNTERS_FILE = Path(__file__).parent / "nic_counters.toml"
 def counter_spec() -> dict[str, Any]:
     """nic_counters.toml."""
     return tomllib.loads(COUNTERS_FILE.read_text())
+
+
+def regular_files(directory: Path) -> dict[str, bool]:
+    """The entries of a directory: name -> whether it is a regular file (symlinks followed); {} when the
+    directory cannot be listed. One listing instead of a stat per file a port may have."""
+    try:
+        with os.scandir(directory) as entries:
+            out = {}
+            for e in entries:
+                try:
+                    out[e.name] = e.is_file()
+                except OSError:
+                    out[e.name] = False
+            return out
+    except OSError:
+        return {}
 
 
 def sysfs_base(root: Path) -> Path:
@@ -131,6 +148,8 @@ class NicSampler:
         self._prev_carrier: dict[str, tuple[str, int | None]] = {}
         self.skipped_by_reason: dict[str, int] = {}
         self._files = HeldFiles()  # counter and state files kept open: one pread each a tick
+        # the port subdirectories nic_counters.toml names files in, listed once each per discovery
+        self._counter_dirs = sorted({sub for sub, _f, _m in counter_spec()["ib"].values()} | {"counters_ext"})
 
     @property
     def records_skipped(self) -> int:
@@ -167,8 +186,7 @@ class NicSampler:
 
     # --- discovery ------------------------------------------------------------
     def discover(self) -> None:
-        """Find RDMA ports and netdevs and the files each has."""
-        self._files.close()  # files of ports that went away are not held past a rediscovery
+        """Find RDMA ports and netdevs and the files each has (one listing per counter directory)."""
         spec = counter_spec()
         ports: list[IbPort] = []
         ib_dir = self.base / "class" / "infiniband"
@@ -195,17 +213,18 @@ class NicSampler:
                     self._warn(
                         f"nocounters:{dev}", f"RDMA port without counters/ device={dev} port={port.port}"
                     )
+                listed = {sub: regular_files(port_dir / sub) for sub in self._counter_dirs}
                 for column, (sub, fname, mult) in spec["ib"].items():
                     ext = spec["ib_ext"].get(column)
                     ext_path = port_dir / "counters_ext" / ext if ext else None
-                    has_ext = ext_path is not None and ext_path.is_file()
-                    if has_ext and (port_dir / sub / fname).is_file():
+                    has_ext = ext_path is not None and listed["counters_ext"].get(ext) is True
+                    if has_ext and listed[sub].get(fname) is True:
                         port.dual[column] = (str(port_dir / sub / fname), str(ext_path), mult)
                     elif has_ext:
                         port.files[column] = (str(ext_path), mult)
-                    elif (port_dir / sub / fname).is_file():
+                    elif listed[sub].get(fname) is True:
                         port.files[column] = (str(port_dir / sub / fname), mult)
-                    elif (port_dir / sub / fname).exists():
+                    elif fname in listed[sub]:
                         self._warn(
                             f"notfile:{port_dir / sub / fname}",
                             f"counter is not a readable file, skipped path={port_dir / sub / fname}",
@@ -225,14 +244,27 @@ class NicSampler:
                 self._warn(f"netdev:{name}", f"netdev entry not resolvable skipped netdev={name}")
                 continue
             nd = Netdev(name, npath, address=read_text(npath / "address") or "")
+            listed_stats = regular_files(npath / "statistics")
             for column, fname in spec["netdev"].items():
-                if (npath / "statistics" / fname).is_file():
+                if listed_stats.get(fname) is True:
                     nd.stats[column] = str(npath / "statistics" / fname)
             netdevs.append(nd)
         old = {(p.device, p.port) for p in self.ports}
         new = {(p.device, p.port) for p in ports}
         self._changes = (sorted(new - old) if self._ticks else [], sorted(old - new))
         self.ports, self.netdevs = ports, netdevs
+        self._files.keep_only(self._paths_read())  # files of ports that went away are not held past it
+
+    def _paths_read(self) -> set[str]:
+        """Every file a tick reads of the ports and netdevs found (what stays held across a rediscovery)."""
+        paths: set[str] = set()
+        for p in self.ports:
+            paths.update(path for path, _ in p.files.values())
+            paths.update(f"{p.base}{f}" for f in ("state", "phys_state", "rate", "link_layer"))
+        for n in self.netdevs:
+            paths.update(n.stats.values())
+            paths.update(f"{n.path}/{f}" for f in (*NETDEV_ATTR_COUNTERS, "operstate", "duplex"))
+        return paths
 
     def _netdev_of(self, dev_path: Path, port_dir: Path) -> str:
         ndevs = port_dir / "gid_attrs" / "ndevs"

@@ -279,6 +279,12 @@ class HeldFiles:
         data = self.read_bytes(path, 4096)
         return None if data is None else data.decode("utf-8", "replace").strip()
 
+    def keep_only(self, paths: set[str]) -> None:
+        """Close the held descriptors of every path not in ``paths`` (the files no longer read)."""
+        for path in [p for p in self._held if p not in paths]:
+            self._drop(path)
+        self._dirs.clear()
+
     def _drop(self, path: str) -> None:
         fd, _, _ = self._held.pop(path)
         with HeldFiles._budget_lock:
