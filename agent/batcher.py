@@ -1,7 +1,7 @@
 """Turns sampler rows into typed columns per catalogue table, and those into sized Arrow IPC batches.
 
 Nothing here imports pyarrow: the columns are checked in Python (each value against its catalogue type,
-as pyarrow would) and written by ``c4.ipc_rows`` (nanoarrow). ``ColumnBatch.to_arrow`` gives a pyarrow
+as pyarrow would) and written by ``c4.ipc_rows`` (no Arrow library). ``ColumnBatch.to_arrow`` gives a pyarrow
 table for the tools and tests that want one, importing pyarrow only then.
 """
 
