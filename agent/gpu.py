@@ -158,6 +158,8 @@ class GpuSampler:
         self._prev: dict[tuple, Reading] = {}
         self._static: dict[tuple[int, str], Any] = {}  # (GPU index, STATIC_QUERIES column) -> its value
         self._gpu_request = [(col, fid, 0, 1) for col, fid in nvml.fields.gpu.items()]
+        self._gpu_columns = [col for col, _fid, _scope, _scale in self._gpu_request]
+        self._gpu_at = {col: i for i, col in enumerate(self._gpu_columns)}  # the last, as a dict would keep
         self._link_plans: dict[int, LinkLayout] = {}
 
     @property
@@ -271,7 +273,7 @@ class GpuSampler:
         """The GPU's row from its field values (the first of ``values``) and its other NVML calls."""
         nv = self.nvml
         n = len(self._gpu_request)
-        readings = [Reading(v, t) for v, t in zip(values[:n], stamps[:n], strict=True)]
+        at = self._gpu_at  # column -> position in the answer
         row: dict[str, Any] = {
             "gpu_index": d.index,
             "gpu_uuid": d.uuid,
@@ -280,21 +282,18 @@ class GpuSampler:
             "rank": self.rank_of_gpu.get(d.index),
             "mem_total_bytes": d.memory_total_bytes,
         }
-        row["nvml_ts_us"] = max((r.timestamp_us for r in readings), default=None) or None
-        fields = {}
-        for (col, _fid, _scope, _scale), reading in zip(self._gpu_request, readings, strict=True):
-            fields[col] = reading
-            row[col] = reading.value
+        row["nvml_ts_us"] = max(stamps[:n], default=None) or None
+        row.update(zip(self._gpu_columns, values[:n], strict=True))
         power_mw = row.pop("power_mw", None)
         row["power_w"] = power_mw / 1000.0 if power_mw is not None else None
-        energy = fields.get("energy_mj")
-        if energy is not None:
+        if "energy_mj" in at:
+            energy = Reading(values[at["energy_mj"]], stamps[at["energy_mj"]])
             rate = rate_per_s(self._prev.get((d.index, "energy_mj")), energy)
             row["power_from_energy_w"] = rate / 1000.0 if rate is not None else None
             self._prev[(d.index, "energy_mj")] = energy
         for col in ("pcie_tx_bytes", "pcie_rx_bytes"):
-            cur = fields.get(col)
-            if cur is not None:
+            if col in at:
+                cur = Reading(values[at[col]], stamps[at[col]])
                 row[f"{col}_per_s"] = rate_per_s(self._prev.get((d.index, col)), cur)
                 self._prev[(d.index, col)] = cur
         util = nv.call(d, "nvmlDeviceGetUtilizationRates")
