@@ -111,7 +111,7 @@ def sampler_cpu_ms_per_s(db: Path, node: str, since_unix_s: float) -> dict[str, 
     """ms of CPU per second of each sampler's ticks, from the agent_sampler_health rows the collector stored:
     the cpu_s counter between a sampler's first and last row from ``since_unix_s`` on (every row of the run
     when the stretch holds fewer than two: health rows come every health_interval_s)."""
-    import duckdb
+    import duckdb  # lazy: only after the run, to read what the collector stored (the bench imports light)
 
     query = (
         "SELECT sampler, (max(cpu_s) - min(cpu_s)) * 1e3 / nullif(epoch(max(ts)) - epoch(min(ts)), 0), count(*) "
