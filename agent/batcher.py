@@ -1,7 +1,7 @@
 """Turns sampler rows into typed columns per catalogue table, and those into sized Arrow IPC batches.
 
 Nothing here imports pyarrow: the columns are checked in Python (each value against its catalogue type,
-as pyarrow would) and written by ``c4.ipc_rows`` (nanoarrow). ``ColumnBatch.to_arrow`` gives a pyarrow
+as pyarrow would) and written by ``c4.ipc_rows`` (no Arrow library). ``ColumnBatch.to_arrow`` gives a pyarrow
 table for the tools and tests that want one, importing pyarrow only then.
 """
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from itertools import chain
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
@@ -179,6 +180,9 @@ def _fast_ok(type_name: str, values: list[Any]) -> bool:
     if not present:
         return True
     types = set(map(type, present))
+    item = list_item_type(type_name)
+    if item is not None:  # a LIST column: every cell a list, every element what the item type holds
+        return types == {list} and _fast_ok(item, list(chain.from_iterable(present)))
     if type_name in _INT_RANGES:
         lo, hi = _INT_RANGES[type_name]
         return types == {int} and lo <= min(present) and max(present) <= hi

@@ -31,6 +31,9 @@ QUERIES: dict[str, tuple[str, tuple]] = {
 }
 
 
+#: QUERIES whose answer is fixed for a device (its link capability): asked until NVML gives a value, then kept
+STATIC_QUERIES = frozenset({"pcie_gen_max", "pcie_width_max"})
+
 #: NVLink byte counters that also get a per-second rate column
 BYTE_COUNTERS = frozenset({"tx_data_bytes", "rx_data_bytes", "tx_link_bytes", "rx_link_bytes"})
 
@@ -74,6 +77,8 @@ class LinkLayout:
     columns: dict[str, list[int]]  # column -> position in the answer of each link's value (-1: none)
     per_link: list[list[int]]  # link (row order) -> positions of its values
     byte_columns: tuple[str, ...]  # columns that also get a _per_s rate
+    # link (row order) -> (start, end) of its values when each link's sit side by side (as requested), else ()
+    link_spans: tuple[tuple[int, int], ...] = ()
 
     @classmethod
     def of(
@@ -93,7 +98,10 @@ class LinkLayout:
             columns.setdefault(col, [-1] * len(order))[at[link]] = pos
             per_link[at[link]].append(pos)
         byte = tuple(c for c in columns if c in BYTE_COUNTERS)
-        return cls([*gpu_request, *request], tuple(order), columns, per_link, byte)
+        spans = tuple((min(at), max(at) + 1) for at in per_link if at)
+        if len(spans) != len(per_link) or any(max(at) - min(at) + 1 != len(at) for at in per_link):
+            spans = ()
+        return cls([*gpu_request, *request], tuple(order), columns, per_link, byte, spans)
 
 
 def load_library(spec: str, arg: str):
@@ -148,7 +156,10 @@ class GpuSampler:
         self.devices: list[Device] = []
         self.lost: set[int] = set()
         self._prev: dict[tuple, Reading] = {}
+        self._static: dict[tuple[int, str], Any] = {}  # (GPU index, STATIC_QUERIES column) -> its value
         self._gpu_request = [(col, fid, 0, 1) for col, fid in nvml.fields.gpu.items()]
+        self._gpu_columns = [col for col, _fid, _scope, _scale in self._gpu_request]
+        self._gpu_at = {col: i for i, col in enumerate(self._gpu_columns)}  # the last, as a dict would keep
         self._link_plans: dict[int, LinkLayout] = {}
 
     @property
@@ -262,7 +273,7 @@ class GpuSampler:
         """The GPU's row from its field values (the first of ``values``) and its other NVML calls."""
         nv = self.nvml
         n = len(self._gpu_request)
-        readings = [Reading(v, t) for v, t in zip(values[:n], stamps[:n], strict=True)]
+        at = self._gpu_at  # column -> position in the answer
         row: dict[str, Any] = {
             "gpu_index": d.index,
             "gpu_uuid": d.uuid,
@@ -271,21 +282,18 @@ class GpuSampler:
             "rank": self.rank_of_gpu.get(d.index),
             "mem_total_bytes": d.memory_total_bytes,
         }
-        row["nvml_ts_us"] = max((r.timestamp_us for r in readings), default=None) or None
-        fields = {}
-        for (col, _fid, _scope, _scale), reading in zip(self._gpu_request, readings, strict=True):
-            fields[col] = reading
-            row[col] = reading.value
+        row["nvml_ts_us"] = max(stamps[:n], default=None) or None
+        row.update(zip(self._gpu_columns, values[:n], strict=True))
         power_mw = row.pop("power_mw", None)
         row["power_w"] = power_mw / 1000.0 if power_mw is not None else None
-        energy = fields.get("energy_mj")
-        if energy is not None:
+        if "energy_mj" in at:
+            energy = Reading(values[at["energy_mj"]], stamps[at["energy_mj"]])
             rate = rate_per_s(self._prev.get((d.index, "energy_mj")), energy)
             row["power_from_energy_w"] = rate / 1000.0 if rate is not None else None
             self._prev[(d.index, "energy_mj")] = energy
         for col in ("pcie_tx_bytes", "pcie_rx_bytes"):
-            cur = fields.get(col)
-            if cur is not None:
+            if col in at:
+                cur = Reading(values[at[col]], stamps[at[col]])
                 row[f"{col}_per_s"] = rate_per_s(self._prev.get((d.index, col)), cur)
                 self._prev[(d.index, col)] = cur
         util = nv.call(d, "nvmlDeviceGetUtilizationRates")
@@ -294,8 +302,15 @@ class GpuSampler:
         mem = nv.call(d, "nvmlDeviceGetMemoryInfo")
         if mem is not None:
             row["mem_used_bytes"] = int(mem.used)
+        static = self._static
         for col, (fn, args) in QUERIES.items():
-            row[col] = nv.call(d, fn, *args)
+            if col in STATIC_QUERIES:
+                value = static.get((d.index, col))
+                if value is None:
+                    value = static[(d.index, col)] = nv.call(d, fn, *args)
+                row[col] = value
+            else:
+                row[col] = nv.call(d, fn, *args)
         return row
 
     def _sample_processes(self, d: Device) -> list[dict[str, Any]]:
@@ -322,10 +337,14 @@ class GpuSampler:
         row: dict[str, Any] = {"gpu_index": d.index, "gpu_uuid": d.uuid, "link": list(layout.links)}
         for col, at in layout.columns.items():
             row[col] = [values[i] for i in at]
-        # per link, the newest NVML timestamp of a value it gave
-        row["nvml_ts_us"] = [
-            max((stamps[i] for i in at if values[i] is not None), default=0) or None for at in layout.per_link
-        ]
+        # per link, the newest NVML timestamp of a value it gave (the values all given: of its slice)
+        if layout.link_spans and None not in values[:-1]:
+            row["nvml_ts_us"] = [max(stamps[a:b]) or None for a, b in layout.link_spans]
+        else:
+            row["nvml_ts_us"] = [
+                max((stamps[i] for i in at if values[i] is not None), default=0) or None
+                for at in layout.per_link
+            ]
         prev = self._prev
         for col in layout.byte_columns:
             at = layout.columns[col]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from c4.agent.registry import SamplerContext
 from c4.agent.sampler import Rows, SourceUnavailable
-from c4.agent.sysfs import read_text
+from c4.agent.sysfs import HeldFiles
 from c4.options import Options as SectionOptions
 
 log = logging.getLogger("c4.agent.host")
@@ -32,6 +32,7 @@ class HostSampler:
         self.skipped_by_reason: dict[str, int] = {}  # stat_line, meminfo_line, loadavg -> lines skipped
         self._warned: set[str] = set()
         self._ticks_per_s = float(os.sysconf("SC_CLK_TCK")) if hasattr(os, "sysconf") else 100.0
+        self._files = HeldFiles(max_open=8)  # stat, meminfo, loadavg kept open: one pread each a tick
 
     @classmethod
     def from_options(cls, opts: HostSampler.Options, ctx: SamplerContext) -> HostSampler:
@@ -45,13 +46,13 @@ class HostSampler:
 
     def _lines(self, name: str) -> list[str]:
         """Lines of one proc file, read without blocking (a FIFO or device there reads as nothing)."""
-        text = read_text(self.proc_root / name, PROC_FILE_MAX_BYTES)
-        if text is None:
+        data = self._files.read_whole(f"{self.proc_root}/{name}", PROC_FILE_MAX_BYTES)
+        if data is None:
             self._warn(
                 name, f"proc file unreadable or not a regular file, skipped path={self.proc_root / name}"
             )
             return []
-        return text.splitlines()
+        return data.decode("utf-8", "replace").strip().splitlines()
 
     def _skip(self, reason: str) -> None:
         """Count one unreadable line, in total and per reason."""
@@ -65,6 +66,7 @@ class HostSampler:
 
     def sample(self, now_ns: int) -> Rows:
         """One row per CPU plus one memory row; a line that does not parse is skipped and counted."""
+        self._files.new_pass()
         cpu_rows = []
         procs_running = None
         hz = self._ticks_per_s
@@ -119,4 +121,5 @@ class HostSampler:
         return {"host_cpu": cpu_rows, "host_memory": [memory_row]}
 
     def close(self) -> None:
-        """Nothing to release."""
+        """Close the held proc files."""
+        self._files.close()

@@ -150,18 +150,20 @@ def _packed_words(values: Any, n: int) -> memoryview | None:
     return raw.cast("Q") if raw.nbytes == 40 * n else None
 
 
-_SCALED: dict[int, tuple[list, list[tuple[int, int]]]] = {}
+_PLANNED: dict[int, tuple[list, list[tuple[int, int]], list[tuple[int, int]]]] = {}
 
 
-def _scaled(request: list[tuple[str, int, int, int]]) -> list[tuple[int, int]]:
-    """(position, scale) of the request's items whose unit NVML gives scaled (KiB -> bytes), cached per list."""
-    hit = _SCALED.get(id(request))
+def _planned(request: list[tuple[str, int, int, int]]) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+    """The (field id, scope id) list NVML is asked with and the (position, scale) of the items whose unit
+    NVML gives scaled (KiB -> bytes), made once per request list (a sampler asks with the same list each tick)."""
+    hit = _PLANNED.get(id(request))
     if hit is None or hit[0] is not request:
-        hit = (request, [(i, scale) for i, (_c, _f, _s, scale) in enumerate(request) if scale != 1])
-        if len(_SCALED) > 256:
-            _SCALED.clear()
-        _SCALED[id(request)] = hit
-    return hit[1]
+        ids = [(fid, scope) for _, fid, scope, _ in request]
+        hit = (request, ids, [(i, scale) for i, (_c, _f, _s, scale) in enumerate(request) if scale != 1])
+        if len(_PLANNED) > 256:
+            _PLANNED.clear()
+        _PLANNED[id(request)] = hit
+    return hit[1], hit[2]
 
 
 def _union_value(value_type: int, raw: bytes) -> float | int:
@@ -329,10 +331,9 @@ class Nvml:
         n = len(request)
         if not n:
             return [], []
+        ids, scaled_items = _planned(request)
         try:
-            values = self.lib.nvmlDeviceGetFieldValues(
-                dev.handle, [(fid, scope) for _, fid, scope, _ in request]
-            )
+            values = self.lib.nvmlDeviceGetFieldValues(dev.handle, list(ids))
         except self.lib.NVMLError as exc:
             code = getattr(exc, "value", None)
             if code == self._lost:
@@ -352,9 +353,9 @@ class Nvml:
             for i, v in zip(odd, decoded, strict=True):
                 out[i] = v
             odd_set = set(odd)
-            scaled = [(i, scale) for i, scale in _scaled(request) if i not in odd_set]  # _decode scaled those
+            scaled = [(i, scale) for i, scale in scaled_items if i not in odd_set]  # _decode scaled those
         else:
-            scaled = _scaled(request)
+            scaled = scaled_items
         for i, scale in scaled:
             out[i] *= scale
         return out, words[1::5].tolist()

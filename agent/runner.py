@@ -29,6 +29,12 @@ log = logging.getLogger("c4.agent")
 
 #: A tick running longer than this (or two intervals, if longer) marks its sampler "stuck".
 STUCK_AFTER_S = 10.0
+#: A tick running on the scheduler thread longer than this is handed off: its sampler gets a thread of its
+#: own (SamplerWorker) and a new scheduler thread goes on with the others. Ticks take milliseconds; a
+#: thread per sampler from the start cost ~1 ms of CPU a second each in wake-ups and GIL hand-offs.
+HANDOFF_AFTER_S = 1.0
+#: How often the watchdog looks at the tick running on the scheduler thread.
+WATCH_EVERY_S = 1.0
 #: With batches waiting and no ack for this long, the agent logs that it cannot send (once per episode).
 SEND_STALL_WARN_S = 60.0
 #: Distinct error messages remembered per sampler for "log once" (beyond it, nothing more is logged).
@@ -107,11 +113,23 @@ def build_samplers(cfg: AgentConfig, ctx: SamplerContext) -> list[ScheduledSampl
     return out
 
 
+@dataclass(frozen=True)
+class InlineTick:
+    """The tick running on the scheduler thread: whose, since when, and on which scheduler generation."""
+
+    sampler: ScheduledSampler
+    started_s: float  # time.monotonic()
+    generation: int
+
+
 class Agent:
     """Runs samplers on a scheduler thread and a Sender on another; both stop on ``stop()``.
 
-    Each sampler ticks on its own worker thread (``SamplerWorker``): a source that blocks stops only
-    itself, reported as state ``stuck``, while heartbeats, health rows and the other sources go on.
+    Every sampler ticks on the scheduler thread, one after the other: at 1 Hz the process wakes once a
+    second for all of them. A source that blocks stops only itself: a watchdog hands a tick running
+    longer than HANDOFF_AFTER_S over, its sampler ticks on a thread of its own (``SamplerWorker``) from
+    then on, reported as state ``stuck`` while it blocks, and a new scheduler thread goes on with
+    heartbeats, health rows and the other sources.
     """
 
     def __init__(
@@ -148,7 +166,12 @@ class Agent:
             backoff_max_s=cfg.backoff_max_s,
             security=ClientSecurity.from_config(cfg),
         )
-        self._threads: list[threading.Thread] = []
+        self._threads: list[threading.Thread] = []  # the sender and the watchdog
+        self._scheduler: threading.Thread | None = None  # the current scheduler thread
+        self._handoff = threading.Lock()  # guards _inline and _generation between scheduler and watchdog
+        self._inline: InlineTick | None = None
+        self._generation = 0  # the current scheduler thread's; a handed-off one ends when its tick returns
+        self.handoffs = 0
 
     # --- Hello ---------------------------------------------------------------
     def inventory(self) -> Inventory:
@@ -226,9 +249,16 @@ class Agent:
         for t, data in self.tick_tables(s, now_ns):
             self.buffer.add(t, data)
 
+    def busy_for_s(self, s: ScheduledSampler) -> float:
+        """Seconds the sampler's current tick has been running (0.0 when none runs)."""
+        if s.worker is not None:
+            return s.worker.busy_for_s()
+        tick = self._inline
+        return time.monotonic() - tick.started_s if tick is not None and tick.sampler is s else 0.0
+
     def sampler_state(self, s: ScheduledSampler) -> str:
         """The state health rows report: the sampler's own, or ``stuck`` while a tick runs too long."""
-        if s.worker is not None and s.worker.busy_for_s() > s.stuck_after_s():
+        if self.busy_for_s(s) > s.stuck_after_s():
             return "stuck"
         return s.state
 
@@ -247,10 +277,66 @@ class Agent:
         if not s.worker.submit(job):
             s.overruns += 1
 
+    def _tick_inline(self, s: ScheduledSampler, now_ns: int, generation: int) -> bool:
+        """One tick on the scheduler thread; False when the watchdog handed it off meanwhile (this thread
+        is no longer the scheduler and ends, its tick's rows passed on to the new one)."""
+        with self._handoff:
+            self._inline = InlineTick(s, time.monotonic(), generation)
+        tables: list[tuple[str, ColumnBatch]] = []
+        try:
+            if s.state != "retrying" or s.probe():
+                tables = self.tick_tables(s, now_ns)
+        except Exception:  # a tick handles its own errors; this is the last line of defence
+            log.exception("sampler tick failed outside its error handling sampler=%s", s.sampler.name)
+        with self._handoff:
+            self._inline = None
+            handed_off = generation != self._generation
+        if handed_off:
+            if tables:
+                self._results.put(tables)
+            if s.worker is not None:
+                s.worker.tick_returned()
+            log.warning("sampler tick returned after a hand-off sampler=%s", s.sampler.name)
+            return False
+        for t, data in tables:
+            self.buffer.add(t, data)
+        return True
+
+    def _watch(self) -> None:
+        """The watchdog: hands a tick blocking the scheduler thread over to a thread of its sampler's own."""
+        name_os_thread("c4-watchdog")
+        while not self._stop_sampling.wait(WATCH_EVERY_S):
+            with self._handoff:
+                tick = self._inline
+                if (
+                    tick is None
+                    or tick.generation != self._generation
+                    or time.monotonic() - tick.started_s < HANDOFF_AFTER_S
+                    or self._stop_sampling.is_set()  # stop() joins the scheduler it finds: start no other
+                ):
+                    continue
+                s = tick.sampler
+                s.worker = SamplerWorker(s.sampler.name, busy_since=tick.started_s)
+                self._generation += 1
+                self._inline = None
+                self.handoffs += 1
+                self._start_scheduler(self._generation)
+            log.warning(
+                "sampler tick blocks, it goes on on a thread of its own sampler=%s busy_s=%.1f",
+                s.sampler.name,
+                time.monotonic() - tick.started_s,
+            )
+
+    def _start_scheduler(self, generation: int) -> None:
+        self._scheduler = threading.Thread(
+            target=self._schedule, args=(generation,), name="c4-scheduler", daemon=True
+        )
+        self._scheduler.start()
+
     def _watch_stuck(self) -> None:
         """Log once when a sampler's tick has been running too long, and once when it comes back."""
         for s in self.samplers:
-            busy_s = s.worker.busy_for_s() if s.worker is not None else 0.0
+            busy_s = self.busy_for_s(s)
             if busy_s > s.stuck_after_s() and not s._stuck_logged:
                 s._stuck_logged = True
                 s.errors += 1
@@ -374,7 +460,7 @@ class Agent:
         for s in self.samplers:
             s.probe()
 
-    def _schedule(self) -> None:
+    def _schedule(self, generation: int = 0) -> None:
         name_os_thread("c4-scheduler")
         now = time.monotonic()
         next_flush = now + self.cfg.flush_interval_s
@@ -386,8 +472,12 @@ class Agent:
                 if now < s.next_due:
                     continue
                 s.next_due = now + s.interval_s
-                if s.state in ("running", "retrying"):
+                if s.state not in ("running", "retrying"):
+                    continue
+                if s.worker is not None:  # its source blocked once: it ticks on its own thread
                     self._submit(s, now_ns)
+                elif not self._tick_inline(s, now_ns, generation):
+                    return  # handed off: a new scheduler thread took over
             self._watch_stuck()
             if now >= next_health:
                 self._collect()
@@ -425,9 +515,10 @@ class Agent:
         """Probe samplers and start the scheduler and sender threads."""
         self.start_samplers()
         self._threads = [
-            threading.Thread(target=self._schedule, name="c4-scheduler", daemon=True),
             threading.Thread(target=self._send, name="c4-sender", daemon=True),
+            threading.Thread(target=self._watch, name="c4-watchdog", daemon=True),
         ]
+        self._start_scheduler(self._generation)
         for t in self._threads:
             t.start()
         log.info(
@@ -441,14 +532,16 @@ class Agent:
     def stop(self, drain_timeout_s: float = 5.0) -> None:
         """Stop sampling, give the sender a moment to drain the spool, then stop it."""
         deadline = time.monotonic() + drain_timeout_s
-        self._stop_sampling.set()  # the scheduler flushes what it holds, then ends
-        if self._threads:
-            self._threads[0].join(timeout=drain_timeout_s)
+        self._stop_sampling.set()  # the scheduler flushes what it holds, then ends; so does the watchdog
+        with self._handoff:
+            scheduler = self._scheduler  # the watchdog starts no other once sampling is stopped
+        if scheduler is not None:
+            scheduler.join(timeout=drain_timeout_s)
         while len(self.spool) and self.sender.stats.connected and time.monotonic() < deadline:
             time.sleep(0.05)
         self._stop.set()
         self.sender.abort()  # the drain is over: a stream still open would only delay the exit
-        for t in self._threads[1:]:
+        for t in self._threads:
             t.join(timeout=drain_timeout_s)
         for s in self.samplers:
             try:

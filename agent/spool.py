@@ -140,6 +140,7 @@ class Spool:
         self.bytes = 0
         self._cond = threading.Condition()
         self._wakes = 0  # wake() calls: a waiter returns when it changes
+        self._listeners: list = []  # callables told of new batches and wake() (an event loop's sender)
         self._index: dict[int, _Loc] = {}
         self._live: dict[int, int] = {}  # segment -> live batches in it
         self._active: int | None = None
@@ -341,12 +342,30 @@ class Spool:
                 )
             if notify:
                 self._cond.notify_all()
+                self._tell()
         return seq
 
     def notify_appended(self) -> None:
         """Wake the senders waiting for new batches (after appends made with ``notify=False``)."""
         with self._cond:
             self._cond.notify_all()
+            self._tell()
+
+    def add_listener(self, fn) -> None:
+        """Call ``fn()`` on the appending thread whenever new batches wake the waiters (it must be quick: to
+        wake an event loop, say)."""
+        with self._cond:
+            self._listeners.append(fn)
+
+    def remove_listener(self, fn) -> None:
+        """Stop calling ``fn``."""
+        with self._cond:
+            if fn in self._listeners:
+                self._listeners.remove(fn)
+
+    def _tell(self) -> None:
+        for fn in self._listeners:
+            fn()
 
     def _write_record(self, record: bytes) -> None:
         """Append the whole record or nothing: a short write goes on, a failure is cut back off."""

@@ -15,6 +15,7 @@ import stat
 import threading
 import time
 import weakref
+from collections.abc import Sequence
 from pathlib import Path
 
 RATE = re.compile(r"^\s*([\d.]+)\s*([GMK]?)b/sec", re.IGNORECASE)
@@ -138,6 +139,7 @@ class HeldFiles:
         self._held: dict[str, tuple[int, int | None, int]] = {}
         self._pass = 0  # 0: no passes, every read of a non-sysfs file checks the file itself
         self._dirs: dict[str, tuple[int, int | None]] = {}  # directory -> (pass, st_mtime_ns or None)
+        self._size_hints: dict[str, int] = {}  # path -> bytes to ask for in read_whole
         # a sampler dropped without close() still gives its descriptors back
         weakref.finalize(self, HeldFiles._close_all, self._held)
 
@@ -221,6 +223,53 @@ class HeldFiles:
             os.close(fd)
         return data
 
+    def read_whole(self, path: str, max_bytes: int) -> bytes | None:
+        """A whole file of up to ``max_bytes`` (a /proc file) through a held descriptor, read in one ``pread``
+        of the size its last read suggested (a larger one only when that filled up): no buffer of
+        ``max_bytes`` is allocated per read, as ``read_bytes`` of a large limit would."""
+        hint = self._size_hints.get(path, 4096)
+        while True:
+            data = self.read_bytes(path, hint)
+            if data is None or len(data) < hint or hint >= max_bytes:
+                break
+            hint = min(max_bytes, hint * 4)
+        if data is not None:
+            self._size_hints[path] = max(4096, (len(data) * 2 + 4095) & ~4095)
+        return data
+
+    def read_counters(self, paths: Sequence[str]) -> list[int | None]:
+        """``read_counter`` of each path, as one loop: a held descriptor that needs no check (on sysfs, or
+        its directory unchanged this pass) is read with one ``pread`` and no call in between, ~0.5 µs a file
+        instead of ~3; any other path goes through ``read_counter``."""
+        out: list[int | None] = []
+        append = out.append
+        held_get = self._held.get
+        pread = os.pread
+        passed = self._pass
+        for path in paths:
+            held = held_get(path)
+            if held is not None:
+                fd, ino, checked_ns = held
+                if ino is None or (
+                    passed
+                    and (mtime := self._dir_mtime_ns(path.rpartition("/")[0])) is not None
+                    and mtime < checked_ns - UNCHANGED_MARGIN_NS
+                ):
+                    try:
+                        data = pread(fd, 64, 0)
+                    except OSError:
+                        append(self.read_counter(path))  # drops it and opens the path again
+                        continue
+                    try:
+                        value = int(data)
+                    except ValueError:
+                        append(counter_of(data))
+                        continue
+                    append(value if 0 <= value < U64_LIMIT else None)
+                    continue
+            append(self.read_counter(path))
+        return out
+
     def read_counter(self, path: str) -> int | None:
         """As module-level ``read_counter``, through a held descriptor."""
         return counter_of(self.read_bytes(path, 64))
@@ -229,6 +278,12 @@ class HeldFiles:
         """As module-level ``read_text`` for a small attribute, through a held descriptor."""
         data = self.read_bytes(path, 4096)
         return None if data is None else data.decode("utf-8", "replace").strip()
+
+    def keep_only(self, paths: set[str]) -> None:
+        """Close the held descriptors of every path not in ``paths`` (the files no longer read)."""
+        for path in [p for p in self._held if p not in paths]:
+            self._drop(path)
+        self._dirs.clear()
 
     def _drop(self, path: str) -> None:
         fd, _, _ = self._held.pop(path)

@@ -1,4 +1,4 @@
-"""One daemon thread per sampler: a source that blocks (a hung driver, a dead NFS mount) stops only itself."""
+"""A daemon thread of its own for a sampler whose source blocked (a hung driver, a dead NFS mount): it stops only itself."""
 
 from __future__ import annotations
 
@@ -20,10 +20,12 @@ class SamplerWorker:
     from exiting either.
     """
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, busy_since: float | None = None) -> None:
         self.name = name
         self._jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
-        self._busy_since: float | None = None  # time.monotonic() when the running tick started
+        # time.monotonic() when the running tick started; given when the worker takes over a sampler whose
+        # tick still runs on another thread (the scheduler's), until that thread calls ``tick_returned``
+        self._busy_since: float | None = busy_since
         self._thread = threading.Thread(target=self._run, name=f"c4-sampler-{name}", daemon=True)
         self._thread.start()
 
@@ -34,6 +36,10 @@ class SamplerWorker:
         self._busy_since = time.monotonic()
         self._jobs.put(job)
         return True
+
+    def tick_returned(self) -> None:
+        """The tick that was running elsewhere when this worker took the sampler over has returned."""
+        self._busy_since = None
 
     def busy_for_s(self) -> float:
         """Seconds the current tick has been running (0.0 when idle)."""

@@ -78,6 +78,7 @@ def measure_agent_process(root: Path, samplers: dict[str, dict[str, Any]], secon
         if agent.poll() is not None:
             raise RuntimeError(f"the agent exited ({agent.returncode}); see {root / 'procs.log'}")
         before, threads0, t0 = proc_figures(agent.pid), thread_cpu_ns(agent.pid), time.monotonic()
+        start_unix_s = time.time()
         time.sleep(seconds)
         after, threads1, wall_s = proc_figures(agent.pid), thread_cpu_ns(agent.pid), time.monotonic() - t0
     finally:
@@ -89,15 +90,36 @@ def measure_agent_process(root: Path, samplers: dict[str, dict[str, Any]], secon
                 except subprocess.TimeoutExpired:
                     p.kill()
         log.close()
+    per_sampler = sampler_cpu_ms_per_s(root / "c4.duckdb", "bench-node", start_unix_s)
     return {
         "core_share_at_1hz": round((after["cpu_s"] - before["cpu_s"]) / wall_s, 5),
         "rss_mib": round(after["rss_mib"], 1),
         "peak_rss_mib": round(after["peak_rss_mib"], 1),
         "process_s": round(wall_s, 1),
-        # where it goes: ms of CPU per second per OS thread name (c4-<sampler>, c4-scheduler: batching and
-        # spooling, c4-sender: sending with the gRPC threads it starts, event_engine etc.: gRPC's core)
+        # where it goes: ms of CPU per second per OS thread name (c4-scheduler: every sampler's ticks, batching
+        # and spooling; c4-sender: sending with the gRPC threads it starts; event_engine etc.: gRPC's core)
         "thread_cpu_ms_per_s": {
             name: round((ns - threads0.get(name, 0)) / 1e6 / wall_s, 3)
             for name, ns in sorted(threads1.items())
         },
+        # of c4-scheduler's: each sampler's ticks, as the agent's own health rows stored them
+        "sampler_cpu_ms_per_s": per_sampler,
     }
+
+
+def sampler_cpu_ms_per_s(db: Path, node: str, since_unix_s: float) -> dict[str, float]:
+    """ms of CPU per second of each sampler's ticks, from the agent_sampler_health rows the collector stored:
+    the cpu_s counter between a sampler's first and last row from ``since_unix_s`` on (every row of the run
+    when the stretch holds fewer than two: health rows come every health_interval_s)."""
+    import duckdb  # lazy: only after the run, to read what the collector stored (the bench imports light)
+
+    query = (
+        "SELECT sampler, (max(cpu_s) - min(cpu_s)) * 1e3 / nullif(epoch(max(ts)) - epoch(min(ts)), 0), count(*) "
+        "FROM agent_sampler_health WHERE node = ? AND ts >= to_timestamp(?)::TIMESTAMP "
+        "GROUP BY sampler ORDER BY sampler"
+    )
+    with duckdb.connect(str(db), read_only=True) as con:
+        rows = con.execute(query, [node, since_unix_s]).fetchall()
+        if not rows or min(n for _, _, n in rows) < 2:
+            rows = con.execute(query, [node, 0]).fetchall()
+    return {name: round(ms, 3) for name, ms, _ in rows if ms is not None}

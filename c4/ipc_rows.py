@@ -2,11 +2,11 @@
 
 The agent sends every batch as an Arrow IPC stream; pyarrow (~37 MiB resident with numpy) is what the
 collector decodes them with, but an agent only writes a few small streams a second. The schema message
-of each column list is written once by nanoarrow (Apache's small Arrow library) and cached. The record
-batch message is built here: its metadata is a fixed flatbuffer layout (Arrow's format/Message.fbs,
-below) and its body the columns' buffers packed with ``array``. nanoarrow can write the batch too, but its
-Python array builders cost ~30 µs a column, ~5 ms a flush of one 8-GPU node's tick: more than the
-agent's whole CPU budget.
+of each column list is written once by a small flatbuffers writer here (Arrow's format/Schema.fbs), cached;
+nanoarrow, which wrote it before, cost the agent ~2 MiB resident for that alone. The record batch message
+is built here too: its metadata is a fixed flatbuffer layout (Arrow's format/Message.fbs, below) and its
+body the columns' buffers packed with ``array`` (nanoarrow's Python array builders cost ~30 µs a column,
+~5 ms a flush of one 8-GPU node's tick: more than the agent's whole CPU budget).
 
 Types are the catalogue's DuckDB names; ``X[]`` is a LIST of X (DuckDB's spelling), one level deep.
 Values must already be what their Arrow type holds (the agent's batcher checks them): ints in range,
@@ -17,7 +17,6 @@ cell; None is NULL everywhere, inside lists too.
 from __future__ import annotations
 
 import functools
-import io
 import struct
 import sys
 from array import array
@@ -25,19 +24,20 @@ from collections.abc import Iterator, Sequence
 from itertools import accumulate
 from typing import Any
 
-import nanoarrow as na
-from nanoarrow.ipc import StreamWriter
-
-#: Catalogue (DuckDB) type name -> nanoarrow type, matching ``c4.catalogue.ARROW_TYPES`` (pyarrow's).
-_SCALAR_TYPES: dict[str, Any] = {
-    "VARCHAR": na.string(),
-    "BOOLEAN": na.bool_(),
-    "INTEGER": na.int32(),
-    "BIGINT": na.int64(),
-    "UBIGINT": na.uint64(),
-    "DOUBLE": na.float64(),
-    "TIMESTAMP": na.timestamp("us"),
+#: Catalogue (DuckDB) type name -> (Arrow Schema.fbs Type union member, its fields), matching
+#: ``c4.catalogue.ARROW_TYPES`` (pyarrow's): Int (bitWidth, is_signed), FloatingPoint (precision DOUBLE),
+#: Utf8, Bool, Timestamp (unit MICROSECOND, no time zone).
+_SCALAR_TYPES: dict[str, tuple[int, tuple]] = {
+    "VARCHAR": (5, ()),
+    "BOOLEAN": (6, ()),
+    "INTEGER": (2, (32, True)),
+    "BIGINT": (2, (64, True)),
+    "UBIGINT": (2, (64, False)),
+    "DOUBLE": (3, (2,)),
+    "TIMESTAMP": (10, (2,)),
 }
+_TYPE_LIST = 12  # Schema.fbs: Type.List
+_HEADER_SCHEMA = 1  # Message.fbs: MessageHeader.Schema
 #: Fixed-width types -> ``array`` type code of their little-endian data buffer.
 _ARRAY_CODES = {"INTEGER": "i", "BIGINT": "q", "UBIGINT": "Q", "DOUBLE": "d", "TIMESTAMP": "q"}
 _FILL = {"INTEGER": 0, "BIGINT": 0, "UBIGINT": 0, "DOUBLE": 0.0, "TIMESTAMP": 0}
@@ -57,31 +57,112 @@ def list_item_type(type_name: str) -> str | None:
     return type_name[:-2] if type_name.endswith("[]") else None
 
 
-def nanoarrow_type(type_name: str) -> Any:
-    """The nanoarrow type of a catalogue type name (KeyError for one it does not know)."""
+class FlatBuilder:
+    """The few flatbuffers operations an Arrow schema message needs, written back to front as flatbuffers'
+    own Builder does: strings, vectors of tables, tables of scalars and offsets with their vtables."""
+
+    def __init__(self) -> None:
+        self.buf = bytearray()  # the tail of the buffer: positions below are counted from its end
+
+    def _pad(self, size: int, extra: int = 0) -> None:
+        """Zeros so that ``extra`` bytes then a ``size``-byte value end aligned to ``size``."""
+        self.buf[0:0] = bytes((-(len(self.buf) + extra + size)) % size)
+
+    def _prepend(self, fmt: str, value: int) -> int:
+        size = struct.calcsize(fmt)
+        self._pad(size)
+        self.buf[0:0] = struct.pack(fmt, value)
+        return len(self.buf)
+
+    def _uoffset(self, target: int) -> int:
+        """A uoffset to the object at ``target``; returns where it sits."""
+        self._pad(4)
+        self.buf[0:0] = struct.pack("<I", len(self.buf) + 4 - target)
+        return len(self.buf)
+
+    def string(self, text: str) -> int:
+        """A UTF-8 string (length, bytes, NUL); returns where it sits."""
+        data = text.encode() + b"\x00"
+        self._pad(4, len(data))
+        self.buf[0:0] = data
+        return self._prepend("<I", len(data) - 1)
+
+    def vector(self, targets: list[int]) -> int:
+        """A vector of uoffsets to ``targets`` (tables written before)."""
+        self._pad(4, 4 * len(targets))
+        for target in reversed(targets):
+            self._uoffset(target)
+        return self._prepend("<I", len(targets))
+
+    def table(self, slots: list[tuple[int, str, int]]) -> int:
+        """A table of (slot, struct format or 'offset', value) fields, with its vtable before it."""
+        start = len(self.buf)
+        at: dict[int, int] = {}
+        for slot, fmt, value in sorted(
+            slots, key=lambda s: -struct.calcsize("<I" if s[1] == "offset" else s[1])
+        ):
+            at[slot] = self._uoffset(value) if fmt == "offset" else self._prepend(fmt, value)
+        table = self._prepend("<i", 0)  # soffset to the vtable, patched below
+        n = max(at, default=-1) + 1
+        fields = [table - at[i] if i in at else 0 for i in range(n)]
+        vtable = struct.pack(f"<{2 + n}H", 4 + 2 * n, table - start, *fields)
+        self.buf[0:0] = vtable
+        vt = len(self.buf)
+        struct.pack_into("<i", self.buf, len(self.buf) - table, vt - table)
+        return table
+
+    def finish(self, root: int) -> bytes:
+        """The finished buffer: the root table's offset first, the whole 8-byte aligned."""
+        self.buf[0:0] = bytes((-(len(self.buf) + 4)) % 8)
+        self._uoffset(root)
+        return bytes(self.buf)
+
+
+def _type_table(b: FlatBuilder, type_name: str) -> tuple[int, int]:
+    """(Type union member, its table) of a catalogue type (KeyError for one it does not know)."""
+    if list_item_type(type_name) is not None:
+        return _TYPE_LIST, b.table([])  # List {}
+    member, args = _SCALAR_TYPES[type_name]
+    if member == 2:  # Int { bitWidth: int; is_signed: bool }
+        return member, b.table([(0, "<i", args[0]), (1, "<B", int(args[1]))])
+    if member in (3, 10):  # FloatingPoint { precision: short }, Timestamp { unit: short; timezone } (naive)
+        return member, b.table([(0, "<h", args[0])])
+    return member, b.table([])  # Utf8 {}, Bool {}
+
+
+def _field(b: FlatBuilder, name: str, type_name: str) -> int:
+    """A Field table: name, nullable, its type, and for a LIST its one child field (named ``item``)."""
     item = list_item_type(type_name)
-    if item is not None:
-        return na.list_(_SCALAR_TYPES[item])
-    return _SCALAR_TYPES[type_name]
+    children = b.vector([_field(b, "item", item)] if item is not None else [])
+    member, type_at = _type_table(b, type_name)
+    name_at = b.string(name)
+    # Field { name; nullable; type_type; type; dictionary; children; custom_metadata }
+    return b.table(
+        [
+            (0, "offset", name_at),
+            (1, "<B", 1),
+            (2, "<B", member),
+            (3, "offset", type_at),
+            (5, "offset", children),
+        ]
+    )
 
 
 @functools.lru_cache(maxsize=256)
 def schema_message(fields: tuple[tuple[str, str], ...]) -> bytes:
     """The IPC schema message (continuation, length, flatbuffer) of ``(name, type)`` fields, all nullable.
 
-    Written by nanoarrow from an empty stream of that schema: its first message."""
-    schema = na.struct({name: nanoarrow_type(type_name) for name, type_name in fields})
-    empty = na.c_array_from_buffers(
-        schema, length=0, buffers=[None], children=[na.c_array([], nanoarrow_type(t)) for _, t in fields]
-    )
-    out = io.BytesIO()
-    with StreamWriter.from_writable(out) as writer:
-        writer.write_stream(empty)
-    data = out.getvalue()
-    if data[:4] != CONTINUATION:
-        raise ValueError("nanoarrow wrote a stream without the continuation marker")
-    (length,) = struct.unpack_from("<i", data, 4)
-    return data[: 8 + length]
+    Arrow's format/Schema.fbs and Message.fbs: a Message (version V5) whose header is a Schema
+    (little-endian, the default) of the fields; checked against pyarrow's reading of it in the tests."""
+    b = FlatBuilder()
+    fields_at = b.vector([_field(b, name, type_name) for name, type_name in fields])
+    schema_at = b.table(
+        [(1, "offset", fields_at)]
+    )  # Schema { endianness; fields; custom_metadata; features }
+    # Message { version; header_type; header; bodyLength; custom_metadata }
+    meta = b.finish(b.table([(0, "<h", _V5), (1, "<B", _HEADER_SCHEMA), (2, "offset", schema_at)]))
+    meta += b"\x00" * (_pad8(len(meta)) - len(meta))
+    return CONTINUATION + struct.pack("<i", len(meta)) + meta
 
 
 def _pad8(n: int) -> int:

@@ -154,23 +154,45 @@ class ClientSecurity:
                 why,
             )
 
+    def _credentials(
+        self, address: str, options: Sequence[tuple[str, object]]
+    ) -> tuple[grpc.ChannelCredentials | None, list[tuple[str, object]]]:
+        """The TLS credentials (None: plaintext) and the channel options with the server name override."""
+        opts = list(options)
+        if not self.uses_tls(address):
+            return None, opts
+        creds = grpc.ssl_channel_credentials(
+            root_certificates=read_pem(self.tls_ca, "tls_ca") if self.tls_ca else None,
+            private_key=read_pem(self.tls_key, "tls_key") if self.tls_key else None,
+            certificate_chain=read_pem(self.tls_cert, "tls_cert") if self.tls_cert else None,
+        )
+        if self.tls_server_name:
+            opts.append(("grpc.ssl_target_name_override", self.tls_server_name))
+        return creds, opts
+
     def channel(self, address: str, options: Sequence[tuple[str, object]] = ()) -> grpc.Channel:
         """A (secure or plaintext) channel that sends the bearer token on every call."""
-        opts = list(options)
-        if self.uses_tls(address):
-            creds = grpc.ssl_channel_credentials(
-                root_certificates=read_pem(self.tls_ca, "tls_ca") if self.tls_ca else None,
-                private_key=read_pem(self.tls_key, "tls_key") if self.tls_key else None,
-                certificate_chain=read_pem(self.tls_cert, "tls_cert") if self.tls_cert else None,
-            )
-            if self.tls_server_name:
-                opts.append(("grpc.ssl_target_name_override", self.tls_server_name))
+        creds, opts = self._credentials(address, options)
+        if creds is not None:
             channel = grpc.secure_channel(address, creds, options=opts)
         else:
             channel = grpc.insecure_channel(address, options=opts)
         if self.token_file:
             channel = grpc.intercept_channel(channel, BearerToken(read_token(self.token_file)))
         return channel
+
+    def aio_channel(
+        self, address: str, options: Sequence[tuple[str, object]] = ()
+    ) -> tuple[grpc.aio.Channel, tuple[tuple[str, str], ...]]:
+        """As ``channel``, for grpc.aio: the channel and the metadata every call on it must carry (the bearer
+        token, read now)."""
+        creds, opts = self._credentials(address, options)
+        if creds is not None:
+            channel = grpc.aio.secure_channel(address, creds, options=opts)
+        else:
+            channel = grpc.aio.insecure_channel(address, options=opts)
+        token = ((AUTH_METADATA_KEY, f"Bearer {read_token(self.token_file)}"),) if self.token_file else ()
+        return channel, token
 
 
 class _CallDetails(grpc.ClientCallDetails):

@@ -493,3 +493,40 @@ def test_fake_nvml_lists_the_scenario_processes():
     off = GpuSampler(Nvml(FakeNvml({"start_s": 10.0, "gpus": [g0]}, clock=clock)), processes=False)
     off.probe()
     assert off.sample(0)["gpu_processes"] == []
+
+
+def test_link_capabilities_are_asked_until_answered_then_kept():
+    """pcie_gen_max / pcie_width_max are fixed for a device: NVML is asked for them until it answers, then
+    never again; the row carries them every tick. The current link values are asked every tick."""
+    clock = Clock(0.0)
+    sc = eight_gpu_scenario()
+    sc["start_s"] = 0.0
+    sc["gpus"][1]["errors"] = {"nvmlDeviceGetMaxPcieLinkWidth": "unknown"}
+    s = sampler(sc, clock)
+    calls: dict[str, int] = {}
+    lib = s.nvml._lib
+
+    class Counting:
+        def __getattr__(self, name):
+            attr = getattr(lib, name)
+            if name.startswith("nvmlDeviceGet") and callable(attr):
+
+                def counted(*args):
+                    calls[name] = calls.get(name, 0) + 1
+                    return attr(*args)
+
+                return counted
+            return attr
+
+    s.nvml._lib = Counting()
+    first = s.sample(0)["gpu_samples"]
+    assert first[1]["pcie_width_max"] is None and first[0]["pcie_width_max"] == 16
+    del sc["gpus"][1]["errors"]  # GPU 1 answers from now on
+    for _ in range(3):
+        rows = s.sample(0)["gpu_samples"]
+        assert [r["pcie_gen_max"] for r in rows] == [5] * 8 and [r["pcie_width_max"] for r in rows] == [
+            16
+        ] * 8
+    assert calls["nvmlDeviceGetMaxPcieLinkGeneration"] == 8  # once per GPU
+    assert calls["nvmlDeviceGetMaxPcieLinkWidth"] == 8 + 1  # GPU 1 once more: it did not answer at first
+    assert calls["nvmlDeviceGetCurrPcieLinkWidth"] == 4 * 8

@@ -122,3 +122,29 @@ def test_passes_look_at_a_directory_once_and_still_see_every_replaced_file(tmp_p
     files.new_pass()
     assert files.read_counter(str(a)) == 2
     files.close()
+
+
+@pytest.mark.parametrize("on_sysfs", [False, True])
+def test_read_counters_gives_what_read_counter_gives_file_by_file(tmp_path, on_sysfs):
+    """The one-loop reader of many counters: fresh values through held descriptors (in place, replaced,
+    over several passes), None for what read_counter refuses; as if on sysfs (no inode checks) or not."""
+    names = ["a", "b", "na", "neg", "big", "gone"]
+    for name, text in zip(names, ["1\n", "2\n", "N/A (no PMA)\n", "-1\n", f"{2**64}\n", "9\n"], strict=True):
+        (tmp_path / name).write_text(text)
+    paths = [str(tmp_path / n) for n in names] + [str(tmp_path / "never")]
+    sysfs_dev = os.stat(tmp_path).st_dev if on_sysfs else -1
+    files = HeldFiles(sysfs_dev=sysfs_dev)
+    for _ in range(2):
+        files.new_pass()
+        assert files.read_counters(paths) == [1, 2, None, None, None, 9, None]
+    (tmp_path / "a").write_text("3\n")  # in place
+    (tmp_path / "tmp").write_text("4\n")
+    os.replace(tmp_path / "tmp", tmp_path / "b")  # a new file under the name
+    (tmp_path / "gone").unlink()
+    files.new_pass()
+    got = files.read_counters(paths)
+    assert got[0] == 3 and got[2:5] == [None, None, None] and got[6] is None
+    if not on_sysfs:  # off sysfs a replaced or removed file is noticed; sysfs files are never replaced
+        assert got[1] == 4 and got[5] is None
+    assert got == [files.read_counter(p) for p in paths]
+    files.close()

@@ -164,9 +164,14 @@ def test_devices_appearing_are_events(tmp_path):
     out = s.sample(0)
     assert len(out["ib_port_samples"]) == 2
     assert [(e["kind"], e["device"]) for e in out["nic_events"]] == [("device_added", "mlx5_1")]
+    held = dict(s._files._held)
     shutil.rmtree(tmp_path / "class" / "infiniband" / "mlx5_0")
     out = s.sample(0)
     assert [(e["kind"], e["device"]) for e in out["nic_events"]] == [("device_removed", "mlx5_0")]
+    # a rediscovery lets go of the files of the port that went away and keeps the others' open
+    assert not any("/mlx5_0/" in path for path in s._files._held)
+    kept = [path for path in held if "/mlx5_1/" in path]
+    assert kept and all(s._files._held.get(path, (None,))[0] == held[path][0] for path in kept)
 
 
 def test_empty_root_is_unavailable(tmp_path):

@@ -23,9 +23,11 @@ def test_a_real_agent_process_is_measured_while_it_sends(tmp_path):
     got = measure_agent_process(tmp_path, build_node(tmp_path), seconds=2.0)
     assert 0 < got["core_share_at_1hz"] < 1.0, got
     assert 10 < got["rss_mib"] <= got["peak_rss_mib"], got
-    threads = got["thread_cpu_ms_per_s"]  # the agent's threads carry their OS names; each sampler did work
-    assert {"c4-scheduler", "c4-sender", "c4-gpu", "c4-nic", "c4-heartbeat"} <= set(threads), threads
-    assert threads["c4-gpu"] > 0 and threads["c4-nic"] > 0, threads
+    threads = got["thread_cpu_ms_per_s"]  # the agent's threads carry their OS names
+    assert {"c4-scheduler", "c4-sender"} <= set(threads), threads
+    assert threads["c4-scheduler"] > 0, threads
+    per_sampler = got["sampler_cpu_ms_per_s"]  # each sampler did work, as its health rows say
+    assert per_sampler.get("gpu", 0) > 0 and per_sampler.get("nic", 0) > 0, per_sampler
     with duckdb.connect(str(tmp_path / "c4.duckdb"), read_only=True) as con:
         assert con.execute("SELECT count(*) FROM gpu_samples WHERE node = 'bench-node'").fetchone()[0] > 0
 

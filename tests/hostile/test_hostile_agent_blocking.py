@@ -156,3 +156,56 @@ def test_a_stuck_source_stops_only_itself(tmp_path, monkeypatch, caplog):
         line for line in caplog.text.splitlines() if "sampler stuck" in line and "sampler=stuck " in line
     ]
     assert len(stuck_lines) == 1, caplog.text
+
+
+class SlowOnce:
+    """A source whose second tick blocks until released, then ticks normally: rows carry the tick number."""
+
+    name = "slow_once"
+    tables = ("agent_heartbeat",)
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.n = 0
+        self.threads: set[str] = set()
+
+    def probe(self) -> None:
+        pass
+
+    def sample(self, now_ns: int):
+        self.n += 1
+        self.threads.add(threading.current_thread().name)
+        if self.n == 2:
+            self.release.wait(30)
+        return {"agent_heartbeat": [{"agent_id": "slow", "boot_ns": 1, "tick": self.n, "uptime_s": 0.0}]}
+
+    def close(self) -> None:
+        self.release.set()
+
+
+def test_a_blocking_tick_is_handed_off_and_its_rows_are_kept(tmp_path, monkeypatch):
+    """Samplers tick on the scheduler thread; one that blocks past HANDOFF_AFTER_S gets a thread of its own
+    while a new scheduler thread goes on with the others; the blocked tick's rows still arrive, once."""
+    monkeypatch.setattr(runner, "HANDOFF_AFTER_S", 0.2)
+    monkeypatch.setattr(runner, "WATCH_EVERY_S", 0.05)
+    src = SlowOnce()
+    slow = ScheduledSampler(src, 0.01, StartupPolicy.IGNORE)
+    agent, hb = heartbeat_agent(tmp_path, tmp_path / "spool", extra=[slow])
+    agent.start()
+    try:
+        wait_for(lambda: src.n == 2, what="the blocking tick")
+        wait_for(lambda: agent.handoffs == 1, what="the hand-off")
+        ticks = hb.tick
+        wait_for(lambda: hb.tick >= ticks + 20, what="heartbeats while the other source blocks")
+        assert src.n == 2  # its ticks wait for the blocked one (counted as overruns), none runs beside it
+        src.release.set()
+        wait_for(lambda: src.n >= 10, what="the source ticking again, on its own thread")
+    finally:
+        agent.stop()
+    assert src.threads == {"c4-scheduler", "c4-sampler-slow_once"}  # first inline, then on its own thread
+    assert slow.overruns > 0 and agent.handoffs == 1
+    rows = spooled(tmp_path / "spool")
+    slow_ticks = [r["tick"] for r in rows["agent_heartbeat"] if r["agent_id"] == "slow"]
+    assert sorted(slow_ticks) == list(
+        range(1, max(slow_ticks) + 1)
+    )  # the blocked tick's row kept, none twice

@@ -192,3 +192,24 @@ def test_ras_report_with_invalid_utf8_and_a_bad_communicator(tmp_path):
     got = [(r["comm_hash"], r["scope"], r["status"], r["host"]) for r in rows["nccl_ras_status"]]
     assert got == [("0x600d", "communicator", "RUNNING", None), ("0x600d", "rank", "RUNNING", "node\ufffd")]
     assert s.sampler.records_skipped + s.rows_dropped == 2
+
+
+def test_list_cells_are_checked_element_by_element_unless_every_element_fits():
+    """LIST columns (the wide NVLink rows): lists of fitting values are taken as they are; a tuple cell is
+    made a list, an element out of range or of the wrong type drops its row alone."""
+    from c4.agent.batcher import convert_rows
+
+    base = {"gpu_index": 0, "gpu_uuid": "GPU-0", "link": [0, 1], "tx_data_bytes": [1, 2]}
+    rows = [
+        base,
+        {**base, "gpu_index": 1, "tx_data_bytes": (3, None)},  # a tuple, a NULL element: fine
+        {**base, "gpu_index": 2, "tx_data_bytes": [4, -1]},  # -1 does not fit a UBIGINT
+        {**base, "gpu_index": 3, "tx_data_bytes": [5, "6"]},  # a string is not a number
+        {**base, "gpu_index": 4, "nvml_ts_us": [7, 2**63]},  # out of BIGINT range
+    ]
+    out = convert_rows(load(), "nvlink_gpu_samples", rows, {"ts": 0, "node": "n", "job": ""})
+    assert out.dropped == 3 and "row 2" in out.first_error
+    assert out.batch.column("gpu_index") == [0, 1]
+    assert out.batch.column("tx_data_bytes") == [[1, 2], [3, None]]
+    clean = convert_rows(load(), "nvlink_gpu_samples", [base, base], {"ts": 0, "node": "n", "job": ""})
+    assert clean.dropped == 0 and clean.batch.column("tx_data_bytes") == [[1, 2], [1, 2]]
