@@ -51,6 +51,13 @@ log = logging.getLogger("c4.collector.ingest_process")
 _HOP_KEYS = ("user-agent", "grpc-", ":")
 
 
+def _payload_bytes(b: PendingBatch) -> int:
+    """About what a batch adds to a CommitGroup: its wire bytes, else its decoded size."""
+    if b.ipc_parts is not None:
+        return len(b.ipc_parts[0]) + len(b.ipc_parts[1])
+    return b.rows_table().nbytes if b.num_rows else 0
+
+
 class StoreClient:
     """The ingest process's commit sink: groups submissions and commits them in the store process.
 
@@ -65,6 +72,7 @@ class StoreClient:
         channel: grpc.aio.Channel,
         metrics: Metrics,
         max_rows: int = 256_000,
+        max_bytes: int = 32 << 20,
         max_in_flight: int = 2,
         linger_s: float = 0.002,
         counters_every_s: float = 1.0,
@@ -72,6 +80,9 @@ class StoreClient:
         self.stub = pb_grpc.IngestStub(channel)
         self.metrics = metrics
         self.max_rows = max_rows
+        #: Payload bytes a group stops growing at: the store process refuses a message larger than
+        #: its receive limit, and a refused group fails every batch in it.
+        self.max_bytes = max_bytes
         self.max_in_flight = max_in_flight
         self.linger_s = linger_s
         self.counters_every_s = counters_every_s
@@ -111,7 +122,7 @@ class StoreClient:
 
     def _take(self) -> list[tuple[list[PendingBatch], asyncio.Future]]:
         """The next group's submissions, in order, leaving (in order) those of streams already on their way."""
-        taken, rows = [], 0
+        taken, rows, nbytes = [], 0, 0
         waiting: deque = deque()
         blocked = {s for s, n in self._streams_in_flight.items() if n}
         while self._pending and (not taken or rows < self.max_rows):
@@ -121,8 +132,13 @@ class StoreClient:
                 waiting.append(item)
                 blocked |= streams  # what follows of these streams waits too
                 continue
+            size = sum(_payload_bytes(b) for b in item[0])
+            if taken and nbytes + size > self.max_bytes:  # the next group takes it
+                self._pending.appendleft(item)
+                break
             taken.append(item)
             rows += sum(b.num_rows for b in item[0])
+            nbytes += size
         self._pending.extendleft(reversed(waiting))
         return taken
 
@@ -287,7 +303,8 @@ async def serve_ingest_process(cfg: CollectorConfig, store_address: str, stop: a
             ("grpc.max_receive_message_length", 64 << 20),
         ],
     )
-    sink = StoreClient(channel, metrics)
+    # a group well under the store process's receive limit (agent_server's, from max_batch_bytes)
+    sink = StoreClient(channel, metrics, max_bytes=3 * cfg.max_batch_bytes)
     service = IngestProcessService(cfg, load(), sink, metrics, auth, channel)
     server, health_servicer = agent_server(cfg, ("grpc.so_reuseport", 1))
     pb_grpc.add_TelemetryServicer_to_server(service, server)

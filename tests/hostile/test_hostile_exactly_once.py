@@ -204,6 +204,49 @@ def test_an_ingest_process_never_sends_a_stream_in_two_groups_at_once_nor_after_
     assert ("a", 2) not in [e for g in groups for e in g]
 
 
+class SizeRecordingStore(pb_grpc.IngestServicer):
+    """A store process that records each CommitGroup's size and commits everything."""
+
+    def __init__(self) -> None:
+        self.sizes: list[int] = []
+        self.entries = 0
+
+    async def Commit(self, group: pb.CommitGroup, context) -> pb.CommitReply:
+        self.sizes.append(group.ByteSize())
+        self.entries += len(group.entries)
+        return pb.CommitReply(results=[pb.EntryResult(rows=e.rows) for e in group.entries])
+
+
+def test_an_ingest_process_keeps_each_group_under_its_byte_bound(tmp_path):
+    """A backlog of many agents' batches goes as several groups, none over ``max_bytes``: the store
+    process refuses a message over its receive limit, which failed every batch of a whole group."""
+
+    async def run():
+        store = SizeRecordingStore()
+        server = grpc.aio.server()
+        pb_grpc.add_IngestServicer_to_server(store, server)
+        address = f"unix:{tmp_path}/store.sock"
+        server.add_insecure_port(address)
+        await server.start()
+        channel = grpc.aio.insecure_channel(address)
+        client = StoreClient(channel, Metrics(), max_bytes=64 << 10, linger_s=0.05)
+        try:
+            submitted = [
+                client.submit_many_async([batch(f"a{i}", 1, 200, new_stream_id())]) for i in range(60)
+            ]
+            results = [r for f in submitted for r in await f]
+            return store, results
+        finally:
+            await channel.close()
+            await server.stop(0)
+
+    store, results = asyncio.run(run())
+    assert [r.rows for r in results] == [200] * 60 and store.entries == 60
+    one_batch = batch("a0", 1, 200, 1).table.nbytes
+    assert len(store.sizes) >= 60 * one_batch // (64 << 10)  # split, not one group
+    assert max(store.sizes) <= (64 << 10) + 4096  # the bound, plus the entries' own fields
+
+
 # --- the real agent's spool and sender against real collectors ---------------------------------
 
 
