@@ -318,6 +318,8 @@ def test_irregular_link_lists_still_give_the_views_numbers(tmp_path):
         rolled = step.compute(cur, a, b, cat[f"{VIEW}_1m"])  # what the collector's rollup computes
         cur.close()
         _same_table(want, rolled)
+        # rolling everything ends although that slice's counts never match (it rolled each pass before)
+        assert roll_all(store, now=T0 + timedelta(minutes=6)) > 0
     finally:
         store.close()
 
