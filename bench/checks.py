@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -99,6 +100,15 @@ def one_round(mode: str, per_agent, group: int, db: Path) -> tuple[float, float,
     return admission_s, commit_s, rows
 
 
+def _ticks_list(text: str) -> list[int]:
+    """``1,5`` -> [1, 5]; [] when any item is not a whole number >= 1."""
+    try:
+        values = [int(t) for t in text.split(",")]
+    except ValueError:
+        return []
+    return values if all(v >= 1 for v in values) else []
+
+
 def run(args: argparse.Namespace) -> int:
     """Run both modes alternately per ticks-per-batch; print CPU per node tick and the ratio."""
     import json
@@ -107,10 +117,18 @@ def run(args: argparse.Namespace) -> int:
     from c4.catalogue import load
     from c4.collector import validate
 
+    ticks_per_batch = _ticks_list(str(args.ticks_per_batch))
+    if args.agents < 1 or args.group < 1 or args.rounds < 1 or not ticks_per_batch:
+        print(
+            "c4 bench checks: --agents, --group and --rounds must be >= 1, --ticks-per-batch a comma-separated "
+            f"list of whole numbers >= 1 (got {args.ticks_per_batch!r})",
+            file=sys.stderr,
+        )
+        return 2
     work = Path(args.workdir or tempfile.mkdtemp(prefix="c4-bench-checks-"))
     work.mkdir(parents=True, exist_ok=True)
     cases = []
-    for ticks in [int(t) for t in str(args.ticks_per_batch).split(",") if t.strip()]:
+    for ticks in ticks_per_batch:
         per_agent = _payloads(args.agents, ticks, work / f"tpb{ticks}")
         for table, version, payload, _ in per_agent[0]:  # each schema checked once, as a collector does
             validate.check_payload(load(), table, version, payload, 1 << 30, DecodeLimits(1_000_000, 1 << 28))

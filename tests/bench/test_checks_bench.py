@@ -1,6 +1,9 @@
 """`c4 bench checks` runs both ways at a tiny size and both store every row (speed is not asserted)."""
 
-from testkit.procs import run_bench_json
+import subprocess
+
+import pytest
+from testkit.procs import C4, run_bench_json
 
 
 def test_bench_checks_stores_the_same_rows_both_ways_and_reports_per_node_tick():
@@ -19,3 +22,18 @@ def test_bench_checks_stores_the_same_rows_both_ways_and_reports_per_node_tick()
         assert case["together_vs_alone"] > 0
     assert result["cases"][1]["rows_stored"]["alone"] == 2 * result["cases"][0]["rows_stored"]["alone"]
     assert "together / alone" in out
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        ["--agents", "0"],
+        ["--group", "0"],
+        ["--rounds", "0"],
+        ["--ticks-per-batch", "x"],
+        ["--ticks-per-batch", "1,0"],
+    ],
+)
+def test_bench_checks_refuses_bad_sizes_by_name(bad):
+    out = subprocess.run(C4 + ["bench", "checks", *bad], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "c4 bench checks:" in out.stderr and "Traceback" not in out.stderr
