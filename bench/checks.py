@@ -79,14 +79,12 @@ def one_round(mode: str, per_agent, group: int, db: Path) -> tuple[float, float,
             node = f"bench-{a:05d}"
             for seq, (table, version, payload, _) in enumerate(payloads, start=1):
                 c0 = time.process_time()
-                framed = None
-                if mode == "together":
-                    framed = validate.frame_payload(catalogue, table, version, payload, 1 << 30, limits)
-                if framed is None:
-                    checked = validate.check_payload(catalogue, table, version, payload, 1 << 30, limits)
-                    pending.append(PendingBatch(node, seq, checked.spec, checked.table))
+                spec = validate.spec_for(catalogue, table, version, payload, 1 << 30)
+                frame = validate.frame_payload(spec, payload, limits) if mode == "together" else None
+                if frame is None:
+                    checked = validate.check_payload_of(spec, payload, limits)
+                    pending.append(PendingBatch(node, seq, spec, checked.table))
                 else:
-                    spec, frame = framed
                     now_us = time.time_ns() // 1000
                     unchecked = Unchecked(payload, frame, node, now_us, now_us + 300_000_000, limits)
                     pending.append(PendingBatch(node, seq, spec, None, unchecked=unchecked))

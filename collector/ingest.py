@@ -277,17 +277,12 @@ class IngestService(pb_grpc.TelemetryServicer):
             self._authorize_table(rpc, ident, batch.table)
             if received_us is None:
                 received_us = time.time_ns() // 1000
+            spec = validate.spec_for(
+                self.catalogue, batch.table, batch.schema_version, payload, self.cfg.max_batch_bytes
+            )
             if self.defer_checks:
-                framed = validate.frame_payload(
-                    self.catalogue,
-                    batch.table,
-                    batch.schema_version,
-                    payload,
-                    self.cfg.max_batch_bytes,
-                    self.limits,
-                )
-                if framed is not None:
-                    spec, frame = framed
+                frame = validate.frame_payload(spec, payload, self.limits)
+                if frame is not None:
                     node = self._required_node(ident, agent_id, spec)
                     unchecked = Unchecked(
                         payload, frame, node, received_us, received_us + self.max_skew_us, self.limits
@@ -301,15 +296,8 @@ class IngestService(pb_grpc.TelemetryServicer):
                         spool_epoch=batch.spool_epoch,
                         unchecked=unchecked,
                     )
-            checked = validate.check_payload(
-                self.catalogue,
-                batch.table,
-                batch.schema_version,
-                payload,
-                self.cfg.max_batch_bytes,
-                self.limits,
-            )
-            spec, table, span = checked.spec, checked.table, checked.span
+            checked = validate.check_payload_of(spec, payload, self.limits)
+            table, span = checked.table, checked.span
             self._authorize_rows(rpc, ident, agent_id, spec, table)
             if checked.newest_us is not None:
                 clamped = 0

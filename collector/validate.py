@@ -145,7 +145,7 @@ def validate_payload(
     return c.spec, c.table, c.span
 
 
-def _spec_for(
+def spec_for(
     catalogue: Catalogue, table_name: str, schema_version: int, payload: bytes, max_bytes: int
 ) -> TableSpec:
     """The table's spec once the payload's size, the table and its schema version pass; else Refusal."""
@@ -196,7 +196,7 @@ def check_payload(
     limits: DecodeLimits,
 ) -> Checked:
     """Every check of one batch's table, version and payload; the Checked batch, or raise Refusal."""
-    spec = _spec_for(catalogue, table_name, schema_version, payload, max_bytes)
+    spec = spec_for(catalogue, table_name, schema_version, payload, max_bytes)
     return check_payload_of(spec, payload, limits)
 
 
@@ -216,31 +216,23 @@ def check_payload_of(spec: TableSpec, payload: bytes, limits: DecodeLimits) -> C
     return Checked(spec, table, span, check_values(spec, table))
 
 
-def frame_payload(
-    catalogue: Catalogue,
-    table_name: str,
-    schema_version: int,
-    payload: bytes,
-    max_bytes: int,
-    limits: DecodeLimits,
-) -> tuple[TableSpec, Frame] | None:
-    """The cheap checks of ``check_payload`` and where the payload's one record batch lies, undecoded.
+def frame_payload(spec: TableSpec, payload: bytes, limits: DecodeLimits) -> Frame | None:
+    """Where the payload's one record batch lies, undecoded, once ``spec_for`` passed it.
 
     Only for what agents send: a schema already found equal to the catalogue's, one record batch.
-    None for anything else (``check_payload`` then does every check). Raises Refusal for a payload
-    too large, an unknown table or version, or rows and bytes over the limits. The values are
-    checked later, many agents' batches of a table at once (``c4.collector.batch_checks``).
+    None for anything else (``check_payload_of`` then does every check). Raises Refusal for rows and
+    bytes over the limits. The values are checked later, many agents' batches of a table at once
+    (``c4.collector.batch_checks``).
     """
-    spec = _spec_for(catalogue, table_name, schema_version, payload, max_bytes)
     try:
         frame = _DECODER.frame(payload, limits)
     except DecodeLimitError as exc:
-        raise _limit_refusal(table_name, exc) from None
+        raise _limit_refusal(spec.name, exc) from None
     except (struct.error, pa.ArrowInvalid):
         return None  # framing the fast path does not follow: the general reader names the problem
-    if frame is None or (table_name, frame.schema_key) not in _MATCHING:
+    if frame is None or (spec.name, frame.schema_key) not in _MATCHING:
         return None
-    return spec, frame
+    return frame
 
 
 def decode_frames(framed) -> pa.Table:

@@ -154,6 +154,16 @@ def test_a_store_written_before_epochs_keeps_its_watermarks(tmp_path):
     store.close()
 
 
+async def store_process(store: pb_grpc.IngestServicer, tmp_path) -> tuple[grpc.aio.Server, grpc.aio.Channel]:
+    """A stand-in store process serving ``store`` on a private socket, and a channel to it."""
+    server = grpc.aio.server()
+    pb_grpc.add_IngestServicer_to_server(store, server)
+    address = f"unix:{tmp_path}/store.sock"
+    server.add_insecure_port(address)
+    await server.start()
+    return server, grpc.aio.insecure_channel(address)
+
+
 class SlowFirstStore(pb_grpc.IngestServicer):
     """A store process whose first Commit is slow and then fails: records the groups in arrival order."""
 
@@ -175,12 +185,7 @@ class SlowFirstStore(pb_grpc.IngestServicer):
 def test_an_ingest_process_never_sends_a_stream_in_two_groups_at_once_nor_after_a_failure(tmp_path):
     async def run():
         store = SlowFirstStore()
-        server = grpc.aio.server()
-        pb_grpc.add_IngestServicer_to_server(store, server)
-        address = f"unix:{tmp_path}/store.sock"
-        server.add_insecure_port(address)
-        await server.start()
-        channel = grpc.aio.insecure_channel(address)
+        server, channel = await store_process(store, tmp_path)
         client = StoreClient(channel, Metrics(), linger_s=0)
         s, other = new_stream_id(), new_stream_id()
         try:
@@ -223,12 +228,7 @@ def test_an_ingest_process_keeps_each_group_under_its_byte_bound(tmp_path):
 
     async def run():
         store = SizeRecordingStore()
-        server = grpc.aio.server()
-        pb_grpc.add_IngestServicer_to_server(store, server)
-        address = f"unix:{tmp_path}/store.sock"
-        server.add_insecure_port(address)
-        await server.start()
-        channel = grpc.aio.insecure_channel(address)
+        server, channel = await store_process(store, tmp_path)
         client = StoreClient(channel, Metrics(), max_bytes=64 << 10, linger_s=0.05)
         try:
             submitted = [

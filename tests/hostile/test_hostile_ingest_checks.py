@@ -186,7 +186,7 @@ def test_any_exception_while_checking_a_batch_is_a_refusal(monkeypatch, caplog):
     def broken(*args, **kwargs):
         raise KeyError("something nobody foresaw \x00" + "x" * 5000)
 
-    monkeypatch.setattr(validate, "check_payload", broken)
+    monkeypatch.setattr(validate, "check_payload_of", broken)
     outcome, tally = admit(service(), good("n1", 1, range(1, 2)))
     refused(outcome, grpc.StatusCode.INVALID_ARGUMENT, "could not be checked", "KeyError", "nobody foresaw")
     assert tally["refused_check_failed"] == 1 and tally["batches_refused"] == 1
