@@ -51,6 +51,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--verbose", action="store_true", help="print every scenario's raised faults")
     parser.add_argument(
+        "--flush-ticks",
+        type=int,
+        default=1,
+        help="each node's rows reach the store every N ticks, at a phase of its own, as agents with "
+        "flush_interval_s = N s deliver (default 1: every tick)",
+    )
+    parser.add_argument(
         "--no-step-trace",
         action="store_true",
         help="jobs scenarios export no training-step trace: C4D judges them from NCCL Inspector alone",
@@ -172,9 +179,10 @@ def run(args: argparse.Namespace) -> int:
     nodes = args.nodes or (16 if args.quick else 32)
     kinds = [k for k in args.kinds.split(",") if k]
     unknown = set(kinds) - set(POSITIVE_KINDS) - set(NEGATIVE_KINDS)
-    if unknown or nodes < 8 or args.per_kind < 1:
+    if unknown or nodes < 8 or args.per_kind < 1 or args.flush_ticks < 1:
         print(
-            f"c4 bench diagnose: --nodes must be >= 8 (two jobs of 3D parallelism share them), --per-kind >= 1, --kinds from "
+            f"c4 bench diagnose: --nodes must be >= 8 (two jobs of 3D parallelism share them), --per-kind >= 1, "
+            f"--flush-ticks >= 1, --kinds from "
             f"{', '.join(POSITIVE_KINDS + NEGATIVE_KINDS)}"
             + (f" (unknown: {', '.join(sorted(unknown))})" if unknown else ""),
             file=sys.stderr,
@@ -197,7 +205,7 @@ def run(args: argparse.Namespace) -> int:
     results = []
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
-        futures = [pool.submit(run_scenario, sc) for sc in scenarios]
+        futures = [pool.submit(run_scenario, sc, flush_ticks=args.flush_ticks) for sc in scenarios]
         bar = tqdm(total=len(futures), desc="scenarios", disable=not sys.stderr.isatty())
         for fut in as_completed(futures):
             r = fut.result()
@@ -254,6 +262,7 @@ def run(args: argparse.Namespace) -> int:
                     "analysis_ranks": args.ranks,
                     "analysis_found_injected": analysis["found_injected"],
                     "quick": args.quick,
+                    "flush_ticks": args.flush_ticks,
                     "step_trace": not args.no_step_trace,
                     "stragglers": {  # recall of a GPU slowed with no hardware sign, per Inspector form
                         form: summary["per_kind"][kind]

@@ -161,8 +161,13 @@ def run_scenario(
     diagnose_every_steps: int = 1,
     on_pass: Callable[[Store, Any, datetime, list[dict[str, Any]]], None] | None = None,
     on_end: Callable[[Store, Any, Any], dict[str, Any]] | None = None,
+    flush_ticks: int = 1,
 ) -> ScenarioResult:
     """Step the twin, sample every node with the real samplers, ingest through the Store, diagnose each step.
+
+    ``flush_ticks`` > 1: each node's rows reach the store every that many ticks, at a phase of its own
+    (as agents with ``flush_interval_s`` = N x the sampling interval deliver), so a diagnosis pass sees
+    the nodes' latest seconds unevenly, as the collector does.
 
     ``on_pass(store, cursor, now, fault rows)`` runs after each diagnosis pass (e.g. to store what the
     collector stores); ``on_end(store, cursor, twin)``'s answer becomes the result's ``extra``.
@@ -192,6 +197,8 @@ def run_scenario(
         seen: set[str] = set()
         seq = 0
         step = 0
+        held: dict[str, list[tuple[str, dict]]] = {h: [] for h in samplers}  # rows not delivered yet
+        phase = {h: i % flush_ticks for i, h in enumerate(sorted(samplers))}
         cur = store.cursor()
         while twin.t < sc.onset_s + sc.watch_s:
             runner.step()
@@ -199,10 +206,14 @@ def run_scenario(
             now = datetime.fromtimestamp(EPOCH_S + twin.t, UTC).replace(tzinfo=None)
             by_table: dict[str, list] = {}
             for host, ss in samplers.items():  # what every node's agent sampled this tick
+                job = job_of.get(host, "")
                 for s in ss:
                     for table, rs in s.sampler.sample(0).items():
-                        job = job_of.get(host, "")
-                        by_table.setdefault(table, []).extend({"node": host, "job": job, **r} for r in rs)
+                        held[host].extend((table, {"ts": now, "node": host, "job": job, **r}) for r in rs)
+                if (step + phase[host]) % flush_ticks == 0:  # this node's agent flushes now
+                    for table, r in held[host]:
+                        by_table.setdefault(table, []).append(r)
+                    held[host] = []
             batches = []
             for table, rs in by_table.items():  # one batch per table, through the collector's checks
                 data = rows_to_table(catalogue, table, rs, {"ts": now, "job": ""})

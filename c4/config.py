@@ -95,9 +95,9 @@ class CollectorConfig(BaseModel):
     # processes that receive and check agents' batches beside the one owning the store (0: one process)
     ingest_processes: int = Field(0, ge=0, le=64)
     checkpoint_wal_bytes: int = Field(128 << 20, ge=1 << 20)  # DuckDB checkpoints past this WAL size
-    # checkpoint from a thread of its own instead of inside the writer's COMMIT (c4.collector.checkpointer;
-    # off: no gain measured yet while every commit upserts the sequence table)
-    background_checkpoints: bool = False
+    # checkpoint from a thread of its own instead of inside the writer's COMMIT, the writer committing into
+    # a side file meanwhile (c4.collector.side_store); false: DuckDB checkpoints inside a commit, acks wait
+    background_checkpoints: bool = True
     store_threads: int = Field(
         0, ge=0, le=1024
     )  # DuckDB threads (0: one per core but one; a lake: one per core)

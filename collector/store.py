@@ -16,12 +16,13 @@ import pyarrow as pa
 
 from c4.arrow_ipc import DecodeLimits, Frame
 from c4.catalogue import Catalogue, TableSpec
+from c4.collector import side_store
 from c4.collector.checkpointer import BACKSTOP_FACTOR, Checkpointer
 from c4.collector.sequence import AgentSeq, SequenceBook, Verdict
 
 log = logging.getLogger("c4.collector.store")
 
-SEQ_TABLE = "_c4_agent_seq"
+SEQ_TABLE = side_store.SEQ_NAME  # "_c4_agent_seq"
 #: duckdb_memory() tags of running operators (hash tables, sorts, windows, buffered results); the
 #: others hold table data, indexes and metadata, which ingest and the block cache use.
 QUERY_MEMORY_TAGS = (
@@ -135,6 +136,14 @@ PERMANENT_ERRORS: tuple[type[Exception], ...] = (
 )
 
 
+def _seq_ddl(table: str) -> str:
+    """The sequence table's DDL (``table`` may name another attached database's)."""
+    return (
+        f"CREATE TABLE IF NOT EXISTS {table} (agent_id VARCHAR PRIMARY KEY, last_seq UBIGINT NOT NULL, "
+        "updated TIMESTAMP NOT NULL, epoch UBIGINT NOT NULL DEFAULT 0)"
+    )
+
+
 def _one_chunk(tables: list[pa.Table]) -> pa.Table:
     """The tables' rows as one table of one contiguous chunk.
 
@@ -200,11 +209,25 @@ class Store:
             self.con.execute(f"SET threads = {int(threads)}")
         self._lock = threading.Lock()
         self._create_schema()
+        #: with background checkpoints, commits go to a side file while the store's file checkpoints
+        #: (c4.collector.side_store): True while they must (a checkpoint runs, or rows wait to move)
+        self.side = background_checkpoints
+        self.diverting = False
+        self._side_written: set[str] = set()  # side tables holding rows not moved yet
+        self._side_dirty = False  # the side file holds commits not moved into the store yet
+        self.side_moves = 0
+        self.side_usable = True  # False once DuckDB gave up on the side file (a failed checkpoint)
+        if (
+            self.side or side_store.side_path(self.path).exists()
+        ):  # rows a crash left there come in either way
+            self._open_side()
         self.book = SequenceBook(self._load_seqs())
         self._lock_down()
         self.checkpointer: Checkpointer | None = None
         if background_checkpoints:
-            self.checkpointer = Checkpointer(self.con.cursor, self.path, int(checkpoint_wal_bytes)).start()
+            self.checkpointer = Checkpointer(
+                self.con.cursor, self.path, int(checkpoint_wal_bytes), diversion=self
+            ).start()
 
     def _default_threads(self) -> int:
         """DuckDB threads when none are asked for (0: DuckDB's own default)."""
@@ -235,8 +258,11 @@ class Store:
         with self._lock:
             state, changed = self.book.open(agent_id, spool_epoch)
             if changed:
+                side = self._into_side()
                 with self._transaction():
-                    self._write_seqs({agent_id: state}, _utcnow())
+                    self._write_seqs({agent_id: state}, _utcnow(), into_side=side)
+                if side:
+                    self._side_dirty = True
                 self.book.agents[agent_id] = state
             return state.last_seq
 
@@ -255,11 +281,113 @@ class Store:
             raise
 
     def _create_seq_table(self) -> None:
-        self.con.execute(
-            f"CREATE TABLE IF NOT EXISTS {SEQ_TABLE} (agent_id VARCHAR PRIMARY KEY, last_seq UBIGINT NOT NULL, "
-            "updated TIMESTAMP NOT NULL, epoch UBIGINT NOT NULL DEFAULT 0)"
-        )
+        self.con.execute(_seq_ddl(SEQ_TABLE))
         self._add_epoch_column(SEQ_TABLE)
+
+    def _open_side(self) -> None:
+        """Attach the side file; move in the rows a previous process left there (unless it moved them)."""
+        con = self.con
+        side_store.attach(con, side_store.side_path(self.path))
+        names = [n for n in side_store.side_tables(con) if n != side_store.GENERATION_TABLE]
+        if names:
+            gen, moved = side_store.generation(con), side_store.moved_generation(con)
+            full = side_store.tables_with_rows(con, names)
+            if full and moved == gen:
+                log.info("side file rows were moved before the last stop; dropped generation=%d", gen)
+            elif full:
+                with self._transaction():
+                    for table in full:
+                        if table == SEQ_TABLE:
+                            continue
+                        have = side_store.store_columns(con, table)
+                        cols = [c for c in side_store.side_columns(con, table) if c in have]
+                        if have and cols:
+                            con.execute(side_store.move_sql(table, cols))
+                    if SEQ_TABLE in full:
+                        self._move_side_seqs()
+                    self._record_moved(gen)
+                log.info("side file rows moved into the store tables=%s generation=%d", ",".join(full), gen)
+            if full:
+                self._empty_side(names, gen)
+        side_store.reshape(con, self.catalogue, _seq_ddl(f"{side_store.SIDE_DB}.{SEQ_TABLE}"))
+
+    def _move_side_seqs(self) -> None:
+        self.con.execute(
+            f"INSERT OR REPLACE INTO {SEQ_TABLE} (agent_id, last_seq, updated, epoch) "
+            f"SELECT agent_id, last_seq, updated, epoch FROM {side_store.SIDE_DB}.{SEQ_TABLE}"
+        )
+
+    def _record_moved(self, gen: int) -> None:
+        self.con.execute(f"DELETE FROM {side_store.MOVED_TABLE}")
+        self.con.execute(f"INSERT INTO {side_store.MOVED_TABLE} VALUES (?, ?)", [gen, _utcnow()])
+
+    def _empty_side(self, tables: Sequence[str], gen: int) -> None:
+        """Delete the side rows (already in the store) and start the next generation; then checkpoint it."""
+        side = side_store.SIDE_DB
+        with self._transaction():
+            for table in tables:
+                self.con.execute(f'DELETE FROM {side}."{table}"')
+            self.con.execute(f"DELETE FROM {side}.{side_store.GENERATION_TABLE}")
+            self.con.execute(f"INSERT INTO {side}.{side_store.GENERATION_TABLE} VALUES (?)", [gen + 1])
+        self._fold_side_log()
+
+    def _fold_side_log(self) -> None:
+        """Checkpoint the (just emptied) side file once its log is long."""
+        side = side_store.SIDE_DB
+        wal = side_store.side_path(self.path).with_name(side_store.side_path(self.path).name + ".wal")
+        try:
+            big = wal.stat().st_size > side_store.SIDE_WAL_CHECKPOINT_BYTES
+        except OSError:
+            big = False
+        if not big:
+            return
+        try:  # keeps the side file's log short (the file is empty now: little to write)
+            self.con.execute(f"CHECKPOINT {side}")
+        except duckdb.Error as exc:
+            # DuckDB gives up on a file whose checkpoint failed (e.g. a full disk): stop diverting, so
+            # commits wait for the store's checkpoints again instead of failing; nothing is in it now
+            self.side_usable = False
+            log.error("checkpoint of the side file failed; commits no longer diverted error=%s", exc)
+
+    def begin_diversion(self) -> None:
+        """From the checkpointer, before it checkpoints the store's file: commits go to the side file."""
+        with self._lock:
+            self.diverting = self.side_usable
+
+    def end_diversion(self) -> None:
+        """From the checkpointer, after the checkpoint: the next commit (or an idle writer) moves the side rows."""
+        with self._lock:
+            self.diverting = False
+
+    def settle(self) -> None:
+        """From the idle writer: move the side file's rows into the store when the checkpoint is over."""
+        if not self._side_dirty or self.diverting:
+            return
+        with self._lock:
+            self._settle_locked()
+
+    @property
+    def side_pending(self) -> bool:
+        """The side file holds rows the store does not have yet."""
+        return self._side_dirty
+
+    def _settle_locked(self) -> None:
+        if not self._side_dirty or self.diverting:
+            return
+        con = self.con
+        gen = side_store.generation(con)
+        tables = sorted(self._side_written)
+        if side_store.moved_generation(con) != gen:  # else moved already, and emptying it failed
+            with self._transaction():
+                for table in tables:
+                    spec = self.catalogue[table]
+                    con.execute(side_store.move_sql(table, list(spec.column_names)))
+                self._move_side_seqs()
+                self._record_moved(gen)
+        self._empty_side([*tables, SEQ_TABLE], gen)
+        self._side_written.clear()
+        self._side_dirty = False
+        self.side_moves += 1
 
     def _add_epoch_column(self, table: str) -> None:
         """Stores written before spool epochs existed get the column (epoch 0: not known yet)."""
@@ -277,11 +405,29 @@ class Store:
             }
         )
 
-    def _write_seqs(self, changed: dict[str, AgentSeq], now: datetime) -> None:
+    def _write_seqs(self, changed: dict[str, AgentSeq], now: datetime, into_side: bool = False) -> None:
         # one statement from Arrow: executemany upserts row by row (60% of the writer with many agents)
         self.con.register("_c4_seq_in", self._seq_rows(changed, now))
-        self.con.execute(self._seq_insert_sql())
+        if into_side:
+            self.con.execute(
+                f"INSERT OR REPLACE INTO {side_store.SIDE_DB}.{SEQ_TABLE} (agent_id, last_seq, updated, epoch) "
+                "SELECT agent_id, last_seq, updated, epoch FROM _c4_seq_in"
+            )
+        else:
+            self.con.execute(self._seq_insert_sql())
         self.con.unregister("_c4_seq_in")
+
+    def _into_side(self) -> bool:
+        """Whether this commit goes to the side file (called under the lock): a checkpoint runs, or the
+        side file still holds earlier commits that could not be moved yet (so commits stay in order)."""
+        if not self.side:
+            return False
+        if self._side_dirty and not self.diverting:
+            try:
+                self._settle_locked()
+            except duckdb.Error as exc:  # e.g. a full disk: the rows stay (durable) in the side file
+                log.warning("moving the side file's rows failed; commits stay there error=%s", exc)
+        return self.diverting or self._side_dirty
 
     def _seq_insert_sql(self) -> str:
         """The statement storing the registered ``_c4_seq_in`` rows: one row per agent, replaced."""
@@ -407,6 +553,8 @@ class Store:
                 continue
             by_table.setdefault(b.spec.name, []).append(b)
             results.append(CommitResult(rows=b.num_rows, clock=b.clock))
+        side = self._into_side()
+        prefix = f"{side_store.SIDE_DB}." if side else ""
         with self._transaction():
             # one INSERT per target table: DuckDB appends a large Arrow table in parallel
             for i, group in enumerate(by_table.values()):
@@ -417,10 +565,14 @@ class Store:
                 name = f"_c4_in_{i}"
                 con.register(name, data)
                 cols = ", ".join(f'"{c}"' for c in spec.column_names)
-                con.execute(f'INSERT INTO "{spec.name}" ({cols}) SELECT {cols} FROM {name}')
+                con.execute(f'INSERT INTO {prefix}"{spec.name}" ({cols}) SELECT {cols} FROM {name}')
                 con.unregister(name)
+                if side:
+                    self._side_written.add(spec.name)
             if planned:
-                self._write_seqs(planned, _utcnow())
+                self._write_seqs(planned, _utcnow(), into_side=side)
+        if side:
+            self._side_dirty = True
         self.book.committed(planned)
         return results
 
@@ -457,6 +609,9 @@ class Store:
             self.checkpointer.stop()
         with self._lock:
             try:
+                if self.side:
+                    self.diverting = False
+                    self._settle_locked()
                 self.con.execute("CHECKPOINT")
             finally:
                 self.con.close()

@@ -15,6 +15,9 @@ from c4.collector.store import CommitResult, PendingBatch, Store
 
 log = logging.getLogger("c4.collector.writer")
 
+#: How long an idle writer waits before it moves the store's side-file rows in (see Store.settle).
+IDLE_S = 0.05
+
 
 class Writer:
     """Owns all writes to the store. Other threads and the event loop submit work to it."""
@@ -54,18 +57,51 @@ class Writer:
         self._q.put((work, done))
         return fut
 
+    def _diverting(self) -> bool:
+        """The store's file is checkpointing: commits go to its side file, maintenance jobs wait."""
+        return bool(getattr(self.store, "diverting", False))
+
+    def _run_job(self, work: Callable[[Store], Any], done: Callable[[Any], None]) -> None:
+        try:
+            done(work(self.store))
+        except BaseException as exc:  # a maintenance job must not kill the writer (nor a panic)
+            log.exception("writer job failed error=%s", exc)
+            done(exc)
+
+    def _settle(self) -> None:
+        """Idle: let the store move rows it took aside during a checkpoint."""
+        settle = getattr(self.store, "settle", None)
+        try:
+            if settle is not None:
+                settle()
+        except Exception as exc:  # the rows stay in the side file; the next commit tries again
+            log.warning("moving the side file's rows failed error=%s", exc)
+
     def _run(self) -> None:
+        # maintenance jobs (retention, rollups) write the store's own tables, which wait while the
+        # file checkpoints: they are held until it is over, so that acks do not wait behind them
+        held: list[tuple[Any, Callable[[Any], None]]] = []
         while True:
-            item = self._q.get()
+            if held and not self._diverting():
+                for job, job_done in held:
+                    self._run_job(job, job_done)
+                held = []
+            waiting = bool(held) or bool(getattr(self.store, "side_pending", False))
+            try:
+                item = self._q.get(timeout=IDLE_S) if waiting else self._q.get()
+            except queue.Empty:
+                self._settle()
+                continue
             if item is None:
+                for job, job_done in held:
+                    self._run_job(job, job_done)
                 return
             work, done = item
             if callable(work):
-                try:
-                    done(work(self.store))
-                except BaseException as exc:  # a maintenance job must not kill the writer (nor a panic)
-                    log.exception("writer job failed error=%s", exc)
-                    done(exc)
+                if self._diverting():
+                    held.append((work, done))
+                else:
+                    self._run_job(work, done)
                 continue
             group = [(work, done)]
             batches = len(work)

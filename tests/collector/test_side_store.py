@@ -1,0 +1,268 @@
+"""While the store's file checkpoints, commits go to a side file and move in after, exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from c4.catalogue import load
+from c4.collector import side_store
+from c4.collector.store import PendingBatch, Store
+from c4.collector.writer import Writer
+from tests.collector.test_store_settings import heartbeat_rows
+
+CATALOGUE = load()
+SPEC = CATALOGUE["agent_heartbeat"]
+#: so large that the checkpointer never starts a checkpoint of its own in these tests
+NEVER = 1 << 40
+
+
+def open_store(db, background: bool = True) -> Store:
+    return Store(db, CATALOGUE, checkpoint_wal_bytes=NEVER, background_checkpoints=background)
+
+
+def count(store: Store, table: str = "agent_heartbeat", db: str = "") -> int:
+    prefix = f"{db}." if db else ""
+    return store.con.execute(f'SELECT count(*) FROM {prefix}"{table}"').fetchone()[0]
+
+
+def commit(store: Store, agent: str, seq: int, n: int = 50, stream: int = 1):
+    (result,) = store.commit([PendingBatch(agent, seq, SPEC, heartbeat_rows(SPEC, seq, n), stream=stream)])
+    return result
+
+
+def crash(store: Store) -> None:
+    """The process dies: no settle, no checkpoint; only DuckDB's own committed log survives."""
+    store.checkpointer.stop()
+    store.con.close()
+
+
+def stored_seq(db, agent: str) -> int:
+    import duckdb
+
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        row = con.execute("SELECT last_seq FROM _c4_agent_seq WHERE agent_id = ?", [agent]).fetchone()
+        return int(row[0]) if row else 0
+    finally:
+        con.close()
+
+
+def test_commits_during_a_checkpoint_land_in_the_side_file_then_move_in_once(tmp_path):
+    store = open_store(tmp_path / "c4.duckdb")
+    try:
+        assert commit(store, "a", 1).rows == 50  # before: straight into the store
+        store.begin_diversion()
+        assert commit(store, "a", 2).rows == 50 and commit(store, "b", 1).rows == 50
+        assert count(store) == 50 and count(store, db=side_store.SIDE_DB) == 100
+        assert store.known_seq("a") == 2 and store.side_pending
+        assert commit(store, "a", 2).duplicate  # a resend while diverted is still a duplicate
+        store.settle()  # the checkpoint is not over: nothing moves
+        assert count(store) == 50
+        store.end_diversion()
+        store.settle()
+        assert count(store) == 150 and count(store, db=side_store.SIDE_DB) == 0
+        assert not store.side_pending and store.side_moves == 1
+        seqs = dict(store.con.execute("SELECT agent_id, last_seq FROM _c4_agent_seq").fetchall())
+        assert seqs == {"a": 2, "b": 1}
+        assert commit(store, "a", 3).rows == 50 and count(store) == 200  # and back to the store itself
+    finally:
+        store.close()
+
+
+def test_a_commit_after_the_checkpoint_moves_the_side_rows_first(tmp_path):
+    store = open_store(tmp_path / "c4.duckdb")
+    try:
+        store.begin_diversion()
+        commit(store, "a", 1)
+        store.end_diversion()
+        assert commit(store, "a", 2).rows == 50  # no idle moment in between: the commit moves them
+        assert count(store) == 100 and count(store, db=side_store.SIDE_DB) == 0
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("background_after", [True, False])
+def test_rows_left_in_the_side_file_by_a_crash_move_in_at_start(tmp_path, background_after):
+    """Acked rows are in the side file when the process dies: the next start (even with background
+    checkpoints turned off) moves them in, with their sequence numbers, so resends are duplicates."""
+    db = tmp_path / "c4.duckdb"
+    store = open_store(db)
+    commit(store, "a", 1)
+    store.begin_diversion()
+    commit(store, "a", 2)
+    commit(store, "b", 7)
+    crash(store)
+    again = open_store(db, background=background_after)
+    try:
+        assert count(again) == 150
+        assert again.known_seq("a") == 2 and again.known_seq("b") == 7
+        assert commit(again, "b", 7).duplicate
+    finally:
+        again.close()
+    assert stored_seq(db, "b") == 7
+
+
+def test_a_crash_between_the_move_and_the_emptying_does_not_duplicate(tmp_path, monkeypatch):
+    db = tmp_path / "c4.duckdb"
+    store = open_store(db)
+    store.begin_diversion()
+    commit(store, "a", 1)
+    store.end_diversion()
+
+    def dies(*_args):
+        raise RuntimeError("killed after the move")
+
+    monkeypatch.setattr(store, "_empty_side", dies)
+    with pytest.raises(RuntimeError):
+        store.settle()
+    crash(store)
+    monkeypatch.undo()
+    again = open_store(db)
+    try:
+        assert count(again) == 50  # moved once, not twice
+        assert count(again, db=side_store.SIDE_DB) == 0 and again.known_seq("a") == 1
+    finally:
+        again.close()
+
+
+def test_side_rows_of_an_older_table_shape_move_in_by_name(tmp_path):
+    """A side file written by a version whose table lacked a column: its rows still come in."""
+    db = tmp_path / "c4.duckdb"
+    store = open_store(db)
+    store.begin_diversion()
+    commit(store, "a", 1)
+    store.con.execute(f'ALTER TABLE {side_store.SIDE_DB}."agent_heartbeat" DROP COLUMN uptime_s')
+    crash(store)
+    again = open_store(db)
+    try:
+        assert count(again) == 50
+        assert again.con.execute('SELECT count(uptime_s) FROM "agent_heartbeat"').fetchone()[0] == 0
+        cols = side_store.side_columns(again.con, "agent_heartbeat")
+        assert "uptime_s" in cols  # the side table is of today's shape again
+    finally:
+        again.close()
+
+
+def test_the_writer_holds_maintenance_jobs_while_the_file_checkpoints(tmp_path):
+    """Retention and rollups write the store's own tables, which wait for a checkpoint: the writer
+    runs them after it, and meanwhile agents' batches are committed (to the side file)."""
+    store = open_store(tmp_path / "c4.duckdb")
+    writer = Writer(store)
+    ran: list[float] = []
+
+    async def scenario():
+        store.begin_diversion()
+        job = writer.call_async(lambda s: ran.append(time.monotonic()) or count(s))
+        batch = PendingBatch("a", 1, SPEC, heartbeat_rows(SPEC, 1, 50), stream=1)
+        (result,) = await writer.submit_many_async([batch])
+        assert result.rows == 50 and not ran
+        await asyncio.sleep(0.3)
+        assert not ran and not job.done()
+        store.end_diversion()
+        assert await asyncio.wait_for(job, 10) in (0, 50)  # ran after the checkpoint
+        deadline = time.monotonic() + 10
+        while store.side_pending and time.monotonic() < deadline:  # the idle writer moves them in
+            await asyncio.sleep(0.02)
+        assert not store.side_pending
+
+    try:
+        asyncio.run(scenario())
+        assert count(store) == 50
+    finally:
+        writer.close()
+        store.close()
+
+
+def test_real_checkpoints_divert_and_lose_nothing(tmp_path):
+    """The checkpointer's own checkpoints (a small WAL) with commits running all along: every row and
+    sequence number ends in the store, and the side file moved in at least once."""
+    db = tmp_path / "c4.duckdb"
+    store = Store(db, CATALOGUE, checkpoint_wal_bytes=1 << 20, background_checkpoints=True)
+    seq = committed = 0
+    try:
+        deadline = time.monotonic() + 60
+        while (store.checkpointer.checkpoints < 2 or store.side_moves < 1) and time.monotonic() < deadline:
+            seq += 1
+            result = commit(store, "a", seq, 2000)
+            assert not result.error
+            committed += result.rows
+        assert store.checkpointer.checkpoints >= 2 and store.side_moves >= 1
+    finally:
+        store.close()
+    again = open_store(db, background=False)
+    try:
+        assert count(again) == committed and again.known_seq("a") == seq
+    finally:
+        again.close()
+
+
+def test_a_full_disk_while_diverted_refuses_commits_and_loses_none(tmp_path):
+    """The disk fills while commits go to the side file: they fail (the agent resends), nothing
+    acknowledged is lost, and once space returns the side rows move in and commits go on."""
+    from testkit.small_disk import fill, small_tmpfs
+
+    with small_tmpfs(tmp_path / "disk", "24m") as disk:
+        db = disk / "c4.duckdb"
+        store = open_store(db)
+        try:
+            store.begin_diversion()
+            assert commit(store, "a", 1).rows == 50
+            filler = fill(disk)
+            failed = commit(store, "a", 2, 20_000)
+            assert failed.error and "No space left on device" in failed.error and not failed.refused
+            store.end_diversion()
+            with pytest.raises(Exception, match="No space left on device"):
+                store.settle()  # the move fails on the full disk: the rows stay in the side file
+            assert store.side_pending
+            filler.unlink()
+            assert commit(store, "a", 2, stream=2).rows == 50  # the resend, on the agent's new stream
+            assert count(store) == 100 and store.known_seq("a") == 2 and not store.side_pending
+        finally:
+            store.close()
+        again = open_store(db, background=False)
+        try:
+            assert count(again) == 100 and again.known_seq("a") == 2
+        finally:
+            again.close()
+
+
+def test_a_side_checkpoint_failing_on_a_full_disk_stops_the_diversion(tmp_path, monkeypatch):
+    """DuckDB gives up on a file whose checkpoint failed: the store stops diverting (commits wait for
+    checkpoints again, as without a side file) instead of failing every commit after."""
+    from testkit.small_disk import fill, small_tmpfs
+
+    monkeypatch.setattr(side_store, "SIDE_WAL_CHECKPOINT_BYTES", 0)
+    with small_tmpfs(tmp_path / "disk", "24m") as disk:
+        db = disk / "c4.duckdb"
+        store = open_store(db)
+        fold = store._fold_side_log
+        fillers = []
+
+        def fold_on_a_full_disk():
+            fillers.append(fill(disk, f"filler{len(fillers)}"))
+            fold()
+
+        monkeypatch.setattr(store, "_fold_side_log", fold_on_a_full_disk)
+        try:
+            store.begin_diversion()
+            assert commit(store, "a", 1).rows == 50
+            store.end_diversion()
+            store.settle()
+            assert count(store) == 50 and not store.side_pending
+            assert not store.side_usable
+            for f in fillers:
+                f.unlink()
+            store.begin_diversion()
+            assert not store.diverting
+            store.end_diversion()
+            assert commit(store, "a", 2).rows == 50 and count(store) == 100
+        finally:
+            store.close()
+        again = open_store(db, background=False)
+        try:
+            assert count(again) == 100 and again.known_seq("a") == 2
+        finally:
+            again.close()
