@@ -33,6 +33,7 @@ class DiagnosisRunner:
         resolve_after_runs: int = 3,
         fabric=None,
         max_skew_s: float = DEFAULT_MAX_CLOCK_SKEW_S,
+        delivery_lag_s: float = 0.0,
     ) -> None:
         self.catalogue = catalogue
         self.fabric = fabric  # FabricModel or None: then the newest C4P plan in the store, if any
@@ -40,6 +41,9 @@ class DiagnosisRunner:
         self._plan_id: str | None = None
         self.window_s = window_s
         self.max_skew_s = max_skew_s  # rows further ahead of the clock than this are not "now"
+        #: look this far behind the clock: agents that flush every few seconds have each delivered up to
+        #: then, so no node's latest seconds are missing while the others' are there (0: up to the clock)
+        self.delivery_lag_s = delivery_lag_s
         self.book = FaultBook(resolve_after_runs)
         self.runs = 0
         #: step_attribution rows of the last pass (per job: actual vs ideal step time, cost by worker/stage/op)
@@ -77,8 +81,10 @@ class DiagnosisRunner:
 
     def run_once(self, cur, now: datetime | None = None) -> pa.Table:
         """Detect over the window ending at ``now`` (default: this host's clock); returns the faults rows to store."""
-        now = now or _utcnow()
-        tables = window_from_cursor(cur, self.window_s, now, self.max_skew_s)
+        now = (now or _utcnow()) - timedelta(seconds=self.delivery_lag_s)
+        # behind the clock, rows past ``now`` are the ones not every node has delivered yet: cut there
+        skew_s = 0.0 if self.delivery_lag_s else self.max_skew_s
+        tables = window_from_cursor(cur, self.window_s, now, skew_s)
         jobs = job_attributions(tables.get("step_ops", pl.DataFrame()), memo=self.attribution_memo)
         findings = diagnose(tables, self.fabric or self.plan_fabric(cur, now), now, attributions=jobs)
         self.attribution = pa.Table.from_pylist(

@@ -54,6 +54,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-disk-faults", action="store_true", help="skip the faults that need tmpfs mounts (root)"
     )
+    parser.add_argument(
+        "--checkpoint-wal-mib",
+        type=int,
+        default=1,
+        help="the collector checkpoints its file past this much WAL (default 1, the smallest: checkpoints, and "
+        "commits diverted to the side file meanwhile, happen every few seconds of the run)",
+    )
     parser.add_argument("--workdir", help="directory for logs, spools and the database (default: a temp dir)")
     parser.add_argument("--keep", action="store_true", help="keep the work directory afterwards")
 
@@ -161,7 +168,9 @@ def spooled_ticks(spool_dir: Path) -> set[int]:
 class ChaosRun:
     """The processes of one run and the faults done to them."""
 
-    def __init__(self, workdir: Path, agents: int, settle_s: float, disk_faults: bool) -> None:
+    def __init__(
+        self, workdir: Path, agents: int, settle_s: float, disk_faults: bool, checkpoint_wal_mib: int = 1
+    ) -> None:
         self.workdir = workdir
         self.settle_s = settle_s
         self.address = f"127.0.0.1:{free_port()}"
@@ -181,8 +190,10 @@ class ChaosRun:
         else:
             self.skipped.append("disk faults off (--no-disk-faults)")
         db_dir.mkdir(parents=True, exist_ok=True)
+        cfg = workdir / "collector.toml"
+        cfg.write_text(f"[collector]\ncheckpoint_wal_bytes = {checkpoint_wal_mib << 20}\n")
         self.collector = Process(
-            ["collector", "--listen", self.address, "--db", str(db_dir / "c4.duckdb")],
+            ["collector", "--listen", self.address, "--db", str(db_dir / "c4.duckdb"), "--config", str(cfg)],
             workdir / "collector.log",
         )
         self.agents: dict[str, Process] = {}
@@ -261,6 +272,35 @@ class ChaosRun:
         self._restart_collector()
         self.faults.append("collector_killed")
 
+    def kill_collector_diverted(self, timeout_s: float = 60.0) -> None:
+        """SIGKILL the collector while acknowledged rows sit in its side file (committed there during a
+        checkpoint, not moved in yet), then start it again: the start moves them in."""
+        from c4.query import query_arrow
+
+        sql = 'SELECT count(*) FROM c4_side."agent_heartbeat"'
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                table, _ = query_arrow(self.address, sql, timeout_s=5)
+            except Exception:
+                time.sleep(0.01)
+                continue
+            if table.column(0)[0].as_py():
+                self.collector.kill9()
+                time.sleep(self.settle_s / 2)
+                self._restart_collector()
+                self.faults.append("collector_killed_while_diverted")
+                return
+        self.skipped.append(f"no heartbeat in the collector's side file within {timeout_s:g} s")
+
+    def side_recoveries(self) -> int:
+        """Starts that moved rows a killed collector left in its side file (from the collector's log)."""
+        try:
+            log = self.collector.log_path.read_text(errors="replace")
+        except OSError:
+            return 0
+        return log.count("side file rows moved into the store")
+
     def fill_spool_disk(self) -> None:
         """With the collector down, the last agent's spool disk fills up; then space returns."""
         assert self.spool_disk is not None
@@ -301,7 +341,10 @@ class ChaosRun:
         self._restart_collector()
         for agent in self.agents.values():
             agent.start()
-        steps: list[tuple[str, Callable[[], None]]] = [("collector killed", self.kill_collector)]
+        steps: list[tuple[str, Callable[[], None]]] = [
+            ("collector killed", self.kill_collector),
+            ("collector killed while commits go to its side file", self.kill_collector_diverted),
+        ]
         if self.spool_disk is not None:
             steps.append(("agent spool disk full (collector down)", self.fill_spool_disk))
         if self.db_disk is not None:
@@ -326,6 +369,7 @@ class ChaosRun:
             "faults": self.faults,
             "skipped": self.skipped,
             "collector_commit_errors": self.commit_errors,
+            "side_file_recoveries": self.side_recoveries(),
             "agent_exit_codes": codes,
         }
 
@@ -342,7 +386,10 @@ class ChaosRun:
 def run(args: argparse.Namespace) -> int:
     """Run the chaos and print what was lost and duplicated."""
     workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="c4-chaos-"))
-    chaos = ChaosRun(workdir, args.agents, args.settle_s, not args.no_disk_faults)
+    if args.checkpoint_wal_mib < 1:
+        print("c4 bench chaos: --checkpoint-wal-mib must be >= 1", file=sys.stderr)
+        return 2
+    chaos = ChaosRun(workdir, args.agents, args.settle_s, not args.no_disk_faults, args.checkpoint_wal_mib)
     try:
         result = chaos.run(lambda step: print(f"chaos: {step}", file=sys.stderr, flush=True))
     finally:
@@ -359,6 +406,7 @@ def run(args: argparse.Namespace) -> int:
         "duplicated",
         "still_spooled",
         "collector_commit_errors",
+        "side_file_recoveries",
     ):
         print(f"{key.replace('_', ' '):<24}{result[key]}")
     if args.json:

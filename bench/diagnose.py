@@ -51,11 +51,18 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--verbose", action="store_true", help="print every scenario's raised faults")
     parser.add_argument(
-        "--flush-ticks",
-        type=int,
-        default=1,
-        help="each node's rows reach the store every N ticks, at a phase of its own, as agents with "
-        "flush_interval_s = N s deliver (default 1: every tick)",
+        "--flush-s",
+        type=float,
+        default=0.0,
+        help="each node's rows reach the store every this many simulated seconds, at a phase of its own, as "
+        "agents with flush_interval_s deliver; C4D looks that far behind (default 0: every tick at once)",
+    )
+    parser.add_argument(
+        "--delivery-lag-s",
+        type=float,
+        default=None,
+        help="how far behind the clock C4D looks (default: --flush-s); 0 with --flush-s shows what uneven "
+        "delivery does to a C4D that does not wait for it",
     )
     parser.add_argument(
         "--no-step-trace",
@@ -179,10 +186,10 @@ def run(args: argparse.Namespace) -> int:
     nodes = args.nodes or (16 if args.quick else 32)
     kinds = [k for k in args.kinds.split(",") if k]
     unknown = set(kinds) - set(POSITIVE_KINDS) - set(NEGATIVE_KINDS)
-    if unknown or nodes < 8 or args.per_kind < 1 or args.flush_ticks < 1:
+    if unknown or nodes < 8 or args.per_kind < 1 or args.flush_s < 0 or (args.delivery_lag_s or 0) < 0:
         print(
             f"c4 bench diagnose: --nodes must be >= 8 (two jobs of 3D parallelism share them), --per-kind >= 1, "
-            f"--flush-ticks >= 1, --kinds from "
+            f"--flush-s and --delivery-lag-s >= 0, --kinds from "
             f"{', '.join(POSITIVE_KINDS + NEGATIVE_KINDS)}"
             + (f" (unknown: {', '.join(sorted(unknown))})" if unknown else ""),
             file=sys.stderr,
@@ -205,7 +212,10 @@ def run(args: argparse.Namespace) -> int:
     results = []
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
-        futures = [pool.submit(run_scenario, sc, flush_ticks=args.flush_ticks) for sc in scenarios]
+        futures = [
+            pool.submit(run_scenario, sc, flush_s=args.flush_s, delivery_lag_s=args.delivery_lag_s)
+            for sc in scenarios
+        ]
         bar = tqdm(total=len(futures), desc="scenarios", disable=not sys.stderr.isatty())
         for fut in as_completed(futures):
             r = fut.result()
@@ -262,7 +272,8 @@ def run(args: argparse.Namespace) -> int:
                     "analysis_ranks": args.ranks,
                     "analysis_found_injected": analysis["found_injected"],
                     "quick": args.quick,
-                    "flush_ticks": args.flush_ticks,
+                    "flush_s": args.flush_s,
+                    "delivery_lag_s": args.flush_s if args.delivery_lag_s is None else args.delivery_lag_s,
                     "step_trace": not args.no_step_trace,
                     "stragglers": {  # recall of a GPU slowed with no hardware sign, per Inspector form
                         form: summary["per_kind"][kind]

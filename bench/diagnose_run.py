@@ -161,13 +161,15 @@ def run_scenario(
     diagnose_every_steps: int = 1,
     on_pass: Callable[[Store, Any, datetime, list[dict[str, Any]]], None] | None = None,
     on_end: Callable[[Store, Any, Any], dict[str, Any]] | None = None,
-    flush_ticks: int = 1,
+    flush_s: float = 0.0,
+    delivery_lag_s: float | None = None,
 ) -> ScenarioResult:
     """Step the twin, sample every node with the real samplers, ingest through the Store, diagnose each step.
 
-    ``flush_ticks`` > 1: each node's rows reach the store every that many ticks, at a phase of its own
-    (as agents with ``flush_interval_s`` = N x the sampling interval deliver), so a diagnosis pass sees
-    the nodes' latest seconds unevenly, as the collector does.
+    ``flush_s`` > 0: each node's rows reach the store every that many simulated seconds, at a phase of
+    its own (as agents with ``flush_interval_s`` deliver), so a diagnosis pass sees the nodes' latest
+    seconds unevenly, as the collector does; C4D then looks ``delivery_lag_s`` behind (default: flush_s),
+    as the collector's ``diagnose_delivery_lag_s`` makes it.
 
     ``on_pass(store, cursor, now, fault rows)`` runs after each diagnosis pass (e.g. to store what the
     collector stores); ``on_end(store, cursor, twin)``'s answer becomes the result's ``extra``.
@@ -189,7 +191,10 @@ def run_scenario(
                 s.probe()
         store = Store(work / "c4.duckdb", catalogue)
         diag = DiagnosisRunner(
-            catalogue, window_s=60.0, fabric=FabricModel(twin.connection_paths(), twin.switch_capacity_gbps())
+            catalogue,
+            window_s=60.0,
+            fabric=FabricModel(twin.connection_paths(), twin.switch_capacity_gbps()),
+            delivery_lag_s=flush_s if delivery_lag_s is None else delivery_lag_s,
         )
         truth = truth_of(sc, twin)
         onset_s = float(truth.get("onset_s", sc.onset_s)) if truth else sc.onset_s
@@ -198,7 +203,8 @@ def run_scenario(
         seq = 0
         step = 0
         held: dict[str, list[tuple[str, dict]]] = {h: [] for h in samplers}  # rows not delivered yet
-        phase = {h: i % flush_ticks for i, h in enumerate(sorted(samplers))}
+        hosts = sorted(samplers)
+        next_flush = {h: twin.t + flush_s * i / len(hosts) for i, h in enumerate(hosts)}  # spread phases
         cur = store.cursor()
         while twin.t < sc.onset_s + sc.watch_s:
             runner.step()
@@ -210,10 +216,12 @@ def run_scenario(
                 for s in ss:
                     for table, rs in s.sampler.sample(0).items():
                         held[host].extend((table, {"ts": now, "node": host, "job": job, **r}) for r in rs)
-                if (step + phase[host]) % flush_ticks == 0:  # this node's agent flushes now
+                if flush_s <= 0 or twin.t >= next_flush[host]:  # this node's agent flushes now
                     for table, r in held[host]:
                         by_table.setdefault(table, []).append(r)
                     held[host] = []
+                    while flush_s > 0 and next_flush[host] <= twin.t:
+                        next_flush[host] += flush_s
             batches = []
             for table, rs in by_table.items():  # one batch per table, through the collector's checks
                 data = rows_to_table(catalogue, table, rs, {"ts": now, "job": ""})

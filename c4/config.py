@@ -103,6 +103,9 @@ class CollectorConfig(BaseModel):
     )  # DuckDB threads (0: one per core but one; a lake: one per core)
     diagnose_interval_s: float = Field(10.0, ge=0)  # 0 disables the in-collector diagnosis
     diagnose_window_s: float = Field(120.0, gt=0)
+    # C4D looks this far behind the clock: set it to the agents' flush_interval_s when that is more than a
+    # second or two, so that no node's latest seconds are missing while the others' are there
+    diagnose_delivery_lag_s: float = Field(0.0, ge=0, le=600)
     # job accounting (job_accounting): over this much recent time, each job at most this often, with this
     # checkpoint interval when jobs do not say (0 = unknown: redone work is then not measured)
     accounting_window_s: float = Field(6 * 3600.0, gt=0)

@@ -343,7 +343,10 @@ class Diagnosis:
         """Build the runner (with the fabric's link rates), the alert sinks and the isolation hook,
         and pick up the faults a previous collector process left open."""
         self.runner = DiagnosisRunner(
-            self.store.catalogue, self.cfg.diagnose_window_s, max_skew_s=self.cfg.max_clock_skew_s
+            self.store.catalogue,
+            self.cfg.diagnose_window_s,
+            max_skew_s=self.cfg.max_clock_skew_s,
+            delivery_lag_s=self.cfg.diagnose_delivery_lag_s,
         )
         if self.cfg.fabric_topology:
             self.runner.capacity_gbps = capacities_from_topology(self.cfg.fabric_topology)
