@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-import pyarrow as pa
 import pytest
 
 import c4.analytics.runner as runner_module
