@@ -663,6 +663,24 @@ def target_met(r: dict) -> bool:
     )
 
 
+def _counts(table) -> dict[str, int]:
+    """(t, n) rows -> {t: n}."""
+    return dict(zip(*(c.to_pylist() for c in table.columns), strict=True))
+
+
+def _stored_in_file(db, sql: str) -> dict[str, int]:
+    """Row counts from a stopped collector's DuckDB file, opened as the next collector would open it
+    (rows a collector killed at its stop timeout left in its side file move in first)."""
+    from c4.catalogue import load
+    from c4.collector.store import Store
+
+    store = Store(db, load())
+    try:
+        return _counts(store.con.execute(sql).fetch_arrow_table())
+    finally:
+        store.close()
+
+
 def start_collectors(args, work, cfg, shards: int, command: str | None) -> tuple[list, object]:
     """The setup's collectors (and the lake's PostgreSQL, else None), serving."""
     import subprocess
@@ -731,23 +749,19 @@ def phase(args, work, cfg, label: str, shards: int, per_agent: list, command: st
     try:
         watches = [ProcWatch(c.proc.pid) for c in collectors]
         stats, m = asyncio.run(drive(args, [c.address for c in collectors], watches, per_agent))
-        stored = dict(
-            zip(
-                *(
-                    c.to_pylist()
-                    for c in query_arrow(
-                        collectors[0].address,
-                        " UNION ALL ".join(
-                            f"SELECT '{t}' AS t, count(*) AS n FROM \"{t}\" WHERE starts_with(node, 'load-')"
-                            for t in stats.sent_rows_by_table
-                        )
-                        or "SELECT 'none' AS t, 0 AS n",
-                        timeout_s=300,
-                    )[0].columns
-                ),
-                strict=True,
+        count_sql = (
+            " UNION ALL ".join(
+                f"SELECT '{t}' AS t, count(*) AS n FROM \"{t}\" WHERE starts_with(node, 'load-')"
+                for t in stats.sent_rows_by_table
             )
+            or "SELECT 'none' AS t, 0 AS n"
         )
+        if shards:  # a lake: what its readers see through a collector
+            stored = _counts(query_arrow(collectors[0].address, count_sql, timeout_s=300)[0])
+        else:  # the file once the collector stopped: rows it took aside during a checkpoint moved in
+            for c in collectors:
+                c.stop()
+            stored = _stored_in_file(collectors[0].db, count_sql)
     finally:
         for c in collectors:
             c.stop()
