@@ -266,3 +266,19 @@ def test_a_side_checkpoint_failing_on_a_full_disk_stops_the_diversion(tmp_path, 
             assert count(again) == 100 and again.known_seq("a") == 2
         finally:
             again.close()
+
+
+def test_the_consoles_rows_per_table_lists_the_stores_tables_once(tmp_path):
+    """The side file's tables are attached beside the store's; the console's preset shows the store's."""
+    from c4.ui.queries.console import EXAMPLES
+
+    store = open_store(tmp_path / "c4.duckdb")
+    try:
+        store.begin_diversion()
+        commit(store, "a", 1)
+        with store.reading() as cur:
+            names = [r[0] for r in cur.execute(EXAMPLES["Rows per table"]).fetchall()]
+        assert len(names) == len(set(names)) and "agent_heartbeat" in names
+        assert side_store.GENERATION_TABLE not in names
+    finally:
+        store.close()

@@ -22,7 +22,11 @@ EXAMPLES = {
         "GROUP BY ALL ORDER BY temp_c DESC LIMIT 20"
     ),
     "Alerts and isolation": "SELECT * FROM actions ORDER BY ts DESC LIMIT 100",
-    "Rows per table": ("SELECT table_name, estimated_size AS rows FROM duckdb_tables() ORDER BY rows DESC"),
+    # the store's own tables (not the side file's, which takes commits during checkpoints)
+    "Rows per table": (
+        "SELECT table_name, estimated_size AS rows FROM duckdb_tables()\n"
+        "WHERE database_name = current_database() ORDER BY rows DESC"
+    ),
 }
 
 #: The query the console runs when it opens.
