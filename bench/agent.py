@@ -17,6 +17,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="also run a real agent process (same samplers, 1 Hz) against a real collector for this long and "
         "read its CPU and resident memory from /proc (default 20; 0 skips it)",
     )
+    parser.add_argument(
+        "--compare-flush-s",
+        type=float,
+        default=0.0,
+        help="then the same agent process with flush_interval_s = this (e.g. 5: five ticks a batch), "
+        "reported beside the default's in the same run (default 0: skip)",
+    )
 
 
 class TimedLib:
@@ -84,9 +91,10 @@ def run(args: argparse.Namespace) -> int:
     from c4.config import AgentConfig
     from c4.report import emit
 
-    if args.ticks < 1 or args.process_s < 0:
+    if args.ticks < 1 or args.process_s < 0 or args.compare_flush_s < 0:
         print(
-            "c4 bench agent: --ticks must be >= 1 and --process-s >= 0 (0 skips the process)", file=sys.stderr
+            "c4 bench agent: --ticks must be >= 1, --process-s and --compare-flush-s >= 0 (0 skips them)",
+            file=sys.stderr,
         )
         return 2
     with tempfile.TemporaryDirectory(prefix="c4-bench-agent-") as tmp:
@@ -134,6 +142,21 @@ def run(args: argparse.Namespace) -> int:
 
             (root / "process").mkdir()
             process = measure_agent_process(root / "process", build_node(root / "process"), args.process_s)
+            if args.compare_flush_s > 0:
+                (root / "process-flush").mkdir()
+                other = measure_agent_process(
+                    root / "process-flush",
+                    build_node(root / "process-flush"),
+                    args.process_s,
+                    flush_interval_s=args.compare_flush_s,
+                )
+                process["flush_compare"] = {
+                    "flush_interval_s": args.compare_flush_s,
+                    **{k: other[k] for k in ("core_share_at_1hz", "rss_mib", "thread_cpu_ms_per_s")},
+                    "core_share_ratio": round(other["core_share_at_1hz"] / process["core_share_at_1hz"], 3)
+                    if process["core_share_at_1hz"]
+                    else None,
+                }
     cpu_ms = total_s * 1e3 / args.ticks
     table = [
         {

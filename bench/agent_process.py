@@ -43,9 +43,17 @@ def thread_cpu_ns(pid: int) -> dict[str, int]:
     return out
 
 
-def _toml(samplers: dict[str, dict[str, Any]], address: str, spool: Path, node: str) -> str:
-    """The agent's config file: the collector, the spool and each sampler's section."""
+def _toml(
+    samplers: dict[str, dict[str, Any]],
+    address: str,
+    spool: Path,
+    node: str,
+    flush_interval_s: float | None = None,
+) -> str:
+    """The agent's config file: the collector, the spool (the flush interval) and each sampler's section."""
     lines = ["[agent]", f'collector = "{address}"', f'node = "{node}"', f'spool_dir = "{spool}"']
+    if flush_interval_s is not None:
+        lines.append(f"flush_interval_s = {flush_interval_s!r}")
     for name, opts in samplers.items():
         lines.append(f"[agent.samplers.{name}]")
         lines += [f"{k} = {_value(v)}" for k, v in opts.items()]
@@ -61,9 +69,12 @@ def _value(v: Any) -> str:
     return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def measure_agent_process(root: Path, samplers: dict[str, dict[str, Any]], seconds: float) -> dict[str, Any]:
+def measure_agent_process(
+    root: Path, samplers: dict[str, dict[str, Any]], seconds: float, flush_interval_s: float | None = None
+) -> dict[str, Any]:
     """Run a collector and an agent for WARMUP_S + ``seconds``; the agent's CPU over the measured stretch
-    as a share of one core, its resident and peak resident memory at the end."""
+    as a share of one core, its resident and peak resident memory at the end (``flush_interval_s``: the
+    agent's, else its default)."""
     address = f"127.0.0.1:{free_port()}"
     log = open(root / "procs.log", "ab")  # noqa: SIM115
     collector = subprocess.Popen(
@@ -72,7 +83,9 @@ def measure_agent_process(root: Path, samplers: dict[str, dict[str, Any]], secon
     agent = None
     try:
         wait_serving(address, 60.0, None)
-        (root / "agent.toml").write_text(_toml(samplers, address, root / "agent-spool", "bench-node"))
+        (root / "agent.toml").write_text(
+            _toml(samplers, address, root / "agent-spool", "bench-node", flush_interval_s)
+        )
         agent = subprocess.Popen([*C4, "agent", "--config", str(root / "agent.toml")], stdout=log, stderr=log)
         time.sleep(WARMUP_S)
         if agent.poll() is not None:

@@ -36,8 +36,25 @@ def test_bad_bench_arguments_are_refused(capsys):
     """No tick count of zero (a division by zero), no negative time, no negative worker count."""
     from c4.cli import main
 
-    for args in (["agent", "--ticks", "0"], ["agent", "--ticks", "-5"], ["agent", "--process-s", "-1"]):
+    for args in (
+        ["agent", "--ticks", "0"],
+        ["agent", "--ticks", "-5"],
+        ["agent", "--process-s", "-1"],
+        ["agent", "--compare-flush-s", "-1"],
+    ):
         assert main(["bench", *args]) == 2
         assert "--ticks must be >= 1" in capsys.readouterr().err
     assert main(["bench", "goodput", "--jobs", "-1"]) == 2
     assert "--jobs >= 0" in capsys.readouterr().err
+
+
+def test_the_compared_flush_interval_reaches_the_agents_config(tmp_path):
+    """--compare-flush-s runs the agent with that flush_interval_s (and the agent accepts the file)."""
+    from c4.bench.agent_process import _toml
+    from c4.config import load_agent_config
+
+    path = tmp_path / "agent.toml"
+    path.write_text(_toml({}, "127.0.0.1:1", tmp_path / "spool", "n", flush_interval_s=5.0))
+    assert load_agent_config(path).flush_interval_s == 5.0
+    path.write_text(_toml({}, "127.0.0.1:1", tmp_path / "spool", "n"))
+    assert load_agent_config(path).flush_interval_s == 1.0  # the agent's default
