@@ -87,6 +87,15 @@ def moved_generation(con: duckdb.DuckDBPyConnection) -> int | None:
     return int(row[0]) if row and row[0] is not None else None
 
 
+def follow(con: duckdb.DuckDBPyConnection, moved: int | None) -> None:
+    """Number the (empty) side file's generation after the last one the store took in: a side file
+    made anew (removed or lost by the operator) starts at 0, which may be a generation moved already,
+    and its rows would then be taken for moved ones and dropped."""
+    if moved is not None and generation(con) <= moved:
+        con.execute(f"DELETE FROM {SIDE_DB}.{GENERATION_TABLE}")
+        con.execute(f"INSERT INTO {SIDE_DB}.{GENERATION_TABLE} VALUES (?)", [moved + 1])
+
+
 def move_sql(table: str, columns: list[str]) -> str:
     """The statement copying one side table's rows into the store's table, by column name."""
     cols = ", ".join(f'"{c}"' for c in columns)

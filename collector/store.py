@@ -215,6 +215,9 @@ class Store:
         self.diverting = False
         self._side_written: set[str] = set()  # side tables holding rows not moved yet
         self._side_dirty = False  # the side file holds commits not moved into the store yet
+        # its rows are in the store, its generation recorded as moved, but emptying it failed: it must
+        # take no commit until emptied (the emptying, or a restart, would drop it as moved already)
+        self._side_moved = False
         self.side_moves = 0
         self.side_usable = True  # False once DuckDB gave up on the side file (a failed checkpoint)
         if (
@@ -310,6 +313,10 @@ class Store:
             if full:
                 self._empty_side(names, gen)
         side_store.reshape(con, self.catalogue, _seq_ddl(f"{side_store.SIDE_DB}.{SEQ_TABLE}"))
+        moved = side_store.moved_generation(con)
+        if moved is not None and side_store.generation(con) <= moved:
+            with self._transaction():
+                side_store.follow(con, moved)
 
     def _move_side_seqs(self) -> None:
         self.con.execute(
@@ -384,7 +391,9 @@ class Store:
                     con.execute(side_store.move_sql(table, list(spec.column_names)))
                 self._move_side_seqs()
                 self._record_moved(gen)
+        self._side_moved = True
         self._empty_side([*tables, SEQ_TABLE], gen)
+        self._side_moved = False
         self._side_written.clear()
         self._side_dirty = False
         self.side_moves += 1
@@ -427,6 +436,8 @@ class Store:
                 self._settle_locked()
             except duckdb.Error as exc:  # e.g. a full disk: the rows stay (durable) in the side file
                 log.warning("moving the side file's rows failed; commits stay there error=%s", exc)
+        if self._side_moved:  # into the store (waiting for a checkpoint under way): see _side_moved
+            return False
         return self.diverting or self._side_dirty
 
     def _seq_insert_sql(self) -> str:

@@ -6,12 +6,12 @@ import asyncio
 import time
 
 import pytest
+from test_store_settings import heartbeat_rows
 
 from c4.catalogue import load
 from c4.collector import side_store
 from c4.collector.store import PendingBatch, Store
 from c4.collector.writer import Writer
-from tests.collector.test_store_settings import heartbeat_rows
 
 CATALOGUE = load()
 SPEC = CATALOGUE["agent_heartbeat"]
@@ -264,5 +264,77 @@ def test_a_side_checkpoint_failing_on_a_full_disk_stops_the_diversion(tmp_path, 
         again = open_store(db, background=False)
         try:
             assert count(again) == 100 and again.known_seq("a") == 2
+        finally:
+            again.close()
+
+
+def test_a_side_file_replaced_after_a_move_keeps_the_next_rows(tmp_path):
+    """The operator removes the side file (say it was damaged) after generation 0 moved in: the new
+    file's rows are not taken for rows moved already, neither when settling nor after a crash."""
+    db = tmp_path / "c4.duckdb"
+    store = open_store(db)
+    store.begin_diversion()
+    commit(store, "a", 1)
+    store.end_diversion()
+    store.settle()
+    store.close()
+    for path in tmp_path.glob("c4.duckdb.side*"):
+        path.unlink()
+    again = open_store(db)
+    try:
+        again.begin_diversion()
+        assert commit(again, "a", 2).rows == 50
+        again.end_diversion()
+        again.settle()
+        assert count(again) == 100
+        again.begin_diversion()
+        assert commit(again, "a", 3).rows == 50
+    finally:
+        crash(again)
+    last = open_store(db)
+    try:
+        assert count(last) == 150 and last.known_seq("a") == 3
+    finally:
+        last.close()
+
+
+def test_commits_after_a_move_whose_emptying_failed_are_kept(tmp_path):
+    """The move went in but emptying the side file failed (full disk): later commits must not land in
+    the generation recorded as moved, or the next emptying (or a restart) drops them, acked."""
+    from testkit.small_disk import fill, small_tmpfs
+
+    with small_tmpfs(tmp_path / "disk", "48m") as disk:
+        db = disk / "c4.duckdb"
+        store = open_store(db)
+        empty = store._empty_side
+        fillers = []
+
+        def empty_on_a_full_disk(*args):
+            fillers.append(fill(disk, f"filler{len(fillers)}"))
+            empty(*args)
+
+        store._empty_side = empty_on_a_full_disk
+        try:
+            store.begin_diversion()
+            assert commit(store, "a", 1, 20_000).rows == 20_000
+            store.end_diversion()
+            with pytest.raises(Exception, match="No space left on device"):
+                store.settle()
+            del store._empty_side
+            for f in fillers:
+                f.unlink()
+            assert count(store) == 20_000 and store.side_pending
+            store.begin_diversion()
+            assert commit(store, "a", 2).rows == 50  # acked: must survive
+            store.end_diversion()
+            store.settle()
+            assert count(store) == 20_050 and store.known_seq("a") == 2 and not store.side_pending
+            store.begin_diversion()
+            assert commit(store, "a", 3).rows == 50
+        finally:
+            crash(store)
+        again = open_store(db, background=False)
+        try:
+            assert count(again) == 20_100 and again.known_seq("a") == 3
         finally:
             again.close()
