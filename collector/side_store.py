@@ -58,7 +58,23 @@ def side_table_ddl(ddl: str, name: str) -> str:
 
 def attach(con: duckdb.DuckDBPyConnection, path: Path) -> None:
     """Attach (creating it if needed) the side file to the store's connection."""
+    _remove_if_never_written(path)
     con.execute(f"ATTACH '{_quoted(str(path))}' AS {SIDE_DB}")
+
+
+def _remove_if_never_written(path: Path) -> None:
+    """A side file of zero bytes with no log beside it holds nothing (a full disk or a kill while DuckDB
+    created it) yet DuckDB refuses to open it ever after: it is removed, to be created anew."""
+    wal = path.with_name(path.name + ".wal")
+    try:
+        if not path.is_file() or path.stat().st_size or (wal.exists() and wal.stat().st_size):
+            return
+        wal.unlink(missing_ok=True)
+        path.unlink()
+    except OSError as exc:  # ATTACH then says what is wrong with it
+        log.warning("could not remove the empty side file path=%s error=%s", path, exc)
+        return
+    log.warning("side file was empty (never written); made anew path=%s", path)
 
 
 def _quoted(text: str) -> str:

@@ -338,3 +338,33 @@ def test_commits_after_a_move_whose_emptying_failed_are_kept(tmp_path):
             assert count(again) == 20_100 and again.known_seq("a") == 3
         finally:
             again.close()
+
+
+def test_an_empty_side_file_left_by_a_full_disk_is_made_anew(tmp_path):
+    """A start on a disk with a few hundred KiB free leaves the side file at zero bytes (DuckDB created
+    it, could not write its header); DuckDB refuses such a file ever after. It holds nothing: the next
+    start makes it anew, and commits divert into it as before."""
+    db = tmp_path / "c4.duckdb"
+    open_store(db, background=False).close()
+    side_store.side_path(db).write_bytes(b"")
+    store = open_store(db)
+    try:
+        store.begin_diversion()
+        assert commit(store, "a", 1).rows == 50 and count(store, db=side_store.SIDE_DB) == 50
+        store.end_diversion()
+        store.settle()
+        assert count(store) == 50
+    finally:
+        store.close()
+
+
+def test_a_damaged_side_file_stops_the_start_and_is_kept(tmp_path):
+    """A side file DuckDB cannot read may hold acked rows: the store does not start, says which file,
+    and leaves it for the operator."""
+    db = tmp_path / "c4.duckdb"
+    open_store(db).close()
+    side = side_store.side_path(db)
+    side.write_bytes(side.read_bytes()[:5000])
+    with pytest.raises(Exception, match=str(side)):
+        open_store(db)
+    assert side.stat().st_size == 5000
