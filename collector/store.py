@@ -371,7 +371,26 @@ class Store:
         if not self._side_dirty or self.diverting:
             return
         with self._lock:
-            self._settle_locked()
+            try:
+                self._settle_locked()
+            except duckdb.Error as exc:
+                self._reattach_side_if_given_up(exc)
+                raise
+
+    def _reattach_side_if_given_up(self, exc: BaseException) -> None:
+        """DuckDB gives up on a file whose checkpoint failed (its own, inside a diverted commit that took
+        the side file's log past ``checkpoint_threshold``, on a full disk) until it is attached again:
+        attach it again (its log replays, every acked row is still there), else every commit and move
+        would fail until a restart. Called under the lock, outside a transaction."""
+        if not self.side or "invalidated" not in str(exc) or side_store.SIDE_DB not in str(exc):
+            return
+        try:
+            self.con.execute(f"DETACH DATABASE IF EXISTS {side_store.SIDE_DB}")
+            side_store.attach(self.con, side_store.side_path(self.path))
+        except duckdb.Error as again:  # still no space: the next failure tries again
+            log.warning("attaching the side file again failed error=%s", again)
+            return
+        log.warning("side file attached again after DuckDB gave up on it error=%s", exc)
 
     @property
     def side_pending(self) -> bool:
@@ -436,6 +455,7 @@ class Store:
                 self._settle_locked()
             except duckdb.Error as exc:  # e.g. a full disk: the rows stay (durable) in the side file
                 log.warning("moving the side file's rows failed; commits stay there error=%s", exc)
+                self._reattach_side_if_given_up(exc)
         if self._side_moved:  # into the store (waiting for a checkpoint under way): see _side_moved
             return False
         return self.diverting or self._side_dirty
@@ -529,6 +549,7 @@ class Store:
                 return self._commit_group(batches)
             except Exception as exc:
                 log.warning("group commit failed, retrying batches one by one error=%s", exc)
+                self._reattach_side_if_given_up(exc)
                 results = []
                 for b in batches:
                     try:

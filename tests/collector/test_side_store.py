@@ -368,3 +368,44 @@ def test_a_damaged_side_file_stops_the_start_and_is_kept(tmp_path):
     with pytest.raises(Exception, match=str(side)):
         open_store(db)
     assert side.stat().st_size == 5000
+
+
+def test_a_side_file_duckdb_gave_up_on_is_attached_again(tmp_path):
+    """DuckDB checkpoints the side file itself inside a diverted commit that takes its log past the
+    threshold; on a full disk that checkpoint fails and DuckDB refuses the file until it is attached
+    again. Once space is back, commits (and the move) go on without a restart, nothing acked lost."""
+    from testkit.small_disk import fill_up, small_tmpfs
+
+    with small_tmpfs(tmp_path / "disk", "64m") as disk:
+        db = disk / "c4.duckdb"
+        store = Store(db, CATALOGUE, checkpoint_wal_bytes=1 << 20, background_checkpoints=True)
+        store.checkpointer.stop()  # the test says when the file "checkpoints"
+        wal = side_store.side_path(db).with_name("c4.duckdb.side.wal")
+        acked = seq = 0
+        try:
+            store.begin_diversion()
+            while not wal.exists() or wal.stat().st_size < 3_500_000:
+                seq += 1
+                acked += commit(store, "a", seq, 5000).rows
+            filler = fill_up(disk, 600_000, "filler")
+            errors = []
+            for stream in range(2, 8):
+                result = commit(store, "a", seq + 1, 5000, stream=stream)
+                acked += result.rows
+                seq += 1 if result.rows else 0
+                errors += [result.error] if result.error else []
+            assert any("invalidated" in e for e in errors), errors
+            filler.unlink()
+            store.end_diversion()
+            result = commit(store, "a", seq + 1, 50, stream=9)
+            assert result.rows == 50, result.error
+            acked += 50
+            store.settle()
+            assert count(store) == acked and not store.side_pending
+        finally:
+            store.close()
+        again = open_store(db, background=False)
+        try:
+            assert count(again) == acked and again.known_seq("a") == seq + 1
+        finally:
+            again.close()
