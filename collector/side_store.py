@@ -77,6 +77,12 @@ def _remove_if_never_written(path: Path) -> None:
     log.warning("side file was empty (never written); made anew path=%s", path)
 
 
+def attached(con: duckdb.DuckDBPyConnection) -> bool:
+    """Whether the side file is attached to the store's connection."""
+    row = con.execute("SELECT count(*) FROM duckdb_databases() WHERE database_name = ?", [SIDE_DB]).fetchone()
+    return bool(row and row[0])
+
+
 def _quoted(text: str) -> str:
     return text.replace("'", "''")
 

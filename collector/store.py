@@ -382,8 +382,9 @@ class Store:
         the side file's log past ``checkpoint_threshold``, on a full disk) until it is attached again:
         attach it again (its log replays, every acked row is still there), else every commit and move
         would fail until a restart. Called under the lock, outside a transaction."""
-        if not self.side or "invalidated" not in str(exc) or side_store.SIDE_DB not in str(exc):
-            return
+        given_up = "invalidated" in str(exc) and side_store.SIDE_DB in str(exc)
+        if not self.side or not (given_up or not side_store.attached(self.con)):
+            return  # (not attached: an earlier attempt detached it and could not attach it again)
         try:
             self.con.execute(f"DETACH DATABASE IF EXISTS {side_store.SIDE_DB}")
             side_store.attach(self.con, side_store.side_path(self.path))

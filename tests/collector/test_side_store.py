@@ -409,3 +409,20 @@ def test_a_side_file_duckdb_gave_up_on_is_attached_again(tmp_path):
             assert count(again) == acked and again.known_seq("a") == seq + 1
         finally:
             again.close()
+
+
+def test_a_side_file_left_detached_is_attached_at_the_next_commit(tmp_path):
+    """Attaching the side file again can fail (the disk still full) after it was detached: the next
+    commit attaches it again, rather than every commit failing until a restart."""
+    db = tmp_path / "c4.duckdb"
+    store = open_store(db)
+    try:
+        store.begin_diversion()
+        assert commit(store, "a", 1).rows == 50
+        store.end_diversion()
+        store.con.execute(f"DETACH {side_store.SIDE_DB}")  # as a failed attempt to attach it again leaves it
+        assert commit(store, "a", 2).rows == 50  # the move fails, attaches it again; the commit goes in
+        store.settle()
+        assert count(store) == 100 and store.known_seq("a") == 2 and not store.side_pending
+    finally:
+        store.close()
