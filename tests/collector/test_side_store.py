@@ -426,3 +426,34 @@ def test_a_side_file_left_detached_is_attached_at_the_next_commit(tmp_path):
         assert count(store) == 100 and store.known_seq("a") == 2 and not store.side_pending
     finally:
         store.close()
+
+
+def test_an_idle_writer_whose_move_fails_does_not_try_again_at_every_wake(tmp_path, monkeypatch, caplog):
+    """On a full disk the move fails until space returns: the idle writer (which wakes every 50 ms
+    while side rows wait) tries again after a pause, not 20 times a second, each with a warning."""
+    import logging
+
+    from testkit.small_disk import fill, small_tmpfs
+
+    from c4.collector import writer as writer_module
+
+    monkeypatch.setattr(writer_module, "SETTLE_RETRY_S", 3600.0)
+    with small_tmpfs(tmp_path / "disk", "24m") as disk:
+        store = open_store(disk / "c4.duckdb")
+        store.begin_diversion()
+        assert commit(store, "a", 1, 20_000).rows == 20_000
+        filler = fill(disk)
+        writer = Writer(store)  # idle: it moves the side rows on its own
+        try:
+            with caplog.at_level(logging.WARNING, logger="c4.collector.writer"):
+                store.end_diversion()
+                deadline = time.monotonic() + 10
+                while not caplog.records and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                time.sleep(0.5)  # ten more wakes of the idle writer
+            failures = [r for r in caplog.records if "moving the side file's rows failed" in r.message]
+            assert len(failures) == 1 and store.side_pending
+        finally:
+            filler.unlink()
+            writer.close()
+            store.close()
