@@ -382,10 +382,12 @@ class Store:
         the side file's log past ``checkpoint_threshold``, on a full disk) until it is attached again:
         attach it again (its log replays, every acked row is still there), else every commit and move
         would fail until a restart. Called under the lock, outside a transaction."""
+        if not self.side:
+            return
         given_up = "invalidated" in str(exc) and side_store.SIDE_DB in str(exc)
-        if not self.side or not (given_up or not side_store.attached(self.con)):
-            return  # (not attached: an earlier attempt detached it and could not attach it again)
-        try:
+        try:  # (not attached: an earlier attempt detached it and could not attach it again)
+            if not given_up and side_store.attached(self.con):
+                return
             self.con.execute(f"DETACH DATABASE IF EXISTS {side_store.SIDE_DB}")
             side_store.attach(self.con, side_store.side_path(self.path))
         except duckdb.Error as again:  # still no space: the next failure tries again
