@@ -103,10 +103,21 @@ def generation(con: duckdb.DuckDBPyConnection) -> int:
 
 
 def moved_generation(con: duckdb.DuckDBPyConnection) -> int | None:
-    """The last side generation the store took in (None: never)."""
-    con.execute(f"CREATE TABLE IF NOT EXISTS {MOVED_TABLE} (gen UBIGINT NOT NULL, moved TIMESTAMP NOT NULL)")
+    """The last side generation the store took in (None: never). Writes nothing (a store that never
+    moved any has no such table)."""
+    found = con.execute(
+        "SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database() AND table_name = ?",
+        [MOVED_TABLE],
+    ).fetchone()
+    if not found or not found[0]:
+        return None
     row = con.execute(f"SELECT max(gen) FROM {MOVED_TABLE}").fetchone()
     return int(row[0]) if row and row[0] is not None else None
+
+
+def moved_table_ddl() -> str:
+    """The store's table of the last side generation moved in."""
+    return f"CREATE TABLE IF NOT EXISTS {MOVED_TABLE} (gen UBIGINT NOT NULL, moved TIMESTAMP NOT NULL)"
 
 
 def follow(con: duckdb.DuckDBPyConnection, moved: int | None) -> None:

@@ -325,6 +325,7 @@ class Store:
         )
 
     def _record_moved(self, gen: int) -> None:
+        self.con.execute(side_store.moved_table_ddl())
         self.con.execute(f"DELETE FROM {side_store.MOVED_TABLE}")
         self.con.execute(f"INSERT INTO {side_store.MOVED_TABLE} VALUES (?, ?)", [gen, _utcnow()])
 
