@@ -58,7 +58,29 @@ def side_table_ddl(ddl: str, name: str) -> str:
 
 def attach(con: duckdb.DuckDBPyConnection, path: Path) -> None:
     """Attach (creating it if needed) the side file to the store's connection."""
+    _remove_if_never_written(path)
     con.execute(f"ATTACH '{_quoted(str(path))}' AS {SIDE_DB}")
+
+
+def _remove_if_never_written(path: Path) -> None:
+    """A side file of zero bytes with no log beside it holds nothing (a full disk or a kill while DuckDB
+    created it) yet DuckDB refuses to open it ever after: it is removed, to be created anew."""
+    wal = path.with_name(path.name + ".wal")
+    try:
+        if not path.is_file() or path.stat().st_size or (wal.exists() and wal.stat().st_size):
+            return
+        wal.unlink(missing_ok=True)
+        path.unlink()
+    except OSError as exc:  # ATTACH then says what is wrong with it
+        log.warning("could not remove the empty side file path=%s error=%s", path, exc)
+        return
+    log.warning("side file was empty (never written); made anew path=%s", path)
+
+
+def attached(con: duckdb.DuckDBPyConnection) -> bool:
+    """Whether the side file is attached to the store's connection."""
+    row = con.execute("SELECT count(*) FROM duckdb_databases() WHERE database_name = ?", [SIDE_DB]).fetchone()
+    return bool(row and row[0])
 
 
 def _quoted(text: str) -> str:
@@ -81,10 +103,30 @@ def generation(con: duckdb.DuckDBPyConnection) -> int:
 
 
 def moved_generation(con: duckdb.DuckDBPyConnection) -> int | None:
-    """The last side generation the store took in (None: never)."""
-    con.execute(f"CREATE TABLE IF NOT EXISTS {MOVED_TABLE} (gen UBIGINT NOT NULL, moved TIMESTAMP NOT NULL)")
+    """The last side generation the store took in (None: never). Writes nothing (a store that never
+    moved any has no such table)."""
+    found = con.execute(
+        "SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database() AND table_name = ?",
+        [MOVED_TABLE],
+    ).fetchone()
+    if not found or not found[0]:
+        return None
     row = con.execute(f"SELECT max(gen) FROM {MOVED_TABLE}").fetchone()
     return int(row[0]) if row and row[0] is not None else None
+
+
+def moved_table_ddl() -> str:
+    """The store's table of the last side generation moved in."""
+    return f"CREATE TABLE IF NOT EXISTS {MOVED_TABLE} (gen UBIGINT NOT NULL, moved TIMESTAMP NOT NULL)"
+
+
+def follow(con: duckdb.DuckDBPyConnection, moved: int | None) -> None:
+    """Number the (empty) side file's generation after the last one the store took in: a side file
+    made anew (removed or lost by the operator) starts at 0, which may be a generation moved already,
+    and its rows would then be taken for moved ones and dropped."""
+    if moved is not None and generation(con) <= moved:
+        con.execute(f"DELETE FROM {SIDE_DB}.{GENERATION_TABLE}")
+        con.execute(f"INSERT INTO {SIDE_DB}.{GENERATION_TABLE} VALUES (?)", [moved + 1])
 
 
 def move_sql(table: str, columns: list[str]) -> str:

@@ -215,6 +215,9 @@ class Store:
         self.diverting = False
         self._side_written: set[str] = set()  # side tables holding rows not moved yet
         self._side_dirty = False  # the side file holds commits not moved into the store yet
+        # its rows are in the store, its generation recorded as moved, but emptying it failed: it must
+        # take no commit until emptied (the emptying, or a restart, would drop it as moved already)
+        self._side_moved = False
         self.side_moves = 0
         self.side_usable = True  # False once DuckDB gave up on the side file (a failed checkpoint)
         if (
@@ -310,6 +313,10 @@ class Store:
             if full:
                 self._empty_side(names, gen)
         side_store.reshape(con, self.catalogue, _seq_ddl(f"{side_store.SIDE_DB}.{SEQ_TABLE}"))
+        moved = side_store.moved_generation(con)
+        if moved is not None and side_store.generation(con) <= moved:
+            with self._transaction():
+                side_store.follow(con, moved)
 
     def _move_side_seqs(self) -> None:
         self.con.execute(
@@ -318,6 +325,7 @@ class Store:
         )
 
     def _record_moved(self, gen: int) -> None:
+        self.con.execute(side_store.moved_table_ddl())
         self.con.execute(f"DELETE FROM {side_store.MOVED_TABLE}")
         self.con.execute(f"INSERT INTO {side_store.MOVED_TABLE} VALUES (?, ?)", [gen, _utcnow()])
 
@@ -364,7 +372,29 @@ class Store:
         if not self._side_dirty or self.diverting:
             return
         with self._lock:
-            self._settle_locked()
+            try:
+                self._settle_locked()
+            except duckdb.Error as exc:
+                self._reattach_side_if_given_up(exc)
+                raise
+
+    def _reattach_side_if_given_up(self, exc: BaseException) -> None:
+        """DuckDB gives up on a file whose checkpoint failed (its own, inside a diverted commit that took
+        the side file's log past ``checkpoint_threshold``, on a full disk) until it is attached again:
+        attach it again (its log replays, every acked row is still there), else every commit and move
+        would fail until a restart. Called under the lock, outside a transaction."""
+        if not self.side:
+            return
+        given_up = "invalidated" in str(exc) and side_store.SIDE_DB in str(exc)
+        try:  # (not attached: an earlier attempt detached it and could not attach it again)
+            if not given_up and side_store.attached(self.con):
+                return
+            self.con.execute(f"DETACH DATABASE IF EXISTS {side_store.SIDE_DB}")
+            side_store.attach(self.con, side_store.side_path(self.path))
+        except duckdb.Error as again:  # still no space: the next failure tries again
+            log.warning("attaching the side file again failed error=%s", again)
+            return
+        log.warning("side file attached again after DuckDB gave up on it error=%s", exc)
 
     @property
     def side_pending(self) -> bool:
@@ -384,7 +414,9 @@ class Store:
                     con.execute(side_store.move_sql(table, list(spec.column_names)))
                 self._move_side_seqs()
                 self._record_moved(gen)
+        self._side_moved = True
         self._empty_side([*tables, SEQ_TABLE], gen)
+        self._side_moved = False
         self._side_written.clear()
         self._side_dirty = False
         self.side_moves += 1
@@ -427,6 +459,9 @@ class Store:
                 self._settle_locked()
             except duckdb.Error as exc:  # e.g. a full disk: the rows stay (durable) in the side file
                 log.warning("moving the side file's rows failed; commits stay there error=%s", exc)
+                self._reattach_side_if_given_up(exc)
+        if self._side_moved:  # into the store (waiting for a checkpoint under way): see _side_moved
+            return False
         return self.diverting or self._side_dirty
 
     def _seq_insert_sql(self) -> str:
@@ -518,6 +553,7 @@ class Store:
                 return self._commit_group(batches)
             except Exception as exc:
                 log.warning("group commit failed, retrying batches one by one error=%s", exc)
+                self._reattach_side_if_given_up(exc)
                 results = []
                 for b in batches:
                     try:

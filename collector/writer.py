@@ -17,6 +17,8 @@ log = logging.getLogger("c4.collector.writer")
 
 #: How long an idle writer waits before it moves the store's side-file rows in (see Store.settle).
 IDLE_S = 0.05
+#: After a failed move (e.g. a full disk) the idle writer tries again this much later (a commit tries at once).
+SETTLE_RETRY_S = 1.0
 
 
 class Writer:
@@ -32,6 +34,7 @@ class Writer:
         self._q: queue.Queue[tuple[Any, Callable[[Any], None]] | None] = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="c4-writer", daemon=True)
         self.commits = 0
+        self._settle_after = 0.0  # time.monotonic() before which an idle writer does not try to move
         self._thread.start()
 
     def submit_async(self, batch: PendingBatch) -> asyncio.Future[CommitResult]:
@@ -71,10 +74,12 @@ class Writer:
     def _settle(self) -> None:
         """Idle: let the store move rows it took aside during a checkpoint."""
         settle = getattr(self.store, "settle", None)
+        if settle is None or time.monotonic() < self._settle_after:
+            return
         try:
-            if settle is not None:
-                settle()
+            settle()
         except Exception as exc:  # the rows stay in the side file; the next commit tries again
+            self._settle_after = time.monotonic() + SETTLE_RETRY_S
             log.warning("moving the side file's rows failed error=%s", exc)
 
     def _run(self) -> None:

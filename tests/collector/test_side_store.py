@@ -6,12 +6,12 @@ import asyncio
 import time
 
 import pytest
+from test_store_settings import heartbeat_rows
 
 from c4.catalogue import load
 from c4.collector import side_store
 from c4.collector.store import PendingBatch, Store
 from c4.collector.writer import Writer
-from tests.collector.test_store_settings import heartbeat_rows
 
 CATALOGUE = load()
 SPEC = CATALOGUE["agent_heartbeat"]
@@ -282,3 +282,194 @@ def test_the_consoles_rows_per_table_lists_the_stores_tables_once(tmp_path):
         assert side_store.GENERATION_TABLE not in names
     finally:
         store.close()
+
+
+def test_a_side_file_replaced_after_a_move_keeps_the_next_rows(tmp_path):
+    """The operator removes the side file (say it was damaged) after generation 0 moved in: the new
+    file's rows are not taken for rows moved already, neither when settling nor after a crash."""
+    db = tmp_path / "c4.duckdb"
+    store = open_store(db)
+    store.begin_diversion()
+    commit(store, "a", 1)
+    store.end_diversion()
+    store.settle()
+    store.close()
+    for path in tmp_path.glob("c4.duckdb.side*"):
+        path.unlink()
+    again = open_store(db)
+    try:
+        again.begin_diversion()
+        assert commit(again, "a", 2).rows == 50
+        again.end_diversion()
+        again.settle()
+        assert count(again) == 100
+        again.begin_diversion()
+        assert commit(again, "a", 3).rows == 50
+    finally:
+        crash(again)
+    last = open_store(db)
+    try:
+        assert count(last) == 150 and last.known_seq("a") == 3
+    finally:
+        last.close()
+
+
+def test_commits_after_a_move_whose_emptying_failed_are_kept(tmp_path):
+    """The move went in but emptying the side file failed (full disk): later commits must not land in
+    the generation recorded as moved, or the next emptying (or a restart) drops them, acked."""
+    from testkit.small_disk import fill, small_tmpfs
+
+    with small_tmpfs(tmp_path / "disk", "48m") as disk:
+        db = disk / "c4.duckdb"
+        store = open_store(db)
+        empty = store._empty_side
+        fillers = []
+
+        def empty_on_a_full_disk(*args):
+            fillers.append(fill(disk, f"filler{len(fillers)}"))
+            empty(*args)
+
+        store._empty_side = empty_on_a_full_disk
+        try:
+            store.begin_diversion()
+            assert commit(store, "a", 1, 20_000).rows == 20_000
+            store.end_diversion()
+            with pytest.raises(Exception, match="No space left on device"):
+                store.settle()
+            del store._empty_side
+            for f in fillers:
+                f.unlink()
+            assert count(store) == 20_000 and store.side_pending
+            store.begin_diversion()
+            assert commit(store, "a", 2).rows == 50  # acked: must survive
+            store.end_diversion()
+            store.settle()
+            assert count(store) == 20_050 and store.known_seq("a") == 2 and not store.side_pending
+            store.begin_diversion()
+            assert commit(store, "a", 3).rows == 50
+        finally:
+            crash(store)
+        again = open_store(db, background=False)
+        try:
+            assert count(again) == 20_100 and again.known_seq("a") == 3
+        finally:
+            again.close()
+
+
+def test_an_empty_side_file_left_by_a_full_disk_is_made_anew(tmp_path):
+    """A start on a disk with a few hundred KiB free leaves the side file at zero bytes (DuckDB created
+    it, could not write its header); DuckDB refuses such a file ever after. It holds nothing: the next
+    start makes it anew, and commits divert into it as before."""
+    db = tmp_path / "c4.duckdb"
+    open_store(db, background=False).close()
+    side_store.side_path(db).write_bytes(b"")
+    store = open_store(db)
+    try:
+        store.begin_diversion()
+        assert commit(store, "a", 1).rows == 50 and count(store, db=side_store.SIDE_DB) == 50
+        store.end_diversion()
+        store.settle()
+        assert count(store) == 50
+    finally:
+        store.close()
+
+
+def test_a_damaged_side_file_stops_the_start_and_is_kept(tmp_path):
+    """A side file DuckDB cannot read may hold acked rows: the store does not start, says which file,
+    and leaves it for the operator."""
+    db = tmp_path / "c4.duckdb"
+    open_store(db).close()
+    side = side_store.side_path(db)
+    side.write_bytes(side.read_bytes()[:5000])
+    with pytest.raises(Exception, match=str(side)):
+        open_store(db)
+    assert side.stat().st_size == 5000
+
+
+def test_a_side_file_duckdb_gave_up_on_is_attached_again(tmp_path):
+    """DuckDB checkpoints the side file itself inside a diverted commit that takes its log past the
+    threshold; on a full disk that checkpoint fails and DuckDB refuses the file until it is attached
+    again. Once space is back, commits (and the move) go on without a restart, nothing acked lost."""
+    from testkit.small_disk import fill_up, small_tmpfs
+
+    with small_tmpfs(tmp_path / "disk", "64m") as disk:
+        db = disk / "c4.duckdb"
+        store = Store(db, CATALOGUE, checkpoint_wal_bytes=1 << 20, background_checkpoints=True)
+        store.checkpointer.stop()  # the test says when the file "checkpoints"
+        wal = side_store.side_path(db).with_name("c4.duckdb.side.wal")
+        acked = seq = 0
+        try:
+            store.begin_diversion()
+            while not wal.exists() or wal.stat().st_size < 3_500_000:
+                seq += 1
+                acked += commit(store, "a", seq, 5000).rows
+            filler = fill_up(disk, 600_000, "filler")
+            errors = []
+            for stream in range(2, 8):
+                result = commit(store, "a", seq + 1, 5000, stream=stream)
+                acked += result.rows
+                seq += 1 if result.rows else 0
+                errors += [result.error] if result.error else []
+            assert any("invalidated" in e for e in errors), errors
+            filler.unlink()
+            store.end_diversion()
+            result = commit(store, "a", seq + 1, 50, stream=9)
+            assert result.rows == 50, result.error
+            acked += 50
+            store.settle()
+            assert count(store) == acked and not store.side_pending
+        finally:
+            store.close()
+        again = open_store(db, background=False)
+        try:
+            assert count(again) == acked and again.known_seq("a") == seq + 1
+        finally:
+            again.close()
+
+
+def test_a_side_file_left_detached_is_attached_at_the_next_commit(tmp_path):
+    """Attaching the side file again can fail (the disk still full) after it was detached: the next
+    commit attaches it again, rather than every commit failing until a restart."""
+    db = tmp_path / "c4.duckdb"
+    store = open_store(db)
+    try:
+        store.begin_diversion()
+        assert commit(store, "a", 1).rows == 50
+        store.end_diversion()
+        store.con.execute(f"DETACH {side_store.SIDE_DB}")  # as a failed attempt to attach it again leaves it
+        assert commit(store, "a", 2).rows == 50  # the move fails, attaches it again; the commit goes in
+        store.settle()
+        assert count(store) == 100 and store.known_seq("a") == 2 and not store.side_pending
+    finally:
+        store.close()
+
+
+def test_an_idle_writer_whose_move_fails_does_not_try_again_at_every_wake(tmp_path, monkeypatch, caplog):
+    """On a full disk the move fails until space returns: the idle writer (which wakes every 50 ms
+    while side rows wait) tries again after a pause, not 20 times a second, each with a warning."""
+    import logging
+
+    from testkit.small_disk import fill, small_tmpfs
+
+    from c4.collector import writer as writer_module
+
+    monkeypatch.setattr(writer_module, "SETTLE_RETRY_S", 3600.0)
+    with small_tmpfs(tmp_path / "disk", "24m") as disk:
+        store = open_store(disk / "c4.duckdb")
+        store.begin_diversion()
+        assert commit(store, "a", 1, 20_000).rows == 20_000
+        filler = fill(disk)
+        writer = Writer(store)  # idle: it moves the side rows on its own
+        try:
+            with caplog.at_level(logging.WARNING, logger="c4.collector.writer"):
+                store.end_diversion()
+                deadline = time.monotonic() + 10
+                while not caplog.records and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                time.sleep(0.5)  # ten more wakes of the idle writer
+            failures = [r for r in caplog.records if "moving the side file's rows failed" in r.message]
+            assert len(failures) == 1 and store.side_pending
+        finally:
+            filler.unlink()
+            writer.close()
+            store.close()
