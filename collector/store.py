@@ -144,6 +144,14 @@ def _seq_ddl(table: str) -> str:
     )
 
 
+def _seq_upsert_sql(target: str, source: str) -> str:
+    """The statement storing ``source``'s sequence rows in ``target``: one row per agent, replaced."""
+    return (
+        f"INSERT OR REPLACE INTO {target} (agent_id, last_seq, updated, epoch) "
+        f"SELECT agent_id, last_seq, updated, epoch FROM {source}"
+    )
+
+
 def _one_chunk(tables: list[pa.Table]) -> pa.Table:
     """The tables' rows as one table of one contiguous chunk.
 
@@ -319,10 +327,7 @@ class Store:
                 side_store.follow(con, moved)
 
     def _move_side_seqs(self) -> None:
-        self.con.execute(
-            f"INSERT OR REPLACE INTO {SEQ_TABLE} (agent_id, last_seq, updated, epoch) "
-            f"SELECT agent_id, last_seq, updated, epoch FROM {side_store.SIDE_DB}.{SEQ_TABLE}"
-        )
+        self.con.execute(_seq_upsert_sql(SEQ_TABLE, f"{side_store.SIDE_DB}.{SEQ_TABLE}"))
 
     def _record_moved(self, gen: int) -> None:
         self.con.execute(side_store.moved_table_ddl())
@@ -441,10 +446,7 @@ class Store:
         # one statement from Arrow: executemany upserts row by row (60% of the writer with many agents)
         self.con.register("_c4_seq_in", self._seq_rows(changed, now))
         if into_side:
-            self.con.execute(
-                f"INSERT OR REPLACE INTO {side_store.SIDE_DB}.{SEQ_TABLE} (agent_id, last_seq, updated, epoch) "
-                "SELECT agent_id, last_seq, updated, epoch FROM _c4_seq_in"
-            )
+            self.con.execute(_seq_upsert_sql(f"{side_store.SIDE_DB}.{SEQ_TABLE}", "_c4_seq_in"))
         else:
             self.con.execute(self._seq_insert_sql())
         self.con.unregister("_c4_seq_in")
@@ -466,10 +468,7 @@ class Store:
 
     def _seq_insert_sql(self) -> str:
         """The statement storing the registered ``_c4_seq_in`` rows: one row per agent, replaced."""
-        return (
-            f"INSERT OR REPLACE INTO {SEQ_TABLE} (agent_id, last_seq, updated, epoch) "
-            "SELECT agent_id, last_seq, updated, epoch FROM _c4_seq_in"
-        )
+        return _seq_upsert_sql(SEQ_TABLE, "_c4_seq_in")
 
     def _create_schema(self) -> None:
         con = self.con
