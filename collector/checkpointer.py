@@ -48,6 +48,11 @@ RETRY_S = 0.005
 FAILED_BACKOFF_S = 5.0
 
 
+def wal_path(db_path: Path) -> Path:
+    """DuckDB's write-ahead log of a database file: ``c4.duckdb`` -> ``c4.duckdb.wal``."""
+    return db_path.with_name(db_path.name + ".wal")
+
+
 class Diversion(Protocol):
     """Where commits go while the file checkpoints (the store's side file, c4.collector.side_store)."""
 
@@ -70,7 +75,7 @@ class Checkpointer:
     ) -> None:
         self._cursor = cursor
         self.diversion = diversion
-        self.wal_path = Path(f"{db_path}.wal")
+        self.wal_path = wal_path(Path(db_path))
         self.wal_bytes = wal_bytes
         self.checkpoints = 0
         self.failures = 0

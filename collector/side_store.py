@@ -28,6 +28,7 @@ from pathlib import Path
 import duckdb
 
 from c4.catalogue import Catalogue
+from c4.collector.checkpointer import wal_path
 
 log = logging.getLogger("c4.collector.side_store")
 
@@ -65,7 +66,7 @@ def attach(con: duckdb.DuckDBPyConnection, path: Path) -> None:
 def _remove_if_never_written(path: Path) -> None:
     """A side file of zero bytes with no log beside it holds nothing (a full disk or a kill while DuckDB
     created it) yet DuckDB refuses to open it ever after: it is removed, to be created anew."""
-    wal = path.with_name(path.name + ".wal")
+    wal = wal_path(path)
     try:
         if not path.is_file() or path.stat().st_size or (wal.exists() and wal.stat().st_size):
             return
@@ -135,23 +136,15 @@ def move_sql(table: str, columns: list[str]) -> str:
     return f'INSERT INTO "{table}" ({cols}) SELECT {cols} FROM {SIDE_DB}."{table}"'
 
 
-def side_columns(con: duckdb.DuckDBPyConnection, table: str) -> list[str]:
-    """The columns of a side table (its catalogue version may be older than the store's)."""
+def side_columns(con: duckdb.DuckDBPyConnection, table: str, database: str = SIDE_DB) -> list[str]:
+    """The columns of a side table, in order (its catalogue version may be older than the store's); with
+    ``database`` None, of the store's own table (empty when there is no such table)."""
+    where = "database_name = current_database()" if database is None else "database_name = ?"
     rows = con.execute(
-        "SELECT column_name FROM duckdb_columns() WHERE database_name = ? AND table_name = ? "
-        "ORDER BY column_index",
-        [SIDE_DB, table],
+        f"SELECT column_name FROM duckdb_columns() WHERE {where} AND table_name = ? ORDER BY column_index",
+        [table] if database is None else [database, table],
     ).fetchall()
     return [r[0] for r in rows]
-
-
-def store_columns(con: duckdb.DuckDBPyConnection, table: str) -> set[str]:
-    """The columns of the store's own table (empty when the store has no such table)."""
-    rows = con.execute(
-        "SELECT column_name FROM duckdb_columns() WHERE database_name = current_database() AND table_name = ?",
-        [table],
-    ).fetchall()
-    return {r[0] for r in rows}
 
 
 def tables_with_rows(con: duckdb.DuckDBPyConnection, names: list[str]) -> list[str]:

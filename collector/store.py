@@ -17,7 +17,7 @@ import pyarrow as pa
 from c4.arrow_ipc import DecodeLimits, Frame
 from c4.catalogue import Catalogue, TableSpec
 from c4.collector import side_store
-from c4.collector.checkpointer import BACKSTOP_FACTOR, Checkpointer
+from c4.collector.checkpointer import BACKSTOP_FACTOR, Checkpointer, wal_path
 from c4.collector.sequence import AgentSeq, SequenceBook, Verdict
 
 log = logging.getLogger("c4.collector.store")
@@ -310,7 +310,7 @@ class Store:
                     for table in full:
                         if table == SEQ_TABLE:
                             continue
-                        have = side_store.store_columns(con, table)
+                        have = set(side_store.side_columns(con, table, database=None))
                         cols = [c for c in side_store.side_columns(con, table) if c in have]
                         if have and cols:
                             con.execute(side_store.move_sql(table, cols))
@@ -321,10 +321,8 @@ class Store:
             if full:
                 self._empty_side(names, gen)
         side_store.reshape(con, self.catalogue, _seq_ddl(f"{side_store.SIDE_DB}.{SEQ_TABLE}"))
-        moved = side_store.moved_generation(con)
-        if moved is not None and side_store.generation(con) <= moved:
-            with self._transaction():
-                side_store.follow(con, moved)
+        with self._transaction():
+            side_store.follow(con, side_store.moved_generation(con))
 
     def _move_side_seqs(self) -> None:
         self.con.execute(_seq_upsert_sql(SEQ_TABLE, f"{side_store.SIDE_DB}.{SEQ_TABLE}"))
@@ -347,7 +345,7 @@ class Store:
     def _fold_side_log(self) -> None:
         """Checkpoint the (just emptied) side file once its log is long."""
         side = side_store.SIDE_DB
-        wal = side_store.side_path(self.path).with_name(side_store.side_path(self.path).name + ".wal")
+        wal = wal_path(side_store.side_path(self.path))
         try:
             big = wal.stat().st_size > side_store.SIDE_WAL_CHECKPOINT_BYTES
         except OSError:
