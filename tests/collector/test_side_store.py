@@ -50,6 +50,16 @@ def stored_seq(db, agent: str) -> int:
         con.close()
 
 
+def assert_reopened(db, rows: int, seq: int) -> None:
+    """The store opened afresh (no background checkpoints) holds ``rows`` heartbeat rows and agent a's
+    last sequence ``seq``."""
+    again = open_store(db, background=False)
+    try:
+        assert count(again) == rows and again.known_seq("a") == seq
+    finally:
+        again.close()
+
+
 def test_commits_during_a_checkpoint_land_in_the_side_file_then_move_in_once(tmp_path):
     store = open_store(tmp_path / "c4.duckdb")
     try:
@@ -192,11 +202,7 @@ def test_real_checkpoints_divert_and_lose_nothing(tmp_path):
         assert store.checkpointer.checkpoints >= 2 and store.side_moves >= 1
     finally:
         store.close()
-    again = open_store(db, background=False)
-    try:
-        assert count(again) == committed and again.known_seq("a") == seq
-    finally:
-        again.close()
+    assert_reopened(db, committed, seq)
 
 
 def test_a_full_disk_while_diverted_refuses_commits_and_loses_none(tmp_path):
@@ -222,11 +228,7 @@ def test_a_full_disk_while_diverted_refuses_commits_and_loses_none(tmp_path):
             assert count(store) == 100 and store.known_seq("a") == 2 and not store.side_pending
         finally:
             store.close()
-        again = open_store(db, background=False)
-        try:
-            assert count(again) == 100 and again.known_seq("a") == 2
-        finally:
-            again.close()
+        assert_reopened(db, 100, 2)
 
 
 def test_a_side_checkpoint_failing_on_a_full_disk_stops_the_diversion(tmp_path, monkeypatch):
@@ -261,11 +263,7 @@ def test_a_side_checkpoint_failing_on_a_full_disk_stops_the_diversion(tmp_path, 
             assert commit(store, "a", 2).rows == 50 and count(store) == 100
         finally:
             store.close()
-        again = open_store(db, background=False)
-        try:
-            assert count(again) == 100 and again.known_seq("a") == 2
-        finally:
-            again.close()
+        assert_reopened(db, 100, 2)
 
 
 def test_the_consoles_rows_per_table_lists_the_stores_tables_once(tmp_path):
@@ -349,11 +347,7 @@ def test_commits_after_a_move_whose_emptying_failed_are_kept(tmp_path):
             assert commit(store, "a", 3).rows == 50
         finally:
             crash(store)
-        again = open_store(db, background=False)
-        try:
-            assert count(again) == 20_100 and again.known_seq("a") == 3
-        finally:
-            again.close()
+        assert_reopened(db, 20_100, 3)
 
 
 def test_an_empty_side_file_left_by_a_full_disk_is_made_anew(tmp_path):
@@ -420,11 +414,7 @@ def test_a_side_file_duckdb_gave_up_on_is_attached_again(tmp_path):
             assert count(store) == acked and not store.side_pending
         finally:
             store.close()
-        again = open_store(db, background=False)
-        try:
-            assert count(again) == acked and again.known_seq("a") == seq + 1
-        finally:
-            again.close()
+        assert_reopened(db, acked, seq + 1)
 
 
 def test_a_side_file_left_detached_is_attached_at_the_next_commit(tmp_path):
