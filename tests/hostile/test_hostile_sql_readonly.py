@@ -73,6 +73,13 @@ INSTANCE_WRITES = [
     "ATTACH ':memory:' AS evil_db",
     "ATTACH '{tmp}/evil.duckdb' AS evil_db2",
     "DETACH evil_db",
+    # the side file the collector commits into during checkpoints (c4.collector.side_store)
+    "DETACH c4_side",
+    "CHECKPOINT c4_side",
+    "USE c4_side",
+    'DELETE FROM c4_side."agent_heartbeat"',
+    "DROP TABLE c4_side._c4_side_generation",
+    "INSERT INTO c4_side._c4_side_generation VALUES (0)",
     "USE temp",
     "COPY agent_heartbeat TO '{tmp}/evil.csv'",
     "COPY agent_heartbeat FROM '/etc/hostname'",
