@@ -272,26 +272,42 @@ class ChaosRun:
         self._restart_collector()
         self.faults.append("collector_killed")
 
-    def kill_collector_diverted(self, timeout_s: float = 60.0) -> None:
-        """SIGKILL the collector while acknowledged rows sit in its side file (committed there during a
-        checkpoint, not moved in yet), then start it again: the start moves them in."""
-        from c4.query import query_arrow
+    def _wait_side_pending(self, deadline: float) -> bool:
+        """Poll the collector's Stats (one channel, every few ms) until its side file holds rows."""
+        import grpc
 
-        sql = 'SELECT count(*) FROM c4_side."agent_heartbeat"'
+        from c4.security import ClientSecurity
+        from c4.telemetry.v1 import telemetry_pb2 as pb
+        from c4.telemetry.v1 import telemetry_pb2_grpc as pb_grpc
+
+        with ClientSecurity().channel(self.address) as ch:
+            stub = pb_grpc.TelemetryStub(ch)
+            while time.monotonic() < deadline:
+                try:
+                    if stub.Stats(pb.StatsRequest(), timeout=5).counters.get("side_pending"):
+                        return True
+                except grpc.RpcError:
+                    pass
+                time.sleep(0.002)
+        return False
+
+    def kill_collector_diverted(self, timeout_s: float = 240.0) -> None:
+        """SIGKILL the collector while acknowledged rows sit in its side file (committed there during a
+        checkpoint, not moved in yet), then start it again: the start moves them in. Watches the
+        collector's Stats, which its event loop answers also while the file checkpoints (a Query waits
+        for the checkpoint, and the next commit moves the rows in). The rows can still be moved between
+        the look and the kill: then the start finds none, and the fault is tried again."""
         deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            try:
-                table, _ = query_arrow(self.address, sql, timeout_s=5)
-            except Exception:
-                time.sleep(0.01)
-                continue
-            if table.column(0)[0].as_py():
-                self.collector.kill9()
-                time.sleep(self.settle_s / 2)
-                self._restart_collector()
-                self.faults.append("collector_killed_while_diverted")
+        while self._wait_side_pending(deadline):
+            before = self.side_recoveries()
+            self.collector.kill9()
+            time.sleep(self.settle_s / 2)
+            self._restart_collector()
+            self.faults.append("collector_killed")
+            if self.side_recoveries() > before:
+                self.faults[-1] = "collector_killed_while_diverted"
                 return
-        self.skipped.append(f"no heartbeat in the collector's side file within {timeout_s:g} s")
+        self.skipped.append(f"no kill found rows in the collector's side file within {timeout_s:g} s")
 
     def side_recoveries(self) -> int:
         """Starts that moved rows a killed collector left in its side file (from the collector's log)."""

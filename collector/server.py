@@ -179,9 +179,17 @@ class TelemetryService(IngestService):
             await context.abort(exc.code, exc.message)
 
     async def Stats(self, request: pb.StatsRequest, context: grpc.aio.ServicerContext) -> pb.StatsReply:
-        """The collector's own counters."""
+        """The collector's own counters, and ``side_pending`` (1 while its side file holds acknowledged rows
+        taken during a checkpoint that are not moved into the store yet)."""
         await self._identify("Stats", context)
-        return pb.StatsReply(counters={**self.metrics.snapshot(), "commit_transactions": self.writer.commits})
+        store = self.writer.store
+        counters = {
+            **self.metrics.snapshot(),
+            "commit_transactions": self.writer.commits,
+            "side_pending": int(bool(getattr(store, "side_pending", False))),
+            "side_moves": int(getattr(store, "side_moves", 0)),
+        }
+        return pb.StatsReply(counters=counters)
 
     async def UpdateFault(
         self, request: pb.FaultUpdate, context: grpc.aio.ServicerContext
