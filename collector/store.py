@@ -227,7 +227,9 @@ class Store:
         # take no commit until emptied (the emptying, or a restart, would drop it as moved already)
         self._side_moved = False
         self.side_moves = 0
-        self.side_usable = True  # False once DuckDB gave up on the side file (a failed checkpoint)
+        # False while DuckDB has given up on the side file (its checkpoint failed) and attaching it again
+        # failed too: commits wait for the store's checkpoints, as without a side file, until it attaches
+        self.side_usable = True
         if (
             self.side or side_store.side_path(self.path).exists()
         ):  # rows a crash left there come in either way
@@ -355,14 +357,19 @@ class Store:
         try:  # keeps the side file's log short (the file is empty now: little to write)
             self.con.execute(f"CHECKPOINT {side}")
         except duckdb.Error as exc:
-            # DuckDB gives up on a file whose checkpoint failed (e.g. a full disk): stop diverting, so
-            # commits wait for the store's checkpoints again instead of failing; nothing is in it now
-            self.side_usable = False
-            log.error("checkpoint of the side file failed; commits no longer diverted error=%s", exc)
+            # DuckDB gives up on a file whose checkpoint failed (e.g. a full disk): attach it again (its
+            # log replays; nothing is in it now); while that fails too, commits are not diverted (they
+            # wait for the store's checkpoints instead of failing) and each checkpoint tries again
+            log.error("checkpoint of the side file failed error=%s", exc)
+            self.side_usable = self._reattach_side_if_given_up(exc, force=True)
+            if not self.side_usable:
+                log.error("side file not attached; commits wait for checkpoints until it is")
 
     def begin_diversion(self) -> None:
         """From the checkpointer, before it checkpoints the store's file: commits go to the side file."""
         with self._lock:
+            if not self.side_usable:  # given up on after a failed checkpoint: space may be back
+                self.side_usable = self._reattach_side_if_given_up(RuntimeError("not attached"), force=True)
             self.diverting = self.side_usable
 
     def end_diversion(self) -> None:
@@ -381,23 +388,25 @@ class Store:
                 self._reattach_side_if_given_up(exc)
                 raise
 
-    def _reattach_side_if_given_up(self, exc: BaseException) -> None:
+    def _reattach_side_if_given_up(self, exc: BaseException, force: bool = False) -> bool:
         """DuckDB gives up on a file whose checkpoint failed (its own, inside a diverted commit that took
-        the side file's log past ``checkpoint_threshold``, on a full disk) until it is attached again:
-        attach it again (its log replays, every acked row is still there), else every commit and move
-        would fail until a restart. Called under the lock, outside a transaction."""
+        the side file's log past ``checkpoint_threshold``, or ours, on a full disk) until it is attached
+        again: attach it again (its log replays, every acked row is still there), else every commit and
+        move would fail until a restart. ``force``: attach again whatever ``exc`` says. Whether the side
+        file is attached after. Called under the lock, outside a transaction."""
         if not self.side:
-            return
-        given_up = "invalidated" in str(exc) and side_store.SIDE_DB in str(exc)
+            return False
+        given_up = force or ("invalidated" in str(exc) and side_store.SIDE_DB in str(exc))
         try:  # (not attached: an earlier attempt detached it and could not attach it again)
             if not given_up and side_store.attached(self.con):
-                return
+                return True
             self.con.execute(f"DETACH DATABASE IF EXISTS {side_store.SIDE_DB}")
             side_store.attach(self.con, side_store.side_path(self.path))
         except duckdb.Error as again:  # still no space: the next failure tries again
             log.warning("attaching the side file again failed error=%s", again)
-            return
+            return False
         log.warning("side file attached again after DuckDB gave up on it error=%s", exc)
+        return True
 
     @property
     def side_pending(self) -> bool:

@@ -231,9 +231,10 @@ def test_a_full_disk_while_diverted_refuses_commits_and_loses_none(tmp_path):
         assert_reopened(db, 100, 2)
 
 
-def test_a_side_checkpoint_failing_on_a_full_disk_stops_the_diversion(tmp_path, monkeypatch):
-    """DuckDB gives up on a file whose checkpoint failed: the store stops diverting (commits wait for
-    checkpoints again, as without a side file) instead of failing every commit after."""
+def test_a_side_checkpoint_failing_on_a_full_disk_attaches_it_again(tmp_path, monkeypatch):
+    """DuckDB gives up on a file whose checkpoint failed: the store attaches the side file again, or,
+    while that fails too, stops diverting (commits wait for checkpoints, as without a side file) and
+    tries again at the next checkpoint; once space is back commits are diverted again, none lost."""
     from testkit.small_disk import fill, small_tmpfs
 
     monkeypatch.setattr(side_store, "SIDE_WAL_CHECKPOINT_BYTES", 0)
@@ -254,13 +255,19 @@ def test_a_side_checkpoint_failing_on_a_full_disk_stops_the_diversion(tmp_path, 
             store.end_diversion()
             store.settle()
             assert count(store) == 50 and not store.side_pending
-            assert not store.side_usable
+            assert fillers  # the side file's checkpoint ran on a full disk
+            store.begin_diversion()  # still full: diverted only if the side file could be attached
+            assert store.diverting == store.side_usable
+            store.end_diversion()
             for f in fillers:
                 f.unlink()
-            store.begin_diversion()
-            assert not store.diverting
+            monkeypatch.setattr(store, "_fold_side_log", fold)
+            store.begin_diversion()  # space is back: attached and diverted again
+            assert store.side_usable and store.diverting
+            assert commit(store, "a", 2).rows == 50 and store.side_pending
             store.end_diversion()
-            assert commit(store, "a", 2).rows == 50 and count(store) == 100
+            store.settle()
+            assert count(store) == 100 and not store.side_pending
         finally:
             store.close()
         assert_reopened(db, 100, 2)
