@@ -20,6 +20,9 @@ from c4.telemetry.v1 import telemetry_pb2_grpc as pb_grpc
 
 log = logging.getLogger("c4.agent.client")
 
+#: The longest flush interval a collector's advice is followed up to, seconds (an advice outside 0..this,
+#: NaN included, is taken as none).
+MAX_FLUSH_ADVICE_S = 60.0
 #: Ack codes after which the batch stays spooled and is sent again later.
 #: How often gRPC's sync API wakes a thread blocked on a reply, in the agent process (its own default is
 #: 0.1 s, so that a signal handler never waits longer; the agent's signals are handled by its main thread,
@@ -117,6 +120,8 @@ class Sender:
         self._in_flight = 0  # batches sent on the open stream and not acknowledged yet
         self._aborted = False
         self._new_epoch_started = False  # the last Hello found the collector ahead and we started an epoch
+        #: the collector's latest advice: flush no more often than this (seconds; 0: none)
+        self.flush_advice_s = 0.0
 
     def run(self, stop: threading.Event) -> None:
         """Connect, stream and reconnect with exponential backoff until ``stop`` is set (seen within
@@ -176,6 +181,7 @@ class Sender:
                 request = self.hello()
                 request.spool_epoch = self.spool.epoch
                 reply = await stub.Hello(request, timeout=10, metadata=metadata)
+                self._take_flush_advice(reply.flush_interval_s)
                 self._check_collector_seq(reply.last_committed_seq)
                 skipped = self.spool.ack_through(reply.last_committed_seq)
                 self.stats.reconnects += 1
@@ -316,9 +322,16 @@ class Sender:
             )
         return out, after
 
+    def _take_flush_advice(self, advice_s: float) -> None:
+        """Keep the collector's flush advice: within 0..MAX_FLUSH_ADVICE_S (anything else: none)."""
+        advice_s = float(advice_s)
+        self.flush_advice_s = advice_s if 0.0 <= advice_s <= MAX_FLUSH_ADVICE_S else 0.0
+
     async def _read_acks(self, call, bundled: bool) -> None:
         """Handle every ack of the stream's replies; each frees a place in the window and wakes the writer."""
         async for reply in call:
+            if bundled:
+                self._take_flush_advice(reply.flush_interval_s)
             for ack in reply.acks if bundled else (reply,):
                 self._in_flight -= 1
                 self._on_ack(ack)

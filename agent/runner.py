@@ -7,6 +7,7 @@ import logging
 import queue
 import threading
 import time
+import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -460,10 +461,28 @@ class Agent:
         for s in self.samplers:
             s.probe()
 
+    @property
+    def _flush_phase(self) -> float:
+        """This agent's fixed fraction of a flush interval, in (0, 1] (from its id)."""
+        return (zlib.crc32(self.cfg.effective_agent_id.encode()) % 1000 + 1) / 1000
+
+    def _awaiting_acks(self) -> bool:
+        """Connected, and batches of earlier flushes are not acknowledged yet. (Away from the collector
+        the agent flushes on time: its rows are spooled, not held in memory, however long it lasts.)"""
+        return self.sender.stats.connected and len(self.spool) > 0
+
+    def flush_interval_s(self) -> float:
+        """How often to flush now: the configured interval, or the collector's advice when longer (a
+        collector that falls behind asks for fewer, larger batches; samples keep their interval)."""
+        advice_s = self.sender.flush_advice_s if self.cfg.follow_flush_advice and self.sender else 0.0
+        return max(self.cfg.flush_interval_s, advice_s)
+
     def _schedule(self, generation: int = 0) -> None:
         name_os_thread("c4-scheduler")
         now = time.monotonic()
-        next_flush = now + self.cfg.flush_interval_s
+        flush_every_s = self.flush_interval_s()
+        next_flush = now + flush_every_s
+        last_flush = now
         next_health = now
         while not self._stop_sampling.is_set():
             now = time.monotonic()
@@ -484,9 +503,22 @@ class Agent:
                 self.health_rows(now_ns)
                 next_health = now + self.cfg.health_interval_s
             if now >= next_flush:
-                self._collect()
-                self._flush_logged()
-                next_flush = now + self.cfg.flush_interval_s
+                every_s = self.flush_interval_s()
+                if self._awaiting_acks() and now + self.cfg.interval_s - last_flush <= max(
+                    self.cfg.flush_wait_max_s, every_s
+                ):
+                    # the collector has not acknowledged the last flush yet (it falls behind): gather
+                    # another tick into this one instead of queueing a small batch more behind it
+                    next_flush = now + self.cfg.interval_s
+                else:
+                    self._collect()
+                    self._flush_logged()
+                    last_flush = now
+                    # a new interval (the collector's advice) starts at this agent's own phase of it:
+                    # agents that all took the advice within a second would else flush in the same second
+                    phase = 1.0 if every_s == flush_every_s else self._flush_phase
+                    flush_every_s = every_s
+                    next_flush = now + every_s * phase
             due = min(
                 [s.next_due for s in self.samplers if s.state != "unavailable"] + [next_flush, next_health]
             )

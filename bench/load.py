@@ -15,6 +15,8 @@ shard_speedup is the rows/s of N lake shards over one lake shard, measured in th
 from __future__ import annotations
 
 import argparse
+import math
+import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -57,6 +59,21 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "the rows offered per second stay the same, the batches per second fall N-fold",
     )
     parser.add_argument(
+        "--agent-flush-max-s",
+        type=float,
+        default=None,
+        help="the collector's agent_flush_max_s: the longest flush interval it asks its agents for when its "
+        "commits fall behind; the simulated agents follow the advice as agents do (default: the "
+        "collector's default, 5; 1: no advice, every agent sends every --ticks-per-batch ticks)",
+    )
+    parser.add_argument(
+        "--agent-flush-wait-max-s",
+        type=float,
+        default=None,
+        help="the agents' flush_wait_max_s: while its last flush is unacknowledged a simulated agent "
+        "gathers ticks up to this long, as agents do (default: the agent's default, 5; 0: flush on time)",
+    )
+    parser.add_argument(
         "--health-interval-s",
         type=float,
         default=default_health_interval_s(),
@@ -93,6 +110,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="then the same agents against a collector run by this other `c4` executable (e.g. "
         "another checkout's .venv/bin/c4), side by side: the before of a before/after",
     )
+    parser.add_argument(
+        "--compare-fixed-flush",
+        action="store_true",
+        help="then the same agent counts with the flush fixed as before the flush advice (the collector "
+        "advises nothing, agents do not wait for acks), side by side",
+    )
     parser.add_argument("--diagnose", action="store_true", help="keep C4D diagnosis on in the collector")
     parser.add_argument("--workdir", help="directory for the database and logs (default: a temp dir)")
     parser.add_argument(
@@ -109,6 +132,27 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="then the same agents against 1 and this many collectors writing one DuckLake on a local "
         "PostgreSQL (Debian's package), for the shard speedup (takes minutes); 0 (default) skips it",
     )
+
+
+def agent_flush_wait_max_s(args) -> float:
+    """How long a simulated agent puts a flush off while the last is unacknowledged (the agent's default)."""
+    from c4.config import AgentConfig
+
+    return (
+        AgentConfig.flush_wait_max_s if args.agent_flush_wait_max_s is None else args.agent_flush_wait_max_s
+    )
+
+
+def batch_ticks(args) -> list[int]:
+    """Every number of ticks a simulated agent's batch may hold: up to its own flush interval, the
+    collector's longest advice or the longest wait for an ack, whichever is longest."""
+    from c4.config import CollectorConfig
+
+    advice_s = (
+        CollectorConfig().agent_flush_max_s if args.agent_flush_max_s is None else args.agent_flush_max_s
+    )
+    longest_s = max(args.ticks_per_batch * args.interval_s, advice_s, agent_flush_wait_max_s(args))
+    return list(range(1, max(args.ticks_per_batch, math.ceil(longest_s / args.interval_s - 1e-9)) + 1))
 
 
 def node_tick(root) -> dict:
@@ -183,6 +227,14 @@ class LoadStats:
     acked_rows_by_table: dict[str, int] = field(default_factory=dict)
     sent_rows_by_table: dict[str, int] = field(default_factory=dict)
     latencies_s: list[float] = field(default_factory=list)
+    #: per acked batch, window or not: (perf_counter time of its ack, its ack latency in seconds)
+    acks_at: list[tuple[float, float]] = field(default_factory=list)
+    #: per acked batch in the window: from its first tick's sampling to its ack, seconds (the data's age)
+    ages_s: list[float] = field(default_factory=list)
+    #: ticks per batch -> batches of the agents' tables made with that many
+    ticks_per_batch: Counter[int] = field(default_factory=Counter)
+    #: the collector's flush advice each agent last had, seconds -> agents
+    advice_at_end: Counter[float] = field(default_factory=Counter)
     errors: Counter[str] = field(default_factory=Counter)  # kind of failure -> times
 
 
@@ -231,10 +283,12 @@ def wire_bundle(batches: list[bytes]) -> bytes:
     return b"".join(_BATCH_TAG + varint(len(b)) + b for b in batches)
 
 
-async def one_agent(address, name, payloads, start_at, window, args, stats: LoadStats) -> None:
+async def one_agent(address, name, payloads_by_ticks, start_at, window, args, stats: LoadStats) -> None:
     """Connect at ``start_at`` and make one batch per table every interval until the window ends.
 
-    As the real agent: batches go to a spool and at most ``max_in_flight`` are sent unacknowledged;
+    ``payloads_by_ticks``: ticks per batch -> the payloads of that many ticks. As the real agent: it
+    flushes every ``--ticks-per-batch`` ticks, or less often when the collector advises it (with
+    payloads made for that many ticks); batches go to a spool and at most ``max_in_flight`` are sent unacknowledged;
     Hello with backoff, one PushBundle stream, and after a broken stream a new connection that first
     re-sends what was in flight (the collector drops copies it already committed). Batches are sent
     in the wire form the agent's protobuf messages take (see ``batch_templates``).
@@ -250,8 +304,21 @@ async def one_agent(address, name, payloads, start_at, window, args, stats: Load
     from c4.telemetry.v1 import telemetry_pb2_grpc as pb_grpc
 
     loop = asyncio.get_running_loop()
-    every_flush = batch_templates(name, [p for p in payloads if p[0] not in HEALTH_TABLES])
-    health = batch_templates(name, [p for p in payloads if p[0] in HEALTH_TABLES])
+    every_flush = {
+        k: batch_templates(name, [p for p in payloads if p[0] not in HEALTH_TABLES])
+        for k, payloads in payloads_by_ticks.items()
+    }
+    health = batch_templates(
+        name, [p for p in payloads_by_ticks[args.ticks_per_batch] if p[0] in HEALTH_TABLES]
+    )
+    advice = [0.0]  # the collector's latest flush advice, seconds (0: none)
+    link = [False]  # connected (a Hello answered, the stream not broken since)
+    wait_max_s = agent_flush_wait_max_s(args)
+    oldest: dict[int, float] = {}  # seq -> perf_counter time its batch's first tick was sampled
+
+    phase = (zlib.crc32(name.encode()) % 1000 + 1) / 1000  # as the agent's _flush_phase
+    most_ticks = max(every_flush)
+    rows_per_tick = sum(rows for _, _, rows in every_flush[1])
     await asyncio.sleep(max(0.0, start_at - loop.time()))
     spool: deque[tuple[int, str, int, bytes]] = deque()  # (seq, table, rows, wire bytes): made, not sent
     in_flight: dict[int, tuple[float, str, int, bytes]] = {}  # seq -> (sent at, table, rows, wire bytes)
@@ -260,26 +327,48 @@ async def one_agent(address, name, payloads, start_at, window, args, stats: Load
     sent_rows = stats.sent_rows_by_table
 
     async def produce() -> None:
+        """As the agent's scheduler: a tick every interval; a flush of the ticks gathered when due, put
+        off a tick at a time while the last one is unacknowledged (up to the wait's maximum)."""
         seq, next_tick = 0, loop.time()
         next_health = next_tick
+        flush_s = args.interval_s * args.ticks_per_batch  # the agent's own flush_interval_s
+        every_s, next_flush, last_flush = flush_s, next_tick, next_tick
+        gathered, first_sampled = 0, 0.0
         while next_tick < window[1]:
             await asyncio.sleep(max(0.0, next_tick - loop.time()))
             now = loop.time()
             stats.max_tick_lag_s = max(stats.max_tick_lag_s, now - next_tick)
-            templates = every_flush
-            if next_tick >= next_health:  # as the agent: its health rows every health_interval_s
-                templates = every_flush + health
+            t = next_tick
+            next_tick += args.interval_s
+            if not gathered:
+                first_sampled = time.perf_counter()
+            gathered += 1
+            if window[0] <= now <= window[1]:  # offered when sampled, whenever it is sent
+                stats.rows_made_in_window += rows_per_tick
+            if t < next_flush - 1e-9:
+                continue
+            want_s = max(flush_s, advice[0])
+            awaiting_acks = link[0] and (spool or in_flight)  # as the agent's _awaiting_acks
+            if awaiting_acks and t + args.interval_s - last_flush <= max(wait_max_s, want_s) + 1e-9:
+                next_flush = t + args.interval_s  # the last flush is not acknowledged: gather another tick
+                continue
+            templates = every_flush[min(gathered, most_ticks)]
+            if t >= next_health:  # as the agent: its health rows every health_interval_s
+                templates = templates + health
                 next_health += args.health_interval_s
-            tick_rows = sum(rows for _, _, rows in templates)
             for table, template, rows in templates:
                 seq += 1
                 spool.append((seq, table, rows, wire_batch(template, seq)))
+                oldest[seq] = first_sampled
                 sent_rows[table] = sent_rows.get(table, 0) + rows
             if window[0] <= now <= window[1]:
-                stats.rows_made_in_window += tick_rows
+                stats.rows_made_in_window += sum(r for tbl, _, r in templates if tbl in HEALTH_TABLES)
             stats.batches_made += len(templates)
+            stats.ticks_per_batch[min(gathered, most_ticks)] += 1
+            gathered = 0
             wake.set()
-            next_tick += args.interval_s * args.ticks_per_batch
+            last_flush = t
+            every_s, next_flush = want_s, t + want_s * (1.0 if want_s == every_s else phase)
         produced.set()
         wake.set()
 
@@ -311,12 +400,15 @@ async def one_agent(address, name, payloads, start_at, window, args, stats: Load
                 )
                 rpc = "Hello"
                 try:
-                    await stub.Hello(pb.HelloRequest(agent_id=name, hostname=name), timeout=120)
+                    hello = await stub.Hello(pb.HelloRequest(agent_id=name, hostname=name), timeout=120)
+                    advice[0] = hello.flush_interval_s
+                    link[0] = True
                     if not connected:
                         stats.connected += 1
                         connected = True
                     backoff_s, rpc = 0.2, "PushBundle"
                     async for acks in push_bundle(requests()):
+                        advice[0] = acks.flush_interval_s
                         wake.set()
                         now = loop.time()
                         in_window = window[0] <= now <= window[1]
@@ -326,18 +418,22 @@ async def one_agent(address, name, payloads, start_at, window, args, stats: Load
                             if entry is None:
                                 continue
                             t_sent, table, rows, _ = entry
+                            sampled = oldest.pop(ack.seq, t_sent)
                             if ack.code != 0:
                                 stats.refused += 1
                                 stats.errors[f"refused: {ack.message}"] += 1
                                 continue
                             stats.batches_acked += 1
                             acked_rows[table] = acked_rows.get(table, 0) + rows
+                            stats.acks_at.append((acked_at, acked_at - t_sent))
                             if in_window:
                                 stats.latencies_s.append(acked_at - t_sent)
+                                stats.ages_s.append(acked_at - sampled)
                                 stats.rows_acked_in_window += rows
                     if produced.is_set() and not spool and not in_flight:
                         break  # everything made was acknowledged
                 except grpc.RpcError as exc:
+                    link[0] = False
                     stats.errors[f"{rpc}: {exc.code().name} {exc.details()}"] += 1
                     if rpc == "Hello":
                         stats.hello_retries += 1
@@ -350,6 +446,7 @@ async def one_agent(address, name, payloads, start_at, window, args, stats: Load
             backoff_s = min(2 * backoff_s, 10.0)
             stats.reconnects += 1
     finally:  # also when the drain timeout cancels this agent
+        stats.advice_at_end[advice[0]] += 1
         producer.cancel()
         stats.unacked += len(in_flight) + len(spool)
         stats.spooled_at_end += len(spool)
@@ -414,6 +511,7 @@ async def drive(args, addresses: list[str], watches: list, per_agent: list) -> t
     loop = asyncio.get_running_loop()
     stats = LoadStats()
     t0 = loop.time() + 0.5
+    measured: dict = {"start_perf": time.perf_counter() + 0.5}
     window = (t0 + args.ramp_s + args.interval_s, t0 + args.ramp_s + args.interval_s + args.duration_s)
     n = len(per_agent)
     from c4.shard import ordered_collectors
@@ -432,7 +530,6 @@ async def drive(args, addresses: list[str], watches: list, per_agent: list) -> t
         )
         for i, (name, payloads) in enumerate(per_agent)
     ]
-    measured: dict = {}
     bar = tqdm(total=round(window[1] - loop.time()), desc="seconds", disable=not sys.stdout.isatty())
     while loop.time() < window[1]:
         await asyncio.sleep(1.0)
@@ -516,17 +613,26 @@ def run(args: argparse.Namespace) -> int:
     (work / "node").mkdir(exist_ok=True)
     tick = node_tick(work / "node")
     k = args.ticks_per_batch
-    agents = [(f"load-{i:04d}", payloads_for(tick, f"load-{i:04d}", k)) for i in range(max(counts))]
-    sample_rows = sum(p[3] for p in agents[0][1] if p[0] not in HEALTH_TABLES) // k
-    health_rows = sum(p[3] for p in agents[0][1] if p[0] in HEALTH_TABLES)
+    ticks_choices = batch_ticks(args)
+    agents = [
+        (f"load-{i:04d}", {t: payloads_for(tick, f"load-{i:04d}", t) for t in ticks_choices})
+        for i in range(max(counts))
+    ]
+    sample_rows = sum(p[3] for p in agents[0][1][k] if p[0] not in HEALTH_TABLES) // k
+    health_rows = sum(p[3] for p in agents[0][1][k] if p[0] in HEALTH_TABLES)
     # per tick on average: the samplers' rows, and the health rows spread over their interval
     rows_per_node_tick = round(sample_rows + health_rows * args.interval_s / args.health_interval_s, 2)
 
-    def collector_toml(name: str, ingest_processes: int) -> Path:
+    def collector_toml(name: str, ingest_processes: int, advice: bool = True) -> Path:
         path = work / name
         path.write_text(
             "[collector]\n"
             + ("" if args.diagnose else "diagnose_interval_s = 0\n")
+            + (
+                f"agent_flush_max_s = {args.agent_flush_max_s}\n"
+                if advice and args.agent_flush_max_s is not None
+                else ""
+            )
             + f"ingest_processes = {ingest_processes}\n"
             + f"store_threads = {args.store_threads}\n"
             + (f"checkpoint_wal_bytes = {args.checkpoint_wal_mib << 20}\n" if args.checkpoint_wal_mib else "")
@@ -534,10 +640,17 @@ def run(args: argparse.Namespace) -> int:
         return path
 
     cfg = collector_toml("collector.toml", 0)
-    # (label, agents, lake shards, config, c4 executable or None for this one)
-    setups = [("1 collector", n, 0, cfg, None) for n in counts]
+    # (label, agents, lake shards, config, c4 executable or None for this one[, the generator's args])
+    setups: list[tuple] = [("1 collector", n, 0, cfg, None) for n in counts]
+    if args.compare_fixed_flush:
+        fixed = argparse.Namespace(**{**vars(args), "agent_flush_max_s": 1.0, "agent_flush_wait_max_s": 0.0})
+        fixed_cfg = collector_toml("collector-fixed.toml", 0, advice=False)
+        fixed_cfg.write_text(fixed_cfg.read_text() + "agent_flush_max_s = 1\n")
+        setups += [("1 collector, fixed flush", n, 0, fixed_cfg, None, fixed) for n in counts]
     if args.baseline_c4:
-        setups += [("1 collector (baseline c4)", n, 0, cfg, args.baseline_c4) for n in counts]
+        # (a c4 from before the flush advice would refuse agent_flush_max_s in its config)
+        base_cfg = collector_toml("collector-baseline.toml", 0, advice=False)
+        setups += [("1 collector (baseline c4)", n, 0, base_cfg, args.baseline_c4) for n in counts]
     if args.ingest_processes:
         setups.append(
             (
@@ -554,9 +667,9 @@ def run(args: argparse.Namespace) -> int:
             (f"{args.shards} lake shards", args.agents, args.shards, cfg, None),
         ]
     results = []
-    for label, n, shards, setup_cfg, command in setups:
+    for label, n, shards, setup_cfg, command, *run_args in setups:
         print(f"c4 bench load: {label}: {n} agents ...", file=sys.stderr, flush=True)
-        r = phase(args, work, setup_cfg, label, shards, agents[:n], command)
+        r = phase(run_args[0] if run_args else args, work, setup_cfg, label, shards, agents[:n], command)
         r["offered_rows_per_s"] = round(n * rows_per_node_tick / args.interval_s)
         results.append(r)
     if not args.workdir:
@@ -595,6 +708,8 @@ def run(args: argparse.Namespace) -> int:
             "rows/s": r["rows_per_s"],
             "ack p50 s": r["ack_p50_s"],
             "ack p99 s": r["ack_p99_s"],
+            "data age p99 s": r["data_age_p99_s"],
+            "flush advice s: agents": ", ".join(f"{a}: {n}" for a, n in r["flush_advice_at_end"].items()),
             "collectors CPU cores": r["collector_cpu_cores"],
             "load gen CPU cores": r["loadgen_cpu_cores"],
             "peak RSS MiB (sum)": r["collector_peak_rss_bytes"] / 2**20,
@@ -607,7 +722,7 @@ def run(args: argparse.Namespace) -> int:
     ]
     emit(
         f"c4 bench load: simulated 8-GPU nodes ({rows_per_node_tick} rows per {args.interval_s:g} s "
-        f"tick, {sum(p[0] not in HEALTH_TABLES for p in agents[0][1])} batches"
+        f"tick, {sum(p[0] not in HEALTH_TABLES for p in agents[0][1][k])} batches"
         + (f" every {k} ticks" if k > 1 else "")
         + f", health rows every {args.health_interval_s:g} s"
         + f"), {args.duration_s:g} s measured per setup, on loopback"
@@ -631,6 +746,9 @@ RESULT_KEYS = (
     "generator_max_tick_lag_s",
     "ack_p50_s",
     "ack_p99_s",
+    "data_age_p50_s",
+    "data_age_p99_s",
+    "flush_advice_at_end",
     "collector_cpu_cores",
     "collector_peak_rss_bytes",
     "loadgen_cpu_cores",
@@ -772,6 +890,12 @@ def phase(args, work, cfg, label: str, shards: int, per_agent: list, command: st
     extra_rows = sum(max(0, stored.get(t, 0) - sent) for t, sent in stats.sent_rows_by_table.items())
     window_s = m["wall1"] - m["wall0"]
     p50, p99 = percentile(stats.latencies_s, 0.50), percentile(stats.latencies_s, 0.99)
+    age_p50, age_p99 = percentile(stats.ages_s, 0.50), percentile(stats.ages_s, 0.99)
+    by_5s: dict[int, list[float]] = {}
+    start = m["start_perf"]
+    for at, latency in stats.acks_at:
+        by_5s.setdefault(int((at - start) // 5), []).append(latency)
+    p99_by_5s = [round(percentile(v, 0.99) or 0.0, 3) for _, v in sorted(by_5s.items())]
     for kind, times in stats.errors.most_common(5):
         print(f"c4 bench load: {label}: {times} x {kind}", file=sys.stderr)
     return {
@@ -786,6 +910,15 @@ def phase(args, work, cfg, label: str, shards: int, per_agent: list, command: st
         "generator_max_tick_lag_s": round(stats.max_tick_lag_s, 3),
         "ack_p50_s": None if p50 is None else round(p50, 4),
         "ack_p99_s": None if p99 is None else round(p99, 4),
+        # from a batch's first tick's sampling to its ack: the ack's latency plus the ticks it waited for
+        "data_age_p50_s": None if age_p50 is None else round(age_p50, 4),
+        "data_age_p99_s": None if age_p99 is None else round(age_p99, 4),
+        # the collector's flush advice as the agents last had it: seconds -> agents (0: none)
+        "flush_advice_at_end": {f"{a:g}": n for a, n in sorted(stats.advice_at_end.items())},
+        # ack p99 of each 5 s from the first agent's start (ramp, window, drain): how a backlog came and went
+        "ack_p99_by_5s": p99_by_5s,
+        # ticks per batch -> flushes that held that many (the agents' own, advised, or waiting for acks)
+        "flushes_by_ticks": {str(t): n for t, n in sorted(stats.ticks_per_batch.items())},
         "collector_cpu_cores": round((m["cpu1"] - m["cpu0"]) / window_s, 3),
         "collector_peak_rss_bytes": sum(w.peak_rss_bytes for w in watches),
         "loadgen_cpu_cores": round((m["self1"] - m["self0"]) / window_s, 3),

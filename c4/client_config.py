@@ -91,6 +91,11 @@ class AgentConfig(ClientSecurityConfig):
     labels: dict[str, str] = field(default_factory=dict)
     interval_s: Positive = 1.0
     flush_interval_s: Positive = 1.0
+    # flush less often when the collector asks (it falls behind): at most every its advice, up to 60 s
+    follow_flush_advice: bool = True
+    # while the collector has not acknowledged the last flush (it falls behind), a flush due gathers
+    # another tick instead, up to this long after the last flush (0: flush on time regardless)
+    flush_wait_max_s: Annotated[float, Meta(ge=0, le=60)] = 5.0
     health_interval_s: Positive = 10.0
     spool_dir: Path = Path("/var/lib/c4/spool")
     spool_max_bytes: Annotated[int, Meta(ge=1 << 16)] = 256 << 20

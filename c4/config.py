@@ -106,6 +106,10 @@ class CollectorConfig(BaseModel):
     # C4D looks this far behind the clock: set it to the agents' flush_interval_s when that is more than a
     # second or two, so that no node's latest seconds are missing while the others' are there
     diagnose_delivery_lag_s: float = Field(0.0, ge=0, le=600)
+    # the longest flush interval the collector asks its agents for while its commits fall behind (fewer,
+    # larger batches for the same rows; c4.collector.flush_advice); C4D then looks that far behind the
+    # clock on its own. 1 (or less): never ask for more than the agents' own interval
+    agent_flush_max_s: float = Field(5.0, ge=0, le=60)
     # job accounting (job_accounting): over this much recent time, each job at most this often, with this
     # checkpoint interval when jobs do not say (0 = unknown: redone work is then not measured)
     accounting_window_s: float = Field(6 * 3600.0, gt=0)

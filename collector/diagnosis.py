@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -189,6 +190,9 @@ class Diagnosis:
         self._ops_seen: datetime | None = None
         self._ops_taken: set[tuple[str, datetime]] = set()
         self.ops_lookback_s = OPS_LOOKBACK_S
+        #: how far behind the clock the agents' newest data may be because the collectors asked them to
+        #: flush less often (``FlushAdvisor.lag_s``); set by the Collector
+        self.advised_lag_s: Callable[[], float] = lambda: 0.0
 
     async def lead(self) -> bool:
         """Take or renew the diagnosis lease; on taking it load the state the store holds (``start``),
@@ -393,6 +397,7 @@ class Diagnosis:
             cur = self.store.cursor()
             try:
                 now = _now()
+                runner.delivery_lag_s = max(self.cfg.diagnose_delivery_lag_s, self.advised_lag_s())
                 table = runner.run_once(cur, now)
                 return (
                     table,

@@ -24,6 +24,7 @@ from c4.catalogue import Catalogue
 from c4.collector import validate
 from c4.collector.auth import Authenticator, AuthError, certificate_name
 from c4.collector.clock import ClockWatch, node_of
+from c4.collector.flush_advice import FlushAdvisor
 from c4.collector.sequence import new_stream_id
 from c4.collector.store import CommitResult, PendingBatch, Unchecked
 from c4.collector.validate import Refusal, clamp_future
@@ -169,6 +170,8 @@ class IngestService(pb_grpc.TelemetryServicer):
         self.metrics = metrics
         self.auth = auth or Authenticator(None, metrics.inc)
         self.limits = DecodeLimits(cfg.max_batch_rows, cfg.max_batch_decoded_bytes)
+        #: how often agents are asked to flush, from how long this process's commits take
+        self.flush_advisor = FlushAdvisor(cfg.agent_flush_max_s)
         self.max_skew_us = int(cfg.max_clock_skew_s * 1e6)
         self.clock = ClockWatch(cfg.clock_skew_interval_s)
         self._clock_next_s = 0.0
@@ -521,9 +524,21 @@ class IngestService(pb_grpc.TelemetryServicer):
                     for b, o in zip(bundle.batches, resolved, strict=True)
                 ]
                 self.metrics.add(tally)
-                yield pb.AckBundle(acks=acks)
+                yield pb.AckBundle(acks=acks, flush_interval_s=self._flush_advice(received_us))
         except StreamError as exc:
             await context.abort(exc.code, exc.message)
+
+    def hello_flush_advice(self) -> float:
+        """The flush interval to advise an agent saying Hello (0: none)."""
+        return self.flush_advisor.advice_s()
+
+    def _flush_advice(self, received_us: int) -> float:
+        """Note how long a bundle took from receipt to its acks; the flush interval to advise (0: none)."""
+        advisor = self.flush_advisor
+        if not advisor.enabled:
+            return 0.0
+        advisor.observe((time.time_ns() // 1000 - received_us) / 1e6)
+        return advisor.advice_s()
 
     async def _bundles(self, request_iterator):
         """The stream's bundles; StreamError when one does not parse (no batch of it can be acked)."""

@@ -256,6 +256,7 @@ class IngestProcessService(IngestService):
         node = await self._hello_node(ident, request, context)
         reply = await self._unary("Hello", request, context)
         self.nodes[request.agent_id] = node
+        reply.flush_interval_s = self.hello_flush_advice()  # this process commits the agent's batches
         return reply
 
     async def Stats(self, request: pb.StatsRequest, context: grpc.aio.ServicerContext) -> pb.StatsReply:

@@ -164,6 +164,7 @@ class TelemetryService(IngestService):
             last_committed_seq=last_seq,
             collector_version=__version__,
             max_batch_bytes=self.cfg.max_batch_bytes,
+            flush_interval_s=self.hello_flush_advice(),
         )
 
     async def Query(self, request: pb.QueryRequest, context: grpc.aio.ServicerContext):
@@ -334,6 +335,7 @@ class Collector:
             cfg, self.store, self.writer, self.metrics, self.service.query_pool, self.lease
         )
         self.service.fault_updater = self.diagnosis.update_fault
+        self.diagnosis.advised_lag_s = self._advised_lag_s
         self.holds = HoldKeeper(self.diagnosis.holds, self.store, self.writer, self.service.node)
         self.service.resume_held = self.diagnosis.resume_held
         self.fabric = FabricDiscovery(
@@ -341,6 +343,17 @@ class Collector:
         )
         self.replanner = Replanner(cfg, self.store, self.writer, self.metrics, self.service.query_pool)
         self.rollups = Rollups(self.store, self.writer, self.metrics, cfg.max_clock_skew_s)
+
+    def _advised_lag_s(self) -> float:
+        """How far behind the clock agents' data may be from the flush advice: this process's advisor's
+        own account when it commits every batch; else (ingest processes, other collectors of a lake
+        advise their agents) the longest interval any of them may advise."""
+        advisor = self.service.flush_advisor
+        if not advisor.enabled:
+            return 0.0
+        if self.cfg.ingest_processes or self.cfg.lake:
+            return advisor.steps_s[-1]
+        return advisor.lag_s()
 
     async def start(self) -> int:
         """Bind and start serving; returns the bound port."""

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
 from datetime import datetime
@@ -11,58 +10,18 @@ from datetime import datetime
 import grpc
 import pyarrow as pa
 import pytest
+from testkit.inprocess_collector import RunningCollector
 from testkit.wait import wait_for
 
 from c4.agent.client import Sender
 from c4.agent.spool import Spool
 from c4.arrow_ipc import encode_ipc
 from c4.catalogue import load
-from c4.collector.server import Collector, TelemetryService
-from c4.config import CollectorConfig
+from c4.collector.server import TelemetryService
 from c4.telemetry.v1 import telemetry_pb2 as pb
 from c4.telemetry.v1 import telemetry_pb2_grpc as pb_grpc
 
 SPEC = load()["agent_heartbeat"]
-
-
-class RunningCollector:
-    """A real collector on a loopback port, its event loop on a background thread."""
-
-    def __init__(self, tmp_path) -> None:
-        self.cfg = CollectorConfig(listen="127.0.0.1:0", db=tmp_path / "c4.duckdb", diagnose_interval_s=0)
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        self.collector = self._call(self._start())
-
-    async def _start(self) -> Collector:
-        col = Collector(self.cfg)
-        await col.start()
-        return col
-
-    def _call(self, coro):
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(60)
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.collector.port}"
-
-    def rows(self, node: str) -> tuple[int, int]:
-        cur = self.collector.store.cursor()
-        try:
-            return cur.execute(
-                "SELECT count(*), count(DISTINCT tick) FROM agent_heartbeat WHERE node = ?", [node]
-            ).fetchone()
-        finally:
-            cur.close()
-
-    def counters(self) -> dict[str, int]:
-        return self.collector.metrics.snapshot()
-
-    def stop(self) -> None:
-        self._call(self.collector.stop())
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
 
 
 def spool_backlog(path, node: str, batches: int, rows_per_batch: int = 5) -> Spool:

@@ -71,14 +71,16 @@ class HelloRequest(_message.Message):
     def __init__(self, agent_id: _Optional[str] = ..., hostname: _Optional[str] = ..., agent_version: _Optional[str] = ..., gpus: _Optional[_Iterable[_Union[Gpu, _Mapping]]] = ..., nics: _Optional[_Iterable[_Union[NicPort, _Mapping]]] = ..., job: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., table_versions: _Optional[_Mapping[str, int]] = ..., spool_epoch: _Optional[int] = ...) -> None: ...
 
 class HelloReply(_message.Message):
-    __slots__ = ("last_committed_seq", "collector_version", "max_batch_bytes")
+    __slots__ = ("last_committed_seq", "collector_version", "max_batch_bytes", "flush_interval_s")
     LAST_COMMITTED_SEQ_FIELD_NUMBER: _ClassVar[int]
     COLLECTOR_VERSION_FIELD_NUMBER: _ClassVar[int]
     MAX_BATCH_BYTES_FIELD_NUMBER: _ClassVar[int]
+    FLUSH_INTERVAL_S_FIELD_NUMBER: _ClassVar[int]
     last_committed_seq: int
     collector_version: str
     max_batch_bytes: int
-    def __init__(self, last_committed_seq: _Optional[int] = ..., collector_version: _Optional[str] = ..., max_batch_bytes: _Optional[int] = ...) -> None: ...
+    flush_interval_s: float
+    def __init__(self, last_committed_seq: _Optional[int] = ..., collector_version: _Optional[str] = ..., max_batch_bytes: _Optional[int] = ..., flush_interval_s: _Optional[float] = ...) -> None: ...
 
 class Batch(_message.Message):
     __slots__ = ("agent_id", "seq", "table", "schema_version", "arrow_ipc", "spool_epoch")
@@ -119,10 +121,12 @@ class BatchBundle(_message.Message):
     def __init__(self, batches: _Optional[_Iterable[_Union[Batch, _Mapping]]] = ...) -> None: ...
 
 class AckBundle(_message.Message):
-    __slots__ = ("acks",)
+    __slots__ = ("acks", "flush_interval_s")
     ACKS_FIELD_NUMBER: _ClassVar[int]
+    FLUSH_INTERVAL_S_FIELD_NUMBER: _ClassVar[int]
     acks: _containers.RepeatedCompositeFieldContainer[Ack]
-    def __init__(self, acks: _Optional[_Iterable[_Union[Ack, _Mapping]]] = ...) -> None: ...
+    flush_interval_s: float
+    def __init__(self, acks: _Optional[_Iterable[_Union[Ack, _Mapping]]] = ..., flush_interval_s: _Optional[float] = ...) -> None: ...
 
 class QueryRequest(_message.Message):
     __slots__ = ("sql", "max_rows", "timeout_s")
