@@ -461,11 +461,6 @@ class Agent:
         for s in self.samplers:
             s.probe()
 
-    @property
-    def _flush_phase(self) -> float:
-        """This agent's fixed fraction of a flush interval, in (0, 1] (from its id)."""
-        return (zlib.crc32(self.cfg.effective_agent_id.encode()) % 1000 + 1) / 1000
-
     def _awaiting_acks(self) -> bool:
         """Connected, and batches of earlier flushes are not acknowledged yet. (Away from the collector
         the agent flushes on time: its rows are spooled, not held in memory, however long it lasts.)"""
@@ -516,7 +511,7 @@ class Agent:
                     last_flush = now
                     # a new interval (the collector's advice) starts at this agent's own phase of it:
                     # agents that all took the advice within a second would else flush in the same second
-                    phase = 1.0 if every_s == flush_every_s else self._flush_phase
+                    phase = 1.0 if every_s == flush_every_s else flush_phase(self.cfg.effective_agent_id)
                     flush_every_s = every_s
                     next_flush = now + every_s * phase
             due = min(
@@ -583,6 +578,11 @@ class Agent:
         self.spool.close()
         self.feed.close()
         log.info("agent stopped agent=%s spooled=%d", self.cfg.effective_agent_id, len(self.spool))
+
+
+def flush_phase(agent_id: str) -> float:
+    """An agent's fixed fraction of a flush interval, in (0, 1] (from its id): where a new interval starts."""
+    return (zlib.crc32(agent_id.encode()) % 1000 + 1) / 1000
 
 
 def _hello_labels(labels: dict[str, str], warned: set[str]) -> dict[str, str]:

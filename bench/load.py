@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -232,7 +231,7 @@ class LoadStats:
     #: per acked batch in the window: from its first tick's sampling to its ack, seconds (the data's age)
     ages_s: list[float] = field(default_factory=list)
     #: ticks per batch -> batches of the agents' tables made with that many
-    ticks_per_batch: Counter[int] = field(default_factory=Counter)
+    flushes_by_ticks: Counter[int] = field(default_factory=Counter)
     #: the collector's flush advice each agent last had, seconds -> agents
     advice_at_end: Counter[float] = field(default_factory=Counter)
     errors: Counter[str] = field(default_factory=Counter)  # kind of failure -> times
@@ -299,6 +298,7 @@ async def one_agent(address, name, payloads_by_ticks, start_at, window, args, st
 
     import grpc
 
+    from c4.agent.runner import flush_phase
     from c4.security import channel_options
     from c4.telemetry.v1 import telemetry_pb2 as pb
     from c4.telemetry.v1 import telemetry_pb2_grpc as pb_grpc
@@ -316,7 +316,7 @@ async def one_agent(address, name, payloads_by_ticks, start_at, window, args, st
     wait_max_s = agent_flush_wait_max_s(args)
     oldest: dict[int, float] = {}  # seq -> perf_counter time its batch's first tick was sampled
 
-    phase = (zlib.crc32(name.encode()) % 1000 + 1) / 1000  # as the agent's _flush_phase
+    phase = flush_phase(name)  # where a new interval starts, as the agent's
     most_ticks = max(every_flush)
     rows_per_tick = sum(rows for _, _, rows in every_flush[1])
     await asyncio.sleep(max(0.0, start_at - loop.time()))
@@ -364,7 +364,7 @@ async def one_agent(address, name, payloads_by_ticks, start_at, window, args, st
             if window[0] <= now <= window[1]:
                 stats.rows_made_in_window += sum(r for tbl, _, r in templates if tbl in HEALTH_TABLES)
             stats.batches_made += len(templates)
-            stats.ticks_per_batch[min(gathered, most_ticks)] += 1
+            stats.flushes_by_ticks[min(gathered, most_ticks)] += 1
             gathered = 0
             wake.set()
             last_flush = t
@@ -623,16 +623,14 @@ def run(args: argparse.Namespace) -> int:
     # per tick on average: the samplers' rows, and the health rows spread over their interval
     rows_per_node_tick = round(sample_rows + health_rows * args.interval_s / args.health_interval_s, 2)
 
-    def collector_toml(name: str, ingest_processes: int, advice: bool = True) -> Path:
+    def collector_toml(
+        name: str, ingest_processes: int, flush_max_s: float | None = args.agent_flush_max_s
+    ) -> Path:
         path = work / name
         path.write_text(
             "[collector]\n"
             + ("" if args.diagnose else "diagnose_interval_s = 0\n")
-            + (
-                f"agent_flush_max_s = {args.agent_flush_max_s}\n"
-                if advice and args.agent_flush_max_s is not None
-                else ""
-            )
+            + ("" if flush_max_s is None else f"agent_flush_max_s = {flush_max_s}\n")
             + f"ingest_processes = {ingest_processes}\n"
             + f"store_threads = {args.store_threads}\n"
             + (f"checkpoint_wal_bytes = {args.checkpoint_wal_mib << 20}\n" if args.checkpoint_wal_mib else "")
@@ -644,12 +642,11 @@ def run(args: argparse.Namespace) -> int:
     setups: list[tuple] = [("1 collector", n, 0, cfg, None) for n in counts]
     if args.compare_fixed_flush:
         fixed = argparse.Namespace(**{**vars(args), "agent_flush_max_s": 1.0, "agent_flush_wait_max_s": 0.0})
-        fixed_cfg = collector_toml("collector-fixed.toml", 0, advice=False)
-        fixed_cfg.write_text(fixed_cfg.read_text() + "agent_flush_max_s = 1\n")
+        fixed_cfg = collector_toml("collector-fixed.toml", 0, flush_max_s=1.0)
         setups += [("1 collector, fixed flush", n, 0, fixed_cfg, None, fixed) for n in counts]
     if args.baseline_c4:
         # (a c4 from before the flush advice would refuse agent_flush_max_s in its config)
-        base_cfg = collector_toml("collector-baseline.toml", 0, advice=False)
+        base_cfg = collector_toml("collector-baseline.toml", 0, flush_max_s=None)
         setups += [("1 collector (baseline c4)", n, 0, base_cfg, args.baseline_c4) for n in counts]
     if args.ingest_processes:
         setups.append(
@@ -918,7 +915,7 @@ def phase(args, work, cfg, label: str, shards: int, per_agent: list, command: st
         # ack p99 of each 5 s from the first agent's start (ramp, window, drain): how a backlog came and went
         "ack_p99_by_5s": p99_by_5s,
         # ticks per batch -> flushes that held that many (the agents' own, advised, or waiting for acks)
-        "flushes_by_ticks": {str(t): n for t, n in sorted(stats.ticks_per_batch.items())},
+        "flushes_by_ticks": {str(t): n for t, n in sorted(stats.flushes_by_ticks.items())},
         "collector_cpu_cores": round((m["cpu1"] - m["cpu0"]) / window_s, 3),
         "collector_peak_rss_bytes": sum(w.peak_rss_bytes for w in watches),
         "loadgen_cpu_cores": round((m["self1"] - m["self0"]) / window_s, 3),

@@ -5,11 +5,12 @@ costs the collector a fixed amount per table batch whatever its rows (Arrow fram
 statement and log costs), so a collector that falls behind can take the same rows at a fraction of
 the cost if its agents flush every few seconds instead. The advisor watches the time from receiving
 a bundle to committing it: once more than a tenth of the bundles of two windows in a row take
-longer than ``raise_at_s``, it advises the longest interval at once (a backlog grows every second it waits);
-once a quarter or fewer of the bundles of the last ``hold_s`` have taken longer than ``lower_at_s``
-(a checkpoint's few slow seconds do not reset that count), the next shorter one; and if that proves
-too short (raised again soon after) it waits twice as long before the next try. Agents flush at the longer of their own interval and the advice; samples keep their
-one-second resolution. ``lag_s`` tells the diagnosis how far behind the clock the data may be.
+longer than ``raise_at_s``, it advises the longest interval at once (a backlog grows every second
+it waits); once a quarter or fewer of the bundles of the last ``hold_s`` have taken longer than
+``lower_at_s`` (a checkpoint's few slow seconds do not reset that count), the next shorter one; and
+if that proves too short (raised again soon after) it waits twice as long before the next try.
+Agents flush at the longer of their own interval and the advice; samples keep their one-second
+resolution. ``lag_s`` tells the diagnosis how far behind the clock the data may be.
 """
 
 from __future__ import annotations

@@ -369,7 +369,7 @@ class Store:
         """From the checkpointer, before it checkpoints the store's file: commits go to the side file."""
         with self._lock:
             if not self.side_usable:  # given up on after a failed checkpoint: space may be back
-                self.side_usable = self._reattach_side_if_given_up(RuntimeError("not attached"), force=True)
+                self.side_usable = self._reattach_side_if_given_up(None, force=True)
             self.diverting = self.side_usable
 
     def end_diversion(self) -> None:
@@ -388,7 +388,7 @@ class Store:
                 self._reattach_side_if_given_up(exc)
                 raise
 
-    def _reattach_side_if_given_up(self, exc: BaseException, force: bool = False) -> bool:
+    def _reattach_side_if_given_up(self, exc: BaseException | None, force: bool = False) -> bool:
         """DuckDB gives up on a file whose checkpoint failed (its own, inside a diverted commit that took
         the side file's log past ``checkpoint_threshold``, or ours, on a full disk) until it is attached
         again: attach it again (its log replays, every acked row is still there), else every commit and
@@ -396,7 +396,7 @@ class Store:
         file is attached after. Called under the lock, outside a transaction."""
         if not self.side:
             return False
-        given_up = force or ("invalidated" in str(exc) and side_store.SIDE_DB in str(exc))
+        given_up = force or (exc is not None and "invalidated" in str(exc) and side_store.SIDE_DB in str(exc))
         try:  # (not attached: an earlier attempt detached it and could not attach it again)
             if not given_up and side_store.attached(self.con):
                 return True
@@ -405,7 +405,9 @@ class Store:
         except duckdb.Error as again:  # still no space: the next failure tries again
             log.warning("attaching the side file again failed error=%s", again)
             return False
-        log.warning("side file attached again after DuckDB gave up on it error=%s", exc)
+        log.warning(
+            "side file attached again after DuckDB gave up on it error=%s", exc or "an earlier failure"
+        )
         return True
 
     @property
