@@ -16,6 +16,7 @@ from c4.agent.sampler import Inventory, Rows, SourceUnavailable
 from c4.agent.sysfs import (
     U64_LIMIT,
     HeldFiles,
+    in_place_devs,
     parse_counter,
     parse_rate_bps,
     parse_state,
@@ -122,6 +123,10 @@ class NicSampler:
         slow_every_ticks: int = (
             5  # rarely-moving error counters ([slow] in nic_counters.toml) are read this often
         )
+        # sysfs_root's files change in place and are never replaced by other files, as on sysfs (which is
+        # recognised by itself): held files are read with no check for a new file. For a static capture
+        # or a benchmark's tree; a tree whose writer replaces files (the twin's) must leave it false
+        tree_in_place: bool = False
 
     def __init__(
         self,
@@ -130,6 +135,7 @@ class NicSampler:
         netdevs: list[str] | None = None,
         rediscover_every_ticks: int = 60,
         slow_every_ticks: int = 5,
+        tree_in_place: bool = False,
     ) -> None:
         self.base = sysfs_base(Path(sysfs_root))
         self.include = include
@@ -147,7 +153,8 @@ class NicSampler:
         self._prev_counters: dict[tuple[str, int], dict[str, int]] = {}
         self._prev_carrier: dict[str, tuple[str, int | None]] = {}
         self.skipped_by_reason: dict[str, int] = {}
-        self._files = HeldFiles()  # counter and state files kept open: one pread each a tick
+        # counter and state files kept open: one pread each a tick
+        self._files = HeldFiles(in_place=in_place_devs(sysfs_root) if tree_in_place else None)
         # the port subdirectories nic_counters.toml names files in, listed once each per discovery
         self._counter_dirs = sorted({sub for sub, _f, _m in counter_spec()["ib"].values()} | {"counters_ext"})
 
@@ -175,7 +182,12 @@ class NicSampler:
     def from_options(cls, opts: NicSampler.Options, ctx: SamplerContext) -> NicSampler:
         """Build from validated options."""
         return cls(
-            opts.sysfs_root, opts.include, opts.netdevs, opts.rediscover_every_ticks, opts.slow_every_ticks
+            opts.sysfs_root,
+            opts.include,
+            opts.netdevs,
+            opts.rediscover_every_ticks,
+            opts.slow_every_ticks,
+            opts.tree_in_place,
         )
 
     def _warn(self, key: str, message: str) -> None:

@@ -100,11 +100,16 @@ def counter_of(data: bytes | None) -> int | None:
     return value if value is not None and 0 <= value < U64_LIMIT else None
 
 
-def _sysfs_dev() -> int | None:
-    try:
-        return os.stat("/sys").st_dev
-    except OSError:
-        return None
+def in_place_devs(*roots: Path | str) -> frozenset[int]:
+    """Devices (``st_dev``) of the file systems whose files are regenerated on every read and never replaced
+    by another file: sysfs and procfs (at /sys and /proc), and those of ``roots`` (a static tree read as if)."""
+    devs = set()
+    for root in ("/sys", "/proc", *roots):
+        try:
+            devs.add(os.stat(root).st_dev)
+        except OSError:
+            continue
+    return frozenset(devs)
 
 
 #: A directory whose mtime is at least this much older than a file's last check had no rename or removal
@@ -116,9 +121,9 @@ class HeldFiles:
     """Attribute files kept open between ticks and re-read with one ``pread`` each.
 
     Opening, checking and closing a file per read is four system calls; a sampler reading ~330 counter
-    files a second spent most of its tick there. sysfs regenerates an attribute on every read from
+    files a second spent most of its tick there. sysfs and procfs regenerate a file on every read from
     offset 0, so a held descriptor always reads the current value; a read that fails (the device went
-    away) drops it and opens the path again at once. A file that is not on sysfs (a fixture tree, the
+    away) drops it and opens the path again at once. A file on neither (a fixture tree, the
     twin's files, which a writer replaces by rename) is checked by ``stat`` before each read and
     reopened when it is a new file; within a pass (``new_pass()``, once per sampler tick) one ``stat`` of
     its directory stands for those of its files instead, as long as the directory has not changed since
@@ -132,9 +137,15 @@ class HeldFiles:
     _budget_lock = threading.Lock()
     _held_total = 0
 
-    def __init__(self, max_open: int = 512, sysfs_dev: int | None = None) -> None:
+    def __init__(
+        self, max_open: int = 512, sysfs_dev: int | None = None, in_place: frozenset[int] | None = None
+    ) -> None:
         self.max_open = max_open
-        self._sysfs_dev = _sysfs_dev() if sysfs_dev is None else sysfs_dev
+        # files on these devices are read through a held descriptor with no check (``in_place_devs``);
+        # ``sysfs_dev`` alone names the one such device instead (tests)
+        self._in_place = in_place_devs() if in_place is None else in_place
+        if sysfs_dev is not None:
+            self._in_place = frozenset({sysfs_dev})
         # path -> (fd, inode to check or None on sysfs, time.time_ns() before it was last found to be that inode)
         self._held: dict[str, tuple[int, int | None, int]] = {}
         self._pass = 0  # 0: no passes, every read of a non-sysfs file checks the file itself
@@ -218,7 +229,7 @@ class HeldFiles:
             os.close(fd)
             return None
         if self._take():
-            self._held[path] = (fd, None if st.st_dev == self._sysfs_dev else st.st_ino, opened_ns)
+            self._held[path] = (fd, None if st.st_dev in self._in_place else st.st_ino, opened_ns)
         else:
             os.close(fd)
         return data

@@ -69,7 +69,8 @@ def build_node(root) -> dict:
         "host": {},
         "heartbeat": {},
         "gpu": {"nvml_library": FAKE_NVML, "nvml_library_arg": str(root / "nvml.json")},
-        "nic": {"sysfs_root": str(root / "sys")},
+        # the tree is written once and read as sysfs is (no check for replaced files), as on a node
+        "nic": {"sysfs_root": str(root / "sys"), "tree_in_place": True},
         "xid_kmsg": {"kmsg_path": str(root / "kmsg.log")},
         "nccl_inspector": {"dump_dir": str(root / "inspector")},
         "nccl_debug_log": {"log_dir": str(root / "nccl-logs")},

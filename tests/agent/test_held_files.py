@@ -161,3 +161,50 @@ def test_read_counters_gives_what_read_counter_gives_file_by_file(tmp_path, on_s
         assert got[1] == 4 and got[5] is None
     assert got == [files.read_counter(p) for p in paths]
     files.close()
+
+
+def test_procfs_files_are_read_as_sysfs_files_are(tmp_path):
+    """/proc's files are regenerated on every read and never replaced: held with no inode to check (no
+    stat before each read), and a held /proc/self/stat still reads the current value."""
+    files = HeldFiles()
+    first = files.read_bytes("/proc/self/stat", 4096)
+    fd, ino, _ = files._held["/proc/self/stat"]
+    assert ino is None  # read through the descriptor alone, as a sysfs file
+    utime_before = int(first.rsplit(b")", 1)[1].split()[11])
+    deadline = os.times().elapsed + 10
+    while os.times().elapsed < deadline:  # burn CPU until the kernel's tick counter moves
+        sum(range(100_000))
+        again = files.read_bytes("/proc/self/stat", 4096)
+        if int(again.rsplit(b")", 1)[1].split()[11]) > utime_before:
+            break
+    else:
+        pytest.fail("a held /proc/self/stat never showed more CPU time")
+    assert files._held["/proc/self/stat"][0] == fd  # the same descriptor, read again
+    files.close()
+
+
+def test_a_tree_declared_in_place_is_read_without_checks_for_replaced_files(tmp_path):
+    """NicSampler(tree_in_place=True): a counter rewritten in place is read anew; a file replaced by
+    rename is not noticed (the declared trade-off); by default it is."""
+    from c4.agent.nic import NicSampler
+    from c4.sim.sysfs_tree import update_counters, write_ib_port, write_netdev
+
+    def port_tx(sampler) -> int:
+        (row,) = sampler.sample(0)["ib_port_samples"]
+        return row["tx_bytes"]
+
+    write_ib_port(tmp_path, "mlx5_0", 1, rate_gbps=400, netdev="e0", counters={"port_xmit_data": 10})
+    write_netdev(tmp_path, "e0")
+    in_place, checked = NicSampler(tmp_path, tree_in_place=True), NicSampler(tmp_path)
+    for s in (in_place, checked):
+        s.probe()
+        assert port_tx(s) == 40
+    update_counters(tmp_path, "mlx5_0", 1, {"port_xmit_data": 11})  # pwrite in place
+    assert port_tx(in_place) == port_tx(checked) == 44
+    path = tmp_path / "class/infiniband/mlx5_0/ports/1/counters/port_xmit_data"
+    (tmp_path / "new").write_text("12\n")
+    os.replace(tmp_path / "new", path)  # a new file under the name
+    assert port_tx(checked) == 48
+    assert port_tx(in_place) == 44  # the held, unlinked file: what tree_in_place promises not to happen
+    for s in (in_place, checked):
+        s.close()
