@@ -97,27 +97,40 @@ class Checkpointer:
             return 0
 
     def _run(self) -> None:
-        cur = self._cursor()
+        cur: duckdb.DuckDBPyConnection | None = self._cursor()
         try:
             while not self._stop.wait(POLL_S):
-                if self.wal_size_bytes() > self.wal_bytes:
-                    self._checkpoint(cur)
+                if self.wal_size_bytes() <= self.wal_bytes:
+                    continue
+                if cur is None:
+                    try:
+                        cur = self._cursor()
+                    except duckdb.Error:  # the store is not open again yet
+                        self._stop.wait(FAILED_BACKOFF_S)
+                        continue
+                if not self._checkpoint(cur):
+                    # a failed checkpoint may have made DuckDB invalidate the file: the store opens it
+                    # again (Store._reopen), and the next try needs a cursor of that instance
+                    _close_quietly(cur)
+                    cur = None
         finally:
-            cur.close()
+            if cur is not None:
+                _close_quietly(cur)
 
-    def _checkpoint(self, cur: duckdb.DuckDBPyConnection) -> None:
-        """One CHECKPOINT (commits diverted meanwhile, when there is somewhere to divert them)."""
+    def _checkpoint(self, cur: duckdb.DuckDBPyConnection) -> bool:
+        """One CHECKPOINT (commits diverted meanwhile, when there is somewhere to divert them); False
+        when it failed."""
         if self.diversion is None:
-            self._checkpoint_once(cur)
-            return
+            return self._checkpoint_once(cur)
         self.diversion.begin_diversion()
         try:
-            self._checkpoint_once(cur)
+            return self._checkpoint_once(cur)
         finally:
             self.diversion.end_diversion()
 
-    def _checkpoint_once(self, cur: duckdb.DuckDBPyConnection) -> None:
-        """One CHECKPOINT, tried again between commits until it runs (or the thread stops)."""
+    def _checkpoint_once(self, cur: duckdb.DuckDBPyConnection) -> bool:
+        """One CHECKPOINT, tried again between commits until it runs (or the thread stops); False when
+        it failed for another reason."""
         while not self._stop.is_set():
             start = time.perf_counter()
             try:
@@ -129,15 +142,24 @@ class Checkpointer:
                 self.failures += 1
                 log.warning("background checkpoint failed (the WAL keeps every commit) error=%s", exc)
                 self._stop.wait(FAILED_BACKOFF_S)
-                return
+                return False
             took_s = time.perf_counter() - start
             self.checkpoints += 1
             self.max_s = max(self.max_s, took_s)
             log.debug("checkpoint took_s=%.3f", took_s)
-            return
+            return True
+        return True
 
     def stop(self) -> None:
         """Stop the thread (after the checkpoint under way, if any)."""
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join()
+
+
+def _close_quietly(cur: duckdb.DuckDBPyConnection) -> None:
+    """Close a cursor; one of an instance DuckDB invalidated may refuse even that."""
+    try:
+        cur.close()
+    except duckdb.Error:
+        pass

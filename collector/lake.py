@@ -180,6 +180,11 @@ class LakeStore(Store):
     def _lock_down(self) -> None:
         self._lock_down_con(self.con)
 
+    def _invalidated_by(self, exc: BaseException) -> bool:
+        """Never: a lake has no file of its own to checkpoint (its data files and its catalog are written
+        by each commit), so nothing of it is opened again here."""
+        return False
+
     def _lock_down_con(self, con: duckdb.DuckDBPyConnection) -> None:
         if "://" not in self.data_path:  # the lake reads its own Parquet files; nothing else is reachable
             con.execute(f"SET allowed_directories = ['{Path(self.data_path).resolve()}/']")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -35,6 +36,8 @@ QUERY_MEMORY_TAGS = (
     "PARQUET_READER",
 )
 DEFAULT_CHECKPOINT_WAL_BYTES = 128 << 20
+#: After a failed attempt to open an invalidated store again (the disk still full), wait this long.
+REOPEN_RETRY_S = 2.0
 
 
 @dataclass(slots=True)
@@ -99,6 +102,10 @@ class PendingBatch:
     def internal(cls, spec: TableSpec, rows: list[dict]) -> PendingBatch:
         """Rows the collector writes itself (nodes, faults, its metrics): no agent, no sequence."""
         return cls("", 0, spec, pa.Table.from_pylist(rows, schema=spec.arrow_schema))
+
+
+class StoreUnavailable(RuntimeError):
+    """DuckDB invalidated the store and opening it again failed so far (the disk is still full)."""
 
 
 @dataclass(frozen=True)
@@ -207,15 +214,18 @@ class Store:
         # spent a third of the writer's time there; a larger WAL only costs replay time at start.
         # With background_checkpoints a thread of its own checkpoints at that size, off the writer's
         # commits (see c4.collector.checkpointer), and DuckDB's own threshold is only a backstop.
-        threshold = checkpoint_wal_bytes * (BACKSTOP_FACTOR if background_checkpoints else 1)
-        self.con.execute(f"SET checkpoint_threshold = '{int(threshold)}B'")
+        self._threshold_bytes = checkpoint_wal_bytes * (BACKSTOP_FACTOR if background_checkpoints else 1)
         # DuckDB's default is one thread per core; one thread appends the same rows with half the CPU
         # (measured: 1,000 nodes' ticks per commit, 0.16 ms of CPU per node tick at 1 thread, 0.32 at 2,
         # on the 2-core host), and the gRPC loop needs a core of its own: 0 means one per core but one
-        threads = threads or self._default_threads()
-        if threads:
-            self.con.execute(f"SET threads = {int(threads)}")
+        self._threads = threads or self._default_threads()
+        self._configure()
         self._lock = threading.Lock()
+        #: Why DuckDB invalidated the store's instance ('' while it is usable): a checkpoint of the file
+        #: failed (a full disk). Every statement fails until the file is opened again (``_reopen``).
+        self.invalidated = ""
+        self.reopens = 0
+        self._reopen_after = 0.0  # time.monotonic() before which no other reopen is tried
         self._create_schema()
         #: with background checkpoints, commits go to a side file while the store's file checkpoints
         #: (c4.collector.side_store): True while they must (a checkpoint runs, or rows wait to move)
@@ -239,8 +249,14 @@ class Store:
         self.checkpointer: Checkpointer | None = None
         if background_checkpoints:
             self.checkpointer = Checkpointer(
-                self.con.cursor, self.path, int(checkpoint_wal_bytes), diversion=self
+                lambda: self.con.cursor(), self.path, int(checkpoint_wal_bytes), diversion=self
             ).start()
+
+    def _configure(self) -> None:
+        """The writing connection's settings: DuckDB's own checkpoint threshold and its threads."""
+        self.con.execute(f"SET checkpoint_threshold = '{int(self._threshold_bytes)}B'")
+        if self._threads:
+            self.con.execute(f"SET threads = {int(self._threads)}")
 
     def _default_threads(self) -> int:
         """DuckDB threads when none are asked for (0: DuckDB's own default)."""
@@ -269,6 +285,8 @@ class Store:
         last committed sequence, ordered with the commits."""
         self.known_seq(agent_id)  # a lake store looks the agent up across shards here, outside the lock
         with self._lock:
+            if not self._usable():
+                raise StoreUnavailable(f"store unavailable until it is opened again: {self.invalidated}")
             state, changed = self.book.open(agent_id, spool_epoch)
             if changed:
                 side = self._into_side()
@@ -555,11 +573,22 @@ class Store:
         duplicate: acknowledged, not inserted. A batch that fails breaks its stream: no later
         batch of that stream commits (see ``c4.collector.sequence``). Every batch must be
         checked (``c4.collector.batch_checks.commit_checked`` checks the ``unchecked`` first).
+        While DuckDB has invalidated the store (``invalidated``) each commit first tries to open it
+        again; until that works every batch fails at once (its agent sends it again).
         """
         with self._lock:
+            if not self._usable():
+                return self._fail_all(batches)
             try:
                 return self._commit_group(batches)
             except Exception as exc:
+                if self._invalidated_by(exc):
+                    if not self._usable():
+                        return self._fail_all(batches)
+                    try:  # opened again: the group as it was
+                        return self._commit_group(batches)
+                    except Exception as again:
+                        exc = again
                 log.warning("group commit failed, retrying batches one by one error=%s", exc)
                 self._reattach_side_if_given_up(exc)
                 results = []
@@ -579,6 +608,70 @@ class Store:
                         self.book.failed(b)
                         results.append(CommitResult(error=f"commit failed: {one_exc}"))
                 return results
+
+    # --- an instance DuckDB invalidated ------------------------------------------
+    def _invalidated_by(self, exc: BaseException) -> bool:
+        """Whether ``exc`` came from DuckDB invalidating the store's own file (a checkpoint of it failed,
+        e.g. on a full disk), recorded in ``invalidated``. The side file alone is attached again
+        instead (``_reattach_side_if_given_up``). Called under the lock."""
+        if "invalidated" not in str(exc):
+            return False
+        try:
+            self.con.execute(f"SELECT count(*) FROM {SEQ_TABLE}").fetchone()
+            return False  # the store's own file still answers
+        except duckdb.Error as probe:
+            self.invalidated = str(exc).replace("\n", " ")
+            log.error(
+                "DuckDB invalidated the store (every statement fails until it is opened again; the "
+                "write-ahead log keeps every acknowledged commit) error=%s probe=%s",
+                self.invalidated,
+                str(probe).splitlines()[0],
+            )
+            return True
+
+    def _usable(self) -> bool:
+        """The store answers: it was never invalidated, or it was opened again now. Under the lock."""
+        return not self.invalidated or self._reopen()
+
+    def _reopen(self) -> bool:
+        """Open the store's file again after DuckDB invalidated it: DuckDB replays the write-ahead log, so
+        every commit acknowledged before is there; the side file is attached again and its rows moved in,
+        as at a restart. The sequence book stays as it is (it holds what was committed, and which agent
+        streams broke meanwhile). False while that fails (the disk still full), tried again later."""
+        if time.monotonic() < self._reopen_after:
+            return False
+        self._reopen_after = time.monotonic() + REOPEN_RETRY_S
+        try:
+            self.con.close()
+        except duckdb.Error:
+            pass
+        try:
+            self.con = self._connect()
+            self._configure()
+            self._side_written.clear()
+            self._side_dirty = self._side_moved = self.diverting = False
+            if self.side or side_store.side_path(self.path).exists():
+                self._open_side()
+                self.side_usable = True
+            self._lock_down()
+        except (duckdb.Error, OSError) as exc:
+            log.error("opening the invalidated store again failed; commits fail until it opens error=%s", exc)
+            return False
+        log.warning(
+            "store opened again after DuckDB invalidated it reopens=%d was=%s",
+            self.reopens + 1,
+            self.invalidated,
+        )
+        self.invalidated = ""
+        self.reopens += 1
+        return True
+
+    def _fail_all(self, batches: Sequence[PendingBatch]) -> list[CommitResult]:
+        """Every batch failed, its stream broken (the agent sends it again): the store cannot be written."""
+        for b in batches:
+            self.book.failed(b)
+        error = f"store unavailable until it is opened again: {self.invalidated}"
+        return [CommitResult(error=error)] * len(batches)
 
     def mark_failed(self, batches: Sequence[PendingBatch]) -> None:
         """Batches that failed outside ``commit`` (the writer's last resort): their streams are broken."""

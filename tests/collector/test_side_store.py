@@ -470,3 +470,53 @@ def test_an_idle_writer_whose_move_fails_does_not_try_again_at_every_wake(tmp_pa
             filler.unlink()
             writer.close()
             store.close()
+
+
+def test_a_store_checkpoint_failing_on_a_full_disk_opens_the_store_again(tmp_path, monkeypatch):
+    """DuckDB invalidates the whole instance when a checkpoint of the store's own file fails (a full
+    disk): every later statement failed until a restart. The store opens the file again (the log
+    replays every acknowledged commit); while that fails, commits and Hellos fail at once (agents send
+    again); once it opens, a full disk is only a full disk again, and with space back commits, reads and
+    checkpoints go on, nothing lost or doubled."""
+    import duckdb
+    from testkit.small_disk import fill, small_tmpfs
+
+    from c4.collector.store import StoreUnavailable
+
+    with small_tmpfs(tmp_path / "disk", "24m") as disk:
+        db = disk / "c4.duckdb"
+        store = open_store(db)
+        try:
+            assert commit(store, "a", 1, 20_000).rows == 20_000
+            filler = fill(disk)
+            cur = store.con.cursor()
+            assert not store.checkpointer._checkpoint(cur)  # the checkpointer's own call, refused
+            cur.close()
+
+            def cannot_open():
+                raise duckdb.IOException("IO Error: cannot open the file (the test says)")
+
+            with monkeypatch.context() as m:
+                m.setattr(store, "_connect", cannot_open)
+                failed = commit(store, "a", 2)
+                assert failed.error and not failed.refused
+                assert "No space left on device" in store.invalidated and store.reopens == 0
+                with pytest.raises(StoreUnavailable):  # Hello: UNAVAILABLE, the agent tries again
+                    store.open_agent("b", 7)
+                store._reopen_after = 0.0
+                again = commit(store, "a", 2, stream=2)
+                assert again.error.startswith("store unavailable") and not again.refused
+            store._reopen_after = 0.0
+            full = commit(store, "a", 2, stream=3)  # opened again, onto a disk still full
+            assert store.reopens == 1 and not store.invalidated
+            assert "No space left on device" in full.error and not full.refused
+            assert count(store) == 20_000  # every acknowledged row replayed from the log
+            filler.unlink()
+            assert commit(store, "a", 2, stream=4).rows == 50  # the resend
+            assert count(store) == 20_050 and store.known_seq("a") == 2
+            store.checkpoint()  # the file checkpoints again
+            assert commit(store, "a", 3, stream=4).rows == 50
+            assert commit(store, "a", 3, stream=4).duplicate
+        finally:
+            store.close()
+        assert_reopened(db, 20_100, 3)
