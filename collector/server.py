@@ -181,14 +181,20 @@ class TelemetryService(IngestService):
 
     async def Stats(self, request: pb.StatsRequest, context: grpc.aio.ServicerContext) -> pb.StatsReply:
         """The collector's own counters, and ``side_pending`` (1 while its side file holds acknowledged rows
-        taken during a checkpoint that are not moved into the store yet)."""
+        taken during a checkpoint that are not moved into the store yet), ``store_invalidated`` (1 while
+        DuckDB has invalidated the store and it is not open again), ``store_reopens`` and the background
+        ``checkpoint_failures``."""
         await self._identify("Stats", context)
         store = self.writer.store
+        checkpointer = getattr(store, "checkpointer", None)
         counters = {
             **self.metrics.snapshot(),
             "commit_transactions": self.writer.commits,
             "side_pending": int(bool(getattr(store, "side_pending", False))),
             "side_moves": int(getattr(store, "side_moves", 0)),
+            "store_invalidated": int(bool(getattr(store, "invalidated", ""))),
+            "store_reopens": int(getattr(store, "reopens", 0)),
+            "checkpoint_failures": checkpointer.failures if checkpointer is not None else 0,
         }
         return pb.StatsReply(counters=counters)
 
