@@ -62,6 +62,9 @@ class Diversion(Protocol):
     def end_diversion(self) -> None:
         """The checkpoint is over: commits may come back."""
 
+    def checkpoint_failed(self, exc: BaseException) -> None:
+        """A checkpoint failed (DuckDB may have invalidated the file: see Store._reopen)."""
+
 
 class Checkpointer:
     """A thread that checkpoints a DuckDB file whenever its WAL is over ``wal_bytes``."""
@@ -141,6 +144,8 @@ class Checkpointer:
             except duckdb.Error as exc:
                 self.failures += 1
                 log.warning("background checkpoint failed (the WAL keeps every commit) error=%s", exc)
+                if self.diversion is not None:
+                    self.diversion.checkpoint_failed(exc)
                 self._stop.wait(FAILED_BACKOFF_S)
                 return False
             took_s = time.perf_counter() - start

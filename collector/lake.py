@@ -180,7 +180,7 @@ class LakeStore(Store):
     def _lock_down(self) -> None:
         self._lock_down_con(self.con)
 
-    def _invalidated_by(self, exc: BaseException) -> bool:
+    def _invalidated_by(self, exc: BaseException, probe: bool = False) -> bool:
         """Never: a lake has no file of its own to checkpoint (its data files and its catalog are written
         by each commit), so nothing of it is opened again here."""
         return False

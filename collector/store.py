@@ -396,7 +396,12 @@ class Store:
             self.diverting = False
 
     def settle(self) -> None:
-        """From the idle writer: move the side file's rows into the store when the checkpoint is over."""
+        """From the idle writer: open the store again if DuckDB invalidated it (so that reads work again
+        with no commit coming), and move the side file's rows into the store when the checkpoint is over."""
+        if self.invalidated:
+            with self._lock:
+                self._usable()
+            return
         if not self._side_dirty or self.diverting:
             return
         with self._lock:
@@ -610,24 +615,31 @@ class Store:
                 return results
 
     # --- an instance DuckDB invalidated ------------------------------------------
-    def _invalidated_by(self, exc: BaseException) -> bool:
+    def _invalidated_by(self, exc: BaseException, probe: bool = False) -> bool:
         """Whether ``exc`` came from DuckDB invalidating the store's own file (a checkpoint of it failed,
         e.g. on a full disk), recorded in ``invalidated``. The side file alone is attached again
         instead (``_reattach_side_if_given_up``). Called under the lock."""
-        if "invalidated" not in str(exc):
+        if not probe and "invalidated" not in str(exc):
             return False
         try:
             self.con.execute(f"SELECT count(*) FROM {SEQ_TABLE}").fetchone()
             return False  # the store's own file still answers
-        except duckdb.Error as probe:
+        except duckdb.Error as failed:
             self.invalidated = str(exc).replace("\n", " ")
             log.error(
                 "DuckDB invalidated the store (every statement fails until it is opened again; the "
                 "write-ahead log keeps every acknowledged commit) error=%s probe=%s",
                 self.invalidated,
-                str(probe).splitlines()[0],
+                str(failed).splitlines()[0],
             )
             return True
+
+    def checkpoint_failed(self, exc: BaseException) -> None:
+        """From the checkpointer: a checkpoint failed; if DuckDB invalidated the store, the idle writer
+        opens it again (``settle``) without waiting for a commit to find out."""
+        with self._lock:
+            if not self.invalidated:
+                self._invalidated_by(exc, probe=True)
 
     def _usable(self) -> bool:
         """The store answers: it was never invalidated, or it was opened again now. Under the lock."""

@@ -17,6 +17,9 @@ log = logging.getLogger("c4.collector.writer")
 
 #: How long an idle writer waits before it moves the store's side-file rows in (see Store.settle).
 IDLE_S = 0.05
+#: An idle writer with nothing pending still looks this often (a store DuckDB invalidated meanwhile is
+#: opened again by ``Store.settle``, so that reads work again with no commit coming).
+IDLE_LOOK_S = 1.0
 #: After a failed move (e.g. a full disk) the idle writer tries again this much later (a commit tries at once).
 SETTLE_RETRY_S = 1.0
 
@@ -91,9 +94,13 @@ class Writer:
                 for job, job_done in held:
                     self._run_job(job, job_done)
                 held = []
-            waiting = bool(held) or bool(getattr(self.store, "side_pending", False))
+            waiting = (
+                bool(held)
+                or bool(getattr(self.store, "side_pending", False))
+                or bool(getattr(self.store, "invalidated", ""))  # settle() opens it again
+            )
             try:
-                item = self._q.get(timeout=IDLE_S) if waiting else self._q.get()
+                item = self._q.get(timeout=IDLE_S if waiting else IDLE_LOOK_S)
             except queue.Empty:
                 self._settle()
                 continue

@@ -520,3 +520,31 @@ def test_a_store_checkpoint_failing_on_a_full_disk_opens_the_store_again(tmp_pat
         finally:
             store.close()
         assert_reopened(db, 20_100, 3)
+
+
+def test_an_idle_writer_opens_an_invalidated_store_again_for_readers(tmp_path):
+    """No commit comes after the failed checkpoint (agents idle): the checkpointer says it failed, and
+    the idle writer opens the store again by itself, so reads answer again."""
+    from testkit.small_disk import fill, small_tmpfs
+
+    with small_tmpfs(tmp_path / "disk", "24m") as disk:
+        db = disk / "c4.duckdb"
+        store = open_store(db)
+        writer = Writer(store)
+        try:
+            assert commit(store, "a", 1, 20_000).rows == 20_000
+            filler = fill(disk)
+            cur = store.con.cursor()
+            assert not store.checkpointer._checkpoint(cur)
+            cur.close()
+            deadline = time.monotonic() + 30
+            while store.reopens < 1 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            # found by the checkpointer's report, and opened again with no commit coming
+            assert store.reopens == 1 and not store.invalidated
+            assert count(store) == 20_000  # reads answer again, every acknowledged row there
+            filler.unlink()
+        finally:
+            writer.close()
+            store.close()
+        assert_reopened(db, 20_000, 1)
