@@ -193,12 +193,16 @@ class Diagnosis:
         #: how far behind the clock the agents' newest data may be because the collectors asked them to
         #: flush less often (``FlushAdvisor.lag_s``); set by the Collector
         self.advised_lag_s: Callable[[], float] = lambda: 0.0
+        #: this collector's own part of it (its agents' advice), recorded for a lake's leader; set by the Collector
+        self.own_lag_s: Callable[[], float] = lambda: 0.0
 
     async def lead(self) -> bool:
         """Take or renew the diagnosis lease; on taking it load the state the store holds (``start``),
         on losing it stop alerting and remediating at once. Returns whether this collector leads."""
         loop = asyncio.get_running_loop()
         held = await loop.run_in_executor(self.pool, self.lease.hold)
+        if self.shared:  # the leader looks as far behind the clock as any collector's advice asks
+            await loop.run_in_executor(self.pool, self.lease.report_lag, self.own_lag_s())
         if held and not self.leading:
             await loop.run_in_executor(self.pool, self.start)
             self.leading = True

@@ -36,8 +36,25 @@ HOLDER_SQL = (
 )
 
 
+#: Each lake collector's flush advice (``FlushAdvisor.lag_s``), in the catalog database beside the
+#: lease: the leader's diagnosis looks as far behind the clock as the longest one in force.
+ADVICE_TABLE = "c4_flush_advice"
+ADVICE_DDL = (
+    f"CREATE TABLE IF NOT EXISTS {ADVICE_TABLE} "
+    "(shard text PRIMARY KEY, lag_s double precision NOT NULL, updated timestamptz NOT NULL)"
+)
+
+
 class Lease(Protocol):
     """A lease on the lake's diagnosis: held by at most one collector at a time."""
+
+    def report_lag(self, lag_s: float) -> None:
+        """Record how far behind the clock this collector's agents' data may be (its flush advice)."""
+        ...
+
+    def lake_lag_s(self, fresh_s: float) -> float | None:
+        """The longest lag any collector recorded within ``fresh_s`` (0.0: none); None when unknown."""
+        ...
 
     def hold(self) -> bool:
         """Take or renew the lease (blocking); whether this collector holds it now."""
@@ -57,6 +74,13 @@ class SoleLease:
 
     def __init__(self, shard: str = "") -> None:
         self.shard = shard
+
+    def report_lag(self, lag_s: float) -> None:
+        """Nobody else to tell."""
+
+    def lake_lag_s(self, fresh_s: float) -> float | None:
+        """No other collector: unknown (the caller's own advice is all there is)."""
+        return None
 
     def hold(self) -> bool:
         """Always True."""
@@ -80,6 +104,7 @@ class PostgresLease:
         self.held = False
         self._con = None
         self._lock = threading.Lock()  # one statement at a time on the session
+        self._advice_table = False  # created (if missing) on this process's first record
 
     def _connect(self):
         import psycopg  # lazy: only a lake collector needs it
@@ -138,6 +163,39 @@ class PostgresLease:
                     log.warning("diagnosis lease unreachable shard=%s error=%s", self.shard, exc)
                 self._drop()
             return self.held
+
+    def report_lag(self, lag_s: float) -> None:
+        """Upsert this shard's lag on the lease's session (opened by ``hold``); never raises: a lag not
+        recorded only leaves the leader on its last record (or, once stale, on the longest advice)."""
+        with self._lock:
+            if self._con is None or self._con.closed:
+                return
+            try:
+                if not self._advice_table:
+                    self._con.execute(ADVICE_DDL)
+                    self._advice_table = True
+                self._con.execute(
+                    f"INSERT INTO {ADVICE_TABLE} (shard, lag_s, updated) VALUES (%s, %s, now()) "
+                    "ON CONFLICT (shard) DO UPDATE SET lag_s = excluded.lag_s, updated = excluded.updated",
+                    (self.shard, float(lag_s)),
+                )
+            except Exception as exc:  # noqa: BLE001 - the lease's own statements say whether it holds
+                log.warning("flush advice not recorded in the catalog shard=%s error=%s", self.shard, exc)
+
+    def lake_lag_s(self, fresh_s: float) -> float | None:
+        """The longest lag recorded within ``fresh_s`` seconds (0.0 when none); None when unreadable."""
+        with self._lock:
+            if self._con is None or self._con.closed:
+                return None
+            try:
+                row = self._con.execute(
+                    f"SELECT coalesce(max(lag_s), 0) FROM {ADVICE_TABLE} "
+                    "WHERE updated > now() - make_interval(secs => %s)",
+                    (float(fresh_s),),
+                ).fetchone()
+            except Exception:  # noqa: BLE001 - e.g. no collector has recorded one yet (no table)
+                return None
+        return float(row[0]) if row else 0.0
 
     def holder(self) -> str:
         """The shard of the collector holding the lease ('' if none or PostgreSQL is unreachable)."""

@@ -290,6 +290,11 @@ def _msg_dict(msg) -> dict:
     return {f.name: getattr(msg, f.name) for f in msg.DESCRIPTOR.fields}
 
 
+#: A lake collector's recorded flush advice counts for this long at least (it records it every
+#: diagnosis period; one that stopped recording, e.g. died, is forgotten after this).
+LAKE_ADVICE_FRESH_S = 30.0
+
+
 class Collector:
     """A running collector: store, writer thread, gRPC server and maintenance tasks."""
 
@@ -342,6 +347,7 @@ class Collector:
         )
         self.service.fault_updater = self.diagnosis.update_fault
         self.diagnosis.advised_lag_s = self._advised_lag_s
+        self.diagnosis.own_lag_s = self._own_lag_s
         self.holds = HoldKeeper(self.diagnosis.holds, self.store, self.writer, self.service.node)
         self.service.resume_held = self.diagnosis.resume_held
         self.fabric = FabricDiscovery(
@@ -350,16 +356,24 @@ class Collector:
         self.replanner = Replanner(cfg, self.store, self.writer, self.metrics, self.service.query_pool)
         self.rollups = Rollups(self.store, self.writer, self.metrics, cfg.max_clock_skew_s)
 
-    def _advised_lag_s(self) -> float:
-        """How far behind the clock agents' data may be from the flush advice: this process's advisor's
-        own account when it commits every batch; else (ingest processes, other collectors of a lake
-        advise their agents) the longest interval any of them may advise."""
+    def _own_lag_s(self) -> float:
+        """How far behind the clock this collector's agents' data may be from its flush advice: its
+        advisor's own account, or, when ingest processes advise the agents, the longest it may be."""
         advisor = self.service.flush_advisor
         if not advisor.enabled:
             return 0.0
-        if self.cfg.ingest_processes or self.cfg.lake:
-            return advisor.steps_s[-1]
-        return advisor.lag_s()
+        return advisor.steps_s[-1] if self.cfg.ingest_processes else advisor.lag_s()
+
+    def _advised_lag_s(self) -> float:
+        """How far behind the clock the data C4D reads may be from the flush advice: this collector's
+        own; on a lake, the longest any of its collectors recorded lately (``Lease.lake_lag_s``), or the
+        longest interval any may advise while that record cannot be read."""
+        own = self._own_lag_s()
+        advisor = self.service.flush_advisor
+        if not self.cfg.lake or not advisor.enabled:
+            return own
+        lake = self.diagnosis.lease.lake_lag_s(max(LAKE_ADVICE_FRESH_S, 3 * self.cfg.diagnose_interval_s))
+        return advisor.steps_s[-1] if lake is None else max(own, lake)
 
     async def start(self) -> int:
         """Bind and start serving; returns the bound port."""

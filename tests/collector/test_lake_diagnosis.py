@@ -217,3 +217,72 @@ def test_lease_on_an_unreachable_catalog_is_not_held():
 
     lease = PostgresLease(f"host=127.0.0.1 port={free_port()} dbname=lake user=c4", "a", timeout_s=1.0)
     assert not lease.hold() and lease.holder() == ""
+
+
+def test_each_lake_collector_records_its_flush_advice_and_the_longest_fresh_one_counts(postgres):
+    """Collectors of one lake record how far behind their agents' data may be (their flush advice) in
+    the catalog database; the leader's diagnosis looks as far back as the longest recent record, not
+    always as far as any collector might advise; a collector that stopped recording is forgotten."""
+    from c4.collector.lake import conninfo
+    from c4.collector.lease import PostgresLease
+
+    a = PostgresLease(conninfo(postgres.url), "a", timeout_s=30.0)
+    b = PostgresLease(conninfo(postgres.url), "b", timeout_s=30.0)
+    try:
+        assert a.hold() and not b.hold()
+        assert a.lake_lag_s(30.0) is None  # nothing recorded yet, not even the table: unknown
+        a.report_lag(0.0)
+        assert a.lake_lag_s(30.0) == 0.0  # nobody advises: no lag beyond the configured one
+        b.report_lag(5.0)  # b's agents were asked to flush every 5 s
+        assert a.lake_lag_s(30.0) == 5.0
+        b.report_lag(2.0)  # b stepped down
+        a.report_lag(1.0)
+        assert a.lake_lag_s(30.0) == 2.0
+        time.sleep(1.2)
+        a.report_lag(1.0)  # a goes on recording, b stopped (say it died)
+        assert a.lake_lag_s(1.0) == 1.0
+    finally:
+        a.release()
+        b.release()
+    down = PostgresLease(f"host=127.0.0.1 port={free_port()} dbname=lake user=c4", "c", timeout_s=1.0)
+    down.report_lag(5.0)  # no session: nothing recorded, nothing raised
+    assert down.lake_lag_s(30.0) is None
+
+
+def test_a_lake_leaders_diagnosis_lags_as_far_as_the_lakes_advice_and_no_further(postgres, tmp_path):
+    """Two real collectors on one lake, each with its flush advisor: while neither advises, the leader's
+    diagnosis reads up to the clock (before, a lake always lagged the longest advice, 5 s); once the
+    follower's advisor asks its agents for 5 s, the leader lags 5 s too."""
+    import asyncio
+
+    from testkit.inprocess_collector import RunningCollector
+
+    def lake_collector(shard: str) -> RunningCollector:
+        return RunningCollector(
+            tmp_path,
+            lake=postgres.url,
+            lake_data_path=str(tmp_path / "lake"),
+            shard=shard,
+            diagnose_interval_s=3600,  # the test runs the lease rounds itself
+        )
+
+    one, two = lake_collector("one"), lake_collector("two")
+    try:
+
+        def lead(col) -> bool:
+            return asyncio.run_coroutine_threadsafe(col.collector.diagnosis.lead(), col.loop).result(30)
+
+        leader, follower = (one, two) if lead(one) else (two, one)
+        assert not lead(follower)
+        assert lead(leader)
+        assert leader.collector._advised_lag_s() == 0.0  # nobody advises
+        advisor = follower.collector.service.flush_advisor
+        for _ in range(100):  # the follower's commits fall behind: its advisor raises
+            advisor.observe(1.0)
+            time.sleep(0.025)
+        assert advisor.advice_s() == 5.0 and leader.collector.service.flush_advisor.advice_s() == 0.0
+        assert not lead(follower)  # its lease round records its advice
+        assert leader.collector._advised_lag_s() == 5.0
+    finally:
+        one.stop()
+        two.stop()

@@ -13,8 +13,10 @@ from c4.config import CollectorConfig
 class RunningCollector:
     """A real collector on a loopback port, its event loop on a background thread."""
 
-    def __init__(self, tmp_path) -> None:
-        self.cfg = CollectorConfig(listen="127.0.0.1:0", db=tmp_path / "c4.duckdb", diagnose_interval_s=0)
+    def __init__(self, tmp_path, **cfg) -> None:
+        self.cfg = CollectorConfig(
+            **{"listen": "127.0.0.1:0", "db": tmp_path / "c4.duckdb", "diagnose_interval_s": 0, **cfg}
+        )
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
