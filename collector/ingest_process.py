@@ -24,6 +24,7 @@ import signal
 import sys
 import threading
 from collections import Counter, deque
+from collections.abc import Callable
 
 import grpc
 
@@ -92,6 +93,16 @@ class StoreClient:
         self._tasks: set[asyncio.Task] = set()
         self._streams_in_flight: Counter[int] = Counter()  # streams with batches in a group on its way
         self.broken = BrokenStreams()
+        #: how far behind the clock this process's agents' data may be from its flush advice (set by
+        #: serve_ingest_process: the advisor's lag_s), told to the store process with every message
+        self.flush_lag_s: Callable[[], float] = lambda: 0.0
+        self.process = str(os.getpid())
+
+    def _about_us(self, group: pb.CommitGroup) -> pb.CommitGroup:
+        """The group with this process's name and flush lag set."""
+        group.process = self.process
+        group.flush_lag_s = self.flush_lag_s()
+        return group
 
     def submit_async(self, batch: PendingBatch) -> asyncio.Future[CommitResult]:
         """Commit one batch in the store process; the future gets its result."""
@@ -179,7 +190,7 @@ class StoreClient:
     async def _commit_sent(self, flat: list[PendingBatch]) -> list[CommitResult]:
         delta = self._counter_delta()
         try:
-            group = encode_group(flat, delta)
+            group = self._about_us(encode_group(flat, delta))
             reply = await self.stub.Commit(group)
             results = results_of(reply)
             if len(results) != len(flat):
@@ -194,13 +205,13 @@ class StoreClient:
             return [CommitResult(error=f"collector store process: {exc}")] * len(flat)
 
     async def flush_counters(self) -> None:
-        """Send counter increments not yet carried by a group (refusals with nothing to commit)."""
+        """Send counter increments not yet carried by a group (refusals with nothing to commit), and the
+        flush lag (every time: the store process forgets a lag not told again lately)."""
         delta = self._counter_delta()
-        if delta:
-            try:
-                await self.stub.Commit(pb.CommitGroup(counters=delta))
-            except grpc.aio.AioRpcError:
-                self._sent_counters.subtract(delta)  # try again next time
+        try:
+            await self.stub.Commit(self._about_us(pb.CommitGroup(counters=delta)))
+        except grpc.aio.AioRpcError:
+            self._sent_counters.subtract(delta)  # try again next time
 
     async def run_counters(self) -> None:
         """Flush counters every ``counters_every_s`` until cancelled."""
@@ -307,6 +318,7 @@ async def serve_ingest_process(cfg: CollectorConfig, store_address: str, stop: a
     # a group well under the store process's receive limit (agent_server's, from max_batch_bytes)
     sink = StoreClient(channel, metrics, max_bytes=3 * cfg.max_batch_bytes)
     service = IngestProcessService(cfg, load(), sink, metrics, auth, channel)
+    sink.flush_lag_s = service.flush_advisor.lag_s
     server, health_servicer = agent_server(cfg, ("grpc.so_reuseport", 1))
     pb_grpc.add_TelemetryServicer_to_server(service, server)
     credentials = server_credentials(cfg.tls_cert, cfg.tls_key, cfg.tls_client_ca) if cfg.tls_cert else None

@@ -6,10 +6,12 @@ import asyncio
 import gc
 import json
 import logging
+import math
 import shutil
 import signal
 import socket
 import tempfile
+import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
@@ -264,11 +266,23 @@ class StoreIngestService(pb_grpc.IngestServicer):
         self.catalogue = catalogue
         self.writer = writer
         self.metrics = metrics
+        #: ingest process -> (the flush lag it last told, time.monotonic() it told it)
+        self.flush_lags: dict[str, tuple[float, float]] = {}
+
+    def ingest_lag_s(self, fresh_s: float) -> float | None:
+        """The longest flush lag an ingest process told within ``fresh_s`` seconds; None when none did."""
+        since = time.monotonic() - fresh_s
+        lags = [lag for lag, at in self.flush_lags.values() if at >= since]
+        return max(lags) if lags else None
 
     async def Commit(self, request: pb.CommitGroup, context: grpc.aio.ServicerContext) -> pb.CommitReply:
         """Commit one group of validated batches; one result per entry, in order."""
         if request.counters:
             self.metrics.add(dict(request.counters))
+        if request.process and math.isfinite(request.flush_lag_s) and request.flush_lag_s >= 0:
+            if len(self.flush_lags) >= MAX_INGEST_PROCESSES_TOLD and request.process not in self.flush_lags:
+                self.flush_lags.clear()  # processes restarted many times over: the live ones tell again
+            self.flush_lags[request.process] = (request.flush_lag_s, time.monotonic())
         if not request.entries:
             return pb.CommitReply()
         try:
@@ -289,6 +303,11 @@ def _reason(exc: BaseException) -> str:
 def _msg_dict(msg) -> dict:
     return {f.name: getattr(msg, f.name) for f in msg.DESCRIPTOR.fields}
 
+
+#: Ingest processes whose flush lag the store process keeps (their pids; restarted ones get new ones).
+MAX_INGEST_PROCESSES_TOLD = 1024
+#: An ingest process's flush lag counts this long after it told it (it tells it every second).
+INGEST_LAG_FRESH_S = 10.0
 
 #: A lake collector's recorded flush advice counts for this long at least (it records it every
 #: diagnosis period; one that stopped recording, e.g. died, is forgotten after this).
@@ -335,6 +354,7 @@ class Collector:
         self.server: grpc.aio.Server | None = None
         self.port = 0
         self.ingest_processes: IngestProcesses | None = None  # when cfg.ingest_processes > 0
+        self.store_ingest: StoreIngestService | None = None  # their commits' side, then
         self._private_dir: str | None = None
         self._tasks: list[asyncio.Task] = []
         self.tasks: dict[str, TaskHealth] = {}  # periodic task name -> its health (/metrics, collector_tasks)
@@ -358,11 +378,15 @@ class Collector:
 
     def _own_lag_s(self) -> float:
         """How far behind the clock this collector's agents' data may be from its flush advice: its
-        advisor's own account, or, when ingest processes advise the agents, the longest it may be."""
+        advisor's own account, or, when ingest processes advise the agents, the longest any of them
+        told lately (the longest it may be while none did)."""
         advisor = self.service.flush_advisor
         if not advisor.enabled:
             return 0.0
-        return advisor.steps_s[-1] if self.cfg.ingest_processes else advisor.lag_s()
+        if not self.cfg.ingest_processes:
+            return advisor.lag_s()
+        told = self.store_ingest.ingest_lag_s(INGEST_LAG_FRESH_S) if self.store_ingest else None
+        return advisor.steps_s[-1] if told is None else told
 
     def _advised_lag_s(self) -> float:
         """How far behind the clock the data C4D reads may be from the flush advice: this collector's
@@ -388,9 +412,8 @@ class Collector:
         pb_grpc.add_TelemetryServicer_to_server(self.service, self.server)
         if self.cfg.ingest_processes:
             # agents reach the ingest processes; this process serves them on a private socket only
-            pb_grpc.add_IngestServicer_to_server(
-                StoreIngestService(self.store.catalogue, self.writer, self.metrics), self.server
-            )
+            self.store_ingest = StoreIngestService(self.store.catalogue, self.writer, self.metrics)
+            pb_grpc.add_IngestServicer_to_server(self.store_ingest, self.server)
             self._private_dir = tempfile.mkdtemp(prefix="c4-collector-")  # mode 0700: this user only
             store_address = f"unix:{self._private_dir}/store.sock"
             bind(self.server, store_address, None)

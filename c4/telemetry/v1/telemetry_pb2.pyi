@@ -256,7 +256,7 @@ class GroupEntry(_message.Message):
     def __init__(self, agent_id: _Optional[str] = ..., seq: _Optional[int] = ..., table_index: _Optional[int] = ..., rows: _Optional[int] = ..., stream: _Optional[int] = ..., spool_epoch: _Optional[int] = ...) -> None: ...
 
 class CommitGroup(_message.Message):
-    __slots__ = ("tables", "entries", "counters")
+    __slots__ = ("tables", "entries", "counters", "process", "flush_lag_s")
     class CountersEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -267,10 +267,14 @@ class CommitGroup(_message.Message):
     TABLES_FIELD_NUMBER: _ClassVar[int]
     ENTRIES_FIELD_NUMBER: _ClassVar[int]
     COUNTERS_FIELD_NUMBER: _ClassVar[int]
+    PROCESS_FIELD_NUMBER: _ClassVar[int]
+    FLUSH_LAG_S_FIELD_NUMBER: _ClassVar[int]
     tables: _containers.RepeatedCompositeFieldContainer[GroupedTable]
     entries: _containers.RepeatedCompositeFieldContainer[GroupEntry]
     counters: _containers.ScalarMap[str, int]
-    def __init__(self, tables: _Optional[_Iterable[_Union[GroupedTable, _Mapping]]] = ..., entries: _Optional[_Iterable[_Union[GroupEntry, _Mapping]]] = ..., counters: _Optional[_Mapping[str, int]] = ...) -> None: ...
+    process: str
+    flush_lag_s: float
+    def __init__(self, tables: _Optional[_Iterable[_Union[GroupedTable, _Mapping]]] = ..., entries: _Optional[_Iterable[_Union[GroupEntry, _Mapping]]] = ..., counters: _Optional[_Mapping[str, int]] = ..., process: _Optional[str] = ..., flush_lag_s: _Optional[float] = ...) -> None: ...
 
 class EntryResult(_message.Message):
     __slots__ = ("rows", "duplicate", "error", "refused")
