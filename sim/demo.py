@@ -83,7 +83,7 @@ def start_ui(address: str, port: int, log_path):
     import socket
     import subprocess
 
-    from c4.sim.procs import free_port
+    from c4.sim.procs import die_with_parent, free_port
 
     with socket.socket() as s:
         try:
@@ -95,6 +95,7 @@ def start_ui(address: str, port: int, log_path):
         [*C4_COMMAND, "ui", "--collector", address, "--port", str(port)],
         stdout=log,
         stderr=subprocess.STDOUT,
+        preexec_fn=die_with_parent(),  # noqa: PLW1509 - a killed demo leaves no dashboard
     )
     return proc, f"http://127.0.0.1:{port}/"
 
@@ -135,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
     from c4.faults import CURRENT_FAULTS_SQL
     from c4.query import QueryError, query_arrow
     from c4.report import printable_times
-    from c4.sim.procs import start_collector
+    from c4.sim.procs import die_with_parent, start_collector
 
     # what C4D currently reports, for the periodic summary
     open_faults_sql = (
@@ -182,6 +183,7 @@ def run(args: argparse.Namespace) -> int:
         stdout=agent_log,
         stderr=subprocess.STDOUT,
         env=env,
+        preexec_fn=die_with_parent(),  # noqa: PLW1509 - a killed demo leaves no agent
     )
     print(f"c4 demo: agent running on this host (log: {work / 'agent.log'})", flush=True)
     import shutil

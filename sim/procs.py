@@ -17,6 +17,31 @@ from c4.security import ClientSecurity
 from c4.self_command import C4_COMMAND
 
 
+def die_with_parent(then=None):
+    """A ``preexec_fn``: the child gets SIGTERM when the process that started it dies, however it dies
+    (Linux ``PR_SET_PDEATHSIG``; elsewhere nothing), so a killed ``c4 sim``, demo or benchmark leaves
+    no collector or agent behind; ``then`` runs after (e.g. CPU pinning).
+
+    The signal follows the thread that forked: start children from a thread that lives as long as
+    they should (the main thread here)."""
+    parent = os.getpid()
+
+    def setup() -> None:
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):  # not Linux: children outlive a killed parent, as before
+            pass
+        if os.getppid() != parent:  # the parent died before the prctl took effect
+            os.kill(os.getpid(), signal.SIGTERM)
+        if then is not None:
+            then()
+
+    return setup
+
+
 def child_pids(pid: int) -> list[int]:
     """The children of a process (a collector's ingest processes; zombies too until reaped), from /proc."""
     out = []
@@ -90,7 +115,7 @@ def start_collector(
         stdout=log,
         stderr=subprocess.STDOUT,
         env={**os.environ},
-        preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None,  # noqa: PLW1509 - no threads yet
+        preexec_fn=die_with_parent((lambda: os.sched_setaffinity(0, cpus)) if cpus else None),  # noqa: PLW1509 - no threads yet
     )
     try:
         wait_serving(address)

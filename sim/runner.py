@@ -19,6 +19,7 @@ from c4.self_command import C4_COMMAND
 from c4.sim.job_files import JobNodeWriter
 from c4.sim.jobs_twin import JobsTwin
 from c4.sim.node_files import NodeWriter
+from c4.sim.procs import die_with_parent
 from c4.sim.twin import ClusterTwin
 
 log = logging.getLogger("c4.sim.runner")
@@ -123,6 +124,7 @@ class SimRunner:
                     stdout=logf,
                     stderr=subprocess.STDOUT,
                     env={**os.environ, **(env or {})},
+                    preexec_fn=die_with_parent(),  # noqa: PLW1509 - a killed c4 sim leaves no agent
                 )
             )
 
