@@ -137,15 +137,10 @@ class HeldFiles:
     _budget_lock = threading.Lock()
     _held_total = 0
 
-    def __init__(
-        self, max_open: int = 512, sysfs_dev: int | None = None, in_place: frozenset[int] | None = None
-    ) -> None:
+    def __init__(self, max_open: int = 512, in_place: frozenset[int] | None = None) -> None:
         self.max_open = max_open
-        # files on these devices are read through a held descriptor with no check (``in_place_devs``);
-        # ``sysfs_dev`` alone names the one such device instead (tests)
+        # files on these devices are read through a held descriptor with no check (default: ``in_place_devs()``)
         self._in_place = in_place_devs() if in_place is None else in_place
-        if sysfs_dev is not None:
-            self._in_place = frozenset({sysfs_dev})
         # path -> (fd, inode to check or None on sysfs, time.time_ns() before it was last found to be that inode)
         self._held: dict[str, tuple[int, int | None, int]] = {}
         self._pass = 0  # 0: no passes, every read of a non-sysfs file checks the file itself

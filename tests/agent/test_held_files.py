@@ -145,8 +145,7 @@ def test_read_counters_gives_what_read_counter_gives_file_by_file(tmp_path, on_s
     for name, text in zip(names, ["1\n", "2\n", "N/A (no PMA)\n", "-1\n", f"{2**64}\n", "9\n"], strict=True):
         (tmp_path / name).write_text(text)
     paths = [str(tmp_path / n) for n in names] + [str(tmp_path / "never")]
-    sysfs_dev = os.stat(tmp_path).st_dev if on_sysfs else -1
-    files = HeldFiles(sysfs_dev=sysfs_dev)
+    files = HeldFiles(in_place=frozenset({os.stat(tmp_path).st_dev}) if on_sysfs else frozenset())
     for _ in range(2):
         files.new_pass()
         assert files.read_counters(paths) == [1, 2, None, None, None, 9, None]

@@ -13,14 +13,10 @@ from testkit.wait import wait_for
 from c4.collector.flush_advice import FlushAdvisor
 
 
-def committed_batches(col) -> int:
-    return col.counters().get("batches_committed", 0)
-
-
 def batches_per_s(col, seconds: float) -> float:
-    before = committed_batches(col)
+    before = col.committed_batches()
     time.sleep(seconds)
-    return (committed_batches(col) - before) / seconds
+    return (col.committed_batches() - before) / seconds
 
 
 def test_agent_follows_the_collectors_flush_advice_both_ways(tmp_path):
@@ -31,7 +27,7 @@ def test_agent_follows_the_collectors_flush_advice_both_ways(tmp_path):
     agent, hb = heartbeat_agent(tmp_path, tmp_path / "spool", collector=col.address)
     agent.start()
     try:
-        wait_for(lambda: committed_batches(col) > 20, 30, "agent's batches committed")
+        wait_for(lambda: col.committed_batches() > 20, 30, "agent's batches committed")
         fast = batches_per_s(col, 1.0)
         # commits fall behind (as the collector's PushBundle would report them): the advice goes up
         for _ in range(200):

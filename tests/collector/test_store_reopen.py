@@ -16,10 +16,6 @@ from c4.telemetry.v1 import telemetry_pb2 as pb
 from c4.telemetry.v1 import telemetry_pb2_grpc as pb_grpc
 
 
-def committed_batches(col) -> int:
-    return col.counters().get("batches_committed", 0)
-
-
 def stats(col) -> dict[str, int]:
     """The collector's Stats RPC, as an operator's tooling reads it."""
     with ClientSecurity().channel(col.address) as ch:
@@ -32,7 +28,7 @@ def test_a_collector_whose_store_checkpoint_fails_on_a_full_disk_goes_on_without
         agent, hb = heartbeat_agent(tmp_path, tmp_path / "spool", collector=col.address)
         agent.start()
         try:
-            wait_for(lambda: committed_batches(col) > 10, 30, "agent's batches committed")
+            wait_for(lambda: col.committed_batches() > 10, 30, "agent's batches committed")
             store = col.collector.store
             filler = fill(disk)
             cur = store.con.cursor()
@@ -44,8 +40,8 @@ def test_a_collector_whose_store_checkpoint_fails_on_a_full_disk_goes_on_without
             assert stats(col)["checkpoint_failures"] == 1
             time.sleep(0.5)
             filler.unlink()
-            resumed_from = committed_batches(col)
-            wait_for(lambda: committed_batches(col) > resumed_from + 10, 30, "commits going on")
+            resumed_from = col.committed_batches()
+            wait_for(lambda: col.committed_batches() > resumed_from + 10, 30, "commits going on")
             counters = stats(col)
             assert counters["store_invalidated"] == 0 and counters["store_reopens"] == 1
             assert counters["commit_errors"] > 0  # the full disk did refuse commits meanwhile

@@ -46,6 +46,10 @@ class RunningCollector:
     def counters(self) -> dict[str, int]:
         return self.collector.metrics.snapshot()
 
+    def committed_batches(self) -> int:
+        """Agents' batches committed so far."""
+        return self.counters().get("batches_committed", 0)
+
     def stop(self) -> None:
         self._call(self.collector.stop())
         self.loop.call_soon_threadsafe(self.loop.stop)
