@@ -397,7 +397,9 @@ class Collector:
         if not self.cfg.lake or not advisor.enabled:
             return own
         lake = self.diagnosis.lease.lake_lag_s(max(LAKE_ADVICE_FRESH_S, 3 * self.cfg.diagnose_interval_s))
-        return advisor.steps_s[-1] if lake is None else max(own, lake)
+        if lake is None or not math.isfinite(lake) or lake < 0:  # unreadable, or a row no collector wrote
+            return advisor.steps_s[-1]
+        return max(own, min(lake, advisor.steps_s[-1]))  # no advice is longer than the longest step
 
     async def start(self) -> int:
         """Bind and start serving; returns the bound port."""

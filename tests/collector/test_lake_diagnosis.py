@@ -283,6 +283,19 @@ def test_a_lake_leaders_diagnosis_lags_as_far_as_the_lakes_advice_and_no_further
         assert advisor.advice_s() == 5.0 and leader.collector.service.flush_advisor.advice_s() == 0.0
         assert not lead(follower)  # its lease round records its advice
         assert leader.collector._advised_lag_s() == 5.0
+        # a row written by hand (or garbled) in the catalog: bounded by the longest advice there is
+        lease = leader.collector.diagnosis.lease
+        for hostile, lagged in (
+            (1e9, 5.0),
+            (float("nan"), 5.0),
+            (-3.0, 0.0),
+        ):  # -3: the leader's own 0 is longer
+            with lease._lock:
+                lease._con.execute(
+                    "UPDATE c4_flush_advice SET lag_s = %s, updated = now() WHERE shard = %s",
+                    (hostile, follower.collector.diagnosis.shard),
+                )
+            assert leader.collector._advised_lag_s() == lagged, hostile
     finally:
         one.stop()
         two.stop()
