@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 
-HELP = "Run a benchmark (ingest, agent, plan, sim, diagnose, ui, plugin, load, checks, lake, chaos, conformance, downtime, goodput, rollup); side-by-side ratios."
+HELP = "Run a benchmark (ingest, agent, plan, sim, diagnose, ui, plugin, load, checks, lake, chaos, conformance, downtime, goodput, rollup, commit); side-by-side ratios."
 
 #: benchmark -> module with ``HELP``, ``configure(parser)`` and ``run(args) -> int``.
 BENCHES: dict[str, str] = {
@@ -23,6 +23,7 @@ BENCHES: dict[str, str] = {
     "downtime": "c4.bench.downtime",
     "goodput": "c4.bench.goodput",
     "rollup": "c4.bench.rollup",
+    "commit": "c4.bench.commit",
     "ui": "c4.bench.ui",  # named, not imported: nothing imports the ui room
 }
 
