@@ -34,6 +34,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Measure and print."""
     import json
+    import sys
 
     import pyarrow.ipc as ipc
 
@@ -51,10 +52,15 @@ def run(args: argparse.Namespace) -> int:
     try:
         sizes = [int(s) for s in str(args.agents_per_commit).split(",") if s.strip()]
     except ValueError:
-        print(f"c4 bench commit: --agents-per-commit {args.agents_per_commit!r}: give numbers like 20,80")
+        print(
+            f"c4 bench commit: --agents-per-commit {args.agents_per_commit!r}: give numbers like 20,80",
+            file=sys.stderr,
+        )
         return 2
     if not sizes or min(sizes) < 1 or args.commits < 1 or args.rounds < 1:
-        print("c4 bench commit: --agents-per-commit, --commits and --rounds must be positive")
+        print(
+            "c4 bench commit: --agents-per-commit, --commits and --rounds must be positive", file=sys.stderr
+        )
         return 2
     cat = load()
     with tempfile.TemporaryDirectory(prefix="c4-bench-commit-") as tmp:
@@ -66,7 +72,8 @@ def run(args: argparse.Namespace) -> int:
             for table, _version, payload, _rows in payloads_for(tick, "load-node", ticks=5)
         ]
 
-        def cpu_ms_per_commit(kind: type[Store], agents: int, label: str) -> float:
+        def cpu_ms_per_commit(kind: type[Store], agents: int, label: str) -> tuple[float, int]:
+            """CPU ms per commit of ``agents`` agents' batches, and the rows the store holds after."""
             store = kind(work / f"{label}.duckdb", cat, checkpoint_wal_bytes=1 << 40, threads=1)
             try:
                 seqs: dict[str, int] = {}
@@ -81,8 +88,14 @@ def run(args: argparse.Namespace) -> int:
                     groups.append(group)
                 start = time.thread_time()
                 for group in groups:
-                    store.commit(group)
-                return 1e3 * (time.thread_time() - start) / args.commits
+                    if any(result.error for result in store.commit(group)):
+                        raise RuntimeError(f"a commit of {agents} agents failed")
+                took_ms = 1e3 * (time.thread_time() - start) / args.commits
+                stored = sum(
+                    store.con.execute(f'SELECT count(*) FROM "{spec.name}"').fetchone()[0]
+                    for spec, _ in per_agent
+                )
+                return took_ms, stored
             finally:
                 store.close()
                 for f in work.glob(f"{label}.duckdb*"):
@@ -91,9 +104,14 @@ def run(args: argparse.Namespace) -> int:
         results = []
         for agents in sizes:
             by_position, by_name = [], []
+            stored = {"by_position": set(), "by_name": set()}
             for r in range(args.rounds):
-                by_position.append(cpu_ms_per_commit(Store, agents, f"pos-{agents}-{r}"))
-                by_name.append(cpu_ms_per_commit(ByNameStore, agents, f"name-{agents}-{r}"))
+                took, rows = cpu_ms_per_commit(Store, agents, f"pos-{agents}-{r}")
+                by_position.append(took)
+                stored["by_position"].add(rows)
+                took, rows = cpu_ms_per_commit(ByNameStore, agents, f"name-{agents}-{r}")
+                by_name.append(took)
+                stored["by_name"].add(rows)
             pos, name = statistics.median(by_position), statistics.median(by_name)
             results.append(
                 {
@@ -102,6 +120,8 @@ def run(args: argparse.Namespace) -> int:
                     "cpu_ms_per_commit_by_position": round(pos, 2),
                     "cpu_ms_per_commit_by_name": round(name, 2),
                     "by_name_over_by_position": round(name / pos, 3) if pos else None,
+                    # rows in the store after each run, each way (every round the same)
+                    "rows_stored": {way: sorted(counts) for way, counts in stored.items()},
                 }
             )
     print("c4 bench commit: CPU per group commit of node ticks (5 ticks per agent batch, 9 tables)")
