@@ -7,13 +7,17 @@ call, and every check of ``validate.check_payload`` runs once over all their row
 validation (UTF-8 included), list lengths, timestamp ranges, a NULL time, the node each row names,
 and rows dated ahead of the collector clamped. When anything in a group is wrong, its batches are
 checked one by one the usual way, so that only the bad ones are refused, each with its own reason.
+An agent whose batch was refused has its batches checked apart from the others' for a while
+(``Suspects``): one hostile agent sending a bad batch with every flush would otherwise send every
+other agent's batches of that table down the one-by-one path with it, every commit.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import grpc
 import numpy as np
@@ -28,13 +32,57 @@ from c4.wire_limits import shown
 log = logging.getLogger("c4.collector.batch_checks")
 
 
+#: How long the batches of an agent one of whose batches was refused are checked apart from the others'.
+SUSPECT_S = 60.0
+#: Agents kept in ``Suspects`` at most (the longest-known go first): new agent ids cannot grow it without bound.
+MAX_SUSPECTS = 4096
+
+
 class _Irregular(Exception):
     """A group that cannot be checked together: its batches are checked one by one."""
 
 
-def commit_checked(store: Store, batches: Sequence[PendingBatch]) -> list[CommitResult]:
-    """``store.commit`` of the batches, the ``unchecked`` ones checked first (refused ones not inserted)."""
-    refusals = check_unchecked(batches)
+class Suspects:
+    """Agents a value check refused a batch of in the last ``hold_s``: their batches are checked in groups
+    of their own, so that the other agents' batches of the same table stay checked together."""
+
+    def __init__(
+        self,
+        hold_s: float = SUSPECT_S,
+        max_agents: int = MAX_SUSPECTS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.hold_s = hold_s
+        self.max_agents = max_agents
+        self._clock = clock
+        self._until: dict[str, float] = {}  # agent -> clock() until which it is suspect; oldest note first
+
+    def note(self, agent_id: str) -> None:
+        """One of the agent's batches was refused: suspect for ``hold_s`` from now."""
+        self._until.pop(agent_id, None)
+        self._until[agent_id] = self._clock() + self.hold_s
+        while len(self._until) > self.max_agents:
+            del self._until[next(iter(self._until))]
+
+    def __contains__(self, agent_id: object) -> bool:
+        until = self._until.get(agent_id)  # type: ignore[call-overload]  # any key: absent is not suspect
+        if until is None:
+            return False
+        if until < self._clock():
+            del self._until[agent_id]  # type: ignore[arg-type]
+            return False
+        return True
+
+    def __len__(self) -> int:
+        return len(self._until)
+
+
+def commit_checked(
+    store: Store, batches: Sequence[PendingBatch], suspects: Suspects | None = None
+) -> list[CommitResult]:
+    """``store.commit`` of the batches, the ``unchecked`` ones checked first (refused ones not inserted);
+    ``suspects`` (kept by the caller across commits) learns the agents refused, and has theirs checked apart."""
+    refusals = check_unchecked(batches, suspects)
     if refusals is None:
         return store.commit(batches)
     keep = [i for i, refused in enumerate(refusals) if refused is None]
@@ -44,16 +92,20 @@ def commit_checked(store: Store, batches: Sequence[PendingBatch]) -> list[Commit
     return results  # type: ignore[return-value]  # every kept one was replaced by its commit result
 
 
-def check_unchecked(batches: Sequence[PendingBatch]) -> list[CommitResult | None] | None:
+def check_unchecked(
+    batches: Sequence[PendingBatch], suspects: Suspects | None = None
+) -> list[CommitResult | None] | None:
     """Decode and check every ``unchecked`` batch; None when there is none, else per batch its refusal
-    (a refused CommitResult) or None.
+    (a refused CommitResult) or None. A table's batches are checked together, those of each agent in
+    ``suspects`` in a group of their own; every agent refused is noted there.
 
     An accepted batch gets its rows (``source``, or ``table`` when checked alone) and its ``clock``.
     """
-    groups: dict[tuple[str, bytes], list[int]] = {}
+    groups: dict[tuple[str, bytes, str], list[int]] = {}
     for i, b in enumerate(batches):
         if b.unchecked is not None:
-            groups.setdefault((b.spec.name, b.unchecked.frame.schema_key), []).append(i)
+            apart = b.agent_id if suspects is not None and b.agent_id in suspects else ""
+            groups.setdefault((b.spec.name, b.unchecked.frame.schema_key, apart), []).append(i)
     if not groups:
         return None
     notes: list[CommitResult | None] = [None] * len(batches)
@@ -65,6 +117,8 @@ def check_unchecked(batches: Sequence[PendingBatch]) -> list[CommitResult | None
             outcomes = [_check_alone(b) for b in group]
         for i, outcome in zip(indices, outcomes, strict=True):
             notes[i] = outcome
+            if outcome is not None and outcome.refused and suspects is not None:
+                suspects.note(batches[i].agent_id)
     return notes
 
 

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from c4.collector.batch_checks import commit_checked
+from c4.collector.batch_checks import Suspects, commit_checked
 from c4.collector.store import CommitResult, PendingBatch, Store
 
 log = logging.getLogger("c4.collector.writer")
@@ -37,6 +37,8 @@ class Writer:
         self._q: queue.Queue[tuple[Any, Callable[[Any], None]] | None] = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="c4-writer", daemon=True)
         self.commits = 0
+        #: agents refused lately, whose batches are checked apart from the others' (see batch_checks)
+        self.suspects = Suspects()
         self._settle_after = 0.0  # time.monotonic() before which an idle writer does not try to move
         self._thread.start()
 
@@ -141,7 +143,7 @@ class Writer:
                 rows += sum(b.num_rows for b in nxt[0])
             flat = [b for item, _ in group for b in item]
             try:
-                results = commit_checked(self.store, flat)
+                results = commit_checked(self.store, flat, self.suspects)
             except BaseException as exc:  # the writer owns exactly-once: it must outlive any error
                 log.exception("commit failed batches=%d error=%s", len(flat), exc)
                 self.store.mark_failed(flat)

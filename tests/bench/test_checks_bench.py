@@ -24,6 +24,31 @@ def test_bench_checks_stores_the_same_rows_both_ways_and_reports_per_node_tick()
     assert "together / alone" in out
 
 
+def test_bench_checks_hostile_stores_the_same_rows_with_and_without_the_memory_of_refused_agents():
+    out, result = run_bench_json(
+        [
+            "checks",
+            "--agents",
+            "4",
+            "--rounds",
+            "1",
+            "--ticks-per-batch",
+            "1",
+            "--group",
+            "10",
+            "--hostile",
+            "--json",
+        ],
+        timeout_s=180,
+    )
+    (case,) = result["cases"]
+    hostile = case["hostile"]
+    # the liar's batches are refused both ways; every other row is stored, as without a liar
+    assert hostile["rows_stored"]["apart"] == hostile["rows_stored"]["all"] == case["rows_stored"]["together"]
+    assert hostile["apart_commit_us_per_node_tick"] > 0 and hostile["all_vs_apart"] > 0
+    assert "hostile agent in every group" in out
+
+
 @pytest.mark.parametrize(
     "bad",
     [

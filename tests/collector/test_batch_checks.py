@@ -239,3 +239,72 @@ def _offsets_of_node_column(payload: bytes, schema_end: int) -> int:
     node_offsets = rb.column(1).buffers()[1]
     body = message.body
     return body_start + (node_offsets.address - body.address)
+
+
+def test_an_agent_refused_once_is_checked_apart_so_the_others_stay_checked_together(tmp_path, monkeypatch):
+    """A hostile agent sending rows of another node with every flush: the first group it is in is checked
+    one by one (to find it); after that only its own batches are, and it is refused each time the same way."""
+    from c4.collector import batch_checks
+
+    alone_calls: list[str] = []
+    check_alone = batch_checks._check_alone
+
+    def counting(b):
+        alone_calls.append(b.agent_id)
+        return check_alone(b)
+
+    monkeypatch.setattr(batch_checks, "_check_alone", counting)
+    svc = service(True)
+    warm(svc, [batch("warm", 1, encode_ipc(heartbeat_rows("warm", [1])))])
+
+    def group(seq: int) -> list[PendingBatch]:
+        goods = [
+            admit(
+                svc, batch(f"n{i}", seq, encode_ipc(heartbeat_rows(f"n{i}", [seq]))), Identity(f"n{i}", AGENT)
+            )
+            for i in range(8)
+        ]
+        liar = admit(
+            svc, batch("liar", seq, encode_ipc(heartbeat_rows("victim", [seq]))), Identity("liar", AGENT)
+        )
+        return [*goods[:4], liar, *goods[4:]]
+
+    def commit_three(suspects) -> list[list[str]]:
+        store = Store(tmp_path / f"c4-{suspects is not None}.duckdb", CATALOGUE, threads=1)
+        checked_alone = []
+        try:
+            for seq in (1, 2, 3):
+                alone_calls.clear()
+                results = commit_checked(store, group(seq), suspects)
+                assert results[4].refused and results[4].counter == "refused_other_node"
+                assert [r.rows for i, r in enumerate(results) if i != 4] == [1] * 8
+                checked_alone.append(sorted(set(alone_calls)))
+            assert {r["node"] for r in stored(store, "agent_heartbeat")} == {f"n{i}" for i in range(8)}
+            assert len(stored(store, "agent_heartbeat")) == 24
+        finally:
+            store.close()
+        return checked_alone
+
+    everyone = sorted([*(f"n{i}" for i in range(8)), "liar"])
+    assert commit_three(None) == [everyone] * 3  # no memory: every group goes one by one
+    suspects = batch_checks.Suspects()
+    assert commit_three(suspects) == [everyone, ["liar"], ["liar"]]
+    assert "liar" in suspects and "n0" not in suspects and len(suspects) == 1
+
+
+def test_suspects_are_forgotten_after_their_hold_and_kept_to_a_bound():
+    from c4.collector.batch_checks import Suspects
+
+    now = [100.0]
+    suspects = Suspects(hold_s=60, max_agents=3, clock=lambda: now[0])
+    suspects.note("a")
+    now[0] += 59
+    assert "a" in suspects
+    now[0] += 2
+    assert "a" not in suspects and len(suspects) == 0
+    for name in ("b", "c", "d", "e"):
+        suspects.note(name)
+    assert len(suspects) == 3 and "b" not in suspects and all(n in suspects for n in "cde")
+    suspects.note("c")  # noted again: the newest, so not the next to go
+    suspects.note("f")
+    assert "d" not in suspects and all(n in suspects for n in "cef")
