@@ -37,6 +37,8 @@ class Writer:
         self._q: queue.Queue[tuple[Any, Callable[[Any], None]] | None] = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="c4-writer", daemon=True)
         self.commits = 0
+        #: seconds spent committing and running jobs so far (time.perf_counter): how busy the writer is
+        self.busy_s = 0.0
         #: agents refused lately, whose batches are checked apart from the others' (see batch_checks)
         self.suspects = Suspects()
         self._settle_after = 0.0  # time.monotonic() before which an idle writer does not try to move
@@ -70,11 +72,14 @@ class Writer:
         return bool(getattr(self.store, "diverting", False))
 
     def _run_job(self, work: Callable[[Store], Any], done: Callable[[Any], None]) -> None:
+        started = time.perf_counter()
         try:
-            done(work(self.store))
+            result = work(self.store)
         except BaseException as exc:  # a maintenance job must not kill the writer (nor a panic)
             log.exception("writer job failed error=%s", exc)
-            done(exc)
+            result = exc
+        self.busy_s += time.perf_counter() - started
+        done(result)
 
     def _settle(self) -> None:
         """Idle: let the store move rows it took aside during a checkpoint."""
@@ -142,6 +147,7 @@ class Writer:
                 batches += len(nxt[0])
                 rows += sum(b.num_rows for b in nxt[0])
             flat = [b for item, _ in group for b in item]
+            started = time.perf_counter()
             try:
                 results = commit_checked(self.store, flat, self.suspects)
             except BaseException as exc:  # the writer owns exactly-once: it must outlive any error
@@ -149,6 +155,7 @@ class Writer:
                 self.store.mark_failed(flat)
                 results = [CommitResult(error=f"commit failed: {exc}")] * len(flat)
             self.commits += 1
+            self.busy_s += time.perf_counter() - started
             start = 0
             for item, cb in group:
                 cb(results[start : start + len(item)])
