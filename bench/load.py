@@ -500,22 +500,24 @@ def percentile(values: list[float], q: float) -> float | None:
     return s[min(len(s) - 1, max(0, int(round(q * len(s) + 0.5)) - 1))]
 
 
-async def commit_transactions(addresses: list[str]) -> int | None:
-    """The collectors' store transactions so far (their Stats), None when one does not answer."""
+async def writer_counters(addresses: list[str]) -> tuple[int, int] | None:
+    """The collectors' store transactions and writer busy ms so far (their Stats), None when one does
+    not answer."""
     import grpc
 
     from c4.telemetry.v1 import telemetry_pb2 as pb
     from c4.telemetry.v1 import telemetry_pb2_grpc as pb_grpc
 
-    total = 0
+    commits = busy_ms = 0
     for address in addresses:
         try:
             async with grpc.aio.insecure_channel(address) as channel:
                 reply = await pb_grpc.TelemetryStub(channel).Stats(pb.StatsRequest(), timeout=10)
         except grpc.aio.AioRpcError:
             return None
-        total += reply.counters.get("commit_transactions", 0)
-    return total
+        commits += reply.counters.get("commit_transactions", 0)
+        busy_ms += reply.counters.get("writer_busy_ms", 0)
+    return commits, busy_ms
 
 
 async def drive(args, addresses: list[str], watches: list, per_agent: list) -> tuple[LoadStats, dict]:
@@ -558,11 +560,11 @@ async def drive(args, addresses: list[str], watches: list, per_agent: list) -> t
         if "cpu0" not in measured and now >= window[0]:
             cpu0 = sum(w.cpu_s() for w in watches)
             measured.update(cpu0=cpu0, wall0=time.perf_counter(), self0=time.process_time())
-            measured["commits0"] = await commit_transactions(addresses)
+            measured["writer0"] = await writer_counters(addresses)
     measured.update(
         cpu1=sum(w.cpu_s() for w in watches), wall1=time.perf_counter(), self1=time.process_time()
     )
-    measured["commits1"] = await commit_transactions(addresses)
+    measured["writer1"] = await writer_counters(addresses)
     bar.close()
     # the agents stop sending at the window's end; give the collector a bounded time to ack the rest
     done, pending = await asyncio.wait(tasks, timeout=args.drain_s)
@@ -937,10 +939,14 @@ def phase(args, work, cfg, label: str, shards: int, per_agent: list, command: st
         # ticks per batch -> flushes that held that many (the agents' own, advised, or waiting for acks)
         "flushes_by_ticks": {str(t): n for t, n in sorted(stats.flushes_by_ticks.items())},
         "collector_cpu_cores": round((m["cpu1"] - m["cpu0"]) / window_s, 3),
-        # store transactions per second over the window (each costs ~30 ms of fixed work at 2,000 agents)
+        # store transactions per second over the window (each costs ~26 ms of fixed work), and the share
+        # of the window the writer was busy (committing, running jobs): what the flush advice steps on
         "commits_per_s": None
-        if m.get("commits0") is None or m.get("commits1") is None
-        else round((m["commits1"] - m["commits0"]) / window_s, 1),
+        if m.get("writer0") is None or m.get("writer1") is None
+        else round((m["writer1"][0] - m["writer0"][0]) / window_s, 1),
+        "writer_busy_share": None
+        if m.get("writer0") is None or m.get("writer1") is None
+        else round((m["writer1"][1] - m["writer0"][1]) / 1000 / window_s, 3),
         "collector_peak_rss_bytes": sum(w.peak_rss_bytes for w in watches),
         "loadgen_cpu_cores": round((m["self1"] - m["self0"]) / window_s, 3),
         "batches_made": stats.batches_made,

@@ -182,7 +182,8 @@ class TelemetryService(IngestService):
             await context.abort(exc.code, exc.message)
 
     async def Stats(self, request: pb.StatsRequest, context: grpc.aio.ServicerContext) -> pb.StatsReply:
-        """The collector's own counters, and ``side_pending`` (1 while its side file holds acknowledged rows
+        """The collector's own counters, ``writer_busy_ms`` (time its writer spent committing and running
+        jobs), and ``side_pending`` (1 while its side file holds acknowledged rows
         taken during a checkpoint that are not moved into the store yet), ``store_invalidated`` (1 while
         DuckDB has invalidated the store and it is not open again), ``store_reopens`` and the background
         ``checkpoint_failures``."""
@@ -192,6 +193,7 @@ class TelemetryService(IngestService):
         counters = {
             **self.metrics.snapshot(),
             "commit_transactions": self.writer.commits,
+            "writer_busy_ms": int(self.writer.busy_s * 1000),
             "side_pending": int(bool(getattr(store, "side_pending", False))),
             "side_moves": int(getattr(store, "side_moves", 0)),
             "store_invalidated": int(bool(getattr(store, "invalidated", ""))),
