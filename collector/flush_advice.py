@@ -7,12 +7,8 @@ the cost if its agents flush every few seconds instead. The advisor watches the 
 a bundle to committing it: once more than a tenth of the bundles of two windows in a row take
 longer than ``raise_at_s``, it advises the longest interval at once (a backlog grows every second
 it waits); once a quarter or fewer of the bundles of the last ``hold_s`` have taken longer than
-``lower_at_s`` (a checkpoint's few slow seconds do not reset that count) and the writer was busy at
-most ``lower_busy_max`` of that time, the next shorter one; and if that proves too short (raised
-again soon after) it waits twice as long before the next try. The busy share matters because a
-shorter interval multiplies the writer's per-batch work: a writer busy 60-80% of the time at 5 s
-acked quickly, stepped down to 2 s, fell behind and was raised again within seconds, a second of
-slow acks each time (``c4 bench load --agents 2000``).
+``lower_at_s`` (a checkpoint's few slow seconds do not reset that count), the next shorter one; and
+if that proves too short (raised again soon after) it waits twice as long before the next try.
 Agents flush at the longer of their own interval and the advice; samples keep their one-second
 resolution. ``lag_s`` tells the diagnosis how far behind the clock the data may be.
 """
@@ -52,8 +48,6 @@ class FlushAdvisor:
         slow_share: float = 0.1,
         calm_share: float = 0.25,
         clock: Callable[[], float] = time.monotonic,
-        busy_s: Callable[[], float] | None = None,
-        lower_busy_max: float = 0.5,
     ) -> None:
         self.steps_s = steps_up_to(max_s)
         self.raise_at_s = raise_at_s
@@ -63,9 +57,6 @@ class FlushAdvisor:
         self.slow_share = slow_share
         self.calm_share = calm_share
         self._clock = clock
-        #: seconds the writer has been busy so far (None: not known, e.g. in an ingest process)
-        self._busy_s = busy_s
-        self.lower_busy_max = lower_busy_max
         self._lock = threading.Lock()
         self._step = 0
         now = clock()
@@ -75,7 +66,6 @@ class FlushAdvisor:
         # bundles since the start of the period judged for a step down, and those over lower_at_s
         self._period_start = now
         self._period_seen = self._period_over_lower = 0
-        self._period_busy0 = busy_s() if busy_s is not None else 0.0
         self._hold_until = now  # no other step before (agents follow an advice within one flush)
         #: (since, advice in force): the last few changes, for ``lag_s``
         self._history: deque[tuple[float, float]] = deque([(now, self.steps_s[0])], maxlen=16)
@@ -122,7 +112,7 @@ class FlushAdvisor:
             self.raised += 1
         elif now - self._period_start >= self._lower_hold_s:
             calm = self._period_over_lower <= self.calm_share * self._period_seen
-            if calm and self._step > 0 and self._busy_share(now) <= self.lower_busy_max:
+            if calm and self._step > 0:
                 self._set(self._step - 1, now)
                 self._lowered_at = now
                 self.lowered += 1
@@ -131,13 +121,6 @@ class FlushAdvisor:
     def _new_period(self, now: float) -> None:
         self._period_start = now
         self._period_seen = self._period_over_lower = 0
-        self._period_busy0 = self._busy_s() if self._busy_s is not None else 0.0
-
-    def _busy_share(self, now: float) -> float:
-        """The share of this period the writer was busy (0.0 when not known)."""
-        if self._busy_s is None or now <= self._period_start:
-            return 0.0
-        return (self._busy_s() - self._period_busy0) / (now - self._period_start)
 
     def _set(self, step: int, now: float) -> None:
         old = self.steps_s[self._step]

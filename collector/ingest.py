@@ -170,12 +170,8 @@ class IngestService(pb_grpc.TelemetryServicer):
         self.metrics = metrics
         self.auth = auth or Authenticator(None, metrics.inc)
         self.limits = DecodeLimits(cfg.max_batch_rows, cfg.max_batch_decoded_bytes)
-        #: how often agents are asked to flush, from how long this process's commits take (and how busy
-        #: its writer is, where the writer is this process's)
-        busy = getattr(writer, "busy_s", None)
-        self.flush_advisor = FlushAdvisor(
-            cfg.agent_flush_max_s, busy_s=(lambda: writer.busy_s) if isinstance(busy, float) else None
-        )
+        #: how often agents are asked to flush, from how long this process's commits take
+        self.flush_advisor = FlushAdvisor(cfg.agent_flush_max_s)
         self.max_skew_us = int(cfg.max_clock_skew_s * 1e6)
         self.clock = ClockWatch(cfg.clock_skew_interval_s)
         self._clock_next_s = 0.0

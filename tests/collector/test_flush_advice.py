@@ -3,17 +3,7 @@ once they are quick for a while, and the diagnosis told how far behind the clock
 
 from __future__ import annotations
 
-import asyncio
-import time
-
-from test_store_settings import heartbeat_rows
-
-from c4.catalogue import load
 from c4.collector.flush_advice import FlushAdvisor, steps_up_to
-from c4.collector.ingest import IngestService, Metrics
-from c4.collector.store import PendingBatch, Store
-from c4.collector.writer import Writer
-from c4.config import CollectorConfig
 
 
 class Clock:
@@ -131,61 +121,3 @@ def test_without_bundles_nothing_changes():
     advisor = FlushAdvisor(max_s=5.0, clock=clock)
     clock.t += 3600
     assert advisor.advice_s() == 0.0 and advisor.lag_s() == 0.0
-
-
-def test_a_writer_busy_most_of_the_time_keeps_the_advice_though_acks_are_quick():
-    """Quick acks at 5 s with the writer busy 70% of the time: 2 s would multiply its per-batch work, so
-    the advice stays; the same acks with the writer busy 30% of the time step down as before."""
-    for busy_share, expected in ((0.7, 5.0), (0.3, 2.0)):
-        clock = Clock()
-        start = clock.t
-        advisor = FlushAdvisor(
-            max_s=5.0,
-            hold_s=30.0,
-            clock=clock,
-            busy_s=lambda share=busy_share, clock=clock, start=start: share * (clock.t - start),
-        )
-        run(advisor, clock, 3, 0.9)
-        run(advisor, clock, 45, 0.05)
-        assert advisor.advice_s() == expected, busy_share
-    run(advisor, clock, 40, 0.05)
-    assert advisor.advice_s() == 0.0  # and on down while the writer stays that idle
-
-
-def test_the_busy_share_is_of_the_period_judged_not_of_all_time():
-    """A writer that was busy all through a backlog, then idle: the step down waits for a calm period of
-    its own, not for the average since the start to fall."""
-    clock = Clock()
-    busy = [0.0]
-    advisor = FlushAdvisor(max_s=5.0, hold_s=30.0, clock=clock, busy_s=lambda: busy[0])
-    for _ in range(600):  # a minute of backlog, the writer busy throughout
-        clock.t += 0.1
-        busy[0] += 0.1
-        advisor.observe(0.9)
-    assert advisor.advice_s() == 5.0
-    run(advisor, clock, 45, 0.05)  # then quick and idle: the busy minute is not held against it
-    assert advisor.advice_s() == 2.0
-
-
-def test_the_writer_counts_the_time_it_is_busy_and_the_collectors_advisor_reads_it(tmp_path):
-    """What the advisor is given: the real writer's seconds of commits and jobs."""
-    catalogue = load()
-    spec = catalogue["agent_heartbeat"]
-    writer = Writer(Store(tmp_path / "c4.duckdb", catalogue))
-    try:
-        service = IngestService(CollectorConfig(), catalogue, writer, Metrics())
-
-        async def work() -> None:
-            await writer.call_async(lambda store: time.sleep(0.3))
-            (result,) = await writer.submit_many_async(
-                [PendingBatch("a", 1, spec, heartbeat_rows(spec, 1, 50))]
-            )
-            assert result.rows == 50
-
-        before = service.flush_advisor._busy_s()
-        asyncio.run(work())
-        assert writer.commits == 1 and writer.busy_s >= 0.3
-        assert service.flush_advisor._busy_s() - before == writer.busy_s - before >= 0.3
-    finally:
-        writer.close()
-        writer.store.close()
