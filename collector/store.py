@@ -254,7 +254,8 @@ class Store:
 
     def _configure(self) -> None:
         """The writing connection's settings: DuckDB's own checkpoint threshold and its threads."""
-        self._columns_of: dict[str, list[str]] = {}  # see _table_columns (a new connection: looked up again)
+        # (table, in the side file) -> its stored columns (see _table_columns; a new connection: looked up again)
+        self._columns_of: dict[tuple[str, bool], list[str]] = {}
         self.con.execute(f"SET checkpoint_threshold = '{int(self._threshold_bytes)}B'")
         if self._threads:
             self.con.execute(f"SET threads = {int(self._threads)}")
@@ -716,7 +717,7 @@ class Store:
                 if not data.num_rows:
                     continue
                 target = f'{prefix}"{spec.name}"'
-                if self._table_columns(target) == data.column_names:
+                if self._table_columns(spec.name, side) == data.column_names:
                     self._insert_in_order(target, data)
                 else:  # a store whose table took new columns at its end, in another order
                     self._insert_by_name(target, spec, data)
@@ -745,13 +746,13 @@ class Store:
         finally:
             self.con.unregister("_c4_in")
 
-    def _table_columns(self, target: str) -> list[str]:
-        """The columns of a table the writer inserts into (quoted, maybe qualified), in their stored
-        order, as the writing connection sees them now (kept until the schema or connection changes)."""
-        columns = self._columns_of.get(target)
+    def _table_columns(self, table: str, side: bool) -> list[str]:
+        """The stored columns of a table the writer inserts into (the store's, or the side file's), in
+        order, as the writing connection sees them (kept until the schema or connection changes)."""
+        columns = self._columns_of.get((table, side))
         if columns is None:
-            columns = [d[0] for d in self.con.execute(f"SELECT * FROM {target} LIMIT 0").description]
-            self._columns_of[target] = columns
+            database = side_store.SIDE_DB if side else None
+            columns = self._columns_of[(table, side)] = side_store.side_columns(self.con, table, database)
         return columns
 
     def delete_older_than(self, cutoff_expr: str) -> dict[str, int]:

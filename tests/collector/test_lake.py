@@ -161,6 +161,8 @@ def test_lake_sequence_rows_are_appended_and_pruned_by_retention(tmp_path, postg
 
         for seq in range(1, 4):  # three commits per agent: three bookkeeping rows each, no deletes
             assert [r.rows for r in store.commit([beat("n1", seq), beat("n2", seq)])] == [1, 1]
+        # the lake's tables are appended by position too (their stored columns are the catalogue's)
+        assert store._table_columns(spec.name, side=False) == spec.column_names
         table = store.seq_table
         assert store.con.execute(f"SELECT count(*) FROM {table}").fetchone()[0] == 6
         assert store.commit([beat("n1", 2)])[0].duplicate
