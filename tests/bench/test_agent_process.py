@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from c4.bench.agent import build_node
-from c4.bench.agent_process import measure_agent_process, proc_figures
+from c4.bench.agent_process import cpu_s_between, measure_agent_process, proc_figures, task_cpu_ns
 
 
 def test_proc_figures_read_this_process():
@@ -13,6 +13,17 @@ def test_proc_figures_read_this_process():
     sum(i * i for i in range(200_000))  # some CPU to count
     f = proc_figures(os.getpid())
     assert f["cpu_s"] > 0 and 10 < f["rss_mib"] <= f["peak_rss_mib"]
+
+
+def test_cpu_between_two_readings_counts_to_the_nanosecond_and_keeps_ended_threads():
+    """A 14 ms stretch is 14 ms, not the one 10 ms tick or none /proc/PID/stat shows; a thread that ended in
+    between is only in the tick counter, which then wins; this process's own threads are read by id."""
+    before = {1: ("main", 1_000_000_000), 2: ("c4-sender", 500_000_000)}
+    after = {1: ("main", 1_010_000_000), 2: ("c4-sender", 504_000_000), 3: ("event_engine", 0)}
+    assert cpu_s_between(before, after, ticks_cpu_s=0.0) == 0.014
+    assert cpu_s_between(before, {1: ("main", 1_010_000_000)}, ticks_cpu_s=0.05) == 0.05
+    tasks = task_cpu_ns(os.getpid())
+    assert os.getpid() in tasks and all(ns >= 0 for _, ns in tasks.values())
 
 
 def test_a_real_agent_process_is_measured_while_it_sends(tmp_path):
