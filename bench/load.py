@@ -99,6 +99,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="the collector's store_threads (DuckDB threads; 0 = one per core but one)",
     )
     parser.add_argument(
+        "--commit-spacing-s",
+        type=float,
+        default=None,
+        help="the collector's group_commit_spacing_s: a group commit starts at least this long after the one "
+        "before (default: the collector's default)",
+    )
+    parser.add_argument(
         "--checkpoint-wal-mib",
         type=int,
         default=0,
@@ -611,13 +618,14 @@ def run(args: argparse.Namespace) -> int:
         or args.ingest_processes < 0
         or args.store_threads < 0
         or args.checkpoint_wal_mib < 0
+        or (args.commit_spacing_s is not None and not 0 <= args.commit_spacing_s <= 5)
     ):
         print(
             "c4 bench load: --agents >= 1, --compare-agents >= 0, --duration-s > 0, --interval-s > 0, "
             "--ramp-s >= 0, --max-in-flight >= 1, --ticks-per-batch >= 1, --health-interval-s > 0, "
             "--ingest-processes >= 0, "
             "--store-threads >= 0, "
-            "--checkpoint-wal-mib >= 0",
+            "--checkpoint-wal-mib >= 0, 0 <= --commit-spacing-s <= 5",
             file=sys.stderr,
         )
         return 2
@@ -656,6 +664,11 @@ def run(args: argparse.Namespace) -> int:
             + f"ingest_processes = {ingest_processes}\n"
             + f"store_threads = {args.store_threads}\n"
             + (f"checkpoint_wal_bytes = {args.checkpoint_wal_mib << 20}\n" if args.checkpoint_wal_mib else "")
+            + (
+                ""
+                if args.commit_spacing_s is None
+                else f"group_commit_spacing_s = {args.commit_spacing_s!r}\n"
+            )
         )
         return path
 

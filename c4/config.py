@@ -92,6 +92,9 @@ class CollectorConfig(BaseModel):
     clock_skew_interval_s: float = Field(10.0, gt=0)  # at most one agent_clock row per agent this often
     metrics_interval_s: float = Field(10.0, gt=0)
     group_commit_max_batches: int = Field(4096, ge=1)
+    # a group commit starts at most this long after the previous one started (3x as long as that one took,
+    # up to this; batches gather meanwhile into one commit); 0: as soon as batches wait
+    group_commit_spacing_s: float = Field(0.25, ge=0, le=5)
     # processes that receive and check agents' batches beside the one owning the store (0: one process)
     ingest_processes: int = Field(0, ge=0, le=64)
     checkpoint_wal_bytes: int = Field(128 << 20, ge=1 << 20)  # DuckDB checkpoints past this WAL size

@@ -349,7 +349,7 @@ class Collector:
                 )
             except (duckdb.Error, OSError) as exc:  # full disk, read-only or missing directory, not a DB
                 raise StartupError(f"cannot open the store {cfg.db}: {_reason(exc)}") from exc
-        self.writer = Writer(self.store, cfg.group_commit_max_batches)
+        self.writer = Writer(self.store, cfg.group_commit_max_batches, spacing_s=cfg.group_commit_spacing_s)
         self.auth = Authenticator(tokens, self.metrics.inc, mtls_roles)
         self.service = TelemetryService(cfg, self.store, self.writer, self.metrics, self.auth)
         self.exporter: MetricsServer | None = None

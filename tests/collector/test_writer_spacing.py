@@ -1,0 +1,120 @@
+"""The writer's commit spacing: under a steady stream of batches a commit starts no sooner than
+``spacing_s`` after the one before (its group gathers meanwhile), every batch is stored once, and the
+collector's config reaches the writer."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from test_store_settings import heartbeat_rows
+
+from c4.catalogue import load
+from c4.collector.store import PendingBatch, Store
+from c4.collector.writer import Writer
+
+CATALOGUE = load()
+SPEC = CATALOGUE["agent_heartbeat"]
+
+
+class TimedStore(Store):
+    """The real store, noting when each commit starts and how many batches it holds."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.commit_starts: list[tuple[float, int]] = []
+        self.commit_took_s: list[float] = []
+
+    def commit(self, batches):
+        start = time.monotonic()
+        self.commit_starts.append((start, len(batches)))
+        try:
+            return super().commit(batches)
+        finally:
+            self.commit_took_s.append(time.monotonic() - start)
+
+
+def stream_batches(
+    store: Store, spacing_s: float, factor: float, agents: int = 40, every_s: float = 0.01
+) -> Writer:
+    """Each of ``agents`` agents sends one batch ``every_s`` apart through a writer with ``spacing_s`` and
+    ``factor``; every result is awaited."""
+    writer = Writer(store, spacing_s=spacing_s, spacing_factor=factor)
+
+    async def scenario() -> None:
+        futures = []
+        for i in range(agents):
+            batch = PendingBatch(f"agent-{i}", 1, SPEC, heartbeat_rows(SPEC, i, 10), stream=1)
+            futures.append(writer.submit_many_async([batch]))
+            await asyncio.sleep(every_s)
+        results = await asyncio.wait_for(asyncio.gather(*futures), 60)
+        assert all(r.rows == 10 and not r.error for (r,) in results), results
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        writer.close()
+    return writer
+
+
+def test_commits_start_at_least_the_spacing_apart_and_store_every_batch(tmp_path):
+    """40 batches 10 ms apart with a 0.15 s spacing (the factor so large that the spacing binds): each
+    commit starts >= 0.15 s after the one before, so they come in groups, and all 40 are stored once."""
+    store = TimedStore(tmp_path / "c4.duckdb", CATALOGUE)
+    try:
+        stream_batches(store, spacing_s=0.15, factor=1e9)
+        starts = [t for t, _ in store.commit_starts]
+        gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
+        assert gaps and min(gaps) >= 0.15 - 1e-3, gaps
+        assert max(n for _, n in store.commit_starts) > 1  # batches that came meanwhile went together
+        assert store.con.execute("SELECT count(*) FROM agent_heartbeat").fetchone()[0] == 400
+    finally:
+        store.close()
+
+
+def test_quick_commits_are_spaced_by_their_own_duration_times_the_factor(tmp_path):
+    """With a long spacing, the factor sets it: a commit starts >= 3x the previous one's duration after
+    the previous one started (a writer with little to do keeps committing quickly), every batch stored."""
+    store = TimedStore(tmp_path / "c4.duckdb", CATALOGUE)
+    try:
+        stream_batches(store, spacing_s=600.0, factor=3.0, agents=30)
+        starts = [t for t, _ in store.commit_starts]
+        for i in range(1, len(starts)):
+            assert starts[i] - starts[i - 1] >= 3.0 * store.commit_took_s[i - 1] - 1e-3
+        assert len(starts) > 1
+        assert store.con.execute("SELECT count(*) FROM agent_heartbeat").fetchone()[0] == 300
+    finally:
+        store.close()
+
+
+def test_the_first_batch_after_an_idle_spell_is_not_held_for_the_spacing(tmp_path):
+    """A spacing counts from the last commit: a writer that committed nothing yet commits a batch at once,
+    even with a spacing far longer than the wait allowed here."""
+    store = TimedStore(tmp_path / "c4.duckdb", CATALOGUE)
+    writer = Writer(store, spacing_s=600.0)
+
+    async def one() -> None:
+        batch = PendingBatch("a", 1, SPEC, heartbeat_rows(SPEC, 1, 10), stream=1)
+        (result,) = await asyncio.wait_for(writer.submit_many_async([batch]), 30)
+        assert result.rows == 10
+
+    try:
+        asyncio.run(one())
+        assert len(store.commit_starts) == 1
+    finally:
+        writer.close()
+        store.close()
+
+
+def test_the_collector_config_carries_the_spacing():
+    """group_commit_spacing_s is a collector setting: 0.25 s by default, refused when negative or over 5 s."""
+    import pytest
+    from pydantic import ValidationError
+
+    from c4.config import CollectorConfig
+
+    assert CollectorConfig().group_commit_spacing_s == 0.25
+    assert CollectorConfig(group_commit_spacing_s=0.2).group_commit_spacing_s == 0.2
+    for bad in (-0.1, 6.0):
+        with pytest.raises(ValidationError):
+            CollectorConfig(group_commit_spacing_s=bad)
