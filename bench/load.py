@@ -258,6 +258,7 @@ def varint(value: int) -> bytes:
 PUSH_BUNDLE = "/c4.telemetry.v1.Telemetry/PushBundle"
 _SEQ_TAG = b"\x10"  # Batch.seq: field 2, varint
 _BATCH_TAG = b"\x0a"  # BatchBundle.batches: field 1, length-delimited
+_EPOCH_TAG = b"\x30"  # Batch.spool_epoch: field 6, varint
 
 
 def batch_templates(name: str, payloads) -> list[tuple[str, bytes, int]]:
@@ -279,9 +280,14 @@ def batch_templates(name: str, payloads) -> list[tuple[str, bytes, int]]:
     ]
 
 
-def wire_batch(template: bytes, seq: int) -> bytes:
-    """One Batch in wire form: the agent's template with ``seq`` set."""
-    return template + _SEQ_TAG + varint(seq)
+def wire_batch(template: bytes, seq: int, epoch: bytes = b"") -> bytes:
+    """One Batch in wire form: the agent's template with ``seq`` set (and ``epoch``: ``epoch_field``)."""
+    return template + _SEQ_TAG + varint(seq) + epoch
+
+
+def epoch_field(epoch: int) -> bytes:
+    """Batch.spool_epoch in wire form, appended to each of an agent's batches."""
+    return _EPOCH_TAG + varint(epoch)
 
 
 def wire_bundle(batches: list[bytes]) -> bytes:
@@ -306,6 +312,7 @@ async def one_agent(address, name, payloads_by_ticks, start_at, window, args, st
     import grpc
 
     from c4.agent.runner import flush_phase
+    from c4.agent.spool import new_epoch
     from c4.security import channel_options
     from c4.telemetry.v1 import telemetry_pb2 as pb
     from c4.telemetry.v1 import telemetry_pb2_grpc as pb_grpc
@@ -324,6 +331,9 @@ async def one_agent(address, name, payloads_by_ticks, start_at, window, args, st
     oldest: dict[int, float] = {}  # seq -> perf_counter time its batch's first tick was sampled
 
     phase = flush_phase(name)  # where a new interval starts, as the agent's
+    # as the agent's spool: a random non-zero epoch, declared in Hello and carried by every batch
+    epoch = new_epoch()
+    epoch_wire = epoch_field(epoch)
     most_ticks = max(every_flush)
     rows_per_tick = sum(rows for _, _, rows in every_flush[1])
     await asyncio.sleep(max(0.0, start_at - loop.time()))
@@ -365,7 +375,7 @@ async def one_agent(address, name, payloads_by_ticks, start_at, window, args, st
                 next_health += args.health_interval_s
             for table, template, rows in templates:
                 seq += 1
-                spool.append((seq, table, rows, wire_batch(template, seq)))
+                spool.append((seq, table, rows, wire_batch(template, seq, epoch_wire)))
                 oldest[seq] = first_sampled
                 sent_rows[table] = sent_rows.get(table, 0) + rows
             if window[0] <= now <= window[1]:
@@ -407,7 +417,9 @@ async def one_agent(address, name, payloads_by_ticks, start_at, window, args, st
                 )
                 rpc = "Hello"
                 try:
-                    hello = await stub.Hello(pb.HelloRequest(agent_id=name, hostname=name), timeout=120)
+                    hello = await stub.Hello(
+                        pb.HelloRequest(agent_id=name, hostname=name, spool_epoch=epoch), timeout=120
+                    )
                     advice[0] = hello.flush_interval_s
                     link[0] = True
                     if not connected:

@@ -291,6 +291,7 @@ class LakeStore(Store):
 
     def _commit_group(self, batches):
         unknown = {b.agent_id for b in batches if b.seq and b.agent_id not in self.book.agents}
+        unknown |= {agent for b in batches for agent, _ in b.opens if agent not in self.book.agents}
         if unknown:  # e.g. an agent that pushes without a Hello to this collector
             for agent, seq in self._lookup_seqs(unknown).items():
                 self.book.agents.setdefault(agent, seq)

@@ -139,7 +139,10 @@ class TelemetryService(IngestService):
             "nics_json": json.dumps([_msg_dict(n) for n in request.nics]),
             "labels_json": json.dumps(dict(request.labels), sort_keys=True),
         }
-        result = await self.writer.submit_async(PendingBatch.internal(self.catalogue["nodes"], [row]))
+        # the agent's spool epoch is recorded in the same commit (else a transaction of its own per Hello)
+        opens = ((request.agent_id, request.spool_epoch),) if request.spool_epoch else ()
+        nodes = PendingBatch.internal(self.catalogue["nodes"], [row], opens=opens)
+        result = await self.writer.submit_async(nodes)
         if result.error:
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"Hello: could not record node: {result.error}")
         self.nodes[request.agent_id] = node

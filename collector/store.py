@@ -81,6 +81,8 @@ class PendingBatch:
     #: After those checks: (newest time before clamping in us, rows clamped, node of the first row),
     #: handed back with the commit result for the collector's clock watch.
     clock: tuple[int | None, int, str] | None = None
+    #: (agent id, spool epoch) of Hellos whose epochs this batch's transaction records (see ``Store.open_agent``)
+    opens: tuple[tuple[str, int], ...] = ()
 
     @property
     def num_rows(self) -> int:
@@ -99,9 +101,12 @@ class PendingBatch:
         return self.table
 
     @classmethod
-    def internal(cls, spec: TableSpec, rows: list[dict]) -> PendingBatch:
-        """Rows the collector writes itself (nodes, faults, its metrics): no agent, no sequence."""
-        return cls("", 0, spec, pa.Table.from_pylist(rows, schema=spec.arrow_schema))
+    def internal(
+        cls, spec: TableSpec, rows: list[dict], opens: tuple[tuple[str, int], ...] = ()
+    ) -> PendingBatch:
+        """Rows the collector writes itself (nodes, faults, its metrics): no agent, no sequence; ``opens``:
+        the (agent id, spool epoch) of Hellos whose epochs the same transaction records."""
+        return cls("", 0, spec, pa.Table.from_pylist(rows, schema=spec.arrow_schema), opens=opens)
 
 
 class StoreUnavailable(RuntimeError):
@@ -284,7 +289,9 @@ class Store:
 
     def open_agent(self, agent_id: str, spool_epoch: int) -> int:
         """An agent's Hello: record its spool epoch (a new one starts its sequence over) and return its
-        last committed sequence, ordered with the commits."""
+        last committed sequence, ordered with the commits. A transaction of its own (~2.5 ms) unless a
+        group commit recorded the epoch already (``PendingBatch.opens``: the collector's Hello sends it
+        with the agent's nodes row, so 2,000 agents joining cost no 2,000 transactions)."""
         self.known_seq(agent_id)  # a lake store looks the agent up across shards here, outside the lock
         with self._lock:
             if not self._usable():
@@ -699,6 +706,11 @@ class Store:
 
     def _commit_group(self, batches: Sequence[PendingBatch]) -> list[CommitResult]:
         verdicts, planned = self.book.plan(batches)
+        for b in batches:
+            for agent_id, epoch in b.opens:  # a Hello's epoch: as if open_agent ran right after this commit
+                state, changed = self.book.open(agent_id, epoch)
+                if changed:
+                    planned[agent_id] = state
         results: list[CommitResult] = []
         by_table: dict[str, list[PendingBatch]] = {}
         for b, verdict in zip(batches, verdicts, strict=True):

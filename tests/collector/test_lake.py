@@ -143,6 +143,8 @@ def test_lake_url_to_conninfo():
 
 
 def test_lake_sequence_rows_are_appended_and_pruned_by_retention(tmp_path, postgres):
+    from datetime import datetime
+
     import pyarrow as pa
 
     from c4.catalogue import load
@@ -186,3 +188,14 @@ def test_lake_sequence_rows_are_appended_and_pruned_by_retention(tmp_path, postg
         assert other.open_agent("n1", 6) == 1 and other.known_seq("n2") == 3
     finally:
         other.close()
+    # a shard whose Hello records the epoch with its nodes row looks the agent up across shards first
+    third = LakeStore(postgres.url, str(tmp_path / "lake-data"), catalogue, "third")
+    try:
+        row = {c: "" for c in ("node", "job", "agent_id", "agent_version", "gpus_json", "nics_json")}
+        row.update(ts=datetime(2026, 1, 1), node="n1", agent_id="n1", gpu_count=0, nic_port_count=0)
+        row["labels_json"] = "{}"
+        nodes = PendingBatch.internal(catalogue["nodes"], [row], opens=(("n1", 6),))
+        assert third.commit([nodes])[0].rows == 1
+        assert third.open_agent("n1", 6) == 1  # not 0: the sequence the other shard committed
+    finally:
+        third.close()

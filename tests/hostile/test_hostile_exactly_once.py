@@ -9,6 +9,7 @@ swallowed by the old spool's higher watermark.
 from __future__ import annotations
 
 import asyncio
+import sys
 import threading
 from datetime import UTC, datetime
 
@@ -134,6 +135,59 @@ def test_a_new_spool_epoch_starts_the_sequence_over_and_survives_a_restart(tmp_p
     assert reopened.book.get("a").epoch == 222 and reopened.open_agent("a", 222) == 1
     assert stored(reopened, "a") == 13
     reopened.close()
+
+
+def nodes_row(agent: str, epoch: int) -> PendingBatch:
+    """The collector's nodes row of a Hello, carrying the agent's spool epoch (as Hello sends it)."""
+    row = {
+        "ts": datetime.now(UTC).replace(tzinfo=None),
+        "node": agent,
+        "job": "",
+        "agent_id": agent,
+        "agent_version": "t",
+        "gpu_count": 0,
+        "nic_port_count": 0,
+        "gpus_json": "[]",
+        "nics_json": "[]",
+        "labels_json": "{}",
+    }
+    return PendingBatch.internal(CATALOGUE["nodes"], [row], opens=((agent, epoch),))
+
+
+class CountingStore(Store):
+    """The real store, counting the transactions that write agents' sequence rows."""
+
+    seq_writes = 0
+
+    def _write_seqs(self, *args, **kwargs):
+        self.seq_writes += 1
+        return super()._write_seqs(*args, **kwargs)
+
+
+def test_a_hellos_epoch_rides_on_its_nodes_commit_and_answers_as_open_agent_did(tmp_path):
+    """Hello records the agent's spool epoch in the commit of its nodes row (with other agents' batches),
+    not in a transaction of its own: open_agent then writes nothing and answers as before; a new epoch
+    starts the sequence over, the old spool's stream commits nothing more, and a restart keeps it all."""
+    path = tmp_path / "c4.duckdb"
+    store = CountingStore(path, CATALOGUE)
+    s = new_stream_id()
+    (hello_a, other) = store.commit([nodes_row("a", 111), batch("b", 1, 2, new_stream_id())])
+    assert hello_a.rows == 1 and other.rows == 2 and store.seq_writes == 1  # one transaction for both
+    assert store.open_agent("a", 111) == 0 and store.seq_writes == 1  # recorded already: nothing to write
+    assert [r.rows for r in store.commit([batch("a", n, 2, s, 111) for n in range(1, 6)])] == [2] * 5
+    # a new spool's Hello in the same group as the old spool's last batch: as if it came right after it
+    last_old, hello_new = store.commit([batch("a", 6, 2, s, 111), nodes_row("a", 222)])
+    assert last_old.rows == 2 and hello_new.rows == 1
+    writes = store.seq_writes
+    assert store.open_agent("a", 222) == 0 and store.seq_writes == writes
+    stale, fresh = store.commit([batch("a", 7, 2, s, 111), batch("a", 1, 3, new_stream_id(), 222)])
+    assert stale.error and "epoch" in stale.error and fresh.rows == 3
+    store.close()
+    reopened = Store(path, CATALOGUE)
+    try:
+        assert reopened.book.get("a").epoch == 222 and reopened.open_agent("a", 222) == 1
+    finally:
+        reopened.close()
 
 
 def test_a_store_written_before_epochs_keeps_its_watermarks(tmp_path):
@@ -376,3 +430,28 @@ def test_an_agent_the_collector_would_refuse_does_not_start(tmp_path, flags, nam
     )
     assert r.returncode == 2 and named in r.stderr and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_a_hello_over_grpc_records_the_epoch_with_its_nodes_row(tmp_path):
+    """A real collector: an agent's Hello with a spool epoch costs one commit (its nodes row and the epoch),
+    no transaction of open_agent's own; the epoch is in the store's sequence table."""
+    from testkit.inprocess_collector import RunningCollector
+
+    col = RunningCollector(tmp_path)
+    store = col.collector.store
+    writes: list[str] = []  # the function that wrote agents' sequence rows, each time
+    real_write_seqs = store._write_seqs
+    store._write_seqs = lambda *a, **kw: (
+        writes.append(sys._getframe(1).f_code.co_name) or real_write_seqs(*a, **kw)
+    )
+    try:
+        with grpc.insecure_channel(col.address) as channel:
+            stub = pb_grpc.TelemetryStub(channel)
+            request = pb.HelloRequest(agent_id="h1", hostname="h1", spool_epoch=4242)
+            assert stub.Hello(request, timeout=30).last_committed_seq == 0
+            assert stub.Hello(request, timeout=30).last_committed_seq == 0  # again: nothing new to record
+        assert writes == ["_commit_group"] and store.book.get("h1").epoch == 4242  # not open_agent
+        epochs = store.cursor().execute("SELECT epoch FROM _c4_agent_seq WHERE agent_id = 'h1'").fetchall()
+        assert epochs == [(4242,)]
+    finally:
+        col.stop()
