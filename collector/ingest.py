@@ -172,6 +172,7 @@ class IngestService(pb_grpc.TelemetryServicer):
         self.limits = DecodeLimits(cfg.max_batch_rows, cfg.max_batch_decoded_bytes)
         #: how often agents are asked to flush, from how long this process's commits take
         self.flush_advisor = FlushAdvisor(cfg.agent_flush_max_s)
+        self._advice_changed: asyncio.Future | None = None  # see _advice_change
         self.max_skew_us = int(cfg.max_clock_skew_s * 1e6)
         self.clock = ClockWatch(cfg.clock_skew_interval_s)
         self._clock_next_s = 0.0
@@ -494,6 +495,7 @@ class IngestService(pb_grpc.TelemetryServicer):
         ident = await self._identify("PushBundle", context)
         stream = StreamState()
         self.metrics.inc("push_streams")
+        advised: float | None = None  # the advice this stream's agent was told last
         try:
             async for bundle in self._bundles(request_iterator):
                 tally: Counter[str] = Counter(bundles_received=1)
@@ -513,6 +515,17 @@ class IngestService(pb_grpc.TelemetryServicer):
                 outcomes = None
                 committing = self.writer.submit_many_async(valid) if valid else None
                 valid = None
+                if committing is not None and self.flush_advisor.enabled:
+                    # the advice changed while this bundle waits for its commit: tell the agent now, not
+                    # with the ack (a backlog delays acks by seconds, and the advice is what ends it)
+                    while not committing.done():
+                        await asyncio.wait(
+                            (committing, self._advice_change()), return_when=asyncio.FIRST_COMPLETED
+                        )
+                        advice = self.flush_advisor.advice_s()
+                        if not committing.done() and advice != advised:
+                            advised = advice
+                            yield pb.AckBundle(flush_interval_s=advice)
                 results = iter(await committing if committing is not None else ())
                 resolved = [o if o is not None else next(results) for o in refusals]
                 for b, outcome in zip(bundle.batches, resolved, strict=True):
@@ -524,7 +537,8 @@ class IngestService(pb_grpc.TelemetryServicer):
                     for b, o in zip(bundle.batches, resolved, strict=True)
                 ]
                 self.metrics.add(tally)
-                yield pb.AckBundle(acks=acks, flush_interval_s=self._flush_advice(received_us))
+                advised = self._flush_advice(received_us)
+                yield pb.AckBundle(acks=acks, flush_interval_s=advised)
         except StreamError as exc:
             await context.abort(exc.code, exc.message)
 
@@ -537,8 +551,19 @@ class IngestService(pb_grpc.TelemetryServicer):
         advisor = self.flush_advisor
         if not advisor.enabled:
             return 0.0
+        before = advisor.advice_s()
         advisor.observe((time.time_ns() // 1000 - received_us) / 1e6)
-        return advisor.advice_s()
+        advice = advisor.advice_s()
+        if advice != before and self._advice_changed is not None:
+            self._advice_changed.set_result(None)  # streams whose bundles wait for a commit tell their agents
+            self._advice_changed = None
+        return advice
+
+    def _advice_change(self) -> asyncio.Future:
+        """A future of the event loop done at the flush advice's next change."""
+        if self._advice_changed is None:
+            self._advice_changed = asyncio.get_running_loop().create_future()
+        return self._advice_changed
 
     async def _bundles(self, request_iterator):
         """The stream's bundles; StreamError when one does not parse (no batch of it can be acked)."""
