@@ -97,15 +97,17 @@ class Writer:
         done(result)
 
     def _settle(self) -> None:
-        """Idle: let the store move rows it took aside during a checkpoint."""
+        """Idle, or waiting out the spacing: let the store move rows it took aside during a checkpoint."""
         settle = getattr(self.store, "settle", None)
         if settle is None or time.monotonic() < self._settle_after:
             return
+        started = time.perf_counter()
         try:
             settle()
         except Exception as exc:  # the rows stay in the side file; the next commit tries again
             self._settle_after = time.monotonic() + SETTLE_RETRY_S
             log.warning("moving the side file's rows failed error=%s", exc)
+        self.busy_s += time.perf_counter() - started
 
     def _spacing(self) -> float:
         """Seconds from the last commit's start before the next may start."""
@@ -148,6 +150,10 @@ class Writer:
             # linger a few ms for more batches: DuckDB appends one large Arrow table far faster
             # (in parallel) than many small ones, at a latency cost no agent notices
             deadline = max(time.monotonic() + self.linger_s, self._last_commit_start + self._spacing())
+            if deadline - time.monotonic() > self.linger_s and getattr(self.store, "side_pending", False):
+                # the side file's rows move in before this commit either way (Store._into_side): move them
+                # now, while the group gathers for the spacing, rather than after it
+                self._settle()
             while batches < self.max_group:
                 try:
                     if rows >= self.target_rows:

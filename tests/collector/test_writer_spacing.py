@@ -118,3 +118,39 @@ def test_the_collector_config_carries_the_spacing():
     for bad in (-0.1, 6.0):
         with pytest.raises(ValidationError):
             CollectorConfig(group_commit_spacing_s=bad)
+
+
+def test_side_rows_move_in_while_the_next_group_waits_for_the_spacing(tmp_path):
+    """After a checkpoint the side file's rows move in before the next commit; with a spacing to wait out,
+    the writer moves them during the wait: the next commit finds nothing left to move, and every row is
+    in the store once."""
+    store = TimedStore(
+        tmp_path / "c4.duckdb", CATALOGUE, checkpoint_wal_bytes=1 << 40, background_checkpoints=True
+    )
+    pending_at_commit: list[bool] = []
+    real_commit = store.commit
+
+    def commit(batches):
+        pending_at_commit.append(store.side_pending)
+        return real_commit(batches)
+
+    store.commit = commit
+    writer = Writer(store, spacing_s=0.5, spacing_factor=1e9)
+
+    async def scenario() -> None:
+        store.begin_diversion()  # a checkpoint runs: this commit goes to the side file
+        one = PendingBatch("a", 1, SPEC, heartbeat_rows(SPEC, 1, 10), stream=1)
+        assert (await writer.submit_many_async([one]))[0].rows == 10
+        store.end_diversion()
+        assert store.side_pending
+        two = PendingBatch("a", 2, SPEC, heartbeat_rows(SPEC, 2, 10), stream=1)
+        assert (await asyncio.wait_for(writer.submit_many_async([two]), 30))[0].rows == 10
+
+    try:
+        asyncio.run(scenario())
+        assert pending_at_commit == [False, False]  # the second commit found the rows moved already
+        assert store.side_moves == 1 and not store.side_pending
+        assert store.con.execute("SELECT count(*) FROM agent_heartbeat").fetchone()[0] == 20
+    finally:
+        writer.close()
+        store.close()
