@@ -190,7 +190,7 @@ class JobAccounts:
             [start, end],
         ).pl()
         named = with_job(procs).filter(
-            pl.col("comm_id").is_in(per_comm.filter(pl.col("job") == "")["comm_id"])
+            pl.col("comm_id").is_in(per_comm.filter(pl.col("job") == "")["comm_id"].implode())
         )
         return dict(named.select("comm_id", "job").unique("comm_id").rows())
 

@@ -838,7 +838,7 @@ def _stored_in_file(db, sql: str) -> dict[str, int]:
 
     store = Store(db, load())
     try:
-        return _counts(store.con.execute(sql).fetch_arrow_table())
+        return _counts(store.con.execute(sql).to_arrow_table())
     finally:
         store.close()
 

@@ -339,7 +339,7 @@ class Diagnosis:
         """Operators' holds as the store has them now (set through any collector); the released ones."""
         cur = self.store.cursor()
         try:
-            rows = cur.execute(CURRENT_HOLDS_SQL).fetch_arrow_table().to_pylist()
+            rows = cur.execute(CURRENT_HOLDS_SQL).to_arrow_table().to_pylist()
         finally:
             cur.close()
         released = self.holds.reload(rows)
@@ -534,7 +534,7 @@ class Diagnosis:
         try:
             found = (
                 cur.execute("SELECT * FROM faults WHERE fault_id = ? ORDER BY ts DESC LIMIT 1", [fault_id])
-                .fetch_arrow_table()
+                .to_arrow_table()
                 .to_pylist()
             )
         finally:

@@ -125,9 +125,7 @@ def warm(svc: IngestService, batches) -> None:
 
 def stored(store: Store, table: str) -> list[dict]:
     cols = ", ".join(f'"{c}"' for c in CATALOGUE[table].column_names)
-    return (
-        store.con.execute(f'SELECT {cols} FROM "{table}" ORDER BY node, ts').fetch_arrow_table().to_pylist()
-    )
+    return store.con.execute(f'SELECT {cols} FROM "{table}" ORDER BY node, ts').to_arrow_table().to_pylist()
 
 
 @pytest.mark.parametrize("case", sorted(HOSTILE))
