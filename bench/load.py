@@ -102,8 +102,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--commit-spacing-s",
         type=float,
         default=None,
-        help="the collector's group_commit_spacing_s: a group commit starts at least this long after the one "
-        "before (default: the collector's default)",
+        help="the collector's group_commit_spacing_s: a busy writer's group commit starts up to this long after "
+        "the one before (three times that one's duration, at most this; 0: at once) (default: the collector's "
+        "default, 0.25)",
     )
     parser.add_argument(
         "--checkpoint-wal-mib",
@@ -280,9 +281,9 @@ def batch_templates(name: str, payloads) -> list[tuple[str, bytes, int]]:
     ]
 
 
-def wire_batch(template: bytes, seq: int, epoch: bytes = b"") -> bytes:
-    """One Batch in wire form: the agent's template with ``seq`` set (and ``epoch``: ``epoch_field``)."""
-    return template + _SEQ_TAG + varint(seq) + epoch
+def wire_batch(template: bytes, seq: int, epoch_wire: bytes = b"") -> bytes:
+    """One Batch in wire form: the agent's template with ``seq`` set (and its spool epoch: ``epoch_field``)."""
+    return template + _SEQ_TAG + varint(seq) + epoch_wire
 
 
 def epoch_field(epoch: int) -> bytes:
