@@ -11,6 +11,14 @@ it waits); once a quarter or fewer of the bundles of the last ``hold_s`` have ta
 if that proves too short (raised again soon after) it waits twice as long before the next try.
 Agents flush at the longer of their own interval and the advice; samples keep their one-second
 resolution. ``lag_s`` tells the diagnosis how far behind the clock the data may be.
+
+Latency tells of a backlog only once it is there. Where the advisor can see how busy the writer is
+(``busy_s``: its seconds spent committing so far), a window in which commits took more than
+``busy_share_max`` of the time raises the advice as slow windows do, before acks are late: 2,000
+agents connecting over 10 s at a 1 s flush made up to 10,000 batches a second, which kept the writer
+busy all the time 6 s in, while the latency rule raised the advice 3 s later, when acks already
+took 1.5 s and the ramp's backlog was the p99 of the next 10 s. A busy window also ends the calm a
+step down waits for (a step down that would only make the writer busy again is not taken).
 """
 
 from __future__ import annotations
@@ -27,6 +35,8 @@ log = logging.getLogger("c4.collector.flush_advice")
 DEFAULT_STEPS_S = (1.0, 2.0, 5.0)
 #: The longest calm a step down waits for, seconds (after steps down that had to be taken back).
 MAX_LOWER_HOLD_S = 600.0
+#: Share of a window the writer may spend committing before the advice goes up (``busy_s``).
+BUSY_SHARE_MAX = 0.7
 
 
 def steps_up_to(max_s: float, steps_s: Sequence[float] = DEFAULT_STEPS_S) -> tuple[float, ...]:
@@ -48,8 +58,16 @@ class FlushAdvisor:
         slow_share: float = 0.1,
         calm_share: float = 0.25,
         clock: Callable[[], float] = time.monotonic,
+        busy_s: Callable[[], float] | None = None,
+        busy_share_max: float = BUSY_SHARE_MAX,
     ) -> None:
         self.steps_s = steps_up_to(max_s)
+        #: the writer's seconds spent committing so far (None: not known here, latency alone decides)
+        self._busy_s = busy_s
+        self.busy_share_max = busy_share_max
+        self._busy_mark = busy_s() if busy_s is not None else 0.0  # its reading when the window started
+        self._period_busy = False  # a busy window since the period judged for a step down started
+        self.raised_busy = 0  # raises a busy writer made (before latency did)
         self.raise_at_s = raise_at_s
         self.lower_at_s = lower_at_s
         self.window_s = window_s
@@ -95,8 +113,19 @@ class FlushAdvisor:
             if now - self._window_start >= self.window_s:
                 self._close_window(now)
 
+    def _window_busy(self, now: float) -> bool:
+        """Whether the writer spent more than ``busy_share_max`` of the window now ending committing."""
+        if self._busy_s is None:
+            return False
+        busy_s, elapsed_s = self._busy_s(), now - self._window_start
+        share = (busy_s - self._busy_mark) / elapsed_s if elapsed_s > 0 else 0.0
+        self._busy_mark = busy_s
+        return share > self.busy_share_max
+
     def _close_window(self, now: float) -> None:
         slow = self._over_raise > self.slow_share * self._seen
+        busy = self._window_busy(now)
+        self._period_busy = self._period_busy or busy
         self._period_seen += self._seen
         self._period_over_lower += self._over_lower
         self._window_start = now
@@ -105,13 +134,14 @@ class FlushAdvisor:
         if now < self._hold_until:
             self._new_period(now)  # what the agents sent before they followed the last change
             return
-        if self._slow_windows >= 2 and self._step + 1 < len(self.steps_s):
+        if (self._slow_windows >= 2 or busy) and self._step + 1 < len(self.steps_s):
             if self._lowered_at is not None and now - self._lowered_at < 2 * self._lower_hold_s:
                 self._lower_hold_s = min(MAX_LOWER_HOLD_S, 2 * self._lower_hold_s)  # that step was too short
             self._set(len(self.steps_s) - 1, now)
             self.raised += 1
+            self.raised_busy += self._slow_windows < 2
         elif now - self._period_start >= self._lower_hold_s:
-            calm = self._period_over_lower <= self.calm_share * self._period_seen
+            calm = self._period_over_lower <= self.calm_share * self._period_seen and not self._period_busy
             if calm and self._step > 0:
                 self._set(self._step - 1, now)
                 self._lowered_at = now
@@ -121,6 +151,7 @@ class FlushAdvisor:
     def _new_period(self, now: float) -> None:
         self._period_start = now
         self._period_seen = self._period_over_lower = 0
+        self._period_busy = False
 
     def _set(self, step: int, now: float) -> None:
         old = self.steps_s[self._step]

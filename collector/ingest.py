@@ -12,6 +12,7 @@ import threading
 import time
 import traceback
 from collections import Counter
+from collections.abc import Callable
 from typing import Protocol
 
 import grpc
@@ -28,6 +29,7 @@ from c4.collector.flush_advice import FlushAdvisor
 from c4.collector.sequence import new_stream_id
 from c4.collector.store import CommitResult, PendingBatch, Unchecked
 from c4.collector.validate import Refusal, clamp_future
+from c4.collector.writer import Writer
 from c4.config import CollectorConfig
 from c4.telemetry.v1 import telemetry_pb2 as pb
 from c4.telemetry.v1 import telemetry_pb2_grpc as pb_grpc
@@ -118,6 +120,12 @@ class CommitSink(Protocol):
         ...
 
 
+def commit_busy_clock(sink: CommitSink) -> Callable[[], float] | None:
+    """The seconds the sink has spent committing so far, as a function, when it is this process's
+    writer; None for a sink that forwards batches to another process (the store process's)."""
+    return (lambda: sink.commit_busy_s) if isinstance(sink, Writer) else None
+
+
 class StreamState:
     """One Push or PushBundle call: its id, and the seq of its first batch answered with a retryable error.
 
@@ -170,8 +178,9 @@ class IngestService(pb_grpc.TelemetryServicer):
         self.metrics = metrics
         self.auth = auth or Authenticator(None, metrics.inc)
         self.limits = DecodeLimits(cfg.max_batch_rows, cfg.max_batch_decoded_bytes)
-        #: how often agents are asked to flush, from how long this process's commits take
-        self.flush_advisor = FlushAdvisor(cfg.agent_flush_max_s)
+        #: how often agents are asked to flush, from how long this process's commits take (and, where the
+        #: writer is this process's, how busy committing keeps it)
+        self.flush_advisor = FlushAdvisor(cfg.agent_flush_max_s, busy_s=commit_busy_clock(writer))
         self._advice_changed: asyncio.Future | None = None  # see _advice_change
         self.max_skew_us = int(cfg.max_clock_skew_s * 1e6)
         self.clock = ClockWatch(cfg.clock_skew_interval_s)

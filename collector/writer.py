@@ -54,6 +54,9 @@ class Writer:
         self.commits = 0
         #: seconds spent committing and running jobs so far (time.perf_counter): how busy the writer is
         self.busy_s = 0.0
+        #: of those, seconds spent in group commits only: the share agents' flushes cost, which the flush
+        #: advice can lower (FlushAdvisor's busy_s); maintenance jobs and side-file moves are not in it
+        self.commit_busy_s = 0.0
         #: agents refused lately, whose batches are checked apart from the others' (see batch_checks)
         self.suspects = Suspects()
         self._settle_after = 0.0  # time.monotonic() before which an idle writer does not try to move
@@ -183,6 +186,7 @@ class Writer:
             self.commits += 1
             self._last_commit_took_s = time.perf_counter() - started
             self.busy_s += self._last_commit_took_s
+            self.commit_busy_s += self._last_commit_took_s
             start = 0
             for item, cb in group:
                 cb(results[start : start + len(item)])

@@ -121,3 +121,64 @@ def test_without_bundles_nothing_changes():
     advisor = FlushAdvisor(max_s=5.0, clock=clock)
     clock.t += 3600
     assert advisor.advice_s() == 0.0 and advisor.lag_s() == 0.0
+
+
+class Busy:
+    """A writer's seconds spent committing so far, moved by hand beside the clock."""
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        self.s = 0.0
+
+    def __call__(self) -> float:
+        return self.s
+
+
+def run_busy(
+    advisor: FlushAdvisor, clock: Clock, busy: Busy, seconds: float, latency_s: float, share: float
+) -> None:
+    """As ``run``, with the writer committing ``share`` of each second."""
+    per_s = 50
+    for _ in range(round(seconds * per_s)):
+        clock.t += 1.0 / per_s
+        busy.s += share / per_s
+        advisor.observe(latency_s)
+
+
+def test_a_writer_busy_committing_raises_the_advice_before_acks_are_late():
+    clock = Clock()
+    busy = Busy(clock)
+    advisor = FlushAdvisor(max_s=5.0, clock=clock, busy_s=busy, busy_share_max=0.7)
+    run_busy(advisor, clock, busy, 10, 0.05, 0.6)  # busy, not too busy: nothing to advise
+    assert advisor.advice_s() == 0.0
+    run_busy(advisor, clock, busy, 2.1, 0.05, 0.9)  # the writer commits 90% of the time, acks still quick
+    assert advisor.advice_s() == 5.0 and advisor.raised == advisor.raised_busy == 1
+    # the same second without a writer to look at: latency alone decides, and it was quick
+    clock2 = Clock()
+    latency_only = FlushAdvisor(max_s=5.0, clock=clock2)
+    run(latency_only, clock2, 12.1, 0.05)
+    assert latency_only.advice_s() == 0.0
+
+
+def test_a_busy_writer_keeps_the_advice_up_though_acks_are_quick():
+    clock = Clock()
+    busy = Busy(clock)
+    advisor = FlushAdvisor(max_s=5.0, hold_s=30.0, clock=clock, busy_s=busy, busy_share_max=0.7)
+    run_busy(advisor, clock, busy, 2, 0.05, 0.9)
+    assert advisor.advice_s() == 5.0
+    for _ in range(12):  # two busy seconds every 10 s: no calm period for a step down
+        run_busy(advisor, clock, busy, 8, 0.05, 0.3)
+        run_busy(advisor, clock, busy, 2.1, 0.05, 0.95)
+    assert advisor.advice_s() == 5.0 and advisor.lowered == 0
+    run_busy(advisor, clock, busy, 70, 0.05, 0.3)  # then quiet: it comes down
+    assert advisor.advice_s() < 5.0 and advisor.lowered >= 1
+
+
+def test_busy_time_counts_over_the_window_however_long_it_lasted():
+    clock = Clock()
+    busy = Busy(clock)
+    advisor = FlushAdvisor(max_s=5.0, clock=clock, busy_s=busy, busy_share_max=0.7)
+    clock.t += 60.0  # an idle minute: no bundle closes a window
+    busy.s += 2.0  # a few commits meanwhile (collector's own rows)
+    advisor.observe(0.05)
+    assert advisor.advice_s() == 0.0  # 2 s busy in 60 s is no load

@@ -154,3 +154,32 @@ def test_side_rows_move_in_while_the_next_group_waits_for_the_spacing(tmp_path):
     finally:
         writer.close()
         store.close()
+
+
+def test_the_flush_advice_reads_the_time_spent_in_commits_not_in_jobs(tmp_path):
+    from c4.collector.ingest import commit_busy_clock
+
+    store = Store(tmp_path / "c4.duckdb", CATALOGUE)
+    writer = Writer(store)
+    busy = commit_busy_clock(writer)
+    seen: dict[str, float] = {}
+
+    async def scenario() -> None:
+        batches = [
+            PendingBatch(f"agent-{i}", 1, SPEC, heartbeat_rows(SPEC, i, 10), stream=1) for i in range(5)
+        ]
+        results = await asyncio.wait_for(writer.submit_many_async(batches), 60)
+        assert all(r.rows == 10 and not r.error for r in results), results
+        seen["after_commit"] = busy()
+        await asyncio.wait_for(writer.call_async(lambda _store: time.sleep(0.2)), 60)  # a maintenance job
+
+    try:
+        assert busy is not None and busy() == 0.0
+        asyncio.run(scenario())
+        assert seen["after_commit"] > 0  # the commit counted
+        assert busy() == seen["after_commit"]  # the job did not
+        assert writer.busy_s >= seen["after_commit"] + 0.2  # though the writer was busy with it
+        assert commit_busy_clock(object()) is None  # a sink forwarding to the store process: latency decides
+    finally:
+        writer.close()
+        store.close()
