@@ -497,8 +497,15 @@ class Agent:
                 self._collect()
                 self.health_rows(now_ns)
                 next_health = now + self.cfg.health_interval_s
+            every_s = self.flush_interval_s()
+            if every_s > flush_every_s:
+                # the collector asked for a longer interval: the next flush moves out to this agent's phase
+                # of it now, rather than after one more at the old interval (a raise then lowers the
+                # collector's load at once, and an agent that joins a busy collector does not flush a
+                # second after its Hello before it follows the advice)
+                next_flush = max(next_flush, last_flush + every_s * flush_phase(self.cfg.effective_agent_id))
+                flush_every_s = every_s
             if now >= next_flush:
-                every_s = self.flush_interval_s()
                 if self._awaiting_acks() and now + self.cfg.interval_s - last_flush <= max(
                     self.cfg.flush_wait_max_s, every_s
                 ):

@@ -363,9 +363,11 @@ async def one_agent(address, name, payloads_by_ticks, start_at, window, args, st
             gathered += 1
             if window[0] <= now <= window[1]:  # offered when sampled, whenever it is sent
                 stats.rows_made_in_window += rows_per_tick
+            want_s = max(flush_s, advice[0])
+            if want_s > every_s:  # as the agent: a longer advice moves the next flush out to its phase now
+                next_flush, every_s = max(next_flush, last_flush + want_s * phase), want_s
             if t < next_flush - 1e-9:
                 continue
-            want_s = max(flush_s, advice[0])
             awaiting_acks = link[0] and (spool or in_flight)  # as the agent's _awaiting_acks
             if awaiting_acks and t + args.interval_s - last_flush <= max(wait_max_s, want_s) + 1e-9:
                 next_flush = t + args.interval_s  # the last flush is not acknowledged: gather another tick

@@ -71,3 +71,34 @@ def test_advice_outside_zero_to_a_minute_is_taken_as_none(tmp_path):
             assert sender.flush_advice_s == taken, wire
     finally:
         spool.close()
+
+
+def test_a_longer_advice_moves_the_next_flush_out_at_once(tmp_path):
+    """An agent told to flush less often does not flush once more at its own interval first: its next
+    flush moves to its phase of the advised interval from its last flush (the collector's load drops
+    at the raise, and an agent joining a busy collector does not flush a second after its Hello)."""
+    from c4.agent.runner import flush_phase
+
+    col = RunningCollector(tmp_path)
+    advisor = FlushAdvisor(max_s=10.0, hold_s=600.0)
+    col.collector.service.flush_advisor = advisor
+    agent, _hb = heartbeat_agent(tmp_path, tmp_path / "spool", collector=col.address, flush_interval_s=1.0)
+    assert flush_phase(agent.cfg.effective_agent_id) * 10.0 > 5.0  # the next flush lies > 5 s out
+    agent.start()
+    try:
+        wait_for(lambda: agent.batches_made >= 3, 30, "the agent flushing every second")
+        for _ in range(300):  # commits fall behind until the advice goes up
+            advisor.observe(1.0)
+            time.sleep(0.01)
+            if advisor.advice_s() == 10.0:
+                break
+        assert advisor.advice_s() == 10.0
+        wait_for(lambda: agent.sender.flush_advice_s == 10.0, 10, "agent took the advice", poll_s=0.005)
+        time.sleep(0.05)  # the scheduler's next pass (it ticks every 10 ms) saw it
+        made = agent.batches_made
+        time.sleep(2.5)  # on its own interval it would have flushed within 1 s
+        assert agent.batches_made == made
+    finally:
+        agent.stop()
+    assert len(agent.spool) == 0
+    col.stop()
