@@ -147,6 +147,7 @@ class Writer:
                     self._run_job(work, done)
                 continue
             group = [(work, done)]
+            jobs: list[tuple[Any, Callable[[Any], None]]] = []  # maintenance jobs met while gathering
             batches = len(work)
             rows = sum(b.num_rows for b in work)
             stop = False
@@ -169,8 +170,11 @@ class Writer:
                     stop = True
                     break
                 if callable(nxt[0]):
-                    self._q.put(nxt)  # keep order loosely: run it after this group
-                    break
+                    # keep order loosely: run it after this group. Not put back in the queue: the next
+                    # group met it again and was cut short too, and a job held back by a checkpoint
+                    # (a rollup's, say) made every commit of the checkpoint's seconds a short one
+                    jobs.append(nxt)
+                    continue
                 group.append(nxt)
                 batches += len(nxt[0])
                 rows += sum(b.num_rows for b in nxt[0])
@@ -193,6 +197,12 @@ class Writer:
                 start += len(item)
             # free the group's Arrow tables here, not on the event loop (see IngestService.PushBundle)
             work = item = group = flat = nxt = None
+            if stop or not self._diverting():
+                for job, job_done in (*held, *jobs):  # the ones held first: they came first
+                    self._run_job(job, job_done)
+                held = []
+            else:
+                held += jobs
             if stop:
                 return
 

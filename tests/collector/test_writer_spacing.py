@@ -183,3 +183,43 @@ def test_the_flush_advice_reads_the_time_spent_in_commits_not_in_jobs(tmp_path):
     finally:
         writer.close()
         store.close()
+
+
+def test_a_job_held_by_a_checkpoint_does_not_cut_the_commits_short(tmp_path):
+    """A maintenance job that comes while the file checkpoints waits for the checkpoint's end, and the
+    commits meanwhile keep their spacing: the job is not put back in the queue, where each group that
+    met it again was cut short (a rollup during a 3 s checkpoint made 14 commits a second)."""
+    store = TimedStore(
+        tmp_path / "c4.duckdb", CATALOGUE, checkpoint_wal_bytes=1 << 40, background_checkpoints=True
+    )
+    writer = Writer(store, spacing_s=0.15, spacing_factor=1e9)
+    ran_at: list[float] = []
+    ended_at: list[float] = []
+
+    async def scenario() -> None:
+        store.begin_diversion()
+        futures = []
+        job = None
+        for i in range(60):
+            batch = PendingBatch(f"agent-{i}", 1, SPEC, heartbeat_rows(SPEC, i, 10), stream=1)
+            futures.append(writer.submit_many_async([batch]))
+            if i == 5:
+                job = writer.call_async(lambda _store: ran_at.append(time.monotonic()))
+            await asyncio.sleep(0.01)
+        results = await asyncio.wait_for(asyncio.gather(*futures), 60)
+        assert all(r.rows == 10 and not r.error for (r,) in results), results
+        assert not ran_at  # held while the checkpoint runs
+        ended_at.append(time.monotonic())
+        store.end_diversion()
+        await asyncio.wait_for(job, 30)
+
+    try:
+        asyncio.run(scenario())
+        starts = [t for t, _ in store.commit_starts]
+        gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
+        assert gaps and min(gaps) >= 0.15 - 1e-3, gaps
+        assert ran_at and ran_at[0] >= ended_at[0]
+        assert store.con.execute("SELECT count(*) FROM agent_heartbeat").fetchone()[0] == 600
+    finally:
+        writer.close()
+        store.close()
