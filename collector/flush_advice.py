@@ -137,13 +137,13 @@ class FlushAdvisor:
         if (self._slow_windows >= 2 or busy) and self._step + 1 < len(self.steps_s):
             if self._lowered_at is not None and now - self._lowered_at < 2 * self._lower_hold_s:
                 self._lower_hold_s = min(MAX_LOWER_HOLD_S, 2 * self._lower_hold_s)  # that step was too short
-            self._set(len(self.steps_s) - 1, now)
+            self._set(len(self.steps_s) - 1, now, "acks late" if self._slow_windows >= 2 else "writer busy")
             self.raised += 1
             self.raised_busy += self._slow_windows < 2
         elif now - self._period_start >= self._lower_hold_s:
             calm = self._period_over_lower <= self.calm_share * self._period_seen and not self._period_busy
             if calm and self._step > 0:
-                self._set(self._step - 1, now)
+                self._set(self._step - 1, now, "calm")
                 self._lowered_at = now
                 self.lowered += 1
             self._new_period(now)
@@ -153,10 +153,10 @@ class FlushAdvisor:
         self._period_seen = self._period_over_lower = 0
         self._period_busy = False
 
-    def _set(self, step: int, now: float) -> None:
+    def _set(self, step: int, now: float, why: str) -> None:
         old = self.steps_s[self._step]
         self._step = step
-        log.info("agents' flush advice from=%gs to=%gs", old, self.steps_s[step])
+        log.info("agents' flush advice from=%gs to=%gs why=%s", old, self.steps_s[step], why)
         # agents take the new advice with their next ack and act on it at their next flush: wait until
         # every agent flushed under it, and a window more, before judging it
         self._hold_until = now + max(old, self.steps_s[step]) + self.window_s

@@ -145,7 +145,8 @@ def run_busy(
         advisor.observe(latency_s)
 
 
-def test_a_writer_busy_committing_raises_the_advice_before_acks_are_late():
+def test_a_writer_busy_committing_raises_the_advice_before_acks_are_late(caplog):
+    caplog.set_level("INFO", logger="c4.collector.flush_advice")
     clock = Clock()
     busy = Busy(clock)
     advisor = FlushAdvisor(max_s=5.0, clock=clock, busy_s=busy, busy_share_max=0.7)
@@ -153,6 +154,7 @@ def test_a_writer_busy_committing_raises_the_advice_before_acks_are_late():
     assert advisor.advice_s() == 0.0
     run_busy(advisor, clock, busy, 2.1, 0.05, 0.9)  # the writer commits 90% of the time, acks still quick
     assert advisor.advice_s() == 5.0 and advisor.raised == advisor.raised_busy == 1
+    assert "to=5s why=writer busy" in caplog.text  # the operator's log says why
     # the same second without a writer to look at: latency alone decides, and it was quick
     clock2 = Clock()
     latency_only = FlushAdvisor(max_s=5.0, clock=clock2)
