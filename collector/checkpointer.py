@@ -46,9 +46,6 @@ POLL_S = 0.1
 RETRY_S = 0.005
 #: Wait after a checkpoint that failed for another reason (e.g. a full disk) before the next try.
 FAILED_BACKOFF_S = 5.0
-#: The longest a due checkpoint waits for the last one's diverted rows to move back (they take a second
-#: or two, a table between commits); after that the diversion finishes the move itself.
-MOVE_WAIT_MAX_S = 5.0
 
 
 def wal_path(db_path: Path) -> Path:
@@ -67,10 +64,6 @@ class Diversion(Protocol):
 
     def checkpoint_failed(self, exc: BaseException) -> None:
         """A checkpoint failed (DuckDB may have invalidated the file: see Store._reopen)."""
-
-    def moving(self) -> bool:
-        """Rows diverted by the last checkpoint are moving back, a step between commits (a diversion
-        now would first have to finish that move, holding the commits meanwhile)."""
 
 
 class Checkpointer:
@@ -93,7 +86,6 @@ class Checkpointer:
         self.max_s = 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="c4-checkpointer", daemon=True)
-        self._move_wait_since: float | None = None  # time.monotonic() a due checkpoint began to wait
 
     def start(self) -> Checkpointer:
         """Start watching the log."""
@@ -111,7 +103,7 @@ class Checkpointer:
         cur: duckdb.DuckDBPyConnection | None = self._cursor()
         try:
             while not self._stop.wait(POLL_S):
-                if self.wal_size_bytes() <= self.wal_bytes or self._move_under_way():
+                if self.wal_size_bytes() <= self.wal_bytes:
                     continue
                 if cur is None:
                     try:
@@ -127,17 +119,6 @@ class Checkpointer:
         finally:
             if cur is not None:
                 _close_quietly(cur)
-
-    def _move_under_way(self) -> bool:
-        """Whether a due checkpoint waits for the last one's diverted rows to move back (up to
-        MOVE_WAIT_MAX_S in a row)."""
-        if self.diversion is None or not self.diversion.moving():
-            self._move_wait_since = None
-            return False
-        now = time.monotonic()
-        if self._move_wait_since is None:
-            self._move_wait_since = now
-        return now - self._move_wait_since < MOVE_WAIT_MAX_S
 
     def _checkpoint(self, cur: duckdb.DuckDBPyConnection) -> bool:
         """One CHECKPOINT (commits diverted meanwhile, when there is somewhere to divert them); False

@@ -18,14 +18,6 @@ Exactly once across a crash: the side file carries a generation number, and the 
 generation in the store's ``_c4_side_moved`` in the same transaction as the rows. At start, rows left
 in the side file are moved unless their generation is recorded as moved already (the crash fell
 between the move and the emptying): then they are dropped.
-
-The move goes a table at a time, between commits: one transaction of a checkpoint's rows of every
-table held the writer, and the acks waiting on it, for 0.6-0.8 s at 2,000 agents. The sequence rows
-move first (then new commits go to the store: its sequence rows are the newest), each table after in
-a transaction of its own that records ``(generation, table)`` in ``_c4_side_moved_tables``, and the
-last one records the whole generation. At start, a table recorded for the side file's generation is
-not moved again. No checkpoint diverts commits while a move is under way (new rows of a table marked
-moved would be taken for moved ones).
 """
 
 from __future__ import annotations
@@ -46,8 +38,6 @@ SIDE_DB = "c4_side"
 GENERATION_TABLE = "_c4_side_generation"
 #: In the store's file: the last side generation whose rows were moved in.
 MOVED_TABLE = "_c4_side_moved"
-#: In the store's file: the tables of the side generation being moved whose rows are in already.
-MOVED_TABLES_TABLE = "_c4_side_moved_tables"
 #: The sequence table's name (as in c4.collector.store), in the side file too.
 SEQ_NAME = "_c4_agent_seq"
 #: The side file's log is folded into it, right after it was emptied, once it is over this size.
@@ -116,39 +106,14 @@ def generation(con: duckdb.DuckDBPyConnection) -> int:
 def moved_generation(con: duckdb.DuckDBPyConnection) -> int | None:
     """The last side generation the store took in (None: never). Writes nothing (a store that never
     moved any has no such table)."""
-    if not _store_has_table(con, MOVED_TABLE):
+    found = con.execute(
+        "SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database() AND table_name = ?",
+        [MOVED_TABLE],
+    ).fetchone()
+    if not found or not found[0]:
         return None
     row = con.execute(f"SELECT max(gen) FROM {MOVED_TABLE}").fetchone()
     return int(row[0]) if row and row[0] is not None else None
-
-
-def _store_has_table(con: duckdb.DuckDBPyConnection, name: str) -> bool:
-    found = con.execute(
-        "SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database() AND table_name = ?",
-        [name],
-    ).fetchone()
-    return bool(found and found[0])
-
-
-def moved_tables(con: duckdb.DuckDBPyConnection, gen: int) -> set[str]:
-    """The tables of side generation ``gen`` whose rows the store took in already (a move a table at a
-    time, stopped part way). Writes nothing."""
-    if not _store_has_table(con, MOVED_TABLES_TABLE):
-        return set()
-    rows = con.execute(f"SELECT tbl FROM {MOVED_TABLES_TABLE} WHERE gen = ?", [gen]).fetchall()
-    return {r[0] for r in rows}
-
-
-def moved_tables_left(con: duckdb.DuckDBPyConnection) -> bool:
-    """Whether the store holds per-table marks of a move (of any generation). Writes nothing."""
-    if not _store_has_table(con, MOVED_TABLES_TABLE):
-        return False
-    return con.execute(f"SELECT 1 FROM {MOVED_TABLES_TABLE} LIMIT 1").fetchone() is not None
-
-
-def moved_tables_ddl() -> str:
-    """The store's table of the tables moved so far of the side generation being moved."""
-    return f"CREATE TABLE IF NOT EXISTS {MOVED_TABLES_TABLE} (gen UBIGINT NOT NULL, tbl VARCHAR NOT NULL)"
 
 
 def moved_table_ddl() -> str:

@@ -241,10 +241,6 @@ class Store:
         # its rows are in the store, its generation recorded as moved, but emptying it failed: it must
         # take no commit until emptied (the emptying, or a restart, would drop it as moved already)
         self._side_moved = False
-        #: a move of the side file's rows under way, a table a step (c4.collector.side_store): the tables
-        #: left to move (None: none under way). Its first step moved the sequence rows, so commits go to
-        #: the store meanwhile
-        self._moving: list[str] | None = None
         self.side_moves = 0
         # False while DuckDB has given up on the side file (its checkpoint failed) and attaching it again
         # failed too: commits wait for the store's checkpoints, as without a side file, until it attaches
@@ -339,24 +335,20 @@ class Store:
             if full and moved == gen:
                 log.info("side file rows were moved before the last stop; dropped generation=%d", gen)
             elif full:
-                done = side_store.moved_tables(con, gen)  # a move a table at a time, stopped part way
                 with self._transaction():
                     for table in full:
-                        if table == SEQ_TABLE or table in done:
+                        if table == SEQ_TABLE:
                             continue
                         have = set(side_store.side_columns(con, table, database=None))
                         cols = [c for c in side_store.side_columns(con, table) if c in have]
                         if have and cols:
                             con.execute(side_store.move_sql(table, cols))
-                    if SEQ_TABLE in full and SEQ_TABLE not in done:
+                    if SEQ_TABLE in full:
                         self._move_side_seqs()
                     self._record_moved(gen)
                 log.info("side file rows moved into the store tables=%s generation=%d", ",".join(full), gen)
             if full:
                 self._empty_side(names, gen)
-        if side_store.moved_tables_left(con):  # marks of a side file that is gone (its rows with it)
-            with self._transaction():
-                con.execute(f"DELETE FROM {side_store.MOVED_TABLES_TABLE}")
         side_store.reshape(con, self.catalogue, _seq_ddl(f"{side_store.SIDE_DB}.{SEQ_TABLE}"))
         self._columns_of.clear()  # the side tables may have changed shape
         with self._transaction():
@@ -366,17 +358,9 @@ class Store:
         self.con.execute(_seq_upsert_sql(SEQ_TABLE, f"{side_store.SIDE_DB}.{SEQ_TABLE}"))
 
     def _record_moved(self, gen: int) -> None:
-        """The whole side generation is in the store (its per-table marks are no longer needed)."""
         self.con.execute(side_store.moved_table_ddl())
         self.con.execute(f"DELETE FROM {side_store.MOVED_TABLE}")
         self.con.execute(f"INSERT INTO {side_store.MOVED_TABLE} VALUES (?, ?)", [gen, _utcnow()])
-        self.con.execute(side_store.moved_tables_ddl())
-        self.con.execute(f"DELETE FROM {side_store.MOVED_TABLES_TABLE}")
-
-    def _mark_moved(self, gen: int, table: str) -> None:
-        """One table of the side generation is in the store (in the transaction that moved it)."""
-        self.con.execute(side_store.moved_tables_ddl())
-        self.con.execute(f"INSERT INTO {side_store.MOVED_TABLES_TABLE} VALUES (?, ?)", [gen, table])
 
     def _empty_side(self, tables: Sequence[str], gen: int) -> None:
         """Delete the side rows (already in the store) and start the next generation; then checkpoint it."""
@@ -414,33 +398,16 @@ class Store:
         with self._lock:
             if not self.side_usable:  # given up on after a failed checkpoint: space may be back
                 self.side_usable = self._reattach_side_if_given_up(None, force=True)
-            if self._moving is not None:
-                # a move under way (the checkpointer waits for it, for a while): new side rows must not
-                # land in tables marked moved, so it ends first; if it cannot, commits are not diverted
-                try:
-                    self._settle_locked(full=True)
-                except duckdb.Error as exc:
-                    log.warning(
-                        "moving the side file's rows failed; this checkpoint diverts nothing error=%s", exc
-                    )
-                    self._reattach_side_if_given_up(exc)
-                    self.diverting = False
-                    return
             self.diverting = self.side_usable
-
-    def moving(self) -> bool:
-        """For the checkpointer: a move of the side file's rows is under way (it ends within commits)."""
-        return self._moving is not None
 
     def end_diversion(self) -> None:
         """From the checkpointer, after the checkpoint: the next commit (or an idle writer) moves the side rows."""
         with self._lock:
             self.diverting = False
 
-    def settle(self, full: bool = True) -> None:
+    def settle(self) -> None:
         """From the idle writer: open the store again if DuckDB invalidated it (so that reads work again
-        with no commit coming), and move the side file's rows into the store when the checkpoint is over
-        (all of them; with ``full`` False the next step only: the sequence rows, a table, or the emptying)."""
+        with no commit coming), and move the side file's rows into the store when the checkpoint is over."""
         if self.invalidated:
             with self._lock:
                 self._usable()
@@ -449,7 +416,7 @@ class Store:
             return
         with self._lock:
             try:
-                self._settle_locked(full=full)
+                self._settle_locked()
             except duckdb.Error as exc:
                 self._reattach_side_if_given_up(exc)
                 raise
@@ -482,52 +449,27 @@ class Store:
         """The side file holds rows the store does not have yet."""
         return self._side_dirty
 
-    def _settle_locked(self, full: bool = False) -> None:
-        """One step of moving the side file's rows into the store (every step with ``full``)."""
-        while self._side_dirty and not self.diverting:
-            self._move_step_locked()
-            if not full:
-                return
-
-    def _move_step_locked(self) -> None:
-        """The next step of the move (c4.collector.side_store): the sequence rows, then one table, then
-        the emptying; each in a transaction of its own, so that no commit waits for all of them."""
+    def _settle_locked(self) -> None:
+        if not self._side_dirty or self.diverting:
+            return
         con = self.con
         started = time.perf_counter()
         gen = side_store.generation(con)
-        if self._moving is None:
-            if side_store.moved_generation(con) == gen:  # moved already, and emptying it failed
-                self._moving = []
-                return
-            done = side_store.moved_tables(con, gen)
-            left = [t for t in sorted(self._side_written) if t not in done]
+        tables = sorted(self._side_written)
+        if side_store.moved_generation(con) != gen:  # else moved already, and emptying it failed
             with self._transaction():
-                if SEQ_TABLE not in done:
-                    self._move_side_seqs()
-                    self._mark_moved(gen, SEQ_TABLE)
-                if not left:
-                    self._record_moved(gen)
-            self._moving = left
-            step = SEQ_TABLE
-        elif self._moving:
-            step = self._moving[0]
-            with self._transaction():
-                con.execute(side_store.move_sql(step, list(self.catalogue[step].column_names)))
-                if len(self._moving) == 1:
-                    self._record_moved(gen)
-                else:
-                    self._mark_moved(gen, step)
-            self._moving.pop(0)
-        else:
-            step = "(emptying)"
-            self._side_moved = True
-            self._empty_side([*sorted(self._side_written), SEQ_TABLE], gen)
-            self._side_moved = False
-            self._side_written.clear()
-            self._side_dirty = False
-            self._moving = None
-            self.side_moves += 1
-        log.debug("side file rows moved in step=%s took_s=%.3f", step, time.perf_counter() - started)
+                for table in tables:
+                    spec = self.catalogue[table]
+                    con.execute(side_store.move_sql(table, list(spec.column_names)))
+                self._move_side_seqs()
+                self._record_moved(gen)
+        self._side_moved = True
+        self._empty_side([*tables, SEQ_TABLE], gen)
+        self._side_moved = False
+        self._side_written.clear()
+        self._side_dirty = False
+        self.side_moves += 1
+        log.debug("side file rows moved in took_s=%.3f", time.perf_counter() - started)
 
     def _add_epoch_column(self, table: str) -> None:
         """Stores written before spool epochs existed get the column (epoch 0: not known yet)."""
@@ -560,14 +502,12 @@ class Store:
         if not self.side:
             return False
         if self._side_dirty and not self.diverting:
-            try:  # a step with every commit at least: the move ends however busy the writer is
+            try:
                 self._settle_locked()
             except duckdb.Error as exc:  # e.g. a full disk: the rows stay (durable) in the side file
                 log.warning("moving the side file's rows failed; commits stay there error=%s", exc)
                 self._reattach_side_if_given_up(exc)
-        if self._side_moved or self._moving is not None:
-            # into the store: its sequence rows are the newest (see _moving), or the side file waits to
-            # be emptied (see _side_moved)
+        if self._side_moved:  # into the store (waiting for a checkpoint under way): see _side_moved
             return False
         return self.diverting or self._side_dirty
 
@@ -735,7 +675,6 @@ class Store:
             self._configure()
             self._side_written.clear()
             self._side_dirty = self._side_moved = self.diverting = False
-            self._moving = None  # the side file's rows move in at the opening, as at a restart
             if self.side or side_store.side_path(self.path).exists():
                 self._open_side()
                 self.side_usable = True
@@ -863,7 +802,7 @@ class Store:
             try:
                 if self.side:
                     self.diverting = False
-                    self._settle_locked(full=True)
+                    self._settle_locked()
                 self.con.execute("CHECKPOINT")
             finally:
                 self.con.close()

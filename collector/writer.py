@@ -22,8 +22,6 @@ IDLE_S = 0.05
 IDLE_LOOK_S = 1.0
 #: After a failed move (e.g. a full disk) the idle writer tries again this much later (a commit tries at once).
 SETTLE_RETRY_S = 1.0
-#: Most steps of a side-file move taken while one group gathers (a table each; a bound, not a target).
-MOVE_STEPS_PER_WAIT = 16
 
 
 class Writer:
@@ -108,7 +106,7 @@ class Writer:
             return
         started = time.perf_counter()
         try:
-            settle(full=False)  # a step: a batch that comes meanwhile waits for one table's move at most
+            settle()
         except Exception as exc:  # the rows stay in the side file; the next commit tries again
             self._settle_after = time.monotonic() + SETTLE_RETRY_S
             log.warning("moving the side file's rows failed error=%s", exc)
@@ -156,16 +154,9 @@ class Writer:
             # linger a few ms for more batches: DuckDB appends one large Arrow table far faster
             # (in parallel) than many small ones, at a latency cost no agent notices
             deadline = max(time.monotonic() + self.linger_s, self._last_commit_start + self._spacing())
-            for _step in range(MOVE_STEPS_PER_WAIT):
-                # the side file's rows move in a table a step, one with each commit at least
-                # (Store._into_side): take more steps while the group gathers for the spacing
-                if (
-                    deadline - time.monotonic() <= self.linger_s
-                    or not getattr(self.store, "side_pending", False)
-                    or time.monotonic() < self._settle_after
-                    or self._diverting()
-                ):
-                    break
+            if deadline - time.monotonic() > self.linger_s and getattr(self.store, "side_pending", False):
+                # the side file's rows move in before this commit either way (Store._into_side): move them
+                # now, while the group gathers for the spacing, rather than after it
                 self._settle()
             while batches < self.max_group:
                 try:

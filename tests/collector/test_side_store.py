@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import time
 
-import pyarrow as pa
 import pytest
 from test_store_settings import heartbeat_rows
 
@@ -83,109 +82,14 @@ def test_commits_during_a_checkpoint_land_in_the_side_file_then_move_in_once(tmp
         store.close()
 
 
-def test_commits_after_the_checkpoint_move_the_side_rows_a_step_each(tmp_path):
-    """No idle moment after the checkpoint: each commit takes a step of the move (the sequence rows,
-    then a table, then the emptying) and goes to the store itself."""
+def test_a_commit_after_the_checkpoint_moves_the_side_rows_first(tmp_path):
     store = open_store(tmp_path / "c4.duckdb")
     try:
         store.begin_diversion()
         commit(store, "a", 1)
         store.end_diversion()
-        assert commit(store, "a", 2).rows == 50  # the sequence rows moved: this one in the store
-        assert count(store) == 50 and count(store, db=side_store.SIDE_DB) == 50 and store.side_pending
-        assert commit(store, "a", 3).rows == 50  # the heartbeat table moved
-        assert commit(store, "a", 4).rows == 50  # the side file emptied
-        assert count(store) == 200 and count(store, db=side_store.SIDE_DB) == 0 and not store.side_pending
-        assert store.known_seq("a") == 4 and store.side_moves == 1
-    finally:
-        store.close()
-
-
-OTHER = CATALOGUE["host_memory"]
-
-
-def other_rows(seq: int, n: int) -> pa.Table:
-    """n rows of a second table (host_memory), every column filled, times of their own."""
-    columns = {}
-    for field in OTHER.arrow_schema:
-        if pa.types.is_timestamp(field.type):
-            values = [1_780_000_000_000_000 + (seq * n + i) * 1000 for i in range(n)]
-        elif pa.types.is_string(field.type):
-            values = [f"{field.name}-{i % 7}" for i in range(n)]
-        elif pa.types.is_floating(field.type):
-            values = [float(i) for i in range(n)]
-        else:
-            values = [i for i in range(n)]
-        columns[field.name] = pa.array(values, field.type)
-    return pa.table(columns, schema=OTHER.arrow_schema)
-
-
-def commit_other(store: Store, agent: str, seq: int, n: int = 30):
-    (result,) = store.commit([PendingBatch(agent, seq, OTHER, other_rows(seq, n), stream=1)])
-    return result
-
-
-def diverted_two_tables(store: Store) -> None:
-    """A checkpoint's commits of two tables in the side file, then the checkpoint's end."""
-    store.begin_diversion()
-    assert commit(store, "a", 1).rows == 50
-    assert commit_other(store, "a", 2).rows == 30
-    store.end_diversion()
-
-
-def test_the_move_goes_a_table_a_step_while_commits_go_to_the_store(tmp_path):
-    store = open_store(tmp_path / "c4.duckdb")
-    try:
-        diverted_two_tables(store)
-        assert commit(store, "a", 3).rows == 50  # the first step (sequence rows), then into the store
-        seqs = dict(store.con.execute("SELECT agent_id, last_seq FROM _c4_agent_seq").fetchall())
-        assert seqs == {"a": 3} and store.moving()
-        assert count(store) == 50 and count(store, OTHER.name) == 0  # the side rows not moved yet
-        store.settle(full=False)  # one table
-        assert count(store) + count(store, OTHER.name) in (100, 80)  # one of the two moved, not both
-        store.settle(full=False)  # the other (the generation recorded as moved with it)
-        assert count(store) == 100 and count(store, OTHER.name) == 30 and store.side_pending
-        store.settle(full=False)  # the emptying
-        assert not store.side_pending and not store.moving()
-        assert count(store, db=side_store.SIDE_DB) == 0 and count(store, OTHER.name, side_store.SIDE_DB) == 0
-        assert commit(store, "a", 2).duplicate and commit(store, "a", 4).rows == 50
-    finally:
-        store.close()
-
-
-@pytest.mark.parametrize("steps", [1, 2, 3])
-def test_a_crash_part_way_through_the_move_moves_each_table_once(tmp_path, steps):
-    """The process dies after the sequence rows and none, one or both tables moved: the next start
-    moves the rest, once, and the sequence stays at the newest commit (made in the store meanwhile)."""
-    db = tmp_path / "c4.duckdb"
-    store = open_store(db)
-    diverted_two_tables(store)
-    assert commit(store, "a", 3).rows == 50  # step 1: the sequence rows; this commit in the store
-    for _ in range(steps - 1):
-        store.settle(full=False)
-    crash(store)
-    again = open_store(db)
-    try:
-        assert count(again) == 100 and count(again, OTHER.name) == 30
-        assert count(again, db=side_store.SIDE_DB) == 0 and again.known_seq("a") == 3
-        assert commit(again, "a", 3).duplicate
-    finally:
-        again.close()
-    assert stored_seq(db, "a") == 3
-
-
-def test_a_checkpoint_due_during_a_move_finishes_it_before_diverting(tmp_path):
-    store = open_store(tmp_path / "c4.duckdb")
-    try:
-        diverted_two_tables(store)
-        assert commit(store, "a", 3).rows == 50  # the move under way
-        store.begin_diversion()  # the next checkpoint: the move ends first, then commits divert
-        assert not store.moving() and count(store) == 100 and count(store, OTHER.name) == 30
-        assert commit(store, "a", 4).rows == 50 and count(store, db=side_store.SIDE_DB) == 50
-        store.end_diversion()
-        store.settle()
-        assert count(store) == 150 and count(store, OTHER.name) == 30 and store.known_seq("a") == 4
-        assert count(store, db=side_store.SIDE_DB) == 0
+        assert commit(store, "a", 2).rows == 50  # no idle moment in between: the commit moves them
+        assert count(store) == 100 and count(store, db=side_store.SIDE_DB) == 0
     finally:
         store.close()
 
@@ -321,7 +225,6 @@ def test_a_full_disk_while_diverted_refuses_commits_and_loses_none(tmp_path):
             assert store.side_pending
             filler.unlink()
             assert commit(store, "a", 2, stream=2).rows == 50  # the resend, on the agent's new stream
-            store.settle()  # the rest of the move (the commit took its first step)
             assert count(store) == 100 and store.known_seq("a") == 2 and not store.side_pending
         finally:
             store.close()
@@ -645,31 +548,3 @@ def test_an_idle_writer_opens_an_invalidated_store_again_for_readers(tmp_path):
             writer.close()
             store.close()
         assert_reopened(db, 20_000, 1)
-
-
-def test_a_due_checkpoint_waits_a_while_for_a_move_under_way(monkeypatch):
-    """While the last checkpoint's rows move back the next waits (a diversion would have to finish the
-    move first, holding commits), but only MOVE_WAIT_MAX_S in a row."""
-    from pathlib import Path
-
-    from c4.collector import checkpointer as ck
-
-    class Moving:
-        now = True
-
-        def moving(self) -> bool:
-            return self.now
-
-    diversion = Moving()
-    clock = [1000.0]
-    monkeypatch.setattr(ck.time, "monotonic", lambda: clock[0])
-    cp = ck.Checkpointer(lambda: None, Path("unused.duckdb"), 1, diversion=diversion)
-    assert cp._move_under_way()
-    clock[0] += ck.MOVE_WAIT_MAX_S - 0.1
-    assert cp._move_under_way()
-    clock[0] += 0.2
-    assert not cp._move_under_way()  # waited long enough: begin_diversion finishes the move itself
-    diversion.now = False
-    assert not cp._move_under_way()
-    diversion.now = True
-    assert cp._move_under_way()  # a new move: a new wait
