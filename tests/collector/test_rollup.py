@@ -389,3 +389,38 @@ def test_the_last_partial_hour_before_an_idle_spell_is_rolled(store):
     raw = cur.execute("SELECT count(*) FROM dev").fetchone()[0]
     hours = cur.execute(f"SELECT count(DISTINCT ts), sum(samples) FROM {rollup_name('dev', '1h')}").fetchone()
     assert hours == (3, raw)
+
+
+def test_rollups_are_computed_on_a_thread_of_lower_priority(tmp_path, monkeypatch):
+    """A minute's rollups of 2,000 nodes are seconds of CPU: they run on a thread of their own at nice
+    ROLLUP_NICE, so that the writer and the gRPC loop (priority unchanged) keep their cores."""
+    import threading
+
+    from c4.catalogue import load
+    from c4.collector import rollup
+    from c4.collector.ingest import Metrics
+    from c4.collector.store import Store
+    from c4.collector.writer import Writer
+
+    seen: list[tuple[str, int]] = []
+    real_prepare = rollup.prepare
+
+    def prepare(*args):
+        tid = threading.get_native_id()
+        seen.append((threading.current_thread().name, os.getpriority(os.PRIO_PROCESS, tid)))
+        return real_prepare(*args)
+
+    monkeypatch.setattr(rollup, "prepare", prepare)
+    store = Store(tmp_path / "c4.duckdb", load())
+    writer = Writer(store)
+    rollups = rollup.Rollups(store, writer, Metrics(), recheck_s=300.0)
+    own = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    try:
+        asyncio.run(rollups.run())
+    finally:
+        rollups.close()
+        writer.close()
+        store.close()
+    assert seen and all(name.startswith("c4-rollup") for name, _ in seen)
+    assert {nice for _, nice in seen} == {min(19, own + rollup.ROLLUP_NICE)}
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == own  # the caller's is unchanged
