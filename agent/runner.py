@@ -476,6 +476,7 @@ class Agent:
         name_os_thread("c4-scheduler")
         now = time.monotonic()
         flush_every_s = self.flush_interval_s()
+        own_phase = flush_phase(self.cfg.effective_agent_id)  # where a new flush interval starts, in it
         next_flush = now + flush_every_s
         last_flush = now
         next_health = now
@@ -503,7 +504,7 @@ class Agent:
                 # of it now, rather than after one more at the old interval (a raise then lowers the
                 # collector's load at once, and an agent that joins a busy collector does not flush a
                 # second after its Hello before it follows the advice)
-                next_flush = max(next_flush, last_flush + every_s * flush_phase(self.cfg.effective_agent_id))
+                next_flush = max(next_flush, last_flush + every_s * own_phase)
                 flush_every_s = every_s
             if now >= next_flush:
                 if self._awaiting_acks() and now + self.cfg.interval_s - last_flush <= max(
@@ -518,7 +519,7 @@ class Agent:
                     last_flush = now
                     # a new interval (the collector's advice) starts at this agent's own phase of it:
                     # agents that all took the advice within a second would else flush in the same second
-                    phase = 1.0 if every_s == flush_every_s else flush_phase(self.cfg.effective_agent_id)
+                    phase = 1.0 if every_s == flush_every_s else own_phase
                     flush_every_s = every_s
                     next_flush = now + every_s * phase
             due = min(

@@ -99,6 +99,11 @@ class Writer:
         self.busy_s += time.perf_counter() - started
         done(result)
 
+    def _run_jobs(self, jobs: list[tuple[Any, Callable[[Any], None]]]) -> None:
+        """Run maintenance jobs in the order they came."""
+        for job, job_done in jobs:
+            self._run_job(job, job_done)
+
     def _settle(self) -> None:
         """Idle, or waiting out the spacing: let the store move rows it took aside during a checkpoint."""
         settle = getattr(self.store, "settle", None)
@@ -122,8 +127,7 @@ class Writer:
         held: list[tuple[Any, Callable[[Any], None]]] = []
         while True:
             if held and not self._diverting():
-                for job, job_done in held:
-                    self._run_job(job, job_done)
+                self._run_jobs(held)
                 held = []
             waiting = (
                 bool(held)
@@ -136,8 +140,7 @@ class Writer:
                 self._settle()
                 continue
             if item is None:
-                for job, job_done in held:
-                    self._run_job(job, job_done)
+                self._run_jobs(held)
                 return
             work, done = item
             if callable(work):
@@ -147,7 +150,6 @@ class Writer:
                     self._run_job(work, done)
                 continue
             group = [(work, done)]
-            jobs: list[tuple[Any, Callable[[Any], None]]] = []  # maintenance jobs met while gathering
             batches = len(work)
             rows = sum(b.num_rows for b in work)
             stop = False
@@ -170,10 +172,11 @@ class Writer:
                     stop = True
                     break
                 if callable(nxt[0]):
-                    # keep order loosely: run it after this group. Not put back in the queue: the next
-                    # group met it again and was cut short too, and a job held back by a checkpoint
-                    # (a rollup's, say) made every commit of the checkpoint's seconds a short one
-                    jobs.append(nxt)
+                    # keep order loosely: it runs after this group, with the jobs held (at the loop's top,
+                    # once no checkpoint diverts commits). Not put back in the queue: the next group met
+                    # it again and was cut short too, and a job held back by a checkpoint (a rollup's,
+                    # say) made every commit of the checkpoint's seconds a short one
+                    held.append(nxt)
                     continue
                 group.append(nxt)
                 batches += len(nxt[0])
@@ -197,13 +200,8 @@ class Writer:
                 start += len(item)
             # free the group's Arrow tables here, not on the event loop (see IngestService.PushBundle)
             work = item = group = flat = nxt = None
-            if stop or not self._diverting():
-                for job, job_done in (*held, *jobs):  # the ones held first: they came first
-                    self._run_job(job, job_done)
-                held = []
-            else:
-                held += jobs
             if stop:
+                self._run_jobs(held)
                 return
 
     def close(self) -> None:
