@@ -223,3 +223,34 @@ def test_a_job_held_by_a_checkpoint_does_not_cut_the_commits_short(tmp_path):
     finally:
         writer.close()
         store.close()
+
+
+def test_a_writer_closed_while_it_gathers_runs_the_jobs_it_held(tmp_path):
+    """close() comes while a group gathers (the spacing still to wait out), with a job held for the
+    checkpoint under way: the group commits and the job runs before the writer ends, its future answered
+    (it was left unanswered when the stop came in the gathering)."""
+    store = TimedStore(
+        tmp_path / "c4.duckdb", CATALOGUE, checkpoint_wal_bytes=1 << 40, background_checkpoints=True
+    )
+    writer = Writer(store, spacing_s=1.0, spacing_factor=1e9)
+    ran: list[bool] = []
+
+    async def scenario() -> None:
+        first = PendingBatch("a", 1, SPEC, heartbeat_rows(SPEC, 1, 10), stream=1)
+        assert (await writer.submit_many_async([first]))[0].rows == 10  # the spacing now applies
+        store.begin_diversion()
+        job = writer.call_async(lambda _store: ran.append(True))  # held: the file checkpoints
+        await asyncio.sleep(0.1)
+        second = PendingBatch("a", 2, SPEC, heartbeat_rows(SPEC, 2, 10), stream=1)
+        committed = writer.submit_many_async([second])
+        await asyncio.sleep(0.1)  # the writer gathers the second's group: close() comes meanwhile
+        await asyncio.get_running_loop().run_in_executor(None, writer.close)
+        assert (await asyncio.wait_for(committed, 5))[0].rows == 10
+        await asyncio.wait_for(job, 5)
+
+    try:
+        asyncio.run(scenario())
+        assert ran == [True]
+    finally:
+        store.end_diversion()
+        store.close()
