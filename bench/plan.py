@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 
 HELP = (
-    "Traffic planning: max link load / bound and fluid completion for ECMP (mean and 95% interval over "
+    "Traffic planning: max link load / bound and fluid completion for ECMP (mean and 95%% interval over "
     "seeds and shuffles), the plan (pieces vs the fewest found) and spraying."
 )
 
