@@ -3,6 +3,8 @@ compute paths timed side by side on one slice (``c4.bench.rollup`` prints them).
 
 from __future__ import annotations
 
+import multiprocessing
+import resource
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -275,3 +277,55 @@ def alternatives(path: Path, start: datetime, repeat: int) -> dict:
         "stats_numpy_s": round(reduce_s, 3),
         "stats_duckdb_group_by_s": round(group_s, 3),
     }
+
+
+def _first_pass_in_this_process(path: str, start: datetime, minutes: int, rows_per_chunk: int) -> dict:
+    """Time ``gpu_samples``' minute rollup computed once in this (fresh) process: wall, user and kernel CPU."""
+    cat = load()
+    store = Store(Path(path), cat)
+    try:
+        cur = store.cursor()
+        if rows_per_chunk == WHOLE_SLICE:  # one chunk of every row read (the look-back's included)
+            lookback = start - timedelta(seconds=r.RATE_LOOKBACK_S)
+            end = start + timedelta(minutes=minutes)
+            rows_per_chunk = cur.execute(
+                "SELECT count(*) FROM gpu_samples WHERE ts >= ? AND ts < ?", [lookback, end]
+            ).fetchone()[0]
+        r.ROWS_PER_CHUNK = rows_per_chunk
+        step = Step(cat["gpu_samples"], "1m")
+        before, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+        rows = step.compute(cur, start, start + timedelta(minutes=minutes), cat[step.target])
+        wall_s, after = time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF)
+        cur.close()
+    finally:
+        store.close()
+    return {
+        "wall_s": wall_s,
+        "user_s": after.ru_utime - before.ru_utime,
+        "sys_s": after.ru_stime - before.ru_stime,
+        "rollup_rows": rows.num_rows,
+    }
+
+
+#: Stands for as many rows per chunk as the slice reads: the raw path as it was, one table of the whole slice.
+WHOLE_SLICE = 0
+
+
+def first_pass(path: Path, start: datetime, minutes: int, repeat: int) -> dict:
+    """``gpu_samples``' rollup of the slice as one table (as it was) vs in chunks of whole GPUs (as now), each
+    the first pass of a fresh process (as in a collector's first minutes, or after its memory was given back),
+    alternating; the best of ``max(repeat, 3)`` each, with its user and kernel CPU (fresh pages faulted in
+    count as kernel time)."""
+    ctx = multiprocessing.get_context("spawn")
+    ways = {"one_table": WHOLE_SLICE, "chunked": r.ROWS_PER_CHUNK}
+    runs: dict[str, list[dict]] = {way: [] for way in ways}
+    with ctx.Pool(1, maxtasksperchild=1) as pool:
+        for _ in range(max(repeat, 3)):  # one pass each is within this host's noise; three are not
+            for way, chunk in ways.items():
+                runs[way].append(pool.apply(_first_pass_in_this_process, (str(path), start, minutes, chunk)))
+    best = {way: min(rs, key=lambda x: x["wall_s"]) for way, rs in runs.items()}
+    out: dict = {way: {k: round(v, 3) for k, v in b.items()} for way, b in best.items()}
+    out["same_rollup_rows"] = len({run["rollup_rows"] for rs in runs.values() for run in rs}) == 1
+    out["rows_per_chunk"] = r.ROWS_PER_CHUNK
+    out["speedup"] = round(best["one_table"]["wall_s"] / best["chunked"]["wall_s"], 2)
+    return out

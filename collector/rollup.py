@@ -28,6 +28,7 @@ shard's commit, and a bucket a shard's late rows change is rolled again as above
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import os
 import threading
@@ -311,9 +312,50 @@ def view_minute_rows(
     cur, spec: TableSpec, start: datetime, end: datetime, width_s: int, target: TableSpec, stored=None
 ) -> pa.Table:
     """The rollup rows of the buckets in [start, end) from the raw rows (for a wide table, from the rows of
-    its bounded per-element SELECT: the reference the wide path is checked against, and its fallback)."""
-    rows = cur.execute(raw_sql(spec, start, end, stored)).to_arrow_table()
-    return minute_rows(rows, spec, start, width_s, target)
+    its bounded per-element SELECT: the reference the wide path is checked against, and its fallback).
+
+    The rows stream from DuckDB in entity order and are computed a few hundred whole entities at a time
+    (``ROWS_PER_CHUNK``): on this 2-core VM a fresh process's first pass over a minute of 2,000 nodes'
+    ``gpu_samples`` (1.9 M rows with the look-back) as one table took 2.2-3.3 s, 1.2-2.2 s of it in the
+    kernel faulting in fresh pages for each full-length array; in chunks, whose arrays are small and their
+    memory reused, 1.5-1.9 s (``c4 bench rollup``)."""
+    reader = cur.execute(raw_sql(spec, start, end, stored)).to_arrow_reader(ROWS_PER_CHUNK)
+    chunks = entity_chunks(reader, spec.keys, ROWS_PER_CHUNK)
+    parts = [minute_rows(rows, spec, start, width_s, target) for rows, _ in chunks]
+    return pa.concat_tables(parts) if parts else target.arrow_schema.empty_table()
+
+
+#: Raw rows computed at a time (whole entities, at least one), by both paths: ~20k rows of an 18-link wide
+#: table are ~0.7M per-link samples with the look-back (~150 MB of numpy arrays); 50k rows of a 45-counter
+#: table are ~20 MB.
+ROWS_PER_CHUNK = 50_000
+WIDE_ROWS_PER_CHUNK = 20_000
+
+
+def entity_chunks(reader, keys: tuple[str, ...], rows_per_chunk: int):
+    """Tables of whole entities (rows with the same ``keys``, which ``reader`` gives in entity order), each of
+    about ``rows_per_chunk`` rows or one entity, with ``entity_starts`` of its rows; ``reader`` is read as
+    the chunks are taken, never all at once."""
+    held: list[pa.RecordBatch] = []
+    held_rows = 0
+    for batch in itertools.chain(reader, [None]):
+        if batch is not None:
+            held.append(batch)
+            held_rows += batch.num_rows
+            if held_rows < rows_per_chunk:
+                continue
+        if not held_rows:
+            return
+        rows = pa.Table.from_batches(held).combine_chunks()
+        new_entity = entity_starts(rows, keys)
+        cut = rows.num_rows
+        if batch is not None:  # the last entity may go on in the next batch: keep it for the next chunk
+            cut = int(np.flatnonzero(new_entity)[-1])
+            if cut == 0:  # one entity so far: read on
+                continue
+        yield rows.slice(0, cut), new_entity[:cut]
+        held = rows.slice(cut).to_batches()
+        held_rows = rows.num_rows - cut
 
 
 def wide_sql(spec: TableSpec, stored: TableSpec, start: datetime, end: datetime) -> str:
@@ -367,35 +409,12 @@ def wide_minute_rows(
         return None
     reader = cur.execute(wide_sql(spec, stored, start, end)).to_arrow_reader(WIDE_ROWS_PER_CHUNK)
     parts: list[pa.Table] = []
-    held: list[pa.RecordBatch] = []
-    held_rows = 0
-    for batch in (*reader, None):
-        if batch is not None:
-            held.append(batch)
-            held_rows += batch.num_rows
-            if held_rows < WIDE_ROWS_PER_CHUNK:
-                continue
-        if not held_rows:
-            break
-        rows = pa.Table.from_batches(held).combine_chunks()
-        new_entity = entity_starts(rows, stored.keys)
-        cut = rows.num_rows
-        if batch is not None:  # the last entity may go on in the next batch: keep it for the next chunk
-            cut = int(np.flatnonzero(new_entity)[-1])
-            if cut == 0:  # one entity so far: read on
-                continue
-        part = _wide_chunk(rows.slice(0, cut), new_entity[:cut], spec, stored, start, width_s, target)
+    for rows, new_entity in entity_chunks(reader, stored.keys, WIDE_ROWS_PER_CHUNK):
+        part = _wide_chunk(rows, new_entity, spec, stored, start, width_s, target)
         if part is None:
             return None
         parts.append(part)
-        held = rows.slice(cut).to_batches()
-        held_rows = rows.num_rows - cut
     return pa.concat_tables(parts) if parts else target.arrow_schema.empty_table()
-
-
-#: Wide rows computed at a time by ``wide_minute_rows`` (whole entities, at least one): ~20k rows of an 18-link
-#: table are ~0.7M per-link samples with the look-back, ~150 MB of numpy arrays.
-WIDE_ROWS_PER_CHUNK = 20_000
 
 
 def _wide_chunk(

@@ -17,6 +17,10 @@ def test_bench_rollup_reports_both_paths_and_the_alternatives():
     assert nv["offered_rows_per_s_at_1000_nodes"] == 144_000
     assert nv["wide_rows_per_s"] > 0 and nv["view_rows_per_s"] > 0
     assert result["tables"]["gpu_samples"]["raw_rows"] == 2 * 8 * 60
+    first = result["tables"]["gpu_samples"]["first_pass"]  # one table vs in chunks, fresh processes
+    assert first["same_rollup_rows"] is True
+    assert first["one_table"]["rollup_rows"] == first["chunked"]["rollup_rows"] == 2 * 8  # a row per GPU
+    assert first["one_table"]["wall_s"] > 0 and first["chunked"]["wall_s"] > 0
     alt = result["alternatives"]
     assert alt["per_link_samples"] == 2 * nv["raw_rows"]  # the minute and its rate look-back
     assert alt["stats_samples"] == nv["raw_rows"]

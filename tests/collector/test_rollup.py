@@ -183,8 +183,13 @@ def _bytes_moved(cur, a: datetime, b: datetime) -> dict:
     return out
 
 
-def test_rollups_equal_raw_over_the_same_interval_at_both_resolutions(store, monkeypatch):
+@pytest.mark.parametrize("chunk_rows", [7, 2000, None])
+def test_rollups_equal_raw_over_the_same_interval_at_both_resolutions(store, monkeypatch, chunk_rows):
+    """Whole slices, and slices computed a chunk of whole devices at a time: a device longer than a chunk
+    (7 rows), a chunk ending inside the second device (2,000 rows of ~1,300 a device), or all in one."""
     monkeypatch.setattr(rollup, "MAX_ROWS_PER_SLICE", 5000)  # rolled in ~20-minute slices: no seam shows
+    if chunk_rows:
+        monkeypatch.setattr(rollup, "ROWS_PER_CHUNK", chunk_rows)
     now = START + timedelta(hours=HOURS, minutes=1)
     assert roll_all(store, now=now, recheck_s=300) > 0
     cur = store.cursor()
