@@ -492,15 +492,20 @@ class ProcWatch:
 
     def cpu_s(self) -> float:
         """User + system CPU seconds so far (children that exited meanwhile are not counted)."""
-        total = 0
+        return sum(self.cpu_split_s())
+
+    def cpu_split_s(self) -> tuple[float, float]:
+        """(user, system) CPU seconds so far: system is the kernel's share (page faults, syscalls, I/O)."""
+        user = system = 0
         for pid in self.pids():
             try:
                 with open(f"/proc/{pid}/stat") as f:
                     fields = f.read().rsplit(")", 1)[1].split()
             except OSError:
                 continue
-            total += int(fields[11]) + int(fields[12])
-        return total * self.tick_s
+            user += int(fields[11])
+            system += int(fields[12])
+        return user * self.tick_s, system * self.tick_s
 
     def sample_rss(self) -> None:
         """Note the resident set size now (summed over the processes)."""
@@ -581,10 +586,14 @@ async def drive(args, addresses: list[str], watches: list, per_agent: list) -> t
         now = loop.time()
         if "cpu0" not in measured and now >= window[0]:
             cpu0 = sum(w.cpu_s() for w in watches)
-            measured.update(cpu0=cpu0, wall0=time.perf_counter(), self0=time.process_time())
+            sys0 = sum(w.cpu_split_s()[1] for w in watches)
+            measured.update(cpu0=cpu0, sys0=sys0, wall0=time.perf_counter(), self0=time.process_time())
             measured["writer0"] = await writer_counters(addresses)
     measured.update(
-        cpu1=sum(w.cpu_s() for w in watches), wall1=time.perf_counter(), self1=time.process_time()
+        cpu1=sum(w.cpu_s() for w in watches),
+        sys1=sum(w.cpu_split_s()[1] for w in watches),
+        wall1=time.perf_counter(),
+        self1=time.process_time(),
     )
     measured["writer1"] = await writer_counters(addresses)
     bar.close()
@@ -758,6 +767,7 @@ def run(args: argparse.Namespace) -> int:
             "data age p99 s": r["data_age_p99_s"],
             "flush advice s: agents": ", ".join(f"{a}: {n}" for a, n in r["flush_advice_at_end"].items()),
             "collectors CPU cores": r["collector_cpu_cores"],
+            "of which kernel": r["collector_kernel_cpu_cores"],
             "load gen CPU cores": r["loadgen_cpu_cores"],
             "peak RSS MiB (sum)": r["collector_peak_rss_bytes"] / 2**20,
             "refused": r["refused"],
@@ -797,6 +807,7 @@ RESULT_KEYS = (
     "data_age_p99_s",
     "flush_advice_at_end",
     "collector_cpu_cores",
+    "collector_kernel_cpu_cores",
     "collector_peak_rss_bytes",
     "loadgen_cpu_cores",
     "batches_made",
@@ -967,6 +978,8 @@ def phase(args, work, cfg, label: str, shards: int, per_agent: list, command: st
         # ticks per batch -> flushes that held that many (the agents' own, advised, or waiting for acks)
         "flushes_by_ticks": {str(t): n for t, n in sorted(stats.flushes_by_ticks.items())},
         "collector_cpu_cores": round((m["cpu1"] - m["cpu0"]) / window_s, 3),
+        # of which in the kernel: page faults, syscalls, fsync
+        "collector_kernel_cpu_cores": round((m["sys1"] - m["sys0"]) / window_s, 3),
         # store transactions per second over the window (each costs ~26 ms of fixed work), and the share
         # of the window the writer was busy (committing, running jobs): what the flush advice steps on
         "commits_per_s": None

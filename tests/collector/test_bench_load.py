@@ -46,6 +46,7 @@ def test_bench_load_reports_json_and_loses_nothing():
     for r in result["setups"]:
         assert r["lost"] == r["duplicated"] == r["refused"] == r["unacked"] == 0, r
         assert r["agents_connected"] == r["agents"] and r["rows_per_s"] > 0
+        assert 0 <= r["collector_kernel_cpu_cores"] <= r["collector_cpu_cores"], r
     for r in result["setups"][:2]:  # one collector: its writer's commits and busy share over the window
         assert r["commits_per_s"] > 0 and 0 < r["writer_busy_share"] < 1, r
     assert result["setups"][4]["collectors"] == 2 and result["shard_speedup"] > 0
