@@ -59,11 +59,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_serving(address: str, timeout_s: float = 30.0, security: ClientSecurity | None = None) -> None:
-    """Block until the gRPC health service reports SERVING."""
+def wait_serving(
+    address: str,
+    timeout_s: float = 30.0,
+    security: ClientSecurity | None = None,
+    proc: subprocess.Popen | None = None,
+) -> None:
+    """Block until the gRPC health service reports SERVING; with ``proc`` (the collector's process), raise
+    ChildProcessError as soon as it has exited instead of waiting out the timeout."""
     security = security or ClientSecurity()
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise ChildProcessError(f"collector for {address} exited with {proc.returncode} before serving")
         with security.channel(address) as ch:
             try:
                 r = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=1)
@@ -117,8 +125,17 @@ def start_collector(
         preexec_fn=die_with_parent((lambda: os.sched_setaffinity(0, cpus)) if cpus else None),  # noqa: PLW1509 - no threads yet
     )
     try:
-        wait_serving(address)
-    except TimeoutError:
+        wait_serving(address, proc=proc)
+    except (TimeoutError, ChildProcessError) as exc:
         proc.kill()
-        raise
+        log.flush()
+        raise type(exc)(f"{exc}; its log ends:\n{_tail(Path(log.name))}") from None
     return CollectorProcess(proc, address, db)
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    """The last lines of a log file ('' when it cannot be read)."""
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
