@@ -30,8 +30,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import os
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -44,6 +42,7 @@ import pyarrow.compute as pc
 from c4.catalogue import Catalogue, TableSpec
 from c4.catalogue.rollup import RESOLUTIONS_S, STATS, rolled_gauges, rollup_keys, rollup_name
 from c4.collector.rollup_wide import element_samples
+from c4.collector.thread_priority import lower_thread_priority
 
 log = logging.getLogger("c4.collector.rollup")
 
@@ -697,18 +696,6 @@ def roll_all(store, now: datetime | None = None, recheck_s: float = 300.0) -> in
 ROLLUP_NICE = 10
 
 
-def lower_thread_priority(nice: int = ROLLUP_NICE) -> bool:
-    """Give the calling OS thread a CPU priority ``nice`` steps below its own (at most 19); False where
-    that cannot be done (not Linux, or refused), which changes nothing else."""
-    try:
-        tid = threading.get_native_id()
-        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
-    except (AttributeError, OSError) as exc:
-        log.debug("rollup thread priority not lowered error=%s", exc)
-        return False
-    return True
-
-
 class Rollups:
     """The collector's periodic rollup task: each run rolls every rollup one slice further."""
 
@@ -720,7 +707,10 @@ class Rollups:
         #: the rollups are computed on a thread of their own at a lower priority (ROLLUP_NICE); DuckDB runs
         #: a query on its calling thread when the store has one thread
         self._pool = ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix="c4-rollup", initializer=lower_thread_priority
+            max_workers=1,
+            thread_name_prefix="c4-rollup",
+            initializer=lower_thread_priority,
+            initargs=(ROLLUP_NICE,),
         )
 
     def close(self) -> None:
