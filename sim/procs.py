@@ -24,15 +24,22 @@ def die_with_parent(then=None):
     no collector or agent behind; ``then`` runs after (e.g. CPU pinning).
 
     The signal follows the thread that forked: start children from a thread that lives as long as
-    they should (the main thread here)."""
+    they should (the main thread here).
+
+    ``prctl`` is looked up here, in the parent, so the child does as little as it can between fork and
+    exec (Python's documentation: ``preexec_fn`` may deadlock when the parent has threads; a test
+    process has gRPC's). A CI run lost a collector with gRPC's "Other threads are currently calling
+    into gRPC, skipping fork() handlers" in its output; whether this was why is not proven (200 forks
+    beside threads looping on ``dlopen`` hung none with the lookup in the child either)."""
     parent = os.getpid()
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):  # not Linux: children outlive a killed parent, as before
+        prctl = None
 
     def setup() -> None:
-        try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
-        except (OSError, AttributeError):  # not Linux: children outlive a killed parent, as before
-            pass
+        if prctl is not None:
+            prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
         if os.getppid() != parent:  # the parent died before the prctl took effect
             os.kill(os.getpid(), signal.SIGTERM)
         if then is not None:
