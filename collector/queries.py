@@ -144,6 +144,8 @@ class QueryRunner:
                 return
             with self.store.reading() as cur:
                 with self._lock:
+                    if q.stopped:  # stopped while it waited for the store: its interrupt had no cursor
+                        raise duckdb.InterruptException("stopped before it started")
                     q.cursor = cur
                 started = True
                 self.metrics.inc("queries_started")
@@ -223,6 +225,11 @@ class QueryRunner:
             for q in self._admitted:
                 if now >= q.deadline:
                     self._stop(q, "timeout")
+                if q.stopped and q.cursor is not None:
+                    # interrupted, still executing: an interrupt that came after the cursor was handed over
+                    # but before its statement started is lost (DuckDB clears it as a query begins), and a
+                    # query that never ends would hold its thread and slot for good: interrupt it again
+                    q.cursor.interrupt()
             executing = [q for q in self._admitted if q.cursor is not None and not q.stopped]
             draining = any(q.stopped == "memory" for q in self._admitted)
         if not executing or draining or not self.memory_bytes:
