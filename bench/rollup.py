@@ -111,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
     ):
         w = fp[way]
         print(f"  {label:<38}{w['wall_s']:>8.3f} s  user {w['user_s']:.3f}  kernel {w['sys_s']:.3f}")
-    print(f"  before / now: x{fp['speedup']} (same rollup rows: {fp['same_rollup_rows']})")
+    print(f"  before / now: x{fp['speedup']} (as many rollup rows: {fp['same_rollup_rows']})")
     print(
         f"wide vs view: x{nv['speedup']} (same rows: {nv['same_rows']}); wide path at "
         f"{nv['wide_over_offered']}x what 1,000 nodes offer"
