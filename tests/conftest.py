@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+
+# Tests start collectors with a preexec_fn (die_with_parent), so Python forks rather than vforks, and
+# gRPC's fork handlers ran in the child between fork and exec while the test process's own gRPC threads
+# were busy: a CI run lost a collector that way, exit -6 before serving, its log saying "Epoll1Poller
+# encountered epoll_wait error: Bad file descriptor". No test process needs gRPC to survive a fork: set
+# before any test module imports grpc (it reads this when it starts).
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 #: Real captured data, kept in the repository with its provenance (tests/fixtures/README.md).
