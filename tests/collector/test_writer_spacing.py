@@ -219,6 +219,9 @@ def test_a_job_held_by_a_checkpoint_does_not_cut_the_commits_short(tmp_path):
         gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
         assert gaps and min(gaps) >= 0.15 - 1e-3, gaps
         assert ran_at and ran_at[0] >= ended_at[0]
+        deadline = time.monotonic() + 30  # the idle writer moves the side file's rows in: wait for it
+        while getattr(store, "side_pending", False) and time.monotonic() < deadline:
+            time.sleep(0.01)
         assert store.con.execute("SELECT count(*) FROM agent_heartbeat").fetchone()[0] == 600
     finally:
         writer.close()
