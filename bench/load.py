@@ -490,12 +490,9 @@ class ProcWatch:
 
         return [self.pid, *child_pids(self.pid)]
 
-    def cpu_s(self) -> float:
-        """User + system CPU seconds so far (children that exited meanwhile are not counted)."""
-        return sum(self.cpu_split_s())
-
     def cpu_split_s(self) -> tuple[float, float]:
-        """(user, system) CPU seconds so far: system is the kernel's share (page faults, syscalls, I/O)."""
+        """(user, system) CPU seconds so far (children that exited meanwhile are not counted): system is
+        the kernel's share (page faults, syscalls, I/O)."""
         user = system = 0
         for pid in self.pids():
             try:
@@ -547,6 +544,12 @@ async def writer_counters(addresses: list[str]) -> tuple[int, int] | None:
     return commits, busy_ms
 
 
+def _cpu_split_s(watches: list) -> tuple[float, float]:
+    """(user, system) CPU seconds of every watched process, each /proc file read once."""
+    splits = [w.cpu_split_s() for w in watches]
+    return sum(u for u, _ in splits), sum(s for _, s in splits)
+
+
 async def drive(args, addresses: list[str], watches: list, per_agent: list) -> tuple[LoadStats, dict]:
     """Run every simulated agent against its home collector; measure the collectors over the window."""
     import asyncio
@@ -585,13 +588,15 @@ async def drive(args, addresses: list[str], watches: list, per_agent: list) -> t
             watch.sample_rss()
         now = loop.time()
         if "cpu0" not in measured and now >= window[0]:
-            cpu0 = sum(w.cpu_s() for w in watches)
-            sys0 = sum(w.cpu_split_s()[1] for w in watches)
-            measured.update(cpu0=cpu0, sys0=sys0, wall0=time.perf_counter(), self0=time.process_time())
+            user0, sys0 = _cpu_split_s(watches)
+            measured.update(
+                cpu0=user0 + sys0, sys0=sys0, wall0=time.perf_counter(), self0=time.process_time()
+            )
             measured["writer0"] = await writer_counters(addresses)
+    user1, sys1 = _cpu_split_s(watches)
     measured.update(
-        cpu1=sum(w.cpu_s() for w in watches),
-        sys1=sum(w.cpu_split_s()[1] for w in watches),
+        cpu1=user1 + sys1,
+        sys1=sys1,
         wall1=time.perf_counter(),
         self1=time.process_time(),
     )

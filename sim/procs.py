@@ -129,7 +129,7 @@ def start_collector(
         stdout=log,
         stderr=subprocess.STDOUT,
         env={**os.environ},
-        preexec_fn=die_with_parent((lambda: os.sched_setaffinity(0, cpus)) if cpus else None),  # noqa: PLW1509 - no threads yet
+        preexec_fn=die_with_parent((lambda: os.sched_setaffinity(0, cpus)) if cpus else None),  # noqa: PLW1509 - two syscalls, prctl looked up before the fork
     )
     try:
         wait_serving(address, proc=proc)
