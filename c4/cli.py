@@ -4,9 +4,18 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from c4 import __version__
+
+# c4 sim, the demo and the benchmarks start their children with a preexec_fn (die_with_parent), so Python
+# forks rather than vforks, and gRPC's fork handlers then ran in the child while the parent's gRPC threads
+# were busy: a collector started that way died with SIGABRT before serving ("Epoll1Poller encountered
+# epoll_wait error: Bad file descriptor"). No c4 process uses gRPC across a fork (every child execs; the
+# process pools spawn), so fork support is off unless the user sets it. gRPC reads this when it starts:
+# it is set before any subcommand's module imports grpc.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
 #: subcommand -> module. Each module has ``HELP`` (one line), ``configure(parser)``
 #: and ``run(args) -> int``; heavy imports stay inside ``run``.

@@ -167,7 +167,7 @@ class QueryRunner:
 
     def _stream(self, cur, q: _Query, statement, max_rows: int, put) -> None:
         cur.execute(statement)
-        reader = cur.fetch_record_batch(QUERY_CHUNK_ROWS)
+        reader = cur.to_arrow_reader(QUERY_CHUNK_ROWS)
         sent, emitted = 0, False
         for rb in reader:
             if q.stopped == "gone":
