@@ -50,6 +50,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ramp-s", type=float, default=10.0, help="agents connect over this long first")
     parser.add_argument("--interval-s", type=float, default=1.0, help="sampling interval per agent")
     parser.add_argument(
+        "--frozen-rows",
+        action="store_true",
+        help="every batch repeats the sampled tick as it is, its timestamp and counters included (the "
+        "generator before stop 39; default: each tick's rows carry that tick's time, byte and packet "
+        "counters climb and float gauges wander, as a real node's do)",
+    )
+    parser.add_argument(
         "--ticks-per-batch",
         type=int,
         default=1,
@@ -192,22 +199,43 @@ def node_tick(root) -> dict:
 
 
 def payloads_for(tick: dict, name: str, ticks: int = 1) -> list[tuple[str, int, bytes, int]]:
-    """(table, schema version, Arrow IPC, rows) per table, with node/agent_id set to ``name``: the rows of
-    ``ticks`` ticks in each table's one batch (the tick's rows repeated, as an agent that flushes every
-    ``ticks`` ticks sends them), encoded by the agent's own encoder (one record batch per payload).
-    The agent's health tables hold one set of rows (it writes them every ``health_interval_s``)."""
+    """(table, schema version, Arrow IPC, rows) per table: ``plans_and_payloads`` as sampled."""
+    return [p[:4] for p in plans_and_payloads(tick, name, ticks)]
+
+
+def plans_and_payloads(
+    tick: dict, name: str, ticks: int = 1, moving: bool = False, shared: dict | None = None
+) -> list[tuple]:
+    """(table, schema version, Arrow IPC, rows, moving plan) per table, with node/agent_id set to ``name``:
+    the rows of ``ticks`` ticks in each table's one batch (the tick's rows repeated, as an agent that
+    flushes every ``ticks`` ticks sends them), encoded by the agent's own encoder (one record batch per
+    payload). The agent's health tables hold one set of rows (it writes them every ``health_interval_s``).
+    ``moving``: the moving cells hold sentinels (``load_motion``) and the plan, (rows per tick, moving
+    columns), says which; else the plan is None. ``shared``: plans already made for other agents' batches
+    of this tick (they do not depend on the name), reused rather than made and held once per agent."""
     from c4.agent.batcher import ColumnBatch
+    from c4.bench.load_motion import with_sentinels
 
     out = []
     for table, one in sorted(tick.items()):
         ticks_here = 1 if table in HEALTH_TABLES else ticks
-        columns = []
-        for col, values in zip(one.column_names, one.columns, strict=True):
-            values = [name] * one.num_rows if col in ("node", "agent_id") else list(values)
-            columns.append(values * ticks_here)
+        columns = [list(values) * ticks_here for values in one.columns]
+        plan = None
+        if moving:
+            made = None if shared is None else shared.get((table, ticks_here))
+            if made is None:
+                made = with_sentinels(table, one.column_names, columns)
+                if shared is not None:
+                    shared[(table, ticks_here)] = made
+            columns, moving_plan = made
+            plan = (one.num_rows, moving_plan)
+        columns = [
+            [name] * (one.num_rows * ticks_here) if col in ("node", "agent_id") else values
+            for col, values in zip(one.column_names, columns, strict=True)
+        ]
         batch = ColumnBatch(one.spec, columns, one.num_rows * ticks_here)
         payloads = list(batch.to_ipc(1 << 30))
-        out.append((table, one.spec.version, payloads[0], batch.num_rows))
+        out.append((table, one.spec.version, payloads[0], batch.num_rows, plan))
     return out
 
 
@@ -262,23 +290,32 @@ _BATCH_TAG = b"\x0a"  # BatchBundle.batches: field 1, length-delimited
 _EPOCH_TAG = b"\x30"  # Batch.spool_epoch: field 6, varint
 
 
-def batch_templates(name: str, payloads) -> list[tuple[str, bytes, int]]:
-    """(table, the agent's Batch wire bytes without its seq, rows) per payload: encoded once per agent.
+def batch_templates(name: str, payloads, interval_s: float = 1.0, layouts: dict | None = None) -> list[tuple]:
+    """(table, the agent's Batch wire bytes without its seq, rows, moving layout or None) per payload:
+    encoded once per agent. A payload made ``moving`` gets the layout of its moving cells, found once per
+    shape in ``layouts`` (shared by the agents) and checked against this agent's bytes.
 
     A batch on the wire is these bytes plus its seq field (protobuf fields may come in any order),
     the same bytes an agent's ``pb.Batch`` serializes to; building a ``pb.Batch`` per batch copied
     the payload and cost the generator a third of its CPU.
     """
+    from c4.bench.load_motion import find_layout, fits
     from c4.telemetry.v1 import telemetry_pb2 as pb
 
-    return [
-        (
-            table,
-            pb.Batch(agent_id=name, table=table, schema_version=version, arrow_ipc=ipc).SerializeToString(),
-            rows,
-        )
-        for table, version, ipc, rows in payloads
-    ]
+    out = []
+    for table, version, ipc, rows, plan in payloads:
+        wire = pb.Batch(agent_id=name, table=table, schema_version=version, arrow_ipc=ipc).SerializeToString()
+        layout = None
+        if plan is not None:
+            key = (table, rows, len(wire))
+            layout = (layouts or {}).get(key)
+            if layout is None or not fits(layout, wire):
+                rows_per_tick, columns = plan
+                layout = find_layout(wire, columns, rows_per_tick, round(interval_s * 1e6))
+                if layouts is not None:
+                    layouts[key] = layout
+        out.append((table, wire, rows, layout))
+    return out
 
 
 def wire_batch(template: bytes, seq: int, epoch_wire: bytes = b"") -> bytes:
@@ -296,7 +333,9 @@ def wire_bundle(batches: list[bytes]) -> bytes:
     return b"".join(_BATCH_TAG + varint(len(b)) + b for b in batches)
 
 
-async def one_agent(address, name, payloads_by_ticks, start_at, window, args, stats: LoadStats) -> None:
+async def one_agent(
+    address, name, payloads_by_ticks, start_at, window, args, stats: LoadStats, layouts: dict | None = None
+) -> None:
     """Connect at ``start_at`` and make one batch per table every interval until the window ends.
 
     ``payloads_by_ticks``: ticks per batch -> the payloads of that many ticks. As the real agent: it
@@ -304,7 +343,8 @@ async def one_agent(address, name, payloads_by_ticks, start_at, window, args, st
     payloads made for that many ticks); batches go to a spool and at most ``max_in_flight`` are sent unacknowledged;
     Hello with backoff, one PushBundle stream, and after a broken stream a new connection that first
     re-sends what was in flight (the collector drops copies it already committed). Batches are sent
-    in the wire form the agent's protobuf messages take (see ``batch_templates``).
+    in the wire form the agent's protobuf messages take (see ``batch_templates``); payloads made moving
+    get each batch's times and values (``load_motion.moved``), ``layouts`` shared by the agents.
     """
     import asyncio
     import time
@@ -319,12 +359,17 @@ async def one_agent(address, name, payloads_by_ticks, start_at, window, args, st
     from c4.telemetry.v1 import telemetry_pb2_grpc as pb_grpc
 
     loop = asyncio.get_running_loop()
+    from c4.bench.load_motion import moved
+
     every_flush = {
-        k: batch_templates(name, [p for p in payloads if p[0] not in HEALTH_TABLES])
+        k: batch_templates(name, [p for p in payloads if p[0] not in HEALTH_TABLES], args.interval_s, layouts)
         for k, payloads in payloads_by_ticks.items()
     }
     health = batch_templates(
-        name, [p for p in payloads_by_ticks[args.ticks_per_batch] if p[0] in HEALTH_TABLES]
+        name,
+        [p for p in payloads_by_ticks[args.ticks_per_batch] if p[0] in HEALTH_TABLES],
+        args.interval_s,
+        layouts,
     )
     advice = [0.0]  # the collector's latest flush advice, seconds (0: none)
     link = [False]  # connected (a Hello answered, the stream not broken since)
@@ -336,7 +381,8 @@ async def one_agent(address, name, payloads_by_ticks, start_at, window, args, st
     epoch = new_epoch()
     epoch_wire = epoch_field(epoch)
     most_ticks = max(every_flush)
-    rows_per_tick = sum(rows for _, _, rows in every_flush[1])
+    rows_per_tick = sum(rows for _, _, rows, _ in every_flush[1])
+    unix_minus_loop_s = time.time() - loop.time()  # a loop time as µs since the epoch: the rows' times
     await asyncio.sleep(max(0.0, start_at - loop.time()))
     spool: deque[tuple[int, str, int, bytes]] = deque()  # (seq, table, rows, wire bytes): made, not sent
     in_flight: dict[int, tuple[float, str, int, bytes]] = {}  # seq -> (sent at, table, rows, wire bytes)
@@ -352,6 +398,7 @@ async def one_agent(address, name, payloads_by_ticks, start_at, window, args, st
         flush_s = args.interval_s * args.ticks_per_batch  # the agent's own flush_interval_s
         every_s, next_flush, last_flush = flush_s, next_tick, next_tick
         gathered, first_sampled = 0, 0.0
+        ticks_done, first_tick, first_t = 0, 0, 0.0  # ticks made; the batch's first: its number, its time
         while next_tick < window[1]:
             await asyncio.sleep(max(0.0, next_tick - loop.time()))
             now = loop.time()
@@ -360,7 +407,9 @@ async def one_agent(address, name, payloads_by_ticks, start_at, window, args, st
             next_tick += args.interval_s
             if not gathered:
                 first_sampled = time.perf_counter()
+                first_tick, first_t = ticks_done, t
             gathered += 1
+            ticks_done += 1
             if window[0] <= now <= window[1]:  # offered when sampled, whenever it is sent
                 stats.rows_made_in_window += rows_per_tick
             want_s = max(flush_s, advice[0])
@@ -376,13 +425,25 @@ async def one_agent(address, name, payloads_by_ticks, start_at, window, args, st
             if t >= next_health:  # as the agent: its health rows every health_interval_s
                 templates = templates + health
                 next_health += args.health_interval_s
-            for table, template, rows in templates:
+            first_us = round((first_t + unix_minus_loop_s) * 1e6)
+            for table, template, rows, layout in templates:
                 seq += 1
+                if layout is not None:
+                    is_health = table in HEALTH_TABLES  # one tick's rows, of the flush's last tick
+                    at_tick, at_us = (
+                        (ticks_done - 1, round((t + unix_minus_loop_s) * 1e6))
+                        if is_health
+                        else (
+                            first_tick,
+                            first_us,
+                        )
+                    )
+                    template = moved(template, layout, at_tick, at_us)
                 spool.append((seq, table, rows, wire_batch(template, seq, epoch_wire)))
                 oldest[seq] = first_sampled
                 sent_rows[table] = sent_rows.get(table, 0) + rows
             if window[0] <= now <= window[1]:
-                stats.rows_made_in_window += sum(r for tbl, _, r in templates if tbl in HEALTH_TABLES)
+                stats.rows_made_in_window += sum(r for tbl, _, r, _ in templates if tbl in HEALTH_TABLES)
             stats.batches_made += len(templates)
             stats.flushes_by_ticks[min(gathered, most_ticks)] += 1
             gathered = 0
@@ -566,6 +627,8 @@ async def drive(args, addresses: list[str], watches: list, per_agent: list) -> t
     n = len(per_agent)
     from c4.shard import ordered_collectors
 
+    layouts: dict = {}  # where each batch shape's moving cells sit: found once, shared by the agents
+
     tasks = [
         asyncio.create_task(
             one_agent(
@@ -576,6 +639,7 @@ async def drive(args, addresses: list[str], watches: list, per_agent: list) -> t
                 window,
                 args,
                 stats,
+                layouts,
             )
         )
         for i, (name, payloads) in enumerate(per_agent)
@@ -673,8 +737,15 @@ def run(args: argparse.Namespace) -> int:
     tick = node_tick(work / "node")
     k = args.ticks_per_batch
     ticks_choices = batch_ticks(args)
+    plans: dict = {}  # shared by the agents: their batches' moving cells differ only in the node name
     agents = [
-        (f"load-{i:04d}", {t: payloads_for(tick, f"load-{i:04d}", t) for t in ticks_choices})
+        (
+            f"load-{i:04d}",
+            {
+                t: plans_and_payloads(tick, f"load-{i:04d}", t, not args.frozen_rows, plans)
+                for t in ticks_choices
+            },
+        )
         for i in range(max(counts))
     ]
     sample_rows = sum(p[3] for p in agents[0][1][k] if p[0] not in HEALTH_TABLES) // k
