@@ -349,6 +349,7 @@ class Collector:
                     cfg.checkpoint_wal_bytes,
                     cfg.store_threads,
                     background_checkpoints=cfg.background_checkpoints,
+                    merge_row_groups=cfg.merge_row_groups,
                 )
             except (duckdb.Error, OSError) as exc:  # full disk, read-only or missing directory, not a DB
                 raise StartupError(f"cannot open the store {cfg.db}: {_reason(exc)}") from exc

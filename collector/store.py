@@ -210,6 +210,7 @@ class Store:
         checkpoint_wal_bytes: int = DEFAULT_CHECKPOINT_WAL_BYTES,
         threads: int = 0,
         background_checkpoints: bool = False,
+        merge_row_groups: bool = False,
     ) -> None:
         self.path = Path(path)
         self.catalogue = catalogue
@@ -224,6 +225,14 @@ class Store:
         # (measured: 1,000 nodes' ticks per commit, 0.16 ms of CPU per node tick at 1 thread, 0.32 at 2,
         # on the 2-core host), and the gRPC loop needs a core of its own: 0 means one per core but one
         self._threads = threads or self._default_threads()
+        # DuckDB's checkpoints merge adjacent partly filled row groups into fuller ones (up to 3 into
+        # fewer, rewriting and compressing every row of them again). A checkpoint every few seconds
+        # writes each table's new rows as one partly filled row group, so most checkpoints also
+        # rewrote earlier ones: at 2,000 nodes (c4 bench load) checkpoints grew from 0.5 s to 2-4 s of
+        # CPU, and the rows diverted meanwhile (and the acks waiting on their move) grew with them.
+        # Off (max_vacuum_tasks = 0), each checkpoint writes only its new rows; a row group left
+        # empty by retention is still dropped (that needs no vacuum task).
+        self._merge_row_groups = merge_row_groups
         self._configure()
         self._lock = threading.Lock()
         #: Why DuckDB invalidated the store's instance ('' while it is usable): a checkpoint of the file
@@ -262,6 +271,8 @@ class Store:
         # (table, in the side file) -> its stored columns (see _table_columns; a new connection: looked up again)
         self._columns_of: dict[tuple[str, bool], list[str]] = {}
         self.con.execute(f"SET checkpoint_threshold = '{int(self._threshold_bytes)}B'")
+        if not self._merge_row_groups:
+            self.con.execute("SET max_vacuum_tasks = 0")
         if self._threads:
             self.con.execute(f"SET threads = {int(self._threads)}")
 
