@@ -16,6 +16,7 @@ group it is in is checked one by one).
 from __future__ import annotations
 
 import argparse
+import shutil
 import statistics
 import sys
 import tempfile
@@ -163,12 +164,6 @@ def _ticks_list(text: str) -> list[int]:
 
 def run(args: argparse.Namespace) -> int:
     """Run both modes alternately per ticks-per-batch; print CPU per node tick and the ratio."""
-    import json
-
-    from c4.arrow_ipc import DecodeLimits
-    from c4.catalogue import load
-    from c4.collector import validate
-
     ticks_per_batch = _ticks_list(str(args.ticks_per_batch))
     if args.agents < 1 or args.group < 1 or args.rounds < 1 or not ticks_per_batch:
         print(
@@ -179,6 +174,21 @@ def run(args: argparse.Namespace) -> int:
         return 2
     work = Path(args.workdir or tempfile.mkdtemp(prefix="c4-bench-checks-"))
     work.mkdir(parents=True, exist_ok=True)
+    try:
+        return _measure(args, work, ticks_per_batch)
+    finally:
+        if not args.workdir:  # its stores are hundreds of MB: a temporary one goes, whatever happened
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def _measure(args: argparse.Namespace, work: Path, ticks_per_batch: list[int]) -> int:
+    """Both modes, alternately, per ticks-per-batch, under ``work``; print the figures (1: stores differ)."""
+    import json
+
+    from c4.arrow_ipc import DecodeLimits
+    from c4.catalogue import load
+    from c4.collector import validate
+
     cases = []
     for ticks in ticks_per_batch:
         per_agent = _payloads(args.agents, ticks, work / f"tpb{ticks}")

@@ -733,79 +733,87 @@ def run(args: argparse.Namespace) -> int:
     resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
     work = Path(args.workdir or tempfile.mkdtemp(prefix="c4-bench-load-"))
     work.mkdir(parents=True, exist_ok=True)
-    (work / "node").mkdir(exist_ok=True)
-    tick = node_tick(work / "node")
-    k = args.ticks_per_batch
-    ticks_choices = batch_ticks(args)
-    plans: dict = {}  # shared by the agents: their batches' moving cells differ only in the node name
-    agents = [
-        (
-            f"load-{i:04d}",
-            {
-                t: plans_and_payloads(tick, f"load-{i:04d}", t, not args.frozen_rows, plans)
-                for t in ticks_choices
-            },
-        )
-        for i in range(max(counts))
-    ]
-    sample_rows = sum(p[3] for p in agents[0][1][k] if p[0] not in HEALTH_TABLES) // k
-    health_rows = sum(p[3] for p in agents[0][1][k] if p[0] in HEALTH_TABLES)
-    # per tick on average: the samplers' rows, and the health rows spread over their interval
-    rows_per_node_tick = round(sample_rows + health_rows * args.interval_s / args.health_interval_s, 2)
-
-    def collector_toml(
-        name: str, ingest_processes: int, flush_max_s: float | None = args.agent_flush_max_s
-    ) -> Path:
-        path = work / name
-        path.write_text(
-            "[collector]\n"
-            + ("" if args.diagnose else "diagnose_interval_s = 0\n")
-            + ("" if flush_max_s is None else f"agent_flush_max_s = {flush_max_s}\n")
-            + f"ingest_processes = {ingest_processes}\n"
-            + f"store_threads = {args.store_threads}\n"
-            + (f"checkpoint_wal_bytes = {args.checkpoint_wal_mib << 20}\n" if args.checkpoint_wal_mib else "")
-            + (
-                ""
-                if args.commit_spacing_s is None
-                else f"group_commit_spacing_s = {args.commit_spacing_s!r}\n"
-            )
-        )
-        return path
-
-    cfg = collector_toml("collector.toml", 0)
-    # (label, agents, lake shards, config, c4 executable or None for this one[, the generator's args])
-    setups: list[tuple] = [("1 collector", n, 0, cfg, None) for n in counts]
-    if args.compare_fixed_flush:
-        fixed = argparse.Namespace(**{**vars(args), "agent_flush_max_s": 1.0, "agent_flush_wait_max_s": 0.0})
-        fixed_cfg = collector_toml("collector-fixed.toml", 0, flush_max_s=1.0)
-        setups += [("1 collector, fixed flush", n, 0, fixed_cfg, None, fixed) for n in counts]
-    if args.baseline_c4:
-        # (a c4 from before the flush advice would refuse agent_flush_max_s in its config)
-        base_cfg = collector_toml("collector-baseline.toml", 0, flush_max_s=None)
-        setups += [("1 collector (baseline c4)", n, 0, base_cfg, args.baseline_c4) for n in counts]
-    if args.ingest_processes:
-        setups.append(
+    try:
+        (work / "node").mkdir(exist_ok=True)
+        tick = node_tick(work / "node")
+        k = args.ticks_per_batch
+        ticks_choices = batch_ticks(args)
+        plans: dict = {}  # shared by the agents: their batches' moving cells differ only in the node name
+        agents = [
             (
-                f"1 collector + {args.ingest_processes} ingest process{'es' if args.ingest_processes > 1 else ''}",
-                args.agents,
-                0,
-                collector_toml("collector-ingest.toml", args.ingest_processes),
-                None,
+                f"load-{i:04d}",
+                {
+                    t: plans_and_payloads(tick, f"load-{i:04d}", t, not args.frozen_rows, plans)
+                    for t in ticks_choices
+                },
             )
-        )
-    if args.shards >= 2:
-        setups += [
-            ("1 lake shard", args.agents, 1, cfg, None),
-            (f"{args.shards} lake shards", args.agents, args.shards, cfg, None),
+            for i in range(max(counts))
         ]
-    results = []
-    for label, n, shards, setup_cfg, command, *run_args in setups:
-        print(f"c4 bench load: {label}: {n} agents ...", file=sys.stderr, flush=True)
-        r = phase(run_args[0] if run_args else args, work, setup_cfg, label, shards, agents[:n], command)
-        r["offered_rows_per_s"] = round(n * rows_per_node_tick / args.interval_s)
-        results.append(r)
-    if not args.workdir:
-        shutil.rmtree(work, ignore_errors=True)
+        sample_rows = sum(p[3] for p in agents[0][1][k] if p[0] not in HEALTH_TABLES) // k
+        health_rows = sum(p[3] for p in agents[0][1][k] if p[0] in HEALTH_TABLES)
+        # per tick on average: the samplers' rows, and the health rows spread over their interval
+        rows_per_node_tick = round(sample_rows + health_rows * args.interval_s / args.health_interval_s, 2)
+
+        def collector_toml(
+            name: str, ingest_processes: int, flush_max_s: float | None = args.agent_flush_max_s
+        ) -> Path:
+            path = work / name
+            path.write_text(
+                "[collector]\n"
+                + ("" if args.diagnose else "diagnose_interval_s = 0\n")
+                + ("" if flush_max_s is None else f"agent_flush_max_s = {flush_max_s}\n")
+                + f"ingest_processes = {ingest_processes}\n"
+                + f"store_threads = {args.store_threads}\n"
+                + (
+                    f"checkpoint_wal_bytes = {args.checkpoint_wal_mib << 20}\n"
+                    if args.checkpoint_wal_mib
+                    else ""
+                )
+                + (
+                    ""
+                    if args.commit_spacing_s is None
+                    else f"group_commit_spacing_s = {args.commit_spacing_s!r}\n"
+                )
+            )
+            return path
+
+        cfg = collector_toml("collector.toml", 0)
+        # (label, agents, lake shards, config, c4 executable or None for this one[, the generator's args])
+        setups: list[tuple] = [("1 collector", n, 0, cfg, None) for n in counts]
+        if args.compare_fixed_flush:
+            fixed = argparse.Namespace(
+                **{**vars(args), "agent_flush_max_s": 1.0, "agent_flush_wait_max_s": 0.0}
+            )
+            fixed_cfg = collector_toml("collector-fixed.toml", 0, flush_max_s=1.0)
+            setups += [("1 collector, fixed flush", n, 0, fixed_cfg, None, fixed) for n in counts]
+        if args.baseline_c4:
+            # (a c4 from before the flush advice would refuse agent_flush_max_s in its config)
+            base_cfg = collector_toml("collector-baseline.toml", 0, flush_max_s=None)
+            setups += [("1 collector (baseline c4)", n, 0, base_cfg, args.baseline_c4) for n in counts]
+        if args.ingest_processes:
+            setups.append(
+                (
+                    f"1 collector + {args.ingest_processes} ingest process{'es' if args.ingest_processes > 1 else ''}",
+                    args.agents,
+                    0,
+                    collector_toml("collector-ingest.toml", args.ingest_processes),
+                    None,
+                )
+            )
+        if args.shards >= 2:
+            setups += [
+                ("1 lake shard", args.agents, 1, cfg, None),
+                (f"{args.shards} lake shards", args.agents, args.shards, cfg, None),
+            ]
+        results = []
+        for label, n, shards, setup_cfg, command, *run_args in setups:
+            print(f"c4 bench load: {label}: {n} agents ...", file=sys.stderr, flush=True)
+            r = phase(run_args[0] if run_args else args, work, setup_cfg, label, shards, agents[:n], command)
+            r["offered_rows_per_s"] = round(n * rows_per_node_tick / args.interval_s)
+            results.append(r)
+    finally:
+        if not args.workdir:  # gigabytes of stores: a temporary one goes, whatever happened
+            shutil.rmtree(work, ignore_errors=True)
     one = next(r for r in results if r["setup"] == "1 collector" and r["agents"] == args.agents)
     by = {r["setup"]: r for r in results}
     lake1 = by.get("1 lake shard")

@@ -6,11 +6,13 @@ import pytest
 from testkit.procs import C4, run_bench_json
 
 
-def test_bench_checks_stores_the_same_rows_both_ways_and_reports_per_node_tick():
+def test_bench_checks_stores_the_same_rows_both_ways_and_reports_per_node_tick(tmp_path):
     out, result = run_bench_json(
         ["checks", "--agents", "4", "--rounds", "1", "--ticks-per-batch", "1,2", "--group", "10", "--json"],
         timeout_s=180,
+        env={"TMPDIR": str(tmp_path)},
     )
+    assert not list(tmp_path.glob("c4-bench-checks-*"))  # its temporary stores are gone
     assert [c["ticks_per_batch"] for c in result["cases"]] == [1, 2]
     for case in result["cases"]:
         assert case["rows_stored"]["alone"] == case["rows_stored"]["together"] > 0

@@ -70,7 +70,9 @@ def test_counters_climb_and_gauges_wander_from_batch_to_batch(tick):
     nv2 = _decode(moved(*_templates(tick, "load-0001")["nvlink_gpu_samples"][1::2], 2, 0))
     assert all(
         y > x
-        for row_a, row_b in zip(nv.column("tx_data_bytes").to_pylist(), nv2.column("tx_data_bytes").to_pylist())
+        for row_a, row_b in zip(
+            nv.column("tx_data_bytes").to_pylist(), nv2.column("tx_data_bytes").to_pylist(), strict=True
+        )
         for x, y in zip(row_a, row_b, strict=True)
         if x is not None
     )

@@ -72,7 +72,8 @@ def node_tick_cached():
         import tempfile
         from pathlib import Path
 
-        _TICK["tick"] = node_tick(Path(tempfile.mkdtemp(prefix="c4-batch-checks-")))
+        with tempfile.TemporaryDirectory(prefix="c4-batch-checks-") as root:  # the tick's rows outlive it
+            _TICK["tick"] = node_tick(Path(root))
     return _TICK["tick"]
 
 

@@ -4,17 +4,35 @@ acknowledged once, stored once (speed is not asserted)."""
 import os
 import subprocess
 
+import pytest
 from testkit.procs import C4, run_bench_json
 
 
-def test_bench_load_reports_json_and_loses_nothing():
+@pytest.fixture
+def world_tmp():
+    """A temporary directory others may use as /tmp (the bench's PostgreSQL runs as its own user, and
+    pytest's own directories are private)."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    path = Path(tempfile.mkdtemp(prefix="c4-test-tmp-"))
+    path.chmod(0o1777)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_bench_load_reports_json_and_loses_nothing(world_tmp):
+    tmp_path = world_tmp
     out, result = run_bench_json(
         ["load", "--agents", "6", "--compare-agents", "3", "--duration-s", "3", "--ramp-s", "1"]
         + ["--json", "--ingest-processes", "2", "--store-threads", "1", "--shards", "2"]
         # each lake collector on a CPU of its own, as the shard-speedup figure is measured
         + (["--cpus-per-collector", "1"] if len(os.sched_getaffinity(0)) >= 2 else []),
         timeout_s=240,
+        env={"TMPDIR": str(tmp_path)},
     )
+    assert not list(tmp_path.glob("c4-bench-load-*"))  # its temporary stores are gone
     assert {"agents", "rows_per_s", "ack_p50_s", "ack_p99_s", "lost", "refused", "shard_speedup"} <= set(
         result
     )

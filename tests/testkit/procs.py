@@ -165,11 +165,18 @@ def run_sim(
     assert proc.returncode == 0, proc.stderr
 
 
-def run_bench_json(args: list[str], timeout_s: float) -> tuple[str, dict]:
-    """Run ``c4 bench ...`` to completion; its stdout and the JSON object on its last line.
+def run_bench_json(args: list[str], timeout_s: float, env: dict[str, str] | None = None) -> tuple[str, dict]:
+    """Run ``c4 bench ...`` to completion (``env``: added to this process's); its stdout and the JSON
+    object on its last line.
 
     A non-zero exit raises with the command's stderr, which ``check=True`` alone would hide."""
-    done = subprocess.run(C4 + ["bench", *args], capture_output=True, text=True, timeout=timeout_s)
+    done = subprocess.run(
+        C4 + ["bench", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        env={**os.environ, **env} if env else None,
+    )
     if done.returncode != 0:
         raise AssertionError(f"c4 bench {' '.join(args)} exited {done.returncode}:\n{done.stderr[-4000:]}")
     return done.stdout, json.loads(done.stdout.strip().splitlines()[-1])
