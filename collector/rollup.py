@@ -41,7 +41,6 @@ import pyarrow.compute as pc
 
 from c4.catalogue import Catalogue, TableSpec
 from c4.catalogue.rollup import RESOLUTIONS_S, STATS, rolled_gauges, rollup_keys, rollup_name
-from c4.collector import rollup_pace
 from c4.collector.rollup_wide import element_samples
 from c4.collector.thread_priority import lower_thread_priority
 
@@ -344,7 +343,7 @@ WIDE_ROWS_PER_CHUNK = 20_000
 def entity_chunks(reader, keys: tuple[str, ...], rows_per_chunk: int):
     """Tables of whole entities (rows with the same ``keys``, which ``reader`` gives in entity order), each of
     about ``rows_per_chunk`` rows or one entity, with ``entity_starts`` of its rows; ``reader`` is read as
-    the chunks are taken, never all at once. A paced thread (``rollup_pace``) rests after each chunk."""
+    the chunks are taken, never all at once."""
     held: list[pa.RecordBatch] = []
     held_rows = 0
     for batch in itertools.chain(reader, [None]):
@@ -363,7 +362,6 @@ def entity_chunks(reader, keys: tuple[str, ...], rows_per_chunk: int):
             if cut == 0:  # one entity so far: read on
                 continue
         yield rows.slice(0, cut), new_entity[:cut]
-        rollup_pace.rest()  # the chunk is computed: rest for its share before the next
         held = rows.slice(cut).to_batches()
         held_rows = rows.num_rows - cut
 
@@ -707,15 +705,6 @@ def roll_all(store, now: datetime | None = None, recheck_s: float = 300.0) -> in
 ROLLUP_NICE = 10
 
 
-def _paced_prepare(store, step: Step, now: datetime, recheck_s: float, pass_started: float) -> Slice | None:
-    """``prepare`` on the rollup thread, paced (``rollup_pace``) within its pass's budget."""
-    rollup_pace.start_pass(started=pass_started)
-    try:
-        return prepare(store, step, now, recheck_s)
-    finally:
-        rollup_pace.end_pass()
-
-
 class Rollups:
     """The collector's periodic rollup task: each run rolls every rollup one slice further."""
 
@@ -741,11 +730,10 @@ class Rollups:
         """One pass over every rollup: compute beside ingest, replace on the writer; rows written per table."""
         out: dict[str, int] = {}
         now = _now()
-        pass_started = time.monotonic()
         for step in steps_of(self.store.catalogue):
             t0 = time.perf_counter()
             piece = await asyncio.get_running_loop().run_in_executor(
-                self._pool, _paced_prepare, self.store, step, now, self.recheck_s, pass_started
+                self._pool, prepare, self.store, step, now, self.recheck_s
             )
             if piece is None:
                 continue
