@@ -46,7 +46,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="first the same setup with this many agents, reported beside --agents in the same run "
         "(default 1000; 0 or equal to --agents skips it)",
     )
-    parser.add_argument("--duration-s", type=float, default=60.0, help="measured seconds (default 60)")
+    parser.add_argument(
+        "--duration-s",
+        type=float,
+        default=180.0,
+        help="measured seconds (default 180: two or more passes of the collector's minute rollups over "
+        "full minutes fall in the window, as in a collector that has run for a while)",
+    )
     parser.add_argument("--ramp-s", type=float, default=10.0, help="agents connect over this long first")
     parser.add_argument("--interval-s", type=float, default=1.0, help="sampling interval per agent")
     parser.add_argument(
