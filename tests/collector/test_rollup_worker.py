@@ -134,3 +134,40 @@ def test_the_worker_runs_below_the_collectors_priority_and_stops_with_the_rollup
     while _state(pid) not in ("", "Z") and time.monotonic() < deadline:
         time.sleep(0.05)
     assert _state(pid) in ("", "Z")  # gone (or waiting to be reaped)
+
+
+PARENT = """
+import operator, sys, time
+from c4.collector.rollup_worker import ProcessChunks
+
+if __name__ == "__main__":
+    chunks = ProcessChunks(nice=0)
+    assert list(chunks.map(operator.add, [(1, 2)])) == [3]
+    print(chunks.worker_pids()[0], flush=True)
+    time.sleep(120)
+"""
+
+
+def test_the_worker_ends_when_the_collector_is_killed(tmp_path):
+    """A collector killed with SIGKILL takes its worker with it (it was left running under init)."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "parent.py"
+    script.write_text(PARENT)
+    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    worker = 0
+    try:
+        worker = int(parent.stdout.readline())
+        assert _state(worker) not in ("", "Z")
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait(10)
+        deadline = time.monotonic() + 10
+        while _state(worker) not in ("", "Z") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _state(worker) in ("", "Z"), "the rollup worker outlived its killed collector"
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+        if worker and _state(worker) not in ("", "Z"):
+            os.kill(worker, signal.SIGKILL)
