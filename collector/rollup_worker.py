@@ -14,11 +14,9 @@ compute.
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import multiprocessing
 import os
-import signal
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -55,24 +53,9 @@ class InlineChunks:
 INLINE = InlineChunks()
 
 
-#: Linux prctl option: a signal when the parent (the thread that started this process) ends.
-_PR_SET_PDEATHSIG = 1
-
-
-def _worker_start(nice: int, parent_pid: int) -> None:
-    """In the worker: end with the collector, however it ends; run at nice value ``nice`` (every thread of
-    it: a process of its own). It starts with the nice of the thread that started it (the rollup
-    thread's, already lowered), hence a value, not a step.
-
-    A collector killed with SIGKILL left its worker (and multiprocessing's resource tracker, which waits
-    for the worker's end of its pipe) running, reparented to init: the worker waits on a pipe whose
-    other end nobody closes until every process holding it ends."""
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-    except (OSError, AttributeError) as exc:  # not Linux: the worker ends when its pipe breaks, if ever
-        log.debug("rollup worker not tied to the collector's life error=%s", exc)
-    if os.getppid() != parent_pid:  # the collector ended before the prctl took hold
-        os._exit(0)
+def _worker_start(nice: int) -> None:
+    """In the worker: run at nice value ``nice`` (every thread of it: a process of its own). It starts with
+    the nice of the thread that started it (the rollup thread's, already lowered), hence a value, not a step."""
     try:
         os.setpriority(os.PRIO_PROCESS, 0, nice)
     except OSError as exc:
@@ -99,7 +82,7 @@ class ProcessChunks:
                 max_workers=1,
                 mp_context=multiprocessing.get_context("spawn"),  # never fork a process with gRPC's threads
                 initializer=_worker_start,
-                initargs=(self.nice, os.getpid()),
+                initargs=(self.nice,),
             )
             self.started += 1
         return self._pool
