@@ -77,9 +77,6 @@ class CollectorConfig(BaseModel):
     rollup_interval_s: float = Field(60.0, ge=0)
     rollup_minute_retention_s: float = Field(14 * 86400, gt=0)
     rollup_hour_retention_s: float = Field(400 * 86400, gt=0)
-    # compute the rollups' chunks in a process of their own at a lower priority (off the interpreter lock
-    # the writer and the gRPC loop share); false: on a thread of the collector
-    rollup_worker_process: bool = True
     query_max_rows: int = Field(1_000_000, ge=1)
     query_timeout_s: float = Field(30.0, gt=0)
     query_max_running: int = Field(16, ge=1, le=256)  # queries executing at once, each on its own thread

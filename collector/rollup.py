@@ -42,7 +42,6 @@ import pyarrow.compute as pc
 from c4.catalogue import Catalogue, TableSpec
 from c4.catalogue.rollup import RESOLUTIONS_S, STATS, rolled_gauges, rollup_keys, rollup_name
 from c4.collector.rollup_wide import element_samples
-from c4.collector.rollup_worker import INLINE, BrokenProcessPool, Chunks, ProcessChunks
 from c4.collector.thread_priority import lower_thread_priority
 
 log = logging.getLogger("c4.collector.rollup")
@@ -318,14 +317,7 @@ def bucket_table(
 
 
 def view_minute_rows(
-    cur,
-    spec: TableSpec,
-    start: datetime,
-    end: datetime,
-    width_s: int,
-    target: TableSpec,
-    stored=None,
-    chunks: Chunks = INLINE,
+    cur, spec: TableSpec, start: datetime, end: datetime, width_s: int, target: TableSpec, stored=None
 ) -> pa.Table:
     """The rollup rows of the buckets in [start, end) from the raw rows (for a wide table, from the rows of
     its bounded per-element SELECT: the reference the wide path is checked against, and its fallback).
@@ -334,13 +326,10 @@ def view_minute_rows(
     (``ROWS_PER_CHUNK``): on this 2-core VM a fresh process's first pass over a minute of 2,000 nodes'
     ``gpu_samples`` (1.9 M rows with the look-back) as one table took 2.2-3.3 s, 1.2-2.2 s of it in the
     kernel faulting in fresh pages for each full-length array; in chunks, whose arrays are small and their
-    memory reused, 1.5-1.9 s (``c4 bench rollup``). ``chunks`` says where each is computed."""
+    memory reused, 1.5-1.9 s (``c4 bench rollup``)."""
     reader = cur.execute(raw_sql(spec, start, end, stored)).to_arrow_reader(ROWS_PER_CHUNK)
-    calls = (
-        (rows, spec, start, width_s, target, new)
-        for rows, new in entity_chunks(reader, spec.keys, ROWS_PER_CHUNK)
-    )
-    parts = list(chunks.map(minute_rows, calls))
+    chunks = entity_chunks(reader, spec.keys, ROWS_PER_CHUNK)
+    parts = [minute_rows(rows, spec, start, width_s, target, new) for rows, new in chunks]
     return pa.concat_tables(parts) if parts else target.arrow_schema.empty_table()
 
 
@@ -416,40 +405,23 @@ def wide_columns(spec: TableSpec) -> list[str]:
 
 
 def wide_minute_rows(
-    cur,
-    spec: TableSpec,
-    stored: TableSpec,
-    start: datetime,
-    end: datetime,
-    width_s: int,
-    target: TableSpec,
-    chunks: Chunks = INLINE,
+    cur, spec: TableSpec, stored: TableSpec, start: datetime, end: datetime, width_s: int, target: TableSpec
 ) -> pa.Table | None:
     """The rollup rows of the buckets in [start, end) of a wide table's per-element view ``spec``, computed
     from the wide rows (``c4.collector.rollup_wide``) with the numbers ``view_minute_rows`` gives; None
     where the rows are not regular enough for that (the caller then reads the view).
 
     The wide rows stream from DuckDB in entity order and are computed a few whole entities at a time
-    (``WIDE_ROWS_PER_CHUNK``), so memory stays bounded whatever the slice's size; ``chunks`` says where
-    each is computed."""
+    (``WIDE_ROWS_PER_CHUNK``), so memory stays bounded whatever the slice's size."""
     if rollup_keys(spec) != spec.keys:  # grouped by more than the element: the view's rows are needed
         return None
     reader = cur.execute(wide_sql(spec, stored, start, end)).to_arrow_reader(WIDE_ROWS_PER_CHUNK)
-    calls = (
-        (rows, new_entity, spec, stored, start, width_s, target)
-        for rows, new_entity in entity_chunks(reader, stored.keys, WIDE_ROWS_PER_CHUNK)
-    )
     parts: list[pa.Table] = []
-    results = chunks.map(_wide_chunk, calls)
-    try:
-        for part in results:
-            if part is None:
-                return None
-            parts.append(part)
-    finally:
-        close = getattr(results, "close", None)
-        if close is not None:  # stopped early: the chunks still queued are dropped
-            close()
+    for rows, new_entity in entity_chunks(reader, stored.keys, WIDE_ROWS_PER_CHUNK):
+        part = _wide_chunk(rows, new_entity, spec, stored, start, width_s, target)
+        if part is None:
+            return None
+        parts.append(part)
     return pa.concat_tables(parts) if parts else target.arrow_schema.empty_table()
 
 
@@ -573,18 +545,15 @@ class Step:
         """The time column of the source."""
         return "ts" if self.finer else (self.spec.time_column or "ts")
 
-    def compute(
-        self, cur, start: datetime, end: datetime, target: TableSpec, chunks: Chunks = INLINE
-    ) -> pa.Table:
-        """The rollup rows of the buckets in [start, end), on a reader cursor (``chunks``: where the raw
-        rows' chunks are computed; a coarser rollup is one SQL query)."""
+    def compute(self, cur, start: datetime, end: datetime, target: TableSpec) -> pa.Table:
+        """The rollup rows of the buckets in [start, end), on a reader cursor."""
         if self.finer:
             return cur.execute(coarser_sql(self.spec, self.finer, start, end, self.width_s)).to_arrow_table()
         if self.stored is not None:
-            rows = wide_minute_rows(cur, self.spec, self.stored, start, end, self.width_s, target, chunks)
+            rows = wide_minute_rows(cur, self.spec, self.stored, start, end, self.width_s, target)
             if rows is not None:
                 return rows
-        return view_minute_rows(cur, self.spec, start, end, self.width_s, target, self.stored, chunks)
+        return view_minute_rows(cur, self.spec, start, end, self.width_s, target, self.stored)
 
 
 def steps_of(catalogue: Catalogue) -> list[Step]:
@@ -696,9 +665,8 @@ class Slice:
         return replace(store, store.catalogue[self.step.target], self.start, self.end, self.rows)
 
 
-def prepare(store, step: Step, now: datetime, recheck_s: float, chunks: Chunks = INLINE) -> Slice | None:
-    """Plan and compute one slice of one rollup on a reader cursor (its chunks where ``chunks`` says);
-    None when it is current."""
+def prepare(store, step: Step, now: datetime, recheck_s: float) -> Slice | None:
+    """Plan and compute one slice of one rollup on a reader cursor; None when it is current."""
     cur = store.cursor()
     try:
         span = plan(cur, step, now, recheck_s)
@@ -709,21 +677,20 @@ def prepare(store, step: Step, now: datetime, recheck_s: float, chunks: Chunks =
         rng = f"{t} >= {_lit(start)} AND {t} < {_lit(end)}"
         read = _scalar(cur, f"SELECT {step.count} FROM {_q(step.source)} WHERE {rng}") or 0
         target = store.catalogue[step.target]
-        rows = step.compute(cur, start, end, target, chunks)
+        rows = step.compute(cur, start, end, target)
     finally:
         cur.close()
     rows = rows.select(target.column_names).cast(target.arrow_schema)
     return Slice(step, start, end, rows, int(read))
 
 
-def roll_all(store, now: datetime | None = None, recheck_s: float = 300.0, chunks: Chunks = INLINE) -> int:
-    """Roll every rollup of the store's catalogue until current, in this thread (the chunks where ``chunks``
-    says); returns rows written."""
+def roll_all(store, now: datetime | None = None, recheck_s: float = 300.0) -> int:
+    """Roll every rollup of the store's catalogue until current, in this thread; returns rows written."""
     now = now or _now()
     total = 0
     for step in steps_of(store.catalogue):
         done: set[tuple[datetime, datetime]] = set()
-        while (piece := prepare(store, step, now, recheck_s, chunks)) is not None:
+        while (piece := prepare(store, step, now, recheck_s)) is not None:
             if (piece.start, piece.end) in done:  # rolled already and still "changed": its counts never
                 break  # match (a wide table whose key list shrank under a longer carried list)
             done.add((piece.start, piece.end))
@@ -741,7 +708,7 @@ ROLLUP_NICE = 10
 class Rollups:
     """The collector's periodic rollup task: each run rolls every rollup one slice further."""
 
-    def __init__(self, store, writer, metrics, recheck_s: float, worker_process: bool = False) -> None:
+    def __init__(self, store, writer, metrics, recheck_s: float) -> None:
         self.store = store
         self.writer = writer
         self.metrics = metrics
@@ -754,26 +721,10 @@ class Rollups:
             initializer=lower_thread_priority,
             initargs=(ROLLUP_NICE,),
         )
-        #: with ``worker_process``, that thread reads the raw rows and a process of its own at ROLLUP_NICE
-        #: computes their chunks (``c4.collector.rollup_worker``: off the interpreter lock of the writer)
-        self.chunks: Chunks = ProcessChunks(ROLLUP_NICE) if worker_process else INLINE
 
     def close(self) -> None:
-        """Let the computing thread go (a pass under way finishes on it) and stop the worker process."""
+        """Let the computing thread go (a pass under way finishes on it)."""
         self._pool.shutdown(wait=False, cancel_futures=True)
-        close = getattr(self.chunks, "close", None)
-        if close is not None:
-            close()
-
-    def _prepare(self, step: Step, now: datetime) -> Slice | None:
-        """``prepare`` with the chunks where configured; a worker that died is replaced by this thread for
-        the slice (and a new worker is started by the next)."""
-        try:
-            return prepare(self.store, step, now, self.recheck_s, self.chunks)
-        except BrokenProcessPool as exc:
-            log.warning("rollup worker process died; computing on the collector's thread error=%s", exc)
-            self.metrics.inc("rollup_worker_restarts")
-            return prepare(self.store, step, now, self.recheck_s, INLINE)
 
     async def run(self) -> dict[str, int]:
         """One pass over every rollup: compute beside ingest, replace on the writer; rows written per table."""
@@ -781,7 +732,9 @@ class Rollups:
         now = _now()
         for step in steps_of(self.store.catalogue):
             t0 = time.perf_counter()
-            piece = await asyncio.get_running_loop().run_in_executor(self._pool, self._prepare, step, now)
+            piece = await asyncio.get_running_loop().run_in_executor(
+                self._pool, prepare, self.store, step, now, self.recheck_s
+            )
             if piece is None:
                 continue
             computed_s = time.perf_counter() - t0

@@ -183,25 +183,15 @@ def _bytes_moved(cur, a: datetime, b: datetime) -> dict:
     return out
 
 
-@pytest.mark.parametrize(
-    "chunk_rows, worker", [(7, False), (2000, False), (None, False), (2000, True)], ids=str
-)
-def test_rollups_equal_raw_over_the_same_interval_at_both_resolutions(store, monkeypatch, chunk_rows, worker):
+@pytest.mark.parametrize("chunk_rows", [7, 2000, None])
+def test_rollups_equal_raw_over_the_same_interval_at_both_resolutions(store, monkeypatch, chunk_rows):
     """Whole slices, and slices computed a chunk of whole devices at a time: a device longer than a chunk
-    (7 rows), a chunk ending inside the second device (2,000 rows of ~1,300 a device), or all in one;
-    and the chunks computed in the worker process the collector uses (``rollup_worker``)."""
+    (7 rows), a chunk ending inside the second device (2,000 rows of ~1,300 a device), or all in one."""
     monkeypatch.setattr(rollup, "MAX_ROWS_PER_SLICE", 5000)  # rolled in ~20-minute slices: no seam shows
     if chunk_rows:
         monkeypatch.setattr(rollup, "ROWS_PER_CHUNK", chunk_rows)
     now = START + timedelta(hours=HOURS, minutes=1)
-    chunks = rollup.ProcessChunks(nice=0) if worker else rollup.INLINE
-    try:
-        assert roll_all(store, now=now, recheck_s=300, chunks=chunks) > 0
-        if worker:
-            assert chunks.started == 1 and chunks.worker_pids()  # computed there, not here
-    finally:
-        if worker:
-            chunks.close()
+    assert roll_all(store, now=now, recheck_s=300) > 0
     cur = store.cursor()
     m, h = rollup_name("dev", "1m"), rollup_name("dev", "1h")
     assert cur.execute(f"SELECT count(DISTINCT ts) FROM {m}").fetchone()[0] == HOURS * 60

@@ -212,37 +212,18 @@ def _same_table(want: pa.Table, got: pa.Table) -> None:
                 assert g[name] == pytest.approx(value, rel=1e-9, abs=1e-9), (w["gpu_index"], w["link"], name)
 
 
-def _both_paths(store, a: datetime, b: datetime, chunks=rollup.INLINE) -> tuple[pa.Table, pa.Table | None]:
-    """The minute rollup of [a, b) from the per-element view's rows and from the wide rows (each chunk
-    computed where ``chunks`` says)."""
+def _both_paths(store, a: datetime, b: datetime) -> tuple[pa.Table, pa.Table | None]:
+    """The minute rollup of [a, b) from the per-element view's rows and from the wide rows."""
     cat = store.catalogue
     view, wide, target = cat.shape(VIEW), cat[WIDE], cat[f"{VIEW}_1m"]
     cur = store.cursor()
     try:
         return (
-            view_minute_rows(cur, view, a, b, 60, target, wide, chunks),
-            wide_minute_rows(cur, view, wide, a, b, 60, target, chunks),
+            view_minute_rows(cur, view, a, b, 60, target, wide),
+            wide_minute_rows(cur, view, wide, a, b, 60, target),
         )
     finally:
         cur.close()
-
-
-def test_both_paths_give_the_same_rows_when_computed_in_the_worker_process(store, monkeypatch):
-    """The collector computes the chunks in a worker process of its own (``rollup_worker``): the rows are
-    those computed here, on both paths, chunk by chunk (several chunks in flight)."""
-    a, b = T0 + timedelta(minutes=1), T0 + timedelta(minutes=3)
-    monkeypatch.setattr(rollup, "WIDE_ROWS_PER_CHUNK", 40)
-    monkeypatch.setattr(rollup, "ROWS_PER_CHUNK", 700)
-    here = _both_paths(store, a, b)
-    worker = rollup.ProcessChunks(nice=0)
-    try:
-        there = _both_paths(store, a, b, worker)
-        assert worker.started == 1 and worker.worker_pids()
-    finally:
-        worker.close()
-    assert there[1] is not None
-    _same_table(here[0], there[0])
-    _same_table(here[1], there[1])
 
 
 def test_the_wide_rows_give_the_views_rollup_slice_by_slice(store):
@@ -331,11 +312,6 @@ def test_irregular_link_lists_still_give_the_views_numbers(tmp_path):
         a, b = T0 + timedelta(minutes=4), T0 + timedelta(minutes=5)
         want, got = _both_paths(store, a, b)
         assert got is None
-        worker = rollup.ProcessChunks(nice=0)
-        try:  # declined in the worker as here: the chunks still queued are dropped, the view's rows used
-            assert _both_paths(store, a, b, worker)[1] is None
-        finally:
-            worker.close()
         assert None in {r["link"] for r in want.to_pylist()}  # the view's own reading of such rows
         cur = store.cursor()
         step = Step(cat.shape(VIEW), "1m", cat[WIDE])
