@@ -151,28 +151,51 @@ def counter_rates(
     valid: np.ndarray,
     wrap_bits: int,
     at: np.ndarray | None = None,
+    shared: dict | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Each sample's increase since the counter's last valid reading of the same entity, the seconds between
     them and their ratio, as the ``_rate`` view computes them (NaN where the view has NULL), for the samples
     ``at`` (indexes; None: all). Samples are in entity and time order; ``entity_start`` is
-    ``entity_starts_at`` of them."""
+    ``entity_starts_at`` of them.
+
+    ``shared``: a dict kept across the counters of the same samples (and ``at``). What depends only on the
+    samples' times is computed once there for every counter read in every sample, and a counter whose
+    readings are all one value (most error counters, most of the time) gets the one all-zero result
+    computed for the first such counter: the same arrays, which ``bucket_table`` also summarises once."""
     n = len(ts_us)
     index = np.arange(n)
     at = index if at is None else at
-    if n and valid.all():  # every reading there (the common case): the previous sample is the one before
-        before = at - 1
-        has = before >= entity_start[at]
+    every = bool(n) and bool(valid.all())
+    readings = values if every else values[valid]
+    steady = bool(len(readings)) and bool((readings == readings[0]).all())
+    cache = shared if shared is not None and every else None
+    if cache is not None and steady and "zero" in cache:
+        return cache["zero"]
+    if cache is not None and "times" in cache:
+        before, dt, ok = cache["times"]
     else:
-        last_valid = np.maximum.accumulate(np.where(valid, index, -1)) if n else index
-        before = np.where(at > 0, last_valid[np.maximum(at - 1, 0)], -1)
-        has = valid[at] & (before >= entity_start[at])
-    before = np.where(has, before, at)
+        if every:  # every reading there (the common case): the previous sample is the one before
+            before = at - 1
+            has = before >= entity_start[at]
+        else:
+            last_valid = np.maximum.accumulate(np.where(valid, index, -1)) if n else index
+            before = np.where(at > 0, last_valid[np.maximum(at - 1, 0)], -1)
+            has = valid[at] & (before >= entity_start[at])
+        before = np.where(has, before, at)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            dt = (ts_us[at] - ts_us[before]) / 1e6
+            ok = has & (dt != 0)
+            dt = np.where(ok, dt, np.nan)
+        if cache is not None:
+            cache["times"] = (before, dt, ok)
     with np.errstate(invalid="ignore", divide="ignore"):
-        dt = (ts_us[at] - ts_us[before]) / 1e6
-        ok = has & (dt != 0)
-        inc = np.where(ok, _counter_delta(values[at], values[before], wrap_bits), np.nan)
-        dt = np.where(ok, dt, np.nan)
+        if steady:  # no reading differs from another: every increase is 0
+            inc = np.where(ok, 0.0, np.nan)
+        else:
+            inc = np.where(ok, _counter_delta(values[at], values[before], wrap_bits), np.nan)
         rate = inc / dt
+    if cache is not None and steady:
+        cache["zero"] = (inc, dt, rate)
     return inc, dt, rate
 
 
@@ -193,6 +216,7 @@ def sample_rates(
     entity_start = entity_starts_at(new_entity)
     ts_us = rows.column("ts").cast(pa.timestamp("us")).cast(pa.int64()).to_numpy()
     out: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray] | None] = {}
+    shared: dict = {}  # what every counter read in every row has in common (counter_rates)
     for c in spec.counters:
         col = rows.column(c.name).combine_chunks()
         if col.null_count == n:  # not read at all (a counter this NIC or GPU lacks): nothing to compute
@@ -200,7 +224,7 @@ def sample_rates(
             continue
         valid = ~np.asarray(col.is_null()) if col.null_count else np.ones(n, dtype=bool)
         values = col.fill_null(0).to_numpy(zero_copy_only=False)
-        out[c.name] = counter_rates(ts_us, entity_start, values, valid, c.wrap_bits)
+        out[c.name] = counter_rates(ts_us, entity_start, values, valid, c.wrap_bits, shared=shared)
     return out
 
 
@@ -236,7 +260,11 @@ def minute_rows(
     ts_us = rows.column("ts").cast(pa.timestamp("us")).cast(pa.int64()).to_numpy()
     keep = ts_us >= epoch_us(start)
     rows, ts_us = rows.filter(pa.array(keep)), ts_us[keep]
-    rates = {k: None if v is None else tuple(a[keep] for a in v) for k, v in rates.items()}
+    kept: dict[int, tuple] = {}  # counters sharing one rates tuple (counter_rates) share its kept part too
+    for v in rates.values():
+        if v is not None and id(v) not in kept:
+            kept[id(v)] = tuple(a[keep] for a in v)
+    rates = {k: None if v is None else kept[id(v)] for k, v in rates.items()}
     n = rows.num_rows
     gauges = {}
     for g in rolled_gauges(spec):
@@ -289,6 +317,7 @@ def bucket_table(
     }
     cols.update(keys_at(starts))
     nothing = {stat: np.full(len(starts), np.nan) for stat in STATS} | {"n": np.zeros(len(starts), np.int64)}
+    summarised: dict[int, tuple] = {}  # id of a rates tuple several counters share -> its columns
     for name, values in gauges.items():
         stats = nothing if values is None else _stats(values, starts, index)
         for stat, arr in stats.items():
@@ -299,13 +328,21 @@ def bucket_table(
                 cols[f"{name}_rate_{stat}"] = arr
             cols[f"{name}_increase"] = cols[f"{name}_span_s"] = nothing["min"]
             continue
-        inc, dt, rate = rate_of
-        stats = _stats(rate, starts, index)
+        if id(rate_of) not in summarised:  # counters whose readings never changed share one (counter_rates)
+            inc, dt, rate = rate_of
+            stats = _stats(rate, starts, index)
+            some = stats["n"] > 0
+            summarised[id(rate_of)] = (
+                rate_of,  # held, so that its id is not reused while this table is built
+                stats,
+                np.where(some, np.add.reduceat(np.nan_to_num(inc), starts), np.nan),
+                np.where(some, np.add.reduceat(np.nan_to_num(dt), starts), np.nan),
+            )
+        _, stats, increase, span_s = summarised[id(rate_of)]
         for stat, arr in stats.items():
             cols[f"{name}_rate_{stat}"] = arr
-        some = stats["n"] > 0
-        cols[f"{name}_increase"] = np.where(some, np.add.reduceat(np.nan_to_num(inc), starts), np.nan)
-        cols[f"{name}_span_s"] = np.where(some, np.add.reduceat(np.nan_to_num(dt), starts), np.nan)
+        cols[f"{name}_increase"] = increase
+        cols[f"{name}_span_s"] = span_s
     arrays = []
     for f in target.arrow_schema:
         v = cols[f.name]
@@ -443,10 +480,13 @@ def _wide_chunk(
     entity_start = entity_starts_at(samples.new_element)
     keep = np.flatnonzero(ts_us >= epoch_us(start))  # the look-back's samples only give the first rates
     rates = {}
+    shared: dict = {}  # what every counter read in every sample has in common (counter_rates)
     for c in spec.counters:
         values, valid = samples.values[c.name]
         some = valid.any()
-        rates[c.name] = counter_rates(ts_us, entity_start, values, valid, c.wrap_bits, keep) if some else None
+        rates[c.name] = (
+            counter_rates(ts_us, entity_start, values, valid, c.wrap_bits, keep, shared) if some else None
+        )
     element = np.cumsum(samples.new_element)[keep]
     new_group = np.ones(len(element), dtype=bool)
     new_group[1:] = element[1:] != element[:-1]

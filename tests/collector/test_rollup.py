@@ -44,12 +44,15 @@ columns = [
   { name = "tx_bytes", type = "UBIGINT", kind = "counter", unit = "bytes", help = "resets" },
   { name = "pkts", type = "UBIGINT", kind = "counter", unit = "packets", wrap_bits = 32, help = "wraps" },
   { name = "errors", type = "UBIGINT", kind = "counter", unit = "errors", help = "read every 10th tick" },
+  { name = "drops", type = "UBIGINT", kind = "counter", unit = "packets", help = "never moves" },
+  { name = "stalls", type = "DOUBLE", kind = "counter", unit = "s", help = "never moves either" },
+  { name = "resets", type = "UBIGINT", kind = "counter", unit = "events", help = "never moves, read every 7th" },
 ]
 """
 START = datetime(2026, 12, 1, 10, 0, 0)
 HOURS = 3
 GAUGES = ("temp_c", "mem_bytes")
-RATES = ("tx_bytes", "pkts", "errors")
+RATES = ("tx_bytes", "pkts", "errors", "drops", "stalls", "resets")  # the last three never move
 
 
 def _utcnow() -> datetime:
@@ -79,6 +82,9 @@ def _rows(rng: np.random.Generator, node: str, dev: int, t0: float, t1: float) -
         "tx_bytes": tx.tolist(),
         "pkts": pkts.tolist(),
         "errors": errors.tolist(),
+        "drops": [3] * n,  # steady counters: their rates are the one shared all-zero result (counter_rates)
+        "stalls": [1.5] * n,
+        "resets": [2 if i % 7 == 0 else None for i in range(n)],
     }
 
 
