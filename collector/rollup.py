@@ -200,12 +200,17 @@ def counter_rates(
 
 
 def sample_rates(
-    rows: pa.Table, spec: TableSpec, new_entity: np.ndarray | None = None
+    rows: pa.Table,
+    spec: TableSpec,
+    new_entity: np.ndarray | None = None,
+    at: np.ndarray | None = None,
+    ts_us: np.ndarray | None = None,
 ) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray] | None]:
     """Per counter: each sample's increase since the counter's last reading of the same entity, the seconds
     between them and their ratio, as the catalogue's ``_rate`` view computes them (NaN where the view has
-    NULL; None for a counter NULL in every row). ``rows`` are in entity and time order (``raw_sql``);
-    ``new_entity``: their ``entity_starts`` when known.
+    NULL; None for a counter NULL in every row), for the rows ``at`` (indexes; None: all). ``rows`` are in
+    entity and time order (``raw_sql``); ``new_entity`` (their ``entity_starts``) and ``ts_us`` (their
+    times, µs) when already known.
 
     Vectorised here rather than with DuckDB window functions: those cost ~40 us per row for a 45-counter
     table (ib_port_samples), too slow to keep up with 2,000 nodes beside ingest on 2 cores.
@@ -214,7 +219,8 @@ def sample_rates(
     if new_entity is None:
         new_entity = entity_starts(rows, spec.keys)
     entity_start = entity_starts_at(new_entity)
-    ts_us = rows.column("ts").cast(pa.timestamp("us")).cast(pa.int64()).to_numpy()
+    if ts_us is None:
+        ts_us = rows.column("ts").cast(pa.timestamp("us")).cast(pa.int64()).to_numpy()
     out: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray] | None] = {}
     shared: dict = {}  # what every counter read in every row has in common (counter_rates)
     for c in spec.counters:
@@ -224,7 +230,7 @@ def sample_rates(
             continue
         valid = ~np.asarray(col.is_null()) if col.null_count else np.ones(n, dtype=bool)
         values = col.fill_null(0).to_numpy(zero_copy_only=False)
-        out[c.name] = counter_rates(ts_us, entity_start, values, valid, c.wrap_bits, shared=shared)
+        out[c.name] = counter_rates(ts_us, entity_start, values, valid, c.wrap_bits, at, shared)
     return out
 
 
@@ -256,15 +262,10 @@ def minute_rows(
 ) -> pa.Table:
     """The rollup rows of raw ``rows`` (entity and time order) in buckets from ``start`` on, vectorised;
     ``new_entity``: their ``entity_starts`` when already known."""
-    rates = sample_rates(rows, spec, new_entity)
     ts_us = rows.column("ts").cast(pa.timestamp("us")).cast(pa.int64()).to_numpy()
-    keep = ts_us >= epoch_us(start)
+    keep = ts_us >= epoch_us(start)  # the look-back's rows only give the first rates
+    rates = sample_rates(rows, spec, new_entity, np.flatnonzero(keep), ts_us)
     rows, ts_us = rows.filter(pa.array(keep)), ts_us[keep]
-    kept: dict[int, tuple] = {}  # counters sharing one rates tuple (counter_rates) share its kept part too
-    for v in rates.values():
-        if v is not None and id(v) not in kept:
-            kept[id(v)] = tuple(a[keep] for a in v)
-    rates = {k: None if v is None else kept[id(v)] for k, v in rates.items()}
     n = rows.num_rows
     gauges = {}
     for g in rolled_gauges(spec):
@@ -317,7 +318,8 @@ def bucket_table(
     }
     cols.update(keys_at(starts))
     nothing = {stat: np.full(len(starts), np.nan) for stat in STATS} | {"n": np.zeros(len(starts), np.int64)}
-    summarised: dict[int, tuple] = {}  # id of a rates tuple several counters share -> its columns
+    # id of a rates tuple several counters share (counter_rates; ``rates`` holds it) -> its columns
+    summarised: dict[int, tuple] = {}
     for name, values in gauges.items():
         stats = nothing if values is None else _stats(values, starts, index)
         for stat, arr in stats.items():
@@ -333,12 +335,11 @@ def bucket_table(
             stats = _stats(rate, starts, index)
             some = stats["n"] > 0
             summarised[id(rate_of)] = (
-                rate_of,  # held, so that its id is not reused while this table is built
                 stats,
                 np.where(some, np.add.reduceat(np.nan_to_num(inc), starts), np.nan),
                 np.where(some, np.add.reduceat(np.nan_to_num(dt), starts), np.nan),
             )
-        _, stats, increase, span_s = summarised[id(rate_of)]
+        stats, increase, span_s = summarised[id(rate_of)]
         for stat, arr in stats.items():
             cols[f"{name}_rate_{stat}"] = arr
         cols[f"{name}_increase"] = increase
