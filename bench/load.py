@@ -360,13 +360,12 @@ async def one_agent(
 
     from c4.agent.runner import flush_phase
     from c4.agent.spool import new_epoch
+    from c4.bench.load_motion import moved
     from c4.security import channel_options
     from c4.telemetry.v1 import telemetry_pb2 as pb
     from c4.telemetry.v1 import telemetry_pb2_grpc as pb_grpc
 
     loop = asyncio.get_running_loop()
-    from c4.bench.load_motion import moved
-
     every_flush = {
         k: batch_templates(name, [p for p in payloads if p[0] not in HEALTH_TABLES], args.interval_s, layouts)
         for k, payloads in payloads_by_ticks.items()
@@ -388,7 +387,7 @@ async def one_agent(
     epoch_wire = epoch_field(epoch)
     most_ticks = max(every_flush)
     rows_per_tick = sum(rows for _, _, rows, _ in every_flush[1])
-    unix_minus_loop_s = time.time() - loop.time()  # a loop time as µs since the epoch: the rows' times
+    unix_minus_loop_s = time.time() - loop.time()  # added to a loop time: seconds since the epoch
     await asyncio.sleep(max(0.0, start_at - loop.time()))
     spool: deque[tuple[int, str, int, bytes]] = deque()  # (seq, table, rows, wire bytes): made, not sent
     in_flight: dict[int, tuple[float, str, int, bytes]] = {}  # seq -> (sent at, table, rows, wire bytes)
@@ -434,17 +433,10 @@ async def one_agent(
             first_us = round((first_t + unix_minus_loop_s) * 1e6)
             for table, template, rows, layout in templates:
                 seq += 1
-                if layout is not None:
-                    is_health = table in HEALTH_TABLES  # one tick's rows, of the flush's last tick
-                    at_tick, at_us = (
-                        (ticks_done - 1, round((t + unix_minus_loop_s) * 1e6))
-                        if is_health
-                        else (
-                            first_tick,
-                            first_us,
-                        )
-                    )
-                    template = moved(template, layout, at_tick, at_us)
+                if layout is not None and table in HEALTH_TABLES:  # one tick's rows: the flush's last
+                    template = moved(template, layout, ticks_done - 1, round((t + unix_minus_loop_s) * 1e6))
+                elif layout is not None:
+                    template = moved(template, layout, first_tick, first_us)
                 spool.append((seq, table, rows, wire_batch(template, seq, epoch_wire)))
                 oldest[seq] = first_sampled
                 sent_rows[table] = sent_rows.get(table, 0) + rows

@@ -35,6 +35,15 @@ def _float_sentinel(col: int, cell: int) -> float:
     return struct.unpack("<d", struct.pack("<Q", _FLOAT_MAGIC | (col << 24) | cell))[0]
 
 
+def _sentinel_bytes(is_float: bool, col: int, cell: int) -> bytes:
+    """A cell's sentinel as its 8 little-endian bytes in the encoded batch."""
+    return (
+        struct.pack("<d", _float_sentinel(col, cell))
+        if is_float
+        else struct.pack("<q", _int_sentinel(col, cell))
+    )
+
+
 def _step_per_s(column: str) -> tuple[float, float] | None:
     """How fast a counter of this name climbs per second on a busy node (low, high), else None (it stays)."""
     if column.endswith("_bytes"):
@@ -131,31 +140,21 @@ def find_layout(wire: bytes, plan: list, rows_per_tick: int, interval_us: int, s
     ValueError when a column's sentinels are not found where that says (a layout this cannot patch)."""
     rng = np.random.default_rng(seed)
     cells, sentinels = [], []
-    ints: list[tuple[list, list, list]] = [[], [], []]  # base, step, is_ts
+    ints: list[list] = [[], [], []]  # base, step, is_ts
     floats: list[list] = [[], [], []]  # base, step, jitter scale
     at = 0
     for j, name, sql_type, flat, rows in plan:
         is_float = sql_type.startswith("DOUBLE")
-        cells_here = [
-            (k, v) for k, v in enumerate(flat) if v is not None
-        ]  # cells with a value (the rest are NULL)
-        if not cells_here:
+        present = [k for k, v in enumerate(flat) if v is not None]  # cells with a value (the rest are NULL)
+        if not present:
             continue
-        k0 = cells_here[0][0]
-        first = (
-            struct.pack("<d", _float_sentinel(j, k0)) if is_float else struct.pack("<q", _int_sentinel(j, k0))
-        )
+        k0, last_k = present[0], present[-1]
+        first = _sentinel_bytes(is_float, j, k0)
         found = wire.find(first, at)
         if found < 0:
             raise ValueError(f"load motion: column {name!r}'s values are not in the template")
         start = found - 8 * k0
-        last_k = cells_here[-1][0]
-        last = (
-            struct.pack("<d", _float_sentinel(j, last_k))
-            if is_float
-            else struct.pack("<q", _int_sentinel(j, last_k))
-        )
-        if wire[start + 8 * last_k : start + 8 * last_k + 8] != last:
+        if wire[start + 8 * last_k : start + 8 * last_k + 8] != _sentinel_bytes(is_float, j, last_k):
             raise ValueError(f"load motion: column {name!r}'s values are not side by side in the template")
         is_ts = sql_type.startswith("TIMESTAMP")
         cells.append(Cell(start, len(flat), is_float, is_ts))
