@@ -154,3 +154,29 @@ def test_the_generator_sends_health_rows_as_often_as_a_default_agent():
 
     assert default_health_interval_s() == AgentConfig(node="n").health_interval_s > 1
     assert HEALTH_TABLES == {"agent_health", "agent_sampler_health"}
+
+
+def test_the_stored_rows_move_in_time_unless_frozen(tmp_path):
+    """What the collector stores from the generator: each tick's rows at that tick's time and byte counters
+    climbing; with --frozen-rows, one sampled tick repeated (one time per node, one counter value)."""
+    import duckdb
+
+    def stored(flag: list[str]) -> tuple[int, int]:
+        work = tmp_path / ("frozen" if flag else "moving")
+        run_bench_json(
+            ["load", "--agents", "2", "--compare-agents", "0", "--duration-s", "4", "--ramp-s", "0.5"]
+            + ["--json", "--workdir", str(work), *flag],
+            timeout_s=180,
+        )
+        con = duckdb.connect(str(work / "collector" / "c4.duckdb"), read_only=True)
+        try:
+            return con.execute(
+                "SELECT min(times), min(values) FROM (SELECT count(DISTINCT ts) AS times, "
+                "count(DISTINCT tx_bytes) AS values FROM ib_port_samples GROUP BY node, device, port)"
+            ).fetchone()
+        finally:
+            con.close()
+
+    times, values = stored([])
+    assert times >= 4 and values == times  # per port: a time per tick, and its counter moved at each
+    assert stored(["--frozen-rows"]) == (1, 1)
