@@ -8,7 +8,9 @@ side on the same slice of minutes: NVLink per link from the bounded per-element 
 the wide rows directly (``c4.collector.rollup_wide``, what the collector runs), the two checked equal, and
 ``gpu_samples`` for scale. Reported: per-link rows/s of each path and what 1,000 such nodes offer. Then
 ``gpu_samples``' slice computed as one table (the raw path as it was) and in chunks of whole GPUs (as now),
-each as the first pass of a fresh process, alternating: wall time, user and kernel CPU.
+each as the first pass of a fresh process, alternating: wall time, user and kernel CPU. Last, both paths
+reading the whole rate look-back against only the rows its first rates need (``c4.collector.rollup_lookback``),
+alternating, their rollup rows checked equal.
 """
 
 from __future__ import annotations
@@ -116,6 +118,11 @@ def run(args: argparse.Namespace) -> int:
         f"wide vs view: x{nv['speedup']} (same rows: {nv['same_rows']}); wide path at "
         f"{nv['wide_over_offered']}x what 1,000 nodes offer"
     )
+    for name, lb in tables["lookback_cut"].items():
+        print(
+            f"look-back cut, {name}: whole {lb['whole_s']:.3f} s ({lb['rows_read_whole']:,} rows read), "
+            f"cut {lb['cut_s']:.3f} s ({lb['rows_read_cut']:,}): x{lb['speedup']} (same rows: {lb['same_rows']})"
+        )
     if other:
         print(
             f"flatten {other['per_link_samples']:,} per-link samples: numpy (with the fill) "
@@ -125,4 +132,5 @@ def run(args: argparse.Namespace) -> int:
         )
     if args.json:
         print(json.dumps(result))
-    return 0 if nv["same_rows"] and fp["same_rollup_rows"] else 1
+    same = all(lb["same_rows"] for lb in tables["lookback_cut"].values())
+    return 0 if nv["same_rows"] and fp["same_rollup_rows"] and same else 1

@@ -3,6 +3,7 @@ compute paths timed side by side on one slice (``c4.bench.rollup`` prints them).
 
 from __future__ import annotations
 
+import functools
 import multiprocessing
 import resource
 import time
@@ -159,6 +160,7 @@ def measure(path: Path, start: datetime, minutes: int, repeat: int) -> dict:
             new_s = min(new_s, s)
         step = Step(cat["gpu_samples"], "1m")
         gpu_s, _ = _best_s(lambda: step.compute(cur, start, end, cat[step.target]), repeat)
+        lookback = _lookback_cut(cur, cat, start, end, repeat)
         cur.close()
     finally:
         store.close()
@@ -174,12 +176,51 @@ def measure(path: Path, start: datetime, minutes: int, repeat: int) -> dict:
         "offered_rows_per_s_at_1000_nodes": offered_links,
         "wide_over_offered": round(links / new_s / offered_links, 2),
     }
+    out["lookback_cut"] = lookback
     out["gpu_samples"] = {
         "raw_rows": int(gpus),
         "seconds": round(gpu_s, 3),
         "rows_per_s": round(gpus / gpu_s),
         "offered_rows_per_s_at_1000_nodes": OFFERED_NODES * GPUS,
     }
+    return out
+
+
+def _lookback_cut(cur, cat, start: datetime, end: datetime, repeat: int) -> dict:
+    """Per path, the slice rolled reading the whole rate look-back and only its rows the first rates need
+    (``c4.collector.rollup_lookback``), alternating: seconds, look-back rows read, and whether the rollup
+    rows are the same."""
+    view, wide, target = cat.shape("nvlink_samples"), cat["nvlink_gpu_samples"], cat["nvlink_samples_1m"]
+    gpu, gpu_target = cat["gpu_samples"], cat["gpu_samples_1m"]
+    paths = {
+        "nvlink_samples_wide": (
+            lambda cut: wide_minute_rows(cur, view, wide, start, end, 60, target, cut),
+            lambda cut: r.wide_sql(view, wide, start, end, cut),
+            list(rollup_keys(view)),
+        ),
+        "gpu_samples": (
+            lambda cut: view_minute_rows(cur, gpu, start, end, 60, gpu_target, lookback_cut=cut),
+            lambda cut: r.raw_sql(gpu, start, end, lookback_cut=cut),
+            list(rollup_keys(gpu)),
+        ),
+    }
+    out = {}
+    for name, (compute, sql, keys) in paths.items():
+        best = {True: float("inf"), False: float("inf")}
+        rows: dict[bool, object] = {}
+        for _ in range(repeat):
+            for cut in (False, True):
+                s, rows[cut] = _best_s(functools.partial(compute, cut), 1)
+                best[cut] = min(best[cut], s)
+        read = {cut: cur.execute(f"SELECT count(*) FROM ({sql(cut)})").fetchone()[0] for cut in (False, True)}
+        out[name] = {
+            "whole_s": round(best[False], 3),
+            "cut_s": round(best[True], 3),
+            "speedup": round(best[False] / best[True], 2),
+            "rows_read_whole": int(read[False]),
+            "rows_read_cut": int(read[True]),
+            "same_rows": same_rows(rows[False], rows[True], keys),
+        }
     return out
 
 

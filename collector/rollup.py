@@ -41,6 +41,7 @@ import pyarrow.compute as pc
 
 from c4.catalogue import Catalogue, TableSpec
 from c4.catalogue.rollup import RESOLUTIONS_S, STATS, rolled_gauges, rollup_keys, rollup_name
+from c4.collector.rollup_lookback import scalar_lookback_sql, wide_lookback_sql
 from c4.collector.rollup_wide import element_samples
 from c4.collector.thread_priority import lower_thread_priority
 
@@ -49,7 +50,8 @@ log = logging.getLogger("c4.collector.rollup")
 #: A sample's rate needs the counter's previous reading: the compute starts this many seconds before its
 #: first bucket. Slow NIC counters are read every 10 s. After a gap longer than this (an agent down, a
 #: counter read less often) the first sample's rate is NULL in the rollup where the ``_rate`` view has one
-#: over the whole gap. Each minute rolled reads this much more raw data (x2 at 60 s).
+#: over the whole gap. Of the look-back only each entity's last readings are read
+#: (``c4.collector.rollup_lookback``): reading all of it doubled what each minute rolled read.
 RATE_LOOKBACK_S = 60.0
 #: At most this many buckets per table and resolution per run (6 hours of minutes, a week of hours): a
 #: long backlog (first start on an old store, a collector down for days) is caught up slice by slice.
@@ -79,8 +81,15 @@ def _lit(dt: datetime) -> str:
     return f"TIMESTAMP '{dt.isoformat(sep=' ')}'"
 
 
-def raw_sql(spec: TableSpec, start: datetime, end: datetime, stored: TableSpec | None = None) -> str:
-    """The raw rows the minute buckets in [start, end) need, in entity and time order (from the look-back).
+def raw_sql(
+    spec: TableSpec,
+    start: datetime,
+    end: datetime,
+    stored: TableSpec | None = None,
+    lookback_cut: bool = True,
+) -> str:
+    """The raw rows the minute buckets in [start, end) need, in entity and time order: of the look-back only
+    the rows the first rates need (``c4.collector.rollup_lookback``; ``lookback_cut`` False: all of them).
 
     For a wide table's per-element view (``stored``: the wide table) the rows come from the catalogue's
     bounded element SELECT (``element_window_sql``): the same rows as the view, on-change counters filled,
@@ -97,9 +106,24 @@ def raw_sql(spec: TableSpec, start: datetime, end: datetime, stored: TableSpec |
             "$end", f"'{end.isoformat(sep=' ')}'"
         )
         source = f"({bounded})"
+        return (
+            f"SELECT {t} AS ts, {keys}{''.join(', ' + c for c in cols)} FROM {source} "
+            f"WHERE {t} >= {_lit(lookback)} AND {t} < {_lit(end)} ORDER BY {keys}, {t}"
+        )
+    select = [f"{t} AS ts", *map(_q, rollup_keys(spec)), *cols]
+    before = scalar_lookback_sql(
+        spec.name,
+        spec.time_column or "ts",
+        list(rollup_keys(spec)),
+        select,
+        [c.name for c in spec.counters],
+        lookback,
+        start,
+        lookback_cut,
+    )
     return (
-        f"SELECT {t} AS ts, {keys}{''.join(', ' + c for c in cols)} FROM {source} "
-        f"WHERE {t} >= {_lit(lookback)} AND {t} < {_lit(end)} ORDER BY {keys}, {t}"
+        f"SELECT {', '.join(select)} FROM {source} WHERE {t} >= {_lit(start)} AND {t} < {_lit(end)} "
+        f"UNION ALL {before} ORDER BY {keys}, ts"
     )
 
 
@@ -355,7 +379,14 @@ def bucket_table(
 
 
 def view_minute_rows(
-    cur, spec: TableSpec, start: datetime, end: datetime, width_s: int, target: TableSpec, stored=None
+    cur,
+    spec: TableSpec,
+    start: datetime,
+    end: datetime,
+    width_s: int,
+    target: TableSpec,
+    stored=None,
+    lookback_cut: bool = True,
 ) -> pa.Table:
     """The rollup rows of the buckets in [start, end) from the raw rows (for a wide table, from the rows of
     its bounded per-element SELECT: the reference the wide path is checked against, and its fallback).
@@ -365,7 +396,7 @@ def view_minute_rows(
     ``gpu_samples`` (1.9 M rows with the look-back) as one table took 2.2-3.3 s, 1.2-2.2 s of it in the
     kernel faulting in fresh pages for each full-length array; in chunks, whose arrays are small and their
     memory reused, 1.5-1.9 s (``c4 bench rollup``)."""
-    reader = cur.execute(raw_sql(spec, start, end, stored)).to_arrow_reader(ROWS_PER_CHUNK)
+    reader = cur.execute(raw_sql(spec, start, end, stored, lookback_cut)).to_arrow_reader(ROWS_PER_CHUNK)
     chunks = entity_chunks(reader, spec.keys, ROWS_PER_CHUNK)
     parts = [minute_rows(rows, spec, start, width_s, target, new) for rows, new in chunks]
     return pa.concat_tables(parts) if parts else target.arrow_schema.empty_table()
@@ -404,7 +435,9 @@ def entity_chunks(reader, keys: tuple[str, ...], rows_per_chunk: int):
         held_rows = rows.num_rows - cut
 
 
-def wide_sql(spec: TableSpec, stored: TableSpec, start: datetime, end: datetime) -> str:
+def wide_sql(
+    spec: TableSpec, stored: TableSpec, start: datetime, end: datetime, lookback_cut: bool = True
+) -> str:
     """The wide rows the minute buckets in [start, end) of ``stored``'s per-element view need, in entity and
     time order, and of each only the columns needed: every column from ``start``; the counters from
     ``RATE_LOOKBACK_S`` before it (the first sample's rate); the on-change counters one ``keyframe_within_s``
@@ -416,7 +449,6 @@ def wide_sql(spec: TableSpec, stored: TableSpec, start: datetime, end: datetime)
     fill_from = lookback - timedelta(seconds=el.keyframe_within_s)
     by_name = {c.name: c for c in stored.columns}
     counters = {c.name for c in spec.counters}
-    on_change = [n for n in wide_columns(spec) if by_name[n].on_change]
     head = f"{t} AS ts, {keys}, {_q(el.key)}"
     now_cols, before_cols = [], []
     for n in wide_columns(spec):
@@ -427,13 +459,18 @@ def wide_sql(spec: TableSpec, stored: TableSpec, start: datetime, end: datetime)
             before_cols.append(f"CASE WHEN {t} >= {_lit(lookback)} THEN {_q(n)} END AS {_q(n)}")
         else:  # a gauge: only its samples in the buckets count
             before_cols.append(f"CAST(NULL AS {by_name[n].sql_type}) AS {_q(n)}")
-    carried = " OR ".join(f"{c} IS NOT NULL" for c in map(_q, on_change)) or "false"
+    before = wide_lookback_sql(
+        stored,
+        [head, *before_cols],
+        [c.name for c in spec.counters],
+        lookback,
+        fill_from,
+        start,
+        lookback_cut,
+    )
     return (
         f"SELECT {head}, {', '.join(now_cols)} FROM {_q(stored.name)} "
-        f"WHERE {t} >= {_lit(start)} AND {t} < {_lit(end)} "
-        f"UNION ALL SELECT {head}, {', '.join(before_cols)} FROM {_q(stored.name)} "
-        f"WHERE {t} >= {_lit(fill_from)} AND {t} < {_lit(start)} AND ({t} >= {_lit(lookback)} OR {carried}) "
-        f"ORDER BY {keys}, ts"
+        f"WHERE {t} >= {_lit(start)} AND {t} < {_lit(end)} UNION ALL {before} ORDER BY {keys}, ts"
     )
 
 
@@ -443,7 +480,14 @@ def wide_columns(spec: TableSpec) -> list[str]:
 
 
 def wide_minute_rows(
-    cur, spec: TableSpec, stored: TableSpec, start: datetime, end: datetime, width_s: int, target: TableSpec
+    cur,
+    spec: TableSpec,
+    stored: TableSpec,
+    start: datetime,
+    end: datetime,
+    width_s: int,
+    target: TableSpec,
+    lookback_cut: bool = True,
 ) -> pa.Table | None:
     """The rollup rows of the buckets in [start, end) of a wide table's per-element view ``spec``, computed
     from the wide rows (``c4.collector.rollup_wide``) with the numbers ``view_minute_rows`` gives; None
@@ -453,7 +497,9 @@ def wide_minute_rows(
     (``WIDE_ROWS_PER_CHUNK``), so memory stays bounded whatever the slice's size."""
     if rollup_keys(spec) != spec.keys:  # grouped by more than the element: the view's rows are needed
         return None
-    reader = cur.execute(wide_sql(spec, stored, start, end)).to_arrow_reader(WIDE_ROWS_PER_CHUNK)
+    reader = cur.execute(wide_sql(spec, stored, start, end, lookback_cut)).to_arrow_reader(
+        WIDE_ROWS_PER_CHUNK
+    )
     parts: list[pa.Table] = []
     for rows, new_entity in entity_chunks(reader, stored.keys, WIDE_ROWS_PER_CHUNK):
         part = _wide_chunk(rows, new_entity, spec, stored, start, width_s, target)

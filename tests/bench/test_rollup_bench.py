@@ -22,7 +22,18 @@ def test_bench_rollup_reports_both_paths_and_the_alternatives():
     assert first["one_table"]["rollup_rows"] == first["chunked"]["rollup_rows"] == 2 * 8  # a row per GPU
     assert first["one_table"]["wall_s"] > 0 and first["chunked"]["wall_s"] > 0
     alt = result["alternatives"]
-    assert alt["per_link_samples"] == 2 * nv["raw_rows"]  # the minute and its rate look-back
+    # the minute and, of its rate look-back, each GPU's last row and the rows carrying error counters there
+    assert nv["raw_rows"] + 2 * 8 * 18 <= alt["per_link_samples"] < 2 * nv["raw_rows"]
+    cut = result["tables"]["lookback_cut"]
+    assert cut["gpu_samples"]["same_rows"] is True and cut["nvlink_samples_wide"]["same_rows"] is True
+    # gpu_samples: the minute and the minute before it, or of that minute each GPU's last row
+    assert (cut["gpu_samples"]["rows_read_whole"], cut["gpu_samples"]["rows_read_cut"]) == (
+        2 * 8 * 120,
+        2 * 8 * 61,
+    )
+    wide = cut["nvlink_samples_wide"]
+    assert 2 * 8 * 61 <= wide["rows_read_cut"] < wide["rows_read_whole"]
+    assert "look-back cut, gpu_samples" in out
     assert alt["stats_samples"] == nv["raw_rows"]
     assert "nvlink_samples, wide rows" in out and "per-element view" in out
 
