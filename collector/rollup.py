@@ -137,6 +137,8 @@ def _counter_delta(cur: np.ndarray, prev: np.ndarray, wrap_bits: int) -> np.ndar
     if cur.dtype.kind == "f":
         return np.where(cur >= prev, cur - prev, cur)
     cur, prev = cur.astype(np.uint64, copy=False), prev.astype(np.uint64, copy=False)
+    if not (cur < prev).any():  # no wrap, no reset (the common case): the plain difference
+        return (cur - prev).astype(np.float64)
     down = cur
     if wrap_bits:
         mod = 2**wrap_bits
@@ -546,7 +548,10 @@ def _wide_chunk(
     for g in rolled_gauges(spec):
         values, valid = samples.values[g.name]
         values, valid = values[keep], valid[keep]
-        gauges[g.name] = np.where(valid, values.astype(np.float64), np.nan) if valid.any() else None
+        if valid.all():  # every sample read (the common case)
+            gauges[g.name] = values.astype(np.float64)
+        else:
+            gauges[g.name] = np.where(valid, values.astype(np.float64), np.nan) if valid.any() else None
 
     def keys_at(at: np.ndarray) -> dict[str, pa.Array]:
         out = {k: wide.column(k).take(pa.array(rows[at])) for k in stored.keys}

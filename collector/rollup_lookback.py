@@ -128,9 +128,9 @@ def _cut_select(
     where = f"WHERE {t} >= {_lit(lo)} AND {t} < {_lit(start)} AND ({rows})"
     if cut is None:
         return f"SELECT {', '.join(select)} FROM {table} {where}"
-    keep = " OR ".join([f"s.{t} >= c.k", *(f"s.{x}" for x in carriers)])
+    keep = " OR ".join([f"s.{t} >= c._c4_cut_ts", *(f"s.{x}" for x in carriers)])
     return (
         f"SELECT {', '.join(select)} FROM (SELECT s.* FROM (SELECT * FROM {table} {where}) s JOIN "
-        f"(SELECT {group}, {cut} AS k FROM {table} {where} GROUP BY {group}) c ON {_joined(keys, 's', 'c')} "
+        f"(SELECT {group}, {cut} AS _c4_cut_ts FROM {table} {where} GROUP BY {group}) c ON {_joined(keys, 's', 'c')} "
         f"WHERE {keep})"
     )
