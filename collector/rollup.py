@@ -819,6 +819,10 @@ def roll_all(store, now: datetime | None = None, recheck_s: float = 300.0) -> in
     return total
 
 
+#: A pass rolls at most this many slices of each rollup (``MAX_BUCKETS_PER_RUN``/``MAX_ROWS_PER_SLICE`` each)
+#: before going on to the next: a minute of 2,000 nodes' NVLink is one slice (17 M per-link rows), and a pass
+#: of one slice each fell a minute behind every other pass, as a pass there takes about as long as the period.
+MAX_SLICES_PER_PASS = 10
 #: Rollup rows written per writer job (``Slice.writes``): ~50 ms of inserting on an idle host.
 WRITE_PART_BYTES = 16 * 2**20
 
@@ -832,11 +836,16 @@ ROLLUP_NICE = 10
 class Rollups:
     """The collector's periodic rollup task: each run rolls every rollup one slice further."""
 
-    def __init__(self, store, writer, metrics, recheck_s: float) -> None:
+    def __init__(
+        self, store, writer, metrics, recheck_s: float, leading: Callable[[], bool] | None = None
+    ) -> None:
         self.store = store
         self.writer = writer
         self.metrics = metrics
         self.recheck_s = recheck_s
+        #: whether this collector still runs the lake-wide tasks: a pass that finds it no longer does stops after
+        #: the slice it is writing (a slice is never cut short), so that it does not roll on beside the new leader
+        self.leading = leading or (lambda: True)
         #: the rollups are computed on a thread of their own at a lower priority (ROLLUP_NICE); DuckDB runs
         #: a query on its calling thread when the store has one thread
         self._pool = ThreadPoolExecutor(
@@ -855,33 +864,47 @@ class Rollups:
         out: dict[str, int] = {}
         now = _now()
         for step in steps_of(self.store.catalogue):
-            t0 = time.perf_counter()
-            piece = await asyncio.get_running_loop().run_in_executor(
-                self._pool, prepare, self.store, step, now, self.recheck_s
-            )
-            if piece is None:
-                continue
-            computed_s = time.perf_counter() - t0
-            written = 0
-            for job in piece.writes(WRITE_PART_BYTES):  # ingest's commits go in between
-                done = await self.writer.call_async(job)
-                if isinstance(done, BaseException):  # the writer hands a job's exception back
-                    raise done
-                written += done
-            out[step.target] = written
-            self.metrics.inc("rollup_rows_read", piece.read)
-            self.metrics.inc("rollup_rows_written", written)
-            log.info(
-                "rollup table=%s start=%s end=%s read=%d written=%d compute_s=%.3f write_s=%.3f",
-                step.target,
-                piece.start,
-                piece.end,
-                piece.read,
-                written,
-                computed_s,
-                time.perf_counter() - t0 - computed_s,
-            )
+            rolled: set[tuple[datetime, datetime]] = set()
+            while len(rolled) < MAX_SLICES_PER_PASS:
+                if not self.leading():
+                    return out
+                piece, computed_s = await self._compute(step, now)
+                if piece is None or (piece.start, piece.end) in rolled:  # current, or a slice whose counts
+                    break  # never match (see roll_all): the next pass tries it again
+                rolled.add((piece.start, piece.end))
+                out[step.target] = out.get(step.target, 0) + await self._write(piece, computed_s)
         return out
+
+    async def _compute(self, step: Step, now: datetime) -> tuple[Slice | None, float]:
+        """The next slice of ``step`` computed on the rollup thread, and the seconds that took."""
+        t0 = time.perf_counter()
+        piece = await asyncio.get_running_loop().run_in_executor(
+            self._pool, prepare, self.store, step, now, self.recheck_s
+        )
+        return piece, time.perf_counter() - t0
+
+    async def _write(self, piece: Slice, computed_s: float) -> int:
+        """Write ``piece`` on the writer, in parts (ingest's commits go in between); rows written."""
+        t0 = time.perf_counter()
+        written = 0
+        for job in piece.writes(WRITE_PART_BYTES):
+            done = await self.writer.call_async(job)
+            if isinstance(done, BaseException):  # the writer hands a job's exception back
+                raise done
+            written += done
+        self.metrics.inc("rollup_rows_read", piece.read)
+        self.metrics.inc("rollup_rows_written", written)
+        log.info(
+            "rollup table=%s start=%s end=%s read=%d written=%d compute_s=%.3f write_s=%.3f",
+            piece.step.target,
+            piece.start,
+            piece.end,
+            piece.read,
+            written,
+            computed_s,
+            time.perf_counter() - t0,
+        )
+        return written
 
 
 def retain_rollups(store, now: datetime, retention_s: dict[str, float]) -> dict[str, int]:

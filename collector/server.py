@@ -380,7 +380,13 @@ class Collector:
             self.store, self.writer, self.service.query_pool, cfg.fabric_fresh_s, cfg.fabric_topology
         )
         self.replanner = Replanner(cfg, self.store, self.writer, self.metrics, self.service.query_pool)
-        self.rollups = Rollups(self.store, self.writer, self.metrics, cfg.max_clock_skew_s)
+        self.rollups = Rollups(
+            self.store,
+            self.writer,
+            self.metrics,
+            cfg.max_clock_skew_s,
+            leading=lambda: self.leader_tasks.running,
+        )
 
     def _own_lag_s(self) -> float:
         """How far behind the clock this collector's agents' data may be from its flush advice: its

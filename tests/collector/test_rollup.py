@@ -494,3 +494,50 @@ def test_a_slice_written_in_part_is_rolled_again_however_long_the_collector_was_
     roll_all(store, now=later, recheck_s=0.0)
     a, b = START, START + timedelta(minutes=30)
     _same(_raw(cur, a, b), _rolled(cur, m, a, b))
+
+
+def test_one_pass_catches_up_a_backlog_of_several_slices(store, monkeypatch):
+    """Slices are bounded (here by 30 minutes' rows); one of the collector's passes rolls slice after slice until
+    current (up to MAX_SLICES_PER_PASS each), where a pass of one slice each fell behind at 2,000 nodes."""
+    from c4.collector.ingest import Metrics
+    from c4.collector.writer import Writer
+
+    monkeypatch.setattr(rollup, "MAX_ROWS_PER_SLICE", 4 * 60 * 30)
+    monkeypatch.setattr(rollup, "_now", lambda: START + timedelta(hours=HOURS, seconds=5))
+    writer = Writer(store)
+    rollups = rollup.Rollups(store, writer, Metrics(), recheck_s=300.0)
+    try:
+        first = asyncio.run(rollups.run())
+        again = asyncio.run(rollups.run())
+    finally:
+        rollups.close()
+        writer.close()
+    m = rollup_name("dev", "1m")
+    assert first[m] == 4 * HOURS * 60 and m not in again  # every minute in one pass (six slices)
+    cur = store.cursor()
+    a, b = START, START + timedelta(hours=HOURS)
+    _same(_raw(cur, a, b), _rolled(cur, m, a, b))
+
+
+def test_a_pass_that_finds_the_lease_lost_stops_after_the_slice_it_wrote(store, monkeypatch):
+    """On a lake only the lease holder rolls up: a pass under way when the lease goes finishes the slice it is
+    writing (never cut short) and rolls no further one beside the new leader."""
+    from c4.collector.ingest import Metrics
+    from c4.collector.writer import Writer
+
+    monkeypatch.setattr(rollup, "MAX_ROWS_PER_SLICE", 4 * 60 * 30)
+    monkeypatch.setattr(rollup, "_now", lambda: START + timedelta(hours=HOURS, seconds=5))
+    asked: list[int] = []
+
+    def leading() -> bool:  # the lease goes while the first slice is written
+        asked.append(1)
+        return len(asked) == 1
+
+    writer = Writer(store)
+    rollups = rollup.Rollups(store, writer, Metrics(), recheck_s=300.0, leading=leading)
+    try:
+        written = asyncio.run(rollups.run())
+    finally:
+        rollups.close()
+        writer.close()
+    assert written == {rollup_name("dev", "1m"): 4 * 30}  # one slice of 30 minutes, nothing after it
