@@ -45,7 +45,9 @@ import pyarrow.compute as pc
 
 from c4.catalogue import Catalogue, TableSpec
 from c4.catalogue.rollup import RESOLUTIONS_S, STATS, rolled_gauges, rollup_keys, rollup_name
+from c4.collector.rollup_lookback import quote_name as _q
 from c4.collector.rollup_lookback import scalar_lookback_sql, wide_lookback_sql
+from c4.collector.rollup_lookback import timestamp_sql as _lit
 from c4.collector.rollup_wide import element_samples
 from c4.collector.thread_priority import lower_thread_priority
 
@@ -75,14 +77,6 @@ def floor_to(dt: datetime, width_s: int) -> datetime:
     """``dt`` rounded down to a multiple of ``width_s`` seconds since the epoch (time_bucket's grid)."""
     epoch_s = int(dt.replace(tzinfo=UTC).timestamp())
     return datetime.fromtimestamp(epoch_s - epoch_s % width_s, UTC).replace(tzinfo=None)
-
-
-def _q(name: str) -> str:
-    return f'"{name}"'
-
-
-def _lit(dt: datetime) -> str:
-    return f"TIMESTAMP '{dt.isoformat(sep=' ')}'"
 
 
 def raw_sql(
@@ -834,7 +828,8 @@ ROLLUP_NICE = 10
 
 
 class Rollups:
-    """The collector's periodic rollup task: each run rolls every rollup one slice further."""
+    """The collector's periodic rollup task: each run rolls every rollup until current (at most
+    ``MAX_SLICES_PER_PASS`` slices each)."""
 
     def __init__(
         self, store, writer, metrics, recheck_s: float, leading: Callable[[], bool] | None = None

@@ -29,17 +29,19 @@ from datetime import datetime
 from c4.catalogue import TableSpec
 
 
-def _q(name: str) -> str:
+def quote_name(name: str) -> str:
+    """A table or column name as a quoted SQL identifier."""
     return '"' + name.replace('"', '""') + '"'
 
 
-def _lit(dt: datetime) -> str:
+def timestamp_sql(dt: datetime) -> str:
+    """A naive UTC datetime as a SQL TIMESTAMP literal."""
     return f"TIMESTAMP '{dt.isoformat(sep=' ')}'"
 
 
 def _joined(keys: list[str], left: str, right: str) -> str:
     """Join condition on ``keys`` (NULL keys match NULL keys, as ``entity_starts`` groups them)."""
-    return " AND ".join(f"{left}.{_q(k)} IS NOT DISTINCT FROM {right}.{_q(k)}" for k in keys)
+    return " AND ".join(f"{left}.{quote_name(k)} IS NOT DISTINCT FROM {right}.{quote_name(k)}" for k in keys)
 
 
 def scalar_lookback_sql(
@@ -55,10 +57,10 @@ def scalar_lookback_sql(
     """SELECT of ``select`` (expressions over the raw table's columns) from the rows in [lookback, start) of
     ``table`` that the first rates need: per ``keys``, from the last reading of each of ``counters`` on
     (``cut`` False: every row, as before the cut)."""
-    t = _q(time_column)
-    parts = [f"max({t})"] + [f"max({t}) FILTER (WHERE {_q(c)} IS NOT NULL)" for c in counters]
+    t = quote_name(time_column)
+    parts = [f"max({t})"] + [f"max({t}) FILTER (WHERE {quote_name(c)} IS NOT NULL)" for c in counters]
     k = f"least({', '.join(parts)})" if cut else None
-    return _cut_select(_q(table), t, keys, select, k, lookback, lookback, start, [])
+    return _cut_select(quote_name(table), t, keys, select, k, lookback, lookback, start, [])
 
 
 def wide_lookback_sql(
@@ -77,18 +79,18 @@ def wide_lookback_sql(
     if el is None:
         raise ValueError(f"{stored.name!r} is not a wide table")
     by_name = {c.name: c for c in stored.columns}
-    t = _q(stored.time_column or "ts")
-    key_list = _q(el.key)
-    recent = f"{t} >= {_lit(lookback)}"
+    t = quote_name(stored.time_column or "ts")
+    key_list = quote_name(el.key)
+    recent = f"{t} >= {timestamp_sql(lookback)}"
     parts = [
         f"max({t}) FILTER (WHERE {recent})",
         f"CASE WHEN min({key_list}) IS DISTINCT FROM max({key_list}) THEN min({t}) END",
     ]
     carriers = []
     for name in counters:
-        c = _q(name)
+        c = quote_name(name)
         if by_name[name].on_change:
-            carriers.append(f"{c} IS NOT NULL")
+            carriers.append(c)
             # every list carried has all elements valid, or none: no element's validity changes
             same = f"coalesce(bool_and(list_count({c}) = len({key_list})) OR max(list_count({c})) = 0, true)"
             parts.append(f"CASE WHEN NOT {same} THEN min({t}) END")
@@ -97,7 +99,7 @@ def wide_lookback_sql(
         first = f"min({t}) FILTER (WHERE {recent} AND {c} IS NOT NULL)"
         parts.append(f"coalesce({whole}, {first})")
     return _cut_select(
-        _q(stored.name),
+        quote_name(stored.name),
         t,
         list(stored.keys),
         select,
@@ -121,14 +123,14 @@ def _cut_select(
     carriers: list[str],
 ) -> str:
     """SELECT of ``select`` over the rows of ``table`` in [lo, start) that are in [lookback, start) from
-    their entity's cut time on (``cut``: an aggregate over those rows; None: every row) or pass one of
-    ``carriers``."""
-    group = ", ".join(_q(k) for k in keys)
-    rows = " OR ".join([f"{t} >= {_lit(lookback)}", *carriers])
-    where = f"WHERE {t} >= {_lit(lo)} AND {t} < {_lit(start)} AND ({rows})"
+    their entity's cut time on (``cut``: an aggregate over those rows; None: every row) or carry one of the
+    (quoted) columns ``carriers``."""
+    group = ", ".join(quote_name(k) for k in keys)
+    rows = " OR ".join([f"{t} >= {timestamp_sql(lookback)}", *(f"{c} IS NOT NULL" for c in carriers)])
+    where = f"WHERE {t} >= {timestamp_sql(lo)} AND {t} < {timestamp_sql(start)} AND ({rows})"
     if cut is None:
         return f"SELECT {', '.join(select)} FROM {table} {where}"
-    keep = " OR ".join([f"s.{t} >= c._c4_cut_ts", *(f"s.{x}" for x in carriers)])
+    keep = " OR ".join([f"s.{t} >= c._c4_cut_ts", *(f"s.{c} IS NOT NULL" for c in carriers)])
     return (
         f"SELECT {', '.join(select)} FROM (SELECT s.* FROM (SELECT * FROM {table} {where}) s JOIN "
         f"(SELECT {group}, {cut} AS _c4_cut_ts FROM {table} {where} GROUP BY {group}) c ON {_joined(keys, 's', 'c')} "
