@@ -123,6 +123,11 @@ def run(args: argparse.Namespace) -> int:
             f"look-back cut, {name}: whole {lb['whole_s']:.3f} s ({lb['rows_read_whole']:,} rows read), "
             f"cut {lb['cut_s']:.3f} s ({lb['rows_read_cut']:,}): x{lb['speedup']} (same rows: {lb['same_rows']})"
         )
+    ch = tables["nvlink_chunks"]
+    print(
+        f"NVLink wide rows in chunks of {ch['rows_before']:,} (before) {ch['before_s']:.3f} s, of "
+        f"{ch['rows_now']:,} (now) {ch['now_s']:.3f} s: x{ch['speedup']} (same rows: {ch['same_rows']})"
+    )
     if other:
         print(
             f"flatten {other['per_link_samples']:,} per-link samples: numpy (with the fill) "
@@ -132,5 +137,5 @@ def run(args: argparse.Namespace) -> int:
         )
     if args.json:
         print(json.dumps(result))
-    same = all(lb["same_rows"] for lb in tables["lookback_cut"].values())
+    same = all(lb["same_rows"] for lb in tables["lookback_cut"].values()) and ch["same_rows"]
     return 0 if nv["same_rows"] and fp["same_rollup_rows"] and same else 1

@@ -161,6 +161,7 @@ def measure(path: Path, start: datetime, minutes: int, repeat: int) -> dict:
         step = Step(cat["gpu_samples"], "1m")
         gpu_s, _ = _best_s(lambda: step.compute(cur, start, end, cat[step.target]), repeat)
         lookback = _lookback_cut(cur, cat, start, end, repeat)
+        chunks = _wide_chunks(cur, cat, start, end, repeat)
         cur.close()
     finally:
         store.close()
@@ -177,6 +178,7 @@ def measure(path: Path, start: datetime, minutes: int, repeat: int) -> dict:
         "wide_over_offered": round(links / new_s / offered_links, 2),
     }
     out["lookback_cut"] = lookback
+    out["nvlink_chunks"] = chunks
     out["gpu_samples"] = {
         "raw_rows": int(gpus),
         "seconds": round(gpu_s, 3),
@@ -222,6 +224,36 @@ def _lookback_cut(cur, cat, start: datetime, end: datetime, repeat: int) -> dict
             "same_rows": same_rows(rows[False], rows[True], keys),
         }
     return out
+
+
+#: The wide path's chunk size before ``WIDE_ROWS_PER_CHUNK`` was lowered, timed beside it.
+WIDE_ROWS_PER_CHUNK_BEFORE = 20_000
+
+
+def _wide_chunks(cur, cat, start: datetime, end: datetime, repeat: int) -> dict:
+    """NVLink's wide path computed in chunks of ``WIDE_ROWS_PER_CHUNK_BEFORE`` rows and of
+    ``WIDE_ROWS_PER_CHUNK`` (now), alternating: seconds each and whether the rollup rows are the same."""
+    view, wide, target = cat.shape("nvlink_samples"), cat["nvlink_gpu_samples"], cat["nvlink_samples_1m"]
+    now_rows = r.WIDE_ROWS_PER_CHUNK
+    sizes = {"before": WIDE_ROWS_PER_CHUNK_BEFORE, "now": now_rows}
+    best = {way: float("inf") for way in sizes}
+    rows: dict[str, object] = {}
+    try:
+        for _ in range(repeat):
+            for way, size in sizes.items():
+                r.WIDE_ROWS_PER_CHUNK = size
+                s, rows[way] = _best_s(lambda: wide_minute_rows(cur, view, wide, start, end, 60, target), 1)
+                best[way] = min(best[way], s)
+    finally:
+        r.WIDE_ROWS_PER_CHUNK = now_rows
+    return {
+        "rows_before": WIDE_ROWS_PER_CHUNK_BEFORE,
+        "rows_now": now_rows,
+        "before_s": round(best["before"], 3),
+        "now_s": round(best["now"], 3),
+        "speedup": round(best["before"] / best["now"], 2),
+        "same_rows": same_rows(rows["before"], rows["now"], list(rollup_keys(view))),
+    }
 
 
 def alternatives(path: Path, start: datetime, repeat: int) -> dict:

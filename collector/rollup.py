@@ -402,11 +402,12 @@ def view_minute_rows(
     return pa.concat_tables(parts) if parts else target.arrow_schema.empty_table()
 
 
-#: Raw rows computed at a time (whole entities, at least one), by both paths: ~20k rows of an 18-link wide
-#: table are ~0.7M per-link samples with the look-back (~150 MB of numpy arrays); 50k rows of a 45-counter
-#: table are ~20 MB.
+#: Raw rows computed at a time (whole entities, at least one): 50k rows of a 45-counter table are ~20 MB.
 ROWS_PER_CHUNK = 50_000
-WIDE_ROWS_PER_CHUNK = 20_000
+#: Wide rows: 5,000 rows of an 18-link table are ~180k per-link samples with the look-back (~40 MB of numpy
+#: arrays). A minute of 2,000 nodes' NVLink took 6.1-6.4 s of CPU in chunks of 5,000 against 7.5-8.2 s in
+#: chunks of 20,000 (same store, alternating; ``c4 bench rollup`` prints both).
+WIDE_ROWS_PER_CHUNK = 5_000
 
 
 def entity_chunks(reader, keys: tuple[str, ...], rows_per_chunk: int):

@@ -36,6 +36,9 @@ def test_bench_rollup_reports_both_paths_and_the_alternatives():
     assert "look-back cut, gpu_samples" in out
     assert alt["stats_samples"] == nv["raw_rows"]
     assert "nvlink_samples, wide rows" in out and "per-element view" in out
+    chunks = result["tables"]["nvlink_chunks"]  # the wide path in chunks of 20,000 rows and of 5,000
+    assert chunks["same_rows"] is True and chunks["rows_before"] > chunks["rows_now"]
+    assert "NVLink wide rows in chunks of 20,000 (before)" in out
 
 
 def test_bench_rollup_refuses_bad_arguments():
