@@ -137,6 +137,18 @@ def _best_s(fn, repeat: int) -> tuple[float, object]:
     return best, out
 
 
+def _alternating(ways: dict, repeat: int) -> tuple[dict, dict]:
+    """Each of ``ways`` (name -> a call giving rollup rows) run once per round, ``repeat`` rounds, in turn (so a
+    burst of load on the host hits all alike): the best seconds of each, and the rows of its last run."""
+    best = {way: float("inf") for way in ways}
+    rows: dict = {}
+    for _ in range(repeat):
+        for way, fn in ways.items():
+            s, rows[way] = _best_s(fn, 1)
+            best[way] = min(best[way], s)
+    return best, rows
+
+
 def measure(path: Path, start: datetime, minutes: int, repeat: int) -> dict:
     """Time each path on the slice [start, start + minutes), old and new alternating; rows/s per table."""
 
@@ -151,13 +163,14 @@ def measure(path: Path, start: datetime, minutes: int, repeat: int) -> dict:
         rng = f"ts >= TIMESTAMP '{start.isoformat(sep=' ')}' AND ts < TIMESTAMP '{end.isoformat(sep=' ')}'"
         links = cur.execute(f"SELECT sum(len(link)) FROM nvlink_gpu_samples WHERE {rng}").fetchone()[0]
         gpus = cur.execute(f"SELECT count(*) FROM gpu_samples WHERE {rng}").fetchone()[0]
-        old_s = new_s = float("inf")
-        old = new = None
-        for _ in range(repeat):  # alternate, so a burst of load on the host hits both paths alike
-            s, old = _best_s(lambda: view_minute_rows(cur, view, start, end, 60, target, wide), 1)
-            old_s = min(old_s, s)
-            s, new = _best_s(lambda: wide_minute_rows(cur, view, wide, start, end, 60, target), 1)
-            new_s = min(new_s, s)
+        best, rows = _alternating(
+            {
+                "view": lambda: view_minute_rows(cur, view, start, end, 60, target, wide),
+                "wide": lambda: wide_minute_rows(cur, view, wide, start, end, 60, target),
+            },
+            repeat,
+        )
+        old_s, new_s, old, new = best["view"], best["wide"], rows["view"], rows["wide"]
         step = Step(cat["gpu_samples"], "1m")
         gpu_s, _ = _best_s(lambda: step.compute(cur, start, end, cat[step.target]), repeat)
         lookback = _lookback_cut(cur, cat, start, end, repeat)
@@ -208,12 +221,7 @@ def _lookback_cut(cur, cat, start: datetime, end: datetime, repeat: int) -> dict
     }
     out = {}
     for name, (compute, sql, keys) in paths.items():
-        best = {True: float("inf"), False: float("inf")}
-        rows: dict[bool, object] = {}
-        for _ in range(repeat):
-            for cut in (False, True):
-                s, rows[cut] = _best_s(functools.partial(compute, cut), 1)
-                best[cut] = min(best[cut], s)
+        best, rows = _alternating({cut: functools.partial(compute, cut) for cut in (False, True)}, repeat)
         read = {cut: cur.execute(f"SELECT count(*) FROM ({sql(cut)})").fetchone()[0] for cut in (False, True)}
         out[name] = {
             "whole_s": round(best[False], 3),
@@ -235,15 +243,19 @@ def _wide_chunks(cur, cat, start: datetime, end: datetime, repeat: int) -> dict:
     ``WIDE_ROWS_PER_CHUNK`` (now), alternating: seconds each and whether the rollup rows are the same."""
     view, wide, target = cat.shape("nvlink_samples"), cat["nvlink_gpu_samples"], cat["nvlink_samples_1m"]
     now_rows = r.WIDE_ROWS_PER_CHUNK
-    sizes = {"before": WIDE_ROWS_PER_CHUNK_BEFORE, "now": now_rows}
-    best = {way: float("inf") for way in sizes}
-    rows: dict[str, object] = {}
+
+    def in_chunks_of(size: int):
+        r.WIDE_ROWS_PER_CHUNK = size
+        return wide_minute_rows(cur, view, wide, start, end, 60, target)
+
     try:
-        for _ in range(repeat):
-            for way, size in sizes.items():
-                r.WIDE_ROWS_PER_CHUNK = size
-                s, rows[way] = _best_s(lambda: wide_minute_rows(cur, view, wide, start, end, 60, target), 1)
-                best[way] = min(best[way], s)
+        best, rows = _alternating(
+            {
+                "before": functools.partial(in_chunks_of, WIDE_ROWS_PER_CHUNK_BEFORE),
+                "now": functools.partial(in_chunks_of, now_rows),
+            },
+            repeat,
+        )
     finally:
         r.WIDE_ROWS_PER_CHUNK = now_rows
     return {

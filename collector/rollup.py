@@ -405,8 +405,8 @@ def view_minute_rows(
 #: Raw rows computed at a time (whole entities, at least one): 50k rows of a 45-counter table are ~20 MB.
 ROWS_PER_CHUNK = 50_000
 #: Wide rows: 5,000 rows of an 18-link table are ~180k per-link samples with the look-back (~40 MB of numpy
-#: arrays). A minute of 2,000 nodes' NVLink took 6.1-6.4 s of CPU in chunks of 5,000 against 7.5-8.2 s in
-#: chunks of 20,000 (same store, alternating; ``c4 bench rollup`` prints both).
+#: arrays). A minute of 2,000 nodes' NVLink took 5.6-6.5 s of CPU in chunks of 5,000 against 6.7-8.2 s in
+#: chunks of 20,000 (two load runs' stores, alternating on each; ``c4 bench rollup`` prints both).
 WIDE_ROWS_PER_CHUNK = 5_000
 
 
