@@ -49,6 +49,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--workdir", help="keep the store here (default: a temporary directory)")
     parser.add_argument(
+        "--store",
+        help="instead of building a store, time only NVLink's wide path flattened vs as matrices on the fullest "
+        "minute of this existing store, opened read-only (e.g. the c4.duckdb a `c4 bench load --workdir` run kept)",
+    )
+    parser.add_argument(
         "--alternatives",
         action="store_true",
         help="also time DuckDB doing parts of the wide path: UNNEST for the flatten, GROUP BY for the statistics",
@@ -67,6 +72,8 @@ def run(args: argparse.Namespace) -> int:
         )
         return 2
 
+    if args.store:
+        return _run_on_store(args)
     with tempfile.TemporaryDirectory(prefix="c4-bench-rollup-") as tmp:
         workdir = Path(args.workdir or tmp)
         workdir.mkdir(parents=True, exist_ok=True)
@@ -128,6 +135,7 @@ def run(args: argparse.Namespace) -> int:
         f"NVLink wide rows in chunks of {ch['rows_before']:,} (before) {ch['before_s']:.3f} s, of "
         f"{ch['rows_now']:,} (now) {ch['now_s']:.3f} s: x{ch['speedup']} (same rows: {ch['same_rows']})"
     )
+    _print_matrices(tables["nvlink_matrices"])
     if other:
         print(
             f"flatten {other['per_link_samples']:,} per-link samples: numpy (with the fill) "
@@ -138,4 +146,36 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result))
     same = all(lb["same_rows"] for lb in tables["lookback_cut"].values()) and ch["same_rows"]
+    same = same and tables["nvlink_matrices"]["same_rows"]
     return 0 if nv["same_rows"] and fp["same_rollup_rows"] and same else 1
+
+
+def _print_matrices(m: dict) -> None:
+    print(
+        f"NVLink wide rows flattened to per-link samples (before) {m['flattened_s']:.3f} s, as rows x links "
+        f"matrices (now) {m['matrices_s']:.3f} s: x{m['speedup']} (same rows: {m['same_rows']})"
+    )
+
+
+def _run_on_store(args: argparse.Namespace) -> int:
+    """``--store``: the flattened vs matrices timing on an existing store's fullest NVLink minute."""
+    from c4.bench.rollup_store import measure_store
+
+    path = Path(args.store)
+    if not path.is_file():
+        print(f"c4 bench rollup: --store {path}: no such file", file=sys.stderr)
+        return 2
+    try:
+        result = measure_store(path, args.repeat)
+    except Exception as exc:  # not a DuckDB file, no NVLink table, locked by a running collector
+        print(f"c4 bench rollup: --store {path}: {exc}", file=sys.stderr)
+        return 2
+    result["load_avg_1m"] = round(os.getloadavg()[0], 2)
+    print(
+        f"NVLink rollup of {path}, minute {result['minute']}: {result['gpus']:,} GPUs, "
+        f"{result['raw_rows']:,} per-link samples (load {result['load_avg_1m']})"
+    )
+    _print_matrices(result)
+    if args.json:
+        print(json.dumps({"store": str(path), **result}))
+    return 0 if result["same_rows"] else 1

@@ -175,6 +175,7 @@ def measure(path: Path, start: datetime, minutes: int, repeat: int) -> dict:
         gpu_s, _ = _best_s(lambda: step.compute(cur, start, end, cat[step.target]), repeat)
         lookback = _lookback_cut(cur, cat, start, end, repeat)
         chunks = _wide_chunks(cur, cat, start, end, repeat)
+        matrices = wide_matrices(cur, cat, start, end, repeat)
         cur.close()
     finally:
         store.close()
@@ -192,6 +193,7 @@ def measure(path: Path, start: datetime, minutes: int, repeat: int) -> dict:
     }
     out["lookback_cut"] = lookback
     out["nvlink_chunks"] = chunks
+    out["nvlink_matrices"] = matrices
     out["gpu_samples"] = {
         "raw_rows": int(gpus),
         "seconds": round(gpu_s, 3),
@@ -266,6 +268,73 @@ def _wide_chunks(cur, cat, start: datetime, end: datetime, repeat: int) -> dict:
         "speedup": round(best["before"] / best["now"], 2),
         "same_rows": same_rows(rows["before"], rows["now"], list(rollup_keys(view))),
     }
+
+
+def wide_matrices(cur, cat, start: datetime, end: datetime, repeat: int) -> dict:
+    """NVLink's wide path with every chunk flattened to per-link samples (``c4.collector.rollup_wide``, before)
+    and computed on rows x links matrices where the layout allows (``c4.collector.rollup_matrix``, now),
+    alternating: seconds each and whether the rollup rows are the same."""
+    view, wide, target = cat.shape("nvlink_samples"), cat["nvlink_gpu_samples"], cat["nvlink_samples_1m"]
+    was = r.MATRIX_PATH
+
+    def with_matrices(on: bool):
+        r.MATRIX_PATH = on
+        return wide_minute_rows(cur, view, wide, start, end, 60, target)
+
+    try:
+        best, rows = _alternating(
+            {
+                "flattened": functools.partial(with_matrices, False),
+                "matrices": functools.partial(with_matrices, True),
+            },
+            repeat,
+        )
+    finally:
+        r.MATRIX_PATH = was
+    return {
+        "flattened_s": round(best["flattened"], 3),
+        "matrices_s": round(best["matrices"], 3),
+        "speedup": round(best["flattened"] / best["matrices"], 2),
+        "rollup_rows": rows["matrices"].num_rows,
+        "same_rows": same_rows(rows["flattened"], rows["matrices"], list(rollup_keys(view))),
+    }
+
+
+def fullest_minute(cur) -> datetime | None:
+    """The minute with the most NVLink wide rows in a store (a load run's: its whole minutes), None if none."""
+    row = cur.execute(
+        "SELECT time_bucket(INTERVAL '1 minute', ts) AS m FROM nvlink_gpu_samples GROUP BY m "
+        "ORDER BY count(*) DESC, m LIMIT 1"
+    ).fetchone()
+    return row[0] if row else None
+
+
+def measure_store(path: Path, repeat: int) -> dict:
+    """On an existing store (opened read-only, e.g. one ``c4 bench load --workdir`` kept), NVLink's fullest
+    minute computed flattened and as matrices (``wide_matrices``), with its GPUs and links."""
+    import duckdb
+
+    cat = load()
+    from c4.collector.store import default_store_threads
+
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        con.execute(f"SET threads = {default_store_threads()}")  # as many as the collector's store uses here
+        cur = con.cursor()
+        start = fullest_minute(cur)
+        if start is None:
+            raise ValueError(f"{path}: no nvlink_gpu_samples rows to roll up")
+        end = start + timedelta(minutes=1)
+        rng = f"ts >= TIMESTAMP '{start.isoformat(sep=' ')}' AND ts < TIMESTAMP '{end.isoformat(sep=' ')}'"
+        gpus, links = cur.execute(
+            f"SELECT count(DISTINCT (node, gpu_index)), sum(len(link)) FROM nvlink_gpu_samples WHERE {rng}"
+        ).fetchone()
+        out = {"minute": start.isoformat(), "gpus": int(gpus), "raw_rows": int(links or 0)}
+        out |= wide_matrices(cur, cat, start, end, repeat)
+        cur.close()
+    finally:
+        con.close()
+    return out
 
 
 def alternatives(path: Path, start: datetime, repeat: int) -> dict:

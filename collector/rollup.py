@@ -48,6 +48,7 @@ from c4.catalogue.rollup import RESOLUTIONS_S, STATS, rolled_gauges, rollup_keys
 from c4.collector.rollup_lookback import quote_name as _q
 from c4.collector.rollup_lookback import scalar_lookback_sql, wide_lookback_sql
 from c4.collector.rollup_lookback import timestamp_sql as _lit
+from c4.collector.rollup_matrix import counter_delta, matrix_minute_rows
 from c4.collector.rollup_wide import element_samples
 from c4.collector.thread_priority import lower_thread_priority
 
@@ -125,22 +126,6 @@ def raw_sql(
     )
 
 
-def _counter_delta(cur: np.ndarray, prev: np.ndarray, wrap_bits: int) -> np.ndarray:
-    """Increase from ``prev`` to ``cur`` as the ``_rate`` view counts it: a decrease is a wrap (declared
-    width, previous value in the top quarter) or a reset (the new value counts since)."""
-    if cur.dtype.kind == "f":
-        return np.where(cur >= prev, cur - prev, cur)
-    cur, prev = cur.astype(np.uint64, copy=False), prev.astype(np.uint64, copy=False)
-    if not (cur < prev).any():  # no wrap, no reset (the common case): the plain difference
-        return (cur - prev).astype(np.float64)
-    down = cur
-    if wrap_bits:
-        mod = 2**wrap_bits
-        wrapped = (cur - prev + np.uint64(mod % 2**64)) if wrap_bits < 64 else cur - prev  # modulo 2^64
-        down = np.where(prev >= np.uint64(mod * 3 // 4), wrapped, cur)
-    return np.where(cur >= prev, cur - prev, down).astype(np.float64)
-
-
 def entity_starts(rows: pa.Table, keys: tuple[str, ...]) -> np.ndarray:
     """True where a row's entity (its key values) differs from the row before's."""
     n = rows.num_rows
@@ -216,7 +201,7 @@ def counter_rates(
         if steady:  # no reading differs from another: every increase is 0
             inc = np.where(ok, 0.0, np.nan)
         else:
-            inc = np.where(ok, _counter_delta(values[at], values[before], wrap_bits), np.nan)
+            inc = np.where(ok, counter_delta(values[at], values[before], wrap_bits), np.nan)
         rate = inc / dt
     if cache is not None and steady:
         cache["zero"] = (inc, dt, rate)
@@ -368,6 +353,13 @@ def bucket_table(
             cols[f"{name}_rate_{stat}"] = arr
         cols[f"{name}_increase"] = increase
         cols[f"{name}_span_s"] = span_s
+    return table_of(cols, target)
+
+
+def table_of(cols: dict[str, object] | None, target: TableSpec) -> pa.Table:
+    """The rollup table of computed columns (numpy float arrays: NaN = NULL); None: no rows."""
+    if cols is None:
+        return target.arrow_schema.empty_table()
     arrays = []
     for f in target.arrow_schema:
         v = cols[f.name]
@@ -408,6 +400,9 @@ ROWS_PER_CHUNK = 50_000
 #: arrays). A minute of 2,000 nodes' NVLink took 5.6-6.5 s of CPU in chunks of 5,000 against 6.7-8.2 s in
 #: chunks of 20,000 (two load runs' stores, alternating on each; ``c4 bench rollup`` prints both).
 WIDE_ROWS_PER_CHUNK = 5_000
+#: Wide rows whose layout allows it are computed as matrices (rows x elements; ``c4.collector.rollup_matrix``)
+#: rather than flattened to per-element samples (``c4.collector.rollup_wide``); False: always flattened.
+MATRIX_PATH = True
 
 
 def entity_chunks(reader, keys: tuple[str, ...], rows_per_chunk: int):
@@ -521,6 +516,13 @@ def _wide_chunk(
 ) -> pa.Table | None:
     """``wide_minute_rows`` of whole entities' wide rows."""
     lookback = start - timedelta(seconds=RATE_LOOKBACK_S)
+    if MATRIX_PATH:
+        gauges = [g.name for g in rolled_gauges(spec)]
+        to_table = functools.partial(table_of, target=target)
+        args = (gauges, epoch_us(lookback), epoch_us(start), width_s, target, to_table)
+        part = matrix_minute_rows(wide, new_entity, spec, stored, *args)
+        if part is not None:
+            return part
     samples = element_samples(wide, stored, new_entity, epoch_us(lookback), wide_columns(spec))
     if samples is None:
         return None

@@ -6,9 +6,10 @@ import subprocess
 from testkit.procs import C4, run_bench_json
 
 
-def test_bench_rollup_reports_both_paths_and_the_alternatives():
+def test_bench_rollup_reports_both_paths_and_the_alternatives(tmp_path):
     out, result = run_bench_json(
-        ["rollup", "--nodes", "2", "--minutes", "1", "--repeat", "1", "--alternatives", "--json"],
+        ["rollup", "--nodes", "2", "--minutes", "1", "--repeat", "1", "--alternatives", "--json"]
+        + ["--workdir", str(tmp_path)],
         timeout_s=240,
     )
     nv = result["tables"]["nvlink_samples"]
@@ -39,8 +40,31 @@ def test_bench_rollup_reports_both_paths_and_the_alternatives():
     chunks = result["tables"]["nvlink_chunks"]  # the wide path in chunks of 20,000 rows and of 5,000
     assert chunks["same_rows"] is True and chunks["rows_before"] > chunks["rows_now"]
     assert "NVLink wide rows in chunks of 20,000 (before)" in out
+    matrices = result["tables"]["nvlink_matrices"]  # flattened to per-link samples vs rows x links matrices
+    assert matrices["same_rows"] is True and matrices["rollup_rows"] == 2 * 8 * 18  # a row per link
+    assert "as rows x links matrices (now)" in out
+    # the same timing on the store kept, as on a load run's: its fullest minute, read-only
+    out, kept = run_bench_json(
+        ["rollup", "--store", str(tmp_path / "c4.duckdb"), "--repeat", "1", "--json"], timeout_s=120
+    )
+    assert kept["same_rows"] is True and kept["gpus"] == 2 * 8 and kept["rollup_rows"] == 2 * 8 * 18
+    assert kept["raw_rows"] == nv["raw_rows"] and "flattened to per-link samples (before)" in out
 
 
-def test_bench_rollup_refuses_bad_arguments():
+def test_bench_rollup_refuses_bad_arguments(tmp_path):
     out = subprocess.run(C4 + ["bench", "rollup", "--nodes", "0"], capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and "--nodes" in out.stderr
+    out = subprocess.run(
+        C4 + ["bench", "rollup", "--store", "/nonexistent/c4.duckdb"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 2 and "/nonexistent/c4.duckdb: no such file" in out.stderr
+
+    garbage = tmp_path / "not-a-store.duckdb"
+    garbage.write_bytes(b"this is no DuckDB file\n" * 100)
+    out = subprocess.run(
+        C4 + ["bench", "rollup", "--store", str(garbage)], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 2 and "not-a-store.duckdb" in out.stderr and "Traceback" not in out.stderr

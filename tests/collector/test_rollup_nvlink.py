@@ -336,3 +336,53 @@ def test_the_collectors_rollup_retention_covers_the_nvlink_rollups(sparse):
     assert deleted.get(f"{VIEW}_1m") == before["1m"] and f"{VIEW}_1h" not in deleted
     assert cur.execute(f"SELECT count(*) FROM {VIEW}_1h").fetchone()[0] == before["1h"]
     cur.close()
+
+
+@pytest.mark.parametrize("chunk_rows", [5, 250, 5_000])
+def test_the_link_matrices_give_the_flattened_samples_rows(store, monkeypatch, chunk_rows):
+    """Computed on rows x links matrices (``rollup_matrix``), with no chunk flattened to per-link samples, the wide
+    path's rows are those the flattened samples give: A100 (12 links) beside H100/B200 (18) in one chunk, the
+    H100's NVML error (NULL elements for ten ticks) and its reset, bursts on error counters sent on change."""
+    a, b = T0 + timedelta(minutes=1), T0 + timedelta(minutes=3)
+    monkeypatch.setattr(rollup, "WIDE_ROWS_PER_CHUNK", chunk_rows)
+    monkeypatch.setattr(rollup, "MATRIX_PATH", False)
+    _, flattened = _both_paths(store, a, b)
+    monkeypatch.setattr(rollup, "MATRIX_PATH", True)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a chunk was flattened")
+
+    monkeypatch.setattr(rollup, "element_samples", refuse)
+    _, got = _both_paths(store, a, b)
+    assert got is not None and flattened is not None
+    _same_table(flattened, got)
+
+
+def test_an_on_change_list_shorter_than_the_links_gives_the_views_nulls(tmp_path, monkeypatch):
+    """An error counter list sent with fewer elements than the GPU has links: the view keys the missing links'
+    elements NULL, and so do the matrices (no chunk flattened), whether the short list is sent or carried."""
+    cat = load()
+    store = Store(tmp_path / "c4.duckdb", cat)
+    try:
+        for s in range(0, 200):
+            replay = None
+            if s % 20 == 0:
+                replay = [s // 40, 7] if s % 40 == 0 else [s // 40, 7, s // 20]  # two or three of three
+            table = _wide_row(cat, s, [0, 1, 2], tx_data_bytes=[500 * s, 0, 9 * s], replay_errors=replay)
+            (result,) = store.commit([PendingBatch("", 0, cat[WIDE], table)])
+            assert not result.error
+        a, b = T0 + timedelta(minutes=1), T0 + timedelta(minutes=3)
+        want, _ = _both_paths(store, a, b)
+
+        def refuse(*args, **kwargs):
+            raise AssertionError("a chunk was flattened")
+
+        monkeypatch.setattr(rollup, "element_samples", refuse)
+        _, got = _both_paths(store, a, b)
+        assert got is not None
+        _same_table(want, got)
+        link2 = [r for r in got.to_pylist() if r["link"] == 2]
+        assert any(r["replay_errors_rate_n"] < r["samples"] for r in link2)  # the short lists' NULL elements
+        assert any(r["replay_errors_increase"] for r in link2)  # and the long lists' moves
+    finally:
+        store.close()
