@@ -131,6 +131,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "another checkout's .venv/bin/c4), side by side: the before of a before/after",
     )
     parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="with --baseline-c4: run the pair this many times, alternating which runs first (this code "
+        "first in odd rounds, the baseline first in even ones), and report each setup's ack p99 per round "
+        "and their median: one pair cannot tell the code from the order, as the second setup of a pair "
+        "has run slower (default 1)",
+    )
+    parser.add_argument(
         "--compare-fixed-flush",
         action="store_true",
         help="then the same agent counts with the flush fixed as before the flush advice (the collector "
@@ -720,6 +729,9 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    if args.rounds < 1 or args.rounds > 1 and not args.baseline_c4:
+        print("c4 bench load: --rounds must be >= 1, and above 1 only with --baseline-c4", file=sys.stderr)
+        return 2
     if args.baseline_c4 and not os.access(args.baseline_c4, os.X_OK):
         print(f"c4 bench load: --baseline-c4 {args.baseline_c4!r} is not an executable file", file=sys.stderr)
         return 2
@@ -787,7 +799,11 @@ def run(args: argparse.Namespace) -> int:
         if args.baseline_c4:
             # (a c4 from before the flush advice would refuse agent_flush_max_s in its config)
             base_cfg = collector_toml("collector-baseline.toml", 0, flush_max_s=None)
-            setups += [("1 collector (baseline c4)", n, 0, base_cfg, args.baseline_c4) for n in counts]
+            baseline = [("1 collector (baseline c4)", n, 0, base_cfg, args.baseline_c4) for n in counts]
+            this = [setup for setup in setups if setup[0] == "1 collector"]
+            setups += baseline
+            for round_ in range(2, args.rounds + 1):  # later rounds alternate which runs first
+                setups += baseline + this if round_ % 2 == 0 else this + baseline
         if args.ingest_processes:
             setups.append(
                 (
@@ -804,10 +820,13 @@ def run(args: argparse.Namespace) -> int:
                 (f"{args.shards} lake shards", args.agents, args.shards, cfg, None),
             ]
         results = []
+        runs: Counter = Counter()
         for label, n, shards, setup_cfg, command, *run_args in setups:
+            runs[(label, n)] += 1
             print(f"c4 bench load: {label}: {n} agents ...", file=sys.stderr, flush=True)
             r = phase(run_args[0] if run_args else args, work, setup_cfg, label, shards, agents[:n], command)
             r["offered_rows_per_s"] = round(n * rows_per_node_tick / args.interval_s)
+            r["round"] = runs[(label, n)]
             results.append(r)
     finally:
         if not args.workdir:  # gigabytes of stores: a temporary one goes, whatever happened
@@ -836,10 +855,11 @@ def run(args: argparse.Namespace) -> int:
         else round(lakeN["rows_per_s"] / max(1, one["rows_per_s"]), 3),
         "setups": results,
         "target_met": target_met(one),
+        "rounds": baseline_rounds(results, args.agents) if args.baseline_c4 else None,
     }
     table = [
         {
-            "setup": r["setup"],
+            "setup": r["setup"] + (f", round {r['round']}" if args.rounds > 1 else ""),
             "agents": r["agents"],
             "offered rows/s": r["offered_rows_per_s"],
             "made rows/s": r["made_rows_per_s"],
@@ -876,6 +896,24 @@ def run(args: argparse.Namespace) -> int:
         args.json,
     )
     return 0
+
+
+def baseline_rounds(results: list[dict], agents: int) -> dict:
+    """Per setup of a ``--baseline-c4`` comparison at ``agents``: ack p99, collector CPU and writer busy share
+    of each round (in run order) and their medians, and in which rounds this code ran first."""
+    import statistics
+
+    out: dict = {}
+    for key, label in (("this", "1 collector"), ("baseline", "1 collector (baseline c4)")):
+        mine = [r for r in results if r["setup"] == label and r["agents"] == agents]
+        for figure in ("ack_p99_s", "collector_cpu_cores", "writer_busy_share"):
+            values = [r.get(figure) for r in mine]
+            out[f"{key}_{figure}"] = values
+            known = [v for v in values if v is not None]
+            out[f"{key}_{figure}_median"] = round(statistics.median(known), 3) if known else None
+    rounds = max((r["round"] for r in results), default=1)
+    out["this_first_in_rounds"] = [n for n in range(1, rounds + 1) if n % 2 == 1]
+    return out
 
 
 #: The figures of one setup that the summary repeats (for --agents, and for --compare-agents).
@@ -995,14 +1033,16 @@ def phase(args, work, cfg, label: str, shards: int, per_agent: list, command: st
     """One setup: a collector with its DuckDB file (shards 0), or `shards` collectors writing one fresh
     DuckLake; ``command`` runs the collector with another c4 executable."""
     import asyncio
+    import os
     import shutil
     import sys
 
     from c4.query import query_arrow
 
-    for old in work.glob(f"{cfg.stem}*"):  # a fresh store per setup (a compared agent count ran before)
+    for old in work.glob("collector*"):  # a fresh store per setup, no earlier setup's left beside it
         if old.is_dir():
             shutil.rmtree(old, ignore_errors=True)
+    os.sync()  # an earlier setup's writes land before this one starts, not during it
     collectors, pg = start_collectors(args, work, cfg, shards, command)
     try:
         watches = [ProcWatch(c.proc.pid) for c in collectors]

@@ -82,20 +82,32 @@ def test_bench_load_refuses_more_pinned_cpus_than_the_machine_has():
 
 
 def test_bench_load_baseline_c4_runs_beside_this_collector(tmp_path):
-    """--baseline-c4 runs the same agents against another c4 executable's collector, in the same run."""
+    """--baseline-c4 runs the same agents against another c4 executable's collector, in the same run; with
+    --rounds 2 the pair runs again in the other order, and each setup's figures are given per round."""
     out, result = run_bench_json(
         ["load", "--agents", "3", "--compare-agents", "0", "--duration-s", "2", "--ramp-s", "0.5"]
-        + ["--json", "--baseline-c4", str(_c4_script(tmp_path))],
-        timeout_s=180,
+        + ["--json", "--baseline-c4", str(_c4_script(tmp_path)), "--rounds", "2"],
+        timeout_s=300,
     )
     assert result["compare"] is None
-    assert [(r["setup"], r["agents"]) for r in result["setups"]] == [
-        ("1 collector", 3),
-        ("1 collector (baseline c4)", 3),
+    assert [(r["setup"], r["agents"], r["round"]) for r in result["setups"]] == [
+        ("1 collector", 3, 1),
+        ("1 collector (baseline c4)", 3, 1),
+        ("1 collector (baseline c4)", 3, 2),
+        ("1 collector", 3, 2),
     ]
     for r in result["setups"]:
         assert r["batches_made"] == r["batches_acked"] > 0 and r["lost"] == r["duplicated"] == 0, r
         assert r["made_rows_per_s"] > 0 and r["offered_rows_per_s"] > 0
+    rounds = result["rounds"]
+    by_run = {(r["setup"], r["round"]): r for r in result["setups"]}
+    assert rounds["this_ack_p99_s"] == [by_run[("1 collector", n)]["ack_p99_s"] for n in (1, 2)]
+    assert rounds["baseline_ack_p99_s"] == [
+        by_run[("1 collector (baseline c4)", n)]["ack_p99_s"] for n in (1, 2)
+    ]
+    assert min(rounds["this_ack_p99_s"]) <= rounds["this_ack_p99_s_median"] <= max(rounds["this_ack_p99_s"])
+    assert rounds["this_first_in_rounds"] == [1]
+    assert "1 collector (baseline c4), round 2" in out
 
 
 def _c4_script(tmp_path):
@@ -114,6 +126,11 @@ def test_bench_load_refuses_a_baseline_that_is_not_executable(tmp_path):
         timeout=60,
     )
     assert out.returncode == 2 and "is not an executable file" in out.stderr
+    for rounds in (["--rounds", "0"], ["--rounds", "2"]):  # none, or rounds with nothing to alternate with
+        out = subprocess.run(
+            C4 + ["bench", "load", "--agents", "2", *rounds], capture_output=True, text=True, timeout=60
+        )
+        assert out.returncode == 2 and "--rounds" in out.stderr
 
 
 def test_bench_load_ticks_per_batch_sends_the_same_rows_in_fewer_batches():
