@@ -10,6 +10,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -22,7 +23,7 @@ from c4.catalogue.rollup import rolled_gauges, rollup_keys
 from c4.collector import rollup as r
 from c4.collector.rollup import Step, floor_to, view_minute_rows, wide_minute_rows
 from c4.collector.rollup_wide import element_samples
-from c4.collector.store import PendingBatch, Store
+from c4.collector.store import PendingBatch, Store, default_store_threads
 from c4.sim.fake_nvml import FakeNvml, eight_gpu_scenario
 
 GPUS = 8
@@ -312,11 +313,7 @@ def fullest_minute(cur) -> datetime | None:
 def measure_store(path: Path, repeat: int) -> dict:
     """On an existing store (opened read-only, e.g. one ``c4 bench load --workdir`` kept), NVLink's fullest
     minute computed flattened and as matrices (``wide_matrices``), with its GPUs and links."""
-    import duckdb
-
     cat = load()
-    from c4.collector.store import default_store_threads
-
     con = duckdb.connect(str(path), read_only=True)
     try:
         con.execute(f"SET threads = {default_store_threads()}")  # as many as the collector's store uses here
