@@ -386,3 +386,62 @@ def test_an_on_change_list_shorter_than_the_links_gives_the_views_nulls(tmp_path
         assert any(r["replay_errors_increase"] for r in link2)  # and the long lists' moves
     finally:
         store.close()
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_random_wide_rows_give_the_views_numbers_on_the_matrices(tmp_path, monkeypatch, seed):
+    """Hostile wide rows, drawn at random: GPUs of 2 and 3 links side by side, ticks missing, rows arriving late
+    (committed ticks after their time), whole lists and single elements NULL, counters that reset, an on-change
+    error counter sent now and then, sometimes one element short. Computed on the matrices (the flatten
+    refused), every slice gives the view's numbers. (Two rows of one GPU at the same time are left out: which
+    comes first is undefined, in the view's window as in the rollup's sort.)"""
+    import random
+
+    rnd = random.Random(seed)
+    cat = load()
+    store = Store(tmp_path / "c4.duckdb", cat)
+    try:
+        gpus = [(f"n{i // 2}", i % 2, 2 + (i % 3 == 0)) for i in range(6)]  # (node, gpu index, links)
+        tx = {g: [rnd.randrange(10**6) for _ in range(g[2])] for g in gpus}
+        replay = {g: [0] * g[2] for g in gpus}
+        late: list = []
+        for s in range(0, 200):
+            tables, late = [t for due, t in late if due <= s], [(due, t) for due, t in late if due > s]
+            for g in gpus:
+                node, index, width = g
+                if rnd.random() < 0.1:  # a tick missing
+                    continue
+                tx[g] = [0 if rnd.random() < 0.02 else v + rnd.randrange(5000) for v in tx[g]]  # resets
+                sent = None if rnd.random() < 0.03 else [None if rnd.random() < 0.05 else v for v in tx[g]]
+                if rnd.random() < 0.1:
+                    replay[g] = [v + rnd.randrange(3) for v in replay[g]]
+                errors = None
+                if s % 30 == 0 or rnd.random() < 0.15:
+                    errors = list(replay[g][: width - 1] if rnd.random() < 0.1 else replay[g])
+                rate = [None if rnd.random() < 0.05 else rnd.random() * 1e9 for _ in range(width)]
+                row = {"gpu_index": index, "gpu_uuid": f"GPU-{node}-{index}", "link": list(range(width))}
+                row |= {"tx_data_bytes": sent, "replay_errors": errors, "tx_data_bytes_per_s": rate}
+                defaults = {"ts": T0 + timedelta(seconds=s, milliseconds=250), "node": node, "job": "j"}
+                table = rows_to_table(cat, WIDE, [row], defaults)
+                if rnd.random() < 0.03:  # arrives a few ticks late, after newer rows of its GPU
+                    late.append((s + rnd.randrange(1, 5), table))
+                else:
+                    tables.append(table)
+            rnd.shuffle(tables)
+            for table in tables:
+                (result,) = store.commit([PendingBatch("", 0, cat[WIDE], table)])
+                assert not result.error
+
+        def refuse(*args, **kwargs):
+            raise AssertionError("a chunk was flattened")
+
+        monkeypatch.setattr(rollup, "element_samples", refuse)
+        minute = [T0 + timedelta(minutes=m) for m in range(4)]
+        for a, b in [(minute[1], minute[2]), (minute[2], minute[3]), (minute[0], minute[3])]:
+            for chunk_rows in (7, 5_000):
+                monkeypatch.setattr(rollup, "WIDE_ROWS_PER_CHUNK", chunk_rows)
+                want, got = _both_paths(store, a, b)
+                assert got is not None
+                _same_table(want, got)
+    finally:
+        store.close()
