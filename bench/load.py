@@ -857,6 +857,9 @@ def run(args: argparse.Namespace) -> int:
         "target_met": target_met(one),
         "rounds": baseline_rounds(results, args.agents) if args.baseline_c4 else None,
     }
+    if summary["rounds"]:  # printed beside the other figures (the per-round lists are in the JSON)
+        for key in ("this_ack_p99_s_median", "baseline_ack_p99_s_median"):
+            summary[f"rounds_{key}"] = summary["rounds"][key]
     table = [
         {
             "setup": r["setup"] + (f", round {r['round']}" if args.rounds > 1 else ""),

@@ -108,6 +108,7 @@ def test_bench_load_baseline_c4_runs_beside_this_collector(tmp_path):
     assert min(rounds["this_ack_p99_s"]) <= rounds["this_ack_p99_s_median"] <= max(rounds["this_ack_p99_s"])
     assert rounds["this_first_in_rounds"] == [1]
     assert "1 collector (baseline c4), round 2" in out
+    assert f"rounds_this_ack_p99_s_median: {rounds['this_ack_p99_s_median']:.4g}" in out
 
 
 def _c4_script(tmp_path):
