@@ -241,33 +241,35 @@ def _lookback_cut(cur, cat, start: datetime, end: datetime, repeat: int) -> dict
 WIDE_ROWS_PER_CHUNK_BEFORE = 20_000
 
 
-def _wide_chunks(cur, cat, start: datetime, end: datetime, repeat: int) -> dict:
-    """NVLink's wide path computed in chunks of ``WIDE_ROWS_PER_CHUNK_BEFORE`` rows and of
-    ``WIDE_ROWS_PER_CHUNK`` (now), alternating: seconds each and whether the rollup rows are the same."""
+def _wide_with(cur, cat, start: datetime, end: datetime, repeat: int, setting: str, values: dict) -> tuple:
+    """NVLink's wide path with the rollup module's ``setting`` at each of ``values`` (way -> value), in turn
+    (``_alternating``): the best seconds and the rows of each way; the setting is restored after."""
     view, wide, target = cat.shape("nvlink_samples"), cat["nvlink_gpu_samples"], cat["nvlink_samples_1m"]
-    now_rows = r.WIDE_ROWS_PER_CHUNK
+    was = getattr(r, setting)
 
-    def in_chunks_of(size: int):
-        r.WIDE_ROWS_PER_CHUNK = size
+    def with_value(value):
+        setattr(r, setting, value)
         return wide_minute_rows(cur, view, wide, start, end, 60, target)
 
     try:
-        best, rows = _alternating(
-            {
-                "before": functools.partial(in_chunks_of, WIDE_ROWS_PER_CHUNK_BEFORE),
-                "now": functools.partial(in_chunks_of, now_rows),
-            },
-            repeat,
-        )
+        return _alternating({way: functools.partial(with_value, v) for way, v in values.items()}, repeat)
     finally:
-        r.WIDE_ROWS_PER_CHUNK = now_rows
+        setattr(r, setting, was)
+
+
+def _wide_chunks(cur, cat, start: datetime, end: datetime, repeat: int) -> dict:
+    """NVLink's wide path computed in chunks of ``WIDE_ROWS_PER_CHUNK_BEFORE`` rows and of
+    ``WIDE_ROWS_PER_CHUNK`` (now), alternating: seconds each and whether the rollup rows are the same."""
+    now_rows = r.WIDE_ROWS_PER_CHUNK
+    sizes = {"before": WIDE_ROWS_PER_CHUNK_BEFORE, "now": now_rows}
+    best, rows = _wide_with(cur, cat, start, end, repeat, "WIDE_ROWS_PER_CHUNK", sizes)
     return {
         "rows_before": WIDE_ROWS_PER_CHUNK_BEFORE,
         "rows_now": now_rows,
         "before_s": round(best["before"], 3),
         "now_s": round(best["now"], 3),
         "speedup": round(best["before"] / best["now"], 2),
-        "same_rows": same_rows(rows["before"], rows["now"], list(rollup_keys(view))),
+        "same_rows": same_rows(rows["before"], rows["now"], list(rollup_keys(cat.shape("nvlink_samples")))),
     }
 
 
@@ -275,29 +277,16 @@ def wide_matrices(cur, cat, start: datetime, end: datetime, repeat: int) -> dict
     """NVLink's wide path with every chunk flattened to per-link samples (``c4.collector.rollup_wide``, before)
     and computed on rows x links matrices where the layout allows (``c4.collector.rollup_matrix``, now),
     alternating: seconds each and whether the rollup rows are the same."""
-    view, wide, target = cat.shape("nvlink_samples"), cat["nvlink_gpu_samples"], cat["nvlink_samples_1m"]
-    was = r.MATRIX_PATH
-
-    def with_matrices(on: bool):
-        r.MATRIX_PATH = on
-        return wide_minute_rows(cur, view, wide, start, end, 60, target)
-
-    try:
-        best, rows = _alternating(
-            {
-                "flattened": functools.partial(with_matrices, False),
-                "matrices": functools.partial(with_matrices, True),
-            },
-            repeat,
-        )
-    finally:
-        r.MATRIX_PATH = was
+    ways = {"flattened": False, "matrices": True}
+    best, rows = _wide_with(cur, cat, start, end, repeat, "MATRIX_PATH", ways)
     return {
         "flattened_s": round(best["flattened"], 3),
         "matrices_s": round(best["matrices"], 3),
         "speedup": round(best["flattened"] / best["matrices"], 2),
         "rollup_rows": rows["matrices"].num_rows,
-        "same_rows": same_rows(rows["flattened"], rows["matrices"], list(rollup_keys(view))),
+        "same_rows": same_rows(
+            rows["flattened"], rows["matrices"], list(rollup_keys(cat.shape("nvlink_samples")))
+        ),
     }
 
 

@@ -490,7 +490,8 @@ def wide_minute_rows(
     where the rows are not regular enough for that (the caller then reads the view).
 
     The wide rows stream from DuckDB in entity order and are computed a few whole entities at a time
-    (``WIDE_ROWS_PER_CHUNK``), so memory stays bounded whatever the slice's size."""
+    (``WIDE_ROWS_PER_CHUNK``), so memory stays bounded whatever the slice's size: as links x rows matrices
+    (``c4.collector.rollup_matrix``) where the chunk's layout allows, else flattened to per-element samples."""
     if rollup_keys(spec) != spec.keys:  # grouped by more than the element: the view's rows are needed
         return None
     reader = cur.execute(wide_sql(spec, stored, start, end, lookback_cut)).to_arrow_reader(

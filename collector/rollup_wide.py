@@ -16,6 +16,9 @@ rows are read once as Arrow and, without building a table per element:
 
 The result holds, per element sample, the wide row it came from, its key value and the values of the
 requested columns, in the order ``c4.collector.rollup.bucket_table`` needs.
+
+The collector first computes a chunk as matrices (``c4.collector.rollup_matrix``: no per-element samples
+built); this flatten is for the layouts those do not hold (an entity whose key list changes order).
 """
 
 from __future__ import annotations
