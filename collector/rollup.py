@@ -48,7 +48,7 @@ from c4.catalogue.rollup import RESOLUTIONS_S, STATS, rolled_gauges, rollup_keys
 from c4.collector.rollup_lookback import quote_name as _q
 from c4.collector.rollup_lookback import scalar_lookback_sql, wide_lookback_sql
 from c4.collector.rollup_lookback import timestamp_sql as _lit
-from c4.collector.rollup_matrix import counter_delta, matrix_minute_rows
+from c4.collector.rollup_matrix import counter_delta, matrix_minute_rows, matrix_stats, rate_summary
 from c4.collector.rollup_wide import element_samples
 from c4.collector.thread_priority import lower_thread_priority
 
@@ -243,24 +243,6 @@ def sample_rates(
     return out
 
 
-def _stats(v: np.ndarray, starts: np.ndarray, index: np.ndarray) -> dict[str, np.ndarray]:
-    """min, mean, max, last (NaN for none) and n of ``v`` (NaN = NULL) per group starting at ``starts``."""
-    valid = ~np.isnan(v)
-    n = np.add.reduceat(valid.astype(np.int64), starts)
-    total = np.add.reduceat(np.where(valid, v, 0.0), starts)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean = np.where(n > 0, total / np.maximum(n, 1), np.nan)
-    last_at = np.maximum.reduceat(np.where(valid, index, -1), starts)
-    last = np.where(last_at >= 0, v[np.maximum(last_at, 0)], np.nan)
-    return {
-        "min": np.fmin.reduceat(v, starts),
-        "mean": mean,
-        "max": np.fmax.reduceat(v, starts),
-        "last": last,
-        "n": n,
-    }
-
-
 def minute_rows(
     rows: pa.Table,
     spec: TableSpec,
@@ -320,7 +302,6 @@ def bucket_table(
     new[0] = True
     new[1:] |= bucket[1:] != bucket[:-1]
     starts = np.flatnonzero(new)
-    index = np.arange(n)
     cols: dict[str, object] = {
         "ts": pa.array(bucket[starts] * width_us, pa.int64()).cast(pa.timestamp("us")),
         "samples": np.diff(np.append(starts, n)),
@@ -330,7 +311,9 @@ def bucket_table(
     # id of a rates tuple several counters share (counter_rates; ``rates`` holds it) -> its columns
     summarised: dict[int, tuple] = {}
     for name, values in gauges.items():
-        stats = nothing if values is None else _stats(values, starts, index)
+        stats = (
+            nothing if values is None else {s: a[0] for s, a in matrix_stats(values[None, :], starts).items()}
+        )
         for stat, arr in stats.items():
             cols[f"{name}_{stat}"] = arr
     for name, rate_of in rates.items():
@@ -340,14 +323,7 @@ def bucket_table(
             cols[f"{name}_increase"] = cols[f"{name}_span_s"] = nothing["min"]
             continue
         if id(rate_of) not in summarised:  # counters whose readings never changed share one (counter_rates)
-            inc, dt, rate = rate_of
-            stats = _stats(rate, starts, index)
-            some = stats["n"] > 0
-            summarised[id(rate_of)] = (
-                stats,
-                np.where(some, np.add.reduceat(np.nan_to_num(inc), starts), np.nan),
-                np.where(some, np.add.reduceat(np.nan_to_num(dt), starts), np.nan),
-            )
+            summarised[id(rate_of)] = rate_summary(*rate_of, starts, (1, len(starts)))
         stats, increase, span_s = summarised[id(rate_of)]
         for stat, arr in stats.items():
             cols[f"{name}_rate_{stat}"] = arr
@@ -520,7 +496,7 @@ def _wide_chunk(
     if MATRIX_PATH:
         gauges = [g.name for g in rolled_gauges(spec)]
         to_table = functools.partial(table_of, target=target)
-        args = (gauges, epoch_us(lookback), epoch_us(start), width_s, target, to_table)
+        args = (gauges, epoch_us(lookback), epoch_us(start), width_s, to_table)
         part = matrix_minute_rows(wide, new_entity, spec, stored, *args)
         if part is not None:
             return part

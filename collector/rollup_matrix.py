@@ -21,13 +21,7 @@ import numpy as np
 import pyarrow as pa
 
 from c4.catalogue import TableSpec
-
-
-def _one(col) -> pa.Array:
-    """One array of a column (no copy when it is one chunk)."""
-    if not isinstance(col, pa.ChunkedArray):
-        return col
-    return col.chunk(0) if col.num_chunks == 1 else col.combine_chunks()
+from c4.collector.rollup_wide import list_lengths, single_array
 
 
 def _cols(matrix: np.ndarray, at: np.ndarray) -> np.ndarray:
@@ -158,7 +152,7 @@ def _column_matrix(
 
     An on-change ``counter`` every row of which is filled, whose lists never change within an entity (an
     error counter, most of the time), is known steady from its few lists alone: its matrix is not built."""
-    col = _one(wide.column(name))
+    col = single_array(wide.column(name))
     n = len(col)
     if not is_list:  # a scalar column: every element has its row's value
         values = col.fill_null(0).to_numpy(zero_copy_only=False)[used]
@@ -168,9 +162,7 @@ def _column_matrix(
         return matrix, np.repeat(~np.asarray(col.is_null())[used][None, :], width, axis=0), None
     child = col.values
     offsets = col.offsets.to_numpy()
-    length = np.diff(offsets)
-    if col.null_count:
-        length = np.where(np.asarray(col.is_null()), -1, length)
+    length = list_lengths(col)
     src = used
     if on_change:  # a NULL list: unchanged since the entity's last row that carried one
         index = np.arange(n)
@@ -212,7 +204,7 @@ def _column_matrix(
     return matrix, _valid_or_none(valid), None
 
 
-def _rate_summary(
+def rate_summary(
     inc: np.ndarray, dt: np.ndarray, rate: np.ndarray, starts: np.ndarray, shape: tuple[int, int]
 ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
     """A counter's rate statistics, increase and seconds per group starting at ``starts``, each flattened
@@ -246,7 +238,6 @@ def matrix_minute_rows(
     lookback_us: int,
     start_us: int,
     width_s: int,
-    target: TableSpec,
     to_table,
 ) -> pa.Table | None:
     """The rollup rows of the buckets from ``start_us`` on of ``wide`` rows (whole entities, entity and time
@@ -255,7 +246,7 @@ def matrix_minute_rows(
     give the first rates. ``to_table(cols)`` makes the rollup table of the computed columns."""
     el = stored.element
     n = wide.num_rows
-    keys = _one(wide.column(el.key))
+    keys = single_array(wide.column(el.key))
     if keys.null_count or keys.values.null_count or not pa.types.is_integer(keys.type.value_type):
         return None
     ts = wide.column(stored.time_column or "ts").cast(pa.timestamp("us")).cast(pa.int64()).to_numpy()
@@ -287,7 +278,6 @@ def matrix_minute_rows(
                 lookback_us,
                 start_us,
                 width_s,
-                target,
                 to_table,
             )
             if part is None:
@@ -361,7 +351,7 @@ def matrix_minute_rows(
         if zero and zero_summary is not None:
             summary = zero_summary
         else:
-            summary = _rate_summary(*rate_of, starts, (width, groups))
+            summary = rate_summary(*rate_of, starts, (width, groups))
             if zero:
                 zero_summary = summary
         stats, increase, span_s = summary

@@ -44,14 +44,14 @@ class ElementSamples:
     values: dict[str, tuple[np.ndarray, np.ndarray]]  # column -> (values, valid: False where NULL)
 
 
-def _lists(col: pa.ChunkedArray) -> pa.Array:
+def single_array(col: pa.ChunkedArray) -> pa.Array:
     """One array of a column (no copy when it is one chunk)."""
     if not isinstance(col, pa.ChunkedArray):
         return col
     return col.chunk(0) if col.num_chunks == 1 else col.combine_chunks()
 
 
-def _lengths(lists: pa.ListArray) -> np.ndarray:
+def list_lengths(lists: pa.ListArray) -> np.ndarray:
     """Each list's length, -1 for a NULL list."""
     return pc.fill_null(pc.list_value_length(lists), -1).to_numpy(zero_copy_only=False).astype(np.int64)
 
@@ -116,10 +116,10 @@ def element_samples(
     ts = wide.column(stored.time_column or "ts").cast(pa.timestamp("us")).cast(pa.int64()).to_numpy()
     entity_row = np.cumsum(new_entity) - 1
     entity_first = np.maximum.accumulate(np.where(new_entity, index, 0)) if n else index
-    keys = _lists(wide.column(el.key))
+    keys = single_array(wide.column(el.key))
     if keys.values.null_count or not pa.types.is_integer(keys.type.value_type):  # NULL or non-numeric keys
         return None
-    key_len = np.maximum(_lengths(keys), 0)
+    key_len = np.maximum(list_lengths(keys), 0)
     n_el = np.where(ts >= keep_from_us, key_len, 0)
     rows = np.flatnonzero(n_el)
     first = np.cumsum(n_el[rows]) - n_el[rows]
@@ -136,18 +136,18 @@ def element_samples(
     key_at = key_offsets[row] + pos  # where each sample's element is in a list laid out as the key list
     for name in names:
         if not by_name[name].list:  # a scalar column: each element has its row's value
-            col = _lists(wide.column(name))
+            col = single_array(wide.column(name))
             valid = ~np.asarray(col.is_null()) if col.null_count else np.ones(n, dtype=bool)
             values[name] = (col.fill_null(0).to_numpy(zero_copy_only=False)[row], valid[row])
             continue
-        lists = _lists(wide.column(name))
+        lists = single_array(wide.column(name))
         flat, child_valid = _child(lists)
         if not lists.null_count and np.array_equal(lists.offsets.to_numpy(), key_offsets):
             # every list there and laid out as the key list (what a sampler sends): one gather
             valid = np.ones(len(row), bool) if child_valid is None else child_valid[key_at]
             values[name] = (flat[key_at], valid)
             continue
-        length = _lengths(lists)
+        length = list_lengths(lists)
         src = index
         if by_name[name].on_change:  # a NULL list: unchanged since the entity's last row that carried one
             carried = np.maximum.accumulate(np.where(length >= 0, index, -1)) if n else index
