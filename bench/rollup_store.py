@@ -309,7 +309,7 @@ def measure_store(path: Path, repeat: int) -> dict:
         cur = con.cursor()
         start = fullest_minute(cur)
         if start is None:
-            raise ValueError(f"{path}: no nvlink_gpu_samples rows to roll up")
+            raise ValueError("no nvlink_gpu_samples rows to roll up")
         end = start + timedelta(minutes=1)
         rng = f"ts >= TIMESTAMP '{start.isoformat(sep=' ')}' AND ts < TIMESTAMP '{end.isoformat(sep=' ')}'"
         gpus, links = cur.execute(

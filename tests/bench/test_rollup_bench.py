@@ -3,6 +3,7 @@ same rows, every raw row counted (speed is not asserted)."""
 
 import subprocess
 
+import duckdb
 from testkit.procs import C4, run_bench_json
 
 
@@ -68,3 +69,13 @@ def test_bench_rollup_refuses_bad_arguments(tmp_path):
         C4 + ["bench", "rollup", "--store", str(garbage)], capture_output=True, text=True, timeout=60
     )
     assert out.returncode == 2 and "not-a-store.duckdb" in out.stderr and "Traceback" not in out.stderr
+    empty = tmp_path / "empty.duckdb"
+    con = duckdb.connect(str(empty))
+    con.execute(
+        "CREATE TABLE nvlink_gpu_samples (ts TIMESTAMP, node VARCHAR, gpu_index INTEGER, link INTEGER[])"
+    )
+    con.close()
+    out = subprocess.run(
+        C4 + ["bench", "rollup", "--store", str(empty)], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 2 and f"--store {empty}: no nvlink_gpu_samples rows to roll up" in out.stderr
