@@ -38,6 +38,11 @@ QUERY_MEMORY_TAGS = (
 DEFAULT_CHECKPOINT_WAL_BYTES = 128 << 20
 #: After a failed attempt to open an invalidated store again (the disk still full), wait this long.
 REOPEN_RETRY_S = 2.0
+#: How long closing waits for another cursor's write transaction to end (a job finishing as the collector
+#: stops) before its CHECKPOINT gives up and leaves the write-ahead log to the next start.
+CLOSE_CHECKPOINT_WAIT_S = 10.0
+#: Between two tries of that CHECKPOINT.
+CLOSE_CHECKPOINT_RETRY_S = 0.05
 
 
 @dataclass(slots=True)
@@ -814,6 +819,19 @@ class Store:
                 if self.side:
                     self.diverting = False
                     self._settle_locked()
-                self.con.execute("CHECKPOINT")
+                self._checkpoint_waiting(CLOSE_CHECKPOINT_WAIT_S)
             finally:
                 self.con.close()
+
+    def _checkpoint_waiting(self, wait_s: float) -> None:
+        """CHECKPOINT, tried again while another cursor's write transaction holds DuckDB's checkpoint lock,
+        for at most ``wait_s`` (a plain CHECKPOINT is refused at once then; FORCE would abort it)."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                self.con.execute("CHECKPOINT")
+                return
+            except duckdb.TransactionException:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(CLOSE_CHECKPOINT_RETRY_S)

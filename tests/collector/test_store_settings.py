@@ -176,3 +176,32 @@ def test_collector_config_reaches_the_stores_row_group_merges(tmp_path):
 
     assert asyncio.run(scenario(False)) == 0
     assert asyncio.run(scenario(True)) > 0  # DuckDB's own default
+
+
+def test_close_waits_for_another_write_transaction_and_still_checkpoints(tmp_path):
+    """A write transaction still open on another cursor (a job finishing as the collector stops) made
+    close's CHECKPOINT fail at once ("other write transactions active"), leaving the whole WAL to the
+    next start. Close now waits for it to end, then checkpoints: no WAL is left."""
+    import threading
+
+    path = tmp_path / "a.duckdb"
+    store = Store(path, CATALOGUE, checkpoint_wal_bytes=1 << 30)
+    other = store.cursor()
+    other.execute("BEGIN TRANSACTION")
+    other.execute("CREATE TABLE late_job (a INTEGER)")
+    other.execute("INSERT INTO late_job VALUES (1)")
+    finish = threading.Timer(0.5, lambda: other.execute("COMMIT"))
+    finish.start()
+    try:
+        store.close()
+    finally:
+        finish.join()
+    wal = path.with_name(path.name + ".wal")
+    assert not wal.exists() or wal.stat().st_size == 0
+    import duckdb
+
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        assert con.execute("SELECT a FROM late_job").fetchall() == [(1,)]
+    finally:
+        con.close()
