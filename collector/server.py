@@ -41,7 +41,7 @@ from c4.collector.lake import LakeStore, conninfo
 from c4.collector.lease import PostgresLease
 from c4.collector.queries import QueryFailed, QueryRunner
 from c4.collector.replan import Replanner
-from c4.collector.rollup import Rollups
+from c4.collector.rollup import Rollups, rollup_offset_s
 from c4.collector.store import PendingBatch, Store
 from c4.collector.tasks import LeaderTasks, TaskHealth, run_every
 from c4.collector.validate import hello_problem
@@ -508,7 +508,12 @@ class Collector:
             if Replanner.enabled(cfg):  # acts on what diagnosis stored
                 tasks.add("replan", cfg.replan_interval_s or cfg.diagnose_interval_s, self._replan_if_leading)
         if cfg.rollup_interval_s > 0:  # on a lake: the lake's rollup tables, from every shard's rows
-            tasks.add("rollup", cfg.rollup_interval_s, self.rollups.run)
+            tasks.add(
+                "rollup",
+                cfg.rollup_interval_s,
+                self.rollups.run,
+                aligned_offset_s=rollup_offset_s(cfg.rollup_interval_s),
+            )
         if cfg.fabric_discovery_interval_s > 0:
             tasks.add("fabric_discovery", cfg.fabric_discovery_interval_s, self.fabric.run)
         if cfg.lake and cfg.lake_upkeep_interval_s > 0:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -46,6 +47,9 @@ class TaskHealth:
     last_error: str = ""
     last_error_at: datetime | None = None
     standby: bool = False  # a lake-wide job that another collector of the lake runs now
+    #: None: the next run a period after the last one ended. Else runs start at the clock's multiples of the
+    #: period plus these seconds (the rollups: each pass right after the minute it rolls, every minute)
+    aligned_offset_s: float | None = None
 
     @property
     def state(self) -> str:
@@ -57,10 +61,15 @@ class TaskHealth:
             return "failing"
         return "ok" if self.runs else "starting"
 
-    def delay_s(self) -> float:
-        """Seconds until the next run: the period, doubled per consecutive failure (bounded)."""
+    def delay_s(self, now_s: float | None = None) -> float:
+        """Seconds until the next run: the period (or, when aligned, until the next multiple of it on the
+        clock, ``now_s`` seconds since the epoch, plus the offset), doubled per consecutive failure (bounded)."""
         if not self.consecutive_failures:
-            return self.period_s
+            if self.aligned_offset_s is None:
+                return self.period_s
+            return until_aligned_s(
+                time.time() if now_s is None else now_s, self.period_s, self.aligned_offset_s
+            )
         backoff = self.period_s * 2 ** min(self.consecutive_failures, 16)
         return min(backoff, max(self.period_s, BACKOFF_MAX_S))
 
@@ -94,6 +103,12 @@ class TaskHealth:
             "last_error": self.last_error,
             "last_error_at": self.last_error_at,
         }
+
+
+def until_aligned_s(now_s: float, period_s: float, offset_s: float) -> float:
+    """Seconds from ``now_s`` to the next instant ``k * period_s + offset_s`` after it (a whole period when
+    ``now_s`` is one)."""
+    return period_s - (now_s - offset_s) % period_s
 
 
 async def run_every(
@@ -145,9 +160,17 @@ class LeaderTasks:
         self._running: list[asyncio.Task] = []
         self._in_flight: set[asyncio.Future] = set()  # runs shielded from the loops' cancellation
 
-    def add(self, name: str, period_s: float, fn: Callable[[], Awaitable[object]]) -> None:
-        """Declare a leader-only job (not started: ``follow`` starts it)."""
+    def add(
+        self,
+        name: str,
+        period_s: float,
+        fn: Callable[[], Awaitable[object]],
+        aligned_offset_s: float | None = None,
+    ) -> None:
+        """Declare a leader-only job (not started: ``follow`` starts it); ``aligned_offset_s``: its runs start
+        at the clock's multiples of the period plus that (``TaskHealth.aligned_offset_s``)."""
         health = self._health.setdefault(name, TaskHealth(name, period_s))
+        health.aligned_offset_s = aligned_offset_s
         health.standby = True
         self._jobs.append((health, fn))
 

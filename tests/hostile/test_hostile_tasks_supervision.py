@@ -107,3 +107,41 @@ def test_backoff_doubles_per_consecutive_failure_up_to_a_bound():
     assert (
         TaskHealth("slow", 600.0, consecutive_failures=3).delay_s() == 600.0
     )  # never faster than its period
+
+
+def test_an_aligned_task_runs_at_the_clocks_multiples_of_its_period_plus_its_offset():
+    """The rollups run 15 s after each minute on the clock, not a period after the last pass ended: those
+    drifted (~23 s a pass at 2,000 nodes) until a pass found two minutes closed and rolled both at once."""
+    from c4.collector.tasks import until_aligned_s
+
+    assert until_aligned_s(1000.0, 60.0, 15.0) == 35.0  # 1000 -> 1035 (= 17 x 60 + 15)
+    assert until_aligned_s(1035.0, 60.0, 15.0) == 60.0  # on a multiple: the next one
+    assert abs(until_aligned_s(1034.9, 60.0, 15.0) - 0.1) < 1e-9
+    h = TaskHealth("rollup", 60.0, aligned_offset_s=15.0)
+    assert h.delay_s(now_s=1000.0) == 35.0 and h.delay_s(now_s=1090.0) == 5.0  # 1090 -> 1095
+    for _ in range(2):  # a failing run backs off as any task's does, then aligns again
+        h.failed(RuntimeError("boom"), datetime(2026, 1, 1))
+    assert h.delay_s(now_s=1000.0) == BACKOFF_MAX_S
+    h.succeeded(datetime(2026, 1, 1))
+    assert h.delay_s(now_s=1000.0) == 35.0
+
+
+def test_the_collectors_rollup_task_is_aligned_to_the_minute(tmp_path):
+    from c4.collector.rollup import ROLLUP_OFFSET_S, rollup_offset_s
+
+    async def declared() -> tuple:
+        col = Collector(CollectorConfig(listen="127.0.0.1:0", db=tmp_path / "c4.duckdb"))
+        await col.start()
+        try:
+            health = col.leader_tasks._health
+            return (
+                health["rollup"].period_s,
+                health["rollup"].aligned_offset_s,
+                health["retention"].aligned_offset_s,
+            )
+        finally:
+            await col.stop()
+
+    # the rollups 15 s after each minute; the others as before
+    assert asyncio.run(declared()) == (60.0, ROLLUP_OFFSET_S, None) and ROLLUP_OFFSET_S == 15.0
+    assert rollup_offset_s(20.0) == 5.0  # at most a quarter of a shorter interval
