@@ -6,7 +6,6 @@ from __future__ import annotations
 import functools
 import multiprocessing
 import resource
-import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -177,12 +176,10 @@ def measure(path: Path, start: datetime, minutes: int, repeat: int) -> dict:
         gpu_s, _ = _best_s(lambda: step.compute(cur, start, end, cat[step.target]), repeat)
         lookback = _lookback_cut(cur, cat, start, end, repeat)
         chunks = _wide_chunks(cur, cat, start, end, repeat)
-        kept: list = []
-        matrices = wide_matrices(cur, cat, start, end, repeat, keep=kept)
+        matrices = wide_matrices(cur, cat, start, end, repeat)
         cur.close()
     finally:
         store.close()
-    matrices["writes"] = slice_writes(kept[0], start, end, path.parent, repeat)
     offered_links = OFFERED_NODES * GPUS * LINKS
     out["nvlink_samples"] = {
         "raw_rows": int(links),
@@ -276,14 +273,12 @@ def _wide_chunks(cur, cat, start: datetime, end: datetime, repeat: int) -> dict:
     }
 
 
-def wide_matrices(cur, cat, start: datetime, end: datetime, repeat: int, keep: list | None = None) -> dict:
+def wide_matrices(cur, cat, start: datetime, end: datetime, repeat: int) -> dict:
     """NVLink's wide path with every chunk flattened to per-link samples (``c4.collector.rollup_wide``, before)
     and computed on rows x links matrices where the layout allows (``c4.collector.rollup_matrix``, now),
-    alternating: seconds each and whether the rollup rows are the same. ``keep`` takes the matrices' rows."""
+    alternating: seconds each and whether the rollup rows are the same."""
     ways = {"flattened": False, "matrices": True}
     best, rows = _wide_with(cur, cat, start, end, repeat, "MATRIX_PATH", ways)
-    if keep is not None:
-        keep.append(rows["matrices"])
     return {
         "flattened_s": round(best["flattened"], 3),
         "matrices_s": round(best["matrices"], 3),
@@ -293,56 +288,6 @@ def wide_matrices(cur, cat, start: datetime, end: datetime, repeat: int, keep: l
             rows["flattened"], rows["matrices"], list(rollup_keys(cat.shape("nvlink_samples")))
         ),
     }
-
-
-def slice_writes(rows: pa.Table, start: datetime, end: datetime, workdir: Path, repeat: int) -> dict:
-    """A slice of NVLink rollup rows written into a fresh store file both ways, alternating: in writer jobs of
-    ``WRITE_PART_BYTES`` (a lake's way, and every store's before) and in row-group parts (a store's own file,
-    now), each followed by the CHECKPOINT that folds what it left in the write-ahead log. Process CPU of
-    the inserts and of the checkpoint, and the log's size before it (best of ``repeat``)."""
-    cat = load()
-    target = cat["nvlink_samples_1m"]
-    step = next(s for s in r.steps_of(cat) if s.target == target.name)
-    piece = r.Slice(step, start, end, rows.select(target.column_names).cast(target.arrow_schema), 0)
-
-    def write(way: str) -> dict:
-        path = workdir / f"writes-{way}" / "c4.duckdb"
-        store = Store(path, cat, checkpoint_wal_bytes=1 << 40)
-        try:
-            store.checkpoint()
-            t0 = time.process_time()
-            if way == "writer_parts":
-                for job in piece.writes(r.WRITE_PART_BYTES):
-                    job(store)
-            else:
-                for i, part in enumerate(piece.row_group_parts()):
-                    piece.write_part(part, store, first=i == 0)
-            insert_s = time.process_time() - t0
-            wal = path.with_name(path.name + ".wal")
-            wal_bytes = wal.stat().st_size if wal.exists() else 0
-            t1 = time.process_time()
-            store.checkpoint()
-            checkpoint_s = time.process_time() - t1
-            stored = store.con.execute(f'SELECT count(*) FROM "{target.name}"').fetchone()[0]
-        finally:
-            store.close()
-            for f in path.parent.glob("c4.duckdb*"):
-                f.unlink()
-            path.parent.rmdir()
-        return {"insert_s": insert_s, "checkpoint_s": checkpoint_s, "wal_bytes": wal_bytes, "rows": stored}
-
-    ways = ("writer_parts", "row_group_parts")
-    best: dict[str, dict] = {}
-    for _ in range(repeat):
-        for way in ways:
-            got = write(way)
-            if way not in best or got["insert_s"] + got["checkpoint_s"] < best[way]["cpu_s"]:
-                best[way] = {**got, "cpu_s": got["insert_s"] + got["checkpoint_s"]}
-    out = {way: {k: round(v, 3) if isinstance(v, float) else v for k, v in best[way].items()} for way in ways}
-    out["rows"] = rows.num_rows
-    out["speedup"] = round(best["writer_parts"]["cpu_s"] / max(best["row_group_parts"]["cpu_s"], 1e-9), 2)
-    out["same_rows"] = best["writer_parts"]["rows"] == best["row_group_parts"]["rows"] == rows.num_rows
-    return out
 
 
 def fullest_minute(cur) -> datetime | None:
@@ -371,13 +316,10 @@ def measure_store(path: Path, repeat: int) -> dict:
             f"SELECT count(DISTINCT (node, gpu_index)), sum(len(link)) FROM nvlink_gpu_samples WHERE {rng}"
         ).fetchone()
         out = {"minute": start.isoformat(), "gpus": int(gpus), "raw_rows": int(links or 0)}
-        kept: list = []
-        out |= wide_matrices(cur, cat, start, end, repeat, keep=kept)
+        out |= wide_matrices(cur, cat, start, end, repeat)
         cur.close()
     finally:
         con.close()
-    with tempfile.TemporaryDirectory(prefix="c4-bench-rollup-writes-") as tmp:
-        out["writes"] = slice_writes(kept[0], start, end, Path(tmp), repeat)
     return out
 
 

@@ -75,13 +75,9 @@ class Checkpointer:
         db_path: Path,
         wal_bytes: int,
         diversion: Diversion | None = None,
-        gate: threading.Lock | None = None,
     ) -> None:
         self._cursor = cursor
         self.diversion = diversion
-        #: held around each checkpoint and its diversion; large writes beside the writer hold it too, so
-        #: that a checkpoint never waits out their transaction with every commit diverted meanwhile
-        self.gate = gate if gate is not None else threading.Lock()
         self.wal_path = wal_path(Path(db_path))
         self.wal_bytes = wal_bytes
         self.checkpoints = 0
@@ -127,14 +123,13 @@ class Checkpointer:
     def _checkpoint(self, cur: duckdb.DuckDBPyConnection) -> bool:
         """One CHECKPOINT (commits diverted meanwhile, when there is somewhere to divert them); False
         when it failed."""
-        with self.gate:
-            if self.diversion is None:
-                return self._checkpoint_once(cur)
-            self.diversion.begin_diversion()
-            try:
-                return self._checkpoint_once(cur)
-            finally:
-                self.diversion.end_diversion()
+        if self.diversion is None:
+            return self._checkpoint_once(cur)
+        self.diversion.begin_diversion()
+        try:
+            return self._checkpoint_once(cur)
+        finally:
+            self.diversion.end_diversion()
 
     def _checkpoint_once(self, cur: duckdb.DuckDBPyConnection) -> bool:
         """One CHECKPOINT, tried again between commits until it runs (or the thread stops); False when

@@ -136,9 +136,6 @@ def shard_table(shard: str) -> str:
 class LakeStore(Store):
     """A Store whose tables live in a DuckLake shared by several collectors (one shard each)."""
 
-    #: A lake's rollups are written as writer jobs: its commits go to the lake's catalog one at a time.
-    rollup_writes_beside = False
-
     def __init__(
         self,
         url: str,

@@ -12,13 +12,10 @@ per table and resolution:
 2. **Compute** (the same reader cursor): the aggregates of that contiguous range of buckets; per-sample
    rates as the ``_rate`` view counts them (``sample_rates``), from the raw rows starting
    ``RATE_LOOKBACK_S`` earlier so the first sample's rate is that of the view.
-3. **Replace**: delete the range's rollup rows, insert the new ones, in parts, buckets in time order.
-   On a store's own file, beside the writer on a thread of its own, in parts of at least a row group
-   (``ROW_GROUP_ROWS``; ``Slice.row_group_parts``): DuckDB writes those compressed straight into the
-   file, so they neither fill the write-ahead log nor wait for the next checkpoint to compress them, and
-   ingest's commits go on meanwhile. On a lake, as writer jobs of ``WRITE_PART_BYTES`` each
-   (``Slice.writes``; ingest's commits go in between). There is no separate watermark: what is rolled is read back from the rollup table itself. A
-   crash before the first part leaves the range as it was; one between two parts leaves a bucket with
+3. **Replace** (the writer thread): delete the range's rollup rows, insert the new ones, in writer jobs
+   of ``WRITE_PART_BYTES`` each (``Slice.writes``; ingest's commits go in between), buckets in time
+   order. There is no separate watermark: what is rolled is read back from the rollup table itself. A
+   crash before the first job leaves the range as it was; one between two jobs leaves a bucket with
    fewer ``samples`` than raw rows, which the next plan (from the newest rolled bucket on) rolls
    again; no bucket is lost or counted twice. (``roll_all`` writes a slice in one transaction.)
 
@@ -743,26 +740,6 @@ class Slice:
         written."""
         return replace(store, store.catalogue[self.step.target], self.start, self.end, self.rows)
 
-    def parts(self, rows_per_part: int) -> list[pa.Table]:
-        """The rows in bucket time order, cut into parts of ``rows_per_part`` (the last may be shorter);
-        one empty part when there are no rows (its replace only deletes)."""
-        rows = self.rows
-        if rows.num_rows and pc.min(rows.column("ts")) != pc.max(rows.column("ts")):
-            rows = rows.sort_by("ts")  # computed entity by entity: the buckets written in time order
-        per = max(1, rows_per_part)
-        return [rows.slice(at, per) for at in range(0, rows.num_rows, per)] or [rows]
-
-    def row_group_parts(self) -> list[pa.Table]:
-        """The rows in bucket time order, in parts of at least ``ROW_GROUP_ROWS`` each (one part when there
-        are fewer): each part's INSERT then writes its rows straight into the file, the tail included."""
-        n = self.rows.num_rows
-        count = max(1, n // ROW_GROUP_ROWS)
-        return self.parts(-(-n // count))
-
-    def write_part(self, part: pa.Table, store, first: bool) -> int:
-        """One part's replace (``first``: it also deletes the range's stored rows); rows written."""
-        return replace(store, store.catalogue[self.step.target], self.start, self.end, part, delete=first)
-
     def writes(self, part_bytes: int) -> list[Callable[[object], int]]:
         """The replace as writer jobs of about ``part_bytes`` of rows each, buckets in time order: the first
         deletes the range's stored rows, each adds its part, and each returns the rows it wrote.
@@ -772,10 +749,15 @@ class Slice:
         host). A reader may see a bucket part written for that long. Should the collector stop between two
         jobs, the bucket written in part has fewer ``samples`` than raw rows, and the next pass (``plan``,
         which rechecks from the newest rolled bucket on) rolls it again."""
-        per = self.rows.num_rows * part_bytes // max(self.rows.nbytes, 1)
-        return [
-            functools.partial(self.write_part, part, first=i == 0) for i, part in enumerate(self.parts(per))
-        ]
+        rows = self.rows
+        if rows.num_rows and pc.min(rows.column("ts")) != pc.max(rows.column("ts")):
+            rows = rows.sort_by("ts")  # computed entity by entity: the buckets written in time order
+        per = max(1, rows.num_rows * part_bytes // max(rows.nbytes, 1))
+        parts = [rows.slice(at, per) for at in range(0, rows.num_rows, per)] or [rows]
+        return [functools.partial(self._write_part, part, first=i == 0) for i, part in enumerate(parts)]
+
+    def _write_part(self, part: pa.Table, store, first: bool) -> int:
+        return replace(store, store.catalogue[self.step.target], self.start, self.end, part, delete=first)
 
 
 def prepare(store, step: Step, now: datetime, recheck_s: float) -> Slice | None:
@@ -815,14 +797,8 @@ def roll_all(store, now: datetime | None = None, recheck_s: float = 300.0) -> in
 #: before going on to the next: a minute of 2,000 nodes' NVLink is one slice (17 M per-link rows), and a pass
 #: of one slice each fell a minute behind every other pass, as a pass there takes about as long as the period.
 MAX_SLICES_PER_PASS = 10
-#: Rollup rows written per writer job on a lake (``Slice.writes``): ~50 ms of inserting on an idle host.
+#: Rollup rows written per writer job (``Slice.writes``): ~50 ms of inserting on an idle host.
 WRITE_PART_BYTES = 16 * 2**20
-#: Rows in one of DuckDB's row groups (its default ``row_group_size``). An INSERT of at least that many
-#: rows into a table writes them compressed straight into the file (DuckDB's optimistic writes, the tail
-#: too) and logs only where they are. A minute of 2,000 nodes' NVLink rollups (288,000 rows, 256 MB),
-#: measured on a scratch file: in 16 MiB parts 1.32 s of CPU to insert, 256 MB of write-ahead log and a
-#: 0.42 s checkpoint after; in two parts of 144,000 rows 0.88 s, no log, a 0.01 s checkpoint.
-ROW_GROUP_ROWS = 122_880
 
 #: The rollups' computing thread's nice value (Linux: per thread). A minute's rollups of 2,000 nodes read
 #: ~4.6 M rows (~8 s of CPU on this 2-core host): at the default priority that took a core from the
@@ -849,22 +825,12 @@ class Rollups:
     ``MAX_SLICES_PER_PASS`` slices each)."""
 
     def __init__(
-        self,
-        store,
-        writer,
-        metrics,
-        recheck_s: float,
-        leading: Callable[[], bool] | None = None,
-        beside: bool | None = None,
+        self, store, writer, metrics, recheck_s: float, leading: Callable[[], bool] | None = None
     ) -> None:
         self.store = store
         self.writer = writer
         self.metrics = metrics
         self.recheck_s = recheck_s
-        #: slices written beside the writer in row-group parts (a store's own file), or as writer jobs (a
-        #: lake); None: as the store says (``rollup_writes_beside``)
-        self.beside = bool(getattr(store, "rollup_writes_beside", False) if beside is None else beside)
-        self._closing = False
         #: whether this collector still runs the lake-wide tasks: a pass that finds it no longer does stops after
         #: the slice it is writing (a slice is never cut short), so that it does not roll on beside the new leader
         self.leading = leading or (lambda: True)
@@ -876,15 +842,10 @@ class Rollups:
             initializer=lower_thread_priority,
             initargs=(ROLLUP_NICE,),
         )
-        #: the parts written beside the writer: at the writer's priority, as they hold ``checkpoint_gate``
-        self._write_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="c4-rollup-write")
 
     def close(self) -> None:
-        """Let the computing and writing threads go: a part under way is finished, no other is started
-        (the slice written in part is rolled again by the next pass)."""
-        self._closing = True
+        """Let the computing thread go (a pass under way finishes on it)."""
         self._pool.shutdown(wait=False, cancel_futures=True)
-        self._write_pool.shutdown(wait=False, cancel_futures=True)
 
     async def run(self) -> dict[str, int]:
         """One pass over every rollup: compute beside ingest, replace on the writer; rows written per table."""
@@ -911,20 +872,14 @@ class Rollups:
         return piece, time.perf_counter() - t0
 
     async def _write(self, piece: Slice, computed_s: float) -> int:
-        """Write ``piece`` in parts, beside the writer or as its jobs (ingest's commits go on meanwhile, or
-        in between); rows written."""
+        """Write ``piece`` on the writer, in parts (ingest's commits go in between); rows written."""
         t0 = time.perf_counter()
         written = 0
-        if self.beside:
-            written = await asyncio.get_running_loop().run_in_executor(
-                self._write_pool, self._write_beside, piece
-            )
-        else:
-            for job in piece.writes(WRITE_PART_BYTES):
-                done = await self.writer.call_async(job)
-                if isinstance(done, BaseException):  # the writer hands a job's exception back
-                    raise done
-                written += done
+        for job in piece.writes(WRITE_PART_BYTES):
+            done = await self.writer.call_async(job)
+            if isinstance(done, BaseException):  # the writer hands a job's exception back
+                raise done
+            written += done
         self.metrics.inc("rollup_rows_read", piece.read)
         self.metrics.inc("rollup_rows_written", written)
         log.info(
@@ -937,17 +892,6 @@ class Rollups:
             computed_s,
             time.perf_counter() - t0,
         )
-        return written
-
-    def _write_beside(self, piece: Slice) -> int:
-        """``piece`` in row-group parts, each in a transaction of its own, the store's background checkpoints
-        held off meanwhile (``checkpoint_gate``); rows written. Stops between parts once closing."""
-        written = 0
-        for i, part in enumerate(piece.row_group_parts()):
-            if self._closing:
-                break
-            with self.store.checkpoint_gate:
-                written += piece.write_part(part, self.store, first=i == 0)
         return written
 
 

@@ -563,12 +563,12 @@ class Collector:
             await self.server.stop(grace_s)
         await asyncio.get_running_loop().run_in_executor(None, self.writer.close)
         self.service.queries.close()
-        self.rollups.close()  # no further part; the store's close waits for one under way
         try:
             self.store.close()
         except duckdb.Error as exc:  # e.g. a full disk: the checkpoint fails, the WAL keeps every commit
             log.error("store not checkpointed on close (its write-ahead log keeps the data) error=%s", exc)
         self.service.query_pool.shutdown(wait=False, cancel_futures=True)
+        self.rollups.close()
         if self._private_dir is not None:
             shutil.rmtree(self._private_dir, ignore_errors=True)
         log.info("collector stopped")

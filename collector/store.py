@@ -208,11 +208,6 @@ def _utcnow() -> datetime:
 class Store:
     """Owns the DuckDB file. Writes come from one thread; reads use per-thread cursors."""
 
-    #: Rollup slices are written beside the writer, on a thread of their own, in parts of whole row groups
-    #: (c4.collector.rollup.Rollups): DuckDB writes such parts compressed straight into the file. They and
-    #: the file's background checkpoints take turns through ``checkpoint_gate``.
-    rollup_writes_beside = True
-
     def __init__(
         self,
         path: Path | str,
@@ -270,18 +265,10 @@ class Store:
             self._open_side()
         self.book = SequenceBook(self._load_seqs())
         self._lock_down()
-        #: held by a background checkpoint (with its diversion) or by a large write beside the writer (a
-        #: rollup part): a write transaction open makes DuckDB refuse CHECKPOINT, and a checkpoint waiting
-        #: for it kept every commit diverted into the side file for as long
-        self.checkpoint_gate = threading.Lock()
         self.checkpointer: Checkpointer | None = None
         if background_checkpoints:
             self.checkpointer = Checkpointer(
-                lambda: self.con.cursor(),
-                self.path,
-                int(checkpoint_wal_bytes),
-                diversion=self,
-                gate=self.checkpoint_gate,
+                lambda: self.con.cursor(), self.path, int(checkpoint_wal_bytes), diversion=self
             ).start()
 
     def _configure(self) -> None:

@@ -44,19 +44,12 @@ def test_bench_rollup_reports_both_paths_and_the_alternatives(tmp_path):
     matrices = result["tables"]["nvlink_matrices"]  # flattened to per-link samples vs rows x links matrices
     assert matrices["same_rows"] is True and matrices["rollup_rows"] == 2 * 8 * 18  # a row per link
     assert "as rows x links matrices (now)" in out
-    writes = matrices["writes"]  # the slice's rows written in 16 MiB writer parts vs row-group parts
-    assert writes["same_rows"] is True and writes["rows"] == 2 * 8 * 18
-    assert writes["writer_parts"]["rows"] == writes["row_group_parts"]["rows"] == 2 * 8 * 18
-    assert writes["writer_parts"]["wal_bytes"] > 0 and writes["row_group_parts"]["cpu_s"] > 0
-    assert "row-group parts (now)" in out
-    assert not list(tmp_path.glob("writes-*"))  # the scratch files are gone
     # the same timing on the store kept, as on a load run's: its fullest minute, read-only
     out, kept = run_bench_json(
         ["rollup", "--store", str(tmp_path / "c4.duckdb"), "--repeat", "1", "--json"], timeout_s=120
     )
     assert kept["same_rows"] is True and kept["gpus"] == 2 * 8 and kept["rollup_rows"] == 2 * 8 * 18
     assert kept["raw_rows"] == nv["raw_rows"] and "flattened to per-link samples (before)" in out
-    assert kept["writes"]["same_rows"] is True and "16 MiB writer parts (before)" in out
 
 
 def test_bench_rollup_refuses_bad_arguments(tmp_path):

@@ -454,7 +454,7 @@ def test_a_slice_written_in_parts_between_ingest_commits_stores_what_one_transac
     parts = piece.writes(4096)
     assert len(parts) > 10  # a few rows each
     writer = Writer(store)
-    rollups = rollup.Rollups(store, writer, Metrics(), recheck_s=300.0, beside=False)  # as on a lake
+    rollups = rollup.Rollups(store, writer, Metrics(), recheck_s=300.0)
     monkeypatch.setattr(rollup, "WRITE_PART_BYTES", 4096)
     try:
         asyncio.run(rollups.run())  # the three hours' backlog, in one pass
@@ -466,91 +466,6 @@ def test_a_slice_written_in_parts_between_ingest_commits_stores_what_one_transac
     cur.execute(f"DELETE FROM {m}")
     roll_all(store, now=now)
     assert _table_rows(cur, m) == in_parts and len(in_parts) == 4 * HOURS * 60
-
-
-class _CountingWriter:
-    """A real Writer whose maintenance jobs are counted."""
-
-    def __init__(self, writer) -> None:
-        self.writer = writer
-        self.jobs = 0
-
-    def call_async(self, fn):
-        self.jobs += 1
-        return self.writer.call_async(fn)
-
-
-def test_a_store_writes_its_slices_beside_the_writer_in_row_group_parts(store, monkeypatch):
-    """On a store's own file a slice is written on the rollup's writing thread, not as writer jobs, in parts
-    of at least ROW_GROUP_ROWS rows (here 100): the same rows as one transaction, in time order."""
-    from c4.collector.ingest import Metrics
-    from c4.collector.writer import Writer
-
-    monkeypatch.setattr(rollup, "ROW_GROUP_ROWS", 100)
-    m = rollup_name("dev", "1m")
-    now = START + timedelta(hours=HOURS, seconds=5)
-    piece = rollup.prepare(store, rollup.Step(store.catalogue["dev"], "1m"), now, 300.0)
-    parts = piece.row_group_parts()
-    n = piece.rows.num_rows
-    assert len(parts) == n // 100 and all(p.num_rows >= 100 for p in parts)
-    assert sum(p.num_rows for p in parts) == n
-    ts = [t for p in parts for t in p.column("ts").to_pylist()]
-    assert ts == sorted(ts)  # buckets in time order, so a stop between parts leaves the newest in part
-    written_by: list[str] = []
-    real_replace = rollup.replace
-
-    def replace(*args, **kwargs):
-        import threading
-
-        written_by.append(threading.current_thread().name)
-        return real_replace(*args, **kwargs)
-
-    monkeypatch.setattr(rollup, "replace", replace)
-    writer = _CountingWriter(Writer(store))
-    rollups = rollup.Rollups(store, writer, Metrics(), recheck_s=300.0)
-    assert rollups.beside
-    try:
-        asyncio.run(rollups.run())
-    finally:
-        rollups.close()
-        writer.writer.close()
-    assert writer.jobs == 0 and written_by and all(t.startswith("c4-rollup-write") for t in written_by)
-    cur = store.cursor()
-    beside = _table_rows(cur, m)
-    cur.execute(f"DELETE FROM {m}")
-    roll_all(store, now=now)
-    assert _table_rows(cur, m) == beside and len(beside) == 4 * HOURS * 60
-
-
-def test_row_group_parts_go_straight_into_the_file_where_small_parts_fill_the_log(tmp_path, store):
-    """What the row-group parts are for, on DuckDB itself: a slice of more than a row group written in
-    ``row_group_parts`` leaves (almost) nothing in the write-ahead log, the same rows in 16 MiB-sized
-    writer parts leave them all there for the next checkpoint to compress."""
-    now = START + timedelta(hours=HOURS, seconds=5)
-    piece = rollup.prepare(store, rollup.Step(store.catalogue["dev"], "1m"), now, 300.0)
-    many = pa.concat_tables([piece.rows] * (2 * rollup.ROW_GROUP_ROWS // piece.rows.num_rows + 1))
-    big = rollup.Slice(piece.step, piece.start, piece.end, many, piece.read)
-    logged: dict[str, int] = {}
-    for way in ("row_groups", "small_parts"):
-        fresh = Store(tmp_path / way / "c4.duckdb", store.catalogue, checkpoint_wal_bytes=1 << 40)
-        try:
-            fresh.checkpoint()
-            if way == "row_groups":
-                parts = big.row_group_parts()
-                assert len(parts) == 2
-                for i, part in enumerate(parts):
-                    big.write_part(part, fresh, first=i == 0)
-            else:
-                jobs = big.writes(many.nbytes // 40)
-                for job in jobs:
-                    job(fresh)
-            wal = fresh.path.with_name(fresh.path.name + ".wal")
-            logged[way] = wal.stat().st_size if wal.exists() else 0
-            stored = fresh.con.execute(f"SELECT count(*) FROM {rollup_name('dev', '1m')}").fetchone()[0]
-            assert stored == many.num_rows
-        finally:
-            fresh.close()
-    assert logged["row_groups"] < many.nbytes // 20 < many.nbytes // 2 < logged["small_parts"], logged
 
 
 def test_a_slice_written_in_part_is_rolled_again_however_long_the_collector_was_down(store):

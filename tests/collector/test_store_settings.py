@@ -205,36 +205,3 @@ def test_close_waits_for_another_write_transaction_and_still_checkpoints(tmp_pat
         assert con.execute("SELECT a FROM late_job").fetchall() == [(1,)]
     finally:
         con.close()
-
-
-def test_a_checkpoint_waits_for_the_gate_and_never_diverts_commits_meanwhile(tmp_path):
-    """A large write beside the writer (a rollup part) holds ``checkpoint_gate``: its open transaction would
-    make DuckDB refuse CHECKPOINT, and a checkpoint retrying meanwhile kept every commit diverted into the
-    side file. The background checkpoint starts (and diverts) only once the gate is free."""
-    path = tmp_path / "a.duckdb"
-    store = Store(path, CATALOGUE, checkpoint_wal_bytes=1 << 20, background_checkpoints=True)
-    diverted: list[float] = []
-    real_begin = store.begin_diversion
-
-    def begin() -> None:
-        diverted.append(time.monotonic())
-        real_begin()
-
-    store.begin_diversion = begin  # the checkpointer holds the store as its diversion
-    try:
-        with store.checkpoint_gate:
-            cur = store.cursor()
-            cur.execute("CREATE TABLE filler (a BIGINT, b DOUBLE)")
-            for _ in range(4):  # under a row group each: into the write-ahead log
-                cur.execute("INSERT INTO filler SELECT range, random() FROM range(100000)")
-            cur.close()
-            assert store.checkpointer.wal_size_bytes() > (1 << 20)
-            time.sleep(0.6)  # several of the checkpointer's polls
-            assert diverted == [] and store.checkpointer.checkpoints == 0
-            released = time.monotonic()
-        deadline = time.monotonic() + 10
-        while store.checkpointer.checkpoints == 0 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert store.checkpointer.checkpoints >= 1 and diverted and diverted[0] >= released
-    finally:
-        store.close()
