@@ -810,8 +810,9 @@ ROLLUP_NICE = 10
 #: A pass starts this long after each multiple of ``rollup_interval_s`` on the clock (at most a quarter of
 #: the interval): the minute just closed has its rows by then (agents flush every second, or every few
 #: seconds when the collector asks them to), and it is rolled once. Passes a period after the previous one
-#: ended drifted, ~23 s a pass at 2,000 nodes, until one found two minutes closed: every table rolled twice
-#: the rows at once, at the end of a load run (ack p99 by 5 s went to 3-8 s there).
+#: ended drifted, ~23 s a pass at 2,000 nodes, until one found two minutes closed and rolled two minutes of
+#: every table at once (at the end of a load run: ack p99 by 5 s went to 3-8 s there). The wall clock is
+#: read afresh before each pass, so a clock stepped back or forth changes one wait, never more than a period.
 ROLLUP_OFFSET_S = 15.0
 
 
