@@ -48,6 +48,23 @@ RETRY_S = 0.005
 FAILED_BACKOFF_S = 5.0
 
 
+def checkpoint_when_free(
+    cur: duckdb.DuckDBPyConnection, give_up: Callable[[], bool], retry_s: float
+) -> float | None:
+    """One CHECKPOINT, tried again every ``retry_s`` while another transaction that writes holds DuckDB's
+    checkpoint lock (a plain CHECKPOINT is refused at once then; FORCE would abort that transaction), until
+    ``give_up()``: the seconds of the try that ran, None when it gave up first. Other errors are raised."""
+    while not give_up():
+        start = time.perf_counter()
+        try:
+            cur.execute("CHECKPOINT")
+        except duckdb.TransactionException:  # a commit holds the checkpoint lock: right after it
+            time.sleep(retry_s)
+            continue
+        return time.perf_counter() - start
+    return None
+
+
 def wal_path(db_path: Path) -> Path:
     """DuckDB's write-ahead log of a database file: ``c4.duckdb`` -> ``c4.duckdb.wal``."""
     return db_path.with_name(db_path.name + ".wal")
@@ -134,25 +151,19 @@ class Checkpointer:
     def _checkpoint_once(self, cur: duckdb.DuckDBPyConnection) -> bool:
         """One CHECKPOINT, tried again between commits until it runs (or the thread stops); False when
         it failed for another reason."""
-        while not self._stop.is_set():
-            start = time.perf_counter()
-            try:
-                cur.execute("CHECKPOINT")
-            except duckdb.TransactionException:  # a commit holds the checkpoint lock: right after it
-                time.sleep(RETRY_S)
-                continue
-            except duckdb.Error as exc:
-                self.failures += 1
-                log.warning("background checkpoint failed (the WAL keeps every commit) error=%s", exc)
-                if self.diversion is not None:
-                    self.diversion.checkpoint_failed(exc)
-                self._stop.wait(FAILED_BACKOFF_S)
-                return False
-            took_s = time.perf_counter() - start
+        try:
+            took_s = checkpoint_when_free(cur, self._stop.is_set, RETRY_S)
+        except duckdb.Error as exc:
+            self.failures += 1
+            log.warning("background checkpoint failed (the WAL keeps every commit) error=%s", exc)
+            if self.diversion is not None:
+                self.diversion.checkpoint_failed(exc)
+            self._stop.wait(FAILED_BACKOFF_S)
+            return False
+        if took_s is not None:
             self.checkpoints += 1
             self.max_s = max(self.max_s, took_s)
             log.debug("checkpoint took_s=%.3f", took_s)
-            return True
         return True
 
     def stop(self) -> None:

@@ -18,7 +18,7 @@ import pyarrow as pa
 from c4.arrow_ipc import DecodeLimits, Frame
 from c4.catalogue import Catalogue, TableSpec
 from c4.collector import side_store
-from c4.collector.checkpointer import BACKSTOP_FACTOR, Checkpointer, wal_path
+from c4.collector.checkpointer import BACKSTOP_FACTOR, Checkpointer, checkpoint_when_free, wal_path
 from c4.collector.sequence import AgentSeq, SequenceBook, Verdict
 
 log = logging.getLogger("c4.collector.store")
@@ -824,14 +824,11 @@ class Store:
                 self.con.close()
 
     def _checkpoint_waiting(self, wait_s: float) -> None:
-        """CHECKPOINT, tried again while another cursor's write transaction holds DuckDB's checkpoint lock,
-        for at most ``wait_s`` (a plain CHECKPOINT is refused at once then; FORCE would abort it)."""
+        """CHECKPOINT once another cursor's write transaction is over (``checkpoint_when_free``), waiting at
+        most ``wait_s``; then one last try, whose refusal is raised."""
         deadline = time.monotonic() + wait_s
-        while True:
-            try:
-                self.con.execute("CHECKPOINT")
-                return
-            except duckdb.TransactionException:
-                if time.monotonic() >= deadline:
-                    raise
-                time.sleep(CLOSE_CHECKPOINT_RETRY_S)
+        if (
+            checkpoint_when_free(self.con, lambda: time.monotonic() >= deadline, CLOSE_CHECKPOINT_RETRY_S)
+            is None
+        ):
+            self.con.execute("CHECKPOINT")

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 
+import duckdb
 import numpy as np
 import pyarrow as pa
 
@@ -182,8 +184,6 @@ def test_close_waits_for_another_write_transaction_and_still_checkpoints(tmp_pat
     """A write transaction still open on another cursor (a job finishing as the collector stops) made
     close's CHECKPOINT fail at once ("other write transactions active"), leaving the whole WAL to the
     next start. Close now waits for it to end, then checkpoints: no WAL is left."""
-    import threading
-
     path = tmp_path / "a.duckdb"
     store = Store(path, CATALOGUE, checkpoint_wal_bytes=1 << 30)
     other = store.cursor()
@@ -198,8 +198,6 @@ def test_close_waits_for_another_write_transaction_and_still_checkpoints(tmp_pat
         finish.join()
     wal = path.with_name(path.name + ".wal")
     assert not wal.exists() or wal.stat().st_size == 0
-    import duckdb
-
     con = duckdb.connect(str(path), read_only=True)
     try:
         assert con.execute("SELECT a FROM late_job").fetchall() == [(1,)]
