@@ -19,12 +19,12 @@ from c4.agent.registry import SamplerContext, SamplerSettings, build_sampler
 from c4.agent.sampler import Inventory, InventoryProvider, Sampler, SkipCounter, SkipReasons, StartupPolicy
 from c4.agent.spool import Spool
 from c4.agent.spool_feed import SpoolFeed
-from c4.agent.thread_names import name_os_thread
 from c4.agent.worker import SamplerWorker
 from c4.catalogue import Catalogue, load
 from c4.client_config import AgentConfig
 from c4.security import ClientSecurity
 from c4.telemetry.v1 import telemetry_pb2 as pb
+from c4.thread_names import name_os_thread
 
 log = logging.getLogger("c4.agent")
 

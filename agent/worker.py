@@ -8,7 +8,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from c4.agent.thread_names import name_os_thread
+from c4.thread_names import name_os_thread
 
 log = logging.getLogger("c4.agent.worker")
 

@@ -32,15 +32,49 @@ def proc_figures(pid: int) -> dict[str, float]:
 def task_cpu_ns(pid: int) -> dict[int, tuple[str, int]]:
     """Per live thread of a process, by thread id: its name and CPU nanoseconds so far
     (/proc/PID/task/*/comm and schedstat, nanosecond counters where /proc/PID/stat counts 10 ms ticks)."""
-    out: dict[int, tuple[str, int]] = {}
-    for task in Path(f"/proc/{pid}/task").iterdir():
+    return {tid: (name, cpu_ns) for tid, (name, cpu_ns, _) in task_times_ns(pid).items()}
+
+
+def task_times_ns(pid: int, proc: Path = Path("/proc")) -> dict[int, tuple[str, int, int]]:
+    """Per live thread of a process, by thread id: its name, and the nanoseconds it has run and waited
+    runnable for a CPU so far (the first two fields of /proc/PID/task/TID/schedstat); {} once it is gone."""
+    out: dict[int, tuple[str, int, int]] = {}
+    try:
+        tasks = list((proc / str(pid) / "task").iterdir())
+    except OSError:
+        return out
+    for task in tasks:
         try:
             name = (task / "comm").read_text().strip()
-            ns = int((task / "schedstat").read_text().split()[0])
-        except (OSError, ValueError, IndexError):  # the thread ended meanwhile
+            ran_ns, waited_ns = (int(v) for v in (task / "schedstat").read_text().split()[:2])
+        except (OSError, ValueError):  # the thread ended meanwhile, or a kernel without schedstats
             continue
-        out[int(task.name)] = (name, ns)
+        out[int(task.name)] = (name, ran_ns, waited_ns)
     return out
+
+
+def thread_shares(
+    pid: int, before: dict[int, tuple[str, int, int]], after: dict[int, tuple[str, int, int]], wall_s: float
+) -> dict[str, dict[str, float]]:
+    """Per OS thread name (the process's first thread as ``main``; threads of one name summed): the cores it
+    ran on and the seconds per second it waited runnable for a CPU between two ``task_times_ns``, busiest first.
+    A thread that started meanwhile counts from 0; one that ended is left out, and so is one that neither ran nor
+    waited."""
+    ran: dict[str, int] = {}
+    waited: dict[str, int] = {}
+    for tid, (name, ran_ns, waited_ns) in after.items():
+        label = "main" if tid == pid else name
+        _, ran0, waited0 = before.get(tid, (name, 0, 0))
+        ran[label] = ran.get(label, 0) + ran_ns - ran0
+        waited[label] = waited.get(label, 0) + waited_ns - waited0
+    shares = {
+        label: {
+            "cores": round(ran[label] / 1e9 / wall_s, 3),
+            "runq_wait_s_per_s": round(waited[label] / 1e9 / wall_s, 3),
+        }
+        for label in sorted(ran, key=lambda k: -ran[k])
+    }
+    return {label: v for label, v in shares.items() if v["cores"] or v["runq_wait_s_per_s"]}
 
 
 def _by_name(tasks: dict[int, tuple[str, int]]) -> dict[str, int]:

@@ -626,6 +626,8 @@ async def drive(args, addresses: list[str], watches: list, per_agent: list) -> t
 
     from tqdm import tqdm
 
+    from c4.bench.agent_process import task_times_ns
+
     loop = asyncio.get_running_loop()
     stats = LoadStats()
     t0 = loop.time() + 0.5
@@ -661,7 +663,11 @@ async def drive(args, addresses: list[str], watches: list, per_agent: list) -> t
         if "cpu0" not in measured and now >= window[0]:
             user0, sys0 = _cpu_split_s(watches)
             measured.update(
-                cpu0=user0 + sys0, sys0=sys0, wall0=time.perf_counter(), self0=time.process_time()
+                cpu0=user0 + sys0,
+                sys0=sys0,
+                wall0=time.perf_counter(),
+                self0=time.process_time(),
+                threads0=task_times_ns(watches[0].pid) if watches else {},
             )
             measured["writer0"] = await writer_counters(addresses)
     user1, sys1 = _cpu_split_s(watches)
@@ -670,6 +676,7 @@ async def drive(args, addresses: list[str], watches: list, per_agent: list) -> t
         sys1=sys1,
         wall1=time.perf_counter(),
         self1=time.process_time(),
+        threads1=task_times_ns(watches[0].pid) if watches else {},
     )
     measured["writer1"] = await writer_counters(addresses)
     bar.close()
@@ -931,6 +938,7 @@ RESULT_KEYS = (
     "flush_advice_at_end",
     "collector_cpu_cores",
     "collector_kernel_cpu_cores",
+    "collector_threads",
     "collector_peak_rss_bytes",
     "loadgen_cpu_cores",
     "batches_made",
@@ -1040,6 +1048,7 @@ def phase(args, work, cfg, label: str, shards: int, per_agent: list, command: st
     import shutil
     import sys
 
+    from c4.bench.agent_process import thread_shares
     from c4.query import query_arrow
 
     for old in work.glob("collector*"):  # a fresh store per setup, no earlier setup's left beside it
@@ -1105,6 +1114,13 @@ def phase(args, work, cfg, label: str, shards: int, per_agent: list, command: st
         "collector_cpu_cores": round((m["cpu1"] - m["cpu0"]) / window_s, 3),
         # of which in the kernel: page faults, syscalls, fsync
         "collector_kernel_cpu_cores": round((m["sys1"] - m["sys0"]) / window_s, 3),
+        # the (first) collector's threads by their OS names: cores each ran on, and the seconds per second each
+        # waited runnable for a CPU (the host's contention, which an ack waits out on the writer and the loop)
+        "collector_threads": thread_shares(
+            watches[0].pid, m.get("threads0", {}), m.get("threads1", {}), m["wall1"] - m["wall0"]
+        )
+        if watches and "threads0" in m
+        else {},
         # store transactions per second over the window (each costs ~26 ms of fixed work), and the share
         # of the window the writer was busy (committing, running jobs): what the flush advice steps on
         "commits_per_s": None

@@ -36,6 +36,8 @@ from typing import Protocol
 
 import duckdb
 
+from c4.thread_names import name_os_thread
+
 log = logging.getLogger("c4.collector.checkpointer")
 
 #: DuckDB's own checkpoint threshold, as a multiple of the background one (a backstop only).
@@ -117,6 +119,7 @@ class Checkpointer:
             return 0
 
     def _run(self) -> None:
+        name_os_thread("c4-checkpointer")
         cur: duckdb.DuckDBPyConnection | None = self._cursor()
         try:
             while not self._stop.wait(POLL_S):

@@ -26,6 +26,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 
 from c4.collector.store import SEQ_TABLE
 from c4.config import split_host_port
+from c4.thread_names import name_os_thread
 
 if TYPE_CHECKING:
     from c4.collector.server import Collector
@@ -366,6 +367,7 @@ class C4Metrics:
 
     def _refresh(self) -> None:
         """Compute the store's families again (a background thread) and serve them from now on."""
+        name_os_thread("c4-metrics")
         try:
             with self._lock:
                 if not self._closed:

@@ -30,6 +30,7 @@ from c4.collector.ingest import Metrics
 from c4.collector.readonly import QueryRefused, check_read_only
 from c4.collector.store import Store
 from c4.telemetry.v1 import telemetry_pb2 as pb
+from c4.thread_names import name_os_thread
 
 log = logging.getLogger("c4.collector.queries")
 
@@ -207,6 +208,7 @@ class QueryRunner:
 
     def _watch(self) -> None:
         """Interrupt queries past their deadline, and the oldest while the queries' memory is over budget."""
+        name_os_thread("c4-query-watch")
         while not self._closed:
             with self._lock:
                 idle = not self._admitted

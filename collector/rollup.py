@@ -51,6 +51,7 @@ from c4.collector.rollup_lookback import timestamp_sql as _lit
 from c4.collector.rollup_matrix import counter_delta, matrix_minute_rows, matrix_stats, rate_summary
 from c4.collector.rollup_wide import element_samples
 from c4.collector.thread_priority import lower_thread_priority
+from c4.thread_names import name_os_thread
 
 log = logging.getLogger("c4.collector.rollup")
 
@@ -821,6 +822,12 @@ def rollup_offset_s(interval_s: float) -> float:
     return min(ROLLUP_OFFSET_S, interval_s / 4)
 
 
+def _rollup_thread() -> None:
+    """The rollup thread's start: its name in the OS, and its lower priority (``ROLLUP_NICE``)."""
+    name_os_thread("c4-rollup")
+    lower_thread_priority(ROLLUP_NICE)
+
+
 class Rollups:
     """The collector's periodic rollup task: each run rolls every rollup until current (at most
     ``MAX_SLICES_PER_PASS`` slices each)."""
@@ -840,8 +847,7 @@ class Rollups:
         self._pool = ThreadPoolExecutor(
             max_workers=1,
             thread_name_prefix="c4-rollup",
-            initializer=lower_thread_priority,
-            initargs=(ROLLUP_NICE,),
+            initializer=_rollup_thread,
         )
 
     def close(self) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 
 from c4.collector.batch_checks import Suspects, commit_checked
 from c4.collector.store import CommitResult, PendingBatch, Store
+from c4.thread_names import name_os_thread
 
 log = logging.getLogger("c4.collector.writer")
 
@@ -122,6 +123,7 @@ class Writer:
         return min(self.spacing_s, self.spacing_factor * self._last_commit_took_s)
 
     def _run(self) -> None:
+        name_os_thread("c4-writer")
         # maintenance jobs (retention, rollups) write the store's own tables, which wait while the
         # file checkpoints: they are held until it is over, so that acks do not wait behind them
         held: list[tuple[Any, Callable[[Any], None]]] = []

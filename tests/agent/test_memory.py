@@ -32,7 +32,7 @@ def test_agent_threads_carry_their_names_in_the_os():
     import threading
     from pathlib import Path
 
-    from c4.agent.thread_names import name_os_thread
+    from c4.thread_names import name_os_thread
 
     seen = {}
 

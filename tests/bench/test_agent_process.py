@@ -5,7 +5,14 @@ from __future__ import annotations
 import os
 
 from c4.bench.agent import build_node
-from c4.bench.agent_process import cpu_s_between, measure_agent_process, proc_figures, task_cpu_ns
+from c4.bench.agent_process import (
+    cpu_s_between,
+    measure_agent_process,
+    proc_figures,
+    task_cpu_ns,
+    task_times_ns,
+    thread_shares,
+)
 
 
 def test_proc_figures_read_this_process():
@@ -69,3 +76,71 @@ def test_the_compared_flush_interval_reaches_the_agents_config(tmp_path):
     assert load_agent_config(path).flush_interval_s == 5.0
     path.write_text(_toml({}, "127.0.0.1:1", tmp_path / "spool", "n"))
     assert load_agent_config(path).flush_interval_s == 1.0  # the agent's default
+
+
+def test_thread_shares_name_the_main_thread_sum_a_name_and_leave_out_ended_threads(tmp_path):
+    """From two readings of a (captured) /proc: the first thread is ``main`` whatever its comm, threads of one
+    name add up, a thread started in between counts from zero, one ended in between is left out, and the
+    run-queue wait comes from schedstat's second field."""
+
+    def capture(tasks: dict[int, tuple[str, int, int] | None]):
+        root = tmp_path / str(len(list(tmp_path.iterdir())))
+        for tid, task in tasks.items():
+            d = root / "100" / "task" / str(tid)
+            d.mkdir(parents=True)
+            if task is None:  # a thread that ended while the task directory was read: no files
+                continue
+            name, ran, waited = task
+            (d / "comm").write_text(name + "\n")
+            (d / "schedstat").write_text(f"{ran} {waited} 42\n")
+        return task_times_ns(100, root)
+
+    before = capture({100: ("python", 1_000_000_000, 0), 101: ("c4-writer", 0, 0), 102: ("gone", 5, 5)})
+    after = capture(
+        {
+            103: None,
+            100: ("python", 1_500_000_000, 100_000_000),
+            101: ("c4-writer", 1_200_000_000, 400_000_000),
+            104: ("python", 200_000_000, 0),
+            105: ("python", 100_000_000, 0),
+            106: ("jemalloc_bg_thd", 0, 0),  # idle all along: left out
+        }
+    )
+    got = thread_shares(100, before, after, wall_s=2.0)
+    assert list(got) == ["c4-writer", "main", "python"]  # busiest first
+    assert got["c4-writer"] == {"cores": 0.6, "runq_wait_s_per_s": 0.2}
+    assert got["main"] == {"cores": 0.25, "runq_wait_s_per_s": 0.05}
+    assert got["python"] == {"cores": 0.15, "runq_wait_s_per_s": 0.0}
+    assert task_times_ns(99999999, tmp_path) == {}  # a process that is gone
+
+
+def test_a_busy_named_thread_of_this_process_shows_its_cpu():
+    """Read from the real /proc: a thread named through name_os_thread that burns CPU shows under its name."""
+    import threading
+    import time
+
+    from c4.thread_names import name_os_thread
+
+    named, go, burnt, release = threading.Event(), threading.Event(), threading.Event(), threading.Event()
+
+    def burn():
+        name_os_thread("c4-burner")
+        named.set()
+        go.wait(5)
+        end = time.thread_time() + 0.05
+        while time.thread_time() < end:
+            pass
+        burnt.set()
+        release.wait(5)  # alive until read
+
+    t = threading.Thread(target=burn)
+    t.start()
+    named.wait(5)
+    before = task_times_ns(os.getpid())
+    go.set()
+    burnt.wait(5)
+    after = task_times_ns(os.getpid())
+    release.set()
+    t.join()
+    shares = thread_shares(os.getpid(), before, after, wall_s=0.2)
+    assert "c4-burner" in shares and shares["c4-burner"]["cores"] > 0, shares

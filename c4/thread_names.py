@@ -1,4 +1,4 @@
-"""The agent's threads under their own names in the OS (``top -H``, ``ps -L``, /proc/PID/task/*/comm)."""
+"""C4's threads under their own names in the OS (``top -H``, ``ps -L``, /proc/PID/task/*/comm)."""
 
 from __future__ import annotations
 
