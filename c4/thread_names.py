@@ -14,8 +14,9 @@ def name_os_thread(name: str) -> bool:
     """Give the calling thread ``name`` (cut to 15 bytes) in the OS; False, changing nothing, off Linux.
 
     Python names its threads only for itself; the OS shows every one as ``python``. With names, an
-    operator (and ``c4 bench agent``) sees which sampler or the sender spends the agent's CPU. Threads a
-    named thread starts (gRPC's, for one) inherit its name."""
+    operator (and ``c4 bench agent`` / ``c4 bench load``) sees which of the agent's samplers or its sender,
+    or which of the collector's writer, checkpointer or rollups, spends the CPU. Threads a named thread
+    starts (gRPC's, for one) inherit its name."""
     if not sys.platform.startswith("linux"):
         return False
     try:
