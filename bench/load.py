@@ -1116,11 +1116,7 @@ def phase(args, work, cfg, label: str, shards: int, per_agent: list, command: st
         "collector_kernel_cpu_cores": round((m["sys1"] - m["sys0"]) / window_s, 3),
         # the (first) collector's threads by their OS names: cores each ran on, and the seconds per second each
         # waited runnable for a CPU (the host's contention, which an ack waits out on the writer and the loop)
-        "collector_threads": thread_shares(
-            watches[0].pid, m.get("threads0", {}), m.get("threads1", {}), m["wall1"] - m["wall0"]
-        )
-        if watches and "threads0" in m
-        else {},
+        "collector_threads": thread_shares(watches[0].pid, m["threads0"], m["threads1"], window_s),
         # store transactions per second over the window (each costs ~26 ms of fixed work), and the share
         # of the window the writer was busy (committing, running jobs): what the flush advice steps on
         "commits_per_s": None
