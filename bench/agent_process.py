@@ -58,13 +58,15 @@ def thread_shares(
 ) -> dict[str, dict[str, float]]:
     """Per OS thread name (the process's first thread as ``main``; threads of one name summed): the cores it
     ran on and the seconds per second it waited runnable for a CPU between two ``task_times_ns``, busiest first.
-    A thread that started meanwhile counts from 0; one that ended is left out, and so is one that neither ran nor
-    waited."""
+    A thread that started meanwhile counts from 0 (also under the id of one that ended: another name, or counters
+    below the earlier reading); one that ended is left out, and so is one that neither ran nor waited."""
     ran: dict[str, int] = {}
     waited: dict[str, int] = {}
     for tid, (name, ran_ns, waited_ns) in after.items():
         label = "main" if tid == pid else name
-        _, ran0, waited0 = before.get(tid, (name, 0, 0))
+        name0, ran0, waited0 = before.get(tid, (name, 0, 0))
+        if name0 != name or ran0 > ran_ns or waited0 > waited_ns:  # the id went to a new thread meanwhile
+            ran0 = waited0 = 0
         ran[label] = ran.get(label, 0) + ran_ns - ran0
         waited[label] = waited.get(label, 0) + waited_ns - waited0
     shares = {

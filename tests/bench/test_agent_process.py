@@ -95,7 +95,14 @@ def test_thread_shares_name_the_main_thread_sum_a_name_and_leave_out_ended_threa
             (d / "schedstat").write_text(f"{ran} {waited} 42\n")
         return task_times_ns(100, root)
 
-    before = capture({100: ("python", 1_000_000_000, 0), 101: ("c4-writer", 0, 0), 102: ("gone", 5, 5)})
+    before = capture(
+        {
+            100: ("python", 1_000_000_000, 0),
+            101: ("c4-writer", 0, 0),
+            102: ("gone", 5, 5),
+            107: ("python", 900_000_000, 0),  # ends; its id goes to a new c4-metrics thread
+        }
+    )
     after = capture(
         {
             103: None,
@@ -104,10 +111,12 @@ def test_thread_shares_name_the_main_thread_sum_a_name_and_leave_out_ended_threa
             104: ("python", 200_000_000, 0),
             105: ("python", 100_000_000, 0),
             106: ("jemalloc_bg_thd", 0, 0),  # idle all along: left out
+            107: ("c4-metrics", 20_000_000, 0),
         }
     )
     got = thread_shares(100, before, after, wall_s=2.0)
-    assert list(got) == ["c4-writer", "main", "python"]  # busiest first
+    assert list(got) == ["c4-writer", "main", "python", "c4-metrics"]  # busiest first
+    assert got["c4-metrics"] == {"cores": 0.01, "runq_wait_s_per_s": 0.0}  # counted from 0, not from 0.9 s
     assert got["c4-writer"] == {"cores": 0.6, "runq_wait_s_per_s": 0.2}
     assert got["main"] == {"cores": 0.25, "runq_wait_s_per_s": 0.05}
     assert got["python"] == {"cores": 0.15, "runq_wait_s_per_s": 0.0}
