@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import faulthandler
 import sys
 
 HELP = "Run the collector: receives agent batches over gRPC, stores them in DuckDB, serves SQL."
@@ -77,6 +78,9 @@ def run(args: argparse.Namespace) -> int:
     from c4.collector.server import StartupError, serve  # lazy: c4 --help loads this module; ~340 ms
 
     cfg = collector_config(args)
+    # a native crash (DuckDB, an extension, gRPC) prints every thread's Python stack on stderr, the
+    # collector's log, instead of only glibc's one line ("double free or corruption")
+    faulthandler.enable()
     try:
         asyncio.run(serve(cfg, tune_gc=True))
     except StartupError as exc:

@@ -17,6 +17,7 @@ message on stdin; it prints ``ready PORT`` on stdout once serving, and stops whe
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import json
 import logging
 import os
@@ -339,6 +340,7 @@ async def serve_ingest_process(cfg: CollectorConfig, store_address: str, stop: a
 
 def main() -> int:
     """Entry point of one ingest process (see the module docstring)."""
+    faulthandler.enable()  # a native crash prints the Python stacks on stderr (the collector's log)
     start = json.loads(sys.stdin.readline())
     setup_logging(start.get("log_level", "INFO"))
     cfg = CollectorConfig.model_validate(start["config"])

@@ -22,7 +22,8 @@ from urllib.parse import unquote, urlparse
 import duckdb
 
 from c4.catalogue import Catalogue
-from c4.collector.lake_upkeep import UpkeepResult, upkeep
+from c4.collector.lake_upkeep import UpkeepResult
+from c4.collector.lake_upkeep_process import CHILD_COMMAND, upkeep_in_child
 from c4.collector.sequence import AgentSeq
 from c4.collector.store import SEQ_TABLE, Store
 
@@ -153,6 +154,7 @@ class LakeStore(Store):
         self._wanted_lock = threading.Lock()
         self._lookup_lock = threading.Lock()
         self.delete_conflicts = 0  # retention DELETEs that conflicted with another shard's commit
+        self.upkeep_command: list[str] = list(CHILD_COMMAND)  # the upkeep pass's child process
         super().__init__(Path(data_path) / f"{self.seq_table}.marker", catalogue, threads=threads)
         self.reader = self._open_reader(threads, query_memory_bytes)
 
@@ -347,13 +349,10 @@ class LakeStore(Store):
         return deleted
 
     def upkeep(self, snapshot_keep_s: float, file_keep_s: float) -> UpkeepResult:
-        """One pass of the lake's file upkeep (``c4.collector.lake_upkeep``) on a cursor of its own: the
-        writer thread keeps committing meanwhile."""
-        cur = self.cursor()
-        try:
-            return upkeep(cur, LAKE, snapshot_keep_s, file_keep_s)
-        finally:
-            cur.close()
+        """One pass of the lake's file upkeep (``c4.collector.lake_upkeep``) in a child process
+        (``c4.collector.lake_upkeep_process``: a native crash in DuckLake's maintenance costs the pass, not
+        the collector); the writer thread keeps committing meanwhile."""
+        return upkeep_in_child(self.url, self.data_path, snapshot_keep_s, file_keep_s, self.upkeep_command)
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
         """A reader cursor on the lake (every shard's rows)."""

@@ -73,7 +73,14 @@ def snapshots(cur: duckdb.DuckDBPyConnection) -> int:
 
 
 def _conflict(exc: duckdb.Error) -> bool:
-    return "conflict" in str(exc).lower()
+    """Whether ``exc`` says the step lost a race with another transaction (it is left to the next pass).
+
+    DuckLake says "conflict"; PostgreSQL, under the catalog's repeatable-read transactions, says "could
+    not serialize access due to concurrent update" (e.g. the flush's DELETE of inlined rows that a
+    commit or a retention DELETE changed meanwhile), which DuckLake passes on as a plain ``Error``.
+    """
+    text = str(exc).lower()
+    return "conflict" in text or "could not serialize access" in text
 
 
 def upkeep(
@@ -86,7 +93,7 @@ def upkeep(
     def step(name: str, sql: str) -> list[tuple]:
         try:
             return cur.execute(sql).fetchall()
-        except duckdb.TransactionException as exc:
+        except duckdb.Error as exc:
             if not _conflict(exc):
                 raise
             log.warning("lake upkeep step conflicted with a commit, next pass step=%s error=%s", name, exc)

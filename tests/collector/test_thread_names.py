@@ -1,7 +1,10 @@
-"""The collector's threads carry their names in the OS, so that ``top -H`` and ``c4 bench load`` tell them apart."""
+"""The collector's threads carry their names in the OS, so that ``top -H`` and ``c4 bench load`` tell them apart; a
+native crash leaves each thread's Python stack in the collector's log."""
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from pathlib import Path
 
@@ -30,3 +33,18 @@ def test_a_running_collector_names_its_writer_checkpointer_and_query_watchdog(tm
         assert want <= names, names
     finally:
         proc.stop()
+
+
+def test_a_native_crash_of_the_collector_leaves_every_threads_python_stack_in_its_log(tmp_path):
+    """A fatal signal (what a native crash in DuckDB or an extension raises) is written up by faulthandler:
+    the log names the signal and shows the Python stacks, the writer's among them, not only glibc's line."""
+    proc = start_collector(tmp_path / "c")
+    pid = proc.proc.pid
+    deadline = time.monotonic() + 30
+    while "c4-writer" not in _thread_names(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    os.kill(pid, signal.SIGSEGV)
+    assert proc.proc.wait(timeout=30) == -signal.SIGSEGV
+    log = (tmp_path / "c" / "collector.log").read_text(errors="replace")
+    assert "Fatal Python error: Segmentation fault" in log, log[-2000:]
+    assert "writer.py" in log and "Thread 0x" in log, log[-3000:]

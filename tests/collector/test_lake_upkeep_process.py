@@ -1,0 +1,84 @@
+"""The lake's upkeep runs in a child process: how the child ended reaches the collector as an error naming it,
+with the child's last stderr lines, and the collector's own store goes on committing after a child crashed."""
+
+from __future__ import annotations
+
+import sys
+
+import pyarrow as pa
+import pytest
+from testkit.postgres import Postgres
+
+from c4.catalogue import load
+from c4.collector.lake import LakeStore
+from c4.collector.lake_upkeep_process import UpkeepProcessError, upkeep_in_child
+from c4.collector.store import PendingBatch
+
+CATALOGUE = load()
+
+
+def child(code: str) -> list[str]:
+    """A stand-in child that reads the request like the real one and then runs ``code``."""
+    return [sys.executable, "-c", f"import sys, os, json; request = json.loads(sys.stdin.readline()); {code}"]
+
+
+def test_a_child_killed_by_a_signal_is_named_with_its_last_words():
+    aborting = child(
+        "print('ducklake_flush_inlined_data: double free', file=sys.stderr, flush=True); os.abort()"
+    )
+    with pytest.raises(UpkeepProcessError, match="killed by SIGABRT") as err:
+        upkeep_in_child("postgres://c4@127.0.0.1:1/lake", "/nonexistent", 1.0, 1.0, command=aborting)
+    assert "double free" in str(err.value)
+
+
+def test_a_child_that_answers_nonsense_or_nothing_is_an_error():
+    with pytest.raises(UpkeepProcessError, match="answered no result"):
+        upkeep_in_child("postgres://x@h/db", "/d", 1.0, 1.0, command=child("print('not json')"))
+    with pytest.raises(UpkeepProcessError, match="answered no result"):
+        upkeep_in_child(
+            "postgres://x@h/db", "/d", 1.0, 1.0, command=child("print(json.dumps({'files_bad': 1}))")
+        )
+    with pytest.raises(UpkeepProcessError, match="exited with code 3"):
+        upkeep_in_child("postgres://x@h/db", "/d", 1.0, 1.0, command=child("sys.exit(3)"))
+
+
+def test_the_child_receives_the_request_on_stdin_not_argv():
+    echo = child("print(json.dumps({'files_before': len(sys.argv), 'conflicts': [request['url']]}))")
+    got = upkeep_in_child("postgres://u:secret@h/db", "/d", 2.0, 3.0, command=echo)
+    assert got.files_before == 1 and got.conflicts == ["postgres://u:secret@h/db"]
+
+
+def test_the_real_child_names_a_lake_it_cannot_reach(tmp_path):
+    with pytest.raises(UpkeepProcessError, match="exited with code 1") as err:
+        upkeep_in_child("postgres://c4@127.0.0.1:1/lake", str(tmp_path / "data"), 1.0, 1.0)
+    assert "cannot attach the lake" in str(err.value)
+
+
+@pytest.fixture
+def postgres():
+    pg = Postgres().start()
+    yield pg
+    pg.stop()
+
+
+def beats(agent: str, seq: int, rows: int) -> PendingBatch:
+    spec = CATALOGUE["agent_heartbeat"]
+    cols = {c: [None] * rows for c in spec.column_names}
+    cols.update(node=[agent] * rows, agent_id=[agent] * rows, tick=list(range(rows)))
+    return PendingBatch(agent, seq, spec, pa.Table.from_pydict(cols, schema=spec.arrow_schema))
+
+
+def test_a_crashed_upkeep_child_leaves_the_collectors_store_committing(tmp_path, postgres):
+    store = LakeStore(postgres.url, str(tmp_path / "data"), CATALOGUE, "a")
+    try:
+        assert not store.commit([beats("n1", 1, 50)])[0].error
+        real, store.upkeep_command = store.upkeep_command, child("os.abort()")
+        with pytest.raises(UpkeepProcessError, match="SIGABRT"):
+            store.upkeep(snapshot_keep_s=1.0, file_keep_s=1.0)
+        assert not store.commit([beats("n1", 2, 50)])[0].error
+        store.upkeep_command = real
+        result = store.upkeep(snapshot_keep_s=0.001, file_keep_s=0.001)  # the next pass, a real child
+        assert result.files_before >= 2 and result.files_after <= result.files_before
+        assert store.cursor().execute("SELECT count(*) FROM agent_heartbeat").fetchone()[0] == 100
+    finally:
+        store.close()
