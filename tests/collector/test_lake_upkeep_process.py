@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 
+import duckdb
 import pyarrow as pa
 import pytest
 from testkit.postgres import Postgres
@@ -82,3 +83,15 @@ def test_a_crashed_upkeep_child_leaves_the_collectors_store_committing(tmp_path,
         assert store.cursor().execute("SELECT count(*) FROM agent_heartbeat").fetchone()[0] == 100
     finally:
         store.close()
+
+
+def test_postgres_serialization_failures_count_as_conflicts_left_to_the_next_pass():
+    from c4.collector.lake_upkeep import _conflict
+
+    flush = duckdb.Error(
+        "Failed to delete flushed inlined data in DuckLake from table ducklake_inlined_data_1_1: Failed to execute "
+        'query "DELETE FROM ...": ERROR:  could not serialize access due to concurrent update'
+    )
+    assert _conflict(flush)
+    assert _conflict(duckdb.TransactionException("Transaction conflict - attempting to delete"))
+    assert not _conflict(duckdb.IOException("No space left on device"))
