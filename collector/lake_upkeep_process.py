@@ -15,13 +15,16 @@ own DuckDB instance, runs ``lake_upkeep.upkeep`` and prints the result as one JS
 from __future__ import annotations
 
 import dataclasses
+import faulthandler
 import json
 import signal
 import subprocess
 import sys
 from collections.abc import Sequence
 
-from c4.collector.lake_upkeep import UpkeepResult
+import duckdb
+
+from c4.collector.lake_upkeep import UpkeepResult, upkeep
 
 #: ``python -P -m c4.collector.lake_upkeep_process`` (-P: a ``c4`` folder where the collector stands is not imported).
 CHILD_COMMAND: list[str] = [sys.executable, "-P", "-m", "c4.collector.lake_upkeep_process"]
@@ -75,13 +78,8 @@ def upkeep_in_child(
 
 def main() -> int:
     """The child: read the request on stdin, run one pass, print its result as JSON."""
-    import faulthandler
-
     faulthandler.enable()  # a native crash prints the Python stack on stderr, which the parent logs
-    import duckdb
-
-    from c4.collector.lake import LAKE, attach_lake
-    from c4.collector.lake_upkeep import upkeep
+    from c4.collector.lake import LAKE, attach_lake  # lazy: c4.collector.lake imports this module
 
     request = json.loads(sys.stdin.readline())
     con = duckdb.connect()
