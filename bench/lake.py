@@ -35,6 +35,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
         action="store_false",
         help="skip the leader's file upkeep pass measured after the setups (files and snapshots before/after)",
     )
+    parser.add_argument(
+        "--compare-upkeep-child",
+        type=int,
+        default=0,
+        metavar="ROUNDS",
+        help="after the upkeep pass, ROUNDS quiet passes alternately in a child process (as the collector runs "
+        "them) and in this process: what the child's start and attach cost (default 0: skipped)",
+    )
 
 
 def _clock_ticks_s() -> float:
@@ -115,9 +123,42 @@ def stored_rows(url: str, data_path: str, agent_like: str) -> int:
         con.close()
 
 
-def measure_upkeep(url: str, data_path: str, snapshot_keep_s: float, file_keep_s: float) -> dict:
+def quiet_passes(store, snapshot_keep_s: float, file_keep_s: float, rounds: int) -> dict:
+    """Wall seconds of upkeep passes over a lake with nothing left to do, alternately in a child process
+    (what the collector runs) and on a cursor of this process: what the child's start and attach cost."""
+    import time
+
+    from c4.collector.lake import LAKE
+    from c4.collector.lake_upkeep import upkeep
+
+    child_s, inprocess_s = [], []
+    for _ in range(rounds):
+        t0 = time.monotonic()
+        store.upkeep(snapshot_keep_s, file_keep_s)
+        child_s.append(time.monotonic() - t0)
+        cur = store.cursor()
+        t0 = time.monotonic()
+        try:
+            upkeep(cur, LAKE, snapshot_keep_s, file_keep_s)
+        finally:
+            cur.close()
+        inprocess_s.append(time.monotonic() - t0)
+    child, inprocess = sorted(child_s)[len(child_s) // 2], sorted(inprocess_s)[len(inprocess_s) // 2]
+    return {
+        "quiet_pass_child_s": round(child, 2),
+        "quiet_pass_inprocess_s": round(inprocess, 2),
+        "quiet_pass_child_ratio": round(child / inprocess, 3) if inprocess else None,
+    }
+
+
+def measure_upkeep(
+    url: str, data_path: str, snapshot_keep_s: float, file_keep_s: float, compare_rounds: int = 0
+) -> dict:
     """One pass of the leader's file upkeep over the lake the setups left: files and snapshots before and
-    after, and Parquet files on disk (``c4.collector.lake_upkeep``)."""
+    after, and Parquet files on disk (``c4.collector.lake_upkeep``); with ``compare_rounds``, quiet passes
+    in a child and in process side by side after it (``quiet_passes``)."""
+    import time
+
     from c4.catalogue import load
     from c4.collector.lake import LakeStore
 
@@ -127,13 +168,18 @@ def measure_upkeep(url: str, data_path: str, snapshot_keep_s: float, file_keep_s
     store = LakeStore(url, data_path, load(), "upkeep")
     try:
         disk_before = on_disk()
+        t0 = time.monotonic()
         result = store.upkeep(snapshot_keep_s, file_keep_s)
+        wall_s = time.monotonic() - t0
         cur = store.cursor()
         rows = cur.execute("SELECT count(*) FROM agent_heartbeat").fetchone()[0]
         cur.close()
+        quiet = quiet_passes(store, snapshot_keep_s, file_keep_s, compare_rounds) if compare_rounds else {}
     finally:
         store.close()
     return {
+        **quiet,
+        "upkeep_wall_s": wall_s,
         "setup": "leader's file upkeep, after both",
         "files_before": result.files_before,
         "files_after": result.files_after,
@@ -207,8 +253,11 @@ def run(args: argparse.Namespace) -> int:
     from c4.report import emit
     from c4.sim.postgres import LocalPostgres
 
-    if args.shards < 1 or args.seconds <= 0 or args.batch_rows < 1:
-        print("c4 bench lake: --shards and --batch-rows must be >= 1, --seconds > 0", file=sys.stderr)
+    if args.shards < 1 or args.seconds <= 0 or args.batch_rows < 1 or args.compare_upkeep_child < 0:
+        print(
+            "c4 bench lake: --shards and --batch-rows must be >= 1, --seconds > 0, --compare-upkeep-child >= 0",
+            file=sys.stderr,
+        )
         return 2
     work = Path(args.workdir or tempfile.mkdtemp(prefix="c4-bench-lake-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -219,7 +268,11 @@ def run(args: argparse.Namespace) -> int:
             run_setup(pg, str(work / "data"), args.shards, args.seconds, args.batch_rows, "many"),
         ]
         # the setups' commits are the only data: what the upkeep keeps must be all of it
-        upkeep = measure_upkeep(pg.url, str(work / "data"), 0.001, 0.001) if args.upkeep else None
+        upkeep = (
+            measure_upkeep(pg.url, str(work / "data"), 0.001, 0.001, args.compare_upkeep_child)
+            if args.upkeep
+            else None
+        )
     finally:
         pg.stop()
         if not args.workdir:
@@ -251,6 +304,8 @@ def run(args: argparse.Namespace) -> int:
             upkeep_parquet_on_disk_before=upkeep["parquet_on_disk_before"],
             upkeep_parquet_on_disk_after=upkeep["parquet_on_disk_after"],
             upkeep_s=round(upkeep["upkeep_s"], 2),
+            upkeep_wall_s=round(upkeep["upkeep_wall_s"], 2),
+            **{k: v for k, v in upkeep.items() if k.startswith("quiet_pass_")},
         )
     emit(
         f"c4 bench lake: DuckLake commits of {args.batch_rows:,} agent_heartbeat rows, catalog in a local "
