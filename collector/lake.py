@@ -23,7 +23,7 @@ import duckdb
 
 from c4.catalogue import Catalogue
 from c4.collector.lake_upkeep import UpkeepResult
-from c4.collector.lake_upkeep_process import CHILD_COMMAND, upkeep_in_child
+from c4.collector.lake_upkeep_process import UpkeepChild
 from c4.collector.sequence import AgentSeq
 from c4.collector.store import SEQ_TABLE, Store
 
@@ -154,7 +154,7 @@ class LakeStore(Store):
         self._wanted_lock = threading.Lock()
         self._lookup_lock = threading.Lock()
         self.delete_conflicts = 0  # retention DELETEs that conflicted with another shard's commit
-        self.upkeep_command: list[str] = list(CHILD_COMMAND)  # the upkeep pass's child process
+        self.upkeep_child = UpkeepChild()  # runs the lake's upkeep passes (upkeep)
         super().__init__(Path(data_path) / f"{self.seq_table}.marker", catalogue, threads=threads)
         self.reader = self._open_reader(threads, query_memory_bytes)
 
@@ -348,11 +348,12 @@ class LakeStore(Store):
                 deleted[spec.name] = int(n[0])
         return deleted
 
-    def upkeep(self, snapshot_keep_s: float, file_keep_s: float) -> UpkeepResult:
+    def upkeep(self, snapshot_keep_s: float, file_keep_s: float, timeout_s: float = 3600.0) -> UpkeepResult:
         """One pass of the lake's file upkeep (``c4.collector.lake_upkeep``) in a child process
         (``c4.collector.lake_upkeep_process``: a native crash in DuckLake's maintenance costs the pass, not
-        the collector); the writer thread keeps committing meanwhile."""
-        return upkeep_in_child(self.url, self.data_path, snapshot_keep_s, file_keep_s, self.upkeep_command)
+        the collector; a pass still running after ``timeout_s`` is killed); the writer keeps committing
+        meanwhile."""
+        return self.upkeep_child.run(self.url, self.data_path, snapshot_keep_s, file_keep_s, timeout_s)
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
         """A reader cursor on the lake (every shard's rows)."""
@@ -374,7 +375,8 @@ class LakeStore(Store):
         """Nothing to flush: every lake transaction is durable in PostgreSQL and the data files."""
 
     def close(self) -> None:
-        """Detach the lake."""
+        """Detach the lake (an upkeep pass running now is killed: its lake transaction rolls back)."""
+        self.upkeep_child.kill()
         with self._lock:
             self.reader.close()
             self.con.close()

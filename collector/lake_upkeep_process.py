@@ -20,6 +20,7 @@ import json
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Sequence
 
 import duckdb
@@ -45,34 +46,78 @@ def _how_it_ended(code: int) -> str:
     return f"exited with code {code}"
 
 
-def upkeep_in_child(
-    url: str,
-    data_path: str,
-    snapshot_keep_s: float,
-    file_keep_s: float,
-    command: Sequence[str] = CHILD_COMMAND,
-) -> UpkeepResult:
-    """One upkeep pass over the lake at ``url`` in a child process (blocking until it ends)."""
-    request = {
-        "url": url,
-        "data_path": data_path,
-        "snapshot_keep_s": snapshot_keep_s,
-        "file_keep_s": file_keep_s,
-    }
-    done = subprocess.run(list(command), input=json.dumps(request) + "\n", capture_output=True, text=True)
-    tail = "\n".join(done.stderr.strip().splitlines()[-STDERR_TAIL_LINES:])
-    if done.returncode != 0:
+class UpkeepChild:
+    """Runs upkeep passes in child processes of ``command``; ``kill`` ends the one running (the collector
+    closing: its PostgreSQL transaction rolls back)."""
+
+    def __init__(self, command: Sequence[str] = CHILD_COMMAND) -> None:
+        self.command = list(command)
+        self._running: set[subprocess.Popen] = set()
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def run(
+        self, url: str, data_path: str, snapshot_keep_s: float, file_keep_s: float, timeout_s: float
+    ) -> UpkeepResult:
+        """One upkeep pass over the lake at ``url`` in a child (blocking until it ends); a child still
+        running after ``timeout_s`` is killed and the pass fails."""
+        request = {
+            "url": url,
+            "data_path": data_path,
+            "snapshot_keep_s": snapshot_keep_s,
+            "file_keep_s": file_keep_s,
+        }
+        with self._lock:
+            if self._closed:
+                raise UpkeepProcessError("the lake upkeep is closed (the collector is stopping)")
+            child = subprocess.Popen(
+                self.command,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            self._running.add(child)
+        try:
+            out, err = child.communicate(json.dumps(request) + "\n", timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            out, err = child.communicate()
+            raise UpkeepProcessError(
+                f"the lake upkeep process did not finish within {timeout_s:g} s (lake_upkeep_timeout_s) and was "
+                f"killed; its last words:\n{_tail(err) or '(none)'}"
+            ) from None
+        finally:
+            with self._lock:
+                self._running.discard(child)
+        return _result(child.returncode, out, err)
+
+    def kill(self) -> None:
+        """Kill the pass running now, if any, and refuse later ones."""
+        with self._lock:
+            self._closed = True
+            running = list(self._running)
+        for child in running:
+            child.kill()
+
+
+def _tail(stderr: str) -> str:
+    return "\n".join(stderr.strip().splitlines()[-STDERR_TAIL_LINES:])
+
+
+def _result(code: int, stdout: str, stderr: str) -> UpkeepResult:
+    """The child's answer, or an error saying how it ended and its last stderr lines."""
+    if code != 0:
         raise UpkeepProcessError(
-            f"the lake upkeep process {_how_it_ended(done.returncode)}; its last words:\n{tail or '(none)'}"
+            f"the lake upkeep process {_how_it_ended(code)}; its last words:\n{_tail(stderr) or '(none)'}"
         )
-    lines = done.stdout.strip().splitlines()
+    lines = stdout.strip().splitlines()
     try:
-        fields = json.loads(lines[-1])
-        return UpkeepResult(**fields)
+        return UpkeepResult(**json.loads(lines[-1]))
     except (IndexError, ValueError, TypeError) as exc:
         raise UpkeepProcessError(
-            f"the lake upkeep process answered no result ({exc}): stdout {done.stdout[-300:]!r}, "
-            f"stderr:\n{tail or '(none)'}"
+            f"the lake upkeep process answered no result ({exc}): stdout {stdout[-300:]!r}, "
+            f"stderr:\n{_tail(stderr) or '(none)'}"
         ) from None
 
 

@@ -78,7 +78,7 @@ async def prune_sequences(writer: Writer) -> int:
 async def lake_upkeep(cfg: CollectorConfig, store, metrics: Metrics, pool: Executor) -> UpkeepResult:
     """One pass of the lake's file upkeep in ``pool`` (beside ingest), counted and logged."""
     result = await asyncio.get_running_loop().run_in_executor(
-        pool, store.upkeep, cfg.lake_snapshot_keep_s, cfg.lake_file_keep_s
+        pool, store.upkeep, cfg.lake_snapshot_keep_s, cfg.lake_file_keep_s, cfg.lake_upkeep_timeout_s
     )
     metrics.add(result.counters())
     log.info(

@@ -4,6 +4,8 @@ with the child's last stderr lines, and the collector's own store goes on commit
 from __future__ import annotations
 
 import sys
+import threading
+import time
 
 import duckdb
 import pyarrow as pa
@@ -12,7 +14,7 @@ from testkit.postgres import Postgres
 
 from c4.catalogue import load
 from c4.collector.lake import LakeStore
-from c4.collector.lake_upkeep_process import UpkeepProcessError, upkeep_in_child
+from c4.collector.lake_upkeep_process import UpkeepChild, UpkeepProcessError
 from c4.collector.store import PendingBatch
 
 CATALOGUE = load()
@@ -28,30 +30,63 @@ def test_a_child_killed_by_a_signal_is_named_with_its_last_words():
         "print('ducklake_flush_inlined_data: double free', file=sys.stderr, flush=True); os.abort()"
     )
     with pytest.raises(UpkeepProcessError, match="killed by SIGABRT") as err:
-        upkeep_in_child("postgres://c4@127.0.0.1:1/lake", "/nonexistent", 1.0, 1.0, command=aborting)
+        UpkeepChild(aborting).run("postgres://c4@127.0.0.1:1/lake", "/nonexistent", 1.0, 1.0, 60)
     assert "double free" in str(err.value)
 
 
 def test_a_child_that_answers_nonsense_or_nothing_is_an_error():
     with pytest.raises(UpkeepProcessError, match="answered no result"):
-        upkeep_in_child("postgres://x@h/db", "/d", 1.0, 1.0, command=child("print('not json')"))
+        UpkeepChild(child("print('not json')")).run("postgres://x@h/db", "/d", 1.0, 1.0, 60)
     with pytest.raises(UpkeepProcessError, match="answered no result"):
-        upkeep_in_child(
-            "postgres://x@h/db", "/d", 1.0, 1.0, command=child("print(json.dumps({'files_bad': 1}))")
-        )
+        UpkeepChild(child("print(json.dumps({'files_bad': 1}))")).run("postgres://x@h/db", "/d", 1.0, 1.0, 60)
     with pytest.raises(UpkeepProcessError, match="exited with code 3"):
-        upkeep_in_child("postgres://x@h/db", "/d", 1.0, 1.0, command=child("sys.exit(3)"))
+        UpkeepChild(child("sys.exit(3)")).run("postgres://x@h/db", "/d", 1.0, 1.0, 60)
 
 
 def test_the_child_receives_the_request_on_stdin_not_argv():
     echo = child("print(json.dumps({'files_before': len(sys.argv), 'conflicts': [request['url']]}))")
-    got = upkeep_in_child("postgres://u:secret@h/db", "/d", 2.0, 3.0, command=echo)
+    got = UpkeepChild(echo).run("postgres://u:secret@h/db", "/d", 2.0, 3.0, 60)
     assert got.files_before == 1 and got.conflicts == ["postgres://u:secret@h/db"]
+
+
+def test_a_child_that_hangs_is_killed_after_the_timeout():
+    hanging = child(
+        "print('stuck in a catalog lock', file=sys.stderr, flush=True); import time; time.sleep(600)"
+    )
+    started = time.monotonic()
+    with pytest.raises(
+        UpkeepProcessError, match=r"did not finish within 1 s \(lake_upkeep_timeout_s\)"
+    ) as err:
+        UpkeepChild(hanging).run("postgres://x@h/db", "/d", 1.0, 1.0, 1.0)
+    assert "stuck in a catalog lock" in str(err.value)
+    assert time.monotonic() - started < 60  # killed, not waited for
+
+
+def test_closing_kills_the_running_pass_and_refuses_later_ones():
+    upkeep = UpkeepChild(child("import time; time.sleep(600)"))
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            upkeep.run("postgres://x@h/db", "/d", 1.0, 1.0, 600)
+        except UpkeepProcessError as exc:
+            failed.append(exc)
+
+    t = threading.Thread(target=run)
+    t.start()
+    deadline = time.monotonic() + 30
+    while not upkeep._running and time.monotonic() < deadline:
+        time.sleep(0.05)
+    upkeep.kill()
+    t.join(30)
+    assert not t.is_alive() and failed and "killed by SIGKILL" in str(failed[0])
+    with pytest.raises(UpkeepProcessError, match="closed"):
+        upkeep.run("postgres://x@h/db", "/d", 1.0, 1.0, 600)
 
 
 def test_the_real_child_names_a_lake_it_cannot_reach(tmp_path):
     with pytest.raises(UpkeepProcessError, match="exited with code 1") as err:
-        upkeep_in_child("postgres://c4@127.0.0.1:1/lake", str(tmp_path / "data"), 1.0, 1.0)
+        UpkeepChild().run("postgres://c4@127.0.0.1:1/lake", str(tmp_path / "data"), 1.0, 1.0, 60)
     assert "cannot attach the lake" in str(err.value)
 
 
@@ -73,11 +108,11 @@ def test_a_crashed_upkeep_child_leaves_the_collectors_store_committing(tmp_path,
     store = LakeStore(postgres.url, str(tmp_path / "data"), CATALOGUE, "a")
     try:
         assert not store.commit([beats("n1", 1, 50)])[0].error
-        real, store.upkeep_command = store.upkeep_command, child("os.abort()")
+        real, store.upkeep_child.command = store.upkeep_child.command, child("os.abort()")
         with pytest.raises(UpkeepProcessError, match="SIGABRT"):
             store.upkeep(snapshot_keep_s=1.0, file_keep_s=1.0)
         assert not store.commit([beats("n1", 2, 50)])[0].error
-        store.upkeep_command = real
+        store.upkeep_child.command = real
         result = store.upkeep(snapshot_keep_s=0.001, file_keep_s=0.001)  # the next pass, a real child
         assert result.files_before >= 2 and result.files_after <= result.files_before
         assert store.cursor().execute("SELECT count(*) FROM agent_heartbeat").fetchone()[0] == 100
