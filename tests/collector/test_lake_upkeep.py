@@ -4,6 +4,7 @@ PostgreSQL catalog and Parquet files on disk."""
 
 from __future__ import annotations
 
+import sys
 import threading
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from testkit.postgres import Postgres
 
 from c4.catalogue import load
 from c4.collector.lake import LakeStore
+from c4.collector.lake_upkeep_process import UpkeepProcessError
 from c4.collector.store import PendingBatch
 from c4.config import CollectorConfig
 
@@ -83,6 +85,23 @@ def test_upkeep_merges_expires_and_deletes_files_and_keeps_every_row(tmp_path, p
     finally:
         leader.close()
         other.close()
+
+
+def test_a_crashed_upkeep_child_leaves_the_collectors_store_committing(tmp_path, postgres):
+    store = LakeStore(postgres.url, str(tmp_path / "data"), CATALOGUE, "a")
+    try:
+        assert not store.commit([beats("n1", 1, 50)])[0].error
+        aborting = [sys.executable, "-c", "import os, sys; sys.stdin.readline(); os.abort()"]
+        real, store.upkeep_child.command = store.upkeep_child.command, aborting
+        with pytest.raises(UpkeepProcessError, match="SIGABRT"):
+            store.upkeep(snapshot_keep_s=1.0, file_keep_s=1.0)
+        assert not store.commit([beats("n1", 2, 50)])[0].error
+        store.upkeep_child.command = real
+        result = store.upkeep(snapshot_keep_s=0.001, file_keep_s=0.001)  # the next pass, a real child
+        assert result.files_before >= 2 and result.files_after <= result.files_before
+        assert store.cursor().execute("SELECT count(*) FROM agent_heartbeat").fetchone()[0] == 100
+    finally:
+        store.close()
 
 
 def test_a_file_keep_shorter_than_a_query_is_refused():
