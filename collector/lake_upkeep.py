@@ -77,10 +77,37 @@ def _conflict(exc: duckdb.Error) -> bool:
 
     DuckLake says "conflict"; PostgreSQL, under the catalog's repeatable-read transactions, says "could
     not serialize access due to concurrent update" (e.g. the flush's DELETE of inlined rows that a
-    commit or a retention DELETE changed meanwhile), which DuckLake passes on as a plain ``Error``.
+    commit or a retention DELETE changed meanwhile), which DuckLake passes on as a plain ``Error``, or,
+    when DuckLake retried within the transaction that failed so, "Current transaction is aborted".
     """
     text = str(exc).lower()
-    return "conflict" in text or "could not serialize access" in text
+    return any(
+        says in text for says in ("conflict", "could not serialize access", "current transaction is aborted")
+    )
+
+
+def _roll_back(cur: duckdb.DuckDBPyConnection) -> None:
+    """End the transaction a failed step left aborted, so that the next step does not fail with "Current
+    transaction is aborted (please ROLLBACK)" (a flush that lost to a commit left the catalog's
+    PostgreSQL transaction so)."""
+    try:
+        cur.execute("ROLLBACK")
+    except duckdb.Error:  # no transaction left open: nothing to end
+        pass
+
+
+def run_step(cur: duckdb.DuckDBPyConnection, name: str, sql: str, conflicts: list[str]) -> list[tuple]:
+    """One step's rows; a step that lost a race (``_conflict``) is logged, named in ``conflicts`` and gives
+    no rows, its transaction ended so that the next step runs; any other error is raised."""
+    try:
+        return cur.execute(sql).fetchall()
+    except duckdb.Error as exc:
+        if not _conflict(exc):
+            raise
+        log.warning("lake upkeep step conflicted with a commit, next pass step=%s error=%s", name, exc)
+        conflicts.append(name)
+        _roll_back(cur)
+        return []
 
 
 def upkeep(
@@ -91,14 +118,7 @@ def upkeep(
     out = UpkeepResult(files_before=live_files(cur), snapshots_before=snapshots(cur))
 
     def step(name: str, sql: str) -> list[tuple]:
-        try:
-            return cur.execute(sql).fetchall()
-        except duckdb.Error as exc:
-            if not _conflict(exc):
-                raise
-            log.warning("lake upkeep step conflicted with a commit, next pass step=%s error=%s", name, exc)
-            out.conflicts.append(name)
-            return []
+        return run_step(cur, name, sql, out.conflicts)
 
     rows = step("flush_inlined_data", f"SELECT rows_flushed FROM ducklake_flush_inlined_data('{lake}')")
     out.inlined_rows_flushed = sum(int(r[0] or 0) for r in rows)

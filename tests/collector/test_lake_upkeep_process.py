@@ -11,6 +11,7 @@ import time
 import duckdb
 import pytest
 
+from c4.collector.lake_upkeep import run_step
 from c4.collector.lake_upkeep_process import UpkeepChild, UpkeepProcessError
 
 
@@ -92,5 +93,26 @@ def test_postgres_serialization_failures_count_as_conflicts_left_to_the_next_pas
         'query "DELETE FROM ...": ERROR:  could not serialize access due to concurrent update'
     )
     assert _conflict(flush)
+    retried = duckdb.TransactionException(
+        "TransactionContext Error: Failed to delete flushed inlined data in DuckLake from table "
+        "ducklake_inlined_data_8_8: Current transaction is aborted (please ROLLBACK)"
+    )
+    assert _conflict(retried)
     assert _conflict(duckdb.TransactionException("Transaction conflict - attempting to delete"))
     assert not _conflict(duckdb.IOException("No space left on device"))
+
+
+def test_a_conflicted_step_leaves_no_aborted_transaction_behind():
+    """A step that lost a race (here an error saying so, raised at run time inside a transaction, which
+    aborts it as the flush's did) is named and gives nothing; the next step runs instead of meeting
+    "Current transaction is aborted"; any other error is raised."""
+    con = duckdb.connect()
+    con.execute("BEGIN")
+    conflicts: list[str] = []
+    lost = "SELECT error('could not serialize access due to concurrent update')"
+    assert run_step(con, "flush_inlined_data", lost, conflicts) == []
+    assert run_step(con, "merge_adjacent_files", "SELECT 1", conflicts) == [(1,)]
+    assert conflicts == ["flush_inlined_data"]
+    with pytest.raises(duckdb.Error, match="disk"):
+        run_step(con, "expire_snapshots", "SELECT error('No space left on device: disk full')", conflicts)
+    assert conflicts == ["flush_inlined_data"]
