@@ -1,8 +1,9 @@
 """The lake's file upkeep run in a child process of its own, so a native crash in it cannot take the collector down.
 
 DuckLake's maintenance functions run beside the shards' commits; under that concurrency DuckDB 1.5.5's
-DuckLake has aborted the whole process (``Fatal Python error: Aborted`` inside
-``ducklake_flush_inlined_data``, and ``double free or corruption`` in a lease holder's first upkeep pass).
+DuckLake has aborted the whole process in our CI (``Fatal Python error: Aborted`` inside
+``ducklake_flush_inlined_data``; and ``double free or corruption`` in a new lease holder whose log shows its
+first upkeep pass started and none finished).
 In a child, such a crash costs one pass: the collector logs how the child ended and its last stderr
 lines, counts a failure, and keeps ingesting; the next pass starts a new child. A pass is rare
 (``lake_upkeep_interval_s``, 600 s by default), so a process start per pass costs little.
