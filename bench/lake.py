@@ -143,7 +143,7 @@ def quiet_passes(store, snapshot_keep_s: float, file_keep_s: float, rounds: int)
         finally:
             cur.close()
         inprocess_s.append(time.monotonic() - t0)
-    child, inprocess = sorted(child_s)[len(child_s) // 2], sorted(inprocess_s)[len(inprocess_s) // 2]
+    child, inprocess = _percentile(sorted(child_s), 0.5), _percentile(sorted(inprocess_s), 0.5)
     return {
         "quiet_pass_child_s": round(child, 2),
         "quiet_pass_inprocess_s": round(inprocess, 2),

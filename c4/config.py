@@ -144,9 +144,8 @@ class CollectorConfig(BaseModel):
     lake_upkeep_interval_s: float = Field(600.0, ge=0)
     lake_snapshot_keep_s: float = Field(3600.0, gt=0)
     lake_file_keep_s: float = Field(3600.0, gt=0)
-    lake_upkeep_timeout_s: float = Field(
-        3600.0, gt=0
-    )  # an upkeep pass (a child process) is killed after this
+    # an upkeep pass runs in a child process, killed (the pass fails) after this long
+    lake_upkeep_timeout_s: float = Field(3600.0, gt=0)
     alertmanager_url: str = ""  # e.g. http://alertmanager:9093
     alert_webhook_urls: list[str] = Field(default_factory=list)
     slack_webhook_url: str = ""

@@ -10,8 +10,9 @@ import time
 
 import duckdb
 import pytest
+from testkit.wait import wait_for
 
-from c4.collector.lake_upkeep import run_step
+from c4.collector.lake_upkeep import _conflict, run_step
 from c4.collector.lake_upkeep_process import UpkeepChild, UpkeepProcessError
 
 
@@ -69,9 +70,7 @@ def test_closing_kills_the_running_pass_and_refuses_later_ones():
 
     t = threading.Thread(target=run)
     t.start()
-    deadline = time.monotonic() + 30
-    while not upkeep._running and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_for(lambda: upkeep._running, timeout_s=30, what="the pass's child to start")
     upkeep.kill()
     t.join(30)
     assert not t.is_alive() and failed and "killed by SIGKILL" in str(failed[0])
@@ -86,8 +85,6 @@ def test_the_real_child_names_a_lake_it_cannot_reach(tmp_path):
 
 
 def test_postgres_serialization_failures_count_as_conflicts_left_to_the_next_pass():
-    from c4.collector.lake_upkeep import _conflict
-
     flush = duckdb.Error(
         "Failed to delete flushed inlined data in DuckLake from table ducklake_inlined_data_1_1: Failed to execute "
         'query "DELETE FROM ...": ERROR:  could not serialize access due to concurrent update'

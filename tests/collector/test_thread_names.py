@@ -8,6 +8,8 @@ import signal
 import time
 from pathlib import Path
 
+from testkit.wait import wait_for
+
 from c4.sim.procs import start_collector
 
 
@@ -40,9 +42,7 @@ def test_a_native_crash_of_the_collector_leaves_every_threads_python_stack_in_it
     the log names the signal and shows the Python stacks, the writer's among them, not only glibc's line."""
     proc = start_collector(tmp_path / "c")
     pid = proc.proc.pid
-    deadline = time.monotonic() + 30
-    while "c4-writer" not in _thread_names(pid) and time.monotonic() < deadline:
-        time.sleep(0.1)
+    wait_for(lambda: "c4-writer" in _thread_names(pid), timeout_s=30, what="the collector's writer thread")
     os.kill(pid, signal.SIGSEGV)
     assert proc.proc.wait(timeout=30) == -signal.SIGSEGV
     log = (tmp_path / "c" / "collector.log").read_text(errors="replace")
