@@ -146,6 +146,9 @@ class CollectorConfig(BaseModel):
     lake_file_keep_s: float = Field(3600.0, gt=0)
     # an upkeep pass runs in a child process, killed (the pass fails) after this long
     lake_upkeep_timeout_s: float = Field(3600.0, gt=0)
+    # files in the lake's data path no commit listed (a killed commit's or pass's) are deleted this old
+    # (at least lake_upkeep_timeout_s: a commit or a pass in flight has such files too)
+    lake_orphan_keep_s: float = Field(86400.0, gt=0)
     alertmanager_url: str = ""  # e.g. http://alertmanager:9093
     alert_webhook_urls: list[str] = Field(default_factory=list)
     slack_webhook_url: str = ""
@@ -193,11 +196,17 @@ class CollectorConfig(BaseModel):
 
     @model_validator(mode="after")
     def _lake_files(self) -> CollectorConfig:
-        """Refuse a file keep time a running query could outlast (it would read a deleted file)."""
+        """Refuse a file keep time a running query could outlast (it would read a deleted file), and an orphan
+        keep time a running upkeep pass could outlast (its files would be deleted before it commits)."""
         if self.lake_file_keep_s < self.query_timeout_s:
             raise ValueError(
                 f"lake_file_keep_s ({self.lake_file_keep_s:g}) must be at least query_timeout_s "
                 f"({self.query_timeout_s:g}): a query still reading a merged-away file would fail"
+            )
+        if self.lake_orphan_keep_s < self.lake_upkeep_timeout_s:
+            raise ValueError(
+                f"lake_orphan_keep_s ({self.lake_orphan_keep_s:g}) must be at least lake_upkeep_timeout_s "
+                f"({self.lake_upkeep_timeout_s:g}): a pass still running has files the catalog does not list yet"
             )
         return self
 

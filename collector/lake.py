@@ -348,12 +348,20 @@ class LakeStore(Store):
                 deleted[spec.name] = int(n[0])
         return deleted
 
-    def upkeep(self, snapshot_keep_s: float, file_keep_s: float, timeout_s: float = 3600.0) -> UpkeepResult:
+    def upkeep(
+        self,
+        snapshot_keep_s: float,
+        file_keep_s: float,
+        timeout_s: float = 3600.0,
+        orphan_keep_s: float = 86400.0,
+    ) -> UpkeepResult:
         """One pass of the lake's file upkeep (``c4.collector.lake_upkeep``) in a child process
         (``c4.collector.lake_upkeep_process``: a native crash in DuckLake's maintenance costs the pass, not
         the collector; a pass still running after ``timeout_s`` is killed); the writer keeps committing
         meanwhile."""
-        return self.upkeep_child.run(self.url, self.data_path, snapshot_keep_s, file_keep_s, timeout_s)
+        return self.upkeep_child.run(
+            self.url, self.data_path, snapshot_keep_s, file_keep_s, timeout_s, orphan_keep_s
+        )
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
         """A reader cursor on the lake (every shard's rows)."""

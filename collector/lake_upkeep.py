@@ -11,11 +11,17 @@ pass, each step its own lake transaction, in the order DuckLake's own ``CHECKPOI
 3. ``ducklake_expire_snapshots``: snapshots older than ``lake_snapshot_keep_s`` go (C4 reads only
    the newest; what they alone referenced is scheduled for deletion);
 4. ``ducklake_cleanup_old_files``: files scheduled for deletion more than ``lake_file_keep_s`` ago are
-   deleted from the data path (keep it above the longest query, ``query_timeout_s``).
+   deleted from the data path (keep it above the longest query, ``query_timeout_s``);
+5. ``ducklake_delete_orphaned_files``: Parquet files in the data path that the catalog has never
+   listed and that are older than ``lake_orphan_keep_s`` are deleted: what a commit or an upkeep pass
+   wrote before it was killed (a timed-out or stopped upkeep child leaves its merged files so). A
+   commit in flight has such files too, so the bound is far above any transaction's length (at least
+   ``lake_upkeep_timeout_s``, the longest a pass may run). DuckLake matches files by full path; if
+   any file it would delete has the name of a file the catalog does list (a data path spelled
+   differently from the one the files were written under), nothing is deleted and the pass says so.
 
-Orphaned files (``ducklake_delete_orphaned_files``) are not touched: a shard's commit in flight has
-files on disk the catalog does not list yet. A step that conflicts with a shard's commit (DuckLake
-refuses some pairs of concurrent changes to one table) is logged and left to the next pass.
+A step that conflicts with a shard's commit (DuckLake refuses some pairs of concurrent changes to
+one table) is logged and left to the next pass.
 """
 
 from __future__ import annotations
@@ -45,6 +51,9 @@ class UpkeepResult:
     files_created: int = 0  # merged files written
     snapshots_expired: int = 0
     files_deleted: int = 0  # from the data path
+    orphans_deleted: int = 0  # files no commit listed, deleted from the data path
+    #: why the orphan step deleted nothing although it found files ('' when it ran or found none)
+    orphans_refused: str = ""
     conflicts: list[str] = field(default_factory=list)  # steps left to the next pass
     seconds: float = 0.0
 
@@ -56,6 +65,8 @@ class UpkeepResult:
             "lake_upkeep_files_created": self.files_created,
             "lake_upkeep_snapshots_expired": self.snapshots_expired,
             "lake_upkeep_files_deleted": self.files_deleted,
+            "lake_upkeep_orphans_deleted": self.orphans_deleted,
+            "lake_upkeep_orphans_refused": int(bool(self.orphans_refused)),
             "lake_upkeep_conflicts": len(self.conflicts),
         }
 
@@ -110,8 +121,66 @@ def run_step(cur: duckdb.DuckDBPyConnection, name: str, sql: str, conflicts: lis
         return []
 
 
+def listed_file_names(cur: duckdb.DuckDBPyConnection) -> set[str]:
+    """The file names (without directories) of every data, delete and to-be-deleted file the lake's catalog
+    lists, in any snapshot: DuckLake names each file by a fresh UUID, so a name identifies the file."""
+    rows = cur.execute(
+        f"SELECT path FROM {METADATA}.ducklake_data_file UNION ALL "
+        f"SELECT path FROM {METADATA}.ducklake_delete_file UNION ALL "
+        f"SELECT path FROM {METADATA}.ducklake_files_scheduled_for_deletion"
+    ).fetchall()
+    return {_file_name(path) for (path,) in rows if path}
+
+
+def _file_name(path: str) -> str:
+    return path.replace("\\", "/").rstrip("/").rpartition("/")[2]
+
+
+def delete_orphans(
+    cur: duckdb.DuckDBPyConnection, lake: str, orphan_keep_s: float, out: UpkeepResult
+) -> None:
+    """Step 5: delete the files older than ``orphan_keep_s`` that the catalog never listed, unless one of
+    them bears the name of a listed file (then nothing, and ``out.orphans_refused`` says why)."""
+    bound = f"older_than => now() - INTERVAL '{float(orphan_keep_s)} seconds'"
+    found = run_step(
+        cur,
+        "delete_orphaned_files",
+        f"SELECT path FROM ducklake_delete_orphaned_files('{lake}', dry_run => true, {bound})",
+        out.conflicts,
+    )
+    if not found:
+        return
+    listed = listed_file_names(cur)
+    clashes = sorted(path for (path,) in found if _file_name(path) in listed)
+    if clashes:
+        out.orphans_refused = (
+            f"{len(clashes)} of the {len(found)} files DuckLake found unlisted have the names of files the "
+            f"catalog lists (e.g. {clashes[0]}): is lake_data_path spelled as when those files were written? "
+            "Nothing was deleted"
+        )
+        log.error("lake upkeep deleted no orphaned files: %s", out.orphans_refused)
+        return
+    rows = run_step(
+        cur,
+        "delete_orphaned_files",
+        f"SELECT path FROM ducklake_delete_orphaned_files('{lake}', {bound})",
+        out.conflicts,
+    )
+    out.orphans_deleted = len(rows)
+    if rows:
+        log.warning(
+            "lake upkeep deleted files no commit listed (left by a killed commit or pass) files=%d e.g.=%s",
+            len(rows),
+            rows[0][0],
+        )
+
+
 def upkeep(
-    cur: duckdb.DuckDBPyConnection, lake: str, snapshot_keep_s: float, file_keep_s: float
+    cur: duckdb.DuckDBPyConnection,
+    lake: str,
+    snapshot_keep_s: float,
+    file_keep_s: float,
+    orphan_keep_s: float = 86400.0,
 ) -> UpkeepResult:
     """One upkeep pass over the lake attached as ``lake`` on ``cur`` (blocking; a reader cursor does)."""
     started = time.monotonic()
@@ -140,6 +209,7 @@ def upkeep(
         f"older_than => now() - INTERVAL '{float(file_keep_s)} seconds')",
     )
     out.files_deleted = int(rows[0][0]) if rows else 0
+    delete_orphans(cur, lake, orphan_keep_s, out)
     out.files_after, out.snapshots_after = live_files(cur), snapshots(cur)
     out.seconds = time.monotonic() - started
     return out

@@ -58,7 +58,13 @@ class UpkeepChild:
         self._closed = False
 
     def run(
-        self, url: str, data_path: str, snapshot_keep_s: float, file_keep_s: float, timeout_s: float
+        self,
+        url: str,
+        data_path: str,
+        snapshot_keep_s: float,
+        file_keep_s: float,
+        timeout_s: float,
+        orphan_keep_s: float = 86400.0,
     ) -> UpkeepResult:
         """One upkeep pass over the lake at ``url`` in a child (blocking until it ends); a child still
         running after ``timeout_s`` is killed and the pass fails."""
@@ -67,6 +73,7 @@ class UpkeepChild:
             "data_path": data_path,
             "snapshot_keep_s": snapshot_keep_s,
             "file_keep_s": file_keep_s,
+            "orphan_keep_s": orphan_keep_s,
         }
         with self._lock:
             if self._closed:
@@ -131,7 +138,13 @@ def main() -> int:
     con = duckdb.connect()
     try:
         attach_lake(con, request["url"], request["data_path"])
-        result = upkeep(con, LAKE, float(request["snapshot_keep_s"]), float(request["file_keep_s"]))
+        result = upkeep(
+            con,
+            LAKE,
+            float(request["snapshot_keep_s"]),
+            float(request["file_keep_s"]),
+            float(request["orphan_keep_s"]),
+        )
     finally:
         con.close()
     print(json.dumps(dataclasses.asdict(result)), flush=True)

@@ -78,12 +78,17 @@ async def prune_sequences(writer: Writer) -> int:
 async def lake_upkeep(cfg: CollectorConfig, store, metrics: Metrics, pool: Executor) -> UpkeepResult:
     """One pass of the lake's file upkeep in ``pool`` (beside ingest), counted and logged."""
     result = await asyncio.get_running_loop().run_in_executor(
-        pool, store.upkeep, cfg.lake_snapshot_keep_s, cfg.lake_file_keep_s, cfg.lake_upkeep_timeout_s
+        pool,
+        store.upkeep,
+        cfg.lake_snapshot_keep_s,
+        cfg.lake_file_keep_s,
+        cfg.lake_upkeep_timeout_s,
+        cfg.lake_orphan_keep_s,
     )
     metrics.add(result.counters())
     log.info(
         "lake upkeep files=%d->%d snapshots=%d->%d inlined_rows_flushed=%d files_merged=%d files_deleted=%d "
-        "conflicts=%s seconds=%.1f",
+        "orphans_deleted=%d conflicts=%s seconds=%.1f",
         result.files_before,
         result.files_after,
         result.snapshots_before,
@@ -91,6 +96,7 @@ async def lake_upkeep(cfg: CollectorConfig, store, metrics: Metrics, pool: Execu
         result.inlined_rows_flushed,
         result.files_merged,
         result.files_deleted,
+        result.orphans_deleted,
         ",".join(result.conflicts) or "-",
         result.seconds,
     )

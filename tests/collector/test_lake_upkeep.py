@@ -4,8 +4,10 @@ PostgreSQL catalog and Parquet files on disk."""
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pyarrow as pa
@@ -15,6 +17,7 @@ from testkit.postgres import Postgres
 
 from c4.catalogue import load
 from c4.collector.lake import LakeStore
+from c4.collector.lake_upkeep import METADATA
 from c4.collector.lake_upkeep_process import UpkeepProcessError
 from c4.collector.store import PendingBatch
 from c4.config import CollectorConfig
@@ -107,3 +110,66 @@ def test_a_crashed_upkeep_child_leaves_the_collectors_store_committing(tmp_path,
 def test_a_file_keep_shorter_than_a_query_is_refused():
     with pytest.raises(ValidationError, match="lake_file_keep_s"):
         CollectorConfig(lake_file_keep_s=10, query_timeout_s=30)
+
+
+def _age(paths, days: float) -> None:
+    old = time.time() - days * 86400
+    for p in paths:
+        os.utime(p, (old, old))
+
+
+def test_upkeep_deletes_old_files_no_commit_listed_and_nothing_else(tmp_path, postgres):
+    data = tmp_path / "lake-data"
+    store = LakeStore(postgres.url, str(data), CATALOGUE, "a")
+    try:
+        for seq in range(1, 4):
+            assert not store.commit([beats("n1", seq, 50)])[0].error
+        listed = sorted(data.rglob("*.parquet"))
+        _age(listed, 3)  # the catalog's own files, old: they must stay all the same
+        table_dir = listed[0].parent
+        old_orphan = table_dir / "ducklake-left-by-a-killed-pass.parquet"  # as a killed child leaves it
+        old_orphan.write_bytes(b"PAR1 not committed")
+        _age([old_orphan], 2)
+        young_orphan = table_dir / "ducklake-commit-in-flight.parquet"  # a commit writing right now
+        young_orphan.write_bytes(b"PAR1 in flight")
+        elsewhere = table_dir / "notes.txt"  # not DuckLake's: never touched
+        elsewhere.write_text("an operator's file")
+        _age([elsewhere], 3)
+        result = store.upkeep(snapshot_keep_s=3600, file_keep_s=3600, orphan_keep_s=86400)
+        assert result.orphans_deleted == 1 and not result.orphans_refused, result
+        assert not old_orphan.exists()
+        assert young_orphan.exists() and elsewhere.exists()
+        assert all(p.exists() for p in listed), "a file the catalog lists was deleted"
+        assert store.cursor().execute("SELECT count(*) FROM agent_heartbeat").fetchone()[0] == 150
+        assert store.known_seq("n1") == 3
+    finally:
+        store.close()
+
+
+def test_orphans_named_like_listed_files_are_not_deleted(tmp_path, postgres):
+    """A catalog whose paths do not lead to the files (here one file's path rewritten to another directory,
+    as a data path spelled otherwise would): DuckLake alone would delete that live file; upkeep refuses."""
+    data = tmp_path / "lake-data"
+    store = LakeStore(postgres.url, str(data), CATALOGUE, "a")
+    try:
+        assert not store.commit([beats("n1", 1, 50)])[0].error
+        files = sorted(data.rglob("*.parquet"))
+        _age(files, 3)
+        live = next(p for p in files if p.parent.name == "agent_heartbeat")
+        store.con.execute(
+            f"UPDATE {METADATA}.ducklake_data_file SET path = ?, path_is_relative = false "
+            "WHERE path = ? AND end_snapshot IS NULL",
+            [str(tmp_path / "spelled-otherwise" / live.name), live.name],
+        )
+        result = store.upkeep(snapshot_keep_s=3600, file_keep_s=3600, orphan_keep_s=86400)
+        assert result.orphans_deleted == 0
+        assert live.name in result.orphans_refused and "lake_data_path" in result.orphans_refused
+        assert all(p.exists() for p in files)
+    finally:
+        store.close()
+
+
+def test_an_orphan_keep_shorter_than_a_pass_may_run_is_refused():
+    with pytest.raises(ValidationError, match="lake_orphan_keep_s"):
+        CollectorConfig(lake_orphan_keep_s=600, lake_upkeep_timeout_s=3600)
+    assert CollectorConfig(lake_orphan_keep_s=3600, lake_upkeep_timeout_s=3600).lake_orphan_keep_s == 3600
