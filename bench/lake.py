@@ -190,6 +190,7 @@ def measure_upkeep(
         "inlined_rows_flushed": result.inlined_rows_flushed,
         "conflicts": len(result.conflicts),
         "upkeep_s": result.seconds,
+        "upkeep_step_s": {name: round(v, 3) for name, v in result.step_s.items()},
         "rows_after": rows,
     }
 
@@ -305,6 +306,7 @@ def run(args: argparse.Namespace) -> int:
             upkeep_parquet_on_disk_after=upkeep["parquet_on_disk_after"],
             upkeep_s=round(upkeep["upkeep_s"], 2),
             upkeep_wall_s=round(upkeep["upkeep_wall_s"], 2),
+            upkeep_step_s=upkeep["upkeep_step_s"],  # where the pass went, step by step
             **{k: v for k, v in upkeep.items() if k.startswith("quiet_pass_")},
         )
     emit(

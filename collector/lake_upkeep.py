@@ -55,6 +55,7 @@ class UpkeepResult:
     #: why the orphan step deleted nothing although it found files ('' when it ran or found none)
     orphans_refused: str = ""
     conflicts: list[str] = field(default_factory=list)  # steps left to the next pass
+    step_s: dict[str, float] = field(default_factory=dict)  # wall seconds of each step (where a pass goes)
     seconds: float = 0.0
 
     def counters(self) -> dict[str, int]:
@@ -107,9 +108,17 @@ def _roll_back(cur: duckdb.DuckDBPyConnection) -> None:
         pass
 
 
-def run_step(cur: duckdb.DuckDBPyConnection, name: str, sql: str, conflicts: list[str]) -> list[tuple]:
+def run_step(
+    cur: duckdb.DuckDBPyConnection,
+    name: str,
+    sql: str,
+    conflicts: list[str],
+    step_s: dict[str, float] | None = None,
+) -> list[tuple]:
     """One step's rows; a step that lost a race (``_conflict``) is logged, named in ``conflicts`` and gives
-    no rows, its transaction ended so that the next step runs; any other error is raised."""
+    no rows, its transaction ended so that the next step runs; any other error is raised. Its wall seconds
+    are added to ``step_s[name]``."""
+    started = time.monotonic()
     try:
         return cur.execute(sql).fetchall()
     except duckdb.Error as exc:
@@ -119,6 +128,9 @@ def run_step(cur: duckdb.DuckDBPyConnection, name: str, sql: str, conflicts: lis
         conflicts.append(name)
         _roll_back(cur)
         return []
+    finally:
+        if step_s is not None:
+            step_s[name] = step_s.get(name, 0.0) + time.monotonic() - started
 
 
 def listed_file_names(cur: duckdb.DuckDBPyConnection) -> set[str]:
@@ -147,6 +159,7 @@ def delete_orphans(
         "delete_orphaned_files",
         f"SELECT path FROM ducklake_delete_orphaned_files('{lake}', dry_run => true, {bound})",
         out.conflicts,
+        out.step_s,
     )
     if not found:
         return
@@ -165,6 +178,7 @@ def delete_orphans(
         "delete_orphaned_files",
         f"SELECT path FROM ducklake_delete_orphaned_files('{lake}', {bound})",
         out.conflicts,
+        out.step_s,
     )
     out.orphans_deleted = len(rows)
     if rows:
@@ -187,7 +201,7 @@ def upkeep(
     out = UpkeepResult(files_before=live_files(cur), snapshots_before=snapshots(cur))
 
     def step(name: str, sql: str) -> list[tuple]:
-        return run_step(cur, name, sql, out.conflicts)
+        return run_step(cur, name, sql, out.conflicts, out.step_s)
 
     rows = step("flush_inlined_data", f"SELECT rows_flushed FROM ducklake_flush_inlined_data('{lake}')")
     out.inlined_rows_flushed = sum(int(r[0] or 0) for r in rows)

@@ -88,7 +88,7 @@ async def lake_upkeep(cfg: CollectorConfig, store, metrics: Metrics, pool: Execu
     metrics.add(result.counters())
     log.info(
         "lake upkeep files=%d->%d snapshots=%d->%d inlined_rows_flushed=%d files_merged=%d files_deleted=%d "
-        "orphans_deleted=%d conflicts=%s seconds=%.1f",
+        "orphans_deleted=%d conflicts=%s seconds=%.1f steps=%s",
         result.files_before,
         result.files_after,
         result.snapshots_before,
@@ -99,6 +99,7 @@ async def lake_upkeep(cfg: CollectorConfig, store, metrics: Metrics, pool: Execu
         result.orphans_deleted,
         ",".join(result.conflicts) or "-",
         result.seconds,
+        ",".join(f"{name}:{s:.1f}" for name, s in result.step_s.items()) or "-",
     )
     return result
 

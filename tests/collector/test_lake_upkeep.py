@@ -137,6 +137,7 @@ def test_upkeep_deletes_old_files_no_commit_listed_and_nothing_else(tmp_path, po
         _age([elsewhere], 3)
         result = store.upkeep(snapshot_keep_s=3600, file_keep_s=3600, orphan_keep_s=86400)
         assert result.orphans_deleted == 1 and not result.orphans_refused, result
+        assert result.counters()["lake_upkeep_orphans_deleted"] == 1
         assert not old_orphan.exists()
         assert young_orphan.exists() and elsewhere.exists()
         assert all(p.exists() for p in listed), "a file the catalog lists was deleted"
@@ -164,6 +165,7 @@ def test_orphans_named_like_listed_files_are_not_deleted(tmp_path, postgres):
         result = store.upkeep(snapshot_keep_s=3600, file_keep_s=3600, orphan_keep_s=86400)
         assert result.orphans_deleted == 0
         assert live.name in result.orphans_refused and "lake_data_path" in result.orphans_refused
+        assert result.counters()["lake_upkeep_orphans_refused"] == 1
         assert all(p.exists() for p in files)
     finally:
         store.close()
