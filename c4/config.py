@@ -47,6 +47,8 @@ RESTART_TEMPLATES = {
 
 #: The --apply-as formats a collector's replan may write: those a plan alone defines (not the host order).
 REPLAN_APPLY_FORMATS = ("sport-table", "switch-routes", "nccl-env")
+#: The longest lake keep time or upkeep timeout, seconds (~31 years)
+MAX_KEEP_S = 1e9
 
 
 def template_problem(key: str, template: str) -> str:
@@ -142,13 +144,11 @@ class CollectorConfig(BaseModel):
     # the lake's file upkeep, on the lease holder (0: off): merge small Parquet files, expire snapshots
     # older than lake_snapshot_keep_s, delete the files they freed lake_file_keep_s after (> query_timeout_s)
     lake_upkeep_interval_s: float = Field(600.0, ge=0)
-    lake_snapshot_keep_s: float = Field(3600.0, gt=0)
-    lake_file_keep_s: float = Field(3600.0, gt=0)
+    # (at most MAX_KEEP_S: "now minus" a longer span is before year 1 and fails every pass)
+    lake_snapshot_keep_s: float = Field(3600.0, gt=0, le=MAX_KEEP_S)
+    lake_file_keep_s: float = Field(3600.0, gt=0, le=MAX_KEEP_S)
     # an upkeep pass runs in a child process, killed (the pass fails) after this long
-    lake_upkeep_timeout_s: float = Field(3600.0, gt=0)
-    # files in the lake's data path no commit listed (a killed commit's or pass's) are deleted this old
-    # (at least lake_upkeep_timeout_s: a commit or a pass in flight has such files too)
-    lake_orphan_keep_s: float = Field(86400.0, gt=0)
+    lake_upkeep_timeout_s: float = Field(3600.0, gt=0, le=MAX_KEEP_S)
     alertmanager_url: str = ""  # e.g. http://alertmanager:9093
     alert_webhook_urls: list[str] = Field(default_factory=list)
     slack_webhook_url: str = ""
@@ -196,17 +196,11 @@ class CollectorConfig(BaseModel):
 
     @model_validator(mode="after")
     def _lake_files(self) -> CollectorConfig:
-        """Refuse a file keep time a running query could outlast (it would read a deleted file), and an orphan
-        keep time a running upkeep pass could outlast (its files would be deleted before it commits)."""
+        """Refuse a file keep time a running query could outlast (it would read a deleted file)."""
         if self.lake_file_keep_s < self.query_timeout_s:
             raise ValueError(
                 f"lake_file_keep_s ({self.lake_file_keep_s:g}) must be at least query_timeout_s "
                 f"({self.query_timeout_s:g}): a query still reading a merged-away file would fail"
-            )
-        if self.lake_orphan_keep_s < self.lake_upkeep_timeout_s:
-            raise ValueError(
-                f"lake_orphan_keep_s ({self.lake_orphan_keep_s:g}) must be at least lake_upkeep_timeout_s "
-                f"({self.lake_upkeep_timeout_s:g}): a pass still running has files the catalog does not list yet"
             )
         return self
 

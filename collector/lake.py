@@ -114,6 +114,7 @@ def attach_lake(con: duckdb.DuckDBPyConnection, url: str, data_path: str, read_o
     if password:
         os.environ["PGPASSWORD"] = password
     escaped = info.replace("'", "''")
+    data = data.replace("'", "''")  # a quote in a path is legal: a string literal's, not the statement's end
     mode = ", READ_ONLY" if read_only else ""
     for attempt in range(1, SCHEMA_ATTEMPTS + 1):
         try:
@@ -189,7 +190,8 @@ class LakeStore(Store):
 
     def _lock_down_con(self, con: duckdb.DuckDBPyConnection) -> None:
         if "://" not in self.data_path:  # the lake reads its own Parquet files; nothing else is reachable
-            con.execute(f"SET allowed_directories = ['{Path(self.data_path).resolve()}/']")
+            allowed = f"{Path(self.data_path).resolve()}/".replace("'", "''")
+            con.execute(f"SET allowed_directories = ['{allowed}']")
         con.execute("SET enable_external_access = false")
         con.execute("SET lock_configuration = true")
 
@@ -348,20 +350,12 @@ class LakeStore(Store):
                 deleted[spec.name] = int(n[0])
         return deleted
 
-    def upkeep(
-        self,
-        snapshot_keep_s: float,
-        file_keep_s: float,
-        timeout_s: float = 3600.0,
-        orphan_keep_s: float = 86400.0,
-    ) -> UpkeepResult:
+    def upkeep(self, snapshot_keep_s: float, file_keep_s: float, timeout_s: float = 3600.0) -> UpkeepResult:
         """One pass of the lake's file upkeep (``c4.collector.lake_upkeep``) in a child process
         (``c4.collector.lake_upkeep_process``: a native crash in DuckLake's maintenance costs the pass, not
         the collector; a pass still running after ``timeout_s`` is killed); the writer keeps committing
         meanwhile."""
-        return self.upkeep_child.run(
-            self.url, self.data_path, snapshot_keep_s, file_keep_s, timeout_s, orphan_keep_s
-        )
+        return self.upkeep_child.run(self.url, self.data_path, snapshot_keep_s, file_keep_s, timeout_s)
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
         """A reader cursor on the lake (every shard's rows)."""

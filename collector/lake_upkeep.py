@@ -12,16 +12,16 @@ pass, each step its own lake transaction, in the order DuckLake's own ``CHECKPOI
    the newest; what they alone referenced is scheduled for deletion);
 4. ``ducklake_cleanup_old_files``: files scheduled for deletion more than ``lake_file_keep_s`` ago are
    deleted from the data path (keep it above the longest query, ``query_timeout_s``);
-5. ``ducklake_delete_orphaned_files``: Parquet files in the data path that the catalog has never
-   listed and that are older than ``lake_orphan_keep_s`` are deleted: what a commit or an upkeep pass
-   wrote before it was killed (a timed-out or stopped upkeep child leaves its merged files so). A
-   commit in flight has such files too, so the bound is far above any transaction's length (at least
-   ``lake_upkeep_timeout_s``, the longest a pass may run). DuckLake matches files by full path; if
-   any file it would delete has the name of a file the catalog does list (a data path spelled
-   differently from the one the files were written under), nothing is deleted and the pass says so.
+5. ``ducklake_delete_orphaned_files`` as a dry run: Parquet files under the data path that this lake's
+   catalog has never listed, over ``ORPHAN_AGE_S`` old, are counted (``orphans_found``) and left alone.
+   A commit or a pass that was killed leaves such files behind; so does any other writer of the
+   directory, and DuckLake tells them apart only by path: another lake sharing the data path, an
+   operator's export or a commit in flight would be deleted with them (all three tried).
 
-A step that conflicts with a shard's commit (DuckLake refuses some pairs of concurrent changes to
-one table) is logged and left to the next pass.
+Every step runs even when an earlier one failed (on a full disk the flush fails while the cleanup
+would free space); a failed step is named in ``errors`` and the pass counts as failed. A step that
+conflicts with a shard's commit (DuckLake refuses some pairs of concurrent changes to one table) is
+logged and left to the next pass.
 """
 
 from __future__ import annotations
@@ -51,10 +51,9 @@ class UpkeepResult:
     files_created: int = 0  # merged files written
     snapshots_expired: int = 0
     files_deleted: int = 0  # from the data path
-    orphans_deleted: int = 0  # files no commit listed, deleted from the data path
-    #: why the orphan step deleted nothing although it found files ('' when it ran or found none)
-    orphans_refused: str = ""
+    orphans_found: int = 0  # Parquet files over ORPHAN_AGE_S old the catalog never listed (not deleted)
     conflicts: list[str] = field(default_factory=list)  # steps left to the next pass
+    errors: list[str] = field(default_factory=list)  # "step: error" of each step that failed
     step_s: dict[str, float] = field(default_factory=dict)  # wall seconds of each step (where a pass goes)
     seconds: float = 0.0
 
@@ -66,10 +65,18 @@ class UpkeepResult:
             "lake_upkeep_files_created": self.files_created,
             "lake_upkeep_snapshots_expired": self.snapshots_expired,
             "lake_upkeep_files_deleted": self.files_deleted,
-            "lake_upkeep_orphans_deleted": self.orphans_deleted,
-            "lake_upkeep_orphans_refused": int(bool(self.orphans_refused)),
+            "lake_upkeep_step_errors": len(self.errors),
             "lake_upkeep_conflicts": len(self.conflicts),
         }
+
+
+#: Unlisted files at least this old are counted as orphans (a commit or a pass in flight is far younger).
+ORPHAN_AGE_S = 86400.0
+
+
+def interval_sql(seconds: float) -> str:
+    """A SQL interval of ``seconds`` (fixed-point: DuckDB reads no exponent, '1e+20 seconds' fails)."""
+    return f"INTERVAL '{float(seconds):.6f} seconds'"
 
 
 def live_files(cur: duckdb.DuckDBPyConnection) -> int:
@@ -133,75 +140,25 @@ def run_step(
             step_s[name] = step_s.get(name, 0.0) + time.monotonic() - started
 
 
-def listed_file_names(cur: duckdb.DuckDBPyConnection) -> set[str]:
-    """The file names (without directories) of every data, delete and to-be-deleted file the lake's catalog
-    lists, in any snapshot: DuckLake names each file by a fresh UUID, so a name identifies the file."""
-    rows = cur.execute(
-        f"SELECT path FROM {METADATA}.ducklake_data_file UNION ALL "
-        f"SELECT path FROM {METADATA}.ducklake_delete_file UNION ALL "
-        f"SELECT path FROM {METADATA}.ducklake_files_scheduled_for_deletion"
-    ).fetchall()
-    return {_file_name(path) for (path,) in rows if path}
-
-
-def _file_name(path: str) -> str:
-    return path.replace("\\", "/").rstrip("/").rpartition("/")[2]
-
-
-def delete_orphans(
-    cur: duckdb.DuckDBPyConnection, lake: str, orphan_keep_s: float, out: UpkeepResult
-) -> None:
-    """Step 5: delete the files older than ``orphan_keep_s`` that the catalog never listed, unless one of
-    them bears the name of a listed file (then nothing, and ``out.orphans_refused`` says why)."""
-    bound = f"older_than => now() - INTERVAL '{float(orphan_keep_s)} seconds'"
-    found = run_step(
-        cur,
-        "delete_orphaned_files",
-        f"SELECT path FROM ducklake_delete_orphaned_files('{lake}', dry_run => true, {bound})",
-        out.conflicts,
-        out.step_s,
-    )
-    if not found:
-        return
-    listed = listed_file_names(cur)
-    clashes = sorted(path for (path,) in found if _file_name(path) in listed)
-    if clashes:
-        out.orphans_refused = (
-            f"{len(clashes)} of the {len(found)} files DuckLake found unlisted have the names of files the "
-            f"catalog lists (e.g. {clashes[0]}): is lake_data_path spelled as when those files were written? "
-            "Nothing was deleted"
-        )
-        log.error("lake upkeep deleted no orphaned files: %s", out.orphans_refused)
-        return
-    rows = run_step(
-        cur,
-        "delete_orphaned_files",
-        f"SELECT path FROM ducklake_delete_orphaned_files('{lake}', {bound})",
-        out.conflicts,
-        out.step_s,
-    )
-    out.orphans_deleted = len(rows)
-    if rows:
-        log.warning(
-            "lake upkeep deleted files no commit listed (left by a killed commit or pass) files=%d e.g.=%s",
-            len(rows),
-            rows[0][0],
-        )
-
-
 def upkeep(
     cur: duckdb.DuckDBPyConnection,
     lake: str,
     snapshot_keep_s: float,
     file_keep_s: float,
-    orphan_keep_s: float = 86400.0,
 ) -> UpkeepResult:
-    """One upkeep pass over the lake attached as ``lake`` on ``cur`` (blocking; a reader cursor does)."""
+    """One upkeep pass over the lake attached as ``lake`` on ``cur`` (blocking; a reader cursor does); a step
+    that fails is named in the result's ``errors`` and the next one runs."""
     started = time.monotonic()
     out = UpkeepResult(files_before=live_files(cur), snapshots_before=snapshots(cur))
 
     def step(name: str, sql: str) -> list[tuple]:
-        return run_step(cur, name, sql, out.conflicts, out.step_s)
+        try:
+            return run_step(cur, name, sql, out.conflicts, out.step_s)
+        except duckdb.Error as exc:
+            log.error("lake upkeep step failed, the pass goes on step=%s error=%s", name, exc)
+            out.errors.append(f"{name}: {exc}")
+            _roll_back(cur)
+            return []
 
     rows = step("flush_inlined_data", f"SELECT rows_flushed FROM ducklake_flush_inlined_data('{lake}')")
     out.inlined_rows_flushed = sum(int(r[0] or 0) for r in rows)
@@ -214,16 +171,21 @@ def upkeep(
     rows = step(
         "expire_snapshots",
         f"SELECT count(*) FROM ducklake_expire_snapshots('{lake}', "
-        f"older_than => now() - INTERVAL '{float(snapshot_keep_s)} seconds')",
+        f"older_than => now() - {interval_sql(snapshot_keep_s)})",
     )
     out.snapshots_expired = int(rows[0][0]) if rows else 0
     rows = step(
         "cleanup_old_files",
         f"SELECT count(*) FROM ducklake_cleanup_old_files('{lake}', "
-        f"older_than => now() - INTERVAL '{float(file_keep_s)} seconds')",
+        f"older_than => now() - {interval_sql(file_keep_s)})",
     )
     out.files_deleted = int(rows[0][0]) if rows else 0
-    delete_orphans(cur, lake, orphan_keep_s, out)
+    rows = step(
+        "count_orphaned_files",
+        f"SELECT count(*) FROM ducklake_delete_orphaned_files('{lake}', dry_run => true, "
+        f"older_than => now() - {interval_sql(ORPHAN_AGE_S)})",
+    )
+    out.orphans_found = int(rows[0][0]) if rows else 0
     out.files_after, out.snapshots_after = live_files(cur), snapshots(cur)
     out.seconds = time.monotonic() - started
     return out

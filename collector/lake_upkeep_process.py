@@ -10,14 +10,19 @@ lines, counts a failure, and keeps ingesting; the next pass starts a new child. 
 
 The parent sends the lake's URL (passwords included: stdin, not argv, which ``ps`` shows), its data
 path and the keep times as one JSON line on the child's stdin; the child attaches the lake with its
-own DuckDB instance, runs ``lake_upkeep.upkeep`` and prints the result as one JSON line.
+own DuckDB instance, runs ``lake_upkeep.upkeep`` and prints the result as one JSON line. The child
+dies with the collector (``PR_SET_PDEATHSIG``: the kernel kills it when the thread that started it
+ends, and the collector's upkeep threads live as long as it does).
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import dataclasses
 import faulthandler
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -58,22 +63,16 @@ class UpkeepChild:
         self._closed = False
 
     def run(
-        self,
-        url: str,
-        data_path: str,
-        snapshot_keep_s: float,
-        file_keep_s: float,
-        timeout_s: float,
-        orphan_keep_s: float = 86400.0,
+        self, url: str, data_path: str, snapshot_keep_s: float, file_keep_s: float, timeout_s: float
     ) -> UpkeepResult:
         """One upkeep pass over the lake at ``url`` in a child (blocking until it ends); a child still
         running after ``timeout_s`` is killed and the pass fails."""
         request = {
+            "parent_pid": os.getpid(),
             "url": url,
             "data_path": data_path,
             "snapshot_keep_s": snapshot_keep_s,
             "file_keep_s": file_keep_s,
-            "orphan_keep_s": orphan_keep_s,
         }
         with self._lock:
             if self._closed:
@@ -129,22 +128,36 @@ def _result(code: int, stdout: str, stderr: str) -> UpkeepResult:
         ) from None
 
 
+#: prctl(2)'s option that sends the calling process a signal when the thread that started it ends (Linux)
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(parent_pid: int) -> bool:
+    """Have the kernel SIGKILL this process when its parent goes (a collector killed by SIGKILL or the OOM
+    killer must not leave a pass holding a lake transaction open with no one to end it); exits at once when
+    the parent is already gone. False where prctl is not available (not Linux): the pass then runs to its end."""
+    libc_name = ctypes.util.find_library("c")
+    if not libc_name or not sys.platform.startswith("linux"):
+        return False
+    libc = ctypes.CDLL(libc_name, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        return False
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(1)
+    return True
+
+
 def main() -> int:
     """The child: read the request on stdin, run one pass, print its result as JSON."""
     faulthandler.enable()  # a native crash prints the Python stack on stderr, which the parent logs
     from c4.collector.lake import LAKE, attach_lake  # lazy: c4.collector.lake imports this module
 
     request = json.loads(sys.stdin.readline())
+    die_with_parent(int(request.get("parent_pid", os.getppid())))
     con = duckdb.connect()
     try:
         attach_lake(con, request["url"], request["data_path"])
-        result = upkeep(
-            con,
-            LAKE,
-            float(request["snapshot_keep_s"]),
-            float(request["file_keep_s"]),
-            float(request["orphan_keep_s"]),
-        )
+        result = upkeep(con, LAKE, float(request["snapshot_keep_s"]), float(request["file_keep_s"]))
     finally:
         con.close()
     print(json.dumps(dataclasses.asdict(result)), flush=True)

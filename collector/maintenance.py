@@ -76,19 +76,19 @@ async def prune_sequences(writer: Writer) -> int:
 
 
 async def lake_upkeep(cfg: CollectorConfig, store, metrics: Metrics, pool: Executor) -> UpkeepResult:
-    """One pass of the lake's file upkeep in ``pool`` (beside ingest), counted and logged."""
+    """One pass of the lake's file upkeep in ``pool`` (beside ingest), counted and logged; raises after that when
+    a step failed (a task failure naming the steps)."""
     result = await asyncio.get_running_loop().run_in_executor(
         pool,
         store.upkeep,
         cfg.lake_snapshot_keep_s,
         cfg.lake_file_keep_s,
         cfg.lake_upkeep_timeout_s,
-        cfg.lake_orphan_keep_s,
     )
     metrics.add(result.counters())
     log.info(
         "lake upkeep files=%d->%d snapshots=%d->%d inlined_rows_flushed=%d files_merged=%d files_deleted=%d "
-        "orphans_deleted=%d conflicts=%s seconds=%.1f steps=%s",
+        "orphans_found=%d conflicts=%s errors=%d seconds=%.1f steps=%s",
         result.files_before,
         result.files_after,
         result.snapshots_before,
@@ -96,11 +96,14 @@ async def lake_upkeep(cfg: CollectorConfig, store, metrics: Metrics, pool: Execu
         result.inlined_rows_flushed,
         result.files_merged,
         result.files_deleted,
-        result.orphans_deleted,
+        result.orphans_found,
         ",".join(result.conflicts) or "-",
+        len(result.errors),
         result.seconds,
         ",".join(f"{name}:{s:.1f}" for name, s in result.step_s.items()) or "-",
     )
+    if result.errors:  # the other steps ran and are counted above; the pass still counts as failed
+        raise RuntimeError(f"lake upkeep: {len(result.errors)} step(s) failed: {'; '.join(result.errors)}")
     return result
 
 

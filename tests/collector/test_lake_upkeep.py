@@ -4,20 +4,25 @@ PostgreSQL catalog and Parquet files on disk."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pyarrow as pa
 import pytest
 from pydantic import ValidationError
+from testkit import small_disk
 from testkit.postgres import Postgres
 
 from c4.catalogue import load
+from c4.collector import maintenance
+from c4.collector.ingest import Metrics
 from c4.collector.lake import LakeStore
-from c4.collector.lake_upkeep import METADATA
+from c4.collector.lake_upkeep import UpkeepResult, interval_sql
 from c4.collector.lake_upkeep_process import UpkeepProcessError
 from c4.collector.store import PendingBatch
 from c4.config import CollectorConfig
@@ -118,60 +123,69 @@ def _age(paths, days: float) -> None:
         os.utime(p, (old, old))
 
 
-def test_upkeep_deletes_old_files_no_commit_listed_and_nothing_else(tmp_path, postgres):
-    data = tmp_path / "lake-data"
-    store = LakeStore(postgres.url, str(data), CATALOGUE, "a")
+def test_on_a_full_disk_the_steps_that_free_space_still_run_and_no_unlisted_file_is_deleted(
+    tmp_path, postgres
+):
+    """The flush cannot write on a full data disk; the cleanup after it still deletes the merged-away files
+    (the space comes back). Old files the catalog never listed are counted and left: an operator's export,
+    another lake's file in a shared data path and a killed pass's file look alike to DuckLake."""
+    data = small_disk.tmpfs(tmp_path / "disk", "16m")
+    store = LakeStore(postgres.url, str(data.path / "it's lake"), CATALOGUE, "a")
     try:
-        for seq in range(1, 4):
+        for seq in range(1, 31):  # a file per commit
             assert not store.commit([beats("n1", seq, 50)])[0].error
-        listed = sorted(data.rglob("*.parquet"))
-        _age(listed, 3)  # the catalog's own files, old: they must stay all the same
-        table_dir = listed[0].parent
-        old_orphan = table_dir / "ducklake-left-by-a-killed-pass.parquet"  # as a killed child leaves it
-        old_orphan.write_bytes(b"PAR1 not committed")
-        _age([old_orphan], 2)
-        young_orphan = table_dir / "ducklake-commit-in-flight.parquet"  # a commit writing right now
-        young_orphan.write_bytes(b"PAR1 in flight")
-        elsewhere = table_dir / "notes.txt"  # not DuckLake's: never touched
-        elsewhere.write_text("an operator's file")
-        _age([elsewhere], 3)
-        result = store.upkeep(snapshot_keep_s=3600, file_keep_s=3600, orphan_keep_s=86400)
-        assert result.orphans_deleted == 1 and not result.orphans_refused, result
-        assert result.counters()["lake_upkeep_orphans_deleted"] == 1
-        assert not old_orphan.exists()
-        assert young_orphan.exists() and elsewhere.exists()
-        assert all(p.exists() for p in listed), "a file the catalog lists was deleted"
-        assert store.cursor().execute("SELECT count(*) FROM agent_heartbeat").fetchone()[0] == 150
-        assert store.known_seq("n1") == 3
+        first = store.upkeep(snapshot_keep_s=0.001, file_keep_s=3600)  # merged away, kept an hour on disk
+        assert first.files_merged >= 30 and not first.errors, first
+        for seq in range(31, 36):  # inlined in the catalog: the next flush must write a file
+            assert not store.commit([beats("n1", seq, 3)])[0].error
+        table_dir = next((data.path / "it's lake").rglob("agent_heartbeat"))
+        export = data.path / "it's lake" / "exports" / "report.parquet"
+        export.parent.mkdir()
+        export.write_bytes(b"PAR1 an operator's export")
+        foreign = table_dir / "ducklake-01a2501b-0000-7000-8000-000000000000.parquet"  # as another lake names
+        foreign.write_bytes(b"PAR1 another lake's live file")
+        _age([export, foreign], 3)
+        data.fill()
+        full = store.upkeep(snapshot_keep_s=0.001, file_keep_s=0.001)
+        assert [e.split(":")[0] for e in full.errors] == ["flush_inlined_data"], full.errors
+        assert "No space left" in full.errors[0]
+        assert full.files_deleted >= 30, full  # the steps after the failed one ran
+        assert full.orphans_found == 2 and export.exists() and foreign.exists()
+        assert full.counters()["lake_upkeep_step_errors"] == 1
+        data.free()
+        after = store.upkeep(snapshot_keep_s=0.001, file_keep_s=0.001)
+        assert not after.errors and after.inlined_rows_flushed >= 15, after
+        assert export.exists() and foreign.exists()
+        assert store.cursor().execute("SELECT count(*) FROM agent_heartbeat").fetchone()[0] == 30 * 50 + 5 * 3
     finally:
         store.close()
+        data.unmount()
 
 
-def test_orphans_named_like_listed_files_are_not_deleted(tmp_path, postgres):
-    """A catalog whose paths do not lead to the files (here one file's path rewritten to another directory,
-    as a data path spelled otherwise would): DuckLake alone would delete that live file; upkeep refuses."""
-    data = tmp_path / "lake-data"
-    store = LakeStore(postgres.url, str(data), CATALOGUE, "a")
-    try:
-        assert not store.commit([beats("n1", 1, 50)])[0].error
-        files = sorted(data.rglob("*.parquet"))
-        _age(files, 3)
-        live = next(p for p in files if p.parent.name == "agent_heartbeat")
-        store.con.execute(
-            f"UPDATE {METADATA}.ducklake_data_file SET path = ?, path_is_relative = false "
-            "WHERE path = ? AND end_snapshot IS NULL",
-            [str(tmp_path / "spelled-otherwise" / live.name), live.name],
-        )
-        result = store.upkeep(snapshot_keep_s=3600, file_keep_s=3600, orphan_keep_s=86400)
-        assert result.orphans_deleted == 0
-        assert live.name in result.orphans_refused and "lake_data_path" in result.orphans_refused
-        assert result.counters()["lake_upkeep_orphans_refused"] == 1
-        assert all(p.exists() for p in files)
-    finally:
-        store.close()
+def test_keep_times_past_what_sql_can_subtract_are_refused():
+    for key in ("lake_snapshot_keep_s", "lake_file_keep_s", "lake_upkeep_timeout_s"):
+        for value in (float("inf"), 1e20, 2e9):
+            with pytest.raises(ValidationError, match=key):
+                CollectorConfig(**{key: value})
+    assert CollectorConfig(lake_snapshot_keep_s=1e9, lake_file_keep_s=1e9).lake_file_keep_s == 1e9
 
 
-def test_an_orphan_keep_shorter_than_a_pass_may_run_is_refused():
-    with pytest.raises(ValidationError, match="lake_orphan_keep_s"):
-        CollectorConfig(lake_orphan_keep_s=600, lake_upkeep_timeout_s=3600)
-    assert CollectorConfig(lake_orphan_keep_s=3600, lake_upkeep_timeout_s=3600).lake_orphan_keep_s == 3600
+def test_interval_sql_has_no_exponent():
+    assert interval_sql(1e9) == "INTERVAL '1000000000.000000 seconds'"
+    assert interval_sql(0.001) == "INTERVAL '0.001000 seconds'"
+
+
+def test_a_pass_with_a_failed_step_is_counted_then_fails_the_task():
+    """What the other steps did reaches the counters; the task still fails, naming the step."""
+
+    class Lake:  # the store's upkeep as a full data disk left it (the real pass: the full-disk test above)
+        def upkeep(self, *keep):
+            return UpkeepResult(
+                files_deleted=30, errors=["flush_inlined_data: IO Error: No space left on device"]
+            )
+
+    metrics = Metrics()
+    with ThreadPoolExecutor(1) as pool, pytest.raises(RuntimeError, match="flush_inlined_data: IO Error"):
+        asyncio.run(maintenance.lake_upkeep(CollectorConfig(), Lake(), metrics, pool))
+    counts = metrics.snapshot()
+    assert counts["lake_upkeep_files_deleted"] == 30 and counts["lake_upkeep_step_errors"] == 1

@@ -4,9 +4,12 @@ with the child's last stderr lines; a hung child is killed (the store going on a
 
 from __future__ import annotations
 
+import socket
+import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import duckdb
 import pytest
@@ -113,3 +116,40 @@ def test_a_conflicted_step_leaves_no_aborted_transaction_behind():
     with pytest.raises(duckdb.Error, match="disk"):
         run_step(con, "expire_snapshots", "SELECT error('No space left on device: disk full')", conflicts)
     assert conflicts == ["flush_inlined_data"]
+
+
+def test_the_real_child_dies_with_a_collector_killed_by_sigkill(tmp_path):
+    """A collector killed by SIGKILL (or the OOM killer) cannot kill its upkeep child; the kernel does
+    (PR_SET_PDEATHSIG). The child here waits on a 'PostgreSQL' that accepts and never answers."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)  # the kernel accepts the connection; nothing ever answers libpq's startup message
+    port = silent.getsockname()[1]
+    collector = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "from c4.collector.lake_upkeep_process import UpkeepChild\n"
+            f"UpkeepChild().run('postgres://c4@127.0.0.1:{port}/lake', {str(tmp_path / 'data')!r}, 1.0, 1.0, 600)",
+        ]
+    )
+    try:
+        children = Path(f"/proc/{collector.pid}/task/{collector.pid}/children")
+        wait_for(lambda: children.read_text().split(), 60, "the upkeep child to start")
+        [upkeep_pid] = (int(pid) for pid in children.read_text().split())
+        time.sleep(1.0)  # it reads its request and blocks on the silent server
+        assert Path(f"/proc/{upkeep_pid}").exists()
+        collector.kill()
+        collector.wait(10)
+
+        def gone() -> bool:
+            try:  # a zombie until its new parent reaps it counts as gone
+                return Path(f"/proc/{upkeep_pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+            except OSError:
+                return True
+
+        wait_for(gone, 20, "the upkeep child to die with its parent")
+    finally:
+        if collector.poll() is None:
+            collector.kill()
+        silent.close()
