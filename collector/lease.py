@@ -45,6 +45,39 @@ ADVICE_DDL = (
 )
 
 
+#: How long a collector starting on a lake waits for another session of its shard to go (a collector that
+#: was just killed: PostgreSQL ends its session as soon as it reads the closed socket).
+SHARD_CHECK_WAIT_S = 5.0
+
+
+def shard_served_elsewhere(conninfo: str, shard: str, wait_s: float = SHARD_CHECK_WAIT_S) -> str:
+    """Where another collector of this shard is connected from ('' when none is, or PostgreSQL cannot be
+    asked: the lake's own attach then says what is wrong). Two collectors of one shard would append to one
+    sequence table and each prune it; every lake collector keeps a lease session named by its shard, so a
+    running one is seen once its first diagnosis period has taken or tried the lease."""
+    import time
+
+    import psycopg  # lazy: only a lake collector needs it
+
+    deadline = time.monotonic() + wait_s
+    try:
+        with psycopg.connect(conninfo, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S) as con:
+            while True:
+                row = con.execute(
+                    "SELECT coalesce(host(client_addr), 'a local socket'), backend_start FROM pg_stat_activity "
+                    "WHERE application_name = %s AND pid <> pg_backend_pid() ORDER BY backend_start LIMIT 1",
+                    (f"{APP_PREFIX}{shard}"[:63],),
+                ).fetchone()
+                if row is None:
+                    return ""
+                if time.monotonic() >= deadline:
+                    return f"connected from {row[0]} since {row[1]:%Y-%m-%d %H:%M:%S %Z}"
+                time.sleep(0.5)
+    except psycopg.Error as exc:
+        log.warning("could not ask the lake's catalog whether shard %s is served already: %s", shard, exc)
+        return ""
+
+
 class Lease(Protocol):
     """A lease on the lake's diagnosis: held by at most one collector at a time."""
 

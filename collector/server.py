@@ -38,7 +38,7 @@ from c4.collector.holds import HoldKeeper, hold_request_problem
 from c4.collector.ingest import IngestService, Metrics, agent_server, bind, set_serving
 from c4.collector.ingest_processes import IngestProcesses
 from c4.collector.lake import LakeStore, conninfo
-from c4.collector.lease import PostgresLease
+from c4.collector.lease import PostgresLease, shard_served_elsewhere
 from c4.collector.queries import QueryFailed, QueryRunner
 from c4.collector.replan import Replanner
 from c4.collector.rollup import Rollups, rollup_offset_s
@@ -333,6 +333,12 @@ class Collector:
         )
         if cfg.lake:
             shard = cfg.shard or f"{socket.gethostname()}_{cfg.listen.rpartition(':')[2]}"
+            elsewhere = shard_served_elsewhere(conninfo(cfg.lake), shard)
+            if elsewhere:
+                raise StartupError(
+                    f"shard {shard!r} of the lake is served by another collector ({elsewhere}): give each "
+                    "collector of a lake a shard of its own (--shard), or stop the other one first"
+                )
             self.store: Store = LakeStore(
                 cfg.lake,
                 cfg.lake_data_path,

@@ -94,6 +94,29 @@ def test_two_shards_one_lake_failover_exactly_once(tmp_path, postgres):
         a2.stop()
 
 
+def test_a_second_collector_of_a_served_shard_is_refused(tmp_path, postgres):
+    """Two collectors of one shard would append to one sequence table and each prune it: the second is
+    refused at start, naming the shard; once the first has stopped, the shard starts again."""
+    import subprocess
+    import sys
+
+    data = tmp_path / "lake-data"
+    a = lake_collector(tmp_path, postgres, "a", data)
+    try:
+        out = subprocess.run(
+            [sys.executable, "-m", "c4.cli", "collector", "--db", str(tmp_path / "b.duckdb"),
+             "--listen", "127.0.0.1:0", "--lake", postgres.url, "--lake-data-path", str(data), "--shard", "a"],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert out.returncode == 1, out.stderr[-2000:]
+        assert "shard 'a' of the lake is served by another collector" in out.stderr
+        assert "--shard" in out.stderr
+    finally:
+        a.stop()
+    again = lake_collector(tmp_path, postgres, "a", data)  # a stopped collector's shard is free at once
+    again.stop()
+
+
 def test_bad_lake_url_is_refused_clearly(tmp_path):
     import subprocess
     import sys
