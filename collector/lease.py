@@ -64,7 +64,7 @@ def shard_served_elsewhere(conninfo: str, shard: str, wait_s: float = SHARD_CHEC
         with psycopg.connect(conninfo, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S) as con:
             while True:
                 row = con.execute(
-                    "SELECT coalesce(host(client_addr), 'a local socket'), backend_start FROM pg_stat_activity "
+                    "SELECT coalesce(host(client_addr), 'a local socket (or an address this role may not see)'), backend_start FROM pg_stat_activity "
                     "WHERE application_name = %s AND pid <> pg_backend_pid() ORDER BY backend_start LIMIT 1",
                     (f"{APP_PREFIX}{shard}"[:63],),
                 ).fetchone()
