@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Protocol
 
 log = logging.getLogger("c4.collector.lease")
@@ -54,9 +55,7 @@ def shard_served_elsewhere(conninfo: str, shard: str, wait_s: float = SHARD_CHEC
     """Where another collector of this shard is connected from ('' when none is, or PostgreSQL cannot be
     asked: the lake's own attach then says what is wrong). Two collectors of one shard would append to one
     sequence table and each prune it; every lake collector keeps a lease session named by its shard, so a
-    running one is seen once its first diagnosis period has taken or tried the lease."""
-    import time
-
+    running one is seen from its start (it takes or tries the lease before it serves)."""
     import psycopg  # lazy: only a lake collector needs it
 
     deadline = time.monotonic() + wait_s
