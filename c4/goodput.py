@@ -6,6 +6,7 @@ import grpc
 import pyarrow as pa
 
 from c4.query import open_channel, query_arrow
+from c4.sql_text import string_literal
 
 #: One row per job (the catalogue's ``job_goodput`` view), worst ETTR first; {where} picks a job.
 JOBS_SQL = (
@@ -25,7 +26,7 @@ def goodput(
     """(per-job goodput rows, the ``top`` faults by GPU-hours lost), for one job when ``job`` is given."""
     own = isinstance(address_or_channel, str)
     channel = open_channel(address_or_channel) if own else address_or_channel
-    where = " WHERE job = '{}'".format(job.replace("'", "''")) if job else ""
+    where = f" WHERE job = {string_literal(job)}" if job else ""
     try:
         jobs, _ = query_arrow(channel, JOBS_SQL.format(where=where))
         faults, _ = query_arrow(channel, FAULTS_SQL.format(where=where, top=int(top)))

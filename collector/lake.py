@@ -26,6 +26,7 @@ from c4.collector.lake_upkeep import UpkeepResult
 from c4.collector.lake_upkeep_process import UpkeepChild
 from c4.collector.sequence import AgentSeq
 from c4.collector.store import SEQ_TABLE, Store
+from c4.sql_text import string_literal
 
 log = logging.getLogger("c4.collector.lake")
 
@@ -113,12 +114,13 @@ def attach_lake(con: duckdb.DuckDBPyConnection, url: str, data_path: str, read_o
     info, password = without_password(conninfo(url))
     if password:
         os.environ["PGPASSWORD"] = password
-    escaped = info.replace("'", "''")
-    data = data.replace("'", "''")  # a quote in a path is legal: a string literal's, not the statement's end
     mode = ", READ_ONLY" if read_only else ""
     for attempt in range(1, SCHEMA_ATTEMPTS + 1):
         try:
-            con.execute(f"ATTACH 'ducklake:postgres:{escaped}' AS {LAKE} (DATA_PATH '{data}'{mode})")
+            con.execute(
+                f"ATTACH {string_literal('ducklake:postgres:' + info)} AS {LAKE} "
+                f"(DATA_PATH {string_literal(data)}{mode})"
+            )
             break
         except duckdb.Error as exc:
             # collectors starting together on a new lake race to create its catalog: the loser attaches
@@ -190,8 +192,7 @@ class LakeStore(Store):
 
     def _lock_down_con(self, con: duckdb.DuckDBPyConnection) -> None:
         if "://" not in self.data_path:  # the lake reads its own Parquet files; nothing else is reachable
-            allowed = f"{Path(self.data_path).resolve()}/".replace("'", "''")
-            con.execute(f"SET allowed_directories = ['{allowed}']")
+            con.execute(f"SET allowed_directories = [{string_literal(f'{Path(self.data_path).resolve()}/')}]")
         con.execute("SET enable_external_access = false")
         con.execute("SET lock_configuration = true")
 

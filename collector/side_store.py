@@ -29,6 +29,7 @@ import duckdb
 
 from c4.catalogue import Catalogue
 from c4.collector.checkpointer import wal_path
+from c4.sql_text import string_literal
 
 log = logging.getLogger("c4.collector.side_store")
 
@@ -60,7 +61,7 @@ def side_table_ddl(ddl: str, name: str) -> str:
 def attach(con: duckdb.DuckDBPyConnection, path: Path) -> None:
     """Attach (creating it if needed) the side file to the store's connection."""
     _remove_if_never_written(path)
-    con.execute(f"ATTACH '{_quoted(str(path))}' AS {SIDE_DB}")
+    con.execute(f"ATTACH {string_literal(str(path))} AS {SIDE_DB}")
 
 
 def _remove_if_never_written(path: Path) -> None:
@@ -82,10 +83,6 @@ def attached(con: duckdb.DuckDBPyConnection) -> bool:
     """Whether the side file is attached to the store's connection."""
     row = con.execute("SELECT count(*) FROM duckdb_databases() WHERE database_name = ?", [SIDE_DB]).fetchone()
     return bool(row and row[0])
-
-
-def _quoted(text: str) -> str:
-    return text.replace("'", "''")
 
 
 def side_tables(con: duckdb.DuckDBPyConnection) -> list[str]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from c4.sql_text import string_literal
+
 #: How bad a fault class is, for colouring (higher is worse); unknown classes count as 1.
 SEVERITY: dict[str, int] = {
     "comm_hang": 4,
@@ -29,7 +31,7 @@ def lit(value: object) -> str:
         return repr(value)
     if isinstance(value, datetime):
         return f"TIMESTAMP '{value.isoformat(sep=' ')}'"
-    return "'" + str(value).replace("'", "''") + "'"
+    return string_literal(str(value))
 
 
 def in_list(values) -> str:
