@@ -17,8 +17,6 @@ ends, and the collector's upkeep threads live as long as it does).
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import dataclasses
 import faulthandler
 import json
@@ -31,6 +29,7 @@ from collections.abc import Sequence
 
 import duckdb
 
+from c4 import parent_death
 from c4.collector.lake_upkeep import UpkeepResult, upkeep
 
 #: ``python -P -m c4.collector.lake_upkeep_process`` (-P: a ``c4`` folder where the collector stands is not imported).
@@ -128,32 +127,17 @@ def _result(code: int, stdout: str, stderr: str) -> UpkeepResult:
         ) from None
 
 
-#: prctl(2)'s option that sends the calling process a signal when the thread that started it ends (Linux)
-PR_SET_PDEATHSIG = 1
-
-
-def die_with_parent(parent_pid: int) -> bool:
-    """Have the kernel SIGKILL this process when its parent goes (a collector killed by SIGKILL or the OOM
-    killer must not leave a pass holding a lake transaction open with no one to end it); exits at once when
-    the parent is already gone. False where prctl is not available (not Linux): the pass then runs to its end."""
-    libc_name = ctypes.util.find_library("c")
-    if not libc_name or not sys.platform.startswith("linux"):
-        return False
-    libc = ctypes.CDLL(libc_name, use_errno=True)
-    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
-        return False
-    if os.getppid() != parent_pid:  # the parent died before prctl took effect
-        os._exit(1)
-    return True
-
-
 def main() -> int:
     """The child: read the request on stdin, run one pass, print its result as JSON."""
     faulthandler.enable()  # a native crash prints the Python stack on stderr, which the parent logs
     from c4.collector.lake import LAKE, attach_lake  # lazy: c4.collector.lake imports this module
 
     request = json.loads(sys.stdin.readline())
-    die_with_parent(int(request.get("parent_pid", os.getppid())))
+    # a collector killed by SIGKILL or the OOM killer must not leave a pass holding a lake transaction
+    # open with no one to end it
+    parent_death.arm(
+        parent_death.prctl_function(), int(request.get("parent_pid", os.getppid())), signal.SIGKILL
+    )
     con = duckdb.connect()
     try:
         attach_lake(con, request["url"], request["data_path"])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
 import socket
@@ -14,6 +13,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from c4 import parent_death
 from c4.security import ClientSecurity
 from c4.self_command import C4_COMMAND
 
@@ -32,16 +32,10 @@ def die_with_parent(then=None):
     into gRPC, skipping fork() handlers" in its output; whether this was why is not proven (200 forks
     beside threads looping on ``dlopen`` hung none with the lookup in the child either)."""
     parent = os.getpid()
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):  # not Linux: children outlive a killed parent, as before
-        prctl = None
+    prctl = parent_death.prctl_function()
 
     def setup() -> None:
-        if prctl is not None:
-            prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
-        if os.getppid() != parent:  # the parent died before the prctl took effect
-            os.kill(os.getpid(), signal.SIGTERM)
+        parent_death.arm(prctl, parent, signal.SIGTERM)
         if then is not None:
             then()
 
