@@ -11,12 +11,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from c4.agent.batcher import convert_rows, utc_from_ns
+from c4.agent.lldp_json import neighbor_rows
 from c4.agent.registry import SamplerContext, build_sampler
 from c4.catalogue import load
 from c4.collector.fabric import discover, pass_rows
@@ -123,23 +125,20 @@ class NamespaceFabric:
         """lldpcli against the system's lldpd."""
         return _run("lldpcli", "-u", self.sock(system), *args)
 
-    def neighbors(self, system: str) -> set[tuple[str, str]]:
-        """(interface, neighbour name) pairs lldpd reports now."""
-        doc = json.loads(self.lldpcli(system, "-f", "json0", "show", "neighbors") or "{}")
-        out = set()
-        for block in doc.get("lldp", []):
-            for itf in block.get("interface", []):
-                for ch in itf.get("chassis", []):
-                    for name in ch.get("name", []):
-                        out.add((itf["name"], name["value"]))
-        return out
+    def neighbors(self, system: str) -> set[tuple[str, str, str]]:
+        """(interface, neighbour name, neighbour port) triples lldpd reports now, read as the agent reads them."""
+        text = self.lldpcli(system, "-f", "json", "show", "neighbors", "details")
+        rows = neighbor_rows(text, system, Counter())
+        return {(r["interface"], r["system_name"], r["neighbor_port"]) for r in rows}
 
     def wait_for(self, wiring: set) -> None:
-        """Until every system's lldpd sees exactly the neighbours the wiring gives it (names included)."""
+        """Until every system's lldpd sees exactly the neighbours the wiring gives it, ports included: a swap
+        keeps each side's neighbour name and changes only its port (names alone once passed on a leaf still
+        showing the old port, and the assembly then found both cables)."""
         want: dict[str, set] = {s: set() for s in self.systems}
         for (a, pa), (b, pb) in wiring:
-            want[a].add((pa, b))
-            want[b].add((pb, a))
+            want[a].add((pa, b, pb))
+            want[b].add((pb, a, pa))
         deadline = time.monotonic() + SETTLE_S
         while True:
             seen = {s: self.neighbors(s) for s in self.systems}
