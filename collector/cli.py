@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     """Serve until SIGINT/SIGTERM."""
     import duckdb  # lazy: c4 --help loads this module; ~50 ms
 
-    from c4.collector.lake import LakeError  # lazy: c4 --help loads this module; duckdb ~80 ms
+    from c4.collector.lake import LakeError, shown_url  # lazy: c4 --help loads this module; duckdb ~80 ms
     from c4.collector.server import StartupError, serve  # lazy: c4 --help loads this module; ~340 ms
 
     cfg = collector_config(args)
@@ -87,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"c4 collector: {exc}", file=sys.stderr)
         return 1
     except duckdb.Error as exc:
-        print(f"c4 collector: store {cfg.lake or cfg.db}: {exc}", file=sys.stderr)
+        print(f"c4 collector: store {shown_url(cfg.lake) if cfg.lake else cfg.db}: {exc}", file=sys.stderr)
         return 1
     except LakeError as exc:
         print(f"c4 collector: {exc}", file=sys.stderr)

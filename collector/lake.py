@@ -67,7 +67,7 @@ def conninfo(url: str) -> str:
         return url
     u = urlparse(url)
     if u.scheme not in ("postgres", "postgresql"):
-        raise LakeError(f"lake URL {url!r}: expected postgres://user@host:port/dbname")
+        raise LakeError(f"lake URL {shown_url(url)!r}: expected postgres://user@host:port/dbname")
     parts = {
         "host": u.hostname,
         "port": u.port,
@@ -79,7 +79,7 @@ def conninfo(url: str) -> str:
         k, _, v = kv.partition("=")
         parts[k] = unquote(v)
     if not parts["dbname"]:
-        raise LakeError(f"lake URL {url!r} names no database")
+        raise LakeError(f"lake URL {shown_url(url)!r} names no database")
     return " ".join(f"{k}={v}" for k, v in parts.items() if v is not None)
 
 
@@ -105,7 +105,9 @@ def attach_lake(con: duckdb.DuckDBPyConnection, url: str, data_path: str, read_o
     """Attach the lake as ``lake`` and make it the default catalog (``read_only``: every write fails).
 
     A password in the URL goes to libpq through ``PGPASSWORD``, not into the attached database's
-    path, which any reader sees in ``duckdb_databases()``.
+    path, which any reader sees in ``duckdb_databases()``. A data path other than the one the catalog
+    stored is taken when the lake's newest files are under it (storage moved, or mounted elsewhere on
+    this host), else refused (``_attach_moved``).
     """
     load_lake_extensions(con)
     data = data_path if "://" in data_path else str(Path(data_path).resolve()) + "/"
@@ -115,21 +117,99 @@ def attach_lake(con: duckdb.DuckDBPyConnection, url: str, data_path: str, read_o
     if password:
         os.environ["PGPASSWORD"] = password
     mode = ", READ_ONLY" if read_only else ""
+    stored = None
     for attempt in range(1, SCHEMA_ATTEMPTS + 1):
         try:
-            con.execute(
-                f"ATTACH {string_literal('ducklake:postgres:' + info)} AS {LAKE} "
-                f"(DATA_PATH {string_literal(data)}{mode})"
-            )
+            _attach(con, info, data, mode)
             break
         except duckdb.Error as exc:
+            stored = _stored_data_path(exc)
+            if stored is not None:
+                break
             # collectors starting together on a new lake race to create its catalog: the loser attaches
             # the winner's
             if not _lost_race(exc) or attempt == SCHEMA_ATTEMPTS:
-                raise LakeError(f"cannot attach the lake at {url}: {exc}") from None
+                raise LakeError(f"cannot attach the lake at {shown_url(url)}: {exc}") from None
             log.info("lake catalog created meanwhile by another collector, attach again attempt=%d", attempt)
             time.sleep(0.1 * attempt)
+    if stored is not None:
+        _attach_moved(con, url, info, data, stored, mode)
     con.execute(f"USE {LAKE}")
+
+
+def shown_url(url: str) -> str:
+    """The lake URL as logs and messages show it: a password in it replaced by ``***``."""
+    if "://" not in url:
+        info, password = without_password(url)
+        return info + (" password=***" if password else "")
+    u = urlparse(url)
+    if not u.password:
+        return url
+    host = u.netloc.rpartition("@")[2]
+    return u._replace(netloc=f"{u.username or ''}:***@{host}").geturl()
+
+
+def _attach(con: duckdb.DuckDBPyConnection, info: str, data: str, mode: str) -> None:
+    con.execute(
+        f"ATTACH {string_literal('ducklake:postgres:' + info)} AS {LAKE} (DATA_PATH {string_literal(data)}{mode})"
+    )
+
+
+#: DuckLake's refusal of a data path unlike the one its catalog stored (ducklake_initializer.cpp, 1.5.5).
+_MISMATCH = re.compile(r'does not match existing data path in the catalog "(.*)"')
+#: How many of the lake's newest data files must be found under a moved data path.
+MOVED_FILES_CHECKED = 3
+
+
+def _stored_data_path(exc: duckdb.Error) -> str | None:
+    """The catalog's data path when ``exc`` is DuckLake refusing ours for being another, else None."""
+    found = _MISMATCH.search(str(exc))
+    return found.group(1) if found else None
+
+
+def _attach_moved(con: duckdb.DuckDBPyConnection, url: str, info: str, data: str, stored: str, mode: str) -> None:
+    """Attach a lake whose catalog names another data path than ``data``: the storage was moved (a
+    repointed symlink, a copy) or this host mounts it elsewhere. Accepted when the lake's newest files are
+    there (DuckLake's ``OVERRIDE_DATA_PATH``, for this attach only; the catalog keeps its path), else
+    refused: a wrong path would take new files while every read of the old ones failed."""
+    if "://" in data:
+        raise LakeError(
+            f"cannot attach the lake at {shown_url(url)}: its catalog keeps its files under {stored}, not {data}; "
+            "set lake_data_path to that path"
+        )
+    try:
+        _attach(con, info, data, mode + ", OVERRIDE_DATA_PATH TRUE")
+        missing = _missing_newest_files(con, data)
+    except duckdb.Error as exc:
+        raise LakeError(f"cannot attach the lake at {shown_url(url)}: {exc}") from None
+    if missing:
+        con.execute(f"DETACH {LAKE}")
+        raise LakeError(
+            f"cannot attach the lake at {shown_url(url)}: its catalog keeps its files under {stored}, and lake_data_path "
+            f"{data} does not hold them (no {missing[0]}); set lake_data_path to where the lake's files are"
+        )
+    log.warning("lake data path moved: the catalog names %s, its files are found under %s", stored, data)
+
+
+def _missing_newest_files(con: duckdb.DuckDBPyConnection, data: str) -> list[str]:
+    """Of the lake's newest live data files, those not on disk as attached with data path ``data``."""
+    meta = f"__ducklake_metadata_{LAKE}"
+    rows = con.execute(
+        f"""
+        SELECT CASE WHEN NOT f.path_is_relative THEN f.path
+                    WHEN NOT t.path_is_relative THEN t.path || f.path
+                    WHEN NOT s.path_is_relative THEN s.path || t.path || f.path
+                    ELSE $data || s.path || t.path || f.path END
+        FROM {meta}.ducklake_data_file f
+        JOIN {meta}.ducklake_table t ON t.table_id = f.table_id AND t.end_snapshot IS NULL
+        JOIN {meta}.ducklake_schema s ON s.schema_id = t.schema_id AND s.end_snapshot IS NULL
+        WHERE f.end_snapshot IS NULL
+        ORDER BY f.data_file_id DESC
+        LIMIT {MOVED_FILES_CHECKED}
+        """,
+        {"data": data},
+    ).fetchall()
+    return [path for (path,) in rows if not os.path.exists(path)]
 
 
 def shard_table(shard: str) -> str:
@@ -179,7 +259,7 @@ class LakeStore(Store):
     def _connect(self) -> duckdb.DuckDBPyConnection:
         con = duckdb.connect()
         attach_lake(con, self.url, self.data_path)
-        log.info("lake attached url=%s data_path=%s shard=%s", self.url, self.data_path, self.shard)
+        log.info("lake attached url=%s data_path=%s shard=%s", shown_url(self.url), self.data_path, self.shard)
         return con
 
     def _lock_down(self) -> None:

@@ -37,7 +37,7 @@ from c4.collector.grouping import GroupError, decode_group, reply_for
 from c4.collector.holds import HoldKeeper, hold_request_problem
 from c4.collector.ingest import IngestService, Metrics, agent_server, bind, set_serving
 from c4.collector.ingest_processes import IngestProcesses
-from c4.collector.lake import LakeStore, conninfo
+from c4.collector.lake import LakeStore, conninfo, shown_url
 from c4.collector.lease import PostgresLease, shard_served_elsewhere
 from c4.collector.queries import QueryFailed, QueryRunner
 from c4.collector.replan import Replanner
@@ -492,7 +492,7 @@ class Collector:
             self.cfg.listen,
             self.port,
             self.cfg.ingest_processes,
-            f"lake {self.cfg.lake} shard {self.store.shard}" if self.cfg.lake else self.cfg.db,
+            f"lake {shown_url(self.cfg.lake)} shard {self.store.shard}" if self.cfg.lake else self.cfg.db,
             self.credentials is not None,
             bool(self.cfg.tls_client_ca),
             len(self.auth.tokens or ()),
