@@ -167,7 +167,9 @@ def _stored_data_path(exc: duckdb.Error) -> str | None:
     return found.group(1) if found else None
 
 
-def _attach_moved(con: duckdb.DuckDBPyConnection, url: str, info: str, data: str, stored: str, mode: str) -> None:
+def _attach_moved(
+    con: duckdb.DuckDBPyConnection, url: str, info: str, data: str, stored: str, mode: str
+) -> None:
     """Attach a lake whose catalog names another data path than ``data``: the storage was moved (a
     repointed symlink, a copy) or this host mounts it elsewhere. Accepted when the lake's newest files are
     there (DuckLake's ``OVERRIDE_DATA_PATH``, for this attach only; the catalog keeps its path), else
@@ -259,7 +261,9 @@ class LakeStore(Store):
     def _connect(self) -> duckdb.DuckDBPyConnection:
         con = duckdb.connect()
         attach_lake(con, self.url, self.data_path)
-        log.info("lake attached url=%s data_path=%s shard=%s", shown_url(self.url), self.data_path, self.shard)
+        log.info(
+            "lake attached url=%s data_path=%s shard=%s", shown_url(self.url), self.data_path, self.shard
+        )
         return con
 
     def _lock_down(self) -> None:

@@ -66,7 +66,9 @@ def test_storage_moved_behind_a_symlink_is_taken_and_written_to(tmp_path, postgr
     with caplog.at_level(logging.WARNING, logger="c4.collector.lake"):
         store = LakeStore(postgres.url, str(link), CATALOGUE, "a")
     try:
-        assert any("lake data path moved" in r.getMessage() and str(disk2) in r.getMessage() for r in caplog.records)
+        assert any(
+            "lake data path moved" in r.getMessage() and str(disk2) in r.getMessage() for r in caplog.records
+        )
         assert tick_sum(store) == want  # the old files are read from their new place
         assert not store.commit([beats("n1", 4, 50)])[0].error
         assert tick_sum(store) == want + sum(range(50))
@@ -92,7 +94,10 @@ def test_a_data_path_without_the_lakes_files_is_refused_before_anything_is_writt
     with pytest.raises(LakeError) as refused:
         LakeStore(postgres.url, str(wrong), CATALOGUE, "a")
     text = str(refused.value)
-    assert f"under {right.resolve()}/" in text and f"lake_data_path {wrong.resolve()}/ does not hold them" in text
+    assert (
+        f"under {right.resolve()}/" in text
+        and f"lake_data_path {wrong.resolve()}/ does not hold them" in text
+    )
     assert not parquet_under(wrong)
     # the right path still works, and every row is there
     store = LakeStore(postgres.url, str(right), CATALOGUE, "a")
@@ -104,7 +109,10 @@ def test_a_data_path_without_the_lakes_files_is_refused_before_anything_is_writt
 
 def test_a_password_in_the_lake_url_is_never_shown(tmp_path):
     assert shown_url("postgres://c4:s3cret@db:5432/lake") == "postgres://c4:***@db:5432/lake"
-    assert shown_url("postgresql://c4:p%40ss@db/lake?sslmode=require") == "postgresql://c4:***@db/lake?sslmode=require"
+    assert (
+        shown_url("postgresql://c4:p%40ss@db/lake?sslmode=require")
+        == "postgresql://c4:***@db/lake?sslmode=require"
+    )
     assert shown_url("postgres://c4@db/lake") == "postgres://c4@db/lake"
     assert shown_url("host=db dbname=lake password=s3cret") == "host=db dbname=lake password=***"
     assert shown_url("mysql://u:s3cret@x/y") == "mysql://u:***@x/y"
