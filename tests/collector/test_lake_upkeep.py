@@ -22,7 +22,7 @@ from c4.catalogue import load
 from c4.collector import maintenance
 from c4.collector.ingest import Metrics
 from c4.collector.lake import LakeStore
-from c4.collector.lake_upkeep import UpkeepResult, interval_sql
+from c4.collector.lake_upkeep import UpkeepResult, interval_sql, tables_with_inlined_rows
 from c4.collector.lake_upkeep_process import UpkeepProcessError
 from c4.collector.store import PendingBatch
 from c4.config import CollectorConfig
@@ -147,11 +147,15 @@ def test_on_a_full_disk_the_steps_that_free_space_still_run_and_no_unlisted_file
         _age([export, foreign], 3)
         data.fill()
         full = store.upkeep(snapshot_keep_s=0.001, file_keep_s=0.001)
-        assert [e.split(":")[0] for e in full.errors] == ["flush_inlined_data"], full.errors
-        assert "No space left" in full.errors[0]
+        # each table with inlined rows (the heartbeats, the shard's sequence rows) is flushed on its own
+        assert sorted(e.split(":")[0] for e in full.errors) == [
+            "flush_inlined_data main._c4_agent_seq_a",
+            "flush_inlined_data main.agent_heartbeat",
+        ], full.errors
+        assert all("No space left" in e for e in full.errors)
         assert full.files_deleted >= 30, full  # the steps after the failed one ran
         assert full.orphans_found == 2 and export.exists() and foreign.exists()
-        assert full.counters()["lake_upkeep_step_errors"] == 1
+        assert full.counters()["lake_upkeep_step_errors"] == 2
         data.free()
         after = store.upkeep(snapshot_keep_s=0.001, file_keep_s=0.001)
         assert not after.errors and after.inlined_rows_flushed >= 15, after
@@ -189,3 +193,54 @@ def test_a_pass_with_a_failed_step_is_counted_then_fails_the_task():
         asyncio.run(maintenance.lake_upkeep(CollectorConfig(), Lake(), metrics, pool))
     counts = metrics.snapshot()
     assert counts["lake_upkeep_files_deleted"] == 30 and counts["lake_upkeep_step_errors"] == 1
+
+
+def _inlined_rows_left(cur) -> int:
+    """Rows in every inlined table of the catalog (data and deletions), counted by PostgreSQL itself."""
+    names = cur.execute(
+        "SELECT * FROM postgres_query('__ducklake_metadata_lake', 'SELECT relname FROM pg_class "
+        "WHERE relkind = ''r'' AND relname LIKE ''ducklake_inlined_%'' AND relname <> ''ducklake_inlined_data_tables''')"
+    ).fetchall()
+    return sum(
+        cur.execute(f"SELECT count(*) FROM __ducklake_metadata_lake.public.{name}").fetchone()[0]
+        for (name,) in names
+    )
+
+
+def test_the_flush_visits_only_tables_with_inlined_rows_or_deletions_and_leaves_none(tmp_path, postgres):
+    """The flush is called per table that holds inlined rows or inlined deletions (found by two catalog
+    queries), not over the whole lake; after the pass nothing is left inlined and every row reads right.
+    An inlined table of a kind the check does not know makes it flush the whole lake."""
+    store = LakeStore(postgres.url, str(tmp_path / "data"), CATALOGUE, "a")
+    try:
+        cur = store.cursor()
+        assert not store.commit([beats("n1", 1, 50)])[0].error  # a file
+        first = store.upkeep(snapshot_keep_s=3600, file_keep_s=3600)
+        assert not first.errors and tables_with_inlined_rows(cur) == [], first
+        assert _inlined_rows_left(cur) == 0
+        for seq in range(2, 5):  # inlined rows
+            assert not store.commit([beats("n2", seq, 3)])[0].error
+        cur.execute(
+            "DELETE FROM agent_heartbeat WHERE node = 'n1' AND tick < 2"
+        )  # an inlined deletion of a file's rows
+        assert tables_with_inlined_rows(cur) == [("main", "_c4_agent_seq_a"), ("main", "agent_heartbeat")]
+        assert _inlined_rows_left(cur) == 3 * 3 + 3 + 2  # heartbeats, sequence rows, deletions
+        want = cur.execute("SELECT count(*), sum(tick) FROM agent_heartbeat").fetchone()
+        assert want == (50 - 2 + 9, sum(range(2, 50)) + 3 * sum(range(3)))
+        result = store.upkeep(snapshot_keep_s=3600, file_keep_s=3600)
+        assert not result.errors and not result.conflicts, result
+        assert result.inlined_rows_flushed == 9 + 3, result
+        assert _inlined_rows_left(cur) == 0 and tables_with_inlined_rows(cur) == []
+        assert cur.execute("SELECT count(*), sum(tick) FROM agent_heartbeat").fetchone() == want
+
+        for seq in range(5, 7):
+            assert not store.commit([beats("n2", seq, 3)])[0].error
+        cur.execute(
+            "CALL postgres_execute('__ducklake_metadata_lake', 'CREATE TABLE ducklake_inlined_future_1 (x int)')"
+        )
+        assert tables_with_inlined_rows(cur) is None  # not known: the whole lake is flushed
+        result = store.upkeep(snapshot_keep_s=3600, file_keep_s=3600)
+        assert not result.errors and result.inlined_rows_flushed == 6 + 2, result
+        assert cur.execute("SELECT count(*) FROM agent_heartbeat").fetchone()[0] == want[0] + 6
+    finally:
+        store.close()
