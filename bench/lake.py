@@ -43,6 +43,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="after the upkeep pass, ROUNDS quiet passes alternately in a child process (as the collector runs "
         "them) and in this process: what the child's start and attach cost (default 0: skipped)",
     )
+    parser.add_argument(
+        "--compare-flush",
+        type=int,
+        default=0,
+        metavar="ROUNDS",
+        help="then ROUNDS times: a few rows inlined into agent_heartbeat, flushed alternately per table that holds "
+        "inlined rows (the upkeep's way) and by DuckLake's call over the whole lake (default 0: skipped)",
+    )
 
 
 def _clock_ticks_s() -> float:
@@ -151,8 +159,67 @@ def quiet_passes(store, snapshot_keep_s: float, file_keep_s: float, rounds: int)
     }
 
 
+def flush_rounds(store, rounds: int) -> dict:
+    """Seconds of flushing a few inlined rows, per table that holds any (``flush_statements``, the check
+    included) against DuckLake's call over the whole lake; alternating which goes first, each after the same
+    three small commits."""
+    import time
+
+    import pyarrow as pa
+
+    from c4.collector.lake import LAKE
+    from c4.collector.lake_upkeep import flush_statements, whole_lake_flush
+    from c4.collector.store import PendingBatch
+
+    spec = store.catalogue["agent_heartbeat"]
+    seq = [0]
+
+    def inline_some() -> None:
+        for _ in range(3):
+            seq[0] += 1
+            cols = {c: [None] * 3 for c in spec.column_names}
+            cols.update(node=["flush"] * 3, agent_id=["flush"] * 3, tick=[seq[0]] * 3)
+            table = pa.Table.from_pydict(cols, schema=spec.arrow_schema)
+            if store.commit([PendingBatch("flush", seq[0], spec, table)])[0].error:
+                raise RuntimeError("compare-flush: a commit failed")
+
+    def per_table(cur) -> int:
+        return sum(
+            int(r[0] or 0) for _, sql in flush_statements(cur, LAKE) for r in cur.execute(sql).fetchall()
+        )
+
+    def whole(cur) -> int:
+        return sum(int(r[0] or 0) for r in cur.execute(whole_lake_flush(LAKE)).fetchall())
+
+    times: dict[str, list[float]] = {"per_table": [], "whole_lake": []}
+    for i in range(rounds):
+        order = [("per_table", per_table), ("whole_lake", whole)]
+        for name, flush in order if i % 2 == 0 else order[::-1]:
+            inline_some()
+            cur = store.cursor()
+            try:
+                t0 = time.monotonic()
+                flushed = flush(cur)
+                times[name].append(time.monotonic() - t0)
+            finally:
+                cur.close()
+            if flushed != 9 + 3:  # the heartbeats and the shard's sequence rows
+                raise RuntimeError(f"compare-flush: {name} flushed {flushed} rows, 12 were inlined")
+    per, lake = (_percentile(sorted(times[k]), 0.5) for k in ("per_table", "whole_lake"))
+    return {
+        "flush_per_table_s": round(per, 3),
+        "flush_whole_lake_s": round(lake, 3),
+        "flush_speedup": round(lake / per, 1) if per else None,
+    }
+
+
 def measure_upkeep(
-    url: str, data_path: str, snapshot_keep_s: float, file_keep_s: float, compare_rounds: int = 0
+    url: str,
+    data_path: str,
+    snapshot_keep_s: float,
+    file_keep_s: float,
+    compare_rounds: int = 0,
+    flush_rounds_n: int = 0,
 ) -> dict:
     """One pass of the leader's file upkeep over the lake the setups left: files and snapshots before and
     after, and Parquet files on disk (``c4.collector.lake_upkeep``); with ``compare_rounds``, quiet passes
@@ -175,6 +242,11 @@ def measure_upkeep(
         rows = cur.execute("SELECT count(*) FROM agent_heartbeat").fetchone()[0]
         cur.close()
         quiet = quiet_passes(store, snapshot_keep_s, file_keep_s, compare_rounds) if compare_rounds else {}
+        if flush_rounds_n:
+            quiet.update(flush_rounds(store, flush_rounds_n))
+            cur = store.cursor()
+            rows = cur.execute("SELECT count(*) FROM agent_heartbeat WHERE agent_id <> 'flush'").fetchone()[0]
+            cur.close()
     finally:
         store.close()
     return {
@@ -254,9 +326,16 @@ def run(args: argparse.Namespace) -> int:
     from c4.report import emit
     from c4.sim.postgres import LocalPostgres
 
-    if args.shards < 1 or args.seconds <= 0 or args.batch_rows < 1 or args.compare_upkeep_child < 0:
+    if (
+        args.shards < 1
+        or args.seconds <= 0
+        or args.batch_rows < 1
+        or args.compare_upkeep_child < 0
+        or args.compare_flush < 0
+    ):
         print(
-            "c4 bench lake: --shards and --batch-rows must be >= 1, --seconds > 0, --compare-upkeep-child >= 0",
+            "c4 bench lake: --shards and --batch-rows must be >= 1, --seconds > 0, --compare-upkeep-child and "
+            "--compare-flush >= 0",
             file=sys.stderr,
         )
         return 2
@@ -270,7 +349,9 @@ def run(args: argparse.Namespace) -> int:
         ]
         # the setups' commits are the only data: what the upkeep keeps must be all of it
         upkeep = (
-            measure_upkeep(pg.url, str(work / "data"), 0.001, 0.001, args.compare_upkeep_child)
+            measure_upkeep(
+                pg.url, str(work / "data"), 0.001, 0.001, args.compare_upkeep_child, args.compare_flush
+            )
             if args.upkeep
             else None
         )
@@ -307,7 +388,7 @@ def run(args: argparse.Namespace) -> int:
             upkeep_s=round(upkeep["upkeep_s"], 2),
             upkeep_wall_s=round(upkeep["upkeep_wall_s"], 2),
             upkeep_step_s=upkeep["upkeep_step_s"],  # where the pass went, step by step
-            **{k: v for k, v in upkeep.items() if k.startswith("quiet_pass_")},
+            **{k: v for k, v in upkeep.items() if k.startswith(("quiet_pass_", "flush_"))},
         )
     emit(
         f"c4 bench lake: DuckLake commits of {args.batch_rows:,} agent_heartbeat rows, catalog in a local "

@@ -62,37 +62,71 @@ def load_lake_extensions(con: duckdb.DuckDBPyConnection) -> None:
 
 
 def conninfo(url: str) -> str:
-    """``postgres://user:pw@host:port/db?k=v`` -> a libpq key=value string (a key=value string passes through)."""
+    """``postgres://user:pw@host:port/db?k=v`` -> a libpq key=value string (values quoted as libpq reads
+    them); a key=value string is checked and passes through."""
+    import psycopg  # lazy: only a lake collector needs it
+    from psycopg.conninfo import make_conninfo  # lazy: as psycopg
+
     if "://" not in url:
-        return url
-    u = urlparse(url)
-    if u.scheme not in ("postgres", "postgresql"):
+        try:
+            return make_conninfo(url)
+        except psycopg.Error as exc:
+            raise LakeError(f"lake {shown_url(url)!r}: {exc}") from None
+    try:
+        u = urlparse(url)
+        port = u.port
+    except ValueError:  # e.g. an unencoded '/' or '#' in the password ends the host part early (the
+        # error quotes what it took for the port: the password, so it is not shown)
+        raise LakeError(
+            f"lake URL {shown_url(url)!r}: its host and port cannot be read (percent-encode '/', '#', '?' "
+            "and '@' in a password)"
+        ) from None
+    if u.scheme.lower() not in ("postgres", "postgresql"):
         raise LakeError(f"lake URL {shown_url(url)!r}: expected postgres://user@host:port/dbname")
     parts = {
         "host": u.hostname,
-        "port": u.port,
+        "port": port,
         "user": unquote(u.username) if u.username else None,
         "password": unquote(u.password) if u.password else None,
-        "dbname": u.path.lstrip("/") or None,
+        "dbname": unquote(u.path.lstrip("/")) or None,
     }
     for kv in filter(None, u.query.split("&")):
         k, _, v = kv.partition("=")
-        parts[k] = unquote(v)
+        parts[unquote(k)] = unquote(v)
     if not parts["dbname"]:
         raise LakeError(f"lake URL {shown_url(url)!r} names no database")
-    return " ".join(f"{k}={v}" for k, v in parts.items() if v is not None)
+    try:
+        return make_conninfo(**{k: v for k, v in parts.items() if v is not None})
+    except psycopg.Error as exc:
+        raise LakeError(f"lake URL {shown_url(url)!r}: {exc}") from None
 
 
 def without_password(info: str) -> tuple[str, str]:
-    """A libpq key=value string without its ``password=`` item, and that password ('' if none)."""
-    kept, password = [], ""
-    for item in info.split():
-        key, _, value = item.partition("=")
-        if key == "password":
-            password = value
-        else:
-            kept.append(item)
-    return " ".join(kept), password
+    """A libpq key=value string without its ``password`` item, and that password ('' if none)."""
+    import psycopg  # lazy: only a lake collector needs it
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo  # lazy: as psycopg
+
+    try:
+        items = conninfo_to_dict(info)
+    except psycopg.Error as exc:
+        raise LakeError(f"lake {shown_url(info)!r}: {exc}") from None
+    password = str(items.pop("password", "") or "")
+    return make_conninfo(**items), password
+
+
+#: ``password=...`` in a key=value string or a URL's query (a quoted value may hold spaces).
+_PASSWORD_ITEM = re.compile(r"(?i)(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'?|[^&\s]*)")
+
+
+def shown_url(url: str) -> str:
+    """The lake URL or key=value string as logs and messages show it: any password in it is ``***``."""
+    shown = url
+    if "://" in url:
+        scheme, _, rest = url.partition("://")
+        userinfo, at, host = rest.rpartition("@")  # the last '@': an unencoded one may be in the password
+        if at and ":" in userinfo:
+            shown = f"{scheme}://{userinfo.partition(':')[0]}:***@{host}"
+    return _PASSWORD_ITEM.sub(lambda m: m.group(1) + "***", shown)
 
 
 def _lost_race(exc: duckdb.Error) -> bool:
@@ -101,52 +135,56 @@ def _lost_race(exc: duckdb.Error) -> bool:
     return "conflict" in text or "duplicate key" in text or "already exists" in text
 
 
-def attach_lake(con: duckdb.DuckDBPyConnection, url: str, data_path: str, read_only: bool = False) -> None:
-    """Attach the lake as ``lake`` and make it the default catalog (``read_only``: every write fails).
+def lake_data_path(data_path: str) -> str:
+    """The data path as DuckLake keeps it in the catalog: absolute with a trailing slash, symlinks kept, so
+    that storage moved behind a symlink or mounted at the same path is still the same lake (an ``s3://``
+    URL as it is)."""
+    return data_path if "://" in data_path else os.path.abspath(data_path) + "/"
+
+
+def attach_lake(con: duckdb.DuckDBPyConnection, url: str, data_path: str, read_only: bool = False) -> str:
+    """Attach the lake as ``lake``, make it the default catalog (``read_only``: every write fails) and return
+    the data path it was attached with.
 
     A password in the URL goes to libpq through ``PGPASSWORD``, not into the attached database's
-    path, which any reader sees in ``duckdb_databases()``. A data path other than the one the catalog
-    stored is taken when the lake's newest files are under it (storage moved, or mounted elsewhere on
-    this host), else refused (``_attach_moved``).
+    path, which any reader sees in ``duckdb_databases()``. ``data_path`` must be the directory the catalog
+    names (a lake created before C4 kept symlinks names the directory they led to); another directory is
+    refused, and so is one holding none of the lake's newest files (its storage not mounted).
     """
     load_lake_extensions(con)
-    data = data_path if "://" in data_path else str(Path(data_path).resolve()) + "/"
+    data = lake_data_path(data_path)
     if "://" not in data_path:
         Path(data).mkdir(parents=True, exist_ok=True)
     info, password = without_password(conninfo(url))
     if password:
         os.environ["PGPASSWORD"] = password
     mode = ", READ_ONLY" if read_only else ""
-    stored = None
     for attempt in range(1, SCHEMA_ATTEMPTS + 1):
         try:
             _attach(con, info, data, mode)
             break
         except duckdb.Error as exc:
             stored = _stored_data_path(exc)
+            if stored is not None and _same_directory(data, stored):
+                data = stored  # the same directory by another name (the catalog keeps a resolved symlink)
+                continue
             if stored is not None:
-                break
+                raise LakeError(
+                    f"cannot attach the lake at {shown_url(url)}: its catalog keeps its files under {stored}, "
+                    f"and lake_data_path is {data}, another directory. Every collector of a lake reads and writes "
+                    "under the one data path its catalog names (DuckLake cannot change it): mount or link the "
+                    "lake's storage there and set lake_data_path to it"
+                ) from None
             # collectors starting together on a new lake race to create its catalog: the loser attaches
             # the winner's
             if not _lost_race(exc) or attempt == SCHEMA_ATTEMPTS:
                 raise LakeError(f"cannot attach the lake at {shown_url(url)}: {exc}") from None
             log.info("lake catalog created meanwhile by another collector, attach again attempt=%d", attempt)
             time.sleep(0.1 * attempt)
-    if stored is not None:
-        _attach_moved(con, url, info, data, stored, mode)
+    if "://" not in data:
+        _check_storage(con, url, data)
     con.execute(f"USE {LAKE}")
-
-
-def shown_url(url: str) -> str:
-    """The lake URL as logs and messages show it: a password in it replaced by ``***``."""
-    if "://" not in url:
-        info, password = without_password(url)
-        return info + (" password=***" if password else "")
-    u = urlparse(url)
-    if not u.password:
-        return url
-    host = u.netloc.rpartition("@")[2]
-    return u._replace(netloc=f"{u.username or ''}:***@{host}").geturl()
+    return data
 
 
 def _attach(con: duckdb.DuckDBPyConnection, info: str, data: str, mode: str) -> None:
@@ -156,9 +194,9 @@ def _attach(con: duckdb.DuckDBPyConnection, info: str, data: str, mode: str) -> 
 
 
 #: DuckLake's refusal of a data path unlike the one its catalog stored (ducklake_initializer.cpp, 1.5.5).
-_MISMATCH = re.compile(r'does not match existing data path in the catalog "(.*)"')
-#: How many of the lake's newest data files must be found under a moved data path.
-MOVED_FILES_CHECKED = 3
+_MISMATCH = re.compile(r'does not match existing data path in the catalog "(.*)"\.', re.DOTALL)
+#: How many of the lake's newest data files are looked for under the data path at attach.
+NEWEST_FILES_CHECKED = 3
 
 
 def _stored_data_path(exc: duckdb.Error) -> str | None:
@@ -167,34 +205,35 @@ def _stored_data_path(exc: duckdb.Error) -> str | None:
     return found.group(1) if found else None
 
 
-def _attach_moved(
-    con: duckdb.DuckDBPyConnection, url: str, info: str, data: str, stored: str, mode: str
-) -> None:
-    """Attach a lake whose catalog names another data path than ``data``: the storage was moved (a
-    repointed symlink, a copy) or this host mounts it elsewhere. Accepted when the lake's newest files are
-    there (DuckLake's ``OVERRIDE_DATA_PATH``, for this attach only; the catalog keeps its path), else
-    refused: a wrong path would take new files while every read of the old ones failed."""
-    if "://" in data:
-        raise LakeError(
-            f"cannot attach the lake at {shown_url(url)}: its catalog keeps its files under {stored}, not {data}; "
-            "set lake_data_path to that path"
-        )
+def _same_directory(data: str, stored: str) -> bool:
+    if "://" in data or "://" in stored:
+        return False
     try:
-        _attach(con, info, data, mode + ", OVERRIDE_DATA_PATH TRUE")
-        missing = _missing_newest_files(con, data)
+        return os.path.samefile(data, stored)
+    except OSError:  # the catalog's directory is gone or unreachable here
+        return False
+
+
+def _check_storage(con: duckdb.DuckDBPyConnection, url: str, data: str) -> None:
+    """Refuse a data path that holds none of the lake's newest files (its share not mounted, say): the
+    collector would write into the empty directory while every read of the lake's files failed."""
+    try:
+        missing, checked = _missing_newest_files(con, data)
     except duckdb.Error as exc:
-        raise LakeError(f"cannot attach the lake at {shown_url(url)}: {exc}") from None
-    if missing:
+        raise LakeError(f"cannot read the lake's file list at {shown_url(url)}: {exc}") from None
+    if checked and len(missing) == checked:
         con.execute(f"DETACH {LAKE}")
         raise LakeError(
-            f"cannot attach the lake at {shown_url(url)}: its catalog keeps its files under {stored}, and lake_data_path "
-            f"{data} does not hold them (no {missing[0]}); set lake_data_path to where the lake's files are"
+            f"the lake at {shown_url(url)} keeps its files under {data}, but none of its newest files is there "
+            f"(no {missing[0]}): is the lake's storage mounted?"
         )
-    log.warning("lake data path moved: the catalog names %s, its files are found under %s", stored, data)
+    for path in missing:  # some there, some not: reads of those fail; ingest goes on
+        log.error("a live file of the lake is missing from its data path path=%s", path)
 
 
-def _missing_newest_files(con: duckdb.DuckDBPyConnection, data: str) -> list[str]:
-    """Of the lake's newest live data files, those not on disk as attached with data path ``data``."""
+def _missing_newest_files(con: duckdb.DuckDBPyConnection, data: str) -> tuple[list[str], int]:
+    """Of the lake's newest live data files (at most ``NEWEST_FILES_CHECKED``), those not on disk under the
+    data path ``data``, and how many were looked for."""
     meta = f"__ducklake_metadata_{LAKE}"
     rows = con.execute(
         f"""
@@ -207,11 +246,11 @@ def _missing_newest_files(con: duckdb.DuckDBPyConnection, data: str) -> list[str
         JOIN {meta}.ducklake_schema s ON s.schema_id = t.schema_id AND s.end_snapshot IS NULL
         WHERE f.end_snapshot IS NULL
         ORDER BY f.data_file_id DESC
-        LIMIT {MOVED_FILES_CHECKED}
+        LIMIT {NEWEST_FILES_CHECKED}
         """,
         {"data": data},
     ).fetchall()
-    return [path for (path,) in rows if not os.path.exists(path)]
+    return [path for (path,) in rows if not os.path.exists(path)], len(rows)
 
 
 def shard_table(shard: str) -> str:
@@ -233,6 +272,7 @@ class LakeStore(Store):
     ) -> None:
         self.url = url
         self.data_path = data_path
+        self.attached_data_path = lake_data_path(data_path)  # as the catalog names it (attach_lake)
         self.shard = shard
         self.seq_table = shard_table(shard)
         self._wanted: set[str] = set()  # agents waiting for a lookup
@@ -250,7 +290,7 @@ class LakeStore(Store):
         READ ONLY; its memory limit is the queries' alone (``memory_bytes``, 0 = DuckDB's default).
         """
         con = duckdb.connect()
-        attach_lake(con, self.url, self.data_path, read_only=True)
+        self.attached_data_path = attach_lake(con, self.url, self.data_path, read_only=True)
         if memory_bytes:
             con.execute(f"SET memory_limit = '{int(memory_bytes)}B'")
         if threads:
@@ -260,9 +300,12 @@ class LakeStore(Store):
 
     def _connect(self) -> duckdb.DuckDBPyConnection:
         con = duckdb.connect()
-        attach_lake(con, self.url, self.data_path)
+        self.attached_data_path = attach_lake(con, self.url, self.data_path)
         log.info(
-            "lake attached url=%s data_path=%s shard=%s", shown_url(self.url), self.data_path, self.shard
+            "lake attached url=%s data_path=%s shard=%s",
+            shown_url(self.url),
+            self.attached_data_path,
+            self.shard,
         )
         return con
 
@@ -275,8 +318,10 @@ class LakeStore(Store):
         return False
 
     def _lock_down_con(self, con: duckdb.DuckDBPyConnection) -> None:
-        if "://" not in self.data_path:  # the lake reads its own Parquet files; nothing else is reachable
-            con.execute(f"SET allowed_directories = [{string_literal(f'{Path(self.data_path).resolve()}/')}]")
+        data = self.attached_data_path
+        if "://" not in data:  # the lake reads its own Parquet files (by their path or where a symlink leads)
+            dirs = dict.fromkeys([data, os.path.realpath(data) + "/"])
+            con.execute(f"SET allowed_directories = [{', '.join(string_literal(d) for d in dirs)}]")
         con.execute("SET enable_external_access = false")
         con.execute("SET lock_configuration = true")
 

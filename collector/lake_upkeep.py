@@ -168,6 +168,34 @@ def tables_with_inlined_rows(cur: duckdb.DuckDBPyConnection) -> list[tuple[str, 
     )
 
 
+def whole_lake_flush(lake: str) -> str:
+    """DuckLake's flush of every table's inlined rows (it visits each table, with rows or not)."""
+    return f"SELECT rows_flushed FROM ducklake_flush_inlined_data('{lake}')"
+
+
+def flush_statements(cur: duckdb.DuckDBPyConnection, lake: str) -> list[tuple[str, str]]:
+    """(step name, SQL) of the upkeep's flush: one per table holding inlined rows or deletions, or one
+    over the whole lake when those cannot be told (``tables_with_inlined_rows``)."""
+    try:
+        targets = tables_with_inlined_rows(cur)
+    except duckdb.Error as exc:
+        log.warning(
+            "lake upkeep: cannot tell which tables hold inlined rows, flushing every table error=%s", exc
+        )
+        _roll_back(cur)
+        targets = None
+    if targets is None:
+        return [("flush_inlined_data", whole_lake_flush(lake))]
+    return [
+        (
+            f"flush_inlined_data {schema}.{table}",
+            f"SELECT rows_flushed FROM ducklake_flush_inlined_data('{lake}', "
+            f"schema_name => {string_literal(schema)}, table_name => {string_literal(table)})",
+        )
+        for schema, table in targets
+    ]
+
+
 def _conflict(exc: duckdb.Error) -> bool:
     """Whether ``exc`` says the step lost a race with another transaction (it is left to the next pass).
 
@@ -239,25 +267,11 @@ def upkeep(
             return []
 
     looked = time.monotonic()
-    try:
-        targets = tables_with_inlined_rows(cur)
-    except duckdb.Error as exc:  # the whole lake is flushed instead
-        log.warning(
-            "lake upkeep: cannot tell which tables hold inlined rows, flushing every table error=%s", exc
-        )
-        _roll_back(cur)
-        targets = None
+    statements = flush_statements(cur, lake)
     out.step_s["flush_inlined_data"] = time.monotonic() - looked
-    if targets is None:
-        rows = step("flush_inlined_data", f"SELECT rows_flushed FROM ducklake_flush_inlined_data('{lake}')")
-    else:  # each table its own transaction: one that loses a race to a commit leaves the others flushed
-        rows = []
-        for schema, table in targets:
-            rows += step(
-                f"flush_inlined_data {schema}.{table}",
-                f"SELECT rows_flushed FROM ducklake_flush_inlined_data('{lake}', "
-                f"schema_name => {string_literal(schema)}, table_name => {string_literal(table)})",
-            )
+    rows = []
+    for name, sql in statements:  # each its own transaction: one that loses a race leaves the others done
+        rows += step(name, sql)
     out.inlined_rows_flushed = sum(int(r[0] or 0) for r in rows)
     rows = step(
         "merge_adjacent_files",

@@ -18,6 +18,8 @@ def test_bench_lake_reports_json_for_one_and_n_shards():
             "10",
             "--compare-upkeep-child",
             "1",
+            "--compare-flush",
+            "1",
             "--json",
         ],
         timeout_s=240,
@@ -37,6 +39,10 @@ def test_bench_lake_reports_json_for_one_and_n_shards():
     assert sum(steps.values()) <= result["upkeep_s"]
     assert result["quiet_pass_child_s"] > 0 and result["quiet_pass_inprocess_s"] > 0
     assert result["quiet_pass_child_ratio"] > 0
+    # the same inlined rows flushed both ways (the bench fails when either flushed another count)
+    assert (
+        result["flush_per_table_s"] > 0 and result["flush_whole_lake_s"] > 0 and result["flush_speedup"] > 0
+    )
 
 
 def test_bench_lake_refuses_bad_arguments():
@@ -46,3 +52,7 @@ def test_bench_lake_refuses_bad_arguments():
         C4 + ["bench", "lake", "--compare-upkeep-child", "-1"], capture_output=True, text=True, timeout=60
     )
     assert out.returncode == 2 and "--compare-upkeep-child" in out.stderr
+    out = subprocess.run(
+        C4 + ["bench", "lake", "--compare-flush", "-2"], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 2 and "--compare-flush" in out.stderr

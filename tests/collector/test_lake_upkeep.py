@@ -218,19 +218,25 @@ def test_the_flush_visits_only_tables_with_inlined_rows_or_deletions_and_leaves_
         first = store.upkeep(snapshot_keep_s=3600, file_keep_s=3600)
         assert not first.errors and tables_with_inlined_rows(cur) == [], first
         assert _inlined_rows_left(cur) == 0
-        for seq in range(2, 5):  # inlined rows
+        # a deletion of two of the file's rows is inlined; the table holds no inlined rows
+        cur.execute("DELETE FROM agent_heartbeat WHERE tick < 2")
+        assert tables_with_inlined_rows(cur) == [("main", "agent_heartbeat")]
+        assert _inlined_rows_left(cur) == 2
+        result = store.upkeep(snapshot_keep_s=3600, file_keep_s=3600)
+        assert not result.errors and not result.conflicts, result
+        assert _inlined_rows_left(cur) == 0 and tables_with_inlined_rows(cur) == []
+        want = (48, sum(range(2, 50)))
+        assert cur.execute("SELECT count(*), sum(tick) FROM agent_heartbeat").fetchone() == want
+
+        for seq in range(2, 5):  # inlined rows, and the shard's inlined sequence rows
             assert not store.commit([beats("n2", seq, 3)])[0].error
-        cur.execute(
-            "DELETE FROM agent_heartbeat WHERE node = 'n1' AND tick < 2"
-        )  # an inlined deletion of a file's rows
         assert tables_with_inlined_rows(cur) == [("main", "_c4_agent_seq_a"), ("main", "agent_heartbeat")]
-        assert _inlined_rows_left(cur) == 3 * 3 + 3 + 2  # heartbeats, sequence rows, deletions
-        want = cur.execute("SELECT count(*), sum(tick) FROM agent_heartbeat").fetchone()
-        assert want == (50 - 2 + 9, sum(range(2, 50)) + 3 * sum(range(3)))
+        assert _inlined_rows_left(cur) == 3 * 3 + 3
         result = store.upkeep(snapshot_keep_s=3600, file_keep_s=3600)
         assert not result.errors and not result.conflicts, result
         assert result.inlined_rows_flushed == 9 + 3, result
         assert _inlined_rows_left(cur) == 0 and tables_with_inlined_rows(cur) == []
+        want = (want[0] + 9, want[1] + 3 * sum(range(3)))
         assert cur.execute("SELECT count(*), sum(tick) FROM agent_heartbeat").fetchone() == want
 
         for seq in range(5, 7):
