@@ -9,18 +9,10 @@ from __future__ import annotations
 
 import pytest
 from test_e2e import FAST_AGENT, assert_exactly_once, heartbeat_ticks, scalar
-from testkit.postgres import Postgres
 from testkit.procs import AgentProc, CollectorProc
 from testkit.wait import wait_for
 
 from c4.shard import ordered_collectors
-
-
-@pytest.fixture
-def postgres():
-    pg = Postgres().start()
-    yield pg
-    pg.stop()
 
 
 def lake_collector(tmp_path, pg, name, data):

@@ -9,29 +9,10 @@ import os
 import shutil
 from pathlib import Path
 
-import pyarrow as pa
 import pytest
-from testkit.postgres import Postgres
+from testkit.lake_rows import CATALOGUE, beats
 
-from c4.catalogue import load
 from c4.collector.lake import LakeError, LakeStore, conninfo, shown_url, without_password
-from c4.collector.store import PendingBatch
-
-CATALOGUE = load()
-
-
-@pytest.fixture
-def postgres():
-    pg = Postgres().start()
-    yield pg
-    pg.stop()
-
-
-def beats(agent: str, seq: int, rows: int) -> PendingBatch:
-    spec = CATALOGUE["agent_heartbeat"]
-    cols = {c: [None] * rows for c in spec.column_names}
-    cols.update(node=[agent] * rows, agent_id=[agent] * rows, tick=list(range(rows)))
-    return PendingBatch(agent, seq, spec, pa.Table.from_pydict(cols, schema=spec.arrow_schema))
 
 
 def tick_sum(store: LakeStore) -> int:

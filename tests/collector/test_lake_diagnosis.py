@@ -14,7 +14,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from test_remediation_e2e import XID_FAULT, script
-from testkit.postgres import Postgres
 from testkit.procs import CollectorProc, Proc, free_port, run_sim, wait_healthy
 from testkit.wait import wait_for
 
@@ -39,13 +38,6 @@ class Alerts(BaseHTTPRequestHandler):
 
     def log_message(self, *args):
         pass
-
-
-@pytest.fixture
-def postgres():
-    pg = Postgres().start()
-    yield pg
-    pg.stop()
 
 
 @pytest.fixture

@@ -8,9 +8,7 @@ import time
 import urllib.request
 
 import psycopg
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from testkit.postgres import Postgres
 from testkit.procs import CollectorProc, Proc, free_port, wait_healthy
 from testkit.wait import wait_for
 
@@ -25,13 +23,6 @@ LEADER_TASKS = ("retention", "fabric_discovery", "rollup", "lake_upkeep")
 def ran(counts: dict[str, float], times: int) -> bool:
     """Whether every leader task ran ``times`` times (the slower file upkeep once)."""
     return all(n >= (1 if task == "lake_upkeep" else times) for task, n in counts.items())
-
-
-@pytest.fixture
-def postgres():
-    pg = Postgres().start()
-    yield pg
-    pg.stop()
 
 
 def scrape(port: int) -> dict[str, float] | None:

@@ -9,9 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import numpy as np
-import pytest
 from test_rollup import START, TOML, _insert, _raw, _rolled, _rows, _same
-from testkit.postgres import Postgres
 
 from c4.catalogue import Catalogue
 from c4.catalogue.rollup import rollup_name
@@ -22,13 +20,6 @@ from c4.collector.rollup import Rollups
 from c4.collector.writer import Writer
 
 MINUTES = 20
-
-
-@pytest.fixture
-def postgres():
-    pg = Postgres().start()
-    yield pg
-    pg.stop()
 
 
 def test_the_leader_rolls_every_shards_rows_into_the_lake(tmp_path, postgres, monkeypatch):

@@ -12,36 +12,17 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import pyarrow as pa
 import pytest
 from pydantic import ValidationError
 from testkit import small_disk
-from testkit.postgres import Postgres
+from testkit.lake_rows import CATALOGUE, beats
 
-from c4.catalogue import load
 from c4.collector import maintenance
 from c4.collector.ingest import Metrics
 from c4.collector.lake import LakeStore
 from c4.collector.lake_upkeep import UpkeepResult, interval_sql, tables_with_inlined_rows
 from c4.collector.lake_upkeep_process import UpkeepProcessError
-from c4.collector.store import PendingBatch
 from c4.config import CollectorConfig
-
-CATALOGUE = load()
-
-
-@pytest.fixture
-def postgres():
-    pg = Postgres().start()
-    yield pg
-    pg.stop()
-
-
-def beats(agent: str, seq: int, rows: int) -> PendingBatch:
-    spec = CATALOGUE["agent_heartbeat"]
-    cols = {c: [None] * rows for c in spec.column_names}
-    cols.update(node=[agent] * rows, agent_id=[agent] * rows, tick=list(range(rows)))
-    return PendingBatch(agent, seq, spec, pa.Table.from_pydict(cols, schema=spec.arrow_schema))
 
 
 def parquet_files(data: Path) -> int:
