@@ -17,7 +17,7 @@ import re
 import threading
 import time
 from pathlib import Path
-from urllib.parse import unquote, urlparse
+from urllib.parse import unquote
 
 import duckdb
 
@@ -62,71 +62,85 @@ def load_lake_extensions(con: duckdb.DuckDBPyConnection) -> None:
 
 
 def conninfo(url: str) -> str:
-    """``postgres://user:pw@host:port/db?k=v`` -> a libpq key=value string (values quoted as libpq reads
-    them); a key=value string is checked and passes through."""
-    import psycopg  # lazy: only a lake collector needs it
-    from psycopg.conninfo import make_conninfo  # lazy: as psycopg
-
-    if "://" not in url:
-        try:
-            return make_conninfo(url)
-        except psycopg.Error as exc:
-            raise LakeError(f"lake {shown_url(url)!r}: {exc}") from None
-    try:
-        u = urlparse(url)
-        port = u.port
-    except ValueError:  # e.g. an unencoded '/' or '#' in the password ends the host part early (the
-        # error quotes what it took for the port: the password, so it is not shown)
-        raise LakeError(
-            f"lake URL {shown_url(url)!r}: its host and port cannot be read (percent-encode '/', '#', '?' "
-            "and '@' in a password)"
-        ) from None
-    if u.scheme.lower() not in ("postgres", "postgresql"):
-        raise LakeError(f"lake URL {shown_url(url)!r}: expected postgres://user@host:port/dbname")
-    parts = {
-        "host": u.hostname,
-        "port": port,
-        "user": unquote(u.username) if u.username else None,
-        "password": unquote(u.password) if u.password else None,
-        "dbname": unquote(u.path.lstrip("/")) or None,
-    }
-    for kv in filter(None, u.query.split("&")):
-        k, _, v = kv.partition("=")
-        parts[unquote(k)] = unquote(v)
-    if not parts["dbname"]:
-        raise LakeError(f"lake URL {shown_url(url)!r} names no database")
-    try:
-        return make_conninfo(**{k: v for k, v in parts.items() if v is not None})
-    except psycopg.Error as exc:
-        raise LakeError(f"lake URL {shown_url(url)!r}: {exc}") from None
-
-
-def without_password(info: str) -> tuple[str, str]:
-    """A libpq key=value string without its ``password`` item, and that password ('' if none)."""
+    """``postgres://user:pw@host:port/db?k=v`` -> a libpq key=value string, both read by libpq itself
+    (several hosts, a socket directory as host, percent-encoding; values quoted as libpq reads them)."""
     import psycopg  # lazy: only a lake collector needs it
     from psycopg.conninfo import conninfo_to_dict, make_conninfo  # lazy: as psycopg
 
+    is_url = "://" in url.split("=", 1)[0]  # a key=value string may hold '://' in a value
+    if is_url and url.partition("://")[0].lower() not in ("postgres", "postgresql"):
+        raise LakeError(f"lake URL {shown_url(url)!r}: expected postgres://user@host:port/dbname")
     try:
-        items = conninfo_to_dict(info)
-    except psycopg.Error as exc:
-        raise LakeError(f"lake {shown_url(info)!r}: {exc}") from None
+        items = conninfo_to_dict(url)
+    except psycopg.Error:  # libpq's message quotes the text it stopped at, which may be the password
+        raise LakeError(
+            f"lake {shown_url(url)!r} is not a PostgreSQL URL or key=value string that libpq reads "
+            "(percent-encode '/', '#', '?' and '@' in a URL's password; quote a value with spaces)"
+        ) from None
+    if not all(port.strip().isdigit() for port in str(items.get("port") or "5432").split(",")):
+        # libpq read part of the URL as a port: an unencoded '/' or '?' in its password, most likely
+        raise LakeError(
+            f"lake {shown_url(url)!r}: its port is not a number (percent-encode '/', '#', '?' and '@' in a "
+            "URL's password)"
+        )
+    if is_url and not items.get("dbname"):  # libpq would take the user's name: say it
+        raise LakeError(f"lake URL {shown_url(url)!r} names no database")
+    return make_conninfo(**items)
+
+
+def without_password(info: str) -> tuple[str, str]:
+    """A libpq key=value string (as ``conninfo`` gives) without its ``password`` item, and that password
+    ('' if none)."""
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo  # lazy: only a lake collector needs it
+
+    items = conninfo_to_dict(info)
     password = str(items.pop("password", "") or "")
     return make_conninfo(**items), password
 
 
-#: ``password=...`` in a key=value string or a URL's query (a quoted value may hold spaces).
-_PASSWORD_ITEM = re.compile(r"(?i)(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'?|[^&\s]*)")
+#: A ``password`` item of a key=value string, its value quoted as libpq quotes or not.
+_PASSWORD_ITEM = re.compile(r"(?i)(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|\S*)")
+#: From ``password=`` to the end: how an unreadable key=value string is shown.
+_PASSWORD_TO_END = re.compile(r"(?is)(\bpassword\s*=\s*).*")
 
 
 def shown_url(url: str) -> str:
-    """The lake URL or key=value string as logs and messages show it: any password in it is ``***``."""
-    shown = url
-    if "://" in url:
-        scheme, _, rest = url.partition("://")
-        userinfo, at, host = rest.rpartition("@")  # the last '@': an unencoded one may be in the password
-        if at and ":" in userinfo:
-            shown = f"{scheme}://{userinfo.partition(':')[0]}:***@{host}"
-    return _PASSWORD_ITEM.sub(lambda m: m.group(1) + "***", shown)
+    """The lake URL or key=value string as logs and messages show it: its password, wherever libpq would
+    find one (the URL's user part, its query, a key=value item), as ``***``."""
+    import psycopg  # lazy: only a lake collector needs it
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo  # lazy: as psycopg
+
+    try:
+        items = conninfo_to_dict(url)
+    except psycopg.Error:
+        items = None
+    if "://" not in url.split("=", 1)[0]:
+        if items is None:
+            return _PASSWORD_TO_END.sub(lambda m: m.group(1) + "***", url)
+        shown = _PASSWORD_ITEM.sub(lambda m: m.group(1) + "***", url)  # the operator's order and spacing
+        if conninfo_to_dict(shown).get("password", "***") == "***":
+            return shown
+        return make_conninfo(**{k: "***" if k == "password" else v for k, v in items.items()})
+    scheme, _, rest = url.partition("://")
+    userinfo, at, hostpart = rest.rpartition("@")  # the last '@': an unencoded one may be in the password
+    if at and ":" in userinfo:
+        userinfo = userinfo.partition(":")[0] + ":***"
+    base, mark, query = f"{userinfo}{at}{hostpart}".partition("?")
+    if mark:  # ?password=... (its key percent-encoded or not)
+        query = "&".join(
+            f"{item.partition('=')[0]}=***"
+            if unquote(item.partition("=")[0]).strip().lower() == "password"
+            else item
+            for item in query.split("&")
+        )
+    shown = f"{scheme}://{base}{mark}{query}"
+    if items is not None:  # what libpq reads the shown form as must hold no password but the mask
+        try:
+            if conninfo_to_dict(shown).get("password", "***") != "***":
+                return f"{scheme}://***"
+        except psycopg.Error:
+            return f"{scheme}://***"
+    return shown
 
 
 def _lost_race(exc: duckdb.Error) -> bool:

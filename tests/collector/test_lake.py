@@ -147,12 +147,33 @@ def test_home_collector_is_stable_and_moves_only_its_nodes():
 
 
 def test_lake_url_to_conninfo():
+    from psycopg.conninfo import conninfo_to_dict
+
     from c4.collector.lake import LakeError, conninfo
 
-    assert conninfo("postgres://c4:p%40ss@db.example:5433/lake?sslmode=require") == (
-        "host=db.example port=5433 user=c4 password=p@ss dbname=lake sslmode=require"
+    assert conninfo_to_dict(conninfo("postgres://c4:p%40ss@db.example:5433/lake?sslmode=require")) == {
+        "host": "db.example",
+        "port": "5433",
+        "user": "c4",
+        "password": "p@ss",
+        "dbname": "lake",
+        "sslmode": "require",
+    }
+    assert conninfo_to_dict(conninfo("host=x dbname=y")) == {"host": "x", "dbname": "y"}
+    # as libpq reads URLs: several hosts, a socket directory as host, a '#' in the password
+    assert conninfo_to_dict(conninfo("postgresql://c4@h1:5432,h2:5433/lake")) == {
+        "user": "c4",
+        "dbname": "lake",
+        "host": "h1,h2",
+        "port": "5432,5433",
+    }
+    assert (
+        conninfo_to_dict(conninfo("postgresql://c4@%2Fvar%2Frun%2Fpostgresql/lake"))["host"]
+        == "/var/run/postgresql"
     )
-    assert conninfo("host=x dbname=y") == "host=x dbname=y"
+    assert conninfo_to_dict(conninfo("postgres://c4:a#b@h/lake"))["password"] == "a#b"
+    with pytest.raises(LakeError, match="expected postgres://"):
+        conninfo("mysql://u@x/y")
     with pytest.raises(LakeError, match="names no database"):
         conninfo("postgres://c4@host:1/")
 

@@ -125,7 +125,18 @@ def test_a_data_path_holding_none_of_the_lakes_files_is_refused(tmp_path, postgr
         store.close()
 
 
-SECRETS = ("s3cret", "SECRETq1", "SECRETh1", "SECRETe1", "SECRETe2", "SECRETk1", "SECRETk2", "SECRETk3")
+SECRETS = (
+    "s3cret",
+    "SECRETq1",
+    "SECRETh1",
+    "SECRETe1",
+    "SECRETe2",
+    "SECRETk1",
+    "SECRETk2",
+    "SECRETk3",
+    "SECa",
+    "SECb",
+)
 
 
 def test_a_password_in_the_lake_url_is_never_shown(tmp_path):
@@ -143,6 +154,14 @@ def test_a_password_in_the_lake_url_is_never_shown(tmp_path):
     assert shown_url("host=db password = SECRETk1 dbname=lake") == "host=db password = *** dbname=lake"
     assert shown_url("host=db password='SECRETk2 SECRETk3' dbname=lake") == "host=db password=*** dbname=lake"
     assert shown_url("mysql://u:s3cret@x/y") == "mysql://u:***@x/y"
+    # libpq reads these as passwords too (a percent-encoded key, '&' in a key=value value, a space)
+    assert shown_url("postgres://c4@h/lake?pass%77ord=SECe") == "postgres://c4@h/lake?pass%77ord=***"
+    assert shown_url("postgres://c4@h/lake?password=SECc SECd&sslmode=require") == (
+        "postgres://c4@h/lake?password=***&sslmode=require"
+    )
+    assert "SECb" not in shown_url("host=h dbname=lake password=SECa&SECb")
+    assert "SECb" not in shown_url('host=h dbname=lake password="SECa SECb"')  # not libpq's quoting: unread
+    assert shown_url("postgres://c4:SECRETh1/x@h/lake") == "postgres://c4:***@h/lake"
     # as libpq reads it: a password with a space or a quote is quoted, not split into another item
     info, password = without_password(conninfo("postgres://c4:SECRETe1%20SECRETe2@db/lake"))
     assert password == "SECRETe1 SECRETe2" and "SECRET" not in info and "dbname=lake" in info
@@ -158,6 +177,9 @@ def test_a_password_in_the_lake_url_is_never_shown(tmp_path):
             "postgres://c4:SECRETe1%20SECRETe2@127.0.0.1:1/lake",
             "host=127.0.0.1 port=1 dbname=lake password = SECRETk1",
             "host=127.0.0.1 port=1 dbname=lake password='SECRETk2 SECRETk3'",
+            "host=127.0.0.1 port=1 dbname=lake password=SECa&SECb",
+            'host=127.0.0.1 port=1 dbname=lake password="SECa SECb"',
+            "postgres://c4@127.0.0.1:1/lake?pass%77ord=SECRETq1",
             "mysql://u:s3cret@x/y",
         ):
             with pytest.raises(LakeError) as refused:
