@@ -16,6 +16,8 @@ import os
 import re
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -141,6 +143,19 @@ def shown_url(url: str) -> str:
         except psycopg.Error:
             return f"{scheme}://***"
     return shown
+
+
+#: How a DuckDB instance whose DuckLake state went bad answers (1.5.5, after another process flushed
+#: inlined rows the instance had read, duckdb/ducklake#1225 and #1359): an internal error, which
+#: invalidates the instance; then its refusals; or a catalog read that failed in PostgreSQL, after which
+#: every read of that table fails alike.
+_FAILED_INSTANCE = ("database has been invalidated", "attempting to fetch from an unsuccessful query result")
+
+
+def _invalidating(exc: BaseException) -> bool:
+    """Whether ``exc`` says the DuckDB instance that raised it must be replaced (``_FAILED_INSTANCE``)."""
+    text = str(exc).lower()
+    return isinstance(exc, duckdb.InternalException) or any(says in text for says in _FAILED_INSTANCE)
 
 
 def _lost_race(exc: duckdb.Error) -> bool:
@@ -295,6 +310,11 @@ class LakeStore(Store):
         self.delete_conflicts = 0  # retention DELETEs that conflicted with another shard's commit
         self.upkeep_child = UpkeepChild()  # runs the lake's upkeep passes (upkeep)
         super().__init__(Path(data_path) / f"{self.seq_table}.marker", catalogue, threads=threads)
+        self._reader_args = (threads, query_memory_bytes)
+        self._reader_lock = threading.Lock()
+        self._reader_failed: duckdb.DuckDBPyConnection | None = None  # failed internally: replace it
+        #: query instances that failed internally, replaced and left unclosed (see ``_replace_reader``)
+        self._parked: list[duckdb.DuckDBPyConnection] = []
         self.reader = self._open_reader(threads, query_memory_bytes)
 
     def _open_reader(self, threads: int, memory_bytes: int) -> duckdb.DuckDBPyConnection:
@@ -327,9 +347,17 @@ class LakeStore(Store):
         self._lock_down_con(self.con)
 
     def _invalidated_by(self, exc: BaseException, probe: bool = False) -> bool:
-        """Never: a lake has no file of its own to checkpoint (its data files and its catalog are written
-        by each commit), so nothing of it is opened again here."""
-        return False
+        """Whether the writer's instance went bad (``_invalidating``; recorded in ``invalidated``, and the
+        next commit attaches the lake again, ``Store._reopen``). A lake has no file of its own to
+        checkpoint, but DuckLake 1.5.5 fails in an instance that read a table whose inlined rows span two
+        schema versions (another collector added a column) once an upkeep pass flushed them: internally,
+        which invalidates the instance, or on every later read of the table. Nothing committed is lost: it
+        is in the lake."""
+        if not _invalidating(exc):
+            return False
+        self.invalidated = str(exc).replace("\n", " ")
+        log.error("the lake's writer instance failed internally; it attaches the lake again error=%s", exc)
+        return True
 
     def _lock_down_con(self, con: duckdb.DuckDBPyConnection) -> None:
         data = self.attached_data_path
@@ -501,8 +529,24 @@ class LakeStore(Store):
         meanwhile."""
         return self.upkeep_child.run(self.url, self.data_path, snapshot_keep_s, file_keep_s, timeout_s)
 
+    def note_failure(self, exc: BaseException) -> None:
+        """A periodic task (diagnosis, rollups, retention) failed with ``exc``: when that says the writer's
+        instance went bad (``_invalidating``), it is marked so, and the next commit or cursor attaches the
+        lake again (DuckLake 1.5.5 keeps failing every read of the table in that instance)."""
+        if not _invalidating(exc) or self.invalidated:
+            return
+        with self._lock:
+            if not self.invalidated:
+                self.invalidated = str(exc).replace("\n", " ")
+                log.error(
+                    "the lake's writer instance failed internally; it attaches the lake again error=%s", exc
+                )
+
     def cursor(self) -> duckdb.DuckDBPyConnection:
-        """A reader cursor on the lake (every shard's rows)."""
+        """A reader cursor on the lake (every shard's rows); first a new instance if the writer's failed."""
+        if self.invalidated:
+            with self._lock:
+                self._usable()
         cur = self.con.cursor()
         cur.execute(f"USE {LAKE}")
         return cur
@@ -512,10 +556,51 @@ class LakeStore(Store):
         return self.reader
 
     def _read_cursor(self) -> duckdb.DuckDBPyConnection:
-        """A cursor of the read-only instance on the lake (every shard's rows)."""
-        cur = self.reader.cursor()
-        cur.execute(f"USE {LAKE}")
-        return cur
+        """A cursor of the read-only instance on the lake (every shard's rows). An instance that failed
+        internally (see ``_invalidated_by``; DuckDB may invalidate it, or DuckLake keep failing on the
+        same table) is replaced by a new one first."""
+        reader = self.reader
+        try:
+            if reader is self._reader_failed:
+                raise duckdb.InternalException("the lake's query instance failed internally before")
+            cur = reader.cursor()
+            cur.execute(f"USE {LAKE}")
+            return cur
+        except duckdb.Error as exc:
+            if not _invalidating(exc):
+                raise
+            self._replace_reader(reader, exc)
+            cur = self.reader.cursor()
+            cur.execute(f"USE {LAKE}")
+            return cur
+
+    def _replace_reader(self, reader: duckdb.DuckDBPyConnection, exc: BaseException) -> None:
+        """A new query instance in place of ``reader``, which is kept, not closed (``_parked``): closing an
+        instance DuckLake failed in may end a transaction in it, which aborts the process."""
+        with self._reader_lock:
+            if self.reader is not reader:  # replaced meanwhile by another query's thread
+                return
+            log.error("the lake's query instance failed internally; attaching the lake again error=%s", exc)
+            self.reader = self._open_reader(*self._reader_args)
+            self._parked.append(reader)
+
+    @contextmanager
+    def reading(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A cursor of the query instance for untrusted SQL, each statement its own transaction: the
+        instance attached the lake and its catalog read-only (PostgreSQL itself runs them READ ONLY), so
+        no ``BEGIN TRANSACTION READ ONLY`` is needed, and DuckDB aborts the process when a transaction
+        ends in an instance DuckLake failed internally in (tried: ROLLBACK and closing the cursor both
+        did, SIGABRT). A query that fails so marks the instance for replacement (``_read_cursor``)."""
+        cur = self._read_cursor()
+        used = self.reader
+        try:
+            yield cur
+        except duckdb.Error as exc:
+            if _invalidating(exc):
+                self._reader_failed = used
+            raise
+        finally:
+            cur.close()
 
     def checkpoint(self) -> None:
         """Nothing to flush: every lake transaction is durable in PostgreSQL and the data files."""

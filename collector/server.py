@@ -370,7 +370,9 @@ class Collector:
         self._private_dir: str | None = None
         self._tasks: list[asyncio.Task] = []
         self.tasks: dict[str, TaskHealth] = {}  # periodic task name -> its health (/metrics, collector_tasks)
-        self.leader_tasks = LeaderTasks(self.tasks, self.metrics.inc)  # the lease holder's alone on a lake
+        self.leader_tasks = LeaderTasks(
+            self.tasks, self.metrics.inc, self.store.note_failure
+        )  # the lease holder's alone on a lake
         self.lease = (
             PostgresLease(conninfo(cfg.lake), self.store.shard, lease_timeout_s(cfg)) if cfg.lake else None
         )
@@ -503,7 +505,7 @@ class Collector:
     async def _every(self, period_s: float, fn, name: str | None = None) -> None:
         """Run ``fn`` every ``period_s`` until cancelled: failures are logged, counted and retried with backoff."""
         health = self.tasks.setdefault(name or fn.__name__, TaskHealth(name or fn.__name__, period_s))
-        await run_every(health, fn, self.metrics.inc)
+        await run_every(health, fn, self.metrics.inc, self.store.note_failure)
 
     def _declare_leader_tasks(self) -> None:
         """The lake-wide periodic tasks, run by the lease's holder only (all of them, alone on a store)."""

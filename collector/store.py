@@ -624,6 +624,9 @@ class Store:
                     except Exception as again:
                         exc = again
                 log.warning("group commit failed, retrying batches one by one error=%s", exc)
+                # the tables' columns are read again: a lake's may have changed under this collector
+                # (another one added a column, and the positional insert no longer fits)
+                self._columns_of.clear()
                 self._reattach_side_if_given_up(exc)
                 results = []
                 for b in batches:
@@ -662,6 +665,10 @@ class Store:
                 str(failed).splitlines()[0],
             )
             return True
+
+    def note_failure(self, exc: BaseException) -> None:
+        """A periodic task's read or write on this store failed with ``exc``: nothing to do for a file
+        store (a commit finds out whether DuckDB invalidated it); a lake's instance may need replacing."""
 
     def checkpoint_failed(self, exc: BaseException) -> None:
         """From the checkpointer: a checkpoint failed; if DuckDB invalidated the store, the idle writer

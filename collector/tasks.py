@@ -112,9 +112,13 @@ def until_aligned_s(now_s: float, period_s: float, offset_s: float) -> float:
 
 
 async def run_every(
-    health: TaskHealth, fn: Callable[[], Awaitable[object]], count: Callable[[str], None]
+    health: TaskHealth,
+    fn: Callable[[], Awaitable[object]],
+    count: Callable[[str], None],
+    failed: Callable[[BaseException], None] | None = None,
 ) -> None:
-    """Run ``fn`` every period until cancelled; a failure is logged, counted and retried with backoff.
+    """Run ``fn`` every period until cancelled; a failure is logged, counted, told to ``failed`` (the store
+    replaces a DuckDB instance that failed internally) and retried with backoff.
 
     ``count(key)`` increments a collector counter (``task_runs:<name>``, ``task_failures:<name>``).
     """
@@ -127,6 +131,8 @@ async def run_every(
         except BaseException as exc:  # noqa: BLE001 - PanicException derives from BaseException
             health.failed(exc, _now())
             count(f"task_failures:{health.name}")
+            if failed is not None:
+                failed(exc)
             log.error(
                 "periodic task failed task=%s consecutive_failures=%d retry_in_s=%.1f error=%s",
                 health.name,
@@ -153,9 +159,15 @@ class LeaderTasks:
     (the collector shutting down) cancels the runs in progress too.
     """
 
-    def __init__(self, health: MutableMapping[str, TaskHealth], count: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        health: MutableMapping[str, TaskHealth],
+        count: Callable[[str], None],
+        failed: Callable[[BaseException], None] | None = None,
+    ) -> None:
         self._health = health
         self._count = count
+        self._failed = failed  # told each run's failure (run_every)
         self._jobs: list[tuple[TaskHealth, Callable[[], Awaitable[object]]]] = []
         self._running: list[asyncio.Task] = []
         self._in_flight: set[asyncio.Future] = set()  # runs shielded from the loops' cancellation
@@ -205,7 +217,9 @@ class LeaderTasks:
         if leading and not self._running and self._jobs:
             for health, fn in self._jobs:
                 health.standby = False
-                self._running.append(asyncio.create_task(run_every(health, self._whole(fn), self._count)))
+                self._running.append(
+                    asyncio.create_task(run_every(health, self._whole(fn), self._count, self._failed))
+                )
             log.info("leader tasks started tasks=%s", ",".join(self.names))
             return True
         if not leading and self._running:
