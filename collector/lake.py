@@ -178,7 +178,7 @@ def attach_lake(con: duckdb.DuckDBPyConnection, url: str, data_path: str, read_o
     A password in the URL goes to libpq through ``PGPASSWORD``, not into the attached database's
     path, which any reader sees in ``duckdb_databases()``. ``data_path`` must be the directory the catalog
     names (a lake created before C4 kept symlinks names the directory they led to); another directory is
-    refused, and so is one holding none of the lake's newest files (its storage not mounted).
+    refused, and so is one holding none of the lake's newest and oldest files (its storage not mounted).
     """
     load_lake_extensions(con)
     data = lake_data_path(data_path)
@@ -224,7 +224,7 @@ def _attach(con: duckdb.DuckDBPyConnection, info: str, data: str, mode: str) -> 
 
 #: DuckLake's refusal of a data path unlike the one its catalog stored (ducklake_initializer.cpp, 1.5.5).
 _MISMATCH = re.compile(r'does not match existing data path in the catalog "(.*)"\.', re.DOTALL)
-#: How many of the lake's newest data files are looked for under the data path at attach.
+#: How many of the lake's newest data files, and of its oldest, are looked for under the data path at attach.
 NEWEST_FILES_CHECKED = 3
 
 
@@ -244,7 +244,7 @@ def _same_directory(data: str, stored: str) -> bool:
 
 
 def _check_storage(con: duckdb.DuckDBPyConnection, url: str, data: str) -> None:
-    """Refuse a data path that holds none of the lake's newest files (its share not mounted, say): the
+    """Refuse a data path that holds none of the lake's newest and oldest files (its share not mounted): the
     collector would write into the empty directory while every read of the lake's files failed."""
     try:
         missing, checked = _missing_newest_files(con, data)
@@ -253,29 +253,34 @@ def _check_storage(con: duckdb.DuckDBPyConnection, url: str, data: str) -> None:
     if checked and len(missing) == checked:
         con.execute(f"DETACH {LAKE}")
         raise LakeError(
-            f"the lake at {shown_url(url)} keeps its files under {data}, but none of its newest files is there "
-            f"(no {missing[0]}): is the lake's storage mounted?"
+            f"the lake at {shown_url(url)} keeps its files under {data}, but none of the {checked} of its newest "
+            f"and oldest files looked for is there (no {missing[0]}): is the lake's storage mounted?"
         )
     for path in missing:  # some there, some not: reads of those fail; ingest goes on
         log.error("a live file of the lake is missing from its data path path=%s", path)
 
 
 def _missing_newest_files(con: duckdb.DuckDBPyConnection, data: str) -> tuple[list[str], int]:
-    """Of the lake's newest live data files (at most ``NEWEST_FILES_CHECKED``), those not on disk under the
-    data path ``data``, and how many were looked for."""
+    """Of the lake's newest and oldest live data files (at most ``NEWEST_FILES_CHECKED`` of each), those not
+    on disk under the data path ``data``, and how many were looked for."""
     meta = f"__ducklake_metadata_{LAKE}"
-    rows = con.execute(
-        f"""
-        SELECT CASE WHEN NOT f.path_is_relative THEN f.path
+    live = f"""
+        SELECT f.data_file_id,
+               CASE WHEN NOT f.path_is_relative THEN f.path
                     WHEN NOT t.path_is_relative THEN t.path || f.path
                     WHEN NOT s.path_is_relative THEN s.path || t.path || f.path
-                    ELSE $data || s.path || t.path || f.path END
+                    ELSE $data || s.path || t.path || f.path END AS path
         FROM {meta}.ducklake_data_file f
         JOIN {meta}.ducklake_table t ON t.table_id = f.table_id AND t.end_snapshot IS NULL
         JOIN {meta}.ducklake_schema s ON s.schema_id = t.schema_id AND s.end_snapshot IS NULL
-        WHERE f.end_snapshot IS NULL
-        ORDER BY f.data_file_id DESC
-        LIMIT {NEWEST_FILES_CHECKED}
+        WHERE f.end_snapshot IS NULL"""
+    rows = con.execute(
+        f"""
+        SELECT DISTINCT path FROM (
+            (SELECT * FROM ({live}) ORDER BY data_file_id DESC LIMIT {NEWEST_FILES_CHECKED})
+            UNION ALL
+            (SELECT * FROM ({live}) ORDER BY data_file_id LIMIT {NEWEST_FILES_CHECKED})
+        )
         """,
         {"data": data},
     ).fetchall()

@@ -99,7 +99,7 @@ def test_another_directory_is_refused_even_holding_a_copy_of_the_lake(tmp_path, 
         store.close()
 
 
-def test_a_data_path_holding_none_of_the_lakes_files_is_refused(tmp_path, postgres):
+def test_a_data_path_holding_none_of_the_lakes_files_is_refused(tmp_path, postgres, caplog):
     """The catalog's own directory, empty (a share not mounted there): refused, rather than new files going
     into the mount point while every read of the lake's files fails."""
     data = tmp_path / "lake"
@@ -112,7 +112,8 @@ def test_a_data_path_holding_none_of_the_lakes_files_is_refused(tmp_path, postgr
     data.rename(tmp_path / "share")  # unmounted: the mount point is an empty directory
     data.mkdir()
     with pytest.raises(
-        LakeError, match=r"none of its newest files is there \(no .*\.parquet\): is the lake's storage"
+        LakeError,
+        match=r"none of the 2 of its newest and oldest files looked for is there \(no .*\.parquet\): is",
     ):
         LakeStore(postgres.url, str(data), CATALOGUE, "a")
     assert not parquet_under(data)
@@ -121,8 +122,18 @@ def test_a_data_path_holding_none_of_the_lakes_files_is_refused(tmp_path, postgr
     store = LakeStore(postgres.url, str(data), CATALOGUE, "a")
     try:
         assert tick_sum(store) == 2 * sum(range(50))
+        for seq in range(3, 7):
+            assert not store.commit([beats("n1", seq, 50)])[0].error
     finally:
         store.close()
+    # the newest files lost, the oldest there: the storage is mounted; the loss is logged, and it starts
+    newest = sorted(data.rglob("*.parquet"), key=lambda f: f.stat().st_mtime_ns)[-3:]
+    for f in newest:
+        f.unlink()
+    with caplog.at_level("ERROR", logger="c4.collector.lake"):
+        LakeStore(postgres.url, str(data), CATALOGUE, "a").close()
+    lost = {r.getMessage() for r in caplog.records if "a live file of the lake is missing" in r.getMessage()}
+    assert any(newest[-1].name in m for m in lost), lost
 
 
 SECRETS = (
