@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 
 import duckdb
 
-from c4.sql_text import string_literal
+from c4.sql_text import quote_name, string_literal
 
 log = logging.getLogger("c4.collector.lake_upkeep")
 
@@ -111,10 +111,6 @@ def _catalog_rows(cur: duckdb.DuckDBPyConnection, sql: str) -> list[tuple]:
     ).fetchall()
 
 
-def _quoted(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
 def tables_with_inlined_rows(cur: duckdb.DuckDBPyConnection) -> list[tuple[str, str]] | None:
     """(schema, table) of each live table of the lake with rows or deletions inlined in the catalog, or
     None when that cannot be told for sure (the catalog's schema not found, an inlined table of a kind
@@ -128,7 +124,7 @@ def tables_with_inlined_rows(cur: duckdb.DuckDBPyConnection) -> list[tuple[str, 
     spaces = {space for space, _ in found}
     if len(spaces) != 1:  # no registry either: the metadata schema is not on the search path
         return None
-    space = _quoted(spaces.pop())
+    space = quote_name(spaces.pop())
     names = {name for _, name in found}
     if _INLINED_REGISTRY not in names:
         return None
@@ -151,7 +147,7 @@ def tables_with_inlined_rows(cur: duckdb.DuckDBPyConnection) -> list[tuple[str, 
     holding = _catalog_rows(
         cur,
         " UNION ".join(
-            f"SELECT {table_id} WHERE EXISTS (SELECT 1 FROM {space}.{_quoted(name)})"
+            f"SELECT {table_id} WHERE EXISTS (SELECT 1 FROM {space}.{quote_name(name)})"
             for name, table_id in sorted(owners.items())
         ),
     )

@@ -45,12 +45,12 @@ import pyarrow.compute as pc
 
 from c4.catalogue import Catalogue, TableSpec
 from c4.catalogue.rollup import RESOLUTIONS_S, STATS, rolled_gauges, rollup_keys, rollup_name
-from c4.collector.rollup_lookback import quote_name as _q
 from c4.collector.rollup_lookback import scalar_lookback_sql, wide_lookback_sql
 from c4.collector.rollup_lookback import timestamp_sql as _lit
 from c4.collector.rollup_matrix import counter_delta, matrix_minute_rows, matrix_stats, rate_summary
 from c4.collector.rollup_wide import element_samples
 from c4.collector.thread_priority import lower_thread_priority
+from c4.sql_text import quote_name as _q
 from c4.thread_names import name_os_thread
 
 log = logging.getLogger("c4.collector.rollup")

@@ -27,11 +27,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from c4.catalogue import TableSpec
-
-
-def quote_name(name: str) -> str:
-    """A table or column name as a quoted SQL identifier."""
-    return '"' + name.replace('"', '""') + '"'
+from c4.sql_text import quote_name
 
 
 def timestamp_sql(dt: datetime) -> str:
