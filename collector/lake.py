@@ -171,9 +171,16 @@ def lake_data_path(data_path: str) -> str:
     return data_path if "://" in data_path else os.path.abspath(data_path) + "/"
 
 
-def attach_lake(con: duckdb.DuckDBPyConnection, url: str, data_path: str, read_only: bool = False) -> str:
+def attach_lake(
+    con: duckdb.DuckDBPyConnection,
+    url: str,
+    data_path: str,
+    read_only: bool = False,
+    check_storage: bool = True,
+) -> str:
     """Attach the lake as ``lake``, make it the default catalog (``read_only``: every write fails) and return
-    the data path it was attached with.
+    the data path it was attached with (``check_storage`` False: another attach of this process looked at
+    the data path's files already).
 
     A password in the URL goes to libpq through ``PGPASSWORD``, not into the attached database's
     path, which any reader sees in ``duckdb_databases()``. ``data_path`` must be the directory the catalog
@@ -210,7 +217,7 @@ def attach_lake(con: duckdb.DuckDBPyConnection, url: str, data_path: str, read_o
                 raise LakeError(f"cannot attach the lake at {shown_url(url)}: {exc}") from None
             log.info("lake catalog created meanwhile by another collector, attach again attempt=%d", attempt)
             time.sleep(0.1 * attempt)
-    if "://" not in data:
+    if check_storage and "://" not in data:
         _check_storage(con, url, data)
     con.execute(f"USE {LAKE}")
     return data
@@ -225,7 +232,7 @@ def _attach(con: duckdb.DuckDBPyConnection, info: str, data: str, mode: str) -> 
 #: DuckLake's refusal of a data path unlike the one its catalog stored (ducklake_initializer.cpp, 1.5.5).
 _MISMATCH = re.compile(r'does not match existing data path in the catalog "(.*)"\.', re.DOTALL)
 #: How many of the lake's newest data files, and of its oldest, are looked for under the data path at attach.
-NEWEST_FILES_CHECKED = 3
+FILES_CHECKED_AT_EACH_END = 3
 
 
 def _stored_data_path(exc: duckdb.Error) -> str | None:
@@ -247,7 +254,7 @@ def _check_storage(con: duckdb.DuckDBPyConnection, url: str, data: str) -> None:
     """Refuse a data path that holds none of the lake's newest and oldest files (its share not mounted): the
     collector would write into the empty directory while every read of the lake's files failed."""
     try:
-        missing, checked = _missing_newest_files(con, data)
+        missing, checked = _missing_sampled_files(con, data)
     except duckdb.Error as exc:
         raise LakeError(f"cannot read the lake's file list at {shown_url(url)}: {exc}") from None
     if checked and len(missing) == checked:
@@ -260,8 +267,8 @@ def _check_storage(con: duckdb.DuckDBPyConnection, url: str, data: str) -> None:
         log.error("a live file of the lake is missing from its data path path=%s", path)
 
 
-def _missing_newest_files(con: duckdb.DuckDBPyConnection, data: str) -> tuple[list[str], int]:
-    """Of the lake's newest and oldest live data files (at most ``NEWEST_FILES_CHECKED`` of each), those not
+def _missing_sampled_files(con: duckdb.DuckDBPyConnection, data: str) -> tuple[list[str], int]:
+    """Of the lake's newest and oldest live data files (at most ``FILES_CHECKED_AT_EACH_END`` of each), those not
     on disk under the data path ``data``, and how many were looked for."""
     meta = f"__ducklake_metadata_{LAKE}"
     live = f"""
@@ -277,9 +284,9 @@ def _missing_newest_files(con: duckdb.DuckDBPyConnection, data: str) -> tuple[li
     rows = con.execute(
         f"""
         SELECT DISTINCT path FROM (
-            (SELECT * FROM ({live}) ORDER BY data_file_id DESC LIMIT {NEWEST_FILES_CHECKED})
+            (SELECT * FROM ({live}) ORDER BY data_file_id DESC LIMIT {FILES_CHECKED_AT_EACH_END})
             UNION ALL
-            (SELECT * FROM ({live}) ORDER BY data_file_id LIMIT {NEWEST_FILES_CHECKED})
+            (SELECT * FROM ({live}) ORDER BY data_file_id LIMIT {FILES_CHECKED_AT_EACH_END})
         )
         """,
         {"data": data},
@@ -329,7 +336,10 @@ class LakeStore(Store):
         READ ONLY; its memory limit is the queries' alone (``memory_bytes``, 0 = DuckDB's default).
         """
         con = duckdb.connect()
-        self.attached_data_path = attach_lake(con, self.url, self.data_path, read_only=True)
+        # the writer's attach (Store.__init__, before this) looked at the data path's files
+        self.attached_data_path = attach_lake(
+            con, self.url, self.data_path, read_only=True, check_storage=False
+        )
         if memory_bytes:
             con.execute(f"SET memory_limit = '{int(memory_bytes)}B'")
         if threads:
@@ -538,14 +548,10 @@ class LakeStore(Store):
         """A periodic task (diagnosis, rollups, retention) failed with ``exc``: when that says the writer's
         instance went bad (``_invalidating``), it is marked so, and the next commit or cursor attaches the
         lake again (DuckLake 1.5.5 keeps failing every read of the table in that instance)."""
-        if not _invalidating(exc) or self.invalidated:
-            return
-        with self._lock:
-            if not self.invalidated:
-                self.invalidated = str(exc).replace("\n", " ")
-                log.error(
-                    "the lake's writer instance failed internally; it attaches the lake again error=%s", exc
-                )
+        if not self.invalidated and _invalidating(exc):
+            with self._lock:
+                if not self.invalidated:
+                    self._invalidated_by(exc)
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
         """A reader cursor on the lake (every shard's rows); first a new instance if the writer's failed."""
@@ -565,27 +571,28 @@ class LakeStore(Store):
         internally (see ``_invalidated_by``; DuckDB may invalidate it, or DuckLake keep failing on the
         same table) is replaced by a new one first."""
         reader = self.reader
-        try:
-            if reader is self._reader_failed:
-                raise duckdb.InternalException("the lake's query instance failed internally before")
-            cur = reader.cursor()
-            cur.execute(f"USE {LAKE}")
-            return cur
-        except duckdb.Error as exc:
-            if not _invalidating(exc):
-                raise
-            self._replace_reader(reader, exc)
-            cur = self.reader.cursor()
-            cur.execute(f"USE {LAKE}")
-            return cur
+        if reader is self._reader_failed:  # a query failed internally in it (``reading``)
+            self._replace_reader(reader, "a query failed internally in it")
+        else:
+            try:
+                cur = reader.cursor()
+                cur.execute(f"USE {LAKE}")
+                return cur
+            except duckdb.Error as exc:
+                if not _invalidating(exc):
+                    raise
+                self._replace_reader(reader, exc)
+        cur = self.reader.cursor()
+        cur.execute(f"USE {LAKE}")
+        return cur
 
-    def _replace_reader(self, reader: duckdb.DuckDBPyConnection, exc: BaseException) -> None:
+    def _replace_reader(self, reader: duckdb.DuckDBPyConnection, why: object) -> None:
         """A new query instance in place of ``reader``, which is kept, not closed (``_parked``): closing an
         instance DuckLake failed in may end a transaction in it, which aborts the process."""
         with self._reader_lock:
             if self.reader is not reader:  # replaced meanwhile by another query's thread
                 return
-            log.error("the lake's query instance failed internally; attaching the lake again error=%s", exc)
+            log.error("the lake's query instance failed internally; attaching the lake again error=%s", why)
             self.reader = self._open_reader(*self._reader_args)
             self._parked.append(reader)
 
