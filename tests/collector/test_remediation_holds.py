@@ -142,16 +142,15 @@ def test_job_hold_survives_a_restart_and_its_release_runs_each_step_once(tmp_pat
         assert [h.job for h in reply.holds] == ["frozen"]
         wait_for(lambda: len(calls(tmp_path)) == 2, 60, "the released steps to run")
         assert calls(tmp_path) == ["drain.sh host2", "requeue.sh train"]  # isolation, then the restart
+        # a step's actions row is stored after its command returns: wait for both rows, so that the
+        # re-detection awaited next comes after them (not merely after the held rows)
+        ran = [("isolation", "held"), ("restart", "held"), ("isolation", "ran"), ("restart", "ran")]
+        wait_for(lambda: outcomes(col.address, reader, fault) == ran, 60, "the released steps' actions rows")
         wait_for(
             lambda: redetected_since_actions(col.address, reader, fault), 60, "re-detection after release"
         )
         assert calls(tmp_path) == ["drain.sh host2", "requeue.sh train"]  # never twice
-        assert outcomes(col.address, reader, fault) == [
-            ("isolation", "held"),
-            ("restart", "held"),
-            ("isolation", "ran"),
-            ("restart", "ran"),
-        ]
+        assert outcomes(col.address, reader, fault) == ran  # and recorded once
         t, _ = query_arrow(
             reader.channel(col.address),
             "SELECT scope, job, hold, set_by, caller, note FROM remediation_holds ORDER BY ts",
