@@ -32,6 +32,18 @@ def reserve_port(address: str) -> tuple[socket.socket, int]:
     return sock, sock.getsockname()[1]
 
 
+def refuse_if_served(address: str) -> None:
+    """OSError when a socket already listens on ``address``: the ingest processes bind with SO_REUSEPORT,
+    and would otherwise join another collector's listeners and take half its agents into this store."""
+    host, port = split_host_port(address)
+    family, kind, proto, _, sockaddr = socket.getaddrinfo(
+        host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a past run's closing connections pass
+        sock.bind(sockaddr)  # EADDRINUSE while anything listens there, whatever its options
+
+
 class IngestProcesses:
     """N ingest processes serving ``cfg.listen`` for a store process reachable at ``store_address``."""
 
@@ -53,6 +65,8 @@ class IngestProcesses:
         host, port = split_host_port(self.cfg.listen)
         if port == 0:
             self._reserved, port = reserve_port(self.cfg.listen)
+        else:
+            refuse_if_served(self.cfg.listen)
         self.port = port
         bracketed = f"[{host}]" if ":" in host else host
         self._listen = f"{bracketed}:{port}"

@@ -430,7 +430,9 @@ class Collector:
         except duckdb.Error as exc:
             raise StartupError(f"cannot read the remediation holds from the store: {_reason(exc)}") from exc
         self.service.holds = self.holds
-        self.server, health_servicer = agent_server(self.cfg)
+        # gRPC sets SO_REUSEPORT by default: a second collector on this port would then serve beside this
+        # one, the kernel splitting the agents between two stores; off, that collector's bind fails
+        self.server, health_servicer = agent_server(self.cfg, ("grpc.so_reuseport", 0))
         pb_grpc.add_TelemetryServicer_to_server(self.service, self.server)
         if self.cfg.ingest_processes:
             # agents reach the ingest processes; this process serves them on a private socket only
@@ -456,7 +458,10 @@ class Collector:
                 store_address,
                 logging.getLevelName(log.getEffectiveLevel()),
             )
-            self.port = await self.ingest_processes.start()
+            try:
+                self.port = await self.ingest_processes.start()
+            except OSError as exc:
+                raise StartupError(f"cannot listen on {self.cfg.listen}: {_reason(exc)}") from exc
         if self.cfg.metrics_listen:
             self.exporter = MetricsServer(self, self.cfg.metrics_listen)
             try:
