@@ -14,6 +14,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -49,6 +50,13 @@ RESTART_TEMPLATES = {
 REPLAN_APPLY_FORMATS = ("sport-table", "switch-routes", "nccl-env")
 #: The longest lake keep time or upkeep timeout, seconds (~31 years)
 MAX_KEEP_S = 1e9
+#: The longest any ``[collector]`` duration (a ``*_s`` key) may be: past it "now" plus or minus it leaves
+#: the dates Python and DuckDB can hold, and the task using it fails at every run (retention, diagnosis)
+MAX_SECONDS = MAX_KEEP_S
+#: The largest byte size a ``[collector]`` key may name where DuckDB parses it as a memory size
+MAX_STORE_BYTES = 1 << 40
+#: The largest ``max_batch_bytes``: four batches and a MiB must fit gRPC's 32-bit message limit
+MAX_BATCH_BYTES = (1 << 29) - (1 << 20)
 
 
 def template_problem(key: str, template: str) -> str:
@@ -69,7 +77,8 @@ def template_problem(key: str, template: str) -> str:
 class CollectorConfig(BaseModel):
     """``[collector]``: listen address, database file, retention and query limits."""
 
-    model_config = ConfigDict(extra="forbid")
+    # inf and nan are refused in every number (an infinite retention or skew fails the tasks using it)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     listen: str = DEFAULT_COLLECTOR
     db: Path = Path("/var/lib/c4/c4.duckdb")
     retention_s: float = Field(7 * 86400, gt=0)
@@ -83,8 +92,9 @@ class CollectorConfig(BaseModel):
     query_timeout_s: float = Field(30.0, gt=0)
     query_max_running: int = Field(16, ge=1, le=256)  # queries executing at once, each on its own thread
     query_max_queued: int = Field(64, ge=0)  # queries waiting for one of those; more: RESOURCE_EXHAUSTED
-    query_memory_bytes: int = Field(2 << 30, ge=64 << 20)  # what running queries may hold together
-    max_batch_bytes: int = Field(16 << 20, ge=1 << 12)
+    # what running queries may hold together
+    query_memory_bytes: int = Field(2 << 30, ge=64 << 20, le=MAX_STORE_BYTES)
+    max_batch_bytes: int = Field(16 << 20, ge=1 << 12, le=MAX_BATCH_BYTES)
     # what one batch may decode to (compressed Arrow declares it; refused before decoding)
     max_batch_rows: int = Field(DEFAULT_MAX_BATCH_ROWS, ge=1, le=1 << 31)
     max_batch_decoded_bytes: int = Field(DEFAULT_MAX_BATCH_DECODED_BYTES, ge=1 << 12)
@@ -99,7 +109,8 @@ class CollectorConfig(BaseModel):
     group_commit_spacing_s: float = Field(0.25, ge=0, le=5)
     # processes that receive and check agents' batches beside the one owning the store (0: one process)
     ingest_processes: int = Field(0, ge=0, le=64)
-    checkpoint_wal_bytes: int = Field(128 << 20, ge=1 << 20)  # DuckDB checkpoints past this WAL size
+    # DuckDB checkpoints past this WAL size
+    checkpoint_wal_bytes: int = Field(128 << 20, ge=1 << 20, le=MAX_STORE_BYTES)
     # checkpoint from a thread of its own instead of inside the writer's COMMIT, the writer committing into
     # a side file meanwhile (c4.collector.side_store); false: DuckDB checkpoints inside a commit, acks wait
     background_checkpoints: bool = True
@@ -194,10 +205,21 @@ class CollectorConfig(BaseModel):
             )
         return v
 
+    @field_validator("*")
+    @classmethod
+    def _durations_bounded(cls, value: Any, info: ValidationInfo) -> Any:
+        """Refuse a duration so long that the clock plus or minus it is no date (every run would fail)."""
+        if (info.field_name or "").endswith("_s") and isinstance(value, float) and value > MAX_SECONDS:
+            raise ValueError(
+                f"{value:g} s is longer than {MAX_SECONDS:g} s (~31 years): the collector's clock plus or "
+                "minus it is past the dates it can store"
+            )
+        return value
+
     @model_validator(mode="after")
     def _lake_files(self) -> CollectorConfig:
         """Refuse a file keep time a running query could outlast (it would read a deleted file)."""
-        if self.lake_file_keep_s < self.query_timeout_s:
+        if self.lake and self.lake_file_keep_s < self.query_timeout_s:
             raise ValueError(
                 f"lake_file_keep_s ({self.lake_file_keep_s:g}) must be at least query_timeout_s "
                 f"({self.query_timeout_s:g}): a query still reading a merged-away file would fail"

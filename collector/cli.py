@@ -59,15 +59,30 @@ FLAGS = (
 
 def collector_config(args: argparse.Namespace):
     """Load config and apply flags; exits with a clear message on invalid config."""
-    from c4.config import ConfigError, load_config  # lazy: c4 --help loads this module; pydantic ~90 ms
+    from pydantic import ValidationError  # lazy: c4 --help loads this module; pydantic ~90 ms
 
+    from c4.config import ConfigError, load_config  # lazy: as above
+
+    updates = {k: getattr(args, k) for k in FLAGS if getattr(args, k, None) is not None}
     try:
         cfg = load_config(args.config).collector
-        updates = {k: getattr(args, k) for k in FLAGS if getattr(args, k, None) is not None}
         return cfg.model_validate({**cfg.model_dump(), **updates})
+    except ValidationError as exc:  # the file passed: a flag, or a flag beside a key of the file
+        print(f"c4 collector: {flag_problems(exc, updates)}", file=sys.stderr)
+        raise SystemExit(2) from None
     except (ConfigError, ValueError) as exc:
         print(f"c4 collector: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def flag_problems(exc, flags: dict) -> str:
+    """A pydantic error about the flags given as one line: ``--retention-s: problem; ...``."""
+    out = []
+    for e in exc.errors():
+        key = str(e["loc"][0]) if e["loc"] else ""
+        where = f"--{key.replace('_', '-')}: " if key in flags else f"[collector.{key}] " if key else ""
+        out.append(where + e["msg"].removeprefix("Value error, "))
+    return "; ".join(out)
 
 
 def run(args: argparse.Namespace) -> int:

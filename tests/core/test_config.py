@@ -1,6 +1,9 @@
 """Config: TOML + C4_* environment, validated with the bad key named."""
 
+import subprocess
+
 import pytest
+from testkit.procs import C4
 
 from c4.config import ConfigError, load_config
 
@@ -24,6 +27,21 @@ def test_toml_then_env_override(tmp_path):
         ("[agnet]\n", {}, "agnet"),
         ("[agent\n", {}, "c4.toml"),
         ("", {"C4_COLLECTOR_NOPE": "1"}, "C4_COLLECTOR_NOPE"),
+        # numbers that would break a task at every run, or the start, are refused naming the key
+        ("[collector]\nretention_s = 1e11\n", {}, r"collector.retention_s\] 1e\+11 s is longer than"),
+        ("[collector]\ndiagnose_window_s = 1e300\n", {}, r"collector.diagnose_window_s\] 1e\+300 s"),
+        (
+            "[collector]\nmax_clock_skew_s = inf\n",
+            {},
+            r"collector.max_clock_skew_s\] Input should be a finite",
+        ),
+        ("", {"C4_COLLECTOR_RETENTION_S": "nan"}, r"collector.retention_s\] Input should be a finite"),
+        (
+            "[collector]\nmax_batch_bytes = 600000000\n",
+            {},
+            r"collector.max_batch_bytes\] Input should be less",
+        ),
+        ("[collector]\ncheckpoint_wal_bytes = 9223372036854775807\n", {}, r"checkpoint_wal_bytes\] Input"),
     ],
 )
 def test_errors_name_the_problem(tmp_path, toml, env, text):
@@ -36,3 +54,20 @@ def test_errors_name_the_problem(tmp_path, toml, env, text):
 def test_missing_file():
     with pytest.raises(ConfigError, match="not found"):
         load_config("/nonexistent/c4.toml", env={})
+
+
+def test_collector_flags_are_refused_in_one_line_naming_the_flag(tmp_path):
+    for args, words in [
+        (["--retention-s", "-5"], "c4 collector: --retention-s: Input should be greater than 0"),
+        (["--listen", "127.0.0.1:99999"], "c4 collector: --listen: '127.0.0.1:99999' is not HOST:PORT"),
+        (["--retention-s", "1e12"], "c4 collector: --retention-s: 1e+12 s is longer than 1e+09 s"),
+    ]:
+        out = subprocess.run(
+            [*C4, "collector", "--db", str(tmp_path / "c4.duckdb"), *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={"PATH": "/usr/bin:/bin", "C4_CONFIG": ""},
+        )
+        assert out.returncode == 2 and out.stderr.startswith(words), (args, out.stderr)
+        assert len(out.stderr.strip().splitlines()) == 1, out.stderr  # no pydantic dump, no URL
