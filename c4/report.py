@@ -17,6 +17,8 @@ if TYPE_CHECKING:
 #: Ticks per second of each Arrow timestamp unit.
 _PER_S = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}
 _EPOCH = datetime(1970, 1, 1)
+#: DuckDB's ``'infinity'::TIMESTAMP`` in ticks of any unit (negated: ``'-infinity'``).
+_INFINITY_TICKS = (1 << 63) - 1
 
 
 #: Characters a terminal acts on instead of showing: C0 controls (ESC starts colour, cursor and title
@@ -128,7 +130,8 @@ def printable_times(table: pa.Table) -> pa.Table:
             continue
         per_s = _PER_S[field.type.unit]
         raw = pc.cast(table.column(i), pa.int64())
-        lo, hi = int(lo_s) * per_s, int(hi_s) * per_s
+        # nanoseconds reach only 1677-2262: bounded by int64 but for DuckDB's infinities (+-(2**63 - 1))
+        lo, hi = max(int(lo_s) * per_s, -_INFINITY_TICKS + 1), min(int(hi_s) * per_s, _INFINITY_TICKS - 1)
         bad = pc.or_(pc.less(raw, lo), pc.greater(raw, hi))
         if not pc.any(bad).as_py():
             continue
@@ -143,6 +146,8 @@ def printable_times(table: pa.Table) -> pa.Table:
 
 def _time_text(v: int, unit: str, lo: int, hi: int, tz: str = "") -> str:
     """One raw timestamp (ticks of ``unit`` since 1970) as ISO text, or ``out of range (<v> <unit>)``."""
+    if abs(v) == _INFINITY_TICKS:
+        return "infinity" if v > 0 else "-infinity"
     if not lo <= v <= hi:
         return f"out of range ({v} {unit})"
     whole, frac = divmod(v, _PER_S[unit])

@@ -7,7 +7,8 @@ import io
 import os
 import sys
 
-from c4.report import printable_text, printable_times
+from c4.printable import printable_values
+from c4.report import printable_text
 
 HELP = "Run read-only SQL on a collector (Query RPC) and print a table, CSV, JSON or Parquet."
 
@@ -81,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
             print("c4 sql: --format parquet needs --output FILE (or redirect stdout)", file=sys.stderr)
             return 2
         buf = io.BytesIO()
-        pq.write_table(table, buf)
+        pq.write_table(printable_values(table, "parquet"), buf)  # intervals and unions as text
         data = buf.getvalue()
         if args.output:
             with open(args.output, "wb") as f:
@@ -89,7 +90,8 @@ def run(args: argparse.Namespace) -> int:
         else:
             sys.stdout.buffer.write(data)
         return 0
-    shown = printable_times(table)  # a ts polars/Python cannot show is printed as its raw value
+    # what polars or the format cannot take (times past year 9999, intervals, nested values in CSV) as text
+    shown = printable_values(table, args.format)
     if args.format == "table" or (not args.output and sys.stdout.isatty()):
         shown = printable_text(shown)  # stored text may hold escape sequences a terminal would run
     df = pl.from_arrow(shown)

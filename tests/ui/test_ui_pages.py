@@ -247,3 +247,16 @@ def test_a_week_window_shows_the_faults_and_says_which_data_it_read(
     text = page_text(at)
     for needle in SHOWS[page]:
         assert needle in text, f"{page} over 7 days: {needle!r} not shown"
+
+
+def test_the_sql_console_shows_intervals_dates_at_infinity_lists_and_unions(empty_collector, monkeypatch):
+    """Types polars, pandas or the CSV writer refuse are shown (and downloaded) as text, not an exception."""
+    at = run_page("sql", empty_collector.address, monkeypatch)
+    at.text_area[0].set_value(
+        "SELECT INTERVAL 90 MINUTE AS i, '-infinity'::DATE AS d, [1, 2] AS l, {'a': 1} AS s, "
+        "union_value(k := 3) AS u, '\\x01'::BLOB AS b"
+    ).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+    shown = page_text(at)
+    assert "01:30:00" in shown and "-infinity" in shown, shown

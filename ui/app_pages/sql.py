@@ -9,6 +9,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import streamlit as st
 
+from c4.printable import printable_values
 from c4.query import QueryError
 from c4.ui.data import CollectorDown, query_table
 from c4.ui.queries.console import EXAMPLES
@@ -29,16 +30,16 @@ max_rows = st.number_input("Max rows", 1, CONSOLE_MAX_ROWS, 10_000, step=1000, k
 
 
 def to_csv(table: pa.Table) -> bytes:
-    """The result as CSV bytes."""
+    """The result as CSV bytes (nested values as JSON text, bytes as escapes)."""
     sink = io.BytesIO()
-    pacsv.write_csv(table, sink)
+    pacsv.write_csv(printable_values(table, "csv"), sink)
     return sink.getvalue()
 
 
 def to_parquet(table: pa.Table) -> bytes:
-    """The result as Parquet bytes."""
+    """The result as Parquet bytes (intervals and unions as text)."""
     sink = io.BytesIO()
-    pq.write_table(table, sink)
+    pq.write_table(printable_values(table, "parquet"), sink)
     return sink.getvalue()
 
 
@@ -52,7 +53,7 @@ if st.button("Run", type="primary", icon=":material/play_arrow:", key="sql-run")
     else:
         st.caption(f"{table.num_rows} rows{' (truncated at the row limit)' if truncated else ''}")
         if table.num_rows:
-            st.dataframe(table.to_pandas(), hide_index=True)
+            st.dataframe(printable_values(table).to_pandas(), hide_index=True)
         else:
             st.info("The query returned no rows.")
         a, b, _ = st.columns([1, 1, 4])
