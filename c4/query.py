@@ -45,7 +45,11 @@ def open_channel(address: str, security: ClientSecurity | None = None) -> grpc.C
         raise QueryError(
             f"collector address {exc} (e.g. 127.0.0.1:7070)", grpc.StatusCode.INVALID_ARGUMENT
         ) from None
-    security = security if security is not None else query_security()
+    if security is None:
+        try:
+            security = query_security()
+        except ValueError as exc:  # ConfigError, SecurityError: $C4_CONFIG or a C4_QUERY_* setting
+            raise QueryError(f"query settings: {exc}", grpc.StatusCode.FAILED_PRECONDITION) from None
     return security.channel(address, [("grpc.max_receive_message_length", 256 << 20)])
 
 

@@ -22,7 +22,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--collector",
         help="collector HOST:PORT to read from (default: $C4_UI_COLLECTOR, else 127.0.0.1:7070)",
     )
-    parser.add_argument("--port", type=int, default=8501, help="HTTP port of the dashboard (default 8501)")
+    parser.add_argument(
+        "--port", type=port_number, default=8501, help="HTTP port of the dashboard (default 8501)"
+    )
     parser.add_argument(
         "--address", default="127.0.0.1", help="interface to serve on (default 127.0.0.1; 0.0.0.0 for all)"
     )
@@ -34,6 +36,31 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "allowed_domains; visitors must sign in (default: $C4_UI_AUTH_FILE, else no login: put an "
         "authenticating reverse proxy in front)",
     )
+
+
+def port_number(text: str) -> int:
+    """A TCP port, 1-65535 (argparse type)."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a port number (1-65535)")
+    return port
+
+
+def check_listen(address: str, port: int) -> None:
+    """Raise ValueError when the dashboard could not listen on ``address:port`` (not this host's, in use)."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(address, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        family, kind, proto, _, sockaddr = infos[0]
+        with socket.socket(family, kind, proto) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as Streamlit's server does
+            sock.bind(sockaddr)
+    except OSError as exc:
+        raise ValueError(f"cannot serve on {address}:{port}: {exc.strerror or exc}") from None
 
 
 def app_path() -> Path:
@@ -125,6 +152,7 @@ def run(args: argparse.Namespace) -> int:
     import os
 
     from c4.config import check_address
+    from c4.query import query_security
     from c4.security import is_loopback
 
     auth_file = args.auth or os.environ.get("C4_UI_AUTH_FILE", "")
@@ -133,6 +161,8 @@ def run(args: argparse.Namespace) -> int:
             check_address(args.collector)
         if auth_file:
             check_auth_file(auth_file)
+        query_security().check()  # $C4_CONFIG's [query] and C4_QUERY_*: every page's queries use them
+        check_listen(args.address, args.port)
         argv, env = command(args.collector, args.port, args.address, auth_file)
     except (ValueError, FileNotFoundError) as exc:
         print(f"c4 ui: {exc}", file=sys.stderr)

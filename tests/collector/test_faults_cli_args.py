@@ -19,3 +19,13 @@ def test_a_collector_address_that_is_not_host_port_is_refused(capsys):
         assert main(["goodput", "--collector", bad]) == 1
         err = capsys.readouterr().err
         assert f"collector address '{bad}' is not HOST:PORT" in err, err
+
+
+def test_a_missing_config_file_is_named_in_one_line(capsys, monkeypatch):
+    """$C4_CONFIG naming no file: `c4 faults list` said 'ConfigError: ... (--log-level DEBUG shows where)'."""
+    from c4.cli import main
+
+    monkeypatch.setenv("C4_CONFIG", "/nonexistent/c4.toml")
+    assert main(["faults", "list", "--collector", "127.0.0.1:9"]) == 1
+    err = capsys.readouterr().err
+    assert err == "c4 faults: query settings: config file /nonexistent/c4.toml not found\n", err
