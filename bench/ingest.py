@@ -4,18 +4,32 @@ from __future__ import annotations
 
 import argparse
 
+from c4.cli_numbers import at_least_one, real_number
+
 HELP = (
     "Ingest throughput: M concurrent Push streams into a real collector vs. in-process DuckDB Arrow appends."
 )
 
 
+def row_total(text: str) -> float:
+    """--rows: a whole number of rows, at least 1, written as 4000000 or 4e6 (argparse type)."""
+    value = real_number(text)
+    if value < 1 or value != int(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of rows, 1 or more")
+    return value
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
     """Benchmark size."""
-    parser.add_argument("--rows", type=float, default=4e6, help="total rows (default 4 million)")
-    parser.add_argument("--streams", type=int, default=8, help="concurrent agent streams (default 8)")
-    parser.add_argument("--batch-rows", type=int, default=50_000, help="rows per batch (default 50,000)")
+    parser.add_argument("--rows", type=row_total, default=4e6, help="total rows (default 4 million)")
     parser.add_argument(
-        "--rounds", type=int, default=3, help="alternating e2e/ceiling rounds; medians reported"
+        "--streams", type=at_least_one, default=8, help="concurrent agent streams (default 8)"
+    )
+    parser.add_argument(
+        "--batch-rows", type=at_least_one, default=50_000, help="rows per batch (default 50,000)"
+    )
+    parser.add_argument(
+        "--rounds", type=at_least_one, default=3, help="alternating e2e/ceiling rounds; medians reported"
     )
     parser.add_argument("--workdir", help="directory for the databases (default: a temp dir)")
 

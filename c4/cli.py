@@ -8,6 +8,7 @@ import os
 import sys
 
 from c4 import __version__
+from c4.cli_numbers import guard_numbers
 
 # c4 sim, the demo and the benchmarks start their children with a preexec_fn (die_with_parent), so Python
 # forks rather than vforks, and gRPC's fork handlers then ran in the child while the parent's gRPC threads
@@ -56,6 +57,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
             raise
         p = sub.add_parser(name, help=module.HELP, description=module.HELP)
         module.configure(p)
+        guard_numbers(p)  # a finite number of at least 0 in every numeric flag
         p.set_defaults(_run=module.run)
     return parser
 
@@ -79,7 +81,12 @@ def main(argv: list[str] | None = None) -> int:
     from c4.logs import setup_logging
 
     parser = build_parser(_command_of(sys.argv[1:] if argv is None else argv))
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # a refused flag returns its code (2) like any refusal; --help still exits
+        if exc.code in (0, None):
+            raise
+        return int(exc.code) if isinstance(exc.code, int) else 2
     setup_logging(args.log_level)
     if not getattr(args, "_run", None):
         parser.print_help()

@@ -183,7 +183,7 @@ def test_json_schema(tmp_path, capsys):
         (["--gpus", "0"], "--gpus must be >= 1"),
         (["--seeds", "1"], "--seeds must be >= 2"),
         (["--checkpoint-min", "0"], "--checkpoint-min must be > 0"),
-        (["--restart-min", "-1"], "--restart-min must be >= 0"),
+        (["--restart-min", "-1"], "argument --restart-min: -1 is negative: give 0 or more"),
         (["--fail-slow-factor", "0.5"], "--fail-slow-factor must be >= 1"),
     ],
 )

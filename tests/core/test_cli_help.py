@@ -34,3 +34,24 @@ def test_help_exits_cleanly(argv, capsys):
         main(argv)
     assert done.value.code == 0
     assert "usage:" in capsys.readouterr().out
+
+
+def test_no_numeric_flag_takes_a_negative_or_infinite_number(capsys):
+    """Every int/float flag of every command is checked (c4.cli_numbers): ``c4 sql --max-rows -5`` failed in
+    pyarrow, ``--timeout-s nan`` as a gRPC deadline, ``c4 sim --duration-s -5`` exited 0 having done nothing."""
+    numeric = 0
+    for path, parser in _parsers(build_parser()):
+        for action in parser._actions:
+            assert action.type not in (int, float), (path, action.option_strings)
+            numeric += action.type is not None and action.type.__name__ in ("whole_number", "real_number")
+    assert numeric > 50  # the walk reached the benchmarks' flags
+    for argv, words in [
+        (["sql", "--max-rows", "-5", "SELECT 1"], "argument --max-rows: -5 is negative: give 0 or more"),
+        (["sql", "--timeout-s", "nan", "SELECT 1"], "argument --timeout-s: 'nan' is not a finite number"),
+        (["sql", "--timeout-s", "1e400", "SELECT 1"], "argument --timeout-s: '1e400' is not a finite number"),
+        (["sim", "--duration-s", "-5"], "argument --duration-s: -5 is negative: give 0 or more"),
+        (["bench", "ingest", "--streams", "0"], "argument --streams: 0: give 1 or more"),
+        (["bench", "load", "--agents", "x"], "argument --agents: 'x' is not a whole number"),
+    ]:
+        assert main(argv) == 2, argv
+        assert words in capsys.readouterr().err, argv

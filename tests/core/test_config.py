@@ -58,7 +58,7 @@ def test_missing_file():
 
 def test_collector_flags_are_refused_in_one_line_naming_the_flag(tmp_path):
     for args, words in [
-        (["--retention-s", "-5"], "c4 collector: --retention-s: Input should be greater than 0"),
+        (["--retention-s", "0"], "c4 collector: --retention-s: Input should be greater than 0"),
         (["--listen", "127.0.0.1:99999"], "c4 collector: --listen: '127.0.0.1:99999' is not HOST:PORT"),
         (["--retention-s", "1e12"], "c4 collector: --retention-s: 1e+12 s is longer than 1e+09 s"),
     ]:
@@ -71,3 +71,10 @@ def test_collector_flags_are_refused_in_one_line_naming_the_flag(tmp_path):
         )
         assert out.returncode == 2 and out.stderr.startswith(words), (args, out.stderr)
         assert len(out.stderr.strip().splitlines()) == 1, out.stderr  # no pydantic dump, no URL
+    out = subprocess.run(  # a negative one argparse refuses first, naming it too
+        [*C4, "collector", "--db", str(tmp_path / "c4.duckdb"), "--retention-s", "-5"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 2 and "argument --retention-s: -5 is negative" in out.stderr, out.stderr
