@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import socket
 import tomllib
+import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
@@ -193,9 +194,42 @@ def env_overrides(env: Mapping[str, str], sections: Mapping[str, Any]) -> dict[s
                 key = rest[len(section) + 1 :]
                 if key not in model.model_fields or key == "samplers":
                     raise ConfigError(f"environment variable {name}: {section} has no key {key!r}")
-                out.setdefault(section, {})[key] = value
+                out.setdefault(section, {})[key] = env_value(name, value, _declared_type(model, key))
                 break
     return out
+
+
+def _declared_type(model: Any, key: str) -> Any:
+    """The type a section declares for ``key`` (pydantic's field annotation, or an Options dataclass's)."""
+    annotation = getattr(model.model_fields.get(key), "annotation", None)
+    if annotation is None:
+        annotation = typing.get_type_hints(model).get(key)
+    while typing.get_origin(annotation) is Annotated:
+        annotation = typing.get_args(annotation)[0]
+    return annotation
+
+
+def env_value(name: str, value: str, declared: Any) -> Any:
+    """An environment variable's text as the value of a key of type ``declared``: a list key takes a TOML
+    array (``["a", "b"]``) or comma-separated items, a table key a TOML inline table (``{rack = "r1"}``;
+    other text is left to the key's own parsing); every other key its text, converted when checked."""
+    origin = typing.get_origin(declared)
+    text = value.strip()
+    if origin is list:
+        if text.startswith("["):
+            return _toml_value(name, text)
+        return [item.strip() for item in text.split(",") if item.strip()]
+    if origin is dict and text.startswith("{"):
+        return _toml_value(name, text)
+    return value
+
+
+def _toml_value(name: str, text: str) -> Any:
+    """A TOML array or inline table written in environment variable ``name``."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"environment variable {name}: not a TOML array or inline table: {exc}") from None
 
 
 def client_section(cls: type[Options], raw: Mapping[str, Any], where: str) -> Any:

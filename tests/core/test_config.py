@@ -78,3 +78,25 @@ def test_collector_flags_are_refused_in_one_line_naming_the_flag(tmp_path):
         timeout=60,
     )
     assert out.returncode == 2 and "argument --retention-s: -5 is negative" in out.stderr, out.stderr
+
+
+def test_list_and_table_keys_from_the_environment():
+    """README: every key can be set as C4_<SECTION>_<KEY>; list and table keys said "valid list" / "a table"."""
+    env = {
+        "C4_COLLECTOR_ALERT_WEBHOOK_URLS": '["http://a:1/x", "http://b:2/y"]',
+        "C4_COLLECTOR_REMEDIATION_HOLD_JOBS": "train, eval",
+        "C4_COLLECTOR_REPLAN_APPLY_FORMATS": "sport-table",
+        "C4_AGENT_LABELS": '{rack = "r1", pod = "p2"}',
+        "C4_COLLECTOR_MTLS_ROLES": "*=agent dash=reader",  # its own NAME=ROLE form stays
+        "C4_COLLECTOR_LISTEN": "[::1]:7070",  # a string key is never read as an array
+    }
+    cfg = load_config(None, env=env)
+    assert cfg.collector.alert_webhook_urls == ["http://a:1/x", "http://b:2/y"]
+    assert cfg.collector.remediation_hold_jobs == ["train", "eval"]
+    assert cfg.collector.replan_apply_formats == ["sport-table"]
+    assert cfg.agent.labels == {"rack": "r1", "pod": "p2"}
+    assert (
+        cfg.collector.mtls_roles == {"*": "agent", "dash": "reader"} and cfg.collector.listen == "[::1]:7070"
+    )
+    with pytest.raises(ConfigError, match="C4_AGENT_LABELS: not a TOML array or inline table"):
+        load_config(None, env={"C4_AGENT_LABELS": "{rack = }"})
