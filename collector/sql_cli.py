@@ -83,13 +83,7 @@ def run(args: argparse.Namespace) -> int:
             return 2
         buf = io.BytesIO()
         pq.write_table(printable_values(table, "parquet"), buf)  # intervals and unions as text
-        data = buf.getvalue()
-        if args.output:
-            with open(args.output, "wb") as f:
-                f.write(data)
-        else:
-            sys.stdout.buffer.write(data)
-        return 0
+        return _write(args.output, buf.getvalue())
     # what polars or the format cannot take (times past year 9999, intervals, nested values in CSV) as text
     shown = printable_values(table, args.format)
     if args.format == "table" or (not args.output and sys.stdout.isatty()):
@@ -103,11 +97,22 @@ def run(args: argparse.Namespace) -> int:
     else:
         with pl.Config(tbl_rows=-1, tbl_cols=-1, fmt_str_lengths=80, tbl_width_chars=200):
             text = str(df) + "\n"
-    if args.output:
-        with open(args.output, "w") as f:
-            f.write(text)
-    else:
-        sys.stdout.write(text)
+    code = _write(args.output, text.encode())
     if truncated:
         print(f"c4 sql: result cut at {table.num_rows} rows (--max-rows)", file=sys.stderr)
+    return code
+
+
+def _write(output: str | None, data: bytes) -> int:
+    """Write the result to ``output`` (stdout when None); 1 and a line naming where, when it cannot."""
+    try:
+        if output:
+            with open(output, "wb") as f:
+                f.write(data)
+        else:
+            sys.stdout.buffer.write(data)
+            sys.stdout.buffer.flush()
+    except OSError as exc:
+        print(f"c4 sql: cannot write {output or 'standard output'}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
     return 0

@@ -139,5 +139,10 @@ def test_c4_sql_prints_an_interval_a_date_at_infinity_and_nested_csv(tmp_path):
         )
         assert out.returncode == 0, out.stderr
         assert pq.read_table(parquet).column("i").to_pylist() == ["01:30:00"]
+        full = subprocess.run(  # a full disk is named, not "OSError: [Errno 28]"
+            [*C4, "sql", "--collector", col.address, "-o", "/dev/full", sql], capture_output=True, text=True
+        )
+        assert full.returncode == 1
+        assert full.stderr.endswith("c4 sql: cannot write /dev/full: No space left on device\n"), full.stderr
     finally:
         assert col.stop() == 0
