@@ -53,6 +53,8 @@ MAX_KEEP_S = 1e9
 #: The longest any ``[collector]`` duration (a ``*_s`` key) may be: past it "now" plus or minus it leaves
 #: the dates Python and DuckDB can hold, and the task using it fails at every run (retention, diagnosis)
 MAX_SECONDS = MAX_KEEP_S
+#: The shortest lake_lease_timeout_s other than 0: the lease is renewed three times a timeout
+MIN_LEASE_TIMEOUT_S = 3.0
 #: The largest byte size a ``[collector]`` key may name where DuckDB parses it as a memory size
 MAX_STORE_BYTES = 1 << 40
 #: The largest ``max_batch_bytes``: four batches and a MiB must fit gRPC's 32-bit message limit
@@ -152,6 +154,8 @@ class CollectorConfig(BaseModel):
     # the lake's diagnosis lease: a leader that stops renewing (hung) loses it after this long
     # (0: three diagnosis periods, at least 30 s); a dead leader loses it at once
     lake_lease_timeout_s: float = Field(0.0, ge=0)
+    # (else at least MIN_LEASE_TIMEOUT_S: it is renewed three times a timeout, and a renewal a few ms late
+    # lost the lease; at 0.001 s one collector alone logged "another collector takes over" 162 times)
     # the lake's file upkeep, on the lease holder (0: off): merge small Parquet files, expire snapshots
     # older than lake_snapshot_keep_s, delete the files they freed lake_file_keep_s after (> query_timeout_s)
     lake_upkeep_interval_s: float = Field(600.0, ge=0)
@@ -213,6 +217,17 @@ class CollectorConfig(BaseModel):
             raise ValueError(
                 f"{value:g} s is longer than {MAX_SECONDS:g} s (~31 years): the collector's clock plus or "
                 "minus it is past the dates it can store"
+            )
+        return value
+
+    @field_validator("lake_lease_timeout_s")
+    @classmethod
+    def _lease_timeout(cls, value: float) -> float:
+        """0 (three diagnosis periods, at least 30 s) or long enough to renew within."""
+        if 0 < value < MIN_LEASE_TIMEOUT_S:
+            raise ValueError(
+                f"{value:g} s is too short to renew the lease within; use 0 (three diagnosis periods, at least "
+                f"30 s) or at least {MIN_LEASE_TIMEOUT_S:g} s"
             )
         return value
 

@@ -29,6 +29,7 @@ def test_toml_then_env_override(tmp_path):
         ("", {"C4_COLLECTOR_NOPE": "1"}, "C4_COLLECTOR_NOPE"),
         # numbers that would break a task at every run, or the start, are refused naming the key
         ("[collector]\nretention_s = 1e11\n", {}, r"collector.retention_s\] 1e\+11 s is longer than"),
+        ("[collector]\nlake_lease_timeout_s = 0.001\n", {}, r"lake_lease_timeout_s\] 0.001 s is too short"),
         ("[collector]\ndiagnose_window_s = 1e300\n", {}, r"collector.diagnose_window_s\] 1e\+300 s"),
         (
             "[collector]\nmax_clock_skew_s = inf\n",
