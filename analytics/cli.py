@@ -74,7 +74,8 @@ def run_db(args: argparse.Namespace) -> int:
     from c4.analytics.window import load_from_db  # lazy: c4 --help loads this module; polars, duckdb
 
     if not Path(args.db).is_file():
-        print(f"c4 diagnose: {args.db} does not exist", file=sys.stderr)
+        why = "is a directory, not a store file" if Path(args.db).is_dir() else "does not exist"
+        print(f"c4 diagnose: {args.db} {why}", file=sys.stderr)
         return 2
     try:
         tables = load_from_db(args.db, args.window_s)

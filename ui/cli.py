@@ -159,6 +159,11 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.collector:
             check_address(args.collector)
+        elif os.environ.get("C4_UI_COLLECTOR"):  # a local setting: said here, not as a collector's refusal
+            try:
+                check_address(os.environ["C4_UI_COLLECTOR"])
+            except ValueError as exc:
+                raise ValueError(f"C4_UI_COLLECTOR: {exc}") from None
         if auth_file:
             check_auth_file(auth_file)
         query_security().check()  # $C4_CONFIG's [query] and C4_QUERY_*: every page's queries use them

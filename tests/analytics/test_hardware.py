@@ -120,6 +120,13 @@ def test_diagnose_db_on_a_store(tmp_path):
         timeout=60,
     )
     assert bad.returncode == 2 and "does not exist" in bad.stderr
+    folder = subprocess.run(
+        [sys.executable, "-m", "c4.cli", "diagnose", "--db", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert folder.returncode == 2 and "is a directory, not a store file" in folder.stderr, folder.stderr
 
 
 def _counter_frame(table, keys, counter, bumps, n=10):

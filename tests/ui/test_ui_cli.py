@@ -28,6 +28,7 @@ def test_bad_ports_addresses_and_settings_are_refused_in_one_line():
             (["--address", "192.0.2.1", "--port", "8501"], {}, "c4 ui: cannot serve on 192.0.2.1:8501: "),
             (["--port", str(port)], {}, f"c4 ui: cannot serve on 127.0.0.1:{port}: Address already in use"),
             ([], {"C4_CONFIG": "/nonexistent/ui.toml"}, "c4 ui: config file /nonexistent/ui.toml not found"),
+            ([], {"C4_UI_COLLECTOR": "garbage"}, "c4 ui: C4_UI_COLLECTOR: 'garbage' is not HOST:PORT"),
         ]
         for args, env, words in cases:
             out = ui(*args, env=env)
