@@ -25,13 +25,33 @@ def query_security(config_path: str | None = None) -> ClientSecurity:
     return ClientSecurity.from_env("query", config_path)
 
 
-def query_error(exc: grpc.RpcError) -> QueryError:
-    """A failed RPC as a QueryError naming its code and detail (unreachable collectors said so)."""
+#: Words gRPC's detail holds when the server closed a plaintext connection at once (a TLS server does).
+_CLOSED_AT_ONCE = ("Socket closed", "Connection reset")
+
+
+def query_error(exc: grpc.RpcError, plaintext: bool = False) -> QueryError:
+    """A failed RPC as a QueryError naming its code and detail (unreachable collectors said so; a
+    ``plaintext`` channel that the server closed at once is said to be likely a TLS collector)."""
     code = exc.code()
     detail = exc.details() or str(code)
     if code == grpc.StatusCode.UNAVAILABLE:
         detail = f"collector unreachable: {detail}"
+        if plaintext and any(words in detail for words in _CLOSED_AT_ONCE):
+            detail += (
+                " (this client spoke plaintext and the collector closed the connection: if it serves TLS, "
+                "give its CA with --tls-ca or [query] tls_ca)"
+            )
     return QueryError(detail, code)
+
+
+def settled_security(security: ClientSecurity | None) -> ClientSecurity:
+    """``security``, or when None the ``[query]`` settings of $C4_CONFIG and C4_QUERY_* (QueryError if bad)."""
+    if security is not None:
+        return security
+    try:
+        return query_security()
+    except ValueError as exc:  # ConfigError, SecurityError: $C4_CONFIG or a C4_QUERY_* setting
+        raise QueryError(f"query settings: {exc}", grpc.StatusCode.FAILED_PRECONDITION) from None
 
 
 def open_channel(address: str, security: ClientSecurity | None = None) -> grpc.Channel:
@@ -45,12 +65,7 @@ def open_channel(address: str, security: ClientSecurity | None = None) -> grpc.C
         raise QueryError(
             f"collector address {exc} (e.g. 127.0.0.1:7070)", grpc.StatusCode.INVALID_ARGUMENT
         ) from None
-    if security is None:
-        try:
-            security = query_security()
-        except ValueError as exc:  # ConfigError, SecurityError: $C4_CONFIG or a C4_QUERY_* setting
-            raise QueryError(f"query settings: {exc}", grpc.StatusCode.FAILED_PRECONDITION) from None
-    return security.channel(address, [("grpc.max_receive_message_length", 256 << 20)])
+    return settled_security(security).channel(address, [("grpc.max_receive_message_length", 256 << 20)])
 
 
 def query_arrow(
@@ -61,8 +76,13 @@ def query_arrow(
     security: ClientSecurity | None = None,
 ) -> tuple[pa.Table, bool]:
     """Run read-only SQL on a collector; returns (table, truncated)."""
-    own = isinstance(address_or_channel, str)
-    channel = open_channel(address_or_channel, security) if own else address_or_channel
+    plaintext = False
+    if isinstance(address_or_channel, str):
+        own, security = True, settled_security(security)
+        channel = open_channel(address_or_channel, security)
+        plaintext = not security.uses_tls(address_or_channel)
+    else:
+        own, channel = False, address_or_channel
     try:
         stub = pb_grpc.TelemetryStub(channel)
         batches: list[pa.RecordBatch] = []
@@ -78,7 +98,7 @@ def query_arrow(
                 batches.extend(reader)
                 truncated = truncated or chunk.truncated
         except grpc.RpcError as exc:
-            raise query_error(exc) from None
+            raise query_error(exc, plaintext) from None
         if schema is None:
             raise QueryError("collector returned no result")
         return pa.Table.from_batches(batches, schema=schema), truncated

@@ -94,6 +94,10 @@ def test_tls_serves_and_a_client_without_the_ca_fails(tmp_path, pki):
             with pytest.raises(QueryError) as err:
                 query_arrow(col.address, "SELECT 1", timeout_s=5, security=bad)
             assert err.value.code == grpc.StatusCode.UNAVAILABLE
+            # the plaintext client is told the likely cause; the TLS ones are not told to use TLS
+            assert ("if it serves TLS, give its CA with --tls-ca" in str(err.value)) == (
+                bad == ClientSecurity()
+            )
     finally:
         assert col.stop() == 0
     assert "tls=True" in col.log()
@@ -130,6 +134,10 @@ def test_mutual_tls_rejects_unknown_clients(tmp_path, pki):
             with pytest.raises(QueryError) as err:
                 query_arrow(col.address, "SELECT 1", timeout_s=5, security=bad)
             assert err.value.code == grpc.StatusCode.UNAVAILABLE
+            # the plaintext client is told the likely cause; the TLS ones are not told to use TLS
+            assert ("if it serves TLS, give its CA with --tls-ca" in str(err.value)) == (
+                bad == ClientSecurity()
+            )
     finally:
         assert col.stop() == 0
     assert "mtls=True" in col.log()
