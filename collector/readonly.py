@@ -180,6 +180,10 @@ def _statements(sql: str) -> list[duckdb.Statement]:
         return cur.extract_statements(sql)
 
 
+#: DuckDB's statement kinds as a user wrote them where the kind's name says otherwise (INSTALL parses as LOAD).
+_STATEMENT_NAMES = {"LOAD": "LOAD or INSTALL", "TRANSACTION": "transaction control"}
+
+
 def _verdict(sql: str) -> str:
     """Why ``sql`` is refused ('' when it is one read-only statement)."""
     try:
@@ -191,7 +195,8 @@ def _verdict(sql: str) -> str:
     statement = statements[0]
     kind = statement.type
     if kind not in ALLOWED:
-        return f"read-only: only SELECT and EXPLAIN are allowed, got a {kind.name} statement"
+        name = _STATEMENT_NAMES.get(kind.name, kind.name)
+        return f"read-only: only SELECT and EXPLAIN are allowed, got a {name} statement"
     try:
         _check_functions(
             statement.query if kind == duckdb.StatementType.SELECT else _explained(statement.query)

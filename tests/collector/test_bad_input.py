@@ -228,7 +228,12 @@ def test_message_over_the_grpc_limit_ends_only_that_stream(collector):
         ("DELETE FROM agent_heartbeat", grpc.StatusCode.INVALID_ARGUMENT, "only SELECT and EXPLAIN"),
         ("CREATE TABLE x (a INT)", grpc.StatusCode.INVALID_ARGUMENT, "only SELECT and EXPLAIN"),
         ("ATTACH '/tmp/other.duckdb'", grpc.StatusCode.INVALID_ARGUMENT, "only SELECT and EXPLAIN"),
-        ("INSTALL httpfs", grpc.StatusCode.INVALID_ARGUMENT, "only SELECT and EXPLAIN"),
+        ("INSTALL httpfs", grpc.StatusCode.INVALID_ARGUMENT, "allowed, got a LOAD or INSTALL statement"),
+        (
+            "BEGIN TRANSACTION",
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "allowed, got a transaction control statement",
+        ),
         ("SET threads = 1", grpc.StatusCode.INVALID_ARGUMENT, "only SELECT and EXPLAIN"),
         ("SELECT 1; DROP TABLE nodes", grpc.StatusCode.INVALID_ARGUMENT, "exactly one statement"),
         ("SELECT * FROM read_csv('/etc/passwd')", grpc.StatusCode.INVALID_ARGUMENT, "not allowed"),
