@@ -186,6 +186,8 @@ _STATEMENT_NAMES = {"LOAD": "LOAD or INSTALL", "TRANSACTION": "transaction contr
 
 def _verdict(sql: str) -> str:
     """Why ``sql`` is refused ('' when it is one read-only statement)."""
+    if "\x00" in sql:  # DuckDB reads the text as a C string: it would run only what comes before
+        return f"SQL holds a NUL character (at offset {sql.index(chr(0))}): DuckDB would run only the text before it"
     try:
         statements = _statements(sql)
     except duckdb.Error as exc:

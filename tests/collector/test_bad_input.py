@@ -239,6 +239,11 @@ def test_message_over_the_grpc_limit_ends_only_that_stream(collector):
         ("SELECT * FROM read_csv('/etc/passwd')", grpc.StatusCode.INVALID_ARGUMENT, "not allowed"),
         ("SELECT * FROM read_parquet('/etc/hostname')", grpc.StatusCode.INVALID_ARGUMENT, "not allowed"),
         ("SELEKT 1", grpc.StatusCode.INVALID_ARGUMENT, "does not parse"),
+        (
+            "SELECT * FROM nodes\x00 WHERE 1 = 0",
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "NUL character (at offset 19)",
+        ),
         ("SELECT * FROM no_such_table", grpc.StatusCode.INVALID_ARGUMENT, "no_such_table"),
     ],
 )
