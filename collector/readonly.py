@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import threading
 
 import duckdb
@@ -97,8 +98,9 @@ def _parsing() -> duckdb.DuckDBPyConnection:
     """A cursor of a private in-memory instance that only parses (one per call: thread-safe)."""
     global _parser
     with _parser_lock:
-        if _parser is None:
-            _parser = duckdb.connect(":memory:")
+        if _parser is None:  # no file access: parsing IMPORT DATABASE reads the named directory's files
+            _parser = duckdb.connect(":memory:", config={"enable_external_access": False})
+            _parser.execute("SET lock_configuration = true")
         return _parser.cursor()
 
 
@@ -180,14 +182,25 @@ def _statements(sql: str) -> list[duckdb.Statement]:
         return cur.extract_statements(sql)
 
 
-#: DuckDB's statement kinds as a user wrote them where the kind's name says otherwise (INSTALL parses as LOAD).
-_STATEMENT_NAMES = {"LOAD": "LOAD or INSTALL", "TRANSACTION": "transaction control"}
+#: Leading whitespace and comments of a statement, then its first keyword.
+_FIRST_KEYWORD = re.compile(r"(?:\s+|--[^\n]*(?:\n|$)|/\*.*?\*/)*([A-Za-z]+)", re.S)
+#: Statements refused before DuckDB parses them: parsing IMPORT DATABASE reads the directory's files.
+_REFUSED_UNPARSED = frozenset({"IMPORT"})
+
+
+def first_keyword(sql: str) -> str:
+    """The statement's first keyword as the user wrote it, upper-cased (DuckDB's statement kinds name INSTALL
+    a LOAD, ANALYZE a VACUUM, CHECKPOINT a CALL); '' when it starts with none."""
+    found = _FIRST_KEYWORD.match(sql)
+    return found.group(1).upper() if found else ""
 
 
 def _verdict(sql: str) -> str:
     """Why ``sql`` is refused ('' when it is one read-only statement)."""
     if "\x00" in sql:  # DuckDB reads the text as a C string: it would run only what comes before
         return f"SQL holds a NUL character (at offset {sql.index(chr(0))}): DuckDB would run only the text before it"
+    if first_keyword(sql) in _REFUSED_UNPARSED:
+        return f"read-only: only SELECT and EXPLAIN are allowed, got {first_keyword(sql)}"
     try:
         statements = _statements(sql)
     except duckdb.Error as exc:
@@ -197,8 +210,7 @@ def _verdict(sql: str) -> str:
     statement = statements[0]
     kind = statement.type
     if kind not in ALLOWED:
-        name = _STATEMENT_NAMES.get(kind.name, kind.name)
-        return f"read-only: only SELECT and EXPLAIN are allowed, got a {name} statement"
+        return f"read-only: only SELECT and EXPLAIN are allowed, got {first_keyword(sql) or kind.name}"
     try:
         _check_functions(
             statement.query if kind == duckdb.StatementType.SELECT else _explained(statement.query)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from datetime import datetime
 
+import duckdb
 import grpc
 import pyarrow as pa
 import pytest
@@ -228,12 +229,11 @@ def test_message_over_the_grpc_limit_ends_only_that_stream(collector):
         ("DELETE FROM agent_heartbeat", grpc.StatusCode.INVALID_ARGUMENT, "only SELECT and EXPLAIN"),
         ("CREATE TABLE x (a INT)", grpc.StatusCode.INVALID_ARGUMENT, "only SELECT and EXPLAIN"),
         ("ATTACH '/tmp/other.duckdb'", grpc.StatusCode.INVALID_ARGUMENT, "only SELECT and EXPLAIN"),
-        ("INSTALL httpfs", grpc.StatusCode.INVALID_ARGUMENT, "allowed, got a LOAD or INSTALL statement"),
-        (
-            "BEGIN TRANSACTION",
-            grpc.StatusCode.INVALID_ARGUMENT,
-            "allowed, got a transaction control statement",
-        ),
+        ("INSTALL httpfs", grpc.StatusCode.INVALID_ARGUMENT, "allowed, got INSTALL"),  # DuckDB: a LOAD
+        ("BEGIN TRANSACTION", grpc.StatusCode.INVALID_ARGUMENT, "allowed, got BEGIN"),
+        ("-- note\n/* c */ ANALYZE", grpc.StatusCode.INVALID_ARGUMENT, "allowed, got ANALYZE"),  # a VACUUM
+        # parsing IMPORT reads the directory's schema.sql: refused unparsed, no file touched or shown
+        ("IMPORT DATABASE '/etc'", grpc.StatusCode.INVALID_ARGUMENT, "allowed, got IMPORT"),
         ("SET threads = 1", grpc.StatusCode.INVALID_ARGUMENT, "only SELECT and EXPLAIN"),
         ("SELECT 1; DROP TABLE nodes", grpc.StatusCode.INVALID_ARGUMENT, "exactly one statement"),
         ("SELECT * FROM read_csv('/etc/passwd')", grpc.StatusCode.INVALID_ARGUMENT, "not allowed"),
@@ -304,3 +304,22 @@ def test_bundle_acks_each_batch_in_order_refusing_only_the_bad_ones(collector):
     after = stats_once(address, before, "bundles_received", 2)
     assert after["bundles_received"] - before.get("bundles_received", 0) == 2
     assert after["batches_refused"] - before.get("batches_refused", 0) == len(cases)
+
+
+def test_import_database_reads_no_file_on_the_collector_host(collector, tmp_path):
+    """Parsing IMPORT DATABASE reads DIR/schema.sql: the gate's parse error quoted the file's first words."""
+    from c4.query import QueryError
+
+    secret = tmp_path / "imp"
+    secret.mkdir()
+    (secret / "schema.sql").write_text("hunter2-SECRET xyz\n")
+    (secret / "load.sql").write_text("")
+    for sql in (f"IMPORT DATABASE '{secret}'", f"/* x */ import database '{secret}'"):
+        with pytest.raises(QueryError) as err:
+            query_arrow(collector.address, sql)
+        assert err.value.code == grpc.StatusCode.INVALID_ARGUMENT and "got IMPORT" in str(err.value)
+        assert "hunter2" not in str(err.value)
+    from c4.collector.readonly import _statements
+
+    with pytest.raises(duckdb.Error, match="disabled by configuration"):  # the parser itself reads no file
+        _statements(f"IMPORT DATABASE '{secret}'")
