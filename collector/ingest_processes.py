@@ -9,6 +9,7 @@ import socket
 import sys
 
 from c4.config import CollectorConfig, split_host_port
+from c4.listen_check import refuse_if_served
 
 log = logging.getLogger("c4.collector.ingest_processes")
 
@@ -32,16 +33,18 @@ def reserve_port(address: str) -> tuple[socket.socket, int]:
     return sock, sock.getsockname()[1]
 
 
-def refuse_if_served(address: str) -> None:
-    """OSError when a socket already listens on ``address``: the ingest processes bind with SO_REUSEPORT,
-    and would otherwise join another collector's listeners and take half its agents into this store."""
-    host, port = split_host_port(address)
-    family, kind, proto, _, sockaddr = socket.getaddrinfo(
-        host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-    )[0]
-    with socket.socket(family, kind, proto) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a past run's closing connections pass
-        sock.bind(sockaddr)  # EADDRINUSE while anything listens there, whatever its options
+def claim_port(host: str, port: int) -> socket.socket:
+    """A socket in Linux's abstract namespace named for ``host:port``, held while this collector's ingest processes
+    serve it: OSError (in use) when another collector with ingest processes holds it. Binding is atomic, where
+    the check that nothing listens (``refuse_if_served``) leaves the seconds until the processes bind open;
+    the kernel frees the name when this process dies, however it dies."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(f"\0c4-collector-ingest-listen-{host}:{port}")
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 class IngestProcesses:
@@ -55,6 +58,7 @@ class IngestProcesses:
         self.port = 0
         self.restarts = 0
         self._reserved: socket.socket | None = None
+        self._claim: socket.socket | None = None  # held while serving: claim_port
         self._procs: list[asyncio.subprocess.Process | None] = [None] * count
         self._watch: asyncio.Task | None = None
         self._stopping = False
@@ -65,8 +69,11 @@ class IngestProcesses:
         host, port = split_host_port(self.cfg.listen)
         if port == 0:
             self._reserved, port = reserve_port(self.cfg.listen)
-        else:
-            refuse_if_served(self.cfg.listen)
+        else:  # ingest processes bind with SO_REUSEPORT: they would join another collector's listeners
+            self._claim = claim_port(
+                host, port
+            )  # first, so that of two collectors starting at once one fails here
+            refuse_if_served(host, port)
         self.port = port
         bracketed = f"[{host}]" if ":" in host else host
         self._listen = f"{bracketed}:{port}"
@@ -153,3 +160,5 @@ class IngestProcesses:
                 await p.wait()
         if self._reserved is not None:
             self._reserved.close()
+        if self._claim is not None:
+            self._claim.close()

@@ -128,6 +128,7 @@ def run(args: argparse.Namespace) -> int:
     import os
     import signal
     import subprocess
+    import sys
     import time
     from pathlib import Path
 
@@ -156,9 +157,13 @@ def run(args: argparse.Namespace) -> int:
     metrics_port = free_port()
     collector_cfg = work / "collector" / "c4.toml"
     collector_cfg.write_text(DEMO_COLLECTOR_TOML.format(metrics_port=metrics_port))
-    collector = start_collector(
-        work / "collector", listen=args.listen, extra=["--config", str(collector_cfg)]
-    )
+    try:
+        collector = start_collector(
+            work / "collector", listen=args.listen, extra=["--config", str(collector_cfg)]
+        )
+    except (OSError, ChildProcessError, TimeoutError) as exc:  # its rows would go to whoever serves there
+        print(f"c4 demo: {exc} (stop what serves there, or give --listen another address)", file=sys.stderr)
+        return 1
     print(
         f"c4 demo: Prometheus metrics at http://127.0.0.1:{metrics_port}/metrics "
         "(c4_fault_time_to_detect_seconds, ..._to_isolate_, ..._to_recover_); isolation and job restart "

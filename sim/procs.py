@@ -14,6 +14,8 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from c4 import parent_death
+from c4.client_config import split_host_port
+from c4.listen_check import refuse_if_served
 from c4.security import ClientSecurity
 from c4.self_command import C4_COMMAND
 
@@ -116,8 +118,15 @@ def start_collector(
     """
     workdir.mkdir(parents=True, exist_ok=True)
     address = listen or f"127.0.0.1:{free_port()}"
+    if listen:  # another collector there would answer the health checks below, and take this one's rows
+        host, port = split_host_port(listen)
+        try:
+            refuse_if_served(host, port)
+        except OSError as exc:
+            raise OSError(f"cannot start a collector on {listen}: {exc.strerror or exc}") from None
     db = workdir / "c4.duckdb"
     log = open(log_path or workdir / "collector.log", "ab")  # noqa: SIM115 - owned by the child
+    log_start = log.tell()
     proc = subprocess.Popen(
         [*C4_COMMAND, "collector", "--listen", address, "--db", str(db), *(extra or [])],
         stdout=log,
@@ -127,11 +136,35 @@ def start_collector(
     )
     try:
         wait_serving(address, proc=proc)
+        wait_logged(
+            Path(log.name), log_start, SERVING_LINE, proc
+        )  # this collector, not one started meanwhile
     except (TimeoutError, ChildProcessError) as exc:
         proc.kill()
         log.flush()
         raise type(exc)(f"{exc}; its log ends:\n{_tail(Path(log.name))}") from None
     return CollectorProcess(proc, address, db)
+
+
+#: What a collector logs once it serves (c4.collector.server).
+SERVING_LINE = "collector serving "
+
+
+def wait_logged(path: Path, offset: int, words: str, proc: subprocess.Popen, timeout_s: float = 60.0) -> None:
+    """Block until ``words`` appear in ``path`` past ``offset``; ChildProcessError when ``proc`` exits first."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with open(path, "rb") as f:
+                f.seek(offset)
+                if words.encode() in f.read():
+                    return
+        except OSError:
+            pass
+        if proc.poll() is not None:
+            raise ChildProcessError(f"collector exited with {proc.returncode} before serving")
+        time.sleep(0.1)
+    raise TimeoutError(f"collector did not log {words.strip()!r} within {timeout_s:g} s")
 
 
 def _tail(path: Path, lines: int = 20) -> str:

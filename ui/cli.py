@@ -51,14 +51,10 @@ def port_number(text: str) -> int:
 
 def check_listen(address: str, port: int) -> None:
     """Raise ValueError when the dashboard could not listen on ``address:port`` (not this host's, in use)."""
-    import socket
+    from c4.listen_check import refuse_if_served
 
     try:
-        infos = socket.getaddrinfo(address, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-        family, kind, proto, _, sockaddr = infos[0]
-        with socket.socket(family, kind, proto) as sock:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as Streamlit's server does
-            sock.bind(sockaddr)
+        refuse_if_served(address, port)
     except OSError as exc:
         raise ValueError(f"cannot serve on {address}:{port}: {exc.strerror or exc}") from None
 

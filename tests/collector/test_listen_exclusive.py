@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import subprocess
 
-from testkit.procs import C4, CollectorProc, wait_healthy
+from testkit.procs import C4, CollectorProc, free_port, wait_healthy
+from testkit.wait import wait_for
 
 
 def second_collector(tmp_path, name: str, port: int, ingest_processes: int) -> subprocess.CompletedProcess:
@@ -41,3 +42,29 @@ def test_a_second_collector_on_a_served_port_is_refused_with_or_without_ingest_p
             wait_healthy(col.address, 20)  # the first one still serves
         finally:
             assert col.stop() == 0
+
+
+def test_of_two_collectors_with_ingest_processes_started_at_once_one_serves(tmp_path):
+    """The check that nothing listens leaves the seconds until the ingest processes bind (SO_REUSEPORT)
+    open; the port claim closes them (two started together both served before it)."""
+    port = free_port()
+    procs = []
+    for name in ("a", "b"):
+        cfg = tmp_path / f"{name}.toml"
+        cfg.write_text("[collector]\ningest_processes = 1\n")
+        log = open(tmp_path / f"{name}.log", "w")  # noqa: SIM115 - closed below
+        args = ["collector", "--listen", f"127.0.0.1:{port}", "--db", str(tmp_path / f"{name}.duckdb")]
+        procs.append((subprocess.Popen([*C4, *args, "--config", str(cfg)], stdout=log, stderr=log), log))
+    try:
+        wait_healthy(f"127.0.0.1:{port}", 60)
+        refused = wait_for(lambda: [p for p, _ in procs if p.poll() is not None], 60, "one collector refused")
+        assert len(refused) == 1 and refused[0].returncode == 1, [p.poll() for p, _ in procs]
+        logs = [(tmp_path / f"{n}.log").read_text() for n in ("a", "b")]
+        assert sum("collector serving" in text for text in logs) == 1, logs
+        assert sum(f"cannot listen on 127.0.0.1:{port}: " in text for text in logs) == 1, logs
+    finally:
+        for p, log in procs:
+            if p.poll() is None:
+                p.terminate()
+                p.wait(60)
+            log.close()
