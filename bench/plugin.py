@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import argparse
 
+from c4.cli_numbers import at_least_one
+
 HELP = "Profiler plugin overhead: ns per NCCL profiler callback for the C4 plugin vs. an empty plugin."
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """Benchmark size."""
-    parser.add_argument("--ops", type=int, default=200_000, help="proxy ops per round (44 callbacks each)")
-    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds; medians reported")
+    parser.add_argument(
+        "--ops", type=at_least_one, default=200_000, help="proxy ops per round (44 callbacks each)"
+    )
+    parser.add_argument("--rounds", type=at_least_one, default=5, help="alternating rounds; medians reported")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -10,6 +10,8 @@ from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
+from c4.cli_numbers import at_least_one
+
 HELP = (
     "Dashboard: time every page's queries through the Query RPC on a 256-node x 8-GPU 1-hour store, and on a "
     "1,024-node store with 7 days of rollups and the last hour raw."
@@ -38,7 +40,7 @@ Run = Callable[[str], list[dict]]
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """bench ui flags."""
-    parser.add_argument("--nodes", type=int, default=256, help="nodes (8 GPUs and 8 NIC ports each)")
+    parser.add_argument("--nodes", type=at_least_one, default=256, help="nodes (8 GPUs and 8 NIC ports each)")
     parser.add_argument("--minutes", type=float, default=60.0, help="minutes of 1 Hz samples")
     parser.add_argument("--repeat", type=int, default=3, help="timed runs per page (median reported)")
     parser.add_argument(

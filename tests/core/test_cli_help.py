@@ -51,6 +51,9 @@ def test_no_numeric_flag_takes_a_negative_or_infinite_number(capsys):
         (["sql", "--timeout-s", "1e400", "SELECT 1"], "argument --timeout-s: '1e400' is not a finite number"),
         (["sim", "--duration-s", "-5"], "argument --duration-s: -5 is negative: give 0 or more"),
         (["bench", "ingest", "--streams", "0"], "argument --streams: 0: give 1 or more"),
+        (["bench", "plugin", "--ops", "0"], "argument --ops: 0: give 1 or more"),  # was a JSONDecodeError
+        (["bench", "plugin", "--rounds", "0"], "argument --rounds: 0: give 1 or more"),  # no median
+        (["bench", "ui", "--nodes", "0"], "argument --nodes: 0: give 1 or more"),  # an ArrowTypeError
         (["bench", "load", "--agents", "x"], "argument --agents: 'x' is not a whole number"),
     ]:
         assert main(argv) == 2, argv
