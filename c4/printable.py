@@ -126,12 +126,22 @@ def printable_values(table: pa.Table, fmt: str = "table") -> pa.Table:
     """
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
+    names = unique_names(table.column_names)
+    if names != table.column_names:  # SELECT 1 AS v, 2 AS v: polars and Parquet readers refuse the twins
+        table = table.rename_columns(names)
     table = printable_times(table)
     for i, field in enumerate(table.schema):
         kind, column = field.type, table.column(i)
-        new: pa.Array | None = None
+        new: pa.Array | pa.ChunkedArray | None = None
+        if _is_nested(kind) and _has(kind, pa.types.is_temporal) and not _unshowable(kind):
+            # dates and times inside lists and structs as Arrow writes them ('<value out of range: N>' past
+            # what Python holds, where polars panicked and Python raised); then as any nested value below
+            column = new = column.cast(_temporal_as_text(kind))
+            kind = column.type
         if pa.types.is_date(kind):
             new = _date_column(column)
+        elif pa.types.is_time(kind):
+            new = _time_column(column)
         elif pa.types.is_interval(kind):
             new = _as_text(column, _interval_value_text)
         elif _unshowable(kind) or (fmt == "csv" and _is_nested(kind)):
@@ -141,8 +151,54 @@ def printable_values(table: pa.Table, fmt: str = "table") -> pa.Table:
         elif fmt == "json" and _has(kind, _is_binary):
             new = _as_text(column, lambda v: json.dumps(_plain(v), default=_json_default))
         if new is not None:
-            table = table.set_column(i, pa.field(field.name, pa.string()), new)
+            table = table.set_column(i, pa.field(field.name, new.type), new)
     return table
+
+
+def unique_names(names: list[str]) -> list[str]:
+    """Column names made unique as DuckDB does for a table: the second ``v`` becomes ``v_1``."""
+    seen: set[str] = set()
+    out = []
+    for name in names:
+        unique, n = name, 0
+        while unique in seen:
+            n += 1
+            unique = f"{name}_{n}"
+        seen.add(unique)
+        out.append(unique)
+    return out
+
+
+def _temporal_as_text(kind: pa.DataType) -> pa.DataType:
+    """``kind`` with every date, time and timestamp in it replaced by a string."""
+    if pa.types.is_temporal(kind):
+        return pa.string()
+    if pa.types.is_struct(kind):
+        return pa.struct([pa.field(f.name, _temporal_as_text(f.type), f.nullable) for f in kind])
+    if pa.types.is_map(kind):
+        return pa.map_(_temporal_as_text(kind.key_type), _temporal_as_text(kind.item_type))
+    if pa.types.is_fixed_size_list(kind):
+        return pa.list_(_temporal_as_text(kind.value_type), kind.list_size)
+    if pa.types.is_large_list(kind):
+        return pa.large_list(_temporal_as_text(kind.value_type))
+    if pa.types.is_list(kind):
+        return pa.list_(_temporal_as_text(kind.value_type))
+    return kind
+
+
+def _time_column(column: pa.ChunkedArray) -> pa.Array | None:
+    """A time-of-day column holding 24:00:00 (DuckDB's end of day, past what Python holds) as text; else None."""
+    per_s = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}[column.type.unit]
+    ticks = pc.cast(column, pa.int64())
+    if not pc.any(pc.greater_equal(ticks, 86_400 * per_s)).as_py():
+        return None
+
+    def text(v: int) -> str:
+        whole, frac = divmod(v, per_s)
+        clock = f"{whole // 3600:02d}:{whole // 60 % 60:02d}:{whole % 60:02d}"
+        return clock + (f".{frac:0{len(str(per_s)) - 1}d}".rstrip("0") if frac else "")
+
+    return _as_text(ticks, text)
 
 
 def _plain(value: Any) -> Any:

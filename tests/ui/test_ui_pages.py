@@ -254,7 +254,7 @@ def test_the_sql_console_shows_intervals_dates_at_infinity_lists_and_unions(empt
     at = run_page("sql", empty_collector.address, monkeypatch)
     at.text_area[0].set_value(
         "SELECT INTERVAL 90 MINUTE AS i, '-infinity'::DATE AS d, [1, 2] AS l, {'a': 1} AS s, "
-        "union_value(k := 3) AS u, '\\x01'::BLOB AS b"
+        "union_value(k := 3) AS u, '\\x01'::BLOB AS b, ['infinity'::DATE] AS ld, '24:00:00'::TIME AS t, 1 AS i"
     ).run()
     assert not at.exception, [e.value for e in at.exception]
     assert not at.error, [e.value for e in at.error]
