@@ -16,12 +16,11 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from c4.report import printable_times
+from c4.report import TICKS_PER_S, printable_times
 
 #: Output formats :func:`printable_values` prepares for.
 FORMATS = ("table", "csv", "json", "parquet")
 
-_NS_PER_S = 1_000_000_000
 _EPOCH_DAY = date(1970, 1, 1).toordinal()
 #: Dates Python (and so every later step) can hold, as days since 1970.
 _DATE_LO_DAYS = date.min.toordinal() - _EPOCH_DAY
@@ -40,7 +39,7 @@ def interval_text(months: int, days: int, nanoseconds: int) -> str:
             parts.append(f"{value} {unit}{'' if abs(value) == 1 else 's'}")
     if nanoseconds or not parts:
         sign = "-" if nanoseconds < 0 else ""
-        seconds, frac_ns = divmod(abs(nanoseconds), _NS_PER_S)
+        seconds, frac_ns = divmod(abs(nanoseconds), TICKS_PER_S["ns"])
         hours, rest = divmod(seconds, 3600)
         clock = f"{sign}{hours:02d}:{rest // 60:02d}:{rest % 60:02d}"
         if frac_ns:
@@ -56,6 +55,11 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, (date, datetime)):
         return value.isoformat()
     return str(value)
+
+
+def _json_text(value: Any) -> str:
+    """A nested value (or one polars cannot take) as JSON text."""
+    return json.dumps(_plain(value), default=_json_default)
 
 
 def bytes_text(value: bytes) -> str:
@@ -75,8 +79,9 @@ def _interval_value_text(v: Any) -> str:
 def _date_column(column: pa.ChunkedArray) -> pa.Array | None:
     """A date column holding days Python cannot hold, as text (ISO, or ``out of range (<n> days)``); else
     None (the column stays as it is)."""
-    days = pc.cast(column, pa.int32()) if pa.types.is_date32(column.type) else None
-    if days is None:  # date64: milliseconds since 1970
+    if pa.types.is_date32(column.type):
+        days = pc.cast(column, pa.int32())
+    else:  # date64: milliseconds since 1970
         days = pc.cast(pc.divide(pc.cast(column, pa.int64()), 86_400_000), pa.int64())
     bad = pc.or_(pc.less(days, _DATE_LO_DAYS), pc.greater(days, _DATE_HI_DAYS))
     if not pc.any(bad).as_py():
@@ -145,11 +150,11 @@ def printable_values(table: pa.Table, fmt: str = "table") -> pa.Table:
         elif pa.types.is_interval(kind):
             new = _as_text(column, _interval_value_text)
         elif _unshowable(kind) or (fmt == "csv" and _is_nested(kind)):
-            new = _as_text(column, lambda v: json.dumps(_plain(v), default=_json_default))
+            new = _as_text(column, _json_text)
         elif fmt in ("csv", "json") and _is_binary(kind):
             new = _as_text(column, bytes_text)
         elif fmt == "json" and _has(kind, _is_binary):
-            new = _as_text(column, lambda v: json.dumps(_plain(v), default=_json_default))
+            new = _as_text(column, _json_text)
         if new is not None:
             table = table.set_column(i, pa.field(field.name, new.type), new)
     return table
@@ -188,7 +193,7 @@ def _temporal_as_text(kind: pa.DataType) -> pa.DataType:
 
 def _time_column(column: pa.ChunkedArray) -> pa.Array | None:
     """A time-of-day column holding 24:00:00 (DuckDB's end of day, past what Python holds) as text; else None."""
-    per_s = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}[column.type.unit]
+    per_s = TICKS_PER_S[column.type.unit]
     ticks = pc.cast(column, pa.int64())
     if not pc.any(pc.greater_equal(ticks, 86_400 * per_s)).as_py():
         return None

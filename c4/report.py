@@ -14,8 +14,8 @@ import pyarrow.compute as pc
 if TYPE_CHECKING:
     import pyarrow as pa
 
-#: Ticks per second of each Arrow timestamp unit.
-_PER_S = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}
+#: Ticks per second of each Arrow timestamp (and time-of-day) unit.
+TICKS_PER_S = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}
 _EPOCH = datetime(1970, 1, 1)
 #: DuckDB's ``'infinity'::TIMESTAMP`` in ticks of any unit (negated: ``'-infinity'``).
 _INFINITY_TICKS = (1 << 63) - 1
@@ -118,7 +118,8 @@ def emit(title: str, rows: Sequence[Mapping[str, Any]], summary: Mapping[str, An
 
 def printable_times(table: pa.Table) -> pa.Table:
     """The table with each timestamp column holding values Python cannot represent (past year 9999,
-    DuckDB's 'infinity', before year 1) turned into text: ISO times, and ``out of range (<raw> <unit>)``.
+    DuckDB's 'infinity', before year 1) turned into text: ISO times, ``infinity`` / ``-infinity``, and
+    ``out of range (<raw> <unit>)``.
 
     Columns whose values are all in range are returned as they are.
     """
@@ -128,7 +129,7 @@ def printable_times(table: pa.Table) -> pa.Table:
     for i, field in enumerate(table.schema):
         if not pa.types.is_timestamp(field.type):
             continue
-        per_s = _PER_S[field.type.unit]
+        per_s = TICKS_PER_S[field.type.unit]
         raw = pc.cast(table.column(i), pa.int64())
         # nanoseconds reach only 1677-2262: bounded by int64 but for DuckDB's infinities (+-(2**63 - 1))
         lo, hi = max(int(lo_s) * per_s, -_INFINITY_TICKS + 1), min(int(hi_s) * per_s, _INFINITY_TICKS - 1)
@@ -150,5 +151,5 @@ def _time_text(v: int, unit: str, lo: int, hi: int, tz: str = "") -> str:
         return "infinity" if v > 0 else "-infinity"
     if not lo <= v <= hi:
         return f"out of range ({v} {unit})"
-    whole, frac = divmod(v, _PER_S[unit])
-    return f"{_EPOCH + timedelta(seconds=whole, microseconds=frac * 1_000_000 // _PER_S[unit])}{tz}"
+    whole, frac = divmod(v, TICKS_PER_S[unit])
+    return f"{_EPOCH + timedelta(seconds=whole, microseconds=frac * 1_000_000 // TICKS_PER_S[unit])}{tz}"

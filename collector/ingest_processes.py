@@ -9,7 +9,7 @@ import socket
 import sys
 
 from c4.config import CollectorConfig, split_host_port
-from c4.listen_check import refuse_if_served
+from c4.listen_check import bound_socket, refuse_if_served
 
 log = logging.getLogger("c4.collector.ingest_processes")
 
@@ -24,12 +24,7 @@ def reserve_port(address: str) -> tuple[socket.socket, int]:
     picks it and holds it for its lifetime (a bound socket that never listens takes no connections).
     """
     host, port = split_host_port(address)
-    family, kind, proto, _, sockaddr = socket.getaddrinfo(
-        host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-    )[0]
-    sock = socket.socket(family, kind, proto)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind(sockaddr)
+    sock = bound_socket(host, port, socket.SO_REUSEPORT)
     return sock, sock.getsockname()[1]
 
 
@@ -70,9 +65,8 @@ class IngestProcesses:
         if port == 0:
             self._reserved, port = reserve_port(self.cfg.listen)
         else:  # ingest processes bind with SO_REUSEPORT: they would join another collector's listeners
-            self._claim = claim_port(
-                host, port
-            )  # first, so that of two collectors starting at once one fails here
+            # the claim first, so that of two collectors starting at once one fails here
+            self._claim = claim_port(host, port)
             refuse_if_served(host, port)
         self.port = port
         bracketed = f"[{host}]" if ":" in host else host

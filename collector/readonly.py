@@ -199,8 +199,9 @@ def _verdict(sql: str) -> str:
     """Why ``sql`` is refused ('' when it is one read-only statement)."""
     if "\x00" in sql:  # DuckDB reads the text as a C string: it would run only what comes before
         return f"SQL holds a NUL character (at offset {sql.index(chr(0))}): DuckDB would run only the text before it"
-    if first_keyword(sql) in _REFUSED_UNPARSED:
-        return f"read-only: only SELECT and EXPLAIN are allowed, got {first_keyword(sql)}"
+    keyword = first_keyword(sql)
+    if keyword in _REFUSED_UNPARSED:
+        return f"read-only: only SELECT and EXPLAIN are allowed, got {keyword}"
     try:
         statements = _statements(sql)
     except duckdb.Error as exc:
@@ -210,7 +211,7 @@ def _verdict(sql: str) -> str:
     statement = statements[0]
     kind = statement.type
     if kind not in ALLOWED:
-        return f"read-only: only SELECT and EXPLAIN are allowed, got {first_keyword(sql) or kind.name}"
+        return f"read-only: only SELECT and EXPLAIN are allowed, got {keyword or kind.name}"
     try:
         _check_functions(
             statement.query if kind == duckdb.StatementType.SELECT else _explained(statement.query)
